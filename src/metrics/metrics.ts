@@ -1,0 +1,93 @@
+import client from 'prom-client';
+
+/**
+ * Every metric syncline exports, in one registry per pipeline (so tests and library users
+ * can run several pipelines in one process). Names are a contract: see the README.
+ */
+export class Metrics {
+  readonly registry = new client.Registry();
+
+  readonly lagSeconds = this.gauge('sync_lag_seconds', 'Seconds from source commit to applied at the sink, for the newest applied change; 0 when caught up', ['table']);
+  readonly duplicateRate = this.gauge('sync_duplicate_rate', 'Share of consumed changes skipped as duplicate or stale over the last 60 s');
+  readonly deadletterCount = this.gauge('sync_deadletter_count', 'Changes currently in the dead-letter queue');
+  readonly captured = this.counter('sync_events_captured_total', 'Changes decoded from the replication slot', ['table']);
+  readonly published = this.counter('sync_events_published_total', 'Changes durably acknowledged by the stream');
+  readonly consumed = this.counter('sync_events_consumed_total', 'Changes read from the stream by apply');
+  readonly applied = this.counter('sync_events_applied_total', 'Changes whose effect was written to the sink', ['table']);
+  readonly stale = this.counter('sync_events_stale_total', 'Changes skipped by the version gate (not newer than the target row)', ['table']);
+  readonly duplicate = this.counter('sync_events_duplicate_total', 'Changes skipped as already applied (same version as the target)', ['table']);
+  readonly retried = this.counter('sync_events_retried_total', 'Apply attempts that failed and were retried');
+  readonly deadlettered = this.counter('sync_events_deadlettered_total', 'Changes sent to the dead-letter queue');
+  readonly applyBatchSeconds = new client.Histogram({
+    name: 'sync_apply_batch_duration_seconds',
+    help: 'Time to apply one batch at the sink, including its commit',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  readonly captureLsn = this.gauge('sync_capture_lsn', 'Slot position confirmed to the source (LSN as a number; exact below 2^53)');
+  readonly applyLsn = this.gauge('sync_apply_lsn', 'Commit LSN of the newest change applied to the sink');
+  readonly slotRetainedWalBytes = this.gauge('sync_slot_retained_wal_bytes', 'WAL bytes the source retains for the slot');
+  readonly driftRows = this.gauge('sync_drift_rows', 'Rows that differed between source and target at the last verify', ['table']);
+  readonly consumerLag = this.gauge('sync_stream_consumer_lag', 'Records in the stream not yet consumed by this group');
+
+  private readonly window = new SlidingRate(60);
+
+  constructor() {
+    client.collectDefaultMetrics({ register: this.registry, prefix: 'sync_process_' });
+    this.duplicateRate.set(0);
+    this.deadletterCount.set(0);
+  }
+
+  /** Feeds `sync_duplicate_rate`: consumed changes and how many of them were skipped. */
+  recordConsumed(consumed: number, skipped: number, nowMs = Date.now()): void {
+    this.window.add(consumed, skipped, nowMs);
+    this.duplicateRate.set(this.window.rate(nowMs));
+  }
+
+  private gauge<L extends string>(name: string, help: string, labelNames: L[] = []): client.Gauge<L> {
+    return new client.Gauge({ name, help, labelNames, registers: [this.registry] });
+  }
+
+  private counter<L extends string>(name: string, help: string, labelNames: L[] = []): client.Counter<L> {
+    return new client.Counter({ name, help, labelNames, registers: [this.registry] });
+  }
+}
+
+/** Per-second buckets over a window; rate = skipped / consumed inside the window. */
+export class SlidingRate {
+  private readonly consumed: number[];
+  private readonly skipped: number[];
+  private readonly seconds: number[];
+
+  constructor(private readonly windowSeconds: number) {
+    this.consumed = new Array<number>(windowSeconds).fill(0);
+    this.skipped = new Array<number>(windowSeconds).fill(0);
+    this.seconds = new Array<number>(windowSeconds).fill(-1);
+  }
+
+  add(consumed: number, skipped: number, nowMs: number): void {
+    const s = Math.floor(nowMs / 1000);
+    const i = s % this.windowSeconds;
+    if (this.seconds[i] !== s) {
+      this.seconds[i] = s;
+      this.consumed[i] = 0;
+      this.skipped[i] = 0;
+    }
+    this.consumed[i] = (this.consumed[i] ?? 0) + consumed;
+    this.skipped[i] = (this.skipped[i] ?? 0) + skipped;
+  }
+
+  rate(nowMs: number): number {
+    const now = Math.floor(nowMs / 1000);
+    let c = 0;
+    let k = 0;
+    for (let i = 0; i < this.windowSeconds; i++) {
+      const s = this.seconds[i] ?? -1;
+      if (s > now - this.windowSeconds) {
+        c += this.consumed[i] ?? 0;
+        k += this.skipped[i] ?? 0;
+      }
+    }
+    return c === 0 ? 0 : k / c;
+  }
+}

@@ -1,0 +1,180 @@
+import type { ChangeEvent, ChangeOp, Row } from '../core/change.js';
+import { SynclineError } from '../core/errors.js';
+import { formatLsn, versionOf, type Lsn } from '../core/lsn.js';
+import type { PgoutputMessage, RelationMessage, TupleValue } from '../pgoutput/messages.js';
+import { pgTimestampToIso } from '../pgoutput/replication-frames.js';
+
+/** Prefix of the logical messages syncline emits as heartbeats; they produce no change. */
+export const HEARTBEAT_PREFIX = 'syncline.heartbeat';
+
+interface RelationInfo {
+  message: RelationMessage;
+  keyIndexes: number[];
+  schemaVersion: number;
+}
+
+interface OpenTransaction {
+  xid: number;
+  commitLsn: Lsn;
+  commitLsnText: string;
+  commitTs: string;
+  seq: number;
+}
+
+/**
+ * Turns decoded pgoutput messages into change events (pure: no I/O). It tracks the relation
+ * cache and the open transaction; the caller tracks positions and acknowledgements.
+ */
+export class ChangeBuilder {
+  private readonly relations = new Map<number, RelationInfo>();
+  private txn: OpenTransaction | undefined;
+
+  constructor(private readonly source: string) {}
+
+  /** Appends the events `msg` produces (zero, one, or two for a key change) to `out`. */
+  handle(msg: PgoutputMessage, changeLsn: Lsn, out: ChangeEvent[]): void {
+    switch (msg.tag) {
+      case 'begin':
+        this.txn = {
+          xid: msg.xid,
+          commitLsn: msg.finalLsn,
+          commitLsnText: formatLsn(msg.finalLsn),
+          commitTs: pgTimestampToIso(msg.commitTime),
+          seq: 0,
+        };
+        return;
+      case 'commit':
+        this.txn = undefined;
+        return;
+      case 'relation':
+        this.onRelation(msg);
+        return;
+      case 'insert': {
+        const rel = this.relation(msg.relationId);
+        const row = this.rowOf(rel, msg.newTuple);
+        out.push(this.event(rel, 'INSERT', changeLsn, this.keyOf(rel, msg.newTuple), row.values, undefined, row.unchanged));
+        return;
+      }
+      case 'update': {
+        const rel = this.relation(msg.relationId);
+        const row = this.rowOf(rel, msg.newTuple);
+        const newKey = this.keyOf(rel, msg.newTuple, msg.oldTuple);
+        const before = msg.oldKind === 'O' && msg.oldTuple ? this.rowOf(rel, msg.oldTuple).values : undefined;
+        if (msg.oldTuple) {
+          const oldKey = this.keyOf(rel, msg.oldTuple);
+          if (!sameRow(oldKey, newKey)) {
+            // The key changed: the old row is gone and a new one exists, as two changes.
+            out.push(this.event(rel, 'DELETE', changeLsn, oldKey, null, before, undefined));
+            out.push(this.event(rel, 'INSERT', changeLsn, newKey, row.values, undefined, row.unchanged));
+            return;
+          }
+        }
+        out.push(this.event(rel, 'UPDATE', changeLsn, newKey, row.values, before, row.unchanged));
+        return;
+      }
+      case 'delete': {
+        const rel = this.relation(msg.relationId);
+        const before = msg.oldKind === 'O' ? this.rowOf(rel, msg.oldTuple).values : undefined;
+        out.push(this.event(rel, 'DELETE', changeLsn, this.keyOf(rel, msg.oldTuple), null, before, undefined));
+        return;
+      }
+      case 'truncate':
+        for (const id of msg.relationIds) {
+          out.push(this.event(this.relation(id), 'TRUNCATE', changeLsn, {}, null, undefined, undefined));
+        }
+        return;
+      default:
+        // origin, type, logical messages, stream control, two-phase: no row change.
+        return;
+    }
+  }
+
+  get inTransaction(): boolean {
+    return this.txn !== undefined;
+  }
+
+  private onRelation(msg: RelationMessage): void {
+    const previous = this.relations.get(msg.relationId);
+    const keyIndexes: number[] = [];
+    msg.columns.forEach((c, i) => {
+      if (c.isKey) keyIndexes.push(i);
+    });
+    let schemaVersion = 1;
+    if (previous) {
+      const same =
+        previous.message.columns.length === msg.columns.length &&
+        previous.message.columns.every((c, i) => c.name === msg.columns[i]?.name && c.typeOid === msg.columns[i]?.typeOid && c.typeMod === msg.columns[i]?.typeMod);
+      schemaVersion = same ? previous.schemaVersion : previous.schemaVersion + 1;
+    }
+    this.relations.set(msg.relationId, { message: msg, keyIndexes, schemaVersion });
+  }
+
+  private relation(id: number): RelationInfo {
+    const rel = this.relations.get(id);
+    if (!rel) throw new SynclineError('RELATION_UNKNOWN', `change for relation ${id} arrived before its Relation message`, { retriable: false });
+    return rel;
+  }
+
+  private rowOf(rel: RelationInfo, tuple: TupleValue[]): { values: Row; unchanged: string[] | undefined } {
+    const cols = rel.message.columns;
+    const values: Row = {};
+    let unchanged: string[] | undefined;
+    for (let i = 0; i < cols.length; i++) {
+      const name = (cols[i] as { name: string }).name;
+      const v = tuple[i];
+      if (v === undefined) {
+        (unchanged ??= []).push(name);
+      } else {
+        values[name] = typeof v === 'string' || v === null ? v : `\\x${v.toString('hex')}`;
+      }
+    }
+    return { values, unchanged };
+  }
+
+  private keyOf(rel: RelationInfo, tuple: TupleValue[], fallback?: TupleValue[]): Row {
+    const m = rel.message;
+    if (rel.keyIndexes.length === 0) {
+      throw new SynclineError(
+        'NO_REPLICA_IDENTITY',
+        `table ${m.schema}.${m.name} has no replica identity key, so its changes cannot be applied by key`,
+        { retriable: false },
+      );
+    }
+    const key: Row = {};
+    for (const i of rel.keyIndexes) {
+      let v = tuple[i];
+      if (v === undefined && fallback) v = fallback[i];
+      key[(m.columns[i] as { name: string }).name] = v === undefined ? null : typeof v === 'string' || v === null ? v : `\\x${v.toString('hex')}`;
+    }
+    return key;
+  }
+
+  private event(rel: RelationInfo, op: ChangeOp, changeLsn: Lsn, key: Row, payload: Row | null, before: Row | undefined, unchanged: string[] | undefined): ChangeEvent {
+    const txn = this.txn;
+    if (!txn) throw new SynclineError('NO_TRANSACTION', `row change for ${rel.message.schema}.${rel.message.name} outside a transaction`, { retriable: false });
+    txn.seq += 1;
+    const e: ChangeEvent = {
+      source: this.source,
+      schema: rel.message.schema,
+      table: rel.message.name,
+      op,
+      lsn: formatLsn(changeLsn),
+      commit_lsn: txn.commitLsnText,
+      xid: txn.xid,
+      seq: txn.seq,
+      commit_ts: txn.commitTs,
+      key,
+      payload,
+      _version: versionOf(txn.commitLsn, txn.seq).toString(),
+      _schema_version: rel.schemaVersion,
+    };
+    if (before) e.before = before;
+    if (unchanged) e.unchanged = unchanged;
+    return e;
+  }
+}
+
+function sameRow(a: Row, b: Row): boolean {
+  for (const k of Object.keys(a)) if (a[k] !== b[k]) return false;
+  return true;
+}

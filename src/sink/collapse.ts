@@ -1,0 +1,63 @@
+import type { ChangeEvent } from '../core/change.js';
+
+export interface TableBatch {
+  schema: string;
+  table: string;
+  /** Newest change per key (INSERT/UPDATE/READ/DELETE), in first-seen order. */
+  rows: ChangeEvent[];
+  /** Newest TRUNCATE of the table in the batch. */
+  truncate: ChangeEvent | undefined;
+}
+
+/**
+ * Groups a batch by table and keeps only the newest change per key: applying it has the
+ * same effect as applying them all in order. An UPDATE that did not carry an unchanged
+ * TOASTed column takes that value from the change it supersedes when that one had it.
+ * Returns the groups and how many changes were folded away.
+ */
+export function collapseBatch(changes: readonly ChangeEvent[]): { tables: TableBatch[]; superseded: number } {
+  const tables = new Map<string, { batch: TableBatch; byKey: Map<string, ChangeEvent> }>();
+  let superseded = 0;
+  for (const c of changes) {
+    const tableKey = `${c.schema}.${c.table}`;
+    let t = tables.get(tableKey);
+    if (!t) {
+      t = { batch: { schema: c.schema, table: c.table, rows: [], truncate: undefined }, byKey: new Map() };
+      tables.set(tableKey, t);
+    }
+    if (c.op === 'TRUNCATE') {
+      if (t.batch.truncate) superseded++;
+      if (!t.batch.truncate || BigInt(c._version) > BigInt(t.batch.truncate._version)) t.batch.truncate = c;
+      continue;
+    }
+    const rowKey = JSON.stringify(Object.values(c.key));
+    const prev = t.byKey.get(rowKey);
+    if (!prev) {
+      t.byKey.set(rowKey, c);
+      continue;
+    }
+    superseded++;
+    const [older, newer] = BigInt(c._version) >= BigInt(prev._version) ? [prev, c] : [c, prev];
+    t.byKey.set(rowKey, mergeUnchanged(older, newer));
+  }
+  const out: TableBatch[] = [];
+  for (const { batch, byKey } of tables.values()) {
+    batch.rows = [...byKey.values()];
+    out.push(batch);
+  }
+  return { tables: out, superseded };
+}
+
+function mergeUnchanged(older: ChangeEvent, newer: ChangeEvent): ChangeEvent {
+  if (!newer.unchanged || !newer.payload || !older.payload) return newer;
+  const payload = { ...newer.payload };
+  const stillUnchanged: string[] = [];
+  for (const col of newer.unchanged) {
+    if (col in older.payload) payload[col] = older.payload[col] ?? null;
+    else stillUnchanged.push(col);
+  }
+  const merged: ChangeEvent = { ...newer, payload };
+  if (stillUnchanged.length > 0) merged.unchanged = stillUnchanged;
+  else delete merged.unchanged;
+  return merged;
+}

@@ -1,0 +1,275 @@
+import pg from 'pg';
+import type { ChangeEvent } from '../../core/change.js';
+import { PrerequisiteError, SynclineError, errorMessage } from '../../core/errors.js';
+import { quoteIdent, quoteQualified } from '../../core/sql.js';
+import { collapseBatch, type TableBatch } from '../collapse.js';
+import type { ApplyOutcome, Sink } from '../sink.js';
+import { isRetriablePgError } from './sqlstate.js';
+import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, loadTargetTable, type TargetTable } from './table-meta.js';
+
+export interface PostgresSinkOptions {
+  url: string;
+  /** Schema for syncline's own tables in the target database. */
+  stateSchema: string;
+  deleteMode: 'hard' | 'soft';
+  versionGate: boolean;
+  poolSize?: number;
+}
+
+const V_LSN = quoteIdent(VERSION_LSN_COLUMN);
+const V_SEQ = quoteIdent(VERSION_SEQ_COLUMN);
+/** A row's stored version; rows written before syncline managed the table count as oldest. */
+const ROW_VERSION = `(COALESCE(t.${V_LSN}, '0/0'::pg_lsn), COALESCE(t.${V_SEQ}, 0))`;
+
+/**
+ * PostgreSQL target. Each batch is one transaction: set-based `unnest` upserts per table,
+ * deletes with tombstones, truncations as watermarks, and the consumer positions. Every
+ * write is gated on the row's stored version (commit LSN, seq), so replays change nothing.
+ */
+export class PostgresSink implements Sink {
+  private readonly pool: pg.Pool;
+  private readonly state: { positions: string; tombstones: string; truncations: string };
+  private readonly tables = new Map<string, TargetTable>();
+  private readonly sqlCache = new Map<string, string>();
+
+  constructor(private readonly options: PostgresSinkOptions) {
+    this.pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 2 });
+    // An idle pooled connection that dies must not crash the process; the next query reconnects.
+    this.pool.on('error', () => undefined);
+    const s = options.stateSchema;
+    this.state = {
+      positions: quoteQualified(s, 'positions'),
+      tombstones: quoteQualified(s, 'tombstones'),
+      truncations: quoteQualified(s, 'truncations'),
+    };
+  }
+
+  async prepare(): Promise<void> {
+    await this.withClient(async (c) => {
+      await c.query('BEGIN');
+      // Two apply processes starting together must not race on CREATE ... IF NOT EXISTS.
+      await c.query("SELECT pg_advisory_xact_lock(hashtext('syncline.sink.prepare'))");
+      await c.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.options.stateSchema)}`);
+      await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.positions} (
+        group_id text NOT NULL, stream_partition integer NOT NULL, next_offset bigint NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (group_id, stream_partition))`);
+      await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.tombstones} (
+        table_name text NOT NULL, row_key text NOT NULL, lsn pg_lsn NOT NULL, seq integer NOT NULL,
+        deleted_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_name, row_key))`);
+      await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.truncations} (
+        table_name text PRIMARY KEY, lsn pg_lsn NOT NULL, seq integer NOT NULL)`);
+      await c.query('COMMIT');
+    });
+  }
+
+  async positions(group: string): Promise<Map<number, bigint>> {
+    const { rows } = await this.withClient((c) =>
+      c.query<{ p: number; o: string }>(`SELECT stream_partition AS p, next_offset::text AS o FROM ${this.state.positions} WHERE group_id = $1`, [group]),
+    );
+    return new Map(rows.map((r) => [r.p, BigInt(r.o)]));
+  }
+
+  async apply(changes: readonly ChangeEvent[], positions: ReadonlyMap<number, bigint>, group: string): Promise<ApplyOutcome> {
+    const { tables, superseded } = collapseBatch(changes);
+    const outcome: ApplyOutcome = { applied: 0, stale: 0, superseded, byTable: new Map() };
+    await this.withClient(async (c) => {
+      await c.query('BEGIN');
+      try {
+        for (const batch of tables) {
+          const target = await this.target(c, batch.schema, batch.table);
+          const counts = { applied: 0, stale: 0 };
+          if (batch.truncate) await this.truncate(c, target, batch.truncate, counts);
+          await this.upsert(c, target, batch, counts);
+          await this.delete(c, target, batch, counts);
+          outcome.applied += counts.applied;
+          outcome.stale += counts.stale;
+          outcome.byTable.set(`${batch.schema}.${batch.table}`, counts);
+        }
+        if (positions.size > 0) {
+          await c.query(
+            `INSERT INTO ${this.state.positions} (group_id, stream_partition, next_offset)
+             SELECT $1, p, o FROM unnest($2::int[], $3::bigint[]) AS x(p, o)
+             ON CONFLICT (group_id, stream_partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()`,
+            [group, [...positions.keys()], [...positions.values()].map(String)],
+          );
+        }
+        await c.query('COMMIT');
+      } catch (err) {
+        await c.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+    });
+    return outcome;
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+
+  private async withClient<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (err) {
+      throw classify(err, 'connecting to the sink');
+    }
+    try {
+      return await fn(client);
+    } catch (err) {
+      throw classify(err, 'applying to the sink');
+    } finally {
+      client.release();
+    }
+  }
+
+  private async target(c: pg.PoolClient, schema: string, table: string): Promise<TargetTable> {
+    const name = `${schema}.${table}`;
+    let t = this.tables.get(name);
+    if (!t) {
+      t = await loadTargetTable(c, schema, table, this.options.deleteMode === 'soft');
+      this.tables.set(name, t);
+    }
+    return t;
+  }
+
+  private async upsert(c: pg.PoolClient, target: TargetTable, batch: TableBatch, counts: { applied: number; stale: number }): Promise<void> {
+    // Rows with the same set of sent columns share one statement (unchanged TOAST columns are left out).
+    const groups = new Map<string, ChangeEvent[]>();
+    for (const row of batch.rows) {
+      if (row.op === 'DELETE' || !row.payload) continue;
+      const cols = Object.keys(row.payload).join('\u0000');
+      const g = groups.get(cols);
+      if (g) g.push(row);
+      else groups.set(cols, [row]);
+    }
+    for (const rows of groups.values()) {
+      const first = rows[0] as ChangeEvent;
+      const columns = Object.keys(first.payload ?? {});
+      const keyColumns = Object.keys(first.key);
+      this.checkColumns(target, columns, keyColumns);
+      const sql = this.upsertSql(target, columns, keyColumns);
+      const params: unknown[] = columns.map((col) => rows.map((r) => (r.payload as Record<string, string | null>)[col] ?? null));
+      params.push(rows.map((r) => JSON.stringify(Object.values(r.key))));
+      params.push(rows.map((r) => r.commit_lsn));
+      params.push(rows.map((r) => r.seq));
+      params.push(tableLabel(target));
+      const res = await c.query(sql, params);
+      const n = res.rowCount ?? 0;
+      counts.applied += n;
+      counts.stale += rows.length - n;
+    }
+  }
+
+  private upsertSql(target: TargetTable, columns: string[], keyColumns: string[]): string {
+    const cacheKey = `u\u0001${target.qualified}\u0001${columns.join('\u0000')}`;
+    const cached = this.sqlCache.get(cacheKey);
+    if (cached) return cached;
+    const n = columns.length;
+    const soft = this.options.deleteMode === 'soft';
+    const cast = (col: string, i: number): string => `i.c${i}::${(target.columns.get(col) as { castType: string }).castType}`;
+    const insertCols = [...columns.map(quoteIdent), V_LSN, V_SEQ, ...(soft ? [quoteIdent(DELETED_AT_COLUMN)] : [])];
+    const selectExprs = [...columns.map(cast), 'i.v_lsn::pg_lsn', 'i.v_seq', ...(soft ? ['NULL'] : [])];
+    const unnestArgs = [...columns.map((_, i) => `$${i + 1}::text[]`), `$${n + 1}::text[]`, `$${n + 2}::text[]`, `$${n + 3}::int[]`];
+    const aliases = [...columns.map((_, i) => `c${i}`), 'row_key', 'v_lsn', 'v_seq'];
+    const updates = [...columns.filter((c) => !keyColumns.includes(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`), `${V_LSN} = EXCLUDED.${V_LSN}`, `${V_SEQ} = EXCLUDED.${V_SEQ}`];
+    if (soft) updates.push(`${quoteIdent(DELETED_AT_COLUMN)} = NULL`);
+    const gate = this.options.versionGate;
+    const sql =
+      `INSERT INTO ${target.qualified} AS t (${insertCols.join(', ')})
+       SELECT ${selectExprs.join(', ')}
+         FROM unnest(${unnestArgs.join(', ')}) AS i(${aliases.join(', ')})` +
+      (gate
+        ? `
+        WHERE NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
+                           WHERE tb.table_name = $${n + 4} AND tb.row_key = i.row_key AND (tb.lsn, tb.seq) >= (i.v_lsn::pg_lsn, i.v_seq))
+          AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr
+                           WHERE tr.table_name = $${n + 4} AND (tr.lsn, tr.seq) >= (i.v_lsn::pg_lsn, i.v_seq))`
+        : `
+        WHERE $${n + 4}::text IS NOT NULL`) +
+      `
+       ON CONFLICT (${keyColumns.map(quoteIdent).join(', ')}) DO UPDATE SET ${updates.join(', ')}` +
+      (gate ? `\n       WHERE ${ROW_VERSION} < (EXCLUDED.${V_LSN}, EXCLUDED.${V_SEQ})` : '');
+    this.sqlCache.set(cacheKey, sql);
+    return sql;
+  }
+
+  private async delete(c: pg.PoolClient, target: TargetTable, batch: TableBatch, counts: { applied: number; stale: number }): Promise<void> {
+    const rows = batch.rows.filter((r) => r.op === 'DELETE');
+    if (rows.length === 0) return;
+    const keyColumns = Object.keys((rows[0] as ChangeEvent).key);
+    this.checkColumns(target, [], keyColumns);
+    const k = keyColumns.length;
+    const soft = this.options.deleteMode === 'soft';
+    const match = keyColumns.map((col, i) => `t.${quoteIdent(col)} = i.k${i}::${(target.columns.get(col) as { castType: string }).castType}`).join(' AND ');
+    const gate = this.options.versionGate ? ` AND ${ROW_VERSION} < (i.v_lsn::pg_lsn, i.v_seq)` : '';
+    const removal = soft
+      ? `UPDATE ${target.qualified} t SET ${quoteIdent(DELETED_AT_COLUMN)} = i.ts::timestamptz, ${V_LSN} = i.v_lsn::pg_lsn, ${V_SEQ} = i.v_seq
+           FROM i WHERE ${match}${gate} RETURNING 1`
+      : `DELETE FROM ${target.qualified} t USING i WHERE ${match}${gate} RETURNING 1`;
+    const sql = `WITH i AS (SELECT * FROM unnest(${[...keyColumns.map((_, j) => `$${j + 1}::text[]`), `$${k + 1}::text[]`, `$${k + 2}::text[]`, `$${k + 3}::int[]`, `$${k + 4}::text[]`].join(', ')})
+                     AS i(${[...keyColumns.map((_, j) => `k${j}`), 'row_key', 'v_lsn', 'v_seq', 'ts'].join(', ')})),
+      tomb AS (INSERT INTO ${this.state.tombstones} AS tb (table_name, row_key, lsn, seq)
+               SELECT $${k + 5}, row_key, v_lsn::pg_lsn, v_seq FROM i
+               ON CONFLICT (table_name, row_key) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq, deleted_at = now()
+               WHERE (tb.lsn, tb.seq) < (EXCLUDED.lsn, EXCLUDED.seq)
+               RETURNING 1),
+      removed AS (${removal})
+      SELECT (SELECT count(*) FROM tomb)::int AS tombstoned, (SELECT count(*) FROM removed)::int AS removed`;
+    const params: unknown[] = keyColumns.map((col) => rows.map((r) => r.key[col] ?? null));
+    params.push(rows.map((r) => JSON.stringify(Object.values(r.key))));
+    params.push(rows.map((r) => r.commit_lsn));
+    params.push(rows.map((r) => r.seq));
+    params.push(rows.map((r) => r.commit_ts));
+    params.push(tableLabel(target));
+    const res = await c.query<{ tombstoned: number }>(sql, params);
+    const n = res.rows[0]?.tombstoned ?? 0;
+    counts.applied += n;
+    counts.stale += rows.length - n;
+  }
+
+  private async truncate(c: pg.PoolClient, target: TargetTable, change: ChangeEvent, counts: { applied: number; stale: number }): Promise<void> {
+    const res = await c.query(
+      `INSERT INTO ${this.state.truncations} AS tr (table_name, lsn, seq) VALUES ($1, $2::pg_lsn, $3)
+       ON CONFLICT (table_name) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq
+       WHERE (tr.lsn, tr.seq) < (EXCLUDED.lsn, EXCLUDED.seq)`,
+      [tableLabel(target), change.commit_lsn, change.seq],
+    );
+    if ((res.rowCount ?? 0) === 0) {
+      counts.stale += 1;
+      return;
+    }
+    // Rows older than the truncation go; newer ones (applied from other partitions) stay.
+    await c.query(`DELETE FROM ${target.qualified} t WHERE ${ROW_VERSION} < ($1::pg_lsn, $2)`, [change.commit_lsn, change.seq]);
+    counts.applied += 1;
+  }
+
+  private checkColumns(target: TargetTable, columns: string[], keyColumns: string[]): void {
+    const missing = [...new Set([...columns, ...keyColumns])].filter((c) => !target.columns.has(c));
+    if (missing.length > 0) {
+      throw new PrerequisiteError(
+        `target table ${tableLabel(target)} lacks column(s) ${missing.join(', ')}`,
+        `ALTER TABLE ${target.qualified} ${missing.map((m) => `ADD COLUMN ${quoteIdent(m)} <type>`).join(', ')}`,
+      );
+    }
+    const pk = [...target.primaryKey].sort().join(',');
+    if (pk !== [...keyColumns].sort().join(',')) {
+      throw new PrerequisiteError(
+        `target table ${tableLabel(target)} has primary key (${target.primaryKey.join(', ') || 'none'}) but the source key is (${keyColumns.join(', ')})`,
+        `give the target the same primary key: ALTER TABLE ${target.qualified} ADD PRIMARY KEY (${keyColumns.map(quoteIdent).join(', ')})`,
+      );
+    }
+  }
+}
+
+function tableLabel(t: TargetTable): string {
+  return `${t.schema}.${t.table}`;
+}
+
+function classify(err: unknown, what: string): unknown {
+  if (err instanceof SynclineError) return err;
+  const code = (err as { code?: string } | null)?.code;
+  return new SynclineError(`SINK_${code ?? 'ERROR'}`, `${what} failed: ${errorMessage(err)}${code ? ` (SQLSTATE ${code})` : ''}`, {
+    retriable: isRetriablePgError(err),
+    cause: err,
+  });
+}

@@ -1,0 +1,72 @@
+import type pg from 'pg';
+import { PrerequisiteError } from '../../core/errors.js';
+import { quoteIdent, quoteQualified } from '../../core/sql.js';
+
+export interface TargetColumn {
+  name: string;
+  /**
+   * The type as a cast target: schema-qualified internal name (`"pg_catalog"."bpchar"`),
+   * not format_type's `character`, which would mean char(1) and truncate values.
+   */
+  castType: string;
+}
+
+export interface TargetTable {
+  schema: string;
+  table: string;
+  qualified: string;
+  columns: Map<string, TargetColumn>;
+  primaryKey: string[];
+}
+
+export const VERSION_LSN_COLUMN = '_syncline_lsn';
+export const VERSION_SEQ_COLUMN = '_syncline_seq';
+export const DELETED_AT_COLUMN = '_deleted_at';
+
+/**
+ * Reads a target table's columns and primary key, adding syncline's version columns
+ * (and `_deleted_at` for soft deletes) when they are missing.
+ */
+export async function loadTargetTable(client: pg.PoolClient | pg.Client, schema: string, table: string, softDelete: boolean): Promise<TargetTable> {
+  let meta = await readTable(client, schema, table);
+  if (!meta) {
+    throw new PrerequisiteError(
+      `target table ${schema}.${table} does not exist in the sink database`,
+      `create ${quoteQualified(schema, table)} on the target with the source's columns and primary key`,
+    );
+  }
+  const wanted = [VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, ...(softDelete ? [DELETED_AT_COLUMN] : [])];
+  if (wanted.some((c) => !meta?.columns.has(c))) {
+    await client.query(
+      `ALTER TABLE ${meta.qualified} ADD COLUMN IF NOT EXISTS ${quoteIdent(VERSION_LSN_COLUMN)} pg_lsn, ` +
+        `ADD COLUMN IF NOT EXISTS ${quoteIdent(VERSION_SEQ_COLUMN)} integer` +
+        (softDelete ? `, ADD COLUMN IF NOT EXISTS ${quoteIdent(DELETED_AT_COLUMN)} timestamptz` : ''),
+    );
+    meta = await readTable(client, schema, table);
+    if (!meta) throw new Error(`target table ${schema}.${table} vanished`);
+  }
+  return meta;
+}
+
+async function readTable(client: pg.PoolClient | pg.Client, schema: string, table: string): Promise<TargetTable | undefined> {
+  const qualified = quoteQualified(schema, table);
+  const { rows } = await client.query<{ name: string; type_schema: string; type_name: string; is_pk: boolean }>(
+    `SELECT a.attname AS name, n.nspname AS type_schema, t.typname AS type_name,
+            coalesce(a.attnum = ANY(i.indkey), false) AS is_pk
+       FROM pg_attribute a
+       JOIN pg_type t ON t.oid = a.atttypid
+       JOIN pg_namespace n ON n.oid = t.typnamespace
+       LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+      ORDER BY a.attnum`,
+    [qualified],
+  );
+  if (rows.length === 0) return undefined;
+  const columns = new Map<string, TargetColumn>();
+  const primaryKey: string[] = [];
+  for (const r of rows) {
+    columns.set(r.name, { name: r.name, castType: quoteQualified(r.type_schema, r.type_name) });
+    if (r.is_pk) primaryKey.push(r.name);
+  }
+  return { schema, table, qualified, columns, primaryKey };
+}

@@ -1,0 +1,32 @@
+import type { ChangeEvent } from '../core/change.js';
+
+/** What applying one batch did, per table. */
+export interface ApplyOutcome {
+  /** Changes whose effect was written. */
+  applied: number;
+  /** Changes the version gate skipped: the target already held this version or a newer one. */
+  stale: number;
+  /** Changes folded into a newer change to the same key within the batch. */
+  superseded: number;
+  /** Per-table breakdown, for metrics. */
+  byTable: Map<string, { applied: number; stale: number }>;
+}
+
+/**
+ * A target system. Implementations apply a batch idempotently (version-gated, so a replay
+ * has no effect) and, where the target has transactions, store the consumer's stream
+ * positions in the same transaction as the rows.
+ */
+export interface Sink {
+  /** Creates the sink's own bookkeeping (positions, tombstones) if missing. */
+  prepare(): Promise<void>;
+  /**
+   * Applies `changes` (in stream order) and records `positions` (partition → next offset)
+   * for `group` atomically with them. Throws a SynclineError whose `retriable` says whether
+   * the same batch may succeed later.
+   */
+  apply(changes: readonly ChangeEvent[], positions: ReadonlyMap<number, bigint>, group: string): Promise<ApplyOutcome>;
+  /** Positions stored by `apply` for `group`; empty if none. */
+  positions(group: string): Promise<Map<number, bigint>>;
+  close(): Promise<void>;
+}

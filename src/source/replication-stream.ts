@@ -1,0 +1,90 @@
+import pg from 'pg';
+import { SynclineError } from '../core/errors.js';
+import { formatLsn, type Lsn } from '../core/lsn.js';
+import { quoteIdent, quoteLiteral } from '../core/sql.js';
+import { standbyStatusUpdate } from '../pgoutput/replication-frames.js';
+
+export interface ReplicationOptions {
+  connection: pg.ClientConfig;
+  slot: string;
+  publication: string;
+  protocolVersion: number;
+  /** Ask the server to send logical messages (pg_logical_emit_message), used for heartbeats. */
+  messages: boolean;
+}
+
+/**
+ * A walsender connection in logical replication mode (CopyBoth). It hands every CopyData
+ * payload to `onData` and never acknowledges anything by itself: the owner calls
+ * `acknowledge(lsn)` only for positions the stream stored durably.
+ */
+export class ReplicationStream {
+  private readonly client: pg.Client;
+  private ended = false;
+
+  constructor(private readonly options: ReplicationOptions) {
+    this.client = new pg.Client({ ...options.connection, replication: 'database' } as pg.ClientConfig);
+  }
+
+  /**
+   * Starts streaming from the slot's confirmed position. Resolves when the stream ends
+   * (close() or server end); rejects on a server or connection error.
+   */
+  async start(onData: (chunk: Buffer) => void): Promise<void> {
+    await this.client.connect();
+    const con = (this.client as unknown as { connection: PgConnection }).connection;
+    con.on('copyData', (msg: { chunk: Buffer }) => onData(msg.chunk));
+    const o = this.options;
+    const params = [
+      `proto_version ${quoteLiteral(String(o.protocolVersion))}`,
+      // publication_names is a list of identifiers inside a string literal.
+      `publication_names ${quoteLiteral(quoteIdent(o.publication))}`,
+    ];
+    if (o.messages) params.push(`messages 'true'`);
+    const sql = `START_REPLICATION SLOT ${quoteIdent(o.slot)} LOGICAL 0/0 (${params.join(', ')})`;
+    try {
+      await this.client.query(sql);
+    } catch (err) {
+      if (this.ended) return;
+      const e = err as { code?: string; message?: string };
+      // 55006 object_in_use: another process streams this slot.
+      const retriable = e.code === '55006' || e.code === '57P01' || e.code === undefined;
+      throw new SynclineError('REPLICATION_FAILED', `replication from slot ${o.slot} failed: ${e.message ?? String(err)}`, { retriable, cause: err });
+    }
+  }
+
+  /** Reports `lsn` as written and flushed: the server may then discard WAL before it. */
+  acknowledge(lsn: Lsn, replyRequested = false): void {
+    if (this.ended) return;
+    const con = (this.client as unknown as { connection: PgConnection }).connection;
+    con.sendCopyFromChunk(standbyStatusUpdate(lsn, lsn, lsn, Date.now(), replyRequested));
+  }
+
+  /** Backpressure: stop reading the socket (the server blocks once its send buffer fills). */
+  pause(): void {
+    (this.client as unknown as { connection: PgConnection }).connection.stream.pause();
+  }
+
+  resume(): void {
+    (this.client as unknown as { connection: PgConnection }).connection.stream.resume();
+  }
+
+  describe(): string {
+    return `slot ${this.options.slot} from ${formatLsn(0n)}`;
+  }
+
+  async close(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    // Ending the connection mid-COPY is how a walsender client stops; the server keeps the
+    // slot at the last acknowledged position.
+    await this.client.end().catch(() => undefined);
+  }
+}
+
+/** The parts of pg's internal connection used for CopyBoth (not in @types/pg). */
+interface PgConnection {
+  on(event: 'copyData', listener: (msg: { chunk: Buffer }) => void): void;
+  sendCopyFromChunk(chunk: Buffer): void;
+  stream: { pause(): void; resume(): void };
+}

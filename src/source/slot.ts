@@ -1,0 +1,55 @@
+import type pg from 'pg';
+import { PrerequisiteError } from '../core/errors.js';
+import { parseLsn, type Lsn } from '../core/lsn.js';
+
+export interface SlotState {
+  name: string;
+  plugin: string;
+  active: boolean;
+  confirmedFlush: Lsn | null;
+  /** Bytes of WAL the server keeps for this slot (current LSN − restart LSN). */
+  retainedBytes: bigint;
+  walStatus: string | null;
+}
+
+export async function slotState(client: pg.Client, name: string): Promise<SlotState | undefined> {
+  const { rows } = await client.query<{ plugin: string; active: boolean; confirmed: string | null; retained: string | null; wal_status: string | null }>(
+    `SELECT plugin, active, confirmed_flush_lsn::text AS confirmed,
+            pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS retained, wal_status
+       FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()`,
+    [name],
+  );
+  const r = rows[0];
+  if (!r) return undefined;
+  return {
+    name,
+    plugin: r.plugin,
+    active: r.active,
+    confirmedFlush: r.confirmed ? parseLsn(r.confirmed) : null,
+    retainedBytes: BigInt(r.retained ?? '0'),
+    walStatus: r.wal_status,
+  };
+}
+
+/** Creates a persistent pgoutput slot unless it exists; refuses a slot of another plugin or a lost one. */
+export async function ensureSlot(client: pg.Client, name: string): Promise<{ created: boolean; state: SlotState }> {
+  let state = await slotState(client, name);
+  let created = false;
+  if (!state) {
+    const { rows } = await client.query('SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1', [name]);
+    if (rows[0]?.n > 0) {
+      throw new PrerequisiteError(`replication slot ${name} exists in another database`, 'use another slot name, or drop that slot');
+    }
+    await client.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [name]);
+    created = true;
+    state = await slotState(client, name);
+    if (!state) throw new Error(`slot ${name} vanished right after creation`);
+  }
+  if (state.plugin !== 'pgoutput') {
+    throw new PrerequisiteError(`replication slot ${name} uses plugin ${state.plugin}, syncline needs pgoutput`, `drop it (SELECT pg_drop_replication_slot('${name}')) or choose another slot name`);
+  }
+  if (state.walStatus === 'lost') {
+    throw new PrerequisiteError(`replication slot ${name} is lost: the server removed WAL it still needed`, `drop and recreate it (SELECT pg_drop_replication_slot('${name}')), then resynchronise the target`);
+  }
+  return { created, state };
+}

@@ -1,0 +1,57 @@
+/**
+ * The durable, partitioned log between capture and apply. Every broker (embedded, Kafka,
+ * NATS JetStream) implements this interface and passes the same contract suite.
+ *
+ * Offsets are per partition, start at 0 and increase by one per record. A consumer
+ * position is always the offset of the *next* record to read.
+ */
+export interface OutgoingRecord {
+  /** Records with the same key land in the same partition, in publish order. */
+  key: string;
+  value: Buffer;
+}
+
+export interface StreamRecord {
+  partition: number;
+  offset: bigint;
+  key: string;
+  value: Buffer;
+  /** Append time, ms since the epoch. */
+  timestamp: number;
+}
+
+export interface StreamProducer {
+  /**
+   * Appends the records in order and resolves only when all of them are durably stored
+   * (on disk / acknowledged by the broker). Callers may keep several publishes in flight;
+   * they are stored in call order.
+   */
+  publish(records: readonly OutgoingRecord[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface StreamConsumer {
+  /** Partitions currently assigned to this consumer. */
+  assignment(): readonly number[];
+  /**
+   * Returns up to `maxRecords` records from the assigned partitions, each partition in
+   * offset order, waiting at most `maxWaitMs` for the first one. Empty on timeout.
+   */
+  poll(maxRecords: number, maxWaitMs: number): Promise<StreamRecord[]>;
+  /** Next poll of `partition` starts at `offset`. */
+  seek(partition: number, offset: bigint): void;
+  /** Stores the group's position (next offset to read) for the given partitions. */
+  commit(positions: ReadonlyMap<number, bigint>): Promise<void>;
+  /** The group's stored positions; partitions never committed are absent. */
+  committed(): Promise<Map<number, bigint>>;
+  close(): Promise<void>;
+}
+
+export interface Stream {
+  readonly partitions: number;
+  producer(): Promise<StreamProducer>;
+  consumer(groupId: string): Promise<StreamConsumer>;
+  /** Per partition, the offset the next appended record will get. */
+  endOffsets(): Promise<Map<number, bigint>>;
+  close(): Promise<void>;
+}
