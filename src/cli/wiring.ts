@@ -4,6 +4,7 @@ import { sourceNameOf } from '../config/load.js';
 import type { SynclineConfig } from '../config/schema.js';
 import { systemClock } from '../core/clock.js';
 import { PrerequisiteError, SynclineError, errorMessage } from '../core/errors.js';
+import { formatLsn } from '../core/lsn.js';
 import { parseTableName } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -64,8 +65,20 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
     const { serverVersion } = await checkLogicalReplication(admin);
     const tables = slotConfig.tables.map((t) => parseTableName(t));
     await ensurePublication(admin, slotConfig.publication, tables, slotConfig.create_publication);
-    const { created, state } = await ensureSlot(admin, slotConfig.name);
-    log.info({ slot: slotConfig.name, created, confirmed: state.confirmedFlush?.toString(16) }, 'replication slot ready');
+    const ensured = await ensureSlot(admin, slotConfig.name);
+    const created = ensured.created;
+    let state = ensured.state;
+    if (state.active) {
+      // After a kill -9 the server may not have noticed the dead walsender yet.
+      log.warn({ slot: slotConfig.name }, 'replication slot is in use by another connection; waiting up to 60 s for it to be released');
+      const deadline = Date.now() + 60_000;
+      while (state.active && Date.now() < deadline && !signal.aborted) {
+        await new Promise((r) => setTimeout(r, 250));
+        state = (await slotState(admin, slotConfig.name)) ?? state;
+      }
+      if (state.active) throw new PrerequisiteError(`replication slot ${slotConfig.name} is still in use by another process`, 'stop the other syncline capture using this slot, or use another slot name');
+    }
+    log.info({ slot: slotConfig.name, created, confirmed: state.confirmedFlush === null ? null : formatLsn(state.confirmedFlush) }, 'replication slot ready');
     const protocolVersion = config.source.protocol_version ?? Math.min(protocolVersionFor(serverVersion), 1);
     const replication = new ReplicationStream({ connection: conn, slot: slotConfig.name, publication: slotConfig.publication, protocolVersion, messages: true });
     const producer = await stream.producer();
@@ -75,6 +88,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
       batchWaitMs: config.stream.batch_wait_ms,
       maxInFlight: config.stream.max_in_flight,
       statusIntervalMs: config.source.status_interval_ms,
+      startLsn: state.confirmedFlush ?? 0n,
     });
     const tick = async (): Promise<void> => {
       try {

