@@ -132,6 +132,42 @@ describe('embedded stream', () => {
     expect(values(got)).toEqual(Array.from({ length: 400 }, (_, i) => String(i)));
   });
 
+  it('stores a batch even if the caller reuses its array right after publish()', async () => {
+    const stream = await openStream({ partitions: 1 });
+    const producer = await stream.producer();
+    const batch = [rec('k', '1'), rec('k', '2')];
+    const first = producer.publish(batch);
+    batch.length = 0;
+    batch.push(rec('k', '3'));
+    await Promise.all([first, producer.publish(batch)]);
+    expect(values(await readN(await stream.consumer('g'), 3))).toEqual(['1', '2', '3']);
+  });
+
+  it('refuses further publishes after a failed write until the producer is reopened', async () => {
+    const stream = await openStream({ partitions: 1 });
+    let producer = await stream.producer();
+    await producer.publish([rec('k', 'before')]);
+    const probe = await open(join(dir, 'meta.json'), 'r');
+    const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> };
+    await probe.close();
+    const spy = vi.spyOn(proto, 'datasync').mockRejectedValueOnce(Object.assign(new Error('EIO: i/o error'), { code: 'EIO' }));
+    try {
+      const failed = await expectCode(producer.publish([rec('k', 'lost?')]), 'STREAM_WRITE_FAILED');
+      expect(failed.retriable).toBe(false);
+      await expectCode(producer.publish([rec('k', 'refused')]), 'STREAM_WRITE_FAILED');
+    } finally {
+      spy.mockRestore();
+    }
+    await producer.close();
+    producer = await stream.producer();
+    await producer.publish([rec('k', 'after')]);
+    // The unacknowledged record may or may not be there (at-least-once); the refused one is not.
+    const got = values(await readN(await stream.consumer('g'), 3, 1000));
+    expect(got[0]).toBe('before');
+    expect(got[got.length - 1]).toBe('after');
+    expect(got).not.toContain('refused');
+  });
+
   it('continues offsets across a reopen', async () => {
     let stream = await openStream({ partitions: 1 });
     let producer = await stream.producer();

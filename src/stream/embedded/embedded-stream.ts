@@ -120,6 +120,33 @@ async function writeFileAtomic(file: string, data: string): Promise<void> {
   await fsyncDir(dirname(file));
 }
 
+/**
+ * Creates `file` with `data` only if it does not exist: written and synced under a private
+ * name, then hard-linked into place (link fails if the name exists). False if it existed.
+ */
+async function createFileExclusive(file: string, data: string): Promise<boolean> {
+  const tmp = `${file}.${process.pid}.${++tmpCounter}.tmp`;
+  try {
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    try {
+      await link(tmp, file);
+    } catch (err) {
+      if (isCode(err, 'EEXIST')) return false;
+      throw err;
+    }
+  } finally {
+    await unlink(tmp).catch(() => undefined);
+  }
+  await fsyncDir(dirname(file));
+  return true;
+}
+
 function closedError(what: string): SynclineError {
   return new SynclineError('STREAM_CLOSED', `embedded stream ${what} is closed`, { retriable: false });
 }
@@ -199,8 +226,10 @@ async function ensureMeta(dir: string, partitions: number): Promise<void> {
     text = await readFile(metaPath, 'utf8');
   } catch (err) {
     if (!isCode(err, 'ENOENT')) throw err;
-    await writeFileAtomic(metaPath, `${JSON.stringify({ partitions, format: FORMAT })}\n`);
-    return;
+    // Create-if-absent: of two processes creating the stream at once, one wins and the
+    // other validates against the winner's partition count instead of overwriting it.
+    if (await createFileExclusive(metaPath, `${JSON.stringify({ partitions, format: FORMAT })}\n`)) return;
+    text = await readFile(metaPath, 'utf8');
   }
   let meta: { partitions?: unknown; format?: unknown };
   try {
@@ -262,7 +291,12 @@ export async function openEmbeddedStream(opts: EmbeddedStreamOptions): Promise<S
     );
   }
   const stream = new EmbeddedStream(dir, logs, opts);
-  await stream.applyRetention();
+  try {
+    await stream.applyRetention();
+  } catch (err) {
+    await stream.close();
+    throw err;
+  }
   return stream;
 }
 
@@ -385,6 +419,8 @@ class EmbeddedProducer implements StreamProducer {
   private draining: Promise<void> | null = null;
   private retentionTimer: NodeJS.Timeout | null;
   private retentionRun: Promise<void> | null = null;
+  /** Set by the first failed batch: later publishes are refused so none is stored after it. */
+  private failure: SynclineError | null = null;
   private closed = false;
 
   constructor(stream: EmbeddedStream, writers: PartitionWriter[], lockPath: string) {
@@ -402,6 +438,7 @@ class EmbeddedProducer implements StreamProducer {
 
   publish(records: readonly OutgoingRecord[]): Promise<void> {
     if (this.closed) return Promise.reject(closedError('producer'));
+    if (this.failure !== null) return Promise.reject(this.failure);
     try {
       // Reject a bad record before queuing, so that it cannot fail other callers' batch.
       for (let i = 0; i < records.length; i++) {
@@ -411,8 +448,11 @@ class EmbeddedProducer implements StreamProducer {
     } catch (err) {
       return Promise.reject(err);
     }
+    // Copy the list (not the records): callers often reuse their batch array right away,
+    // and this one is written only when its group commit starts.
+    const copy = records.slice();
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ records, resolve, reject });
+      this.queue.push({ records: copy, resolve, reject });
       this.draining ??= this.drain();
     });
   }
@@ -439,16 +479,15 @@ class EmbeddedProducer implements StreamProducer {
         const batch = this.queue;
         this.queue = [];
         try {
+          if (this.failure !== null) throw this.failure;
           await this.writeBatch(batch);
         } catch (err) {
-          const failure =
-            err instanceof SynclineError
-              ? err
-              : new SynclineError('STREAM_WRITE_FAILED', `embedded stream write failed: ${String(err)}`, {
-                  retriable: false,
-                  cause: err,
-                });
-          for (const p of batch) p.reject(failure);
+          this.failure ??= new SynclineError(
+            'STREAM_WRITE_FAILED',
+            `embedded stream write failed (${String(err)}); close and reopen the producer to recover`,
+            { retriable: false, cause: err },
+          );
+          for (const p of batch) p.reject(this.failure);
           continue;
         }
         for (const p of batch) p.resolve();
