@@ -38,7 +38,9 @@ export class Apply {
     await this.withRetry(() => this.sink.prepare(), signal, 'preparing the sink');
     const stored = await this.withRetry(() => this.sink.positions(this.options.group), signal, 'reading sink positions');
     if (!stored) return;
-    for (const [partition, offset] of stored) this.consumer.seek(partition, offset);
+    if (this.sink.storesPositions) {
+      for (const partition of this.consumer.assignment()) this.consumer.seek(partition, stored.get(partition) ?? 0n);
+    }
     this.log.info({ group: this.options.group, positions: Object.fromEntries([...stored].map(([p, o]) => [p, o.toString()])) }, 'apply starting');
     while (!signal.aborted) {
       const records = await this.consumer.poll(this.options.batchSize, this.options.batchWaitMs);

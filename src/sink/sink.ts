@@ -18,6 +18,12 @@ export interface ApplyOutcome {
  * positions in the same transaction as the rows.
  */
 export interface Sink {
+  /**
+   * True when `apply` stores stream positions atomically with the rows. Apply then resumes
+   * from the sink's positions only (a partition the sink never saw starts at offset 0);
+   * otherwise it resumes from the stream's committed group offsets.
+   */
+  readonly storesPositions: boolean;
   /** Creates the sink's own bookkeeping (positions, tombstones) if missing. */
   prepare(): Promise<void>;
   /**

@@ -27,6 +27,7 @@ const ROW_VERSION = `(COALESCE(t.${V_LSN}, '0/0'::pg_lsn), COALESCE(t.${V_SEQ}, 
  * write is gated on the row's stored version (commit LSN, seq), so replays change nothing.
  */
 export class PostgresSink implements Sink {
+  readonly storesPositions = true;
   private readonly pool: pg.Pool;
   private readonly state: { positions: string; tombstones: string; truncations: string };
   private readonly tables = new Map<string, TargetTable>();

@@ -1,0 +1,131 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runPipeline, type Role } from '../../src/cli/run-command.js';
+import { parseConfig } from '../../src/config/load.js';
+import { parseTableName } from '../../src/core/sql.js';
+import { silentLogger } from '../../src/log/logger.js';
+import { Metrics } from '../../src/metrics/metrics.js';
+import { compareTable } from '../../src/verify/compare.js';
+import { embeddedPg17, freePort, freshDatabase, machinePg15, waitFor, type PgServer } from '../helpers/postgres.js';
+import { Workload, WORKLOAD_DDL, WORKLOAD_TABLES } from '../helpers/workload.js';
+
+async function counter(metrics: Metrics, name: string): Promise<number> {
+  const m = await metrics.registry.getSingleMetric(name)?.get();
+  return (m?.values ?? []).reduce((s, v) => s + v.value, 0);
+}
+
+for (const [label, startServer] of [
+  ['PostgreSQL 15 (machine)', machinePg15],
+  ['PostgreSQL 17 (embedded)', embeddedPg17],
+] as const) {
+  describe(`pipeline on ${label}`, () => {
+    let server: PgServer;
+    let dir: string;
+    let source: pg.Client;
+    let target: pg.Client;
+    let configText: string;
+    const tables = WORKLOAD_TABLES.map((t) => parseTableName(t));
+
+    beforeAll(async () => {
+      server = await startServer();
+      dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-it-'));
+      const sourceUrl = await freshDatabase(server, 'syncline_it_source');
+      const targetUrl = await freshDatabase(server, 'syncline_it_target');
+      source = new pg.Client({ connectionString: sourceUrl });
+      target = new pg.Client({ connectionString: targetUrl });
+      await source.connect();
+      await target.connect();
+      await source.query(WORKLOAD_DDL);
+      await target.query(WORKLOAD_DDL);
+      configText = `source:
+  url: ${sourceUrl}
+  slots: [{ name: syncline_it, publication: syncline_it_pub, tables: ['items', '"Mixed Case"'] }]
+stream: { broker: embedded, path: ${path.join(dir, 'stream')}, partitions: 4 }
+consumer: { group_id: it, retry: { backoff_base_ms: 20, backoff_max_ms: 200 } }
+sink: { url: ${targetUrl} }
+monitoring: { port: PORT }
+`;
+    }, 120_000);
+
+    afterAll(async () => {
+      await source?.end();
+      await target?.end();
+      await server?.stop();
+      if (dir) await rm(dir, { recursive: true, force: true });
+    });
+
+    function start(role: Role, metrics: Metrics, port = 0): { stop: () => Promise<void>; done: Promise<void> } {
+      const config = parseConfig(configText.replace('PORT', String(port)), {});
+      const ctl = new AbortController();
+      const done = runPipeline(config, role, silentLogger(), ctl.signal, metrics);
+      done.catch(() => undefined);
+      return { done, stop: async () => { ctl.abort(); await done; } };
+    }
+
+    async function converged(): Promise<boolean> {
+      const drift = await Promise.all(tables.map((t) => compareTable(source, target, t)));
+      return drift.every((d) => d.differing === 0);
+    }
+
+    it('streams mixed changes, key changes and TRUNCATE; serves /metrics', async () => {
+      const metrics = new Metrics();
+      const port = await freePort();
+      const p = start('run', metrics, port);
+      await waitFor('slot active', async () => (await source.query("SELECT active FROM pg_replication_slots WHERE slot_name = 'syncline_it'")).rows[0]?.active === true);
+      const w = new Workload(source);
+      for (let i = 0; i < 200; i++) await w.transaction();
+      await source.query('TRUNCATE "Mixed Case"');
+      await source.query(`INSERT INTO "Mixed Case" ("Key", "Value") VALUES ('after-truncate', '{"a":1}')`);
+      await waitFor('target equals source', converged, 60_000, 250);
+      const { rows } = await target.query('SELECT "Key" FROM "Mixed Case"');
+      expect(rows).toEqual([{ Key: 'after-truncate' }]);
+
+      const body = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      for (const name of ['sync_lag_seconds', 'sync_duplicate_rate', 'sync_deadletter_count', 'sync_events_captured_total', 'sync_events_applied_total', 'sync_events_stale_total', 'sync_apply_batch_duration_seconds_bucket', 'sync_capture_lsn']) {
+        expect(body).toContain(name);
+      }
+      expect(await counter(metrics, 'sync_events_captured_total')).toBeGreaterThanOrEqual(w.changes);
+      await p.stop();
+    });
+
+    it('replaying the whole stream changes nothing at the target and counts the changes as stale', async () => {
+      const before = await target.query('SELECT id, val, amount, _syncline_lsn::text, _syncline_seq FROM items ORDER BY id');
+      // Forget the sink's positions: apply starts again from offset 0 of every partition.
+      await target.query('DELETE FROM syncline.positions');
+      const metrics = new Metrics();
+      const p = start('apply', metrics);
+      const total = await counter(metrics, 'sync_events_consumed_total');
+      expect(total).toBe(0);
+      await waitFor('the replay to finish', async () => (await target.query('SELECT count(*)::int AS n FROM syncline.positions')).rows[0]?.n > 0 && (await counter(metrics, 'sync_events_consumed_total')) > 1000, 30_000);
+      await new Promise((r) => setTimeout(r, 500));
+      await p.stop();
+      const after = await target.query('SELECT id, val, amount, _syncline_lsn::text, _syncline_seq FROM items ORDER BY id');
+      expect(after.rows).toEqual(before.rows);
+      expect(await converged()).toBe(true);
+      expect(await counter(metrics, 'sync_events_applied_total')).toBe(0);
+      expect(await counter(metrics, 'sync_events_stale_total')).toBeGreaterThan(0);
+      const rate = (await metrics.registry.getSingleMetric('sync_duplicate_rate')?.get())?.values[0]?.value ?? 0;
+      expect(rate).toBeGreaterThan(0.5);
+    });
+
+    it('a replayed older insert does not resurrect a deleted row (tombstone)', async () => {
+      const metrics = new Metrics();
+      const p = start('run', metrics);
+      await source.query(`INSERT INTO items (id, grp) VALUES (999999, 1)`);
+      await source.query('DELETE FROM items WHERE id = 999999');
+      await waitFor('target equals source', converged, 30_000, 200);
+      await p.stop();
+      await target.query('DELETE FROM syncline.positions');
+      const replay = start('apply', new Metrics());
+      await waitFor('replay applied', async () => (await target.query('SELECT count(*)::int AS n FROM syncline.positions')).rows[0]?.n > 0, 30_000);
+      await new Promise((r) => setTimeout(r, 500));
+      await replay.stop();
+      const { rows } = await target.query('SELECT count(*)::int AS n FROM items WHERE id = 999999');
+      expect(rows[0]?.n).toBe(0);
+      expect(await converged()).toBe(true);
+    });
+  });
+}

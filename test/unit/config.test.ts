@@ -1,0 +1,95 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfigFile, parseConfig } from '../../src/config/load.js';
+import { ConfigError } from '../../src/core/errors.js';
+
+// The design's template; the repository keeps a copy in examples/ for clones without shared/.
+const SHARED_TEMPLATE = path.resolve(__dirname, '../../../shared/examples/sync-pipeline.config.yaml');
+const TEMPLATE = existsSync(SHARED_TEMPLATE) ? SHARED_TEMPLATE : path.resolve(__dirname, '../../examples/sync-pipeline.config.yaml');
+const CLI = path.resolve(__dirname, '../../dist/cli/main.js');
+
+function problems(text: string, env: NodeJS.ProcessEnv = {}): string[] {
+  try {
+    parseConfig(text, env);
+  } catch (err) {
+    if (err instanceof ConfigError) return [...err.issues];
+    throw err;
+  }
+  return [];
+}
+
+describe('configuration', () => {
+  it('loads the design template as written, connection URLs from the environment', () => {
+    const c = loadConfigFile(TEMPLATE, { SYNCLINE_SOURCE_URL: 'postgres://u:p@db/app', SYNCLINE_SINK_URL: 'postgres://t/app', SYNCLINE_STREAM_BROKERS: 'k1:9092,k2:9092' });
+    expect(c.source.url).toBe('postgres://u:p@db/app');
+    expect(c.sink.url).toBe('postgres://t/app');
+    expect(c.source.slots[0]).toMatchObject({ name: 'sync_primary', publication: 'sync_pub', tables: ['orders', 'users', 'inventory'] });
+    expect(c.stream).toMatchObject({ broker: 'kafka', topic: 'db-changes', partitions: 6, retention_hours: 168, brokers: ['k1:9092', 'k2:9092'] });
+    expect(c.consumer.deduplication).toMatchObject({ backend: 'redis', key_pattern: 'sync:{source}:{table}:{lsn}', ttl_seconds: 86400 });
+    expect(c.consumer.retry).toEqual({ max_attempts: 5, backoff_base_ms: 1000, backoff_max_ms: 30000, jitter: true });
+    expect(c.sink).toMatchObject({ consistency: 'eventual', version_gate: true, conflict_strategy: 'source_lsn_priority', type: 'postgres' });
+    expect(c.dead_letter).toEqual({ enabled: true, topic: 'db-changes.dlq', alert_threshold: 50 });
+    expect(c.monitoring).toMatchObject({ host: '127.0.0.1', port: 9464, alerts: { lag_critical: 30, duplicate_rate_warning: 0.02, deadletter_critical: 100 } });
+  });
+
+  it('reports every problem at once, each with its path', () => {
+    const found = problems(`
+source:
+  slots:
+    - name: Bad-Name
+      tables: [a]
+  colour: blue
+stream:
+  broker: rabbit
+  partitions: 0
+consumer:
+  retry: { max_attempts: 0 }
+monitoring:
+  port: 70000
+`);
+    expect(found).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^source\.slots\[0\]\.name: /),
+        expect.stringMatching(/^source\.slots\[0\]\.publication: /),
+        expect.stringMatching(/^source: unknown key\(s\) "colour"/),
+        expect.stringMatching(/^stream\.broker: /),
+        expect.stringMatching(/^stream\.partitions: /),
+        expect.stringMatching(/^consumer\.retry\.max_attempts: /),
+        expect.stringMatching(/^monitoring\.port: /),
+      ]),
+    );
+    expect(found.length).toBeGreaterThanOrEqual(7);
+  });
+
+  it('interpolates ${VAR} and ${VAR:-default}, and names unset variables with their path', () => {
+    const text = 'source:\n  url: ${SRC}\n  slots: [{ name: s, publication: p }]\nsink:\n  url: ${DST:-postgres://fallback/db}\n';
+    expect(parseConfig(text, { SRC: 'postgres://a/b' }).sink.url).toBe('postgres://fallback/db');
+    expect(parseConfig(text, { SRC: 'postgres://a/b' }).source.url).toBe('postgres://a/b');
+    expect(problems(text, {})).toEqual([expect.stringMatching(/^source\.url: environment variable SRC is not set/)]);
+  });
+
+  it('reports YAML syntax errors with a line number', () => {
+    expect(problems('source: [unclosed\n')[0]).toMatch(/YAML syntax \(line \d+\)/);
+  });
+
+  it('syncline validate exits 0 for a valid file and 2 with every error', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'syncline-cfg-'));
+    const good = path.join(dir, 'good.yaml');
+    const bad = path.join(dir, 'bad.yaml');
+    writeFileSync(good, readFileSync(TEMPLATE));
+    writeFileSync(bad, 'source:\n  slots: []\nsink:\n  type: oracle\n');
+    const ok = execFileSync(process.execPath, [CLI, 'validate', '-c', good], { env: { ...process.env, SYNCLINE_SOURCE_URL: 'postgres://x/y' } }).toString();
+    expect(ok).toMatch(/valid/);
+    const r = spawnSync(process.execPath, [CLI, 'validate', '--json', '-c', bad]);
+    expect(r.status).toBe(2);
+    const out = JSON.parse(r.stdout.toString()) as { valid: boolean; errors: string[] };
+    expect(out.valid).toBe(false);
+    expect(out.errors).toEqual(expect.arrayContaining([expect.stringMatching(/^source\.slots: /), expect.stringMatching(/^sink\.type: /)]));
+    const missing = spawnSync(process.execPath, [CLI, 'validate', '-c', path.join(dir, 'nope.yaml')]);
+    expect(missing.status).toBe(2);
+    expect(missing.stderr.toString()).toMatch(/cannot read/);
+  });
+});
