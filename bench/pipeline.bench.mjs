@@ -1,0 +1,133 @@
+#!/usr/bin/env node
+// End-to-end throughput on a real PostgreSQL, each stage measured alone and compared in the
+// same run with its natural ceiling:
+//   capture  (slot -> embedded stream, durable)  vs  pg_recvlogical draining the same WAL
+//   apply    (stream -> PostgreSQL target)       vs  a server-side version-gated upsert
+// Usage: npm run build && node bench/pipeline.bench.mjs [changes] [adminUrl]
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { parseConfig } from '../dist/config/load.js';
+import { runPipeline } from '../dist/cli/run-command.js';
+import { silentLogger } from '../dist/log/logger.js';
+import { Metrics } from '../dist/metrics/metrics.js';
+
+const N = Number(process.argv[2] ?? 200_000);
+const ADMIN = process.argv[3] ?? process.env.SYNCLINE_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const TXN = 1000;
+const dir = mkdtempSync(path.join(os.tmpdir(), 'syncline-bench-'));
+const urlOf = (db) => { const u = new URL(ADMIN); u.pathname = `/${db}`; return u.toString(); };
+const DDL = `CREATE TABLE bench (id bigint PRIMARY KEY, customer text NOT NULL, amount numeric(12,2), status text, qty integer, created_at timestamptz NOT NULL)`;
+
+async function query(url, sql, params) {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try { return await c.query(sql, params); } finally { await c.end(); }
+}
+
+async function counter(metrics, name) {
+  const m = await metrics.registry.getSingleMetric(name)?.get();
+  return (m?.values ?? []).reduce((s, v) => s + v.value, 0);
+}
+
+async function until(check, timeoutMs = 600_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) { if (await check()) return; await new Promise((r) => setTimeout(r, 20)); }
+  throw new Error('benchmark timed out');
+}
+
+for (const db of ['syncline_bench_src', 'syncline_bench_dst']) {
+  await query(ADMIN, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1", [db]);
+  await query(ADMIN, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+  await query(ADMIN, `CREATE DATABASE ${db}`);
+  await query(urlOf(db), DDL);
+}
+const SRC = urlOf('syncline_bench_src');
+const DST = urlOf('syncline_bench_dst');
+await query(SRC, 'CREATE PUBLICATION bench_pub FOR TABLE bench');
+await query(SRC, "SELECT pg_create_logical_replication_slot('bench_recvlogical', 'pgoutput')");
+await query(SRC, "SELECT pg_create_logical_replication_slot('bench_syncline', 'pgoutput')");
+
+// The workload: N inserts of ~200-byte rows in transactions of 1,000.
+const src = new pg.Client({ connectionString: SRC });
+await src.connect();
+for (let start = 1; start <= N; start += TXN) {
+  await src.query(
+    `INSERT INTO bench SELECT g, 'customer-' || g || repeat('x', 90), g % 10000 + 0.25, 'shipped', g % 17, now()
+       FROM generate_series($1::bigint, $2::bigint) g`, [start, Math.min(N, start + TXN - 1)]);
+}
+const endLsn = (await src.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l;
+await src.end();
+
+// Ceiling 1: the walsender draining the slot into /dev/null.
+const u = new URL(SRC);
+let t = process.hrtime.bigint();
+execFileSync('pg_recvlogical', ['-h', u.hostname, '-p', u.port || '5432', '-U', decodeURIComponent(u.username || 'postgres'), '-d', 'syncline_bench_src',
+  '--slot', 'bench_recvlogical', '--start', '--endpos', endLsn, '-o', 'proto_version=1', '-o', 'publication_names=bench_pub', '-f', '/dev/null', '--no-loop']);
+const recvSeconds = Number(process.hrtime.bigint() - t) / 1e9;
+
+const config = parseConfig(`source:
+  url: ${SRC}
+  slots: [{ name: bench_syncline, publication: bench_pub, tables: [bench] }]
+stream: { broker: embedded, path: ${path.join(dir, 'stream')}, partitions: 6 }
+consumer: { group_id: bench }
+sink: { url: ${DST} }
+monitoring: { enabled: false }
+`, {});
+
+// syncline capture alone.
+const capMetrics = new Metrics();
+const capStop = new AbortController();
+t = process.hrtime.bigint();
+const cpu0 = process.cpuUsage();
+const capture = runPipeline(config, 'capture', silentLogger(), capStop.signal, capMetrics);
+await until(async () => (await counter(capMetrics, 'sync_events_published_total')) >= N);
+const captureSeconds = Number(process.hrtime.bigint() - t) / 1e9;
+const captureCpu = process.cpuUsage(cpu0);
+capStop.abort();
+await capture;
+
+// syncline apply alone.
+const applyMetrics = new Metrics();
+const applyStop = new AbortController();
+t = process.hrtime.bigint();
+const apply = runPipeline(config, 'apply', silentLogger(), applyStop.signal, applyMetrics);
+await until(async () => (await counter(applyMetrics, 'sync_events_consumed_total')) >= N && (await counter(applyMetrics, 'sync_events_applied_total')) >= N);
+const applySeconds = Number(process.hrtime.bigint() - t) / 1e9;
+applyStop.abort();
+await apply;
+const rows = (await query(DST, 'SELECT count(*)::int AS n FROM bench')).rows[0].n;
+
+// Ceiling 2: the same rows upserted server-side with the same version gate, one statement per 1,000.
+await query(DST, `CREATE TABLE bench_upsert (LIKE bench INCLUDING ALL)`);
+const dst = new pg.Client({ connectionString: DST });
+await dst.connect();
+t = process.hrtime.bigint();
+for (let start = 1; start <= N; start += TXN) {
+  await dst.query(
+    `INSERT INTO bench_upsert AS t SELECT g, 'customer-' || g || repeat('x', 90), g % 10000 + 0.25, 'shipped', g % 17, now(), '0/1'::pg_lsn, g::int
+       FROM generate_series($1::bigint, $2::bigint) g
+     ON CONFLICT (id) DO UPDATE SET customer = EXCLUDED.customer, amount = EXCLUDED.amount, status = EXCLUDED.status, qty = EXCLUDED.qty,
+       created_at = EXCLUDED.created_at, _syncline_lsn = EXCLUDED._syncline_lsn, _syncline_seq = EXCLUDED._syncline_seq
+     WHERE (t._syncline_lsn, t._syncline_seq) < (EXCLUDED._syncline_lsn, EXCLUDED._syncline_seq)`, [start, Math.min(N, start + TXN - 1)]);
+}
+const upsertSeconds = Number(process.hrtime.bigint() - t) / 1e9;
+await dst.end();
+
+const rate = (s) => Math.round(N / s);
+console.log(JSON.stringify({
+  bench: 'pipeline',
+  changes: N,
+  target_rows: rows,
+  pg_recvlogical_changes_per_s: rate(recvSeconds),
+  capture_changes_per_s: rate(captureSeconds),
+  capture_vs_recvlogical: +(recvSeconds / captureSeconds).toFixed(2),
+  capture_cpu_us_per_change: +((captureCpu.user + captureCpu.system) / N).toFixed(2),
+  apply_changes_per_s: rate(applySeconds),
+  server_side_upsert_rows_per_s: rate(upsertSeconds),
+  apply_vs_server_upsert: +(upsertSeconds / applySeconds).toFixed(2),
+  peak_rss_mib: Math.round(process.resourceUsage().maxRSS / 1024),
+}));
+rmSync(dir, { recursive: true, force: true });
