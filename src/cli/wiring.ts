@@ -114,9 +114,8 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
 /** Runs apply (stream → sink) until `signal` aborts. */
 export async function runApply(config: SynclineConfig, stream: Stream, metrics: Metrics, log: Logger, signal: AbortSignal): Promise<void> {
   const sink = openSink(config);
-  const consumer = await stream.consumer(config.consumer.group_id);
   try {
-    const apply = new Apply(consumer, sink, metrics, log, {
+    const apply = new Apply((options) => stream.consumer(config.consumer.group_id, options), sink, metrics, log, {
       group: config.consumer.group_id,
       batchSize: config.consumer.batch_size,
       batchWaitMs: Math.max(config.consumer.batch_wait_ms, 1),
@@ -130,7 +129,6 @@ export async function runApply(config: SynclineConfig, stream: Stream, metrics: 
     });
     await apply.run(signal);
   } finally {
-    await consumer.close();
     await sink.close();
   }
 }

@@ -6,7 +6,7 @@ import { backoffDelay, type RetryPolicy } from '../core/retry.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { ApplyOutcome, Sink } from '../sink/sink.js';
-import type { StreamConsumer, StreamRecord } from '../stream/stream.js';
+import type { ConsumerOptions, StreamConsumer, StreamRecord } from '../stream/stream.js';
 import { decodeChange } from './decode-change.js';
 
 export interface ApplyOptions {
@@ -26,8 +26,10 @@ export interface ApplyOptions {
 export class Apply {
   private readonly tablesSeen = new Set<string>();
 
+  private consumer!: StreamConsumer;
+
   constructor(
-    private readonly consumer: StreamConsumer,
+    private readonly openConsumer: (options: ConsumerOptions) => Promise<StreamConsumer>,
     private readonly sink: Sink,
     private readonly metrics: Metrics,
     private readonly log: Logger,
@@ -36,19 +38,27 @@ export class Apply {
 
   async run(signal: AbortSignal): Promise<void> {
     await this.withRetry(() => this.sink.prepare(), signal, 'preparing the sink');
-    const stored = await this.withRetry(() => this.sink.positions(this.options.group), signal, 'reading sink positions');
-    if (!stored) return;
-    if (this.sink.storesPositions) {
-      for (const partition of this.consumer.assignment()) this.consumer.seek(partition, stored.get(partition) ?? 0n);
-    }
-    this.log.info({ group: this.options.group, positions: Object.fromEntries([...stored].map(([p, o]) => [p, o.toString()])) }, 'apply starting');
-    while (!signal.aborted) {
-      const records = await this.consumer.poll(this.options.batchSize, this.options.batchWaitMs);
-      if (records.length === 0) {
-        this.markCaughtUp();
-        continue;
+    if (signal.aborted) return;
+    const group = this.options.group;
+    const startPositions = async (partitions: readonly number[]): Promise<Map<number, bigint>> => {
+      const stored = (await this.withRetry(() => this.sink.positions(group), signal, 'reading sink positions')) ?? new Map<number, bigint>();
+      // A partition the sink never recorded was never applied: start at its beginning.
+      const start = new Map(partitions.map((p) => [p, stored.get(p) ?? 0n]));
+      this.log.info({ group, positions: Object.fromEntries([...start].map(([p, o]) => [p, o.toString()])) }, 'partitions assigned');
+      return start;
+    };
+    this.consumer = await this.openConsumer(this.sink.storesPositions ? { startPositions } : {});
+    try {
+      while (!signal.aborted) {
+        const records = await this.consumer.poll(this.options.batchSize, this.options.batchWaitMs);
+        if (records.length === 0) {
+          this.markCaughtUp();
+          continue;
+        }
+        await this.applyBatch(records, signal);
       }
-      await this.applyBatch(records, signal);
+    } finally {
+      await this.consumer.close();
     }
   }
 

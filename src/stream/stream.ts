@@ -47,10 +47,21 @@ export interface StreamConsumer {
   close(): Promise<void>;
 }
 
+export interface ConsumerOptions {
+  /**
+   * Where to start partitions newly assigned to this consumer (at start, and after every
+   * rebalance on brokers that have them). Partitions missing from the result start at the
+   * group's committed offset, else at the earliest retained record. Sinks that store their
+   * positions with the rows answer here, so a crash between the sink commit and the stream
+   * commit replays rather than skips.
+   */
+  startPositions?: (partitions: readonly number[]) => Promise<ReadonlyMap<number, bigint>>;
+}
+
 export interface Stream {
   readonly partitions: number;
   producer(): Promise<StreamProducer>;
-  consumer(groupId: string): Promise<StreamConsumer>;
+  consumer(groupId: string, options?: ConsumerOptions): Promise<StreamConsumer>;
   /** Per partition, the offset the next appended record will get. */
   endOffsets(): Promise<Map<number, bigint>>;
   close(): Promise<void>;

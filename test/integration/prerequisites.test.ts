@@ -49,7 +49,7 @@ describe('capture refuses to start without its prerequisites, saying how to fix 
     await c.connect();
     await c.query('CREATE TABLE present (id int PRIMARY KEY)');
     await c.end();
-    const err = await runPipeline(config(url, url, ', "Missing Table"'), 'capture', silentLogger()).catch((e: unknown) => e);
+    const err = await runPipeline(config(url, url, `, '"Missing Table"'`), 'capture', silentLogger()).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PrerequisiteError);
     expect((err as Error).message).toMatch(/source table public\.Missing Table does not exist/);
   });

@@ -26,6 +26,7 @@ import { partitionFor } from '../../core/change.js';
 import type { Clock } from '../../core/clock.js';
 import { ConfigError, SynclineError } from '../../core/errors.js';
 import type {
+  ConsumerOptions,
   OutgoingRecord,
   Stream,
   StreamConsumer,
@@ -347,12 +348,14 @@ class EmbeddedStream implements Stream {
     return producer;
   }
 
-  async consumer(groupId: string): Promise<StreamConsumer> {
+  async consumer(groupId: string, options: ConsumerOptions = {}): Promise<StreamConsumer> {
     if (this.closed) throw closedError('');
     if (groupId.length === 0) throw new SynclineError('STREAM_GROUP_INVALID', 'consumer group id is empty', { retriable: false });
     const groupFile = join(this.dir, 'groups', `${encodeURIComponent(groupId)}.json`);
     const stored = await readGroupFile(groupFile);
-    const readers = this.logs.map((log) => log.openReader(stored.get(log.partition) ?? 0n));
+    // The single consumer of a group is assigned every partition.
+    const start = options.startPositions ? await options.startPositions(this.logs.map((log) => log.partition)) : new Map<number, bigint>();
+    const readers = this.logs.map((log) => log.openReader(start.get(log.partition) ?? stored.get(log.partition) ?? 0n));
     const consumer = new EmbeddedConsumer(this, groupFile, readers);
     this.consumers.add(consumer);
     return consumer;

@@ -1,0 +1,22 @@
+import { existsSync, writeFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { EXIT } from '../exit-codes.js';
+import { INIT_TEMPLATE } from '../init-template.js';
+import { configOption } from './options.js';
+
+export function registerInit(program: Command): void {
+  program
+    .command('init')
+    .description('write a commented starter configuration')
+    .addOption(configOption())
+    .option('--force', 'overwrite an existing file')
+    .action((opts: { config: string; force?: boolean }) => {
+      if (existsSync(opts.config) && !opts.force) {
+        process.stderr.write(`${opts.config} exists; use --force to overwrite\n`);
+        process.exitCode = EXIT.CONFIG;
+        return;
+      }
+      writeFileSync(opts.config, INIT_TEMPLATE);
+      process.stdout.write(`wrote ${opts.config}; edit it, then: syncline validate -c ${opts.config}\n`);
+    });
+}

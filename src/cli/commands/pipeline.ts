@@ -1,0 +1,27 @@
+import type { Command } from 'commander';
+import { loadConfigFile } from '../../config/load.js';
+import { createLogger } from '../../log/logger.js';
+import { runPipeline, type Role } from '../run-command.js';
+import { configOption } from './options.js';
+
+const ROLES: readonly [Role, string][] = [
+  ['run', 'capture and apply in one process (SIGTERM drains and exits cleanly)'],
+  ['capture', 'capture only: replication slot -> stream'],
+  ['apply', 'apply only: stream -> sink (several processes form a consumer group)'],
+];
+
+export function registerPipeline(program: Command): void {
+  for (const [role, description] of ROLES) {
+    program
+      .command(role)
+      .description(description)
+      .addOption(configOption())
+      .action(async (opts: { config: string }) => {
+        const log = createLogger();
+        const config = loadConfigFile(opts.config);
+        await runPipeline(config, role, log);
+        log.info('stopped cleanly');
+        log.flush();
+      });
+  }
+}

@@ -1,0 +1,47 @@
+import type { Command } from 'commander';
+import pg from 'pg';
+import { loadConfigFile } from '../../config/load.js';
+import { PrerequisiteError } from '../../core/errors.js';
+import { parseTableName } from '../../core/sql.js';
+import { compareTable } from '../../verify/compare.js';
+import { EXIT } from '../exit-codes.js';
+import { sourceConnection } from '../wiring.js';
+import { configOption } from './options.js';
+
+export function registerVerify(program: Command): void {
+  program
+    .command('verify')
+    .description('compare source and target row by row; exit 0 no drift, 1 drift, 2 error')
+    .addOption(configOption())
+    .option('--table <name...>', 'only these tables')
+    .option('--json', 'print the result as JSON')
+    .action(async (opts: { config: string; table?: string[]; json?: boolean }) => {
+      // Any failure to compare is exit 2, so that 1 always means drift.
+      process.exitCode = EXIT.CONFIG;
+      const config = loadConfigFile(opts.config);
+      if (!config.sink.url) throw new PrerequisiteError('no sink connection URL', 'set sink.url or SYNCLINE_SINK_URL');
+      if (config.sink.type !== 'postgres') throw new PrerequisiteError(`verify supports postgres sinks; sink.type is ${config.sink.type}`, 'use a postgres sink');
+      const names = opts.table ?? config.source.slots[0]?.tables ?? [];
+      if (names.length === 0) throw new PrerequisiteError('no tables to verify', 'list tables in source.slots[0].tables or pass --table');
+      const source = new pg.Client(sourceConnection(config));
+      const target = new pg.Client({ connectionString: config.sink.url });
+      await source.connect();
+      await target.connect();
+      try {
+        const results = [];
+        for (const n of names) results.push(await compareTable(source, target, parseTableName(n)));
+        const drift = results.some((r) => r.differing > 0);
+        if (opts.json) process.stdout.write(`${JSON.stringify({ drift, tables: results }, null, 2)}\n`);
+        else {
+          for (const r of results) {
+            process.stdout.write(`${r.table}: source ${r.sourceRows}, target ${r.targetRows}, ${r.differing === 0 ? 'identical' : `${r.differing} differing`}\n`);
+            if (r.differing > 0) process.stdout.write(`  missing ${JSON.stringify(r.missing)}\n  extra ${JSON.stringify(r.extra)}\n  different ${JSON.stringify(r.different)}\n`);
+          }
+        }
+        process.exitCode = drift ? EXIT.FAILURE : EXIT.OK;
+      } finally {
+        await source.end();
+        await target.end();
+      }
+    });
+}
