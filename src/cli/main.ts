@@ -3,8 +3,12 @@ import { Command } from 'commander';
 import { ConfigError, errorMessage } from '../core/errors.js';
 import { redactUrl } from '../core/redact.js';
 import { registerDemo } from './commands/demo.js';
+import { registerDoctor } from './commands/doctor.js';
+import { registerDlq } from './commands/dlq.js';
 import { registerInit } from './commands/init.js';
+import { registerMonitoring } from './commands/monitoring.js';
 import { registerPipeline } from './commands/pipeline.js';
+import { registerStatus } from './commands/status.js';
 import { registerValidate } from './commands/validate.js';
 import { registerVerify } from './commands/verify.js';
 import { EXIT } from './exit-codes.js';
@@ -22,6 +26,10 @@ registerValidate(program);
 registerPipeline(program);
 registerVerify(program);
 registerDemo(program);
+registerDoctor(program);
+registerStatus(program);
+registerMonitoring(program);
+registerDlq(program);
 
 program.parseAsync(process.argv).then(
   () => {

@@ -1,9 +1,12 @@
+import pg from 'pg';
 import type { SynclineConfig } from '../config/schema.js';
 import { errorMessage } from '../core/errors.js';
 import type { Logger } from '../log/logger.js';
 import { Metrics } from '../metrics/metrics.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/server.js';
-import { openStream, runApply, runCapture } from './wiring.js';
+import { DEFAULT_CHECK_TIMEOUT_MS, lagCheck, readinessProbe, timed, type ReadinessCheck, type ReadinessReport } from '../monitoring/readiness.js';
+import type { Stream } from '../stream/stream.js';
+import { openStream, runApply, runCapture, sourceConnection } from './wiring.js';
 
 export type Role = 'run' | 'capture' | 'apply';
 
@@ -13,8 +16,10 @@ export type Role = 'run' | 'capture' | 'apply';
  */
 export async function runPipeline(config: SynclineConfig, role: Role, log: Logger, external?: AbortSignal, metrics = new Metrics()): Promise<void> {
   let server: MetricsServer | undefined;
+  // Readiness may be asked before the stream is open.
+  const opened: { stream?: Stream } = {};
   if (config.monitoring.enabled) {
-    server = await startMetricsServer(metrics, config.monitoring.host, config.monitoring.port);
+    server = await startMetricsServer(metrics, config.monitoring.host, config.monitoring.port, pipelineReadiness(config, role, metrics, () => opened.stream));
     log.info({ url: `${server.url}/metrics` }, 'metrics served');
   }
   const stop = new AbortController();
@@ -28,6 +33,7 @@ export async function runPipeline(config: SynclineConfig, role: Role, log: Logge
   process.once('SIGINT', sigint);
   external?.addEventListener('abort', () => stop.abort(), { once: true });
   const stream = await openStream(config);
+  opened.stream = stream;
   try {
     const parts: Promise<void>[] = [];
     const guard = (p: Promise<void>, name: string): Promise<void> =>
@@ -46,5 +52,43 @@ export async function runPipeline(config: SynclineConfig, role: Role, log: Logge
     process.off('SIGINT', sigint);
     await stream.close();
     await server?.close();
+  }
+}
+
+/**
+ * The `/readyz` checks of a pipeline role, each bounded by 2 s: `source` (a `SELECT 1` on a
+ * short-lived connection; run and capture), `stream` (end offsets answer; every role),
+ * `sink` (a `SELECT 1` on sink.url; run and apply) and `lag` (max `sync_lag_seconds` below
+ * `monitoring.alerts.lag_critical`; run and apply).
+ */
+export function pipelineReadiness(config: SynclineConfig, role: Role, metrics: Metrics, stream: () => Stream | undefined): () => Promise<ReadinessReport> {
+  const checks: Record<string, ReadinessCheck> = {};
+  const timeoutMs = DEFAULT_CHECK_TIMEOUT_MS;
+  if (role !== 'apply') checks.source = timed('SELECT 1', () => pingPostgres(sourceConnection(config), timeoutMs));
+  checks.stream = async () => {
+    const s = stream();
+    if (!s) throw new Error('stream not opened yet');
+    const ends = await s.endOffsets();
+    return `${config.stream.broker} stream answered end offsets of ${ends.size} partitions`;
+  };
+  if (role !== 'capture') {
+    const sinkUrl = config.sink.url;
+    checks.sink =
+      config.sink.type === 'postgres' && sinkUrl
+        ? timed('SELECT 1', () => pingPostgres({ connectionString: sinkUrl }, timeoutMs))
+        : () => Promise.reject(new Error(`no readiness check for sink.type ${config.sink.type}${sinkUrl ? '' : ' without sink.url'}`));
+    checks.lag = lagCheck(metrics, config.monitoring.alerts.lag_critical);
+  }
+  return readinessProbe(checks, timeoutMs);
+}
+
+async function pingPostgres(connection: pg.ClientConfig, timeoutMs: number): Promise<void> {
+  const client = new pg.Client({ ...connection, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+  } finally {
+    await client.end().catch(() => undefined);
   }
 }

@@ -13,6 +13,8 @@ import { Capture } from '../pipeline/capture.js';
 import { HEARTBEAT_PREFIX } from '../pipeline/change-builder.js';
 import { PostgresSink } from '../sink/postgres/postgres-sink.js';
 import type { Sink } from '../sink/sink.js';
+import type { DeadLetterQueue } from '../dlq/dead-letter-queue.js';
+import { PostgresDeadLetterQueue } from '../dlq/postgres-dead-letter-queue.js';
 import { checkLogicalReplication, protocolVersionFor } from '../source/prerequisites.js';
 import { ensurePublication } from '../source/publication.js';
 import { ReplicationStream } from '../source/replication-stream.js';
@@ -47,6 +49,20 @@ export function openSink(config: SynclineConfig): Sink {
   }
   if (!s.url) throw new PrerequisiteError('no sink connection URL', 'set sink.url in the config or the SYNCLINE_SINK_URL environment variable');
   return new PostgresSink({ url: s.url, stateSchema: s.state_schema, deleteMode: s.delete_mode, versionGate: s.version_gate });
+}
+
+/** Opens the dead-letter queue: a table in `dead_letter.url`, or in a postgres sink's database. */
+export function openDeadLetterQueue(config: SynclineConfig): DeadLetterQueue | undefined {
+  const d = config.dead_letter;
+  if (!d.enabled) return undefined;
+  const url = d.url ?? (config.sink.type === 'postgres' ? config.sink.url : undefined);
+  if (!url) {
+    throw new PrerequisiteError(
+      `the dead-letter queue needs a PostgreSQL database for sink type ${config.sink.type}`,
+      'set dead_letter.url (or SYNCLINE_DEAD_LETTER_URL) to a PostgreSQL URL, or dead_letter.enabled: false to stop on poison changes instead',
+    );
+  }
+  return new PostgresDeadLetterQueue(url, config.sink.state_schema);
 }
 
 /**
@@ -114,6 +130,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
 /** Runs apply (stream → sink) until `signal` aborts. */
 export async function runApply(config: SynclineConfig, stream: Stream, metrics: Metrics, log: Logger, signal: AbortSignal): Promise<void> {
   const sink = openSink(config);
+  const deadLetters = openDeadLetterQueue(config);
   try {
     const apply = new Apply((options) => stream.consumer(config.consumer.group_id, options), sink, metrics, log, {
       group: config.consumer.group_id,
@@ -126,9 +143,11 @@ export async function runApply(config: SynclineConfig, stream: Stream, metrics: 
         jitter: config.consumer.retry.jitter,
       },
       clock: systemClock,
+      deadLetters,
     });
     await apply.run(signal);
   } finally {
+    await deadLetters?.close();
     await sink.close();
   }
 }

@@ -11,6 +11,7 @@ const ENV_FALLBACKS = {
   sinkUrl: 'SYNCLINE_SINK_URL',
   streamBrokers: 'SYNCLINE_STREAM_BROKERS',
   streamUrl: 'SYNCLINE_STREAM_URL',
+  deadLetterUrl: 'SYNCLINE_DEAD_LETTER_URL',
 } as const;
 
 export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): SynclineConfig {
@@ -61,6 +62,7 @@ function applyEnvFallbacks(config: SynclineConfig, env: NodeJS.ProcessEnv): Sync
       url: config.stream.url ?? pick(ENV_FALLBACKS.streamUrl),
     },
     sink: { ...config.sink, url: config.sink.url ?? pick(ENV_FALLBACKS.sinkUrl) },
+    dead_letter: { ...config.dead_letter, url: config.dead_letter.url ?? pick(ENV_FALLBACKS.deadLetterUrl) },
   };
 }
 

@@ -95,6 +95,8 @@ const deadLetter = z
   .object({
     enabled: z.boolean().default(true),
     topic: z.string().min(1).default('db-changes.dlq'),
+    /** PostgreSQL database holding the dead-letter table; defaults to a postgres sink's database. */
+    url: z.string().min(1).optional(),
     alert_threshold: z.number().int().nonnegative().default(50),
   })
   .strict();

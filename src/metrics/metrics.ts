@@ -10,6 +10,7 @@ export class Metrics {
   readonly lagSeconds = this.gauge('sync_lag_seconds', 'Seconds from source commit to applied at the sink, for the newest applied change; 0 when caught up', ['table']);
   readonly duplicateRate = this.gauge('sync_duplicate_rate', 'Share of consumed changes skipped as duplicate or stale over the last 60 s');
   readonly deadletterCount = this.gauge('sync_deadletter_count', 'Changes currently in the dead-letter queue');
+  readonly deadletterOldestAge = this.gauge('sync_deadletter_oldest_age_seconds', 'Age of the oldest dead-letter entry (0 when empty)');
   readonly captured = this.counter('sync_events_captured_total', 'Changes decoded from the replication slot', ['table']);
   readonly published = this.counter('sync_events_published_total', 'Changes durably acknowledged by the stream');
   readonly consumed = this.counter('sync_events_consumed_total', 'Changes read from the stream by apply');

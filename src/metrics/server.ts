@@ -1,5 +1,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { errorMessage } from '../core/errors.js';
+import { redactUrl } from '../core/redact.js';
+import type { ReadinessReport } from '../monitoring/readiness.js';
 import type { Metrics } from './metrics.js';
 
 export interface MetricsServer {
@@ -7,8 +10,13 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-/** Serves `/metrics` (Prometheus text) and `/healthz`. Binds to 127.0.0.1 unless told otherwise. */
-export async function startMetricsServer(metrics: Metrics, host: string, port: number): Promise<MetricsServer> {
+/**
+ * Serves `/metrics` (Prometheus text), `/healthz` (liveness: the process answers) and
+ * `/readyz` (readiness: 200 `{"ready":true,"checks":{...}}`, or 503 with `failing` naming
+ * each failed check and its detail saying why). `readiness` is supplied by the pipeline;
+ * without it `/readyz` reports ready with no checks. Binds to 127.0.0.1 unless told otherwise.
+ */
+export async function startMetricsServer(metrics: Metrics, host: string, port: number, readiness?: () => Promise<ReadinessReport>): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method === 'GET' && path === '/metrics') {
@@ -27,6 +35,19 @@ export async function startMetricsServer(metrics: Metrics, host: string, port: n
     if (req.method === 'GET' && path === '/healthz') {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ status: 'ok' }));
+      return;
+    }
+    if (req.method === 'GET' && path === '/readyz') {
+      const probe = readiness ?? (() => Promise.resolve<ReadinessReport>({ ready: true, checks: {} }));
+      probe()
+        .catch((err: unknown): ReadinessReport => ({ ready: false, checks: { readiness: { ok: false, detail: redactUrl(errorMessage(err)) } } }))
+        .then((report) => {
+          const failing = Object.entries(report.checks).filter(([, c]) => !c.ok).map(([name]) => name);
+          const body = report.ready ? { ready: true, checks: report.checks } : { ready: false, failing, checks: report.checks };
+          res.writeHead(report.ready ? 200 : 503, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+          res.end(`${JSON.stringify(body)}\n`);
+        })
+        .catch(() => res.destroy());
       return;
     }
     res.writeHead(404, { 'content-type': 'text/plain' });

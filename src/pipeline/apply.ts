@@ -1,8 +1,9 @@
 import type { ChangeEvent } from '../core/change.js';
 import type { Clock } from '../core/clock.js';
-import { errorMessage, isRetriable } from '../core/errors.js';
+import { errorMessage, isRetriable, PrerequisiteError, SynclineError } from '../core/errors.js';
 import { parseLsn } from '../core/lsn.js';
 import { backoffDelay, type RetryPolicy } from '../core/retry.js';
+import { rowIdOf, type DeadLetter, type DeadLetterQueue } from '../dlq/dead-letter-queue.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { ApplyOutcome, Sink } from '../sink/sink.js';
@@ -15,18 +16,37 @@ export interface ApplyOptions {
   batchWaitMs: number;
   retry: RetryPolicy;
   clock: Clock;
+  /** Where poison changes go; without one, a permanent failure stops apply (nothing is lost). */
+  deadLetters: DeadLetterQueue | undefined;
+  /** How often the dead-letter depth and blocked rows are re-read. */
+  deadLetterRefreshMs?: number;
 }
+
+interface Item {
+  change: ChangeEvent;
+  record: StreamRecord;
+}
+
+const EMPTY_POSITIONS: ReadonlyMap<number, bigint> = new Map();
+
+/** What `withRetry` returns when the pipeline is stopping (distinct from any result, even undefined). */
+const STOPPED: unique symbol = Symbol('stopped');
 
 /**
  * Apply: stream → sink. Each polled batch is applied in one sink transaction together with
  * the stream positions it reaches; the stream's own group offsets are committed after that,
  * for monitoring. On restart the sink's stored positions win, so a crash between the two
  * commits replays at most one batch, which the version gate turns into no-ops.
+ *
+ * A batch that fails permanently is bisected until the poison changes are isolated: the
+ * rest is applied, the poison goes to the dead-letter queue, and later changes to a
+ * dead-lettered row follow it there (so a row's changes are never applied around a gap).
  */
 export class Apply {
   private readonly tablesSeen = new Set<string>();
-
   private consumer!: StreamConsumer;
+  private blocked = new Set<string>();
+  private nextDeadLetterRefresh = 0;
 
   constructor(
     private readonly openConsumer: (options: ConsumerOptions) => Promise<StreamConsumer>,
@@ -38,10 +58,14 @@ export class Apply {
 
   async run(signal: AbortSignal): Promise<void> {
     await this.withRetry(() => this.sink.prepare(), signal, 'preparing the sink');
+    const dlq = this.options.deadLetters;
+    if (dlq) await this.withRetry(() => dlq.prepare(), signal, 'preparing the dead-letter queue');
     if (signal.aborted) return;
+    await this.refreshDeadLetters(signal);
     const group = this.options.group;
     const startPositions = async (partitions: readonly number[]): Promise<Map<number, bigint>> => {
-      const stored = (await this.withRetry(() => this.sink.positions(group), signal, 'reading sink positions')) ?? new Map<number, bigint>();
+      const read = await this.withRetry(() => this.sink.positions(group), signal, 'reading sink positions');
+      const stored = read === STOPPED ? new Map<number, bigint>() : read;
       // A partition the sink never recorded was never applied: start at its beginning.
       const start = new Map(partitions.map((p) => [p, stored.get(p) ?? 0n]));
       this.log.info({ group, positions: Object.fromEntries([...start].map(([p, o]) => [p, o.toString()])) }, 'partitions assigned');
@@ -51,6 +75,7 @@ export class Apply {
     try {
       while (!signal.aborted) {
         const records = await this.consumer.poll(this.options.batchSize, this.options.batchWaitMs);
+        if (this.options.clock.now() >= this.nextDeadLetterRefresh) await this.refreshDeadLetters(signal);
         if (records.length === 0) {
           this.markCaughtUp();
           continue;
@@ -63,32 +88,131 @@ export class Apply {
   }
 
   private async applyBatch(records: StreamRecord[], signal: AbortSignal): Promise<void> {
-    const changes: ChangeEvent[] = [];
+    const items: Item[] = [];
+    const letters: DeadLetter[] = [];
     const positions = new Map<number, bigint>();
-    for (const r of records) {
-      changes.push(decodeChange(r.value));
-      const next = r.offset + 1n;
-      if ((positions.get(r.partition) ?? -1n) < next) positions.set(r.partition, next);
+    for (const record of records) {
+      const next = record.offset + 1n;
+      if ((positions.get(record.partition) ?? -1n) < next) positions.set(record.partition, next);
+      let change: ChangeEvent;
+      try {
+        change = decodeChange(record.value);
+      } catch (err) {
+        letters.push(this.letter(undefined, record, err, record.value.toString('utf8')));
+        continue;
+      }
+      if (this.blocked.has(rowIdOf(change))) letters.push(this.letter(change, record, blockedError()));
+      else items.push({ change, record });
     }
-    this.metrics.consumed.inc(changes.length);
+    this.metrics.consumed.inc(records.length);
+    // Dead letters are stored before the position passes them; adding is idempotent.
+    if (letters.length > 0 && !(await this.deadLetter(letters, signal))) return;
+
     const started = this.options.clock.now();
-    const outcome = await this.withRetry(() => this.sink.apply(changes, positions, this.options.group), signal, 'applying a batch');
-    if (!outcome) return; // stopping; the batch will be re-read from the stored positions
+    let outcome: ApplyOutcome | typeof STOPPED;
+    try {
+      outcome = await this.withRetry(() => this.sink.apply(items.map((i) => i.change), positions, this.options.group), signal, 'applying a batch');
+    } catch (err) {
+      // Without a dead-letter queue, or when the sink itself is misconfigured (every change
+      // would fail), stop: nothing is lost, the batch is re-read after the fix.
+      if (!this.options.deadLetters || err instanceof PrerequisiteError) throw err;
+      this.log.warn({ err: errorMessage(err), changes: items.length }, 'batch failed permanently; isolating the failing changes');
+      const poison: DeadLetter[] = [];
+      outcome = emptyOutcome();
+      if (!(await this.isolate(items, poison, outcome, signal))) return;
+      if (!(await this.deadLetter(poison, signal))) return;
+      if ((await this.withRetry(() => this.sink.apply([], positions, this.options.group), signal, 'storing positions')) === STOPPED) return;
+    }
+    if (outcome === STOPPED) return; // the batch will be re-read from the stored positions
     this.metrics.applyBatchSeconds.observe((this.options.clock.now() - started) / 1000);
-    this.record(changes, outcome);
+    this.record(items, outcome, records.length);
     await this.consumer.commit(positions).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'stream offset commit failed (sink positions are authoritative)'));
   }
 
-  private record(changes: ChangeEvent[], outcome: ApplyOutcome): void {
+  /**
+   * Applies `items` (without positions), bisecting on permanent failure. A single failing
+   * change becomes a dead letter and blocks its row; later changes to that row in the rest
+   * of the batch follow it. Returns false if stopped meanwhile.
+   */
+  private async isolate(items: Item[], poison: DeadLetter[], total: ApplyOutcome, signal: AbortSignal): Promise<boolean> {
+    if (items.length === 0) return true;
+    try {
+      const o = await this.withRetry(() => this.sink.apply(items.map((i) => i.change), EMPTY_POSITIONS, this.options.group), signal, 'applying part of a batch');
+      if (o === STOPPED) return false;
+      addOutcome(total, o);
+      return true;
+    } catch (err) {
+      if (err instanceof PrerequisiteError) throw err;
+      if (items.length === 1) {
+        const item = items[0] as Item;
+        poison.push(this.letter(item.change, item.record, err));
+        this.blocked.add(rowIdOf(item.change));
+        this.log.error({ table: item.change.table, key: item.change.key, commit_lsn: item.change.commit_lsn, err: errorMessage(err) }, 'change dead-lettered');
+        return true;
+      }
+      const mid = items.length >> 1;
+      if (!(await this.isolate(items.slice(0, mid), poison, total, signal))) return false;
+      const rest: Item[] = [];
+      for (const item of items.slice(mid)) {
+        if (this.blocked.has(rowIdOf(item.change))) poison.push(this.letter(item.change, item.record, blockedError()));
+        else rest.push(item);
+      }
+      return this.isolate(rest, poison, total, signal);
+    }
+  }
+
+  private async deadLetter(letters: DeadLetter[], signal: AbortSignal): Promise<boolean> {
+    if (letters.length === 0) return true;
+    const dlq = this.options.deadLetters;
+    if (!dlq) {
+      const first = letters[0] as DeadLetter;
+      throw new SynclineError('DEAD_LETTER_DISABLED', `a change cannot be applied and dead_letter.enabled is false: ${first.error}`, { retriable: false });
+    }
+    for (const l of letters) if (l.change) this.blocked.add(rowIdOf(l.change));
+    if ((await this.withRetry(() => dlq.add(letters), signal, 'writing the dead-letter queue')) === STOPPED) return false;
+    this.metrics.deadlettered.inc(letters.length);
+    await this.refreshDeadLetters(signal);
+    return true;
+  }
+
+  private async refreshDeadLetters(signal: AbortSignal): Promise<void> {
+    this.nextDeadLetterRefresh = this.options.clock.now() + (this.options.deadLetterRefreshMs ?? 5000);
+    const dlq = this.options.deadLetters;
+    if (!dlq || signal.aborted) return;
+    try {
+      const [depth, blocked] = await Promise.all([dlq.depth(), dlq.blockedRows()]);
+      this.metrics.deadletterCount.set(depth.count);
+      this.metrics.deadletterOldestAge.set(depth.oldestAgeSeconds);
+      // Rows replayed or purged by an operator are released here.
+      this.blocked = blocked;
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, 'could not read the dead-letter queue depth');
+    }
+  }
+
+  private letter(change: ChangeEvent | undefined, record: StreamRecord, err: unknown, raw?: string): DeadLetter {
+    const letter: DeadLetter = {
+      change,
+      error: errorMessage(err),
+      errorCode: err instanceof SynclineError ? err.code : 'UNKNOWN',
+      attempts: 1,
+      partition: record.partition,
+      offset: record.offset,
+    };
+    if (raw !== undefined) letter.raw = raw;
+    return letter;
+  }
+
+  private record(items: Item[], outcome: ApplyOutcome, consumed: number): void {
     for (const [table, counts] of outcome.byTable) {
       this.metrics.applied.inc({ table }, counts.applied);
       if (counts.stale > 0) this.metrics.stale.inc({ table }, counts.stale);
     }
-    this.metrics.recordConsumed(changes.length, outcome.stale, this.options.clock.now());
     const now = this.options.clock.now();
+    this.metrics.recordConsumed(consumed, outcome.stale, now);
     const newestByTable = new Map<string, number>();
     let newestLsn = '';
-    for (const c of changes) {
+    for (const { change: c } of items) {
       const table = `${c.schema}.${c.table}`;
       const ts = Date.parse(c.commit_ts);
       if ((newestByTable.get(table) ?? 0) < ts) newestByTable.set(table, ts);
@@ -108,9 +232,9 @@ export class Apply {
   /**
    * Retries retriable failures with jittered exponential backoff. After `maxAttempts` it
    * keeps trying at the maximum delay (a sink outage must stall the pipeline, not drop
-   * changes); permanent failures propagate. Returns undefined when stopped meanwhile.
+   * changes); permanent failures propagate. Returns STOPPED when stopped meanwhile.
    */
-  private async withRetry<T>(fn: () => Promise<T>, signal: AbortSignal, what: string): Promise<T | undefined> {
+  private async withRetry<T>(fn: () => Promise<T>, signal: AbortSignal, what: string): Promise<T | typeof STOPPED> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await fn();
@@ -121,8 +245,28 @@ export class Apply {
         const delay = attempt < policy.maxAttempts ? backoffDelay(policy, attempt) : policy.maxMs;
         this.log.warn({ attempt, delayMs: delay, err: errorMessage(err) }, `${what} failed; retrying`);
         await this.options.clock.sleep(delay, signal);
-        if (signal.aborted) return undefined;
+        if (signal.aborted) return STOPPED;
       }
     }
+  }
+}
+
+function blockedError(): SynclineError {
+  return new SynclineError('BLOCKED_BY_EARLIER', 'an earlier change to this row is in the dead-letter queue; this one follows it to keep the row in order', { retriable: false });
+}
+
+function emptyOutcome(): ApplyOutcome {
+  return { applied: 0, stale: 0, superseded: 0, byTable: new Map() };
+}
+
+function addOutcome(total: ApplyOutcome, o: ApplyOutcome): void {
+  total.applied += o.applied;
+  total.stale += o.stale;
+  total.superseded += o.superseded;
+  for (const [table, c] of o.byTable) {
+    const t = total.byTable.get(table) ?? { applied: 0, stale: 0 };
+    t.applied += c.applied;
+    t.stale += c.stale;
+    total.byTable.set(table, t);
   }
 }

@@ -9,6 +9,12 @@ export interface OutgoingRecord {
   /** Records with the same key land in the same partition, in publish order. */
   key: string;
   value: Buffer;
+  /**
+   * Unique, deterministic identity of the record (capture sets `${commit_lsn}:${seq}`).
+   * Brokers that deduplicate (NATS JetStream's `Nats-Msg-Id`) drop a republished record
+   * with the same key and id; absent means no deduplication.
+   */
+  id?: string;
 }
 
 export interface StreamRecord {
@@ -64,5 +70,11 @@ export interface Stream {
   consumer(groupId: string, options?: ConsumerOptions): Promise<StreamConsumer>;
   /** Per partition, the offset the next appended record will get. */
   endOffsets(): Promise<Map<number, bigint>>;
+  /**
+   * Per partition, the offset of the first record whose append time is at or after
+   * `timestampMs` (ms since the epoch); the end offset (see `endOffsets`) when there is none.
+   * Seeking a consumer there replays from that time.
+   */
+  offsetsForTime(timestampMs: number): Promise<Map<number, bigint>>;
   close(): Promise<void>;
 }

@@ -4,8 +4,8 @@ import { PrerequisiteError, SynclineError, errorMessage } from '../../core/error
 import { quoteIdent, quoteQualified } from '../../core/sql.js';
 import { collapseBatch, type TableBatch } from '../collapse.js';
 import type { ApplyOutcome, Sink } from '../sink.js';
-import { isRetriablePgError } from './sqlstate.js';
-import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, loadTargetTable, type TargetTable } from './table-meta.js';
+import { isRetriablePgError } from '../../core/sqlstate.js';
+import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, castText, loadTargetTable, type TargetColumn, type TargetTable } from './table-meta.js';
 
 export interface PostgresSinkOptions {
   url: string;
@@ -74,6 +74,10 @@ export class PostgresSink implements Sink {
     const { tables, superseded } = collapseBatch(changes);
     const outcome: ApplyOutcome = { applied: 0, stale: 0, superseded, byTable: new Map() };
     await this.withClient(async (c) => {
+      // Table metadata (and adding the version columns) happens outside the batch
+      // transaction, so a rolled-back batch cannot leave the cache believing in columns
+      // that were never committed.
+      for (const batch of tables) await this.target(c, batch.schema, batch.table);
       await c.query('BEGIN');
       try {
         for (const batch of tables) {
@@ -97,6 +101,8 @@ export class PostgresSink implements Sink {
         await c.query('COMMIT');
       } catch (err) {
         await c.query('ROLLBACK').catch(() => undefined);
+        // The target's structure may have changed (or be the problem): re-read it next time.
+        if (isStructural(err)) this.tables.clear();
         throw err;
       }
     });
@@ -167,7 +173,7 @@ export class PostgresSink implements Sink {
     if (cached) return cached;
     const n = columns.length;
     const soft = this.options.deleteMode === 'soft';
-    const cast = (col: string, i: number): string => `i.c${i}::${(target.columns.get(col) as { castType: string }).castType}`;
+    const cast = (col: string, i: number): string => castText(target.columns.get(col) as TargetColumn, `i.c${i}`);
     const insertCols = [...columns.map(quoteIdent), V_LSN, V_SEQ, ...(soft ? [quoteIdent(DELETED_AT_COLUMN)] : [])];
     const selectExprs = [...columns.map(cast), 'i.v_lsn::pg_lsn', 'i.v_seq', ...(soft ? ['NULL'] : [])];
     const unnestArgs = [...columns.map((_, i) => `$${i + 1}::text[]`), `$${n + 1}::text[]`, `$${n + 2}::text[]`, `$${n + 3}::int[]`];
@@ -266,9 +272,19 @@ function tableLabel(t: TargetTable): string {
   return `${t.schema}.${t.table}`;
 }
 
+/** SQLSTATE class 42 (undefined table/column, syntax): the target's structure, not a row, is wrong. */
+function isStructural(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return err instanceof PrerequisiteError || (typeof code === 'string' && code.startsWith('42'));
+}
+
 function classify(err: unknown, what: string): unknown {
   if (err instanceof SynclineError) return err;
   const code = (err as { code?: string } | null)?.code;
+  if (isStructural(err)) {
+    // Every change of the table would fail the same way: stop instead of dead-lettering them all.
+    return new PrerequisiteError(`${what} failed: ${errorMessage(err)} (SQLSTATE ${code})`, 'fix the target table to match the source (columns, types, primary key), then restart');
+  }
   return new SynclineError(`SINK_${code ?? 'ERROR'}`, `${what} failed: ${errorMessage(err)}${code ? ` (SQLSTATE ${code})` : ''}`, {
     retriable: isRetriablePgError(err),
     cause: err,

@@ -11,6 +11,18 @@ export interface TargetColumn {
   castType: string;
 }
 
+const XML_TYPE = quoteQualified('pg_catalog', 'xml');
+
+/**
+ * SQL turning `expr`, a change event's value (the source's text output), into the column's
+ * type. xml is the one built-in type whose text input depends on a session setting: with a
+ * target default of `xmloption = document` a plain cast rejects the fragments the source may
+ * hold; XMLPARSE(CONTENT) accepts documents and fragments alike and stores the text as is.
+ */
+export function castText(column: TargetColumn, expr: string): string {
+  return column.castType === XML_TYPE ? `XMLPARSE(CONTENT ${expr} PRESERVE WHITESPACE)` : `${expr}::${column.castType}`;
+}
+
 export interface TargetTable {
   schema: string;
   table: string;

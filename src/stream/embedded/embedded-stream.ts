@@ -374,6 +374,14 @@ class EmbeddedStream implements Stream {
     return result;
   }
 
+  async offsetsForTime(timestampMs: number): Promise<Map<number, bigint>> {
+    if (this.closed) throw closedError('');
+    const offsets = await Promise.all(this.logs.map((log) => log.offsetForTime(timestampMs)));
+    const result = new Map<number, bigint>();
+    for (let p = 0; p < offsets.length; p++) result.set(p, offsets[p] as bigint);
+    return result;
+  }
+
   notifyAppend(): void {
     const n = this.notifier;
     if (n === null) return;

@@ -101,13 +101,18 @@ interface ScanResult {
   nextOffset: bigint;
   /** Timestamp of the last valid record, if any. */
   lastTimestamp: number | null;
-  /** `end`: the file ends after the last valid record; otherwise what follows it. */
-  stop: 'end' | 'incomplete' | 'corrupt';
+  /**
+   * `end`: the file ends after the last valid record; `found`: stopped before the first
+   * record stamped at or after `untilTimestamp` (its offset is `nextOffset`); otherwise
+   * what follows the last valid record.
+   */
+  stop: 'end' | 'incomplete' | 'corrupt' | 'found';
 }
 
 /**
  * Walks the valid records of a segment from `from` (whose record must have offset
- * `expected`) in chunks, without materializing them.
+ * `expected`) in chunks, without materializing them; with `untilTimestamp`, stops before
+ * the first record stamped at or after it.
  */
 async function scanSegment(
   fh: FileHandle,
@@ -115,6 +120,7 @@ async function scanSegment(
   from: number,
   expected: bigint,
   chunkBytes: number,
+  untilTimestamp = Number.POSITIVE_INFINITY,
 ): Promise<ScanResult> {
   let buf = Buffer.allocUnsafe(chunkBytes);
   let pos = from;
@@ -130,7 +136,9 @@ async function scanSegment(
       if (size < 0) break;
       const offset = recordOffset(buf, at);
       if (offset !== next) throw corruptError(file, pos + at, `record has offset ${offset}, expected ${next}`);
-      lastTimestamp = recordTimestamp(buf, at);
+      const timestamp = recordTimestamp(buf, at);
+      if (timestamp >= untilTimestamp) return { end: pos + at, nextOffset: next, lastTimestamp, stop: 'found' };
+      lastTimestamp = timestamp;
       next++;
       at += size;
     }
@@ -240,6 +248,37 @@ export class PartitionLog {
       await fh.close();
     }
     return this.endNext;
+  }
+
+  /**
+   * Offset of the first record stamped at or after `timestampMs`, else the end offset.
+   * Segments whose last timestamp is known to be earlier are skipped unread; the others are
+   * scanned in order (timestamps follow append order unless the clock stepped back).
+   */
+  async offsetForTime(timestampMs: number): Promise<bigint> {
+    const bases = await listSegments(this.dir);
+    for (let i = 0; i < bases.length; i++) {
+      const base = bases[i] as bigint;
+      const last = this.lastTimestamps.get(base);
+      if (last !== undefined && last < timestampMs) continue;
+      const file = this.segmentPath(base);
+      let fh: FileHandle;
+      try {
+        fh = await open(file, 'r');
+      } catch (err) {
+        if (isCode(err, 'ENOENT')) continue; // deleted by retention meanwhile
+        throw err;
+      }
+      try {
+        const scan = await scanSegment(fh, file, 0, base, this.readChunkBytes, timestampMs);
+        if (scan.stop === 'found') return scan.nextOffset;
+        // A non-active segment is complete: remember its last timestamp for the next lookup.
+        if (i < bases.length - 1 && scan.lastTimestamp !== null) this.lastTimestamps.set(base, scan.lastTimestamp);
+      } finally {
+        await fh.close();
+      }
+    }
+    return this.endOffset();
   }
 
   /** Called by the writer when it closes a segment, so retention need not re-read it. */

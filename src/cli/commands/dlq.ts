@@ -1,0 +1,137 @@
+import type { Command } from 'commander';
+import { loadConfigFile } from '../../config/load.js';
+import { PrerequisiteError } from '../../core/errors.js';
+import type { DeadLetterEntry, DeadLetterFilter, DeadLetterQueue } from '../../dlq/dead-letter-queue.js';
+import { replayDeadLetters } from '../../dlq/replay.js';
+import { parseDuration } from '../duration.js';
+import { EXIT } from '../exit-codes.js';
+import { openDeadLetterQueue, openSink } from '../wiring.js';
+import { configOption } from './options.js';
+
+interface FilterOptions {
+  config: string;
+  id?: string[];
+  table?: string;
+  error?: string;
+  olderThan?: string;
+  limit?: string;
+  json?: boolean;
+}
+
+function filterOf(opts: FilterOptions): DeadLetterFilter {
+  const f: DeadLetterFilter = {};
+  if (opts.id) f.ids = opts.id;
+  if (opts.table) f.table = opts.table;
+  if (opts.error) f.error = opts.error;
+  if (opts.olderThan) f.olderThanMs = parseDuration(opts.olderThan);
+  if (opts.limit) f.limit = Number(opts.limit);
+  return f;
+}
+
+async function withQueue<T>(file: string, fn: (dlq: DeadLetterQueue) => Promise<T>): Promise<T> {
+  const config = loadConfigFile(file);
+  const dlq = openDeadLetterQueue(config);
+  if (!dlq) throw new PrerequisiteError('the dead-letter queue is disabled', 'set dead_letter.enabled: true');
+  try {
+    await dlq.prepare();
+    return await fn(dlq);
+  } finally {
+    await dlq.close();
+  }
+}
+
+function summary(e: DeadLetterEntry): Record<string, unknown> {
+  return {
+    id: e.id,
+    table: e.table,
+    key: e.rowKey,
+    op: e.change?.op ?? null,
+    commit_lsn: e.commitLsn,
+    seq: e.change?.seq ?? null,
+    error_code: e.errorCode,
+    error: e.error,
+    attempts: e.attempts,
+    first_failed_at: e.firstFailedAt.toISOString(),
+    last_failed_at: e.lastFailedAt.toISOString(),
+    stream_partition: e.partition,
+    stream_offset: e.offset.toString(),
+  };
+}
+
+function withFilters(cmd: Command): Command {
+  return cmd
+    .addOption(configOption())
+    .option('--id <id...>', 'only these entry ids')
+    .option('--table <name>', 'only this table (table or schema.table)')
+    .option('--error <text>', 'only entries whose error or code contains this text')
+    .option('--older-than <age>', 'only entries first failed longer ago than this (e.g. 1h, 30m)')
+    .option('--limit <n>', 'at most this many entries', '1000');
+}
+
+export function registerDlq(program: Command): void {
+  const dlq = program.command('dlq').description('inspect, replay and purge the dead-letter queue');
+
+  withFilters(dlq.command('list').description('list dead-lettered changes, oldest first'))
+    .option('--json', 'print JSON')
+    .action(async (opts: FilterOptions) => {
+      const entries = await withQueue(opts.config, (q) => q.list(filterOf(opts)));
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(entries.map(summary), null, 2)}\n`);
+        return;
+      }
+      if (entries.length === 0) process.stdout.write('dead-letter queue is empty (for this filter)\n');
+      for (const e of entries) {
+        process.stdout.write(`#${e.id} ${e.table} key=${e.rowKey} ${e.change?.op ?? 'UNDECODABLE'} lsn=${e.commitLsn ?? '-'} attempts=${e.attempts} first=${e.firstFailedAt.toISOString()}\n    ${e.errorCode}: ${e.error}\n`);
+      }
+    });
+
+  dlq
+    .command('show <id>')
+    .description('one entry with its whole change')
+    .addOption(configOption())
+    .option('--json', 'print JSON')
+    .action(async (id: string, opts: { config: string; json?: boolean }) => {
+      const [e] = await withQueue(opts.config, (q) => q.list({ ids: [id] }));
+      if (!e) {
+        process.stderr.write(`no dead-letter entry ${id}\n`);
+        process.exitCode = EXIT.FAILURE;
+        return;
+      }
+      const full = { ...summary(e), change: e.change ?? null, raw: e.raw ?? null };
+      process.stdout.write(opts.json ? `${JSON.stringify(full, null, 2)}\n` : `${JSON.stringify(full, null, 2)}\n`);
+    });
+
+  withFilters(dlq.command('replay').description('re-apply entries through the normal apply path (safe: version-gated); applied entries leave the queue'))
+    .option('--json', 'print JSON')
+    .action(async (opts: FilterOptions) => {
+      const config = loadConfigFile(opts.config);
+      const sink = openSink(config);
+      try {
+        await sink.prepare();
+        const result = await withQueue(opts.config, async (q) => replayDeadLetters(await q.list(filterOf(opts)), sink, q, config.consumer.group_id));
+        if (opts.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+        else {
+          process.stdout.write(`replayed ${result.replayed} (of which ${result.stale} already superseded at the target), failed again ${result.failed.length}, held back ${result.held.length}, undecodable ${result.undecodable.length}\n`);
+          for (const f of result.failed) process.stdout.write(`  #${f.id}: ${f.error}\n`);
+        }
+        process.exitCode = result.failed.length > 0 ? EXIT.FAILURE : EXIT.OK;
+      } finally {
+        await sink.close();
+      }
+    });
+
+  withFilters(dlq.command('purge').description('delete entries (a filter or --all is required)'))
+    .option('--all', 'purge every entry')
+    .option('--json', 'print JSON')
+    .action(async (opts: FilterOptions & { all?: boolean }) => {
+      const filter = filterOf(opts);
+      if (!opts.all && !filter.ids && !filter.table && !filter.error && filter.olderThanMs === undefined) {
+        process.stderr.write('refusing to purge without a filter: pass --id, --table, --error, --older-than, or --all\n');
+        process.exitCode = EXIT.CONFIG;
+        return;
+      }
+      if (opts.all) filter.limit = Number.MAX_SAFE_INTEGER;
+      const removed = await withQueue(opts.config, async (q) => q.remove((await q.list(filter)).map((e) => e.id)));
+      process.stdout.write(opts.json ? `${JSON.stringify({ purged: removed })}\n` : `purged ${removed} entr${removed === 1 ? 'y' : 'ies'}\n`);
+    });
+}

@@ -1,0 +1,58 @@
+import type { ChangeEvent } from '../core/change.js';
+
+/** A change that could not be decoded, validated or applied, with why and where it came from. */
+export interface DeadLetter {
+  /** The change, or undefined when the stream record could not even be decoded. */
+  change: ChangeEvent | undefined;
+  /** The raw stream record when `change` is undefined. */
+  raw?: string;
+  error: string;
+  errorCode: string;
+  attempts: number;
+  partition: number;
+  offset: bigint;
+}
+
+export interface DeadLetterEntry extends DeadLetter {
+  id: string;
+  table: string;
+  rowKey: string;
+  commitLsn: string | null;
+  firstFailedAt: Date;
+  lastFailedAt: Date;
+}
+
+export interface DeadLetterFilter {
+  ids?: string[];
+  /** `schema.table` or `table` (schema public). */
+  table?: string;
+  /** Substring of the error message or code. */
+  error?: string;
+  /** Only entries whose first failure is older than this many ms. */
+  olderThanMs?: number;
+  limit?: number;
+}
+
+/**
+ * Where poison changes wait for a person. Adding is idempotent per change (source, commit
+ * LSN, seq), so a crash between dead-lettering and committing the stream position adds
+ * nothing twice.
+ */
+export interface DeadLetterQueue {
+  prepare(): Promise<void>;
+  add(letters: readonly DeadLetter[]): Promise<void>;
+  list(filter: DeadLetterFilter): Promise<DeadLetterEntry[]>;
+  /** Removes entries; returns how many. */
+  remove(ids: readonly string[]): Promise<number>;
+  /** Records another failed attempt (replay that failed again). */
+  recordFailure(id: string, error: string): Promise<void>;
+  depth(): Promise<{ count: number; oldestAgeSeconds: number }>;
+  /** `schema.table` + row key of every waiting change: later changes to these rows follow them. */
+  blockedRows(): Promise<Set<string>>;
+  close(): Promise<void>;
+}
+
+/** The identity of a row across the pipeline: `schema.table` + JSON of the key values. */
+export function rowIdOf(change: Pick<ChangeEvent, 'schema' | 'table' | 'key'>): string {
+  return `${change.schema}.${change.table}\u0000${JSON.stringify(Object.values(change.key))}`;
+}

@@ -1,0 +1,155 @@
+import pg from 'pg';
+import { errorMessage, SynclineError } from '../core/errors.js';
+import { isRetriablePgError } from '../core/sqlstate.js';
+import { parseTableName, quoteIdent, quoteQualified } from '../core/sql.js';
+import type { DeadLetter, DeadLetterEntry, DeadLetterFilter, DeadLetterQueue } from './dead-letter-queue.js';
+
+/**
+ * The dead-letter queue as a table (`<schema>.dead_letter`) in a PostgreSQL database —
+ * by default the sink's, next to the positions — so entries can be listed, filtered,
+ * replayed and purged with SQL-grade precision and survive any process crash.
+ */
+export class PostgresDeadLetterQueue implements DeadLetterQueue {
+  private readonly pool: pg.Pool;
+  private readonly table: string;
+
+  constructor(url: string, private readonly schema: string) {
+    this.pool = new pg.Pool({ connectionString: url, max: 2 });
+    this.pool.on('error', () => undefined);
+    this.table = quoteQualified(schema, 'dead_letter');
+  }
+
+  async prepare(): Promise<void> {
+    await this.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.schema)}`);
+    await this.query(`CREATE TABLE IF NOT EXISTS ${this.table} (
+      id bigserial PRIMARY KEY,
+      source text NOT NULL,
+      table_name text NOT NULL,
+      row_key text NOT NULL,
+      commit_lsn pg_lsn,
+      seq integer,
+      change jsonb,
+      raw text,
+      error text NOT NULL,
+      error_code text NOT NULL,
+      attempts integer NOT NULL,
+      first_failed_at timestamptz NOT NULL DEFAULT now(),
+      last_failed_at timestamptz NOT NULL DEFAULT now(),
+      stream_partition integer NOT NULL,
+      stream_offset bigint NOT NULL)`);
+    // One entry per change (undecodable records: per stream position).
+    await this.query(`CREATE UNIQUE INDEX IF NOT EXISTS dead_letter_change ON ${this.table} (source, commit_lsn, seq) WHERE commit_lsn IS NOT NULL`);
+    await this.query(`CREATE UNIQUE INDEX IF NOT EXISTS dead_letter_raw ON ${this.table} (stream_partition, stream_offset) WHERE commit_lsn IS NULL`);
+  }
+
+  async add(letters: readonly DeadLetter[]): Promise<void> {
+    for (const l of letters) {
+      const c = l.change;
+      const params = [
+        c?.source ?? '',
+        c ? `${c.schema}.${c.table}` : '',
+        c ? JSON.stringify(Object.values(c.key)) : '',
+        c?.commit_lsn ?? null,
+        c?.seq ?? null,
+        c ? JSON.stringify(c) : null,
+        l.raw ?? null,
+        l.error,
+        l.errorCode,
+        l.attempts,
+        l.partition,
+        l.offset.toString(),
+      ];
+      const conflict = c
+        ? '(source, commit_lsn, seq) WHERE commit_lsn IS NOT NULL'
+        : '(stream_partition, stream_offset) WHERE commit_lsn IS NULL';
+      await this.query(
+        `INSERT INTO ${this.table} (source, table_name, row_key, commit_lsn, seq, change, raw, error, error_code, attempts, stream_partition, stream_offset)
+         VALUES ($1, $2, $3, $4::pg_lsn, $5, $6::jsonb, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT ${conflict} DO UPDATE SET error = EXCLUDED.error, error_code = EXCLUDED.error_code,
+           attempts = ${this.table}.attempts + EXCLUDED.attempts, last_failed_at = now()`,
+        params,
+      );
+    }
+  }
+
+  async list(filter: DeadLetterFilter): Promise<DeadLetterEntry[]> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (filter.ids && filter.ids.length > 0) {
+      params.push(filter.ids);
+      where.push(`id = ANY($${params.length}::bigint[])`);
+    }
+    if (filter.table) {
+      const t = parseTableName(filter.table);
+      params.push(`${t.schema}.${t.table}`);
+      where.push(`table_name = $${params.length}`);
+    }
+    if (filter.error) {
+      params.push(`%${filter.error.replace(/[\\%_]/g, (m) => `\\${m}`)}%`);
+      where.push(`(error ILIKE $${params.length} OR error_code ILIKE $${params.length})`);
+    }
+    if (filter.olderThanMs !== undefined) {
+      params.push(filter.olderThanMs);
+      where.push(`first_failed_at < now() - $${params.length}::double precision * interval '1 millisecond'`);
+    }
+    params.push(filter.limit ?? 1000);
+    const { rows } = await this.query<{
+      id: string; table_name: string; row_key: string; commit_lsn: string | null; change: DeadLetterEntry['change'] | null; raw: string | null;
+      error: string; error_code: string; attempts: number; first_failed_at: Date; last_failed_at: Date; stream_partition: number; stream_offset: string;
+    }>(
+      `SELECT id::text, table_name, row_key, commit_lsn::text, change, raw, error, error_code, attempts, first_failed_at, last_failed_at, stream_partition, stream_offset::text
+         FROM ${this.table} ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
+        ORDER BY commit_lsn NULLS FIRST, seq, id LIMIT $${params.length}`,
+      params,
+    );
+    return rows.map((r) => ({
+      id: r.id,
+      table: r.table_name,
+      rowKey: r.row_key,
+      commitLsn: r.commit_lsn,
+      change: r.change ?? undefined,
+      ...(r.raw !== null ? { raw: r.raw } : {}),
+      error: r.error,
+      errorCode: r.error_code,
+      attempts: r.attempts,
+      firstFailedAt: r.first_failed_at,
+      lastFailedAt: r.last_failed_at,
+      partition: r.stream_partition,
+      offset: BigInt(r.stream_offset),
+    }));
+  }
+
+  async remove(ids: readonly string[]): Promise<number> {
+    if (ids.length === 0) return 0;
+    const res = await this.query(`DELETE FROM ${this.table} WHERE id = ANY($1::bigint[])`, [ids]);
+    return res.rowCount ?? 0;
+  }
+
+  async recordFailure(id: string, error: string): Promise<void> {
+    await this.query(`UPDATE ${this.table} SET attempts = attempts + 1, last_failed_at = now(), error = $2 WHERE id = $1`, [id, error]);
+  }
+
+  async depth(): Promise<{ count: number; oldestAgeSeconds: number }> {
+    const { rows } = await this.query<{ n: number; age: number | null }>(
+      `SELECT count(*)::int AS n, extract(epoch FROM now() - min(first_failed_at))::float8 AS age FROM ${this.table}`,
+    );
+    return { count: rows[0]?.n ?? 0, oldestAgeSeconds: rows[0]?.age ?? 0 };
+  }
+
+  async blockedRows(): Promise<Set<string>> {
+    const { rows } = await this.query<{ table_name: string; row_key: string }>(`SELECT DISTINCT table_name, row_key FROM ${this.table} WHERE commit_lsn IS NOT NULL`);
+    return new Set(rows.map((r) => `${r.table_name}\u0000${r.row_key}`));
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+
+  private async query<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
+    try {
+      return await this.pool.query<R>(sql, params);
+    } catch (err) {
+      throw new SynclineError('DLQ_FAILED', `dead-letter queue: ${errorMessage(err)}`, { retriable: isRetriablePgError(err), cause: err });
+    }
+  }
+}

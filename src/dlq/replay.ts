@@ -1,0 +1,57 @@
+import { errorMessage, isRetriable } from '../core/errors.js';
+import type { Sink } from '../sink/sink.js';
+import type { DeadLetterEntry, DeadLetterQueue } from './dead-letter-queue.js';
+
+export interface ReplayResult {
+  replayed: number;
+  /** Applied but skipped by the version gate: a newer change had already reached the row. */
+  stale: number;
+  failed: { id: string; error: string }[];
+  /** Not tried because an earlier entry of the same row failed again. */
+  held: string[];
+  /** Undecodable records: nothing to apply, purge them once understood. */
+  undecodable: string[];
+}
+
+/**
+ * Replays dead letters through the normal sink path, oldest first. An entry leaves the
+ * queue only when the sink accepted it (applied, or stale under the version gate); one that
+ * fails again stays, with its attempts counted, and holds back later entries of its row.
+ */
+export async function replayDeadLetters(entries: readonly DeadLetterEntry[], sink: Sink, dlq: DeadLetterQueue, group: string): Promise<ReplayResult> {
+  const result: ReplayResult = { replayed: 0, stale: 0, failed: [], held: [], undecodable: [] };
+  const failedRows = new Set<string>();
+  for (const e of entries) {
+    if (!e.change) {
+      result.undecodable.push(e.id);
+      continue;
+    }
+    const row = `${e.table}\u0000${e.rowKey}`;
+    if (failedRows.has(row)) {
+      result.held.push(e.id);
+      continue;
+    }
+    try {
+      const outcome = await applyWithRetry(sink, e, group);
+      await dlq.remove([e.id]);
+      result.replayed++;
+      result.stale += outcome.stale;
+    } catch (err) {
+      failedRows.add(row);
+      await dlq.recordFailure(e.id, errorMessage(err));
+      result.failed.push({ id: e.id, error: errorMessage(err) });
+    }
+  }
+  return result;
+}
+
+async function applyWithRetry(sink: Sink, e: DeadLetterEntry, group: string): Promise<{ stale: number }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await sink.apply([e.change as NonNullable<DeadLetterEntry['change']>], new Map(), group);
+    } catch (err) {
+      if (!isRetriable(err) || attempt >= 3) throw err;
+      await new Promise((r) => setTimeout(r, 200 * attempt));
+    }
+  }
+}

@@ -1,0 +1,134 @@
+import { stringify } from 'yaml';
+import type { SynclineConfig } from '../config/schema.js';
+
+/**
+ * Prometheus alerting rules generated from `monitoring.alerts` and `dead_letter`. Pure:
+ * the caller writes the text (`syncline monitoring export`). Every alert says what it
+ * means and what to do, so the person paged does not have to read the source.
+ */
+export interface AlertRule {
+  alert: string;
+  expr: string;
+  for?: string;
+  labels: { severity: 'critical' | 'warning' };
+  annotations: { summary: string; description: string };
+}
+
+export interface AlertRuleGroup {
+  name: string;
+  rules: AlertRule[];
+}
+
+/** Retained WAL above this, and still growing, means the slot is not advancing. */
+export const RETAINED_WAL_WARNING_BYTES = 1024 ** 3;
+
+export function alertRules(config: SynclineConfig): AlertRuleGroup[] {
+  const a = config.monitoring.alerts;
+  const slot = config.source.slots[0]?.name ?? 'the slot';
+  const rules: AlertRule[] = [
+    {
+      alert: 'SynclineLagCritical',
+      expr: `max(sync_lag_seconds) > ${num(a.lag_critical)}`,
+      for: '1m',
+      labels: { severity: 'critical' },
+      annotations: {
+        summary: `syncline apply is more than ${num(a.lag_critical)} s behind the source`,
+        description:
+          'The newest applied change committed {{ $value | humanizeDuration }} ago at the source ' +
+          `(monitoring.alerts.lag_critical = ${num(a.lag_critical)} s). ` +
+          'Run `syncline status -c CONFIG` to see the slot lag and records behind per partition. ' +
+          'If apply is stuck, read its logs (sink errors, retries) and `syncline dlq list`; ' +
+          'if it is only slow, add apply processes to the consumer group or raise consumer.batch_size; ' +
+          'if capture is behind, check the source and `sync_slot_retained_wal_bytes`.',
+      },
+    },
+    {
+      alert: 'SynclineDuplicateRateHigh',
+      expr: `sync_duplicate_rate > ${num(a.duplicate_rate_warning)}`,
+      for: '5m',
+      labels: { severity: 'warning' },
+      annotations: {
+        summary: `more than ${pct(a.duplicate_rate_warning)} of consumed changes were skipped as duplicate or stale`,
+        description:
+          '{{ $value | humanizePercentage }} of the changes consumed in the last 60 s were already applied ' +
+          `(monitoring.alerts.duplicate_rate_warning = ${num(a.duplicate_rate_warning)}). ` +
+          'Nothing is applied twice (the version gate skips them), but it means replays: ' +
+          'capture or apply restarting in a loop, two captures on one slot, or stream offsets not being committed. ' +
+          'Check the restart count and logs of syncline processes and `syncline status -c CONFIG`.',
+      },
+    },
+    {
+      alert: 'SynclineDeadLetterCritical',
+      expr: `sync_deadletter_count > ${num(a.deadletter_critical)}`,
+      labels: { severity: 'critical' },
+      annotations: {
+        summary: `more than ${num(a.deadletter_critical)} changes are waiting in the dead-letter queue`,
+        description:
+          '{{ $value }} changes could not be applied and wait in the dead-letter queue; their rows are not updated at the target ' +
+          `(monitoring.alerts.deadletter_critical = ${num(a.deadletter_critical)}). ` +
+          'Run `syncline dlq list -c CONFIG` to see the reasons, fix the cause (target schema, constraints, bad data), ' +
+          'then `syncline dlq replay -c CONFIG`.',
+      },
+    },
+  ];
+  if (config.dead_letter.enabled) {
+    rules.push({
+      alert: 'SynclineDeadLetterWarning',
+      expr: `sync_deadletter_count > ${num(config.dead_letter.alert_threshold)}`,
+      labels: { severity: 'warning' },
+      annotations: {
+        summary: `more than ${num(config.dead_letter.alert_threshold)} changes are in the dead-letter queue`,
+        description:
+          `{{ $value }} changes wait in the dead-letter queue (dead_letter.alert_threshold = ${num(config.dead_letter.alert_threshold)}). ` +
+          'Run `syncline dlq list -c CONFIG` to see why they failed; after fixing the cause, `syncline dlq replay -c CONFIG`.',
+      },
+    });
+  }
+  rules.push(
+    {
+      alert: 'SynclineSlotRetainedWalGrowing',
+      expr: `sync_slot_retained_wal_bytes > ${RETAINED_WAL_WARNING_BYTES} and deriv(sync_slot_retained_wal_bytes[15m]) > 0`,
+      for: '15m',
+      labels: { severity: 'warning' },
+      annotations: {
+        summary: `replication slot ${slot} retains more than 1 GiB of WAL and keeps growing`,
+        description:
+          'The source keeps {{ $value | humanize1024 }}B of WAL for the slot and the amount has grown for 15 minutes: ' +
+          'capture is not confirming positions (stopped, stuck, or the stream is not acknowledging). ' +
+          'The source disk fills up if this goes on. Check that `syncline capture`/`run` is running and its logs, and `syncline doctor -c CONFIG`. ' +
+          'If the slot is abandoned, drop it on the source (pg_drop_replication_slot) and resynchronise the target.',
+      },
+    },
+    {
+      alert: 'SynclineMetricsAbsent',
+      expr: 'absent(sync_deadletter_count)',
+      for: '5m',
+      labels: { severity: 'critical' },
+      annotations: {
+        summary: 'no syncline metrics are being scraped',
+        description:
+          'Prometheus has had no syncline series for 5 minutes: the process is down, or its /metrics endpoint ' +
+          `(monitoring.host:monitoring.port, ${config.monitoring.host}:${config.monitoring.port}) is not reachable from Prometheus. ` +
+          'Lag and dead-letter alerts cannot fire meanwhile. Check the syncline service and its /healthz and /readyz.',
+      },
+    },
+  );
+  return [{ name: 'syncline', rules }];
+}
+
+/** The rules as a Prometheus rule file (`promtool check rules` accepts it). */
+export function alertRulesYaml(config: SynclineConfig): string {
+  const header =
+    '# Prometheus alerting rules for syncline, generated by `syncline monitoring export`\n' +
+    '# from monitoring.alerts and dead_letter.alert_threshold. Regenerate after changing them.\n';
+  return header + stringify({ groups: alertRules(config) }, { lineWidth: 0 });
+}
+
+/** A number as PromQL/YAML text: integers without exponent, fractions as written. */
+function num(n: number): string {
+  return Number.isInteger(n) ? n.toFixed(0) : String(n);
+}
+
+function pct(n: number): string {
+  return `${+(n * 100).toFixed(4)}%`;
+}

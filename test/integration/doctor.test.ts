@@ -1,0 +1,211 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DoctorCheck, DoctorReport } from '../../src/doctor/doctor.js';
+import { embeddedPg17, freshDatabase, machinePg15, withClient, type PgServer } from '../helpers/postgres.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const CLI = path.join(ROOT, 'dist/cli/main.js');
+
+/** Builds dist/ when it is missing or older than any source file (npm test builds first). */
+function ensureBuilt(): void {
+  const newest = (dir: string): number =>
+    readdirSync(dir, { withFileTypes: true }).reduce((m, e) => Math.max(m, e.isDirectory() ? newest(path.join(dir, e.name)) : statSync(path.join(dir, e.name)).mtimeMs), 0);
+  if (!existsSync(CLI) || newest(path.join(ROOT, 'src')) > statSync(CLI).mtimeMs) execFileSync('npm', ['run', '-s', 'build'], { cwd: ROOT, stdio: 'inherit' });
+}
+
+function doctor(configFile: string, json = true): { status: number | null; stdout: string; stderr: string; report: DoctorReport } {
+  const r = spawnSync(process.execPath, [CLI, 'doctor', '-c', configFile, ...(json ? ['--json'] : [])], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+  let report: DoctorReport = { ok: false, checks: [] };
+  if (json) report = JSON.parse(r.stdout) as DoctorReport;
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr, report };
+}
+
+function check(report: DoctorReport, name: string): DoctorCheck {
+  const c = report.checks.find((x) => x.name === name);
+  if (!c) throw new Error(`no check named ${name} in ${JSON.stringify(report.checks.map((x) => x.name))}`);
+  return c;
+}
+
+/** The URL with a password, to prove none is printed (trust auth ignores it). */
+function withPassword(url: string): string {
+  const u = new URL(url);
+  u.password = 's3cretpw';
+  return u.toString();
+}
+
+describe('syncline doctor', () => {
+  let pg15: PgServer;
+  let dir: string;
+
+  beforeAll(async () => {
+    ensureBuilt();
+    pg15 = await machinePg15();
+    dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-ops-doctor-'));
+  }, 120_000);
+
+  afterAll(async () => {
+    await withClient(pg15.url('postgres'), (c) =>
+      c.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'syncline_ops_doctor%' AND NOT active"),
+    );
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  async function writeConfig(name: string, text: string): Promise<string> {
+    const file = path.join(dir, name);
+    await writeFile(file, text);
+    return file;
+  }
+
+  it('names a missing publication, a table without key or replica identity, and a target key mismatch, each with its fix; exit 1', async () => {
+    const src = await freshDatabase(pg15, 'syncline_ops_doctor_bad');
+    const tgt = await freshDatabase(pg15, 'syncline_ops_doctor_bad_tgt');
+    await withClient(src, (c) => c.query('CREATE TABLE items (id int PRIMARY KEY, v text); CREATE TABLE nokey (a int, b text)'));
+    await withClient(tgt, (c) => c.query('CREATE TABLE items (id int, v text NOT NULL, PRIMARY KEY (id, v))'));
+    const file = await writeConfig(
+      'bad.yaml',
+      `source:
+  url: ${withPassword(src)}
+  slots: [{ name: syncline_ops_doctor_bad, publication: syncline_ops_doctor_pub, tables: [items, nokey], create_publication: false }]
+stream: { path: ${path.join(dir, 'stream-bad')} }
+sink: { url: ${withPassword(tgt)} }
+`,
+    );
+    const r = doctor(file);
+    expect(r.status).toBe(1);
+    expect(r.report.ok).toBe(false);
+    expect(r.stdout).not.toContain('s3cretpw');
+
+    const pub = check(r.report, 'publication syncline_ops_doctor_pub');
+    expect(pub.status).toBe('fail');
+    expect(pub.detail).toMatch(/does not exist/);
+    expect(pub.fix).toContain('CREATE PUBLICATION "syncline_ops_doctor_pub" FOR TABLE "public"."items", "public"."nokey";');
+
+    const nokey = check(r.report, 'source table public.nokey');
+    expect(nokey.status).toBe('fail');
+    expect(nokey.detail).toMatch(/no primary key and REPLICA IDENTITY DEFAULT/);
+    expect(nokey.fix).toContain('add a primary key');
+    expect(nokey.fix).toContain('ALTER TABLE "public"."nokey" REPLICA IDENTITY FULL;');
+
+    expect(check(r.report, 'source table public.items')).toMatchObject({ status: 'ok', detail: 'primary key (id)' });
+    const target = check(r.report, 'sink table public.items');
+    expect(target.status).toBe('fail');
+    expect(target.detail).toBe("primary key (id, v) differs from the source's (id)");
+    expect(target.fix).toBe('ALTER TABLE "public"."items" DROP CONSTRAINT "items_pkey", ADD PRIMARY KEY ("id");');
+    expect(check(r.report, 'sink table public.nokey')).toMatchObject({ status: 'fail', detail: 'does not exist in the sink database' });
+
+    for (const name of ['source reachable', 'wal_level', 'max_replication_slots', 'max_wal_senders', 'replication privilege', 'stream (embedded)', 'sink reachable']) {
+      expect(check(r.report, name).status, name).toBe('ok');
+    }
+    expect(check(r.report, 'slot syncline_ops_doctor_bad')).toMatchObject({ status: 'ok', detail: expect.stringMatching(/will create it/) });
+    // Read-only: doctor created neither the publication nor the slot nor the stream directory.
+    await withClient(src, async (c) => {
+      expect((await c.query("SELECT 1 FROM pg_publication WHERE pubname = 'syncline_ops_doctor_pub'")).rowCount).toBe(0);
+      expect((await c.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = 'syncline_ops_doctor_bad'")).rowCount).toBe(0);
+    });
+    expect(existsSync(path.join(dir, 'stream-bad'))).toBe(false);
+
+    // The text form names the same problems with their fixes.
+    const text = doctor(file, false);
+    expect(text.status).toBe(1);
+    expect(text.stdout).toMatch(/FAIL\s+source table public\.nokey\s+has no primary key/);
+    expect(text.stdout).toMatch(/fix: add a primary key .* REPLICA IDENTITY FULL;/);
+    expect(text.stdout).toMatch(/FAIL\s+publication syncline_ops_doctor_pub/);
+    expect(text.stdout).toMatch(/failed: fix the failures above/);
+    expect(text.stdout).not.toContain('s3cretpw');
+  });
+
+  it('a healthy setup (existing publication and slot) exits 0; a publication syncline will create is a warning', async () => {
+    const src = await freshDatabase(pg15, 'syncline_ops_doctor_ok');
+    const tgt = await freshDatabase(pg15, 'syncline_ops_doctor_ok_tgt');
+    await withClient(src, async (c) => {
+      await c.query('CREATE TABLE items (id int PRIMARY KEY, v text); CREATE TABLE "Full Row" (a int, b text)');
+      await c.query('ALTER TABLE "Full Row" REPLICA IDENTITY FULL');
+      await c.query('CREATE PUBLICATION syncline_ops_doctor_pub FOR TABLE items, "Full Row"');
+      await c.query("SELECT pg_create_logical_replication_slot('syncline_ops_doctor_ok', 'pgoutput')");
+    });
+    await withClient(tgt, (c) => c.query('CREATE TABLE items (id int PRIMARY KEY, v text); CREATE TABLE "Full Row" (a int PRIMARY KEY, b text)'));
+    const config = (pub: string): string => `source:
+  url: ${withPassword(src)}
+  slots: [{ name: syncline_ops_doctor_ok, publication: ${pub}, tables: [items, '"Full Row"'] }]
+stream: { path: ${path.join(dir, 'stream-ok')} }
+sink: { url: ${tgt} }
+`;
+    const r = doctor(await writeConfig('ok.yaml', config('syncline_ops_doctor_pub')));
+    expect(r.stderr).toBe('');
+    expect(r.report.checks.filter((c) => c.status !== 'ok')).toEqual([]);
+    expect(r.report.ok).toBe(true);
+    expect(r.status).toBe(0);
+    expect(check(r.report, 'source table public.Full Row').detail).toBe('REPLICA IDENTITY FULL, no primary key');
+    expect(check(r.report, 'slot syncline_ops_doctor_ok').detail).toMatch(/^exists, inactive; confirmed [0-9A-F]+\/[0-9A-F]+, retains \d+(\.\d)? (B|KiB|MiB) of WAL \(wal_status reserved\)$/);
+    expect(check(r.report, 'publication syncline_ops_doctor_pub').detail).toBe('exists with 2 table(s), including every configured one');
+
+    const warn = doctor(await writeConfig('ok-newpub.yaml', config('syncline_ops_doctor_newpub')));
+    expect(warn.status).toBe(0);
+    expect(check(warn.report, 'publication syncline_ops_doctor_newpub')).toMatchObject({ status: 'warn', detail: expect.stringMatching(/syncline will create it/) });
+  });
+
+  it('an unreachable source fails without printing the password; an invalid config exits 2', async () => {
+    const file = await writeConfig(
+      'down.yaml',
+      `source:
+  url: postgres://postgres:s3cretpw@127.0.0.1:1/nowhere
+  slots: [{ name: syncline_ops_doctor_down, publication: p }]
+stream: { broker: nats, url: nats://127.0.0.1:1 }
+sink: { url: postgres://postgres:s3cretpw@127.0.0.1:1/nowhere }
+`,
+    );
+    const r = doctor(file);
+    expect(r.status).toBe(1);
+    expect(check(r.report, 'source reachable')).toMatchObject({ status: 'fail', detail: expect.stringMatching(/ECONNREFUSED/), fix: expect.stringMatching(/source\.url/) });
+    expect(check(r.report, 'stream (nats)')).toMatchObject({ status: 'fail', detail: expect.stringMatching(/127\.0\.0\.1:1 \(connect ECONNREFUSED/) });
+    expect(check(r.report, 'sink reachable').status).toBe('fail');
+    expect(r.stdout).not.toContain('s3cretpw');
+
+    const bad = await writeConfig('invalid.yaml', 'source: { slots: [] }\nbogus: 1\n');
+    const inv = doctor(bad);
+    expect(inv.status).toBe(2);
+    expect(check(inv.report, 'config')).toMatchObject({ status: 'fail', detail: expect.stringMatching(/bogus/) });
+    expect(doctor(bad, false).status).toBe(2);
+  });
+
+  describe('on PostgreSQL 17 with wal_level=replica', () => {
+    let replica: PgServer;
+    beforeAll(async () => {
+      replica = await embeddedPg17('replica');
+    }, 120_000);
+    afterAll(async () => {
+      await replica?.stop();
+    });
+
+    it('names wal_level and the fix; exit 1', async () => {
+      const url = await freshDatabase(replica, 'syncline_ops_doctor');
+      const c = new pg.Client({ connectionString: url });
+      await c.connect();
+      await c.query('CREATE TABLE items (id int PRIMARY KEY)');
+      await c.end();
+      const r = doctor(
+        await writeConfig(
+          'replica.yaml',
+          `source:
+  url: ${url}
+  slots: [{ name: syncline_ops_doctor, publication: syncline_ops_doctor_pub, tables: [items] }]
+stream: { path: ${path.join(dir, 'stream-17')} }
+sink: { url: ${url} }
+`,
+        ),
+      );
+      expect(r.status).toBe(1);
+      const wal = check(r.report, 'wal_level');
+      expect(wal).toMatchObject({ status: 'fail', detail: "wal_level is 'replica'; logical decoding needs 'logical'" });
+      expect(wal.fix).toMatch(/^ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL/);
+      expect(r.report.checks.filter((x) => x.status === 'fail').map((x) => x.name)).toEqual(['wal_level']);
+      expect(r.stdout).not.toContain(':test@');
+    });
+  });
+});
