@@ -16,6 +16,7 @@ import type { Sink } from '../sink/sink.js';
 import type { DeadLetterQueue } from '../dlq/dead-letter-queue.js';
 import { PostgresDeadLetterQueue } from '../dlq/postgres-dead-letter-queue.js';
 import { checkLogicalReplication, protocolVersionFor } from '../source/prerequisites.js';
+import { acquireCaptureLeadership } from '../source/leader-lock.js';
 import { ensurePublication } from '../source/publication.js';
 import { ReplicationStream } from '../source/replication-stream.js';
 import { ensureSlot, slotState } from '../source/slot.js';
@@ -81,6 +82,11 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
     const { serverVersion } = await checkLogicalReplication(admin);
     const tables = slotConfig.tables.map((t) => parseTableName(t));
     await ensurePublication(admin, slotConfig.publication, tables, slotConfig.create_publication);
+    const leader = await acquireCaptureLeadership(admin, slotConfig.name, signal, () =>
+      log.info({ slot: slotConfig.name }, 'standby: another capture leads this slot; taking over when it stops'),
+    );
+    if (!leader) return;
+    log.info({ slot: slotConfig.name }, 'capture leader for this slot');
     const ensured = await ensureSlot(admin, slotConfig.name);
     const created = ensured.created;
     let state = ensured.state;
