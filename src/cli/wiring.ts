@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 import type pg from 'pg';
 import { sourceNameOf } from '../config/load.js';
@@ -21,6 +22,8 @@ import { ensurePublication } from '../source/publication.js';
 import { ReplicationStream } from '../source/replication-stream.js';
 import { ensureSlot, slotState } from '../source/slot.js';
 import { openEmbeddedStream } from '../stream/embedded/embedded-stream.js';
+import { openKafkaStream } from '../stream/kafka/kafka-stream.js';
+import { openNatsStream } from '../stream/nats/nats-stream.js';
 import type { Stream } from '../stream/stream.js';
 import pgModule from 'pg';
 
@@ -37,8 +40,9 @@ export async function openStream(config: SynclineConfig, baseDir = process.cwd()
     case 'embedded':
       return openEmbeddedStream({ path: path.resolve(baseDir, s.path), partitions: s.partitions, retentionHours: s.retention_hours });
     case 'kafka':
+      return openKafkaStream({ brokers: s.brokers ?? ['127.0.0.1:9092'], topic: s.topic, partitions: s.partitions, retentionHours: s.retention_hours });
     case 'nats':
-      throw new SynclineError('STREAM_UNSUPPORTED', `stream.broker ${s.broker} is not supported by this build yet; use stream.broker: embedded`, { retriable: false });
+      return openNatsStream({ url: s.url ?? 'nats://127.0.0.1:4222', topic: s.topic, partitions: s.partitions, retentionHours: s.retention_hours });
   }
 }
 
@@ -101,8 +105,17 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
       if (state.active) throw new PrerequisiteError(`replication slot ${slotConfig.name} is still in use by another process`, 'stop the other syncline capture using this slot, or use another slot name');
     }
     log.info({ slot: slotConfig.name, created, confirmed: state.confirmedFlush === null ? null : formatLsn(state.confirmedFlush) }, 'replication slot ready');
-    const protocolVersion = config.source.protocol_version ?? Math.min(protocolVersionFor(serverVersion), 1);
-    const replication = new ReplicationStream({ connection: conn, slot: slotConfig.name, publication: slotConfig.publication, protocolVersion, messages: true });
+    const protocolVersion = config.source.protocol_version ?? protocolVersionFor(serverVersion);
+    const workMem = config.source.logical_decoding_work_mem;
+    const replication = new ReplicationStream({
+      connection: workMem ? { ...conn, options: `-c logical_decoding_work_mem=${workMem.replace(/\s+/g, '')}` } : conn,
+      slot: slotConfig.name,
+      publication: slotConfig.publication,
+      protocolVersion,
+      messages: true,
+      streaming: protocolVersion >= 2,
+    });
+    log.info({ protocolVersion, streaming: protocolVersion >= 2 }, 'pgoutput protocol negotiated');
     const producer = await stream.producer();
     const capture = new Capture(replication, producer, metrics, log, {
       source: sourceNameOf(config),
@@ -111,6 +124,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
       maxInFlight: config.stream.max_in_flight,
       statusIntervalMs: config.source.status_interval_ms,
       startLsn: state.confirmedFlush ?? 0n,
+      spillDir: config.source.spill_dir ?? path.join(os.tmpdir(), `syncline-spill-${slotConfig.name}-${process.pid}`),
     });
     const tick = async (): Promise<void> => {
       try {

@@ -28,6 +28,13 @@ const source = z
     /** pgoutput protocol version; default: the highest this syncline decodes that the server supports. */
     protocol_version: z.number().int().min(1).max(4).optional(),
     status_interval_ms: z.number().int().positive().default(1000),
+    /** Directory for transactions streamed before commit; default: a fresh one in the system temp dir. */
+    spill_dir: z.string().min(1).optional(),
+    /**
+     * Memory the server's decoder may use per transaction before streaming it to syncline
+     * (PostgreSQL's logical_decoding_work_mem for this connection, e.g. "64MB").
+     */
+    logical_decoding_work_mem: z.string().regex(/^\d+\s*(kB|MB|GB)?$/, 'a size such as 64MB or 512kB').optional(),
     /** Heartbeat (pg_logical_emit_message) and slot health check interval. */
     heartbeat_interval_ms: z.number().int().positive().default(10000),
   })

@@ -130,6 +130,17 @@ export class PgoutputDecoder {
     }
   }
 
+  /** Decodes a data message recorded inside a streamed chunk: it carries the [xid] prefix. */
+  decodeInStream(buf: Buffer): PgoutputMessage {
+    const previous = this.inStream;
+    this.inStream = true;
+    try {
+      return this.decode(buf);
+    } finally {
+      this.inStream = previous;
+    }
+  }
+
   private streamXid(): number | undefined {
     return this.inStream ? this.reader.uint32() : undefined;
   }

@@ -5,8 +5,10 @@ import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { PgoutputDecoder } from '../pgoutput/decoder.js';
 import { parseReplicationFrame } from '../pgoutput/replication-frames.js';
+import type { PgoutputMessage } from '../pgoutput/messages.js';
 import type { OutgoingRecord, StreamProducer } from '../stream/stream.js';
 import { ChangeBuilder } from './change-builder.js';
+import { SpillStore } from './spill-store.js';
 
 /** The replication connection as capture sees it. */
 export interface ReplicationSource {
@@ -19,6 +21,8 @@ export interface ReplicationSource {
 
 export interface CaptureOptions {
   source: string;
+  /** Where transactions streamed before their commit are buffered (protocol >= 2). */
+  spillDir: string;
   batchSize: number;
   batchWaitMs: number;
   maxInFlight: number;
@@ -50,7 +54,16 @@ export class Capture {
   private confirmed: Lsn = 0n;
   private flushTimer: NodeJS.Timeout | undefined;
   private statusTimer: NodeJS.Timeout | undefined;
-  private paused = false;
+  /** Why reading the replication socket is paused; it resumes when none is left. */
+  private readonly pauseReasons = new Set<'window' | 'replay' | 'drain'>();
+  private readonly spill: SpillStore;
+  /** Top-level xid of the streamed chunk being received, if any. */
+  private streamXid: number | undefined;
+  /** Replaying a committed streamed transaction: chunks that still arrive wait here, copied. */
+  private replaying = false;
+  private backlog: Buffer[] = [];
+  private windowWaiter: (() => void) | undefined;
+  private stopping = false;
   private failure: Error | undefined;
   private failed!: (err: Error) => void;
   private drained: (() => void) | undefined;
@@ -64,6 +77,7 @@ export class Capture {
   ) {
     this.builder = new ChangeBuilder(options.source);
     this.confirmed = options.startLsn;
+    this.spill = new SpillStore(options.spillDir);
   }
 
   /** The position confirmed to the source so far. */
@@ -98,11 +112,13 @@ export class Capture {
       clearInterval(this.statusTimer);
       if (this.flushTimer) clearTimeout(this.flushTimer);
       await this.replication.close();
+      this.spill.close();
     }
   }
 
   private async drain(failedPromise: Promise<never>): Promise<void> {
-    this.replication.pause();
+    this.stopping = true;
+    this.setPaused('drain', true);
     this.flush();
     if (!this.inFlight.every((b) => b.done)) {
       await Promise.race([new Promise<void>((resolve) => (this.drained = resolve)), failedPromise]);
@@ -113,6 +129,10 @@ export class Capture {
 
   private onData(chunk: Buffer): void {
     if (this.failure) return;
+    if (this.replaying) {
+      this.backlog.push(Buffer.from(chunk));
+      return;
+    }
     try {
       const frame = parseReplicationFrame(chunk);
       if (frame.tag === 'keepalive') {
@@ -120,24 +140,108 @@ export class Capture {
         return;
       }
       const msg = this.decoder.decode(chunk, frame.dataOffset);
-      const before = this.pending.length;
-      this.builder.handle(msg, frame.dataStart, this.pending);
-      for (let i = before; i < this.pending.length; i++) {
-        this.metrics.captured.inc({ table: (this.pending[i] as ChangeEvent).table });
+      switch (msg.tag) {
+        case 'stream_start':
+          this.streamXid = msg.xid;
+          return;
+        case 'stream_stop':
+          this.streamXid = undefined;
+          return;
+        case 'stream_abort':
+          // Aborted before commit: its buffered changes vanish and never reach the stream.
+          this.spill.abort(msg.xid, msg.subXid);
+          return;
+        case 'stream_commit':
+          this.replayCommitted(msg.xid, msg.commitLsn, msg.endLsn, msg.commitTime);
+          return;
+        case 'insert':
+        case 'update':
+        case 'delete':
+        case 'truncate':
+          if (this.streamXid !== undefined) {
+            this.spill.append(this.streamXid, msg.xid ?? this.streamXid, frame.dataStart, chunk.subarray(frame.dataOffset));
+            return;
+          }
+          break;
+        default:
+          break;
       }
+      this.addChanges(msg, frame.dataStart);
       if (msg.tag === 'commit') {
         this.pendingPosition = msg.endLsn;
-      } else if (msg.tag === 'message' && !msg.transactional && !this.builder.inTransaction) {
+      } else if (msg.tag === 'message' && !msg.transactional && !this.builder.inTransaction && this.streamXid === undefined) {
         // A heartbeat outside any transaction: everything before it has been seen.
         this.pendingPosition = msg.lsn;
       }
-      if (this.pending.length >= this.options.batchSize) this.flush();
-      else if (this.flushTimer === undefined && (this.pending.length > 0 || this.pendingPosition !== undefined)) {
-        this.flushTimer = setTimeout(() => this.flush(), this.options.batchWaitMs);
-      }
+      this.scheduleFlush();
     } catch (err) {
       this.failed(err instanceof Error ? err : new Error(String(err)));
     }
+  }
+
+  private addChanges(msg: PgoutputMessage, lsn: Lsn): void {
+    const before = this.pending.length;
+    this.builder.handle(msg, lsn, this.pending);
+    for (let i = before; i < this.pending.length; i++) {
+      this.metrics.captured.inc({ table: (this.pending[i] as ChangeEvent).table });
+    }
+  }
+
+  private scheduleFlush(): void {
+    if (this.pending.length >= this.options.batchSize) this.flush();
+    else if (this.flushTimer === undefined && (this.pending.length > 0 || this.pendingPosition !== undefined)) {
+      this.flushTimer = setTimeout(() => this.flush(), this.options.batchWaitMs);
+    }
+  }
+
+  /**
+   * A streamed transaction committed: its changes come back from disk in order, are built
+   * into events with the now-known commit LSN and published in batches under the same
+   * in-flight window; the socket stays paused until the whole transaction is handed over.
+   */
+  private replayCommitted(xid: number, commitLsn: Lsn, endLsn: Lsn, commitTime: bigint): void {
+    this.replaying = true;
+    this.setPaused('replay', true);
+    const run = async (): Promise<void> => {
+      const decoder = new PgoutputDecoder();
+      this.addChanges({ tag: 'begin', finalLsn: commitLsn, commitTime, xid }, commitLsn);
+      for (const record of this.spill.replay(xid)) {
+        if (this.stopping || this.failure) return; // not confirmed: the server resends it
+        this.addChanges(decoder.decodeInStream(record.subarray(8)), record.readBigUInt64BE(0));
+        if (this.pending.length >= this.options.batchSize) {
+          this.flush();
+          await this.windowOpen();
+        }
+      }
+      this.addChanges({ tag: 'commit', flags: 0, commitLsn, endLsn, commitTime }, endLsn);
+      this.pendingPosition = endLsn;
+      this.flush();
+    };
+    run().then(
+      () => this.afterReplay(),
+      (err: unknown) => this.failed(err instanceof Error ? err : new Error(String(err))),
+    );
+  }
+
+  private afterReplay(): void {
+    this.replaying = false;
+    this.setPaused('replay', false);
+    while (this.backlog.length > 0 && !this.replaying && !this.failure) this.onData(this.backlog.shift() as Buffer);
+  }
+
+  /** Resolves when fewer than `maxInFlight` publishes are outstanding. */
+  private windowOpen(): Promise<void> {
+    if (this.inFlight.length < this.options.maxInFlight) return Promise.resolve();
+    return new Promise((resolve) => (this.windowWaiter = resolve));
+  }
+
+  private setPaused(reason: 'window' | 'replay' | 'drain', on: boolean): void {
+    const was = this.pauseReasons.size > 0;
+    if (on) this.pauseReasons.add(reason);
+    else this.pauseReasons.delete(reason);
+    const now = this.pauseReasons.size > 0;
+    if (now && !was) this.replication.pause();
+    else if (!now && was) this.replication.resume();
   }
 
   private flush(): void {
@@ -160,10 +264,7 @@ export class Capture {
       const e = events[i] as ChangeEvent;
       records[i] = { key: partitionKeyOf(e), value: Buffer.from(JSON.stringify(e)) };
     }
-    if (this.inFlight.length >= this.options.maxInFlight && !this.paused) {
-      this.paused = true;
-      this.replication.pause();
-    }
+    if (this.inFlight.length >= this.options.maxInFlight) this.setPaused('window', true);
     this.producer.publish(records).then(
       () => {
         this.metrics.published.inc(records.length);
@@ -188,9 +289,11 @@ export class Capture {
       }
     }
     if (advanced) this.metrics.captureLsn.set(Number(this.confirmed));
-    if (this.paused && this.inFlight.length < this.options.maxInFlight) {
-      this.paused = false;
-      this.replication.resume();
+    if (this.inFlight.length < this.options.maxInFlight) {
+      this.setPaused('window', false);
+      const waiter = this.windowWaiter;
+      this.windowWaiter = undefined;
+      waiter?.();
     }
     if (this.inFlight.length === 0 && this.drained) this.drained();
   }

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { SynclineError } from '../core/errors.js';
-import { formatLsn, type Lsn } from '../core/lsn.js';
+import type { Lsn } from '../core/lsn.js';
 import { quoteIdent, quoteLiteral } from '../core/sql.js';
 import { standbyStatusUpdate } from '../pgoutput/replication-frames.js';
 
@@ -11,7 +11,20 @@ export interface ReplicationOptions {
   protocolVersion: number;
   /** Ask the server to send logical messages (pg_logical_emit_message), used for heartbeats. */
   messages: boolean;
+  /** Let the server stream large in-progress transactions (protocol >= 2). */
+  streaming: boolean;
 }
+
+/**
+ * pgoutput values are the walsender's type output functions, so its session settings fix
+ * their text: without these the source database's defaults leak into every event (SQL/DMY
+ * dates with zone abbreviations, sql_standard intervals, floats rounded by
+ * extra_float_digits=0) and a target with other defaults misreads or rejects them.
+ * PostgreSQL's own subscriber sets the first three; UTC and hex make events canonical.
+ */
+const OUTPUT_SETTINGS =
+  "SELECT set_config('datestyle', 'ISO', false), set_config('intervalstyle', 'postgres', false), " +
+  "set_config('extra_float_digits', '3', false), set_config('timezone', 'UTC', false), set_config('bytea_output', 'hex', false)";
 
 /**
  * A walsender connection in logical replication mode (CopyBoth). It hands every CopyData
@@ -32,6 +45,7 @@ export class ReplicationStream {
    */
   async start(onData: (chunk: Buffer) => void): Promise<void> {
     await this.client.connect();
+    await this.client.query(OUTPUT_SETTINGS);
     const con = (this.client as unknown as { connection: PgConnection }).connection;
     con.on('copyData', (msg: { chunk: Buffer }) => onData(msg.chunk));
     const o = this.options;
@@ -41,6 +55,7 @@ export class ReplicationStream {
       `publication_names ${quoteLiteral(quoteIdent(o.publication))}`,
     ];
     if (o.messages) params.push(`messages 'true'`);
+    if (o.streaming) params.push(`streaming 'on'`);
     const sql = `START_REPLICATION SLOT ${quoteIdent(o.slot)} LOGICAL 0/0 (${params.join(', ')})`;
     try {
       await this.client.query(sql);
@@ -67,10 +82,6 @@ export class ReplicationStream {
 
   resume(): void {
     (this.client as unknown as { connection: PgConnection }).connection.stream.resume();
-  }
-
-  describe(): string {
-    return `slot ${this.options.slot} from ${formatLsn(0n)}`;
   }
 
   async close(): Promise<void> {

@@ -316,7 +316,6 @@ for (const [label, startServer] of [
     for (const hostile of [false, true]) {
       const scenario = hostile ? 'different DateStyle/IntervalStyle/extra_float_digits/TimeZone/xmloption defaults at source and target' : 'the server defaults';
       it(`inserts, updates and deletes of every type arrive byte for byte, with ${scenario}`, async () => {
-        const started = Date.now();
         const sourceUrl = await freshDatabase(server, 'syncline_types_src');
         const targetUrl = await freshDatabase(server, 'syncline_types_dst');
         if (hostile) {
@@ -402,7 +401,6 @@ monitoring: { enabled: false }
             await admin.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'syncline_types'`);
           });
         }
-        console.log(`${label}, ${hostile ? 'differing defaults' : 'server defaults'}: ${Date.now() - started} ms`);
       });
     }
   });
