@@ -164,6 +164,7 @@ export async function runApply(config: SynclineConfig, stream: Stream, metrics: 
       },
       clock: systemClock,
       deadLetters,
+      endOffsets: () => stream.endOffsets(),
     });
     await apply.run(signal);
   } finally {

@@ -20,6 +20,8 @@ export interface ApplyOptions {
   deadLetters: DeadLetterQueue | undefined;
   /** How often the dead-letter depth and blocked rows are re-read. */
   deadLetterRefreshMs?: number;
+  /** The stream's end offsets, to refuse sink positions beyond them (a recreated stream). */
+  endOffsets: () => Promise<Map<number, bigint>>;
 }
 
 interface Item {
@@ -66,6 +68,18 @@ export class Apply {
     const startPositions = async (partitions: readonly number[]): Promise<Map<number, bigint>> => {
       const read = await this.withRetry(() => this.sink.positions(group), signal, 'reading sink positions');
       const stored = read === STOPPED ? new Map<number, bigint>() : read;
+      const ends = await this.options.endOffsets();
+      for (const p of partitions) {
+        const at = stored.get(p);
+        const end = ends.get(p);
+        if (at !== undefined && end !== undefined && at > end) {
+          // Resuming there would silently skip the records the new stream gets up to that offset.
+          throw new PrerequisiteError(
+            `the sink's position for stream partition ${p} (${at}) is past the stream's end (${end}): the stream was recreated or truncated`,
+            `if the target should be rebuilt from the new stream, delete the group's positions at the sink (DELETE FROM <state_schema>.positions WHERE group_id = '${group}') and run syncline snapshot; otherwise restore the stream directory`,
+          );
+        }
+      }
       // A partition the sink never recorded was never applied: start at its beginning.
       const start = new Map(partitions.map((p) => [p, stored.get(p) ?? 0n]));
       this.log.info({ group, positions: Object.fromEntries([...start].map(([p, o]) => [p, o.toString()])) }, 'partitions assigned');

@@ -161,7 +161,8 @@ describe('syncline monitoring export', () => {
     const known = new Set<string>();
     for (const m of await metrics.registry.getMetricsAsJSON()) {
       known.add(m.name);
-      if (m.type === 'histogram') for (const s of ['_bucket', '_sum', '_count']) known.add(`${m.name}${s}`);
+      // prom-client types `type` as an enum; at run time it is the string.
+      if (String(m.type) === 'histogram') for (const s of ['_bucket', '_sum', '_count']) known.add(`${m.name}${s}`);
     }
     const ids = new Set<number>();
     const exprs: string[] = [];

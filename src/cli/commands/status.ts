@@ -35,6 +35,8 @@ export interface StatusReport {
     partitions: PartitionStatus[];
     /** Sum of recordsBehind over the partitions. */
     recordsBehind: number;
+    /** Inconsistencies an operator must look at (a position past the end of the stream). */
+    warnings: string[];
   };
   consumer: { group: string; sinkPositions: 'read' | 'none' | 'not a postgres sink' | 'error'; error?: string };
   dlq: { exists: boolean; count: number; error?: string };
@@ -56,7 +58,7 @@ export async function collectStatus(config: SynclineConfig, baseDir = process.cw
   const report: StatusReport = {
     source: { reachable: false },
     slot: null,
-    stream: { broker: config.stream.broker, reachable: false, partitions: [], recordsBehind: 0 },
+    stream: { broker: config.stream.broker, reachable: false, partitions: [], recordsBehind: 0, warnings: [] },
     consumer: { group: config.consumer.group_id, sinkPositions: 'none' },
     dlq: { exists: false, count: 0 },
   };
@@ -69,6 +71,12 @@ export async function collectStatus(config: SynclineConfig, baseDir = process.cw
       p.sinkPosition = s === undefined ? null : Number(s);
       const from = p.sinkPosition ?? p.committed ?? 0;
       p.recordsBehind = Math.max(0, p.end - from);
+      if (from > p.end) {
+        report.stream.warnings.push(
+          `partition ${p.partition}: the group's position ${from} is past the stream's end ${p.end}; the stream was recreated or truncated after apply ran, ` +
+            `so apply would skip records up to ${from}. Delete the group's rows from ${config.sink.state_schema}.positions (and resynchronise the target) if the stream was reset on purpose`,
+        );
+      }
     }
     report.stream.recordsBehind = report.stream.partitions.reduce((n, p) => n + p.recordsBehind, 0);
   }
@@ -231,6 +239,7 @@ export function formatStatus(r: StatusReport): string {
     const rows = r.stream.partitions.map((p) => [String(p.partition), String(p.end), p.sinkPosition === null ? '-' : String(p.sinkPosition), p.committed === null ? '-' : String(p.committed), String(p.recordsBehind)]);
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? '').length)));
     for (const row of [header, ...rows]) out.push(`  ${row.map((cell, i) => cell.padStart(widths[i] ?? 0)).join('  ')}`);
+    for (const w of r.stream.warnings) out.push(`  WARNING ${w}`);
   }
   if (r.consumer.sinkPositions === 'error') out.push(`sink      positions not readable: ${r.consumer.error ?? '?'}`);
   else if (r.consumer.sinkPositions === 'none') out.push('sink      no positions stored yet');
