@@ -5,6 +5,7 @@ import { redactUrl } from '../core/redact.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerDlq } from './commands/dlq.js';
+import { registerSnapshot } from './commands/snapshot.js';
 import { registerInit } from './commands/init.js';
 import { registerMonitoring } from './commands/monitoring.js';
 import { registerPipeline } from './commands/pipeline.js';
@@ -30,6 +31,7 @@ registerDoctor(program);
 registerStatus(program);
 registerMonitoring(program);
 registerDlq(program);
+registerSnapshot(program);
 
 program.parseAsync(process.argv).then(
   () => {

@@ -6,7 +6,7 @@ import type { SynclineConfig } from '../config/schema.js';
 import { systemClock } from '../core/clock.js';
 import { PrerequisiteError, SynclineError, errorMessage } from '../core/errors.js';
 import { formatLsn } from '../core/lsn.js';
-import { parseTableName } from '../core/sql.js';
+import { parseTableName, type TableName } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { Apply } from '../pipeline/apply.js';
@@ -19,7 +19,9 @@ import { PostgresDeadLetterQueue } from '../dlq/postgres-dead-letter-queue.js';
 import { checkLogicalReplication, protocolVersionFor } from '../source/prerequisites.js';
 import { acquireCaptureLeadership } from '../source/leader-lock.js';
 import { ensurePublication } from '../source/publication.js';
-import { ReplicationStream } from '../source/replication-stream.js';
+import { OUTPUT_SETTINGS, ReplicationStream } from '../source/replication-stream.js';
+import { SnapshotStore } from '../source/snapshot-store.js';
+import { SnapshotRunner } from '../pipeline/snapshot-runner.js';
 import { ensureSlot, slotState } from '../source/slot.js';
 import { openEmbeddedStream } from '../stream/embedded/embedded-stream.js';
 import { openKafkaStream } from '../stream/kafka/kafka-stream.js';
@@ -91,6 +93,16 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
     );
     if (!leader) return;
     log.info({ slot: slotConfig.name }, 'capture leader for this slot');
+    const snapshots = await prepareSnapshots(admin, config, slotConfig.name, log);
+    const slotExisted = (await slotState(admin, slotConfig.name)) !== undefined;
+    if (!slotExisted && snapshots && config.source.snapshot === 'initial') {
+      // Requested before the slot exists: a crash in between re-requests (skipping tables
+      // that already have an unfinished job), never leaves a slot without its snapshot.
+      const tablesToSnapshot = tables.length > 0 ? tables : await publicationTables(admin, slotConfig.publication);
+      const open = new Set((await snapshots.all()).filter((j) => j.status === 'pending' || j.status === 'running').map((j) => `${j.table.schema}.${j.table.table}`));
+      for (const t of tablesToSnapshot) if (!open.has(`${t.schema}.${t.table}`)) await snapshots.request(t);
+      log.info({ tables: tablesToSnapshot.map((t) => `${t.schema}.${t.table}`) }, 'initial snapshot requested');
+    }
     const ensured = await ensureSlot(admin, slotConfig.name);
     const created = ensured.created;
     let state = ensured.state;
@@ -124,6 +136,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
       maxInFlight: config.stream.max_in_flight,
       statusIntervalMs: config.source.status_interval_ms,
       startLsn: state.confirmedFlush ?? 0n,
+      ignoredSchemas: [config.source.state_schema],
       spillDir: config.source.spill_dir ?? path.join(os.tmpdir(), `syncline-spill-${slotConfig.name}-${process.pid}`),
     });
     const tick = async (): Promise<void> => {
@@ -136,15 +149,48 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
       }
     };
     timer = setInterval(() => void tick(), config.source.heartbeat_interval_ms);
+    const reader = new pgModule.Client(conn);
+    reader.on('error', (err) => log.warn({ err: errorMessage(err) }, 'snapshot reader connection error'));
+    const stopSnapshots = new AbortController();
+    let snapshotting: Promise<void> = Promise.resolve();
     try {
+      if (snapshots) {
+        await reader.connect();
+        await reader.query(OUTPUT_SETTINGS);
+        const runner = new SnapshotRunner(admin, reader, snapshots, capture, log, { chunkSize: config.source.snapshot_chunk_size, pollMs: 1000 });
+        snapshotting = runner.run(stopSnapshots.signal);
+      }
       await capture.run(signal);
     } finally {
+      stopSnapshots.abort();
+      await snapshotting;
+      await reader.end().catch(() => undefined);
       await producer.close();
     }
   } finally {
     if (timer) clearInterval(timer);
     await admin.end().catch(() => undefined);
   }
+}
+
+/** The source-side snapshot job table, or undefined (with a warning) when it cannot be created. */
+async function prepareSnapshots(admin: pg.Client, config: SynclineConfig, slot: string, log: Logger): Promise<SnapshotStore | undefined> {
+  const store = new SnapshotStore(admin, config.source.state_schema, slot);
+  try {
+    await store.prepare();
+    return store;
+  } catch (err) {
+    log.warn(
+      { err: errorMessage(err), fix: `GRANT CREATE ON DATABASE ... TO the syncline role, or create ${config.source.state_schema}.snapshots beforehand` },
+      'snapshots disabled: cannot create the snapshot job table in the source',
+    );
+    return undefined;
+  }
+}
+
+async function publicationTables(admin: pg.Client, publication: string): Promise<TableName[]> {
+  const { rows } = await admin.query<{ schemaname: string; tablename: string }>('SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1', [publication]);
+  return rows.map((r) => ({ schema: r.schemaname, table: r.tablename }));
 }
 
 /** Runs apply (stream → sink) until `signal` aborts. */

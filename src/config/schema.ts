@@ -28,6 +28,11 @@ const source = z
     /** pgoutput protocol version; default: the highest this syncline decodes that the server supports. */
     protocol_version: z.number().int().min(1).max(4).optional(),
     status_interval_ms: z.number().int().positive().default(1000),
+    /** initial: when the slot is created, snapshot every published table (while streaming). */
+    snapshot: z.enum(['initial', 'never']).default('initial'),
+    snapshot_chunk_size: z.number().int().positive().default(10000),
+    /** Schema in the source database for syncline's snapshot bookkeeping. */
+    state_schema: identifier.default('syncline'),
     /** Directory for transactions streamed before commit; default: a fresh one in the system temp dir. */
     spill_dir: z.string().min(1).optional(),
     /**

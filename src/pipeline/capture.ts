@@ -7,7 +7,7 @@ import { PgoutputDecoder } from '../pgoutput/decoder.js';
 import { parseReplicationFrame } from '../pgoutput/replication-frames.js';
 import type { PgoutputMessage } from '../pgoutput/messages.js';
 import type { OutgoingRecord, StreamProducer } from '../stream/stream.js';
-import { ChangeBuilder } from './change-builder.js';
+import { ChangeBuilder, SNAPSHOT_PREFIX } from './change-builder.js';
 import { SpillStore } from './spill-store.js';
 
 /** The replication connection as capture sees it. */
@@ -29,6 +29,25 @@ export interface CaptureOptions {
   statusIntervalMs: number;
   /** The slot's confirmed position at start. */
   startLsn: Lsn;
+  /** Schemas whose changes are syncline's own bookkeeping, never events. */
+  ignoredSchemas: readonly string[];
+}
+
+/** Rows of one snapshot chunk, waiting for their high watermark. */
+export interface SnapshotChunk {
+  schema: string;
+  table: string;
+  columns: readonly string[];
+  keyColumns: readonly string[];
+  rows: readonly (string | null)[][];
+}
+
+/** Content of a snapshot watermark message. */
+export interface WatermarkMessage {
+  token: string;
+  mark: 'low' | 'high';
+  /** `schema.table` of the chunk. */
+  table: string;
 }
 
 interface InFlightBatch {
@@ -64,6 +83,13 @@ export class Capture {
   private backlog: Buffer[] = [];
   private windowWaiter: (() => void) | undefined;
   private stopping = false;
+  /** Snapshot windows between a low and a high watermark: keys changed inside them, per token. */
+  private readonly windows = new Map<string, { tableKey: string; keys: Set<string> }>();
+  private readonly chunks = new Map<string, SnapshotChunk>();
+  /** High watermarks seen in the open transaction; published once its commit is confirmed. */
+  private watermarksInTxn: string[] = [];
+  private readonly chunkWaiters: { lsn: Lsn; token: string }[] = [];
+  private readonly chunkResolvers = new Map<string, () => void>();
   private failure: Error | undefined;
   private failed!: (err: Error) => void;
   private drained: (() => void) | undefined;
@@ -75,7 +101,7 @@ export class Capture {
     private readonly log: Logger,
     private readonly options: CaptureOptions,
   ) {
-    this.builder = new ChangeBuilder(options.source);
+    this.builder = new ChangeBuilder(options.source, new Set(options.ignoredSchemas));
     this.confirmed = options.startLsn;
     this.spill = new SpillStore(options.spillDir);
   }
@@ -167,8 +193,11 @@ export class Capture {
           break;
       }
       this.addChanges(msg, frame.dataStart);
+      if (msg.tag === 'message' && msg.prefix === SNAPSHOT_PREFIX) this.onWatermark(msg.content, frame.dataStart);
       if (msg.tag === 'commit') {
         this.pendingPosition = msg.endLsn;
+        for (const token of this.watermarksInTxn) this.chunkWaiters.push({ lsn: msg.endLsn, token });
+        this.watermarksInTxn = [];
       } else if (msg.tag === 'message' && !msg.transactional && !this.builder.inTransaction && this.streamXid === undefined) {
         // A heartbeat outside any transaction: everything before it has been seen.
         this.pendingPosition = msg.lsn;
@@ -183,7 +212,62 @@ export class Capture {
     const before = this.pending.length;
     this.builder.handle(msg, lsn, this.pending);
     for (let i = before; i < this.pending.length; i++) {
-      this.metrics.captured.inc({ table: (this.pending[i] as ChangeEvent).table });
+      const e = this.pending[i] as ChangeEvent;
+      this.metrics.captured.inc({ table: e.table });
+      if (this.windows.size > 0) this.noteInWindows(e);
+    }
+  }
+
+  /**
+   * Snapshot chunks that a SnapshotRunner has read wait here for their high watermark.
+   * `chunkPublished` resolves once the chunk's rows are durably in the stream.
+   */
+  registerChunk(token: string, chunk: SnapshotChunk): void {
+    this.chunks.set(token, chunk);
+  }
+
+  chunkPublished(token: string): Promise<void> {
+    return new Promise((resolve) => this.chunkResolvers.set(token, resolve));
+  }
+
+  /**
+   * DBLog-style watermarks: between a chunk's low and high watermark, every streamed change
+   * to a row of the chunk's table marks that key; at the high watermark the chunk's rows
+   * whose key was not marked are emitted as READ events. A marked row's streamed change
+   * already carries the newer state, so the snapshot never overwrites a newer change.
+   */
+  private onWatermark(content: Buffer, lsn: Lsn): void {
+    let w: WatermarkMessage;
+    try {
+      w = JSON.parse(content.toString('utf8')) as WatermarkMessage;
+    } catch {
+      return;
+    }
+    if (w.mark === 'low') {
+      this.windows.set(w.token, { tableKey: w.table, keys: new Set() });
+      return;
+    }
+    const window = this.windows.get(w.token);
+    const chunk = this.chunks.get(w.token);
+    this.windows.delete(w.token);
+    this.chunks.delete(w.token);
+    // A watermark of an earlier process (restarted since) has no rows here: the runner re-reads.
+    if (!window || !chunk) return;
+    const keyIdx = chunk.keyColumns.map((k) => chunk.columns.indexOf(k));
+    for (const row of chunk.rows) {
+      const key = JSON.stringify(keyIdx.map((i) => row[i] ?? null));
+      if (window.keys.has(key)) continue;
+      const e = this.builder.snapshotRow(chunk.schema, chunk.table, chunk.columns, row, chunk.keyColumns, lsn);
+      this.pending.push(e);
+      this.metrics.captured.inc({ table: e.table });
+    }
+    this.watermarksInTxn.push(w.token);
+  }
+
+  private noteInWindows(e: ChangeEvent): void {
+    const tableKey = `${e.schema}.${e.table}`;
+    for (const w of this.windows.values()) {
+      if (w.tableKey === tableKey) w.keys.add(JSON.stringify(Object.values(e.key)));
     }
   }
 
@@ -288,7 +372,17 @@ export class Capture {
         advanced = true;
       }
     }
-    if (advanced) this.metrics.captureLsn.set(Number(this.confirmed));
+    if (advanced) {
+      this.metrics.captureLsn.set(Number(this.confirmed));
+      for (let i = this.chunkWaiters.length - 1; i >= 0; i--) {
+        const w = this.chunkWaiters[i] as { lsn: Lsn; token: string };
+        if (w.lsn <= this.confirmed) {
+          this.chunkWaiters.splice(i, 1);
+          this.chunkResolvers.get(w.token)?.();
+          this.chunkResolvers.delete(w.token);
+        }
+      }
+    }
     if (this.inFlight.length < this.options.maxInFlight) {
       this.setPaused('window', false);
       const waiter = this.windowWaiter;

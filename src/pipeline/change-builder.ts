@@ -6,6 +6,8 @@ import { pgTimestampToIso } from '../pgoutput/replication-frames.js';
 
 /** Prefix of the logical messages syncline emits as heartbeats; they produce no change. */
 export const HEARTBEAT_PREFIX = 'syncline.heartbeat';
+/** Prefix of the snapshot watermark messages (see snapshot-runner.ts). */
+export const SNAPSHOT_PREFIX = 'syncline.snapshot';
 
 interface RelationInfo {
   message: RelationMessage;
@@ -27,9 +29,14 @@ interface OpenTransaction {
  */
 export class ChangeBuilder {
   private readonly relations = new Map<number, RelationInfo>();
+  private readonly relationsByName = new Map<string, RelationInfo>();
   private txn: OpenTransaction | undefined;
 
-  constructor(private readonly source: string) {}
+  /**
+   * @param ignoredSchemas schemas whose changes are not events: syncline's own bookkeeping
+   *   in the source, which a FOR ALL TABLES publication would otherwise carry.
+   */
+  constructor(private readonly source: string, private readonly ignoredSchemas: ReadonlySet<string> = new Set()) {}
 
   /** Appends the events `msg` produces (zero, one, or two for a key change) to `out`. */
   handle(msg: PgoutputMessage, changeLsn: Lsn, out: ChangeEvent[]): void {
@@ -50,12 +57,14 @@ export class ChangeBuilder {
         this.onRelation(msg);
         return;
       case 'insert': {
+        if (this.ignored(msg.relationId)) return;
         const rel = this.relation(msg.relationId);
         const row = this.rowOf(rel, msg.newTuple);
         out.push(this.event(rel, 'INSERT', changeLsn, this.keyOf(rel, msg.newTuple), row.values, undefined, row.unchanged));
         return;
       }
       case 'update': {
+        if (this.ignored(msg.relationId)) return;
         const rel = this.relation(msg.relationId);
         const row = this.rowOf(rel, msg.newTuple);
         const newKey = this.keyOf(rel, msg.newTuple, msg.oldTuple);
@@ -73,6 +82,7 @@ export class ChangeBuilder {
         return;
       }
       case 'delete': {
+        if (this.ignored(msg.relationId)) return;
         const rel = this.relation(msg.relationId);
         const before = msg.oldKind === 'O' ? this.rowOf(rel, msg.oldTuple).values : undefined;
         out.push(this.event(rel, 'DELETE', changeLsn, this.keyOf(rel, msg.oldTuple), null, before, undefined));
@@ -80,6 +90,7 @@ export class ChangeBuilder {
       }
       case 'truncate':
         for (const id of msg.relationIds) {
+          if (this.ignored(id)) continue;
           out.push(this.event(this.relation(id), 'TRUNCATE', changeLsn, {}, null, undefined, undefined));
         }
         return;
@@ -106,13 +117,39 @@ export class ChangeBuilder {
         previous.message.columns.every((c, i) => c.name === msg.columns[i]?.name && c.typeOid === msg.columns[i]?.typeOid && c.typeMod === msg.columns[i]?.typeMod);
       schemaVersion = same ? previous.schemaVersion : previous.schemaVersion + 1;
     }
-    this.relations.set(msg.relationId, { message: msg, keyIndexes, schemaVersion });
+    const info = { message: msg, keyIndexes, schemaVersion };
+    this.relations.set(msg.relationId, info);
+    this.relationsByName.set(`${msg.schema}.${msg.name}`, info);
+  }
+
+  /**
+   * A snapshot row as a READ event, versioned inside the current (watermark) transaction:
+   * it sorts after every change committed before the high watermark and before every
+   * change committed after it.
+   */
+  snapshotRow(schema: string, table: string, columns: readonly string[], values: readonly (string | null)[], keyColumns: readonly string[], changeLsn: Lsn): ChangeEvent {
+    const payload: Row = {};
+    for (let i = 0; i < columns.length; i++) payload[columns[i] as string] = values[i] ?? null;
+    const key: Row = {};
+    for (const k of keyColumns) key[k] = payload[k] ?? null;
+    const known = this.relationsByName.get(`${schema}.${table}`);
+    const rel: RelationInfo = known ?? {
+      message: { tag: 'relation', xid: undefined, relationId: 0, schema, name: table, replicaIdentity: 'd', columns: [] },
+      keyIndexes: [],
+      schemaVersion: 1,
+    };
+    return this.event(rel, 'READ', changeLsn, key, payload, undefined, undefined);
   }
 
   private relation(id: number): RelationInfo {
     const rel = this.relations.get(id);
     if (!rel) throw new SynclineError('RELATION_UNKNOWN', `change for relation ${id} arrived before its Relation message`, { retriable: false });
     return rel;
+  }
+
+  private ignored(id: number): boolean {
+    const rel = this.relations.get(id);
+    return rel !== undefined && this.ignoredSchemas.has(rel.message.schema);
   }
 
   private rowOf(rel: RelationInfo, tuple: TupleValue[]): { values: Row; unchanged: string[] | undefined } {

@@ -22,7 +22,7 @@ export interface ReplicationOptions {
  * extra_float_digits=0) and a target with other defaults misreads or rejects them.
  * PostgreSQL's own subscriber sets the first three; UTC and hex make events canonical.
  */
-const OUTPUT_SETTINGS =
+export const OUTPUT_SETTINGS =
   "SELECT set_config('datestyle', 'ISO', false), set_config('intervalstyle', 'postgres', false), " +
   "set_config('extra_float_digits', '3', false), set_config('timezone', 'UTC', false), set_config('bytea_output', 'hex', false)";
 
@@ -88,8 +88,12 @@ export class ReplicationStream {
     if (this.ended) return;
     this.ended = true;
     // Ending the connection mid-COPY is how a walsender client stops; the server keeps the
-    // slot at the last acknowledged position.
+    // slot at the last acknowledged position. A connection still starting up may never
+    // answer the Terminate message, so the socket is destroyed after a grace period.
+    const con = (this.client as unknown as { connection: PgConnection }).connection;
+    const timer = setTimeout(() => con.stream.destroy(), 2000);
     await this.client.end().catch(() => undefined);
+    clearTimeout(timer);
   }
 }
 
@@ -97,5 +101,5 @@ export class ReplicationStream {
 interface PgConnection {
   on(event: 'copyData', listener: (msg: { chunk: Buffer }) => void): void;
   sendCopyFromChunk(chunk: Buffer): void;
-  stream: { pause(): void; resume(): void };
+  stream: { pause(): void; resume(): void; destroy(): void };
 }

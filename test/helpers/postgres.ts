@@ -128,3 +128,9 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
+
+/** The pipeline logger for in-process tests: silent unless SYNCLINE_TEST_LOG names a level. */
+export async function testLogger(): Promise<import('../../src/log/logger.js').Logger> {
+  const { createLogger, silentLogger } = await import('../../src/log/logger.js');
+  return process.env.SYNCLINE_TEST_LOG ? createLogger(process.env.SYNCLINE_TEST_LOG) : silentLogger();
+}

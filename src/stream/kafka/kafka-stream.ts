@@ -83,7 +83,13 @@ function levelName(level: logLevel): 'error' | 'warn' | 'info' | 'debug' {
   }
 }
 
+/**
+ * Errors as JSON lines on stderr, except kafkajs's per-response lines ("Connection: Response
+ * Heartbeat ... rebalancing"): those errors also reach the caller, or are handled by kafkajs
+ * (a rebalance), and would flood the log at every rebalance.
+ */
 function defaultLog(level: string, message: string, fields: Record<string, unknown>): void {
+  if (level !== 'error' || message.startsWith('Connection: Response')) return;
   process.stderr.write(`${JSON.stringify({ level, component: 'kafkajs', msg: message, ...fields })}\n`);
 }
 

@@ -1,0 +1,109 @@
+import type pg from 'pg';
+import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
+
+export type SnapshotStatus = 'pending' | 'running' | 'done' | 'failed' | 'cancelled';
+
+export interface SnapshotJob {
+  id: string;
+  table: TableName;
+  status: SnapshotStatus;
+  /** Key values (text) of the last row of the last finished chunk; null before the first. */
+  lastKey: string[] | null;
+  /** Optional bounds on the first key column (text values, inclusive). */
+  keyFrom: string | null;
+  keyTo: string | null;
+  rows: number;
+  chunks: number;
+  error: string | null;
+  startedAt: Date | null;
+  finishedAt: Date | null;
+}
+
+/**
+ * Snapshot jobs and their progress, kept in the source database (`<schema>.snapshots`) so
+ * that any capture process of the slot — after a kill -9, or a standby taking over —
+ * resumes a snapshot from its last finished chunk, and so that `syncline snapshot` can ask
+ * a running capture for one.
+ */
+export class SnapshotStore {
+  private readonly table: string;
+
+  constructor(private readonly client: pg.ClientBase, private readonly schema: string, private readonly slot: string) {
+    this.table = quoteQualified(schema, 'snapshots');
+  }
+
+  async prepare(): Promise<void> {
+    await this.client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.schema)}`);
+    await this.client.query(`CREATE TABLE IF NOT EXISTS ${this.table} (
+      id bigserial PRIMARY KEY,
+      slot_name text NOT NULL,
+      table_schema text NOT NULL,
+      table_name text NOT NULL,
+      status text NOT NULL DEFAULT 'pending',
+      last_key jsonb,
+      key_from text,
+      key_to text,
+      rows bigint NOT NULL DEFAULT 0,
+      chunks integer NOT NULL DEFAULT 0,
+      error text,
+      requested_at timestamptz NOT NULL DEFAULT now(),
+      started_at timestamptz,
+      updated_at timestamptz NOT NULL DEFAULT now(),
+      finished_at timestamptz)`);
+  }
+
+  async request(table: TableName, keyFrom: string | null = null, keyTo: string | null = null): Promise<string> {
+    const { rows } = await this.client.query<{ id: string }>(
+      `INSERT INTO ${this.table} (slot_name, table_schema, table_name, key_from, key_to) VALUES ($1, $2, $3, $4, $5) RETURNING id::text`,
+      [this.slot, table.schema, table.table, keyFrom, keyTo],
+    );
+    return (rows[0] as { id: string }).id;
+  }
+
+  /** The oldest unfinished job of the slot (a running one first: it is resumed). */
+  async next(): Promise<SnapshotJob | undefined> {
+    const jobs = await this.list(`status IN ('running', 'pending')`, `CASE status WHEN 'running' THEN 0 ELSE 1 END, id`, 1);
+    return jobs[0];
+  }
+
+  async get(id: string): Promise<SnapshotJob | undefined> {
+    return (await this.list('id = $2', 'id', 1, [id]))[0];
+  }
+
+  async all(): Promise<SnapshotJob[]> {
+    return this.list('true', 'id', 1000);
+  }
+
+  async markRunning(id: string): Promise<void> {
+    await this.client.query(`UPDATE ${this.table} SET status = 'running', started_at = coalesce(started_at, now()), updated_at = now() WHERE id = $1`, [id]);
+  }
+
+  async chunkDone(id: string, lastKey: string[], rows: number): Promise<void> {
+    await this.client.query(`UPDATE ${this.table} SET last_key = $2::jsonb, rows = rows + $3, chunks = chunks + 1, updated_at = now() WHERE id = $1`, [id, JSON.stringify(lastKey), rows]);
+  }
+
+  async finish(id: string, status: 'done' | 'failed', error: string | null = null): Promise<void> {
+    await this.client.query(`UPDATE ${this.table} SET status = $2, error = $3, finished_at = now(), updated_at = now() WHERE id = $1`, [id, status, error]);
+  }
+
+  private async list(where: string, order: string, limit: number, extra: unknown[] = []): Promise<SnapshotJob[]> {
+    const { rows } = await this.client.query<{
+      id: string; table_schema: string; table_name: string; status: SnapshotStatus; last_key: string[] | null; key_from: string | null; key_to: string | null;
+      rows: string; chunks: number; error: string | null; started_at: Date | null; finished_at: Date | null;
+    }>(`SELECT id::text, table_schema, table_name, status, last_key, key_from, key_to, rows::text, chunks, error, started_at, finished_at
+          FROM ${this.table} WHERE slot_name = $1 AND (${where}) ORDER BY ${order} LIMIT ${Number(limit)}`, [this.slot, ...extra]);
+    return rows.map((r) => ({
+      id: r.id,
+      table: { schema: r.table_schema, table: r.table_name },
+      status: r.status,
+      lastKey: r.last_key,
+      keyFrom: r.key_from,
+      keyTo: r.key_to,
+      rows: Number(r.rows),
+      chunks: r.chunks,
+      error: r.error,
+      startedAt: r.started_at,
+      finishedAt: r.finished_at,
+    }));
+  }
+}

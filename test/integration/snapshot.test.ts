@@ -1,0 +1,98 @@
+import { execFile, spawnSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runPipeline } from '../../src/cli/run-command.js';
+import { loadConfigFile } from '../../src/config/load.js';
+import { compareTable } from '../../src/verify/compare.js';
+import { freshDatabase, machinePg15, testLogger, waitFor } from '../helpers/postgres.js';
+
+const CLI = path.resolve('dist/cli/main.js');
+
+describe('snapshots while streaming (PostgreSQL 15)', () => {
+  let dir: string;
+  let configFile: string;
+  let source: pg.Client;
+  let target: pg.Client;
+  let stop: () => Promise<void>;
+
+  beforeAll(async () => {
+    const server = await machinePg15();
+    dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-snap-'));
+    const sourceUrl = await freshDatabase(server, 'syncline_snap_source');
+    const targetUrl = await freshDatabase(server, 'syncline_snap_target');
+    source = new pg.Client({ connectionString: sourceUrl });
+    target = new pg.Client({ connectionString: targetUrl });
+    await source.connect();
+    await target.connect();
+    for (const c of [source, target]) {
+      await c.query('CREATE TABLE snap (id integer PRIMARY KEY, v integer NOT NULL, t text)');
+      await c.query('CREATE TABLE later (a text, b integer, payload jsonb, PRIMARY KEY (a, b))');
+    }
+    // Rows that exist before syncline ever runs: only a snapshot can bring them.
+    await source.query("INSERT INTO snap SELECT g, g, md5(g::text) FROM generate_series(1, 30000) g");
+    await source.query("INSERT INTO later SELECT 'k' || (g % 100), g, jsonb_build_object('g', g) FROM generate_series(1, 5000) g");
+    configFile = path.join(dir, 'sync.yaml');
+    await writeFile(
+      configFile,
+      `source:
+  url: ${sourceUrl}
+  slots: [{ name: syncline_snap, publication: syncline_snap_pub, tables: [snap] }]
+  snapshot_chunk_size: 1000
+stream: { path: ${path.join(dir, 'stream')}, partitions: 4 }
+consumer: { group_id: snap }
+sink: { url: ${targetUrl} }
+monitoring: { enabled: false }
+`,
+    );
+    const ctl = new AbortController();
+    const running = runPipeline(loadConfigFile(configFile), 'run', await testLogger(), ctl.signal);
+    running.catch(() => undefined);
+    stop = async () => {
+      ctl.abort();
+      await running;
+    };
+  }, 60_000);
+
+  afterAll(async () => {
+    await stop?.();
+    await source?.end();
+    await target?.end();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  const equal = async (table: string): Promise<boolean> => (await compareTable(source, target, { schema: 'public', table })).differing === 0;
+
+  it('the initial snapshot brings existing rows while concurrent writes stream, and never overwrites a newer change', async () => {
+    // Write while the snapshot runs: updates, deletes and inserts across the key range.
+    const deadline = Date.now() + 4000;
+    let i = 0;
+    while (Date.now() < deadline) {
+      i++;
+      const id = 1 + ((i * 7919) % 30000);
+      await source.query('UPDATE snap SET v = -v, t = $2 WHERE id = $1', [id, `updated ${i}`]);
+      if (i % 5 === 0) await source.query('DELETE FROM snap WHERE id = $1', [1 + ((i * 104729) % 30000)]);
+      if (i % 3 === 0) await source.query('INSERT INTO snap VALUES ($1, $1, $2)', [100000 + i, 'new']);
+    }
+    await waitFor('target equals source', () => equal('snap'), 90_000, 500);
+    const { rows } = await source.query("SELECT status, rows::int, chunks FROM syncline.snapshots WHERE table_name = 'snap'");
+    expect(rows).toHaveLength(1);
+    expect(rows[0]?.status).toBe('done');
+    expect(rows[0]?.chunks).toBeGreaterThanOrEqual(30);
+  }, 120_000);
+
+  it('syncline snapshot brings the rows of a table added to the publication later', async () => {
+    // Asynchronously: the pipeline runs in this process and must keep running meanwhile.
+    const r = await promisify(execFile)(process.execPath, [CLI, 'snapshot', 'later', '-c', configFile, '--timeout', '90s'], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/added public\.later to publication syncline_snap_pub/);
+    expect(r.stdout).toMatch(/later: done 5000 rows/);
+    await source.query("UPDATE later SET payload = '{\"after\": true}' WHERE b < 10");
+    await waitFor('later equals source', () => equal('later'), 30_000, 300);
+    const list = JSON.parse(spawnSync(process.execPath, [CLI, 'snapshot', '--list', '--json', '-c', configFile], { encoding: 'utf8' }).stdout) as { table: string; status: string }[];
+    expect(list.map((j) => `${j.table}:${j.status}`)).toEqual(['public.snap:done', 'public.later:done']);
+  }, 120_000);
+});
