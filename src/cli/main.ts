@@ -5,6 +5,7 @@ import { redactUrl } from '../core/redact.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerDlq } from './commands/dlq.js';
+import { registerRepair } from './commands/repair.js';
 import { registerSnapshot } from './commands/snapshot.js';
 import { registerInit } from './commands/init.js';
 import { registerMonitoring } from './commands/monitoring.js';
@@ -32,6 +33,7 @@ registerStatus(program);
 registerMonitoring(program);
 registerDlq(program);
 registerSnapshot(program);
+registerRepair(program);
 
 program.parseAsync(process.argv).then(
   () => {

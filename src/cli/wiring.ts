@@ -210,6 +210,7 @@ export async function runApply(config: SynclineConfig, stream: Stream, metrics: 
       },
       clock: systemClock,
       deadLetters,
+      truncate: config.sink.truncate,
       endOffsets: () => stream.endOffsets(),
     });
     await apply.run(signal);

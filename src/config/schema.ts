@@ -98,6 +98,8 @@ const sink = z
     conflict_strategy: z.literal('source_lsn_priority').default('source_lsn_priority'),
     /** hard: delete the row and keep a tombstone; soft: keep the row with `_deleted_at` set. */
     delete_mode: z.enum(['hard', 'soft']).default('hard'),
+    /** What a source TRUNCATE does at the target: apply it, ignore it, or park it in the dead-letter queue. */
+    truncate: z.enum(['apply', 'ignore', 'dead_letter']).default('apply'),
     /** Schema in the target database for syncline's own tables (positions, tombstones). */
     state_schema: identifier.default('syncline'),
   })

@@ -20,6 +20,8 @@ export interface ApplyOptions {
   deadLetters: DeadLetterQueue | undefined;
   /** How often the dead-letter depth and blocked rows are re-read. */
   deadLetterRefreshMs?: number;
+  /** What to do with TRUNCATE changes. */
+  truncate: 'apply' | 'ignore' | 'dead_letter';
   /** The stream's end offsets, to refuse sink positions beyond them (a recreated stream). */
   endOffsets: () => Promise<Map<number, bigint>>;
 }
@@ -114,6 +116,10 @@ export class Apply {
       } catch (err) {
         letters.push(this.letter(undefined, record, err, record.value.toString('utf8')));
         continue;
+      }
+      if (change.op === 'TRUNCATE' && this.options.truncate !== 'apply') {
+        if (this.options.truncate === 'dead_letter') letters.push(this.letter(change, record, truncateParked()));
+        continue; // ignored by configuration (sink.truncate: ignore)
       }
       if (this.blocked.has(rowIdOf(change))) letters.push(this.letter(change, record, blockedError()));
       else items.push({ change, record });
@@ -267,6 +273,10 @@ export class Apply {
 
 function blockedError(): SynclineError {
   return new SynclineError('BLOCKED_BY_EARLIER', 'an earlier change to this row is in the dead-letter queue; this one follows it to keep the row in order', { retriable: false });
+}
+
+function truncateParked(): SynclineError {
+  return new SynclineError('TRUNCATE_PARKED', 'TRUNCATE parked by sink.truncate: dead_letter; replay it to apply it', { retriable: false });
 }
 
 function emptyOutcome(): ApplyOutcome {

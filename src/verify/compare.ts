@@ -5,6 +5,8 @@ export interface TableDrift {
   table: string;
   sourceRows: number;
   targetRows: number;
+  /** Primary-key column names, in key order. Keys below are JSON arrays of their text values. */
+  keyColumns: string[];
   /** Keys present at the source only. */
   missing: string[];
   /** Keys present at the target only. */
@@ -21,7 +23,7 @@ const SAMPLE = 20;
  * count as absent). Each side returns `key, md5(row)` ordered by key and the lists are
  * merged: the rows themselves never leave the servers, only 32-byte digests.
  */
-export async function compareTable(source: pg.ClientBase, target: pg.ClientBase, t: TableName): Promise<TableDrift & { differing: number }> {
+export async function compareTable(source: pg.ClientBase, target: pg.ClientBase, t: TableName, sample = SAMPLE): Promise<TableDrift & { differing: number }> {
   const qualified = quoteQualified(t.schema, t.table);
   const { rows: cols } = await source.query<{ name: string; is_pk: boolean }>(
     `SELECT a.attname AS name, coalesce(a.attnum = ANY(i.indkey), false) AS is_pk
@@ -39,7 +41,8 @@ export async function compareTable(source: pg.ClientBase, target: pg.ClientBase,
   if (targetCols.length === 0) throw new Error(`target table ${t.schema}.${t.table} does not exist`);
   const softDeletes = targetCols.some((c) => c.name === '_deleted_at');
   const rowExpr = `md5(ROW(${cols.map((c) => quoteIdent(c.name)).join(', ')})::text)`;
-  const keyExpr = `ROW(${pk.join(', ')})::text`;
+  // Keys as JSON arrays of text values: the form change events and the dead-letter queue use.
+  const keyExpr = `to_json(ARRAY[${pk.map((c) => `${c}::text`).join(', ')}])::text`;
   // Ordering by the key's text form keeps the merge consistent across both servers.
   const query = (where: string): string => `SELECT ${keyExpr} AS k, ${rowExpr} AS h FROM ${qualified}${where} ORDER BY ${keyExpr} COLLATE "C"`;
   const [src, dst] = await Promise.all([
@@ -48,6 +51,7 @@ export async function compareTable(source: pg.ClientBase, target: pg.ClientBase,
   ]);
   const drift: TableDrift & { differing: number } = {
     table: `${t.schema}.${t.table}`,
+    keyColumns: cols.filter((c) => c.is_pk).map((c) => c.name),
     sourceRows: src.rows.length,
     targetRows: dst.rows.length,
     missing: [],
@@ -59,7 +63,7 @@ export async function compareTable(source: pg.ClientBase, target: pg.ClientBase,
   let j = 0;
   const note = (list: string[], key: string): void => {
     drift.differing++;
-    if (list.length < SAMPLE) list.push(key);
+    if (list.length < sample) list.push(key);
   };
   while (i < src.rows.length || j < dst.rows.length) {
     const a = src.rows[i];

@@ -95,4 +95,24 @@ monitoring: { enabled: false }
     const list = JSON.parse(spawnSync(process.execPath, [CLI, 'snapshot', '--list', '--json', '-c', configFile], { encoding: 'utf8' }).stdout) as { table: string; status: string }[];
     expect(list.map((j) => `${j.table}:${j.status}`)).toEqual(['public.snap:done', 'public.later:done']);
   }, 120_000);
+
+  it('verify names drifted keys (exit 1); repair re-syncs them through the normal path (exit 0)', async () => {
+    const run = promisify(execFile);
+    await target.query("UPDATE snap SET t = 'tampered' WHERE id = (SELECT min(id) FROM snap)");
+    await target.query('DELETE FROM snap WHERE id = (SELECT max(id) FROM snap WHERE id < 100000)');
+    await target.query("INSERT INTO snap VALUES (777777777, 0, 'only at the target')");
+    const verify = await run(process.execPath, [CLI, 'verify', '-c', configFile, '--table', 'snap', '--json'], { encoding: 'utf8' }).catch((e: { code: number; stdout: string }) => e);
+    expect((verify as { code?: number }).code).toBe(1);
+    const report = JSON.parse((verify as { stdout: string }).stdout) as { drift: boolean; tables: { missing: string[]; extra: string[]; different: string[] }[] };
+    expect(report.drift).toBe(true);
+    expect(report.tables[0]?.extra).toEqual(['["777777777"]']);
+    expect(report.tables[0]?.missing).toHaveLength(1);
+    expect(report.tables[0]?.different).toHaveLength(1);
+
+    const repair = await run(process.execPath, [CLI, 'repair', '-c', configFile, '--table', 'snap', '--timeout', '60s'], { encoding: 'utf8' });
+    expect(repair.stdout).toMatch(/1 missing, 1 different, 1 extra -> removed 1, re-reading/);
+    expect(repair.stdout).toMatch(/no drift remains/);
+    const again = await run(process.execPath, [CLI, 'verify', '-c', configFile, '--table', 'snap'], { encoding: 'utf8' });
+    expect(again.stdout).toMatch(/identical/);
+  }, 120_000);
 });

@@ -32,7 +32,7 @@
  * has; records it redelivers anyway (after `ack_wait`) are recognised by sequence and skipped.
  *
  * NATS has no group membership: a consumer is assigned every partition (as on the embedded
- * stream); run one consumer per group at a time.
+ * stream), and a second consumer of a live group is refused (STREAM_GROUP_BUSY).
  */
 import {
   AckPolicy,
@@ -487,11 +487,42 @@ class NatsConsumer implements StreamConsumer {
   }
 
   async start(options: ConsumerOptions): Promise<void> {
+    await this.checkNoOtherReader();
     const committed = await this.committed();
     const start = options.startPositions ? await options.startPositions(this.assigned) : new Map<number, bigint>();
     // Create every reader before returning, so that a JetStream problem fails consumer().
     await Promise.all(this.states.map((st) => this.reposition(st, start.get(st.partition) ?? committed.get(st.partition) ?? 0n)));
     for (const st of this.states) st.loop = this.run(st);
+  }
+
+  /**
+   * A group has one reader per partition (there is no membership protocol to split them),
+   * and starting this one repositions the group's durable consumers under any other. A
+   * live reader always has a pull request waiting (`num_waiting`); the server drops those
+   * of a stopped or killed reader at once, so a waiting pull that persists means another
+   * consumer of this group is running. Best effort: a reader whose buffer is full has no
+   * pull waiting, and two consumers starting in the same instant both pass.
+   */
+  private async checkNoOtherReader(): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      const busy: string[] = [];
+      for (const st of this.states) {
+        try {
+          if ((await this.stream.jsm.consumers.info(st.stream, this.durable)).num_waiting > 0) busy.push(st.stream);
+        } catch (err) {
+          if (apiErrorCode(err) !== JS_CONSUMER_NOT_FOUND) throw err;
+        }
+      }
+      if (busy.length === 0) return;
+      if (attempt >= 3) {
+        throw new SynclineError(
+          'STREAM_GROUP_BUSY',
+          `NATS: another consumer of group ${this.groupId} is reading ${busy.join(', ')}; a NATS consumer group has one consumer at a time (stop the other one)`,
+          { retriable: true },
+        );
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
   }
 
   assignment(): readonly number[] {
