@@ -6,6 +6,7 @@ import { registerDemo } from './commands/demo.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerDlq } from './commands/dlq.js';
 import { registerRepair } from './commands/repair.js';
+import { registerResync } from './commands/resync.js';
 import { registerSnapshot } from './commands/snapshot.js';
 import { registerInit } from './commands/init.js';
 import { registerMonitoring } from './commands/monitoring.js';
@@ -34,6 +35,7 @@ registerMonitoring(program);
 registerDlq(program);
 registerSnapshot(program);
 registerRepair(program);
+registerResync(program);
 
 program.parseAsync(process.argv).then(
   () => {

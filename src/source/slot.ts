@@ -49,7 +49,7 @@ export async function ensureSlot(client: pg.Client, name: string): Promise<{ cre
     throw new PrerequisiteError(`replication slot ${name} uses plugin ${state.plugin}, syncline needs pgoutput`, `drop it (SELECT pg_drop_replication_slot('${name}')) or choose another slot name`);
   }
   if (state.walStatus === 'lost') {
-    throw new PrerequisiteError(`replication slot ${name} is lost: the server removed WAL it still needed`, `drop and recreate it (SELECT pg_drop_replication_slot('${name}')), then resynchronise the target`);
+    throw new PrerequisiteError(`replication slot ${name} is lost: the server removed WAL it still needed`, 'run: syncline resync -c <config> (new slot + snapshot of every table), then syncline run, then syncline repair');
   }
   return { created, state };
 }
