@@ -131,3 +131,8 @@ console.log(JSON.stringify({
   peak_rss_mib: Math.round(process.resourceUsage().maxRSS / 1024),
 }));
 rmSync(dir, { recursive: true, force: true });
+// Leave no slot behind: an idle slot retains WAL on the server.
+for (const db of ['syncline_bench_src', 'syncline_bench_dst']) {
+  await query(ADMIN, 'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active', [db]);
+  await query(ADMIN, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+}
