@@ -49,7 +49,7 @@ export async function machinePg15(): Promise<PgServer> {
   };
 }
 
-export async function embeddedPg17(walLevel: 'logical' | 'replica' = 'logical'): Promise<PgServer> {
+export async function embeddedPg17(walLevel: 'logical' | 'replica' = 'logical', extraFlags: string[] = []): Promise<PgServer> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-test-pg17-'));
   await chmod(dir, 0o755);
   const pgdata = path.join(dir, 'pgdata');
@@ -62,7 +62,7 @@ export async function embeddedPg17(walLevel: 'logical' | 'replica' = 'logical'):
     password: 'test',
     persistent: false,
     createPostgresUser: process.getuid?.() === 0,
-    postgresFlags: ['-c', `wal_level=${walLevel}`, '-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${pgdata}`, '-c', 'max_wal_senders=20', '-c', 'max_replication_slots=20'],
+    postgresFlags: ['-c', `wal_level=${walLevel}`, '-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${pgdata}`, '-c', 'max_wal_senders=20', '-c', 'max_replication_slots=20', ...extraFlags],
     onLog: (m: string) => {
       logLines.push(m);
       if (logLines.length > 50) logLines.shift();
