@@ -137,6 +137,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
       statusIntervalMs: config.source.status_interval_ms,
       startLsn: state.confirmedFlush ?? 0n,
       ignoredSchemas: [config.source.state_schema],
+      primaryKeys: await publishedPrimaryKeys(admin, slotConfig.publication),
       spillDir: config.source.spill_dir ?? path.join(os.tmpdir(), `syncline-spill-${slotConfig.name}-${process.pid}`),
     });
     const tick = async (): Promise<void> => {
@@ -186,6 +187,20 @@ async function prepareSnapshots(admin: pg.Client, config: SynclineConfig, slot: 
     );
     return undefined;
   }
+}
+
+async function publishedPrimaryKeys(admin: pg.Client, publication: string): Promise<Map<string, string[]>> {
+  const { rows } = await admin.query<{ t: string; cols: string[] }>(
+    `SELECT pt.schemaname || '.' || pt.tablename AS t,
+            array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum)) AS cols
+       FROM pg_publication_tables pt
+       JOIN pg_index i ON i.indrelid = to_regclass(quote_ident(pt.schemaname) || '.' || quote_ident(pt.tablename)) AND i.indisprimary
+       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+      WHERE pt.pubname = $1
+      GROUP BY 1`,
+    [publication],
+  );
+  return new Map(rows.map((r) => [r.t, r.cols]));
 }
 
 async function publicationTables(admin: pg.Client, publication: string): Promise<TableName[]> {

@@ -31,6 +31,8 @@ export interface CaptureOptions {
   startLsn: Lsn;
   /** Schemas whose changes are syncline's own bookkeeping, never events. */
   ignoredSchemas: readonly string[];
+  /** Primary keys of the published tables (`schema.table` → columns), from the catalog. */
+  primaryKeys?: ReadonlyMap<string, readonly string[]>;
 }
 
 /** Rows of one snapshot chunk, waiting for their high watermark. */
@@ -101,7 +103,7 @@ export class Capture {
     private readonly log: Logger,
     private readonly options: CaptureOptions,
   ) {
-    this.builder = new ChangeBuilder(options.source, new Set(options.ignoredSchemas));
+    this.builder = new ChangeBuilder(options.source, new Set(options.ignoredSchemas), options.primaryKeys);
     this.confirmed = options.startLsn;
     this.spill = new SpillStore(options.spillDir);
   }

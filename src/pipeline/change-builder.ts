@@ -1,5 +1,5 @@
 import type { ChangeEvent, ChangeOp, Row } from '../core/change.js';
-import { SynclineError } from '../core/errors.js';
+import { PrerequisiteError, SynclineError } from '../core/errors.js';
 import { formatLsn, versionOf, type Lsn } from '../core/lsn.js';
 import type { PgoutputMessage, RelationMessage, TupleValue } from '../pgoutput/messages.js';
 import { pgTimestampToIso } from '../pgoutput/replication-frames.js';
@@ -36,7 +36,16 @@ export class ChangeBuilder {
    * @param ignoredSchemas schemas whose changes are not events: syncline's own bookkeeping
    *   in the source, which a FOR ALL TABLES publication would otherwise carry.
    */
-  constructor(private readonly source: string, private readonly ignoredSchemas: ReadonlySet<string> = new Set()) {}
+  constructor(
+    private readonly source: string,
+    private readonly ignoredSchemas: ReadonlySet<string> = new Set(),
+    /**
+     * Primary keys by `schema.table`, read from the catalog. With REPLICA IDENTITY FULL the
+     * server flags every column as identity; a known primary key stays the row's key, so a
+     * non-key update is an UPDATE of the same row, not a delete plus an insert.
+     */
+    private readonly primaryKeys: ReadonlyMap<string, readonly string[]> = new Map(),
+  ) {}
 
   /** Appends the events `msg` produces (zero, one, or two for a key change) to `out`. */
   handle(msg: PgoutputMessage, changeLsn: Lsn, out: ChangeEvent[]): void {
@@ -107,9 +116,14 @@ export class ChangeBuilder {
   private onRelation(msg: RelationMessage): void {
     const previous = this.relations.get(msg.relationId);
     const keyIndexes: number[] = [];
-    msg.columns.forEach((c, i) => {
-      if (c.isKey) keyIndexes.push(i);
-    });
+    const pk = msg.replicaIdentity === 'f' ? this.primaryKeys.get(`${msg.schema}.${msg.name}`) : undefined;
+    if (pk && pk.every((k) => msg.columns.some((c) => c.name === k))) {
+      for (const k of pk) keyIndexes.push(msg.columns.findIndex((c) => c.name === k));
+    } else {
+      msg.columns.forEach((c, i) => {
+        if (c.isKey) keyIndexes.push(i);
+      });
+    }
     let schemaVersion = 1;
     if (previous) {
       const same =
@@ -171,10 +185,9 @@ export class ChangeBuilder {
   private keyOf(rel: RelationInfo, tuple: TupleValue[], fallback?: TupleValue[]): Row {
     const m = rel.message;
     if (rel.keyIndexes.length === 0) {
-      throw new SynclineError(
-        'NO_REPLICA_IDENTITY',
-        `table ${m.schema}.${m.name} has no replica identity key, so its changes cannot be applied by key`,
-        { retriable: false },
+      throw new PrerequisiteError(
+        `table ${m.schema}.${m.name} has no primary key and no replica identity, so its changes cannot be applied by key`,
+        `add a primary key, or: ALTER TABLE ${m.schema}.${m.name} REPLICA IDENTITY FULL (the whole row becomes the key)`,
       );
     }
     const key: Row = {};

@@ -6,7 +6,9 @@ export const WORKLOAD_DDL = `
     id integer PRIMARY KEY, grp integer NOT NULL, val text, amount numeric(12,3),
     big bigint, ratio double precision, flags boolean[], updated_at timestamptz NOT NULL DEFAULT now());
   CREATE TABLE "Mixed Case" (
-    "Key" text PRIMARY KEY, "Value" jsonb, note varchar(40));`;
+    "Key" text PRIMARY KEY, "Value" jsonb, note varchar(40));
+  -- Before images for every change; the primary key must stay the row's key.
+  ALTER TABLE "Mixed Case" REPLICA IDENTITY FULL;`;
 
 export const WORKLOAD_TABLES = ['items', '"Mixed Case"'];
 
