@@ -44,6 +44,8 @@ export async function runDemo(options: DemoOptions, log: Logger): Promise<boolea
   // user, which must be able to reach the data directory.
   await chmod(dir, 0o755);
   const port = await freePort();
+  // The dashboard/metrics port: the requested one if it is free, else any free one.
+  const metricsPort = (await portIsFree(options.metricsPort)) ? options.metricsPort : await freePort();
   const isRoot = process.getuid?.() === 0;
   const pgdata = path.join(dir, 'pgdata');
   const serverLog: string[] = [];
@@ -102,7 +104,7 @@ sink:
   type: postgres
   url: ${url('demo_target')}
 monitoring:
-  port: ${options.metricsPort}
+  port: ${metricsPort}
 `,
       {},
     );
@@ -112,7 +114,7 @@ monitoring:
     pipeline.catch((err: unknown) => {
       pipelineError = err;
     });
-    out.write(`pipeline running: capture -> embedded stream (4 partitions) -> apply; metrics at http://127.0.0.1:${options.metricsPort}/metrics\n`);
+    out.write(`pipeline running: capture -> embedded stream (4 partitions) -> apply; dashboard at http://127.0.0.1:${metricsPort}/ (metrics at /metrics)\n`);
     await waitForSlot(source, 'syncline_demo', () => pipelineError);
 
     const load = new LoadGenerator(source);
@@ -262,6 +264,15 @@ async function waitForConvergence(source: pg.Client, target: pg.Client, timeoutM
     if (drift.every((d) => d.differing === 0) || Date.now() > deadline) return drift;
     await new Promise((r) => setTimeout(r, 500));
   }
+}
+
+function portIsFree(port: number): Promise<boolean> {
+  if (port === 0) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
 }
 
 function freePort(): Promise<number> {
