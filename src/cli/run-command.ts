@@ -1,12 +1,13 @@
 import pg from 'pg';
 import type { SynclineConfig } from '../config/schema.js';
 import { errorMessage } from '../core/errors.js';
+import { createDashboard } from '../dashboard/routes.js';
 import type { Logger } from '../log/logger.js';
 import { Metrics } from '../metrics/metrics.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/server.js';
 import { DEFAULT_CHECK_TIMEOUT_MS, lagCheck, readinessProbe, timed, type ReadinessCheck, type ReadinessReport } from '../monitoring/readiness.js';
 import type { Stream } from '../stream/stream.js';
-import { openStream, runApply, runCapture, sourceConnection } from './wiring.js';
+import { openDeadLetterQueue, openSink, openStream, runApply, runCapture, sourceConnection } from './wiring.js';
 
 export type Role = 'run' | 'capture' | 'apply';
 
@@ -19,8 +20,7 @@ export async function runPipeline(config: SynclineConfig, role: Role, log: Logge
   // Readiness may be asked before the stream is open.
   const opened: { stream?: Stream } = {};
   if (config.monitoring.enabled) {
-    server = await startMetricsServer(metrics, config.monitoring.host, config.monitoring.port, pipelineReadiness(config, role, metrics, () => opened.stream));
-    log.info({ url: `${server.url}/metrics` }, 'metrics served');
+    server = await startMonitoring(config, role, metrics, log, pipelineReadiness(config, role, metrics, () => opened.stream));
   }
   const stop = new AbortController();
   const onSignal = (sig: string): void => {
@@ -32,9 +32,10 @@ export async function runPipeline(config: SynclineConfig, role: Role, log: Logge
   process.once('SIGTERM', sigterm);
   process.once('SIGINT', sigint);
   external?.addEventListener('abort', () => stop.abort(), { once: true });
-  const stream = await openStream(config);
-  opened.stream = stream;
+  let stream: Stream | undefined;
   try {
+    stream = await openStream(config);
+    opened.stream = stream;
     const parts: Promise<void>[] = [];
     const guard = (p: Promise<void>, name: string): Promise<void> =>
       p.catch((err: unknown) => {
@@ -42,17 +43,58 @@ export async function runPipeline(config: SynclineConfig, role: Role, log: Logge
         stop.abort();
         throw err;
       });
-    if (role !== 'apply') parts.push(guard(runCapture(config, stream, metrics, log, stop.signal), 'capture'));
-    if (role !== 'capture') parts.push(guard(runApply(config, stream, metrics, log, stop.signal), 'apply'));
+    const s = stream;
+    if (role !== 'apply') parts.push(guard(runCapture(config, s, metrics, log, stop.signal), 'capture'));
+    if (role !== 'capture') parts.push(guard(runApply(config, s, metrics, log, stop.signal), 'apply'));
     const results = await Promise.allSettled(parts);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
   } finally {
     process.off('SIGTERM', sigterm);
     process.off('SIGINT', sigint);
-    await stream.close();
+    await stream?.close();
     await server?.close();
   }
+}
+
+/**
+ * Serves `/metrics`, the health endpoints and the web dashboard. The dashboard gets its own
+ * dead-letter queue handle and, for run and apply, its own sink for replays (pools that
+ * connect only when used); closing the returned server stops and closes all of them.
+ */
+async function startMonitoring(config: SynclineConfig, role: Role, metrics: Metrics, log: Logger, readiness: () => Promise<ReadinessReport>): Promise<MetricsServer> {
+  const open = <T>(what: string, fn: () => T): T | undefined => {
+    try {
+      return fn();
+    } catch (err) {
+      log.warn({ err: errorMessage(err) }, `dashboard: ${what} unavailable`);
+      return undefined;
+    }
+  };
+  const deadLetters = open('dead-letter queue', () => openDeadLetterQueue(config));
+  const sink = role === 'capture' ? undefined : open('replay through the sink', () => openSink(config));
+  const token = config.monitoring.dashboard_token;
+  const dashboard = createDashboard({ metrics, deadLetters, sink, group: config.consumer.group_id, token, log });
+  const release = async (): Promise<void> => {
+    await dashboard.close();
+    await deadLetters?.close().catch(() => undefined);
+    await sink?.close().catch(() => undefined);
+  };
+  let server: MetricsServer;
+  try {
+    server = await startMetricsServer(metrics, config.monitoring.host, config.monitoring.port, readiness, { dashboard });
+  } catch (err) {
+    await release();
+    throw err;
+  }
+  log.info({ url: `${server.url}/metrics`, dashboard: `${server.url}/`, actions: token ? 'enabled' : 'disabled (no monitoring.dashboard_token)' }, 'metrics and dashboard served');
+  return {
+    url: server.url,
+    close: async () => {
+      await server.close();
+      await release();
+    },
+  };
 }
 
 /**

@@ -12,6 +12,7 @@ const ENV_FALLBACKS = {
   streamBrokers: 'SYNCLINE_STREAM_BROKERS',
   streamUrl: 'SYNCLINE_STREAM_URL',
   deadLetterUrl: 'SYNCLINE_DEAD_LETTER_URL',
+  dashboardToken: 'SYNCLINE_DASHBOARD_TOKEN',
 } as const;
 
 export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): SynclineConfig {
@@ -63,6 +64,7 @@ function applyEnvFallbacks(config: SynclineConfig, env: NodeJS.ProcessEnv): Sync
     },
     sink: { ...config.sink, url: config.sink.url ?? pick(ENV_FALLBACKS.sinkUrl) },
     dead_letter: { ...config.dead_letter, url: config.dead_letter.url ?? pick(ENV_FALLBACKS.deadLetterUrl) },
+    monitoring: { ...config.monitoring, dashboard_token: config.monitoring.dashboard_token ?? pick(ENV_FALLBACKS.dashboardToken) },
   };
 }
 

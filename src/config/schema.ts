@@ -120,6 +120,8 @@ const monitoring = z
     enabled: z.boolean().default(true),
     host: z.string().min(1).default('127.0.0.1'),
     port: z.number().int().min(0).max(65535).default(9464),
+    /** Access token for the dashboard's replay and purge (env SYNCLINE_DASHBOARD_TOKEN); unset: actions disabled. */
+    dashboard_token: z.string().min(1).optional(),
     metrics: z.array(z.string().regex(/^sync_[a-z0-9_]+$/, 'metric names start with sync_')).default([]),
     alerts: z
       .object({

@@ -10,13 +10,30 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
+/** Extra routes served next to the metrics: returns true when it handled the request. */
+export interface DashboardHandler {
+  handle(req: http.IncomingMessage, res: http.ServerResponse): boolean;
+}
+
+export interface MetricsServerOptions {
+  /** The web dashboard (`/`, `/api/...`); its paths are tried after the metrics and health paths. */
+  dashboard?: DashboardHandler | undefined;
+}
+
 /**
  * Serves `/metrics` (Prometheus text), `/healthz` (liveness: the process answers) and
  * `/readyz` (readiness: 200 `{"ready":true,"checks":{...}}`, or 503 with `failing` naming
  * each failed check and its detail saying why). `readiness` is supplied by the pipeline;
- * without it `/readyz` reports ready with no checks. Binds to 127.0.0.1 unless told otherwise.
+ * without it `/readyz` reports ready with no checks. `options.dashboard` adds the web
+ * dashboard's routes. Binds to 127.0.0.1 unless told otherwise.
  */
-export async function startMetricsServer(metrics: Metrics, host: string, port: number, readiness?: () => Promise<ReadinessReport>): Promise<MetricsServer> {
+export async function startMetricsServer(
+  metrics: Metrics,
+  host: string,
+  port: number,
+  readiness?: () => Promise<ReadinessReport>,
+  options: MetricsServerOptions = {},
+): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method === 'GET' && path === '/metrics') {
@@ -50,6 +67,7 @@ export async function startMetricsServer(metrics: Metrics, host: string, port: n
         .catch(() => res.destroy());
       return;
     }
+    if (options.dashboard?.handle(req, res)) return;
     res.writeHead(404, { 'content-type': 'text/plain' });
     res.end('not found\n');
   });
