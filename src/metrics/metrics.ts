@@ -7,8 +7,28 @@ import client from 'prom-client';
 export class Metrics {
   readonly registry = new client.Registry();
 
-  readonly lagSeconds = this.gauge('sync_lag_seconds', 'Seconds from source commit to applied at the sink, for the newest applied change; 0 when caught up', ['table']);
-  readonly duplicateRate = this.gauge('sync_duplicate_rate', 'Share of consumed changes skipped as duplicate or stale over the last 60 s');
+  readonly lagSeconds = new client.Gauge({
+    name: 'sync_lag_seconds',
+    help: 'Seconds the target is behind the source: age of the oldest change of the batch being applied (growing until it commits), else of the last applied batch; 0 when caught up',
+    labelNames: ['table'],
+    registers: [this.registry],
+    // Evaluated at scrape time: a batch that is slow, retried or stuck shows a growing lag
+    // instead of the value of the last batch that got through.
+    collect: () => {
+      const now = this.now();
+      for (const [table, since] of this.applyingSince) this.lagSeconds.set({ table }, Math.max(0, (now - since) / 1000));
+    },
+  });
+  readonly duplicateRate = new client.Gauge({
+    name: 'sync_duplicate_rate',
+    help: 'Share of consumed changes skipped as duplicate or stale over the last 60 s',
+    registers: [this.registry],
+    // Evaluated at scrape time too: once apply goes idle after a replay, the window empties
+    // and the rate returns to 0 instead of staying at the last batch's value.
+    collect: () => {
+      this.duplicateRate.set(this.window.rate(this.now()));
+    },
+  });
   readonly deadletterCount = this.gauge('sync_deadletter_count', 'Changes currently in the dead-letter queue');
   readonly deadletterOldestAge = this.gauge('sync_deadletter_oldest_age_seconds', 'Age of the oldest dead-letter entry (0 when empty)');
   readonly captured = this.counter('sync_events_captured_total', 'Changes decoded from the replication slot', ['table']);
@@ -32,8 +52,11 @@ export class Metrics {
   readonly consumerLag = this.gauge('sync_stream_consumer_lag', 'Records in the stream not yet consumed by this group');
 
   private readonly window = new SlidingRate(60);
+  /** Per table, commit time (ms) of the oldest change in the batch apply is writing now. */
+  private readonly applyingSince = new Map<string, number>();
 
-  constructor() {
+  /** `now` is the wall clock that source commit times are compared with. */
+  constructor(private readonly now: () => number = Date.now) {
     client.collectDefaultMetrics({ register: this.registry, prefix: 'sync_process_' });
     this.duplicateRate.set(0);
     this.deadletterCount.set(0);
@@ -43,6 +66,26 @@ export class Metrics {
   recordConsumed(consumed: number, skipped: number, nowMs = Date.now()): void {
     this.window.add(consumed, skipped, nowMs);
     this.duplicateRate.set(this.window.rate(nowMs));
+  }
+
+  /**
+   * Feeds `sync_lag_seconds`. A batch holding changes of these tables (oldest commit time
+   * per table, in ms) is being applied: until `lagApplied`, each scrape reports its age.
+   */
+  lagApplying(oldestCommitByTable: ReadonlyMap<string, number>): void {
+    for (const [table, since] of oldestCommitByTable) this.applyingSince.set(table, since);
+  }
+
+  /** The batch committed: its tables keep the age its oldest change had at that moment. */
+  lagApplied(nowMs = this.now()): void {
+    for (const [table, since] of this.applyingSince) this.lagSeconds.set({ table }, Math.max(0, (nowMs - since) / 1000));
+    this.applyingSince.clear();
+  }
+
+  /** Nothing left to read: these tables are 0 s behind. */
+  lagCaughtUp(tables: Iterable<string>): void {
+    this.applyingSince.clear();
+    for (const table of tables) this.lagSeconds.set({ table }, 0);
   }
 
   private gauge<L extends string>(name: string, help: string, labelNames: L[] = []): client.Gauge<L> {

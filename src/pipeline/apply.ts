@@ -1,5 +1,6 @@
 import type { ChangeEvent } from '../core/change.js';
 import type { Clock } from '../core/clock.js';
+import type { Dedup } from '../dedup/dedup.js';
 import { errorMessage, isRetriable, PrerequisiteError, SynclineError } from '../core/errors.js';
 import { parseLsn } from '../core/lsn.js';
 import { backoffDelay, type RetryPolicy } from '../core/retry.js';
@@ -24,6 +25,8 @@ export interface ApplyOptions {
   truncate: 'apply' | 'ignore' | 'dead_letter';
   /** The stream's end offsets, to refuse sink positions beyond them (a recreated stream). */
   endOffsets: () => Promise<Map<number, bigint>>;
+  /** External dedup records (`consumer.deduplication.backend: redis`); absent: the sink's version gate. */
+  dedup?: Dedup;
 }
 
 interface Item {
@@ -125,11 +128,26 @@ export class Apply {
       else items.push({ change, record });
     }
     this.metrics.consumed.inc(records.length);
+    // Until this batch commits, every scrape reports the age of its oldest change per table:
+    // lag grows while apply is slow, retrying or stuck rather than showing the last batch.
+    const oldest = new Map<string, number>();
+    for (const { change: c } of items) {
+      const table = `${c.schema}.${c.table}`;
+      const ts = Date.parse(c.commit_ts);
+      if (ts < (oldest.get(table) ?? Infinity)) oldest.set(table, ts); // false for an unparsable time
+      this.tablesSeen.add(table);
+    }
+    this.metrics.lagApplying(oldest);
     // Dead letters are stored before the position passes them; adding is idempotent.
     if (letters.length > 0 && !(await this.deadLetter(letters, signal))) return;
 
+    // With a dedup backend, changes recorded as applied are left out (and counted) here.
+    const duplicates = await this.skipDuplicates(items, signal);
+    if (duplicates === STOPPED) return;
+
     const started = this.options.clock.now();
     let outcome: ApplyOutcome | typeof STOPPED;
+    let applied = items;
     try {
       outcome = await this.withRetry(() => this.sink.apply(items.map((i) => i.change), positions, this.options.group), signal, 'applying a batch');
     } catch (err) {
@@ -141,12 +159,37 @@ export class Apply {
       outcome = emptyOutcome();
       if (!(await this.isolate(items, poison, outcome, signal))) return;
       if (!(await this.deadLetter(poison, signal))) return;
+      const poisoned = new Set(poison.map((l) => l.change));
+      applied = items.filter((i) => !poisoned.has(i.change));
       if ((await this.withRetry(() => this.sink.apply([], positions, this.options.group), signal, 'storing positions')) === STOPPED) return;
     }
     if (outcome === STOPPED) return; // the batch will be re-read from the stored positions
+    // Dedup records are written only after the sink applied the changes, never before: a
+    // failed apply is retried instead of being skipped as a duplicate next time.
+    const dedup = this.options.dedup;
+    if (dedup && (await this.withRetry(() => dedup.mark(applied.map((i) => i.change)), signal, 'recording dedup keys')) === STOPPED) return;
     this.metrics.applyBatchSeconds.observe((this.options.clock.now() - started) / 1000);
-    this.record(items, outcome, records.length);
+    this.record(items, outcome, records.length, duplicates);
     await this.consumer.commit(positions).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'stream offset commit failed (sink positions are authoritative)'));
+  }
+
+  /**
+   * Removes from `items` (in place) the changes the dedup backend has recorded as applied and
+   * counts them as duplicates. Returns how many, or STOPPED.
+   */
+  private async skipDuplicates(items: Item[], signal: AbortSignal): Promise<number | typeof STOPPED> {
+    const dedup = this.options.dedup;
+    if (!dedup || items.length === 0) return 0;
+    const seen = await this.withRetry(() => dedup.seen(items.map((i) => i.change)), signal, 'reading dedup keys');
+    if (seen === STOPPED) return STOPPED;
+    let kept = 0;
+    for (const [i, item] of items.entries()) {
+      if (seen[i] === true) this.metrics.duplicate.inc({ table: `${item.change.schema}.${item.change.table}` });
+      else items[kept++] = item;
+    }
+    const skipped = items.length - kept;
+    items.length = kept;
+    return skipped;
   }
 
   /**
@@ -223,30 +266,32 @@ export class Apply {
     return letter;
   }
 
-  private record(items: Item[], outcome: ApplyOutcome, consumed: number): void {
+  private record(items: Item[], outcome: ApplyOutcome, consumed: number, duplicates: number): void {
     for (const [table, counts] of outcome.byTable) {
       this.metrics.applied.inc({ table }, counts.applied);
       if (counts.stale > 0) this.metrics.stale.inc({ table }, counts.stale);
     }
     const now = this.options.clock.now();
-    this.metrics.recordConsumed(consumed, outcome.stale, now);
-    const newestByTable = new Map<string, number>();
-    let newestLsn = '';
+    // Changes folded into a newer change to the same key never reach the version gate. In a
+    // replayed batch they are duplicates as much as the stale row that absorbed them, so they
+    // are attributed in the proportion stale / (applied + stale): exact for the usual all-new
+    // or all-replayed batch (without it a pure replay showed ~0.6 instead of 1).
+    const gated = outcome.applied + outcome.stale;
+    const skipped = duplicates + (gated === 0 ? 0 : outcome.stale + (outcome.superseded * outcome.stale) / gated);
+    this.metrics.recordConsumed(consumed, skipped, now);
+    // The lag of the batch's oldest change at its commit (no longer growing).
+    this.metrics.lagApplied(now);
+    // The highest commit LSN, not the last item's: a batch interleaves partitions.
+    let newest = 0n;
     for (const { change: c } of items) {
-      const table = `${c.schema}.${c.table}`;
-      const ts = Date.parse(c.commit_ts);
-      if ((newestByTable.get(table) ?? 0) < ts) newestByTable.set(table, ts);
-      newestLsn = c.commit_lsn;
+      const lsn = parseLsn(c.commit_lsn);
+      if (lsn > newest) newest = lsn;
     }
-    for (const [table, ts] of newestByTable) {
-      this.tablesSeen.add(table);
-      this.metrics.lagSeconds.set({ table }, Math.max(0, (now - ts) / 1000));
-    }
-    if (newestLsn) this.metrics.applyLsn.set(Number(parseLsn(newestLsn)));
+    if (newest > 0n) this.metrics.applyLsn.set(Number(newest));
   }
 
   private markCaughtUp(): void {
-    for (const table of this.tablesSeen) this.metrics.lagSeconds.set({ table }, 0);
+    this.metrics.lagCaughtUp(this.tablesSeen);
   }
 
   /**

@@ -228,8 +228,11 @@ export class PostgresSink implements Sink {
     params.push(rows.map((r) => r.seq));
     params.push(rows.map((r) => r.commit_ts));
     params.push(tableLabel(target));
-    const res = await c.query<{ tombstoned: number }>(sql, params);
-    const n = res.rows[0]?.tombstoned ?? 0;
+    const res = await c.query<{ tombstoned: number; removed: number }>(sql, params);
+    // Applied means the row went away now. A tombstone written for a row that was already
+    // absent (a replay whose first run folded the delete into a later re-insert) changes
+    // nothing visible, so it counts as stale like any other replayed change.
+    const n = res.rows[0]?.removed ?? 0;
     counts.applied += n;
     counts.stale += rows.length - n;
   }
