@@ -15,7 +15,15 @@ export type Role = 'run' | 'capture' | 'apply';
  * Runs capture, apply, or both until SIGTERM/SIGINT (then drains and resolves) or until a
  * part fails (then stops the other part and rejects).
  */
-export async function runPipeline(config: SynclineConfig, role: Role, log: Logger, external?: AbortSignal, metrics = new Metrics()): Promise<void> {
+export async function runPipeline(
+  config: SynclineConfig,
+  role: Role,
+  log: Logger,
+  external?: AbortSignal,
+  metrics = new Metrics(),
+  /** `--from`: replay apply from this position instead of the sink's (see replay-from.ts). */
+  from?: string,
+): Promise<void> {
   let server: MetricsServer | undefined;
   // Readiness may be asked before the stream is open.
   const opened: { stream?: Stream } = {};
@@ -45,7 +53,7 @@ export async function runPipeline(config: SynclineConfig, role: Role, log: Logge
       });
     const s = stream;
     if (role !== 'apply') parts.push(guard(runCapture(config, s, metrics, log, stop.signal), 'capture'));
-    if (role !== 'capture') parts.push(guard(runApply(config, s, metrics, log, stop.signal), 'apply'));
+    if (role !== 'capture') parts.push(guard(runApply(config, s, metrics, log, stop.signal, from), 'apply'));
     const results = await Promise.allSettled(parts);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
@@ -118,7 +126,17 @@ export function pipelineReadiness(config: SynclineConfig, role: Role, metrics: M
     checks.sink =
       config.sink.type === 'postgres' && sinkUrl
         ? timed('SELECT 1', () => pingPostgres({ connectionString: sinkUrl }, timeoutMs))
-        : () => Promise.reject(new Error(`no readiness check for sink.type ${config.sink.type}${sinkUrl ? '' : ' without sink.url'}`));
+        : sinkUrl
+          ? // Other sinks: open a fresh one and run its (idempotent) prepare, which connects.
+            timed(`${config.sink.type} prepare`, async () => {
+              const probe = openSink(config);
+              try {
+                await probe.prepare();
+              } finally {
+                await probe.close().catch(() => undefined);
+              }
+            })
+          : () => Promise.reject(new Error(`sink.type ${config.sink.type} has no sink.url`));
     checks.lag = lagCheck(metrics, config.monitoring.alerts.lag_critical);
   }
   return readinessProbe(checks, timeoutMs);

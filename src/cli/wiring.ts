@@ -10,9 +10,16 @@ import { parseTableName, type TableName } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { Apply } from '../pipeline/apply.js';
+import { replayFrom } from './replay-from.js';
 import { Capture } from '../pipeline/capture.js';
 import { HEARTBEAT_PREFIX } from '../pipeline/change-builder.js';
 import { PostgresSink } from '../sink/postgres/postgres-sink.js';
+import { MysqlSink } from '../sink/mysql/mysql-sink.js';
+import { SqliteSink } from '../sink/sqlite/sqlite-sink.js';
+import { RedisSink } from '../sink/redis/redis-sink.js';
+import { WebhookSink } from '../sink/webhook/webhook-sink.js';
+import type { Dedup } from '../dedup/dedup.js';
+import { RedisDedup } from '../dedup/redis-dedup.js';
 import type { Sink } from '../sink/sink.js';
 import type { DeadLetterQueue } from '../dlq/dead-letter-queue.js';
 import { PostgresDeadLetterQueue } from '../dlq/postgres-dead-letter-queue.js';
@@ -51,11 +58,31 @@ export async function openStream(config: SynclineConfig, baseDir = process.cwd()
 /** Opens the configured sink. The only place that names concrete sink adapters. */
 export function openSink(config: SynclineConfig): Sink {
   const s = config.sink;
-  if (s.type !== 'postgres') {
-    throw new SynclineError('SINK_UNSUPPORTED', `sink.type ${s.type} is not supported by this build yet; use sink.type: postgres`, { retriable: false });
+  if ((s.type === 'mysql' || s.type === 'sqlite') && s.delete_mode === 'soft') {
+    throw new SynclineError('SINK_UNSUPPORTED', `sink.delete_mode: soft is not supported by the ${s.type} sink; use delete_mode: hard (rows are deleted, tombstones kept)`, { retriable: false });
   }
   if (!s.url) throw new PrerequisiteError('no sink connection URL', 'set sink.url in the config or the SYNCLINE_SINK_URL environment variable');
-  return new PostgresSink({ url: s.url, stateSchema: s.state_schema, deleteMode: s.delete_mode, versionGate: s.version_gate });
+  switch (s.type) {
+    case 'postgres':
+      return new PostgresSink({ url: s.url, stateSchema: s.state_schema, deleteMode: s.delete_mode, versionGate: s.version_gate });
+    case 'redis':
+      // Redis has no schemas: sink.state_schema is the first segment of every key syncline writes.
+      return new RedisSink({ url: s.url, prefix: s.state_schema, deleteMode: s.delete_mode, versionGate: s.version_gate });
+    case 'webhook':
+      return new WebhookSink({ url: s.url, batch: s.webhook_batch });
+    case 'mysql':
+      // syncline's own tables are `<state_schema>_positions` etc. in the URL's database.
+      return new MysqlSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate });
+    case 'sqlite':
+      return new SqliteSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate });
+  }
+}
+
+/** The dedup backend of `consumer.deduplication`; undefined for `sink` (the sink's version gate). */
+export function openDedup(config: SynclineConfig): Dedup | undefined {
+  const d = config.consumer.deduplication;
+  if (d.backend === 'sink') return undefined;
+  return new RedisDedup({ url: d.url ?? 'redis://127.0.0.1:6379', keyPattern: d.key_pattern, ttlSeconds: d.ttl_seconds });
 }
 
 /** Opens the dead-letter queue: a table in `dead_letter.url`, or in a postgres sink's database. */
@@ -209,9 +236,13 @@ async function publicationTables(admin: pg.Client, publication: string): Promise
 }
 
 /** Runs apply (stream → sink) until `signal` aborts. */
-export async function runApply(config: SynclineConfig, stream: Stream, metrics: Metrics, log: Logger, signal: AbortSignal): Promise<void> {
+export async function runApply(config: SynclineConfig, stream: Stream, metrics: Metrics, log: Logger, signal: AbortSignal, from?: string): Promise<void> {
   const sink = openSink(config);
   const deadLetters = openDeadLetterQueue(config);
+  const dedup = openDedup(config);
+  if (!dedup && config.sink.type === 'webhook') {
+    log.warn('webhook sink without a dedup backend: a replayed change is POSTed again; set consumer.deduplication.backend: redis, or have the receiver ignore idempotency keys it has seen');
+  }
   try {
     const apply = new Apply((options) => stream.consumer(config.consumer.group_id, options), sink, metrics, log, {
       group: config.consumer.group_id,
@@ -226,10 +257,13 @@ export async function runApply(config: SynclineConfig, stream: Stream, metrics: 
       clock: systemClock,
       deadLetters,
       truncate: config.sink.truncate,
+      ...(from ? { from: replayFrom(from, stream) } : {}),
       endOffsets: () => stream.endOffsets(),
+      dedup,
     });
     await apply.run(signal);
   } finally {
+    await dedup?.close();
     await deadLetters?.close();
     await sink.close();
   }

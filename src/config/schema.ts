@@ -100,8 +100,10 @@ const sink = z
     delete_mode: z.enum(['hard', 'soft']).default('hard'),
     /** What a source TRUNCATE does at the target: apply it, ignore it, or park it in the dead-letter queue. */
     truncate: z.enum(['apply', 'ignore', 'dead_letter']).default('apply'),
-    /** Schema in the target database for syncline's own tables (positions, tombstones). */
+    /** Schema in the target database for syncline's own tables (positions, tombstones); for redis, the key prefix. */
     state_schema: identifier.default('syncline'),
+    /** webhook: true POSTs each batch as a JSON array (header Idempotency-Keys); false POSTs one change per request (header Idempotency-Key). */
+    webhook_batch: z.boolean().default(true),
   })
   .strict();
 

@@ -23,6 +23,11 @@ export interface ApplyOptions {
   deadLetterRefreshMs?: number;
   /** What to do with TRUNCATE changes. */
   truncate: 'apply' | 'ignore' | 'dead_letter';
+  /**
+   * Replay: where to start instead of the sink's positions, on the first assignment only
+   * (`syncline apply --from`). The version gate makes the replay harmless.
+   */
+  from?: (partitions: readonly number[]) => Promise<Map<number, bigint>>;
   /** The stream's end offsets, to refuse sink positions beyond them (a recreated stream). */
   endOffsets: () => Promise<Map<number, bigint>>;
   /** External dedup records (`consumer.deduplication.backend: redis`); absent: the sink's version gate. */
@@ -70,7 +75,16 @@ export class Apply {
     if (signal.aborted) return;
     await this.refreshDeadLetters(signal);
     const group = this.options.group;
+    let replayFrom = this.options.from;
     const startPositions = async (partitions: readonly number[]): Promise<Map<number, bigint>> => {
+      if (replayFrom) {
+        const from = await replayFrom(partitions);
+        replayFrom = undefined;
+        this.log.info({ group, from: Object.fromEntries([...from].map(([p, o]) => [p, o.toString()])) }, 'replaying from the requested position');
+        return from;
+      }
+      // Sinks without stored positions resume from the stream's committed group offsets.
+      if (!this.sink.storesPositions) return new Map();
       const read = await this.withRetry(() => this.sink.positions(group), signal, 'reading sink positions');
       const stored = read === STOPPED ? new Map<number, bigint>() : read;
       const ends = await this.options.endOffsets();
@@ -90,7 +104,7 @@ export class Apply {
       this.log.info({ group, positions: Object.fromEntries([...start].map(([p, o]) => [p, o.toString()])) }, 'partitions assigned');
       return start;
     };
-    this.consumer = await this.openConsumer(this.sink.storesPositions ? { startPositions } : {});
+    this.consumer = await this.openConsumer(this.sink.storesPositions || replayFrom ? { startPositions } : {});
     try {
       while (!signal.aborted) {
         const records = await this.consumer.poll(this.options.batchSize, this.options.batchWaitMs);

@@ -348,7 +348,8 @@ export class Capture {
     const records = new Array<OutgoingRecord>(events.length);
     for (let i = 0; i < events.length; i++) {
       const e = events[i] as ChangeEvent;
-      records[i] = { key: partitionKeyOf(e), value: Buffer.from(JSON.stringify(e)) };
+      // The id lets brokers with publish dedupe (NATS Nats-Msg-Id) drop a resend after a crash.
+      records[i] = { key: partitionKeyOf(e), value: Buffer.from(JSON.stringify(e)), id: `${e.source}:${e.commit_lsn}:${e.seq}` };
     }
     if (this.inFlight.length >= this.options.maxInFlight) this.setPaused('window', true);
     this.producer.publish(records).then(

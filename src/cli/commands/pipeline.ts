@@ -12,14 +12,17 @@ const ROLES: readonly [Role, string][] = [
 
 export function registerPipeline(program: Command): void {
   for (const [role, description] of ROLES) {
-    program
+    const cmd = program
       .command(role)
       .description(description)
-      .addOption(configOption())
-      .action(async (opts: { config: string }) => {
+      .addOption(configOption());
+    if (role !== 'capture') {
+      cmd.option('--from <position>', 'replay from: beginning, an offset, partition:offset pairs, or a time (ISO-8601 or @epoch-ms)');
+    }
+    cmd.action(async (opts: { config: string; from?: string }) => {
         const log = createLogger();
         const config = loadConfigFile(opts.config);
-        await runPipeline(config, role, log);
+        await runPipeline(config, role, log, undefined, undefined, opts.from);
         log.info('stopped cleanly');
         log.flush();
       });

@@ -660,9 +660,14 @@ class NatsConsumer implements StreamConsumer {
     });
   }
 
-  /** (Re)creates the partition's durable consumer so that it delivers from `offset` on. */
+  /**
+   * (Re)creates the partition's durable consumer so that it delivers from `offset` on.
+   * Keeps what is buffered: after a seek the buffer was already emptied, and after a failed
+   * pull `offset` is the first record not buffered yet, so the buffer stays valid.
+   */
   private async reposition(st: PartitionState, offset: bigint): Promise<void> {
-    this.dropBuffered(st);
+    st.epoch++; // deliveries of the old consumer's pulls are ignored from now on
+    st.next = null;
     st.position = offset;
     const jsm = this.stream.jsm;
     try {
@@ -685,8 +690,12 @@ class NatsConsumer implements StreamConsumer {
   /** The pull loop of one partition: repositions when asked, pulls while its buffer has room. */
   private async run(st: PartitionState): Promise<void> {
     let failures = 0;
+    /** Accepted deliveries not yet in the buffer; flushed even when the pull fails, so that
+     *  everything below `st.next` is always buffered or polled. */
+    const batch: StreamRecord[] = [];
     while (!this.closed) {
       let repositioning = false;
+      let epoch = st.epoch;
       try {
         if (st.want !== null) {
           const at = st.want;
@@ -700,13 +709,12 @@ class NatsConsumer implements StreamConsumer {
           await this.waitForSpace(200);
           continue;
         }
-        const epoch = st.epoch;
+        epoch = st.epoch;
         const consumer = st.handle;
         if (consumer === null) throw new SynclineError('STREAM_NOT_POSITIONED', `${st.stream} has no reader`, { retriable: true });
         const pull = await consumer.fetch({ max_messages: Math.min(room, this.fetchBatch), expires: PULL_EXPIRES_MS });
         st.pull = pull;
         if (epoch !== st.epoch || this.closed) pull.stop();
-        const batch: StreamRecord[] = [];
         for await (const m of pull) {
           if (epoch !== st.epoch || this.closed) continue; // stopped: let the iterator finish
           if (!this.accept(st, m, batch)) pull.stop();
@@ -714,7 +722,6 @@ class NatsConsumer implements StreamConsumer {
           // message being processed still counts as pending).
           if (batch.length > 0 && pull.getPending() <= 1) this.flush(st, batch, epoch);
         }
-        this.flush(st, batch, epoch);
         failures = 0;
       } catch (err) {
         if (this.closed) break;
@@ -730,6 +737,7 @@ class NatsConsumer implements StreamConsumer {
         await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** failures, 2000)));
         failures++;
       } finally {
+        this.flush(st, batch, epoch);
         st.pull = null;
       }
     }

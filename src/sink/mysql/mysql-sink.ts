@@ -1,0 +1,393 @@
+import { createHash } from 'node:crypto';
+import mysql, { type Pool, type PoolConnection, type ResultSetHeader, type RowDataPacket } from 'mysql2/promise';
+import type { ChangeEvent } from '../../core/change.js';
+import { PrerequisiteError, SynclineError } from '../../core/errors.js';
+import { parseLsn } from '../../core/lsn.js';
+import { collapseBatch, type TableBatch } from '../collapse.js';
+import type { ApplyOutcome, Sink } from '../sink.js';
+import { classifyMysqlError, isFatalMysqlError, isStructuralMysqlError } from './mysql-errors.js';
+import { VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, keyComparand, loadMysqlTable, quoteMysqlIdent as q, toMysqlParam, type MysqlColumn, type MysqlTable } from './mysql-table.js';
+
+export interface MysqlSinkOptions {
+  /** `mysql://user:password@host:port/database`; the database is required. */
+  url: string;
+  /**
+   * Prefix of syncline's own tables in the URL's database: `<stateSchema>_positions`,
+   * `<stateSchema>_tombstones`, `<stateSchema>_truncations`. (Tables in the target database
+   * rather than a separate database: the apply user needs no CREATE DATABASE grant, and the
+   * positions commit in the same InnoDB transaction as the rows either way.)
+   */
+  stateSchema: string;
+  versionGate: boolean;
+  poolSize?: number;
+}
+
+const V_LSN = q(VERSION_LSN_COLUMN);
+const V_SEQ = q(VERSION_SEQ_COLUMN);
+/** A row's stored version; rows written before syncline managed the table count as oldest. */
+const ROW_VERSION = `(COALESCE(${V_LSN}, 0), COALESCE(${V_SEQ}, 0))`;
+/** The version gate inside ON DUPLICATE KEY UPDATE: the stored row is older than the incoming one. */
+const NEWER = `${ROW_VERSION} < (VALUES(${V_LSN}), VALUES(${V_SEQ}))`;
+/** Aliases of the derived input table; odd names so they never collide with target columns. */
+const IN = (i: number): string => q(`__syncline_c${i}`);
+const IN_LSN = q('__syncline_lsn');
+const IN_SEQ = q('__syncline_seq');
+const IN_KEY = q('__syncline_key');
+
+/** Statements stay well under max_allowed_packet (16 MiB by default) and the parser's comfort. */
+const MAX_ROWS_PER_STATEMENT = 500;
+const MAX_BYTES_PER_STATEMENT = 4 << 20;
+
+type Counts = { applied: number; stale: number };
+
+/**
+ * MySQL / MariaDB target. Each batch is one InnoDB transaction: version-gated upserts per
+ * table (INSERT ... SELECT ... ON DUPLICATE KEY UPDATE), deletes with tombstones,
+ * truncations as watermarks, and the consumer positions.
+ *
+ * The version gate, in one statement per group of rows:
+ *
+ *   INSERT INTO t (cols..., _syncline_lsn, _syncline_seq)
+ *   SELECT ... FROM (<the rows>) i
+ *    WHERE NOT EXISTS (newer tombstone of the key) AND NOT EXISTS (newer truncation of the table)
+ *   ON DUPLICATE KEY UPDATE
+ *     col           = IF(G, VALUES(col), col), ...        -- every data column, then
+ *     _syncline_seq = IF(G, VALUES(_syncline_seq), _syncline_seq),
+ *     _syncline_lsn = GREATEST(COALESCE(_syncline_lsn, 0), VALUES(_syncline_lsn))
+ *   with G = (COALESCE(_syncline_lsn, 0), COALESCE(_syncline_seq, 0)) < (VALUES(_syncline_lsn), VALUES(_syncline_seq))
+ *
+ * MySQL evaluates ODKU assignments left to right and each sees the columns already assigned,
+ * so G must only ever read the *old* version: the data columns come first, then
+ * `_syncline_seq` (G still reads the old seq and lsn), and `_syncline_lsn` last with an
+ * expression that does not depend on seq at all: if G holds, the new lsn is >= the old one,
+ * and if G fails, the new lsn is <= the old one, so GREATEST picks exactly what G would. The
+ * same statement is also correct under MariaDB's SIMULTANEOUS_ASSIGNMENT sql_mode, where all
+ * assignments read the old row. A stale row is "updated" to its own values, which MySQL
+ * reports as not changed; that is how applied and stale are counted (see `appliedRows`).
+ */
+export class MysqlSink implements Sink {
+  readonly storesPositions = true;
+  private readonly pool: Pool;
+  private readonly state: { positions: string; tombstones: string; truncations: string };
+  private readonly tables = new Map<string, MysqlTable>();
+  private readonly sessionReady = new WeakSet<object>();
+
+  constructor(private readonly options: MysqlSinkOptions) {
+    let url: URL;
+    try {
+      url = new URL(options.url);
+    } catch {
+      throw new PrerequisiteError('sink.url is not a URL', 'set sink.url to mysql://user:password@host:3306/database');
+    }
+    if (url.pathname.replace(/^\//, '') === '') {
+      throw new PrerequisiteError(`sink.url ${url.protocol}//${url.host} names no database`, 'add the target database to sink.url: mysql://user:password@host:3306/database');
+    }
+    this.pool = mysql.createPool({
+      uri: options.url,
+      connectionLimit: options.poolSize ?? 2,
+      // Positions and versions are 64-bit: never round them through a JavaScript number.
+      supportBigNumbers: true,
+      bigNumberStrings: true,
+      dateStrings: true,
+      charset: 'utf8mb4',
+      connectTimeout: 10_000,
+      // Without FOUND_ROWS, an ON DUPLICATE KEY UPDATE that changes nothing (a stale row)
+      // counts 0 affected rows, which `appliedRows` relies on.
+      flags: ['-FOUND_ROWS'],
+    });
+    const s = options.stateSchema;
+    this.state = { positions: q(`${s}_positions`), tombstones: q(`${s}_tombstones`), truncations: q(`${s}_truncations`) };
+  }
+
+  async prepare(): Promise<void> {
+    await this.withConnection(async (c) => {
+      // utf8mb4_bin: group ids and table names compare exactly, as in PostgreSQL.
+      const opts = 'ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin';
+      await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.positions} (
+        group_id VARCHAR(255) NOT NULL, stream_partition INT NOT NULL, next_offset BIGINT NOT NULL,
+        updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), PRIMARY KEY (group_id, stream_partition)) ${opts}`);
+      // Keys are found by a SHA-256 of the key's JSON text: keys of any length fit the index.
+      await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.tombstones} (
+        table_name VARCHAR(255) NOT NULL, key_hash BINARY(32) NOT NULL, row_key LONGTEXT NOT NULL,
+        lsn BIGINT UNSIGNED NOT NULL, seq INT NOT NULL, deleted_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+        PRIMARY KEY (table_name, key_hash)) ${opts}`);
+      await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.truncations} (
+        table_name VARCHAR(255) NOT NULL PRIMARY KEY, lsn BIGINT UNSIGNED NOT NULL, seq INT NOT NULL) ${opts}`);
+    }, 'preparing the MySQL sink');
+  }
+
+  async positions(group: string): Promise<Map<number, bigint>> {
+    const [rows] = await this.withConnection(
+      (c) => c.query<(RowDataPacket & { p: number; o: string })[]>(`SELECT stream_partition AS p, CAST(next_offset AS CHAR) AS o FROM ${this.state.positions} WHERE group_id = ?`, [group]),
+      'reading sink positions',
+    );
+    return new Map(rows.map((r) => [Number(r.p), BigInt(r.o)]));
+  }
+
+  async apply(changes: readonly ChangeEvent[], positions: ReadonlyMap<number, bigint>, group: string): Promise<ApplyOutcome> {
+    const { tables, superseded } = collapseBatch(changes);
+    const outcome: ApplyOutcome = { applied: 0, stale: 0, superseded, byTable: new Map() };
+    await this.withConnection(async (c) => {
+      // Metadata (and ALTER TABLE, which commits implicitly) before the batch transaction.
+      const targets = new Map<TableBatch, MysqlTable>();
+      for (const batch of tables) targets.set(batch, await this.target(c, batch.schema, batch.table));
+      await c.query('START TRANSACTION');
+      try {
+        for (const batch of tables) {
+          const target = targets.get(batch) as MysqlTable;
+          const counts: Counts = { applied: 0, stale: 0 };
+          if (batch.truncate) await this.truncate(c, target, batch.truncate, counts);
+          await this.upsert(c, target, batch, counts);
+          await this.delete(c, target, batch, counts);
+          outcome.applied += counts.applied;
+          outcome.stale += counts.stale;
+          outcome.byTable.set(`${batch.schema}.${batch.table}`, counts);
+        }
+        if (positions.size > 0) {
+          const values = [...positions].map(() => '(?, ?, ?)').join(', ');
+          const params = [...positions].flatMap(([p, o]) => [group, p, o.toString()]);
+          await c.query(
+            `INSERT INTO ${this.state.positions} (group_id, stream_partition, next_offset) VALUES ${values}
+             ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset), updated_at = CURRENT_TIMESTAMP(6)`,
+            params,
+          );
+        }
+        await c.query('COMMIT');
+      } catch (err) {
+        await c.query('ROLLBACK').catch(() => undefined);
+        // The target's structure may have changed (or be the problem): re-read it next time.
+        if (isStructuralMysqlError(err)) this.tables.clear();
+        throw err;
+      }
+    }, 'applying to the MySQL sink');
+    return outcome;
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+
+  private async withConnection<T>(fn: (c: PoolConnection) => Promise<T>, what: string): Promise<T> {
+    let c: PoolConnection;
+    try {
+      c = await this.pool.getConnection();
+      if (!this.sessionReady.has(c.connection)) {
+        await this.initSession(c);
+        this.sessionReady.add(c.connection);
+      }
+    } catch (err) {
+      throw classifyMysqlError(err, `connecting to the MySQL sink (${what})`);
+    }
+    let broken = false;
+    try {
+      return await fn(c);
+    } catch (err) {
+      broken = isFatalMysqlError(err);
+      throw classifyMysqlError(err, what);
+    } finally {
+      if (broken) c.destroy();
+      else c.release();
+    }
+  }
+
+  /**
+   * Session settings syncline relies on: UTC for TIMESTAMP columns (values arrive converted
+   * to UTC), strict mode (an over-long or invalid value is an error, never a silent
+   * truncation, i.e. drift), and backslash escapes (mysql2 escapes parameters with them).
+   */
+  private async initSession(c: PoolConnection): Promise<void> {
+    const [rows] = await c.query<(RowDataPacket & { mode: string })[]>('SELECT @@SESSION.sql_mode AS mode');
+    const modes = new Set((rows[0]?.mode ?? '').split(',').filter((m) => m !== '' && m !== 'NO_BACKSLASH_ESCAPES'));
+    modes.add('STRICT_ALL_TABLES');
+    await c.query("SET SESSION time_zone = '+00:00', SESSION sql_mode = ?", [[...modes].join(',')]);
+  }
+
+  private async target(c: PoolConnection, schema: string, table: string): Promise<MysqlTable> {
+    const name = `${schema}.${table}`;
+    let t = this.tables.get(name);
+    if (!t) {
+      t = await loadMysqlTable(c, schema, table);
+      this.tables.set(name, t);
+    }
+    return t;
+  }
+
+  private async upsert(c: PoolConnection, target: MysqlTable, batch: TableBatch, counts: Counts): Promise<void> {
+    // Rows with the same set of sent columns share statements (unchanged TOAST columns are left out).
+    const groups = new Map<string, ChangeEvent[]>();
+    for (const row of batch.rows) {
+      if (row.op === 'DELETE' || !row.payload) continue;
+      const cols = Object.keys(row.payload).join('\u0000');
+      const g = groups.get(cols);
+      if (g) g.push(row);
+      else groups.set(cols, [row]);
+    }
+    for (const rows of groups.values()) {
+      const first = rows[0] as ChangeEvent;
+      const columns = Object.keys(first.payload ?? {});
+      const keyColumns = Object.keys(first.key);
+      checkColumns(target, columns, keyColumns);
+      const metas = columns.map((col) => target.columns.get(col) as MysqlColumn);
+      for (const chunk of chunks(rows)) {
+        const params: unknown[] = [];
+        const selects = chunk.map((r, j) => {
+          const payload = r.payload as Record<string, string | null>;
+          for (let i = 0; i < columns.length; i++) params.push(toMysqlParam(metas[i] as MysqlColumn, payload[columns[i] as string] ?? null));
+          params.push(keyHash(r));
+          // Versions are computed integers, written as literals so they compare exactly (no string → double).
+          const lsn = parseLsn(r.commit_lsn).toString();
+          const seq = String(r.seq | 0);
+          // The first SELECT of the UNION names the derived table's columns.
+          const values = j === 0
+            ? [...columns.map((_, i) => `? AS ${IN(i)}`), `? AS ${IN_KEY}`, `${lsn} AS ${IN_LSN}`, `${seq} AS ${IN_SEQ}`]
+            : [...columns.map(() => '?'), '?', lsn, seq];
+          return `SELECT ${values.join(', ')}`;
+        });
+        const res = await this.exec(c, this.upsertSql(target, columns, keyColumns, selects.join('\n UNION ALL ')), params);
+        const n = appliedRows(res, chunk.length);
+        counts.applied += n;
+        counts.stale += chunk.length - n;
+      }
+    }
+  }
+
+  private upsertSql(target: MysqlTable, columns: string[], keyColumns: string[], rowsSql: string): string {
+    const gate = this.options.versionGate;
+    const updates = columns.filter((col) => !keyColumns.includes(col)).map((col) => (gate ? `${q(col)} = IF(${NEWER}, VALUES(${q(col)}), ${q(col)})` : `${q(col)} = VALUES(${q(col)})`));
+    // Order matters, see the class comment: data columns, then seq, then lsn.
+    updates.push(gate ? `${V_SEQ} = IF(${NEWER}, VALUES(${V_SEQ}), ${V_SEQ})` : `${V_SEQ} = VALUES(${V_SEQ})`);
+    updates.push(gate ? `${V_LSN} = GREATEST(COALESCE(${V_LSN}, 0), VALUES(${V_LSN}))` : `${V_LSN} = VALUES(${V_LSN})`);
+    const label = mysql.escape(target.label);
+    const where = gate
+      ? `WHERE NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
+                            WHERE tb.table_name = ${label} AND tb.key_hash = i.${IN_KEY} AND (tb.lsn, tb.seq) >= (i.${IN_LSN}, i.${IN_SEQ}))
+           AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr
+                            WHERE tr.table_name = ${label} AND (tr.lsn, tr.seq) >= (i.${IN_LSN}, i.${IN_SEQ}))`
+      : '';
+    return `INSERT INTO ${target.qualified} (${[...columns.map(q), V_LSN, V_SEQ].join(', ')})
+      SELECT ${[...columns.map((_, i) => `i.${IN(i)}`), `i.${IN_LSN}`, `i.${IN_SEQ}`].join(', ')}
+        FROM (${rowsSql}) AS i
+      ${where}
+      ON DUPLICATE KEY UPDATE ${updates.join(', ')}`;
+  }
+
+  private async delete(c: PoolConnection, target: MysqlTable, batch: TableBatch, counts: Counts): Promise<void> {
+    const rows = batch.rows.filter((r) => r.op === 'DELETE');
+    if (rows.length === 0) return;
+    const keyColumns = Object.keys((rows[0] as ChangeEvent).key);
+    checkColumns(target, [], keyColumns);
+    const gate = this.options.versionGate;
+    for (const chunk of chunks(rows)) {
+      // 1. Tombstones, advanced only by a newer delete (same ordering rule as the upsert).
+      const tombParams: unknown[] = [];
+      const tombValues = chunk.map((r) => {
+        tombParams.push(target.label, keyHash(r), JSON.stringify(Object.values(r.key)));
+        return `(?, ?, ?, ${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0})`;
+      });
+      const newer = '(lsn, seq) < (VALUES(lsn), VALUES(seq))';
+      await this.exec(
+        c,
+        `INSERT INTO ${this.state.tombstones} (table_name, key_hash, row_key, lsn, seq) VALUES ${tombValues.join(', ')}
+         ON DUPLICATE KEY UPDATE deleted_at = IF(${newer}, CURRENT_TIMESTAMP(6), deleted_at),
+                                 seq = IF(${newer}, VALUES(seq), seq),
+                                 lsn = GREATEST(lsn, VALUES(lsn))`,
+        tombParams,
+      );
+      // 2. The rows, where older than the delete. Key values are compared as constants
+      //    (numbers as literals), so MySQL compares them in the column's type.
+      const params: unknown[] = [];
+      const conds = chunk.map((r) => {
+        const match = keyColumns.map((col) => {
+          const v = keyComparand(target.columns.get(col) as MysqlColumn, r.key[col] ?? null, params);
+          return v === 'NULL' ? `${q(col)} IS NULL` : `${q(col)} = ${v}`;
+        });
+        if (gate) match.push(`${ROW_VERSION} < (${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0})`);
+        return `(${match.join(' AND ')})`;
+      });
+      const res = await this.exec(c, `DELETE FROM ${target.qualified} WHERE ${conds.join(' OR ')}`, params);
+      // Applied means a row went away now, as in the postgres sink: a tombstone written for a
+      // row that was already absent changes nothing visible and counts as stale.
+      counts.applied += res.affectedRows;
+      counts.stale += chunk.length - res.affectedRows;
+    }
+  }
+
+  private async truncate(c: PoolConnection, target: MysqlTable, change: ChangeEvent, counts: Counts): Promise<void> {
+    const lsn = parseLsn(change.commit_lsn).toString();
+    const seq = change.seq | 0;
+    const res = await this.exec(
+      c,
+      `INSERT INTO ${this.state.truncations} (table_name, lsn, seq) VALUES (?, ${lsn}, ${seq})
+       ON DUPLICATE KEY UPDATE seq = IF((lsn, seq) < (VALUES(lsn), VALUES(seq)), VALUES(seq), seq), lsn = GREATEST(lsn, VALUES(lsn))`,
+      [target.label],
+    );
+    if (res.affectedRows === 0) {
+      counts.stale += 1;
+      return;
+    }
+    // Rows older than the truncation go; newer ones (applied from other partitions) stay.
+    await this.exec(c, `DELETE FROM ${target.qualified} WHERE ${ROW_VERSION} < (${lsn}, ${seq})`, []);
+    counts.applied += 1;
+  }
+
+  private async exec(c: PoolConnection, sql: string, params: unknown[]): Promise<ResultSetHeader> {
+    const [res] = await c.query<ResultSetHeader>(sql, params);
+    return res;
+  }
+}
+
+/**
+ * How many rows of an INSERT ... ON DUPLICATE KEY UPDATE were written (inserted, or updated
+ * because the version gate let them through). Without CLIENT_FOUND_ROWS the server reports
+ * affected = inserted + 2 × updated, where a duplicate "updated" to its own values (a stale
+ * row) is not updated and counts 0; the info string `Records: R  Duplicates: D  Warnings: W`
+ * has D = updated (changed duplicates only). So written = inserted + updated = affected − D.
+ * (Checked against MariaDB 10.11; MySQL's sql_insert.cc computes both the same way.) A
+ * single-row INSERT ... VALUES sends no info string; then affected > 0 means written.
+ */
+export function appliedRows(res: ResultSetHeader, rows: number): number {
+  const m = /Records:\s*(\d+)\s+Duplicates:\s*(\d+)/i.exec(res.info ?? '');
+  if (!m) {
+    if (rows === 1) return res.affectedRows > 0 ? 1 : 0;
+    throw new SynclineError('SINK_MYSQL_COUNT', `cannot count applied rows: server sent no Records/Duplicates info (${JSON.stringify(res.info)})`, { retriable: false });
+  }
+  return res.affectedRows - Number(m[2]);
+}
+
+function keyHash(change: ChangeEvent): Buffer {
+  return createHash('sha256').update(JSON.stringify(Object.values(change.key))).digest();
+}
+
+function* chunks(rows: ChangeEvent[]): Generator<ChangeEvent[]> {
+  let chunk: ChangeEvent[] = [];
+  let bytes = 0;
+  for (const r of rows) {
+    let size = 64;
+    for (const v of Object.values(r.payload ?? r.key)) size += v === null ? 4 : v.length + 8;
+    if (chunk.length > 0 && (chunk.length >= MAX_ROWS_PER_STATEMENT || bytes + size > MAX_BYTES_PER_STATEMENT)) {
+      yield chunk;
+      chunk = [];
+      bytes = 0;
+    }
+    chunk.push(r);
+    bytes += size;
+  }
+  if (chunk.length > 0) yield chunk;
+}
+
+function checkColumns(target: MysqlTable, columns: string[], keyColumns: string[]): void {
+  const missing = [...new Set([...columns, ...keyColumns])].filter((c) => !target.columns.has(c));
+  if (missing.length > 0) {
+    throw new PrerequisiteError(
+      `target table ${target.label} lacks column(s) ${missing.join(', ')}`,
+      `ALTER TABLE ${target.qualified} ${missing.map((m) => `ADD COLUMN ${q(m)} <type>`).join(', ')}`,
+    );
+  }
+  const pk = [...target.primaryKey].sort().join(',');
+  if (pk !== [...keyColumns].sort().join(',')) {
+    throw new PrerequisiteError(
+      `target table ${target.label} has primary key (${target.primaryKey.join(', ') || 'none'}) but the source key is (${keyColumns.join(', ')})`,
+      `give the target the same primary key: ALTER TABLE ${target.qualified} ADD PRIMARY KEY (${keyColumns.map(q).join(', ')})`,
+    );
+  }
+}

@@ -1,0 +1,171 @@
+import type { PoolConnection, RowDataPacket } from 'mysql2/promise';
+import { PrerequisiteError } from '../../core/errors.js';
+import { decimalLiteral, integerLiteral, isPgByteaHex, pgBoolToDigit, pgByteaToBuffer, pgTextToJson, pgTimestampToUtc } from '../pg-text.js';
+
+export const VERSION_LSN_COLUMN = '_syncline_lsn';
+export const VERSION_SEQ_COLUMN = '_syncline_seq';
+
+/** Backtick-quotes a MySQL identifier (embedded backticks doubled). */
+export function quoteMysqlIdent(name: string): string {
+  return `\`${name.replace(/`/g, '``')}\``;
+}
+
+/**
+ * How a change event value (PostgreSQL text output) becomes a MySQL value, by the target
+ * column's type. See README "Sinks" for the table.
+ */
+export type ValueKind = 'text' | 'integer' | 'decimal' | 'bit' | 'datetime' | 'binary' | 'json';
+
+export interface MysqlColumn {
+  name: string;
+  kind: ValueKind;
+}
+
+export interface MysqlTable {
+  /** `schema.table` of the source, for bookkeeping rows and messages. */
+  label: string;
+  /** Quoted target name, `db`.`table` or `table` (the connection's database). */
+  qualified: string;
+  columns: Map<string, MysqlColumn>;
+  primaryKey: string[];
+}
+
+const KINDS: Record<string, ValueKind> = {
+  tinyint: 'integer', smallint: 'integer', mediumint: 'integer', int: 'integer', integer: 'integer', bigint: 'integer',
+  decimal: 'decimal', numeric: 'decimal', float: 'decimal', double: 'decimal', real: 'decimal',
+  bit: 'bit',
+  datetime: 'datetime', timestamp: 'datetime',
+  binary: 'binary', varbinary: 'binary', tinyblob: 'binary', blob: 'binary', mediumblob: 'binary', longblob: 'binary',
+  json: 'json',
+};
+
+/**
+ * A value for an INSERT (sent as a bind parameter). MySQL converts strings to the column's
+ * type exactly on assignment, so most values pass as text.
+ */
+export function toMysqlParam(column: MysqlColumn, text: string | null): string | number | Buffer | null {
+  if (text === null) return null;
+  switch (column.kind) {
+    case 'integer':
+    case 'decimal':
+      return pgBoolToDigit(text);
+    case 'bit': {
+      // A string assigned to BIT is taken as bytes ('1' = 0x31): send a number.
+      const digits = pgBoolToDigit(text);
+      const n = /^[01]+$/.test(digits) && digits.length > 1 ? parseInt(digits, 2) : Number(digits);
+      return Number.isSafeInteger(n) ? n : text;
+    }
+    case 'datetime':
+      return pgTimestampToUtc(text);
+    case 'binary':
+      return isPgByteaHex(text) ? pgByteaToBuffer(text) : Buffer.from(text, 'utf8');
+    case 'json':
+      return pgTextToJson(text);
+    case 'text':
+      return text;
+  }
+}
+
+/**
+ * A key value for a WHERE comparison. Numbers go into the SQL text as validated literals:
+ * MySQL compares an integer column with a string parameter as doubles, which cannot tell
+ * apart keys above 2^53. Everything else is a bind parameter ('?').
+ */
+export function keyComparand(column: MysqlColumn, text: string | null, params: unknown[]): string {
+  if (text === null) return 'NULL';
+  switch (column.kind) {
+    case 'integer':
+      return integerLiteral(pgBoolToDigit(text));
+    case 'decimal':
+      return decimalLiteral(text);
+    default:
+      params.push(toMysqlParam(column, text));
+      return '?';
+  }
+}
+
+/** Where a source table lives on the target: `public` → the URL's database, else the database named like the schema. */
+export function targetDatabase(schema: string): string | undefined {
+  return schema === 'public' ? undefined : schema;
+}
+
+/**
+ * Reads a target table's columns and primary key, adding syncline's version columns when
+ * missing. ALTER TABLE commits implicitly in MySQL, so this runs outside the batch transaction.
+ */
+export async function loadMysqlTable(conn: PoolConnection, schema: string, table: string): Promise<MysqlTable> {
+  const database = targetDatabase(schema);
+  const qualified = database === undefined ? quoteMysqlIdent(table) : `${quoteMysqlIdent(database)}.${quoteMysqlIdent(table)}`;
+  const label = `${schema}.${table}`;
+  let meta = await readTable(conn, database, table, label, qualified);
+  if (!meta) {
+    throw new PrerequisiteError(
+      `target table ${label} does not exist in the MySQL sink database${database === undefined ? '' : ` ${database}`}`,
+      `create ${qualified} on the target with the source's columns and primary key (source schema public maps to the sink URL's database, other schemas to the database of the same name)`,
+    );
+  }
+  const missing = [VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN].filter((c) => !meta?.columns.has(c));
+  if (missing.length > 0) {
+    const defs = { [VERSION_LSN_COLUMN]: 'BIGINT UNSIGNED NULL', [VERSION_SEQ_COLUMN]: 'INT NULL' } as Record<string, string>;
+    try {
+      await conn.query(`ALTER TABLE ${qualified} ${missing.map((c) => `ADD COLUMN ${quoteMysqlIdent(c)} ${defs[c]}`).join(', ')}`);
+    } catch (err) {
+      // 1060 duplicate column: another apply process added it first.
+      if ((err as { errno?: unknown }).errno !== 1060) throw err;
+    }
+    meta = await readTable(conn, database, table, label, qualified);
+    if (!meta) throw new Error(`target table ${label} vanished`);
+  }
+  return meta;
+}
+
+interface ColumnRow extends RowDataPacket {
+  name: string;
+  data_type: string;
+  column_key: string;
+}
+
+async function readTable(conn: PoolConnection, database: string | undefined, table: string, label: string, qualified: string): Promise<MysqlTable | undefined> {
+  const [rows] = await conn.query<ColumnRow[]>(
+    `SELECT COLUMN_NAME AS name, LOWER(DATA_TYPE) AS data_type, COLUMN_KEY AS column_key
+       FROM information_schema.COLUMNS
+      WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?
+      ORDER BY ORDINAL_POSITION`,
+    [database ?? null, table],
+  );
+  if (rows.length === 0) return undefined;
+  const json = await mariadbJsonColumns(conn, database, table);
+  const columns = new Map<string, MysqlColumn>();
+  const primaryKey: string[] = [];
+  for (const r of rows) {
+    columns.set(r.name, { name: r.name, kind: json.has(r.name) ? 'json' : (KINDS[r.data_type] ?? 'text') });
+    if (r.column_key === 'PRI') primaryKey.push(r.name);
+  }
+  return { label, qualified, columns, primaryKey };
+}
+
+interface CheckRow extends RowDataPacket {
+  clause: string;
+}
+
+/**
+ * MariaDB's JSON type is LONGTEXT with a `json_valid(col)` CHECK constraint; find those
+ * columns. (MySQL reports DATA_TYPE json and its CHECK_CONSTRAINTS lacks TABLE_NAME, so the
+ * query fails there and nothing is added.)
+ */
+async function mariadbJsonColumns(conn: PoolConnection, database: string | undefined, table: string): Promise<Set<string>> {
+  const out = new Set<string>();
+  try {
+    const [rows] = await conn.query<CheckRow[]>(
+      'SELECT CHECK_CLAUSE AS clause FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?',
+      [database ?? null, table],
+    );
+    for (const r of rows) {
+      const m = /^json_valid\(`((?:[^`]|``)+)`\)$/i.exec(r.clause.trim());
+      if (m?.[1]) out.add(m[1].replace(/``/g, '`'));
+    }
+  } catch {
+    // Not MariaDB.
+  }
+  return out;
+}

@@ -1,0 +1,431 @@
+/**
+ * The contract every Sink implementation passes (postgres, mysql, sqlite, redis, webhook...).
+ *
+ * Usage, in a `*.test.ts` file:
+ *
+ *   describeSinkContract('mysql', async () => ({ sink, createTable, readRow, storesPositions: true, close }));
+ *
+ * The factory runs once per `describe` (beforeAll) and must return a sink that has NOT been
+ * prepared yet: the suite calls `prepare()` itself (twice, to check it is idempotent). Every
+ * test uses its own table names (`sc_<case>_<random>`) and its own consumer group, so the
+ * tests of one run share the harness without interfering.
+ *
+ * The test table has a fixed shape: `(id text primary key, v text, n text)`. All values are
+ * text in the change events (as PostgreSQL's text output would be); `createTable` maps them to
+ * whatever the target uses (e.g. VARCHAR in MySQL, a hash in Redis) and `readRow` reads them
+ * back as strings (SQL NULL as null). Events use schema `public` unless the harness says
+ * otherwise (`schema`).
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ChangeEvent, ChangeOp, Row } from '../../src/core/change.js';
+import { PrerequisiteError, SynclineError } from '../../src/core/errors.js';
+import { formatLsn, versionOf } from '../../src/core/lsn.js';
+import type { ApplyOutcome, Sink } from '../../src/sink/sink.js';
+
+/**
+ * A change whose `v` column holds this value must make its whole batch fail (the table made by
+ * `createTable` rejects it, e.g. with `CHECK (v <> '__reject__')`). Required when
+ * `storesPositions` is true: the atomicity case uses it.
+ */
+export const REJECT_VALUE = '__reject__';
+
+export interface SinkHarness {
+  /** The sink under test, not yet prepared. */
+  sink: Sink;
+  /**
+   * Creates the test table `table` with columns `(id text primary key, v text, n text)` mapped
+   * to the target's types, rejecting `v = REJECT_VALUE` where the target can (see REJECT_VALUE).
+   * Targets without tables (key-value stores, webhooks) may do nothing.
+   */
+  createTable(table: string): Promise<void>;
+  /**
+   * The stored row of `table` with primary key `key` (`{ id: '...' }`), or undefined when the
+   * target holds no (live) row for it. Must contain at least `id`, `v` and `n` as strings or
+   * null; other (bookkeeping) columns are ignored.
+   */
+  readRow(table: string, key: Record<string, string>): Promise<Record<string, string | null> | undefined>;
+  /** Whether the sink stores stream positions atomically with rows (should equal sink.storesPositions). */
+  storesPositions: boolean;
+  /**
+   * True for table-based targets: applying to a table that does not exist fails with a
+   * non-retriable PrerequisiteError (the whole table is wrong, not one row). Default false.
+   */
+  missingTableIsPrerequisite?: boolean;
+  /** Schema name put in the change events; default `public`. */
+  schema?: string;
+  /** Closes the sink and whatever the harness opened; drops test databases if it wants. */
+  close(): Promise<void>;
+}
+
+/** A version of the test changes: commit LSN `0/<lsn hex>`, sequence `seq` (default 1). */
+export interface Ver {
+  lsn: number;
+  seq?: number;
+}
+
+/** Builds ChangeEvents for the test table shape. */
+export class ChangeFactory {
+  constructor(
+    private readonly schema = 'public',
+    private readonly source = 'contract',
+  ) {}
+
+  event(op: ChangeOp, table: string, id: string, ver: Ver | number, payload: Row | null, unchanged?: string[]): ChangeEvent {
+    const { lsn, seq = 1 } = typeof ver === 'number' ? { lsn: ver } : ver;
+    const commitLsn = BigInt(lsn);
+    const e: ChangeEvent = {
+      source: this.source,
+      schema: this.schema,
+      table,
+      op,
+      lsn: formatLsn(commitLsn - 1n > 0n ? commitLsn - 1n : commitLsn),
+      commit_lsn: formatLsn(commitLsn),
+      xid: 1000 + lsn,
+      seq,
+      commit_ts: new Date(Date.UTC(2024, 0, 1, 0, 0, lsn)).toISOString().replace('Z', '000Z'),
+      key: op === 'TRUNCATE' ? {} : { id },
+      payload,
+      _version: versionOf(commitLsn, seq).toString(),
+      _schema_version: 1,
+    };
+    if (unchanged) e.unchanged = unchanged;
+    return e;
+  }
+
+  insert(table: string, id: string, ver: Ver | number, v: string | null, n: string | null = null): ChangeEvent {
+    return this.event('INSERT', table, id, ver, { id, v, n });
+  }
+
+  update(table: string, id: string, ver: Ver | number, v: string | null, n: string | null = null): ChangeEvent {
+    return this.event('UPDATE', table, id, ver, { id, v, n });
+  }
+
+  /** An UPDATE whose `n` was an unchanged TOASTed value: not in the payload, listed in `unchanged`. */
+  updateKeepingN(table: string, id: string, ver: Ver | number, v: string | null): ChangeEvent {
+    return this.event('UPDATE', table, id, ver, { id, v }, ['n']);
+  }
+
+  delete(table: string, id: string, ver: Ver | number): ChangeEvent {
+    return this.event('DELETE', table, id, ver, null);
+  }
+
+  truncate(table: string, ver: Ver | number): ChangeEvent {
+    return this.event('TRUNCATE', table, '', ver, null);
+  }
+}
+
+/**
+ * ABSENT_DELETE: a delete counts as applied when it removed a row. A delete of a row the
+ * target does not hold (never had, or a replay whose first run folded it into a later
+ * re-insert) still records its tombstone, but whether it counts as applied or stale is up to
+ * the sink (the SQL sinks count it stale: nothing visible changed). The suite accepts both.
+ */
+const NO_POSITIONS: ReadonlyMap<number, bigint> = new Map();
+
+export function describeSinkContract(name: string, factory: () => Promise<SinkHarness>): void {
+  describe(`Sink contract: ${name}`, () => {
+    let h: SinkHarness;
+    let f: ChangeFactory;
+    const run = randomBytes(3).toString('hex');
+    let n = 0;
+    /** A fresh table name, created on the target. */
+    const table = async (label: string): Promise<string> => {
+      const t = `sc_${label}_${run}_${++n}`;
+      await h.createTable(t);
+      return t;
+    };
+    const group = (label: string): string => `contract-${label}-${run}`;
+    const apply = (changes: ChangeEvent[], positions: ReadonlyMap<number, bigint> = NO_POSITIONS, g = group('default')): Promise<ApplyOutcome> =>
+      h.sink.apply(changes, positions, g);
+    /** The row's id, v, n as strings (undefined when absent). */
+    const row = async (t: string, id: string): Promise<{ id: string | null; v: string | null; n: string | null } | undefined> => {
+      const r = await h.readRow(t, { id });
+      return r === undefined ? undefined : { id: r.id ?? null, v: r.v ?? null, n: r.n ?? null };
+    };
+
+    beforeAll(async () => {
+      h = await factory();
+      f = new ChangeFactory(h.schema ?? 'public');
+      await h.sink.prepare();
+      // prepare() is idempotent: a restart calls it again on existing bookkeeping.
+      await h.sink.prepare();
+    }, 120_000);
+
+    afterAll(async () => {
+      await h?.close();
+    });
+
+    it('declares storesPositions as the harness says', () => {
+      expect(h.sink.storesPositions).toBe(h.storesPositions);
+    });
+
+    it('applies inserts, updates and deletes', async () => {
+      const t = await table('iud');
+      let out = await apply([f.insert(t, 'a', 1, 'a1', 'na'), f.insert(t, 'b', 2, 'b1'), f.insert(t, 'c', 3, 'c1', 'nc')]);
+      expect(out).toMatchObject({ applied: 3, stale: 0, superseded: 0 });
+      expect(await row(t, 'a')).toEqual({ id: 'a', v: 'a1', n: 'na' });
+      expect(await row(t, 'b')).toEqual({ id: 'b', v: 'b1', n: null });
+      out = await apply([f.update(t, 'a', 4, 'a2', null), f.delete(t, 'b', 5), f.update(t, 'c', 6, 'c2', 'nc2')]);
+      expect(out).toMatchObject({ applied: 3, stale: 0, superseded: 0 });
+      expect(await row(t, 'a')).toEqual({ id: 'a', v: 'a2', n: null });
+      expect(await row(t, 'b')).toBeUndefined();
+      expect(await row(t, 'c')).toEqual({ id: 'c', v: 'c2', n: 'nc2' });
+      expect(out.byTable.get(`${h.schema ?? 'public'}.${t}`)).toEqual({ applied: 3, stale: 0 });
+    });
+
+    it('keeps the values as given: empty string vs NULL, quotes, unicode, long text', async () => {
+      const t = await table('values');
+      const long = 'x'.repeat(5000);
+      await apply([
+        f.insert(t, 'empty', 1, '', null),
+        f.insert(t, "it's \"q\" `b` \\", 2, 'Grüße 🚀 日本', long),
+      ]);
+      expect(await row(t, 'empty')).toEqual({ id: 'empty', v: '', n: null });
+      expect(await row(t, "it's \"q\" `b` \\")).toEqual({ id: "it's \"q\" `b` \\", v: 'Grüße 🚀 日本', n: long });
+    });
+
+    it('folds several changes to one key in a batch into the newest (superseded)', async () => {
+      const t = await table('collapse');
+      const out = await apply([f.insert(t, 'a', 1, 'a1'), f.update(t, 'a', 2, 'a2'), f.update(t, 'a', 3, 'a3', 'n3'), f.insert(t, 'b', 4, 'b1'), f.delete(t, 'b', 5)]);
+      expect(out.applied + out.stale + out.superseded).toBe(5);
+      expect(out.superseded).toBe(3);
+      // 'b' never reached the target: its folded delete removes nothing (see ABSENT_DELETE).
+      expect(out.applied).toBeGreaterThanOrEqual(1);
+      expect(await row(t, 'a')).toEqual({ id: 'a', v: 'a3', n: 'n3' });
+      expect(await row(t, 'b')).toBeUndefined();
+    });
+
+    it('is idempotent: replaying a batch changes nothing and reports every change stale', async () => {
+      const t = await table('replay');
+      const t2 = await table('replay2');
+      const batch = [
+        f.insert(t, 'a', 1, 'a1', 'na'),
+        f.insert(t, 'b', 2, 'b1'),
+        f.insert(t2, 'x', 3, 'x1'),
+        f.update(t, 'a', { lsn: 4, seq: 1 }, 'a2', 'na2'),
+        f.delete(t, 'c', { lsn: 4, seq: 2 }),
+        f.insert(t2, 'y', 5, 'y1'),
+      ];
+      const first = await apply(batch);
+      expect(first.applied + first.stale + first.superseded).toBe(batch.length);
+      // Only the delete of 'c', a row the target never had, may count as stale (see ABSENT_DELETE).
+      expect(first.stale).toBeLessThanOrEqual(1);
+      const before = { a: await row(t, 'a'), b: await row(t, 'b'), c: await row(t, 'c'), x: await row(t2, 'x'), y: await row(t2, 'y') };
+      expect(before).toEqual({ a: { id: 'a', v: 'a2', n: 'na2' }, b: { id: 'b', v: 'b1', n: null }, c: undefined, x: { id: 'x', v: 'x1', n: null }, y: { id: 'y', v: 'y1', n: null } });
+      const second = await apply(batch);
+      expect(second.applied).toBe(0);
+      expect(second.stale).toBe(batch.length - second.superseded);
+      expect(second.superseded).toBe(first.superseded);
+      const after = { a: await row(t, 'a'), b: await row(t, 'b'), c: await row(t, 'c'), x: await row(t2, 'x'), y: await row(t2, 'y') };
+      expect(after).toEqual(before);
+      // Replayed one change at a time, too.
+      for (const c of batch) {
+        const o = await apply([c]);
+        expect(o).toMatchObject({ applied: 0, stale: 1 });
+      }
+      expect({ a: await row(t, 'a'), b: await row(t, 'b'), c: await row(t, 'c'), x: await row(t2, 'x'), y: await row(t2, 'y') }).toEqual(before);
+    });
+
+    it('per-row order: the newer version wins whatever order two batches arrive in', async () => {
+      const t = await table('order');
+      const v1 = f.insert(t, 'a', 1, 'v1');
+      const v2 = f.update(t, 'a', 2, 'v2');
+      expect(await apply([v2])).toMatchObject({ applied: 1, stale: 0 });
+      expect(await apply([v1])).toMatchObject({ applied: 0, stale: 1 });
+      expect(await row(t, 'a')).toEqual({ id: 'a', v: 'v2', n: null });
+      // Within one commit, the sequence orders the changes.
+      expect(await apply([f.update(t, 'a', { lsn: 7, seq: 3 }, 's3')])).toMatchObject({ applied: 1 });
+      expect(await apply([f.update(t, 'a', { lsn: 7, seq: 2 }, 's2')])).toMatchObject({ applied: 0, stale: 1 });
+      expect(await row(t, 'a')).toEqual({ id: 'a', v: 's3', n: null });
+      expect(await apply([f.update(t, 'a', { lsn: 7, seq: 4 }, 's4')])).toMatchObject({ applied: 1 });
+      expect(await row(t, 'a')).toEqual({ id: 'a', v: 's4', n: null });
+    });
+
+    it('rejects stale changes: equal or older versions are skipped and counted', async () => {
+      const t = await table('stale');
+      await apply([f.insert(t, 'a', 0x20, 'new')]);
+      expect(await apply([f.update(t, 'a', 0x20, 'same-version')])).toMatchObject({ applied: 0, stale: 1 });
+      expect(await apply([f.update(t, 'a', 0x1f, 'older')])).toMatchObject({ applied: 0, stale: 1 });
+      // An older delete leaves the row alone. (It may still record its tombstone, harmlessly
+      // older than the row; the postgres sink counts that as applied, so either count passes.)
+      const oldDelete = await apply([f.delete(t, 'a', 0x10)]);
+      expect(oldDelete.applied + oldDelete.stale).toBe(1);
+      expect(await row(t, 'a')).toEqual({ id: 'a', v: 'new', n: null });
+      // Versions above 2^32 (commit LSN high word > 0) and above 2^53 compare exactly.
+      const big = 0x1_0000_0000;
+      expect(await apply([f.update(t, 'a', big, 'big')])).toMatchObject({ applied: 1 });
+      expect(await apply([f.update(t, 'a', big - 1, 'below-big')])).toMatchObject({ stale: 1 });
+      expect(await row(t, 'a')).toEqual({ id: 'a', v: 'big', n: null });
+      const huge = f.update(t, 'a', 1, 'huge');
+      const hugeLsn = (0x7fff_ffffn << 32n) | 0xffff_fff0n;
+      huge.commit_lsn = formatLsn(hugeLsn);
+      huge._version = versionOf(hugeLsn, 1).toString();
+      const hugeMinus = { ...huge, payload: { id: 'a', v: 'huge-1', n: null }, seq: 0, _version: versionOf(hugeLsn, 0).toString() };
+      expect(await apply([huge])).toMatchObject({ applied: 1 });
+      expect(await apply([hugeMinus])).toMatchObject({ applied: 0, stale: 1 });
+      expect(await row(t, 'a')).toEqual({ id: 'a', v: 'huge', n: null });
+    });
+
+    it('counts a mixed batch exactly: new rows, newer updates and stale updates', async () => {
+      const t = await table('mixed');
+      await apply([f.insert(t, 'old', 10, 'o10'), f.insert(t, 'cur', 11, 'c11')]);
+      const out = await apply([f.insert(t, 'new', 12, 'n12'), f.update(t, 'old', 13, 'o13'), f.update(t, 'cur', 9, 'c9'), f.insert(t, 'new2', 14, 'n14')]);
+      expect(out).toMatchObject({ applied: 3, stale: 1, superseded: 0 });
+      expect(await row(t, 'new')).toEqual({ id: 'new', v: 'n12', n: null });
+      expect(await row(t, 'old')).toEqual({ id: 'old', v: 'o13', n: null });
+      expect(await row(t, 'cur')).toEqual({ id: 'cur', v: 'c11', n: null });
+    });
+
+    it('applies a large batch (more rows than one statement holds) and replays it as stale', async () => {
+      const t = await table('large');
+      const batch = Array.from({ length: 1234 }, (_, i) => f.insert(t, `k${i}`, { lsn: 100 + Math.floor(i / 10), seq: (i % 10) + 1 }, `v${i}`, i % 3 === 0 ? null : `n${i}`));
+      expect(await apply(batch)).toMatchObject({ applied: 1234, stale: 0 });
+      expect(await row(t, 'k0')).toEqual({ id: 'k0', v: 'v0', n: null });
+      expect(await row(t, 'k1232')).toEqual({ id: 'k1232', v: 'v1232', n: 'n1232' });
+      const deletes = batch.filter((_, i) => i % 2 === 0).map((c, i) => f.delete(t, c.key.id as string, { lsn: 1000, seq: i + 1 }));
+      expect(await apply([...batch, ...deletes])).toMatchObject({ applied: 617, stale: 617, superseded: 617 });
+      expect(await row(t, 'k0')).toBeUndefined();
+      expect(await row(t, 'k1')).toEqual({ id: 'k1', v: 'v1', n: 'n1' });
+    });
+
+    it('keeps a tombstone: a replayed older insert does not resurrect a deleted row', async () => {
+      const t = await table('tomb');
+      await apply([f.insert(t, 'a', 1, 'v1')]);
+      expect(await apply([f.delete(t, 'a', 5)])).toMatchObject({ applied: 1, stale: 0 });
+      expect(await row(t, 'a')).toBeUndefined();
+      expect(await apply([f.insert(t, 'a', 3, 'v3')])).toMatchObject({ applied: 0, stale: 1 });
+      expect(await apply([f.update(t, 'a', 4, 'v4')])).toMatchObject({ applied: 0, stale: 1 });
+      expect(await apply([f.delete(t, 'a', 5)])).toMatchObject({ applied: 0, stale: 1 });
+      expect(await row(t, 'a')).toBeUndefined();
+      // A delete of a row the target never had still leaves a tombstone (counted either way, see ABSENT_DELETE).
+      const ghost = await apply([f.delete(t, 'ghost', 9)]);
+      expect(ghost.applied + ghost.stale).toBe(1);
+      expect(await apply([f.insert(t, 'ghost', 8, 'g8')])).toMatchObject({ stale: 1 });
+      expect(await row(t, 'ghost')).toBeUndefined();
+    });
+
+    it('re-inserts after a delete when the insert is newer', async () => {
+      const t = await table('reinsert');
+      await apply([f.insert(t, 'a', 1, 'v1', 'n1')]);
+      await apply([f.delete(t, 'a', 2)]);
+      expect(await apply([f.insert(t, 'a', 3, 'v3')])).toMatchObject({ applied: 1, stale: 0 });
+      expect(await row(t, 'a')).toEqual({ id: 'a', v: 'v3', n: null });
+      // The re-inserted row is version-gated as usual; the old tombstone does not block newer ones.
+      expect(await apply([f.update(t, 'a', 4, 'v4')])).toMatchObject({ applied: 1 });
+      expect(await apply([f.insert(t, 'a', 3, 'v3')])).toMatchObject({ stale: 1 });
+      expect(await row(t, 'a')).toEqual({ id: 'a', v: 'v4', n: null });
+      // Delete and newer re-insert in one batch.
+      await apply([f.delete(t, 'a', 5), f.insert(t, 'a', 6, 'v6')]);
+      expect(await row(t, 'a')).toEqual({ id: 'a', v: 'v6', n: null });
+    });
+
+    it('TRUNCATE is a watermark: older rows go, older changes stay out, newer ones apply', async () => {
+      const t = await table('trunc');
+      const other = await table('trunc_other');
+      await apply([f.insert(t, 'a', 1, 'a1'), f.insert(t, 'b', 2, 'b2'), f.insert(t, 'late', 12, 'l12'), f.insert(other, 'o', 3, 'o3')]);
+      expect(await apply([f.truncate(t, 10)])).toMatchObject({ applied: 1, stale: 0 });
+      expect(await row(t, 'a')).toBeUndefined();
+      expect(await row(t, 'b')).toBeUndefined();
+      // A row written by a newer change (another partition got ahead) survives the truncation.
+      expect(await row(t, 'late')).toEqual({ id: 'late', v: 'l12', n: null });
+      // Other tables are untouched.
+      expect(await row(other, 'o')).toEqual({ id: 'o', v: 'o3', n: null });
+      expect(await apply([f.insert(t, 'c', 9, 'c9')])).toMatchObject({ applied: 0, stale: 1 });
+      expect(await row(t, 'c')).toBeUndefined();
+      expect(await apply([f.insert(t, 'd', 11, 'd11')])).toMatchObject({ applied: 1, stale: 0 });
+      expect(await row(t, 'd')).toEqual({ id: 'd', v: 'd11', n: null });
+      // Replayed truncation: stale, and it removes nothing newer.
+      expect(await apply([f.truncate(t, 10)])).toMatchObject({ applied: 0, stale: 1 });
+      expect(await row(t, 'd')).toEqual({ id: 'd', v: 'd11', n: null });
+      // A truncation and newer inserts in one batch: the truncation happens first.
+      await apply([f.insert(t, 'e', 21, 'e21'), f.truncate(t, 20)]);
+      expect(await row(t, 'd')).toBeUndefined();
+      expect(await row(t, 'e')).toEqual({ id: 'e', v: 'e21', n: null });
+    });
+
+    it('keeps the stored value of an unchanged TOAST column', async () => {
+      const t = await table('toast');
+      const big = 'T'.repeat(10_000);
+      await apply([f.insert(t, 'a', 1, 'v1', big)]);
+      expect(await apply([f.updateKeepingN(t, 'a', 2, 'v2')])).toMatchObject({ applied: 1 });
+      expect(await row(t, 'a')).toEqual({ id: 'a', v: 'v2', n: big });
+      // Folded with a preceding change in the same batch, the value comes from that change.
+      await apply([f.update(t, 'a', 3, 'v3', 'fresh'), f.updateKeepingN(t, 'a', 4, 'v4')]);
+      expect(await row(t, 'a')).toEqual({ id: 'a', v: 'v4', n: 'fresh' });
+      // Mixed in one batch with a row that sends every column.
+      await apply([f.updateKeepingN(t, 'a', 5, 'v5'), f.insert(t, 'b', 6, 'b6', 'nb')]);
+      expect(await row(t, 'a')).toEqual({ id: 'a', v: 'v5', n: 'fresh' });
+      expect(await row(t, 'b')).toEqual({ id: 'b', v: 'b6', n: 'nb' });
+    });
+
+    it('returns no positions for a group it never saw', async () => {
+      expect(await h.sink.positions(group('never'))).toEqual(new Map());
+    });
+
+    it('stores positions with the rows; a failing batch stores neither rows nor positions', async (ctx) => {
+      if (!h.storesPositions) {
+        ctx.skip();
+        return;
+      }
+      const t = await table('atomic');
+      const g = group('atomic');
+      const other = group('atomic-other');
+      await apply([f.insert(t, 'a', 1, 'a1')], new Map([[0, 5n], [2, 7n]]), g);
+      expect(await h.sink.positions(g)).toEqual(new Map([[0, 5n], [2, 7n]]));
+      // Positions only, no changes (an all-filtered batch).
+      await apply([], new Map([[1, 3n]]), g);
+      expect(await h.sink.positions(g)).toEqual(new Map([[0, 5n], [1, 3n], [2, 7n]]));
+      // Groups are independent; offsets past 2^53 are exact.
+      const huge = (1n << 62n) + 1n;
+      await apply([], new Map([[0, huge]]), other);
+      expect(await h.sink.positions(other)).toEqual(new Map([[0, huge]]));
+      expect(await h.sink.positions(g)).toEqual(new Map([[0, 5n], [1, 3n], [2, 7n]]));
+
+      const failing = [f.update(t, 'a', 2, 'a2'), f.insert(t, 'b', 3, 'b3'), f.insert(t, 'bad', 4, REJECT_VALUE)];
+      const err = await apply(failing, new Map([[0, 9n], [2, 9n]]), g).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(SynclineError);
+      expect((err as SynclineError).retriable).toBe(false);
+      expect(await h.sink.positions(g)).toEqual(new Map([[0, 5n], [1, 3n], [2, 7n]]));
+      expect(await row(t, 'a')).toEqual({ id: 'a', v: 'a1', n: null });
+      expect(await row(t, 'b')).toBeUndefined();
+      expect(await row(t, 'bad')).toBeUndefined();
+      // A failing batch with a delete and a truncation rolls those back too (tombstone and watermark included).
+      const err2 = await apply([f.delete(t, 'a', 5), f.truncate(t, 6), f.insert(t, 'bad', 7, REJECT_VALUE)], new Map([[0, 10n]]), g).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err2).toBeInstanceOf(SynclineError);
+      expect(await row(t, 'a')).toEqual({ id: 'a', v: 'a1', n: null });
+      expect(await h.sink.positions(g)).toEqual(new Map([[0, 5n], [1, 3n], [2, 7n]]));
+      // Neither the tombstone (v5) nor the watermark (v6) survived: a v4 insert of another row still applies.
+      expect(await apply([f.update(t, 'a', 4, 'a4'), f.insert(t, 'c', { lsn: 4, seq: 2 }, 'c4')], new Map([[0, 11n]]), g)).toMatchObject({ applied: 2 });
+      expect(await row(t, 'a')).toEqual({ id: 'a', v: 'a4', n: null });
+      expect(await row(t, 'c')).toEqual({ id: 'c', v: 'c4', n: null });
+      // The same kind of batch without the bad row then succeeds, positions and all.
+      await apply([f.delete(t, 'a', 8), f.insert(t, 'b', 9, 'b9')], new Map([[0, 12n], [2, 12n]]), g);
+      expect(await h.sink.positions(g)).toEqual(new Map([[0, 12n], [1, 3n], [2, 12n]]));
+      expect(await row(t, 'a')).toBeUndefined();
+      expect(await row(t, 'b')).toEqual({ id: 'b', v: 'b9', n: null });
+    });
+
+    it('a table missing on the target is a non-retriable prerequisite error', async (ctx) => {
+      if (!h.missingTableIsPrerequisite) {
+        ctx.skip();
+        return;
+      }
+      const err = await apply([f.insert(`sc_missing_${run}`, 'a', 1, 'x')]).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(PrerequisiteError);
+      expect((err as SynclineError).retriable).toBe(false);
+      // The sink keeps working for other tables afterwards.
+      const t = await table('after_missing');
+      expect(await apply([f.insert(t, 'a', 1, 'x')])).toMatchObject({ applied: 1 });
+    });
+  });
+}

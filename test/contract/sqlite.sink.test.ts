@@ -1,0 +1,56 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { describe, expect, it } from 'vitest';
+import { SqliteSink, quoteSqliteIdent, sqlitePathOf } from '../../src/sink/sqlite/sqlite-sink.js';
+import { REJECT_VALUE, describeSinkContract } from './sink-contract.js';
+
+describeSinkContract('sqlite', async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-sinkc-sqlite-'));
+  const file = path.join(dir, 'nested', 'target.db');
+  const sink = new SqliteSink({ url: `sqlite://${file}`, stateSchema: 'syncline', versionGate: true });
+  // The sink creates the file on prepare(); the harness opens its own connection lazily.
+  let db: Database.Database | undefined;
+  const conn = (): Database.Database => (db ??= new Database(file));
+  return {
+    sink,
+    storesPositions: true,
+    missingTableIsPrerequisite: true,
+    async createTable(table) {
+      conn().exec(`CREATE TABLE ${quoteSqliteIdent(table)} (id TEXT PRIMARY KEY, v TEXT CHECK (v IS NULL OR v <> '${REJECT_VALUE}'), n TEXT)`);
+    },
+    async readRow(table, key) {
+      return conn().prepare(`SELECT id, v, n FROM ${quoteSqliteIdent(table)} WHERE id = ?`).get(key.id) as { id: string; v: string | null; n: string | null } | undefined;
+    },
+    async close() {
+      await sink.close();
+      db?.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+});
+
+describe('sqlite sink: URLs and journal mode', () => {
+  it('accepts a path, sqlite:///abs and sqlite:relative', () => {
+    expect(sqlitePathOf('/tmp/a.db')).toBe('/tmp/a.db');
+    expect(sqlitePathOf('sqlite:///tmp/a%20b.db')).toBe('/tmp/a b.db');
+    expect(sqlitePathOf('sqlite:data/a.db', '/srv')).toBe('/srv/data/a.db');
+    expect(sqlitePathOf('data/a.db', '/srv')).toBe('/srv/data/a.db');
+    expect(() => sqlitePathOf('sqlite://relative.db')).toThrow(/absolute/);
+  });
+
+  it('runs the database in WAL mode', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-sqlite-wal-'));
+    const sink = new SqliteSink({ url: path.join(dir, 't.db'), stateSchema: 'syncline', versionGate: true });
+    try {
+      await sink.prepare();
+      const db = new Database(path.join(dir, 't.db'), { readonly: true });
+      expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
+      db.close();
+    } finally {
+      await sink.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
