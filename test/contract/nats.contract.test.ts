@@ -1,0 +1,135 @@
+import { randomBytes } from 'node:crypto';
+import { connect } from 'nats';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KEY_HEADER, TABLE_HEADER, openNatsStream, partitionStreamName, positionsBucketName } from '../../src/stream/nats/nats-stream.js';
+import type { Stream, StreamRecord } from '../../src/stream/stream.js';
+import { requireListening } from './broker-check.js';
+import { describeStreamContract } from './stream-contract.js';
+
+const url = 'nats://127.0.0.1:4222';
+const created: { topic: string; partitions: number }[] = [];
+
+beforeAll(async () => {
+  await requireListening(
+    '127.0.0.1',
+    4222,
+    'The NATS contract tests need nats-server with JetStream: start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log',
+  );
+});
+
+afterAll(async () => {
+  if (created.length === 0) return;
+  const nc = await connect({ servers: url });
+  const jsm = await nc.jetstreamManager();
+  for (const { topic, partitions } of created) {
+    for (let p = 0; p < partitions; p++) await jsm.streams.delete(partitionStreamName(topic, p)).catch(() => undefined);
+    await jsm.streams.delete(`KV_${positionsBucketName(topic)}`).catch(() => undefined);
+  }
+  await nc.close();
+});
+
+const open = ({ partitions, topic }: { partitions: number; topic: string }): Promise<Stream> => {
+  created.push({ topic, partitions });
+  return openNatsStream({ url, topic, partitions });
+};
+
+describeStreamContract('nats', open);
+
+describe('NATS stream: deduplication and headers', () => {
+  it('stores a record republished with the same key and id once, and carries key and table in headers', async () => {
+    const topic = `syncline-contract-nats-dedup-${randomBytes(4).toString('hex')}`;
+    const stream = await open({ partitions: 2, topic });
+    try {
+      const producer = await stream.producer();
+      const batch = Array.from({ length: 20 }, (_, i) => ({ key: `public.orders:["${i}"]`, value: Buffer.from(`v${i}`), id: `0/1A2B:${i + 1}` }));
+      await producer.publish(batch);
+      await producer.publish(batch); // a capture restart resending what the stream already has
+      await producer.publish([{ key: 'public.orders:["0"]', value: Buffer.from('no-id') }, { key: 'public.orders:["0"]', value: Buffer.from('no-id') }]);
+      const ends = await stream.endOffsets();
+      expect([...ends.values()].reduce((a, b) => a + b, 0n)).toBe(22n);
+
+      const nc = await connect({ servers: url });
+      const jsm = await nc.jetstreamManager();
+      const p = [...ends.entries()].find(([, end]) => end > 0n)?.[0] ?? 0;
+      const msg = await jsm.streams.getMessage(partitionStreamName(topic, p), { seq: 1 });
+      expect(msg.header.get(TABLE_HEADER)).toBe('public.orders');
+      expect(msg.header.get(KEY_HEADER)).toMatch(/^public\.orders:\["\d+"\]$/);
+      await nc.close();
+
+      const consumer = await stream.consumer('g');
+      const got: StreamRecord[] = [];
+      const until = Date.now() + 10_000;
+      while (got.length < 22 && Date.now() < until) got.push(...(await consumer.poll(100, 200)));
+      expect(got).toHaveLength(22);
+      expect(got.filter((r) => r.key === 'public.orders:["0"]').map((r) => r.value.toString())).toEqual(['v0', 'no-id', 'no-id']);
+    } finally {
+      await stream.close();
+    }
+  });
+});
+
+describe('NATS stream: one consumer per group', () => {
+  it('refuses a second live consumer of a group, and accepts one after the first closed', async () => {
+    const topic = `syncline-contract-nats-busy-${randomBytes(4).toString('hex')}`;
+    const stream = await open({ partitions: 2, topic });
+    try {
+      const first = await stream.consumer('g');
+      await first.poll(10, 200);
+      await expect(stream.consumer('g')).rejects.toMatchObject({ code: 'STREAM_GROUP_BUSY', retriable: true });
+      await first.close();
+      const second = await stream.consumer('g');
+      expect(second.assignment()).toEqual([0, 1]);
+      await second.close();
+    } finally {
+      await stream.close();
+    }
+  });
+});
+
+describe('NATS stream: partition count', () => {
+  it('refuses to reopen a topic with another partition count', async () => {
+    const topic = `syncline-contract-nats-parts-${randomBytes(4).toString('hex')}`;
+    const stream = await open({ partitions: 2, topic });
+    await stream.close();
+    created.push({ topic, partitions: 3 });
+    await expect(openNatsStream({ url, topic, partitions: 3 })).rejects.toMatchObject({ code: 'STREAM_PARTITIONS_MISMATCH', retriable: false });
+    await expect(openNatsStream({ url, topic, partitions: 1 })).rejects.toMatchObject({ code: 'STREAM_PARTITIONS_MISMATCH', retriable: false });
+  });
+});
+
+describe('NATS stream: lost readers', () => {
+  it('loses and repeats nothing when its durable consumers vanish mid-read', async () => {
+    const topic = `syncline-contract-nats-lost-${randomBytes(4).toString('hex')}`;
+    const partitions = 3;
+    const stream = await open({ partitions, topic });
+    const nc = await connect({ servers: url });
+    try {
+      const producer = await stream.producer();
+      const total = 6000;
+      for (let i = 0; i < total; i += 500) {
+        await producer.publish(Array.from({ length: 500 }, (_, j) => ({ key: `public.t:["${(i + j) % 101}"]`, value: Buffer.from(`v:${i + j}`), id: `0/${i + j}:1` })));
+      }
+      const consumer = await stream.consumer('g');
+      const jsm = await nc.jetstreamManager();
+      const got: StreamRecord[] = [];
+      const until = Date.now() + 30_000;
+      let round = 0;
+      while (got.length < total && Date.now() < until) {
+        got.push(...(await consumer.poll(250, 200)));
+        // Every few polls, delete the readers under the consumer (as a server restart
+        // without state, or an operator, would): it must resume right after what it holds.
+        if (++round % 4 === 0 && round < 20) {
+          for (let p = 0; p < partitions; p++) await jsm.consumers.delete(partitionStreamName(topic, p), 'g').catch(() => undefined);
+        }
+      }
+      got.push(...(await consumer.poll(1000, 500)));
+      expect(got).toHaveLength(total);
+      const byPartition = new Map<number, bigint[]>();
+      for (const r of got) byPartition.set(r.partition, [...(byPartition.get(r.partition) ?? []), r.offset]);
+      for (const offsets of byPartition.values()) expect(offsets).toEqual(offsets.map((_, i) => BigInt(i)));
+    } finally {
+      await nc.close();
+      await stream.close();
+    }
+  });
+});
