@@ -59,6 +59,8 @@ export class Apply {
   private consumer!: StreamConsumer;
   private blocked = new Set<string>();
   private nextDeadLetterRefresh = 0;
+  /** Next offset to apply per partition, as of the last committed batch (for consumer lag). */
+  private readonly applied = new Map<number, bigint>();
 
   constructor(
     private readonly openConsumer: (options: ConsumerOptions) => Promise<StreamConsumer>,
@@ -184,6 +186,7 @@ export class Apply {
     if (dedup && (await this.withRetry(() => dedup.mark(applied.map((i) => i.change)), signal, 'recording dedup keys')) === STOPPED) return;
     this.metrics.applyBatchSeconds.observe((this.options.clock.now() - started) / 1000);
     this.record(items, outcome, records.length, duplicates);
+    for (const [p, o] of positions) this.applied.set(p, o);
     await this.consumer.commit(positions).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'stream offset commit failed (sink positions are authoritative)'));
   }
 
@@ -254,6 +257,7 @@ export class Apply {
 
   private async refreshDeadLetters(signal: AbortSignal): Promise<void> {
     this.nextDeadLetterRefresh = this.options.clock.now() + (this.options.deadLetterRefreshMs ?? 5000);
+    await this.refreshConsumerLag();
     const dlq = this.options.deadLetters;
     if (!dlq || signal.aborted) return;
     try {
@@ -264,6 +268,23 @@ export class Apply {
       this.blocked = blocked;
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'could not read the dead-letter queue depth');
+    }
+  }
+
+  /** `sync_stream_consumer_lag`: records in the assigned partitions not applied yet. */
+  private async refreshConsumerLag(): Promise<void> {
+    if (!this.consumer) return;
+    try {
+      const ends = await this.options.endOffsets();
+      let behind = 0n;
+      for (const p of this.consumer.assignment()) {
+        const end = ends.get(p) ?? 0n;
+        const at = this.applied.get(p);
+        if (at !== undefined && end > at) behind += end - at;
+      }
+      this.metrics.consumerLag.set(Number(behind));
+    } catch (err) {
+      this.log.debug({ err: errorMessage(err) }, 'could not read stream end offsets');
     }
   }
 
