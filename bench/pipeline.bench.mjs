@@ -4,6 +4,8 @@
 //   capture  (slot -> embedded stream, durable)  vs  pg_recvlogical draining the same WAL
 //   apply    (stream -> PostgreSQL target)       vs  a server-side version-gated upsert
 // Usage: npm run build && node bench/pipeline.bench.mjs [changes] [adminUrl]
+// SYNCLINE_BENCH_BROKER=kafka|nats runs the same through a real broker (Kafka on
+// 127.0.0.1:9092 via scripts/kafka.sh start; NATS JetStream on 127.0.0.1:4222).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -17,6 +19,7 @@ import { Metrics } from '../dist/metrics/metrics.js';
 const N = Number(process.argv[2] ?? 200_000);
 const ADMIN = process.argv[3] ?? process.env.SYNCLINE_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const TXN = 1000;
+const BROKER = process.env.SYNCLINE_BENCH_BROKER ?? 'embedded';
 const dir = mkdtempSync(path.join(os.tmpdir(), 'syncline-bench-'));
 const urlOf = (db) => { const u = new URL(ADMIN); u.pathname = `/${db}`; return u.toString(); };
 const DDL = `CREATE TABLE bench (id bigint PRIMARY KEY, customer text NOT NULL, amount numeric(12,2), status text, qty integer, created_at timestamptz NOT NULL)`;
@@ -71,11 +74,20 @@ const recvSeconds = Number(process.hrtime.bigint() - t) / 1e9;
 const config = parseConfig(`source:
   url: ${SRC}
   slots: [{ name: bench_syncline, publication: bench_pub, tables: [bench] }]
-stream: { broker: embedded, path: ${path.join(dir, 'stream')}, partitions: 6 }
+stream: ${streamConfig()}
 consumer: { group_id: bench }
 sink: { url: ${DST} }
 monitoring: { enabled: false }
 `, {});
+
+function streamConfig() {
+  const topic = `syncline-bench-${process.pid}-${Date.now().toString(36)}`;
+  switch (BROKER) {
+    case 'kafka': return `{ broker: kafka, brokers: ['127.0.0.1:9092'], topic: ${topic}, partitions: 6 }`;
+    case 'nats': return `{ broker: nats, url: 'nats://127.0.0.1:4222', topic: ${topic}, partitions: 6 }`;
+    default: return `{ broker: embedded, path: ${path.join(dir, 'stream')}, partitions: 6 }`;
+  }
+}
 
 // syncline capture alone.
 const capMetrics = new Metrics();
@@ -119,6 +131,7 @@ await dst.end();
 const rate = (s) => Math.round(N / s);
 console.log(JSON.stringify({
   bench: 'pipeline',
+  broker: BROKER,
   changes: N,
   target_rows: rows,
   pg_recvlogical_changes_per_s: rate(recvSeconds),
