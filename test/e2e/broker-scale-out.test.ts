@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseTableName } from '../../src/core/sql.js';
 import { compareTable } from '../../src/verify/compare.js';
 import { requireListening } from '../contract/broker-check.js';
-import { freePort, freshDatabase, machinePg15, waitFor } from '../helpers/postgres.js';
+import { freePort, freshDatabase, machinePg15, waitFor, slotStreaming } from '../helpers/postgres.js';
 import { attachAudit, doubleApplied, installApplyAudit, Workload, WORKLOAD_DDL, WORKLOAD_TABLES } from '../helpers/workload.js';
 
 const CLI = path.resolve('dist/cli/main.js');
@@ -81,7 +81,7 @@ monitoring: { port: ${await freePort()} }
       await target.connect();
       try {
         const leader = await start('capture', 'capture-a');
-        await waitFor('the leader to stream', async () => (await source.query(`SELECT active FROM pg_replication_slots WHERE slot_name = 'syncline_${broker}_e2e'`)).rows[0]?.active === true, 60_000);
+        await waitFor('the leader to stream', async () => (await slotStreaming(source, `syncline_${broker}_e2e`)), 60_000);
         await start('capture', 'capture-b');
         const workerX = await start('apply', 'apply-x');
         await start('apply', 'apply-y');

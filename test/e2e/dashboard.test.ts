@@ -12,7 +12,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { createDashboard } from '../../src/dashboard/routes.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { startMetricsServer } from '../../src/metrics/server.js';
-import { freePort, freshDatabase, machinePg15, waitFor } from '../helpers/postgres.js';
+import { freePort, freshDatabase, machinePg15, waitFor, slotStreaming } from '../helpers/postgres.js';
 
 /**
  * The web dashboard end to end: a real pipeline (machine PostgreSQL 15, embedded stream,
@@ -86,7 +86,7 @@ monitoring: { port: ${port}, dashboard_token: ${TOKEN} }
       await done;
     };
     baseUrl = `http://127.0.0.1:${port}`;
-    await waitFor('slot active', async () => (await source.query("SELECT active FROM pg_replication_slots WHERE slot_name = 'syncline_dash'")).rows[0]?.active === true, 60_000);
+    await waitFor('slot active', async () => (await slotStreaming(source, 'syncline_dash')), 60_000);
   }, 120_000);
 
   afterAll(async () => {

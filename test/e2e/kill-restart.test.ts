@@ -7,7 +7,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseTableName } from '../../src/core/sql.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { freePort, freshDatabase, machinePg15, waitFor, type PgServer } from '../helpers/postgres.js';
+import { freePort, freshDatabase, machinePg15, slotStreaming, waitFor, type PgServer } from '../helpers/postgres.js';
 import { attachAudit, doubleApplied, installApplyAudit, Workload, WORKLOAD_DDL, WORKLOAD_TABLES } from '../helpers/workload.js';
 
 const CLI = path.resolve('dist/cli/main.js');
@@ -80,8 +80,7 @@ monitoring:
     const c = new pg.Client({ connectionString: sourceUrl });
     await c.connect();
     try {
-      const { rows } = await c.query("SELECT active FROM pg_replication_slots WHERE slot_name = 'syncline_e2e'");
-      return rows[0]?.active === true;
+      return await slotStreaming(c, 'syncline_e2e');
     } finally {
       await c.end();
     }

@@ -134,3 +134,16 @@ export async function testLogger(): Promise<import('../../src/log/logger.js').Lo
   const { createLogger, silentLogger } = await import('../../src/log/logger.js');
   return process.env.SYNCLINE_TEST_LOG ? createLogger(process.env.SYNCLINE_TEST_LOG) : silentLogger();
 }
+
+/**
+ * True once a walsender streams `slot`. Not `pg_replication_slots.active` alone: that is
+ * also true while the slot is being created, before its consistent point, and changes made
+ * then are not streamed (only an initial snapshot would bring them).
+ */
+export async function slotStreaming(client: pg.ClientBase, slot: string): Promise<boolean> {
+  const { rows } = await client.query(
+    'SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1',
+    [slot],
+  );
+  return rows.length > 0;
+}

@@ -8,7 +8,7 @@ import { runPipeline } from '../../src/cli/run-command.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { createLogger, silentLogger } from '../../src/log/logger.js';
 import { Metrics } from '../../src/metrics/metrics.js';
-import { freshDatabase, machinePg15, waitFor } from '../helpers/postgres.js';
+import { freshDatabase, machinePg15, waitFor, slotStreaming } from '../helpers/postgres.js';
 
 const CLI = path.resolve('dist/cli/main.js');
 
@@ -69,7 +69,7 @@ monitoring: { enabled: false }
     const ctl = new AbortController();
     const running = runPipeline(loadConfigFile(configFile), 'run', process.env.DLQ_DEBUG ? createLogger('debug') : silentLogger(), ctl.signal, metrics);
     running.catch(() => undefined);
-    await waitFor('slot active', async () => (await source.query("SELECT active FROM pg_replication_slots WHERE slot_name = 'syncline_dlq'")).rows[0]?.active === true);
+    await waitFor('slot active', async () => (await slotStreaming(source, 'syncline_dlq')));
     await source.query("INSERT INTO poison SELECT g, CASE WHEN g = 500 THEN 13 ELSE g * 2 END, 'n' || g FROM generate_series(1, 1000) g");
     await waitFor('the poison insert dead-lettered', async () => (await deadLetters()) === 1, 30_000);
     await source.query('UPDATE poison SET v = 14 WHERE id = 500'); // must not overtake the dead-lettered insert

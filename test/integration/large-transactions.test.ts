@@ -8,7 +8,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { embeddedPg17, freshDatabase, machinePg15, waitFor, type PgServer } from '../helpers/postgres.js';
+import { embeddedPg17, freshDatabase, machinePg15, waitFor, type PgServer, slotStreaming } from '../helpers/postgres.js';
 
 for (const [label, startServer] of [
   ['PostgreSQL 15', machinePg15],
@@ -56,7 +56,7 @@ monitoring: { enabled: false }
         ctl.abort();
         await running;
       };
-      await waitFor('slot active', async () => (await source.query("SELECT active FROM pg_replication_slots WHERE slot_name = 'syncline_big'")).rows[0]?.active === true);
+      await waitFor('slot active', async () => (await slotStreaming(source, 'syncline_big')));
     }, 120_000);
 
     afterAll(async () => {

@@ -15,7 +15,7 @@ import { silentLogger } from '../../src/log/logger.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { quoteMysqlIdent } from '../../src/sink/mysql/mysql-table.js';
 import { MYSQL_ADMIN_URL, mysqlAdmin } from '../helpers/mysql.js';
-import { freshDatabase, machinePg15, waitFor } from '../helpers/postgres.js';
+import { freshDatabase, machinePg15, waitFor, slotStreaming } from '../helpers/postgres.js';
 
 const TARGET_DB = 'syncline_sinkc_it';
 
@@ -181,7 +181,7 @@ monitoring: { port: 0 }
     const done = runPipeline(config, 'run', silentLogger(), ctl.signal, new Metrics());
     done.catch(() => undefined);
     try {
-      await waitFor('slot active', async () => (await source.query("SELECT active FROM pg_replication_slots WHERE slot_name = 'syncline_mysql_it'")).rows[0]?.active === true, 60_000);
+      await waitFor('slot active', async () => (await slotStreaming(source, 'syncline_mysql_it')), 60_000);
 
       const big = 'Ü'.repeat(6000) + '🚀'; // out of line (TOAST), multi-byte
       // Inserts, several per transaction; values at the edges of each type.

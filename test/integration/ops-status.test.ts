@@ -9,7 +9,7 @@ import { collectStatus, type StatusReport } from '../../src/cli/commands/status.
 import { runPipeline, type Role } from '../../src/cli/run-command.js';
 import { parseConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/log/logger.js';
-import { freshDatabase, machinePg15, waitFor, withClient, type PgServer } from '../helpers/postgres.js';
+import { freshDatabase, machinePg15, waitFor, withClient, type PgServer, slotStreaming } from '../helpers/postgres.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CLI = path.join(ROOT, 'dist/cli/main.js');
@@ -70,7 +70,7 @@ monitoring: { enabled: false }
     try {
       if (started) {
         await waitFor('slot active', () =>
-          withClient(sourceUrl, async (c) => (await c.query("SELECT active FROM pg_replication_slots WHERE slot_name = 'syncline_ops_status'")).rows[0]?.active === true),
+          withClient(sourceUrl, async (c) => (await slotStreaming(c, 'syncline_ops_status'))),
         );
         await started();
       }

@@ -9,7 +9,7 @@ import { parseTableName } from '../../src/core/sql.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { embeddedPg17, freePort, freshDatabase, machinePg15, waitFor, type PgServer } from '../helpers/postgres.js';
+import { embeddedPg17, freePort, freshDatabase, machinePg15, waitFor, type PgServer, slotStreaming } from '../helpers/postgres.js';
 import { Workload, WORKLOAD_DDL, WORKLOAD_TABLES } from '../helpers/workload.js';
 
 async function counter(metrics: Metrics, name: string): Promise<number> {
@@ -74,7 +74,7 @@ monitoring: { port: PORT }
       const metrics = new Metrics();
       const port = await freePort();
       const p = start('run', metrics, port);
-      await waitFor('slot active', async () => (await source.query("SELECT active FROM pg_replication_slots WHERE slot_name = 'syncline_it'")).rows[0]?.active === true);
+      await waitFor('slot active', async () => (await slotStreaming(source, 'syncline_it')));
       const w = new Workload(source);
       for (let i = 0; i < 200; i++) await w.transaction();
       await source.query('TRUNCATE "Mixed Case"');

@@ -9,7 +9,7 @@ import { runPipeline, type Role } from '../../src/cli/run-command.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { freshDatabase, machinePg15, testLogger, waitFor } from '../helpers/postgres.js';
+import { freshDatabase, machinePg15, testLogger, waitFor, slotStreaming } from '../helpers/postgres.js';
 
 const CLI = path.resolve('dist/cli/main.js');
 
@@ -70,7 +70,7 @@ monitoring: { enabled: false }
   it('a TRUNCATE with sink.truncate: dead_letter is parked; replaying it removes only older rows', async () => {
     let truncatedAt = 0;
     await runUntil('run', async () => {
-      if (truncatedAt === 0 && (await source.query("SELECT active FROM pg_replication_slots WHERE slot_name = 'syncline_replay'")).rows[0]?.active) {
+      if (truncatedAt === 0 && (await slotStreaming(source, 'syncline_replay'))) {
         await source.query("INSERT INTO events SELECT g, 'before' FROM generate_series(1, 300) g");
         await source.query('TRUNCATE events');
         truncatedAt = Date.now();

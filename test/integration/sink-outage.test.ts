@@ -8,7 +8,7 @@ import { runPipeline } from '../../src/cli/run-command.js';
 import { parseConfig } from '../../src/config/load.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { freePort, freshDatabase, machinePg15, testLogger, waitFor } from '../helpers/postgres.js';
+import { freePort, freshDatabase, machinePg15, testLogger, waitFor, slotStreaming } from '../helpers/postgres.js';
 
 /**
  * The target goes away for real (its server is stopped) while the source keeps writing:
@@ -70,7 +70,7 @@ monitoring: { enabled: false }
       ctl.abort();
       await running;
     };
-    await waitFor('slot active', async () => (await source.query("SELECT active FROM pg_replication_slots WHERE slot_name = 'syncline_outage'")).rows[0]?.active === true);
+    await waitFor('slot active', async () => (await slotStreaming(source, 'syncline_outage')));
   }, 120_000);
 
   afterAll(async () => {

@@ -7,7 +7,7 @@ import { runPipeline } from '../../src/cli/run-command.js';
 import { parseConfig } from '../../src/config/load.js';
 import { quoteIdent, quoteLiteral } from '../../src/core/sql.js';
 import { silentLogger } from '../../src/log/logger.js';
-import { embeddedPg17, freshDatabase, machinePg15, waitFor, withClient, type PgServer } from '../helpers/postgres.js';
+import { embeddedPg17, freshDatabase, machinePg15, waitFor, withClient, type PgServer, slotStreaming } from '../helpers/postgres.js';
 
 /**
  * "Types, exactly": one column of each built-in type family, written at the source while the
@@ -360,7 +360,7 @@ monitoring: { enabled: false }
           });
           await waitFor('slot active', async () => {
             alive();
-            return (await source.query(`SELECT active FROM pg_replication_slots WHERE slot_name = 'syncline_types'`)).rows[0]?.active === 't';
+            return (await slotStreaming(source, 'syncline_types'));
           });
 
           await writeChanges(source, pg14);
