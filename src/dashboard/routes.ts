@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { errorMessage, SynclineError } from '../core/errors.js';
 import { formatLsn } from '../core/lsn.js';
 import { redactUrl } from '../core/redact.js';
-import type { DeadLetterEntry, DeadLetterQueue } from '../dlq/dead-letter-queue.js';
+import { deadLetterSummary, type DeadLetterQueue } from '../dlq/dead-letter-queue.js';
 import { replayDeadLetters } from '../dlq/replay.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -292,7 +292,7 @@ class DashboardRoutes implements Dashboard {
     if (!dlq) return { enabled: false, entries: [] };
     try {
       const entries = await dlq.list({ limit });
-      return { enabled: true, limit, entries: entries.map(summary) };
+      return { enabled: true, limit, entries: entries.map(deadLetterSummary) };
     } catch (err) {
       if (isMissingTable(err)) return { enabled: true, limit, entries: [], note: 'not created yet' };
       throw err;
@@ -354,23 +354,6 @@ class DashboardRoutes implements Dashboard {
   }
 }
 
-function summary(e: DeadLetterEntry): Record<string, unknown> {
-  return {
-    id: e.id,
-    table: e.table,
-    key: e.rowKey,
-    op: e.change?.op ?? null,
-    commit_lsn: e.commitLsn,
-    seq: e.change?.seq ?? null,
-    error_code: e.errorCode,
-    error: redactUrl(e.error),
-    attempts: e.attempts,
-    first_failed_at: e.firstFailedAt.toISOString(),
-    last_failed_at: e.lastFailedAt.toISOString(),
-    stream_partition: e.partition,
-    stream_offset: e.offset.toString(),
-  };
-}
 
 function parseIds(body: string): string[] {
   let parsed: unknown;

@@ -1,3 +1,4 @@
+import { redactUrl } from '../core/redact.js';
 import type { ChangeEvent } from '../core/change.js';
 
 /** A change that could not be decoded, validated or applied, with why and where it came from. */
@@ -55,4 +56,23 @@ export interface DeadLetterQueue {
 /** The identity of a row across the pipeline: `schema.table` + JSON of the key values. */
 export function rowIdOf(change: Pick<ChangeEvent, 'schema' | 'table' | 'key'>): string {
   return `${change.schema}.${change.table}\u0000${JSON.stringify(Object.values(change.key))}`;
+}
+
+/** The JSON shape of an entry in `syncline dlq list --json` and the dashboard's API (errors redacted). */
+export function deadLetterSummary(e: DeadLetterEntry): Record<string, unknown> {
+  return {
+    id: e.id,
+    table: e.table,
+    key: e.rowKey,
+    op: e.change?.op ?? null,
+    commit_lsn: e.commitLsn,
+    seq: e.change?.seq ?? null,
+    error_code: e.errorCode,
+    error: redactUrl(e.error),
+    attempts: e.attempts,
+    first_failed_at: e.firstFailedAt.toISOString(),
+    last_failed_at: e.lastFailedAt.toISOString(),
+    stream_partition: e.partition,
+    stream_offset: e.offset.toString(),
+  };
 }

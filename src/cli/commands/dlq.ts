@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { loadConfigFile } from '../../config/load.js';
 import { PrerequisiteError } from '../../core/errors.js';
-import type { DeadLetterEntry, DeadLetterFilter, DeadLetterQueue } from '../../dlq/dead-letter-queue.js';
+import { deadLetterSummary, type DeadLetterFilter, type DeadLetterQueue } from '../../dlq/dead-letter-queue.js';
 import { replayDeadLetters } from '../../dlq/replay.js';
 import { parseDuration } from '../duration.js';
 import { EXIT } from '../exit-codes.js';
@@ -40,23 +40,6 @@ async function withQueue<T>(file: string, fn: (dlq: DeadLetterQueue) => Promise<
   }
 }
 
-function summary(e: DeadLetterEntry): Record<string, unknown> {
-  return {
-    id: e.id,
-    table: e.table,
-    key: e.rowKey,
-    op: e.change?.op ?? null,
-    commit_lsn: e.commitLsn,
-    seq: e.change?.seq ?? null,
-    error_code: e.errorCode,
-    error: e.error,
-    attempts: e.attempts,
-    first_failed_at: e.firstFailedAt.toISOString(),
-    last_failed_at: e.lastFailedAt.toISOString(),
-    stream_partition: e.partition,
-    stream_offset: e.offset.toString(),
-  };
-}
 
 function withFilters(cmd: Command): Command {
   return cmd
@@ -76,7 +59,7 @@ export function registerDlq(program: Command): void {
     .action(async (opts: FilterOptions) => {
       const entries = await withQueue(opts.config, (q) => q.list(filterOf(opts)));
       if (opts.json) {
-        process.stdout.write(`${JSON.stringify(entries.map(summary), null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify(entries.map(deadLetterSummary), null, 2)}\n`);
         return;
       }
       if (entries.length === 0) process.stdout.write('dead-letter queue is empty (for this filter)\n');
@@ -97,7 +80,7 @@ export function registerDlq(program: Command): void {
         process.exitCode = EXIT.FAILURE;
         return;
       }
-      const full = { ...summary(e), change: e.change ?? null, raw: e.raw ?? null };
+      const full = { ...deadLetterSummary(e), change: e.change ?? null, raw: e.raw ?? null };
       process.stdout.write(opts.json ? `${JSON.stringify(full, null, 2)}\n` : `${JSON.stringify(full, null, 2)}\n`);
     });
 
