@@ -28,6 +28,7 @@ import { acquireCaptureLeadership } from '../source/leader-lock.js';
 import { ensurePublication } from '../source/publication.js';
 import { OUTPUT_SETTINGS, ReplicationStream } from '../source/replication-stream.js';
 import { SnapshotStore } from '../source/snapshot-store.js';
+import { targetTableDdl } from '../source/table-definition.js';
 import { SnapshotRunner } from '../pipeline/snapshot-runner.js';
 import { ensureSlot, slotState } from '../source/slot.js';
 import { openEmbeddedStream } from '../stream/embedded/embedded-stream.js';
@@ -58,13 +59,25 @@ export async function openStream(config: SynclineConfig, baseDir = process.cwd()
 /** Opens the configured sink. The only place that names concrete sink adapters. */
 export function openSink(config: SynclineConfig): Sink {
   const s = config.sink;
+  if (s.consistency === 'transactional') {
+    throw new PrerequisiteError(
+      'sink.consistency: transactional is not implemented in this build',
+      'use sink.consistency: eventual (per-row order with the version gate; each batch is still applied atomically)',
+    );
+  }
   if ((s.type === 'mysql' || s.type === 'sqlite') && s.delete_mode === 'soft') {
     throw new SynclineError('SINK_UNSUPPORTED', `sink.delete_mode: soft is not supported by the ${s.type} sink; use delete_mode: hard (rows are deleted, tombstones kept)`, { retriable: false });
   }
   if (!s.url) throw new PrerequisiteError('no sink connection URL', 'set sink.url in the config or the SYNCLINE_SINK_URL environment variable');
   switch (s.type) {
     case 'postgres':
-      return new PostgresSink({ url: s.url, stateSchema: s.state_schema, deleteMode: s.delete_mode, versionGate: s.version_gate });
+      return new PostgresSink({
+        url: s.url,
+        stateSchema: s.state_schema,
+        deleteMode: s.delete_mode,
+        versionGate: s.version_gate,
+        ...(s.create_tables ? { createTable: (schema: string, table: string) => withSource(config, (c) => targetTableDdl(c, { schema, table })) } : {}),
+      });
     case 'redis':
       // Redis has no schemas: sink.state_schema is the first segment of every key syncline writes.
       return new RedisSink({ url: s.url, prefix: s.state_schema, deleteMode: s.delete_mode, versionGate: s.version_gate });
@@ -83,6 +96,17 @@ export function openDedup(config: SynclineConfig): Dedup | undefined {
   const d = config.consumer.deduplication;
   if (d.backend === 'sink') return undefined;
   return new RedisDedup({ url: d.url ?? 'redis://127.0.0.1:6379', keyPattern: d.key_pattern, ttlSeconds: d.ttl_seconds });
+}
+
+/** Runs `fn` on a short-lived connection to the source. */
+async function withSource<T>(config: SynclineConfig, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pgModule.Client(sourceConnection(config));
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
 }
 
 /** Opens the dead-letter queue: a table in `dead_letter.url`, or in a postgres sink's database. */

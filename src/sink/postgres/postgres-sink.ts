@@ -14,6 +14,8 @@ export interface PostgresSinkOptions {
   deleteMode: 'hard' | 'soft';
   versionGate: boolean;
   poolSize?: number;
+  /** Creates missing target tables from the source's definition (`sink.create_tables`). */
+  createTable?: (schema: string, table: string) => Promise<string>;
 }
 
 const V_LSN = quoteIdent(VERSION_LSN_COLUMN);
@@ -133,7 +135,7 @@ export class PostgresSink implements Sink {
     const name = `${schema}.${table}`;
     let t = this.tables.get(name);
     if (!t) {
-      t = await loadTargetTable(c, schema, table, this.options.deleteMode === 'soft');
+      t = await loadTargetTable(c, schema, table, this.options.deleteMode === 'soft', this.options.createTable);
       this.tables.set(name, t);
     }
     return t;

@@ -39,12 +39,23 @@ export const DELETED_AT_COLUMN = '_deleted_at';
  * Reads a target table's columns and primary key, adding syncline's version columns
  * (and `_deleted_at` for soft deletes) when they are missing.
  */
-export async function loadTargetTable(client: pg.PoolClient | pg.Client, schema: string, table: string, softDelete: boolean): Promise<TargetTable> {
+export async function loadTargetTable(
+  client: pg.PoolClient | pg.Client,
+  schema: string,
+  table: string,
+  softDelete: boolean,
+  /** `sink.create_tables`: the DDL that creates a missing target table. */
+  createTable?: (schema: string, table: string) => Promise<string>,
+): Promise<TargetTable> {
   let meta = await readTable(client, schema, table);
+  if (!meta && createTable) {
+    await client.query(await createTable(schema, table));
+    meta = await readTable(client, schema, table);
+  }
   if (!meta) {
     throw new PrerequisiteError(
       `target table ${schema}.${table} does not exist in the sink database`,
-      `create ${quoteQualified(schema, table)} on the target with the source's columns and primary key`,
+      `create ${quoteQualified(schema, table)} on the target with the source's columns and primary key, or set sink.create_tables: true`,
     );
   }
   const wanted = [VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, ...(softDelete ? [DELETED_AT_COLUMN] : [])];
