@@ -76,6 +76,7 @@ export function openSink(config: SynclineConfig): Sink {
         stateSchema: s.state_schema,
         deleteMode: s.delete_mode,
         versionGate: s.version_gate,
+        staleAudit: s.stale_audit,
         ...(s.create_tables ? { createTable: (schema: string, table: string) => withSource(config, (c) => targetTableDdl(c, { schema, table })) } : {}),
       });
     case 'redis':

@@ -98,6 +98,8 @@ const sink = z
     conflict_strategy: z.literal('source_lsn_priority').default('source_lsn_priority'),
     /** hard: delete the row and keep a tombstone; soft: keep the row with `_deleted_at` set. */
     delete_mode: z.enum(['hard', 'soft']).default('hard'),
+    /** postgres sink: record changes the version gate rejected, with both versions, in <state_schema>.stale_audit. */
+    stale_audit: z.boolean().default(false),
     /** postgres sink: create a missing target table with the source table's columns and primary key. */
     create_tables: z.boolean().default(false),
     /** What a source TRUNCATE does at the target: apply it, ignore it, or park it in the dead-letter queue. */

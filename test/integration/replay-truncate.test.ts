@@ -42,7 +42,7 @@ describe('TRUNCATE parked in the dead-letter queue; replay with apply --from', (
   slots: [{ name: syncline_replay, publication: syncline_replay_pub, tables: [events] }]
 stream: { path: ${path.join(dir, 'stream')}, partitions: 3 }
 consumer: { group_id: replay }
-sink: { url: ${targetUrl}, truncate: dead_letter }
+sink: { url: ${targetUrl}, truncate: dead_letter, stale_audit: true }
 monitoring: { enabled: false }
 `,
     );
@@ -89,6 +89,12 @@ monitoring: { enabled: false }
     const before = (await target.query('SELECT id, body, _syncline_lsn::text, _syncline_seq FROM events ORDER BY id')).rows;
     const all = await runUntil('apply', async (m) => (await counter(m, 'sync_events_consumed_total')) >= 401, 'beginning');
     expect(await counter(all, 'sync_events_applied_total')).toBe(0);
+    // Every replayed upsert was rejected by the gate and recorded with both versions.
+    const audit = (await target.query(
+      "SELECT count(*)::int AS n, count(*) FILTER (WHERE stored_lsn IS NULL OR (stored_lsn, stored_seq) >= (incoming_lsn, incoming_seq))::int AS older FROM syncline.stale_audit WHERE op IN ('INSERT', 'READ')",
+    )).rows[0];
+    expect(audit?.n).toBeGreaterThanOrEqual(400);
+    expect(audit?.older).toBe(audit?.n);
     expect((await target.query('SELECT id, body, _syncline_lsn::text, _syncline_seq FROM events ORDER BY id')).rows).toEqual(before);
 
     const mark = new Date().toISOString();

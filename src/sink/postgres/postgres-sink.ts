@@ -14,6 +14,11 @@ export interface PostgresSinkOptions {
   deleteMode: 'hard' | 'soft';
   versionGate: boolean;
   poolSize?: number;
+  /**
+   * `sink.stale_audit`: record every upsert the version gate rejected, with the incoming
+   * and the stored version, in `<stateSchema>.stale_audit` (same transaction).
+   */
+  staleAudit?: boolean;
   /** Creates missing target tables from the source's definition (`sink.create_tables`). */
   createTable?: (schema: string, table: string) => Promise<string>;
 }
@@ -31,7 +36,7 @@ const ROW_VERSION = `(COALESCE(t.${V_LSN}, '0/0'::pg_lsn), COALESCE(t.${V_SEQ}, 
 export class PostgresSink implements Sink {
   readonly storesPositions = true;
   private readonly pool: pg.Pool;
-  private readonly state: { positions: string; tombstones: string; truncations: string };
+  private readonly state: { positions: string; tombstones: string; truncations: string; staleAudit: string };
   private readonly tables = new Map<string, TargetTable>();
   private readonly sqlCache = new Map<string, string>();
 
@@ -44,6 +49,7 @@ export class PostgresSink implements Sink {
       positions: quoteQualified(s, 'positions'),
       tombstones: quoteQualified(s, 'tombstones'),
       truncations: quoteQualified(s, 'truncations'),
+      staleAudit: quoteQualified(s, 'stale_audit'),
     };
   }
 
@@ -61,6 +67,12 @@ export class PostgresSink implements Sink {
         deleted_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_name, row_key))`);
       await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.truncations} (
         table_name text PRIMARY KEY, lsn pg_lsn NOT NULL, seq integer NOT NULL)`);
+      if (this.options.staleAudit) {
+        await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.staleAudit} (
+          id bigserial PRIMARY KEY, table_name text NOT NULL, row_key text NOT NULL, op text NOT NULL,
+          incoming_lsn pg_lsn NOT NULL, incoming_seq integer NOT NULL, stored_lsn pg_lsn, stored_seq integer,
+          change jsonb NOT NULL, rejected_at timestamptz NOT NULL DEFAULT now())`);
+      }
       await c.query('COMMIT');
     });
   }
@@ -162,11 +174,31 @@ export class PostgresSink implements Sink {
       params.push(rows.map((r) => r.commit_lsn));
       params.push(rows.map((r) => r.seq));
       params.push(tableLabel(target));
-      const res = await c.query(sql, params);
+      const res = await c.query<{ k: string }>(sql, params);
       const n = res.rowCount ?? 0;
       counts.applied += n;
       counts.stale += rows.length - n;
+      if (this.options.staleAudit && n < rows.length) {
+        const written = new Set(res.rows.map((r) => r.k));
+        await this.auditStale(c, target, keyColumns, rows.filter((r) => !written.has(JSON.stringify(Object.values(r.key)))));
+      }
     }
+  }
+
+  /** The reconciliation record of `conflict_strategy: source_lsn_priority`: who won, and by how much. */
+  private async auditStale(c: pg.PoolClient, target: TargetTable, keyColumns: string[], rejected: ChangeEvent[]): Promise<void> {
+    const k = keyColumns.length;
+    const match = keyColumns.map((col, i) => `t.${quoteIdent(col)} = i.k${i}::${(target.columns.get(col) as { castType: string }).castType}`).join(' AND ');
+    const params: unknown[] = keyColumns.map((col) => rejected.map((r) => r.key[col] ?? null));
+    params.push(rejected.map((r) => JSON.stringify(Object.values(r.key))), rejected.map((r) => r.commit_lsn), rejected.map((r) => r.seq), rejected.map((r) => r.op), rejected.map((r) => JSON.stringify(r)), tableLabel(target));
+    await c.query(
+      `INSERT INTO ${this.state.staleAudit} (table_name, row_key, op, incoming_lsn, incoming_seq, stored_lsn, stored_seq, change)
+       SELECT $${k + 6}, i.row_key, i.op, i.v_lsn::pg_lsn, i.v_seq, t.${V_LSN}, t.${V_SEQ}, i.change::jsonb
+         FROM unnest(${[...keyColumns.map((_, j) => `$${j + 1}::text[]`), `$${k + 1}::text[]`, `$${k + 2}::text[]`, `$${k + 3}::int[]`, `$${k + 4}::text[]`, `$${k + 5}::text[]`].join(', ')})
+              AS i(${[...keyColumns.map((_, j) => `k${j}`), 'row_key', 'v_lsn', 'v_seq', 'op', 'change'].join(', ')})
+         LEFT JOIN ${target.qualified} t ON ${match}`,
+      params,
+    );
   }
 
   private upsertSql(target: TargetTable, columns: string[], keyColumns: string[]): string {
@@ -197,7 +229,9 @@ export class PostgresSink implements Sink {
         WHERE $${n + 4}::text IS NOT NULL`) +
       `
        ON CONFLICT (${keyColumns.map(quoteIdent).join(', ')}) DO UPDATE SET ${updates.join(', ')}` +
-      (gate ? `\n       WHERE ${ROW_VERSION} < (EXCLUDED.${V_LSN}, EXCLUDED.${V_SEQ})` : '');
+      (gate ? `\n       WHERE ${ROW_VERSION} < (EXCLUDED.${V_LSN}, EXCLUDED.${V_SEQ})` : '') +
+      // With the audit on, the written keys come back so the rejected ones can be recorded.
+      (this.options.staleAudit ? `\n       RETURNING to_json(ARRAY[${keyColumns.map((c) => `t.${quoteIdent(c)}::text`).join(', ')}])::text AS k` : '');
     this.sqlCache.set(cacheKey, sql);
     return sql;
   }
