@@ -15,9 +15,13 @@ export const WORKLOAD_TABLES = ['items', '"Mixed Case"'];
 /**
  * Counts every row version written at the target, so a test can assert that no change was
  * applied twice (the same version written twice shows up as a duplicate audit row).
+ * Installed before the pipeline starts — creating triggers while apply writes can deadlock —
+ * so the version columns the sink would add are added here first.
  */
 export async function installApplyAudit(target: pg.Client): Promise<void> {
   await target.query(`
+    ALTER TABLE items ADD COLUMN _syncline_lsn pg_lsn, ADD COLUMN _syncline_seq integer;
+    ALTER TABLE "Mixed Case" ADD COLUMN _syncline_lsn pg_lsn, ADD COLUMN _syncline_seq integer;
     CREATE TABLE apply_audit (tbl text, row_key text, op text, lsn pg_lsn, seq integer);
     CREATE FUNCTION audit_apply() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
@@ -27,11 +31,7 @@ export async function installApplyAudit(target: pg.Client): Promise<void> {
       END IF;
       INSERT INTO apply_audit VALUES (TG_TABLE_NAME, row_to_json(NEW)->>(TG_ARGV[0]), left(TG_OP, 1), NEW._syncline_lsn, NEW._syncline_seq);
       RETURN NEW;
-    END $$;`);
-}
-
-export async function attachAudit(target: pg.Client): Promise<void> {
-  await target.query(`
+    END $$;
     CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON items FOR EACH ROW EXECUTE FUNCTION audit_apply('id');
     CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON "Mixed Case" FOR EACH ROW EXECUTE FUNCTION audit_apply('Key');`);
 }
