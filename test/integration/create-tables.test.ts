@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runPipeline } from '../../src/cli/run-command.js';
 import { parseConfig } from '../../src/config/load.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { freshDatabase, machinePg15, slotStreaming, testLogger, waitFor } from '../helpers/postgres.js';
+import { machinePg15, slotStreaming, testLogger, waitFor, sourceAndTarget } from '../helpers/postgres.js';
 
 describe('sink.create_tables: a target without the tables gets them from the source definition', () => {
   let dir: string;
@@ -17,12 +17,9 @@ describe('sink.create_tables: a target without the tables gets them from the sou
   beforeAll(async () => {
     const server = await machinePg15();
     dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-create-'));
-    const sourceUrl = await freshDatabase(server, 'syncline_create_source');
-    const targetUrl = await freshDatabase(server, 'syncline_create_target');
-    source = new pg.Client({ connectionString: sourceUrl });
-    target = new pg.Client({ connectionString: targetUrl });
-    await source.connect();
-    await target.connect();
+    const pair = await sourceAndTarget(server, 'syncline_create');
+    ({ source, target } = pair);
+    const { sourceUrl, targetUrl } = pair;
     await source.query(`CREATE SCHEMA "Sales";
       CREATE TABLE "Sales"."Order Lines" (order_id bigint, line smallint, sku varchar(32) NOT NULL, price numeric(10,2),
         tags text[], placed timestamptz(3), PRIMARY KEY (order_id, line))`);

@@ -8,7 +8,7 @@ import { runPipeline } from '../../src/cli/run-command.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { createLogger, silentLogger } from '../../src/log/logger.js';
 import { Metrics } from '../../src/metrics/metrics.js';
-import { freshDatabase, machinePg15, waitFor, slotStreaming } from '../helpers/postgres.js';
+import { machinePg15, waitFor, slotStreaming, sourceAndTarget } from '../helpers/postgres.js';
 
 const CLI = path.resolve('dist/cli/main.js');
 
@@ -21,12 +21,9 @@ describe('poison changes: isolated, dead-lettered in row order, replayed after t
   beforeAll(async () => {
     const server = await machinePg15();
     dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-dlq-'));
-    const sourceUrl = await freshDatabase(server, 'syncline_dlq_source');
-    const targetUrl = await freshDatabase(server, 'syncline_dlq_target');
-    source = new pg.Client({ connectionString: sourceUrl });
-    target = new pg.Client({ connectionString: targetUrl });
-    await source.connect();
-    await target.connect();
+    const pair = await sourceAndTarget(server, 'syncline_dlq');
+    ({ source, target } = pair);
+    const { sourceUrl, targetUrl } = pair;
     await source.query('CREATE TABLE poison (id integer PRIMARY KEY, v integer NOT NULL, note text)');
     // The target refuses v = 13: a permanent error (check_violation) for those changes only.
     await target.query('CREATE TABLE poison (id integer PRIMARY KEY, v integer NOT NULL CONSTRAINT no_thirteen CHECK (v <> 13), note text)');

@@ -8,7 +8,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { embeddedPg17, freshDatabase, machinePg15, waitFor, type PgServer, slotStreaming } from '../helpers/postgres.js';
+import { embeddedPg17, machinePg15, waitFor, type PgServer, slotStreaming, sourceAndTarget } from '../helpers/postgres.js';
 
 for (const [label, startServer] of [
   ['PostgreSQL 15', machinePg15],
@@ -25,12 +25,9 @@ for (const [label, startServer] of [
     beforeAll(async () => {
       server = await startServer();
       dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-big-'));
-      const sourceUrl = await freshDatabase(server, 'syncline_big_source');
-      const targetUrl = await freshDatabase(server, 'syncline_big_target');
-      source = new pg.Client({ connectionString: sourceUrl });
-      target = new pg.Client({ connectionString: targetUrl });
-      await source.connect();
-      await target.connect();
+      const pair = await sourceAndTarget(server, 'syncline_big');
+      ({ source, target } = pair);
+      const { sourceUrl, targetUrl } = pair;
       const ddl = 'CREATE TABLE big (id integer PRIMARY KEY, payload text NOT NULL, n integer)';
       await source.query(ddl);
       await target.query(ddl);

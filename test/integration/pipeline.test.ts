@@ -9,7 +9,7 @@ import { parseTableName } from '../../src/core/sql.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { embeddedPg17, freePort, freshDatabase, machinePg15, waitFor, type PgServer, slotStreaming } from '../helpers/postgres.js';
+import { embeddedPg17, freePort, machinePg15, waitFor, type PgServer, slotStreaming, sourceAndTarget } from '../helpers/postgres.js';
 import { Workload, WORKLOAD_DDL, WORKLOAD_TABLES } from '../helpers/workload.js';
 
 async function counter(metrics: Metrics, name: string): Promise<number> {
@@ -32,12 +32,9 @@ for (const [label, startServer] of [
     beforeAll(async () => {
       server = await startServer();
       dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-it-'));
-      const sourceUrl = await freshDatabase(server, 'syncline_it_source');
-      const targetUrl = await freshDatabase(server, 'syncline_it_target');
-      source = new pg.Client({ connectionString: sourceUrl });
-      target = new pg.Client({ connectionString: targetUrl });
-      await source.connect();
-      await target.connect();
+      const pair = await sourceAndTarget(server, 'syncline_it');
+      ({ source, target } = pair);
+      const { sourceUrl, targetUrl } = pair;
       await source.query(WORKLOAD_DDL);
       await target.query(WORKLOAD_DDL);
       configText = `source:

@@ -9,7 +9,7 @@ import { runPipeline, type Role } from '../../src/cli/run-command.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { freshDatabase, machinePg15, testLogger, waitFor, slotStreaming } from '../helpers/postgres.js';
+import { machinePg15, testLogger, waitFor, slotStreaming, sourceAndTarget } from '../helpers/postgres.js';
 
 const CLI = path.resolve('dist/cli/main.js');
 
@@ -27,12 +27,9 @@ describe('TRUNCATE parked in the dead-letter queue; replay with apply --from', (
   beforeAll(async () => {
     const server = await machinePg15();
     dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-replay-'));
-    const sourceUrl = await freshDatabase(server, 'syncline_replay_source');
-    const targetUrl = await freshDatabase(server, 'syncline_replay_target');
-    source = new pg.Client({ connectionString: sourceUrl });
-    target = new pg.Client({ connectionString: targetUrl });
-    await source.connect();
-    await target.connect();
+    const pair = await sourceAndTarget(server, 'syncline_replay');
+    ({ source, target } = pair);
+    const { sourceUrl, targetUrl } = pair;
     for (const c of [source, target]) await c.query('CREATE TABLE events (id integer PRIMARY KEY, body text)');
     configFile = path.join(dir, 'sync.yaml');
     await writeFile(

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runPipeline } from '../../src/cli/run-command.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { freshDatabase, machinePg15, testLogger, waitFor } from '../helpers/postgres.js';
+import { machinePg15, testLogger, waitFor, sourceAndTarget } from '../helpers/postgres.js';
 
 const CLI = path.resolve('dist/cli/main.js');
 
@@ -22,12 +22,9 @@ describe('snapshots while streaming (PostgreSQL 15)', () => {
   beforeAll(async () => {
     const server = await machinePg15();
     dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-snap-'));
-    const sourceUrl = await freshDatabase(server, 'syncline_snap_source');
-    const targetUrl = await freshDatabase(server, 'syncline_snap_target');
-    source = new pg.Client({ connectionString: sourceUrl });
-    target = new pg.Client({ connectionString: targetUrl });
-    await source.connect();
-    await target.connect();
+    const pair = await sourceAndTarget(server, 'syncline_snap');
+    ({ source, target } = pair);
+    const { sourceUrl, targetUrl } = pair;
     for (const c of [source, target]) {
       await c.query('CREATE TABLE snap (id integer PRIMARY KEY, v integer NOT NULL, t text)');
       await c.query('CREATE TABLE later (a text, b integer, payload jsonb, PRIMARY KEY (a, b))');
