@@ -23,6 +23,7 @@ import { RedisDedup } from '../dedup/redis-dedup.js';
 import type { Sink } from '../sink/sink.js';
 import type { DeadLetterQueue } from '../dlq/dead-letter-queue.js';
 import { PostgresDeadLetterQueue } from '../dlq/postgres-dead-letter-queue.js';
+import { TopicDeadLetterQueue } from '../dlq/topic-dead-letter-queue.js';
 import { checkLogicalReplication, protocolVersionFor } from '../source/prerequisites.js';
 import { acquireCaptureLeadership } from '../source/leader-lock.js';
 import { ensurePublication } from '../source/publication.js';
@@ -110,15 +111,27 @@ async function withSource<T>(config: SynclineConfig, fn: (c: pg.Client) => Promi
   }
 }
 
-/** Opens the dead-letter queue: a table in `dead_letter.url`, or in a postgres sink's database. */
+/**
+ * Opens the dead-letter queue (`dead_letter.store`): a compacted Kafka topic, or a table in
+ * `dead_letter.url` or a postgres sink's database.
+ */
 export function openDeadLetterQueue(config: SynclineConfig): DeadLetterQueue | undefined {
   const d = config.dead_letter;
   if (!d.enabled) return undefined;
+  const s = config.stream;
+  const store = d.store ?? (s.broker === 'kafka' && !d.url ? 'topic' : 'table');
+  if (store === 'topic') {
+    if (s.broker !== 'kafka') {
+      throw new PrerequisiteError(`dead_letter.store: topic needs stream.broker: kafka (this config uses ${s.broker})`, 'use dead_letter.store: table with dead_letter.url, or a Kafka stream');
+    }
+    const brokers = s.brokers ?? ['127.0.0.1:9092'];
+    return new TopicDeadLetterQueue(() => openKafkaStream({ brokers, topic: d.topic, partitions: 1, compacted: true }), d.topic);
+  }
   const url = d.url ?? (config.sink.type === 'postgres' ? config.sink.url : undefined);
   if (!url) {
     throw new PrerequisiteError(
       `the dead-letter queue needs a PostgreSQL database for sink type ${config.sink.type}`,
-      'set dead_letter.url (or SYNCLINE_DEAD_LETTER_URL) to a PostgreSQL URL, or dead_letter.enabled: false to stop on poison changes instead',
+      'set dead_letter.url (or SYNCLINE_DEAD_LETTER_URL) to a PostgreSQL URL, dead_letter.store: topic on a Kafka stream, or dead_letter.enabled: false to stop on poison changes instead',
     );
   }
   return new PostgresDeadLetterQueue(url, config.sink.state_schema);

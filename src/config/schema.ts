@@ -114,6 +114,13 @@ const sink = z
 const deadLetter = z
   .object({
     enabled: z.boolean().default(true),
+    /**
+     * Where dead letters are kept: `topic` — the stream topic `dead_letter.topic` (Kafka only,
+     * compacted, readable by any Kafka client); `table` — `<sink.state_schema>.dead_letter` in
+     * a PostgreSQL database (`dead_letter.url`, else a postgres sink's). Default: `topic` on
+     * Kafka unless `dead_letter.url` is set, else `table`.
+     */
+    store: z.enum(['topic', 'table']).optional(),
     topic: z.string().min(1).default('db-changes.dlq'),
     /** PostgreSQL database holding the dead-letter table; defaults to a postgres sink's database. */
     url: z.string().min(1).optional(),

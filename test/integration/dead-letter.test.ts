@@ -8,20 +8,33 @@ import { runPipeline } from '../../src/cli/run-command.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { createLogger, silentLogger } from '../../src/log/logger.js';
 import { Metrics } from '../../src/metrics/metrics.js';
+import { openDeadLetterQueue } from '../../src/cli/wiring.js';
+import type { DeadLetterQueue } from '../../src/dlq/dead-letter-queue.js';
 import { machinePg15, waitFor, slotStreaming, sourceAndTarget } from '../helpers/postgres.js';
+import { requireListening } from '../contract/broker-check.js';
 
 const CLI = path.resolve('dist/cli/main.js');
 
-describe('poison changes: isolated, dead-lettered in row order, replayed after the fix', () => {
+/**
+ * The same story with both dead-letter stores: the table next to the sink (embedded stream)
+ * and the compacted Kafka topic `dead_letter.topic` (Kafka stream, the default there).
+ */
+for (const store of ['table', 'topic'] as const) describePoison(store);
+
+function describePoison(store: 'table' | 'topic'): void {
+describe(`poison changes: isolated, dead-lettered in row order, replayed after the fix (dead-letter ${store})`, () => {
+  const prefix = `syncline_dlq${store === 'topic' ? '_k' : ''}`;
   let dir: string;
+  let queue: DeadLetterQueue;
   let configFile: string;
   let source: pg.Client;
   let target: pg.Client;
 
   beforeAll(async () => {
     const server = await machinePg15();
+    if (store === 'topic') await requireListening('127.0.0.1', 9092, 'the Kafka dead-letter topic test needs a broker: bash scripts/kafka.sh start');
     dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-dlq-'));
-    const pair = await sourceAndTarget(server, 'syncline_dlq');
+    const pair = await sourceAndTarget(server, prefix);
     ({ source, target } = pair);
     const { sourceUrl, targetUrl } = pair;
     await source.query('CREATE TABLE poison (id integer PRIMARY KEY, v integer NOT NULL, note text)');
@@ -32,16 +45,20 @@ describe('poison changes: isolated, dead-lettered in row order, replayed after t
       configFile,
       `source:
   url: ${sourceUrl}
-  slots: [{ name: syncline_dlq, publication: syncline_dlq_pub, tables: [poison] }]
-stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
+  slots: [{ name: ${prefix}, publication: ${prefix}_pub, tables: [poison] }]
+stream: ${store === 'topic' ? `{ broker: kafka, brokers: ['127.0.0.1:9092'], topic: ${prefix}_${process.pid}, partitions: 2 }` : `{ path: ${path.join(dir, 'stream')}, partitions: 2 }`}
 consumer: { group_id: dlq, retry: { backoff_base_ms: 10, backoff_max_ms: 100 } }
 sink: { url: ${targetUrl} }
+dead_letter: { topic: ${prefix}_${process.pid}.dlq }
 monitoring: { enabled: false }
 `,
     );
+    queue = openDeadLetterQueue(loadConfigFile(configFile)) as DeadLetterQueue;
+    await queue.prepare();
   }, 60_000);
 
   afterAll(async () => {
+    await queue?.close();
     await source?.end();
     await target?.end();
     if (dir) await rm(dir, { recursive: true, force: true });
@@ -52,13 +69,9 @@ monitoring: { enabled: false }
     return { status: r.status, out: r.stdout, err: r.stderr };
   }
 
-  /** Rows in the dead-letter table; 0 until apply has created it. */
+  /** Entries in the dead-letter queue, as another process sees them. */
   async function deadLetters(): Promise<number> {
-    try {
-      return (await target.query<{ n: number }>('SELECT count(*)::int AS n FROM syncline.dead_letter')).rows[0]?.n ?? 0;
-    } catch {
-      return 0; // apply has not created the table yet
-    }
+    return (await queue.depth()).count;
   }
 
   it('one poison row in a batch of 1,000 does not block the other 999; its later change follows it', async () => {
@@ -66,7 +79,7 @@ monitoring: { enabled: false }
     const ctl = new AbortController();
     const running = runPipeline(loadConfigFile(configFile), 'run', process.env.DLQ_DEBUG ? createLogger('debug') : silentLogger(), ctl.signal, metrics);
     running.catch(() => undefined);
-    await waitFor('slot active', async () => (await slotStreaming(source, 'syncline_dlq')));
+    await waitFor('slot active', async () => (await slotStreaming(source, prefix)));
     await source.query("INSERT INTO poison SELECT g, CASE WHEN g = 500 THEN 13 ELSE g * 2 END, 'n' || g FROM generate_series(1, 1000) g");
     await waitFor('the poison insert dead-lettered', async () => (await deadLetters()) === 1, 30_000);
     await source.query('UPDATE poison SET v = 14 WHERE id = 500'); // must not overtake the dead-lettered insert
@@ -107,10 +120,11 @@ monitoring: { enabled: false }
   }, 120_000);
 
   it('purge needs a filter and removes what it matches', async () => {
-    await target.query("INSERT INTO syncline.dead_letter (source, table_name, row_key, raw, error, error_code, attempts, stream_partition, stream_offset) VALUES ('s', 'public.poison', '[1]', 'garbage', 'not JSON', 'EVENT_MALFORMED', 1, 0, 123456)");
+    await queue.add([{ change: undefined, raw: 'garbage', error: 'not JSON', errorCode: 'EVENT_MALFORMED', attempts: 1, partition: 0, offset: 123456n }]);
     expect(cli('dlq', 'purge').status).toBe(2);
     const purge = cli('dlq', 'purge', '--error', 'EVENT_MALFORMED', '--json');
     expect(purge.status).toBe(0);
     expect(JSON.parse(purge.out)).toEqual({ purged: 1 });
   });
 });
+}

@@ -47,6 +47,12 @@ export interface KafkaStreamOptions {
   partitions: number;
   /** `retention.ms` of a topic this creates. Default 168 (7 days). */
   retentionHours?: number;
+  /**
+   * Create the topic with `cleanup.policy=compact` instead of time retention: the latest
+   * record per key is kept forever, a record with an empty value deletes its key (the
+   * dead-letter topic, whose entries must wait for a person however long that takes).
+   */
+  compacted?: boolean;
   /** Replication factor of a topic this creates. Default: the broker's default. */
   replicationFactor?: number;
   clientId?: string;
@@ -145,7 +151,7 @@ async function ensureTopic(admin: Admin, opts: KafkaStreamOptions): Promise<void
         numPartitions: opts.partitions,
         replicationFactor: opts.replicationFactor ?? -1,
         configEntries: [
-          { name: 'retention.ms', value: String(retentionMs) },
+          ...(opts.compacted ? [{ name: 'cleanup.policy', value: 'compact' }] : [{ name: 'retention.ms', value: String(retentionMs) }]),
           { name: 'message.timestamp.type', value: 'LogAppendTime' },
         ],
       },
@@ -288,7 +294,7 @@ interface PendingPublish {
 
 interface KafkaMessage {
   key: string;
-  value: Buffer;
+  value: Buffer | null;
   partition: number;
 }
 
@@ -371,7 +377,8 @@ class KafkaProducer implements StreamProducer {
           bytes.fill(0);
         }
         bytes[partition] = (bytes[partition] as number) + size;
-        messages.push({ key: r.key, value: r.value, partition });
+        // An empty value goes out as null: a tombstone, which compaction removes with its key.
+        messages.push({ key: r.key, value: r.value.length === 0 ? null : r.value, partition });
       }
     }
     if (messages.length > 0) await this.produce(messages);
