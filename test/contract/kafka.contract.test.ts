@@ -3,8 +3,9 @@ import kafkajs, { Kafka, logLevel } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kafkaError } from '../../src/stream/kafka/kafka-errors.js';
 import { openKafkaStream } from '../../src/stream/kafka/kafka-stream.js';
-import type { Stream, StreamRecord } from '../../src/stream/stream.js';
+import type { Stream } from '../../src/stream/stream.js';
 import { requireListening } from './broker-check.js';
+import { describeGroupRebalance } from './group-rebalance.js';
 import { describeStreamContract } from './stream-contract.js';
 
 const port = Number(process.env.KAFKA_PORT ?? 9092);
@@ -30,55 +31,7 @@ const open = ({ partitions, topic }: { partitions: number; topic: string }): Pro
 
 describeStreamContract('kafka', open);
 
-describe('Kafka stream: consumer group rebalances', () => {
-  it('splits partitions between members, positions each assignment from startPositions, and never returns revoked partitions', async () => {
-    const topic = `syncline-contract-kafka-rebalance-${randomBytes(4).toString('hex')}`;
-    const stream = await open({ partitions: 4, topic });
-    try {
-      const producer = await stream.producer();
-      const sent = Array.from({ length: 200 }, (_, i) => ({ key: `public.t:["k${i % 17}"]`, value: Buffer.from(`v:${i}`) }));
-      await producer.publish(sent);
-      const asked: string[] = [];
-      const start = (who: string) => async (partitions: readonly number[]) => {
-        asked.push(`${who}:${[...partitions].sort().join(',')}`);
-        return new Map(partitions.map((p) => [p, 0n] as [number, bigint]));
-      };
-      const a = await stream.consumer('g', { startPositions: start('a') });
-      expect([...a.assignment()].sort()).toEqual([0, 1, 2, 3]);
-      const firstA = await a.poll(10, 5000);
-      expect(firstA.length).toBeGreaterThan(0);
-
-      const b = await stream.consumer('g', { startPositions: start('b') });
-      // a learns of the rebalance at its next heartbeat; poll keeps it alive meanwhile.
-      const deadline = Date.now() + 30_000;
-      while (a.assignment().length !== 2 && Date.now() < deadline) await a.poll(1, 200);
-      expect(a.assignment().length).toBe(2);
-      expect(b.assignment().length).toBe(2);
-      const mine = new Set(a.assignment());
-      for (const p of b.assignment()) expect(mine.has(p)).toBe(false);
-
-      const readAll = async (c: typeof a, n: number): Promise<StreamRecord[]> => {
-        const out: StreamRecord[] = [];
-        const until = Date.now() + 20_000;
-        while (out.length < n && Date.now() < until) out.push(...(await c.poll(500, 100)));
-        return out;
-      };
-      const ends = await stream.endOffsets();
-      const count = (c: typeof a): number => c.assignment().reduce((sum, p) => sum + Number(ends.get(p) ?? 0n), 0);
-      const [gotA, gotB] = await Promise.all([readAll(a, count(a)), readAll(b, count(b))]);
-      for (const r of gotA) expect(a.assignment()).toContain(r.partition);
-      for (const r of gotB) expect(b.assignment()).toContain(r.partition);
-      // Both started their partitions at 0 (startPositions), so together they read everything.
-      expect(new Set([...gotA, ...gotB].map((r) => r.value.toString())).size).toBe(sent.length);
-      expect(asked.some((x) => x.startsWith('b:'))).toBe(true);
-      expect(asked.filter((x) => x.startsWith('a:')).length).toBeGreaterThanOrEqual(2);
-      await b.close();
-      await a.close();
-    } finally {
-      await stream.close();
-    }
-  });
-});
+describeGroupRebalance('kafka', open);
 
 describe('Kafka stream: topic and errors', () => {
   it('refuses to reopen a topic with another partition count', async () => {

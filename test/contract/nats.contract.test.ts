@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KEY_HEADER, TABLE_HEADER, openNatsStream, partitionStreamName, positionsBucketName } from '../../src/stream/nats/nats-stream.js';
 import type { Stream, StreamRecord } from '../../src/stream/stream.js';
 import { requireListening } from './broker-check.js';
+import { describeGroupRebalance } from './group-rebalance.js';
 import { describeStreamContract } from './stream-contract.js';
 
 const url = 'nats://127.0.0.1:4222';
@@ -68,20 +69,31 @@ describe('NATS stream: deduplication and headers', () => {
   });
 });
 
-describe('NATS stream: one consumer per group', () => {
-  it('refuses a second live consumer of a group, and accepts one after the first closed', async () => {
-    const topic = `syncline-contract-nats-busy-${randomBytes(4).toString('hex')}`;
-    const stream = await open({ partitions: 2, topic });
+describeGroupRebalance('nats', open);
+
+describe('NATS stream: a member that stops heartbeating', () => {
+  it('loses its partitions to the other member after the session timeout, and stops returning them', async () => {
+    const topic = `syncline-contract-nats-expire-${randomBytes(4).toString('hex')}`;
+    created.push({ topic, partitions: 2 });
+    const membership = { heartbeatMs: 200, sessionTimeoutMs: 1500 };
+    const a = await openNatsStream({ url, topic, partitions: 2, membership });
+    const b = await openNatsStream({ url, topic, partitions: 2, membership });
     try {
-      const first = await stream.consumer('g');
-      await first.poll(10, 200);
-      await expect(stream.consumer('g')).rejects.toMatchObject({ code: 'STREAM_GROUP_BUSY', retriable: true });
-      await first.close();
-      const second = await stream.consumer('g');
-      expect(second.assignment()).toEqual([0, 1]);
-      await second.close();
+      const ca = await a.consumer('g');
+      expect(ca.assignment()).toEqual([0, 1]);
+      const cb = await b.consumer('g');
+      const until = Date.now() + 10_000;
+      while ((ca.assignment().length !== 1 || cb.assignment().length !== 1) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+      expect([...ca.assignment(), ...cb.assignment()].sort()).toEqual([0, 1]);
+      // a's process freezes (no heartbeats, no close): b takes everything after the timeout.
+      (ca as unknown as { membershipTimer: NodeJS.Timeout }).membershipTimer.unref();
+      clearInterval((ca as unknown as { membershipTimer: NodeJS.Timeout }).membershipTimer);
+      const taken = Date.now() + 10_000;
+      while (cb.assignment().length !== 2 && Date.now() < taken) await new Promise((r) => setTimeout(r, 100));
+      expect(cb.assignment()).toEqual([0, 1]);
     } finally {
-      await stream.close();
+      await a.close();
+      await b.close();
     }
   });
 });

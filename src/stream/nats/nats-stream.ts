@@ -31,8 +31,11 @@
  * hands records out), which keeps the server from redelivering what this reader already
  * has; records it redelivers anyway (after `ack_wait`) are recognised by sequence and skipped.
  *
- * NATS has no group membership: a consumer is assigned every partition (as on the embedded
- * stream), and a second consumer of a live group is refused (STREAM_GROUP_BUSY).
+ * Consumer groups: NATS has no membership protocol, so the members of a group share the
+ * partitions through leases in the same KV bucket (group-membership.ts): start two consumers
+ * of a group and each reads half the partitions; when one stops or dies (no heartbeat for
+ * the session timeout) the other takes its partitions over, starting them from
+ * `startPositions` (the sink's positions), else the committed ones.
  */
 import {
   AckPolicy,
@@ -60,9 +63,12 @@ import { partitionFor } from '../../core/change.js';
 import { ConfigError, SynclineError } from '../../core/errors.js';
 import { RecordBuffer } from '../record-buffer.js';
 import type { ConsumerOptions, OutgoingRecord, Stream, StreamConsumer, StreamProducer, StreamRecord } from '../stream.js';
+import { GroupMembership, type MembershipChange, type MembershipOptions } from './group-membership.js';
 import { JS_CONSUMER_NOT_FOUND, JS_STREAM_NOT_FOUND, apiErrorCode, natsError } from './nats-errors.js';
 
 export interface NatsStreamOptions {
+  /** Heartbeat and session timeout of consumer-group members (see group-membership.ts). */
+  membership?: MembershipOptions;
   /** Server URL(s), e.g. `nats://127.0.0.1:4222`. */
   url: string | readonly string[];
   topic: string;
@@ -434,6 +440,8 @@ const textDecoder = new TextDecoder();
 interface PartitionState {
   partition: number;
   stream: string;
+  /** This member holds the partition's lease and reads it. */
+  active: boolean;
   /** Bumped at every reposition: deliveries of an older pull are dropped. */
   epoch: number;
   /** Where the reader was last positioned. */
@@ -454,8 +462,13 @@ interface PartitionState {
 class NatsConsumer implements StreamConsumer {
   private readonly buffer = new RecordBuffer();
   private readonly states: PartitionState[];
-  private readonly assigned: readonly number[];
+  private assigned: readonly number[] = Object.freeze([]);
   private readonly durable: string;
+  private readonly membership: GroupMembership;
+  private membershipTimer: NodeJS.Timeout | undefined;
+  /** The running membership round; rounds never overlap. */
+  private round: Promise<void> = Promise.resolve();
+  private options: ConsumerOptions = {};
   private readonly perPartition: number;
   private readonly fetchBatch: number;
   private spaceWaiters: (() => void)[] = [];
@@ -468,10 +481,11 @@ class NatsConsumer implements StreamConsumer {
     private readonly groupId: string,
   ) {
     this.durable = natsName(groupId);
-    this.assigned = Object.freeze(stream.streamNames.map((_, p) => p));
+    this.membership = new GroupMembership(stream.kv, this.durable, stream.partitions, stream.opts.membership);
     this.states = stream.streamNames.map((name, p) => ({
       partition: p,
       stream: name,
+      active: false,
       epoch: 0,
       position: 0n,
       next: null,
@@ -486,43 +500,72 @@ class NatsConsumer implements StreamConsumer {
     this.perPartition = Math.max(this.fetchBatch, Math.ceil((stream.opts.bufferRecords ?? DEFAULT_BUFFER_RECORDS) / stream.partitions));
   }
 
+  /** Joins the group and starts reading the partitions of this member's share that are free. */
   async start(options: ConsumerOptions): Promise<void> {
-    await this.checkNoOtherReader();
-    const committed = await this.committed();
-    const start = options.startPositions ? await options.startPositions(this.assigned) : new Map<number, bigint>();
-    // Create every reader before returning, so that a JetStream problem fails consumer().
-    await Promise.all(this.states.map((st) => this.reposition(st, start.get(st.partition) ?? committed.get(st.partition) ?? 0n)));
-    for (const st of this.states) st.loop = this.run(st);
+    this.options = options;
+    // The first round's errors (JetStream, startPositions) fail consumer().
+    await this.membershipRound(true);
+    this.membershipTimer = setInterval(() => {
+      this.round = this.round.then(() => this.membershipRound(false));
+    }, this.membership.interval);
   }
 
   /**
-   * A group has one reader per partition (there is no membership protocol to split them),
-   * and starting this one repositions the group's durable consumers under any other. A
-   * live reader always has a pull request waiting (`num_waiting`); the server drops those
-   * of a stopped or killed reader at once, so a waiting pull that persists means another
-   * consumer of this group is running. Best effort: a reader whose buffer is full has no
-   * pull waiting, and two consumers starting in the same instant both pass.
+   * One membership round: heartbeat, then stop reading what this member lost or must hand
+   * over (releasing a lease only after its reader stopped), then start reading what it took.
    */
-  private async checkNoOtherReader(): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      const busy: string[] = [];
-      for (const st of this.states) {
-        try {
-          if ((await this.stream.jsm.consumers.info(st.stream, this.durable)).num_waiting > 0) busy.push(st.stream);
-        } catch (err) {
-          if (apiErrorCode(err) !== JS_CONSUMER_NOT_FOUND) throw err;
-        }
-      }
-      if (busy.length === 0) return;
-      if (attempt >= 3) {
-        throw new SynclineError(
-          'STREAM_GROUP_BUSY',
-          `NATS: another consumer of group ${this.groupId} is reading ${busy.join(', ')}; a NATS consumer group has one consumer at a time (stop the other one)`,
-          { retriable: true },
-        );
-      }
-      await new Promise((r) => setTimeout(r, 500));
+  private async membershipRound(first: boolean): Promise<void> {
+    if (this.closed) return;
+    let change: MembershipChange;
+    try {
+      change = await this.membership.tick();
+    } catch (err) {
+      if (first) throw err;
+      // Without heartbeats for a session timeout the others consider this member gone.
+      if (this.membership.expired()) for (const p of this.membership.forgetAll()) await this.deactivate(p);
+      return;
     }
+    for (const p of change.lost) await this.deactivate(p);
+    for (const p of change.revoke) {
+      await this.deactivate(p);
+      await this.membership.release(p).catch(() => undefined);
+    }
+    if (change.acquired.length === 0 || this.closed) return;
+    try {
+      await this.activate(change.acquired);
+    } catch (err) {
+      const e = err instanceof SynclineError ? err : natsError(err, `starting to read partitions ${change.acquired.join(',')} as group ${this.groupId}`);
+      for (const p of change.acquired) await this.membership.release(p).catch(() => undefined);
+      if (first) throw e;
+      this.fail(e);
+    }
+  }
+
+  /** Positions the readers of newly leased partitions (startPositions, else committed) and starts them. */
+  private async activate(partitions: readonly number[]): Promise<void> {
+    const committed = await this.committed();
+    const start = this.options.startPositions ? await this.options.startPositions(partitions) : new Map<number, bigint>();
+    const states = partitions.map((p) => this.states[p] as PartitionState);
+    await Promise.all(states.map((st) => this.reposition(st, start.get(st.partition) ?? committed.get(st.partition) ?? 0n)));
+    for (const st of states) {
+      if (this.closed) return;
+      st.active = true;
+      st.loop = this.run(st);
+    }
+    this.assigned = Object.freeze([...new Set([...this.assigned, ...partitions])].sort((a, b) => a - b));
+  }
+
+  /** Stops reading a partition; nothing of it comes out of poll() afterwards. */
+  private async deactivate(partition: number): Promise<void> {
+    const st = this.states[partition] as PartitionState;
+    this.assigned = Object.freeze(this.assigned.filter((p) => p !== partition));
+    st.active = false;
+    st.epoch++;
+    st.pull?.stop();
+    this.wakeLoops();
+    await st.loop;
+    st.loop = null;
+    this.dropBuffered(st);
   }
 
   assignment(): readonly number[] {
@@ -572,8 +615,10 @@ class NatsConsumer implements StreamConsumer {
         throw new SynclineError('STREAM_COMMIT_INVALID', `cannot commit offset ${offset} for partition ${p}`, { retriable: false });
       }
     }
+    // A partition handed to another member since it was polled is that member's to commit.
+    const owned = [...positions].filter(([p]) => this.assigned.includes(p));
     try {
-      await Promise.all([...positions].map(([p, offset]) => this.stream.kv.put(`${this.durable}.${p}`, offset.toString())));
+      await Promise.all(owned.map(([p, offset]) => this.stream.kv.put(`${this.durable}.${p}`, offset.toString())));
     } catch (err) {
       throw natsError(err, `committing positions of group ${this.groupId}`);
     }
@@ -595,6 +640,7 @@ class NatsConsumer implements StreamConsumer {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.membershipTimer);
     for (const st of this.states) {
       st.epoch++;
       st.pull?.stop();
@@ -602,7 +648,10 @@ class NatsConsumer implements StreamConsumer {
     this.wakeLoops();
     this.buffer.wake();
     await Promise.allSettled(this.states.map((st) => st.loop));
+    await this.round.catch(() => undefined);
     this.buffer.clear();
+    // Hand the partitions over now rather than after the session timeout.
+    await this.membership.leave().catch(() => undefined);
     this.stream.consumerClosed(this);
   }
 
@@ -693,7 +742,7 @@ class NatsConsumer implements StreamConsumer {
     /** Accepted deliveries not yet in the buffer; flushed even when the pull fails, so that
      *  everything below `st.next` is always buffered or polled. */
     const batch: StreamRecord[] = [];
-    while (!this.closed) {
+    while (!this.closed && st.active) {
       let repositioning = false;
       let epoch = st.epoch;
       try {

@@ -1,0 +1,175 @@
+import { randomBytes } from 'node:crypto';
+import type { KV, KvEntry } from 'nats';
+
+/**
+ * Consumer-group membership for NATS JetStream, which has none of its own: members and
+ * partition leases are keys in the topic's KV bucket (next to the committed positions).
+ *
+ *   <group>.members.<member>   written by each member every `heartbeatMs`
+ *   <group>.owner.<partition>  the member reading that partition
+ *
+ * A member is alive while its heartbeat is younger than `sessionTimeoutMs`, judged by the
+ * server's timestamps on the KV entries (no clock of ours is compared with another's).
+ * Partitions are shared by a fixed rule every member computes alike (`fairShare`: partition
+ * p goes to the (p mod n)-th live member in id order), and taken through the lease keys
+ * with compare-and-set, so a partition has at most one reader at a time: a member releases
+ * a partition (after it stopped reading it) before another may take it, unless the holder
+ * is no longer alive. A member that finds its lease taken (it was paused past the session
+ * timeout) stops reading that partition at once.
+ */
+export interface MembershipOptions {
+  heartbeatMs?: number;
+  sessionTimeoutMs?: number;
+}
+
+export const DEFAULT_HEARTBEAT_MS = 1000;
+export const DEFAULT_SESSION_TIMEOUT_MS = 6000;
+
+/** Which partitions the member at `index` of `members` live members reads. */
+export function fairShare(partitions: number, members: number, index: number): number[] {
+  const out: number[] = [];
+  if (members <= 0 || index < 0) return out;
+  for (let p = index; p < partitions; p += members) out.push(p);
+  return out;
+}
+
+export interface MembershipChange {
+  /** Partitions this member now holds the lease of and should start reading. */
+  acquired: number[];
+  /** Partitions this member must stop reading; call `release` once it has stopped (unless `lost`). */
+  revoke: number[];
+  /** Partitions whose lease another member took: stop reading, nothing to release. */
+  lost: number[];
+}
+
+export class GroupMembership {
+  readonly member = randomBytes(8).toString('hex');
+  private readonly heartbeatMs: number;
+  private readonly sessionTimeoutMs: number;
+  /** Partitions whose lease this member holds. */
+  private readonly held = new Set<number>();
+  private lastBeat = 0;
+
+  constructor(
+    private readonly kv: KV,
+    private readonly group: string,
+    private readonly partitions: number,
+    options: MembershipOptions = {},
+  ) {
+    this.heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
+    this.sessionTimeoutMs = options.sessionTimeoutMs ?? DEFAULT_SESSION_TIMEOUT_MS;
+  }
+
+  get interval(): number {
+    return this.heartbeatMs;
+  }
+
+  /** Held leases, as of the last tick. */
+  holds(partition: number): boolean {
+    return this.held.has(partition);
+  }
+
+  /**
+   * Heartbeats, checks the leases held, and takes the free leases of this member's share.
+   * Throws when the bucket cannot be reached; `expired()` then tells whether the leases
+   * must be considered lost.
+   */
+  async tick(): Promise<MembershipChange> {
+    const change: MembershipChange = { acquired: [], revoke: [], lost: [] };
+    await this.kv.put(this.memberKey(this.member), this.member);
+    const mine = await this.kv.get(this.memberKey(this.member));
+    if (mine === null) return change;
+    const now = mine.created.getTime();
+    this.lastBeat = Date.now();
+    const live = await this.liveMembers(now);
+    if (!live.includes(this.member)) live.push(this.member);
+    live.sort();
+    const share = new Set(fairShare(this.partitions, live.length, live.indexOf(this.member)));
+    const liveSet = new Set(live);
+    for (let p = 0; p < this.partitions; p++) {
+      const lease = await this.kv.get(this.ownerKey(p));
+      const owner = lease !== null && lease.operation === 'PUT' ? lease.string() : undefined;
+      if (this.held.has(p)) {
+        if (owner !== this.member) {
+          this.held.delete(p);
+          change.lost.push(p);
+        } else if (!share.has(p)) {
+          change.revoke.push(p);
+        }
+        continue;
+      }
+      if (!share.has(p)) continue;
+      if (owner !== undefined && owner !== this.member && liveSet.has(owner)) continue; // released on its owner's next tick
+      if (await this.take(p, lease, owner)) {
+        this.held.add(p);
+        change.acquired.push(p);
+      }
+    }
+    return change;
+  }
+
+  /** True when no heartbeat succeeded for a session timeout: others may have taken every lease. */
+  expired(): boolean {
+    return this.lastBeat > 0 && Date.now() - this.lastBeat > this.sessionTimeoutMs;
+  }
+
+  /** Gives a lease back after this member stopped reading the partition. */
+  async release(partition: number): Promise<void> {
+    if (!this.held.delete(partition)) return;
+    const lease = await this.kv.get(this.ownerKey(partition));
+    if (lease === null || lease.operation !== 'PUT' || lease.string() !== this.member) return;
+    await this.kv.delete(this.ownerKey(partition), { previousSeq: lease.revision }).catch(() => undefined);
+  }
+
+  /** Forgets every lease without releasing them (they were lost, or their owner stops). */
+  forgetAll(): number[] {
+    const all = [...this.held];
+    this.held.clear();
+    return all;
+  }
+
+  /** Leaves the group: releases the leases and removes the heartbeat, so others take over at once. */
+  async leave(): Promise<void> {
+    for (const p of [...this.held]) await this.release(p).catch(() => undefined);
+    this.held.clear();
+    await this.kv.delete(this.memberKey(this.member)).catch(() => undefined);
+  }
+
+  private async take(partition: number, lease: KvEntry | null, owner: string | undefined): Promise<boolean> {
+    const key = this.ownerKey(partition);
+    try {
+      if (owner === this.member) return true;
+      // No lease (or a deleted one): create fails if another member created it meanwhile.
+      if (lease === null || lease.operation !== 'PUT') await this.kv.create(key, this.member);
+      // A lease of a member that is no longer alive: replace exactly that revision.
+      else await this.kv.update(key, this.member, lease.revision);
+      return true;
+    } catch {
+      return false; // another member was faster; the next tick looks again
+    }
+  }
+
+  private async liveMembers(now: number): Promise<string[]> {
+    const prefix = `${this.group}.members.`;
+    const keys: string[] = [];
+    for await (const k of await this.kv.keys(`${prefix}*`)) keys.push(k);
+    const live: string[] = [];
+    for (const k of keys) {
+      const e = await this.kv.get(k);
+      if (e === null || e.operation !== 'PUT') continue;
+      const age = now - e.created.getTime();
+      if (age <= this.sessionTimeoutMs) live.push(k.slice(prefix.length));
+      // Heartbeats of members long gone: tidy up so the key listing stays short.
+      else if (age > 10 * this.sessionTimeoutMs) await this.kv.delete(k, { previousSeq: e.revision }).catch(() => undefined);
+    }
+    return live;
+  }
+
+  private memberKey(member: string): string {
+    return `${this.group}.members.${member}`;
+  }
+
+  private ownerKey(partition: number): string {
+    return `${this.group}.owner.${partition}`;
+  }
+}
