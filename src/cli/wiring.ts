@@ -4,7 +4,7 @@ import type pg from 'pg';
 import { sourceNameOf } from '../config/load.js';
 import type { SynclineConfig } from '../config/schema.js';
 import { systemClock } from '../core/clock.js';
-import { PrerequisiteError, SynclineError, errorMessage } from '../core/errors.js';
+import { PrerequisiteError, errorMessage } from '../core/errors.js';
 import { formatLsn } from '../core/lsn.js';
 import { parseTableName, type TableName } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
@@ -21,6 +21,9 @@ import { WebhookSink } from '../sink/webhook/webhook-sink.js';
 import type { Dedup } from '../dedup/dedup.js';
 import { RedisDedup } from '../dedup/redis-dedup.js';
 import type { Sink } from '../sink/sink.js';
+import { MappedSink } from '../sink/mapped-sink.js';
+import { TableMapping } from '../core/table-mapping.js';
+import { readSourceShapes, routedTableDdl } from './table-routes.js';
 import type { DeadLetterQueue } from '../dlq/dead-letter-queue.js';
 import { PostgresDeadLetterQueue } from '../dlq/postgres-dead-letter-queue.js';
 import { TopicDeadLetterQueue } from '../dlq/topic-dead-letter-queue.js';
@@ -29,6 +32,7 @@ import { acquireCaptureLeadership } from '../source/leader-lock.js';
 import { ensurePublication } from '../source/publication.js';
 import { OUTPUT_SETTINGS, ReplicationStream } from '../source/replication-stream.js';
 import { SnapshotStore } from '../source/snapshot-store.js';
+import { SchemaVersionStore } from '../source/schema-version-store.js';
 import { targetTableDdl } from '../source/table-definition.js';
 import { SnapshotRunner } from '../pipeline/snapshot-runner.js';
 import { ensureSlot, slotState } from '../source/slot.js';
@@ -57,17 +61,25 @@ export async function openStream(config: SynclineConfig, baseDir = process.cwd()
   }
 }
 
-/** Opens the configured sink. The only place that names concrete sink adapters. */
+/**
+ * Opens the configured sink, behind the `sink.tables` routing and column mapping when the
+ * config has any (checked against the source on `prepare`). The only place that names
+ * concrete sink adapters.
+ */
 export function openSink(config: SynclineConfig): Sink {
+  const mapping = TableMapping.fromConfig(config.sink.tables);
+  const sink = openAdapterSink(config, mapping);
+  if (mapping.isEmpty) return sink;
+  return new MappedSink(sink, mapping, { sourceTables: (tables) => withSource(config, (c) => readSourceShapes(c, tables)) });
+}
+
+function openAdapterSink(config: SynclineConfig, mapping: TableMapping): Sink {
   const s = config.sink;
-  if (s.consistency === 'transactional') {
+  if (s.consistency === 'transactional' && (s.type === 'redis' || s.type === 'webhook')) {
     throw new PrerequisiteError(
-      'sink.consistency: transactional is not implemented in this build',
-      'use sink.consistency: eventual (per-row order with the version gate; each batch is still applied atomically)',
+      `sink.consistency: transactional needs a SQL sink (postgres, mysql, sqlite); the ${s.type} sink has no transactions`,
+      'use sink.consistency: eventual (per-row order with the version gate)',
     );
-  }
-  if ((s.type === 'mysql' || s.type === 'sqlite') && s.delete_mode === 'soft') {
-    throw new SynclineError('SINK_UNSUPPORTED', `sink.delete_mode: soft is not supported by the ${s.type} sink; use delete_mode: hard (rows are deleted, tombstones kept)`, { retriable: false });
   }
   if (!s.url) throw new PrerequisiteError('no sink connection URL', 'set sink.url in the config or the SYNCLINE_SINK_URL environment variable');
   switch (s.type) {
@@ -78,7 +90,17 @@ export function openSink(config: SynclineConfig): Sink {
         deleteMode: s.delete_mode,
         versionGate: s.version_gate,
         staleAudit: s.stale_audit,
-        ...(s.create_tables ? { createTable: (schema: string, table: string) => withSource(config, (c) => targetTableDdl(c, { schema, table })) } : {}),
+        copyThreshold: s.copy_threshold,
+        ...(s.create_tables
+          ? {
+              // Called with the target's name: a routed table is made from its source's definition.
+              createTable: (schema: string, table: string) =>
+                withSource(config, (c) => {
+                  const route = mapping.routeTo({ schema, table });
+                  return route ? routedTableDdl(c, route) : targetTableDdl(c, { schema, table });
+                }),
+            }
+          : {}),
       });
     case 'redis':
       // Redis has no schemas: sink.state_schema is the first segment of every key syncline writes.
@@ -87,9 +109,9 @@ export function openSink(config: SynclineConfig): Sink {
       return new WebhookSink({ url: s.url, batch: s.webhook_batch });
     case 'mysql':
       // syncline's own tables are `<state_schema>_positions` etc. in the URL's database.
-      return new MysqlSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate });
+      return new MysqlSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate, deleteMode: s.delete_mode });
     case 'sqlite':
-      return new SqliteSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate });
+      return new SqliteSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate, deleteMode: s.delete_mode });
   }
 }
 
@@ -159,6 +181,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
     if (!leader) return;
     log.info({ slot: slotConfig.name }, 'capture leader for this slot');
     const snapshots = await prepareSnapshots(admin, config, slotConfig.name, log);
+    const schemaVersions = await prepareSchemaVersions(admin, config, slotConfig.name, log);
     const slotExisted = (await slotState(admin, slotConfig.name)) !== undefined;
     if (!slotExisted && snapshots && config.source.snapshot === 'initial') {
       // Requested before the slot exists: a crash in between re-requests (skipping tables
@@ -203,6 +226,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
       startLsn: state.confirmedFlush ?? 0n,
       ignoredSchemas: [config.source.state_schema],
       primaryKeys: await publishedPrimaryKeys(admin, slotConfig.publication),
+      schemaVersions,
       spillDir: config.source.spill_dir ?? path.join(os.tmpdir(), `syncline-spill-${slotConfig.name}-${process.pid}`),
     });
     const tick = async (): Promise<void> => {
@@ -215,22 +239,27 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
       }
     };
     timer = setInterval(() => void tick(), config.source.heartbeat_interval_ms);
-    const reader = new pgModule.Client(conn);
-    reader.on('error', (err) => log.warn({ err: errorMessage(err) }, 'snapshot reader connection error'));
+    const readers = Array.from({ length: snapshots ? config.source.snapshot_parallelism : 0 }, () => {
+      const reader = new pgModule.Client(conn);
+      reader.on('error', (err) => log.warn({ err: errorMessage(err) }, 'snapshot reader connection error'));
+      return reader;
+    });
     const stopSnapshots = new AbortController();
     let snapshotting: Promise<void> = Promise.resolve();
     try {
       if (snapshots) {
-        await reader.connect();
-        await reader.query(OUTPUT_SETTINGS);
-        const runner = new SnapshotRunner(admin, reader, snapshots, capture, log, { chunkSize: config.source.snapshot_chunk_size, pollMs: 1000 });
+        for (const reader of readers) {
+          await reader.connect();
+          await reader.query(OUTPUT_SETTINGS);
+        }
+        const runner = new SnapshotRunner(readers, snapshots, capture, log, { chunkSize: config.source.snapshot_chunk_size, pollMs: 1000 });
         snapshotting = runner.run(stopSnapshots.signal);
       }
       await capture.run(signal);
     } finally {
       stopSnapshots.abort();
       await snapshotting;
-      await reader.end().catch(() => undefined);
+      await Promise.all(readers.map((reader) => reader.end().catch(() => undefined)));
       await producer.close();
     }
   } finally {
@@ -249,6 +278,25 @@ async function prepareSnapshots(admin: pg.Client, config: SynclineConfig, slot: 
     log.warn(
       { err: errorMessage(err), fix: `GRANT CREATE ON DATABASE ... TO the syncline role, or create ${config.source.state_schema}.snapshots beforehand` },
       'snapshots disabled: cannot create the snapshot job table in the source',
+    );
+    return undefined;
+  }
+}
+
+/**
+ * `_schema_version`s recorded in the source, so they survive restarts; when the table cannot
+ * be created, versions are kept in memory only (with a warning) and restart at 1.
+ */
+async function prepareSchemaVersions(admin: pg.Client, config: SynclineConfig, slot: string, log: Logger): Promise<SchemaVersionStore | undefined> {
+  const store = new SchemaVersionStore(admin, config.source.state_schema, slot);
+  try {
+    await store.prepare();
+    await store.load();
+    return store;
+  } catch (err) {
+    log.warn(
+      { err: errorMessage(err), fix: `GRANT CREATE ON DATABASE ... TO the syncline role, or create ${config.source.state_schema}.schema_versions beforehand` },
+      '_schema_version is not kept across restarts: cannot create the schema version table in the source',
     );
     return undefined;
   }
@@ -298,6 +346,7 @@ export async function runApply(config: SynclineConfig, stream: Stream, metrics: 
       ...(from ? { from: replayFrom(from, stream) } : {}),
       endOffsets: () => stream.endOffsets(),
       dedup,
+      transactional: config.sink.consistency === 'transactional',
     });
     await apply.run(signal);
   } finally {

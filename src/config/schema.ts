@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { parseTableName } from '../core/sql.js';
+import { parseTableRoutes, tableLabel } from '../core/table-mapping.js';
 
 /**
  * The configuration contract. Sections and keys follow the design's template
@@ -31,6 +33,13 @@ const source = z
     /** initial: when the slot is created, snapshot every published table (while streaming). */
     snapshot: z.enum(['initial', 'never']).default('initial'),
     snapshot_chunk_size: z.number().int().positive().default(10000),
+    /**
+     * Chunks of one table read at once, each on its own source connection with its own
+     * watermarks. Default 1: on a 2-core machine with the source local, capture's own CPU is
+     * the limit and 2 was no faster (bench/snapshot.bench.mjs); more helps when reading at the
+     * source is the slow part (a remote or busy source, rows that are costly to produce).
+     */
+    snapshot_parallelism: z.number().int().min(1).default(1),
     /** Schema in the source database for syncline's snapshot bookkeeping. */
     state_schema: identifier.default('syncline'),
     /** Directory for transactions streamed before commit; default: a fresh one in the system temp dir. */
@@ -89,6 +98,14 @@ const consumer = z
   })
   .strict();
 
+const tableRoute = z
+  .object({
+    target: z.string().min(1).optional(),
+    columns: z.record(z.string().min(1), z.string().min(1).max(63)).default({}),
+    exclude_columns: z.array(z.string().min(1)).default([]),
+  })
+  .strict();
+
 const sink = z
   .object({
     type: z.enum(['postgres', 'mysql', 'sqlite', 'redis', 'webhook']).default('postgres'),
@@ -102,12 +119,31 @@ const sink = z
     stale_audit: z.boolean().default(false),
     /** postgres sink: create a missing target table with the source table's columns and primary key. */
     create_tables: z.boolean().default(false),
+    /**
+     * postgres sink: an upsert of at least this many rows of one table in a batch is COPYed
+     * into a temporary staging table and merged from there (same version gate); 0 turns it off.
+     */
+    copy_threshold: z.number().int().nonnegative().default(1000),
     /** What a source TRUNCATE does at the target: apply it, ignore it, or park it in the dead-letter queue. */
     truncate: z.enum(['apply', 'ignore', 'dead_letter']).default('apply'),
     /** Schema in the target database for syncline's own tables (positions, tombstones); for redis, the key prefix. */
     state_schema: identifier.default('syncline'),
     /** webhook: true POSTs each batch as a JSON array (header Idempotency-Keys); false POSTs one change per request (header Idempotency-Key). */
     webhook_batch: z.boolean().default(true),
+    /**
+     * Table routing and column mapping, every sink. Keyed by source table (`schema.table`, or
+     * `table` for public.table):
+     *   target: the target table (`schema.table`, or `table` in the source's schema); default the source's name
+     *   columns: source column → target column renames (key columns included)
+     *   exclude_columns: source columns not written to the target (never a key column)
+     * Column names are written exactly as in the source (no case folding).
+     */
+    tables: z
+      .record(z.string(), tableRoute)
+      .default({})
+      .superRefine((tables, ctx) => {
+        for (const issue of parseTableRoutes(tables).issues) ctx.addIssue({ code: z.ZodIssueCode.custom, path: issue.path, message: issue.message });
+      }),
   })
   .strict();
 
@@ -156,6 +192,33 @@ export const configSchema = z
     dead_letter: deadLetter.default({}),
     monitoring: monitoring.default({}),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    // Routes name source tables: with an explicit table list, each must be on it, and a
+    // listed table written under its own name must not be another route's target.
+    const listed = config.source.slots[0]?.tables ?? [];
+    if (listed.length === 0) return;
+    const replicated = new Set<string>();
+    for (const t of listed) {
+      try {
+        replicated.add(tableLabel(parseTableName(t)));
+      } catch {
+        // Reported where the slot's tables are used.
+      }
+    }
+    const { routes } = parseTableRoutes(config.sink.tables);
+    const routed = new Set(routes.map((r) => tableLabel(r.source)));
+    for (const r of routes) {
+      const key = r.path.slice('sink.tables.'.length);
+      const source = tableLabel(r.source);
+      if (!replicated.has(source)) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['sink', 'tables', key], message: `${source} is not replicated: add it to source.slots[0].tables or remove this entry` });
+      }
+      const target = tableLabel(r.target);
+      if (target !== source && replicated.has(target) && !routed.has(target)) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['sink', 'tables', key, 'target'], message: `${target} is also replicated to itself: route it elsewhere or pick another target` });
+      }
+    }
+  });
 
 export type SynclineConfig = z.infer<typeof configSchema>;

@@ -38,6 +38,13 @@ export interface ChangeEvent {
   _version: string;
   /** Increases whenever the source table's column set or types change. */
   _schema_version: number;
+  /**
+   * On the last change of its transaction only: true (so its `seq` is the transaction's
+   * number of changes). Lets `sink.consistency: transactional` know a transaction is whole.
+   */
+  tx_last?: true;
+  /** With `tx_last`: the commit LSN of the transaction capture published before this one. */
+  tx_prev?: string;
 }
 
 /** The stream key of a change: all changes of one row share it, so they stay in order. */

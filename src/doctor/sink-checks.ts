@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { SynclineConfig } from '../config/schema.js';
 import { errorMessage } from '../core/errors.js';
 import { quoteIdent, quoteQualified } from '../core/sql.js';
+import { TableMapping, targetColumnOf } from '../core/table-mapping.js';
 import { connectPostgres, describeClient, serverVersion } from './connect.js';
 import type { CheckList } from './report.js';
 import type { SourceTable } from './source-checks.js';
@@ -36,7 +37,13 @@ export async function checkSink(config: SynclineConfig, sourceTables: readonly S
   }
   try {
     list.ok('sink reachable', `${describeClient(client)} (PostgreSQL ${await serverVersion(client)})`);
-    for (const t of sourceTables) await checkTargetTable(client, t, list);
+    // sink.tables: a routed table is expected under its target name with its target column names.
+    const mapping = TableMapping.fromConfig(sink.tables);
+    for (const t of sourceTables) {
+      const route = mapping.routeOf(t.name);
+      const mapped = route && { name: route.target, primaryKey: t.primaryKey.map((c) => targetColumnOf(route, c) ?? c), columns: t.columns.flatMap((c) => targetColumnOf(route, c) ?? []) };
+      await checkTargetTable(client, mapped ?? t, list);
+    }
   } catch (err) {
     list.fail('sink queries', `a check query failed: ${errorMessage(err)}`, 'connect to the sink with a role that can read pg_catalog');
   } finally {

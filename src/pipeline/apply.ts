@@ -10,6 +10,7 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { ApplyOutcome, Sink } from '../sink/sink.js';
 import type { ConsumerOptions, StreamConsumer, StreamRecord } from '../stream/stream.js';
 import { decodeChange } from './decode-change.js';
+import { TransactionAssembler, type AssemblerItem } from './transaction-assembler.js';
 
 export interface ApplyOptions {
   group: string;
@@ -32,6 +33,12 @@ export interface ApplyOptions {
   endOffsets: () => Promise<Map<number, bigint>>;
   /** External dedup records (`consumer.deduplication.backend: redis`); absent: the sink's version gate. */
   dedup?: Dedup;
+  /**
+   * `sink.consistency: transactional`: apply whole source transactions, in commit order, each
+   * inside one sink transaction (several may share one). Needs a sink that stores positions
+   * and one apply per group (it reads every partition).
+   */
+  transactional?: boolean;
 }
 
 interface Item {
@@ -61,6 +68,9 @@ export class Apply {
   private nextDeadLetterRefresh = 0;
   /** Next offset to apply per partition, as of the last committed batch (for consumer lag). */
   private readonly applied = new Map<number, bigint>();
+  private readonly assembler: TransactionAssembler | undefined;
+  /** Since when the assembler holds a complete transaction behind a barrier it cannot pass. */
+  private barrierWaitSince: number | undefined;
 
   constructor(
     private readonly openConsumer: (options: ConsumerOptions) => Promise<StreamConsumer>,
@@ -68,7 +78,9 @@ export class Apply {
     private readonly metrics: Metrics,
     private readonly log: Logger,
     private readonly options: ApplyOptions,
-  ) {}
+  ) {
+    this.assembler = options.transactional ? new TransactionAssembler() : undefined;
+  }
 
   async run(signal: AbortSignal): Promise<void> {
     await this.withRetry(() => this.sink.prepare(), signal, 'preparing the sink');
@@ -82,6 +94,7 @@ export class Apply {
       if (replayFrom) {
         const from = await replayFrom(partitions);
         replayFrom = undefined;
+        for (const [p, o] of from) this.assembler?.startAt(p, o);
         this.log.info({ group, from: Object.fromEntries([...from].map(([p, o]) => [p, o.toString()])) }, 'replaying from the requested position');
         return from;
       }
@@ -103,6 +116,7 @@ export class Apply {
       }
       // A partition the sink never recorded was never applied: start at its beginning.
       const start = new Map(partitions.map((p) => [p, stored.get(p) ?? 0n]));
+      for (const [p, o] of start) this.assembler?.startAt(p, o);
       this.log.info({ group, positions: Object.fromEntries([...start].map(([p, o]) => [p, o.toString()])) }, 'partitions assigned');
       return start;
     };
@@ -111,6 +125,10 @@ export class Apply {
       while (!signal.aborted) {
         const records = await this.consumer.poll(this.options.batchSize, this.options.batchWaitMs);
         if (this.options.clock.now() >= this.nextDeadLetterRefresh) await this.refreshDeadLetters(signal);
+        if (this.assembler) {
+          await this.applyTransactions(this.assembler, records, signal);
+          continue;
+        }
         if (records.length === 0) {
           this.markCaughtUp();
           continue;
@@ -122,16 +140,71 @@ export class Apply {
     }
   }
 
-  private async applyBatch(records: StreamRecord[], signal: AbortSignal): Promise<void> {
+  /**
+   * Transaction-consistent mode: records go through the assembler, and only whole source
+   * transactions, in commit order, reach applyBatch, with positions that never pass a
+   * record still held.
+   */
+  private async applyTransactions(assembler: TransactionAssembler, records: StreamRecord[], signal: AbortSignal): Promise<void> {
+    const released: AssemblerItem[] = [];
+    assembler.add(
+      records.map((record) => {
+        try {
+          return { record, change: decodeChange(record.value) };
+        } catch {
+          return { record, change: undefined }; // dead-lettered by applyBatch
+        }
+      }),
+      released,
+    );
+    if (assembler.barrierNeeded()) {
+      const ends = await this.withRetry(() => this.options.endOffsets(), signal, 'reading stream end offsets');
+      if (ends === STOPPED) return;
+      assembler.setBarrier(ends);
+    }
+    assembler.release(released);
+    if (released.length === 0) {
+      if (records.length === 0 && assembler.heldRecords === 0) this.markCaughtUp();
+      else if (records.length > 0) this.log.debug({ held: assembler.heldRecords, waiting: assembler.waitingFor() }, 'transactional: waiting for a whole transaction');
+      this.warnIfStuck(assembler);
+      return;
+    }
+    this.barrierWaitSince = undefined;
+    await this.applyBatch(
+      released.map((i) => i.record),
+      signal,
+      assembler.positions(),
+      released.map((i) => i.change),
+    );
+  }
+
+  private warnIfStuck(assembler: TransactionAssembler): void {
+    if (assembler.heldRecords === 0) {
+      this.barrierWaitSince = undefined;
+      return;
+    }
+    const now = this.options.clock.now();
+    this.barrierWaitSince ??= now;
+    if (now - this.barrierWaitSince < 30_000) return;
+    this.barrierWaitSince = now;
+    this.log.warn(
+      { held: assembler.heldRecords, waiting: assembler.waitingFor(), assigned: this.consumer?.assignment() },
+      'sink.consistency: transactional: a source transaction has been incomplete for 30 s; this apply must read every partition (run one apply per consumer group), and the changes must come from a capture of this version (they carry tx_last)',
+    );
+  }
+
+  private async applyBatch(records: StreamRecord[], signal: AbortSignal, storePositions?: Map<number, bigint>, decoded?: (ChangeEvent | undefined)[]): Promise<void> {
     const items: Item[] = [];
     const letters: DeadLetter[] = [];
-    const positions = new Map<number, bigint>();
-    for (const record of records) {
-      const next = record.offset + 1n;
-      if ((positions.get(record.partition) ?? -1n) < next) positions.set(record.partition, next);
+    const positions = storePositions ?? new Map<number, bigint>();
+    for (const [i, record] of records.entries()) {
+      if (!storePositions) {
+        const next = record.offset + 1n;
+        if ((positions.get(record.partition) ?? -1n) < next) positions.set(record.partition, next);
+      }
       let change: ChangeEvent;
       try {
-        change = decodeChange(record.value);
+        change = decoded?.[i] ?? decodeChange(record.value);
       } catch (err) {
         letters.push(this.letter(undefined, record, err, record.value.toString('utf8')));
         continue;
@@ -143,6 +216,7 @@ export class Apply {
       if (this.blocked.has(rowIdOf(change))) letters.push(this.letter(change, record, blockedError()));
       else items.push({ change, record });
     }
+    if (this.assembler) this.keepTransactionsWhole(items, letters);
     this.metrics.consumed.inc(records.length);
     // Until this batch commits, every scrape reports the age of its oldest change per table:
     // lag grows while apply is slow, retrying or stuck rather than showing the last batch.
@@ -173,7 +247,8 @@ export class Apply {
       this.log.warn({ err: errorMessage(err), changes: items.length }, 'batch failed permanently; isolating the failing changes');
       const poison: DeadLetter[] = [];
       outcome = emptyOutcome();
-      if (!(await this.isolate(items, poison, outcome, signal))) return;
+      const isolated = this.assembler ? await this.isolateTransactions(transactionsOf(items), poison, outcome, signal) : await this.isolate(items, poison, outcome, signal);
+      if (!isolated) return;
       if (!(await this.deadLetter(poison, signal))) return;
       const poisoned = new Set(poison.map((l) => l.change));
       applied = items.filter((i) => !poisoned.has(i.change));
@@ -188,6 +263,61 @@ export class Apply {
     this.record(items, outcome, records.length, duplicates);
     for (const [p, o] of positions) this.applied.set(p, o);
     await this.consumer.commit(positions).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'stream offset commit failed (sink positions are authoritative)'));
+  }
+
+  /**
+   * Transactional mode: a transaction with a change that follows a dead-lettered row goes to
+   * the dead-letter queue whole, so that the target never holds part of a transaction.
+   */
+  private keepTransactionsWhole(items: Item[], letters: DeadLetter[]): void {
+    const split = new Set(letters.flatMap((l) => (l.change ? [l.change.commit_lsn] : [])));
+    if (split.size === 0) return;
+    let kept = 0;
+    for (const item of items) {
+      if (split.has(item.change.commit_lsn)) {
+        letters.push(this.letter(item.change, item.record, transactionError()));
+        this.blocked.add(rowIdOf(item.change));
+      } else items[kept++] = item;
+    }
+    items.length = kept;
+  }
+
+  /**
+   * Transactional mode's isolation: bisects by whole transactions; a transaction that fails
+   * on its own goes to the dead-letter queue with all its changes (all or none at the target).
+   */
+  private async isolateTransactions(transactions: Item[][], poison: DeadLetter[], total: ApplyOutcome, signal: AbortSignal): Promise<boolean> {
+    // An earlier dead-lettered transaction blocks the rows of later ones: they follow it whole.
+    const runnable: Item[][] = [];
+    for (const t of transactions) {
+      if (t.some((i) => this.blocked.has(rowIdOf(i.change)))) {
+        for (const i of t) {
+          poison.push(this.letter(i.change, i.record, transactionError()));
+          this.blocked.add(rowIdOf(i.change));
+        }
+      } else runnable.push(t);
+    }
+    if (runnable.length === 0) return true;
+    try {
+      const o = await this.withRetry(() => this.sink.apply(runnable.flat().map((i) => i.change), EMPTY_POSITIONS, this.options.group), signal, 'applying part of a batch');
+      if (o === STOPPED) return false;
+      addOutcome(total, o);
+      return true;
+    } catch (err) {
+      if (err instanceof PrerequisiteError) throw err;
+      if (runnable.length === 1) {
+        const t = runnable[0] as Item[];
+        for (const i of t) {
+          poison.push(this.letter(i.change, i.record, err));
+          this.blocked.add(rowIdOf(i.change));
+        }
+        this.log.error({ commit_lsn: t[0]?.change.commit_lsn, changes: t.length, err: errorMessage(err) }, 'transaction dead-lettered');
+        return true;
+      }
+      const mid = runnable.length >> 1;
+      if (!(await this.isolateTransactions(runnable.slice(0, mid), poison, total, signal))) return false;
+      return this.isolateTransactions(runnable.slice(mid), poison, total, signal);
+    }
   }
 
   /**
@@ -353,6 +483,21 @@ export class Apply {
 
 function blockedError(): SynclineError {
   return new SynclineError('BLOCKED_BY_EARLIER', 'an earlier change to this row is in the dead-letter queue; this one follows it to keep the row in order', { retriable: false });
+}
+
+function transactionError(): SynclineError {
+  return new SynclineError('TRANSACTION_DEAD_LETTERED', 'another change of this source transaction is in the dead-letter queue; sink.consistency: transactional keeps the transaction whole', { retriable: false });
+}
+
+/** Consecutive items of the same source transaction (released transactions are contiguous). */
+function transactionsOf(items: readonly Item[]): Item[][] {
+  const out: Item[][] = [];
+  for (const item of items) {
+    const last = out[out.length - 1];
+    if (last && last[0]?.change.commit_lsn === item.change.commit_lsn) last.push(item);
+    else out.push([item]);
+  }
+  return out;
 }
 
 function truncateParked(): SynclineError {

@@ -1,6 +1,7 @@
 import { partitionKeyOf, type ChangeEvent } from '../core/change.js';
 import { errorMessage } from '../core/errors.js';
 import { formatLsn, type Lsn } from '../core/lsn.js';
+import type { ColumnType, SchemaVersionRegistry } from '../core/schema-version.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { PgoutputDecoder } from '../pgoutput/decoder.js';
@@ -33,6 +34,8 @@ export interface CaptureOptions {
   ignoredSchemas: readonly string[];
   /** Primary keys of the published tables (`schema.table` → columns), from the catalog. */
   primaryKeys?: ReadonlyMap<string, readonly string[]>;
+  /** `_schema_version` per table definition; a batch is acknowledged only once its versions are stored. */
+  schemaVersions?: SchemaVersionRegistry;
 }
 
 /** Rows of one snapshot chunk, waiting for their high watermark. */
@@ -41,6 +44,8 @@ export interface SnapshotChunk {
   table: string;
   columns: readonly string[];
   keyColumns: readonly string[];
+  /** The table's definition when the chunk was read (its `_schema_version`). */
+  columnTypes?: readonly ColumnType[];
   rows: readonly (string | null)[][];
 }
 
@@ -93,6 +98,8 @@ export class Capture {
   private readonly chunkWaiters: { lsn: Lsn; token: string }[] = [];
   private readonly chunkResolvers = new Map<string, () => void>();
   private failure: Error | undefined;
+  /** Commit LSN of the last transaction with changes, for the next one's `tx_prev`. */
+  private lastTxnCommit: string | undefined;
   private failed!: (err: Error) => void;
   private drained: (() => void) | undefined;
 
@@ -103,7 +110,7 @@ export class Capture {
     private readonly log: Logger,
     private readonly options: CaptureOptions,
   ) {
-    this.builder = new ChangeBuilder(options.source, new Set(options.ignoredSchemas), options.primaryKeys);
+    this.builder = new ChangeBuilder(options.source, new Set(options.ignoredSchemas), options.primaryKeys, options.schemaVersions);
     this.confirmed = options.startLsn;
     this.spill = new SpillStore(options.spillDir);
   }
@@ -197,6 +204,7 @@ export class Capture {
       this.addChanges(msg, frame.dataStart);
       if (msg.tag === 'message' && msg.prefix === SNAPSHOT_PREFIX) this.onWatermark(msg.content, frame.dataStart);
       if (msg.tag === 'commit') {
+        this.markTransactionEnd();
         this.pendingPosition = msg.endLsn;
         for (const token of this.watermarksInTxn) this.chunkWaiters.push({ lsn: msg.endLsn, token });
         this.watermarksInTxn = [];
@@ -259,7 +267,7 @@ export class Capture {
     for (const row of chunk.rows) {
       const key = JSON.stringify(keyIdx.map((i) => row[i] ?? null));
       if (window.keys.has(key)) continue;
-      const e = this.builder.snapshotRow(chunk.schema, chunk.table, chunk.columns, row, chunk.keyColumns, lsn);
+      const e = this.builder.snapshotRow(chunk.schema, chunk.table, chunk.columns, row, chunk.keyColumns, lsn, chunk.columnTypes);
       this.pending.push(e);
       this.metrics.captured.inc({ table: e.table });
     }
@@ -273,9 +281,21 @@ export class Capture {
     }
   }
 
+  /**
+   * A transaction committed: its last change (still pending, see flush) gets `tx_last` and
+   * `tx_prev`, which let a transactional apply know the transaction is whole and in order.
+   */
+  private markTransactionEnd(): void {
+    const last = this.pending[this.pending.length - 1];
+    if (!last || last.tx_last) return; // a transaction without changes
+    last.tx_last = true;
+    if (this.lastTxnCommit !== undefined) last.tx_prev = this.lastTxnCommit;
+    this.lastTxnCommit = last.commit_lsn;
+  }
+
   private scheduleFlush(): void {
     if (this.pending.length >= this.options.batchSize) this.flush();
-    else if (this.flushTimer === undefined && (this.pending.length > 0 || this.pendingPosition !== undefined)) {
+    else if (this.flushTimer === undefined && (this.pending.length > (this.builder.inTransaction ? 1 : 0) || this.pendingPosition !== undefined)) {
       this.flushTimer = setTimeout(() => this.flush(), this.options.batchWaitMs);
     }
   }
@@ -300,6 +320,7 @@ export class Capture {
         }
       }
       this.addChanges({ tag: 'commit', flags: 0, commitLsn, endLsn, commitTime }, endLsn);
+      this.markTransactionEnd();
       this.pendingPosition = endLsn;
       this.flush();
     };
@@ -337,8 +358,11 @@ export class Capture {
     }
     if (this.pending.length === 0 && this.pendingPosition === undefined) return;
     const events = this.pending;
+    // The open transaction's newest change waits for the next change or the commit, so that
+    // the commit can still mark it as the transaction's last (markTransactionEnd).
+    const heldBack = this.builder.inTransaction ? events.pop() : undefined;
     const batch: InFlightBatch = { position: this.pendingPosition, done: false };
-    this.pending = [];
+    this.pending = heldBack ? [heldBack] : [];
     this.pendingPosition = undefined;
     this.inFlight.push(batch);
     if (events.length === 0) {
@@ -352,7 +376,8 @@ export class Capture {
       records[i] = { key: partitionKeyOf(e), value: Buffer.from(JSON.stringify(e)), id: `${e.source}:${e.commit_lsn}:${e.seq}` };
     }
     if (this.inFlight.length >= this.options.maxInFlight) this.setPaused('window', true);
-    this.producer.publish(records).then(
+    const versionsStored = this.options.schemaVersions?.stored();
+    (versionsStored ? Promise.all([this.producer.publish(records), versionsStored]) : this.producer.publish(records)).then(
       () => {
         this.metrics.published.inc(records.length);
         this.complete(batch);

@@ -1,6 +1,7 @@
 import type { ChangeEvent, ChangeOp, Row } from '../core/change.js';
 import { PrerequisiteError, SynclineError } from '../core/errors.js';
 import { formatLsn, versionOf, type Lsn } from '../core/lsn.js';
+import { SchemaVersionHistory, type ColumnType, type SchemaVersionRegistry } from '../core/schema-version.js';
 import type { PgoutputMessage, RelationMessage, TupleValue } from '../pgoutput/messages.js';
 import { pgTimestampToIso } from '../pgoutput/replication-frames.js';
 
@@ -31,6 +32,8 @@ export class ChangeBuilder {
   private readonly relations = new Map<number, RelationInfo>();
   private readonly relationsByName = new Map<string, RelationInfo>();
   private txn: OpenTransaction | undefined;
+  /** The version of the last snapshot chunk's columns, resolved once per chunk. */
+  private snapshotVersion: { columns: readonly ColumnType[]; lsn: Lsn; version: number } | undefined;
 
   /**
    * @param ignoredSchemas schemas whose changes are not events: syncline's own bookkeeping
@@ -45,6 +48,8 @@ export class ChangeBuilder {
      * non-key update is an UPDATE of the same row, not a delete plus an insert.
      */
     private readonly primaryKeys: ReadonlyMap<string, readonly string[]> = new Map(),
+    /** `_schema_version` per table definition; the default forgets them when the process ends. */
+    private readonly versions: SchemaVersionRegistry = new SchemaVersionHistory(),
   ) {}
 
   /** Appends the events `msg` produces (zero, one, or two for a key change) to `out`. */
@@ -63,7 +68,7 @@ export class ChangeBuilder {
         this.txn = undefined;
         return;
       case 'relation':
-        this.onRelation(msg);
+        this.onRelation(msg, changeLsn);
         return;
       case 'insert': {
         if (this.ignored(msg.relationId)) return;
@@ -113,8 +118,7 @@ export class ChangeBuilder {
     return this.txn !== undefined;
   }
 
-  private onRelation(msg: RelationMessage): void {
-    const previous = this.relations.get(msg.relationId);
+  private onRelation(msg: RelationMessage, lsn: Lsn): void {
     const keyIndexes: number[] = [];
     const pk = msg.replicaIdentity === 'f' ? this.primaryKeys.get(`${msg.schema}.${msg.name}`) : undefined;
     if (pk && pk.every((k) => msg.columns.some((c) => c.name === k))) {
@@ -124,13 +128,8 @@ export class ChangeBuilder {
         if (c.isKey) keyIndexes.push(i);
       });
     }
-    let schemaVersion = 1;
-    if (previous) {
-      const same =
-        previous.message.columns.length === msg.columns.length &&
-        previous.message.columns.every((c, i) => c.name === msg.columns[i]?.name && c.typeOid === msg.columns[i]?.typeOid && c.typeMod === msg.columns[i]?.typeMod);
-      schemaVersion = same ? previous.schemaVersion : previous.schemaVersion + 1;
-    }
+    // syncline's own tables produce no events, so their definitions are not versioned.
+    const schemaVersion = this.ignoredSchemas.has(msg.schema) ? 0 : this.versions.versionOf(msg.schema, msg.name, msg.columns, lsn);
     const info = { message: msg, keyIndexes, schemaVersion };
     this.relations.set(msg.relationId, info);
     this.relationsByName.set(`${msg.schema}.${msg.name}`, info);
@@ -139,19 +138,36 @@ export class ChangeBuilder {
   /**
    * A snapshot row as a READ event, versioned inside the current (watermark) transaction:
    * it sorts after every change committed before the high watermark and before every
-   * change committed after it.
+   * change committed after it. With `columnTypes` (the table's definition when the chunk was
+   * read) its `_schema_version` is that definition's, else the one last streamed.
    */
-  snapshotRow(schema: string, table: string, columns: readonly string[], values: readonly (string | null)[], keyColumns: readonly string[], changeLsn: Lsn): ChangeEvent {
+  snapshotRow(
+    schema: string,
+    table: string,
+    columns: readonly string[],
+    values: readonly (string | null)[],
+    keyColumns: readonly string[],
+    changeLsn: Lsn,
+    columnTypes?: readonly ColumnType[],
+  ): ChangeEvent {
     const payload: Row = {};
     for (let i = 0; i < columns.length; i++) payload[columns[i] as string] = values[i] ?? null;
     const key: Row = {};
     for (const k of keyColumns) key[k] = payload[k] ?? null;
     const known = this.relationsByName.get(`${schema}.${table}`);
-    const rel: RelationInfo = known ?? {
-      message: { tag: 'relation', xid: undefined, relationId: 0, schema, name: table, replicaIdentity: 'd', columns: [] },
-      keyIndexes: [],
-      schemaVersion: 1,
-    };
+    let schemaVersion = known?.schemaVersion ?? 1;
+    if (columnTypes) {
+      const cached = this.snapshotVersion;
+      if (cached?.columns === columnTypes && cached.lsn === changeLsn) schemaVersion = cached.version;
+      else {
+        schemaVersion = this.versions.versionOf(schema, table, columnTypes, changeLsn);
+        this.snapshotVersion = { columns: columnTypes, lsn: changeLsn, version: schemaVersion };
+      }
+    }
+    const rel: RelationInfo =
+      known && known.schemaVersion === schemaVersion
+        ? known
+        : { message: { tag: 'relation', xid: undefined, relationId: 0, schema, name: table, replicaIdentity: 'd', columns: [] }, keyIndexes: [], schemaVersion };
     return this.event(rel, 'READ', changeLsn, key, payload, undefined, undefined);
   }
 

@@ -2,10 +2,11 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { errorMessage, isRetriable } from '../core/errors.js';
 import type { Logger } from '../log/logger.js';
-import { readChunk, tableShape } from '../source/snapshot-reader.js';
+import { chunkBoundary, readChunk, tableShape, type TableShape } from '../source/snapshot-reader.js';
 import type { SnapshotJob, SnapshotStore } from '../source/snapshot-store.js';
 import type { SnapshotChunk, WatermarkMessage } from './capture.js';
 import { SNAPSHOT_PREFIX } from './change-builder.js';
+import { ChunkPlan } from './chunk-plan.js';
 
 /** The part of Capture the runner needs. */
 export interface ChunkSink {
@@ -19,24 +20,46 @@ export interface SnapshotRunnerOptions {
   pollMs: number;
 }
 
+/** Progress of the job being run, shared by its readers. */
+interface JobRun {
+  job: SnapshotJob;
+  name: string;
+  shape: TableShape;
+  plan: ChunkPlan;
+  started: number;
+  total: number;
+  readThisRun: number;
+  /**
+   * Progress writes, one after another on the store's connection: each records the plan as
+   * of its chunk, so they must land in the order the chunks were marked finished.
+   */
+  recorded: Promise<void>;
+}
+
 /**
  * Runs snapshot jobs while capture streams (initial snapshots and `syncline snapshot`).
- * Each chunk: emit a low watermark, read the next rows in key order, hand them to capture,
- * emit a high watermark, wait until capture has published the chunk durably, then record
- * progress. A kill -9 at any point resumes from the last recorded chunk; a chunk read twice
- * is harmless (its rows are re-emitted with a newer version than any change they include).
+ * A job's chunks are key ranges planned in order (chunk-plan.ts) and read by one reader per
+ * connection in `readers`, several chunks of one table at once. Each chunk, on its reader's
+ * connection: emit a low watermark, read the range, hand the rows to capture, emit a high
+ * watermark, wait until capture has published the chunk durably, then record progress.
+ * Chunks are disjoint, so each has its own watermark window and their order does not
+ * matter. A kill -9 at any point resumes after the finished chunks; a chunk read twice is
+ * harmless (its rows are re-emitted with a newer version than any change they include).
  */
 export class SnapshotRunner {
   constructor(
-    /** For watermarks and progress: autocommit statements on the source. */
-    private readonly admin: pg.ClientBase,
-    /** For reading chunks, with the replication connection's output settings. */
-    private readonly reader: pg.ClientBase,
+    /**
+     * One per chunk read in parallel, with the replication connection's output settings; each
+     * also emits its chunks' watermarks, so its read starts after its low watermark committed.
+     */
+    private readonly readers: readonly pg.ClientBase[],
     private readonly store: SnapshotStore,
     private readonly capture: ChunkSink,
     private readonly log: Logger,
     private readonly options: SnapshotRunnerOptions,
-  ) {}
+  ) {
+    if (readers.length === 0) throw new Error('SnapshotRunner needs at least one reader connection');
+  }
 
   async run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
@@ -68,42 +91,66 @@ export class SnapshotRunner {
   private async runJob(job: SnapshotJob, signal: AbortSignal): Promise<void> {
     const t = job.table;
     const name = `${t.schema}.${t.table}`;
-    const shape = await tableShape(this.reader, t);
+    const shape = await tableShape(this.readers[0] as pg.ClientBase, t);
     await this.store.markRunning(job.id);
-    this.log.info({ snapshot: job.id, table: name, resumeAfter: job.lastKey }, job.lastKey ? 'snapshot resuming' : 'snapshot starting');
-    let after = job.lastKey;
-    let total = job.rows;
-    const started = Date.now();
-    let readThisRun = 0;
+    const resuming = job.lastKey !== null || job.doneRanges.length > 0;
+    this.log.info(
+      { snapshot: job.id, table: name, resumeAfter: job.lastKey, doneAhead: job.doneRanges.length, parallelism: this.readers.length },
+      resuming ? 'snapshot resuming' : 'snapshot starting',
+    );
+    const run: JobRun = { job, name, shape, plan: new ChunkPlan({ lastKey: job.lastKey, doneRanges: job.doneRanges }), started: Date.now(), total: job.rows, readThisRun: 0, recorded: Promise.resolve() };
+    // One reader failing stops the others: the job is retried from its recorded progress.
+    const stop = new AbortController();
+    const onAbort = (): void => stop.abort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    let failure: unknown;
+    try {
+      await Promise.all(
+        this.readers.map((reader) =>
+          this.readChunks(run, reader, stop.signal).catch((err: unknown) => {
+            failure ??= err;
+            stop.abort();
+          }),
+        ),
+      );
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+    if (failure !== undefined) throw failure;
+    if (signal.aborted || !run.plan.complete) return;
+    await this.store.finish(job.id, 'done');
+    this.log.info({ snapshot: job.id, table: name, rows: run.total }, 'snapshot done');
+  }
+
+  /** One reader: takes the next range of the job until none is left. */
+  private async readChunks(run: JobRun, reader: pg.ClientBase, signal: AbortSignal): Promise<void> {
+    const { job, shape } = run;
+    const t = job.table;
+    const bounds = { from: job.keyFrom, to: job.keyTo };
     while (!signal.aborted) {
+      const range = await run.plan.next((after, cap) => chunkBoundary(reader, t, shape, after, cap, bounds, this.options.chunkSize));
+      if (!range || signal.aborted) return;
       const token = `${job.id}:${randomUUID()}`;
-      await this.watermark(token, 'low', name);
-      const rows = await readChunk(this.reader, t, shape, after, { from: job.keyFrom, to: job.keyTo }, this.options.chunkSize);
-      this.capture.registerChunk(token, { schema: t.schema, table: t.table, columns: shape.columns, keyColumns: shape.key, rows });
+      await this.watermark(reader, token, 'low', run.name);
+      const rows = await readChunk(reader, t, shape, range.after, range.upper, bounds);
+      this.capture.registerChunk(token, { schema: t.schema, table: t.table, columns: shape.columns, keyColumns: shape.key, columnTypes: shape.types, rows });
       const published = this.capture.chunkPublished(token);
-      await this.watermark(token, 'high', name);
+      await this.watermark(reader, token, 'high', run.name);
       await untilAborted(published, signal);
       if (signal.aborted) return;
-      const last = rows[rows.length - 1];
-      if (last) {
-        after = shape.key.map((k) => last[shape.columns.indexOf(k)] ?? '');
-        await this.store.chunkDone(job.id, after, rows.length);
-      }
-      total += rows.length;
-      readThisRun += rows.length;
-      const secs = (Date.now() - started) / 1000;
-      this.log.info({ snapshot: job.id, table: name, rows: total, rowsPerSecond: Math.round(readThisRun / Math.max(secs, 0.001)) }, 'snapshot progress');
-      if (rows.length < this.options.chunkSize) {
-        await this.store.finish(job.id, 'done');
-        this.log.info({ snapshot: job.id, table: name, rows: total }, 'snapshot done');
-        return;
-      }
+      const progress = run.plan.finish(range);
+      run.recorded = run.recorded.then(() => this.store.chunkDone(job.id, progress, rows.length));
+      await run.recorded;
+      run.total += rows.length;
+      run.readThisRun += rows.length;
+      const secs = (Date.now() - run.started) / 1000;
+      this.log.info({ snapshot: job.id, table: run.name, rows: run.total, rowsPerSecond: Math.round(run.readThisRun / Math.max(secs, 0.001)) }, 'snapshot progress');
     }
   }
 
-  private async watermark(token: string, mark: 'low' | 'high', table: string): Promise<void> {
+  private async watermark(client: pg.ClientBase, token: string, mark: 'low' | 'high', table: string): Promise<void> {
     const content: WatermarkMessage = { token, mark, table };
-    await this.admin.query('SELECT pg_logical_emit_message(true, $1, $2)', [SNAPSHOT_PREFIX, JSON.stringify(content)]);
+    await client.query('SELECT pg_logical_emit_message(true, $1, $2)', [SNAPSHOT_PREFIX, JSON.stringify(content)]);
   }
 }
 

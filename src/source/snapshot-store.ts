@@ -1,14 +1,28 @@
 import type pg from 'pg';
 import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
 
+/**
+ * A finished chunk: the rows whose key is in (after, upper], key values as text; `after`
+ * null from the start, `upper` null to the end.
+ */
+export interface KeyRange {
+  after: string[] | null;
+  upper: string[] | null;
+}
+
 export type SnapshotStatus = 'pending' | 'running' | 'done' | 'failed' | 'cancelled';
 
 export interface SnapshotJob {
   id: string;
   table: TableName;
   status: SnapshotStatus;
-  /** Key values (text) of the last row of the last finished chunk; null before the first. */
+  /**
+   * Every row up to this key (text values) has been read; null before the first chunk.
+   * With parallel chunks, the end of the finished prefix.
+   */
   lastKey: string[] | null;
+  /** Chunks past `lastKey` that finished out of order, in key order: a resume skips them. */
+  doneRanges: KeyRange[];
   /** Optional bounds on the first key column (text values, inclusive). */
   keyFrom: string | null;
   keyTo: string | null;
@@ -41,6 +55,7 @@ export class SnapshotStore {
       table_name text NOT NULL,
       status text NOT NULL DEFAULT 'pending',
       last_key jsonb,
+      done_ranges jsonb,
       key_from text,
       key_to text,
       rows bigint NOT NULL DEFAULT 0,
@@ -50,6 +65,10 @@ export class SnapshotStore {
       started_at timestamptz,
       updated_at timestamptz NOT NULL DEFAULT now(),
       finished_at timestamptz)`);
+    // Tables created by a version without parallel chunks; checked first, as ALTER TABLE
+    // would queue for a lock behind the running capture's progress updates.
+    const has = await this.client.query(`SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass AND attname = 'done_ranges' AND NOT attisdropped`, [this.table]);
+    if (has.rowCount === 0) await this.client.query(`ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS done_ranges jsonb`);
   }
 
   async request(table: TableName, keyFrom: string | null = null, keyTo: string | null = null): Promise<string> {
@@ -78,8 +97,12 @@ export class SnapshotStore {
     await this.client.query(`UPDATE ${this.table} SET status = 'running', started_at = coalesce(started_at, now()), updated_at = now() WHERE id = $1`, [id]);
   }
 
-  async chunkDone(id: string, lastKey: string[], rows: number): Promise<void> {
-    await this.client.query(`UPDATE ${this.table} SET last_key = $2::jsonb, rows = rows + $3, chunks = chunks + 1, updated_at = now() WHERE id = $1`, [id, JSON.stringify(lastKey), rows]);
+  /** Records a finished chunk of `rows` rows and the job's progress after it. */
+  async chunkDone(id: string, progress: { lastKey: readonly string[] | null; doneRanges: readonly KeyRange[] }, rows: number): Promise<void> {
+    await this.client.query(
+      `UPDATE ${this.table} SET last_key = $2::jsonb, done_ranges = $3::jsonb, rows = rows + $4, chunks = chunks + 1, updated_at = now() WHERE id = $1`,
+      [id, JSON.stringify(progress.lastKey), JSON.stringify(progress.doneRanges), rows],
+    );
   }
 
   async finish(id: string, status: 'done' | 'failed', error: string | null = null): Promise<void> {
@@ -88,15 +111,16 @@ export class SnapshotStore {
 
   private async list(where: string, order: string, limit: number, extra: unknown[] = []): Promise<SnapshotJob[]> {
     const { rows } = await this.client.query<{
-      id: string; table_schema: string; table_name: string; status: SnapshotStatus; last_key: string[] | null; key_from: string | null; key_to: string | null;
+      id: string; table_schema: string; table_name: string; status: SnapshotStatus; last_key: string[] | null; done_ranges: KeyRange[] | null; key_from: string | null; key_to: string | null;
       rows: string; chunks: number; error: string | null; started_at: Date | null; finished_at: Date | null;
-    }>(`SELECT id::text, table_schema, table_name, status, last_key, key_from, key_to, rows::text, chunks, error, started_at, finished_at
+    }>(`SELECT id::text, table_schema, table_name, status, last_key, done_ranges, key_from, key_to, rows::text, chunks, error, started_at, finished_at
           FROM ${this.table} WHERE slot_name = $1 AND (${where}) ORDER BY ${order} LIMIT ${Number(limit)}`, [this.slot, ...extra]);
     return rows.map((r) => ({
       id: r.id,
       table: { schema: r.table_schema, table: r.table_name },
       status: r.status,
       lastKey: r.last_key,
+      doneRanges: r.done_ranges ?? [],
       keyFrom: r.key_from,
       keyTo: r.key_to,
       rows: Number(r.rows),

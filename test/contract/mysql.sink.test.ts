@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { MysqlSink } from '../../src/sink/mysql/mysql-sink.js';
 import { isRetriableMysqlError } from '../../src/sink/mysql/mysql-errors.js';
 import { quoteMysqlIdent } from '../../src/sink/mysql/mysql-table.js';
-import { REJECT_VALUE, describeSinkContract } from './sink-contract.js';
+import { REJECT_VALUE, describeSinkContract, describeSoftDeleteContract, type SoftDeleteHarness } from './sink-contract.js';
 import { MYSQL_ADMIN_URL, mysqlAdmin } from '../helpers/mysql.js';
 
 const DATABASE = 'syncline_sinkc';
@@ -40,6 +40,50 @@ describeSinkContract('mysql (MariaDB)', async () => {
     },
   };
 });
+
+/** A MySQL sink with `delete_mode: soft` on its own database; readRow sees live rows only. */
+async function softHarness(database: string): Promise<SoftDeleteHarness> {
+  const admin = await mysqlAdmin();
+  await admin.query(`DROP DATABASE IF EXISTS ${quoteMysqlIdent(database)}`);
+  await admin.query(`CREATE DATABASE ${quoteMysqlIdent(database)} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
+  await admin.query(`USE ${quoteMysqlIdent(database)}`);
+  const url = new URL(MYSQL_ADMIN_URL);
+  url.pathname = `/${database}`;
+  const sink = new MysqlSink({ url: url.toString(), stateSchema: 'syncline', versionGate: true, deleteMode: 'soft' });
+  type Stored = mysql.RowDataPacket & { id: string; v: string | null; n: string | null; deletedAt: string | null };
+  const readStored = async (table: string, key: Record<string, string>): Promise<Stored | undefined> => {
+    // `_deleted_at` exists once the sink touched the table; DATETIME(6) holds UTC.
+    const [cols] = await admin.query<mysql.RowDataPacket[]>('SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?', [table, '_deleted_at']);
+    const deletedAt = cols.length > 0 ? "DATE_FORMAT(_deleted_at, '%Y-%m-%d %H:%i:%s.%f')" : 'NULL';
+    const [rows] = await admin.query<Stored[]>(`SELECT id, v, n, ${deletedAt} AS deletedAt FROM ${quoteMysqlIdent(table)} WHERE id = ?`, [key.id]);
+    const r = rows[0];
+    return r === undefined ? undefined : { ...r };
+  };
+  return {
+    sink,
+    storesPositions: true,
+    missingTableIsPrerequisite: true,
+    async createTable(table) {
+      await admin.query(`CREATE TABLE ${quoteMysqlIdent(table)} (id VARCHAR(255) PRIMARY KEY, v TEXT CHECK (v IS NULL OR v <> ${mysql.escape(REJECT_VALUE)}), n LONGTEXT)`);
+    },
+    async readRow(table, key) {
+      const r = await readStored(table, key);
+      return r === undefined || r.deletedAt !== null ? undefined : { id: r.id, v: r.v, n: r.n };
+    },
+    async readStored(table, key) {
+      const r = await readStored(table, key);
+      return r === undefined ? undefined : { id: r.id, v: r.v, n: r.n, deletedAt: r.deletedAt };
+    },
+    async close() {
+      await sink.close();
+      await admin.query(`DROP DATABASE IF EXISTS ${quoteMysqlIdent(database)}`);
+      await admin.end();
+    },
+  };
+}
+
+describeSinkContract('mysql (MariaDB), delete_mode: soft', () => softHarness('syncline_sinkc_soft_all'));
+describeSoftDeleteContract('mysql (MariaDB)', () => softHarness('syncline_sinkc_soft'));
 
 describe('mysql sink: error classification', () => {
   it('retries lock and connection errors, not data errors', () => {

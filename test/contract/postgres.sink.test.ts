@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { PostgresSink } from '../../src/sink/postgres/postgres-sink.js';
 import { freshDatabase, machinePg15 } from '../helpers/postgres.js';
-import { REJECT_VALUE, describeSinkContract } from './sink-contract.js';
+import { REJECT_VALUE, describeSinkContract, describeSoftDeleteContract } from './sink-contract.js';
 
 describeSinkContract('postgres (PostgreSQL 15)', async () => {
   const server = await machinePg15();
@@ -9,6 +9,70 @@ describeSinkContract('postgres (PostgreSQL 15)', async () => {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true });
+  return {
+    sink,
+    storesPositions: true,
+    missingTableIsPrerequisite: true,
+    async createTable(table) {
+      await client.query(
+        `CREATE TABLE public.${pg.escapeIdentifier(table)} (id text PRIMARY KEY, v text CHECK (v IS DISTINCT FROM ${pg.escapeLiteral(REJECT_VALUE)}), n text)`,
+      );
+    },
+    async readRow(table, key) {
+      const { rows } = await client.query<{ id: string; v: string | null; n: string | null }>(
+        `SELECT id, v, n FROM public.${pg.escapeIdentifier(table)} WHERE id = $1`,
+        [key.id],
+      );
+      return rows[0];
+    },
+    async close() {
+      await sink.close();
+      await client.end();
+    },
+  };
+});
+
+// The reference semantics of delete_mode: soft, which the mysql and sqlite sinks share.
+describeSoftDeleteContract('postgres (PostgreSQL 15)', async () => {
+  const server = await machinePg15();
+  const url = await freshDatabase(server, 'syncline_sinkc_pg_soft');
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'soft', versionGate: true });
+  type Stored = { id: string; v: string | null; n: string | null; deletedAt: string | null };
+  const readStored = async (table: string, key: Record<string, string>): Promise<Stored | undefined> => {
+    const { rows: cols } = await client.query("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = '_deleted_at'", [`public.${pg.escapeIdentifier(table)}`]);
+    const deletedAt = cols.length > 0 ? `to_char(_deleted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')` : 'NULL::text';
+    const { rows } = await client.query<Stored>(`SELECT id, v, n, ${deletedAt} AS "deletedAt" FROM public.${pg.escapeIdentifier(table)} WHERE id = $1`, [key.id]);
+    return rows[0];
+  };
+  return {
+    sink,
+    storesPositions: true,
+    missingTableIsPrerequisite: true,
+    async createTable(table) {
+      await client.query(`CREATE TABLE public.${pg.escapeIdentifier(table)} (id text PRIMARY KEY, v text CHECK (v IS DISTINCT FROM ${pg.escapeLiteral(REJECT_VALUE)}), n text)`);
+    },
+    async readRow(table, key) {
+      const r = await readStored(table, key);
+      return r === undefined || r.deletedAt !== null ? undefined : { id: r.id, v: r.v, n: r.n };
+    },
+    readStored,
+    async close() {
+      await sink.close();
+      await client.end();
+    },
+  };
+});
+
+// sink.copy_threshold: 1 forces every upsert through COPY into a staging table and the merge;
+// the same contract holds (version gate, tombstones, truncations, positions, rollback).
+describeSinkContract('postgres (PostgreSQL 15, COPY staging)', async () => {
+  const server = await machinePg15();
+  const url = await freshDatabase(server, 'helpc_sinkc_pg_copy');
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, copyThreshold: 1 });
   return {
     sink,
     storesPositions: true,

@@ -435,3 +435,173 @@ export function describeSinkContract(name: string, factory: () => Promise<SinkHa
     });
   });
 }
+
+/** A harness whose sink runs with `delete_mode: soft`. Its `readRow` returns live rows only. */
+export interface SoftDeleteHarness extends SinkHarness {
+  /**
+   * The stored row of `table` with key `key` whatever its `_deleted_at`, or undefined when
+   * the target holds no row at all. `deletedAt` is the row's `_deleted_at` as UTC text
+   * `YYYY-MM-DD HH:MM:SS[.ffffff]`, null for a live row.
+   */
+  readStored(table: string, key: Record<string, string>): Promise<{ id: string; v: string | null; n: string | null; deletedAt: string | null } | undefined>;
+}
+
+/** `commit_ts` of a test change at `lsn`, as the UTC text readStored compares (to the second). */
+function commitSecond(change: ChangeEvent): string {
+  return change.commit_ts.slice(0, 19).replace('T', ' ');
+}
+
+/**
+ * `sink.delete_mode: soft`, the postgres sink's semantics every SQL sink shares: a delete keeps
+ * the row with `_deleted_at` set to the delete's commit time and takes the delete's version
+ * (and leaves a tombstone), so replays are stale and cannot resurrect or double a row; a
+ * newer insert or update clears `_deleted_at`. Run it next to `describeSinkContract` with the
+ * same soft harness (whose readRow hides deleted rows), which covers the rest.
+ */
+export function describeSoftDeleteContract(name: string, factory: () => Promise<SoftDeleteHarness>): void {
+  describe(`Sink contract, delete_mode: soft: ${name}`, () => {
+    let h: SoftDeleteHarness;
+    let f: ChangeFactory;
+    const run = randomBytes(3).toString('hex');
+    let n = 0;
+    const table = async (label: string): Promise<string> => {
+      const t = `sd_${label}_${run}_${++n}`;
+      await h.createTable(t);
+      return t;
+    };
+    const apply = (changes: ChangeEvent[], positions: ReadonlyMap<number, bigint> = NO_POSITIONS): Promise<ApplyOutcome> => h.sink.apply(changes, positions, `soft-${run}`);
+    const stored = async (t: string, id: string): Promise<{ id: string; v: string | null; n: string | null; deletedAt: string | null } | undefined> => {
+      const r = await h.readStored(t, { id });
+      // Compared to the second: targets differ in how many fractional digits they keep.
+      return r === undefined ? undefined : { ...r, deletedAt: r.deletedAt === null ? null : r.deletedAt.slice(0, 19) };
+    };
+    const live = async (t: string, id: string): Promise<{ id: string | null; v: string | null; n: string | null } | undefined> => {
+      const r = await h.readRow(t, { id });
+      return r === undefined ? undefined : { id: r.id ?? null, v: r.v ?? null, n: r.n ?? null };
+    };
+
+    beforeAll(async () => {
+      h = await factory();
+      f = new ChangeFactory(h.schema ?? 'public');
+      await h.sink.prepare();
+    }, 120_000);
+
+    afterAll(async () => {
+      await h?.close();
+    });
+
+    it('a delete keeps the row, with _deleted_at = the commit time; readers of live rows no longer see it', async () => {
+      const t = await table('keep');
+      await apply([f.insert(t, 'a', 1, 'v1', 'n1'), f.insert(t, 'b', 2, 'b2')]);
+      expect(await stored(t, 'a')).toEqual({ id: 'a', v: 'v1', n: 'n1', deletedAt: null });
+      const del = f.delete(t, 'a', 5);
+      expect(await apply([del])).toMatchObject({ applied: 1, stale: 0 });
+      expect(await live(t, 'a')).toBeUndefined();
+      expect(await stored(t, 'a')).toEqual({ id: 'a', v: 'v1', n: 'n1', deletedAt: commitSecond(del) });
+      expect(await stored(t, 'b')).toEqual({ id: 'b', v: 'b2', n: null, deletedAt: null });
+    });
+
+    it('replays cannot resurrect or double a soft-deleted row', async () => {
+      const t = await table('replay');
+      const history = [f.insert(t, 'a', 1, 'v1'), f.update(t, 'a', 3, 'v3'), f.update(t, 'a', 4, 'v4')];
+      const del = f.delete(t, 'a', 5);
+      await apply(history);
+      await apply([del]);
+      const before = await stored(t, 'a');
+      expect(before).toEqual({ id: 'a', v: 'v4', n: null, deletedAt: commitSecond(del) });
+      // The delete again, every older change, one at a time and as one batch: all stale.
+      expect(await apply([del])).toMatchObject({ applied: 0, stale: 1 });
+      for (const c of history) expect(await apply([c])).toMatchObject({ applied: 0, stale: 1 });
+      const all = await apply([...history, del]);
+      expect(all.applied).toBe(0);
+      expect(await stored(t, 'a')).toEqual(before);
+      expect(await live(t, 'a')).toBeUndefined();
+    });
+
+    it('a newer insert or update clears _deleted_at; the old delete replayed afterwards stays stale', async () => {
+      const t = await table('revive');
+      await apply([f.insert(t, 'a', 1, 'v1', 'n1')]);
+      const del = f.delete(t, 'a', 2);
+      await apply([del]);
+      expect(await apply([f.insert(t, 'a', 3, 'v3')])).toMatchObject({ applied: 1, stale: 0 });
+      expect(await stored(t, 'a')).toEqual({ id: 'a', v: 'v3', n: null, deletedAt: null });
+      expect(await apply([del])).toMatchObject({ applied: 0, stale: 1 });
+      expect(await live(t, 'a')).toEqual({ id: 'a', v: 'v3', n: null });
+      // An update (not only an insert) revives, too.
+      const del2 = f.delete(t, 'a', 5);
+      await apply([del2]);
+      expect(await stored(t, 'a')).toMatchObject({ deletedAt: commitSecond(del2) });
+      expect(await apply([f.update(t, 'a', 6, 'v6')])).toMatchObject({ applied: 1 });
+      expect(await stored(t, 'a')).toEqual({ id: 'a', v: 'v6', n: null, deletedAt: null });
+      // Delete and newer re-insert folded into one batch: the row ends up live.
+      await apply([f.delete(t, 'a', 7), f.insert(t, 'a', 8, 'v8')]);
+      expect(await stored(t, 'a')).toEqual({ id: 'a', v: 'v8', n: null, deletedAt: null });
+      // Insert and newer delete of a new key in one batch: the delete wins, no live row.
+      await apply([f.insert(t, 'b', 9, 'b9'), f.delete(t, 'b', 10)]);
+      expect(await live(t, 'b')).toBeUndefined();
+    });
+
+    it('an older delete leaves a newer row alone; a delete of an absent row creates no row but keeps older inserts out', async () => {
+      const t = await table('gate');
+      await apply([f.insert(t, 'a', 10, 'v10')]);
+      const old = await apply([f.delete(t, 'a', 5)]);
+      expect(old.applied + old.stale).toBe(1);
+      expect(await stored(t, 'a')).toEqual({ id: 'a', v: 'v10', n: null, deletedAt: null });
+      const ghost = await apply([f.delete(t, 'ghost', 9)]);
+      expect(ghost.applied + ghost.stale).toBe(1);
+      expect(await stored(t, 'ghost')).toBeUndefined();
+      expect(await apply([f.insert(t, 'ghost', 8, 'g8')])).toMatchObject({ applied: 0, stale: 1 });
+      expect(await stored(t, 'ghost')).toBeUndefined();
+      expect(await apply([f.insert(t, 'ghost', 11, 'g11')])).toMatchObject({ applied: 1 });
+      expect(await stored(t, 'ghost')).toEqual({ id: 'ghost', v: 'g11', n: null, deletedAt: null });
+    });
+
+    it('replaying a mixed batch leaves every stored row, deleted or live, exactly as it was', async () => {
+      const t = await table('mixed');
+      const batch = Array.from({ length: 40 }, (_, i) => f.insert(t, `k${i}`, { lsn: 20, seq: i + 1 }, `v${i}`));
+      const later = [
+        ...Array.from({ length: 20 }, (_, i) => f.delete(t, `k${i * 2}`, { lsn: 30, seq: i + 1 })),
+        f.update(t, 'k1', { lsn: 31, seq: 1 }, 'u1'),
+        f.delete(t, 'k3', { lsn: 31, seq: 2 }),
+        f.insert(t, 'k3', { lsn: 31, seq: 3 }, 'again'),
+      ];
+      await apply(batch);
+      await apply(later);
+      const ids = batch.map((c) => c.key.id as string);
+      const snapshot = async (): Promise<unknown[]> => {
+        const out = [];
+        for (const id of ids) out.push(await stored(t, id));
+        return out;
+      };
+      const before = await snapshot();
+      expect(before.filter((r) => (r as { deletedAt: string | null }).deletedAt !== null)).toHaveLength(20);
+      expect(await stored(t, 'k3')).toEqual({ id: 'k3', v: 'again', n: null, deletedAt: null });
+      const again = await apply([...batch, ...later]);
+      expect(again.applied).toBe(0);
+      expect(await snapshot()).toEqual(before);
+    });
+
+    it('TRUNCATE removes the older rows, soft-deleted or not', async () => {
+      const t = await table('trunc');
+      await apply([f.insert(t, 'a', 1, 'a1'), f.insert(t, 'b', 2, 'b2'), f.delete(t, 'b', 3), f.insert(t, 'late', 12, 'l12')]);
+      await apply([f.truncate(t, 10)]);
+      expect(await stored(t, 'a')).toBeUndefined();
+      expect(await stored(t, 'b')).toBeUndefined();
+      expect(await stored(t, 'late')).toEqual({ id: 'late', v: 'l12', n: null, deletedAt: null });
+    });
+
+    it('a failing batch rolls its soft deletes back', async () => {
+      if (!h.storesPositions) return;
+      const t = await table('atomic');
+      await apply([f.insert(t, 'a', 1, 'a1')]);
+      const err = await apply([f.delete(t, 'a', 2), f.insert(t, 'bad', 3, REJECT_VALUE)]).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(SynclineError);
+      expect(await stored(t, 'a')).toEqual({ id: 'a', v: 'a1', n: null, deletedAt: null });
+      // Nothing of it survived, tombstone included: the same delete now applies.
+      expect(await apply([f.delete(t, 'a', 2)])).toMatchObject({ applied: 1 });
+    });
+  });
+}

@@ -4,7 +4,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { SqliteSink, quoteSqliteIdent, sqlitePathOf } from '../../src/sink/sqlite/sqlite-sink.js';
-import { REJECT_VALUE, describeSinkContract } from './sink-contract.js';
+import { REJECT_VALUE, describeSinkContract, describeSoftDeleteContract, type SoftDeleteHarness } from './sink-contract.js';
 
 describeSinkContract('sqlite', async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-sinkc-sqlite-'));
@@ -30,6 +30,44 @@ describeSinkContract('sqlite', async () => {
     },
   };
 });
+
+/** An SQLite sink with `delete_mode: soft` in a fresh file; readRow sees live rows only. */
+async function softHarness(): Promise<SoftDeleteHarness> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-sinkc-sqlite-soft-'));
+  const file = path.join(dir, 'target.db');
+  const sink = new SqliteSink({ url: file, stateSchema: 'syncline', versionGate: true, deleteMode: 'soft' });
+  let db: Database.Database | undefined;
+  const conn = (): Database.Database => (db ??= new Database(file));
+  type Stored = { id: string; v: string | null; n: string | null; deletedAt: string | null };
+  const readStored = (table: string, key: Record<string, string>): Stored | undefined => {
+    // `_deleted_at` exists once the sink touched the table.
+    const soft = conn().prepare('SELECT 1 FROM pragma_table_info(?) WHERE name = ?').get(table, '_deleted_at') !== undefined;
+    return conn().prepare(`SELECT id, v, n, ${soft ? '_deleted_at' : 'NULL'} AS deletedAt FROM ${quoteSqliteIdent(table)} WHERE id = ?`).get(key.id) as Stored | undefined;
+  };
+  return {
+    sink,
+    storesPositions: true,
+    missingTableIsPrerequisite: true,
+    async createTable(table) {
+      conn().exec(`CREATE TABLE ${quoteSqliteIdent(table)} (id TEXT PRIMARY KEY, v TEXT CHECK (v IS NULL OR v <> '${REJECT_VALUE}'), n TEXT)`);
+    },
+    async readRow(table, key) {
+      const r = readStored(table, key);
+      return r === undefined || r.deletedAt !== null ? undefined : { id: r.id, v: r.v, n: r.n };
+    },
+    async readStored(table, key) {
+      return readStored(table, key);
+    },
+    async close() {
+      await sink.close();
+      db?.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+describeSinkContract('sqlite, delete_mode: soft', softHarness);
+describeSoftDeleteContract('sqlite', softHarness);
 
 describe('sqlite sink: URLs and journal mode', () => {
   it('accepts a path, sqlite:///abs and sqlite:relative', () => {

@@ -3,6 +3,7 @@ import pg from 'pg';
 import { loadConfigFile, sourceNameOf } from '../../config/load.js';
 import { PrerequisiteError } from '../../core/errors.js';
 import { parseTableName } from '../../core/sql.js';
+import { TableMapping } from '../../core/table-mapping.js';
 import { SnapshotStore } from '../../source/snapshot-store.js';
 import { compareTable } from '../../verify/compare.js';
 import { removeExtraRows } from '../../verify/repair.js';
@@ -31,6 +32,8 @@ export function registerRepair(program: Command): void {
       const slot = config.source.slots[0];
       if (!slot) throw new PrerequisiteError('no slot configured', 'add source.slots[0]');
       if (!config.sink.url || config.sink.type !== 'postgres') throw new PrerequisiteError('repair compares against a postgres sink', 'set sink.type: postgres and sink.url');
+      // sink.tables: compared against the routed target; fixes go through the (mapping) sink in source terms.
+      const mapping = TableMapping.fromConfig(config.sink.tables);
       const names = opts.table ?? slot.tables;
       if (names.length === 0) throw new PrerequisiteError('no tables to repair', 'list tables in source.slots[0].tables or pass --table');
       const source = new pg.Client(sourceConnection(config));
@@ -49,7 +52,7 @@ export function registerRepair(program: Command): void {
         const jobs: string[] = [];
         for (const name of names) {
           const t = parseTableName(name);
-          const drift = await compareTable(source, target, t, Number.MAX_SAFE_INTEGER);
+          const drift = await compareTable(source, target, t, Number.MAX_SAFE_INTEGER, mapping.routeOf(t));
           const removed = await removeExtraRows(source, sink, t, drift.keyColumns, drift.extra, sourceNameOf(config), config.consumer.group_id);
           let job: string | null = null;
           if (drift.missing.length + drift.different.length > 0) {
@@ -57,7 +60,7 @@ export function registerRepair(program: Command): void {
             jobs.push(job);
           }
           report.push({ table: drift.table, missing: drift.missing.length, different: drift.different.length, extra: drift.extra.length, removed, snapshot: job });
-          say(`${drift.table}: ${drift.missing.length} missing, ${drift.different.length} different, ${drift.extra.length} extra -> removed ${removed}${job ? `, re-reading (snapshot #${job})` : ''}`);
+          say(`${drift.table}${drift.target ? ` -> ${drift.target}` : ''}: ${drift.missing.length} missing, ${drift.different.length} different, ${drift.extra.length} extra -> removed ${removed}${job ? `, re-reading (snapshot #${job})` : ''}`);
         }
         const deadline = Date.now() + parseDuration(opts.timeout);
         if (jobs.length > 0) say('waiting for the running capture to re-read...');
@@ -74,7 +77,10 @@ export function registerRepair(program: Command): void {
         let remaining = 0;
         for (let attempt = 0; attempt < 20; attempt++) {
           remaining = 0;
-          for (const name of names) remaining += (await compareTable(source, target, parseTableName(name))).differing;
+          for (const name of names) {
+            const t = parseTableName(name);
+            remaining += (await compareTable(source, target, t, undefined, mapping.routeOf(t))).differing;
+          }
           if (remaining === 0) break;
           await new Promise((r) => setTimeout(r, 500));
         }

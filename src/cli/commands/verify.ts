@@ -3,6 +3,7 @@ import pg from 'pg';
 import { loadConfigFile } from '../../config/load.js';
 import { PrerequisiteError } from '../../core/errors.js';
 import { parseTableName } from '../../core/sql.js';
+import { TableMapping } from '../../core/table-mapping.js';
 import { compareTable } from '../../verify/compare.js';
 import { EXIT } from '../exit-codes.js';
 import { sourceConnection } from '../wiring.js';
@@ -21,6 +22,8 @@ export function registerVerify(program: Command): void {
       const config = loadConfigFile(opts.config);
       if (!config.sink.url) throw new PrerequisiteError('no sink connection URL', 'set sink.url or SYNCLINE_SINK_URL');
       if (config.sink.type !== 'postgres') throw new PrerequisiteError(`verify supports postgres sinks; sink.type is ${config.sink.type}`, 'use a postgres sink');
+      // sink.tables: each source table is compared with its routed target, renamed columns and all.
+      const mapping = TableMapping.fromConfig(config.sink.tables);
       const names = opts.table ?? config.source.slots[0]?.tables ?? [];
       if (names.length === 0) throw new PrerequisiteError('no tables to verify', 'list tables in source.slots[0].tables or pass --table');
       const source = new pg.Client(sourceConnection(config));
@@ -29,12 +32,15 @@ export function registerVerify(program: Command): void {
       await target.connect();
       try {
         const results = [];
-        for (const n of names) results.push(await compareTable(source, target, parseTableName(n)));
+        for (const n of names) {
+          const t = parseTableName(n);
+          results.push(await compareTable(source, target, t, undefined, mapping.routeOf(t)));
+        }
         const drift = results.some((r) => r.differing > 0);
         if (opts.json) process.stdout.write(`${JSON.stringify({ drift, tables: results }, null, 2)}\n`);
         else {
           for (const r of results) {
-            process.stdout.write(`${r.table}: source ${r.sourceRows}, target ${r.targetRows}, ${r.differing === 0 ? 'identical' : `${r.differing} differing`}\n`);
+            process.stdout.write(`${r.table}${r.target ? ` -> ${r.target}` : ''}: source ${r.sourceRows}, target ${r.targetRows}, ${r.differing === 0 ? 'identical' : `${r.differing} differing`}\n`);
             if (r.differing > 0) process.stdout.write(`  missing ${JSON.stringify(r.missing)}\n  extra ${JSON.stringify(r.extra)}\n  different ${JSON.stringify(r.different)}\n`);
           }
         }

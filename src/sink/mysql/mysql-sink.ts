@@ -4,9 +4,10 @@ import type { ChangeEvent } from '../../core/change.js';
 import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import { parseLsn } from '../../core/lsn.js';
 import { collapseBatch, type TableBatch } from '../collapse.js';
+import { pgTimestampToUtc } from '../pg-text.js';
 import type { ApplyOutcome, Sink } from '../sink.js';
 import { classifyMysqlError, isFatalMysqlError, isStructuralMysqlError } from './mysql-errors.js';
-import { VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, keyComparand, loadMysqlTable, quoteMysqlIdent as q, toMysqlParam, type MysqlColumn, type MysqlTable } from './mysql-table.js';
+import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, keyComparand, loadMysqlTable, quoteMysqlIdent as q, toMysqlParam, type MysqlColumn, type MysqlTable } from './mysql-table.js';
 
 export interface MysqlSinkOptions {
   /** `mysql://user:password@host:port/database`; the database is required. */
@@ -19,11 +20,18 @@ export interface MysqlSinkOptions {
    */
   stateSchema: string;
   versionGate: boolean;
+  /**
+   * hard (default): a delete removes the row. soft: the row stays with `_deleted_at` set to
+   * the commit time (added to the table when missing) and the delete's version, so replays
+   * stay stale; a newer insert or update clears it. A tombstone is kept in both modes.
+   */
+  deleteMode?: 'hard' | 'soft';
   poolSize?: number;
 }
 
 const V_LSN = q(VERSION_LSN_COLUMN);
 const V_SEQ = q(VERSION_SEQ_COLUMN);
+const DELETED_AT = q(DELETED_AT_COLUMN);
 /** A row's stored version; rows written before syncline managed the table count as oldest. */
 const ROW_VERSION = `(COALESCE(${V_LSN}, 0), COALESCE(${V_SEQ}, 0))`;
 /** The version gate inside ON DUPLICATE KEY UPDATE: the stored row is older than the incoming one. */
@@ -42,8 +50,8 @@ type Counts = { applied: number; stale: number };
 
 /**
  * MySQL / MariaDB target. Each batch is one InnoDB transaction: version-gated upserts per
- * table (INSERT ... SELECT ... ON DUPLICATE KEY UPDATE), deletes with tombstones,
- * truncations as watermarks, and the consumer positions.
+ * table (INSERT ... SELECT ... ON DUPLICATE KEY UPDATE), deletes with tombstones (soft
+ * deletes: see `softDelete`), truncations as watermarks, and the consumer positions.
  *
  * The version gate, in one statement per group of rows:
  *
@@ -202,11 +210,15 @@ export class MysqlSink implements Sink {
     await c.query("SET SESSION time_zone = '+00:00', SESSION sql_mode = ?", [[...modes].join(',')]);
   }
 
+  private get soft(): boolean {
+    return this.options.deleteMode === 'soft';
+  }
+
   private async target(c: PoolConnection, schema: string, table: string): Promise<MysqlTable> {
     const name = `${schema}.${table}`;
     let t = this.tables.get(name);
     if (!t) {
-      t = await loadMysqlTable(c, schema, table);
+      t = await loadMysqlTable(c, schema, table, this.soft);
       this.tables.set(name, t);
     }
     return t;
@@ -254,6 +266,8 @@ export class MysqlSink implements Sink {
   private upsertSql(target: MysqlTable, columns: string[], keyColumns: string[], rowsSql: string): string {
     const gate = this.options.versionGate;
     const updates = columns.filter((col) => !keyColumns.includes(col)).map((col) => (gate ? `${q(col)} = IF(${NEWER}, VALUES(${q(col)}), ${q(col)})` : `${q(col)} = VALUES(${q(col)})`));
+    // A newer insert or update revives a soft-deleted row; like a data column, before the versions.
+    if (this.soft) updates.push(gate ? `${DELETED_AT} = IF(${NEWER}, NULL, ${DELETED_AT})` : `${DELETED_AT} = NULL`);
     // Order matters, see the class comment: data columns, then seq, then lsn.
     updates.push(gate ? `${V_SEQ} = IF(${NEWER}, VALUES(${V_SEQ}), ${V_SEQ})` : `${V_SEQ} = VALUES(${V_SEQ})`);
     updates.push(gate ? `${V_LSN} = GREATEST(COALESCE(${V_LSN}, 0), VALUES(${V_LSN}))` : `${V_LSN} = VALUES(${V_LSN})`);
@@ -264,8 +278,9 @@ export class MysqlSink implements Sink {
            AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr
                             WHERE tr.table_name = ${label} AND (tr.lsn, tr.seq) >= (i.${IN_LSN}, i.${IN_SEQ}))`
       : '';
-    return `INSERT INTO ${target.qualified} (${[...columns.map(q), V_LSN, V_SEQ].join(', ')})
-      SELECT ${[...columns.map((_, i) => `i.${IN(i)}`), `i.${IN_LSN}`, `i.${IN_SEQ}`].join(', ')}
+    const soft = this.soft ? [DELETED_AT] : [];
+    return `INSERT INTO ${target.qualified} (${[...columns.map(q), V_LSN, V_SEQ, ...soft].join(', ')})
+      SELECT ${[...columns.map((_, i) => `i.${IN(i)}`), `i.${IN_LSN}`, `i.${IN_SEQ}`, ...soft.map(() => 'NULL')].join(', ')}
         FROM (${rowsSql}) AS i
       ${where}
       ON DUPLICATE KEY UPDATE ${updates.join(', ')}`;
@@ -293,6 +308,10 @@ export class MysqlSink implements Sink {
                                  lsn = GREATEST(lsn, VALUES(lsn))`,
         tombParams,
       );
+      if (this.soft) {
+        await this.softDelete(c, target, keyColumns, chunk, counts);
+        continue;
+      }
       // 2. The rows, where older than the delete. Key values are compared as constants
       //    (numbers as literals), so MySQL compares them in the column's type.
       const params: unknown[] = [];
@@ -310,6 +329,42 @@ export class MysqlSink implements Sink {
       counts.applied += res.affectedRows;
       counts.stale += chunk.length - res.affectedRows;
     }
+  }
+
+  /**
+   * `delete_mode: soft`: the rows older than their delete keep their data and take the
+   * delete's version and `_deleted_at` (its commit time), in one statement per chunk:
+   *
+   *   UPDATE t SET _deleted_at   = CASE WHEN <key 1> THEN ts1 ... END,
+   *                _syncline_seq = CASE WHEN <key 1> THEN seq1 ... END,
+   *                _syncline_lsn = CASE WHEN <key 1> THEN lsn1 ... END
+   *    WHERE (<key 1> AND version < v1) OR ...
+   *
+   * The gate is in the WHERE, which MySQL evaluates before any assignment, so the order of
+   * the assignments does not matter here (unlike ON DUPLICATE KEY UPDATE). A row already
+   * deleted by this change (a replay) has the same version and is left alone: stale.
+   */
+  private async softDelete(c: PoolConnection, target: MysqlTable, keyColumns: string[], chunk: ChangeEvent[], counts: Counts): Promise<void> {
+    const params: unknown[] = [];
+    // Each appearance of a key condition binds its own parameters, so build them in text order.
+    const match = (r: ChangeEvent): string =>
+      keyColumns
+        .map((col) => {
+          const v = keyComparand(target.columns.get(col) as MysqlColumn, r.key[col] ?? null, params);
+          return v === 'NULL' ? `${q(col)} IS NULL` : `${q(col)} = ${v}`;
+        })
+        .join(' AND ');
+    const cases = (value: (r: ChangeEvent) => string): string => `CASE ${chunk.map((r) => `WHEN ${match(r)} THEN ${value(r)}`).join(' ')} END`;
+    const sets = [
+      `${DELETED_AT} = ${cases((r) => mysql.escape(commitTimeUtc(r)))}`,
+      `${V_SEQ} = ${cases((r) => String(r.seq | 0))}`,
+      `${V_LSN} = ${cases((r) => parseLsn(r.commit_lsn).toString())}`,
+    ];
+    const gate = this.options.versionGate;
+    const where = chunk.map((r) => `(${match(r)}${gate ? ` AND ${ROW_VERSION} < (${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0})` : ''})`);
+    const res = await this.exec(c, `UPDATE ${target.qualified} SET ${sets.join(', ')} WHERE ${where.join(' OR ')}`, params);
+    counts.applied += res.affectedRows;
+    counts.stale += chunk.length - res.affectedRows;
   }
 
   private async truncate(c: PoolConnection, target: MysqlTable, change: ChangeEvent, counts: Counts): Promise<void> {
@@ -352,6 +407,11 @@ export function appliedRows(res: ResultSetHeader, rows: number): number {
     throw new SynclineError('SINK_MYSQL_COUNT', `cannot count applied rows: server sent no Records/Duplicates info (${JSON.stringify(res.info)})`, { retriable: false });
   }
   return res.affectedRows - Number(m[2]);
+}
+
+/** A change's commit time as the session's UTC `DATETIME(6)` text (commit_ts is ISO-8601 UTC). */
+function commitTimeUtc(change: ChangeEvent): string {
+  return pgTimestampToUtc(change.commit_ts.replace(/Z$/, '+00'));
 }
 
 function keyHash(change: ChangeEvent): Buffer {

@@ -4,6 +4,8 @@ import { decimalLiteral, integerLiteral, isPgByteaHex, pgBoolToDigit, pgByteaToB
 
 export const VERSION_LSN_COLUMN = '_syncline_lsn';
 export const VERSION_SEQ_COLUMN = '_syncline_seq';
+/** `delete_mode: soft`: when the row was deleted at the source (UTC); NULL for a live row. */
+export const DELETED_AT_COLUMN = '_deleted_at';
 
 /** Backtick-quotes a MySQL identifier (embedded backticks doubled). */
 export function quoteMysqlIdent(name: string): string {
@@ -90,10 +92,11 @@ export function targetDatabase(schema: string): string | undefined {
 }
 
 /**
- * Reads a target table's columns and primary key, adding syncline's version columns when
- * missing. ALTER TABLE commits implicitly in MySQL, so this runs outside the batch transaction.
+ * Reads a target table's columns and primary key, adding syncline's version columns (and
+ * `_deleted_at` for soft deletes) when missing. ALTER TABLE commits implicitly in MySQL, so
+ * this runs outside the batch transaction.
  */
-export async function loadMysqlTable(conn: PoolConnection, schema: string, table: string): Promise<MysqlTable> {
+export async function loadMysqlTable(conn: PoolConnection, schema: string, table: string, softDelete = false): Promise<MysqlTable> {
   const database = targetDatabase(schema);
   const qualified = database === undefined ? quoteMysqlIdent(table) : `${quoteMysqlIdent(database)}.${quoteMysqlIdent(table)}`;
   const label = `${schema}.${table}`;
@@ -104,9 +107,11 @@ export async function loadMysqlTable(conn: PoolConnection, schema: string, table
       `create ${qualified} on the target with the source's columns and primary key (source schema public maps to the sink URL's database, other schemas to the database of the same name)`,
     );
   }
-  const missing = [VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN].filter((c) => !meta?.columns.has(c));
+  const wanted = [VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, ...(softDelete ? [DELETED_AT_COLUMN] : [])];
+  const missing = wanted.filter((c) => !meta?.columns.has(c));
   if (missing.length > 0) {
-    const defs = { [VERSION_LSN_COLUMN]: 'BIGINT UNSIGNED NULL', [VERSION_SEQ_COLUMN]: 'INT NULL' } as Record<string, string>;
+    // DATETIME(6), not TIMESTAMP: no 2038 limit, and the session's UTC time zone is stored as is.
+    const defs = { [VERSION_LSN_COLUMN]: 'BIGINT UNSIGNED NULL', [VERSION_SEQ_COLUMN]: 'INT NULL', [DELETED_AT_COLUMN]: 'DATETIME(6) NULL' } as Record<string, string>;
     try {
       await conn.query(`ALTER TABLE ${qualified} ${missing.map((c) => `ADD COLUMN ${quoteMysqlIdent(c)} ${defs[c]}`).join(', ')}`);
     } catch (err) {

@@ -5,6 +5,7 @@ import { quoteIdent, quoteQualified } from '../../core/sql.js';
 import { collapseBatch, type TableBatch } from '../collapse.js';
 import type { ApplyOutcome, Sink } from '../sink.js';
 import { isRetriablePgError } from '../../core/sqlstate.js';
+import { copyFrom, copyTextChunks } from './copy-in.js';
 import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, castText, loadTargetTable, type TargetColumn, type TargetTable } from './table-meta.js';
 
 export interface PostgresSinkOptions {
@@ -21,6 +22,12 @@ export interface PostgresSinkOptions {
   staleAudit?: boolean;
   /** Creates missing target tables from the source's definition (`sink.create_tables`). */
   createTable?: (schema: string, table: string) => Promise<string>;
+  /**
+   * `sink.copy_threshold`: upserts of at least this many rows of one table (and column set)
+   * in a batch are COPYed into a session temporary table and merged from there; 0 or
+   * absent: always the `unnest` upsert.
+   */
+  copyThreshold?: number;
 }
 
 const V_LSN = quoteIdent(VERSION_LSN_COLUMN);
@@ -39,6 +46,10 @@ export class PostgresSink implements Sink {
   private readonly state: { positions: string; tombstones: string; truncations: string; staleAudit: string };
   private readonly tables = new Map<string, TargetTable>();
   private readonly sqlCache = new Map<string, string>();
+  /** Staging table name per target and column set (the same on every connection). */
+  private readonly stageNames = new Map<string, string>();
+  /** Staging tables created on each pooled connection (temporary tables are per session). */
+  private readonly staged = new WeakMap<pg.PoolClient, Set<string>>();
 
   constructor(private readonly options: PostgresSinkOptions) {
     this.pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 2 });
@@ -115,6 +126,8 @@ export class PostgresSink implements Sink {
         await c.query('COMMIT');
       } catch (err) {
         await c.query('ROLLBACK').catch(() => undefined);
+        // A staging table created in this transaction is gone again.
+        this.staged.delete(c);
         // The target's structure may have changed (or be the problem): re-read it next time.
         if (isStructural(err)) this.tables.clear();
         throw err;
@@ -168,13 +181,19 @@ export class PostgresSink implements Sink {
       const columns = Object.keys(first.payload ?? {});
       const keyColumns = Object.keys(first.key);
       this.checkColumns(target, columns, keyColumns);
-      const sql = this.upsertSql(target, columns, keyColumns);
-      const params: unknown[] = columns.map((col) => rows.map((r) => (r.payload as Record<string, string | null>)[col] ?? null));
-      params.push(rows.map((r) => JSON.stringify(Object.values(r.key))));
-      params.push(rows.map((r) => r.commit_lsn));
-      params.push(rows.map((r) => r.seq));
-      params.push(tableLabel(target));
-      const res = await c.query<{ k: string }>(sql, params);
+      const values: (string | number | null)[][] = columns.map((col) => rows.map((r) => (r.payload as Record<string, string | null>)[col] ?? null));
+      values.push(rows.map((r) => JSON.stringify(Object.values(r.key))));
+      values.push(rows.map((r) => r.commit_lsn));
+      values.push(rows.map((r) => r.seq));
+      const threshold = this.options.copyThreshold ?? 0;
+      let res: pg.QueryResult<{ k: string }>;
+      if (threshold > 0 && rows.length >= threshold) {
+        const stage = await this.stage(c, target, columns);
+        await copyFrom(c, `COPY ${stage} FROM STDIN`, copyTextChunks(values, rows.length));
+        res = await c.query<{ k: string }>(this.upsertSql(target, columns, keyColumns, stage), [tableLabel(target)]);
+      } else {
+        res = await c.query<{ k: string }>(this.upsertSql(target, columns, keyColumns), [...values, tableLabel(target)]);
+      }
       const n = res.rowCount ?? 0;
       counts.applied += n;
       counts.stale += rows.length - n;
@@ -201,8 +220,33 @@ export class PostgresSink implements Sink {
     );
   }
 
-  private upsertSql(target: TargetTable, columns: string[], keyColumns: string[]): string {
-    const cacheKey = `u\u0001${target.qualified}\u0001${columns.join('\u0000')}`;
+  /**
+   * The session's staging table for `target` with `columns`: every value as text (cast in the
+   * merge exactly as the `unnest` path casts), emptied at each commit.
+   */
+  private async stage(c: pg.PoolClient, target: TargetTable, columns: string[]): Promise<string> {
+    const key = `${target.qualified}\u0001${columns.join('\u0000')}`;
+    let name = this.stageNames.get(key);
+    if (!name) {
+      name = `pg_temp.${quoteIdent(`syncline_stage_${this.stageNames.size + 1}`)}`;
+      this.stageNames.set(key, name);
+    }
+    let created = this.staged.get(c);
+    if (!created) {
+      created = new Set();
+      this.staged.set(c, created);
+    }
+    if (!created.has(name)) {
+      const cols = [...columns.map((_, i) => `c${i} text`), 'row_key text', 'v_lsn text', 'v_seq integer'];
+      await c.query(`CREATE TEMPORARY TABLE IF NOT EXISTS ${name} (${cols.join(', ')}) ON COMMIT DELETE ROWS`);
+      created.add(name);
+    }
+    return name;
+  }
+
+  /** The version-gated upsert from `unnest` of array parameters, or from `stage` when given. */
+  private upsertSql(target: TargetTable, columns: string[], keyColumns: string[], stage?: string): string {
+    const cacheKey = `u\u0001${target.qualified}\u0001${columns.join('\u0000')}\u0001${stage ?? ''}`;
     const cached = this.sqlCache.get(cacheKey);
     if (cached) return cached;
     const n = columns.length;
@@ -212,21 +256,23 @@ export class PostgresSink implements Sink {
     const selectExprs = [...columns.map(cast), 'i.v_lsn::pg_lsn', 'i.v_seq', ...(soft ? ['NULL'] : [])];
     const unnestArgs = [...columns.map((_, i) => `$${i + 1}::text[]`), `$${n + 1}::text[]`, `$${n + 2}::text[]`, `$${n + 3}::int[]`];
     const aliases = [...columns.map((_, i) => `c${i}`), 'row_key', 'v_lsn', 'v_seq'];
+    const from = stage ? `${stage} AS i` : `unnest(${unnestArgs.join(', ')}) AS i(${aliases.join(', ')})`;
+    const label = stage ? '$1' : `$${n + 4}`;
     const updates = [...columns.filter((c) => !keyColumns.includes(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`), `${V_LSN} = EXCLUDED.${V_LSN}`, `${V_SEQ} = EXCLUDED.${V_SEQ}`];
     if (soft) updates.push(`${quoteIdent(DELETED_AT_COLUMN)} = NULL`);
     const gate = this.options.versionGate;
     const sql =
       `INSERT INTO ${target.qualified} AS t (${insertCols.join(', ')})
        SELECT ${selectExprs.join(', ')}
-         FROM unnest(${unnestArgs.join(', ')}) AS i(${aliases.join(', ')})` +
+         FROM ${from}` +
       (gate
         ? `
         WHERE NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
-                           WHERE tb.table_name = $${n + 4} AND tb.row_key = i.row_key AND (tb.lsn, tb.seq) >= (i.v_lsn::pg_lsn, i.v_seq))
+                           WHERE tb.table_name = ${label} AND tb.row_key = i.row_key AND (tb.lsn, tb.seq) >= (i.v_lsn::pg_lsn, i.v_seq))
           AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr
-                           WHERE tr.table_name = $${n + 4} AND (tr.lsn, tr.seq) >= (i.v_lsn::pg_lsn, i.v_seq))`
+                           WHERE tr.table_name = ${label} AND (tr.lsn, tr.seq) >= (i.v_lsn::pg_lsn, i.v_seq))`
         : `
-        WHERE $${n + 4}::text IS NOT NULL`) +
+        WHERE ${label}::text IS NOT NULL`) +
       `
        ON CONFLICT (${keyColumns.map(quoteIdent).join(', ')}) DO UPDATE SET ${updates.join(', ')}` +
       (gate ? `\n       WHERE ${ROW_VERSION} < (EXCLUDED.${V_LSN}, EXCLUDED.${V_SEQ})` : '') +

@@ -18,12 +18,19 @@ export interface SqliteSinkOptions {
   /** Prefix of syncline's own tables: `<stateSchema>_positions`, `_tombstones`, `_truncations`. */
   stateSchema: string;
   versionGate: boolean;
+  /**
+   * hard (default): a delete removes the row. soft: the row stays with `_deleted_at` set to
+   * the commit time (UTC text; the column is added when missing) and the delete's version,
+   * so replays stay stale; a newer insert or update clears it. A tombstone is kept in both modes.
+   */
+  deleteMode?: 'hard' | 'soft';
   /** How long a write waits for another process's lock before failing retriably. */
   busyTimeoutMs?: number;
 }
 
 export const VERSION_LSN_COLUMN = '_syncline_lsn';
 export const VERSION_SEQ_COLUMN = '_syncline_seq';
+export const DELETED_AT_COLUMN = '_deleted_at';
 
 /** The file path a sink URL names (see SqliteSinkOptions.url). */
 export function sqlitePathOf(url: string, cwd = process.cwd()): string {
@@ -52,6 +59,7 @@ export function sqliteTableName(schema: string, table: string): string {
 const q = quoteSqliteIdent;
 const V_LSN = q(VERSION_LSN_COLUMN);
 const V_SEQ = q(VERSION_SEQ_COLUMN);
+const DELETED_AT = q(DELETED_AT_COLUMN);
 /** A row's stored version; rows written before syncline managed the table count as oldest. */
 const ROW_VERSION = `(COALESCE(${V_LSN}, 0), COALESCE(${V_SEQ}, 0))`;
 /** SQLite's INTEGER is signed 64-bit; LSNs are stored in it. */
@@ -210,9 +218,11 @@ export class SqliteSink implements Sink {
           `create table ${q(name)} in the SQLite file with the source's columns and primary key`,
         );
       }
-      const missing = [VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN].filter((c) => !t?.columns.has(c));
+      const soft = this.options.deleteMode === 'soft';
+      const missing = [VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, ...(soft ? [DELETED_AT_COLUMN] : [])].filter((c) => !t?.columns.has(c));
       if (missing.length > 0) {
-        for (const c of missing) this.open().exec(`ALTER TABLE ${t.quoted} ADD COLUMN ${q(c)} INTEGER`);
+        // _deleted_at holds UTC text like the datetime columns ('YYYY-MM-DD HH:MM:SS.ffffff').
+        for (const c of missing) this.open().exec(`ALTER TABLE ${t.quoted} ADD COLUMN ${q(c)} ${c === DELETED_AT_COLUMN ? 'TEXT' : 'INTEGER'}`);
         t = this.readTable(label, name) as SqliteTable;
       }
       this.tables.set(label, t);
@@ -251,7 +261,10 @@ export class SqliteSink implements Sink {
 
   private upsertSql(target: SqliteTable, columns: string[], keyColumns: string[]): string {
     const gate = this.options.versionGate;
+    const soft = this.options.deleteMode === 'soft';
     const sets = [...columns.filter((c) => !keyColumns.includes(c)).map((c) => `${q(c)} = excluded.${q(c)}`), `${V_LSN} = excluded.${V_LSN}`, `${V_SEQ} = excluded.${V_SEQ}`];
+    // A newer insert or update revives a soft-deleted row (the WHERE below gates it like the rest).
+    if (soft) sets.push(`${DELETED_AT} = NULL`);
     // Parameters, in order: the columns, lsn, seq, then (gated) table label, row key, table label.
     const aliases = [...columns.map((_, i) => `c${i}`), 'l', 's'];
     // The WHERE after SELECT is needed anyway: without it SQLite would parse ON CONFLICT as a join's ON.
@@ -259,8 +272,8 @@ export class SqliteSink implements Sink {
       ? `WHERE NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb WHERE tb.table_name = ? AND tb.row_key = ? AND (tb.lsn, tb.seq) >= (i.l, i.s))
            AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr WHERE tr.table_name = ? AND (tr.lsn, tr.seq) >= (i.l, i.s))`
       : 'WHERE true';
-    return `INSERT INTO ${target.quoted} AS t (${[...columns.map(q), V_LSN, V_SEQ].join(', ')})
-      SELECT ${aliases.map((a) => `i.${a}`).join(', ')} FROM (SELECT ${aliases.map((a) => `? AS ${a}`).join(', ')}) AS i
+    return `INSERT INTO ${target.quoted} AS t (${[...columns.map(q), V_LSN, V_SEQ, ...(soft ? [DELETED_AT] : [])].join(', ')})
+      SELECT ${[...aliases.map((a) => `i.${a}`), ...(soft ? ['NULL'] : [])].join(', ')} FROM (SELECT ${aliases.map((a) => `? AS ${a}`).join(', ')}) AS i
       ${where}
       ON CONFLICT (${keyColumns.map(q).join(', ')}) DO UPDATE SET ${sets.join(', ')}` +
       (gate ? `\n      WHERE (COALESCE(t.${V_LSN}, 0), COALESCE(t.${V_SEQ}, 0)) < (excluded.${V_LSN}, excluded.${V_SEQ})` : '');
@@ -283,9 +296,16 @@ export class SqliteSink implements Sink {
       if (gate) match.push(`${ROW_VERSION} < (?, ?)`);
       const params: SqlValue[] = keyColumns.map((c) => toSqliteValue(target.columns.get(c) ?? 'text', row.key[c] ?? null));
       if (gate) params.push(lsn, seq);
+      // Soft: the row keeps its data and takes the delete's version, so a replay of this
+      // delete (same version) or of anything older stays stale, and only a newer change revives it.
+      const soft = this.options.deleteMode === 'soft';
+      const removal = soft
+        ? `UPDATE ${target.quoted} SET ${DELETED_AT} = ?, ${V_LSN} = ?, ${V_SEQ} = ? WHERE ${match.join(' AND ')}`
+        : `DELETE FROM ${target.quoted} WHERE ${match.join(' AND ')}`;
+      if (soft) params.unshift(pgTimestampToUtc(row.commit_ts.replace(/Z$/, '+00')), lsn, seq);
       // Applied means the row went away now, as in the postgres sink: a tombstone written for
       // a row that was already absent changes nothing visible and counts as stale.
-      const n = this.stmt(`DELETE FROM ${target.quoted} WHERE ${match.join(' AND ')}`).run(...params).changes;
+      const n = this.stmt(removal).run(...params).changes;
       counts.applied += n;
       counts.stale += 1 - n;
     }

@@ -1,0 +1,189 @@
+import type { ChangeEvent } from '../core/change.js';
+import { formatLsn, parseLsn, type Lsn } from '../core/lsn.js';
+import type { StreamRecord } from '../stream/stream.js';
+
+/** A stream record and its decoded change (undefined: undecodable, dead-lettered at once). */
+export interface AssemblerItem {
+  record: StreamRecord;
+  change: ChangeEvent | undefined;
+}
+
+export interface Released {
+  /** Whole source transactions, in commit order, each in `seq` order; undecodable records too. */
+  items: AssemblerItem[];
+  /** Per partition, where the next read must start so that nothing held is skipped. */
+  positions: Map<number, bigint>;
+}
+
+interface PendingTransaction {
+  commitLsn: Lsn;
+  items: AssemblerItem[];
+  seqs: Set<number>;
+  /** The `seq` of the change marked `tx_last` (the transaction's size), once seen. */
+  size: number | undefined;
+  /** `tx_prev` of the last change: the commit LSN of the transaction published before it. */
+  prev: Lsn | undefined;
+}
+
+/**
+ * Reassembles source transactions from a partitioned stream for `sink.consistency:
+ * transactional`. Capture spreads a transaction's changes over partitions by row key and
+ * marks its last change `tx_last` (so its `seq` is the transaction's size) with `tx_prev`,
+ * the commit LSN of the transaction it published before. A transaction is released when
+ *   - all its changes arrived (`seq` 1..size, duplicates from a capture restart ignored),
+ *   - every transaction before it in commit order was released, and
+ *   - its predecessor is known to be released: `tx_prev` at or below the last released
+ *     commit LSN. Where that chain is unknown (the first transaction after a capture or
+ *     apply restart), a barrier stands in: the partitions are read up to the end offsets
+ *     taken after the transaction was complete, so everything published before it was seen.
+ * Pure: the caller polls, decodes, and fetches end offsets when `barrierNeeded()` says so.
+ */
+export class TransactionAssembler {
+  private readonly pending = new Map<Lsn, PendingTransaction>();
+  /** Commit LSNs of `pending`, ascending (transactions mostly arrive in order: appends). */
+  private readonly order: Lsn[] = [];
+  /** Next offset to read per partition (from the start positions, then what was added). */
+  private readonly readUpTo = new Map<number, bigint>();
+  /** Offsets of held records per partition (the position may not pass the lowest). */
+  private readonly held = new Map<number, Set<bigint>>();
+  private lastReleased: Lsn | undefined;
+  private barrier: Map<number, bigint> | undefined;
+  /** The transaction the current barrier was taken for. */
+  private barrierFor: Lsn | undefined;
+
+  /** The consumer starts (or was repositioned) at `offset` in `partition`. */
+  startAt(partition: number, offset: bigint): void {
+    this.readUpTo.set(partition, offset);
+  }
+
+  /** Records held (transactions not complete or not yet in order). */
+  get heldRecords(): number {
+    let n = 0;
+    for (const t of this.pending.values()) n += t.items.length;
+    return n;
+  }
+
+  /** What the first transaction in line waits for (for logs). */
+  waitingFor(): Record<string, unknown> | undefined {
+    const t = this.first();
+    if (!t) return undefined;
+    return {
+      commit_lsn: formatLsn(t.commitLsn),
+      changes: t.seqs.size,
+      size: t.size ?? 'tx_last not seen',
+      tx_prev: t.prev === undefined ? null : formatLsn(t.prev),
+      last_released: this.lastReleased === undefined ? null : formatLsn(this.lastReleased),
+      barrier: this.barrierFor === t.commitLsn ? Object.fromEntries([...(this.barrier ?? [])].map(([p, o]) => [p, `${this.readUpTo.get(p) ?? 0n}/${o}`])) : null,
+    };
+  }
+
+  add(items: readonly AssemblerItem[], released: AssemblerItem[]): void {
+    for (const item of items) {
+      const { record, change } = item;
+      const next = record.offset + 1n;
+      if ((this.readUpTo.get(record.partition) ?? 0n) < next) this.readUpTo.set(record.partition, next);
+      if (!change) {
+        released.push(item);
+        continue;
+      }
+      const commitLsn = parseLsn(change.commit_lsn);
+      // A transaction released before (a capture restart republished it): a no-op at the
+      // version gate, so it goes through as it is.
+      if (this.lastReleased !== undefined && commitLsn <= this.lastReleased) {
+        released.push(item);
+        continue;
+      }
+      let t = this.pending.get(commitLsn);
+      if (!t) {
+        t = { commitLsn, items: [], seqs: new Set(), size: undefined, prev: undefined };
+        this.pending.set(commitLsn, t);
+        this.insertOrdered(commitLsn);
+      }
+      if (t.seqs.has(change.seq)) continue; // the same change twice (republished)
+      t.seqs.add(change.seq);
+      t.items.push(item);
+      this.holdOffset(record);
+      if (change.tx_last) {
+        t.size = change.seq;
+        t.prev = change.tx_prev === undefined ? undefined : parseLsn(change.tx_prev);
+      }
+    }
+  }
+
+  /** True when the first transaction in line waits for a barrier that has not been set. */
+  barrierNeeded(): boolean {
+    const first = this.first();
+    return first !== undefined && this.complete(first) && !this.chained(first) && this.barrierFor !== first.commitLsn;
+  }
+
+  /** End offsets taken now, after the first transaction in line was complete. */
+  setBarrier(ends: ReadonlyMap<number, bigint>): void {
+    const first = this.first();
+    if (!first) return;
+    this.barrier = new Map(ends);
+    this.barrierFor = first.commitLsn;
+  }
+
+  /** Takes every transaction that may be applied now, in commit order. */
+  release(into: AssemblerItem[]): void {
+    for (;;) {
+      const t = this.first();
+      if (!t || !this.complete(t)) return;
+      if (!this.chained(t) && !(this.barrierFor === t.commitLsn && this.barrierPassed())) return;
+      this.pending.delete(t.commitLsn);
+      this.order.shift();
+      t.items.sort((a, b) => (a.change as ChangeEvent).seq - (b.change as ChangeEvent).seq);
+      for (const item of t.items) {
+        this.held.get(item.record.partition)?.delete(item.record.offset);
+        into.push(item);
+      }
+      this.lastReleased = t.commitLsn;
+    }
+  }
+
+  /** Where each partition may be committed: its read position, or its first held record. */
+  positions(): Map<number, bigint> {
+    const out = new Map<number, bigint>();
+    for (const [p, next] of this.readUpTo) {
+      let lowest = next;
+      for (const o of this.held.get(p) ?? []) if (o < lowest) lowest = o;
+      out.set(p, lowest);
+    }
+    return out;
+  }
+
+  private holdOffset(record: StreamRecord): void {
+    let s = this.held.get(record.partition);
+    if (!s) {
+      s = new Set();
+      this.held.set(record.partition, s);
+    }
+    s.add(record.offset);
+  }
+
+  private first(): PendingTransaction | undefined {
+    const lsn = this.order[0];
+    return lsn === undefined ? undefined : this.pending.get(lsn);
+  }
+
+  private insertOrdered(lsn: Lsn): void {
+    let i = this.order.length;
+    while (i > 0 && (this.order[i - 1] as Lsn) > lsn) i--;
+    this.order.splice(i, 0, lsn);
+  }
+
+  private complete(t: PendingTransaction): boolean {
+    return t.size !== undefined && t.seqs.size >= t.size;
+  }
+
+  /** Its predecessor was released here (the chain vouches that nothing is missing before it). */
+  private chained(t: PendingTransaction): boolean {
+    return t.prev !== undefined && this.lastReleased !== undefined && t.prev <= this.lastReleased;
+  }
+
+  private barrierPassed(): boolean {
+    if (!this.barrier) return false;
+    for (const [p, end] of this.barrier) if ((this.readUpTo.get(p) ?? 0n) < end) return false;
+    return true;
+  }
+}

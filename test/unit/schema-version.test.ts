@@ -1,0 +1,70 @@
+import { describe, expect, it } from 'vitest';
+import { columnSignature, SchemaVersionHistory, type ColumnType, type SchemaVersionEntry } from '../../src/core/schema-version.js';
+import { ChangeBuilder } from '../../src/pipeline/change-builder.js';
+import type { ChangeEvent } from '../../src/core/change.js';
+import type { RelationMessage } from '../../src/pgoutput/messages.js';
+
+const v1: ColumnType[] = [
+  { name: 'id', typeOid: 23, typeMod: -1 },
+  { name: 'v', typeOid: 25, typeMod: -1 },
+];
+const v2: ColumnType[] = [...v1, { name: 'w', typeOid: 1043, typeMod: 44 }];
+
+describe('_schema_version', () => {
+  it('the signature covers names, types and modifiers', () => {
+    expect(columnSignature(v1)).toBe(columnSignature(v1.map((c) => ({ ...c }))));
+    expect(columnSignature(v1)).not.toBe(columnSignature([v1[0] as ColumnType, { name: 'v', typeOid: 1043, typeMod: -1 }]));
+    expect(columnSignature(v2)).not.toBe(columnSignature([...v1, { name: 'w', typeOid: 1043, typeMod: 84 }]));
+  });
+
+  it('same definition after a restart: same version; a changed one: the next, also after a restart', () => {
+    const recorded: SchemaVersionEntry[] = [];
+    const first = new SchemaVersionHistory([], (e) => recorded.push(e));
+    expect(first.versionOf('public', 't', v1, 100n)).toBe(1);
+    expect(first.versionOf('public', 't', v1, 200n)).toBe(1);
+    expect(first.versionOf('public', 'other', v2, 200n)).toBe(1);
+    expect(recorded).toHaveLength(2);
+
+    const second = new SchemaVersionHistory(recorded, (e) => recorded.push(e));
+    expect(second.versionOf('public', 't', v1, 300n)).toBe(1);
+    expect(second.versionOf('public', 't', v2, 400n)).toBe(2);
+    const third = new SchemaVersionHistory(recorded, (e) => recorded.push(e));
+    expect(third.versionOf('public', 't', v2, 500n)).toBe(2);
+    // Back to the first definition (a column dropped again): versions only increase.
+    expect(third.versionOf('public', 't', v1, 600n)).toBe(3);
+    expect(recorded.map((e) => `${e.table}:${e.version}`)).toEqual(['t:1', 'other:1', 't:2', 't:3']);
+  });
+
+  it('WAL replayed from before a definition change keeps the versions it had', () => {
+    const recorded: SchemaVersionEntry[] = [];
+    const first = new SchemaVersionHistory([], (e) => recorded.push(e));
+    first.versionOf('public', 't', v1, 100n);
+    first.versionOf('public', 't', v2, 400n);
+    // Killed before acknowledging 400: the slot resends from 300, still the old definition.
+    const replay = new SchemaVersionHistory(recorded, (e) => recorded.push(e));
+    expect(replay.versionOf('public', 't', v1, 300n)).toBe(1);
+    expect(replay.versionOf('public', 't', v2, 400n)).toBe(2);
+    expect(recorded).toHaveLength(2);
+  });
+
+  it('the change builder versions relations and snapshot rows from the registry', () => {
+    const recorded: SchemaVersionEntry[] = [{ schema: 'public', table: 't', version: 7, signature: columnSignature(v1), lsn: 1n }];
+    const b = new ChangeBuilder('src', new Set(['syncline']), new Map(), new SchemaVersionHistory(recorded, (e) => recorded.push(e)));
+    const relation = (columns: ColumnType[], schema = 'public', name = 't'): RelationMessage => ({
+      tag: 'relation', xid: undefined, relationId: name === 't' ? 1 : 2, schema, name, replicaIdentity: 'd', columns: columns.map((c, i) => ({ ...c, isKey: i === 0 })),
+    });
+    const out: ChangeEvent[] = [];
+    b.handle({ tag: 'begin', finalLsn: 1000n, commitTime: 0n, xid: 1 }, 900n, out);
+    b.handle(relation(v1), 901n, out);
+    b.handle({ tag: 'insert', xid: undefined, relationId: 1, newTuple: ['1', 'a'] }, 902n, out);
+    b.handle(relation(v2), 903n, out);
+    b.handle({ tag: 'insert', xid: undefined, relationId: 1, newTuple: ['2', 'b', 'c'] }, 904n, out);
+    // Snapshot rows read with the new definition share its version.
+    out.push(b.snapshotRow('public', 't', ['id', 'v', 'w'], ['3', 'x', 'y'], ['id'], 905n, v2));
+    b.handle(relation(v1, 'syncline', 'snapshots'), 906n, out);
+    b.handle({ tag: 'commit', flags: 0, commitLsn: 1000n, endLsn: 1010n, commitTime: 0n }, 1010n, out);
+    expect(out.map((e) => e._schema_version)).toEqual([7, 8, 8]);
+    // syncline's own tables are not versioned.
+    expect(recorded.map((e) => `${e.schema}.${e.table}:${e.version}`)).toEqual(['public.t:7', 'public.t:8']);
+  });
+});
