@@ -16,7 +16,9 @@ const CLI = path.resolve('dist/cli/main.js');
  * The promise of DESIGN.md: kill -9 the pipeline at arbitrary moments under load, restart
  * it, and the target ends equal to the source with no change applied twice.
  */
-describe('pipeline survives kill -9 (PostgreSQL 15 -> embedded stream -> PostgreSQL 15)', () => {
+for (const consistency of ['eventual', 'transactional'] as const) {
+const name = consistency === 'eventual' ? 'syncline_e2e' : 'syncline_e2e_tx';
+describe(`pipeline survives kill -9 (PostgreSQL 15 -> embedded stream -> PostgreSQL 15, sink.consistency: ${consistency})`, () => {
   let server: PgServer;
   let dir: string;
   let sourceUrl: string;
@@ -27,8 +29,8 @@ describe('pipeline survives kill -9 (PostgreSQL 15 -> embedded stream -> Postgre
   beforeAll(async () => {
     server = await machinePg15();
     dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-e2e-'));
-    sourceUrl = await freshDatabase(server, 'syncline_e2e_source');
-    targetUrl = await freshDatabase(server, 'syncline_e2e_target');
+    sourceUrl = await freshDatabase(server, `${name}_source`);
+    targetUrl = await freshDatabase(server, `${name}_target`);
     for (const url of [sourceUrl, targetUrl]) {
       const c = new pg.Client({ connectionString: url });
       await c.connect();
@@ -42,8 +44,8 @@ describe('pipeline survives kill -9 (PostgreSQL 15 -> embedded stream -> Postgre
       `source:
   url: ${sourceUrl}
   slots:
-    - name: syncline_e2e
-      publication: syncline_e2e_pub
+    - name: ${name}
+      publication: ${name}_pub
       tables: [${WORKLOAD_TABLES.map((t) => `'${t}'`).join(', ')}]
 stream:
   broker: embedded
@@ -56,6 +58,7 @@ consumer:
   retry: { backoff_base_ms: 50, backoff_max_ms: 500 }
 sink:
   url: ${targetUrl}
+  consistency: ${consistency}
 monitoring:
   port: ${await freePort()}
 `,
@@ -80,7 +83,7 @@ monitoring:
     const c = new pg.Client({ connectionString: sourceUrl });
     await c.connect();
     try {
-      return await slotStreaming(c, 'syncline_e2e');
+      return await slotStreaming(c, name);
     } finally {
       await c.end();
     }
@@ -141,3 +144,4 @@ monitoring:
     }
   }, 300_000);
 });
+}

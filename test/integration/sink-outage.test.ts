@@ -15,7 +15,7 @@ import { freePort, freshDatabase, machinePg15, testLogger, waitFor, slotStreamin
  * apply backs off and retries, capture keeps the stream filling, nothing is dead-lettered,
  * and once the target is back everything arrives.
  */
-describe('sink outage: target server stopped for 15 s under load', () => {
+describe('sink outage: target server stopped for 30 s under load', () => {
   let dir: string;
   let targetServer: EmbeddedPostgres;
   let targetUrl: string;
@@ -106,7 +106,7 @@ monitoring: { enabled: false }
 
     const rssBefore = process.memoryUsage().rss;
     await targetServer.stop();
-    const downUntil = Date.now() + 15_000;
+    const downUntil = Date.now() + 30_000;
     while (Date.now() < downUntil) await write(50);
     const rssDuring = process.memoryUsage().rss;
     const retried = (await metrics.registry.getSingleMetric('sync_events_retried_total')?.get())?.values[0]?.value ?? 0;
