@@ -23,7 +23,7 @@ import { RedisDedup } from '../dedup/redis-dedup.js';
 import type { Sink } from '../sink/sink.js';
 import { MappedSink } from '../sink/mapped-sink.js';
 import { TableMapping } from '../core/table-mapping.js';
-import { readSourceShapes, routedTableDdl } from './table-routes.js';
+import { readSourceShapes } from './table-routes.js';
 import type { DeadLetterQueue } from '../dlq/dead-letter-queue.js';
 import { PostgresDeadLetterQueue } from '../dlq/postgres-dead-letter-queue.js';
 import { TopicDeadLetterQueue } from '../dlq/topic-dead-letter-queue.js';
@@ -97,7 +97,7 @@ function openAdapterSink(config: SynclineConfig, mapping: TableMapping): Sink {
               createTable: (schema: string, table: string) =>
                 withSource(config, (c) => {
                   const route = mapping.routeTo({ schema, table });
-                  return route ? routedTableDdl(c, route) : targetTableDdl(c, { schema, table });
+                  return targetTableDdl(c, route?.source ?? { schema, table }, route);
                 }),
             }
           : {}),

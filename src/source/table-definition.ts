@@ -1,15 +1,21 @@
 import type pg from 'pg';
 import { PrerequisiteError } from '../core/errors.js';
 import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
+import { excludedKey, targetColumnOf, type TableRoute } from '../core/table-mapping.js';
 
-/**
- * `CREATE TABLE` for a target copy of a source table: the same columns, types (with their
- * modifiers), NOT NULL flags and primary key. Type names come from `format_type`, which
- * quotes them as SQL needs; user-defined types (enums, composites, domains) must exist at
- * the target under the same name.
- */
-export async function targetTableDdl(source: pg.ClientBase, t: TableName): Promise<string> {
-  const { rows } = await source.query<{ name: string; type: string; not_null: boolean; key_pos: number | null }>(
+/** A column of a source table as the target's DDL needs it. */
+export interface SourceColumn {
+  name: string;
+  /** `format_type` output: the type with its modifiers, quoted as SQL needs. */
+  type: string;
+  not_null: boolean;
+  /** Position in the primary key (1-based), null outside it. */
+  key_pos: number | null;
+}
+
+/** The table's columns in order (generated and dropped ones left out); empty when it does not exist. */
+export async function sourceColumns(source: pg.ClientBase, t: TableName): Promise<SourceColumn[]> {
+  const { rows } = await source.query<SourceColumn>(
     `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null,
             array_position(i.indkey::int2[], a.attnum) AS key_pos
        FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
@@ -17,9 +23,41 @@ export async function targetTableDdl(source: pg.ClientBase, t: TableName): Promi
       ORDER BY a.attnum`,
     [quoteQualified(t.schema, t.table)],
   );
-  if (rows.length === 0) throw new PrerequisiteError(`cannot create target table ${t.schema}.${t.table}: no such table at the source`, 'check the table name');
-  const key = rows.filter((r) => r.key_pos !== null).sort((a, b) => (a.key_pos ?? 0) - (b.key_pos ?? 0)).map((r) => quoteIdent(r.name));
-  const columns = rows.map((r) => `${quoteIdent(r.name)} ${r.type}${r.not_null ? ' NOT NULL' : ''}`);
-  if (key.length > 0) columns.push(`PRIMARY KEY (${key.join(', ')})`);
-  return `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(t.schema)}; CREATE TABLE IF NOT EXISTS ${quoteQualified(t.schema, t.table)} (${columns.join(', ')})`;
+  return rows;
+}
+
+/** The primary key's column names, in key order. */
+export function primaryKeyOf(cols: readonly SourceColumn[]): string[] {
+  return cols
+    .filter((c) => c.key_pos !== null)
+    .sort((a, b) => (a.key_pos ?? 0) - (b.key_pos ?? 0))
+    .map((c) => c.name);
+}
+
+/**
+ * `CREATE TABLE` for a target copy of a source table: the same columns, types (with their
+ * modifiers), NOT NULL flags and primary key. Type names come from `format_type`, which
+ * quotes them as SQL needs; user-defined types (enums, composites, domains) must exist at
+ * the target under the same name. With a `sink.tables` route, the table is the route's
+ * target, columns take their target names, and excluded columns are left out.
+ */
+export async function targetTableDdl(source: pg.ClientBase, t: TableName, route?: TableRoute): Promise<string> {
+  const cols = await sourceColumns(source, t);
+  const target = route?.target ?? t;
+  if (cols.length === 0) {
+    throw new PrerequisiteError(`cannot create target table ${target.schema}.${target.table}: no source table ${t.schema}.${t.table}`, route ? `check ${route.path}` : 'check the table name');
+  }
+  const nameOf = (column: string): string | undefined => (route ? targetColumnOf(route, column) : column);
+  const defs: string[] = [];
+  for (const c of cols) {
+    const name = nameOf(c.name);
+    if (name !== undefined) defs.push(`${quoteIdent(name)} ${c.type}${c.not_null ? ' NOT NULL' : ''}`);
+  }
+  const key = primaryKeyOf(cols).map((c) => {
+    const name = nameOf(c);
+    if (name === undefined) throw excludedKey(route as TableRoute, c);
+    return quoteIdent(name);
+  });
+  if (key.length > 0) defs.push(`PRIMARY KEY (${key.join(', ')})`);
+  return `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(target.schema)}; CREATE TABLE IF NOT EXISTS ${quoteQualified(target.schema, target.table)} (${defs.join(', ')})`;
 }
