@@ -133,6 +133,11 @@ async function withSource<T>(config: SynclineConfig, fn: (c: pg.Client) => Promi
   }
 }
 
+/** `dead_letter.store`, defaulted: the topic on Kafka unless `dead_letter.url` is set, else the table. */
+export function deadLetterStoreOf(config: SynclineConfig): 'topic' | 'table' {
+  return config.dead_letter.store ?? (config.stream.broker === 'kafka' && !config.dead_letter.url ? 'topic' : 'table');
+}
+
 /**
  * Opens the dead-letter queue (`dead_letter.store`): a compacted Kafka topic, or a table in
  * `dead_letter.url` or a postgres sink's database.
@@ -141,8 +146,7 @@ export function openDeadLetterQueue(config: SynclineConfig): DeadLetterQueue | u
   const d = config.dead_letter;
   if (!d.enabled) return undefined;
   const s = config.stream;
-  const store = d.store ?? (s.broker === 'kafka' && !d.url ? 'topic' : 'table');
-  if (store === 'topic') {
+  if (deadLetterStoreOf(config) === 'topic') {
     if (s.broker !== 'kafka') {
       throw new PrerequisiteError(`dead_letter.store: topic needs stream.broker: kafka (this config uses ${s.broker})`, 'use dead_letter.store: table with dead_letter.url, or a Kafka stream');
     }

@@ -92,6 +92,7 @@ monitoring: { enabled: false }
     ctl.abort();
     await running;
 
+    expect(JSON.parse(cli('status', '--json').out).dlq).toMatchObject({ exists: true, count: 2 });
     const list = cli('dlq', 'list', '--json');
     expect(list.status).toBe(0);
     const entries = JSON.parse(list.out) as { id: string; op: string; error_code: string; error: string; attempts: number; commit_lsn: string; stream_offset: string }[];

@@ -10,7 +10,7 @@ import { quoteQualified } from '../../core/sql.js';
 import { connectPostgres, describeClient } from '../../doctor/connect.js';
 import { formatBytes } from '../../doctor/report.js';
 import { EXIT } from '../exit-codes.js';
-import { openStream, sourceConnection } from '../wiring.js';
+import { deadLetterStoreOf, openDeadLetterQueue, openStream, sourceConnection } from '../wiring.js';
 import { configOption } from './options.js';
 
 /** Where a pipeline stands, read from the source, the stream and the sink. Read-only. */
@@ -189,6 +189,18 @@ async function sinkStatus(config: SynclineConfig, report: StatusReport): Promise
       report.consumer.sinkPositions = 'error';
       report.consumer.error = redactUrl(errorMessage(err));
     }
+  }
+  if (config.dead_letter.enabled && deadLetterStoreOf(config) === 'topic') {
+    const queue = openDeadLetterQueue(config);
+    try {
+      await queue?.prepare();
+      report.dlq = { exists: true, count: (await queue?.depth())?.count ?? 0 };
+    } catch (err) {
+      report.dlq.error = redactUrl(errorMessage(err));
+    } finally {
+      await queue?.close();
+    }
+    return positions;
   }
   const dlqUrl = config.dead_letter.url ?? sinkUrl;
   if (dlqUrl) {
