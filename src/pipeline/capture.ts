@@ -311,6 +311,7 @@ export class Capture {
     const run = async (): Promise<void> => {
       const decoder = new PgoutputDecoder();
       this.addChanges({ tag: 'begin', finalLsn: commitLsn, commitTime, xid }, commitLsn);
+      let replayed = 0;
       for (const record of this.spill.replay(xid)) {
         if (this.stopping || this.failure) return; // not confirmed: the server resends it
         this.addChanges(decoder.decodeInStream(record.subarray(8)), record.readBigUInt64BE(0));
@@ -318,6 +319,9 @@ export class Capture {
           this.flush();
           await this.windowOpen();
         }
+        // The replay is synchronous disk reads and decoding: let apply (same event loop in
+        // `syncline run`) take its turns, or it barely writes until the replay is over.
+        if (++replayed % 256 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
       }
       this.addChanges({ tag: 'commit', flags: 0, commitLsn, endLsn, commitTime }, endLsn);
       this.markTransactionEnd();

@@ -69,7 +69,7 @@ describeSoftDeleteContract('postgres (PostgreSQL 15)', async () => {
 // the same contract holds (version gate, tombstones, truncations, positions, rollback).
 describeSinkContract('postgres (PostgreSQL 15, COPY staging)', async () => {
   const server = await machinePg15();
-  const url = await freshDatabase(server, 'helpc_sinkc_pg_copy');
+  const url = await freshDatabase(server, 'syncline_sinkc_pg_copy');
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, copyThreshold: 1 });

@@ -7,7 +7,7 @@ describe('COPY FROM STDIN without pg-copy-streams (the postgres sink staging pat
   let client: pg.Client;
 
   beforeAll(async () => {
-    const url = await freshDatabase(await machinePg15(), 'helpc_copy_in');
+    const url = await freshDatabase(await machinePg15(), 'syncline_copy_in');
     client = new pg.Client({ connectionString: url });
     await client.connect();
     await client.query('CREATE TEMPORARY TABLE t (a text, b text, n integer)');
@@ -38,6 +38,16 @@ describe('COPY FROM STDIN without pg-copy-streams (the postgres sink staging pat
     const { rows } = await client.query<{ a: string; b: string | null }>('SELECT a, b FROM t ORDER BY n');
     expect(rows.map((r) => r.a)).toEqual(values);
     expect(rows.every((r) => r.b === null)).toBe(true);
+  });
+
+  it('runs the statements before the COPY in the same round trip (the staging table is created there)', async () => {
+    const sql = 'CREATE TEMPORARY TABLE IF NOT EXISTS s (a text) ON COMMIT DELETE ROWS; COPY s FROM STDIN';
+    await client.query('BEGIN');
+    expect(await copyFrom(client, sql, copyTextChunks([['x', 'y']], 2))).toBe(2);
+    expect(await copyFrom(client, sql, copyTextChunks([['z']], 1))).toBe(1);
+    expect((await client.query<{ n: number }>('SELECT count(*)::int AS n FROM s')).rows[0]?.n).toBe(3);
+    await client.query('COMMIT');
+    expect((await client.query<{ n: number }>('SELECT count(*)::int AS n FROM s')).rows[0]?.n).toBe(0);
   });
 
   it('rejects with the server error on bad data, and the connection stays usable', async () => {

@@ -50,7 +50,10 @@ export function copyTextChunks(columns: readonly (readonly (string | number | nu
   return chunks;
 }
 
-/** Runs `COPY ... FROM STDIN` (`sql`) with `chunks` as its data; resolves to the rows copied. */
+/**
+ * Runs `sql`, a simple query ending in `COPY ... FROM STDIN` (statements before it share the
+ * round trip), with `chunks` as the COPY's data; resolves to the rows copied.
+ */
 export function copyFrom(client: pg.ClientBase, sql: string, chunks: readonly Buffer[]): Promise<number> {
   return new Promise((resolve, reject) => {
     let rows = 0;
@@ -72,8 +75,9 @@ export function copyFrom(client: pg.ClientBase, sql: string, chunks: readonly Bu
         c.endCopyFrom();
       },
       handleCommandComplete(msg: { text?: string }): void {
+        // `sql` may run other statements before the COPY (one simple-query round trip).
         const m = /^COPY (\d+)/.exec(msg.text ?? '');
-        rows = m ? Number(m[1]) : 0;
+        if (m) rows = Number(m[1]);
       },
       handleError(err: Error): void {
         // The client has already dropped this query; ReadyForQuery follows for the next one.

@@ -46,10 +46,8 @@ export class PostgresSink implements Sink {
   private readonly state: { positions: string; tombstones: string; truncations: string; staleAudit: string };
   private readonly tables = new Map<string, TargetTable>();
   private readonly sqlCache = new Map<string, string>();
-  /** Staging table name per target and column set (the same on every connection). */
-  private readonly stageNames = new Map<string, string>();
-  /** Staging tables created on each pooled connection (temporary tables are per session). */
-  private readonly staged = new WeakMap<pg.PoolClient, Set<string>>();
+  /** Staging table per target and column set: its name and the statement that creates it. */
+  private readonly stages = new Map<string, { name: string; create: string }>();
 
   constructor(private readonly options: PostgresSinkOptions) {
     this.pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 2 });
@@ -126,8 +124,6 @@ export class PostgresSink implements Sink {
         await c.query('COMMIT');
       } catch (err) {
         await c.query('ROLLBACK').catch(() => undefined);
-        // A staging table created in this transaction is gone again.
-        this.staged.delete(c);
         // The target's structure may have changed (or be the problem): re-read it next time.
         if (isStructural(err)) this.tables.clear();
         throw err;
@@ -188,9 +184,11 @@ export class PostgresSink implements Sink {
       const threshold = this.options.copyThreshold ?? 0;
       let res: pg.QueryResult<{ k: string }>;
       if (threshold > 0 && rows.length >= threshold) {
-        const stage = await this.stage(c, target, columns);
-        await copyFrom(c, `COPY ${stage} FROM STDIN`, copyTextChunks(values, rows.length));
-        res = await c.query<{ k: string }>(this.upsertSql(target, columns, keyColumns, stage), [tableLabel(target)]);
+        const stage = this.stage(target, columns);
+        // Created if missing in the same round trip, inside the batch's transaction: no
+        // per-connection state to lose to a rollback or a pooler that switches sessions.
+        await copyFrom(c, `${stage.create}; COPY ${stage.name} FROM STDIN`, copyTextChunks(values, rows.length));
+        res = await c.query<{ k: string }>(this.upsertSql(target, columns, keyColumns, stage.name), [tableLabel(target)]);
       } else {
         res = await c.query<{ k: string }>(this.upsertSql(target, columns, keyColumns), [...values, tableLabel(target)]);
       }
@@ -221,27 +219,19 @@ export class PostgresSink implements Sink {
   }
 
   /**
-   * The session's staging table for `target` with `columns`: every value as text (cast in the
-   * merge exactly as the `unnest` path casts), emptied at each commit.
+   * The staging table for `target` with `columns`, a temporary table of the session: every
+   * value as text (cast in the merge exactly as the `unnest` path casts), emptied at commit.
    */
-  private async stage(c: pg.PoolClient, target: TargetTable, columns: string[]): Promise<string> {
+  private stage(target: TargetTable, columns: string[]): { name: string; create: string } {
     const key = `${target.qualified}\u0001${columns.join('\u0000')}`;
-    let name = this.stageNames.get(key);
-    if (!name) {
-      name = `pg_temp.${quoteIdent(`syncline_stage_${this.stageNames.size + 1}`)}`;
-      this.stageNames.set(key, name);
-    }
-    let created = this.staged.get(c);
-    if (!created) {
-      created = new Set();
-      this.staged.set(c, created);
-    }
-    if (!created.has(name)) {
+    let stage = this.stages.get(key);
+    if (!stage) {
+      const name = `pg_temp.${quoteIdent(`syncline_stage_${this.stages.size + 1}`)}`;
       const cols = [...columns.map((_, i) => `c${i} text`), 'row_key text', 'v_lsn text', 'v_seq integer'];
-      await c.query(`CREATE TEMPORARY TABLE IF NOT EXISTS ${name} (${cols.join(', ')}) ON COMMIT DELETE ROWS`);
-      created.add(name);
+      stage = { name, create: `CREATE TEMPORARY TABLE IF NOT EXISTS ${name} (${cols.join(', ')}) ON COMMIT DELETE ROWS` };
+      this.stages.set(key, stage);
     }
-    return name;
+    return stage;
   }
 
   /** The version-gated upsert from `unnest` of array parameters, or from `stage` when given. */
