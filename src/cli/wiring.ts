@@ -57,7 +57,7 @@ export async function openStream(config: SynclineConfig, baseDir = process.cwd()
     case 'kafka':
       return openKafkaStream({ brokers: s.brokers ?? ['127.0.0.1:9092'], topic: s.topic, partitions: s.partitions, retentionHours: s.retention_hours });
     case 'nats':
-      return openNatsStream({ url: s.url ?? 'nats://127.0.0.1:4222', topic: s.topic, partitions: s.partitions, retentionHours: s.retention_hours });
+      return openNatsStream({ url: s.url ?? 'nats://127.0.0.1:4222', topic: s.topic, partitions: s.partitions, retentionHours: s.retention_hours, maxDeliver: s.max_deliver });
   }
 }
 

@@ -69,6 +69,11 @@ const stream = z
     batch_size: z.number().int().positive().default(2000),
     batch_wait_ms: z.number().int().nonnegative().default(5),
     max_in_flight: z.number().int().positive().default(8),
+    /**
+     * NATS: a record whose every reader dies before getting past it is dead-lettered after
+     * it was delivered alone this many times (JetStream's max_deliver, counted by syncline).
+     */
+    max_deliver: z.number().int().min(1).default(5),
   })
   .strict();
 

@@ -209,6 +209,12 @@ export class Apply {
         letters.push(this.letter(undefined, record, err, record.value.toString('utf8')));
         continue;
       }
+      if (record.deliveries !== undefined) {
+        // Every apply that got this change died before getting past it: park it.
+        letters.push(this.letter(change, record, maxDeliverError(record.deliveries)));
+        this.blocked.add(rowIdOf(change));
+        continue;
+      }
       if (change.op === 'TRUNCATE' && this.options.truncate !== 'apply') {
         if (this.options.truncate === 'dead_letter') letters.push(this.letter(change, record, truncateParked()));
         continue; // ignored by configuration (sink.truncate: ignore)
@@ -483,6 +489,14 @@ export class Apply {
 
 function blockedError(): SynclineError {
   return new SynclineError('BLOCKED_BY_EARLIER', 'an earlier change to this row is in the dead-letter queue; this one follows it to keep the row in order', { retriable: false });
+}
+
+function maxDeliverError(deliveries: number): SynclineError {
+  return new SynclineError(
+    'MAX_DELIVER_EXCEEDED',
+    `delivered ${deliveries} times and every apply process stopped (crashed or was killed) before getting past it (stream.max_deliver)`,
+    { retriable: false },
+  );
 }
 
 function transactionError(): SynclineError {

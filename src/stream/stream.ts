@@ -24,6 +24,11 @@ export interface StreamRecord {
   value: Buffer;
   /** Append time, ms since the epoch. */
   timestamp: number;
+  /**
+   * Set only when the stream gives up on the record (NATS `max_deliver`): it was delivered
+   * this many times and every reader died before getting past it. Apply dead-letters it.
+   */
+  deliveries?: number;
 }
 
 export interface StreamProducer {

@@ -98,6 +98,45 @@ describe('NATS stream: a member that stops heartbeating', () => {
   });
 });
 
+describe('NATS stream: max_deliver', () => {
+  it('narrows the first poll after readers died on it, then hands the record out marked after max_deliver lone deliveries', async () => {
+    const topic = `syncline-contract-nats-maxdeliver-${randomBytes(4).toString('hex')}`;
+    created.push({ topic, partitions: 1 });
+    const stream = await openNatsStream({ url, topic, partitions: 1, maxDeliver: 2 });
+    try {
+      const producer = await stream.producer();
+      await producer.publish(Array.from({ length: 8 }, (_, i) => ({ key: `public.t:["${i}"]`, value: Buffer.from(`v${i}`) })));
+      const sizes: number[] = [];
+      let marked: StreamRecord | undefined;
+      for (let attempt = 0; attempt < 12 && !marked; attempt++) {
+        // A reader whose sink is stuck at offset 0 (every apply dies before committing).
+        const c = await stream.consumer('g', { startPositions: async (ps) => new Map(ps.map((p) => [p, 0n])) });
+        let got: StreamRecord[] = [];
+        const until = Date.now() + 5000;
+        while (got.length === 0 && Date.now() < until) got = await c.poll(100, 200);
+        expect(got[0]?.offset).toBe(0n);
+        sizes.push(got.length);
+        if (got[0]?.deliveries !== undefined) marked = got[0];
+        await c.close(); // dies: nothing committed
+      }
+      expect(marked?.offset).toBe(0n);
+      expect(marked?.deliveries).toBeGreaterThanOrEqual(3);
+      for (let i = 1; i < sizes.length; i++) expect(sizes[i]).toBeLessThanOrEqual(Math.max(1, Math.floor((sizes[i - 1] as number) / 2)));
+      expect(sizes.slice(-3)).toEqual([1, 1, 1]);
+      // A reader that gets past the record (commits beyond it) starts over: nothing marked.
+      const c = await stream.consumer('g', { startPositions: async (ps) => new Map(ps.map((p) => [p, 1n])) });
+      let got: StreamRecord[] = [];
+      const until = Date.now() + 5000;
+      while (got.length === 0 && Date.now() < until) got = await c.poll(100, 200);
+      expect(got[0]?.offset).toBe(1n);
+      expect(got.every((r) => r.deliveries === undefined)).toBe(true);
+      await c.close();
+    } finally {
+      await stream.close();
+    }
+  });
+});
+
 describe('NATS stream: partition count', () => {
   it('refuses to reopen a topic with another partition count', async () => {
     const topic = `syncline-contract-nats-parts-${randomBytes(4).toString('hex')}`;

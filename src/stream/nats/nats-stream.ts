@@ -63,6 +63,7 @@ import { partitionFor } from '../../core/change.js';
 import { ConfigError, SynclineError } from '../../core/errors.js';
 import { RecordBuffer } from '../record-buffer.js';
 import type { ConsumerOptions, OutgoingRecord, Stream, StreamConsumer, StreamProducer, StreamRecord } from '../stream.js';
+import { DeliveryTracker } from './delivery-tracker.js';
 import { GroupMembership, type MembershipChange, type MembershipOptions } from './group-membership.js';
 import { JS_CONSUMER_NOT_FOUND, JS_STREAM_NOT_FOUND, apiErrorCode, natsError } from './nats-errors.js';
 
@@ -82,6 +83,8 @@ export interface NatsStreamOptions {
   fetchBatch?: number;
   /** How long a publish waits for the server's acknowledgement. Default 30000. */
   publishTimeoutMs?: number;
+  /** Deliveries of a record that kills its reader every time before it is dead-lettered (see delivery-tracker.ts). Default 5. */
+  maxDeliver?: number;
 }
 
 export const KEY_HEADER = 'Syncline-Key';
@@ -91,6 +94,7 @@ export const TABLE_HEADER = 'Syncline-Table';
 const DEFAULT_RETENTION_HOURS = 168;
 const DEFAULT_BUFFER_RECORDS = 10_000;
 const DEFAULT_FETCH_BATCH = 1000;
+const DEFAULT_MAX_DELIVER = 5;
 const DUPLICATE_WINDOW_MS = 120_000;
 /** Server-side redelivery of unacknowledged messages; a live reader acks on poll, so rarely. */
 const ACK_WAIT_MS = 300_000;
@@ -465,6 +469,7 @@ class NatsConsumer implements StreamConsumer {
   private assigned: readonly number[] = Object.freeze([]);
   private readonly durable: string;
   private readonly membership: GroupMembership;
+  private readonly deliveries: DeliveryTracker;
   private membershipTimer: NodeJS.Timeout | undefined;
   /** The running membership round; rounds never overlap. */
   private round: Promise<void> = Promise.resolve();
@@ -482,6 +487,7 @@ class NatsConsumer implements StreamConsumer {
   ) {
     this.durable = natsName(groupId);
     this.membership = new GroupMembership(stream.kv, this.durable, stream.partitions, stream.opts.membership);
+    this.deliveries = new DeliveryTracker(stream.kv, this.durable, stream.opts.maxDeliver ?? DEFAULT_MAX_DELIVER);
     this.states = stream.streamNames.map((name, p) => ({
       partition: p,
       stream: name,
@@ -546,7 +552,13 @@ class NatsConsumer implements StreamConsumer {
     const committed = await this.committed();
     const start = this.options.startPositions ? await this.options.startPositions(partitions) : new Map<number, bigint>();
     const states = partitions.map((p) => this.states[p] as PartitionState);
-    await Promise.all(states.map((st) => this.reposition(st, start.get(st.partition) ?? committed.get(st.partition) ?? 0n)));
+    await Promise.all(
+      states.map(async (st) => {
+        const offset = start.get(st.partition) ?? committed.get(st.partition) ?? 0n;
+        await this.deliveries.started(st.partition, offset);
+        await this.reposition(st, offset);
+      }),
+    );
     for (const st of states) {
       if (this.closed) return;
       st.active = true;
@@ -559,6 +571,7 @@ class NatsConsumer implements StreamConsumer {
   private async deactivate(partition: number): Promise<void> {
     const st = this.states[partition] as PartitionState;
     this.assigned = Object.freeze(this.assigned.filter((p) => p !== partition));
+    this.deliveries.stopped(partition);
     st.active = false;
     st.epoch++;
     st.pull?.stop();
@@ -580,7 +593,7 @@ class NatsConsumer implements StreamConsumer {
     try {
       const deadline = performance.now() + maxWaitMs;
       for (;;) {
-        const out = this.buffer.take(this.assigned, maxRecords);
+        const out = await this.take(maxRecords);
         if (out.length > 0) {
           this.handedOut(out);
           return out;
@@ -596,11 +609,42 @@ class NatsConsumer implements StreamConsumer {
     }
   }
 
+  /**
+   * Takes buffered records for poll(). A partition's first poll after its reader started is
+   * limited by its delivery history (delivery-tracker.ts), and recorded before it is handed out.
+   */
+  private async take(maxRecords: number): Promise<StreamRecord[]> {
+    const out: StreamRecord[] = [];
+    const normal: number[] = [];
+    for (const p of this.assigned) {
+      const first = this.deliveries.first(p);
+      if (!first) {
+        normal.push(p);
+        continue;
+      }
+      if (this.buffer.count(p) === 0 || out.length >= maxRecords) continue;
+      const records = this.buffer.take([p], Math.min(first.cap, maxRecords - out.length));
+      if (first.exhausted && records[0] !== undefined) records[0].deliveries = first.count;
+      try {
+        await this.deliveries.handed(p, records.length);
+      } catch (err) {
+        // Not recorded: nothing is handed out, the records are read again from the stream.
+        this.states[p]?.pull?.stop();
+        this.seek(p, first.offset);
+        throw natsError(err, `recording deliveries of ${this.states[p]?.stream ?? p}`);
+      }
+      out.push(...records);
+    }
+    if (out.length < maxRecords) out.push(...this.buffer.take(normal, maxRecords - out.length));
+    return out;
+  }
+
   seek(partition: number, offset: bigint): void {
     const st = this.states[partition];
     if (st === undefined || offset < 0n) {
       throw new SynclineError('STREAM_SEEK_INVALID', `cannot seek partition ${partition} to offset ${offset}`, { retriable: false });
     }
+    this.deliveries.stopped(partition);
     // Nothing of the old position comes out of poll() from now on.
     this.dropBuffered(st);
     st.want = offset;
