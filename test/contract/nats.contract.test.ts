@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { connect } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KEY_HEADER, TABLE_HEADER, openNatsStream, partitionStreamName, positionsBucketName } from '../../src/stream/nats/nats-stream.js';
+import { KEY_HEADER, TABLE_HEADER, natsName, openNatsStream, partitionStreamName, positionsBucketName, tableSubjectOf } from '../../src/stream/nats/nats-stream.js';
 import type { Stream, StreamRecord } from '../../src/stream/stream.js';
 import { requireListening } from './broker-check.js';
 import { describeGroupRebalance } from './group-rebalance.js';
@@ -54,6 +54,9 @@ describe('NATS stream: deduplication and headers', () => {
       const p = [...ends.entries()].find(([, end]) => end > 0n)?.[0] ?? 0;
       const msg = await jsm.streams.getMessage(partitionStreamName(topic, p), { seq: 1 });
       expect(msg.header.get(TABLE_HEADER)).toBe('public.orders');
+      // Subjects per table: <topic>.<partition>.<schema>.<table>.
+      expect(msg.subject).toBe(`${natsName(topic)}.${p}.public.orders`);
+      expect(tableSubjectOf('my schema.Odd.Name:["1"]')).toMatch(/^my_schema_[0-9a-f]{8}\.Odd_Name_[0-9a-f]{8}$/);
       expect(msg.header.get(KEY_HEADER)).toMatch(/^public\.orders:\["\d+"\]$/);
       await nc.close();
 

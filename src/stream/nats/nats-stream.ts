@@ -3,8 +3,9 @@
  *
  * Layout, for a topic sanitized to NAME (characters outside [A-Za-z0-9_-] become `_`, plus
  * a hash suffix of the original when any was replaced, so distinct topics stay distinct):
- *   stream NAME_p<N>, subject NAME.<N>   one JetStream stream per partition N
- *   KV bucket NAME_positions             committed positions, key <group>.<N>
+ *   stream NAME_p<N>, subjects NAME.<N>.>  one JetStream stream per partition N
+ *   KV bucket NAME_positions             committed positions, key <group>.<N>; group
+ *                                        membership and delivery counts (see below)
  *   durable consumer <group> on NAME_p<N>  the reader of partition N for that group
  *
  * Offsets: one stream per partition makes the mapping exact and stateless:
@@ -12,7 +13,8 @@
  * message; deduplicated publishes do not take a sequence). Retention (`max_age`) removes
  * from the front only, so offsets of retained records never change.
  *
- * Publishing: every record is a JetStream publish to NAME.<partitionFor(key)> with headers
+ * Publishing: every record is a JetStream publish to NAME.<partitionFor(key)>.<schema>.<table>
+ * (subjects per table; the stream of partition N takes NAME.N.>) with headers
  * `Syncline-Key` (the record key; NATS messages have no key of their own) and
  * `Syncline-Table` (the key's `schema.table` prefix), and, when the record has an `id`,
  * `Nats-Msg-Id` = id + key, so a republish after a capture restart is dropped by the
@@ -123,6 +125,18 @@ export function positionsBucketName(topic: string): string {
   return `${natsName(topic)}_positions`;
 }
 
+/**
+ * The subject tail of a record: `<schema>.<table>` of its key, each a valid subject token
+ * (see natsName), or `_` for keys without a table. Subjects per table let NATS tools filter
+ * a table's changes, e.g. `<topic>.*.public.orders`.
+ */
+export function tableSubjectOf(key: string): string {
+  const table = tableOfKey(key);
+  if (table === undefined) return '_';
+  const dot = table.indexOf('.');
+  return dot > 0 ? `${natsName(table.slice(0, dot))}.${natsName(table.slice(dot + 1))}` : natsName(table);
+}
+
 /** `schema.table` of a key built by partitionKeyOf (`schema.table:[...]`), else undefined. */
 function tableOfKey(key: string): string | undefined {
   const colon = key.indexOf(':');
@@ -195,8 +209,14 @@ async function ensureStreams(jsm: JetStreamManager, opts: NatsStreamOptions): Pr
   };
   for (let p = 0; p < n; p++) {
     const name = partitionStreamName(opts.topic, p);
+    // `<topic>.<p>.<schema>.<table>`; the bare `<topic>.<p>` of streams made before subjects per table.
+    const subjects = [`${natsName(opts.topic)}.${p}`, `${natsName(opts.topic)}.${p}.>`];
     try {
-      check(p, (await jsm.streams.info(name)).config.description);
+      const info = await jsm.streams.info(name);
+      check(p, info.config.description);
+      if (!subjects.every((x) => info.config.subjects.includes(x))) {
+        await jsm.streams.update(name, { ...info.config, subjects: [...new Set([...info.config.subjects, ...subjects])] });
+      }
       continue;
     } catch (err) {
       if (apiErrorCode(err) !== JS_STREAM_NOT_FOUND) throw err;
@@ -204,7 +224,7 @@ async function ensureStreams(jsm: JetStreamManager, opts: NatsStreamOptions): Pr
     try {
       await jsm.streams.add({
         name,
-        subjects: [`${natsName(opts.topic)}.${p}`],
+        subjects,
         description: description(p),
         retention: RetentionPolicy.Limits,
         storage: StorageType.File,
@@ -386,7 +406,7 @@ class NatsProducer implements StreamProducer {
           const token = (this.nextToken++).toString(36);
           this.byToken.set(token, call);
           // Written to the socket buffer in call order: stored in call order.
-          nc.publish(subjects[partitionFor(r.key, partitions)] as string, r.value, { headers: h, reply: prefix + token });
+          nc.publish(`${subjects[partitionFor(r.key, partitions)] as string}.${tableSubjectOf(r.key)}`, r.value, { headers: h, reply: prefix + token });
         }
       } catch (err) {
         // The records before the one that could not be sent may be stored.
