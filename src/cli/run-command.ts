@@ -7,6 +7,7 @@ import { Metrics } from '../metrics/metrics.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/server.js';
 import { DEFAULT_CHECK_TIMEOUT_MS, lagCheck, readinessProbe, timed, type ReadinessCheck, type ReadinessReport } from '../monitoring/readiness.js';
 import type { Stream } from '../stream/stream.js';
+import { readVerifyResults } from '../verify/verify-results.js';
 import { openDeadLetterQueue, openSink, openStream, runApply, runCapture, sourceConnection } from './wiring.js';
 
 export type Role = 'run' | 'capture' | 'apply';
@@ -83,7 +84,9 @@ async function startMonitoring(config: SynclineConfig, role: Role, metrics: Metr
   const sink = role === 'capture' ? undefined : open('replay through the sink', () => openSink(config));
   const token = config.monitoring.dashboard_token;
   const dashboard = createDashboard({ metrics, deadLetters, sink, group: config.consumer.group_id, token, log });
+  const stopDrift = role === 'capture' ? undefined : reportDrift(config, metrics, log);
   const release = async (): Promise<void> => {
+    await stopDrift?.();
     await dashboard.close();
     await deadLetters?.close().catch(() => undefined);
     await sink?.close().catch(() => undefined);
@@ -102,6 +105,30 @@ async function startMonitoring(config: SynclineConfig, role: Role, metrics: Metr
       await server.close();
       await release();
     },
+  };
+}
+
+/**
+ * `sync_drift_rows{table}`: what the last `syncline verify` recorded in the postgres sink's
+ * database (verify-results.ts), re-read every 5 s. Returns the stopper; undefined for other sinks.
+ */
+function reportDrift(config: SynclineConfig, metrics: Metrics, log: Logger): (() => Promise<void>) | undefined {
+  const url = config.sink.url;
+  if (config.sink.type !== 'postgres' || !url) return undefined;
+  const pool = new pg.Pool({ connectionString: url, max: 1 });
+  pool.on('error', () => undefined);
+  const read = async (): Promise<void> => {
+    try {
+      for (const r of await readVerifyResults(pool, config.sink.state_schema)) metrics.driftRows.set({ table: r.table }, r.differing);
+    } catch (err) {
+      log.debug({ err: errorMessage(err) }, 'could not read the last verify results');
+    }
+  };
+  void read();
+  const timer = setInterval(() => void read(), 5_000);
+  return async () => {
+    clearInterval(timer);
+    await pool.end().catch(() => undefined);
   };
 }
 

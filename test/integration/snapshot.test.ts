@@ -7,8 +7,9 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runPipeline } from '../../src/cli/run-command.js';
 import { loadConfigFile, parseConfig } from '../../src/config/load.js';
+import { Metrics } from '../../src/metrics/metrics.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { embeddedPg17, machinePg15, testLogger, waitFor, sourceAndTarget, type PgServer } from '../helpers/postgres.js';
+import { embeddedPg17, freePort, machinePg15, testLogger, waitFor, sourceAndTarget, type PgServer } from '../helpers/postgres.js';
 
 const CLI = path.resolve('dist/cli/main.js');
 
@@ -18,6 +19,9 @@ describe('snapshots while streaming (PostgreSQL 15)', () => {
   let source: pg.Client;
   let target: pg.Client;
   let stop: () => Promise<void>;
+  const metrics = new Metrics();
+  const drift = async (): Promise<number | undefined> =>
+    (await metrics.registry.getSingleMetric('sync_drift_rows')?.get())?.values.find((v) => v.labels.table === 'public.snap')?.value;
 
   beforeAll(async () => {
     const server = await machinePg15();
@@ -42,11 +46,11 @@ describe('snapshots while streaming (PostgreSQL 15)', () => {
 stream: { path: ${path.join(dir, 'stream')}, partitions: 4 }
 consumer: { group_id: snap }
 sink: { url: ${targetUrl} }
-monitoring: { enabled: false }
+monitoring: { port: ${await freePort()} }
 `,
     );
     const ctl = new AbortController();
-    const running = runPipeline(loadConfigFile(configFile), 'run', await testLogger(), ctl.signal);
+    const running = runPipeline(loadConfigFile(configFile), 'run', await testLogger(), ctl.signal, metrics);
     running.catch(() => undefined);
     stop = async () => {
       ctl.abort();
@@ -105,12 +109,15 @@ monitoring: { enabled: false }
     expect(report.tables[0]?.extra).toEqual(['["777777777"]']);
     expect(report.tables[0]?.missing).toHaveLength(1);
     expect(report.tables[0]?.different).toHaveLength(1);
+    // The running pipeline exports what verify found.
+    await waitFor('sync_drift_rows{table="public.snap"} = 3', async () => (await drift()) === 3, 20_000, 250);
 
     const repair = await run(process.execPath, [CLI, 'repair', '-c', configFile, '--table', 'snap', '--timeout', '60s'], { encoding: 'utf8' });
     expect(repair.stdout).toMatch(/1 missing, 1 different, 1 extra -> removed 1, re-reading/);
     expect(repair.stdout).toMatch(/no drift remains/);
     const again = await run(process.execPath, [CLI, 'verify', '-c', configFile, '--table', 'snap'], { encoding: 'utf8' });
     expect(again.stdout).toMatch(/identical/);
+    await waitFor('sync_drift_rows back to 0', async () => (await drift()) === 0, 20_000, 250);
   }, 120_000);
 });
 

@@ -1,10 +1,11 @@
 import type { Command } from 'commander';
 import pg from 'pg';
 import { loadConfigFile } from '../../config/load.js';
-import { PrerequisiteError } from '../../core/errors.js';
+import { errorMessage, PrerequisiteError } from '../../core/errors.js';
 import { parseTableName } from '../../core/sql.js';
 import { TableMapping } from '../../core/table-mapping.js';
 import { compareTable } from '../../verify/compare.js';
+import { recordVerifyResults } from '../../verify/verify-results.js';
 import { EXIT } from '../exit-codes.js';
 import { sourceConnection } from '../wiring.js';
 import { configOption } from './options.js';
@@ -37,6 +38,10 @@ export function registerVerify(program: Command): void {
           results.push(await compareTable(source, target, t, undefined, mapping.routeOf(t)));
         }
         const drift = results.some((r) => r.differing > 0);
+        // For sync_drift_rows of the running pipeline; a target that refuses it only loses the metric.
+        await recordVerifyResults(target, config.sink.state_schema, results).catch((err: unknown) =>
+          process.stderr.write(`warning: could not record the result in ${config.sink.state_schema}.verify_results (sync_drift_rows): ${errorMessage(err)}\n`),
+        );
         if (opts.json) process.stdout.write(`${JSON.stringify({ drift, tables: results }, null, 2)}\n`);
         else {
           for (const r of results) {
