@@ -6,6 +6,7 @@
 // Usage: npm run build && node bench/pipeline.bench.mjs [changes] [adminUrl]
 // SYNCLINE_BENCH_BROKER=kafka|nats runs the same through a real broker (Kafka on
 // 127.0.0.1:9092 via scripts/kafka.sh start; NATS JetStream on 127.0.0.1:4222).
+// SYNCLINE_BENCH_CONSISTENCY=transactional applies whole source transactions (sink.consistency).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -20,6 +21,7 @@ const N = Number(process.argv[2] ?? 200_000);
 const ADMIN = process.argv[3] ?? process.env.SYNCLINE_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const TXN = 1000;
 const BROKER = process.env.SYNCLINE_BENCH_BROKER ?? 'embedded';
+const CONSISTENCY = process.env.SYNCLINE_BENCH_CONSISTENCY ?? 'eventual';
 const dir = mkdtempSync(path.join(os.tmpdir(), 'syncline-bench-'));
 const urlOf = (db) => { const u = new URL(ADMIN); u.pathname = `/${db}`; return u.toString(); };
 const DDL = `CREATE TABLE bench (id bigint PRIMARY KEY, customer text NOT NULL, amount numeric(12,2), status text, qty integer, created_at timestamptz NOT NULL)`;
@@ -76,7 +78,7 @@ const config = parseConfig(`source:
   slots: [{ name: bench_syncline, publication: bench_pub, tables: [bench] }]
 stream: ${streamConfig()}
 consumer: { group_id: bench }
-sink: { url: ${DST} }
+sink: { url: ${DST}, consistency: ${CONSISTENCY} }
 monitoring: { enabled: false }
 `, {});
 
@@ -132,6 +134,7 @@ const rate = (s) => Math.round(N / s);
 console.log(JSON.stringify({
   bench: 'pipeline',
   broker: BROKER,
+  consistency: CONSISTENCY,
   changes: N,
   target_rows: rows,
   pg_recvlogical_changes_per_s: rate(recvSeconds),

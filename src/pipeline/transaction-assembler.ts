@@ -34,8 +34,9 @@ interface PendingTransaction {
  *   - every transaction before it in commit order was released, and
  *   - its predecessor is known to be released: `tx_prev` at or below the last released
  *     commit LSN. Where that chain is unknown (the first transaction after a capture or
- *     apply restart), a barrier stands in: the partitions are read up to the end offsets
- *     taken after the transaction was complete, so everything published before it was seen.
+ *     apply restart), a barrier stands in: each partition is read up to the end offsets
+ *     taken after the transaction was complete, or until it shows a change committed at or
+ *     after it, so everything published before it was seen.
  * Pure: the caller polls, decodes, and fetches end offsets when `barrierNeeded()` says so.
  */
 export class TransactionAssembler {
@@ -44,6 +45,8 @@ export class TransactionAssembler {
   private readonly order: Lsn[] = [];
   /** Next offset to read per partition (from the start positions, then what was added). */
   private readonly readUpTo = new Map<number, bigint>();
+  /** Highest commit LSN read per partition: nothing before it in that partition is unread. */
+  private readonly newest = new Map<number, Lsn>();
   /** Offsets of held records per partition (the position may not pass the lowest). */
   private readonly held = new Map<number, Set<bigint>>();
   private lastReleased: Lsn | undefined;
@@ -87,6 +90,7 @@ export class TransactionAssembler {
         continue;
       }
       const commitLsn = parseLsn(change.commit_lsn);
+      if ((this.newest.get(record.partition) ?? -1n) < commitLsn) this.newest.set(record.partition, commitLsn);
       // A transaction released before (a capture restart republished it): a no-op at the
       // version gate, so it goes through as it is.
       if (this.lastReleased !== undefined && commitLsn <= this.lastReleased) {
@@ -129,7 +133,7 @@ export class TransactionAssembler {
     for (;;) {
       const t = this.first();
       if (!t || !this.complete(t)) return;
-      if (!this.chained(t) && !(this.barrierFor === t.commitLsn && this.barrierPassed())) return;
+      if (!this.chained(t) && !(this.barrierFor === t.commitLsn && this.barrierPassed(t))) return;
       this.pending.delete(t.commitLsn);
       this.order.shift();
       t.items.sort((a, b) => (a.change as ChangeEvent).seq - (b.change as ChangeEvent).seq);
@@ -181,9 +185,16 @@ export class TransactionAssembler {
     return t.prev !== undefined && this.lastReleased !== undefined && t.prev <= this.lastReleased;
   }
 
-  private barrierPassed(): boolean {
+  /**
+   * Every partition either was read up to the barrier, or already showed a change committed
+   * at or after `t` — partitions are in commit order, so nothing before `t` is still unread
+   * there. (With a backlog that is all of them at once: the backlog is not read into memory.)
+   */
+  private barrierPassed(t: PendingTransaction): boolean {
     if (!this.barrier) return false;
-    for (const [p, end] of this.barrier) if ((this.readUpTo.get(p) ?? 0n) < end) return false;
+    for (const [p, end] of this.barrier) {
+      if ((this.readUpTo.get(p) ?? 0n) < end && (this.newest.get(p) ?? -1n) < t.commitLsn) return false;
+    }
     return true;
   }
 }

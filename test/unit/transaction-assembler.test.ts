@@ -65,11 +65,10 @@ describe('TransactionAssembler', () => {
     );
   });
 
-  it('holds a transaction until its last change and its predecessor arrived', () => {
+  it('holds a transaction until it is whole and nothing before it can be unread', () => {
     const [t0, t1] = [transaction(0, 2, undefined), transaction(1, 1, 0)];
     const a = new TransactionAssembler();
-    a.startAt(0, 0n);
-    a.startAt(1, 0n);
+    for (const p of [0, 1, 2]) a.startAt(p, 0n);
     const rec = (change: ChangeEvent, partition: number, offset: number): AssemblerItem => ({ change, record: { partition, offset: BigInt(offset), key: '', value: Buffer.alloc(0), timestamp: 0 } });
     const out: AssemblerItem[] = [];
     // t0's first change arrives; its last change sits in a partition not read yet.
@@ -78,18 +77,31 @@ describe('TransactionAssembler', () => {
     expect(out).toEqual([]);
     expect(a.positions().get(0)).toBe(0n); // the held record will be read again after a restart
     a.add([rec(t0[1] as ChangeEvent, 1, 0)], out);
-    // Complete, but the first transaction after a start has no known predecessor: barrier.
+    // Whole, but the first transaction after a start has no known predecessor: barrier.
     expect(a.barrierNeeded()).toBe(true);
-    a.setBarrier(new Map([[0, 1n], [1, 2n]]));
+    a.setBarrier(new Map([[0, 1n], [1, 1n], [2, 1n]]));
     a.release(out);
-    expect(out).toEqual([]); // partition 1 not read up to the barrier yet
-    a.add([rec(t1[0] as ChangeEvent, 1, 1)], out);
+    expect(out).toEqual([]); // partition 2 has neither been read to the barrier nor shown anything newer
+    a.add([rec(t1[0] as ChangeEvent, 2, 0)], out);
     a.release(out);
-    expect(out.map((i) => i.change?.seq)).toEqual([1, 2, 1]);
-    expect(a.positions()).toEqual(new Map([[0, 1n], [1, 2n]]));
+    expect(out.map((i) => `${i.change?.commit_lsn}:${i.change?.seq}`)).toEqual(['0/10:1', '0/10:2', '0/20:1']);
+    expect(a.positions()).toEqual(new Map([[0, 1n], [1, 1n], [2, 1n]]));
     // A republished copy of a released transaction goes straight through.
     const again: AssemblerItem[] = [];
-    a.add([rec(t1[0] as ChangeEvent, 1, 2)], again);
+    a.add([rec(t1[0] as ChangeEvent, 2, 1)], again);
     expect(again).toHaveLength(1);
+  });
+
+  it('passes a barrier on partitions that already show later transactions (a backlog is not read into memory)', () => {
+    const a = new TransactionAssembler();
+    for (const p of [0, 1]) a.startAt(p, 0n);
+    const [t0, t1] = [transaction(0, 1, undefined), transaction(1, 1, 0)];
+    const out: AssemblerItem[] = [];
+    a.add([{ change: t0[0] as ChangeEvent, record: { partition: 0, offset: 0n, key: '', value: Buffer.alloc(0), timestamp: 0 } }], out);
+    a.add([{ change: t1[0] as ChangeEvent, record: { partition: 1, offset: 0n, key: '', value: Buffer.alloc(0), timestamp: 0 } }], out);
+    expect(a.barrierNeeded()).toBe(true);
+    a.setBarrier(new Map([[0, 1_000_000n], [1, 1_000_000n]])); // a million records behind
+    a.release(out);
+    expect(out.map((i) => i.change?.commit_lsn)).toEqual(['0/10', '0/20']);
   });
 });
