@@ -287,15 +287,26 @@ export class Capture {
    */
   private markTransactionEnd(): void {
     const last = this.pending[this.pending.length - 1];
-    if (!last || last.tx_last) return; // a transaction without changes
+    // A transaction without changes, or with snapshot rows only (a watermark's: READ events
+    // are version-gated rows, not part of any source transaction, and apply takes them as
+    // they come).
+    if (!last || last.tx_last || last.op === 'READ') return;
     last.tx_last = true;
     if (this.lastTxnCommit !== undefined) last.tx_prev = this.lastTxnCommit;
     this.lastTxnCommit = last.commit_lsn;
   }
 
+  /**
+   * The newest change of the open transaction waits (see flush) — only that: a change of a
+   * transaction that already committed must go out with the position that covers it.
+   */
+  private holdsBack(e: ChangeEvent | undefined): boolean {
+    return e !== undefined && e.op !== 'READ' && e.tx_last === undefined && e.commit_lsn === this.builder.openCommitLsn;
+  }
+
   private scheduleFlush(): void {
     if (this.pending.length >= this.options.batchSize) this.flush();
-    else if (this.flushTimer === undefined && (this.pending.length > (this.builder.inTransaction ? 1 : 0) || this.pendingPosition !== undefined)) {
+    else if (this.flushTimer === undefined && (this.pending.length > (this.holdsBack(this.pending[this.pending.length - 1]) ? 1 : 0) || this.pendingPosition !== undefined)) {
       this.flushTimer = setTimeout(() => this.flush(), this.options.batchWaitMs);
     }
   }
@@ -364,7 +375,7 @@ export class Capture {
     const events = this.pending;
     // The open transaction's newest change waits for the next change or the commit, so that
     // the commit can still mark it as the transaction's last (markTransactionEnd).
-    const heldBack = this.builder.inTransaction ? events.pop() : undefined;
+    const heldBack = this.holdsBack(events[events.length - 1]) ? events.pop() : undefined;
     const batch: InFlightBatch = { position: this.pendingPosition, done: false };
     this.pending = heldBack ? [heldBack] : [];
     this.pendingPosition = undefined;

@@ -118,6 +118,11 @@ export class ChangeBuilder {
     return this.txn !== undefined;
   }
 
+  /** `commit_lsn` of the open transaction's changes, if one is open. */
+  get openCommitLsn(): string | undefined {
+    return this.txn?.commitLsnText;
+  }
+
   private onRelation(msg: RelationMessage, lsn: Lsn): void {
     const keyIndexes: number[] = [];
     const pk = msg.replicaIdentity === 'f' ? this.primaryKeys.get(`${msg.schema}.${msg.name}`) : undefined;
