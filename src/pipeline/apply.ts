@@ -39,6 +39,8 @@ export interface ApplyOptions {
    * and one apply per group (it reads every partition).
    */
   transactional?: boolean;
+  /** Transactional mode: how long an incomplete transaction may hold the line once everything was read and it stopped growing. Default 60000. */
+  incompleteTransactionMs?: number;
 }
 
 interface Item {
@@ -70,7 +72,10 @@ export class Apply {
   private readonly applied = new Map<number, bigint>();
   private readonly assembler: TransactionAssembler | undefined;
   /** Since when the assembler holds a complete transaction behind a barrier it cannot pass. */
-  private barrierWaitSince: number | undefined;
+  private incompleteSince: number | undefined;
+  private nextIncompleteCheck = 0;
+  private nextPartialWarning = 0;
+  private incompleteProgress = '';
 
   constructor(
     private readonly openConsumer: (options: ConsumerOptions) => Promise<StreamConsumer>,
@@ -166,31 +171,71 @@ export class Apply {
     if (released.length === 0) {
       if (records.length === 0 && assembler.heldRecords === 0) this.markCaughtUp();
       else if (records.length > 0) this.log.debug({ held: assembler.heldRecords, waiting: assembler.waitingFor() }, 'transactional: waiting for a whole transaction');
-      this.warnIfStuck(assembler);
+      await this.giveUpIfIncomplete(assembler, signal);
       return;
     }
-    this.barrierWaitSince = undefined;
+    this.incompleteSince = undefined;
     await this.applyBatch(
       released.map((i) => i.record),
       signal,
-      assembler.positions(),
+      this.assignedOnly(assembler.positions()),
       released.map((i) => i.change),
     );
   }
 
-  private warnIfStuck(assembler: TransactionAssembler): void {
-    if (assembler.heldRecords === 0) {
-      this.barrierWaitSince = undefined;
+  /** Positions of the partitions this apply reads now (a revoked one is its new owner's to store). */
+  private assignedOnly(positions: Map<number, bigint>): Map<number, bigint> {
+    const assigned = new Set(this.consumer?.assignment() ?? []);
+    return new Map([...positions].filter(([p]) => assigned.has(p)));
+  }
+
+  /**
+   * The first transaction in line stays incomplete although every partition was read to its
+   * end and it stopped growing: one of its changes was undecodable (and dead-lettered), or
+   * it came from a capture without `tx_last`. After `incompleteTransactionMs` it goes to the
+   * dead-letter queue whole (TRANSACTION_INCOMPLETE) so that the line moves on; replaying
+   * it applies what it has.
+   */
+  private async giveUpIfIncomplete(assembler: TransactionAssembler, signal: AbortSignal): Promise<void> {
+    const now = this.options.clock.now();
+    if (!assembler.firstIncomplete()) {
+      this.incompleteSince = undefined;
       return;
     }
-    const now = this.options.clock.now();
-    this.barrierWaitSince ??= now;
-    if (now - this.barrierWaitSince < 30_000) return;
-    this.barrierWaitSince = now;
-    this.log.warn(
-      { held: assembler.heldRecords, waiting: assembler.waitingFor(), assigned: this.consumer?.assignment() },
-      'sink.consistency: transactional: a source transaction has been incomplete for 30 s; this apply must read every partition (run one apply per consumer group), and the changes must come from a capture of this version (they carry tx_last)',
-    );
+    if (now < this.nextIncompleteCheck) return;
+    this.nextIncompleteCheck = now + 1000;
+    const ends = await this.withRetry(() => this.options.endOffsets(), signal, 'reading stream end offsets');
+    if (ends === STOPPED) return;
+    const assigned = this.consumer?.assignment() ?? [];
+    if (assigned.length < ends.size) {
+      // Another member reads some partitions: the rest of the transaction may be there.
+      if (now >= this.nextPartialWarning) {
+        this.nextPartialWarning = now + 30_000;
+        this.log.warn({ assigned, partitions: ends.size }, 'sink.consistency: transactional needs every partition in one apply: run one apply per consumer group');
+      }
+      this.incompleteSince = undefined;
+      return;
+    }
+    if (!assembler.readTo(ends)) {
+      this.incompleteSince = undefined; // still reading: the rest may come
+      return;
+    }
+    // Still growing (a large transaction being published): not stuck.
+    const progress = JSON.stringify(assembler.waitingFor());
+    if (progress !== this.incompleteProgress) {
+      this.incompleteProgress = progress;
+      this.incompleteSince = now;
+    }
+    this.incompleteSince ??= now;
+    if (now - this.incompleteSince < (this.options.incompleteTransactionMs ?? 60_000)) return;
+    this.incompleteSince = undefined;
+    const waiting = assembler.waitingFor();
+    const items = assembler.abandonFirst();
+    this.log.error({ waiting, changes: items.length }, 'transactional: a source transaction can never become whole; dead-lettering what it has');
+    const letters = items.flatMap((i) => (i.change ? [this.letter(i.change, i.record, incompleteError())] : []));
+    for (const l of letters) if (l.change) this.blocked.add(rowIdOf(l.change));
+    if (!(await this.deadLetter(letters, signal))) return;
+    await this.withRetry(() => this.sink.apply([], this.assignedOnly(assembler.positions()), this.options.group), signal, 'storing positions');
   }
 
   private async applyBatch(records: StreamRecord[], signal: AbortSignal, storePositions?: Map<number, bigint>, decoded?: (ChangeEvent | undefined)[]): Promise<void> {
@@ -497,6 +542,10 @@ function maxDeliverError(deliveries: number): SynclineError {
     `delivered ${deliveries} times and every apply process stopped (crashed or was killed) before getting past it (stream.max_deliver)`,
     { retriable: false },
   );
+}
+
+function incompleteError(): SynclineError {
+  return new SynclineError('TRANSACTION_INCOMPLETE', 'sink.consistency: transactional: this source transaction never became whole in the stream (a change of it was undecodable, or its capture did not mark its end); its changes wait here', { retriable: false });
 }
 
 function transactionError(): SynclineError {

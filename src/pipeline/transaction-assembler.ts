@@ -85,7 +85,9 @@ export class TransactionAssembler {
       const { record, change } = item;
       const next = record.offset + 1n;
       if ((this.readUpTo.get(record.partition) ?? 0n) < next) this.readUpTo.set(record.partition, next);
-      if (!change) {
+      // Undecodable records are dead-lettered; snapshot rows (READ) are version-gated rows
+      // of no source transaction: neither waits.
+      if (!change || change.op === 'READ') {
         released.push(item);
         continue;
       }
@@ -117,7 +119,7 @@ export class TransactionAssembler {
   /** True when the first transaction in line waits for a barrier that has not been set. */
   barrierNeeded(): boolean {
     const first = this.first();
-    return first !== undefined && this.complete(first) && !this.chained(first) && this.barrierFor !== first.commitLsn;
+    return first !== undefined && this.complete(first) && this.chainUnknown(first) && this.barrierFor !== first.commitLsn;
   }
 
   /** End offsets taken now, after the first transaction in line was complete. */
@@ -133,7 +135,8 @@ export class TransactionAssembler {
     for (;;) {
       const t = this.first();
       if (!t || !this.complete(t)) return;
-      if (!this.chained(t) && !(this.barrierFor === t.commitLsn && this.barrierPassed(t))) return;
+      // A known predecessor not yet released is waited for, whatever a barrier would say.
+      if (!this.chained(t) && !(this.chainUnknown(t) && this.barrierFor === t.commitLsn && this.barrierPassed(t))) return;
       this.pending.delete(t.commitLsn);
       this.order.shift();
       t.items.sort((a, b) => (a.change as ChangeEvent).seq - (b.change as ChangeEvent).seq);
@@ -143,6 +146,33 @@ export class TransactionAssembler {
       }
       this.lastReleased = t.commitLsn;
     }
+  }
+
+  /** The first transaction in line is not whole yet. */
+  firstIncomplete(): boolean {
+    const t = this.first();
+    return t !== undefined && !this.complete(t);
+  }
+
+  /** Every partition was read up to `ends`. */
+  readTo(ends: ReadonlyMap<number, bigint>): boolean {
+    for (const [p, end] of ends) if ((this.readUpTo.get(p) ?? 0n) < end) return false;
+    return true;
+  }
+
+  /**
+   * Gives up on the first transaction in line, which can never become whole (one of its
+   * changes was undecodable, or it was published by a capture without `tx_last`): its
+   * changes are returned for the dead-letter queue, and the line moves on.
+   */
+  abandonFirst(): AssemblerItem[] {
+    const t = this.first();
+    if (!t) return [];
+    this.pending.delete(t.commitLsn);
+    this.order.shift();
+    for (const item of t.items) this.held.get(item.record.partition)?.delete(item.record.offset);
+    if (this.lastReleased === undefined || t.commitLsn > this.lastReleased) this.lastReleased = t.commitLsn;
+    return t.items;
   }
 
   /** Where each partition may be committed: its read position, or its first held record. */
@@ -178,6 +208,11 @@ export class TransactionAssembler {
 
   private complete(t: PendingTransaction): boolean {
     return t.size !== undefined && t.seqs.size >= t.size;
+  }
+
+  /** Nothing tells what came before it: the first transaction after a capture or apply start. */
+  private chainUnknown(t: PendingTransaction): boolean {
+    return t.prev === undefined || this.lastReleased === undefined;
   }
 
   /** Its predecessor was released here (the chain vouches that nothing is missing before it). */

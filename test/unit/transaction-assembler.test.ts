@@ -104,4 +104,35 @@ describe('TransactionAssembler', () => {
     a.release(out);
     expect(out.map((i) => i.change?.commit_lsn)).toEqual(['0/10', '0/20']);
   });
+
+  it('waits for a known predecessor even past a barrier; lets snapshot rows through; can abandon a transaction that cannot become whole', () => {
+    const a = new TransactionAssembler();
+    a.startAt(0, 0n);
+    const rec = (change: ChangeEvent, offset: number): AssemblerItem => ({ change, record: { partition: 0, offset: BigInt(offset), key: '', value: Buffer.alloc(0), timestamp: 0 } });
+    const [t0, t1, t2] = [transaction(0, 1, undefined), transaction(1, 1, 0), transaction(2, 1, 1)];
+    const out: AssemblerItem[] = [];
+    a.add([rec(t0[0] as ChangeEvent, 0)], out);
+    a.setBarrier(new Map([[0, 1n]]));
+    a.release(out);
+    expect(out).toHaveLength(1);
+    // t2 arrives, t1 (its known predecessor) not: it waits, whatever the end offsets say.
+    a.add([rec(t2[0] as ChangeEvent, 1)], out);
+    expect(a.barrierNeeded()).toBe(false);
+    a.release(out);
+    expect(out).toHaveLength(1);
+    const read = { ...(t2[0] as ChangeEvent), op: 'READ', tx_last: undefined, tx_prev: undefined, commit_lsn: '0/40', seq: 1 } as ChangeEvent;
+    a.add([rec(read, 2)], out);
+    expect(out.map((i) => i.change?.op)).toEqual([undefined, 'READ']); // t0 (no op in these fixtures), then the READ at once
+    a.add([rec(t1[0] as ChangeEvent, 3)], out);
+    a.release(out);
+    expect(out.slice(2).map((i) => i.change?.commit_lsn)).toEqual(['0/20', '0/30']);
+    // A transaction whose last change never comes (undecodable): abandoned on request.
+    const t3 = transaction(3, 2, 2);
+    a.add([rec(t3[0] as ChangeEvent, 4)], out);
+    expect(a.firstIncomplete()).toBe(true);
+    expect(a.readTo(new Map([[0, 5n]]))).toBe(true);
+    expect(a.abandonFirst().map((i) => i.change?.seq)).toEqual([1]);
+    expect(a.heldRecords).toBe(0);
+    expect(a.positions().get(0)).toBe(5n);
+  });
 });

@@ -1,0 +1,87 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { partitionKeyOf, type ChangeEvent } from '../../src/core/change.js';
+import { systemClock } from '../../src/core/clock.js';
+import { PostgresDeadLetterQueue } from '../../src/dlq/postgres-dead-letter-queue.js';
+import { silentLogger } from '../../src/log/logger.js';
+import { Metrics } from '../../src/metrics/metrics.js';
+import { Apply } from '../../src/pipeline/apply.js';
+import { PostgresSink } from '../../src/sink/postgres/postgres-sink.js';
+import { openEmbeddedStream } from '../../src/stream/embedded/embedded-stream.js';
+import { freshDatabase, machinePg15, waitFor } from '../helpers/postgres.js';
+
+function change(id: number, commitLsn: bigint, seq: number, last?: { prev?: bigint }): ChangeEvent {
+  const lsn = `0/${commitLsn.toString(16).toUpperCase()}`;
+  const e: ChangeEvent = {
+    source: 'src', schema: 'public', table: 't', op: 'INSERT', lsn, commit_lsn: lsn, xid: 1, seq,
+    commit_ts: new Date().toISOString(), key: { id: String(id) }, payload: { id: String(id), v: 'x' },
+    _version: String((commitLsn << 32n) | BigInt(seq)), _schema_version: 1,
+  };
+  if (last) {
+    e.tx_last = true;
+    if (last.prev !== undefined) e.tx_prev = `0/${last.prev.toString(16).toUpperCase()}`;
+  }
+  return e;
+}
+
+/**
+ * Transactional apply must not hold the line forever for a transaction that can never
+ * become whole (here: its second change was an undecodable record): once everything was
+ * read and it stopped growing, it goes to the dead-letter queue whole and the next
+ * transaction, chained to it, is applied.
+ */
+describe('transactional apply: a transaction that can never become whole', () => {
+  let dir: string;
+  let url: string;
+  let target: pg.Client;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-incomplete-'));
+    url = await freshDatabase(await machinePg15(), 'syncline_txn_incomplete');
+    target = new pg.Client({ connectionString: url });
+    await target.connect();
+    await target.query('CREATE TABLE t (id integer PRIMARY KEY, v text)');
+  });
+
+  afterAll(async () => {
+    await target?.end();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('is dead-lettered whole after incompleteTransactionMs, and the line moves on', async () => {
+    const stream = await openEmbeddedStream({ path: path.join(dir, 'stream'), partitions: 2 });
+    const producer = await stream.producer();
+    const x1 = change(1, 0x100n, 1); // the first of two changes; the second never decodes
+    const y = change(2, 0x200n, 1, { prev: 0x100n });
+    await producer.publish([
+      { key: partitionKeyOf(x1), value: Buffer.from(JSON.stringify(x1)) },
+      { key: 'public.t:["9"]', value: Buffer.from('{not json') },
+      { key: partitionKeyOf(y), value: Buffer.from(JSON.stringify(y)) },
+    ]);
+    await producer.close();
+    const dlq = new PostgresDeadLetterQueue(url, 'syncline');
+    const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, staleAudit: false });
+    const ctl = new AbortController();
+    const apply = new Apply((o) => stream.consumer('g', o), sink, new Metrics(), silentLogger(), {
+      group: 'g', batchSize: 100, batchWaitMs: 20, clock: systemClock, deadLetters: dlq, truncate: 'apply',
+      retry: { maxAttempts: 3, baseMs: 10, maxMs: 100, jitter: true },
+      endOffsets: () => stream.endOffsets(), transactional: true, incompleteTransactionMs: 1500,
+    });
+    const running = apply.run(ctl.signal);
+    try {
+      await waitFor('the next transaction applied', async () => (await target.query('SELECT count(*)::int AS n FROM t WHERE id = 2')).rows[0]?.n === 1, 20_000);
+      expect((await target.query('SELECT count(*)::int AS n FROM t WHERE id = 1')).rows[0]?.n).toBe(0);
+      const entries = await dlq.list({});
+      expect(entries.map((e) => e.errorCode).sort()).toEqual(['EVENT_MALFORMED', 'TRANSACTION_INCOMPLETE']);
+    } finally {
+      ctl.abort();
+      await running;
+      await dlq.close();
+      await sink.close();
+      await stream.close();
+    }
+  }, 60_000);
+});
