@@ -41,9 +41,10 @@ const CATCH_UP_IDLE_MS = 2000;
  * (apply workers, `syncline dlq`, the dashboard) wrote. Entries live in memory, which is
  * fine for a queue that a person is meant to empty.
  *
- * Entry ids are the original record's stream position, `<partition>-<offset>`: adding the
- * same change again (a crash between dead-lettering and committing the stream position)
- * lands on the same entry, as with the table's unique index.
+ * Entry ids name the change, `<commit_lsn>-<seq>` (an undecodable record: its stream position
+ * `<partition>-<offset>`): adding the same change again — a crash between dead-lettering and
+ * committing the stream position, or a capture restart that republished it at another
+ * offset — lands on the same entry, as with the table's unique index.
  */
 export class TopicDeadLetterQueue implements DeadLetterQueue {
   private readonly entries = new Map<string, TopicEntry>();
@@ -53,6 +54,8 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
   /** Next offset to read, per partition. */
   private readonly read = new Map<number, bigint>();
   private catchingUp: Promise<void> | undefined;
+  /** Records on the topic that are not entries (written by something else). */
+  unreadable = 0;
 
   constructor(
     private readonly openTopic: () => Promise<Stream>,
@@ -78,8 +81,8 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
     await this.catchUp();
     const now = new Date().toISOString();
     const written = letters.map((l) => {
-      const id = `${l.partition}-${l.offset}`;
       const c = l.change;
+      const id = c ? `${c.commit_lsn}-${c.seq}` : `${l.partition}-${l.offset}`;
       const before = this.entries.get(id);
       const entry: TopicEntry = {
         id,
@@ -94,8 +97,8 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
         attempts: (before?.attempts ?? 0) + l.attempts,
         first_failed_at: before?.first_failed_at ?? now,
         last_failed_at: now,
-        stream_partition: l.partition,
-        stream_offset: l.offset.toString(),
+        stream_partition: before?.stream_partition ?? l.partition,
+        stream_offset: before?.stream_offset ?? l.offset.toString(),
         change: c ?? null,
         raw: l.raw ?? null,
       };
@@ -194,8 +197,16 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
         const records = await consumer.poll(10_000, 200);
         for (const r of records) {
           this.read.set(r.partition, r.offset + 1n);
-          if (r.value.length === 0) this.entries.delete(r.key);
-          else this.entries.set(r.key, JSON.parse(r.value.toString('utf8')) as TopicEntry);
+          if (r.value.length === 0) {
+            this.entries.delete(r.key);
+            continue;
+          }
+          try {
+            this.entries.set(r.key, JSON.parse(r.value.toString('utf8')) as TopicEntry);
+          } catch {
+            // Not written by syncline: it is not an entry (and must not hide the ones after it).
+            this.unreadable++;
+          }
         }
         if (records.length > 0) idleSince = Date.now();
         // Compaction can remove the records just below the end: settle for what was read.

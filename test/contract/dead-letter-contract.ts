@@ -37,7 +37,8 @@ export function describeDeadLetterContract(name: string, newStore: () => Promise
       try {
         await q.prepare();
         await q.add([letter(2, '0/20', 1, 11n), letter(1, '0/10', 0, 10n)]);
-        await q.add([letter(2, '0/20', 1, 11n, 'still failing')]);
+        // The same change again, from another stream offset (a capture restart republished it).
+        await q.add([letter(2, '0/20', 1, 12n, 'still failing')]);
         const all = await q.list({});
         expect(all.map((e) => e.rowKey)).toEqual(['[1]', '[2]']);
         const [first, second] = all;
@@ -48,6 +49,7 @@ export function describeDeadLetterContract(name: string, newStore: () => Promise
         expect(first?.offset).toBe(10n);
         expect(second?.attempts).toBe(2);
         expect(second?.error).toBe('still failing');
+        expect(second?.offset).toBe(11n);
         expect(second?.firstFailedAt.getTime()).toBeLessThanOrEqual(second?.lastFailedAt.getTime() ?? 0);
         expect(await q.depth()).toMatchObject({ count: 2 });
         expect(await q.blockedRows()).toEqual(new Set(['public.orders\u0000[1]', 'public.orders\u0000[2]']));
