@@ -9,8 +9,8 @@ import type { KV } from 'nats';
  *
  * So deliveries are counted per start position, in the topic's KV bucket
  * (`<group>.delivery.<partition>`): a reader that starts a partition at the offset where the
- * previous reader started, after that one handed records out and never got past them, is a
- * redelivery. Each redelivery halves how many of the partition's records the first poll
+ * previous reader started, after that one handed records out and died (a reader that closes
+ * clears its record) without getting past them, is a redelivery. Each redelivery halves how many of the partition's records the first poll
  * hands out, down to one, so the record that kills apply ends up delivered alone; delivered
  * alone `maxDeliver` times without getting past it, it is handed out marked, and apply
  * dead-letters it instead of applying it. A record that is innocent is never marked: it is
@@ -48,6 +48,8 @@ export function nextDelivery(prev: DeliveryRecord | undefined, offset: bigint, m
 
 export class DeliveryTracker {
   private readonly pending = new Map<number, FirstDelivery>();
+  /** Partitions whose delivery this reader recorded. */
+  private readonly recorded = new Set<number>();
 
   constructor(
     private readonly kv: KV,
@@ -78,6 +80,17 @@ export class DeliveryTracker {
     this.pending.delete(partition);
     const record: DeliveryRecord = { offset: d.offset.toString(), count: d.count, singles: d.singles, handed: records };
     await this.kv.put(this.key(partition), JSON.stringify(record));
+    this.recorded.add(partition);
+  }
+
+  /**
+   * A reader that closes (a stop, a rolling restart, an apply that stopped on an error it
+   * reported) did not die on its records: its deliveries do not count.
+   */
+  async closedCleanly(): Promise<void> {
+    for (const p of this.recorded) await this.kv.delete(this.key(p)).catch(() => undefined);
+    this.recorded.clear();
+    this.pending.clear();
   }
 
   private key(partition: number): string {

@@ -76,11 +76,13 @@ export class GroupMembership {
    */
   async tick(): Promise<MembershipChange> {
     const change: MembershipChange = { acquired: [], revoke: [], lost: [] };
+    // Taken before the heartbeat is written: `expired()` errs on the early side.
+    const attempt = Date.now();
     await this.kv.put(this.memberKey(this.member), this.member);
     const mine = await this.kv.get(this.memberKey(this.member));
     if (mine === null) return change;
     const now = mine.created.getTime();
-    this.lastBeat = Date.now();
+    this.lastBeat = attempt;
     const live = await this.liveMembers(now);
     if (!live.includes(this.member)) live.push(this.member);
     live.sort();
@@ -98,8 +100,19 @@ export class GroupMembership {
         }
         continue;
       }
+      if (owner === this.member) {
+        // A lease of ours that we do not hold: a release that failed. Take it back if it is
+        // ours to read, else release it again.
+        if (share.has(p)) {
+          this.held.add(p);
+          change.acquired.push(p);
+        } else if (lease) {
+          await this.kv.delete(this.ownerKey(p), { previousSeq: lease.revision }).catch(() => undefined);
+        }
+        continue;
+      }
       if (!share.has(p)) continue;
-      if (owner !== undefined && owner !== this.member && liveSet.has(owner)) continue; // released on its owner's next tick
+      if (owner !== undefined && liveSet.has(owner)) continue; // released on its owner's next tick
       if (await this.take(p, lease, owner)) {
         this.held.add(p);
         change.acquired.push(p);
@@ -108,17 +121,22 @@ export class GroupMembership {
     return change;
   }
 
-  /** True when no heartbeat succeeded for a session timeout: others may have taken every lease. */
+  /**
+   * True when no heartbeat succeeded for nearly a session timeout (two heartbeats short of
+   * it): the others may take this member's leases any moment, so it must stop handing out.
+   */
   expired(): boolean {
-    return this.lastBeat > 0 && Date.now() - this.lastBeat > this.sessionTimeoutMs;
+    return this.lastBeat > 0 && Date.now() - this.lastBeat > this.sessionTimeoutMs - 2 * this.heartbeatMs;
   }
 
-  /** Gives a lease back after this member stopped reading the partition. */
+  /** Gives a lease back after this member stopped reading the partition; throws if the bucket fails (the next tick retries). */
   async release(partition: number): Promise<void> {
-    if (!this.held.delete(partition)) return;
+    if (!this.held.has(partition)) return;
     const lease = await this.kv.get(this.ownerKey(partition));
-    if (lease === null || lease.operation !== 'PUT' || lease.string() !== this.member) return;
-    await this.kv.delete(this.ownerKey(partition), { previousSeq: lease.revision }).catch(() => undefined);
+    if (lease !== null && lease.operation === 'PUT' && lease.string() === this.member) {
+      await this.kv.delete(this.ownerKey(partition), { previousSeq: lease.revision });
+    }
+    this.held.delete(partition);
   }
 
   /** Forgets every lease without releasing them (they were lost, or their owner stops). */
@@ -130,7 +148,7 @@ export class GroupMembership {
 
   /** Leaves the group: releases the leases and removes the heartbeat, so others take over at once. */
   async leave(): Promise<void> {
-    for (const p of [...this.held]) await this.release(p).catch(() => undefined);
+    for (const p of [...this.held]) await this.release(p).catch(() => this.held.delete(p));
     this.held.clear();
     await this.kv.delete(this.memberKey(this.member)).catch(() => undefined);
   }

@@ -613,6 +613,13 @@ class NatsConsumer implements StreamConsumer {
     try {
       const deadline = performance.now() + maxWaitMs;
       for (;;) {
+        // Near the session timeout without a heartbeat, the others may already read our
+        // partitions: hand out nothing until a heartbeat gets through (or the leases are gone).
+        if (this.membership.expired()) {
+          await new Promise((r) => setTimeout(r, Math.min(200, Math.max(0, deadline - performance.now()))));
+          if (performance.now() >= deadline || this.closed) return [];
+          continue;
+        }
         const out = await this.take(maxRecords);
         if (out.length > 0) {
           this.handedOut(out);
@@ -653,7 +660,8 @@ class NatsConsumer implements StreamConsumer {
         this.seek(p, first.offset);
         throw natsError(err, `recording deliveries of ${this.states[p]?.stream ?? p}`);
       }
-      out.push(...records);
+      // Handed to another member while the delivery was being recorded: not ours any more.
+      if (this.assigned.includes(p)) out.push(...records);
     }
     if (out.length < maxRecords) out.push(...this.buffer.take(normal, maxRecords - out.length));
     return out;
@@ -714,6 +722,7 @@ class NatsConsumer implements StreamConsumer {
     await Promise.allSettled(this.states.map((st) => st.loop));
     await this.round.catch(() => undefined);
     this.buffer.clear();
+    await this.deliveries.closedCleanly();
     // Hand the partitions over now rather than after the session timeout.
     await this.membership.leave().catch(() => undefined);
     this.stream.consumerClosed(this);

@@ -1,0 +1,67 @@
+import type { KV } from 'nats';
+import { describe, expect, it } from 'vitest';
+import { GroupMembership, fairShare } from '../../src/stream/nats/group-membership.js';
+
+/** An in-memory stand-in for the NATS KV calls the membership uses (revisions, create/update CAS). */
+function memoryKv(): { kv: KV; failDeletes: (on: boolean) => void; owner: (p: number) => string | undefined } {
+  let revision = 0;
+  let failing = false;
+  const store = new Map<string, { value: string; revision: number; operation: 'PUT' | 'DEL'; created: Date }>();
+  const entry = (v: { value: string; revision: number; operation: 'PUT' | 'DEL'; created: Date }) => ({ ...v, string: () => v.value });
+  const put = (k: string, value: string): number => {
+    store.set(k, { value, revision: ++revision, operation: 'PUT', created: new Date() });
+    return revision;
+  };
+  const kv = {
+    put: async (k: string, value: string) => put(k, value),
+    get: async (k: string) => (store.has(k) ? entry(store.get(k) as never) : null),
+    create: async (k: string, value: string) => {
+      if (store.get(k)?.operation === 'PUT') throw new Error('exists');
+      return put(k, value);
+    },
+    update: async (k: string, value: string, r: number) => {
+      if (store.get(k)?.revision !== r) throw new Error('wrong revision');
+      return put(k, value);
+    },
+    delete: async (k: string, o?: { previousSeq?: number }) => {
+      if (failing) throw new Error('timeout');
+      const v = store.get(k);
+      if (o?.previousSeq !== undefined && v?.revision !== o.previousSeq) throw new Error('wrong revision');
+      store.set(k, { value: '', revision: ++revision, operation: 'DEL', created: new Date() });
+    },
+    keys: async (filter: string) =>
+      (async function* () {
+        const prefix = filter.replace('*', '');
+        for (const [k, v] of store) if (k.startsWith(prefix) && v.operation === 'PUT') yield k;
+      })(),
+  };
+  return { kv: kv as unknown as KV, failDeletes: (on) => (failing = on), owner: (p) => store.get(`g.owner.${p}`)?.value };
+}
+
+describe('NATS group membership', () => {
+  it('shares partitions p mod n in member order', () => {
+    expect(fairShare(5, 2, 0)).toEqual([0, 2, 4]);
+    expect(fairShare(5, 2, 1)).toEqual([1, 3]);
+    expect(fairShare(2, 3, 2)).toEqual([]);
+  });
+
+  it('hands a partition over only after its holder released it, and retries a release that failed', async () => {
+    const { kv, failDeletes, owner } = memoryKv();
+    const a = new GroupMembership(kv, 'g', 2);
+    const b = new GroupMembership(kv, 'g', 2);
+    expect((await a.tick()).acquired).toEqual([0, 1]);
+    expect((await b.tick()).acquired).toEqual([]); // a still holds b's share
+    const change = await a.tick();
+    expect(change.revoke).toHaveLength(1);
+    const moving = change.revoke[0] as number;
+    failDeletes(true);
+    await expect(a.release(moving)).rejects.toThrow();
+    failDeletes(false);
+    expect((await b.tick()).acquired).toEqual([]); // the lease is still a's
+    expect((await a.tick()).revoke).toEqual([moving]); // a tries again...
+    await a.release(moving);
+    expect((await b.tick()).acquired).toEqual([moving]); // ...and b takes it
+    expect(owner(moving)).toBe(b.member);
+    expect(a.holds(moving)).toBe(false);
+  });
+});
