@@ -12,6 +12,7 @@ import { Metrics } from '../../src/metrics/metrics.js';
 import { compareTable } from '../../src/verify/compare.js';
 import { CLI, ensureBuilt } from '../helpers/cli.js';
 import { machinePg15, slotStreaming, sourceAndTarget, testLogger, waitFor } from '../helpers/postgres.js';
+import { requireListening } from '../contract/broker-check.js';
 
 const run = promisify(execFile);
 const ACCOUNTS = 100;
@@ -24,7 +25,11 @@ const TOTAL = ACCOUNTS * 1000;
  * never see a sum other than the total, which it would with changes applied per row.
  * Small capture and apply batches and 4 partitions cut every transaction across batches.
  */
-describe('transaction-consistent apply', () => {
+for (const broker of ['embedded', 'kafka', 'nats'] as const) describeTransactional(broker);
+
+function describeTransactional(broker: 'embedded' | 'kafka' | 'nats'): void {
+const name = broker === 'embedded' ? 'syncline_txn' : `syncline_txn_${broker}`;
+describe(`transaction-consistent apply (${broker} stream)`, () => {
   let dir: string;
   let configFile: string;
   let source: pg.Client;
@@ -35,7 +40,9 @@ describe('transaction-consistent apply', () => {
     ensureBuilt();
     const server = await machinePg15();
     dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-txn-'));
-    const pair = await sourceAndTarget(server, 'syncline_txn');
+    if (broker === 'kafka') await requireListening('127.0.0.1', 9092, 'start the broker: bash scripts/kafka.sh start');
+    if (broker === 'nats') await requireListening('127.0.0.1', 4222, 'start NATS with JetStream: nats-server -js -a 127.0.0.1 -p 4222');
+    const pair = await sourceAndTarget(server, name);
     ({ source, target } = pair);
     checker = new pg.Client({ connectionString: pair.targetUrl });
     await checker.connect();
@@ -44,14 +51,16 @@ describe('transaction-consistent apply', () => {
     // The target refuses a balance of exactly 13: the transaction holding it is poison.
     await target.query('CREATE TABLE accounts (id integer PRIMARY KEY, balance bigint NOT NULL CONSTRAINT not_thirteen CHECK (balance <> 13))');
     configFile = path.join(dir, 'sync.yaml');
+    const topic = `${name}_${process.pid}_${Date.now()}`;
     await writeFile(
       configFile,
       `source:
   url: ${pair.sourceUrl}
-  slots: [{ name: syncline_txn, publication: syncline_txn_pub, tables: [accounts] }]
-stream: { path: ${path.join(dir, 'stream')}, partitions: 4, batch_size: 7 }
+  slots: [{ name: ${name}, publication: ${name}_pub, tables: [accounts] }]
+stream: ${streamOf(broker, dir, topic)}
 consumer: { group_id: txn, batch_size: 5, batch_wait_ms: 1, retry: { backoff_base_ms: 10, backoff_max_ms: 100 } }
 sink: { url: ${pair.targetUrl}, consistency: transactional }
+dead_letter: { topic: ${topic}.dlq }
 monitoring: { enabled: false }
 `,
     );
@@ -71,7 +80,7 @@ monitoring: { enabled: false }
     const running = runPipeline(loadConfigFile(configFile), 'run', await testLogger(), ctl.signal, new Metrics());
     running.catch(() => undefined);
     try {
-      await waitFor('slot streaming', () => slotStreaming(source, 'syncline_txn'));
+      await waitFor('slot streaming', () => slotStreaming(source, name));
       await waitFor('the initial snapshot applied', async () => (await target.query('SELECT count(*)::int AS n FROM accounts')).rows[0]?.n === ACCOUNTS, 60_000);
 
       const sums: string[] = [];
@@ -147,3 +156,15 @@ monitoring: { enabled: false }
     }
   }, 240_000);
 });
+}
+
+function streamOf(broker: 'embedded' | 'kafka' | 'nats', dir: string, topic: string): string {
+  switch (broker) {
+    case 'embedded':
+      return `{ path: ${path.join(dir, 'stream')}, partitions: 4, batch_size: 7 }`;
+    case 'kafka':
+      return `{ broker: kafka, brokers: ['127.0.0.1:9092'], topic: ${topic}, partitions: 4, batch_size: 7 }`;
+    case 'nats':
+      return `{ broker: nats, url: 'nats://127.0.0.1:4222', topic: ${topic}, partitions: 4, batch_size: 7 }`;
+  }
+}
