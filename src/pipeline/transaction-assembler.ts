@@ -8,13 +8,6 @@ export interface AssemblerItem {
   change: ChangeEvent | undefined;
 }
 
-export interface Released {
-  /** Whole source transactions, in commit order, each in `seq` order; undecodable records too. */
-  items: AssemblerItem[];
-  /** Per partition, where the next read must start so that nothing held is skipped. */
-  positions: Map<number, bigint>;
-}
-
 interface PendingTransaction {
   commitLsn: Lsn;
   items: AssemblerItem[];
@@ -37,7 +30,9 @@ interface PendingTransaction {
  *     apply restart), a barrier stands in: each partition is read up to the end offsets
  *     taken after the transaction was complete, or until it shows a change committed at or
  *     after it, so everything published before it was seen.
- * Pure: the caller polls, decodes, and fetches end offsets when `barrierNeeded()` says so.
+ * Snapshot rows (READ) and undecodable records pass straight through: they belong to no
+ * source transaction. Pure: the caller polls, decodes, and fetches end offsets when
+ * `barrierNeeded()` says so.
  */
 export class TransactionAssembler {
   private readonly pending = new Map<Lsn, PendingTransaction>();
