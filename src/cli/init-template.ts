@@ -30,8 +30,12 @@ sink:
   version_gate: true              # skip changes not newer than the target row (replays are harmless)
   conflict_strategy: source_lsn_priority
   delete_mode: hard               # hard: delete + tombstone; soft: keep the row with _deleted_at
+  consistency: eventual           # eventual: per-row order; transactional: whole source transactions in commit order (SQL sinks, one apply)
+  # tables:                       # optional routing and column mapping per source table
+  #   public.orders: { target: reporting.orders, columns: { total: amount }, exclude_columns: [note] }
 dead_letter:
   enabled: true
+  # store: table                  # table (a PostgreSQL table; default unless on Kafka) | topic (Kafka: the compacted topic below)
   topic: db-changes.dlq
   alert_threshold: 50
 monitoring:
