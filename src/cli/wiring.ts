@@ -2,6 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type pg from 'pg';
 import { sourceNameOf } from '../config/load.js';
+import { deadLetterStoreOf } from '../config/dead-letter-store.js';
 import type { SynclineConfig } from '../config/schema.js';
 import { systemClock } from '../core/clock.js';
 import { PrerequisiteError, errorMessage } from '../core/errors.js';
@@ -131,11 +132,6 @@ async function withSource<T>(config: SynclineConfig, fn: (c: pg.Client) => Promi
   } finally {
     await c.end();
   }
-}
-
-/** `dead_letter.store`, defaulted: the topic on Kafka unless `dead_letter.url` is set, else the table. */
-export function deadLetterStoreOf(config: SynclineConfig): 'topic' | 'table' {
-  return config.dead_letter.store ?? (config.stream.broker === 'kafka' && !config.dead_letter.url ? 'topic' : 'table');
 }
 
 /**

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { SynclineConfig } from '../config/schema.js';
 import { CheckList, type DoctorReport } from './report.js';
+import { checkDeadLetter } from './dead-letter-checks.js';
 import { checkSink } from './sink-checks.js';
 import { checkSource } from './source-checks.js';
 import { checkStream } from './stream-checks.js';
@@ -9,7 +10,7 @@ export type { DoctorCheck, DoctorReport } from './report.js';
 export { formatReport } from './report.js';
 
 /**
- * Checks every prerequisite of running `config`: source, stream, sink. Read-only: it
+ * Checks every prerequisite of running `config`: source, stream, sink, dead-letter queue. Read-only: it
  * creates nothing (no publication, slot, stream directory or state table).
  */
 export async function runDoctor(config: SynclineConfig, source: pg.ClientConfig, baseDir = process.cwd()): Promise<DoctorReport> {
@@ -17,5 +18,6 @@ export async function runDoctor(config: SynclineConfig, source: pg.ClientConfig,
   const tables = await checkSource(config, source, list);
   await checkStream(config, baseDir, list);
   await checkSink(config, tables, list);
+  await checkDeadLetter(config, list);
   return list.report();
 }

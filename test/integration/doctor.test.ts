@@ -90,7 +90,7 @@ sink: { url: ${withPassword(tgt)} }
     expect(target.fix).toBe('ALTER TABLE "public"."items" DROP CONSTRAINT "items_pkey", ADD PRIMARY KEY ("id");');
     expect(check(r.report, 'sink table public.nokey')).toMatchObject({ status: 'fail', detail: 'does not exist in the sink database' });
 
-    for (const name of ['source reachable', 'wal_level', 'max_replication_slots', 'max_wal_senders', 'replication privilege', 'stream (embedded)', 'sink reachable']) {
+    for (const name of ['source reachable', 'wal_level', 'max_replication_slots', 'max_wal_senders', 'replication privilege', 'stream (embedded)', 'sink reachable', 'dead-letter queue']) {
       expect(check(r.report, name).status, name).toBe('ok');
     }
     expect(check(r.report, 'slot syncline_ops_doctor_bad')).toMatchObject({ status: 'ok', detail: expect.stringMatching(/will create it/) });
@@ -156,6 +156,7 @@ sink: { url: postgres://postgres:s3cretpw@127.0.0.1:1/nowhere }
     expect(check(r.report, 'source reachable')).toMatchObject({ status: 'fail', detail: expect.stringMatching(/ECONNREFUSED/), fix: expect.stringMatching(/source\.url/) });
     expect(check(r.report, 'stream (nats)')).toMatchObject({ status: 'fail', detail: expect.stringMatching(/127\.0\.0\.1:1 \(connect ECONNREFUSED/) });
     expect(check(r.report, 'sink reachable').status).toBe('fail');
+    expect(check(r.report, 'dead-letter queue')).toMatchObject({ status: 'fail', fix: expect.stringMatching(/dead_letter\.url/) });
     expect(r.stdout).not.toContain('s3cretpw');
 
     const bad = await writeConfig('invalid.yaml', 'source: { slots: [] }\nbogus: 1\n');

@@ -10,7 +10,7 @@ import { configOption } from './options.js';
 export function registerDoctor(program: Command): void {
   program
     .command('doctor')
-    .description('check every prerequisite (source, slot, publication, tables, stream, sink) and print the fix for each problem; exit 0 ok, 1 a check failed, 2 invalid config')
+    .description('check every prerequisite (source, slot, publication, tables, stream, sink, dead-letter queue) and print the fix for each problem; exit 0 ok, 1 a check failed, 2 invalid config')
     .addOption(configOption())
     .option('--json', 'print { ok, checks: [{ name, status, detail, fix? }] }')
     .action(async (opts: { config: string; json?: boolean }) => {

@@ -2,6 +2,7 @@ import { access } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import type pg from 'pg';
+import { deadLetterStoreOf } from '../../config/dead-letter-store.js';
 import { loadConfigFile } from '../../config/load.js';
 import type { SynclineConfig } from '../../config/schema.js';
 import { errorMessage } from '../../core/errors.js';
@@ -10,7 +11,7 @@ import { quoteQualified } from '../../core/sql.js';
 import { connectPostgres, describeClient } from '../../doctor/connect.js';
 import { formatBytes } from '../../doctor/report.js';
 import { EXIT } from '../exit-codes.js';
-import { deadLetterStoreOf, openDeadLetterQueue, openStream, sourceConnection } from '../wiring.js';
+import { openDeadLetterQueue, openStream, sourceConnection } from '../wiring.js';
 import { configOption } from './options.js';
 
 /** Where a pipeline stands, read from the source, the stream and the sink. Read-only. */
