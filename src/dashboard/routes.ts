@@ -50,8 +50,8 @@ interface Totals {
 const THROUGHPUT_WINDOW = 5;
 const MAX_BODY_BYTES = 64 * 1024;
 const MAX_IDS = 1000;
-/** Entry ids: digits (the table's), or the topic's `<commit_lsn>-<seq>` / `<partition>-<offset>`. */
-const ID = /^(?:[0-9]{1,19}|[0-9]{1,19}-[0-9]{1,19}|[0-9A-F]{1,8}\/[0-9A-F]{1,8}-[0-9]{1,10})$/;
+/** Entry ids: digits (the table's), or the topic's `<source>:<commit_lsn>:<seq>` / `<partition>-<offset>`. */
+const ID = /^(?:[0-9]{1,19}|[0-9]{1,19}-[0-9]{1,19}|[A-Za-z0-9_.-]{1,100}:[0-9A-F]{1,8}\/[0-9A-F]{1,8}:[0-9]{1,10})$/;
 
 const DISABLED_MESSAGE =
   'dashboard actions are disabled: set monitoring.dashboard_token in the config (or the SYNCLINE_DASHBOARD_TOKEN environment variable) and restart syncline to enable replay and purge';
@@ -369,7 +369,7 @@ function parseIds(body: string): string[] {
   const out: string[] = [];
   for (const id of ids as unknown[]) {
     const text = typeof id === 'number' && Number.isSafeInteger(id) ? String(id) : id;
-    if (typeof text !== 'string' || !ID.test(text)) throw new HttpError(400, 'every id must be an entry id (digits, commit_lsn-seq or partition-offset)');
+    if (typeof text !== 'string' || !ID.test(text)) throw new HttpError(400, 'every id must be an entry id (digits, source:commit_lsn:seq or partition-offset)');
     if (!out.includes(text)) out.push(text);
   }
   return out;

@@ -41,7 +41,7 @@ const CATCH_UP_IDLE_MS = 2000;
  * (apply workers, `syncline dlq`, the dashboard) wrote. Entries live in memory, which is
  * fine for a queue that a person is meant to empty.
  *
- * Entry ids name the change, `<commit_lsn>-<seq>` (an undecodable record: its stream position
+ * Entry ids name the change, `<source>:<commit_lsn>:<seq>` (an undecodable record: its stream position
  * `<partition>-<offset>`): adding the same change again — a crash between dead-lettering and
  * committing the stream position, or a capture restart that republished it at another
  * offset — lands on the same entry, as with the table's unique index.
@@ -82,7 +82,7 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
     const now = new Date().toISOString();
     const written = letters.map((l) => {
       const c = l.change;
-      const id = c ? `${c.commit_lsn}-${c.seq}` : `${l.partition}-${l.offset}`;
+      const id = c ? `${c.source}:${c.commit_lsn}:${c.seq}` : `${l.partition}-${l.offset}`;
       const before = this.entries.get(id);
       const entry: TopicEntry = {
         id,

@@ -39,7 +39,7 @@ export interface ApplyOptions {
    * and one apply per group (it reads every partition).
    */
   transactional?: boolean;
-  /** Transactional mode: how long an incomplete transaction may hold the line once everything was read and it stopped growing. Default 60000. */
+  /** Transactional mode: how long a transaction that cannot become whole may hold the line once everything was read and it stopped growing. Default 60000. */
   incompleteTransactionMs?: number;
 }
 
@@ -190,15 +190,16 @@ export class Apply {
   }
 
   /**
-   * The first transaction in line stays incomplete although every partition was read to its
-   * end and it stopped growing: one of its changes was undecodable (and dead-lettered), or
-   * it came from a capture without `tx_last`. After `incompleteTransactionMs` it goes to the
-   * dead-letter queue whole (TRANSACTION_INCOMPLETE) so that the line moves on; replaying
-   * it applies what it has.
+   * The first transaction in line cannot become whole: a later one is whole, every partition
+   * was read to its end, and it stopped growing (one of its changes was undecodable and
+   * dead-lettered; it is the tail of a republished copy whose head was applied before a
+   * restart; or a capture without `tx_last` published it). After `incompleteTransactionMs`
+   * its changes are applied as they are — version-gated, so a copy of applied changes does
+   * nothing — with an error in the log, and the line moves on.
    */
   private async giveUpIfIncomplete(assembler: TransactionAssembler, signal: AbortSignal): Promise<void> {
     const now = this.options.clock.now();
-    if (!assembler.firstIncomplete()) {
+    if (!assembler.firstStuck()) {
       this.incompleteSince = undefined;
       return;
     }
@@ -220,7 +221,7 @@ export class Apply {
       this.incompleteSince = undefined; // still reading: the rest may come
       return;
     }
-    // Still growing (a large transaction being published): not stuck.
+    // Still growing: not stuck.
     const progress = JSON.stringify(assembler.waitingFor());
     if (progress !== this.incompleteProgress) {
       this.incompleteProgress = progress;
@@ -230,12 +231,16 @@ export class Apply {
     if (now - this.incompleteSince < (this.options.incompleteTransactionMs ?? 60_000)) return;
     this.incompleteSince = undefined;
     const waiting = assembler.waitingFor();
-    const items = assembler.abandonFirst();
-    this.log.error({ waiting, changes: items.length }, 'transactional: a source transaction can never become whole; dead-lettering what it has');
-    const letters = items.flatMap((i) => (i.change ? [this.letter(i.change, i.record, incompleteError())] : []));
-    for (const l of letters) if (l.change) this.blocked.add(rowIdOf(l.change));
-    if (!(await this.deadLetter(letters, signal))) return;
-    await this.withRetry(() => this.sink.apply([], this.assignedOnly(assembler.positions()), this.options.group), signal, 'storing positions');
+    const released: AssemblerItem[] = [];
+    assembler.releaseFirstAsIs(released);
+    assembler.release(released);
+    this.log.error({ waiting, changes: released.length }, 'transactional: a source transaction cannot become whole; applying the changes it has as they are');
+    await this.applyBatch(
+      released.map((i) => i.record),
+      signal,
+      this.assignedOnly(assembler.positions()),
+      released.map((i) => i.change),
+    );
   }
 
   private async applyBatch(records: StreamRecord[], signal: AbortSignal, storePositions?: Map<number, bigint>, decoded?: (ChangeEvent | undefined)[]): Promise<void> {
@@ -542,10 +547,6 @@ function maxDeliverError(deliveries: number): SynclineError {
     `delivered ${deliveries} times and every apply process stopped (crashed or was killed) before getting past it (stream.max_deliver)`,
     { retriable: false },
   );
-}
-
-function incompleteError(): SynclineError {
-  return new SynclineError('TRANSACTION_INCOMPLETE', 'sink.consistency: transactional: this source transaction never became whole in the stream (a change of it was undecodable, or its capture did not mark its end); its changes wait here', { retriable: false });
 }
 
 function transactionError(): SynclineError {

@@ -143,10 +143,15 @@ export class TransactionAssembler {
     }
   }
 
-  /** The first transaction in line is not whole yet. */
-  firstIncomplete(): boolean {
+  /**
+   * The first transaction in line is not whole, although a later one is: the stream has
+   * moved past it (a capture that is down or still publishing it has no later one).
+   */
+  firstStuck(): boolean {
     const t = this.first();
-    return t !== undefined && !this.complete(t);
+    if (t === undefined || this.complete(t)) return false;
+    for (const lsn of this.order) if (lsn !== t.commitLsn && this.complete(this.pending.get(lsn) as PendingTransaction)) return true;
+    return false;
   }
 
   /** Every partition was read up to `ends`. */
@@ -156,18 +161,23 @@ export class TransactionAssembler {
   }
 
   /**
-   * Gives up on the first transaction in line, which can never become whole (one of its
-   * changes was undecodable, or it was published by a capture without `tx_last`): its
-   * changes are returned for the dead-letter queue, and the line moves on.
+   * Gives up waiting for the first transaction in line, which cannot become whole (one of
+   * its changes was undecodable, it is the tail of a copy republished by a capture restart
+   * whose head was applied before an apply restart, or a capture without `tx_last` published
+   * it): its changes are released as they are, and the line moves on.
    */
-  abandonFirst(): AssemblerItem[] {
+  releaseFirstAsIs(into: AssemblerItem[]): number {
     const t = this.first();
-    if (!t) return [];
+    if (!t) return 0;
     this.pending.delete(t.commitLsn);
     this.order.shift();
-    for (const item of t.items) this.held.get(item.record.partition)?.delete(item.record.offset);
+    t.items.sort((a, b) => (a.change as ChangeEvent).seq - (b.change as ChangeEvent).seq);
+    for (const item of t.items) {
+      this.held.get(item.record.partition)?.delete(item.record.offset);
+      into.push(item);
+    }
     if (this.lastReleased === undefined || t.commitLsn > this.lastReleased) this.lastReleased = t.commitLsn;
-    return t.items;
+    return t.items.length;
   }
 
   /** Where each partition may be committed: its read position, or its first held record. */

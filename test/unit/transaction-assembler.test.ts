@@ -126,13 +126,20 @@ describe('TransactionAssembler', () => {
     a.add([rec(t1[0] as ChangeEvent, 3)], out);
     a.release(out);
     expect(out.slice(2).map((i) => i.change?.commit_lsn)).toEqual(['0/20', '0/30']);
-    // A transaction whose last change never comes (undecodable): abandoned on request.
-    const t3 = transaction(3, 2, 2);
+    // A transaction whose last change never comes (undecodable): stuck only once a later one
+    // is whole (while capture may still publish it, it is not), then released as it is.
+    const [t3, t4] = [transaction(3, 2, 2), transaction(4, 1, 3)];
     a.add([rec(t3[0] as ChangeEvent, 4)], out);
-    expect(a.firstIncomplete()).toBe(true);
-    expect(a.readTo(new Map([[0, 5n]]))).toBe(true);
-    expect(a.abandonFirst().map((i) => i.change?.seq)).toEqual([1]);
+    expect(a.firstStuck()).toBe(false);
+    a.add([rec(t4[0] as ChangeEvent, 5)], out);
+    a.release(out);
+    expect(a.firstStuck()).toBe(true);
+    expect(a.readTo(new Map([[0, 6n]]))).toBe(true);
+    const rest: AssemblerItem[] = [];
+    a.releaseFirstAsIs(rest);
+    a.release(rest);
+    expect(rest.map((i) => `${i.change?.commit_lsn}:${i.change?.seq}`)).toEqual(['0/40:1', '0/50:1']);
     expect(a.heldRecords).toBe(0);
-    expect(a.positions().get(0)).toBe(5n);
+    expect(a.positions().get(0)).toBe(6n);
   });
 });

@@ -48,8 +48,8 @@ export function nextDelivery(prev: DeliveryRecord | undefined, offset: bigint, m
 
 export class DeliveryTracker {
   private readonly pending = new Map<number, FirstDelivery>();
-  /** Partitions whose delivery this reader recorded. */
-  private readonly recorded = new Set<number>();
+  /** Partitions whose delivery this reader recorded, with the revision it wrote. */
+  private readonly recorded = new Map<number, number>();
 
   constructor(
     private readonly kv: KV,
@@ -64,8 +64,17 @@ export class DeliveryTracker {
     this.pending.set(partition, nextDelivery(prev, offset, this.maxDeliver));
   }
 
+  /** The reader was repositioned (a seek): what it records next starts over. */
   stopped(partition: number): void {
     this.pending.delete(partition);
+    this.recorded.delete(partition);
+  }
+
+  /** The partition went to another member cleanly: this reader's record does not count. */
+  async handedOver(partition: number): Promise<void> {
+    const revision = this.recorded.get(partition);
+    this.stopped(partition);
+    if (revision !== undefined) await this.forget(partition, revision);
   }
 
   /** The first poll of `partition` is still to come. */
@@ -79,8 +88,7 @@ export class DeliveryTracker {
     if (!d) return;
     this.pending.delete(partition);
     const record: DeliveryRecord = { offset: d.offset.toString(), count: d.count, singles: d.singles, handed: records };
-    await this.kv.put(this.key(partition), JSON.stringify(record));
-    this.recorded.add(partition);
+    this.recorded.set(partition, await this.kv.put(this.key(partition), JSON.stringify(record)));
   }
 
   /**
@@ -88,9 +96,14 @@ export class DeliveryTracker {
    * reported) did not die on its records: its deliveries do not count.
    */
   async closedCleanly(): Promise<void> {
-    for (const p of this.recorded) await this.kv.delete(this.key(p)).catch(() => undefined);
+    for (const [p, revision] of this.recorded) await this.forget(p, revision);
     this.recorded.clear();
     this.pending.clear();
+  }
+
+  /** Deletes this reader's record, unless another reader wrote one since. */
+  private async forget(partition: number, revision: number): Promise<void> {
+    await this.kv.delete(this.key(partition), { previousSeq: revision }).catch(() => undefined);
   }
 
   private key(partition: number): string {

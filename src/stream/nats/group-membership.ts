@@ -129,14 +129,17 @@ export class GroupMembership {
     return this.lastBeat > 0 && Date.now() - this.lastBeat > this.sessionTimeoutMs - 2 * this.heartbeatMs;
   }
 
-  /** Gives a lease back after this member stopped reading the partition; throws if the bucket fails (the next tick retries). */
+  /**
+   * Gives a lease back after this member stopped reading the partition. If the bucket fails,
+   * the lease stays ours but not held: the next tick takes it back (ours to read) or
+   * releases it again.
+   */
   async release(partition: number): Promise<void> {
-    if (!this.held.has(partition)) return;
+    if (!this.held.delete(partition)) return;
     const lease = await this.kv.get(this.ownerKey(partition));
     if (lease !== null && lease.operation === 'PUT' && lease.string() === this.member) {
       await this.kv.delete(this.ownerKey(partition), { previousSeq: lease.revision });
     }
-    this.held.delete(partition);
   }
 
   /** Forgets every lease without releasing them (they were lost, or their owner stops). */
@@ -148,7 +151,7 @@ export class GroupMembership {
 
   /** Leaves the group: releases the leases and removes the heartbeat, so others take over at once. */
   async leave(): Promise<void> {
-    for (const p of [...this.held]) await this.release(p).catch(() => this.held.delete(p));
+    for (const p of [...this.held]) await this.release(p).catch(() => undefined);
     this.held.clear();
     await this.kv.delete(this.memberKey(this.member)).catch(() => undefined);
   }

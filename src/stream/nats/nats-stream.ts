@@ -591,7 +591,8 @@ class NatsConsumer implements StreamConsumer {
   private async deactivate(partition: number): Promise<void> {
     const st = this.states[partition] as PartitionState;
     this.assigned = Object.freeze(this.assigned.filter((p) => p !== partition));
-    this.deliveries.stopped(partition);
+    // Handed over, not died on: its deliveries do not count.
+    await this.deliveries.handedOver(partition);
     st.active = false;
     st.epoch++;
     st.pull?.stop();
@@ -663,7 +664,8 @@ class NatsConsumer implements StreamConsumer {
       // Handed to another member while the delivery was being recorded: not ours any more.
       if (this.assigned.includes(p)) out.push(...records);
     }
-    if (out.length < maxRecords) out.push(...this.buffer.take(normal, maxRecords - out.length));
+    // Partitions revoked while a delivery was being recorded are left out.
+    if (out.length < maxRecords) out.push(...this.buffer.take(normal.filter((p) => this.assigned.includes(p)), maxRecords - out.length));
     return out;
   }
 
