@@ -64,7 +64,7 @@ export async function openStream(config: SynclineConfig, baseDir = process.cwd()
 
 /**
  * Opens the configured sink, behind the `sink.tables` routing and column mapping when the
- * config has any (checked against the source on `prepare`). The only place that names
+ * config sets them (checked against the source on `prepare`). The only place that names
  * concrete sink adapters.
  */
 export function openSink(config: SynclineConfig): Sink {

@@ -71,7 +71,7 @@ export class Apply {
   /** Next offset to apply per partition, as of the last committed batch (for consumer lag). */
   private readonly applied = new Map<number, bigint>();
   private readonly assembler: TransactionAssembler | undefined;
-  /** Since when the assembler holds a complete transaction behind a barrier it cannot pass. */
+  /** Since when the first transaction in line has been stuck (see giveUpIfIncomplete). */
   private incompleteSince: number | undefined;
   private nextIncompleteCheck = 0;
   private nextPartialWarning = 0;
@@ -303,8 +303,7 @@ export class Apply {
       this.log.warn({ err: errorMessage(err), changes: items.length }, 'batch failed permanently; isolating the failing changes');
       const poison: DeadLetter[] = [];
       outcome = emptyOutcome();
-      const isolated = this.assembler ? await this.isolateTransactions(transactionsOf(items), poison, outcome, signal) : await this.isolate(items, poison, outcome, signal);
-      if (!isolated) return;
+      if (!(await this.isolate(this.assembler ? transactionsOf(items) : items.map((i) => [i]), poison, outcome, signal))) return;
       if (!(await this.deadLetter(poison, signal))) return;
       const poisoned = new Set(poison.map((l) => l.change));
       applied = items.filter((i) => !poisoned.has(i.change));
@@ -339,44 +338,6 @@ export class Apply {
   }
 
   /**
-   * Transactional mode's isolation: bisects by whole transactions; a transaction that fails
-   * on its own goes to the dead-letter queue with all its changes (all or none at the target).
-   */
-  private async isolateTransactions(transactions: Item[][], poison: DeadLetter[], total: ApplyOutcome, signal: AbortSignal): Promise<boolean> {
-    // An earlier dead-lettered transaction blocks the rows of later ones: they follow it whole.
-    const runnable: Item[][] = [];
-    for (const t of transactions) {
-      if (t.some((i) => this.blocked.has(rowIdOf(i.change)))) {
-        for (const i of t) {
-          poison.push(this.letter(i.change, i.record, transactionError()));
-          this.blocked.add(rowIdOf(i.change));
-        }
-      } else runnable.push(t);
-    }
-    if (runnable.length === 0) return true;
-    try {
-      const o = await this.withRetry(() => this.sink.apply(runnable.flat().map((i) => i.change), EMPTY_POSITIONS, this.options.group), signal, 'applying part of a batch');
-      if (o === STOPPED) return false;
-      addOutcome(total, o);
-      return true;
-    } catch (err) {
-      if (err instanceof PrerequisiteError) throw err;
-      if (runnable.length === 1) {
-        const t = runnable[0] as Item[];
-        for (const i of t) {
-          poison.push(this.letter(i.change, i.record, err));
-          this.blocked.add(rowIdOf(i.change));
-        }
-        this.log.error({ commit_lsn: t[0]?.change.commit_lsn, changes: t.length, err: errorMessage(err) }, 'transaction dead-lettered');
-        return true;
-      }
-      const mid = runnable.length >> 1;
-      if (!(await this.isolateTransactions(runnable.slice(0, mid), poison, total, signal))) return false;
-      return this.isolateTransactions(runnable.slice(mid), poison, total, signal);
-    }
-  }
-
-  /**
    * Removes from `items` (in place) the changes the dedup backend has recorded as applied and
    * counts them as duplicates. Returns how many, or STOPPED.
    */
@@ -396,34 +357,44 @@ export class Apply {
   }
 
   /**
-   * Applies `items` (without positions), bisecting on permanent failure. A single failing
-   * change becomes a dead letter and blocks its row; later changes to that row in the rest
-   * of the batch follow it. Returns false if stopped meanwhile.
+   * Applies `units` (without positions), bisecting on permanent failure. A unit is one change,
+   * or in transactional mode one source transaction; a unit that fails on its own becomes
+   * dead letters and blocks its rows, and a later unit touching a blocked row follows it
+   * (a row's changes are never applied around a gap, a transaction never in part). Returns
+   * false if stopped meanwhile.
    */
-  private async isolate(items: Item[], poison: DeadLetter[], total: ApplyOutcome, signal: AbortSignal): Promise<boolean> {
-    if (items.length === 0) return true;
+  private async isolate(units: Item[][], poison: DeadLetter[], total: ApplyOutcome, signal: AbortSignal): Promise<boolean> {
+    const runnable: Item[][] = [];
+    for (const unit of units) {
+      if (unit.some((i) => this.blocked.has(rowIdOf(i.change)))) this.park(unit, poison, this.assembler ? transactionError() : blockedError());
+      else runnable.push(unit);
+    }
+    if (runnable.length === 0) return true;
     try {
-      const o = await this.withRetry(() => this.sink.apply(items.map((i) => i.change), EMPTY_POSITIONS, this.options.group), signal, 'applying part of a batch');
+      const o = await this.withRetry(() => this.sink.apply(runnable.flat().map((i) => i.change), EMPTY_POSITIONS, this.options.group), signal, 'applying part of a batch');
       if (o === STOPPED) return false;
       addOutcome(total, o);
       return true;
     } catch (err) {
       if (err instanceof PrerequisiteError) throw err;
-      if (items.length === 1) {
-        const item = items[0] as Item;
-        poison.push(this.letter(item.change, item.record, err));
-        this.blocked.add(rowIdOf(item.change));
-        this.log.error({ table: item.change.table, key: item.change.key, commit_lsn: item.change.commit_lsn, err: errorMessage(err) }, 'change dead-lettered');
+      if (runnable.length === 1) {
+        const unit = runnable[0] as Item[];
+        this.park(unit, poison, err);
+        const c = (unit[0] as Item).change;
+        this.log.error({ table: c.table, key: c.key, commit_lsn: c.commit_lsn, changes: unit.length, err: errorMessage(err) }, this.assembler ? 'transaction dead-lettered' : 'change dead-lettered');
         return true;
       }
-      const mid = items.length >> 1;
-      if (!(await this.isolate(items.slice(0, mid), poison, total, signal))) return false;
-      const rest: Item[] = [];
-      for (const item of items.slice(mid)) {
-        if (this.blocked.has(rowIdOf(item.change))) poison.push(this.letter(item.change, item.record, blockedError()));
-        else rest.push(item);
-      }
-      return this.isolate(rest, poison, total, signal);
+      const mid = runnable.length >> 1;
+      if (!(await this.isolate(runnable.slice(0, mid), poison, total, signal))) return false;
+      return this.isolate(runnable.slice(mid), poison, total, signal);
+    }
+  }
+
+  /** Turns a unit's changes into dead letters with `err` and blocks their rows. */
+  private park(unit: readonly Item[], poison: DeadLetter[], err: unknown): void {
+    for (const i of unit) {
+      poison.push(this.letter(i.change, i.record, err));
+      this.blocked.add(rowIdOf(i.change));
     }
   }
 

@@ -44,6 +44,8 @@ export class TransactionAssembler {
   private readonly newest = new Map<number, Lsn>();
   /** Offsets of held records per partition (the position may not pass the lowest). */
   private readonly held = new Map<number, Set<bigint>>();
+  /** Items of all pending transactions (asked after every poll: kept, not counted). */
+  private heldCount = 0;
   private lastReleased: Lsn | undefined;
   private barrier: Map<number, bigint> | undefined;
   /** The transaction the current barrier was taken for. */
@@ -56,9 +58,7 @@ export class TransactionAssembler {
 
   /** Records held (transactions not complete or not yet in order). */
   get heldRecords(): number {
-    let n = 0;
-    for (const t of this.pending.values()) n += t.items.length;
-    return n;
+    return this.heldCount;
   }
 
   /** What the first transaction in line waits for (for logs). */
@@ -103,6 +103,7 @@ export class TransactionAssembler {
       if (t.seqs.has(change.seq)) continue; // the same change twice (republished)
       t.seqs.add(change.seq);
       t.items.push(item);
+      this.heldCount++;
       this.holdOffset(record);
       if (change.tx_last) {
         t.size = change.seq;
@@ -132,15 +133,22 @@ export class TransactionAssembler {
       if (!t || !this.complete(t)) return;
       // A known predecessor not yet released is waited for, whatever a barrier would say.
       if (!this.chained(t) && !(this.chainUnknown(t) && this.barrierFor === t.commitLsn && this.barrierPassed(t))) return;
-      this.pending.delete(t.commitLsn);
-      this.order.shift();
-      t.items.sort((a, b) => (a.change as ChangeEvent).seq - (b.change as ChangeEvent).seq);
-      for (const item of t.items) {
-        this.held.get(item.record.partition)?.delete(item.record.offset);
-        into.push(item);
-      }
-      this.lastReleased = t.commitLsn;
+      this.takeFirst(t, into);
     }
+  }
+
+  /** Releases `t`, the first in line, in `seq` order. */
+  private takeFirst(t: PendingTransaction, into: AssemblerItem[]): void {
+    this.pending.delete(t.commitLsn);
+    this.order.shift();
+    this.heldCount -= t.items.length;
+    t.items.sort((a, b) => (a.change as ChangeEvent).seq - (b.change as ChangeEvent).seq);
+    for (const item of t.items) {
+      this.held.get(item.record.partition)?.delete(item.record.offset);
+      into.push(item);
+    }
+    // Transactions wait here only when newer than the last released (see add).
+    this.lastReleased = t.commitLsn;
   }
 
   /**
@@ -166,18 +174,9 @@ export class TransactionAssembler {
    * whose head was applied before an apply restart, or a capture without `tx_last` published
    * it): its changes are released as they are, and the line moves on.
    */
-  releaseFirstAsIs(into: AssemblerItem[]): number {
+  releaseFirstAsIs(into: AssemblerItem[]): void {
     const t = this.first();
-    if (!t) return 0;
-    this.pending.delete(t.commitLsn);
-    this.order.shift();
-    t.items.sort((a, b) => (a.change as ChangeEvent).seq - (b.change as ChangeEvent).seq);
-    for (const item of t.items) {
-      this.held.get(item.record.partition)?.delete(item.record.offset);
-      into.push(item);
-    }
-    if (this.lastReleased === undefined || t.commitLsn > this.lastReleased) this.lastReleased = t.commitLsn;
-    return t.items.length;
+    if (t) this.takeFirst(t, into);
   }
 
   /** Where each partition may be committed: its read position, or its first held record. */
