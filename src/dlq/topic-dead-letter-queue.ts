@@ -54,8 +54,6 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
   /** Next offset to read, per partition. */
   private readonly read = new Map<number, bigint>();
   private catchingUp: Promise<void> | undefined;
-  /** Records on the topic that are not entries (written by something else). */
-  unreadable = 0;
 
   constructor(
     private readonly openTopic: () => Promise<Stream>,
@@ -204,8 +202,7 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
           try {
             this.entries.set(r.key, JSON.parse(r.value.toString('utf8')) as TopicEntry);
           } catch {
-            // Not written by syncline: it is not an entry (and must not hide the ones after it).
-            this.unreadable++;
+            // Not written by syncline: not an entry, and it must not hide the ones after it.
           }
         }
         if (records.length > 0) idleSince = Date.now();
