@@ -23,7 +23,14 @@ export interface ChangeEvent {
   seq: number;
   /** Commit time, ISO-8601 UTC with microseconds. */
   commit_ts: string;
-  /** Replica-identity columns (primary key by default). */
+  /**
+   * Replica-identity columns (primary key by default), always in the table's column order
+   * (capture builds every key that way, snapshot rows and streamed changes alike, so
+   * `rowKeyOf` names a row the same everywhere). Empty for a table without a key
+   * (REPLICA IDENTITY FULL, or an insert-only table, without a primary key): such a table is
+   * a multiset, its changes carry whole row images (`payload`, `before`) and all go to one
+   * partition, in source order.
+   */
   key: Row;
   /** New row image for INSERT/UPDATE/READ; null for DELETE/TRUNCATE. */
   payload: Row | null;
@@ -45,11 +52,41 @@ export interface ChangeEvent {
   tx_last?: true;
   /** With `tx_last`: the commit LSN of the transaction capture published before this one. */
   tx_prev?: string;
+  /**
+   * On a TRUNCATE only: not a TRUNCATE at the source but the start of a snapshot of a keyless
+   * table, whose rows (READ) follow. Applied whatever `sink.truncate` says: the snapshot
+   * replaces the table's content as of this version.
+   */
+  snapshot_reset?: true;
 }
 
-/** The stream key of a change: all changes of one row share it, so they stay in order. */
+/** `schema.table`: the table label used in metrics, logs, the dead-letter queue and the sink's bookkeeping. */
+export function tableLabelOf(change: Pick<ChangeEvent, 'schema' | 'table'>): string {
+  return `${change.schema}.${change.table}`;
+}
+
+/**
+ * The canonical identity of a row within its table: JSON of the key values in the key's
+ * (the table's column) order. Persisted (tombstones, dead-letter rows), so it must never
+ * change form. A keyless table's rows, and a TRUNCATE, have no identity: `[]`.
+ */
+export function rowKeyOf(change: Pick<ChangeEvent, 'key'>): string {
+  return JSON.stringify(Object.values(change.key));
+}
+
+/** True for a row change of a keyless table (a multiset: no key, whole row images). */
+export function isKeyless(change: Pick<ChangeEvent, 'key' | 'op'>): boolean {
+  if (change.op === 'TRUNCATE') return false;
+  for (const _ in change.key) return false;
+  return true;
+}
+
+/**
+ * The stream key of a change: all changes of one row share it, so they stay in order. A
+ * keyless table's changes and its TRUNCATEs share `schema.table:[]`: one partition, in order.
+ */
 export function partitionKeyOf(change: Pick<ChangeEvent, 'schema' | 'table' | 'key'>): string {
-  return `${change.schema}.${change.table}:${JSON.stringify(Object.values(change.key))}`;
+  return `${tableLabelOf(change)}:${rowKeyOf(change)}`;
 }
 
 /** Stable partition choice (FNV-1a, 32 bit) so that a key always maps to the same partition. */

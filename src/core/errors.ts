@@ -42,6 +42,21 @@ export class PrerequisiteError extends SynclineError {
   }
 }
 
+/**
+ * One table's target does not fit its changes (missing table or column, another key): every
+ * change of that table would fail the same way, and no other table's. Apply holds that
+ * table's changes, in order, until it is fixed, while the other tables keep flowing.
+ */
+export class StructuralError extends PrerequisiteError {
+  /** `schema.table` as the changes name it (the source table). */
+  readonly table: string;
+  constructor(table: string, message: string, fix: string) {
+    super(message, fix);
+    this.name = 'StructuralError';
+    this.table = table;
+  }
+}
+
 export function isRetriable(err: unknown): boolean {
   return err instanceof SynclineError && err.retriable;
 }

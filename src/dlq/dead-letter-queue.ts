@@ -1,5 +1,5 @@
 import { redactUrl } from '../core/redact.js';
-import type { ChangeEvent } from '../core/change.js';
+import { rowKeyOf, tableLabelOf, type ChangeEvent } from '../core/change.js';
 
 /** A change that could not be decoded, validated or applied, with why and where it came from. */
 export interface DeadLetter {
@@ -53,9 +53,13 @@ export interface DeadLetterQueue {
   close(): Promise<void>;
 }
 
-/** The identity of a row across the pipeline: `schema.table` + JSON of the key values. */
+/**
+ * The identity of a row across the pipeline: `schema.table` + its canonical key. Every
+ * change of a keyless table shares one (`[]`): a dead-lettered change there holds the
+ * table's later changes, which are only meaningful in order.
+ */
 export function rowIdOf(change: Pick<ChangeEvent, 'schema' | 'table' | 'key'>): string {
-  return `${change.schema}.${change.table}\u0000${JSON.stringify(Object.values(change.key))}`;
+  return `${tableLabelOf(change)}\u0000${rowKeyOf(change)}`;
 }
 
 /** The JSON shape of an entry in `syncline dlq list --json` and the dashboard's API (errors redacted). */

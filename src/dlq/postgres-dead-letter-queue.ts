@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { rowKeyOf } from '../core/change.js';
 import { errorMessage, SynclineError } from '../core/errors.js';
 import { isRetriablePgError } from '../core/sqlstate.js';
 import { parseTableName, quoteIdent, quoteQualified } from '../core/sql.js';
@@ -48,7 +49,7 @@ export class PostgresDeadLetterQueue implements DeadLetterQueue {
       const params = [
         c?.source ?? '',
         c ? `${c.schema}.${c.table}` : '',
-        c ? JSON.stringify(Object.values(c.key)) : '',
+        c ? rowKeyOf(c) : '',
         c?.commit_lsn ?? null,
         c?.seq ?? null,
         c ? JSON.stringify(c) : null,

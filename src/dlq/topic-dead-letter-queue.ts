@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { rowKeyOf } from '../core/change.js';
 import { errorMessage, SynclineError } from '../core/errors.js';
 import { parseLsn } from '../core/lsn.js';
 import { parseTableName } from '../core/sql.js';
@@ -86,7 +87,7 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
         id,
         source: c?.source ?? '',
         table: c ? `${c.schema}.${c.table}` : '',
-        row_key: c ? JSON.stringify(Object.values(c.key)) : '',
+        row_key: c ? rowKeyOf(c) : '',
         op: c?.op ?? null,
         commit_lsn: c?.commit_lsn ?? null,
         seq: c?.seq ?? null,
