@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+import { readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type pg from 'pg';
@@ -33,6 +35,7 @@ import { acquireCaptureLeadership } from '../source/leader-lock.js';
 import { ensurePublication } from '../source/publication.js';
 import { OUTPUT_SETTINGS, ReplicationStream } from '../source/replication-stream.js';
 import { SnapshotStore } from '../source/snapshot-store.js';
+import { SourceRowReader } from '../source/row-reader.js';
 import { SchemaVersionStore } from '../source/schema-version-store.js';
 import { targetTableDdl } from '../source/table-definition.js';
 import { SnapshotRunner } from '../pipeline/snapshot-runner.js';
@@ -217,6 +220,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
     });
     log.info({ protocolVersion, streaming: protocolVersion >= 2 }, 'pgoutput protocol negotiated');
     const producer = await stream.producer();
+    const rowReader = new SourceRowReader(conn);
     const capture = new Capture(replication, producer, metrics, log, {
       source: sourceNameOf(config),
       batchSize: config.stream.batch_size,
@@ -225,9 +229,10 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
       statusIntervalMs: config.source.status_interval_ms,
       startLsn: state.confirmedFlush ?? 0n,
       ignoredSchemas: [config.source.state_schema],
-      primaryKeys: await publishedPrimaryKeys(admin, slotConfig.publication),
+      primaryKeys: await primaryKeys(admin),
       schemaVersions,
-      spillDir: config.source.spill_dir ?? path.join(os.tmpdir(), `syncline-spill-${slotConfig.name}-${process.pid}`),
+      spillDir: config.source.spill_dir ?? spillDirFor(conn, slotConfig.name),
+      readSourceRow: (schema, table, key, columns) => rowReader.read(schema, table, key, columns),
     });
     const tick = async (): Promise<void> => {
       try {
@@ -239,11 +244,12 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
       }
     };
     timer = setInterval(() => void tick(), config.source.heartbeat_interval_ms);
-    const readers = Array.from({ length: snapshots ? config.source.snapshot_parallelism : 0 }, () => {
+    const newReader = (): pg.Client => {
       const reader = new pgModule.Client(conn);
       reader.on('error', (err) => log.warn({ err: errorMessage(err) }, 'snapshot reader connection error'));
       return reader;
-    });
+    };
+    const readers = Array.from({ length: snapshots ? config.source.snapshot_parallelism : 0 }, newReader);
     const stopSnapshots = new AbortController();
     let snapshotting: Promise<void> = Promise.resolve();
     try {
@@ -252,7 +258,13 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
           await reader.connect();
           await reader.query(OUTPUT_SETTINGS);
         }
-        const runner = new SnapshotRunner(readers, snapshots, capture, log, { chunkSize: config.source.snapshot_chunk_size, pollMs: 1000 });
+        const connect = async (): Promise<pg.Client> => {
+          const reader = newReader();
+          await reader.connect();
+          await reader.query(OUTPUT_SETTINGS);
+          return reader;
+        };
+        const runner = new SnapshotRunner(readers, snapshots, capture, log, { chunkSize: config.source.snapshot_chunk_size, pollMs: 1000, connect });
         snapshotting = runner.run(stopSnapshots.signal);
       }
       await capture.run(signal);
@@ -260,6 +272,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
       stopSnapshots.abort();
       await snapshotting;
       await Promise.all(readers.map((reader) => reader.end().catch(() => undefined)));
+      await rowReader.close();
       await producer.close();
     }
   } finally {
@@ -302,18 +315,51 @@ async function prepareSchemaVersions(admin: pg.Client, config: SynclineConfig, s
   }
 }
 
-async function publishedPrimaryKeys(admin: pg.Client, publication: string): Promise<Map<string, string[]>> {
+/**
+ * Primary keys of every table of the source database (`schema.table` → columns), not only
+ * the published ones: a table added to the publication later is known too. A REPLICA
+ * IDENTITY FULL table keeps its primary key as its key; one without is keyless.
+ */
+async function primaryKeys(admin: pg.Client): Promise<Map<string, string[]>> {
   const { rows } = await admin.query<{ t: string; cols: string[] }>(
-    `SELECT pt.schemaname || '.' || pt.tablename AS t,
-            array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum)) AS cols
-       FROM pg_publication_tables pt
-       JOIN pg_index i ON i.indrelid = to_regclass(quote_ident(pt.schemaname) || '.' || quote_ident(pt.tablename)) AND i.indisprimary
+    `SELECT n.nspname || '.' || c.relname AS t, array_agg(a.attname::text ORDER BY a.attnum) AS cols
+       FROM pg_index i
+       JOIN pg_class c ON c.oid = i.indrelid
+       JOIN pg_namespace n ON n.oid = c.relnamespace
        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-      WHERE pt.pubname = $1
+      WHERE i.indisprimary AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
       GROUP BY 1`,
-    [publication],
   );
   return new Map(rows.map((r) => [r.t, r.cols]));
+}
+
+/**
+ * The spill folder of a slot's capture: one per source server, database and slot, reused by
+ * the next capture after a kill -9 (a new Capture empties it), so crashes leave nothing
+ * behind. Folders of the per-process naming used before are removed once their process is gone.
+ */
+function spillDirFor(conn: pg.ClientConfig, slot: string): string {
+  const identity = createHash('sha256').update(JSON.stringify([conn.connectionString ?? '', conn.host ?? '', conn.port ?? '', conn.database ?? '', slot])).digest('hex').slice(0, 12);
+  const prefix = `syncline-spill-${slot.replace(/[^A-Za-z0-9_-]/g, '_')}-`;
+  try {
+    for (const name of readdirSync(os.tmpdir())) {
+      const rest = name.startsWith(prefix) ? name.slice(prefix.length) : '';
+      const pid = /^\d{1,7}$/.test(rest) ? Number(rest) : 0;
+      if (pid > 0 && !processAlive(pid)) rmSync(path.join(os.tmpdir(), name), { recursive: true, force: true });
+    }
+  } catch {
+    // Cleaning up after older versions is best effort.
+  }
+  return path.join(os.tmpdir(), `${prefix}${identity}`);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as { code?: string }).code === 'EPERM';
+  }
 }
 
 async function publicationTables(admin: pg.Client, publication: string): Promise<TableName[]> {

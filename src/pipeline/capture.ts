@@ -1,4 +1,4 @@
-import { partitionKeyOf, type ChangeEvent } from '../core/change.js';
+import { partitionKeyOf, tableLabelOf, type ChangeEvent, type Row } from '../core/change.js';
 import { errorMessage } from '../core/errors.js';
 import { formatLsn, type Lsn } from '../core/lsn.js';
 import type { ColumnType, SchemaVersionRegistry } from '../core/schema-version.js';
@@ -8,7 +8,8 @@ import { PgoutputDecoder } from '../pgoutput/decoder.js';
 import { parseReplicationFrame } from '../pgoutput/replication-frames.js';
 import type { PgoutputMessage } from '../pgoutput/messages.js';
 import type { OutgoingRecord, StreamProducer } from '../stream/stream.js';
-import { ChangeBuilder, SNAPSHOT_PREFIX } from './change-builder.js';
+import { ChangeBuilder, SNAPSHOT_PREFIX, type VersionContext } from './change-builder.js';
+import { SnapshotWindows, type ReadSnapshot } from './snapshot-windows.js';
 import { SpillStore } from './spill-store.js';
 
 /** The replication connection as capture sees it. */
@@ -19,6 +20,12 @@ export interface ReplicationSource {
   resume(): void;
   close(): Promise<void>;
 }
+
+/**
+ * Reads the current values of `columns` of one row at the source (by its key, text values
+ * as pgoutput would send them); undefined when the row is gone.
+ */
+export type SourceRowReader = (schema: string, table: string, key: Row, columns: readonly string[]) => Promise<Row | undefined>;
 
 export interface CaptureOptions {
   source: string;
@@ -32,10 +39,16 @@ export interface CaptureOptions {
   startLsn: Lsn;
   /** Schemas whose changes are syncline's own bookkeeping, never events. */
   ignoredSchemas: readonly string[];
-  /** Primary keys of the published tables (`schema.table` → columns), from the catalog. */
+  /** Primary keys of the source's tables (`schema.table` → columns), from the catalog. */
   primaryKeys?: ReadonlyMap<string, readonly string[]>;
   /** `_schema_version` per table definition; a batch is acknowledged only once its versions are stored. */
   schemaVersions?: SchemaVersionRegistry;
+  /**
+   * Fills the values a key-changing UPDATE did not send (unchanged TOAST columns under the
+   * new key, which the target cannot have). Without it such a change keeps `unchanged` and
+   * the sink dead-letters it rather than guess.
+   */
+  readSourceRow?: SourceRowReader;
 }
 
 /** Rows of one snapshot chunk, waiting for their high watermark. */
@@ -47,20 +60,49 @@ export interface SnapshotChunk {
   /** The table's definition when the chunk was read (its `_schema_version`). */
   columnTypes?: readonly ColumnType[];
   rows: readonly (string | null)[][];
+  /** The MVCC snapshot the rows were read in. */
+  snapshot: ReadSnapshot;
+}
+
+/** A keyless table read whole in one snapshot (see SnapshotRunner). */
+export interface KeylessSnapshot {
+  schema: string;
+  table: string;
+  columns: readonly string[];
+  columnTypes?: readonly ColumnType[];
 }
 
 /** Content of a snapshot watermark message. */
 export interface WatermarkMessage {
   token: string;
-  mark: 'low' | 'high';
+  /** low/high: a keyed chunk's window; cut: where a keyless table's snapshot stands. */
+  mark: 'low' | 'high' | 'cut';
   /** `schema.table` of the chunk. */
   table: string;
 }
+
+/** What became of a chunk: durably in the stream, or to be read again (see SnapshotWindows). */
+export type ChunkResult = 'published' | 'retry';
 
 interface InFlightBatch {
   /** Highest source position fully contained in this batch and all before it. */
   position: Lsn | undefined;
   done: boolean;
+  /** Called once this batch and every one before it are durable. */
+  onDurable?: (() => void)[];
+}
+
+/** A keyless table's snapshot as capture sees it: its cut, its rows, the table's later changes. */
+interface KeylessCut {
+  spec: KeylessSnapshot;
+  table: string;
+  /** The cut's transaction: the reset and every row are versioned in it. Set once the cut is seen. */
+  ctx: VersionContext | undefined;
+  cutLsn: Lsn;
+  /** Changes to the table after the cut, waiting for the snapshot's rows to go first. */
+  held: ChangeEvent[];
+  seen: Promise<void>;
+  markSeen: () => void;
 }
 
 /**
@@ -76,27 +118,42 @@ export class Capture {
   private readonly builder: ChangeBuilder;
   private pending: ChangeEvent[] = [];
   private pendingPosition: Lsn | undefined;
+  /** A position reached while some changes are held (keyless snapshot): released with them. */
+  private deferredPosition: Lsn | undefined;
   private readonly inFlight: InFlightBatch[] = [];
   private confirmed: Lsn = 0n;
   private flushTimer: NodeJS.Timeout | undefined;
   private statusTimer: NodeJS.Timeout | undefined;
   /** Why reading the replication socket is paused; it resumes when none is left. */
-  private readonly pauseReasons = new Set<'window' | 'replay' | 'drain'>();
+  private readonly pauseReasons = new Set<'window' | 'busy' | 'drain'>();
   private readonly spill: SpillStore;
   /** Top-level xid of the streamed chunk being received, if any. */
   private streamXid: number | undefined;
-  /** Replaying a committed streamed transaction: chunks that still arrive wait here, copied. */
-  private replaying = false;
+  /**
+   * An asynchronous step is running (a streamed transaction's replay, or reading values
+   * from the source): chunks that still arrive wait in `backlog`, copied, in order.
+   */
+  private busy: Promise<void> | undefined;
   private backlog: Buffer[] = [];
   private windowWaiter: (() => void) | undefined;
   private stopping = false;
-  /** Snapshot windows between a low and a high watermark: keys changed inside them, per token. */
-  private readonly windows = new Map<string, { tableKey: string; keys: Set<string> }>();
+  private readonly windows = new SnapshotWindows();
   private readonly chunks = new Map<string, SnapshotChunk>();
   /** High watermarks seen in the open transaction; published once its commit is confirmed. */
   private watermarksInTxn: string[] = [];
   private readonly chunkWaiters: { lsn: Lsn; token: string }[] = [];
-  private readonly chunkResolvers = new Map<string, () => void>();
+  private readonly chunkResolvers = new Map<string, (result: ChunkResult) => void>();
+  private readonly keyless = new Map<string, KeylessCut>();
+  /** Keyless tables whose changes are held, by `schema.table`. */
+  private readonly holds = new Map<string, KeylessCut>();
+  /** Tables the open transaction changed (for SnapshotWindows.committed). */
+  private readonly txnTables = new Set<string>();
+  /** The open transaction's newest change: it waits here to get `tx_last` at the commit. */
+  private lastOfTxn: ChangeEvent | undefined;
+  /** Scratch array for the events one message produces. */
+  private readonly built: ChangeEvent[] = [];
+  /** Key-changing inserts whose unchanged values must be read from the source before publishing. */
+  private toFill: ChangeEvent[] = [];
   private failure: Error | undefined;
   /** Commit LSN of the last transaction with changes, for the next one's `tx_prev`. */
   private lastTxnCommit: string | undefined;
@@ -113,6 +170,9 @@ export class Capture {
     this.builder = new ChangeBuilder(options.source, new Set(options.ignoredSchemas), options.primaryKeys, options.schemaVersions);
     this.confirmed = options.startLsn;
     this.spill = new SpillStore(options.spillDir);
+    this.failed = (err) => {
+      this.failure ??= err;
+    };
   }
 
   /** The position confirmed to the source so far. */
@@ -151,9 +211,15 @@ export class Capture {
     }
   }
 
+  /**
+   * Stops reading, publishes what is pending and acknowledges what is durable. A streamed
+   * transaction being replayed is abandoned where it is, and nothing the server sent after
+   * it is processed: the position stays before its commit, so the server sends it again (F1).
+   */
   private async drain(failedPromise: Promise<never>): Promise<void> {
     this.stopping = true;
     this.setPaused('drain', true);
+    if (this.busy) await Promise.race([this.busy, failedPromise]);
     this.flush();
     if (!this.inFlight.every((b) => b.done)) {
       await Promise.race([new Promise<void>((resolve) => (this.drained = resolve)), failedPromise]);
@@ -163,11 +229,15 @@ export class Capture {
   }
 
   private onData(chunk: Buffer): void {
-    if (this.failure) return;
-    if (this.replaying) {
+    if (this.failure || this.stopping) return;
+    if (this.busy) {
       this.backlog.push(Buffer.from(chunk));
       return;
     }
+    this.processChunk(chunk);
+  }
+
+  private processChunk(chunk: Buffer): void {
     try {
       const frame = parseReplicationFrame(chunk);
       if (frame.tag === 'keepalive') {
@@ -175,77 +245,175 @@ export class Capture {
         return;
       }
       const msg = this.decoder.decode(chunk, frame.dataOffset);
-      switch (msg.tag) {
-        case 'stream_start':
-          this.streamXid = msg.xid;
-          return;
-        case 'stream_stop':
-          this.streamXid = undefined;
-          return;
-        case 'stream_abort':
-          // Aborted before commit: its buffered changes vanish and never reach the stream.
-          this.spill.abort(msg.xid, msg.subXid);
-          return;
-        case 'stream_commit':
-          this.replayCommitted(msg.xid, msg.commitLsn, msg.endLsn, msg.commitTime);
-          return;
-        case 'insert':
-        case 'update':
-        case 'delete':
-        case 'truncate':
-          if (this.streamXid !== undefined) {
-            this.spill.append(this.streamXid, msg.xid ?? this.streamXid, frame.dataStart, chunk.subarray(frame.dataOffset));
-            return;
-          }
-          break;
-        default:
-          break;
-      }
-      this.addChanges(msg, frame.dataStart);
-      if (msg.tag === 'message' && msg.prefix === SNAPSHOT_PREFIX) this.onWatermark(msg.content, frame.dataStart);
-      if (msg.tag === 'commit') {
-        this.markTransactionEnd();
-        this.pendingPosition = msg.endLsn;
-        for (const token of this.watermarksInTxn) this.chunkWaiters.push({ lsn: msg.endLsn, token });
-        this.watermarksInTxn = [];
-      } else if (msg.tag === 'message' && !msg.transactional && !this.builder.inTransaction && this.streamXid === undefined) {
-        // A heartbeat outside any transaction: everything before it has been seen.
-        this.pendingPosition = msg.lsn;
-      }
-      this.scheduleFlush();
+      if (this.streamXid !== undefined && this.spillStreamed(msg, frame.dataStart, chunk.subarray(frame.dataOffset))) return;
+      this.handleMessage(msg, frame.dataStart);
     } catch (err) {
       this.failed(err instanceof Error ? err : new Error(String(err)));
     }
   }
 
-  private addChanges(msg: PgoutputMessage, lsn: Lsn): void {
-    const before = this.pending.length;
-    this.builder.handle(msg, lsn, this.pending);
-    for (let i = before; i < this.pending.length; i++) {
-      const e = this.pending[i] as ChangeEvent;
-      this.metrics.captured.inc({ table: e.table });
-      if (this.windows.size > 0) this.noteInWindows(e);
+  /** Inside a streamed chunk: buffers what belongs to the transaction. True when consumed. */
+  private spillStreamed(msg: PgoutputMessage, lsn: Lsn, raw: Buffer): boolean {
+    const xid = this.streamXid as number;
+    switch (msg.tag) {
+      case 'insert':
+      case 'update':
+      case 'delete':
+      case 'truncate':
+        this.spill.append(xid, msg.xid ?? xid, lsn, raw);
+        return true;
+      case 'relation':
+        this.spill.appendRelation(xid, lsn, raw);
+        return true;
+      case 'type':
+        return true; // values are text: type definitions change nothing here
+      default:
+        return false;
     }
+  }
+
+  /** One decoded message outside a streamed chunk's data (exposed for tests). */
+  handleMessage(msg: PgoutputMessage, lsn: Lsn): void {
+    switch (msg.tag) {
+      case 'stream_start':
+        this.streamXid = msg.xid;
+        return;
+      case 'stream_stop':
+        this.streamXid = undefined;
+        return;
+      case 'stream_abort':
+        // Aborted before commit: its buffered changes vanish and never reach the stream.
+        this.spill.abort(msg.xid, msg.subXid);
+        return;
+      case 'stream_commit':
+        this.runBusy(() => this.replayCommitted(msg.xid, msg.commitLsn, msg.endLsn, msg.commitTime));
+        return;
+      default:
+        break;
+    }
+    const xid = this.builder.openTransaction?.xid;
+    this.addChanges(msg, lsn);
+    if (msg.tag === 'message' && msg.prefix === SNAPSHOT_PREFIX) this.onWatermark(msg.content, lsn);
+    if (msg.tag === 'commit') {
+      this.onCommit(xid, msg.endLsn);
+    } else if (msg.tag === 'message' && !msg.transactional && !this.builder.inTransaction && this.streamXid === undefined) {
+      // A heartbeat outside any transaction: everything before it has been seen.
+      this.reachPosition(msg.lsn);
+    }
+    if (this.toFill.length > 0) {
+      this.runBusy(async () => {
+        await this.fillUnchanged();
+        this.scheduleFlush();
+      });
+    } else this.scheduleFlush();
+  }
+
+  private onCommit(xid: number | undefined, endLsn: Lsn): void {
+    this.markTransactionEnd();
+    if (xid !== undefined && this.txnTables.size > 0) this.windows.committed(xid, endLsn, this.txnTables);
+    this.txnTables.clear();
+    this.reachPosition(endLsn);
+    for (const token of this.watermarksInTxn) this.chunkWaiters.push({ lsn: endLsn, token });
+    this.watermarksInTxn = [];
+  }
+
+  /** Everything up to `lsn` has been seen: the next batch may confirm it, unless changes are held. */
+  private reachPosition(lsn: Lsn): void {
+    if (this.holdingChanges()) this.deferredPosition = lsn;
+    else this.pendingPosition = lsn;
+  }
+
+  private holdingChanges(): boolean {
+    for (const cut of this.holds.values()) if (cut.held.length > 0) return true;
+    return false;
+  }
+
+  private addChanges(msg: PgoutputMessage, lsn: Lsn): void {
+    const built = this.built;
+    this.builder.handle(msg, lsn, built);
+    if (built.length === 0) return;
+    for (const e of built) {
+      this.metrics.captured.inc({ table: e.table });
+      this.txnTables.add(tableLabelOf(e));
+      if (this.windows.open) this.windows.observe(e);
+      if (e.unchanged && e.op === 'INSERT' && this.options.readSourceRow) this.toFill.push(e);
+      // The open transaction's newest change waits apart, so that the commit can still mark
+      // it as the transaction's last (markTransactionEnd).
+      const previous = this.lastOfTxn;
+      this.lastOfTxn = e;
+      if (previous) this.route(previous);
+    }
+    built.length = 0;
+  }
+
+  /** A change ready to go: pending, or held behind a keyless snapshot of its table. */
+  private route(e: ChangeEvent): void {
+    const cut = this.holds.size > 0 ? this.holds.get(tableLabelOf(e)) : undefined;
+    if (cut) cut.held.push(e);
+    else this.pending.push(e);
   }
 
   /**
    * Snapshot chunks that a SnapshotRunner has read wait here for their high watermark.
-   * `chunkPublished` resolves once the chunk's rows are durably in the stream.
+   * `chunkPublished` resolves once the chunk's rows are durably in the stream, or with
+   * 'retry' when they must be read again.
    */
   registerChunk(token: string, chunk: SnapshotChunk): void {
     this.chunks.set(token, chunk);
   }
 
-  chunkPublished(token: string): Promise<void> {
+  chunkPublished(token: string): Promise<ChunkResult> {
     return new Promise((resolve) => this.chunkResolvers.set(token, resolve));
   }
 
   /**
-   * DBLog-style watermarks: between a chunk's low and high watermark, every streamed change
-   * to a row of the chunk's table marks that key; at the high watermark the chunk's rows
-   * whose key was not marked are emitted as READ events. A marked row's streamed change
-   * already carries the newer state, so the snapshot never overwrites a newer change.
+   * A keyless table is about to be read whole in one snapshot, at the cut `token` (see
+   * SnapshotRunner). Once capture sees the cut it emits a reset of the table versioned there,
+   * then the rows handed to `keylessRows`, and holds the table's later changes until
+   * `keylessDone`, so that they follow the rows in the stream.
    */
+  registerKeyless(token: string, spec: KeylessSnapshot): { seen: Promise<void> } {
+    let markSeen!: () => void;
+    const seen = new Promise<void>((resolve) => (markSeen = resolve));
+    this.keyless.set(token, { spec, table: `${spec.schema}.${spec.table}`, ctx: undefined, cutLsn: 0n, held: [], seen, markSeen });
+    return { seen };
+  }
+
+  /** Rows of a keyless snapshot whose cut was seen; resolves when there is room for more. */
+  keylessRows(token: string, rows: readonly (string | null)[][]): Promise<void> {
+    const cut = this.keyless.get(token);
+    if (!cut?.ctx) throw new Error(`keyless snapshot ${token}: rows before its cut was seen`);
+    for (const values of rows) {
+      const e = this.builder.snapshotRow(cut.ctx, cut.spec.schema, cut.spec.table, cut.spec.columns, values, [], cut.cutLsn, cut.spec.columnTypes);
+      this.pending.push(e);
+      this.metrics.captured.inc({ table: e.table });
+    }
+    this.scheduleFlush();
+    return this.windowOpen();
+  }
+
+  /**
+   * A keyless snapshot's rows are all handed over: resolves once they are durable; the held
+   * changes are released behind them. With `published` false (the read failed) the held
+   * changes are released at once; the job reads the table again.
+   */
+  keylessDone(token: string, published = true): Promise<void> {
+    const cut = this.keyless.get(token);
+    this.keyless.delete(token);
+    if (!cut) return Promise.resolve();
+    const durable = published && cut.ctx ? this.flushDurable() : Promise.resolve();
+    if (this.holds.get(cut.table) === cut) {
+      this.holds.delete(cut.table);
+      this.pending.push(...cut.held);
+      if (!this.holdingChanges() && this.deferredPosition !== undefined) {
+        this.pendingPosition = this.deferredPosition;
+        this.deferredPosition = undefined;
+      }
+      this.scheduleFlush();
+    }
+    return durable;
+  }
+
   private onWatermark(content: Buffer, lsn: Lsn): void {
     let w: WatermarkMessage;
     try {
@@ -254,101 +422,149 @@ export class Capture {
       return;
     }
     if (w.mark === 'low') {
-      this.windows.set(w.token, { tableKey: w.table, keys: new Set() });
+      this.windows.openWindow(w.token, w.table, lsn);
       return;
     }
-    const window = this.windows.get(w.token);
+    if (w.mark === 'cut') {
+      this.onCut(w.token, lsn);
+      return;
+    }
     const chunk = this.chunks.get(w.token);
-    this.windows.delete(w.token);
     this.chunks.delete(w.token);
+    const rows = this.windows.closeWindow(w.token, chunk);
     // A watermark of an earlier process (restarted since) has no rows here: the runner re-reads.
-    if (!window || !chunk) return;
-    const keyIdx = chunk.keyColumns.map((k) => chunk.columns.indexOf(k));
-    for (const row of chunk.rows) {
-      const key = JSON.stringify(keyIdx.map((i) => row[i] ?? null));
-      if (window.keys.has(key)) continue;
-      const e = this.builder.snapshotRow(chunk.schema, chunk.table, chunk.columns, row, chunk.keyColumns, lsn, chunk.columnTypes);
+    if (rows === undefined || !chunk) return;
+    if (rows === 'retry') {
+      this.log.info({ table: w.table }, 'snapshot chunk read again: a transaction committed before it was not yet visible to its read');
+      this.resolveChunk(w.token, 'retry');
+      return;
+    }
+    const ctx = this.builder.openTransaction;
+    if (!ctx) return;
+    for (const row of rows) {
+      const values = chunk.columns.map((c) => row[c] ?? null);
+      const e = this.builder.snapshotRow(ctx, chunk.schema, chunk.table, chunk.columns, values, chunk.keyColumns, lsn, chunk.columnTypes);
       this.pending.push(e);
       this.metrics.captured.inc({ table: e.table });
     }
     this.watermarksInTxn.push(w.token);
   }
 
-  private noteInWindows(e: ChangeEvent): void {
-    const tableKey = `${e.schema}.${e.table}`;
-    for (const w of this.windows.values()) {
-      if (w.tableKey === tableKey) w.keys.add(JSON.stringify(Object.values(e.key)));
-    }
+  private onCut(token: string, lsn: Lsn): void {
+    const cut = this.keyless.get(token);
+    const ctx = this.builder.openTransaction;
+    if (!cut || !ctx) return;
+    cut.ctx = ctx;
+    cut.cutLsn = lsn;
+    this.pending.push(this.builder.snapshotReset(ctx, cut.spec.schema, cut.spec.table, lsn, cut.spec.columnTypes));
+    // The cut's transaction held the table locked: every later change to it commits after.
+    this.holds.set(cut.table, cut);
+    cut.markSeen();
+  }
+
+  private resolveChunk(token: string, result: ChunkResult): void {
+    this.chunkResolvers.get(token)?.(result);
+    this.chunkResolvers.delete(token);
   }
 
   /**
-   * A transaction committed: its last change (still pending, see flush) gets `tx_last` and
-   * `tx_prev`, which let a transactional apply know the transaction is whole and in order.
+   * A transaction committed: its last change (still unpublished, see flush) gets `tx_last`
+   * and `tx_prev`, which let a transactional apply know the transaction is whole and in order.
    */
   private markTransactionEnd(): void {
-    const last = this.pending[this.pending.length - 1];
-    // A transaction without changes, or with snapshot rows only (a watermark's: READ events
-    // are version-gated rows, not part of any source transaction, and apply takes them as
-    // they come).
-    if (!last || last.tx_last || last.op === 'READ') return;
+    const last = this.lastOfTxn;
+    this.lastOfTxn = undefined;
+    if (!last) return;
     last.tx_last = true;
     if (this.lastTxnCommit !== undefined) last.tx_prev = this.lastTxnCommit;
     this.lastTxnCommit = last.commit_lsn;
-  }
-
-  /**
-   * The newest change of the open transaction waits (see flush) — only that: a change of a
-   * transaction that already committed must go out with the position that covers it.
-   */
-  private holdsBack(e: ChangeEvent | undefined): boolean {
-    return e !== undefined && e.op !== 'READ' && e.tx_last === undefined && e.commit_lsn === this.builder.openCommitLsn;
+    this.route(last);
   }
 
   private scheduleFlush(): void {
     if (this.pending.length >= this.options.batchSize) this.flush();
-    else if (this.flushTimer === undefined && (this.pending.length > (this.holdsBack(this.pending[this.pending.length - 1]) ? 1 : 0) || this.pendingPosition !== undefined)) {
+    else if (this.flushTimer === undefined && (this.pending.length > 0 || this.pendingPosition !== undefined)) {
       this.flushTimer = setTimeout(() => this.flush(), this.options.batchWaitMs);
     }
   }
 
   /**
-   * A streamed transaction committed: its changes come back from disk in order, are built
-   * into events with the now-known commit LSN and published in batches under the same
-   * in-flight window; the socket stays paused until the whole transaction is handed over.
+   * Runs an asynchronous step with the socket paused; data that still arrives waits in the
+   * backlog and is processed in order afterwards (unless capture is stopping: then nothing
+   * after the step is processed, see drain).
    */
-  private replayCommitted(xid: number, commitLsn: Lsn, endLsn: Lsn, commitTime: bigint): void {
-    this.replaying = true;
-    this.setPaused('replay', true);
-    const run = async (): Promise<void> => {
-      const decoder = new PgoutputDecoder();
-      this.addChanges({ tag: 'begin', finalLsn: commitLsn, commitTime, xid }, commitLsn);
-      let replayed = 0;
-      for (const record of this.spill.replay(xid)) {
-        if (this.stopping || this.failure) return; // not confirmed: the server resends it
-        this.addChanges(decoder.decodeInStream(record.subarray(8)), record.readBigUInt64BE(0));
-        if (this.pending.length >= this.options.batchSize) {
-          this.flush();
-          await this.windowOpen();
-        }
-        // The replay is synchronous disk reads and decoding: let apply (same event loop in
-        // `syncline run`) take its turns, or it barely writes until the replay is over.
-        if (++replayed % 256 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
-      }
-      this.addChanges({ tag: 'commit', flags: 0, commitLsn, endLsn, commitTime }, endLsn);
-      this.markTransactionEnd();
-      this.pendingPosition = endLsn;
-      this.flush();
-    };
-    run().then(
-      () => this.afterReplay(),
-      (err: unknown) => this.failed(err instanceof Error ? err : new Error(String(err))),
+  private runBusy(step: () => Promise<void>): void {
+    this.setPaused('busy', true);
+    const run = step().then(
+      () => {
+        this.busy = undefined;
+        this.setPaused('busy', false);
+        while (this.backlog.length > 0 && !this.busy && !this.failure && !this.stopping) this.processChunk(this.backlog.shift() as Buffer);
+      },
+      (err: unknown) => {
+        this.busy = undefined;
+        this.failed(err instanceof Error ? err : new Error(String(err)));
+      },
     );
+    this.busy = run;
   }
 
-  private afterReplay(): void {
-    this.replaying = false;
-    this.setPaused('replay', false);
-    while (this.backlog.length > 0 && !this.replaying && !this.failure) this.onData(this.backlog.shift() as Buffer);
+  /**
+   * A streamed transaction committed: its changes come back from disk in order (with the
+   * definitions sent inside it), are built into events with the now-known commit LSN and
+   * published in batches under the same in-flight window.
+   */
+  private async replayCommitted(xid: number, commitLsn: Lsn, endLsn: Lsn, commitTime: bigint): Promise<void> {
+    const decoder = new PgoutputDecoder();
+    this.builder.beginStreamedReplay();
+    this.addChanges({ tag: 'begin', finalLsn: commitLsn, commitTime, xid }, commitLsn);
+    let replayed = 0;
+    for (const record of this.spill.replay(xid)) {
+      // Abandoned (stop or failure): not confirmed, the server sends the transaction again.
+      if (this.stopping || this.failure) return;
+      this.addChanges(decoder.decodeInStream(record.subarray(8)), record.readBigUInt64BE(0));
+      if (this.toFill.length > 0) await this.fillUnchanged();
+      if (this.pending.length >= this.options.batchSize) {
+        this.flush();
+        await this.windowOpen();
+      }
+      // The replay is synchronous disk reads and decoding: let apply (same event loop in
+      // `syncline run`) take its turns, or it barely writes until the replay is over.
+      if (++replayed % 256 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    if (this.stopping || this.failure) return;
+    this.builder.endStreamedReplay();
+    this.addChanges({ tag: 'commit', flags: 0, commitLsn, endLsn, commitTime }, endLsn);
+    this.onCommit(xid, endLsn);
+    this.flush();
+  }
+
+  /**
+   * Key-changing UPDATEs that left TOASTed columns unchanged: the new key's row exists
+   * nowhere at the target, so the values are read from the source now (a later change of
+   * those columns, or of the row, follows in the stream, so the row converges). A row that is
+   * gone keeps `unchanged`: the sink dead-letters it rather than guess.
+   */
+  private async fillUnchanged(): Promise<void> {
+    const read = this.options.readSourceRow;
+    const todo = this.toFill;
+    this.toFill = [];
+    if (!read) return;
+    for (const e of todo) {
+      const missing = e.unchanged ?? [];
+      const row = await read(e.schema, e.table, e.key, missing);
+      if (!row || !e.payload) {
+        this.log.warn({ table: tableLabelOf(e), key: e.key, columns: missing }, 'key change left TOASTed values unchanged and the row is gone at the source: the sink will dead-letter it');
+        continue;
+      }
+      const still = missing.filter((col) => {
+        if (!(col in row)) return true;
+        (e.payload as Row)[col] = row[col] ?? null;
+        return false;
+      });
+      if (still.length > 0) e.unchanged = still;
+      else delete e.unchanged;
+    }
   }
 
   /** Resolves when fewer than `maxInFlight` publishes are outstanding. */
@@ -357,7 +573,7 @@ export class Capture {
     return new Promise((resolve) => (this.windowWaiter = resolve));
   }
 
-  private setPaused(reason: 'window' | 'replay' | 'drain', on: boolean): void {
+  private setPaused(reason: 'window' | 'busy' | 'drain', on: boolean): void {
     const was = this.pauseReasons.size > 0;
     if (on) this.pauseReasons.add(reason);
     else this.pauseReasons.delete(reason);
@@ -366,18 +582,26 @@ export class Capture {
     else if (!now && was) this.replication.resume();
   }
 
+  /** Publishes what is pending; resolves once it (and everything before it) is durable. */
+  private async flushDurable(): Promise<void> {
+    while (this.busy) await this.busy;
+    this.flush();
+    const last = this.inFlight[this.inFlight.length - 1];
+    if (!last) return Promise.resolve();
+    return new Promise((resolve) => (last.onDurable ??= []).push(resolve));
+  }
+
   private flush(): void {
     if (this.flushTimer) {
       clearTimeout(this.flushTimer);
       this.flushTimer = undefined;
     }
+    // Changes waiting for values from the source go out once they have them.
+    if (this.toFill.length > 0) return;
     if (this.pending.length === 0 && this.pendingPosition === undefined) return;
     const events = this.pending;
-    // The open transaction's newest change waits for the next change or the commit, so that
-    // the commit can still mark it as the transaction's last (markTransactionEnd).
-    const heldBack = this.holdsBack(events[events.length - 1]) ? events.pop() : undefined;
     const batch: InFlightBatch = { position: this.pendingPosition, done: false };
-    this.pending = heldBack ? [heldBack] : [];
+    this.pending = [];
     this.pendingPosition = undefined;
     this.inFlight.push(batch);
     if (events.length === 0) {
@@ -414,6 +638,7 @@ export class Capture {
         this.confirmed = b.position;
         advanced = true;
       }
+      for (const resolve of b.onDurable ?? []) resolve();
     }
     if (advanced) {
       this.metrics.captureLsn.set(Number(this.confirmed));
@@ -421,8 +646,7 @@ export class Capture {
         const w = this.chunkWaiters[i] as { lsn: Lsn; token: string };
         if (w.lsn <= this.confirmed) {
           this.chunkWaiters.splice(i, 1);
-          this.chunkResolvers.get(w.token)?.();
-          this.chunkResolvers.delete(w.token);
+          this.resolveChunk(w.token, 'published');
         }
       }
     }

@@ -12,11 +12,16 @@ export const SNAPSHOT_PREFIX = 'syncline.snapshot';
 
 interface RelationInfo {
   message: RelationMessage;
+  /** Indexes of the key columns, ascending (the table's column order); empty: keyless. */
   keyIndexes: number[];
   schemaVersion: number;
 }
 
-interface OpenTransaction {
+/**
+ * Where events of one transaction take their version from: the commit LSN and the next
+ * sequence number. Snapshot rows use the context of their watermark's transaction.
+ */
+export interface VersionContext {
   xid: number;
   commitLsn: Lsn;
   commitLsnText: string;
@@ -27,11 +32,20 @@ interface OpenTransaction {
 /**
  * Turns decoded pgoutput messages into change events (pure: no I/O). It tracks the relation
  * cache and the open transaction; the caller tracks positions and acknowledgements.
+ *
+ * Keys are always built in the table's column order, whatever order the primary key was
+ * declared in, so a snapshot row and a streamed change name a row the same way.
  */
 export class ChangeBuilder {
   private readonly relations = new Map<number, RelationInfo>();
   private readonly relationsByName = new Map<string, RelationInfo>();
-  private txn: OpenTransaction | undefined;
+  /**
+   * While a streamed transaction is replayed: the definitions sent inside it. pgoutput tracks
+   * the schema it sent per streamed transaction, apart from the main flow's, and counts them
+   * as the client's only once that transaction commits (pgoutput.c cleanup_rel_sync_cache).
+   */
+  private streamed: Map<number, RelationInfo> | undefined;
+  private txn: VersionContext | undefined;
   /** The version of the last snapshot chunk's columns, resolved once per chunk. */
   private snapshotVersion: { columns: readonly ColumnType[]; lsn: Lsn; version: number } | undefined;
 
@@ -45,7 +59,8 @@ export class ChangeBuilder {
     /**
      * Primary keys by `schema.table`, read from the catalog. With REPLICA IDENTITY FULL the
      * server flags every column as identity; a known primary key stays the row's key, so a
-     * non-key update is an UPDATE of the same row, not a delete plus an insert.
+     * non-key update is an UPDATE of the same row, not a delete plus an insert. A FULL table
+     * without one is keyless: a multiset of whole rows.
      */
     private readonly primaryKeys: ReadonlyMap<string, readonly string[]> = new Map(),
     /** `_schema_version` per table definition; the default forgets them when the process ends. */
@@ -81,8 +96,16 @@ export class ChangeBuilder {
         if (this.ignored(msg.relationId)) return;
         const rel = this.relation(msg.relationId);
         const row = this.rowOf(rel, msg.newTuple);
-        const newKey = this.keyOf(rel, msg.newTuple, msg.oldTuple);
         const before = msg.oldKind === 'O' && msg.oldTuple ? this.rowOf(rel, msg.oldTuple).values : undefined;
+        // A whole old row (REPLICA IDENTITY FULL, flattened by the server) holds the values
+        // of the unchanged TOASTed columns: the event is complete and needs no stored value.
+        if (row.unchanged && before) row.unchanged = fillFrom(before, row.values, row.unchanged);
+        if (rel.keyIndexes.length === 0) {
+          if (!before) throw this.noOldImage(rel, 'UPDATE');
+          out.push(this.event(rel, 'UPDATE', changeLsn, {}, row.values, before, row.unchanged));
+          return;
+        }
+        const newKey = this.keyOf(rel, msg.newTuple, msg.oldTuple);
         if (msg.oldTuple) {
           const oldKey = this.keyOf(rel, msg.oldTuple);
           if (!sameRow(oldKey, newKey)) {
@@ -99,6 +122,7 @@ export class ChangeBuilder {
         if (this.ignored(msg.relationId)) return;
         const rel = this.relation(msg.relationId);
         const before = msg.oldKind === 'O' ? this.rowOf(rel, msg.oldTuple).values : undefined;
+        if (rel.keyIndexes.length === 0 && !before) throw this.noOldImage(rel, 'DELETE');
         out.push(this.event(rel, 'DELETE', changeLsn, this.keyOf(rel, msg.oldTuple), null, before, undefined));
         return;
       }
@@ -123,12 +147,39 @@ export class ChangeBuilder {
     return this.txn?.commitLsnText;
   }
 
+  /** The open transaction's version context (shared: events built in it advance its seq). */
+  get openTransaction(): VersionContext | undefined {
+    return this.txn;
+  }
+
+  /** Replaying a streamed transaction: definitions sent inside it apply to it alone. */
+  beginStreamedReplay(): void {
+    this.streamed = new Map();
+  }
+
+  /** The replayed transaction committed: the definitions it was sent become the client's. */
+  endStreamedReplay(): void {
+    const streamed = this.streamed;
+    this.streamed = undefined;
+    if (!streamed) return;
+    for (const [id, info] of streamed) {
+      this.relations.set(id, info);
+      this.relationsByName.set(`${info.message.schema}.${info.message.name}`, info);
+    }
+  }
+
   private onRelation(msg: RelationMessage, lsn: Lsn): void {
     const keyIndexes: number[] = [];
-    const pk = msg.replicaIdentity === 'f' ? this.primaryKeys.get(`${msg.schema}.${msg.name}`) : undefined;
-    if (pk && pk.every((k) => msg.columns.some((c) => c.name === k))) {
-      for (const k of pk) keyIndexes.push(msg.columns.findIndex((c) => c.name === k));
+    if (msg.replicaIdentity === 'f') {
+      // Every column is flagged: the primary key, when the table has one, is the key.
+      const pk = this.primaryKeys.get(`${msg.schema}.${msg.name}`);
+      if (pk && pk.every((k) => msg.columns.some((c) => c.name === k))) {
+        msg.columns.forEach((c, i) => {
+          if (pk.includes(c.name)) keyIndexes.push(i);
+        });
+      }
     } else {
+      // Default (primary key) or index identity; none flagged: an insert-only keyless table.
       msg.columns.forEach((c, i) => {
         if (c.isKey) keyIndexes.push(i);
       });
@@ -136,17 +187,23 @@ export class ChangeBuilder {
     // syncline's own tables produce no events, so their definitions are not versioned.
     const schemaVersion = this.ignoredSchemas.has(msg.schema) ? 0 : this.versions.versionOf(msg.schema, msg.name, msg.columns, lsn);
     const info = { message: msg, keyIndexes, schemaVersion };
+    if (this.streamed) {
+      this.streamed.set(msg.relationId, info);
+      return;
+    }
     this.relations.set(msg.relationId, info);
     this.relationsByName.set(`${msg.schema}.${msg.name}`, info);
   }
 
   /**
-   * A snapshot row as a READ event, versioned inside the current (watermark) transaction:
-   * it sorts after every change committed before the high watermark and before every
-   * change committed after it. With `columnTypes` (the table's definition when the chunk was
-   * read) its `_schema_version` is that definition's, else the one last streamed.
+   * A snapshot row as a READ event, versioned in `ctx` (its watermark's transaction): it
+   * sorts after every change committed before the watermark and before every change
+   * committed after it. With `columnTypes` (the table's definition when the chunk was read)
+   * its `_schema_version` is that definition's, else the one last streamed. The key is
+   * built from `keyColumns` in the table's column order (`columns`), as streamed keys are.
    */
   snapshotRow(
+    ctx: VersionContext,
     schema: string,
     table: string,
     columns: readonly string[],
@@ -156,9 +213,24 @@ export class ChangeBuilder {
     columnTypes?: readonly ColumnType[],
   ): ChangeEvent {
     const payload: Row = {};
-    for (let i = 0; i < columns.length; i++) payload[columns[i] as string] = values[i] ?? null;
     const key: Row = {};
-    for (const k of keyColumns) key[k] = payload[k] ?? null;
+    for (let i = 0; i < columns.length; i++) {
+      const name = columns[i] as string;
+      const v = values[i] ?? null;
+      payload[name] = v;
+      if (keyColumns.includes(name)) key[name] = v;
+    }
+    return this.event(this.snapshotRelation(schema, table, changeLsn, columnTypes), 'READ', changeLsn, key, payload, undefined, undefined, ctx);
+  }
+
+  /** The start of a keyless table's snapshot (see ChangeEvent.snapshot_reset), versioned in `ctx`. */
+  snapshotReset(ctx: VersionContext, schema: string, table: string, changeLsn: Lsn, columnTypes?: readonly ColumnType[]): ChangeEvent {
+    const e = this.event(this.snapshotRelation(schema, table, changeLsn, columnTypes), 'TRUNCATE', changeLsn, {}, null, undefined, undefined, ctx);
+    e.snapshot_reset = true;
+    return e;
+  }
+
+  private snapshotRelation(schema: string, table: string, changeLsn: Lsn, columnTypes: readonly ColumnType[] | undefined): RelationInfo {
     const known = this.relationsByName.get(`${schema}.${table}`);
     let schemaVersion = known?.schemaVersion ?? 1;
     if (columnTypes) {
@@ -169,21 +241,19 @@ export class ChangeBuilder {
         this.snapshotVersion = { columns: columnTypes, lsn: changeLsn, version: schemaVersion };
       }
     }
-    const rel: RelationInfo =
-      known && known.schemaVersion === schemaVersion
-        ? known
-        : { message: { tag: 'relation', xid: undefined, relationId: 0, schema, name: table, replicaIdentity: 'd', columns: [] }, keyIndexes: [], schemaVersion };
-    return this.event(rel, 'READ', changeLsn, key, payload, undefined, undefined);
+    return known && known.schemaVersion === schemaVersion
+      ? known
+      : { message: { tag: 'relation', xid: undefined, relationId: 0, schema, name: table, replicaIdentity: 'd', columns: [] }, keyIndexes: [], schemaVersion };
   }
 
   private relation(id: number): RelationInfo {
-    const rel = this.relations.get(id);
+    const rel = this.streamed?.get(id) ?? this.relations.get(id);
     if (!rel) throw new SynclineError('RELATION_UNKNOWN', `change for relation ${id} arrived before its Relation message`, { retriable: false });
     return rel;
   }
 
   private ignored(id: number): boolean {
-    const rel = this.relations.get(id);
+    const rel = this.streamed?.get(id) ?? this.relations.get(id);
     return rel !== undefined && this.ignoredSchemas.has(rel.message.schema);
   }
 
@@ -203,14 +273,9 @@ export class ChangeBuilder {
     return { values, unchanged };
   }
 
+  /** The key in column order; `{}` for a keyless table. */
   private keyOf(rel: RelationInfo, tuple: TupleValue[], fallback?: TupleValue[]): Row {
     const m = rel.message;
-    if (rel.keyIndexes.length === 0) {
-      throw new PrerequisiteError(
-        `table ${m.schema}.${m.name} has no primary key and no replica identity, so its changes cannot be applied by key`,
-        `add a primary key, or: ALTER TABLE ${m.schema}.${m.name} REPLICA IDENTITY FULL (the whole row becomes the key)`,
-      );
-    }
     const key: Row = {};
     for (const i of rel.keyIndexes) {
       let v = tuple[i];
@@ -220,8 +285,16 @@ export class ChangeBuilder {
     return key;
   }
 
-  private event(rel: RelationInfo, op: ChangeOp, changeLsn: Lsn, key: Row, payload: Row | null, before: Row | undefined, unchanged: string[] | undefined): ChangeEvent {
-    const txn = this.txn;
+  private noOldImage(rel: RelationInfo, op: string): PrerequisiteError {
+    const m = rel.message;
+    return new PrerequisiteError(
+      `table ${m.schema}.${m.name} has no primary key and its ${op} carries no old row, so the row it changed cannot be found at the target`,
+      `ALTER TABLE ${m.schema}.${m.name} REPLICA IDENTITY FULL (a keyless table is then replicated as a multiset of whole rows), or add a primary key`,
+    );
+  }
+
+  private event(rel: RelationInfo, op: ChangeOp, changeLsn: Lsn, key: Row, payload: Row | null, before: Row | undefined, unchanged: string[] | undefined, ctx = this.txn): ChangeEvent {
+    const txn = ctx;
     if (!txn) throw new SynclineError('NO_TRANSACTION', `row change for ${rel.message.schema}.${rel.message.name} outside a transaction`, { retriable: false });
     txn.seq += 1;
     const e: ChangeEvent = {
@@ -243,6 +316,16 @@ export class ChangeBuilder {
     if (unchanged) e.unchanged = unchanged;
     return e;
   }
+}
+
+/** Copies the `unchanged` columns `from` has into `into`; returns those still missing. */
+function fillFrom(from: Row, into: Row, unchanged: string[]): string[] | undefined {
+  const missing = unchanged.filter((col) => {
+    if (!(col in from)) return true;
+    into[col] = from[col] ?? null;
+    return false;
+  });
+  return missing.length > 0 ? missing : undefined;
 }
 
 function sameRow(a: Row, b: Row): boolean {

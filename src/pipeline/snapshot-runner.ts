@@ -1,23 +1,35 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import { errorMessage, isRetriable } from '../core/errors.js';
+import { errorMessage, isRetriable, PrerequisiteError, SynclineError } from '../core/errors.js';
+import { quoteQualified } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
-import { chunkBoundary, readChunk, tableShape, type TableShape } from '../source/snapshot-reader.js';
+import { chunkBoundary, readChunkInSnapshot, readKeylessTable, tableShape, type TableShape } from '../source/snapshot-reader.js';
 import type { SnapshotJob, SnapshotStore } from '../source/snapshot-store.js';
-import type { SnapshotChunk, WatermarkMessage } from './capture.js';
+import type { ChunkResult, KeylessSnapshot, SnapshotChunk, WatermarkMessage } from './capture.js';
 import { SNAPSHOT_PREFIX } from './change-builder.js';
 import { ChunkPlan } from './chunk-plan.js';
+import { parseReadSnapshot } from './snapshot-windows.js';
 
 /** The part of Capture the runner needs. */
 export interface ChunkSink {
   registerChunk(token: string, chunk: SnapshotChunk): void;
-  chunkPublished(token: string): Promise<void>;
+  chunkPublished(token: string): Promise<ChunkResult>;
+  registerKeyless(token: string, spec: KeylessSnapshot): { seen: Promise<void> };
+  keylessRows(token: string, rows: readonly (string | null)[][]): Promise<void>;
+  keylessDone(token: string, published?: boolean): Promise<void>;
 }
 
 export interface SnapshotRunnerOptions {
   chunkSize: number;
   /** How often to look for new snapshot requests when idle. */
   pollMs: number;
+  /**
+   * A second connection for reading a keyless table (the first holds the brief lock of its
+   * cut); used when there is only one reader. Its output settings must be the readers'.
+   */
+  connect?: () => Promise<pg.Client>;
+  /** How long a keyless table's cut waits for the table's running writers. Default 1000. */
+  lockTimeoutMs?: number;
 }
 
 /** Progress of the job being run, shared by its readers. */
@@ -99,6 +111,13 @@ export class SnapshotRunner {
       resuming ? 'snapshot resuming' : 'snapshot starting',
     );
     const run: JobRun = { job, name, shape, plan: new ChunkPlan({ lastKey: job.lastKey, doneRanges: job.doneRanges }), started: Date.now(), total: job.rows, readThisRun: 0, recorded: Promise.resolve() };
+    if (shape.key.length === 0) {
+      if (await this.readKeyless(run, signal)) {
+        await this.store.finish(job.id, 'done');
+        this.log.info({ snapshot: job.id, table: name, rows: run.total }, 'snapshot done');
+      }
+      return;
+    }
     // One reader failing stops the others: the job is retried from its recorded progress.
     const stop = new AbortController();
     const onAbort = (): void => stop.abort();
@@ -130,14 +149,23 @@ export class SnapshotRunner {
     while (!signal.aborted) {
       const range = await run.plan.next((after, cap) => chunkBoundary(reader, t, shape, after, cap, bounds, this.options.chunkSize));
       if (!range || signal.aborted) return;
-      const token = `${job.id}:${randomUUID()}`;
-      await this.watermark(reader, token, 'low', run.name);
-      const rows = await readChunk(reader, t, shape, range.after, range.upper, bounds);
-      this.capture.registerChunk(token, { schema: t.schema, table: t.table, columns: shape.columns, keyColumns: shape.key, columnTypes: shape.types, rows });
-      const published = this.capture.chunkPublished(token);
-      await this.watermark(reader, token, 'high', run.name);
-      await untilAborted(published, signal);
-      if (signal.aborted) return;
+      let rows: (string | null)[][] = [];
+      for (let attempt = 1; ; attempt++) {
+        const token = `${job.id}:${randomUUID()}`;
+        await this.watermark(reader, token, 'low', run.name);
+        const read = await readChunkInSnapshot(reader, t, shape, range.after, range.upper, bounds);
+        rows = read.rows;
+        this.capture.registerChunk(token, { schema: t.schema, table: t.table, columns: shape.columns, keyColumns: shape.key, columnTypes: shape.types, rows, snapshot: parseReadSnapshot(read.snapshot) });
+        const published = this.capture.chunkPublished(token);
+        await this.watermark(reader, token, 'high', run.name);
+        const result = await untilAborted(published, signal);
+        if (result === undefined) return;
+        if (result === 'published') break;
+        // A transaction that committed before the chunk's low watermark was not yet visible
+        // to its read (its commit was being flushed or waited for a synchronous standby).
+        if (attempt % 10 === 0) this.log.warn({ snapshot: job.id, table: run.name, attempts: attempt }, 'snapshot chunk keeps missing a committed transaction that is not yet visible (synchronous standby not answering?); reading it again');
+        await sleep(Math.min(50 * attempt, 2000), signal);
+      }
       const progress = run.plan.finish(range);
       run.recorded = run.recorded.then(() => this.store.chunkDone(job.id, progress, rows.length));
       await run.recorded;
@@ -148,22 +176,99 @@ export class SnapshotRunner {
     }
   }
 
+  /**
+   * A keyless table has no key to read it in chunks by, and its target rows cannot be told
+   * apart, so it is read whole in one snapshot taken at an exact cut: holding SHARE lock on
+   * the table (it waits for the table's running writers, and writers wait for it, briefly),
+   * one statement exports the snapshot and emits the cut watermark in the locking
+   * transaction. Every change to the table committed before that transaction is in the
+   * snapshot, every later one commits after it. A second connection imports the snapshot,
+   * the lock is released, and the table is read with a cursor while writes go on. Capture
+   * emits a reset of the table at the cut, then the rows, then holds the table's later
+   * changes until the rows are out (Capture.registerKeyless). Returns true once published.
+   */
+  private async readKeyless(run: JobRun, signal: AbortSignal): Promise<boolean> {
+    const { job, shape } = run;
+    const t = job.table;
+    if (job.keyFrom !== null || job.keyTo !== null) {
+      throw new PrerequisiteError(`cannot snapshot a key range of ${run.name}: it has no key`, `snapshot the whole table (without --from/--to)`);
+    }
+    const locker = this.readers[0] as pg.ClientBase;
+    const own = this.readers.length < 2;
+    if (own && !this.options.connect) throw new Error('a keyless snapshot needs a second reader connection');
+    const reader = own ? await (this.options.connect as () => Promise<pg.Client>)() : (this.readers[1] as pg.ClientBase);
+    const token = `${job.id}:${randomUUID()}`;
+    const cut = this.capture.registerKeyless(token, { schema: t.schema, table: t.table, columns: shape.columns, columnTypes: shape.types });
+    let finished = false;
+    try {
+      await locker.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+      let snapshotId: string;
+      try {
+        await locker.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.floor(this.options.lockTimeoutMs ?? 1000))}`);
+        await locker.query(`LOCK TABLE ${quoteQualified(t.schema, t.table)} IN SHARE MODE`);
+        const content: WatermarkMessage = { token, mark: 'cut', table: run.name };
+        const { rows } = await locker.query<{ id: string }>('SELECT pg_export_snapshot() AS id, pg_logical_emit_message(true, $1, $2)', [SNAPSHOT_PREFIX, JSON.stringify(content)]);
+        snapshotId = (rows[0] as { id: string }).id;
+      } catch (err) {
+        await locker.query('ROLLBACK').catch(() => undefined);
+        throw lockError(err, run.name);
+      }
+      let rowsRead = 0;
+      await readKeylessTable(
+        reader,
+        t,
+        shape,
+        snapshotId,
+        this.options.chunkSize,
+        async () => {
+          await locker.query('COMMIT');
+          await untilAborted(cut.seen, signal);
+        },
+        async (rows) => {
+          if (signal.aborted) return false;
+          rowsRead += rows.length;
+          await this.capture.keylessRows(token, rows);
+          const secs = (Date.now() - run.started) / 1000;
+          this.log.info({ snapshot: job.id, table: run.name, rows: rowsRead, rowsPerSecond: Math.round(rowsRead / Math.max(secs, 0.001)) }, 'snapshot progress');
+          return !signal.aborted;
+        },
+      );
+      if (signal.aborted) return false;
+      finished = true;
+      await untilAborted(this.capture.keylessDone(token), signal);
+      if (signal.aborted) return false;
+      await this.store.chunkDone(job.id, { lastKey: null, doneRanges: [] }, rowsRead);
+      run.total = rowsRead;
+      return true;
+    } finally {
+      // Not all rows were handed over: release the table's held changes; the job reads again.
+      if (!finished) await this.capture.keylessDone(token, false);
+      if (own) await (reader as pg.Client).end().catch(() => undefined);
+    }
+  }
+
   private async watermark(client: pg.ClientBase, token: string, mark: 'low' | 'high', table: string): Promise<void> {
     const content: WatermarkMessage = { token, mark, table };
     await client.query('SELECT pg_logical_emit_message(true, $1, $2)', [SNAPSHOT_PREFIX, JSON.stringify(content)]);
   }
 }
 
-/** Waits for `p`, or resolves early on abort; the abort listener is removed either way. */
-function untilAborted(p: Promise<void>, signal: AbortSignal): Promise<void> {
+/** A lock timeout of a keyless cut is retried: the table's writers were busy. */
+function lockError(err: unknown, table: string): unknown {
+  if ((err as { code?: unknown } | null)?.code !== '55P03') return err;
+  return new SynclineError('SNAPSHOT_LOCK_TIMEOUT', `snapshot of ${table}: its writers held it longer than the cut waits (lock_timeout); trying again`, { retriable: true, cause: err });
+}
+
+/** Waits for `p`, or resolves undefined early on abort; the abort listener is removed either way. */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
   return new Promise((resolve, reject) => {
-    if (signal.aborted) return resolve();
-    const onAbort = (): void => resolve();
+    if (signal.aborted) return resolve(undefined);
+    const onAbort = (): void => resolve(undefined);
     signal.addEventListener('abort', onAbort, { once: true });
     p.then(
-      () => {
+      (value) => {
         signal.removeEventListener('abort', onAbort);
-        resolve();
+        resolve(value);
       },
       (err: unknown) => {
         signal.removeEventListener('abort', onAbort);

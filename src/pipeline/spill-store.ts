@@ -11,6 +11,13 @@ interface Spill {
   pendingBytes: number;
   /** Subtransactions in order of their first change, with the offset where it starts. */
   subxacts: { xid: number; offset: number }[];
+  /**
+   * Relation messages sent inside the transaction, `[u64 lsn][message]`, with the file offset
+   * they precede. Kept apart from the file: pgoutput sends a definition once per streamed
+   * transaction, so one first sent inside a subtransaction that later aborted still
+   * describes the changes after it.
+   */
+  relations: { offset: number; record: Buffer }[];
 }
 
 const FLUSH_BYTES = 1 << 20;
@@ -35,12 +42,7 @@ export class SpillStore {
 
   /** Buffers one message of a streamed chunk with the LSN of its WAL record. */
   append(topXid: number, subXid: number, lsn: bigint, message: Buffer): void {
-    let s = this.spills.get(topXid);
-    if (!s) {
-      const file = path.join(this.dir, `${topXid}.spill`);
-      s = { file, fd: openSync(file, 'w+'), size: 0, pending: [], pendingBytes: 0, subxacts: [] };
-      this.spills.set(topXid, s);
-    }
+    const s = this.spill(topXid);
     if (subXid !== topXid && !s.subxacts.some((x) => x.xid === subXid)) {
       s.subxacts.push({ xid: subXid, offset: s.size + s.pendingBytes });
     }
@@ -51,6 +53,28 @@ export class SpillStore {
     s.pending.push(header, Buffer.from(message));
     s.pendingBytes += 12 + message.length;
     if (s.pendingBytes >= FLUSH_BYTES) this.flush(s);
+  }
+
+  /**
+   * Buffers a Relation message of a streamed chunk: replayed before the changes that follow
+   * it, so each change is decoded with the definition it was written with (F2).
+   */
+  appendRelation(topXid: number, lsn: bigint, message: Buffer): void {
+    const s = this.spill(topXid);
+    const record = Buffer.allocUnsafe(8 + message.length);
+    record.writeBigUInt64BE(lsn, 0);
+    message.copy(record, 8);
+    s.relations.push({ offset: s.size + s.pendingBytes, record });
+  }
+
+  private spill(topXid: number): Spill {
+    let s = this.spills.get(topXid);
+    if (!s) {
+      const file = path.join(this.dir, `${topXid}.spill`);
+      s = { file, fd: openSync(file, 'w+'), size: 0, pending: [], pendingBytes: 0, subxacts: [], relations: [] };
+      this.spills.set(topXid, s);
+    }
+    return s;
   }
 
   /** Stream Abort: the whole transaction (sub == top) or one subtransaction and those after it. */
@@ -68,11 +92,14 @@ export class SpillStore {
     ftruncateSync(s.fd, offset);
     s.size = offset;
     s.subxacts.length = i;
+    // Definitions sent in the aborted part still apply to what follows (see `relations`).
+    for (const r of s.relations) if (r.offset > offset) r.offset = offset;
   }
 
   /**
-   * Stream Commit: yields each message as `[u64 lsn][pgoutput message]`, in order, then
-   * forgets the transaction. A yielded buffer is valid until the next one is requested.
+   * Stream Commit: yields each message as `[u64 lsn][pgoutput message]`, in order, Relation
+   * messages before the changes they preceded, then forgets the transaction. A yielded
+   * buffer is valid until the next one is requested.
    */
   *replay(topXid: number): Generator<Buffer> {
     const s = this.spills.get(topXid);
@@ -83,6 +110,9 @@ export class SpillStore {
       let buf = Buffer.allocUnsafe(FLUSH_BYTES);
       let have = 0;
       let start = 0;
+      /** File offset of buf[0]. */
+      let base = 0;
+      let nextRelation = 0;
       for (;;) {
         if (have - start < 4 || have - start < 4 + buf.readUInt32BE(start)) {
           // Need more bytes: keep the unread tail and read the next block after it.
@@ -91,6 +121,7 @@ export class SpillStore {
           const next = need > buf.length ? Buffer.allocUnsafe(need * 2) : buf;
           buf.copy(next, 0, start, have);
           buf = next;
+          base += start;
           start = 0;
           have = tail;
           const n = readSync(s.fd, buf, have, buf.length - have, pos);
@@ -99,10 +130,14 @@ export class SpillStore {
           have += n;
           continue;
         }
+        while (nextRelation < s.relations.length && (s.relations[nextRelation] as { offset: number }).offset <= base + start) {
+          yield (s.relations[nextRelation++] as { record: Buffer }).record;
+        }
         const len = buf.readUInt32BE(start);
         yield buf.subarray(start + 4, start + 4 + len);
         start += 4 + len;
       }
+      while (nextRelation < s.relations.length) yield (s.relations[nextRelation++] as { record: Buffer }).record;
     } finally {
       this.discard(topXid);
     }

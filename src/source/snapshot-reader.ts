@@ -1,14 +1,18 @@
 import type pg from 'pg';
 import type { ColumnType } from '../core/schema-version.js';
 import { PrerequisiteError } from '../core/errors.js';
-import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
+import { quoteIdent, quoteLiteral, quoteQualified, type TableName } from '../core/sql.js';
 
 export interface TableShape {
   /** Columns as pgoutput sends them: not dropped, not generated. */
   columns: string[];
   /** Type and modifier of each column, as a Relation message carries them (for `_schema_version`). */
   types: ColumnType[];
-  /** Primary-key columns, in index order: the chunking key. */
+  /**
+   * The row's key as streamed changes carry it (the primary key, or the replica identity
+   * index), in index order: the chunking key. Empty for a keyless table (REPLICA IDENTITY
+   * FULL, or an insert-only table, without a primary key), which is read whole.
+   */
   key: string[];
 }
 
@@ -22,22 +26,26 @@ export interface KeyBounds {
 }
 
 /** Every value as PostgreSQL's text output, exactly as pgoutput would send it. */
-const RAW_TEXT = { getTypeParser: () => (value: string) => value };
+export const RAW_TEXT = { getTypeParser: () => (value: string) => value };
 
 export async function tableShape(client: pg.ClientBase, t: TableName): Promise<TableShape> {
   const qualified = quoteQualified(t.schema, t.table);
+  // The key streamed changes carry: the replica identity index (USING INDEX), else the
+  // primary key (DEFAULT, and FULL when there is one), else none.
   const { rows } = await client.query<{ name: string; type_oid: number; type_mod: number; key_pos: number | null }>(
-    `SELECT a.attname AS name, a.atttypid::int AS type_oid, a.atttypmod AS type_mod, array_position(i.indkey::int2[], a.attnum) AS key_pos
-       FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
-      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+    `WITH rel AS (SELECT c.oid, c.relreplident FROM pg_class c WHERE c.oid = to_regclass($1)),
+          ident AS (SELECT i.indkey FROM pg_index i, rel
+                     WHERE i.indrelid = rel.oid
+                       AND CASE WHEN rel.relreplident = 'i' THEN i.indisreplident ELSE i.indisprimary AND rel.relreplident IN ('d', 'f') END)
+     SELECT a.attname AS name, a.atttypid::int AS type_oid, a.atttypmod AS type_mod,
+            (SELECT array_position(ident.indkey::int2[], a.attnum) FROM ident) AS key_pos
+       FROM pg_attribute a, rel
+      WHERE a.attrelid = rel.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
       ORDER BY a.attnum`,
     [qualified],
   );
   if (rows.length === 0) throw new PrerequisiteError(`cannot snapshot ${t.schema}.${t.table}: no such table at the source`, 'check the table name');
   const key = rows.filter((r) => r.key_pos !== null).sort((a, b) => (a.key_pos ?? 0) - (b.key_pos ?? 0)).map((r) => r.name);
-  if (key.length === 0) {
-    throw new PrerequisiteError(`cannot snapshot ${t.schema}.${t.table}: it has no primary key to read it in chunks by`, `ALTER TABLE ${qualified} ADD PRIMARY KEY (...)`);
-  }
   return { columns: rows.map((r) => r.name), types: rows.map((r) => ({ name: r.name, typeOid: r.type_oid, typeMod: r.type_mod })), key };
 }
 
@@ -106,4 +114,61 @@ export async function readChunk(
   const sql = `SELECT ${shape.columns.map(quoteIdent).join(', ')} FROM ${quoteQualified(t.schema, t.table)} ${where} ORDER BY ${keyList}`;
   const res = await client.query<(string | null)[]>({ text: sql, values: params, rowMode: 'array', types: RAW_TEXT });
   return res.rows;
+}
+
+/**
+ * `readChunk` in a REPEATABLE READ transaction, with the snapshot it read in
+ * (`pg_current_snapshot()`): capture needs it to tell which changes of the chunk's window the
+ * rows already include (see SnapshotWindows).
+ */
+export async function readChunkInSnapshot(
+  client: pg.ClientBase,
+  t: TableName,
+  shape: TableShape,
+  after: KeyValues | null,
+  upper: KeyValues | null,
+  bounds: KeyBounds,
+): Promise<{ rows: (string | null)[][]; snapshot: string }> {
+  await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  try {
+    const { rows } = await client.query<{ s: string }>('SELECT pg_current_snapshot()::text AS s');
+    const read = await readChunk(client, t, shape, after, upper, bounds);
+    await client.query('COMMIT');
+    return { rows: read, snapshot: (rows[0] as { s: string }).s };
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * Reads a keyless table whole, `batch` rows at a time, in the snapshot exported as
+ * `snapshotId` (see SnapshotRunner), on `client`, which must not be in a transaction.
+ * `begin` resolves once the snapshot is imported (the exporter may then end its
+ * transaction); `onRows` is awaited for every batch.
+ */
+export async function readKeylessTable(
+  client: pg.ClientBase,
+  t: TableName,
+  shape: TableShape,
+  snapshotId: string,
+  batch: number,
+  begin: () => Promise<void>,
+  onRows: (rows: (string | null)[][]) => Promise<boolean>,
+): Promise<void> {
+  await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  try {
+    await client.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshotId)}`);
+    await begin();
+    await client.query(`DECLARE syncline_keyless NO SCROLL CURSOR FOR SELECT ${shape.columns.map(quoteIdent).join(', ')} FROM ${quoteQualified(t.schema, t.table)}`);
+    for (;;) {
+      const res = await client.query<(string | null)[]>({ text: `FETCH ${Math.max(1, Math.floor(batch))} FROM syncline_keyless`, rowMode: 'array', types: RAW_TEXT });
+      if (res.rows.length === 0) break;
+      if (!(await onRows(res.rows))) break;
+    }
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
 }

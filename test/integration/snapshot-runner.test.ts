@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { SnapshotChunk } from '../../src/pipeline/capture.js';
+import type { ChunkResult, SnapshotChunk } from '../../src/pipeline/capture.js';
 import { SnapshotRunner, type ChunkSink } from '../../src/pipeline/snapshot-runner.js';
 import { OUTPUT_SETTINGS } from '../../src/source/replication-stream.js';
 import { SnapshotStore } from '../../src/source/snapshot-store.js';
@@ -17,10 +17,22 @@ class Publisher implements ChunkSink {
     this.chunks.set(token, chunk);
   }
 
-  chunkPublished(token: string): Promise<void> {
+  chunkPublished(token: string): Promise<ChunkResult> {
     const keys = (this.chunks.get(token)?.rows ?? []).map((r) => Number(r[0]));
     if (keys.length > 0 && this.hold(keys[0] as number)) return new Promise(() => undefined);
     this.published.push(keys);
+    return Promise.resolve('published');
+  }
+
+  registerKeyless(): { seen: Promise<void> } {
+    throw new Error('no keyless table here');
+  }
+
+  keylessRows(): Promise<void> {
+    throw new Error('no keyless table here');
+  }
+
+  keylessDone(): Promise<void> {
     return Promise.resolve();
   }
 }

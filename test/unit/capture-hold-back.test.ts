@@ -19,15 +19,8 @@ function capture(): { published: ChangeEvent[]; feed: (m: PgoutputMessage, lsn: 
   const c = new Capture(source, producer, new Metrics(), silentLogger(), {
     source: 's', startLsn: 0n, batchSize: 1000, batchWaitMs: 5, maxInFlight: 4, statusIntervalMs: 60_000, ignoredSchemas: [], spillDir: spill,
   });
-  const internals = c as unknown as { addChanges(m: PgoutputMessage, l: bigint): void; markTransactionEnd(): void; flush(): void; pendingPosition: bigint | undefined };
-  const feed = (m: PgoutputMessage, lsn: bigint): void => {
-    internals.addChanges(m, lsn);
-    if (m.tag === 'commit') {
-      internals.markTransactionEnd();
-      internals.pendingPosition = m.endLsn;
-    }
-  };
-  return { published, feed, flush: () => internals.flush(), c };
+  const internals = c as unknown as { flush(): void };
+  return { published, feed: (m, lsn) => c.handleMessage(m, lsn), flush: () => internals.flush(), c };
 }
 
 const relation = { tag: 'relation', xid: undefined, relationId: 1, schema: 'public', name: 't', replicaIdentity: 'd', columns: [{ flags: 1, isKey: true, name: 'id', typeOid: 23, typeMod: -1 }] } as unknown as PgoutputMessage;

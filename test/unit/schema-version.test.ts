@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { columnSignature, SchemaVersionHistory, type ColumnType, type SchemaVersionEntry } from '../../src/core/schema-version.js';
-import { ChangeBuilder } from '../../src/pipeline/change-builder.js';
+import { ChangeBuilder, type VersionContext } from '../../src/pipeline/change-builder.js';
 import type { ChangeEvent } from '../../src/core/change.js';
 import type { RelationMessage } from '../../src/pgoutput/messages.js';
 
@@ -60,7 +60,7 @@ describe('_schema_version', () => {
     b.handle(relation(v2), 903n, out);
     b.handle({ tag: 'insert', xid: undefined, relationId: 1, newTuple: ['2', 'b', 'c'] }, 904n, out);
     // Snapshot rows read with the new definition share its version.
-    out.push(b.snapshotRow('public', 't', ['id', 'v', 'w'], ['3', 'x', 'y'], ['id'], 905n, v2));
+    out.push(b.snapshotRow(b.openTransaction as VersionContext, 'public', 't', ['id', 'v', 'w'], ['3', 'x', 'y'], ['id'], 905n, v2));
     b.handle(relation(v1, 'syncline', 'snapshots'), 906n, out);
     b.handle({ tag: 'commit', flags: 0, commitLsn: 1000n, endLsn: 1010n, commitTime: 0n }, 1010n, out);
     expect(out.map((e) => e._schema_version)).toEqual([7, 8, 8]);

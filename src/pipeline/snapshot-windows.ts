@@ -1,0 +1,156 @@
+import { rowKeyOf, tableLabelOf, type ChangeEvent, type Row } from '../core/change.js';
+import type { Lsn } from '../core/lsn.js';
+
+/**
+ * The MVCC snapshot a chunk was read in (`pg_current_snapshot()`), xids cut to the 32 bits
+ * pgoutput sends: a transaction is visible to it when it is older than `xmin`, or older than
+ * `xmax` and not in `xip` (still running when the snapshot was taken).
+ */
+export interface ReadSnapshot {
+  xmin: number;
+  xmax: number;
+  xip: readonly number[];
+}
+
+/** Parses `pg_current_snapshot()::text` (`xmin:xmax:xip,...`, 64-bit xids). */
+export function parseReadSnapshot(text: string): ReadSnapshot {
+  const [xmin, xmax, xip] = text.split(':');
+  if (xmin === undefined || xmax === undefined || xip === undefined) throw new Error(`not a pg_snapshot: ${text}`);
+  const low32 = (v: string): number => Number(BigInt(v) & 0xffffffffn);
+  return { xmin: low32(xmin), xmax: low32(xmax), xip: xip === '' ? [] : xip.split(',').map(low32) };
+}
+
+/** TransactionIdPrecedes for normal xids: modulo-2^32 comparison. */
+function precedes(a: number, b: number): boolean {
+  return ((a - b) | 0) < 0;
+}
+
+export function visibleIn(s: ReadSnapshot, xid: number): boolean {
+  if (precedes(xid, s.xmin)) return true;
+  return precedes(xid, s.xmax) && !s.xip.includes(xid);
+}
+
+/** Rows of one snapshot chunk, waiting for their high watermark. */
+export interface WindowChunk {
+  columns: readonly string[];
+  keyColumns: readonly string[];
+  rows: readonly (string | null)[][];
+  /** The snapshot the rows were read in. */
+  snapshot: ReadSnapshot;
+}
+
+interface Window {
+  table: string;
+  /** Where the low watermark was seen. */
+  lowLsn: Lsn;
+  /** Every change to the table seen since, in stream order. */
+  changes: ChangeEvent[];
+}
+
+/** How many committed transactions per table `closeWindow` can look back on. */
+const RECENT_COMMITS = 4096;
+
+/**
+ * DBLog-style snapshot windows made exact with the chunk's MVCC snapshot.
+ *
+ * A chunk is read between a low watermark L and a high watermark H, in a snapshot S taken
+ * after L committed. At H, for every row the chunk read, its final state is the row as S saw
+ * it with every change of the window that S did not see applied on top (in stream order: for
+ * one row, the changes S saw come first, row locks order them). That row is emitted as a
+ * READ versioned at H, so it is complete (no unchanged TOAST gap, F5) and newer than every
+ * change before H; a TRUNCATE in the window that S did not see empties the chunk (F4).
+ *
+ * Everything committed before L must be visible to S. It is not when a transaction's commit
+ * record is in the WAL but the transaction has not yet left the procarray (the commit is
+ * being flushed, or waits for a synchronous standby): such a transaction is in S's `xip`.
+ * A chunk whose `xip` holds a transaction capture saw commit to the table before L is
+ * rejected and read again (F6).
+ */
+export class SnapshotWindows {
+  private readonly windows = new Map<string, Window>();
+  /** Per table: commit position of recently committed transactions that changed it, by xid. */
+  private readonly recent = new Map<string, Map<number, Lsn>>();
+
+  get open(): boolean {
+    return this.windows.size > 0;
+  }
+
+  openWindow(token: string, table: string, lowLsn: Lsn): void {
+    this.windows.set(token, { table, lowLsn, changes: [] });
+  }
+
+  /** A change seen in the stream (not a snapshot row). */
+  observe(e: ChangeEvent): void {
+    if (this.windows.size === 0) return;
+    const table = tableLabelOf(e);
+    for (const w of this.windows.values()) if (w.table === table) w.changes.push(e);
+  }
+
+  /** A transaction that changed `tables` committed at `lsn`. */
+  committed(xid: number, lsn: Lsn, tables: Iterable<string>): void {
+    for (const table of tables) {
+      let m = this.recent.get(table);
+      if (!m) this.recent.set(table, (m = new Map()));
+      m.set(xid, lsn);
+      if (m.size > RECENT_COMMITS) m.delete(m.keys().next().value as number);
+    }
+  }
+
+  /**
+   * The high watermark of `token`: the rows to emit, in chunk order, or 'retry' when the
+   * chunk must be read again; undefined when the window is unknown (opened by an earlier
+   * process).
+   */
+  closeWindow(token: string, chunk: WindowChunk | undefined): Row[] | 'retry' | undefined {
+    const w = this.windows.get(token);
+    this.windows.delete(token);
+    if (!w || !chunk) return undefined;
+    const recent = this.recent.get(w.table);
+    if (recent) {
+      for (const xid of chunk.snapshot.xip) {
+        const at = recent.get(xid);
+        if (at !== undefined && at < w.lowLsn) return 'retry';
+      }
+    }
+    const finals = new Map<string, Row | null>();
+    const order: string[] = [];
+    for (const values of chunk.rows) {
+      const row: Row = {};
+      const key: Row = {};
+      for (let i = 0; i < chunk.columns.length; i++) {
+        const name = chunk.columns[i] as string;
+        row[name] = values[i] ?? null;
+        if (chunk.keyColumns.includes(name)) key[name] = row[name] ?? null;
+      }
+      const k = rowKeyOf({ key });
+      finals.set(k, row);
+      order.push(k);
+    }
+    for (const c of w.changes) {
+      if (visibleIn(chunk.snapshot, c.xid)) continue;
+      if (c.op === 'TRUNCATE') {
+        for (const k of order) finals.set(k, null);
+        continue;
+      }
+      const k = rowKeyOf(c);
+      if (!finals.has(k)) continue; // not a row of this chunk: the stream carries it
+      if (c.op === 'DELETE') finals.set(k, null);
+      else finals.set(k, mergeOver(finals.get(k) ?? null, c));
+    }
+    const out: Row[] = [];
+    for (const k of order) {
+      const row = finals.get(k);
+      if (row) out.push(row);
+    }
+    return out;
+  }
+}
+
+/** `c`'s new row over `base`: the columns it did not send keep their values in `base`. */
+function mergeOver(base: Row | null, c: ChangeEvent): Row | null {
+  if (!c.payload) return base;
+  if (!c.unchanged) return { ...c.payload };
+  // Without a base, the unchanged values are unknown: leave the row to the stream's change.
+  if (!base) return null;
+  return { ...base, ...c.payload };
+}
