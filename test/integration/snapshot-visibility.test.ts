@@ -1,0 +1,95 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runPipeline } from '../../src/cli/run-command.js';
+import { parseConfig } from '../../src/config/load.js';
+import { SnapshotStore } from '../../src/source/snapshot-store.js';
+import { sameRows } from '../helpers/compare-rows.js';
+import { embeddedPg17, sourceAndTarget, testLogger, waitFor, type PgServer } from '../helpers/postgres.js';
+
+/**
+ * F6: a commit can be in the WAL (and decoded, and applied) before other sessions see it:
+ * while it is flushed, or while it waits for a synchronous standby. A snapshot chunk read in
+ * that moment lacks it, and its rows, emitted at the high watermark, would overwrite the
+ * newer change. A private PostgreSQL 17 whose synchronous standby never answers holds such a
+ * commit as long as the test wants.
+ */
+describe('snapshot of a table with a commit that is in the WAL but not yet visible (PostgreSQL 17)', () => {
+  let server: PgServer;
+  let dir: string;
+  let source: pg.Client;
+  let target: pg.Client;
+  let sourceUrl: string;
+  let stop: (() => Promise<void>) | undefined;
+
+  beforeAll(async () => {
+    // Only sessions that ask for it (synchronous_commit = on) wait for the standby that never comes.
+    server = await embeddedPg17('logical', ['-c', 'synchronous_standby_names=ghost_standby', '-c', 'synchronous_commit=local']);
+    dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-vis-'));
+    const pair = await sourceAndTarget(server, 'syncline_vis');
+    ({ source, target, sourceUrl } = pair);
+    for (const c of [source, target]) await c.query('CREATE TABLE t7 (id integer PRIMARY KEY, v text)');
+    await source.query("INSERT INTO t7 SELECT g, 'old' FROM generate_series(1, 100) g");
+    const config = parseConfig(
+      `source:
+  url: ${pair.sourceUrl}
+  slots: [{ name: syncline_vis, publication: syncline_vis_pub, tables: [t7] }]
+stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
+consumer: { group_id: vis }
+sink: { url: ${pair.targetUrl} }
+monitoring: { enabled: false }
+`,
+      {},
+    );
+    const ctl = new AbortController();
+    const running = runPipeline(config, 'run', await testLogger(), ctl.signal);
+    running.catch(() => undefined);
+    stop = async () => {
+      ctl.abort();
+      await running;
+    };
+    await waitFor('the initial snapshot', () => sameRows(source, target, 't7'), 60_000, 200);
+  }, 120_000);
+
+  afterAll(async () => {
+    await stop?.();
+    await source?.end();
+    await target?.end();
+    await server?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('is read again until the commit is visible, and never overwrites it', async () => {
+    const writer = new pg.Client({ connectionString: sourceUrl });
+    await writer.connect();
+    writer.on('error', () => undefined);
+    try {
+      const { rows } = await writer.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+      await writer.query('SET synchronous_commit = on');
+      // Commits in the WAL, then waits for the standby: invisible to every other session.
+      const waiting = writer.query("UPDATE t7 SET v = 'new' WHERE id = 42").catch(() => undefined);
+      const v42 = async (c: pg.Client): Promise<string | undefined> => (await c.query<{ v: string }>('SELECT v FROM t7 WHERE id = 42')).rows[0]?.v;
+      await waitFor('capture to apply the decoded commit', async () => (await v42(target)) === 'new', 30_000, 100);
+      expect(await v42(source)).toBe('old');
+
+      const store = new SnapshotStore(source, 'syncline', 'syncline_vis');
+      const id = await store.request({ schema: 'public', table: 't7' });
+      // The chunk keeps being read and rejected while the commit stays invisible.
+      await new Promise((r) => setTimeout(r, 3000));
+      expect((await store.get(id))?.status).toBe('running');
+      expect(await v42(target)).toBe('new');
+
+      // The standby wait is cancelled: the commit becomes visible everywhere.
+      await source.query('SELECT pg_cancel_backend($1)', [rows[0]?.pid]);
+      await waiting;
+      expect(await v42(source)).toBe('new');
+      await waitFor('the snapshot to finish', async () => (await store.get(id))?.status === 'done', 30_000, 100);
+      await waitFor('target equals source', () => sameRows(source, target, 't7'), 30_000, 200);
+      expect(await v42(target)).toBe('new');
+    } finally {
+      await writer.end().catch(() => undefined);
+    }
+  }, 120_000);
+});
