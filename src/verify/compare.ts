@@ -9,7 +9,11 @@ export interface TableDrift {
   target?: string;
   sourceRows: number;
   targetRows: number;
-  /** Primary-key column names, in key order. Keys below are JSON arrays of their text values. */
+  /**
+   * Primary-key column names, in key order. Keys below are JSON arrays of their text values.
+   * Empty for a keyless table: its keys are whole rows (a row present twice at the source and
+   * once at the target is one missing key).
+   */
   keyColumns: string[];
   /** Keys present at the source only. */
   missing: string[];
@@ -40,7 +44,9 @@ export async function compareTable(source: pg.ClientBase, target: pg.ClientBase,
     [qualified],
   );
   if (cols.length === 0) throw new Error(`source table ${t.schema}.${t.table} does not exist`);
-  if (!cols.some((c) => c.is_pk)) throw new Error(`source table ${t.schema}.${t.table} has no primary key to compare by`);
+  // A keyless table is a multiset: rows are compared whole, duplicates counted (its "key"
+  // below is the row's text).
+  const keyless = !cols.some((c) => c.is_pk);
   // Column pairs (source name, target name), excluded columns left out; a key column cannot be.
   const pairs: { from: string; to: string; isPk: boolean }[] = [];
   for (const c of cols) {
@@ -63,7 +69,9 @@ export async function compareTable(source: pg.ClientBase, target: pg.ClientBase,
   const side = (name: (p: { from: string; to: string }) => string, from: string, where: string): string => {
     const rowExpr = `md5(ROW(${pairs.map((p) => quoteIdent(name(p))).join(', ')})::text)`;
     // Keys as JSON arrays of text values: the form change events and the dead-letter queue use.
-    const keyExpr = `to_json(ARRAY[${pairs.filter((p) => p.isPk).map((p) => `${quoteIdent(name(p))}::text`).join(', ')}])::text`;
+    const keyExpr = keyless
+      ? `to_json(ARRAY[${pairs.map((p) => `${quoteIdent(name(p))}::text`).join(', ')}])::text`
+      : `to_json(ARRAY[${pairs.filter((p) => p.isPk).map((p) => `${quoteIdent(name(p))}::text`).join(', ')}])::text`;
     // Ordering by the key's text form keeps the merge consistent across both servers.
     return `SELECT ${keyExpr} AS k, ${rowExpr} AS h FROM ${from}${where} ORDER BY ${keyExpr} COLLATE "C"`;
   };

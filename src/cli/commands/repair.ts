@@ -53,9 +53,11 @@ export function registerRepair(program: Command): void {
         for (const name of names) {
           const t = parseTableName(name);
           const drift = await compareTable(source, target, t, Number.MAX_SAFE_INTEGER, mapping.routeOf(t));
-          const removed = await removeExtraRows(source, sink, t, drift.keyColumns, drift.extra, sourceNameOf(config), config.consumer.group_id);
+          // A keyless table's rows cannot be removed one by one: its snapshot replaces them all.
+          const keyless = drift.keyColumns.length === 0;
+          const removed = keyless ? 0 : await removeExtraRows(source, sink, t, drift.keyColumns, drift.extra, sourceNameOf(config), config.consumer.group_id);
           let job: string | null = null;
-          if (drift.missing.length + drift.different.length > 0) {
+          if (drift.missing.length + drift.different.length + (keyless ? drift.extra.length : 0) > 0) {
             job = await store.request(t);
             jobs.push(job);
           }
