@@ -30,8 +30,8 @@ interface PendingTransaction {
  *     apply restart), a barrier stands in: each partition is read up to the end offsets
  *     taken after the transaction was complete, or until it shows a change committed at or
  *     after it, so everything published before it was seen.
- * Snapshot rows (READ) and undecodable records pass straight through: they belong to no
- * source transaction. Pure: the caller polls, decodes, and fetches end offsets when
+ * Snapshot rows (READ), a keyless snapshot's reset and undecodable records pass straight
+ * through: they belong to no source transaction. Pure: the caller polls, decodes, and fetches end offsets when
  * `barrierNeeded()` says so.
  */
 export class TransactionAssembler {
@@ -80,9 +80,9 @@ export class TransactionAssembler {
       const { record, change } = item;
       const next = record.offset + 1n;
       if ((this.readUpTo.get(record.partition) ?? 0n) < next) this.readUpTo.set(record.partition, next);
-      // Undecodable records are dead-lettered; snapshot rows (READ) are version-gated rows
-      // of no source transaction: neither waits.
-      if (!change || change.op === 'READ') {
+      // Undecodable records are dead-lettered; snapshot rows (READ) and resets are
+      // version-gated writes of no source transaction: none waits.
+      if (!change || change.op === 'READ' || change.snapshot_reset) {
         released.push(item);
         continue;
       }

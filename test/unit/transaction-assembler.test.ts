@@ -121,11 +121,13 @@ describe('TransactionAssembler', () => {
     a.release(out);
     expect(out).toHaveLength(1);
     const read = { ...(t2[0] as ChangeEvent), op: 'READ', tx_last: undefined, tx_prev: undefined, commit_lsn: '0/40', seq: 1 } as ChangeEvent;
-    a.add([rec(read, 2)], out);
-    expect(out.map((i) => i.change?.op)).toEqual([undefined, 'READ']); // t0 (no op in these fixtures), then the READ at once
+    const reset = { ...read, op: 'TRUNCATE', key: {}, snapshot_reset: true } as ChangeEvent;
+    a.add([rec(reset, 2), rec(read, 2)], out);
+    // t0 (no op in these fixtures), then a keyless snapshot's reset and the READ at once
+    expect(out.map((i) => i.change?.op)).toEqual([undefined, 'TRUNCATE', 'READ']);
     a.add([rec(t1[0] as ChangeEvent, 3)], out);
     a.release(out);
-    expect(out.slice(2).map((i) => i.change?.commit_lsn)).toEqual(['0/20', '0/30']);
+    expect(out.slice(3).map((i) => i.change?.commit_lsn)).toEqual(['0/20', '0/30']);
     // A transaction whose last change never comes (undecodable): stuck only once a later one
     // is whole (while capture may still publish it, it is not), then released as it is.
     const [t3, t4] = [transaction(3, 2, 2), transaction(4, 1, 3)];
