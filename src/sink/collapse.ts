@@ -1,10 +1,15 @@
-import type { ChangeEvent } from '../core/change.js';
+import { isKeyless, rowKeyOf, tableLabelOf, type ChangeEvent } from '../core/change.js';
 
 export interface TableBatch {
   schema: string;
   table: string;
   /** Newest change per key (INSERT/UPDATE/READ/DELETE), in first-seen order. */
   rows: ChangeEvent[];
+  /**
+   * A keyless table's row changes, all of them in stream order: a multiset has no key to
+   * fold by, and each change adds or removes one row.
+   */
+  multiset: ChangeEvent[];
   /** Newest TRUNCATE of the table in the batch. */
   truncate: ChangeEvent | undefined;
 }
@@ -19,10 +24,10 @@ export function collapseBatch(changes: readonly ChangeEvent[]): { tables: TableB
   const tables = new Map<string, { batch: TableBatch; byKey: Map<string, ChangeEvent> }>();
   let superseded = 0;
   for (const c of changes) {
-    const tableKey = `${c.schema}.${c.table}`;
+    const tableKey = tableLabelOf(c);
     let t = tables.get(tableKey);
     if (!t) {
-      t = { batch: { schema: c.schema, table: c.table, rows: [], truncate: undefined }, byKey: new Map() };
+      t = { batch: { schema: c.schema, table: c.table, rows: [], multiset: [], truncate: undefined }, byKey: new Map() };
       tables.set(tableKey, t);
     }
     if (c.op === 'TRUNCATE') {
@@ -30,7 +35,11 @@ export function collapseBatch(changes: readonly ChangeEvent[]): { tables: TableB
       if (!t.batch.truncate || BigInt(c._version) > BigInt(t.batch.truncate._version)) t.batch.truncate = c;
       continue;
     }
-    const rowKey = JSON.stringify(Object.values(c.key));
+    if (isKeyless(c)) {
+      t.batch.multiset.push(c);
+      continue;
+    }
+    const rowKey = rowKeyOf(c);
     const prev = t.byKey.get(rowKey);
     if (!prev) {
       t.byKey.set(rowKey, c);
