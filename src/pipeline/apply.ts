@@ -265,7 +265,8 @@ export class Apply {
         this.blocked.add(rowIdOf(change));
         continue;
       }
-      if (change.op === 'TRUNCATE' && this.options.truncate !== 'apply') {
+      // A keyless table's snapshot reset is not a source TRUNCATE: it always applies.
+      if (change.op === 'TRUNCATE' && !change.snapshot_reset && this.options.truncate !== 'apply') {
         if (this.options.truncate === 'dead_letter') letters.push(this.letter(change, record, truncateParked()));
         continue; // ignored by configuration (sink.truncate: ignore)
       }

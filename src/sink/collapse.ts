@@ -12,6 +12,8 @@ export interface TableBatch {
   multiset: ChangeEvent[];
   /** Newest TRUNCATE of the table in the batch. */
   truncate: ChangeEvent | undefined;
+  /** A TRUNCATE in the batch is a keyless table's snapshot reset (ChangeEvent.snapshot_reset). */
+  snapshotReset: boolean;
 }
 
 /**
@@ -27,10 +29,11 @@ export function collapseBatch(changes: readonly ChangeEvent[]): { tables: TableB
     const tableKey = tableLabelOf(c);
     let t = tables.get(tableKey);
     if (!t) {
-      t = { batch: { schema: c.schema, table: c.table, rows: [], multiset: [], truncate: undefined }, byKey: new Map() };
+      t = { batch: { schema: c.schema, table: c.table, rows: [], multiset: [], truncate: undefined, snapshotReset: false }, byKey: new Map() };
       tables.set(tableKey, t);
     }
     if (c.op === 'TRUNCATE') {
+      if (c.snapshot_reset) t.batch.snapshotReset = true;
       if (t.batch.truncate) superseded++;
       if (!t.batch.truncate || BigInt(c._version) > BigInt(t.batch.truncate._version)) t.batch.truncate = c;
       continue;

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { tableLabelOf, type ChangeEvent, type Row } from '../../core/change.js';
+import type { ChangeEvent, Row } from '../../core/change.js';
 import { SynclineError } from '../../core/errors.js';
 import { parseLsn } from '../../core/lsn.js';
 import { quoteIdent } from '../../core/sql.js';
@@ -34,20 +34,23 @@ export function multisetStateDdl(state: MultisetState): string {
     table_name text PRIMARY KEY, lsn pg_lsn NOT NULL, seq integer NOT NULL, reset boolean NOT NULL DEFAULT false)`;
 }
 
-/** Applies `changes` (one keyless table's, in stream order) after the batch's truncation, if any. */
+/**
+ * Applies `changes` (one keyless table's, in stream order) after the batch's truncation, if
+ * any; `sawReset`: the batch holds the table's snapshot reset.
+ */
 export async function applyMultiset(
   c: pg.ClientBase,
   target: TargetTable,
   label: string,
   changes: readonly ChangeEvent[],
-  truncate: ChangeEvent | undefined,
+  sawReset: boolean,
   state: MultisetState,
   counts: { applied: number; stale: number },
 ): Promise<void> {
   const seen = await c.query<{ lsn: string; seq: number; reset: boolean }>(`SELECT lsn::text, seq, reset FROM ${state.versions} WHERE table_name = $1 FOR UPDATE`, [label]);
   const trunc = await c.query<{ lsn: string; seq: number }>(`SELECT lsn::text, seq FROM ${state.truncations} WHERE table_name = $1`, [label]);
   const high = seen.rows[0];
-  let reset = high?.reset === true || truncate?.snapshot_reset === true;
+  const reset = high?.reset === true || sawReset;
   let floor = high ? version(high.lsn, high.seq) : -1n;
   const truncated = trunc.rows[0];
   if (truncated) floor = max(floor, version(truncated.lsn, truncated.seq));
@@ -94,7 +97,6 @@ export async function applyMultiset(
     }
   }
   await flushInserts();
-  if (truncate?.snapshot_reset) reset = true;
   if (newestChange || (reset && !high?.reset)) {
     const lsn = newestChange?.commit_lsn ?? high?.lsn ?? '0/0';
     const seq = newestChange?.seq ?? high?.seq ?? 0;
@@ -104,17 +106,6 @@ export async function applyMultiset(
       [label, lsn, seq, reset],
     );
   }
-}
-
-/** A keyless table's snapshot reset applied at the target: from now on a missing row is drift. */
-export async function markReset(c: pg.ClientBase, state: MultisetState, label: string, change: ChangeEvent): Promise<void> {
-  await c.query(
-    `INSERT INTO ${state.versions} AS v (table_name, lsn, seq, reset) VALUES ($1, $2::pg_lsn, $3, true)
-     ON CONFLICT (table_name) DO UPDATE SET reset = true,
-       lsn = CASE WHEN (v.lsn, v.seq) < (EXCLUDED.lsn, EXCLUDED.seq) THEN EXCLUDED.lsn ELSE v.lsn END,
-       seq = CASE WHEN (v.lsn, v.seq) < (EXCLUDED.lsn, EXCLUDED.seq) THEN EXCLUDED.seq ELSE v.seq END`,
-    [label, change.commit_lsn, change.seq],
-  );
 }
 
 async function insertRows(c: pg.ClientBase, target: TargetTable, rows: Row[], changes: ChangeEvent[]): Promise<number> {
@@ -174,4 +165,3 @@ function max(a: bigint, b: bigint): bigint {
   return a > b ? a : b;
 }
 
-export { tableLabelOf };

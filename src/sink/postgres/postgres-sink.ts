@@ -6,6 +6,7 @@ import { collapseBatch, type TableBatch } from '../collapse.js';
 import type { ApplyOutcome, Sink } from '../sink.js';
 import { isRetriablePgError } from '../../core/sqlstate.js';
 import { copyFrom, copyTextChunks } from './copy-in.js';
+import { applyMultiset, multisetStateDdl, type MultisetState } from './multiset.js';
 import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, castText, loadTargetTable, type TargetColumn, type TargetTable } from './table-meta.js';
 
 export interface PostgresSinkOptions {
@@ -43,7 +44,7 @@ const ROW_VERSION = `(COALESCE(t.${V_LSN}, '0/0'::pg_lsn), COALESCE(t.${V_SEQ}, 
 export class PostgresSink implements Sink {
   readonly storesPositions = true;
   private readonly pool: pg.Pool;
-  private readonly state: { positions: string; tombstones: string; truncations: string; staleAudit: string };
+  private readonly state: { positions: string; tombstones: string; truncations: string; staleAudit: string } & MultisetState;
   private readonly tables = new Map<string, TargetTable>();
   private readonly sqlCache = new Map<string, string>();
   /** Staging table per target and column set: its name and the statement that creates it. */
@@ -59,6 +60,7 @@ export class PostgresSink implements Sink {
       tombstones: quoteQualified(s, 'tombstones'),
       truncations: quoteQualified(s, 'truncations'),
       staleAudit: quoteQualified(s, 'stale_audit'),
+      versions: quoteQualified(s, 'multiset_versions'),
     };
   }
 
@@ -76,6 +78,7 @@ export class PostgresSink implements Sink {
         deleted_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_name, row_key))`);
       await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.truncations} (
         table_name text PRIMARY KEY, lsn pg_lsn NOT NULL, seq integer NOT NULL)`);
+      await c.query(multisetStateDdl(this.state));
       if (this.options.staleAudit) {
         await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.staleAudit} (
           id bigserial PRIMARY KEY, table_name text NOT NULL, row_key text NOT NULL, op text NOT NULL,
@@ -107,6 +110,10 @@ export class PostgresSink implements Sink {
           const target = await this.target(c, batch.schema, batch.table);
           const counts = { applied: 0, stale: 0 };
           if (batch.truncate) await this.truncate(c, target, batch.truncate, counts);
+          if (batch.multiset.length > 0 || batch.snapshotReset) {
+            this.checkColumns(target, multisetColumns(batch), undefined);
+            await applyMultiset(c, target, tableLabel(target), batch.multiset, batch.snapshotReset, this.state, counts);
+          }
           await this.upsert(c, target, batch, counts);
           await this.delete(c, target, batch, counts);
           outcome.applied += counts.applied;
@@ -325,14 +332,17 @@ export class PostgresSink implements Sink {
     counts.applied += 1;
   }
 
-  private checkColumns(target: TargetTable, columns: string[], keyColumns: string[]): void {
-    const missing = [...new Set([...columns, ...keyColumns])].filter((c) => !target.columns.has(c));
+  /** Throws when the target lacks a column, or (`keyColumns` given) has another primary key than the source. */
+  private checkColumns(target: TargetTable, columns: string[], keyColumns: string[] | undefined): void {
+    const missing = [...new Set([...columns, ...(keyColumns ?? [])])].filter((c) => !target.columns.has(c));
     if (missing.length > 0) {
       throw new PrerequisiteError(
         `target table ${tableLabel(target)} lacks column(s) ${missing.join(', ')}`,
         `ALTER TABLE ${target.qualified} ${missing.map((m) => `ADD COLUMN ${quoteIdent(m)} <type>`).join(', ')}`,
       );
     }
+    // A keyless table (a multiset) needs no key at the target: rows are matched whole.
+    if (!keyColumns) return;
     const pk = [...target.primaryKey].sort().join(',');
     if (pk !== [...keyColumns].sort().join(',')) {
       throw new PrerequisiteError(
@@ -341,6 +351,16 @@ export class PostgresSink implements Sink {
       );
     }
   }
+}
+
+/** Every column a keyless table's changes in the batch name (new and old images). */
+function multisetColumns(batch: TableBatch): string[] {
+  const columns = new Set<string>();
+  for (const c of batch.multiset) {
+    for (const col in c.payload ?? {}) columns.add(col);
+    for (const col in c.before ?? {}) columns.add(col);
+  }
+  return [...columns];
 }
 
 function tableLabel(t: TargetTable): string {
