@@ -6,6 +6,17 @@ import { parseTableName, quoteIdent, quoteQualified } from '../core/sql.js';
 import type { DeadLetter, DeadLetterEntry, DeadLetterFilter, DeadLetterQueue } from './dead-letter-queue.js';
 
 /**
+ * When a change that already has an entry fails again, the entry keeps its first diagnosis
+ * if the new one is BLOCKED_BY_EARLIER (a re-read of the change is blocked by its own entry)
+ * or another real error code: the operator needs the cause, not its echo. The same code
+ * again updates the message; a real error replaces a BLOCKED_BY_EARLIER one. See
+ * `keepFirstError` in topic-dead-letter-queue.ts for the topic store's twin of this rule.
+ */
+const BLOCKED_BY_EARLIER = 'BLOCKED_BY_EARLIER'; // the code of apply's blockedError()
+const KEEP_FIRST_ERROR = (t: string): string =>
+  `(EXCLUDED.error_code = '${BLOCKED_BY_EARLIER}' OR (${t}.error_code <> EXCLUDED.error_code AND ${t}.error_code <> '${BLOCKED_BY_EARLIER}'))`;
+
+/**
  * The dead-letter queue as a table (`<schema>.dead_letter`) in a PostgreSQL database —
  * by default the sink's, next to the positions — so entries can be listed, filtered,
  * replayed and purged with SQL-grade precision and survive any process crash.
@@ -66,7 +77,9 @@ export class PostgresDeadLetterQueue implements DeadLetterQueue {
       await this.query(
         `INSERT INTO ${this.table} (source, table_name, row_key, commit_lsn, seq, change, raw, error, error_code, attempts, stream_partition, stream_offset)
          VALUES ($1, $2, $3, $4::pg_lsn, $5, $6::jsonb, $7, $8, $9, $10, $11, $12)
-         ON CONFLICT ${conflict} DO UPDATE SET error = EXCLUDED.error, error_code = EXCLUDED.error_code,
+         ON CONFLICT ${conflict} DO UPDATE SET
+           error = CASE WHEN ${KEEP_FIRST_ERROR(this.table)} THEN ${this.table}.error ELSE EXCLUDED.error END,
+           error_code = CASE WHEN ${KEEP_FIRST_ERROR(this.table)} THEN ${this.table}.error_code ELSE EXCLUDED.error_code END,
            attempts = ${this.table}.attempts + EXCLUDED.attempts, last_failed_at = now()`,
         params,
       );

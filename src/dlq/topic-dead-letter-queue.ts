@@ -91,8 +91,8 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
         op: c?.op ?? null,
         commit_lsn: c?.commit_lsn ?? null,
         seq: c?.seq ?? null,
-        error_code: l.errorCode,
-        error: l.error,
+        error_code: before && keepFirstError(before.error_code, l.errorCode) ? before.error_code : l.errorCode,
+        error: before && keepFirstError(before.error_code, l.errorCode) ? before.error : l.error,
         attempts: (before?.attempts ?? 0) + l.attempts,
         first_failed_at: before?.first_failed_at ?? now,
         last_failed_at: now,
@@ -214,6 +214,18 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
       throw wrap(err, `reading the dead-letter topic ${this.topic}`);
     }
   }
+}
+
+const BLOCKED_BY_EARLIER = 'BLOCKED_BY_EARLIER'; // the code of apply's blockedError()
+
+/**
+ * A change that already has an entry failed again: keep the entry's first diagnosis when the
+ * new one is BLOCKED_BY_EARLIER (a re-read of the change, blocked by its own entry) or another
+ * real error code. The same code updates the message; a real error replaces a blocked one.
+ * The table store applies the same rule in SQL (postgres-dead-letter-queue.ts).
+ */
+function keepFirstError(oldCode: string, newCode: string): boolean {
+  return newCode === BLOCKED_BY_EARLIER || (oldCode !== newCode && oldCode !== BLOCKED_BY_EARLIER);
 }
 
 function toEntry(e: TopicEntry): DeadLetterEntry {

@@ -80,6 +80,39 @@ export function describeDeadLetterContract(name: string, newStore: () => Promise
       }
     });
 
+    it('keeps the first real error when the same change fails again as BLOCKED_BY_EARLIER or with another code', async () => {
+      const q = (await newStore())();
+      try {
+        await q.prepare();
+        const tooLong = 'applying to the sink failed: value too long for type character varying(3) (SQLSTATE 22001)';
+        await q.add([{ ...letter(7, '0/70', 0, 70n, tooLong), errorCode: 'SINK_22001' }]);
+        // A re-read of the change (crash before the position commit, or apply --from) is
+        // blocked by its own entry: the entry must keep why it failed.
+        await q.add([{ ...letter(7, '0/70', 0, 71n, 'an earlier change to this row is in the dead-letter queue'), errorCode: 'BLOCKED_BY_EARLIER' }]);
+        let [entry] = await q.list({});
+        expect(entry?.errorCode).toBe('SINK_22001');
+        expect(entry?.error).toBe(tooLong);
+        expect(entry?.attempts).toBe(2);
+        expect(entry?.lastFailedAt.getTime()).toBeGreaterThanOrEqual(entry?.firstFailedAt.getTime() ?? Infinity);
+        expect((await q.list({ error: 'value too long' })).length).toBe(1);
+        // Another real code later: still the first diagnosis, one more attempt.
+        await q.add([{ ...letter(7, '0/70', 0, 72n, 'deadlock detected'), errorCode: 'SINK_40P01' }]);
+        [entry] = await q.list({});
+        expect(entry?.errorCode).toBe('SINK_22001');
+        expect(entry?.error).toBe(tooLong);
+        expect(entry?.attempts).toBe(3);
+        // A change first dead-lettered as blocked that then fails for real gets the real error.
+        await q.add([{ ...letter(8, '0/80', 0, 80n, 'an earlier change to this row is in the dead-letter queue'), errorCode: 'BLOCKED_BY_EARLIER' }]);
+        await q.add([{ ...letter(8, '0/80', 0, 81n, 'value too long'), errorCode: 'SINK_22001' }]);
+        const [, blocked] = await q.list({});
+        expect(blocked?.errorCode).toBe('SINK_22001');
+        expect(blocked?.error).toBe('value too long');
+        expect(blocked?.attempts).toBe(2);
+      } finally {
+        await q.close();
+      }
+    });
+
     it('keeps undecodable records by stream position', async () => {
       const q = (await newStore())();
       try {
