@@ -1,4 +1,5 @@
 import client from 'prom-client';
+import { retentionGapCounts } from '../stream/stream.js';
 
 /**
  * Every metric syncline exports, in one registry per pipeline (so tests and library users
@@ -30,6 +31,7 @@ export class Metrics {
     },
   });
   readonly deadletterCount = this.gauge('sync_deadletter_count', 'Changes currently in the dead-letter queue');
+  readonly tableBlocked = this.gauge('sync_table_blocked', '1 while a table is held: its target does not fit its changes, which wait in the dead-letter queue in order', ['table']);
   readonly deadletterOldestAge = this.gauge('sync_deadletter_oldest_age_seconds', 'Age of the oldest dead-letter entry (0 when empty)');
   readonly captured = this.counter('sync_events_captured_total', 'Changes decoded from the replication slot', ['table']);
   readonly published = this.counter('sync_events_published_total', 'Changes durably acknowledged by the stream');
@@ -50,8 +52,25 @@ export class Metrics {
   readonly slotRetainedWalBytes = this.gauge('sync_slot_retained_wal_bytes', 'WAL bytes the source retains for the slot');
   readonly driftRows = this.gauge('sync_drift_rows', 'Rows that differed between source and target at the last verify', ['table']);
   readonly consumerLag = this.gauge('sync_stream_consumer_lag', 'Records in the stream not yet consumed by this group');
+  readonly retentionGaps = new client.Counter({
+    name: 'sync_stream_retention_gap_total',
+    help: 'Times a consumer was refused because retention had deleted records it had not consumed yet (apply stops: the target misses changes)',
+    labelNames: ['partition'],
+    registers: [this.registry],
+    // The stream adapters raise RetentionGapError and tally it process-wide; each scrape
+    // adds what was raised since this registry was made (or last scraped).
+    collect: () => {
+      for (const [partition, count] of retentionGapCounts()) {
+        const seen = this.retentionGapsSeen.get(partition) ?? 0;
+        if (count > seen) this.retentionGaps.inc({ partition: String(partition) }, count - seen);
+        this.retentionGapsSeen.set(partition, count);
+      }
+    },
+  });
 
   private readonly window = new SlidingRate(60);
+  /** Per partition, the process-wide retention gap count already added to this registry. */
+  private readonly retentionGapsSeen = new Map<number, number>(retentionGapCounts());
   /** Per table, commit time (ms) of the oldest change in the batch apply is writing now. */
   private readonly applyingSince = new Map<string, number>();
 

@@ -5,6 +5,8 @@
  * Offsets are per partition, start at 0 and increase by one per record. A consumer
  * position is always the offset of the *next* record to read.
  */
+import { PrerequisiteError } from '../core/errors.js';
+
 export interface OutgoingRecord {
   /** Records with the same key land in the same partition, in publish order. */
   key: string;
@@ -82,4 +84,42 @@ export interface Stream {
    */
   offsetsForTime(timestampMs: number): Promise<Map<number, bigint>>;
   close(): Promise<void>;
+}
+
+/**
+ * A consumer was to read a partition from an offset that retention has already deleted:
+ * the records from `wanted` up to `firstRetained` were never consumed and are gone. Every
+ * broker refuses this instead of starting at the first retained record, which would skip
+ * them without a trace. Not retriable: the target misses those changes until it is rebuilt.
+ */
+export class RetentionGapError extends PrerequisiteError {
+  readonly partition: number;
+  readonly wanted: bigint;
+  readonly firstRetained: bigint;
+  constructor(what: string, partition: number, wanted: bigint, firstRetained: bigint) {
+    super(
+      `${what} partition ${partition}: a consumer was to start at offset ${wanted}, but retention has deleted the records before ${firstRetained}; ` +
+        `the ${firstRetained - wanted} records from ${wanted} to ${firstRetained - 1n} were never consumed and the target is missing their changes`,
+      `accept the gap and rebuild what it lost: start \`syncline apply\` (or \`run\`) once with \`--from ${partition}:${firstRetained}\` ` +
+        '(one partition:offset pair per partition reported) so it resumes at the first retained record, and re-sync the target with ' +
+        '`syncline snapshot` (or find and fix the drift with `syncline verify` + `syncline repair`); to keep it from happening again, ' +
+        'raise stream.retention_hours above the longest apply outage',
+    );
+    this.name = 'RetentionGapError';
+    this.partition = partition;
+    this.wanted = wanted;
+    this.firstRetained = firstRetained;
+    const byPartition = retentionGapsByPartition.get(partition) ?? 0;
+    retentionGapsByPartition.set(partition, byPartition + 1);
+  }
+}
+
+const retentionGapsByPartition = new Map<number, number>();
+
+/**
+ * How many RetentionGapErrors this process raised, per partition: read by `Metrics`
+ * (`sync_stream_retention_gap_total`). Process-wide, because the adapters know no metrics.
+ */
+export function retentionGapCounts(): ReadonlyMap<number, number> {
+  return retentionGapsByPartition;
 }

@@ -19,7 +19,7 @@
  *   groups/<groupId>.json          committed positions of a consumer group
  */
 import { EventEmitter } from 'node:events';
-import { link, mkdir, open, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { partitionFor } from '../../core/change.js';
@@ -327,9 +327,49 @@ class EmbeddedStream implements Stream {
     return this.notifier;
   }
 
+  /**
+   * Deletes expired segments, except those holding records that a consumer group recorded in
+   * `groups/` has not consumed yet. Why this is safe: a group file is written only after the
+   * sink committed (apply commits the stream after the sink), so it is never ahead of what
+   * was applied; holding back to it keeps at least what the group still needs and can only
+   * keep more. Without it an apply outage longer than `retentionHours` would lose records
+   * (now refused with RetentionGapError rather than skipped, but lost all the same). The
+   * price: a group that is never run again pins its partitions' segments; delete its file
+   * (`groups/<group>.json`) to release them. Groups that never committed hold nothing.
+   */
   async applyRetention(): Promise<void> {
     const cutoff = this.clock.now() - this.retentionMs;
-    await Promise.all(this.logs.map((log) => log.applyRetention(cutoff)));
+    const keepFrom = await this.lowestGroupPositions();
+    await Promise.all(this.logs.map((log) => log.applyRetention(cutoff, keepFrom.get(log.partition))));
+  }
+
+  /** Per partition, the lowest position committed by any group in `groups/`. */
+  private async lowestGroupPositions(): Promise<Map<number, bigint>> {
+    const groupsDir = join(this.dir, 'groups');
+    let names: string[];
+    try {
+      names = await readdir(groupsDir);
+    } catch (err) {
+      if (isCode(err, 'ENOENT')) return new Map();
+      throw err;
+    }
+    const lowest = new Map<number, bigint>();
+    for (const name of names) {
+      if (!name.endsWith('.json')) continue; // skips the temporary files of atomic writes
+      let positions: Map<number, bigint>;
+      try {
+        positions = await readGroupFile(join(groupsDir, name));
+      } catch {
+        // Unreadable: its consumer refuses to open anyway (STREAM_GROUP_INVALID), and one bad
+        // file must not stop retention for good.
+        continue;
+      }
+      for (const [p, offset] of positions) {
+        const low = lowest.get(p);
+        if (low === undefined || offset < low) lowest.set(p, offset);
+      }
+    }
+    return lowest;
   }
 
   async producer(): Promise<StreamProducer> {
@@ -355,7 +395,9 @@ class EmbeddedStream implements Stream {
     const stored = await readGroupFile(groupFile);
     // The single consumer of a group is assigned every partition.
     const start = options.startPositions ? await options.startPositions(this.logs.map((log) => log.partition)) : new Map<number, bigint>();
-    const readers = this.logs.map((log) => log.openReader(start.get(log.partition) ?? stored.get(log.partition) ?? 0n));
+    // No position (neither asked for nor committed): from the first retained record. An asked
+    // or committed position that retention deleted is refused by the reader (RetentionGapError).
+    const readers = this.logs.map((log) => log.openReader(start.get(log.partition) ?? stored.get(log.partition) ?? null));
     const consumer = new EmbeddedConsumer(this, groupFile, readers);
     this.consumers.add(consumer);
     return consumer;
@@ -365,8 +407,9 @@ class EmbeddedStream implements Stream {
     const result = new Map<number, bigint>();
     const producer = this.producerRef;
     if (producer !== null) {
-      // Our own writer knows exactly; no need to read the files.
-      for (let p = 0; p < this.partitions; p++) result.set(p, producer.nextOffset(p));
+      // Our own writer knows exactly; no need to read the files. Up to the durable mark only,
+      // which is where readers of this process stop.
+      for (let p = 0; p < this.partitions; p++) result.set(p, producer.durableOffset(p));
       return result;
     }
     const ends = await Promise.all(this.logs.map((log) => log.endOffset()));
@@ -443,8 +486,8 @@ class EmbeddedProducer implements StreamProducer {
     this.retentionTimer.unref();
   }
 
-  nextOffset(partition: number): bigint {
-    return (this.writers[partition] as PartitionWriter).nextOffset;
+  durableOffset(partition: number): bigint {
+    return (this.writers[partition] as PartitionWriter).durableOffset;
   }
 
   publish(records: readonly OutgoingRecord[]): Promise<void> {

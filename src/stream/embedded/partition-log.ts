@@ -6,12 +6,19 @@
  * Crash model: a `kill -9` can leave the last segment with a torn tail (a record cut short,
  * or bytes whose CRC fails). The writer truncates it on open; readers treat it as "not yet
  * written" and never return it, because a recovering writer will overwrite those bytes.
+ *
+ * Durable high-water mark: a writer advances its partition's mark only after fdatasync, and
+ * readers in the same process stop there. Without it a reader in the writer's process (apply
+ * in `syncline run`) could apply records that are still only in the page cache and store
+ * positions past them; an OS crash or power loss would then take those records back.
+ * (A kill -9 keeps the page cache; readers in another process cannot see the mark and read
+ * what the files show, as before.)
  */
 import { existsSync } from 'node:fs';
 import { open, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SynclineError } from '../../core/errors.js';
-import type { OutgoingRecord, StreamRecord } from '../stream.js';
+import { RetentionGapError, type OutgoingRecord, type StreamRecord } from '../stream.js';
 import {
   CORRUPT,
   INCOMPLETE,
@@ -65,6 +72,13 @@ export async function fsyncDir(dir: string): Promise<void> {
 export function isCode(err: unknown, code: string): boolean {
   return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === code;
 }
+
+/**
+ * Per partition directory, the offset below which every record is synced, set by the writer
+ * of this process (absent when this process has none). Module-wide so that every stream
+ * instance opened on the same path in this process honours it.
+ */
+const durableMarks = new Map<string, { writer: PartitionWriter; end: bigint }>();
 
 function corruptError(file: string, position: number, detail: string): SynclineError {
   return new SynclineError(
@@ -184,6 +198,14 @@ export class PartitionLog {
     return join(this.dir, segmentFileName(base));
   }
 
+  /**
+   * Offset below which every record is durable (fdatasync done), when a writer of this
+   * process holds the partition; undefined otherwise (the files are all there is to go by).
+   */
+  get durableEnd(): bigint | undefined {
+    return durableMarks.get(this.dir)?.end;
+  }
+
   /** Recovers the last segment (truncating a torn tail) and returns the partition's writer. */
   async openWriter(): Promise<PartitionWriter> {
     const bases = await listSegments(this.dir);
@@ -196,7 +218,7 @@ export class PartitionLog {
         await fh.close();
         throw err;
       }
-      return new PartitionWriter(this, fh, 0n, 0, 0n, null);
+      return PartitionWriter.registered(this, fh, 0n, 0, 0n, null);
     }
     const file = this.segmentPath(base);
     const fh = await open(file, 'r+');
@@ -206,16 +228,22 @@ export class PartitionLog {
         // Torn tail of a killed writer: never acknowledged (publish resolves only after
         // fdatasync of complete records), so dropping it loses nothing.
         await fh.truncate(scan.end);
-        await fh.datasync();
       }
-      return new PartitionWriter(this, fh, base, scan.end, scan.nextOffset, scan.lastTimestamp);
+      // Always: a killed writer may have left complete records it never synced; they become
+      // durable now, before readers of this process may pass them (the durable mark).
+      await fh.datasync();
+      return PartitionWriter.registered(this, fh, base, scan.end, scan.nextOffset, scan.lastTimestamp);
     } catch (err) {
       await fh.close();
       throw err;
     }
   }
 
-  openReader(position: bigint): PartitionReader {
+  /**
+   * A reader from `position`, or, with null, from the first retained record. A position that
+   * retention has deleted makes `read` throw RetentionGapError rather than skip ahead.
+   */
+  openReader(position: bigint | null): PartitionReader {
     return new PartitionReader(this, position);
   }
 
@@ -247,7 +275,10 @@ export class PartitionLog {
     } finally {
       await fh.close();
     }
-    return this.endNext;
+    // A writer of this process may have appended records it has not synced yet: readers stop
+    // at the durable mark, so the end they can reach is there.
+    const durable = this.durableEnd;
+    return durable !== undefined && durable < this.endNext ? durable : this.endNext;
   }
 
   /**
@@ -289,13 +320,16 @@ export class PartitionLog {
   /**
    * Deletes the oldest non-active segments whose last record is older than `cutoffMs`.
    * Only a prefix is deleted, so the remaining offsets stay contiguous. Returns the count.
+   * With `keepFrom`, a segment holding any offset at or after it is kept, whatever its age.
    */
-  async applyRetention(cutoffMs: number): Promise<number> {
+  async applyRetention(cutoffMs: number, keepFrom?: bigint): Promise<number> {
     const bases = await listSegments(this.dir);
     let deleted = 0;
     // The last segment is the active one: never deleted, even when idle for long.
     for (let i = 0; i < bases.length - 1; i++) {
       const base = bases[i] as bigint;
+      // Segment i holds the offsets [base, next base): it still has records not consumed.
+      if (keepFrom !== undefined && (bases[i + 1] as bigint) > keepFrom) break;
       const file = this.segmentPath(base);
       let last = this.lastTimestamps.get(base);
       if (last === undefined) {
@@ -374,9 +408,30 @@ export class PartitionWriter {
     this.lastTimestamp = lastTimestamp;
   }
 
+  /** Creates the writer and makes it the one that sets the partition's durable mark. */
+  static registered(
+    log: PartitionLog,
+    fh: FileHandle,
+    base: bigint,
+    size: number,
+    next: bigint,
+    lastTimestamp: number | null,
+  ): PartitionWriter {
+    const writer = new PartitionWriter(log, fh, base, size, next, lastTimestamp);
+    // Everything in the files was synced by openWriter.
+    durableMarks.set(log.dir, { writer, end: next });
+    return writer;
+  }
+
   /** Offset the next appended record gets. */
   get nextOffset(): bigint {
     return this.next;
+  }
+
+  /** Offset below which every appended record is synced (readers of this process stop there). */
+  get durableOffset(): bigint {
+    const mark = durableMarks.get(this.log.dir);
+    return mark?.writer === this ? mark.end : this.next;
   }
 
   /**
@@ -439,20 +494,28 @@ export class PartitionWriter {
     this.lastTimestamp = timestamp;
   }
 
-  /** fdatasync of the active segment: the appended records are durable once it resolves. */
+  /**
+   * fdatasync of the active segment: the appended records are durable once it resolves, and
+   * only then does the durable mark (what readers of this process may return) move past them.
+   */
   async sync(): Promise<void> {
     this.checkUsable();
+    const upTo = this.next;
     try {
       await (this.fh as FileHandle).datasync();
     } catch (err) {
       this.failed = err;
       throw err;
     }
+    const mark = durableMarks.get(this.log.dir);
+    if (mark?.writer === this && mark.end < upTo) mark.end = upTo;
   }
 
   async close(): Promise<void> {
     const fh = this.fh;
     this.fh = null;
+    // Synced records stay readable; without a writer, readers go by the files again.
+    if (durableMarks.get(this.log.dir)?.writer === this) durableMarks.delete(this.log.dir);
     if (fh !== null) await fh.close();
   }
 
@@ -493,6 +556,8 @@ export class PartitionReader {
   private readonly log: PartitionLog;
   /** Next offset to return. */
   private pos: bigint;
+  /** False while the reader is to start at the first retained record (no position asked). */
+  private explicit: boolean;
   private fh: FileHandle | null = null;
   /** Base offset of the open segment. */
   private base = 0n;
@@ -506,9 +571,10 @@ export class PartitionReader {
   private relocate = true;
 
   /** @internal use PartitionLog.openReader */
-  constructor(log: PartitionLog, position: bigint) {
+  constructor(log: PartitionLog, position: bigint | null) {
     this.log = log;
-    this.pos = position;
+    this.pos = position ?? 0n;
+    this.explicit = position !== null;
   }
 
   get position(): bigint {
@@ -517,16 +583,19 @@ export class PartitionReader {
 
   seek(offset: bigint): void {
     this.pos = offset;
+    this.explicit = true;
     this.relocate = true;
   }
 
   /**
    * Appends up to `max` records to `out` and returns how many. Zero means nothing new yet.
-   * Records before the oldest retained segment are skipped (retention deleted them).
+   * Throws RetentionGapError when retention deleted records from the reader's position on.
    */
   async read(max: number, out: StreamRecord[]): Promise<number> {
     if (this.relocate && !(await this.locate())) return 0;
     const partition = this.log.partition;
+    // Records at or past the durable mark are not synced yet: not returned (see the top).
+    const durable = this.log.durableEnd;
     let n = 0;
     // Whether the buffer was just filled from the file: if it then holds no complete
     // record, this segment has nothing more for now.
@@ -537,6 +606,7 @@ export class PartitionReader {
       const size = checkRecord(buf, at, this.bufEnd);
       if (size > 0) {
         const offset = recordOffset(buf, at);
+        if (durable !== undefined && offset >= durable) break;
         if (offset !== this.scanOffset) {
           throw corruptError(this.currentFile(), this.filePos, `record has offset ${offset}, expected ${this.scanOffset}`);
         }
@@ -565,6 +635,8 @@ export class PartitionReader {
       if (!(await this.nextSegment())) break;
       fresh = false;
     }
+    // Once it returned a record the reader has a position of its own: a later gap is a loss.
+    if (n > 0) this.explicit = true;
     return n;
   }
 
@@ -581,18 +653,28 @@ export class PartitionReader {
     return this.log.segmentPath(this.base);
   }
 
-  /** Opens the segment holding `pos` (or the oldest one, if retention removed it). */
+  /**
+   * Opens the segment holding `pos`; a reader without a position starts at the oldest one.
+   * A position that retention deleted is refused: moving up to the first retained record
+   * would skip records nobody consumed, silently.
+   */
   private async locate(): Promise<boolean> {
     await this.close();
     const bases = await listSegments(this.log.dir);
     const first = bases[0];
     if (first === undefined) return false;
+    if (this.pos < first) {
+      if (this.explicit) {
+        this.relocate = true;
+        throw new RetentionGapError('embedded stream', this.log.partition, this.pos, first);
+      }
+      this.pos = first;
+    }
     let base = first;
     for (const b of bases) {
       if (b > this.pos) break;
       base = b;
     }
-    if (this.pos < first) this.pos = first;
     try {
       this.fh = await open(this.log.segmentPath(base), 'r');
     } catch (err) {
