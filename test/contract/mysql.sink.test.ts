@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { MysqlSink } from '../../src/sink/mysql/mysql-sink.js';
 import { isRetriableMysqlError } from '../../src/sink/mysql/mysql-errors.js';
 import { quoteMysqlIdent } from '../../src/sink/mysql/mysql-table.js';
-import { REJECT_VALUE, describeSinkContract, describeSoftDeleteContract, type SoftDeleteHarness } from './sink-contract.js';
+import { REJECT_VALUE, describeKeylessSinkContract, describeSinkContract, describeSoftDeleteContract, type KeylessRow, type SoftDeleteHarness } from './sink-contract.js';
 import { MYSQL_ADMIN_URL, mysqlAdmin } from '../helpers/mysql.js';
 
 const DATABASE = 'syncline_sinkc';
@@ -84,6 +84,45 @@ async function softHarness(database: string): Promise<SoftDeleteHarness> {
 
 describeSinkContract('mysql (MariaDB), delete_mode: soft', () => softHarness('syncline_sinkc_soft_all'));
 describeSoftDeleteContract('mysql (MariaDB)', () => softHarness('syncline_sinkc_soft'));
+
+// Keyless tables, in a database whose default collation is case-insensitive and PAD SPACE
+// (utf8mb4_general_ci): a row is still removed only by its exact values.
+describeKeylessSinkContract('mysql (MariaDB)', async () => {
+  const database = 'syncline_ms_keyless';
+  const admin = await mysqlAdmin();
+  await admin.query(`DROP DATABASE IF EXISTS ${quoteMysqlIdent(database)}`);
+  await admin.query(`CREATE DATABASE ${quoteMysqlIdent(database)} CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`);
+  await admin.query(`USE ${quoteMysqlIdent(database)}`);
+  const url = new URL(MYSQL_ADMIN_URL);
+  url.pathname = `/${database}`;
+  const sink = new MysqlSink({ url: url.toString(), stateSchema: 'syncline', versionGate: true });
+  const check = `CHECK (v IS NULL OR v <> ${mysql.escape(REJECT_VALUE)})`;
+  return {
+    sink,
+    storesPositions: true,
+    missingTableIsPrerequisite: true,
+    async createTable(table) {
+      await admin.query(`CREATE TABLE ${quoteMysqlIdent(table)} (id VARCHAR(255) PRIMARY KEY, v TEXT ${check}, n LONGTEXT)`);
+    },
+    async createKeylessTable(table) {
+      await admin.query(`CREATE TABLE ${quoteMysqlIdent(table)} (id VARCHAR(255), v TEXT ${check}, n LONGTEXT)`);
+    },
+    async readRow(table, key) {
+      const [rows] = await admin.query<(mysql.RowDataPacket & KeylessRow)[]>(`SELECT id, v, n FROM ${quoteMysqlIdent(table)} WHERE id = ?`, [key.id]);
+      const r = rows[0];
+      return r === undefined ? undefined : { id: r.id, v: r.v, n: r.n };
+    },
+    async readRows(table) {
+      const [rows] = await admin.query<(mysql.RowDataPacket & KeylessRow)[]>(`SELECT id, v, n FROM ${quoteMysqlIdent(table)}`);
+      return rows.map((r) => ({ id: r.id, v: r.v, n: r.n }));
+    },
+    async close() {
+      await sink.close();
+      await admin.query(`DROP DATABASE IF EXISTS ${quoteMysqlIdent(database)}`);
+      await admin.end();
+    },
+  };
+});
 
 describe('mysql sink: error classification', () => {
   it('retries lock and connection errors, not data errors', () => {

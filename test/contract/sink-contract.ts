@@ -605,3 +605,257 @@ export function describeSoftDeleteContract(name: string, factory: () => Promise<
     });
   });
 }
+
+/**
+ * A harness for keyless tables (REPLICA IDENTITY FULL without a primary key: a multiset of
+ * whole rows). `createTable` makes the keyed test table as for `describeSinkContract`.
+ */
+export interface KeylessSinkHarness extends SinkHarness {
+  /**
+   * Creates `table` with columns `(id text, v text, n text)` and no primary key or unique
+   * constraint, rejecting `v = REJECT_VALUE` where the target can. Text columns compare
+   * case-sensitively at the source; the target's default collation may not (MySQL).
+   */
+  createKeylessTable(table: string): Promise<void>;
+  /** Every row of `table` (`id`, `v`, `n` as strings or null; bookkeeping columns left out), any order. */
+  readRows(table: string): Promise<KeylessRow[]>;
+}
+
+export interface KeylessRow {
+  id: string | null;
+  v: string | null;
+  n: string | null;
+}
+
+/** Builds ChangeEvents of a keyless table (`key` {}, whole row images). */
+export class KeylessChangeFactory {
+  constructor(
+    private readonly schema = 'public',
+    private readonly source = 'contract',
+  ) {}
+
+  event(op: ChangeOp, table: string, ver: Ver | number, payload: KeylessRow | null, before?: KeylessRow): ChangeEvent {
+    const { lsn, seq = 1 } = typeof ver === 'number' ? { lsn: ver } : ver;
+    const commitLsn = BigInt(lsn);
+    const e: ChangeEvent = {
+      source: this.source,
+      schema: this.schema,
+      table,
+      op,
+      lsn: formatLsn(commitLsn - 1n > 0n ? commitLsn - 1n : commitLsn),
+      commit_lsn: formatLsn(commitLsn),
+      xid: 1000 + lsn,
+      seq,
+      commit_ts: new Date(Date.UTC(2024, 0, 1, 0, 0, lsn)).toISOString().replace('Z', '000Z'),
+      key: {},
+      payload: payload && { ...payload },
+      _version: versionOf(commitLsn, seq).toString(),
+      _schema_version: 1,
+    };
+    if (before) e.before = { ...before };
+    return e;
+  }
+
+  insert(table: string, ver: Ver | number, row: KeylessRow): ChangeEvent {
+    return this.event('INSERT', table, ver, row);
+  }
+
+  read(table: string, ver: Ver | number, row: KeylessRow): ChangeEvent {
+    return this.event('READ', table, ver, row);
+  }
+
+  update(table: string, ver: Ver | number, before: KeylessRow, after: KeylessRow): ChangeEvent {
+    return this.event('UPDATE', table, ver, after, before);
+  }
+
+  delete(table: string, ver: Ver | number, before: KeylessRow): ChangeEvent {
+    return this.event('DELETE', table, ver, null, before);
+  }
+
+  truncate(table: string, ver: Ver | number): ChangeEvent {
+    return this.event('TRUNCATE', table, ver, null);
+  }
+
+  /** The start of the table's snapshot: a TRUNCATE with `snapshot_reset`; READ rows follow. */
+  reset(table: string, ver: Ver | number): ChangeEvent {
+    const e = this.truncate(table, ver);
+    e.snapshot_reset = true;
+    return e;
+  }
+}
+
+/** Rows in a canonical order, for comparing multisets. */
+export function sortedRows(rows: readonly KeylessRow[]): KeylessRow[] {
+  const text = (r: KeylessRow): string => JSON.stringify([r.id, r.v, r.n]);
+  return rows.map((r) => ({ id: r.id, v: r.v, n: r.n })).sort((a, b) => (text(a) < text(b) ? -1 : text(a) > text(b) ? 1 : 0));
+}
+
+/**
+ * Keyless tables (a multiset of whole rows; README "The change event", `key` {}): INSERT/READ
+ * add a row, duplicates too; DELETE removes exactly one row equal to `before` (every column,
+ * NULL-safe, exact values); UPDATE removes one and adds the new one; a per-table high-water
+ * version makes replays no-ops; TRUNCATE and a snapshot reset go through the truncation
+ * watermark; a missing row to remove is stale before the table's first snapshot reset and
+ * MULTISET_ROW_MISSING (non-retriable: dead-lettered) after it; `unchanged` on a keyless
+ * change is UNCHANGED_VALUE_MISSING.
+ */
+export function describeKeylessSinkContract(name: string, factory: () => Promise<KeylessSinkHarness>): void {
+  describe(`Sink contract, keyless tables: ${name}`, () => {
+    let h: KeylessSinkHarness;
+    let f: KeylessChangeFactory;
+    let kf: ChangeFactory;
+    const run = randomBytes(3).toString('hex');
+    let n = 0;
+    const table = async (label: string): Promise<string> => {
+      const t = `kl_${label}_${run}_${++n}`;
+      await h.createKeylessTable(t);
+      return t;
+    };
+    const group = (label: string): string => `keyless-${label}-${run}`;
+    const apply = (changes: ChangeEvent[], positions: ReadonlyMap<number, bigint> = NO_POSITIONS, g = group('default')): Promise<ApplyOutcome> =>
+      h.sink.apply(changes, positions, g);
+    const rows = async (t: string): Promise<KeylessRow[]> => sortedRows(await h.readRows(t));
+    const r = (id: string | null, v: string | null = null, nn: string | null = null): KeylessRow => ({ id, v, n: nn });
+    const failure = (p: Promise<unknown>): Promise<unknown> =>
+      p.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+
+    beforeAll(async () => {
+      h = await factory();
+      f = new KeylessChangeFactory(h.schema ?? 'public');
+      kf = new ChangeFactory(h.schema ?? 'public');
+      await h.sink.prepare();
+      await h.sink.prepare();
+    }, 120_000);
+
+    afterAll(async () => {
+      await h?.close();
+    });
+
+    it('keyless: inserts add rows (duplicates too), a delete removes exactly one equal row, an update replaces one', async () => {
+      const t = await table('iud');
+      let out = await apply([f.insert(t, 1, r('a', '1')), f.insert(t, 2, r('a', '1')), f.insert(t, 3, r('b', '2', 'x')), f.insert(t, 4, r('a', '1'))]);
+      expect(out).toMatchObject({ applied: 4, stale: 0, superseded: 0 });
+      expect(await rows(t)).toEqual(sortedRows([r('a', '1'), r('a', '1'), r('a', '1'), r('b', '2', 'x')]));
+      out = await apply([f.delete(t, 5, r('a', '1')), f.update(t, 6, r('a', '1'), r('a', '9')), f.update(t, 7, r('b', '2', 'x'), r('b', '2', 'y'))]);
+      expect(out).toMatchObject({ applied: 3, stale: 0 });
+      expect(out.byTable.get(`${h.schema ?? 'public'}.${t}`)).toEqual({ applied: 3, stale: 0 });
+      expect(await rows(t)).toEqual(sortedRows([r('a', '1'), r('a', '9'), r('b', '2', 'y')]));
+    });
+
+    it('keyless: rows match NULL-safely and exactly (case, trailing spaces, empty string vs NULL, quotes, unicode)', async () => {
+      const t = await table('exact');
+      const all = [r('a', null, null), r('a', null, ''), r('A', null, null), r('a ', null, null), r("it's \"q\" `b` \\", 'Grüße 🚀', null), r(null, null, null)];
+      await apply(all.map((row, i) => f.insert(t, 1 + i, row)));
+      expect(await rows(t)).toEqual(sortedRows(all));
+      await apply([f.delete(t, 10, r('a', null, null))]);
+      expect(await rows(t)).toEqual(sortedRows(all.filter((_, i) => i !== 0)));
+      await apply([f.delete(t, 11, r('a', null, '')), f.delete(t, 12, r(null, null, null)), f.update(t, 13, r("it's \"q\" `b` \\", 'Grüße 🚀', null), r('q', 'grüße 🚀', null))]);
+      expect(await rows(t)).toEqual(sortedRows([r('A', null, null), r('a ', null, null), r('q', 'grüße 🚀', null)]));
+    });
+
+    it('keyless: a row added earlier in the same batch can be removed by a later change of it', async () => {
+      const t = await table('in_batch');
+      const out = await apply([f.insert(t, 1, r('a')), f.update(t, 2, r('a'), r('b')), f.insert(t, 3, r('c')), f.delete(t, 4, r('b')), f.insert(t, 5, r('a'))]);
+      expect(out).toMatchObject({ superseded: 0 });
+      expect(await rows(t)).toEqual(sortedRows([r('a'), r('c')]));
+    });
+
+    it('keyless: replaying a batch, or an overlapping range, changes nothing and counts it stale', async () => {
+      const t = await table('replay');
+      const first = [f.insert(t, 1, r('a')), f.insert(t, 2, r('a')), f.update(t, 3, r('a'), r('b'))];
+      const second = [f.delete(t, 4, r('b')), f.insert(t, 5, r('c')), f.insert(t, { lsn: 5, seq: 2 }, r('c'))];
+      await apply(first);
+      await apply(second);
+      const expected = sortedRows([r('a'), r('c'), r('c')]);
+      expect(await rows(t)).toEqual(expected);
+      expect(await apply(first)).toMatchObject({ applied: 0, stale: 3 });
+      expect(await apply([...first.slice(1), ...second])).toMatchObject({ applied: 0, stale: 5 });
+      // A batch carrying a duplicate of a change it also carries (at-least-once within a batch).
+      expect(await apply([...second, ...second])).toMatchObject({ applied: 0, stale: 6 });
+      expect(await rows(t)).toEqual(expected);
+      // An overlapping range with new changes at its end: only the new ones apply.
+      expect(await apply([...second, f.delete(t, 6, r('c')), f.delete(t, 6, r('c'))])).toMatchObject({ applied: 1, stale: 4 });
+      expect(await rows(t)).toEqual(sortedRows([r('a'), r('c')]));
+    });
+
+    it('keyless: TRUNCATE is a watermark: older rows go, older changes stay out, newer ones apply', async () => {
+      const t = await table('trunc');
+      await apply([f.insert(t, 1, r('a')), f.insert(t, 2, r('b'))]);
+      let out = await apply([f.insert(t, 3, r('c')), f.truncate(t, 4), f.insert(t, 5, r('d')), f.insert(t, 6, r('d'))]);
+      expect(await rows(t)).toEqual(sortedRows([r('d'), r('d')]));
+      expect(out.applied).toBe(3);
+      // A replay of everything before and including the truncation is stale.
+      out = await apply([f.insert(t, 1, r('a')), f.insert(t, 2, r('b')), f.insert(t, 3, r('c')), f.truncate(t, 4)]);
+      expect(out).toMatchObject({ applied: 0, stale: 4 });
+      expect(await rows(t)).toEqual(sortedRows([r('d'), r('d')]));
+    });
+
+    it('keyless: a snapshot reset then READ rows replace the content; the snapshot replayed is stale', async () => {
+      const t = await table('snapshot');
+      await apply([f.insert(t, 1, r('old')), f.insert(t, 2, r('x'))]);
+      const snapshot = [f.reset(t, { lsn: 3, seq: 1 }), f.read(t, { lsn: 3, seq: 2 }, r('x')), f.read(t, { lsn: 3, seq: 3 }, r('y')), f.read(t, { lsn: 3, seq: 4 }, r('y'))];
+      await apply(snapshot.slice(0, 2));
+      await apply(snapshot.slice(2));
+      expect(await rows(t)).toEqual(sortedRows([r('x'), r('y'), r('y')]));
+      expect(await apply(snapshot)).toMatchObject({ applied: 0, stale: 4 });
+      await apply([f.delete(t, 4, r('y'))]);
+      expect(await rows(t)).toEqual(sortedRows([r('x'), r('y')]));
+    });
+
+    it('keyless: a row to remove that is missing is stale before the first snapshot reset, MULTISET_ROW_MISSING after it', async () => {
+      const t = await table('missing');
+      // Before any snapshot: the row may only come with the table's initial snapshot.
+      const out = await apply([f.delete(t, 1, r('ghost')), f.update(t, 2, r('ghost'), r('new')), f.insert(t, 3, r('a'))]);
+      expect(out).toMatchObject({ applied: 2, stale: 2 });
+      expect(await rows(t)).toEqual(sortedRows([r('new'), r('a')]));
+      await apply([f.reset(t, { lsn: 4, seq: 1 }), f.read(t, { lsn: 4, seq: 2 }, r('a'))]);
+      expect(await rows(t)).toEqual(sortedRows([r('a')]));
+      const g = group('missing');
+      await apply([f.insert(t, 5, r('b'))], new Map([[0, 3n]]), g);
+      // After it, a missing row is drift: the whole batch fails, nothing of it stays.
+      for (const bad of [f.delete(t, 7, r('ghost')), f.update(t, 7, r('ghost'), r('z'))]) {
+        const err = await failure(apply([f.insert(t, 6, r('c')), bad], new Map([[0, 9n]]), g));
+        expect(err).toBeInstanceOf(SynclineError);
+        expect(err).toMatchObject({ code: 'MULTISET_ROW_MISSING', retriable: false });
+        expect(await rows(t)).toEqual(sortedRows([r('a'), r('b')]));
+        expect(await h.sink.positions(g)).toEqual(new Map([[0, 3n]]));
+      }
+      // Without the bad change the batch applies: the high water did not move.
+      expect(await apply([f.insert(t, 6, r('c'))])).toMatchObject({ applied: 1, stale: 0 });
+      expect(await rows(t)).toEqual(sortedRows([r('a'), r('b'), r('c')]));
+    });
+
+    it('keyless: a change with unchanged (TOAST) columns is UNCHANGED_VALUE_MISSING', async () => {
+      const t = await table('unchanged');
+      await apply([f.insert(t, 1, r('a', 'v', 'big'))]);
+      const upd = f.event('UPDATE', t, 2, { id: 'a', v: 'w' } as KeylessRow, r('a', 'v', 'big'));
+      upd.unchanged = ['n'];
+      const err = await failure(apply([upd]));
+      expect(err).toMatchObject({ code: 'UNCHANGED_VALUE_MISSING', retriable: false });
+      expect(await rows(t)).toEqual(sortedRows([r('a', 'v', 'big')]));
+    });
+
+    it('keyless: keyed and keyless tables in one batch; a failing batch stores neither rows, high water nor positions', async () => {
+      const t = await table('atomic');
+      const k = `kl_keyed_${run}_${++n}`;
+      await h.createTable(k);
+      const g = group('atomic');
+      await apply([f.insert(t, 1, r('a')), kf.insert(k, 'x', 1, 'x1')], new Map([[0, 2n]]), g);
+      const batch = [f.insert(t, 2, r('b')), f.delete(t, 3, r('a')), kf.update(k, 'x', 3, 'x3'), f.insert(t, 4, r('bad', REJECT_VALUE))];
+      const err = await failure(apply(batch, new Map([[0, 6n]]), g));
+      expect(err).toBeInstanceOf(SynclineError);
+      expect((err as SynclineError).retriable).toBe(false);
+      expect(await rows(t)).toEqual(sortedRows([r('a')]));
+      expect(await h.readRow(k, { id: 'x' })).toMatchObject({ id: 'x', v: 'x1' });
+      expect(await h.sink.positions(g)).toEqual(new Map([[0, 2n]]));
+      const out = await apply(batch.slice(0, 3), new Map([[0, 5n]]), g);
+      expect(out).toMatchObject({ applied: 3, stale: 0 });
+      expect(await rows(t)).toEqual(sortedRows([r('b')]));
+      expect(await h.readRow(k, { id: 'x' })).toMatchObject({ id: 'x', v: 'x3' });
+      expect(await h.sink.positions(g)).toEqual(new Map([[0, 5n]]));
+    });
+  });
+}

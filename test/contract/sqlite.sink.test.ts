@@ -4,7 +4,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { SqliteSink, quoteSqliteIdent, sqlitePathOf } from '../../src/sink/sqlite/sqlite-sink.js';
-import { REJECT_VALUE, describeSinkContract, describeSoftDeleteContract, type SoftDeleteHarness } from './sink-contract.js';
+import { REJECT_VALUE, describeKeylessSinkContract, describeSinkContract, describeSoftDeleteContract, type KeylessRow, type SoftDeleteHarness } from './sink-contract.js';
 
 describeSinkContract('sqlite', async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-sinkc-sqlite-'));
@@ -68,6 +68,38 @@ async function softHarness(): Promise<SoftDeleteHarness> {
 
 describeSinkContract('sqlite, delete_mode: soft', softHarness);
 describeSoftDeleteContract('sqlite', softHarness);
+
+// Keyless tables; `id` is declared COLLATE NOCASE: a row is still removed only by its exact values.
+describeKeylessSinkContract('sqlite', async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-sinkc-sqlite-keyless-'));
+  const file = path.join(dir, 'target.db');
+  const sink = new SqliteSink({ url: file, stateSchema: 'syncline', versionGate: true });
+  let db: Database.Database | undefined;
+  const conn = (): Database.Database => (db ??= new Database(file));
+  const check = `CHECK (v IS NULL OR v <> '${REJECT_VALUE}')`;
+  return {
+    sink,
+    storesPositions: true,
+    missingTableIsPrerequisite: true,
+    async createTable(table) {
+      conn().exec(`CREATE TABLE ${quoteSqliteIdent(table)} (id TEXT PRIMARY KEY, v TEXT ${check}, n TEXT)`);
+    },
+    async createKeylessTable(table) {
+      conn().exec(`CREATE TABLE ${quoteSqliteIdent(table)} (id TEXT COLLATE NOCASE, v TEXT ${check}, n TEXT)`);
+    },
+    async readRow(table, key) {
+      return conn().prepare(`SELECT id, v, n FROM ${quoteSqliteIdent(table)} WHERE id = ?`).get(key.id) as Record<string, string | null> | undefined;
+    },
+    async readRows(table) {
+      return conn().prepare(`SELECT id, v, n FROM ${quoteSqliteIdent(table)}`).all() as KeylessRow[];
+    },
+    async close() {
+      await sink.close();
+      db?.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+});
 
 describe('sqlite sink: URLs and journal mode', () => {
   it('accepts a path, sqlite:///abs and sqlite:relative', () => {

@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
 import mysql, { type Pool, type PoolConnection, type ResultSetHeader, type RowDataPacket } from 'mysql2/promise';
-import type { ChangeEvent } from '../../core/change.js';
+import { tableLabelOf, type ChangeEvent } from '../../core/change.js';
 import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import { parseLsn } from '../../core/lsn.js';
 import { collapseBatch, type TableBatch } from '../collapse.js';
 import { pgTimestampToUtc } from '../pg-text.js';
 import type { ApplyOutcome, Sink } from '../sink.js';
+import { applyMysqlMultiset, multisetStateDdl } from './mysql-multiset.js';
 import { classifyMysqlError, isFatalMysqlError, isStructuralMysqlError } from './mysql-errors.js';
 import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, keyComparand, loadMysqlTable, quoteMysqlIdent as q, toMysqlParam, type MysqlColumn, type MysqlTable } from './mysql-table.js';
 
@@ -51,7 +52,8 @@ type Counts = { applied: number; stale: number };
 /**
  * MySQL / MariaDB target. Each batch is one InnoDB transaction: version-gated upserts per
  * table (INSERT ... SELECT ... ON DUPLICATE KEY UPDATE), deletes with tombstones (soft
- * deletes: see `softDelete`), truncations as watermarks, and the consumer positions.
+ * deletes: see `softDelete`), truncations as watermarks, keyless tables as multisets (see
+ * `mysql-multiset.ts`), and the consumer positions.
  *
  * The version gate, in one statement per group of rows:
  *
@@ -76,7 +78,7 @@ type Counts = { applied: number; stale: number };
 export class MysqlSink implements Sink {
   readonly storesPositions = true;
   private readonly pool: Pool;
-  private readonly state: { positions: string; tombstones: string; truncations: string };
+  private readonly state: { positions: string; tombstones: string; truncations: string; multisetVersions: string };
   private readonly tables = new Map<string, MysqlTable>();
   private readonly sessionReady = new WeakSet<object>();
 
@@ -104,7 +106,12 @@ export class MysqlSink implements Sink {
       flags: ['-FOUND_ROWS'],
     });
     const s = options.stateSchema;
-    this.state = { positions: q(`${s}_positions`), tombstones: q(`${s}_tombstones`), truncations: q(`${s}_truncations`) };
+    this.state = {
+      positions: q(`${s}_positions`),
+      tombstones: q(`${s}_tombstones`),
+      truncations: q(`${s}_truncations`),
+      multisetVersions: q(`${s}_multiset_versions`),
+    };
   }
 
   async prepare(): Promise<void> {
@@ -121,6 +128,7 @@ export class MysqlSink implements Sink {
         PRIMARY KEY (table_name, key_hash)) ${opts}`);
       await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.truncations} (
         table_name VARCHAR(255) NOT NULL PRIMARY KEY, lsn BIGINT UNSIGNED NOT NULL, seq INT NOT NULL) ${opts}`);
+      await c.query(multisetStateDdl(this.multisetState, opts));
     }, 'preparing the MySQL sink');
   }
 
@@ -134,6 +142,7 @@ export class MysqlSink implements Sink {
 
   async apply(changes: readonly ChangeEvent[], positions: ReadonlyMap<number, bigint>, group: string): Promise<ApplyOutcome> {
     const { tables, superseded } = collapseBatch(changes);
+    const resets = snapshotResets(changes);
     const outcome: ApplyOutcome = { applied: 0, stale: 0, superseded, byTable: new Map() };
     await this.withConnection(async (c) => {
       // Metadata (and ALTER TABLE, which commits implicitly) before the batch transaction.
@@ -147,6 +156,8 @@ export class MysqlSink implements Sink {
           if (batch.truncate) await this.truncate(c, target, batch.truncate, counts);
           await this.upsert(c, target, batch, counts);
           await this.delete(c, target, batch, counts);
+          const reset = resets.has(target.label);
+          if (batch.multiset.length > 0 || reset) await applyMysqlMultiset(c, target, batch.multiset, reset, this.multisetState, counts);
           outcome.applied += counts.applied;
           outcome.stale += counts.stale;
           outcome.byTable.set(`${batch.schema}.${batch.table}`, counts);
@@ -208,6 +219,10 @@ export class MysqlSink implements Sink {
     const modes = new Set((rows[0]?.mode ?? '').split(',').filter((m) => m !== '' && m !== 'NO_BACKSLASH_ESCAPES'));
     modes.add('STRICT_ALL_TABLES');
     await c.query("SET SESSION time_zone = '+00:00', SESSION sql_mode = ?", [[...modes].join(',')]);
+  }
+
+  private get multisetState(): { versions: string; truncations: string } {
+    return { versions: this.state.multisetVersions, truncations: this.state.truncations };
   }
 
   private get soft(): boolean {
@@ -416,6 +431,13 @@ function commitTimeUtc(change: ChangeEvent): string {
 
 function keyHash(change: ChangeEvent): Buffer {
   return createHash('sha256').update(JSON.stringify(Object.values(change.key))).digest();
+}
+
+/** Tables (`schema.table`) whose keyless snapshot reset is in the batch (see ChangeEvent.snapshot_reset). */
+function snapshotResets(changes: readonly ChangeEvent[]): Set<string> {
+  const out = new Set<string>();
+  for (const c of changes) if (c.op === 'TRUNCATE' && c.snapshot_reset) out.add(tableLabelOf(c));
+  return out;
 }
 
 function* chunks(rows: ChangeEvent[]): Generator<ChangeEvent[]> {

@@ -21,6 +21,10 @@ export type ValueKind = 'text' | 'integer' | 'decimal' | 'bit' | 'datetime' | 'b
 export interface MysqlColumn {
   name: string;
   kind: ValueKind;
+  /** information_schema DATA_TYPE, lower case (`varchar`, `float`, ...); absent when unknown. */
+  type?: string;
+  /** Character set of a character column (`utf8mb4`, `latin1`, ...); absent for other types. */
+  charset?: string;
 }
 
 export interface MysqlTable {
@@ -86,6 +90,45 @@ export function keyComparand(column: MysqlColumn, text: string | null, params: u
   }
 }
 
+/**
+ * A NULL-safe SQL condition "the stored `column` holds exactly `text`", for finding one row of
+ * a keyless table by its whole image (parameters appended to `params` in text order).
+ * Character columns are compared as bytes in the column's character set as well, so a
+ * case- or accent-insensitive or PAD SPACE collation cannot match a different value ('a'
+ * vs 'A', 'a' vs 'a '); `CHAR(n)` drops trailing spaces on read, so the value is compared
+ * without them. Floats are compared in the column's precision (a FLOAT holds 0.1 as a
+ * single, which no double literal equals); integers and decimals as exact literals.
+ */
+export function rowMatch(column: MysqlColumn, text: string | null, params: unknown[]): string {
+  const col = quoteMysqlIdent(column.name);
+  if (text === null) return `${col} IS NULL`;
+  const value = toMysqlParam(column, text);
+  switch (column.kind) {
+    case 'integer':
+    case 'decimal':
+      if (column.type === 'float' || column.type === 'double' || column.type === 'real') {
+        params.push(value);
+        return `${col} = CAST(? AS ${column.type === 'float' ? 'FLOAT' : 'DOUBLE'})`;
+      }
+      return `${col} = ${keyComparand(column, text, params)}`;
+    case 'json':
+      if (column.type === 'json') {
+        // MySQL's native JSON compares as JSON values, not as text.
+        params.push(value);
+        return `${col} = CAST(? AS JSON)`;
+      }
+      break;
+    default:
+      break;
+  }
+  params.push(value);
+  if (column.charset === undefined || typeof value !== 'string') return `${col} = ?`;
+  const cs = column.charset.replace(/[^A-Za-z0-9_]/g, '');
+  params.push(value);
+  const bytes = column.type === 'char' ? `TRIM(TRAILING ' ' FROM CONVERT(? USING ${cs}))` : `CONVERT(? USING ${cs})`;
+  return `(${col} = ? AND CAST(${col} AS BINARY) = CAST(${bytes} AS BINARY))`;
+}
+
 /** Where a source table lives on the target: `public` → the URL's database, else the database named like the schema. */
 export function targetDatabase(schema: string): string | undefined {
   return schema === 'public' ? undefined : schema;
@@ -104,7 +147,7 @@ export async function loadMysqlTable(conn: PoolConnection, schema: string, table
   if (!meta) {
     throw new PrerequisiteError(
       `target table ${label} does not exist in the MySQL sink database${database === undefined ? '' : ` ${database}`}`,
-      `create ${qualified} on the target with the source's columns and primary key (source schema public maps to the sink URL's database, other schemas to the database of the same name)`,
+      `create ${qualified} on the target with the source's columns and primary key (a keyless source table: its columns, without a unique key; source schema public maps to the sink URL's database, other schemas to the database of the same name)`,
     );
   }
   const wanted = [VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, ...(softDelete ? [DELETED_AT_COLUMN] : [])];
@@ -128,11 +171,12 @@ interface ColumnRow extends RowDataPacket {
   name: string;
   data_type: string;
   column_key: string;
+  charset: string | null;
 }
 
 async function readTable(conn: PoolConnection, database: string | undefined, table: string, label: string, qualified: string): Promise<MysqlTable | undefined> {
   const [rows] = await conn.query<ColumnRow[]>(
-    `SELECT COLUMN_NAME AS name, LOWER(DATA_TYPE) AS data_type, COLUMN_KEY AS column_key
+    `SELECT COLUMN_NAME AS name, LOWER(DATA_TYPE) AS data_type, COLUMN_KEY AS column_key, CHARACTER_SET_NAME AS charset
        FROM information_schema.COLUMNS
       WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?
       ORDER BY ORDINAL_POSITION`,
@@ -143,7 +187,9 @@ async function readTable(conn: PoolConnection, database: string | undefined, tab
   const columns = new Map<string, MysqlColumn>();
   const primaryKey: string[] = [];
   for (const r of rows) {
-    columns.set(r.name, { name: r.name, kind: json.has(r.name) ? 'json' : (KINDS[r.data_type] ?? 'text') });
+    const column: MysqlColumn = { name: r.name, kind: json.has(r.name) ? 'json' : (KINDS[r.data_type] ?? 'text'), type: r.data_type };
+    if (r.charset !== null && r.charset !== '') column.charset = r.charset;
+    columns.set(r.name, column);
     if (r.column_key === 'PRI') primaryKey.push(r.name);
   }
   return { label, qualified, columns, primaryKey };

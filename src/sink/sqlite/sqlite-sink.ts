@@ -1,9 +1,9 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import type { ChangeEvent } from '../../core/change.js';
+import { tableLabelOf, type ChangeEvent, type Row } from '../../core/change.js';
 import { PrerequisiteError, SynclineError, errorMessage } from '../../core/errors.js';
-import { parseLsn } from '../../core/lsn.js';
+import { parseLsn, versionOf as changeVersion } from '../../core/lsn.js';
 import { collapseBatch, type TableBatch } from '../collapse.js';
 import { isPgByteaHex, pgBoolToDigit, pgByteaToBuffer, pgTextToJson, pgTimestampToUtc } from '../pg-text.js';
 import type { ApplyOutcome, Sink } from '../sink.js';
@@ -86,7 +86,7 @@ type Counts = { applied: number; stale: number };
  *   ON CONFLICT (pk) DO UPDATE SET ... WHERE (stored lsn, seq) < (excluded lsn, seq)   -- row values, SQLite ≥ 3.15
  *
  * whose `changes` (0 or 1) counts applied vs stale exactly, deletes with tombstones,
- * truncations as watermarks, and the positions. Statements are prepared once and run per row:
+ * truncations as watermarks, keyless tables as multisets (see `multiset`), and the positions. Statements are prepared once and run per row:
  * in-process there is no round trip to save by batching. better-sqlite3 is synchronous, so a
  * batch never interleaves with another on the event loop; the Sink interface stays async.
  * The database runs in WAL mode: readers (verify, dashboards) do not block the writer.
@@ -94,13 +94,18 @@ type Counts = { applied: number; stale: number };
 export class SqliteSink implements Sink {
   readonly storesPositions = true;
   private db: Database.Database | undefined;
-  private readonly state: { positions: string; tombstones: string; truncations: string };
+  private readonly state: { positions: string; tombstones: string; truncations: string; multisetVersions: string };
   private readonly tables = new Map<string, SqliteTable>();
   private readonly statements = new Map<string, Database.Statement>();
 
   constructor(private readonly options: SqliteSinkOptions) {
     const s = options.stateSchema;
-    this.state = { positions: q(`${s}_positions`), tombstones: q(`${s}_tombstones`), truncations: q(`${s}_truncations`) };
+    this.state = {
+      positions: q(`${s}_positions`),
+      tombstones: q(`${s}_tombstones`),
+      truncations: q(`${s}_truncations`),
+      multisetVersions: q(`${s}_multiset_versions`),
+    };
   }
 
   async prepare(): Promise<void> {
@@ -113,7 +118,9 @@ export class SqliteSink implements Sink {
         table_name TEXT NOT NULL, row_key TEXT NOT NULL, lsn INTEGER NOT NULL, seq INTEGER NOT NULL,
         deleted_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now')), PRIMARY KEY (table_name, row_key));
       CREATE TABLE IF NOT EXISTS ${this.state.truncations} (
-        table_name TEXT NOT NULL PRIMARY KEY, lsn INTEGER NOT NULL, seq INTEGER NOT NULL);`);
+        table_name TEXT NOT NULL PRIMARY KEY, lsn INTEGER NOT NULL, seq INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS ${this.state.multisetVersions} (
+        table_name TEXT NOT NULL PRIMARY KEY, lsn INTEGER NOT NULL, seq INTEGER NOT NULL, reset INTEGER NOT NULL DEFAULT 0);`);
     });
   }
 
@@ -126,6 +133,8 @@ export class SqliteSink implements Sink {
 
   async apply(changes: readonly ChangeEvent[], positions: ReadonlyMap<number, bigint>, group: string): Promise<ApplyOutcome> {
     const { tables, superseded } = collapseBatch(changes);
+    const resets = new Set<string>();
+    for (const c of changes) if (c.op === 'TRUNCATE' && c.snapshot_reset) resets.add(tableLabelOf(c));
     const outcome: ApplyOutcome = { applied: 0, stale: 0, superseded, byTable: new Map() };
     this.run('applying to the SQLite sink', () => {
       const db = this.open();
@@ -139,6 +148,8 @@ export class SqliteSink implements Sink {
           if (batch.truncate) this.truncate(target, batch.truncate, counts);
           this.upsert(target, batch, counts);
           this.delete(target, batch, counts);
+          const reset = resets.has(target.label);
+          if (batch.multiset.length > 0 || reset) this.multiset(target, batch.multiset, reset, counts);
           outcome.applied += counts.applied;
           outcome.stale += counts.stale;
           outcome.byTable.set(`${batch.schema}.${batch.table}`, counts);
@@ -215,7 +226,7 @@ export class SqliteSink implements Sink {
       if (!t) {
         throw new PrerequisiteError(
           `target table ${label} does not exist in the SQLite sink ${this.options.url}`,
-          `create table ${q(name)} in the SQLite file with the source's columns and primary key`,
+          `create table ${q(name)} in the SQLite file with the source's columns and primary key (a keyless source table: its columns, without a unique key)`,
         );
       }
       const soft = this.options.deleteMode === 'soft';
@@ -311,6 +322,84 @@ export class SqliteSink implements Sink {
     }
   }
 
+  /**
+   * A keyless table's changes (a multiset of whole rows; the model is the postgres sink's
+   * `multiset.ts`), in stream order, after the batch's truncation. All of them come from one
+   * stream partition in version order, so one high-water version per table
+   * (`<state>_multiset_versions`, in the batch's transaction) makes replays no-ops: a change
+   * applies only when newer than the high water and the truncation watermark. INSERT/READ add
+   * a row with the change's version, DELETE removes one row (by `rowid`) whose every column
+   * `IS` the `before` value (NULL-safe, BINARY collation), UPDATE does both. A row to remove
+   * that is missing is drift (MULTISET_ROW_MISSING) once the table had a snapshot reset, and
+   * stale before that (the initial snapshot may bring it, and replaces the table anyway).
+   */
+  private multiset(target: SqliteTable, changes: readonly ChangeEvent[], sawReset: boolean, counts: Counts): void {
+    const label = target.label;
+    const high = this.stmt(`SELECT lsn, seq, reset FROM ${this.state.multisetVersions} WHERE table_name = ?`).get(label) as { lsn: bigint; seq: bigint; reset: bigint } | undefined;
+    const trunc = this.stmt(`SELECT lsn, seq FROM ${this.state.truncations} WHERE table_name = ?`).get(label) as { lsn: bigint; seq: bigint } | undefined;
+    const wasReset = high !== undefined && Number(high.reset) === 1;
+    const reset = wasReset || sawReset;
+    let floor = high ? changeVersion(BigInt(high.lsn), Number(high.seq)) : -1n;
+    if (trunc) floor = maxVersion(floor, changeVersion(BigInt(trunc.lsn), Number(trunc.seq)));
+    let newest: ChangeEvent | undefined;
+    for (const change of changes) {
+      const v = BigInt(change._version);
+      if (v <= floor) {
+        counts.stale++;
+        continue;
+      }
+      floor = v;
+      newest = change;
+      if (change.unchanged) {
+        throw new SynclineError(
+          'UNCHANGED_VALUE_MISSING',
+          `${change.op} of keyless table ${label} at ${change.commit_lsn}/${change.seq} lacks the value(s) of ${change.unchanged.join(', ')}, which a whole-row image must carry`,
+          { retriable: false },
+        );
+      }
+      if (change.op === 'DELETE' || change.op === 'UPDATE') {
+        const before = change.before ?? {};
+        const columns = Object.keys(before);
+        checkColumns(target, columns, null);
+        const match = columns.map((c) => `${q(c)} IS ? COLLATE BINARY`).join(' AND ') || 'true';
+        const removed = this.stmt(`DELETE FROM ${target.quoted} WHERE rowid = (SELECT rowid FROM ${target.quoted} WHERE ${match} LIMIT 1)`)
+          .run(...columns.map((c) => toSqliteValue(target.columns.get(c) ?? 'text', before[c] ?? null))).changes;
+        if (removed === 0) {
+          if (reset) throw missingRow(label, change);
+          counts.stale++;
+          if (change.op === 'DELETE') continue;
+        } else if (change.op === 'DELETE') {
+          counts.applied++;
+          continue;
+        }
+      }
+      if (change.payload) counts.applied += this.insertRow(target, change.payload, change);
+    }
+    if (newest) {
+      const { lsn, seq } = versionOf(newest);
+      this.stmt(
+        `INSERT INTO ${this.state.multisetVersions} AS v (table_name, lsn, seq, reset) VALUES (?, ?, ?, ?)
+         ON CONFLICT (table_name) DO UPDATE SET lsn = excluded.lsn, seq = excluded.seq, reset = max(v.reset, excluded.reset)`,
+      ).run(label, lsn, seq, reset ? 1n : 0n);
+    } else if (reset && !wasReset) {
+      this.stmt(
+        `INSERT INTO ${this.state.multisetVersions} AS v (table_name, lsn, seq, reset) VALUES (?, 0, 0, 1)
+         ON CONFLICT (table_name) DO UPDATE SET reset = 1`,
+      ).run(label);
+    }
+  }
+
+  /** Adds one row of a keyless table with its change's version; returns 1. */
+  private insertRow(target: SqliteTable, payload: Row, change: ChangeEvent): number {
+    const columns = Object.keys(payload);
+    checkColumns(target, columns, null);
+    const { lsn, seq } = versionOf(change);
+    const params: SqlValue[] = columns.map((c) => toSqliteValue(target.columns.get(c) ?? 'text', payload[c] ?? null));
+    params.push(lsn, seq);
+    const sql = `INSERT INTO ${target.quoted} (${[...columns.map(q), V_LSN, V_SEQ].join(', ')}) VALUES (${params.map(() => '?').join(', ')})`;
+    return this.stmt(sql).run(...params).changes;
+  }
+
   private truncate(target: SqliteTable, change: ChangeEvent, counts: Counts): void {
     const { lsn, seq } = versionOf(change);
     const advanced = this.stmt(
@@ -326,6 +415,18 @@ export class SqliteSink implements Sink {
     this.stmt(`DELETE FROM ${target.quoted} WHERE ${ROW_VERSION} < (?, ?)`).run(lsn, seq);
     counts.applied += 1;
   }
+}
+
+function maxVersion(a: bigint, b: bigint): bigint {
+  return a > b ? a : b;
+}
+
+function missingRow(label: string, change: ChangeEvent): SynclineError {
+  return new SynclineError(
+    'MULTISET_ROW_MISSING',
+    `${change.op} at ${change.commit_lsn}/${change.seq} removes a row of keyless table ${label} that the target does not have: the target drifted (row ${JSON.stringify(change.before ?? {})}); fix: syncline snapshot ${label}, then replay or purge this dead letter`,
+    { retriable: false },
+  );
 }
 
 function versionOf(change: ChangeEvent): { lsn: bigint; seq: bigint } {
@@ -370,15 +471,16 @@ function toSqliteValue(kind: ValueKind, text: string | null): SqlValue {
   }
 }
 
-function checkColumns(target: SqliteTable, columns: string[], keyColumns: string[]): void {
-  const missing = [...new Set([...columns, ...keyColumns])].filter((c) => !target.columns.has(c));
+/** `keyColumns` null: a keyless table's row (no key to compare with the target's). */
+function checkColumns(target: SqliteTable, columns: string[], keyColumns: string[] | null): void {
+  const missing = [...new Set([...columns, ...(keyColumns ?? [])])].filter((c) => !target.columns.has(c));
   if (missing.length > 0) {
     throw new PrerequisiteError(
       `target table ${target.label} lacks column(s) ${missing.join(', ')}`,
       missing.map((m) => `ALTER TABLE ${target.quoted} ADD COLUMN ${q(m)} <type>`).join('; '),
     );
   }
-  if ([...target.primaryKey].sort().join(',') !== [...keyColumns].sort().join(',')) {
+  if (keyColumns !== null && [...target.primaryKey].sort().join(',') !== [...keyColumns].sort().join(',')) {
     throw new PrerequisiteError(
       `target table ${target.label} has primary key (${target.primaryKey.join(', ') || 'none'}) but the source key is (${keyColumns.join(', ')})`,
       `recreate ${target.quoted} with PRIMARY KEY (${keyColumns.map(q).join(', ')}) (SQLite cannot add a primary key to a table)`,
