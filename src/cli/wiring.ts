@@ -393,6 +393,7 @@ export async function runApply(config: SynclineConfig, stream: Stream, metrics: 
       endOffsets: () => stream.endOffsets(),
       dedup,
       transactional: config.sink.consistency === 'transactional',
+      heldTableRetryMs: config.consumer.retry.held_table_interval_ms,
     });
     await apply.run(signal);
   } finally {

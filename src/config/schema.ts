@@ -97,6 +97,8 @@ const consumer = z
         backoff_base_ms: z.number().int().nonnegative().default(1000),
         backoff_max_ms: z.number().int().nonnegative().default(30000),
         jitter: z.boolean().default(true),
+        /** How often a held table (its target does not fit its changes) is tried again. */
+        held_table_interval_ms: z.number().int().min(100).default(10000),
       })
       .strict()
       .default({}),

@@ -34,10 +34,13 @@ export class ProtocolError extends SynclineError {
 
 /** A prerequisite on a server is missing (wal_level, publication, privileges...). */
 export class PrerequisiteError extends SynclineError {
+  /** What is wrong, without the fix. */
+  readonly detail: string;
   readonly fix: string;
   constructor(message: string, fix: string) {
     super('PREREQUISITE', `${message}\n  fix: ${fix}`, { retriable: false });
     this.name = 'PrerequisiteError';
+    this.detail = message;
     this.fix = fix;
   }
 }

@@ -1,10 +1,11 @@
-import type { ChangeEvent } from '../core/change.js';
+import { tableLabelOf, type ChangeEvent } from '../core/change.js';
 import type { Clock } from '../core/clock.js';
 import type { Dedup } from '../dedup/dedup.js';
-import { errorMessage, isRetriable, PrerequisiteError, SynclineError } from '../core/errors.js';
+import { errorMessage, isRetriable, PrerequisiteError, StructuralError, SynclineError } from '../core/errors.js';
 import { parseLsn } from '../core/lsn.js';
 import { backoffDelay, type RetryPolicy } from '../core/retry.js';
-import { rowIdOf, type DeadLetter, type DeadLetterQueue } from '../dlq/dead-letter-queue.js';
+import { rowIdOf, type DeadLetter, type DeadLetterEntry, type DeadLetterQueue } from '../dlq/dead-letter-queue.js';
+import { replayDeadLetters } from '../dlq/replay.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { ApplyOutcome, Sink } from '../sink/sink.js';
@@ -41,6 +42,8 @@ export interface ApplyOptions {
   transactional?: boolean;
   /** Transactional mode: how long a transaction that cannot become whole may hold the line once everything was read and it stopped growing. Default 60000. */
   incompleteTransactionMs?: number;
+  /** How often a held table (see Apply) is tried again. Default 10000. */
+  heldTableRetryMs?: number;
 }
 
 interface Item {
@@ -62,6 +65,12 @@ const STOPPED: unique symbol = Symbol('stopped');
  * A batch that fails permanently is bisected until the poison changes are isolated: the
  * rest is applied, the poison goes to the dead-letter queue, and later changes to a
  * dead-lettered row follow it there (so a row's changes are never applied around a gap).
+ *
+ * A table whose target does not fit its changes (a StructuralError from the sink: missing
+ * table or column, another key) is held: its changes go to the dead-letter queue in order
+ * (TABLE_BLOCKED) while every other table keeps flowing, and every `heldTableRetryMs` the held
+ * changes are applied again, oldest first; once they apply, the table flows again. Only a
+ * problem no table could get past (the sink refuses the connection) stops apply.
  */
 export class Apply {
   private readonly tablesSeen = new Set<string>();
@@ -76,6 +85,9 @@ export class Apply {
   private nextIncompleteCheck = 0;
   private nextPartialWarning = 0;
   private incompleteProgress = '';
+  /** Held tables (`schema.table`) and why. */
+  private readonly heldTables = new Map<string, string>();
+  private nextHeldRetry = 0;
 
   constructor(
     private readonly openConsumer: (options: ConsumerOptions) => Promise<StreamConsumer>,
@@ -93,6 +105,7 @@ export class Apply {
     if (dlq) await this.withRetry(() => dlq.prepare(), signal, 'preparing the dead-letter queue');
     if (signal.aborted) return;
     await this.refreshDeadLetters(signal);
+    await this.seedHeldTables();
     const group = this.options.group;
     let replayFrom = this.options.from;
     const startPositions = async (partitions: readonly number[]): Promise<Map<number, bigint>> => {
@@ -130,6 +143,7 @@ export class Apply {
       while (!signal.aborted) {
         const records = await this.consumer.poll(this.options.batchSize, this.options.batchWaitMs);
         if (this.options.clock.now() >= this.nextDeadLetterRefresh) await this.refreshDeadLetters(signal);
+        if (this.heldTables.size > 0 && this.options.clock.now() >= this.nextHeldRetry) await this.retryHeldTables(signal);
         if (this.assembler) {
           await this.applyTransactions(this.assembler, records, signal);
           continue;
@@ -270,7 +284,9 @@ export class Apply {
         if (this.options.truncate === 'dead_letter') letters.push(this.letter(change, record, truncateParked()));
         continue; // ignored by configuration (sink.truncate: ignore)
       }
-      if (this.blocked.has(rowIdOf(change))) letters.push(this.letter(change, record, blockedError()));
+      const held = this.heldTables.get(tableLabelOf(change));
+      if (held !== undefined) letters.push(this.letter(change, record, tableBlockedError(held)));
+      else if (this.blocked.has(rowIdOf(change))) letters.push(this.letter(change, record, blockedError()));
       else items.push({ change, record });
     }
     if (this.assembler) this.keepTransactionsWhole(items, letters);
@@ -298,13 +314,18 @@ export class Apply {
     try {
       outcome = await this.withRetry(() => this.sink.apply(items.map((i) => i.change), positions, this.options.group), signal, 'applying a batch');
     } catch (err) {
-      // Without a dead-letter queue, or when the sink itself is misconfigured (every change
-      // would fail), stop: nothing is lost, the batch is re-read after the fix.
-      if (!this.options.deadLetters || err instanceof PrerequisiteError) throw err;
-      this.log.warn({ err: errorMessage(err), changes: items.length }, 'batch failed permanently; isolating the failing changes');
+      // Without a dead-letter queue, or when the sink itself is misconfigured (no change
+      // could be applied), stop: nothing is lost, the batch is re-read after the fix.
+      if (!this.options.deadLetters || (err instanceof PrerequisiteError && !(err instanceof StructuralError))) throw err;
       const poison: DeadLetter[] = [];
       outcome = emptyOutcome();
-      if (!(await this.isolate(this.assembler ? transactionsOf(items) : items.map((i) => [i]), poison, outcome, signal))) return;
+      const units = this.assembler ? transactionsOf(items) : items.map((i) => [i]);
+      if (err instanceof StructuralError && this.hold(err, units)) {
+        if (!(await this.applyUnheld(units, poison, outcome, signal))) return;
+      } else {
+        this.log.warn({ err: errorMessage(err), changes: items.length }, 'batch failed permanently; isolating the failing changes');
+        if (!(await this.isolate(units, poison, outcome, signal))) return;
+      }
       if (!(await this.deadLetter(poison, signal))) return;
       const poisoned = new Set(poison.map((l) => l.change));
       applied = items.filter((i) => !poisoned.has(i.change));
@@ -377,6 +398,7 @@ export class Apply {
       addOutcome(total, o);
       return true;
     } catch (err) {
+      if (err instanceof StructuralError && this.hold(err, runnable)) return this.applyUnheld(runnable, poison, total, signal);
       if (err instanceof PrerequisiteError) throw err;
       if (runnable.length === 1) {
         const unit = runnable[0] as Item[];
@@ -397,6 +419,103 @@ export class Apply {
       poison.push(this.letter(i.change, i.record, err));
       this.blocked.add(rowIdOf(i.change));
     }
+  }
+
+  /**
+   * Holds the table `err` names, if `units` have changes of it (else the error is not about
+   * these changes: false, and the caller treats it as any error).
+   */
+  private hold(err: StructuralError, units: readonly Item[][]): boolean {
+    if (!units.some((u) => u.some((i) => tableLabelOf(i.change) === err.table))) return false;
+    if (!this.heldTables.has(err.table)) {
+      this.log.error({ table: err.table, err: err.message }, 'table held: its changes wait in the dead-letter queue, in order, while the other tables flow; fix the target and they apply by themselves');
+    }
+    this.heldTables.set(err.table, err.message);
+    this.metrics.tableBlocked.set({ table: err.table }, 1);
+    this.nextHeldRetry = this.options.clock.now() + (this.options.heldTableRetryMs ?? 10_000);
+    return true;
+  }
+
+  /** Parks the units that touch a held table (a transaction whole) and applies the rest. */
+  private async applyUnheld(units: readonly Item[][], poison: DeadLetter[], total: ApplyOutcome, signal: AbortSignal): Promise<boolean> {
+    const rest: Item[][] = [];
+    for (const unit of units) {
+      const held = unit.map((i) => this.heldTables.get(tableLabelOf(i.change))).find((r) => r !== undefined);
+      if (held !== undefined) this.park(unit, poison, tableBlockedError(held));
+      else rest.push(unit);
+    }
+    return this.isolate(rest, poison, total, signal);
+  }
+
+  /** After a restart: the tables whose changes wait in the dead-letter queue as held. */
+  private async seedHeldTables(): Promise<void> {
+    const dlq = this.options.deadLetters;
+    if (!dlq) return;
+    try {
+      for (const e of await dlq.list({ error: TABLE_BLOCKED, limit: 10_000 })) {
+        if (e.errorCode === TABLE_BLOCKED && !this.heldTables.has(e.table)) {
+          this.heldTables.set(e.table, e.error);
+          this.metrics.tableBlocked.set({ table: e.table }, 1);
+        }
+      }
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, 'could not read held tables from the dead-letter queue');
+    }
+  }
+
+  /**
+   * Applies each held table's waiting changes again, oldest first, in batches. A row whose
+   * entry is a real poison (any code but TABLE_BLOCKED / BLOCKED_BY_EARLIER) keeps its later
+   * entries waiting for a person. When nothing of the table could be replayed any more
+   * without error, the table flows again.
+   */
+  private async retryHeldTables(signal: AbortSignal): Promise<void> {
+    const dlq = this.options.deadLetters;
+    this.nextHeldRetry = this.options.clock.now() + (this.options.heldTableRetryMs ?? 10_000);
+    if (!dlq) return;
+    for (const table of [...this.heldTables.keys()]) {
+      let replayed = 0;
+      for (;;) {
+        if (signal.aborted) return;
+        const entries = await dlq.list({ table, limit: HELD_REPLAY_BATCH });
+        const waiting = new Set<string>();
+        const ready: DeadLetterEntry[] = [];
+        for (const e of entries) {
+          if (!e.change || e.table !== table) continue;
+          const row = rowIdOf(e.change);
+          if (waiting.has(row)) continue;
+          if (e.errorCode === TABLE_BLOCKED || e.errorCode === 'BLOCKED_BY_EARLIER') ready.push(e);
+          else waiting.add(row);
+        }
+        if (ready.length === 0) break;
+        try {
+          const o = await this.withRetry(() => this.sink.apply(ready.map((e) => e.change as ChangeEvent), EMPTY_POSITIONS, this.options.group), signal, 'applying a held table');
+          if (o === STOPPED) return;
+          for (const [t, counts] of o.byTable) {
+            this.metrics.applied.inc({ table: t }, counts.applied);
+            if (counts.stale > 0) this.metrics.stale.inc({ table: t }, counts.stale);
+          }
+        } catch (err) {
+          if (err instanceof PrerequisiteError) {
+            this.heldTables.set(table, err.message);
+            this.log.debug({ table, err: err.message }, 'held table still does not apply');
+            if (replayed > 0) this.log.info({ table, replayed }, 'held table: part of its changes applied');
+            return this.refreshDeadLetters(signal);
+          }
+          // A poison among them: the one-by-one replay parks it and applies the rest.
+          const result = await replayDeadLetters(ready, this.sink, dlq, this.options.group);
+          replayed += result.replayed;
+          if (result.replayed === 0) break;
+          continue;
+        }
+        await dlq.remove(ready.map((e) => e.id));
+        replayed += ready.length;
+      }
+      this.heldTables.delete(table);
+      this.metrics.tableBlocked.set({ table }, 0);
+      this.log.info({ table, replayed }, 'held table released: its waiting changes applied in order, it flows again');
+    }
+    await this.refreshDeadLetters(signal);
   }
 
   private async deadLetter(letters: DeadLetter[], signal: AbortSignal): Promise<boolean> {
@@ -507,6 +626,14 @@ export class Apply {
       }
     }
   }
+}
+
+const TABLE_BLOCKED = 'TABLE_BLOCKED';
+/** Held changes applied again per statement batch when a held table is retried. */
+const HELD_REPLAY_BATCH = 1000;
+
+function tableBlockedError(reason: string): SynclineError {
+  return new SynclineError(TABLE_BLOCKED, `the target table cannot take this table's changes; held in order until it is fixed: ${reason}`, { retriable: false });
 }
 
 function blockedError(): SynclineError {

@@ -1,5 +1,5 @@
-import type { ChangeEvent } from '../core/change.js';
-import { ConfigError, SynclineError } from '../core/errors.js';
+import { tableLabelOf, type ChangeEvent } from '../core/change.js';
+import { ConfigError, StructuralError, SynclineError } from '../core/errors.js';
 import type { TableName } from '../core/sql.js';
 import { tableLabel, type TableMapping } from '../core/table-mapping.js';
 import type { ApplyOutcome, Sink } from './sink.js';
@@ -43,7 +43,19 @@ export class MappedSink implements Sink {
   }
 
   async apply(changes: readonly ChangeEvent[], positions: ReadonlyMap<number, bigint>, group: string): Promise<ApplyOutcome> {
-    const outcome = await this.inner.apply(changes.map((c) => this.mapping.map(c)), positions, group);
+    const mapped = changes.map((c) => this.mapping.map(c));
+    let outcome: ApplyOutcome;
+    try {
+      outcome = await this.inner.apply(mapped, positions, group);
+    } catch (err) {
+      // The inner sink names the target table; apply holds tables by their source name.
+      if (err instanceof StructuralError) {
+        const i = mapped.findIndex((c) => tableLabelOf(c) === err.table);
+        const source = i >= 0 ? changes[i] : undefined;
+        if (source) throw new StructuralError(tableLabelOf(source), err.detail, err.fix);
+      }
+      throw err;
+    }
     if (outcome.byTable.size === 0) return outcome;
     const byTable = new Map<string, { applied: number; stale: number }>();
     for (const [label, counts] of outcome.byTable) byTable.set(this.mapping.sourceLabelOf(label), counts);
