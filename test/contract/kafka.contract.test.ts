@@ -3,7 +3,7 @@ import kafkajs, { Kafka, logLevel } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kafkaError } from '../../src/stream/kafka/kafka-errors.js';
 import { openKafkaStream } from '../../src/stream/kafka/kafka-stream.js';
-import type { Stream } from '../../src/stream/stream.js';
+import { RetentionGapError, type Stream } from '../../src/stream/stream.js';
 import { requireListening } from './broker-check.js';
 import { describeGroupRebalance } from './group-rebalance.js';
 import { describeStreamContract } from './stream-contract.js';
@@ -40,6 +40,54 @@ describe('Kafka stream: topic and errors', () => {
     await stream.close();
     await expect(openKafkaStream({ brokers, topic, partitions: 3 })).rejects.toMatchObject({ code: 'STREAM_PARTITIONS_MISMATCH', retriable: false });
   });
+
+  it('refuses a start or committed position below the low watermark (retention deleted unconsumed records)', async () => {
+    const topic = `syncline-contract-kafka-gap-${randomBytes(4).toString('hex')}`;
+    const stream = await open({ partitions: 1, topic });
+    const admin = new Kafka({ brokers, logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    try {
+      const producer = await stream.producer();
+      await producer.publish(Array.from({ length: 10 }, (_, i) => ({ key: 'k', value: Buffer.from(`r${i}`) })));
+      await producer.close();
+      // The group applied records 0 and 1, then was down while retention deleted up to 5.
+      const committing = await stream.consumer('gap-group', { startPositions: async () => new Map([[0, 0n]]) });
+      await committing.commit(new Map([[0, 2n]]));
+      await committing.close();
+      await admin.fetchTopicMetadata({ topics: [topic] }); // deleteTopicRecords needs it loaded
+      await admin.deleteTopicRecords({ topic, partitions: [{ partition: 0, offset: '5' }] });
+
+      // A start position from the sink below the low watermark.
+      const fromSink = stream.consumer('gap-sink', { startPositions: async () => new Map([[0, 2n]]) });
+      const err = await fromSink.then(
+        async (c) => {
+          await c.close();
+          return undefined;
+        },
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(RetentionGapError);
+      expect(err).toMatchObject({ partition: 0, wanted: 2n, firstRetained: 5n, retriable: false });
+      expect((err as RetentionGapError).fix).toContain('--from 0:5');
+
+      // The group's own committed offset below the low watermark.
+      await expect(stream.consumer('gap-group')).rejects.toMatchObject({ name: 'RetentionGapError', partition: 0, wanted: 2n, firstRetained: 5n });
+
+      // A new group (no position anywhere) starts at the first retained record, as before.
+      const fresh = await stream.consumer('gap-fresh');
+      try {
+        const got: bigint[] = [];
+        const deadline = Date.now() + 15_000;
+        while (got.length < 5 && Date.now() < deadline) got.push(...(await fresh.poll(10, 200)).map((r) => r.offset));
+        expect(got).toEqual([5n, 6n, 7n, 8n, 9n]);
+      } finally {
+        await fresh.close();
+      }
+    } finally {
+      await admin.disconnect();
+      await stream.close();
+    }
+  }, 120_000);
 
   it('maps kafkajs errors to SynclineError keeping the retriable flag', () => {
     const notLeader = new kafkajs.KafkaJSProtocolError(Object.assign(new Error('not leader'), { type: 'NOT_LEADER_FOR_PARTITION', code: 6, retriable: true }));

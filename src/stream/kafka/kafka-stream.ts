@@ -36,7 +36,7 @@ import { Kafka, Partitioners, logLevel, type Admin, type Consumer, type EachBatc
 import { partitionFor } from '../../core/change.js';
 import { ConfigError, SynclineError } from '../../core/errors.js';
 import { RecordBuffer } from '../record-buffer.js';
-import type { ConsumerOptions, OutgoingRecord, Stream, StreamConsumer, StreamProducer, StreamRecord } from '../stream.js';
+import { RetentionGapError, type ConsumerOptions, type OutgoingRecord, type Stream, type StreamConsumer, type StreamProducer, type StreamRecord } from '../stream.js';
 import { kafkaError } from './kafka-errors.js';
 
 export interface KafkaStreamOptions {
@@ -597,6 +597,24 @@ class KafkaConsumer implements StreamConsumer {
         const o = wanted.get(p);
         if (o !== undefined) fromSink.set(p, o);
       }
+      if (fromSink.size < assigned.length) {
+        // The others start at the group's committed offset. kafkajs would answer one below
+        // the low watermark with the reset policy (the earliest record), skipping what
+        // retention deleted without a word: check it here. A partition without one starts
+        // at the earliest record (a new group), which loses nothing it ever had.
+        const committed = await this.stream.fetchCommitted(this.groupId);
+        if (generation !== this.generation || this.closed) return;
+        const fromGroup = new Map<number, bigint>();
+        for (const p of assigned) {
+          const o = committed.get(p);
+          if (!fromSink.has(p) && o !== undefined) fromGroup.set(p, o);
+        }
+        if (fromGroup.size > 0) {
+          await this.clamp(fromGroup); // throws RetentionGapError for an offset below the low watermark
+          if (generation !== this.generation || this.closed) return;
+          for (const [p, o] of fromGroup) this.next.set(p, o);
+        }
+      }
       if (fromSink.size > 0) {
         const clamped = await this.clamp(fromSink);
         if (generation !== this.generation || this.closed) return;
@@ -624,15 +642,18 @@ class KafkaConsumer implements StreamConsumer {
   }
 
   /**
-   * Keeps positions inside [low, high]: kafkajs answers an out-of-range fetch by committing
-   * the group's default offset, which would overwrite the group's position.
+   * Keeps positions at most `high`: kafkajs answers an out-of-range fetch by committing the
+   * group's default offset, which would overwrite the group's position. A position below
+   * `low` is refused (RetentionGapError): retention deleted records from there on that this
+   * group never consumed, and moving up to `low` would skip them silently.
    */
   private async clamp(positions: ReadonlyMap<number, bigint>): Promise<Map<number, bigint>> {
     const marks = await this.stream.watermarks();
     const out = new Map<number, bigint>();
     for (const [p, o] of positions) {
       const w = marks.get(p);
-      out.set(p, w === undefined ? o : o < w.low ? w.low : o > w.high ? w.high : o);
+      if (w !== undefined && o < w.low) throw new RetentionGapError(`Kafka topic ${this.topic}`, p, o, w.low);
+      out.set(p, w === undefined ? o : o > w.high ? w.high : o);
     }
     return out;
   }
@@ -670,6 +691,17 @@ class KafkaConsumer implements StreamConsumer {
     const messages = batch.messages;
     const records: StreamRecord[] = [];
     const expected = this.next.get(p);
+    const firstOffset = messages[0] === undefined ? undefined : BigInt(messages[0].offset);
+    if (expected !== undefined && firstOffset !== undefined && firstOffset > expected && !this.stream.opts.compacted) {
+      // Offsets of a time-retained topic are contiguous: a jump means the fetch position fell
+      // below the low watermark (retention deleted what this member had not read yet) and
+      // kafkajs reset it to the earliest record. Refuse rather than skip.
+      const low = (await this.stream.watermarks()).get(p)?.low;
+      if (low !== undefined && low > expected) {
+        this.fail(new RetentionGapError(`Kafka topic ${this.topic}`, p, expected, low));
+        return;
+      }
+    }
     for (let i = 0; i < messages.length; i++) {
       const m = messages[i];
       if (m === undefined) continue;
