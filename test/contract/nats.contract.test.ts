@@ -4,7 +4,7 @@ import path from 'node:path';
 import { connect } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KEY_HEADER, TABLE_HEADER, natsName, openNatsStream, partitionStreamName, positionsBucketName, tableSubjectOf } from '../../src/stream/nats/nats-stream.js';
-import type { Stream, StreamRecord } from '../../src/stream/stream.js';
+import { RetentionGapError, type Stream, type StreamRecord } from '../../src/stream/stream.js';
 import { ROOT, ensureBuilt } from '../helpers/cli.js';
 import { requireListening } from './broker-check.js';
 import { describeGroupRebalance } from './group-rebalance.js';
@@ -184,6 +184,49 @@ describe('NATS stream: partition count', () => {
     await expect(openNatsStream({ url, topic, partitions: 3 })).rejects.toMatchObject({ code: 'STREAM_PARTITIONS_MISMATCH', retriable: false });
     await expect(openNatsStream({ url, topic, partitions: 1 })).rejects.toMatchObject({ code: 'STREAM_PARTITIONS_MISMATCH', retriable: false });
   });
+});
+
+describe('NATS stream: retention gaps', () => {
+  it('refuses a start or committed position below the first retained record; a new group starts there', async () => {
+    const topic = `syncline-contract-nats-gap-${randomBytes(4).toString('hex')}`;
+    const stream = await open({ partitions: 1, topic });
+    const nc = await connect({ servers: url });
+    try {
+      const producer = await stream.producer();
+      await producer.publish(Array.from({ length: 10 }, (_, i) => ({ key: 'k', value: Buffer.from(`r${i}`) })));
+      await producer.close();
+      const committing = await stream.consumer('gap-group', { startPositions: async () => new Map([[0, 0n]]) });
+      await committing.commit(new Map([[0, 2n]]));
+      await committing.close();
+      // What max_age does to old records: offsets 0..4 (sequences 1..5) are gone.
+      const jsm = await nc.jetstreamManager();
+      await jsm.streams.purge(partitionStreamName(topic, 0), { seq: 6 });
+
+      const err = await stream.consumer('gap-sink', { startPositions: async () => new Map([[0, 2n]]) }).then(
+        async (c) => {
+          await c.close();
+          return undefined;
+        },
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(RetentionGapError);
+      expect(err).toMatchObject({ partition: 0, wanted: 2n, firstRetained: 5n, retriable: false });
+      await expect(stream.consumer('gap-group')).rejects.toMatchObject({ name: 'RetentionGapError', wanted: 2n, firstRetained: 5n });
+
+      const fresh = await stream.consumer('gap-fresh');
+      try {
+        const got: bigint[] = [];
+        const deadline = Date.now() + 15_000;
+        while (got.length < 5 && Date.now() < deadline) got.push(...(await fresh.poll(10, 200)).map((r) => r.offset));
+        expect(got).toEqual([5n, 6n, 7n, 8n, 9n]);
+      } finally {
+        await fresh.close();
+      }
+    } finally {
+      await nc.close();
+      await stream.close();
+    }
+  }, 60_000);
 });
 
 describe('NATS stream: lost readers', () => {

@@ -64,7 +64,7 @@ import {
 import { partitionFor } from '../../core/change.js';
 import { ConfigError, SynclineError } from '../../core/errors.js';
 import { RecordBuffer } from '../record-buffer.js';
-import type { ConsumerOptions, OutgoingRecord, Stream, StreamConsumer, StreamProducer, StreamRecord } from '../stream.js';
+import { RetentionGapError, type ConsumerOptions, type OutgoingRecord, type Stream, type StreamConsumer, type StreamProducer, type StreamRecord } from '../stream.js';
 import { DeliveryTracker } from './delivery-tracker.js';
 import { GroupMembership, type MembershipChange, type MembershipOptions } from './group-membership.js';
 import { JS_CONSUMER_NOT_FOUND, JS_STREAM_NOT_FOUND, apiErrorCode, natsError } from './nats-errors.js';
@@ -470,6 +470,12 @@ interface PartitionState {
   epoch: number;
   /** Where the reader was last positioned. */
   position: bigint;
+  /**
+   * The position is one the reader must start at (asked for, committed, sought, or reached):
+   * one below the first retained record is refused. False only for a group's first start
+   * without any position, which begins at the first retained record.
+   */
+  explicit: boolean;
   /** Offset the next accepted delivery must have; null right after positioning. */
   next: bigint | null;
   /** A reposition to do before the next pull. */
@@ -514,6 +520,7 @@ class NatsConsumer implements StreamConsumer {
       active: false,
       epoch: 0,
       position: 0n,
+      explicit: false,
       next: null,
       want: null,
       msgs: [],
@@ -574,7 +581,9 @@ class NatsConsumer implements StreamConsumer {
     const states = partitions.map((p) => this.states[p] as PartitionState);
     await Promise.all(
       states.map(async (st) => {
-        const offset = start.get(st.partition) ?? committed.get(st.partition) ?? 0n;
+        const asked = start.get(st.partition) ?? committed.get(st.partition);
+        const offset = asked ?? 0n;
+        st.explicit = asked !== undefined;
         await this.deliveries.started(st.partition, offset);
         await this.reposition(st, offset);
       }),
@@ -678,6 +687,7 @@ class NatsConsumer implements StreamConsumer {
     // Nothing of the old position comes out of poll() from now on.
     this.dropBuffered(st);
     st.want = offset;
+    st.explicit = true;
     st.pull?.stop();
     this.wakeLoops();
   }
@@ -794,6 +804,12 @@ class NatsConsumer implements StreamConsumer {
     st.next = null;
     st.position = offset;
     const jsm = this.stream.jsm;
+    if (st.explicit) {
+      // JetStream starts a consumer below the first retained record at that record, which
+      // would skip what retention (max_age) deleted unread: refuse instead.
+      const first = BigInt((await jsm.streams.info(st.stream)).state.first_seq) - 1n;
+      if (offset < first) throw new RetentionGapError(`NATS stream ${st.stream}`, st.partition, offset, first);
+    }
     try {
       await jsm.consumers.delete(st.stream, this.durable);
     } catch (err) {
@@ -870,6 +886,12 @@ class NatsConsumer implements StreamConsumer {
   /** Checks a delivery's sequence; false when the reader must reposition (a gap). */
   private accept(st: PartitionState, m: JsMsg, batch: StreamRecord[]): boolean {
     const offset = BigInt(m.seq) - 1n;
+    if (st.next === null && st.explicit && offset > st.position) {
+      // The first delivery after positioning is past the position: records were deleted in
+      // between. Reposition there, which checks the retained range and refuses a gap.
+      st.want = st.position;
+      return false;
+    }
     if (st.next !== null) {
       if (offset < st.next) return true; // a redelivery of what this reader already has
       if (offset > st.next) {
@@ -880,6 +902,7 @@ class NatsConsumer implements StreamConsumer {
       }
     }
     st.next = offset + 1n;
+    st.explicit = true; // from here on the reader has a position of its own
     batch.push({
       partition: st.partition,
       offset,
