@@ -73,6 +73,19 @@ export function alertRules(config: SynclineConfig): AlertRuleGroup[] {
   ];
   if (config.dead_letter.enabled) {
     rules.push({
+      alert: 'SynclineTableBlocked',
+      expr: 'max by (table) (sync_table_blocked) > 0',
+      for: '1m',
+      labels: { severity: 'critical' },
+      annotations: {
+        summary: 'table {{ $labels.table }} is held: its target does not fit its changes',
+        description:
+          'The target table of {{ $labels.table }} is missing, lacks a column or has another key, so its changes wait in the ' +
+          'dead-letter queue in order (TABLE_BLOCKED) while the other tables flow. `syncline status -c CONFIG` and ' +
+          '`syncline dlq list --error TABLE_BLOCKED -c CONFIG` show why. Fix the target table; the held changes then apply by themselves.',
+      },
+    });
+    rules.push({
       alert: 'SynclineDeadLetterWarning',
       expr: `sync_deadletter_count > ${num(config.dead_letter.alert_threshold)}`,
       labels: { severity: 'warning' },

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { SynclineError } from '../../src/core/errors.js';
+import { StructuralError, SynclineError } from '../../src/core/errors.js';
 import { RedisSink, redisKeys } from '../../src/sink/redis/redis-sink.js';
 import { REDIS_URL, dropKeys, requireRedis } from '../helpers/redis.js';
 import { ChangeFactory, describeSinkContract } from './sink-contract.js';
@@ -48,6 +48,16 @@ describe('Redis sink specifics', () => {
       client.disconnect();
     }
   }
+
+  it('refuses a keyless table with a StructuralError naming it (apply holds that table, not the line)', async () => {
+    await withSink({}, async (sink, client, prefix) => {
+      const keyless = { ...f.insert('h', 'a', { lsn: 0x1_0000_0002, seq: 1 }, 'x', null), key: {} };
+      const err = await sink.apply([keyless], none, 'g').then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(StructuralError);
+      expect((err as StructuralError).table).toBe('public.h');
+      expect(await client.keys(`${prefix}:public.h:*`)).toEqual([]);
+    });
+  });
 
   it('lays rows out as documented: hash per row, version fields, NULL as a missing field, index set', async () => {
     await withSink({}, async (sink, client, prefix) => {

@@ -4,6 +4,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runPipeline } from '../../src/cli/run-command.js';
+import { collectStatus, formatStatus } from '../../src/cli/commands/status.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { createLogger, silentLogger } from '../../src/log/logger.js';
 import { Metrics } from '../../src/metrics/metrics.js';
@@ -84,6 +85,9 @@ monitoring: { enabled: false }
     expect(new Set(held.map((e) => e.errorCode))).toContain('TABLE_BLOCKED');
     expect(held.find((e) => e.errorCode === 'TABLE_BLOCKED')?.error).toMatch(/broken/);
     expect((await queue.list({ table: 'public.fine', limit: 10 })).length).toBe(0);
+    const status = await collectStatus(config);
+    expect(status.dlq.blockedTables).toEqual([expect.objectContaining({ table: 'public.broken', changes: held.filter((e) => e.errorCode === 'TABLE_BLOCKED').length })]);
+    expect(formatStatus(status)).toMatch(/BLOCKED public\.broken: \d+ change\(s\) held/);
 
     // Half a fix: the table exists but lacks a column. Still held, still flowing elsewhere.
     await target.query('CREATE TABLE broken (id integer PRIMARY KEY, v integer NOT NULL)');

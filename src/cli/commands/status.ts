@@ -40,7 +40,13 @@ export interface StatusReport {
     warnings: string[];
   };
   consumer: { group: string; sinkPositions: 'read' | 'none' | 'not a postgres sink' | 'error'; error?: string };
-  dlq: { exists: boolean; count: number; error?: string };
+  dlq: {
+    exists: boolean;
+    count: number;
+    /** Tables held because their target does not fit (their changes wait in the queue, TABLE_BLOCKED). */
+    blockedTables: { table: string; changes: number; reason: string }[];
+    error?: string;
+  };
 }
 
 export interface PartitionStatus {
@@ -61,7 +67,7 @@ export async function collectStatus(config: SynclineConfig, baseDir = process.cw
     slot: null,
     stream: { broker: config.stream.broker, reachable: false, partitions: [], recordsBehind: 0, warnings: [] },
     consumer: { group: config.consumer.group_id, sinkPositions: 'none' },
-    dlq: { exists: false, count: 0 },
+    dlq: { exists: false, count: 0, blockedTables: [] },
   };
   await sourceStatus(config, report);
   const ends = await streamStatus(config, baseDir, report);
@@ -195,7 +201,15 @@ async function sinkStatus(config: SynclineConfig, report: StatusReport): Promise
     const queue = openDeadLetterQueue(config);
     try {
       await queue?.prepare();
-      report.dlq = { exists: true, count: (await queue?.depth())?.count ?? 0 };
+      report.dlq = { exists: true, count: (await queue?.depth())?.count ?? 0, blockedTables: [] };
+      const held = new Map<string, { table: string; changes: number; reason: string }>();
+      for (const e of (await queue?.list({ error: 'TABLE_BLOCKED', limit: 1_000_000 })) ?? []) {
+        if (e.errorCode !== 'TABLE_BLOCKED') continue;
+        const t = held.get(e.table) ?? { table: e.table, changes: 0, reason: e.error };
+        t.changes++;
+        held.set(e.table, t);
+      }
+      report.dlq.blockedTables = [...held.values()];
     } catch (err) {
       report.dlq.error = redactUrl(errorMessage(err));
     } finally {
@@ -209,7 +223,10 @@ async function sinkStatus(config: SynclineConfig, report: StatusReport): Promise
       await withClient(dlqUrl, async (c) => {
         if (!(await tableExists(c, schema, 'dead_letter'))) return;
         const { rows } = await c.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${quoteQualified(schema, 'dead_letter')}`);
-        report.dlq = { exists: true, count: Number(rows[0]?.n ?? 0) };
+        const held = await c.query<{ table_name: string; n: string; reason: string }>(
+          `SELECT table_name, count(*)::text AS n, min(error) AS reason FROM ${quoteQualified(schema, 'dead_letter')} WHERE error_code = 'TABLE_BLOCKED' GROUP BY table_name ORDER BY table_name`,
+        );
+        report.dlq = { exists: true, count: Number(rows[0]?.n ?? 0), blockedTables: held.rows.map((h) => ({ table: h.table_name, changes: Number(h.n), reason: redactUrl(h.reason) })) };
       });
     } catch (err) {
       report.dlq.error = redactUrl(errorMessage(err));
@@ -258,6 +275,7 @@ export function formatStatus(r: StatusReport): string {
   else if (r.consumer.sinkPositions === 'none') out.push('sink      no positions stored yet');
   if (r.dlq.error) out.push(`dlq       not readable: ${r.dlq.error}`);
   else out.push(`dlq       ${r.dlq.exists ? `${r.dlq.count} change(s) waiting` : '0 (not created)'}`);
+  for (const b of r.dlq.blockedTables) out.push(`  BLOCKED ${b.table}: ${b.changes} change(s) held until the target is fixed: ${b.reason.split('\n')[0] ?? ''}`);
   return `${out.join('\n')}\n`;
 }
 

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { ChangeEvent } from '../../core/change.js';
+import { rowKeyOf, type ChangeEvent } from '../../core/change.js';
 import { PrerequisiteError, StructuralError, SynclineError, errorMessage } from '../../core/errors.js';
 import { quoteIdent, quoteQualified } from '../../core/sql.js';
 import { collapseBatch, type TableBatch } from '../collapse.js';
@@ -192,7 +192,7 @@ export class PostgresSink implements Sink {
       const keyColumns = Object.keys(first.key);
       this.checkColumns(target, columns, keyColumns);
       const values: (string | number | null)[][] = columns.map((col) => rows.map((r) => (r.payload as Record<string, string | null>)[col] ?? null));
-      values.push(rows.map((r) => JSON.stringify(Object.values(r.key))));
+      values.push(rows.map((r) => rowKeyOf(r)));
       values.push(rows.map((r) => r.commit_lsn));
       values.push(rows.map((r) => r.seq));
       const threshold = this.options.copyThreshold ?? 0;
@@ -211,7 +211,7 @@ export class PostgresSink implements Sink {
       counts.stale += rows.length - n;
       if (this.options.staleAudit && n < rows.length) {
         const written = new Set(res.rows.map((r) => r.k));
-        await this.auditStale(c, target, keyColumns, rows.filter((r) => !written.has(JSON.stringify(Object.values(r.key)))));
+        await this.auditStale(c, target, keyColumns, rows.filter((r) => !written.has(rowKeyOf(r))));
       }
     }
   }
@@ -221,7 +221,7 @@ export class PostgresSink implements Sink {
     const k = keyColumns.length;
     const match = keyColumns.map((col, i) => `t.${quoteIdent(col)} = i.k${i}::${(target.columns.get(col) as { castType: string }).castType}`).join(' AND ');
     const params: unknown[] = keyColumns.map((col) => rejected.map((r) => r.key[col] ?? null));
-    params.push(rejected.map((r) => JSON.stringify(Object.values(r.key))), rejected.map((r) => r.commit_lsn), rejected.map((r) => r.seq), rejected.map((r) => r.op), rejected.map((r) => JSON.stringify(r)), tableLabel(target));
+    params.push(rejected.map((r) => rowKeyOf(r)), rejected.map((r) => r.commit_lsn), rejected.map((r) => r.seq), rejected.map((r) => r.op), rejected.map((r) => JSON.stringify(r)), tableLabel(target));
     await c.query(
       `INSERT INTO ${this.state.staleAudit} (table_name, row_key, op, incoming_lsn, incoming_seq, stored_lsn, stored_seq, change)
        SELECT $${k + 6}, i.row_key, i.op, i.v_lsn::pg_lsn, i.v_seq, t.${V_LSN}, t.${V_SEQ}, i.change::jsonb
@@ -309,7 +309,7 @@ export class PostgresSink implements Sink {
       removed AS (${removal})
       SELECT (SELECT count(*) FROM tomb)::int AS tombstoned, (SELECT count(*) FROM removed)::int AS removed`;
     const params: unknown[] = keyColumns.map((col) => rows.map((r) => r.key[col] ?? null));
-    params.push(rows.map((r) => JSON.stringify(Object.values(r.key))));
+    params.push(rows.map((r) => rowKeyOf(r)));
     params.push(rows.map((r) => r.commit_lsn));
     params.push(rows.map((r) => r.seq));
     params.push(rows.map((r) => r.commit_ts));

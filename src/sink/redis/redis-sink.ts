@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { ChangeEvent, Row } from '../../core/change.js';
+import { rowKeyOf, type ChangeEvent, type Row } from '../../core/change.js';
+import { StructuralError } from '../../core/errors.js';
 import { parseLsn } from '../../core/lsn.js';
 import { collapseBatch } from '../collapse.js';
 import type { ApplyOutcome, Sink } from '../sink.js';
@@ -22,7 +23,7 @@ export const DELETED_AT_FIELD = '_deleted_at';
 
 /** The JSON array of a change's key values: the row's identity inside its table. */
 export function rowKeyJson(key: Row): string {
-  return JSON.stringify(Object.values(key));
+  return rowKeyOf({ key });
 }
 
 /** Key layout (see the README's "Redis sink"). Exported for tools and tests that read the target. */
@@ -255,6 +256,14 @@ export class RedisSink implements Sink {
     const labels: string[] = [];
     for (const t of tables) {
       const table = `${t.schema}.${t.table}`;
+      if (t.multiset.length > 0) {
+        // A hash per row needs a key to name it; rows of a keyless table cannot be told apart.
+        throw new StructuralError(
+          table,
+          `keyless table ${table} (REPLICA IDENTITY FULL without a primary key) cannot be kept in Redis, which stores one hash per key`,
+          `give ${table} a primary key at the source, leave it out of the publication, or route it to a postgres, mysql or sqlite sink`,
+        );
+      }
       labels.push(table);
       const rows = t.rows.filter((r) => r.op === 'DELETE' || r.payload !== null);
       args.push(`${prefix}:${table}:`, `${prefix}:tomb:${table}:`, redisKeys.tableRows(prefix, t.schema, t.table), redisKeys.truncation(prefix, t.schema, t.table));
