@@ -72,7 +72,7 @@ describe('syncline monitoring export', () => {
 
   it('writes alert rules that promtool accepts, with the configured thresholds', () => {
     const check = promtool(['check', 'rules', rulesFile], out);
-    expect(check.output).toMatch(/SUCCESS: 6 rules found/);
+    expect(check.output).toMatch(/SUCCESS: 7 rules found/);
     expect(check.status).toBe(0);
     const byName = new Map(rules.map((r) => [r.alert, r]));
     expect(byName.get('SynclineLagCritical')).toMatchObject({ expr: 'max(sync_lag_seconds) > 12', for: '1m', labels: { severity: 'critical' } });
@@ -129,6 +129,30 @@ describe('syncline monitoring export', () => {
               exp_alerts: [fired('SynclineSlotRetainedWalGrowing', '2.029Gi', '{{ $value | humanize1024 }}')],
             },
             { eval_time: '10m', alertname: 'SynclineMetricsAbsent', exp_alerts: [] },
+          ],
+        },
+        {
+          interval: '1m',
+          input_series: [
+            { series: 'sync_table_blocked{table="public.ok"}', values: '0x10' },
+            { series: 'sync_table_blocked{table="public.broken"}', values: '0 1x10' },
+            { series: 'sync_deadletter_count', values: '0x10' },
+          ],
+          alert_rule_test: [
+            { eval_time: '1m', alertname: 'SynclineTableBlocked', exp_alerts: [] },
+            {
+              eval_time: '3m',
+              alertname: 'SynclineTableBlocked',
+              exp_alerts: [
+                {
+                  exp_labels: { severity: 'critical', table: 'public.broken' },
+                  exp_annotations: {
+                    summary: a('SynclineTableBlocked').annotations.summary.replace('{{ $labels.table }}', 'public.broken'),
+                    description: a('SynclineTableBlocked').annotations.description.replaceAll('{{ $labels.table }}', 'public.broken'),
+                  },
+                },
+              ],
+            },
           ],
         },
         {
