@@ -2,7 +2,8 @@
  * The dashboard page: one self-contained HTML document (inline CSS and vanilla JS, no
  * external URL, no build step). It polls `/api/status` every second and `/api/dlq` every
  * two seconds. Every server-supplied text reaches the DOM through `textContent`; the access
- * token lives in sessionStorage only and is sent as `Authorization: Bearer` on actions.
+ * token lives in sessionStorage only and is sent as `Authorization: Bearer` on every API call
+ * (with a token configured, the reads that show data need it as much as the actions).
  * The script and style are exported apart so the server can pin them by hash in its
  * Content-Security-Policy; they contain no backtick and no `${`.
  */
@@ -113,7 +114,7 @@ export const DASHBOARD_SCRIPT = `
   function request(method, path, body) {
     var headers = { 'accept': 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
-    if (method !== 'GET' && state.token) headers['authorization'] = 'Bearer ' + state.token;
+    if (state.token) headers['authorization'] = 'Bearer ' + state.token;
     return fetch(path, { method: method, headers: headers, cache: 'no-store', credentials: 'omit',
       body: body === undefined ? undefined : JSON.stringify(body) })
       .then(function (res) {
@@ -342,6 +343,13 @@ export const DASHBOARD_SCRIPT = `
 
   function pollStatus() {
     request('GET', '/api/status').then(function (r) {
+      if (r.status === 401) {
+        // A token is configured: the data is for its holders only.
+        byId('conn-dot').className = 'dot down';
+        setText('updated', state.token ? 'wrong access token: enter monitoring.dashboard_token below' : 'access token required: enter monitoring.dashboard_token below');
+        byId('token').classList.add('ask');
+        return;
+      }
       if (r.status !== 200 || !r.data) throw new Error('status ' + r.status);
       renderStatus(r.data);
       state.lastOk = Date.now();
@@ -365,7 +373,7 @@ export const DASHBOARD_SCRIPT = `
   byId('token-form').addEventListener('submit', function (ev) {
     ev.preventDefault();
     var v = byId('token').value.trim();
-    if (v) { saveToken(v); message('info', 'Token saved for this browser tab.'); }
+    if (v) { saveToken(v); message('info', 'Token saved for this browser tab.'); state.dlqSignature = ''; pollDlq(true); }
   });
   byId('token-forget').addEventListener('click', function () { forgetToken(); message('info', 'Token forgotten.'); });
   byId('replay-all').addEventListener('click', function () { act('replay', (state.shownIds || []).slice()); });

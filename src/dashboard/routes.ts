@@ -18,8 +18,16 @@ export interface DashboardOptions {
   sink?: Sink | undefined;
   /** Consumer group whose positions the sink keeps (replays write rows only, no positions). */
   group: string;
-  /** Access token for replay and purge; undefined or empty disables both. */
+  /**
+   * Access token for replay and purge; undefined or empty disables both. When set, the read
+   * endpoints that reveal data (`/api/status`, `/api/dlq`) need it too.
+   */
   token?: string | undefined;
+  /**
+   * `monitoring.host`: a name the dashboard is reached by, accepted in the Host header next
+   * to localhost, 127.0.0.1, [::1] and the address the connection came in on.
+   */
+  host?: string | undefined;
   log?: Logger | undefined;
   sampleIntervalMs?: number;
   maxSamples?: number;
@@ -56,6 +64,9 @@ const ID = /^(?:[0-9]{1,19}|[0-9]{1,19}-[0-9]{1,19}|[A-Za-z0-9_.-]{1,100}:[0-9A-
 const DISABLED_MESSAGE =
   'dashboard actions are disabled: set monitoring.dashboard_token in the config (or the SYNCLINE_DASHBOARD_TOKEN environment variable) and restart syncline to enable replay and purge';
 const UNAUTHORIZED_MESSAGE = 'missing or wrong access token: send the header "Authorization: Bearer <monitoring.dashboard_token>"';
+const DASHBOARD_PATHS = ['/', '/dashboard', '/api/status', '/api/dlq', '/api/dlq/replay', '/api/dlq/purge'];
+/** Host names every dashboard accepts: the loopback ones. */
+const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
 
 const sha256 = (text: string): Buffer => createHash('sha256').update(text).digest();
 const cspHash = (text: string): string => `'sha256-${createHash('sha256').update(text).digest('base64')}'`;
@@ -79,8 +90,9 @@ class HttpError extends Error {
 }
 
 /**
- * The dashboard: `GET /` (the page), `GET /api/status`, `GET /api/dlq?limit=`, and the
- * token-guarded actions `POST /api/dlq/replay` and `POST /api/dlq/purge` (`{"ids": [...]}`).
+ * The dashboard: `GET /` (the page), `GET /api/status`, `GET /api/dlq?limit=` (both need
+ * the token when one is configured), and the token-guarded actions `POST /api/dlq/replay`
+ * and `POST /api/dlq/purge` (`{"ids": [...]}`). Every route checks the Host header.
  * Samples the metrics every second into a ring of the last `maxSamples` points, so
  * throughput is computed here from counter deltas rather than in every browser.
  */
@@ -111,18 +123,27 @@ class DashboardRoutes implements Dashboard {
 
   handle(req: IncomingMessage, res: ServerResponse): boolean {
     const url = new URL(req.url ?? '/', 'http://localhost');
+    if (!DASHBOARD_PATHS.includes(url.pathname)) return false;
+    if (!this.hostAllowed(req)) {
+      req.resume();
+      json(res, 421, {
+        error: `the Host header ${JSON.stringify(req.headers.host ?? '')} is not a name of this dashboard: open it at http://localhost:<port>/ or http://127.0.0.1:<port>/, or set monitoring.host to the name you use`,
+      });
+      return true;
+    }
     const route = `${req.method ?? 'GET'} ${url.pathname}`;
     let work: Promise<void>;
     switch (route) {
       case 'GET /':
       case 'GET /dashboard':
+        // The page holds no data (it fetches it from the API), so it needs no token.
         this.page(res);
         return true;
       case 'GET /api/status':
-        work = this.status().then((body) => json(res, 200, body));
+        work = this.checkReadAccess(req).then(() => this.status()).then((body) => json(res, 200, body));
         break;
       case 'GET /api/dlq':
-        work = this.list(url.searchParams.get('limit')).then((body) => json(res, 200, body));
+        work = this.checkReadAccess(req).then(() => this.list(url.searchParams.get('limit'))).then((body) => json(res, 200, body));
         break;
       case 'POST /api/dlq/replay':
         work = this.action(req, 'replay').then((body) => json(res, 200, body));
@@ -131,11 +152,8 @@ class DashboardRoutes implements Dashboard {
         work = this.action(req, 'purge').then((body) => json(res, 200, body));
         break;
       default:
-        if (['/', '/dashboard', '/api/status', '/api/dlq', '/api/dlq/replay', '/api/dlq/purge'].includes(url.pathname)) {
-          json(res, 405, { error: `${req.method ?? '?'} is not allowed on ${url.pathname}` });
-          return true;
-        }
-        return false;
+        json(res, 405, { error: `${req.method ?? '?'} is not allowed on ${url.pathname}` });
+        return true;
     }
     work.catch((err: unknown) => {
       if (err instanceof HttpError) {
@@ -346,6 +364,34 @@ class DashboardRoutes implements Dashboard {
     return this.sinkReady;
   }
 
+  /**
+   * DNS rebinding guard: a page of another site that got its name to resolve to this machine
+   * reaches the dashboard with that name in the Host header, so only our own names pass —
+   * the loopback names, `monitoring.host` when it is a name or a specific address, and the
+   * local address the connection arrived on (what a browser sends when opened by IP). The
+   * port is not compared: SSH tunnels and `kubectl port-forward` change it, and the attack
+   * depends on the name alone. /metrics, /healthz and /readyz (served before the dashboard,
+   * in metrics/server.ts) are not checked: Prometheus and probes send the target address
+   * they were configured with, and those endpoints hold counts, not row data.
+   */
+  private hostAllowed(req: IncomingMessage): boolean {
+    const header = req.headers.host;
+    if (header === undefined) return true; // HTTP/1.0 without Host: not a browser of today
+    const name = hostName(header);
+    if (LOOPBACK_HOSTS.includes(name)) return true;
+    const configured = this.options.host ? hostName(this.options.host) : '';
+    if (configured !== '' && !['0.0.0.0', '[::]', '::'].includes(configured) && name === configured) return true;
+    const local = req.socket.localAddress;
+    if (local === undefined) return false;
+    const mapped = local.startsWith('::ffff:') ? local.slice(7) : local;
+    return name === mapped.toLowerCase() || name === `[${local.toLowerCase()}]`;
+  }
+
+  /** With a token configured, the data of the read endpoints is for its holders only. */
+  private async checkReadAccess(req: IncomingMessage): Promise<void> {
+    if (this.tokenDigest && !this.authorized(req)) throw new HttpError(401, UNAUTHORIZED_MESSAGE);
+  }
+
   private authorized(req: IncomingMessage): boolean {
     const header = req.headers.authorization ?? '';
     const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
@@ -355,6 +401,19 @@ class DashboardRoutes implements Dashboard {
   }
 }
 
+
+/** The host part of a Host header (or address), lower case, IPv6 kept in brackets. */
+function hostName(header: string): string {
+  const h = header.trim().toLowerCase();
+  if (h.startsWith('[')) {
+    const end = h.indexOf(']');
+    return end < 0 ? h : h.slice(0, end + 1);
+  }
+  // A bare IPv6 address (monitoring.host: ::1) has colons but no port.
+  if (h.split(':').length > 2) return `[${h}]`;
+  const colon = h.indexOf(':');
+  return colon < 0 ? h : h.slice(0, colon);
+}
 
 function parseIds(body: string): string[] {
   let parsed: unknown;

@@ -121,6 +121,10 @@ monitoring: { port: ${port}, dashboard_token: ${TOKEN} }
       if (m.type() === 'error' && !/status of 401/.test(m.text())) errors.push(m.text());
     });
     await page.goto(`${baseUrl}/`);
+    // A token is configured: the page shows no data until it is given.
+    await expect.poll(() => text(page, '#updated'), { timeout: 10_000 }).toMatch(/access token required/);
+    await page.locator('#token').fill(TOKEN);
+    await page.locator('#token-save').click();
     await expect.poll(() => text(page, '#updated'), { timeout: 10_000 }).toMatch(/^live/);
     expect(await page.title()).toBe('syncline dashboard');
 
@@ -144,7 +148,9 @@ monitoring: { port: ${port}, dashboard_token: ${TOKEN} }
     await expect.poll(() => text(page, '#tables-body'), { timeout: 5000 }).toContain('public.items');
     expect(await text(page, '#capture-lsn')).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
     expect(await text(page, '#apply-lsn')).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
-    const status = (await (await fetch(`${baseUrl}/api/status`)).json()) as {
+    expect((await fetch(`${baseUrl}/api/status`)).status).toBe(401);
+    expect((await fetch(`${baseUrl}/api/dlq`)).status).toBe(401);
+    const status = (await (await fetch(`${baseUrl}/api/status`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as {
       samples: unknown[]; totals: { captured: number; applied: number }; tables: { table: string; captured: number; applied: number }[];
     };
     expect(status.samples.length).toBeGreaterThan(3);
@@ -165,6 +171,10 @@ monitoring: { port: ${port}, dashboard_token: ${TOKEN} }
     const wrong = await fetch(`${baseUrl}/api/dlq/purge`, { method: 'POST', headers: { authorization: 'Bearer nope' }, body: JSON.stringify({ ids: ['1'] }) });
     expect(wrong.status).toBe(401);
     expect(((await wrong.json()) as { error: string }).error).toMatch(/Bearer/);
+    // In the page, with a wrong token: reads and the replay are refused, and the page says so.
+    await page.locator('#token').fill('not-the-token');
+    await page.locator('#token-save').click();
+    await expect.poll(() => text(page, '#updated'), { timeout: 10_000 }).toMatch(/wrong access token/);
     await row.first().locator('button[data-action="replay"]').click();
     await expect.poll(() => text(page, '#dlq-message'), { timeout: 10_000 }).toMatch(/401/);
     expect(await row.count()).toBe(1);
