@@ -359,6 +359,19 @@ export function describeSinkContract(name: string, factory: () => Promise<SinkHa
       expect(await row(t, 'b')).toEqual({ id: 'b', v: 'b6', n: 'nb' });
     });
 
+    it('refuses an unchanged-TOAST update of a row the target lacks (UNCHANGED_VALUE_MISSING), never writes NULL; stale after a newer delete', async () => {
+      const t = await table('toastgone');
+      const err = await apply([f.updateKeepingN(t, 'x', 2, 'v2')]).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(SynclineError);
+      expect((err as SynclineError).code).toBe('UNCHANGED_VALUE_MISSING');
+      expect((err as SynclineError).retriable).toBe(false);
+      expect(await row(t, 'x')).toBeUndefined();
+      // Deleted by a newer change: the old update is merely stale.
+      await apply([f.insert(t, 'y', 1, 'v1', 'big'), f.delete(t, 'y', 3)]);
+      expect(await apply([f.updateKeepingN(t, 'y', 2, 'v2')])).toMatchObject({ applied: 0, stale: 1 });
+      expect(await row(t, 'y')).toBeUndefined();
+    });
+
     it('returns no positions for a group it never saw', async () => {
       expect(await h.sink.positions(group('never'))).toEqual(new Map());
     });
