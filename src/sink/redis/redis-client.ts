@@ -63,6 +63,8 @@ export function classifyRedisError(err: unknown, what: string): SynclineError {
     const code = message.split(/\s/, 1)[0] ?? 'ERR';
     const fix = PREREQUISITE_REPLIES[code];
     if (fix !== undefined) return new PrerequisiteError(`${what} failed: ${message}`, fix);
+    // The sink script's own refusal of one change: dead-letter it (see redis-sink.ts).
+    if (code === 'UNCHANGED_VALUE_MISSING') return new SynclineError(code, `${what} failed: ${message}`, { retriable: false });
     return new SynclineError(`REDIS_${code}`, `${what} failed: ${message}`, { retriable: RETRIABLE_REPLIES.has(code), cause: err });
   }
   const code = (err as { code?: unknown } | null)?.code;

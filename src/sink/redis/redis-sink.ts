@@ -127,6 +127,14 @@ for _ = 1, ntables do
     end
     err = expect_type(r.key, 'hash', 'SYNCLINE_ROW') or expect_type(r.tomb, 'string', 'SYNCLINE_ROW')
     if err then return err end
+    -- Unchanged columns need the stored row; an absent one (not deleted or truncated by a
+    -- newer change, which makes the change stale) would lose them: refuse, never guess.
+    if r.op == 'P' and redis.call('EXISTS', r.key) == 0
+       and not covers(redis.call('GET', t.trunc_key), r.lsn, r.seq)
+       and not (t.trunc_lsn ~= '' and not older(t.trunc_lsn, t.trunc_seq, r.lsn, r.seq))
+       and not covers(redis.call('GET', r.tomb), r.lsn, r.seq) then
+      return redis.error_reply('UNCHANGED_VALUE_MISSING ' .. r.key .. ' is absent, and the change left some of its values unchanged (not sent): refused rather than stored without them')
+    end
     t.rows[#t.rows + 1] = r
   end
   tables[#tables + 1] = t
