@@ -8,7 +8,11 @@ import type { Stream } from '../stream/stream.js';
  */
 export function replayFrom(spec: string, stream: Stream): (partitions: readonly number[]) => Promise<Map<number, bigint>> {
   const text = spec.trim();
-  if (text === 'beginning') return async (ps) => new Map(ps.map((p) => [p, 0n]));
+  // The first record each partition still retains (what retention deleted cannot be replayed).
+  if (text === 'beginning') return async (ps) => {
+    const first = await stream.offsetsForTime(0);
+    return new Map(ps.map((p) => [p, first.get(p) ?? 0n]));
+  };
   if (/^\d+$/.test(text)) return async (ps) => new Map(ps.map((p) => [p, BigInt(text)]));
   if (/^\d+:\d+(,\d+:\d+)*$/.test(text)) {
     const given = new Map(text.split(',').map((pair) => {

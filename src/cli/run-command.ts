@@ -83,7 +83,7 @@ async function startMonitoring(config: SynclineConfig, role: Role, metrics: Metr
   const deadLetters = open('dead-letter queue', () => openDeadLetterQueue(config));
   const sink = role === 'capture' ? undefined : open('replay through the sink', () => openSink(config));
   const token = config.monitoring.dashboard_token;
-  const dashboard = createDashboard({ metrics, deadLetters, sink, group: config.consumer.group_id, token, log });
+  const dashboard = createDashboard({ metrics, deadLetters, sink, group: config.consumer.group_id, token, log, host: config.monitoring.host });
   const stopDrift = role === 'capture' ? undefined : reportDrift(config, metrics, log);
   const release = async (): Promise<void> => {
     await stopDrift?.();

@@ -190,6 +190,10 @@ export const DASHBOARD_SCRIPT = `
     setText('dlq-depth', s.dlq.enabled ? int(s.dlq.depth) : 'off', true);
     byId('dlq-depth').className = 'value' + (s.dlq.depth > 0 ? ' warn' : '');
     setText('dlq-age', !s.dlq.enabled ? 'dead_letter.enabled: false' : s.dlq.depth > 0 ? 'oldest ' + seconds(s.dlq.oldest_age_seconds) : (s.dlq.note || 'empty'));
+    if (s.dlq.blocked_tables && s.dlq.blocked_tables.length > 0) {
+      setText('dlq-age', 'held tables (fix the target): ' + s.dlq.blocked_tables.join(', '));
+      byId('dlq-depth').className = 'value bad';
+    }
     setText('wal', bytes(s.slot.retained_wal_bytes), true);
     setText('capture-lsn', s.lsn.capture || '-', true);
     setText('apply-lsn', s.lsn.apply || '-', true);

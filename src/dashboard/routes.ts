@@ -242,6 +242,7 @@ class DashboardRoutes implements Dashboard {
       m.captureLsn.get(),
       m.applyLsn.get(),
     ]);
+    const held = (await m.tableBlocked.get()).values.filter((v) => v.value > 0).map((v) => String(v.labels.table));
     const tables = new Map<string, { table: string; captured: number; applied: number; stale: number; duplicate: number; lag_seconds: number | null }>();
     const names = [...applied.values, ...stale.values, ...duplicate.values, ...lag.values, ...captured.values].map((v) => labelOf(v.labels));
     const row = (label: string): { table: string; captured: number; applied: number; stale: number; duplicate: number; lag_seconds: number | null } => {
@@ -287,6 +288,8 @@ class DashboardRoutes implements Dashboard {
         enabled: this.options.deadLetters !== undefined,
         depth: depth?.count ?? sum(dlqCount.values),
         oldest_age_seconds: round(depth?.oldestAgeSeconds ?? sum(dlqAge.values), 1),
+        /** Tables held because their target does not fit (sync_table_blocked). */
+        blocked_tables: held.sort(),
         ...(depth?.note ? { note: depth.note } : {}),
       },
       slot: { retained_wal_bytes: sum(wal.values) },
