@@ -47,7 +47,16 @@ const ROWS: { row: Row; nearMiss: Row }[] = [
 const COLUMNS = ['i', 'b', 'd', 'f', 'g', 't', 'c', 's', 'ts', 'dt', 'by', 'j', 'arr'];
 const full = (r: Row): Row => Object.fromEntries(COLUMNS.map((c) => [c, r[c] ?? null]));
 
-function typeCases(name: string, setup: () => Promise<{ sink: MysqlSink | SqliteSink; create(t: string): Promise<void>; count(t: string): Promise<number>; close(): Promise<void> }>): void {
+interface TypeHarness {
+  sink: MysqlSink | SqliteSink;
+  create(t: string): Promise<void>;
+  /** A table `(rid <auto-increment primary key>, s text)`: a surrogate key only the target writes. */
+  createSurrogate(t: string): Promise<void>;
+  count(t: string): Promise<number>;
+  close(): Promise<void>;
+}
+
+function typeCases(name: string, setup: () => Promise<TypeHarness>): void {
   describe(`keyless rows by column type: ${name}`, () => {
     let h: Awaited<ReturnType<typeof setup>>;
     beforeAll(async () => {
@@ -71,6 +80,16 @@ function typeCases(name: string, setup: () => Promise<{ sink: MysqlSink | Sqlite
         expect(await h.count(t)).toBe(0);
       }
     });
+
+    it('a surrogate auto-increment key at the target is left to the target', async () => {
+      const t = 'kt_surrogate';
+      await h.createSurrogate(t);
+      const one = { s: 'x' };
+      await h.sink.apply([change('INSERT', t, 100, one), change('INSERT', t, 101, one), change('INSERT', t, 102, { s: 'y' })], new Map(), 'types');
+      expect(await h.count(t)).toBe(3);
+      await h.sink.apply([change('DELETE', t, 103, null, one), change('UPDATE', t, 104, { s: 'z' }, { s: 'y' })], new Map(), 'types');
+      expect(await h.count(t)).toBe(2);
+    });
   });
 }
 
@@ -88,6 +107,9 @@ typeCases('mysql (MariaDB)', async () => {
     async create(t) {
       await admin.query(`CREATE TABLE ${quoteMysqlIdent(t)} (i INT, b BIGINT, d DECIMAL(10,2), f FLOAT, g DOUBLE, t BOOLEAN,
         c CHAR(5), s VARCHAR(20), ts DATETIME(6), dt DATE, \`by\` VARBINARY(10), j JSON, arr JSON)`);
+    },
+    async createSurrogate(t) {
+      await admin.query(`CREATE TABLE ${quoteMysqlIdent(t)} (rid BIGINT AUTO_INCREMENT PRIMARY KEY, s TEXT)`);
     },
     async count(t) {
       const [rows] = await admin.query<(mysql.RowDataPacket & { n: number })[]>(`SELECT COUNT(*) AS n FROM ${quoteMysqlIdent(t)}`);
@@ -112,6 +134,9 @@ typeCases('sqlite', async () => {
     async create(t) {
       conn().exec(`CREATE TABLE "${t}" (i INTEGER, b BIGINT, d NUMERIC, f REAL, g DOUBLE PRECISION, t BOOLEAN,
         c TEXT COLLATE RTRIM, s TEXT COLLATE NOCASE, ts TIMESTAMPTZ, dt DATE, "by" BLOB, j JSON, arr JSONB)`);
+    },
+    async createSurrogate(t) {
+      conn().exec(`CREATE TABLE "${t}" (rid INTEGER PRIMARY KEY AUTOINCREMENT, s TEXT)`);
     },
     async count(t) {
       return Number((conn().prepare(`SELECT COUNT(*) AS n FROM "${t}"`).get() as { n: number }).n);
