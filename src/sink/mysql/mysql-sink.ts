@@ -256,6 +256,8 @@ export class MysqlSink implements Sink {
       checkColumns(target, columns, keyColumns);
       const metas = columns.map((col) => target.columns.get(col) as MysqlColumn);
       for (const chunk of chunks(rows)) {
+        const keeping = chunk.filter((r) => (r.unchanged?.length ?? 0) > 0);
+        if (keeping.length > 0) await this.requireStoredValues(c, target, keyColumns, keeping);
         const params: unknown[] = [];
         const selects = chunk.map((r, j) => {
           const payload = r.payload as Record<string, string | null>;
@@ -276,6 +278,38 @@ export class MysqlSink implements Sink {
         counts.stale += chunk.length - n;
       }
     }
+  }
+
+  /**
+   * Changes that left TOASTed values unchanged carry no value for them: the stored row must
+   * supply it. A row absent at the target (and not deleted or truncated by a newer change,
+   * which makes the change stale) would get NULL or a default there, so the change is refused
+   * and dead-lettered instead of guessing (UNCHANGED_VALUE_MISSING), as by the postgres sink.
+   * One statement per chunk: a SELECT per row, UNION ALL, the first unsupplied row's index.
+   */
+  private async requireStoredValues(c: PoolConnection, target: MysqlTable, keyColumns: string[], rows: ChangeEvent[]): Promise<void> {
+    const params: unknown[] = [];
+    const selects = rows.map((r, j) => {
+      const match = keyColumns.map((col) => {
+        const v = keyComparand(target.columns.get(col) as MysqlColumn, r.key[col] ?? null, params);
+        return v === 'NULL' ? `${q(col)} IS NULL` : `${q(col)} = ${v}`;
+      });
+      const version = `(${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0})`;
+      params.push(target.label, keyHash(r), target.label);
+      return `SELECT ${j} AS idx FROM DUAL
+        WHERE NOT EXISTS (SELECT 1 FROM ${target.qualified} WHERE ${match.join(' AND ')})
+          AND NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb WHERE tb.table_name = ? AND tb.key_hash = ? AND (tb.lsn, tb.seq) >= ${version})
+          AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr WHERE tr.table_name = ? AND (tr.lsn, tr.seq) >= ${version})`;
+    });
+    const [missing] = await c.query<(RowDataPacket & { idx: number })[]>(`${selects.join('\n UNION ALL ')}\n LIMIT 1`, params);
+    const first = missing[0];
+    if (!first) return;
+    const change = rows[Number(first.idx)] as ChangeEvent;
+    throw new SynclineError(
+      'UNCHANGED_VALUE_MISSING',
+      `${change.op} of ${target.label} row ${JSON.stringify(Object.values(change.key))} left ${change.unchanged?.join(', ') ?? 'TOASTed values'} unchanged, but the target has no such row to keep them from; refused rather than writing NULL (fix: syncline repair, or snapshot the table, then replay this dead letter)`,
+      { retriable: false },
+    );
   }
 
   private upsertSql(target: MysqlTable, columns: string[], keyColumns: string[], rowsSql: string): string {

@@ -259,6 +259,7 @@ export class SqliteSink implements Sink {
       const columns = Object.keys(row.payload);
       const keyColumns = Object.keys(row.key);
       checkColumns(target, columns, keyColumns);
+      if ((row.unchanged?.length ?? 0) > 0) this.requireStoredValues(target, keyColumns, row);
       const stmt = this.stmt(this.upsertSql(target, columns, keyColumns));
       const params: SqlValue[] = columns.map((c) => toSqliteValue(target.columns.get(c) ?? 'text', row.payload?.[c] ?? null));
       const { lsn, seq } = versionOf(row);
@@ -268,6 +269,28 @@ export class SqliteSink implements Sink {
       counts.applied += n;
       counts.stale += 1 - n;
     }
+  }
+
+  /**
+   * A change that left TOASTed values unchanged carries no value for them: the stored row must
+   * supply it. A row absent at the target (and not deleted or truncated by a newer change,
+   * which makes the change stale) would get NULL there, so the change is refused and
+   * dead-lettered instead of guessing (UNCHANGED_VALUE_MISSING), as by the postgres sink.
+   */
+  private requireStoredValues(target: SqliteTable, keyColumns: string[], row: ChangeEvent): void {
+    const { lsn, seq } = versionOf(row);
+    const rowKey = JSON.stringify(Object.values(row.key));
+    const supplied = this.stmt(
+      `SELECT EXISTS (SELECT 1 FROM ${target.quoted} WHERE ${keyColumns.map((c) => `${q(c)} IS ?`).join(' AND ')})
+           OR EXISTS (SELECT 1 FROM ${this.state.tombstones} WHERE table_name = ? AND row_key = ? AND (lsn, seq) >= (?, ?))
+           OR EXISTS (SELECT 1 FROM ${this.state.truncations} WHERE table_name = ? AND (lsn, seq) >= (?, ?)) AS ok`,
+    ).get(...keyColumns.map((c) => toSqliteValue(target.columns.get(c) ?? 'text', row.key[c] ?? null)), target.label, rowKey, lsn, seq, target.label, lsn, seq) as { ok: bigint };
+    if (Number(supplied.ok) === 1) return;
+    throw new SynclineError(
+      'UNCHANGED_VALUE_MISSING',
+      `${row.op} of ${target.label} row ${rowKey} left ${row.unchanged?.join(', ') ?? 'TOASTed values'} unchanged, but the target has no such row to keep them from; refused rather than writing NULL (fix: syncline repair, or snapshot the table, then replay this dead letter)`,
+      { retriable: false },
+    );
   }
 
   private upsertSql(target: SqliteTable, columns: string[], keyColumns: string[]): string {
