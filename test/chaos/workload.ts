@@ -1,0 +1,260 @@
+import type pg from 'pg';
+import { Prng } from './prng.js';
+import { X_COLUMNS } from './schema.js';
+
+/** Workload features; each can be left out (`--exclude`) to isolate a failure. */
+export const FEATURES = ['comp', 'keyless', 'toast', 'keychange', 'delreinsert', 'savepoint', 'truncate', 'large', 'ddl', 'snapshot'] as const;
+export type Feature = (typeof FEATURES)[number];
+
+export interface WorkloadStats {
+  transactions: number;
+  committed: number;
+  rolledBack: number;
+  savepointRollbacks: number;
+  largeTransactions: number;
+  ddl: number;
+  truncates: number;
+  keyChanges: number;
+  deleteReinserts: number;
+  errors: string[];
+}
+
+const COMP_A = 40;
+const COMP_B = 25;
+const TOAST_IDS = 300;
+const ITEM_IDS = 4000;
+const KEYLESS_G = 50;
+
+/**
+ * The seeded random workload on the source. Every statement tolerates the row it aims at
+ * being absent (or present), so the workload never errors whatever the timing; the
+ * comparison is against the source itself, not a model of it.
+ */
+export class ChaosWorkload {
+  readonly stats: WorkloadStats = { transactions: 0, committed: 0, rolledBack: 0, savepointRollbacks: 0, largeTransactions: 0, ddl: 0, truncates: 0, keyChanges: 0, deleteReinserts: 0, errors: [] };
+  private stopped = false;
+  private running: Promise<void> | undefined;
+  private addedColumns = 0;
+  private readonly tables: string[];
+
+  constructor(
+    private readonly db: pg.Client,
+    private readonly rnd: Prng,
+    private readonly features: ReadonlySet<Feature>,
+    private readonly log: (line: string) => void,
+  ) {
+    this.tables = ['items', ...(['comp', 'keyless', 'toast'] as const).filter((t) => features.has(t))];
+  }
+
+  private has(f: Feature): boolean {
+    return this.features.has(f);
+  }
+
+  start(paceMs: number): void {
+    this.running = (async () => {
+      while (!this.stopped) {
+        await this.transaction();
+        if (paceMs > 0) await new Promise((r) => setTimeout(r, this.rnd.int(0, paceMs)));
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.running;
+  }
+
+  /** One random transaction. */
+  async transaction(): Promise<void> {
+    this.stats.transactions++;
+    const kind = this.rnd.weighted({
+      small: 70,
+      savepoint: this.has('savepoint') ? 10 : 0,
+      abort: 3,
+      large: this.has('large') ? 2.5 : 0,
+      truncate: this.has('truncate') ? 0.7 : 0,
+    });
+    try {
+      await this.db.query('BEGIN');
+      switch (kind) {
+        case 'small':
+          for (let i = this.rnd.int(1, 8); i > 0; i--) await this.step();
+          break;
+        case 'savepoint': {
+          for (let i = this.rnd.int(0, 3); i > 0; i--) await this.step();
+          await this.db.query('SAVEPOINT s1');
+          for (let i = this.rnd.int(1, 5); i > 0; i--) await this.step();
+          if (this.rnd.chance(0.5)) {
+            await this.db.query('SAVEPOINT s2');
+            for (let i = this.rnd.int(1, 3); i > 0; i--) await this.step();
+            await this.db.query(this.rnd.chance(0.5) ? 'RELEASE SAVEPOINT s2' : 'ROLLBACK TO SAVEPOINT s2');
+          }
+          await this.db.query('ROLLBACK TO SAVEPOINT s1');
+          this.stats.savepointRollbacks++;
+          for (let i = this.rnd.int(0, 3); i > 0; i--) await this.step();
+          break;
+        }
+        case 'abort':
+          for (let i = this.rnd.int(1, 5); i > 0; i--) await this.step();
+          await this.db.query('ROLLBACK');
+          this.stats.rolledBack++;
+          return;
+        case 'large':
+          await this.large();
+          break;
+        case 'truncate': {
+          const t = this.rnd.pick(this.tables);
+          await this.db.query(`TRUNCATE ${t}`);
+          this.stats.truncates++;
+          this.log(`workload: TRUNCATE ${t}`);
+          for (let i = this.rnd.int(0, 4); i > 0; i--) await this.step();
+          break;
+        }
+      }
+      await this.db.query('COMMIT');
+      this.stats.committed++;
+    } catch (err) {
+      this.stats.errors.push(`${kind}: ${(err as Error).message}`);
+      await this.db.query('ROLLBACK').catch(() => undefined);
+    }
+  }
+
+  /** A transaction of thousands of changes (streamed before commit at 64 kB), with DDL in the middle. */
+  private async large(): Promise<void> {
+    this.stats.largeTransactions++;
+    const from = this.rnd.int(1, ITEM_IDS - 1500);
+    const n = this.rnd.int(500, 1500);
+    const salt = this.rnd.int(0, 1e6);
+    const upsert = `INSERT INTO items (id, grp, val, amount, flag, ts)
+      SELECT g, g % 13, repeat(md5((g + ${salt})::text), 3), ((g * 7 + ${salt}) % 100000) / 8.0, (g + ${salt}) % 2 = 0,
+             timestamptz '2024-01-01 00:00:00+00' + ((g * 7919 + ${salt}) * interval '1 microsecond')
+        FROM generate_series($1::bigint, $2::bigint) g
+      ON CONFLICT (id) DO UPDATE SET val = EXCLUDED.val, amount = EXCLUDED.amount, flag = EXCLUDED.flag, ts = EXCLUDED.ts`;
+    const mid = from + Math.floor(n / 2);
+    await this.db.query(upsert, [from, mid]);
+    if (this.has('ddl') && this.addedColumns < X_COLUMNS.length) {
+      const x = X_COLUMNS[this.addedColumns] as string;
+      await this.db.query(`ALTER TABLE items ADD COLUMN ${x} text`);
+      this.addedColumns++;
+      this.stats.ddl++;
+      this.log(`workload: ALTER TABLE items ADD COLUMN ${x} inside a large transaction`);
+      await this.db.query(`UPDATE items SET ${x} = 'x' || id WHERE id BETWEEN $1 AND $2`, [from, from + 200]);
+    }
+    await this.db.query(upsert, [mid + 1, from + n]);
+    if (this.has('toast')) await this.db.query('UPDATE toast SET small = coalesce(small, 0) + 1 WHERE id % 3 = $1', [this.rnd.int(0, 2)]);
+    if (this.has('comp')) await this.db.query('UPDATE comp SET v = coalesce(v, 0) + 1 WHERE a % 5 = $1', [this.rnd.int(0, 4)]);
+    await this.db.query('DELETE FROM items WHERE id BETWEEN $1 AND $2', [from + n - 50, from + n]);
+  }
+
+  private ts(): string {
+    const micros = this.rnd.int(0, 2 ** 30) * 1000 + this.rnd.int(0, 999);
+    return new Date(Date.UTC(2024, 0, 1) + Math.floor(micros / 1000)).toISOString().replace('Z', `${String(micros % 1000).padStart(3, '0')}+00`);
+  }
+
+  private big(): string {
+    return `${this.rnd.int(0, 999999)}:${this.rnd.text(this.rnd.int(2100, 6000))}`;
+  }
+
+  private async step(): Promise<void> {
+    const table = this.rnd.pick(this.tables);
+    const r = this.rnd;
+    const kc = this.has('keychange');
+    const dr = this.has('delreinsert');
+    switch (table) {
+      case 'items': {
+        const id = r.int(1, ITEM_IDS);
+        const op = r.weighted({ upsert: 40, update: 30, x: this.addedColumns > 0 ? 5 : 0, key: kc ? 8 : 0, delete: 12, reinsert: dr ? 5 : 0 });
+        const values = [id, r.int(0, 12), r.text(r.int(0, 120)), (r.int(-99999999, 99999999) / 1000).toFixed(3), r.chance(0.5), r.chance(0.1) ? null : this.ts()];
+        if (op === 'upsert') {
+          await this.db.query(
+            `INSERT INTO items (id, grp, val, amount, flag, ts) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET grp = EXCLUDED.grp, val = EXCLUDED.val, amount = EXCLUDED.amount, flag = EXCLUDED.flag, ts = EXCLUDED.ts`,
+            values,
+          );
+        } else if (op === 'update') {
+          await this.db.query("UPDATE items SET amount = amount + 1.5, val = left(coalesce(val, '') || '+', 200), flag = NOT flag WHERE id = $1", [id]);
+        } else if (op === 'x') {
+          const x = X_COLUMNS[r.int(0, this.addedColumns - 1)] as string;
+          await this.db.query(`UPDATE items SET ${x} = $2 WHERE id = $1`, [id, r.chance(0.2) ? null : r.text(20)]);
+        } else if (op === 'key') {
+          await this.keyChange('items', ['id'], [id], r.int(1, ITEM_IDS));
+        } else if (op === 'delete') {
+          await this.db.query('DELETE FROM items WHERE id = $1', [id]);
+        } else {
+          await this.db.query('DELETE FROM items WHERE id = $1', [id]);
+          await this.db.query('INSERT INTO items (id, grp, val, amount, flag, ts) VALUES ($1, $2, $3, $4, $5, $6)', values);
+          this.stats.deleteReinserts++;
+        }
+        return;
+      }
+      case 'comp': {
+        const a = r.int(1, COMP_A);
+        const b = `b${String(r.int(0, COMP_B - 1)).padStart(2, '0')}`;
+        const op = r.weighted({ upsert: 40, update: 30, key: kc ? 10 : 0, delete: 12, reinsert: dr ? 5 : 0 });
+        const row = [a, b, r.int(-1000, 1000), r.chance(0.2) ? null : r.text(r.int(0, 60)), r.chance(0.1) ? null : this.ts(), r.chance(0.1) ? null : r.chance(0.5)];
+        if (op === 'upsert') {
+          await this.db.query(
+            `INSERT INTO comp (a, b, v, note, ts, flag) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (b, a) DO UPDATE SET v = EXCLUDED.v, note = EXCLUDED.note, ts = EXCLUDED.ts, flag = EXCLUDED.flag`,
+            row,
+          );
+        } else if (op === 'update') {
+          await this.db.query('UPDATE comp SET v = coalesce(v, 0) + 1, flag = NOT flag WHERE a = $1 AND b = $2', [a, b]);
+        } else if (op === 'key') {
+          // Change one column of the composite key (either one).
+          if (r.chance(0.5)) await this.keyChange('comp', ['a', 'b'], [a, b], r.int(1, COMP_A), 0);
+          else await this.keyChange('comp', ['a', 'b'], [a, b], `b${String(r.int(0, COMP_B - 1)).padStart(2, '0')}`, 1);
+        } else if (op === 'delete') {
+          await this.db.query('DELETE FROM comp WHERE a = $1 AND b = $2', [a, b]);
+        } else {
+          await this.db.query('DELETE FROM comp WHERE a = $1 AND b = $2', [a, b]);
+          await this.db.query('INSERT INTO comp (a, b, v, note, ts, flag) VALUES ($1, $2, $3, $4, $5, $6)', row);
+          this.stats.deleteReinserts++;
+        }
+        return;
+      }
+      case 'toast': {
+        const id = r.int(1, TOAST_IDS);
+        const op = r.weighted({ insert: 25, small: 40, big: 8, key: kc ? 12 : 0, delete: 8, reinsert: dr ? 4 : 0 });
+        if (op === 'insert') {
+          await this.db.query('INSERT INTO toast (id, small, big) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET small = EXCLUDED.small', [id, r.int(0, 100), this.big()]);
+        } else if (op === 'small') {
+          // Leaves the TOASTed value unchanged: pgoutput does not send it.
+          await this.db.query('UPDATE toast SET small = coalesce(small, 0) + 1 WHERE id = $1', [id]);
+        } else if (op === 'big') {
+          await this.db.query('UPDATE toast SET big = $2 WHERE id = $1', [id, this.big()]);
+        } else if (op === 'key') {
+          // A key change with the TOASTed value unchanged.
+          await this.keyChange('toast', ['id'], [id], r.int(1, TOAST_IDS));
+        } else if (op === 'delete') {
+          await this.db.query('DELETE FROM toast WHERE id = $1', [id]);
+        } else {
+          await this.db.query('DELETE FROM toast WHERE id = $1', [id]);
+          await this.db.query('INSERT INTO toast (id, small, big) VALUES ($1, $2, $3)', [id, r.int(0, 100), this.big()]);
+          this.stats.deleteReinserts++;
+        }
+        return;
+      }
+      case 'keyless': {
+        const g = r.int(1, KEYLESS_G);
+        const op = r.weighted({ insert: 40, dup: 10, update1: 20, updateAll: 8, delete1: 15 });
+        const row = [g, r.chance(0.1) ? null : `v${r.int(0, 5)}`, r.chance(0.1) ? null : (r.int(0, 9999) / 4).toFixed(3)];
+        if (op === 'insert') await this.db.query('INSERT INTO keyless (g, v, n) VALUES ($1, $2, $3)', row);
+        else if (op === 'dup') await this.db.query('INSERT INTO keyless (g, v, n) VALUES ($1, $2, $3), ($1, $2, $3)', row);
+        else if (op === 'update1') await this.db.query('UPDATE keyless SET n = coalesce(n, 0) + 1 WHERE ctid = (SELECT ctid FROM keyless WHERE g = $1 LIMIT 1)', [g]);
+        else if (op === 'updateAll') await this.db.query("UPDATE keyless SET v = coalesce(v, '') || '+' WHERE g = $1", [g]);
+        else await this.db.query('DELETE FROM keyless WHERE ctid = (SELECT ctid FROM keyless WHERE g = $1 LIMIT 1)', [g]);
+        return;
+      }
+    }
+  }
+
+  /** UPDATE ... SET <key column> = new, only when the new key is free (so it never fails). */
+  private async keyChange(table: string, keyCols: string[], key: unknown[], to: unknown, which = 0): Promise<void> {
+    const col = keyCols[which] as string;
+    const where = keyCols.map((k, i) => `${k} = $${i + 1}`).join(' AND ');
+    const newKey = keyCols.map((k, i) => (i === which ? `${k} = $${keyCols.length + 1}` : `${k} = $${i + 1}`)).join(' AND ');
+    const r = await this.db.query(`UPDATE ${table} SET ${col} = $${keyCols.length + 1} WHERE ${where} AND NOT EXISTS (SELECT 1 FROM ${table} WHERE ${newKey})`, [...key, to]);
+    if ((r.rowCount ?? 0) > 0) this.stats.keyChanges++;
+  }
+}
