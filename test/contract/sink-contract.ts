@@ -19,7 +19,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChangeEvent, ChangeOp, Row } from '../../src/core/change.js';
-import { PrerequisiteError, SynclineError } from '../../src/core/errors.js';
+import { PrerequisiteError, StructuralError, SynclineError } from '../../src/core/errors.js';
 import { formatLsn, versionOf } from '../../src/core/lsn.js';
 import type { ApplyOutcome, Sink } from '../../src/sink/sink.js';
 
@@ -442,6 +442,15 @@ export function describeSinkContract(name: string, factory: () => Promise<SinkHa
       );
       expect(err).toBeInstanceOf(PrerequisiteError);
       expect((err as SynclineError).retriable).toBe(false);
+      // It names the table (as the change does), so apply holds that table alone.
+      expect(err).toBeInstanceOf(StructuralError);
+      expect((err as StructuralError).table).toBe(`${h.schema ?? 'public'}.sc_missing_${run}`);
+      // A table missing in the same batch as a good one is still named.
+      const mixed = await apply([f.insert(await table('beside_missing'), 'a', 1, 'x'), f.insert(`sc_missing2_${run}`, 'a', 2, 'x')]).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect((mixed as StructuralError).table).toBe(`${h.schema ?? 'public'}.sc_missing2_${run}`);
       // The sink keeps working for other tables afterwards.
       const t = await table('after_missing');
       expect(await apply([f.insert(t, 'a', 1, 'x')])).toMatchObject({ applied: 1 });

@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
 import mysql, { type Pool, type PoolConnection, type ResultSetHeader, type RowDataPacket } from 'mysql2/promise';
-import { tableLabelOf, type ChangeEvent } from '../../core/change.js';
+import { rowKeyOf, type ChangeEvent } from '../../core/change.js';
 import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import { parseLsn } from '../../core/lsn.js';
 import { collapseBatch, type TableBatch } from '../collapse.js';
 import { pgTimestampToUtc } from '../pg-text.js';
 import type { ApplyOutcome, Sink } from '../sink.js';
+import { forTable } from '../table-errors.js';
 import { applyMysqlMultiset, multisetStateDdl } from './mysql-multiset.js';
 import { classifyMysqlError, isFatalMysqlError, isStructuralMysqlError } from './mysql-errors.js';
 import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, keyComparand, loadMysqlTable, quoteMysqlIdent as q, toMysqlParam, type MysqlColumn, type MysqlTable } from './mysql-table.js';
@@ -142,22 +143,22 @@ export class MysqlSink implements Sink {
 
   async apply(changes: readonly ChangeEvent[], positions: ReadonlyMap<number, bigint>, group: string): Promise<ApplyOutcome> {
     const { tables, superseded } = collapseBatch(changes);
-    const resets = snapshotResets(changes);
     const outcome: ApplyOutcome = { applied: 0, stale: 0, superseded, byTable: new Map() };
     await this.withConnection(async (c) => {
       // Metadata (and ALTER TABLE, which commits implicitly) before the batch transaction.
       const targets = new Map<TableBatch, MysqlTable>();
-      for (const batch of tables) targets.set(batch, await this.target(c, batch.schema, batch.table));
+      for (const batch of tables) targets.set(batch, await forTable(batch, isStructuralMysqlError, () => this.target(c, batch.schema, batch.table)));
       await c.query('START TRANSACTION');
       try {
         for (const batch of tables) {
           const target = targets.get(batch) as MysqlTable;
           const counts: Counts = { applied: 0, stale: 0 };
-          if (batch.truncate) await this.truncate(c, target, batch.truncate, counts);
-          await this.upsert(c, target, batch, counts);
-          await this.delete(c, target, batch, counts);
-          const reset = resets.has(target.label);
-          if (batch.multiset.length > 0 || reset) await applyMysqlMultiset(c, target, batch.multiset, reset, this.multisetState, counts);
+          await forTable(batch, isStructuralMysqlError, async () => {
+            if (batch.truncate) await this.truncate(c, target, batch.truncate, counts);
+            await this.upsert(c, target, batch, counts);
+            await this.delete(c, target, batch, counts);
+            if (batch.multiset.length > 0 || batch.snapshotReset) await applyMysqlMultiset(c, target, batch.multiset, batch.snapshotReset, this.multisetState, counts);
+          });
           outcome.applied += counts.applied;
           outcome.stale += counts.stale;
           outcome.byTable.set(`${batch.schema}.${batch.table}`, counts);
@@ -345,7 +346,7 @@ export class MysqlSink implements Sink {
       // 1. Tombstones, advanced only by a newer delete (same ordering rule as the upsert).
       const tombParams: unknown[] = [];
       const tombValues = chunk.map((r) => {
-        tombParams.push(target.label, keyHash(r), JSON.stringify(Object.values(r.key)));
+        tombParams.push(target.label, keyHash(r), rowKeyOf(r));
         return `(?, ?, ?, ${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0})`;
       });
       const newer = '(lsn, seq) < (VALUES(lsn), VALUES(seq))';
@@ -464,14 +465,7 @@ function commitTimeUtc(change: ChangeEvent): string {
 }
 
 function keyHash(change: ChangeEvent): Buffer {
-  return createHash('sha256').update(JSON.stringify(Object.values(change.key))).digest();
-}
-
-/** Tables (`schema.table`) whose keyless snapshot reset is in the batch (see ChangeEvent.snapshot_reset). */
-function snapshotResets(changes: readonly ChangeEvent[]): Set<string> {
-  const out = new Set<string>();
-  for (const c of changes) if (c.op === 'TRUNCATE' && c.snapshot_reset) out.add(tableLabelOf(c));
-  return out;
+  return createHash('sha256').update(rowKeyOf(change)).digest();
 }
 
 function* chunks(rows: ChangeEvent[]): Generator<ChangeEvent[]> {

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { rowKeyOf, type ChangeEvent } from '../../core/change.js';
-import { PrerequisiteError, StructuralError, SynclineError, errorMessage } from '../../core/errors.js';
+import { PrerequisiteError, SynclineError, errorMessage } from '../../core/errors.js';
+import { forTable } from '../table-errors.js';
 import { quoteIdent, quoteQualified } from '../../core/sql.js';
 import { collapseBatch, type TableBatch } from '../collapse.js';
 import type { ApplyOutcome, Sink } from '../sink.js';
@@ -103,12 +104,12 @@ export class PostgresSink implements Sink {
       // Table metadata (and adding the version columns) happens outside the batch
       // transaction, so a rolled-back batch cannot leave the cache believing in columns
       // that were never committed.
-      for (const batch of tables) await onTable(batch, () => this.target(c, batch.schema, batch.table));
+      for (const batch of tables) await forTable(batch, isStructural, () => this.target(c, batch.schema, batch.table));
       await c.query('BEGIN');
       try {
         for (const batch of tables) {
           const counts = { applied: 0, stale: 0 };
-          await onTable(batch, async () => {
+          await forTable(batch, isStructural, async () => {
             const target = await this.target(c, batch.schema, batch.table);
             if (batch.truncate) await this.truncate(c, target, batch.truncate, counts);
             if (batch.multiset.length > 0 || batch.snapshotReset) {
@@ -405,23 +406,6 @@ function multisetColumns(batch: TableBatch): string[] {
 
 function tableLabel(t: TargetTable): string {
   return `${t.schema}.${t.table}`;
-}
-
-/**
- * Runs one table's part of a batch: a problem with that table's structure at the target
- * becomes a StructuralError naming the table, so apply holds that table alone.
- */
-async function onTable<T>(batch: TableBatch, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (err instanceof StructuralError || !isStructural(err)) throw err;
-    const label = `${batch.schema}.${batch.table}`;
-    const code = (err as { code?: unknown }).code;
-    if (err instanceof PrerequisiteError) throw new StructuralError(label, err.detail, err.fix);
-    const detail = `applying to the sink failed: ${errorMessage(err)}${typeof code === 'string' ? ` (SQLSTATE ${code})` : ''}`;
-    throw new StructuralError(label, detail, 'fix the target table to match the source (columns, types, primary key)');
-  }
 }
 
 /** SQLSTATE class 42 (undefined table/column, syntax): the target's structure, not a row, is wrong. */

@@ -1,12 +1,13 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { tableLabelOf, type ChangeEvent, type Row } from '../../core/change.js';
+import { rowKeyOf, type ChangeEvent, type Row } from '../../core/change.js';
 import { PrerequisiteError, SynclineError, errorMessage } from '../../core/errors.js';
 import { parseLsn, versionOf as changeVersion } from '../../core/lsn.js';
 import { collapseBatch, type TableBatch } from '../collapse.js';
 import { isPgByteaHex, pgBoolToDigit, pgByteaToBuffer, pgTextToJson, pgTimestampToUtc } from '../pg-text.js';
 import type { ApplyOutcome, Sink } from '../sink.js';
+import { forTableSync } from '../table-errors.js';
 
 export interface SqliteSinkOptions {
   /**
@@ -133,23 +134,22 @@ export class SqliteSink implements Sink {
 
   async apply(changes: readonly ChangeEvent[], positions: ReadonlyMap<number, bigint>, group: string): Promise<ApplyOutcome> {
     const { tables, superseded } = collapseBatch(changes);
-    const resets = new Set<string>();
-    for (const c of changes) if (c.op === 'TRUNCATE' && c.snapshot_reset) resets.add(tableLabelOf(c));
     const outcome: ApplyOutcome = { applied: 0, stale: 0, superseded, byTable: new Map() };
     this.run('applying to the SQLite sink', () => {
       const db = this.open();
       // Metadata (and adding the version columns) outside the batch transaction.
       const targets = new Map<TableBatch, SqliteTable>();
-      for (const batch of tables) targets.set(batch, this.target(batch.schema, batch.table));
+      for (const batch of tables) targets.set(batch, forTableSync(batch, isStructural, () => this.target(batch.schema, batch.table)));
       const body = (): void => {
         for (const batch of tables) {
           const target = targets.get(batch) as SqliteTable;
           const counts: Counts = { applied: 0, stale: 0 };
-          if (batch.truncate) this.truncate(target, batch.truncate, counts);
-          this.upsert(target, batch, counts);
-          this.delete(target, batch, counts);
-          const reset = resets.has(target.label);
-          if (batch.multiset.length > 0 || reset) this.multiset(target, batch.multiset, reset, counts);
+          forTableSync(batch, isStructural, () => {
+            if (batch.truncate) this.truncate(target, batch.truncate, counts);
+            this.upsert(target, batch, counts);
+            this.delete(target, batch, counts);
+            if (batch.multiset.length > 0 || batch.snapshotReset) this.multiset(target, batch.multiset, batch.snapshotReset, counts);
+          });
           outcome.applied += counts.applied;
           outcome.stale += counts.stale;
           outcome.byTable.set(`${batch.schema}.${batch.table}`, counts);
@@ -264,7 +264,7 @@ export class SqliteSink implements Sink {
       const params: SqlValue[] = columns.map((c) => toSqliteValue(target.columns.get(c) ?? 'text', row.payload?.[c] ?? null));
       const { lsn, seq } = versionOf(row);
       params.push(lsn, seq);
-      if (this.options.versionGate) params.push(target.label, JSON.stringify(Object.values(row.key)), target.label);
+      if (this.options.versionGate) params.push(target.label, rowKeyOf(row), target.label);
       const n = stmt.run(...params).changes;
       counts.applied += n;
       counts.stale += 1 - n;
@@ -279,7 +279,7 @@ export class SqliteSink implements Sink {
    */
   private requireStoredValues(target: SqliteTable, keyColumns: string[], row: ChangeEvent): void {
     const { lsn, seq } = versionOf(row);
-    const rowKey = JSON.stringify(Object.values(row.key));
+    const rowKey = rowKeyOf(row);
     const supplied = this.stmt(
       `SELECT EXISTS (SELECT 1 FROM ${target.quoted} WHERE ${keyColumns.map((c) => `${q(c)} IS ?`).join(' AND ')})
            OR EXISTS (SELECT 1 FROM ${this.state.tombstones} WHERE table_name = ? AND row_key = ? AND (lsn, seq) >= (?, ?))
@@ -325,7 +325,7 @@ export class SqliteSink implements Sink {
          ON CONFLICT (table_name, row_key) DO UPDATE SET lsn = excluded.lsn, seq = excluded.seq,
            deleted_at = strftime('%Y-%m-%d %H:%M:%f', 'now')
          WHERE (tb.lsn, tb.seq) < (excluded.lsn, excluded.seq)`,
-      ).run(target.label, JSON.stringify(Object.values(row.key)), lsn, seq);
+      ).run(target.label, rowKeyOf(row), lsn, seq);
       const match = keyColumns.map((c) => `${q(c)} IS ?`);
       if (gate) match.push(`${ROW_VERSION} < (?, ?)`);
       const params: SqlValue[] = keyColumns.map((c) => toSqliteValue(target.columns.get(c) ?? 'text', row.key[c] ?? null));
