@@ -73,6 +73,19 @@ async function checkTargetTable(client: pg.Client, source: SourceTable, list: Ch
     return;
   }
   const have = r.pk ?? [];
+  if (source.keyless) {
+    // A multiset: rows are matched whole, duplicates are legitimate.
+    const columns = new Set(r.columns ?? []);
+    const missing = source.columns.filter((c) => !columns.has(c));
+    if (missing.length > 0) {
+      list.fail(check, `lacks source column(s) ${missing.join(', ')}: applying its changes would fail (the table would be held)`, `ALTER TABLE ${q} ${missing.map((c) => `ADD COLUMN ${quoteIdent(c)} <type as at the source>`).join(', ')};`);
+    } else if (have.length > 0 && have.every((c) => source.columns.includes(c))) {
+      list.warn(check, `keyless at the source, but primary key (${have.join(', ')}) at the target: duplicate rows the source may hold would be refused`, `ALTER TABLE ${q} DROP CONSTRAINT ${r.pk_name === null ? '<its primary key constraint>' : quoteIdent(r.pk_name)};`);
+    } else {
+      list.ok(check, 'exists; keyless at the source: replicated as a multiset of whole rows (no key needed)');
+    }
+    return;
+  }
   if (have.length === 0) {
     list.fail(check, 'has no primary key: syncline upserts by key', `ALTER TABLE ${q} ADD PRIMARY KEY (${wantKey.length > 0 ? keyList(wantKey) : '...'});`);
     return;

@@ -10,6 +10,8 @@ export interface SourceTable {
   name: TableName;
   primaryKey: string[];
   columns: string[];
+  /** REPLICA IDENTITY FULL (or DEFAULT) without a primary key: replicated as a multiset of whole rows. */
+  keyless?: boolean;
 }
 
 /** Above this much retained WAL, doctor warns: the slot is not advancing or lags far behind. */
@@ -221,7 +223,7 @@ async function checkTable(client: pg.Client, t: TableName, list: CheckList): Pro
     return undefined;
   }
   const pk = r.pk ?? [];
-  const info: SourceTable = { name: t, primaryKey: pk, columns: r.columns ?? [] };
+  const info: SourceTable = { name: t, primaryKey: pk, columns: r.columns ?? [], keyless: pk.length === 0 && (r.relreplident === 'f' || r.relreplident === 'd') };
   const keyText = pk.length > 0 ? `primary key (${pk.join(', ')})` : 'no primary key';
   const addKey = `add a primary key (ALTER TABLE ${q} ADD PRIMARY KEY (...);) or ALTER TABLE ${q} REPLICA IDENTITY FULL;`;
   switch (r.relreplident) {
@@ -236,7 +238,7 @@ async function checkTable(client: pg.Client, t: TableName, list: CheckList): Pro
       }
       break;
     case 'f':
-      list.ok(check, `REPLICA IDENTITY FULL, ${keyText}`);
+      list.ok(check, `REPLICA IDENTITY FULL, ${keyText}${pk.length === 0 ? ': replicated as a multiset of whole rows' : ''}`);
       break;
     case 'i':
       list.ok(check, `REPLICA IDENTITY USING INDEX ${r.ident_index ?? '?'}, ${keyText}`);

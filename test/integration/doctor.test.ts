@@ -120,7 +120,7 @@ sink: { url: ${withPassword(tgt)} }
       await c.query('CREATE PUBLICATION syncline_ops_doctor_pub FOR TABLE items, "Full Row"');
       await c.query("SELECT pg_create_logical_replication_slot('syncline_ops_doctor_ok', 'pgoutput')");
     });
-    await withClient(tgt, (c) => c.query('CREATE TABLE items (id int PRIMARY KEY, v text); CREATE TABLE "Full Row" (a int PRIMARY KEY, b text)'));
+    await withClient(tgt, (c) => c.query('CREATE TABLE items (id int PRIMARY KEY, v text); CREATE TABLE "Full Row" (a int, b text)'));
     const config = (pub: string): string => `source:
   url: ${withPassword(src)}
   slots: [{ name: syncline_ops_doctor_ok, publication: ${pub}, tables: [items, '"Full Row"'] }]
@@ -132,7 +132,8 @@ sink: { url: ${tgt} }
     expect(r.report.checks.filter((c) => c.status !== 'ok')).toEqual([]);
     expect(r.report.ok).toBe(true);
     expect(r.status).toBe(0);
-    expect(check(r.report, 'source table public.Full Row').detail).toBe('REPLICA IDENTITY FULL, no primary key');
+    expect(check(r.report, 'source table public.Full Row').detail).toBe('REPLICA IDENTITY FULL, no primary key: replicated as a multiset of whole rows');
+    expect(check(r.report, 'sink table public.Full Row')).toMatchObject({ status: 'ok', detail: expect.stringMatching(/multiset of whole rows \(no key needed\)/) });
     expect(check(r.report, 'slot syncline_ops_doctor_ok').detail).toMatch(/^exists, inactive; confirmed [0-9A-F]+\/[0-9A-F]+, retains \d+(\.\d)? (B|KiB|MiB) of WAL \(wal_status reserved\)$/);
     expect(check(r.report, 'publication syncline_ops_doctor_pub').detail).toBe('exists with 2 table(s), including every configured one');
 
