@@ -11,11 +11,14 @@ import type { Feature } from './workload.js';
  * while it is written), then the harness's own row comparison and the audit trigger.
  *
  * Features: composite key declared out of column order, keyless REPLICA IDENTITY FULL table,
- * TOASTed values left unchanged by updates, key changes, delete + reinsert in a transaction,
- * savepoint rollbacks, TRUNCATE, large streamed transactions with ALTER TABLE ADD COLUMN in
- * the middle, snapshots under writes. Left out of this fixed run (the long run has them):
- * restarts of the target PostgreSQL (`syncline run` dies of an unhandled pg 'error' event when
- * its target restarts) and broker restarts (no broker on the embedded stream).
+ * TOASTed values left unchanged by updates, key changes (of comp and items), delete + reinsert
+ * in a transaction, savepoint rollbacks, TRUNCATE, large streamed transactions with ALTER
+ * TABLE ADD COLUMN in the middle, snapshots under writes. Left out of this fixed run, because
+ * they fail today (the long run has them): `toastkey`, key changes of rows whose TOASTed value
+ * the update left unchanged (capture's look-up of the value by the new key right after the
+ * commit can miss the row, so the change is dead-lettered or written with NULL); restarts of
+ * the target PostgreSQL (`syncline run` can die of an unhandled pg 'error' event when its
+ * target restarts). Broker restarts need a broker (not the embedded stream).
  */
 const SEED = Number(process.env.SYNCLINE_CHAOS_SEED ?? 20261204);
 const FEATURES: Feature[] = ['comp', 'keyless', 'toast', 'keychange', 'delreinsert', 'savepoint', 'truncate', 'large', 'ddl', 'snapshot'];

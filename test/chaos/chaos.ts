@@ -64,6 +64,8 @@ export interface ScenarioResult {
   seed: number;
   ok: boolean;
   failures: string[];
+  /** Oddities that are not failures (a SIGTERM during startup that killed the process). */
+  notes: string[];
   faults: FaultRecord[];
   rowsCompared: number;
   auditRows: number;
@@ -123,6 +125,7 @@ class Services {
 class Proc {
   child: ChildProcess | undefined;
   private starts = 0;
+  private startedAt = 0;
   private expecting = false;
   exits: { code: number | null; signal: NodeJS.Signals | null }[] = [];
 
@@ -145,6 +148,7 @@ class Proc {
     child.stdout?.pipe(log);
     child.stderr?.pipe(log);
     this.expecting = false;
+    this.startedAt = Date.now();
     const file = this.logFile;
     child.once('exit', (code, signal) => {
       this.exits.push({ code, signal });
@@ -167,12 +171,13 @@ class Proc {
     await gone;
   }
 
-  /** SIGTERM; the exit code, or 'timeout' (then killed) when it did not exit within `ms`. */
-  async term(ms: number): Promise<number | null | 'timeout'> {
+  /** SIGTERM; how it ended, or 'timeout' (then killed) when it did not exit within `ms`. */
+  async term(ms: number): Promise<{ code: number | null; signal: NodeJS.Signals | null; upMs: number } | 'timeout' | undefined> {
     const c = this.child;
-    if (!c || !this.alive) return null;
+    if (!c || !this.alive) return undefined;
     this.expecting = true;
-    const gone = new Promise<number | null>((r) => c.once('exit', (code) => r(code)));
+    const upMs = Date.now() - this.startedAt;
+    const gone = new Promise<{ code: number | null; signal: NodeJS.Signals | null; upMs: number }>((r) => c.once('exit', (code, signal) => r({ code, signal, upMs })));
     c.kill('SIGTERM');
     const t = await Promise.race([gone, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), ms))]);
     if (t === 'timeout') {
@@ -243,6 +248,7 @@ export function summary(r: ChaosResult): string[] {
         `converged ${(s.convergeMs / 1000).toFixed(1)} s after the workload, ${(s.durationMs / 1000).toFixed(0)} s`,
     );
     for (const f of s.failures) out.push(`       ${f.split('\n').join('\n       ')}`);
+    for (const nt of s.notes) out.push(`       note: ${nt}`);
   }
   out.push(`  total: ${faults} faults, ${rows} rows compared, seed ${r.seed}${r.ok ? '' : `; logs kept in ${r.logDir}`}`);
   return out;
@@ -362,7 +368,7 @@ ${deadLetterUrl ? `dead_letter: { url: '${deadLetterUrl}' }\n` : ''}monitoring: 
 
   const procs: Proc[] = [];
   const unexpected = (p: Proc, code: number | null, signal: NodeJS.Signals | null, log: string): void => {
-    const msg = `${p.role} exited by itself (code ${code}, signal ${signal}); log ${log}:\n${tail(log, 8)}`;
+    const msg = `${p.role} exited by itself (code ${code}, signal ${signal}); log ${log}:\n${tail(log, 30).split('\n').filter((l) => !/^\s+at |^\s*\[\.\.\.|^\s*$/.test(l)).slice(-6).join('\n')}`;
     failures.push(`unexpected exit: ${msg}`);
     say(`UNEXPECTED: ${msg}`);
     // A supervisor restarts it, so the run goes on and shows what else happens.
@@ -371,6 +377,15 @@ ${deadLetterUrl ? `dead_letter: { url: '${deadLetterUrl}' }\n` : ''}monitoring: 
     }, 1000);
   };
   let stopping = false;
+  const notes: string[] = [];
+  /** SIGTERM must drain and exit 0; dying of the signal itself is noted (it happens while a process starts). */
+  const judgeTerm = (what: string, end: Awaited<ReturnType<Proc['term']>>, log: string): void => {
+    if (end === undefined) return;
+    if (end === 'timeout') failures.push(`${what} did not exit within 45 s; killed (log ${log})`);
+    else if (end.signal !== null) {
+      notes.push(`${what} died of ${end.signal} ${(end.upMs / 1000).toFixed(1)} s after it started, without draining (log ${log})`);
+    } else if (end.code !== 0) failures.push(`${what} exited ${end.code} (log ${log}):\n${tail(log, 6)}`);
+  };
   if (mode === 'run') procs.push(new Proc('run', opts.cli, await config('run'), dir, unexpected));
   else {
     procs.push(new Proc('capture', opts.cli, await config('capture'), dir, unexpected));
@@ -413,10 +428,9 @@ ${deadLetterUrl ? `dead_letter: { url: '${deadLetterUrl}' }\n` : ''}monitoring: 
         const pid = victim.child?.pid;
         if (kind === 'kill9') await victim.kill9();
         else {
-          const code = await victim.term(45_000);
-          if (code === 'timeout') failures.push(`fault ${n}: SIGTERM of ${victim.role} (pid ${pid}) did not exit within 45 s; killed (log ${victim.logFile})`);
-          else if (code !== 0 && code !== null) failures.push(`fault ${n}: SIGTERM of ${victim.role} (pid ${pid}) exited ${code} (log ${victim.logFile}):\n${tail(victim.logFile, 6)}`);
-          detail = `exit ${code}, `;
+          const end = await victim.term(45_000);
+          judgeTerm(`fault ${n}: SIGTERM of ${victim.role} (pid ${pid})`, end, victim.logFile);
+          detail = end === undefined ? 'it was not running, ' : end === 'timeout' ? 'no exit within 45 s, killed, ' : `exit ${end.code ?? end.signal} after ${(end.upMs / 1000).toFixed(1)} s up, `;
         }
         await sleep(down);
         victim.start();
@@ -512,9 +526,7 @@ ${deadLetterUrl ? `dead_letter: { url: '${deadLetterUrl}' }\n` : ''}monitoring: 
     if (workload) await workload.stop().catch(() => undefined);
     await writer?.end().catch(() => undefined);
     for (const p of procs) {
-      const code = await p.term(45_000);
-      if (code === 'timeout') failures.push(`final SIGTERM of ${p.role} did not exit within 45 s (log ${p.logFile})`);
-      else if (code !== 0 && code !== null) failures.push(`final SIGTERM of ${p.role} exited ${code} (log ${p.logFile}):\n${tail(p.logFile, 6)}`);
+      judgeTerm(`final SIGTERM of ${p.role}`, await p.term(45_000), p.logFile);
     }
     await source.query('SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1', [name]).catch((e: unknown) => say(`could not drop slot ${name}: ${String(e)}`));
     await source.end().catch(() => undefined);
@@ -527,7 +539,7 @@ ${deadLetterUrl ? `dead_letter: { url: '${deadLetterUrl}' }\n` : ''}monitoring: 
   }
   const ok = failures.length === 0;
   say(`${ok ? 'PASSED' : 'FAILED'}: ${faults.length} faults; ${ok ? '' : failures.join('\n')}`);
-  return { name: label, stream, sink, mode, seed: opts.seed, ok, failures, faults, rowsCompared, auditRows, diffs, workload: workload?.stats ?? emptyStats(), durationMs: Date.now() - began, convergeMs, logDir: dir };
+  return { name: label, stream, sink, mode, seed: opts.seed, ok, failures, notes, faults, rowsCompared, auditRows, diffs, workload: workload?.stats ?? emptyStats(), durationMs: Date.now() - began, convergeMs, logDir: dir };
 }
 
 function emptyStats(): WorkloadStats {

@@ -2,8 +2,12 @@ import type pg from 'pg';
 import { Prng } from './prng.js';
 import { X_COLUMNS } from './schema.js';
 
-/** Workload features; each can be left out (`--exclude`) to isolate a failure. */
-export const FEATURES = ['comp', 'keyless', 'toast', 'keychange', 'delreinsert', 'savepoint', 'truncate', 'large', 'ddl', 'snapshot'] as const;
+/**
+ * Workload features; each can be left out (`--exclude`) to isolate a failure. `keychange`:
+ * primary-key updates of comp and items; `toastkey`: of toast rows, leaving the TOASTed value
+ * unchanged (capture must fetch it).
+ */
+export const FEATURES = ['comp', 'keyless', 'toast', 'keychange', 'toastkey', 'delreinsert', 'savepoint', 'truncate', 'large', 'ddl', 'snapshot'] as const;
 export type Feature = (typeof FEATURES)[number];
 
 export interface WorkloadStats {
@@ -215,7 +219,7 @@ export class ChaosWorkload {
       }
       case 'toast': {
         const id = r.int(1, TOAST_IDS);
-        const op = r.weighted({ insert: 25, small: 40, big: 8, key: kc ? 12 : 0, delete: 8, reinsert: dr ? 4 : 0 });
+        const op = r.weighted({ insert: 25, small: 40, big: 8, key: this.has('toastkey') ? 12 : 0, delete: 8, reinsert: dr ? 4 : 0 });
         if (op === 'insert') {
           await this.db.query('INSERT INTO toast (id, small, big) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET small = EXCLUDED.small', [id, r.int(0, 100), this.big()]);
         } else if (op === 'small') {
