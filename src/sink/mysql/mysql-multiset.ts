@@ -96,8 +96,11 @@ export async function applyMysqlMultiset(
       if (!removed) {
         if (reset) throw missingRow(label, change);
         // Before the table's first snapshot the row may only be in that snapshot.
-        counts.stale++;
-        if (change.op === 'DELETE') continue;
+        // An UPDATE then adds its new row (counted applied); a DELETE had nothing to do.
+        if (change.op === 'DELETE') {
+          counts.stale++;
+          continue;
+        }
       } else if (change.op === 'DELETE') {
         counts.applied++;
         continue;

@@ -389,8 +389,11 @@ export class SqliteSink implements Sink {
           .run(...columns.map((c) => toSqliteValue(target.columns.get(c) ?? 'text', before[c] ?? null))).changes;
         if (removed === 0) {
           if (reset) throw missingRow(label, change);
-          counts.stale++;
-          if (change.op === 'DELETE') continue;
+          // An UPDATE then adds its new row (counted applied); a DELETE had nothing to do.
+          if (change.op === 'DELETE') {
+            counts.stale++;
+            continue;
+          }
         } else if (change.op === 'DELETE') {
           counts.applied++;
           continue;
