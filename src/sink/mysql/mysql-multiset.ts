@@ -1,25 +1,14 @@
 import type { PoolConnection, ResultSetHeader, RowDataPacket } from 'mysql2/promise';
 import type { ChangeEvent, Row } from '../../core/change.js';
-import { PrerequisiteError, SynclineError } from '../../core/errors.js';
+import { PrerequisiteError } from '../../core/errors.js';
 import { parseLsn, versionOf } from '../../core/lsn.js';
+import { maxVersion, onMissingRow, planMultiset, removesRow } from '../multiset.js';
 import { VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, quoteMysqlIdent as q, rowMatch, toMysqlParam, type MysqlColumn, type MysqlTable } from './mysql-table.js';
 
 /**
- * Keyless tables (a multiset of whole rows) at a MySQL / MariaDB target; the model is the
- * postgres sink's `multiset.ts`.
- *
- * All changes of such a table arrive in one stream partition in version order, so one
- * high-water version per table (`<state>_multiset_versions`, written in the batch's
- * transaction) makes replays no-ops: a change applies only when it is newer than the high
- * water and the table's truncation watermark. INSERT and READ add a row (duplicates allowed)
- * carrying the change's version; DELETE removes one row equal to `before`
- * (`DELETE ... WHERE <every column matches> LIMIT 1`, see `rowMatch`); UPDATE does both.
- * TRUNCATEs (and a snapshot's reset) go through the sink's truncation watermark first.
- *
- * A row to remove that is not there means drift (MULTISET_ROW_MISSING, dead-lettered), except
- * before the table's first snapshot reset: changes streamed between the slot's creation and
- * the table's initial snapshot may touch rows only that snapshot brings, and the reset
- * replaces them anyway, so they count as stale.
+ * Keyless tables (a multiset of whole rows) at a MySQL / MariaDB target; the rules are in
+ * `../multiset.ts`. A row to remove is matched by every column of `before`
+ * (`DELETE ... WHERE <every column matches> LIMIT 1`, see `rowMatch`).
  */
 export interface MysqlMultisetState {
   /** `<state>_multiset_versions` */
@@ -61,54 +50,31 @@ export async function applyMysqlMultiset(
   );
   const [trunc] = await c.query<(RowDataPacket & { lsn: string; seq: number })[]>(`SELECT CAST(lsn AS CHAR) AS lsn, seq FROM ${state.truncations} WHERE table_name = ?`, [label]);
   const high = seen[0];
-  const highVersion = high ? versionOf(BigInt(high.lsn), Number(high.seq)) : 0n;
+  const truncated = trunc[0];
   const wasReset = Number(high?.reset ?? 0) === 1;
   const reset = wasReset || sawReset;
-  let floor = highVersion;
-  const truncated = trunc[0];
-  if (truncated) floor = max(floor, versionOf(BigInt(truncated.lsn), Number(truncated.seq)));
-  let newest: ChangeEvent | undefined;
-  let inserts: ChangeEvent[] = [];
-  const flushInserts = async (): Promise<void> => {
-    if (inserts.length === 0) return;
-    counts.applied += await insertRows(c, target, inserts);
-    inserts = [];
+  const floor = maxVersion(high ? versionOf(BigInt(high.lsn), Number(high.seq)) : 0n, truncated && versionOf(BigInt(truncated.lsn), Number(truncated.seq)));
+  const plan = planMultiset(label, changes, floor, counts);
+  let adds: ChangeEvent[] = [];
+  const flushAdds = async (): Promise<void> => {
+    if (adds.length === 0) return;
+    counts.applied += await insertRows(c, target, adds);
+    adds = [];
   };
-  for (const change of changes) {
-    const v = BigInt(change._version);
-    if (v <= floor) {
-      counts.stale++;
-      continue;
-    }
-    floor = v;
-    newest = change;
-    if (change.unchanged) {
-      throw new SynclineError(
-        'UNCHANGED_VALUE_MISSING',
-        `${change.op} of keyless table ${label} at ${change.commit_lsn}/${change.seq} lacks the value(s) of ${change.unchanged.join(', ')}, which a whole-row image must carry`,
-        { retriable: false },
-      );
-    }
-    if (change.op === 'DELETE' || change.op === 'UPDATE') {
-      // A row inserted earlier in this batch may be the one to remove.
-      await flushInserts();
-      const removed = await removeOne(c, target, change);
-      if (!removed) {
-        if (reset) throw missingRow(label, change);
-        // Before the table's first snapshot the row may only be in that snapshot.
-        // An UPDATE then adds its new row (counted applied); a DELETE had nothing to do.
-        if (change.op === 'DELETE') {
-          counts.stale++;
-          continue;
-        }
+  for (const change of plan.changes) {
+    if (removesRow(change)) {
+      await flushAdds(); // a row added earlier in this batch may be the one to remove
+      if (!(await removeOne(c, target, change))) {
+        if (!onMissingRow(label, change, reset, counts)) continue;
       } else if (change.op === 'DELETE') {
         counts.applied++;
         continue;
       }
     }
-    if (change.payload) inserts.push(change);
+    if (change.payload) adds.push(change);
   }
-  await flushInserts();
+  await flushAdds();
+  const newest = plan.newest;
   if (newest) {
     await c.query(`UPDATE ${state.versions} SET lsn = ${parseLsn(newest.commit_lsn).toString()}, seq = ${newest.seq | 0}, reset = ${reset ? 1 : 0} WHERE table_name = ?`, [label]);
   } else if (reset && !wasReset) {
@@ -165,16 +131,4 @@ function columnsOf(target: MysqlTable, columns: string[]): MysqlColumn[] {
     );
   }
   return columns.map((col) => target.columns.get(col) as MysqlColumn);
-}
-
-function missingRow(label: string, change: ChangeEvent): SynclineError {
-  return new SynclineError(
-    'MULTISET_ROW_MISSING',
-    `${change.op} at ${change.commit_lsn}/${change.seq} removes a row of keyless table ${label} that the target does not have: the target drifted (row ${JSON.stringify(change.before ?? {})}); fix: syncline snapshot ${label}, then replay or purge this dead letter`,
-    { retriable: false },
-  );
-}
-
-function max(a: bigint, b: bigint): bigint {
-  return a > b ? a : b;
 }

@@ -7,6 +7,7 @@ import { parseLsn, versionOf as changeVersion } from '../../core/lsn.js';
 import { collapseBatch, type TableBatch } from '../collapse.js';
 import { isPgByteaHex, pgBoolToDigit, pgByteaToBuffer, pgTextToJson, pgTimestampToUtc } from '../pg-text.js';
 import type { ApplyOutcome, Sink } from '../sink.js';
+import { maxVersion, onMissingRow, planMultiset, removesRow } from '../multiset.js';
 import { forTableSync } from '../table-errors.js';
 
 export interface SqliteSinkOptions {
@@ -346,15 +347,9 @@ export class SqliteSink implements Sink {
   }
 
   /**
-   * A keyless table's changes (a multiset of whole rows; the model is the postgres sink's
-   * `multiset.ts`), in stream order, after the batch's truncation. All of them come from one
-   * stream partition in version order, so one high-water version per table
-   * (`<state>_multiset_versions`, in the batch's transaction) makes replays no-ops: a change
-   * applies only when newer than the high water and the truncation watermark. INSERT/READ add
-   * a row with the change's version, DELETE removes one row (by `rowid`) whose every column
-   * `IS` the `before` value (NULL-safe, BINARY collation), UPDATE does both. A row to remove
-   * that is missing is drift (MULTISET_ROW_MISSING) once the table had a snapshot reset, and
-   * stale before that (the initial snapshot may bring it, and replaces the table anyway).
+   * A keyless table's changes (a multiset of whole rows; the rules are in `../multiset.ts`), in
+   * stream order, after the batch's truncation. A row to remove is found by `rowid`: every
+   * column `IS` the `before` value (NULL-safe, BINARY collation).
    */
   private multiset(target: SqliteTable, changes: readonly ChangeEvent[], sawReset: boolean, counts: Counts): void {
     const label = target.label;
@@ -362,25 +357,10 @@ export class SqliteSink implements Sink {
     const trunc = this.stmt(`SELECT lsn, seq FROM ${this.state.truncations} WHERE table_name = ?`).get(label) as { lsn: bigint; seq: bigint } | undefined;
     const wasReset = high !== undefined && Number(high.reset) === 1;
     const reset = wasReset || sawReset;
-    let floor = high ? changeVersion(BigInt(high.lsn), Number(high.seq)) : -1n;
-    if (trunc) floor = maxVersion(floor, changeVersion(BigInt(trunc.lsn), Number(trunc.seq)));
-    let newest: ChangeEvent | undefined;
-    for (const change of changes) {
-      const v = BigInt(change._version);
-      if (v <= floor) {
-        counts.stale++;
-        continue;
-      }
-      floor = v;
-      newest = change;
-      if (change.unchanged) {
-        throw new SynclineError(
-          'UNCHANGED_VALUE_MISSING',
-          `${change.op} of keyless table ${label} at ${change.commit_lsn}/${change.seq} lacks the value(s) of ${change.unchanged.join(', ')}, which a whole-row image must carry`,
-          { retriable: false },
-        );
-      }
-      if (change.op === 'DELETE' || change.op === 'UPDATE') {
+    const floor = maxVersion(high ? changeVersion(BigInt(high.lsn), Number(high.seq)) : -1n, trunc && changeVersion(BigInt(trunc.lsn), Number(trunc.seq)));
+    const plan = planMultiset(label, changes, floor, counts);
+    for (const change of plan.changes) {
+      if (removesRow(change)) {
         const before = change.before ?? {};
         const columns = Object.keys(before);
         checkColumns(target, columns, null);
@@ -388,12 +368,7 @@ export class SqliteSink implements Sink {
         const removed = this.stmt(`DELETE FROM ${target.quoted} WHERE rowid = (SELECT rowid FROM ${target.quoted} WHERE ${match} LIMIT 1)`)
           .run(...columns.map((c) => toSqliteValue(target.columns.get(c) ?? 'text', before[c] ?? null))).changes;
         if (removed === 0) {
-          if (reset) throw missingRow(label, change);
-          // An UPDATE then adds its new row (counted applied); a DELETE had nothing to do.
-          if (change.op === 'DELETE') {
-            counts.stale++;
-            continue;
-          }
+          if (!onMissingRow(label, change, reset, counts)) continue;
         } else if (change.op === 'DELETE') {
           counts.applied++;
           continue;
@@ -401,6 +376,7 @@ export class SqliteSink implements Sink {
       }
       if (change.payload) counts.applied += this.insertRow(target, change.payload, change);
     }
+    const newest = plan.newest;
     if (newest) {
       const { lsn, seq } = versionOf(newest);
       this.stmt(
@@ -441,18 +417,6 @@ export class SqliteSink implements Sink {
     this.stmt(`DELETE FROM ${target.quoted} WHERE ${ROW_VERSION} < (?, ?)`).run(lsn, seq);
     counts.applied += 1;
   }
-}
-
-function maxVersion(a: bigint, b: bigint): bigint {
-  return a > b ? a : b;
-}
-
-function missingRow(label: string, change: ChangeEvent): SynclineError {
-  return new SynclineError(
-    'MULTISET_ROW_MISSING',
-    `${change.op} at ${change.commit_lsn}/${change.seq} removes a row of keyless table ${label} that the target does not have: the target drifted (row ${JSON.stringify(change.before ?? {})}); fix: syncline snapshot ${label}, then replay or purge this dead letter`,
-    { retriable: false },
-  );
 }
 
 function versionOf(change: ChangeEvent): { lsn: bigint; seq: bigint } {
