@@ -220,7 +220,13 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       const combo = combos[i] as { stream: StreamKind; sink: SinkType };
       const share = Math.max(1, Math.floor(opts.faults / combos.length) + (i < opts.faults % combos.length ? 1 : 0));
       const rnd = master.fork(`${combo.stream}/${combo.sink}`);
-      const result = await runScenario({ ...combo, index: i, faults: share, rnd, opts, services, logDir, say });
+      const result = await runScenario({ ...combo, index: i, faults: share, rnd, opts, services, logDir, say }).catch(
+        (err: unknown): ScenarioResult => ({
+          name: `${combo.stream}->${combo.sink}`, stream: combo.stream, sink: combo.sink, mode: 'run', seed: opts.seed, ok: false,
+          failures: [`harness error while setting up: ${(err as Error).stack ?? String(err)}`], notes: [], faults: [], rowsCompared: 0, auditRows: 0,
+          diffs: [], workload: emptyStats(), durationMs: 0, convergeMs: 0, logDir,
+        }),
+      );
       scenarios.push(result);
     }
   } finally {

@@ -152,9 +152,9 @@ export function mysqlTargetDdl(tables: TableSpec[]): string[] {
 export function sqliteTargetDdl(tables: TableSpec[]): string {
   const parts = ['CREATE TABLE chaos_audit (tbl TEXT NOT NULL, row_key TEXT, op TEXT NOT NULL, lsn INTEGER, seq INTEGER);'];
   for (const t of tables) {
-    const cols = t.columns.map((c) => `${q(c.name)} ${c.sqlite}`);
+    // SQLite wants table constraints after every column.
+    const cols = [...t.columns.map((c) => `${q(c.name)} ${c.sqlite}`), '_syncline_lsn INTEGER', '_syncline_seq INTEGER'];
     if (t.key.length > 0) cols.push(`PRIMARY KEY (${t.key.map(q).join(', ')})`);
-    cols.push('_syncline_lsn INTEGER', '_syncline_seq INTEGER');
     parts.push(`CREATE TABLE ${q(t.name)} (${cols.join(', ')});`);
     const keyCols = t.key.length > 0 ? t.key : t.columns.map((c) => c.name);
     const key = keyCols.map((k) => `coalesce(CAST(NEW.${q(k)} AS TEXT), '<null>')`).join(` || '|' || `);
