@@ -138,6 +138,27 @@ describe('embedded stream retention (F7)', () => {
   });
 });
 
+describe('embedded stream retention with several partitions', () => {
+  it('keeps a partition a group never committed: unconsumed from its start', async () => {
+    clock.t = Date.now();
+    const stream = await openStream({ partitions: 2 });
+    const producer = await stream.producer();
+    // Partition 0 gets a record the group consumes; partition 1 only records it has not.
+    for (let i = 0; i < 10; i++) await producer.publish([{ key: i === 0 ? 'a' : 'b', value: Buffer.from(`r${i}`) }]);
+    const ends = await stream.endOffsets();
+    const p1 = [...ends].find(([, end]) => end >= 9n)?.[0] as number;
+    const c = await stream.consumer('g');
+    await c.commit(new Map([[1 - p1, ends.get(1 - p1) as bigint]]));
+    await c.close();
+    await stream.close();
+    clock.t += 2 * HOUR;
+    const reopened = await openStream({ partitions: 2 });
+    const consumer = await reopened.consumer('g', { startPositions: async (ps) => new Map(ps.map((p) => [p, p === p1 ? 0n : (ends.get(p) as bigint)])) });
+    const got = await readN(consumer, Number(ends.get(p1)));
+    expect(got.map((r) => r.offset)).toEqual([...Array(Number(ends.get(p1))).keys()].map(BigInt));
+  });
+});
+
 describe('embedded stream durable high-water mark (F14)', () => {
   it('a reader of the writer\'s process does not return records appended but not yet synced', async () => {
     const partDir = join(dir, 'partition-0');

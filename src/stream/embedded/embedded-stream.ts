@@ -343,7 +343,7 @@ class EmbeddedStream implements Stream {
     await Promise.all(this.logs.map((log) => log.applyRetention(cutoff, keepFrom.get(log.partition))));
   }
 
-  /** Per partition, the lowest position committed by any group in `groups/`. */
+  /** Per partition, the lowest position committed by any group in `groups/` (0 where a group has none). */
   private async lowestGroupPositions(): Promise<Map<number, bigint>> {
     const groupsDir = join(this.dir, 'groups');
     let names: string[];
@@ -364,7 +364,9 @@ class EmbeddedStream implements Stream {
         // file must not stop retention for good.
         continue;
       }
-      for (const [p, offset] of positions) {
+      // A partition the group has not committed yet is unconsumed from its start: kept whole.
+      for (let p = 0; p < this.logs.length; p++) {
+        const offset = positions.get(p) ?? 0n;
         const low = lowest.get(p);
         if (low === undefined || offset < low) lowest.set(p, offset);
       }
