@@ -232,7 +232,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
       primaryKeys: await primaryKeys(admin),
       schemaVersions,
       spillDir: config.source.spill_dir ?? spillDirFor(conn, slotConfig.name),
-      readSourceRow: (schema, table, key, columns) => rowReader.read(schema, table, key, columns),
+      readSourceRow: (schema, table, key, columns, xid) => rowReader.read(schema, table, key, columns, xid),
     });
     const tick = async (): Promise<void> => {
       try {

@@ -25,7 +25,8 @@ export interface ReplicationSource {
  * Reads the current values of `columns` of one row at the source (by its key, text values
  * as pgoutput would send them); undefined when the row is gone.
  */
-export type SourceRowReader = (schema: string, table: string, key: Row, columns: readonly string[]) => Promise<Row | undefined>;
+/** Reads a row's `columns` by key at the source, once transaction `xid` is visible there. */
+export type SourceRowReader = (schema: string, table: string, key: Row, columns: readonly string[], xid?: number) => Promise<Row | undefined>;
 
 export interface CaptureOptions {
   source: string;
@@ -552,7 +553,7 @@ export class Capture {
     if (!read) return;
     for (const e of todo) {
       const missing = e.unchanged ?? [];
-      const row = await read(e.schema, e.table, e.key, missing);
+      const row = await read(e.schema, e.table, e.key, missing, e.xid);
       if (!row || !e.payload) {
         this.log.warn({ table: tableLabelOf(e), key: e.key, columns: missing }, 'key change left TOASTed values unchanged and the row is gone at the source: the sink will dead-letter it');
         continue;

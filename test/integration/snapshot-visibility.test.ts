@@ -32,10 +32,13 @@ describe('snapshot of a table with a commit that is in the WAL but not yet visib
     ({ source, target, sourceUrl } = pair);
     for (const c of [source, target]) await c.query('CREATE TABLE t7 (id integer PRIMARY KEY, v text)');
     await source.query("INSERT INTO t7 SELECT g, 'old' FROM generate_series(1, 100) g");
+    for (const c of [source, target]) await c.query('CREATE TABLE t8 (id integer PRIMARY KEY, n integer, big text)');
+    await source.query('ALTER TABLE t8 ALTER COLUMN big SET STORAGE EXTERNAL');
+    await source.query("INSERT INTO t8 SELECT g, 0, repeat(md5(g::text), 200) FROM generate_series(1, 10) g");
     const config = parseConfig(
       `source:
   url: ${pair.sourceUrl}
-  slots: [{ name: syncline_vis, publication: syncline_vis_pub, tables: [t7] }]
+  slots: [{ name: syncline_vis, publication: syncline_vis_pub, tables: [t7, t8] }]
 stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
 consumer: { group_id: vis }
 sink: { url: ${pair.targetUrl} }
@@ -50,7 +53,7 @@ monitoring: { enabled: false }
       ctl.abort();
       await running;
     };
-    await waitFor('the initial snapshot', () => sameRows(source, target, 't7'), 60_000, 200);
+    await waitFor('the initial snapshot', async () => (await sameRows(source, target, 't7')) && sameRows(source, target, 't8'), 60_000, 200);
   }, 120_000);
 
   afterAll(async () => {
@@ -88,6 +91,28 @@ monitoring: { enabled: false }
       await waitFor('the snapshot to finish', async () => (await store.get(id))?.status === 'done', 30_000, 100);
       await waitFor('target equals source', () => sameRows(source, target, 't7'), 30_000, 200);
       expect(await v42(target)).toBe('new');
+    } finally {
+      await writer.end().catch(() => undefined);
+    }
+  }, 120_000);
+
+  it('a key change that left a TOASTed value unchanged reads it once the commit is visible, not before', async () => {
+    const writer = new pg.Client({ connectionString: sourceUrl });
+    await writer.connect();
+    writer.on('error', () => undefined);
+    try {
+      const { rows } = await writer.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+      await writer.query('SET synchronous_commit = on');
+      // The new key's row exists nowhere at the target: capture must read `big` at the source,
+      // where the commit is not visible yet.
+      const waiting = writer.query('UPDATE t8 SET id = 1000 + id WHERE id <= 3').catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 2000));
+      expect((await target.query('SELECT count(*)::int AS n FROM t8 WHERE id > 1000')).rows[0]?.n).toBe(0);
+      await source.query('SELECT pg_cancel_backend($1)', [rows[0]?.pid]);
+      await waiting;
+      await waitFor('target equals source', () => sameRows(source, target, 't8'), 30_000, 200);
+      const moved = await target.query<{ id: number; len: number }>('SELECT id, length(big) AS len FROM t8 WHERE id > 1000 ORDER BY id');
+      expect(moved.rows).toEqual([1001, 1002, 1003].map((id) => ({ id, len: 6400 })));
     } finally {
       await writer.end().catch(() => undefined);
     }
