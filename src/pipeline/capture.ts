@@ -153,6 +153,11 @@ export class Capture {
   private lastOfTxn: ChangeEvent | undefined;
   /** Scratch array for the events one message produces. */
   private readonly built: ChangeEvent[] = [];
+  /**
+   * Tables with an unfinished snapshot: the target may not have a row yet that an UPDATE
+   * leaving TOASTed values unchanged needs to keep them from (see fillUnchanged).
+   */
+  private snapshotting: ReadonlySet<string> = new Set();
   /** Key-changing inserts whose unchanged values must be read from the source before publishing. */
   private toFill: ChangeEvent[] = [];
   private failure: Error | undefined;
@@ -337,7 +342,7 @@ export class Capture {
       this.metrics.captured.inc({ table: e.table });
       this.txnTables.add(tableLabelOf(e));
       if (this.windows.open) this.windows.observe(e);
-      if (e.unchanged && e.op === 'INSERT' && this.options.readSourceRow) this.toFill.push(e);
+      if (e.unchanged && this.options.readSourceRow && (e.op === 'INSERT' || (e.op === 'UPDATE' && this.snapshotting.has(tableLabelOf(e))))) this.toFill.push(e);
       // The open transaction's newest change waits apart, so that the commit can still mark
       // it as the transaction's last (markTransactionEnd).
       const previous = this.lastOfTxn;
@@ -378,6 +383,11 @@ export class Capture {
     const seen = new Promise<void>((resolve) => (markSeen = resolve));
     this.keyless.set(token, { spec, table: `${spec.schema}.${spec.table}`, ctx: undefined, cutLsn: 0n, held: [], seen, markSeen });
     return { seen };
+  }
+
+  /** The tables with an unfinished snapshot job (SnapshotRunner keeps this current). */
+  setSnapshotting(tables: ReadonlySet<string>): void {
+    this.snapshotting = tables;
   }
 
   /** Rows of a keyless snapshot whose cut was seen; resolves when there is room for more. */
@@ -541,10 +551,12 @@ export class Capture {
   }
 
   /**
-   * Key-changing UPDATEs that left TOASTed columns unchanged: the new key's row exists
-   * nowhere at the target, so the values are read from the source now (a later change of
-   * those columns, or of the row, follows in the stream, so the row converges). A row that is
-   * gone keeps `unchanged`: the sink dead-letters it rather than guess.
+   * Changes that left TOASTed columns unchanged where the target may have no row to keep
+   * them from: a key change (the new key's row exists nowhere at the target), and an UPDATE
+   * of a table whose snapshot has not finished (the row may come with a later chunk). The
+   * values are read from the source now (a later change of those columns, or of the row,
+   * follows in the stream, so the row converges). A row that is gone keeps `unchanged`: the
+   * sink dead-letters it rather than guess (unless a newer delete makes it stale).
    */
   private async fillUnchanged(): Promise<void> {
     const read = this.options.readSourceRow;
@@ -555,7 +567,7 @@ export class Capture {
       const missing = e.unchanged ?? [];
       const row = await read(e.schema, e.table, e.key, missing, e.xid);
       if (!row || !e.payload) {
-        this.log.warn({ table: tableLabelOf(e), key: e.key, columns: missing }, 'key change left TOASTed values unchanged and the row is gone at the source: the sink will dead-letter it');
+        this.log.warn({ table: tableLabelOf(e), key: e.key, columns: missing }, 'a change left TOASTed values unchanged and the row is gone at the source: the sink keeps it out or dead-letters it');
         continue;
       }
       const still = missing.filter((col) => {

@@ -12,6 +12,8 @@ import { parseReadSnapshot } from './snapshot-windows.js';
 
 /** The part of Capture the runner needs. */
 export interface ChunkSink {
+  /** The tables with an unfinished snapshot job, as the runner last read them. */
+  setSnapshotting(tables: ReadonlySet<string>): void;
   registerChunk(token: string, chunk: SnapshotChunk): void;
   chunkPublished(token: string): Promise<ChunkResult>;
   registerKeyless(token: string, spec: KeylessSnapshot): { seen: Promise<void> };
@@ -77,6 +79,7 @@ export class SnapshotRunner {
     while (!signal.aborted) {
       let job: SnapshotJob | undefined;
       try {
+        this.capture.setSnapshotting(await this.store.unfinishedTables());
         job = await this.store.next();
       } catch (err) {
         this.log.warn({ err: errorMessage(err) }, 'could not read snapshot jobs');

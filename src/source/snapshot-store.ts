@@ -85,6 +85,15 @@ export class SnapshotStore {
     return jobs[0];
   }
 
+  /** `schema.table` of every table with an unfinished (pending or running) job of the slot. */
+  async unfinishedTables(): Promise<Set<string>> {
+    const { rows } = await this.client.query<{ t: string }>(
+      `SELECT DISTINCT table_schema || '.' || table_name AS t FROM ${this.table} WHERE slot_name = $1 AND status IN ('running', 'pending')`,
+      [this.slot],
+    );
+    return new Set(rows.map((r) => r.t));
+  }
+
   async get(id: string): Promise<SnapshotJob | undefined> {
     return (await this.list('id = $2', 'id', 1, [id]))[0];
   }

@@ -11,7 +11,14 @@ class Publisher implements ChunkSink {
   readonly published: number[][] = [];
   private readonly chunks = new Map<string, SnapshotChunk>();
 
+  /** Every set of unfinished tables the runner reported. */
+  readonly snapshotting: string[][] = [];
+
   constructor(private readonly hold: (firstKey: number) => boolean = () => false) {}
+
+  setSnapshotting(tables: ReadonlySet<string>): void {
+    this.snapshotting.push([...tables]);
+  }
 
   registerChunk(token: string, chunk: SnapshotChunk): void {
     this.chunks.set(token, chunk);
