@@ -260,6 +260,7 @@ export class Apply {
   private async applyBatch(records: StreamRecord[], signal: AbortSignal, storePositions?: Map<number, bigint>, decoded?: (ChangeEvent | undefined)[]): Promise<void> {
     const items: Item[] = [];
     const letters: DeadLetter[] = [];
+    const healing: ChangeEvent[] = [];
     const positions = storePositions ?? new Map<number, bigint>();
     for (const [i, record] of records.entries()) {
       if (!storePositions) {
@@ -286,8 +287,13 @@ export class Apply {
       }
       const held = this.heldTables.get(tableLabelOf(change));
       if (held !== undefined) letters.push(this.letter(change, record, tableBlockedError(held)));
-      else if (this.blocked.has(rowIdOf(change))) letters.push(this.letter(change, record, blockedError()));
-      else items.push({ change, record });
+      else if (!this.blocked.has(rowIdOf(change))) items.push({ change, record });
+      else if (supersedesRow(change)) {
+        // A snapshot row (or a keyless table's reset) is the whole row as of its version: it
+        // may pass the row's dead-lettered changes, which it makes stale (see clearSuperseded).
+        items.push({ change, record });
+        healing.push(change);
+      } else letters.push(this.letter(change, record, blockedError()));
     }
     if (this.assembler) this.keepTransactionsWhole(items, letters);
     this.metrics.consumed.inc(records.length);
@@ -337,6 +343,10 @@ export class Apply {
     const dedup = this.options.dedup;
     if (dedup && (await this.withRetry(() => dedup.mark(applied.map((i) => i.change)), signal, 'recording dedup keys')) === STOPPED) return;
     this.metrics.applyBatchSeconds.observe((this.options.clock.now() - started) / 1000);
+    if (healing.length > 0) {
+      const done = new Set(applied.map((i) => i.change));
+      await this.clearSuperseded(healing.filter((c) => done.has(c)), signal);
+    }
     this.record(items, outcome, records.length, duplicates);
     for (const [p, o] of positions) this.applied.set(p, o);
     await this.consumer.commit(positions).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'stream offset commit failed (sink positions are authoritative)'));
@@ -445,6 +455,41 @@ export class Apply {
       else rest.push(unit);
     }
     return this.isolate(rest, poison, total, signal);
+  }
+
+  /**
+   * Snapshot rows (and keyless resets) applied past dead-lettered changes of their row: those
+   * older entries are stale now (the row is whole as of the newer version), so they leave the
+   * queue and stop holding the row's later changes. This is how `syncline snapshot` and
+   * `repair` heal a dead-lettered row. A keyless table's rows share one identity, so its reset
+   * clears every older entry of the table.
+   */
+  private async clearSuperseded(healed: readonly ChangeEvent[], signal: AbortSignal): Promise<void> {
+    const dlq = this.options.deadLetters;
+    if (!dlq || healed.length === 0) return;
+    const newest = new Map<string, bigint>();
+    for (const c of healed) {
+      const id = rowIdOf(c);
+      const v = BigInt(c._version);
+      if (v > (newest.get(id) ?? -1n)) newest.set(id, v);
+    }
+    try {
+      const ids: string[] = [];
+      for (const table of new Set(healed.map(tableLabelOf))) {
+        for (const e of await dlq.list({ table, limit: 1_000_000 })) {
+          if (!e.change || tableLabelOf(e.change) !== table) continue;
+          const v = newest.get(rowIdOf(e.change));
+          if (v !== undefined && BigInt(e.change._version) < v) ids.push(e.id);
+        }
+      }
+      if (ids.length === 0) return;
+      await dlq.remove(ids);
+      this.log.info({ entries: ids.length, rows: newest.size }, 'dead-lettered changes superseded by snapshot rows left the queue');
+      await this.refreshDeadLetters(signal);
+    } catch (err) {
+      // They stay: replaying them later is stale, and harmless.
+      this.log.warn({ err: errorMessage(err) }, 'could not clear dead-lettered changes superseded by snapshot rows');
+    }
   }
 
   /** After a restart: the tables whose changes wait in the dead-letter queue as held. */
@@ -634,6 +679,11 @@ const HELD_REPLAY_BATCH = 1000;
 
 function tableBlockedError(reason: string): SynclineError {
   return new SynclineError(TABLE_BLOCKED, `the target table cannot take this table's changes; held in order until it is fixed: ${reason}`, { retriable: false });
+}
+
+/** A snapshot row or a keyless table's reset: the row (table) whole as of its version. */
+function supersedesRow(change: ChangeEvent): boolean {
+  return change.op === 'READ' || change.snapshot_reset === true;
 }
 
 function blockedError(): SynclineError {
