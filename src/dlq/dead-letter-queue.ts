@@ -45,12 +45,28 @@ export interface DeadLetterQueue {
   list(filter: DeadLetterFilter): Promise<DeadLetterEntry[]>;
   /** Removes entries; returns how many. */
   remove(ids: readonly string[]): Promise<number>;
-  /** Records another failed attempt (replay that failed again). */
-  recordFailure(id: string, error: string): Promise<void>;
+  /** Records another failed attempt (replay that failed again), with its code when known. */
+  recordFailure(id: string, error: string, errorCode?: string): Promise<void>;
   depth(): Promise<{ count: number; oldestAgeSeconds: number }>;
   /** `schema.table` + row key of every waiting change: later changes to these rows follow them. */
   blockedRows(): Promise<Set<string>>;
   close(): Promise<void>;
+}
+
+/**
+ * Codes that say a change is waiting (behind an earlier entry of its row, or in a held table),
+ * not why it failed. See keepFirstError.
+ */
+export const WAITING_CODES: readonly string[] = ['BLOCKED_BY_EARLIER', 'TABLE_BLOCKED'];
+
+/**
+ * A change that already has an entry failed again: the entry keeps its first real diagnosis
+ * when the new code only says it waits, or is another real error (the operator needs the
+ * cause, not its echo). The same code updates the message; a waiting code is replaced by
+ * anything. The table store applies the same rule in SQL.
+ */
+export function keepFirstError(oldCode: string, newCode: string): boolean {
+  return !WAITING_CODES.includes(oldCode) && (WAITING_CODES.includes(newCode) || oldCode !== newCode);
 }
 
 /**

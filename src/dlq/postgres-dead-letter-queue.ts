@@ -3,18 +3,13 @@ import { rowKeyOf } from '../core/change.js';
 import { errorMessage, SynclineError } from '../core/errors.js';
 import { isRetriablePgError } from '../core/sqlstate.js';
 import { parseTableName, quoteIdent, quoteQualified } from '../core/sql.js';
-import type { DeadLetter, DeadLetterEntry, DeadLetterFilter, DeadLetterQueue } from './dead-letter-queue.js';
+import { WAITING_CODES, type DeadLetter, type DeadLetterEntry, type DeadLetterFilter, type DeadLetterQueue } from './dead-letter-queue.js';
 
-/**
- * When a change that already has an entry fails again, the entry keeps its first diagnosis
- * if the new one is BLOCKED_BY_EARLIER (a re-read of the change is blocked by its own entry)
- * or another real error code: the operator needs the cause, not its echo. The same code
- * again updates the message; a real error replaces a BLOCKED_BY_EARLIER one. See
- * `keepFirstError` in topic-dead-letter-queue.ts for the topic store's twin of this rule.
- */
-const BLOCKED_BY_EARLIER = 'BLOCKED_BY_EARLIER'; // the code of apply's blockedError()
-const KEEP_FIRST_ERROR = (t: string): string =>
-  `(EXCLUDED.error_code = '${BLOCKED_BY_EARLIER}' OR (${t}.error_code <> EXCLUDED.error_code AND ${t}.error_code <> '${BLOCKED_BY_EARLIER}'))`;
+/** keepFirstError (dead-letter-queue.ts) in SQL, for an upsert of an entry into table `t`. */
+const KEEP_FIRST_ERROR = (t: string): string => {
+  const waiting = WAITING_CODES.map((c) => `'${c}'`).join(', ');
+  return `(${t}.error_code NOT IN (${waiting}) AND (EXCLUDED.error_code IN (${waiting}) OR ${t}.error_code <> EXCLUDED.error_code))`;
+};
 
 /**
  * The dead-letter queue as a table (`<schema>.dead_letter`) in a PostgreSQL database —
@@ -139,8 +134,8 @@ export class PostgresDeadLetterQueue implements DeadLetterQueue {
     return res.rowCount ?? 0;
   }
 
-  async recordFailure(id: string, error: string): Promise<void> {
-    await this.query(`UPDATE ${this.table} SET attempts = attempts + 1, last_failed_at = now(), error = $2 WHERE id = $1`, [id, error]);
+  async recordFailure(id: string, error: string, errorCode?: string): Promise<void> {
+    await this.query(`UPDATE ${this.table} SET attempts = attempts + 1, last_failed_at = now(), error = $2, error_code = coalesce($3, error_code) WHERE id = $1`, [id, error, errorCode ?? null]);
   }
 
   async depth(): Promise<{ count: number; oldestAgeSeconds: number }> {

@@ -1,4 +1,4 @@
-import { errorMessage, isRetriable } from '../core/errors.js';
+import { errorMessage, isRetriable, SynclineError } from '../core/errors.js';
 import type { Sink } from '../sink/sink.js';
 import type { DeadLetterEntry, DeadLetterQueue } from './dead-letter-queue.js';
 
@@ -38,7 +38,7 @@ export async function replayDeadLetters(entries: readonly DeadLetterEntry[], sin
       result.stale += outcome.stale;
     } catch (err) {
       failedRows.add(row);
-      await dlq.recordFailure(e.id, errorMessage(err));
+      await dlq.recordFailure(e.id, errorMessage(err), err instanceof SynclineError ? err.code : undefined);
       result.failed.push({ id: e.id, error: errorMessage(err) });
     }
   }

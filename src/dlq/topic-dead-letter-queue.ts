@@ -4,7 +4,7 @@ import { errorMessage, SynclineError } from '../core/errors.js';
 import { parseLsn } from '../core/lsn.js';
 import { parseTableName } from '../core/sql.js';
 import type { Stream, StreamConsumer, StreamProducer } from '../stream/stream.js';
-import type { DeadLetter, DeadLetterEntry, DeadLetterFilter, DeadLetterQueue } from './dead-letter-queue.js';
+import { keepFirstError, type DeadLetter, type DeadLetterEntry, type DeadLetterFilter, type DeadLetterQueue } from './dead-letter-queue.js';
 
 /** The JSON value of one entry on the dead-letter topic (what other Kafka clients read). */
 interface TopicEntry {
@@ -134,11 +134,11 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
     return present.length;
   }
 
-  async recordFailure(id: string, error: string): Promise<void> {
+  async recordFailure(id: string, error: string, errorCode?: string): Promise<void> {
     await this.catchUp();
     const e = this.entries.get(id);
     if (!e) return;
-    const updated: TopicEntry = { ...e, attempts: e.attempts + 1, error, last_failed_at: new Date().toISOString() };
+    const updated: TopicEntry = { ...e, attempts: e.attempts + 1, error, error_code: errorCode ?? e.error_code, last_failed_at: new Date().toISOString() };
     await this.publish([{ key: id, value: Buffer.from(JSON.stringify(updated)) }]);
     this.entries.set(id, updated);
   }
@@ -214,18 +214,6 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
       throw wrap(err, `reading the dead-letter topic ${this.topic}`);
     }
   }
-}
-
-const BLOCKED_BY_EARLIER = 'BLOCKED_BY_EARLIER'; // the code of apply's blockedError()
-
-/**
- * A change that already has an entry failed again: keep the entry's first diagnosis when the
- * new one is BLOCKED_BY_EARLIER (a re-read of the change, blocked by its own entry) or another
- * real error code. The same code updates the message; a real error replaces a blocked one.
- * The table store applies the same rule in SQL (postgres-dead-letter-queue.ts).
- */
-function keepFirstError(oldCode: string, newCode: string): boolean {
-  return newCode === BLOCKED_BY_EARLIER || (oldCode !== newCode && oldCode !== BLOCKED_BY_EARLIER);
 }
 
 function toEntry(e: TopicEntry): DeadLetterEntry {

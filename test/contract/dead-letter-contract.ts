@@ -108,6 +108,18 @@ export function describeDeadLetterContract(name: string, newStore: () => Promise
         expect(blocked?.errorCode).toBe('SINK_22001');
         expect(blocked?.error).toBe('value too long');
         expect(blocked?.attempts).toBe(2);
+        // A change held with its table (TABLE_BLOCKED) that then fails for real gets the real
+        // error; re-read while still held, it keeps it.
+        await q.add([{ ...letter(9, '0/90', 0, 90n, 'the target table cannot take this table\'s changes'), errorCode: 'TABLE_BLOCKED' }]);
+        await q.add([{ ...letter(9, '0/90', 0, 91n, 'check violation'), errorCode: 'SINK_23514' }]);
+        await q.add([{ ...letter(9, '0/90', 0, 92n, 'the target table cannot take this table\'s changes'), errorCode: 'TABLE_BLOCKED' }]);
+        const [, , held] = await q.list({});
+        expect(held?.errorCode).toBe('SINK_23514');
+        expect(held?.error).toBe('check violation');
+        // A replay that fails records its code with its message.
+        await q.recordFailure(held?.id as string, 'still too long', 'SINK_22001');
+        const [again] = await q.list({ ids: [held?.id as string] });
+        expect(again).toMatchObject({ errorCode: 'SINK_22001', error: 'still too long', attempts: 4 });
       } finally {
         await q.close();
       }
