@@ -3,7 +3,7 @@ import type { ChangeEvent, Row } from '../../core/change.js';
 import { parseLsn } from '../../core/lsn.js';
 import { quoteIdent } from '../../core/sql.js';
 import { maxVersion, onMissingRow, planMultiset, removesRow } from '../multiset.js';
-import { castText, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, type TargetColumn, type TargetTable } from './table-meta.js';
+import { castText, storedText, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, type TargetColumn, type TargetTable } from './table-meta.js';
 
 /**
  * Keyless tables (a multiset of whole rows) at a PostgreSQL target; the rules are in
@@ -107,7 +107,7 @@ async function insertRows(c: pg.ClientBase, target: TargetTable, changes: Change
 async function removeOne(c: pg.ClientBase, target: TargetTable, before: Row): Promise<boolean> {
   const columns = Object.keys(before);
   const match = columns
-    .map((col, i) => `t.${quoteIdent(col)}::text IS NOT DISTINCT FROM (${castText(target.columns.get(col) as TargetColumn, `$${i + 1}::text`)})::text`)
+    .map((col, i) => `t.${quoteIdent(col)}::text IS NOT DISTINCT FROM ${storedText(target.columns.get(col) as TargetColumn, `$${i + 1}::text`)}`)
     .join(' AND ');
   const res = await c.query(
     `DELETE FROM ${target.qualified} WHERE ctid = (SELECT t.ctid FROM ${target.qualified} t WHERE ${match || 'true'} LIMIT 1)`,

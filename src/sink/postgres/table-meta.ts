@@ -9,6 +9,11 @@ export interface TargetColumn {
    * not format_type's `character`, which would mean char(1) and truncate values.
    */
   castType: string;
+  /**
+   * The type with its modifiers (`numeric(12,2)`, `timestamp(0) without time zone`), as
+   * format_type prints it: a value cast to it reads back as the column stores it.
+   */
+  exactType: string;
 }
 
 const XML_TYPE = quoteQualified('pg_catalog', 'xml');
@@ -21,6 +26,15 @@ const XML_TYPE = quoteQualified('pg_catalog', 'xml');
  */
 export function castText(column: TargetColumn, expr: string): string {
   return column.castType === XML_TYPE ? `XMLPARSE(CONTENT ${expr} PRESERVE WHITESPACE)` : `${expr}::${column.castType}`;
+}
+
+/**
+ * SQL for `expr` as the column would store it, printed as text: rounded to its scale,
+ * precision or length (a source `1.5` in a `numeric(12,2)` column is stored `1.50`). Rows are
+ * matched by this text (keyless tables), which also works for types without equality.
+ */
+export function storedText(column: TargetColumn, expr: string): string {
+  return column.castType === XML_TYPE ? `XMLPARSE(CONTENT ${expr} PRESERVE WHITESPACE)::text` : `(${expr}::${column.exactType})::text`;
 }
 
 export interface TargetTable {
@@ -73,8 +87,8 @@ export async function loadTargetTable(
 
 async function readTable(client: pg.PoolClient | pg.Client, schema: string, table: string): Promise<TargetTable | undefined> {
   const qualified = quoteQualified(schema, table);
-  const { rows } = await client.query<{ name: string; type_schema: string; type_name: string; is_pk: boolean }>(
-    `SELECT a.attname AS name, n.nspname AS type_schema, t.typname AS type_name,
+  const { rows } = await client.query<{ name: string; type_schema: string; type_name: string; exact_type: string; is_pk: boolean }>(
+    `SELECT a.attname AS name, n.nspname AS type_schema, t.typname AS type_name, format_type(a.atttypid, a.atttypmod) AS exact_type,
             coalesce(a.attnum = ANY(i.indkey), false) AS is_pk
        FROM pg_attribute a
        JOIN pg_type t ON t.oid = a.atttypid
@@ -88,7 +102,7 @@ async function readTable(client: pg.PoolClient | pg.Client, schema: string, tabl
   const columns = new Map<string, TargetColumn>();
   const primaryKey: string[] = [];
   for (const r of rows) {
-    columns.set(r.name, { name: r.name, castType: quoteQualified(r.type_schema, r.type_name) });
+    columns.set(r.name, { name: r.name, castType: quoteQualified(r.type_schema, r.type_name), exactType: r.exact_type });
     if (r.is_pk) primaryKey.push(r.name);
   }
   return { schema, table, qualified, columns, primaryKey };
