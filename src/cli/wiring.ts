@@ -129,11 +129,13 @@ export function openDedup(config: SynclineConfig): Dedup | undefined {
 /** Runs `fn` on a short-lived connection to the source. */
 async function withSource<T>(config: SynclineConfig, fn: (c: pg.Client) => Promise<T>): Promise<T> {
   const c = new pgModule.Client(sourceConnection(config));
+  // A dropped connection fails the query in flight; it must not also crash the process.
+  c.on('error', () => undefined);
   await c.connect();
   try {
     return await fn(c);
   } finally {
-    await c.end();
+    await c.end().catch(() => undefined);
   }
 }
 

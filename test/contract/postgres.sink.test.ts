@@ -1,7 +1,9 @@
 import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import { SynclineError } from '../../src/core/errors.js';
 import { PostgresSink } from '../../src/sink/postgres/postgres-sink.js';
-import { freshDatabase, machinePg15 } from '../helpers/postgres.js';
-import { REJECT_VALUE, describeSinkContract, describeSoftDeleteContract } from './sink-contract.js';
+import { freshDatabase, machinePg15, waitFor } from '../helpers/postgres.js';
+import { ChangeFactory, REJECT_VALUE, describeSinkContract, describeSoftDeleteContract } from './sink-contract.js';
 
 describeSinkContract('postgres (PostgreSQL 15)', async () => {
   const server = await machinePg15();
@@ -94,4 +96,34 @@ describeSinkContract('postgres (PostgreSQL 15, COPY staging)', async () => {
       await client.end();
     },
   };
+});
+
+describe('postgres sink: the server ends the connection during a batch', () => {
+  it('fails the batch as retriable (no unhandled error event), and the next batch applies on a new connection', async () => {
+    const server = await machinePg15();
+    const url = await freshDatabase(server, 'syncline_sink_terminated');
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, poolSize: 1 });
+    try {
+      await sink.prepare();
+      await admin.query('CREATE TABLE slow (id text PRIMARY KEY, v text, n text)');
+      // Every row written waits, so the batch is in the server when its connection is ended.
+      await admin.query(`CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.5); RETURN NEW; END $$`);
+      await admin.query('CREATE TRIGGER slow_row BEFORE INSERT ON slow FOR EACH ROW EXECUTE FUNCTION slow_row()');
+      const f = new ChangeFactory();
+      const batch = sink.apply([f.insert('slow', 'a', 1, 'x')], new Map(), 'g');
+      const failed = batch.then(() => undefined, (e: unknown) => e);
+      await waitFor('the batch waiting in the trigger', async () => (await admin.query("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'INSERT INTO%slow%' AND pid <> pg_backend_pid()")).rowCount === 1, 10_000, 20);
+      await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO%slow%' AND pid <> pg_backend_pid()");
+      const err = await failed;
+      expect(err).toBeInstanceOf(SynclineError);
+      expect((err as SynclineError).retriable).toBe(true);
+      await admin.query('DROP TRIGGER slow_row ON slow');
+      expect(await sink.apply([f.insert('slow', 'a', 1, 'x')], new Map(), 'g')).toMatchObject({ applied: 1 });
+    } finally {
+      await sink.close();
+      await admin.end();
+    }
+  });
 });

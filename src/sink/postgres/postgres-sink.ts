@@ -158,12 +158,14 @@ export class PostgresSink implements Sink {
       }
       throw e;
     }
+    guardClient(client);
     try {
       return await fn(client);
     } catch (err) {
       throw classify(err, 'applying to the sink');
     } finally {
-      client.release();
+      // A broken connection leaves the pool instead of serving the next batch.
+      client.release(brokenClients.get(client));
     }
   }
 
@@ -406,6 +408,24 @@ function multisetColumns(batch: TableBatch): string[] {
 
 function tableLabel(t: TargetTable): string {
   return `${t.schema}.${t.table}`;
+}
+
+/** Pooled clients whose connection failed, with the error. */
+const brokenClients = new WeakMap<pg.PoolClient, Error>();
+
+/**
+ * pg-pool listens for errors of idle clients only: a server that goes away while a client is
+ * checked out (between the statements of a batch) would crash the process with an unhandled
+ * 'error' event. Each client gets one listener for its life; the statement in flight fails
+ * and is retried, and the client is dropped when released.
+ */
+function guardClient(client: pg.PoolClient): void {
+  if (client.listeners('error').includes(recordBroken)) return;
+  client.on('error', recordBroken);
+}
+
+function recordBroken(this: pg.PoolClient, err: Error): void {
+  brokenClients.set(this, err);
 }
 
 /** SQLSTATE class 42 (undefined table/column, syntax): the target's structure, not a row, is wrong. */
