@@ -37,6 +37,9 @@ export class ReplicationStream {
 
   constructor(private readonly options: ReplicationOptions) {
     this.client = new pg.Client({ ...options.connection, replication: 'database' } as pg.ClientConfig);
+    // A lost connection rejects START_REPLICATION (handled in start); pg also emits it as an
+    // 'error' event, which must not crash the process.
+    this.client.on('error', () => undefined);
   }
 
   /**
