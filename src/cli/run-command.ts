@@ -1,6 +1,9 @@
 import pg from 'pg';
 import type { SynclineConfig } from '../config/schema.js';
-import { errorMessage } from '../core/errors.js';
+import { systemClock } from '../core/clock.js';
+import { errorMessage, isRetriable } from '../core/errors.js';
+import { backoffDelay } from '../core/retry.js';
+import { isRetriablePgError } from '../core/sqlstate.js';
 import { createDashboard } from '../dashboard/routes.js';
 import type { Logger } from '../log/logger.js';
 import { Metrics } from '../metrics/metrics.js';
@@ -53,7 +56,7 @@ export async function runPipeline(
         throw err;
       });
     const s = stream;
-    if (role !== 'apply') parts.push(guard(runCapture(config, s, metrics, log, stop.signal), 'capture'));
+    if (role !== 'apply') parts.push(guard(captureWithRestarts(config, s, metrics, log, stop.signal), 'capture'));
     if (role !== 'capture') parts.push(guard(runApply(config, s, metrics, log, stop.signal, from), 'apply'));
     const results = await Promise.allSettled(parts);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -63,6 +66,36 @@ export async function runPipeline(
     process.off('SIGINT', sigint);
     await stream?.close();
     await server?.close();
+  }
+}
+
+/** A capture session that ran this long before failing starts the backoff afresh. */
+const CAPTURE_HEALTHY_MS = 60_000;
+
+/**
+ * Capture, started again after a failure that may pass (the broker or the source restarting,
+ * a dropped connection), with jittered backoff from `consumer.retry`. Nothing is lost by a
+ * restart: the slot resumes from the position confirmed after the stream stored the changes,
+ * and what is published twice is stale at the sink. Other failures (a missing publication,
+ * wal_level) end the process with their fix.
+ */
+async function captureWithRestarts(config: SynclineConfig, stream: Stream, metrics: Metrics, log: Logger, signal: AbortSignal): Promise<void> {
+  const r = config.consumer.retry;
+  const policy = { maxAttempts: r.max_attempts, baseMs: Math.max(r.backoff_base_ms, 100), maxMs: Math.max(r.backoff_max_ms, 1000), jitter: r.jitter };
+  for (let attempt = 1; ; attempt++) {
+    const started = systemClock.now();
+    try {
+      await runCapture(config, stream, metrics, log, signal);
+      return;
+    } catch (err) {
+      if (signal.aborted || !(isRetriable(err) || isRetriablePgError(err))) throw err;
+      if (systemClock.now() - started >= CAPTURE_HEALTHY_MS) attempt = 1;
+      const delayMs = Math.max(backoffDelay(policy, attempt), 100);
+      metrics.retried.inc();
+      log.warn({ err: errorMessage(err), attempt, delayMs }, 'capture failed; starting it again (nothing unpublished was confirmed to the source)');
+      await systemClock.sleep(delayMs, signal);
+      if (signal.aborted) return;
+    }
   }
 }
 
