@@ -168,7 +168,15 @@ export function openDeadLetterQueue(config: SynclineConfig): DeadLetterQueue | u
  * Prepares the source (wal_level, publication, slot) and runs capture until `signal`
  * aborts. Also polls the slot's retained WAL and emits heartbeats so an idle slot advances.
  */
-export async function runCapture(config: SynclineConfig, stream: Stream, metrics: Metrics, log: Logger, signal: AbortSignal): Promise<void> {
+export async function runCapture(
+  config: SynclineConfig,
+  stream: Stream,
+  metrics: Metrics,
+  log: Logger,
+  signal: AbortSignal,
+  /** Called once capture is about to stream: every prerequisite held. */
+  onStreaming?: () => void,
+): Promise<void> {
   const slotConfig = config.source.slots[0];
   if (!slotConfig) throw new PrerequisiteError('no replication slot configured', 'add source.slots[0] with name and publication');
   const conn = sourceConnection(config);
@@ -271,6 +279,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
         const runner = new SnapshotRunner(readers, snapshots, capture, log, { chunkSize: config.source.snapshot_chunk_size, pollMs: 1000, connect });
         snapshotting = runner.run(stopSnapshots.signal);
       }
+      onStreaming?.();
       await capture.run(signal);
     } finally {
       stopSnapshots.abort();

@@ -85,10 +85,10 @@ monitoring: { enabled: false }
     expect(before.stream.reachable).toBe(false);
     expect(before.stream.error).toMatch(/no embedded stream at .* yet/);
     expect(existsSync(path.join(dir, 'stream'))).toBe(false);
-    expect(before.dlq).toEqual({ exists: false, count: 0 });
+    expect(before.dlq).toEqual({ exists: false, count: 0, blockedTables: [] });
 
     await withClient(targetUrl, (c) => c.query('CREATE SCHEMA syncline; CREATE TABLE syncline.dead_letter (id int); INSERT INTO syncline.dead_letter VALUES (1), (2)'));
-    expect((await collectStatus(parseConfig(configText, {}))).dlq).toEqual({ exists: true, count: 2 });
+    expect((await collectStatus(parseConfig(configText, {}))).dlq).toEqual({ exists: true, count: 2, blockedTables: [] });
     await withClient(targetUrl, (c) => c.query('DROP SCHEMA syncline CASCADE'));
 
     const text = status(configFile, false);
@@ -131,7 +131,7 @@ monitoring: { enabled: false }
       const exists = (await c.query("SELECT to_regclass('syncline.dead_letter') IS NOT NULL AS e")).rows[0]?.e === true;
       return exists ? Number((await c.query('SELECT count(*) AS n FROM syncline.dead_letter')).rows[0]?.n) : null;
     });
-    expect(behind.dlq).toEqual(dlqRows === null ? { exists: false, count: 0 } : { exists: true, count: dlqRows });
+    expect(behind.dlq).toEqual(dlqRows === null ? { exists: false, count: 0, blockedTables: [] } : { exists: true, count: dlqRows, blockedTables: [] });
 
     const json = status(configFile, true);
     expect(json.status).toBe(0);

@@ -29,7 +29,7 @@ describe('configuration', () => {
     expect(c.source.slots[0]).toMatchObject({ name: 'sync_primary', publication: 'sync_pub', tables: ['orders', 'users', 'inventory'] });
     expect(c.stream).toMatchObject({ broker: 'kafka', topic: 'db-changes', partitions: 6, retention_hours: 168, brokers: ['k1:9092', 'k2:9092'] });
     expect(c.consumer.deduplication).toMatchObject({ backend: 'redis', key_pattern: 'sync:{source}:{table}:{lsn}', ttl_seconds: 86400 });
-    expect(c.consumer.retry).toEqual({ max_attempts: 5, backoff_base_ms: 1000, backoff_max_ms: 30000, jitter: true });
+    expect(c.consumer.retry).toEqual({ max_attempts: 5, backoff_base_ms: 1000, backoff_max_ms: 30000, jitter: true, held_table_interval_ms: 10000 });
     expect(c.sink).toMatchObject({ consistency: 'eventual', version_gate: true, conflict_strategy: 'source_lsn_priority', type: 'postgres' });
     expect(c.dead_letter).toEqual({ enabled: true, topic: 'db-changes.dlq', alert_threshold: 50 });
     expect(c.monitoring).toMatchObject({ host: '127.0.0.1', port: 9464, alerts: { lag_critical: 30, duplicate_rate_warning: 0.02, deadletter_critical: 100 } });

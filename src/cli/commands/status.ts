@@ -223,10 +223,14 @@ async function sinkStatus(config: SynclineConfig, report: StatusReport): Promise
       await withClient(dlqUrl, async (c) => {
         if (!(await tableExists(c, schema, 'dead_letter'))) return;
         const { rows } = await c.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${quoteQualified(schema, 'dead_letter')}`);
-        const held = await c.query<{ table_name: string; n: string; reason: string }>(
-          `SELECT table_name, count(*)::text AS n, min(error) AS reason FROM ${quoteQualified(schema, 'dead_letter')} WHERE error_code = 'TABLE_BLOCKED' GROUP BY table_name ORDER BY table_name`,
-        );
-        report.dlq = { exists: true, count: Number(rows[0]?.n ?? 0), blockedTables: held.rows.map((h) => ({ table: h.table_name, changes: Number(h.n), reason: redactUrl(h.reason) })) };
+        report.dlq = { exists: true, count: Number(rows[0]?.n ?? 0), blockedTables: [] };
+        // Held tables are a detail: a queue table of an older layout still gets its count.
+        const held = await c
+          .query<{ table_name: string; n: string; reason: string }>(
+            `SELECT table_name, count(*)::text AS n, min(error) AS reason FROM ${quoteQualified(schema, 'dead_letter')} WHERE error_code = 'TABLE_BLOCKED' GROUP BY table_name ORDER BY table_name`,
+          )
+          .catch(() => ({ rows: [] }));
+        report.dlq.blockedTables = held.rows.map((h) => ({ table: h.table_name, changes: Number(h.n), reason: redactUrl(h.reason) }));
       });
     } catch (err) {
       report.dlq.error = redactUrl(errorMessage(err));
