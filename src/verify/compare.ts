@@ -1,6 +1,9 @@
 import type pg from 'pg';
-import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
-import { excludedKey, tableLabel, targetColumnOf, type TableRoute } from '../core/table-mapping.js';
+import type { TableName } from '../core/sql.js';
+import type { TableRoute } from '../core/table-mapping.js';
+import { scanKeyed, scanKeyless, type Candidate, type ConnectionPair, type ScanOptions } from './checksum.js';
+import { settle, type ApplyBarrier } from './recheck.js';
+import { pinOutputSettings, readShape } from './shape.js';
 
 export interface TableDrift {
   /** The source table. */
@@ -10,12 +13,12 @@ export interface TableDrift {
   sourceRows: number;
   targetRows: number;
   /**
-   * Primary-key column names, in key order. Keys below are JSON arrays of their text values.
-   * Empty for a keyless table: its keys are whole rows (a row present twice at the source and
-   * once at the target is one missing key).
+   * Primary-key column names, in key (index) order. Keys below are JSON arrays of their
+   * text values. Empty for a keyless table: its keys are whole rows (a row present twice at
+   * the source and once at the target is one missing key).
    */
   keyColumns: string[];
-  /** Keys present at the source only. */
+  /** Keys present at the source only (at most `sample`). */
   missing: string[];
   /** Keys present at the target only. */
   extra: string[];
@@ -23,93 +26,97 @@ export interface TableDrift {
   different: string[];
 }
 
+export interface TableVerification extends TableDrift {
+  /** Rows that differ: missing + extra + different, counted in full (lists are samples). */
+  differing: number;
+  /**
+   * Keys that changed at the source in every re-check and could not be held still (lock
+   * timeout): not counted as drift, not cleared either.
+   */
+  unsettled: number;
+  /** Differences beyond the candidate limit: counted as read, not re-checked. */
+  unchecked: number;
+  /** Whether differences were re-checked after apply caught up (false: no pipeline to wait for). */
+  lagChecked: boolean;
+  /** Every differing key (not only the sample), for repair; absent for keyless tables. */
+  keys?: { missing: Candidate[]; extra: Candidate[]; different: Candidate[] };
+  /** Rows compared per second (the larger side). */
+  rowsPerSecond: number;
+}
+
+export interface VerifyOptions extends ScanOptions {
+  /** How many keys of each kind to list (default 20). */
+  sample?: number;
+  /** Waits for apply to pass a source position: differences that are only lag are then cleared. */
+  barrier?: ApplyBarrier;
+  /** Keep every differing key in `keys` (repair). */
+  keepKeys?: boolean;
+}
+
 const SAMPLE = 20;
 
 /**
- * Compares one table between source and target, row by row over the source's columns
- * (the target's extra columns such as `_syncline_lsn` are ignored; soft-deleted target rows
- * count as absent). Each side returns `key, md5(row)` ordered by key and the lists are
- * merged: the rows themselves never leave the servers, only 32-byte digests. With a `route`
- * (`sink.tables`), the target side is the routed table, its columns read under their target
- * names in the source's order, and excluded columns are left out on both sides.
+ * Verifies one table on one or more (source, target) connection pairs: checksums computed
+ * in both servers by key range, bisected down to the differing rows (checksum.ts), which
+ * are then re-checked so that a difference that is only replication lag is not reported
+ * (recheck.ts, with a barrier). Compares the source's columns (the target's extra columns
+ * such as `_syncline_lsn` are ignored; soft-deleted target rows count as absent); with a
+ * `route` (`sink.tables`) the routed table under its target column names, excluded columns
+ * left out. Output settings are pinned on every connection for the duration.
+ */
+export async function verifyTable(pairs: readonly ConnectionPair[], t: TableName, route: TableRoute | undefined, options: VerifyOptions = {}): Promise<TableVerification> {
+  const first = pairs[0];
+  if (!first) throw new Error('no connections');
+  const restore = await Promise.all(pairs.flatMap((p) => [pinOutputSettings(p.source), pinOutputSettings(p.target)]));
+  const started = Date.now();
+  try {
+    const shape = await readShape(first.source, first.target, t, route);
+    const sample = options.sample ?? SAMPLE;
+    const base = {
+      table: shape.label,
+      ...(shape.targetLabel ? { target: shape.targetLabel } : {}),
+      keyColumns: shape.key.map((c) => c.from),
+    };
+    const rate = (rows: number): number => Math.round(rows / Math.max((Date.now() - started) / 1000, 0.001));
+    if (shape.key.length === 0) {
+      const scan = await scanKeyless(shape, first, options);
+      const missing: string[] = [];
+      const extra: string[] = [];
+      let differing = scan.overflow;
+      for (const d of scan.differences) {
+        const n = Math.abs(d.sourceCount - d.targetCount);
+        differing += n;
+        const list = d.sourceCount > d.targetCount ? missing : extra;
+        for (let i = 0; i < n && list.length < sample; i++) list.push(d.key);
+      }
+      return { ...base, sourceRows: scan.sourceRows, targetRows: scan.targetRows, missing, extra, different: [], differing, unsettled: 0, unchecked: scan.overflow, lagChecked: false, rowsPerSecond: rate(Math.max(scan.sourceRows, scan.targetRows)) };
+    }
+    const scan = await scanKeyed(shape, pairs, options);
+    const settled = await settle(shape, first.source, first.target, [...scan.candidates.values()], options.barrier);
+    const keys = (list: Candidate[]): string[] => list.slice(0, sample).map((c) => c.key);
+    return {
+      ...base,
+      sourceRows: scan.sourceRows,
+      targetRows: scan.targetRows,
+      missing: keys(settled.missing),
+      extra: keys(settled.extra),
+      different: keys(settled.different),
+      differing: settled.missing.length + settled.extra.length + settled.different.length + scan.overflow,
+      unsettled: settled.unsettled.length,
+      unchecked: scan.overflow,
+      lagChecked: options.barrier !== undefined,
+      ...(options.keepKeys ? { keys: { missing: settled.missing, extra: settled.extra, different: settled.different } } : {}),
+      rowsPerSecond: rate(Math.max(scan.sourceRows, scan.targetRows)),
+    };
+  } finally {
+    for (const r of restore) await r().catch(() => undefined);
+  }
+}
+
+/**
+ * Compares one table between source and target on one connection each (see verifyTable),
+ * without waiting for a pipeline: differences are reported as they are when re-read.
  */
 export async function compareTable(source: pg.ClientBase, target: pg.ClientBase, t: TableName, sample = SAMPLE, route?: TableRoute): Promise<TableDrift & { differing: number }> {
-  const qualified = quoteQualified(t.schema, t.table);
-  const to = route?.target ?? t;
-  const targetQualified = quoteQualified(to.schema, to.table);
-  const { rows: cols } = await source.query<{ name: string; is_pk: boolean }>(
-    `SELECT a.attname AS name, coalesce(a.attnum = ANY(i.indkey), false) AS is_pk
-       FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
-      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
-    [qualified],
-  );
-  if (cols.length === 0) throw new Error(`source table ${t.schema}.${t.table} does not exist`);
-  // A keyless table is a multiset: rows are compared whole, duplicates counted (its "key"
-  // below is the row's text).
-  const keyless = !cols.some((c) => c.is_pk);
-  // Column pairs (source name, target name), excluded columns left out; a key column cannot be.
-  const pairs: { from: string; to: string; isPk: boolean }[] = [];
-  for (const c of cols) {
-    const name = route ? targetColumnOf(route, c.name) : c.name;
-    if (name === undefined) {
-      if (c.is_pk && route) throw excludedKey(route, c.name);
-      continue;
-    }
-    pairs.push({ from: c.name, to: name, isPk: c.is_pk });
-  }
-  const { rows: targetCols } = await target.query<{ name: string }>(
-    'SELECT attname AS name FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped',
-    [targetQualified],
-  );
-  if (targetCols.length === 0) throw new Error(`target table ${to.schema}.${to.table} does not exist`);
-  const present = new Set(targetCols.map((c) => c.name));
-  const absent = pairs.filter((p) => !present.has(p.to)).map((p) => p.to);
-  if (absent.length > 0) throw new Error(`target table ${to.schema}.${to.table} lacks column(s) ${absent.join(', ')}`);
-  const softDeletes = present.has('_deleted_at');
-  const side = (name: (p: { from: string; to: string }) => string, from: string, where: string): string => {
-    const rowExpr = `md5(ROW(${pairs.map((p) => quoteIdent(name(p))).join(', ')})::text)`;
-    // Keys as JSON arrays of text values: the form change events and the dead-letter queue use.
-    const keyExpr = keyless
-      ? `to_json(ARRAY[${pairs.map((p) => `${quoteIdent(name(p))}::text`).join(', ')}])::text`
-      : `to_json(ARRAY[${pairs.filter((p) => p.isPk).map((p) => `${quoteIdent(name(p))}::text`).join(', ')}])::text`;
-    // Ordering by the key's text form keeps the merge consistent across both servers.
-    return `SELECT ${keyExpr} AS k, ${rowExpr} AS h FROM ${from}${where} ORDER BY ${keyExpr} COLLATE "C"`;
-  };
-  const [src, dst] = await Promise.all([
-    source.query<{ k: string; h: string }>(side((p) => p.from, qualified, '')),
-    target.query<{ k: string; h: string }>(side((p) => p.to, targetQualified, softDeletes ? ` WHERE ${quoteIdent('_deleted_at')} IS NULL` : '')),
-  ]);
-  const drift: TableDrift & { differing: number } = {
-    table: `${t.schema}.${t.table}`,
-    ...(route ? { target: tableLabel(route.target) } : {}),
-    keyColumns: cols.filter((c) => c.is_pk).map((c) => c.name),
-    sourceRows: src.rows.length,
-    targetRows: dst.rows.length,
-    missing: [],
-    extra: [],
-    different: [],
-    differing: 0,
-  };
-  let i = 0;
-  let j = 0;
-  const note = (list: string[], key: string): void => {
-    drift.differing++;
-    if (list.length < sample) list.push(key);
-  };
-  while (i < src.rows.length || j < dst.rows.length) {
-    const a = src.rows[i];
-    const b = dst.rows[j];
-    if (a && (!b || a.k < b.k)) {
-      note(drift.missing, a.k);
-      i++;
-    } else if (b && (!a || b.k < a.k)) {
-      note(drift.extra, b.k);
-      j++;
-    } else if (a && b) {
-      if (a.h !== b.h) note(drift.different, a.k);
-      i++;
-      j++;
-    }
-  }
-  return drift;
+  return verifyTable([{ source, target }], t, route, { sample });
 }

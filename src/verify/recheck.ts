@@ -1,0 +1,118 @@
+import type pg from 'pg';
+import { quoteIdent } from '../core/sql.js';
+import type { Candidate } from './checksum.js';
+import { SideSql, type VerifyShape } from './shape.js';
+
+/**
+ * Waits until the target reflects every source change committed at or before `lsn`.
+ * `reached`: it does; `timeout`: not within the time allowed; `unavailable`: nothing
+ * streams the slot, so the wait could not end (differences are then reported as read).
+ */
+export type ApplyBarrier = (lsn: string) => Promise<'reached' | 'timeout' | 'unavailable'>;
+
+export interface Settled {
+  missing: Candidate[];
+  extra: Candidate[];
+  different: Candidate[];
+  /** Keys changed at the source during every re-check (hot rows): neither confirmed nor cleared. */
+  unsettled: Candidate[];
+}
+
+type Digest = { h: string; x?: string };
+
+const BATCH = 5000;
+
+/** Digests (and, at the source, xmin) of the rows of `keys` present on one side. */
+async function readKeys(client: pg.ClientBase, sql: SideSql, keys: readonly Candidate[], lock = false): Promise<Map<string, Digest>> {
+  const out = new Map<string, Digest>();
+  const key = sql.shape.key;
+  const xmin = sql.side === 'source' ? `, ${sql.from}.xmin::text` : '';
+  for (let i = 0; i < keys.length; i += BATCH) {
+    const batch = keys.slice(i, i + BATCH);
+    const params = key.map((_, j) => batch.map((c) => c.values[j] ?? null));
+    const u = key.map((_, j) => `"__k${j}"`).join(', ');
+    const on = key.map((c, j) => `${sql.col(c)} = u."__k${j}"::${c.type}`).join(' AND ');
+    const { rows } = await client.query({
+      text: `SELECT ${sql.keyJson()}, md5(${sql.rowText()})${xmin} FROM ${sql.from} JOIN unnest(${key.map((_, j) => `$${j + 1}::text[]`).join(', ')}) AS u(${u}) ON ${on}
+              WHERE ${sql.live}${lock ? ` FOR SHARE OF ${quoteIdent(sql.shape.source.table)}` : ''}`,
+      values: params,
+      rowMode: 'array',
+    });
+    for (const r of rows as string[][]) out.set(r[0] as string, { h: r[1] as string, ...(r[2] !== undefined ? { x: r[2] } : {}) });
+  }
+  return out;
+}
+
+const same = (a: Digest | undefined, b: Digest | undefined): boolean => (a === undefined ? b === undefined : b !== undefined && a.h === b.h);
+const unchanged = (a: Digest | undefined, b: Digest | undefined): boolean => (a === undefined ? b === undefined : b !== undefined && a.h === b.h && a.x === b.x);
+
+async function currentLsn(source: pg.ClientBase): Promise<string> {
+  const { rows } = await source.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn');
+  return (rows[0] as { lsn: string }).lsn;
+}
+
+/**
+ * Tells drift from lag for keys whose rows differed when their range was read. Each round
+ * reads the source rows (digest and xmin), takes the source's WAL position, waits until
+ * apply has passed it (`barrier`), reads the target rows, then the source rows again.
+ * A key equal on both sides at either source read is no drift. A key whose source row did
+ * not change between the two reads (same xmin) and whose target row still differs after
+ * apply passed every change committed before the first read is drift. A key that changed
+ * in between is checked in the next round. Keys that change in every round (hot rows) get
+ * one last round holding FOR SHARE locks on their source rows (bounded by lock_timeout):
+ * no change can commit to them while apply catches up, so the comparison is exact.
+ * Without a barrier (no pipeline to wait for), one round compares the rows as they are.
+ */
+export async function settle(shape: VerifyShape, source: pg.ClientBase, target: pg.ClientBase, keys: readonly Candidate[], barrier?: ApplyBarrier, rounds = 4): Promise<Settled> {
+  const src = new SideSql(shape, 'source');
+  const dst = new SideSql(shape, 'target');
+  const out: Settled = { missing: [], extra: [], different: [], unsettled: [] };
+  const classify = (c: Candidate, s: Digest | undefined, t: Digest | undefined): void => {
+    if (s === undefined) out.extra.push(c);
+    else if (t === undefined) out.missing.push(c);
+    else out.different.push(c);
+  };
+  let pending = [...keys];
+  for (let round = 0; round < rounds && pending.length > 0; round++) {
+    const s1 = await readKeys(source, src, pending);
+    const lsn = await currentLsn(source);
+    const reached = barrier ? await barrier(lsn) : 'unavailable';
+    const t = await readKeys(target, dst, pending);
+    const s2 = await readKeys(source, src, pending);
+    const next: Candidate[] = [];
+    for (const c of pending) {
+      const a = s1.get(c.key);
+      const b = s2.get(c.key);
+      const d = t.get(c.key);
+      if (same(a, d) || same(b, d)) continue;
+      if (reached !== 'reached') classify(c, b, d);
+      else if (unchanged(a, b)) classify(c, b, d);
+      else next.push(c);
+    }
+    pending = next;
+    if (reached !== 'reached') break;
+  }
+  if (pending.length > 0 && barrier) {
+    // Hot rows: hold their source rows still while apply catches up.
+    await source.query("BEGIN; SET LOCAL lock_timeout = '2s'");
+    try {
+      const s1 = await readKeys(source, src, pending, true);
+      const reached = await barrier(await currentLsn(source));
+      const t = await readKeys(target, dst, pending);
+      await source.query('COMMIT');
+      const s2 = await readKeys(source, src, pending);
+      for (const c of pending) {
+        const a = s1.get(c.key);
+        const d = t.get(c.key);
+        if (same(a, d) || same(s2.get(c.key), d)) continue;
+        // A locked row cannot have changed; an absent one must still be absent.
+        if (reached === 'reached' && (a !== undefined || s2.get(c.key) === undefined)) classify(c, a, d);
+        else out.unsettled.push(c);
+      }
+    } catch {
+      await source.query('ROLLBACK').catch(() => undefined);
+      out.unsettled.push(...pending);
+    }
+  } else out.unsettled.push(...pending);
+  return out;
+}

@@ -1,0 +1,165 @@
+import type pg from 'pg';
+import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
+import { excludedKey, tableLabel, targetColumnOf, type TableRoute } from '../core/table-mapping.js';
+import { OUTPUT_SETTINGS } from '../source/replication-stream.js';
+
+/** One compared column: its source name and type, and its name and type at the target. */
+export interface VerifyColumn {
+  from: string;
+  to: string;
+  /** format_type of the source column (with modifiers), e.g. `numeric(12,2)`. */
+  type: string;
+  targetType: string;
+}
+
+/**
+ * What verify compares of one table: the source's own columns (excluded ones left out) in
+ * source order, the key in the source's primary-key index order (ranges follow that index),
+ * and how each column reads at the target.
+ */
+export interface VerifyShape {
+  source: TableName;
+  target: TableName;
+  /** `schema.table` of the source. */
+  label: string;
+  /** Set when `sink.tables` routes the table elsewhere. */
+  targetLabel?: string;
+  columns: VerifyColumn[];
+  /** Key columns in index order; empty for a keyless table (a multiset). */
+  key: VerifyColumn[];
+  /** The target has `_deleted_at` (soft deletes): its rows with a value there count as absent. */
+  softDeletes: boolean;
+  /** pg_class.reltuples of the source: the progress estimate. */
+  estimatedRows: number;
+}
+
+export type Side = 'source' | 'target';
+
+/** Reads the shape of `t` at the source and checks its target has every compared column. */
+export async function readShape(source: pg.ClientBase, target: pg.ClientBase, t: TableName, route?: TableRoute): Promise<VerifyShape> {
+  const qualified = quoteQualified(t.schema, t.table);
+  const to = route?.target ?? t;
+  const { rows: cols } = await source.query<{ name: string; type: string; key_pos: number | null }>(
+    `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type,
+            (SELECT k.n FROM pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(att, n)
+              WHERE i.indrelid = a.attrelid AND i.indisprimary AND k.att = a.attnum)::int AS key_pos
+       FROM pg_attribute a
+      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
+    [qualified],
+  );
+  if (cols.length === 0) throw new Error(`source table ${t.schema}.${t.table} does not exist`);
+  const { rows: targetCols } = await target.query<{ name: string; type: string }>(
+    `SELECT attname AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute
+      WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
+    [quoteQualified(to.schema, to.table)],
+  );
+  if (targetCols.length === 0) throw new Error(`target table ${to.schema}.${to.table} does not exist`);
+  const targetTypes = new Map(targetCols.map((c) => [c.name, c.type]));
+  const columns: VerifyColumn[] = [];
+  const keyed: { pos: number; column: VerifyColumn }[] = [];
+  const absent: string[] = [];
+  for (const c of cols) {
+    const name = route ? targetColumnOf(route, c.name) : c.name;
+    if (name === undefined) {
+      if (c.key_pos !== null && route) throw excludedKey(route, c.name);
+      continue;
+    }
+    const targetType = targetTypes.get(name);
+    if (targetType === undefined) {
+      absent.push(name);
+      continue;
+    }
+    const column = { from: c.name, to: name, type: c.type, targetType };
+    columns.push(column);
+    if (c.key_pos !== null) keyed.push({ pos: c.key_pos, column });
+  }
+  if (absent.length > 0) throw new Error(`target table ${to.schema}.${to.table} lacks column(s) ${absent.join(', ')}`);
+  const { rows: est } = await source.query<{ n: string }>('SELECT greatest(reltuples, 0)::bigint::text AS n FROM pg_class WHERE oid = to_regclass($1)', [qualified]);
+  return {
+    source: t,
+    target: to,
+    label: tableLabel(t),
+    ...(route ? { targetLabel: tableLabel(route.target) } : {}),
+    columns,
+    key: keyed.sort((a, b) => a.pos - b.pos).map((k) => k.column),
+    softDeletes: targetTypes.has('_deleted_at'),
+    estimatedRows: Number(est[0]?.n ?? 0),
+  };
+}
+
+/**
+ * SQL fragments of one side. The target's columns are read as the source's types (cast
+ * only where the declared types differ), so both servers print the same text for a value;
+ * with the output settings pinned (pinOutputSettings), `ROW(...)::text` is the same bytes
+ * on both sides for equal rows.
+ */
+export class SideSql {
+  readonly from: string;
+  /** Restricts the target to live rows (soft-deleted ones count as absent). */
+  readonly live: string;
+
+  constructor(readonly shape: VerifyShape, readonly side: Side) {
+    const t = side === 'source' ? shape.source : shape.target;
+    this.from = quoteQualified(t.schema, t.table);
+    this.live = side === 'target' && shape.softDeletes ? `${quoteIdent('_deleted_at')} IS NULL` : 'true';
+  }
+
+  col(c: VerifyColumn): string {
+    if (this.side === 'source') return quoteIdent(c.from);
+    return c.type === c.targetType ? quoteIdent(c.to) : `${quoteIdent(c.to)}::${c.type}`;
+  }
+
+  /** The row's text: what the digests hash. */
+  rowText(): string {
+    return `ROW(${this.shape.columns.map((c) => this.col(c)).join(', ')})::text`;
+  }
+
+  /** A 60-bit non-negative digest of the row; summed (exactly, as numeric) per range. */
+  rowHash(): string {
+    return `('x' || left(md5(${this.rowText()}), 15))::bit(60)::bigint`;
+  }
+
+  /** Key (or, keyless, whole row) as a JSON array of text values: the form events and the DLQ use. */
+  keyJson(): string {
+    const cols = this.shape.key.length > 0 ? this.shape.key : this.shape.columns;
+    return `to_json(ARRAY[${cols.map((c) => `${this.col(c)}::text`).join(', ')}])::text`;
+  }
+
+  keyList(): string {
+    return this.shape.key.map((c) => this.col(c)).join(', ');
+  }
+
+  /** Key values as text, in key order. */
+  keyTexts(): string {
+    return this.shape.key.map((c, i) => `${this.col(c)}::text AS k${i}`).join(', ');
+  }
+
+  /** `(key) > (after) AND (key) <= (upper)` with parameters from `$first`; pushes the values. */
+  range(after: readonly string[] | null, upper: readonly string[] | null, params: unknown[]): string {
+    const parts = [this.live];
+    const tuple = (values: readonly string[]): string =>
+      `(${this.shape.key
+        .map((c, i) => {
+          params.push(values[i]);
+          return `$${params.length}::${c.type}`;
+        })
+        .join(', ')})`;
+    if (after) parts.push(`(${this.keyList()}) > ${tuple(after)}`);
+    if (upper) parts.push(`(${this.keyList()}) <= ${tuple(upper)}`);
+    return parts.join(' AND ');
+  }
+}
+
+/**
+ * Pins the session's output settings to the ones capture and snapshots use (UTC, ISO dates,
+ * round-trip floats, hex bytea), so values print alike on servers with other defaults.
+ * Returns a function that restores the previous settings (the client may be the caller's).
+ */
+export async function pinOutputSettings(client: pg.ClientBase): Promise<() => Promise<void>> {
+  const names = ['datestyle', 'intervalstyle', 'extra_float_digits', 'timezone', 'bytea_output'];
+  const { rows } = await client.query<{ name: string; value: string }>('SELECT name, current_setting(name) AS value FROM unnest($1::text[]) AS name', [names]);
+  await client.query(OUTPUT_SETTINGS);
+  return async () => {
+    await client.query('SELECT set_config(name, value, false) FROM unnest($1::text[], $2::text[]) AS s(name, value)', [rows.map((r) => r.name), rows.map((r) => r.value)]);
+  };
+}
