@@ -190,6 +190,22 @@ const monitoring = z
   })
   .strict();
 
+const duration = z.string().regex(/^\d+(\.\d+)?(ms|s|m|h)?$/, 'a duration such as 30s, 10m or 1h');
+
+/** `syncline verify` / `repair`, and continuous verification inside run and apply. */
+const verify = z
+  .object({
+    /** Verify every replicated table this often inside run/apply (unset: only `syncline verify`). */
+    interval: duration.optional(),
+    /** Rows compared per second at most by continuous verification (the servers' cost bound). */
+    max_rows_per_second: z.number().int().positive().default(100000),
+    /** Key ranges compared at once, each on its own source and target connection. */
+    parallelism: z.number().int().min(1).max(16).default(2),
+    /** How long a re-check waits for apply to pass the source position it read at. */
+    lag_timeout: duration.default('60s'),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     source,
@@ -198,6 +214,7 @@ export const configSchema = z
     sink: sink.default({}),
     dead_letter: deadLetter.default({}),
     monitoring: monitoring.default({}),
+    verify: verify.default({}),
   })
   .strict()
   .superRefine((config, ctx) => {

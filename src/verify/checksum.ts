@@ -16,7 +16,7 @@ export interface ScanOptions {
   fanout?: number;
   /** Candidate keys kept for the re-check; beyond, only counted (default 200,000). */
   maxCandidates?: number;
-  /** Called with the rows (larger side) of each finished top-level range. */
+  /** Called with the source rows of each finished top-level range. */
   onRows?: (rows: number) => void;
   /** Awaited after each top-level range with its rows: a rate limit hook. */
   throttle?: (rows: number) => Promise<void>;
@@ -159,9 +159,9 @@ export async function scanKeyed(shape: VerifyShape, pairs: readonly ConnectionPa
       for (;;) {
         const range = await next();
         if (!range) return;
-        const before = result.sourceRows + result.targetRows;
+        const before = result.sourceRows;
         await check(pair, range, true);
-        const rows = result.sourceRows + result.targetRows - before;
+        const rows = result.sourceRows - before;
         options.onRows?.(rows);
         await options.throttle?.(rows);
       }

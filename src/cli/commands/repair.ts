@@ -2,67 +2,90 @@ import type { Command } from 'commander';
 import pg from 'pg';
 import { loadConfigFile, sourceNameOf } from '../../config/load.js';
 import { PrerequisiteError } from '../../core/errors.js';
-import { parseTableName } from '../../core/sql.js';
-import { TableMapping } from '../../core/table-mapping.js';
 import { SnapshotStore } from '../../source/snapshot-store.js';
-import { compareTable } from '../../verify/compare.js';
 import { removeExtraRows } from '../../verify/repair.js';
+import { verifyTables } from '../../verify/session.js';
 import { parseDuration } from '../duration.js';
 import { EXIT } from '../exit-codes.js';
-import { openSink, sourceConnection } from '../wiring.js';
+import { openSink } from '../wiring.js';
 import { configOption } from './options.js';
+import { sessionOptions, tablesToVerify, type VerifyCliOptions } from './verify.js';
+
+/** More differing keys than this in one table: the table is re-read whole instead. */
+const MAX_TARGETED = 10_000;
 
 /**
- * `syncline repair`: finds drift like `verify`, then re-syncs through the normal path:
- * tables with missing or different rows are re-read by a snapshot of the running capture
- * (watermarked, so concurrent changes win), and rows that exist only at the target are
- * deleted through the version-gated sink. Exit 0 when no drift remains, 1 otherwise.
+ * `syncline repair`: finds drift like `verify` (checksums, lag re-checked), then re-syncs
+ * only the differing keys through the normal path: rows that exist only at the target are
+ * deleted through the version-gated sink (tombstoned), and missing or different rows are
+ * re-read by snapshots of their key (first key column) taken by the running capture
+ * (watermarked, so concurrent changes win). A keyless table, or one with more than 10,000
+ * differing keys, is re-read whole. Then verifies again. Exit 0 when no drift remains.
  */
 export function registerRepair(program: Command): void {
   program
     .command('repair')
-    .description('re-sync drifted tables through the normal path (needs a running syncline run/capture for re-reads)')
+    .description('re-sync the differing rows through the normal path (needs a running syncline run/capture for re-reads)')
     .addOption(configOption())
     .option('--table <name...>', 'only these tables')
     .option('--timeout <time>', 'how long to wait for the re-read snapshots', '10m')
+    .option('--dry-run', 'list what would be deleted and re-read, change nothing')
+    .option('--parallelism <n>', 'key ranges compared at once (default verify.parallelism)')
+    .option('--lag-timeout <time>', 'how long to wait for apply to pass the source position of a differing row')
+    .option('--no-wait', 'do not wait for the running pipeline before calling a row different')
     .option('--json', 'print JSON')
-    .action(async (opts: { config: string; table?: string[]; timeout: string; json?: boolean }) => {
+    .action(async (opts: VerifyCliOptions & { config: string; timeout: string; dryRun?: boolean }) => {
       process.exitCode = EXIT.CONFIG;
       const config = loadConfigFile(opts.config);
       const slot = config.source.slots[0];
       if (!slot) throw new PrerequisiteError('no slot configured', 'add source.slots[0]');
       if (!config.sink.url || config.sink.type !== 'postgres') throw new PrerequisiteError('repair compares against a postgres sink', 'set sink.type: postgres and sink.url');
-      // sink.tables: compared against the routed target; fixes go through the (mapping) sink in source terms.
-      const mapping = TableMapping.fromConfig(config.sink.tables);
-      const names = opts.table ?? slot.tables;
-      if (names.length === 0) throw new PrerequisiteError('no tables to repair', 'list tables in source.slots[0].tables or pass --table');
-      const source = new pg.Client(sourceConnection(config));
-      const target = new pg.Client({ connectionString: config.sink.url });
-      const sink = openSink(config);
-      await source.connect();
-      await target.connect();
+      const tables = tablesToVerify(config, opts.table ?? slot.tables);
+      const session = sessionOptions(config, opts);
       const say = (line: string): void => {
         if (!opts.json) process.stdout.write(`${line}\n`);
       };
+      const found = await verifyTables(tables, session, { keepKeys: true, sample: MAX_TARGETED });
+      if (session.onProgress) process.stderr.write('\n');
+      const report: Record<string, unknown>[] = [];
+      if (opts.dryRun) {
+        for (const d of found) {
+          const keyless = d.keyColumns.length === 0;
+          const whole = d.differing > 0 && (keyless || d.differing > MAX_TARGETED || d.unchecked > 0);
+          const entry = { table: d.table, delete: d.extra, reread: [...d.missing, ...d.different], reread_table: whole, differing: d.differing };
+          report.push(entry);
+          say(`${d.table}${d.target ? ` -> ${d.target}` : ''}: would delete ${keyless ? 0 : d.extra.length} target-only row(s) ${JSON.stringify(keyless ? [] : d.extra)}, ${whole ? 're-read the whole table' : `re-read ${d.missing.length + d.different.length} key(s) ${JSON.stringify([...d.missing, ...d.different])}`}`);
+        }
+        const drift = found.some((d) => d.differing > 0);
+        if (opts.json) process.stdout.write(`${JSON.stringify({ dry_run: true, tables: report }, null, 2)}\n`);
+        process.exitCode = drift ? EXIT.FAILURE : EXIT.OK;
+        return;
+      }
+      const source = new pg.Client(session.source);
+      const sink = openSink(config);
+      await source.connect();
       try {
         await sink.prepare();
         const store = new SnapshotStore(source, config.source.state_schema, slot.name);
         await store.prepare();
-        const report: Record<string, unknown>[] = [];
         const jobs: string[] = [];
-        for (const name of names) {
-          const t = parseTableName(name);
-          const drift = await compareTable(source, target, t, Number.MAX_SAFE_INTEGER, mapping.routeOf(t));
+        for (const [i, d] of found.entries()) {
+          const t = (tables[i] as (typeof tables)[number]).table;
+          const keyless = d.keyColumns.length === 0;
+          const keys = d.keys ?? { missing: [], extra: [], different: [] };
           // A keyless table's rows cannot be removed one by one: its snapshot replaces them all.
-          const keyless = drift.keyColumns.length === 0;
-          const removed = keyless ? 0 : await removeExtraRows(source, sink, t, drift.keyColumns, drift.extra, sourceNameOf(config), config.consumer.group_id);
-          let job: string | null = null;
-          if (drift.missing.length + drift.different.length + (keyless ? drift.extra.length : 0) > 0) {
-            job = await store.request(t);
-            jobs.push(job);
+          const removed = keyless ? 0 : await removeExtraRows(source, sink, t, d.keyColumns, keys.extra.map((c) => c.key), sourceNameOf(config), config.consumer.group_id);
+          const whole = d.differing > 0 && (keyless || d.differing > MAX_TARGETED || d.unchecked > 0);
+          const table: string[] = [];
+          if (whole) table.push(await store.request(t));
+          else {
+            // One snapshot per distinct value of the first key column (its range is inclusive).
+            const firsts = new Set([...keys.missing, ...keys.different].map((c) => c.values[0] as string));
+            for (const v of firsts) table.push(await store.request(t, v, v));
           }
-          report.push({ table: drift.table, missing: drift.missing.length, different: drift.different.length, extra: drift.extra.length, removed, snapshot: job });
-          say(`${drift.table}${drift.target ? ` -> ${drift.target}` : ''}: ${drift.missing.length} missing, ${drift.different.length} different, ${drift.extra.length} extra -> removed ${removed}${job ? `, re-reading (snapshot #${job})` : ''}`);
+          jobs.push(...table);
+          report.push({ table: d.table, missing: d.missing.length, different: d.different.length, extra: d.extra.length, removed, snapshots: table, reread_table: whole });
+          say(`${d.table}${d.target ? ` -> ${d.target}` : ''}: ${d.missing.length} missing, ${d.different.length} different, ${d.extra.length} extra -> removed ${removed}${table.length > 0 ? `, re-reading ${whole ? 'the table' : `${d.missing.length + d.different.length} key(s)`} (snapshot${table.length > 1 ? 's' : ''} #${table.join(', #')})` : ''}`);
         }
         const deadline = Date.now() + parseDuration(opts.timeout);
         if (jobs.length > 0) say('waiting for the running capture to re-read...');
@@ -73,16 +96,12 @@ export function registerRepair(program: Command): void {
             say('timed out waiting for the snapshot(s); they stay queued for the capture');
             break;
           }
-          await new Promise((r) => setTimeout(r, 500));
+          await new Promise((r) => setTimeout(r, 200));
         }
-        // The re-read rows flow through the stream: give apply a moment, then check again.
+        // The re-read rows flow through the stream; the re-check waits for apply to pass them.
         let remaining = 0;
-        for (let attempt = 0; attempt < 20; attempt++) {
-          remaining = 0;
-          for (const name of names) {
-            const t = parseTableName(name);
-            remaining += (await compareTable(source, target, t, undefined, mapping.routeOf(t))).differing;
-          }
+        for (let attempt = 0; attempt < 10; attempt++) {
+          remaining = (await verifyTables(tables, { ...session, onProgress: undefined })).reduce((n, r) => n + r.differing, 0);
           if (remaining === 0) break;
           await new Promise((r) => setTimeout(r, 500));
         }
@@ -92,7 +111,6 @@ export function registerRepair(program: Command): void {
       } finally {
         await sink.close();
         await source.end();
-        await target.end();
       }
     });
 }

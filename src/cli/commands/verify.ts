@@ -1,58 +1,104 @@
 import type { Command } from 'commander';
 import pg from 'pg';
 import { loadConfigFile } from '../../config/load.js';
+import type { SynclineConfig } from '../../config/schema.js';
 import { errorMessage, PrerequisiteError } from '../../core/errors.js';
 import { parseTableName } from '../../core/sql.js';
 import { TableMapping } from '../../core/table-mapping.js';
-import { compareTable } from '../../verify/compare.js';
+import type { TableVerification } from '../../verify/compare.js';
+import { progressLine, verifyTables, type VerifySessionOptions } from '../../verify/session.js';
 import { recordVerifyResults } from '../../verify/verify-results.js';
+import { parseDuration } from '../duration.js';
 import { EXIT } from '../exit-codes.js';
-import { sourceConnection } from '../wiring.js';
+import { openStream, sourceConnection } from '../wiring.js';
 import { configOption } from './options.js';
+
+/** Options shared by verify and repair: what to compare and how. */
+export interface VerifyCliOptions {
+  table?: string[];
+  parallelism?: string;
+  /** commander's --no-wait: false means do not wait for the pipeline. */
+  wait?: boolean;
+  lagTimeout?: string;
+  json?: boolean;
+}
+
+/** The tables to verify, with their routes, from the config and `--table`. */
+export function tablesToVerify(config: SynclineConfig, names?: string[]): { table: ReturnType<typeof parseTableName>; route?: ReturnType<TableMapping['routeOf']> }[] {
+  const mapping = TableMapping.fromConfig(config.sink.tables);
+  const list = names ?? config.source.slots[0]?.tables ?? [];
+  if (list.length === 0) throw new PrerequisiteError('no tables to verify', 'list tables in source.slots[0].tables or pass --table');
+  return list.map((n) => {
+    const table = parseTableName(n);
+    const route = mapping.routeOf(table);
+    return route ? { table, route } : { table };
+  });
+}
+
+/** Connections, parallelism, lag barrier and (on a TTY) a progress bar on stderr. */
+export function sessionOptions(config: SynclineConfig, opts: VerifyCliOptions): VerifySessionOptions {
+  if (!config.sink.url) throw new PrerequisiteError('no sink connection URL', 'set sink.url or SYNCLINE_SINK_URL');
+  if (config.sink.type !== 'postgres') throw new PrerequisiteError(`verify supports postgres sinks; sink.type is ${config.sink.type}`, 'use a postgres sink');
+  const slot = config.source.slots[0];
+  const started = Date.now();
+  const tty = process.stderr.isTTY && !opts.json;
+  return {
+    source: sourceConnection(config),
+    targetUrl: config.sink.url,
+    parallelism: opts.parallelism ? Number(opts.parallelism) : config.verify.parallelism,
+    ...(slot && opts.wait !== false
+      ? {
+          pipeline: {
+            slot: slot.name,
+            stateSchema: config.sink.state_schema,
+            group: config.consumer.group_id,
+            openStream: () => openStream(config),
+            timeoutMs: parseDuration(opts.lagTimeout ?? config.verify.lag_timeout),
+          },
+        }
+      : {}),
+    ...(tty ? { onProgress: (done: number, estimate: number, table: string) => process.stderr.write(progressLine(done, estimate, started, table)) } : {}),
+  };
+}
 
 export function registerVerify(program: Command): void {
   program
     .command('verify')
-    .description('compare source and target row by row; exit 0 no drift, 1 drift, 2 error')
+    .description('compare source and target by checksums computed in both databases; exit 0 no drift, 1 drift, 2 error')
     .addOption(configOption())
     .option('--table <name...>', 'only these tables')
+    .option('--parallelism <n>', 'key ranges compared at once (default verify.parallelism)')
+    .option('--lag-timeout <time>', 'how long to wait for apply to pass the source position of a differing row (default verify.lag_timeout)')
+    .option('--no-wait', 'report differences as read, without waiting for the running pipeline to catch up')
     .option('--json', 'print the result as JSON')
-    .action(async (opts: { config: string; table?: string[]; json?: boolean }) => {
+    .action(async (opts: VerifyCliOptions & { config: string }) => {
       // Any failure to compare is exit 2, so that 1 always means drift.
       process.exitCode = EXIT.CONFIG;
       const config = loadConfigFile(opts.config);
-      if (!config.sink.url) throw new PrerequisiteError('no sink connection URL', 'set sink.url or SYNCLINE_SINK_URL');
-      if (config.sink.type !== 'postgres') throw new PrerequisiteError(`verify supports postgres sinks; sink.type is ${config.sink.type}`, 'use a postgres sink');
-      // sink.tables: each source table is compared with its routed target, renamed columns and all.
-      const mapping = TableMapping.fromConfig(config.sink.tables);
-      const names = opts.table ?? config.source.slots[0]?.tables ?? [];
-      if (names.length === 0) throw new PrerequisiteError('no tables to verify', 'list tables in source.slots[0].tables or pass --table');
-      const source = new pg.Client(sourceConnection(config));
-      const target = new pg.Client({ connectionString: config.sink.url });
-      await source.connect();
-      await target.connect();
+      const session = sessionOptions(config, opts);
+      const results = await verifyTables(tablesToVerify(config, opts.table), session);
+      if (session.onProgress) process.stderr.write('\n');
+      const drift = results.some((r) => r.differing > 0);
+      // For sync_drift_rows of the running pipeline; a target that refuses it only loses the metric.
+      const target = new pg.Client({ connectionString: session.targetUrl });
       try {
-        const results = [];
-        for (const n of names) {
-          const t = parseTableName(n);
-          results.push(await compareTable(source, target, t, undefined, mapping.routeOf(t)));
-        }
-        const drift = results.some((r) => r.differing > 0);
-        // For sync_drift_rows of the running pipeline; a target that refuses it only loses the metric.
-        await recordVerifyResults(target, config.sink.state_schema, results).catch((err: unknown) =>
-          process.stderr.write(`warning: could not record the result in ${config.sink.state_schema}.verify_results (sync_drift_rows): ${errorMessage(err)}\n`),
-        );
-        if (opts.json) process.stdout.write(`${JSON.stringify({ drift, tables: results }, null, 2)}\n`);
-        else {
-          for (const r of results) {
-            process.stdout.write(`${r.table}${r.target ? ` -> ${r.target}` : ''}: source ${r.sourceRows}, target ${r.targetRows}, ${r.differing === 0 ? 'identical' : `${r.differing} differing`}\n`);
-            if (r.differing > 0) process.stdout.write(`  missing ${JSON.stringify(r.missing)}\n  extra ${JSON.stringify(r.extra)}\n  different ${JSON.stringify(r.different)}\n`);
-          }
-        }
-        process.exitCode = drift ? EXIT.FAILURE : EXIT.OK;
+        await target.connect();
+        await recordVerifyResults(target, config.sink.state_schema, results);
+      } catch (err) {
+        process.stderr.write(`warning: could not record the result in ${config.sink.state_schema}.verify_results (sync_drift_rows): ${errorMessage(err)}\n`);
       } finally {
-        await source.end();
-        await target.end();
+        await target.end().catch(() => undefined);
       }
+      if (opts.json) process.stdout.write(`${JSON.stringify({ drift, tables: results }, null, 2)}\n`);
+      else for (const r of results) process.stdout.write(describe(r));
+      process.exitCode = drift ? EXIT.FAILURE : EXIT.OK;
     });
+}
+
+function describe(r: TableVerification): string {
+  let out = `${r.table}${r.target ? ` -> ${r.target}` : ''}: source ${r.sourceRows}, target ${r.targetRows}, ${r.differing === 0 ? 'identical' : `${r.differing} differing`} (${r.rowsPerSecond} rows/s)\n`;
+  if (r.differing > 0) out += `  missing ${JSON.stringify(r.missing)}\n  extra ${JSON.stringify(r.extra)}\n  different ${JSON.stringify(r.different)}\n`;
+  if (r.unsettled > 0) out += `  ${r.unsettled} row(s) changed at the source during every re-check: not counted; run verify again\n`;
+  if (r.unchecked > 0) out += `  ${r.unchecked} difference(s) beyond the re-check limit were counted as read\n`;
+  return out;
 }

@@ -1,0 +1,97 @@
+import pg from 'pg';
+import type { TableName } from '../core/sql.js';
+import type { TableRoute } from '../core/table-mapping.js';
+import type { Stream } from '../stream/stream.js';
+import { pipelineBarrier } from './barrier.js';
+import type { ConnectionPair } from './checksum.js';
+import { verifyTable, type TableVerification, type VerifyOptions } from './compare.js';
+
+export interface VerifySessionOptions {
+  source: pg.ClientConfig;
+  targetUrl: string;
+  /** Connection pairs (ranges compared at once). */
+  parallelism: number;
+  /** Wait for the pipeline before reporting a difference (see barrier.ts); absent: report as read. */
+  pipeline?: { slot: string; stateSchema: string; group: string; openStream: () => Promise<Stream>; timeoutMs: number };
+  /** Rows per second at most (continuous verification). */
+  maxRowsPerSecond?: number;
+  /** Progress: rows compared so far and the estimated total (pg_class.reltuples of the tables). */
+  onProgress?: (done: number, estimate: number, table: string) => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * Verifies tables on `parallelism` pairs of fresh connections (closed at the end): the
+ * connections and the optional lag barrier that `syncline verify`, `repair` and continuous
+ * verification share.
+ */
+export async function verifyTables(
+  tables: readonly { table: TableName; route?: TableRoute }[],
+  o: VerifySessionOptions,
+  extra: Pick<VerifyOptions, 'keepKeys' | 'sample'> = {},
+): Promise<TableVerification[]> {
+  const pairs: ConnectionPair[] = [];
+  const clients: pg.Client[] = [];
+  const open = async (config: pg.ClientConfig): Promise<pg.Client> => {
+    const c = new pg.Client(config);
+    c.on('error', () => undefined);
+    clients.push(c);
+    await c.connect();
+    return c;
+  };
+  try {
+    for (let i = 0; i < Math.max(1, o.parallelism); i++) pairs.push({ source: await open(o.source), target: await open({ connectionString: o.targetUrl }) });
+    const first = pairs[0] as ConnectionPair;
+    // The barrier gets connections of its own: the re-check holds the first pair in a transaction.
+    const barrier = o.pipeline
+      ? pipelineBarrier({ source: await open(o.source), target: await open({ connectionString: o.targetUrl }), ...o.pipeline })
+      : undefined;
+    const { rows } = await first.source.query<{ n: string }>(
+      'SELECT coalesce(sum(greatest(reltuples, 0)), 0)::bigint::text AS n FROM pg_class WHERE oid = ANY($1::regclass[])',
+      [tables.map((t) => `"${t.table.schema.replace(/"/g, '""')}"."${t.table.table.replace(/"/g, '""')}"`)],
+    );
+    const estimate = Number(rows[0]?.n ?? 0);
+    let done = 0;
+    const started = Date.now();
+    const throttle = async (n: number): Promise<void> => {
+      if (o.signal?.aborted) throw new Error('verification stopped');
+      if (!o.maxRowsPerSecond) return;
+      void n;
+      const ahead = (done / o.maxRowsPerSecond) * 1000 - (Date.now() - started);
+      if (ahead > 0) await new Promise((r) => setTimeout(r, ahead));
+    };
+    const results: TableVerification[] = [];
+    try {
+      for (const t of tables) {
+        const label = `${t.table.schema}.${t.table.table}`;
+        results.push(
+          await verifyTable(pairs, t.table, t.route, {
+            ...extra,
+            ...(barrier ? { barrier } : {}),
+            onRows: (n) => {
+              done += n;
+              o.onProgress?.(done, Math.max(estimate, done), label);
+            },
+            throttle,
+          }),
+        );
+      }
+    } finally {
+      await barrier?.close();
+    }
+    return results;
+  } finally {
+    for (const c of clients) await c.end().catch(() => undefined);
+  }
+}
+
+/** A one-line progress bar for a TTY: rows done, rows/s and the time left. */
+export function progressLine(done: number, estimate: number, startedMs: number, table: string): string {
+  const secs = Math.max((Date.now() - startedMs) / 1000, 0.001);
+  const rate = done / secs;
+  const share = estimate > 0 ? Math.min(1, done / estimate) : 0;
+  const width = 24;
+  const filled = Math.round(share * width);
+  const eta = rate > 0 && estimate > done ? Math.round((estimate - done) / rate) : 0;
+  return `\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${Math.round(share * 100)}% ${done.toLocaleString('en')} rows, ${Math.round(rate).toLocaleString('en')} rows/s, ETA ${eta}s (${table})\u001b[K`;
+}
