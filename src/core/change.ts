@@ -39,6 +39,14 @@ export interface ChangeEvent {
   /** Columns whose unchanged TOASTed value the source did not send: keep the stored value. */
   unchanged?: string[];
   /**
+   * With `unchanged`, when the target may have no row to keep the values from (a key change,
+   * or a table whose snapshot is unfinished): capture could not read them at the source
+   * because the row had already left this key there (deleted, or its key changed again). A
+   * later change of the key in the stream decides the row, so a sink that lacks it skips this
+   * change (stale) instead of refusing it.
+   */
+  superseded_at_source?: true;
+  /**
    * Total order of changes of one source, as a decimal string:
    * commit_lsn * 2^32 + seq. A change is applied only if its version is newer than the row's.
    */

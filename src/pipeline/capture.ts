@@ -555,8 +555,8 @@ export class Capture {
    * them from: a key change (the new key's row exists nowhere at the target), and an UPDATE
    * of a table whose snapshot has not finished (the row may come with a later chunk). The
    * values are read from the source now (a later change of those columns, or of the row,
-   * follows in the stream, so the row converges). A row that is gone keeps `unchanged`: the
-   * sink dead-letters it rather than guess (unless a newer delete makes it stale).
+   * follows in the stream, so the row converges). A row that is gone keeps `unchanged` and is
+   * marked `superseded_at_source`: the key's later change decides it.
    */
   private async fillUnchanged(): Promise<void> {
     const read = this.options.readSourceRow;
@@ -567,7 +567,9 @@ export class Capture {
       const missing = e.unchanged ?? [];
       const row = await read(e.schema, e.table, e.key, missing, e.xid);
       if (!row || !e.payload) {
-        this.log.warn({ table: tableLabelOf(e), key: e.key, columns: missing }, 'a change left TOASTed values unchanged and the row is gone at the source: the sink keeps it out or dead-letters it');
+        // Visible, yet not there: the row left this key after the change (a later DELETE of
+        // the key follows in the stream, or a TRUNCATE), so the sink may skip the change.
+        e.superseded_at_source = true;
         continue;
       }
       const still = missing.filter((col) => {

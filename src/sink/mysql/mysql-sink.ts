@@ -7,6 +7,7 @@ import { collapseBatch, type TableBatch } from '../collapse.js';
 import { pgTimestampToUtc } from '../pg-text.js';
 import type { ApplyOutcome, Sink } from '../sink.js';
 import { forTable } from '../table-errors.js';
+import { skippableWithoutStoredValues } from '../unchanged-values.js';
 import { applyMysqlMultiset, multisetStateDdl } from './mysql-multiset.js';
 import { classifyMysqlError, isFatalMysqlError, isStructuralMysqlError } from './mysql-errors.js';
 import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, keyComparand, loadMysqlTable, quoteMysqlIdent as q, toMysqlParam, type MysqlColumn, type MysqlTable } from './mysql-table.js';
@@ -256,9 +257,16 @@ export class MysqlSink implements Sink {
       const keyColumns = Object.keys(first.key);
       checkColumns(target, columns, keyColumns);
       const metas = columns.map((col) => target.columns.get(col) as MysqlColumn);
-      for (const chunk of chunks(rows)) {
+      for (let chunk of chunks(rows)) {
         const keeping = chunk.filter((r) => (r.unchanged?.length ?? 0) > 0);
-        if (keeping.length > 0) await this.requireStoredValues(c, target, keyColumns, keeping);
+        if (keeping.length > 0) {
+          const skip = skippableWithoutStoredValues(await this.absentRows(c, target, keyColumns, keeping));
+          if (skip.size > 0) {
+            counts.stale += skip.size;
+            chunk = chunk.filter((r) => !skip.has(r));
+            if (chunk.length === 0) continue;
+          }
+        }
         const params: unknown[] = [];
         const selects = chunk.map((r, j) => {
           const payload = r.payload as Record<string, string | null>;
@@ -282,13 +290,11 @@ export class MysqlSink implements Sink {
   }
 
   /**
-   * Changes that left TOASTed values unchanged carry no value for them: the stored row must
-   * supply it. A row absent at the target (and not deleted or truncated by a newer change,
-   * which makes the change stale) would get NULL or a default there, so the change is refused
-   * and dead-lettered instead of guessing (UNCHANGED_VALUE_MISSING), as by the postgres sink.
-   * One statement per chunk: a SELECT per row, UNION ALL, the first unsupplied row's index.
+   * Of `rows` (changes that left TOASTed values unchanged), those whose row the target lacks
+   * and no newer delete or truncation makes stale (see skippableWithoutStoredValues). One
+   * statement: a SELECT per row, UNION ALL.
    */
-  private async requireStoredValues(c: PoolConnection, target: MysqlTable, keyColumns: string[], rows: ChangeEvent[]): Promise<void> {
+  private async absentRows(c: PoolConnection, target: MysqlTable, keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]> {
     const params: unknown[] = [];
     const selects = rows.map((r, j) => {
       const match = keyColumns.map((col) => {
@@ -302,15 +308,8 @@ export class MysqlSink implements Sink {
           AND NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb WHERE tb.table_name = ? AND tb.key_hash = ? AND (tb.lsn, tb.seq) >= ${version})
           AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr WHERE tr.table_name = ? AND (tr.lsn, tr.seq) >= ${version})`;
     });
-    const [missing] = await c.query<(RowDataPacket & { idx: number })[]>(`${selects.join('\n UNION ALL ')}\n LIMIT 1`, params);
-    const first = missing[0];
-    if (!first) return;
-    const change = rows[Number(first.idx)] as ChangeEvent;
-    throw new SynclineError(
-      'UNCHANGED_VALUE_MISSING',
-      `${change.op} of ${target.label} row ${JSON.stringify(Object.values(change.key))} left ${change.unchanged?.join(', ') ?? 'TOASTed values'} unchanged, but the target has no such row to keep them from; refused rather than writing NULL (fix: syncline repair, or snapshot the table, then replay this dead letter)`,
-      { retriable: false },
-    );
+    const [absent] = await c.query<(RowDataPacket & { idx: number })[]>(selects.join('\n UNION ALL '), params);
+    return absent.map((a) => rows[Number(a.idx)] as ChangeEvent);
   }
 
   private upsertSql(target: MysqlTable, columns: string[], keyColumns: string[], rowsSql: string): string {

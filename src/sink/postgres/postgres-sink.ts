@@ -2,6 +2,7 @@ import pg from 'pg';
 import { rowKeyOf, type ChangeEvent } from '../../core/change.js';
 import { PrerequisiteError, SynclineError, errorMessage } from '../../core/errors.js';
 import { forTable } from '../table-errors.js';
+import { skippableWithoutStoredValues } from '../unchanged-values.js';
 import { quoteIdent, quoteQualified } from '../../core/sql.js';
 import { collapseBatch, type TableBatch } from '../collapse.js';
 import type { ApplyOutcome, Sink } from '../sink.js';
@@ -189,12 +190,19 @@ export class PostgresSink implements Sink {
       if (g) g.push(row);
       else groups.set(cols, [row]);
     }
-    for (const rows of groups.values()) {
+    for (let rows of groups.values()) {
       const first = rows[0] as ChangeEvent;
       const columns = Object.keys(first.payload ?? {});
       const keyColumns = Object.keys(first.key);
       this.checkColumns(target, columns, keyColumns);
-      if (rows.some((r) => (r.unchanged?.length ?? 0) > 0)) await this.requireStoredValues(c, target, keyColumns, rows);
+      if (rows.some((r) => (r.unchanged?.length ?? 0) > 0)) {
+        const skip = skippableWithoutStoredValues(await this.absentRows(c, target, keyColumns, rows.filter((r) => (r.unchanged?.length ?? 0) > 0)));
+        if (skip.size > 0) {
+          counts.stale += skip.size;
+          rows = rows.filter((r) => !skip.has(r));
+          if (rows.length === 0) continue;
+        }
+      }
       const values: (string | number | null)[][] = columns.map((col) => rows.map((r) => (r.payload as Record<string, string | null>)[col] ?? null));
       values.push(rows.map((r) => rowKeyOf(r)));
       values.push(rows.map((r) => r.commit_lsn));
@@ -221,35 +229,26 @@ export class PostgresSink implements Sink {
   }
 
   /**
-   * Changes that left TOASTed values unchanged carry no value for them: the stored row must
-   * supply it. A row that is absent at the target (and not deleted or truncated by a newer
-   * change, which makes the change stale) would get NULL or a default there, so the change is
-   * refused and dead-lettered instead of guessing (UNCHANGED_VALUE_MISSING).
+   * Of `rows` (changes that left TOASTed values unchanged), those whose row the target lacks
+   * and no newer delete or truncation makes stale: they have no stored value to keep (see
+   * skippableWithoutStoredValues).
    */
-  private async requireStoredValues(c: pg.PoolClient, target: TargetTable, keyColumns: string[], rows: ChangeEvent[]): Promise<void> {
+  private async absentRows(c: pg.PoolClient, target: TargetTable, keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]> {
     const k = keyColumns.length;
     const match = keyColumns.map((col, i) => `t.${quoteIdent(col)} = i.k${i}::${(target.columns.get(col) as TargetColumn).castType}`).join(' AND ');
     const params: unknown[] = keyColumns.map((col) => rows.map((r) => r.key[col] ?? null));
     params.push(rows.map((r) => rowKeyOf(r)), rows.map((r) => r.commit_lsn), rows.map((r) => r.seq), tableLabel(target));
-    const { rows: missing } = await c.query<{ row_key: string }>(
-      `SELECT i.row_key FROM unnest(${[...keyColumns.map((_, j) => `$${j + 1}::text[]`), `$${k + 1}::text[]`, `$${k + 2}::text[]`, `$${k + 3}::int[]`].join(', ')})
-              AS i(${[...keyColumns.map((_, j) => `k${j}`), 'row_key', 'v_lsn', 'v_seq'].join(', ')})
+    const { rows: absent } = await c.query<{ n: number }>(
+      `SELECT i.n::int AS n FROM unnest(${[...keyColumns.map((_, j) => `$${j + 1}::text[]`), `$${k + 1}::text[]`, `$${k + 2}::text[]`, `$${k + 3}::int[]`].join(', ')})
+              WITH ORDINALITY AS i(${[...keyColumns.map((_, j) => `k${j}`), 'row_key', 'v_lsn', 'v_seq', 'n'].join(', ')})
         WHERE NOT EXISTS (SELECT 1 FROM ${target.qualified} t WHERE ${match})
           AND NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
                            WHERE tb.table_name = $${k + 4} AND tb.row_key = i.row_key AND (tb.lsn, tb.seq) >= (i.v_lsn::pg_lsn, i.v_seq))
           AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr
-                           WHERE tr.table_name = $${k + 4} AND (tr.lsn, tr.seq) >= (i.v_lsn::pg_lsn, i.v_seq))
-        LIMIT 1`,
+                           WHERE tr.table_name = $${k + 4} AND (tr.lsn, tr.seq) >= (i.v_lsn::pg_lsn, i.v_seq))`,
       params,
     );
-    const row = missing[0];
-    if (!row) return;
-    const change = rows.find((r) => rowKeyOf(r) === row.row_key);
-    throw new SynclineError(
-      'UNCHANGED_VALUE_MISSING',
-      `${change?.op ?? 'UPDATE'} of ${tableLabel(target)} row ${row.row_key} left ${change?.unchanged?.join(', ') ?? 'TOASTed values'} unchanged, but the target has no such row to keep them from; refused rather than writing NULL (fix: syncline repair, or snapshot the table, then replay this dead letter)`,
-      { retriable: false },
-    );
+    return absent.map((r) => rows[r.n - 1] as ChangeEvent);
   }
 
   /** The reconciliation record of `conflict_strategy: source_lsn_priority`: who won, and by how much. */

@@ -55,7 +55,7 @@ export const redisKeys = {
  *   rowPrefix, tombPrefix, rowsKey, truncKey, truncLsn ('' = no truncation), truncSeq, N,
  *   then per row: op, keyJson, lsn16, seq, and
  *     op 'U' (whole row, replaces the hash) or 'P' (some columns unchanged: only the sent
- *     ones are written): S, S x (field, value), D, D x field (NULL columns: absent fields);
+ *     ones are written; 'Q' the same, stale when the row is absent, see superseded_at_source): S, S x (field, value), D, D x field (NULL columns: absent fields);
  *     op 'D' (delete): commit_ts.
  * Returns applied, stale per table, in ARGV order.
  */
@@ -129,11 +129,16 @@ for _ = 1, ntables do
     if err then return err end
     -- Unchanged columns need the stored row; an absent one (not deleted or truncated by a
     -- newer change, which makes the change stale) would lose them: refuse, never guess.
-    if r.op == 'P' and redis.call('EXISTS', r.key) == 0
+    -- 'Q': capture found the row gone from this key at the source (superseded_at_source): a
+    -- later change of the key decides the row, so an absent row makes it stale instead.
+    if (r.op == 'P' or r.op == 'Q') and redis.call('EXISTS', r.key) == 0
        and not covers(redis.call('GET', t.trunc_key), r.lsn, r.seq)
        and not (t.trunc_lsn ~= '' and not older(t.trunc_lsn, t.trunc_seq, r.lsn, r.seq))
        and not covers(redis.call('GET', r.tomb), r.lsn, r.seq) then
-      return redis.error_reply('UNCHANGED_VALUE_MISSING ' .. r.key .. ' is absent, and the change left some of its values unchanged (not sent): refused rather than stored without them')
+      if r.op == 'P' then
+        return redis.error_reply('UNCHANGED_VALUE_MISSING ' .. r.key .. ' is absent, and the change left some of its values unchanged (not sent): refused rather than stored without them')
+      end
+      r.skip = true
     end
     t.rows[#t.rows + 1] = r
   end
@@ -170,7 +175,7 @@ for _, t in ipairs(tables) do
     end
   end
   for _, r in ipairs(t.rows) do
-    local skip = gate and (covers(watermark, r.lsn, r.seq) or covers(redis.call('GET', r.tomb), r.lsn, r.seq) or row_covers(r.key, r.lsn, r.seq))
+    local skip = r.skip or (gate and (covers(watermark, r.lsn, r.seq) or covers(redis.call('GET', r.tomb), r.lsn, r.seq) or row_covers(r.key, r.lsn, r.seq)))
     if skip then
       stale = stale + 1
     elseif r.op == 'D' then
@@ -283,7 +288,7 @@ export class RedisSink implements Sink {
           continue;
         }
         const partial = (r.unchanged?.length ?? 0) > 0;
-        args.push(partial ? 'P' : 'U', id, lsn16(r.commit_lsn), String(r.seq));
+        args.push(partial ? (r.superseded_at_source ? 'Q' : 'P') : 'U', id, lsn16(r.commit_lsn), String(r.seq));
         const nulls: string[] = [];
         const setAt = args.length;
         args.push('0');

@@ -9,6 +9,7 @@ import { isPgByteaHex, pgBoolToDigit, pgByteaToBuffer, pgTextToJson, pgTimestamp
 import type { ApplyOutcome, Sink } from '../sink.js';
 import { maxVersion, onMissingRow, planMultiset, removesRow } from '../multiset.js';
 import { forTableSync } from '../table-errors.js';
+import { skippableWithoutStoredValues } from '../unchanged-values.js';
 
 export interface SqliteSinkOptions {
   /**
@@ -260,7 +261,10 @@ export class SqliteSink implements Sink {
       const columns = Object.keys(row.payload);
       const keyColumns = Object.keys(row.key);
       checkColumns(target, columns, keyColumns);
-      if ((row.unchanged?.length ?? 0) > 0) this.requireStoredValues(target, keyColumns, row);
+      if ((row.unchanged?.length ?? 0) > 0 && !this.hasStoredValues(target, keyColumns, row) && skippableWithoutStoredValues([row]).size > 0) {
+        counts.stale++;
+        continue;
+      }
       const stmt = this.stmt(this.upsertSql(target, columns, keyColumns));
       const params: SqlValue[] = columns.map((c) => toSqliteValue(target.columns.get(c) ?? 'text', row.payload?.[c] ?? null));
       const { lsn, seq } = versionOf(row);
@@ -273,25 +277,17 @@ export class SqliteSink implements Sink {
   }
 
   /**
-   * A change that left TOASTed values unchanged carries no value for them: the stored row must
-   * supply it. A row absent at the target (and not deleted or truncated by a newer change,
-   * which makes the change stale) would get NULL there, so the change is refused and
-   * dead-lettered instead of guessing (UNCHANGED_VALUE_MISSING), as by the postgres sink.
+   * Whether the target can supply the values `row` left unchanged: it has the row, or a newer
+   * delete or truncation makes the change stale (see skippableWithoutStoredValues).
    */
-  private requireStoredValues(target: SqliteTable, keyColumns: string[], row: ChangeEvent): void {
+  private hasStoredValues(target: SqliteTable, keyColumns: string[], row: ChangeEvent): boolean {
     const { lsn, seq } = versionOf(row);
-    const rowKey = rowKeyOf(row);
     const supplied = this.stmt(
       `SELECT EXISTS (SELECT 1 FROM ${target.quoted} WHERE ${keyColumns.map((c) => `${q(c)} IS ?`).join(' AND ')})
            OR EXISTS (SELECT 1 FROM ${this.state.tombstones} WHERE table_name = ? AND row_key = ? AND (lsn, seq) >= (?, ?))
            OR EXISTS (SELECT 1 FROM ${this.state.truncations} WHERE table_name = ? AND (lsn, seq) >= (?, ?)) AS ok`,
-    ).get(...keyColumns.map((c) => toSqliteValue(target.columns.get(c) ?? 'text', row.key[c] ?? null)), target.label, rowKey, lsn, seq, target.label, lsn, seq) as { ok: bigint };
-    if (Number(supplied.ok) === 1) return;
-    throw new SynclineError(
-      'UNCHANGED_VALUE_MISSING',
-      `${row.op} of ${target.label} row ${rowKey} left ${row.unchanged?.join(', ') ?? 'TOASTed values'} unchanged, but the target has no such row to keep them from; refused rather than writing NULL (fix: syncline repair, or snapshot the table, then replay this dead letter)`,
-      { retriable: false },
-    );
+    ).get(...keyColumns.map((c) => toSqliteValue(target.columns.get(c) ?? 'text', row.key[c] ?? null)), target.label, rowKeyOf(row), lsn, seq, target.label, lsn, seq) as { ok: bigint };
+    return Number(supplied.ok) === 1;
   }
 
   private upsertSql(target: SqliteTable, columns: string[], keyColumns: string[]): string {
