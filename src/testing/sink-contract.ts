@@ -18,10 +18,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ChangeEvent, ChangeOp, Row } from '../../src/core/change.js';
-import { PrerequisiteError, StructuralError, SynclineError } from '../../src/core/errors.js';
-import { formatLsn, versionOf } from '../../src/core/lsn.js';
-import type { ApplyOutcome, Sink } from '../../src/sink/sink.js';
+import type { ChangeEvent, ChangeOp, Row } from '../core/change.js';
+import { PrerequisiteError, StructuralError, SynclineError } from '../core/errors.js';
+import { formatLsn, versionOf } from '../core/lsn.js';
+import type { ApplyOutcome, Sink } from '../sink/sink.js';
 
 /**
  * A change whose `v` column holds this value must make its whole batch fail (the table made by
@@ -370,6 +370,14 @@ export function describeSinkContract(name: string, factory: () => Promise<SinkHa
       await apply([f.insert(t, 'y', 1, 'v1', 'big'), f.delete(t, 'y', 3)]);
       expect(await apply([f.updateKeepingN(t, 'y', 2, 'v2')])).toMatchObject({ applied: 0, stale: 1 });
       expect(await row(t, 'y')).toBeUndefined();
+      // Capture found the row gone from this key at the source (a later change of the key
+      // decides it): absent at the target, the change is stale, not refused; present, it
+      // applies and keeps the stored value.
+      const gone = { ...f.updateKeepingN(t, 'z', 5, 'v5'), superseded_at_source: true as const };
+      expect(await apply([gone, f.insert(t, 'w', 6, 'w6', 'nw')])).toMatchObject({ applied: 1, stale: 1 });
+      expect(await row(t, 'z')).toBeUndefined();
+      expect(await apply([{ ...f.updateKeepingN(t, 'w', 7, 'w7'), superseded_at_source: true as const }])).toMatchObject({ applied: 1, stale: 0 });
+      expect(await row(t, 'w')).toEqual({ id: 'w', v: 'w7', n: 'nw' });
     });
 
     it('returns no positions for a group it never saw', async () => {

@@ -4,8 +4,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { partitionFor } from '../../src/core/change.js';
-import type { OutgoingRecord, Stream, StreamConsumer, StreamRecord } from '../../src/stream/stream.js';
+import { partitionFor } from '../core/change.js';
+import type { OutgoingRecord, Stream, StreamConsumer, StreamRecord } from '../stream/stream.js';
 
 export type OpenStream = (opts: { partitions: number; topic: string }) => Promise<Stream>;
 

@@ -1,2 +1,3 @@
-// The suite ships with the package (syncline/testing/vitest); tests import it from here.
+// Moved to src/testing/sink-contract.ts (issue 11: shipped as syncline/testing/vitest so users
+// can run it against their own sinks). Edit it there; tests keep importing it from here.
 export * from '../../src/testing/sink-contract.js';
