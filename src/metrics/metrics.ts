@@ -51,6 +51,7 @@ export class Metrics {
   readonly applyLsn = this.gauge('sync_apply_lsn', 'Commit LSN of the newest change applied to the sink');
   readonly slotRetainedWalBytes = this.gauge('sync_slot_retained_wal_bytes', 'WAL bytes the source retains for the slot');
   readonly driftRows = this.gauge('sync_drift_rows', 'Rows that differed between source and target at the last verify', ['table']);
+  readonly verifyLastSuccess = this.gauge('sync_verify_last_success_timestamp', 'Unix time (s) the last verification of every table finished (drift or not); 0 before the first');
   readonly consumerLag = this.gauge('sync_stream_consumer_lag', 'Records in the stream not yet consumed by this group');
   readonly retentionGaps = new client.Counter({
     name: 'sync_stream_retention_gap_total',
