@@ -70,9 +70,10 @@ export async function openStream(config: SynclineConfig, baseDir = process.cwd()
  * config sets them (checked against the source on `prepare`). The only place that names
  * concrete sink adapters.
  */
-export function openSink(config: SynclineConfig): Sink {
+export function openSink(config: SynclineConfig, custom?: Sink): Sink {
   const mapping = TableMapping.fromConfig(config.sink.tables);
-  const sink = openAdapterSink(config, mapping);
+  // A library user's own sink replaces sink.type (createPipeline's `sink`).
+  const sink = custom ?? openAdapterSink(config, mapping);
   if (mapping.isEmpty) return sink;
   return new MappedSink(sink, mapping, { sourceTables: (tables) => withSource(config, (c) => readSourceShapes(c, tables)) });
 }
@@ -176,6 +177,8 @@ export async function runCapture(
   signal: AbortSignal,
   /** Called once capture is about to stream: every prerequisite held. */
   onStreaming?: () => void,
+  /** Called when another capture leads the slot and this one waits as its standby. */
+  onStandby?: () => void,
 ): Promise<void> {
   const slotConfig = config.source.slots[0];
   if (!slotConfig) throw new PrerequisiteError('no replication slot configured', 'add source.slots[0] with name and publication');
@@ -188,9 +191,10 @@ export async function runCapture(
     const { serverVersion } = await checkLogicalReplication(admin);
     const tables = slotConfig.tables.map((t) => parseTableName(t));
     await ensurePublication(admin, slotConfig.publication, tables, slotConfig.create_publication);
-    const leader = await acquireCaptureLeadership(admin, slotConfig.name, signal, () =>
-      log.info({ slot: slotConfig.name }, 'standby: another capture leads this slot; taking over when it stops'),
-    );
+    const leader = await acquireCaptureLeadership(admin, slotConfig.name, signal, () => {
+      log.info({ slot: slotConfig.name }, 'standby: another capture leads this slot; taking over when it stops');
+      onStandby?.();
+    });
     if (!leader) return;
     log.info({ slot: slotConfig.name }, 'capture leader for this slot');
     const snapshots = await prepareSnapshots(admin, config, slotConfig.name, log);
@@ -380,12 +384,21 @@ async function publicationTables(admin: pg.Client, publication: string): Promise
   return rows.map((r) => ({ schema: r.schemaname, table: r.tablename }));
 }
 
+/** What a library caller puts around apply's sink and dead-letter queue (createPipeline). */
+export interface ApplyParts {
+  /** The sink apply writes to, replacing openSink(config); apply closes it when it ends. */
+  sink?: Sink;
+  /** Wraps the dead-letter queue (to observe what is dead-lettered). */
+  deadLetters?: (queue: DeadLetterQueue) => DeadLetterQueue;
+}
+
 /** Runs apply (stream → sink) until `signal` aborts. */
-export async function runApply(config: SynclineConfig, stream: Stream, metrics: Metrics, log: Logger, signal: AbortSignal, from?: string): Promise<void> {
-  const sink = openSink(config);
-  const deadLetters = openDeadLetterQueue(config);
+export async function runApply(config: SynclineConfig, stream: Stream, metrics: Metrics, log: Logger, signal: AbortSignal, from?: string, parts: ApplyParts = {}): Promise<void> {
+  const sink = parts.sink ?? openSink(config);
+  const queue = openDeadLetterQueue(config);
+  const deadLetters = queue && parts.deadLetters ? parts.deadLetters(queue) : queue;
   const dedup = openDedup(config);
-  if (!dedup && config.sink.type === 'webhook') {
+  if (!dedup && !parts.sink && config.sink.type === 'webhook') {
     log.warn('webhook sink without a dedup backend: a replayed change is POSTed again; set consumer.deduplication.backend: redis, or have the receiver ignore idempotency keys it has seen');
   }
   try {

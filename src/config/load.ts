@@ -31,7 +31,15 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env):
   if (doc.errors.length > 0) {
     throw new ConfigError(doc.errors.map((e) => `YAML syntax (line ${e.linePos?.[0]?.line ?? '?'}): ${e.message.split('\n')[0] ?? ''}`));
   }
-  const raw: unknown = doc.toJS();
+  return validateConfig(doc.toJS(), env);
+}
+
+/**
+ * Validates a config given as a plain object of the YAML's shape (`${VAR}` interpolated as in
+ * a file, defaults filled in, environment fallbacks applied); every problem is reported at
+ * once, with its path. An already validated config passes unchanged.
+ */
+export function validateConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env): SynclineConfig {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new ConfigError(['(root): expected a mapping with sections source, stream, consumer, sink, dead_letter, monitoring']);
   }

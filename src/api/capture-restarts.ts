@@ -1,0 +1,60 @@
+import type { SynclineConfig } from '../config/schema.js';
+import { systemClock } from '../core/clock.js';
+import { errorMessage, isRetriable } from '../core/errors.js';
+import { backoffDelay } from '../core/retry.js';
+import { isRetriablePgError } from '../core/sqlstate.js';
+import type { Logger } from '../log/logger.js';
+import type { Metrics } from '../metrics/metrics.js';
+import type { Stream } from '../stream/stream.js';
+import { runCapture } from '../cli/wiring.js';
+
+/** A capture session that ran this long before failing starts the backoff afresh. */
+const CAPTURE_HEALTHY_MS = 60_000;
+
+/**
+ * Capture, started again after a failure that may pass (the broker or the source restarting,
+ * a dropped connection) once it has streamed, with jittered backoff from `consumer.retry`. Nothing is lost by a
+ * restart: the slot resumes from the position confirmed after the stream stored the changes,
+ * and what is published twice is stale at the sink. Other failures (a missing publication,
+ * wal_level) end the process with their fix.
+ */
+export async function captureWithRestarts(
+  config: SynclineConfig,
+  stream: Stream,
+  metrics: Metrics,
+  log: Logger,
+  signal: AbortSignal,
+  hooks: { onStreaming?: () => void; onStandby?: () => void } = {},
+): Promise<void> {
+  const r = config.consumer.retry;
+  const policy = { maxAttempts: r.max_attempts, baseMs: Math.max(r.backoff_base_ms, 100), maxMs: Math.max(r.backoff_max_ms, 1000), jitter: r.jitter };
+  // Until capture has streamed once, a failure (an unreachable source, a wrong password) is
+  // reported and ends the process: it is a setup problem, not something that passes.
+  let streamed = false;
+  for (let attempt = 1; ; attempt++) {
+    const started = systemClock.now();
+    try {
+      await runCapture(
+        config,
+        stream,
+        metrics,
+        log,
+        signal,
+        () => {
+          streamed = true;
+          hooks.onStreaming?.();
+        },
+        hooks.onStandby,
+      );
+      return;
+    } catch (err) {
+      if (signal.aborted || !streamed || !(isRetriable(err) || isRetriablePgError(err))) throw err;
+      if (systemClock.now() - started >= CAPTURE_HEALTHY_MS) attempt = 1;
+      const delayMs = Math.max(backoffDelay(policy, attempt), 100);
+      metrics.retried.inc();
+      log.warn({ err: errorMessage(err), attempt, delayMs }, 'capture failed; starting it again (nothing unpublished was confirmed to the source)');
+      await systemClock.sleep(delayMs, signal);
+      if (signal.aborted) return;
+    }
+  }
+}

@@ -1,0 +1,361 @@
+import { validateConfig } from '../config/load.js';
+import type { SynclineConfig } from '../config/schema.js';
+import { errorMessage } from '../core/errors.js';
+import type { DeadLetter, DeadLetterQueue } from '../dlq/dead-letter-queue.js';
+import { silentLogger, type Logger } from '../log/logger.js';
+import { Metrics } from '../metrics/metrics.js';
+import type { MetricsServer } from '../metrics/server.js';
+import type { Sink } from '../sink/sink.js';
+import type { Stream } from '../stream/stream.js';
+import type { Transform } from '../transforms/transform.js';
+import { TransformingSink, type AppliedBatch } from '../transforms/transforming-sink.js';
+import { openSink, openStream, runApply } from '../cli/wiring.js';
+import { captureWithRestarts } from './capture-restarts.js';
+import { isValidatedConfig, type SynclineConfigInput } from './config.js';
+import { pipelineReadiness, startMonitoring, type Role } from './monitoring.js';
+
+export type { Role };
+
+/** What createPipeline needs. */
+export interface PipelineOptions {
+  /**
+   * The configuration: `loadConfig('sync.yaml')`, or a plain object of the same shape
+   * (validated here, `${VAR}` interpolated, every problem thrown at once as a ConfigError).
+   */
+  config: SynclineConfig | SynclineConfigInput;
+  /**
+   * Your own sink: replaces `sink.type` / `sink.url` (the `sink.tables` mapping still applies).
+   * The pipeline prepares it when apply starts and closes it when apply ends.
+   */
+  sink?: Sink;
+  /** Applied in order to every change before the sink (see Transform). */
+  transforms?: readonly Transform[];
+  /** `run` (capture and apply), `capture` (source → stream) or `apply` (stream → sink). Default `run`. */
+  role?: Role;
+  /** A pino logger; default: silent. */
+  logger?: Logger;
+  /** The metrics registry to fill; default: a new one (`pipeline.metrics`). */
+  metrics?: Metrics;
+  /** Apply only: replay from this position (`beginning`, an offset, `partition:offset` pairs, or a time), as `syncline apply --from`. */
+  from?: string;
+  /** Resolves relative paths (`stream.path`); default the process's working directory. */
+  baseDir?: string;
+}
+
+/** The events of a pipeline and their listeners. */
+export interface PipelineEvents {
+  /** A sink write succeeded: the changes as the sink got them (after transforms) and its outcome. */
+  applied: (batch: AppliedBatch) => void;
+  /** Changes were stored in the dead-letter queue, each with its reason and stream position. */
+  deadLettered: (letters: readonly DeadLetter[]) => void;
+  /** A part failed and the pipeline is stopping (start() or done rejects with the same error). */
+  error: (error: Error, part: 'capture' | 'apply' | 'pipeline') => void;
+}
+
+/** Where a pipeline is. */
+export type PipelineState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
+
+/** A snapshot of a pipeline's state and counters since start, from `pipeline.status()`. */
+export interface PipelineStatus {
+  state: PipelineState;
+  role: Role;
+  /** `standby` while another capture leads the slot; absent for role `apply`. */
+  capture?: 'starting' | 'standby' | 'streaming' | 'stopped' | 'failed';
+  /** Absent for role `capture`. */
+  apply?: 'starting' | 'consuming' | 'stopped' | 'failed';
+  /** Changes whose effect the sink wrote. */
+  applied: number;
+  /** Changes the version gate skipped (replays). */
+  stale: number;
+  /** Changes the transforms dropped. */
+  dropped: number;
+  /** Changes sent to the dead-letter queue. */
+  deadLettered: number;
+  /** When the sink last wrote a batch. */
+  lastAppliedAt?: Date;
+  /** `/metrics`, health endpoints and dashboard, when `monitoring.enabled`. */
+  monitoringUrl?: string;
+  /** The failure, once state is `failed`. */
+  error?: string;
+}
+
+/**
+ * Creates a pipeline: capture (replication slot → stream), apply (stream → sink), or both.
+ * Nothing happens until `start()`. It never installs signal handlers: call `stop()` from
+ * yours.
+ *
+ * @example
+ * const pipeline = createPipeline({ config: loadConfig('sync.yaml'), sink: new MySink(), transforms: [dropTables('audit')], role: 'run' });
+ * await pipeline.start();
+ * process.once('SIGTERM', () => void pipeline.stop());
+ */
+export function createPipeline(options: PipelineOptions): Pipeline {
+  const config = isValidatedConfig(options.config) ? options.config : validateConfig(options.config);
+  return new Pipeline(config, options);
+}
+
+type Listener<E extends keyof PipelineEvents> = PipelineEvents[E];
+
+/** A running (or runnable) pipeline; made by createPipeline. */
+export class Pipeline {
+  /** Every `sync_*` metric of this pipeline (`metrics.registry.metrics()` is the Prometheus text). */
+  readonly metrics: Metrics;
+  readonly role: Role;
+  /** Settles when the pipeline has ended: resolves after stop(), rejects when a part failed. */
+  readonly done: Promise<void>;
+
+  private readonly log: Logger;
+  private readonly abort = new AbortController();
+  private readonly listeners: { [E in keyof PipelineEvents]: Set<Listener<E>> } = { applied: new Set(), deadLettered: new Set(), error: new Set() };
+  private state: PipelineState = 'idle';
+  private captureState: PipelineStatus['capture'];
+  private applyState: PipelineStatus['apply'];
+  private counts = { applied: 0, stale: 0, dropped: 0, deadLettered: 0 };
+  private lastAppliedAt: Date | undefined;
+  private failure: unknown;
+  private server: MetricsServer | undefined;
+  private stream: Stream | undefined;
+  private started: Promise<void> | undefined;
+  private resolveDone!: () => void;
+  private rejectDone!: (err: unknown) => void;
+
+  /** @internal Use createPipeline. */
+  constructor(
+    private readonly config: SynclineConfig,
+    private readonly options: Omit<PipelineOptions, 'config'>,
+  ) {
+    this.metrics = options.metrics ?? new Metrics();
+    this.role = options.role ?? 'run';
+    this.log = options.logger ?? silentLogger();
+    if (this.role !== 'apply') this.captureState = 'starting';
+    if (this.role !== 'capture') this.applyState = 'starting';
+    this.done = new Promise<void>((resolve, reject) => {
+      this.resolveDone = resolve;
+      this.rejectDone = reject;
+    });
+    // Callers that only await start() or stop() must not see an unhandled rejection.
+    this.done.catch(() => undefined);
+  }
+
+  /**
+   * Opens the stream and starts the parts of the role. Resolves once capture streams (or
+   * waits as standby for another capture of the slot) and apply consumes; also when stop()
+   * is called before that. Rejects with the error when a part fails first (the pipeline has
+   * then stopped and closed everything). Call once.
+   */
+  start(): Promise<void> {
+    this.started ??= this.run();
+    return this.started;
+  }
+
+  /**
+   * Drains and stops, as SIGTERM does for `syncline run`: in-flight batches finish and their
+   * positions are stored; then the stream, the sink and the monitoring server are closed.
+   * Resolves when everything is closed (also when a part had failed).
+   */
+  async stop(): Promise<void> {
+    if (this.state === 'idle') {
+      // Never started: start() will resolve at once.
+      this.abort.abort();
+      this.state = 'stopped';
+      this.resolveDone();
+      return;
+    }
+    if (this.state === 'starting' || this.state === 'running') this.state = 'stopping';
+    this.abort.abort();
+    await this.done.catch(() => undefined);
+  }
+
+  /** State and counters (applied, stale, dropped, dead-lettered) since start. */
+  status(): PipelineStatus {
+    const s: PipelineStatus = { state: this.state, role: this.role, ...this.counts };
+    if (this.captureState) s.capture = this.captureState;
+    if (this.applyState) s.apply = this.applyState;
+    if (this.lastAppliedAt) s.lastAppliedAt = this.lastAppliedAt;
+    if (this.server) s.monitoringUrl = this.server.url;
+    if (this.failure !== undefined) s.error = errorMessage(this.failure);
+    return s;
+  }
+
+  /** Adds a listener. Listener errors are logged, never thrown into the pipeline. */
+  on<E extends keyof PipelineEvents>(event: E, listener: PipelineEvents[E]): this {
+    this.listeners[event].add(listener);
+    return this;
+  }
+
+  /** Removes a listener added with on(). */
+  off<E extends keyof PipelineEvents>(event: E, listener: PipelineEvents[E]): this {
+    this.listeners[event].delete(listener);
+    return this;
+  }
+
+  private emit<E extends keyof PipelineEvents>(event: E, ...args: Parameters<PipelineEvents[E]>): void {
+    for (const l of this.listeners[event]) {
+      try {
+        (l as (...a: Parameters<PipelineEvents[E]>) => void)(...args);
+      } catch (err) {
+        this.log.warn({ err: errorMessage(err), event }, 'a pipeline event listener threw');
+      }
+    }
+  }
+
+  private async run(): Promise<void> {
+    if (this.state === 'stopped' && this.abort.signal.aborted && this.stream === undefined) return;
+    if (this.state !== 'idle') throw new Error(`pipeline cannot start: it is ${this.state}`);
+    this.state = 'starting';
+    const { config, role, log, metrics } = this;
+    const signal = this.abort.signal;
+    const custom = this.options.sink !== undefined;
+    const transforms = this.options.transforms ?? [];
+    let markCapture!: () => void;
+    let markApply!: () => void;
+    const captureRunning = new Promise<void>((r) => (markCapture = r));
+    const applyRunning = new Promise<void>((r) => (markApply = r));
+    const parts: Promise<void>[] = [];
+    try {
+      if (config.monitoring.enabled) {
+        // Dashboard replays go through the same transforms and sink as apply.
+        const own = this.options.sink;
+        const replaySink = own ? () => new TransformingSink(unowned(own), transforms) : transforms.length > 0 ? () => new TransformingSink(openSink(config), transforms) : undefined;
+        this.server = await startMonitoring(config, role, metrics, log, pipelineReadiness(config, role, metrics, () => this.stream, custom), replaySink);
+      }
+      if (!signal.aborted) this.stream = await openStream(config, this.options.baseDir);
+    } catch (err) {
+      await this.finish([], err);
+      throw err;
+    }
+    const stream = this.stream;
+    if (signal.aborted || !stream) return this.finish([]);
+    const guard = (p: Promise<void>, part: 'capture' | 'apply'): Promise<void> =>
+      p.then(
+        () => {
+          if (part === 'capture') this.captureState = 'stopped';
+          else this.applyState = 'stopped';
+        },
+        (err: unknown) => {
+          if (part === 'capture') this.captureState = 'failed';
+          else this.applyState = 'failed';
+          log.error({ err: errorMessage(err) }, `${part} failed`);
+          this.emit('error', asError(err), part);
+          this.abort.abort();
+          throw err;
+        },
+      );
+    if (role !== 'apply') {
+      const onStreaming = (): void => {
+        this.captureState = 'streaming';
+        markCapture();
+      };
+      const onStandby = (): void => {
+        this.captureState = 'standby';
+        markCapture();
+      };
+      parts.push(guard(captureWithRestarts(config, stream, metrics, log, signal, { onStreaming, onStandby }), 'capture'));
+    } else markCapture();
+    if (role !== 'capture') {
+      try {
+        const sink = new TransformingSink(openSink(config, this.options.sink), transforms, { onApplied: (b) => this.applied(b) });
+        const observed = watchConsumer(stream, () => {
+          this.applyState = 'consuming';
+          markApply();
+        });
+        parts.push(guard(runApply(config, observed, metrics, log, signal, this.options.from, { sink, deadLetters: (q) => this.observeDeadLetters(q) }), 'apply'));
+      } catch (err) {
+        // The sink or its mapping could not even be made: stop capture too.
+        log.error({ err: errorMessage(err) }, 'apply failed');
+        this.abort.abort();
+        await this.finish(parts, err).catch(() => undefined);
+        throw err;
+      }
+    } else markApply();
+    const ended = this.finish(parts);
+    const outcome = await Promise.race([
+      Promise.all([captureRunning, applyRunning]).then(() => 'running' as const),
+      ended.then(
+        () => 'ended' as const,
+        () => 'failed' as const,
+      ),
+    ]);
+    if (outcome === 'failed') throw this.failure;
+    if (outcome === 'running' && this.state === 'starting') this.state = 'running';
+  }
+
+  /** Waits for `parts`, closes the stream and the server, and settles `done`. */
+  private async finish(parts: Promise<void>[], error?: unknown): Promise<void> {
+    const results = await Promise.allSettled(parts);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    const err = error ?? failed?.reason;
+    await this.stream?.close().catch((e: unknown) => log(this.log, e, 'closing the stream failed'));
+    await this.server?.close().catch((e: unknown) => log(this.log, e, 'closing the monitoring server failed'));
+    if (err !== undefined) {
+      this.failure = err;
+      this.state = 'failed';
+      if (error !== undefined) this.emit('error', asError(error), 'pipeline');
+      this.rejectDone(err);
+      throw err;
+    }
+    this.state = 'stopped';
+    this.resolveDone();
+  }
+
+  private applied(batch: AppliedBatch): void {
+    this.counts.applied += batch.outcome.applied;
+    this.counts.stale += batch.outcome.stale;
+    this.counts.dropped += batch.dropped;
+    this.lastAppliedAt = new Date();
+    this.emit('applied', batch);
+  }
+
+  private observeDeadLetters(queue: DeadLetterQueue): DeadLetterQueue {
+    const add = async (letters: readonly DeadLetter[]): Promise<void> => {
+      await queue.add(letters);
+      this.counts.deadLettered += letters.length;
+      this.emit('deadLettered', letters);
+    };
+    return {
+      prepare: () => queue.prepare(),
+      add,
+      list: (f) => queue.list(f),
+      remove: (ids) => queue.remove(ids),
+      recordFailure: (id, e, code) => queue.recordFailure(id, e, code),
+      depth: () => queue.depth(),
+      blockedRows: () => queue.blockedRows(),
+      close: () => queue.close(),
+    };
+  }
+}
+
+/** The stream, telling when apply's consumer is open (apply has prepared the sink by then). */
+function watchConsumer(stream: Stream, onConsumer: () => void): Stream {
+  return {
+    partitions: stream.partitions,
+    producer: () => stream.producer(),
+    consumer: async (group, options) => {
+      const consumer = await stream.consumer(group, options);
+      onConsumer();
+      return consumer;
+    },
+    endOffsets: () => stream.endOffsets(),
+    offsetsForTime: (t) => stream.offsetsForTime(t),
+    close: () => stream.close(),
+  };
+}
+
+/** A view of a sink whose close() leaves it open (its owner closes it). */
+function unowned(sink: Sink): Sink {
+  return {
+    storesPositions: sink.storesPositions,
+    prepare: () => sink.prepare(),
+    apply: (c, p, g) => sink.apply(c, p, g),
+    positions: (g) => sink.positions(g),
+    close: async () => undefined,
+  };
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+function log(logger: Logger, err: unknown, what: string): void {
+  logger.warn({ err: errorMessage(err) }, what);
+}

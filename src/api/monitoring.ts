@@ -1,0 +1,146 @@
+import pg from 'pg';
+import type { SynclineConfig } from '../config/schema.js';
+import { errorMessage } from '../core/errors.js';
+import { createDashboard } from '../dashboard/routes.js';
+import type { Logger } from '../log/logger.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { startMetricsServer, type MetricsServer } from '../metrics/server.js';
+import { DEFAULT_CHECK_TIMEOUT_MS, lagCheck, readinessProbe, timed, type ReadinessCheck, type ReadinessReport } from '../monitoring/readiness.js';
+import type { Sink } from '../sink/sink.js';
+import type { Stream } from '../stream/stream.js';
+import { readVerifyResults } from '../verify/verify-results.js';
+import { openDeadLetterQueue, openSink, sourceConnection } from '../cli/wiring.js';
+
+/** Which parts a pipeline process runs: both, or capture or apply alone. */
+export type Role = 'run' | 'capture' | 'apply';
+
+/**
+ * Serves `/metrics`, the health endpoints and the web dashboard. The dashboard gets its own
+ * dead-letter queue handle and, for run and apply, its own sink for replays (pools that
+ * connect only when used); closing the returned server stops and closes all of them.
+ */
+export async function startMonitoring(
+  config: SynclineConfig,
+  role: Role,
+  metrics: Metrics,
+  log: Logger,
+  readiness: () => Promise<ReadinessReport>,
+  /** The sink the dashboard replays through; default openSink(config). */
+  replaySink?: () => Sink,
+): Promise<MetricsServer> {
+  const customSink = replaySink !== undefined;
+  const open = <T>(what: string, fn: () => T): T | undefined => {
+    try {
+      return fn();
+    } catch (err) {
+      log.warn({ err: errorMessage(err) }, `dashboard: ${what} unavailable`);
+      return undefined;
+    }
+  };
+  const deadLetters = open('dead-letter queue', () => openDeadLetterQueue(config));
+  const sink = role === 'capture' ? undefined : open('replay through the sink', replaySink ?? (() => openSink(config)));
+  const token = config.monitoring.dashboard_token;
+  const dashboard = createDashboard({ metrics, deadLetters, sink, group: config.consumer.group_id, token, log, host: config.monitoring.host });
+  const stopDrift = role === 'capture' ? undefined : reportDrift(config, metrics, log, customSink);
+  const release = async (): Promise<void> => {
+    await stopDrift?.();
+    await dashboard.close();
+    await deadLetters?.close().catch(() => undefined);
+    await sink?.close().catch(() => undefined);
+  };
+  let server: MetricsServer;
+  try {
+    server = await startMetricsServer(metrics, config.monitoring.host, config.monitoring.port, readiness, { dashboard });
+  } catch (err) {
+    await release();
+    throw err;
+  }
+  log.info({ url: `${server.url}/metrics`, dashboard: `${server.url}/`, actions: token ? 'enabled' : 'disabled (no monitoring.dashboard_token)' }, 'metrics and dashboard served');
+  return {
+    url: server.url,
+    close: async () => {
+      await server.close();
+      await release();
+    },
+  };
+}
+
+/**
+ * `sync_drift_rows{table}`: what the last `syncline verify` recorded in the postgres sink's
+ * database (verify-results.ts), re-read every 5 s. Returns the stopper; undefined for other sinks.
+ */
+export function reportDrift(config: SynclineConfig, metrics: Metrics, log: Logger, customSink = false): (() => Promise<void>) | undefined {
+  const url = config.sink.url;
+  if (customSink || config.sink.type !== 'postgres' || !url) return undefined;
+  const pool = new pg.Pool({ connectionString: url, max: 1 });
+  pool.on('error', () => undefined);
+  const read = async (): Promise<void> => {
+    try {
+      for (const r of await readVerifyResults(pool, config.sink.state_schema)) metrics.driftRows.set({ table: r.table }, r.differing);
+    } catch (err) {
+      log.debug({ err: errorMessage(err) }, 'could not read the last verify results');
+    }
+  };
+  void read();
+  const timer = setInterval(() => void read(), 5_000);
+  return async () => {
+    clearInterval(timer);
+    await pool.end().catch(() => undefined);
+  };
+}
+
+/**
+ * The `/readyz` checks of a pipeline role, each bounded by 2 s: `source` (a `SELECT 1` on a
+ * short-lived connection; run and capture), `stream` (end offsets answer; every role),
+ * `sink` (a `SELECT 1` on sink.url; run and apply) and `lag` (max `sync_lag_seconds` below
+ * `monitoring.alerts.lag_critical`; run and apply).
+ */
+export function pipelineReadiness(
+  config: SynclineConfig,
+  role: Role,
+  metrics: Metrics,
+  stream: () => Stream | undefined,
+  /** A library caller's own sink (createPipeline's `sink`): reported, not probed. */
+  customSink = false,
+): () => Promise<ReadinessReport> {
+  const checks: Record<string, ReadinessCheck> = {};
+  const timeoutMs = DEFAULT_CHECK_TIMEOUT_MS;
+  if (role !== 'apply') checks.source = timed('SELECT 1', () => pingPostgres(sourceConnection(config), timeoutMs));
+  checks.stream = async () => {
+    const s = stream();
+    if (!s) throw new Error('stream not opened yet');
+    const ends = await s.endOffsets();
+    return `${config.stream.broker} stream answered end offsets of ${ends.size} partitions`;
+  };
+  if (role !== 'capture') {
+    const sinkUrl = config.sink.url;
+    checks.sink = customSink
+      ? async () => 'custom sink (not probed: apply retries it)'
+      : config.sink.type === 'postgres' && sinkUrl
+        ? timed('SELECT 1', () => pingPostgres({ connectionString: sinkUrl }, timeoutMs))
+        : sinkUrl
+          ? // Other sinks: open a fresh one and run its (idempotent) prepare, which connects.
+            timed(`${config.sink.type} prepare`, async () => {
+              const probe = openSink(config);
+              try {
+                await probe.prepare();
+              } finally {
+                await probe.close().catch(() => undefined);
+              }
+            })
+          : () => Promise.reject(new Error(`sink.type ${config.sink.type} has no sink.url`));
+    checks.lag = lagCheck(metrics, config.monitoring.alerts.lag_critical);
+  }
+  return readinessProbe(checks, timeoutMs);
+}
+
+async function pingPostgres(connection: pg.ClientConfig, timeoutMs: number): Promise<void> {
+  const client = new pg.Client({ ...connection, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
