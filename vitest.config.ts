@@ -1,6 +1,15 @@
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
+  // examples/ import the package by name: the sources, as in tsconfig.json's paths.
+  resolve: {
+    alias: [
+      { find: /^syncline$/, replacement: fileURLToPath(new URL('./src/index.ts', import.meta.url)) },
+      { find: /^syncline\/testing$/, replacement: fileURLToPath(new URL('./src/testing/index.ts', import.meta.url)) },
+      { find: /^syncline\/testing\/vitest$/, replacement: fileURLToPath(new URL('./src/testing/vitest.ts', import.meta.url)) },
+    ],
+  },
   test: {
     include: ['test/**/*.test.ts'],
     testTimeout: 60_000,

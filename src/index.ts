@@ -26,3 +26,5 @@ export * from './transforms/common.js';
 export { TransformingSink, type AppliedBatch } from './transforms/transforming-sink.js';
 export { runPipeline } from './cli/run-command.js';
 export { compareTable } from './verify/compare.js';
+export { versionGatedSink, MemoryGateStore, type GateStore, type GatedTarget, type RowMark, type RowVersion, type VersionGatedSinkOptions } from './sink/version-gated-sink.js';
+export { PostgresGateStore, type PostgresGateStoreOptions } from './sink/postgres-gate-store.js';
