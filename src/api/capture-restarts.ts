@@ -48,7 +48,14 @@ export async function captureWithRestarts(
       );
       return;
     } catch (err) {
-      if (signal.aborted || !streamed || !(isRetriable(err) || isRetriablePgError(err))) throw err;
+      const passing = isRetriable(err) || isRetriablePgError(err);
+      if (signal.aborted && streamed && passing) {
+        // Asked to stop while the stream or the source was away: what was not acknowledged
+        // was never confirmed to the slot and is read again at the next start.
+        log.warn({ err: errorMessage(err) }, 'capture stopped before the stream acknowledged everything; the rest is read again from the slot at the next start');
+        return;
+      }
+      if (signal.aborted || !streamed || !passing) throw err;
       if (systemClock.now() - started >= CAPTURE_HEALTHY_MS) attempt = 1;
       const delayMs = Math.max(backoffDelay(policy, attempt), 100);
       metrics.retried.inc();

@@ -24,7 +24,8 @@ export function isRetriablePgError(err: unknown): boolean {
   if (typeof code !== 'string') {
     // pg reports a dropped connection as a plain Error without a code.
     const msg = err instanceof Error ? err.message : '';
-    return /Connection terminated|connection.*closed|timeout/i.test(msg);
+    // 'not queryable': a pooled client whose connection died, used again before it was dropped.
+    return /Connection terminated|connection.*closed|timeout|not queryable/i.test(msg);
   }
   if (RETRIABLE_ERRNOS.has(code)) return true;
   return RETRIABLE_CODES.has(code) || RETRIABLE_CLASSES.has(code.slice(0, 2));
