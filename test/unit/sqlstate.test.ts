@@ -1,0 +1,15 @@
+import { describe, expect, it } from 'vitest';
+import { isRetriablePgError } from '../../src/core/sqlstate.js';
+
+describe('which PostgreSQL errors are retried', () => {
+  it('retries lost connections, shutdowns and deadlocks; not data or structure errors', () => {
+    const pgError = (code: string): Error => Object.assign(new Error(code), { code });
+    for (const code of ['08006', '57P01', '57P03', '53300', '40001', '40P01', 'ECONNREFUSED']) expect(isRetriablePgError(pgError(code)), code).toBe(true);
+    for (const code of ['23505', '22001', '42P01', '42703', '28P01']) expect(isRetriablePgError(pgError(code)), code).toBe(false);
+    // pg's own messages, without a code: a dropped connection, and a pooled client used again
+    // after its connection died (seen when the target restarted under load).
+    expect(isRetriablePgError(new Error('Connection terminated unexpectedly'))).toBe(true);
+    expect(isRetriablePgError(new Error('Client has encountered a connection error and is not queryable'))).toBe(true);
+    expect(isRetriablePgError(new Error('something else'))).toBe(false);
+  });
+});
