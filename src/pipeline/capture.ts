@@ -12,6 +12,9 @@ import { ChangeBuilder, SNAPSHOT_PREFIX, type VersionContext } from './change-bu
 import { SnapshotWindows, type ReadSnapshot } from './snapshot-windows.js';
 import { SpillStore } from './spill-store.js';
 
+/** How many recent key changes capture remembers (see Capture.keyChanged). */
+const KEY_CHANGES_REMEMBERED = 100_000;
+
 /** The replication connection as capture sees it. */
 export interface ReplicationSource {
   start(onData: (chunk: Buffer) => void): Promise<void>;
@@ -158,6 +161,13 @@ export class Capture {
    * leaving TOASTed values unchanged needs to keep them from (see fillUnchanged).
    */
   private snapshotting: ReadonlySet<string> = new Set();
+  /**
+   * Rows (partitionKeyOf) that recently got a key change leaving values unchanged: the target may
+   * lack that row (its insert skipped as superseded_at_source), so their later UPDATEs that
+   * leave values unchanged are filled too. Bounded: the oldest are forgotten (an UPDATE of a
+   * forgotten key is then refused and dead-lettered, never written without its values).
+   */
+  private readonly keyChanged = new Set<string>();
   /** Key-changing inserts whose unchanged values must be read from the source before publishing. */
   private toFill: ChangeEvent[] = [];
   private failure: Error | undefined;
@@ -342,7 +352,7 @@ export class Capture {
       this.metrics.captured.inc({ table: e.table });
       this.txnTables.add(tableLabelOf(e));
       if (this.windows.open) this.windows.observe(e);
-      if (e.unchanged && this.options.readSourceRow && (e.op === 'INSERT' || (e.op === 'UPDATE' && this.snapshotting.has(tableLabelOf(e))))) this.toFill.push(e);
+      if (e.unchanged && this.options.readSourceRow && this.mayLackRow(e)) this.toFill.push(e);
       // The open transaction's newest change waits apart, so that the commit can still mark
       // it as the transaction's last (markTransactionEnd).
       const previous = this.lastOfTxn;
@@ -383,6 +393,18 @@ export class Capture {
     const seen = new Promise<void>((resolve) => (markSeen = resolve));
     this.keyless.set(token, { spec, table: `${spec.schema}.${spec.table}`, ctx: undefined, cutLsn: 0n, held: [], seen, markSeen });
     return { seen };
+  }
+
+  /** Whether the target may have no row to keep `e`'s unchanged values from (see fillUnchanged). */
+  private mayLackRow(e: ChangeEvent): boolean {
+    const id = partitionKeyOf(e);
+    if (e.op === 'INSERT') {
+      this.keyChanged.delete(id);
+      this.keyChanged.add(id);
+      if (this.keyChanged.size > KEY_CHANGES_REMEMBERED) this.keyChanged.delete(this.keyChanged.values().next().value as string);
+      return true;
+    }
+    return e.op === 'UPDATE' && (this.snapshotting.has(tableLabelOf(e)) || this.keyChanged.has(id));
   }
 
   /** The tables with an unfinished snapshot job (SnapshotRunner keeps this current). */
@@ -552,8 +574,9 @@ export class Capture {
 
   /**
    * Changes that left TOASTed columns unchanged where the target may have no row to keep
-   * them from: a key change (the new key's row exists nowhere at the target), and an UPDATE
-   * of a table whose snapshot has not finished (the row may come with a later chunk). The
+   * them from: a key change (the new key's row exists nowhere at the target), an UPDATE of a
+   * table whose snapshot has not finished (the row may come with a later chunk), and an UPDATE
+   * of a key that recently got such a key change (its insert may have been skipped). The
    * values are read from the source now (a later change of those columns, or of the row,
    * follows in the stream, so the row converges). A row that is gone keeps `unchanged` and is
    * marked `superseded_at_source`: the key's later change decides it.

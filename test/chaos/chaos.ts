@@ -366,7 +366,8 @@ async function runScenario(a: ScenarioArgs): Promise<ScenarioResult> {
 stream: ${streamYaml}
 consumer: { group_id: chaos-${name}, batch_size: 200, retry: { backoff_base_ms: 50, backoff_max_ms: 1000 } }
 sink: { type: ${sink}, url: '${sinkUrl}' }
-${deadLetterUrl ? `dead_letter: { url: '${deadLetterUrl}' }\n` : ''}monitoring: { port: ${await freePort()} }
+dead_letter: { ${deadLetterUrl ? `url: '${deadLetterUrl}', ` : ''}topic: ${name.replace(/_/g, '-')}-dlq }
+monitoring: { port: ${await freePort()} }
 `,
     );
     return file;

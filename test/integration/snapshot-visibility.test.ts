@@ -148,4 +148,20 @@ monitoring: { enabled: false }
       await deleter.end().catch(() => undefined);
     }
   }, 120_000);
+
+  it('an UPDATE of a key whose key-change insert was skipped is read too, not refused', async () => {
+    // In one transaction: a key change into 3007 leaving `big` unchanged, an UPDATE of 3007
+    // leaving it unchanged, and a key change away to 4007. Capture reads 3007 after the
+    // commit: gone; both changes of 3007 are skipped, 4007 gets its value.
+    await source.query('BEGIN');
+    await source.query('UPDATE t8 SET id = 3007 WHERE id = 7');
+    await source.query('UPDATE t8 SET n = n + 1 WHERE id = 3007');
+    await source.query('UPDATE t8 SET id = 4007 WHERE id = 3007');
+    await source.query('COMMIT');
+    await source.query('UPDATE t8 SET n = n + 1 WHERE id = 8');
+    await waitFor('target equals source', () => sameRows(source, target, 't8'), 30_000, 200);
+    expect((await target.query<{ len: number }>('SELECT length(big) AS len FROM t8 WHERE id = 4007')).rows[0]?.len).toBe(6400);
+    const dlq = await target.query<{ n: number }>("SELECT count(*)::int AS n FROM syncline.dead_letter").catch(() => ({ rows: [{ n: 0 }] }));
+    expect(dlq.rows[0]?.n).toBe(0);
+  }, 120_000);
 });
