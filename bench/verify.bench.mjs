@@ -46,7 +46,7 @@ async function child(which) {
     differing = r.differing; rows = r.sourceRows;
   } else {
     // The previous compare.ts: both sides' key + md5 ordered by key, merged in Node.
-    const side = `SELECT to_json(ARRAY[id::text])::text AS k, md5(ROW(id, name, amount, at, flag)::text) AS h FROM bench ORDER BY 1 COLLATE "C"`;
+    const side = `SELECT to_json(ARRAY[id::text])::text AS k, md5(ROW(id, name, amount, at, flag)::text) AS h FROM bench ORDER BY to_json(ARRAY[id::text])::text COLLATE "C"`;
     const [a, b] = await Promise.all([s.query(side), t.query(side)]);
     let i = 0; let j = 0; differing = 0;
     while (i < a.rows.length || j < b.rows.length) {
