@@ -8,8 +8,8 @@ import { startMetricsServer, type MetricsServer } from '../metrics/server.js';
 import { DEFAULT_CHECK_TIMEOUT_MS, lagCheck, readinessProbe, timed, type ReadinessCheck, type ReadinessReport } from '../monitoring/readiness.js';
 import type { Sink } from '../sink/sink.js';
 import type { Stream } from '../stream/stream.js';
-import { readVerifyResults } from '../verify/verify-results.js';
-import { openDeadLetterQueue, openSink, sourceConnection } from '../cli/wiring.js';
+import { startContinuousVerification } from '../verify/continuous.js';
+import { openDeadLetterQueue, openSink, openStream, sourceConnection } from '../cli/wiring.js';
 
 /** Which parts a pipeline process runs: both, or capture or apply alone. */
 export type Role = 'run' | 'capture' | 'apply';
@@ -66,27 +66,13 @@ export async function startMonitoring(
 }
 
 /**
- * `sync_drift_rows{table}`: what the last `syncline verify` recorded in the postgres sink's
- * database (verify-results.ts), re-read every 5 s. Returns the stopper; undefined for other sinks.
+ * Drift metrics of run/apply with a postgres sink, and `verify.interval`'s background
+ * verification (see startContinuousVerification). Returns the stopper; undefined for other
+ * sinks and for a library caller's own sink.
  */
 export function reportDrift(config: SynclineConfig, metrics: Metrics, log: Logger, customSink = false): (() => Promise<void>) | undefined {
-  const url = config.sink.url;
-  if (customSink || config.sink.type !== 'postgres' || !url) return undefined;
-  const pool = new pg.Pool({ connectionString: url, max: 1 });
-  pool.on('error', () => undefined);
-  const read = async (): Promise<void> => {
-    try {
-      for (const r of await readVerifyResults(pool, config.sink.state_schema)) metrics.driftRows.set({ table: r.table }, r.differing);
-    } catch (err) {
-      log.debug({ err: errorMessage(err) }, 'could not read the last verify results');
-    }
-  };
-  void read();
-  const timer = setInterval(() => void read(), 5_000);
-  return async () => {
-    clearInterval(timer);
-    await pool.end().catch(() => undefined);
-  };
+  if (customSink) return undefined;
+  return startContinuousVerification(config, metrics, log, { source: sourceConnection(config), openStream: () => openStream(config) });
 }
 
 /**

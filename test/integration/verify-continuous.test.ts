@@ -1,9 +1,13 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runPipeline } from '../../src/cli/run-command.js';
 import { parseConfig } from '../../src/config/load.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { startContinuousVerification } from '../../src/verify/continuous.js';
-import { machinePg15, sourceAndTarget, testLogger, waitFor } from '../helpers/postgres.js';
+import { freePort, machinePg15, sourceAndTarget, testLogger, waitFor } from '../helpers/postgres.js';
 
 /** verify.interval: background passes set sync_drift_rows and sync_verify_last_success_timestamp. */
 describe('continuous verification (PostgreSQL 15)', () => {
@@ -51,4 +55,36 @@ verify: { interval: 300ms, max_rows_per_second: 40000 }
       await stop?.();
     }
   }, 60_000);
+});
+
+describe('continuous verification inside syncline run', () => {
+  it('a run process with verify.interval exports sync_verify_last_success_timestamp and sync_drift_rows on /metrics', async () => {
+    const pair = await sourceAndTarget(await machinePg15(), 'syncline_verify14_run');
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-verify-run-'));
+    for (const c of [pair.source, pair.target]) await c.query('CREATE TABLE items (id int PRIMARY KEY, v text)');
+    await pair.source.query("INSERT INTO items SELECT i, 'v' || i FROM generate_series(1, 500) i");
+    const port = await freePort();
+    const config = parseConfig(`source:
+  url: ${pair.sourceUrl}
+  slots: [{ name: syncline_verify14_run, publication: syncline_verify14_run_pub, tables: [items] }]
+stream: { path: ${path.join(dir, 'stream')} }
+sink: { url: ${pair.targetUrl} }
+verify: { interval: 500ms }
+monitoring: { port: ${port} }
+`);
+    const ctl = new AbortController();
+    const running = runPipeline(config, 'run', await testLogger(), ctl.signal);
+    running.catch(() => undefined);
+    try {
+      const scrape = async (): Promise<string> => (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      await waitFor('a verify pass exported', async () => /^sync_verify_last_success_timestamp [1-9]/m.test(await scrape().catch(() => '')), 60_000, 250);
+      expect(await scrape()).toMatch(/^sync_drift_rows\{table="public\.items"\} 0$/m);
+    } finally {
+      ctl.abort();
+      await running.catch(() => undefined);
+      await pair.source.end();
+      await pair.target.end();
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
 });
