@@ -1,4 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -56,7 +57,11 @@ monitoring: { port: ${await freePort()} }
   });
 
   function start(): ChildProcess {
-    const child = spawn(process.execPath, [CLI, 'run', '-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Its log goes to a file: a pipe nobody reads fills up (the targeted repair below makes a
+    // snapshot job per key, three log lines each) and blocks the process on its next write.
+    const log = openSync(path.join(dir, `run-${children.length}.log`), 'a');
+    const child = spawn(process.execPath, [CLI, 'run', '-c', configFile], { stdio: ['ignore', log, log] });
+    closeSync(log);
     children.push(child);
     return child;
   }
