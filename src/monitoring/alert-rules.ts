@@ -1,5 +1,6 @@
 import { stringify } from 'yaml';
 import type { SynclineConfig } from '../config/schema.js';
+import { parseDuration } from '../core/duration.js';
 
 /**
  * Prometheus alerting rules generated from `monitoring.alerts` and `dead_letter`. Pure:
@@ -94,6 +95,39 @@ export function alertRules(config: SynclineConfig): AlertRuleGroup[] {
         description:
           `{{ $value }} changes wait in the dead-letter queue (dead_letter.alert_threshold = ${num(config.dead_letter.alert_threshold)}). ` +
           'Run `syncline dlq list -c CONFIG` to see why they failed; after fixing the cause, `syncline dlq replay -c CONFIG`.',
+      },
+    });
+  }
+  rules.push({
+    alert: 'SynclineDriftDetected',
+    expr: 'max by (table) (sync_drift_rows) > 0',
+    labels: { severity: 'critical' },
+    annotations: {
+      summary: 'the target of {{ $labels.table }} differs from the source in {{ $value }} rows',
+      description:
+        'The last verification of {{ $labels.table }} found rows that differ between source and target and stayed different after ' +
+        'apply had passed the source position they were read at (so it is not lag). Something wrote to the target behind syncline, ' +
+        'or a change was lost. `syncline verify -c CONFIG --table {{ $labels.table }}` names the keys; ' +
+        '`syncline repair -c CONFIG --table {{ $labels.table }} --dry-run` shows what a repair would change, then run it without --dry-run.',
+    },
+  });
+  if (config.verify.interval) {
+    // Three missed intervals (at least 10 minutes) without a finished pass, counted from the
+    // process start too, so a fresh process does not page before its first pass could end.
+    const staleSeconds = Math.max(600, (3 * parseDuration(config.verify.interval)) / 1000);
+    rules.push({
+      alert: 'SynclineVerifyStale',
+      expr:
+        `time() - max(sync_verify_last_success_timestamp) > ${staleSeconds} ` +
+        `and time() - max(sync_process_process_start_time_seconds) > ${staleSeconds}`,
+      for: '5m',
+      labels: { severity: 'warning' },
+      annotations: {
+        summary: `no background verification has finished for more than ${staleSeconds} s`,
+        description:
+          `verify.interval is ${config.verify.interval}, but no pass over all tables has finished for ${staleSeconds} s: drift would go unseen. ` +
+          'Check the run/apply logs for "verification" errors (source or target unreachable, lag_timeout too short for the current lag), ' +
+          'and whether verify.max_rows_per_second is too low for the tables\' size; `syncline verify -c CONFIG` runs one pass by hand.',
       },
     });
   }

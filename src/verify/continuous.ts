@@ -1,6 +1,7 @@
 import pg from 'pg';
 import type { SynclineConfig } from '../config/schema.js';
 import { errorMessage } from '../core/errors.js';
+import { parseDuration } from '../core/duration.js';
 import { parseTableName } from '../core/sql.js';
 import { TableMapping } from '../core/table-mapping.js';
 import type { Logger } from '../log/logger.js';
@@ -12,12 +13,6 @@ import { readVerifyResults, recordVerifyResults } from './verify-results.js';
 export interface ContinuousDeps {
   source: pg.ClientConfig;
   openStream: () => Promise<Stream>;
-}
-
-function durationMs(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
-  if (!m) throw new Error(`not a duration: ${text}`);
-  return Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h']);
 }
 
 /**
@@ -49,7 +44,7 @@ export function startContinuousVerification(config: SynclineConfig, metrics: Met
   const slot = config.source.slots[0];
   const names = slot?.tables ?? [];
   if (config.verify.interval && slot && names.length > 0) {
-    const every = durationMs(config.verify.interval);
+    const every = parseDuration(config.verify.interval);
     const mapping = TableMapping.fromConfig(config.sink.tables);
     const tables = names.map((n) => {
       const table = parseTableName(n);
@@ -65,7 +60,7 @@ export function startContinuousVerification(config: SynclineConfig, metrics: Met
           parallelism: 1,
           maxRowsPerSecond: config.verify.max_rows_per_second,
           signal: stop.signal,
-          pipeline: { slot: slot.name, stateSchema: config.sink.state_schema, group: config.consumer.group_id, openStream: deps.openStream, timeoutMs: durationMs(config.verify.lag_timeout) },
+          pipeline: { slot: slot.name, stateSchema: config.sink.state_schema, group: config.consumer.group_id, openStream: deps.openStream, timeoutMs: parseDuration(config.verify.lag_timeout) },
         });
         const c = await pool.connect();
         try {

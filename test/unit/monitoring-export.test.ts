@@ -72,7 +72,7 @@ describe('syncline monitoring export', () => {
 
   it('writes alert rules that promtool accepts, with the configured thresholds', () => {
     const check = promtool(['check', 'rules', rulesFile], out);
-    expect(check.output).toMatch(/SUCCESS: 7 rules found/);
+    expect(check.output).toMatch(/SUCCESS: 8 rules found/);
     expect(check.status).toBe(0);
     const byName = new Map(rules.map((r) => [r.alert, r]));
     expect(byName.get('SynclineLagCritical')).toMatchObject({ expr: 'max(sync_lag_seconds) > 12', for: '1m', labels: { severity: 'critical' } });
@@ -83,7 +83,7 @@ describe('syncline monitoring export', () => {
     for (const r of rules) {
       // Every alert says what to do, not only what happened.
       expect(r.annotations.summary.length).toBeGreaterThan(10);
-      expect(r.annotations.description).toMatch(/syncline (status|dlq|doctor|capture)|Check|check/);
+      expect(r.annotations.description).toMatch(/syncline (status|dlq|doctor|capture|verify)|Check|check/);
     }
     // The password of the source URL never reaches generated files.
     expect(readFileSync(rulesFile, 'utf8')).not.toContain('s3cret');
@@ -157,6 +157,30 @@ describe('syncline monitoring export', () => {
         },
         {
           interval: '1m',
+          input_series: [
+            { series: 'sync_drift_rows{table="public.ok"}', values: '0x10' },
+            { series: 'sync_drift_rows{table="public.drifted"}', values: '0 0 3x10' },
+            { series: 'sync_deadletter_count', values: '0x10' },
+          ],
+          alert_rule_test: [
+            { eval_time: '1m', alertname: 'SynclineDriftDetected', exp_alerts: [] },
+            {
+              eval_time: '3m',
+              alertname: 'SynclineDriftDetected',
+              exp_alerts: [
+                {
+                  exp_labels: { severity: 'critical', table: 'public.drifted' },
+                  exp_annotations: {
+                    summary: a('SynclineDriftDetected').annotations.summary.replace('{{ $labels.table }}', 'public.drifted').replace('{{ $value }}', '3'),
+                    description: a('SynclineDriftDetected').annotations.description.replaceAll('{{ $labels.table }}', 'public.drifted'),
+                  },
+                },
+              ],
+            },
+          ],
+        },
+        {
+          interval: '1m',
           input_series: [{ series: 'up{job="syncline"}', values: '0x10' }],
           alert_rule_test: [{ eval_time: '6m', alertname: 'SynclineMetricsAbsent', exp_alerts: [{ exp_labels: { severity: 'critical' }, exp_annotations: a('SynclineMetricsAbsent').annotations }] }],
         },
@@ -222,6 +246,42 @@ describe('syncline monitoring export', () => {
     const r = promtool(['check', 'rules', 'dashboard-exprs.yml'], out);
     expect(r.output).toMatch(new RegExp(`SUCCESS: ${exprs.length} rules found`));
     expect(r.status).toBe(0);
+  });
+
+  it('with verify.interval, an alert fires when no background verification has finished for three intervals', () => {
+    const withInterval = path.join(dir, 'verify.yaml');
+    writeFileSync(withInterval, `${CONFIG}verify: { interval: 5m }\n`);
+    const outVerify = path.join(dir, 'out-verify');
+    const r = cli(['monitoring', 'export', '-c', withInterval, '--out', outVerify]);
+    expect(r.status).toBe(0);
+    const file = path.join(outVerify, 'syncline-alert-rules.yml');
+    const stale = (parse(readFileSync(file, 'utf8')) as { groups: { rules: Rule[] }[] }).groups.flatMap((g) => g.rules).find((x) => x.alert === 'SynclineVerifyStale');
+    expect(stale?.expr).toBe('time() - max(sync_verify_last_success_timestamp) > 900 and time() - max(sync_process_process_start_time_seconds) > 900');
+    const series = (lastSuccess: string) => [
+      { series: 'sync_verify_last_success_timestamp', values: lastSuccess },
+      { series: 'sync_process_process_start_time_seconds', values: '0x60' },
+    ];
+    const tests = {
+      rule_files: [file],
+      evaluation_interval: '1m',
+      tests: [
+        // Passes finish every 5 minutes (the timestamp follows the clock): never fires.
+        { interval: '1m', input_series: series('0+60x60'), alert_rule_test: [{ eval_time: '50m', alertname: 'SynclineVerifyStale', exp_alerts: [] }] },
+        // The last pass finished at minute 5, none after: 15 min later plus "for: 5m" it fires.
+        {
+          interval: '1m',
+          input_series: series('0 0 0 0 0 300x55'),
+          alert_rule_test: [
+            { eval_time: '20m', alertname: 'SynclineVerifyStale', exp_alerts: [] },
+            { eval_time: '30m', alertname: 'SynclineVerifyStale', exp_alerts: [{ exp_labels: { severity: 'warning' }, exp_annotations: stale!.annotations }] },
+          ],
+        },
+      ],
+    };
+    writeFileSync(path.join(outVerify, 'verify.test.yml'), stringify(tests));
+    const t = promtool(['test', 'rules', 'verify.test.yml'], outVerify);
+    expect(t.output).toMatch(/SUCCESS/);
+    expect(t.status).toBe(0);
   });
 
   it('an invalid configuration exits 2 and writes nothing', () => {
