@@ -156,12 +156,8 @@ interface Series {
 }
 
 function chart(svg: SVGSVGElement, series: readonly Series[], unit: 's' | '/s'): void {
-  const W = 600;
-  const H = 180;
-  const L = 52;
-  const R = 8;
-  const T = 10;
-  const B = 22;
+  // The viewBox's width and height, and the left, right, top and bottom margins.
+  const [W, H, L, R, T, B] = [600, 180, 52, 8, 10, 22];
   let n = 0;
   let top = 0;
   for (const s of series) {
