@@ -4,7 +4,7 @@ import { errorMessage } from '../core/errors.js';
 import type { DeadLetter, DeadLetterQueue } from '../dlq/dead-letter-queue.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import { Metrics } from '../metrics/metrics.js';
-import type { MetricsServer } from '../metrics/server.js';
+import type { HttpServer } from '../http/server.js';
 import type { Sink } from '../sink/sink.js';
 import type { Stream } from '../stream/stream.js';
 import type { Transform } from '../transforms/transform.js';
@@ -113,7 +113,7 @@ export class Pipeline {
   private counts = { applied: 0, stale: 0, dropped: 0, deadLettered: 0 };
   private lastAppliedAt: Date | undefined;
   private failure: unknown;
-  private server: MetricsServer | undefined;
+  private server: HttpServer | undefined;
   private stream: Stream | undefined;
   private started: Promise<void> | undefined;
   private resolveDone!: () => void;

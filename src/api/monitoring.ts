@@ -4,8 +4,8 @@ import { errorMessage } from '../core/errors.js';
 import { createDashboard } from '../dashboard/routes.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { startMetricsServer, type MetricsServer } from '../metrics/server.js';
-import { DEFAULT_CHECK_TIMEOUT_MS, lagCheck, readinessProbe, timed, type ReadinessCheck, type ReadinessReport } from '../monitoring/readiness.js';
+import { DEFAULT_CHECK_TIMEOUT_MS, lagCheck, readinessProbe, timed, type ReadinessCheck, type ReadinessReport } from '../http/readiness.js';
+import { startHttpServer, type HttpServer } from '../http/server.js';
 import type { Sink } from '../sink/sink.js';
 import type { Stream } from '../stream/stream.js';
 import { startContinuousVerification } from '../verify/continuous.js';
@@ -27,7 +27,7 @@ export async function startMonitoring(
   readiness: () => Promise<ReadinessReport>,
   /** The sink the dashboard replays through; default openSink(config). */
   replaySink?: () => Sink,
-): Promise<MetricsServer> {
+): Promise<HttpServer> {
   const customSink = replaySink !== undefined;
   const open = <T>(what: string, fn: () => T): T | undefined => {
     try {
@@ -48,9 +48,9 @@ export async function startMonitoring(
     await deadLetters?.close().catch(() => undefined);
     await sink?.close().catch(() => undefined);
   };
-  let server: MetricsServer;
+  let server: HttpServer;
   try {
-    server = await startMetricsServer(metrics, config.monitoring.host, config.monitoring.port, readiness, { dashboard });
+    server = await startHttpServer({ metrics, host: config.monitoring.host, port: config.monitoring.port, readiness, dashboard });
   } catch (err) {
     await release();
     throw err;

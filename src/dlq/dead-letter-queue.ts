@@ -1,5 +1,6 @@
 import { redactUrl } from '../core/redact.js';
 import { rowKeyOf, tableLabelOf, type ChangeEvent } from '../core/change.js';
+import type { DeadLetterSummary } from './summary.js';
 
 /** A change that could not be decoded, validated or applied, with why and where it came from. */
 export interface DeadLetter {
@@ -79,7 +80,7 @@ export function rowIdOf(change: Pick<ChangeEvent, 'schema' | 'table' | 'key'>): 
 }
 
 /** The JSON shape of an entry in `syncline dlq list --json` and the dashboard's API (errors redacted). */
-export function deadLetterSummary(e: DeadLetterEntry): Record<string, unknown> {
+export function deadLetterSummary(e: DeadLetterEntry): DeadLetterSummary {
   return {
     id: e.id,
     table: e.table,

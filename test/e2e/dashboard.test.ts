@@ -10,8 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runPipeline } from '../../src/cli/run-command.js';
 import { parseConfig } from '../../src/config/load.js';
 import { createDashboard } from '../../src/dashboard/routes.js';
+import { startHttpServer } from '../../src/http/server.js';
 import { Metrics } from '../../src/metrics/metrics.js';
-import { startMetricsServer } from '../../src/metrics/server.js';
 import { freePort, freshDatabase, machinePg15, waitFor, slotStreaming } from '../helpers/postgres.js';
 
 /**
@@ -206,7 +206,7 @@ monitoring: { port: ${port}, dashboard_token: ${TOKEN} }
   it('serves the API read-only without a token and explains how to enable actions when none is configured', async () => {
     const metrics = new Metrics();
     const dashboard = createDashboard({ metrics, group: 'g', sampleIntervalMs: 50 });
-    const server = await startMetricsServer(metrics, '127.0.0.1', 0, undefined, { dashboard });
+    const server = await startHttpServer({ metrics, host: '127.0.0.1', port: 0, dashboard });
     try {
       expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:/);
       const page = await fetch(`${server.url}/`);

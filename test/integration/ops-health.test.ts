@@ -8,8 +8,8 @@ import { openStream } from '../../src/cli/wiring.js';
 import { parseConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { Metrics } from '../../src/metrics/metrics.js';
-import { startMetricsServer, type MetricsServer } from '../../src/metrics/server.js';
-import { lagCheck, readinessProbe, type ReadinessReport } from '../../src/monitoring/readiness.js';
+import { lagCheck, readinessProbe, type ReadinessReport } from '../../src/http/readiness.js';
+import { startHttpServer, type HttpServer } from '../../src/http/server.js';
 import type { Stream } from '../../src/stream/stream.js';
 import { freePort, freshDatabase, machinePg15, waitFor, type PgServer } from '../helpers/postgres.js';
 
@@ -22,7 +22,7 @@ async function get(url: string): Promise<{ status: number; body: string }> {
   return { status: res.status, body: await res.text() };
 }
 
-async function readyz(server: MetricsServer): Promise<{ status: number; body: ReadyBody }> {
+async function readyz(server: HttpServer): Promise<{ status: number; body: ReadyBody }> {
   const r = await get(`${server.url}/readyz`);
   return { status: r.status, body: JSON.parse(r.body) as ReadyBody };
 }
@@ -31,11 +31,11 @@ describe('/readyz from plain check callbacks', () => {
   it('200 with every check when all pass; 503 naming each failing check and why', async () => {
     const metrics = new Metrics();
     let sinkDown = false;
-    const server = await startMetricsServer(
+    const server = await startHttpServer({
       metrics,
-      '127.0.0.1',
-      0,
-      readinessProbe(
+      host: '127.0.0.1',
+      port: 0,
+      readiness: readinessProbe(
         {
           source: async () => 'SELECT 1 in 1 ms',
           sink: async () => {
@@ -46,7 +46,7 @@ describe('/readyz from plain check callbacks', () => {
         },
         300,
       ),
-    );
+    });
     try {
       const up = await readyz(server);
       expect(up.status).toBe(200);
@@ -76,7 +76,7 @@ describe('/readyz from plain check callbacks', () => {
   });
 
   it('without a readiness function /readyz is 200 with no checks', async () => {
-    const server = await startMetricsServer(new Metrics(), '127.0.0.1', 0);
+    const server = await startHttpServer({ metrics: new Metrics(), host: '127.0.0.1', port: 0 });
     try {
       expect(await readyz(server)).toEqual({ status: 200, body: { ready: true, checks: {} } });
     } finally {

@@ -1,12 +1,12 @@
 import http from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createDashboard, type Dashboard } from '../../src/dashboard/routes.js';
+import { startHttpServer, type HttpServer } from '../../src/http/server.js';
 import { Metrics } from '../../src/metrics/metrics.js';
-import { startMetricsServer, type MetricsServer } from '../../src/metrics/server.js';
 
 /** F13: the Host header is checked on every dashboard route (DNS rebinding), and with a token the data reads need it. */
 const TOKEN = 'dash-access-token-5c1e';
-let server: MetricsServer | undefined;
+let server: HttpServer | undefined;
 let dashboard: Dashboard | undefined;
 
 afterEach(async () => {
@@ -19,7 +19,7 @@ afterEach(async () => {
 async function start(options: { token?: string; host?: string } = {}): Promise<number> {
   const metrics = new Metrics();
   dashboard = createDashboard({ metrics, group: 'g', sampleIntervalMs: 50, ...options });
-  server = await startMetricsServer(metrics, '127.0.0.1', 0, undefined, { dashboard });
+  server = await startHttpServer({ metrics, host: '127.0.0.1', port: 0, dashboard });
   return Number(new URL(server.url).port);
 }
 

@@ -46,7 +46,7 @@ export async function evaluateReadiness(checks: Readonly<Record<string, Readines
   return report;
 }
 
-/** A readiness function for `startMetricsServer` from named checks. */
+/** A readiness function for `startHttpServer` from named checks. */
 export function readinessProbe(checks: Readonly<Record<string, ReadinessCheck>>, timeoutMs = DEFAULT_CHECK_TIMEOUT_MS): () => Promise<ReadinessReport> {
   return () => evaluateReadiness(checks, timeoutMs);
 }

@@ -2,10 +2,10 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { errorMessage } from '../core/errors.js';
 import { redactUrl } from '../core/redact.js';
-import type { ReadinessReport } from '../monitoring/readiness.js';
-import type { Metrics } from './metrics.js';
+import type { Metrics } from '../metrics/metrics.js';
+import type { ReadinessReport } from './readiness.js';
 
-export interface MetricsServer {
+export interface HttpServer {
   url: string;
   close(): Promise<void>;
 }
@@ -15,25 +15,25 @@ export interface DashboardHandler {
   handle(req: http.IncomingMessage, res: http.ServerResponse): boolean;
 }
 
-export interface MetricsServerOptions {
+export interface HttpServerOptions {
+  metrics: Metrics;
+  host: string;
+  /** 0 picks a free port (see the returned `url`). */
+  port: number;
+  /** The pipeline's readiness; without it `/readyz` reports ready with no checks. */
+  readiness?: (() => Promise<ReadinessReport>) | undefined;
   /** The web dashboard (`/`, `/api/...`); its paths are tried after the metrics and health paths. */
   dashboard?: DashboardHandler | undefined;
 }
 
 /**
- * Serves `/metrics` (Prometheus text), `/healthz` (liveness: the process answers) and
- * `/readyz` (readiness: 200 `{"ready":true,"checks":{...}}`, or 503 with `failing` naming
- * each failed check and its detail saying why). `readiness` is supplied by the pipeline;
- * without it `/readyz` reports ready with no checks. `options.dashboard` adds the web
- * dashboard's routes. Binds to 127.0.0.1 unless told otherwise.
+ * The process's one HTTP server (`monitoring.host:monitoring.port`). Serves `/metrics`
+ * (Prometheus text), `/healthz` (liveness: the process answers) and `/readyz` (readiness:
+ * 200 `{"ready":true,"checks":{...}}`, or 503 with `failing` naming each failed check and
+ * its detail saying why), with the web dashboard's routes mounted next to them.
  */
-export async function startMetricsServer(
-  metrics: Metrics,
-  host: string,
-  port: number,
-  readiness?: () => Promise<ReadinessReport>,
-  options: MetricsServerOptions = {},
-): Promise<MetricsServer> {
+export async function startHttpServer(options: HttpServerOptions): Promise<HttpServer> {
+  const { metrics, readiness, dashboard } = options;
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method === 'GET' && path === '/metrics') {
@@ -67,13 +67,13 @@ export async function startMetricsServer(
         .catch(() => res.destroy());
       return;
     }
-    if (options.dashboard?.handle(req, res)) return;
+    if (dashboard?.handle(req, res)) return;
     res.writeHead(404, { 'content-type': 'text/plain' });
     res.end('not found\n');
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => resolve());
+    server.listen(options.port, options.host, () => resolve());
   });
   const addr = server.address() as AddressInfo;
   const shownHost = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
