@@ -1,11 +1,7 @@
 import type { PoolConnection, RowDataPacket } from 'mysql2/promise';
 import { PrerequisiteError } from '../../core/errors.js';
+import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN } from '../sql/bookkeeping.js';
 import { decimalLiteral, integerLiteral, isPgByteaHex, pgBoolToDigit, pgByteaToBuffer, pgTextToJson, pgTimestampToUtc } from '../pg-text.js';
-
-export const VERSION_LSN_COLUMN = '_syncline_lsn';
-export const VERSION_SEQ_COLUMN = '_syncline_seq';
-/** `delete_mode: soft`: when the row was deleted at the source (UTC); NULL for a live row. */
-export const DELETED_AT_COLUMN = '_deleted_at';
 
 /** Backtick-quotes a MySQL identifier (embedded backticks doubled). */
 export function quoteMysqlIdent(name: string): string {
