@@ -1,3 +1,4 @@
+import { tableLabelOf } from '../../core/change.js';
 import type { PoolConnection, RowDataPacket } from 'mysql2/promise';
 import { PrerequisiteError } from '../../core/errors.js';
 import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN } from '../sql/bookkeeping.js';
@@ -138,7 +139,7 @@ export function targetDatabase(schema: string): string | undefined {
 export async function loadMysqlTable(conn: PoolConnection, schema: string, table: string, softDelete = false): Promise<MysqlTable> {
   const database = targetDatabase(schema);
   const qualified = database === undefined ? quoteMysqlIdent(table) : `${quoteMysqlIdent(database)}.${quoteMysqlIdent(table)}`;
-  const label = `${schema}.${table}`;
+  const label = tableLabelOf({ schema, table });
   let meta = await readTable(conn, database, table, label, qualified);
   if (!meta) {
     throw new PrerequisiteError(

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { tableLabelOf } from '../../core/change.js';
 import { PrerequisiteError } from '../../core/errors.js';
 import { quoteIdent, quoteQualified } from '../../core/sql.js';
 import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN } from '../sql/bookkeeping.js';
@@ -73,7 +74,7 @@ export async function loadTargetTable(
   }
   if (!meta) {
     throw new PrerequisiteError(
-      `target table ${schema}.${table} does not exist in the sink database`,
+      `target table ${tableLabelOf({ schema, table })} does not exist in the sink database`,
       `create ${quoteQualified(schema, table)} on the target with the source's columns and primary key, or set sink.create_tables: true`,
     );
   }
@@ -85,7 +86,7 @@ export async function loadTargetTable(
         (softDelete ? `, ADD COLUMN IF NOT EXISTS ${quoteIdent(DELETED_AT_COLUMN)} timestamptz` : ''),
     );
     meta = await readTable(client, schema, table);
-    if (!meta) throw new Error(`target table ${schema}.${table} vanished`);
+    if (!meta) throw new Error(`target table ${tableLabelOf({ schema, table })} vanished`);
   }
   return meta;
 }
@@ -110,5 +111,5 @@ async function readTable(client: pg.PoolClient | pg.Client, schema: string, tabl
     columns.set(r.name, { name: r.name, castType: quoteQualified(r.type_schema, r.type_name), exactType: r.exact_type });
     if (r.is_pk) primaryKey.push(r.name);
   }
-  return { label: `${schema}.${table}`, qualified, columns, primaryKey };
+  return { label: tableLabelOf({ schema, table }), qualified, columns, primaryKey };
 }

@@ -79,7 +79,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
   }
 
   private async target(c: C, schema: string, table: string): Promise<T> {
-    const label = `${schema}.${table}`;
+    const label = tableLabelOf({ schema, table });
     let t = this.tables.get(label);
     if (!t) {
       t = await this.dialect.loadTable(c, schema, table);

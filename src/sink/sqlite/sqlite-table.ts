@@ -1,5 +1,6 @@
 import path from 'node:path';
 import type Database from 'better-sqlite3';
+import { tableLabelOf } from '../../core/change.js';
 import { PrerequisiteError } from '../../core/errors.js';
 import { isPgByteaHex, pgBoolToDigit, pgByteaToBuffer, pgTextToJson, pgTimestampToUtc } from '../pg-text.js';
 import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN } from '../sql/bookkeeping.js';
@@ -49,7 +50,7 @@ export interface SqliteTable {
  * `_deleted_at` for soft deletes) when missing. Runs outside the batch transaction.
  */
 export function loadSqliteTable(db: Database.Database, schema: string, table: string, softDelete: boolean, url: string): SqliteTable {
-  const label = `${schema}.${table}`;
+  const label = tableLabelOf({ schema, table });
   const name = sqliteTableName(schema, table);
   let t = readTable(db, label, name);
   if (!t) {
