@@ -8,7 +8,7 @@ import { bookkeepingTables, DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_C
 import type { MultisetVersions, SqlDialect } from '../sql/sql-dialect.js';
 import { SqlSink } from '../sql/sql-sink.js';
 import { classifyMysqlError, isFatalMysqlError, isStructuralMysqlError } from './mysql-errors.js';
-import { keyComparand, loadMysqlTable, quoteMysqlIdent as q, rowMatch, toMysqlParam, type MysqlColumn, type MysqlTable } from './mysql-table.js';
+import { keyMatch, loadMysqlTable, quoteMysqlIdent as q, rowMatch, toMysqlParam, type MysqlColumn, type MysqlTable } from './mysql-table.js';
 
 export interface MysqlSinkOptions {
   /** `mysql://user:password@host:port/database`; the database is required. */
@@ -418,20 +418,6 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
   async close(): Promise<void> {
     await this.pool.end();
   }
-}
-
-/**
- * The condition "this row has `change`'s key". Key values are compared as constants
- * (numbers as literals, see `keyComparand`), so MySQL compares them in the column's type;
- * parameters are appended to `params` in text order.
- */
-function keyMatch(target: MysqlTable, keyColumns: string[], change: ChangeEvent, params: unknown[]): string {
-  return keyColumns
-    .map((col) => {
-      const v = keyComparand(target.columns.get(col) as MysqlColumn, change.key[col] ?? null, params);
-      return v === 'NULL' ? `${q(col)} IS NULL` : `${q(col)} = ${v}`;
-    })
-    .join(' AND ');
 }
 
 async function exec(c: PoolConnection, sql: string, params: unknown[]): Promise<ResultSetHeader> {

@@ -1,4 +1,4 @@
-import { tableLabelOf } from '../../core/change.js';
+import { tableLabelOf, type ChangeEvent } from '../../core/change.js';
 import type { PoolConnection, RowDataPacket } from 'mysql2/promise';
 import { PrerequisiteError } from '../../core/errors.js';
 import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN } from '../sql/bookkeeping.js';
@@ -85,6 +85,20 @@ export function keyComparand(column: MysqlColumn, text: string | null, params: u
       params.push(toMysqlParam(column, text));
       return '?';
   }
+}
+
+/**
+ * The condition "this row has `change`'s key". Key values are compared as constants
+ * (numbers as literals, see `keyComparand`), so MySQL compares them in the column's type;
+ * parameters are appended to `params` in text order.
+ */
+export function keyMatch(target: MysqlTable, keyColumns: string[], change: ChangeEvent, params: unknown[]): string {
+  return keyColumns
+    .map((col) => {
+      const v = keyComparand(target.columns.get(col) as MysqlColumn, change.key[col] ?? null, params);
+      return v === 'NULL' ? `${quoteMysqlIdent(col)} IS NULL` : `${quoteMysqlIdent(col)} = ${v}`;
+    })
+    .join(' AND ');
 }
 
 /**
