@@ -82,6 +82,16 @@ export function rowKeyOf(change: Pick<ChangeEvent, 'key'>): string {
   return JSON.stringify(Object.values(change.key));
 }
 
+/**
+ * The unique identity of a change: `<source>:<commit_lsn>:<seq>`, the same on every replay.
+ * Receivers deduplicate by it (webhook idempotency keys), the stream and the dead-letter
+ * queue key records by it. (Not the dedup key pattern: its default, `{lsn}`-based, is shared
+ * by every row of a COPY or a snapshot chunk.)
+ */
+export function changeIdOf(change: Pick<ChangeEvent, 'source' | 'commit_lsn' | 'seq'>): string {
+  return `${change.source}:${change.commit_lsn}:${change.seq}`;
+}
+
 /** True for a row change of a keyless table (a multiset: no key, whole row images). */
 export function isKeyless(change: Pick<ChangeEvent, 'key' | 'op'>): boolean {
   if (change.op === 'TRUNCATE') return false;

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { rowKeyOf } from '../core/change.js';
+import { rowKeyOf, tableLabelOf } from '../core/change.js';
 import { errorMessage, SynclineError } from '../core/errors.js';
 import { isRetriablePgError } from '../core/sqlstate.js';
 import { parseTableName, quoteIdent, quoteQualified } from '../core/sql.js';
@@ -54,7 +54,7 @@ export class PostgresDeadLetterQueue implements DeadLetterQueue {
       const c = l.change;
       const params = [
         c?.source ?? '',
-        c ? `${c.schema}.${c.table}` : '',
+        c ? tableLabelOf(c) : '',
         c ? rowKeyOf(c) : '',
         c?.commit_lsn ?? null,
         c?.seq ?? null,
@@ -90,7 +90,7 @@ export class PostgresDeadLetterQueue implements DeadLetterQueue {
     }
     if (filter.table) {
       const t = parseTableName(filter.table);
-      params.push(`${t.schema}.${t.table}`);
+      params.push(tableLabelOf(t));
       where.push(`table_name = $${params.length}`);
     }
     if (filter.error) {

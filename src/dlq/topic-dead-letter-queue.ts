@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { rowKeyOf } from '../core/change.js';
+import { changeIdOf, rowKeyOf, tableLabelOf } from '../core/change.js';
 import { errorMessage, SynclineError } from '../core/errors.js';
 import { parseLsn } from '../core/lsn.js';
 import { parseTableName } from '../core/sql.js';
@@ -81,12 +81,12 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
     const now = new Date().toISOString();
     const written = letters.map((l) => {
       const c = l.change;
-      const id = c ? `${c.source}:${c.commit_lsn}:${c.seq}` : `${l.partition}-${l.offset}`;
+      const id = c ? changeIdOf(c) : `${l.partition}-${l.offset}`;
       const before = this.entries.get(id);
       const entry: TopicEntry = {
         id,
         source: c?.source ?? '',
-        table: c ? `${c.schema}.${c.table}` : '',
+        table: c ? tableLabelOf(c) : '',
         row_key: c ? rowKeyOf(c) : '',
         op: c?.op ?? null,
         commit_lsn: c?.commit_lsn ?? null,
@@ -116,7 +116,7 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
     const out = [...this.entries.values()].filter(
       (e) =>
         (!ids || ids.has(e.id)) &&
-        (!table || e.table === `${table.schema}.${table.table}`) &&
+        (!table || e.table === tableLabelOf(table)) &&
         (!error || e.error.toLowerCase().includes(error) || e.error_code.toLowerCase().includes(error)) &&
         (cutoff === undefined || Date.parse(e.first_failed_at) < cutoff),
     );

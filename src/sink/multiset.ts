@@ -3,8 +3,8 @@ import { SynclineError } from '../core/errors.js';
 
 /**
  * The decisions every SQL sink makes for a keyless table (a multiset of whole rows), kept in
- * one place; each sink does the reads and writes (postgres `multiset.ts`, mysql
- * `mysql-multiset.ts`, the sqlite sink).
+ * one place; `sql/sql-sink.ts` applies them, each dialect does the reads and writes
+ * (`SqlDialect.readMultisetVersions`, `insertRows`, `removeOne`, `writeMultisetVersion`).
  *
  * All changes of such a table arrive in one stream partition in version order, so one
  * high-water version per table (stored in the batch's transaction) makes replays no-ops: a

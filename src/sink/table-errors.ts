@@ -1,3 +1,4 @@
+import { tableLabelOf } from '../core/change.js';
 import { errorMessage, PrerequisiteError, StructuralError } from '../core/errors.js';
 import type { TableBatch } from './collapse.js';
 
@@ -8,7 +9,7 @@ import type { TableBatch } from './collapse.js';
  */
 export function asTableError(batch: Pick<TableBatch, 'schema' | 'table'>, err: unknown, isStructural: (err: unknown) => boolean): unknown {
   if (err instanceof StructuralError || !isStructural(err)) return err;
-  const label = `${batch.schema}.${batch.table}`;
+  const label = tableLabelOf(batch);
   if (err instanceof PrerequisiteError) return new StructuralError(label, err.detail, err.fix);
   const code = (err as { code?: unknown } | null)?.code;
   const detail = `applying ${label} to the sink failed: ${errorMessage(err)}${typeof code === 'string' || typeof code === 'number' ? ` (${String(code)})` : ''}`;

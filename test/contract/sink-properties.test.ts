@@ -211,6 +211,7 @@ function deliveries(changes: readonly ChangeEvent[], seed: number): ChangeEvent[
     else byKey.set(k, [c]);
   }
   const queues = [...byKey.values()];
+  if (queues.length === 0) return []; // nothing to deliver (or to pick a queue from to replay)
   const delivered = queues.map(() => 0);
   const batches: ChangeEvent[][] = [];
   const pending = (): number[] => queues.map((_, i) => i).filter((i) => (delivered[i] as number) < (queues[i] as ChangeEvent[]).length);

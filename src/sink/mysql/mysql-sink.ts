@@ -1,16 +1,14 @@
 import { createHash } from 'node:crypto';
 import mysql, { type Pool, type PoolConnection, type ResultSetHeader, type RowDataPacket } from 'mysql2/promise';
-import { rowKeyOf, type ChangeEvent } from '../../core/change.js';
+import { rowKeyOf, type ChangeEvent, type Row } from '../../core/change.js';
 import { PrerequisiteError, SynclineError } from '../../core/errors.js';
-import { parseLsn } from '../../core/lsn.js';
-import { collapseBatch, type TableBatch } from '../collapse.js';
+import { parseLsn, versionOf } from '../../core/lsn.js';
 import { pgTimestampToUtc } from '../pg-text.js';
-import type { ApplyOutcome, Sink } from '../sink.js';
-import { forTable } from '../table-errors.js';
-import { skippableWithoutStoredValues } from '../unchanged-values.js';
-import { applyMysqlMultiset, multisetStateDdl } from './mysql-multiset.js';
+import { bookkeepingTables, DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, type BookkeepingTables } from '../sql/bookkeeping.js';
+import type { MultisetVersions, SqlDialect } from '../sql/sql-dialect.js';
+import { SqlSink } from '../sql/sql-sink.js';
 import { classifyMysqlError, isFatalMysqlError, isStructuralMysqlError } from './mysql-errors.js';
-import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, keyComparand, loadMysqlTable, quoteMysqlIdent as q, toMysqlParam, type MysqlColumn, type MysqlTable } from './mysql-table.js';
+import { keyMatch, loadMysqlTable, quoteMysqlIdent as q, rowMatch, toMysqlParam, type MysqlColumn, type MysqlTable } from './mysql-table.js';
 
 export interface MysqlSinkOptions {
   /** `mysql://user:password@host:port/database`; the database is required. */
@@ -49,13 +47,11 @@ const IN_KEY = q('__syncline_key');
 const MAX_ROWS_PER_STATEMENT = 500;
 const MAX_BYTES_PER_STATEMENT = 4 << 20;
 
-type Counts = { applied: number; stale: number };
-
 /**
- * MySQL / MariaDB target. Each batch is one InnoDB transaction: version-gated upserts per
- * table (INSERT ... SELECT ... ON DUPLICATE KEY UPDATE), deletes with tombstones (soft
- * deletes: see `softDelete`), truncations as watermarks, keyless tables as multisets (see
- * `mysql-multiset.ts`), and the consumer positions.
+ * MySQL / MariaDB target. Each batch is one InnoDB transaction (see SqlSink): version-gated
+ * upserts per table (INSERT ... SELECT ... ON DUPLICATE KEY UPDATE), deletes with tombstones
+ * (soft deletes: see `softDelete`), truncations as watermarks, keyless tables as multisets
+ * (a row to remove is matched by `rowMatch`), and the consumer positions.
  *
  * The version gate, in one statement per group of rows:
  *
@@ -77,11 +73,16 @@ type Counts = { applied: number; stale: number };
  * assignments read the old row. A stale row is "updated" to its own values, which MySQL
  * reports as not changed; that is how applied and stale are counted (see `appliedRows`).
  */
-export class MysqlSink implements Sink {
-  readonly storesPositions = true;
+export class MysqlSink extends SqlSink<PoolConnection, MysqlTable> {
+  constructor(options: MysqlSinkOptions) {
+    super(new MysqlDialect(options));
+  }
+}
+
+class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
+  readonly name = 'the MySQL sink';
   private readonly pool: Pool;
-  private readonly state: { positions: string; tombstones: string; truncations: string; multisetVersions: string };
-  private readonly tables = new Map<string, MysqlTable>();
+  private readonly state: BookkeepingTables;
   private readonly sessionReady = new WeakSet<object>();
 
   constructor(private readonly options: MysqlSinkOptions) {
@@ -108,87 +109,10 @@ export class MysqlSink implements Sink {
       flags: ['-FOUND_ROWS'],
     });
     const s = options.stateSchema;
-    this.state = {
-      positions: q(`${s}_positions`),
-      tombstones: q(`${s}_tombstones`),
-      truncations: q(`${s}_truncations`),
-      multisetVersions: q(`${s}_multiset_versions`),
-    };
+    this.state = bookkeepingTables((t) => q(`${s}_${t}`));
   }
 
-  async prepare(): Promise<void> {
-    await this.withConnection(async (c) => {
-      // utf8mb4_bin: group ids and table names compare exactly, as in PostgreSQL.
-      const opts = 'ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin';
-      await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.positions} (
-        group_id VARCHAR(255) NOT NULL, stream_partition INT NOT NULL, next_offset BIGINT NOT NULL,
-        updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), PRIMARY KEY (group_id, stream_partition)) ${opts}`);
-      // Keys are found by a SHA-256 of the key's JSON text: keys of any length fit the index.
-      await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.tombstones} (
-        table_name VARCHAR(255) NOT NULL, key_hash BINARY(32) NOT NULL, row_key LONGTEXT NOT NULL,
-        lsn BIGINT UNSIGNED NOT NULL, seq INT NOT NULL, deleted_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-        PRIMARY KEY (table_name, key_hash)) ${opts}`);
-      await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.truncations} (
-        table_name VARCHAR(255) NOT NULL PRIMARY KEY, lsn BIGINT UNSIGNED NOT NULL, seq INT NOT NULL) ${opts}`);
-      await c.query(multisetStateDdl(this.multisetState, opts));
-    }, 'preparing the MySQL sink');
-  }
-
-  async positions(group: string): Promise<Map<number, bigint>> {
-    const [rows] = await this.withConnection(
-      (c) => c.query<(RowDataPacket & { p: number; o: string })[]>(`SELECT stream_partition AS p, CAST(next_offset AS CHAR) AS o FROM ${this.state.positions} WHERE group_id = ?`, [group]),
-      'reading sink positions',
-    );
-    return new Map(rows.map((r) => [Number(r.p), BigInt(r.o)]));
-  }
-
-  async apply(changes: readonly ChangeEvent[], positions: ReadonlyMap<number, bigint>, group: string): Promise<ApplyOutcome> {
-    const { tables, superseded } = collapseBatch(changes);
-    const outcome: ApplyOutcome = { applied: 0, stale: 0, superseded, byTable: new Map() };
-    await this.withConnection(async (c) => {
-      // Metadata (and ALTER TABLE, which commits implicitly) before the batch transaction.
-      const targets = new Map<TableBatch, MysqlTable>();
-      for (const batch of tables) targets.set(batch, await forTable(batch, isStructuralMysqlError, () => this.target(c, batch.schema, batch.table)));
-      await c.query('START TRANSACTION');
-      try {
-        for (const batch of tables) {
-          const target = targets.get(batch) as MysqlTable;
-          const counts: Counts = { applied: 0, stale: 0 };
-          await forTable(batch, isStructuralMysqlError, async () => {
-            if (batch.truncate) await this.truncate(c, target, batch.truncate, counts);
-            await this.upsert(c, target, batch, counts);
-            await this.delete(c, target, batch, counts);
-            if (batch.multiset.length > 0 || batch.snapshotReset) await applyMysqlMultiset(c, target, batch.multiset, batch.snapshotReset, this.multisetState, counts);
-          });
-          outcome.applied += counts.applied;
-          outcome.stale += counts.stale;
-          outcome.byTable.set(`${batch.schema}.${batch.table}`, counts);
-        }
-        if (positions.size > 0) {
-          const values = [...positions].map(() => '(?, ?, ?)').join(', ');
-          const params = [...positions].flatMap(([p, o]) => [group, p, o.toString()]);
-          await c.query(
-            `INSERT INTO ${this.state.positions} (group_id, stream_partition, next_offset) VALUES ${values}
-             ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset), updated_at = CURRENT_TIMESTAMP(6)`,
-            params,
-          );
-        }
-        await c.query('COMMIT');
-      } catch (err) {
-        await c.query('ROLLBACK').catch(() => undefined);
-        // The target's structure may have changed (or be the problem): re-read it next time.
-        if (isStructuralMysqlError(err)) this.tables.clear();
-        throw err;
-      }
-    }, 'applying to the MySQL sink');
-    return outcome;
-  }
-
-  async close(): Promise<void> {
-    await this.pool.end();
-  }
-
-  private async withConnection<T>(fn: (c: PoolConnection) => Promise<T>, what: string): Promise<T> {
+  async withConnection<R>(what: string, fn: (c: PoolConnection) => Promise<R>): Promise<R> {
     let c: PoolConnection;
     try {
       c = await this.pool.getConnection();
@@ -223,93 +147,116 @@ export class MysqlSink implements Sink {
     await c.query("SET SESSION time_zone = '+00:00', SESSION sql_mode = ?", [[...modes].join(',')]);
   }
 
-  private get multisetState(): { versions: string; truncations: string } {
-    return { versions: this.state.multisetVersions, truncations: this.state.truncations };
+  async createBookkeeping(c: PoolConnection): Promise<void> {
+    // utf8mb4_bin: group ids and table names compare exactly, as in PostgreSQL.
+    const opts = 'ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin';
+    await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.positions} (
+      group_id VARCHAR(255) NOT NULL, stream_partition INT NOT NULL, next_offset BIGINT NOT NULL,
+      updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), PRIMARY KEY (group_id, stream_partition)) ${opts}`);
+    // Keys are found by a SHA-256 of the key's JSON text: keys of any length fit the index.
+    await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.tombstones} (
+      table_name VARCHAR(255) NOT NULL, key_hash BINARY(32) NOT NULL, row_key LONGTEXT NOT NULL,
+      lsn BIGINT UNSIGNED NOT NULL, seq INT NOT NULL, deleted_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+      PRIMARY KEY (table_name, key_hash)) ${opts}`);
+    await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.truncations} (
+      table_name VARCHAR(255) NOT NULL PRIMARY KEY, lsn BIGINT UNSIGNED NOT NULL, seq INT NOT NULL) ${opts}`);
+    await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.multisetVersions} (
+      table_name VARCHAR(255) NOT NULL PRIMARY KEY, lsn BIGINT UNSIGNED NOT NULL, seq INT NOT NULL,
+      reset TINYINT(1) NOT NULL DEFAULT 0) ${opts}`);
+  }
+
+  async readPositions(c: PoolConnection, group: string): Promise<Map<number, bigint>> {
+    const [rows] = await c.query<(RowDataPacket & { p: number; o: string })[]>(`SELECT stream_partition AS p, CAST(next_offset AS CHAR) AS o FROM ${this.state.positions} WHERE group_id = ?`, [group]);
+    return new Map(rows.map((r) => [Number(r.p), BigInt(r.o)]));
+  }
+
+  async writePositions(c: PoolConnection, group: string, positions: ReadonlyMap<number, bigint>): Promise<void> {
+    const values = [...positions].map(() => '(?, ?, ?)').join(', ');
+    const params = [...positions].flatMap(([p, o]) => [group, p, o.toString()]);
+    await c.query(
+      `INSERT INTO ${this.state.positions} (group_id, stream_partition, next_offset) VALUES ${values}
+       ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset), updated_at = CURRENT_TIMESTAMP(6)`,
+      params,
+    );
+  }
+
+  loadTable(c: PoolConnection, schema: string, table: string): Promise<MysqlTable> {
+    return loadMysqlTable(c, schema, table, this.soft);
+  }
+
+  async begin(c: PoolConnection): Promise<void> {
+    await c.query('START TRANSACTION');
+  }
+
+  async commit(c: PoolConnection): Promise<void> {
+    await c.query('COMMIT');
+  }
+
+  async rollback(c: PoolConnection): Promise<void> {
+    await c.query('ROLLBACK');
   }
 
   private get soft(): boolean {
     return this.options.deleteMode === 'soft';
   }
 
-  private async target(c: PoolConnection, schema: string, table: string): Promise<MysqlTable> {
-    const name = `${schema}.${table}`;
-    let t = this.tables.get(name);
-    if (!t) {
-      t = await loadMysqlTable(c, schema, table, this.soft);
-      this.tables.set(name, t);
-    }
-    return t;
+  async truncate(c: PoolConnection, target: MysqlTable, change: ChangeEvent): Promise<boolean> {
+    const lsn = parseLsn(change.commit_lsn).toString();
+    const seq = change.seq | 0;
+    const res = await exec(
+      c,
+      `INSERT INTO ${this.state.truncations} (table_name, lsn, seq) VALUES (?, ${lsn}, ${seq})
+       ON DUPLICATE KEY UPDATE seq = IF((lsn, seq) < (VALUES(lsn), VALUES(seq)), VALUES(seq), seq), lsn = GREATEST(lsn, VALUES(lsn))`,
+      [target.label],
+    );
+    if (res.affectedRows === 0) return false;
+    // Rows older than the truncation go; newer ones (applied from other partitions) stay.
+    await exec(c, `DELETE FROM ${target.qualified} WHERE ${ROW_VERSION} < (${lsn}, ${seq})`, []);
+    return true;
   }
 
-  private async upsert(c: PoolConnection, target: MysqlTable, batch: TableBatch, counts: Counts): Promise<void> {
-    // Rows with the same set of sent columns share statements (unchanged TOAST columns are left out).
-    const groups = new Map<string, ChangeEvent[]>();
-    for (const row of batch.rows) {
-      if (row.op === 'DELETE' || !row.payload) continue;
-      const cols = Object.keys(row.payload).join('\u0000');
-      const g = groups.get(cols);
-      if (g) g.push(row);
-      else groups.set(cols, [row]);
-    }
-    for (const rows of groups.values()) {
-      const first = rows[0] as ChangeEvent;
-      const columns = Object.keys(first.payload ?? {});
-      const keyColumns = Object.keys(first.key);
-      checkColumns(target, columns, keyColumns);
-      const metas = columns.map((col) => target.columns.get(col) as MysqlColumn);
-      for (let chunk of chunks(rows)) {
-        const keeping = chunk.filter((r) => (r.unchanged?.length ?? 0) > 0);
-        if (keeping.length > 0) {
-          const skip = skippableWithoutStoredValues(await this.absentRows(c, target, keyColumns, keeping));
-          if (skip.size > 0) {
-            counts.stale += skip.size;
-            chunk = chunk.filter((r) => !skip.has(r));
-            if (chunk.length === 0) continue;
-          }
-        }
-        const params: unknown[] = [];
-        const selects = chunk.map((r, j) => {
-          const payload = r.payload as Record<string, string | null>;
-          for (let i = 0; i < columns.length; i++) params.push(toMysqlParam(metas[i] as MysqlColumn, payload[columns[i] as string] ?? null));
-          params.push(keyHash(r));
-          // Versions are computed integers, written as literals so they compare exactly (no string → double).
-          const lsn = parseLsn(r.commit_lsn).toString();
-          const seq = String(r.seq | 0);
-          // The first SELECT of the UNION names the derived table's columns.
-          const values = j === 0
-            ? [...columns.map((_, i) => `? AS ${IN(i)}`), `? AS ${IN_KEY}`, `${lsn} AS ${IN_LSN}`, `${seq} AS ${IN_SEQ}`]
-            : [...columns.map(() => '?'), '?', lsn, seq];
-          return `SELECT ${values.join(', ')}`;
-        });
-        const res = await this.exec(c, this.upsertSql(target, columns, keyColumns, selects.join('\n UNION ALL ')), params);
-        const n = appliedRows(res, chunk.length);
-        counts.applied += n;
-        counts.stale += chunk.length - n;
-      }
-    }
-  }
-
-  /**
-   * Of `rows` (changes that left TOASTed values unchanged), those whose row the target lacks
-   * and no newer delete or truncation makes stale (see skippableWithoutStoredValues). One
-   * statement: a SELECT per row, UNION ALL.
-   */
-  private async absentRows(c: PoolConnection, target: MysqlTable, keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]> {
-    const params: unknown[] = [];
-    const selects = rows.map((r, j) => {
-      const match = keyColumns.map((col) => {
-        const v = keyComparand(target.columns.get(col) as MysqlColumn, r.key[col] ?? null, params);
-        return v === 'NULL' ? `${q(col)} IS NULL` : `${q(col)} = ${v}`;
+  /** One statement per chunk: a SELECT per row, UNION ALL. */
+  async absentRows(c: PoolConnection, target: MysqlTable, keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]> {
+    const out: ChangeEvent[] = [];
+    for (const chunk of chunks(rows)) {
+      const params: unknown[] = [];
+      const selects = chunk.map((r, j) => {
+        const version = `(${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0})`;
+        const match = keyMatch(target, keyColumns, r, params);
+        params.push(target.label, keyHash(r), target.label);
+        return `SELECT ${j} AS idx FROM DUAL
+          WHERE NOT EXISTS (SELECT 1 FROM ${target.qualified} WHERE ${match})
+            AND NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb WHERE tb.table_name = ? AND tb.key_hash = ? AND (tb.lsn, tb.seq) >= ${version})
+            AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr WHERE tr.table_name = ? AND (tr.lsn, tr.seq) >= ${version})`;
       });
-      const version = `(${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0})`;
-      params.push(target.label, keyHash(r), target.label);
-      return `SELECT ${j} AS idx FROM DUAL
-        WHERE NOT EXISTS (SELECT 1 FROM ${target.qualified} WHERE ${match.join(' AND ')})
-          AND NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb WHERE tb.table_name = ? AND tb.key_hash = ? AND (tb.lsn, tb.seq) >= ${version})
-          AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr WHERE tr.table_name = ? AND (tr.lsn, tr.seq) >= ${version})`;
-    });
-    const [absent] = await c.query<(RowDataPacket & { idx: number })[]>(selects.join('\n UNION ALL '), params);
-    return absent.map((a) => rows[Number(a.idx)] as ChangeEvent);
+      const [absent] = await c.query<(RowDataPacket & { idx: number })[]>(selects.join('\n UNION ALL '), params);
+      for (const a of absent) out.push(chunk[Number(a.idx)] as ChangeEvent);
+    }
+    return out;
+  }
+
+  async upsert(c: PoolConnection, target: MysqlTable, columns: string[], keyColumns: string[], rows: ChangeEvent[]): Promise<number> {
+    const metas = columns.map((col) => target.columns.get(col) as MysqlColumn);
+    let written = 0;
+    for (const chunk of chunks(rows)) {
+      const params: unknown[] = [];
+      const selects = chunk.map((r, j) => {
+        const payload = r.payload as Row;
+        for (let i = 0; i < columns.length; i++) params.push(toMysqlParam(metas[i] as MysqlColumn, payload[columns[i] as string] ?? null));
+        params.push(keyHash(r));
+        // Versions are computed integers, written as literals so they compare exactly (no string → double).
+        const lsn = parseLsn(r.commit_lsn).toString();
+        const seq = String(r.seq | 0);
+        // The first SELECT of the UNION names the derived table's columns.
+        const values = j === 0
+          ? [...columns.map((_, i) => `? AS ${IN(i)}`), `? AS ${IN_KEY}`, `${lsn} AS ${IN_LSN}`, `${seq} AS ${IN_SEQ}`]
+          : [...columns.map(() => '?'), '?', lsn, seq];
+        return `SELECT ${values.join(', ')}`;
+      });
+      const res = await exec(c, this.upsertSql(target, columns, keyColumns, selects.join('\n UNION ALL ')), params);
+      written += appliedRows(res, chunk.length);
+    }
+    return written;
   }
 
   private upsertSql(target: MysqlTable, columns: string[], keyColumns: string[], rowsSql: string): string {
@@ -335,12 +282,9 @@ export class MysqlSink implements Sink {
       ON DUPLICATE KEY UPDATE ${updates.join(', ')}`;
   }
 
-  private async delete(c: PoolConnection, target: MysqlTable, batch: TableBatch, counts: Counts): Promise<void> {
-    const rows = batch.rows.filter((r) => r.op === 'DELETE');
-    if (rows.length === 0) return;
-    const keyColumns = Object.keys((rows[0] as ChangeEvent).key);
-    checkColumns(target, [], keyColumns);
+  async delete(c: PoolConnection, target: MysqlTable, keyColumns: string[], rows: ChangeEvent[]): Promise<number> {
     const gate = this.options.versionGate;
+    let removed = 0;
     for (const chunk of chunks(rows)) {
       // 1. Tombstones, advanced only by a newer delete (same ordering rule as the upsert).
       const tombParams: unknown[] = [];
@@ -349,7 +293,7 @@ export class MysqlSink implements Sink {
         return `(?, ?, ?, ${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0})`;
       });
       const newer = '(lsn, seq) < (VALUES(lsn), VALUES(seq))';
-      await this.exec(
+      await exec(
         c,
         `INSERT INTO ${this.state.tombstones} (table_name, key_hash, row_key, lsn, seq) VALUES ${tombValues.join(', ')}
          ON DUPLICATE KEY UPDATE deleted_at = IF(${newer}, CURRENT_TIMESTAMP(6), deleted_at),
@@ -358,26 +302,20 @@ export class MysqlSink implements Sink {
         tombParams,
       );
       if (this.soft) {
-        await this.softDelete(c, target, keyColumns, chunk, counts);
+        removed += await this.softDelete(c, target, keyColumns, chunk);
         continue;
       }
       // 2. The rows, where older than the delete. Key values are compared as constants
       //    (numbers as literals), so MySQL compares them in the column's type.
       const params: unknown[] = [];
       const conds = chunk.map((r) => {
-        const match = keyColumns.map((col) => {
-          const v = keyComparand(target.columns.get(col) as MysqlColumn, r.key[col] ?? null, params);
-          return v === 'NULL' ? `${q(col)} IS NULL` : `${q(col)} = ${v}`;
-        });
-        if (gate) match.push(`${ROW_VERSION} < (${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0})`);
-        return `(${match.join(' AND ')})`;
+        const match = keyMatch(target, keyColumns, r, params);
+        return `(${match}${gate ? ` AND ${ROW_VERSION} < (${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0})` : ''})`;
       });
-      const res = await this.exec(c, `DELETE FROM ${target.qualified} WHERE ${conds.join(' OR ')}`, params);
-      // Applied means a row went away now, as in the postgres sink: a tombstone written for a
-      // row that was already absent changes nothing visible and counts as stale.
-      counts.applied += res.affectedRows;
-      counts.stale += chunk.length - res.affectedRows;
+      const res = await exec(c, `DELETE FROM ${target.qualified} WHERE ${conds.join(' OR ')}`, params);
+      removed += res.affectedRows;
     }
+    return removed;
   }
 
   /**
@@ -392,17 +330,12 @@ export class MysqlSink implements Sink {
    * The gate is in the WHERE, which MySQL evaluates before any assignment, so the order of
    * the assignments does not matter here (unlike ON DUPLICATE KEY UPDATE). A row already
    * deleted by this change (a replay) has the same version and is left alone: stale.
+   * Returns how many rows were marked.
    */
-  private async softDelete(c: PoolConnection, target: MysqlTable, keyColumns: string[], chunk: ChangeEvent[], counts: Counts): Promise<void> {
+  private async softDelete(c: PoolConnection, target: MysqlTable, keyColumns: string[], chunk: ChangeEvent[]): Promise<number> {
     const params: unknown[] = [];
     // Each appearance of a key condition binds its own parameters, so build them in text order.
-    const match = (r: ChangeEvent): string =>
-      keyColumns
-        .map((col) => {
-          const v = keyComparand(target.columns.get(col) as MysqlColumn, r.key[col] ?? null, params);
-          return v === 'NULL' ? `${q(col)} IS NULL` : `${q(col)} = ${v}`;
-        })
-        .join(' AND ');
+    const match = (r: ChangeEvent): string => keyMatch(target, keyColumns, r, params);
     const cases = (value: (r: ChangeEvent) => string): string => `CASE ${chunk.map((r) => `WHEN ${match(r)} THEN ${value(r)}`).join(' ')} END`;
     const sets = [
       `${DELETED_AT} = ${cases((r) => mysql.escape(commitTimeUtc(r)))}`,
@@ -411,33 +344,85 @@ export class MysqlSink implements Sink {
     ];
     const gate = this.options.versionGate;
     const where = chunk.map((r) => `(${match(r)}${gate ? ` AND ${ROW_VERSION} < (${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0})` : ''})`);
-    const res = await this.exec(c, `UPDATE ${target.qualified} SET ${sets.join(', ')} WHERE ${where.join(' OR ')}`, params);
-    counts.applied += res.affectedRows;
-    counts.stale += chunk.length - res.affectedRows;
+    const res = await exec(c, `UPDATE ${target.qualified} SET ${sets.join(', ')} WHERE ${where.join(' OR ')}`, params);
+    return res.affectedRows;
   }
 
-  private async truncate(c: PoolConnection, target: MysqlTable, change: ChangeEvent, counts: Counts): Promise<void> {
-    const lsn = parseLsn(change.commit_lsn).toString();
-    const seq = change.seq | 0;
-    const res = await this.exec(
-      c,
-      `INSERT INTO ${this.state.truncations} (table_name, lsn, seq) VALUES (?, ${lsn}, ${seq})
-       ON DUPLICATE KEY UPDATE seq = IF((lsn, seq) < (VALUES(lsn), VALUES(seq)), VALUES(seq), seq), lsn = GREATEST(lsn, VALUES(lsn))`,
-      [target.label],
+  async readMultisetVersions(c: PoolConnection, label: string): Promise<MultisetVersions> {
+    // Creating the row first locks it (a missing row's FOR UPDATE would take a gap lock, which
+    // two apply processes can deadlock on); lsn 0 sorts before every real version.
+    await c.query(`INSERT INTO ${this.state.multisetVersions} (table_name, lsn, seq, reset) VALUES (?, 0, 0, 0) ON DUPLICATE KEY UPDATE table_name = table_name`, [label]);
+    const [seen] = await c.query<(RowDataPacket & { lsn: string; seq: number; reset: number })[]>(
+      `SELECT CAST(lsn AS CHAR) AS lsn, seq, reset FROM ${this.state.multisetVersions} WHERE table_name = ? FOR UPDATE`,
+      [label],
     );
-    if (res.affectedRows === 0) {
-      counts.stale += 1;
-      return;
-    }
-    // Rows older than the truncation go; newer ones (applied from other partitions) stay.
-    await this.exec(c, `DELETE FROM ${target.qualified} WHERE ${ROW_VERSION} < (${lsn}, ${seq})`, []);
-    counts.applied += 1;
+    const [trunc] = await c.query<(RowDataPacket & { lsn: string; seq: number })[]>(`SELECT CAST(lsn AS CHAR) AS lsn, seq FROM ${this.state.truncations} WHERE table_name = ?`, [label]);
+    const high = seen[0];
+    const truncated = trunc[0];
+    return {
+      high: high && { version: versionOf(BigInt(high.lsn), Number(high.seq)), reset: Number(high.reset) === 1 },
+      truncation: truncated && versionOf(BigInt(truncated.lsn), Number(truncated.seq)),
+    };
   }
 
-  private async exec(c: PoolConnection, sql: string, params: unknown[]): Promise<ResultSetHeader> {
-    const [res] = await c.query<ResultSetHeader>(sql, params);
-    return res;
+  async insertRows(c: PoolConnection, target: MysqlTable, columns: string[], changes: ChangeEvent[]): Promise<number> {
+    const metas = columns.map((col) => target.columns.get(col) as MysqlColumn);
+    let applied = 0;
+    for (const chunk of chunks(changes)) {
+      const params: unknown[] = [];
+      const values = chunk.map((change) => {
+        const payload = change.payload as Row;
+        metas.forEach((m, i) => params.push(toMysqlParam(m, payload[columns[i] as string] ?? null)));
+        // Versions are computed integers, written as literals (exact, no string → double).
+        return `(${[...columns.map(() => '?'), parseLsn(change.commit_lsn).toString(), String(change.seq | 0)].join(', ')})`;
+      });
+      const res = await exec(c, `INSERT INTO ${target.qualified} (${[...columns.map(q), V_LSN, V_SEQ].join(', ')}) VALUES ${values.join(', ')}`, params);
+      applied += res.affectedRows;
+    }
+    return applied;
   }
+
+  /** `DELETE ... WHERE <every column matches> LIMIT 1`, see `rowMatch`. */
+  async removeOne(c: PoolConnection, target: MysqlTable, before: Row): Promise<boolean> {
+    const params: unknown[] = [];
+    const match = Object.keys(before).map((col) => rowMatch(target.columns.get(col) as MysqlColumn, before[col] ?? null, params));
+    const res = await exec(c, `DELETE FROM ${target.qualified} WHERE ${match.join(' AND ') || 'TRUE'} LIMIT 1`, params);
+    return res.affectedRows > 0;
+  }
+
+  async writeMultisetVersion(c: PoolConnection, label: string, newest: ChangeEvent | undefined, reset: boolean): Promise<void> {
+    // The row exists: readMultisetVersions created it.
+    if (newest) {
+      await c.query(`UPDATE ${this.state.multisetVersions} SET lsn = ${parseLsn(newest.commit_lsn).toString()}, seq = ${newest.seq | 0}, reset = ${reset ? 1 : 0} WHERE table_name = ?`, [label]);
+    } else if (reset) {
+      await c.query(`UPDATE ${this.state.multisetVersions} SET reset = 1 WHERE table_name = ?`, [label]);
+    }
+  }
+
+  isStructural(err: unknown): boolean {
+    return isStructuralMysqlError(err);
+  }
+
+  invalidate(): void {
+    // Statements are text, rebuilt from the re-read metadata: nothing else to forget.
+  }
+
+  addColumnsFix(target: MysqlTable, missing: string[]): string {
+    return `ALTER TABLE ${target.qualified} ${missing.map((m) => `ADD COLUMN ${q(m)} <type>`).join(', ')}`;
+  }
+
+  primaryKeyFix(target: MysqlTable, keyColumns: string[]): string {
+    return `give the target the same primary key: ALTER TABLE ${target.qualified} ADD PRIMARY KEY (${keyColumns.map(q).join(', ')})`;
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+}
+
+async function exec(c: PoolConnection, sql: string, params: unknown[]): Promise<ResultSetHeader> {
+  const [res] = await c.query<ResultSetHeader>(sql, params);
+  return res;
 }
 
 /**
@@ -482,21 +467,4 @@ function* chunks(rows: ChangeEvent[]): Generator<ChangeEvent[]> {
     bytes += size;
   }
   if (chunk.length > 0) yield chunk;
-}
-
-function checkColumns(target: MysqlTable, columns: string[], keyColumns: string[]): void {
-  const missing = [...new Set([...columns, ...keyColumns])].filter((c) => !target.columns.has(c));
-  if (missing.length > 0) {
-    throw new PrerequisiteError(
-      `target table ${target.label} lacks column(s) ${missing.join(', ')}`,
-      `ALTER TABLE ${target.qualified} ${missing.map((m) => `ADD COLUMN ${q(m)} <type>`).join(', ')}`,
-    );
-  }
-  const pk = [...target.primaryKey].sort().join(',');
-  if (pk !== [...keyColumns].sort().join(',')) {
-    throw new PrerequisiteError(
-      `target table ${target.label} has primary key (${target.primaryKey.join(', ') || 'none'}) but the source key is (${keyColumns.join(', ')})`,
-      `give the target the same primary key: ALTER TABLE ${target.qualified} ADD PRIMARY KEY (${keyColumns.map(q).join(', ')})`,
-    );
-  }
 }

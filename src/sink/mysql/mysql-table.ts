@@ -1,11 +1,8 @@
+import { tableLabelOf, type ChangeEvent } from '../../core/change.js';
 import type { PoolConnection, RowDataPacket } from 'mysql2/promise';
 import { PrerequisiteError } from '../../core/errors.js';
+import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN } from '../sql/bookkeeping.js';
 import { decimalLiteral, integerLiteral, isPgByteaHex, pgBoolToDigit, pgByteaToBuffer, pgTextToJson, pgTimestampToUtc } from '../pg-text.js';
-
-export const VERSION_LSN_COLUMN = '_syncline_lsn';
-export const VERSION_SEQ_COLUMN = '_syncline_seq';
-/** `delete_mode: soft`: when the row was deleted at the source (UTC); NULL for a live row. */
-export const DELETED_AT_COLUMN = '_deleted_at';
 
 /** Backtick-quotes a MySQL identifier (embedded backticks doubled). */
 export function quoteMysqlIdent(name: string): string {
@@ -91,6 +88,20 @@ export function keyComparand(column: MysqlColumn, text: string | null, params: u
 }
 
 /**
+ * The condition "this row has `change`'s key". Key values are compared as constants
+ * (numbers as literals, see `keyComparand`), so MySQL compares them in the column's type;
+ * parameters are appended to `params` in text order.
+ */
+export function keyMatch(target: MysqlTable, keyColumns: string[], change: ChangeEvent, params: unknown[]): string {
+  return keyColumns
+    .map((col) => {
+      const v = keyComparand(target.columns.get(col) as MysqlColumn, change.key[col] ?? null, params);
+      return v === 'NULL' ? `${quoteMysqlIdent(col)} IS NULL` : `${quoteMysqlIdent(col)} = ${v}`;
+    })
+    .join(' AND ');
+}
+
+/**
  * A NULL-safe SQL condition "the stored `column` holds exactly `text`", for finding one row of
  * a keyless table by its whole image (parameters appended to `params` in text order).
  * Character columns are compared as bytes in the column's character set as well, so a
@@ -142,7 +153,7 @@ export function targetDatabase(schema: string): string | undefined {
 export async function loadMysqlTable(conn: PoolConnection, schema: string, table: string, softDelete = false): Promise<MysqlTable> {
   const database = targetDatabase(schema);
   const qualified = database === undefined ? quoteMysqlIdent(table) : `${quoteMysqlIdent(database)}.${quoteMysqlIdent(table)}`;
-  const label = `${schema}.${table}`;
+  const label = tableLabelOf({ schema, table });
   let meta = await readTable(conn, database, table, label, qualified);
   if (!meta) {
     throw new PrerequisiteError(

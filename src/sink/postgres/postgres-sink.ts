@@ -1,15 +1,16 @@
 import pg from 'pg';
-import { rowKeyOf, type ChangeEvent } from '../../core/change.js';
-import { PrerequisiteError, SynclineError, errorMessage } from '../../core/errors.js';
-import { forTable } from '../table-errors.js';
-import { skippableWithoutStoredValues } from '../unchanged-values.js';
+import { rowKeyOf, type ChangeEvent, type Row } from '../../core/change.js';
+import { PrerequisiteError, SynclineError } from '../../core/errors.js';
+import { parseLsn, versionOf } from '../../core/lsn.js';
 import { quoteIdent, quoteQualified } from '../../core/sql.js';
-import { collapseBatch, type TableBatch } from '../collapse.js';
-import type { ApplyOutcome, Sink } from '../sink.js';
-import { isRetriablePgError } from '../../core/sqlstate.js';
+import { bookkeepingTables, DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, type BookkeepingTables } from '../sql/bookkeeping.js';
+import type { MultisetVersions, SqlDialect } from '../sql/sql-dialect.js';
+import { SqlSink } from '../sql/sql-sink.js';
 import { copyFrom, copyTextChunks } from './copy-in.js';
-import { applyMultiset, multisetStateDdl, type MultisetState } from './multiset.js';
-import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, castText, loadTargetTable, type TargetColumn, type TargetTable } from './table-meta.js';
+import { CopyStages } from './copy-stage.js';
+import { classifyPgError, isStructuralPgError } from './postgres-errors.js';
+import { auditStale, staleAuditDdl } from './stale-audit.js';
+import { castText, keyMatch, loadTargetTable, storedText, type TargetColumn, type TargetTable } from './table-meta.js';
 
 export interface PostgresSinkOptions {
   url: string;
@@ -39,120 +40,38 @@ const V_SEQ = quoteIdent(VERSION_SEQ_COLUMN);
 const ROW_VERSION = `(COALESCE(t.${V_LSN}, '0/0'::pg_lsn), COALESCE(t.${V_SEQ}, 0))`;
 
 /**
- * PostgreSQL target. Each batch is one transaction: set-based `unnest` upserts per table,
- * deletes with tombstones, truncations as watermarks, and the consumer positions. Every
- * write is gated on the row's stored version (commit LSN, seq), so replays change nothing.
+ * PostgreSQL target. Each batch is one transaction (see SqlSink): set-based `unnest` upserts
+ * per table (or COPY into a staging table, see `copy-stage.ts`), deletes with tombstones,
+ * truncations as watermarks, and the consumer positions. Every write is gated on the row's
+ * stored version (commit LSN, seq), so replays change nothing.
  */
-export class PostgresSink implements Sink {
-  readonly storesPositions = true;
+export class PostgresSink extends SqlSink<pg.PoolClient, TargetTable> {
+  constructor(options: PostgresSinkOptions) {
+    super(new PostgresDialect(options));
+  }
+}
+
+class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
+  readonly name = 'the sink';
   private readonly pool: pg.Pool;
-  private readonly state: { positions: string; tombstones: string; truncations: string; staleAudit: string } & MultisetState;
-  private readonly tables = new Map<string, TargetTable>();
+  private readonly state: BookkeepingTables & { staleAudit: string };
   private readonly sqlCache = new Map<string, string>();
-  /** Staging table per target and column set: its name and the statement that creates it. */
-  private readonly stages = new Map<string, { name: string; create: string }>();
+  private readonly stages = new CopyStages();
 
   constructor(private readonly options: PostgresSinkOptions) {
     this.pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 2 });
     // An idle pooled connection that dies must not crash the process; the next query reconnects.
     this.pool.on('error', () => undefined);
     const s = options.stateSchema;
-    this.state = {
-      positions: quoteQualified(s, 'positions'),
-      tombstones: quoteQualified(s, 'tombstones'),
-      truncations: quoteQualified(s, 'truncations'),
-      staleAudit: quoteQualified(s, 'stale_audit'),
-      versions: quoteQualified(s, 'multiset_versions'),
-    };
+    this.state = { ...bookkeepingTables((t) => quoteQualified(s, t)), staleAudit: quoteQualified(s, 'stale_audit') };
   }
 
-  async prepare(): Promise<void> {
-    await this.withClient(async (c) => {
-      await c.query('BEGIN');
-      // Two apply processes starting together must not race on CREATE ... IF NOT EXISTS.
-      await c.query("SELECT pg_advisory_xact_lock(hashtext('syncline.sink.prepare'))");
-      await c.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.options.stateSchema)}`);
-      await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.positions} (
-        group_id text NOT NULL, stream_partition integer NOT NULL, next_offset bigint NOT NULL,
-        updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (group_id, stream_partition))`);
-      await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.tombstones} (
-        table_name text NOT NULL, row_key text NOT NULL, lsn pg_lsn NOT NULL, seq integer NOT NULL,
-        deleted_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_name, row_key))`);
-      await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.truncations} (
-        table_name text PRIMARY KEY, lsn pg_lsn NOT NULL, seq integer NOT NULL)`);
-      await c.query(multisetStateDdl(this.state));
-      if (this.options.staleAudit) {
-        await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.staleAudit} (
-          id bigserial PRIMARY KEY, table_name text NOT NULL, row_key text NOT NULL, op text NOT NULL,
-          incoming_lsn pg_lsn NOT NULL, incoming_seq integer NOT NULL, stored_lsn pg_lsn, stored_seq integer,
-          change jsonb NOT NULL, rejected_at timestamptz NOT NULL DEFAULT now())`);
-      }
-      await c.query('COMMIT');
-    });
-  }
-
-  async positions(group: string): Promise<Map<number, bigint>> {
-    const { rows } = await this.withClient((c) =>
-      c.query<{ p: number; o: string }>(`SELECT stream_partition AS p, next_offset::text AS o FROM ${this.state.positions} WHERE group_id = $1`, [group]),
-    );
-    return new Map(rows.map((r) => [r.p, BigInt(r.o)]));
-  }
-
-  async apply(changes: readonly ChangeEvent[], positions: ReadonlyMap<number, bigint>, group: string): Promise<ApplyOutcome> {
-    const { tables, superseded } = collapseBatch(changes);
-    const outcome: ApplyOutcome = { applied: 0, stale: 0, superseded, byTable: new Map() };
-    await this.withClient(async (c) => {
-      // Table metadata (and adding the version columns) happens outside the batch
-      // transaction, so a rolled-back batch cannot leave the cache believing in columns
-      // that were never committed.
-      for (const batch of tables) await forTable(batch, isStructural, () => this.target(c, batch.schema, batch.table));
-      await c.query('BEGIN');
-      try {
-        for (const batch of tables) {
-          const counts = { applied: 0, stale: 0 };
-          await forTable(batch, isStructural, async () => {
-            const target = await this.target(c, batch.schema, batch.table);
-            if (batch.truncate) await this.truncate(c, target, batch.truncate, counts);
-            if (batch.multiset.length > 0 || batch.snapshotReset) {
-              this.checkColumns(target, multisetColumns(batch), undefined);
-              await applyMultiset(c, target, tableLabel(target), batch.multiset, batch.snapshotReset, this.state, counts);
-            }
-            await this.upsert(c, target, batch, counts);
-            await this.delete(c, target, batch, counts);
-          });
-          outcome.applied += counts.applied;
-          outcome.stale += counts.stale;
-          outcome.byTable.set(`${batch.schema}.${batch.table}`, counts);
-        }
-        if (positions.size > 0) {
-          await c.query(
-            `INSERT INTO ${this.state.positions} (group_id, stream_partition, next_offset)
-             SELECT $1, p, o FROM unnest($2::int[], $3::bigint[]) AS x(p, o)
-             ON CONFLICT (group_id, stream_partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()`,
-            [group, [...positions.keys()], [...positions.values()].map(String)],
-          );
-        }
-        await c.query('COMMIT');
-      } catch (err) {
-        await c.query('ROLLBACK').catch(() => undefined);
-        // The target's structure may have changed (or be the problem): re-read it next time.
-        if (isStructural(err)) this.tables.clear();
-        throw err;
-      }
-    });
-    return outcome;
-  }
-
-  async close(): Promise<void> {
-    await this.pool.end();
-  }
-
-  private async withClient<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+  async withConnection<R>(what: string, fn: (c: pg.PoolClient) => Promise<R>): Promise<R> {
     let client: pg.PoolClient;
     try {
       client = await this.pool.connect();
     } catch (err) {
-      const e = classify(err, 'connecting to the sink');
+      const e = classifyPgError(err, 'connecting to the sink');
       // Refused for good (authentication, no such database): no change could ever be applied.
       if (e instanceof SynclineError && !e.retriable && !(e instanceof PrerequisiteError)) {
         throw new PrerequisiteError(e.message, 'check sink.url (host, user, password, database) and that the user may connect');
@@ -163,85 +82,83 @@ export class PostgresSink implements Sink {
     try {
       return await fn(client);
     } catch (err) {
-      throw classify(err, 'applying to the sink');
+      throw classifyPgError(err, what);
     } finally {
       // A broken connection leaves the pool instead of serving the next batch.
       client.release(brokenClients.get(client));
     }
   }
 
-  private async target(c: pg.PoolClient, schema: string, table: string): Promise<TargetTable> {
-    const name = `${schema}.${table}`;
-    let t = this.tables.get(name);
-    if (!t) {
-      t = await loadTargetTable(c, schema, table, this.options.deleteMode === 'soft', this.options.createTable);
-      this.tables.set(name, t);
-    }
-    return t;
+  async createBookkeeping(c: pg.PoolClient): Promise<void> {
+    await c.query('BEGIN');
+    // Two apply processes starting together must not race on CREATE ... IF NOT EXISTS.
+    await c.query("SELECT pg_advisory_xact_lock(hashtext('syncline.sink.prepare'))");
+    await c.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.options.stateSchema)}`);
+    await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.positions} (
+      group_id text NOT NULL, stream_partition integer NOT NULL, next_offset bigint NOT NULL,
+      updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (group_id, stream_partition))`);
+    await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.tombstones} (
+      table_name text NOT NULL, row_key text NOT NULL, lsn pg_lsn NOT NULL, seq integer NOT NULL,
+      deleted_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_name, row_key))`);
+    await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.truncations} (
+      table_name text PRIMARY KEY, lsn pg_lsn NOT NULL, seq integer NOT NULL)`);
+    await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.multisetVersions} (
+      table_name text PRIMARY KEY, lsn pg_lsn NOT NULL, seq integer NOT NULL, reset boolean NOT NULL DEFAULT false)`);
+    if (this.options.staleAudit) await c.query(staleAuditDdl(this.state.staleAudit));
+    await c.query('COMMIT');
   }
 
-  private async upsert(c: pg.PoolClient, target: TargetTable, batch: TableBatch, counts: { applied: number; stale: number }): Promise<void> {
-    // Rows with the same set of sent columns share one statement (unchanged TOAST columns are left out).
-    const groups = new Map<string, ChangeEvent[]>();
-    for (const row of batch.rows) {
-      if (row.op === 'DELETE' || !row.payload) continue;
-      const cols = Object.keys(row.payload).join('\u0000');
-      const g = groups.get(cols);
-      if (g) g.push(row);
-      else groups.set(cols, [row]);
-    }
-    for (let rows of groups.values()) {
-      const first = rows[0] as ChangeEvent;
-      const columns = Object.keys(first.payload ?? {});
-      const keyColumns = Object.keys(first.key);
-      this.checkColumns(target, columns, keyColumns);
-      if (rows.some((r) => (r.unchanged?.length ?? 0) > 0)) {
-        const skip = skippableWithoutStoredValues(await this.absentRows(c, target, keyColumns, rows.filter((r) => (r.unchanged?.length ?? 0) > 0)));
-        if (skip.size > 0) {
-          counts.stale += skip.size;
-          rows = rows.filter((r) => !skip.has(r));
-          if (rows.length === 0) continue;
-        }
-      }
-      const values: (string | number | null)[][] = columns.map((col) => rows.map((r) => (r.payload as Record<string, string | null>)[col] ?? null));
-      values.push(rows.map((r) => rowKeyOf(r)));
-      values.push(rows.map((r) => r.commit_lsn));
-      values.push(rows.map((r) => r.seq));
-      const threshold = this.options.copyThreshold ?? 0;
-      let res: pg.QueryResult<{ k: string }>;
-      if (threshold > 0 && rows.length >= threshold) {
-        const stage = this.stage(target, columns);
-        // Created if missing in the same round trip, inside the batch's transaction: no
-        // per-connection state to lose to a rollback or a pooler that switches sessions.
-        await copyFrom(c, `${stage.create}; COPY ${stage.name} FROM STDIN`, copyTextChunks(values, rows.length));
-        res = await c.query<{ k: string }>(this.upsertSql(target, columns, keyColumns, stage.name), [tableLabel(target)]);
-      } else {
-        res = await c.query<{ k: string }>(this.upsertSql(target, columns, keyColumns), [...values, tableLabel(target)]);
-      }
-      const n = res.rowCount ?? 0;
-      counts.applied += n;
-      counts.stale += rows.length - n;
-      if (this.options.staleAudit && n < rows.length) {
-        const written = new Set(res.rows.map((r) => r.k));
-        await this.auditStale(c, target, keyColumns, rows.filter((r) => !written.has(rowKeyOf(r))));
-      }
-    }
+  async readPositions(c: pg.PoolClient, group: string): Promise<Map<number, bigint>> {
+    const { rows } = await c.query<{ p: number; o: string }>(`SELECT stream_partition AS p, next_offset::text AS o FROM ${this.state.positions} WHERE group_id = $1`, [group]);
+    return new Map(rows.map((r) => [r.p, BigInt(r.o)]));
   }
 
-  /**
-   * Of `rows` (changes that left TOASTed values unchanged), those whose row the target lacks
-   * and no newer delete or truncation makes stale: they have no stored value to keep (see
-   * skippableWithoutStoredValues).
-   */
-  private async absentRows(c: pg.PoolClient, target: TargetTable, keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]> {
+  async writePositions(c: pg.PoolClient, group: string, positions: ReadonlyMap<number, bigint>): Promise<void> {
+    await c.query(
+      `INSERT INTO ${this.state.positions} (group_id, stream_partition, next_offset)
+       SELECT $1, p, o FROM unnest($2::int[], $3::bigint[]) AS x(p, o)
+       ON CONFLICT (group_id, stream_partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()`,
+      [group, [...positions.keys()], [...positions.values()].map(String)],
+    );
+  }
+
+  loadTable(c: pg.PoolClient, schema: string, table: string): Promise<TargetTable> {
+    return loadTargetTable(c, schema, table, this.options.deleteMode === 'soft', this.options.createTable);
+  }
+
+  async begin(c: pg.PoolClient): Promise<void> {
+    await c.query('BEGIN');
+  }
+
+  async commit(c: pg.PoolClient): Promise<void> {
+    await c.query('COMMIT');
+  }
+
+  async rollback(c: pg.PoolClient): Promise<void> {
+    await c.query('ROLLBACK');
+  }
+
+  async truncate(c: pg.PoolClient, target: TargetTable, change: ChangeEvent): Promise<boolean> {
+    const res = await c.query(
+      `INSERT INTO ${this.state.truncations} AS tr (table_name, lsn, seq) VALUES ($1, $2::pg_lsn, $3)
+       ON CONFLICT (table_name) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq
+       WHERE (tr.lsn, tr.seq) < (EXCLUDED.lsn, EXCLUDED.seq)`,
+      [target.label, change.commit_lsn, change.seq],
+    );
+    if ((res.rowCount ?? 0) === 0) return false;
+    // Rows older than the truncation go; newer ones (applied from other partitions) stay.
+    await c.query(`DELETE FROM ${target.qualified} t WHERE ${ROW_VERSION} < ($1::pg_lsn, $2)`, [change.commit_lsn, change.seq]);
+    return true;
+  }
+
+  async absentRows(c: pg.PoolClient, target: TargetTable, keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]> {
     const k = keyColumns.length;
-    const match = keyColumns.map((col, i) => `t.${quoteIdent(col)} = i.k${i}::${(target.columns.get(col) as TargetColumn).castType}`).join(' AND ');
     const params: unknown[] = keyColumns.map((col) => rows.map((r) => r.key[col] ?? null));
-    params.push(rows.map((r) => rowKeyOf(r)), rows.map((r) => r.commit_lsn), rows.map((r) => r.seq), tableLabel(target));
+    params.push(rows.map((r) => rowKeyOf(r)), rows.map((r) => r.commit_lsn), rows.map((r) => r.seq), target.label);
     const { rows: absent } = await c.query<{ n: number }>(
       `SELECT i.n::int AS n FROM unnest(${[...keyColumns.map((_, j) => `$${j + 1}::text[]`), `$${k + 1}::text[]`, `$${k + 2}::text[]`, `$${k + 3}::int[]`].join(', ')})
               WITH ORDINALITY AS i(${[...keyColumns.map((_, j) => `k${j}`), 'row_key', 'v_lsn', 'v_seq', 'n'].join(', ')})
-        WHERE NOT EXISTS (SELECT 1 FROM ${target.qualified} t WHERE ${match})
+        WHERE NOT EXISTS (SELECT 1 FROM ${target.qualified} t WHERE ${keyMatch(target, keyColumns)})
           AND NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
                            WHERE tb.table_name = $${k + 4} AND tb.row_key = i.row_key AND (tb.lsn, tb.seq) >= (i.v_lsn::pg_lsn, i.v_seq))
           AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr
@@ -251,36 +168,26 @@ export class PostgresSink implements Sink {
     return absent.map((r) => rows[r.n - 1] as ChangeEvent);
   }
 
-  /** The reconciliation record of `conflict_strategy: source_lsn_priority`: who won, and by how much. */
-  private async auditStale(c: pg.PoolClient, target: TargetTable, keyColumns: string[], rejected: ChangeEvent[]): Promise<void> {
-    const k = keyColumns.length;
-    const match = keyColumns.map((col, i) => `t.${quoteIdent(col)} = i.k${i}::${(target.columns.get(col) as { castType: string }).castType}`).join(' AND ');
-    const params: unknown[] = keyColumns.map((col) => rejected.map((r) => r.key[col] ?? null));
-    params.push(rejected.map((r) => rowKeyOf(r)), rejected.map((r) => r.commit_lsn), rejected.map((r) => r.seq), rejected.map((r) => r.op), rejected.map((r) => JSON.stringify(r)), tableLabel(target));
-    await c.query(
-      `INSERT INTO ${this.state.staleAudit} (table_name, row_key, op, incoming_lsn, incoming_seq, stored_lsn, stored_seq, change)
-       SELECT $${k + 6}, i.row_key, i.op, i.v_lsn::pg_lsn, i.v_seq, t.${V_LSN}, t.${V_SEQ}, i.change::jsonb
-         FROM unnest(${[...keyColumns.map((_, j) => `$${j + 1}::text[]`), `$${k + 1}::text[]`, `$${k + 2}::text[]`, `$${k + 3}::int[]`, `$${k + 4}::text[]`, `$${k + 5}::text[]`].join(', ')})
-              AS i(${[...keyColumns.map((_, j) => `k${j}`), 'row_key', 'v_lsn', 'v_seq', 'op', 'change'].join(', ')})
-         LEFT JOIN ${target.qualified} t ON ${match}`,
-      params,
-    );
-  }
-
-  /**
-   * The staging table for `target` with `columns`, a temporary table of the session: every
-   * value as text (cast in the merge exactly as the `unnest` path casts), emptied at commit.
-   */
-  private stage(target: TargetTable, columns: string[]): { name: string; create: string } {
-    const key = `${target.qualified}\u0001${columns.join('\u0000')}`;
-    let stage = this.stages.get(key);
-    if (!stage) {
-      const name = `pg_temp.${quoteIdent(`syncline_stage_${this.stages.size + 1}`)}`;
-      const cols = [...columns.map((_, i) => `c${i} text`), 'row_key text', 'v_lsn text', 'v_seq integer'];
-      stage = { name, create: `CREATE TEMPORARY TABLE IF NOT EXISTS ${name} (${cols.join(', ')}) ON COMMIT DELETE ROWS` };
-      this.stages.set(key, stage);
+  async upsert(c: pg.PoolClient, target: TargetTable, columns: string[], keyColumns: string[], rows: ChangeEvent[]): Promise<number> {
+    const values: (string | number | null)[][] = columns.map((col) => rows.map((r) => (r.payload as Row)[col] ?? null));
+    values.push(rows.map((r) => rowKeyOf(r)));
+    values.push(rows.map((r) => r.commit_lsn));
+    values.push(rows.map((r) => r.seq));
+    const threshold = this.options.copyThreshold ?? 0;
+    let res: pg.QueryResult<{ k: string }>;
+    if (threshold > 0 && rows.length >= threshold) {
+      const stage = this.stages.of(target, columns);
+      await copyFrom(c, `${stage.create}; COPY ${stage.name} FROM STDIN`, copyTextChunks(values, rows.length));
+      res = await c.query<{ k: string }>(this.upsertSql(target, columns, keyColumns, stage.name), [target.label]);
+    } else {
+      res = await c.query<{ k: string }>(this.upsertSql(target, columns, keyColumns), [...values, target.label]);
     }
-    return stage;
+    const n = res.rowCount ?? 0;
+    if (this.options.staleAudit && n < rows.length) {
+      const written = new Set(res.rows.map((r) => r.k));
+      await auditStale(c, this.state.staleAudit, target, keyColumns, rows.filter((r) => !written.has(rowKeyOf(r))));
+    }
+    return n;
   }
 
   /** The version-gated upsert from `unnest` of array parameters, or from `stage` when given. */
@@ -321,14 +228,10 @@ export class PostgresSink implements Sink {
     return sql;
   }
 
-  private async delete(c: pg.PoolClient, target: TargetTable, batch: TableBatch, counts: { applied: number; stale: number }): Promise<void> {
-    const rows = batch.rows.filter((r) => r.op === 'DELETE');
-    if (rows.length === 0) return;
-    const keyColumns = Object.keys((rows[0] as ChangeEvent).key);
-    this.checkColumns(target, [], keyColumns);
+  async delete(c: pg.PoolClient, target: TargetTable, keyColumns: string[], rows: ChangeEvent[]): Promise<number> {
     const k = keyColumns.length;
     const soft = this.options.deleteMode === 'soft';
-    const match = keyColumns.map((col, i) => `t.${quoteIdent(col)} = i.k${i}::${(target.columns.get(col) as { castType: string }).castType}`).join(' AND ');
+    const match = keyMatch(target, keyColumns);
     const gate = this.options.versionGate ? ` AND ${ROW_VERSION} < (i.v_lsn::pg_lsn, i.v_seq)` : '';
     const removal = soft
       ? `UPDATE ${target.qualified} t SET ${quoteIdent(DELETED_AT_COLUMN)} = i.ts::timestamptz, ${V_LSN} = i.v_lsn::pg_lsn, ${V_SEQ} = i.v_seq
@@ -348,65 +251,88 @@ export class PostgresSink implements Sink {
     params.push(rows.map((r) => r.commit_lsn));
     params.push(rows.map((r) => r.seq));
     params.push(rows.map((r) => r.commit_ts));
-    params.push(tableLabel(target));
+    params.push(target.label);
     const res = await c.query<{ tombstoned: number; removed: number }>(sql, params);
-    // Applied means the row went away now. A tombstone written for a row that was already
-    // absent (a replay whose first run folded the delete into a later re-insert) changes
-    // nothing visible, so it counts as stale like any other replayed change.
-    const n = res.rows[0]?.removed ?? 0;
-    counts.applied += n;
-    counts.stale += rows.length - n;
+    return res.rows[0]?.removed ?? 0;
   }
 
-  private async truncate(c: pg.PoolClient, target: TargetTable, change: ChangeEvent, counts: { applied: number; stale: number }): Promise<void> {
+  async readMultisetVersions(c: pg.PoolClient, label: string): Promise<MultisetVersions> {
+    const seen = await c.query<{ lsn: string; seq: number; reset: boolean }>(`SELECT lsn::text, seq, reset FROM ${this.state.multisetVersions} WHERE table_name = $1 FOR UPDATE`, [label]);
+    const trunc = await c.query<{ lsn: string; seq: number }>(`SELECT lsn::text, seq FROM ${this.state.truncations} WHERE table_name = $1`, [label]);
+    const high = seen.rows[0];
+    const truncated = trunc.rows[0];
+    return {
+      high: high && { version: versionOf(parseLsn(high.lsn), high.seq), reset: high.reset },
+      truncation: truncated && versionOf(parseLsn(truncated.lsn), truncated.seq),
+    };
+  }
+
+  async insertRows(c: pg.PoolClient, target: TargetTable, columns: string[], changes: ChangeEvent[]): Promise<number> {
+    const n = columns.length;
+    const params: unknown[] = columns.map((col) => changes.map((ch) => (ch.payload as Row)[col] ?? null));
+    params.push(changes.map((ch) => ch.commit_lsn), changes.map((ch) => ch.seq));
+    const cast = (col: string, i: number): string => castText(target.columns.get(col) as TargetColumn, `i.c${i}`);
     const res = await c.query(
-      `INSERT INTO ${this.state.truncations} AS tr (table_name, lsn, seq) VALUES ($1, $2::pg_lsn, $3)
-       ON CONFLICT (table_name) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq
-       WHERE (tr.lsn, tr.seq) < (EXCLUDED.lsn, EXCLUDED.seq)`,
-      [tableLabel(target), change.commit_lsn, change.seq],
+      `INSERT INTO ${target.qualified} (${[...columns.map(quoteIdent), V_LSN, V_SEQ].join(', ')})
+       SELECT ${[...columns.map(cast), 'i.v_lsn::pg_lsn', 'i.v_seq'].join(', ')}
+         FROM unnest(${[...columns.map((_, i) => `$${i + 1}::text[]`), `$${n + 1}::text[]`, `$${n + 2}::int[]`].join(', ')})
+              AS i(${[...columns.map((_, i) => `c${i}`), 'v_lsn', 'v_seq'].join(', ')})`,
+      params,
     );
-    if ((res.rowCount ?? 0) === 0) {
-      counts.stale += 1;
-      return;
-    }
-    // Rows older than the truncation go; newer ones (applied from other partitions) stay.
-    await c.query(`DELETE FROM ${target.qualified} t WHERE ${ROW_VERSION} < ($1::pg_lsn, $2)`, [change.commit_lsn, change.seq]);
-    counts.applied += 1;
+    return res.rowCount ?? 0;
   }
 
-  /** Throws when the target lacks a column, or (`keyColumns` given) has another primary key than the source. */
-  private checkColumns(target: TargetTable, columns: string[], keyColumns: string[] | undefined): void {
-    const missing = [...new Set([...columns, ...(keyColumns ?? [])])].filter((c) => !target.columns.has(c));
-    if (missing.length > 0) {
-      throw new PrerequisiteError(
-        `target table ${tableLabel(target)} lacks column(s) ${missing.join(', ')}`,
-        `ALTER TABLE ${target.qualified} ${missing.map((m) => `ADD COLUMN ${quoteIdent(m)} <type>`).join(', ')}`,
+  /**
+   * Matched by every column of `before` compared as text, as the column stores it (see
+   * `storedText`), so types without an equality operator work too.
+   */
+  async removeOne(c: pg.PoolClient, target: TargetTable, before: Row): Promise<boolean> {
+    const columns = Object.keys(before);
+    const match = columns
+      .map((col, i) => `t.${quoteIdent(col)}::text IS NOT DISTINCT FROM ${storedText(target.columns.get(col) as TargetColumn, `$${i + 1}::text`)}`)
+      .join(' AND ');
+    const res = await c.query(
+      `DELETE FROM ${target.qualified} WHERE ctid = (SELECT t.ctid FROM ${target.qualified} t WHERE ${match || 'true'} LIMIT 1)`,
+      columns.map((col) => before[col] ?? null),
+    );
+    return (res.rowCount ?? 0) > 0;
+  }
+
+  async writeMultisetVersion(c: pg.PoolClient, label: string, newest: ChangeEvent | undefined, reset: boolean): Promise<void> {
+    if (newest) {
+      await c.query(
+        `INSERT INTO ${this.state.multisetVersions} AS v (table_name, lsn, seq, reset) VALUES ($1, $2::pg_lsn, $3, $4)
+         ON CONFLICT (table_name) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq, reset = v.reset OR EXCLUDED.reset`,
+        [label, newest.commit_lsn, newest.seq, reset],
+      );
+    } else {
+      await c.query(
+        `INSERT INTO ${this.state.multisetVersions} AS v (table_name, lsn, seq, reset) VALUES ($1, '0/0', 0, $2)
+         ON CONFLICT (table_name) DO UPDATE SET reset = v.reset OR EXCLUDED.reset`,
+        [label, reset],
       );
     }
-    // A keyless table (a multiset) needs no key at the target: rows are matched whole.
-    if (!keyColumns) return;
-    const pk = [...target.primaryKey].sort().join(',');
-    if (pk !== [...keyColumns].sort().join(',')) {
-      throw new PrerequisiteError(
-        `target table ${tableLabel(target)} has primary key (${target.primaryKey.join(', ') || 'none'}) but the source key is (${keyColumns.join(', ')})`,
-        `give the target the same primary key: ALTER TABLE ${target.qualified} ADD PRIMARY KEY (${keyColumns.map(quoteIdent).join(', ')})`,
-      );
-    }
   }
-}
 
-/** Every column a keyless table's changes in the batch name (new and old images). */
-function multisetColumns(batch: TableBatch): string[] {
-  const columns = new Set<string>();
-  for (const c of batch.multiset) {
-    for (const col in c.payload ?? {}) columns.add(col);
-    for (const col in c.before ?? {}) columns.add(col);
+  isStructural(err: unknown): boolean {
+    return isStructuralPgError(err);
   }
-  return [...columns];
-}
 
-function tableLabel(t: TargetTable): string {
-  return `${t.schema}.${t.table}`;
+  invalidate(): void {
+    // Statements are text, rebuilt from the re-read metadata: nothing else to forget.
+  }
+
+  addColumnsFix(target: TargetTable, missing: string[]): string {
+    return `ALTER TABLE ${target.qualified} ${missing.map((m) => `ADD COLUMN ${quoteIdent(m)} <type>`).join(', ')}`;
+  }
+
+  primaryKeyFix(target: TargetTable, keyColumns: string[]): string {
+    return `give the target the same primary key: ALTER TABLE ${target.qualified} ADD PRIMARY KEY (${keyColumns.map(quoteIdent).join(', ')})`;
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
 }
 
 /** Pooled clients whose connection failed, with the error. */
@@ -425,23 +351,4 @@ function guardClient(client: pg.PoolClient): void {
 
 function recordBroken(this: pg.PoolClient, err: Error): void {
   brokenClients.set(this, err);
-}
-
-/** SQLSTATE class 42 (undefined table/column, syntax): the target's structure, not a row, is wrong. */
-function isStructural(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return err instanceof PrerequisiteError || (typeof code === 'string' && code.startsWith('42'));
-}
-
-function classify(err: unknown, what: string): unknown {
-  if (err instanceof SynclineError) return err;
-  const code = (err as { code?: string } | null)?.code;
-  if (isStructural(err)) {
-    // Every change of the table would fail the same way: stop instead of dead-lettering them all.
-    return new PrerequisiteError(`${what} failed: ${errorMessage(err)} (SQLSTATE ${code})`, 'fix the target table to match the source (columns, types, primary key), then restart');
-  }
-  return new SynclineError(`SINK_${code ?? 'ERROR'}`, `${what} failed: ${errorMessage(err)}${code ? ` (SQLSTATE ${code})` : ''}`, {
-    retriable: isRetriablePgError(err),
-    cause: err,
-  });
 }

@@ -1,6 +1,8 @@
 import type pg from 'pg';
+import { tableLabelOf } from '../../core/change.js';
 import { PrerequisiteError } from '../../core/errors.js';
 import { quoteIdent, quoteQualified } from '../../core/sql.js';
+import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN } from '../sql/bookkeeping.js';
 
 export interface TargetColumn {
   name: string;
@@ -38,16 +40,20 @@ export function storedText(column: TargetColumn, expr: string): string {
 }
 
 export interface TargetTable {
-  schema: string;
-  table: string;
+  /** `schema.table` of the source (the target has the same name). */
+  label: string;
   qualified: string;
   columns: Map<string, TargetColumn>;
   primaryKey: string[];
 }
 
-export const VERSION_LSN_COLUMN = '_syncline_lsn';
-export const VERSION_SEQ_COLUMN = '_syncline_seq';
-export const DELETED_AT_COLUMN = '_deleted_at';
+/**
+ * SQL matching the target row `t` to the input row `i` whose key values are `i.k0`, `i.k1`,
+ * ... (text, cast to the key columns' types).
+ */
+export function keyMatch(target: TargetTable, keyColumns: string[]): string {
+  return keyColumns.map((col, i) => `t.${quoteIdent(col)} = i.k${i}::${(target.columns.get(col) as TargetColumn).castType}`).join(' AND ');
+}
 
 /**
  * Reads a target table's columns and primary key, adding syncline's version columns
@@ -68,7 +74,7 @@ export async function loadTargetTable(
   }
   if (!meta) {
     throw new PrerequisiteError(
-      `target table ${schema}.${table} does not exist in the sink database`,
+      `target table ${tableLabelOf({ schema, table })} does not exist in the sink database`,
       `create ${quoteQualified(schema, table)} on the target with the source's columns and primary key, or set sink.create_tables: true`,
     );
   }
@@ -80,7 +86,7 @@ export async function loadTargetTable(
         (softDelete ? `, ADD COLUMN IF NOT EXISTS ${quoteIdent(DELETED_AT_COLUMN)} timestamptz` : ''),
     );
     meta = await readTable(client, schema, table);
-    if (!meta) throw new Error(`target table ${schema}.${table} vanished`);
+    if (!meta) throw new Error(`target table ${tableLabelOf({ schema, table })} vanished`);
   }
   return meta;
 }
@@ -105,5 +111,5 @@ async function readTable(client: pg.PoolClient | pg.Client, schema: string, tabl
     columns.set(r.name, { name: r.name, castType: quoteQualified(r.type_schema, r.type_name), exactType: r.exact_type });
     if (r.is_pk) primaryKey.push(r.name);
   }
-  return { schema, table, qualified, columns, primaryKey };
+  return { label: tableLabelOf({ schema, table }), qualified, columns, primaryKey };
 }

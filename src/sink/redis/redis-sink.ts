@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { rowKeyOf, type ChangeEvent, type Row } from '../../core/change.js';
+import { rowKeyOf, tableLabelOf, type ChangeEvent, type Row } from '../../core/change.js';
 import { StructuralError } from '../../core/errors.js';
 import { parseLsn } from '../../core/lsn.js';
 import { collapseBatch } from '../collapse.js';
@@ -268,7 +268,7 @@ export class RedisSink implements Sink {
     args.push(String(tables.length));
     const labels: string[] = [];
     for (const t of tables) {
-      const table = `${t.schema}.${t.table}`;
+      const table = tableLabelOf(t);
       if (t.multiset.length > 0) {
         // A hash per row needs a key to name it; rows of a keyless table cannot be told apart.
         throw new StructuralError(

@@ -1,4 +1,4 @@
-import type { ChangeEvent } from '../../core/change.js';
+import { changeIdOf, tableLabelOf, type ChangeEvent } from '../../core/change.js';
 import { PrerequisiteError, SynclineError, errorMessage } from '../../core/errors.js';
 import type { ApplyOutcome, Sink } from '../sink.js';
 
@@ -26,13 +26,9 @@ export interface WebhookSinkOptions {
   headers?: Record<string, string>;
 }
 
-/**
- * The identity of a change for receivers: `<source>:<commit_lsn>:<seq>`, unique per change
- * and the same on every replay. (Not the dedup key pattern: its default, `{lsn}`-based, is
- * shared by every row of a COPY or a snapshot chunk.)
- */
+/** The identity of a change for receivers: its change id (changeIdOf), the same on every replay. */
 export function idempotencyKeyOf(change: ChangeEvent): string {
-  return `${change.source}:${change.commit_lsn}:${change.seq}`;
+  return changeIdOf(change);
 }
 
 /** Header-safe form of a key: `%`, `,` and anything outside visible ASCII percent-encoded. */
@@ -109,7 +105,7 @@ export class WebhookSink implements Sink {
   async apply(changes: readonly ChangeEvent[]): Promise<ApplyOutcome> {
     const outcome: ApplyOutcome = { applied: 0, stale: 0, superseded: 0, byTable: new Map() };
     const count = (c: ChangeEvent, field: 'applied' | 'stale'): void => {
-      const table = `${c.schema}.${c.table}`;
+      const table = tableLabelOf(c);
       const t = outcome.byTable.get(table) ?? { applied: 0, stale: 0 };
       t[field]++;
       outcome.byTable.set(table, t);

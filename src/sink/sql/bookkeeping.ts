@@ -1,0 +1,34 @@
+/**
+ * The names every SQL sink shares: the columns syncline adds to target tables and its own
+ * bookkeeping tables. Each dialect quotes them (and places the bookkeeping tables: a schema
+ * in PostgreSQL, a name prefix in MySQL and SQLite).
+ */
+
+/** Commit LSN of the change that last wrote the row (with the seq: the row's version). */
+export const VERSION_LSN_COLUMN = '_syncline_lsn';
+/** Position in its transaction of the change that last wrote the row. */
+export const VERSION_SEQ_COLUMN = '_syncline_seq';
+/** `delete_mode: soft`: when the row was deleted at the source (UTC); NULL for a live row. */
+export const DELETED_AT_COLUMN = '_deleted_at';
+
+/** syncline's own tables in the target, quoted. */
+export interface BookkeepingTables {
+  /** Consumer positions: group, partition → next offset, committed with the rows. */
+  positions: string;
+  /** Newest delete per row key: a replayed older insert cannot resurrect the row. */
+  tombstones: string;
+  /** Newest truncation per table: rows older than it are gone, changes older are stale. */
+  truncations: string;
+  /** Keyless tables' high-water version and whether their snapshot reset was applied. */
+  multisetVersions: string;
+}
+
+/** The bookkeeping tables, each named by `name` from its base name (`positions`, ...). */
+export function bookkeepingTables(name: (table: string) => string): BookkeepingTables {
+  return {
+    positions: name('positions'),
+    tombstones: name('tombstones'),
+    truncations: name('truncations'),
+    multisetVersions: name('multiset_versions'),
+  };
+}

@@ -1,0 +1,99 @@
+import type { ChangeEvent, Row } from '../../core/change.js';
+
+/** A target table as a SQL sink sees it. */
+export interface SqlTable {
+  /** `schema.table` of the source: bookkeeping rows and messages name the table by it. */
+  label: string;
+  /** The quoted target name, for SQL. */
+  qualified: string;
+  /** The target's columns by name (what a dialect knows of each: its type). */
+  columns: ReadonlyMap<string, unknown>;
+  primaryKey: string[];
+}
+
+/** A keyless table's stored versions (see `../multiset.ts`). */
+export interface MultisetVersions {
+  /** The high water: the newest change applied, and whether the snapshot reset was. */
+  high: { version: bigint; reset: boolean } | undefined;
+  /** The table's truncation watermark, as a version. */
+  truncation: bigint | undefined;
+}
+
+/**
+ * What one database contributes to `SqlSink`: its connections, its bookkeeping DDL and the
+ * version-gated statements. `SqlSink` owns the order of things (metadata, the transaction,
+ * per table truncate, keyless changes, upserts, deletes, then positions), the metadata cache,
+ * the column checks and the counting; a dialect only says how each step is written in SQL.
+ * Every write is gated on the row's stored version (commit LSN, seq) when the version gate
+ * is on, so a replayed batch changes nothing.
+ *
+ * `C` is a connection, `T` the dialect's table metadata.
+ */
+export interface SqlDialect<C, T extends SqlTable> {
+  /** `the MySQL sink`, for messages: `applying to <name> failed: ...`. */
+  readonly name: string;
+  /**
+   * Runs `fn` on a connection and throws what fails as a SynclineError: retriable or not by
+   * the database's error table, structural errors as PrerequisiteError (see `isStructural`).
+   * A connection that broke is dropped, not reused.
+   */
+  withConnection<R>(what: string, fn: (c: C) => Promise<R>): Promise<R>;
+  /** Creates the bookkeeping tables when missing. */
+  createBookkeeping(c: C): Promise<void>;
+  readPositions(c: C, group: string): Promise<Map<number, bigint>>;
+  /** Records `positions` (partition → next offset) of `group`; called inside the transaction. */
+  writePositions(c: C, group: string, positions: ReadonlyMap<number, bigint>): Promise<void>;
+  /**
+   * Reads a target table's columns and primary key, adding the version columns (and
+   * `_deleted_at` for soft deletes) when missing. Runs outside the batch transaction.
+   */
+  loadTable(c: C, schema: string, table: string): Promise<T>;
+  begin(c: C): Promise<void>;
+  commit(c: C): Promise<void>;
+  rollback(c: C): Promise<void>;
+
+  /**
+   * Advances the table's truncation watermark to `change` and removes the rows older than
+   * it (newer ones, applied from other partitions, stay). False: a newer truncation was
+   * already recorded (stale).
+   */
+  truncate(c: C, target: T, change: ChangeEvent): Promise<boolean>;
+  /**
+   * Of `rows` (changes that left TOASTed values unchanged), those whose row the target lacks
+   * and no newer delete or truncation makes stale (see skippableWithoutStoredValues).
+   */
+  absentRows(c: C, target: T, keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]>;
+  /**
+   * The version-gated upsert of `rows`, which all sent exactly `columns`. Returns how many
+   * were written; the others were stale.
+   */
+  upsert(c: C, target: T, columns: string[], keyColumns: string[], rows: ChangeEvent[]): Promise<number>;
+  /**
+   * Writes each DELETE's tombstone (advanced only by a newer delete) and removes (or, soft,
+   * marks) the rows older than their delete. Returns how many rows went away now: a
+   * tombstone written for a row that was already absent changes nothing visible and is stale.
+   */
+  delete(c: C, target: T, keyColumns: string[], rows: ChangeEvent[]): Promise<number>;
+
+  /** Keyless tables: the stored versions, the high water locked for the transaction. */
+  readMultisetVersions(c: C, label: string): Promise<MultisetVersions>;
+  /** Adds the new row (`payload`, exactly `columns`) of each change with its version; returns how many. */
+  insertRows(c: C, target: T, columns: string[], changes: ChangeEvent[]): Promise<number>;
+  /** Removes one row equal to `before` (every column, NULL-safe, as stored); false when there is none. */
+  removeOne(c: C, target: T, before: Row): Promise<boolean>;
+  /**
+   * Records a keyless table's high water: `newest`'s version, or (undefined) only that the
+   * snapshot reset was applied; `reset` never goes back to false.
+   */
+  writeMultisetVersion(c: C, label: string, newest: ChangeEvent | undefined, reset: boolean): Promise<void>;
+
+  /** The target's structure (a table, a column, access), not a row, is wrong. */
+  isStructural(err: unknown): boolean;
+  /** Forgets what depends on the tables' structure beyond their metadata (prepared statements). */
+  invalidate(): void;
+  /** The fix for columns the target lacks. */
+  addColumnsFix(target: T, missing: string[]): string;
+  /** The fix for a target whose primary key differs from the source key. */
+  primaryKeyFix(target: T, keyColumns: string[]): string;
+  close(): Promise<void>;
+}
