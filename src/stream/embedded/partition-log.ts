@@ -19,6 +19,7 @@ import { open, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SynclineError } from '../../core/errors.js';
 import { RetentionGapError, type OutgoingRecord, type StreamRecord } from '../stream.js';
+import { fsyncDir, isCode } from './fs-durable.js';
 import {
   CORRUPT,
   INCOMPLETE,
@@ -57,20 +58,6 @@ export async function listSegments(dir: string): Promise<bigint[]> {
     if (m?.[1] !== undefined) bases.push(BigInt(m[1]));
   }
   return bases.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-}
-
-/** Makes a created, renamed or deleted directory entry durable (fsync of a file does not). */
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-export function isCode(err: unknown, code: string): boolean {
-  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === code;
 }
 
 /**
