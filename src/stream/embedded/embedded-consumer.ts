@@ -7,7 +7,7 @@ import type { BrokerClients } from '../common/broker-stream.js';
 import { ConsumerGuard } from '../common/consumer-guard.js';
 import type { StreamConsumer, StreamRecord } from '../stream.js';
 import type { Notifier } from './append-notifier.js';
-import type { PartitionReader } from './partition-log.js';
+import type { PartitionReader } from './partition-reader.js';
 import { mergeIntoGroupFile, readGroupFile } from './stream-dir.js';
 
 /** What a consumer uses of its stream. */

@@ -8,7 +8,7 @@ import type { Clock } from '../../core/clock.js';
 import { SynclineError } from '../../core/errors.js';
 import { GroupCommit } from '../common/group-commit.js';
 import type { OutgoingRecord, StreamProducer } from '../stream.js';
-import type { PartitionWriter } from './partition-log.js';
+import type { PartitionWriter } from './partition-writer.js';
 import { validateRecord } from './segment-format.js';
 import { releaseWriterLock } from './writer-lock.js';
 

@@ -27,7 +27,8 @@ import { acquireNotifier, notifyAppend, releaseNotifier, type Notifier } from '.
 import { EmbeddedConsumer } from './embedded-consumer.js';
 import { EmbeddedProducer } from './embedded-producer.js';
 import { isCode } from './fs-durable.js';
-import { DEFAULT_READ_CHUNK_BYTES, DEFAULT_SEGMENT_BYTES, PartitionLog, type PartitionWriter } from './partition-log.js';
+import { DEFAULT_READ_CHUNK_BYTES, DEFAULT_SEGMENT_BYTES, PartitionLog } from './partition-log.js';
+import type { PartitionWriter } from './partition-writer.js';
 import { ensureMeta, groupFile, groupsDir, readGroupFile } from './stream-dir.js';
 import { acquireWriterLock, releaseWriterLock } from './writer-lock.js';
 
