@@ -107,14 +107,19 @@ export function partitionKeyOf(change: Pick<ChangeEvent, 'schema' | 'table' | 'k
   return `${tableLabelOf(change)}:${rowKeyOf(change)}`;
 }
 
-/** Stable partition choice (FNV-1a, 32 bit) so that a key always maps to the same partition. */
-export function partitionFor(key: string, partitions: number): number {
+/** FNV-1a, 32 bit, over the UTF-16 code units of `s`: a stable, unsigned hash. */
+export function fnv1a32(s: string): number {
   let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) {
-    h ^= key.charCodeAt(i);
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
   }
-  return (h >>> 0) % partitions;
+  return h >>> 0;
+}
+
+/** Stable partition choice (FNV-1a, 32 bit) so that a key always maps to the same partition. */
+export function partitionFor(key: string, partitions: number): number {
+  return fnv1a32(key) % partitions;
 }
 
 /** Renders the configured dedup key pattern, e.g. `sync:{source}:{table}:{lsn}`. */

@@ -5,6 +5,9 @@
  */
 import type { StreamRecord } from './stream.js';
 
+/** Records a consumer buffers (all partitions) before it stops fetching, unless configured. */
+export const DEFAULT_BUFFER_RECORDS = 10_000;
+
 interface Queue {
   items: StreamRecord[];
   head: number;

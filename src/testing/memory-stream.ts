@@ -1,4 +1,5 @@
 import { partitionFor } from '../core/change.js';
+import { ConsumerGuard } from '../stream/common/consumer-guard.js';
 import type { ConsumerOptions, OutgoingRecord, Stream, StreamConsumer, StreamProducer, StreamRecord } from '../stream/stream.js';
 
 /**
@@ -29,6 +30,8 @@ export class MemoryStream implements Stream {
     const committed = this.committedByGroup.get(groupId) ?? new Map<number, bigint>();
     const start = options.startPositions ? await options.startPositions(all) : new Map<number, bigint>();
     const next = new Map<number, bigint>(all.map((p) => [p, start.get(p) ?? committed.get(p) ?? 0n]));
+    // Only its seek and commit checks: every broker validates them the same way.
+    const guard = new ConsumerGuard('memory', this.partitions, () => all);
     let open = true;
     let cursor = 0;
     const read = (max: number): StreamRecord[] => {
@@ -53,10 +56,13 @@ export class MemoryStream implements Stream {
         await this.waitForAppend(maxWaitMs);
         return open ? read(maxRecords) : [];
       },
-      seek: (partition, offset) => void next.set(partition, offset),
+      seek: (partition, offset) => {
+        guard.checkSeek(partition, offset);
+        next.set(partition, offset);
+      },
       commit: async (positions) => {
         const g = this.committedByGroup.get(groupId) ?? new Map<number, bigint>();
-        for (const [p, o] of positions) g.set(p, o);
+        for (const [p, o] of guard.owned(positions)) g.set(p, o);
         this.committedByGroup.set(groupId, g);
       },
       committed: async () => new Map(this.committedByGroup.get(groupId) ?? []),

@@ -243,6 +243,30 @@ export function describeStreamContract(name: string, open: OpenStream): void {
       expect(more.map((r) => r.value.toString().split(':')[0])).toEqual(Array(6).fill('w'));
     });
 
+    it('seek and commit take only partitions of the assignment and offsets >= 0, and a refused one changes nothing', async () => {
+      const stream = await openNew();
+      const producer = await stream.producer();
+      const sent = records(30, 7);
+      await producer.publish(sent);
+      const c = await stream.consumer('g');
+      const codeOf = (f: () => void): unknown => {
+        try {
+          f();
+        } catch (err) {
+          return (err as { code?: unknown }).code;
+        }
+        return undefined;
+      };
+      const outside = [-1, 1.5, PARTITIONS, ...Array.from({ length: PARTITIONS }, (_, p) => p).filter((p) => !c.assignment().includes(p))];
+      for (const p of outside) expect(codeOf(() => c.seek(p, 0n))).toBe('STREAM_SEEK_INVALID');
+      expect(codeOf(() => c.seek(c.assignment()[0] ?? 0, -1n))).toBe('STREAM_SEEK_INVALID');
+      await expect(c.commit(new Map([[PARTITIONS, 1n]]))).rejects.toMatchObject({ code: 'STREAM_COMMIT_INVALID' });
+      await expect(c.commit(new Map([[0, -1n]]))).rejects.toMatchObject({ code: 'STREAM_COMMIT_INVALID' });
+      const got = await drain(c, sent.length);
+      expectContiguous(got);
+      expect(await c.committed()).toEqual(new Map());
+    });
+
     it('replays from a time (offsetsForTime)', async () => {
       const stream = await openNew();
       const producer = await stream.producer();

@@ -35,6 +35,11 @@ describe(`${name} stream: consumer group rebalances`, () => {
       expect(b.assignment().length).toBe(2);
       const mine = new Set(a.assignment());
       for (const p of b.assignment()) expect(mine.has(p)).toBe(false);
+      // A member neither seeks nor commits the partitions of another: seek refuses them, and
+      // a commit leaves them out (revoked since polled) without touching the group's position.
+      for (const p of b.assignment()) expect(() => a.seek(p, 0n)).toThrow(/not assigned to this consumer/);
+      await a.commit(new Map(b.assignment().map((p) => [p, 1n] as [number, bigint])));
+      for (const p of b.assignment()) expect((await b.committed()).has(p)).toBe(false);
 
       const readAll = async (c: typeof a, n: number): Promise<StreamRecord[]> => {
         const out: StreamRecord[] = [];

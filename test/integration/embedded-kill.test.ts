@@ -7,7 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -77,9 +77,11 @@ afterEach(async () => {
 function assertFreshBuild(): void {
   if (!existsSync(DIST_MODULE)) throw new Error(`${DIST_MODULE} is missing: run \`npm run build\` first`);
   const built = statSync(DIST_MODULE).mtimeMs;
-  for (const name of ['embedded-stream', 'partition-log', 'segment-format']) {
-    const src = join(ROOT, 'src/stream/embedded', `${name}.ts`);
-    if (statSync(src).mtimeMs > built) throw new Error(`${DIST_MODULE} is older than ${src}: run \`npm run build\``);
+  for (const folder of ['src/stream/embedded', 'src/stream/common']) {
+    for (const name of readdirSync(join(ROOT, folder)).filter((n) => n.endsWith('.ts'))) {
+      const src = join(ROOT, folder, name);
+      if (statSync(src).mtimeMs > built) throw new Error(`${DIST_MODULE} is older than ${src}: run \`npm run build\``);
+    }
   }
 }
 

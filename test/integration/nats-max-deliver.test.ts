@@ -6,7 +6,7 @@ import { openDeadLetterQueue, openStream, runApply } from '../../src/cli/wiring.
 import { parseConfig } from '../../src/config/load.js';
 import { partitionKeyOf, type ChangeEvent } from '../../src/core/change.js';
 import { Metrics } from '../../src/metrics/metrics.js';
-import { natsName, partitionStreamName, positionsBucketName } from '../../src/stream/nats/nats-stream.js';
+import { natsName, partitionStreamName, positionsBucketName } from '../../src/stream/nats/nats-names.js';
 import { requireListening } from '../contract/broker-check.js';
 import { freshDatabase, machinePg15, testLogger, waitFor } from '../helpers/postgres.js';
 

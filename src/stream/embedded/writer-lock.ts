@@ -1,0 +1,75 @@
+/**
+ * `writer.lock` of an embedded stream: the pid of the one process holding a producer.
+ */
+import { link, readFile, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { SynclineError } from '../../core/errors.js';
+import { isCode, tmpPathFor } from './fs-durable.js';
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: the process exists but belongs to another user.
+    return isCode(err, 'EPERM');
+  }
+}
+
+/**
+ * Takes `writer.lock`. The lock is first written in full to a private file and then
+ * hard-linked into place, so no process ever sees an empty lock of a live writer and
+ * mistakes it for a stale one. A lock whose pid is dead was left by a killed writer.
+ */
+export async function acquireWriterLock(dir: string): Promise<string> {
+  const lockPath = join(dir, 'writer.lock');
+  const tmp = tmpPathFor(lockPath);
+  await writeFile(tmp, `${process.pid}\n`);
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await link(tmp, lockPath);
+        return lockPath;
+      } catch (err) {
+        if (!isCode(err, 'EEXIST') || attempt >= 5) throw err;
+      }
+      let content: string;
+      try {
+        content = await readFile(lockPath, 'utf8');
+      } catch (err) {
+        if (isCode(err, 'ENOENT')) continue;
+        throw err;
+      }
+      const pid = Number.parseInt(content.trim(), 10);
+      if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
+        const own = pid === process.pid;
+        throw new SynclineError(
+          'STREAM_LOCKED',
+          `embedded stream at ${dir} is locked by writer process ${pid}${own ? ' (this process, which already has an open producer)' : ''}. ` +
+            'Only one process may publish to an embedded stream at a time: stop the other writer, ' +
+            `or, if pid ${pid} is not a syncline process (a reused pid), delete ${lockPath}.`,
+          { retriable: !own },
+        );
+      }
+      // Stale (its writer was killed): remove and retry. Two processes taking over the same
+      // stale lock in the same instant is the one race left; it needs a crash and two
+      // simultaneous restarts.
+      try {
+        await unlink(lockPath);
+      } catch (err) {
+        if (!isCode(err, 'ENOENT')) throw err;
+      }
+    }
+  } finally {
+    await unlink(tmp).catch(() => undefined);
+  }
+}
+
+export async function releaseWriterLock(lockPath: string): Promise<void> {
+  try {
+    const pid = Number.parseInt((await readFile(lockPath, 'utf8')).trim(), 10);
+    if (pid === process.pid) await unlink(lockPath);
+  } catch (err) {
+    if (!isCode(err, 'ENOENT')) throw err;
+  }
+}

@@ -1,0 +1,269 @@
+/**
+ * The reader of one partition for one member of a group: a durable pull consumer on the
+ * partition's stream, repositioned (deleted and recreated) whenever the reader must move, and
+ * a pull loop that feeds the member's buffer while the partition's share of it has room.
+ *
+ * The durable pull consumers use acknowledgements (AckPolicy.All, acked when poll() hands
+ * records out), which keeps the server from redelivering what this reader already has;
+ * records it redelivers anyway (after `ack_wait`) are recognised by sequence and skipped.
+ */
+import { AckPolicy, DeliverPolicy, nanos, type Consumer, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from 'nats';
+import { SynclineError } from '../../core/errors.js';
+import type { RecordBuffer } from '../record-buffer.js';
+import { RetentionGapError, type StreamRecord } from '../stream.js';
+import { JS_CONSUMER_NOT_FOUND, apiErrorCode, natsError } from './nats-errors.js';
+import { keyOf } from './nats-names.js';
+
+/** Server-side redelivery of unacknowledged messages; a live reader acks on poll, so rarely. */
+const ACK_WAIT_MS = 300_000;
+const PULL_EXPIRES_MS = 1000;
+
+/** What the readers of a member share. */
+export interface ReaderHost {
+  readonly jsm: JetStreamManager;
+  readonly js: JetStreamClient;
+  /** The durable consumer's name: the group's. */
+  readonly durable: string;
+  readonly groupId: string;
+  readonly buffer: RecordBuffer;
+  /** Records one partition may hold in the buffer before its reader stops pulling. */
+  readonly perPartition: number;
+  /** Messages per pull request. */
+  readonly fetchBatch: number;
+  isClosed(): boolean;
+  /** Fails the member: every later poll() throws `err`. */
+  fail(err: SynclineError): void;
+  /** Resolves when poll() made room in the buffer (or the reader must look again), or after `ms`. */
+  waitForSpace(ms: number): Promise<void>;
+  /** Wakes every reader waiting for space. */
+  wakeLoops(): void;
+}
+
+export class PartitionReader {
+  /** This member holds the partition's lease and reads it. */
+  private active = false;
+  /** Bumped at every reposition: deliveries of an older pull are dropped. */
+  private epoch = 0;
+  /** Where the reader was last positioned. */
+  private position = 0n;
+  /**
+   * The position is one the reader must start at (asked for, committed, sought, or reached):
+   * one below the first retained record is refused. False only for a group's first start
+   * without any position, which begins at the first retained record.
+   */
+  private explicit = false;
+  /** Offset the next accepted delivery must have; null right after positioning. */
+  private next: bigint | null = null;
+  /** A reposition to do before the next pull. */
+  private want: bigint | null = null;
+  /** Delivered messages not yet handed out, aligned with the buffer, for acks. */
+  private msgs: JsMsg[] = [];
+  private msgHead = 0;
+  /** The durable consumer, as of the last reposition. */
+  private handle: Consumer | null = null;
+  private pull: ConsumerMessages | null = null;
+  private loop: Promise<void> | null = null;
+
+  constructor(
+    private readonly host: ReaderHost,
+    readonly partition: number,
+    /** The partition's JetStream stream. */
+    readonly stream: string,
+  ) {}
+
+  /** Positions the reader at `offset` before it starts; `explicit` as for the field of that name. */
+  async positionAt(offset: bigint, explicit: boolean): Promise<void> {
+    this.explicit = explicit;
+    await this.reposition(offset);
+  }
+
+  /** Starts the pull loop of a positioned reader. */
+  start(): void {
+    this.active = true;
+    this.loop = this.run();
+  }
+
+  /** Stops reading; nothing of the partition comes out of the buffer afterwards. */
+  async stop(): Promise<void> {
+    this.active = false;
+    this.halt();
+    this.host.wakeLoops();
+    await this.loop;
+    this.loop = null;
+    this.dropBuffered();
+  }
+
+  /** Stops the running pull at once (the member closes, or its records must be read again). */
+  halt(): void {
+    this.epoch++;
+    this.pull?.stop();
+  }
+
+  /** Resolves when the pull loop has ended. */
+  async stopped(): Promise<void> {
+    await this.loop;
+  }
+
+  /** Next records come from `offset`; nothing of the old position comes out of poll() from now on. */
+  seek(offset: bigint): void {
+    this.dropBuffered();
+    this.want = offset;
+    this.explicit = true;
+    this.pull?.stop();
+  }
+
+  /** Acknowledges the messages up to `offset`, which poll() handed out (AckPolicy.All covers the earlier ones with the last). */
+  handedOut(offset: bigint): void {
+    let ack: JsMsg | undefined;
+    while (this.msgHead < this.msgs.length) {
+      const m = this.msgs[this.msgHead] as JsMsg;
+      if (BigInt(m.seq) - 1n > offset) break;
+      ack = m;
+      this.msgHead++;
+    }
+    if (this.msgHead === this.msgs.length) {
+      this.msgs = [];
+      this.msgHead = 0;
+    } else if (this.msgHead > 4096) {
+      this.msgs = this.msgs.slice(this.msgHead);
+      this.msgHead = 0;
+    }
+    ack?.ack();
+  }
+
+  private dropBuffered(): void {
+    this.epoch++;
+    this.host.buffer.clear(this.partition);
+    this.msgs = [];
+    this.msgHead = 0;
+    this.next = null;
+  }
+
+  /**
+   * (Re)creates the partition's durable consumer so that it delivers from `offset` on.
+   * Keeps what is buffered: after a seek the buffer was already emptied, and after a failed
+   * pull `offset` is the first record not buffered yet, so the buffer stays valid.
+   */
+  private async reposition(offset: bigint): Promise<void> {
+    this.epoch++; // deliveries of the old consumer's pulls are ignored from now on
+    this.next = null;
+    this.position = offset;
+    const { jsm, durable } = this.host;
+    if (this.explicit) {
+      // JetStream starts a consumer below the first retained record at that record, which
+      // would skip what retention (max_age) deleted unread: refuse instead.
+      const first = BigInt((await jsm.streams.info(this.stream)).state.first_seq) - 1n;
+      if (offset < first) throw new RetentionGapError(`NATS stream ${this.stream}`, this.partition, offset, first);
+    }
+    try {
+      await jsm.consumers.delete(this.stream, durable);
+    } catch (err) {
+      if (apiErrorCode(err) !== JS_CONSUMER_NOT_FOUND) throw err;
+    }
+    await jsm.consumers.add(this.stream, {
+      durable_name: durable,
+      ack_policy: AckPolicy.All,
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: Number(offset) + 1,
+      ack_wait: nanos(ACK_WAIT_MS),
+      max_deliver: -1,
+      max_ack_pending: 4 * (this.host.perPartition + this.host.fetchBatch),
+    });
+    this.handle = await this.host.js.consumers.get(this.stream, durable);
+  }
+
+  /** The pull loop: repositions when asked, pulls while the partition's buffer has room. */
+  private async run(): Promise<void> {
+    const host = this.host;
+    let failures = 0;
+    /** Accepted deliveries not yet in the buffer; flushed even when the pull fails, so that
+     *  everything below `next` is always buffered or polled. */
+    const batch: StreamRecord[] = [];
+    while (!host.isClosed() && this.active) {
+      let repositioning = false;
+      let epoch = this.epoch;
+      try {
+        if (this.want !== null) {
+          const at = this.want;
+          this.want = null;
+          repositioning = true;
+          await this.reposition(at);
+          continue; // a seek during the reposition wins
+        }
+        const room = host.perPartition - host.buffer.count(this.partition);
+        if (room <= 0) {
+          await host.waitForSpace(200);
+          continue;
+        }
+        epoch = this.epoch;
+        const consumer = this.handle;
+        if (consumer === null) throw new SynclineError('STREAM_NOT_POSITIONED', `${this.stream} has no reader`, { retriable: true });
+        const pull = await consumer.fetch({ max_messages: Math.min(room, host.fetchBatch), expires: PULL_EXPIRES_MS });
+        this.pull = pull;
+        if (epoch !== this.epoch || host.isClosed()) pull.stop();
+        for await (const m of pull) {
+          if (epoch !== this.epoch || host.isClosed()) continue; // stopped: let the iterator finish
+          if (!this.accept(m, batch)) pull.stop();
+          // Hand over what arrived so far whenever the pull pauses between messages (the
+          // message being processed still counts as pending).
+          if (batch.length > 0 && pull.getPending() <= 1) this.flush(batch, epoch);
+        }
+        failures = 0;
+      } catch (err) {
+        if (host.isClosed()) break;
+        const e = natsError(err, `${repositioning ? 'positioning' : 'reading'} ${this.stream} as group ${host.groupId}`);
+        // Creating the reader failed for good (the stream is gone, permissions...): give up.
+        if (repositioning && !e.retriable) {
+          host.fail(e);
+          return;
+        }
+        // A failed pull (consumer deleted, connection lost...): start over from where this
+        // reader is.
+        this.want ??= this.next ?? this.position;
+        // retry: see core/retry
+        await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** failures, 2000)));
+        failures++;
+      } finally {
+        this.flush(batch, epoch);
+        this.pull = null;
+      }
+    }
+  }
+
+  /** Checks a delivery's sequence; false when the reader must reposition (a gap). */
+  private accept(m: JsMsg, batch: StreamRecord[]): boolean {
+    const offset = BigInt(m.seq) - 1n;
+    if (this.next === null && this.explicit && offset > this.position) {
+      // The first delivery after positioning is past the position: records were deleted in
+      // between. Reposition there, which checks the retained range and refuses a gap.
+      this.want = this.position;
+      return false;
+    }
+    if (this.next !== null) {
+      if (offset < this.next) return true; // a redelivery of what this reader already has
+      if (offset > this.next) {
+        // A lost delivery (or expired records): reread from the expected offset; the server
+        // starts at the first record still retained.
+        this.want = this.next;
+        return false;
+      }
+    }
+    this.next = offset + 1n;
+    this.explicit = true; // from here on the reader has a position of its own
+    batch.push({
+      partition: this.partition,
+      offset,
+      key: keyOf(m.headers),
+      value: Buffer.from(m.data),
+      timestamp: Math.floor(m.info.timestampNanos / 1e6),
+    });
+    this.msgs.push(m);
+    return true;
+  }
+
+  private flush(batch: StreamRecord[], epoch: number): void {
+    if (batch.length === 0) return;
+    if (epoch === this.epoch && !this.host.isClosed()) this.host.buffer.push(this.partition, batch.splice(0));
+    else batch.length = 0;
+  }
+}
