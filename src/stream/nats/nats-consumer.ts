@@ -259,8 +259,9 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
       try {
         await this.deliveries.handed(p, records.length);
       } catch (err) {
-        // Not recorded: nothing is handed out, the records are read again from the stream.
-        this.rewind(p, first.offset);
+        // Not recorded: nothing is handed out, the records are read again from the stream
+        // (unless the partition was handed away meanwhile: its next lease positions it).
+        if (this.assigned.includes(p)) this.rewind(p, first.offset);
         throw natsError(err, `recording deliveries of ${this.readers[p]?.stream ?? p}`);
       }
       // Handed to another member while the delivery was being recorded: not ours any more.

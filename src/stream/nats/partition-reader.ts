@@ -73,6 +73,9 @@ export class PartitionReader {
 
   /** Positions the reader at `offset` before it starts; `explicit` as for the field of that name. */
   async positionAt(offset: bigint, explicit: boolean): Promise<void> {
+    // A seek left over from an earlier lease (asked for while the partition was being
+    // handed away) must not override where this lease starts.
+    this.want = null;
     this.explicit = explicit;
     await this.reposition(offset);
   }
