@@ -24,7 +24,7 @@ export type { Sink, ApplyOutcome } from './sink/sink.js';
 export { runTransforms, TransformError, type Transform, type TransformResult } from './transforms/transform.js';
 export * from './transforms/common.js';
 export { TransformingSink, type AppliedBatch } from './transforms/transforming-sink.js';
-export { runPipeline } from './cli/run-command.js';
+export { runPipeline } from './api/run-pipeline.js';
 export { compareTable } from './verify/compare.js';
 export { versionGatedSink, MemoryGateStore, type GateStore, type GatedTarget, type RowMark, type RowVersion, type VersionGatedSinkOptions } from './sink/version-gated-sink.js';
 export { PostgresGateStore, type PostgresGateStoreOptions } from './sink/postgres-gate-store.js';

@@ -6,7 +6,7 @@ import { isRetriablePgError } from '../core/sqlstate.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { Stream } from '../stream/stream.js';
-import { runCapture } from '../cli/wiring.js';
+import { runCapture, type CaptureHooks } from '../compose/capture.js';
 
 /** A capture session that ran this long before failing starts the backoff afresh. */
 const CAPTURE_HEALTHY_MS = 60_000;
@@ -24,7 +24,7 @@ export async function captureWithRestarts(
   metrics: Metrics,
   log: Logger,
   signal: AbortSignal,
-  hooks: { onStreaming?: () => void; onStandby?: () => void } = {},
+  hooks: Omit<CaptureHooks, 'onPrepared'> = {},
 ): Promise<void> {
   const r = config.consumer.retry;
   const policy = { maxAttempts: r.max_attempts, baseMs: Math.max(r.backoff_base_ms, 100), maxMs: Math.max(r.backoff_max_ms, 1000), jitter: r.jitter };
@@ -34,18 +34,12 @@ export async function captureWithRestarts(
   for (let attempt = 1; ; attempt++) {
     const started = systemClock.now();
     try {
-      await runCapture(
-        config,
-        stream,
-        metrics,
-        log,
-        signal,
-        () => {
+      await runCapture(config, stream, metrics, log, signal, {
+        ...hooks,
+        onPrepared: () => {
           streamed = true;
-          hooks.onStreaming?.();
         },
-        hooks.onStandby,
-      );
+      });
       return;
     } catch (err) {
       const passing = isRetriable(err) || isRetriablePgError(err);

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, ensureBuilt, ROOT } from '../helpers/cli.js';
 import { collectStatus, type StatusReport } from '../../src/cli/commands/status.js';
-import { runPipeline, type Role } from '../../src/cli/run-command.js';
+import { runPipeline, type Role } from '../../src/api/run-pipeline.js';
 import { parseConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { freshDatabase, machinePg15, waitFor, withClient, type PgServer, slotStreaming } from '../helpers/postgres.js';

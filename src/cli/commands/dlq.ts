@@ -5,7 +5,8 @@ import { deadLetterSummary, type DeadLetterFilter, type DeadLetterQueue } from '
 import { replayDeadLetters } from '../../dlq/replay.js';
 import { parseDuration } from '../duration.js';
 import { EXIT } from '../exit-codes.js';
-import { openDeadLetterQueue, openSink } from '../wiring.js';
+import { openDeadLetterQueue } from '../../compose/dead-letters.js';
+import { openSink } from '../../compose/sink.js';
 import { configOption } from './options.js';
 
 interface FilterOptions {

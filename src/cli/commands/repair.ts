@@ -7,7 +7,7 @@ import { removeExtraRows } from '../../verify/repair.js';
 import { verifyTables } from '../../verify/session.js';
 import { parseDuration } from '../duration.js';
 import { EXIT } from '../exit-codes.js';
-import { openSink } from '../wiring.js';
+import { openSink } from '../../compose/sink.js';
 import { configOption } from './options.js';
 import { sessionOptions, tablesToVerify, type VerifyCliOptions } from './verify.js';
 

@@ -6,7 +6,7 @@ import { parseTableName, type TableName } from '../../core/sql.js';
 import { slotState } from '../../source/slot.js';
 import { SnapshotStore } from '../../source/snapshot-store.js';
 import { EXIT } from '../exit-codes.js';
-import { sourceConnection } from '../wiring.js';
+import { sourceConnection } from '../../compose/source-connection.js';
 import { configOption } from './options.js';
 
 /**

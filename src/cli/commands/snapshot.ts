@@ -6,7 +6,7 @@ import { parseTableName, quoteIdent, quoteQualified } from '../../core/sql.js';
 import { SnapshotStore, type SnapshotJob } from '../../source/snapshot-store.js';
 import { parseDuration } from '../duration.js';
 import { EXIT } from '../exit-codes.js';
-import { sourceConnection } from '../wiring.js';
+import { sourceConnection } from '../../compose/source-connection.js';
 import { configOption } from './options.js';
 
 interface SnapshotOptions {

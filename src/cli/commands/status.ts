@@ -11,7 +11,9 @@ import { quoteQualified } from '../../core/sql.js';
 import { connectPostgres, describeClient } from '../../doctor/connect.js';
 import { formatBytes } from '../../doctor/report.js';
 import { EXIT } from '../exit-codes.js';
-import { openDeadLetterQueue, openStream, sourceConnection } from '../wiring.js';
+import { openDeadLetterQueue } from '../../compose/dead-letters.js';
+import { openStream } from '../../compose/stream.js';
+import { sourceConnection } from '../../compose/source-connection.js';
 import { configOption } from './options.js';
 
 /** Where a pipeline stands, read from the source, the stream and the sink. Read-only. */

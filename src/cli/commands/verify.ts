@@ -10,7 +10,8 @@ import { progressLine, verifyTables, type VerifySessionOptions } from '../../ver
 import { recordVerifyResults } from '../../verify/verify-results.js';
 import { parseDuration } from '../duration.js';
 import { EXIT } from '../exit-codes.js';
-import { openStream, sourceConnection } from '../wiring.js';
+import { openStream } from '../../compose/stream.js';
+import { sourceConnection } from '../../compose/source-connection.js';
 import { configOption } from './options.js';
 
 /** Options shared by verify and repair: what to compare and how. */
