@@ -4,6 +4,7 @@ import { errorMessage } from '../core/errors.js';
 import { parseTableName, quoteIdent, quoteLiteral, quoteQualified, type TableName } from '../core/sql.js';
 import { connectPostgres, describeClient, serverVersion } from './connect.js';
 import { formatBytes, type CheckList } from './report.js';
+import { slotOf } from '../config/slot.js';
 
 /** A source table as doctor found it, for comparison with the target. */
 export interface SourceTable {
@@ -36,11 +37,11 @@ export async function checkSource(config: SynclineConfig, connection: pg.ClientC
   }
   try {
     list.ok('source reachable', `${describeClient(client)} (PostgreSQL ${await serverVersion(client)})`);
-    const slotName = config.source.slots[0]?.name;
-    const slot = slotName === undefined ? undefined : await readSlot(client, slotName);
+    const slotName = slotOf(config).name;
+    const slot = await readSlot(client, slotName);
     await checkSettings(client, slot, list);
     const tables = await checkPublicationAndTables(config, client, list);
-    if (slotName !== undefined) checkSlot(slotName, slot, list);
+    checkSlot(slotName, slot, list);
     return tables;
   } catch (err) {
     list.fail('source queries', `a check query failed: ${errorMessage(err)}`, 'connect with a role that can read pg_catalog, pg_replication_slots and pg_stat_activity');
@@ -133,8 +134,7 @@ async function checkSettings(client: pg.Client, slot: SlotRow | undefined, list:
 }
 
 async function checkPublicationAndTables(config: SynclineConfig, client: pg.Client, list: CheckList): Promise<SourceTable[]> {
-  const slot = config.source.slots[0];
-  if (!slot) return [];
+  const slot = slotOf(config);
   const name = slot.publication;
   const check = `publication ${name}`;
   const configured: TableName[] = [];

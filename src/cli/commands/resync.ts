@@ -8,6 +8,8 @@ import { SnapshotStore } from '../../source/snapshot-store.js';
 import { EXIT } from '../exit-codes.js';
 import { sourceConnection } from '../../compose/source-connection.js';
 import { configOption } from './options.js';
+import { slotOf } from '../../config/slot.js';
+import { publicationTables } from '../../source/catalog.js';
 
 /**
  * `syncline resync`: recovery from a lost or invalidated slot in one command. It drops the
@@ -24,8 +26,7 @@ export function registerResync(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (opts: { config: string; force?: boolean; json?: boolean }) => {
       const config = loadConfigFile(opts.config);
-      const slot = config.source.slots[0];
-      if (!slot) throw new PrerequisiteError('no slot configured', 'add source.slots[0]');
+      const slot = slotOf(config);
       const client = new pg.Client(sourceConnection(config));
       await client.connect();
       try {
@@ -39,8 +40,7 @@ export function registerResync(program: Command): void {
         await store.prepare();
         let tables: TableName[] = slot.tables.map((t) => parseTableName(t));
         if (tables.length === 0) {
-          const { rows } = await client.query<{ schemaname: string; tablename: string }>('SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1', [slot.publication]);
-          tables = rows.map((r) => ({ schema: r.schemaname, table: r.tablename }));
+          tables = await publicationTables(client, slot.publication);
         }
         // Snapshots first, then the slot: the snapshot's watermarks come after the slot's start.
         const ids: string[] = [];

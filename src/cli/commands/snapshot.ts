@@ -1,13 +1,13 @@
 import type { Command } from 'commander';
 import pg from 'pg';
 import { loadConfigFile } from '../../config/load.js';
-import { PrerequisiteError } from '../../core/errors.js';
 import { parseTableName, quoteIdent, quoteQualified } from '../../core/sql.js';
 import { SnapshotStore, type SnapshotJob } from '../../source/snapshot-store.js';
 import { parseDuration } from '../duration.js';
 import { EXIT } from '../exit-codes.js';
 import { sourceConnection } from '../../compose/source-connection.js';
 import { configOption } from './options.js';
+import { slotOf } from '../../config/slot.js';
 
 interface SnapshotOptions {
   config: string;
@@ -37,8 +37,7 @@ export function registerSnapshot(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (tables: string[], opts: SnapshotOptions) => {
       const config = loadConfigFile(opts.config);
-      const slot = config.source.slots[0];
-      if (!slot) throw new PrerequisiteError('no slot configured', 'add source.slots[0]');
+      const slot = slotOf(config);
       const client = new pg.Client(sourceConnection(config));
       await client.connect();
       try {
