@@ -140,9 +140,9 @@ export class Pipeline {
   }
 
   /**
-   * Opens the stream and starts the parts of the role. Resolves once capture streams (or
-   * waits as standby for another capture of the slot) and apply consumes; also when stop()
-   * is called before that. Rejects with the error when a part fails first (the pipeline has
+   * Opens the stream and starts the parts of the role. Resolves once capture streams from
+   * the slot (the server accepted START_REPLICATION; or waits as standby for another capture
+   * of the slot) and apply consumes; also when stop() is called before that. Rejects with the error when a part fails first (the pipeline has
    * then stopped and closed everything). Call once.
    */
   start(): Promise<void> {
