@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { SynclineConfig } from '../config/schema.js';
-import { openEmbeddedStream } from '../stream/embedded/embedded-stream.js';
+import { embeddedStreamExists, openEmbeddedStream } from '../stream/embedded/embedded-stream.js';
 import { openKafkaStream } from '../stream/kafka/kafka-stream.js';
 import { openNatsStream } from '../stream/nats/nats-stream.js';
 import type { Stream } from '../stream/stream.js';
@@ -16,6 +16,18 @@ export async function openStream(config: SynclineConfig, baseDir = process.cwd()
     case 'nats':
       return openNatsStream({ url: s.url ?? 'nats://127.0.0.1:4222', topic: s.topic, partitions: s.partitions, retentionHours: s.retention_hours, maxDeliver: s.max_deliver });
   }
+}
+
+/**
+ * Opens the configured stream unless it was never created: an embedded stream is created by
+ * opening it, so for one that is not there yet this says why instead (a string).
+ */
+export async function openExistingStream(config: SynclineConfig, baseDir = process.cwd()): Promise<Stream | string> {
+  if (config.stream.broker === 'embedded') {
+    const dir = embeddedStreamPath(config, baseDir);
+    if (!(await embeddedStreamExists(dir))) return `no embedded stream at ${dir} yet (created by the first capture)`;
+  }
+  return openStream(config, baseDir);
 }
 
 /** The embedded stream's folder: `stream.path`, relative to `baseDir`. */

@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { SynclineConfig } from '../config/schema.js';
 import { errorMessage } from '../core/errors.js';
 import { parseTableName, quoteIdent, quoteLiteral, quoteQualified, type TableName } from '../core/sql.js';
-import { connectPostgres, describeClient, serverVersion } from './connect.js';
+import { connectPostgres, describeClient, serverVersion } from '../ops/connect.js';
 import { formatBytes, type CheckList } from './report.js';
 import { slotOf } from '../config/slot.js';
 

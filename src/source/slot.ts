@@ -38,6 +38,12 @@ export async function slotState(client: pg.ClientBase, name: string): Promise<Sl
   };
 }
 
+/** The server's current WAL position, as PostgreSQL prints it. */
+export async function currentWalLsn(client: pg.ClientBase): Promise<string | undefined> {
+  const { rows } = await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+  return rows[0]?.lsn;
+}
+
 /** Creates a persistent pgoutput slot unless it exists; refuses a slot of another plugin or a lost one. */
 export async function ensureSlot(client: pg.Client, name: string): Promise<{ created: boolean; state: SlotState }> {
   let state = await slotState(client, name);

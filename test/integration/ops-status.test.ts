@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, ensureBuilt, ROOT } from '../helpers/cli.js';
-import { collectStatus, type StatusReport } from '../../src/cli/commands/status.js';
+import { collectStatus, type StatusReport } from '../../src/ops/status.js';
 import { runPipeline, type Role } from '../../src/api/run-pipeline.js';
 import { parseConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/log/logger.js';

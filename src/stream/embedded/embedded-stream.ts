@@ -220,6 +220,11 @@ async function releaseWriterLock(lockPath: string): Promise<void> {
   }
 }
 
+/** Whether a stream was created at `path` (its meta.json): `syncline status` reads one without creating it. */
+export async function embeddedStreamExists(path: string): Promise<boolean> {
+  return readFile(join(path, 'meta.json')).then(() => true, () => false);
+}
+
 async function ensureMeta(dir: string, partitions: number): Promise<void> {
   const metaPath = join(dir, 'meta.json');
   let text: string;
