@@ -16,7 +16,8 @@ export { loadConfig, defineConfig, type SynclineConfigInput } from './api/config
 export { createPipeline, Pipeline, type PipelineOptions, type PipelineEvents, type PipelineState, type PipelineStatus, type Role } from './api/create-pipeline.js';
 export { Metrics } from './metrics/metrics.js';
 export type { Logger } from './log/logger.js';
-export type { DeadLetter } from './dlq/dead-letter-queue.js';
+export type { DeadLetter, DeadLetterFilter } from './dlq/dead-letter-queue.js';
+export type { ReplayResult } from './dlq/replay.js';
 export { PgoutputDecoder } from './pgoutput/decoder.js';
 export type { PgoutputMessage } from './pgoutput/messages.js';
 export type { Stream, StreamConsumer, StreamProducer, StreamRecord, OutgoingRecord, ConsumerOptions } from './stream/stream.js';

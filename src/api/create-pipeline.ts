@@ -1,7 +1,8 @@
 import { validateConfig } from '../config/load.js';
 import type { SynclineConfig } from '../config/schema.js';
 import { errorMessage } from '../core/errors.js';
-import type { DeadLetter, DeadLetterQueue } from '../dlq/dead-letter-queue.js';
+import type { DeadLetter, DeadLetterFilter, DeadLetterQueue } from '../dlq/dead-letter-queue.js';
+import type { ReplayResult } from '../dlq/replay.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import { Metrics } from '../metrics/metrics.js';
 import type { MetricsServer } from '../metrics/server.js';
@@ -12,6 +13,7 @@ import { TransformingSink, type AppliedBatch } from '../transforms/transforming-
 import { runApply } from '../compose/apply.js';
 import { openSink } from '../compose/sink.js';
 import { openStream } from '../compose/stream.js';
+import { replayDeadLetterQueue } from '../ops/replay-dead-letters.js';
 import { captureWithRestarts } from './capture-restarts.js';
 import { isValidatedConfig, type SynclineConfigInput } from './config.js';
 import { pipelineReadiness, startMonitoring, type Role } from './monitoring.js';
@@ -177,6 +179,16 @@ export class Pipeline {
     if (this.server) s.monitoringUrl = this.server.url;
     if (this.failure !== undefined) s.error = errorMessage(this.failure);
     return s;
+  }
+
+  /**
+   * Replays dead-lettered changes (those matching `filter`, oldest first) through this
+   * pipeline's transforms and sink, as `syncline dlq replay` does for the configured sink;
+   * the changes the sink accepts leave the queue. Works whether or not the pipeline runs.
+   */
+  replayDeadLetters(filter: DeadLetterFilter = {}): Promise<ReplayResult> {
+    const own = this.options.sink;
+    return replayDeadLetterQueue(this.config, filter, new TransformingSink(openSink(this.config, own ? unowned(own) : undefined), this.options.transforms ?? []));
   }
 
   /** Adds a listener. Listener errors are logged, never thrown into the pipeline. */

@@ -116,6 +116,10 @@ describe('createPipeline: custom sink, transforms, dead letters, events (Postgre
       const appliedCount = pipeline.status().applied;
       expect(appliedCount).toBeGreaterThanOrEqual(19);
       expect(appliedCount).toBeLessThanOrEqual(21);
+      // A replay from the library goes through the pipeline's transforms: the poison fails again and stays.
+      const replay = await pipeline.replayDeadLetters();
+      expect(replay).toMatchObject({ replayed: 0, failed: [{ error: expect.stringMatching(/13 is unlucky/) }] });
+      expect(sink.row('items', { item_id: '13' })).toBeUndefined();
     } finally {
       await pipeline.stop();
     }
