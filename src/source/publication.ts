@@ -37,3 +37,14 @@ export async function ensurePublication(client: pg.Client, name: string, tables:
   }
   await client.query(`ALTER PUBLICATION ${quoteIdent(name)} ADD TABLE ${missing.map((t) => quoteQualified(t.schema, t.table)).join(', ')}`);
 }
+
+/** Adds `table` to the publication unless it publishes it already (or every table); true when it was added. */
+export async function addPublicationTable(client: pg.ClientBase, publication: string, table: TableName): Promise<boolean> {
+  const published = await client.query(
+    `SELECT 1 FROM pg_publication p WHERE p.pubname = $1 AND (p.puballtables OR EXISTS (SELECT 1 FROM pg_publication_tables pt WHERE pt.pubname = p.pubname AND pt.schemaname = $2 AND pt.tablename = $3))`,
+    [publication, table.schema, table.table],
+  );
+  if (published.rowCount !== 0) return false;
+  await client.query(`ALTER PUBLICATION ${quoteIdent(publication)} ADD TABLE ${quoteQualified(table.schema, table.table)}`);
+  return true;
+}
