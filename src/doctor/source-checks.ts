@@ -5,6 +5,7 @@ import { parseTableName, quoteIdent, quoteLiteral, quoteQualified, type TableNam
 import { connectPostgres, describeClient, serverVersion } from '../ops/connect.js';
 import { formatBytes, type CheckList } from './report.js';
 import { slotOf } from '../config/slot.js';
+import { publicationTables } from '../source/catalog.js';
 
 /** A source table as doctor found it, for comparison with the target. */
 export interface SourceTable {
@@ -164,12 +165,9 @@ async function checkPublicationAndTables(config: SynclineConfig, client: pg.Clie
       list.fail(check, 'does not exist and source.slots[0].create_publication is false', `${createSql} — or set create_publication: true`);
     }
   } else {
-    const { rows } = await client.query<{ schemaname: string; tablename: string }>(
-      'SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2',
-      [name],
-    );
-    const have = new Set(rows.map((r) => `${r.schemaname}.${r.tablename}`));
-    if (configured.length === 0) tables = rows.map((r) => ({ schema: r.schemaname, table: r.tablename }));
+    const rows = await publicationTables(client, name);
+    const have = new Set(rows.map((t) => `${t.schema}.${t.table}`));
+    if (configured.length === 0) tables = rows;
     const missing = pub.puballtables ? [] : configured.filter((t) => !have.has(`${t.schema}.${t.table}`));
     const ops = (['insert', 'update', 'delete', 'truncate'] as const).filter((op) => !pub[`pub${op}`]);
     if (missing.length > 0) {
