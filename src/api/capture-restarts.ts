@@ -28,8 +28,9 @@ export async function captureWithRestarts(
 ): Promise<void> {
   const r = config.consumer.retry;
   const policy = { maxAttempts: r.max_attempts, baseMs: Math.max(r.backoff_base_ms, 100), maxMs: Math.max(r.backoff_max_ms, 1000), jitter: r.jitter };
-  // Until capture has streamed once, a failure (an unreachable source, a wrong password) is
-  // reported and ends the process: it is a setup problem, not something that passes.
+  // Until capture has once got past its prerequisites (publication, leadership, slot), a
+  // failure (an unreachable source, a wrong password) is reported and ends the process: it is
+  // a setup problem, not something that passes.
   let streamed = false;
   for (let attempt = 1; ; attempt++) {
     const started = systemClock.now();
