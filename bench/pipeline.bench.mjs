@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { parseConfig } from '../dist/config/load.js';
-import { runPipeline } from '../dist/cli/run-command.js';
+import { runPipeline } from '../dist/api/run-pipeline.js';
 import { silentLogger } from '../dist/log/logger.js';
 import { Metrics } from '../dist/metrics/metrics.js';
 

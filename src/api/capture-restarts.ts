@@ -6,7 +6,7 @@ import { isRetriablePgError } from '../core/sqlstate.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { Stream } from '../stream/stream.js';
-import { runCapture } from '../cli/wiring.js';
+import { runCapture, type CaptureHooks } from '../compose/capture.js';
 
 /** A capture session that ran this long before failing starts the backoff afresh. */
 const CAPTURE_HEALTHY_MS = 60_000;
@@ -24,28 +24,23 @@ export async function captureWithRestarts(
   metrics: Metrics,
   log: Logger,
   signal: AbortSignal,
-  hooks: { onStreaming?: () => void; onStandby?: () => void } = {},
+  hooks: Omit<CaptureHooks, 'onPrepared'> = {},
 ): Promise<void> {
   const r = config.consumer.retry;
   const policy = { maxAttempts: r.max_attempts, baseMs: Math.max(r.backoff_base_ms, 100), maxMs: Math.max(r.backoff_max_ms, 1000), jitter: r.jitter };
-  // Until capture has streamed once, a failure (an unreachable source, a wrong password) is
-  // reported and ends the process: it is a setup problem, not something that passes.
+  // Until capture has once got past its prerequisites (publication, leadership, slot), a
+  // failure (an unreachable source, a wrong password) is reported and ends the process: it is
+  // a setup problem, not something that passes.
   let streamed = false;
   for (let attempt = 1; ; attempt++) {
     const started = systemClock.now();
     try {
-      await runCapture(
-        config,
-        stream,
-        metrics,
-        log,
-        signal,
-        () => {
+      await runCapture(config, stream, metrics, log, signal, {
+        ...hooks,
+        onPrepared: () => {
           streamed = true;
-          hooks.onStreaming?.();
         },
-        hooks.onStandby,
-      );
+      });
       return;
     } catch (err) {
       const passing = isRetriable(err) || isRetriablePgError(err);

@@ -1,83 +1,22 @@
 import { validateConfig } from '../config/load.js';
 import type { SynclineConfig } from '../config/schema.js';
 import { errorMessage } from '../core/errors.js';
-import type { DeadLetter, DeadLetterQueue } from '../dlq/dead-letter-queue.js';
+import type { DeadLetter, DeadLetterFilter } from '../dlq/dead-letter-queue.js';
+import type { ReplayResult } from '../dlq/replay.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import { Metrics } from '../metrics/metrics.js';
 import type { HttpServer } from '../http/server.js';
-import type { Sink } from '../sink/sink.js';
 import type { Stream } from '../stream/stream.js';
-import type { Transform } from '../transforms/transform.js';
 import { TransformingSink, type AppliedBatch } from '../transforms/transforming-sink.js';
-import { openSink, openStream, runApply } from '../cli/wiring.js';
+import { runApply } from '../compose/apply.js';
+import { openSink } from '../compose/sink.js';
+import { openStream } from '../compose/stream.js';
+import { replayDeadLetterQueue } from '../ops/replay-dead-letters.js';
 import { captureWithRestarts } from './capture-restarts.js';
-import { isValidatedConfig, type SynclineConfigInput } from './config.js';
+import { isValidatedConfig } from './config.js';
 import { pipelineReadiness, startMonitoring, type Role } from './monitoring.js';
-
-export type { Role };
-
-/** What createPipeline needs. */
-export interface PipelineOptions {
-  /**
-   * The configuration: `loadConfig('sync.yaml')`, or a plain object of the same shape
-   * (validated here, `${VAR}` interpolated, every problem thrown at once as a ConfigError).
-   */
-  config: SynclineConfig | SynclineConfigInput;
-  /**
-   * Your own sink: replaces `sink.type` / `sink.url` (the `sink.tables` mapping still applies).
-   * The pipeline prepares it when apply starts and closes it when apply ends.
-   */
-  sink?: Sink;
-  /** Applied in order to every change before the sink (see Transform). */
-  transforms?: readonly Transform[];
-  /** `run` (capture and apply), `capture` (source → stream) or `apply` (stream → sink). Default `run`. */
-  role?: Role;
-  /** A pino logger; default: silent. */
-  logger?: Logger;
-  /** The metrics registry to fill; default: a new one (`pipeline.metrics`). */
-  metrics?: Metrics;
-  /** Apply only: replay from this position (`beginning`, an offset, `partition:offset` pairs, or a time), as `syncline apply --from`. */
-  from?: string;
-  /** Resolves relative paths (`stream.path`); default the process's working directory. */
-  baseDir?: string;
-}
-
-/** The events of a pipeline and their listeners. */
-export interface PipelineEvents {
-  /** A sink write succeeded: the changes as the sink got them (after transforms) and its outcome. */
-  applied: (batch: AppliedBatch) => void;
-  /** Changes were stored in the dead-letter queue, each with its reason and stream position. */
-  deadLettered: (letters: readonly DeadLetter[]) => void;
-  /** A part failed and the pipeline is stopping (start() or done rejects with the same error). */
-  error: (error: Error, part: 'capture' | 'apply' | 'pipeline') => void;
-}
-
-/** Where a pipeline is. */
-export type PipelineState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
-
-/** A snapshot of a pipeline's state and counters since start, from `pipeline.status()`. */
-export interface PipelineStatus {
-  state: PipelineState;
-  role: Role;
-  /** `standby` while another capture leads the slot; absent for role `apply`. */
-  capture?: 'starting' | 'standby' | 'streaming' | 'stopped' | 'failed';
-  /** Absent for role `capture`. */
-  apply?: 'starting' | 'consuming' | 'stopped' | 'failed';
-  /** Changes whose effect the sink wrote. */
-  applied: number;
-  /** Changes the version gate skipped (replays). */
-  stale: number;
-  /** Changes the transforms dropped. */
-  dropped: number;
-  /** Changes sent to the dead-letter queue. */
-  deadLettered: number;
-  /** When the sink last wrote a batch. */
-  lastAppliedAt?: Date;
-  /** `/metrics`, health endpoints and dashboard, when `monitoring.enabled`. */
-  monitoringUrl?: string;
-  /** The failure, once state is `failed`. */
-  error?: string;
-}
+import { observedDeadLetters, unowned, watchConsumer } from './part-views.js';
+import type { PipelineEvents, PipelineOptions, PipelineState, PipelineStatus } from './pipeline-types.js';
 
 /**
  * Creates a pipeline: capture (replication slot → stream), apply (stream → sink), or both.
@@ -138,9 +77,9 @@ export class Pipeline {
   }
 
   /**
-   * Opens the stream and starts the parts of the role. Resolves once capture streams (or
-   * waits as standby for another capture of the slot) and apply consumes; also when stop()
-   * is called before that. Rejects with the error when a part fails first (the pipeline has
+   * Opens the stream and starts the parts of the role. Resolves once capture streams from
+   * the slot (the server accepted START_REPLICATION; or waits as standby for another capture
+   * of the slot) and apply consumes; also when stop() is called before that. Rejects with the error when a part fails first (the pipeline has
    * then stopped and closed everything). Call once.
    */
   start(): Promise<void> {
@@ -175,6 +114,16 @@ export class Pipeline {
     if (this.server) s.monitoringUrl = this.server.url;
     if (this.failure !== undefined) s.error = errorMessage(this.failure);
     return s;
+  }
+
+  /**
+   * Replays dead-lettered changes (those matching `filter`, oldest first) through this
+   * pipeline's transforms and sink, as `syncline dlq replay` does for the configured sink;
+   * the changes the sink accepts leave the queue. Works whether or not the pipeline runs.
+   */
+  replayDeadLetters(filter: DeadLetterFilter = {}): Promise<ReplayResult> {
+    const own = this.options.sink;
+    return replayDeadLetterQueue(this.config, filter, new TransformingSink(openSink(this.config, own ? unowned(own) : undefined), this.options.transforms ?? []));
   }
 
   /** Adds a listener. Listener errors are logged, never thrown into the pipeline. */
@@ -259,7 +208,7 @@ export class Pipeline {
           this.applyState = 'consuming';
           markApply();
         });
-        parts.push(guard(runApply(config, observed, metrics, log, signal, this.options.from, { sink, deadLetters: (q) => this.observeDeadLetters(q) }), 'apply'));
+        parts.push(guard(runApply(config, observed, metrics, log, signal, this.options.from, { sink, deadLetters: (q) => observedDeadLetters(q, (letters) => this.deadLettered(letters)) }), 'apply'));
       } catch (err) {
         // The sink or its mapping could not even be made: stop capture too.
         log.error({ err: errorMessage(err) }, 'apply failed');
@@ -298,6 +247,11 @@ export class Pipeline {
     this.resolveDone();
   }
 
+  private deadLettered(letters: readonly DeadLetter[]): void {
+    this.counts.deadLettered += letters.length;
+    this.emit('deadLettered', letters);
+  }
+
   private applied(batch: AppliedBatch): void {
     this.counts.applied += batch.outcome.applied;
     this.counts.stale += batch.outcome.stale;
@@ -305,51 +259,6 @@ export class Pipeline {
     this.lastAppliedAt = new Date();
     this.emit('applied', batch);
   }
-
-  private observeDeadLetters(queue: DeadLetterQueue): DeadLetterQueue {
-    const add = async (letters: readonly DeadLetter[]): Promise<void> => {
-      await queue.add(letters);
-      this.counts.deadLettered += letters.length;
-      this.emit('deadLettered', letters);
-    };
-    return {
-      prepare: () => queue.prepare(),
-      add,
-      list: (f) => queue.list(f),
-      remove: (ids) => queue.remove(ids),
-      recordFailure: (id, e, code) => queue.recordFailure(id, e, code),
-      depth: () => queue.depth(),
-      blockedRows: () => queue.blockedRows(),
-      close: () => queue.close(),
-    };
-  }
-}
-
-/** The stream, telling when apply's consumer is open (apply has prepared the sink by then). */
-function watchConsumer(stream: Stream, onConsumer: () => void): Stream {
-  return {
-    partitions: stream.partitions,
-    producer: () => stream.producer(),
-    consumer: async (group, options) => {
-      const consumer = await stream.consumer(group, options);
-      onConsumer();
-      return consumer;
-    },
-    endOffsets: () => stream.endOffsets(),
-    offsetsForTime: (t) => stream.offsetsForTime(t),
-    close: () => stream.close(),
-  };
-}
-
-/** A view of a sink whose close() leaves it open (its owner closes it). */
-function unowned(sink: Sink): Sink {
-  return {
-    storesPositions: sink.storesPositions,
-    prepare: () => sink.prepare(),
-    apply: (c, p, g) => sink.apply(c, p, g),
-    positions: (g) => sink.positions(g),
-    close: async () => undefined,
-  };
 }
 
 function asError(err: unknown): Error {

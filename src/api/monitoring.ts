@@ -9,7 +9,10 @@ import { startHttpServer, type HttpServer } from '../http/server.js';
 import type { Sink } from '../sink/sink.js';
 import type { Stream } from '../stream/stream.js';
 import { startContinuousVerification } from '../verify/continuous.js';
-import { openDeadLetterQueue, openSink, openStream, sourceConnection } from '../cli/wiring.js';
+import { openDeadLetterQueue } from '../compose/dead-letters.js';
+import { openSink } from '../compose/sink.js';
+import { sourceConnection } from '../compose/source-connection.js';
+import { openStream } from '../compose/stream.js';
 
 /** Which parts a pipeline process runs: both, or capture or apply alone. */
 export type Role = 'run' | 'capture' | 'apply';

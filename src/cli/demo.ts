@@ -10,7 +10,7 @@ import type { Logger } from '../log/logger.js';
 import { Metrics } from '../metrics/metrics.js';
 import { compareTable, type TableDrift } from '../verify/compare.js';
 import { freePort, portIsFree } from './ports.js';
-import { runPipeline } from './run-command.js';
+import { runPipeline } from '../api/run-pipeline.js';
 
 export interface DemoOptions {
   durationMs: number;

@@ -10,7 +10,7 @@ import { registerResync } from './commands/resync.js';
 import { registerSnapshot } from './commands/snapshot.js';
 import { registerInit } from './commands/init.js';
 import { registerMonitoring } from './commands/monitoring.js';
-import { registerPipeline } from './commands/pipeline.js';
+import { registerRun } from './commands/run.js';
 import { registerStatus } from './commands/status.js';
 import { registerValidate } from './commands/validate.js';
 import { registerVerify } from './commands/verify.js';
@@ -26,7 +26,7 @@ program
 // One line per command module; each file owns its options and output.
 registerInit(program);
 registerValidate(program);
-registerPipeline(program);
+registerRun(program);
 registerVerify(program);
 registerDemo(program);
 registerDoctor(program);

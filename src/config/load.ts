@@ -4,6 +4,7 @@ import type { ZodIssue } from 'zod';
 import { ConfigError } from '../core/errors.js';
 import { interpolate } from './interpolate.js';
 import { configSchema, type SynclineConfig } from './schema.js';
+import { slotOf } from './slot.js';
 
 /** Environment variables that supply connection details when the file does not. */
 const ENV_FALLBACKS = {
@@ -78,5 +79,5 @@ function applyEnvFallbacks(config: SynclineConfig, env: NodeJS.ProcessEnv): Sync
 
 /** The name written into change events as `source`. */
 export function sourceNameOf(config: SynclineConfig): string {
-  return config.source.name ?? config.source.slots[0]?.name ?? 'syncline';
+  return config.source.name ?? slotOf(config).name;
 }

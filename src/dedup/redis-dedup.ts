@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import { dedupKeyOf, type ChangeEvent } from '../core/change.js';
 import { SynclineError } from '../core/errors.js';
-import { classifyRedisError, closeRedis, openRedis } from '../sink/redis/redis-client.js';
+import { classifyRedisError, closeRedis, openRedis } from '../redis/redis-client.js';
 import type { Dedup } from './dedup.js';
 
 export interface RedisDedupOptions {

@@ -1,7 +1,7 @@
 import { deadLetterStoreOf } from '../config/dead-letter-store.js';
 import type { SynclineConfig } from '../config/schema.js';
 import { errorMessage } from '../core/errors.js';
-import { connectPostgres, describeClient } from './connect.js';
+import { connectPostgres, describeClient } from '../ops/connect.js';
 import type { CheckList } from './report.js';
 
 /** Checks that the dead-letter queue has somewhere to live (read-only: creates nothing). */

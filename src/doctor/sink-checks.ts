@@ -3,7 +3,7 @@ import type { SynclineConfig } from '../config/schema.js';
 import { errorMessage } from '../core/errors.js';
 import { quoteIdent, quoteQualified } from '../core/sql.js';
 import { TableMapping, targetColumnOf } from '../core/table-mapping.js';
-import { connectPostgres, describeClient, serverVersion } from './connect.js';
+import { connectPostgres, describeClient, serverVersion } from '../ops/connect.js';
 import type { CheckList } from './report.js';
 import type { SourceTable } from './source-checks.js';
 

@@ -2,8 +2,10 @@ import type pg from 'pg';
 import type { SynclineConfig } from '../config/schema.js';
 import { errorMessage } from '../core/errors.js';
 import { parseTableName, quoteIdent, quoteLiteral, quoteQualified, type TableName } from '../core/sql.js';
-import { connectPostgres, describeClient, serverVersion } from './connect.js';
+import { connectPostgres, describeClient, serverVersion } from '../ops/connect.js';
 import { formatBytes, type CheckList } from './report.js';
+import { slotOf } from '../config/slot.js';
+import { publicationTables } from '../source/catalog.js';
 
 /** A source table as doctor found it, for comparison with the target. */
 export interface SourceTable {
@@ -36,11 +38,11 @@ export async function checkSource(config: SynclineConfig, connection: pg.ClientC
   }
   try {
     list.ok('source reachable', `${describeClient(client)} (PostgreSQL ${await serverVersion(client)})`);
-    const slotName = config.source.slots[0]?.name;
-    const slot = slotName === undefined ? undefined : await readSlot(client, slotName);
+    const slotName = slotOf(config).name;
+    const slot = await readSlot(client, slotName);
     await checkSettings(client, slot, list);
     const tables = await checkPublicationAndTables(config, client, list);
-    if (slotName !== undefined) checkSlot(slotName, slot, list);
+    checkSlot(slotName, slot, list);
     return tables;
   } catch (err) {
     list.fail('source queries', `a check query failed: ${errorMessage(err)}`, 'connect with a role that can read pg_catalog, pg_replication_slots and pg_stat_activity');
@@ -133,8 +135,7 @@ async function checkSettings(client: pg.Client, slot: SlotRow | undefined, list:
 }
 
 async function checkPublicationAndTables(config: SynclineConfig, client: pg.Client, list: CheckList): Promise<SourceTable[]> {
-  const slot = config.source.slots[0];
-  if (!slot) return [];
+  const slot = slotOf(config);
   const name = slot.publication;
   const check = `publication ${name}`;
   const configured: TableName[] = [];
@@ -164,12 +165,9 @@ async function checkPublicationAndTables(config: SynclineConfig, client: pg.Clie
       list.fail(check, 'does not exist and source.slots[0].create_publication is false', `${createSql} — or set create_publication: true`);
     }
   } else {
-    const { rows } = await client.query<{ schemaname: string; tablename: string }>(
-      'SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2',
-      [name],
-    );
-    const have = new Set(rows.map((r) => `${r.schemaname}.${r.tablename}`));
-    if (configured.length === 0) tables = rows.map((r) => ({ schema: r.schemaname, table: r.tablename }));
+    const rows = await publicationTables(client, name);
+    const have = new Set(rows.map((t) => `${t.schema}.${t.table}`));
+    if (configured.length === 0) tables = rows;
     const missing = pub.puballtables ? [] : configured.filter((t) => !have.has(`${t.schema}.${t.table}`));
     const ops = (['insert', 'update', 'delete', 'truncate'] as const).filter((op) => !pub[`pub${op}`]);
     if (missing.length > 0) {

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { PrerequisiteError } from '../core/errors.js';
 import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
+import { publicationTables } from './catalog.js';
 
 /**
  * Makes sure the publication exists. A missing one is created for the configured tables
@@ -25,11 +26,7 @@ export async function ensurePublication(client: pg.Client, name: string, tables:
     return;
   }
   if (pub.puballtables || tables.length === 0) return;
-  const { rows } = await client.query<{ schemaname: string; tablename: string }>(
-    'SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1',
-    [name],
-  );
-  const have = new Set(rows.map((r) => `${r.schemaname}.${r.tablename}`));
+  const have = new Set((await publicationTables(client, name)).map((t) => `${t.schema}.${t.table}`));
   const missing = tables.filter((t) => !have.has(`${t.schema}.${t.table}`));
   if (missing.length === 0) return;
   if (!create) {
@@ -39,4 +36,15 @@ export async function ensurePublication(client: pg.Client, name: string, tables:
     );
   }
   await client.query(`ALTER PUBLICATION ${quoteIdent(name)} ADD TABLE ${missing.map((t) => quoteQualified(t.schema, t.table)).join(', ')}`);
+}
+
+/** Adds `table` to the publication unless it publishes it already (or every table); true when it was added. */
+export async function addPublicationTable(client: pg.ClientBase, publication: string, table: TableName): Promise<boolean> {
+  const published = await client.query(
+    `SELECT 1 FROM pg_publication p WHERE p.pubname = $1 AND (p.puballtables OR EXISTS (SELECT 1 FROM pg_publication_tables pt WHERE pt.pubname = p.pubname AND pt.schemaname = $2 AND pt.tablename = $3))`,
+    [publication, table.schema, table.table],
+  );
+  if (published.rowCount !== 0) return false;
+  await client.query(`ALTER PUBLICATION ${quoteIdent(publication)} ADD TABLE ${quoteQualified(table.schema, table.table)}`);
+  return true;
 }

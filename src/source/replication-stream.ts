@@ -44,13 +44,16 @@ export class ReplicationStream {
 
   /**
    * Starts streaming from the slot's confirmed position. Resolves when the stream ends
-   * (close() or server end); rejects on a server or connection error.
+   * (close() or server end); rejects on a server or connection error. `onStreaming` is
+   * called when the server accepted START_REPLICATION (its CopyBothResponse): the slot is
+   * then held by this connection and changes flow.
    */
-  async start(onData: (chunk: Buffer) => void): Promise<void> {
+  async start(onData: (chunk: Buffer) => void, onStreaming?: () => void): Promise<void> {
     await this.client.connect();
     await this.client.query(OUTPUT_SETTINGS);
     const con = (this.client as unknown as { connection: PgConnection }).connection;
     con.on('copyData', (msg: { chunk: Buffer }) => onData(msg.chunk));
+    if (onStreaming) con.once('replicationStart', () => onStreaming());
     const o = this.options;
     const params = [
       `proto_version ${quoteLiteral(String(o.protocolVersion))}`,
@@ -103,6 +106,7 @@ export class ReplicationStream {
 /** The parts of pg's internal connection used for CopyBoth (not in @types/pg). */
 interface PgConnection {
   on(event: 'copyData', listener: (msg: { chunk: Buffer }) => void): void;
+  once(event: 'replicationStart', listener: () => void): void;
   sendCopyFromChunk(chunk: Buffer): void;
   stream: { pause(): void; resume(): void; destroy(): void };
 }

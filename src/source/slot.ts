@@ -6,15 +6,20 @@ export interface SlotState {
   name: string;
   plugin: string;
   active: boolean;
+  /** The walsender streaming the slot, when active. */
+  activePid: number | null;
   confirmedFlush: Lsn | null;
-  /** Bytes of WAL the server keeps for this slot (current LSN − restart LSN). */
-  retainedBytes: bigint;
+  /** WAL between the server's current position and the slot's confirmed position. */
+  lagBytes: bigint | null;
+  /** Bytes of WAL the server keeps for this slot (current LSN − restart LSN); null once lost. */
+  retainedBytes: bigint | null;
   walStatus: string | null;
 }
 
-export async function slotState(client: pg.Client, name: string): Promise<SlotState | undefined> {
-  const { rows } = await client.query<{ plugin: string; active: boolean; confirmed: string | null; retained: string | null; wal_status: string | null }>(
-    `SELECT plugin, active, confirmed_flush_lsn::text AS confirmed,
+export async function slotState(client: pg.ClientBase, name: string): Promise<SlotState | undefined> {
+  const { rows } = await client.query<{ plugin: string; active: boolean; active_pid: number | null; confirmed: string | null; lag: string | null; retained: string | null; wal_status: string | null }>(
+    `SELECT plugin, active, active_pid, confirmed_flush_lsn::text AS confirmed,
+            pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint::text AS lag,
             pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS retained, wal_status
        FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()`,
     [name],
@@ -25,10 +30,18 @@ export async function slotState(client: pg.Client, name: string): Promise<SlotSt
     name,
     plugin: r.plugin,
     active: r.active,
+    activePid: r.active_pid,
     confirmedFlush: r.confirmed ? parseLsn(r.confirmed) : null,
-    retainedBytes: BigInt(r.retained ?? '0'),
+    lagBytes: r.lag === null ? null : BigInt(r.lag),
+    retainedBytes: r.retained === null ? null : BigInt(r.retained),
     walStatus: r.wal_status,
   };
+}
+
+/** The server's current WAL position, as PostgreSQL prints it. */
+export async function currentWalLsn(client: pg.ClientBase): Promise<string | undefined> {
+  const { rows } = await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+  return rows[0]?.lsn;
 }
 
 /** Creates a persistent pgoutput slot unless it exists; refuses a slot of another plugin or a lost one. */

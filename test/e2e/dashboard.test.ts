@@ -7,7 +7,7 @@ import pg from 'pg';
 import pino from 'pino';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runPipeline } from '../../src/cli/run-command.js';
+import { runPipeline } from '../../src/api/run-pipeline.js';
 import { parseConfig } from '../../src/config/load.js';
 import { createDashboard } from '../../src/dashboard/routes.js';
 import { startHttpServer } from '../../src/http/server.js';

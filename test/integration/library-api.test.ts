@@ -84,8 +84,10 @@ describe('createPipeline: custom sink, transforms, dead letters, events (Postgre
     await pipeline.start();
     try {
       expect(pipeline.status()).toMatchObject({ state: 'running', capture: 'streaming', apply: 'consuming' });
-      // No waiting for the walsender: the slot exists once start() resolved, so what is
-      // committed from now on is captured.
+      // start() resolved once the server accepted START_REPLICATION: a walsender holds the
+      // slot already, with no waiting, and what is committed from now on is captured.
+      const held = await source.query<{ active: boolean; active_pid: number | null }>('SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1', [SLOT]);
+      expect(held.rows[0]).toMatchObject({ active: true, active_pid: expect.any(Number) });
       await source.query("INSERT INTO items SELECT g, 'name' || g, 'secret' || g FROM generate_series(1, 20) g");
       await source.query("INSERT INTO audit (what) SELECT 'a' || g FROM generate_series(1, 30) g");
       await source.query("UPDATE items SET name = 'renamed' WHERE id = 2");
@@ -114,6 +116,10 @@ describe('createPipeline: custom sink, transforms, dead letters, events (Postgre
       const appliedCount = pipeline.status().applied;
       expect(appliedCount).toBeGreaterThanOrEqual(19);
       expect(appliedCount).toBeLessThanOrEqual(21);
+      // A replay from the library goes through the pipeline's transforms: the poison fails again and stays.
+      const replay = await pipeline.replayDeadLetters();
+      expect(replay).toMatchObject({ replayed: 0, failed: [{ error: expect.stringMatching(/13 is unlucky/) }] });
+      expect(sink.row('items', { item_id: '13' })).toBeUndefined();
     } finally {
       await pipeline.stop();
     }

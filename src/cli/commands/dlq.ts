@@ -2,10 +2,10 @@ import type { Command } from 'commander';
 import { loadConfigFile } from '../../config/load.js';
 import { PrerequisiteError } from '../../core/errors.js';
 import { deadLetterSummary, type DeadLetterFilter, type DeadLetterQueue } from '../../dlq/dead-letter-queue.js';
-import { replayDeadLetters } from '../../dlq/replay.js';
 import { parseDuration } from '../duration.js';
 import { EXIT } from '../exit-codes.js';
-import { openDeadLetterQueue, openSink } from '../wiring.js';
+import { openDeadLetterQueue } from '../../compose/dead-letters.js';
+import { replayDeadLetterQueue } from '../../ops/replay-dead-letters.js';
 import { configOption } from './options.js';
 
 interface FilterOptions {
@@ -87,20 +87,13 @@ export function registerDlq(program: Command): void {
   withFilters(dlq.command('replay').description('re-apply entries through the normal apply path (safe: version-gated); applied entries leave the queue'))
     .option('--json', 'print JSON')
     .action(async (opts: FilterOptions) => {
-      const config = loadConfigFile(opts.config);
-      const sink = openSink(config);
-      try {
-        await sink.prepare();
-        const result = await withQueue(opts.config, async (q) => replayDeadLetters(await q.list(filterOf(opts)), sink, q, config.consumer.group_id));
-        if (opts.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
-        else {
-          process.stdout.write(`replayed ${result.replayed} (of which ${result.stale} already superseded at the target), failed again ${result.failed.length}, held back ${result.held.length}, undecodable ${result.undecodable.length}\n`);
-          for (const f of result.failed) process.stdout.write(`  #${f.id}: ${f.error}\n`);
-        }
-        process.exitCode = result.failed.length > 0 ? EXIT.FAILURE : EXIT.OK;
-      } finally {
-        await sink.close();
+      const result = await replayDeadLetterQueue(loadConfigFile(opts.config), filterOf(opts));
+      if (opts.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+      else {
+        process.stdout.write(`replayed ${result.replayed} (of which ${result.stale} already superseded at the target), failed again ${result.failed.length}, held back ${result.held.length}, undecodable ${result.undecodable.length}\n`);
+        for (const f of result.failed) process.stdout.write(`  #${f.id}: ${f.error}\n`);
       }
+      process.exitCode = result.failed.length > 0 ? EXIT.FAILURE : EXIT.OK;
     });
 
   withFilters(dlq.command('purge').description('delete entries (a filter or --all is required)'))

@@ -4,7 +4,7 @@ import { ConfigError, errorMessage } from '../../core/errors.js';
 import { redactUrl } from '../../core/redact.js';
 import { formatReport, runDoctor } from '../../doctor/doctor.js';
 import { EXIT } from '../exit-codes.js';
-import { sourceConnection } from '../wiring.js';
+import { sourceConnection } from '../../compose/source-connection.js';
 import { configOption } from './options.js';
 
 export function registerDoctor(program: Command): void {

@@ -7,9 +7,10 @@ import { removeExtraRows } from '../../verify/repair.js';
 import { verifyTables } from '../../verify/session.js';
 import { parseDuration } from '../duration.js';
 import { EXIT } from '../exit-codes.js';
-import { openSink } from '../wiring.js';
+import { openSink } from '../../compose/sink.js';
 import { configOption } from './options.js';
 import { sessionOptions, tablesToVerify, type VerifyCliOptions } from './verify.js';
+import { slotOf } from '../../config/slot.js';
 
 /** More differing keys than this in one table: the table is re-read whole instead. */
 const MAX_TARGETED = 10_000;
@@ -37,8 +38,7 @@ export function registerRepair(program: Command): void {
     .action(async (opts: VerifyCliOptions & { config: string; timeout: string; dryRun?: boolean }) => {
       process.exitCode = EXIT.CONFIG;
       const config = loadConfigFile(opts.config);
-      const slot = config.source.slots[0];
-      if (!slot) throw new PrerequisiteError('no slot configured', 'add source.slots[0]');
+      const slot = slotOf(config);
       if (!config.sink.url || config.sink.type !== 'postgres') throw new PrerequisiteError('repair compares against a postgres sink', 'set sink.type: postgres and sink.url');
       const tables = tablesToVerify(config, opts.table ?? slot.tables);
       const session = sessionOptions(config, opts);

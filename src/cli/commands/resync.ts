@@ -1,20 +1,10 @@
 import type { Command } from 'commander';
-import pg from 'pg';
 import { loadConfigFile } from '../../config/load.js';
-import { PrerequisiteError } from '../../core/errors.js';
-import { parseTableName, type TableName } from '../../core/sql.js';
-import { slotState } from '../../source/slot.js';
-import { SnapshotStore } from '../../source/snapshot-store.js';
+import { resync } from '../../ops/resync.js';
 import { EXIT } from '../exit-codes.js';
-import { sourceConnection } from '../wiring.js';
 import { configOption } from './options.js';
 
-/**
- * `syncline resync`: recovery from a lost or invalidated slot in one command. It drops the
- * slot (only if lost, or with --force), creates a fresh one, and queues a snapshot of every
- * table, which the next `syncline run`/`capture` performs while streaming from the new slot.
- * Rows deleted at the source while the slot was lost are then removed by `syncline repair`.
- */
+/** `syncline resync`: see ops/resync.ts. */
 export function registerResync(program: Command): void {
   program
     .command('resync')
@@ -23,38 +13,12 @@ export function registerResync(program: Command): void {
     .option('--force', 'also drop a slot that is not lost (its unconsumed changes are discarded)')
     .option('--json', 'print JSON')
     .action(async (opts: { config: string; force?: boolean; json?: boolean }) => {
-      const config = loadConfigFile(opts.config);
-      const slot = config.source.slots[0];
-      if (!slot) throw new PrerequisiteError('no slot configured', 'add source.slots[0]');
-      const client = new pg.Client(sourceConnection(config));
-      await client.connect();
-      try {
-        const state = await slotState(client, slot.name);
-        if (state?.active) throw new PrerequisiteError(`slot ${slot.name} is in use by a running capture`, 'stop syncline run/capture first');
-        if (state && state.walStatus !== 'lost' && !opts.force) {
-          throw new PrerequisiteError(`slot ${slot.name} is healthy (wal_status ${state.walStatus ?? 'unknown'})`, 'nothing to recover; pass --force to rebuild anyway');
-        }
-        if (state) await client.query('SELECT pg_drop_replication_slot($1)', [slot.name]);
-        const store = new SnapshotStore(client, config.source.state_schema, slot.name);
-        await store.prepare();
-        let tables: TableName[] = slot.tables.map((t) => parseTableName(t));
-        if (tables.length === 0) {
-          const { rows } = await client.query<{ schemaname: string; tablename: string }>('SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1', [slot.publication]);
-          tables = rows.map((r) => ({ schema: r.schemaname, table: r.tablename }));
-        }
-        // Snapshots first, then the slot: the snapshot's watermarks come after the slot's start.
-        const ids: string[] = [];
-        for (const t of tables) ids.push(await store.request(t));
-        await client.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [slot.name]);
-        const result = { dropped: state !== undefined, slot: slot.name, snapshots: ids, tables: tables.map((t) => `${t.schema}.${t.table}`) };
-        if (opts.json) process.stdout.write(`${JSON.stringify(result)}\n`);
-        else {
-          process.stdout.write(`${state ? 'dropped and re-created' : 'created'} slot ${slot.name}; queued snapshot(s) of ${result.tables.join(', ')}\n`);
-          process.stdout.write('next: start syncline run (it streams from the new slot and performs the snapshots), then syncline repair removes rows deleted while the slot was lost\n');
-        }
-        process.exitCode = EXIT.OK;
-      } finally {
-        await client.end();
+      const result = await resync(loadConfigFile(opts.config), { force: !!opts.force });
+      if (opts.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+      else {
+        process.stdout.write(`${result.dropped ? 'dropped and re-created' : 'created'} slot ${result.slot}; queued snapshot(s) of ${result.tables.join(', ')}\n`);
+        process.stdout.write('next: start syncline run (it streams from the new slot and performs the snapshots), then syncline repair removes rows deleted while the slot was lost\n');
       }
+      process.exitCode = EXIT.OK;
     });
 }

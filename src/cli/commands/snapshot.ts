@@ -1,12 +1,9 @@
 import type { Command } from 'commander';
-import pg from 'pg';
 import { loadConfigFile } from '../../config/load.js';
-import { PrerequisiteError } from '../../core/errors.js';
-import { parseTableName, quoteIdent, quoteQualified } from '../../core/sql.js';
-import { SnapshotStore, type SnapshotJob } from '../../source/snapshot-store.js';
+import { SnapshotRequests } from '../../ops/snapshots.js';
+import type { SnapshotJob } from '../../source/snapshot-store.js';
 import { parseDuration } from '../duration.js';
 import { EXIT } from '../exit-codes.js';
-import { sourceConnection } from '../wiring.js';
 import { configOption } from './options.js';
 
 interface SnapshotOptions {
@@ -36,16 +33,10 @@ export function registerSnapshot(program: Command): void {
     .option('--list', 'list snapshot jobs and their progress')
     .option('--json', 'print JSON')
     .action(async (tables: string[], opts: SnapshotOptions) => {
-      const config = loadConfigFile(opts.config);
-      const slot = config.source.slots[0];
-      if (!slot) throw new PrerequisiteError('no slot configured', 'add source.slots[0]');
-      const client = new pg.Client(sourceConnection(config));
-      await client.connect();
+      const snapshots = await SnapshotRequests.open(loadConfigFile(opts.config));
       try {
-        const store = new SnapshotStore(client, config.source.state_schema, slot.name);
-        await store.prepare();
         if (opts.list || tables.length === 0) {
-          const jobs = await store.all();
+          const jobs = await snapshots.all();
           if (opts.json) process.stdout.write(`${JSON.stringify(jobs.map(describe), null, 2)}\n`);
           else if (jobs.length === 0) process.stdout.write('no snapshot jobs\n');
           else for (const j of jobs) process.stdout.write(`#${j.id} ${j.table.schema}.${j.table.table} ${j.status} rows=${j.rows} chunks=${j.chunks}${j.error ? ` error=${j.error}` : ''}\n`);
@@ -53,16 +44,9 @@ export function registerSnapshot(program: Command): void {
         }
         const ids: string[] = [];
         for (const name of tables) {
-          const t = parseTableName(name);
-          const inPublication = await client.query(
-            `SELECT 1 FROM pg_publication p WHERE p.pubname = $1 AND (p.puballtables OR EXISTS (SELECT 1 FROM pg_publication_tables pt WHERE pt.pubname = p.pubname AND pt.schemaname = $2 AND pt.tablename = $3))`,
-            [slot.publication, t.schema, t.table],
-          );
-          if (inPublication.rowCount === 0) {
-            await client.query(`ALTER PUBLICATION ${quoteIdent(slot.publication)} ADD TABLE ${quoteQualified(t.schema, t.table)}`);
-            if (!opts.json) process.stdout.write(`added ${t.schema}.${t.table} to publication ${slot.publication}\n`);
-          }
-          ids.push(await store.request(t, opts.from ?? null, opts.to ?? null));
+          const { id, table, addedToPublication } = await snapshots.request(name, opts.from ?? null, opts.to ?? null);
+          if (addedToPublication && !opts.json) process.stdout.write(`added ${table} to publication ${addedToPublication}\n`);
+          ids.push(id);
         }
         if (!opts.wait) {
           process.stdout.write(opts.json ? `${JSON.stringify({ requested: ids })}\n` : `requested snapshot job(s) ${ids.join(', ')}\n`);
@@ -72,7 +56,7 @@ export function registerSnapshot(program: Command): void {
         const deadline = opts.timeout ? Date.now() + parseDuration(opts.timeout) : Number.POSITIVE_INFINITY;
         const started = Date.now();
         for (;;) {
-          const jobs = (await Promise.all(ids.map((id) => store.get(id)))).filter((j): j is SnapshotJob => j !== undefined);
+          const jobs = await snapshots.jobs(ids);
           const rows = jobs.reduce((s, j) => s + j.rows, 0);
           const finished = jobs.every((j) => j.status === 'done' || j.status === 'failed');
           if (!opts.json) {
@@ -94,7 +78,7 @@ export function registerSnapshot(program: Command): void {
           await new Promise((r) => setTimeout(r, 500));
         }
       } finally {
-        await client.end();
+        await snapshots.close();
       }
     });
 }

@@ -3,6 +3,7 @@ import { loadConfigFile } from '../../config/load.js';
 import { ConfigError, errorMessage } from '../../core/errors.js';
 import { EXIT } from '../exit-codes.js';
 import { configOption } from './options.js';
+import { slotOf } from '../../config/slot.js';
 
 export function registerValidate(program: Command): void {
   program
@@ -14,7 +15,7 @@ export function registerValidate(program: Command): void {
       try {
         const config = loadConfigFile(opts.config);
         if (opts.json) process.stdout.write(`${JSON.stringify({ valid: true, errors: [] })}\n`);
-        else process.stdout.write(`${opts.config}: valid (source slot ${config.source.slots[0]?.name}, stream ${config.stream.broker}, sink ${config.sink.type})\n`);
+        else process.stdout.write(`${opts.config}: valid (source slot ${slotOf(config).name}, stream ${config.stream.broker}, sink ${config.sink.type})\n`);
       } catch (err) {
         const errors = err instanceof ConfigError ? err.issues : [errorMessage(err)];
         if (opts.json) process.stdout.write(`${JSON.stringify({ valid: false, errors })}\n`);

@@ -10,8 +10,10 @@ import { progressLine, verifyTables, type VerifySessionOptions } from '../../ver
 import { recordVerifyResults } from '../../verify/verify-results.js';
 import { parseDuration } from '../duration.js';
 import { EXIT } from '../exit-codes.js';
-import { openStream, sourceConnection } from '../wiring.js';
+import { openStream } from '../../compose/stream.js';
+import { sourceConnection } from '../../compose/source-connection.js';
 import { configOption } from './options.js';
+import { slotOf } from '../../config/slot.js';
 
 /** Options shared by verify and repair: what to compare and how. */
 export interface VerifyCliOptions {
@@ -26,7 +28,7 @@ export interface VerifyCliOptions {
 /** The tables to verify, with their routes, from the config and `--table`. */
 export function tablesToVerify(config: SynclineConfig, names?: string[]): { table: ReturnType<typeof parseTableName>; route?: ReturnType<TableMapping['routeOf']> }[] {
   const mapping = TableMapping.fromConfig(config.sink.tables);
-  const list = names ?? config.source.slots[0]?.tables ?? [];
+  const list = names ?? slotOf(config).tables;
   if (list.length === 0) throw new PrerequisiteError('no tables to verify', 'list tables in source.slots[0].tables or pass --table');
   return list.map((n) => {
     const table = parseTableName(n);
@@ -39,14 +41,14 @@ export function tablesToVerify(config: SynclineConfig, names?: string[]): { tabl
 export function sessionOptions(config: SynclineConfig, opts: VerifyCliOptions): VerifySessionOptions {
   if (!config.sink.url) throw new PrerequisiteError('no sink connection URL', 'set sink.url or SYNCLINE_SINK_URL');
   if (config.sink.type !== 'postgres') throw new PrerequisiteError(`verify supports postgres sinks; sink.type is ${config.sink.type}`, 'use a postgres sink');
-  const slot = config.source.slots[0];
+  const slot = slotOf(config);
   const started = Date.now();
   const tty = process.stderr.isTTY && !opts.json;
   return {
     source: sourceConnection(config),
     targetUrl: config.sink.url,
     parallelism: opts.parallelism ? Number(opts.parallelism) : config.verify.parallelism,
-    ...(slot && opts.wait !== false
+    ...(opts.wait !== false
       ? {
           pipeline: {
             slot: slot.name,

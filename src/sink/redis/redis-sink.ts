@@ -5,7 +5,7 @@ import { StructuralError } from '../../core/errors.js';
 import { parseLsn } from '../../core/lsn.js';
 import { collapseBatch } from '../collapse.js';
 import type { ApplyOutcome, Sink } from '../sink.js';
-import { classifyRedisError, closeRedis, openRedis } from './redis-client.js';
+import { classifyRedisError, closeRedis, openRedis } from '../../redis/redis-client.js';
 
 export interface RedisSinkOptions {
   /** `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS). */

@@ -64,6 +64,8 @@ function positiveInteger(name: string, value: number | undefined, min: number, i
 }
 
 /** Opens (creating if needed) the embedded stream at `opts.path`. */
+export { embeddedStreamExists } from './stream-dir.js';
+
 export async function openEmbeddedStream(opts: EmbeddedStreamOptions): Promise<Stream> {
   const issues: string[] = [];
   positiveInteger('segmentBytes', opts.segmentBytes, 1, issues);

@@ -11,6 +11,11 @@ import { createFileExclusive, isCode, writeFileAtomic } from './fs-durable.js';
 
 const FORMAT = 1;
 
+/** Whether a stream was created at `dir` (its meta.json): `syncline status` reads one without creating it. */
+export async function embeddedStreamExists(dir: string): Promise<boolean> {
+  return readFile(join(dir, 'meta.json')).then(() => true, () => false);
+}
+
 export async function ensureMeta(dir: string, partitions: number): Promise<void> {
   const metaPath = join(dir, 'meta.json');
   let text: string;

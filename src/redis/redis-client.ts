@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { PrerequisiteError, SynclineError, errorMessage } from '../../core/errors.js';
+import { PrerequisiteError, SynclineError, errorMessage } from '../core/errors.js';
 
 /**
  * A Redis connection for syncline's adapters (the Redis sink and the Redis dedup backend).

@@ -1,6 +1,6 @@
 import pg from 'pg';
 
-/** Connects with bounded waits, so a doctor/status run never hangs on a dead address. */
+/** Connects with bounded waits, so a doctor or status run (the read-only operator commands) never hangs on a dead address. */
 export async function connectPostgres(connection: pg.ClientConfig, timeoutMs = 5000): Promise<pg.Client> {
   const client = new pg.Client({ ...connection, connectionTimeoutMillis: timeoutMs, query_timeout: 30_000 });
   // A connection that drops later surfaces as a query error; this keeps it from crashing the process.

@@ -1,0 +1,44 @@
+import type { Command } from 'commander';
+import { runPipeline, type Role } from '../../api/run-pipeline.js';
+import { loadConfigFile } from '../../config/load.js';
+import { createLogger } from '../../log/logger.js';
+import { configOption } from './options.js';
+
+const ROLES: readonly [Role, string][] = [
+  ['run', 'capture and apply in one process (SIGTERM drains and exits cleanly)'],
+  ['capture', 'capture only: replication slot -> stream'],
+  ['apply', 'apply only: stream -> sink (several processes form a consumer group)'],
+];
+
+/** `syncline run | capture | apply`: the pipeline until SIGTERM/SIGINT, which drain it. */
+export function registerRun(program: Command): void {
+  for (const [role, description] of ROLES) {
+    const cmd = program
+      .command(role)
+      .description(description)
+      .addOption(configOption());
+    if (role !== 'capture') {
+      cmd.option('--from <position>', 'replay from: beginning, an offset, partition:offset pairs, or a time (ISO-8601 or @epoch-ms)');
+    }
+    cmd.action(async (opts: { config: string; from?: string }) => {
+      const log = createLogger();
+      const config = loadConfigFile(opts.config);
+      // The only signal handlers of a pipeline: the library never installs any.
+      const stop = new AbortController();
+      const onSignal = (sig: NodeJS.Signals): void => {
+        log.info({ signal: sig }, 'stopping: draining in-flight work');
+        stop.abort();
+      };
+      process.once('SIGTERM', onSignal);
+      process.once('SIGINT', onSignal);
+      try {
+        await runPipeline(config, role, log, stop.signal, undefined, opts.from);
+      } finally {
+        process.off('SIGTERM', onSignal);
+        process.off('SIGINT', onSignal);
+      }
+      log.info('stopped cleanly');
+      log.flush();
+    });
+  }
+}

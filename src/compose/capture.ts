@@ -1,0 +1,95 @@
+import { sourceNameOf } from '../config/load.js';
+import type { SynclineConfig } from '../config/schema.js';
+import { slotOf } from '../config/slot.js';
+import { systemClock } from '../core/clock.js';
+import { parseTableName } from '../core/sql.js';
+import type { Logger } from '../log/logger.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { Capture } from '../pipeline/capture.js';
+import { HEARTBEAT_PREFIX } from '../pipeline/change-builder.js';
+import { SnapshotRunner } from '../pipeline/snapshot-runner.js';
+import { PostgresSource } from '../source/postgres-source.js';
+import type { Stream } from '../stream/stream.js';
+import { sourceConnection } from './source-connection.js';
+
+/** What the caller of runCapture hears about its progress. */
+export interface CaptureHooks {
+  /** Every prerequisite held (publication, leadership, slot): capture is about to stream. */
+  onPrepared?: () => void;
+  /** The slot streams to this capture. */
+  onStreaming?: () => void;
+  /** Another capture leads the slot and this one waits as its standby. */
+  onStandby?: () => void;
+}
+
+/**
+ * Prepares the source (see PostgresSource.open) and runs capture, with the snapshots the
+ * source has queued, until `signal` aborts.
+ */
+export async function runCapture(config: SynclineConfig, stream: Stream, metrics: Metrics, log: Logger, signal: AbortSignal, hooks: CaptureHooks = {}): Promise<void> {
+  const slot = slotOf(config);
+  const s = config.source;
+  const source = await PostgresSource.open(
+    {
+      connection: sourceConnection(config),
+      slot: slot.name,
+      publication: slot.publication,
+      tables: slot.tables.map((t) => parseTableName(t)),
+      createPublication: slot.create_publication,
+      stateSchema: s.state_schema,
+      initialSnapshot: s.snapshot === 'initial',
+      ...(s.protocol_version !== undefined ? { protocolVersion: s.protocol_version } : {}),
+      ...(s.logical_decoding_work_mem ? { logicalDecodingWorkMem: s.logical_decoding_work_mem } : {}),
+      heartbeatIntervalMs: s.heartbeat_interval_ms,
+      heartbeatPrefix: HEARTBEAT_PREFIX,
+      snapshotParallelism: s.snapshot_parallelism,
+      ...(s.spill_dir ? { spillDir: s.spill_dir } : {}),
+      clock: systemClock,
+      log,
+      onSlotHealth: (state) => metrics.slotRetainedWalBytes.set(Number(state.retainedBytes ?? 0n)),
+      ...(hooks.onStandby ? { onStandby: hooks.onStandby } : {}),
+      ...(hooks.onStreaming ? { onStreaming: hooks.onStreaming } : {}),
+    },
+    signal,
+  );
+  if (!source) return;
+  try {
+    const producer = await stream.producer();
+    try {
+      const capture = new Capture(source, producer, metrics, log, {
+        source: sourceNameOf(config),
+        batchSize: config.stream.batch_size,
+        batchWaitMs: config.stream.batch_wait_ms,
+        maxInFlight: config.stream.max_in_flight,
+        statusIntervalMs: s.status_interval_ms,
+        startLsn: source.startLsn,
+        ignoredSchemas: [s.state_schema],
+        primaryKeys: source.primaryKeys,
+        schemaVersions: source.schemaVersions,
+        spillDir: source.spillDir,
+        readSourceRow: (schema, table, key, columns, xid) => source.readRow(schema, table, key, columns, xid),
+      });
+      const stopSnapshots = new AbortController();
+      let snapshotting: Promise<void> = Promise.resolve();
+      try {
+        const snapshots = source.snapshots;
+        if (snapshots) {
+          const readers = await source.snapshotReaders();
+          // Before the first change is decoded: the initial snapshot's tables are known now.
+          capture.setSnapshotting(await snapshots.unfinishedTables());
+          const runner = new SnapshotRunner(readers, snapshots, capture, log, { chunkSize: s.snapshot_chunk_size, pollMs: 1000, connect: () => source.connectSnapshotReader() });
+          snapshotting = runner.run(stopSnapshots.signal);
+        }
+        hooks.onPrepared?.();
+        await capture.run(signal);
+      } finally {
+        stopSnapshots.abort();
+        await snapshotting;
+      }
+    } finally {
+      await producer.close();
+    }
+  } finally {
+    await source.release();
+  }
+}

@@ -1,0 +1,68 @@
+import type { SynclineConfig } from '../config/schema.js';
+import { PrerequisiteError } from '../core/errors.js';
+import { TableMapping } from '../core/table-mapping.js';
+import { MappedSink } from '../sink/mapped-sink.js';
+import { MysqlSink } from '../sink/mysql/mysql-sink.js';
+import { PostgresSink } from '../sink/postgres/postgres-sink.js';
+import { RedisSink } from '../sink/redis/redis-sink.js';
+import type { Sink } from '../sink/sink.js';
+import { SqliteSink } from '../sink/sqlite/sqlite-sink.js';
+import { WebhookSink } from '../sink/webhook/webhook-sink.js';
+import { targetTableDdl } from '../source/table-definition.js';
+import { readSourceShapes } from './table-shapes.js';
+import { withSource } from './source-connection.js';
+
+/**
+ * Opens the configured sink, behind the `sink.tables` routing and column mapping when the
+ * config sets them (checked against the source on `prepare`). The only place that names
+ * concrete sink adapters.
+ */
+export function openSink(config: SynclineConfig, custom?: Sink): Sink {
+  const mapping = TableMapping.fromConfig(config.sink.tables);
+  // A library user's own sink replaces sink.type (createPipeline's `sink`).
+  const sink = custom ?? openAdapterSink(config, mapping);
+  if (mapping.isEmpty) return sink;
+  return new MappedSink(sink, mapping, { sourceTables: (tables) => withSource(config, (c) => readSourceShapes(c, tables)) });
+}
+
+function openAdapterSink(config: SynclineConfig, mapping: TableMapping): Sink {
+  const s = config.sink;
+  if (s.consistency === 'transactional' && (s.type === 'redis' || s.type === 'webhook')) {
+    throw new PrerequisiteError(
+      `sink.consistency: transactional needs a SQL sink (postgres, mysql, sqlite); the ${s.type} sink has no transactions`,
+      'use sink.consistency: eventual (per-row order with the version gate)',
+    );
+  }
+  if (!s.url) throw new PrerequisiteError('no sink connection URL', 'set sink.url in the config or the SYNCLINE_SINK_URL environment variable');
+  switch (s.type) {
+    case 'postgres':
+      return new PostgresSink({
+        url: s.url,
+        stateSchema: s.state_schema,
+        deleteMode: s.delete_mode,
+        versionGate: s.version_gate,
+        staleAudit: s.stale_audit,
+        copyThreshold: s.copy_threshold,
+        ...(s.create_tables
+          ? {
+              // Called with the target's name: a routed table is made from its source's definition.
+              createTable: (schema: string, table: string) =>
+                withSource(config, (c) => {
+                  const route = mapping.routeTo({ schema, table });
+                  return targetTableDdl(c, route?.source ?? { schema, table }, route);
+                }),
+            }
+          : {}),
+      });
+    case 'redis':
+      // Redis has no schemas: sink.state_schema is the first segment of every key syncline writes.
+      return new RedisSink({ url: s.url, prefix: s.state_schema, deleteMode: s.delete_mode, versionGate: s.version_gate });
+    case 'webhook':
+      return new WebhookSink({ url: s.url, batch: s.webhook_batch });
+    case 'mysql':
+      // syncline's own tables are `<state_schema>_positions` etc. in the URL's database.
+      return new MysqlSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate, deleteMode: s.delete_mode });
+    case 'sqlite':
+      return new SqliteSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate, deleteMode: s.delete_mode });
+  }
+}

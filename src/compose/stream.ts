@@ -1,0 +1,41 @@
+import path from 'node:path';
+import type { SynclineConfig } from '../config/schema.js';
+import { embeddedStreamExists, openEmbeddedStream } from '../stream/embedded/embedded-stream.js';
+import { openKafkaStream } from '../stream/kafka/kafka-stream.js';
+import { openNatsStream } from '../stream/nats/nats-stream.js';
+import type { Stream } from '../stream/stream.js';
+
+/** Opens the configured stream. The only place that names concrete stream adapters. */
+export async function openStream(config: SynclineConfig, baseDir = process.cwd()): Promise<Stream> {
+  const s = config.stream;
+  switch (s.broker) {
+    case 'embedded':
+      return openEmbeddedStream({ path: embeddedStreamPath(config, baseDir), partitions: s.partitions, retentionHours: s.retention_hours });
+    case 'kafka':
+      return openKafkaStream({ brokers: kafkaBrokers(config), topic: s.topic, partitions: s.partitions, retentionHours: s.retention_hours });
+    case 'nats':
+      return openNatsStream({ url: s.url ?? 'nats://127.0.0.1:4222', topic: s.topic, partitions: s.partitions, retentionHours: s.retention_hours, maxDeliver: s.max_deliver });
+  }
+}
+
+/**
+ * Opens the configured stream unless it was never created: an embedded stream is created by
+ * opening it, so for one that is not there yet this says why instead (a string).
+ */
+export async function openExistingStream(config: SynclineConfig, baseDir = process.cwd()): Promise<Stream | string> {
+  if (config.stream.broker === 'embedded') {
+    const dir = embeddedStreamPath(config, baseDir);
+    if (!(await embeddedStreamExists(dir))) return `no embedded stream at ${dir} yet (created by the first capture)`;
+  }
+  return openStream(config, baseDir);
+}
+
+/** The embedded stream's folder: `stream.path`, relative to `baseDir`. */
+export function embeddedStreamPath(config: SynclineConfig, baseDir = process.cwd()): string {
+  return path.resolve(baseDir, config.stream.path);
+}
+
+/** `stream.brokers`, or a broker on this machine. */
+export function kafkaBrokers(config: SynclineConfig): string[] {
+  return config.stream.brokers ?? ['127.0.0.1:9092'];
+}

@@ -1,0 +1,28 @@
+import type { SynclineConfig } from '../config/schema.js';
+import { PrerequisiteError } from '../core/errors.js';
+import { openDeadLetterQueue } from '../compose/dead-letters.js';
+import { openSink } from '../compose/sink.js';
+import type { DeadLetterFilter } from '../dlq/dead-letter-queue.js';
+import { replayDeadLetters, type ReplayResult } from '../dlq/replay.js';
+import type { Sink } from '../sink/sink.js';
+
+/**
+ * `syncline dlq replay` and `pipeline.replayDeadLetters()`: the entries matching `filter` are
+ * applied again through `sink` (default the configured one; a pipeline passes its own, behind
+ * its transforms), and those it accepts leave the queue. Closes `sink` when done.
+ */
+export async function replayDeadLetterQueue(config: SynclineConfig, filter: DeadLetterFilter, sink: Sink = openSink(config)): Promise<ReplayResult> {
+  try {
+    const queue = openDeadLetterQueue(config);
+    if (!queue) throw new PrerequisiteError('the dead-letter queue is disabled', 'set dead_letter.enabled: true');
+    await sink.prepare();
+    try {
+      await queue.prepare();
+      return await replayDeadLetters(await queue.list(filter), sink, queue, config.consumer.group_id);
+    } finally {
+      await queue.close();
+    }
+  } finally {
+    await sink.close();
+  }
+}

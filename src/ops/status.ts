@@ -1,0 +1,222 @@
+import { deadLetterStoreOf } from '../config/dead-letter-store.js';
+import type { SynclineConfig } from '../config/schema.js';
+import { slotOf } from '../config/slot.js';
+import { errorMessage } from '../core/errors.js';
+import { formatLsn } from '../core/lsn.js';
+import { redactUrl } from '../core/redact.js';
+import { deadLetterTableUrl, openDeadLetterQueue } from '../compose/dead-letters.js';
+import { sourceConnection } from '../compose/source-connection.js';
+import { openExistingStream } from '../compose/stream.js';
+import type { DeadLetterQueue } from '../dlq/dead-letter-queue.js';
+import { currentWalLsn, slotState } from '../source/slot.js';
+import type { Stream } from '../stream/stream.js';
+import { connectPostgres, describeClient } from './connect.js';
+import { peekDeadLetterTable, peekSinkPositions, type BlockedTable } from './postgres-bookkeeping.js';
+
+/** Where a pipeline stands, read from the source, the stream and the sink. Read-only. */
+export interface StatusReport {
+  source: { reachable: boolean; connection?: string; currentLsn?: string; error?: string };
+  slot: {
+    name: string;
+    exists: boolean;
+    active?: boolean;
+    activePid?: number | null;
+    confirmedFlushLsn?: string | null;
+    /** WAL between the source's current position and the slot's confirmed position. */
+    lagBytes?: number | null;
+    retainedWalBytes?: number | null;
+    walStatus?: string | null;
+  } | null;
+  stream: {
+    broker: string;
+    /** False when the stream could not be opened (see error) or does not exist yet. */
+    reachable: boolean;
+    error?: string;
+    partitions: PartitionStatus[];
+    /** Sum of recordsBehind over the partitions. */
+    recordsBehind: number;
+    /** Inconsistencies an operator must look at (a position past the end of the stream). */
+    warnings: string[];
+  };
+  consumer: { group: string; sinkPositions: 'read' | 'none' | 'not a postgres sink' | 'error'; error?: string };
+  dlq: {
+    exists: boolean;
+    count: number;
+    /** Tables held because their target does not fit (their changes wait in the queue, TABLE_BLOCKED). */
+    blockedTables: BlockedTable[];
+    error?: string;
+  };
+}
+
+export interface PartitionStatus {
+  partition: number;
+  /** Offset the next appended record gets. */
+  end: number;
+  /** Next offset to apply as stored by the sink with its rows (postgres sinks). */
+  sinkPosition: number | null;
+  /** The group's committed offset in the stream. */
+  committed: number | null;
+  /** end − (sink position, else committed, else 0). */
+  recordsBehind: number;
+}
+
+/** `syncline status`: reads the source, the stream, the sink's positions and the dead-letter queue; writes nothing. */
+export async function collectStatus(config: SynclineConfig, baseDir = process.cwd()): Promise<StatusReport> {
+  const report: StatusReport = {
+    source: { reachable: false },
+    slot: null,
+    stream: { broker: config.stream.broker, reachable: false, partitions: [], recordsBehind: 0, warnings: [] },
+    consumer: { group: config.consumer.group_id, sinkPositions: 'none' },
+    dlq: { exists: false, count: 0, blockedTables: [] },
+  };
+  await sourceStatus(config, report);
+  const ends = await streamStatus(config, baseDir, report);
+  const sinkPositions = await sinkStatus(config, report);
+  await deadLetterStatus(config, report);
+  if (ends) {
+    for (const p of report.stream.partitions) {
+      const s = sinkPositions.get(p.partition);
+      p.sinkPosition = s === undefined ? null : Number(s);
+      const from = p.sinkPosition ?? p.committed ?? 0;
+      p.recordsBehind = Math.max(0, p.end - from);
+      if (from > p.end) {
+        report.stream.warnings.push(
+          `partition ${p.partition}: the group's position ${from} is past the stream's end ${p.end}; the stream was recreated or truncated after apply ran, ` +
+            `so apply would skip records up to ${from}. Delete the group's rows from ${config.sink.state_schema}.positions (and resynchronise the target) if the stream was reset on purpose`,
+        );
+      }
+    }
+    report.stream.recordsBehind = report.stream.partitions.reduce((n, p) => n + p.recordsBehind, 0);
+  }
+  return report;
+}
+
+async function sourceStatus(config: SynclineConfig, report: StatusReport): Promise<void> {
+  let client;
+  try {
+    client = await connectPostgres(sourceConnection(config));
+  } catch (err) {
+    report.source.error = redactUrl(errorMessage(err));
+    return;
+  }
+  try {
+    report.source.reachable = true;
+    report.source.connection = describeClient(client);
+    report.source.currentLsn = await currentWalLsn(client);
+    const name = slotOf(config).name;
+    const s = await slotState(client, name);
+    report.slot = s
+      ? {
+          name,
+          exists: true,
+          active: s.active,
+          activePid: s.activePid,
+          confirmedFlushLsn: s.confirmedFlush === null ? null : formatLsn(s.confirmedFlush),
+          lagBytes: s.lagBytes === null ? null : Number(s.lagBytes),
+          retainedWalBytes: s.retainedBytes === null ? null : Number(s.retainedBytes),
+          walStatus: s.walStatus,
+        }
+      : { name, exists: false };
+  } catch (err) {
+    report.source.error = redactUrl(errorMessage(err));
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** End offsets and the group's committed offsets. Never creates a stream that is not there. */
+async function streamStatus(config: SynclineConfig, baseDir: string, report: StatusReport): Promise<boolean> {
+  let stream: Stream | string;
+  try {
+    stream = await openExistingStream(config, baseDir);
+  } catch (err) {
+    report.stream.error = redactUrl(errorMessage(err));
+    return false;
+  }
+  if (typeof stream === 'string') {
+    report.stream.error = stream;
+    return false;
+  }
+  try {
+    const ends = await stream.endOffsets();
+    let committed = new Map<number, bigint>();
+    // Reading committed offsets through a consumer is side-effect free only for the
+    // embedded stream; on a broker with group membership it would trigger a rebalance.
+    if (config.stream.broker === 'embedded') {
+      const consumer = await stream.consumer(config.consumer.group_id);
+      try {
+        committed = await consumer.committed();
+      } finally {
+        await consumer.close();
+      }
+    }
+    report.stream.reachable = true;
+    report.stream.partitions = [...ends]
+      .sort((a, b) => a[0] - b[0])
+      .map(([partition, end]) => {
+        const c = committed.get(partition);
+        return { partition, end: Number(end), sinkPosition: null, committed: c === undefined ? null : Number(c), recordsBehind: 0 };
+      });
+    return true;
+  } catch (err) {
+    report.stream.error = redactUrl(errorMessage(err));
+    return false;
+  } finally {
+    await stream.close().catch(() => undefined);
+  }
+}
+
+/** The positions a postgres sink stored with its rows. */
+async function sinkStatus(config: SynclineConfig, report: StatusReport): Promise<Map<number, bigint>> {
+  if (config.sink.type !== 'postgres') {
+    report.consumer.sinkPositions = 'not a postgres sink';
+    return new Map();
+  }
+  if (!config.sink.url) return new Map();
+  try {
+    const positions = await peekSinkPositions(config.sink.url, config.sink.state_schema, config.consumer.group_id);
+    if (positions) report.consumer.sinkPositions = 'read';
+    return positions ?? new Map();
+  } catch (err) {
+    report.consumer.sinkPositions = 'error';
+    report.consumer.error = redactUrl(errorMessage(err));
+    return new Map();
+  }
+}
+
+/** The dead-letter queue's depth and the tables it holds. */
+async function deadLetterStatus(config: SynclineConfig, report: StatusReport): Promise<void> {
+  if (config.dead_letter.enabled && deadLetterStoreOf(config) === 'topic') {
+    const queue = openDeadLetterQueue(config);
+    if (!queue) return;
+    try {
+      await queue.prepare();
+      report.dlq = { exists: true, count: (await queue.depth()).count, blockedTables: [] };
+      report.dlq.blockedTables = await heldTables(queue);
+    } catch (err) {
+      report.dlq.error = redactUrl(errorMessage(err));
+    } finally {
+      await queue.close();
+    }
+    return;
+  }
+  const url = deadLetterTableUrl(config);
+  if (!url) return;
+  try {
+    const table = await peekDeadLetterTable(url, config.sink.state_schema);
+    if (table) report.dlq = { exists: true, ...table };
+  } catch (err) {
+    report.dlq.error = redactUrl(errorMessage(err));
+  }
+}
+
+async function heldTables(queue: DeadLetterQueue): Promise<BlockedTable[]> {
+  const held = new Map<string, BlockedTable>();
+  for (const e of await queue.list({ error: 'TABLE_BLOCKED', limit: 1_000_000 })) {
+    if (e.errorCode !== 'TABLE_BLOCKED') continue;
+    const t = held.get(e.table) ?? { table: e.table, changes: 0, reason: e.error };
+    t.changes++;
+    held.set(e.table, t);
+  }
+  return [...held.values()];
+}

@@ -1,0 +1,311 @@
+import { createHash } from 'node:crypto';
+import { readdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import type { Row } from '../core/change.js';
+import type { Clock } from '../core/clock.js';
+import { PrerequisiteError, errorMessage } from '../core/errors.js';
+import { formatLsn, type Lsn } from '../core/lsn.js';
+import type { TableName } from '../core/sql.js';
+import type { Logger } from '../log/logger.js';
+import { primaryKeys, publicationTables } from './catalog.js';
+import { acquireCaptureLeadership } from './leader-lock.js';
+import { checkLogicalReplication, protocolVersionFor } from './prerequisites.js';
+import { ensurePublication } from './publication.js';
+import { OUTPUT_SETTINGS, ReplicationStream } from './replication-stream.js';
+import { SourceRowReader } from './row-reader.js';
+import { SchemaVersionStore } from './schema-version-store.js';
+import { ensureSlot, slotState, type SlotState } from './slot.js';
+import { SnapshotStore } from './snapshot-store.js';
+
+/** How long a capture waits for a slot still held by a walsender that may be dead (kill -9). */
+const SLOT_RELEASE_WAIT_MS = 60_000;
+const SLOT_RELEASE_POLL_MS = 250;
+
+/** What a PostgreSQL source needs: the slot's settings, already taken from the config. */
+export interface PostgresSourceOptions {
+  connection: pg.ClientConfig;
+  slot: string;
+  publication: string;
+  /** The configured tables; empty: every table of the publication. */
+  tables: readonly TableName[];
+  createPublication: boolean;
+  /** Schema in the source for syncline's own bookkeeping (snapshot jobs, schema versions). */
+  stateSchema: string;
+  /** Snapshot every published table when the slot is created (`source.snapshot: initial`). */
+  initialSnapshot: boolean;
+  /** pgoutput protocol version; default the highest the server supports. */
+  protocolVersion?: number;
+  /** `source.logical_decoding_work_mem` for the walsender, e.g. `64MB`. */
+  logicalDecodingWorkMem?: string;
+  /** How often the slot's health is read and a heartbeat message written. */
+  heartbeatIntervalMs: number;
+  /** Heartbeat messages carry this prefix (capture turns them into position advances, not events). */
+  heartbeatPrefix: string;
+  /** Snapshot reader connections opened by snapshotReaders(). */
+  snapshotParallelism: number;
+  /** Where streamed transactions spill; default a folder per server, database and slot. */
+  spillDir?: string;
+  clock: Clock;
+  log: Logger;
+  /** Each heartbeat's reading of the WAL the slot retains. */
+  onSlotHealth?: (state: SlotState) => void;
+  /** Another capture leads the slot; this one waits as its standby. */
+  onStandby?: () => void;
+  /** The server accepted START_REPLICATION: changes flow from the slot. */
+  onStreaming?: () => void;
+}
+
+/**
+ * A PostgreSQL logical replication source, as capture sees it (capture's `ReplicationSource`:
+ * start, acknowledge, pause, resume, close). `open` does the start-up a capture needs before
+ * its first byte: wal_level, the publication, leadership of the slot (one capture per slot,
+ * the others wait as standby), the snapshot job and schema version tables, the initial
+ * snapshot's request, the slot itself and, after a kill -9, the wait for the server to release
+ * it. While open it reads the slot's health and writes heartbeats, so an idle slot advances.
+ */
+export class PostgresSource {
+  private heartbeat: NodeJS.Timeout | undefined;
+  private readers: pg.Client[] = [];
+  private readonly rowReader: SourceRowReader;
+
+  private constructor(
+    private readonly options: PostgresSourceOptions,
+    private readonly admin: pg.Client,
+    private readonly replication: ReplicationStream,
+    /** The slot's confirmed position at start: where streaming resumes. */
+    readonly startLsn: Lsn,
+    /** Primary keys of the source's tables (see catalog.ts). */
+    readonly primaryKeys: ReadonlyMap<string, readonly string[]>,
+    /** Where `_schema_version`s are kept across restarts; undefined: in memory only. */
+    readonly schemaVersions: SchemaVersionStore | undefined,
+    /** The snapshot job table; undefined when it could not be created (snapshots disabled). */
+    readonly snapshots: SnapshotStore | undefined,
+    readonly spillDir: string,
+  ) {
+    this.rowReader = new SourceRowReader(options.connection);
+  }
+
+  /**
+   * Prepares the source and the slot. Resolves undefined when `signal` aborted while this
+   * capture waited as standby; rejects with a PrerequisiteError that names the fix.
+   */
+  static async open(options: PostgresSourceOptions, signal: AbortSignal): Promise<PostgresSource | undefined> {
+    const { log, slot } = options;
+    const admin = new pg.Client(options.connection);
+    admin.on('error', (err) => log.warn({ err: errorMessage(err) }, 'source admin connection error'));
+    await admin.connect();
+    try {
+      const { serverVersion } = await checkLogicalReplication(admin);
+      await ensurePublication(admin, options.publication, options.tables, options.createPublication);
+      const leader = await acquireCaptureLeadership(admin, slot, signal, () => {
+        log.info({ slot }, 'standby: another capture leads this slot; taking over when it stops');
+        options.onStandby?.();
+      });
+      if (!leader) {
+        await admin.end().catch(() => undefined);
+        return undefined;
+      }
+      log.info({ slot }, 'capture leader for this slot');
+      const snapshots = await prepareSnapshots(admin, options);
+      const schemaVersions = await prepareSchemaVersions(admin, options);
+      if (snapshots && options.initialSnapshot && (await slotState(admin, slot)) === undefined) {
+        await requestInitialSnapshot(admin, snapshots, options);
+      }
+      const state = await readySlot(admin, options, signal);
+      const protocolVersion = options.protocolVersion ?? protocolVersionFor(serverVersion);
+      const workMem = options.logicalDecodingWorkMem;
+      const conn = options.connection;
+      const replication = new ReplicationStream({
+        connection: workMem ? { ...conn, options: `-c logical_decoding_work_mem=${workMem.replace(/\s+/g, '')}` } : conn,
+        slot,
+        publication: options.publication,
+        protocolVersion,
+        messages: true,
+        streaming: protocolVersion >= 2,
+      });
+      log.info({ protocolVersion, streaming: protocolVersion >= 2 }, 'pgoutput protocol negotiated');
+      const source = new PostgresSource(
+        options,
+        admin,
+        replication,
+        state.confirmedFlush ?? 0n,
+        await primaryKeys(admin),
+        schemaVersions,
+        snapshots,
+        options.spillDir ?? spillDirFor(conn, slot),
+      );
+      source.startHeartbeat();
+      return source;
+    } catch (err) {
+      await admin.end().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  start(onData: (chunk: Buffer) => void): Promise<void> {
+    return this.replication.start(onData, this.options.onStreaming);
+  }
+
+  acknowledge(lsn: Lsn, replyRequested?: boolean): void {
+    this.replication.acknowledge(lsn, replyRequested);
+  }
+
+  pause(): void {
+    this.replication.pause();
+  }
+
+  resume(): void {
+    this.replication.resume();
+  }
+
+  /** Ends the replication connection (capture calls it when it stops); see release(). */
+  close(): Promise<void> {
+    return this.replication.close();
+  }
+
+  /** Reads a row's `columns` by key at the source, once transaction `xid` is visible there (see SourceRowReader). */
+  readRow(schema: string, table: string, key: Row, columns: readonly string[], xid?: number): Promise<Row | undefined> {
+    return this.rowReader.read(schema, table, key, columns, xid);
+  }
+
+  /** Opens a snapshot reader connection, with the replication connection's output settings. */
+  async connectSnapshotReader(): Promise<pg.Client> {
+    const reader = this.newReader();
+    await reader.connect();
+    await reader.query(OUTPUT_SETTINGS);
+    return reader;
+  }
+
+  /** The pool of `snapshotParallelism` snapshot readers, connected; release() ends them. */
+  async snapshotReaders(): Promise<pg.Client[]> {
+    this.readers = Array.from({ length: this.options.snapshotParallelism }, () => this.newReader());
+    for (const reader of this.readers) {
+      await reader.connect();
+      await reader.query(OUTPUT_SETTINGS);
+    }
+    return this.readers;
+  }
+
+  /** Stops the heartbeat and ends every connection but the replication one. After capture and snapshots ended. */
+  async release(): Promise<void> {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    await Promise.all(this.readers.map((reader) => reader.end().catch(() => undefined)));
+    await this.rowReader.close();
+    await this.admin.end().catch(() => undefined);
+  }
+
+  private newReader(): pg.Client {
+    const reader = new pg.Client(this.options.connection);
+    reader.on('error', (err) => this.options.log.warn({ err: errorMessage(err) }, 'snapshot reader connection error'));
+    return reader;
+  }
+
+  private startHeartbeat(): void {
+    const { slot, log, heartbeatPrefix } = this.options;
+    const tick = async (): Promise<void> => {
+      try {
+        const s = await slotState(this.admin, slot);
+        if (s) this.options.onSlotHealth?.(s);
+        await this.admin.query('SELECT pg_logical_emit_message(false, $1, $2)', [heartbeatPrefix, new Date(this.options.clock.now()).toISOString()]);
+      } catch (err) {
+        log.warn({ err: errorMessage(err) }, 'slot health check or heartbeat failed');
+      }
+    };
+    this.heartbeat = setInterval(() => void tick(), this.options.heartbeatIntervalMs);
+  }
+}
+
+/**
+ * Requested before the slot exists: a crash in between re-requests (skipping tables that
+ * already have an unfinished job), never leaves a slot without its snapshot.
+ */
+async function requestInitialSnapshot(admin: pg.Client, snapshots: SnapshotStore, options: PostgresSourceOptions): Promise<void> {
+  const tables = options.tables.length > 0 ? options.tables : await publicationTables(admin, options.publication);
+  const open = new Set((await snapshots.all()).filter((j) => j.status === 'pending' || j.status === 'running').map((j) => `${j.table.schema}.${j.table.table}`));
+  for (const t of tables) if (!open.has(`${t.schema}.${t.table}`)) await snapshots.request(t);
+  options.log.info({ tables: tables.map((t) => `${t.schema}.${t.table}`) }, 'initial snapshot requested');
+}
+
+/** Creates the slot unless it exists, and waits for a previous capture's walsender to let go of it. */
+async function readySlot(admin: pg.Client, options: PostgresSourceOptions, signal: AbortSignal): Promise<SlotState> {
+  const { slot, log, clock } = options;
+  const ensured = await ensureSlot(admin, slot);
+  let state = ensured.state;
+  if (state.active) {
+    // After a kill -9 the server may not have noticed the dead walsender yet.
+    log.warn({ slot }, 'replication slot is in use by another connection; waiting up to 60 s for it to be released');
+    const deadline = clock.now() + SLOT_RELEASE_WAIT_MS;
+    while (state.active && clock.now() < deadline && !signal.aborted) {
+      await clock.sleep(SLOT_RELEASE_POLL_MS, signal);
+      state = (await slotState(admin, slot)) ?? state;
+    }
+    if (state.active) throw new PrerequisiteError(`replication slot ${slot} is still in use by another process`, 'stop the other syncline capture using this slot, or use another slot name');
+  }
+  log.info({ slot, created: ensured.created, confirmed: state.confirmedFlush === null ? null : formatLsn(state.confirmedFlush) }, 'replication slot ready');
+  return state;
+}
+
+/** The source-side snapshot job table, or undefined (with a warning) when it cannot be created. */
+async function prepareSnapshots(admin: pg.Client, options: PostgresSourceOptions): Promise<SnapshotStore | undefined> {
+  const store = new SnapshotStore(admin, options.stateSchema, options.slot);
+  try {
+    await store.prepare();
+    return store;
+  } catch (err) {
+    options.log.warn(
+      { err: errorMessage(err), fix: `GRANT CREATE ON DATABASE ... TO the syncline role, or create ${options.stateSchema}.snapshots beforehand` },
+      'snapshots disabled: cannot create the snapshot job table in the source',
+    );
+    return undefined;
+  }
+}
+
+/**
+ * `_schema_version`s recorded in the source, so they survive restarts; when the table cannot
+ * be created, versions are kept in memory only (with a warning) and restart at 1.
+ */
+async function prepareSchemaVersions(admin: pg.Client, options: PostgresSourceOptions): Promise<SchemaVersionStore | undefined> {
+  const store = new SchemaVersionStore(admin, options.stateSchema, options.slot);
+  try {
+    await store.prepare();
+    await store.load();
+    return store;
+  } catch (err) {
+    options.log.warn(
+      { err: errorMessage(err), fix: `GRANT CREATE ON DATABASE ... TO the syncline role, or create ${options.stateSchema}.schema_versions beforehand` },
+      '_schema_version is not kept across restarts: cannot create the schema version table in the source',
+    );
+    return undefined;
+  }
+}
+
+/**
+ * The spill folder of a slot's capture: one per source server, database and slot, reused by
+ * the next capture after a kill -9 (a new Capture empties it), so crashes leave nothing
+ * behind. Folders of the per-process naming used before are removed once their process is gone.
+ */
+function spillDirFor(conn: pg.ClientConfig, slot: string): string {
+  const identity = createHash('sha256').update(JSON.stringify([conn.connectionString ?? '', conn.host ?? '', conn.port ?? '', conn.database ?? '', slot])).digest('hex').slice(0, 12);
+  const prefix = `syncline-spill-${slot.replace(/[^A-Za-z0-9_-]/g, '_')}-`;
+  try {
+    for (const name of readdirSync(os.tmpdir())) {
+      const rest = name.startsWith(prefix) ? name.slice(prefix.length) : '';
+      const pid = /^\d{1,7}$/.test(rest) ? Number(rest) : 0;
+      if (pid > 0 && !processAlive(pid)) rmSync(path.join(os.tmpdir(), name), { recursive: true, force: true });
+    }
+  } catch {
+    // Cleaning up after older versions is best effort.
+  }
+  return path.join(os.tmpdir(), `${prefix}${identity}`);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as { code?: string }).code === 'EPERM';
+  }
+}
