@@ -8,6 +8,7 @@ import { PgoutputDecoder } from '../pgoutput/decoder.js';
 import { parseReplicationFrame } from '../pgoutput/replication-frames.js';
 import type { PgoutputMessage } from '../pgoutput/messages.js';
 import type { OutgoingRecord, StreamProducer } from '../stream/stream.js';
+import { Checkpoint, type InFlightBatch } from './checkpoint.js';
 import { ChangeBuilder, SNAPSHOT_PREFIX, type VersionContext } from './change-builder.js';
 import { SnapshotWindows, type ReadSnapshot } from './snapshot-windows.js';
 import { SpillStore } from './spill-store.js';
@@ -88,14 +89,6 @@ export interface WatermarkMessage {
 /** What became of a chunk: durably in the stream, or to be read again (see SnapshotWindows). */
 export type ChunkResult = 'published' | 'retry';
 
-interface InFlightBatch {
-  /** Highest source position fully contained in this batch and all before it. */
-  position: Lsn | undefined;
-  done: boolean;
-  /** Called once this batch and every one before it are durable. */
-  onDurable?: (() => void)[];
-}
-
 /** A keyless table's snapshot as capture sees it: its cut, its rows, the table's later changes. */
 interface KeylessCut {
   spec: KeylessSnapshot;
@@ -124,8 +117,7 @@ export class Capture {
   private pendingPosition: Lsn | undefined;
   /** A position reached while some changes are held (keyless snapshot): released with them. */
   private deferredPosition: Lsn | undefined;
-  private readonly inFlight: InFlightBatch[] = [];
-  private confirmed: Lsn = 0n;
+  private readonly checkpoint: Checkpoint;
   private flushTimer: NodeJS.Timeout | undefined;
   private statusTimer: NodeJS.Timeout | undefined;
   /** Why reading the replication socket is paused; it resumes when none is left. */
@@ -184,7 +176,7 @@ export class Capture {
     private readonly options: CaptureOptions,
   ) {
     this.builder = new ChangeBuilder(options.source, new Set(options.ignoredSchemas), options.primaryKeys, options.schemaVersions);
-    this.confirmed = options.startLsn;
+    this.checkpoint = new Checkpoint(options.startLsn);
     this.spill = new SpillStore(options.spillDir);
     this.failed = (err) => {
       this.failure ??= err;
@@ -193,7 +185,7 @@ export class Capture {
 
   /** The position confirmed to the source so far. */
   get confirmedLsn(): Lsn {
-    return this.confirmed;
+    return this.checkpoint.confirmed;
   }
 
   /**
@@ -237,11 +229,11 @@ export class Capture {
     this.setPaused('drain', true);
     if (this.busy) await Promise.race([this.busy, failedPromise]);
     this.flush();
-    if (!this.inFlight.every((b) => b.done)) {
+    if (this.checkpoint.outstanding > 0) {
       await Promise.race([new Promise<void>((resolve) => (this.drained = resolve)), failedPromise]);
     }
     this.sendStatus(false);
-    this.log.info({ confirmed: formatLsn(this.confirmed) }, 'capture drained');
+    this.log.info({ confirmed: formatLsn(this.checkpoint.confirmed) }, 'capture drained');
   }
 
   private onData(chunk: Buffer): void {
@@ -607,7 +599,7 @@ export class Capture {
 
   /** Resolves when fewer than `maxInFlight` publishes are outstanding. */
   private windowOpen(): Promise<void> {
-    if (this.inFlight.length < this.options.maxInFlight) return Promise.resolve();
+    if (this.checkpoint.outstanding < this.options.maxInFlight) return Promise.resolve();
     return new Promise((resolve) => (this.windowWaiter = resolve));
   }
 
@@ -624,9 +616,7 @@ export class Capture {
   private async flushDurable(): Promise<void> {
     while (this.busy) await this.busy;
     this.flush();
-    const last = this.inFlight[this.inFlight.length - 1];
-    if (!last) return Promise.resolve();
-    return new Promise((resolve) => (last.onDurable ??= []).push(resolve));
+    return this.checkpoint.whenDurable();
   }
 
   private flush(): void {
@@ -638,10 +628,9 @@ export class Capture {
     if (this.toFill.length > 0) return;
     if (this.pending.length === 0 && this.pendingPosition === undefined) return;
     const events = this.pending;
-    const batch: InFlightBatch = { position: this.pendingPosition, done: false };
+    const batch = this.checkpoint.begin(this.pendingPosition);
     this.pending = [];
     this.pendingPosition = undefined;
-    this.inFlight.push(batch);
     if (events.length === 0) {
       this.complete(batch);
       return;
@@ -652,7 +641,7 @@ export class Capture {
       // The id lets brokers with publish dedupe (NATS Nats-Msg-Id) drop a resend after a crash.
       records[i] = { key: partitionKeyOf(e), value: Buffer.from(JSON.stringify(e)), id: `${e.source}:${e.commit_lsn}:${e.seq}` };
     }
-    if (this.inFlight.length >= this.options.maxInFlight) this.setPaused('window', true);
+    if (this.checkpoint.outstanding >= this.options.maxInFlight) this.setPaused('window', true);
     const versionsStored = this.options.schemaVersions?.stored();
     (versionsStored ? Promise.all([this.producer.publish(records), versionsStored]) : this.producer.publish(records)).then(
       () => {
@@ -666,41 +655,32 @@ export class Capture {
     );
   }
 
-  /** Marks a batch stored and advances the confirmed position over the done prefix. */
+  /** A batch is stored: the confirmed position may advance (see Checkpoint), the window opens. */
   private complete(batch: InFlightBatch): void {
-    batch.done = true;
-    let advanced = false;
-    while (this.inFlight.length > 0 && (this.inFlight[0] as InFlightBatch).done) {
-      const b = this.inFlight.shift() as InFlightBatch;
-      if (b.position !== undefined && b.position > this.confirmed) {
-        this.confirmed = b.position;
-        advanced = true;
-      }
-      for (const resolve of b.onDurable ?? []) resolve();
-    }
-    if (advanced) {
-      this.metrics.captureLsn.set(Number(this.confirmed));
+    if (this.checkpoint.complete(batch)) {
+      const confirmed = this.checkpoint.confirmed;
+      this.metrics.captureLsn.set(Number(confirmed));
       for (let i = this.chunkWaiters.length - 1; i >= 0; i--) {
         const w = this.chunkWaiters[i] as { lsn: Lsn; token: string };
-        if (w.lsn <= this.confirmed) {
+        if (w.lsn <= confirmed) {
           this.chunkWaiters.splice(i, 1);
           this.resolveChunk(w.token, 'published');
         }
       }
     }
-    if (this.inFlight.length < this.options.maxInFlight) {
+    if (this.checkpoint.outstanding < this.options.maxInFlight) {
       this.setPaused('window', false);
       const waiter = this.windowWaiter;
       this.windowWaiter = undefined;
       waiter?.();
     }
-    if (this.inFlight.length === 0 && this.drained) this.drained();
+    if (this.checkpoint.outstanding === 0 && this.drained) this.drained();
   }
 
   private sendStatus(replyRequested: boolean): void {
     if (this.failure) return;
     try {
-      this.replication.acknowledge(this.confirmed, replyRequested);
+      this.replication.acknowledge(this.checkpoint.confirmed, replyRequested);
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'could not send standby status');
     }
