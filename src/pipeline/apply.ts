@@ -1,9 +1,9 @@
 import { tableLabelOf, type ChangeEvent } from '../core/change.js';
 import type { Clock } from '../core/clock.js';
 import type { Dedup } from '../dedup/dedup.js';
-import { errorMessage, isRetriable, PrerequisiteError, StructuralError, SynclineError } from '../core/errors.js';
+import { errorMessage, PrerequisiteError, StructuralError, SynclineError } from '../core/errors.js';
 import { parseLsn } from '../core/lsn.js';
-import { backoffDelay, type RetryPolicy } from '../core/retry.js';
+import { retry, STOPPED, type RetryPolicy } from '../core/retry.js';
 import { rowIdOf, type DeadLetter, type DeadLetterEntry, type DeadLetterQueue } from '../dlq/dead-letter-queue.js';
 import { replayDeadLetters } from '../dlq/replay.js';
 import type { Logger } from '../log/logger.js';
@@ -52,9 +52,6 @@ interface Item {
 }
 
 const EMPTY_POSITIONS: ReadonlyMap<number, bigint> = new Map();
-
-/** What `withRetry` returns when the pipeline is stopping (distinct from any result, even undefined). */
-const STOPPED: unique symbol = Symbol('stopped');
 
 /**
  * Apply: stream → sink. Each polled batch is applied in one sink transaction together with
@@ -656,20 +653,16 @@ export class Apply {
    * keeps trying at the maximum delay (a sink outage must stall the pipeline, not drop
    * changes); permanent failures propagate. Returns STOPPED when stopped meanwhile.
    */
-  private async withRetry<T>(fn: () => Promise<T>, signal: AbortSignal, what: string): Promise<T | typeof STOPPED> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await fn();
-      } catch (err) {
-        if (!isRetriable(err)) throw err;
+  private withRetry<T>(fn: () => Promise<T>, signal: AbortSignal, what: string): Promise<T | typeof STOPPED> {
+    return retry(fn, this.options.retry, {
+      signal,
+      clock: this.options.clock,
+      untilStopped: true,
+      onRetry: ({ attempt, delayMs, error }) => {
         this.metrics.retried.inc();
-        const policy = this.options.retry;
-        const delay = attempt < policy.maxAttempts ? backoffDelay(policy, attempt) : policy.maxMs;
-        this.log.warn({ attempt, delayMs: delay, err: errorMessage(err) }, `${what} failed; retrying`);
-        await this.options.clock.sleep(delay, signal);
-        if (signal.aborted) return STOPPED;
-      }
-    }
+        this.log.warn({ attempt, delayMs, err: errorMessage(error) }, `${what} failed; retrying`);
+      },
+    });
   }
 }
 
