@@ -8,6 +8,7 @@ import { deadLetterStoreOf } from '../config/dead-letter-store.js';
 import type { SynclineConfig } from '../config/schema.js';
 import { systemClock } from '../core/clock.js';
 import { PrerequisiteError, errorMessage } from '../core/errors.js';
+import { Events } from '../core/events.js';
 import { formatLsn } from '../core/lsn.js';
 import { parseTableName, type TableName } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
@@ -235,7 +236,9 @@ export async function runCapture(
     log.info({ protocolVersion, streaming: protocolVersion >= 2 }, 'pgoutput protocol negotiated');
     const producer = await stream.producer();
     const rowReader = new SourceRowReader(conn);
-    const capture = new Capture(replication, producer, metrics, log, {
+    const events = new Events();
+    metrics.subscribe(events);
+    const capture = new Capture(replication, producer, events, log, {
       source: sourceNameOf(config),
       batchSize: config.stream.batch_size,
       batchWaitMs: config.stream.batch_wait_ms,
@@ -402,7 +405,9 @@ export async function runApply(config: SynclineConfig, stream: Stream, metrics: 
     log.warn('webhook sink without a dedup backend: a replayed change is POSTed again; set consumer.deduplication.backend: redis, or have the receiver ignore idempotency keys it has seen');
   }
   try {
-    const apply = new Apply((options) => stream.consumer(config.consumer.group_id, options), sink, metrics, log, {
+    const events = new Events();
+    metrics.subscribe(events);
+    const apply = new Apply((options) => stream.consumer(config.consumer.group_id, options), sink, events, log, {
       group: config.consumer.group_id,
       batchSize: config.consumer.batch_size,
       batchWaitMs: Math.max(config.consumer.batch_wait_ms, 1),

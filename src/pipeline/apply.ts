@@ -1,13 +1,12 @@
 import { tableLabelOf, type ChangeEvent } from '../core/change.js';
 import type { Clock } from '../core/clock.js';
 import type { Dedup } from '../dedup/dedup.js';
+import type { PipelineEvents } from '../core/events.js';
 import { errorMessage, PrerequisiteError, StructuralError, SynclineError } from '../core/errors.js';
-import { parseLsn } from '../core/lsn.js';
 import { retry, STOPPED, type RetryPolicy } from '../core/retry.js';
 import { rowIdOf, type DeadLetter, type DeadLetterEntry, type DeadLetterQueue } from '../dlq/dead-letter-queue.js';
 import { replayDeadLetters } from '../dlq/replay.js';
 import type { Logger } from '../log/logger.js';
-import type { Metrics } from '../metrics/metrics.js';
 import type { ApplyOutcome, Sink } from '../sink/sink.js';
 import type { ConsumerOptions, StreamConsumer, StreamRecord } from '../stream/stream.js';
 import { decodeChange } from './decode-change.js';
@@ -70,7 +69,6 @@ const EMPTY_POSITIONS: ReadonlyMap<number, bigint> = new Map();
  * problem no table could get past (the sink refuses the connection) stops apply.
  */
 export class Apply {
-  private readonly tablesSeen = new Set<string>();
   private consumer!: StreamConsumer;
   private blocked = new Set<string>();
   private nextDeadLetterRefresh = 0;
@@ -89,7 +87,7 @@ export class Apply {
   constructor(
     private readonly openConsumer: (options: ConsumerOptions) => Promise<StreamConsumer>,
     private readonly sink: Sink,
-    private readonly metrics: Metrics,
+    private readonly events: PipelineEvents,
     private readonly log: Logger,
     private readonly options: ApplyOptions,
   ) {
@@ -293,17 +291,7 @@ export class Apply {
       } else letters.push(this.letter(change, record, blockedError()));
     }
     if (this.assembler) this.keepTransactionsWhole(items, letters);
-    this.metrics.consumed.inc(records.length);
-    // Until this batch commits, every scrape reports the age of its oldest change per table:
-    // lag grows while apply is slow, retrying or stuck rather than showing the last batch.
-    const oldest = new Map<string, number>();
-    for (const { change: c } of items) {
-      const table = `${c.schema}.${c.table}`;
-      const ts = Date.parse(c.commit_ts);
-      if (ts < (oldest.get(table) ?? Infinity)) oldest.set(table, ts); // false for an unparsable time
-      this.tablesSeen.add(table);
-    }
-    this.metrics.lagApplying(oldest);
+    if (this.events.listens('apply:batch:started')) this.events.emit('apply:batch:started', { records: records.length, changes: items.map((i) => i.change) });
     // Dead letters are stored before the position passes them; adding is idempotent.
     if (letters.length > 0 && !(await this.deadLetter(letters, signal))) return;
 
@@ -339,12 +327,14 @@ export class Apply {
     // failed apply is retried instead of being skipped as a duplicate next time.
     const dedup = this.options.dedup;
     if (dedup && (await this.withRetry(() => dedup.mark(applied.map((i) => i.change)), signal, 'recording dedup keys')) === STOPPED) return;
-    this.metrics.applyBatchSeconds.observe((this.options.clock.now() - started) / 1000);
+    const seconds = (this.options.clock.now() - started) / 1000;
     if (healing.length > 0) {
       const done = new Set(applied.map((i) => i.change));
       await this.clearSuperseded(healing.filter((c) => done.has(c)), signal);
     }
-    this.record(items, outcome, records.length, duplicates);
+    if (this.events.listens('apply:batch:applied')) {
+      this.events.emit('apply:batch:applied', { changes: items.map((i) => i.change), outcome, records: records.length, duplicates, seconds, at: this.options.clock.now() });
+    }
     for (const [p, o] of positions) this.applied.set(p, o);
     await this.consumer.commit(positions).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'stream offset commit failed (sink positions are authoritative)'));
   }
@@ -377,7 +367,7 @@ export class Apply {
     if (seen === STOPPED) return STOPPED;
     let kept = 0;
     for (const [i, item] of items.entries()) {
-      if (seen[i] === true) this.metrics.duplicate.inc({ table: `${item.change.schema}.${item.change.table}` });
+      if (seen[i] === true) this.events.emit('apply:duplicate', item.change);
       else items[kept++] = item;
     }
     const skipped = items.length - kept;
@@ -438,7 +428,7 @@ export class Apply {
       this.log.error({ table: err.table, err: err.message }, 'table held: its changes wait in the dead-letter queue, in order, while the other tables flow; fix the target and they apply by themselves');
     }
     this.heldTables.set(err.table, err.message);
-    this.metrics.tableBlocked.set({ table: err.table }, 1);
+    this.events.emit('apply:table:held', { table: err.table });
     this.nextHeldRetry = this.options.clock.now() + (this.options.heldTableRetryMs ?? 10_000);
     return true;
   }
@@ -497,7 +487,7 @@ export class Apply {
       for (const e of await dlq.list({ error: TABLE_BLOCKED, limit: 10_000 })) {
         if (e.errorCode === TABLE_BLOCKED && !this.heldTables.has(e.table)) {
           this.heldTables.set(e.table, e.error);
-          this.metrics.tableBlocked.set({ table: e.table }, 1);
+          this.events.emit('apply:table:held', { table: e.table });
         }
       }
     } catch (err) {
@@ -533,10 +523,7 @@ export class Apply {
         try {
           const o = await this.withRetry(() => this.sink.apply(ready.map((e) => e.change as ChangeEvent), EMPTY_POSITIONS, this.options.group), signal, 'applying a held table');
           if (o === STOPPED) return;
-          for (const [t, counts] of o.byTable) {
-            this.metrics.applied.inc({ table: t }, counts.applied);
-            if (counts.stale > 0) this.metrics.stale.inc({ table: t }, counts.stale);
-          }
+          this.events.emit('apply:held:applied', { outcome: o });
         } catch (err) {
           if (err instanceof PrerequisiteError) {
             this.heldTables.set(table, err.message);
@@ -554,7 +541,7 @@ export class Apply {
         replayed += ready.length;
       }
       this.heldTables.delete(table);
-      this.metrics.tableBlocked.set({ table }, 0);
+      this.events.emit('apply:table:released', { table });
       this.log.info({ table, replayed }, 'held table released: its waiting changes applied in order, it flows again');
     }
     await this.refreshDeadLetters(signal);
@@ -569,7 +556,7 @@ export class Apply {
     }
     for (const l of letters) if (l.change) this.blocked.add(rowIdOf(l.change));
     if ((await this.withRetry(() => dlq.add(letters), signal, 'writing the dead-letter queue')) === STOPPED) return false;
-    this.metrics.deadlettered.inc(letters.length);
+    this.events.emit('apply:dead-lettered', { letters });
     await this.refreshDeadLetters(signal);
     return true;
   }
@@ -581,8 +568,7 @@ export class Apply {
     if (!dlq || signal.aborted) return;
     try {
       const [depth, blocked] = await Promise.all([dlq.depth(), dlq.blockedRows()]);
-      this.metrics.deadletterCount.set(depth.count);
-      this.metrics.deadletterOldestAge.set(depth.oldestAgeSeconds);
+      this.events.emit('apply:dead-letters', depth);
       // Rows replayed or purged by an operator are released here.
       this.blocked = blocked;
     } catch (err) {
@@ -601,7 +587,7 @@ export class Apply {
         const at = this.applied.get(p);
         if (at !== undefined && end > at) behind += end - at;
       }
-      this.metrics.consumerLag.set(Number(behind));
+      this.events.emit('apply:consumer-lag', { records: Number(behind) });
     } catch (err) {
       this.log.debug({ err: errorMessage(err) }, 'could not read stream end offsets');
     }
@@ -620,32 +606,8 @@ export class Apply {
     return letter;
   }
 
-  private record(items: Item[], outcome: ApplyOutcome, consumed: number, duplicates: number): void {
-    for (const [table, counts] of outcome.byTable) {
-      this.metrics.applied.inc({ table }, counts.applied);
-      if (counts.stale > 0) this.metrics.stale.inc({ table }, counts.stale);
-    }
-    const now = this.options.clock.now();
-    // Changes folded into a newer change to the same key never reach the version gate. In a
-    // replayed batch they are duplicates as much as the stale row that absorbed them, so they
-    // are attributed in the proportion stale / (applied + stale): exact for the usual all-new
-    // or all-replayed batch (without it a pure replay showed ~0.6 instead of 1).
-    const gated = outcome.applied + outcome.stale;
-    const skipped = duplicates + (gated === 0 ? 0 : outcome.stale + (outcome.superseded * outcome.stale) / gated);
-    this.metrics.recordConsumed(consumed, skipped, now);
-    // The lag of the batch's oldest change at its commit (no longer growing).
-    this.metrics.lagApplied(now);
-    // The highest commit LSN, not the last item's: a batch interleaves partitions.
-    let newest = 0n;
-    for (const { change: c } of items) {
-      const lsn = parseLsn(c.commit_lsn);
-      if (lsn > newest) newest = lsn;
-    }
-    if (newest > 0n) this.metrics.applyLsn.set(Number(newest));
-  }
-
   private markCaughtUp(): void {
-    this.metrics.lagCaughtUp(this.tablesSeen);
+    this.events.emit('apply:caught-up', {});
   }
 
   /**
@@ -659,7 +621,7 @@ export class Apply {
       clock: this.options.clock,
       untilStopped: true,
       onRetry: ({ attempt, delayMs, error }) => {
-        this.metrics.retried.inc();
+        this.events.emit('apply:retry', { what, attempt, delayMs, error });
         this.log.warn({ attempt, delayMs, err: errorMessage(error) }, `${what} failed; retrying`);
       },
     });

@@ -1,9 +1,9 @@
 import { partitionKeyOf, tableLabelOf, type ChangeEvent, type Row } from '../core/change.js';
 import { errorMessage } from '../core/errors.js';
+import type { PipelineEvents } from '../core/events.js';
 import { formatLsn, type Lsn } from '../core/lsn.js';
 import type { ColumnType, SchemaVersionRegistry } from '../core/schema-version.js';
 import type { Logger } from '../log/logger.js';
-import type { Metrics } from '../metrics/metrics.js';
 import { PgoutputDecoder } from '../pgoutput/decoder.js';
 import { parseReplicationFrame } from '../pgoutput/replication-frames.js';
 import type { PgoutputMessage } from '../pgoutput/messages.js';
@@ -171,7 +171,7 @@ export class Capture {
   constructor(
     private readonly replication: ReplicationSource,
     private readonly producer: StreamProducer,
-    private readonly metrics: Metrics,
+    private readonly events: PipelineEvents,
     private readonly log: Logger,
     private readonly options: CaptureOptions,
   ) {
@@ -341,7 +341,7 @@ export class Capture {
     this.builder.handle(msg, lsn, built);
     if (built.length === 0) return;
     for (const e of built) {
-      this.metrics.captured.inc({ table: e.table });
+      this.events.emit('capture:change', e);
       this.txnTables.add(tableLabelOf(e));
       if (this.windows.open) this.windows.observe(e);
       if (e.unchanged && this.options.readSourceRow && this.mayLackRow(e)) this.toFill.push(e);
@@ -411,7 +411,7 @@ export class Capture {
     for (const values of rows) {
       const e = this.builder.snapshotRow(cut.ctx, cut.spec.schema, cut.spec.table, cut.spec.columns, values, [], cut.cutLsn, cut.spec.columnTypes);
       this.pending.push(e);
-      this.metrics.captured.inc({ table: e.table });
+      this.events.emit('capture:change', e);
     }
     this.scheduleFlush();
     return this.windowOpen();
@@ -470,7 +470,7 @@ export class Capture {
       const values = chunk.columns.map((c) => row[c] ?? null);
       const e = this.builder.snapshotRow(ctx, chunk.schema, chunk.table, chunk.columns, values, chunk.keyColumns, lsn, chunk.columnTypes);
       this.pending.push(e);
-      this.metrics.captured.inc({ table: e.table });
+      this.events.emit('capture:change', e);
     }
     this.watermarksInTxn.push(w.token);
   }
@@ -645,7 +645,7 @@ export class Capture {
     const versionsStored = this.options.schemaVersions?.stored();
     (versionsStored ? Promise.all([this.producer.publish(records), versionsStored]) : this.producer.publish(records)).then(
       () => {
-        this.metrics.published.inc(records.length);
+        this.events.emit('capture:batch:published', { changes: records.length });
         this.complete(batch);
       },
       (err: unknown) => {
@@ -659,7 +659,7 @@ export class Capture {
   private complete(batch: InFlightBatch): void {
     if (this.checkpoint.complete(batch)) {
       const confirmed = this.checkpoint.confirmed;
-      this.metrics.captureLsn.set(Number(confirmed));
+      this.events.emit('capture:confirmed', { lsn: confirmed });
       for (let i = this.chunkWaiters.length - 1; i >= 0; i--) {
         const w = this.chunkWaiters[i] as { lsn: Lsn; token: string };
         if (w.lsn <= confirmed) {
