@@ -11,7 +11,7 @@ import type { OutgoingRecord, StreamProducer } from '../stream/stream.js';
 import { Checkpoint, type InFlightBatch } from './checkpoint.js';
 import { ChangeBuilder, SNAPSHOT_PREFIX, type VersionContext } from './change-builder.js';
 import { SnapshotWindows, type ReadSnapshot } from './snapshot-windows.js';
-import { SpillStore } from './spill-store.js';
+import { StreamedTransactions } from './streamed-transactions.js';
 
 /** How many recent key changes capture remembers (see Capture.keyChanged). */
 const KEY_CHANGES_REMEMBERED = 100_000;
@@ -122,9 +122,7 @@ export class Capture {
   private statusTimer: NodeJS.Timeout | undefined;
   /** Why reading the replication socket is paused; it resumes when none is left. */
   private readonly pauseReasons = new Set<'window' | 'busy' | 'drain'>();
-  private readonly spill: SpillStore;
-  /** Top-level xid of the streamed chunk being received, if any. */
-  private streamXid: number | undefined;
+  private readonly streamed: StreamedTransactions;
   /**
    * An asynchronous step is running (a streamed transaction's replay, or reading values
    * from the source): chunks that still arrive wait in `backlog`, copied, in order.
@@ -177,7 +175,7 @@ export class Capture {
   ) {
     this.builder = new ChangeBuilder(options.source, new Set(options.ignoredSchemas), options.primaryKeys, options.schemaVersions);
     this.checkpoint = new Checkpoint(options.startLsn);
-    this.spill = new SpillStore(options.spillDir);
+    this.streamed = new StreamedTransactions(options.spillDir);
     this.failed = (err) => {
       this.failure ??= err;
     };
@@ -215,7 +213,7 @@ export class Capture {
       clearInterval(this.statusTimer);
       if (this.flushTimer) clearTimeout(this.flushTimer);
       await this.replication.close();
-      this.spill.close();
+      this.streamed.close();
     }
   }
 
@@ -253,58 +251,26 @@ export class Capture {
         return;
       }
       const msg = this.decoder.decode(chunk, frame.dataOffset);
-      if (this.streamXid !== undefined && this.spillStreamed(msg, frame.dataStart, chunk.subarray(frame.dataOffset))) return;
+      if (this.streamed.buffer(msg, frame.dataStart, chunk.subarray(frame.dataOffset))) return;
       this.handleMessage(msg, frame.dataStart);
     } catch (err) {
       this.failed(err instanceof Error ? err : new Error(String(err)));
     }
   }
 
-  /** Inside a streamed chunk: buffers what belongs to the transaction. True when consumed. */
-  private spillStreamed(msg: PgoutputMessage, lsn: Lsn, raw: Buffer): boolean {
-    const xid = this.streamXid as number;
-    switch (msg.tag) {
-      case 'insert':
-      case 'update':
-      case 'delete':
-      case 'truncate':
-        this.spill.append(xid, msg.xid ?? xid, lsn, raw);
-        return true;
-      case 'relation':
-        this.spill.appendRelation(xid, lsn, raw);
-        return true;
-      case 'type':
-        return true; // values are text: type definitions change nothing here
-      default:
-        return false;
-    }
-  }
-
   /** One decoded message outside a streamed chunk's data (exposed for tests). */
   handleMessage(msg: PgoutputMessage, lsn: Lsn): void {
-    switch (msg.tag) {
-      case 'stream_start':
-        this.streamXid = msg.xid;
-        return;
-      case 'stream_stop':
-        this.streamXid = undefined;
-        return;
-      case 'stream_abort':
-        // Aborted before commit: its buffered changes vanish and never reach the stream.
-        this.spill.abort(msg.xid, msg.subXid);
-        return;
-      case 'stream_commit':
-        this.runBusy(() => this.replayCommitted(msg.xid, msg.commitLsn, msg.endLsn, msg.commitTime));
-        return;
-      default:
-        break;
+    if (this.streamed.control(msg)) return;
+    if (msg.tag === 'stream_commit') {
+      this.runBusy(() => this.replayCommitted(msg.xid, msg.commitLsn, msg.endLsn, msg.commitTime));
+      return;
     }
     const xid = this.builder.openTransaction?.xid;
     this.addChanges(msg, lsn);
     if (msg.tag === 'message' && msg.prefix === SNAPSHOT_PREFIX) this.onWatermark(msg.content, lsn);
     if (msg.tag === 'commit') {
       this.onCommit(xid, msg.endLsn);
-    } else if (msg.tag === 'message' && !msg.transactional && !this.builder.inTransaction && this.streamXid === undefined) {
+    } else if (msg.tag === 'message' && !msg.transactional && !this.builder.inTransaction && !this.streamed.receiving) {
       // A heartbeat outside any transaction: everything before it has been seen.
       this.reachPosition(msg.lsn);
     }
@@ -540,14 +506,13 @@ export class Capture {
    * published in batches under the same in-flight window.
    */
   private async replayCommitted(xid: number, commitLsn: Lsn, endLsn: Lsn, commitTime: bigint): Promise<void> {
-    const decoder = new PgoutputDecoder();
     this.builder.beginStreamedReplay();
     this.addChanges({ tag: 'begin', finalLsn: commitLsn, commitTime, xid }, commitLsn);
     let replayed = 0;
-    for (const record of this.spill.replay(xid)) {
+    for (const { msg, lsn } of this.streamed.replay(xid)) {
       // Abandoned (stop or failure): not confirmed, the server sends the transaction again.
       if (this.stopping || this.failure) return;
-      this.addChanges(decoder.decodeInStream(record.subarray(8)), record.readBigUInt64BE(0));
+      this.addChanges(msg, lsn);
       if (this.toFill.length > 0) await this.fillUnchanged();
       if (this.pending.length >= this.options.batchSize) {
         this.flush();
