@@ -2,7 +2,7 @@ import { partitionKeyOf, tableLabelOf, type ChangeEvent, type Row } from '../cor
 import { errorMessage } from '../core/errors.js';
 import type { PipelineEvents } from '../core/events.js';
 import { formatLsn, type Lsn } from '../core/lsn.js';
-import type { ColumnType, SchemaVersionRegistry } from '../core/schema-version.js';
+import type { SchemaVersionRegistry } from '../core/schema-version.js';
 import type { Logger } from '../log/logger.js';
 import { PgoutputDecoder } from '../pgoutput/decoder.js';
 import { parseReplicationFrame } from '../pgoutput/replication-frames.js';
@@ -10,7 +10,7 @@ import type { PgoutputMessage } from '../pgoutput/messages.js';
 import type { OutgoingRecord, StreamProducer } from '../stream/stream.js';
 import { Checkpoint, type InFlightBatch } from './checkpoint.js';
 import { ChangeBuilder, SNAPSHOT_PREFIX, type VersionContext } from './change-builder.js';
-import { SnapshotWindows, type ReadSnapshot } from './snapshot-windows.js';
+import { SnapshotChunks, type ChunkResult, type KeylessSnapshot, type SnapshotChunk, type WatermarkMessage } from './snapshot-windows.js';
 import { StreamedTransactions } from './streamed-transactions.js';
 
 /** How many recent key changes capture remembers (see Capture.keyChanged). */
@@ -56,39 +56,6 @@ export interface CaptureOptions {
   readSourceRow?: SourceRowReader;
 }
 
-/** Rows of one snapshot chunk, waiting for their high watermark. */
-export interface SnapshotChunk {
-  schema: string;
-  table: string;
-  columns: readonly string[];
-  keyColumns: readonly string[];
-  /** The table's definition when the chunk was read (its `_schema_version`). */
-  columnTypes?: readonly ColumnType[];
-  rows: readonly (string | null)[][];
-  /** The MVCC snapshot the rows were read in. */
-  snapshot: ReadSnapshot;
-}
-
-/** A keyless table read whole in one snapshot (see SnapshotRunner). */
-export interface KeylessSnapshot {
-  schema: string;
-  table: string;
-  columns: readonly string[];
-  columnTypes?: readonly ColumnType[];
-}
-
-/** Content of a snapshot watermark message. */
-export interface WatermarkMessage {
-  token: string;
-  /** low/high: a keyed chunk's window; cut: where a keyless table's snapshot stands. */
-  mark: 'low' | 'high' | 'cut';
-  /** `schema.table` of the chunk. */
-  table: string;
-}
-
-/** What became of a chunk: durably in the stream, or to be read again (see SnapshotWindows). */
-export type ChunkResult = 'published' | 'retry';
-
 /** A keyless table's snapshot as capture sees it: its cut, its rows, the table's later changes. */
 interface KeylessCut {
   spec: KeylessSnapshot;
@@ -131,12 +98,7 @@ export class Capture {
   private backlog: Buffer[] = [];
   private windowWaiter: (() => void) | undefined;
   private stopping = false;
-  private readonly windows = new SnapshotWindows();
-  private readonly chunks = new Map<string, SnapshotChunk>();
-  /** High watermarks seen in the open transaction; published once its commit is confirmed. */
-  private watermarksInTxn: string[] = [];
-  private readonly chunkWaiters: { lsn: Lsn; token: string }[] = [];
-  private readonly chunkResolvers = new Map<string, (result: ChunkResult) => void>();
+  private readonly snapshots = new SnapshotChunks();
   private readonly keyless = new Map<string, KeylessCut>();
   /** Keyless tables whose changes are held, by `schema.table`. */
   private readonly holds = new Map<string, KeylessCut>();
@@ -284,11 +246,10 @@ export class Capture {
 
   private onCommit(xid: number | undefined, endLsn: Lsn): void {
     this.markTransactionEnd();
-    if (xid !== undefined && this.txnTables.size > 0) this.windows.committed(xid, endLsn, this.txnTables);
+    if (xid !== undefined && this.txnTables.size > 0) this.snapshots.windows.committed(xid, endLsn, this.txnTables);
     this.txnTables.clear();
     this.reachPosition(endLsn);
-    for (const token of this.watermarksInTxn) this.chunkWaiters.push({ lsn: endLsn, token });
-    this.watermarksInTxn = [];
+    this.snapshots.committed(endLsn);
   }
 
   /** Everything up to `lsn` has been seen: the next batch may confirm it, unless changes are held. */
@@ -309,7 +270,7 @@ export class Capture {
     for (const e of built) {
       this.events.emit('capture:change', e);
       this.txnTables.add(tableLabelOf(e));
-      if (this.windows.open) this.windows.observe(e);
+      if (this.snapshots.windows.open) this.snapshots.windows.observe(e);
       if (e.unchanged && this.options.readSourceRow && this.mayLackRow(e)) this.toFill.push(e);
       // The open transaction's newest change waits apart, so that the commit can still mark
       // it as the transaction's last (markTransactionEnd).
@@ -333,11 +294,11 @@ export class Capture {
    * 'retry' when they must be read again.
    */
   registerChunk(token: string, chunk: SnapshotChunk): void {
-    this.chunks.set(token, chunk);
+    this.snapshots.register(token, chunk);
   }
 
   chunkPublished(token: string): Promise<ChunkResult> {
-    return new Promise((resolve) => this.chunkResolvers.set(token, resolve));
+    return this.snapshots.published(token);
   }
 
   /**
@@ -413,32 +374,30 @@ export class Capture {
       return;
     }
     if (w.mark === 'low') {
-      this.windows.openWindow(w.token, w.table, lsn);
+      this.snapshots.windows.openWindow(w.token, w.table, lsn);
       return;
     }
     if (w.mark === 'cut') {
       this.onCut(w.token, lsn);
       return;
     }
-    const chunk = this.chunks.get(w.token);
-    this.chunks.delete(w.token);
-    const rows = this.windows.closeWindow(w.token, chunk);
+    const closed = this.snapshots.close(w.token);
     // A watermark of an earlier process (restarted since) has no rows here: the runner re-reads.
-    if (rows === undefined || !chunk) return;
-    if (rows === 'retry') {
+    if (closed === undefined) return;
+    if (closed === 'retry') {
       this.log.info({ table: w.table }, 'snapshot chunk read again: a transaction committed before it was not yet visible to its read');
-      this.resolveChunk(w.token, 'retry');
       return;
     }
     const ctx = this.builder.openTransaction;
     if (!ctx) return;
+    const { chunk, rows } = closed;
     for (const row of rows) {
       const values = chunk.columns.map((c) => row[c] ?? null);
       const e = this.builder.snapshotRow(ctx, chunk.schema, chunk.table, chunk.columns, values, chunk.keyColumns, lsn, chunk.columnTypes);
       this.pending.push(e);
       this.events.emit('capture:change', e);
     }
-    this.watermarksInTxn.push(w.token);
+    this.snapshots.emitted(w.token);
   }
 
   private onCut(token: string, lsn: Lsn): void {
@@ -451,11 +410,6 @@ export class Capture {
     // The cut's transaction held the table locked: every later change to it commits after.
     this.holds.set(cut.table, cut);
     cut.markSeen();
-  }
-
-  private resolveChunk(token: string, result: ChunkResult): void {
-    this.chunkResolvers.get(token)?.(result);
-    this.chunkResolvers.delete(token);
   }
 
   /**
@@ -625,13 +579,7 @@ export class Capture {
     if (this.checkpoint.complete(batch)) {
       const confirmed = this.checkpoint.confirmed;
       this.events.emit('capture:confirmed', { lsn: confirmed });
-      for (let i = this.chunkWaiters.length - 1; i >= 0; i--) {
-        const w = this.chunkWaiters[i] as { lsn: Lsn; token: string };
-        if (w.lsn <= confirmed) {
-          this.chunkWaiters.splice(i, 1);
-          this.resolveChunk(w.token, 'published');
-        }
-      }
+      this.snapshots.confirmed(confirmed);
     }
     if (this.checkpoint.outstanding < this.options.maxInFlight) {
       this.setPaused('window', false);

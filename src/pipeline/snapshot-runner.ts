@@ -7,10 +7,9 @@ import { quoteQualified } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
 import { chunkBoundary, readChunkInSnapshot, readKeylessTable, tableShape, type TableShape } from '../source/snapshot-reader.js';
 import type { SnapshotJob, SnapshotStore } from '../source/snapshot-store.js';
-import type { ChunkResult, KeylessSnapshot, SnapshotChunk, WatermarkMessage } from './capture.js';
 import { SNAPSHOT_PREFIX } from './change-builder.js';
 import { ChunkPlan } from './chunk-plan.js';
-import { parseReadSnapshot } from './snapshot-windows.js';
+import { parseReadSnapshot, type ChunkResult, type KeylessSnapshot, type SnapshotChunk, type WatermarkMessage } from './snapshot-windows.js';
 
 /** The part of Capture the runner needs. */
 export interface ChunkSink {
