@@ -1,4 +1,4 @@
-import { partitionKeyOf, tableLabelOf, type ChangeEvent, type Row } from '../core/change.js';
+import { partitionKeyOf, tableLabelOf, type ChangeEvent } from '../core/change.js';
 import { errorMessage } from '../core/errors.js';
 import type { PipelineEvents } from '../core/events.js';
 import { formatLsn, type Lsn } from '../core/lsn.js';
@@ -12,9 +12,7 @@ import { Checkpoint, type InFlightBatch } from './checkpoint.js';
 import { ChangeBuilder, SNAPSHOT_PREFIX, type VersionContext } from './change-builder.js';
 import { SnapshotChunks, type ChunkResult, type KeylessSnapshot, type SnapshotChunk, type WatermarkMessage } from './snapshot-windows.js';
 import { StreamedTransactions } from './streamed-transactions.js';
-
-/** How many recent key changes capture remembers (see Capture.keyChanged). */
-const KEY_CHANGES_REMEMBERED = 100_000;
+import { UnchangedValues, type SourceRowReader } from './unchanged-values.js';
 
 /** The replication connection as capture sees it. */
 export interface ReplicationSource {
@@ -24,13 +22,6 @@ export interface ReplicationSource {
   resume(): void;
   close(): Promise<void>;
 }
-
-/**
- * Reads the current values of `columns` of one row at the source (by its key, text values
- * as pgoutput would send them); undefined when the row is gone.
- */
-/** Reads a row's `columns` by key at the source, once transaction `xid` is visible there. */
-export type SourceRowReader = (schema: string, table: string, key: Row, columns: readonly string[], xid?: number) => Promise<Row | undefined>;
 
 export interface CaptureOptions {
   source: string;
@@ -108,20 +99,7 @@ export class Capture {
   private lastOfTxn: ChangeEvent | undefined;
   /** Scratch array for the events one message produces. */
   private readonly built: ChangeEvent[] = [];
-  /**
-   * Tables with an unfinished snapshot: the target may not have a row yet that an UPDATE
-   * leaving TOASTed values unchanged needs to keep them from (see fillUnchanged).
-   */
-  private snapshotting: ReadonlySet<string> = new Set();
-  /**
-   * Rows (partitionKeyOf) that recently got a key change leaving values unchanged: the target may
-   * lack that row (its insert skipped as superseded_at_source), so their later UPDATEs that
-   * leave values unchanged are filled too. Bounded: the oldest are forgotten (an UPDATE of a
-   * forgotten key is then refused and dead-lettered, never written without its values).
-   */
-  private readonly keyChanged = new Set<string>();
-  /** Key-changing inserts whose unchanged values must be read from the source before publishing. */
-  private toFill: ChangeEvent[] = [];
+  private readonly unchanged: UnchangedValues;
   private failure: Error | undefined;
   /** Commit LSN of the last transaction with changes, for the next one's `tx_prev`. */
   private lastTxnCommit: string | undefined;
@@ -138,6 +116,7 @@ export class Capture {
     this.builder = new ChangeBuilder(options.source, new Set(options.ignoredSchemas), options.primaryKeys, options.schemaVersions);
     this.checkpoint = new Checkpoint(options.startLsn);
     this.streamed = new StreamedTransactions(options.spillDir);
+    this.unchanged = new UnchangedValues(options.readSourceRow);
     this.failed = (err) => {
       this.failure ??= err;
     };
@@ -236,9 +215,9 @@ export class Capture {
       // A heartbeat outside any transaction: everything before it has been seen.
       this.reachPosition(msg.lsn);
     }
-    if (this.toFill.length > 0) {
+    if (this.unchanged.waiting) {
       this.runBusy(async () => {
-        await this.fillUnchanged();
+        await this.unchanged.fill();
         this.scheduleFlush();
       });
     } else this.scheduleFlush();
@@ -271,7 +250,7 @@ export class Capture {
       this.events.emit('capture:change', e);
       this.txnTables.add(tableLabelOf(e));
       if (this.snapshots.windows.open) this.snapshots.windows.observe(e);
-      if (e.unchanged && this.options.readSourceRow && this.mayLackRow(e)) this.toFill.push(e);
+      this.unchanged.observe(e);
       // The open transaction's newest change waits apart, so that the commit can still mark
       // it as the transaction's last (markTransactionEnd).
       const previous = this.lastOfTxn;
@@ -314,21 +293,9 @@ export class Capture {
     return { seen };
   }
 
-  /** Whether the target may have no row to keep `e`'s unchanged values from (see fillUnchanged). */
-  private mayLackRow(e: ChangeEvent): boolean {
-    const id = partitionKeyOf(e);
-    if (e.op === 'INSERT') {
-      this.keyChanged.delete(id);
-      this.keyChanged.add(id);
-      if (this.keyChanged.size > KEY_CHANGES_REMEMBERED) this.keyChanged.delete(this.keyChanged.values().next().value as string);
-      return true;
-    }
-    return e.op === 'UPDATE' && (this.snapshotting.has(tableLabelOf(e)) || this.keyChanged.has(id));
-  }
-
   /** The tables with an unfinished snapshot job (SnapshotRunner keeps this current). */
   setSnapshotting(tables: ReadonlySet<string>): void {
-    this.snapshotting = tables;
+    this.unchanged.setSnapshotting(tables);
   }
 
   /** Rows of a keyless snapshot whose cut was seen; resolves when there is room for more. */
@@ -467,7 +434,7 @@ export class Capture {
       // Abandoned (stop or failure): not confirmed, the server sends the transaction again.
       if (this.stopping || this.failure) return;
       this.addChanges(msg, lsn);
-      if (this.toFill.length > 0) await this.fillUnchanged();
+      if (this.unchanged.waiting) await this.unchanged.fill();
       if (this.pending.length >= this.options.batchSize) {
         this.flush();
         await this.windowOpen();
@@ -481,39 +448,6 @@ export class Capture {
     this.addChanges({ tag: 'commit', flags: 0, commitLsn, endLsn, commitTime }, endLsn);
     this.onCommit(xid, endLsn);
     this.flush();
-  }
-
-  /**
-   * Changes that left TOASTed columns unchanged where the target may have no row to keep
-   * them from: a key change (the new key's row exists nowhere at the target), an UPDATE of a
-   * table whose snapshot has not finished (the row may come with a later chunk), and an UPDATE
-   * of a key that recently got such a key change (its insert may have been skipped). The
-   * values are read from the source now (a later change of those columns, or of the row,
-   * follows in the stream, so the row converges). A row that is gone keeps `unchanged` and is
-   * marked `superseded_at_source`: the key's later change decides it.
-   */
-  private async fillUnchanged(): Promise<void> {
-    const read = this.options.readSourceRow;
-    const todo = this.toFill;
-    this.toFill = [];
-    if (!read) return;
-    for (const e of todo) {
-      const missing = e.unchanged ?? [];
-      const row = await read(e.schema, e.table, e.key, missing, e.xid);
-      if (!row || !e.payload) {
-        // Visible, yet not there: the row left this key after the change (a later DELETE of
-        // the key follows in the stream, or a TRUNCATE), so the sink may skip the change.
-        e.superseded_at_source = true;
-        continue;
-      }
-      const still = missing.filter((col) => {
-        if (!(col in row)) return true;
-        (e.payload as Row)[col] = row[col] ?? null;
-        return false;
-      });
-      if (still.length > 0) e.unchanged = still;
-      else delete e.unchanged;
-    }
   }
 
   /** Resolves when fewer than `maxInFlight` publishes are outstanding. */
@@ -544,7 +478,7 @@ export class Capture {
       this.flushTimer = undefined;
     }
     // Changes waiting for values from the source go out once they have them.
-    if (this.toFill.length > 0) return;
+    if (this.unchanged.waiting) return;
     if (this.pending.length === 0 && this.pendingPosition === undefined) return;
     const events = this.pending;
     const batch = this.checkpoint.begin(this.pendingPosition);
