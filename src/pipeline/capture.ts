@@ -9,9 +9,10 @@ import { parseReplicationFrame } from '../pgoutput/replication-frames.js';
 import type { PgoutputMessage } from '../pgoutput/messages.js';
 import type { OutgoingRecord, StreamProducer } from '../stream/stream.js';
 import { Checkpoint, type InFlightBatch } from './checkpoint.js';
-import { ChangeBuilder, SNAPSHOT_PREFIX, type VersionContext } from './change-builder.js';
+import { ChangeBuilder, SNAPSHOT_PREFIX } from './change-builder.js';
 import { SnapshotChunks, type ChunkResult, type KeylessSnapshot, type SnapshotChunk, type WatermarkMessage } from './snapshot-windows.js';
 import { StreamedTransactions } from './streamed-transactions.js';
+import { KeylessSnapshots } from './keyless-snapshots.js';
 import { UnchangedValues, type SourceRowReader } from './unchanged-values.js';
 
 /** The replication connection as capture sees it. */
@@ -47,19 +48,6 @@ export interface CaptureOptions {
   readSourceRow?: SourceRowReader;
 }
 
-/** A keyless table's snapshot as capture sees it: its cut, its rows, the table's later changes. */
-interface KeylessCut {
-  spec: KeylessSnapshot;
-  table: string;
-  /** The cut's transaction: the reset and every row are versioned in it. Set once the cut is seen. */
-  ctx: VersionContext | undefined;
-  cutLsn: Lsn;
-  /** Changes to the table after the cut, waiting for the snapshot's rows to go first. */
-  held: ChangeEvent[];
-  seen: Promise<void>;
-  markSeen: () => void;
-}
-
 /**
  * Capture: replication slot → change events → stream.
  *
@@ -90,9 +78,7 @@ export class Capture {
   private windowWaiter: (() => void) | undefined;
   private stopping = false;
   private readonly snapshots = new SnapshotChunks();
-  private readonly keyless = new Map<string, KeylessCut>();
-  /** Keyless tables whose changes are held, by `schema.table`. */
-  private readonly holds = new Map<string, KeylessCut>();
+  private readonly keyless: KeylessSnapshots;
   /** Tables the open transaction changed (for SnapshotWindows.committed). */
   private readonly txnTables = new Set<string>();
   /** The open transaction's newest change: it waits here to get `tx_last` at the commit. */
@@ -117,6 +103,7 @@ export class Capture {
     this.checkpoint = new Checkpoint(options.startLsn);
     this.streamed = new StreamedTransactions(options.spillDir);
     this.unchanged = new UnchangedValues(options.readSourceRow);
+    this.keyless = new KeylessSnapshots(this.builder);
     this.failed = (err) => {
       this.failure ??= err;
     };
@@ -233,13 +220,8 @@ export class Capture {
 
   /** Everything up to `lsn` has been seen: the next batch may confirm it, unless changes are held. */
   private reachPosition(lsn: Lsn): void {
-    if (this.holdingChanges()) this.deferredPosition = lsn;
+    if (this.keyless.holding) this.deferredPosition = lsn;
     else this.pendingPosition = lsn;
-  }
-
-  private holdingChanges(): boolean {
-    for (const cut of this.holds.values()) if (cut.held.length > 0) return true;
-    return false;
   }
 
   private addChanges(msg: PgoutputMessage, lsn: Lsn): void {
@@ -262,9 +244,7 @@ export class Capture {
 
   /** A change ready to go: pending, or held behind a keyless snapshot of its table. */
   private route(e: ChangeEvent): void {
-    const cut = this.holds.size > 0 ? this.holds.get(tableLabelOf(e)) : undefined;
-    if (cut) cut.held.push(e);
-    else this.pending.push(e);
+    if (!this.keyless.hold(e)) this.pending.push(e);
   }
 
   /**
@@ -287,10 +267,7 @@ export class Capture {
    * `keylessDone`, so that they follow the rows in the stream.
    */
   registerKeyless(token: string, spec: KeylessSnapshot): { seen: Promise<void> } {
-    let markSeen!: () => void;
-    const seen = new Promise<void>((resolve) => (markSeen = resolve));
-    this.keyless.set(token, { spec, table: `${spec.schema}.${spec.table}`, ctx: undefined, cutLsn: 0n, held: [], seen, markSeen });
-    return { seen };
+    return this.keyless.register(token, spec);
   }
 
   /** The tables with an unfinished snapshot job (SnapshotRunner keeps this current). */
@@ -300,13 +277,9 @@ export class Capture {
 
   /** Rows of a keyless snapshot whose cut was seen; resolves when there is room for more. */
   keylessRows(token: string, rows: readonly (string | null)[][]): Promise<void> {
-    const cut = this.keyless.get(token);
-    if (!cut?.ctx) throw new Error(`keyless snapshot ${token}: rows before its cut was seen`);
-    for (const values of rows) {
-      const e = this.builder.snapshotRow(cut.ctx, cut.spec.schema, cut.spec.table, cut.spec.columns, values, [], cut.cutLsn, cut.spec.columnTypes);
-      this.pending.push(e);
-      this.events.emit('capture:change', e);
-    }
+    const from = this.pending.length;
+    this.keyless.rows(token, rows, this.pending);
+    for (let i = from; i < this.pending.length; i++) this.events.emit('capture:change', this.pending[i] as ChangeEvent);
     this.scheduleFlush();
     return this.windowOpen();
   }
@@ -317,14 +290,12 @@ export class Capture {
    * changes are released at once; the job reads the table again.
    */
   keylessDone(token: string, published = true): Promise<void> {
-    const cut = this.keyless.get(token);
-    this.keyless.delete(token);
-    if (!cut) return Promise.resolve();
-    const durable = published && cut.ctx ? this.flushDurable() : Promise.resolve();
-    if (this.holds.get(cut.table) === cut) {
-      this.holds.delete(cut.table);
-      this.pending.push(...cut.held);
-      if (!this.holdingChanges() && this.deferredPosition !== undefined) {
+    const done = this.keyless.finish(token);
+    if (!done) return Promise.resolve();
+    const durable = published && done.seen ? this.flushDurable() : Promise.resolve();
+    if (done.released) {
+      this.pending.push(...done.released);
+      if (!this.keyless.holding && this.deferredPosition !== undefined) {
         this.pendingPosition = this.deferredPosition;
         this.deferredPosition = undefined;
       }
@@ -345,7 +316,8 @@ export class Capture {
       return;
     }
     if (w.mark === 'cut') {
-      this.onCut(w.token, lsn);
+      const reset = this.keyless.cutSeen(w.token, this.builder.openTransaction, lsn);
+      if (reset) this.pending.push(reset);
       return;
     }
     const closed = this.snapshots.close(w.token);
@@ -365,18 +337,6 @@ export class Capture {
       this.events.emit('capture:change', e);
     }
     this.snapshots.emitted(w.token);
-  }
-
-  private onCut(token: string, lsn: Lsn): void {
-    const cut = this.keyless.get(token);
-    const ctx = this.builder.openTransaction;
-    if (!cut || !ctx) return;
-    cut.ctx = ctx;
-    cut.cutLsn = lsn;
-    this.pending.push(this.builder.snapshotReset(ctx, cut.spec.schema, cut.spec.table, lsn, cut.spec.columnTypes));
-    // The cut's transaction held the table locked: every later change to it commits after.
-    this.holds.set(cut.table, cut);
-    cut.markSeen();
   }
 
   /**
