@@ -1,4 +1,4 @@
-import { partitionKeyOf, tableLabelOf, type ChangeEvent } from '../core/change.js';
+import { tableLabelOf, type ChangeEvent } from '../core/change.js';
 import { errorMessage } from '../core/errors.js';
 import type { PipelineEvents } from '../core/events.js';
 import { formatLsn, type Lsn } from '../core/lsn.js';
@@ -7,8 +7,8 @@ import type { Logger } from '../log/logger.js';
 import { PgoutputDecoder } from '../pgoutput/decoder.js';
 import { parseReplicationFrame } from '../pgoutput/replication-frames.js';
 import type { PgoutputMessage } from '../pgoutput/messages.js';
-import type { OutgoingRecord, StreamProducer } from '../stream/stream.js';
-import { Checkpoint, type InFlightBatch } from './checkpoint.js';
+import type { StreamProducer } from '../stream/stream.js';
+import { BatchPublisher } from './batch-publisher.js';
 import { ChangeBuilder, SNAPSHOT_PREFIX } from './change-builder.js';
 import { SnapshotChunks, type ChunkResult, type KeylessSnapshot, type SnapshotChunk, type WatermarkMessage } from './snapshot-windows.js';
 import { StreamedTransactions } from './streamed-transactions.js';
@@ -59,12 +59,9 @@ export interface CaptureOptions {
 export class Capture {
   private readonly decoder = new PgoutputDecoder();
   private readonly builder: ChangeBuilder;
-  private pending: ChangeEvent[] = [];
-  private pendingPosition: Lsn | undefined;
   /** A position reached while some changes are held (keyless snapshot): released with them. */
   private deferredPosition: Lsn | undefined;
-  private readonly checkpoint: Checkpoint;
-  private flushTimer: NodeJS.Timeout | undefined;
+  private readonly publisher: BatchPublisher;
   private statusTimer: NodeJS.Timeout | undefined;
   /** Why reading the replication socket is paused; it resumes when none is left. */
   private readonly pauseReasons = new Set<'window' | 'busy' | 'drain'>();
@@ -75,7 +72,6 @@ export class Capture {
    */
   private busy: Promise<void> | undefined;
   private backlog: Buffer[] = [];
-  private windowWaiter: (() => void) | undefined;
   private stopping = false;
   private readonly snapshots = new SnapshotChunks();
   private readonly keyless: KeylessSnapshots;
@@ -90,17 +86,21 @@ export class Capture {
   /** Commit LSN of the last transaction with changes, for the next one's `tx_prev`. */
   private lastTxnCommit: string | undefined;
   private failed!: (err: Error) => void;
-  private drained: (() => void) | undefined;
 
   constructor(
     private readonly replication: ReplicationSource,
-    private readonly producer: StreamProducer,
+    producer: StreamProducer,
     private readonly events: PipelineEvents,
     private readonly log: Logger,
     private readonly options: CaptureOptions,
   ) {
     this.builder = new ChangeBuilder(options.source, new Set(options.ignoredSchemas), options.primaryKeys, options.schemaVersions);
-    this.checkpoint = new Checkpoint(options.startLsn);
+    this.publisher = new BatchPublisher(producer, events, log, options, {
+      windowFull: (full) => this.setPaused('window', full),
+      confirmed: (lsn) => this.snapshots.confirmed(lsn),
+      failed: (err) => this.failed(err),
+      filling: () => this.unchanged.waiting,
+    });
     this.streamed = new StreamedTransactions(options.spillDir);
     this.unchanged = new UnchangedValues(options.readSourceRow);
     this.keyless = new KeylessSnapshots(this.builder);
@@ -111,7 +111,7 @@ export class Capture {
 
   /** The position confirmed to the source so far. */
   get confirmedLsn(): Lsn {
-    return this.checkpoint.confirmed;
+    return this.publisher.confirmed;
   }
 
   /**
@@ -139,7 +139,7 @@ export class Capture {
       await this.drain(failedPromise);
     } finally {
       clearInterval(this.statusTimer);
-      if (this.flushTimer) clearTimeout(this.flushTimer);
+      this.publisher.close();
       await this.replication.close();
       this.streamed.close();
     }
@@ -154,12 +154,10 @@ export class Capture {
     this.stopping = true;
     this.setPaused('drain', true);
     if (this.busy) await Promise.race([this.busy, failedPromise]);
-    this.flush();
-    if (this.checkpoint.outstanding > 0) {
-      await Promise.race([new Promise<void>((resolve) => (this.drained = resolve)), failedPromise]);
-    }
+    this.publisher.flush();
+    await Promise.race([this.publisher.drain(), failedPromise]);
     this.sendStatus(false);
-    this.log.info({ confirmed: formatLsn(this.checkpoint.confirmed) }, 'capture drained');
+    this.log.info({ confirmed: formatLsn(this.publisher.confirmed) }, 'capture drained');
   }
 
   private onData(chunk: Buffer): void {
@@ -205,9 +203,9 @@ export class Capture {
     if (this.unchanged.waiting) {
       this.runBusy(async () => {
         await this.unchanged.fill();
-        this.scheduleFlush();
+        this.publisher.schedule();
       });
-    } else this.scheduleFlush();
+    } else this.publisher.schedule();
   }
 
   private onCommit(xid: number | undefined, endLsn: Lsn): void {
@@ -221,7 +219,7 @@ export class Capture {
   /** Everything up to `lsn` has been seen: the next batch may confirm it, unless changes are held. */
   private reachPosition(lsn: Lsn): void {
     if (this.keyless.holding) this.deferredPosition = lsn;
-    else this.pendingPosition = lsn;
+    else this.publisher.reach(lsn);
   }
 
   private addChanges(msg: PgoutputMessage, lsn: Lsn): void {
@@ -244,7 +242,7 @@ export class Capture {
 
   /** A change ready to go: pending, or held behind a keyless snapshot of its table. */
   private route(e: ChangeEvent): void {
-    if (!this.keyless.hold(e)) this.pending.push(e);
+    if (!this.keyless.hold(e)) this.publisher.add(e);
   }
 
   /**
@@ -277,11 +275,14 @@ export class Capture {
 
   /** Rows of a keyless snapshot whose cut was seen; resolves when there is room for more. */
   keylessRows(token: string, rows: readonly (string | null)[][]): Promise<void> {
-    const from = this.pending.length;
-    this.keyless.rows(token, rows, this.pending);
-    for (let i = from; i < this.pending.length; i++) this.events.emit('capture:change', this.pending[i] as ChangeEvent);
-    this.scheduleFlush();
-    return this.windowOpen();
+    const built: ChangeEvent[] = [];
+    this.keyless.rows(token, rows, built);
+    for (const e of built) {
+      this.publisher.add(e);
+      this.events.emit('capture:change', e);
+    }
+    this.publisher.schedule();
+    return this.publisher.windowOpen();
   }
 
   /**
@@ -294,12 +295,12 @@ export class Capture {
     if (!done) return Promise.resolve();
     const durable = published && done.seen ? this.flushDurable() : Promise.resolve();
     if (done.released) {
-      this.pending.push(...done.released);
+      for (const e of done.released) this.publisher.add(e);
       if (!this.keyless.holding && this.deferredPosition !== undefined) {
-        this.pendingPosition = this.deferredPosition;
+        this.publisher.reach(this.deferredPosition);
         this.deferredPosition = undefined;
       }
-      this.scheduleFlush();
+      this.publisher.schedule();
     }
     return durable;
   }
@@ -317,7 +318,7 @@ export class Capture {
     }
     if (w.mark === 'cut') {
       const reset = this.keyless.cutSeen(w.token, this.builder.openTransaction, lsn);
-      if (reset) this.pending.push(reset);
+      if (reset) this.publisher.add(reset);
       return;
     }
     const closed = this.snapshots.close(w.token);
@@ -333,7 +334,7 @@ export class Capture {
     for (const row of rows) {
       const values = chunk.columns.map((c) => row[c] ?? null);
       const e = this.builder.snapshotRow(ctx, chunk.schema, chunk.table, chunk.columns, values, chunk.keyColumns, lsn, chunk.columnTypes);
-      this.pending.push(e);
+      this.publisher.add(e);
       this.events.emit('capture:change', e);
     }
     this.snapshots.emitted(w.token);
@@ -351,13 +352,6 @@ export class Capture {
     if (this.lastTxnCommit !== undefined) last.tx_prev = this.lastTxnCommit;
     this.lastTxnCommit = last.commit_lsn;
     this.route(last);
-  }
-
-  private scheduleFlush(): void {
-    if (this.pending.length >= this.options.batchSize) this.flush();
-    else if (this.flushTimer === undefined && (this.pending.length > 0 || this.pendingPosition !== undefined)) {
-      this.flushTimer = setTimeout(() => this.flush(), this.options.batchWaitMs);
-    }
   }
 
   /**
@@ -395,9 +389,9 @@ export class Capture {
       if (this.stopping || this.failure) return;
       this.addChanges(msg, lsn);
       if (this.unchanged.waiting) await this.unchanged.fill();
-      if (this.pending.length >= this.options.batchSize) {
-        this.flush();
-        await this.windowOpen();
+      if (this.publisher.full) {
+        this.publisher.flush();
+        await this.publisher.windowOpen();
       }
       // The replay is synchronous disk reads and decoding: let apply (same event loop in
       // `syncline run`) take its turns, or it barely writes until the replay is over.
@@ -407,13 +401,7 @@ export class Capture {
     this.builder.endStreamedReplay();
     this.addChanges({ tag: 'commit', flags: 0, commitLsn, endLsn, commitTime }, endLsn);
     this.onCommit(xid, endLsn);
-    this.flush();
-  }
-
-  /** Resolves when fewer than `maxInFlight` publishes are outstanding. */
-  private windowOpen(): Promise<void> {
-    if (this.checkpoint.outstanding < this.options.maxInFlight) return Promise.resolve();
-    return new Promise((resolve) => (this.windowWaiter = resolve));
+    this.publisher.flush();
   }
 
   private setPaused(reason: 'window' | 'busy' | 'drain', on: boolean): void {
@@ -428,66 +416,14 @@ export class Capture {
   /** Publishes what is pending; resolves once it (and everything before it) is durable. */
   private async flushDurable(): Promise<void> {
     while (this.busy) await this.busy;
-    this.flush();
-    return this.checkpoint.whenDurable();
-  }
-
-  private flush(): void {
-    if (this.flushTimer) {
-      clearTimeout(this.flushTimer);
-      this.flushTimer = undefined;
-    }
-    // Changes waiting for values from the source go out once they have them.
-    if (this.unchanged.waiting) return;
-    if (this.pending.length === 0 && this.pendingPosition === undefined) return;
-    const events = this.pending;
-    const batch = this.checkpoint.begin(this.pendingPosition);
-    this.pending = [];
-    this.pendingPosition = undefined;
-    if (events.length === 0) {
-      this.complete(batch);
-      return;
-    }
-    const records = new Array<OutgoingRecord>(events.length);
-    for (let i = 0; i < events.length; i++) {
-      const e = events[i] as ChangeEvent;
-      // The id lets brokers with publish dedupe (NATS Nats-Msg-Id) drop a resend after a crash.
-      records[i] = { key: partitionKeyOf(e), value: Buffer.from(JSON.stringify(e)), id: `${e.source}:${e.commit_lsn}:${e.seq}` };
-    }
-    if (this.checkpoint.outstanding >= this.options.maxInFlight) this.setPaused('window', true);
-    const versionsStored = this.options.schemaVersions?.stored();
-    (versionsStored ? Promise.all([this.producer.publish(records), versionsStored]) : this.producer.publish(records)).then(
-      () => {
-        this.events.emit('capture:batch:published', { changes: records.length });
-        this.complete(batch);
-      },
-      (err: unknown) => {
-        this.log.error({ err: errorMessage(err) }, 'publish failed; the slot stays at the last acknowledged position');
-        this.failed(err instanceof Error ? err : new Error(String(err)));
-      },
-    );
-  }
-
-  /** A batch is stored: the confirmed position may advance (see Checkpoint), the window opens. */
-  private complete(batch: InFlightBatch): void {
-    if (this.checkpoint.complete(batch)) {
-      const confirmed = this.checkpoint.confirmed;
-      this.events.emit('capture:confirmed', { lsn: confirmed });
-      this.snapshots.confirmed(confirmed);
-    }
-    if (this.checkpoint.outstanding < this.options.maxInFlight) {
-      this.setPaused('window', false);
-      const waiter = this.windowWaiter;
-      this.windowWaiter = undefined;
-      waiter?.();
-    }
-    if (this.checkpoint.outstanding === 0 && this.drained) this.drained();
+    this.publisher.flush();
+    return this.publisher.whenDurable();
   }
 
   private sendStatus(replyRequested: boolean): void {
     if (this.failure) return;
     try {
-      this.replication.acknowledge(this.checkpoint.confirmed, replyRequested);
+      this.replication.acknowledge(this.publisher.confirmed, replyRequested);
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'could not send standby status');
     }

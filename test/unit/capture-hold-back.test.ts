@@ -19,8 +19,8 @@ function capture(): { published: ChangeEvent[]; feed: (m: PgoutputMessage, lsn: 
   const c = new Capture(source, producer, new Events(), silentLogger(), {
     source: 's', startLsn: 0n, batchSize: 1000, batchWaitMs: 5, maxInFlight: 4, statusIntervalMs: 60_000, ignoredSchemas: [], spillDir: spill,
   });
-  const internals = c as unknown as { flush(): void };
-  return { published, feed: (m, lsn) => c.handleMessage(m, lsn), flush: () => internals.flush(), c };
+  const internals = c as unknown as { publisher: { flush(): void } };
+  return { published, feed: (m, lsn) => c.handleMessage(m, lsn), flush: () => internals.publisher.flush(), c };
 }
 
 const relation = { tag: 'relation', xid: undefined, relationId: 1, schema: 'public', name: 't', replicaIdentity: 'd', columns: [{ flags: 1, isKey: true, name: 'id', typeOid: 23, typeMod: -1 }] } as unknown as PgoutputMessage;
