@@ -282,8 +282,8 @@ export async function runCapture(
           return reader;
         };
         // Before the first change is decoded: the initial snapshot's tables are known now.
-        capture.setSnapshotting(await snapshots.unfinishedTables());
-        const runner = new SnapshotRunner(readers, snapshots, capture, log, { chunkSize: config.source.snapshot_chunk_size, pollMs: 1000, connect });
+        capture.snapshots.setSnapshotting(await snapshots.unfinishedTables());
+        const runner = new SnapshotRunner(readers, snapshots, capture.snapshots, log, { chunkSize: config.source.snapshot_chunk_size, pollMs: 1000, connect });
         snapshotting = runner.run(stopSnapshots.signal);
       }
       onStreaming?.();

@@ -9,10 +9,9 @@ import { parseReplicationFrame } from '../pgoutput/replication-frames.js';
 import type { PgoutputMessage } from '../pgoutput/messages.js';
 import type { StreamProducer } from '../stream/stream.js';
 import { BatchPublisher } from './batch-publisher.js';
+import { CaptureSnapshots } from './capture-snapshots.js';
 import { ChangeBuilder, SNAPSHOT_PREFIX } from './change-builder.js';
-import { SnapshotChunks, type ChunkResult, type KeylessSnapshot, type SnapshotChunk, type WatermarkMessage } from './snapshot-windows.js';
 import { StreamedTransactions } from './streamed-transactions.js';
-import { KeylessSnapshots } from './keyless-snapshots.js';
 import { UnchangedValues, type SourceRowReader } from './unchanged-values.js';
 
 /** The replication connection as capture sees it. */
@@ -59,8 +58,6 @@ export interface CaptureOptions {
 export class Capture {
   private readonly decoder = new PgoutputDecoder();
   private readonly builder: ChangeBuilder;
-  /** A position reached while some changes are held (keyless snapshot): released with them. */
-  private deferredPosition: Lsn | undefined;
   private readonly publisher: BatchPublisher;
   private statusTimer: NodeJS.Timeout | undefined;
   /** Why reading the replication socket is paused; it resumes when none is left. */
@@ -73,8 +70,8 @@ export class Capture {
   private busy: Promise<void> | undefined;
   private backlog: Buffer[] = [];
   private stopping = false;
-  private readonly snapshots = new SnapshotChunks();
-  private readonly keyless: KeylessSnapshots;
+  /** The snapshot side (SnapshotRunner hands its chunks and keyless tables to it). */
+  readonly snapshots: CaptureSnapshots;
   /** Tables the open transaction changed (for SnapshotWindows.committed). */
   private readonly txnTables = new Set<string>();
   /** The open transaction's newest change: it waits here to get `tx_last` at the commit. */
@@ -103,7 +100,7 @@ export class Capture {
     });
     this.streamed = new StreamedTransactions(options.spillDir);
     this.unchanged = new UnchangedValues(options.readSourceRow);
-    this.keyless = new KeylessSnapshots(this.builder);
+    this.snapshots = new CaptureSnapshots({ builder: this.builder, publisher: this.publisher, unchanged: this.unchanged, events, log, flushDurable: () => this.flushDurable() });
     this.failed = (err) => {
       this.failure ??= err;
     };
@@ -193,12 +190,12 @@ export class Capture {
     }
     const xid = this.builder.openTransaction?.xid;
     this.addChanges(msg, lsn);
-    if (msg.tag === 'message' && msg.prefix === SNAPSHOT_PREFIX) this.onWatermark(msg.content, lsn);
+    if (msg.tag === 'message' && msg.prefix === SNAPSHOT_PREFIX) this.snapshots.watermark(msg.content, lsn);
     if (msg.tag === 'commit') {
       this.onCommit(xid, msg.endLsn);
     } else if (msg.tag === 'message' && !msg.transactional && !this.builder.inTransaction && !this.streamed.receiving) {
       // A heartbeat outside any transaction: everything before it has been seen.
-      this.reachPosition(msg.lsn);
+      this.snapshots.reach(msg.lsn);
     }
     if (this.unchanged.waiting) {
       this.runBusy(async () => {
@@ -210,16 +207,8 @@ export class Capture {
 
   private onCommit(xid: number | undefined, endLsn: Lsn): void {
     this.markTransactionEnd();
-    if (xid !== undefined && this.txnTables.size > 0) this.snapshots.windows.committed(xid, endLsn, this.txnTables);
+    this.snapshots.committed(xid, endLsn, this.txnTables);
     this.txnTables.clear();
-    this.reachPosition(endLsn);
-    this.snapshots.committed(endLsn);
-  }
-
-  /** Everything up to `lsn` has been seen: the next batch may confirm it, unless changes are held. */
-  private reachPosition(lsn: Lsn): void {
-    if (this.keyless.holding) this.deferredPosition = lsn;
-    else this.publisher.reach(lsn);
   }
 
   private addChanges(msg: PgoutputMessage, lsn: Lsn): void {
@@ -229,115 +218,15 @@ export class Capture {
     for (const e of built) {
       this.events.emit('capture:change', e);
       this.txnTables.add(tableLabelOf(e));
-      if (this.snapshots.windows.open) this.snapshots.windows.observe(e);
+      this.snapshots.observe(e);
       this.unchanged.observe(e);
       // The open transaction's newest change waits apart, so that the commit can still mark
       // it as the transaction's last (markTransactionEnd).
       const previous = this.lastOfTxn;
       this.lastOfTxn = e;
-      if (previous) this.route(previous);
+      if (previous) this.snapshots.route(previous);
     }
     built.length = 0;
-  }
-
-  /** A change ready to go: pending, or held behind a keyless snapshot of its table. */
-  private route(e: ChangeEvent): void {
-    if (!this.keyless.hold(e)) this.publisher.add(e);
-  }
-
-  /**
-   * Snapshot chunks that a SnapshotRunner has read wait here for their high watermark.
-   * `chunkPublished` resolves once the chunk's rows are durably in the stream, or with
-   * 'retry' when they must be read again.
-   */
-  registerChunk(token: string, chunk: SnapshotChunk): void {
-    this.snapshots.register(token, chunk);
-  }
-
-  chunkPublished(token: string): Promise<ChunkResult> {
-    return this.snapshots.published(token);
-  }
-
-  /**
-   * A keyless table is about to be read whole in one snapshot, at the cut `token` (see
-   * SnapshotRunner). Once capture sees the cut it emits a reset of the table versioned there,
-   * then the rows handed to `keylessRows`, and holds the table's later changes until
-   * `keylessDone`, so that they follow the rows in the stream.
-   */
-  registerKeyless(token: string, spec: KeylessSnapshot): { seen: Promise<void> } {
-    return this.keyless.register(token, spec);
-  }
-
-  /** The tables with an unfinished snapshot job (SnapshotRunner keeps this current). */
-  setSnapshotting(tables: ReadonlySet<string>): void {
-    this.unchanged.setSnapshotting(tables);
-  }
-
-  /** Rows of a keyless snapshot whose cut was seen; resolves when there is room for more. */
-  keylessRows(token: string, rows: readonly (string | null)[][]): Promise<void> {
-    const built: ChangeEvent[] = [];
-    this.keyless.rows(token, rows, built);
-    for (const e of built) {
-      this.publisher.add(e);
-      this.events.emit('capture:change', e);
-    }
-    this.publisher.schedule();
-    return this.publisher.windowOpen();
-  }
-
-  /**
-   * A keyless snapshot's rows are all handed over: resolves once they are durable; the held
-   * changes are released behind them. With `published` false (the read failed) the held
-   * changes are released at once; the job reads the table again.
-   */
-  keylessDone(token: string, published = true): Promise<void> {
-    const done = this.keyless.finish(token);
-    if (!done) return Promise.resolve();
-    const durable = published && done.seen ? this.flushDurable() : Promise.resolve();
-    if (done.released) {
-      for (const e of done.released) this.publisher.add(e);
-      if (!this.keyless.holding && this.deferredPosition !== undefined) {
-        this.publisher.reach(this.deferredPosition);
-        this.deferredPosition = undefined;
-      }
-      this.publisher.schedule();
-    }
-    return durable;
-  }
-
-  private onWatermark(content: Buffer, lsn: Lsn): void {
-    let w: WatermarkMessage;
-    try {
-      w = JSON.parse(content.toString('utf8')) as WatermarkMessage;
-    } catch {
-      return;
-    }
-    if (w.mark === 'low') {
-      this.snapshots.windows.openWindow(w.token, w.table, lsn);
-      return;
-    }
-    if (w.mark === 'cut') {
-      const reset = this.keyless.cutSeen(w.token, this.builder.openTransaction, lsn);
-      if (reset) this.publisher.add(reset);
-      return;
-    }
-    const closed = this.snapshots.close(w.token);
-    // A watermark of an earlier process (restarted since) has no rows here: the runner re-reads.
-    if (closed === undefined) return;
-    if (closed === 'retry') {
-      this.log.info({ table: w.table }, 'snapshot chunk read again: a transaction committed before it was not yet visible to its read');
-      return;
-    }
-    const ctx = this.builder.openTransaction;
-    if (!ctx) return;
-    const { chunk, rows } = closed;
-    for (const row of rows) {
-      const values = chunk.columns.map((c) => row[c] ?? null);
-      const e = this.builder.snapshotRow(ctx, chunk.schema, chunk.table, chunk.columns, values, chunk.keyColumns, lsn, chunk.columnTypes);
-      this.publisher.add(e);
-      this.events.emit('capture:change', e);
-    }
-    this.snapshots.emitted(w.token);
   }
 
   /**
@@ -351,7 +240,7 @@ export class Capture {
     last.tx_last = true;
     if (this.lastTxnCommit !== undefined) last.tx_prev = this.lastTxnCommit;
     this.lastTxnCommit = last.commit_lsn;
-    this.route(last);
+    this.snapshots.route(last);
   }
 
   /**
