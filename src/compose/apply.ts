@@ -1,5 +1,6 @@
 import type { SynclineConfig } from '../config/schema.js';
 import { systemClock } from '../core/clock.js';
+import { Events } from '../core/events.js';
 import type { Dedup } from '../dedup/dedup.js';
 import { RedisDedup } from '../dedup/redis-dedup.js';
 import type { DeadLetterQueue } from '../dlq/dead-letter-queue.js';
@@ -37,7 +38,9 @@ export async function runApply(config: SynclineConfig, stream: Stream, metrics: 
     log.warn('webhook sink without a dedup backend: a replayed change is POSTed again; set consumer.deduplication.backend: redis, or have the receiver ignore idempotency keys it has seen');
   }
   try {
-    const apply = new Apply((options) => stream.consumer(config.consumer.group_id, options), sink, metrics, log, {
+    const events = new Events();
+    metrics.subscribe(events);
+    const apply = new Apply((options) => stream.consumer(config.consumer.group_id, options), sink, events, log, {
       group: config.consumer.group_id,
       batchSize: config.consumer.batch_size,
       batchWaitMs: Math.max(config.consumer.batch_wait_ms, 1),

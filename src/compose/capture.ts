@@ -2,6 +2,7 @@ import { sourceNameOf } from '../config/load.js';
 import type { SynclineConfig } from '../config/schema.js';
 import { slotOf } from '../config/slot.js';
 import { systemClock } from '../core/clock.js';
+import { Events } from '../core/events.js';
 import { parseTableName } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -56,7 +57,9 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
   try {
     const producer = await stream.producer();
     try {
-      const capture = new Capture(source, producer, metrics, log, {
+      const events = new Events();
+      metrics.subscribe(events);
+      const capture = new Capture(source, producer, events, log, {
         source: sourceNameOf(config),
         batchSize: config.stream.batch_size,
         batchWaitMs: config.stream.batch_wait_ms,
@@ -76,8 +79,8 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
         if (snapshots) {
           const readers = await source.snapshotReaders();
           // Before the first change is decoded: the initial snapshot's tables are known now.
-          capture.setSnapshotting(await snapshots.unfinishedTables());
-          const runner = new SnapshotRunner(readers, snapshots, capture, log, { chunkSize: s.snapshot_chunk_size, pollMs: 1000, connect: () => source.connectSnapshotReader() });
+          capture.snapshots.setSnapshotting(await snapshots.unfinishedTables());
+          const runner = new SnapshotRunner(readers, snapshots, capture.snapshots, log, { chunkSize: s.snapshot_chunk_size, pollMs: 1000, connect: () => source.connectSnapshotReader() });
           snapshotting = runner.run(stopSnapshots.signal);
         }
         hooks.onPrepared?.();

@@ -1,3 +1,6 @@
+import { systemClock, type Clock } from './clock.js';
+import { isRetriable } from './errors.js';
+
 /** Exponential backoff with full jitter: delay is uniform in [0, min(max, base * 2^attempt)). */
 export interface RetryPolicy {
   maxAttempts: number;
@@ -9,4 +12,55 @@ export interface RetryPolicy {
 export function backoffDelay(policy: RetryPolicy, attempt: number, random: () => number = Math.random): number {
   const ceiling = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.max(0, attempt - 1));
   return policy.jitter ? Math.floor(random() * ceiling) : ceiling;
+}
+
+/** What `retry` returns when its signal aborted while it waited (distinct from any result, even undefined). */
+export const STOPPED: unique symbol = Symbol('stopped');
+
+/** One failed attempt that will be tried again. */
+export interface RetryAttempt {
+  /** 1 for the first failure. */
+  attempt: number;
+  delayMs: number;
+  error: unknown;
+}
+
+export interface RetryOptions {
+  /** Stops the waiting between attempts: `retry` then returns STOPPED. */
+  signal?: AbortSignal;
+  /** Default: the system clock. */
+  clock?: Clock;
+  /** Which failures are worth another attempt. Default: `isRetriable` (unknown errors are permanent). */
+  retriable?: (err: unknown) => boolean;
+  /**
+   * After `maxAttempts` failures, keep trying at `maxMs` until the signal aborts instead of
+   * giving up: an outage must stall the pipeline, never drop changes.
+   */
+  untilStopped?: boolean;
+  /** Called before each wait (to count or log the retry). */
+  onRetry?: (attempt: RetryAttempt) => void;
+}
+
+/**
+ * Calls `fn` until it succeeds. A failure that is not retriable, or the last of
+ * `policy.maxAttempts` (unless `untilStopped`), is thrown; between attempts it waits
+ * `backoffDelay`, and returns STOPPED if the signal aborts meanwhile.
+ */
+export function retry<T>(fn: (attempt: number) => Promise<T>, policy: RetryPolicy, options: RetryOptions & { signal: AbortSignal }): Promise<T | typeof STOPPED>;
+/** Without a signal nothing stops the waiting: the result, or the error. */
+export function retry<T>(fn: (attempt: number) => Promise<T>, policy: RetryPolicy, options?: Omit<RetryOptions, 'signal'>): Promise<T>;
+export async function retry<T>(fn: (attempt: number) => Promise<T>, policy: RetryPolicy, options: RetryOptions = {}): Promise<T | typeof STOPPED> {
+  const { signal, clock = systemClock, retriable = isRetriable } = options;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn(attempt);
+    } catch (error) {
+      if (!retriable(error)) throw error;
+      if (attempt >= policy.maxAttempts && !options.untilStopped) throw error;
+      const delayMs = attempt < policy.maxAttempts ? backoffDelay(policy, attempt) : policy.maxMs;
+      options.onRetry?.({ attempt, delayMs, error });
+      await clock.sleep(delayMs, signal);
+      if (signal?.aborted) return STOPPED;
+    }
+  }
 }

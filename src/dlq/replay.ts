@@ -1,4 +1,5 @@
-import { errorMessage, isRetriable, SynclineError } from '../core/errors.js';
+import { errorMessage, SynclineError } from '../core/errors.js';
+import { retry, type RetryPolicy } from '../core/retry.js';
 import type { Sink } from '../sink/sink.js';
 import type { DeadLetterEntry, DeadLetterQueue } from './dead-letter-queue.js';
 
@@ -45,13 +46,9 @@ export async function replayDeadLetters(entries: readonly DeadLetterEntry[], sin
   return result;
 }
 
-async function applyWithRetry(sink: Sink, e: DeadLetterEntry, group: string): Promise<{ stale: number }> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await sink.apply([e.change as NonNullable<DeadLetterEntry['change']>], new Map(), group);
-    } catch (err) {
-      if (!isRetriable(err) || attempt >= 3) throw err;
-      await new Promise((r) => setTimeout(r, 200 * attempt));
-    }
-  }
+/** A replayed entry gets three tries, 200 and 400 ms apart: a blip passes, an outage is reported. */
+const REPLAY_RETRY: RetryPolicy = { maxAttempts: 3, baseMs: 200, maxMs: 400, jitter: false };
+
+function applyWithRetry(sink: Sink, e: DeadLetterEntry, group: string): Promise<{ stale: number }> {
+  return retry(() => sink.apply([e.change as NonNullable<DeadLetterEntry['change']>], new Map(), group), REPLAY_RETRY);
 }

@@ -1,19 +1,18 @@
-import { partitionKeyOf, tableLabelOf, type ChangeEvent, type Row } from '../core/change.js';
+import { tableLabelOf, type ChangeEvent } from '../core/change.js';
 import { errorMessage } from '../core/errors.js';
+import type { PipelineEvents } from '../core/events.js';
 import { formatLsn, type Lsn } from '../core/lsn.js';
-import type { ColumnType, SchemaVersionRegistry } from '../core/schema-version.js';
+import type { SchemaVersionRegistry } from '../core/schema-version.js';
 import type { Logger } from '../log/logger.js';
-import type { Metrics } from '../metrics/metrics.js';
 import { PgoutputDecoder } from '../pgoutput/decoder.js';
 import { parseReplicationFrame } from '../pgoutput/replication-frames.js';
 import type { PgoutputMessage } from '../pgoutput/messages.js';
-import type { OutgoingRecord, StreamProducer } from '../stream/stream.js';
-import { ChangeBuilder, SNAPSHOT_PREFIX, type VersionContext } from './change-builder.js';
-import { SnapshotWindows, type ReadSnapshot } from './snapshot-windows.js';
-import { SpillStore } from './spill-store.js';
-
-/** How many recent key changes capture remembers (see Capture.keyChanged). */
-const KEY_CHANGES_REMEMBERED = 100_000;
+import type { StreamProducer } from '../stream/stream.js';
+import { BatchPublisher } from './batch-publisher.js';
+import { CaptureSnapshots } from './capture-snapshots.js';
+import { ChangeBuilder, SNAPSHOT_PREFIX } from './change-builder.js';
+import { StreamedTransactions } from './streamed-transactions.js';
+import { UnchangedValues, type SourceRowReader } from './unchanged-values.js';
 
 /** The replication connection as capture sees it. */
 export interface ReplicationSource {
@@ -23,13 +22,6 @@ export interface ReplicationSource {
   resume(): void;
   close(): Promise<void>;
 }
-
-/**
- * Reads the current values of `columns` of one row at the source (by its key, text values
- * as pgoutput would send them); undefined when the row is gone.
- */
-/** Reads a row's `columns` by key at the source, once transaction `xid` is visible there. */
-export type SourceRowReader = (schema: string, table: string, key: Row, columns: readonly string[], xid?: number) => Promise<Row | undefined>;
 
 export interface CaptureOptions {
   source: string;
@@ -55,60 +47,6 @@ export interface CaptureOptions {
   readSourceRow?: SourceRowReader;
 }
 
-/** Rows of one snapshot chunk, waiting for their high watermark. */
-export interface SnapshotChunk {
-  schema: string;
-  table: string;
-  columns: readonly string[];
-  keyColumns: readonly string[];
-  /** The table's definition when the chunk was read (its `_schema_version`). */
-  columnTypes?: readonly ColumnType[];
-  rows: readonly (string | null)[][];
-  /** The MVCC snapshot the rows were read in. */
-  snapshot: ReadSnapshot;
-}
-
-/** A keyless table read whole in one snapshot (see SnapshotRunner). */
-export interface KeylessSnapshot {
-  schema: string;
-  table: string;
-  columns: readonly string[];
-  columnTypes?: readonly ColumnType[];
-}
-
-/** Content of a snapshot watermark message. */
-export interface WatermarkMessage {
-  token: string;
-  /** low/high: a keyed chunk's window; cut: where a keyless table's snapshot stands. */
-  mark: 'low' | 'high' | 'cut';
-  /** `schema.table` of the chunk. */
-  table: string;
-}
-
-/** What became of a chunk: durably in the stream, or to be read again (see SnapshotWindows). */
-export type ChunkResult = 'published' | 'retry';
-
-interface InFlightBatch {
-  /** Highest source position fully contained in this batch and all before it. */
-  position: Lsn | undefined;
-  done: boolean;
-  /** Called once this batch and every one before it are durable. */
-  onDurable?: (() => void)[];
-}
-
-/** A keyless table's snapshot as capture sees it: its cut, its rows, the table's later changes. */
-interface KeylessCut {
-  spec: KeylessSnapshot;
-  table: string;
-  /** The cut's transaction: the reset and every row are versioned in it. Set once the cut is seen. */
-  ctx: VersionContext | undefined;
-  cutLsn: Lsn;
-  /** Changes to the table after the cut, waiting for the snapshot's rows to go first. */
-  held: ChangeEvent[];
-  seen: Promise<void>;
-  markSeen: () => void;
-}
-
 /**
  * Capture: replication slot → change events → stream.
  *
@@ -120,72 +58,49 @@ interface KeylessCut {
 export class Capture {
   private readonly decoder = new PgoutputDecoder();
   private readonly builder: ChangeBuilder;
-  private pending: ChangeEvent[] = [];
-  private pendingPosition: Lsn | undefined;
-  /** A position reached while some changes are held (keyless snapshot): released with them. */
-  private deferredPosition: Lsn | undefined;
-  private readonly inFlight: InFlightBatch[] = [];
-  private confirmed: Lsn = 0n;
-  private flushTimer: NodeJS.Timeout | undefined;
+  private readonly publisher: BatchPublisher;
   private statusTimer: NodeJS.Timeout | undefined;
   /** Why reading the replication socket is paused; it resumes when none is left. */
   private readonly pauseReasons = new Set<'window' | 'busy' | 'drain'>();
-  private readonly spill: SpillStore;
-  /** Top-level xid of the streamed chunk being received, if any. */
-  private streamXid: number | undefined;
+  private readonly streamed: StreamedTransactions;
   /**
    * An asynchronous step is running (a streamed transaction's replay, or reading values
    * from the source): chunks that still arrive wait in `backlog`, copied, in order.
    */
   private busy: Promise<void> | undefined;
   private backlog: Buffer[] = [];
-  private windowWaiter: (() => void) | undefined;
   private stopping = false;
-  private readonly windows = new SnapshotWindows();
-  private readonly chunks = new Map<string, SnapshotChunk>();
-  /** High watermarks seen in the open transaction; published once its commit is confirmed. */
-  private watermarksInTxn: string[] = [];
-  private readonly chunkWaiters: { lsn: Lsn; token: string }[] = [];
-  private readonly chunkResolvers = new Map<string, (result: ChunkResult) => void>();
-  private readonly keyless = new Map<string, KeylessCut>();
-  /** Keyless tables whose changes are held, by `schema.table`. */
-  private readonly holds = new Map<string, KeylessCut>();
+  /** The snapshot side (SnapshotRunner hands its chunks and keyless tables to it). */
+  readonly snapshots: CaptureSnapshots;
   /** Tables the open transaction changed (for SnapshotWindows.committed). */
   private readonly txnTables = new Set<string>();
   /** The open transaction's newest change: it waits here to get `tx_last` at the commit. */
   private lastOfTxn: ChangeEvent | undefined;
   /** Scratch array for the events one message produces. */
   private readonly built: ChangeEvent[] = [];
-  /**
-   * Tables with an unfinished snapshot: the target may not have a row yet that an UPDATE
-   * leaving TOASTed values unchanged needs to keep them from (see fillUnchanged).
-   */
-  private snapshotting: ReadonlySet<string> = new Set();
-  /**
-   * Rows (partitionKeyOf) that recently got a key change leaving values unchanged: the target may
-   * lack that row (its insert skipped as superseded_at_source), so their later UPDATEs that
-   * leave values unchanged are filled too. Bounded: the oldest are forgotten (an UPDATE of a
-   * forgotten key is then refused and dead-lettered, never written without its values).
-   */
-  private readonly keyChanged = new Set<string>();
-  /** Key-changing inserts whose unchanged values must be read from the source before publishing. */
-  private toFill: ChangeEvent[] = [];
+  private readonly unchanged: UnchangedValues;
   private failure: Error | undefined;
   /** Commit LSN of the last transaction with changes, for the next one's `tx_prev`. */
   private lastTxnCommit: string | undefined;
   private failed!: (err: Error) => void;
-  private drained: (() => void) | undefined;
 
   constructor(
     private readonly replication: ReplicationSource,
-    private readonly producer: StreamProducer,
-    private readonly metrics: Metrics,
+    producer: StreamProducer,
+    private readonly events: PipelineEvents,
     private readonly log: Logger,
     private readonly options: CaptureOptions,
   ) {
     this.builder = new ChangeBuilder(options.source, new Set(options.ignoredSchemas), options.primaryKeys, options.schemaVersions);
-    this.confirmed = options.startLsn;
-    this.spill = new SpillStore(options.spillDir);
+    this.publisher = new BatchPublisher(producer, events, log, options, {
+      windowFull: (full) => this.setPaused('window', full),
+      confirmed: (lsn) => this.snapshots.confirmed(lsn),
+      failed: (err) => this.failed(err),
+      filling: () => this.unchanged.waiting,
+    });
+    this.streamed = new StreamedTransactions(options.spillDir);
+    this.unchanged = new UnchangedValues(options.readSourceRow);
+    this.snapshots = new CaptureSnapshots({ builder: this.builder, publisher: this.publisher, unchanged: this.unchanged, events, log, flushDurable: () => this.flushDurable() });
     this.failed = (err) => {
       this.failure ??= err;
     };
@@ -193,7 +108,7 @@ export class Capture {
 
   /** The position confirmed to the source so far. */
   get confirmedLsn(): Lsn {
-    return this.confirmed;
+    return this.publisher.confirmed;
   }
 
   /**
@@ -221,9 +136,9 @@ export class Capture {
       await this.drain(failedPromise);
     } finally {
       clearInterval(this.statusTimer);
-      if (this.flushTimer) clearTimeout(this.flushTimer);
+      this.publisher.close();
       await this.replication.close();
-      this.spill.close();
+      this.streamed.close();
     }
   }
 
@@ -236,12 +151,10 @@ export class Capture {
     this.stopping = true;
     this.setPaused('drain', true);
     if (this.busy) await Promise.race([this.busy, failedPromise]);
-    this.flush();
-    if (!this.inFlight.every((b) => b.done)) {
-      await Promise.race([new Promise<void>((resolve) => (this.drained = resolve)), failedPromise]);
-    }
+    this.publisher.flush();
+    await Promise.race([this.publisher.drain(), failedPromise]);
     this.sendStatus(false);
-    this.log.info({ confirmed: formatLsn(this.confirmed) }, 'capture drained');
+    this.log.info({ confirmed: formatLsn(this.publisher.confirmed) }, 'capture drained');
   }
 
   private onData(chunk: Buffer): void {
@@ -261,87 +174,41 @@ export class Capture {
         return;
       }
       const msg = this.decoder.decode(chunk, frame.dataOffset);
-      if (this.streamXid !== undefined && this.spillStreamed(msg, frame.dataStart, chunk.subarray(frame.dataOffset))) return;
+      if (this.streamed.buffer(msg, frame.dataStart, chunk.subarray(frame.dataOffset))) return;
       this.handleMessage(msg, frame.dataStart);
     } catch (err) {
       this.failed(err instanceof Error ? err : new Error(String(err)));
     }
   }
 
-  /** Inside a streamed chunk: buffers what belongs to the transaction. True when consumed. */
-  private spillStreamed(msg: PgoutputMessage, lsn: Lsn, raw: Buffer): boolean {
-    const xid = this.streamXid as number;
-    switch (msg.tag) {
-      case 'insert':
-      case 'update':
-      case 'delete':
-      case 'truncate':
-        this.spill.append(xid, msg.xid ?? xid, lsn, raw);
-        return true;
-      case 'relation':
-        this.spill.appendRelation(xid, lsn, raw);
-        return true;
-      case 'type':
-        return true; // values are text: type definitions change nothing here
-      default:
-        return false;
-    }
-  }
-
   /** One decoded message outside a streamed chunk's data (exposed for tests). */
   handleMessage(msg: PgoutputMessage, lsn: Lsn): void {
-    switch (msg.tag) {
-      case 'stream_start':
-        this.streamXid = msg.xid;
-        return;
-      case 'stream_stop':
-        this.streamXid = undefined;
-        return;
-      case 'stream_abort':
-        // Aborted before commit: its buffered changes vanish and never reach the stream.
-        this.spill.abort(msg.xid, msg.subXid);
-        return;
-      case 'stream_commit':
-        this.runBusy(() => this.replayCommitted(msg.xid, msg.commitLsn, msg.endLsn, msg.commitTime));
-        return;
-      default:
-        break;
+    if (this.streamed.control(msg)) return;
+    if (msg.tag === 'stream_commit') {
+      this.runBusy(() => this.replayCommitted(msg.xid, msg.commitLsn, msg.endLsn, msg.commitTime));
+      return;
     }
     const xid = this.builder.openTransaction?.xid;
     this.addChanges(msg, lsn);
-    if (msg.tag === 'message' && msg.prefix === SNAPSHOT_PREFIX) this.onWatermark(msg.content, lsn);
+    if (msg.tag === 'message' && msg.prefix === SNAPSHOT_PREFIX) this.snapshots.watermark(msg.content, lsn);
     if (msg.tag === 'commit') {
       this.onCommit(xid, msg.endLsn);
-    } else if (msg.tag === 'message' && !msg.transactional && !this.builder.inTransaction && this.streamXid === undefined) {
+    } else if (msg.tag === 'message' && !msg.transactional && !this.builder.inTransaction && !this.streamed.receiving) {
       // A heartbeat outside any transaction: everything before it has been seen.
-      this.reachPosition(msg.lsn);
+      this.snapshots.reach(msg.lsn);
     }
-    if (this.toFill.length > 0) {
+    if (this.unchanged.waiting) {
       this.runBusy(async () => {
-        await this.fillUnchanged();
-        this.scheduleFlush();
+        await this.unchanged.fill();
+        this.publisher.schedule();
       });
-    } else this.scheduleFlush();
+    } else this.publisher.schedule();
   }
 
   private onCommit(xid: number | undefined, endLsn: Lsn): void {
     this.markTransactionEnd();
-    if (xid !== undefined && this.txnTables.size > 0) this.windows.committed(xid, endLsn, this.txnTables);
+    this.snapshots.committed(xid, endLsn, this.txnTables);
     this.txnTables.clear();
-    this.reachPosition(endLsn);
-    for (const token of this.watermarksInTxn) this.chunkWaiters.push({ lsn: endLsn, token });
-    this.watermarksInTxn = [];
-  }
-
-  /** Everything up to `lsn` has been seen: the next batch may confirm it, unless changes are held. */
-  private reachPosition(lsn: Lsn): void {
-    if (this.holdingChanges()) this.deferredPosition = lsn;
-    else this.pendingPosition = lsn;
-  }
-
-  private holdingChanges(): boolean {
-    for (const cut of this.holds.values()) if (cut.held.length > 0) return true;
-    return false;
   }
 
   private addChanges(msg: PgoutputMessage, lsn: Lsn): void {
@@ -349,155 +216,17 @@ export class Capture {
     this.builder.handle(msg, lsn, built);
     if (built.length === 0) return;
     for (const e of built) {
-      this.metrics.captured.inc({ table: e.table });
+      this.events.emit('capture:change', e);
       this.txnTables.add(tableLabelOf(e));
-      if (this.windows.open) this.windows.observe(e);
-      if (e.unchanged && this.options.readSourceRow && this.mayLackRow(e)) this.toFill.push(e);
+      this.snapshots.observe(e);
+      this.unchanged.observe(e);
       // The open transaction's newest change waits apart, so that the commit can still mark
       // it as the transaction's last (markTransactionEnd).
       const previous = this.lastOfTxn;
       this.lastOfTxn = e;
-      if (previous) this.route(previous);
+      if (previous) this.snapshots.route(previous);
     }
     built.length = 0;
-  }
-
-  /** A change ready to go: pending, or held behind a keyless snapshot of its table. */
-  private route(e: ChangeEvent): void {
-    const cut = this.holds.size > 0 ? this.holds.get(tableLabelOf(e)) : undefined;
-    if (cut) cut.held.push(e);
-    else this.pending.push(e);
-  }
-
-  /**
-   * Snapshot chunks that a SnapshotRunner has read wait here for their high watermark.
-   * `chunkPublished` resolves once the chunk's rows are durably in the stream, or with
-   * 'retry' when they must be read again.
-   */
-  registerChunk(token: string, chunk: SnapshotChunk): void {
-    this.chunks.set(token, chunk);
-  }
-
-  chunkPublished(token: string): Promise<ChunkResult> {
-    return new Promise((resolve) => this.chunkResolvers.set(token, resolve));
-  }
-
-  /**
-   * A keyless table is about to be read whole in one snapshot, at the cut `token` (see
-   * SnapshotRunner). Once capture sees the cut it emits a reset of the table versioned there,
-   * then the rows handed to `keylessRows`, and holds the table's later changes until
-   * `keylessDone`, so that they follow the rows in the stream.
-   */
-  registerKeyless(token: string, spec: KeylessSnapshot): { seen: Promise<void> } {
-    let markSeen!: () => void;
-    const seen = new Promise<void>((resolve) => (markSeen = resolve));
-    this.keyless.set(token, { spec, table: `${spec.schema}.${spec.table}`, ctx: undefined, cutLsn: 0n, held: [], seen, markSeen });
-    return { seen };
-  }
-
-  /** Whether the target may have no row to keep `e`'s unchanged values from (see fillUnchanged). */
-  private mayLackRow(e: ChangeEvent): boolean {
-    const id = partitionKeyOf(e);
-    if (e.op === 'INSERT') {
-      this.keyChanged.delete(id);
-      this.keyChanged.add(id);
-      if (this.keyChanged.size > KEY_CHANGES_REMEMBERED) this.keyChanged.delete(this.keyChanged.values().next().value as string);
-      return true;
-    }
-    return e.op === 'UPDATE' && (this.snapshotting.has(tableLabelOf(e)) || this.keyChanged.has(id));
-  }
-
-  /** The tables with an unfinished snapshot job (SnapshotRunner keeps this current). */
-  setSnapshotting(tables: ReadonlySet<string>): void {
-    this.snapshotting = tables;
-  }
-
-  /** Rows of a keyless snapshot whose cut was seen; resolves when there is room for more. */
-  keylessRows(token: string, rows: readonly (string | null)[][]): Promise<void> {
-    const cut = this.keyless.get(token);
-    if (!cut?.ctx) throw new Error(`keyless snapshot ${token}: rows before its cut was seen`);
-    for (const values of rows) {
-      const e = this.builder.snapshotRow(cut.ctx, cut.spec.schema, cut.spec.table, cut.spec.columns, values, [], cut.cutLsn, cut.spec.columnTypes);
-      this.pending.push(e);
-      this.metrics.captured.inc({ table: e.table });
-    }
-    this.scheduleFlush();
-    return this.windowOpen();
-  }
-
-  /**
-   * A keyless snapshot's rows are all handed over: resolves once they are durable; the held
-   * changes are released behind them. With `published` false (the read failed) the held
-   * changes are released at once; the job reads the table again.
-   */
-  keylessDone(token: string, published = true): Promise<void> {
-    const cut = this.keyless.get(token);
-    this.keyless.delete(token);
-    if (!cut) return Promise.resolve();
-    const durable = published && cut.ctx ? this.flushDurable() : Promise.resolve();
-    if (this.holds.get(cut.table) === cut) {
-      this.holds.delete(cut.table);
-      this.pending.push(...cut.held);
-      if (!this.holdingChanges() && this.deferredPosition !== undefined) {
-        this.pendingPosition = this.deferredPosition;
-        this.deferredPosition = undefined;
-      }
-      this.scheduleFlush();
-    }
-    return durable;
-  }
-
-  private onWatermark(content: Buffer, lsn: Lsn): void {
-    let w: WatermarkMessage;
-    try {
-      w = JSON.parse(content.toString('utf8')) as WatermarkMessage;
-    } catch {
-      return;
-    }
-    if (w.mark === 'low') {
-      this.windows.openWindow(w.token, w.table, lsn);
-      return;
-    }
-    if (w.mark === 'cut') {
-      this.onCut(w.token, lsn);
-      return;
-    }
-    const chunk = this.chunks.get(w.token);
-    this.chunks.delete(w.token);
-    const rows = this.windows.closeWindow(w.token, chunk);
-    // A watermark of an earlier process (restarted since) has no rows here: the runner re-reads.
-    if (rows === undefined || !chunk) return;
-    if (rows === 'retry') {
-      this.log.info({ table: w.table }, 'snapshot chunk read again: a transaction committed before it was not yet visible to its read');
-      this.resolveChunk(w.token, 'retry');
-      return;
-    }
-    const ctx = this.builder.openTransaction;
-    if (!ctx) return;
-    for (const row of rows) {
-      const values = chunk.columns.map((c) => row[c] ?? null);
-      const e = this.builder.snapshotRow(ctx, chunk.schema, chunk.table, chunk.columns, values, chunk.keyColumns, lsn, chunk.columnTypes);
-      this.pending.push(e);
-      this.metrics.captured.inc({ table: e.table });
-    }
-    this.watermarksInTxn.push(w.token);
-  }
-
-  private onCut(token: string, lsn: Lsn): void {
-    const cut = this.keyless.get(token);
-    const ctx = this.builder.openTransaction;
-    if (!cut || !ctx) return;
-    cut.ctx = ctx;
-    cut.cutLsn = lsn;
-    this.pending.push(this.builder.snapshotReset(ctx, cut.spec.schema, cut.spec.table, lsn, cut.spec.columnTypes));
-    // The cut's transaction held the table locked: every later change to it commits after.
-    this.holds.set(cut.table, cut);
-    cut.markSeen();
-  }
-
-  private resolveChunk(token: string, result: ChunkResult): void {
-    this.chunkResolvers.get(token)?.(result);
-    this.chunkResolvers.delete(token);
   }
 
   /**
@@ -511,14 +240,7 @@ export class Capture {
     last.tx_last = true;
     if (this.lastTxnCommit !== undefined) last.tx_prev = this.lastTxnCommit;
     this.lastTxnCommit = last.commit_lsn;
-    this.route(last);
-  }
-
-  private scheduleFlush(): void {
-    if (this.pending.length >= this.options.batchSize) this.flush();
-    else if (this.flushTimer === undefined && (this.pending.length > 0 || this.pendingPosition !== undefined)) {
-      this.flushTimer = setTimeout(() => this.flush(), this.options.batchWaitMs);
-    }
+    this.snapshots.route(last);
   }
 
   /**
@@ -548,18 +270,17 @@ export class Capture {
    * published in batches under the same in-flight window.
    */
   private async replayCommitted(xid: number, commitLsn: Lsn, endLsn: Lsn, commitTime: bigint): Promise<void> {
-    const decoder = new PgoutputDecoder();
     this.builder.beginStreamedReplay();
     this.addChanges({ tag: 'begin', finalLsn: commitLsn, commitTime, xid }, commitLsn);
     let replayed = 0;
-    for (const record of this.spill.replay(xid)) {
+    for (const { msg, lsn } of this.streamed.replay(xid)) {
       // Abandoned (stop or failure): not confirmed, the server sends the transaction again.
       if (this.stopping || this.failure) return;
-      this.addChanges(decoder.decodeInStream(record.subarray(8)), record.readBigUInt64BE(0));
-      if (this.toFill.length > 0) await this.fillUnchanged();
-      if (this.pending.length >= this.options.batchSize) {
-        this.flush();
-        await this.windowOpen();
+      this.addChanges(msg, lsn);
+      if (this.unchanged.waiting) await this.unchanged.fill();
+      if (this.publisher.full) {
+        this.publisher.flush();
+        await this.publisher.windowOpen();
       }
       // The replay is synchronous disk reads and decoding: let apply (same event loop in
       // `syncline run`) take its turns, or it barely writes until the replay is over.
@@ -569,46 +290,7 @@ export class Capture {
     this.builder.endStreamedReplay();
     this.addChanges({ tag: 'commit', flags: 0, commitLsn, endLsn, commitTime }, endLsn);
     this.onCommit(xid, endLsn);
-    this.flush();
-  }
-
-  /**
-   * Changes that left TOASTed columns unchanged where the target may have no row to keep
-   * them from: a key change (the new key's row exists nowhere at the target), an UPDATE of a
-   * table whose snapshot has not finished (the row may come with a later chunk), and an UPDATE
-   * of a key that recently got such a key change (its insert may have been skipped). The
-   * values are read from the source now (a later change of those columns, or of the row,
-   * follows in the stream, so the row converges). A row that is gone keeps `unchanged` and is
-   * marked `superseded_at_source`: the key's later change decides it.
-   */
-  private async fillUnchanged(): Promise<void> {
-    const read = this.options.readSourceRow;
-    const todo = this.toFill;
-    this.toFill = [];
-    if (!read) return;
-    for (const e of todo) {
-      const missing = e.unchanged ?? [];
-      const row = await read(e.schema, e.table, e.key, missing, e.xid);
-      if (!row || !e.payload) {
-        // Visible, yet not there: the row left this key after the change (a later DELETE of
-        // the key follows in the stream, or a TRUNCATE), so the sink may skip the change.
-        e.superseded_at_source = true;
-        continue;
-      }
-      const still = missing.filter((col) => {
-        if (!(col in row)) return true;
-        (e.payload as Row)[col] = row[col] ?? null;
-        return false;
-      });
-      if (still.length > 0) e.unchanged = still;
-      else delete e.unchanged;
-    }
-  }
-
-  /** Resolves when fewer than `maxInFlight` publishes are outstanding. */
-  private windowOpen(): Promise<void> {
-    if (this.inFlight.length < this.options.maxInFlight) return Promise.resolve();
-    return new Promise((resolve) => (this.windowWaiter = resolve));
+    this.publisher.flush();
   }
 
   private setPaused(reason: 'window' | 'busy' | 'drain', on: boolean): void {
@@ -623,84 +305,14 @@ export class Capture {
   /** Publishes what is pending; resolves once it (and everything before it) is durable. */
   private async flushDurable(): Promise<void> {
     while (this.busy) await this.busy;
-    this.flush();
-    const last = this.inFlight[this.inFlight.length - 1];
-    if (!last) return Promise.resolve();
-    return new Promise((resolve) => (last.onDurable ??= []).push(resolve));
-  }
-
-  private flush(): void {
-    if (this.flushTimer) {
-      clearTimeout(this.flushTimer);
-      this.flushTimer = undefined;
-    }
-    // Changes waiting for values from the source go out once they have them.
-    if (this.toFill.length > 0) return;
-    if (this.pending.length === 0 && this.pendingPosition === undefined) return;
-    const events = this.pending;
-    const batch: InFlightBatch = { position: this.pendingPosition, done: false };
-    this.pending = [];
-    this.pendingPosition = undefined;
-    this.inFlight.push(batch);
-    if (events.length === 0) {
-      this.complete(batch);
-      return;
-    }
-    const records = new Array<OutgoingRecord>(events.length);
-    for (let i = 0; i < events.length; i++) {
-      const e = events[i] as ChangeEvent;
-      // The id lets brokers with publish dedupe (NATS Nats-Msg-Id) drop a resend after a crash.
-      records[i] = { key: partitionKeyOf(e), value: Buffer.from(JSON.stringify(e)), id: `${e.source}:${e.commit_lsn}:${e.seq}` };
-    }
-    if (this.inFlight.length >= this.options.maxInFlight) this.setPaused('window', true);
-    const versionsStored = this.options.schemaVersions?.stored();
-    (versionsStored ? Promise.all([this.producer.publish(records), versionsStored]) : this.producer.publish(records)).then(
-      () => {
-        this.metrics.published.inc(records.length);
-        this.complete(batch);
-      },
-      (err: unknown) => {
-        this.log.error({ err: errorMessage(err) }, 'publish failed; the slot stays at the last acknowledged position');
-        this.failed(err instanceof Error ? err : new Error(String(err)));
-      },
-    );
-  }
-
-  /** Marks a batch stored and advances the confirmed position over the done prefix. */
-  private complete(batch: InFlightBatch): void {
-    batch.done = true;
-    let advanced = false;
-    while (this.inFlight.length > 0 && (this.inFlight[0] as InFlightBatch).done) {
-      const b = this.inFlight.shift() as InFlightBatch;
-      if (b.position !== undefined && b.position > this.confirmed) {
-        this.confirmed = b.position;
-        advanced = true;
-      }
-      for (const resolve of b.onDurable ?? []) resolve();
-    }
-    if (advanced) {
-      this.metrics.captureLsn.set(Number(this.confirmed));
-      for (let i = this.chunkWaiters.length - 1; i >= 0; i--) {
-        const w = this.chunkWaiters[i] as { lsn: Lsn; token: string };
-        if (w.lsn <= this.confirmed) {
-          this.chunkWaiters.splice(i, 1);
-          this.resolveChunk(w.token, 'published');
-        }
-      }
-    }
-    if (this.inFlight.length < this.options.maxInFlight) {
-      this.setPaused('window', false);
-      const waiter = this.windowWaiter;
-      this.windowWaiter = undefined;
-      waiter?.();
-    }
-    if (this.inFlight.length === 0 && this.drained) this.drained();
+    this.publisher.flush();
+    return this.publisher.whenDurable();
   }
 
   private sendStatus(replyRequested: boolean): void {
     if (this.failure) return;
     try {
-      this.replication.acknowledge(this.confirmed, replyRequested);
+      this.replication.acknowledge(this.publisher.confirmed, replyRequested);
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'could not send standby status');
     }

@@ -1,14 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
+import { systemClock, type Clock } from '../core/clock.js';
+import { retry, STOPPED, type RetryPolicy } from '../core/retry.js';
 import { errorMessage, isRetriable, PrerequisiteError, SynclineError } from '../core/errors.js';
 import { quoteQualified } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
 import { chunkBoundary, readChunkInSnapshot, readKeylessTable, tableShape, type TableShape } from '../source/snapshot-reader.js';
 import type { SnapshotJob, SnapshotStore } from '../source/snapshot-store.js';
-import type { ChunkResult, KeylessSnapshot, SnapshotChunk, WatermarkMessage } from './capture.js';
 import { SNAPSHOT_PREFIX } from './change-builder.js';
 import { ChunkPlan } from './chunk-plan.js';
-import { parseReadSnapshot } from './snapshot-windows.js';
+import { parseReadSnapshot, type ChunkResult, type KeylessSnapshot, type SnapshotChunk, type WatermarkMessage } from './snapshot-windows.js';
 
 /** The part of Capture the runner needs. */
 export interface ChunkSink {
@@ -32,6 +33,8 @@ export interface SnapshotRunnerOptions {
   connect?: () => Promise<pg.Client>;
   /** How long a keyless table's cut waits for the table's running writers. Default 1000. */
   lockTimeoutMs?: number;
+  /** Default: the system clock. */
+  clock?: Clock;
 }
 
 /** Progress of the job being run, shared by its readers. */
@@ -61,6 +64,8 @@ interface JobRun {
  * harmless (its rows are re-emitted with a newer version than any change they include).
  */
 export class SnapshotRunner {
+  private readonly clock: Clock;
+
   constructor(
     /**
      * One per chunk read in parallel, with the replication connection's output settings; each
@@ -73,6 +78,7 @@ export class SnapshotRunner {
     private readonly options: SnapshotRunnerOptions,
   ) {
     if (readers.length === 0) throw new Error('SnapshotRunner needs at least one reader connection');
+    this.clock = options.clock ?? systemClock;
   }
 
   async run(signal: AbortSignal): Promise<void> {
@@ -85,7 +91,7 @@ export class SnapshotRunner {
         this.log.warn({ err: errorMessage(err) }, 'could not read snapshot jobs');
       }
       if (!job) {
-        await sleep(this.options.pollMs, signal);
+        await this.clock.sleep(this.options.pollMs, signal);
         continue;
       }
       try {
@@ -93,8 +99,10 @@ export class SnapshotRunner {
       } catch (err) {
         if (signal.aborted) return;
         if (isRetriable(err)) {
+          // Not retried in place: the next round reads the job again, with the progress its
+          // finished chunks recorded, and resumes after them.
           this.log.warn({ err: errorMessage(err), snapshot: job.id }, 'snapshot chunk failed; retrying');
-          await sleep(1000, signal);
+          await this.clock.sleep(1000, signal);
           continue;
         }
         this.log.error({ err: errorMessage(err), snapshot: job.id }, 'snapshot failed');
@@ -152,23 +160,31 @@ export class SnapshotRunner {
     while (!signal.aborted) {
       const range = await run.plan.next((after, cap) => chunkBoundary(reader, t, shape, after, cap, bounds, this.options.chunkSize));
       if (!range || signal.aborted) return;
-      let rows: (string | null)[][] = [];
-      for (let attempt = 1; ; attempt++) {
-        const token = `${job.id}:${randomUUID()}`;
-        await this.watermark(reader, token, 'low', run.name);
-        const read = await readChunkInSnapshot(reader, t, shape, range.after, range.upper, bounds);
-        rows = read.rows;
-        this.capture.registerChunk(token, { schema: t.schema, table: t.table, columns: shape.columns, keyColumns: shape.key, columnTypes: shape.types, rows, snapshot: parseReadSnapshot(read.snapshot) });
-        const published = this.capture.chunkPublished(token);
-        await this.watermark(reader, token, 'high', run.name);
-        const result = await untilAborted(published, signal);
-        if (result === undefined) return;
-        if (result === 'published') break;
-        // A transaction that committed before the chunk's low watermark was not yet visible
-        // to its read (its commit was being flushed or waited for a synchronous standby).
-        if (attempt % 10 === 0) this.log.warn({ snapshot: job.id, table: run.name, attempts: attempt }, 'snapshot chunk keeps missing a committed transaction that is not yet visible (synchronous standby not answering?); reading it again');
-        await sleep(Math.min(50 * attempt, 2000), signal);
-      }
+      const rows = await retry(
+        async () => {
+          const token = `${job.id}:${randomUUID()}`;
+          await this.watermark(reader, token, 'low', run.name);
+          const read = await readChunkInSnapshot(reader, t, shape, range.after, range.upper, bounds);
+          this.capture.registerChunk(token, { schema: t.schema, table: t.table, columns: shape.columns, keyColumns: shape.key, columnTypes: shape.types, rows: read.rows, snapshot: parseReadSnapshot(read.snapshot) });
+          const published = this.capture.chunkPublished(token);
+          await this.watermark(reader, token, 'high', run.name);
+          const result = await untilAborted(published, signal);
+          // A transaction that committed before the chunk's low watermark was not yet visible
+          // to its read (its commit was being flushed or waited for a synchronous standby).
+          if (result === 'retry') throw READ_AGAIN;
+          return result === undefined ? undefined : read.rows;
+        },
+        CHUNK_REREAD,
+        {
+          signal,
+          clock: this.clock,
+          retriable: (err) => err === READ_AGAIN,
+          onRetry: ({ attempt }) => {
+            if (attempt % 10 === 0) this.log.warn({ snapshot: job.id, table: run.name, attempts: attempt }, 'snapshot chunk keeps missing a committed transaction that is not yet visible (synchronous standby not answering?); reading it again');
+          },
+        },
+      );
+      if (rows === undefined || rows === STOPPED) return;
       const progress = run.plan.finish(range);
       run.recorded = run.recorded.then(() => this.store.chunkDone(job.id, progress, rows.length));
       await run.recorded;
@@ -256,6 +272,11 @@ export class SnapshotRunner {
   }
 }
 
+/** A chunk is read again until no transaction committed before its window is missing from it. */
+const CHUNK_REREAD: RetryPolicy = { maxAttempts: Number.MAX_SAFE_INTEGER, baseMs: 50, maxMs: 2000, jitter: false };
+/** Thrown inside a chunk's attempt when it must be read again. */
+const READ_AGAIN = new Error('snapshot chunk must be read again');
+
 /** A lock timeout of a keyless cut is retried: the table's writers were busy. */
 function lockError(err: unknown, table: string): unknown {
   if ((err as { code?: unknown } | null)?.code !== '55P03') return err;
@@ -278,19 +299,5 @@ function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T | undefi
         reject(err);
       },
     );
-  });
-}
-
-/** Resolves after `ms` or on abort, whichever first, leaving no listener or timer behind. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = (): void => {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = setTimeout(done, Math.min(ms, 2 ** 31 - 1));
-    signal.addEventListener('abort', done, { once: true });
   });
 }

@@ -1,5 +1,6 @@
 import { rowKeyOf, tableLabelOf, type ChangeEvent, type Row } from '../core/change.js';
 import type { Lsn } from '../core/lsn.js';
+import type { ColumnType } from '../core/schema-version.js';
 
 /**
  * The MVCC snapshot a chunk was read in (`pg_current_snapshot()`), xids cut to the 32 bits
@@ -38,6 +39,34 @@ export interface WindowChunk {
   /** The snapshot the rows were read in. */
   snapshot: ReadSnapshot;
 }
+
+/** A keyed chunk as a SnapshotRunner hands it to capture: its rows wait for their high watermark. */
+export interface SnapshotChunk extends WindowChunk {
+  schema: string;
+  table: string;
+  /** The table's definition when the chunk was read (its `_schema_version`). */
+  columnTypes?: readonly ColumnType[];
+}
+
+/** A keyless table read whole in one snapshot (see SnapshotRunner). */
+export interface KeylessSnapshot {
+  schema: string;
+  table: string;
+  columns: readonly string[];
+  columnTypes?: readonly ColumnType[];
+}
+
+/** Content of a snapshot watermark message. */
+export interface WatermarkMessage {
+  token: string;
+  /** low/high: a keyed chunk's window; cut: where a keyless table's snapshot stands. */
+  mark: 'low' | 'high' | 'cut';
+  /** `schema.table` of the chunk. */
+  table: string;
+}
+
+/** What became of a chunk: durably in the stream, or to be read again (see SnapshotWindows). */
+export type ChunkResult = 'published' | 'retry';
 
 interface Window {
   table: string;
@@ -153,4 +182,72 @@ function mergeOver(base: Row | null, c: ChangeEvent): Row | null {
   // Without a base, the unchanged values are unknown: leave the row to the stream's change.
   if (!base) return null;
   return { ...base, ...c.payload };
+}
+
+/**
+ * Capture's side of the snapshot chunks: a chunk is registered by the SnapshotRunner, its
+ * window opens at the low watermark and closes at the high one (SnapshotWindows says which
+ * rows to emit), and the runner learns the chunk is `published` once the commit of its high
+ * watermark's transaction is confirmed, i.e. its rows are durably in the stream.
+ */
+export class SnapshotChunks {
+  readonly windows = new SnapshotWindows();
+  private readonly chunks = new Map<string, SnapshotChunk>();
+  /** High watermarks seen in the open transaction; published once its commit is confirmed. */
+  private watermarksInTxn: string[] = [];
+  private readonly waiters: { lsn: Lsn; token: string }[] = [];
+  private readonly resolvers = new Map<string, (result: ChunkResult) => void>();
+
+  register(token: string, chunk: SnapshotChunk): void {
+    this.chunks.set(token, chunk);
+  }
+
+  /** Resolves once the chunk's rows are durably in the stream, or with 'retry' when they must be read again. */
+  published(token: string): Promise<ChunkResult> {
+    return new Promise((resolve) => this.resolvers.set(token, resolve));
+  }
+
+  /**
+   * The chunk's high watermark: its rows to emit now, 'retry' (the runner was told to read it
+   * again), or undefined for a watermark of an earlier process (restarted since: the runner
+   * re-reads). Call `emitted` once the rows are in the open transaction.
+   */
+  close(token: string): { chunk: SnapshotChunk; rows: Row[] } | 'retry' | undefined {
+    const chunk = this.chunks.get(token);
+    this.chunks.delete(token);
+    const rows = this.windows.closeWindow(token, chunk);
+    if (rows === undefined || !chunk) return undefined;
+    if (rows === 'retry') {
+      this.resolve(token, 'retry');
+      return 'retry';
+    }
+    return { chunk, rows };
+  }
+
+  /** The rows of `token` were added to the open transaction. */
+  emitted(token: string): void {
+    this.watermarksInTxn.push(token);
+  }
+
+  /** The open transaction committed, ending at `endLsn`: its chunks are out once that is confirmed. */
+  committed(endLsn: Lsn): void {
+    for (const token of this.watermarksInTxn) this.waiters.push({ lsn: endLsn, token });
+    this.watermarksInTxn = [];
+  }
+
+  /** The position confirmed to the source advanced to `lsn`. */
+  confirmed(lsn: Lsn): void {
+    for (let i = this.waiters.length - 1; i >= 0; i--) {
+      const w = this.waiters[i] as { lsn: Lsn; token: string };
+      if (w.lsn <= lsn) {
+        this.waiters.splice(i, 1);
+        this.resolve(w.token, 'published');
+      }
+    }
+  }
+
+  private resolve(token: string, result: ChunkResult): void {
+    this.resolvers.get(token)?.(result);
+    this.resolvers.delete(token);
+  }
 }

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ChangeEvent } from '../../src/core/change.js';
 import { silentLogger } from '../../src/log/logger.js';
-import { Metrics } from '../../src/metrics/metrics.js';
+import { Events } from '../../src/core/events.js';
 import { Capture, type CaptureOptions } from '../../src/pipeline/capture.js';
 import type { OutgoingRecord } from '../../src/stream/stream.js';
 import { xlog } from './pgoutput-encode.js';
@@ -49,7 +49,7 @@ export class CaptureHarness {
       resume: () => undefined,
       close: async () => undefined,
     };
-    this.capture = new Capture(source, producer, new Metrics(), silentLogger(), {
+    this.capture = new Capture(source, producer, new Events(), silentLogger(), {
       source: 's', startLsn: 0n, batchSize: 1000, batchWaitMs: 1, maxInFlight: 4, statusIntervalMs: 60_000, ignoredSchemas: [], spillDir: this.spill,
       ...options,
     });

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ChunkResult, SnapshotChunk } from '../../src/pipeline/capture.js';
+import type { ChunkResult, SnapshotChunk } from '../../src/pipeline/snapshot-windows.js';
 import { SnapshotRunner, type ChunkSink } from '../../src/pipeline/snapshot-runner.js';
 import { OUTPUT_SETTINGS } from '../../src/source/replication-stream.js';
 import { SnapshotStore } from '../../src/source/snapshot-store.js';

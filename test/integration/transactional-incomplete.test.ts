@@ -7,7 +7,7 @@ import { partitionKeyOf, type ChangeEvent } from '../../src/core/change.js';
 import { systemClock } from '../../src/core/clock.js';
 import { PostgresDeadLetterQueue } from '../../src/dlq/postgres-dead-letter-queue.js';
 import { silentLogger } from '../../src/log/logger.js';
-import { Metrics } from '../../src/metrics/metrics.js';
+import { Events } from '../../src/core/events.js';
 import { Apply } from '../../src/pipeline/apply.js';
 import { PostgresSink } from '../../src/sink/postgres/postgres-sink.js';
 import { openEmbeddedStream } from '../../src/stream/embedded/embedded-stream.js';
@@ -65,7 +65,7 @@ describe('transactional apply: a transaction that can never become whole', () =>
     const dlq = new PostgresDeadLetterQueue(url, 'syncline');
     const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, staleAudit: false });
     const ctl = new AbortController();
-    const apply = new Apply((o) => stream.consumer('g', o), sink, new Metrics(), silentLogger(), {
+    const apply = new Apply((o) => stream.consumer('g', o), sink, new Events(), silentLogger(), {
       group: 'g', batchSize: 100, batchWaitMs: 20, clock: systemClock, deadLetters: dlq, truncate: 'apply',
       retry: { maxAttempts: 3, baseMs: 10, maxMs: 100, jitter: true },
       endOffsets: () => stream.endOffsets(), transactional: true, incompleteTransactionMs: 1500,

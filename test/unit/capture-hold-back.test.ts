@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { ChangeEvent } from '../../src/core/change.js';
 import { silentLogger } from '../../src/log/logger.js';
-import { Metrics } from '../../src/metrics/metrics.js';
+import { Events } from '../../src/core/events.js';
 import type { PgoutputMessage } from '../../src/pgoutput/messages.js';
 import { Capture } from '../../src/pipeline/capture.js';
 
@@ -16,11 +16,11 @@ function capture(): { published: ChangeEvent[]; feed: (m: PgoutputMessage, lsn: 
   const published: ChangeEvent[] = [];
   const producer = { publish: async (recs: readonly { value: Buffer }[]) => void published.push(...recs.map((r) => JSON.parse(r.value.toString()) as ChangeEvent)), close: async () => undefined };
   const source = { start: () => new Promise<void>(() => undefined), acknowledge: () => undefined, pause: () => undefined, resume: () => undefined, close: async () => undefined };
-  const c = new Capture(source, producer, new Metrics(), silentLogger(), {
+  const c = new Capture(source, producer, new Events(), silentLogger(), {
     source: 's', startLsn: 0n, batchSize: 1000, batchWaitMs: 5, maxInFlight: 4, statusIntervalMs: 60_000, ignoredSchemas: [], spillDir: spill,
   });
-  const internals = c as unknown as { flush(): void };
-  return { published, feed: (m, lsn) => c.handleMessage(m, lsn), flush: () => internals.flush(), c };
+  const internals = c as unknown as { publisher: { flush(): void } };
+  return { published, feed: (m, lsn) => c.handleMessage(m, lsn), flush: () => internals.publisher.flush(), c };
 }
 
 const relation = { tag: 'relation', xid: undefined, relationId: 1, schema: 'public', name: 't', replicaIdentity: 'd', columns: [{ flags: 1, isKey: true, name: 'id', typeOid: 23, typeMod: -1 }] } as unknown as PgoutputMessage;

@@ -1,0 +1,156 @@
+import { partitionKeyOf, type ChangeEvent } from '../core/change.js';
+import { errorMessage } from '../core/errors.js';
+import type { PipelineEvents } from '../core/events.js';
+import type { Lsn } from '../core/lsn.js';
+import type { SchemaVersionRegistry } from '../core/schema-version.js';
+import type { Logger } from '../log/logger.js';
+import type { OutgoingRecord, StreamProducer } from '../stream/stream.js';
+import { Checkpoint, type InFlightBatch } from './checkpoint.js';
+
+export interface BatchPublisherOptions {
+  batchSize: number;
+  batchWaitMs: number;
+  maxInFlight: number;
+  /** The slot's confirmed position at start. */
+  startLsn: Lsn;
+  /** A batch is acknowledged only once the `_schema_version`s of its changes are stored. */
+  schemaVersions?: SchemaVersionRegistry;
+}
+
+/** What the publisher tells capture. */
+export interface PublisherHooks {
+  /** The in-flight window is full (true: stop reading the source) or has room again (false). */
+  windowFull(full: boolean): void;
+  /** The position that may be confirmed to the source advanced to `lsn`. */
+  confirmed(lsn: Lsn): void;
+  /** A publish failed: capture must stop (nothing unpublished was confirmed). */
+  failed(err: Error): void;
+  /** Some changes still wait for values from the source: nothing is published until they have them. */
+  filling(): boolean;
+}
+
+/**
+ * Capture's way into the stream: changes are published in batches (count or deadline,
+ * whichever first), with up to `maxInFlight` publishes outstanding, and the positions the
+ * batches reach are confirmed over the durable prefix only (see Checkpoint).
+ */
+export class BatchPublisher {
+  private pending: ChangeEvent[] = [];
+  private pendingPosition: Lsn | undefined;
+  private readonly checkpoint: Checkpoint;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private windowWaiter: (() => void) | undefined;
+  private drained: (() => void) | undefined;
+
+  constructor(
+    private readonly producer: StreamProducer,
+    private readonly events: PipelineEvents,
+    private readonly log: Logger,
+    private readonly options: BatchPublisherOptions,
+    private readonly hooks: PublisherHooks,
+  ) {
+    this.checkpoint = new Checkpoint(options.startLsn);
+  }
+
+  /** The position that may be confirmed to the source. */
+  get confirmed(): Lsn {
+    return this.checkpoint.confirmed;
+  }
+
+  /** A full batch is waiting. */
+  get full(): boolean {
+    return this.pending.length >= this.options.batchSize;
+  }
+
+  add(e: ChangeEvent): void {
+    this.pending.push(e);
+  }
+
+  /** Everything up to `lsn` has been seen: the next batch confirms it once durable. */
+  reach(lsn: Lsn): void {
+    this.pendingPosition = lsn;
+  }
+
+  /** Publishes a full batch now, else sets the deadline of what is pending. */
+  schedule(): void {
+    if (this.pending.length >= this.options.batchSize) this.flush();
+    else if (this.flushTimer === undefined && (this.pending.length > 0 || this.pendingPosition !== undefined)) {
+      this.flushTimer = setTimeout(() => this.flush(), this.options.batchWaitMs);
+    }
+  }
+
+  /** Publishes what is pending (unless changes wait for values from the source). */
+  flush(): void {
+    if (this.flushTimer) {
+      clearTimeout(this.flushTimer);
+      this.flushTimer = undefined;
+    }
+    // Changes waiting for values from the source go out once they have them.
+    if (this.hooks.filling()) return;
+    if (this.pending.length === 0 && this.pendingPosition === undefined) return;
+    const events = this.pending;
+    const batch = this.checkpoint.begin(this.pendingPosition);
+    this.pending = [];
+    this.pendingPosition = undefined;
+    if (events.length === 0) {
+      this.complete(batch);
+      return;
+    }
+    const records = new Array<OutgoingRecord>(events.length);
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i] as ChangeEvent;
+      // The id lets brokers with publish dedupe (NATS Nats-Msg-Id) drop a resend after a crash.
+      records[i] = { key: partitionKeyOf(e), value: Buffer.from(JSON.stringify(e)), id: `${e.source}:${e.commit_lsn}:${e.seq}` };
+    }
+    if (this.checkpoint.outstanding >= this.options.maxInFlight) this.hooks.windowFull(true);
+    const versionsStored = this.options.schemaVersions?.stored();
+    (versionsStored ? Promise.all([this.producer.publish(records), versionsStored]) : this.producer.publish(records)).then(
+      () => {
+        this.events.emit('capture:batch:published', { changes: records.length });
+        this.complete(batch);
+      },
+      (err: unknown) => {
+        this.log.error({ err: errorMessage(err) }, 'publish failed; the slot stays at the last acknowledged position');
+        this.hooks.failed(err instanceof Error ? err : new Error(String(err)));
+      },
+    );
+  }
+
+  /** Resolves once every batch published so far is durable. */
+  whenDurable(): Promise<void> {
+    return this.checkpoint.whenDurable();
+  }
+
+  /** Resolves when fewer than `maxInFlight` publishes are outstanding. */
+  windowOpen(): Promise<void> {
+    if (this.checkpoint.outstanding < this.options.maxInFlight) return Promise.resolve();
+    return new Promise((resolve) => (this.windowWaiter = resolve));
+  }
+
+  /** Resolves once nothing is outstanding (after a last flush). */
+  drain(): Promise<void> {
+    if (this.checkpoint.outstanding === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => (this.drained = resolve));
+  }
+
+  /** Stops the deadline timer. */
+  close(): void {
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+  }
+
+  /** A batch is stored: the confirmed position may advance (see Checkpoint), the window opens. */
+  private complete(batch: InFlightBatch): void {
+    if (this.checkpoint.complete(batch)) {
+      const confirmed = this.checkpoint.confirmed;
+      this.events.emit('capture:confirmed', { lsn: confirmed });
+      this.hooks.confirmed(confirmed);
+    }
+    if (this.checkpoint.outstanding < this.options.maxInFlight) {
+      this.hooks.windowFull(false);
+      const waiter = this.windowWaiter;
+      this.windowWaiter = undefined;
+      waiter?.();
+    }
+    if (this.checkpoint.outstanding === 0 && this.drained) this.drained();
+  }
+}
