@@ -41,9 +41,7 @@ export async function readStatus(s: StatusSources): Promise<StatusResponse> {
   ]);
   const held = (await m.tableBlocked.get()).values.filter((v) => v.value > 0).map((v) => String(v.labels.table));
   const tables = new Map<string, TableStatus>();
-  const names = [...applied.values, ...stale.values, ...duplicate.values, ...lag.values, ...captured.values].map((v) => labelOf(v.labels));
-  const row = (label: string): TableStatus => {
-    const name = qualify(label, names);
+  const row = (name: string): TableStatus => {
     let r = tables.get(name);
     if (!r) {
       r = { table: name, captured: 0, applied: 0, stale: 0, duplicate: 0, lag_seconds: null };
@@ -97,14 +95,6 @@ export async function readStatus(s: StatusSources): Promise<StatusResponse> {
 function labelOf(labels: MetricValue['labels']): string {
   const t = labels.table;
   return t === undefined ? '(all)' : String(t);
-}
-
-/** Capture labels tables by name, apply by `schema.name`: join a bare name to its unique qualified one. */
-function qualify(label: string, all: readonly string[]): string {
-  if (label.includes('.')) return label;
-  const matches = new Set(all.filter((n) => n.endsWith(`.${label}`)));
-  const [only] = matches;
-  return matches.size === 1 && only !== undefined ? only : label;
 }
 
 function lsnText(n: number): string | null {

@@ -214,7 +214,7 @@ monitoring: { port: ${port}, dashboard_token: ${TOKEN} }
       expect(page.headers.get('content-security-policy')).toContain("default-src 'none'");
       const html = await page.text();
       expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org\/2000\/svg)/);
-      metrics.captured.inc({ table: 'items' }, 5);
+      metrics.captured.inc({ table: 'public.items' }, 5);
       metrics.applied.inc({ table: 'public.items' }, 4);
       await new Promise((r) => setTimeout(r, 200));
       const status = (await (await fetch(`${server.url}/api/status`)).json()) as { tables: unknown[]; actions: { enabled: boolean; hint: string }; dlq: { enabled: boolean } };
