@@ -121,7 +121,9 @@ monitoring:
         'the target to equal the source',
         async () => {
           drift = await Promise.all(tables.map((t) => compareTable(source, target, t)));
-          return drift.every((d) => d.differing === 0);
+          // Row counts too: a key the first scan missed (apply still catching up) can be
+          // present by its re-check, which then reports no difference.
+          return drift.every((d) => d.differing === 0 && d.sourceRows === d.targetRows);
         },
         120_000,
         500,
