@@ -94,7 +94,7 @@ monitoring: { port: ${await freePort()} }
         while (w.changes < 6000) await w.transaction();
 
         const tables = WORKLOAD_TABLES.map((t) => parseTableName(t));
-        await waitFor('target equals source', async () => (await Promise.all(tables.map((t) => compareTable(source, target, t)))).every((d) => d.differing === 0), 180_000, 1000);
+        await waitFor('target equals source', async () => (await Promise.all(tables.map((t) => compareTable(source, target, t)))).every((d) => d.differing === 0 && d.sourceRows === d.targetRows), 180_000, 1000);
         expect(await doubleApplied(target)).toEqual([]);
         // Both apply workers did work before the kill (the group shared the partitions).
         const logY = await readFile(path.join(dir, 'apply-y.log'), 'utf8');

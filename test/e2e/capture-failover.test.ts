@@ -97,7 +97,7 @@ monitoring: { port: ${await freePort()} }
       expect(standby.exitCode).toBeNull();
 
       const tables = WORKLOAD_TABLES.map((t) => parseTableName(t));
-      await waitFor('target equals source', async () => (await Promise.all(tables.map((t) => compareTable(source, target, t)))).every((d) => d.differing === 0), 120_000, 500);
+      await waitFor('target equals source', async () => (await Promise.all(tables.map((t) => compareTable(source, target, t)))).every((d) => d.differing === 0 && d.sourceRows === d.targetRows), 120_000, 500);
       expect(await doubleApplied(target)).toEqual([]);
       process.stdout.write(`capture failover: standby streaming ${takeoverMs} ms after kill -9 of the leader\n`);
     } finally {

@@ -140,7 +140,7 @@ monitoring: { port: ${port} }
   }
 
   async function inSync(): Promise<boolean> {
-    return (await Promise.all(tables.map((t) => compareTable(source, target, t)))).every((d) => d.differing === 0);
+    return (await Promise.all(tables.map((t) => compareTable(source, target, t)))).every((d) => d.differing === 0 && d.sourceRows === d.targetRows);
   }
 
   async function auditRows(): Promise<number> {

@@ -64,7 +64,7 @@ monitoring: { port: PORT }
 
     async function converged(): Promise<boolean> {
       const drift = await Promise.all(tables.map((t) => compareTable(source, target, t)));
-      return drift.every((d) => d.differing === 0);
+      return drift.every((d) => d.differing === 0 && d.sourceRows === d.targetRows);
     }
 
     it('streams mixed changes, key changes and TRUNCATE; serves /metrics', async () => {
