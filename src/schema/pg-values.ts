@@ -1,0 +1,316 @@
+/**
+ * Pure conversions between PostgreSQL's text output (what change events carry, as capture's
+ * session prints it: DateStyle ISO, TimeZone UTC, extra_float_digits 3, bytea hex; see
+ * src/source/replication-stream.ts) and the typed values of the schema formats. No I/O.
+ *
+ * Each pair is exact: `toText(toTyped(text)) === text` for every text PostgreSQL prints for
+ * the type. `typedValueOf` checks that on every value, so a text in another form (another
+ * session setting, a hand-made event) is refused with SCHEMA_VALUE rather than altered.
+ */
+import { SynclineError } from '../core/errors.js';
+
+/**
+ * How a column's value travels in a typed format. `string` carries the text unchanged
+ * (every type without an exact typed form: numeric without typmod, arrays, json, intervals...).
+ */
+export type ValueKind =
+  | 'int' // int2, int4: JS number
+  | 'long' // int8: bigint
+  | 'float4' // number (a float32 value)
+  | 'float8' // number
+  | 'bool' // boolean
+  | 'bytes' // bytea: Buffer
+  | 'decimal' // numeric(p,s): bigint unscaled value, or the string 'NaN'
+  | 'timestamptz' // bigint microseconds since 1970-01-01 UTC
+  | 'timestamp' // bigint microseconds since 1970-01-01, local (no zone)
+  | 'date' // number, days since 1970-01-01
+  | 'time' // bigint microseconds since midnight
+  | 'uuid' // string
+  | 'string'; // string
+
+export type TypedValue = string | number | bigint | boolean | Buffer;
+
+export function badValue(what: string, text: string): SynclineError {
+  const shown = text.length > 80 ? `${text.slice(0, 80)}…` : text;
+  return new SynclineError('SCHEMA_VALUE', `cannot encode ${JSON.stringify(shown)} as ${what} exactly: it is not PostgreSQL's text output of the type as capture prints it`, {
+    retriable: false,
+  });
+}
+
+/**
+ * The typed value of `text`, checked to print back to the same text. `scale` is the
+ * decimal's scale (numeric(p,s)), ignored for other kinds.
+ */
+export function typedValueOf(kind: ValueKind, text: string, scale = 0): TypedValue {
+  const v = parseText(kind, text, scale);
+  if (textOf(kind, v, scale) !== text) throw badValue(kind === 'decimal' ? `numeric with scale ${scale}` : kind, text);
+  return v;
+}
+
+function parseText(kind: ValueKind, text: string, scale: number): TypedValue {
+  switch (kind) {
+    case 'int':
+      return INTEGER.test(text) ? Number(text) : fail(kind, text);
+    case 'long':
+      return INTEGER.test(text) ? BigInt(text) : fail(kind, text);
+    case 'float4':
+    case 'float8':
+      return parseFloatText(kind, text);
+    case 'bool':
+      return text === 't' ? true : text === 'f' ? false : fail(kind, text);
+    case 'bytes':
+      return BYTEA_HEX.test(text) ? Buffer.from(text.slice(2), 'hex') : fail(kind, text);
+    case 'decimal':
+      return parseDecimal(text, scale);
+    case 'timestamptz':
+      return parseTimestamp(text, true);
+    case 'timestamp':
+      return parseTimestamp(text, false);
+    case 'date':
+      return parseDate(text);
+    case 'time':
+      return parseTime(text);
+    case 'uuid':
+    case 'string':
+      return text;
+  }
+}
+
+/** PostgreSQL's text output of a typed value. */
+export function textOf(kind: ValueKind, v: TypedValue, scale = 0): string {
+  switch (kind) {
+    case 'int':
+    case 'long':
+      return String(v);
+    case 'float4':
+      return formatFloat(v as number, true);
+    case 'float8':
+      return formatFloat(v as number, false);
+    case 'bool':
+      return v ? 't' : 'f';
+    case 'bytes':
+      return `\\x${(v as Buffer).toString('hex')}`;
+    case 'decimal':
+      return typeof v === 'bigint' ? formatDecimal(v, scale) : String(v);
+    case 'timestamptz':
+      return formatTimestamp(v as bigint, true);
+    case 'timestamp':
+      return formatTimestamp(v as bigint, false);
+    case 'date':
+      return formatDate(v as number);
+    case 'time':
+      return formatTime(v as bigint);
+    case 'uuid':
+    case 'string':
+      return v as string;
+  }
+}
+
+function fail(kind: ValueKind, text: string): never {
+  throw badValue(kind, text);
+}
+
+const INTEGER = /^-?\d+$/;
+const BYTEA_HEX = /^\\x(?:[0-9a-f]{2})*$/;
+
+// ---- floats ---------------------------------------------------------------------------
+// PostgreSQL 12+ prints the shortest text that reads back to the same value (Ryu), in
+// %g-like layout: fixed notation for decimal exponents -4 <= X < 15 (float4: < 6), else
+// d.ddde±XX with at least two exponent digits; `NaN`, `Infinity`, `-Infinity`, `-0`.
+
+function parseFloatText(kind: 'float4' | 'float8', text: string): number {
+  switch (text) {
+    case 'NaN':
+      return NaN;
+    case 'Infinity':
+      return Infinity;
+    case '-Infinity':
+      return -Infinity;
+  }
+  if (!/^-?\d+(\.\d+)?(e[+-]\d+)?$/.test(text)) fail(kind, text);
+  const n = Number(text);
+  return kind === 'float4' ? Math.fround(n) : n;
+}
+
+function formatFloat(n: number, float4: boolean): string {
+  if (Number.isNaN(n)) return 'NaN';
+  if (n === Infinity) return 'Infinity';
+  if (n === -Infinity) return '-Infinity';
+  if (n === 0) return Object.is(n, -0) ? '-0' : '0';
+  const sci = float4 ? shortestFloat32(n) : n.toExponential(); // d.ddde±X, shortest digits
+  const e = sci.indexOf('e');
+  const negative = sci.startsWith('-');
+  const mantissa = sci.slice(negative ? 1 : 0, e);
+  const exponent = Number(sci.slice(e + 1));
+  const digits = mantissa.replace('.', '');
+  const sign = negative ? '-' : '';
+  if (exponent >= -4 && exponent < (float4 ? 6 : 15)) {
+    if (exponent < 0) return `${sign}0.${'0'.repeat(-exponent - 1)}${digits}`;
+    if (digits.length <= exponent + 1) return `${sign}${digits}${'0'.repeat(exponent + 1 - digits.length)}`;
+    return `${sign}${digits.slice(0, exponent + 1)}.${digits.slice(exponent + 1)}`;
+  }
+  const abs = Math.abs(exponent);
+  return `${sign}${mantissa}e${exponent < 0 ? '-' : '+'}${abs < 10 ? '0' : ''}${abs}`;
+}
+
+/** The shortest decimal (exponential form) that reads back to the same float32 value. */
+function shortestFloat32(n: number): string {
+  for (let p = 1; p < 9; p++) {
+    const s = n.toExponential(p - 1);
+    if (Math.fround(Number(s)) === n) return s;
+  }
+  return n.toExponential(8);
+}
+
+// ---- numeric(p,s) -----------------------------------------------------------------------
+// A numeric with a scale always prints exactly `scale` fraction digits ('1.50'), so the
+// unscaled integer and the scale give the text back. A constrained numeric holds no
+// infinity (PostgreSQL refuses it), but it does hold NaN, which has no decimal form.
+
+function parseDecimal(text: string, scale: number): bigint | string {
+  if (text === 'NaN') return text;
+  const m = /^(-?)(\d+)(?:\.(\d+))?$/.exec(text);
+  if (!m || (m[3]?.length ?? 0) !== scale) fail('decimal', text);
+  return BigInt(`${m[1]}${m[2]}${m[3] ?? ''}`);
+}
+
+function formatDecimal(unscaled: bigint, scale: number): string {
+  const negative = unscaled < 0n;
+  const digits = (negative ? -unscaled : unscaled).toString();
+  if (scale === 0) return `${negative ? '-' : ''}${digits}`;
+  const padded = digits.padStart(scale + 1, '0');
+  return `${negative ? '-' : ''}${padded.slice(0, -scale)}.${padded.slice(-scale)}`;
+}
+
+/** A decimal's unscaled value as Avro's bytes: two's complement, big-endian, shortest. */
+export function decimalToBytes(v: bigint): Buffer {
+  let hex = (v < 0n ? (1n << BigInt(bitLength(v) + 1)) + v : v).toString(16);
+  if (hex.length % 2 === 1) hex = `0${hex}`;
+  // A positive value whose top bit is set needs a leading zero byte; a negative one a 0xff.
+  if (v >= 0n && parseInt(hex.slice(0, 2), 16) >= 0x80) hex = `00${hex}`;
+  if (v < 0n && parseInt(hex.slice(0, 2), 16) < 0x80) hex = `ff${hex}`;
+  return Buffer.from(hex, 'hex');
+}
+
+export function decimalFromBytes(b: Buffer): bigint {
+  if (b.length === 0) return 0n;
+  const v = BigInt(`0x${b.toString('hex')}`);
+  return (b[0] as number) >= 0x80 ? v - (1n << BigInt(b.length * 8)) : v;
+}
+
+function bitLength(v: bigint): number {
+  return (v < 0n ? -v - 1n : v).toString(2).length;
+}
+
+// ---- dates and times --------------------------------------------------------------------
+// ISO output: YYYY-MM-DD (at least 4 year digits; years BC as ' BC' after the value, year 1
+// BC being astronomical year 0), HH:MM:SS with the fraction's trailing zeros dropped, and
+// '+00' for timestamptz in UTC. infinity/-infinity are PostgreSQL's own sentinels: the
+// largest and smallest value of the integer it stores (int64 µs, int32 days).
+
+const US_PER_DAY = 86_400_000_000n;
+const INT64_MAX = (1n << 63n) - 1n;
+const INT64_MIN = -(1n << 63n);
+const INT32_MAX = 2 ** 31 - 1;
+const INT32_MIN = -(2 ** 31);
+
+const DATE = /^(\d{4,})-(\d\d)-(\d\d)( BC)?$/;
+const TIMESTAMP = /^(\d{4,})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?(\+00)?( BC)?$/;
+const TIME = /^(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?$/;
+
+/** Days since 1970-01-01 of a proleptic Gregorian date (astronomical year). */
+function daysFromCivil(y: number, m: number, d: number): number {
+  y -= m <= 2 ? 1 : 0;
+  const era = Math.floor(y / 400);
+  const yoe = y - era * 400;
+  const doy = Math.floor((153 * (m + (m > 2 ? -3 : 9)) + 2) / 5) + d - 1;
+  const doe = yoe * 365 + Math.floor(yoe / 4) - Math.floor(yoe / 100) + doy;
+  return era * 146097 + doe - 719468;
+}
+
+function civilFromDays(z: number): [number, number, number] {
+  z += 719468;
+  const era = Math.floor(z / 146097);
+  const doe = z - era * 146097;
+  const yoe = Math.floor((doe - Math.floor(doe / 1460) + Math.floor(doe / 36524) - Math.floor(doe / 146096)) / 365);
+  const doy = doe - (365 * yoe + Math.floor(yoe / 4) - Math.floor(yoe / 100));
+  const mp = Math.floor((5 * doy + 2) / 153);
+  const d = doy - Math.floor((153 * mp + 2) / 5) + 1;
+  const m = mp + (mp < 10 ? 3 : -9);
+  return [era * 400 + yoe + (m <= 2 ? 1 : 0), m, d];
+}
+
+function dayNumber(year: string, month: string, day: string, bc: string | undefined): number {
+  const y = Number(year);
+  return daysFromCivil(bc ? 1 - y : y, Number(month), Number(day));
+}
+
+function formatDay(days: number): string {
+  const [y, m, d] = civilFromDays(days);
+  const year = y <= 0 ? 1 - y : y;
+  return `${String(year).padStart(4, '0')}-${p2(m)}-${p2(d)}${y <= 0 ? ' BC' : ''}`;
+}
+
+function parseDate(text: string): number {
+  if (text === 'infinity') return INT32_MAX;
+  if (text === '-infinity') return INT32_MIN;
+  const m = DATE.exec(text);
+  if (!m) fail('date', text);
+  return dayNumber(m[1] as string, m[2] as string, m[3] as string, m[4]);
+}
+
+function formatDate(days: number): string {
+  if (days === INT32_MAX) return 'infinity';
+  if (days === INT32_MIN) return '-infinity';
+  return formatDay(days);
+}
+
+function parseTimestamp(text: string, zoned: boolean): bigint {
+  if (text === 'infinity') return INT64_MAX;
+  if (text === '-infinity') return INT64_MIN;
+  const m = TIMESTAMP.exec(text);
+  if (!m || (m[8] !== undefined) !== zoned) fail(zoned ? 'timestamptz' : 'timestamp', text);
+  const days = dayNumber(m[1] as string, m[2] as string, m[3] as string, m[9]);
+  return BigInt(days) * US_PER_DAY + timeOfDay(m[4] as string, m[5] as string, m[6] as string, m[7]);
+}
+
+function formatTimestamp(us: bigint, zoned: boolean): string {
+  if (us === INT64_MAX) return 'infinity';
+  if (us === INT64_MIN) return '-infinity';
+  let days = us / US_PER_DAY;
+  let rest = us % US_PER_DAY;
+  if (rest < 0n) {
+    rest += US_PER_DAY;
+    days -= 1n;
+  }
+  const day = formatDay(Number(days));
+  const bc = day.endsWith(' BC');
+  return `${bc ? day.slice(0, -3) : day} ${formatTimeOfDay(rest)}${zoned ? '+00' : ''}${bc ? ' BC' : ''}`;
+}
+
+function parseTime(text: string): bigint {
+  const m = TIME.exec(text);
+  if (!m) fail('time', text);
+  return timeOfDay(m[1] as string, m[2] as string, m[3] as string, m[4]);
+}
+
+function formatTime(us: bigint): string {
+  return formatTimeOfDay(us);
+}
+
+function timeOfDay(h: string, mi: string, s: string, frac: string | undefined): bigint {
+  const micros = frac === undefined ? 0 : Number(frac.padEnd(6, '0'));
+  return BigInt((Number(h) * 3600 + Number(mi) * 60 + Number(s)) * 1_000_000 + micros);
+}
+
+function formatTimeOfDay(us: bigint): string {
+  const n = Number(us);
+  const micros = n % 1_000_000;
+  const secs = (n - micros) / 1_000_000;
+  const base = `${p2(Math.floor(secs / 3600))}:${p2(Math.floor(secs / 60) % 60)}:${p2(secs % 60)}`;
+  return micros === 0 ? base : `${base}.${String(micros).padStart(6, '0').replace(/0+$/, '')}`;
+}
+
+function p2(n: number): string {
+  return n < 10 ? `0${n}` : String(n);
+}
