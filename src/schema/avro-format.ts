@@ -8,7 +8,10 @@
  * `payload`/`before` a `Row` record or null; `unchanged` an array of column names or null;
  * booleans for the optional flags (absent = false). Row fields are all `["null", T]` with
  * default null (a before image of REPLICA IDENTITY DEFAULT has nulls in NOT NULL columns,
- * and nullable-with-default fields let an added column pass BACKWARD compatibility).
+ * and nullable-with-default fields let an added column pass BACKWARD compatibility);
+ * decimals, dates and timestamps are `["null", T, "string"]`: the string branch carries
+ * their values without a typed form (NaN, infinity: see pg-values.ts hasTypedForm).
+ * Unions are written wrapped (`{"long": v}`), as avsc needs for bigint longs.
  */
 import avro from 'avsc';
 import type { ChangeEvent, Row } from '../core/change.js';
@@ -53,11 +56,18 @@ function avroTypeOf(c: ColumnPlan): AvroSchema {
   }
 }
 
+const TEXT_BRANCH = new Set<ColumnPlan['kind']>(['decimal', 'timestamptz', 'timestamp', 'date']);
+
+/** The name of a column type's union branch: its underlying Avro type. */
+function branchOf(c: ColumnPlan): string {
+  const t = avroTypeOf(c);
+  return typeof t === 'string' ? t : (t as { type: string }).type;
+}
+
 function rowFields(columns: readonly ColumnPlan[]): unknown[] {
   return columns.map((c) => {
     const t = avroTypeOf(c);
-    // numeric(p,s) holds NaN, which has no decimal form: it travels as the string 'NaN'.
-    const branches = c.kind === 'decimal' ? ['null', t, 'string'] : ['null', t];
+    const branches = TEXT_BRANCH.has(c.kind) ? ['null', t, 'string'] : ['null', t];
     return { name: c.field, type: branches, default: null, doc: `${c.name}: PostgreSQL ${c.pgType}` };
   });
 }
@@ -123,20 +133,25 @@ const bigLong = avro.types.LongType.__with({
 });
 
 export function avroType(schemaText: string): avro.Type {
-  return avro.Type.forSchema(JSON.parse(schemaText) as avro.Schema, { registry: { long: bigLong } as unknown as Record<string, avro.Type>, wrapUnions: false });
+  return avro.Type.forSchema(JSON.parse(schemaText) as avro.Schema, {
+    wrapUnions: true,
+    // Every long, also under a logical type (timestamp-micros...), as bigint.
+    typeHook: (schema: avro.Schema) => (schema === 'long' || (typeof schema === 'object' && (schema as { type?: unknown }).type === 'long') ? bigLong : undefined),
+  });
 }
 
+/** Row values as wrapped union branches: `{ <branch>: value }`. */
 const avroRows: RowCodec = {
   toWire(c, text) {
-    if (c.kind === 'decimal') {
-      const v = typedValueOf('decimal', text, c.scale);
-      return typeof v === 'bigint' ? decimalToBytes(v) : v;
-    }
-    return typedValueOf(c.kind, text);
+    const v = typedValueOf(c.kind, text, c.scale);
+    if (typeof v === 'string') return { string: v };
+    return { [branchOf(c)]: c.kind === 'decimal' ? decimalToBytes(v as bigint) : v };
   },
-  fromWire(c, v) {
-    if (c.kind === 'decimal') return Buffer.isBuffer(v) ? textOf('decimal', decimalFromBytes(v), c.scale) : String(v);
-    return textOf(c.kind, v as TypedValue);
+  fromWire(c, wrapped) {
+    const w = wrapped as Record<string, unknown>;
+    if (w.string !== undefined) return w.string as string;
+    const v = w[branchOf(c)];
+    return c.kind === 'decimal' ? textOf('decimal', decimalFromBytes(v as Buffer), c.scale) : textOf(c.kind, v as TypedValue);
   },
 };
 
@@ -145,11 +160,17 @@ export class AvroTableCodec {
   private readonly type: avro.Type;
   private readonly keyType: avro.Type;
   private readonly keyColumns: ColumnPlan[];
+  /** Full names of the Key and Row records: their union branch names. */
+  private readonly keyName: string;
+  private readonly rowName: string;
 
   constructor(readonly meta: SchemaMeta, valueSchema = avroValueSchema(meta), keySchema = avroKeySchema(meta)) {
     this.type = avroType(valueSchema);
     this.keyType = avroType(keySchema);
     this.keyColumns = meta.columns.filter((c) => c.key);
+    const { namespace, name } = names(meta);
+    this.keyName = `${namespace}.${name}.Key`;
+    this.rowName = `${namespace}.${name}.Row`;
   }
 
   static fromSchema(schemaText: string, id: number): AvroTableCodec {
@@ -170,14 +191,14 @@ export class AvroTableCodec {
       seq: BigInt(change.seq),
       commit_ts: change.commit_ts,
       key: this.keyRecord(change.key),
-      payload: change.payload ? rowRecord(cols, change.payload, change.unchanged) : null,
-      before: change.before ? rowRecord(cols, change.before, undefined) : null,
-      unchanged: change.unchanged ?? null,
+      payload: change.payload ? { [this.rowName]: rowRecord(cols, change.payload, change.unchanged) } : null,
+      before: change.before ? { [this.rowName]: rowRecord(cols, change.before, undefined) } : null,
+      unchanged: change.unchanged ? { array: change.unchanged } : null,
       superseded_at_source: change.superseded_at_source === true,
       _version: change._version,
       _schema_version: change._schema_version,
       tx_last: change.tx_last === true,
-      tx_prev: change.tx_prev ?? null,
+      tx_prev: change.tx_prev === undefined ? null : { string: change.tx_prev },
       snapshot_reset: change.snapshot_reset === true,
     });
   }
@@ -198,8 +219,11 @@ export class AvroTableCodec {
         ...v,
         xid: Number(v.xid),
         seq: Number(v.seq),
-        tx_prev: v.tx_prev ?? undefined,
-        unchanged: v.unchanged ?? undefined,
+        key: v.key?.[this.keyName],
+        payload: v.payload?.[this.rowName],
+        before: v.before?.[this.rowName],
+        tx_prev: v.tx_prev?.string,
+        unchanged: v.unchanged?.array,
       },
       this.meta.columns,
       avroRows,
@@ -208,7 +232,7 @@ export class AvroTableCodec {
   }
 
   private keyRecord(key: Row): Record<string, unknown> | null {
-    for (const _ in key) return rowRecord(this.keyColumns, key, undefined);
+    for (const _ in key) return { [this.keyName]: rowRecord(this.keyColumns, key, undefined) };
     return null;
   }
 }
@@ -223,15 +247,15 @@ interface AvroEnvelope {
   xid: bigint;
   seq: bigint;
   commit_ts: string;
-  key: Record<string, unknown> | null;
-  payload: Record<string, unknown> | null;
-  before: Record<string, unknown> | null;
-  unchanged: string[] | null;
+  key: Record<string, Record<string, unknown>> | null;
+  payload: Record<string, Record<string, unknown>> | null;
+  before: Record<string, Record<string, unknown>> | null;
+  unchanged: { array: string[] } | null;
   superseded_at_source: boolean;
   _version: string;
   _schema_version: number;
   tx_last: boolean;
-  tx_prev: string | null;
+  tx_prev: { string: string } | null;
   snapshot_reset: boolean;
 }
 

@@ -76,8 +76,9 @@ export function kindOf(column: Pick<DefinitionColumn, 'typeOid' | 'typeMod'>): {
 /** The kinds each format carries typed; the others fall back to the text (`string`). */
 const TYPED: Record<SchemaFormat, ReadonlySet<ValueKind>> = {
   avro: new Set<ValueKind>(['int', 'long', 'float4', 'float8', 'bool', 'bytes', 'decimal', 'timestamptz', 'timestamp', 'date', 'time', 'uuid']),
-  // Protobuf has no decimal type (numeric keeps its text).
-  protobuf: new Set<ValueKind>(['int', 'long', 'float4', 'float8', 'bool', 'bytes', 'timestamptz', 'timestamp', 'date', 'time', 'uuid']),
+  // Protobuf has no decimal type, and its scalar fields no text branch for the dates and
+  // timestamps without a typed form (infinity): numeric, date and timestamps keep their text.
+  protobuf: new Set<ValueKind>(['int', 'long', 'float4', 'float8', 'bool', 'bytes', 'time', 'uuid']),
   // JSON numbers beyond 2^53 lose digits in JavaScript and many other parsers: only the
   // kinds every JSON reader gets exactly are typed; int8, numeric, dates... keep their text.
   json_schema: new Set<ValueKind>(['int', 'float4', 'float8', 'bool']),

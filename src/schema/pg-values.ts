@@ -20,10 +20,10 @@ export type ValueKind =
   | 'float8' // number
   | 'bool' // boolean
   | 'bytes' // bytea: Buffer
-  | 'decimal' // numeric(p,s): bigint unscaled value, or the string 'NaN'
-  | 'timestamptz' // bigint microseconds since 1970-01-01 UTC
-  | 'timestamp' // bigint microseconds since 1970-01-01, local (no zone)
-  | 'date' // number, days since 1970-01-01
+  | 'decimal' // numeric(p,s): bigint unscaled value, or the text 'NaN'
+  | 'timestamptz' // bigint microseconds since 1970-01-01 UTC, or the text (see below)
+  | 'timestamp' // bigint microseconds since 1970-01-01, local (no zone), or the text
+  | 'date' // number, days since 1970-01-01, or the text 'infinity' / '-infinity'
   | 'time' // bigint microseconds since midnight
   | 'uuid' // string
   | 'string'; // string
@@ -78,6 +78,8 @@ function parseText(kind: ValueKind, text: string, scale: number): TypedValue {
 
 /** PostgreSQL's text output of a typed value. */
 export function textOf(kind: ValueKind, v: TypedValue, scale = 0): string {
+  // Values without a typed form (see `hasTypedForm`) are their text.
+  if (typeof v === 'string') return v;
   switch (kind) {
     case 'int':
     case 'long':
@@ -91,7 +93,7 @@ export function textOf(kind: ValueKind, v: TypedValue, scale = 0): string {
     case 'bytes':
       return `\\x${(v as Buffer).toString('hex')}`;
     case 'decimal':
-      return typeof v === 'bigint' ? formatDecimal(v, scale) : String(v);
+      return formatDecimal(v as bigint, scale);
     case 'timestamptz':
       return formatTimestamp(v as bigint, true);
     case 'timestamp':
@@ -102,8 +104,19 @@ export function textOf(kind: ValueKind, v: TypedValue, scale = 0): string {
       return formatTime(v as bigint);
     case 'uuid':
     case 'string':
-      return v as string;
+      return String(v);
   }
+}
+
+/**
+ * False for the values of a typed kind that have no typed form and travel as their text:
+ * NaN of a numeric(p,s); infinity and -infinity of dates and timestamps; timestamps after
+ * 294247-01-10 04:00:54.775807 (PostgreSQL counts µs from 2000 and reaches the year 294276;
+ * counted from 1970 they overflow an int64). Only formats with a text branch for the kind
+ * (Avro's unions) can carry them; the others carry these kinds as text altogether.
+ */
+export function hasTypedForm(v: TypedValue): boolean {
+  return typeof v !== 'string';
 }
 
 function fail(kind: ValueKind, text: string): never {
@@ -184,12 +197,10 @@ function formatDecimal(unscaled: bigint, scale: number): string {
 
 /** A decimal's unscaled value as Avro's bytes: two's complement, big-endian, shortest. */
 export function decimalToBytes(v: bigint): Buffer {
-  let hex = (v < 0n ? (1n << BigInt(bitLength(v) + 1)) + v : v).toString(16);
-  if (hex.length % 2 === 1) hex = `0${hex}`;
-  // A positive value whose top bit is set needs a leading zero byte; a negative one a 0xff.
-  if (v >= 0n && parseInt(hex.slice(0, 2), 16) >= 0x80) hex = `00${hex}`;
-  if (v < 0n && parseInt(hex.slice(0, 2), 16) < 0x80) hex = `ff${hex}`;
-  return Buffer.from(hex, 'hex');
+  // Bits of the magnitude plus the sign bit, rounded up to whole bytes.
+  const bytes = Math.floor((v < 0n ? -v - 1n : v).toString(2).length / 8) + 1;
+  const unsigned = v < 0n ? (1n << BigInt(bytes * 8)) + v : v;
+  return Buffer.from(unsigned.toString(16).padStart(bytes * 2, '0'), 'hex');
 }
 
 export function decimalFromBytes(b: Buffer): bigint {
@@ -198,21 +209,15 @@ export function decimalFromBytes(b: Buffer): bigint {
   return (b[0] as number) >= 0x80 ? v - (1n << BigInt(b.length * 8)) : v;
 }
 
-function bitLength(v: bigint): number {
-  return (v < 0n ? -v - 1n : v).toString(2).length;
-}
 
 // ---- dates and times --------------------------------------------------------------------
 // ISO output: YYYY-MM-DD (at least 4 year digits; years BC as ' BC' after the value, year 1
 // BC being astronomical year 0), HH:MM:SS with the fraction's trailing zeros dropped, and
-// '+00' for timestamptz in UTC. infinity/-infinity are PostgreSQL's own sentinels: the
-// largest and smallest value of the integer it stores (int64 µs, int32 days).
+// '+00' for timestamptz in UTC. infinity/-infinity stay text (see hasTypedForm).
 
 const US_PER_DAY = 86_400_000_000n;
 const INT64_MAX = (1n << 63n) - 1n;
 const INT64_MIN = -(1n << 63n);
-const INT32_MAX = 2 ** 31 - 1;
-const INT32_MIN = -(2 ** 31);
 
 const DATE = /^(\d{4,})-(\d\d)-(\d\d)( BC)?$/;
 const TIMESTAMP = /^(\d{4,})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?(\+00)?( BC)?$/;
@@ -251,32 +256,27 @@ function formatDay(days: number): string {
   return `${String(year).padStart(4, '0')}-${p2(m)}-${p2(d)}${y <= 0 ? ' BC' : ''}`;
 }
 
-function parseDate(text: string): number {
-  if (text === 'infinity') return INT32_MAX;
-  if (text === '-infinity') return INT32_MIN;
+function parseDate(text: string): number | string {
+  if (text === 'infinity' || text === '-infinity') return text;
   const m = DATE.exec(text);
   if (!m) fail('date', text);
   return dayNumber(m[1] as string, m[2] as string, m[3] as string, m[4]);
 }
 
 function formatDate(days: number): string {
-  if (days === INT32_MAX) return 'infinity';
-  if (days === INT32_MIN) return '-infinity';
   return formatDay(days);
 }
 
-function parseTimestamp(text: string, zoned: boolean): bigint {
-  if (text === 'infinity') return INT64_MAX;
-  if (text === '-infinity') return INT64_MIN;
+function parseTimestamp(text: string, zoned: boolean): bigint | string {
+  if (text === 'infinity' || text === '-infinity') return text;
   const m = TIMESTAMP.exec(text);
   if (!m || (m[8] !== undefined) !== zoned) fail(zoned ? 'timestamptz' : 'timestamp', text);
   const days = dayNumber(m[1] as string, m[2] as string, m[3] as string, m[9]);
-  return BigInt(days) * US_PER_DAY + timeOfDay(m[4] as string, m[5] as string, m[6] as string, m[7]);
+  const us = BigInt(days) * US_PER_DAY + timeOfDay(m[4] as string, m[5] as string, m[6] as string, m[7]);
+  return us > INT64_MAX || us < INT64_MIN ? text : us;
 }
 
 function formatTimestamp(us: bigint, zoned: boolean): string {
-  if (us === INT64_MAX) return 'infinity';
-  if (us === INT64_MIN) return '-infinity';
   let days = us / US_PER_DAY;
   let rest = us % US_PER_DAY;
   if (rest < 0n) {
