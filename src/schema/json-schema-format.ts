@@ -29,8 +29,13 @@ function columnSchema(c: ColumnPlan): Record<string, unknown> {
   }
 }
 
+/**
+ * Closed content models (no additional properties): under them a registry's BACKWARD check
+ * accepts an added optional property (an added column) and refuses a changed type; with an
+ * open model any added property could clash with data written before, so it refuses both.
+ */
 function rowSchema(cols: readonly ColumnPlan[]): Record<string, unknown> {
-  return { type: 'object', properties: Object.fromEntries(cols.map((c) => [c.name, columnSchema(c)])) };
+  return { type: 'object', properties: Object.fromEntries(cols.map((c) => [c.name, columnSchema(c)])), additionalProperties: false };
 }
 
 export function jsonKeySchema(meta: SchemaMeta): string {
@@ -74,6 +79,7 @@ export function jsonValueSchema(meta: SchemaMeta): string {
       snapshot_reset: flag,
     },
     required: ['source', 'schema', 'table', 'op', 'lsn', 'commit_lsn', 'xid', 'seq', 'commit_ts', 'key', 'payload', '_version', '_schema_version'],
+    additionalProperties: false,
     definitions: { Row: rowSchema(meta.columns) },
   });
 }

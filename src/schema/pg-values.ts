@@ -127,9 +127,13 @@ const INTEGER = /^-?\d+$/;
 const BYTEA_HEX = /^\\x(?:[0-9a-f]{2})*$/;
 
 // ---- floats ---------------------------------------------------------------------------
-// PostgreSQL 12+ prints the shortest text that reads back to the same value (Ryu), in
-// %g-like layout: fixed notation for decimal exponents -4 <= X < 15 (float4: < 6), else
-// d.ddde±XX with at least two exponent digits; `NaN`, `Infinity`, `-Infinity`, `-0`.
+// PostgreSQL 12+ prints the shortest decimal that reads back to the same value (its copy of
+// Ryu), in %g-like layout: fixed notation for decimal exponents -4 <= X < 15 (float4: < 6),
+// else d.ddde±XX with at least two exponent digits; `NaN`, `Infinity`, `-Infinity`, `-0`.
+// Its Ryu never picks a decimal lying exactly on the rounding boundary between two floats
+// (JavaScript's Number#toString does, when round-half-even reads it back to the same value),
+// and among equally short candidates takes the closest, ties to an even last digit. So the
+// digits are computed here exactly, with bigint arithmetic, as PostgreSQL does.
 
 function parseFloatText(kind: 'float4' | 'float8', text: string): number {
   switch (text) {
@@ -150,29 +154,88 @@ function formatFloat(n: number, float4: boolean): string {
   if (n === Infinity) return 'Infinity';
   if (n === -Infinity) return '-Infinity';
   if (n === 0) return Object.is(n, -0) ? '-0' : '0';
-  const sci = float4 ? shortestFloat32(n) : n.toExponential(); // d.ddde±X, shortest digits
-  const e = sci.indexOf('e');
-  const negative = sci.startsWith('-');
-  const mantissa = sci.slice(negative ? 1 : 0, e);
-  const exponent = Number(sci.slice(e + 1));
-  const digits = mantissa.replace('.', '');
-  const sign = negative ? '-' : '';
+  const { digits, exponent } = shortestDigits(Math.abs(n), float4);
+  const sign = n < 0 ? '-' : '';
   if (exponent >= -4 && exponent < (float4 ? 6 : 15)) {
     if (exponent < 0) return `${sign}0.${'0'.repeat(-exponent - 1)}${digits}`;
     if (digits.length <= exponent + 1) return `${sign}${digits}${'0'.repeat(exponent + 1 - digits.length)}`;
     return `${sign}${digits.slice(0, exponent + 1)}.${digits.slice(exponent + 1)}`;
   }
   const abs = Math.abs(exponent);
+  const mantissa = digits.length === 1 ? digits : `${digits[0]}.${digits.slice(1)}`;
   return `${sign}${mantissa}e${exponent < 0 ? '-' : '+'}${abs < 10 ? '0' : ''}${abs}`;
 }
 
-/** The shortest decimal (exponential form) that reads back to the same float32 value. */
-function shortestFloat32(n: number): string {
-  for (let p = 1; p < 9; p++) {
-    const s = n.toExponential(p - 1);
-    if (Math.fround(Number(s)) === n) return s;
+const bits = new DataView(new ArrayBuffer(8));
+
+/** `n` (finite, > 0) as m * 2^e; `boundary`: m is a power of two, so the float below is nearer. */
+function binaryParts(n: number, float4: boolean): { m: bigint; e: number; boundary: boolean } {
+  if (float4) {
+    bits.setFloat32(0, n);
+    const word = bits.getUint32(0);
+    const biased = (word >>> 23) & 0xff;
+    const fraction = word & 0x7fffff;
+    if (biased === 0) return { m: BigInt(fraction), e: -149, boundary: false };
+    return { m: BigInt(fraction | 0x800000), e: biased - 150, boundary: fraction === 0 && biased > 1 };
   }
-  return n.toExponential(8);
+  bits.setFloat64(0, n);
+  const hi = bits.getUint32(0);
+  const biased = (hi >>> 20) & 0x7ff;
+  const fraction = (BigInt(hi & 0xfffff) << 32n) | BigInt(bits.getUint32(4));
+  if (biased === 0) return { m: fraction, e: -1074, boundary: false };
+  return { m: fraction | (1n << 52n), e: biased - 1075, boundary: fraction === 0n && biased > 1 };
+}
+
+/** The shortest digits (no trailing zeros) and decimal exponent X of `n` = d.ddd × 10^X. */
+function shortestDigits(n: number, float4: boolean): { digits: string; exponent: number } {
+  const { m, e, boundary } = binaryParts(n, float4);
+  // In units of 2^(e-2): the value, and the exclusive bounds halfway to its neighbours.
+  const t = e - 2;
+  const v = 4n * m;
+  const upper = v + 2n;
+  const lower = boundary ? v - 1n : v - 2n;
+  const pow2 = 2n ** BigInt(Math.abs(t));
+  let x = Number(n.toExponential().slice(n.toExponential().indexOf('e') + 1));
+  while (compareScaled(1n, x, v, t, pow2) > 0) x--;
+  while (compareScaled(1n, x + 1, v, t, pow2) <= 0) x++;
+  for (let p = 1; p <= 17; p++) {
+    const q = x - p + 1;
+    // n / 10^q as num / den
+    let num = t >= 0 ? v * pow2 : v;
+    let den = t >= 0 ? 1n : pow2;
+    if (q >= 0) den *= 10n ** BigInt(q);
+    else num *= 10n ** BigInt(-q);
+    const floor = num / den;
+    const inside = (c: bigint): boolean => compareScaled(c, q, lower, t, pow2) > 0 && compareScaled(c, q, upper, t, pow2) < 0;
+    const low = inside(floor);
+    const high = inside(floor + 1n);
+    if (!low && !high) continue;
+    let c: bigint;
+    if (low && high) {
+      const below = num - floor * den;
+      const above = (floor + 1n) * den - num;
+      c = below < above ? floor : above < below ? floor + 1n : floor % 2n === 0n ? floor : floor + 1n;
+    } else {
+      c = low ? floor : floor + 1n;
+    }
+    let digits = c.toString();
+    // floor + 1 may carry into one more digit (999 + 1): the exponent moves with it.
+    const exponent = q + digits.length - 1;
+    digits = digits.replace(/0+$/, '');
+    return { digits, exponent };
+  }
+  throw new Error(`no shortest decimal for ${n}`);
+}
+
+/** Sign of c × 10^q − k × 2^t (pow2 = 2^|t|). */
+function compareScaled(c: bigint, q: number, k: bigint, t: number, pow2: bigint): number {
+  let a = c;
+  let b = k;
+  if (q >= 0) a *= 10n ** BigInt(q);
+  else b *= 10n ** BigInt(-q);
+  if (t >= 0) b *= pow2;
+  else a *= pow2;
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 // ---- numeric(p,s) -----------------------------------------------------------------------

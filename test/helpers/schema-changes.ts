@@ -24,7 +24,7 @@ export const pgText = {
   numeric: fc.oneof(fc.constantFrom('1.50', '1.5', '0', '-0.000001', 'NaN', 'Infinity', '-Infinity', '123456789012345678901234567890.123'), fc.double({ noNaN: true, noDefaultInfinity: true }).map(String)),
   timestamptz: fc.oneof(fc.bigInt({ min: MIN_TS, max: MAX_TS }).map((v) => textOf('timestamptz', v)), fc.constantFrom('infinity', '-infinity')),
   timestamp: fc.oneof(fc.bigInt({ min: MIN_TS, max: MAX_TS }).map((v) => textOf('timestamp', v)), fc.constantFrom('infinity', '-infinity')),
-  date: fc.oneof(fc.integer({ min: -2440588, max: 2145042906 }).map((v) => textOf('date', v)), fc.constantFrom('infinity', '-infinity')),
+  date: fc.oneof(fc.integer({ min: -2440588, max: 2145042905 }).map((v) => textOf('date', v)), fc.constantFrom('infinity', '-infinity')),
   time: fc.bigInt({ min: 0n, max: 86_400_000_000n }).map((v) => textOf('time', v)),
   uuid: fc.uuid(),
   text: fc.string({ unit: 'grapheme', maxLength: 30 }),
