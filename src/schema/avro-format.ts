@@ -10,7 +10,7 @@
  * default null (a before image of REPLICA IDENTITY DEFAULT has nulls in NOT NULL columns,
  * and nullable-with-default fields let an added column pass BACKWARD compatibility);
  * decimals, dates and timestamps are `["null", T, "string"]`: the string branch carries
- * their values without a typed form (NaN, infinity: see pg-values.ts hasTypedForm).
+ * their values without a typed form (NaN, infinity: see pg-values.ts textOf).
  * Unions are written wrapped (`{"long": v}`), as avsc needs for bigint longs.
  */
 import avro from 'avsc';

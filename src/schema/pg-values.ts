@@ -78,7 +78,11 @@ function parseText(kind: ValueKind, text: string, scale: number): TypedValue {
 
 /** PostgreSQL's text output of a typed value. */
 export function textOf(kind: ValueKind, v: TypedValue, scale = 0): string {
-  // Values without a typed form (see `hasTypedForm`) are their text.
+  // Values without a typed form are their text: NaN of a numeric(p,s); infinity and
+  // -infinity of dates and timestamps; timestamps after 294247-01-10 04:00:54.775807
+  // (PostgreSQL counts µs from 2000 up to the year 294276; counted from 1970 they overflow
+  // an int64). Only formats with a text branch for the kind (Avro's unions) carry them
+  // typed-or-text; the others carry these kinds as text altogether.
   if (typeof v === 'string') return v;
   switch (kind) {
     case 'int':
@@ -108,16 +112,6 @@ export function textOf(kind: ValueKind, v: TypedValue, scale = 0): string {
   }
 }
 
-/**
- * False for the values of a typed kind that have no typed form and travel as their text:
- * NaN of a numeric(p,s); infinity and -infinity of dates and timestamps; timestamps after
- * 294247-01-10 04:00:54.775807 (PostgreSQL counts µs from 2000 and reaches the year 294276;
- * counted from 1970 they overflow an int64). Only formats with a text branch for the kind
- * (Avro's unions) can carry them; the others carry these kinds as text altogether.
- */
-export function hasTypedForm(v: TypedValue): boolean {
-  return typeof v !== 'string';
-}
 
 function fail(kind: ValueKind, text: string): never {
   throw badValue(kind, text);
@@ -276,7 +270,7 @@ export function decimalFromBytes(b: Buffer): bigint {
 // ---- dates and times --------------------------------------------------------------------
 // ISO output: YYYY-MM-DD (at least 4 year digits; years BC as ' BC' after the value, year 1
 // BC being astronomical year 0), HH:MM:SS with the fraction's trailing zeros dropped, and
-// '+00' for timestamptz in UTC. infinity/-infinity stay text (see hasTypedForm).
+// '+00' for timestamptz in UTC. infinity/-infinity stay text (see textOf).
 
 const US_PER_DAY = 86_400_000_000n;
 const INT64_MAX = (1n << 63n) - 1n;

@@ -31,7 +31,3 @@ export interface DefinitionColumn extends ColumnType {
   notNull?: boolean;
 }
 
-/** `schema.table` of a definition. */
-export function qualifiedName(d: Pick<TableDefinition, 'schema' | 'table'>): string {
-  return `${d.schema}.${d.table}`;
-}
