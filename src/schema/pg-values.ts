@@ -183,6 +183,41 @@ function binaryParts(n: number, float4: boolean): { m: bigint; e: number; bounda
 /** The shortest digits (no trailing zeros) and decimal exponent X of `n` = d.ddd × 10^X. */
 function shortestDigits(n: number, float4: boolean): { digits: string; exponent: number } {
   const { m, e, boundary } = binaryParts(n, float4);
+  if (!float4) {
+    const fast = javascriptShortest(n, m, e);
+    if (fast) return fast;
+  }
+  return exactShortest(m, e, boundary, n);
+}
+
+/**
+ * JavaScript's own shortest digits (String(n): shortest, closest, ties to even), where they
+ * are PostgreSQL's: a decimal can only sit exactly on a rounding boundary, or `n` exactly
+ * halfway between two candidates, when that boundary or `n` has a short exact decimal
+ * expansion; a dyadic fraction j / 2^k (j odd) has at least 0.7·k significant digits, so
+ * with k > 26 neither fits in 17 digits. That holds below 2^27 for the boundaries (53-bit
+ * m, e < -25) and for any n not a multiple of 2^-26. Otherwise: undefined (exact path).
+ */
+function javascriptShortest(n: number, m: bigint, e: number): { digits: string; exponent: number } | undefined {
+  if (e >= -25) return undefined;
+  let zeros = 0;
+  while (zeros < 64 && ((m >> BigInt(zeros)) & 1n) === 0n) zeros++;
+  if (-(e + zeros) <= 26) return undefined;
+  const text = String(n);
+  const at = text.indexOf('e');
+  if (at >= 0) {
+    const digits = text.slice(0, at).replace('.', '');
+    return { digits, exponent: Number(text.slice(at + 1)) };
+  }
+  const point = text.indexOf('.');
+  const whole = point < 0 ? text : text.slice(0, point);
+  const all = whole + (point < 0 ? '' : text.slice(point + 1));
+  const lead = all.length - all.replace(/^0+/, '').length;
+  return { digits: all.slice(lead).replace(/0+$/, ''), exponent: whole.length - 1 - lead };
+}
+
+/** PostgreSQL's Ryu choice computed with bigints: shortest strictly inside the interval, closest, ties even. */
+function exactShortest(m: bigint, e: number, boundary: boolean, n: number): { digits: string; exponent: number } {
   // In units of 2^(e-2): the value, and the exclusive bounds halfway to its neighbours.
   const t = e - 2;
   const v = 4n * m;
