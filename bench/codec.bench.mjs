@@ -52,6 +52,7 @@ async function run(name, codec) {
   for (let i = 0; i < Math.min(N, 5000); i++) await codec.decode((await codec.encode(changes[i], definition)).value);
   const values = new Array(N);
   let bytes = 0;
+  const cpu0 = process.cpuUsage();
   let t = process.hrtime.bigint();
   for (let i = 0; i < N; i++) {
     const { value } = await codec.encode(changes[i], definition);
@@ -62,12 +63,15 @@ async function run(name, codec) {
   t = process.hrtime.bigint();
   for (let i = 0; i < N; i++) await codec.decode(values[i]);
   const decodeNs = Number(process.hrtime.bigint() - t);
+  const cpu = process.cpuUsage(cpu0);
   return {
     format: name,
     encode_per_s: Math.round((N * 1e9) / encodeNs),
     decode_per_s: Math.round((N * 1e9) / decodeNs),
     encode_decode_per_s: Math.round((N * 1e9) / (encodeNs + decodeNs)),
     us_per_change: Number(((encodeNs + decodeNs) / N / 1000).toFixed(2)),
+    // CPU time (user + system) of encode + decode: steadier than the rates on a busy machine.
+    cpu_us_per_change: Number(((cpu.user + cpu.system) / N).toFixed(2)),
     bytes_per_record: Math.round(bytes / N),
   };
 }

@@ -145,7 +145,29 @@ const avroRows: RowCodec = {
   toWire(c, text) {
     const v = typedValueOf(c.kind, text, c.scale);
     if (typeof v === 'string') return { string: v };
-    return { [branchOf(c)]: c.kind === 'decimal' ? decimalToBytes(v as bigint) : v };
+    // Literal keys, not a computed one: one object shape per branch (this runs per value).
+    switch (c.kind) {
+      case 'int':
+      case 'date':
+        return { int: v };
+      case 'long':
+      case 'timestamptz':
+      case 'timestamp':
+      case 'time':
+        return { long: v };
+      case 'float4':
+        return { float: v };
+      case 'float8':
+        return { double: v };
+      case 'bool':
+        return { boolean: v };
+      case 'bytes':
+        return { bytes: v };
+      case 'decimal':
+        return { bytes: decimalToBytes(v as bigint) };
+      default:
+        return { string: v };
+    }
   },
   fromWire(c, wrapped) {
     const w = wrapped as Record<string, unknown>;
