@@ -119,7 +119,7 @@ export function avroValueSchema(meta: SchemaMeta): string {
 }
 
 /** Avro longs as bigint (avsc's default, a JS number, rounds int8 values beyond 2^53). */
-const bigLong = avro.types.LongType.__with({
+export const bigLong = avro.types.LongType.__with({
   fromBuffer: (b: Buffer) => b.readBigInt64LE(0),
   toBuffer: (n: bigint) => {
     const b = Buffer.alloc(8);
@@ -202,23 +202,16 @@ export class AvroTableCodec {
 
   encodeValue(change: ChangeEvent): Buffer {
     const cols = this.meta.columns;
+    // avsc writes the schema's fields only: the event's own fields pass through as they are.
     return this.type.toBuffer({
-      source: change.source,
-      schema: change.schema,
-      table: change.table,
-      op: change.op,
-      lsn: change.lsn,
-      commit_lsn: change.commit_lsn,
+      ...change,
       xid: BigInt(change.xid),
       seq: BigInt(change.seq),
-      commit_ts: change.commit_ts,
       key: this.keyRecord(change.key),
       payload: change.payload ? { [this.rowName]: rowRecord(cols, change.payload, change.unchanged) } : null,
       before: change.before ? { [this.rowName]: rowRecord(cols, change.before, undefined) } : null,
       unchanged: change.unchanged ? { array: change.unchanged } : null,
       superseded_at_source: change.superseded_at_source === true,
-      _version: change._version,
-      _schema_version: change._schema_version,
       tx_last: change.tx_last === true,
       tx_prev: change.tx_prev === undefined ? null : { string: change.tx_prev },
       snapshot_reset: change.snapshot_reset === true,

@@ -19,6 +19,7 @@ import { AvroTableCodec, avroKeySchema, avroValueSchema } from './avro-format.js
 import { planColumns, type SchemaFormat } from './column-plan.js';
 import { JsonSchemaTableCodec, jsonKeySchema, jsonValueSchema } from './json-schema-format.js';
 import { ProtobufTableCodec, protobufKeySchema, protobufValueSchema } from './protobuf-format.js';
+import { oncePerKey } from './once-per-key.js';
 import type { SchemaMeta } from './schema-meta.js';
 import type { RegisteredSchema, SchemaStore, SchemaType } from './schema-store.js';
 import { subjectsOf, type SubjectStrategy } from './subject.js';
@@ -128,14 +129,7 @@ export class SchemaChangeCodec implements ChangeCodec {
   }
 
   private writerOf(d: TableDefinition): Promise<Writer> {
-    const cacheKey = `${d.schema}\u0000${d.table}\u0000${d.schemaVersion}`;
-    let w = this.writers.get(cacheKey);
-    if (!w) {
-      w = this.register(d);
-      this.writers.set(cacheKey, w);
-      w.catch(() => this.writers.delete(cacheKey));
-    }
-    return w;
+    return oncePerKey(this.writers, `${d.schema}\u0000${d.table}\u0000${d.schemaVersion}`, () => this.register(d));
   }
 
   private async register(d: TableDefinition): Promise<Writer> {
@@ -152,13 +146,7 @@ export class SchemaChangeCodec implements ChangeCodec {
   }
 
   private readerOf(id: number): Promise<TableCodec> {
-    let r = this.readers.get(id);
-    if (!r) {
-      r = this.options.store.schemaById(id).then((s) => readerOf(s, id));
-      this.readers.set(id, r);
-      r.catch(() => this.readers.delete(id));
-    }
-    return r;
+    return oncePerKey(this.readers, id, async () => readerOf(await this.options.store.schemaById(id), id));
   }
 }
 

@@ -3,7 +3,7 @@
  * records keyed by schema field name (see names.ts) holding wire values, which each format's
  * `RowCodec` turns back into PostgreSQL text.
  */
-import type { ChangeEvent, ChangeOp, Row } from '../core/change.js';
+import type { ChangeEvent, Row } from '../core/change.js';
 import { SynclineError } from '../core/errors.js';
 import type { ColumnPlan } from './column-plan.js';
 
@@ -15,27 +15,16 @@ export interface RowCodec {
 }
 
 /** A decoded envelope: rows still in wire form, optional fields in their wire defaults. */
-export interface WireEnvelope<R> {
-  source: string;
-  schema: string;
-  table: string;
-  op: ChangeOp;
-  lsn: string;
-  commit_lsn: string;
-  xid: number;
-  seq: number;
-  commit_ts: string;
+export type WireEnvelope<R> = Omit<ChangeEvent, 'key' | 'payload' | 'before' | 'unchanged' | 'superseded_at_source' | 'tx_last' | 'tx_prev' | 'snapshot_reset'> & {
   key: R | null | undefined;
   payload: R | null | undefined;
   before: R | null | undefined;
   unchanged?: string[] | null;
   superseded_at_source?: boolean | null;
-  _version: string;
-  _schema_version: number;
   tx_last?: boolean | null;
   tx_prev?: string | null;
   snapshot_reset?: boolean | null;
-}
+};
 
 /**
  * A row must have exactly the definition's columns, except the `unchanged` ones (unchanged

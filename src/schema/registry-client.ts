@@ -14,6 +14,7 @@
  */
 import { SynclineError } from '../core/errors.js';
 import { redactUrl } from '../core/redact.js';
+import { oncePerKey } from './once-per-key.js';
 import type { RegisteredSchema, SchemaStore } from './schema-store.js';
 
 export type CompatibilityLevel = 'BACKWARD' | 'BACKWARD_TRANSITIVE' | 'FORWARD' | 'FORWARD_TRANSITIVE' | 'FULL' | 'FULL_TRANSITIVE' | 'NONE';
@@ -58,30 +59,17 @@ export class SchemaRegistryClient implements SchemaStore {
   }
 
   register(subject: string, schema: RegisteredSchema): Promise<number> {
-    const cacheKey = `${subject}\u0000${schema.schemaType}\u0000${schema.schema}`;
-    let id = this.ids.get(cacheKey);
-    if (!id) {
-      id = this.registerOnce(subject, schema);
-      this.ids.set(cacheKey, id);
-      // A failure is not cached: the next change tries again (after the retry policy's wait).
-      id.catch(() => this.ids.delete(cacheKey));
-    }
-    return id;
+    return oncePerKey(this.ids, `${subject}\u0000${schema.schemaType}\u0000${schema.schema}`, () => this.registerOnce(subject, schema));
   }
 
   schemaById(id: number): Promise<RegisteredSchema> {
-    let s = this.schemas.get(id);
-    if (!s) {
-      s = this.request('GET', `/schemas/ids/${id}`, undefined, { what: `schema id ${id}` }).then((body) => {
-        const b = body as { schema?: unknown; schemaType?: unknown };
-        if (typeof b.schema !== 'string') throw this.protocolError(`GET /schemas/ids/${id}`, body);
-        const schemaType = b.schemaType === 'JSON' || b.schemaType === 'PROTOBUF' ? b.schemaType : 'AVRO';
-        return { schemaType, schema: b.schema } satisfies RegisteredSchema;
-      });
-      this.schemas.set(id, s);
-      s.catch(() => this.schemas.delete(id));
-    }
-    return s;
+    return oncePerKey(this.schemas, id, async () => {
+      const body = await this.request('GET', `/schemas/ids/${id}`, undefined, { what: `schema id ${id}` });
+      const b = body as { schema?: unknown; schemaType?: unknown };
+      if (typeof b.schema !== 'string') throw this.protocolError(`GET /schemas/ids/${id}`, body);
+      const schemaType = b.schemaType === 'JSON' || b.schemaType === 'PROTOBUF' ? b.schemaType : 'AVRO';
+      return { schemaType, schema: b.schema } satisfies RegisteredSchema;
+    });
   }
 
   /** Sets the subject's compatibility level. */
@@ -91,15 +79,7 @@ export class SchemaRegistryClient implements SchemaStore {
 
   private async registerOnce(subject: string, schema: RegisteredSchema): Promise<number> {
     const level = this.options.compatibility;
-    if (level) {
-      let configured = this.configured.get(subject);
-      if (!configured) {
-        configured = this.setCompatibility(subject, level);
-        this.configured.set(subject, configured);
-        configured.catch(() => this.configured.delete(subject));
-      }
-      await configured;
-    }
+    if (level) await oncePerKey(this.configured, subject, () => this.setCompatibility(subject, level));
     const body: Record<string, string> = { schema: schema.schema };
     // AVRO is the API's default; older registries reject the field.
     if (schema.schemaType !== 'AVRO') body.schemaType = schema.schemaType;

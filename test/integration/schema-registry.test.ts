@@ -15,6 +15,7 @@ import type { ChangeEvent, Row } from '../../src/core/change.js';
 import { OUTPUT_SETTINGS } from '../../src/source/replication-stream.js';
 import { SchemaChangeCodec } from '../../src/schema/change-codec.js';
 import { planColumns, type ColumnPlan, type SchemaFormat } from '../../src/schema/column-plan.js';
+import { bigLong } from '../../src/schema/avro-format.js';
 import { decimalFromBytes, textOf, type TypedValue } from '../../src/schema/pg-values.js';
 import { SchemaRegistryClient } from '../../src/schema/registry-client.js';
 import type { TableDefinition } from '../../src/schema/table-definition.js';
@@ -147,18 +148,6 @@ function thirdPartyText(format: SchemaFormat, c: ColumnPlan, v: unknown): string
   return textOf(c.kind, v as TypedValue);
 }
 
-const bigLong = avro.types.LongType.__with({
-  fromBuffer: (b: Buffer) => b.readBigInt64LE(0),
-  toBuffer: (n: bigint) => {
-    const b = Buffer.alloc(8);
-    b.writeBigInt64LE(n, 0);
-    return b;
-  },
-  fromJSON: BigInt,
-  toJSON: Number,
-  isValid: (n: unknown) => typeof n === 'bigint',
-  compare: (a: bigint, b: bigint) => (a < b ? -1 : a > b ? 1 : 0),
-});
 
 describe.each(['avro', 'json_schema', 'protobuf'] as const)('%s through the registry', (format) => {
   const topic = `${RUN}_${format}`;

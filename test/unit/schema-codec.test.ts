@@ -137,3 +137,22 @@ describe.each(['avro', 'json_schema', 'protobuf'] as const)('%s codec with the l
     await expect(codec.encode({ ...change, _schema_version: 9 }, DEFINITION)).rejects.toMatchObject({ code: 'SCHEMA_MISMATCH' });
   });
 });
+
+describe('local schema store', () => {
+  it('keeps ids across processes, skips a line torn by a crash, and appends after it', async () => {
+    const { appendFileSync, readFileSync } = await import('node:fs');
+    const file = join(dir, 'torn.jsonl');
+    const first = new LocalSchemaStore(file);
+    const a = await first.register('s-value', { schemaType: 'AVRO', schema: '"string"' });
+    expect(await first.register('s-value', { schemaType: 'AVRO', schema: '"string"' })).toBe(a);
+    appendFileSync(file, '{"id":2,"subject":"s-value","schemaType":"AV');
+    const second = new LocalSchemaStore(file);
+    const b = await second.register('s-value', { schemaType: 'AVRO', schema: '"long"' });
+    expect(b).toBe(a + 1);
+    const third = new LocalSchemaStore(file);
+    expect(await third.schemaById(a)).toEqual({ schemaType: 'AVRO', schema: '"string"' });
+    expect(await third.schemaById(b)).toEqual({ schemaType: 'AVRO', schema: '"long"' });
+    expect(readFileSync(file, 'utf8').split('\n').filter((l) => l.endsWith('}'))).toHaveLength(2);
+    await expect(third.schemaById(b + 1)).rejects.toMatchObject({ code: 'SCHEMA_UNKNOWN', retriable: false });
+  });
+});
