@@ -151,13 +151,28 @@ export class ProtobufTableCodec {
 
   encodeValue(change: ChangeEvent): Buffer {
     const cols = this.meta.columns;
-    // protobufjs writes the message's fields only: the event's own fields pass through as they are.
+    // Every field spelled out (not `...change`): one object shape for the encoder.
     const message: Record<string, unknown> = {
-      ...change,
+      source: change.source,
+      schema: change.schema,
+      table: change.table,
+      op: change.op,
+      lsn: change.lsn,
+      commit_lsn: change.commit_lsn,
+      xid: change.xid,
+      seq: change.seq,
+      commit_ts: change.commit_ts,
       key: this.keyMessage(change.key),
       payload: change.payload ? rowMessage(cols, change.payload, change.unchanged) : null,
       before: change.before ? rowMessage(cols, change.before, undefined) : null,
+      unchanged: change.unchanged ?? [],
+      superseded_at_source: change.superseded_at_source === true,
+      _version: change._version,
+      _schema_version: change._schema_version,
+      tx_last: change.tx_last === true,
+      snapshot_reset: change.snapshot_reset === true,
     };
+    if (change.tx_prev !== undefined) message.tx_prev = change.tx_prev;
     return Buffer.from(this.change.encode(message).finish());
   }
 
