@@ -1,6 +1,6 @@
 /**
  * The schema formats against a real Confluent-compatible registry (Apicurio Registry, started
- * by `bash scripts/schema-registry.sh start`; .ci/run does it) and real PostgreSQL 15 text
+ * by `bash scripts/schema-registry.sh start`; .ci/run does it) and real PostgreSQL 15 (and 17) text
  * output: syncline's codec round-trips, a third-party Confluent client
  * (@kafkajs/confluent-schema-registry) decodes the same values, the registry's BACKWARD
  * check refuses a breaking definition with the fix, and an unknown id is SCHEMA_UNKNOWN.
@@ -20,7 +20,7 @@ import { decimalFromBytes, textOf, type TypedValue } from '../../src/schema/pg-v
 import { SchemaRegistryClient } from '../../src/schema/registry-client.js';
 import type { TableDefinition } from '../../src/schema/table-definition.js';
 import { frame } from '../../src/schema/wire-format.js';
-import { PG15_URL } from '../helpers/postgres.js';
+import { PG15_URL, embeddedPg17, type PgServer } from '../helpers/postgres.js';
 
 const ROOT = process.env.SCHEMA_REGISTRY_URL ?? 'http://127.0.0.1:8081';
 const API = `${ROOT.replace(/\/+$/, '')}/apis/ccompat/v7`;
@@ -97,7 +97,26 @@ function changeOf(def: TableDefinition, row: Row, seq: number): ChangeEvent {
   };
 }
 
-describe('PostgreSQL prints what the typed values print back', () => {
+describe.each(['PostgreSQL 15', 'PostgreSQL 17'])('%s prints what the typed values print back', (server) => {
+  let client: pg.Client;
+  let pg17: PgServer | undefined;
+  beforeAll(async () => {
+    if (server === 'PostgreSQL 15') {
+      client = db;
+      return;
+    }
+    pg17 = await embeddedPg17('replica');
+    client = new pg.Client({ connectionString: pg17.url('postgres'), types: asText });
+    await client.connect();
+    await client.query(OUTPUT_SETTINGS);
+  }, 120_000);
+  afterAll(async () => {
+    if (pg17) {
+      await client?.end();
+      await pg17.stop();
+    }
+  });
+
   it('float8, float4, timestamptz, timestamp, date, time and numeric(p,s) over random values', async () => {
     // Every magnitude, and everyday values (money-like decimals, ratios), which take the fast path.
     const doubles = [
@@ -112,7 +131,7 @@ describe('PostgreSQL prints what the typed values print back', () => {
     const times = fc.sample(fc.bigInt({ min: 0n, max: 86_400_000_000n }), 1000);
     const decimals = fc.sample(fc.bigInt({ min: -(10n ** 12n) + 1n, max: 10n ** 12n - 1n }), 2000);
     const check = async (sqlType: string, kind: Parameters<typeof textOf>[0], values: TypedValue[], input: (v: TypedValue) => string, scale = 0, expr = `t::${sqlType}`): Promise<void> => {
-      const { rows } = await db.query<{ t: string }>(`SELECT (${expr})::text AS t FROM unnest($1::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n`, [values.map(input)]);
+      const { rows } = await client.query<{ t: string }>(`SELECT (${expr})::text AS t FROM unnest($1::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n`, [values.map(input)]);
       const mismatches = values.map((v, i) => [textOf(kind, v, scale), rows[i]?.t]).filter(([ours, theirs]) => ours !== theirs);
       expect(mismatches.slice(0, 5), `${sqlType}: ours vs PostgreSQL's`).toEqual([]);
     };
