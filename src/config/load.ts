@@ -12,6 +12,7 @@ const ENV_FALLBACKS = {
   sinkUrl: 'SYNCLINE_SINK_URL',
   streamBrokers: 'SYNCLINE_STREAM_BROKERS',
   streamUrl: 'SYNCLINE_STREAM_URL',
+  schemaRegistryUrl: 'SYNCLINE_SCHEMA_REGISTRY_URL',
   deadLetterUrl: 'SYNCLINE_DEAD_LETTER_URL',
   dashboardToken: 'SYNCLINE_DASHBOARD_TOKEN',
 } as const;
@@ -70,6 +71,7 @@ function applyEnvFallbacks(config: SynclineConfig, env: NodeJS.ProcessEnv): Sync
       ...config.stream,
       brokers: config.stream.brokers ?? (brokers ? brokers.split(',').map((b) => b.trim()) : undefined),
       url: config.stream.url ?? pick(ENV_FALLBACKS.streamUrl),
+      schema_registry_url: config.stream.schema_registry_url ?? pick(ENV_FALLBACKS.schemaRegistryUrl),
     },
     sink: { ...config.sink, url: config.sink.url ?? pick(ENV_FALLBACKS.sinkUrl) },
     dead_letter: { ...config.dead_letter, url: config.dead_letter.url ?? pick(ENV_FALLBACKS.deadLetterUrl) },

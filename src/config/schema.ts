@@ -60,8 +60,21 @@ const stream = z
     topic: z.string().min(1).default('db-changes'),
     partitions: z.number().int().min(1).max(1024).default(6),
     retention_hours: z.number().positive().default(168),
+    /**
+     * With a typed format: register schemas in the Confluent-compatible registry at
+     * `schema_registry_url` (env SYNCLINE_SCHEMA_REGISTRY_URL). Without it (embedded stream
+     * only), schemas are kept in `<path>/schemas.jsonl`. With `format: json` there is nothing
+     * to register: every event carries its `_schema_version`.
+     */
     schema_registry: z.boolean().default(false),
-    format: z.literal('json').default('json'),
+    /** json: today's envelope; avro | json_schema | protobuf: Confluent wire format, one schema per table version. */
+    format: z.enum(['json', 'avro', 'json_schema', 'protobuf']).default('json'),
+    /** Base of the Confluent-compatible API, e.g. http://host:8081 (Apicurio: http://host:8080/apis/ccompat/v7). */
+    schema_registry_url: z.string().url().optional(),
+    /** Subjects: topic `<topic>-value`; record `<schema>.<table>-value`; topic_record `<topic>-<schema>.<table>-value` (keys: `-key`). */
+    subject_strategy: z.enum(['topic', 'record', 'topic_record']).default('topic_record'),
+    /** Set on each subject before its first registration. */
+    schema_compatibility: z.enum(['BACKWARD', 'BACKWARD_TRANSITIVE', 'FORWARD', 'FORWARD_TRANSITIVE', 'FULL', 'FULL_TRANSITIVE', 'NONE']).default('BACKWARD'),
     brokers: z.array(z.string().regex(/^[^\s:]+:\d+$/, 'expected host:port')).min(1).optional(),
     url: z.string().min(1).optional(),
     path: z.string().min(1).default('./.syncline/stream'),
@@ -217,6 +230,23 @@ export const configSchema = z
     verify: verify.default({}),
   })
   .strict()
+  .superRefine((config, ctx) => {
+    const st = config.stream;
+    if (st.format !== 'json' && st.broker !== 'embedded' && !st.schema_registry) {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['stream', 'schema_registry'],
+        message: `format ${st.format} on ${st.broker} needs a schema registry, so that other consumers can read the records: set stream.schema_registry: true and stream.schema_registry_url (or SYNCLINE_SCHEMA_REGISTRY_URL); only the embedded stream keeps schemas in a local file`,
+      });
+    }
+    if (st.format !== 'json' && st.subject_strategy === 'topic' && st.schema_compatibility !== 'NONE') {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['stream', 'subject_strategy'],
+        message: `topic puts every table's schema under one subject (${st.topic}-value), where ${st.schema_compatibility} refuses the second table's schema: use topic_record or record, or set stream.schema_compatibility: NONE`,
+      });
+    }
+  })
   .superRefine((config, ctx) => {
     // Routes name source tables: with an explicit table list, each must be on it, and a
     // listed table written under its own name must not be another route's target.

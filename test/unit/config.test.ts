@@ -93,3 +93,35 @@ monitoring:
     expect(missing.stderr.toString()).toMatch(/cannot read/);
   });
 });
+
+describe('stream formats and the schema registry', () => {
+  const base = (stream: string): string => `
+source:
+  slots: [{ name: s, publication: p }]
+stream:
+${stream}
+`;
+
+  it('defaults: json, no registry, topic_record subjects, BACKWARD', () => {
+    const c = parseConfig(base('  broker: embedded'), {});
+    expect(c.stream).toMatchObject({ format: 'json', schema_registry: false, subject_strategy: 'topic_record', schema_compatibility: 'BACKWARD' });
+    expect(c.stream.schema_registry_url).toBeUndefined();
+  });
+
+  it('takes the registry URL from SYNCLINE_SCHEMA_REGISTRY_URL when the file has none', () => {
+    const c = parseConfig(base('  broker: kafka\n  brokers: ["k:9092"]\n  format: avro\n  schema_registry: true'), { SYNCLINE_SCHEMA_REGISTRY_URL: 'http://reg:8081' });
+    expect(c.stream).toMatchObject({ format: 'avro', schema_registry: true, schema_registry_url: 'http://reg:8081' });
+  });
+
+  it('a typed format on kafka or nats needs the registry; the embedded stream keeps schemas locally', () => {
+    expect(problems(base('  broker: kafka\n  format: protobuf'))).toEqual([expect.stringMatching(/^stream\.schema_registry: format protobuf on kafka needs a schema registry/)]);
+    expect(problems(base('  broker: nats\n  format: json_schema'))).toHaveLength(1);
+    expect(problems(base('  broker: embedded\n  format: avro'))).toEqual([]);
+  });
+
+  it('refuses one subject for every table under a compatibility level that forbids it, and unknown values', () => {
+    expect(problems(base('  broker: embedded\n  format: avro\n  subject_strategy: topic'))).toEqual([expect.stringMatching(/^stream\.subject_strategy: topic puts every table's schema under one subject/)]);
+    expect(problems(base('  broker: embedded\n  format: avro\n  subject_strategy: topic\n  schema_compatibility: NONE'))).toEqual([]);
+    expect(problems(base('  format: xml\n  schema_compatibility: SOMETIMES\n  schema_registry_url: not a url'))).toHaveLength(3);
+  });
+});
