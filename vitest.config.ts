@@ -12,6 +12,10 @@ export default defineConfig({
   },
   test: {
     include: ['test/**/*.test.ts'],
+    // One run id for the names every file makes unique (test/helpers/unique.ts); drops them at the end.
+    globalSetup: ['test/setup/global.ts'],
+    // After each file: no connection or replication slot of its own left open.
+    setupFiles: ['test/setup/leaks.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     // Integration tests share one PostgreSQL server and the machine has 2 cores:

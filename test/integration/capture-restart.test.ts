@@ -7,7 +7,7 @@ import { runPipeline } from '../../src/cli/run-command.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { rowDiff } from '../helpers/compare-rows.js';
-import { machinePg15, slotStreaming, sourceAndTarget, testLogger, waitFor } from '../helpers/postgres.js';
+import { machinePg15, slotStreaming, sourceAndTarget, testLogger, waitFor, uniqueName } from '../helpers/postgres.js';
 
 /**
  * Capture survives what passes: its replication connection ended by the server (a source
@@ -16,6 +16,7 @@ import { machinePg15, slotStreaming, sourceAndTarget, testLogger, waitFor } from
  */
 describe('capture starts again after its replication connection is terminated', () => {
   const prefix = 'syncline_caprestart';
+  const slot = uniqueName(prefix);
   let dir: string;
   let source: pg.Client;
   let target: pg.Client;
@@ -32,7 +33,7 @@ describe('capture starts again after its replication connection is terminated', 
       configFile,
       `source:
   url: ${pair.sourceUrl}
-  slots: [{ name: ${prefix}, publication: ${prefix}_pub, tables: [t] }]
+  slots: [{ name: ${slot}, publication: ${prefix}_pub, tables: [t] }]
 stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
 consumer: { group_id: caprestart, retry: { backoff_base_ms: 100, backoff_max_ms: 500 } }
 sink: { url: ${pair.targetUrl} }
@@ -54,9 +55,9 @@ monitoring: { enabled: false }
     let failure: unknown;
     running.catch((err: unknown) => (failure = err));
     for (let round = 1; round <= 3; round++) {
-      await waitFor('slot streaming', async () => await slotStreaming(source, prefix), 30_000, 50);
+      await waitFor('slot streaming', async () => await slotStreaming(source, slot), 30_000, 50);
       await source.query('INSERT INTO t SELECT g, g FROM generate_series($1::int * 1000 - 999, $1::int * 1000) g', [round]);
-      await source.query("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL", [prefix]);
+      await source.query("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL", [slot]);
       await source.query('UPDATE t SET v = -v WHERE id % 3 = 0');
     }
     await waitFor('target equals source', async () => {

@@ -9,8 +9,10 @@ import { parseTableName } from '../../src/core/sql.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { embeddedPg17, freePort, machinePg15, waitFor, type PgServer, slotStreaming, sourceAndTarget } from '../helpers/postgres.js';
+import { embeddedPg17, freePort, machinePg15, waitFor, type PgServer, slotStreaming, sourceAndTarget, uniqueName } from '../helpers/postgres.js';
 import { Workload, WORKLOAD_DDL, WORKLOAD_TABLES } from '../helpers/workload.js';
+
+const SLOT = uniqueName('syncline_it');
 
 async function counter(metrics: Metrics, name: string): Promise<number> {
   const m = await metrics.registry.getSingleMetric(name)?.get();
@@ -39,7 +41,7 @@ for (const [label, startServer] of [
       await target.query(WORKLOAD_DDL);
       configText = `source:
   url: ${sourceUrl}
-  slots: [{ name: syncline_it, publication: syncline_it_pub, tables: ['items', '"Mixed Case"'] }]
+  slots: [{ name: ${SLOT}, publication: syncline_it_pub, tables: ['items', '"Mixed Case"'] }]
 stream: { broker: embedded, path: ${path.join(dir, 'stream')}, partitions: 4 }
 consumer: { group_id: it, retry: { backoff_base_ms: 20, backoff_max_ms: 200 } }
 sink: { url: ${targetUrl} }
@@ -71,7 +73,7 @@ monitoring: { port: PORT }
       const metrics = new Metrics();
       const port = await freePort();
       const p = start('run', metrics, port);
-      await waitFor('slot active', async () => (await slotStreaming(source, 'syncline_it')));
+      await waitFor('slot active', async () => (await slotStreaming(source, SLOT)));
       const w = new Workload(source);
       for (let i = 0; i < 200; i++) await w.transaction();
       await source.query('TRUNCATE "Mixed Case"');

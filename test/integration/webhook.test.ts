@@ -13,8 +13,10 @@ import { PrerequisiteError, SynclineError } from '../../src/core/errors.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { WebhookSink, idempotencyKeyOf } from '../../src/sink/webhook/webhook-sink.js';
 import { ChangeFactory } from '../contract/sink-contract.js';
-import { freshDatabase, machinePg15, testLogger, waitFor, slotStreaming } from '../helpers/postgres.js';
+import { freshDatabase, machinePg15, testLogger, waitFor, slotStreaming, uniqueName } from '../helpers/postgres.js';
 import { REDIS_URL, dropKeys, requireRedis } from '../helpers/redis.js';
+
+const SLOT = uniqueName('syncline_hook');
 
 type HookEvent = ChangeEvent & { idempotency_key: string };
 
@@ -94,7 +96,7 @@ describe('webhook sink: PostgreSQL 15 → embedded stream → HTTP receiver, wit
     await receiver.start();
     configText = `source:
   url: ${sourceUrl}
-  slots: [{ name: syncline_hook, publication: syncline_hook_pub, tables: [hook] }]
+  slots: [{ name: ${SLOT}, publication: syncline_hook_pub, tables: [hook] }]
 stream: { path: ${path.join(dir, 'stream')}, partitions: 3 }
 consumer:
   group_id: hook
@@ -152,7 +154,7 @@ monitoring: { enabled: false }
     };
     const metrics = new Metrics();
     const p = await start('run', metrics);
-    await waitFor('slot active', async () => (await slotStreaming(source, 'syncline_hook')));
+    await waitFor('slot active', async () => (await slotStreaming(source, SLOT)));
     await source.query("INSERT INTO hook SELECT g, CASE WHEN g = 50 THEN 13 ELSE g * 2 END, 'n' || g FROM generate_series(1, 200) g");
     // COPY writes up to 1,000 rows per WAL record: these 100 changes share one `lsn`, so the
     // dedup key pattern (…:{lsn}) is the same for all of them, and none may be lost to it.
