@@ -12,7 +12,9 @@ import { parseConfig } from '../../src/config/load.js';
 import { createDashboard } from '../../src/dashboard/routes.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { startMetricsServer } from '../../src/metrics/server.js';
-import { freePort, freshDatabase, machinePg15, waitFor, slotStreaming } from '../helpers/postgres.js';
+import { freePort, freshDatabase, machinePg15, waitFor, slotStreaming, uniqueName } from '../helpers/postgres.js';
+
+const SLOT = uniqueName('syncline_dash');
 
 /**
  * The web dashboard end to end: a real pipeline (machine PostgreSQL 15, embedded stream,
@@ -61,7 +63,7 @@ describe('web dashboard (Chromium against a running pipeline)', () => {
     const config = parseConfig(
       `source:
   url: ${sourceUrl}
-  slots: [{ name: syncline_dash, publication: syncline_dash_pub, tables: [items] }]
+  slots: [{ name: ${SLOT}, publication: syncline_dash_pub, tables: [items] }]
   heartbeat_interval_ms: 1000
 stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
 consumer: { group_id: syncline_dash, retry: { backoff_base_ms: 10, backoff_max_ms: 100 } }
@@ -86,7 +88,7 @@ monitoring: { port: ${port}, dashboard_token: ${TOKEN} }
       await done;
     };
     baseUrl = `http://127.0.0.1:${port}`;
-    await waitFor('slot active', async () => (await slotStreaming(source, 'syncline_dash')), 60_000);
+    await waitFor('slot active', async () => (await slotStreaming(source, SLOT)), 60_000);
   }, 120_000);
 
   afterAll(async () => {

@@ -8,9 +8,9 @@ import { createPipeline, type ChangeEvent, type SynclineConfigInput } from 'sync
 import { rabbitMqSink } from '../../examples/rabbitmq-sink.js';
 import { transforms } from '../../examples/transform-chain.js';
 import { requireListening } from '../contract/broker-check.js';
-import { freshDatabase, machinePg15, waitFor } from '../helpers/postgres.js';
+import { freshDatabase, machinePg15, waitFor, uniqueName } from '../helpers/postgres.js';
 
-const SLOT = 'syncline_lib11_rmq';
+const SLOT = uniqueName('syncline_lib11_rmq');
 const AMQP_URL = 'amqp://guest:guest@127.0.0.1:5672';
 
 /** examples/rabbitmq-sink.ts (with examples/transform-chain.ts) against the machine's RabbitMQ and PostgreSQL 15. */

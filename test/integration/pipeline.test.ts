@@ -64,6 +64,18 @@ monitoring: { port: PORT }
       return { done, stop: async () => { ctl.abort(); await done; } };
     }
 
+    /** The sink's stored stream positions: next offset per partition. */
+    async function positions(): Promise<Map<number, bigint>> {
+      const { rows } = await target.query<{ p: number; o: string }>('SELECT stream_partition AS p, next_offset::text AS o FROM syncline.positions');
+      return new Map(rows.map((r) => [r.p, BigInt(r.o)]));
+    }
+
+    /** Whether apply has committed every partition up to `end` (a replay is done when it reaches the first run's positions). */
+    async function reached(end: ReadonlyMap<number, bigint>): Promise<boolean> {
+      const now = await positions();
+      return [...end].every(([p, o]) => (now.get(p) ?? -1n) >= o);
+    }
+
     async function converged(): Promise<boolean> {
       const drift = await Promise.all(tables.map((t) => compareTable(source, target, t)));
       return drift.every((d) => d.differing === 0);
@@ -92,14 +104,16 @@ monitoring: { port: PORT }
 
     it('replaying the whole stream changes nothing at the target and counts the changes as stale', async () => {
       const before = await target.query('SELECT id, val, amount, _syncline_lsn::text, _syncline_seq FROM items ORDER BY id');
+      // The first run applied the whole stream: its positions are the stream's end.
+      const end = await positions();
       // Forget the sink's positions: apply starts again from offset 0 of every partition.
       await target.query('DELETE FROM syncline.positions');
       const metrics = new Metrics();
       const p = start('apply', metrics);
       const total = await counter(metrics, 'sync_events_consumed_total');
       expect(total).toBe(0);
-      await waitFor('the replay to finish', async () => (await target.query('SELECT count(*)::int AS n FROM syncline.positions')).rows[0]?.n > 0 && (await counter(metrics, 'sync_events_consumed_total')) > 1000, 30_000);
-      await new Promise((r) => setTimeout(r, 500));
+      await waitFor('the replay to reach the end of the stream', () => reached(end), 30_000);
+      expect(await counter(metrics, 'sync_events_consumed_total')).toBeGreaterThan(1000);
       await p.stop();
       const after = await target.query('SELECT id, val, amount, _syncline_lsn::text, _syncline_seq FROM items ORDER BY id');
       expect(after.rows).toEqual(before.rows);
@@ -117,10 +131,10 @@ monitoring: { port: PORT }
       await source.query('DELETE FROM items WHERE id = 999999');
       await waitFor('target equals source', converged, 30_000, 200);
       await p.stop();
+      const end = await positions();
       await target.query('DELETE FROM syncline.positions');
       const replay = start('apply', new Metrics());
-      await waitFor('replay applied', async () => (await target.query('SELECT count(*)::int AS n FROM syncline.positions')).rows[0]?.n > 0, 30_000);
-      await new Promise((r) => setTimeout(r, 500));
+      await waitFor('the replay to reach the end of the stream', () => reached(end), 30_000);
       await replay.stop();
       const { rows } = await target.query('SELECT count(*)::int AS n FROM items WHERE id = 999999');
       expect(rows[0]?.n).toBe(0);

@@ -322,7 +322,7 @@ for (const [label, startServer] of [
         const targetUrl = await freshDatabase(server, 'syncline_types_dst');
         if (hostile) {
           await withClient(server.url('postgres'), async (admin) => {
-            for (const [side, db] of [['source', 'syncline_types_src'], ['target', 'syncline_types_dst']] as const) {
+            for (const [side, db] of [['source', uniqueName('syncline_types_src')], ['target', uniqueName('syncline_types_dst')]] as const) {
               for (const [k, v] of Object.entries(HOSTILE_DEFAULTS[side])) await admin.query(`ALTER DATABASE ${quoteIdent(db)} SET ${quoteIdent(k)} = ${quoteLiteral(v)}`);
             }
           });
