@@ -73,7 +73,7 @@ monitoring: { port: PORT }
     /** Whether apply has committed every partition up to `end` (a replay is done when it reaches the first run's positions). */
     async function reached(end: ReadonlyMap<number, bigint>): Promise<boolean> {
       const now = await positions();
-      return [...end].every(([p, o]) => (now.get(p) ?? -1n) >= o);
+      return end.size > 0 && [...end].every(([p, o]) => (now.get(p) ?? -1n) >= o);
     }
 
     async function converged(): Promise<boolean> {
