@@ -104,8 +104,8 @@ monitoring: { enabled: false }
       }
       return (await count()) === 120;
     });
+    // Stopped by now (runUntil waits for it): the counts are final.
     const fromTime = await runUntil('apply', async (m) => (await counter(m, 'sync_events_consumed_total')) >= 20, mark);
-    await new Promise((r) => setTimeout(r, 300));
     expect(await counter(fromTime, 'sync_events_consumed_total')).toBe(20);
     expect(await counter(fromTime, 'sync_events_stale_total')).toBe(20);
   }, 120_000);
