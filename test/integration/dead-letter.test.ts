@@ -48,7 +48,7 @@ describe(`poison changes: isolated, dead-lettered in row order, replayed after t
   url: ${sourceUrl}
   slots: [{ name: ${slot}, publication: ${prefix}_pub, tables: [poison] }]
 stream: ${store === 'topic' ? `{ broker: kafka, brokers: ['127.0.0.1:9092'], topic: ${prefix}_${process.pid}, partitions: 2 }` : `{ path: ${path.join(dir, 'stream')}, partitions: 2 }`}
-consumer: { group_id: dlq, retry: { backoff_base_ms: 10, backoff_max_ms: 100 } }
+consumer: { group_id: ${slot}, retry: { backoff_base_ms: 10, backoff_max_ms: 100 } }
 sink: { url: ${targetUrl} }
 dead_letter: { topic: ${prefix}_${process.pid}.dlq }
 monitoring: { enabled: false }

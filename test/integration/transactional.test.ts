@@ -59,7 +59,7 @@ describe(`transaction-consistent apply (${broker} stream)`, () => {
   url: ${pair.sourceUrl}
   slots: [{ name: ${slot}, publication: ${name}_pub, tables: [accounts] }]
 stream: ${streamOf(broker, dir, topic)}
-consumer: { group_id: txn, batch_size: 5, batch_wait_ms: 1, retry: { backoff_base_ms: 10, backoff_max_ms: 100 } }
+consumer: { group_id: ${slot}, batch_size: 5, batch_wait_ms: 1, retry: { backoff_base_ms: 10, backoff_max_ms: 100 } }
 sink: { url: ${pair.targetUrl}, consistency: transactional }
 dead_letter: { topic: ${topic}.dlq }
 monitoring: { enabled: false }
