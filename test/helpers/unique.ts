@@ -4,7 +4,8 @@ import { createHash, randomBytes } from 'node:crypto';
  * Names of what tests create on the shared servers (PostgreSQL databases and replication
  * slots, MariaDB databases): unique per test file and per test run, so that files can run in
  * parallel and two runs on one server do not clobber each other. `uniqueName('x')` is
- * `x_<file>_<run>`, the same within one test file (each file imports its helpers afresh);
+ * `x_<file>_<run>`, the same within one test file (vitest isolates files: each imports its
+ * helpers afresh, so `<file>` is drawn once per file);
  * the run id comes from test/setup/global.ts, whose teardown drops whatever ends in `_<run>`.
  */
 export const RUN_ENV = 'SYNCLINE_TEST_RUN';
