@@ -218,8 +218,10 @@ monitoring: { port: ${port}, dashboard_token: ${TOKEN} }
       expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org\/2000\/svg)/);
       metrics.captured.inc({ table: 'items' }, 5);
       metrics.applied.inc({ table: 'public.items' }, 4);
-      await new Promise((r) => setTimeout(r, 200));
-      const status = (await (await fetch(`${server.url}/api/status`)).json()) as { tables: unknown[]; actions: { enabled: boolean; hint: string }; dlq: { enabled: boolean } };
+      type Status = { tables: unknown[]; actions: { enabled: boolean; hint: string }; dlq: { enabled: boolean } };
+      const readStatus = async (): Promise<Status> => (await (await fetch(`${server.url}/api/status`)).json()) as Status;
+      await waitFor('the sampler to read the counters', async () => (await readStatus()).tables.length > 0, 5000, 20);
+      const status = await readStatus();
       expect(status.tables).toEqual([{ table: 'public.items', captured: 5, applied: 4, stale: 0, duplicate: 0, lag_seconds: null }]);
       expect(status.actions.enabled).toBe(false);
       expect(status.dlq.enabled).toBe(false);
