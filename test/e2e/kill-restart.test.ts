@@ -122,7 +122,9 @@ monitoring:
         'the target to equal the source',
         async () => {
           drift = await Promise.all(tables.map((t) => compareTable(source, target, t)));
-          return drift.every((d) => d.differing === 0);
+          // The counts come from the first pass, the differing keys from a re-check: a target
+          // still catching up can pass the re-check with the counts of before.
+          return drift.every((d) => d.differing === 0 && d.sourceRows === d.targetRows);
         },
         120_000,
         500,
