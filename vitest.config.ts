@@ -18,8 +18,10 @@ export default defineConfig({
     setupFiles: ['test/setup/leaks.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
-    // Integration tests share one PostgreSQL server and the machine has 2 cores:
-    // files run one at a time so timings and slot usage stay predictable.
+    // Files no longer share names (see globalSetup) and may run side by side
+    // (`--fileParallelism --maxWorkers=2`: half the time for a handful of integration files).
+    // They still run one at a time: several e2e tests measure timings (lag, memory, takeover)
+    // on a 2-core machine, and the whole suite has not yet been shown green in parallel.
     fileParallelism: false,
     reporters: ['default'],
   },
