@@ -12,10 +12,16 @@ export default defineConfig({
   },
   test: {
     include: ['test/**/*.test.ts'],
+    // One run id for the names every file makes unique (test/helpers/unique.ts); drops them at the end.
+    globalSetup: ['test/setup/global.ts'],
+    // After each file: no connection or replication slot of its own left open.
+    setupFiles: ['test/setup/leaks.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
-    // Integration tests share one PostgreSQL server and the machine has 2 cores:
-    // files run one at a time so timings and slot usage stay predictable.
+    // Files no longer share names (see globalSetup) and may run side by side
+    // (`--fileParallelism --maxWorkers=2`: half the time for a handful of integration files).
+    // They still run one at a time: several e2e tests measure timings (lag, memory, takeover)
+    // on a 2-core machine, and the whole suite has not yet been shown green in parallel.
     fileParallelism: false,
     reporters: ['default'],
   },

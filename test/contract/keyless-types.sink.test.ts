@@ -15,6 +15,7 @@ import { MysqlSink } from '../../src/sink/mysql/mysql-sink.js';
 import { quoteMysqlIdent } from '../../src/sink/mysql/mysql-table.js';
 import { SqliteSink } from '../../src/sink/sqlite/sqlite-sink.js';
 import { MYSQL_ADMIN_URL, mysqlAdmin } from '../helpers/mysql.js';
+import { uniqueName } from '../helpers/unique.js';
 
 function change(op: 'INSERT' | 'UPDATE' | 'DELETE', table: string, lsn: number, payload: Row | null, before?: Row): ChangeEvent {
   const e: ChangeEvent = {
@@ -94,7 +95,7 @@ function typeCases(name: string, setup: () => Promise<TypeHarness>): void {
 }
 
 typeCases('mysql (MariaDB)', async () => {
-  const database = 'syncline_ms_keyless_types';
+  const database = uniqueName('syncline_ms_keyless_types');
   const admin = await mysqlAdmin();
   await admin.query(`DROP DATABASE IF EXISTS ${quoteMysqlIdent(database)}`);
   await admin.query(`CREATE DATABASE ${quoteMysqlIdent(database)} CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`);

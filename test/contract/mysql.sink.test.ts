@@ -5,8 +5,9 @@ import { isRetriableMysqlError } from '../../src/sink/mysql/mysql-errors.js';
 import { quoteMysqlIdent } from '../../src/sink/mysql/mysql-table.js';
 import { REJECT_VALUE, describeKeylessSinkContract, describeSinkContract, describeSoftDeleteContract, type KeylessRow, type SoftDeleteHarness } from './sink-contract.js';
 import { MYSQL_ADMIN_URL, mysqlAdmin } from '../helpers/mysql.js';
+import { uniqueName } from '../helpers/unique.js';
 
-const DATABASE = 'syncline_sinkc';
+const DATABASE = uniqueName('syncline_sinkc');
 
 describeSinkContract('mysql (MariaDB)', async () => {
   const admin = await mysqlAdmin();
@@ -82,13 +83,13 @@ async function softHarness(database: string): Promise<SoftDeleteHarness> {
   };
 }
 
-describeSinkContract('mysql (MariaDB), delete_mode: soft', () => softHarness('syncline_sinkc_soft_all'));
-describeSoftDeleteContract('mysql (MariaDB)', () => softHarness('syncline_sinkc_soft'));
+describeSinkContract('mysql (MariaDB), delete_mode: soft', () => softHarness(uniqueName('syncline_sinkc_soft_all')));
+describeSoftDeleteContract('mysql (MariaDB)', () => softHarness(uniqueName('syncline_sinkc_soft')));
 
 // Keyless tables, in a database whose default collation is case-insensitive and PAD SPACE
 // (utf8mb4_general_ci): a row is still removed only by its exact values.
 describeKeylessSinkContract('mysql (MariaDB)', async () => {
-  const database = 'syncline_ms_keyless';
+  const database = uniqueName('syncline_ms_keyless');
   const admin = await mysqlAdmin();
   await admin.query(`DROP DATABASE IF EXISTS ${quoteMysqlIdent(database)}`);
   await admin.query(`CREATE DATABASE ${quoteMysqlIdent(database)} CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`);

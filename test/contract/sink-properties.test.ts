@@ -30,7 +30,7 @@ import { PostgresSink } from '../../src/sink/postgres/postgres-sink.js';
 import type { Sink } from '../../src/sink/sink.js';
 import { SqliteSink, quoteSqliteIdent } from '../../src/sink/sqlite/sqlite-sink.js';
 import { MYSQL_ADMIN_URL, mysqlAdmin } from '../helpers/mysql.js';
-import { freshDatabase, machinePg15 } from '../helpers/postgres.js';
+import { freshDatabase, machinePg15, uniqueName } from '../helpers/postgres.js';
 import { ChangeFactory, KeylessChangeFactory, sortedRows, type KeylessRow } from './sink-contract.js';
 
 /** Runs per sink; each run is a fresh pair of tables. Keep a run of all three under ~20 s each. */
@@ -316,7 +316,7 @@ describeSinkProperty('postgres (PostgreSQL 15)', async () => {
 });
 
 describeSinkProperty('mysql (MariaDB)', async () => {
-  const database = 'syncline_ms_prop';
+  const database = uniqueName('syncline_ms_prop');
   const admin = await mysqlAdmin();
   await admin.query(`DROP DATABASE IF EXISTS ${quoteMysqlIdent(database)}`);
   // Case-insensitive, PAD SPACE default collation: rows must still be matched exactly.

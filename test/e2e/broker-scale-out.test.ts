@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseTableName } from '../../src/core/sql.js';
 import { compareTable } from '../../src/verify/compare.js';
 import { requireListening } from '../contract/broker-check.js';
-import { freePort, freshDatabase, machinePg15, waitFor, slotStreaming } from '../helpers/postgres.js';
+import { freePort, freshDatabase, machinePg15, waitFor, slotStreaming, uniqueName } from '../helpers/postgres.js';
 import { doubleApplied, installApplyAudit, Workload, WORKLOAD_DDL, WORKLOAD_TABLES } from '../helpers/workload.js';
 
 const CLI = path.resolve('dist/cli/main.js');
@@ -27,6 +27,7 @@ for (const broker of ['kafka', 'nats'] as const) {
     let targetUrl: string;
     const children: ChildProcess[] = [];
     const suffix = `${broker}_${process.pid}_${Date.now().toString(36)}`;
+    const slot = uniqueName(`syncline_${broker}_e2e`);
 
     beforeAll(async () => {
       if (broker === 'kafka') await requireListening('127.0.0.1', KAFKA_PORT, 'Start the broker: bash scripts/kafka.sh start');
@@ -55,7 +56,7 @@ for (const broker of ['kafka', 'nats'] as const) {
         file,
         `source:
   url: ${sourceUrl}
-  slots: [{ name: syncline_${broker}_e2e, publication: syncline_${broker}_pub, tables: [${WORKLOAD_TABLES.map((t) => `'${t}'`).join(', ')}] }]
+  slots: [{ name: ${slot}, publication: syncline_${broker}_pub, tables: [${WORKLOAD_TABLES.map((t) => `'${t}'`).join(', ')}] }]
 stream:
   broker: ${broker}
   ${broker === 'kafka' ? `brokers: ['127.0.0.1:${KAFKA_PORT}']` : 'url: nats://127.0.0.1:4222'}
@@ -81,7 +82,7 @@ monitoring: { port: ${await freePort()} }
       await target.connect();
       try {
         const leader = await start('capture', 'capture-a');
-        await waitFor('the leader to stream', async () => (await slotStreaming(source, `syncline_${broker}_e2e`)), 60_000);
+        await waitFor('the leader to stream', async () => (await slotStreaming(source, slot)), 60_000);
         await start('capture', 'capture-b');
         const workerX = await start('apply', 'apply-x');
         await start('apply', 'apply-y');

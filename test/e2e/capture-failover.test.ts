@@ -7,8 +7,10 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseTableName } from '../../src/core/sql.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { freePort, freshDatabase, machinePg15, waitFor } from '../helpers/postgres.js';
+import { freePort, freshDatabase, machinePg15, waitFor, uniqueName } from '../helpers/postgres.js';
 import { doubleApplied, installApplyAudit, Workload, WORKLOAD_DDL, WORKLOAD_TABLES } from '../helpers/workload.js';
+
+const SLOT = uniqueName('syncline_ha');
 
 const CLI = path.resolve('dist/cli/main.js');
 
@@ -43,7 +45,7 @@ describe('capture high availability: two captures on one slot, kill -9 of the le
       file,
       `source:
   url: ${sourceUrl}
-  slots: [{ name: syncline_ha, publication: syncline_ha_pub, tables: [${WORKLOAD_TABLES.map((t) => `'${t}'`).join(', ')}] }]
+  slots: [{ name: ${SLOT}, publication: syncline_ha_pub, tables: [${WORKLOAD_TABLES.map((t) => `'${t}'`).join(', ')}] }]
 stream: { path: ${path.join(dir, 'stream')}, partitions: 3 }
 consumer: { group_id: ha, retry: { backoff_base_ms: 50, backoff_max_ms: 500 } }
 sink: { url: ${targetUrl} }
@@ -64,7 +66,7 @@ monitoring: { port: ${await freePort()} }
   }
 
   async function activePid(c: pg.Client): Promise<number | null> {
-    const { rows } = await c.query("SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'syncline_ha'");
+    const { rows } = await c.query('SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1', [SLOT]);
     return (rows[0]?.active_pid as number | null) ?? null;
   }
 

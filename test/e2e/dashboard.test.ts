@@ -12,7 +12,9 @@ import { parseConfig } from '../../src/config/load.js';
 import { createDashboard } from '../../src/dashboard/routes.js';
 import { startHttpServer } from '../../src/http/server.js';
 import { Metrics } from '../../src/metrics/metrics.js';
-import { freePort, freshDatabase, machinePg15, waitFor, slotStreaming } from '../helpers/postgres.js';
+import { freePort, freshDatabase, machinePg15, waitFor, slotStreaming, uniqueName } from '../helpers/postgres.js';
+
+const SLOT = uniqueName('syncline_dash');
 
 /**
  * The web dashboard end to end: a real pipeline (machine PostgreSQL 15, embedded stream,
@@ -61,7 +63,7 @@ describe('web dashboard (Chromium against a running pipeline)', () => {
     const config = parseConfig(
       `source:
   url: ${sourceUrl}
-  slots: [{ name: syncline_dash, publication: syncline_dash_pub, tables: [items] }]
+  slots: [{ name: ${SLOT}, publication: syncline_dash_pub, tables: [items] }]
   heartbeat_interval_ms: 1000
 stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
 consumer: { group_id: syncline_dash, retry: { backoff_base_ms: 10, backoff_max_ms: 100 } }
@@ -86,7 +88,7 @@ monitoring: { port: ${port}, dashboard_token: ${TOKEN} }
       await done;
     };
     baseUrl = `http://127.0.0.1:${port}`;
-    await waitFor('slot active', async () => (await slotStreaming(source, 'syncline_dash')), 60_000);
+    await waitFor('slot active', async () => (await slotStreaming(source, SLOT)), 60_000);
   }, 120_000);
 
   afterAll(async () => {
@@ -216,8 +218,10 @@ monitoring: { port: ${port}, dashboard_token: ${TOKEN} }
       expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org\/2000\/svg)/);
       metrics.captured.inc({ table: 'public.items' }, 5);
       metrics.applied.inc({ table: 'public.items' }, 4);
-      await new Promise((r) => setTimeout(r, 200));
-      const status = (await (await fetch(`${server.url}/api/status`)).json()) as { tables: unknown[]; actions: { enabled: boolean; hint: string }; dlq: { enabled: boolean } };
+      type Status = { tables: unknown[]; actions: { enabled: boolean; hint: string }; dlq: { enabled: boolean } };
+      const readStatus = async (): Promise<Status> => (await (await fetch(`${server.url}/api/status`)).json()) as Status;
+      await waitFor('the sampler to read the counters', async () => (await readStatus()).tables.length > 0, 5000, 20);
+      const status = await readStatus();
       expect(status.tables).toEqual([{ table: 'public.items', captured: 5, applied: 4, stale: 0, duplicate: 0, lag_seconds: null }]);
       expect(status.actions.enabled).toBe(false);
       expect(status.dlq.enabled).toBe(false);

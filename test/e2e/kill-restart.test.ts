@@ -7,7 +7,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseTableName } from '../../src/core/sql.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { freePort, freshDatabase, machinePg15, slotStreaming, waitFor, type PgServer } from '../helpers/postgres.js';
+import { freePort, freshDatabase, machinePg15, slotStreaming, waitFor, type PgServer, uniqueName } from '../helpers/postgres.js';
 import { doubleApplied, installApplyAudit, Workload, WORKLOAD_DDL, WORKLOAD_TABLES } from '../helpers/workload.js';
 
 const CLI = path.resolve('dist/cli/main.js');
@@ -18,6 +18,7 @@ const CLI = path.resolve('dist/cli/main.js');
  */
 for (const consistency of ['eventual', 'transactional'] as const) {
 const name = consistency === 'eventual' ? 'syncline_e2e' : 'syncline_e2e_tx';
+const slot = uniqueName(name);
 describe(`pipeline survives kill -9 (PostgreSQL 15 -> embedded stream -> PostgreSQL 15, sink.consistency: ${consistency})`, () => {
   let server: PgServer;
   let dir: string;
@@ -44,7 +45,7 @@ describe(`pipeline survives kill -9 (PostgreSQL 15 -> embedded stream -> Postgre
       `source:
   url: ${sourceUrl}
   slots:
-    - name: ${name}
+    - name: ${slot}
       publication: ${name}_pub
       tables: [${WORKLOAD_TABLES.map((t) => `'${t}'`).join(', ')}]
 stream:
@@ -83,7 +84,7 @@ monitoring:
     const c = new pg.Client({ connectionString: sourceUrl });
     await c.connect();
     try {
-      return await slotStreaming(c, name);
+      return await slotStreaming(c, slot);
     } finally {
       await c.end();
     }

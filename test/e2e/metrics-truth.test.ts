@@ -7,11 +7,11 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseTableName } from '../../src/core/sql.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { freePort, freshDatabase, machinePg15, waitFor } from '../helpers/postgres.js';
+import { freePort, freshDatabase, machinePg15, waitFor, uniqueName } from '../helpers/postgres.js';
 import { installApplyAudit, Workload, WORKLOAD_DDL, WORKLOAD_TABLES } from '../helpers/workload.js';
 
 const CLI = path.resolve('dist/cli/main.js');
-const SLOT = 'syncline_metrics';
+const SLOT = uniqueName('syncline_metrics');
 const GROUP = 'syncline_metrics';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

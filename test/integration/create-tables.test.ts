@@ -6,7 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runPipeline } from '../../src/api/run-pipeline.js';
 import { parseConfig } from '../../src/config/load.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { machinePg15, slotStreaming, testLogger, waitFor, sourceAndTarget } from '../helpers/postgres.js';
+import { machinePg15, slotStreaming, testLogger, waitFor, sourceAndTarget, uniqueName } from '../helpers/postgres.js';
+
+const SLOT = uniqueName('syncline_create');
 
 describe('sink.create_tables: a target without the tables gets them from the source definition', () => {
   let dir: string;
@@ -27,7 +29,7 @@ describe('sink.create_tables: a target without the tables gets them from the sou
     const config = parseConfig(
       `source:
   url: ${sourceUrl}
-  slots: [{ name: syncline_create, publication: syncline_create_pub, tables: ['"Sales"."Order Lines"'] }]
+  slots: [{ name: ${SLOT}, publication: syncline_create_pub, tables: ['"Sales"."Order Lines"'] }]
 stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
 sink: { url: ${targetUrl}, create_tables: true }
 monitoring: { enabled: false }
@@ -41,7 +43,7 @@ monitoring: { enabled: false }
       ctl.abort();
       await running;
     };
-    await waitFor('streaming', () => slotStreaming(source, 'syncline_create'));
+    await waitFor('streaming', () => slotStreaming(source, SLOT));
   }, 60_000);
 
   afterAll(async () => {

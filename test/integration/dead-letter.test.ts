@@ -10,7 +10,7 @@ import { createLogger, silentLogger } from '../../src/log/logger.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { openDeadLetterQueue } from '../../src/compose/dead-letters.js';
 import type { DeadLetterQueue } from '../../src/dlq/dead-letter-queue.js';
-import { machinePg15, waitFor, slotStreaming, sourceAndTarget } from '../helpers/postgres.js';
+import { machinePg15, waitFor, slotStreaming, sourceAndTarget, uniqueName } from '../helpers/postgres.js';
 import { requireListening } from '../contract/broker-check.js';
 
 const CLI = path.resolve('dist/cli/main.js');
@@ -24,6 +24,7 @@ for (const store of ['table', 'topic'] as const) describePoison(store);
 function describePoison(store: 'table' | 'topic'): void {
 describe(`poison changes: isolated, dead-lettered in row order, replayed after the fix (dead-letter ${store})`, () => {
   const prefix = `syncline_dlq${store === 'topic' ? '_k' : ''}`;
+  const slot = uniqueName(prefix);
   let dir: string;
   let queue: DeadLetterQueue;
   let configFile: string;
@@ -45,9 +46,9 @@ describe(`poison changes: isolated, dead-lettered in row order, replayed after t
       configFile,
       `source:
   url: ${sourceUrl}
-  slots: [{ name: ${prefix}, publication: ${prefix}_pub, tables: [poison] }]
+  slots: [{ name: ${slot}, publication: ${prefix}_pub, tables: [poison] }]
 stream: ${store === 'topic' ? `{ broker: kafka, brokers: ['127.0.0.1:9092'], topic: ${prefix}_${process.pid}, partitions: 2 }` : `{ path: ${path.join(dir, 'stream')}, partitions: 2 }`}
-consumer: { group_id: dlq, retry: { backoff_base_ms: 10, backoff_max_ms: 100 } }
+consumer: { group_id: ${slot}, retry: { backoff_base_ms: 10, backoff_max_ms: 100 } }
 sink: { url: ${targetUrl} }
 dead_letter: { topic: ${prefix}_${process.pid}.dlq }
 monitoring: { enabled: false }
@@ -79,7 +80,7 @@ monitoring: { enabled: false }
     const ctl = new AbortController();
     const running = runPipeline(loadConfigFile(configFile), 'run', process.env.DLQ_DEBUG ? createLogger('debug') : silentLogger(), ctl.signal, metrics);
     running.catch(() => undefined);
-    await waitFor('slot active', async () => (await slotStreaming(source, prefix)));
+    await waitFor('slot active', async () => (await slotStreaming(source, slot)));
     await source.query("INSERT INTO poison SELECT g, CASE WHEN g = 500 THEN 13 ELSE g * 2 END, 'n' || g FROM generate_series(1, 1000) g");
     await waitFor('the poison insert dead-lettered', async () => (await deadLetters()) === 1, 30_000);
     await source.query('UPDATE poison SET v = 14 WHERE id = 500'); // must not overtake the dead-lettered insert

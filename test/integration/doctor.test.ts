@@ -7,8 +7,10 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, ensureBuilt, ROOT } from '../helpers/cli.js';
 import type { DoctorCheck, DoctorReport } from '../../src/doctor/doctor.js';
-import { embeddedPg17, freshDatabase, machinePg15, withClient, type PgServer } from '../helpers/postgres.js';
+import { embeddedPg17, freshDatabase, machinePg15, withClient, type PgServer, uniqueName } from '../helpers/postgres.js';
 
+const BAD_SLOT = uniqueName('syncline_ops_doctor_bad');
+const OK_SLOT = uniqueName('syncline_ops_doctor_ok');
 
 function doctor(configFile: string, json = true): { status: number | null; stdout: string; stderr: string; report: DoctorReport } {
   const r = spawnSync(process.execPath, [CLI, 'doctor', '-c', configFile, ...(json ? ['--json'] : [])], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
@@ -42,7 +44,7 @@ describe('syncline doctor', () => {
 
   afterAll(async () => {
     await withClient(pg15.url('postgres'), (c) =>
-      c.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'syncline_ops_doctor%' AND NOT active"),
+      c.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = ANY($1) AND NOT active', [[BAD_SLOT, OK_SLOT]]),
     );
     if (dir) await rm(dir, { recursive: true, force: true });
   });
@@ -62,7 +64,7 @@ describe('syncline doctor', () => {
       'bad.yaml',
       `source:
   url: ${withPassword(src)}
-  slots: [{ name: syncline_ops_doctor_bad, publication: syncline_ops_doctor_pub, tables: [items, nokey], create_publication: false }]
+  slots: [{ name: ${BAD_SLOT}, publication: syncline_ops_doctor_pub, tables: [items, nokey], create_publication: false }]
 stream: { path: ${path.join(dir, 'stream-bad')} }
 sink: { url: ${withPassword(tgt)} }
 `,
@@ -93,11 +95,11 @@ sink: { url: ${withPassword(tgt)} }
     for (const name of ['source reachable', 'wal_level', 'max_replication_slots', 'max_wal_senders', 'replication privilege', 'stream (embedded)', 'sink reachable', 'dead-letter queue']) {
       expect(check(r.report, name).status, name).toBe('ok');
     }
-    expect(check(r.report, 'slot syncline_ops_doctor_bad')).toMatchObject({ status: 'ok', detail: expect.stringMatching(/will create it/) });
+    expect(check(r.report, `slot ${BAD_SLOT}`)).toMatchObject({ status: 'ok', detail: expect.stringMatching(/will create it/) });
     // Read-only: doctor created neither the publication nor the slot nor the stream directory.
     await withClient(src, async (c) => {
       expect((await c.query("SELECT 1 FROM pg_publication WHERE pubname = 'syncline_ops_doctor_pub'")).rowCount).toBe(0);
-      expect((await c.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = 'syncline_ops_doctor_bad'")).rowCount).toBe(0);
+      expect((await c.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [BAD_SLOT])).rowCount).toBe(0);
     });
     expect(existsSync(path.join(dir, 'stream-bad'))).toBe(false);
 
@@ -118,12 +120,12 @@ sink: { url: ${withPassword(tgt)} }
       await c.query('CREATE TABLE items (id int PRIMARY KEY, v text); CREATE TABLE "Full Row" (a int, b text)');
       await c.query('ALTER TABLE "Full Row" REPLICA IDENTITY FULL');
       await c.query('CREATE PUBLICATION syncline_ops_doctor_pub FOR TABLE items, "Full Row"');
-      await c.query("SELECT pg_create_logical_replication_slot('syncline_ops_doctor_ok', 'pgoutput')");
+      await c.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [OK_SLOT]);
     });
     await withClient(tgt, (c) => c.query('CREATE TABLE items (id int PRIMARY KEY, v text); CREATE TABLE "Full Row" (a int, b text)'));
     const config = (pub: string): string => `source:
   url: ${withPassword(src)}
-  slots: [{ name: syncline_ops_doctor_ok, publication: ${pub}, tables: [items, '"Full Row"'] }]
+  slots: [{ name: ${OK_SLOT}, publication: ${pub}, tables: [items, '"Full Row"'] }]
 stream: { path: ${path.join(dir, 'stream-ok')} }
 sink: { url: ${tgt} }
 `;
@@ -134,7 +136,7 @@ sink: { url: ${tgt} }
     expect(r.status).toBe(0);
     expect(check(r.report, 'source table public.Full Row').detail).toBe('REPLICA IDENTITY FULL, no primary key: replicated as a multiset of whole rows');
     expect(check(r.report, 'sink table public.Full Row')).toMatchObject({ status: 'ok', detail: expect.stringMatching(/multiset of whole rows \(no key needed\)/) });
-    expect(check(r.report, 'slot syncline_ops_doctor_ok').detail).toMatch(/^exists, inactive; confirmed [0-9A-F]+\/[0-9A-F]+, retains \d+(\.\d)? (B|KiB|MiB) of WAL \(wal_status reserved\)$/);
+    expect(check(r.report, `slot ${OK_SLOT}`).detail).toMatch(/^exists, inactive; confirmed [0-9A-F]+\/[0-9A-F]+, retains \d+(\.\d)? (B|KiB|MiB) of WAL \(wal_status reserved\)$/);
     expect(check(r.report, 'publication syncline_ops_doctor_pub').detail).toBe('exists with 2 table(s), including every configured one');
 
     const warn = doctor(await writeConfig('ok-newpub.yaml', config('syncline_ops_doctor_newpub')));

@@ -8,10 +8,11 @@ import { createPipeline, type ChangeEvent, type SynclineConfigInput } from 'sync
 import { rabbitMqSink } from '../../examples/rabbitmq-sink.js';
 import { transforms } from '../../examples/transform-chain.js';
 import { requireListening } from '../contract/broker-check.js';
-import { freshDatabase, machinePg15, waitFor } from '../helpers/postgres.js';
+import { freshDatabase, machinePg15, waitFor, uniqueName } from '../helpers/postgres.js';
 
-const SLOT = 'syncline_lib11_rmq';
+const SLOT = uniqueName('syncline_lib11_rmq');
 const AMQP_URL = 'amqp://guest:guest@127.0.0.1:5672';
+const isBarrier = (m: unknown): boolean => (m as { barrier?: boolean }).barrier === true;
 
 /** examples/rabbitmq-sink.ts (with examples/transform-chain.ts) against the machine's RabbitMQ and PostgreSQL 15. */
 describe('example: a custom RabbitMQ sink through createPipeline (real broker)', () => {
@@ -95,7 +96,10 @@ describe('example: a custom RabbitMQ sink through createPipeline (real broker)',
     // Insert and update of row 1 may share a batch and fold into one (stale) change.
     expect(replay.status()).toMatchObject({ applied: 0, dropped: 4, deadLettered: 0 });
     expect(replay.status().stale).toBeGreaterThanOrEqual(9);
-    await new Promise((r) => setTimeout(r, 300)); // deliveries in flight would arrive by now
-    expect(received).toHaveLength(10);
+    // Published now, this message queues behind every delivery the broker confirmed: once it
+    // arrives, any delivery of the replay would have too.
+    channel.publish(exchange, 'test.barrier', Buffer.from(JSON.stringify({ barrier: true })));
+    await waitFor('the barrier message', () => received.some(isBarrier), 10_000, 10);
+    expect(received.filter((m) => !isBarrier(m))).toHaveLength(10);
   });
 });

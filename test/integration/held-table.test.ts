@@ -12,7 +12,7 @@ import { Metrics } from '../../src/metrics/metrics.js';
 import { openDeadLetterQueue } from '../../src/compose/dead-letters.js';
 import type { DeadLetterQueue } from '../../src/dlq/dead-letter-queue.js';
 import { rowDiff } from '../helpers/compare-rows.js';
-import { machinePg15, waitFor, slotStreaming, sourceAndTarget } from '../helpers/postgres.js';
+import { machinePg15, waitFor, slotStreaming, sourceAndTarget, uniqueName } from '../helpers/postgres.js';
 
 /**
  * One broken table must not stop the others: `broken` has no table at the target, then a
@@ -21,6 +21,7 @@ import { machinePg15, waitFor, slotStreaming, sourceAndTarget } from '../helpers
  */
 describe('a table whose target does not fit is held; the others flow; fixed, it catches up in order', () => {
   const prefix = 'syncline_held';
+  const slot = uniqueName(prefix);
   let dir: string;
   let queue: DeadLetterQueue;
   let configFile: string;
@@ -40,7 +41,7 @@ describe('a table whose target does not fit is held; the others flow; fixed, it 
       configFile,
       `source:
   url: ${pair.sourceUrl}
-  slots: [{ name: ${prefix}, publication: ${prefix}_pub, tables: [fine, broken] }]
+  slots: [{ name: ${slot}, publication: ${prefix}_pub, tables: [fine, broken] }]
 stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
 consumer: { group_id: held, retry: { backoff_base_ms: 10, backoff_max_ms: 100, held_table_interval_ms: 500 } }
 sink: { url: ${pair.targetUrl} }
@@ -68,7 +69,7 @@ monitoring: { enabled: false }
     const running = runPipeline(config, 'run', process.env.HELD_DEBUG ? createLogger('debug') : silentLogger(), ctl.signal, metrics);
     let failure: unknown;
     running.catch((err: unknown) => (failure = err));
-    await waitFor('slot active', async () => await slotStreaming(source, prefix));
+    await waitFor('slot active', async () => await slotStreaming(source, slot));
     // Interleaved in the same transactions, so the same batches carry both tables.
     for (let i = 1; i <= 20; i++) {
       await source.query('BEGIN');

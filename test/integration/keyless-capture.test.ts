@@ -8,7 +8,9 @@ import { parseConfig } from '../../src/config/load.js';
 import type { ChangeEvent } from '../../src/core/change.js';
 import { SnapshotStore } from '../../src/source/snapshot-store.js';
 import { openEmbeddedStream } from '../../src/stream/embedded/embedded-stream.js';
-import { freshDatabase, machinePg15, testLogger, waitFor } from '../helpers/postgres.js';
+import { freshDatabase, machinePg15, testLogger, waitFor, uniqueName } from '../helpers/postgres.js';
+
+const SLOT = uniqueName('syncline_keyless_cap');
 
 /**
  * What capture publishes for a keyless table (REPLICA IDENTITY FULL, no primary key, like
@@ -35,7 +37,7 @@ describe('keyless tables at capture (PostgreSQL 15)', () => {
     const config = parseConfig(
       `source:
   url: ${url}
-  slots: [{ name: syncline_keyless_cap, publication: syncline_keyless_cap_pub, tables: [hist] }]
+  slots: [{ name: ${SLOT}, publication: syncline_keyless_cap_pub, tables: [hist] }]
   snapshot_chunk_size: 1000
 stream: { path: ${path.join(dir, 'stream')}, partitions: ${PARTITIONS} }
 monitoring: { enabled: false }
@@ -58,7 +60,7 @@ monitoring: { enabled: false }
   });
 
   it('the initial snapshot and a later one, under inserts, updates and deletes, replay to the source rows', async () => {
-    const store = new SnapshotStore(source, 'syncline', 'syncline_keyless_cap');
+    const store = new SnapshotStore(source, 'syncline', SLOT);
     let i = 0;
     const write = async (): Promise<void> => {
       i++;
@@ -85,7 +87,7 @@ monitoring: { enabled: false }
     expect(during).toBeGreaterThan(3);
     const { rows } = await source.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
     await waitFor('capture to confirm the last write', async () => {
-      const r = await source.query<{ ok: boolean }>("SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = 'syncline_keyless_cap'", [rows[0]?.lsn]);
+      const r = await source.query<{ ok: boolean }>("SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2", [rows[0]?.lsn, SLOT]);
       return r.rows[0]?.ok === true;
     }, 30_000, 100);
     await stop?.();

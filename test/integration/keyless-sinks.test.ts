@@ -18,7 +18,7 @@ import { silentLogger } from '../../src/log/logger.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { quoteMysqlIdent } from '../../src/sink/mysql/mysql-table.js';
 import { MYSQL_ADMIN_URL, mysqlAdmin } from '../helpers/mysql.js';
-import { freshDatabase, machinePg15, slotStreaming, waitFor } from '../helpers/postgres.js';
+import { freshDatabase, machinePg15, slotStreaming, waitFor, uniqueName } from '../helpers/postgres.js';
 
 interface Target {
   /** The sink section of the config. */
@@ -37,6 +37,7 @@ function canonical(rows: readonly (readonly unknown[])[]): string[] {
 for (const kind of ['mysql', 'sqlite'] as const) {
   describe(`pipeline PostgreSQL 15 → ${kind}: a keyless table`, () => {
     const name = `syncline_ms_kl_${kind}`;
+    const slot = uniqueName(name);
     let dir: string;
     let source: pg.Client;
     let target: Target;
@@ -53,7 +54,7 @@ for (const kind of ['mysql', 'sqlite'] as const) {
       await source.query(`INSERT INTO hist SELECT g % 5, g % 3, g % 4, timestamp '2026-01-01' + (g % 7) * interval '1 s', CASE WHEN g % 2 = 0 THEN 'f' END, CASE g % 3 WHEN 0 THEN 'a' WHEN 1 THEN 'A' END FROM generate_series(1, 300) g`);
       if (kind === 'mysql') {
         const admin: mysql.Connection = await mysqlAdmin();
-        const database = `${name}_dst`;
+        const database = uniqueName(`${name}_dst`);
         await admin.query(`DROP DATABASE IF EXISTS ${quoteMysqlIdent(database)}`);
         // Case-insensitive default collation: 'a' and 'A' rows must still stay apart.
         await admin.query(`CREATE DATABASE ${quoteMysqlIdent(database)} CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`);
@@ -92,7 +93,7 @@ for (const kind of ['mysql', 'sqlite'] as const) {
       const config = parseConfig(
         `source:
   url: ${sourceUrl}
-  slots: [{ name: ${name}, publication: ${name}_pub, tables: [hist] }]
+  slots: [{ name: ${slot}, publication: ${name}_pub, tables: [hist] }]
 stream: { broker: embedded, path: ${path.join(dir, 'stream')}, partitions: 4 }
 consumer: { group_id: ${name}, retry: { backoff_base_ms: 20, backoff_max_ms: 200 } }
 sink: ${target.sinkConfig}
@@ -108,13 +109,13 @@ monitoring: { enabled: false }
         ctl.abort();
         await running.catch(() => undefined);
       };
-      await waitFor('slot active', () => slotStreaming(source, name), 60_000);
+      await waitFor('slot active', () => slotStreaming(source, slot), 60_000);
     }, 120_000);
 
     afterAll(async () => {
       await stop?.();
       if (source) {
-        await source.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [name]).catch(() => undefined);
+        await source.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [slot]).catch(() => undefined);
         await source.end();
       }
       await target?.close();

@@ -8,7 +8,9 @@ import { parseConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { embeddedPg17, machinePg15, waitFor, type PgServer, slotStreaming, sourceAndTarget } from '../helpers/postgres.js';
+import { embeddedPg17, machinePg15, waitFor, type PgServer, slotStreaming, sourceAndTarget, uniqueName } from '../helpers/postgres.js';
+
+const SLOT = uniqueName('syncline_big');
 
 for (const [label, startServer] of [
   ['PostgreSQL 15', machinePg15],
@@ -36,7 +38,7 @@ for (const [label, startServer] of [
       const config = parseConfig(
         `source:
   url: ${sourceUrl}
-  slots: [{ name: syncline_big, publication: syncline_big_pub, tables: [big] }]
+  slots: [{ name: ${SLOT}, publication: syncline_big_pub, tables: [big] }]
   logical_decoding_work_mem: 64kB
   spill_dir: ${path.join(dir, 'spill')}
 stream: { path: ${path.join(dir, 'stream')}, partitions: 3 }
@@ -53,7 +55,7 @@ monitoring: { enabled: false }
         ctl.abort();
         await running;
       };
-      await waitFor('slot active', async () => (await slotStreaming(source, 'syncline_big')));
+      await waitFor('slot active', async () => (await slotStreaming(source, SLOT)));
     }, 120_000);
 
     afterAll(async () => {

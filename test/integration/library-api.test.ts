@@ -7,9 +7,9 @@ import { addColumn, ConfigError, createPipeline, dropTables, maskColumns, rename
 import { MemorySink } from '../../src/testing/index.js';
 import { openEmbeddedStream } from '../../src/stream/embedded/embedded-stream.js';
 import { PostgresDeadLetterQueue } from '../../src/dlq/postgres-dead-letter-queue.js';
-import { freshDatabase, machinePg15, waitFor } from '../helpers/postgres.js';
+import { freshDatabase, machinePg15, waitFor, uniqueName } from '../helpers/postgres.js';
 
-const SLOT = 'syncline_lib11_api';
+const SLOT = uniqueName('syncline_lib11_api');
 
 /**
  * The library API end to end against the machine's PostgreSQL 15: createPipeline with a plain

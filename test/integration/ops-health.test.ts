@@ -12,7 +12,9 @@ import { Metrics } from '../../src/metrics/metrics.js';
 import { lagCheck, readinessProbe, type ReadinessReport } from '../../src/http/readiness.js';
 import { startHttpServer, type HttpServer } from '../../src/http/server.js';
 import type { Stream } from '../../src/stream/stream.js';
-import { freePort, freshDatabase, machinePg15, waitFor, type PgServer } from '../helpers/postgres.js';
+import { freePort, freshDatabase, machinePg15, waitFor, type PgServer, uniqueName } from '../helpers/postgres.js';
+
+const SLOT = uniqueName('syncline_ops_health');
 
 interface ReadyBody extends ReadinessReport {
   failing?: string[];
@@ -121,7 +123,7 @@ describe('pipeline readiness against PostgreSQL 15', () => {
   afterAll(async () => {
     const admin = new pg.Client({ connectionString: server.url('postgres') });
     await admin.connect();
-    await admin.query("SELECT pg_drop_replication_slot('syncline_ops_health') FROM pg_replication_slots WHERE slot_name = 'syncline_ops_health' AND NOT active");
+    await admin.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [SLOT]);
     await admin.end();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
@@ -130,7 +132,7 @@ describe('pipeline readiness against PostgreSQL 15', () => {
     parseConfig(
       `source:
   url: ${src}
-  slots: [{ name: syncline_ops_health, publication: syncline_ops_health_pub, tables: [items] }]
+  slots: [{ name: ${SLOT}, publication: syncline_ops_health_pub, tables: [items] }]
 stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
 consumer: { group_id: ops_health }
 sink: { url: ${tgt} }

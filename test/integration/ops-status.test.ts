@@ -9,7 +9,9 @@ import { collectStatus, type StatusReport } from '../../src/ops/status.js';
 import { runPipeline, type Role } from '../../src/api/run-pipeline.js';
 import { parseConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/log/logger.js';
-import { freshDatabase, machinePg15, waitFor, withClient, type PgServer, slotStreaming } from '../helpers/postgres.js';
+import { freshDatabase, machinePg15, waitFor, withClient, type PgServer, slotStreaming, uniqueName } from '../helpers/postgres.js';
+
+const SLOT = uniqueName('syncline_ops_status');
 
 
 function status(configFile: string, json: boolean): { status: number | null; stdout: string; stderr: string } {
@@ -34,7 +36,7 @@ describe('syncline status against PostgreSQL 15', () => {
     for (const url of [sourceUrl, targetUrl]) await withClient(url, (c) => c.query('CREATE TABLE items (id int PRIMARY KEY, v text)'));
     configText = `source:
   url: ${sourceUrl}
-  slots: [{ name: syncline_ops_status, publication: syncline_ops_status_pub, tables: [items] }]
+  slots: [{ name: ${SLOT}, publication: syncline_ops_status_pub, tables: [items] }]
   # Counted offsets below assume only streamed changes: no initial snapshot of the rows.
   snapshot: never
 stream: { path: ${path.join(dir, 'stream')}, partitions: 3 }
@@ -48,7 +50,7 @@ monitoring: { enabled: false }
 
   afterAll(async () => {
     await withClient(server.url('postgres'), (c) =>
-      c.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'syncline_ops_status' AND NOT active"),
+      c.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", [SLOT]),
     );
     if (dir) await rm(dir, { recursive: true, force: true });
   });
@@ -61,7 +63,7 @@ monitoring: { enabled: false }
     try {
       if (started) {
         await waitFor('slot active', () =>
-          withClient(sourceUrl, async (c) => (await slotStreaming(c, 'syncline_ops_status'))),
+          withClient(sourceUrl, async (c) => (await slotStreaming(c, SLOT))),
         );
         await started();
       }
@@ -81,7 +83,7 @@ monitoring: { enabled: false }
     const before = await collectStatus(parseConfig(configText, {}));
     expect(before.source.reachable).toBe(true);
     expect(before.source.currentLsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
-    expect(before.slot).toEqual({ name: 'syncline_ops_status', exists: false });
+    expect(before.slot).toEqual({ name: SLOT, exists: false });
     expect(before.stream.reachable).toBe(false);
     expect(before.stream.error).toMatch(/no embedded stream at .* yet/);
     expect(existsSync(path.join(dir, 'stream'))).toBe(false);
@@ -93,7 +95,7 @@ monitoring: { enabled: false }
 
     const text = status(configFile, false);
     expect(text.status).toBe(0);
-    expect(text.stdout).toMatch(/slot\s+syncline_ops_status: does not exist yet/);
+    expect(text.stdout).toMatch(new RegExp(`slot\\s+${SLOT}: does not exist yet`));
     expect(text.stdout).toMatch(/dlq\s+0 \(not created\)/);
   });
 
@@ -102,7 +104,7 @@ monitoring: { enabled: false }
     await runFor('run', async () => (await targetCount()) === 30, () => insert(1, 30));
 
     const caughtUp = await collectStatus(parseConfig(configText, {}));
-    expect(caughtUp.slot).toMatchObject({ name: 'syncline_ops_status', exists: true, active: false, walStatus: 'reserved' });
+    expect(caughtUp.slot).toMatchObject({ name: SLOT, exists: true, active: false, walStatus: 'reserved' });
     expect(caughtUp.slot?.confirmedFlushLsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
     expect(caughtUp.slot?.retainedWalBytes).toBeGreaterThan(0);
     expect(caughtUp.stream.reachable).toBe(true);
@@ -139,7 +141,7 @@ monitoring: { enabled: false }
     expect(parsed.stream.recordsBehind).toBe(10);
     expect(parsed.slot?.exists).toBe(true);
     const text = status(configFile, false);
-    expect(text.stdout).toMatch(/slot\s+syncline_ops_status: inactive, confirmed [0-9A-F]+\/[0-9A-F]+, .* behind the current WAL, retains .* \(wal_status reserved\)/);
+    expect(text.stdout).toMatch(new RegExp(`slot\\s+${SLOT}: inactive, confirmed [0-9A-F]+/[0-9A-F]+, .* behind the current WAL, retains .* \\(wal_status reserved\\)`));
     expect(text.stdout).toMatch(/stream\s+embedded, 3 partitions, group ops_status: 10 records behind/);
     expect(text.stdout).toMatch(/partition\s+end\s+sink position\s+committed\s+behind/);
 

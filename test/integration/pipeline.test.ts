@@ -9,8 +9,10 @@ import { parseTableName } from '../../src/core/sql.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { embeddedPg17, freePort, machinePg15, waitFor, type PgServer, slotStreaming, sourceAndTarget } from '../helpers/postgres.js';
+import { embeddedPg17, freePort, machinePg15, waitFor, type PgServer, slotStreaming, sourceAndTarget, uniqueName } from '../helpers/postgres.js';
 import { Workload, WORKLOAD_DDL, WORKLOAD_TABLES } from '../helpers/workload.js';
+
+const SLOT = uniqueName('syncline_it');
 
 async function counter(metrics: Metrics, name: string): Promise<number> {
   const m = await metrics.registry.getSingleMetric(name)?.get();
@@ -39,7 +41,7 @@ for (const [label, startServer] of [
       await target.query(WORKLOAD_DDL);
       configText = `source:
   url: ${sourceUrl}
-  slots: [{ name: syncline_it, publication: syncline_it_pub, tables: ['items', '"Mixed Case"'] }]
+  slots: [{ name: ${SLOT}, publication: syncline_it_pub, tables: ['items', '"Mixed Case"'] }]
 stream: { broker: embedded, path: ${path.join(dir, 'stream')}, partitions: 4 }
 consumer: { group_id: it, retry: { backoff_base_ms: 20, backoff_max_ms: 200 } }
 sink: { url: ${targetUrl} }
@@ -62,6 +64,18 @@ monitoring: { port: PORT }
       return { done, stop: async () => { ctl.abort(); await done; } };
     }
 
+    /** The sink's stored stream positions: next offset per partition. */
+    async function positions(): Promise<Map<number, bigint>> {
+      const { rows } = await target.query<{ p: number; o: string }>('SELECT stream_partition AS p, next_offset::text AS o FROM syncline.positions');
+      return new Map(rows.map((r) => [r.p, BigInt(r.o)]));
+    }
+
+    /** Whether apply has committed every partition up to `end` (a replay is done when it reaches the first run's positions). */
+    async function reached(end: ReadonlyMap<number, bigint>): Promise<boolean> {
+      const now = await positions();
+      return end.size > 0 && [...end].every(([p, o]) => (now.get(p) ?? -1n) >= o);
+    }
+
     async function converged(): Promise<boolean> {
       const drift = await Promise.all(tables.map((t) => compareTable(source, target, t)));
       return drift.every((d) => d.differing === 0 && d.sourceRows === d.targetRows);
@@ -71,7 +85,7 @@ monitoring: { port: PORT }
       const metrics = new Metrics();
       const port = await freePort();
       const p = start('run', metrics, port);
-      await waitFor('slot active', async () => (await slotStreaming(source, 'syncline_it')));
+      await waitFor('slot active', async () => (await slotStreaming(source, SLOT)));
       const w = new Workload(source);
       for (let i = 0; i < 200; i++) await w.transaction();
       await source.query('TRUNCATE "Mixed Case"');
@@ -90,14 +104,16 @@ monitoring: { port: PORT }
 
     it('replaying the whole stream changes nothing at the target and counts the changes as stale', async () => {
       const before = await target.query('SELECT id, val, amount, _syncline_lsn::text, _syncline_seq FROM items ORDER BY id');
+      // The first run applied the whole stream: its positions are the stream's end.
+      const end = await positions();
       // Forget the sink's positions: apply starts again from offset 0 of every partition.
       await target.query('DELETE FROM syncline.positions');
       const metrics = new Metrics();
       const p = start('apply', metrics);
       const total = await counter(metrics, 'sync_events_consumed_total');
       expect(total).toBe(0);
-      await waitFor('the replay to finish', async () => (await target.query('SELECT count(*)::int AS n FROM syncline.positions')).rows[0]?.n > 0 && (await counter(metrics, 'sync_events_consumed_total')) > 1000, 30_000);
-      await new Promise((r) => setTimeout(r, 500));
+      await waitFor('the replay to reach the end of the stream', () => reached(end), 30_000);
+      expect(await counter(metrics, 'sync_events_consumed_total')).toBeGreaterThan(1000);
       await p.stop();
       const after = await target.query('SELECT id, val, amount, _syncline_lsn::text, _syncline_seq FROM items ORDER BY id');
       expect(after.rows).toEqual(before.rows);
@@ -115,10 +131,10 @@ monitoring: { port: PORT }
       await source.query('DELETE FROM items WHERE id = 999999');
       await waitFor('target equals source', converged, 30_000, 200);
       await p.stop();
+      const end = await positions();
       await target.query('DELETE FROM syncline.positions');
       const replay = start('apply', new Metrics());
-      await waitFor('replay applied', async () => (await target.query('SELECT count(*)::int AS n FROM syncline.positions')).rows[0]?.n > 0, 30_000);
-      await new Promise((r) => setTimeout(r, 500));
+      await waitFor('the replay to reach the end of the stream', () => reached(end), 30_000);
       await replay.stop();
       const { rows } = await target.query('SELECT count(*)::int AS n FROM items WHERE id = 999999');
       expect(rows[0]?.n).toBe(0);

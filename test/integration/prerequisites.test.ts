@@ -4,13 +4,15 @@ import { runPipeline } from '../../src/api/run-pipeline.js';
 import { parseConfig } from '../../src/config/load.js';
 import { PrerequisiteError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/log/logger.js';
-import { embeddedPg17, freshDatabase, machinePg15, type PgServer } from '../helpers/postgres.js';
+import { embeddedPg17, freshDatabase, machinePg15, type PgServer, uniqueName } from '../helpers/postgres.js';
+
+const SLOT = uniqueName('syncline_prereq');
 
 function config(sourceUrl: string, targetUrl: string, extra = ''): ReturnType<typeof parseConfig> {
   return parseConfig(
     `source:
   url: ${sourceUrl}
-  slots: [{ name: syncline_prereq, publication: syncline_prereq_pub, tables: [present${extra}] }]
+  slots: [{ name: ${SLOT}, publication: syncline_prereq_pub, tables: [present${extra}] }]
 stream: { path: /tmp/syncline-prereq-stream-${process.pid} }
 sink: { url: ${targetUrl} }
 monitoring: { enabled: false }

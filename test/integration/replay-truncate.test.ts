@@ -9,7 +9,9 @@ import { runPipeline, type Role } from '../../src/api/run-pipeline.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { machinePg15, testLogger, waitFor, slotStreaming, sourceAndTarget } from '../helpers/postgres.js';
+import { machinePg15, testLogger, waitFor, slotStreaming, sourceAndTarget, uniqueName } from '../helpers/postgres.js';
+
+const SLOT = uniqueName('syncline_replay');
 
 const CLI = path.resolve('dist/cli/main.js');
 
@@ -36,7 +38,7 @@ describe('TRUNCATE parked in the dead-letter queue; replay with apply --from', (
       configFile,
       `source:
   url: ${sourceUrl}
-  slots: [{ name: syncline_replay, publication: syncline_replay_pub, tables: [events] }]
+  slots: [{ name: ${SLOT}, publication: syncline_replay_pub, tables: [events] }]
 stream: { path: ${path.join(dir, 'stream')}, partitions: 3 }
 consumer: { group_id: replay }
 sink: { url: ${targetUrl}, truncate: dead_letter, stale_audit: true }
@@ -67,7 +69,7 @@ monitoring: { enabled: false }
   it('a TRUNCATE with sink.truncate: dead_letter is parked; replaying it removes only older rows', async () => {
     let truncatedAt = 0;
     await runUntil('run', async () => {
-      if (truncatedAt === 0 && (await slotStreaming(source, 'syncline_replay'))) {
+      if (truncatedAt === 0 && (await slotStreaming(source, SLOT))) {
         await source.query("INSERT INTO events SELECT g, 'before' FROM generate_series(1, 300) g");
         await source.query('TRUNCATE events');
         truncatedAt = Date.now();
@@ -102,8 +104,8 @@ monitoring: { enabled: false }
       }
       return (await count()) === 120;
     });
+    // Stopped by now (runUntil waits for it): the counts are final.
     const fromTime = await runUntil('apply', async (m) => (await counter(m, 'sync_events_consumed_total')) >= 20, mark);
-    await new Promise((r) => setTimeout(r, 300));
     expect(await counter(fromTime, 'sync_events_consumed_total')).toBe(20);
     expect(await counter(fromTime, 'sync_events_stale_total')).toBe(20);
   }, 120_000);

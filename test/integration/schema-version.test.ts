@@ -9,7 +9,7 @@ import type { ChangeEvent } from '../../src/core/change.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { SnapshotStore } from '../../src/source/snapshot-store.js';
 import { openEmbeddedStream } from '../../src/stream/embedded/embedded-stream.js';
-import { embeddedPg17, freshDatabase, machinePg15, slotStreaming, testLogger, waitFor, type PgServer } from '../helpers/postgres.js';
+import { embeddedPg17, freshDatabase, machinePg15, slotStreaming, testLogger, waitFor, type PgServer, uniqueName } from '../helpers/postgres.js';
 
 async function counter(metrics: Metrics, name: string): Promise<number> {
   const m = await metrics.registry.getSingleMetric(name)?.get();
@@ -25,7 +25,7 @@ for (const [label, startServer] of [
     let dir: string;
     let source: pg.Client;
     let configText: string;
-    const slot = 'syncline_schemaver';
+    const slot = uniqueName('syncline_schemaver');
 
     beforeAll(async () => {
       server = await startServer();

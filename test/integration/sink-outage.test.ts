@@ -8,7 +8,9 @@ import { runPipeline } from '../../src/api/run-pipeline.js';
 import { parseConfig } from '../../src/config/load.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { freePort, freshDatabase, machinePg15, testLogger, waitFor, slotStreaming } from '../helpers/postgres.js';
+import { freePort, freshDatabase, machinePg15, testLogger, waitFor, slotStreaming, uniqueName } from '../helpers/postgres.js';
+
+const SLOT = uniqueName('syncline_outage');
 
 /**
  * The target goes away for real (its server is stopped) while the source keeps writing:
@@ -55,7 +57,7 @@ describe('sink outage: target server stopped for 30 s under load', () => {
     const config = parseConfig(
       `source:
   url: ${sourceUrl}
-  slots: [{ name: syncline_outage, publication: syncline_outage_pub, tables: [ledger] }]
+  slots: [{ name: ${SLOT}, publication: syncline_outage_pub, tables: [ledger] }]
 stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
 consumer: { group_id: outage, retry: { max_attempts: 4, backoff_base_ms: 100, backoff_max_ms: 1000 } }
 sink: { url: ${targetUrl} }
@@ -70,7 +72,7 @@ monitoring: { enabled: false }
       ctl.abort();
       await running;
     };
-    await waitFor('slot active', async () => (await slotStreaming(source, 'syncline_outage')));
+    await waitFor('slot active', async () => (await slotStreaming(source, SLOT)));
   }, 120_000);
 
   afterAll(async () => {

@@ -8,7 +8,9 @@ import { parseConfig } from '../../src/config/load.js';
 import type { SynclineConfig } from '../../src/config/schema.js';
 import { SnapshotStore } from '../../src/source/snapshot-store.js';
 import { rowDiff, sameRows } from '../helpers/compare-rows.js';
-import { machinePg15, sourceAndTarget, testLogger, waitFor } from '../helpers/postgres.js';
+import { machinePg15, sourceAndTarget, testLogger, waitFor, uniqueName } from '../helpers/postgres.js';
+
+const SLOT = uniqueName('syncline_exact');
 
 type Hook = () => Promise<void>;
 const beforeHigh = new Map<string, Hook>();
@@ -52,7 +54,7 @@ describe('exact snapshots under writes (PostgreSQL 15)', () => {
     parseConfig(
       `source:
   url: ${sourceUrl}
-  slots: [{ name: syncline_exact, publication: syncline_exact_pub, tables: [ba, toasty, trunc] }]
+  slots: [{ name: ${SLOT}, publication: syncline_exact_pub, tables: [ba, toasty, trunc] }]
   snapshot_chunk_size: 2000
 ${extra}stream: { path: ${path.join(dir, 'stream')}, partitions: 4 }
 consumer: { group_id: exact }
@@ -159,7 +161,7 @@ monitoring: { enabled: false }
     running = await start();
     await source.query("INSERT INTO trunc SELECT g, 'x' || g FROM generate_series(1, 1000) g");
     await waitFor('trunc streamed', async () => (await target.query('SELECT count(*)::int AS n FROM trunc')).rows[0]?.n === 1000, 60_000, 200);
-    const store = new SnapshotStore(source, 'syncline', 'syncline_exact');
+    const store = new SnapshotStore(source, 'syncline', SLOT);
     // The chunk has been read; the TRUNCATE commits before its high watermark.
     beforeHighWatermark('trunc', async () => void (await source.query('TRUNCATE trunc')));
     await store.request({ schema: 'public', table: 'trunc' });
@@ -169,7 +171,7 @@ monitoring: { enabled: false }
   }, 120_000);
 
   it('an UPDATE committed after a composite-key chunk was read, before its high watermark, is not overwritten (F3)', async () => {
-    const store = new SnapshotStore(source, 'syncline', 'syncline_exact');
+    const store = new SnapshotStore(source, 'syncline', SLOT);
     beforeHighWatermark('ba', async () => void (await source.query("UPDATE ba SET v = 'late' WHERE a BETWEEN 60 AND 70")));
     await store.request({ schema: 'public', table: 'ba' });
     await waitFor('snapshot done', async () => (await store.all()).every((j) => j.status === 'done'), 60_000, 200);

@@ -9,7 +9,7 @@ import { openDeadLetterQueue } from '../../src/compose/dead-letters.js';
 import type { DeadLetterQueue } from '../../src/dlq/dead-letter-queue.js';
 import { SnapshotStore } from '../../src/source/snapshot-store.js';
 import { rowDiff } from '../helpers/compare-rows.js';
-import { machinePg15, slotStreaming, sourceAndTarget, testLogger, waitFor } from '../helpers/postgres.js';
+import { machinePg15, slotStreaming, sourceAndTarget, testLogger, waitFor, uniqueName } from '../helpers/postgres.js';
 
 /**
  * A row whose changes wait in the dead-letter queue is healed by a snapshot of its table: the
@@ -20,6 +20,7 @@ import { machinePg15, slotStreaming, sourceAndTarget, testLogger, waitFor } from
  */
 describe('a snapshot heals rows whose changes were dead-lettered', () => {
   const prefix = 'syncline_heal';
+  const slot = uniqueName(prefix);
   let dir: string;
   let source: pg.Client;
   let target: pg.Client;
@@ -44,7 +45,7 @@ describe('a snapshot heals rows whose changes were dead-lettered', () => {
       configFile,
       `source:
   url: ${pair.sourceUrl}
-  slots: [{ name: ${prefix}, publication: ${prefix}_pub, tables: [t, k] }]
+  slots: [{ name: ${slot}, publication: ${prefix}_pub, tables: [t, k] }]
 stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
 consumer: { group_id: heal, retry: { backoff_base_ms: 10, backoff_max_ms: 100 } }
 sink: { url: ${pair.targetUrl} }
@@ -72,7 +73,7 @@ monitoring: { enabled: false }
     const running = runPipeline(loadConfigFile(configFile), 'run', await testLogger(), ctl.signal);
     let failure: unknown;
     running.catch((err: unknown) => (failure = err));
-    await waitFor('slot active', async () => await slotStreaming(source, prefix));
+    await waitFor('slot active', async () => await slotStreaming(source, slot));
     await waitFor('initial snapshot of t', equal('t'), 30_000);
     await waitFor('initial snapshot of k', equal('k'), 30_000);
 
@@ -89,7 +90,7 @@ monitoring: { enabled: false }
     const codes = (await queue.list({ limit: 100 })).map((e) => e.errorCode).sort();
     expect(codes).toEqual(['BLOCKED_BY_EARLIER', 'BLOCKED_BY_EARLIER', 'MULTISET_ROW_MISSING', 'UNCHANGED_VALUE_MISSING', 'UNCHANGED_VALUE_MISSING']);
 
-    const store = new SnapshotStore(source, 'syncline', prefix);
+    const store = new SnapshotStore(source, 'syncline', slot);
     await store.request({ schema: 'public', table: 't' });
     await store.request({ schema: 'public', table: 'k' });
     await waitFor('t equal after its snapshot', equal('t'), 30_000);

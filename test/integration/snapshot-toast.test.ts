@@ -8,7 +8,7 @@ import { loadConfigFile } from '../../src/config/load.js';
 import { openDeadLetterQueue } from '../../src/compose/dead-letters.js';
 import type { DeadLetterQueue } from '../../src/dlq/dead-letter-queue.js';
 import { rowDiff } from '../helpers/compare-rows.js';
-import { machinePg15, slotStreaming, sourceAndTarget, testLogger, waitFor } from '../helpers/postgres.js';
+import { machinePg15, slotStreaming, sourceAndTarget, testLogger, waitFor, uniqueName } from '../helpers/postgres.js';
 
 /**
  * Updates that leave a TOASTed column unchanged, to rows the initial snapshot has not copied
@@ -19,6 +19,7 @@ import { machinePg15, slotStreaming, sourceAndTarget, testLogger, waitFor } from
  */
 describe('unchanged TOAST updates during the initial snapshot', () => {
   const prefix = 'syncline_snaptoast';
+  const slot = uniqueName(prefix);
   let dir: string;
   let source: pg.Client;
   let target: pg.Client;
@@ -38,7 +39,7 @@ describe('unchanged TOAST updates during the initial snapshot', () => {
       configFile,
       `source:
   url: ${pair.sourceUrl}
-  slots: [{ name: ${prefix}, publication: ${prefix}_pub, tables: [t] }]
+  slots: [{ name: ${slot}, publication: ${prefix}_pub, tables: [t] }]
   snapshot_chunk_size: 50
 stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
 consumer: { group_id: snaptoast, retry: { backoff_base_ms: 10, backoff_max_ms: 100 } }
@@ -62,7 +63,7 @@ monitoring: { enabled: false }
     const running = runPipeline(loadConfigFile(configFile), 'run', await testLogger(), ctl.signal);
     let failure: unknown;
     running.catch((err: unknown) => (failure = err));
-    await waitFor('slot active', async () => await slotStreaming(source, prefix), 30_000, 20);
+    await waitFor('slot active', async () => await slotStreaming(source, slot), 30_000, 20);
     await source.query('UPDATE t SET n = n + 1 WHERE id > 2000');
     expect((await target.query<{ n: number }>('SELECT count(*)::int AS n FROM t')).rows[0]?.n ?? 0).toBeLessThan(2000);
     await source.query('UPDATE t SET n = n + 1 WHERE id > 2900');

@@ -24,6 +24,10 @@ describe('snapshot of a table with a commit that is in the WAL but not yet visib
   let sourceUrl: string;
   let stop: (() => Promise<void>) | undefined;
 
+  /** Whether backend `pid` waits: for its standby (`SyncRep`, the commit is in the WAL but invisible) or for a row `Lock`. */
+  const waitsOn = async (pid: number | undefined, what: 'SyncRep' | 'Lock'): Promise<boolean> =>
+    (await source.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND (wait_event = $2 OR wait_event_type = $2)', [pid, what])).rowCount === 1;
+
   beforeAll(async () => {
     // Only sessions that ask for it (synchronous_commit = on) wait for the standby that never comes.
     server = await embeddedPg17('logical', ['-c', 'synchronous_standby_names=ghost_standby', '-c', 'synchronous_commit=local']);
@@ -129,12 +133,13 @@ monitoring: { enabled: false }
       const { rows } = await writer.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
       await writer.query('SET synchronous_commit = on');
       const waiting = writer.query('UPDATE t8 SET id = 2000 + id WHERE id IN (4, 5)').catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 500));
+      await waitFor('the key change to wait for the standby', () => waitsOn(rows[0]?.pid, 'SyncRep'), 10_000, 20);
       // Finds the old row versions (ids 4, 5) locked by the key change, waits, then follows
       // them to the new versions (2004, 2005) and deletes those: it commits right after the
       // change is visible, so capture's read of the new keys finds them gone.
+      const deleterPid = (await deleter.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
       const deleting = deleter.query('DELETE FROM t8 WHERE id IN (4, 5, 2004, 2005)');
-      await new Promise((r) => setTimeout(r, 500));
+      await waitFor('the delete to wait for the key change', () => waitsOn(deleterPid, 'Lock'), 10_000, 20);
       await source.query('SELECT pg_cancel_backend($1)', [rows[0]?.pid]);
       await waiting;
       await deleting;

@@ -9,7 +9,10 @@ import { runPipeline } from '../../src/api/run-pipeline.js';
 import { loadConfigFile, parseConfig } from '../../src/config/load.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { embeddedPg17, freePort, machinePg15, testLogger, waitFor, sourceAndTarget, type PgServer } from '../helpers/postgres.js';
+import { embeddedPg17, freePort, machinePg15, testLogger, waitFor, sourceAndTarget, type PgServer, uniqueName } from '../helpers/postgres.js';
+
+const SNAP_SLOT = uniqueName('syncline_snap');
+const PSNAP_SLOT = uniqueName('syncline_psnap');
 
 const CLI = path.resolve('dist/cli/main.js');
 
@@ -41,7 +44,7 @@ describe('snapshots while streaming (PostgreSQL 15)', () => {
       configFile,
       `source:
   url: ${sourceUrl}
-  slots: [{ name: syncline_snap, publication: syncline_snap_pub, tables: [snap] }]
+  slots: [{ name: ${SNAP_SLOT}, publication: syncline_snap_pub, tables: [snap] }]
   snapshot_chunk_size: 1000
 stream: { path: ${path.join(dir, 'stream')}, partitions: 4 }
 consumer: { group_id: snap }
@@ -144,7 +147,7 @@ for (const [label, startServer] of [
       const config = parseConfig(
         `source:
   url: ${pair.sourceUrl}
-  slots: [{ name: syncline_psnap, publication: syncline_psnap_pub, tables: [snap] }]
+  slots: [{ name: ${PSNAP_SLOT}, publication: syncline_psnap_pub, tables: [snap] }]
   snapshot_chunk_size: 300
   snapshot_parallelism: 3
 stream: { path: ${path.join(dir, 'stream')}, partitions: 4 }

@@ -12,7 +12,9 @@ import { loadConfigFile, parseConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/core/errors.js';
 import { TableMapping } from '../../src/core/table-mapping.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { machinePg15, slotStreaming, sourceAndTarget, testLogger, waitFor } from '../helpers/postgres.js';
+import { machinePg15, slotStreaming, sourceAndTarget, testLogger, waitFor, uniqueName } from '../helpers/postgres.js';
+
+const SLOT = uniqueName('syncline_routes');
 
 /**
  * Runs `syncline verify|repair ...` in this process (the commands' own code, without a build)
@@ -66,7 +68,7 @@ describe('sink.tables: a routed, renamed and trimmed table through the whole pip
     await target.query('CREATE TABLE customers (id integer PRIMARY KEY, name text)');
     configText = `source:
   url: ${pair.sourceUrl}
-  slots: [{ name: syncline_routes, publication: syncline_routes_pub, tables: [orders, customers] }]
+  slots: [{ name: ${SLOT}, publication: syncline_routes_pub, tables: [orders, customers] }]
 stream: { path: ${path.join(dir, 'stream')}, partitions: 3 }
 consumer: { group_id: routes, retry: { backoff_base_ms: 20, backoff_max_ms: 200 } }
 sink:
@@ -91,7 +93,7 @@ dead_letter: { enabled: false }
       ctl.abort();
       await running;
     };
-    await waitFor('streaming', () => slotStreaming(source, 'syncline_routes'), 60_000);
+    await waitFor('streaming', () => slotStreaming(source, SLOT), 60_000);
   }, 120_000);
 
   afterAll(async () => {

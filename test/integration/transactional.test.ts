@@ -11,7 +11,7 @@ import { parseTableName } from '../../src/core/sql.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { compareTable } from '../../src/verify/compare.js';
 import { CLI, ensureBuilt } from '../helpers/cli.js';
-import { machinePg15, slotStreaming, sourceAndTarget, testLogger, waitFor } from '../helpers/postgres.js';
+import { machinePg15, slotStreaming, sourceAndTarget, testLogger, waitFor, uniqueName } from '../helpers/postgres.js';
 import { requireListening } from '../contract/broker-check.js';
 
 const run = promisify(execFile);
@@ -29,6 +29,7 @@ for (const broker of ['embedded', 'kafka', 'nats'] as const) describeTransaction
 
 function describeTransactional(broker: 'embedded' | 'kafka' | 'nats'): void {
 const name = broker === 'embedded' ? 'syncline_txn' : `syncline_txn_${broker}`;
+const slot = uniqueName(name);
 describe(`transaction-consistent apply (${broker} stream)`, () => {
   let dir: string;
   let configFile: string;
@@ -56,9 +57,9 @@ describe(`transaction-consistent apply (${broker} stream)`, () => {
       configFile,
       `source:
   url: ${pair.sourceUrl}
-  slots: [{ name: ${name}, publication: ${name}_pub, tables: [accounts] }]
+  slots: [{ name: ${slot}, publication: ${name}_pub, tables: [accounts] }]
 stream: ${streamOf(broker, dir, topic)}
-consumer: { group_id: txn, batch_size: 5, batch_wait_ms: 1, retry: { backoff_base_ms: 10, backoff_max_ms: 100 } }
+consumer: { group_id: ${slot}, batch_size: 5, batch_wait_ms: 1, retry: { backoff_base_ms: 10, backoff_max_ms: 100 } }
 sink: { url: ${pair.targetUrl}, consistency: transactional }
 dead_letter: { topic: ${topic}.dlq }
 monitoring: { enabled: false }
@@ -80,7 +81,7 @@ monitoring: { enabled: false }
     const running = runPipeline(loadConfigFile(configFile), 'run', await testLogger(), ctl.signal, new Metrics());
     running.catch(() => undefined);
     try {
-      await waitFor('slot streaming', () => slotStreaming(source, name));
+      await waitFor('slot streaming', () => slotStreaming(source, slot));
       await waitFor('the initial snapshot applied', async () => (await target.query('SELECT count(*)::int AS n FROM accounts')).rows[0]?.n === ACCOUNTS, 60_000);
 
       const sums: string[] = [];

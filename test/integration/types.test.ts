@@ -7,7 +7,9 @@ import { runPipeline } from '../../src/api/run-pipeline.js';
 import { parseConfig } from '../../src/config/load.js';
 import { quoteIdent, quoteLiteral } from '../../src/core/sql.js';
 import { silentLogger } from '../../src/log/logger.js';
-import { embeddedPg17, freshDatabase, machinePg15, waitFor, withClient, type PgServer, slotStreaming } from '../helpers/postgres.js';
+import { embeddedPg17, freshDatabase, machinePg15, waitFor, withClient, type PgServer, slotStreaming, uniqueName } from '../helpers/postgres.js';
+
+const SLOT = uniqueName('syncline_types');
 
 /**
  * "Types, exactly": one column of each built-in type family, written at the source while the
@@ -320,7 +322,7 @@ for (const [label, startServer] of [
         const targetUrl = await freshDatabase(server, 'syncline_types_dst');
         if (hostile) {
           await withClient(server.url('postgres'), async (admin) => {
-            for (const [side, db] of [['source', 'syncline_types_src'], ['target', 'syncline_types_dst']] as const) {
+            for (const [side, db] of [['source', uniqueName('syncline_types_src')], ['target', uniqueName('syncline_types_dst')]] as const) {
               for (const [k, v] of Object.entries(HOSTILE_DEFAULTS[side])) await admin.query(`ALTER DATABASE ${quoteIdent(db)} SET ${quoteIdent(k)} = ${quoteLiteral(v)}`);
             }
           });
@@ -346,7 +348,7 @@ for (const [label, startServer] of [
           const config = parseConfig(
             `source:
   url: ${sourceUrl}
-  slots: [{ name: syncline_types, publication: syncline_types_pub, tables: [all_types] }]
+  slots: [{ name: ${SLOT}, publication: syncline_types_pub, tables: [all_types] }]
 stream: { broker: embedded, path: ${path.join(dir, hostile ? 'stream-hostile' : 'stream')}, partitions: 3 }
 consumer: { group_id: types, retry: { max_attempts: 2, backoff_base_ms: 20, backoff_max_ms: 100 } }
 sink: { url: ${targetUrl} }
@@ -360,7 +362,7 @@ monitoring: { enabled: false }
           });
           await waitFor('slot active', async () => {
             alive();
-            return (await slotStreaming(source, 'syncline_types'));
+            return (await slotStreaming(source, SLOT));
           });
 
           await writeChanges(source, pg14);
@@ -397,8 +399,8 @@ monitoring: { enabled: false }
           await target.end();
           // Release the slot so the next case can drop and recreate the database.
           await withClient(server.url('postgres'), async (admin) => {
-            await waitFor('slot released', async () => (await admin.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = 'syncline_types' AND active`)).rowCount === 0, 10_000);
-            await admin.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'syncline_types'`);
+            await waitFor('slot released', async () => (await admin.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active', [SLOT])).rowCount === 0, 10_000);
+            await admin.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1', [SLOT]);
           });
         }
       });

@@ -7,7 +7,10 @@ import { runPipeline } from '../../src/api/run-pipeline.js';
 import { parseConfig } from '../../src/config/load.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { startContinuousVerification } from '../../src/verify/continuous.js';
-import { freePort, machinePg15, sourceAndTarget, testLogger, waitFor } from '../helpers/postgres.js';
+import { freePort, machinePg15, sourceAndTarget, testLogger, waitFor, uniqueName } from '../helpers/postgres.js';
+
+const CONT_SLOT = uniqueName('syncline_verify14_cont');
+const RUN_SLOT = uniqueName('syncline_verify14_run');
 
 /** verify.interval: background passes set sync_drift_rows and sync_verify_last_success_timestamp. */
 describe('continuous verification (PostgreSQL 15)', () => {
@@ -33,7 +36,7 @@ describe('continuous verification (PostgreSQL 15)', () => {
   it('exports the drift of each pass and the time of the last one, within the row rate', async () => {
     const config = parseConfig(`source:
   url: ${urls.sourceUrl}
-  slots: [{ name: syncline_verify14_cont, publication: p, tables: [items] }]
+  slots: [{ name: ${CONT_SLOT}, publication: p, tables: [items] }]
 sink: { url: ${urls.targetUrl} }
 verify: { interval: 300ms, max_rows_per_second: 40000 }
 `);
@@ -66,7 +69,7 @@ describe('continuous verification inside syncline run', () => {
     const port = await freePort();
     const config = parseConfig(`source:
   url: ${pair.sourceUrl}
-  slots: [{ name: syncline_verify14_run, publication: syncline_verify14_run_pub, tables: [items] }]
+  slots: [{ name: ${RUN_SLOT}, publication: syncline_verify14_run_pub, tables: [items] }]
 stream: { path: ${path.join(dir, 'stream')} }
 sink: { url: ${pair.targetUrl} }
 verify: { interval: 500ms }

@@ -7,6 +7,7 @@ import { silentLogger } from '../../src/log/logger.js';
 import { Events } from '../../src/core/events.js';
 import type { PgoutputMessage } from '../../src/pgoutput/messages.js';
 import { Capture } from '../../src/pipeline/capture.js';
+import { waitFor } from '../helpers/wait.js';
 
 const spill = mkdtempSync(path.join(os.tmpdir(), 'syncline-holdback-'));
 afterAll(() => rmSync(spill, { recursive: true, force: true }));
@@ -37,17 +38,16 @@ describe('capture: tx_last marking holds back only the open transaction', () => 
     // The next transaction begins before the flush timer fires, with no change yet.
     feed({ tag: 'begin', finalLsn: 200n, commitTime: 0n, xid: 2 }, 150n);
     flush();
-    await new Promise((r) => setTimeout(r, 20));
+    await waitFor('the first transaction confirmed', () => c.confirmedLsn === 101n, 5000, 1);
     expect(published.map((e) => `${e.commit_lsn}/${e.seq}${e.tx_last ? ' last' : ''}`)).toEqual(['0/64/1', '0/64/2 last']);
     expect(c.confirmedLsn).toBe(101n);
     // Its first change waits for the commit that may mark it, the position stays behind it.
     feed(insert('3'), 151n);
-    flush();
-    await new Promise((r) => setTimeout(r, 20));
+    flush(); // hands what it publishes to the producer before it returns
     expect(published).toHaveLength(2);
     feed({ tag: 'commit', flags: 0, commitLsn: 200n, endLsn: 201n, commitTime: 0n }, 200n);
     flush();
-    await new Promise((r) => setTimeout(r, 20));
+    await waitFor('the second transaction confirmed', () => c.confirmedLsn === 201n, 5000, 1);
     expect(published.slice(2).map((e) => `${e.commit_lsn}/${e.seq} ${e.tx_last ? 'last' : ''} ${e.tx_prev ?? ''}`)).toEqual(['0/C8/1 last 0/64']);
     expect(c.confirmedLsn).toBe(201n);
   });

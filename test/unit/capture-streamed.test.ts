@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { CaptureHarness, tick } from '../helpers/capture-harness.js';
+import { waitFor } from '../helpers/wait.js';
 import { pgo, type RelationSpec } from '../helpers/pgoutput-encode.js';
 
 const T1: RelationSpec = { id: 1, schema: 'public', name: 't1', columns: [{ name: 'id', key: true }, { name: 'a' }, { name: 'b' }, { name: 'c' }] };
@@ -24,7 +25,7 @@ describe('capture: a transaction streamed before its commit', () => {
     h.feed(34n, pgo.update(1, ['1', 'last', 'c1'], undefined, 600));
     h.feed(35n, pgo.streamStop());
     h.feed(40n, pgo.streamCommit(600, 40n, 41n));
-    await tick(30);
+    await waitFor('the three changes published', () => h.published.length >= 3, 5000, 1);
     expect(rows(h.published)).toEqual([
       't1 INSERT {"id":"1","a":"a1","b":"b1","c":"c1"}',
       't1 UPDATE {"id":"1","a":"upd","b":"b1","c":"c1"}',
@@ -53,7 +54,7 @@ describe('capture: a transaction streamed before its commit', () => {
     h.feed(50n, pgo.begin(51n, 502));
     h.feed(50n, pgo.insert(1, ['3', 'a3', 'c3']));
     h.feed(51n, pgo.commit(51n, 52n));
-    await tick(30);
+    await waitFor('the four changes published', () => h.published.length >= 4, 5000, 1);
     expect(rows(h.published)).toEqual([
       't1 INSERT {"id":"1","a":"a1","b":"b1","c":"c1"}',
       't1 INSERT {"id":"2","a":"a2","b":"b2","c":"c2"}',
@@ -76,7 +77,7 @@ describe('capture: a transaction streamed before its commit', () => {
     g.feed(36n, pgo.insert(1, ['2', 'a', 'b', 'c'], 600));
     g.feed(37n, pgo.streamStop());
     g.feed(40n, pgo.streamCommit(600, 40n, 41n));
-    await tick(30);
+    await waitFor('the two changes published', () => g.published.length >= 2, 5000, 1);
     expect(rows(g.published)).toEqual(['other INSERT {"id":"1"}', 't1 INSERT {"id":"2","a":"a","b":"b","c":"c"}']);
     await g.close();
   });
@@ -87,9 +88,7 @@ describe('capture: a transaction streamed before its commit', () => {
     h.feed(5n, pgo.relation(T1));
     h.feed(5n, pgo.relation(OTHER));
     h.feed(6n, pgo.commit(6n, 7n));
-    await tick(5);
-    h.release();
-    await tick(5);
+    await waitFor('the first transaction confirmed', () => h.capture.confirmedLsn === 7n, 5000, 1);
     h.feed(10n, pgo.streamStart(600, true));
     for (let i = 1; i <= 300; i++) h.feed(10n + BigInt(i), pgo.insert(1, [String(i), 'a', 'b', 'c'], 600));
     h.feed(400n, pgo.streamStop());
