@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import type { SynclineConfig } from '../config/schema.js';
 import { errorMessage } from '../core/errors.js';
 import { parseDuration } from '../core/duration.js';
@@ -8,7 +8,8 @@ import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { Stream } from '../stream/stream.js';
 import { verifyTables } from './session.js';
-import { readVerifyResults, recordVerifyResults } from './verify-results.js';
+import { isVerifiable, openVerifyTarget } from './targets/open.js';
+import type { VerifyTarget } from './targets/target.js';
 
 export interface ContinuousDeps {
   source: pg.ClientConfig;
@@ -16,9 +17,10 @@ export interface ContinuousDeps {
 }
 
 /**
- * Drift metrics of a run/apply process with a postgres sink. Every 5 s,
- * `sync_drift_rows{table}` is set from `<sink.state_schema>.verify_results` (what the last
- * verify of any process recorded). With `verify.interval`, the process also verifies the
+ * Drift metrics of a run/apply process with a postgres, mysql or sqlite sink. Every 5 s,
+ * `sync_drift_rows{table}` is set from the target's verify results
+ * (`<sink.state_schema>.verify_results`; `<state_schema>_verify_results` on mysql and
+ * sqlite: what the last verify of any process recorded). With `verify.interval`, the process also verifies the
  * replicated tables itself in the background, one pass per interval, at most
  * `verify.max_rows_per_second` rows/s, differences re-checked after apply passed them; each
  * pass records its result there and sets `sync_verify_last_success_timestamp`. A failed
@@ -26,12 +28,20 @@ export interface ContinuousDeps {
  */
 export function startContinuousVerification(config: SynclineConfig, metrics: Metrics, log: Logger, deps: ContinuousDeps): (() => Promise<void>) | undefined {
   const url = config.sink.url;
-  if (config.sink.type !== 'postgres' || !url) return undefined;
-  const pool = new pg.Pool({ connectionString: url, max: 1 });
-  pool.on('error', () => undefined);
+  const type = config.sink.type;
+  if (!isVerifiable(type) || !url) return undefined;
+  // One target connection for the results, opened on first use and again after a failure.
+  let results: Promise<VerifyTarget> | undefined;
+  const resultsTarget = (): Promise<VerifyTarget> => {
+    results ??= openVerifyTarget(type, url).catch((err: unknown) => {
+      results = undefined;
+      throw err;
+    });
+    return results;
+  };
   const read = async (): Promise<void> => {
     try {
-      for (const r of await readVerifyResults(pool, config.sink.state_schema)) metrics.driftRows.set({ table: r.table }, r.differing);
+      for (const r of await (await resultsTarget()).readResults(config.sink.state_schema)) metrics.driftRows.set({ table: r.table }, r.differing);
     } catch (err) {
       log.debug({ err: errorMessage(err) }, 'could not read the last verify results');
     }
@@ -54,24 +64,20 @@ export function startContinuousVerification(config: SynclineConfig, metrics: Met
     const once = async (): Promise<void> => {
       const started = Date.now();
       try {
-        const results = await verifyTables(tables, {
+        const found = await verifyTables(tables, {
           source: deps.source,
           targetUrl: url,
+          targetType: type,
           parallelism: 1,
           maxRowsPerSecond: config.verify.max_rows_per_second,
           signal: stop.signal,
           pipeline: { slot: slot.name, stateSchema: config.sink.state_schema, group: config.consumer.group_id, openStream: deps.openStream, timeoutMs: parseDuration(config.verify.lag_timeout) },
         });
-        const c = await pool.connect();
-        try {
-          await recordVerifyResults(c, config.sink.state_schema, results);
-        } finally {
-          c.release();
-        }
-        for (const r of results) metrics.driftRows.set({ table: r.table }, r.differing);
+        await (await resultsTarget()).recordResults(config.sink.state_schema, found);
+        for (const r of found) metrics.driftRows.set({ table: r.table }, r.differing);
         metrics.verifyLastSuccess.set(Math.floor(Date.now() / 1000));
-        const drift = results.filter((r) => r.differing > 0);
-        const summary = { tables: results.length, seconds: (Date.now() - started) / 1000 };
+        const drift = found.filter((r) => r.differing > 0);
+        const summary = { tables: found.length, seconds: (Date.now() - started) / 1000 };
         if (drift.length > 0) log.warn({ ...summary, drift: drift.map((r) => ({ table: r.table, differing: r.differing, missing: r.missing, extra: r.extra, different: r.different })) }, 'verification found drift: run syncline repair');
         else log.info(summary, 'verification: no drift');
       } catch (err) {
@@ -92,6 +98,6 @@ export function startContinuousVerification(config: SynclineConfig, metrics: Met
     clearInterval(reader);
     if (timer) clearTimeout(timer);
     await pass;
-    await pool.end().catch(() => undefined);
+    await (await results?.catch(() => undefined))?.close();
   };
 }

@@ -39,7 +39,6 @@ export function registerRepair(program: Command): void {
       const config = loadConfigFile(opts.config);
       const slot = config.source.slots[0];
       if (!slot) throw new PrerequisiteError('no slot configured', 'add source.slots[0]');
-      if (!config.sink.url || config.sink.type !== 'postgres') throw new PrerequisiteError('repair compares against a postgres sink', 'set sink.type: postgres and sink.url');
       const tables = tablesToVerify(config, opts.table ?? slot.tables);
       const session = sessionOptions(config, opts);
       const say = (line: string): void => {

@@ -1,0 +1,171 @@
+import { createConnection } from 'mysql2';
+import type { RowDataPacket } from 'mysql2/promise';
+import type { TableName } from '../../core/sql.js';
+import { decimalLiteral, integerLiteral, isPgByteaHex, pgBoolToDigit, pgByteaToBuffer, pgTextToJson, pgTimestampToUtc } from '../../sink/pg-text.js';
+import type { VerifyColumn, VerifyShape } from '../shape.js';
+import type { VerifyResult } from '../verify-results.js';
+import type { TargetValue } from './source-text.js';
+import { keyIndexes, keyOf, rowDigest, sourceTexts, type RowTarget } from './target.js';
+
+/** Keys per `IN (...)` lookup: one round trip per this many source rows. */
+const LOOKUP_BATCH = 2000;
+
+const q = (name: string): string => `\`${name.replace(/`/g, '``')}\``;
+
+/** The mysql sink's naming: schema `public` is the URL's database, another schema the database of its name. */
+function qualified(t: TableName): string {
+  return t.schema === 'public' ? q(t.table) : `${q(t.schema)}.${q(t.table)}`;
+}
+
+const INTEGER_TYPES = new Set(['tinyint', 'smallint', 'mediumint', 'int', 'integer', 'bigint', 'bit']);
+const DECIMAL_TYPES = new Set(['decimal', 'numeric']);
+const DATETIME_TYPES = new Set(['datetime', 'timestamp']);
+const BINARY_TYPES = new Set(['binary', 'varbinary', 'tinyblob', 'blob', 'mediumblob', 'longblob']);
+
+/**
+ * A source key value (PostgreSQL text) as the mysql sink stored it, for `WHERE key IN (...)`:
+ * integers and decimals as validated literals (a string parameter would be compared as a
+ * double, which cannot tell BIGINT keys above 2^53 apart), the rest as parameters converted
+ * as the sink converts them (src/sink/mysql/mysql-table.ts toMysqlParam).
+ */
+function comparand(c: VerifyColumn, text: string, params: unknown[]): string {
+  const type = c.targetType;
+  if (INTEGER_TYPES.has(type)) return integerLiteral(pgBoolToDigit(text));
+  if (DECIMAL_TYPES.has(type)) return decimalLiteral(text);
+  if (DATETIME_TYPES.has(type)) params.push(pgTimestampToUtc(text));
+  else if (BINARY_TYPES.has(type)) params.push(isPgByteaHex(text) ? pgByteaToBuffer(text) : Buffer.from(text, 'utf8'));
+  else if (type === 'json') params.push(pgTextToJson(text));
+  else params.push(text);
+  return '?';
+}
+
+/**
+ * MySQL / MariaDB target (one connection). Values come back as the server's text (dates,
+ * decimals, BIGINT and JSON as strings; binary columns and BIT as bytes; other integers and
+ * floats as numbers parsed from the server's shortest round-trip text) and are turned back
+ * into source text in Node (source-text.ts). The session runs in UTC, as the sink's, so
+ * TIMESTAMP columns read back what was written.
+ */
+export async function openMysqlTarget(url: string): Promise<RowTarget> {
+  const core = createConnection({
+    uri: url,
+    rowsAsArray: true,
+    dateStrings: true,
+    supportBigNumbers: true,
+    bigNumberStrings: true,
+    jsonStrings: true,
+    charset: 'utf8mb4',
+    connectTimeout: 10_000,
+  });
+  core.on('error', () => undefined);
+  const conn = core.promise();
+  try {
+    await conn.connect();
+  } catch (err) {
+    core.destroy();
+    throw err;
+  }
+  // The key scan streams one result set while the source is asked about each page.
+  await conn.query("SET SESSION time_zone = '+00:00', SESSION net_write_timeout = 3600");
+  const live = (shape: VerifyShape): string => (shape.softDeletes ? `${q('_deleted_at')} IS NULL` : 'TRUE');
+  const select = (shape: VerifyShape): string => shape.columns.map((c) => q(c.to)).join(', ');
+  const state = (stateSchema: string, name: string): string => q(`${stateSchema}_${name}`);
+
+  /** Streams `sql`'s rows in pages of `pageRows`, holding one page (the socket pauses meanwhile). */
+  async function* pages(sql: string, pageRows: number): AsyncGenerator<TargetValue[][]> {
+    const stream = core.query(sql).stream({ highWaterMark: 1024 });
+    let page: TargetValue[][] = [];
+    for await (const row of stream as AsyncIterable<TargetValue[]>) {
+      page.push(row);
+      if (page.length >= pageRows) {
+        yield page;
+        page = [];
+      }
+    }
+    if (page.length > 0) yield page;
+  }
+
+  return {
+    type: 'mysql',
+    columns: async (t) => {
+      const [rows] = await conn.query<RowDataPacket[]>(
+        `SELECT COLUMN_NAME, LOWER(DATA_TYPE) FROM information_schema.COLUMNS
+          WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`,
+        [t.schema === 'public' ? null : t.schema, t.table],
+      );
+      return rows.length === 0 ? undefined : new Map((rows as unknown as [string, string][]).map(([n, type]) => [n, type]));
+    },
+    readKeys: async (shape, keys) => {
+      const out = new Map<string, string>();
+      const at = keyIndexes(shape);
+      const wanted = new Set(keys.map((c) => c.key));
+      const cols = shape.key.map((c) => q(c.to));
+      for (let i = 0; i < keys.length; i += LOOKUP_BATCH) {
+        const params: unknown[] = [];
+        const tuples = keys.slice(i, i + LOOKUP_BATCH).map((c) => `(${shape.key.map((k, j) => comparand(k, c.values[j] ?? '', params)).join(', ')})`);
+        const [rows] = await conn.query<RowDataPacket[]>(
+          `SELECT ${select(shape)} FROM ${qualified(shape.target)} WHERE ${live(shape)} AND (${cols.join(', ')}) IN (${tuples.join(', ')})`,
+          params,
+        );
+        for (const row of rows as unknown as TargetValue[][]) {
+          const texts = sourceTexts(shape, row);
+          const { key } = keyOf(at, texts);
+          // A collation may call other keys equal ('A' = 'a', 'a ' = 'a'): keep exact matches only.
+          if (wanted.has(key)) out.set(key, rowDigest(texts));
+        }
+      }
+      return out;
+    },
+    keys: async function* (shape, pageRows) {
+      const keyShape = { ...shape, columns: shape.key };
+      const at = shape.key.map((_, i) => i);
+      for await (const page of pages(`SELECT ${select(keyShape)} FROM ${qualified(shape.target)} WHERE ${live(shape)}`, pageRows)) {
+        yield page.map((row) => keyOf(at, sourceTexts(keyShape, row)));
+      }
+    },
+    rows: async function* (shape, pageRows) {
+      for await (const page of pages(`SELECT ${select(shape)} FROM ${qualified(shape.target)} WHERE ${live(shape)}`, pageRows)) {
+        yield page.map((row) => sourceTexts(shape, row));
+      }
+    },
+    positions: async (stateSchema, group) => {
+      try {
+        const [rows] = await conn.query<RowDataPacket[]>(`SELECT stream_partition, CAST(next_offset AS CHAR) FROM ${state(stateSchema, 'positions')} WHERE group_id = ?`, [group]);
+        return new Map((rows as unknown as [number | string, string][]).map(([p, o]) => [Number(p), BigInt(o)]));
+      } catch (err) {
+        if ((err as { errno?: number }).errno === 1146) return new Map(); // the sink never ran here
+        throw err;
+      }
+    },
+    recordResults: async (stateSchema, results) => {
+      const table = state(stateSchema, 'verify_results');
+      await conn.query(`CREATE TABLE IF NOT EXISTS ${table} (
+        table_name VARCHAR(255) NOT NULL PRIMARY KEY, differing BIGINT NOT NULL, source_rows BIGINT NOT NULL, target_rows BIGINT NOT NULL,
+        verified_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`);
+      if (results.length === 0) return;
+      await conn.query(
+        `INSERT INTO ${table} (table_name, differing, source_rows, target_rows) VALUES ${results.map(() => '(?, ?, ?, ?)').join(', ')}
+         ON DUPLICATE KEY UPDATE differing = VALUES(differing), source_rows = VALUES(source_rows), target_rows = VALUES(target_rows), verified_at = CURRENT_TIMESTAMP(6)`,
+        results.flatMap((r) => [r.table, r.differing, r.sourceRows, r.targetRows]),
+      );
+    },
+    readResults: async (stateSchema) => {
+      try {
+        const [rows] = await conn.query<RowDataPacket[]>(`SELECT table_name, differing, source_rows, target_rows, verified_at FROM ${state(stateSchema, 'verify_results')}`);
+        return (rows as unknown as [string, string, string, string, string][]).map(([table, differing, s, t, at]): VerifyResult => ({
+          table,
+          differing: Number(differing),
+          sourceRows: Number(s),
+          targetRows: Number(t),
+          verifiedAt: new Date(`${at.replace(' ', 'T')}Z`),
+        }));
+      } catch (err) {
+        if ((err as { errno?: number }).errno === 1146) return []; // never verified
+        throw err;
+      }
+    },
+    close: async () => {
+      await conn.end().catch(() => undefined);
+    },
+  };
+}
