@@ -68,7 +68,8 @@ export async function openMysqlTarget(url: string): Promise<RowTarget> {
   // The key scan streams one result set while the source is asked about each page.
   await conn.query("SET SESSION time_zone = '+00:00', SESSION net_write_timeout = 3600");
   const live = (shape: VerifyShape): string => (shape.softDeletes ? `${q('_deleted_at')} IS NULL` : 'TRUE');
-  const select = (shape: VerifyShape): string => shape.columns.map((c) => q(c.to)).join(', ');
+  // FLOAT prints only 6 digits; as DOUBLE it reads back the exact single-precision value.
+  const select = (shape: VerifyShape): string => shape.columns.map((c) => (c.targetType === 'float' ? `CAST(${q(c.to)} AS DOUBLE)` : q(c.to))).join(', ');
   const state = (stateSchema: string, name: string): string => q(`${stateSchema}_${name}`);
 
   /** Streams `sql`'s rows in pages of `pageRows`, holding one page (the socket pauses meanwhile). */

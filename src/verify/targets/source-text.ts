@@ -58,12 +58,15 @@ function toNumber(value: Exclude<TargetValue, null>): number {
   return typeof value === 'number' ? value : Number(plain(value));
 }
 
-/** 1/0 (integer, BIT(1) bytes) and t/true/f/false → `t`/`f`. */
+/**
+ * 1/0 (integer, BIT(1) bytes) and t/true/f/false → `true`/`false`: boolean's cast to text,
+ * which is what the source side's key and row texts use (`col::text`), unlike boolout's t/f.
+ */
 function boolText(value: Exclude<TargetValue, null>): string {
-  if (Buffer.isBuffer(value)) return value.some((b) => b !== 0) ? 't' : 'f';
+  if (Buffer.isBuffer(value)) return value.some((b) => b !== 0) ? 'true' : 'false';
   const s = plain(value);
-  if (s === '1' || s === 't' || s === 'true') return 't';
-  if (s === '0' || s === 'f' || s === 'false') return 'f';
+  if (s === '1' || s === 't' || s === 'true') return 'true';
+  if (s === '0' || s === 'f' || s === 'false') return 'false';
   return s;
 }
 
