@@ -35,7 +35,9 @@ const PAGE_ROWS = 10_000;
  *    source lacks are candidates.
  *
  * Each row crosses to Node once per pass (the target's whole row, the source's digest);
- * memory holds a range per pair and a page of keys. Candidates are re-checked (recheck.ts).
+ * memory holds a range per pair and a page of keys. With two pairs or more (the default
+ * `verify.parallelism` is 2), pass 2 runs on the last pair while pass 1 runs on the others.
+ * Candidates are re-checked (recheck.ts).
  */
 export async function scanKeyedRows(shape: VerifyShape, pairs: readonly RowPair[], options: ScanOptions = {}): Promise<KeyedScan> {
   const maxCandidates = options.maxCandidates ?? 200_000;
@@ -48,9 +50,13 @@ export async function scanKeyedRows(shape: VerifyShape, pairs: readonly RowPair[
     if (result.candidates.size < maxCandidates) result.candidates.set(c.key, c);
     else result.overflow++;
   };
+  // With two pairs or more, the target-only pass runs at once on the last pair, overlapping
+  // the servers' work of both passes; with one, after the first pass.
+  const rangePairs = pairs.length > 1 ? pairs.slice(0, -1) : pairs;
+  const keysPair = pairs[pairs.length - 1] as RowPair;
   const next = rangePlanner(first.source, src, Math.min(options.rangeRows ?? RANGE_ROWS, RANGE_ROWS));
-  await Promise.all(
-    pairs.map(async (pair) => {
+  const sourceToTarget = Promise.all(
+    rangePairs.map(async (pair) => {
       for (;;) {
         const range = await next();
         if (!range) return;
@@ -70,14 +76,21 @@ export async function scanKeyedRows(shape: VerifyShape, pairs: readonly RowPair[
       }
     }),
   );
-  for await (const page of first.target.keys(shape, PAGE_ROWS)) {
-    result.targetRows += page.length;
-    const { join, values } = joinKeys(src, page);
-    const { rows } = await first.source.query({ text: `SELECT ${src.keyJson()} FROM ${src.from} ${join}`, values, rowMode: 'array' });
-    const present = new Set((rows as string[][]).map((r) => r[0] as string));
-    for (const c of page) if (!present.has(c.key)) note(c);
-    options.onRows?.(page.length);
-    await options.throttle?.(page.length);
+  const targetToSource = async (): Promise<void> => {
+    for await (const page of keysPair.target.keys(shape, PAGE_ROWS)) {
+      result.targetRows += page.length;
+      const { join, values } = joinKeys(src, page);
+      const { rows } = await keysPair.source.query({ text: `SELECT ${src.keyJson()} FROM ${src.from} ${join}`, values, rowMode: 'array' });
+      const present = new Set((rows as string[][]).map((r) => r[0] as string));
+      for (const c of page) if (!present.has(c.key)) note(c);
+      options.onRows?.(page.length);
+      await options.throttle?.(page.length);
+    }
+  };
+  if (pairs.length > 1) await Promise.all([sourceToTarget, targetToSource()]);
+  else {
+    await sourceToTarget;
+    await targetToSource();
   }
   return result;
 }

@@ -10,6 +10,8 @@ import { keyIndexes, keyOf, rowDigest, sourceTexts, type RowTarget } from './tar
 const q = (name: string): string => `"${name.replace(/"/g, '""')}"`;
 const qualified = (t: TableName): string => q(sqliteTableName(t.schema, t.table));
 const INT64 = 1n << 63n;
+/** Keys per `IN (...)` lookup of a single-column key. */
+const IN_BATCH = 500;
 
 /**
  * A source key value (PostgreSQL text) as the sqlite sink stored it (by declared type, as in
@@ -42,6 +44,15 @@ export function openSqliteTarget(url: string): RowTarget {
   const live = (shape: VerifyShape): string => (shape.softDeletes ? `${q('_deleted_at')} IS NULL` : 'true');
   const select = (cols: readonly VerifyColumn[]): string => cols.map((c) => q(c.to)).join(', ');
   const state = (stateSchema: string, name: string): string => q(`${stateSchema}_${name}`);
+  const statements = new Map<string, Database.Statement>();
+  const cached = (sql: string): Database.Statement => {
+    let stmt = statements.get(sql);
+    if (!stmt) {
+      stmt = db.prepare(sql).raw(true);
+      statements.set(sql, stmt);
+    }
+    return stmt;
+  };
   const noTable = (err: unknown): boolean => err instanceof Error && /no such table/i.test(err.message);
 
   /** Iterates `sql`'s rows in pages; the statement stays open between pages (a WAL read snapshot). */
@@ -66,15 +77,28 @@ export function openSqliteTarget(url: string): RowTarget {
     readKeys: async (shape, keys) => {
       const out = new Map<string, string>();
       const at = keyIndexes(shape);
-      const match = shape.key.map((c) => `${q(c.to)} = ?`).join(' AND ');
-      const stmt = db.prepare(`SELECT ${select(shape.columns)} FROM ${qualified(shape.target)} WHERE ${live(shape)} AND ${match}`).raw(true);
-      for (const c of keys) {
-        for (const row of stmt.all(...shape.key.map((k, j) => keyParam(k, c.values[j] ?? ''))) as TargetValue[][]) {
+      const wanted = new Set(keys.map((c) => c.key));
+      const from = `SELECT ${select(shape.columns)} FROM ${qualified(shape.target)} WHERE ${live(shape)} AND`;
+      const take = (rows: TargetValue[][]): void => {
+        for (const row of rows) {
           const texts = sourceTexts(shape, row);
-          // A NOCASE or RTRIM column collation may call other keys equal: keep the exact match.
-          if (keyOf(at, texts).key === c.key) out.set(c.key, rowDigest(texts));
+          const { key } = keyOf(at, texts);
+          // A NOCASE or RTRIM column collation may call other keys equal: keep exact matches only.
+          if (wanted.has(key)) out.set(key, rowDigest(texts));
         }
+      };
+      const [single] = shape.key;
+      if (shape.key.length === 1 && single) {
+        // One `IN (...)` of up to 500 keys per call: a third of the cost of a lookup per key.
+        for (let i = 0; i < keys.length; i += IN_BATCH) {
+          const batch = keys.slice(i, i + IN_BATCH);
+          const stmt = cached(`${from} ${q(single.to)} IN (${batch.map(() => '?').join(', ')})`);
+          take(stmt.all(...batch.map((c) => keyParam(single, c.values[0] ?? ''))) as TargetValue[][]);
+        }
+        return out;
       }
+      const stmt = cached(`${from} ${shape.key.map((c) => `${q(c.to)} = ?`).join(' AND ')}`);
+      for (const c of keys) take(stmt.all(...shape.key.map((k, j) => keyParam(k, c.values[j] ?? ''))) as TargetValue[][]);
       return out;
     },
     keys: async function* (shape, pageRows) {
@@ -128,6 +152,7 @@ export function openSqliteTarget(url: string): RowTarget {
       }
     },
     close: async () => {
+      statements.clear();
       db.close();
     },
   };
