@@ -1,8 +1,6 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import type mysql from 'mysql2/promise';
 import pg from 'pg';
@@ -12,22 +10,11 @@ import { parseConfig } from '../../src/config/load.js';
 import { verifyTable } from '../../src/verify/compare.js';
 import { floatText, sourceText } from '../../src/verify/targets/source-text.js';
 import { openVerifyTarget } from '../../src/verify/targets/open.js';
-import { CLI, ensureBuilt } from '../helpers/cli.js';
+import { ensureBuilt, runCli } from '../helpers/cli.js';
 import { MYSQL_ADMIN_URL, mysqlAdmin } from '../helpers/mysql.js';
 import { freePort, freshDatabase, machinePg15, testLogger, waitFor } from '../helpers/postgres.js';
 
-const run = promisify(execFile);
-
-/** `syncline <args>` as a child process: exit code and output. */
-async function syncline(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await run(process.execPath, [CLI, ...args], { encoding: 'utf8', maxBuffer: 64 << 20 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const syncline = runCli;
 
 type Report = { drift: boolean; tables: { table: string; sourceRows: number; targetRows: number; differing: number; missing: string[]; extra: string[]; different: string[]; lagChecked: boolean }[] };
 

@@ -3,9 +3,8 @@ import type { RowDataPacket } from 'mysql2/promise';
 import type { TableName } from '../../core/sql.js';
 import { decimalLiteral, integerLiteral, isPgByteaHex, pgBoolToDigit, pgByteaToBuffer, pgTextToJson, pgTimestampToUtc } from '../../sink/pg-text.js';
 import type { VerifyColumn, VerifyShape } from '../shape.js';
-import type { VerifyResult } from '../verify-results.js';
 import type { TargetValue } from './source-text.js';
-import { keyIndexes, keyOf, rowDigest, sourceTexts, type RowTarget } from './target.js';
+import { keyIndexes, keyOf, resultOf, rowDigest, scansOf, sourceTexts, type RowTarget } from './target.js';
 
 /** Keys per `IN (...)` lookup: one round trip per this many source rows. */
 const LOOKUP_BATCH = 2000;
@@ -69,22 +68,8 @@ export async function openMysqlTarget(url: string): Promise<RowTarget> {
   await conn.query("SET SESSION time_zone = '+00:00', SESSION net_write_timeout = 3600");
   const live = (shape: VerifyShape): string => (shape.softDeletes ? `${q('_deleted_at')} IS NULL` : 'TRUE');
   // FLOAT prints only 6 digits; as DOUBLE it reads back the exact single-precision value.
-  const select = (shape: VerifyShape): string => shape.columns.map((c) => (c.targetType === 'float' ? `CAST(${q(c.to)} AS DOUBLE)` : q(c.to))).join(', ');
+  const select = (columns: readonly VerifyColumn[]): string => columns.map((c) => (c.targetType === 'float' ? `CAST(${q(c.to)} AS DOUBLE)` : q(c.to))).join(', ');
   const state = (stateSchema: string, name: string): string => q(`${stateSchema}_${name}`);
-
-  /** Streams `sql`'s rows in pages of `pageRows`, holding one page (the socket pauses meanwhile). */
-  async function* pages(sql: string, pageRows: number): AsyncGenerator<TargetValue[][]> {
-    const stream = core.query(sql).stream({ highWaterMark: 1024 });
-    let page: TargetValue[][] = [];
-    for await (const row of stream as AsyncIterable<TargetValue[]>) {
-      page.push(row);
-      if (page.length >= pageRows) {
-        yield page;
-        page = [];
-      }
-    }
-    if (page.length > 0) yield page;
-  }
 
   return {
     type: 'mysql',
@@ -105,7 +90,7 @@ export async function openMysqlTarget(url: string): Promise<RowTarget> {
         const params: unknown[] = [];
         const tuples = keys.slice(i, i + LOOKUP_BATCH).map((c) => `(${shape.key.map((k, j) => comparand(k, c.values[j] ?? '', params)).join(', ')})`);
         const [rows] = await conn.query<RowDataPacket[]>(
-          `SELECT ${select(shape)} FROM ${qualified(shape.target)} WHERE ${live(shape)} AND (${cols.join(', ')}) IN (${tuples.join(', ')})`,
+          `SELECT ${select(shape.columns)} FROM ${qualified(shape.target)} WHERE ${live(shape)} AND (${cols.join(', ')}) IN (${tuples.join(', ')})`,
           params,
         );
         for (const row of rows as unknown as TargetValue[][]) {
@@ -117,18 +102,8 @@ export async function openMysqlTarget(url: string): Promise<RowTarget> {
       }
       return out;
     },
-    keys: async function* (shape, pageRows) {
-      const keyShape = { ...shape, columns: shape.key };
-      const at = shape.key.map((_, i) => i);
-      for await (const page of pages(`SELECT ${select(keyShape)} FROM ${qualified(shape.target)} WHERE ${live(shape)}`, pageRows)) {
-        yield page.map((row) => keyOf(at, sourceTexts(keyShape, row)));
-      }
-    },
-    rows: async function* (shape, pageRows) {
-      for await (const page of pages(`SELECT ${select(shape)} FROM ${qualified(shape.target)} WHERE ${live(shape)}`, pageRows)) {
-        yield page.map((row) => sourceTexts(shape, row));
-      }
-    },
+    // The scan streams one result set (the socket pauses while a page is checked at the source).
+    ...scansOf((shape, columns) => core.query(`SELECT ${select(columns)} FROM ${qualified(shape.target)} WHERE ${live(shape)}`).stream({ highWaterMark: 1024 }) as AsyncIterable<TargetValue[]>),
     positions: async (stateSchema, group) => {
       try {
         const [rows] = await conn.query<RowDataPacket[]>(`SELECT stream_partition, CAST(next_offset AS CHAR) FROM ${state(stateSchema, 'positions')} WHERE group_id = ?`, [group]);
@@ -153,13 +128,7 @@ export async function openMysqlTarget(url: string): Promise<RowTarget> {
     readResults: async (stateSchema) => {
       try {
         const [rows] = await conn.query<RowDataPacket[]>(`SELECT table_name, differing, source_rows, target_rows, verified_at FROM ${state(stateSchema, 'verify_results')}`);
-        return (rows as unknown as [string, string, string, string, string][]).map(([table, differing, s, t, at]): VerifyResult => ({
-          table,
-          differing: Number(differing),
-          sourceRows: Number(s),
-          targetRows: Number(t),
-          verifiedAt: new Date(`${at.replace(' ', 'T')}Z`),
-        }));
+        return (rows as unknown as [string, string, string, string, string][]).map(resultOf);
       } catch (err) {
         if ((err as { errno?: number }).errno === 1146) return []; // never verified
         throw err;

@@ -18,12 +18,7 @@ export async function openVerifyTarget(type: string, url: string): Promise<Verif
     case 'postgres': {
       const client = new pg.Client({ connectionString: url });
       client.on('error', () => undefined);
-      try {
-        await client.connect();
-      } catch (err) {
-        await client.end().catch(() => undefined);
-        throw err;
-      }
+      await client.connect();
       return postgresTarget(client, true);
     }
     case 'mysql':

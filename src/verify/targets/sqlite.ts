@@ -3,9 +3,8 @@ import type { TableName } from '../../core/sql.js';
 import { isPgByteaHex, pgBoolToDigit, pgByteaToBuffer, pgTextToJson, pgTimestampToUtc } from '../../sink/pg-text.js';
 import { sqlitePathOf, sqliteTableName } from '../../sink/sqlite/sqlite-sink.js';
 import type { VerifyColumn, VerifyShape } from '../shape.js';
-import type { VerifyResult } from '../verify-results.js';
 import type { TargetValue } from './source-text.js';
-import { keyIndexes, keyOf, rowDigest, sourceTexts, type RowTarget } from './target.js';
+import { keyIndexes, keyOf, resultOf, rowDigest, scansOf, sourceTexts, type RowTarget } from './target.js';
 
 const q = (name: string): string => `"${name.replace(/"/g, '""')}"`;
 const qualified = (t: TableName): string => q(sqliteTableName(t.schema, t.table));
@@ -55,19 +54,6 @@ export function openSqliteTarget(url: string): RowTarget {
   };
   const noTable = (err: unknown): boolean => err instanceof Error && /no such table/i.test(err.message);
 
-  /** Iterates `sql`'s rows in pages; the statement stays open between pages (a WAL read snapshot). */
-  function* pages(sql: string, pageRows: number): Generator<TargetValue[][]> {
-    let page: TargetValue[][] = [];
-    for (const row of db.prepare(sql).raw(true).iterate() as IterableIterator<TargetValue[]>) {
-      page.push(row);
-      if (page.length >= pageRows) {
-        yield page;
-        page = [];
-      }
-    }
-    if (page.length > 0) yield page;
-  }
-
   return {
     type: 'sqlite',
     columns: async (t) => {
@@ -101,18 +87,8 @@ export function openSqliteTarget(url: string): RowTarget {
       for (const c of keys) take(stmt.all(...shape.key.map((k, j) => keyParam(k, c.values[j] ?? ''))) as TargetValue[][]);
       return out;
     },
-    keys: async function* (shape, pageRows) {
-      const keyShape = { ...shape, columns: shape.key };
-      const at = shape.key.map((_, i) => i);
-      for (const page of pages(`SELECT ${select(shape.key)} FROM ${qualified(shape.target)} WHERE ${live(shape)}`, pageRows)) {
-        yield page.map((row) => keyOf(at, sourceTexts(keyShape, row)));
-      }
-    },
-    rows: async function* (shape, pageRows) {
-      for (const page of pages(`SELECT ${select(shape.columns)} FROM ${qualified(shape.target)} WHERE ${live(shape)}`, pageRows)) {
-        yield page.map((row) => sourceTexts(shape, row));
-      }
-    },
+    // The statement stays open between pages (a WAL read snapshot); nothing else uses this handle meanwhile.
+    ...scansOf((shape, columns) => db.prepare(`SELECT ${select(columns)} FROM ${qualified(shape.target)} WHERE ${live(shape)}`).raw(true).iterate() as IterableIterator<TargetValue[]>),
     positions: async (stateSchema, group) => {
       try {
         const rows = db.prepare(`SELECT stream_partition, next_offset FROM ${state(stateSchema, 'positions')} WHERE group_id = ?`).raw(true).all(group) as [bigint, bigint][];
@@ -139,13 +115,7 @@ export function openSqliteTarget(url: string): RowTarget {
     readResults: async (stateSchema) => {
       try {
         const rows = db.prepare(`SELECT table_name, differing, source_rows, target_rows, verified_at FROM ${state(stateSchema, 'verify_results')}`).raw(true).all() as [string, bigint, bigint, bigint, string][];
-        return rows.map(([table, differing, s, t, at]): VerifyResult => ({
-          table,
-          differing: Number(differing),
-          sourceRows: Number(s),
-          targetRows: Number(t),
-          verifiedAt: new Date(`${at.replace(' ', 'T')}Z`),
-        }));
+        return rows.map(resultOf);
       } catch (err) {
         if (noTable(err)) return []; // never verified
         throw err;

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Candidate } from '../checksum.js';
-import type { TargetColumns, VerifyShape } from '../shape.js';
+import type { TargetColumns, VerifyColumn, VerifyShape } from '../shape.js';
 import type { VerifyResult } from '../verify-results.js';
 import { sourceText, type TargetValue } from './source-text.js';
 
@@ -62,4 +62,39 @@ export function keyOf(at: readonly number[], texts: readonly (string | null)[]):
 /** The positions of the columns of `shape.key` in `shape.columns`. */
 export function keyIndexes(shape: VerifyShape): number[] {
   return shape.key.map((k) => shape.columns.indexOf(k));
+}
+
+/** Groups rows into pages of `size`, holding one page. */
+async function* pagesOf<T>(rows: AsyncIterable<T> | Iterable<T>, size: number): AsyncGenerator<T[]> {
+  let page: T[] = [];
+  for await (const row of rows) {
+    page.push(row);
+    if (page.length >= size) {
+      yield page;
+      page = [];
+    }
+  }
+  if (page.length > 0) yield page;
+}
+
+/**
+ * A RowTarget's keys() and rows() from `scan`: one read of `columns` of the table's live rows
+ * in the target's own order, pulled as the pages are consumed.
+ */
+export function scansOf(scan: (shape: VerifyShape, columns: readonly VerifyColumn[]) => AsyncIterable<TargetValue[]> | Iterable<TargetValue[]>): Pick<RowTarget, 'keys' | 'rows'> {
+  return {
+    keys: async function* (shape, pageRows) {
+      const keyShape = { ...shape, columns: shape.key };
+      const at = shape.key.map((_, i) => i);
+      for await (const page of pagesOf(scan(shape, shape.key), pageRows)) yield page.map((row) => keyOf(at, sourceTexts(keyShape, row)));
+    },
+    rows: async function* (shape, pageRows) {
+      for await (const page of pagesOf(scan(shape, shape.columns), pageRows)) yield page.map((row) => sourceTexts(shape, row));
+    },
+  };
+}
+
+/** A stored verify result row (table, differing, source rows, target rows, UTC `YYYY-MM-DD HH:MM:SS[.f]`). */
+export function resultOf([table, differing, sourceRows, targetRows, at]: readonly [string, unknown, unknown, unknown, string]): VerifyResult {
+  return { table, differing: Number(differing), sourceRows: Number(sourceRows), targetRows: Number(targetRows), verifiedAt: new Date(`${at.replace(' ', 'T')}Z`) };
 }
