@@ -1,4 +1,4 @@
-import type pg from 'pg';
+import pg from 'pg';
 import type { SynclineConfig } from '../config/schema.js';
 import { errorMessage } from '../core/errors.js';
 import { parseDuration } from '../core/duration.js';
@@ -6,6 +6,7 @@ import { parseTableName } from '../core/sql.js';
 import { TableMapping } from '../core/table-mapping.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
+import { SnapshotStore } from '../source/snapshot-store.js';
 import type { Stream } from '../stream/stream.js';
 import { verifyTables } from './session.js';
 import { isVerifiable, openVerifyTarget } from './targets/open.js';
@@ -23,7 +24,8 @@ export interface ContinuousDeps {
  * sqlite: what the last verify of any process recorded). With `verify.interval`, the process also verifies the
  * replicated tables itself in the background, one pass per interval, at most
  * `verify.max_rows_per_second` rows/s, differences re-checked after apply passed them; each
- * pass records its result there and sets `sync_verify_last_success_timestamp`. A failed
+ * pass records its result there and sets `sync_verify_last_success_timestamp`; tables with a
+ * snapshot in progress are left out of a pass (their target is still being filled). A failed
  * pass is logged and tried at the next interval. Returns the stopper; undefined for other sinks.
  */
 export function startContinuousVerification(config: SynclineConfig, metrics: Metrics, log: Logger, deps: ContinuousDeps): (() => Promise<void>) | undefined {
@@ -64,7 +66,12 @@ export function startContinuousVerification(config: SynclineConfig, metrics: Met
     const once = async (): Promise<void> => {
       const started = Date.now();
       try {
-        const found = await verifyTables(tables, {
+        // A table being snapshotted is still being filled at the target: verified at a later pass.
+        const filling = await snapshotting(deps.source, config.source.state_schema, slot.name);
+        const now = tables.filter((t) => !filling.has(`${t.table.schema}.${t.table.table}`));
+        if (now.length < tables.length) log.debug({ tables: [...filling] }, 'verification: skipping tables with a snapshot in progress');
+        if (now.length === 0) return;
+        const found = await verifyTables(now, {
           source: deps.source,
           targetUrl: url,
           targetType: type,
@@ -100,4 +107,19 @@ export function startContinuousVerification(config: SynclineConfig, metrics: Met
     await pass;
     await (await results?.catch(() => undefined))?.close();
   };
+}
+
+/** `schema.table` of the tables with a pending or running snapshot job of `slot`; none when there is no job table yet. */
+async function snapshotting(source: pg.ClientConfig, stateSchema: string, slot: string): Promise<Set<string>> {
+  const client = new pg.Client(source);
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    return await new SnapshotStore(client, stateSchema, slot).unfinishedTables();
+  } catch (err) {
+    if ((err as { code?: string }).code === '42P01') return new Set(); // no snapshot ever requested
+    throw err;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
 }
