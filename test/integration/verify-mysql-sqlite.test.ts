@@ -7,6 +7,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runPipeline } from '../../src/cli/run-command.js';
 import { parseConfig } from '../../src/config/load.js';
+import { TableMapping } from '../../src/core/table-mapping.js';
 import { verifyTable } from '../../src/verify/compare.js';
 import { floatText, sourceText } from '../../src/verify/targets/source-text.js';
 import { openVerifyTarget } from '../../src/verify/targets/open.js';
@@ -243,6 +244,26 @@ monitoring: { port: ${port} }
     expect(report.drift).toBe(false);
     for (const [table, n] of Object.entries(COUNTS)) expect(byTable(report, table)).toMatchObject({ sourceRows: n, targetRows: n, differing: 0 });
   }, 180_000);
+
+  it('soft-deleted target rows count as absent; sink.tables routes compare the renamed target table without its excluded columns', async () => {
+    await source.query(`CREATE TABLE soft (id int PRIMARY KEY, v text); INSERT INTO soft VALUES (1, 'a'), (2, 'b'), (3, 'c');
+      CREATE TABLE routed (id int PRIMARY KEY, v text, secret text); INSERT INTO routed VALUES (1, 'a', 's'), (2, 'b', 's')`);
+    const deletedAt = type === 'mysql' ? 'DATETIME(6)' : 'TEXT';
+    await atTarget(`CREATE TABLE soft (id INT PRIMARY KEY, v TEXT, _deleted_at ${deletedAt})`);
+    await atTarget("INSERT INTO soft (id, v, _deleted_at) VALUES (1, 'a', NULL), (2, 'b', '2024-01-01 00:00:00'), (3, 'c', NULL), (4, 'd', '2024-01-01 00:00:00')");
+    await atTarget('CREATE TABLE routed_v2 (id INT PRIMARY KEY, value TEXT)');
+    await atTarget("INSERT INTO routed_v2 (id, value) VALUES (1, 'a'), (2, 'B')");
+    const target = await openVerifyTarget(type, targetUrl);
+    try {
+      const soft = await verifyTable([{ source, target }], { schema: 'public', table: 'soft' }, undefined);
+      expect(soft).toMatchObject({ sourceRows: 3, targetRows: 2, differing: 1, missing: ['["2"]'], extra: [], different: [] });
+      const route = TableMapping.fromConfig({ 'public.routed': { target: 'routed_v2', columns: { v: 'value' }, exclude_columns: ['secret'] } }).routeOf({ schema: 'public', table: 'routed' });
+      const routed = await verifyTable([{ source, target }], { schema: 'public', table: 'routed' }, route);
+      expect(routed).toMatchObject({ table: 'public.routed', target: 'public.routed_v2', differing: 1, different: ['["2"]'] });
+    } finally {
+      await target.close();
+    }
+  }, 60_000);
 
   it('compares in memory bounded by a range: a table verified on 2 pairs with small ranges gives the same answer', async () => {
     const targets = [await openVerifyTarget(type, targetUrl), await openVerifyTarget(type, targetUrl)];
