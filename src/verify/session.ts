@@ -55,7 +55,13 @@ export async function verifyTables(
     const pipeline = o.pipeline;
     const positions = pipeline ? await openTarget() : undefined;
     const barrier = pipeline && positions
-      ? pipelineBarrier({ source: await open(o.source), positions: () => positions.positions(pipeline.stateSchema, pipeline.group), ...pipeline })
+      ? pipelineBarrier({
+          source: await open(o.source),
+          positions: () => positions.positions(pipeline.stateSchema, pipeline.group),
+          slot: pipeline.slot,
+          openStream: pipeline.openStream,
+          timeoutMs: pipeline.timeoutMs,
+        })
       : undefined;
     const { rows } = await first.source.query<{ n: string }>(
       'SELECT coalesce(sum(greatest(reltuples, 0)), 0)::bigint::text AS n FROM pg_class WHERE oid = ANY($1::regclass[])',
