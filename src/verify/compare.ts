@@ -1,11 +1,11 @@
 import type pg from 'pg';
 import type { TableName } from '../core/sql.js';
 import type { TableRoute } from '../core/table-mapping.js';
-import { scanKeyed, scanKeyless, sqlKeylessSide, type Candidate, type ConnectionPair, type KeyedScan, type ScanOptions } from './checksum.js';
+import { scanKeyed, scanKeyless, sqlKeylessSide, type Candidate, type ConnectionPair, type KeyedScan, type KeylessSide, type ScanOptions } from './checksum.js';
 import { settle, type ApplyBarrier } from './recheck.js';
 import { rowKeylessSide, scanKeyedRows } from './row-scan.js';
-import { pinOutputSettings, readShape, SideSql } from './shape.js';
-import { postgresTarget, type PostgresTarget } from './targets/postgres.js';
+import { pinOutputSettings, readShape, SideSql, type VerifyShape } from './shape.js';
+import { isPostgresTarget, postgresTarget } from './targets/postgres.js';
 import { isRowTarget, type VerifyTarget } from './targets/target.js';
 
 /** A source connection and a target: a postgres client (in-server checksums) or any VerifyTarget. */
@@ -81,7 +81,7 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
   const targets = pairs.map(asTargetPair);
   const first = targets[0];
   if (!first) throw new Error('no connections');
-  const pinned = targets.flatMap((p) => [p.source, ...(p.target.type === 'postgres' ? [(p.target as PostgresTarget).client] : [])]);
+  const pinned = targets.flatMap((p) => [p.source, ...(isPostgresTarget(p.target) ? [p.target.client] : [])]);
   const restore = await Promise.all(pinned.map((c) => pinOutputSettings(c)));
   const started = Date.now();
   try {
@@ -94,8 +94,7 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
     };
     const rate = (rows: number): number => Math.round(rows / Math.max((Date.now() - started) / 1000, 0.001));
     if (shape.key.length === 0) {
-      const target = isRowTarget(first.target) ? rowKeylessSide(shape, first.target) : sqlKeylessSide((first.target as PostgresTarget).client, new SideSql(shape, 'target'));
-      const scan = await scanKeyless(sqlKeylessSide(first.source, new SideSql(shape, 'source')), target, options);
+      const scan = await scanKeyless(sqlKeylessSide(first.source, new SideSql(shape, 'source')), keylessSide(shape, first.target), options);
       const missing: string[] = [];
       const extra: string[] = [];
       let differing = scan.overflow;
@@ -129,11 +128,18 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
   }
 }
 
+/** The target side of a keyless comparison: sums in the server (postgres) or in Node (mysql, sqlite). */
+function keylessSide(shape: VerifyShape, target: VerifyTarget): KeylessSide {
+  if (isPostgresTarget(target)) return sqlKeylessSide(target.client, new SideSql(shape, 'target'));
+  if (isRowTarget(target)) return rowKeylessSide(shape, target);
+  throw new Error(`no keyless comparison for a ${target.type} target`);
+}
+
 /** The keyed scan for the pairs' kind of target. */
-function scanKeyedOn(shape: Parameters<typeof scanKeyed>[0], pairs: readonly TargetPair[], options: ScanOptions): Promise<KeyedScan> {
-  const rows = pairs.flatMap((p) => (isRowTarget(p.target) ? [{ source: p.source, target: p.target }] : []));
-  if (rows.length > 0) return scanKeyedRows(shape, rows, options);
-  return scanKeyed(shape, pairs.map((p) => ({ source: p.source, target: (p.target as PostgresTarget).client })), options);
+function scanKeyedOn(shape: VerifyShape, pairs: readonly TargetPair[], options: ScanOptions): Promise<KeyedScan> {
+  const postgres = pairs.flatMap((p) => (isPostgresTarget(p.target) ? [{ source: p.source, target: p.target.client }] : []));
+  if (postgres.length > 0) return scanKeyed(shape, postgres, options);
+  return scanKeyedRows(shape, pairs.flatMap((p) => (isRowTarget(p.target) ? [{ source: p.source, target: p.target }] : [])), options);
 }
 
 /**

@@ -11,6 +11,10 @@ export interface PostgresTarget extends VerifyTarget {
   readonly client: pg.ClientBase;
 }
 
+export function isPostgresTarget(t: VerifyTarget): t is PostgresTarget {
+  return t.type === 'postgres' && 'client' in t;
+}
+
 /** `owned`: close() ends the client (verify opened it); otherwise the caller's client stays open. */
 export function postgresTarget(client: pg.ClientBase & { end?: () => Promise<void> }, owned = false): PostgresTarget {
   return {
