@@ -69,7 +69,7 @@ export async function startMonitoring(
 }
 
 /**
- * Drift metrics of run/apply with a postgres sink, and `verify.interval`'s background
+ * Drift metrics of run/apply with a postgres, mysql or sqlite sink, and `verify.interval`'s background
  * verification (see startContinuousVerification). Returns the stopper; undefined for other
  * sinks and for a library caller's own sink.
  */

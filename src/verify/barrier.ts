@@ -1,18 +1,13 @@
 import type pg from 'pg';
-import { quoteQualified } from '../core/sql.js';
 import type { Stream } from '../stream/stream.js';
 import type { ApplyBarrier } from './recheck.js';
 
 export interface PipelineBarrierOptions {
   /** A source connection (may be verify's own). */
   source: pg.ClientBase;
-  /** The postgres sink's database, where apply stores its positions with the rows. */
-  target: pg.ClientBase;
+  /** The stream positions the sink stored with the rows for the consumer group (VerifyTarget.positions). */
+  positions: () => Promise<Map<number, bigint>>;
   slot: string;
-  /** `sink.state_schema`. */
-  stateSchema: string;
-  /** `consumer.group_id`. */
-  group: string;
   openStream: () => Promise<Stream>;
   timeoutMs: number;
   pollMs?: number;
@@ -49,10 +44,8 @@ export function pipelineBarrier(o: PipelineBarrierOptions): ApplyBarrier & { clo
     }
     stream ??= o.openStream();
     const ends = await (await stream).endOffsets();
-    const positions = quoteQualified(o.stateSchema, 'positions');
     for (;;) {
-      const { rows } = await o.target.query<{ p: number; o: string }>(`SELECT stream_partition AS p, next_offset::text AS o FROM ${positions} WHERE group_id = $1`, [o.group]);
-      const at = new Map(rows.map((r) => [r.p, BigInt(r.o)]));
+      const at = await o.positions();
       if ([...ends].every(([p, end]) => end === 0n || (at.get(p) ?? 0n) >= end)) return 'reached';
       if (Date.now() > deadline) return 'timeout';
       await sleep(poll);

@@ -52,8 +52,43 @@ export interface KeylessScan {
   overflow: number;
 }
 
-type Range = { after: string[] | null; upper: string[] | null };
+/** Keys `(after, upper]` in index order; null: unbounded. */
+export type Range = { after: string[] | null; upper: string[] | null };
 type Sum = { n: number; s: string };
+
+/** The key `step` rows after `range.after` (not past `range.upper`) on one side; null when fewer are left. */
+export async function boundary(client: pg.ClientBase, sql: SideSql, range: Range, step: number): Promise<string[] | null> {
+  const params: unknown[] = [];
+  const where = sql.range(range.after, range.upper, params);
+  params.push(step - 1);
+  const { rows } = await client.query({
+    text: `SELECT ${sql.keyTexts()} FROM ${sql.from} WHERE ${where} ORDER BY ${sql.keyList()} OFFSET $${params.length} LIMIT 1`,
+    values: params,
+    rowMode: 'array',
+  });
+  return (rows[0] as string[] | undefined) ?? null;
+}
+
+/**
+ * Hands out the source's consecutive key ranges of about `rows` rows, planned one after
+ * another on `client` as workers ask for them; undefined once the table is covered.
+ */
+export function rangePlanner(client: pg.ClientBase, sql: SideSql, rows: number): () => Promise<Range | undefined> {
+  let cursor: string[] | null = null;
+  let planned = false;
+  let planning: Promise<Range | undefined> = Promise.resolve(undefined);
+  return () => {
+    planning = planning.then(async () => {
+      if (planned) return undefined;
+      const upper = await boundary(client, sql, { after: cursor, upper: null }, rows);
+      const range = { after: cursor, upper };
+      if (upper === null) planned = true;
+      cursor = upper;
+      return range;
+    });
+    return planning;
+  };
+}
 
 /**
  * Compares a keyed table by checksums computed in each server: consecutive key ranges of
@@ -76,18 +111,6 @@ export async function scanKeyed(shape: VerifyShape, pairs: readonly ConnectionPa
   const planner = pairs[0];
   if (!planner) throw new Error('no connections');
 
-  /** The key `step` rows after `after` (not past `cap`) on one side; null when fewer are left. */
-  const boundary = async (client: pg.ClientBase, sql: SideSql, range: Range, step: number): Promise<string[] | null> => {
-    const params: unknown[] = [];
-    const where = sql.range(range.after, range.upper, params);
-    params.push(step - 1);
-    const { rows } = await client.query({
-      text: `SELECT ${sql.keyTexts()} FROM ${sql.from} WHERE ${where} ORDER BY ${sql.keyList()} OFFSET $${params.length} LIMIT 1`,
-      values: params,
-      rowMode: 'array',
-    });
-    return (rows[0] as string[] | undefined) ?? null;
-  };
   const sum = async (client: pg.ClientBase, sql: SideSql, range: Range): Promise<Sum> => {
     const params: unknown[] = [];
     const where = sql.range(range.after, range.upper, params);
@@ -102,7 +125,7 @@ export async function scanKeyed(shape: VerifyShape, pairs: readonly ConnectionPa
     const params: unknown[] = [];
     const where = sql.range(range.after, range.upper, params);
     const { rows } = await client.query({
-      text: `SELECT ${sql.keyJson()}, md5(${sql.rowText()}), ${sql.keyTexts()} FROM ${sql.from} WHERE ${where}`,
+      text: `SELECT ${sql.keyJson()}, ${sql.digest()}, ${sql.keyTexts()} FROM ${sql.from} WHERE ${where}`,
       values: params,
       rowMode: 'array',
     });
@@ -139,21 +162,7 @@ export async function scanKeyed(shape: VerifyShape, pairs: readonly ConnectionPa
     }
   };
 
-  // Top-level ranges are planned one after another on the source, as workers ask for them.
-  let cursor: string[] | null = null;
-  let planned = false;
-  let planning: Promise<Range | undefined> = Promise.resolve(undefined);
-  const next = (): Promise<Range | undefined> => {
-    planning = planning.then(async () => {
-      if (planned) return undefined;
-      const upper = await boundary(planner.source, src, { after: cursor, upper: null }, rangeRows);
-      const range = { after: cursor, upper };
-      if (upper === null) planned = true;
-      cursor = upper;
-      return range;
-    });
-    return planning;
-  };
+  const next = rangePlanner(planner.source, src, rangeRows);
   await Promise.all(
     pairs.map(async (pair) => {
       for (;;) {
@@ -170,39 +179,56 @@ export async function scanKeyed(shape: VerifyShape, pairs: readonly ConnectionPa
   return result;
 }
 
+/** One side of a keyless comparison. */
+export interface KeylessSide {
+  /** Bucket (first 3 hex digits of the row digest) → `count:sum of 60-bit digests`, in one scan. */
+  buckets(): Promise<Map<string, string>>;
+  /** The rows of these buckets grouped by digest: count and a key (the row's JSON). */
+  rowsOf(buckets: string[]): Promise<Map<string, { n: number; k: string }>>;
+  /** Buckets asked at once (every rowsOf is a scan of the table). */
+  readonly bucketsPerScan: number;
+}
+
+/** A keyless side computed by a PostgreSQL server. */
+export function sqlKeylessSide(client: pg.ClientBase, sql: SideSql): KeylessSide {
+  return {
+    bucketsPerScan: 64,
+    buckets: async () => {
+      const { rows } = await client.query<{ b: string; n: string; s: string }>(
+        `SELECT left(h, 3) AS b, count(*)::text AS n, sum(('x' || left(h, 15))::bit(60)::bigint)::text AS s
+           FROM (SELECT ${sql.digest()} AS h FROM ${sql.from} WHERE ${sql.live}) d GROUP BY 1`,
+      );
+      return new Map(rows.map((r) => [r.b, `${r.n}:${r.s}`]));
+    },
+    rowsOf: async (set) => {
+      const { rows } = await client.query<{ h: string; n: number; k: string }>(
+        `SELECT h, count(*)::int AS n, min(k) AS k FROM (SELECT ${sql.digest()} AS h, ${sql.keyJson()} AS k FROM ${sql.from} WHERE ${sql.live}) d
+          WHERE left(h, 3) = ANY($1::text[]) GROUP BY h`,
+        [set],
+      );
+      return new Map(rows.map((r) => [r.h, { n: r.n, k: r.k }]));
+    },
+  };
+}
+
 /**
  * Compares a keyless table (a multiset) by buckets of the row digest: each side reports
  * (count, digest sum) per 4,096 buckets in one scan; only rows of differing buckets are then
  * read, grouped by digest, and their counts compared. Memory holds the differing buckets'
  * distinct rows, not the table.
  */
-export async function scanKeyless(shape: VerifyShape, pair: ConnectionPair, options: ScanOptions = {}): Promise<KeylessScan> {
+export async function scanKeyless(source: KeylessSide, target: KeylessSide, options: ScanOptions = {}): Promise<KeylessScan> {
   const maxCandidates = options.maxCandidates ?? 200_000;
-  const src = new SideSql(shape, 'source');
-  const dst = new SideSql(shape, 'target');
-  const buckets = async (client: pg.ClientBase, sql: SideSql): Promise<Map<string, string>> => {
-    const { rows } = await client.query<{ b: string; n: string; s: string }>(
-      `SELECT left(h, 3) AS b, count(*)::text AS n, sum(('x' || left(h, 15))::bit(60)::bigint)::text AS s
-         FROM (SELECT md5(${sql.rowText()}) AS h FROM ${sql.from} WHERE ${sql.live}) d GROUP BY 1`,
-    );
-    return new Map(rows.map((r) => [r.b, `${r.n}:${r.s}`]));
-  };
-  const [a, b] = await Promise.all([buckets(pair.source, src), buckets(pair.target, dst)]);
+  const [a, b] = await Promise.all([source.buckets(), target.buckets()]);
   const count = (m: Map<string, string>): number => [...m.values()].reduce((n, v) => n + Number(v.split(':')[0]), 0);
   const result: KeylessScan = { sourceRows: count(a), targetRows: count(b), differences: [], overflow: 0 };
   options.onRows?.(Math.max(result.sourceRows, result.targetRows));
   const differing = [...new Set([...a.keys(), ...b.keys()])].filter((k) => a.get(k) !== b.get(k));
-  const rowsOf = async (client: pg.ClientBase, sql: SideSql, set: string[]): Promise<Map<string, { n: number; k: string }>> => {
-    const { rows } = await client.query<{ h: string; n: number; k: string }>(
-      `SELECT h, count(*)::int AS n, min(k) AS k FROM (SELECT md5(${sql.rowText()}) AS h, ${sql.keyJson()} AS k FROM ${sql.from} WHERE ${sql.live}) d
-        WHERE left(h, 3) = ANY($1::text[]) GROUP BY h`,
-      [set],
-    );
-    return new Map(rows.map((r) => [r.h, { n: r.n, k: r.k }]));
-  };
-  for (let i = 0; i < differing.length; i += 64) {
-    const set = differing.slice(i, i + 64);
-    const [x, y] = await Promise.all([rowsOf(pair.source, src, set), rowsOf(pair.target, dst, set)]);
+  // A side that reads rows in Node (a row target) takes every differing bucket in its one scan.
+  const step = Math.max(source.bucketsPerScan, target.bucketsPerScan);
+  for (let i = 0; i < differing.length; i += step) {
+    const set = differing.slice(i, i + step);
+    const [x, y] = await Promise.all([source.rowsOf(set), target.rowsOf(set)]);
     for (const h of new Set([...x.keys(), ...y.keys()])) {
       const s = x.get(h);
       const t = y.get(h);

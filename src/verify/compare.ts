@@ -1,9 +1,20 @@
 import type pg from 'pg';
 import type { TableName } from '../core/sql.js';
 import type { TableRoute } from '../core/table-mapping.js';
-import { scanKeyed, scanKeyless, type Candidate, type ConnectionPair, type ScanOptions } from './checksum.js';
+import { scanKeyed, scanKeyless, sqlKeylessSide, type Candidate, type ConnectionPair, type KeyedScan, type KeylessSide, type ScanOptions } from './checksum.js';
 import { settle, type ApplyBarrier } from './recheck.js';
-import { pinOutputSettings, readShape } from './shape.js';
+import { rowKeylessSide, scanKeyedRows } from './row-scan.js';
+import { pinOutputSettings, readShape, SideSql, type VerifyShape } from './shape.js';
+import { isPostgresTarget, postgresTarget } from './targets/postgres.js';
+import { isRowTarget, type VerifyTarget } from './targets/target.js';
+
+/** A source connection and a target: a postgres client (in-server checksums) or any VerifyTarget. */
+export interface TargetPair {
+  source: pg.ClientBase;
+  target: VerifyTarget;
+}
+
+const asTargetPair = (p: ConnectionPair | TargetPair): TargetPair => ('columns' in p.target && 'readKeys' in p.target ? (p as TargetPair) : { source: p.source, target: postgresTarget(p.target as pg.ClientBase) });
 
 export interface TableDrift {
   /** The source table. */
@@ -57,20 +68,24 @@ const SAMPLE = 20;
 
 /**
  * Verifies one table on one or more (source, target) connection pairs: checksums computed
- * in both servers by key range, bisected down to the differing rows (checksum.ts), which
- * are then re-checked so that a difference that is only replication lag is not reported
+ * in both servers by key range, bisected down to the differing rows (checksum.ts) for a
+ * postgres target; for a mysql or sqlite target, the target's rows turned back into source
+ * text and compared by key in two constant-memory passes (row-scan.ts). Differing keys are
+ * then re-checked so that a difference that is only replication lag is not reported
  * (recheck.ts, with a barrier). Compares the source's columns (the target's extra columns
  * such as `_syncline_lsn` are ignored; soft-deleted target rows count as absent); with a
  * `route` (`sink.tables`) the routed table under its target column names, excluded columns
- * left out. Output settings are pinned on every connection for the duration.
+ * left out. Output settings are pinned on every PostgreSQL connection for the duration.
  */
-export async function verifyTable(pairs: readonly ConnectionPair[], t: TableName, route: TableRoute | undefined, options: VerifyOptions = {}): Promise<TableVerification> {
-  const first = pairs[0];
+export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[], t: TableName, route: TableRoute | undefined, options: VerifyOptions = {}): Promise<TableVerification> {
+  const targets = pairs.map(asTargetPair);
+  const first = targets[0];
   if (!first) throw new Error('no connections');
-  const restore = await Promise.all(pairs.flatMap((p) => [pinOutputSettings(p.source), pinOutputSettings(p.target)]));
+  const pinned = targets.flatMap((p) => [p.source, ...(isPostgresTarget(p.target) ? [p.target.client] : [])]);
+  const restore = await Promise.all(pinned.map((c) => pinOutputSettings(c)));
   const started = Date.now();
   try {
-    const shape = await readShape(first.source, first.target, t, route);
+    const shape = await readShape(first.source, first.target.columns, t, route, first.target.type === 'postgres' ? 'record' : 'text-array');
     const sample = options.sample ?? SAMPLE;
     const base = {
       table: shape.label,
@@ -79,7 +94,7 @@ export async function verifyTable(pairs: readonly ConnectionPair[], t: TableName
     };
     const rate = (rows: number): number => Math.round(rows / Math.max((Date.now() - started) / 1000, 0.001));
     if (shape.key.length === 0) {
-      const scan = await scanKeyless(shape, first, options);
+      const scan = await scanKeyless(sqlKeylessSide(first.source, new SideSql(shape, 'source')), keylessSide(shape, first.target), options);
       const missing: string[] = [];
       const extra: string[] = [];
       let differing = scan.overflow;
@@ -91,8 +106,8 @@ export async function verifyTable(pairs: readonly ConnectionPair[], t: TableName
       }
       return { ...base, sourceRows: scan.sourceRows, targetRows: scan.targetRows, missing, extra, different: [], differing, unsettled: 0, unchecked: scan.overflow, lagChecked: false, rowsPerSecond: rate(Math.max(scan.sourceRows, scan.targetRows)) };
     }
-    const scan = await scanKeyed(shape, pairs, options);
-    const settled = await settle(shape, first.source, first.target, [...scan.candidates.values()], options.barrier);
+    const scan = await scanKeyedOn(shape, targets, options);
+    const settled = await settle(shape, first.source, (keys) => first.target.readKeys(shape, keys), [...scan.candidates.values()], options.barrier);
     const keys = (list: Candidate[]): string[] => list.slice(0, sample).map((c) => c.key);
     return {
       ...base,
@@ -111,6 +126,20 @@ export async function verifyTable(pairs: readonly ConnectionPair[], t: TableName
   } finally {
     for (const r of restore) await r().catch(() => undefined);
   }
+}
+
+/** The target side of a keyless comparison: sums in the server (postgres) or in Node (mysql, sqlite). */
+function keylessSide(shape: VerifyShape, target: VerifyTarget): KeylessSide {
+  if (isPostgresTarget(target)) return sqlKeylessSide(target.client, new SideSql(shape, 'target'));
+  if (isRowTarget(target)) return rowKeylessSide(shape, target);
+  throw new Error(`no keyless comparison for a ${target.type} target`);
+}
+
+/** The keyed scan for the pairs' kind of target. */
+function scanKeyedOn(shape: VerifyShape, pairs: readonly TargetPair[], options: ScanOptions): Promise<KeyedScan> {
+  const postgres = pairs.flatMap((p) => (isPostgresTarget(p.target) ? [{ source: p.source, target: p.target.client }] : []));
+  if (postgres.length > 0) return scanKeyed(shape, postgres, options);
+  return scanKeyedRows(shape, pairs.flatMap((p) => (isRowTarget(p.target) ? [{ source: p.source, target: p.target }] : [])), options);
 }
 
 /**

@@ -6,9 +6,11 @@ import { parseTableName } from '../core/sql.js';
 import { TableMapping } from '../core/table-mapping.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
+import { SnapshotStore } from '../source/snapshot-store.js';
 import type { Stream } from '../stream/stream.js';
 import { verifyTables } from './session.js';
-import { readVerifyResults, recordVerifyResults } from './verify-results.js';
+import { isVerifiable, openVerifyTarget } from './targets/open.js';
+import type { VerifyTarget } from './targets/target.js';
 
 export interface ContinuousDeps {
   source: pg.ClientConfig;
@@ -16,22 +18,32 @@ export interface ContinuousDeps {
 }
 
 /**
- * Drift metrics of a run/apply process with a postgres sink. Every 5 s,
- * `sync_drift_rows{table}` is set from `<sink.state_schema>.verify_results` (what the last
- * verify of any process recorded). With `verify.interval`, the process also verifies the
+ * Drift metrics of a run/apply process with a postgres, mysql or sqlite sink. Every 5 s,
+ * `sync_drift_rows{table}` is set from the target's verify results
+ * (`<sink.state_schema>.verify_results`; `<state_schema>_verify_results` on mysql and
+ * sqlite: what the last verify of any process recorded). With `verify.interval`, the process also verifies the
  * replicated tables itself in the background, one pass per interval, at most
  * `verify.max_rows_per_second` rows/s, differences re-checked after apply passed them; each
- * pass records its result there and sets `sync_verify_last_success_timestamp`. A failed
+ * pass records its result there and sets `sync_verify_last_success_timestamp`; tables with a
+ * snapshot in progress are left out of a pass (their target is still being filled). A failed
  * pass is logged and tried at the next interval. Returns the stopper; undefined for other sinks.
  */
 export function startContinuousVerification(config: SynclineConfig, metrics: Metrics, log: Logger, deps: ContinuousDeps): (() => Promise<void>) | undefined {
   const url = config.sink.url;
-  if (config.sink.type !== 'postgres' || !url) return undefined;
-  const pool = new pg.Pool({ connectionString: url, max: 1 });
-  pool.on('error', () => undefined);
+  const type = config.sink.type;
+  if (!isVerifiable(type) || !url) return undefined;
+  // One target connection for the results, opened on first use and again after a failure.
+  let results: Promise<VerifyTarget> | undefined;
+  const resultsTarget = (): Promise<VerifyTarget> => {
+    results ??= openVerifyTarget(type, url).catch((err: unknown) => {
+      results = undefined;
+      throw err;
+    });
+    return results;
+  };
   const read = async (): Promise<void> => {
     try {
-      for (const r of await readVerifyResults(pool, config.sink.state_schema)) metrics.driftRows.set({ table: r.table }, r.differing);
+      for (const r of await (await resultsTarget()).readResults(config.sink.state_schema)) metrics.driftRows.set({ table: r.table }, r.differing);
     } catch (err) {
       log.debug({ err: errorMessage(err) }, 'could not read the last verify results');
     }
@@ -54,24 +66,25 @@ export function startContinuousVerification(config: SynclineConfig, metrics: Met
     const once = async (): Promise<void> => {
       const started = Date.now();
       try {
-        const results = await verifyTables(tables, {
+        // A table being snapshotted is still being filled at the target: verified at a later pass.
+        const filling = await snapshotting(deps.source, config.source.state_schema, slot.name);
+        const now = tables.filter((t) => !filling.has(`${t.table.schema}.${t.table.table}`));
+        if (now.length < tables.length) log.debug({ tables: [...filling] }, 'verification: skipping tables with a snapshot in progress');
+        if (now.length === 0) return;
+        const found = await verifyTables(now, {
           source: deps.source,
           targetUrl: url,
+          targetType: type,
           parallelism: 1,
           maxRowsPerSecond: config.verify.max_rows_per_second,
           signal: stop.signal,
           pipeline: { slot: slot.name, stateSchema: config.sink.state_schema, group: config.consumer.group_id, openStream: deps.openStream, timeoutMs: parseDuration(config.verify.lag_timeout) },
         });
-        const c = await pool.connect();
-        try {
-          await recordVerifyResults(c, config.sink.state_schema, results);
-        } finally {
-          c.release();
-        }
-        for (const r of results) metrics.driftRows.set({ table: r.table }, r.differing);
+        await (await resultsTarget()).recordResults(config.sink.state_schema, found);
+        for (const r of found) metrics.driftRows.set({ table: r.table }, r.differing);
         metrics.verifyLastSuccess.set(Math.floor(Date.now() / 1000));
-        const drift = results.filter((r) => r.differing > 0);
-        const summary = { tables: results.length, seconds: (Date.now() - started) / 1000 };
+        const drift = found.filter((r) => r.differing > 0);
+        const summary = { tables: found.length, seconds: (Date.now() - started) / 1000 };
         if (drift.length > 0) log.warn({ ...summary, drift: drift.map((r) => ({ table: r.table, differing: r.differing, missing: r.missing, extra: r.extra, different: r.different })) }, 'verification found drift: run syncline repair');
         else log.info(summary, 'verification: no drift');
       } catch (err) {
@@ -92,6 +105,21 @@ export function startContinuousVerification(config: SynclineConfig, metrics: Met
     clearInterval(reader);
     if (timer) clearTimeout(timer);
     await pass;
-    await pool.end().catch(() => undefined);
+    await (await results?.catch(() => undefined))?.close();
   };
+}
+
+/** `schema.table` of the tables with a pending or running snapshot job of `slot`; none when there is no job table yet. */
+async function snapshotting(source: pg.ClientConfig, stateSchema: string, slot: string): Promise<Set<string>> {
+  const client = new pg.Client(source);
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    return await new SnapshotStore(client, stateSchema, slot).unfinishedTables();
+  } catch (err) {
+    if ((err as { code?: string }).code === '42P01') return new Set(); // no snapshot ever requested
+    throw err;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
 }

@@ -18,24 +18,37 @@ export interface Settled {
   unsettled: Candidate[];
 }
 
-type Digest = { h: string; x?: string };
+export type Digest = { h: string; x?: string };
+
+/** The target's digests of the live rows of `keys` (VerifyTarget.readKeys). */
+export type TargetReader = (keys: readonly Candidate[]) => Promise<Map<string, string>>;
 
 const BATCH = 5000;
 
-/** Digests (and, at the source, xmin) of the rows of `keys` present on one side. */
-async function readKeys(client: pg.ClientBase, sql: SideSql, keys: readonly Candidate[], lock = false): Promise<Map<string, Digest>> {
-  const out = new Map<string, Digest>();
+/**
+ * `JOIN unnest($1::text[], ...) ON <key> = <value cast to the source type>`: the rows of
+ * `keys` (source key text), compared in the source's types, with its parameters.
+ */
+export function joinKeys(sql: SideSql, keys: readonly Candidate[]): { join: string; values: unknown[] } {
   const key = sql.shape.key;
+  const u = key.map((_, j) => `"__k${j}"`).join(', ');
+  const on = key.map((c, j) => `${sql.col(c)} = u."__k${j}"::${c.type}`).join(' AND ');
+  return {
+    join: `JOIN unnest(${key.map((_, j) => `$${j + 1}::text[]`).join(', ')}) AS u(${u}) ON ${on}`,
+    values: key.map((_, j) => keys.map((c) => c.values[j] ?? null)),
+  };
+}
+
+/** Digests (and, at the source, xmin) of the rows of `keys` present on one side (a PostgreSQL database). */
+export async function readKeys(client: pg.ClientBase, sql: SideSql, keys: readonly Candidate[], lock = false): Promise<Map<string, Digest>> {
+  const out = new Map<string, Digest>();
   const xmin = sql.side === 'source' ? `, ${sql.from}.xmin::text` : '';
   for (let i = 0; i < keys.length; i += BATCH) {
-    const batch = keys.slice(i, i + BATCH);
-    const params = key.map((_, j) => batch.map((c) => c.values[j] ?? null));
-    const u = key.map((_, j) => `"__k${j}"`).join(', ');
-    const on = key.map((c, j) => `${sql.col(c)} = u."__k${j}"::${c.type}`).join(' AND ');
+    const { join, values } = joinKeys(sql, keys.slice(i, i + BATCH));
     const { rows } = await client.query({
-      text: `SELECT ${sql.keyJson()}, md5(${sql.rowText()})${xmin} FROM ${sql.from} JOIN unnest(${key.map((_, j) => `$${j + 1}::text[]`).join(', ')}) AS u(${u}) ON ${on}
+      text: `SELECT ${sql.keyJson()}, ${sql.digest()}${xmin} FROM ${sql.from} ${join}
               WHERE ${sql.live}${lock ? ` FOR SHARE OF ${quoteIdent(sql.shape.source.table)}` : ''}`,
-      values: params,
+      values,
       rowMode: 'array',
     });
     for (const r of rows as string[][]) out.set(r[0] as string, { h: r[1] as string, ...(r[2] !== undefined ? { x: r[2] } : {}) });
@@ -63,9 +76,9 @@ async function currentLsn(source: pg.ClientBase): Promise<string> {
  * no change can commit to them while apply catches up, so the comparison is exact.
  * Without a barrier (no pipeline to wait for), one round compares the rows as they are.
  */
-export async function settle(shape: VerifyShape, source: pg.ClientBase, target: pg.ClientBase, keys: readonly Candidate[], barrier?: ApplyBarrier, rounds = 4): Promise<Settled> {
+export async function settle(shape: VerifyShape, source: pg.ClientBase, target: TargetReader, keys: readonly Candidate[], barrier?: ApplyBarrier, rounds = 4): Promise<Settled> {
   const src = new SideSql(shape, 'source');
-  const dst = new SideSql(shape, 'target');
+  const readTarget = async (list: readonly Candidate[]): Promise<Map<string, Digest>> => new Map([...(await target(list))].map(([k, h]) => [k, { h }]));
   const out: Settled = { missing: [], extra: [], different: [], unsettled: [] };
   const classify = (c: Candidate, s: Digest | undefined, t: Digest | undefined): void => {
     if (s === undefined) out.extra.push(c);
@@ -77,7 +90,7 @@ export async function settle(shape: VerifyShape, source: pg.ClientBase, target: 
     const s1 = await readKeys(source, src, pending);
     const lsn = await currentLsn(source);
     const reached = barrier ? await barrier(lsn) : 'unavailable';
-    const t = await readKeys(target, dst, pending);
+    const t = await readTarget(pending);
     const s2 = await readKeys(source, src, pending);
     const next: Candidate[] = [];
     for (const c of pending) {
@@ -98,7 +111,7 @@ export async function settle(shape: VerifyShape, source: pg.ClientBase, target: 
     try {
       const s1 = await readKeys(source, src, pending, true);
       const reached = await barrier(await currentLsn(source));
-      const t = await readKeys(target, dst, pending);
+      const t = await readTarget(pending);
       await source.query('COMMIT');
       const s2 = await readKeys(source, src, pending);
       for (const c of pending) {

@@ -3,12 +3,15 @@ import type { TableName } from '../core/sql.js';
 import type { TableRoute } from '../core/table-mapping.js';
 import type { Stream } from '../stream/stream.js';
 import { pipelineBarrier } from './barrier.js';
-import type { ConnectionPair } from './checksum.js';
-import { verifyTable, type TableVerification, type VerifyOptions } from './compare.js';
+import { verifyTable, type TableVerification, type TargetPair, type VerifyOptions } from './compare.js';
+import { openVerifyTarget } from './targets/open.js';
+import type { VerifyTarget } from './targets/target.js';
 
 export interface VerifySessionOptions {
   source: pg.ClientConfig;
   targetUrl: string;
+  /** `sink.type` of the target: postgres (default), mysql or sqlite. */
+  targetType?: string;
   /** Connection pairs (ranges compared at once). */
   parallelism: number;
   /** Wait for the pipeline before reporting a difference (see barrier.ts); absent: report as read. */
@@ -30,8 +33,9 @@ export async function verifyTables(
   o: VerifySessionOptions,
   extra: Pick<VerifyOptions, 'keepKeys' | 'sample'> = {},
 ): Promise<TableVerification[]> {
-  const pairs: ConnectionPair[] = [];
+  const pairs: TargetPair[] = [];
   const clients: pg.Client[] = [];
+  const targets: VerifyTarget[] = [];
   const open = async (config: pg.ClientConfig): Promise<pg.Client> => {
     const c = new pg.Client(config);
     c.on('error', () => undefined);
@@ -39,18 +43,32 @@ export async function verifyTables(
     await c.connect();
     return c;
   };
+  const openTarget = async (): Promise<VerifyTarget> => {
+    const t = await openVerifyTarget(o.targetType ?? 'postgres', o.targetUrl);
+    targets.push(t);
+    return t;
+  };
   try {
-    for (let i = 0; i < Math.max(1, o.parallelism); i++) pairs.push({ source: await open(o.source), target: await open({ connectionString: o.targetUrl }) });
-    const first = pairs[0] as ConnectionPair;
+    for (let i = 0; i < Math.max(1, o.parallelism); i++) pairs.push({ source: await open(o.source), target: await openTarget() });
+    const first = pairs[0] as TargetPair;
     // The barrier gets connections of its own: the re-check holds the first pair in a transaction.
-    const barrier = o.pipeline
-      ? pipelineBarrier({ source: await open(o.source), target: await open({ connectionString: o.targetUrl }), ...o.pipeline })
+    const pipeline = o.pipeline;
+    const positions = pipeline ? await openTarget() : undefined;
+    const barrier = pipeline && positions
+      ? pipelineBarrier({
+          source: await open(o.source),
+          positions: () => positions.positions(pipeline.stateSchema, pipeline.group),
+          slot: pipeline.slot,
+          openStream: pipeline.openStream,
+          timeoutMs: pipeline.timeoutMs,
+        })
       : undefined;
     const { rows } = await first.source.query<{ n: string }>(
       'SELECT coalesce(sum(greatest(reltuples, 0)), 0)::bigint::text AS n FROM pg_class WHERE oid = ANY($1::regclass[])',
       [tables.map((t) => `"${t.table.schema.replace(/"/g, '""')}"."${t.table.table.replace(/"/g, '""')}"`)],
     );
-    const estimate = Number(rows[0]?.n ?? 0);
+    // A mysql or sqlite target is read in two passes (source rows, then target keys): both count.
+    const estimate = Number(rows[0]?.n ?? 0) * (first.target.type === 'postgres' ? 1 : 2);
     let done = 0;
     const started = Date.now();
     const throttle = async (n: number): Promise<void> => {
@@ -82,6 +100,7 @@ export async function verifyTables(
     return results;
   } finally {
     for (const c of clients) await c.end().catch(() => undefined);
+    for (const t of targets) await t.close();
   }
 }
 

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
 import { excludedKey, tableLabel, targetColumnOf, type TableRoute } from '../core/table-mapping.js';
 import { OUTPUT_SETTINGS } from '../source/replication-stream.js';
+import { sourceExpression } from './targets/source-text.js';
 
 /** One compared column: its source name and type, and its name and type at the target. */
 export interface VerifyColumn {
@@ -31,12 +32,25 @@ export interface VerifyShape {
   softDeletes: boolean;
   /** pg_class.reltuples of the source: the progress estimate. */
   estimatedRows: number;
+  /**
+   * How rows are digested. `record`: `md5(ROW(...)::text)` computed by both servers (a
+   * postgres target). `text-array`: `md5` of the JSON array of the values' source text, with
+   * numerics in trim_scale form, computed by the source and, for a mysql or sqlite target, in
+   * Node from its values turned back into source text (targets/source-text.ts).
+   */
+  digest: 'record' | 'text-array';
 }
 
 export type Side = 'source' | 'target';
 
+/**
+ * The target's columns (name → declared type) of a table; undefined when it does not exist.
+ * Declared types are format_type's for a postgres target, the target's own names otherwise.
+ */
+export type TargetColumns = (t: TableName) => Promise<Map<string, string> | undefined>;
+
 /** Reads the shape of `t` at the source and checks its target has every compared column. */
-export async function readShape(source: pg.ClientBase, target: pg.ClientBase, t: TableName, route?: TableRoute): Promise<VerifyShape> {
+export async function readShape(source: pg.ClientBase, targetColumns: TargetColumns, t: TableName, route: TableRoute | undefined, digest: VerifyShape['digest']): Promise<VerifyShape> {
   const qualified = quoteQualified(t.schema, t.table);
   const to = route?.target ?? t;
   const { rows: cols } = await source.query<{ name: string; type: string; key_pos: number | null }>(
@@ -48,13 +62,8 @@ export async function readShape(source: pg.ClientBase, target: pg.ClientBase, t:
     [qualified],
   );
   if (cols.length === 0) throw new Error(`source table ${t.schema}.${t.table} does not exist`);
-  const { rows: targetCols } = await target.query<{ name: string; type: string }>(
-    `SELECT attname AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute
-      WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
-    [quoteQualified(to.schema, to.table)],
-  );
-  if (targetCols.length === 0) throw new Error(`target table ${to.schema}.${to.table} does not exist`);
-  const targetTypes = new Map(targetCols.map((c) => [c.name, c.type]));
+  const targetTypes = await targetColumns(to);
+  if (!targetTypes) throw new Error(`target table ${to.schema}.${to.table} does not exist`);
   const columns: VerifyColumn[] = [];
   const keyed: { pos: number; column: VerifyColumn }[] = [];
   const absent: string[] = [];
@@ -84,6 +93,19 @@ export async function readShape(source: pg.ClientBase, target: pg.ClientBase, t:
     key: keyed.sort((a, b) => a.pos - b.pos).map((k) => k.column),
     softDeletes: targetTypes.has('_deleted_at'),
     estimatedRows: Number(est[0]?.n ?? 0),
+    digest,
+  };
+}
+
+/** A postgres target's columns with their format_type. */
+export function postgresColumns(target: pg.ClientBase): TargetColumns {
+  return async (t) => {
+    const { rows } = await target.query<{ name: string; type: string }>(
+      `SELECT attname AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute
+        WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
+      [quoteQualified(t.schema, t.table)],
+    );
+    return rows.length === 0 ? undefined : new Map(rows.map((c) => [c.name, c.type]));
   };
 }
 
@@ -109,20 +131,31 @@ export class SideSql {
     return c.type === c.targetType ? quoteIdent(c.to) : `${quoteIdent(c.to)}::${c.type}`;
   }
 
+  /** A column's value as compared: the column, or its normal form (shape.digest `text-array`). */
+  value(c: VerifyColumn): string {
+    return this.shape.digest === 'text-array' ? sourceExpression(c.type, this.col(c)) : this.col(c);
+  }
+
   /** The row's text: what the digests hash. */
   rowText(): string {
+    if (this.shape.digest === 'text-array') return `to_json(ARRAY[${this.shape.columns.map((c) => `${this.value(c)}::text`).join(', ')}])::text`;
     return `ROW(${this.shape.columns.map((c) => this.col(c)).join(', ')})::text`;
+  }
+
+  /** The row's md5 (hex). */
+  digest(): string {
+    return `md5(${this.rowText()})`;
   }
 
   /** A 60-bit non-negative digest of the row; summed (exactly, as numeric) per range. */
   rowHash(): string {
-    return `('x' || left(md5(${this.rowText()}), 15))::bit(60)::bigint`;
+    return `('x' || left(${this.digest()}, 15))::bit(60)::bigint`;
   }
 
   /** Key (or, keyless, whole row) as a JSON array of text values: the form events and the DLQ use. */
   keyJson(): string {
     const cols = this.shape.key.length > 0 ? this.shape.key : this.shape.columns;
-    return `to_json(ARRAY[${cols.map((c) => `${this.col(c)}::text`).join(', ')}])::text`;
+    return `to_json(ARRAY[${cols.map((c) => `${this.value(c)}::text`).join(', ')}])::text`;
   }
 
   keyList(): string {
@@ -131,7 +164,7 @@ export class SideSql {
 
   /** Key values as text, in key order. */
   keyTexts(): string {
-    return this.shape.key.map((c, i) => `${this.col(c)}::text AS k${i}`).join(', ');
+    return this.shape.key.map((c, i) => `${this.value(c)}::text AS k${i}`).join(', ');
   }
 
   /** `(key) > (after) AND (key) <= (upper)` with parameters from `$first`; pushes the values. */

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, ensureBuilt } from '../helpers/cli.js';
+import { CLI, ensureBuilt, runCli } from '../helpers/cli.js';
 import { rowDiff } from '../helpers/compare-rows.js';
 import { freePort, freshDatabase, machinePg15, slotStreaming, waitFor, uniqueName } from '../helpers/postgres.js';
 
@@ -14,16 +14,7 @@ const run = promisify(execFile);
 const KEYED = ['pgbench_accounts', 'pgbench_branches', 'pgbench_tellers'];
 const SECONDS = 20;
 
-/** `syncline verify|repair` as a child process: its exit code and output (a non-zero exit is not a throw). */
-async function syncline(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await run(process.execPath, [CLI, ...args], { encoding: 'utf8', maxBuffer: 64 << 20 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const syncline = runCli;
 
 type Report = { drift: boolean; tables: { table: string; differing: number; unsettled: number; missing: string[]; extra: string[]; different: string[] }[] };
 

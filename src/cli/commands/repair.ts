@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import pg from 'pg';
 import { loadConfigFile, sourceNameOf } from '../../config/load.js';
-import { PrerequisiteError } from '../../core/errors.js';
 import { SnapshotStore } from '../../source/snapshot-store.js';
 import { removeExtraRows } from '../../verify/repair.js';
 import { verifyTables } from '../../verify/session.js';
@@ -39,7 +38,6 @@ export function registerRepair(program: Command): void {
       process.exitCode = EXIT.CONFIG;
       const config = loadConfigFile(opts.config);
       const slot = slotOf(config);
-      if (!config.sink.url || config.sink.type !== 'postgres') throw new PrerequisiteError('repair compares against a postgres sink', 'set sink.type: postgres and sink.url');
       const tables = tablesToVerify(config, opts.table ?? slot.tables);
       const session = sessionOptions(config, opts);
       const say = (line: string): void => {

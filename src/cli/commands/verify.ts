@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import pg from 'pg';
 import { loadConfigFile } from '../../config/load.js';
 import type { SynclineConfig } from '../../config/schema.js';
 import { errorMessage, PrerequisiteError } from '../../core/errors.js';
@@ -7,7 +6,7 @@ import { parseTableName } from '../../core/sql.js';
 import { TableMapping } from '../../core/table-mapping.js';
 import type { TableVerification } from '../../verify/compare.js';
 import { progressLine, verifyTables, type VerifySessionOptions } from '../../verify/session.js';
-import { recordVerifyResults } from '../../verify/verify-results.js';
+import { isVerifiable, openVerifyTarget } from '../../verify/targets/open.js';
 import { parseDuration } from '../duration.js';
 import { EXIT } from '../exit-codes.js';
 import { openStream } from '../../compose/stream.js';
@@ -40,13 +39,14 @@ export function tablesToVerify(config: SynclineConfig, names?: string[]): { tabl
 /** Connections, parallelism, lag barrier and (on a TTY) a progress bar on stderr. */
 export function sessionOptions(config: SynclineConfig, opts: VerifyCliOptions): VerifySessionOptions {
   if (!config.sink.url) throw new PrerequisiteError('no sink connection URL', 'set sink.url or SYNCLINE_SINK_URL');
-  if (config.sink.type !== 'postgres') throw new PrerequisiteError(`verify supports postgres sinks; sink.type is ${config.sink.type}`, 'use a postgres sink');
+  if (!isVerifiable(config.sink.type)) throw new PrerequisiteError(`verify compares postgres, mysql and sqlite sinks; sink.type is ${config.sink.type}`, 'use a postgres, mysql or sqlite sink');
   const slot = slotOf(config);
   const started = Date.now();
   const tty = process.stderr.isTTY && !opts.json;
   return {
     source: sourceConnection(config),
     targetUrl: config.sink.url,
+    targetType: config.sink.type,
     parallelism: opts.parallelism ? Number(opts.parallelism) : config.verify.parallelism,
     ...(opts.wait !== false
       ? {
@@ -82,14 +82,15 @@ export function registerVerify(program: Command): void {
       if (session.onProgress) process.stderr.write('\n');
       const drift = results.some((r) => r.differing > 0);
       // For sync_drift_rows of the running pipeline; a target that refuses it only loses the metric.
-      const target = new pg.Client({ connectionString: session.targetUrl });
       try {
-        await target.connect();
-        await recordVerifyResults(target, config.sink.state_schema, results);
+        const target = await openVerifyTarget(config.sink.type, session.targetUrl);
+        try {
+          await target.recordResults(config.sink.state_schema, results);
+        } finally {
+          await target.close();
+        }
       } catch (err) {
         process.stderr.write(`warning: could not record the result in ${config.sink.state_schema}.verify_results (sync_drift_rows): ${errorMessage(err)}\n`);
-      } finally {
-        await target.end().catch(() => undefined);
       }
       if (opts.json) process.stdout.write(`${JSON.stringify({ drift, tables: results }, null, 2)}\n`);
       else for (const r of results) process.stdout.write(describe(r));

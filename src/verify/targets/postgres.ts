@@ -1,0 +1,39 @@
+import type pg from 'pg';
+import { quoteQualified } from '../../core/sql.js';
+import { readKeys } from '../recheck.js';
+import { postgresColumns, SideSql } from '../shape.js';
+import { readVerifyResults, recordVerifyResults } from '../verify-results.js';
+import type { VerifyTarget } from './target.js';
+
+/** A postgres target: checksums computed in the server (checksum.ts) on `client`. */
+export interface PostgresTarget extends VerifyTarget {
+  readonly type: 'postgres';
+  readonly client: pg.ClientBase;
+}
+
+export function isPostgresTarget(t: VerifyTarget): t is PostgresTarget {
+  return t.type === 'postgres' && 'client' in t;
+}
+
+/** `owned`: close() ends the client (verify opened it); otherwise the caller's client stays open. */
+export function postgresTarget(client: pg.ClientBase & { end?: () => Promise<void> }, owned = false): PostgresTarget {
+  return {
+    type: 'postgres',
+    client,
+    columns: postgresColumns(client),
+    readKeys: async (shape, keys) => new Map([...(await readKeys(client, new SideSql(shape, 'target'), keys))].map(([k, d]) => [k, d.h])),
+    positions: async (stateSchema, group) => {
+      // Written by the postgres sink in the same transaction as the rows.
+      const { rows } = await client.query<{ p: number; o: string }>(
+        `SELECT stream_partition AS p, next_offset::text AS o FROM ${quoteQualified(stateSchema, 'positions')} WHERE group_id = $1`,
+        [group],
+      );
+      return new Map(rows.map((r) => [r.p, BigInt(r.o)]));
+    },
+    recordResults: (stateSchema, results) => recordVerifyResults(client, stateSchema, results),
+    readResults: (stateSchema) => readVerifyResults(client, stateSchema),
+    close: async () => {
+      if (owned) await client.end?.().catch(() => undefined);
+    },
+  };
+}
