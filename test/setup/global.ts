@@ -3,7 +3,7 @@ import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { quoteMysqlIdent } from '../../src/sink/mysql/mysql-table.js';
 import { MYSQL_ADMIN_URL } from '../helpers/mysql.js';
-import { PG15_URL } from '../helpers/postgres.js';
+import { PG15_URL } from '../helpers/pg15-url.js';
 import { RUN_ENV, isOfRun } from '../helpers/unique.js';
 import { waitFor } from '../helpers/wait.js';
 
