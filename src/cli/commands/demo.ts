@@ -15,7 +15,7 @@ export function registerDemo(program: Command): void {
       const log = createLogger(process.env.SYNCLINE_LOG_LEVEL ?? 'warn');
       // Loaded on demand: the other commands need none of the demo's machinery. The demo
       // installs its own SIGINT/SIGTERM/exit handlers while it runs (stop, clean up, exit).
-      const { runDemo } = await import('../demo.js');
+      const { runDemo } = await import('../../demo/run-demo.js');
       const ok = await runDemo(
         { durationMs: parseDuration(opts.duration), rate: Number(opts.rate), metricsPort: Number(opts.metricsPort), keep: !!opts.keep, out: process.stdout },
         log,
