@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { createLogger } from '../../log/logger.js';
-import { parseDuration } from '../duration.js';
+import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
 
 export function registerDemo(program: Command): void {

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { loadConfigFile } from '../../config/load.js';
 import { PrerequisiteError } from '../../core/errors.js';
 import { deadLetterSummary, type DeadLetterFilter, type DeadLetterQueue } from '../../dlq/dead-letter-queue.js';
-import { parseDuration } from '../duration.js';
+import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
 import { openDeadLetterQueue } from '../../compose/dead-letters.js';
 import { replayDeadLetterQueue } from '../../ops/replay-dead-letters.js';

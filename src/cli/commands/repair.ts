@@ -4,7 +4,7 @@ import { loadConfigFile, sourceNameOf } from '../../config/load.js';
 import { SnapshotStore } from '../../source/snapshot-store.js';
 import { removeExtraRows } from '../../verify/repair.js';
 import { verifyTables } from '../../verify/session.js';
-import { parseDuration } from '../duration.js';
+import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
 import { openSink } from '../../compose/sink.js';
 import { configOption } from './options.js';

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { loadConfigFile } from '../../config/load.js';
 import { SnapshotRequests } from '../../ops/snapshots.js';
 import type { SnapshotJob } from '../../source/snapshot-store.js';
-import { parseDuration } from '../duration.js';
+import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
 import { configOption } from './options.js';
 

@@ -7,7 +7,7 @@ import { TableMapping } from '../../core/table-mapping.js';
 import type { TableVerification } from '../../verify/compare.js';
 import { progressLine, verifyTables, type VerifySessionOptions } from '../../verify/session.js';
 import { isVerifiable, openVerifyTarget } from '../../verify/targets/open.js';
-import { parseDuration } from '../duration.js';
+import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
 import { openStream } from '../../compose/stream.js';
 import { sourceConnection } from '../../compose/source-connection.js';
