@@ -1,8 +1,8 @@
 import { type ChangeEvent, tableLabelOf } from '../core/change.js';
 import type { Clock } from '../core/clock.js';
 import type { PipelineEvents } from '../core/events.js';
-import { errorMessage, PrerequisiteError, StructuralError, SynclineError } from '../core/errors.js';
-import { retry, STOPPED, type RetryPolicy } from '../core/retry.js';
+import { errorMessage, isRetriable, PrerequisiteError, StructuralError, SynclineError } from '../core/errors.js';
+import { backoffDelay, retry, STOPPED, type RetryPolicy } from '../core/retry.js';
 import type { Dedup } from '../dedup/dedup.js';
 import { rowIdOf, type DeadLetter, type DeadLetterQueue } from '../dlq/dead-letter-queue.js';
 import type { Logger } from '../log/logger.js';
@@ -14,6 +14,9 @@ import { TransactionalApply, transactionsOf } from './apply-transactional.js';
 import { decodeChange } from './decode-change.js';
 import { HeldTables } from './held-tables.js';
 import { blockedError, emptyOutcome, letterOf, maxDeliverError, PoisonIsolation, supersedesRow, tableBlockedError, truncateParked } from './poison.js';
+
+/** A consumer session that ran this long before failing starts the backoff afresh. */
+const HEALTHY_SESSION_MS = 60_000;
 
 export interface ApplyOptions {
   group: string;
@@ -103,7 +106,31 @@ export class Apply {
     await this.refreshDeadLetters(signal);
     await this.held.seed();
     const start = startPositions(this.ctx, signal, this.transactional?.assembler);
-    const consumer = await this.openConsumer(this.sink.storesPositions || this.options.from ? { startPositions: start } : {});
+    const options = this.sink.storesPositions || this.options.from ? { startPositions: start } : {};
+    // A stream failure that passes (the broker restarting, no group coordinator yet) reopens
+    // the consumer after a backoff instead of ending apply: it resumes from the sink's
+    // positions (or the group's committed offsets), and what it reads twice is stale.
+    let failures = 0;
+    for (;;) {
+      const began = this.options.clock.now();
+      try {
+        await this.consume(options, signal);
+        return;
+      } catch (err) {
+        if (signal.aborted || !isRetriable(err)) throw err;
+        if (this.options.clock.now() - began >= HEALTHY_SESSION_MS) failures = 0;
+        const delayMs = Math.max(backoffDelay(this.options.retry, ++failures), 100);
+        this.events.emit('apply:retry', { what: 'reading the stream', attempt: failures, delayMs, error: err });
+        this.log.warn({ attempt: failures, delayMs, err: errorMessage(err) }, 'reading the stream failed; reopening the consumer');
+        await this.options.clock.sleep(delayMs, signal);
+        if (signal.aborted) return;
+      }
+    }
+  }
+
+  /** One consumer session: polls and applies until stopped or the stream fails. */
+  private async consume(options: ConsumerOptions, signal: AbortSignal): Promise<void> {
+    const consumer = await this.openConsumer(options);
     this.consumer = consumer;
     try {
       while (!signal.aborted) {
@@ -121,7 +148,7 @@ export class Apply {
         await this.applyBatch(records, signal);
       }
     } finally {
-      await consumer.close();
+      await consumer.close().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'closing the stream consumer failed'));
     }
   }
 

@@ -97,6 +97,14 @@ describe('Kafka stream: topic and errors', () => {
     // kafkajs gave up retrying a retriable error: still retriable for the caller.
     const exhausted = new kafkajs.KafkaJSNumberOfRetriesExceeded(new kafkajs.KafkaJSConnectionError('Connection error: ECONNREFUSED'), { retryCount: 5, retryTime: 3000 });
     expect(kafkaError(exhausted, 'connecting')).toMatchObject({ code: 'KAFKA_KafkaJSConnectionError', retriable: true });
+    // Nested retriers wrap that in a NonRetriableError (seen publishing during a broker restart): still retriable.
+    const connection = new kafkajs.KafkaJSConnectionError('Connection error: connect ECONNREFUSED 127.0.0.1:19092');
+    const nested = Object.assign(new kafkajs.KafkaJSNonRetriableError(exhausted), { cause: connection });
+    expect(kafkaError(nested, 'publishing')).toMatchObject({ code: 'KAFKA_KafkaJSConnectionError', retriable: true });
+    // No broker answering as group coordinator passes when the broker is back.
+    expect(kafkaError(new (kafkajs.KafkaJSGroupCoordinatorNotFound as unknown as new (message: string) => Error)('Failed to find group coordinator'), 'consuming')).toMatchObject({ retriable: true });
+    // A NonRetriableError of its own (a bad argument) stays permanent.
+    expect(kafkaError(new kafkajs.KafkaJSNonRetriableError('Invalid topic x'), 'x')).toMatchObject({ retriable: false });
     expect(kafkaError(new Error('boom'), 'x')).toMatchObject({ code: 'KAFKA_UNKNOWN', retriable: false });
   });
 });

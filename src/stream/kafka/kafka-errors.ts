@@ -5,7 +5,12 @@
  * adjustment: KafkaJSNumberOfRetriesExceeded (kafkajs gave up after its own retries) is
  * marked non-retriable by kafkajs but is as retriable as the error that exhausted the
  * retries (a broker that is down now may be up in a minute), as kafkajs itself treats it
- * when deciding to restart a crashed consumer.
+ * when deciding to restart a crashed consumer. The same holds for KafkaJSNonRetriableError
+ * when it wraps a retriable cause: nested kafkajs retriers wrap an inner
+ * NumberOfRetriesExceeded of a connection error that way (seen in the chaos run: publishing
+ * during a broker restart failed with "KafkaJSNonRetriableError: Connection error: connect
+ * ECONNREFUSED"), and KafkaJSGroupCoordinatorNotFound, which kafkajs throws when no broker
+ * answers as coordinator, passes when the broker is back.
  */
 import { SynclineError } from '../../core/errors.js';
 
@@ -32,8 +37,9 @@ export function kafkaError(err: unknown, doing: string): SynclineError {
   if (!isKafkaJSError(err)) {
     return new SynclineError('KAFKA_UNKNOWN', `Kafka: ${doing} failed: ${String(err)}`, { retriable: false, cause: err });
   }
-  const root = err.name === 'KafkaJSNumberOfRetriesExceeded' ? rootCause(err) : err;
-  const retriable = err.name === 'KafkaJSNumberOfRetriesExceeded' ? root.retriable : err.retriable;
+  const wrapper = err.name === 'KafkaJSNumberOfRetriesExceeded' || (err.name === 'KafkaJSNonRetriableError' && isKafkaJSError(err.cause));
+  const root = wrapper ? rootCause(err) : err;
+  const retriable = err.name === 'KafkaJSGroupCoordinatorNotFound' || (wrapper ? root.retriable : err.retriable);
   const what = root.type ?? root.name;
   const message = root === err ? err.message : `${err.message} (after kafkajs retries: ${root.name})`;
   return new SynclineError(`KAFKA_${what}`, `Kafka: ${doing} failed: ${what}: ${message}`, { retriable, cause: err });
