@@ -86,7 +86,10 @@ export class ChangeBuilder {
         this.txn = undefined;
         return;
       case 'relation':
-        this.onRelation(msg, changeLsn);
+        // pgoutput sends a Relation message with WAL position 0: where the definition starts
+        // is the position of the transaction it came in (its commit), so that WAL replayed
+        // after a restart finds the version it had the first time (SchemaVersionHistory).
+        this.onRelation(msg, changeLsn === 0n && this.txn ? this.txn.commitLsn : changeLsn);
         return;
       case 'insert': {
         if (this.ignored(msg.relationId)) return;

@@ -55,7 +55,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
-  await rm(dir, { recursive: true, force: true });
+  // SYNCLINE_KEEP_TEST_DIR keeps the runs' logs for a post-mortem.
+  if (!process.env.SYNCLINE_KEEP_TEST_DIR) await rm(dir, { recursive: true, force: true });
 });
 
 async function withPg<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
@@ -100,7 +101,8 @@ ${embedded ? `  broker: embedded\n  path: ${streamDir}\n  format: avro` : `  bro
 consumer:
   group_id: ${slot}_g
   batch_size: 300
-  retry: { backoff_base_ms: 50, backoff_max_ms: 500 }
+  # The sink learns of the target's new column when the held table is tried again.
+  retry: { backoff_base_ms: 50, backoff_max_ms: 500, held_table_interval_ms: 1000 }
 sink:
   url: ${targetUrl}
 dead_letter: { store: table }
