@@ -168,6 +168,18 @@ monitoring:
           [slot],
         );
         expect(versions.map((v) => v.version)).toEqual([1, 2]);
+        // `syncline schemas` shows the ADD COLUMN as the diff of version 2, at a real LSN; `status` the newest version.
+        const listed = JSON.parse((await run(process.execPath, [CLI, 'schemas', '-c', configFile, '--table', 'items', '--json'])).stdout) as {
+          version: number;
+          firstLsn: string;
+          diff: { added: { name: string; type: string; attnum: number }[]; dropped: unknown[] } | null;
+        }[];
+        expect(listed.map((v) => v.version)).toEqual([1, 2]);
+        expect(listed[1]?.diff?.added.map((c) => [c.name, c.type])).toEqual([['extra', 'numeric(10,2)']]);
+        expect(listed[1]?.diff?.dropped).toEqual([]);
+        expect(listed[1]?.firstLsn).not.toBe('0/0');
+        const status = await run(process.execPath, [CLI, 'status', '-c', configFile]).catch((err: { stdout: string }) => err);
+        expect(status.stdout).toMatch(/schema {4}public\.items: _schema_version 2 since LSN [0-9A-F]+\/[0-9A-F]+/);
 
         if (!embedded) {
           await expectThirdPartyDecodesTopic(format as (typeof FORMATS)[number], topic);
@@ -178,6 +190,9 @@ monitoring:
           const { stdout } = await run(process.execPath, [CLI, 'dlq', 'list', '-c', configFile, '--json']);
           const letters = JSON.parse(stdout) as { error_code: string }[];
           expect(letters.map((l) => l.error_code)).toEqual(['SCHEMA_UNKNOWN']);
+          // Replay decodes it again: its schema is still unknown, so it stays.
+          const replayed = JSON.parse((await run(process.execPath, [CLI, 'dlq', 'replay', '-c', configFile, '--json'])).stdout) as { undecodable: string[]; replayed: number };
+          expect(replayed).toMatchObject({ replayed: 0, undecodable: [expect.any(String)] });
         } else {
           // The local schema file decodes every record of the log.
           const codec = new SchemaChangeCodec({ format: 'avro', store: new LocalSchemaStore(path.join(streamDir, 'schemas.jsonl')), topic: 'db-changes', subjectStrategy: 'topic_record' });
