@@ -27,7 +27,7 @@ import { LocalSchemaStore } from '../../src/schema/local-schema-store.js';
 import { SchemaRegistryClient } from '../../src/schema/registry-client.js';
 import { compareTable } from '../../src/verify/compare.js';
 import { CLI, ensureBuilt } from '../helpers/cli.js';
-import { freePort, freshDatabase, machinePg15, slotStreaming, uniqueName, waitFor, type PgServer } from '../helpers/postgres.js';
+import { freePort, freshDatabase, machinePg15, slotStreaming, uniqueName, waitFor, withClient, type PgServer } from '../helpers/postgres.js';
 import { Workload, WORKLOAD_DDL, WORKLOAD_TABLES } from '../helpers/workload.js';
 
 const run = promisify(execFile);
@@ -59,16 +59,6 @@ afterAll(async () => {
   if (!process.env.SYNCLINE_KEEP_TEST_DIR) await rm(dir, { recursive: true, force: true });
 });
 
-async function withPg<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
-
 for (const format of [...FORMATS, 'embedded_avro'] as Format[]) {
   const embedded = format === 'embedded_avro';
   const base = `syncline_fmt_${format}`;
@@ -83,7 +73,7 @@ for (const format of [...FORMATS, 'embedded_avro'] as Format[]) {
     beforeAll(async () => {
       sourceUrl = await freshDatabase(server, `${base}_src`);
       targetUrl = await freshDatabase(server, `${base}_dst`);
-      for (const url of [sourceUrl, targetUrl]) await withPg(url, (c) => c.query(WORKLOAD_DDL));
+      for (const url of [sourceUrl, targetUrl]) await withClient(url, (c) => c.query(WORKLOAD_DDL));
       streamDir = path.join(dir, `${format}-stream`);
       configFile = path.join(dir, `${format}.yaml`);
       await writeFile(
@@ -122,7 +112,7 @@ monitoring:
     }
 
     async function waitStreaming(): Promise<void> {
-      await waitFor('the slot to become active', () => withPg(sourceUrl, (c) => slotStreaming(c, slot)), 60_000, 200);
+      await waitFor('the slot to become active', () => withClient(sourceUrl, (c) => slotStreaming(c, slot)), 60_000, 200);
     }
 
     async function waitEqual(source: pg.Client, target: pg.Client): Promise<void> {
