@@ -69,6 +69,7 @@ for (const format of [...FORMATS, 'embedded_avro'] as Format[]) {
     let targetUrl: string;
     let configFile: string;
     let streamDir: string;
+    let metricsPort: number;
 
     beforeAll(async () => {
       sourceUrl = await freshDatabase(server, `${base}_src`);
@@ -76,6 +77,7 @@ for (const format of [...FORMATS, 'embedded_avro'] as Format[]) {
       for (const url of [sourceUrl, targetUrl]) await withClient(url, (c) => c.query(WORKLOAD_DDL));
       streamDir = path.join(dir, `${format}-stream`);
       configFile = path.join(dir, `${format}.yaml`);
+      metricsPort = await freePort();
       await writeFile(
         configFile,
         `source:
@@ -97,7 +99,7 @@ sink:
   url: ${targetUrl}
 dead_letter: { store: table }
 monitoring:
-  port: ${await freePort()}
+  port: ${metricsPort}
 `,
       );
     });
@@ -149,6 +151,11 @@ monitoring:
         await new Promise((r) => child.once('exit', r));
         for (let i = 0; i < 50; i++) await workload.transaction();
         child = start(1);
+        while (workload.changes < 3000) await workload.transaction();
+        // A second DDL, met by this process: counted by sync_schema_changes_total.
+        await target.query('ALTER TABLE "Mixed Case" ADD COLUMN tag text');
+        await source.query('ALTER TABLE "Mixed Case" ADD COLUMN tag text');
+        await source.query(`UPDATE "Mixed Case" SET tag = 't' || "Key" WHERE "Key" LIKE 'k1%'`);
         while (workload.changes < 4000) await workload.transaction();
         await source.query('UPDATE items SET extra = -id WHERE id % 5 = 0');
         await waitEqual(source, target);
@@ -208,6 +215,9 @@ monitoring:
           }
           expect(read).toBeGreaterThan(3000);
         }
+        const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+        expect(metrics).toContain('sync_schema_changes_total{table="public.Mixed Case"} 1');
+        expect(metrics).not.toContain('sync_schema_changes_total{table="public.items"}');
         const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
         child.kill('SIGTERM');
         expect(await exited).toBe(0);
