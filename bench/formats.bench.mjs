@@ -14,6 +14,7 @@ import { parseConfig } from '../dist/config/load.js';
 import { runPipeline } from '../dist/api/run-pipeline.js';
 import { silentLogger } from '../dist/log/logger.js';
 import { Metrics } from '../dist/metrics/metrics.js';
+import { counter, query, until } from './bench-helpers.mjs';
 
 const N = Number(process.argv[2] ?? 100_000);
 const FORMATS = (process.argv[3] ?? 'json,avro').split(',');
@@ -27,21 +28,6 @@ const urlOf = (db) => { const u = new URL(ADMIN); u.pathname = `/${db}`; return 
 const DDL = `CREATE TABLE bench (id bigint PRIMARY KEY, customer text NOT NULL, amount numeric(12,2), status text, qty integer, created_at timestamptz NOT NULL)`;
 const SRC_DB = `syncline_bench_fmt_src_${RUN}`;
 const dstDb = (f) => `syncline_bench_fmt_${f}_${RUN}`;
-
-async function query(url, sql, params) {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try { return await c.query(sql, params); } finally { await c.end(); }
-}
-async function counter(metrics, name) {
-  const m = await metrics.registry.getSingleMetric(name)?.get();
-  return (m?.values ?? []).reduce((s, v) => s + v.value, 0);
-}
-async function until(check, timeoutMs = 900_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) { if (await check()) return; await new Promise((r) => setTimeout(r, 20)); }
-  throw new Error('benchmark timed out');
-}
 
 for (const db of [SRC_DB, ...FORMATS.map(dstDb)]) {
   await query(ADMIN, `CREATE DATABASE ${db}`);

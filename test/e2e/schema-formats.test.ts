@@ -25,8 +25,8 @@ import { bigLong } from '../../src/schema/avro-format.js';
 import { SchemaChangeCodec } from '../../src/schema/change-codec.js';
 import { LocalSchemaStore } from '../../src/schema/local-schema-store.js';
 import { SchemaRegistryClient } from '../../src/schema/registry-client.js';
-import { compareTable } from '../../src/verify/compare.js';
 import { CLI, ensureBuilt } from '../helpers/cli.js';
+import { waitForEqualTables } from '../helpers/compare-rows.js';
 import { freePort, freshDatabase, machinePg15, slotStreaming, uniqueName, waitFor, withClient, type PgServer } from '../helpers/postgres.js';
 import { Workload, WORKLOAD_DDL, WORKLOAD_TABLES } from '../helpers/workload.js';
 
@@ -117,21 +117,6 @@ monitoring:
       await waitFor('the slot to become active', () => withClient(sourceUrl, (c) => slotStreaming(c, slot)), 60_000, 200);
     }
 
-    async function waitEqual(source: pg.Client, target: pg.Client): Promise<void> {
-      const tables = WORKLOAD_TABLES.map((t) => parseTableName(t));
-      let drift: Awaited<ReturnType<typeof compareTable>>[] = [];
-      await waitFor(
-        'the target to equal the source',
-        async () => {
-          drift = await Promise.all(tables.map((t) => compareTable(source, target, t)));
-          return drift.every((d) => d.differing === 0 && d.sourceRows === d.targetRows);
-        },
-        120_000,
-        500,
-      );
-      for (const d of drift) expect(d.differing, JSON.stringify(d)).toBe(0);
-    }
-
     it('syncs a workload with ADD COLUMN mid-stream across a kill -9; every record decodes; an unknown schema id is dead-lettered', async () => {
       const source = new pg.Client({ connectionString: sourceUrl });
       const target = new pg.Client({ connectionString: targetUrl });
@@ -158,7 +143,7 @@ monitoring:
         await source.query(`UPDATE "Mixed Case" SET tag = 't' || "Key" WHERE "Key" LIKE 'k1%'`);
         while (workload.changes < 4000) await workload.transaction();
         await source.query('UPDATE items SET extra = -id WHERE id % 5 = 0');
-        await waitEqual(source, target);
+        await waitForEqualTables(source, target, WORKLOAD_TABLES);
 
         const { rows: versions } = await source.query<{ version: number }>(
           `SELECT version FROM syncline.schema_versions WHERE slot_name = $1 AND table_name = 'items' ORDER BY version`,
@@ -183,7 +168,7 @@ monitoring:
           // A record whose schema id the registry does not know: dead-lettered, the rest flows.
           await injectUnknownSchemaRecord(topic);
           await source.query(`INSERT INTO items (id, grp, extra) VALUES (-1, 1, 1.5)`);
-          await waitEqual(source, target);
+          await waitForEqualTables(source, target, WORKLOAD_TABLES);
           const { stdout } = await run(process.execPath, [CLI, 'dlq', 'list', '-c', configFile, '--json']);
           const letters = JSON.parse(stdout) as { error_code: string }[];
           expect(letters.map((l) => l.error_code)).toEqual(['SCHEMA_UNKNOWN']);
