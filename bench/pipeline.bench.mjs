@@ -16,6 +16,7 @@ import { parseConfig } from '../dist/config/load.js';
 import { runPipeline } from '../dist/api/run-pipeline.js';
 import { silentLogger } from '../dist/log/logger.js';
 import { Metrics } from '../dist/metrics/metrics.js';
+import { counter, query, until } from './bench-helpers.mjs';
 
 const N = Number(process.argv[2] ?? 200_000);
 const ADMIN = process.argv[3] ?? process.env.SYNCLINE_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -25,23 +26,6 @@ const CONSISTENCY = process.env.SYNCLINE_BENCH_CONSISTENCY ?? 'eventual';
 const dir = mkdtempSync(path.join(os.tmpdir(), 'syncline-bench-'));
 const urlOf = (db) => { const u = new URL(ADMIN); u.pathname = `/${db}`; return u.toString(); };
 const DDL = `CREATE TABLE bench (id bigint PRIMARY KEY, customer text NOT NULL, amount numeric(12,2), status text, qty integer, created_at timestamptz NOT NULL)`;
-
-async function query(url, sql, params) {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try { return await c.query(sql, params); } finally { await c.end(); }
-}
-
-async function counter(metrics, name) {
-  const m = await metrics.registry.getSingleMetric(name)?.get();
-  return (m?.values ?? []).reduce((s, v) => s + v.value, 0);
-}
-
-async function until(check, timeoutMs = 600_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) { if (await check()) return; await new Promise((r) => setTimeout(r, 20)); }
-  throw new Error('benchmark timed out');
-}
 
 for (const db of ['syncline_bench_src', 'syncline_bench_dst']) {
   await query(ADMIN, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1", [db]);

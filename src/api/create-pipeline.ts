@@ -10,7 +10,7 @@ import type { Stream } from '../stream/stream.js';
 import { TransformingSink, type AppliedBatch } from '../transforms/transforming-sink.js';
 import { runApply } from '../compose/apply.js';
 import { openSink } from '../compose/sink.js';
-import { openStream } from '../compose/stream.js';
+import { embeddedStreamPath, openStream } from '../compose/stream.js';
 import { replayDeadLetterQueue } from '../ops/replay-dead-letters.js';
 import { captureWithRestarts } from './capture-restarts.js';
 import { isValidatedConfig } from './config.js';
@@ -30,7 +30,9 @@ import type { PipelineEvents, PipelineOptions, PipelineState, PipelineStatus } f
  */
 export function createPipeline(options: PipelineOptions): Pipeline {
   const config = isValidatedConfig(options.config) ? options.config : validateConfig(options.config);
-  return new Pipeline(config, options);
+  // `stream.path` resolved once against baseDir: the stream and its local schema file (typed formats) are found there.
+  const resolved = options.baseDir === undefined ? config : { ...config, stream: { ...config.stream, path: embeddedStreamPath(config, options.baseDir) } };
+  return new Pipeline(resolved, options);
 }
 
 type Listener<E extends keyof PipelineEvents> = PipelineEvents[E];

@@ -9,6 +9,7 @@ import type { Metrics } from '../metrics/metrics.js';
 import { Apply } from '../pipeline/apply.js';
 import type { Sink } from '../sink/sink.js';
 import type { Stream } from '../stream/stream.js';
+import { openCodec } from './codec.js';
 import { openDeadLetterQueue } from './dead-letters.js';
 import { replayFrom } from './replay-from.js';
 import { openSink } from './sink.js';
@@ -30,6 +31,7 @@ export interface ApplyParts {
 
 /** Runs apply (stream → sink) until `signal` aborts. */
 export async function runApply(config: SynclineConfig, stream: Stream, metrics: Metrics, log: Logger, signal: AbortSignal, from?: string, parts: ApplyParts = {}): Promise<void> {
+  const codec = openCodec(config);
   const sink = parts.sink ?? openSink(config);
   const queue = openDeadLetterQueue(config);
   const deadLetters = queue && parts.deadLetters ? parts.deadLetters(queue) : queue;
@@ -58,6 +60,8 @@ export async function runApply(config: SynclineConfig, stream: Stream, metrics: 
       dedup,
       transactional: config.sink.consistency === 'transactional',
       heldTableRetryMs: config.consumer.retry.held_table_interval_ms,
+      // JSON records are parsed synchronously; typed ones are decoded by schema id.
+      ...(codec.format !== 'json' ? { decode: (value: Buffer) => codec.decode(value) } : {}),
     });
     await apply.run(signal);
   } finally {

@@ -11,6 +11,7 @@ import { HEARTBEAT_PREFIX } from '../pipeline/change-builder.js';
 import { SnapshotRunner } from '../pipeline/snapshot-runner.js';
 import { PostgresSource } from '../source/postgres-source.js';
 import type { Stream } from '../stream/stream.js';
+import { openCodec } from './codec.js';
 import { sourceConnection } from './source-connection.js';
 
 /** What the caller of runCapture hears about its progress. */
@@ -30,6 +31,7 @@ export interface CaptureHooks {
 export async function runCapture(config: SynclineConfig, stream: Stream, metrics: Metrics, log: Logger, signal: AbortSignal, hooks: CaptureHooks = {}): Promise<void> {
   const slot = slotOf(config);
   const s = config.source;
+  const codec = openCodec(config);
   const source = await PostgresSource.open(
     {
       connection: sourceConnection(config),
@@ -71,6 +73,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
         schemaVersions: source.schemaVersions,
         spillDir: source.spillDir,
         readSourceRow: (schema, table, key, columns, xid) => source.readRow(schema, table, key, columns, xid),
+        ...(codec.format !== 'json' ? { codec } : {}),
       });
       const stopSnapshots = new AbortController();
       let snapshotting: Promise<void> = Promise.resolve();

@@ -29,6 +29,8 @@ export interface PipelineEventMap {
   'capture:batch:published': { changes: number };
   /** The position confirmed to the source advanced. */
   'capture:confirmed': { lsn: Lsn };
+  /** Capture met a new definition of `table` (a DDL): its `_schema_version` `version` starts at `lsn`. */
+  'capture:schema:changed': { table: string; version: number; lsn: Lsn };
   /** Apply read `records` stream records; `changes` go to the sink now (until `apply:batch:applied`). */
   'apply:batch:started': { records: number; changes: readonly ChangeEvent[] };
   /** A change the dedup backend had recorded as applied was left out. */

@@ -16,6 +16,8 @@ export interface SchemaVersionEntry {
   /** `columnSignature` of the definition. */
   signature: string;
   lsn: Lsn;
+  /** The definition's columns (entries made in this process; not loaded back from the store). */
+  columns?: readonly ColumnType[];
 }
 
 /**
@@ -28,6 +30,8 @@ export interface SchemaVersionRegistry {
   versionOf(schema: string, table: string, columns: readonly ColumnType[], lsn: Lsn): number;
   /** Resolves once every version handed out so far is durably recorded. */
   stored(): Promise<void>;
+  /** Calls `listener` with each definition seen for the first time from now on (a DDL capture met). */
+  listen?(listener: (entry: SchemaVersionEntry) => void): void;
 }
 
 /** Column names, types and type modifiers in order, hashed (SHA-256, hex). */
@@ -66,7 +70,7 @@ export class SchemaVersionHistory implements SchemaVersionRegistry {
       const e = history[i] as SchemaVersionEntry;
       if (e.signature === signature && lsn < (history[i + 1] as SchemaVersionEntry).lsn) return e.version;
     }
-    const entry: SchemaVersionEntry = { schema, table, version: (latest?.version ?? 0) + 1, signature, lsn };
+    const entry: SchemaVersionEntry = { schema, table, version: (latest?.version ?? 0) + 1, signature, lsn, columns };
     history.push(entry);
     this.onNew?.(entry);
     return entry.version;

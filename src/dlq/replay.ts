@@ -1,5 +1,6 @@
 import { errorMessage, SynclineError } from '../core/errors.js';
 import { retry, type RetryPolicy } from '../core/retry.js';
+import type { ChangeEvent } from '../core/change.js';
 import type { Sink } from '../sink/sink.js';
 import type { DeadLetterEntry, DeadLetterQueue } from './dead-letter-queue.js';
 
@@ -19,14 +20,17 @@ export interface ReplayResult {
  * queue only when the sink accepted it (applied, or stale under the version gate); one that
  * fails again stays, with its attempts counted, and holds back later entries of its row.
  */
-export async function replayDeadLetters(entries: readonly DeadLetterEntry[], sink: Sink, dlq: DeadLetterQueue, group: string): Promise<ReplayResult> {
+export async function replayDeadLetters(entries: readonly DeadLetterEntry[], sink: Sink, dlq: DeadLetterQueue, group: string, decode?: RawDecoder): Promise<ReplayResult> {
   const result: ReplayResult = { replayed: 0, stale: 0, failed: [], held: [], undecodable: [] };
   const failedRows = new Set<string>();
-  for (const e of entries) {
-    if (!e.change) {
-      result.undecodable.push(e.id);
+  for (const entry of entries) {
+    // A record kept raw (e.g. SCHEMA_UNKNOWN) is decoded again: its schema may be known now.
+    const change = entry.change ?? (entry.raw !== undefined && decode ? await decode(entry.raw).catch(() => undefined) : undefined);
+    if (!change) {
+      result.undecodable.push(entry.id);
       continue;
     }
+    const e = { ...entry, change };
     const row = `${e.table}\u0000${e.rowKey}`;
     if (failedRows.has(row)) {
       result.held.push(e.id);
@@ -45,6 +49,9 @@ export async function replayDeadLetters(entries: readonly DeadLetterEntry[], sin
   }
   return result;
 }
+
+/** The change of a dead letter's raw record (`DeadLetter.raw`), or undefined when it has none. */
+export type RawDecoder = (raw: string) => Promise<ChangeEvent | undefined>;
 
 /** A replayed entry gets three tries, 200 and 400 ms apart: a blip passes, an outage is reported. */
 const REPLAY_RETRY: RetryPolicy = { maxAttempts: 3, baseMs: 200, maxMs: 400, jitter: false };

@@ -37,6 +37,7 @@ export class Metrics {
   readonly tableBlocked = this.gauge('sync_table_blocked', '1 while a table is held: its target does not fit its changes, which wait in the dead-letter queue in order', ['table']);
   readonly deadletterOldestAge = this.gauge('sync_deadletter_oldest_age_seconds', 'Age of the oldest dead-letter entry (0 when empty)');
   readonly captured = this.counter('sync_events_captured_total', 'Changes decoded from the replication slot', ['table']);
+  readonly schemaChanges = this.counter('sync_schema_changes_total', 'New table definitions (a new _schema_version) capture met in the slot: DDL', ['table']);
   readonly published = this.counter('sync_events_published_total', 'Changes durably acknowledged by the stream');
   readonly consumed = this.counter('sync_events_consumed_total', 'Changes read from the stream by apply');
   readonly applied = this.counter('sync_events_applied_total', 'Changes whose effect was written to the sink', ['table']);
@@ -128,6 +129,7 @@ export class Metrics {
       events.on('capture:change', (e) => this.captured.inc({ table: tableLabelOf(e) })),
       events.on('capture:batch:published', ({ changes }) => this.published.inc(changes)),
       events.on('capture:confirmed', ({ lsn }) => this.captureLsn.set(Number(lsn))),
+      events.on('capture:schema:changed', ({ table }) => this.schemaChanges.inc({ table })),
       events.on('apply:batch:started', ({ records, changes }) => {
         this.consumed.inc(records);
         // Until this batch commits, every scrape reports the age of its oldest change per table:

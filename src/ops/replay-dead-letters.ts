@@ -1,9 +1,10 @@
 import type { SynclineConfig } from '../config/schema.js';
 import { PrerequisiteError } from '../core/errors.js';
 import { openDeadLetterQueue } from '../compose/dead-letters.js';
+import { openCodec } from '../compose/codec.js';
 import { openSink } from '../compose/sink.js';
 import type { DeadLetterFilter } from '../dlq/dead-letter-queue.js';
-import { replayDeadLetters, type ReplayResult } from '../dlq/replay.js';
+import { replayDeadLetters, type RawDecoder, type ReplayResult } from '../dlq/replay.js';
 import type { Sink } from '../sink/sink.js';
 
 /**
@@ -18,11 +19,18 @@ export async function replayDeadLetterQueue(config: SynclineConfig, filter: Dead
     await sink.prepare();
     try {
       await queue.prepare();
-      return await replayDeadLetters(await queue.list(filter), sink, queue, config.consumer.group_id);
+      return await replayDeadLetters(await queue.list(filter), sink, queue, config.consumer.group_id, rawDecoder(config));
     } finally {
       await queue.close();
     }
   } finally {
     await sink.close();
   }
+}
+
+/** A typed stream format: records dead-lettered raw (`base64:` + their bytes) are decoded again by schema id. */
+function rawDecoder(config: SynclineConfig): RawDecoder | undefined {
+  if (config.stream.format === 'json') return undefined;
+  const codec = openCodec(config);
+  return (raw) => (raw.startsWith('base64:') ? codec.decode(Buffer.from(raw.slice('base64:'.length), 'base64')) : Promise.resolve(undefined));
 }

@@ -11,11 +11,14 @@ import type { DeadLetterQueue } from '../dlq/dead-letter-queue.js';
 import { currentWalLsn, slotState } from '../source/slot.js';
 import type { Stream } from '../stream/stream.js';
 import { connectPostgres, describeClient } from './connect.js';
+import { latestVersions, readSchemaVersions } from './schemas.js';
 import { peekDeadLetterTable, peekSinkPositions, type BlockedTable } from './postgres-bookkeeping.js';
 
 /** Where a pipeline stands, read from the source, the stream and the sink. Read-only. */
 export interface StatusReport {
   source: { reachable: boolean; connection?: string; currentLsn?: string; error?: string };
+  /** Each table's newest definition (`_schema_version`) capture met, and where it starts. */
+  schemas: { table: string; version: number; firstLsn: string; recordedAt: string }[];
   slot: {
     name: string;
     exists: boolean;
@@ -64,6 +67,7 @@ export interface PartitionStatus {
 export async function collectStatus(config: SynclineConfig, baseDir = process.cwd()): Promise<StatusReport> {
   const report: StatusReport = {
     source: { reachable: false },
+    schemas: [],
     slot: null,
     stream: { broker: config.stream.broker, reachable: false, partitions: [], recordsBehind: 0, warnings: [] },
     consumer: { group: config.consumer.group_id, sinkPositions: 'none' },
@@ -117,6 +121,7 @@ async function sourceStatus(config: SynclineConfig, report: StatusReport): Promi
           walStatus: s.walStatus,
         }
       : { name, exists: false };
+    report.schemas = latestVersions(await readSchemaVersions(client, config.source.state_schema, name)).map((v) => ({ table: v.table, version: v.version, firstLsn: v.firstLsn, recordedAt: v.recordedAt }));
   } catch (err) {
     report.source.error = redactUrl(errorMessage(err));
   } finally {

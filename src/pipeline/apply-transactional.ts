@@ -3,7 +3,7 @@ import { STOPPED } from '../core/retry.js';
 import { rowIdOf, type DeadLetter } from '../dlq/dead-letter-queue.js';
 import type { StreamConsumer, StreamRecord } from '../stream/stream.js';
 import type { ApplyContext, Item } from './apply-context.js';
-import { decodeChange } from './decode-change.js';
+import { decodeRecords } from './decode-records.js';
 import { letterOf, transactionError } from './poison.js';
 import { TransactionAssembler, type AssemblerItem } from './transaction-assembler.js';
 
@@ -34,13 +34,13 @@ export class TransactionalApply {
   async next(records: StreamRecord[], signal: AbortSignal): Promise<void> {
     const { assembler, ctx } = this;
     const released: AssemblerItem[] = [];
+    const changes = await decodeRecords(ctx, records, signal);
+    if (changes === STOPPED) return;
     assembler.add(
-      records.map((record) => {
-        try {
-          return { record, change: decodeChange(record.value) };
-        } catch {
-          return { record, change: undefined }; // dead-lettered by applyBatch
-        }
+      // What cannot be decoded is dead-lettered by applyBatch.
+      records.map((record, i) => {
+        const change = changes[i];
+        return { record, change: change instanceof Error ? undefined : change };
       }),
       released,
     );

@@ -11,7 +11,7 @@ import type { ConsumerOptions, StreamConsumer, StreamRecord } from '../stream/st
 import type { ApplyContext, Item } from './apply-context.js';
 import { startPositions } from './apply-start.js';
 import { TransactionalApply, transactionsOf } from './apply-transactional.js';
-import { decodeChange } from './decode-change.js';
+import { decodeRecords, rawOf, type RecordDecoder } from './decode-records.js';
 import { HeldTables } from './held-tables.js';
 import { blockedError, emptyOutcome, letterOf, maxDeliverError, PoisonIsolation, supersedesRow, tableBlockedError, truncateParked } from './poison.js';
 
@@ -49,6 +49,8 @@ export interface ApplyOptions {
   incompleteTransactionMs?: number;
   /** How often a held table (see Apply) is tried again. Default 10000. */
   heldTableRetryMs?: number;
+  /** A typed `stream.format` (avro, json_schema, protobuf): records are decoded by schema id; absent: JSON. */
+  decode?: RecordDecoder;
 }
 
 /**
@@ -157,16 +159,17 @@ export class Apply {
     const letters: DeadLetter[] = [];
     const healing: ChangeEvent[] = [];
     const positions = storePositions ?? new Map<number, bigint>();
+    // Transactional mode passes the changes it decoded; what it could not decode is decoded again here, for its reason.
+    const fresh = decoded && !decoded.includes(undefined) ? undefined : await decodeRecords(this.ctx, records, signal);
+    if (fresh === STOPPED) return;
     for (const [i, record] of records.entries()) {
       if (!storePositions) {
         const next = record.offset + 1n;
         if ((positions.get(record.partition) ?? -1n) < next) positions.set(record.partition, next);
       }
-      let change: ChangeEvent;
-      try {
-        change = decoded?.[i] ?? decodeChange(record.value);
-      } catch (err) {
-        letters.push(letterOf(undefined, record, err, record.value.toString('utf8')));
+      const change = decoded?.[i] ?? (fresh?.[i] as ChangeEvent | Error);
+      if (change instanceof Error) {
+        letters.push(letterOf(undefined, record, change, rawOf(record.value)));
         continue;
       }
       if (record.deliveries !== undefined) {

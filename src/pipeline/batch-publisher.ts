@@ -6,6 +6,7 @@ import type { SchemaVersionRegistry } from '../core/schema-version.js';
 import type { Logger } from '../log/logger.js';
 import type { OutgoingRecord, StreamProducer } from '../stream/stream.js';
 import { Checkpoint, type InFlightBatch } from './checkpoint.js';
+import { recordIdOf, type RecordEncoder } from './typed-records.js';
 
 export interface BatchPublisherOptions {
   batchSize: number;
@@ -15,6 +16,8 @@ export interface BatchPublisherOptions {
   startLsn: Lsn;
   /** A batch is acknowledged only once the `_schema_version`s of its changes are stored. */
   schemaVersions?: SchemaVersionRegistry;
+  /** A typed `stream.format` (see typedRecords); absent: the change events as JSON. */
+  encode?: RecordEncoder;
 }
 
 /** What the publisher tells capture. */
@@ -41,6 +44,8 @@ export class BatchPublisher {
   private flushTimer: NodeJS.Timeout | undefined;
   private windowWaiter: (() => void) | undefined;
   private drained: (() => void) | undefined;
+  /** Typed formats: resolves once the last batch was encoded and handed to the producer. */
+  private encoding: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly producer: StreamProducer,
@@ -96,17 +101,12 @@ export class BatchPublisher {
       this.complete(batch);
       return;
     }
-    const records = new Array<OutgoingRecord>(events.length);
-    for (let i = 0; i < events.length; i++) {
-      const e = events[i] as ChangeEvent;
-      // The id lets brokers with publish dedupe (NATS Nats-Msg-Id) drop a resend after a crash.
-      records[i] = { key: partitionKeyOf(e), value: Buffer.from(JSON.stringify(e)), id: `${e.source}:${e.commit_lsn}:${e.seq}` };
-    }
     if (this.checkpoint.outstanding >= this.options.maxInFlight) this.hooks.windowFull(true);
+    const published = this.options.encode ? this.publishEncoded(events, this.options.encode) : this.producer.publish(jsonRecords(events));
     const versionsStored = this.options.schemaVersions?.stored();
-    (versionsStored ? Promise.all([this.producer.publish(records), versionsStored]) : this.producer.publish(records)).then(
+    (versionsStored ? Promise.all([published, versionsStored]) : published).then(
       () => {
-        this.events.emit('capture:batch:published', { changes: records.length });
+        this.events.emit('capture:batch:published', { changes: events.length });
         this.complete(batch);
       },
       (err: unknown) => {
@@ -114,6 +114,20 @@ export class BatchPublisher {
         this.hooks.failed(err instanceof Error ? err : new Error(String(err)));
       },
     );
+  }
+
+  /**
+   * Encodes a batch (a schema is registered the first time its definition is used) and
+   * publishes it. Batches are handed to the producer in order: the next one is encoded only
+   * after this one was handed over, and none is once an encoding failed (a registry refusing
+   * a schema stops capture; nothing after it is published or confirmed).
+   */
+  private publishEncoded(events: ChangeEvent[], encode: RecordEncoder): Promise<void> {
+    const handed = this.encoding.then(() => encode(events)).then((records) => ({ stored: this.producer.publish(records) }));
+    this.encoding = handed.then(() => undefined);
+    // Reported through the batch's own promise; not an unhandled rejection meanwhile.
+    this.encoding.catch(() => undefined);
+    return handed.then((h) => h.stored);
   }
 
   /** Resolves once every batch published so far is durable. */
@@ -153,4 +167,14 @@ export class BatchPublisher {
     }
     if (this.checkpoint.outstanding === 0 && this.drained) this.drained();
   }
+}
+
+/** `stream.format: json`: each change event as JSON, keyed by its partition key. */
+function jsonRecords(events: readonly ChangeEvent[]): OutgoingRecord[] {
+  const records = new Array<OutgoingRecord>(events.length);
+  for (let i = 0; i < events.length; i++) {
+    const e = events[i] as ChangeEvent;
+    records[i] = { key: partitionKeyOf(e), value: Buffer.from(JSON.stringify(e)), id: recordIdOf(e) };
+  }
+  return records;
 }

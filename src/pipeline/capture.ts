@@ -3,6 +3,7 @@ import { errorMessage } from '../core/errors.js';
 import type { PipelineEvents } from '../core/events.js';
 import { formatLsn, type Lsn } from '../core/lsn.js';
 import type { SchemaVersionRegistry } from '../core/schema-version.js';
+import type { ChangeCodec } from '../schema/change-codec.js';
 import type { Logger } from '../log/logger.js';
 import { PgoutputDecoder } from '../pgoutput/decoder.js';
 import { parseReplicationFrame } from '../pgoutput/replication-frames.js';
@@ -11,6 +12,8 @@ import type { StreamProducer } from '../stream/stream.js';
 import { BatchPublisher } from './batch-publisher.js';
 import { CaptureSnapshots } from './capture-snapshots.js';
 import { ChangeBuilder, SNAPSHOT_PREFIX } from './change-builder.js';
+import { TableDefinitions } from './table-definitions.js';
+import { typedRecords } from './typed-records.js';
 import { StreamedTransactions } from './streamed-transactions.js';
 import { UnchangedValues, type SourceRowReader } from './unchanged-values.js';
 
@@ -45,6 +48,8 @@ export interface CaptureOptions {
    * the sink dead-letters it rather than guess.
    */
   readSourceRow?: SourceRowReader;
+  /** `stream.format` other than json: how changes are encoded (see typedRecords); absent: JSON. */
+  codec?: ChangeCodec;
 }
 
 /**
@@ -91,13 +96,16 @@ export class Capture {
     private readonly log: Logger,
     private readonly options: CaptureOptions,
   ) {
-    this.builder = new ChangeBuilder(options.source, new Set(options.ignoredSchemas), options.primaryKeys, options.schemaVersions);
-    this.publisher = new BatchPublisher(producer, events, log, options, {
+    const definitions = options.codec && options.codec.format !== 'json' ? new TableDefinitions() : undefined;
+    this.builder = new ChangeBuilder(options.source, new Set(options.ignoredSchemas), options.primaryKeys, options.schemaVersions, definitions);
+    const encode = options.codec && definitions ? typedRecords(options.codec, definitions) : undefined;
+    this.publisher = new BatchPublisher(producer, events, log, { ...options, ...(encode ? { encode } : {}) }, {
       windowFull: (full) => this.setPaused('window', full),
       confirmed: (lsn) => this.snapshots.confirmed(lsn),
       failed: (err) => this.failed(err),
       filling: () => this.unchanged.waiting,
     });
+    options.schemaVersions?.listen?.((e) => events.emit('capture:schema:changed', { table: `${e.schema}.${e.table}`, version: e.version, lsn: e.lsn }));
     this.streamed = new StreamedTransactions(options.spillDir);
     this.unchanged = new UnchangedValues(options.readSourceRow);
     this.snapshots = new CaptureSnapshots({ builder: this.builder, publisher: this.publisher, unchanged: this.unchanged, events, log, flushDurable: () => this.flushDurable() });

@@ -4,6 +4,7 @@ import { formatLsn, versionOf, type Lsn } from '../core/lsn.js';
 import { SchemaVersionHistory, type ColumnType, type SchemaVersionRegistry } from '../core/schema-version.js';
 import type { PgoutputMessage, RelationMessage, TupleValue } from '../pgoutput/messages.js';
 import { pgTimestampToIso } from '../pgoutput/replication-frames.js';
+import type { TableDefinitions } from './table-definitions.js';
 
 /** Prefix of the logical messages syncline emits as heartbeats; they produce no change. */
 export const HEARTBEAT_PREFIX = 'syncline.heartbeat';
@@ -65,6 +66,8 @@ export class ChangeBuilder {
     private readonly primaryKeys: ReadonlyMap<string, readonly string[]> = new Map(),
     /** `_schema_version` per table definition; the default forgets them when the process ends. */
     private readonly versions: SchemaVersionRegistry = new SchemaVersionHistory(),
+    /** A typed stream format: where the definition of each version handed out is kept. */
+    private readonly definitions?: TableDefinitions,
   ) {}
 
   /** Appends the events `msg` produces (zero, one, or two for a key change) to `out`. */
@@ -83,7 +86,10 @@ export class ChangeBuilder {
         this.txn = undefined;
         return;
       case 'relation':
-        this.onRelation(msg, changeLsn);
+        // pgoutput sends a Relation message with WAL position 0: where the definition starts
+        // is the position of the transaction it came in (its commit), so that WAL replayed
+        // after a restart finds the version it had the first time (SchemaVersionHistory).
+        this.onRelation(msg, changeLsn === 0n && this.txn ? this.txn.commitLsn : changeLsn);
         return;
       case 'insert': {
         if (this.ignored(msg.relationId)) return;
@@ -186,6 +192,7 @@ export class ChangeBuilder {
     }
     // syncline's own tables produce no events, so their definitions are not versioned.
     const schemaVersion = this.ignoredSchemas.has(msg.schema) ? 0 : this.versions.versionOf(msg.schema, msg.name, msg.columns, lsn);
+    if (schemaVersion !== 0) this.definitions?.record(msg.schema, msg.name, schemaVersion, msg.columns, (_, i) => keyIndexes.includes(i));
     const info = { message: msg, keyIndexes, schemaVersion };
     if (this.streamed) {
       this.streamed.set(msg.relationId, info);
@@ -220,7 +227,7 @@ export class ChangeBuilder {
       payload[name] = v;
       if (keyColumns.includes(name)) key[name] = v;
     }
-    return this.event(this.snapshotRelation(schema, table, changeLsn, columnTypes), 'READ', changeLsn, key, payload, undefined, undefined, ctx);
+    return this.event(this.snapshotRelation(schema, table, changeLsn, columnTypes, keyColumns), 'READ', changeLsn, key, payload, undefined, undefined, ctx);
   }
 
   /** The start of a keyless table's snapshot (see ChangeEvent.snapshot_reset), versioned in `ctx`. */
@@ -230,7 +237,7 @@ export class ChangeBuilder {
     return e;
   }
 
-  private snapshotRelation(schema: string, table: string, changeLsn: Lsn, columnTypes: readonly ColumnType[] | undefined): RelationInfo {
+  private snapshotRelation(schema: string, table: string, changeLsn: Lsn, columnTypes: readonly ColumnType[] | undefined, keyColumns: readonly string[] = []): RelationInfo {
     const known = this.relationsByName.get(`${schema}.${table}`);
     let schemaVersion = known?.schemaVersion ?? 1;
     if (columnTypes) {
@@ -239,6 +246,7 @@ export class ChangeBuilder {
       else {
         schemaVersion = this.versions.versionOf(schema, table, columnTypes, changeLsn);
         this.snapshotVersion = { columns: columnTypes, lsn: changeLsn, version: schemaVersion };
+        this.definitions?.record(schema, table, schemaVersion, columnTypes, (c) => keyColumns.includes(c.name));
       }
     }
     return known && known.schemaVersion === schemaVersion

@@ -14,7 +14,7 @@
  */
 import { partitionKeyOf, type ChangeEvent } from '../core/change.js';
 import { SynclineError } from '../core/errors.js';
-import { decodeChange } from '../pipeline/decode-change.js';
+import { decodeChange } from './decode-change.js';
 import { AvroTableCodec, avroKeySchema, avroValueSchema } from './avro-format.js';
 import { planColumns, type SchemaFormat } from './column-plan.js';
 import { JsonSchemaTableCodec, jsonKeySchema, jsonValueSchema } from './json-schema-format.js';

@@ -13,6 +13,7 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
   private history = new SchemaVersionHistory();
   /** The chain of inserts; a failed insert fails every later `stored()`. */
   private writes: Promise<void> = Promise.resolve();
+  private readonly listeners: ((entry: SchemaVersionEntry) => void)[] = [];
 
   constructor(private readonly client: pg.ClientBase, private readonly schema: string, private readonly slot: string) {
     this.table = quoteQualified(schema, 'schema_versions');
@@ -29,6 +30,9 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
       first_lsn pg_lsn NOT NULL,
       recorded_at timestamptz NOT NULL DEFAULT now(),
       PRIMARY KEY (slot_name, table_schema, table_name, version))`);
+    // Added later: the definition's columns, [{name, type, type_oid, typmod, attnum, not_null, key}]
+    // (type: format_type text), for `syncline schemas` and schema evolution at the sink.
+    await this.client.query(`ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS columns jsonb`);
   }
 
   /** Reads the recorded definitions; call once before capture starts. */
@@ -49,13 +53,27 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
     return this.writes;
   }
 
+  listen(listener: (entry: SchemaVersionEntry) => void): void {
+    this.listeners.push(listener);
+  }
+
   private record(e: SchemaVersionEntry): void {
+    for (const l of this.listeners) l(e);
+    const columns = (e.columns ?? []).map((c) => ({ name: c.name, type_oid: c.typeOid, typmod: c.typeMod }));
     // Only the slot's leader (leader-lock.ts) writes, after loading: a row is never contested.
+    // The columns' type names come from format_type; attnum, NOT NULL and the primary key from
+    // the catalog as it is when recorded (just after capture met the definition).
     this.writes = this.writes.then(async () => {
       await this.client.query(
-        `INSERT INTO ${this.table} (slot_name, table_schema, table_name, version, signature, first_lsn) VALUES ($1, $2, $3, $4, $5, $6::pg_lsn)
+        `INSERT INTO ${this.table} (slot_name, table_schema, table_name, version, signature, first_lsn, columns)
+         SELECT $1, $2, $3, $4, $5, $6::pg_lsn,
+                coalesce(jsonb_agg(jsonb_build_object('name', c.name, 'type', format_type(c.type_oid, c.typmod), 'type_oid', c.type_oid, 'typmod', c.typmod,
+                  'attnum', a.attnum, 'not_null', coalesce(a.attnotnull, false), 'key', coalesce(a.attnum = ANY (pk.indkey::int2[]), false)) ORDER BY c.ord), '[]'::jsonb)
+           FROM ROWS FROM (jsonb_to_recordset($7::jsonb) AS (name text, type_oid oid, typmod int)) WITH ORDINALITY AS c(name, type_oid, typmod, ord)
+           LEFT JOIN pg_attribute a ON a.attrelid = to_regclass(format('%I.%I', $2::text, $3::text)) AND a.attname = c.name AND NOT a.attisdropped
+           LEFT JOIN pg_index pk ON pk.indrelid = a.attrelid AND pk.indisprimary
          ON CONFLICT (slot_name, table_schema, table_name, version) DO NOTHING`,
-        [this.slot, e.schema, e.table, e.version, e.signature, formatLsn(e.lsn)],
+        [this.slot, e.schema, e.table, e.version, e.signature, formatLsn(e.lsn), JSON.stringify(columns)],
       );
     });
     // Reported through stored(); not an unhandled rejection meanwhile.

@@ -10,6 +10,12 @@ import { PrerequisiteError } from '../core/errors.js';
 export interface OutgoingRecord {
   /** Records with the same key land in the same partition, in publish order. */
   key: string;
+  /**
+   * The message key as the record's format encodes it (a typed `stream.format`: the key
+   * columns in their key schema, Confluent wire format). Kafka sends it as the message key;
+   * the partition is still computed from `key`. Other streams ignore it.
+   */
+  keyBytes?: Buffer;
   value: Buffer;
   /**
    * Unique, deterministic identity of the record (capture sets `${commit_lsn}:${seq}`).

@@ -1,5 +1,31 @@
 import type pg from 'pg';
-import { quoteIdent, quoteQualified } from '../../src/core/sql.js';
+import { parseTableName, quoteIdent, quoteQualified } from '../../src/core/sql.js';
+import { compareTable } from '../../src/verify/compare.js';
+import { waitFor } from './wait.js';
+
+/**
+ * Waits until every one of `tables` is equal at the target and the source (syncline's
+ * compareTable: no differing key and the same row count); on timeout it throws with the drift.
+ */
+export async function waitForEqualTables(source: pg.ClientBase, target: pg.ClientBase, tables: readonly string[], timeoutMs = 120_000): Promise<void> {
+  const names = tables.map((t) => parseTableName(t));
+  let drift: Awaited<ReturnType<typeof compareTable>>[] = [];
+  try {
+    await waitFor(
+      'the target to equal the source',
+      async () => {
+        drift = await Promise.all(names.map((t) => compareTable(source, target, t)));
+        // Row counts too: a key the first scan missed (apply still catching up) can be
+        // present by its re-check, which then reports no difference.
+        return drift.every((d) => d.differing === 0 && d.sourceRows === d.targetRows);
+      },
+      timeoutMs,
+      500,
+    );
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; drift: ${JSON.stringify(drift)}`);
+  }
+}
 
 /**
  * An independent comparison for tests: every row of the source's own columns, as text,

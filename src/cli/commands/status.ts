@@ -19,6 +19,7 @@ export function formatStatus(r: StatusReport): string {
         `${s.lagBytes == null ? '?' : formatBytes(s.lagBytes)} behind the current WAL, retains ${s.retainedWalBytes == null ? '?' : formatBytes(s.retainedWalBytes)} (wal_status ${s.walStatus ?? '?'})`,
     );
   }
+  for (const v of r.schemas) out.push(`schema    ${v.table}: _schema_version ${v.version} since LSN ${v.firstLsn} (${v.recordedAt})`);
   if (!r.stream.reachable) out.push(`stream    ${r.stream.broker}: ${r.stream.error ?? 'not reachable'}`);
   else {
     out.push(`stream    ${r.stream.broker}, ${r.stream.partitions.length} partitions, group ${r.consumer.group}: ${r.stream.recordsBehind} records behind`);

@@ -25,7 +25,7 @@ const MAX_RECORDS_PER_REQUEST = 2000;
 const RECORD_OVERHEAD_BYTES = 24;
 
 interface KafkaMessage {
-  key: string;
+  key: string | Buffer;
   value: Buffer | null;
   partition: number;
 }
@@ -104,7 +104,7 @@ class KafkaProducer implements StreamProducer {
       for (let i = 0; i < records.length; i++) {
         const r = records[i] as OutgoingRecord;
         const partition = partitionFor(r.key, partitions);
-        const size = r.key.length * 3 + r.value.length + RECORD_OVERHEAD_BYTES;
+        const size = (r.keyBytes?.length ?? r.key.length * 3) + r.value.length + RECORD_OVERHEAD_BYTES;
         if (messages.length > 0 && ((bytes[partition] as number) + size > this.maxBatchBytes || messages.length >= MAX_RECORDS_PER_REQUEST)) {
           await this.produce(messages);
           messages = [];
@@ -112,7 +112,8 @@ class KafkaProducer implements StreamProducer {
         }
         bytes[partition] = (bytes[partition] as number) + size;
         // An empty value goes out as null: a tombstone, which compaction removes with its key.
-        messages.push({ key: r.key, value: r.value.length === 0 ? null : r.value, partition });
+        // A typed format's key goes out schema-encoded (keyBytes); the partition stays the text key's.
+        messages.push({ key: r.keyBytes ?? r.key, value: r.value.length === 0 ? null : r.value, partition });
       }
     }
     if (messages.length > 0) await this.produce(messages);
