@@ -6,6 +6,7 @@ import { silentLogger, type Logger } from '../log/logger.js';
 import { Metrics } from '../metrics/metrics.js';
 import type { HttpServer } from '../http/server.js';
 import type { Sink } from '../sink/sink.js';
+import type { ConflictResolver } from '../sink/conflicts/resolve.js';
 import type { Stream } from '../stream/stream.js';
 import type { Transform } from '../transforms/transform.js';
 import { TransformingSink, type AppliedBatch } from '../transforms/transforming-sink.js';
@@ -28,6 +29,11 @@ export interface PipelineOptions {
    * The pipeline prepares it when apply starts and closes it when apply ends.
    */
   sink?: Sink;
+  /**
+   * Decides conflicts between writers at a postgres sink (fan-in, bidirectional) instead of
+   * `sink.conflict_strategy`; recorded with strategy `custom`. Must be deterministic.
+   */
+  resolveConflict?: ConflictResolver;
   /** Applied in order to every change before the sink (see Transform). */
   transforms?: readonly Transform[];
   /** `run` (capture and apply), `capture` (source → stream) or `apply` (stream → sink). Default `run`. */
@@ -254,7 +260,7 @@ export class Pipeline {
     } else markCapture();
     if (role !== 'capture') {
       try {
-        const sink = new TransformingSink(openSink(config, this.options.sink), transforms, { onApplied: (b) => this.applied(b) });
+        const sink = new TransformingSink(openSink(config, this.options.sink, this.options.resolveConflict), transforms, { onApplied: (b) => this.applied(b) });
         const observed = watchConsumer(stream, () => {
           this.applyState = 'consuming';
           markApply();

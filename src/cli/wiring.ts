@@ -24,6 +24,9 @@ import { WebhookSink } from '../sink/webhook/webhook-sink.js';
 import type { Dedup } from '../dedup/dedup.js';
 import { RedisDedup } from '../dedup/redis-dedup.js';
 import type { Sink } from '../sink/sink.js';
+import { builtInResolver, withDeltas, type ConflictResolver } from '../sink/conflicts/resolve.js';
+import type { ConflictOptions } from '../sink/sql/sql-sink.js';
+import { tableLabel } from '../core/table-mapping.js';
 import { MappedSink } from '../sink/mapped-sink.js';
 import { TableMapping } from '../core/table-mapping.js';
 import { readSourceShapes } from './table-routes.js';
@@ -70,16 +73,17 @@ export async function openStream(config: SynclineConfig, baseDir = process.cwd()
  * config sets them (checked against the source on `prepare`). The only place that names
  * concrete sink adapters.
  */
-export function openSink(config: SynclineConfig, custom?: Sink): Sink {
+export function openSink(config: SynclineConfig, custom?: Sink, resolveConflict?: ConflictResolver): Sink {
   const mapping = TableMapping.fromConfig(config.sink.tables);
   // A library user's own sink replaces sink.type (createPipeline's `sink`).
-  const sink = custom ?? openAdapterSink(config, mapping);
+  const sink = custom ?? openAdapterSink(config, mapping, resolveConflict);
   if (mapping.isEmpty) return sink;
   return new MappedSink(sink, mapping, { sourceTables: (tables) => withSource(config, (c) => readSourceShapes(c, tables)) });
 }
 
-function openAdapterSink(config: SynclineConfig, mapping: TableMapping): Sink {
+function openAdapterSink(config: SynclineConfig, mapping: TableMapping, resolveConflict?: ConflictResolver): Sink {
   const s = config.sink;
+  const conflicts = conflictOptionsOf(config, resolveConflict);
   if (s.consistency === 'transactional' && (s.type === 'redis' || s.type === 'webhook')) {
     throw new PrerequisiteError(
       `sink.consistency: transactional needs a SQL sink (postgres, mysql, sqlite); the ${s.type} sink has no transactions`,
@@ -96,6 +100,8 @@ function openAdapterSink(config: SynclineConfig, mapping: TableMapping): Sink {
         versionGate: s.version_gate,
         staleAudit: s.stale_audit,
         copyThreshold: s.copy_threshold,
+        ...(s.origin !== undefined ? { origin: s.origin } : {}),
+        ...(conflicts ? { conflicts } : {}),
         ...(s.create_tables
           ? {
               // Called with the target's name: a routed table is made from its source's definition.
@@ -113,11 +119,31 @@ function openAdapterSink(config: SynclineConfig, mapping: TableMapping): Sink {
     case 'webhook':
       return new WebhookSink({ url: s.url, batch: s.webhook_batch });
     case 'mysql':
+      if (conflicts) throw new PrerequisiteError(`conflict tracking (sink.conflict_strategy, delta_columns, a resolver) is for the postgres sink only, for now`, 'use a postgres sink, or sink.conflict_strategy: source_lsn_priority');
       // syncline's own tables are `<state_schema>_positions` etc. in the URL's database.
       return new MysqlSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate, deleteMode: s.delete_mode });
     case 'sqlite':
+      if (conflicts) throw new PrerequisiteError(`conflict tracking (sink.conflict_strategy, delta_columns, a resolver) is for the postgres sink only, for now`, 'use a postgres sink, or sink.conflict_strategy: source_lsn_priority');
       return new SqliteSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate, deleteMode: s.delete_mode });
   }
+}
+
+/**
+ * Conflict tracking for the sink: on with a strategy other than source_lsn_priority, delta
+ * columns, or a library resolver (which replaces the strategy's).
+ */
+export function conflictOptionsOf(config: SynclineConfig, resolveConflict?: ConflictResolver): ConflictOptions | undefined {
+  const s = config.sink;
+  const deltas = Object.entries(s.delta_columns);
+  if (s.conflict_strategy === 'source_lsn_priority' && deltas.length === 0 && !resolveConflict) return undefined;
+  const resolver = resolveConflict ?? builtInResolver(s.conflict_strategy, s.source_priority);
+  return {
+    strategy: resolveConflict ? 'custom' : s.conflict_strategy,
+    resolver: withDeltas(resolver),
+    deltaColumns: new Map(deltas.map(([table, cols]) => [tableLabel(parseTableName(table)), cols])),
+    ...(s.lww_column !== undefined ? { lwwColumn: s.lww_column } : {}),
+    localSource: s.local_source ?? 'local',
+  };
 }
 
 /** The dedup backend of `consumer.deduplication`; undefined for `sink` (the sink's version gate). */
@@ -231,6 +257,8 @@ export async function runCapture(
       protocolVersion,
       messages: true,
       streaming: protocolVersion >= 2,
+      // skip_origins: 16+ filters at the server; 15 in capture (the ChangeBuilder) alone.
+      ...(config.source.skip_origins && serverVersion >= 160000 ? { origin: 'none' as const } : {}),
     });
     log.info({ protocolVersion, streaming: protocolVersion >= 2 }, 'pgoutput protocol negotiated');
     const producer = await stream.producer();
@@ -247,6 +275,7 @@ export async function runCapture(
       schemaVersions,
       spillDir: config.source.spill_dir ?? spillDirFor(conn, slotConfig.name),
       readSourceRow: (schema, table, key, columns, xid) => rowReader.read(schema, table, key, columns, xid),
+      skipOrigins: config.source.skip_origins,
     });
     const tick = async (): Promise<void> => {
       try {

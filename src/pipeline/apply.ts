@@ -628,6 +628,7 @@ export class Apply {
       this.metrics.applied.inc({ table }, counts.applied);
       if (counts.stale > 0) this.metrics.stale.inc({ table }, counts.stale);
     }
+    for (const k of outcome.conflicts ?? []) this.metrics.conflicts.inc({ table: k.table, strategy: k.strategy }, k.count);
     const now = this.options.clock.now();
     // Changes folded into a newer change to the same key never reach the version gate. In a
     // replayed batch they are duplicates as much as the stale row that absorbed them, so they
@@ -731,4 +732,5 @@ function addOutcome(total: ApplyOutcome, o: ApplyOutcome): void {
     t.stale += c.stale;
     total.byTable.set(table, t);
   }
+  if (o.conflicts) total.conflicts = [...(total.conflicts ?? []), ...o.conflicts];
 }

@@ -6,7 +6,7 @@ import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { PgoutputDecoder } from '../pgoutput/decoder.js';
 import { parseReplicationFrame } from '../pgoutput/replication-frames.js';
-import type { PgoutputMessage } from '../pgoutput/messages.js';
+import type { OriginMessage, PgoutputMessage } from '../pgoutput/messages.js';
 import type { OutgoingRecord, StreamProducer } from '../stream/stream.js';
 import { ChangeBuilder, SNAPSHOT_PREFIX, type VersionContext } from './change-builder.js';
 import { SnapshotWindows, type ReadSnapshot } from './snapshot-windows.js';
@@ -53,6 +53,8 @@ export interface CaptureOptions {
    * the sink dead-letters it rather than guess.
    */
   readSourceRow?: SourceRowReader;
+  /** `source.skip_origins`: drop the changes of transactions that carry a replication origin. */
+  skipOrigins?: boolean;
 }
 
 /** Rows of one snapshot chunk, waiting for their high watermark. */
@@ -133,6 +135,8 @@ export class Capture {
   private readonly spill: SpillStore;
   /** Top-level xid of the streamed chunk being received, if any. */
   private streamXid: number | undefined;
+  /** Streamed transactions' Origin messages, by top-level xid, until their commit. */
+  private readonly originStreamed = new Map<number, OriginMessage>();
   /**
    * An asynchronous step is running (a streamed transaction's replay, or reading values
    * from the source): chunks that still arrive wait in `backlog`, copied, in order.
@@ -183,7 +187,7 @@ export class Capture {
     private readonly log: Logger,
     private readonly options: CaptureOptions,
   ) {
-    this.builder = new ChangeBuilder(options.source, new Set(options.ignoredSchemas), options.primaryKeys, options.schemaVersions);
+    this.builder = new ChangeBuilder(options.source, new Set(options.ignoredSchemas), options.primaryKeys, options.schemaVersions, options.skipOrigins);
     this.confirmed = options.startLsn;
     this.spill = new SpillStore(options.spillDir);
     this.failed = (err) => {
@@ -300,7 +304,15 @@ export class Capture {
       case 'stream_abort':
         // Aborted before commit: its buffered changes vanish and never reach the stream.
         this.spill.abort(msg.xid, msg.subXid);
+        if (msg.xid === msg.subXid) this.originStreamed.delete(msg.xid);
         return;
+      case 'origin':
+        // A streamed transaction's origin comes with its first chunk: replayed at its commit.
+        if (this.streamXid !== undefined) {
+          this.originStreamed.set(this.streamXid, msg);
+          return;
+        }
+        break;
       case 'stream_commit':
         this.runBusy(() => this.replayCommitted(msg.xid, msg.commitLsn, msg.endLsn, msg.commitTime));
         return;
@@ -551,6 +563,9 @@ export class Capture {
     const decoder = new PgoutputDecoder();
     this.builder.beginStreamedReplay();
     this.addChanges({ tag: 'begin', finalLsn: commitLsn, commitTime, xid }, commitLsn);
+    const origin = this.originStreamed.get(xid);
+    this.originStreamed.delete(xid);
+    if (origin) this.addChanges(origin, commitLsn);
     let replayed = 0;
     for (const record of this.spill.replay(xid)) {
       // Abandoned (stop or failure): not confirmed, the server sends the transaction again.

@@ -19,6 +19,34 @@ export interface MultisetVersions {
   truncation: bigint | undefined;
 }
 
+/** A target row as conflict tracking sees it (see `../conflicts/resolve.ts`). */
+export interface StoredRow {
+  /** Every column as text, syncline's own included. */
+  row: Row;
+  /** The source that wrote its version; null when syncline never wrote it. */
+  source: string | null;
+  /** True when the target itself wrote it last (or syncline never did). */
+  local: boolean;
+  /** Commit time of the version (a local write's, when the database tracks them); null when unknown. */
+  clock: string | null;
+  lsn: string | null;
+  seq: number | null;
+}
+
+/** A decided conflict, for `<state_schema>.conflicts`. */
+export interface ConflictRecord {
+  table: string;
+  strategy: string;
+  winner: 'incoming' | 'stored';
+  incoming: ChangeEvent;
+  incomingClock: string | null;
+  storedWriter: string;
+  storedClock: string | null;
+  stored: Row;
+  /** The values written, when a row was written (the incoming change's, or a merge). */
+  written: Row | null;
+}
+
 /**
  * What one database contributes to `SqlSink`: its connections, its bookkeeping DDL and the
  * version-gated statements. `SqlSink` owns the order of things (metadata, the transaction,
@@ -48,7 +76,8 @@ export interface SqlDialect<C, T extends SqlTable> {
    * `_deleted_at` for soft deletes) when missing. Runs outside the batch transaction.
    */
   loadTable(c: C, schema: string, table: string): Promise<T>;
-  begin(c: C): Promise<void>;
+  /** Opens the batch transaction; `changes` are the batch's (a dialect may tag the transaction with them). */
+  begin(c: C, changes: readonly ChangeEvent[]): Promise<void>;
   commit(c: C): Promise<void>;
   rollback(c: C): Promise<void>;
 
@@ -86,6 +115,20 @@ export interface SqlDialect<C, T extends SqlTable> {
    * snapshot reset was applied; `reset` never goes back to false.
    */
   writeMultisetVersion(c: C, label: string, newest: ChangeEvent | undefined, reset: boolean): Promise<void>;
+
+  /**
+   * Conflict tracking (a dialect that supports it): the stored rows of `rows`' keys, locked
+   * for the transaction, by row key (rowKeyOf).
+   */
+  readStored?(c: C, target: T, keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, StoredRow>>;
+  /**
+   * Writes `values` into the stored row of `change`'s key and nothing else: the stored version
+   * won a conflict, but its counters (delta columns) take the change's difference. Who wrote
+   * the version stays as it was.
+   */
+  writeColumns?(c: C, target: T, keyColumns: string[], change: ChangeEvent, values: Row): Promise<void>;
+  /** Records decided conflicts; returns how many are new (a replayed batch records none again). */
+  recordConflicts?(c: C, conflicts: ConflictRecord[]): Promise<number>;
 
   /** The target's structure (a table, a column, access), not a row, is wrong. */
   isStructural(err: unknown): boolean;
