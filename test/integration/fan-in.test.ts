@@ -1,4 +1,6 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -6,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Pipeline } from '../../src/index.js';
 import { freshDatabase, machinePg15, PG15_URL, waitFor } from '../helpers/postgres.js';
 import { direction, dropDatabases, dropSlot, rowsOf } from '../helpers/many-writers.js';
+import { CLI, ensureBuilt } from '../helpers/cli.js';
 
 const PID = process.pid;
 const SOURCES = [1, 2, 3].map((i) => `fanin_s${i}_${PID}`);
@@ -95,6 +98,17 @@ describe('fan-in: three sources into one target (PostgreSQL 15, embedded streams
     const stored = JSON.parse(await rowsOf(targetUrl, `SELECT DISTINCT incoming_source AS s FROM syncline.conflicts WHERE winner = 'incoming' AND stored_source <> 'local'`)) as { s: string }[];
     // Only s2 ever takes a shared key from another source (s1 only from s3).
     expect(stored.map((r) => r.s).every((s) => s === SOURCES[1] || s === SOURCES[0])).toBe(true);
+
+    // `syncline conflicts list` shows them, newest first, with both versions and the winner.
+    ensureBuilt();
+    const file = path.join(dir, 'conflicts.yaml');
+    await writeFile(file, `source:\n  url: ${urls[0]}\n  slots: [{ name: x, publication: x }]\nsink:\n  url: ${targetUrl}\n`);
+    const { stdout } = await promisify(execFile)(process.execPath, [CLI, 'conflicts', 'list', '-c', file, '--table', 'items', '--limit', '3', '--json']);
+    const listed = JSON.parse(stdout) as { table: string; winner: string; loser: string; strategy: string; stored: unknown; incoming: unknown }[];
+    expect(listed).toHaveLength(3);
+    expect(listed.every((e) => e.table === 'public.items' && e.strategy === 'source_priority' && e.stored && e.incoming)).toBe(true);
+    const text = await promisify(execFile)(process.execPath, [CLI, 'conflicts', 'list', '-c', file, '--limit', '1']);
+    expect(text.stdout).toMatch(/public\.items \["10\d"\]  source_priority: fanin_s\d_\d+ won over fanin_s\d_\d+/);
   }, 120_000);
 
   it('last_write_wins: the shared keys end with the source that committed last, whatever the apply order', async () => {
