@@ -108,7 +108,7 @@ describe('fan-in: three sources into one target (PostgreSQL 15, embedded streams
     expect(listed).toHaveLength(3);
     expect(listed.every((e) => e.table === 'public.items' && e.strategy === 'source_priority' && e.stored && e.incoming)).toBe(true);
     const text = await promisify(execFile)(process.execPath, [CLI, 'conflicts', 'list', '-c', file, '--limit', '1']);
-    expect(text.stdout).toMatch(/public\.items \["10\d"\]  source_priority: fanin_s\d_\d+ won over fanin_s\d_\d+/);
+    expect(text.stdout).toMatch(/public\.items \["10\d"\] {2}source_priority: fanin_s\d_\d+ won over fanin_s\d_\d+/);
   }, 120_000);
 
   it('last_write_wins: the shared keys end with the source that committed last, whatever the apply order', async () => {
