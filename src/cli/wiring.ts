@@ -13,6 +13,7 @@ import { parseTableName, type TableName } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { Apply } from '../pipeline/apply.js';
+import { WriterBoundaries } from '../pipeline/writer-boundaries.js';
 import { replayFrom } from './replay-from.js';
 import { Capture } from '../pipeline/capture.js';
 import { HEARTBEAT_PREFIX } from '../pipeline/change-builder.js';
@@ -449,6 +450,7 @@ export async function runApply(config: SynclineConfig, stream: Stream, metrics: 
       dedup,
       transactional: config.sink.consistency === 'transactional',
       heldTableRetryMs: config.consumer.retry.held_table_interval_ms,
+      ...(Object.keys(config.sink.writers).length > 0 ? { writers: new WriterBoundaries(config.sink.writers) } : {}),
     });
     await apply.run(signal);
   } finally {

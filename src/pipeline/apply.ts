@@ -12,6 +12,7 @@ import type { ApplyOutcome, Sink } from '../sink/sink.js';
 import type { ConsumerOptions, StreamConsumer, StreamRecord } from '../stream/stream.js';
 import { decodeChange } from './decode-change.js';
 import { TransactionAssembler, type AssemblerItem } from './transaction-assembler.js';
+import type { WriterBoundaries } from './writer-boundaries.js';
 
 export interface ApplyOptions {
   group: string;
@@ -44,6 +45,8 @@ export interface ApplyOptions {
   incompleteTransactionMs?: number;
   /** How often a held table (see Apply) is tried again. Default 10000. */
   heldTableRetryMs?: number;
+  /** `sink.writers`: a change of a source that does not own its table is dead-lettered (NOT_OWNER). */
+  writers?: WriterBoundaries;
 }
 
 interface Item {
@@ -284,6 +287,11 @@ export class Apply {
       if (change.op === 'TRUNCATE' && !change.snapshot_reset && this.options.truncate !== 'apply') {
         if (this.options.truncate === 'dead_letter') letters.push(this.letter(change, record, truncateParked()));
         continue; // ignored by configuration (sink.truncate: ignore)
+      }
+      const notOwner = this.options.writers?.refuse(change);
+      if (notOwner) {
+        letters.push(this.letter(change, record, notOwner));
+        continue;
       }
       const held = this.heldTables.get(tableLabelOf(change));
       if (held !== undefined) letters.push(this.letter(change, record, tableBlockedError(held)));

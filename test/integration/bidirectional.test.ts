@@ -4,7 +4,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Pipeline } from '../../src/index.js';
-import { freshDatabase, machinePg15, PG15_URL, waitFor } from '../helpers/postgres.js';
+import { embeddedPg17, freshDatabase, machinePg15, waitFor, type PgServer } from '../helpers/postgres.js';
 import { captured, direction, dropDatabases, dropSlot, rowsOf } from '../helpers/many-writers.js';
 
 const PID = process.pid;
@@ -19,14 +19,20 @@ const ROWS = 'SELECT id, name, hits::text, updated_at::text FROM accounts ORDER 
  * once; last_write_wins on the application's `updated_at` and a delta counter make them
  * converge, and traffic stops when the writes stop (no change comes back).
  */
-describe('bidirectional without loops (PostgreSQL 15, embedded streams)', () => {
+const SERVERS: [string, () => Promise<PgServer>][] = [
+  ['PostgreSQL 15: the Origin message filtered in capture', machinePg15],
+  ["PostgreSQL 17: pgoutput origin 'none'", () => embeddedPg17('logical')],
+];
+
+describe.each(SERVERS)('bidirectional without loops (%s, embedded streams)', (_, start) => {
+  let server: PgServer;
   let dir: string;
   let aUrl: string;
   let bUrl: string;
   const pipelines: Pipeline[] = [];
 
   beforeAll(async () => {
-    const server = await machinePg15();
+    server = await start();
     aUrl = await freshDatabase(server, `syncline_${A}`);
     bUrl = await freshDatabase(server, `syncline_${B}`);
     for (const url of [aUrl, bUrl]) {
@@ -38,15 +44,16 @@ describe('bidirectional without loops (PostgreSQL 15, embedded streams)', () => 
       await c.end();
     }
     dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-bidi-'));
-  });
+  }, 120_000);
 
   afterAll(async () => {
     for (const p of pipelines) await p.stop().catch(() => undefined);
     if (aUrl) await dropSlot(aUrl, A, [`from_${A}`, `from_${B}`]).catch(() => undefined);
     if (bUrl) await dropSlot(bUrl, B).catch(() => undefined);
-    await dropDatabases(PG15_URL, [`syncline_${A}`, `syncline_${B}`]).catch(() => undefined);
+    await dropDatabases(server.url('postgres'), [`syncline_${A}`, `syncline_${B}`]).catch(() => undefined);
+    await server?.stop();
     if (dir) await rm(dir, { recursive: true, force: true });
-  });
+  }, 60_000);
 
   it('converges after concurrent updates of disjoint and the same rows, and stops when writes stop', async () => {
     const sinkKeys = { conflict_strategy: 'last_write_wins', lww_column: 'updated_at', delta_columns: { accounts: ['hits'] } };
