@@ -15,6 +15,8 @@ export interface Direction {
   source?: Record<string, unknown>;
   sink?: Record<string, unknown>;
   resolveConflict?: PipelineOptions['resolveConflict'];
+  /** Dead letters in the sink database (default: off, a poison change stops the pipeline). */
+  deadLetters?: boolean;
 }
 
 export function direction(d: Direction): Pipeline {
@@ -30,7 +32,7 @@ export function direction(d: Direction): Pipeline {
     stream: { broker: 'embedded', path: path.join(d.dir, d.name), partitions: 3 },
     consumer: { group_id: d.name, batch_wait_ms: 5, retry: { backoff_base_ms: 10, backoff_max_ms: 200 } },
     sink: { type: 'postgres', url: d.sinkUrl, copy_threshold: 0, ...d.sink },
-    dead_letter: { enabled: false },
+    dead_letter: d.deadLetters ? { url: d.sinkUrl } : { enabled: false },
     monitoring: { enabled: false },
   } as SynclineConfigInput;
   return createPipeline({ config, role: 'run', ...(d.resolveConflict ? { resolveConflict: d.resolveConflict } : {}) });

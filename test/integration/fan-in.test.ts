@@ -6,7 +6,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Pipeline } from '../../src/index.js';
-import { freshDatabase, machinePg15, PG15_URL, waitFor } from '../helpers/postgres.js';
+import { embeddedPg17, freshDatabase, machinePg15, waitFor, type PgServer } from '../helpers/postgres.js';
 import { direction, dropDatabases, dropSlot, rowsOf } from '../helpers/many-writers.js';
 import { CLI, ensureBuilt } from '../helpers/cli.js';
 
@@ -31,14 +31,21 @@ async function exec(url: string, sql: string, params: unknown[] = []): Promise<v
  * Versions are compared only within a source; a write to a row another source wrote is a
  * conflict, decided by the strategy and recorded.
  */
-describe('fan-in: three sources into one target (PostgreSQL 15, embedded streams)', () => {
+const SERVERS: [string, () => Promise<PgServer>][] = [
+  ['PostgreSQL 15', machinePg15],
+  ['PostgreSQL 17', () => embeddedPg17('logical')],
+];
+
+describe.each(SERVERS)('fan-in: three sources into one target (%s, embedded streams)', (_, start) => {
+  let server: PgServer;
   let dir: string;
-  const urls: string[] = [];
+  let urls: string[] = [];
   let targetUrl: string;
   const pipelines: Pipeline[] = [];
 
   beforeAll(async () => {
-    const server = await machinePg15();
+    server = await start();
+    urls = [];
     for (const s of SOURCES) {
       const url = await freshDatabase(server, `syncline_${s}`);
       await exec(url, 'CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL, qty integer NOT NULL)');
@@ -46,18 +53,19 @@ describe('fan-in: three sources into one target (PostgreSQL 15, embedded streams
     }
     targetUrl = await freshDatabase(server, TARGET);
     dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-fanin-'));
-  });
+  }, 120_000);
 
   afterAll(async () => {
     for (const p of pipelines) await p.stop().catch(() => undefined);
     for (const [i, s] of SOURCES.entries()) await dropSlot(urls[i] as string, s).catch(() => undefined);
-    await dropDatabases(PG15_URL, [...SOURCES.map((s) => `syncline_${s}`), TARGET]).catch(() => undefined);
+    await dropDatabases(server.url('postgres'), [...SOURCES.map((s) => `syncline_${s}`), TARGET]).catch(() => undefined);
+    await server?.stop();
     if (dir) await rm(dir, { recursive: true, force: true });
-  });
+  }, 60_000);
 
   /** Starts one pipeline per source into the target with `sink` keys; stops them after `fn`. */
-  async function withPipelines(sink: Record<string, unknown>, fn: () => Promise<void>, suffix: string): Promise<void> {
-    const started = SOURCES.map((s, i) => direction({ name: s, sourceUrl: urls[i] as string, sinkUrl: targetUrl, dir: path.join(dir, suffix), tables: ['items'], sink }));
+  async function withPipelines(sink: Record<string, unknown>, fn: () => Promise<void>, suffix: string, extra: Record<string, unknown> = {}): Promise<void> {
+    const started = SOURCES.map((s, i) => direction({ name: s, sourceUrl: urls[i] as string, sinkUrl: targetUrl, dir: path.join(dir, suffix), tables: ['items'], sink, ...extra }));
     pipelines.push(...started);
     for (const p of started) await p.start();
     try {
@@ -128,5 +136,38 @@ describe('fan-in: three sources into one target (PostgreSQL 15, embedded streams
     }, 'lww');
     const winners = JSON.parse(await rowsOf(targetUrl, `SELECT count(*)::int AS n FROM syncline.conflicts WHERE strategy = 'last_write_wins'`)) as { n: number }[];
     expect(winners[0]?.n).toBeGreaterThanOrEqual(11);
+  }, 120_000);
+
+  it('sink.writers: a source writing a table it does not own is dead-lettered (NOT_OWNER); doctor warns of two writers without a strategy', async () => {
+    await exec(targetUrl, 'DROP TABLE items; TRUNCATE syncline.conflicts, syncline.positions, syncline.tombstones');
+    await exec(targetUrl, 'CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL, qty integer NOT NULL)');
+    for (const url of urls) await exec(url, 'TRUNCATE items');
+    const writers = { [SOURCES[0] as string]: ['items'], [SOURCES[1] as string]: ['public.items'] };
+    await withPipelines({ writers }, async () => {
+      for (const [i, url] of urls.entries()) await exec(url, `INSERT INTO items VALUES ($1, $2, 0)`, [300 + i, `s${i + 1}`]);
+      await waitFor('the owners rows applied and the third dead-lettered', async () => {
+        const applied = await rowsOf(targetUrl, 'SELECT id FROM items ORDER BY id');
+        // s3's TRUNCATE (of the previous test's rows) and its INSERT.
+        const letters = await rowsOf(targetUrl, `SELECT DISTINCT source, error_code, change->>'op' AS op FROM syncline.dead_letter ORDER BY 3`).catch(() => '[]');
+        return (
+          applied === JSON.stringify([{ id: 300 }, { id: 301 }]) &&
+          letters === JSON.stringify(['INSERT', 'TRUNCATE'].map((op) => ({ source: SOURCES[2], error_code: 'NOT_OWNER', op })))
+        );
+      }, 60_000, 250);
+    }, 'writers', { deadLetters: true });
+
+    ensureBuilt();
+    const file = path.join(dir, 'writers.yaml');
+    await writeFile(
+      file,
+      `source:\n  name: ${SOURCES[0]}\n  url: ${urls[0]}\n  slots: [{ name: ${SOURCES[0]}_slot, publication: ${SOURCES[0]}_pub, tables: [items] }]\n` +
+        `stream: { broker: embedded, path: ${path.join(dir, 'writers', SOURCES[0] as string)} }\n` +
+        `sink:\n  url: ${targetUrl}\n  writers: { ${SOURCES[0]}: [items], ${SOURCES[2]}: [items] }\n`,
+    );
+    const r = await promisify(execFile)(process.execPath, [CLI, 'doctor', '-c', file, '--json']).catch((e: { stdout: string }) => e);
+    const report = JSON.parse(r.stdout) as { checks: { name: string; status: string; detail: string }[] };
+    const writersCheck = report.checks.find((c) => c.name === 'sink writers');
+    expect(writersCheck?.status).toBe('warn');
+    expect(writersCheck?.detail).toMatch(/public\.items is written by fanin_s1_\d+, fanin_s3_\d+ without a conflict strategy/);
   }, 120_000);
 });
