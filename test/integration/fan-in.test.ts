@@ -94,6 +94,12 @@ describe.each(SERVERS)('fan-in: three sources into one target (%s, embedded stre
         ...range(100, 109).map((id) => ({ id, name: 's2-shared', qty: 1 })),
       ];
       await waitFor('the target holds every source row and the shared keys of s2', async () => (await rowsOf(targetUrl, 'SELECT id, name, qty FROM items ORDER BY id')) === JSON.stringify(expected), 60_000, 250);
+      // A delete is a write too: s3 may not delete s2's row; s1 deletes its own.
+      await exec(urls[2] as string, 'DELETE FROM items WHERE id = 100');
+      await exec(urls[0] as string, 'DELETE FROM items WHERE id = 1');
+      await waitFor('own delete applied, lower-priority delete refused', async () => (await rowsOf(targetUrl, 'SELECT id FROM items WHERE id IN (1, 100) ORDER BY id')) === JSON.stringify([{ id: 100 }]), 60_000, 250);
+      const refused = await rowsOf(targetUrl, `SELECT winner, incoming_source FROM syncline.conflicts WHERE row_key = '["100"]' AND incoming_version = 'null'::jsonb`);
+      expect(refused).toBe(JSON.stringify([{ winner: 'stored', incoming_source: SOURCES[2] }]));
     }, 'priority');
     const rows = JSON.parse(await rowsOf(targetUrl, `SELECT DISTINCT _syncline_source AS s FROM items WHERE id >= 100`)) as { s: string }[];
     expect(rows).toEqual([{ s: SOURCES[1] }]);
@@ -133,6 +139,9 @@ describe.each(SERVERS)('fan-in: three sources into one target (%s, embedded stre
       // s1 writes again later: now it is the last writer.
       await exec(urls[0] as string, `UPDATE items SET name = 's1-again' WHERE id = 200`);
       await waitFor('a later write of another source wins', async () => (await rowsOf(targetUrl, `SELECT name FROM items WHERE id = 200`)) === JSON.stringify([{ name: 's1-again' }]), 60_000, 250);
+      // A later delete of another source wins too, and its tombstone keeps the row away.
+      await exec(urls[2] as string, 'DELETE FROM items WHERE id = 201');
+      await waitFor('a later delete of another source wins', async () => (await rowsOf(targetUrl, `SELECT id FROM items WHERE id = 201`)) === '[]', 60_000, 250);
     }, 'lww');
     const winners = JSON.parse(await rowsOf(targetUrl, `SELECT count(*)::int AS n FROM syncline.conflicts WHERE strategy = 'last_write_wins'`)) as { n: number }[];
     expect(winners[0]?.n).toBeGreaterThanOrEqual(11);

@@ -136,6 +136,8 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
       table_name text PRIMARY KEY, lsn pg_lsn NOT NULL, seq integer NOT NULL, reset boolean NOT NULL DEFAULT false)`);
     if (this.options.staleAudit) await c.query(staleAuditDdl(this.state.staleAudit));
     if (this.options.conflicts) {
+      // Tombstones of different sources do not compare by LSN: each names its source.
+      await c.query(`ALTER TABLE ${this.state.tombstones} ADD COLUMN IF NOT EXISTS source text`);
       await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.conflicts} (
         id bigserial PRIMARY KEY, detected_at timestamptz NOT NULL DEFAULT now(),
         table_name text NOT NULL, row_key text NOT NULL, strategy text NOT NULL, winner text NOT NULL,
@@ -268,7 +270,7 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
       (gate
         ? `
         WHERE NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
-                           WHERE tb.table_name = ${label} AND tb.row_key = i.row_key AND (tb.lsn, tb.seq) >= (i.v_lsn::pg_lsn, i.v_seq))
+                           WHERE tb.table_name = ${label} AND tb.row_key = i.row_key AND (tb.lsn, tb.seq) >= (i.v_lsn::pg_lsn, i.v_seq)${tracked ? ' AND (tb.source IS NULL OR tb.source = i.w_source)' : ''})
           AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr
                            WHERE tr.table_name = ${label} AND (tr.lsn, tr.seq) >= (i.v_lsn::pg_lsn, i.v_seq))`
         : `
@@ -286,17 +288,21 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     const k = keyColumns.length;
     const soft = this.options.deleteMode === 'soft';
     const match = keyMatch(target, keyColumns);
-    const gate = this.options.versionGate ? ` AND ${ROW_VERSION} < (i.v_lsn::pg_lsn, i.v_seq)` : '';
+    const tracked = this.options.conflicts !== undefined;
+    // Tracked: the resolver already let a delete of another writer's row win (see upsertSql).
+    const rowGate = tracked ? `(t.${W_SOURCE} IS DISTINCT FROM i.w_source OR ${LOCALLY_WRITTEN} OR ${ROW_VERSION} < (i.v_lsn::pg_lsn, i.v_seq))` : `${ROW_VERSION} < (i.v_lsn::pg_lsn, i.v_seq)`;
+    const gate = this.options.versionGate ? ` AND ${rowGate}` : '';
     const removal = soft
       ? `UPDATE ${target.qualified} t SET ${quoteIdent(DELETED_AT_COLUMN)} = i.ts::timestamptz, ${V_LSN} = i.v_lsn::pg_lsn, ${V_SEQ} = i.v_seq
            FROM i WHERE ${match}${gate} RETURNING 1`
       : `DELETE FROM ${target.qualified} t USING i WHERE ${match}${gate} RETURNING 1`;
-    const sql = `WITH i AS (SELECT * FROM unnest(${[...keyColumns.map((_, j) => `$${j + 1}::text[]`), `$${k + 1}::text[]`, `$${k + 2}::text[]`, `$${k + 3}::int[]`, `$${k + 4}::text[]`].join(', ')})
-                     AS i(${[...keyColumns.map((_, j) => `k${j}`), 'row_key', 'v_lsn', 'v_seq', 'ts'].join(', ')})),
-      tomb AS (INSERT INTO ${this.state.tombstones} AS tb (table_name, row_key, lsn, seq)
-               SELECT $${k + 5}, row_key, v_lsn::pg_lsn, v_seq FROM i
-               ON CONFLICT (table_name, row_key) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq, deleted_at = now()
-               WHERE (tb.lsn, tb.seq) < (EXCLUDED.lsn, EXCLUDED.seq)
+    // Tracked: a tombstone names its source; one of another source is replaced (the delete won).
+    const sql = `WITH i AS (SELECT * FROM unnest(${[...keyColumns.map((_, j) => `$${j + 1}::text[]`), `$${k + 1}::text[]`, `$${k + 2}::text[]`, `$${k + 3}::int[]`, `$${k + 4}::text[]`, ...(tracked ? [`$${k + 6}::text[]`] : [])].join(', ')})
+                     AS i(${[...keyColumns.map((_, j) => `k${j}`), 'row_key', 'v_lsn', 'v_seq', 'ts', ...(tracked ? ['w_source'] : [])].join(', ')})),
+      tomb AS (INSERT INTO ${this.state.tombstones} AS tb (table_name, row_key, lsn, seq${tracked ? ', source' : ''})
+               SELECT $${k + 5}, row_key, v_lsn::pg_lsn, v_seq${tracked ? ', w_source' : ''} FROM i
+               ON CONFLICT (table_name, row_key) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq, deleted_at = now()${tracked ? ', source = EXCLUDED.source' : ''}
+               WHERE ${tracked ? 'tb.source IS DISTINCT FROM EXCLUDED.source OR ' : ''}(tb.lsn, tb.seq) < (EXCLUDED.lsn, EXCLUDED.seq)
                RETURNING 1),
       removed AS (${removal})
       SELECT (SELECT count(*) FROM tomb)::int AS tombstoned, (SELECT count(*) FROM removed)::int AS removed`;
@@ -306,6 +312,7 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     params.push(rows.map((r) => r.seq));
     params.push(rows.map((r) => r.commit_ts));
     params.push(target.label);
+    if (tracked) params.push(rows.map((r) => r.source));
     const res = await c.query<{ tombstoned: number; removed: number }>(sql, params);
     return res.rows[0]?.removed ?? 0;
   }

@@ -73,7 +73,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
             }
             if (batch.multiset.length > 0 || batch.snapshotReset) await this.keyless(c, target, batch.multiset, batch.snapshotReset, counts);
             await this.upsert(c, target, batch, counts, recorded);
-            await this.delete(c, target, batch, counts);
+            await this.delete(c, target, batch, counts, recorded);
           });
           outcome.applied += counts.applied;
           outcome.stale += counts.stale;
@@ -134,11 +134,16 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
     }
   }
 
-  private async delete(c: C, target: T, batch: TableBatch, counts: Counts): Promise<void> {
-    const rows = batch.rows.filter((r) => r.op === 'DELETE');
+  private async delete(c: C, target: T, batch: TableBatch, counts: Counts, recorded: ConflictRecord[]): Promise<void> {
+    let rows = batch.rows.filter((r) => r.op === 'DELETE');
     if (rows.length === 0) return;
     const keyColumns = Object.keys((rows[0] as ChangeEvent).key);
     this.checkColumns(target, [], keyColumns);
+    if (this.conflicts && this.dialect.readStored) {
+      // Deleting a row another writer wrote is a conflict like any write.
+      rows = await this.resolveConflicts(c, target, [], keyColumns, rows, batch.runs, counts, recorded);
+      if (rows.length === 0) return;
+    }
     const n = await this.dialect.delete(c, target, keyColumns, rows);
     counts.applied += n;
     counts.stale += rows.length - n;
