@@ -67,8 +67,8 @@ describe.each(SERVERS)('fan-in: three sources into one target (%s, embedded stre
   async function withPipelines(sink: Record<string, unknown>, fn: () => Promise<void>, suffix: string, extra: Record<string, unknown> = {}): Promise<void> {
     const started = SOURCES.map((s, i) => direction({ name: s, sourceUrl: urls[i] as string, sinkUrl: targetUrl, dir: path.join(dir, suffix), tables: ['items'], sink, ...extra }));
     pipelines.push(...started);
-    for (const p of started) await p.start();
     try {
+      for (const p of started) await p.start();
       await fn();
     } finally {
       for (const p of started) await p.stop();
