@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { rowKeyOf, type ChangeEvent, type Row } from '../../core/change.js';
 import { PrerequisiteError, SynclineError } from '../../core/errors.js';
-import { parseLsn, versionOf } from '../../core/lsn.js';
+import { formatLsn, parseLsn, versionOf } from '../../core/lsn.js';
 import { quoteIdent, quoteQualified } from '../../core/sql.js';
 import {
   bookkeepingTables,
@@ -293,7 +293,9 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     const rowGate = tracked ? `(t.${W_SOURCE} IS DISTINCT FROM i.w_source OR ${LOCALLY_WRITTEN} OR ${ROW_VERSION} < (i.v_lsn::pg_lsn, i.v_seq))` : `${ROW_VERSION} < (i.v_lsn::pg_lsn, i.v_seq)`;
     const gate = this.options.versionGate ? ` AND ${rowGate}` : '';
     const removal = soft
-      ? `UPDATE ${target.qualified} t SET ${quoteIdent(DELETED_AT_COLUMN)} = i.ts::timestamptz, ${V_LSN} = i.v_lsn::pg_lsn, ${V_SEQ} = i.v_seq
+      ? `UPDATE ${target.qualified} t SET ${quoteIdent(DELETED_AT_COLUMN)} = i.ts::timestamptz, ${V_LSN} = i.v_lsn::pg_lsn, ${V_SEQ} = i.v_seq` +
+        (tracked ? `, ${W_SOURCE} = i.w_source, ${W_CLOCK} = i.ts::timestamptz, ${W_XID} = ${CURRENT_XID}` : '') +
+        `
            FROM i WHERE ${match}${gate} RETURNING 1`
       : `DELETE FROM ${target.qualified} t USING i WHERE ${match}${gate} RETURNING 1`;
     // Tracked: a tombstone names its source; one of another source is replaced (the delete won).
@@ -407,14 +409,18 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     );
   }
 
-  async recordConflicts(c: pg.PoolClient, conflicts: ConflictRecord[]): Promise<number> {
+  async recordConflicts(c: pg.PoolClient, conflicts: ConflictRecord[]): Promise<Set<number>> {
     const col = <V>(f: (r: ConflictRecord) => V): V[] => conflicts.map(f);
     const res = await c.query(
       `INSERT INTO ${this.state.conflicts} (table_name, row_key, strategy, winner, incoming_source, stored_source, incoming_lsn, incoming_seq,
                                             incoming_commit_ts, incoming_clock, stored_clock, incoming_version, stored_version, written)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::pg_lsn[], $8::int[],
-                            $9::timestamptz[], $10::text[], $11::text[], $12::jsonb[], $13::jsonb[], $14::jsonb[])
-       ON CONFLICT (table_name, row_key, incoming_source, incoming_lsn, incoming_seq) DO NOTHING`,
+       SELECT t, k, st, w, isrc, ssrc, l, sq, ts, ic, sc, iv, sv, wr
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::pg_lsn[], $8::int[],
+                     $9::timestamptz[], $10::text[], $11::text[], $12::jsonb[], $13::jsonb[], $14::jsonb[]) WITH ORDINALITY
+              AS i(t, k, st, w, isrc, ssrc, l, sq, ts, ic, sc, iv, sv, wr, n)
+        ORDER BY n
+       ON CONFLICT (table_name, row_key, incoming_source, incoming_lsn, incoming_seq) DO NOTHING
+       RETURNING row_key, incoming_source, incoming_lsn::text AS lsn, incoming_seq AS seq`,
       [
         col((r) => r.table),
         col((r) => rowKeyOf(r.incoming)),
@@ -432,7 +438,13 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
         col((r) => (r.written ? JSON.stringify(r.written) : null)),
       ],
     );
-    return res.rowCount ?? 0;
+    const id = (rowKey: string, source: string, lsn: string, seq: number): string => `${rowKey}\u0000${source}\u0000${lsn}\u0000${seq}`;
+    const inserted = new Set(res.rows.map((r: { row_key: string; incoming_source: string; lsn: string; seq: number }) => id(r.row_key, r.incoming_source, r.lsn, r.seq)));
+    const fresh = new Set<number>();
+    conflicts.forEach((r, i) => {
+      if (inserted.has(id(rowKeyOf(r.incoming), r.incoming.source, formatLsn(parseLsn(r.incoming.commit_lsn)), r.incoming.seq))) fresh.add(i);
+    });
+    return fresh;
   }
 
   isStructural(err: unknown): boolean {

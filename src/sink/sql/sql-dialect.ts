@@ -127,8 +127,11 @@ export interface SqlDialect<C, T extends SqlTable> {
    * the version stays as it was.
    */
   writeColumns?(c: C, target: T, keyColumns: string[], change: ChangeEvent, values: Row): Promise<void>;
-  /** Records decided conflicts; returns how many are new (a replayed batch records none again). */
-  recordConflicts?(c: C, conflicts: ConflictRecord[]): Promise<number>;
+  /**
+   * Records decided conflicts; returns the indexes of those recorded now: one recorded before
+   * (the same incoming change, replayed) is not recorded again and must have no effect again.
+   */
+  recordConflicts?(c: C, conflicts: ConflictRecord[]): Promise<Set<number>>;
 
   /** The target's structure (a table, a column, access), not a row, is wrong. */
   isStructural(err: unknown): boolean;

@@ -79,7 +79,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
           outcome.stale += counts.stale;
           outcome.byTable.set(tableLabelOf(batch), counts);
         }
-        if (recorded.length > 0 && d.recordConflicts && (await d.recordConflicts(c, recorded)) > 0) outcome.conflicts = countConflicts(recorded);
+        if (recorded.length > 0) outcome.conflicts = countConflicts(recorded);
         if (positions.size > 0) await d.writePositions(c, group, positions);
         await d.commit(c);
       } catch (err) {
@@ -124,7 +124,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
           if (rows.length === 0) continue;
         }
       }
-      if (this.conflicts && this.dialect.readStored) {
+      if (this.conflicts && this.dialect.readStored && this.dialect.recordConflicts) {
         rows = await this.resolveConflicts(c, target, columns, keyColumns, rows, batch.runs, counts, recorded);
         if (rows.length === 0) continue;
       }
@@ -208,6 +208,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
     const stored = await (this.dialect.readStored as NonNullable<SqlDialect<C, T>['readStored']>)(c, target, keyColumns, rows);
     const out: ChangeEvent[] = [];
     const deltas = cf.deltaColumns.get(target.label) ?? [];
+    const decisions: { change: ChangeEvent; changed: Row | undefined; record: ConflictRecord }[] = [];
     for (const r of rows) {
       const key = rowKeyOf(r);
       const s = stored.get(key);
@@ -244,19 +245,35 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
         deltaColumns: deltas,
       });
       let written: Row | null = null;
+      let changed: Row | undefined;
       if (decided.winner === 'incoming') {
         // A merge is written in the columns this statement writes.
         written = decided.row ? pickColumns({ ...r.payload, ...decided.row }, columns) : r.payload;
-        out.push(written === r.payload ? r : { ...r, payload: written });
       } else {
-        counts.stale++;
-        const changed = decided.row ? changedColumns(storedRow, decided.row, columns) : undefined;
-        if (changed && this.dialect.writeColumns) {
-          await this.dialect.writeColumns(c, target, keyColumns, r, changed);
-          written = { ...storedRow, ...changed };
-        }
+        changed = decided.row ? changedColumns(storedRow, decided.row, columns) : undefined;
+        if (changed && this.dialect.writeColumns) written = { ...storedRow, ...changed };
       }
-      recorded.push({ table: target.label, strategy: cf.strategy, winner: decided.winner, incoming: r, incomingClock, storedWriter: writer, storedClock, stored: storedRow, written });
+      decisions.push({
+        change: r,
+        changed,
+        record: { table: target.label, strategy: cf.strategy, winner: decided.winner, incoming: r, incomingClock, storedWriter: writer, storedClock, stored: storedRow, written },
+      });
+    }
+    if (decisions.length === 0) return out;
+    // A conflict decided before (a replay) has no effect again: a losing write left no
+    // version of its source on the row, so the record is what remembers it.
+    const fresh = await (this.dialect.recordConflicts as NonNullable<SqlDialect<C, T>['recordConflicts']>)(c, decisions.map((x) => x.record));
+    for (const [i, { change: r, changed, record }] of decisions.entries()) {
+      if (!fresh.has(i)) {
+        counts.stale++;
+        continue;
+      }
+      recorded.push(record);
+      if (record.winner === 'incoming') out.push(record.written === r.payload ? r : { ...r, payload: record.written });
+      else {
+        counts.stale++;
+        if (changed && this.dialect.writeColumns) await this.dialect.writeColumns(c, target, keyColumns, r, changed);
+      }
     }
     return out;
   }
