@@ -57,7 +57,8 @@ export function collapseBatch(changes: readonly ChangeEvent[], keepRuns = false)
     if (keepRuns) {
       const runs = (t.batch.runs ??= new Map());
       const run = runs.get(rowKey) ?? [prev];
-      run.push(c);
+      // The same change twice (republished by a capture restart) counts once.
+      if (!run.some((x: ChangeEvent) => x._version === c._version)) run.push(c);
       run.sort((x: ChangeEvent, y: ChangeEvent) => (BigInt(x._version) < BigInt(y._version) ? -1 : 1));
       runs.set(rowKey, run);
     }

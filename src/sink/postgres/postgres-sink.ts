@@ -409,42 +409,43 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     );
   }
 
-  async recordConflicts(c: pg.PoolClient, conflicts: ConflictRecord[]): Promise<Set<number>> {
-    const col = <V>(f: (r: ConflictRecord) => V): V[] => conflicts.map(f);
-    const res = await c.query(
+  async recordConflicts(c: pg.PoolClient, conflicts: ConflictRecord[]): Promise<void> {
+    const entries = conflicts.flatMap((r) => r.run.map((change) => ({ r, change })));
+    const col = <V>(f: (e: { r: ConflictRecord; change: ChangeEvent }) => V): V[] => entries.map(f);
+    await c.query(
       `INSERT INTO ${this.state.conflicts} (table_name, row_key, strategy, winner, incoming_source, stored_source, incoming_lsn, incoming_seq,
                                             incoming_commit_ts, incoming_clock, stored_clock, incoming_version, stored_version, written)
-       SELECT t, k, st, w, isrc, ssrc, l, sq, ts, ic, sc, iv, sv, wr
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::pg_lsn[], $8::int[],
-                     $9::timestamptz[], $10::text[], $11::text[], $12::jsonb[], $13::jsonb[], $14::jsonb[]) WITH ORDINALITY
-              AS i(t, k, st, w, isrc, ssrc, l, sq, ts, ic, sc, iv, sv, wr, n)
-        ORDER BY n
-       ON CONFLICT (table_name, row_key, incoming_source, incoming_lsn, incoming_seq) DO NOTHING
-       RETURNING row_key, incoming_source, incoming_lsn::text AS lsn, incoming_seq AS seq`,
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::pg_lsn[], $8::int[],
+                            $9::timestamptz[], $10::text[], $11::text[], $12::jsonb[], $13::jsonb[], $14::jsonb[])
+       ON CONFLICT (table_name, row_key, incoming_source, incoming_lsn, incoming_seq) DO NOTHING`,
       [
-        col((r) => r.table),
-        col((r) => rowKeyOf(r.incoming)),
-        col((r) => r.strategy),
-        col((r) => r.winner),
-        col((r) => r.incoming.source),
-        col((r) => r.storedWriter),
-        col((r) => r.incoming.commit_lsn),
-        col((r) => r.incoming.seq),
-        col((r) => r.incoming.commit_ts),
-        col((r) => r.incomingClock),
-        col((r) => r.storedClock),
-        col((r) => JSON.stringify(r.incoming.payload)),
-        col((r) => JSON.stringify(r.stored)),
-        col((r) => (r.written ? JSON.stringify(r.written) : null)),
+        col((e) => e.r.table),
+        col((e) => rowKeyOf(e.change)),
+        col((e) => e.r.strategy),
+        col((e) => e.r.winner),
+        col((e) => e.change.source),
+        col((e) => e.r.storedWriter),
+        col((e) => e.change.commit_lsn),
+        col((e) => e.change.seq),
+        col((e) => e.change.commit_ts),
+        col((e) => (e.change === e.r.incoming ? e.r.incomingClock : null)),
+        col((e) => e.r.storedClock),
+        col((e) => JSON.stringify(e.change.payload)),
+        col((e) => JSON.stringify(e.r.stored)),
+        col((e) => (e.r.written ? JSON.stringify(e.r.written) : null)),
       ],
     );
-    const id = (rowKey: string, source: string, lsn: string, seq: number): string => `${rowKey}\u0000${source}\u0000${lsn}\u0000${seq}`;
-    const inserted = new Set(res.rows.map((r: { row_key: string; incoming_source: string; lsn: string; seq: number }) => id(r.row_key, r.incoming_source, r.lsn, r.seq)));
-    const fresh = new Set<number>();
-    conflicts.forEach((r, i) => {
-      if (inserted.has(id(rowKeyOf(r.incoming), r.incoming.source, formatLsn(parseLsn(r.incoming.commit_lsn)), r.incoming.seq))) fresh.add(i);
-    });
-    return fresh;
+  }
+
+  async decidedBefore(c: pg.PoolClient, label: string, changes: readonly ChangeEvent[]): Promise<Set<string>> {
+    const { rows } = await c.query<{ row_key: string; source: string; lsn: string; seq: number }>(
+      `SELECT cf.row_key, cf.incoming_source AS source, cf.incoming_lsn::text AS lsn, cf.incoming_seq AS seq
+         FROM unnest($2::text[], $3::text[], $4::pg_lsn[], $5::int[]) AS i(row_key, source, lsn, seq)
+         JOIN ${this.state.conflicts} cf
+           ON cf.table_name = $1 AND cf.row_key = i.row_key AND cf.incoming_source = i.source AND cf.incoming_lsn = i.lsn AND cf.incoming_seq = i.seq`,
+      [label, changes.map((ch) => rowKeyOf(ch)), changes.map((ch) => ch.source), changes.map((ch) => ch.commit_lsn), changes.map((ch) => ch.seq)],
+    );
+    return new Set(rows.map((r) => `${r.row_key}\u0000${r.source}\u0000${formatLsn(parseLsn(r.lsn))}\u0000${r.seq}`));
   }
 
   isStructural(err: unknown): boolean {

@@ -1,4 +1,5 @@
-import type { ChangeEvent, Row } from '../../core/change.js';
+import { rowKeyOf, type ChangeEvent, type Row } from '../../core/change.js';
+import { formatLsn, parseLsn } from '../../core/lsn.js';
 
 /** A target table as a SQL sink sees it. */
 export interface SqlTable {
@@ -38,13 +39,21 @@ export interface ConflictRecord {
   table: string;
   strategy: string;
   winner: 'incoming' | 'stored';
+  /** The newest incoming change (of `run`). */
   incoming: ChangeEvent;
+  /** Every change of the row the decision covers, oldest first: each is recorded (see decidedBefore). */
+  run: readonly ChangeEvent[];
   incomingClock: string | null;
   storedWriter: string;
   storedClock: string | null;
   stored: Row;
   /** The values written, when a row was written (the incoming change's, or a merge). */
   written: Row | null;
+}
+
+/** Identity of an incoming change in the conflict record: row, source and version. */
+export function conflictIdOf(change: Pick<ChangeEvent, 'key' | 'source' | 'commit_lsn' | 'seq'>): string {
+  return `${rowKeyOf(change)}\u0000${change.source}\u0000${formatLsn(parseLsn(change.commit_lsn))}\u0000${change.seq}`;
 }
 
 /**
@@ -127,11 +136,10 @@ export interface SqlDialect<C, T extends SqlTable> {
    * the version stays as it was.
    */
   writeColumns?(c: C, target: T, keyColumns: string[], change: ChangeEvent, values: Row): Promise<void>;
-  /**
-   * Records decided conflicts; returns the indexes of those recorded now: one recorded before
-   * (the same incoming change, replayed) is not recorded again and must have no effect again.
-   */
-  recordConflicts?(c: C, conflicts: ConflictRecord[]): Promise<Set<number>>;
+  /** Records decided conflicts, one entry per change of each run. */
+  recordConflicts?(c: C, conflicts: ConflictRecord[]): Promise<void>;
+  /** Of `changes` (of table `label`), the conflictIdOf those a recorded conflict decided before. */
+  decidedBefore?(c: C, label: string, changes: readonly ChangeEvent[]): Promise<Set<string>>;
 
   /** The target's structure (a table, a column, access), not a row, is wrong. */
   isStructural(err: unknown): boolean;

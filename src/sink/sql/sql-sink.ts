@@ -8,7 +8,7 @@ import { forTable } from '../table-errors.js';
 import { skippableWithoutStoredValues } from '../unchanged-values.js';
 import { mergeCounters, type ConflictResolver, type ConflictStrategy } from '../conflicts/resolve.js';
 import { BOOKKEEPING_COLUMNS } from './bookkeeping.js';
-import type { ConflictRecord, SqlDialect, SqlTable } from './sql-dialect.js';
+import { conflictIdOf, type ConflictRecord, type SqlDialect, type SqlTable, type StoredRow } from './sql-dialect.js';
 
 type Counts = { applied: number; stale: number };
 
@@ -124,7 +124,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
           if (rows.length === 0) continue;
         }
       }
-      if (this.conflicts && this.dialect.readStored && this.dialect.recordConflicts) {
+      if (this.conflicts && this.dialect.readStored && this.dialect.recordConflicts && this.dialect.decidedBefore) {
         rows = await this.resolveConflicts(c, target, columns, keyColumns, rows, batch.runs, counts, recorded);
         if (rows.length === 0) continue;
       }
@@ -139,7 +139,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
     if (rows.length === 0) return;
     const keyColumns = Object.keys((rows[0] as ChangeEvent).key);
     this.checkColumns(target, [], keyColumns);
-    if (this.conflicts && this.dialect.readStored) {
+    if (this.conflicts && this.dialect.readStored && this.dialect.recordConflicts && this.dialect.decidedBefore) {
       // Deleting a row another writer wrote is a conflict like any write.
       rows = await this.resolveConflicts(c, target, [], keyColumns, rows, batch.runs, counts, recorded);
       if (rows.length === 0) return;
@@ -208,7 +208,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
     const stored = await (this.dialect.readStored as NonNullable<SqlDialect<C, T>['readStored']>)(c, target, keyColumns, rows);
     const out: ChangeEvent[] = [];
     const deltas = cf.deltaColumns.get(target.label) ?? [];
-    const decisions: { change: ChangeEvent; changed: Row | undefined; record: ConflictRecord }[] = [];
+    const candidates: { r: ChangeEvent; s: StoredRow; run: ChangeEvent[] }[] = [];
     for (const r of rows) {
       const key = rowKeyOf(r);
       const s = stored.get(key);
@@ -227,7 +227,21 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       }
       // Changed at the target since this source's version: a replay of that version or an
       // older one is stale, not a conflict.
-      if (s.source === r.source && s.lsn !== null && !newerThan(r, s.lsn, s.seq ?? 0)) {
+      if (run.length === 0) {
+        counts.stale++;
+        continue;
+      }
+      candidates.push({ r, s, run });
+    }
+    if (candidates.length === 0) return out;
+    // A change decided in a conflict before (republished) has no effect again: a losing write
+    // leaves no version of its source on the row, so its record is what remembers it.
+    const decided = await (this.dialect.decidedBefore as NonNullable<SqlDialect<C, T>['decidedBefore']>)(c, target.label, candidates.flatMap((x) => x.run));
+    const records: ConflictRecord[] = [];
+    for (const { s, run: all } of candidates) {
+      const run = all.filter((ch) => !decided.has(conflictIdOf(ch)));
+      const r = run.at(-1);
+      if (!r) {
         counts.stale++;
         continue;
       }
@@ -235,7 +249,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       const storedClock = cf.lwwColumn !== undefined && cf.lwwColumn in s.row ? (s.row[cf.lwwColumn] ?? null) : s.clock;
       const incomingClock = cf.lwwColumn !== undefined && r.payload && cf.lwwColumn in r.payload ? (r.payload[cf.lwwColumn] ?? null) : r.commit_ts;
       const writer = s.local ? cf.localSource : (s.source ?? cf.localSource);
-      const decided = cf.resolver({
+      const decision = cf.resolver({
         table: target.label,
         strategy: cf.strategy,
         incoming: r,
@@ -245,35 +259,23 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
         deltaColumns: deltas,
       });
       let written: Row | null = null;
-      let changed: Row | undefined;
-      if (decided.winner === 'incoming') {
+      if (decision.winner === 'incoming') {
         // A merge is written in the columns this statement writes.
-        written = decided.row ? pickColumns({ ...r.payload, ...decided.row }, columns) : r.payload;
+        written = decision.row ? pickColumns({ ...r.payload, ...decision.row }, columns) : r.payload;
+        out.push(written === r.payload ? r : { ...r, payload: written });
       } else {
-        changed = decided.row ? changedColumns(storedRow, decided.row, columns) : undefined;
-        if (changed && this.dialect.writeColumns) written = { ...storedRow, ...changed };
+        counts.stale++;
+        const changed = decision.row ? changedColumns(storedRow, decision.row, columns) : undefined;
+        if (changed && this.dialect.writeColumns) {
+          await this.dialect.writeColumns(c, target, keyColumns, r, changed);
+          written = { ...storedRow, ...changed };
+        }
       }
-      decisions.push({
-        change: r,
-        changed,
-        record: { table: target.label, strategy: cf.strategy, winner: decided.winner, incoming: r, incomingClock, storedWriter: writer, storedClock, stored: storedRow, written },
-      });
+      records.push({ table: target.label, strategy: cf.strategy, winner: decision.winner, incoming: r, run, incomingClock, storedWriter: writer, storedClock, stored: storedRow, written });
     }
-    if (decisions.length === 0) return out;
-    // A conflict decided before (a replay) has no effect again: a losing write left no
-    // version of its source on the row, so the record is what remembers it.
-    const fresh = await (this.dialect.recordConflicts as NonNullable<SqlDialect<C, T>['recordConflicts']>)(c, decisions.map((x) => x.record));
-    for (const [i, { change: r, changed, record }] of decisions.entries()) {
-      if (!fresh.has(i)) {
-        counts.stale++;
-        continue;
-      }
-      recorded.push(record);
-      if (record.winner === 'incoming') out.push(record.written === r.payload ? r : { ...r, payload: record.written });
-      else {
-        counts.stale++;
-        if (changed && this.dialect.writeColumns) await this.dialect.writeColumns(c, target, keyColumns, r, changed);
-      }
+    if (records.length > 0) {
+      await (this.dialect.recordConflicts as NonNullable<SqlDialect<C, T>['recordConflicts']>)(c, records);
+      recorded.push(...records);
     }
     return out;
   }
