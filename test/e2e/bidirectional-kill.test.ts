@@ -6,7 +6,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, ensureBuilt } from '../helpers/cli.js';
-import { dropDatabases, dropSlot, rowsOf } from '../helpers/many-writers.js';
+import { createAccounts, dropDatabases, dropSlot, rowsOf } from '../helpers/many-writers.js';
 import { freePort, freshDatabase, machinePg15, PG15_URL, waitFor } from '../helpers/postgres.js';
 
 const PID = process.pid;
@@ -31,12 +31,7 @@ describe('bidirectional under kill -9 (PostgreSQL 15, syncline run processes)', 
     const server = await machinePg15();
     for (const side of SIDES) {
       const url = await freshDatabase(server, `syncline_${side}`);
-      const c = new pg.Client({ connectionString: url });
-      await c.connect();
-      await c.query(`CREATE TABLE accounts (id integer PRIMARY KEY, name text NOT NULL, hits bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL);
-                     ALTER TABLE accounts REPLICA IDENTITY FULL;
-                     INSERT INTO accounts SELECT g, 'seed', 0, '2020-01-01 00:00:00+00' FROM generate_series(1, 60) g`);
-      await c.end();
+      await createAccounts(url, 60);
       urls.push(url);
     }
     dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-bidikill-'));

@@ -83,3 +83,19 @@ export async function dropDatabases(adminUrl: string, names: string[]): Promise<
     await c.end();
   }
 }
+
+/**
+ * The active-active tests' table: a counter (`hits`, merged by delta, so REPLICA IDENTITY
+ * FULL sends its old value) and the application's last-write clock, `rows` seeded alike.
+ */
+export async function createAccounts(url: string, rows: number): Promise<void> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query(`CREATE TABLE accounts (id integer PRIMARY KEY, name text NOT NULL, hits bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL);
+                   ALTER TABLE accounts REPLICA IDENTITY FULL;
+                   INSERT INTO accounts SELECT g, 'seed', 0, '2020-01-01 00:00:00+00' FROM generate_series(1, ${rows}) g`);
+  } finally {
+    await c.end();
+  }
+}

@@ -5,7 +5,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Pipeline } from '../../src/index.js';
 import { embeddedPg17, freshDatabase, machinePg15, waitFor, type PgServer } from '../helpers/postgres.js';
-import { captured, direction, dropDatabases, dropSlot, rowsOf } from '../helpers/many-writers.js';
+import { captured, createAccounts, direction, dropDatabases, dropSlot, rowsOf } from '../helpers/many-writers.js';
 
 const PID = process.pid;
 const A = `bidi_a_${PID}`;
@@ -35,14 +35,7 @@ describe.each(SERVERS)('bidirectional without loops (%s, embedded streams)', (_,
     server = await start();
     aUrl = await freshDatabase(server, `syncline_${A}`);
     bUrl = await freshDatabase(server, `syncline_${B}`);
-    for (const url of [aUrl, bUrl]) {
-      const c = new pg.Client({ connectionString: url });
-      await c.connect();
-      await c.query(`CREATE TABLE accounts (id integer PRIMARY KEY, name text NOT NULL, hits bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL);
-                     ALTER TABLE accounts REPLICA IDENTITY FULL;
-                     INSERT INTO accounts SELECT g, 'seed', 0, '2020-01-01 00:00:00+00' FROM generate_series(1, 100) g`);
-      await c.end();
-    }
+    for (const url of [aUrl, bUrl]) await createAccounts(url, 100);
     dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-bidi-'));
   }, 120_000);
 
