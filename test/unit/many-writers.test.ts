@@ -1,6 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import type { ChangeEvent } from '../../src/core/change.js';
 import { addDifference, builtInResolver, compareClocks, lastWriteWins, mergeCounters, withDeltas, type Conflict } from '../../src/sink/conflicts/resolve.js';
+import { conflictOptionsOf } from '../../src/cli/wiring.js';
+import { parseConfig } from '../../src/config/load.js';
+import { ConfigError } from '../../src/core/errors.js';
+import { WriterBoundaries } from '../../src/pipeline/writer-boundaries.js';
 import { CaptureHarness, tick } from '../helpers/capture-harness.js';
 import { pgo, type RelationSpec } from '../helpers/pgoutput-encode.js';
 
@@ -106,5 +110,43 @@ describe('capture with source.skip_origins (PostgreSQL 15: the Origin message)',
       expect(h.published.map((e) => e.payload?.v)).toEqual(skip ? ['plain'] : ['plain', 'streamed']);
       await h.close();
     }
+  });
+});
+
+describe('many-writers configuration', () => {
+  const base = 'source:\n  slots: [{ name: s, publication: p }]\n';
+  const issues = (sink: string): string[] => {
+    try {
+      parseConfig(`${base}sink:\n${sink}`, {});
+      return [];
+    } catch (err) {
+      if (err instanceof ConfigError) return [...err.issues];
+      throw err;
+    }
+  };
+
+  it('accepts the keys on a postgres sink and refuses them elsewhere, each with its path', () => {
+    expect(issues('  conflict_strategy: last_write_wins\n  lww_column: updated_at\n  origin: from_a\n  delta_columns: { accounts: [hits] }\n  writers: { a: [accounts] }\n')).toEqual([]);
+    const refused = issues('  type: mysql\n  conflict_strategy: last_write_wins\n  origin: from_a\n  delta_columns: { accounts: [hits] }\n');
+    expect(refused).toEqual(expect.arrayContaining([expect.stringMatching(/^sink\.origin: .*postgres sink only/), expect.stringMatching(/^sink\.conflict_strategy: /), expect.stringMatching(/^sink\.delta_columns: /)]));
+    expect(issues('  conflict_strategy: source_priority\n')).toEqual([expect.stringMatching(/^sink\.source_priority: .*ordered list/)]);
+    expect(issues('  conflict_strategy: newest\n')).toEqual([expect.stringMatching(/^sink\.conflict_strategy: /)]);
+  });
+
+  it('library resolvers replace the strategy; no tracking without one', () => {
+    const config = parseConfig(`${base}sink:\n  url: postgres://t/db\n`, {});
+    expect(conflictOptionsOf(config)).toBeUndefined();
+    expect(conflictOptionsOf(config, () => ({ winner: 'stored' }))?.strategy).toBe('custom');
+    const deltas = parseConfig(`${base}sink:\n  url: postgres://t/db\n  delta_columns: { accounts: [hits] }\n`, {});
+    expect(conflictOptionsOf(deltas)?.deltaColumns.get('public.accounts')).toEqual(['hits']);
+  });
+
+  it('sink.writers: owners only; undeclared tables are open', () => {
+    const w = new WriterBoundaries({ a: ['accounts'], b: ['public.accounts', 'other.t'] });
+    expect(w.refuse({ source: 'a', schema: 'public', table: 'accounts' })).toBeUndefined();
+    expect(w.refuse({ source: 'c', schema: 'public', table: 'accounts' })?.code).toBe('NOT_OWNER');
+    expect(w.refuse({ source: 'a', schema: 'other', table: 't' })?.message).toMatch(/source a does not own other\.t \(sink\.writers: b\)/);
+    expect(w.refuse({ source: 'c', schema: 'public', table: 'free' })).toBeUndefined();
+    expect(w.shared()).toEqual([['public.accounts', ['a', 'b']]]);
   });
 });
