@@ -25,9 +25,8 @@ import { WebhookSink } from '../sink/webhook/webhook-sink.js';
 import type { Dedup } from '../dedup/dedup.js';
 import { RedisDedup } from '../dedup/redis-dedup.js';
 import type { Sink } from '../sink/sink.js';
-import { builtInResolver, withDeltas, type ConflictResolver } from '../sink/conflicts/resolve.js';
-import type { ConflictOptions } from '../sink/sql/sql-sink.js';
-import { tableLabel } from '../core/table-mapping.js';
+import type { ConflictResolver } from '../sink/conflicts/resolve.js';
+import { conflictOptionsOf } from '../config/conflict-options.js';
 import { MappedSink } from '../sink/mapped-sink.js';
 import { TableMapping } from '../core/table-mapping.js';
 import { readSourceShapes } from './table-routes.js';
@@ -127,24 +126,6 @@ function openAdapterSink(config: SynclineConfig, mapping: TableMapping, resolveC
       if (conflicts) throw new PrerequisiteError(`conflict tracking (sink.conflict_strategy, delta_columns, a resolver) is for the postgres sink only, for now`, 'use a postgres sink, or sink.conflict_strategy: source_lsn_priority');
       return new SqliteSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate, deleteMode: s.delete_mode });
   }
-}
-
-/**
- * Conflict tracking for the sink: on with a strategy other than source_lsn_priority, delta
- * columns, or a library resolver (which replaces the strategy's).
- */
-export function conflictOptionsOf(config: SynclineConfig, resolveConflict?: ConflictResolver): ConflictOptions | undefined {
-  const s = config.sink;
-  const deltas = Object.entries(s.delta_columns);
-  if (s.conflict_strategy === 'source_lsn_priority' && deltas.length === 0 && !resolveConflict) return undefined;
-  const resolver = resolveConflict ?? builtInResolver(s.conflict_strategy, s.source_priority);
-  return {
-    strategy: resolveConflict ? 'custom' : s.conflict_strategy,
-    resolver: withDeltas(resolver),
-    deltaColumns: new Map(deltas.map(([table, cols]) => [tableLabel(parseTableName(table)), cols])),
-    ...(s.lww_column !== undefined ? { lwwColumn: s.lww_column } : {}),
-    localSource: s.local_source ?? 'local',
-  };
 }
 
 /** The dedup backend of `consumer.deduplication`; undefined for `sink` (the sink's version gate). */

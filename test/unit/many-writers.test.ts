@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { ChangeEvent } from '../../src/core/change.js';
 import { addDifference, builtInResolver, compareClocks, lastWriteWins, mergeCounters, withDeltas, type Conflict } from '../../src/sink/conflicts/resolve.js';
-import { conflictOptionsOf } from '../../src/cli/wiring.js';
+import { conflictOptionsOf } from '../../src/config/conflict-options.js';
 import { parseConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/core/errors.js';
 import { WriterBoundaries } from '../../src/pipeline/writer-boundaries.js';
