@@ -24,6 +24,7 @@ export { PgoutputDecoder } from './pgoutput/decoder.js';
 export type { PgoutputMessage } from './pgoutput/messages.js';
 export type { Stream, StreamConsumer, StreamProducer, StreamRecord, OutgoingRecord, ConsumerOptions } from './stream/stream.js';
 export type { Sink, ApplyOutcome } from './sink/sink.js';
+export { builtInResolver, lastWriteWins, type Conflict, type ConflictResolver, type ConflictStrategy, type Resolution, type StoredVersion } from './sink/conflicts/resolve.js';
 export { runTransforms, TransformError, type Transform, type TransformResult } from './transforms/transform.js';
 export * from './transforms/common.js';
 export { TransformingSink, type AppliedBatch } from './transforms/transforming-sink.js';

@@ -2,6 +2,7 @@ import type { SynclineConfig } from '../config/schema.js';
 import type { DeadLetter } from '../dlq/dead-letter-queue.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
+import type { ConflictResolver } from '../sink/conflicts/resolve.js';
 import type { Sink } from '../sink/sink.js';
 import type { Transform } from '../transforms/transform.js';
 import type { AppliedBatch } from '../transforms/transforming-sink.js';
@@ -20,6 +21,11 @@ export interface PipelineOptions {
    * The pipeline prepares it when apply starts and closes it when apply ends.
    */
   sink?: Sink;
+  /**
+   * Decides conflicts between writers at a postgres sink (fan-in, bidirectional) instead of
+   * `sink.conflict_strategy`; recorded with strategy `custom`. Must be deterministic.
+   */
+  resolveConflict?: ConflictResolver;
   /** Applied in order to every change before the sink (see Transform). */
   transforms?: readonly Transform[];
   /** `run` (capture and apply), `capture` (source → stream) or `apply` (stream → sink). Default `run`. */

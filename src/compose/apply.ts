@@ -7,6 +7,7 @@ import type { DeadLetterQueue } from '../dlq/dead-letter-queue.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { Apply } from '../pipeline/apply.js';
+import { WriterBoundaries } from '../pipeline/writer-boundaries.js';
 import type { Sink } from '../sink/sink.js';
 import type { Stream } from '../stream/stream.js';
 import { openCodec } from './codec.js';
@@ -60,6 +61,7 @@ export async function runApply(config: SynclineConfig, stream: Stream, metrics: 
       dedup,
       transactional: config.sink.consistency === 'transactional',
       heldTableRetryMs: config.consumer.retry.held_table_interval_ms,
+      ...(Object.keys(config.sink.writers).length > 0 ? { writers: new WriterBoundaries(config.sink.writers) } : {}),
       // JSON records are parsed synchronously; typed ones are decoded by schema id.
       ...(codec.format !== 'json' ? { decode: (value: Buffer) => codec.decode(value) } : {}),
     });

@@ -47,6 +47,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
       heartbeatPrefix: HEARTBEAT_PREFIX,
       snapshotParallelism: s.snapshot_parallelism,
       ...(s.spill_dir ? { spillDir: s.spill_dir } : {}),
+      skipOrigins: s.skip_origins,
       clock: systemClock,
       log,
       onSlotHealth: (state) => metrics.slotRetainedWalBytes.set(Number(state.retainedBytes ?? 0n)),
@@ -73,6 +74,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
         schemaVersions: source.schemaVersions,
         spillDir: source.spillDir,
         readSourceRow: (schema, table, key, columns, xid) => source.readRow(schema, table, key, columns, xid),
+        skipOrigins: s.skip_origins,
         ...(codec.format !== 'json' ? { codec } : {}),
       });
       const stopSnapshots = new AbortController();

@@ -1,6 +1,8 @@
+import { conflictOptionsOf } from '../config/conflict-options.js';
 import type { SynclineConfig } from '../config/schema.js';
 import { PrerequisiteError } from '../core/errors.js';
 import { TableMapping } from '../core/table-mapping.js';
+import type { ConflictResolver } from '../sink/conflicts/resolve.js';
 import { MappedSink } from '../sink/mapped-sink.js';
 import { MysqlSink } from '../sink/mysql/mysql-sink.js';
 import { PostgresSink } from '../sink/postgres/postgres-sink.js';
@@ -17,16 +19,17 @@ import { withSource } from './source-connection.js';
  * config sets them (checked against the source on `prepare`). The only place that names
  * concrete sink adapters.
  */
-export function openSink(config: SynclineConfig, custom?: Sink): Sink {
+export function openSink(config: SynclineConfig, custom?: Sink, resolveConflict?: ConflictResolver): Sink {
   const mapping = TableMapping.fromConfig(config.sink.tables);
   // A library user's own sink replaces sink.type (createPipeline's `sink`).
-  const sink = custom ?? openAdapterSink(config, mapping);
+  const sink = custom ?? openAdapterSink(config, mapping, resolveConflict);
   if (mapping.isEmpty) return sink;
   return new MappedSink(sink, mapping, { sourceTables: (tables) => withSource(config, (c) => readSourceShapes(c, tables)) });
 }
 
-function openAdapterSink(config: SynclineConfig, mapping: TableMapping): Sink {
+function openAdapterSink(config: SynclineConfig, mapping: TableMapping, resolveConflict?: ConflictResolver): Sink {
   const s = config.sink;
+  const conflicts = conflictOptionsOf(config, resolveConflict);
   if (s.consistency === 'transactional' && (s.type === 'redis' || s.type === 'webhook')) {
     throw new PrerequisiteError(
       `sink.consistency: transactional needs a SQL sink (postgres, mysql, sqlite); the ${s.type} sink has no transactions`,
@@ -43,6 +46,8 @@ function openAdapterSink(config: SynclineConfig, mapping: TableMapping): Sink {
         versionGate: s.version_gate,
         staleAudit: s.stale_audit,
         copyThreshold: s.copy_threshold,
+        ...(s.origin !== undefined ? { origin: s.origin } : {}),
+        ...(conflicts ? { conflicts } : {}),
         ...(s.create_tables
           ? {
               // Called with the target's name: a routed table is made from its source's definition.
@@ -60,9 +65,15 @@ function openAdapterSink(config: SynclineConfig, mapping: TableMapping): Sink {
     case 'webhook':
       return new WebhookSink({ url: s.url, batch: s.webhook_batch });
     case 'mysql':
+      if (conflicts) throw postgresOnly();
       // syncline's own tables are `<state_schema>_positions` etc. in the URL's database.
       return new MysqlSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate, deleteMode: s.delete_mode });
     case 'sqlite':
+      if (conflicts) throw postgresOnly();
       return new SqliteSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate, deleteMode: s.delete_mode });
   }
+}
+
+function postgresOnly(): PrerequisiteError {
+  return new PrerequisiteError('conflict tracking (sink.conflict_strategy, delta_columns, a resolver) is for the postgres sink only, for now', 'use a postgres sink, or sink.conflict_strategy: source_lsn_priority');
 }

@@ -51,6 +51,12 @@ const source = z
     logical_decoding_work_mem: z.string().regex(/^\d+\s*(kB|MB|GB)?$/, 'a size such as 64MB or 512kB').optional(),
     /** Heartbeat (pg_logical_emit_message) and slot health check interval. */
     heartbeat_interval_ms: z.number().int().positive().default(10000),
+    /**
+     * Drop the changes of transactions that carry a replication origin (written by a sink
+     * with `sink.origin`, e.g. the other direction of a bidirectional pair): no loops.
+     * PostgreSQL 16+ filters at the server (pgoutput `origin 'none'`), 15 in capture.
+     */
+    skip_origins: z.boolean().default(false),
   })
   .strict();
 
@@ -132,7 +138,24 @@ const sink = z
     url: z.string().min(1).optional(),
     consistency: z.enum(['eventual', 'transactional']).default('eventual'),
     version_gate: z.boolean().default(true),
-    conflict_strategy: z.literal('source_lsn_priority').default('source_lsn_priority'),
+    /**
+     * How a write of one source to a row another source (or the target itself) wrote last is
+     * decided (see README "Many writers"). source_lsn_priority: one writer per entity, no
+     * cross-source tracking (today's behaviour).
+     */
+    conflict_strategy: z.enum(['source_lsn_priority', 'last_write_wins', 'source_priority']).default('source_lsn_priority'),
+    /** source_priority: source names, the first wins over all others. */
+    source_priority: z.array(z.string().min(1)).min(1).optional(),
+    /** last_write_wins: a column the application sets (a timestamp or a hybrid logical clock number) compared instead of the source commit time. */
+    lww_column: z.string().min(1).max(63).optional(),
+    /** The name of writes made at the target itself (bidirectional: the source name the other direction uses); ties of last_write_wins compare it. */
+    local_source: z.string().min(1).optional(),
+    /** Counter columns merged by difference on a conflict (new - old of the incoming change added to the stored value), by table. */
+    delta_columns: z.record(z.string().min(1), z.array(z.string().min(1)).min(1)).default({}),
+    /** postgres sink: the replication origin its writes carry (a source with skip_origins drops them). */
+    origin: identifier.optional(),
+    /** Single-writer boundaries: source name → the tables (`schema.table` or `table`) it alone may write. */
+    writers: z.record(z.string().min(1), z.array(z.string().min(1))).default({}),
     /** hard: delete the row and keep a tombstone; soft: keep the row with `_deleted_at` set. */
     delete_mode: z.enum(['hard', 'soft']).default('hard'),
     /** postgres sink: record changes the version gate rejected, with both versions, in <state_schema>.stale_audit. */
@@ -245,6 +268,18 @@ export const configSchema = z
         path: ['stream', 'subject_strategy'],
         message: `topic puts every table's schema under one subject (${st.topic}-value), where ${st.schema_compatibility} refuses the second table's schema: use topic_record or record, or set stream.schema_compatibility: NONE`,
       });
+    }
+    const s = config.sink;
+    const postgresOnly: [keyof typeof s, boolean][] = [
+      ['origin', s.origin !== undefined],
+      ['conflict_strategy', s.conflict_strategy !== 'source_lsn_priority'],
+      ['delta_columns', Object.keys(s.delta_columns).length > 0],
+    ];
+    for (const [key, set] of postgresOnly) {
+      if (set && s.type !== 'postgres') ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['sink', key], message: `the postgres sink only, for now (this config uses sink.type: ${s.type})` });
+    }
+    if (s.conflict_strategy === 'source_priority' && !s.source_priority) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['sink', 'source_priority'], message: 'conflict_strategy: source_priority needs the ordered list of source names' });
     }
   })
   .superRefine((config, ctx) => {

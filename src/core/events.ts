@@ -9,6 +9,8 @@ export interface AppliedCounts {
   superseded: number;
   /** By `schema.table`. */
   byTable: ReadonlyMap<string, { applied: number; stale: number }>;
+  /** Conflicts between writers the sink decided (see sink.conflict_strategy). */
+  conflicts?: readonly { table: string; strategy: string; count: number }[];
 }
 
 /** What an observer sees of a dead-lettered change (the dead-letter queue keeps the rest). */

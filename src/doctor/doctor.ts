@@ -5,6 +5,7 @@ import { checkDeadLetter } from './dead-letter-checks.js';
 import { checkSink } from './sink-checks.js';
 import { checkSource } from './source-checks.js';
 import { checkStream } from './stream-checks.js';
+import { checkWriters } from './writer-checks.js';
 
 export type { DoctorCheck, DoctorReport } from './report.js';
 export { formatReport } from './report.js';
@@ -18,6 +19,7 @@ export async function runDoctor(config: SynclineConfig, source: pg.ClientConfig,
   const tables = await checkSource(config, source, list);
   await checkStream(config, baseDir, list);
   await checkSink(config, tables, list);
+  await checkWriters(config, list);
   await checkDeadLetter(config, list);
   return list.report();
 }

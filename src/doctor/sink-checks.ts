@@ -5,10 +5,11 @@ import { quoteIdent, quoteQualified } from '../core/sql.js';
 import { TableMapping, targetColumnOf } from '../core/table-mapping.js';
 import { connectPostgres, describeClient, serverVersion } from '../ops/connect.js';
 import type { CheckList } from './report.js';
+import { BOOKKEEPING_COLUMNS } from '../sink/sql/bookkeeping.js';
 import type { SourceTable } from './source-checks.js';
 
 /** syncline's own columns at the target: never expected at the source. */
-const SYNCLINE_COLUMNS = new Set(['_syncline_lsn', '_syncline_seq', '_deleted_at']);
+const SYNCLINE_COLUMNS = BOOKKEEPING_COLUMNS;
 
 /**
  * Checks the sink: reachable, and each replicated table exists there with the source's

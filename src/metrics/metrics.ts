@@ -42,6 +42,7 @@ export class Metrics {
   readonly consumed = this.counter('sync_events_consumed_total', 'Changes read from the stream by apply');
   readonly applied = this.counter('sync_events_applied_total', 'Changes whose effect was written to the sink', ['table']);
   readonly stale = this.counter('sync_events_stale_total', 'Changes skipped by the version gate (not newer than the target row)', ['table']);
+  readonly conflicts = this.counter('sync_conflicts_total', 'Writes of one writer to a row another writer wrote last, decided by sink.conflict_strategy', ['table', 'strategy']);
   readonly duplicate = this.counter('sync_events_duplicate_total', 'Changes skipped as already applied (same version as the target)', ['table']);
   readonly retried = this.counter('sync_events_retried_total', 'Apply attempts that failed and were retried');
   readonly deadlettered = this.counter('sync_events_deadlettered_total', 'Changes sent to the dead-letter queue');
@@ -147,6 +148,7 @@ export class Metrics {
       events.on('apply:batch:applied', ({ changes, outcome, records, duplicates, seconds, at }) => {
         this.applyBatchSeconds.observe(seconds);
         written(outcome);
+        for (const k of outcome.conflicts ?? []) this.conflicts.inc({ table: k.table, strategy: k.strategy }, k.count);
         // Changes folded into a newer change to the same key never reach the version gate. In a
         // replayed batch they are duplicates as much as the stale row that absorbed them, so they
         // are attributed in the proportion stale / (applied + stale): exact for the usual all-new

@@ -13,6 +13,7 @@ import { startPositions } from './apply-start.js';
 import { TransactionalApply, transactionsOf } from './apply-transactional.js';
 import { decodeRecords, rawOf, type RecordDecoder } from './decode-records.js';
 import { HeldTables } from './held-tables.js';
+import type { WriterBoundaries } from './writer-boundaries.js';
 import { blockedError, emptyOutcome, letterOf, maxDeliverError, PoisonIsolation, supersedesRow, tableBlockedError, truncateParked } from './poison.js';
 
 /** A consumer session that ran this long before failing starts the backoff afresh. */
@@ -51,6 +52,8 @@ export interface ApplyOptions {
   heldTableRetryMs?: number;
   /** A typed `stream.format` (avro, json_schema, protobuf): records are decoded by schema id; absent: JSON. */
   decode?: RecordDecoder;
+  /** `sink.writers`: a change of a source that does not own its table is dead-lettered (NOT_OWNER). */
+  writers?: WriterBoundaries;
 }
 
 /**
@@ -182,6 +185,11 @@ export class Apply {
       if (change.op === 'TRUNCATE' && !change.snapshot_reset && this.options.truncate !== 'apply') {
         if (this.options.truncate === 'dead_letter') letters.push(letterOf(change, record, truncateParked()));
         continue; // ignored by configuration (sink.truncate: ignore)
+      }
+      const notOwner = this.options.writers?.refuse(change);
+      if (notOwner) {
+        letters.push(letterOf(change, record, notOwner));
+        continue;
       }
       const held = this.held.reasonFor(change);
       if (held !== undefined) letters.push(letterOf(change, record, tableBlockedError(held)));

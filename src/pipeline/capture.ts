@@ -50,6 +50,8 @@ export interface CaptureOptions {
   readSourceRow?: SourceRowReader;
   /** `stream.format` other than json: how changes are encoded (see typedRecords); absent: JSON. */
   codec?: ChangeCodec;
+  /** `source.skip_origins`: drop the changes of transactions that carry a replication origin. */
+  skipOrigins?: boolean;
 }
 
 /**
@@ -97,7 +99,7 @@ export class Capture {
     private readonly options: CaptureOptions,
   ) {
     const definitions = options.codec && options.codec.format !== 'json' ? new TableDefinitions() : undefined;
-    this.builder = new ChangeBuilder(options.source, new Set(options.ignoredSchemas), options.primaryKeys, options.schemaVersions, definitions);
+    this.builder = new ChangeBuilder(options.source, new Set(options.ignoredSchemas), options.primaryKeys, options.schemaVersions, definitions, options.skipOrigins);
     const encode = options.codec && definitions ? typedRecords(options.codec, definitions) : undefined;
     this.publisher = new BatchPublisher(producer, events, log, { ...options, ...(encode ? { encode } : {}) }, {
       windowFull: (full) => this.setPaused('window', full),
@@ -280,6 +282,8 @@ export class Capture {
   private async replayCommitted(xid: number, commitLsn: Lsn, endLsn: Lsn, commitTime: bigint): Promise<void> {
     this.builder.beginStreamedReplay();
     this.addChanges({ tag: 'begin', finalLsn: commitLsn, commitTime, xid }, commitLsn);
+    const origin = this.streamed.takeOrigin(xid);
+    if (origin) this.addChanges(origin, commitLsn);
     let replayed = 0;
     for (const { msg, lsn } of this.streamed.replay(xid)) {
       // Abandoned (stop or failure): not confirmed, the server sends the transaction again.

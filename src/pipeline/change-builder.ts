@@ -68,7 +68,16 @@ export class ChangeBuilder {
     private readonly versions: SchemaVersionRegistry = new SchemaVersionHistory(),
     /** A typed stream format: where the definition of each version handed out is kept. */
     private readonly definitions?: TableDefinitions,
+    /**
+     * `source.skip_origins`: the row changes of a transaction that carries a replication
+     * origin (a sink's write, see `sink.origin`) are no events: the other direction of a
+     * bidirectional pair must not come back. Its commit still moves the position on.
+     */
+    private readonly skipOrigins = false,
   ) {}
+
+  /** The open transaction carries a replication origin and `skipOrigins` drops its changes. */
+  private fromOrigin = false;
 
   /** Appends the events `msg` produces (zero, one, or two for a key change) to `out`. */
   handle(msg: PgoutputMessage, changeLsn: Lsn, out: ChangeEvent[]): void {
@@ -81,9 +90,15 @@ export class ChangeBuilder {
           commitTs: pgTimestampToIso(msg.commitTime),
           seq: 0,
         };
+        this.fromOrigin = false;
         return;
       case 'commit':
         this.txn = undefined;
+        this.fromOrigin = false;
+        return;
+      case 'origin':
+        // Sent after BEGIN, before the transaction's changes.
+        if (this.skipOrigins) this.fromOrigin = true;
         return;
       case 'relation':
         // pgoutput sends a Relation message with WAL position 0: where the definition starts
@@ -92,14 +107,14 @@ export class ChangeBuilder {
         this.onRelation(msg, changeLsn === 0n && this.txn ? this.txn.commitLsn : changeLsn);
         return;
       case 'insert': {
-        if (this.ignored(msg.relationId)) return;
+        if (this.fromOrigin || this.ignored(msg.relationId)) return;
         const rel = this.relation(msg.relationId);
         const row = this.rowOf(rel, msg.newTuple);
         out.push(this.event(rel, 'INSERT', changeLsn, this.keyOf(rel, msg.newTuple), row.values, undefined, row.unchanged));
         return;
       }
       case 'update': {
-        if (this.ignored(msg.relationId)) return;
+        if (this.fromOrigin || this.ignored(msg.relationId)) return;
         const rel = this.relation(msg.relationId);
         const row = this.rowOf(rel, msg.newTuple);
         const before = msg.oldKind === 'O' && msg.oldTuple ? this.rowOf(rel, msg.oldTuple).values : undefined;
@@ -125,7 +140,7 @@ export class ChangeBuilder {
         return;
       }
       case 'delete': {
-        if (this.ignored(msg.relationId)) return;
+        if (this.fromOrigin || this.ignored(msg.relationId)) return;
         const rel = this.relation(msg.relationId);
         const before = msg.oldKind === 'O' ? this.rowOf(rel, msg.oldTuple).values : undefined;
         if (rel.keyIndexes.length === 0 && !before) throw this.noOldImage(rel, 'DELETE');
@@ -133,6 +148,7 @@ export class ChangeBuilder {
         return;
       }
       case 'truncate':
+        if (this.fromOrigin) return;
         for (const id of msg.relationIds) {
           if (this.ignored(id)) continue;
           out.push(this.event(this.relation(id), 'TRUNCATE', changeLsn, {}, null, undefined, undefined));

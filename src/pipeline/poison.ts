@@ -134,4 +134,5 @@ function addOutcome(total: ApplyOutcome, o: ApplyOutcome): void {
     t.stale += c.stale;
     total.byTable.set(table, t);
   }
+  if (o.conflicts) total.conflicts = [...(total.conflicts ?? []), ...o.conflicts];
 }

@@ -1,6 +1,6 @@
 import type { Lsn } from '../core/lsn.js';
 import { PgoutputDecoder } from '../pgoutput/decoder.js';
-import type { PgoutputMessage } from '../pgoutput/messages.js';
+import type { OriginMessage, PgoutputMessage } from '../pgoutput/messages.js';
 import { SpillStore } from './spill-store.js';
 
 /**
@@ -14,6 +14,8 @@ export class StreamedTransactions {
   private readonly spill: SpillStore;
   /** Top-level xid of the streamed chunk being received, if any. */
   private streamXid: number | undefined;
+  /** Streamed transactions' Origin messages, by top-level xid, until their commit. */
+  private readonly origins = new Map<number, OriginMessage>();
 
   constructor(spillDir: string) {
     this.spill = new SpillStore(spillDir);
@@ -39,6 +41,7 @@ export class StreamedTransactions {
       case 'stream_abort':
         // Aborted before commit: its buffered changes vanish and never reach the stream.
         this.spill.abort(msg.xid, msg.subXid);
+        if (msg.xid === msg.subXid) this.origins.delete(msg.xid);
         return true;
       default:
         return false;
@@ -61,6 +64,10 @@ export class StreamedTransactions {
         return true;
       case 'type':
         return true; // values are text: type definitions change nothing here
+      case 'origin':
+        // Comes with the transaction's first chunk: handed back at its commit (takeOrigin).
+        this.origins.set(xid, msg);
+        return true;
       default:
         return false;
     }
@@ -73,6 +80,13 @@ export class StreamedTransactions {
   *replay(xid: number): Generator<{ msg: PgoutputMessage; lsn: Lsn }> {
     const decoder = new PgoutputDecoder();
     for (const record of this.spill.replay(xid)) yield { msg: decoder.decodeInStream(record.subarray(8)), lsn: record.readBigUInt64BE(0) };
+  }
+
+  /** The Origin message of a committed streamed transaction, if it had one. */
+  takeOrigin(xid: number): OriginMessage | undefined {
+    const origin = this.origins.get(xid);
+    this.origins.delete(xid);
+    return origin;
   }
 
   close(): void {

@@ -14,6 +14,11 @@ export interface TableBatch {
   truncate: ChangeEvent | undefined;
   /** A TRUNCATE in the batch is a keyless table's snapshot reset (ChangeEvent.snapshot_reset). */
   snapshotReset: boolean;
+  /**
+   * With `keepRuns`: every change of each key that folded into another (more than one), by
+   * rowKeyOf, in version order; delta counters sum the differences of the whole run.
+   */
+  runs?: Map<string, ChangeEvent[]>;
 }
 
 /**
@@ -22,7 +27,7 @@ export interface TableBatch {
  * TOASTed column takes that value from the change it supersedes when that one had it.
  * Returns the groups and how many changes were folded away.
  */
-export function collapseBatch(changes: readonly ChangeEvent[]): { tables: TableBatch[]; superseded: number } {
+export function collapseBatch(changes: readonly ChangeEvent[], keepRuns = false): { tables: TableBatch[]; superseded: number } {
   const tables = new Map<string, { batch: TableBatch; byKey: Map<string, ChangeEvent> }>();
   let superseded = 0;
   for (const c of changes) {
@@ -49,6 +54,14 @@ export function collapseBatch(changes: readonly ChangeEvent[]): { tables: TableB
       continue;
     }
     superseded++;
+    if (keepRuns) {
+      const runs = (t.batch.runs ??= new Map());
+      const run = runs.get(rowKey) ?? [prev];
+      // The same change twice (republished by a capture restart) counts once.
+      if (!run.some((x: ChangeEvent) => x._version === c._version)) run.push(c);
+      run.sort((x: ChangeEvent, y: ChangeEvent) => (BigInt(x._version) < BigInt(y._version) ? -1 : 1));
+      runs.set(rowKey, run);
+    }
     const [older, newer] = BigInt(c._version) >= BigInt(prev._version) ? [prev, c] : [c, prev];
     t.byKey.set(rowKey, mergeUnchanged(older, newer));
   }

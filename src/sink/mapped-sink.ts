@@ -59,7 +59,9 @@ export class MappedSink implements Sink {
     if (outcome.byTable.size === 0) return outcome;
     const byTable = new Map<string, { applied: number; stale: number }>();
     for (const [label, counts] of outcome.byTable) byTable.set(this.mapping.sourceLabelOf(label), counts);
-    return { ...outcome, byTable };
+    const relabelled: ApplyOutcome = { ...outcome, byTable };
+    if (outcome.conflicts) relabelled.conflicts = outcome.conflicts.map((k) => ({ ...k, table: this.mapping.sourceLabelOf(k.table) }));
+    return relabelled;
   }
 
   positions(group: string): Promise<Map<number, bigint>> {

@@ -10,6 +10,8 @@ export interface ApplyOutcome {
   superseded: number;
   /** Per-table breakdown, for metrics. */
   byTable: Map<string, { applied: number; stale: number }>;
+  /** Conflicts between writers newly recorded, per table and strategy (sinks that track them). */
+  conflicts?: { table: string; strategy: string; count: number }[];
 }
 
 /**

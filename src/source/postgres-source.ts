@@ -55,6 +55,8 @@ export interface PostgresSourceOptions {
   onStandby?: () => void;
   /** The server accepted START_REPLICATION: changes flow from the slot. */
   onStreaming?: () => void;
+  /** `source.skip_origins`: on PostgreSQL 16+ the server leaves out changes that carry a replication origin (15: capture drops them). */
+  skipOrigins?: boolean;
 }
 
 /**
@@ -124,6 +126,8 @@ export class PostgresSource {
         protocolVersion,
         messages: true,
         streaming: protocolVersion >= 2,
+        // skip_origins: 16+ filters at the server; on 15 capture (the ChangeBuilder) does.
+        ...(options.skipOrigins && serverVersion >= 160000 ? { origin: 'none' as const } : {}),
       });
       log.info({ protocolVersion, streaming: protocolVersion >= 2 }, 'pgoutput protocol negotiated');
       const source = new PostgresSource(

@@ -13,6 +13,8 @@ export interface ReplicationOptions {
   messages: boolean;
   /** Let the server stream large in-progress transactions (protocol >= 2). */
   streaming: boolean;
+  /** PostgreSQL 16+: `none` sends only transactions without a replication origin (`source.skip_origins`). */
+  origin?: 'none';
 }
 
 /**
@@ -62,6 +64,7 @@ export class ReplicationStream {
     ];
     if (o.messages) params.push(`messages 'true'`);
     if (o.streaming) params.push(`streaming 'on'`);
+    if (o.origin) params.push(`origin ${quoteLiteral(o.origin)}`);
     const sql = `START_REPLICATION SLOT ${quoteIdent(o.slot)} LOGICAL 0/0 (${params.join(', ')})`;
     try {
       await this.client.query(sql);

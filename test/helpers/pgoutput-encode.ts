@@ -84,6 +84,7 @@ export const pgo = {
     const b = Buffer.from(content, 'utf8');
     return withXid(new Writer().u8(0x4d), xid).u8(transactional ? 1 : 0).u64(lsn).cstring(prefix).u32(b.length).bytes(b).done();
   },
+  origin: (name: string, lsn = 0n): Buffer => new Writer().u8(0x4f).u64(lsn).cstring(name).done(),
   streamStart: (xid: number, first: boolean): Buffer => new Writer().u8(0x53).u32(xid).u8(first ? 1 : 0).done(),
   streamStop: (): Buffer => new Writer().u8(0x45).done(),
   streamCommit: (xid: number, commitLsn: bigint, endLsn: bigint): Buffer => new Writer().u8(0x63).u32(xid).u8(0).u64(commitLsn).u64(endLsn).u64(0n).done(),

@@ -1,11 +1,20 @@
 import pg from 'pg';
 import { rowKeyOf, type ChangeEvent, type Row } from '../../core/change.js';
 import { PrerequisiteError, SynclineError } from '../../core/errors.js';
-import { parseLsn, versionOf } from '../../core/lsn.js';
+import { formatLsn, parseLsn, versionOf } from '../../core/lsn.js';
 import { quoteIdent, quoteQualified } from '../../core/sql.js';
-import { bookkeepingTables, DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, type BookkeepingTables } from '../sql/bookkeeping.js';
-import type { MultisetVersions, SqlDialect } from '../sql/sql-dialect.js';
-import { SqlSink } from '../sql/sql-sink.js';
+import {
+  bookkeepingTables,
+  CLOCK_COLUMN,
+  DELETED_AT_COLUMN,
+  SOURCE_COLUMN,
+  VERSION_LSN_COLUMN,
+  VERSION_SEQ_COLUMN,
+  WRITER_XID_COLUMN,
+  type BookkeepingTables,
+} from '../sql/bookkeeping.js';
+import type { ConflictRecord, MultisetVersions, SqlDialect, StoredRow } from '../sql/sql-dialect.js';
+import { SqlSink, type ConflictOptions } from '../sql/sql-sink.js';
 import { copyFrom, copyTextChunks } from './copy-in.js';
 import { CopyStages } from './copy-stage.js';
 import { classifyPgError, isStructuralPgError } from './postgres-errors.js';
@@ -32,12 +41,27 @@ export interface PostgresSinkOptions {
    * absent: always the `unnest` upsert.
    */
   copyThreshold?: number;
+  /**
+   * `sink.origin`: the replication origin every write carries (created when missing), so a
+   * capture of this database with `source.skip_origins` drops them. An origin is held by one
+   * session at a time: the sink then writes over a single connection.
+   */
+  origin?: string;
+  /** Conflict tracking between writers: rows record their writing source (see ConflictOptions). */
+  conflicts?: ConflictOptions;
 }
 
 const V_LSN = quoteIdent(VERSION_LSN_COLUMN);
 const V_SEQ = quoteIdent(VERSION_SEQ_COLUMN);
 /** A row's stored version; rows written before syncline managed the table count as oldest. */
 const ROW_VERSION = `(COALESCE(t.${V_LSN}, '0/0'::pg_lsn), COALESCE(t.${V_SEQ}, 0))`;
+const W_SOURCE = quoteIdent(SOURCE_COLUMN);
+const W_CLOCK = quoteIdent(CLOCK_COLUMN);
+const W_XID = quoteIdent(WRITER_XID_COLUMN);
+/** The row was written at the target since syncline wrote it (or syncline never did): its xmin is not syncline's transaction. */
+const LOCALLY_WRITTEN = `(t.${W_XID} IS NULL OR t.xmin::text::bigint <> t.${W_XID})`;
+/** This transaction's xid as a row's xmin shows it (32 bits). */
+const CURRENT_XID = `(pg_current_xact_id()::text::bigint % 4294967296)`;
 
 /**
  * PostgreSQL target. Each batch is one transaction (see SqlSink): set-based `unnest` upserts
@@ -47,23 +71,25 @@ const ROW_VERSION = `(COALESCE(t.${V_LSN}, '0/0'::pg_lsn), COALESCE(t.${V_SEQ}, 
  */
 export class PostgresSink extends SqlSink<pg.PoolClient, TargetTable> {
   constructor(options: PostgresSinkOptions) {
-    super(new PostgresDialect(options));
+    super(new PostgresDialect(options), options.conflicts);
   }
 }
 
 class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   readonly name = 'the sink';
   private readonly pool: pg.Pool;
-  private readonly state: BookkeepingTables & { staleAudit: string };
+  private readonly state: BookkeepingTables & { staleAudit: string; conflicts: string };
+  /** track_commit_timestamp is on: a row written at the target has a known commit time. */
+  private commitTimestamps = false;
   private readonly sqlCache = new Map<string, string>();
   private readonly stages = new CopyStages();
 
   constructor(private readonly options: PostgresSinkOptions) {
-    this.pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 2 });
+    this.pool = new pg.Pool({ connectionString: options.url, max: options.origin !== undefined ? 1 : (options.poolSize ?? 2) });
     // An idle pooled connection that dies must not crash the process; the next query reconnects.
     this.pool.on('error', () => undefined);
     const s = options.stateSchema;
-    this.state = { ...bookkeepingTables((t) => quoteQualified(s, t)), staleAudit: quoteQualified(s, 'stale_audit') };
+    this.state = { ...bookkeepingTables((t) => quoteQualified(s, t)), staleAudit: quoteQualified(s, 'stale_audit'), conflicts: quoteQualified(s, 'conflicts') };
   }
 
   async withConnection<R>(what: string, fn: (c: pg.PoolClient) => Promise<R>): Promise<R> {
@@ -80,6 +106,10 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     }
     guardClient(client);
     try {
+      if (this.options.origin !== undefined && !originSessions.has(client)) {
+        await setUpOrigin(client, this.options.origin);
+        originSessions.add(client);
+      }
       return await fn(client);
     } catch (err) {
       throw classifyPgError(err, what);
@@ -105,6 +135,19 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.multisetVersions} (
       table_name text PRIMARY KEY, lsn pg_lsn NOT NULL, seq integer NOT NULL, reset boolean NOT NULL DEFAULT false)`);
     if (this.options.staleAudit) await c.query(staleAuditDdl(this.state.staleAudit));
+    if (this.options.conflicts) {
+      // Tombstones of different sources do not compare by LSN: each names its source.
+      await c.query(`ALTER TABLE ${this.state.tombstones} ADD COLUMN IF NOT EXISTS source text`);
+      await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.conflicts} (
+        id bigserial PRIMARY KEY, detected_at timestamptz NOT NULL DEFAULT now(),
+        table_name text NOT NULL, row_key text NOT NULL, strategy text NOT NULL, winner text NOT NULL,
+        incoming_source text NOT NULL, stored_source text NOT NULL,
+        incoming_lsn pg_lsn NOT NULL, incoming_seq integer NOT NULL, incoming_commit_ts timestamptz,
+        incoming_clock text, stored_clock text, incoming_version jsonb, stored_version jsonb, written jsonb,
+        UNIQUE (table_name, row_key, incoming_source, incoming_lsn, incoming_seq))`);
+      const { rows } = await c.query<{ on: boolean }>(`SELECT current_setting('track_commit_timestamp')::boolean AS on`);
+      this.commitTimestamps = rows[0]?.on === true;
+    }
     await c.query('COMMIT');
   }
 
@@ -123,11 +166,16 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   }
 
   loadTable(c: pg.PoolClient, schema: string, table: string): Promise<TargetTable> {
-    return loadTargetTable(c, schema, table, this.options.deleteMode === 'soft', this.options.createTable);
+    return loadTargetTable(c, schema, table, this.options.deleteMode === 'soft', this.options.createTable, this.options.conflicts !== undefined);
   }
 
-  async begin(c: pg.PoolClient): Promise<void> {
+  async begin(c: pg.PoolClient, changes: readonly ChangeEvent[]): Promise<void> {
     await c.query('BEGIN');
+    if (this.options.origin === undefined) return;
+    // The origin's progress becomes the newest source commit of the batch, crash-safe with it.
+    let newest: ChangeEvent | undefined;
+    for (const ch of changes) if (!newest || parseLsn(ch.commit_lsn) > parseLsn(newest.commit_lsn)) newest = ch;
+    if (newest) await c.query('SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)', [newest.commit_lsn, newest.commit_ts]);
   }
 
   async commit(c: pg.PoolClient): Promise<void> {
@@ -173,9 +221,11 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     values.push(rows.map((r) => rowKeyOf(r)));
     values.push(rows.map((r) => r.commit_lsn));
     values.push(rows.map((r) => r.seq));
+    if (this.options.conflicts) values.push(rows.map((r) => r.source), rows.map((r) => r.commit_ts));
     const threshold = this.options.copyThreshold ?? 0;
     let res: pg.QueryResult<{ k: string }>;
-    if (threshold > 0 && rows.length >= threshold) {
+    // Conflict tracking writes through `unnest` (the staging table has no writer columns).
+    if (threshold > 0 && rows.length >= threshold && !this.options.conflicts) {
       const stage = this.stages.of(target, columns);
       await copyFrom(c, `${stage.create}; COPY ${stage.name} FROM STDIN`, copyTextChunks(values, rows.length));
       res = await c.query<{ k: string }>(this.upsertSql(target, columns, keyColumns, stage.name), [target.label]);
@@ -198,15 +248,21 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     const n = columns.length;
     const soft = this.options.deleteMode === 'soft';
     const cast = (col: string, i: number): string => castText(target.columns.get(col) as TargetColumn, `i.c${i}`);
-    const insertCols = [...columns.map(quoteIdent), V_LSN, V_SEQ, ...(soft ? [quoteIdent(DELETED_AT_COLUMN)] : [])];
-    const selectExprs = [...columns.map(cast), 'i.v_lsn::pg_lsn', 'i.v_seq', ...(soft ? ['NULL'] : [])];
-    const unnestArgs = [...columns.map((_, i) => `$${i + 1}::text[]`), `$${n + 1}::text[]`, `$${n + 2}::text[]`, `$${n + 3}::int[]`];
-    const aliases = [...columns.map((_, i) => `c${i}`), 'row_key', 'v_lsn', 'v_seq'];
+    const tracked = this.options.conflicts !== undefined;
+    const insertCols = [...columns.map(quoteIdent), V_LSN, V_SEQ, ...(soft ? [quoteIdent(DELETED_AT_COLUMN)] : []), ...(tracked ? [W_SOURCE, W_CLOCK, W_XID] : [])];
+    const selectExprs = [...columns.map(cast), 'i.v_lsn::pg_lsn', 'i.v_seq', ...(soft ? ['NULL'] : []), ...(tracked ? ['i.w_source', 'i.w_clock::timestamptz', CURRENT_XID] : [])];
+    const unnestArgs = [...columns.map((_, i) => `$${i + 1}::text[]`), `$${n + 1}::text[]`, `$${n + 2}::text[]`, `$${n + 3}::int[]`, ...(tracked ? [`$${n + 4}::text[]`, `$${n + 5}::text[]`] : [])];
+    const aliases = [...columns.map((_, i) => `c${i}`), 'row_key', 'v_lsn', 'v_seq', ...(tracked ? ['w_source', 'w_clock'] : [])];
     const from = stage ? `${stage} AS i` : `unnest(${unnestArgs.join(', ')}) AS i(${aliases.join(', ')})`;
-    const label = stage ? '$1' : `$${n + 4}`;
+    const label = stage ? '$1' : `$${n + (tracked ? 6 : 4)}`;
     const updates = [...columns.filter((c) => !keyColumns.includes(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`), `${V_LSN} = EXCLUDED.${V_LSN}`, `${V_SEQ} = EXCLUDED.${V_SEQ}`];
     if (soft) updates.push(`${quoteIdent(DELETED_AT_COLUMN)} = NULL`);
+    if (tracked) updates.push(...[W_SOURCE, W_CLOCK, W_XID].map((col) => `${col} = EXCLUDED.${col}`));
     const gate = this.options.versionGate;
+    // Tracked: a row of another writer reaches the upsert only when the resolver let the
+    // change win (SqlSink.resolveConflicts, under the rows' locks); versions of different
+    // writers are not comparable, so only a row of the same source is gated on its version.
+    const rowGate = tracked ? `(t.${W_SOURCE} IS DISTINCT FROM EXCLUDED.${W_SOURCE} OR ${LOCALLY_WRITTEN} OR ${ROW_VERSION} < (EXCLUDED.${V_LSN}, EXCLUDED.${V_SEQ}))` : `${ROW_VERSION} < (EXCLUDED.${V_LSN}, EXCLUDED.${V_SEQ})`;
     const sql =
       `INSERT INTO ${target.qualified} AS t (${insertCols.join(', ')})
        SELECT ${selectExprs.join(', ')}
@@ -214,14 +270,14 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
       (gate
         ? `
         WHERE NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
-                           WHERE tb.table_name = ${label} AND tb.row_key = i.row_key AND (tb.lsn, tb.seq) >= (i.v_lsn::pg_lsn, i.v_seq))
+                           WHERE tb.table_name = ${label} AND tb.row_key = i.row_key AND (tb.lsn, tb.seq) >= (i.v_lsn::pg_lsn, i.v_seq)${tracked ? ' AND (tb.source IS NULL OR tb.source = i.w_source)' : ''})
           AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr
                            WHERE tr.table_name = ${label} AND (tr.lsn, tr.seq) >= (i.v_lsn::pg_lsn, i.v_seq))`
         : `
         WHERE ${label}::text IS NOT NULL`) +
       `
        ON CONFLICT (${keyColumns.map(quoteIdent).join(', ')}) DO UPDATE SET ${updates.join(', ')}` +
-      (gate ? `\n       WHERE ${ROW_VERSION} < (EXCLUDED.${V_LSN}, EXCLUDED.${V_SEQ})` : '') +
+      (gate ? `\n       WHERE ${rowGate}` : '') +
       // With the audit on, the written keys come back so the rejected ones can be recorded.
       (this.options.staleAudit ? `\n       RETURNING to_json(ARRAY[${keyColumns.map((c) => `t.${quoteIdent(c)}::text`).join(', ')}])::text AS k` : '');
     this.sqlCache.set(cacheKey, sql);
@@ -232,17 +288,23 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     const k = keyColumns.length;
     const soft = this.options.deleteMode === 'soft';
     const match = keyMatch(target, keyColumns);
-    const gate = this.options.versionGate ? ` AND ${ROW_VERSION} < (i.v_lsn::pg_lsn, i.v_seq)` : '';
+    const tracked = this.options.conflicts !== undefined;
+    // Tracked: the resolver already let a delete of another writer's row win (see upsertSql).
+    const rowGate = tracked ? `(t.${W_SOURCE} IS DISTINCT FROM i.w_source OR ${LOCALLY_WRITTEN} OR ${ROW_VERSION} < (i.v_lsn::pg_lsn, i.v_seq))` : `${ROW_VERSION} < (i.v_lsn::pg_lsn, i.v_seq)`;
+    const gate = this.options.versionGate ? ` AND ${rowGate}` : '';
     const removal = soft
-      ? `UPDATE ${target.qualified} t SET ${quoteIdent(DELETED_AT_COLUMN)} = i.ts::timestamptz, ${V_LSN} = i.v_lsn::pg_lsn, ${V_SEQ} = i.v_seq
+      ? `UPDATE ${target.qualified} t SET ${quoteIdent(DELETED_AT_COLUMN)} = i.ts::timestamptz, ${V_LSN} = i.v_lsn::pg_lsn, ${V_SEQ} = i.v_seq` +
+        (tracked ? `, ${W_SOURCE} = i.w_source, ${W_CLOCK} = i.ts::timestamptz, ${W_XID} = ${CURRENT_XID}` : '') +
+        `
            FROM i WHERE ${match}${gate} RETURNING 1`
       : `DELETE FROM ${target.qualified} t USING i WHERE ${match}${gate} RETURNING 1`;
-    const sql = `WITH i AS (SELECT * FROM unnest(${[...keyColumns.map((_, j) => `$${j + 1}::text[]`), `$${k + 1}::text[]`, `$${k + 2}::text[]`, `$${k + 3}::int[]`, `$${k + 4}::text[]`].join(', ')})
-                     AS i(${[...keyColumns.map((_, j) => `k${j}`), 'row_key', 'v_lsn', 'v_seq', 'ts'].join(', ')})),
-      tomb AS (INSERT INTO ${this.state.tombstones} AS tb (table_name, row_key, lsn, seq)
-               SELECT $${k + 5}, row_key, v_lsn::pg_lsn, v_seq FROM i
-               ON CONFLICT (table_name, row_key) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq, deleted_at = now()
-               WHERE (tb.lsn, tb.seq) < (EXCLUDED.lsn, EXCLUDED.seq)
+    // Tracked: a tombstone names its source; one of another source is replaced (the delete won).
+    const sql = `WITH i AS (SELECT * FROM unnest(${[...keyColumns.map((_, j) => `$${j + 1}::text[]`), `$${k + 1}::text[]`, `$${k + 2}::text[]`, `$${k + 3}::int[]`, `$${k + 4}::text[]`, ...(tracked ? [`$${k + 6}::text[]`] : [])].join(', ')})
+                     AS i(${[...keyColumns.map((_, j) => `k${j}`), 'row_key', 'v_lsn', 'v_seq', 'ts', ...(tracked ? ['w_source'] : [])].join(', ')})),
+      tomb AS (INSERT INTO ${this.state.tombstones} AS tb (table_name, row_key, lsn, seq${tracked ? ', source' : ''})
+               SELECT $${k + 5}, row_key, v_lsn::pg_lsn, v_seq${tracked ? ', w_source' : ''} FROM i
+               ON CONFLICT (table_name, row_key) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq, deleted_at = now()${tracked ? ', source = EXCLUDED.source' : ''}
+               WHERE ${tracked ? 'tb.source IS DISTINCT FROM EXCLUDED.source OR ' : ''}(tb.lsn, tb.seq) < (EXCLUDED.lsn, EXCLUDED.seq)
                RETURNING 1),
       removed AS (${removal})
       SELECT (SELECT count(*) FROM tomb)::int AS tombstoned, (SELECT count(*) FROM removed)::int AS removed`;
@@ -252,6 +314,7 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     params.push(rows.map((r) => r.seq));
     params.push(rows.map((r) => r.commit_ts));
     params.push(target.label);
+    if (tracked) params.push(rows.map((r) => r.source));
     const res = await c.query<{ tombstoned: number; removed: number }>(sql, params);
     return res.rows[0]?.removed ?? 0;
   }
@@ -314,6 +377,77 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     }
   }
 
+  async readStored(c: pg.PoolClient, target: TargetTable, keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, StoredRow>> {
+    const localClock = this.commitTimestamps ? 'pg_xact_commit_timestamp(t.xmin)::text' : 'NULL';
+    const { rows: found } = await c.query<{ n: number; row: Row; source: string | null; local: boolean; clock: string | null; lsn: string | null; seq: number | null }>(
+      `SELECT i.n::int AS n, (SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each_text(to_jsonb(t)) e) AS row,
+              t.${W_SOURCE} AS source, ${LOCALLY_WRITTEN} AS local,
+              CASE WHEN ${LOCALLY_WRITTEN} THEN ${localClock} ELSE t.${W_CLOCK}::text END AS clock,
+              t.${V_LSN}::text AS lsn, t.${V_SEQ} AS seq
+         FROM unnest(${keyColumns.map((_, j) => `$${j + 1}::text[]`).join(', ')}) WITH ORDINALITY AS i(${[...keyColumns.map((_, j) => `k${j}`), 'n'].join(', ')})
+         JOIN ${target.qualified} t ON ${keyMatch(target, keyColumns)}
+          FOR UPDATE OF t`,
+      keyColumns.map((col) => rows.map((r) => r.key[col] ?? null)),
+    );
+    const out = new Map<string, StoredRow>();
+    for (const f of found) out.set(rowKeyOf(rows[f.n - 1] as ChangeEvent), { row: f.row, source: f.source, local: f.local, clock: f.clock, lsn: f.lsn, seq: f.seq });
+    return out;
+  }
+
+  async writeColumns(c: pg.PoolClient, target: TargetTable, keyColumns: string[], change: ChangeEvent, values: Row): Promise<void> {
+    const columns = Object.keys(values).filter((col) => !keyColumns.includes(col));
+    if (columns.length === 0) return;
+    const k = keyColumns.length;
+    const sets = columns.map((col, j) => `${quoteIdent(col)} = ${castText(target.columns.get(col) as TargetColumn, `$${k + j + 1}::text`)}`);
+    // A version written at the target stays the target's (its xid still differs from xmin).
+    sets.push(`${W_XID} = CASE WHEN ${LOCALLY_WRITTEN} THEN t.${W_XID} ELSE ${CURRENT_XID} END`);
+    await c.query(
+      `UPDATE ${target.qualified} t SET ${sets.join(', ')}
+         FROM (SELECT ${keyColumns.map((_, j) => `$${j + 1}::text AS k${j}`).join(', ')}) i
+        WHERE ${keyMatch(target, keyColumns)}`,
+      [...keyColumns.map((col) => change.key[col] ?? null), ...columns.map((col) => values[col] ?? null)],
+    );
+  }
+
+  async recordConflicts(c: pg.PoolClient, conflicts: ConflictRecord[]): Promise<void> {
+    const entries = conflicts.flatMap((r) => r.run.map((change) => ({ r, change })));
+    const col = <V>(f: (e: { r: ConflictRecord; change: ChangeEvent }) => V): V[] => entries.map(f);
+    await c.query(
+      `INSERT INTO ${this.state.conflicts} (table_name, row_key, strategy, winner, incoming_source, stored_source, incoming_lsn, incoming_seq,
+                                            incoming_commit_ts, incoming_clock, stored_clock, incoming_version, stored_version, written)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::pg_lsn[], $8::int[],
+                            $9::timestamptz[], $10::text[], $11::text[], $12::jsonb[], $13::jsonb[], $14::jsonb[])
+       ON CONFLICT (table_name, row_key, incoming_source, incoming_lsn, incoming_seq) DO NOTHING`,
+      [
+        col((e) => e.r.table),
+        col((e) => rowKeyOf(e.change)),
+        col((e) => e.r.strategy),
+        col((e) => e.r.winner),
+        col((e) => e.change.source),
+        col((e) => e.r.storedWriter),
+        col((e) => e.change.commit_lsn),
+        col((e) => e.change.seq),
+        col((e) => e.change.commit_ts),
+        col((e) => (e.change === e.r.incoming ? e.r.incomingClock : null)),
+        col((e) => e.r.storedClock),
+        col((e) => JSON.stringify(e.change.payload)),
+        col((e) => JSON.stringify(e.r.stored)),
+        col((e) => (e.r.written ? JSON.stringify(e.r.written) : null)),
+      ],
+    );
+  }
+
+  async decidedBefore(c: pg.PoolClient, label: string, changes: readonly ChangeEvent[]): Promise<Set<string>> {
+    const { rows } = await c.query<{ row_key: string; source: string; lsn: string; seq: number }>(
+      `SELECT cf.row_key, cf.incoming_source AS source, cf.incoming_lsn::text AS lsn, cf.incoming_seq AS seq
+         FROM unnest($2::text[], $3::text[], $4::pg_lsn[], $5::int[]) AS i(row_key, source, lsn, seq)
+         JOIN ${this.state.conflicts} cf
+           ON cf.table_name = $1 AND cf.row_key = i.row_key AND cf.incoming_source = i.source AND cf.incoming_lsn = i.lsn AND cf.incoming_seq = i.seq`,
+      [label, changes.map((ch) => rowKeyOf(ch)), changes.map((ch) => ch.source), changes.map((ch) => ch.commit_lsn), changes.map((ch) => ch.seq)],
+    );
+    return new Set(rows.map((r) => `${r.row_key}\u0000${r.source}\u0000${formatLsn(parseLsn(r.lsn))}\u0000${r.seq}`));
+  }
+
   isStructural(err: unknown): boolean {
     return isStructuralPgError(err);
   }
@@ -333,6 +467,18 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   async close(): Promise<void> {
     await this.pool.end();
   }
+}
+
+/** Pooled clients whose session writes under the sink's replication origin. */
+const originSessions = new WeakSet<pg.PoolClient>();
+
+/** Creates the replication origin when missing and makes it the session's. */
+async function setUpOrigin(client: pg.PoolClient, origin: string): Promise<void> {
+  await client.query(
+    `SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)`,
+    [origin],
+  );
+  await client.query('SELECT pg_replication_origin_session_setup($1)', [origin]);
 }
 
 /** Pooled clients whose connection failed, with the error. */

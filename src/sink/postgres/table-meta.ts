@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { tableLabelOf } from '../../core/change.js';
 import { PrerequisiteError } from '../../core/errors.js';
 import { quoteIdent, quoteQualified } from '../../core/sql.js';
-import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN } from '../sql/bookkeeping.js';
+import { CLOCK_COLUMN, DELETED_AT_COLUMN, SOURCE_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, WRITER_XID_COLUMN } from '../sql/bookkeeping.js';
 
 export interface TargetColumn {
   name: string;
@@ -66,6 +66,8 @@ export async function loadTargetTable(
   softDelete: boolean,
   /** `sink.create_tables`: the DDL that creates a missing target table. */
   createTable?: (schema: string, table: string) => Promise<string>,
+  /** Conflict tracking: also the writer columns (source, clock, xid). */
+  writerColumns = false,
 ): Promise<TargetTable> {
   let meta = await readTable(client, schema, table);
   if (!meta && createTable) {
@@ -78,12 +80,16 @@ export async function loadTargetTable(
       `create ${quoteQualified(schema, table)} on the target with the source's columns and primary key, or set sink.create_tables: true`,
     );
   }
-  const wanted = [VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, ...(softDelete ? [DELETED_AT_COLUMN] : [])];
+  const wanted = [VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, ...(softDelete ? [DELETED_AT_COLUMN] : []), ...(writerColumns ? [SOURCE_COLUMN, CLOCK_COLUMN, WRITER_XID_COLUMN] : [])];
   if (wanted.some((c) => !meta?.columns.has(c))) {
     await client.query(
       `ALTER TABLE ${meta.qualified} ADD COLUMN IF NOT EXISTS ${quoteIdent(VERSION_LSN_COLUMN)} pg_lsn, ` +
         `ADD COLUMN IF NOT EXISTS ${quoteIdent(VERSION_SEQ_COLUMN)} integer` +
-        (softDelete ? `, ADD COLUMN IF NOT EXISTS ${quoteIdent(DELETED_AT_COLUMN)} timestamptz` : ''),
+        (softDelete ? `, ADD COLUMN IF NOT EXISTS ${quoteIdent(DELETED_AT_COLUMN)} timestamptz` : '') +
+        (writerColumns
+          ? `, ADD COLUMN IF NOT EXISTS ${quoteIdent(SOURCE_COLUMN)} text, ADD COLUMN IF NOT EXISTS ${quoteIdent(CLOCK_COLUMN)} timestamptz, ` +
+            `ADD COLUMN IF NOT EXISTS ${quoteIdent(WRITER_XID_COLUMN)} bigint`
+          : ''),
     );
     meta = await readTable(client, schema, table);
     if (!meta) throw new Error(`target table ${tableLabelOf({ schema, table })} vanished`);

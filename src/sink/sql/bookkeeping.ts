@@ -11,6 +11,19 @@ export const VERSION_SEQ_COLUMN = '_syncline_seq';
 /** `delete_mode: soft`: when the row was deleted at the source (UTC); NULL for a live row. */
 export const DELETED_AT_COLUMN = '_deleted_at';
 
+/**
+ * Conflict tracking (`sink.conflict_strategy` other than source_lsn_priority, delta columns,
+ * or a custom resolver): the source that wrote the row's version (the version gate compares
+ * versions only within one source), that version's clock (source commit time), and the
+ * transaction that wrote it (its xid: a row whose xmin differs was changed at the target since).
+ */
+export const SOURCE_COLUMN = '_syncline_source';
+export const CLOCK_COLUMN = '_syncline_ts';
+export const WRITER_XID_COLUMN = '_syncline_xid';
+
+/** Columns syncline adds to target tables: never written from a change's payload (a chained or bidirectional source has them too). */
+export const BOOKKEEPING_COLUMNS: ReadonlySet<string> = new Set([VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, DELETED_AT_COLUMN, SOURCE_COLUMN, CLOCK_COLUMN, WRITER_XID_COLUMN]);
+
 /** syncline's own tables in the target, quoted. */
 export interface BookkeepingTables {
   /** Consumer positions: group, partition → next offset, committed with the rows. */

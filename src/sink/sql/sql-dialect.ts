@@ -1,4 +1,5 @@
-import type { ChangeEvent, Row } from '../../core/change.js';
+import { rowKeyOf, type ChangeEvent, type Row } from '../../core/change.js';
+import { formatLsn, parseLsn } from '../../core/lsn.js';
 
 /** A target table as a SQL sink sees it. */
 export interface SqlTable {
@@ -17,6 +18,42 @@ export interface MultisetVersions {
   high: { version: bigint; reset: boolean } | undefined;
   /** The table's truncation watermark, as a version. */
   truncation: bigint | undefined;
+}
+
+/** A target row as conflict tracking sees it (see `../conflicts/resolve.ts`). */
+export interface StoredRow {
+  /** Every column as text, syncline's own included. */
+  row: Row;
+  /** The source that wrote its version; null when syncline never wrote it. */
+  source: string | null;
+  /** True when the target itself wrote it last (or syncline never did). */
+  local: boolean;
+  /** Commit time of the version (a local write's, when the database tracks them); null when unknown. */
+  clock: string | null;
+  lsn: string | null;
+  seq: number | null;
+}
+
+/** A decided conflict, for `<state_schema>.conflicts`. */
+export interface ConflictRecord {
+  table: string;
+  strategy: string;
+  winner: 'incoming' | 'stored';
+  /** The newest incoming change (of `run`). */
+  incoming: ChangeEvent;
+  /** Every change of the row the decision covers, oldest first: each is recorded (see decidedBefore). */
+  run: readonly ChangeEvent[];
+  incomingClock: string | null;
+  storedWriter: string;
+  storedClock: string | null;
+  stored: Row;
+  /** The values written, when a row was written (the incoming change's, or a merge). */
+  written: Row | null;
+}
+
+/** Identity of an incoming change in the conflict record: row, source and version. */
+export function conflictIdOf(change: Pick<ChangeEvent, 'key' | 'source' | 'commit_lsn' | 'seq'>): string {
+  return `${rowKeyOf(change)}\u0000${change.source}\u0000${formatLsn(parseLsn(change.commit_lsn))}\u0000${change.seq}`;
 }
 
 /**
@@ -48,7 +85,8 @@ export interface SqlDialect<C, T extends SqlTable> {
    * `_deleted_at` for soft deletes) when missing. Runs outside the batch transaction.
    */
   loadTable(c: C, schema: string, table: string): Promise<T>;
-  begin(c: C): Promise<void>;
+  /** Opens the batch transaction; `changes` are the batch's (a dialect may tag the transaction with them). */
+  begin(c: C, changes: readonly ChangeEvent[]): Promise<void>;
   commit(c: C): Promise<void>;
   rollback(c: C): Promise<void>;
 
@@ -86,6 +124,22 @@ export interface SqlDialect<C, T extends SqlTable> {
    * snapshot reset was applied; `reset` never goes back to false.
    */
   writeMultisetVersion(c: C, label: string, newest: ChangeEvent | undefined, reset: boolean): Promise<void>;
+
+  /**
+   * Conflict tracking (a dialect that supports it): the stored rows of `rows`' keys, locked
+   * for the transaction, by row key (rowKeyOf).
+   */
+  readStored?(c: C, target: T, keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, StoredRow>>;
+  /**
+   * Writes `values` into the stored row of `change`'s key and nothing else: the stored version
+   * won a conflict, but its counters (delta columns) take the change's difference. Who wrote
+   * the version stays as it was.
+   */
+  writeColumns?(c: C, target: T, keyColumns: string[], change: ChangeEvent, values: Row): Promise<void>;
+  /** Records decided conflicts, one entry per change of each run. */
+  recordConflicts?(c: C, conflicts: ConflictRecord[]): Promise<void>;
+  /** Of `changes` (of table `label`), the conflictIdOf those a recorded conflict decided before. */
+  decidedBefore?(c: C, label: string, changes: readonly ChangeEvent[]): Promise<Set<string>>;
 
   /** The target's structure (a table, a column, access), not a row, is wrong. */
   isStructural(err: unknown): boolean;

@@ -1,13 +1,29 @@
-import { tableLabelOf, type ChangeEvent } from '../../core/change.js';
+import { rowKeyOf, tableLabelOf, type ChangeEvent, type Row } from '../../core/change.js';
+import { parseLsn } from '../../core/lsn.js';
 import { PrerequisiteError } from '../../core/errors.js';
 import { collapseBatch, type TableBatch } from '../collapse.js';
 import { maxVersion, onMissingRow, planMultiset, removesRow } from '../multiset.js';
 import type { ApplyOutcome, Sink } from '../sink.js';
 import { forTable } from '../table-errors.js';
 import { skippableWithoutStoredValues } from '../unchanged-values.js';
-import type { SqlDialect, SqlTable } from './sql-dialect.js';
+import { mergeCounters, type ConflictResolver, type ConflictStrategy } from '../conflicts/resolve.js';
+import { BOOKKEEPING_COLUMNS } from './bookkeeping.js';
+import { conflictIdOf, type ConflictRecord, type SqlDialect, type SqlTable, type StoredRow } from './sql-dialect.js';
 
 type Counts = { applied: number; stale: number };
+
+/** Conflict tracking between writers (fan-in, bidirectional), see README "Many writers". */
+export interface ConflictOptions {
+  strategy: ConflictStrategy;
+  /** Decides each conflict (the strategy's, with the delta columns merged). */
+  resolver: ConflictResolver;
+  /** `sink.delta_columns` by `schema.table`. */
+  deltaColumns: ReadonlyMap<string, readonly string[]>;
+  /** `sink.lww_column`: the clock of both versions, when the row has it. */
+  lwwColumn?: string;
+  /** The writer name of writes made at the target itself (`sink.local_source`). */
+  localSource: string;
+}
 
 /**
  * A SQL target: the apply template every SQL database shares, written in SQL by its
@@ -21,7 +37,10 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
   /** Target metadata by `schema.table`; cleared when a structural error says it may be stale. */
   private readonly tables = new Map<string, T>();
 
-  constructor(private readonly dialect: SqlDialect<C, T>) {}
+  constructor(
+    private readonly dialect: SqlDialect<C, T>,
+    private readonly conflicts?: ConflictOptions,
+  ) {}
 
   async prepare(): Promise<void> {
     await this.dialect.withConnection(`preparing ${this.dialect.name}`, (c) => this.dialect.createBookkeeping(c));
@@ -32,8 +51,9 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
   }
 
   async apply(changes: readonly ChangeEvent[], positions: ReadonlyMap<number, bigint>, group: string): Promise<ApplyOutcome> {
-    const { tables, superseded } = collapseBatch(changes);
+    const { tables, superseded } = collapseBatch(changes.map(withoutBookkeeping), this.conflicts !== undefined);
     const outcome: ApplyOutcome = { applied: 0, stale: 0, superseded, byTable: new Map() };
+    const recorded: ConflictRecord[] = [];
     const d = this.dialect;
     await d.withConnection(`applying to ${d.name}`, async (c) => {
       // Table metadata (and adding the version columns: an ALTER TABLE, which commits
@@ -41,7 +61,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       // cannot leave the cache believing in columns that were never committed.
       const targets = new Map<TableBatch, T>();
       for (const batch of tables) targets.set(batch, await forTable(batch, (err) => d.isStructural(err), () => this.target(c, batch.schema, batch.table)));
-      await d.begin(c);
+      await d.begin(c, changes);
       try {
         for (const batch of tables) {
           const target = targets.get(batch) as T;
@@ -52,13 +72,14 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
               else counts.stale += 1;
             }
             if (batch.multiset.length > 0 || batch.snapshotReset) await this.keyless(c, target, batch.multiset, batch.snapshotReset, counts);
-            await this.upsert(c, target, batch, counts);
-            await this.delete(c, target, batch, counts);
+            await this.upsert(c, target, batch, counts, recorded);
+            await this.delete(c, target, batch, counts, recorded);
           });
           outcome.applied += counts.applied;
           outcome.stale += counts.stale;
           outcome.byTable.set(tableLabelOf(batch), counts);
         }
+        if (recorded.length > 0) outcome.conflicts = countConflicts(recorded);
         if (positions.size > 0) await d.writePositions(c, group, positions);
         await d.commit(c);
       } catch (err) {
@@ -88,7 +109,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
     return t;
   }
 
-  private async upsert(c: C, target: T, batch: TableBatch, counts: Counts): Promise<void> {
+  private async upsert(c: C, target: T, batch: TableBatch, counts: Counts, recorded: ConflictRecord[]): Promise<void> {
     for (let rows of groupBySentColumns(batch.rows.filter((r) => r.op !== 'DELETE' && r.payload))) {
       const first = rows[0] as ChangeEvent;
       const columns = Object.keys(first.payload ?? {});
@@ -103,17 +124,26 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
           if (rows.length === 0) continue;
         }
       }
+      if (this.conflicts && this.dialect.readStored && this.dialect.recordConflicts && this.dialect.decidedBefore) {
+        rows = await this.resolveConflicts(c, target, columns, keyColumns, rows, batch.runs, counts, recorded);
+        if (rows.length === 0) continue;
+      }
       const n = await this.dialect.upsert(c, target, columns, keyColumns, rows);
       counts.applied += n;
       counts.stale += rows.length - n;
     }
   }
 
-  private async delete(c: C, target: T, batch: TableBatch, counts: Counts): Promise<void> {
-    const rows = batch.rows.filter((r) => r.op === 'DELETE');
+  private async delete(c: C, target: T, batch: TableBatch, counts: Counts, recorded: ConflictRecord[]): Promise<void> {
+    let rows = batch.rows.filter((r) => r.op === 'DELETE');
     if (rows.length === 0) return;
     const keyColumns = Object.keys((rows[0] as ChangeEvent).key);
     this.checkColumns(target, [], keyColumns);
+    if (this.conflicts && this.dialect.readStored && this.dialect.recordConflicts && this.dialect.decidedBefore) {
+      // Deleting a row another writer wrote is a conflict like any write.
+      rows = await this.resolveConflicts(c, target, [], keyColumns, rows, batch.runs, counts, recorded);
+      if (rows.length === 0) return;
+    }
     const n = await this.dialect.delete(c, target, keyColumns, rows);
     counts.applied += n;
     counts.stale += rows.length - n;
@@ -159,6 +189,98 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
   }
 
   /**
+   * Conflict tracking: of `rows`, those to write. A row whose stored version another writer
+   * made (another source, or the target itself since syncline wrote it) is a conflict,
+   * decided by the resolver and recorded; the loser is skipped (counted stale) and a merge
+   * replaces the incoming values. Rows of the same source go to the version gate as they are.
+   */
+  private async resolveConflicts(
+    c: C,
+    target: T,
+    columns: string[],
+    keyColumns: string[],
+    rows: ChangeEvent[],
+    runs: ReadonlyMap<string, ChangeEvent[]> | undefined,
+    counts: Counts,
+    recorded: ConflictRecord[],
+  ): Promise<ChangeEvent[]> {
+    const cf = this.conflicts as ConflictOptions;
+    const stored = await (this.dialect.readStored as NonNullable<SqlDialect<C, T>['readStored']>)(c, target, keyColumns, rows);
+    const out: ChangeEvent[] = [];
+    const deltas = cf.deltaColumns.get(target.label) ?? [];
+    const candidates: { r: ChangeEvent; s: StoredRow; run: ChangeEvent[] }[] = [];
+    for (const r of rows) {
+      const key = rowKeyOf(r);
+      const s = stored.get(key);
+      if (!s) {
+        out.push(r);
+        continue;
+      }
+      // The row's changes in this batch that the target does not hold yet (a republished run
+      // may start with ones it does).
+      const run = (runs?.get(key) ?? [r]).filter((ch) => s.source !== ch.source || s.lsn === null || newerThan(ch, s.lsn, s.seq ?? 0));
+      if (!s.local && s.source === r.source) {
+        // The same source: the version gate decides; counters still take the difference.
+        const counters = r.op === 'UPDATE' && run.length > 0 ? mergeCounters(run, s.row, deltas) : undefined;
+        out.push(counters ? { ...r, payload: { ...r.payload, ...counters } } : r);
+        continue;
+      }
+      // Changed at the target since this source's version: a replay of that version or an
+      // older one is stale, not a conflict.
+      if (run.length === 0) {
+        counts.stale++;
+        continue;
+      }
+      candidates.push({ r, s, run });
+    }
+    if (candidates.length === 0) return out;
+    // A change decided in a conflict before (republished) has no effect again: a losing write
+    // leaves no version of its source on the row, so its record is what remembers it.
+    const decided = await (this.dialect.decidedBefore as NonNullable<SqlDialect<C, T>['decidedBefore']>)(c, target.label, candidates.flatMap((x) => x.run));
+    const records: ConflictRecord[] = [];
+    for (const { s, run: all } of candidates) {
+      const run = all.filter((ch) => !decided.has(conflictIdOf(ch)));
+      const r = run.at(-1);
+      if (!r) {
+        counts.stale++;
+        continue;
+      }
+      const storedRow = withoutColumns(s.row);
+      const storedClock = cf.lwwColumn !== undefined && cf.lwwColumn in s.row ? (s.row[cf.lwwColumn] ?? null) : s.clock;
+      const incomingClock = cf.lwwColumn !== undefined && r.payload && cf.lwwColumn in r.payload ? (r.payload[cf.lwwColumn] ?? null) : r.commit_ts;
+      const writer = s.local ? cf.localSource : (s.source ?? cf.localSource);
+      const decision = cf.resolver({
+        table: target.label,
+        strategy: cf.strategy,
+        incoming: r,
+        run,
+        incomingClock,
+        stored: { row: storedRow, writer, local: s.local, clock: storedClock },
+        deltaColumns: deltas,
+      });
+      let written: Row | null = null;
+      if (decision.winner === 'incoming') {
+        // A merge is written in the columns this statement writes.
+        written = decision.row ? pickColumns({ ...r.payload, ...decision.row }, columns) : r.payload;
+        out.push(written === r.payload ? r : { ...r, payload: written });
+      } else {
+        counts.stale++;
+        const changed = decision.row ? changedColumns(storedRow, decision.row, columns) : undefined;
+        if (changed && this.dialect.writeColumns) {
+          await this.dialect.writeColumns(c, target, keyColumns, r, changed);
+          written = { ...storedRow, ...changed };
+        }
+      }
+      records.push({ table: target.label, strategy: cf.strategy, winner: decision.winner, incoming: r, run, incomingClock, storedWriter: writer, storedClock, stored: storedRow, written });
+    }
+    if (records.length > 0) {
+      await (this.dialect.recordConflicts as NonNullable<SqlDialect<C, T>['recordConflicts']>)(c, records);
+      recorded.push(...records);
+    }
+    return out;
+  }
+
+  /**
    * Throws when the target lacks a column, or (`keyColumns` given) has another primary key
    * than the source. A keyless table (a multiset) needs no key at the target: rows are
    * matched whole.
@@ -176,6 +298,59 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       );
     }
   }
+}
+
+/** `change` without syncline's own columns (a chained or bidirectional source sends them too). */
+function withoutBookkeeping(change: ChangeEvent): ChangeEvent {
+  const has = (row: Row | null | undefined): boolean => {
+    if (!row) return false;
+    for (const c of BOOKKEEPING_COLUMNS) if (c in row) return true;
+    return false;
+  };
+  if (!has(change.payload) && !has(change.before)) return change;
+  const out = { ...change, payload: change.payload && withoutColumns(change.payload) };
+  if (change.before) out.before = withoutColumns(change.before);
+  if (change.unchanged) out.unchanged = change.unchanged.filter((c) => !BOOKKEEPING_COLUMNS.has(c));
+  return out;
+}
+
+function withoutColumns(row: Row): Row {
+  const out: Row = {};
+  for (const [k, v] of Object.entries(row)) if (!BOOKKEEPING_COLUMNS.has(k)) out[k] = v;
+  return out;
+}
+
+/** The values of `row` (among `columns`, never a key's) that differ from `stored`; undefined if none. */
+function changedColumns(stored: Row, row: Row, columns: readonly string[]): Row | undefined {
+  let out: Row | undefined;
+  for (const c of columns) {
+    if (c in row && row[c] !== stored[c]) (out ??= {})[c] = row[c] ?? null;
+  }
+  return out;
+}
+
+function pickColumns(row: Row, columns: readonly string[]): Row {
+  const out: Row = {};
+  for (const c of columns) out[c] = row[c] ?? null;
+  return out;
+}
+
+/** The change's version is newer than (lsn, seq). */
+function newerThan(change: ChangeEvent, lsn: string, seq: number): boolean {
+  const a = parseLsn(change.commit_lsn);
+  const b = parseLsn(lsn);
+  return a > b || (a === b && change.seq > seq);
+}
+
+function countConflicts(recorded: readonly ConflictRecord[]): NonNullable<ApplyOutcome['conflicts']> {
+  const counts = new Map<string, { table: string; strategy: string; count: number }>();
+  for (const r of recorded) {
+    const k = `${r.table}\u0000${r.strategy}`;
+    const e = counts.get(k) ?? { table: r.table, strategy: r.strategy, count: 0 };
+    e.count++;
+    counts.set(k, e);
+  }
+  return [...counts.values()];
 }
 
 /**

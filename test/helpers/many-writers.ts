@@ -1,0 +1,101 @@
+import path from 'node:path';
+import pg from 'pg';
+import { createPipeline, type Pipeline, type PipelineOptions } from '../../src/index.js';
+import type { SynclineConfigInput } from '../../src/api/config.js';
+
+/** One direction (or one source of a fan-in): source database → embedded stream → postgres sink. */
+export interface Direction {
+  /** `source.name`, also in slot, publication and stream names. */
+  name: string;
+  sourceUrl: string;
+  sinkUrl: string;
+  dir: string;
+  tables: string[];
+  /** Extra `source` and `sink` keys. */
+  source?: Record<string, unknown>;
+  sink?: Record<string, unknown>;
+  resolveConflict?: PipelineOptions['resolveConflict'];
+  /** Dead letters in the sink database (default: off, a poison change stops the pipeline). */
+  deadLetters?: boolean;
+}
+
+export function direction(d: Direction): Pipeline {
+  const config = {
+    source: {
+      name: d.name,
+      url: d.sourceUrl,
+      slots: [{ name: `${d.name}_slot`, publication: `${d.name}_pub`, tables: d.tables }],
+      heartbeat_interval_ms: 1000,
+      snapshot: 'never',
+      ...d.source,
+    },
+    stream: { broker: 'embedded', path: path.join(d.dir, d.name), partitions: 3 },
+    consumer: { group_id: d.name, batch_wait_ms: 5, retry: { backoff_base_ms: 10, backoff_max_ms: 200 } },
+    sink: { type: 'postgres', url: d.sinkUrl, copy_threshold: 0, ...d.sink },
+    dead_letter: d.deadLetters ? { url: d.sinkUrl } : { enabled: false },
+    monitoring: { enabled: false },
+  } as SynclineConfigInput;
+  return createPipeline({ config, role: 'run', ...(d.resolveConflict ? { resolveConflict: d.resolveConflict } : {}) });
+}
+
+/** `sync_events_captured_total` summed over tables. */
+export async function captured(p: Pipeline): Promise<number> {
+  const text = await p.metrics.registry.metrics();
+  let n = 0;
+  for (const m of text.matchAll(/^sync_events_captured_total\{[^}]*\} (\d+)/gm)) n += Number(m[1]);
+  return n;
+}
+
+/** Rows of `table` without syncline's columns, ordered by id, as text. */
+export async function rowsOf(url: string, sql: string): Promise<string> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const { rows } = await c.query(sql);
+    return JSON.stringify(rows);
+  } finally {
+    await c.end();
+  }
+}
+
+/** Drops the slot of `name` and the replication origins named (both are the cluster's, not the database's). */
+export async function dropSlot(url: string, name: string, origins: string[] = []): Promise<void> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [`${name}_slot`]);
+    await c.query('SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = ANY($1::text[])', [origins]);
+  } finally {
+    await c.end();
+  }
+}
+
+/** Drops test databases (their slots gone first), leaving nothing behind on the shared server. */
+export async function dropDatabases(adminUrl: string, names: string[]): Promise<void> {
+  const c = new pg.Client({ connectionString: adminUrl });
+  await c.connect();
+  try {
+    for (const name of names) {
+      await c.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active', [name]);
+      await c.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`);
+    }
+  } finally {
+    await c.end();
+  }
+}
+
+/**
+ * The active-active tests' table: a counter (`hits`, merged by delta, so REPLICA IDENTITY
+ * FULL sends its old value) and the application's last-write clock, `rows` seeded alike.
+ */
+export async function createAccounts(url: string, rows: number): Promise<void> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query(`CREATE TABLE accounts (id integer PRIMARY KEY, name text NOT NULL, hits bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL);
+                   ALTER TABLE accounts REPLICA IDENTITY FULL;
+                   INSERT INTO accounts SELECT g, 'seed', 0, '2020-01-01 00:00:00+00' FROM generate_series(1, ${rows}) g`);
+  } finally {
+    await c.end();
+  }
+}

@@ -1,0 +1,132 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ChangeEvent, Row } from '../../src/core/change.js';
+import { formatLsn } from '../../src/core/lsn.js';
+import { builtInResolver, withDeltas, type ConflictResolver } from '../../src/sink/conflicts/resolve.js';
+import { PostgresSink } from '../../src/sink/postgres/postgres-sink.js';
+import type { ConflictOptions } from '../../src/sink/sql/sql-sink.js';
+import { freshDatabase, machinePg15, PG15_URL } from '../helpers/postgres.js';
+import { dropDatabases } from '../helpers/many-writers.js';
+import { REJECT_VALUE, describeSinkContract } from '../contract/sink-contract.js';
+
+const PID = process.pid;
+
+function tracking(resolver: ConflictResolver = builtInResolver('last_write_wins'), deltas: [string, string[]][] = []): ConflictOptions {
+  return { strategy: 'last_write_wins', resolver: withDeltas(resolver), deltaColumns: new Map(deltas), localSource: 'local' };
+}
+
+// A conflict-tracking sink keeps every promise of a sink with one source.
+describeSinkContract('postgres with conflict tracking (PostgreSQL 15)', async () => {
+  const server = await machinePg15();
+  const url = await freshDatabase(server, `syncline_conflict_contract_${PID}`);
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, conflicts: tracking() });
+  return {
+    sink,
+    storesPositions: true,
+    missingTableIsPrerequisite: true,
+    async createTable(table) {
+      await client.query(`CREATE TABLE public.${pg.escapeIdentifier(table)} (id text PRIMARY KEY, v text CHECK (v IS DISTINCT FROM ${pg.escapeLiteral(REJECT_VALUE)}), n text)`);
+    },
+    async readRow(table, key) {
+      const { rows } = await client.query<{ id: string; v: string | null; n: string | null }>(`SELECT id, v, n FROM public.${pg.escapeIdentifier(table)} WHERE id = $1`, [key.id]);
+      return rows[0];
+    },
+    async close() {
+      await sink.close();
+      await client.end();
+      await dropDatabases(PG15_URL, [`syncline_conflict_contract_${PID}`]);
+    },
+  };
+});
+
+let lsn = 0x1000n;
+function change(source: string, op: ChangeEvent['op'], id: string, payload: Row | null, commitTs: string, before?: Row): ChangeEvent {
+  lsn += 0x10n;
+  return {
+    source, schema: 'public', table: 'acc', op, lsn: formatLsn(lsn), commit_lsn: formatLsn(lsn), xid: 1, seq: 1, commit_ts: commitTs,
+    key: { id }, payload, ...(before ? { before } : {}), _version: String((lsn << 32n) + 1n), _schema_version: 1,
+  };
+}
+
+describe('postgres sink conflict tracking (PostgreSQL 15)', () => {
+  const db = `syncline_conflict_sink_${PID}`;
+  let url: string;
+  let client: pg.Client;
+
+  beforeAll(async () => {
+    url = await freshDatabase(await machinePg15(), db);
+    client = new pg.Client({ connectionString: url });
+    await client.connect();
+  });
+
+  afterAll(async () => {
+    await client?.end();
+    await dropDatabases(PG15_URL, [db]);
+  });
+
+  async function rows(): Promise<Row[]> {
+    return (await client.query<Row>('SELECT id, v, n::text FROM acc ORDER BY id')).rows;
+  }
+
+  it('gates versions per source, decides other writers and local writes by the strategy, records each conflict once, and a soft delete stays syncline’s', async () => {
+    await client.query('DROP TABLE IF EXISTS acc; CREATE TABLE acc (id text PRIMARY KEY, v text, n bigint)');
+    const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'soft', versionGate: true, conflicts: tracking(builtInResolver('last_write_wins'), [['public.acc', ['n']]]) });
+    await sink.prepare();
+    try {
+      const a1 = change('a', 'INSERT', '1', { id: '1', v: 'a1', n: '10' }, '2026-01-01T00:00:01Z');
+      const b1 = change('b', 'UPDATE', '1', { id: '1', v: 'b-old', n: '11' }, '2026-01-01T00:00:00Z', { id: '1', v: 'x', n: '10' });
+      let o = await sink.apply([a1], new Map(), 'g');
+      expect(o.applied).toBe(1);
+      // b's write is older by clock although its LSN is larger: a's version stays, the counter moves.
+      o = await sink.apply([b1], new Map(), 'g');
+      expect(o.conflicts).toEqual([{ table: 'public.acc', strategy: 'last_write_wins', count: 1 }]);
+      expect(await rows()).toEqual([{ id: '1', v: 'a1', n: '11' }]);
+      // A replay records nothing again and changes nothing.
+      o = await sink.apply([a1, b1], new Map(), 'g');
+      expect(o.conflicts).toBeUndefined();
+      expect(await rows()).toEqual([{ id: '1', v: 'a1', n: '11' }]);
+      // a's next version goes through its own gate (no conflict), its counter difference added.
+      await sink.apply([change('a', 'UPDATE', '1', { id: '1', v: 'a2', n: '12' }, '2026-01-01T00:00:02Z', { id: '1', v: 'a1', n: '10' })], new Map(), 'g');
+      expect(await rows()).toEqual([{ id: '1', v: 'a2', n: '13' }]);
+      // A write made at the target itself is the `local` writer's: the next change conflicts with it.
+      await client.query(`UPDATE acc SET v = 'mine' WHERE id = '1'`);
+      o = await sink.apply([change('a', 'UPDATE', '1', { id: '1', v: 'a3', n: '12' }, '2026-01-01T00:00:03Z', { id: '1', v: 'a2', n: '12' })], new Map(), 'g');
+      expect(o.conflicts?.[0]?.count).toBe(1);
+      const recorded = await client.query<{ stored_source: string; winner: string }>(`SELECT stored_source, winner FROM syncline.conflicts ORDER BY id`);
+      expect(recorded.rows).toEqual([
+        { stored_source: 'a', winner: 'stored' },
+        { stored_source: 'local', winner: 'incoming' },
+      ]);
+      // A soft delete of the owner keeps the row syncline's: the owner's next insert is no conflict.
+      await sink.apply([change('a', 'DELETE', '1', null, '2026-01-01T00:00:04Z')], new Map(), 'g');
+      o = await sink.apply([change('a', 'INSERT', '1', { id: '1', v: 'back', n: '1' }, '2026-01-01T00:00:05Z')], new Map(), 'g');
+      expect(o.conflicts).toBeUndefined();
+      expect(await rows()).toEqual([{ id: '1', v: 'back', n: '1' }]);
+    } finally {
+      await sink.close();
+    }
+  });
+
+  it('a custom resolver decides and is recorded as custom', async () => {
+    await client.query('DROP TABLE IF EXISTS acc; CREATE TABLE acc (id text PRIMARY KEY, v text, n bigint); TRUNCATE syncline.conflicts, syncline.tombstones');
+    const seen: string[] = [];
+    const resolver: ConflictResolver = (c) => {
+      seen.push(`${c.incoming.source} vs ${c.stored.writer}`);
+      return { winner: 'incoming', row: { ...c.incoming.payload, v: `${c.stored.row.v}+${c.incoming.payload?.v}` } };
+    };
+    const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, conflicts: { ...tracking(resolver), strategy: 'custom' } });
+    await sink.prepare();
+    try {
+      await sink.apply([change('a', 'INSERT', '1', { id: '1', v: 'A', n: '1' }, '2026-01-01T00:00:01Z')], new Map(), 'g');
+      await sink.apply([change('b', 'UPDATE', '1', { id: '1', v: 'B', n: '1' }, '2026-01-01T00:00:00Z')], new Map(), 'g');
+      expect(seen).toEqual(['b vs a']);
+      expect(await rows()).toEqual([{ id: '1', v: 'A+B', n: '1' }]);
+      const r = await client.query<{ strategy: string; written: Row }>(`SELECT strategy, written FROM syncline.conflicts`);
+      expect(r.rows).toEqual([{ strategy: 'custom', written: { id: '1', v: 'A+B', n: '1' } }]);
+    } finally {
+      await sink.close();
+    }
+  });
+});
