@@ -8,7 +8,7 @@ import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { Capture } from '../pipeline/capture.js';
 import { HEARTBEAT_PREFIX } from '../pipeline/change-builder.js';
-import { SnapshotRunner } from '../pipeline/snapshot-runner.js';
+import { SnapshotRunner } from '../source/snapshot-runner.js';
 import { PostgresSource } from '../source/postgres-source.js';
 import type { Stream } from '../stream/stream.js';
 import { openCodec } from './codec.js';

@@ -5,8 +5,8 @@ import type { Logger } from '../log/logger.js';
 import type { BatchPublisher } from './batch-publisher.js';
 import type { ChangeBuilder } from './change-builder.js';
 import { KeylessSnapshots } from './keyless-snapshots.js';
-import type { ChunkSink } from './snapshot-runner.js';
-import { SnapshotChunks, type ChunkResult, type KeylessSnapshot, type SnapshotChunk, type WatermarkMessage } from './snapshot-windows.js';
+import type { ChunkResult, ChunkSink, KeylessSnapshot, SnapshotChunk, WatermarkMessage } from '../core/snapshot.js';
+import { SnapshotChunks } from './snapshot-windows.js';
 import type { UnchangedValues } from './unchanged-values.js';
 
 /** What capture lends its snapshot side. */

@@ -8,8 +8,6 @@ import type { TableDefinitions } from './table-definitions.js';
 
 /** Prefix of the logical messages syncline emits as heartbeats; they produce no change. */
 export const HEARTBEAT_PREFIX = 'syncline.heartbeat';
-/** Prefix of the snapshot watermark messages (see snapshot-runner.ts). */
-export const SNAPSHOT_PREFIX = 'syncline.snapshot';
 
 interface RelationInfo {
   message: RelationMessage;

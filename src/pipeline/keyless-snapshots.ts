@@ -1,7 +1,7 @@
 import { tableLabelOf, type ChangeEvent } from '../core/change.js';
 import type { Lsn } from '../core/lsn.js';
 import type { ChangeBuilder, VersionContext } from './change-builder.js';
-import type { KeylessSnapshot } from './snapshot-windows.js';
+import type { KeylessSnapshot } from '../core/snapshot.js';
 
 /** A keyless table's snapshot as capture sees it: its cut, its rows, the table's later changes. */
 interface KeylessCut {

@@ -1,72 +1,7 @@
 import { rowKeyOf, tableLabelOf, type ChangeEvent, type Row } from '../core/change.js';
 import type { Lsn } from '../core/lsn.js';
-import type { ColumnType } from '../core/schema-version.js';
+import { visibleIn, type ChunkResult, type SnapshotChunk, type WindowChunk } from '../core/snapshot.js';
 
-/**
- * The MVCC snapshot a chunk was read in (`pg_current_snapshot()`), xids cut to the 32 bits
- * pgoutput sends: a transaction is visible to it when it is older than `xmin`, or older than
- * `xmax` and not in `xip` (still running when the snapshot was taken).
- */
-export interface ReadSnapshot {
-  xmin: number;
-  xmax: number;
-  xip: readonly number[];
-}
-
-/** Parses `pg_current_snapshot()::text` (`xmin:xmax:xip,...`, 64-bit xids). */
-export function parseReadSnapshot(text: string): ReadSnapshot {
-  const [xmin, xmax, xip] = text.split(':');
-  if (xmin === undefined || xmax === undefined || xip === undefined) throw new Error(`not a pg_snapshot: ${text}`);
-  const low32 = (v: string): number => Number(BigInt(v) & 0xffffffffn);
-  return { xmin: low32(xmin), xmax: low32(xmax), xip: xip === '' ? [] : xip.split(',').map(low32) };
-}
-
-/** TransactionIdPrecedes for normal xids: modulo-2^32 comparison. */
-function precedes(a: number, b: number): boolean {
-  return ((a - b) | 0) < 0;
-}
-
-export function visibleIn(s: ReadSnapshot, xid: number): boolean {
-  if (precedes(xid, s.xmin)) return true;
-  return precedes(xid, s.xmax) && !s.xip.includes(xid);
-}
-
-/** Rows of one snapshot chunk, waiting for their high watermark. */
-export interface WindowChunk {
-  columns: readonly string[];
-  keyColumns: readonly string[];
-  rows: readonly (string | null)[][];
-  /** The snapshot the rows were read in. */
-  snapshot: ReadSnapshot;
-}
-
-/** A keyed chunk as a SnapshotRunner hands it to capture: its rows wait for their high watermark. */
-export interface SnapshotChunk extends WindowChunk {
-  schema: string;
-  table: string;
-  /** The table's definition when the chunk was read (its `_schema_version`). */
-  columnTypes?: readonly ColumnType[];
-}
-
-/** A keyless table read whole in one snapshot (see SnapshotRunner). */
-export interface KeylessSnapshot {
-  schema: string;
-  table: string;
-  columns: readonly string[];
-  columnTypes?: readonly ColumnType[];
-}
-
-/** Content of a snapshot watermark message. */
-export interface WatermarkMessage {
-  token: string;
-  /** low/high: a keyed chunk's window; cut: where a keyless table's snapshot stands. */
-  mark: 'low' | 'high' | 'cut';
-  /** `schema.table` of the chunk. */
-  table: string;
-}
-
-/** What became of a chunk: durably in the stream, or to be read again (see SnapshotWindows). */
-export type ChunkResult = 'published' | 'retry';
 
 interface Window {
   table: string;

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ChunkResult, SnapshotChunk } from '../../src/pipeline/snapshot-windows.js';
-import { SnapshotRunner, type ChunkSink } from '../../src/pipeline/snapshot-runner.js';
+import type { ChunkResult, ChunkSink, SnapshotChunk } from '../../src/core/snapshot.js';
+import { SnapshotRunner } from '../../src/source/snapshot-runner.js';
 import { OUTPUT_SETTINGS } from '../../src/source/replication-stream.js';
 import { SnapshotStore } from '../../src/source/snapshot-store.js';
 import { freshDatabase, machinePg15, testLogger, waitFor } from '../helpers/postgres.js';

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ChunkPlan, type ChunkProgress } from '../../src/pipeline/chunk-plan.js';
+import { ChunkPlan, type ChunkProgress } from '../../src/source/chunk-plan.js';
 import type { KeyRange } from '../../src/source/snapshot-store.js';
 
 /** A table of integer keys and the boundary lookup chunkBoundary does in SQL. */

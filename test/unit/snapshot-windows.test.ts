@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { ChangeEvent, Row } from '../../src/core/change.js';
-import { parseReadSnapshot, SnapshotWindows, visibleIn } from '../../src/pipeline/snapshot-windows.js';
+import { parseReadSnapshot, visibleIn } from '../../src/core/snapshot.js';
+import { SnapshotWindows } from '../../src/pipeline/snapshot-windows.js';
 
 let seq = 0;
 function change(op: ChangeEvent['op'], xid: number, id: string | undefined, payload: Row | null, unchanged?: string[]): ChangeEvent {

@@ -5,22 +5,11 @@ import { retry, STOPPED, type RetryPolicy } from '../core/retry.js';
 import { errorMessage, isRetriable, PrerequisiteError, SynclineError } from '../core/errors.js';
 import { quoteQualified } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
-import { chunkBoundary, readChunkInSnapshot, readKeylessTable, tableShape, type TableShape } from '../source/snapshot-reader.js';
-import type { SnapshotJob, SnapshotStore } from '../source/snapshot-store.js';
-import { SNAPSHOT_PREFIX } from './change-builder.js';
+import { chunkBoundary, readChunkInSnapshot, readKeylessTable, tableShape, type TableShape } from './snapshot-reader.js';
+import type { SnapshotJob, SnapshotStore } from './snapshot-store.js';
 import { ChunkPlan } from './chunk-plan.js';
-import { parseReadSnapshot, type ChunkResult, type KeylessSnapshot, type SnapshotChunk, type WatermarkMessage } from './snapshot-windows.js';
+import { parseReadSnapshot, SNAPSHOT_PREFIX, type ChunkSink, type WatermarkMessage } from '../core/snapshot.js';
 
-/** The part of Capture the runner needs. */
-export interface ChunkSink {
-  /** The tables with an unfinished snapshot job, as the runner last read them. */
-  setSnapshotting(tables: ReadonlySet<string>): void;
-  registerChunk(token: string, chunk: SnapshotChunk): void;
-  chunkPublished(token: string): Promise<ChunkResult>;
-  registerKeyless(token: string, spec: KeylessSnapshot): { seen: Promise<void> };
-  keylessRows(token: string, rows: readonly (string | null)[][]): Promise<void>;
-  keylessDone(token: string, published?: boolean): Promise<void>;
-}
 
 export interface SnapshotRunnerOptions {
   chunkSize: number;

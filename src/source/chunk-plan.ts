@@ -1,4 +1,4 @@
-import type { KeyRange } from '../source/snapshot-store.js';
+import type { KeyRange } from './snapshot-store.js';
 
 type Key = readonly string[];
 
