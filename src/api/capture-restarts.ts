@@ -1,7 +1,7 @@
 import type { SynclineConfig } from '../config/schema.js';
 import { systemClock } from '../core/clock.js';
 import { errorMessage, isRetriable } from '../core/errors.js';
-import { backoffDelay } from '../core/retry.js';
+import { retry } from '../core/retry.js';
 import { isRetriablePgError } from '../core/sqlstate.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -32,31 +32,36 @@ export async function captureWithRestarts(
   // failure (an unreachable source, a wrong password) is reported and ends the process: it is
   // a setup problem, not something that passes.
   let streamed = false;
-  for (let attempt = 1; ; attempt++) {
-    const started = systemClock.now();
-    try {
-      await runCapture(config, stream, metrics, log, signal, {
-        ...hooks,
-        onPrepared: () => {
-          streamed = true;
+  const passing = (err: unknown): boolean => isRetriable(err) || isRetriablePgError(err);
+  try {
+    await retry(
+      () =>
+        runCapture(config, stream, metrics, log, signal, {
+          ...hooks,
+          onPrepared: () => {
+            streamed = true;
+          },
+        }),
+      policy,
+      {
+        signal,
+        clock: systemClock,
+        untilStopped: true,
+        healthyAfterMs: CAPTURE_HEALTHY_MS,
+        retriable: (err) => !signal.aborted && streamed && passing(err),
+        onRetry: ({ attempt, delayMs, error }) => {
+          metrics.retried.inc();
+          log.warn({ err: errorMessage(error), attempt, delayMs }, 'capture failed; starting it again (nothing unpublished was confirmed to the source)');
         },
-      });
+      },
+    );
+  } catch (err) {
+    if (signal.aborted && streamed && passing(err)) {
+      // Asked to stop while the stream or the source was away: what was not acknowledged
+      // was never confirmed to the slot and is read again at the next start.
+      log.warn({ err: errorMessage(err) }, 'capture stopped before the stream acknowledged everything; the rest is read again from the slot at the next start');
       return;
-    } catch (err) {
-      const passing = isRetriable(err) || isRetriablePgError(err);
-      if (signal.aborted && streamed && passing) {
-        // Asked to stop while the stream or the source was away: what was not acknowledged
-        // was never confirmed to the slot and is read again at the next start.
-        log.warn({ err: errorMessage(err) }, 'capture stopped before the stream acknowledged everything; the rest is read again from the slot at the next start');
-        return;
-      }
-      if (signal.aborted || !streamed || !passing) throw err;
-      if (systemClock.now() - started >= CAPTURE_HEALTHY_MS) attempt = 1;
-      const delayMs = Math.max(backoffDelay(policy, attempt), 100);
-      metrics.retried.inc();
-      log.warn({ err: errorMessage(err), attempt, delayMs }, 'capture failed; starting it again (nothing unpublished was confirmed to the source)');
-      await systemClock.sleep(delayMs, signal);
-      if (signal.aborted) return;
     }
+    throw err;
   }
 }

@@ -39,6 +39,11 @@ export interface RetryOptions {
   untilStopped?: boolean;
   /** Called before each wait (to count or log the retry). */
   onRetry?: (attempt: RetryAttempt) => void;
+  /**
+   * An attempt that ran at least this long before failing counts as the first failure
+   * again: a session that was healthy for a while starts the backoff afresh (restart loops).
+   */
+  healthyAfterMs?: number;
 }
 
 /**
@@ -52,10 +57,12 @@ export function retry<T>(fn: (attempt: number) => Promise<T>, policy: RetryPolic
 export async function retry<T>(fn: (attempt: number) => Promise<T>, policy: RetryPolicy, options: RetryOptions = {}): Promise<T | typeof STOPPED> {
   const { signal, clock = systemClock, retriable = isRetriable } = options;
   for (let attempt = 1; ; attempt++) {
+    const began = clock.now();
     try {
       return await fn(attempt);
     } catch (error) {
       if (!retriable(error)) throw error;
+      if (options.healthyAfterMs !== undefined && clock.now() - began >= options.healthyAfterMs) attempt = 1;
       if (attempt >= policy.maxAttempts && !options.untilStopped) throw error;
       const delayMs = attempt < policy.maxAttempts ? backoffDelay(policy, attempt) : policy.maxMs;
       options.onRetry?.({ attempt, delayMs, error });

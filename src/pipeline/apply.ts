@@ -2,7 +2,7 @@ import { type ChangeEvent, tableLabelOf } from '../core/change.js';
 import type { Clock } from '../core/clock.js';
 import type { PipelineEvents } from '../core/events.js';
 import { errorMessage, isRetriable, PrerequisiteError, StructuralError, SynclineError } from '../core/errors.js';
-import { backoffDelay, retry, STOPPED, type RetryPolicy } from '../core/retry.js';
+import { retry, STOPPED, type RetryPolicy } from '../core/retry.js';
 import type { Dedup } from '../dedup/dedup.js';
 import { rowIdOf, type DeadLetter, type DeadLetterQueue } from '../dlq/dead-letter-queue.js';
 import type { Logger } from '../log/logger.js';
@@ -115,22 +115,17 @@ export class Apply {
     // A stream failure that passes (the broker restarting, no group coordinator yet) reopens
     // the consumer after a backoff instead of ending apply: it resumes from the sink's
     // positions (or the group's committed offsets), and what it reads twice is stale.
-    let failures = 0;
-    for (;;) {
-      const began = this.options.clock.now();
-      try {
-        await this.consume(options, signal);
-        return;
-      } catch (err) {
-        if (signal.aborted || !isRetriable(err)) throw err;
-        if (this.options.clock.now() - began >= HEALTHY_SESSION_MS) failures = 0;
-        const delayMs = Math.max(backoffDelay(this.options.retry, ++failures), 100);
-        this.events.emit('apply:retry', { what: 'reading the stream', attempt: failures, delayMs, error: err });
-        this.log.warn({ attempt: failures, delayMs, err: errorMessage(err) }, 'reading the stream failed; reopening the consumer');
-        await this.options.clock.sleep(delayMs, signal);
-        if (signal.aborted) return;
-      }
-    }
+    await retry(() => this.consume(options, signal), this.options.retry, {
+      signal,
+      clock: this.options.clock,
+      untilStopped: true,
+      healthyAfterMs: HEALTHY_SESSION_MS,
+      retriable: (err) => !signal.aborted && isRetriable(err),
+      onRetry: ({ attempt, delayMs, error }) => {
+        this.events.emit('apply:retry', { what: 'reading the stream', attempt, delayMs, error });
+        this.log.warn({ attempt, delayMs, err: errorMessage(error) }, 'reading the stream failed; reopening the consumer');
+      },
+    });
   }
 
   /** One consumer session: polls and applies until stopped or the stream fails. */
