@@ -16,6 +16,8 @@ export interface SchemaVersionEntry {
   /** `columnSignature` of the definition. */
   signature: string;
   lsn: Lsn;
+  /** The definition's columns, in order: set when the definition is seen (not when loaded). */
+  columns?: readonly ColumnType[];
 }
 
 /**
@@ -66,7 +68,7 @@ export class SchemaVersionHistory implements SchemaVersionRegistry {
       const e = history[i] as SchemaVersionEntry;
       if (e.signature === signature && lsn < (history[i + 1] as SchemaVersionEntry).lsn) return e.version;
     }
-    const entry: SchemaVersionEntry = { schema, table, version: (latest?.version ?? 0) + 1, signature, lsn };
+    const entry: SchemaVersionEntry = { schema, table, version: (latest?.version ?? 0) + 1, signature, lsn, columns };
     history.push(entry);
     this.onNew?.(entry);
     return entry.version;

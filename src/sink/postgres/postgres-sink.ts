@@ -4,6 +4,8 @@ import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import { parseLsn, versionOf } from '../../core/lsn.js';
 import { quoteIdent, quoteQualified } from '../../core/sql.js';
 import { bookkeepingTables, DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, type BookkeepingTables } from '../sql/bookkeeping.js';
+import type { RecordedColumn, SchemaStep, TargetColumnShape } from '../../core/schema-evolution.js';
+import type { SchemaEvolution } from '../sql/schema-evolver.js';
 import type { MultisetVersions, SqlDialect } from '../sql/sql-dialect.js';
 import { SqlSink } from '../sql/sql-sink.js';
 import { copyFrom, copyTextChunks } from './copy-in.js';
@@ -32,6 +34,8 @@ export interface PostgresSinkOptions {
    * absent: always the `unnest` upsert.
    */
   copyThreshold?: number;
+  /** `sink.schema_evolution`: the target follows the source's definitions. */
+  evolution?: SchemaEvolution;
 }
 
 const V_LSN = quoteIdent(VERSION_LSN_COLUMN);
@@ -47,7 +51,7 @@ const ROW_VERSION = `(COALESCE(t.${V_LSN}, '0/0'::pg_lsn), COALESCE(t.${V_SEQ}, 
  */
 export class PostgresSink extends SqlSink<pg.PoolClient, TargetTable> {
   constructor(options: PostgresSinkOptions) {
-    super(new PostgresDialect(options));
+    super(new PostgresDialect(options), options.evolution);
   }
 }
 
@@ -320,6 +324,45 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
 
   invalidate(): void {
     // Statements are text, rebuilt from the re-read metadata: nothing else to forget.
+  }
+
+  readonly transactionalDdl = true;
+
+  async describeColumns(c: pg.PoolClient, target: TargetTable): Promise<Map<string, TargetColumnShape>> {
+    const { rows } = await c.query<{ name: string; type: string; not_null: boolean }>(
+      `SELECT attname AS name, format_type(atttypid, atttypmod) AS type, attnotnull AS not_null
+         FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
+      [target.qualified],
+    );
+    return new Map(rows.map((r) => [r.name, { type: r.type, notNull: r.not_null }]));
+  }
+
+  /** The source's own spelling: format_type with its modifiers (user-defined types must exist at the target). */
+  typeFor(column: RecordedColumn): string {
+    return column.type;
+  }
+
+  async evolve(c: pg.PoolClient, target: TargetTable, steps: readonly SchemaStep[]): Promise<void> {
+    const t = target.qualified;
+    for (const step of steps) {
+      switch (step.kind) {
+        case 'add':
+          await c.query(`ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS ${quoteIdent(step.column.name)} ${step.column.type}`);
+          break;
+        case 'rename':
+          await c.query(`ALTER TABLE ${t} RENAME COLUMN ${quoteIdent(step.from)} TO ${quoteIdent(step.to)}`);
+          break;
+        case 'widen':
+          await c.query(`ALTER TABLE ${t} ALTER COLUMN ${quoteIdent(step.column.name)} TYPE ${step.column.type}`);
+          break;
+        case 'drop':
+          await c.query(`ALTER TABLE ${t} DROP COLUMN IF EXISTS ${quoteIdent(step.name)}`);
+          break;
+        case 'nullable':
+          await c.query(`ALTER TABLE ${t} ALTER COLUMN ${quoteIdent(step.name)} DROP NOT NULL`);
+          break;
+      }
+    }
   }
 
   addColumnsFix(target: TargetTable, missing: string[]): string {
