@@ -11,6 +11,11 @@ import {
 } from '../../core/schema-evolution.js';
 import type { SqlDialect, SqlTable } from './sql-dialect.js';
 
+/** How long a change waits for its definition to be recorded by capture. */
+const RECORDING_WAIT_MS = 5000;
+
+const newestVersion = (history: readonly TableDefinition[]): number => history[history.length - 1]?.version ?? 0;
+
 /** `sink.schema_evolution` and `sink.drop_columns` with where the definitions come from. */
 export interface SchemaEvolution {
   mode: EvolutionMode;
@@ -52,22 +57,39 @@ export class SchemaEvolver<C, T extends SqlTable> {
     for (const [label, { schema, table, version }] of newestOf) {
       const known = this.histories.get(label);
       if (version <= 1 && !known) continue;
-      if (!known || (known[known.length - 1]?.version ?? 0) < version) {
-        try {
-          this.histories.set(label, await this.options.definitions.history(schema, table, version));
-        } catch (err) {
-          throw new StructuralError(
-            label,
-            `cannot read the definition of ${label} (_schema_version ${version}) from the source for sink.schema_evolution: ${errorMessage(err)}`,
-            'check that apply reaches the source (source.url) and that capture records definitions (<state_schema>.schema_versions); the table flows again by itself once it does',
-          );
-        }
-      }
+      if (!known || newestVersion(known) < version) this.histories.set(label, await this.read(label, schema, table, version));
       const h = this.histories.get(label) ?? [];
       if ((h[h.length - 1]?.version ?? 0) > version || changes.some((c) => tableLabelOf(c) === label && c._schema_version < version)) anyOlder = true;
     }
     if (!anyOlder) return changes;
     return changes.map((c) => this.inNewestTerms(c));
+  }
+
+  /**
+   * The table's definitions up to `version`. Capture records a definition while it publishes
+   * the first changes that carry it, so a change may arrive a moment before its definition is
+   * readable: wait for it a little. Not readable (the source unreachable, or not recorded):
+   * the table is held and tried again.
+   */
+  private async read(label: string, schema: string, table: string, version: number): Promise<TableDefinition[]> {
+    let problem: string;
+    const deadline = Date.now() + RECORDING_WAIT_MS;
+    for (;;) {
+      try {
+        const history = await this.options.definitions.history(schema, table, version);
+        if (newestVersion(history) >= version) return history;
+        problem = `_schema_version ${version} is not recorded in the source's schema_versions`;
+      } catch (err) {
+        problem = errorMessage(err);
+      }
+      if (Date.now() >= deadline) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new StructuralError(
+      label,
+      `cannot read the definition of ${label} (_schema_version ${version}) from the source for sink.schema_evolution: ${problem}`,
+      'check that apply reaches the source (source.url) and that capture records definitions (<state_schema>.schema_versions); the table flows again by itself once it does',
+    );
   }
 
   /**
