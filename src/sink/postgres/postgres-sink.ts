@@ -322,8 +322,9 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     return isStructuralPgError(err);
   }
 
+  /** Cached statements cast to the columns' types: a widened column needs them made again. */
   invalidate(): void {
-    // Statements are text, rebuilt from the re-read metadata: nothing else to forget.
+    this.sqlCache.clear();
   }
 
   readonly transactionalDdl = true;
