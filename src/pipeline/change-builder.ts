@@ -83,7 +83,9 @@ export class ChangeBuilder {
         this.txn = undefined;
         return;
       case 'relation':
-        this.onRelation(msg, changeLsn);
+        // The walsender sends Relation messages at WAL position 0: date the definition by its
+        // transaction's commit, so a restart that replays older WAL knows it came before.
+        this.onRelation(msg, changeLsn === 0n && this.txn ? this.txn.commitLsn : changeLsn);
         return;
       case 'insert': {
         if (this.ignored(msg.relationId)) return;
