@@ -283,7 +283,6 @@ monitoring: { enabled: false }
     for (const m of MODES) await source.query(`DELETE FROM ev_${short(m)} WHERE id % 13 = 0`);
     await recorded(5);
 
-    if (process.env.SYNCLINE_TEST_KEEP) console.log((await source.query(`SELECT slot_name, version, first_lsn::text, left(signature, 8) s, (SELECT string_agg(c->>'name' || ':' || coalesce(c->>'attnum', '-'), ',') FROM jsonb_array_elements(columns) c) FROM syncline.schema_versions WHERE table_name = 'ev_full' ORDER BY 1, 2`)).rows);
     const sourceRows = async (table: string, columns: readonly string[]): Promise<string[][]> =>
       (await source.query({ text: `SELECT ${columns.map((c) => `${c}::text`).join(', ')} FROM ${table} ORDER BY ${table}.id`, rowMode: 'array' })).rows as string[][];
     const converged = async (m: Mode, table: string, columns: readonly string[]): Promise<void> => {
