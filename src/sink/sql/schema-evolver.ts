@@ -68,8 +68,8 @@ export class SchemaEvolver<C, T extends SqlTable> {
   /**
    * The table's definitions up to `version`. Capture records a definition while it publishes
    * the first changes that carry it, so a change may arrive a moment before its definition is
-   * readable: wait for it a little. Not readable (the source unreachable, or not recorded):
-   * the table is held and tried again.
+   * readable: wait for it a little. Not readable (the source unreachable, or still not
+   * recorded): the table is held and tried again.
    */
   private async read(label: string, schema: string, table: string, version: number): Promise<TableDefinition[]> {
     let problem: string;
@@ -80,7 +80,9 @@ export class SchemaEvolver<C, T extends SqlTable> {
         if (newestVersion(history) >= version) return history;
         problem = `_schema_version ${version} is not recorded in the source's schema_versions`;
       } catch (err) {
+        // Unreachable: no use waiting here (the held table is tried again later).
         problem = errorMessage(err);
+        break;
       }
       if (Date.now() >= deadline) break;
       await new Promise((r) => setTimeout(r, 100));
