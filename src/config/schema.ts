@@ -143,7 +143,7 @@ const sink = z
      * SQL sinks (postgres, mysql, sqlite) follow the source's table definitions:
      *   none: never; a change that does not fit holds its table (SCHEMA_MISMATCH)
      *   add_columns: columns added at the source are added (nullable), renames are renamed
-     *   full: also type widenings, dropped columns (see drop_columns), missing tables created (postgres)
+     *   full: also type widenings, dropped columns (see drop_columns), missing tables created
      * The redis and webhook sinks have no schema and ignore it.
      */
     schema_evolution: z.enum(['none', 'add_columns', 'full']).default('add_columns'),

@@ -10,7 +10,7 @@ import type { SchemaEvolution } from '../sql/schema-evolver.js';
 import type { MultisetVersions, SqlDialect } from '../sql/sql-dialect.js';
 import { SqlSink } from '../sql/sql-sink.js';
 import { classifyMysqlError, isFatalMysqlError, isStructuralMysqlError } from './mysql-errors.js';
-import { keyMatch, loadMysqlTable, mysqlColumnTypes, mysqlTypeFor, normalizeMysqlType, quoteMysqlIdent as q, rowMatch, toMysqlParam, type MysqlColumn, type MysqlTable } from './mysql-table.js';
+import { keyMatch, loadMysqlTable, mysqlColumnTypes, targetDatabase, mysqlTypeFor, normalizeMysqlType, quoteMysqlIdent as q, rowMatch, toMysqlParam, type MysqlColumn, type MysqlTable } from './mysql-table.js';
 
 export interface MysqlSinkOptions {
   /** `mysql://user:password@host:port/database`; the database is required. */
@@ -421,6 +421,19 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
 
   typeFor(column: RecordedColumn): string {
     return mysqlTypeFor(column.type);
+  }
+
+  async createTable(c: PoolConnection, schema: string, table: string, columns: readonly RecordedColumn[]): Promise<void> {
+    const database = targetDatabase(schema);
+    const qualified = database === undefined ? q(table) : `${q(database)}.${q(table)}`;
+    // A key column needs a bounded type in MySQL: unbounded text keys become varchar(255).
+    const defs = columns.map((col) => {
+      const type = mysqlTypeFor(col.type);
+      return `${q(col.name)} ${col.key && type === 'longtext' ? 'varchar(255)' : type}${col.not_null || col.key ? ' NOT NULL' : ' NULL'}`;
+    });
+    const key = columns.filter((col) => col.key).map((col) => q(col.name));
+    if (key.length > 0) defs.push(`PRIMARY KEY (${key.join(', ')})`);
+    await c.query(`CREATE TABLE IF NOT EXISTS ${qualified} (${defs.join(', ')})`);
   }
 
   async evolve(c: PoolConnection, target: MysqlTable, steps: readonly SchemaStep[]): Promise<void> {

@@ -7,6 +7,7 @@ import {
   withRenamedColumns,
   type DefinitionLookup,
   type EvolutionMode,
+  type RecordedColumn,
   type TableDefinition,
 } from '../../core/schema-evolution.js';
 import type { SqlDialect, SqlTable } from './sql-dialect.js';
@@ -115,6 +116,23 @@ export class SchemaEvolver<C, T extends SqlTable> {
     }
     if (plan.steps.length > 0) await d.evolve(c, target, plan.steps);
     return plan.steps.length > 0;
+  }
+
+  /**
+   * `full`: the columns to create a missing target table with (the newest definition);
+   * undefined when tables are not created or the definition cannot be read.
+   */
+  async columnsToCreate(schema: string, table: string): Promise<RecordedColumn[] | undefined> {
+    if (this.options.mode !== 'full') return undefined;
+    const label = tableLabelOf({ schema, table });
+    let history = this.histories.get(label);
+    if (!history) {
+      history = await this.options.definitions.history(schema, table, 1).catch(() => undefined);
+      if (!history || history.length === 0) return undefined;
+      this.histories.set(label, history);
+    }
+    const columns = history[history.length - 1]?.columns;
+    return columns && columns.length > 0 ? columns : undefined;
   }
 
   /** The DDL of `label` committed: no need to plan it again. */

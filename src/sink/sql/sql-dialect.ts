@@ -101,6 +101,12 @@ export interface SqlDialect<C, T extends SqlTable> {
   describeColumns(c: C, target: T): Promise<Map<string, TargetColumnShape>>;
   /** A source column's type as this database spells it in a column it adds or widens. */
   typeFor(column: RecordedColumn): string;
+  /**
+   * `schema_evolution: full`: creates the target table, when it does not exist, with the
+   * source's columns (`columns`, the newest definition) and primary key. Absent: the
+   * dialect creates tables itself (postgres: `sink.create_tables`) or not at all.
+   */
+  createTable?(c: C, schema: string, table: string, columns: readonly RecordedColumn[]): Promise<void>;
   /** Applies schema steps to the target table, in order. */
   evolve(c: C, target: T, steps: readonly SchemaStep[]): Promise<void>;
   /** The fix for columns the target lacks. */

@@ -110,7 +110,15 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
     const label = tableLabelOf({ schema, table });
     let t = this.tables.get(label);
     if (!t) {
-      t = await this.dialect.loadTable(c, schema, table);
+      try {
+        t = await this.dialect.loadTable(c, schema, table);
+      } catch (err) {
+        // schema_evolution full: a missing table is created from the source's newest definition.
+        const columns = this.dialect.createTable && err instanceof PrerequisiteError ? await this.evolver?.columnsToCreate(schema, table) : undefined;
+        if (!columns || !this.dialect.createTable) throw err;
+        await this.dialect.createTable(c, schema, table, columns);
+        t = await this.dialect.loadTable(c, schema, table);
+      }
       this.tables.set(label, t);
     }
     return t;

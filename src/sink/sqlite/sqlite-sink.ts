@@ -11,7 +11,7 @@ import type { SchemaEvolution } from '../sql/schema-evolver.js';
 import type { MultisetVersions, SqlDialect } from '../sql/sql-dialect.js';
 import { SqlSink } from '../sql/sql-sink.js';
 import { classifySqliteError, isStructuralSqliteError } from './sqlite-errors.js';
-import { INT64_MAX, loadSqliteTable, sqliteTypeFor, quoteSqliteIdent as q, sqlitePathOf, toSqliteValue, type SqliteTable, type SqlValue } from './sqlite-table.js';
+import { INT64_MAX, loadSqliteTable, sqliteTableName, sqliteTypeFor, quoteSqliteIdent as q, sqlitePathOf, toSqliteValue, type SqliteTable, type SqlValue } from './sqlite-table.js';
 
 export { quoteSqliteIdent, sqlitePathOf, sqliteTableName } from './sqlite-table.js';
 
@@ -321,6 +321,13 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
 
   typeFor(column: RecordedColumn): string {
     return sqliteTypeFor(column.type);
+  }
+
+  async createTable(db: Database.Database, schema: string, table: string, columns: readonly RecordedColumn[]): Promise<void> {
+    const defs = columns.map((col) => `${q(col.name)} ${sqliteTypeFor(col.type)}${col.not_null ? ' NOT NULL' : ''}`);
+    const key = columns.filter((col) => col.key).map((col) => q(col.name));
+    if (key.length > 0) defs.push(`PRIMARY KEY (${key.join(', ')})`);
+    db.exec(`CREATE TABLE IF NOT EXISTS ${q(sqliteTableName(schema, table))} (${defs.join(', ')})`);
   }
 
   async evolve(db: Database.Database, target: SqliteTable, steps: readonly SchemaStep[]): Promise<void> {
