@@ -36,6 +36,30 @@ export interface DefinitionLookup {
   history(schema: string, table: string, version: number): Promise<TableDefinition[]>;
 }
 
+/**
+ * `history` with the attnums capture could not record filled in from the next definition: a
+ * column renamed at the source before its definition was recorded is not found by its old
+ * name in the catalog. Same name: same column; else the column at the same position with
+ * the same type whose name is new (Relation messages list columns in attnum order): renamed.
+ */
+export function withKnownAttnums(history: readonly TableDefinition[]): TableDefinition[] {
+  const out = history.map((d) => ({ version: d.version, columns: d.columns?.map((c) => ({ ...c })) }));
+  for (let k = out.length - 2; k >= 0; k--) {
+    const older = out[k]?.columns;
+    const newer = out[k + 1]?.columns;
+    if (!older || !newer) continue;
+    const olderNames = new Set(older.map((c) => c.name));
+    older.forEach((c, i) => {
+      if (c.attnum !== null) return;
+      const same = newer.find((n) => n.name === c.name);
+      const renamed = newer[i];
+      if (same) c.attnum = same.attnum;
+      else if (renamed && renamed.type_oid === c.type_oid && !olderNames.has(renamed.name) && !older.some((o) => o.attnum !== null && o.attnum === renamed.attnum)) c.attnum = renamed.attnum;
+    });
+  }
+  return out;
+}
+
 /** `sink.schema_evolution`. */
 export type EvolutionMode = 'none' | 'add_columns' | 'full';
 

@@ -64,26 +64,31 @@ dead_letter: { enabled: false }
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it('adds, renames and widens the target columns under their target names', async () => {
+  it('adds, renames and widens the target columns under their target names', { timeout: 90_000 }, async () => {
     await source.query(`INSERT INTO orders SELECT g, g, 'n' || g, 's' FROM generate_series(1, 20) g`);
     await source.query('ALTER TABLE orders ADD COLUMN extra text, ALTER COLUMN total TYPE bigint');
     await source.query(`INSERT INTO orders SELECT g, g + 3000000000, 'n' || g, 's', 'e' || g FROM generate_series(21, 40) g`);
     await source.query('ALTER TABLE orders RENAME COLUMN note TO remark');
     await source.query(`UPDATE orders SET remark = 'r' || id WHERE id <= 5`);
     const expected = (await source.query(`SELECT id::text, total::text, remark, extra FROM orders ORDER BY orders.id`)).rows.map((r: Record<string, string | null>) => Object.values(r));
+    let last = '';
     await waitFor(
       'target equals source',
       async () => {
         try {
           const { rows } = await target.query(`SELECT order_id::text, total_amount::text, remark, extra FROM reporting.orders_v2 t ORDER BY t.order_id`);
-          return JSON.stringify(rows.map((r: Record<string, string | null>) => Object.values(r))) === JSON.stringify(expected);
-        } catch {
+          last = JSON.stringify(rows.map((r: Record<string, string | null>) => Object.values(r)));
+          return last === JSON.stringify(expected);
+        } catch (err) {
+          last = (err as Error).message;
           return false; // not evolved yet
         }
       },
       60_000,
       200,
-    );
+    ).catch((err: unknown) => {
+      throw new Error(`${(err as Error).message}: target ${last}`);
+    });
     const { rows } = await target.query(
       `SELECT attname AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute
         WHERE attrelid = 'reporting.orders_v2'::regclass AND attnum > 0 AND NOT attisdropped AND attname NOT LIKE '\\_syncline%' ORDER BY attnum`,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { ChangeEvent } from '../../src/core/change.js';
-import { isWidening, planEvolution, renamesSince, withRenamedColumns, type RecordedColumn, type TableDefinition, type TargetColumnShape } from '../../src/core/schema-evolution.js';
+import { isWidening, planEvolution, renamesSince, withKnownAttnums, withRenamedColumns, type RecordedColumn, type TableDefinition, type TargetColumnShape } from '../../src/core/schema-evolution.js';
 
 const col = (name: string, attnum: number, type = 'text', key = false): RecordedColumn => ({ name, type, type_oid: 0, typmod: -1, attnum, not_null: key, key });
 const def = (version: number, ...columns: RecordedColumn[]): TableDefinition => ({ version, columns });
@@ -75,5 +75,15 @@ describe('changes of an older definition', () => {
     const change = { key: { id: '1' }, payload: { id: '1', note: 'x' }, before: { id: '1', note: 'y' }, unchanged: ['note'] } as unknown as ChangeEvent;
     expect(withRenamedColumns(change, renames)).toMatchObject({ payload: { id: '1', remark: 'x' }, before: { id: '1', remark: 'y' }, unchanged: ['remark'] });
     expect(renamesSince([V1, V2, V3, V4, V5], 5).size).toBe(0);
+  });
+});
+
+describe('withKnownAttnums', () => {
+  it('a column renamed before its definition was recorded (attnum null) gets the attnum of the same position and type', () => {
+    const unknown = (c: RecordedColumn): RecordedColumn => ({ ...c, attnum: null });
+    const v3 = def(3, col('id', 1, 'integer', true), col('v', 2, 'integer'), unknown(col('note', 3)), col('added', 5, 'numeric(12,2)'));
+    const history = withKnownAttnums([V2, v3, V4]);
+    expect(history[1]?.columns?.map((c) => c.attnum)).toEqual([1, 2, 3, 5]);
+    expect([...renamesSince(history, 3)]).toEqual([['note', 'remark']]);
   });
 });

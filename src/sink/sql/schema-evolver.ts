@@ -4,6 +4,7 @@ import {
   planEvolution,
   renamesSince,
   SCHEMA_MISMATCH,
+  withKnownAttnums,
   withRenamedColumns,
   type DefinitionLookup,
   type EvolutionMode,
@@ -77,7 +78,7 @@ export class SchemaEvolver<C, T extends SqlTable> {
     const deadline = Date.now() + RECORDING_WAIT_MS;
     for (;;) {
       try {
-        const history = await this.options.definitions.history(schema, table, version);
+        const history = withKnownAttnums(await this.options.definitions.history(schema, table, version));
         if (newestVersion(history) >= version) return history;
         problem = `_schema_version ${version} is not recorded in the source's schema_versions`;
       } catch (err) {
@@ -127,7 +128,10 @@ export class SchemaEvolver<C, T extends SqlTable> {
     const label = tableLabelOf({ schema, table });
     let history = this.histories.get(label);
     if (!history) {
-      history = await this.options.definitions.history(schema, table, 1).catch(() => undefined);
+      history = await this.options.definitions
+        .history(schema, table, 1)
+        .then(withKnownAttnums)
+        .catch(() => undefined);
       if (!history || history.length === 0) return undefined;
       this.histories.set(label, history);
     }
