@@ -31,6 +31,7 @@ sink:
   conflict_strategy: source_lsn_priority
   delete_mode: hard               # hard: delete + tombstone; soft: keep the row with _deleted_at
   consistency: eventual           # eventual: per-row order; transactional: whole source transactions in commit order (SQL sinks, one apply)
+  schema_evolution: add_columns   # SQL sinks follow source DDL: none | add_columns (adds, renames) | full (+ widenings, drops, missing tables)
   # tables:                       # optional routing and column mapping per source table
   #   public.orders: { target: reporting.orders, columns: { total: amount }, exclude_columns: [note] }
 dead_letter:

@@ -11,6 +11,7 @@ import type { Sink } from '../sink/sink.js';
 import { SqliteSink } from '../sink/sqlite/sqlite-sink.js';
 import { WebhookSink } from '../sink/webhook/webhook-sink.js';
 import { targetTableDdl } from '../source/table-definition.js';
+import { sourceDefinitions } from './definitions.js';
 import { readSourceShapes } from './table-shapes.js';
 import { withSource } from './source-connection.js';
 
@@ -30,6 +31,8 @@ export function openSink(config: SynclineConfig, custom?: Sink, resolveConflict?
 function openAdapterSink(config: SynclineConfig, mapping: TableMapping, resolveConflict?: ConflictResolver): Sink {
   const s = config.sink;
   const conflicts = conflictOptionsOf(config, resolveConflict);
+  // The SQL sinks follow the source's definitions, read from the source (apply has source.url).
+  const evolution = { mode: s.schema_evolution, dropColumns: s.drop_columns, definitions: sourceDefinitions(config, mapping) };
   if (s.consistency === 'transactional' && (s.type === 'redis' || s.type === 'webhook')) {
     throw new PrerequisiteError(
       `sink.consistency: transactional needs a SQL sink (postgres, mysql, sqlite); the ${s.type} sink has no transactions`,
@@ -48,7 +51,8 @@ function openAdapterSink(config: SynclineConfig, mapping: TableMapping, resolveC
         copyThreshold: s.copy_threshold,
         ...(s.origin !== undefined ? { origin: s.origin } : {}),
         ...(conflicts ? { conflicts } : {}),
-        ...(s.create_tables
+        evolution,
+        ...(s.create_tables || s.schema_evolution === 'full'
           ? {
               // Called with the target's name: a routed table is made from its source's definition.
               createTable: (schema: string, table: string) =>
@@ -67,10 +71,10 @@ function openAdapterSink(config: SynclineConfig, mapping: TableMapping, resolveC
     case 'mysql':
       if (conflicts) throw postgresOnly();
       // syncline's own tables are `<state_schema>_positions` etc. in the URL's database.
-      return new MysqlSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate, deleteMode: s.delete_mode });
+      return new MysqlSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate, deleteMode: s.delete_mode, evolution });
     case 'sqlite':
       if (conflicts) throw postgresOnly();
-      return new SqliteSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate, deleteMode: s.delete_mode });
+      return new SqliteSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate, deleteMode: s.delete_mode, evolution });
   }
 }
 

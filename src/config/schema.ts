@@ -163,6 +163,16 @@ const sink = z
     /** postgres sink: create a missing target table with the source table's columns and primary key. */
     create_tables: z.boolean().default(false),
     /**
+     * SQL sinks (postgres, mysql, sqlite) follow the source's table definitions:
+     *   none: never; a change that does not fit holds its table (SCHEMA_MISMATCH)
+     *   add_columns: columns added at the source are added (nullable), renames are renamed
+     *   full: also type widenings, dropped columns (see drop_columns), missing tables created
+     * The redis and webhook sinks have no schema and ignore it.
+     */
+    schema_evolution: z.enum(['none', 'add_columns', 'full']).default('add_columns'),
+    /** schema_evolution full: a column dropped at the source is dropped at the target, or kept (made nullable). */
+    drop_columns: z.enum(['keep', 'drop']).default('keep'),
+    /**
      * postgres sink: an upsert of at least this many rows of one table in a batch is COPYed
      * into a temporary staging table and merged from there (same version gate); 0 turns it off.
      */

@@ -1,7 +1,20 @@
 import type pg from 'pg';
 import { formatLsn, parseLsn, type Lsn } from '../core/lsn.js';
 import { SchemaVersionHistory, type ColumnType, type SchemaVersionEntry, type SchemaVersionRegistry } from '../core/schema-version.js';
-import { quoteIdent, quoteQualified } from '../core/sql.js';
+import type { RecordedColumn, TableDefinition } from '../core/schema-evolution.js';
+import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
+
+/**
+ * The `columns` of a recorded definition, one RecordedColumn per column in order: the type
+ * (format_type) from the Relation message's oid and modifier; attnum, NOT NULL and primary
+ * key membership from the catalog by name when the definition is recorded (a column renamed
+ * or dropped since then has attnum null).
+ */
+const RECORDED_COLUMNS = `(SELECT jsonb_agg(jsonb_build_object('name', c.name, 'type', format_type(c.oid, c.typmod), 'type_oid', c.oid, 'typmod', c.typmod,
+      'attnum', a.attnum, 'not_null', coalesce(a.attnotnull, false), 'key', coalesce(a.attnum = ANY(i.indkey), false)) ORDER BY c.ord)
+    FROM unnest($7::text[], $8::oid[], $9::int[]) WITH ORDINALITY AS c(name, oid, typmod, ord)
+    LEFT JOIN pg_attribute a ON a.attrelid = to_regclass($10) AND a.attname = c.name AND a.attnum > 0 AND NOT a.attisdropped
+    LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary)`;
 
 /**
  * `_schema_version` kept in the source database (`<state_schema>.schema_versions`, one row
@@ -59,24 +72,33 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
 
   private record(e: SchemaVersionEntry): void {
     for (const l of this.listeners) l(e);
-    const columns = (e.columns ?? []).map((c) => ({ name: c.name, type_oid: c.typeOid, typmod: c.typeMod }));
     // Only the slot's leader (leader-lock.ts) writes, after loading: a row is never contested.
     // The columns' type names come from format_type; attnum, NOT NULL and the primary key from
     // the catalog as it is when recorded (just after capture met the definition).
     this.writes = this.writes.then(async () => {
+      const cols = e.columns ?? [];
       await this.client.query(
         `INSERT INTO ${this.table} (slot_name, table_schema, table_name, version, signature, first_lsn, columns)
-         SELECT $1, $2, $3, $4, $5, $6::pg_lsn,
-                coalesce(jsonb_agg(jsonb_build_object('name', c.name, 'type', format_type(c.type_oid, c.typmod), 'type_oid', c.type_oid, 'typmod', c.typmod,
-                  'attnum', a.attnum, 'not_null', coalesce(a.attnotnull, false), 'key', coalesce(a.attnum = ANY (pk.indkey::int2[]), false)) ORDER BY c.ord), '[]'::jsonb)
-           FROM ROWS FROM (jsonb_to_recordset($7::jsonb) AS (name text, type_oid oid, typmod int)) WITH ORDINALITY AS c(name, type_oid, typmod, ord)
-           LEFT JOIN pg_attribute a ON a.attrelid = to_regclass(format('%I.%I', $2::text, $3::text)) AND a.attname = c.name AND NOT a.attisdropped
-           LEFT JOIN pg_index pk ON pk.indrelid = a.attrelid AND pk.indisprimary
+         SELECT $1, $2, $3, $4, $5, $6::pg_lsn, ${RECORDED_COLUMNS}
          ON CONFLICT (slot_name, table_schema, table_name, version) DO NOTHING`,
-        [this.slot, e.schema, e.table, e.version, e.signature, formatLsn(e.lsn), JSON.stringify(columns)],
+        [this.slot, e.schema, e.table, e.version, e.signature, formatLsn(e.lsn), cols.map((c) => c.name), cols.map((c) => c.typeOid), cols.map((c) => c.typeMod), quoteQualified(e.schema, e.table)],
       );
     });
     // Reported through stored(); not an unhandled rejection meanwhile.
     this.writes.catch(() => undefined);
   }
+}
+
+/**
+ * The recorded definitions of `t`, oldest first, from the first of `slots` that has any (each
+ * slot numbers its versions itself); empty when none are recorded.
+ */
+export async function readDefinitions(client: pg.ClientBase, stateSchema: string, slots: readonly string[], t: TableName): Promise<TableDefinition[]> {
+  const { rows } = await client.query<{ slot_name: string; version: number; columns: RecordedColumn[] | null }>(
+    `SELECT slot_name, version, columns FROM ${quoteQualified(stateSchema, 'schema_versions')}
+      WHERE table_schema = $1 AND table_name = $2 AND slot_name = ANY($3) ORDER BY version`,
+    [t.schema, t.table, slots],
+  );
+  const slot = slots.find((s) => rows.some((r) => r.slot_name === s));
+  return rows.filter((r) => r.slot_name === slot).map((r) => ({ version: r.version, columns: r.columns ?? undefined }));
 }

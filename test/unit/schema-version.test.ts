@@ -67,4 +67,29 @@ describe('_schema_version', () => {
     // syncline's own tables are not versioned.
     expect(recorded.map((e) => `${e.schema}.${e.table}:${e.version}`)).toEqual(['public.t:7', 'public.t:8']);
   });
+
+  it('a Relation message sent at WAL position 0 (as the walsender sends them) dates its definition by its transaction, so replayed WAL keeps its version', () => {
+    const recorded: SchemaVersionEntry[] = [];
+    const relation = (columns: ColumnType[]): RelationMessage => ({
+      tag: 'relation', xid: undefined, relationId: 1, schema: 'public', name: 't', replicaIdentity: 'd', columns: columns.map((c, i) => ({ ...c, isKey: i === 0 })),
+    });
+    const txn = (b: ChangeBuilder, commit: bigint, columns: ColumnType[], out: ChangeEvent[]): void => {
+      b.handle({ tag: 'begin', finalLsn: commit, commitTime: 0n, xid: 1 }, commit - 10n, out);
+      b.handle(relation(columns), 0n, out);
+      b.handle({ tag: 'insert', xid: undefined, relationId: 1, newTuple: columns.map(() => '1') }, commit - 5n, out);
+      b.handle({ tag: 'commit', flags: 0, commitLsn: commit, endLsn: commit + 1n, commitTime: 0n }, commit + 1n, out);
+    };
+    const first: ChangeEvent[] = [];
+    const b1 = new ChangeBuilder('src', new Set(), new Map(), new SchemaVersionHistory([], (e) => recorded.push(e)));
+    txn(b1, 1000n, v1, first);
+    txn(b1, 2000n, v2, first);
+    expect(recorded.map((e) => e.lsn)).toEqual([1000n, 2000n]);
+    // After a restart the same WAL is replayed: each change keeps the version it had.
+    const replayed: ChangeEvent[] = [];
+    const b2 = new ChangeBuilder('src', new Set(), new Map(), new SchemaVersionHistory(recorded, (e) => recorded.push(e)));
+    txn(b2, 1000n, v1, replayed);
+    txn(b2, 2000n, v2, replayed);
+    expect(replayed.map((e) => e._schema_version)).toEqual(first.map((e) => e._schema_version));
+    expect(recorded).toHaveLength(2);
+  });
 });

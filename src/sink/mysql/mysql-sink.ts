@@ -5,10 +5,12 @@ import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import { parseLsn, versionOf } from '../../core/lsn.js';
 import { pgTimestampToUtc } from '../pg-text.js';
 import { bookkeepingTables, DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, type BookkeepingTables } from '../sql/bookkeeping.js';
+import type { RecordedColumn, SchemaStep, TargetColumnShape } from '../../core/schema-evolution.js';
+import type { SchemaEvolution } from '../sql/schema-evolver.js';
 import type { MultisetVersions, SqlDialect } from '../sql/sql-dialect.js';
 import { SqlSink } from '../sql/sql-sink.js';
 import { classifyMysqlError, isFatalMysqlError, isStructuralMysqlError } from './mysql-errors.js';
-import { keyMatch, loadMysqlTable, quoteMysqlIdent as q, rowMatch, toMysqlParam, type MysqlColumn, type MysqlTable } from './mysql-table.js';
+import { keyMatch, loadMysqlTable, mysqlColumnTypes, targetDatabase, mysqlTypeFor, normalizeMysqlType, quoteMysqlIdent as q, rowMatch, toMysqlParam, type MysqlColumn, type MysqlTable } from './mysql-table.js';
 
 export interface MysqlSinkOptions {
   /** `mysql://user:password@host:port/database`; the database is required. */
@@ -28,6 +30,8 @@ export interface MysqlSinkOptions {
    */
   deleteMode?: 'hard' | 'soft';
   poolSize?: number;
+  /** `sink.schema_evolution`: the target follows the source's definitions. */
+  evolution?: SchemaEvolution;
 }
 
 const V_LSN = q(VERSION_LSN_COLUMN);
@@ -75,7 +79,7 @@ const MAX_BYTES_PER_STATEMENT = 4 << 20;
  */
 export class MysqlSink extends SqlSink<PoolConnection, MysqlTable> {
   constructor(options: MysqlSinkOptions) {
-    super(new MysqlDialect(options));
+    super(new MysqlDialect(options), undefined, options.evolution);
   }
 }
 
@@ -405,6 +409,57 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
 
   invalidate(): void {
     // Statements are text, rebuilt from the re-read metadata: nothing else to forget.
+  }
+
+  /** ALTER TABLE commits implicitly: schema changes run just before the batch's transaction. */
+  readonly transactionalDdl = false;
+
+  async describeColumns(c: PoolConnection, target: MysqlTable): Promise<Map<string, TargetColumnShape>> {
+    const rows = await mysqlColumnTypes(c, target);
+    return new Map(rows.map((r) => [r.name, { type: normalizeMysqlType(r.column_type), notNull: r.is_nullable === 'NO' }]));
+  }
+
+  typeFor(column: RecordedColumn): string {
+    return mysqlTypeFor(column.type);
+  }
+
+  async createTable(c: PoolConnection, schema: string, table: string, columns: readonly RecordedColumn[]): Promise<void> {
+    const database = targetDatabase(schema);
+    const qualified = database === undefined ? q(table) : `${q(database)}.${q(table)}`;
+    // A key column needs a bounded type in MySQL: unbounded text keys become varchar(255).
+    const defs = columns.map((col) => {
+      const type = mysqlTypeFor(col.type);
+      return `${q(col.name)} ${col.key && type === 'longtext' ? 'varchar(255)' : type}${col.not_null || col.key ? ' NOT NULL' : ' NULL'}`;
+    });
+    const key = columns.filter((col) => col.key).map((col) => q(col.name));
+    if (key.length > 0) defs.push(`PRIMARY KEY (${key.join(', ')})`);
+    await c.query(`CREATE TABLE IF NOT EXISTS ${qualified} (${defs.join(', ')})`);
+  }
+
+  async evolve(c: PoolConnection, target: MysqlTable, steps: readonly SchemaStep[]): Promise<void> {
+    const t = target.qualified;
+    for (const step of steps) {
+      switch (step.kind) {
+        case 'add':
+          await c.query(`ALTER TABLE ${t} ADD COLUMN ${q(step.column.name)} ${mysqlTypeFor(step.column.type)} NULL`);
+          break;
+        case 'rename':
+          await c.query(`ALTER TABLE ${t} RENAME COLUMN ${q(step.from)} TO ${q(step.to)}`);
+          break;
+        case 'widen':
+          await c.query(`ALTER TABLE ${t} MODIFY COLUMN ${q(step.column.name)} ${mysqlTypeFor(step.column.type)} ${step.notNull ? 'NOT NULL' : 'NULL'}`);
+          break;
+        case 'drop':
+          await c.query(`ALTER TABLE ${t} DROP COLUMN ${q(step.name)}`);
+          break;
+        case 'nullable': {
+          // MODIFY restates the whole column: its present type, now NULL.
+          const type = (await mysqlColumnTypes(c, target)).find((r) => r.name === step.name)?.column_type;
+          if (type) await c.query(`ALTER TABLE ${t} MODIFY COLUMN ${q(step.name)} ${type} NULL`);
+          break;
+        }
+      }
+    }
   }
 
   addColumnsFix(target: MysqlTable, missing: string[]): string {

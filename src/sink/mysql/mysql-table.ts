@@ -27,6 +27,9 @@ export interface MysqlColumn {
 export interface MysqlTable {
   /** `schema.table` of the source, for bookkeeping rows and messages. */
   label: string;
+  /** The table's database (undefined: the connection's) and name there. */
+  database: string | undefined;
+  table: string;
   /** Quoted target name, `db`.`table` or `table` (the connection's database). */
   qualified: string;
   columns: Map<string, MysqlColumn>;
@@ -203,7 +206,7 @@ async function readTable(conn: PoolConnection, database: string | undefined, tab
     columns.set(r.name, column);
     if (r.column_key === 'PRI') primaryKey.push(r.name);
   }
-  return { label, qualified, columns, primaryKey };
+  return { label, database, table, qualified, columns, primaryKey };
 }
 
 interface CheckRow extends RowDataPacket {
@@ -230,4 +233,47 @@ async function mariadbJsonColumns(conn: PoolConnection, database: string | undef
     // Not MariaDB.
   }
   return out;
+}
+
+interface ColumnTypeRow extends RowDataPacket {
+  name: string;
+  column_type: string;
+  is_nullable: string;
+}
+
+/** The target table's columns with their full types (`varchar(20)`, `int(11)`) and nullability. */
+export async function mysqlColumnTypes(conn: PoolConnection, target: MysqlTable): Promise<ColumnTypeRow[]> {
+  const [rows] = await conn.query<ColumnTypeRow[]>(
+    `SELECT COLUMN_NAME AS name, COLUMN_TYPE AS column_type, IS_NULLABLE AS is_nullable FROM information_schema.COLUMNS
+      WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?`,
+    [target.database ?? null, target.table],
+  );
+  return rows;
+}
+
+/** A COLUMN_TYPE as mysqlTypeFor spells it: lower case, without integer display widths. */
+export function normalizeMysqlType(columnType: string): string {
+  return columnType.toLowerCase().replace(/^(tinyint|smallint|mediumint|int|bigint)\(\d+\)/, '$1');
+}
+
+/**
+ * The MySQL type of a column syncline adds or widens for a source column (`format_type`
+ * text); see README "Schema evolution at the sink" for the table.
+ */
+export function mysqlTypeFor(pgType: string): string {
+  const simple: Record<string, string> = {
+    smallint: 'smallint', integer: 'int', bigint: 'bigint', boolean: 'tinyint', real: 'float', 'double precision': 'double',
+    numeric: 'decimal(65,30)', text: 'longtext', 'character varying': 'longtext', date: 'date', bytea: 'longblob', json: 'json', jsonb: 'json', uuid: 'char(36)',
+  };
+  const known = simple[pgType];
+  if (known) return known;
+  let m = /^numeric\((\d+),(\d+)\)$/.exec(pgType);
+  if (m) return `decimal(${m[1]},${m[2]})`;
+  m = /^character varying\((\d+)\)$/.exec(pgType);
+  if (m) return `varchar(${m[1]})`;
+  m = /^character\((\d+)\)$/.exec(pgType);
+  if (m) return `char(${m[1]})`;
+  if (pgType.startsWith('timestamp')) return 'datetime(6)';
+  if (pgType.startsWith('time')) return 'time(6)';
+  return 'longtext';
 }

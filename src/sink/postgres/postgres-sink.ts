@@ -15,6 +15,8 @@ import {
 } from '../sql/bookkeeping.js';
 import type { ConflictRecord, MultisetVersions, SqlDialect, StoredRow } from '../sql/sql-dialect.js';
 import { SqlSink, type ConflictOptions } from '../sql/sql-sink.js';
+import type { RecordedColumn, SchemaStep, TargetColumnShape } from '../../core/schema-evolution.js';
+import type { SchemaEvolution } from '../sql/schema-evolver.js';
 import { copyFrom, copyTextChunks } from './copy-in.js';
 import { CopyStages } from './copy-stage.js';
 import { classifyPgError, isStructuralPgError } from './postgres-errors.js';
@@ -49,6 +51,8 @@ export interface PostgresSinkOptions {
   origin?: string;
   /** Conflict tracking between writers: rows record their writing source (see ConflictOptions). */
   conflicts?: ConflictOptions;
+  /** `sink.schema_evolution`: the target follows the source's definitions. */
+  evolution?: SchemaEvolution;
 }
 
 const V_LSN = quoteIdent(VERSION_LSN_COLUMN);
@@ -71,7 +75,7 @@ const CURRENT_XID = `(pg_current_xact_id()::text::bigint % 4294967296)`;
  */
 export class PostgresSink extends SqlSink<pg.PoolClient, TargetTable> {
   constructor(options: PostgresSinkOptions) {
-    super(new PostgresDialect(options), options.conflicts);
+    super(new PostgresDialect(options), options.conflicts, options.evolution);
   }
 }
 
@@ -452,8 +456,48 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     return isStructuralPgError(err);
   }
 
+  /** Cached statements cast to the columns' types: a widened column needs them made again. */
   invalidate(): void {
-    // Statements are text, rebuilt from the re-read metadata: nothing else to forget.
+    this.sqlCache.clear();
+  }
+
+  readonly transactionalDdl = true;
+
+  async describeColumns(c: pg.PoolClient, target: TargetTable): Promise<Map<string, TargetColumnShape>> {
+    const { rows } = await c.query<{ name: string; type: string; not_null: boolean }>(
+      `SELECT attname AS name, format_type(atttypid, atttypmod) AS type, attnotnull AS not_null
+         FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
+      [target.qualified],
+    );
+    return new Map(rows.map((r) => [r.name, { type: r.type, notNull: r.not_null }]));
+  }
+
+  /** The source's own spelling: format_type with its modifiers (user-defined types must exist at the target). */
+  typeFor(column: RecordedColumn): string {
+    return column.type;
+  }
+
+  async evolve(c: pg.PoolClient, target: TargetTable, steps: readonly SchemaStep[]): Promise<void> {
+    const t = target.qualified;
+    for (const step of steps) {
+      switch (step.kind) {
+        case 'add':
+          await c.query(`ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS ${quoteIdent(step.column.name)} ${step.column.type}`);
+          break;
+        case 'rename':
+          await c.query(`ALTER TABLE ${t} RENAME COLUMN ${quoteIdent(step.from)} TO ${quoteIdent(step.to)}`);
+          break;
+        case 'widen':
+          await c.query(`ALTER TABLE ${t} ALTER COLUMN ${quoteIdent(step.column.name)} TYPE ${step.column.type}`);
+          break;
+        case 'drop':
+          await c.query(`ALTER TABLE ${t} DROP COLUMN IF EXISTS ${quoteIdent(step.name)}`);
+          break;
+        case 'nullable':
+          await c.query(`ALTER TABLE ${t} ALTER COLUMN ${quoteIdent(step.name)} DROP NOT NULL`);
+          break;
+      }
+    }
   }
 
   addColumnsFix(target: TargetTable, missing: string[]): string {

@@ -1,5 +1,6 @@
 import { rowKeyOf, type ChangeEvent, type Row } from '../../core/change.js';
 import { formatLsn, parseLsn } from '../../core/lsn.js';
+import type { RecordedColumn, SchemaStep, TargetColumnShape } from '../../core/schema-evolution.js';
 
 /** A target table as a SQL sink sees it. */
 export interface SqlTable {
@@ -145,6 +146,23 @@ export interface SqlDialect<C, T extends SqlTable> {
   isStructural(err: unknown): boolean;
   /** Forgets what depends on the tables' structure beyond their metadata (prepared statements). */
   invalidate(): void;
+  /**
+   * Schema evolution (`sink.schema_evolution`). True: DDL joins the batch transaction
+   * (PostgreSQL, SQLite); false: DDL commits implicitly (MySQL), so it runs before it.
+   */
+  readonly transactionalDdl: boolean;
+  /** The target's columns as schema evolution compares them (the type as `typeFor` spells it). */
+  describeColumns(c: C, target: T): Promise<Map<string, TargetColumnShape>>;
+  /** A source column's type as this database spells it in a column it adds or widens. */
+  typeFor(column: RecordedColumn): string;
+  /**
+   * `schema_evolution: full`: creates the target table, when it does not exist, with the
+   * source's columns (`columns`, the newest definition) and primary key. Absent: the
+   * dialect creates tables itself (postgres: `sink.create_tables`) or not at all.
+   */
+  createTable?(c: C, schema: string, table: string, columns: readonly RecordedColumn[]): Promise<void>;
+  /** Applies schema steps to the target table, in order. */
+  evolve(c: C, target: T, steps: readonly SchemaStep[]): Promise<void>;
   /** The fix for columns the target lacks. */
   addColumnsFix(target: T, missing: string[]): string;
   /** The fix for a target whose primary key differs from the source key. */

@@ -1,6 +1,7 @@
 import { rowKeyOf, tableLabelOf, type ChangeEvent, type Row } from '../../core/change.js';
 import { parseLsn } from '../../core/lsn.js';
 import { PrerequisiteError } from '../../core/errors.js';
+import { SCHEMA_MISMATCH } from '../../core/schema-evolution.js';
 import { collapseBatch, type TableBatch } from '../collapse.js';
 import { maxVersion, onMissingRow, planMultiset, removesRow } from '../multiset.js';
 import type { ApplyOutcome, Sink } from '../sink.js';
@@ -9,6 +10,7 @@ import { skippableWithoutStoredValues } from '../unchanged-values.js';
 import { mergeCounters, type ConflictResolver, type ConflictStrategy } from '../conflicts/resolve.js';
 import { BOOKKEEPING_COLUMNS } from './bookkeeping.js';
 import { conflictIdOf, type ConflictRecord, type SqlDialect, type SqlTable, type StoredRow } from './sql-dialect.js';
+import { SchemaEvolver, type SchemaEvolution } from './schema-evolver.js';
 
 type Counts = { applied: number; stale: number };
 
@@ -36,11 +38,15 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
   readonly storesPositions = true;
   /** Target metadata by `schema.table`; cleared when a structural error says it may be stale. */
   private readonly tables = new Map<string, T>();
+  private readonly evolver: SchemaEvolver<C, T> | undefined;
 
   constructor(
     private readonly dialect: SqlDialect<C, T>,
     private readonly conflicts?: ConflictOptions,
-  ) {}
+    evolution?: SchemaEvolution,
+  ) {
+    this.evolver = evolution && evolution.mode !== 'none' ? new SchemaEvolver(dialect, evolution) : undefined;
+  }
 
   async prepare(): Promise<void> {
     await this.dialect.withConnection(`preparing ${this.dialect.name}`, (c) => this.dialect.createBookkeeping(c));
@@ -51,7 +57,9 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
   }
 
   async apply(changes: readonly ChangeEvent[], positions: ReadonlyMap<number, bigint>, group: string): Promise<ApplyOutcome> {
-    const { tables, superseded } = collapseBatch(changes.map(withoutBookkeeping), this.conflicts !== undefined);
+    const evolver = this.evolver;
+    const incoming = changes.map(withoutBookkeeping);
+    const { tables, superseded } = collapseBatch(evolver ? await evolver.prepare(incoming) : incoming, this.conflicts !== undefined);
     const outcome: ApplyOutcome = { applied: 0, stale: 0, superseded, byTable: new Map() };
     const recorded: ConflictRecord[] = [];
     const d = this.dialect;
@@ -61,8 +69,25 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       // cannot leave the cache believing in columns that were never committed.
       const targets = new Map<TableBatch, T>();
       for (const batch of tables) targets.set(batch, await forTable(batch, (err) => d.isStructural(err), () => this.target(c, batch.schema, batch.table)));
+      // Schema evolution: DDL before the first change that needs it, in the batch's
+      // transaction where the database has transactional DDL, else just before it.
+      const evolve = async (): Promise<void> => {
+        if (!evolver) return;
+        for (const batch of tables) {
+          const changed = await forTable(batch, (err) => d.isStructural(err), () => evolver.evolve(c, targets.get(batch) as T, batch.schema, batch.table));
+          if (!changed) continue;
+          this.tables.delete(tableLabelOf(batch));
+          d.invalidate();
+          targets.set(batch, await forTable(batch, (err) => d.isStructural(err), () => this.target(c, batch.schema, batch.table)));
+        }
+      };
+      if (!d.transactionalDdl) {
+        await evolve();
+        evolver?.committed(tables.map((b) => tableLabelOf(b)));
+      }
       await d.begin(c, changes);
       try {
+        if (d.transactionalDdl) await evolve();
         for (const batch of tables) {
           const target = targets.get(batch) as T;
           const counts: Counts = { applied: 0, stale: 0 };
@@ -82,10 +107,12 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
         if (recorded.length > 0) outcome.conflicts = countConflicts(recorded);
         if (positions.size > 0) await d.writePositions(c, group, positions);
         await d.commit(c);
+        if (d.transactionalDdl) evolver?.committed(tables.map((b) => tableLabelOf(b)));
       } catch (err) {
         await d.rollback(c).catch(() => undefined);
-        // The target's structure may have changed (or be the problem): re-read it next time.
-        if (d.isStructural(err)) {
+        // The target's structure may have changed (or be the problem, or rolled back with
+        // the batch's DDL): re-read it next time.
+        if (d.isStructural(err) || (evolver && d.transactionalDdl)) {
           this.tables.clear();
           d.invalidate();
         }
@@ -103,7 +130,15 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
     const label = tableLabelOf({ schema, table });
     let t = this.tables.get(label);
     if (!t) {
-      t = await this.dialect.loadTable(c, schema, table);
+      try {
+        t = await this.dialect.loadTable(c, schema, table);
+      } catch (err) {
+        // schema_evolution full: a missing table is created from the source's newest definition.
+        const columns = this.dialect.createTable && err instanceof PrerequisiteError ? await this.evolver?.columnsToCreate(schema, table) : undefined;
+        if (!columns || !this.dialect.createTable) throw err;
+        await this.dialect.createTable(c, schema, table, columns);
+        t = await this.dialect.loadTable(c, schema, table);
+      }
       this.tables.set(label, t);
     }
     return t;
@@ -288,7 +323,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
   private checkColumns(target: T, columns: string[], keyColumns: string[] | undefined): void {
     const missing = [...new Set([...columns, ...(keyColumns ?? [])])].filter((c) => !target.columns.has(c));
     if (missing.length > 0) {
-      throw new PrerequisiteError(`target table ${target.label} lacks column(s) ${missing.join(', ')}`, this.dialect.addColumnsFix(target, missing));
+      throw new PrerequisiteError(`${SCHEMA_MISMATCH}: target table ${target.label} lacks column(s) ${missing.join(', ')}`, this.dialect.addColumnsFix(target, missing));
     }
     if (!keyColumns) return;
     if ([...target.primaryKey].sort().join(',') !== [...keyColumns].sort().join(',')) {

@@ -2,14 +2,16 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { rowKeyOf, type ChangeEvent, type Row } from '../../core/change.js';
-import { SynclineError } from '../../core/errors.js';
+import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import { parseLsn, versionOf } from '../../core/lsn.js';
 import { pgTimestampToUtc } from '../pg-text.js';
 import { bookkeepingTables, DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, type BookkeepingTables } from '../sql/bookkeeping.js';
+import type { RecordedColumn, SchemaStep, TargetColumnShape } from '../../core/schema-evolution.js';
+import type { SchemaEvolution } from '../sql/schema-evolver.js';
 import type { MultisetVersions, SqlDialect } from '../sql/sql-dialect.js';
 import { SqlSink } from '../sql/sql-sink.js';
 import { classifySqliteError, isStructuralSqliteError } from './sqlite-errors.js';
-import { INT64_MAX, loadSqliteTable, quoteSqliteIdent as q, sqlitePathOf, toSqliteValue, type SqliteTable, type SqlValue } from './sqlite-table.js';
+import { INT64_MAX, loadSqliteTable, sqliteTableName, sqliteTypeFor, quoteSqliteIdent as q, sqlitePathOf, toSqliteValue, type SqliteTable, type SqlValue } from './sqlite-table.js';
 
 export { quoteSqliteIdent, sqlitePathOf, sqliteTableName } from './sqlite-table.js';
 
@@ -31,6 +33,8 @@ export interface SqliteSinkOptions {
   deleteMode?: 'hard' | 'soft';
   /** How long a write waits for another process's lock before failing retriably. */
   busyTimeoutMs?: number;
+  /** `sink.schema_evolution`: the target follows the source's definitions. */
+  evolution?: SchemaEvolution;
 }
 
 const V_LSN = q(VERSION_LSN_COLUMN);
@@ -56,7 +60,7 @@ const MAX_LSN = INT64_MAX;
  */
 export class SqliteSink extends SqlSink<Database.Database, SqliteTable> {
   constructor(options: SqliteSinkOptions) {
-    super(new SqliteDialect(options));
+    super(new SqliteDialect(options), undefined, options.evolution);
   }
 }
 
@@ -306,6 +310,49 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
   /** Prepared statements name the tables' columns: prepare them again from the new metadata. */
   invalidate(): void {
     this.statements.clear();
+  }
+
+  readonly transactionalDdl = true;
+
+  async describeColumns(db: Database.Database, target: SqliteTable): Promise<Map<string, TargetColumnShape>> {
+    const rows = db.prepare('SELECT name, type, "notnull" AS not_null FROM pragma_table_info(?)').all(target.name) as { name: string; type: string; not_null: bigint }[];
+    return new Map(rows.map((r) => [r.name, { type: r.type.toUpperCase(), notNull: Number(r.not_null) === 1 }]));
+  }
+
+  typeFor(column: RecordedColumn): string {
+    return sqliteTypeFor(column.type);
+  }
+
+  async createTable(db: Database.Database, schema: string, table: string, columns: readonly RecordedColumn[]): Promise<void> {
+    const defs = columns.map((col) => `${q(col.name)} ${sqliteTypeFor(col.type)}${col.not_null ? ' NOT NULL' : ''}`);
+    const key = columns.filter((col) => col.key).map((col) => q(col.name));
+    if (key.length > 0) defs.push(`PRIMARY KEY (${key.join(', ')})`);
+    db.exec(`CREATE TABLE IF NOT EXISTS ${q(sqliteTableName(schema, table))} (${defs.join(', ')})`);
+  }
+
+  async evolve(db: Database.Database, target: SqliteTable, steps: readonly SchemaStep[]): Promise<void> {
+    const t = target.qualified;
+    for (const step of steps) {
+      switch (step.kind) {
+        case 'add':
+          db.exec(`ALTER TABLE ${t} ADD COLUMN ${q(step.column.name)} ${sqliteTypeFor(step.column.type)}`);
+          break;
+        case 'rename':
+          db.exec(`ALTER TABLE ${t} RENAME COLUMN ${q(step.from)} TO ${q(step.to)}`);
+          break;
+        case 'widen':
+          // Never planned: a widening keeps the SQLite type (INTEGER, TEXT, NUMERIC, REAL).
+          break;
+        case 'drop':
+          db.exec(`ALTER TABLE ${t} DROP COLUMN ${q(step.name)}`);
+          break;
+        case 'nullable':
+          throw new PrerequisiteError(
+            `target table ${target.label}: column ${step.name} was dropped at the source and is NOT NULL here; SQLite cannot drop a NOT NULL constraint`,
+            `recreate ${t} without NOT NULL on ${q(step.name)}, or set sink.schema_evolution: full with sink.drop_columns: drop`,
+          );
+      }
+    }
   }
 
   addColumnsFix(target: SqliteTable, missing: string[]): string {

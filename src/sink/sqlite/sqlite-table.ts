@@ -41,6 +41,8 @@ export interface SqliteTable {
   label: string;
   /** The quoted target name (see sqliteTableName). */
   qualified: string;
+  /** The target name, unquoted. */
+  name: string;
   columns: Map<string, ValueKind>;
   primaryKey: string[];
 }
@@ -77,7 +79,7 @@ function readTable(db: Database.Database, label: string, name: string): SqliteTa
     columns.set(r.name, kindOf(r.type));
     if (Number(r.pk) > 0) pk.push({ name: r.name, pos: Number(r.pk) });
   }
-  return { label, qualified: quoteSqliteIdent(name), columns, primaryKey: pk.sort((a, b) => a.pos - b.pos).map((p) => p.name) };
+  return { label, qualified: quoteSqliteIdent(name), name, columns, primaryKey: pk.sort((a, b) => a.pos - b.pos).map((p) => p.name) };
 }
 
 /**
@@ -115,4 +117,18 @@ export function toSqliteValue(target: SqliteTable, column: string, text: string 
     case 'text':
       return text;
   }
+}
+
+/**
+ * The declared type of a column syncline adds for a source column (`format_type` text): one
+ * that kindOf reads back as the value's kind. Widenings keep it (INTEGER, TEXT, NUMERIC).
+ */
+export function sqliteTypeFor(pgType: string): string {
+  if (/^(smallint|integer|bigint|boolean)$/.test(pgType)) return 'INTEGER';
+  if (pgType === 'real' || pgType === 'double precision') return 'REAL';
+  if (pgType.startsWith('numeric')) return 'NUMERIC';
+  if (pgType === 'bytea') return 'BLOB';
+  if (pgType === 'json' || pgType === 'jsonb' || pgType.endsWith('[]')) return 'JSON';
+  if (pgType.startsWith('timestamp')) return 'TIMESTAMP';
+  return 'TEXT';
 }

@@ -1,0 +1,169 @@
+import { tableLabelOf, type ChangeEvent, type Row } from '../../core/change.js';
+import { errorMessage, StructuralError } from '../../core/errors.js';
+import {
+  planEvolution,
+  renamesSince,
+  SCHEMA_MISMATCH,
+  withKnownAttnums,
+  withRenamedColumns,
+  type DefinitionLookup,
+  type EvolutionMode,
+  type RecordedColumn,
+  type TableDefinition,
+} from '../../core/schema-evolution.js';
+import type { SqlDialect, SqlTable } from './sql-dialect.js';
+
+/** How long a change waits for its definition to be recorded by capture. */
+const RECORDING_WAIT_MS = 5000;
+
+const newestVersion = (history: readonly TableDefinition[]): number => history[history.length - 1]?.version ?? 0;
+
+/** `sink.schema_evolution` and `sink.drop_columns` with where the definitions come from. */
+export interface SchemaEvolution {
+  mode: EvolutionMode;
+  dropColumns: 'keep' | 'drop';
+  definitions: DefinitionLookup;
+}
+
+/**
+ * Brings SQL target tables to their source's newest definition before the changes that
+ * carry it apply (see planEvolution for the steps), and presents older changes in the
+ * newest definition's terms (renamed columns under their new name; with `drop_columns:
+ * drop`, dropped columns left out). Tables whose changes are all `_schema_version` 1 never
+ * ask the source: there is nothing to evolve from.
+ */
+export class SchemaEvolver<C, T extends SqlTable> {
+  /** The definitions of each table (by the target's `schema.table`), oldest first. */
+  private readonly histories = new Map<string, TableDefinition[]>();
+  /** The newest version each target table was brought to (in this process). */
+  private readonly evolved = new Map<string, number>();
+
+  constructor(
+    private readonly dialect: SqlDialect<C, T>,
+    private readonly options: SchemaEvolution,
+  ) {}
+
+  /**
+   * Reads the definitions the changes need, and returns the changes in their table's newest
+   * definition's terms. A table whose definitions cannot be read is held (StructuralError).
+   */
+  async prepare(changes: readonly ChangeEvent[]): Promise<readonly ChangeEvent[]> {
+    if (this.options.mode === 'none') return changes;
+    const newestOf = new Map<string, { schema: string; table: string; version: number }>();
+    for (const c of changes) {
+      const label = tableLabelOf(c);
+      const seen = newestOf.get(label);
+      if (!seen || seen.version < c._schema_version) newestOf.set(label, { schema: c.schema, table: c.table, version: c._schema_version });
+    }
+    let anyOlder = false;
+    for (const [label, { schema, table, version }] of newestOf) {
+      const known = this.histories.get(label);
+      if (version <= 1 && !known) continue;
+      if (!known || newestVersion(known) < version) this.histories.set(label, await this.read(label, schema, table, version));
+      const h = this.histories.get(label) ?? [];
+      if ((h[h.length - 1]?.version ?? 0) > version || changes.some((c) => tableLabelOf(c) === label && c._schema_version < version)) anyOlder = true;
+    }
+    if (!anyOlder) return changes;
+    return changes.map((c) => this.inNewestTerms(c));
+  }
+
+  /**
+   * The table's definitions up to `version`. Capture records a definition while it publishes
+   * the first changes that carry it, so a change may arrive a moment before its definition is
+   * readable: wait for it a little. Not readable (the source unreachable, or still not
+   * recorded): the table is held and tried again.
+   */
+  private async read(label: string, schema: string, table: string, version: number): Promise<TableDefinition[]> {
+    let problem: string;
+    const deadline = Date.now() + RECORDING_WAIT_MS;
+    for (;;) {
+      try {
+        const history = withKnownAttnums(await this.options.definitions.history(schema, table, version));
+        if (newestVersion(history) >= version) return history;
+        problem = `_schema_version ${version} is not recorded in the source's schema_versions`;
+      } catch (err) {
+        // Unreachable: no use waiting here (the held table is tried again later).
+        problem = errorMessage(err);
+        break;
+      }
+      if (Date.now() >= deadline) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new StructuralError(
+      label,
+      `cannot read the definition of ${label} (_schema_version ${version}) from the source for sink.schema_evolution: ${problem}`,
+      'check that apply reaches the source (source.url) and that capture records definitions (<state_schema>.schema_versions); the table flows again by itself once it does',
+    );
+  }
+
+  /**
+   * The target table's DDL that its newest definition asks for, run on `c`; true when some
+   * ran (the caller re-reads the table). A definition change the target cannot follow holds
+   * the table with SCHEMA_MISMATCH.
+   */
+  async evolve(c: C, target: T, schema: string, table: string): Promise<boolean> {
+    const label = tableLabelOf({ schema, table });
+    const history = this.histories.get(label);
+    const newest = history?.[history.length - 1]?.version;
+    if (!history || newest === undefined || this.evolved.get(label) === newest) return false;
+    const d = this.dialect;
+    const plan = planEvolution(history, await d.describeColumns(c, target), { mode: this.options.mode, dropColumns: this.options.dropColumns, typeFor: (col) => d.typeFor(col) });
+    if (plan.mismatches.length > 0) {
+      throw new StructuralError(
+        label,
+        `${SCHEMA_MISMATCH}: target table ${target.label} cannot follow the source's definition (_schema_version ${newest}): ${plan.mismatches.join('; ')}`,
+        'change the target column yourself (the held changes then apply by themselves), or resync the table',
+      );
+    }
+    if (plan.steps.length > 0) await d.evolve(c, target, plan.steps);
+    return plan.steps.length > 0;
+  }
+
+  /**
+   * `full`: the columns to create a missing target table with (the newest definition);
+   * undefined when tables are not created or the definition cannot be read.
+   */
+  async columnsToCreate(schema: string, table: string): Promise<RecordedColumn[] | undefined> {
+    if (this.options.mode !== 'full') return undefined;
+    const label = tableLabelOf({ schema, table });
+    let history = this.histories.get(label);
+    if (!history) {
+      history = await this.options.definitions
+        .history(schema, table, 1)
+        .then(withKnownAttnums)
+        .catch(() => undefined);
+      if (!history || history.length === 0) return undefined;
+      this.histories.set(label, history);
+    }
+    const columns = history[history.length - 1]?.columns;
+    return columns && columns.length > 0 ? columns : undefined;
+  }
+
+  /** The DDL of `label` committed: no need to plan it again. */
+  committed(labels: Iterable<string>): void {
+    for (const label of labels) {
+      const h = this.histories.get(label);
+      const newest = h?.[h.length - 1]?.version;
+      if (newest !== undefined) this.evolved.set(label, newest);
+    }
+  }
+
+  private inNewestTerms(change: ChangeEvent): ChangeEvent {
+    const history = this.histories.get(tableLabelOf(change));
+    const newest = history?.[history.length - 1];
+    if (!history || !newest?.columns || change._schema_version >= newest.version) return change;
+    const renamed = withRenamedColumns(change, renamesSince(history, change._schema_version));
+    if (this.options.mode !== 'full' || this.options.dropColumns !== 'drop' || !renamed.payload) return renamed;
+    // Dropped at the source and so at the target: an older change's value has nowhere to go.
+    const names = new Set(newest.columns.map((c) => c.name));
+    const gone = Object.keys(renamed.payload).filter((k) => !names.has(k));
+    if (gone.length === 0) return renamed;
+    const without = (row: Row): Row => Object.fromEntries(Object.entries(row).filter(([k]) => names.has(k)));
+    return {
+      ...renamed,
+      payload: without(renamed.payload),
+      ...(renamed.before ? { before: without(renamed.before) } : {}),
+      ...(renamed.unchanged ? { unchanged: renamed.unchanged.filter((k) => names.has(k)) } : {}),
+    };
+  }
+}
