@@ -1,21 +1,10 @@
 import type pg from 'pg';
 import type { SynclineConfig } from '../config/schema.js';
 import { slotOf } from '../config/slot.js';
+import type { RecordedColumn } from '../core/schema-evolution.js';
 import { parseTableName, quoteQualified } from '../core/sql.js';
 import { sourceConnection } from '../compose/source-connection.js';
 import { connectPostgres } from './connect.js';
-
-/** A column of a recorded definition (`<state_schema>.schema_versions.columns`). */
-export interface RecordedColumn {
-  name: string;
-  /** `format_type(type_oid, typmod)`, e.g. `numeric(10,2)`. */
-  type: string;
-  type_oid: number;
-  typmod: number;
-  attnum: number | null;
-  not_null: boolean;
-  key: boolean;
-}
 
 /** What changed from one definition of a table to the next. */
 export interface ColumnDiff {
