@@ -13,9 +13,9 @@ export type SourceRowReader = (schema: string, table: string, key: Row, columns:
  * table whose snapshot has not finished (the row may come with a later chunk), an UPDATE
  * of a key that recently got such a key change (its insert may have been skipped), and an
  * UPDATE committed before this capture started (an earlier capture's memory of key changes
- * is gone with it). The
- * values are read from the source before the change is published (a later change of those
- * columns, or of the row, follows in the stream, so the row converges). A row that is gone
+ * is gone with it). The values are read from the source before the change is published (a
+ * later change of those columns, or of the row, follows in the stream, so the row
+ * converges). A row that is gone
  * keeps `unchanged` and is marked `superseded_at_source`: the key's later change decides it.
  */
 export class UnchangedValues {

@@ -8,12 +8,13 @@ import { waitFor } from '../helpers/wait.js';
 const TOAST: RelationSpec = { id: 1, schema: 'public', name: 'toast', columns: [{ name: 'id', key: true }, { name: 'small' }, { name: 'big' }] };
 
 /**
- * Chaos seed 20261204 (kafka->postgres): a key change into 255 leaving `big` unchanged, then
- * UPDATEs of 255 leaving it unchanged, then a TRUNCATE. Capture read 255 after the truncate:
- * gone, so the insert was marked superseded_at_source and skipped. capture was killed and
- * restarted between the key change and an UPDATE; the new capture did not know 255 had a key
- * change, published the UPDATE unmarked, and the sink (no row 255, the truncation not applied
- * yet: it travels in its own partition) refused it: UNCHANGED_VALUE_MISSING.
+ * Chaos seed 20261204 (kafka->postgres), from its stream: a key change into 255 leaving `big`
+ * unchanged (1/B927CF08), UPDATEs of 255 leaving it unchanged (1/B9363B10 ...), a TRUNCATE
+ * toast (1/B9598C70). A capture restarted after a kill -9 caught up, read 255 after the
+ * truncate: gone, so it marked the insert superseded_at_source (the sink skipped it). It was
+ * killed again after publishing the insert, before the UPDATE. The next capture did not know
+ * 255 had a key change and published the UPDATE unmarked; the sink, with no row 255 and the
+ * truncation not applied yet (later in the stream), refused it: UNCHANGED_VALUE_MISSING.
  */
 describe('capture restarted after a key change that left TOASTed values unchanged', () => {
   /** The source after the TRUNCATE: no row 255 (nor any other). */
