@@ -69,6 +69,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
         maxInFlight: config.stream.max_in_flight,
         statusIntervalMs: s.status_interval_ms,
         startLsn: source.startLsn,
+        walAtStart: source.walAtStart,
         ignoredSchemas: [s.state_schema],
         primaryKeys: source.primaryKeys,
         schemaVersions: source.schemaVersions,

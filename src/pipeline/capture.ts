@@ -49,6 +49,12 @@ export interface CaptureOptions {
    * the sink dead-letters it rather than guess.
    */
   readSourceRow?: SourceRowReader;
+  /**
+   * The source's WAL position when this capture took the slot (after any earlier capture of
+   * it stopped): UPDATEs committed before it that leave values unchanged are read at the
+   * source too (see UnchangedValues). Absent: nothing is read for that reason.
+   */
+  walAtStart?: Lsn;
   /** `stream.format` other than json: how changes are encoded (see typedRecords); absent: JSON. */
   codec?: ChangeCodec;
   /** `source.skip_origins`: drop the changes of transactions that carry a replication origin. */
@@ -110,7 +116,7 @@ export class Capture {
     });
     options.schemaVersions?.listen?.((e) => events.emit('capture:schema:changed', { table: `${e.schema}.${e.table}`, version: e.version, lsn: e.lsn }));
     this.streamed = new StreamedTransactions(options.spillDir);
-    this.unchanged = new UnchangedValues(options.readSourceRow);
+    this.unchanged = new UnchangedValues(options.readSourceRow, options.walAtStart);
     this.snapshots = new CaptureSnapshots({ builder: this.builder, publisher: this.publisher, unchanged: this.unchanged, events, log, flushDurable: () => this.flushDurable() });
     this.failed = (err) => {
       this.failure ??= err;

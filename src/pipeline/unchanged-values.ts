@@ -1,4 +1,5 @@
 import { partitionKeyOf, tableLabelOf, type ChangeEvent, type Row } from '../core/change.js';
+import { parseLsn, type Lsn } from '../core/lsn.js';
 
 /** How many recent key changes are remembered (see UnchangedValues.keyChanged). */
 const KEY_CHANGES_REMEMBERED = 100_000;
@@ -9,10 +10,12 @@ export type SourceRowReader = (schema: string, table: string, key: Row, columns:
 /**
  * Changes that left TOASTed columns unchanged where the target may have no row to keep
  * them from: a key change (the new key's row exists nowhere at the target), an UPDATE of a
- * table whose snapshot has not finished (the row may come with a later chunk), and an UPDATE
- * of a key that recently got such a key change (its insert may have been skipped). The
- * values are read from the source before the change is published (a later change of those
- * columns, or of the row, follows in the stream, so the row converges). A row that is gone
+ * table whose snapshot has not finished (the row may come with a later chunk), an UPDATE
+ * of a key that recently got such a key change (its insert may have been skipped), and an
+ * UPDATE committed before this capture started (an earlier capture's memory of key changes
+ * is gone with it). The values are read from the source before the change is published (a
+ * later change of those columns, or of the row, follows in the stream, so the row
+ * converges). A row that is gone
  * keeps `unchanged` and is marked `superseded_at_source`: the key's later change decides it.
  */
 export class UnchangedValues {
@@ -31,8 +34,15 @@ export class UnchangedValues {
   /** Changes whose unchanged values must be read from the source before publishing. */
   private toFill: ChangeEvent[] = [];
 
-  /** Without a reader nothing is filled: such a change keeps `unchanged` and the sink dead-letters it rather than guess. */
-  constructor(private readonly read: SourceRowReader | undefined) {}
+  /**
+   * Without a reader nothing is filled: such a change keeps `unchanged` and the sink
+   * dead-letters it rather than guess. `walAtStart`: the source's WAL position when this
+   * capture started (see mayLackRow); 0: no earlier capture to have forgotten anything.
+   */
+  constructor(
+    private readonly read: SourceRowReader | undefined,
+    private readonly walAtStart: Lsn = 0n,
+  ) {}
 
   /** The tables with an unfinished snapshot job (SnapshotRunner keeps this current). */
   setSnapshotting(tables: ReadonlySet<string>): void {
@@ -83,6 +93,20 @@ export class UnchangedValues {
       if (this.keyChanged.size > KEY_CHANGES_REMEMBERED) this.keyChanged.delete(this.keyChanged.values().next().value as string);
       return true;
     }
-    return e.op === 'UPDATE' && (this.snapshotting.has(tableLabelOf(e)) || this.keyChanged.has(id));
+    return e.op === 'UPDATE' && (this.snapshotting.has(tableLabelOf(e)) || this.keyChanged.has(id) || this.beforeStart(e));
+  }
+
+  /**
+   * Committed before this capture started. An earlier capture may have skipped the key's
+   * insert as superseded_at_source (it read the key at the source and found no row) and
+   * then died, and `keyChanged` died with it. That read came before this start, and found the
+   * row gone: whatever removed it (a DELETE of the key, a key change away, a TRUNCATE)
+   * committed before this start too, and so did every UPDATE of the key before it. Reading
+   * those UPDATEs again marks them superseded in turn; UPDATEs committed later are ones the
+   * earlier capture never judged. The cost: one read per UPDATE leaving values unchanged in
+   * the backlog a restart resumes (from the slot's confirmed position to `walAtStart`).
+   */
+  private beforeStart(e: ChangeEvent): boolean {
+    return this.walAtStart > 0n && parseLsn(e.commit_lsn) <= this.walAtStart;
   }
 }

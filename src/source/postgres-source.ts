@@ -6,7 +6,7 @@ import pg from 'pg';
 import type { Row } from '../core/change.js';
 import type { Clock } from '../core/clock.js';
 import { PrerequisiteError, errorMessage } from '../core/errors.js';
-import { formatLsn, type Lsn } from '../core/lsn.js';
+import { formatLsn, parseLsn, type Lsn } from '../core/lsn.js';
 import type { TableName } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
 import { primaryKeys, publicationTables } from './catalog.js';
@@ -78,6 +78,8 @@ export class PostgresSource {
     private readonly replication: ReplicationStream,
     /** The slot's confirmed position at start: where streaming resumes. */
     readonly startLsn: Lsn,
+    /** The server's WAL position once the slot was ready (any earlier capture of it gone), see CaptureOptions.walAtStart. */
+    readonly walAtStart: Lsn,
     /** Primary keys of the source's tables (see catalog.ts). */
     readonly primaryKeys: ReadonlyMap<string, readonly string[]>,
     /** Where `_schema_version`s are kept across restarts; undefined: in memory only. */
@@ -135,6 +137,7 @@ export class PostgresSource {
         admin,
         replication,
         state.confirmedFlush ?? 0n,
+        await walPosition(admin),
         await primaryKeys(admin),
         schemaVersions,
         snapshots,
@@ -249,6 +252,17 @@ async function readySlot(admin: pg.Client, options: PostgresSourceOptions, signa
   }
   log.info({ slot, created: ensured.created, confirmed: state.confirmedFlush === null ? null : formatLsn(state.confirmedFlush) }, 'replication slot ready');
   return state;
+}
+
+/**
+ * The server's WAL position now: where it inserts (a commit is visible only once inserted,
+ * even with synchronous_commit off), or on a standby what it replayed.
+ */
+async function walPosition(admin: pg.Client): Promise<Lsn> {
+  const { rows } = await admin.query<{ lsn: string }>(
+    'SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END)::text AS lsn',
+  );
+  return parseLsn(rows[0]?.lsn ?? '0/0');
 }
 
 /** The source-side snapshot job table, or undefined (with a warning) when it cannot be created. */
