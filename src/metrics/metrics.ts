@@ -125,6 +125,7 @@ export class Metrics {
         this.applied.inc({ table }, counts.applied);
         if (counts.stale > 0) this.stale.inc({ table }, counts.stale);
       }
+      for (const k of outcome.conflicts ?? []) this.conflicts.inc({ table: k.table, strategy: k.strategy }, k.count);
     };
     const off = [
       events.on('capture:change', (e) => this.captured.inc({ table: tableLabelOf(e) })),
@@ -148,7 +149,6 @@ export class Metrics {
       events.on('apply:batch:applied', ({ changes, outcome, records, duplicates, seconds, at }) => {
         this.applyBatchSeconds.observe(seconds);
         written(outcome);
-        for (const k of outcome.conflicts ?? []) this.conflicts.inc({ table: k.table, strategy: k.strategy }, k.count);
         // Changes folded into a newer change to the same key never reach the version gate. In a
         // replayed batch they are duplicates as much as the stale row that absorbed them, so they
         // are attributed in the proportion stale / (applied + stale): exact for the usual all-new
