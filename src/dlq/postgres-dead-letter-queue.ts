@@ -4,6 +4,7 @@ import { errorMessage, SynclineError } from '../core/errors.js';
 import { isRetriablePgError } from '../core/sqlstate.js';
 import { parseTableName, quoteIdent, quoteQualified } from '../core/sql.js';
 import { WAITING_CODES, type DeadLetter, type DeadLetterEntry, type DeadLetterFilter, type DeadLetterQueue } from './dead-letter-queue.js';
+import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
 
 /** keepFirstError (dead-letter-queue.ts) in SQL, for an upsert of an entry into table `t`. */
 const KEEP_FIRST_ERROR = (t: string): string => {
@@ -27,26 +28,38 @@ export class PostgresDeadLetterQueue implements DeadLetterQueue {
   }
 
   async prepare(): Promise<void> {
-    await this.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.schema)}`);
-    await this.query(`CREATE TABLE IF NOT EXISTS ${this.table} (
-      id bigserial PRIMARY KEY,
-      source text NOT NULL,
-      table_name text NOT NULL,
-      row_key text NOT NULL,
-      commit_lsn pg_lsn,
-      seq integer,
-      change jsonb,
-      raw text,
-      error text NOT NULL,
-      error_code text NOT NULL,
-      attempts integer NOT NULL,
-      first_failed_at timestamptz NOT NULL DEFAULT now(),
-      last_failed_at timestamptz NOT NULL DEFAULT now(),
-      stream_partition integer NOT NULL,
-      stream_offset bigint NOT NULL)`);
-    // One entry per change (undecodable records: per stream position).
-    await this.query(`CREATE UNIQUE INDEX IF NOT EXISTS dead_letter_change ON ${this.table} (source, commit_lsn, seq) WHERE commit_lsn IS NOT NULL`);
-    await this.query(`CREATE UNIQUE INDEX IF NOT EXISTS dead_letter_raw ON ${this.table} (stream_partition, stream_offset) WHERE commit_lsn IS NULL`);
+    // Two applies sharing the target (fan-in) create the table together.
+    const c = await this.pool.connect().catch((err: unknown) => {
+      throw new SynclineError('DLQ_FAILED', `dead-letter queue: ${errorMessage(err)}`, { retriable: true, cause: err });
+    });
+    try {
+      await serializedDdl(c, STATE_DDL_LOCK, async () => {
+        await c.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.schema)}`);
+        await c.query(`CREATE TABLE IF NOT EXISTS ${this.table} (
+          id bigserial PRIMARY KEY,
+          source text NOT NULL,
+          table_name text NOT NULL,
+          row_key text NOT NULL,
+          commit_lsn pg_lsn,
+          seq integer,
+          change jsonb,
+          raw text,
+          error text NOT NULL,
+          error_code text NOT NULL,
+          attempts integer NOT NULL,
+          first_failed_at timestamptz NOT NULL DEFAULT now(),
+          last_failed_at timestamptz NOT NULL DEFAULT now(),
+          stream_partition integer NOT NULL,
+          stream_offset bigint NOT NULL)`);
+        // One entry per change (undecodable records: per stream position).
+        await c.query(`CREATE UNIQUE INDEX IF NOT EXISTS dead_letter_change ON ${this.table} (source, commit_lsn, seq) WHERE commit_lsn IS NOT NULL`);
+        await c.query(`CREATE UNIQUE INDEX IF NOT EXISTS dead_letter_raw ON ${this.table} (stream_partition, stream_offset) WHERE commit_lsn IS NULL`);
+      });
+    } catch (err) {
+      throw new SynclineError('DLQ_FAILED', `dead-letter queue: ${errorMessage(err)}`, { retriable: isRetriablePgError(err), cause: err });
+    } finally {
+      c.release();
+    }
   }
 
   async add(letters: readonly DeadLetter[]): Promise<void> {

@@ -3,6 +3,7 @@ import { SynclineError } from '../core/errors.js';
 import { isRetriablePgError } from '../core/sqlstate.js';
 import { quoteIdent } from '../core/sql.js';
 import type { GateStore, RowMark, RowVersion } from './version-gated-sink.js';
+import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
 
 /** Options of PostgresGateStore. */
 export interface PostgresGateStoreOptions {
@@ -35,11 +36,11 @@ export class PostgresGateStore implements GateStore {
   async prepare(): Promise<void> {
     const s = this.schema;
     await this.run((c) =>
-      c.query(`
+      serializedDdl(c, STATE_DDL_LOCK, () => c.query(`
         CREATE SCHEMA IF NOT EXISTS ${s};
         CREATE TABLE IF NOT EXISTS ${s}.gate_rows (sink text NOT NULL, table_name text NOT NULL, row_key text NOT NULL, version numeric NOT NULL, deleted boolean NOT NULL, PRIMARY KEY (sink, table_name, row_key));
         CREATE TABLE IF NOT EXISTS ${s}.gate_truncations (sink text NOT NULL, table_name text NOT NULL, version numeric NOT NULL, PRIMARY KEY (sink, table_name));
-        CREATE TABLE IF NOT EXISTS ${s}.gate_positions (sink text NOT NULL, group_id text NOT NULL, partition integer NOT NULL, next_offset numeric NOT NULL, PRIMARY KEY (sink, group_id, partition));`),
+        CREATE TABLE IF NOT EXISTS ${s}.gate_positions (sink text NOT NULL, group_id text NOT NULL, partition integer NOT NULL, next_offset numeric NOT NULL, PRIMARY KEY (sink, group_id, partition));`)),
     );
   }
 

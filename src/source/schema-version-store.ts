@@ -3,6 +3,7 @@ import { formatLsn, parseLsn, type Lsn } from '../core/lsn.js';
 import { SchemaVersionHistory, type ColumnType, type SchemaVersionEntry, type SchemaVersionRegistry } from '../core/schema-version.js';
 import type { RecordedColumn, TableDefinition } from '../core/schema-evolution.js';
 import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
+import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
 
 /**
  * The `columns` of a recorded definition, one RecordedColumn per column in order: the type
@@ -34,19 +35,21 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
   }
 
   async prepare(): Promise<void> {
-    await this.client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.schema)}`);
-    await this.client.query(`CREATE TABLE IF NOT EXISTS ${this.table} (
-      slot_name text NOT NULL,
-      table_schema text NOT NULL,
-      table_name text NOT NULL,
-      version integer NOT NULL,
-      signature text NOT NULL,
-      first_lsn pg_lsn NOT NULL,
-      recorded_at timestamptz NOT NULL DEFAULT now(),
-      PRIMARY KEY (slot_name, table_schema, table_name, version))`);
-    // Added later: the definition's columns, [{name, type, type_oid, typmod, attnum, not_null, key}]
-    // (type: format_type text), for `syncline schemas` and schema evolution at the sink.
-    await this.client.query(`ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS columns jsonb`);
+    await serializedDdl(this.client, STATE_DDL_LOCK, async () => {
+      await this.client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.schema)}`);
+      await this.client.query(`CREATE TABLE IF NOT EXISTS ${this.table} (
+        slot_name text NOT NULL,
+        table_schema text NOT NULL,
+        table_name text NOT NULL,
+        version integer NOT NULL,
+        signature text NOT NULL,
+        first_lsn pg_lsn NOT NULL,
+        recorded_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (slot_name, table_schema, table_name, version))`);
+      // Added later: the definition's columns, [{name, type, type_oid, typmod, attnum, not_null, key}]
+      // (type: format_type text), for `syncline schemas` and schema evolution at the sink.
+      await this.client.query(`ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS columns jsonb`);
+    });
   }
 
   /** Reads the recorded definitions; call once before capture starts. */

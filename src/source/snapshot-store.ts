@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
+import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
 
 /**
  * A finished chunk: the rows whose key is in (after, upper], key values as text; `after`
@@ -47,28 +48,30 @@ export class SnapshotStore {
   }
 
   async prepare(): Promise<void> {
-    await this.client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.schema)}`);
-    await this.client.query(`CREATE TABLE IF NOT EXISTS ${this.table} (
-      id bigserial PRIMARY KEY,
-      slot_name text NOT NULL,
-      table_schema text NOT NULL,
-      table_name text NOT NULL,
-      status text NOT NULL DEFAULT 'pending',
-      last_key jsonb,
-      done_ranges jsonb,
-      key_from text,
-      key_to text,
-      rows bigint NOT NULL DEFAULT 0,
-      chunks integer NOT NULL DEFAULT 0,
-      error text,
-      requested_at timestamptz NOT NULL DEFAULT now(),
-      started_at timestamptz,
-      updated_at timestamptz NOT NULL DEFAULT now(),
-      finished_at timestamptz)`);
-    // Tables created by a version without parallel chunks; checked first, as ALTER TABLE
-    // would queue for a lock behind the running capture's progress updates.
-    const has = await this.client.query(`SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass AND attname = 'done_ranges' AND NOT attisdropped`, [this.table]);
-    if (has.rowCount === 0) await this.client.query(`ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS done_ranges jsonb`);
+    await serializedDdl(this.client, STATE_DDL_LOCK, async () => {
+      await this.client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.schema)}`);
+      await this.client.query(`CREATE TABLE IF NOT EXISTS ${this.table} (
+        id bigserial PRIMARY KEY,
+        slot_name text NOT NULL,
+        table_schema text NOT NULL,
+        table_name text NOT NULL,
+        status text NOT NULL DEFAULT 'pending',
+        last_key jsonb,
+        done_ranges jsonb,
+        key_from text,
+        key_to text,
+        rows bigint NOT NULL DEFAULT 0,
+        chunks integer NOT NULL DEFAULT 0,
+        error text,
+        requested_at timestamptz NOT NULL DEFAULT now(),
+        started_at timestamptz,
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        finished_at timestamptz)`);
+      // Tables created by a version without parallel chunks; checked first, as ALTER TABLE
+      // would queue for a lock behind the running capture's progress updates.
+      const has = await this.client.query(`SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass AND attname = 'done_ranges' AND NOT attisdropped`, [this.table]);
+      if (has.rowCount === 0) await this.client.query(`ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS done_ranges jsonb`);
+    });
   }
 
   async request(table: TableName, keyFrom: string | null = null, keyTo: string | null = null): Promise<string> {

@@ -22,6 +22,7 @@ import { CopyStages } from './copy-stage.js';
 import { classifyPgError, isStructuralPgError } from './postgres-errors.js';
 import { auditStale, staleAuditDdl } from './stale-audit.js';
 import { castText, keyMatch, loadTargetTable, storedText, type TargetColumn, type TargetTable } from './table-meta.js';
+import { serializedDdl, STATE_DDL_LOCK } from '../../postgres/serialized-ddl.js';
 
 export interface PostgresSinkOptions {
   url: string;
@@ -124,9 +125,10 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   }
 
   async createBookkeeping(c: pg.PoolClient): Promise<void> {
-    await c.query('BEGIN');
-    // Two apply processes starting together must not race on CREATE ... IF NOT EXISTS.
-    await c.query("SELECT pg_advisory_xact_lock(hashtext('syncline.sink.prepare'))");
+    await serializedDdl(c, STATE_DDL_LOCK, () => this.createBookkeepingTables(c));
+  }
+
+  private async createBookkeepingTables(c: pg.PoolClient): Promise<void> {
     await c.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.options.stateSchema)}`);
     await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.positions} (
       group_id text NOT NULL, stream_partition integer NOT NULL, next_offset bigint NOT NULL,
@@ -152,7 +154,6 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
       const { rows } = await c.query<{ on: boolean }>(`SELECT current_setting('track_commit_timestamp')::boolean AS on`);
       this.commitTimestamps = rows[0]?.on === true;
     }
-    await c.query('COMMIT');
   }
 
   async readPositions(c: pg.PoolClient, group: string): Promise<Map<number, bigint>> {
