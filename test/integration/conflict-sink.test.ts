@@ -5,7 +5,7 @@ import { formatLsn } from '../../src/core/lsn.js';
 import { builtInResolver, withDeltas, type ConflictResolver } from '../../src/sink/conflicts/resolve.js';
 import { PostgresSink } from '../../src/sink/postgres/postgres-sink.js';
 import type { ConflictOptions } from '../../src/sink/sql/sql-sink.js';
-import { freshDatabase, machinePg15, PG15_URL } from '../helpers/postgres.js';
+import { freshDatabase, machinePg15, PG15_URL, waitFor } from '../helpers/postgres.js';
 import { dropDatabases } from '../helpers/many-writers.js';
 import { REJECT_VALUE, describeSinkContract } from '../contract/sink-contract.js';
 
@@ -127,6 +127,37 @@ describe('postgres sink conflict tracking (PostgreSQL 15)', () => {
       expect(r.rows).toEqual([{ strategy: 'custom', written: { id: '1', v: 'A+B', n: '1' } }]);
     } finally {
       await sink.close();
+    }
+  });
+  it('a key another writer inserts while the batch runs is a conflict decided by the strategy, not overwritten (source_priority)', async () => {
+    await client.query('DROP TABLE IF EXISTS acc; CREATE TABLE acc (id text PRIMARY KEY, v text, n bigint); TRUNCATE syncline.conflicts, syncline.tombstones');
+    const priority: ConflictOptions = { strategy: 'source_priority', resolver: withDeltas(builtInResolver('source_priority', ['a', 'b'])), deltaColumns: new Map(), localSource: 'local' };
+    const sinkA = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, conflicts: priority });
+    const sinkB = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, conflicts: priority });
+    await sinkA.prepare();
+    await sinkB.prepare();
+    // Source a (first in priority) inserts key 1 in a transaction held open: b's batch reads
+    // the key absent (nothing to lock) and must not write over a's row once a commits.
+    const held = new pg.Client({ connectionString: url });
+    await held.connect();
+    try {
+      await sinkA.apply([change('a', 'INSERT', '0', { id: '0', v: 'warm', n: '0' }, '2026-01-01T00:00:00Z')], new Map(), 'ga');
+      await held.query('BEGIN');
+      await held.query(`INSERT INTO acc (id, v, n, _syncline_source, _syncline_lsn, _syncline_seq, _syncline_xid)
+                        VALUES ('1', 'from a', 1, 'a', '0/1', 1, pg_current_xact_id()::text::bigint % 4294967296)`);
+      const applyingB = sinkB.apply([change('b', 'INSERT', '1', { id: '1', v: 'from b', n: '2' }, '2026-01-01T00:00:02Z')], new Map(), 'gb');
+      // b's insert waits on a's uncommitted key (the transaction is visible as a lock wait).
+      await waitFor('b waiting for a\'s row lock', async () => (await client.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`)).rowCount === 1, 10_000, 20);
+      await held.query('COMMIT');
+      const outcome = await applyingB;
+      expect(outcome.applied).toBe(0);
+      expect(await rows()).toEqual([{ id: '0', v: 'warm', n: '0' }, { id: '1', v: 'from a', n: '1' }]);
+      const r = await client.query<{ winner: string; incoming_source: string; stored_source: string }>(`SELECT winner, incoming_source, stored_source FROM syncline.conflicts`);
+      expect(r.rows).toEqual([{ winner: 'stored', incoming_source: 'b', stored_source: 'a' }]);
+    } finally {
+      await held.end();
+      await sinkA.close();
+      await sinkB.close();
     }
   });
 });

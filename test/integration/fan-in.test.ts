@@ -93,7 +93,14 @@ describe.each(SERVERS)('fan-in: three sources into one target (%s, embedded stre
         ...range(1, 90).map((id) => ({ id, name: `s${Math.floor((id - 1) / 30) + 1}`, qty: Math.floor((id - 1) / 30) === 2 ? 7 : 3 })),
         ...range(100, 109).map((id) => ({ id, name: 's2-shared', qty: 1 })),
       ];
-      await waitFor('the target holds every source row and the shared keys of s2', async () => (await rowsOf(targetUrl, 'SELECT id, name, qty FROM items ORDER BY id')) === JSON.stringify(expected), 60_000, 250);
+      const held = (): Promise<string> => rowsOf(targetUrl, 'SELECT id, name, qty FROM items ORDER BY id');
+      const differences = async (): Promise<string> => {
+        const rows = JSON.parse(await held()) as unknown[];
+        const wrong = expected.filter((e) => !rows.some((r) => JSON.stringify(r) === JSON.stringify(e)));
+        const conflicts = await rowsOf(targetUrl, `SELECT row_key, winner, incoming_source, stored_source, incoming_version, stored_version FROM syncline.conflicts ORDER BY id`).catch(String);
+        return JSON.stringify({ rows: rows.length, missingOrWrong: wrong, got: rows.filter((r) => (r as { id: number }).id >= 100), conflicts: JSON.parse(conflicts) as unknown });
+      };
+      await waitFor('the target holds every source row and the shared keys of s2', async () => (await held()) === JSON.stringify(expected), 60_000, 250, differences);
       // A delete is a write too: s3 may not delete s2's row; s1 deletes its own.
       await exec(urls[2] as string, 'DELETE FROM items WHERE id = 100');
       await exec(urls[0] as string, 'DELETE FROM items WHERE id = 1');

@@ -245,11 +245,66 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     return n;
   }
 
+  async insertAbsent(c: pg.PoolClient, target: TargetTable, columns: string[], keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]> {
+    const values: (string | number | null)[][] = columns.map((col) => rows.map((r) => (r.payload as Row)[col] ?? null));
+    values.push(rows.map((r) => rowKeyOf(r)), rows.map((r) => r.commit_lsn), rows.map((r) => r.seq), rows.map((r) => r.source), rows.map((r) => r.commit_ts));
+    const res = await c.query<{ n: number }>(this.insertAbsentSql(target, columns, keyColumns), [...values, target.label]);
+    const inserted = new Set(res.rows.map((r) => r.n));
+    return rows.filter((_, i) => !inserted.has(i + 1));
+  }
+
   /** The version-gated upsert from `unnest` of array parameters, or from `stage` when given. */
   private upsertSql(target: TargetTable, columns: string[], keyColumns: string[], stage?: string): string {
     const cacheKey = `u\u0001${target.qualified}\u0001${columns.join('\u0000')}\u0001${stage ?? ''}`;
     const cached = this.sqlCache.get(cacheKey);
     if (cached) return cached;
+    const p = this.insertParts(target, columns, stage);
+    const soft = this.options.deleteMode === 'soft';
+    const tracked = this.options.conflicts !== undefined;
+    const updates = [...columns.filter((c) => !keyColumns.includes(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`), `${V_LSN} = EXCLUDED.${V_LSN}`, `${V_SEQ} = EXCLUDED.${V_SEQ}`];
+    if (soft) updates.push(`${quoteIdent(DELETED_AT_COLUMN)} = NULL`);
+    if (tracked) updates.push(...[W_SOURCE, W_CLOCK, W_XID].map((col) => `${col} = EXCLUDED.${col}`));
+    // Tracked: a row of another writer reaches the upsert only when the resolver let the
+    // change win (SqlSink.resolveConflicts, under the rows' locks); versions of different
+    // writers are not comparable, so only a row of the same source is gated on its version.
+    const rowGate = tracked ? `(t.${W_SOURCE} IS DISTINCT FROM EXCLUDED.${W_SOURCE} OR ${LOCALLY_WRITTEN} OR ${ROW_VERSION} < (EXCLUDED.${V_LSN}, EXCLUDED.${V_SEQ}))` : `${ROW_VERSION} < (EXCLUDED.${V_LSN}, EXCLUDED.${V_SEQ})`;
+    const sql =
+      `INSERT INTO ${target.qualified} AS t (${p.insertCols.join(', ')})
+       SELECT ${p.selectExprs.join(', ')}
+         FROM ${p.from}
+        ${p.where}
+       ON CONFLICT (${keyColumns.map(quoteIdent).join(', ')}) DO UPDATE SET ${updates.join(', ')}` +
+      (this.options.versionGate ? `\n       WHERE ${rowGate}` : '') +
+      // With the audit on, the written keys come back so the rejected ones can be recorded.
+      (this.options.staleAudit ? `\n       RETURNING to_json(ARRAY[${keyColumns.map((c) => `t.${quoteIdent(c)}::text`).join(', ')}])::text AS k` : '');
+    this.sqlCache.set(cacheKey, sql);
+    return sql;
+  }
+
+  /** Conflict tracking's insert of keys read absent: never over a row; returns the ordinals (1-based) inserted. */
+  private insertAbsentSql(target: TargetTable, columns: string[], keyColumns: string[]): string {
+    const cacheKey = `a\u0001${target.qualified}\u0001${columns.join('\u0000')}`;
+    const cached = this.sqlCache.get(cacheKey);
+    if (cached) return cached;
+    const p = this.insertParts(target, columns, undefined, true);
+    const match = keyColumns.map((k) => `t.${quoteIdent(k)} = ${p.cast(k, columns.indexOf(k))}`).join(' AND ');
+    const sql = `WITH i AS (SELECT * FROM ${p.from}),
+      ins AS (INSERT INTO ${target.qualified} AS t (${p.insertCols.join(', ')})
+              SELECT ${p.selectExprs.join(', ')} FROM i
+               ${p.where}
+              ON CONFLICT (${keyColumns.map(quoteIdent).join(', ')}) DO NOTHING
+              RETURNING ${keyColumns.map((k) => `t.${quoteIdent(k)}`).join(', ')})
+      SELECT i.n::int AS n FROM i JOIN ins t ON ${match}`;
+    this.sqlCache.set(cacheKey, sql);
+    return sql;
+  }
+
+  /**
+   * What the upsert and the insert of absent keys share: the inserted columns and values from
+   * `unnest` of array parameters (or `stage`; `numbered`: with the ordinal `n`), and the
+   * version gate on tombstones and truncations (or just the label parameter, ungated).
+   */
+  private insertParts(target: TargetTable, columns: string[], stage?: string, numbered = false) {
     const n = columns.length;
     const soft = this.options.deleteMode === 'soft';
     const cast = (col: string, i: number): string => castText(target.columns.get(col) as TargetColumn, `i.c${i}`);
@@ -257,36 +312,16 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     const insertCols = [...columns.map(quoteIdent), V_LSN, V_SEQ, ...(soft ? [quoteIdent(DELETED_AT_COLUMN)] : []), ...(tracked ? [W_SOURCE, W_CLOCK, W_XID] : [])];
     const selectExprs = [...columns.map(cast), 'i.v_lsn::pg_lsn', 'i.v_seq', ...(soft ? ['NULL'] : []), ...(tracked ? ['i.w_source', 'i.w_clock::timestamptz', CURRENT_XID] : [])];
     const unnestArgs = [...columns.map((_, i) => `$${i + 1}::text[]`), `$${n + 1}::text[]`, `$${n + 2}::text[]`, `$${n + 3}::int[]`, ...(tracked ? [`$${n + 4}::text[]`, `$${n + 5}::text[]`] : [])];
-    const aliases = [...columns.map((_, i) => `c${i}`), 'row_key', 'v_lsn', 'v_seq', ...(tracked ? ['w_source', 'w_clock'] : [])];
-    const from = stage ? `${stage} AS i` : `unnest(${unnestArgs.join(', ')}) AS i(${aliases.join(', ')})`;
+    const aliases = [...columns.map((_, i) => `c${i}`), 'row_key', 'v_lsn', 'v_seq', ...(tracked ? ['w_source', 'w_clock'] : []), ...(numbered ? ['n'] : [])];
+    const from = stage ? `${stage} AS i` : `unnest(${unnestArgs.join(', ')})${numbered ? ' WITH ORDINALITY' : ''} AS i(${aliases.join(', ')})`;
     const label = stage ? '$1' : `$${n + (tracked ? 6 : 4)}`;
-    const updates = [...columns.filter((c) => !keyColumns.includes(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`), `${V_LSN} = EXCLUDED.${V_LSN}`, `${V_SEQ} = EXCLUDED.${V_SEQ}`];
-    if (soft) updates.push(`${quoteIdent(DELETED_AT_COLUMN)} = NULL`);
-    if (tracked) updates.push(...[W_SOURCE, W_CLOCK, W_XID].map((col) => `${col} = EXCLUDED.${col}`));
-    const gate = this.options.versionGate;
-    // Tracked: a row of another writer reaches the upsert only when the resolver let the
-    // change win (SqlSink.resolveConflicts, under the rows' locks); versions of different
-    // writers are not comparable, so only a row of the same source is gated on its version.
-    const rowGate = tracked ? `(t.${W_SOURCE} IS DISTINCT FROM EXCLUDED.${W_SOURCE} OR ${LOCALLY_WRITTEN} OR ${ROW_VERSION} < (EXCLUDED.${V_LSN}, EXCLUDED.${V_SEQ}))` : `${ROW_VERSION} < (EXCLUDED.${V_LSN}, EXCLUDED.${V_SEQ})`;
-    const sql =
-      `INSERT INTO ${target.qualified} AS t (${insertCols.join(', ')})
-       SELECT ${selectExprs.join(', ')}
-         FROM ${from}` +
-      (gate
-        ? `
-        WHERE NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
+    const where = this.options.versionGate
+      ? `WHERE NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
                            WHERE tb.table_name = ${label} AND tb.row_key = i.row_key AND (tb.lsn, tb.seq) >= (i.v_lsn::pg_lsn, i.v_seq)${tracked ? ' AND (tb.source IS NULL OR tb.source = i.w_source)' : ''})
           AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr
                            WHERE tr.table_name = ${label} AND (tr.lsn, tr.seq) >= (i.v_lsn::pg_lsn, i.v_seq))`
-        : `
-        WHERE ${label}::text IS NOT NULL`) +
-      `
-       ON CONFLICT (${keyColumns.map(quoteIdent).join(', ')}) DO UPDATE SET ${updates.join(', ')}` +
-      (gate ? `\n       WHERE ${rowGate}` : '') +
-      // With the audit on, the written keys come back so the rejected ones can be recorded.
-      (this.options.staleAudit ? `\n       RETURNING to_json(ARRAY[${keyColumns.map((c) => `t.${quoteIdent(c)}::text`).join(', ')}])::text AS k` : '');
-    this.sqlCache.set(cacheKey, sql);
-    return sql;
+      : `WHERE ${label}::text IS NOT NULL`;
+    return { insertCols, selectExprs, from, where, cast };
   }
 
   async delete(c: pg.PoolClient, target: TargetTable, keyColumns: string[], rows: ChangeEvent[]): Promise<number> {

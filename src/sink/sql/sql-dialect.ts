@@ -132,6 +132,13 @@ export interface SqlDialect<C, T extends SqlTable> {
    */
   readStored?(c: C, target: T, keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, StoredRow>>;
   /**
+   * Conflict tracking: inserts `rows` (all sent exactly `columns`), whose keys `readStored`
+   * found absent, under the version gate, but never over a row: a row another writer inserted
+   * since the read (which its lock could not cover) stays. Returns the rows not inserted,
+   * for the conflict rules to decide against what is stored now.
+   */
+  insertAbsent?(c: C, target: T, columns: string[], keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]>;
+  /**
    * Writes `values` into the stored row of `change`'s key and nothing else: the stored version
    * won a conflict, but its counters (delta columns) take the change's difference. Who wrote
    * the version stays as it was.

@@ -159,9 +159,9 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
           if (rows.length === 0) continue;
         }
       }
-      if (this.conflicts && this.dialect.readStored && this.dialect.recordConflicts && this.dialect.decidedBefore) {
-        rows = await this.resolveConflicts(c, target, columns, keyColumns, rows, batch.runs, counts, recorded);
-        if (rows.length === 0) continue;
+      if (this.conflicts && this.dialect.insertAbsent) {
+        await this.upsertTracked(c, target, columns, keyColumns, rows, batch.runs, counts, recorded);
+        continue;
       }
       const n = await this.dialect.upsert(c, target, columns, keyColumns, rows);
       counts.applied += n;
@@ -174,9 +174,11 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
     if (rows.length === 0) return;
     const keyColumns = Object.keys((rows[0] as ChangeEvent).key);
     this.checkColumns(target, [], keyColumns);
-    if (this.conflicts && this.dialect.readStored && this.dialect.recordConflicts && this.dialect.decidedBefore) {
-      // Deleting a row another writer wrote is a conflict like any write.
-      rows = await this.resolveConflicts(c, target, [], keyColumns, rows, batch.runs, counts, recorded);
+    if (this.conflicts && this.dialect.insertAbsent) {
+      // Deleting a row another writer wrote is a conflict like any write; deleting an absent
+      // row only leaves the tombstone, whoever inserts the key meanwhile.
+      const { write, absent } = await this.resolveConflicts(c, target, [], keyColumns, rows, batch.runs, counts, recorded);
+      rows = [...write, ...absent];
       if (rows.length === 0) return;
     }
     const n = await this.dialect.delete(c, target, keyColumns, rows);
@@ -224,7 +226,49 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
   }
 
   /**
-   * Conflict tracking: of `rows`, those to write. A row whose stored version another writer
+   * Conflict tracking's upsert. The stored rows are read under their locks and each conflict
+   * decided; but a key with no row has nothing to lock, and another writer (another source's
+   * apply, the application at the target) may insert it before this transaction writes. So
+   * the absent keys are inserted without overwriting, and the ones another writer got to
+   * first go through the conflict rules again against that row (now locked). A key that is
+   * still absent and still refused after that is stale (a newer delete or truncation).
+   */
+  private async upsertTracked(
+    c: C,
+    target: T,
+    columns: string[],
+    keyColumns: string[],
+    rows: ChangeEvent[],
+    runs: ReadonlyMap<string, ChangeEvent[]> | undefined,
+    counts: Counts,
+    recorded: ConflictRecord[],
+  ): Promise<void> {
+    const d = this.dialect;
+    if (!d.insertAbsent) throw new Error(`${d.name} sink does not track conflicts`);
+    let pending = rows;
+    for (let round = 0; pending.length > 0; round++) {
+      const { write, absent } = await this.resolveConflicts(c, target, columns, keyColumns, pending, runs, counts, recorded);
+      if (write.length > 0) {
+        const n = await d.upsert(c, target, columns, keyColumns, write);
+        counts.applied += n;
+        counts.stale += write.length - n;
+      }
+      if (absent.length === 0) return;
+      const refused = await d.insertAbsent(c, target, columns, keyColumns, absent);
+      counts.applied += absent.length - refused.length;
+      // A refused key whose row is still absent was refused by the gate: stale. Twice is
+      // enough to tell (a row that came and went in between is as good as a newer delete).
+      if (round === 2) {
+        counts.stale += refused.length;
+        return;
+      }
+      pending = refused;
+    }
+  }
+
+  /**
+   * Conflict tracking: of `rows`, those to write (`write`: over a stored row, `absent`: no
+   * row was stored, see upsertTracked). A row whose stored version another writer
    * made (another source, or the target itself since syncline wrote it) is a conflict,
    * decided by the resolver and recorded; the loser is skipped (counted stale) and a merge
    * replaces the incoming values. Rows of the same source go to the version gate as they are.
@@ -238,17 +282,20 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
     runs: ReadonlyMap<string, ChangeEvent[]> | undefined,
     counts: Counts,
     recorded: ConflictRecord[],
-  ): Promise<ChangeEvent[]> {
+  ): Promise<{ write: ChangeEvent[]; absent: ChangeEvent[] }> {
     const cf = this.conflicts as ConflictOptions;
-    const stored = await (this.dialect.readStored as NonNullable<SqlDialect<C, T>['readStored']>)(c, target, keyColumns, rows);
+    const d = this.dialect;
+    if (!d.readStored || !d.recordConflicts || !d.decidedBefore) throw new Error(`${d.name} sink does not track conflicts`);
+    const stored = await d.readStored(c, target, keyColumns, rows);
     const out: ChangeEvent[] = [];
+    const absent: ChangeEvent[] = [];
     const deltas = cf.deltaColumns.get(target.label) ?? [];
     const candidates: { r: ChangeEvent; s: StoredRow; run: ChangeEvent[] }[] = [];
     for (const r of rows) {
       const key = rowKeyOf(r);
       const s = stored.get(key);
       if (!s) {
-        out.push(r);
+        absent.push(r);
         continue;
       }
       // The row's changes in this batch that the target does not hold yet (a republished run
@@ -268,10 +315,10 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       }
       candidates.push({ r, s, run });
     }
-    if (candidates.length === 0) return out;
+    if (candidates.length === 0) return { write: out, absent };
     // A change decided in a conflict before (republished) has no effect again: a losing write
     // leaves no version of its source on the row, so its record is what remembers it.
-    const decided = await (this.dialect.decidedBefore as NonNullable<SqlDialect<C, T>['decidedBefore']>)(c, target.label, candidates.flatMap((x) => x.run));
+    const decided = await d.decidedBefore(c, target.label, candidates.flatMap((x) => x.run));
     const records: ConflictRecord[] = [];
     for (const { s, run: all } of candidates) {
       const run = all.filter((ch) => !decided.has(conflictIdOf(ch)));
@@ -309,10 +356,10 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       records.push({ table: target.label, strategy: cf.strategy, winner: decision.winner, incoming: r, run, incomingClock, storedWriter: writer, storedClock, stored: storedRow, written });
     }
     if (records.length > 0) {
-      await (this.dialect.recordConflicts as NonNullable<SqlDialect<C, T>['recordConflicts']>)(c, records);
+      await d.recordConflicts(c, records);
       recorded.push(...records);
     }
-    return out;
+    return { write: out, absent };
   }
 
   /**
