@@ -6,9 +6,11 @@
 // Usage: npm run build && node bench/pipeline.bench.mjs [changes] [adminUrl]
 // SYNCLINE_BENCH_BROKER=kafka|nats runs the same through a real broker (Kafka on
 // 127.0.0.1:9092 via scripts/kafka.sh start; NATS JetStream on 127.0.0.1:4222).
+// SYNCLINE_BENCH_BROKER=all runs embedded, kafka and nats back to back (one process each) and
+// prints their lines, then one line comparing the brokers with the embedded stream of the same run.
 // SYNCLINE_BENCH_CONSISTENCY=transactional applies whole source transactions (sink.consistency).
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -23,6 +25,30 @@ const ADMIN = process.argv[3] ?? process.env.SYNCLINE_BENCH_PG_URL ?? 'postgres:
 const TXN = 1000;
 const BROKER = process.env.SYNCLINE_BENCH_BROKER ?? 'embedded';
 const CONSISTENCY = process.env.SYNCLINE_BENCH_CONSISTENCY ?? 'eventual';
+const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+
+if (BROKER === 'all') {
+  const runs = {};
+  for (const broker of ['embedded', 'kafka', 'nats']) {
+    const out = execFileSync(process.execPath, [...process.execArgv, process.argv[1], ...process.argv.slice(2)], {
+      env: { ...process.env, SYNCLINE_BENCH_BROKER: broker },
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    runs[broker] = JSON.parse(out.trim().split('\n').pop());
+    console.log(JSON.stringify(runs[broker]));
+  }
+  const ratio = (broker, field) => +(runs[broker][field] / runs.embedded[field]).toFixed(2);
+  console.log(JSON.stringify({
+    bench: 'pipeline-brokers',
+    changes: N,
+    kafka_vs_embedded: { capture: ratio('kafka', 'capture_changes_per_s'), apply: ratio('kafka', 'apply_changes_per_s') },
+    nats_vs_embedded: { capture: ratio('nats', 'capture_changes_per_s'), apply: ratio('nats', 'apply_changes_per_s') },
+    loadavg: loadavg(),
+  }));
+  process.exit(0);
+}
+
 const dir = mkdtempSync(path.join(os.tmpdir(), 'syncline-bench-'));
 const urlOf = (db) => { const u = new URL(ADMIN); u.pathname = `/${db}`; return u.toString(); };
 const DDL = `CREATE TABLE bench (id bigint PRIMARY KEY, customer text NOT NULL, amount numeric(12,2), status text, qty integer, created_at timestamptz NOT NULL)`;
@@ -129,6 +155,7 @@ console.log(JSON.stringify({
   server_side_upsert_rows_per_s: rate(upsertSeconds),
   apply_vs_server_upsert: +(upsertSeconds / applySeconds).toFixed(2),
   peak_rss_mib: Math.round(process.resourceUsage().maxRSS / 1024),
+  loadavg: loadavg(),
 }));
 rmSync(dir, { recursive: true, force: true });
 // Leave no slot behind: an idle slot retains WAL on the server.

@@ -16,7 +16,8 @@ import { Kafka, logLevel } from 'kafkajs';
 import { connect } from 'nats';
 import { openEmbeddedStream } from '../dist/stream/embedded/embedded-stream.js';
 import { openKafkaStream } from '../dist/stream/kafka/kafka-stream.js';
-import { openNatsStream, partitionStreamName, positionsBucketName } from '../dist/stream/nats/nats-stream.js';
+import { openNatsStream } from '../dist/stream/nats/nats-stream.js';
+import { partitionStreamName, positionsBucketName } from '../dist/stream/nats/nats-names.js';
 
 const N = Number(process.argv[2] ?? 200_000);
 const WHICH = (process.argv[3] ?? 'embedded,kafka,nats').split(',');

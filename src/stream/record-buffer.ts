@@ -19,6 +19,8 @@ export class RecordBuffer {
   private readonly queues = new Map<number, Queue>();
   private rr = 0;
   private waiter: (() => void) | null = null;
+  /** A producer waiting for `size` to fall to its mark (see `room`). */
+  private spaceWaiter: { below: number; done: (ok: boolean) => void } | null = null;
 
   /** Appends `records` (one partition, offset order) and wakes a waiting poll. */
   push(partition: number, records: StreamRecord[]): void {
@@ -34,7 +36,7 @@ export class RecordBuffer {
       for (let i = 0; i < records.length; i++) q.items.push(records[i] as StreamRecord);
     }
     this.size += records.length;
-    this.wake();
+    this.waiter?.();
   }
 
   /** Records held for `partition`. */
@@ -48,11 +50,32 @@ export class RecordBuffer {
     if (partition === undefined) {
       this.queues.clear();
       this.size = 0;
-      return;
+    } else {
+      const held = this.count(partition);
+      this.queues.delete(partition);
+      this.size -= held;
     }
-    const held = this.count(partition);
-    this.queues.delete(partition);
-    this.size -= held;
+    this.spaceFreed();
+  }
+
+  /**
+   * Resolves true once `size` is at most `below` (poll() took records, or they were
+   * dropped), false after `ms` or on `wake()`. One waiter at a time: a newer one ends the
+   * older (false).
+   */
+  room(below: number, ms: number): Promise<boolean> {
+    if (this.size <= below) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      const finish = (ok: boolean): void => {
+        clearTimeout(timer);
+        if (this.spaceWaiter === waiter) this.spaceWaiter = null;
+        resolve(ok);
+      };
+      const waiter = { below, done: finish };
+      const timer = setTimeout(() => finish(false), ms);
+      this.spaceWaiter?.done(false);
+      this.spaceWaiter = waiter;
+    });
   }
 
   /**
@@ -90,8 +113,22 @@ export class RecordBuffer {
     });
   }
 
+  /** Wakes a waiting poll, and ends a `room` wait (false unless there is room). */
   wake(): void {
     this.waiter?.();
+    const space = this.spaceWaiter;
+    if (space !== null) {
+      this.spaceWaiter = null;
+      space.done(this.size <= space.below);
+    }
+  }
+
+  private spaceFreed(): void {
+    const space = this.spaceWaiter;
+    if (space !== null && this.size <= space.below) {
+      this.spaceWaiter = null;
+      space.done(true);
+    }
   }
 
   private takeFrom(partition: number, quota: number, out: StreamRecord[]): number {
@@ -103,6 +140,7 @@ export class RecordBuffer {
     q.head = end;
     if (q.head === q.items.length) this.queues.delete(partition);
     this.size -= got;
+    this.spaceFreed();
     return got;
   }
 }

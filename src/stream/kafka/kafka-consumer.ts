@@ -1,8 +1,9 @@
 /**
  * One member of a Kafka consumer group, over kafkajs's consumer:
  * - poll() over kafkajs's push-based `eachBatch`: fetched batches go into a bounded buffer;
- *   past `bufferRecords` the assigned partitions are paused (kafkajs keeps heartbeating), and
- *   resumed when poll() has drained half of it.
+ *   past `bufferRecords` the batch handler waits for poll() to drain half of it; if that takes
+ *   longer than FULL_WAIT_MS the assigned partitions are paused (kafkajs keeps heartbeating),
+ *   and resumed when poll() has drained half of it.
  * - No auto-commit: commit() writes the given positions to the group; kafkajs's own
  *   "resolved offsets" only move its fetch position.
  * - Every assignment (first join and each rebalance) pauses the new partitions, asks
@@ -19,6 +20,12 @@ import { RetentionGapError, type ConsumerOptions, type StreamConsumer, type Stre
 import type { KafkaAdmin } from './kafka-admin.js';
 import { kafkaError } from './kafka-errors.js';
 import type { KafkaStreamOptions } from './kafka-stream.js';
+
+/**
+ * How long a full buffer holds kafkajs's fetch loop before the partitions are paused: well
+ * under any session timeout, since kafkajs sends no heartbeat while a batch is handled.
+ */
+const FULL_WAIT_MS = 1000;
 
 /** What a consumer uses of its stream. */
 export interface KafkaConsumerContext {
@@ -338,9 +345,17 @@ export class KafkaConsumer implements StreamConsumer {
     if (last === undefined) return;
     this.next.set(p, last.offset + 1n);
     this.buffer.push(p, records);
-    if (!this.full && this.buffer.size >= this.highWater) {
-      this.full = true;
-      this.syncPauses();
-    }
+    if (this.full || this.buffer.size < this.highWater) return;
+    // Full: hold kafkajs's fetch loop here until poll() has taken half. Pausing instead costs
+    // more than it saves while apply keeps up: kafkajs drops the rest of the fetched batches
+    // of paused partitions (fetched again later) and, with every partition paused, sleeps
+    // `maxWaitTimeInMs` before it looks again. Only when poll() does not drain within
+    // FULL_WAIT_MS (apply is stuck or slow) are the partitions paused, so that kafkajs keeps
+    // heartbeating while nothing is fetched.
+    const generation = this.generation;
+    const drained = await this.buffer.room(this.highWater / 2, FULL_WAIT_MS);
+    if (drained || generation !== this.generation || this.guard.isClosed) return;
+    this.full = true;
+    this.syncPauses();
   }
 }
