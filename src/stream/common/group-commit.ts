@@ -8,32 +8,31 @@ import type { SynclineError } from '../../core/errors.js';
 import type { OutgoingRecord } from '../stream.js';
 import { streamClosedError } from './errors.js';
 
-interface PendingPublish<T> {
-  records: readonly T[];
+interface PendingPublish {
+  records: readonly OutgoingRecord[];
   resolve: () => void;
   reject: (err: unknown) => void;
 }
 
-/** `T`: what one publish call queues per record (the records themselves, unless the producer adds to them). */
-export interface GroupCommitOptions<T = OutgoingRecord> {
+export interface GroupCommitOptions {
   /** Names the adapter in error messages. */
   broker: string;
   /** Writes one batch: the records of each queued publish call, in call order. */
-  write: (calls: readonly (readonly T[])[]) => Promise<void>;
+  write: (calls: readonly (readonly OutgoingRecord[])[]) => Promise<void>;
   /** The error a failed write latches (a batch's callers are rejected with it). */
   failed: (err: unknown) => SynclineError;
   /** Called after a batch was written and its callers resolved. */
   written?: () => void;
 }
 
-export class GroupCommit<T = OutgoingRecord> {
-  private queue: PendingPublish<T>[] = [];
+export class GroupCommit {
+  private queue: PendingPublish[] = [];
   private draining: Promise<void> | null = null;
   /** Set by the first failed batch: later publishes are refused so none is stored after it. */
   private failure: SynclineError | null = null;
   private closed = false;
 
-  constructor(private readonly opts: GroupCommitOptions<T>) {}
+  constructor(private readonly opts: GroupCommitOptions) {}
 
   get isClosed(): boolean {
     return this.closed;
@@ -45,7 +44,7 @@ export class GroupCommit<T = OutgoingRecord> {
   }
 
   /** Queues `records` (after refusal() said none) for the next batch; resolves once written. */
-  enqueue(records: readonly T[]): Promise<void> {
+  enqueue(records: readonly OutgoingRecord[]): Promise<void> {
     // Copy the list (not the records): callers often reuse their batch array right away,
     // and this one is written only when its group commit starts.
     const copy = records.slice();

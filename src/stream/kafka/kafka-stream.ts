@@ -51,8 +51,6 @@ export interface KafkaStreamOptions {
   maxBytesPerPartition?: number;
   /** Largest estimated size of one partition's batch in one produce request. Default 768 KiB (brokers refuse batches over `message.max.bytes`, 1 MiB by default). */
   maxBatchBytes?: number;
-  /** Idempotent producers a stream producer splits the partitions over (see kafka-producer.ts). Default 2. */
-  producerLanes?: number;
   /** Group session timeout: how long a killed member keeps its partitions. Default 10000. */
   sessionTimeoutMs?: number;
   /** How long consumer() waits for its first assignment. Default 60000. */
