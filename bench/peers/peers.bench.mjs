@@ -13,6 +13,8 @@
 // pg_recvlogical on PATH, and for Debezium a JDK 17+ and Maven: the peer in bench/peers/debezium
 // is built here (mvn package, from Maven Central into ~/.m2) and run alone on its classpath.
 // SYNCLINE_PEERS=pg_recvlogical,syncline,debezium picks peers (and their order);
+// SYNCLINE_PEERS_BASELINE=<folder with dist/cli/main.js> adds peer syncline_baseline (another
+// build, e.g. main's, on the same WAL: before/after in one run);
 // SYNCLINE_PEERS_PG_RECVLOGICAL the pg_recvlogical binary; SYNCLINE_PEERS_NODE_ARGS extra node
 // flags for syncline (e.g. --cpu-prof --cpu-prof-dir=/tmp/prof); SYNCLINE_PEERS_JVM_ARGS for Debezium's JVM; SYNCLINE_PEERS_JAVA the java
 // binary (default: java on PATH); SYNCLINE_PEERS_DEBEZIUM_FORMAT=connect|json (default connect:
@@ -29,7 +31,9 @@ import { query } from '../bench-helpers.mjs';
 
 const N = Number(process.argv[2] ?? 500_000);
 const ADMIN = process.argv[3] ?? process.env.SYNCLINE_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const PEERS = (process.env.SYNCLINE_PEERS ?? 'pg_recvlogical,syncline,debezium').split(',').map((s) => s.trim()).filter(Boolean);
+/** Another build of syncline (a folder holding dist/cli/main.js, e.g. a worktree of main) drained as peer `syncline_baseline`: before/after on the same WAL. */
+const BASELINE = process.env.SYNCLINE_PEERS_BASELINE;
+const PEERS = (process.env.SYNCLINE_PEERS ?? `pg_recvlogical,syncline,${BASELINE ? 'syncline_baseline,' : ''}debezium`).split(',').map((s) => s.trim()).filter(Boolean);
 const JAVA = process.env.SYNCLINE_PEERS_JAVA ?? 'java';
 const DEBEZIUM_FORMAT = process.env.SYNCLINE_PEERS_DEBEZIUM_FORMAT ?? 'connect';
 const TXN = 1000;
@@ -52,7 +56,8 @@ const children = [];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 for (const peer of PEERS) {
-  if (!['pg_recvlogical', 'syncline', 'debezium'].includes(peer)) throw new Error(`unknown peer ${peer}`);
+  if (!['pg_recvlogical', 'syncline', 'syncline_baseline', 'debezium'].includes(peer)) throw new Error(`unknown peer ${peer}`);
+  if (peer === 'syncline_baseline' && !BASELINE) throw new Error('peer syncline_baseline needs SYNCLINE_PEERS_BASELINE=<folder with dist/cli/main.js>');
 }
 
 try {
@@ -64,8 +69,9 @@ try {
   for (const peer of PEERS) {
     const load = loadavg();
     const r = peer === 'pg_recvlogical' ? await runRecvlogical(endLsn)
-      : peer === 'syncline' ? await runSyncline()
-        : await runDebezium(classpath);
+      : peer === 'syncline' ? await runSyncline(peer, ROOT)
+        : peer === 'syncline_baseline' ? await runSyncline(peer, path.resolve(BASELINE))
+          : await runDebezium(classpath);
     results[peer] = {
       peer,
       changes: r.changes,
@@ -87,6 +93,7 @@ try {
     debezium_format: PEERS.includes('debezium') ? DEBEZIUM_FORMAT : undefined,
     syncline_vs_pg_recvlogical: ratio('syncline', 'pg_recvlogical'),
     syncline_vs_debezium: ratio('syncline', 'debezium'),
+    ...(BASELINE ? { syncline_vs_baseline: ratio('syncline', 'syncline_baseline') } : {}),
     cpu_per_change_us: Object.fromEntries(Object.values(results).map((r) => [r.peer, +((r.cpu_seconds * 1e6) / r.changes).toFixed(2)])),
     loadavg: loadavg(),
   }));
@@ -126,6 +133,9 @@ async function runRecvlogical(endLsn) {
     '--no-loop', '-o', 'proto_version=1', '-o', `publication_names=${PUBLICATION}`, '-f', '/dev/null',
   ], { slot: slotOf('pg_recvlogical') });
   if (r.code !== 0) throw new Error(`pg_recvlogical exited ${r.code}: ${r.stderr}`);
+  // Into /dev/null nothing can be counted: check instead that it confirmed the whole load.
+  const { rows } = await query(SRC, 'SELECT confirmed_flush_lsn >= $2::pg_lsn AS drained FROM pg_replication_slots WHERE slot_name = $1', [slotOf('pg_recvlogical'), endLsn]);
+  if (!rows[0]?.drained) throw new Error(`pg_recvlogical stopped before ${endLsn}`);
   return { ...r, changes: N };
 }
 
@@ -134,23 +144,23 @@ async function runRecvlogical(endLsn) {
  * endpoint on), into the durable embedded stream. Done when the stream has durably stored N
  * changes (sync_events_published_total, scraped every 100 ms); then SIGTERM, which drains.
  */
-async function runSyncline() {
+async function runSyncline(peer, root) {
   const port = await freePort();
-  const config = path.join(dir, 'sync.yaml');
+  const config = path.join(dir, `${peer}.yaml`);
   writeFileSync(config, `source:
   url: ${SRC}
-  slots: [{ name: ${slotOf('syncline')}, publication: ${PUBLICATION}, tables: [bench] }]
-stream: { broker: embedded, path: ${path.join(dir, 'stream')}, partitions: 6 }
+  slots: [{ name: ${slotOf(peer)}, publication: ${PUBLICATION}, tables: [bench] }]
+stream: { broker: embedded, path: ${path.join(dir, `${peer}-stream`)}, partitions: 6 }
 consumer: { group_id: peers }
 sink: { url: ${SRC} }
 monitoring: { host: 127.0.0.1, port: ${port} }
 `);
   const node = process.execPath;
-  const args = [...(process.env.SYNCLINE_PEERS_NODE_ARGS ?? '').split(' ').filter(Boolean), path.join(ROOT, 'dist', 'cli', 'main.js'), 'capture', '-c', config];
+  const args = [...(process.env.SYNCLINE_PEERS_NODE_ARGS ?? '').split(' ').filter(Boolean), path.join(root, 'dist', 'cli', 'main.js'), 'capture', '-c', config];
   let published = 0;
   let firstChangeSeconds;
   const r = await measure(node, args, {
-    slot: slotOf('syncline'),
+    slot: slotOf(peer),
     cwd: dir,
     async done(child, elapsed) {
       published = await scrapePublished(port);
@@ -181,7 +191,7 @@ async function runDebezium(classpath) {
 /** mvn package + the dependency classpath, so the measured JVM runs alone (no Maven around it). */
 function buildDebezium() {
   const cpFile = path.join(DEBEZIUM_DIR, 'target', 'classpath.txt');
-  execFileSync('mvn', ['-q', '-B', '-Dstyle.color=never', 'package', 'dependency:build-classpath', `-Dmdep.outputFile=${cpFile}`], { cwd: DEBEZIUM_DIR, stdio: ['ignore', 'inherit', 'inherit'] });
+  execFileSync('mvn', ['-q', '-B', '-Dstyle.color=never', 'package', 'dependency:build-classpath', `-Dmdep.outputFile=${cpFile}`], { cwd: DEBEZIUM_DIR, stdio: ['ignore', 2, 2] });
   return [path.join(DEBEZIUM_DIR, 'target', 'debezium-peer.jar'), readFileSync(cpFile, 'utf8').trim()].join(path.delimiter);
 }
 
