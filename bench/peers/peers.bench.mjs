@@ -14,7 +14,8 @@
 // is built here (mvn package, from Maven Central into ~/.m2) and run alone on its classpath.
 // SYNCLINE_PEERS=pg_recvlogical,syncline,debezium picks peers (and their order);
 // SYNCLINE_PEERS_BASELINE=<folder with dist/cli/main.js> adds peer syncline_baseline (another
-// build, e.g. main's, on the same WAL: before/after in one run);
+// build, e.g. main's, on the same WAL: before/after in one run; SYNCLINE_PEERS_BASELINE_NODE_ARGS
+// its node flags, default those of syncline);
 // SYNCLINE_PEERS_PG_RECVLOGICAL the pg_recvlogical binary; SYNCLINE_PEERS_NODE_ARGS extra node
 // flags for syncline (e.g. --cpu-prof --cpu-prof-dir=/tmp/prof); SYNCLINE_PEERS_JVM_ARGS for Debezium's JVM; SYNCLINE_PEERS_JAVA the java
 // binary (default: java on PATH); SYNCLINE_PEERS_DEBEZIUM_FORMAT=connect|json (default connect:
@@ -156,7 +157,8 @@ sink: { url: ${SRC} }
 monitoring: { host: 127.0.0.1, port: ${port} }
 `);
   const node = process.execPath;
-  const args = [...(process.env.SYNCLINE_PEERS_NODE_ARGS ?? '').split(' ').filter(Boolean), path.join(root, 'dist', 'cli', 'main.js'), 'capture', '-c', config];
+  const nodeArgs = (peer === 'syncline_baseline' ? process.env.SYNCLINE_PEERS_BASELINE_NODE_ARGS : undefined) ?? process.env.SYNCLINE_PEERS_NODE_ARGS ?? '';
+  const args = [...nodeArgs.split(' ').filter(Boolean), path.join(root, 'dist', 'cli', 'main.js'), 'capture', '-c', config];
   let published = 0;
   let firstChangeSeconds;
   const r = await measure(node, args, {
