@@ -39,6 +39,7 @@ import { connect } from 'nats';
 import pg from 'pg';
 import YAML from 'yaml';
 import { partitionStreamName, positionsBucketName } from '../dist/stream/nats/nats-names.js';
+import { freePort } from '../dist/demo/ports.js';
 import { query } from './bench-helpers.mjs';
 
 const { values: opts } = parseArgs({
@@ -184,13 +185,20 @@ async function drive(client, state, run, warm, rate, seconds) {
 async function measureStream(broker, dir, round, results) {
   await createDatabases();
   const stream = streamOf(broker, dir, round);
+  const metricsPort = await freePort();
+  /** Changes published and applied so far, from the process's metrics (one scrape). */
+  const counters = async () => {
+    const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text(), () => '');
+    const sum = (name) => text.split('\n').filter((l) => l.startsWith(name)).reduce((s, l) => s + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+    return { published: sum('sync_events_published_total'), applied: sum('sync_events_applied_total') };
+  };
   const config = applyOverrides({
     source: { url: SRC, snapshot: 'never', slots: [{ name: SLOT, publication: `${SLOT}_pub`, tables: ['lat'] }] },
     stream: stream.config,
     consumer: { group_id: 'latency' },
     sink: { url: DST },
     dead_letter: { store: 'table' },
-    monitoring: { enabled: false },
+    monitoring: { enabled: true, port: metricsPort },
   });
   const file = path.join(dir, `${broker}.yaml`);
   writeFileSync(file, YAML.stringify(config));
@@ -206,6 +214,13 @@ async function measureStream(broker, dir, round, results) {
       if (Date.now() > ready) throw new Error(`syncline run (${broker}): slot not active after 60 s`);
       await sleep(100);
     }
+    // One row through the whole pipeline before any load: consumer groups joined, tables known.
+    await client.query("INSERT INTO lat (id, run, warm, payload) VALUES (0, -1, true, 'probe')");
+    while ((await query(DST, 'SELECT count(*)::int AS n FROM lat WHERE id = 0')).rows[0].n !== 1) {
+      if (exited) throw new Error(`syncline run (${broker}) exited before the first change arrived`);
+      if (Date.now() > ready) throw new Error(`syncline run (${broker}): the first change did not arrive within 60 s`);
+      await sleep(50);
+    }
     const state = { nextId: 1 };
     for (let i = 0; i < RATES.length; i++) {
       const rate = RATES[i];
@@ -216,6 +231,8 @@ async function measureStream(broker, dir, round, results) {
       const d = await drive(client, state, run, false, rate, SECONDS);
       const cpu = cpuSeconds(child.pid) - cpu0;
       const load1 = loadavg();
+      // How far behind the end of the load capture and apply were (ids 0 .. nextId-1 inserted).
+      const atEnd = await counters();
       // Wait for the tail to arrive (polled only now: no query competes with the measured load).
       const expected = (await query(SRC, 'SELECT count(*)::int AS n FROM lat WHERE run = $1', [run])).rows[0].n;
       const deadline = Date.now() + 120_000;
@@ -243,6 +260,8 @@ async function measureStream(broker, dir, round, results) {
         source_txn_ms_p50: +percentile(d.txnMs, 0.5).toFixed(2),
         source_txn_ms_p99: +percentile(d.txnMs, 0.99).toFixed(2),
         ticks_skipped: d.skipped,
+        unpublished_at_end: state.nextId - atEnd.published,
+        unapplied_at_end: state.nextId - atEnd.applied,
         syncline_cpu_pct: Math.round((cpu / d.elapsed) * 100),
         loadavg_before: load0[0],
         loadavg_after: load1[0],
