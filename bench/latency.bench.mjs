@@ -119,9 +119,10 @@ function streamOf(broker, dir, round) {
           await nc.close();
         },
       };
-    default:
+    default: {
       const streamDir = path.join(dir, `stream-${round}`);
       return { config: { broker: 'embedded', path: streamDir, partitions: PARTITIONS }, async cleanup() { rmSync(streamDir, { recursive: true, force: true }); } };
+    }
   }
 }
 
@@ -190,7 +191,12 @@ async function measureStream(broker, dir, round, results) {
   const counters = async () => {
     const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text(), () => '');
     const sum = (name) => text.split('\n').filter((l) => l.startsWith(name)).reduce((s, l) => s + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
-    return { published: sum('sync_events_published_total'), applied: sum('sync_events_applied_total') };
+    return {
+      published: sum('sync_events_published_total'),
+      applied: sum('sync_events_applied_total'),
+      batches: sum('sync_apply_batch_duration_seconds_count'),
+      batchSeconds: sum('sync_apply_batch_duration_seconds_sum'),
+    };
   };
   const config = applyOverrides({
     source: { url: SRC, snapshot: 'never', slots: [{ name: SLOT, publication: `${SLOT}_pub`, tables: ['lat'] }] },
@@ -216,9 +222,13 @@ async function measureStream(broker, dir, round, results) {
     }
     // One row through the whole pipeline before any load: consumer groups joined, tables known.
     await client.query("INSERT INTO lat (id, run, warm, payload) VALUES (0, -1, true, 'probe')");
+    const probeDeadline = Date.now() + 180_000;
     while ((await query(DST, 'SELECT count(*)::int AS n FROM lat WHERE id = 0')).rows[0].n !== 1) {
       if (exited) throw new Error(`syncline run (${broker}) exited before the first change arrived`);
-      if (Date.now() > ready) throw new Error(`syncline run (${broker}): the first change did not arrive within 60 s`);
+      if (Date.now() > probeDeadline) {
+        const slot = (await query(SRC, 'SELECT confirmed_flush_lsn::text AS confirmed, pg_current_wal_lsn()::text AS current, active FROM pg_replication_slots WHERE slot_name = $1', [SLOT])).rows[0];
+        throw new Error(`syncline run (${broker}): the first change did not arrive within 180 s (slot ${JSON.stringify(slot)}, metrics ${JSON.stringify(await counters())})`);
+      }
       await sleep(50);
     }
     const state = { nextId: 1 };
@@ -228,7 +238,13 @@ async function measureStream(broker, dir, round, results) {
       if (WARMUP > 0) await drive(client, state, run, true, rate, WARMUP);
       const load0 = loadavg();
       const cpu0 = cpuSeconds(child.pid);
+      const before = await counters();
+      // SYNCLINE_LATENCY_TRACE=1: every 250 ms, to stderr, how far capture and apply are behind.
+      const trace = process.env.SYNCLINE_LATENCY_TRACE === '1' && setInterval(() => {
+        void counters().then((c) => console.error(`trace ${broker} ${rate}/s: unpublished ${state.nextId - c.published}, unapplied ${state.nextId - c.applied}, load ${loadavg()[0]}`));
+      }, 250);
       const d = await drive(client, state, run, false, rate, SECONDS);
+      if (trace) clearInterval(trace);
       const cpu = cpuSeconds(child.pid) - cpu0;
       const load1 = loadavg();
       // How far behind the end of the load capture and apply were (ids 0 .. nextId-1 inserted).
@@ -262,6 +278,8 @@ async function measureStream(broker, dir, round, results) {
         ticks_skipped: d.skipped,
         unpublished_at_end: state.nextId - atEnd.published,
         unapplied_at_end: state.nextId - atEnd.applied,
+        apply_batches: atEnd.batches - before.batches,
+        apply_batch_ms_mean: +((1000 * (atEnd.batchSeconds - before.batchSeconds)) / Math.max(1, atEnd.batches - before.batches)).toFixed(1),
         syncline_cpu_pct: Math.round((cpu / d.elapsed) * 100),
         loadavg_before: load0[0],
         loadavg_after: load1[0],
