@@ -4,7 +4,7 @@
 // NATS JetStream) and per load rate. Prints one JSON line per stream, rate and round with
 // p50_ms, p90_ms, p99_ms, max_ms, the achieved rate and the load average.
 //
-// The load: every 10 ms one transaction (one INSERT statement, autocommit) of rate/100 rows,
+// The load: every `--tick` ms (10) one transaction (one INSERT statement, autocommit) of rate * tick / 1000 rows,
 // paced against the clock and never bursting to catch up (a late tick is skipped; the
 // achieved rate is printed). The first `--warmup` seconds of each rate are not measured.
 //
@@ -24,6 +24,8 @@
 //   --rates 1000,5000,20000   changes per second
 //   --streams embedded,kafka,nats   default: all three, a broker that does not answer skipped
 //   --seconds 20              measured seconds per rate   --warmup 2   unmeasured seconds first
+//   --tick 10                 ms between transactions (each of rate * tick / 1000 rows)
+//   --settle 5                idle seconds once the first change went through, before any load
 //   --repeat 1                rounds over all rates (one syncline process per stream)
 //   --set stream.batch_wait_ms=5   any config key (repeatable), e.g. consumer.batch_wait_ms
 // Env: SYNCLINE_BENCH_PG_URL (admin URL), KAFKA_PORT (9092).
@@ -48,6 +50,8 @@ const { values: opts } = parseArgs({
     streams: { type: 'string' },
     seconds: { type: 'string', default: '20' },
     warmup: { type: 'string', default: '2' },
+    tick: { type: 'string', default: '10' },
+    settle: { type: 'string', default: '5' },
     repeat: { type: 'string', default: '1' },
     set: { type: 'string', multiple: true, default: [] },
   },
@@ -56,7 +60,7 @@ const RATES = opts.rates.split(',').map(Number);
 const SECONDS = Number(opts.seconds);
 const WARMUP = Number(opts.warmup);
 const REPEAT = Number(opts.repeat);
-const TICK_MS = 10;
+const TICK_MS = Number(opts.tick);
 const PARTITIONS = 6;
 const ADMIN = process.env.SYNCLINE_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const KAFKA = `127.0.0.1:${process.env.KAFKA_PORT ?? 9092}`;
@@ -231,6 +235,9 @@ async function measureStream(broker, dir, round, results) {
       }
       await sleep(50);
     }
+    // Kafka's broker works for a few seconds after a topic is created and a group joined, on
+    // the same 2 cores: the first rate measured right away came out 2-3x worse than later ones.
+    await sleep(Number(opts.settle) * 1000);
     const state = { nextId: 1 };
     for (let i = 0; i < RATES.length; i++) {
       const rate = RATES[i];
@@ -275,6 +282,7 @@ async function measureStream(broker, dir, round, results) {
         min_ms: +lat[0].toFixed(1),
         source_txn_ms_p50: +percentile(d.txnMs, 0.5).toFixed(2),
         source_txn_ms_p99: +percentile(d.txnMs, 0.99).toFixed(2),
+        rows_per_txn: Math.max(1, Math.round((rate * TICK_MS) / 1000)),
         ticks_skipped: d.skipped,
         unpublished_at_end: state.nextId - atEnd.published,
         unapplied_at_end: state.nextId - atEnd.applied,
