@@ -31,7 +31,7 @@
 // Env: SYNCLINE_BENCH_PG_URL (admin URL), KAFKA_PORT (9092).
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -212,7 +212,12 @@ async function measureStream(broker, dir, round, results) {
   });
   const file = path.join(dir, `${broker}.yaml`);
   writeFileSync(file, YAML.stringify(config));
-  const child = spawn(process.execPath, ['dist/cli/main.js', 'run', '-c', file], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, SYNCLINE_LOG_LEVEL: 'warn' } });
+  // The process's log (SYNCLINE_LOG_LEVEL, default info) is kept in the OS temp dir when a run fails.
+  const logFile = path.join(os.tmpdir(), `syncline-latency-${tag}-${broker}-${round + 1}.log`);
+  const log = openSync(logFile, 'w');
+  const child = spawn(process.execPath, ['dist/cli/main.js', 'run', '-c', file], { stdio: ['ignore', log, log], env: { ...process.env, SYNCLINE_LOG_LEVEL: process.env.SYNCLINE_LOG_LEVEL ?? 'info' } });
+  closeSync(log);
+  let failed = true;
   let exited = false;
   const exit = new Promise((r) => child.once('exit', (code, signal) => { exited = true; r({ code, signal }); }));
   const client = new pg.Client({ connectionString: SRC });
@@ -225,13 +230,20 @@ async function measureStream(broker, dir, round, results) {
       await sleep(100);
     }
     // One row through the whole pipeline before any load: consumer groups joined, tables known.
-    await client.query("INSERT INTO lat (id, run, warm, payload) VALUES (0, -1, true, 'probe')");
+    // Sent again every 2 s: a slot shows active while it is still being created (waiting for
+    // the transactions running on the server to end), and a row committed before its
+    // consistent point is, rightly, never decoded.
     const probeDeadline = Date.now() + 180_000;
-    while ((await query(DST, 'SELECT count(*)::int AS n FROM lat WHERE id = 0')).rows[0].n !== 1) {
+    for (let probe = -1, sent = 0; ; ) {
+      if (Date.now() - sent > 2000) {
+        await client.query("INSERT INTO lat (id, run, warm, payload) VALUES ($1, -1, true, 'probe')", [probe--]);
+        sent = Date.now();
+      }
+      if ((await query(DST, 'SELECT count(*)::int AS n FROM lat WHERE run = -1')).rows[0].n > 0) break;
       if (exited) throw new Error(`syncline run (${broker}) exited before the first change arrived`);
       if (Date.now() > probeDeadline) {
         const slot = (await query(SRC, 'SELECT confirmed_flush_lsn::text AS confirmed, pg_current_wal_lsn()::text AS current, active FROM pg_replication_slots WHERE slot_name = $1', [SLOT])).rows[0];
-        throw new Error(`syncline run (${broker}): the first change did not arrive within 180 s (slot ${JSON.stringify(slot)}, metrics ${JSON.stringify(await counters())})`);
+        throw new Error(`syncline run (${broker}): no change arrived within 180 s (slot ${JSON.stringify(slot)}, metrics ${JSON.stringify(await counters())}; log: ${logFile})`);
       }
       await sleep(50);
     }
@@ -239,6 +251,9 @@ async function measureStream(broker, dir, round, results) {
     // the same 2 cores: the first rate measured right away came out 2-3x worse than later ones.
     await sleep(Number(opts.settle) * 1000);
     const state = { nextId: 1 };
+    // Changes inserted (and decoded) so far: the probes that arrived plus ids 1 .. nextId-1.
+    const probes = (await query(DST, 'SELECT count(*)::int AS n FROM lat WHERE run = -1')).rows[0].n;
+    const inserted = () => probes + state.nextId - 1;
     for (let i = 0; i < RATES.length; i++) {
       const rate = RATES[i];
       const run = round * 100 + i;
@@ -248,13 +263,13 @@ async function measureStream(broker, dir, round, results) {
       const before = await counters();
       // SYNCLINE_LATENCY_TRACE=1: every 250 ms, to stderr, how far capture and apply are behind.
       const trace = process.env.SYNCLINE_LATENCY_TRACE === '1' && setInterval(() => {
-        void counters().then((c) => console.error(`trace ${broker} ${rate}/s: unpublished ${state.nextId - c.published}, unapplied ${state.nextId - c.applied}, load ${loadavg()[0]}`));
+        void counters().then((c) => console.error(`trace ${broker} ${rate}/s: unpublished ${inserted() - c.published}, unapplied ${inserted() - c.applied}, load ${loadavg()[0]}`));
       }, 250);
       const d = await drive(client, state, run, false, rate, SECONDS);
       if (trace) clearInterval(trace);
       const cpu = cpuSeconds(child.pid) - cpu0;
       const load1 = loadavg();
-      // How far behind the end of the load capture and apply were (ids 0 .. nextId-1 inserted).
+      // How far behind capture and apply were at the end of the load.
       const atEnd = await counters();
       // Wait for the tail to arrive (polled only now: no query competes with the measured load).
       const expected = (await query(SRC, 'SELECT count(*)::int AS n FROM lat WHERE run = $1', [run])).rows[0].n;
@@ -284,8 +299,8 @@ async function measureStream(broker, dir, round, results) {
         source_txn_ms_p99: +percentile(d.txnMs, 0.99).toFixed(2),
         rows_per_txn: Math.max(1, Math.round((rate * TICK_MS) / 1000)),
         ticks_skipped: d.skipped,
-        unpublished_at_end: state.nextId - atEnd.published,
-        unapplied_at_end: state.nextId - atEnd.applied,
+        unpublished_at_end: inserted() - atEnd.published,
+        unapplied_at_end: inserted() - atEnd.applied,
         apply_batches: atEnd.batches - before.batches,
         apply_batch_ms_mean: +((1000 * (atEnd.batchSeconds - before.batchSeconds)) / Math.max(1, atEnd.batches - before.batches)).toFixed(1),
         syncline_cpu_pct: Math.round((cpu / d.elapsed) * 100),
@@ -298,7 +313,9 @@ async function measureStream(broker, dir, round, results) {
       console.log(JSON.stringify(line));
       await sleep(1000);
     }
+    failed = false;
   } finally {
+    if (!failed) rmSync(logFile, { force: true });
     await client.end();
     if (!exited) child.kill('SIGTERM');
     await exit;
