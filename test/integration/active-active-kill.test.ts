@@ -175,10 +175,10 @@ monitoring: { enabled: true, port: ${ports[from]} }
       return changed;
     };
     const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
-    // a's pipeline is killed a third of the way through and restarted; b's at two thirds.
+    // a's pipeline is killed a third of the way through and near the end, b's at two thirds.
     const [onA, onB] = await Promise.all([
       side(urls.a, 'a', range(21, 60), async (r) => {
-        if (r === 10) {
+        if (r === 10 || r === 26) {
           await kill('a');
           start('a');
         }
