@@ -13,6 +13,7 @@ import { openDeadLetterQueue } from '../compose/dead-letters.js';
 import { openSink } from '../compose/sink.js';
 import { sourceConnection } from '../compose/source-connection.js';
 import { openStream } from '../compose/stream.js';
+import { collectSchemaVersions, type SchemaVersionReport } from '../ops/schemas.js';
 
 /** Which parts a pipeline process runs: both, or capture or apply alone. */
 export type Role = 'run' | 'capture' | 'apply';
@@ -43,7 +44,8 @@ export async function startMonitoring(
   const deadLetters = open('dead-letter queue', () => openDeadLetterQueue(config));
   const sink = role === 'capture' ? undefined : open('replay through the sink', replaySink ?? (() => openSink(config)));
   const token = config.monitoring.dashboard_token;
-  const dashboard = createDashboard({ metrics, deadLetters, sink, group: config.consumer.group_id, token, log, host: config.monitoring.host });
+  const schemaVersions = (): Promise<SchemaVersionReport[]> => collectSchemaVersions(config);
+  const dashboard = createDashboard({ metrics, deadLetters, sink, group: config.consumer.group_id, token, log, host: config.monitoring.host, schemaVersions });
   const stopDrift = role === 'capture' ? undefined : reportDrift(config, metrics, log, customSink);
   const release = async (): Promise<void> => {
     await stopDrift?.();

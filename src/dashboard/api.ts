@@ -47,9 +47,29 @@ export interface StatusResponse {
     /** How to enable the actions, when they are off for want of a token. */
     hint?: string;
   };
+  /** The table definitions capture recorded (what `syncline schemas` lists). */
+  schemas: {
+    /** Newest first, at most the 50 newest. */
+    versions: SchemaVersionStatus[];
+    /** Why the list is empty or old, e.g. "source not reachable: ...". */
+    note?: string;
+  };
   sample_interval_ms: number;
   /** The history ring, oldest first. */
   samples: StatusSample[];
+}
+
+/** One definition of a table (`_schema_version`) and what changed from the one before. */
+export interface SchemaVersionStatus {
+  /** `schema.table`. */
+  table: string;
+  version: number;
+  /** Formatted LSN where capture first met the definition. */
+  first_lsn: string;
+  /** ISO 8601. */
+  recorded_at: string;
+  /** One line per column change against the previous version (`+ extra numeric(10,2)`, `- legacy text`, `~ note renamed to remark`, `~ v integer -> bigint`); empty for a table's first version. */
+  changes: string[];
 }
 
 export interface TableStatus {

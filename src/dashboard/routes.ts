@@ -10,7 +10,9 @@ import { ACTIONS_DISABLED_MESSAGE, DeadLetterActions } from './dlq-actions.js';
 import { AccessToken, hostAllowed, HttpError, sendError, sendJson } from './http.js';
 import { sendPage } from './page.js';
 import { Sampler } from './sampler.js';
+import { SchemaVersionsView } from './schema-versions.js';
 import { readStatus } from './status.js';
+import type { SchemaVersionReport } from '../ops/schemas.js';
 
 export interface DashboardOptions {
   metrics: Metrics;
@@ -31,6 +33,8 @@ export interface DashboardOptions {
    */
   host?: string | undefined;
   log?: Logger | undefined;
+  /** The table definitions capture recorded (read from the source); none shown without. */
+  schemaVersions?: (() => Promise<SchemaVersionReport[]>) | undefined;
   sampleIntervalMs?: number;
   maxSamples?: number;
 }
@@ -62,6 +66,7 @@ class DashboardRoutes implements Dashboard {
   private readonly token: AccessToken | undefined;
   private readonly sampler: Sampler;
   private readonly actions: DeadLetterActions;
+  private readonly schemas: SchemaVersionsView | undefined;
 
   constructor(private readonly options: DashboardOptions) {
     this.sampleIntervalMs = options.sampleIntervalMs ?? 1000;
@@ -69,6 +74,7 @@ class DashboardRoutes implements Dashboard {
     const { metrics, deadLetters, sink, group, log } = options;
     this.sampler = new Sampler({ metrics, deadLetters, log, intervalMs: this.sampleIntervalMs, maxSamples: options.maxSamples ?? 300 });
     this.actions = new DeadLetterActions({ deadLetters, sink, group, log, changed: () => this.sampler.refreshDepth() });
+    this.schemas = options.schemaVersions ? new SchemaVersionsView(options.schemaVersions) : undefined;
   }
 
   handle(req: IncomingMessage, res: ServerResponse): boolean {
@@ -123,9 +129,10 @@ class DashboardRoutes implements Dashboard {
     await this.actions.close();
   }
 
-  private status(): Promise<StatusResponse> {
+  private async status(): Promise<StatusResponse> {
     const { metrics, deadLetters, sink } = this.options;
     return readStatus({
+      schemas: this.schemas ? await this.schemas.current() : { versions: [], note: 'no source to read the definitions from' },
       metrics,
       sampler: this.sampler,
       startedAt: this.startedAt,

@@ -17,6 +17,8 @@ export interface StatusSources {
   sink: boolean;
   /** monitoring.dashboard_token is set. */
   token: boolean;
+  /** The recorded table definitions (schema-versions.ts). */
+  schemas: StatusResponse['schemas'];
 }
 
 /** `GET /api/status`: the metrics read back and added up per table, with the sampler's history. */
@@ -87,6 +89,7 @@ export async function readStatus(s: StatusSources): Promise<StatusResponse> {
       replay: s.token && s.deadLetters && s.sink,
       ...(s.token ? {} : { hint: ACTIONS_DISABLED_MESSAGE }),
     },
+    schemas: s.schemas,
     sample_interval_ms: s.sampleIntervalMs,
     samples: s.sampler.samples,
   };

@@ -19,6 +19,11 @@ export interface ColumnPlan {
   number: number;
   /** For the schema's documentation: format_type, else the type OID. */
   pgType: string;
+  /**
+   * A kind the format carries as its text (kind `string`) though it has a typed form
+   * elsewhere, e.g. int8 in JSON Schema: a schema may declare what a widening to it needs.
+   */
+  textFor?: ValueKind;
 }
 
 // Built-in type OIDs (pg_type.dat).
@@ -90,6 +95,7 @@ export function planColumns(definition: TableDefinition, format: SchemaFormat): 
     const k = kindOf(c);
     const typed = TYPED[format].has(k.kind);
     const plan: ColumnPlan = { name: c.name, field: schemaName(c.name), kind: typed ? k.kind : 'string', key: c.key, number: c.attnum ?? i + 1, pgType: c.typeName ?? `oid ${c.typeOid}` };
+    if (!typed && k.kind !== 'string') plan.textFor = k.kind;
     if (typed && k.kind === 'decimal') {
       plan.precision = k.precision;
       plan.scale = k.scale;

@@ -25,17 +25,27 @@ function columnSchema(c: ColumnPlan): Record<string, unknown> {
     case 'float8':
       return { description, anyOf: [{ type: 'number' }, { enum: NON_NUMBERS }, { type: 'null' }] };
     default:
+      // int8 and numeric(p,s) travel as text, but an integer is declared too: then int2/int4 →
+      // int8/numeric widens the column's schema (a registry's BACKWARD check accepts it).
+      if (c.textFor === 'long' || c.textFor === 'decimal') return { description, anyOf: [{ type: 'string' }, { type: 'integer' }, { type: 'null' }] };
       return { description, anyOf: [{ type: 'string' }, { type: 'null' }] };
   }
 }
 
+/** Any value a column of any definition can hold in a record. */
+const ANY_COLUMN_VALUE = { anyOf: [{ type: 'string' }, { type: 'integer' }, { type: 'number' }, { type: 'boolean' }, { type: 'null' }] };
+
 /**
- * Closed content models (no additional properties): under them a registry's BACKWARD check
- * accepts an added optional property (an added column) and refuses a changed type; with an
- * open model any added property could clash with data written before, so it refuses both.
+ * Partially open content models: the columns' properties, and any other property holding a
+ * column value. A registry's compatibility check (Apicurio's and Confluent's) then accepts
+ * what a table change does to the rows, in both directions: an added column (a property the
+ * old model's additionalProperties covers), a dropped one (a property the new model's
+ * additionalProperties still covers: records written before it validate), a rename (both).
+ * A closed model refuses a dropped column under BACKWARD; an open one (any additional
+ * property) refuses an added column. A changed type is still refused unless it widens.
  */
 function rowSchema(cols: readonly ColumnPlan[]): Record<string, unknown> {
-  return { type: 'object', properties: Object.fromEntries(cols.map((c) => [c.name, columnSchema(c)])), additionalProperties: false };
+  return { type: 'object', properties: Object.fromEntries(cols.map((c) => [c.name, columnSchema(c)])), additionalProperties: ANY_COLUMN_VALUE };
 }
 
 export function jsonKeySchema(meta: SchemaMeta): string {

@@ -193,6 +193,27 @@ monitoring: { port: ${port}, dashboard_token: ${TOKEN} }
     expect(replayed.rows).toEqual([{ v: 13, note: '<img src=x onerror=alert(1)>' }]);
     await expect.poll(() => text(page, '#dlq-depth'), { timeout: 5000 }).toBe('0');
 
+    // A definition change: the schema panel shows it with the LSN of its first change and its column diff.
+    await source.query('ALTER TABLE items ADD COLUMN extra text');
+    await source.query("INSERT INTO items VALUES (900002, 1, 'after the DDL', 'x')");
+    let firstLsn = '';
+    await waitFor('version 2 recorded', async () => {
+      const { rows } = await source.query<{ first_lsn: string }>("SELECT first_lsn::text FROM syncline.schema_versions WHERE slot_name = $1 AND table_name = 'items' AND version = 2", [SLOT]);
+      firstLsn = rows[0]?.first_lsn ?? '';
+      return rows.length === 1;
+    }, 30_000, 100);
+    expect(firstLsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+    const version2 = page.locator('#schemas-body tr[data-table="public.items"][data-version="2"]');
+    await expect.poll(() => version2.count(), { timeout: 20_000 }).toBe(1);
+    const cells = await version2.locator('td').allTextContents();
+    expect(cells[0]).toBe('public.items');
+    expect(cells[1]).toBe('2');
+    expect(cells[2]).toBe(firstLsn);
+    expect(cells[4]).toBe('+ extra text');
+    expect(await page.locator('#schemas-body tr[data-version="1"] td').nth(4).textContent()).toBe('first definition');
+    const withSchemas = (await (await fetch(`${baseUrl}/api/status`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { schemas: { versions: unknown[] } };
+    expect(withSchemas.schemas.versions[0]).toEqual({ table: 'public.items', version: 2, first_lsn: firstLsn, recorded_at: expect.any(String), changes: ['+ extra text'] });
+
     // A little more traffic so the screenshot shows the charts moving.
     await writeRows(nextId, 10, 30, 200);
     await page.waitForTimeout(1500);
@@ -218,13 +239,14 @@ monitoring: { port: ${port}, dashboard_token: ${TOKEN} }
       expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org\/2000\/svg)/);
       metrics.captured.inc({ table: 'public.items' }, 5);
       metrics.applied.inc({ table: 'public.items' }, 4);
-      type Status = { tables: unknown[]; actions: { enabled: boolean; hint: string }; dlq: { enabled: boolean } };
+      type Status = { tables: unknown[]; actions: { enabled: boolean; hint: string }; dlq: { enabled: boolean }; schemas: unknown };
       const readStatus = async (): Promise<Status> => (await (await fetch(`${server.url}/api/status`)).json()) as Status;
       await waitFor('the sampler to read the counters', async () => (await readStatus()).tables.length > 0, 5000, 20);
       const status = await readStatus();
       expect(status.tables).toEqual([{ table: 'public.items', captured: 5, applied: 4, stale: 0, duplicate: 0, lag_seconds: null }]);
       expect(status.actions.enabled).toBe(false);
       expect(status.dlq.enabled).toBe(false);
+      expect(status.schemas).toEqual({ versions: [], note: 'no source to read the definitions from' });
       expect(await (await fetch(`${server.url}/api/dlq?limit=5`)).json()).toEqual({ enabled: false, entries: [] });
       expect((await fetch(`${server.url}/api/dlq?limit=x`)).status).toBe(400);
       const purge = await fetch(`${server.url}/api/dlq/purge`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` }, body: '{"ids":["1"]}' });

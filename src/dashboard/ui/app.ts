@@ -41,6 +41,8 @@ const page = {
   lagChart: element('lag-chart', SVGSVGElement),
   rateChart: element('rate-chart', SVGSVGElement),
   tablesBody: byId('tables-body'),
+  schemasBody: byId('schemas-body'),
+  schemasNote: byId('schemas-note'),
   dlqBody: byId('dlq-body'),
   dlqMessage: byId('dlq-message'),
   actionsState: byId('actions-state'),
@@ -56,6 +58,8 @@ const state = {
   token: storedToken(),
   /** What the dead-letter table shows, to rebuild it only when that changed. */
   dlqSignature: '',
+  /** The same for the schema versions. */
+  schemasSignature: '',
   /** A replay or purge is running. */
   busy: false,
   /** Seconds between two points of the charts (the server's sample interval). */
@@ -259,7 +263,27 @@ function renderStatus(s: StatusResponse): void {
   if (rows.length === 0) rows.push(emptyRow('no change captured or applied yet', 6));
   page.tablesBody.replaceChildren(...rows);
 
+  renderSchemas(s.schemas);
   setText(page.actionsState, s.actions.enabled ? tokenState() : s.actions.hint || 'actions disabled');
+}
+
+function renderSchemas(schemas: StatusResponse['schemas']): void {
+  if (schemas.note) setText(page.schemasNote, schemas.note);
+  const signature = JSON.stringify(schemas.versions);
+  if (signature === state.schemasSignature) return;
+  state.schemasSignature = signature;
+  const rows = schemas.versions.map((v) => {
+    const tr = node('tr');
+    const changes = node('td', null, 'mono');
+    if (v.changes.length === 0) changes.append(node('span', v.version === 1 ? 'first definition' : '-', 'muted'));
+    for (const line of v.changes) changes.append(node('div', line));
+    tr.append(node('td', v.table, 'mono'), node('td', v.version, 'num'), node('td', v.first_lsn, 'mono'), node('td', new Date(v.recorded_at).toLocaleString()), changes);
+    tr.dataset.table = v.table;
+    tr.dataset.version = String(v.version);
+    return tr;
+  });
+  if (rows.length === 0) rows.push(emptyRow('no definition recorded yet', 5));
+  page.schemasBody.replaceChildren(...rows);
 }
 
 function emptyRow(text: string, columns: number): HTMLElement {
