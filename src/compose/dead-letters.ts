@@ -4,7 +4,7 @@ import { PrerequisiteError } from '../core/errors.js';
 import type { DeadLetterQueue } from '../dlq/dead-letter-queue.js';
 import { PostgresDeadLetterQueue } from '../dlq/postgres-dead-letter-queue.js';
 import { TopicDeadLetterQueue } from '../dlq/topic-dead-letter-queue.js';
-import { openKafkaStream } from '../stream/kafka/kafka-stream.js';
+import type { Stream } from '../stream/stream.js';
 import { kafkaBrokers } from './stream.js';
 
 /**
@@ -20,7 +20,9 @@ export function openDeadLetterQueue(config: SynclineConfig): DeadLetterQueue | u
       throw new PrerequisiteError(`dead_letter.store: topic needs stream.broker: kafka (this config uses ${s.broker})`, 'use dead_letter.store: table with dead_letter.url, or a Kafka stream');
     }
     const brokers = kafkaBrokers(config);
-    return new TopicDeadLetterQueue(() => openKafkaStream({ brokers, topic: d.topic, partitions: 1, compacted: true }), d.topic);
+    // Imported when the queue first opens its topic (see openStream: kafkajs loads only when used).
+    const openTopic = async (): Promise<Stream> => (await import('../stream/kafka/kafka-stream.js')).openKafkaStream({ brokers, topic: d.topic, partitions: 1, compacted: true });
+    return new TopicDeadLetterQueue(openTopic, d.topic);
   }
   const url = deadLetterTableUrl(config);
   if (!url) {

@@ -1,20 +1,26 @@
 import path from 'node:path';
 import type { SynclineConfig } from '../config/schema.js';
 import { embeddedStreamExists, openEmbeddedStream } from '../stream/embedded/embedded-stream.js';
-import { openKafkaStream } from '../stream/kafka/kafka-stream.js';
-import { openNatsStream } from '../stream/nats/nats-stream.js';
 import type { Stream } from '../stream/stream.js';
 
-/** Opens the configured stream. The only place that names concrete stream adapters. */
+/**
+ * Opens the configured stream. The only place that names concrete stream adapters. The broker
+ * adapters are imported when used: loading kafkajs and nats costs every process that uses
+ * neither (a capture into the embedded stream) a few tenths of a second of start-up.
+ */
 export async function openStream(config: SynclineConfig, baseDir = process.cwd()): Promise<Stream> {
   const s = config.stream;
   switch (s.broker) {
     case 'embedded':
       return openEmbeddedStream({ path: embeddedStreamPath(config, baseDir), partitions: s.partitions, retentionHours: s.retention_hours });
-    case 'kafka':
+    case 'kafka': {
+      const { openKafkaStream } = await import('../stream/kafka/kafka-stream.js');
       return openKafkaStream({ brokers: kafkaBrokers(config), topic: s.topic, partitions: s.partitions, retentionHours: s.retention_hours });
-    case 'nats':
+    }
+    case 'nats': {
+      const { openNatsStream } = await import('../stream/nats/nats-stream.js');
       return openNatsStream({ url: s.url ?? 'nats://127.0.0.1:4222', topic: s.topic, partitions: s.partitions, retentionHours: s.retention_hours, maxDeliver: s.max_deliver });
+    }
   }
 }
 

@@ -79,8 +79,19 @@ export function tableLabelOf(change: Pick<ChangeEvent, 'schema' | 'table'>): str
  * change form. A keyless table's rows, and a TRUNCATE, have no identity: `[]`.
  */
 export function rowKeyOf(change: Pick<ChangeEvent, 'key'>): string {
-  return JSON.stringify(Object.values(change.key));
+  // JSON.stringify(Object.values(key)), written out for text and null values (every change's
+  // stream key is made of it): the same characters, a third of the time.
+  let text = '[';
+  for (const v of Object.values(change.key) as unknown[]) {
+    if (text.length > 1) text += ',';
+    text += typeof v === 'string' && !NEEDS_ESCAPE.test(v) ? `"${v}"` : (JSON.stringify(v) ?? 'null');
+  }
+  return `${text}]`;
 }
+
+/** A character JSON.stringify escapes in a string: `"`, `\`, a control character, a surrogate. */
+// eslint-disable-next-line no-control-regex -- the control characters are what JSON escapes
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
 
 /**
  * The unique identity of a change: `<source>:<commit_lsn>:<seq>`, the same on every replay.

@@ -17,8 +17,16 @@ export function parseLsn(text: string): Lsn {
 
 /** Formats as PostgreSQL does: upper-case hex, no leading zeros, e.g. `16/B374D848`. */
 export function formatLsn(lsn: Lsn): string {
+  // Every change's position is formatted: below 2^53 (8 PiB of WAL) in number arithmetic, exact there.
+  if (lsn >= 0n && lsn <= MAX_SAFE_LSN) {
+    const n = Number(lsn);
+    const high = Math.floor(n / 4294967296);
+    return `${high.toString(16).toUpperCase()}/${(n - high * 4294967296).toString(16).toUpperCase()}`;
+  }
   return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
 }
+
+const MAX_SAFE_LSN = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** Change versions order all changes of a source: commit LSN first, then sequence in the transaction. */
 export function versionOf(commitLsn: Lsn, seq: number): bigint {

@@ -5,6 +5,7 @@ import type { Lsn } from '../core/lsn.js';
 import type { SchemaVersionRegistry } from '../core/schema-version.js';
 import type { Logger } from '../log/logger.js';
 import type { OutgoingRecord, StreamProducer } from '../stream/stream.js';
+import { ChangeJsonWriter } from './change-json.js';
 import { Checkpoint, type InFlightBatch } from './checkpoint.js';
 import { recordIdOf, type RecordEncoder } from './typed-records.js';
 
@@ -169,12 +170,27 @@ export class BatchPublisher {
   }
 }
 
-/** `stream.format: json`: each change event as JSON, keyed by its partition key. */
+/**
+ * `stream.format: json`: each change event as JSON, keyed by its partition key. The values
+ * are written into one buffer for the batch (see ChangeJsonWriter) and each record's value
+ * is its slice: the same bytes as `Buffer.from(JSON.stringify(e))`.
+ */
 function jsonRecords(events: readonly ChangeEvent[]): OutgoingRecord[] {
+  const writer = new ChangeJsonWriter(events.length * EXPECTED_EVENT_BYTES);
+  const ends = new Array<number>(events.length);
+  for (let i = 0; i < events.length; i++) ends[i] = writer.write(events[i] as ChangeEvent);
+  // Sliced once all is written: the buffer may have grown (moved) meanwhile.
+  const bytes = writer.bytes;
   const records = new Array<OutgoingRecord>(events.length);
+  let start = 0;
   for (let i = 0; i < events.length; i++) {
     const e = events[i] as ChangeEvent;
-    records[i] = { key: partitionKeyOf(e), value: Buffer.from(JSON.stringify(e)), id: recordIdOf(e) };
+    const end = ends[i] as number;
+    records[i] = { key: partitionKeyOf(e), value: bytes.subarray(start, end), id: recordIdOf(e) };
+    start = end;
   }
   return records;
 }
+
+/** A first guess of a change's JSON size, so that a batch's buffer rarely grows. */
+const EXPECTED_EVENT_BYTES = 512;
