@@ -74,7 +74,7 @@ const SAMPLE = 20;
  * postgres target; for a mysql or sqlite target, the target's rows turned back into source
  * text and compared by key in two constant-memory passes (row-scan.ts). Differing keys are
  * then re-checked so that a difference that is only replication lag is not reported
- * (recheck.ts, with a barrier). Compares the source's columns (the target's extra columns
+ * (recheck.ts, with a barrier; keyless tables by digest group, recheck-multiset.ts). Compares the source's columns (the target's extra columns
  * such as `_syncline_lsn` are ignored; soft-deleted target rows count as absent); with a
  * `route` (`sink.tables`) the routed table under its target column names, excluded columns
  * left out. Output settings are pinned on every PostgreSQL connection for the duration.
