@@ -41,6 +41,8 @@ export interface KeyedScan {
 /** A row (JSON array of its values) present a different number of times on each side. */
 export interface MultisetDifference {
   key: string;
+  /** The row's digest (md5 hex): what both sides are asked for again in the re-check. */
+  h: string;
   sourceCount: number;
   targetCount: number;
 }
@@ -187,6 +189,8 @@ export interface KeylessSide {
   rowsOf(buckets: string[]): Promise<Map<string, { n: number; k: string }>>;
   /** Buckets asked at once (every rowsOf is a scan of the table). */
   readonly bucketsPerScan: number;
+  /** How many live rows have each of these digests (absent: none), in one scan. */
+  counts(digests: readonly string[]): Promise<Map<string, number>>;
 }
 
 /** A keyless side computed by a PostgreSQL server. */
@@ -207,6 +211,13 @@ export function sqlKeylessSide(client: pg.ClientBase, sql: SideSql): KeylessSide
         [set],
       );
       return new Map(rows.map((r) => [r.h, { n: r.n, k: r.k }]));
+    },
+    counts: async (digests) => {
+      const { rows } = await client.query<{ h: string; n: number }>(
+        `SELECT h, count(*)::int AS n FROM (SELECT ${sql.digest()} AS h FROM ${sql.from} WHERE ${sql.live}) d WHERE h = ANY($1::text[]) GROUP BY h`,
+        [digests],
+      );
+      return new Map(rows.map((r) => [r.h, r.n]));
     },
   };
 }
@@ -237,7 +248,7 @@ export async function scanKeyless(source: KeylessSide, target: KeylessSide, opti
         result.overflow += Math.abs((s?.n ?? 0) - (t?.n ?? 0));
         continue;
       }
-      result.differences.push({ key: (s ?? t)?.k ?? '', sourceCount: s?.n ?? 0, targetCount: t?.n ?? 0 });
+      result.differences.push({ key: (s ?? t)?.k ?? '', h, sourceCount: s?.n ?? 0, targetCount: t?.n ?? 0 });
     }
   }
   return result;

@@ -3,6 +3,7 @@ import type { TableName } from '../core/sql.js';
 import type { TableRoute } from '../core/table-mapping.js';
 import { scanKeyed, scanKeyless, sqlKeylessSide, type Candidate, type ConnectionPair, type KeyedScan, type KeylessSide, type ScanOptions } from './checksum.js';
 import { settle, type ApplyBarrier } from './recheck.js';
+import { settleMultiset } from './recheck-multiset.js';
 import { rowKeylessSide, scanKeyedRows } from './row-scan.js';
 import { pinOutputSettings, readShape, SideSql, type VerifyShape } from './shape.js';
 import { isPostgresTarget, postgresTarget } from './targets/postgres.js';
@@ -42,7 +43,8 @@ export interface TableVerification extends TableDrift {
   differing: number;
   /**
    * Keys that changed at the source in every re-check and could not be held still (lock
-   * timeout): not counted as drift, not cleared either.
+   * timeout): not counted as drift, not cleared either. Keyless: distinct rows whose copies
+   * at the source changed in every round.
    */
   unsettled: number;
   /** Differences beyond the candidate limit: counted as read, not re-checked. */
@@ -72,7 +74,7 @@ const SAMPLE = 20;
  * postgres target; for a mysql or sqlite target, the target's rows turned back into source
  * text and compared by key in two constant-memory passes (row-scan.ts). Differing keys are
  * then re-checked so that a difference that is only replication lag is not reported
- * (recheck.ts, with a barrier). Compares the source's columns (the target's extra columns
+ * (recheck.ts, with a barrier; keyless tables by digest group, recheck-multiset.ts). Compares the source's columns (the target's extra columns
  * such as `_syncline_lsn` are ignored; soft-deleted target rows count as absent); with a
  * `route` (`sink.tables`) the routed table under its target column names, excluded columns
  * left out. Output settings are pinned on every PostgreSQL connection for the duration.
@@ -94,17 +96,32 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
     };
     const rate = (rows: number): number => Math.round(rows / Math.max((Date.now() - started) / 1000, 0.001));
     if (shape.key.length === 0) {
-      const scan = await scanKeyless(sqlKeylessSide(first.source, new SideSql(shape, 'source')), keylessSide(shape, first.target), options);
+      const src = new SideSql(shape, 'source');
+      const dst = keylessSide(shape, first.target);
+      const scan = await scanKeyless(sqlKeylessSide(first.source, src), dst, options);
+      const settled = await settleMultiset(first.source, src, dst, scan.differences, options.barrier);
       const missing: string[] = [];
       const extra: string[] = [];
       let differing = scan.overflow;
-      for (const d of scan.differences) {
+      for (const d of settled.drift) {
         const n = Math.abs(d.sourceCount - d.targetCount);
         differing += n;
         const list = d.sourceCount > d.targetCount ? missing : extra;
         for (let i = 0; i < n && list.length < sample; i++) list.push(d.key);
       }
-      return { ...base, sourceRows: scan.sourceRows, targetRows: scan.targetRows, missing, extra, different: [], differing, unsettled: 0, unchecked: scan.overflow, lagChecked: false, rowsPerSecond: rate(Math.max(scan.sourceRows, scan.targetRows)) };
+      return {
+        ...base,
+        sourceRows: scan.sourceRows,
+        targetRows: scan.targetRows,
+        missing,
+        extra,
+        different: [],
+        differing,
+        unsettled: settled.unsettled.length,
+        unchecked: scan.overflow,
+        lagChecked: settled.lagChecked,
+        rowsPerSecond: rate(Math.max(scan.sourceRows, scan.targetRows)),
+      };
     }
     const scan = await scanKeyedOn(shape, targets, options);
     const settled = await settle(shape, first.source, (keys) => first.target.readKeys(shape, keys), [...scan.candidates.values()], options.barrier);

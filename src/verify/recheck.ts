@@ -59,7 +59,8 @@ export async function readKeys(client: pg.ClientBase, sql: SideSql, keys: readon
 const same = (a: Digest | undefined, b: Digest | undefined): boolean => (a === undefined ? b === undefined : b !== undefined && a.h === b.h);
 const unchanged = (a: Digest | undefined, b: Digest | undefined): boolean => (a === undefined ? b === undefined : b !== undefined && a.h === b.h && a.x === b.x);
 
-async function currentLsn(source: pg.ClientBase): Promise<string> {
+/** The source's WAL insert position: every change committed before it is at or below it. */
+export async function currentLsn(source: pg.ClientBase): Promise<string> {
   const { rows } = await source.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn');
   return (rows[0] as { lsn: string }).lsn;
 }

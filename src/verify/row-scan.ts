@@ -128,5 +128,13 @@ export function rowKeylessSide(shape: VerifyShape, target: RowTarget): KeylessSi
       });
       return out;
     },
+    counts: async (digests) => {
+      const wanted = new Set(digests);
+      const out = new Map<string, number>();
+      await scan((h) => {
+        if (wanted.has(h)) out.set(h, (out.get(h) ?? 0) + 1);
+      });
+      return out;
+    },
   };
 }

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compareTable, verifyTable } from '../../src/verify/compare.js';
+import type { ApplyBarrier } from '../../src/verify/recheck.js';
 import { machinePg15, sourceAndTarget } from '../helpers/postgres.js';
 
 /**
@@ -98,5 +99,39 @@ describe('verify by range checksums (PostgreSQL 15)', () => {
     expect(drift).toMatchObject({ sourceRows: 3000, targetRows: 3000, differing: 4, different: [], keyColumns: [] });
     expect(drift.missing).toEqual(['["5","v5"]', '["5","v5"]']);
     expect([...drift.extra].sort()).toEqual(['["1000","new"]', '["7","v7"]']);
+  });
+
+  it('a keyless table under lag: only what persists after the barrier is drift; a group changing in every round is unsettled, not drift', async () => {
+    await both(`CREATE TABLE bag2 (a int, b text)`);
+    await both(`INSERT INTO bag2 SELECT i % 100, 'v' || (i % 100) FROM generate_series(1, 2000) i`);
+    // Real drift: behind syncline's back at the target.
+    await target.query(`DELETE FROM bag2 WHERE ctid IN (SELECT ctid FROM bag2 WHERE a = 5 LIMIT 2)`);
+    await target.query(`INSERT INTO bag2 VALUES (1000, 'new')`);
+    // Lag: source changes (duplicates added and one copy removed) that apply has not made yet.
+    const lagging = [`INSERT INTO bag2 VALUES (7, 'v7'), (7, 'v7'), (7, 'v7')`, `DELETE FROM bag2 WHERE ctid IN (SELECT ctid FROM bag2 WHERE a = 9 LIMIT 1)`];
+    for (const q of lagging) await source.query(q);
+    // A hot row: one more copy inserted at the source every time verify waits, never applied.
+    await source.query(`INSERT INTO bag2 VALUES (1, 'hot')`);
+    const t = { schema: 'public', table: 'bag2' };
+
+    const asRead = await compareTable(source, target, t);
+    expect(asRead).toMatchObject({ differing: 8, lagChecked: false, unsettled: 0 });
+
+    let waits = 0;
+    const barrier: ApplyBarrier = async () => {
+      if (waits++ === 0) for (const q of lagging) await target.query(q);
+      await source.query(`INSERT INTO bag2 VALUES (1, 'hot')`);
+      return 'reached';
+    };
+    const result = await verifyTable([{ source, target }], t, undefined, { barrier });
+    expect(result).toMatchObject({ differing: 3, different: [], unsettled: 1, lagChecked: true, keyColumns: [] });
+    expect(result.missing).toEqual(['["5","v5"]', '["5","v5"]']);
+    expect(result.extra).toEqual(['["1000","new"]']);
+    expect(waits).toBe(4);
+
+    // Nothing streams the slot: one round, reported as read.
+    await source.query(`DELETE FROM bag2 WHERE b = 'hot'`);
+    const unavailable = await verifyTable([{ source, target }], t, undefined, { barrier: () => Promise.resolve('unavailable') });
+    expect(unavailable).toMatchObject({ differing: 3, unsettled: 0, lagChecked: false });
   });
 });

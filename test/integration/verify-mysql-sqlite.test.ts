@@ -224,7 +224,7 @@ monitoring: { port: ${port} }
     expect(wide).toMatchObject({ sourceRows: 20000, targetRows: 19999 });
     expect(byTable(report, 'utf')).toMatchObject({ differing: 3, missing: ['["x\uFFFD"]'], extra: ['["z😀"]'], different: ['["A"]'] });
     const bag = byTable(report, 'bag');
-    expect(bag).toMatchObject({ sourceRows: 1000, targetRows: 1000, differing: 4 });
+    expect(bag).toMatchObject({ sourceRows: 1000, targetRows: 1000, differing: 4, unsettled: 0, lagChecked: true });
     expect(bag.missing).toEqual(['["5","v5"]', '["5","v5"]']);
     expect([...bag.extra].sort()).toEqual(['["1000","new"]', '["7","v7"]']);
     expect(byTable(report, 'typed')).toMatchObject({ differing: 1, different: ['["9007199254741000"]'] });
