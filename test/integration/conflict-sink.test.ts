@@ -160,4 +160,28 @@ describe('postgres sink conflict tracking (PostgreSQL 15)', () => {
       await sinkB.close();
     }
   });
+  it('a republished change of a version another writer replaced or deleted does not bring it back', async () => {
+    await client.query('DROP TABLE IF EXISTS acc; CREATE TABLE acc (id text PRIMARY KEY, v text, n bigint); TRUNCATE syncline.conflicts, syncline.tombstones');
+    const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, conflicts: tracking() });
+    await sink.prepare();
+    try {
+      // Key 1: a inserts, b deletes later (last_write_wins: the delete wins); key 2: a inserts,
+      // b updates later, then b deletes. Then a's capture restarts and republishes its inserts.
+      const a1 = change('a', 'INSERT', '1', { id: '1', v: 'a', n: '1' }, '2026-01-01T00:00:01Z');
+      const a2 = change('a', 'INSERT', '2', { id: '2', v: 'a', n: '1' }, '2026-01-01T00:00:01Z');
+      await sink.apply([a1, a2], new Map(), 'ga');
+      await sink.apply([change('b', 'DELETE', '1', null, '2026-01-01T00:00:05Z', { id: '1', v: 'a', n: '1' })], new Map(), 'gb');
+      await sink.apply([change('b', 'UPDATE', '2', { id: '2', v: 'b', n: '2' }, '2026-01-01T00:00:05Z')], new Map(), 'gb');
+      await sink.apply([change('b', 'DELETE', '2', null, '2026-01-01T00:00:06Z', { id: '2', v: 'b', n: '2' })], new Map(), 'gb');
+      expect(await rows()).toEqual([]);
+      const replay = await sink.apply([a1, a2], new Map(), 'ga');
+      expect(replay.applied).toBe(0);
+      expect(await rows()).toEqual([]);
+      // A newer change of a still counts as a new write (decided against the tombstone's absence: inserted).
+      await sink.apply([change('a', 'UPDATE', '1', { id: '1', v: 'a-new', n: '3' }, '2026-01-01T00:00:09Z')], new Map(), 'ga');
+      expect(await rows()).toEqual([{ id: '1', v: 'a-new', n: '3' }]);
+    } finally {
+      await sink.close();
+    }
+  });
 });

@@ -151,6 +151,10 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
         incoming_lsn pg_lsn NOT NULL, incoming_seq integer NOT NULL, incoming_commit_ts timestamptz,
         incoming_clock text, stored_clock text, incoming_version jsonb, stored_version jsonb, written jsonb,
         UNIQUE (table_name, row_key, incoming_source, incoming_lsn, incoming_seq))`);
+      // The version a winning write replaced: a republished change of that source at or
+      // below it must not bring the row back (see insertParts).
+      await c.query(`ALTER TABLE ${this.state.conflicts} ADD COLUMN IF NOT EXISTS stored_lsn pg_lsn, ADD COLUMN IF NOT EXISTS stored_seq integer`);
+      await c.query(`CREATE INDEX IF NOT EXISTS conflicts_replaced ON ${this.state.conflicts} (table_name, row_key, stored_source) WHERE winner = 'incoming' AND stored_lsn IS NOT NULL`);
       const { rows } = await c.query<{ on: boolean }>(`SELECT current_setting('track_commit_timestamp')::boolean AS on`);
       this.commitTimestamps = rows[0]?.on === true;
     }
@@ -319,7 +323,15 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
       ? `WHERE NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
                            WHERE tb.table_name = ${label} AND tb.row_key = i.row_key AND (tb.lsn, tb.seq) >= (i.v_lsn::pg_lsn, i.v_seq)${tracked ? ' AND (tb.source IS NULL OR tb.source = i.w_source)' : ''})
           AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr
-                           WHERE tr.table_name = ${label} AND (tr.lsn, tr.seq) >= (i.v_lsn::pg_lsn, i.v_seq))`
+                           WHERE tr.table_name = ${label} AND (tr.lsn, tr.seq) >= (i.v_lsn::pg_lsn, i.v_seq))` +
+        // Tracked: a version another writer's winning write replaced (a delete included) stays
+        // replaced: its change, republished after a capture restart, is stale.
+        (tracked
+          ? `
+          AND NOT EXISTS (SELECT 1 FROM ${this.state.conflicts} cf
+                           WHERE cf.table_name = ${label} AND cf.row_key = i.row_key AND cf.stored_source = i.w_source AND cf.winner = 'incoming'
+                             AND cf.stored_lsn IS NOT NULL AND (cf.stored_lsn, cf.stored_seq) >= (i.v_lsn::pg_lsn, i.v_seq))`
+          : '')
       : `WHERE ${label}::text IS NOT NULL`;
     return { insertCols, selectExprs, from, where, cast };
   }
@@ -454,9 +466,9 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     const col = <V>(f: (e: { r: ConflictRecord; change: ChangeEvent }) => V): V[] => entries.map(f);
     await c.query(
       `INSERT INTO ${this.state.conflicts} (table_name, row_key, strategy, winner, incoming_source, stored_source, incoming_lsn, incoming_seq,
-                                            incoming_commit_ts, incoming_clock, stored_clock, incoming_version, stored_version, written)
+                                            incoming_commit_ts, incoming_clock, stored_clock, incoming_version, stored_version, written, stored_lsn, stored_seq)
        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::pg_lsn[], $8::int[],
-                            $9::timestamptz[], $10::text[], $11::text[], $12::jsonb[], $13::jsonb[], $14::jsonb[])
+                            $9::timestamptz[], $10::text[], $11::text[], $12::jsonb[], $13::jsonb[], $14::jsonb[], $15::pg_lsn[], $16::int[])
        ON CONFLICT (table_name, row_key, incoming_source, incoming_lsn, incoming_seq) DO NOTHING`,
       [
         col((e) => e.r.table),
@@ -473,6 +485,8 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
         col((e) => JSON.stringify(e.change.payload)),
         col((e) => JSON.stringify(e.r.stored)),
         col((e) => (e.r.written ? JSON.stringify(e.r.written) : null)),
+        col((e) => e.r.storedLsn),
+        col((e) => e.r.storedSeq),
       ],
     );
   }

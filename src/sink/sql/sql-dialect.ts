@@ -47,6 +47,9 @@ export interface ConflictRecord {
   incomingClock: string | null;
   storedWriter: string;
   storedClock: string | null;
+  /** The stored version (its source's commit LSN and seq); null for a row the target wrote. */
+  storedLsn: string | null;
+  storedSeq: number | null;
   stored: Row;
   /** The values written, when a row was written (the incoming change's, or a merge). */
   written: Row | null;

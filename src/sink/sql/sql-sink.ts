@@ -353,7 +353,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
           written = { ...storedRow, ...changed };
         }
       }
-      records.push({ table: target.label, strategy: cf.strategy, winner: decision.winner, incoming: r, run, incomingClock, storedWriter: writer, storedClock, stored: storedRow, written });
+      records.push({ table: target.label, strategy: cf.strategy, winner: decision.winner, incoming: r, run, incomingClock, storedWriter: writer, storedClock, storedLsn: s.local ? null : s.lsn, storedSeq: s.local ? null : s.seq, stored: storedRow, written });
     }
     if (records.length > 0) {
       await d.recordConflicts(c, records);
