@@ -16,6 +16,12 @@ import { HeldTables } from './held-tables.js';
 import type { WriterBoundaries } from './writer-boundaries.js';
 import { blockedError, emptyOutcome, letterOf, maxDeliverError, PoisonIsolation, supersedesRow, tableBlockedError, truncateParked } from './poison.js';
 
+/** A polled batch with its changes decoded (or why not: STOPPED), or undefined when not decoded ahead. */
+interface Polled {
+  records: StreamRecord[];
+  decoded: (ChangeEvent | Error)[] | typeof STOPPED | undefined;
+}
+
 /** A consumer session that ran this long before failing starts the backoff afresh. */
 const HEALTHY_SESSION_MS = 60_000;
 
@@ -81,6 +87,8 @@ export class Apply {
   private readonly transactional: TransactionalApply | undefined;
   private readonly held: HeldTables;
   private readonly poison: PoisonIsolation;
+  /** The stream offset commit in flight (see commitOffsets). */
+  private offsetCommit: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly openConsumer: (options: ConsumerOptions) => Promise<StreamConsumer>,
@@ -128,13 +136,20 @@ export class Apply {
     });
   }
 
-  /** One consumer session: polls and applies until stopped or the stream fails. */
+  /**
+   * One consumer session: polls and applies until stopped or the stream fails. Outside
+   * transactional mode the next batch is read and decoded while the current one is applied
+   * (its classification, which depends on what the current batch dead-letters, waits).
+   */
   private async consume(options: ConsumerOptions, signal: AbortSignal): Promise<void> {
     const consumer = await this.openConsumer(options);
     this.consumer = consumer;
+    let next: Promise<Polled> | undefined;
     try {
       while (!signal.aborted) {
-        const records = await consumer.poll(this.options.batchSize, this.options.batchWaitMs);
+        const { records, decoded } = await (next ?? this.pollAndDecode(consumer, signal));
+        next = undefined;
+        if (decoded === STOPPED) break;
         if (this.options.clock.now() >= this.nextDeadLetterRefresh) await this.refreshDeadLetters(signal);
         if (this.held.retryDue()) await this.held.retry(signal);
         if (this.transactional) {
@@ -145,19 +160,47 @@ export class Apply {
           this.events.emit('apply:caught-up', {});
           continue;
         }
-        await this.applyBatch(records, signal);
+        next = this.pollAndDecode(consumer, signal);
+        // Observed here so that a failed read-ahead is not an unhandled rejection while this batch applies; awaited above.
+        next.catch(() => undefined);
+        await this.applyBatch(records, signal, undefined, decoded);
       }
     } finally {
+      // The consumer is closed only once nothing reads from it or commits to it any more.
+      await next?.catch(() => undefined);
+      await this.offsetCommit;
       await consumer.close().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'closing the stream consumer failed'));
     }
   }
 
-  private async applyBatch(records: StreamRecord[], signal: AbortSignal, storePositions?: Map<number, bigint>, decoded?: (ChangeEvent | undefined)[]): Promise<void> {
+  /** The next batch and, outside transactional mode, its changes (decoded ahead). */
+  private async pollAndDecode(consumer: StreamConsumer, signal: AbortSignal): Promise<Polled> {
+    const records = await consumer.poll(this.options.batchSize, this.options.batchWaitMs);
+    if (this.transactional || records.length === 0) return { records, decoded: undefined };
+    return { records, decoded: await decodeRecords(this.ctx, records, signal) };
+  }
+
+  /**
+   * Commits the stream's group offsets after the sink stored its positions, without holding
+   * up the next batch: at most one commit is in flight, so they land in order.
+   */
+  private async commitOffsets(positions: Map<number, bigint>): Promise<void> {
+    await this.offsetCommit;
+    const consumer = this.consumer;
+    this.offsetCommit = consumer.commit(positions).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'stream offset commit failed (sink positions are authoritative)'));
+    // A sink without stored positions resumes from these offsets: they are awaited.
+    if (!this.sink.storesPositions) await this.offsetCommit;
+  }
+
+  /**
+   * `decoded`: the records' changes when already decoded (read ahead, or by transactional
+   * mode); an undefined entry is decoded again here, for its reason.
+   */
+  private async applyBatch(records: StreamRecord[], signal: AbortSignal, storePositions?: Map<number, bigint>, decoded?: readonly (ChangeEvent | Error | undefined)[]): Promise<void> {
     const items: Item[] = [];
     const letters: DeadLetter[] = [];
     const healing: ChangeEvent[] = [];
     const positions = storePositions ?? new Map<number, bigint>();
-    // Transactional mode passes the changes it decoded; what it could not decode is decoded again here, for its reason.
     const fresh = decoded && !decoded.includes(undefined) ? undefined : await decodeRecords(this.ctx, records, signal);
     if (fresh === STOPPED) return;
     for (const [i, record] of records.entries()) {
@@ -242,7 +285,7 @@ export class Apply {
       this.events.emit('apply:batch:applied', { changes: items.map((i) => i.change), outcome, records: records.length, duplicates, seconds, at: this.options.clock.now() });
     }
     for (const [p, o] of positions) this.applied.set(p, o);
-    await this.consumer.commit(positions).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'stream offset commit failed (sink positions are authoritative)'));
+    await this.commitOffsets(positions);
   }
 
   /**
