@@ -9,12 +9,17 @@ import type { Logger } from '../log/logger.js';
 import type { ApplyOutcome, Sink } from '../sink/sink.js';
 import type { ConsumerOptions, StreamConsumer, StreamRecord } from '../stream/stream.js';
 import type { ApplyContext, Item } from './apply-context.js';
+import { applyInLanes, type LanesFailed } from './apply-lanes.js';
 import { startPositions } from './apply-start.js';
 import { TransactionalApply, transactionsOf } from './apply-transactional.js';
 import { decodeRecords, rawOf, type RecordDecoder } from './decode-records.js';
 import { HeldTables } from './held-tables.js';
 import type { WriterBoundaries } from './writer-boundaries.js';
 import { blockedError, emptyOutcome, letterOf, maxDeliverError, PoisonIsolation, supersedesRow, tableBlockedError, truncateParked } from './poison.js';
+
+function isFailure(result: ApplyOutcome | typeof STOPPED | LanesFailed): result is LanesFailed {
+  return result !== STOPPED && 'error' in result;
+}
 
 /** A polled batch with its changes decoded (or why not: STOPPED), or undefined when not decoded ahead. */
 interface Polled {
@@ -251,26 +256,27 @@ export class Apply {
     const started = this.options.clock.now();
     let outcome: ApplyOutcome | typeof STOPPED;
     let applied = items;
-    try {
-      outcome = await this.withRetry(() => this.sink.apply(items.map((i) => i.change), positions, this.options.group), signal, 'applying a batch');
-    } catch (err) {
+    const result = await this.applyChanges(items, positions, storePositions === undefined, signal);
+    if (isFailure(result)) {
+      const err = result.error;
       // Without a dead-letter queue, or when the sink itself is misconfigured (no change
       // could be applied), stop: nothing is lost, the batch is re-read after the fix.
       if (!this.options.deadLetters || (err instanceof PrerequisiteError && !(err instanceof StructuralError))) throw err;
       const poison: DeadLetter[] = [];
-      outcome = emptyOutcome();
-      const units = this.transactional ? transactionsOf(items) : items.map((i) => [i]);
+      // Lanes that committed keep their outcome; the failed ones' changes are isolated.
+      outcome = result.outcome;
+      const units = this.transactional ? transactionsOf(result.items) : result.items.map((i) => [i]);
       if (err instanceof StructuralError && this.held.hold(err, units)) {
         if (!(await this.poison.applyUnheld(units, poison, outcome, signal))) return;
       } else {
-        this.log.warn({ err: errorMessage(err), changes: items.length }, 'batch failed permanently; isolating the failing changes');
+        this.log.warn({ err: errorMessage(err), changes: result.items.length }, 'batch failed permanently; isolating the failing changes');
         if (!(await this.poison.isolate(units, poison, outcome, signal))) return;
       }
       if (!(await this.deadLetter(poison, signal))) return;
       const poisoned = new Set(poison.map((l) => l.change));
       applied = items.filter((i) => !poisoned.has(i.change));
       if ((await this.withRetry(() => this.sink.apply([], positions, this.options.group), signal, 'storing positions')) === STOPPED) return;
-    }
+    } else outcome = result;
     if (outcome === STOPPED) return; // the batch will be re-read from the stored positions
     // Dedup records are written only after the sink applied the changes, never before: a
     // failed apply is retried instead of being skipped as a duplicate next time.
@@ -286,6 +292,25 @@ export class Apply {
     }
     for (const [p, o] of positions) this.applied.set(p, o);
     await this.commitOffsets(positions);
+  }
+
+  /**
+   * The batch's changes applied with the positions they reach, in one sink transaction or,
+   * when the sink takes several at once, in lanes by stream partition (see applyInLanes). A
+   * batch with a TRUNCATE (or a keyless table's reset) is applied whole: the truncation must
+   * not race rows of the table another lane writes. A permanent failure is returned, with
+   * the changes still to isolate.
+   */
+  private async applyChanges(items: Item[], positions: Map<number, bigint>, ownPositions: boolean, signal: AbortSignal): Promise<ApplyOutcome | typeof STOPPED | LanesFailed> {
+    const lanes = this.sink.applyLanes ?? 1;
+    if (lanes > 1 && ownPositions && !this.transactional && this.sink.storesPositions && !items.some((i) => i.change.op === 'TRUNCATE')) {
+      return applyInLanes(this.ctx, items, positions, lanes, signal);
+    }
+    try {
+      return await this.withRetry(() => this.sink.apply(items.map((i) => i.change), positions, this.options.group), signal, 'applying a batch');
+    } catch (error) {
+      return { error, items, outcome: emptyOutcome() };
+    }
   }
 
   /**
