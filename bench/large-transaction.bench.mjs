@@ -7,6 +7,9 @@
 // The server streams the transaction before its commit (protocol >= 2); capture spills it
 // to disk, so memory stays bounded whatever the transaction's size.
 // Usage: npm run build && node bench/large-transaction.bench.mjs [rows] [adminUrl]
+// SYNCLINE_BENCH_TXN=1000 inserts the same rows in transactions of that many rows instead (the
+// comparison for the goal: one transaction within 2x of 1k-row ones); `start_to_applied_seconds`
+// (from the first INSERT) compares the two, commit_to_applied is from the last commit.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -23,7 +26,10 @@ async function query(url, sql, params) {
   await c.connect();
   try { return await c.query(sql, params); } finally { await c.end(); }
 }
-const DBS = ['syncline_bigtx_src', 'syncline_bigtx_dst'];
+const TXN = Number(process.env.SYNCLINE_BENCH_TXN ?? N);
+// Per-process names: several benchmarks may share one server.
+const DBS = [`syncline_bigtx_src_${process.pid}`, `syncline_bigtx_dst_${process.pid}`];
+const SLOT = `syncline_bigtx_${process.pid}`;
 for (const db of DBS) {
   await query(ADMIN, 'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active', [db]);
   await query(ADMIN, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
@@ -34,7 +40,7 @@ const config = path.join(dir, 'sync.yaml');
 const metricsPort = await freePort();
 writeFileSync(config, `source:
   url: ${urlOf(DBS[0])}
-  slots: [{ name: syncline_bigtx, publication: syncline_bigtx_pub, tables: [big] }]
+  slots: [{ name: ${SLOT}, publication: syncline_bigtx_pub, tables: [big] }]
   spill_dir: ${path.join(dir, 'spill')}
 stream: { path: ${path.join(dir, 'stream')}, partitions: 6 }
 consumer: { group_id: bigtx }
@@ -47,11 +53,18 @@ const peakRssMiB = () => {
   return m ? Math.round(Number(m[1]) / 1024) : -1;
 };
 const until = async (check) => { for (;;) { if (await check()) return; await new Promise((r) => setTimeout(r, 200)); } };
-await until(async () => (await query(urlOf(DBS[0]), "SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = 'syncline_bigtx' AND active")).rows[0].n === 1);
+await until(async () => (await query(urlOf(DBS[0]), 'SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1 AND active', [SLOT])).rows[0].n === 1);
 const rssIdle = peakRssMiB();
 
 const t0 = Date.now();
-await query(urlOf(DBS[0]), `INSERT INTO big SELECT g, 'customer-' || g || repeat('x', 60), g % 10000 + 0.25, 'shipped' FROM generate_series(1, ${N}) g`);
+{
+  const src = new pg.Client({ connectionString: urlOf(DBS[0]) });
+  await src.connect();
+  for (let start = 1; start <= N; start += TXN) {
+    await src.query(`INSERT INTO big SELECT g, 'customer-' || g || repeat('x', 60), g % 10000 + 0.25, 'shipped' FROM generate_series($1::bigint, $2::bigint) g`, [start, Math.min(N, start + TXN - 1)]);
+  }
+  await src.end();
+}
 const committed = Date.now();
 const counters = async () => {
   const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text(), () => '');
@@ -82,6 +95,8 @@ await new Promise((r) => child.once('exit', r));
 console.log(JSON.stringify({
   bench: 'large-transaction',
   rows: N,
+  rows_per_transaction: TXN,
+  start_to_applied_seconds: (done - t0) / 1000,
   source_insert_seconds: (committed - t0) / 1000,
   commit_to_applied_seconds: (done - committed) / 1000,
   rows_per_second_after_commit: Math.round(N / ((done - committed) / 1000)),
