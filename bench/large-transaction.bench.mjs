@@ -44,7 +44,7 @@ writeFileSync(config, `source:
   spill_dir: ${path.join(dir, 'spill')}
 stream: { path: ${path.join(dir, 'stream')}, partitions: 6 }
 consumer: { group_id: bigtx }
-sink: { url: ${urlOf(DBS[1])} }
+sink: { url: ${urlOf(DBS[1])}, apply_lanes: ${process.env.SYNCLINE_BENCH_LANES ?? 2} }
 monitoring: { enabled: true, port: ${metricsPort} }
 `);
 const child = spawn(process.execPath, ['dist/cli/main.js', 'run', '-c', config], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, SYNCLINE_LOG_LEVEL: 'warn' } });
@@ -87,9 +87,14 @@ await until(async () => {
   return applied();
 });
 const done = Date.now();
+const rowsAtDone = (await query(urlOf(DBS[1]), 'SELECT count(*)::int AS n FROM big')).rows[0].n;
+const countersAtDone = await counters();
+// Diagnostics: the rows should all be there once the positions cover N records.
+for (let i = 0; i < 100 && (await query(urlOf(DBS[1]), 'SELECT count(*)::int AS n FROM big')).rows[0].n < N; i++) await new Promise((r) => setTimeout(r, 300));
 const targetRows = (await query(urlOf(DBS[1]), 'SELECT count(*)::int AS n FROM big')).rows[0].n;
 const [src, dst] = await Promise.all(DBS.map((db) => query(urlOf(db), "SELECT md5(string_agg(id || ':' || customer || ':' || amount || ':' || status, ',' ORDER BY id)) AS h FROM big")));
 const peak = peakRssMiB();
+const deadLetters = (await query(urlOf(DBS[1]), 'SELECT error_code, count(*)::int AS n, min(error) AS e FROM syncline.dead_letter GROUP BY 1').catch((err) => ({ rows: [{ error: err.message }] }))).rows;
 child.kill('SIGTERM');
 await new Promise((r) => child.once('exit', r));
 console.log(JSON.stringify({
@@ -101,6 +106,9 @@ console.log(JSON.stringify({
   commit_to_applied_seconds: (done - committed) / 1000,
   rows_per_second_after_commit: Math.round(N / ((done - committed) / 1000)),
   ...phases,
+  target_rows_at_done: rowsAtDone,
+  counters_at_done: countersAtDone,
+  dead_letters: deadLetters,
   target_rows: targetRows,
   target_equals_source: src.rows[0].h === dst.rows[0].h,
   peak_rss_mib: peak,

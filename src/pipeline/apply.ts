@@ -236,7 +236,8 @@ export class Apply {
       }
       const held = this.held.reasonFor(change);
       if (held !== undefined) letters.push(letterOf(change, record, tableBlockedError(held)));
-      else if (!this.ctx.blocked.has(rowIdOf(change))) items.push({ change, record });
+      // (No dead-lettered row: nothing to look up, the common case.)
+      else if (this.ctx.blocked.size === 0 || !this.ctx.blocked.has(rowIdOf(change))) items.push({ change, record });
       else if (supersedesRow(change)) {
         // A snapshot row (or a keyless table's reset) is the whole row as of its version: it
         // may pass the row's dead-lettered changes, which it makes stale (see clearSuperseded).
