@@ -180,8 +180,10 @@ const sink = z
     /**
      * postgres sink: a batch is split by stream partition into this many lanes, each applied in
      * its own transaction on its own connection, with its partitions' positions (a row's
-     * changes share a partition, so they stay in order). A batch with a TRUNCATE is applied
-     * whole. 1 with sink.origin or conflict tracking; other sinks apply one batch at a time.
+     * changes share a partition, so they stay in order). A poll then reads up to
+     * consumer.batch_size × apply_lanes records. A batch with a TRUNCATE is applied whole.
+     * 1 with sink.origin, conflict tracking, sink.tables or transforms; other sinks apply one
+     * batch at a time.
      */
     apply_lanes: z.number().int().positive().max(16).default(2),
     /** What a source TRUNCATE does at the target: apply it, ignore it, or park it in the dead-letter queue. */

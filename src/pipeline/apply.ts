@@ -180,7 +180,8 @@ export class Apply {
 
   /** The next batch and, outside transactional mode, its changes (decoded ahead). */
   private async pollAndDecode(consumer: StreamConsumer, signal: AbortSignal): Promise<Polled> {
-    const records = await consumer.poll(this.options.batchSize, this.options.batchWaitMs);
+    // With lanes, each lane's transaction gets about a batch's worth (per-transaction costs stay as they were).
+    const records = await consumer.poll(this.options.batchSize * this.lanes(), this.options.batchWaitMs);
     if (this.transactional || records.length === 0) return { records, decoded: undefined };
     return { records, decoded: await decodeRecords(this.ctx, records, signal) };
   }
@@ -303,8 +304,8 @@ export class Apply {
    * the changes still to isolate.
    */
   private async applyChanges(items: Item[], positions: Map<number, bigint>, ownPositions: boolean, signal: AbortSignal): Promise<ApplyOutcome | typeof STOPPED | LanesFailed> {
-    const lanes = this.sink.applyLanes ?? 1;
-    if (lanes > 1 && ownPositions && !this.transactional && this.sink.storesPositions && !items.some((i) => i.change.op === 'TRUNCATE')) {
+    const lanes = this.lanes();
+    if (lanes > 1 && ownPositions && !items.some((i) => i.change.op === 'TRUNCATE')) {
       return applyInLanes(this.ctx, items, positions, lanes, signal);
     }
     try {
@@ -312,6 +313,11 @@ export class Apply {
     } catch (error) {
       return { error, items, outcome: emptyOutcome() };
     }
+  }
+
+  /** How many lanes a batch may be applied in (see applyChanges). */
+  private lanes(): number {
+    return !this.transactional && this.sink.storesPositions ? Math.max(1, this.sink.applyLanes ?? 1) : 1;
   }
 
   /**
