@@ -165,9 +165,11 @@ export class Apply {
           this.events.emit('apply:caught-up', {});
           continue;
         }
-        next = this.pollAndDecode(consumer, signal);
-        // Observed here so that a failed read-ahead is not an unhandled rejection while this batch applies; awaited above.
-        next.catch(() => undefined);
+        if (consumer.readAhead !== false) {
+          next = this.pollAndDecode(consumer, signal);
+          // Observed here so that a failed read-ahead is not an unhandled rejection while this batch applies; awaited above.
+          next.catch(() => undefined);
+        }
         await this.applyBatch(records, signal, undefined, decoded);
       }
     } finally {
