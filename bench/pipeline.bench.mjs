@@ -51,19 +51,24 @@ if (BROKER === 'all') {
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'syncline-bench-'));
 const urlOf = (db) => { const u = new URL(ADMIN); u.pathname = `/${db}`; return u.toString(); };
+// Per-process database names: several benchmarks may share one server (DROP ... WITH (FORCE) would end another's run).
+const SRC_DB = `syncline_bench_src_${process.pid}`;
+const DST_DB = `syncline_bench_dst_${process.pid}`;
+const RECV_SLOT = `bench_recvlogical_${process.pid}`;
+const SYNCLINE_SLOT = `bench_syncline_${process.pid}`;
 const DDL = `CREATE TABLE bench (id bigint PRIMARY KEY, customer text NOT NULL, amount numeric(12,2), status text, qty integer, created_at timestamptz NOT NULL)`;
 
-for (const db of ['syncline_bench_src', 'syncline_bench_dst']) {
+for (const db of [SRC_DB, DST_DB]) {
   await query(ADMIN, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1", [db]);
   await query(ADMIN, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
   await query(ADMIN, `CREATE DATABASE ${db}`);
   await query(urlOf(db), DDL);
 }
-const SRC = urlOf('syncline_bench_src');
-const DST = urlOf('syncline_bench_dst');
+const SRC = urlOf(SRC_DB);
+const DST = urlOf(DST_DB);
 await query(SRC, 'CREATE PUBLICATION bench_pub FOR TABLE bench');
-await query(SRC, "SELECT pg_create_logical_replication_slot('bench_recvlogical', 'pgoutput')");
-await query(SRC, "SELECT pg_create_logical_replication_slot('bench_syncline', 'pgoutput')");
+await query(SRC, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [RECV_SLOT]);
+await query(SRC, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [SYNCLINE_SLOT]);
 
 // The workload: N inserts of ~200-byte rows in transactions of 1,000.
 const src = new pg.Client({ connectionString: SRC });
@@ -79,13 +84,13 @@ await src.end();
 // Ceiling 1: the walsender draining the slot into /dev/null.
 const u = new URL(SRC);
 let t = process.hrtime.bigint();
-execFileSync('pg_recvlogical', ['-h', u.hostname, '-p', u.port || '5432', '-U', decodeURIComponent(u.username || 'postgres'), '-d', 'syncline_bench_src',
-  '--slot', 'bench_recvlogical', '--start', '--endpos', endLsn, '-o', 'proto_version=1', '-o', 'publication_names=bench_pub', '-f', '/dev/null', '--no-loop']);
+execFileSync('pg_recvlogical', ['-h', u.hostname, '-p', u.port || '5432', '-U', decodeURIComponent(u.username || 'postgres'), '-d', SRC_DB,
+  '--slot', RECV_SLOT, '--start', '--endpos', endLsn, '-o', 'proto_version=1', '-o', 'publication_names=bench_pub', '-f', '/dev/null', '--no-loop']);
 const recvSeconds = Number(process.hrtime.bigint() - t) / 1e9;
 
 const config = parseConfig(`source:
   url: ${SRC}
-  slots: [{ name: bench_syncline, publication: bench_pub, tables: [bench] }]
+  slots: [{ name: ${SYNCLINE_SLOT}, publication: bench_pub, tables: [bench] }]
 stream: ${streamConfig()}
 consumer: { group_id: bench }
 sink: { url: ${DST}, consistency: ${CONSISTENCY} }
@@ -159,7 +164,7 @@ console.log(JSON.stringify({
 }));
 rmSync(dir, { recursive: true, force: true });
 // Leave no slot behind: an idle slot retains WAL on the server.
-for (const db of ['syncline_bench_src', 'syncline_bench_dst']) {
+for (const db of [SRC_DB, DST_DB]) {
   await query(ADMIN, 'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active', [db]);
   await query(ADMIN, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
 }

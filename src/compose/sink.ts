@@ -49,6 +49,7 @@ function openAdapterSink(config: SynclineConfig, mapping: TableMapping, resolveC
         versionGate: s.version_gate,
         staleAudit: s.stale_audit,
         copyThreshold: s.copy_threshold,
+        applyLanes: s.apply_lanes,
         ...(s.origin !== undefined ? { origin: s.origin } : {}),
         ...(conflicts ? { conflicts } : {}),
         evolution,

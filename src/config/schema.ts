@@ -177,6 +177,15 @@ const sink = z
      * into a temporary staging table and merged from there (same version gate); 0 turns it off.
      */
     copy_threshold: z.number().int().nonnegative().default(1000),
+    /**
+     * postgres sink: a batch is split by stream partition into this many lanes, each applied in
+     * its own transaction on its own connection, with its partitions' positions (a row's
+     * changes share a partition, so they stay in order). A poll then reads up to
+     * consumer.batch_size × apply_lanes records. A batch with a TRUNCATE is applied whole.
+     * 1 with sink.origin, conflict tracking, sink.tables or transforms; other sinks apply one
+     * batch at a time.
+     */
+    apply_lanes: z.number().int().positive().max(16).default(2),
     /** What a source TRUNCATE does at the target: apply it, ignore it, or park it in the dead-letter queue. */
     truncate: z.enum(['apply', 'ignore', 'dead_letter']).default('apply'),
     /** Schema in the target database for syncline's own tables (positions, tombstones); for redis, the key prefix. */

@@ -1,6 +1,6 @@
 import client from 'prom-client';
 import { parseLsn } from '../core/lsn.js';
-import { tableLabelOf } from '../core/change.js';
+import { tableLabelOf, type ChangeEvent } from '../core/change.js';
 import type { AppliedCounts, PipelineEvents } from '../core/events.js';
 import { retentionGapCounts } from '../stream/stream.js';
 
@@ -150,7 +150,11 @@ export class Metrics {
         // Until this batch commits, every scrape reports the age of its oldest change per table:
         // lag grows while apply is slow, retrying or stuck rather than showing the last batch.
         const oldest = new Map<string, number>();
+        // A transaction's changes come in runs of one table and one commit time: parsed once a run.
+        let last: ChangeEvent | undefined;
         for (const c of changes) {
+          if (last && c.commit_ts === last.commit_ts && c.table === last.table && c.schema === last.schema) continue;
+          last = c;
           const table = tableLabelOf(c);
           const ts = Date.parse(c.commit_ts);
           if (ts < (oldest.get(table) ?? Infinity)) oldest.set(table, ts); // false for an unparsable time
@@ -173,7 +177,10 @@ export class Metrics {
         this.lagApplied(at);
         // The highest commit LSN, not the last change's: a batch interleaves partitions.
         let newest = 0n;
+        let last: string | undefined;
         for (const c of changes) {
+          if (c.commit_lsn === last) continue; // a transaction's changes share it
+          last = c.commit_lsn;
           const lsn = parseLsn(c.commit_lsn);
           if (lsn > newest) newest = lsn;
         }

@@ -9,12 +9,23 @@ import type { Logger } from '../log/logger.js';
 import type { ApplyOutcome, Sink } from '../sink/sink.js';
 import type { ConsumerOptions, StreamConsumer, StreamRecord } from '../stream/stream.js';
 import type { ApplyContext, Item } from './apply-context.js';
+import { applyInLanes, type LanesFailed } from './apply-lanes.js';
 import { startPositions } from './apply-start.js';
 import { TransactionalApply, transactionsOf } from './apply-transactional.js';
 import { decodeRecords, rawOf, type RecordDecoder } from './decode-records.js';
 import { HeldTables } from './held-tables.js';
 import type { WriterBoundaries } from './writer-boundaries.js';
 import { blockedError, emptyOutcome, letterOf, maxDeliverError, PoisonIsolation, supersedesRow, tableBlockedError, truncateParked } from './poison.js';
+
+function isFailure(result: ApplyOutcome | typeof STOPPED | LanesFailed): result is LanesFailed {
+  return result !== STOPPED && 'error' in result;
+}
+
+/** A polled batch with its changes decoded (or why not: STOPPED), or undefined when not decoded ahead. */
+interface Polled {
+  records: StreamRecord[];
+  decoded: (ChangeEvent | Error)[] | typeof STOPPED | undefined;
+}
 
 /** A consumer session that ran this long before failing starts the backoff afresh. */
 const HEALTHY_SESSION_MS = 60_000;
@@ -81,6 +92,8 @@ export class Apply {
   private readonly transactional: TransactionalApply | undefined;
   private readonly held: HeldTables;
   private readonly poison: PoisonIsolation;
+  /** The stream offset commit in flight (see commitOffsets). */
+  private offsetCommit: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly openConsumer: (options: ConsumerOptions) => Promise<StreamConsumer>,
@@ -128,13 +141,20 @@ export class Apply {
     });
   }
 
-  /** One consumer session: polls and applies until stopped or the stream fails. */
+  /**
+   * One consumer session: polls and applies until stopped or the stream fails. Outside
+   * transactional mode the next batch is read and decoded while the current one is applied
+   * (its classification, which depends on what the current batch dead-letters, waits).
+   */
   private async consume(options: ConsumerOptions, signal: AbortSignal): Promise<void> {
     const consumer = await this.openConsumer(options);
     this.consumer = consumer;
+    let next: Promise<Polled> | undefined;
     try {
       while (!signal.aborted) {
-        const records = await consumer.poll(this.options.batchSize, this.options.batchWaitMs);
+        const { records, decoded } = await (next ?? this.pollAndDecode(consumer, signal));
+        next = undefined;
+        if (decoded === STOPPED) break;
         if (this.options.clock.now() >= this.nextDeadLetterRefresh) await this.refreshDeadLetters(signal);
         if (this.held.retryDue()) await this.held.retry(signal);
         if (this.transactional) {
@@ -145,19 +165,50 @@ export class Apply {
           this.events.emit('apply:caught-up', {});
           continue;
         }
-        await this.applyBatch(records, signal);
+        if (consumer.readAhead !== false) {
+          next = this.pollAndDecode(consumer, signal);
+          // Observed here so that a failed read-ahead is not an unhandled rejection while this batch applies; awaited above.
+          next.catch(() => undefined);
+        }
+        await this.applyBatch(records, signal, undefined, decoded);
       }
     } finally {
+      // The consumer is closed only once nothing reads from it or commits to it any more.
+      await next?.catch(() => undefined);
+      await this.offsetCommit;
       await consumer.close().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'closing the stream consumer failed'));
     }
   }
 
-  private async applyBatch(records: StreamRecord[], signal: AbortSignal, storePositions?: Map<number, bigint>, decoded?: (ChangeEvent | undefined)[]): Promise<void> {
+  /** The next batch and, outside transactional mode, its changes (decoded ahead). */
+  private async pollAndDecode(consumer: StreamConsumer, signal: AbortSignal): Promise<Polled> {
+    // With lanes, each lane's transaction gets about a batch's worth (per-transaction costs stay as they were).
+    const records = await consumer.poll(this.options.batchSize * this.lanes(), this.options.batchWaitMs);
+    if (this.transactional || records.length === 0) return { records, decoded: undefined };
+    return { records, decoded: await decodeRecords(this.ctx, records, signal) };
+  }
+
+  /**
+   * Commits the stream's group offsets after the sink stored its positions, without holding
+   * up the next batch: at most one commit is in flight, so they land in order.
+   */
+  private async commitOffsets(positions: Map<number, bigint>): Promise<void> {
+    await this.offsetCommit;
+    const consumer = this.consumer;
+    this.offsetCommit = consumer.commit(positions).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'stream offset commit failed (sink positions are authoritative)'));
+    // A sink without stored positions resumes from these offsets: they are awaited.
+    if (!this.sink.storesPositions) await this.offsetCommit;
+  }
+
+  /**
+   * `decoded`: the records' changes when already decoded (read ahead, or by transactional
+   * mode); an undefined entry is decoded again here, for its reason.
+   */
+  private async applyBatch(records: StreamRecord[], signal: AbortSignal, storePositions?: Map<number, bigint>, decoded?: readonly (ChangeEvent | Error | undefined)[]): Promise<void> {
     const items: Item[] = [];
     const letters: DeadLetter[] = [];
     const healing: ChangeEvent[] = [];
     const positions = storePositions ?? new Map<number, bigint>();
-    // Transactional mode passes the changes it decoded; what it could not decode is decoded again here, for its reason.
     const fresh = decoded && !decoded.includes(undefined) ? undefined : await decodeRecords(this.ctx, records, signal);
     if (fresh === STOPPED) return;
     for (const [i, record] of records.entries()) {
@@ -188,7 +239,8 @@ export class Apply {
       }
       const held = this.held.reasonFor(change);
       if (held !== undefined) letters.push(letterOf(change, record, tableBlockedError(held)));
-      else if (!this.ctx.blocked.has(rowIdOf(change))) items.push({ change, record });
+      // (No dead-lettered row: nothing to look up, the common case.)
+      else if (this.ctx.blocked.size === 0 || !this.ctx.blocked.has(rowIdOf(change))) items.push({ change, record });
       else if (supersedesRow(change)) {
         // A snapshot row (or a keyless table's reset) is the whole row as of its version: it
         // may pass the row's dead-lettered changes, which it makes stale (see clearSuperseded).
@@ -208,26 +260,27 @@ export class Apply {
     const started = this.options.clock.now();
     let outcome: ApplyOutcome | typeof STOPPED;
     let applied = items;
-    try {
-      outcome = await this.withRetry(() => this.sink.apply(items.map((i) => i.change), positions, this.options.group), signal, 'applying a batch');
-    } catch (err) {
+    const result = await this.applyChanges(items, positions, storePositions === undefined, signal);
+    if (isFailure(result)) {
+      const err = result.error;
       // Without a dead-letter queue, or when the sink itself is misconfigured (no change
       // could be applied), stop: nothing is lost, the batch is re-read after the fix.
       if (!this.options.deadLetters || (err instanceof PrerequisiteError && !(err instanceof StructuralError))) throw err;
       const poison: DeadLetter[] = [];
-      outcome = emptyOutcome();
-      const units = this.transactional ? transactionsOf(items) : items.map((i) => [i]);
+      // Lanes that committed keep their outcome; the failed ones' changes are isolated.
+      outcome = result.outcome;
+      const units = this.transactional ? transactionsOf(result.items) : result.items.map((i) => [i]);
       if (err instanceof StructuralError && this.held.hold(err, units)) {
         if (!(await this.poison.applyUnheld(units, poison, outcome, signal))) return;
       } else {
-        this.log.warn({ err: errorMessage(err), changes: items.length }, 'batch failed permanently; isolating the failing changes');
+        this.log.warn({ err: errorMessage(err), changes: result.items.length }, 'batch failed permanently; isolating the failing changes');
         if (!(await this.poison.isolate(units, poison, outcome, signal))) return;
       }
       if (!(await this.deadLetter(poison, signal))) return;
       const poisoned = new Set(poison.map((l) => l.change));
       applied = items.filter((i) => !poisoned.has(i.change));
       if ((await this.withRetry(() => this.sink.apply([], positions, this.options.group), signal, 'storing positions')) === STOPPED) return;
-    }
+    } else outcome = result;
     if (outcome === STOPPED) return; // the batch will be re-read from the stored positions
     // Dedup records are written only after the sink applied the changes, never before: a
     // failed apply is retried instead of being skipped as a duplicate next time.
@@ -242,7 +295,31 @@ export class Apply {
       this.events.emit('apply:batch:applied', { changes: items.map((i) => i.change), outcome, records: records.length, duplicates, seconds, at: this.options.clock.now() });
     }
     for (const [p, o] of positions) this.applied.set(p, o);
-    await this.consumer.commit(positions).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'stream offset commit failed (sink positions are authoritative)'));
+    await this.commitOffsets(positions);
+  }
+
+  /**
+   * The batch's changes applied with the positions they reach, in one sink transaction or,
+   * when the sink takes several at once, in lanes by stream partition (see applyInLanes). A
+   * batch with a TRUNCATE (or a keyless table's reset) is applied whole: the truncation must
+   * not race rows of the table another lane writes. A permanent failure is returned, with
+   * the changes still to isolate.
+   */
+  private async applyChanges(items: Item[], positions: Map<number, bigint>, ownPositions: boolean, signal: AbortSignal): Promise<ApplyOutcome | typeof STOPPED | LanesFailed> {
+    const lanes = this.lanes();
+    if (lanes > 1 && ownPositions && !items.some((i) => i.change.op === 'TRUNCATE')) {
+      return applyInLanes(this.ctx, items, positions, lanes, signal);
+    }
+    try {
+      return await this.withRetry(() => this.sink.apply(items.map((i) => i.change), positions, this.options.group), signal, 'applying a batch');
+    } catch (error) {
+      return { error, items, outcome: emptyOutcome() };
+    }
+  }
+
+  /** How many lanes a batch may be applied in (see applyChanges). */
+  private lanes(): number {
+    return !this.transactional && this.sink.storesPositions ? Math.max(1, this.sink.applyLanes ?? 1) : 1;
   }
 
   /**

@@ -124,7 +124,7 @@ export function emptyOutcome(): ApplyOutcome {
   return { applied: 0, stale: 0, superseded: 0, byTable: new Map() };
 }
 
-function addOutcome(total: ApplyOutcome, o: ApplyOutcome): void {
+export function addOutcome(total: ApplyOutcome, o: ApplyOutcome): void {
   total.applied += o.applied;
   total.stale += o.stale;
   total.superseded += o.superseded;

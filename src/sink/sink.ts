@@ -26,6 +26,13 @@ export interface Sink {
    * otherwise it resumes from the stream's committed group offsets.
    */
   readonly storesPositions: boolean;
+  /**
+   * How many `apply` calls this sink runs at once, each in its own transaction (a sink that
+   * stores positions). Apply then splits a batch into that many lanes by stream partition,
+   * each applied with its own partitions' positions: a row's changes share a partition, so
+   * they stay in order in one lane. Absent: 1.
+   */
+  readonly applyLanes?: number;
   /** Creates the sink's own bookkeeping (positions, tombstones) if missing. */
   prepare(): Promise<void>;
   /**

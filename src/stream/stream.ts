@@ -50,6 +50,11 @@ export interface StreamProducer {
 }
 
 export interface StreamConsumer {
+  /**
+   * False when apply must not poll the next batch before the current one is applied (a
+   * consumer that counts deliveries by what its first poll handed out). Absent: it may.
+   */
+  readonly readAhead?: boolean;
   /** Partitions currently assigned to this consumer. */
   assignment(): readonly number[];
   /**

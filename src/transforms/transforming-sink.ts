@@ -28,6 +28,11 @@ export interface TransformingSinkOptions {
  */
 export class TransformingSink implements Sink {
   readonly storesPositions: boolean;
+  /**
+   * The inner sink's lanes without transforms; one with them (a transform may route rows of
+   * different stream partitions to one target row, which lanes would write concurrently).
+   */
+  readonly applyLanes: number;
 
   constructor(
     private readonly inner: Sink,
@@ -35,6 +40,7 @@ export class TransformingSink implements Sink {
     private readonly options: TransformingSinkOptions = {},
   ) {
     this.storesPositions = inner.storesPositions;
+    this.applyLanes = transforms.length === 0 ? (inner.applyLanes ?? 1) : 1;
   }
 
   prepare(): Promise<void> {

@@ -54,6 +54,12 @@ export interface PostgresSinkOptions {
   conflicts?: ConflictOptions;
   /** `sink.schema_evolution`: the target follows the source's definitions. */
   evolution?: SchemaEvolution;
+  /**
+   * `sink.apply_lanes`: batches applied at once, each on its own connection (see
+   * Sink.applyLanes). One with `origin` (a single session) or conflict tracking (its
+   * resolver reads rows other writers share). Default 1.
+   */
+  applyLanes?: number;
 }
 
 const V_LSN = quoteIdent(VERSION_LSN_COLUMN);
@@ -75,8 +81,12 @@ const CURRENT_XID = `(pg_current_xact_id()::text::bigint % 4294967296)`;
  * stored version (commit LSN, seq), so replays change nothing.
  */
 export class PostgresSink extends SqlSink<pg.PoolClient, TargetTable> {
+  readonly applyLanes: number;
+
   constructor(options: PostgresSinkOptions) {
-    super(new PostgresDialect(options), options.conflicts, options.evolution);
+    const lanes = options.origin !== undefined || options.conflicts ? 1 : Math.max(1, options.applyLanes ?? 1);
+    super(new PostgresDialect(options, lanes), options.conflicts, options.evolution);
+    this.applyLanes = lanes;
   }
 }
 
@@ -89,8 +99,12 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   private readonly sqlCache = new Map<string, string>();
   private readonly stages = new CopyStages();
 
-  constructor(private readonly options: PostgresSinkOptions) {
-    this.pool = new pg.Pool({ connectionString: options.url, max: options.origin !== undefined ? 1 : (options.poolSize ?? 2) });
+  constructor(
+    private readonly options: PostgresSinkOptions,
+    lanes: number,
+  ) {
+    // A connection per apply lane.
+    this.pool = new pg.Pool({ connectionString: options.url, max: options.origin !== undefined ? 1 : Math.max(options.poolSize ?? 2, lanes) });
     // An idle pooled connection that dies must not crash the process; the next query reconnects.
     this.pool.on('error', () => undefined);
     const s = options.stateSchema;

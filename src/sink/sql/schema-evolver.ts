@@ -139,6 +139,19 @@ export class SchemaEvolver<C, T extends SqlTable> {
     return columns && columns.length > 0 ? columns : undefined;
   }
 
+  /**
+   * True when one of `labels` has a definition whose DDL this process has not run yet: the
+   * batch may evolve the table (see evolve), which concurrent batches must not race.
+   */
+  pending(labels: Iterable<string>): boolean {
+    for (const label of labels) {
+      const h = this.histories.get(label);
+      const newest = h?.[h.length - 1]?.version;
+      if (newest !== undefined && this.evolved.get(label) !== newest) return true;
+    }
+    return false;
+  }
+
   /** The DDL of `label` committed: no need to plan it again. */
   committed(labels: Iterable<string>): void {
     for (const label of labels) {

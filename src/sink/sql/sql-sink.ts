@@ -1,6 +1,7 @@
 import { rowKeyOf, tableLabelOf, type ChangeEvent, type Row } from '../../core/change.js';
 import { parseLsn } from '../../core/lsn.js';
 import { PrerequisiteError } from '../../core/errors.js';
+import { SharedExclusiveLock } from '../../core/shared-exclusive-lock.js';
 import { SCHEMA_MISMATCH } from '../../core/schema-evolution.js';
 import { collapseBatch, type TableBatch } from '../collapse.js';
 import { maxVersion, onMissingRow, planMultiset, removesRow } from '../multiset.js';
@@ -39,6 +40,12 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
   /** Target metadata by `schema.table`; cleared when a structural error says it may be stale. */
   private readonly tables = new Map<string, T>();
   private readonly evolver: SchemaEvolver<C, T> | undefined;
+  /**
+   * Concurrent batches (apply lanes, see Sink.applyLanes) hold it shared; a batch that may
+   * run DDL (a table not loaded yet: created, or given the version columns; schema
+   * evolution) holds it alone, so two transactions never race the same DDL.
+   */
+  private readonly ddl = new SharedExclusiveLock();
 
   constructor(
     private readonly dialect: SqlDialect<C, T>,
@@ -63,7 +70,9 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
     const outcome: ApplyOutcome = { applied: 0, stale: 0, superseded, byTable: new Map() };
     const recorded: ConflictRecord[] = [];
     const d = this.dialect;
-    await d.withConnection(`applying to ${d.name}`, async (c) => {
+    const labels = tables.map((b) => tableLabelOf(b));
+    const mayRunDdl = labels.some((l) => !this.tables.has(l)) || (evolver?.pending(labels) ?? false);
+    await this.ddl.run(mayRunDdl, () => d.withConnection(`applying to ${d.name}`, async (c) => {
       // Table metadata (and adding the version columns: an ALTER TABLE, which commits
       // implicitly in MySQL) happens outside the batch transaction, so a rolled-back batch
       // cannot leave the cache believing in columns that were never committed.
@@ -118,7 +127,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
         }
         throw err;
       }
-    });
+    }));
     return outcome;
   }
 

@@ -40,6 +40,12 @@ export interface NatsConsumerContext {
 }
 
 export class NatsConsumer implements StreamConsumer, ReaderHost {
+  /**
+   * max_deliver (see delivery-tracker.ts) blames the records of the first poll after a start
+   * for a death of apply: a next batch read and decoded ahead, dying in its decoding while the
+   * first is applied, would be blamed on the first.
+   */
+  readonly readAhead = false;
   readonly buffer = new RecordBuffer();
   readonly jsm: JetStreamManager;
   readonly js: JetStreamClient;
