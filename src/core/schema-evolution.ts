@@ -112,17 +112,30 @@ export function planEvolution(
   const first = defs[0] as { columns: RecordedColumn[] };
   const present = new Set(target.keys());
   const newestNames = new Set(newest.columns.map((c) => c.name));
+  // A name the newest definition gives another column (known attnums differ): `RENAME a TO x;
+  // ADD a` frees the old name for a new column, so the old column is still renamed.
+  const reused = (name: string, attnum: number): boolean => newest.columns.some((n) => n.name === name && n.attnum !== null && n.attnum !== attnum);
+  // Renames are decided first (a new column may take the name a renamed one leaves), the
+  // steps are made in column order.
+  const renamedFrom = new Map<string, string>();
   for (const col of newest.columns) {
-    if (present.has(col.name)) {
-      if (options.mode === 'full') widen(col, earlier, target, options.typeFor, plan);
-      continue;
-    }
-    const oldName = earlier.map((d) => d.columns.find((c) => sameColumn(c, col))?.name).find((n) => n !== undefined && n !== col.name && present.has(n) && !newestNames.has(n));
-    if (oldName !== undefined && col.attnum !== null) {
-      plan.steps.push({ kind: 'rename', from: oldName, to: col.name });
-      present.delete(oldName);
+    if (present.has(col.name) || col.attnum === null) continue;
+    const attnum = col.attnum;
+    const oldName = earlier
+      .map((d) => d.columns.find((c) => sameColumn(c, col))?.name)
+      .find((n) => n !== undefined && n !== col.name && present.has(n) && ![...renamedFrom.values()].includes(n) && (!newestNames.has(n) || reused(n, attnum)));
+    if (oldName !== undefined) renamedFrom.set(col.name, oldName);
+  }
+  for (const from of renamedFrom.values()) present.delete(from);
+  for (const col of newest.columns) {
+    const from = renamedFrom.get(col.name);
+    if (from !== undefined) {
+      plan.steps.push({ kind: 'rename', from, to: col.name });
       present.add(col.name);
-    } else if (!first.columns.some((c) => sameColumn(c, col) || c.name === col.name)) {
+    } else if (present.has(col.name)) {
+      if (options.mode === 'full') widen(col, earlier, target, options.typeFor, plan);
+    } else if (!first.columns.some((c) => sameColumn(c, col))) {
+      // Same attnum when known, else same name: a column the source had all along is not added.
       plan.steps.push({ kind: 'add', column: col });
       present.add(col.name);
     }
