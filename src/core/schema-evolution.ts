@@ -37,10 +37,12 @@ export interface DefinitionLookup {
 }
 
 /**
- * `history` with the attnums capture could not record filled in from the next definition: a
- * column renamed at the source before its definition was recorded is not found by its old
- * name in the catalog. Same name: same column; else the column at the same position with
- * the same type whose name is new (Relation messages list columns in attnum order): renamed.
+ * `history` with the attnums capture could not record filled in from the next definition,
+ * only where the name is the same (a column that kept its name). A column renamed, or dropped
+ * and another added, before its definition was recorded keeps attnum null: its position and
+ * type cannot tell a rename from a drop plus an add (a red-team repro moved a dropped
+ * column's values into a new column that way). An earlier definition recorded in time still
+ * knows it; when none does, planEvolution holds the table instead of guessing (`ambiguous`).
  */
 export function withKnownAttnums(history: readonly TableDefinition[]): TableDefinition[] {
   const out = history.map((d) => ({ version: d.version, columns: d.columns?.map((c) => ({ ...c })) }));
@@ -48,16 +50,29 @@ export function withKnownAttnums(history: readonly TableDefinition[]): TableDefi
     const older = out[k]?.columns;
     const newer = out[k + 1]?.columns;
     if (!older || !newer) continue;
-    const olderNames = new Set(older.map((c) => c.name));
-    older.forEach((c, i) => {
-      if (c.attnum !== null) return;
+    for (const c of older) {
+      if (c.attnum !== null) continue;
       const same = newer.find((n) => n.name === c.name);
-      const renamed = newer[i];
       if (same) c.attnum = same.attnum;
-      else if (renamed && renamed.type_oid === c.type_oid && !olderNames.has(renamed.name) && !older.some((o) => o.attnum !== null && o.attnum === renamed.attnum)) c.attnum = renamed.attnum;
-    });
+    }
   }
   return out;
+}
+
+/**
+ * A target column the newest definition no longer has, while it gained columns the target
+ * lacks, and no definition knows that column's attnum (every definition with it was recorded
+ * after later DDL, and the DDL history did not cover it): whether it was renamed or dropped
+ * and another added cannot be told.
+ * Returns the reason, or undefined when every such column is known.
+ */
+function ambiguous(defs: readonly { version: number; columns: RecordedColumn[] }[], present: ReadonlySet<string>, newestNames: ReadonlySet<string>): string | undefined {
+  const came = [...newestNames].filter((n) => !present.has(n));
+  if (came.length === 0) return undefined;
+  const known = new Set(defs.flatMap((d) => d.columns.filter((c) => c.attnum !== null).map((c) => c.name)));
+  const unknownGone = [...new Set(defs.flatMap((d) => d.columns.map((c) => c.name)))].filter((n) => present.has(n) && !newestNames.has(n) && !known.has(n));
+  if (unknownGone.length === 0) return undefined;
+  return `every recorded definition with ${unknownGone.join(', ')} was recorded after later DDL had changed the table, so whether it became ${came.join(', ')} (renamed) or was dropped and another added cannot be told (no DDL history covered it: README "Schema evolution at the sink"); alter the target table by hand to the source's columns, then its held changes apply`;
 }
 
 /** `sink.schema_evolution`. */
@@ -112,17 +127,35 @@ export function planEvolution(
   const first = defs[0] as { columns: RecordedColumn[] };
   const present = new Set(target.keys());
   const newestNames = new Set(newest.columns.map((c) => c.name));
+  const unclear = ambiguous(defs, present, newestNames);
+  if (unclear !== undefined) {
+    plan.mismatches.push(unclear);
+    return plan;
+  }
+  // A name the newest definition gives another column (known attnums differ): `RENAME a TO x;
+  // ADD a` frees the old name for a new column, so the old column is still renamed.
+  const reused = (name: string, attnum: number): boolean => newest.columns.some((n) => n.name === name && n.attnum !== null && n.attnum !== attnum);
+  // Renames are decided first (a new column may take the name a renamed one leaves), the
+  // steps are made in column order.
+  const renamedFrom = new Map<string, string>();
   for (const col of newest.columns) {
-    if (present.has(col.name)) {
-      if (options.mode === 'full') widen(col, earlier, target, options.typeFor, plan);
-      continue;
-    }
-    const oldName = earlier.map((d) => d.columns.find((c) => sameColumn(c, col))?.name).find((n) => n !== undefined && n !== col.name && present.has(n) && !newestNames.has(n));
-    if (oldName !== undefined && col.attnum !== null) {
-      plan.steps.push({ kind: 'rename', from: oldName, to: col.name });
-      present.delete(oldName);
+    if (present.has(col.name) || col.attnum === null) continue;
+    const attnum = col.attnum;
+    const oldName = earlier
+      .map((d) => d.columns.find((c) => sameColumn(c, col))?.name)
+      .find((n) => n !== undefined && n !== col.name && present.has(n) && ![...renamedFrom.values()].includes(n) && (!newestNames.has(n) || reused(n, attnum)));
+    if (oldName !== undefined) renamedFrom.set(col.name, oldName);
+  }
+  for (const from of renamedFrom.values()) present.delete(from);
+  for (const col of newest.columns) {
+    const from = renamedFrom.get(col.name);
+    if (from !== undefined) {
+      plan.steps.push({ kind: 'rename', from, to: col.name });
       present.add(col.name);
-    } else if (!first.columns.some((c) => sameColumn(c, col) || c.name === col.name)) {
+    } else if (present.has(col.name)) {
+      if (options.mode === 'full') widen(col, earlier, target, options.typeFor, plan);
+    } else if (!first.columns.some((c) => sameColumn(c, col))) {
+      // Same attnum when known, else same name: a column the source had all along is not added.
       plan.steps.push({ kind: 'add', column: col });
       present.add(col.name);
     }

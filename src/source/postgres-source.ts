@@ -16,6 +16,7 @@ import { ensurePublication } from './publication.js';
 import { OUTPUT_SETTINGS, ReplicationStream } from './replication-stream.js';
 import { SourceRowReader } from './row-reader.js';
 import { SchemaVersionStore } from './schema-version-store.js';
+import { ddlHistorySql, installDdlHistory } from './ddl-history.js';
 import { ensureSlot, slotState, type SlotState } from './slot.js';
 import { SnapshotStore } from './snapshot-store.js';
 
@@ -289,13 +290,39 @@ async function prepareSchemaVersions(admin: pg.Client, options: PostgresSourceOp
   try {
     await store.prepare();
     await store.load();
-    return store;
   } catch (err) {
     options.log.warn(
       { err: errorMessage(err), fix: `GRANT CREATE ON DATABASE ... TO the syncline role, or create ${options.stateSchema}.schema_versions beforehand` },
       '_schema_version is not kept across restarts: cannot create the schema version table in the source',
     );
     return undefined;
+  }
+  await prepareDdlHistory(admin, options, store);
+  return store;
+}
+
+/**
+ * The DDL history (ddl-history.ts) that gives recorded definitions their exact attnums. The
+ * event trigger needs a superuser once; without it definitions are recorded from the catalog
+ * as before (with the limit README "Schema evolution at the sink" describes).
+ */
+async function prepareDdlHistory(admin: pg.Client, options: PostgresSourceOptions, store: SchemaVersionStore): Promise<void> {
+  const { log, stateSchema } = options;
+  try {
+    const tables = options.tables.length > 0 ? options.tables : await publicationTables(admin, options.publication);
+    const state = await installDdlHistory(admin, stateSchema, tables);
+    store.useDdlHistory();
+    if (state === 'no_trigger') {
+      log.warn(
+        { fix: `run capture once as a superuser, or create the event trigger by hand as a superuser: ${ddlHistorySql(stateSchema).trigger.replace(/\s+/g, ' ')} (README "Schema evolution at the sink")` },
+        'no DDL history: the event trigger is missing or disabled, so a definition recorded after later DDL may get a wrong attnum',
+      );
+    }
+  } catch (err) {
+    log.warn(
+      { err: errorMessage(err), fix: `run capture once as a superuser, or create ${stateSchema}.ddl_history, its function and event trigger by hand (README "Schema evolution at the sink")` },
+      'no DDL history: cannot create it in the source, so a definition recorded after later DDL may get a wrong attnum',
+    );
   }
 }
 

@@ -4,19 +4,26 @@ import { SchemaVersionHistory, type ColumnType, type SchemaVersionEntry, type Sc
 import type { RecordedColumn, TableDefinition } from '../core/schema-evolution.js';
 import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
+import { definitionAt } from '../core/ddl-history.js';
+import { historyBefore } from './ddl-history.js';
 
 /**
  * The `columns` of a recorded definition, one RecordedColumn per column in order: the type
  * (format_type) from the Relation message's oid and modifier; attnum, NOT NULL and primary
- * key membership from the catalog by name when the definition is recorded (a column renamed
- * or dropped since then has attnum null; a new column that took a dropped one's name since
- * then is taken for it: a known limit, see README "Schema evolution at the sink").
+ * key membership from the DDL history ($11: the columns as definitionAt found them, exact at
+ * the definition's LSN), else from the catalog by name as it is when the definition is
+ * recorded (a column renamed or dropped since then has attnum null; a new column that took
+ * a dropped one's name since then is taken for it: the limit the DDL history removes, see
+ * README "Schema evolution at the sink").
  */
 const RECORDED_COLUMNS = `coalesce((SELECT jsonb_agg(jsonb_build_object('name', c.name, 'type', format_type(c.oid, c.typmod), 'type_oid', c.oid, 'typmod', c.typmod,
-      'attnum', a.attnum, 'not_null', coalesce(a.attnotnull, false), 'key', coalesce(a.attnum = ANY(i.indkey), false)) ORDER BY c.ord)
+      'attnum', CASE WHEN $11::jsonb IS NULL THEN a.attnum ELSE (h.col->>'attnum')::int END,
+      'not_null', CASE WHEN $11::jsonb IS NULL THEN coalesce(a.attnotnull, false) ELSE (h.col->>'not_null')::boolean END,
+      'key', CASE WHEN $11::jsonb IS NULL THEN coalesce(a.attnum = ANY(i.indkey), false) ELSE (h.col->>'key')::boolean END) ORDER BY c.ord)
     FROM unnest($7::text[], $8::oid[], $9::int[]) WITH ORDINALITY AS c(name, oid, typmod, ord)
     LEFT JOIN pg_attribute a ON a.attrelid = to_regclass($10) AND a.attname = c.name AND a.attnum > 0 AND NOT a.attisdropped
-    LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary), '[]'::jsonb)`;
+    LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+    CROSS JOIN LATERAL (SELECT $11::jsonb -> (c.ord::int - 1) AS col) h), '[]'::jsonb)`;
 
 /**
  * `_schema_version` kept in the source database (`<state_schema>.schema_versions`, one row
@@ -29,6 +36,8 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
   /** The chain of inserts; a failed insert fails every later `stored()`. */
   private writes: Promise<void> = Promise.resolve();
   private readonly listeners: ((entry: SchemaVersionEntry) => void)[] = [];
+  /** The source's DDL history table exists (ddl-history.ts): attnums are looked up there first. */
+  private ddlHistory = false;
 
   constructor(private readonly client: pg.ClientBase, private readonly schema: string, private readonly slot: string) {
     this.table = quoteQualified(schema, 'schema_versions');
@@ -50,6 +59,11 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
       // (type: format_type text), for `syncline schemas` and schema evolution at the sink.
       await this.client.query(`ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS columns jsonb`);
     });
+  }
+
+  /** Looks definitions up in the DDL history from now on (installDdlHistory succeeded). */
+  useDdlHistory(): void {
+    this.ddlHistory = true;
   }
 
   /** Reads the recorded definitions; call once before capture starts. */
@@ -78,14 +92,15 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
     for (const l of this.listeners) l(e);
     // Only the slot's leader (leader-lock.ts) writes, after loading: a row is never contested.
     // The columns' type names come from format_type; attnum, NOT NULL and the primary key from
-    // the catalog as it is when recorded (just after capture met the definition).
+    // the DDL history at the definition's LSN, else from the catalog as it is when recorded.
     this.writes = this.writes.then(async () => {
       const cols = e.columns ?? [];
+      const known = this.ddlHistory && cols.length > 0 ? definitionAt(await historyBefore(this.client, this.schema, e, e.lsn), cols) : undefined;
       await this.client.query(
         `INSERT INTO ${this.table} (slot_name, table_schema, table_name, version, signature, first_lsn, columns)
          SELECT $1, $2, $3, $4, $5, $6::pg_lsn, ${RECORDED_COLUMNS}
          ON CONFLICT (slot_name, table_schema, table_name, version) DO NOTHING`,
-        [this.slot, e.schema, e.table, e.version, e.signature, formatLsn(e.lsn), cols.map((c) => c.name), cols.map((c) => c.typeOid), cols.map((c) => c.typeMod), quoteQualified(e.schema, e.table)],
+        [this.slot, e.schema, e.table, e.version, e.signature, formatLsn(e.lsn), cols.map((c) => c.name), cols.map((c) => c.typeOid), cols.map((c) => c.typeMod), quoteQualified(e.schema, e.table), known ? JSON.stringify(known) : null],
       );
     });
     // Reported through stored(); not an unhandled rejection meanwhile.

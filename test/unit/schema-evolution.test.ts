@@ -79,11 +79,36 @@ describe('changes of an older definition', () => {
 });
 
 describe('withKnownAttnums', () => {
-  it('a column renamed before its definition was recorded (attnum null) gets the attnum of the same position and type', () => {
+  it('a column recorded late keeps attnum null unless the next definition has its name; then evolution holds rather than guess a rename', () => {
     const unknown = (c: RecordedColumn): RecordedColumn => ({ ...c, attnum: null });
-    const v3 = def(3, col('id', 1, 'integer', true), col('v', 2, 'integer'), unknown(col('note', 3)), col('added', 5, 'numeric(12,2)'));
-    const history = withKnownAttnums([V2, v3, V4]);
-    expect(history[1]?.columns?.map((c) => c.attnum)).toEqual([1, 2, 3, 5]);
-    expect([...renamesSince(history, 3)]).toEqual([['note', 'remark']]);
+    const v3 = def(3, unknown(col('id', 1, 'integer', true)), unknown(col('v', 2, 'integer')), unknown(col('note', 3)), unknown(col('added', 5, 'numeric(12,2)')));
+    const history = withKnownAttnums([v3, V4]);
+    // Same name in V4: known; `note` (renamed to remark, or dropped and remark added?) stays unknown.
+    expect(history[0]?.columns?.map((c) => c.attnum)).toEqual([1, 2, null, 5]);
+    expect(renamesSince(history, 3).size).toBe(0);
+    const target = new Map<string, TargetColumnShape>([
+      ['id', { type: 'integer', notNull: true }],
+      ['v', { type: 'integer', notNull: true }],
+      ['note', { type: 'text', notNull: false }],
+      ['added', { type: 'numeric(12,2)', notNull: false }],
+    ]);
+    const plan = planEvolution(history, target, { mode: 'full', dropColumns: 'drop', typeFor: (c) => c.type });
+    expect(plan.steps).toEqual([]);
+    expect(plan.mismatches.join()).toMatch(/with note .*became remark .*cannot be told/);
+    // An earlier definition recorded in time knows note's attnum: the rename is certain.
+    const known = planEvolution(withKnownAttnums([V2, v3, V4]), target, { mode: 'full', dropColumns: 'drop', typeFor: (c) => c.type });
+    expect(known.mismatches).toEqual([]);
+    expect(known.steps).toContainEqual({ kind: 'rename', from: 'note', to: 'remark' });
+  });
+
+  it('red-team repro: DROP COLUMN a; ADD COLUMN b recorded late is never taken for a rename of a to b', () => {
+    const v1 = def(1, col('id', 1, 'integer', true), { ...col('a', 2), attnum: null });
+    const v2 = def(2, col('id', 1, 'integer', true), col('b', 3));
+    const history = withKnownAttnums([v1, v2]);
+    const target = new Map<string, TargetColumnShape>([['id', { type: 'integer', notNull: true }], ['a', { type: 'text', notNull: false }]]);
+    const plan = planEvolution(history, target, { mode: 'add_columns', dropColumns: 'keep', typeFor: (c) => c.type });
+    expect(plan.steps.filter((s) => s.kind === 'rename')).toEqual([]);
+    expect(plan.mismatches.length).toBe(1);
+    expect(renamesSince(history, 1).size).toBe(0);
   });
 });

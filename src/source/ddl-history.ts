@@ -1,0 +1,137 @@
+import type pg from 'pg';
+import { createHash } from 'node:crypto';
+import { formatLsn, type Lsn } from '../core/lsn.js';
+import type { HistoryColumn } from '../core/ddl-history.js';
+import { quoteIdent, quoteLiteral, quoteQualified, type TableName } from '../core/sql.js';
+import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
+
+/**
+ * The source's DDL history: `<state_schema>.ddl_history`, one row per table definition with
+ * each column's exact attnum, written by an event trigger inside the DDL's own transaction.
+ * pgoutput's Relation message carries no attnums, and the catalog read when capture records
+ * a definition (schema-version-store.ts) is the catalog of now, not of the definition's LSN:
+ * when capture is behind the DDL it names the wrong column. The history is exact at any LSN
+ * (see core/ddl-history.ts definitionAt).
+ */
+
+/** pg_attribute's columns of relation `rel` (an SQL expression), as HistoryColumn jsonb, attnum order. */
+const columnsOf = (rel: string): string => `(SELECT coalesce(jsonb_agg(jsonb_build_object('name', a.attname, 'attnum', a.attnum, 'type_oid', a.atttypid::bigint,
+      'typmod', a.atttypmod, 'not_null', a.attnotnull, 'key', coalesce(a.attnum = ANY(i.indkey), false)) ORDER BY a.attnum), '[]'::jsonb)
+    FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+   WHERE a.attrelid = ${rel} AND a.attnum > 0 AND NOT a.attisdropped)`;
+
+/** The event trigger's name: database-wide, so it names the state schema (hashed when too long). */
+export function ddlHistoryTriggerName(stateSchema: string): string {
+  const name = `syncline_ddl_history_${stateSchema}`;
+  if (Buffer.byteLength(name) <= 63) return name;
+  return `syncline_ddl_history_${createHash('sha256').update(stateSchema).digest('hex').slice(0, 16)}`;
+}
+
+const historyTable = (stateSchema: string): string => quoteQualified(stateSchema, 'ddl_history');
+const functionName = (stateSchema: string): string => quoteQualified(stateSchema, 'record_ddl_history');
+
+/** The body of the event trigger's function (compared with pg_proc.prosrc to replace an older one). */
+function functionBody(stateSchema: string): string {
+  return `
+BEGIN
+  INSERT INTO ${historyTable(stateSchema)} (relid, table_schema, table_name, lsn, columns)
+  SELECT c.oid, n.nspname, c.relname, pg_current_wal_insert_lsn(), ${columnsOf('c.oid')}
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.oid IN (SELECT d.objid FROM pg_event_trigger_ddl_commands() d
+                    WHERE d.classid = 'pg_class'::regclass AND d.object_type IN ('table', 'table column'))
+     AND c.relkind IN ('r', 'p') AND n.nspname <> ${quoteLiteral(stateSchema)};
+EXCEPTION WHEN OTHERS THEN
+  -- Never make the user's DDL fail (history table dropped, no privilege, anything): the
+  -- definition is then recorded from the catalog as without the history.
+  NULL;
+END
+`;
+}
+
+/** The statements that create the history (the table, its function, the event trigger); the README prints them. */
+export function ddlHistorySql(stateSchema: string): { table: string[]; fn: string; trigger: string } {
+  const body = functionBody(stateSchema);
+  let tag = '$syncline$';
+  for (let i = 1; body.includes(tag); i++) tag = `$syncline${i}$`;
+  return {
+    table: [
+      `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(stateSchema)}`,
+      `CREATE TABLE IF NOT EXISTS ${historyTable(stateSchema)} (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        relid oid NOT NULL,
+        table_schema text NOT NULL,
+        table_name text NOT NULL,
+        lsn pg_lsn NOT NULL,
+        columns jsonb NOT NULL,
+        recorded_at timestamptz NOT NULL DEFAULT now())`,
+      `CREATE INDEX IF NOT EXISTS ddl_history_table_lsn ON ${historyTable(stateSchema)} (table_schema, table_name, lsn)`,
+    ],
+    // SECURITY DEFINER: whoever runs the DDL, the row is written as the history's owner.
+    fn: `CREATE OR REPLACE FUNCTION ${functionName(stateSchema)}() RETURNS event_trigger LANGUAGE plpgsql
+      SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS ${tag}${body}${tag}`,
+    trigger: `CREATE EVENT TRIGGER ${quoteIdent(ddlHistoryTriggerName(stateSchema))} ON ddl_command_end
+      WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'ALTER TABLE') EXECUTE FUNCTION ${functionName(stateSchema)}()`,
+  };
+}
+
+/** What installDdlHistory found or made. */
+export type DdlHistoryState = 'active' | 'no_trigger';
+
+/**
+ * Creates the history table and function (idempotent, under the state DDL lock) and the
+ * event trigger when it is missing and the role may (superuser); then records the current
+ * definitions of `tables` whose newest history entry differs (a first install, or DDL while
+ * the trigger was missing). Resolves 'no_trigger' when the trigger is missing or disabled:
+ * the table is kept (a trigger created by hand fills it) but nothing is seeded. Throws when
+ * the table or function cannot be created.
+ */
+export async function installDdlHistory(client: pg.ClientBase, stateSchema: string, tables: readonly TableName[]): Promise<DdlHistoryState> {
+  const sql = ddlHistorySql(stateSchema);
+  return serializedDdl(client, STATE_DDL_LOCK, async () => {
+    for (const statement of sql.table) await client.query(statement);
+    const { rows: fn } = await client.query<{ src: string | null }>(
+      `SELECT (SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure($1)) AS src`,
+      [`${functionName(stateSchema)}()`],
+    );
+    if (fn[0]?.src !== functionBody(stateSchema)) await client.query(sql.fn);
+    const { rows } = await client.query<{ enabled: string | null; superuser: boolean }>(
+      `SELECT (SELECT evtenabled::text FROM pg_event_trigger WHERE evtname = $1) AS enabled,
+              (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser`,
+      [ddlHistoryTriggerName(stateSchema)],
+    );
+    let enabled = rows[0]?.enabled ?? null;
+    if (enabled === null && rows[0]?.superuser) {
+      await client.query(sql.trigger);
+      enabled = 'O';
+    }
+    if (enabled === null || enabled === 'D') return 'no_trigger';
+    if (tables.length > 0) {
+      const h = historyTable(stateSchema);
+      await client.query(
+        `INSERT INTO ${h} (relid, table_schema, table_name, lsn, columns)
+         SELECT c.oid, n.nspname, c.relname, pg_current_wal_insert_lsn(), cols.columns
+           FROM unnest($1::text[], $2::text[]) AS t(schema_name, table_name)
+           JOIN pg_namespace n ON n.nspname = t.schema_name
+           JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.table_name
+           CROSS JOIN LATERAL (SELECT ${columnsOf('c.oid')} AS columns) cols
+          WHERE cols.columns IS DISTINCT FROM (SELECT e.columns FROM ${h} e
+                  WHERE e.table_schema = n.nspname AND e.table_name = c.relname ORDER BY e.lsn DESC, e.id DESC LIMIT 1)`,
+        [tables.map((t) => t.schema), tables.map((t) => t.table)],
+      );
+    }
+    return 'active';
+  });
+}
+
+/** How many history entries of a table a definition is looked for in (newest first). */
+const ENTRIES_SEARCHED = 50;
+
+/** The history entries of `t` recorded at or before `lsn`, newest first. */
+export async function historyBefore(client: pg.ClientBase, stateSchema: string, t: TableName, lsn: Lsn): Promise<HistoryColumn[][]> {
+  const { rows } = await client.query<{ columns: HistoryColumn[] }>(
+    `SELECT columns FROM ${historyTable(stateSchema)}
+      WHERE table_schema = $1 AND table_name = $2 AND lsn <= $3::pg_lsn ORDER BY lsn DESC, id DESC LIMIT ${ENTRIES_SEARCHED}`,
+    [t.schema, t.table, formatLsn(lsn)],
+  );
+  return rows.map((r) => r.columns);
+}
