@@ -99,3 +99,30 @@ export async function createAccounts(url: string, rows: number): Promise<void> {
     await c.end();
   }
 }
+
+/** `from`..`to` inclusive. */
+export const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+/**
+ * One side of an active-active workload on `accounts`: `rounds` UPDATEs, each of some of
+ * its `own` rows and most of the 20 shared ones (ids 1..20), setting `name` to
+ * `<label>-<round>`, counting `hits` up and `updated_at` to the clock; `afterRound` runs
+ * after each (a pause, a kill). Returns how many row increments it made.
+ */
+export async function updateRounds(url: string, label: string, own: number[], rounds: number, afterRound: (round: number) => Promise<void>): Promise<number> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  let changed = 0;
+  try {
+    for (let r = 0; r < rounds; r++) {
+      const shared = range(1, 20).filter((id) => (id + r) % 3 !== 0);
+      const ids = [...own.filter((id) => (id + r) % 2 === 0), ...shared];
+      const res = await c.query(`UPDATE accounts SET name = $1, hits = hits + 1, updated_at = clock_timestamp() WHERE id = ANY($2::int[])`, [`${label}-${r}`, ids]);
+      changed += res.rowCount ?? 0;
+      await afterRound(r);
+    }
+  } finally {
+    await c.end();
+  }
+  return changed;
+}

@@ -6,7 +6,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { embeddedPg17, freePort, machinePg15, secondPg15, uniqueName, waitFor, type PgServer } from '../helpers/postgres.js';
-import { createAccounts, dropDatabases, dropSlot, rowsOf } from '../helpers/many-writers.js';
+import { createAccounts, dropDatabases, dropSlot, range, rowsOf, updateRounds } from '../helpers/many-writers.js';
 import { CLI, ensureBuilt } from '../helpers/cli.js';
 
 const ROWS = 'SELECT id, name, hits::text, updated_at::text FROM accounts ORDER BY id';
@@ -156,38 +156,22 @@ monitoring: { enabled: true, port: ${ports[from]} }
     await waitFor('both captures streaming', async () => (await streaming('a')) && (await streaming('b')), 60_000, 200);
 
     const rounds = 30;
-    const side = async (url: string, label: string, own: number[], onRound: (r: number) => Promise<void>): Promise<number> => {
-      const c = new pg.Client({ connectionString: url });
-      await c.connect();
-      let changed = 0;
-      try {
-        for (let r = 0; r < rounds; r++) {
-          const shared = Array.from({ length: 20 }, (_, i) => i + 1).filter((id) => (id + r) % 3 !== 0);
-          const ids = [...own.filter((id) => (id + r) % 2 === 0), ...shared];
-          const res = await c.query(`UPDATE accounts SET name = $1, hits = hits + 1, updated_at = clock_timestamp() WHERE id = ANY($2::int[])`, [`${label}-${r}`, ids]);
-          changed += res.rowCount ?? 0;
-          await onRound(r);
-          await new Promise((resolve) => setTimeout(resolve, 30));
-        }
-      } finally {
-        await c.end();
-      }
-      return changed;
-    };
-    const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+    const pause = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 30));
     // a's pipeline is killed a third of the way through and near the end, b's at two thirds.
     const [onA, onB] = await Promise.all([
-      side(urls.a, 'a', range(21, 60), async (r) => {
+      updateRounds(urls.a, 'a', range(21, 60), rounds, async (r) => {
         if (r === 10 || r === 26) {
           await kill('a');
           start('a');
         }
+        await pause();
       }),
-      side(urls.b, 'b', range(61, 100), async (r) => {
+      updateRounds(urls.b, 'b', range(61, 100), rounds, async (r) => {
         if (r === 20) {
           await kill('b');
           start('b');
         }
+        await pause();
       }),
     ]);
     const increments = onA + onB;

@@ -1,11 +1,10 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Pipeline } from '../../src/index.js';
 import { embeddedPg17, freshDatabase, machinePg15, waitFor, type PgServer } from '../helpers/postgres.js';
-import { captured, createAccounts, direction, dropDatabases, dropSlot, rowsOf } from '../helpers/many-writers.js';
+import { captured, createAccounts, direction, dropDatabases, dropSlot, range, rowsOf, updateRounds } from '../helpers/many-writers.js';
 
 const PID = process.pid;
 const A = `bidi_a_${PID}`;
@@ -59,25 +58,10 @@ describe.each(SERVERS)('bidirectional without loops (%s, embedded streams)', (_,
     // Each side: 25 rounds over its own 40 rows and the 20 shared ones, as fast as it can.
     const rounds = 25;
     let increments = 0;
-    const side = async (url: string, label: string, own: number[]): Promise<number> => {
-      const c = new pg.Client({ connectionString: url });
-      await c.connect();
-      let changed = 0;
-      try {
-        for (let r = 0; r < rounds; r++) {
-          const shared = Array.from({ length: 20 }, (_, i) => i + 1).filter((id) => (id + r) % 3 !== 0);
-          const ids = [...own.filter((id) => (id + r) % 2 === 0), ...shared];
-          const res = await c.query(`UPDATE accounts SET name = $1, hits = hits + 1, updated_at = clock_timestamp() WHERE id = ANY($2::int[])`, [`${label}-${r}`, ids]);
-          changed += res.rowCount ?? 0;
-          if (r % 5 === 0) await new Promise((resolve) => setTimeout(resolve, 20));
-        }
-      } finally {
-        await c.end();
-      }
-      return changed;
+    const pause = async (r: number): Promise<void> => {
+      if (r % 5 === 0) await new Promise((resolve) => setTimeout(resolve, 20));
     };
-    const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
-    const [onA, onB] = await Promise.all([side(aUrl, 'a', range(21, 60)), side(bUrl, 'b', range(61, 100))]);
+    const [onA, onB] = await Promise.all([updateRounds(aUrl, 'a', range(21, 60), rounds, pause), updateRounds(bUrl, 'b', range(61, 100), rounds, pause)]);
     increments = onA + onB;
 
     await waitFor('both databases identical', async () => (await rowsOf(aUrl, ROWS)) === (await rowsOf(bUrl, ROWS)), 90_000, 250);

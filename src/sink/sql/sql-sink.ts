@@ -267,7 +267,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       counts.applied += absent.length - refused.length;
       // A refused key whose row is still absent was refused by the gate: stale. Twice is
       // enough to tell (a row that came and went in between is as good as a newer delete).
-      if (round === 2) {
+      if (round === 1) {
         counts.stale += refused.length;
         return;
       }
