@@ -52,16 +52,6 @@ export function tableOfKey(key: string): string | undefined {
   return colon > 0 ? key.slice(0, colon) : undefined;
 }
 
-/** Header values may not hold CR or LF: such keys travel URI-encoded. */
-export function setKeyHeader(h: MsgHdrs, key: string): void {
-  if (/[\r\n]/.test(key)) {
-    h.set(KEY_HEADER, encodeURIComponent(key));
-    h.set(KEY_ENCODING_HEADER, 'uri');
-  } else {
-    h.set(KEY_HEADER, key);
-  }
-}
-
 export function keyOf(h: MsgHdrs | undefined): string {
   if (h === undefined) return '';
   const key = h.get(KEY_HEADER);

@@ -7,14 +7,15 @@
  * publish pipelines all its records on the one connection (written in call order, so stored
  * in call order) and resolves when the server acknowledged all of them.
  */
-import { createInbox, headers, type Msg, type NatsConnection, type NatsError, type Subscription } from 'nats';
+import { createInbox, type Msg, type NatsConnection, type NatsError, type Subscription } from 'nats';
 import { partitionFor } from '../../core/change.js';
 import { SynclineError } from '../../core/errors.js';
 import type { BrokerClients } from '../common/broker-stream.js';
 import { streamClosedError } from '../common/errors.js';
 import type { OutgoingRecord, StreamProducer } from '../stream.js';
 import { natsError } from './nats-errors.js';
-import { TABLE_HEADER, partitionSubject, setKeyHeader, tableOfKey, tableSubjectOf } from './nats-names.js';
+import { partitionSubject, tableSubjectOf } from './nats-names.js';
+import { recordHeaders } from './record-headers.js';
 
 /** One publish() call waiting for its acknowledgements. */
 interface PendingPublish {
@@ -82,18 +83,10 @@ export class NatsProducer implements StreamProducer {
       try {
         for (let i = 0; i < records.length; i++) {
           const r = records[i] as OutgoingRecord;
-          const h = headers();
-          setKeyHeader(h, r.key);
-          const table = tableOfKey(r.key);
-          if (table !== undefined && !/[\r\n]/.test(table)) h.set(TABLE_HEADER, table);
-          if (r.id !== undefined) {
-            const id = `${r.id} ${r.key}`;
-            h.set('Nats-Msg-Id', /[\r\n]/.test(id) ? encodeURIComponent(id) : id);
-          }
           const token = (this.nextToken++).toString(36);
           this.byToken.set(token, call);
           // Written to the socket buffer in call order: stored in call order.
-          nc.publish(`${subjects[partitionFor(r.key, partitions)] as string}.${tableSubjectOf(r.key)}`, r.value, { headers: h, reply: prefix + token });
+          nc.publish(`${subjects[partitionFor(r.key, partitions)] as string}.${tableSubjectOf(r.key)}`, r.value, { headers: recordHeaders(r.key, r.id), reply: prefix + token });
         }
       } catch (err) {
         // The records before the one that could not be sent may be stored.
@@ -123,7 +116,10 @@ export class NatsProducer implements StreamProducer {
       const code = msg.headers.code;
       failure = new SynclineError(`NATS_${code}`, `NATS: publishing to ${this.target.topic} failed: ${code} ${msg.headers.description}`, { retriable: code === 503 || code === 408 });
     } else {
-      const ack = JSON.parse(textDecoder.decode(msg.data)) as { error?: { code: number; err_code?: number; description: string } };
+      // A PubAck is `{"stream":…,"seq":…}`; only a refusal has an `"error":` member, so
+      // the common case is settled without parsing the JSON.
+      const text = textDecoder.decode(msg.data);
+      const ack = text.includes('"error":') ? (JSON.parse(text) as { error?: { code: number; err_code?: number; description: string } }) : {};
       if (ack.error !== undefined) {
         failure = new SynclineError(`NATS_JS_${ack.error.err_code ?? ack.error.code}`, `NATS JetStream: publishing to ${this.target.topic} failed: ${ack.error.description}`, { retriable: ack.error.code === 503 });
       }

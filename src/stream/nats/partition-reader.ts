@@ -3,14 +3,18 @@
  * partition's stream, repositioned (deleted and recreated) whenever the reader must move, and
  * a pull loop that feeds the member's buffer while the partition's share of it has room.
  *
- * The durable pull consumers use acknowledgements (AckPolicy.All, acked when poll() hands
- * records out), which keeps the server from redelivering what this reader already has;
- * records it redelivers anyway (after `ack_wait`) are recognised by sequence and skipped.
+ * The durable pull consumers use acknowledgements (AckPolicy.All, covering what poll() handed
+ * out), which keeps the server from redelivering what this reader already has; records it
+ * redelivers anyway (after `ack_wait`) are recognised by sequence and skipped. An ack is a
+ * message (and, at each poll, a socket write of its own): the reader acks what was handed
+ * out just before its next pull request, or once a pull's worth of records waits for one,
+ * so that one ack covers many polls.
  */
 import { AckPolicy, DeliverPolicy, nanos, type Consumer, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from 'nats';
 import { SynclineError } from '../../core/errors.js';
 import type { RecordBuffer } from '../record-buffer.js';
 import { RetentionGapError, type StreamRecord } from '../stream.js';
+import { deliveryPosition } from './ack-subject.js';
 import { JS_CONSUMER_NOT_FOUND, apiErrorCode, natsError } from './nats-errors.js';
 import { keyOf } from './nats-names.js';
 
@@ -56,9 +60,13 @@ export class PartitionReader {
   private next: bigint | null = null;
   /** A reposition to do before the next pull. */
   private want: bigint | null = null;
-  /** Delivered messages not yet handed out, aligned with the buffer, for acks. */
+  /** Delivered messages not yet handed out, aligned with the buffer, for acks, and their stream sequences. */
   private msgs: JsMsg[] = [];
+  private seqs: number[] = [];
   private msgHead = 0;
+  /** The last message handed out and not acknowledged yet, and how many records it covers. */
+  private unacked: JsMsg | null = null;
+  private unackedCount = 0;
   /** The durable consumer, as of the last reposition. */
   private handle: Consumer | null = null;
   private pull: ConsumerMessages | null = null;
@@ -115,30 +123,47 @@ export class PartitionReader {
     this.pull?.stop();
   }
 
-  /** Acknowledges the messages up to `offset`, which poll() handed out (AckPolicy.All covers the earlier ones with the last). */
+  /**
+   * poll() handed out the records up to `offset`: their messages are acknowledged before the
+   * next pull, or now once a pull's worth waits (AckPolicy.All covers the earlier ones with
+   * the last).
+   */
   handedOut(offset: bigint): void {
-    let ack: JsMsg | undefined;
+    const seq = Number(offset) + 1;
     while (this.msgHead < this.msgs.length) {
-      const m = this.msgs[this.msgHead] as JsMsg;
-      if (BigInt(m.seq) - 1n > offset) break;
-      ack = m;
+      if ((this.seqs[this.msgHead] as number) > seq) break;
+      this.unacked = this.msgs[this.msgHead] as JsMsg;
+      this.unackedCount++;
       this.msgHead++;
     }
     if (this.msgHead === this.msgs.length) {
       this.msgs = [];
+      this.seqs = [];
       this.msgHead = 0;
     } else if (this.msgHead > 4096) {
       this.msgs = this.msgs.slice(this.msgHead);
+      this.seqs = this.seqs.slice(this.msgHead);
       this.msgHead = 0;
     }
-    ack?.ack();
+    if (this.unackedCount >= this.host.fetchBatch) this.ack();
+  }
+
+  /** Sends the pending acknowledgement, if any. */
+  private ack(): void {
+    const m = this.unacked;
+    this.unacked = null;
+    this.unackedCount = 0;
+    m?.ack();
   }
 
   private dropBuffered(): void {
     this.epoch++;
     this.host.buffer.clear(this.partition);
     this.msgs = [];
+    this.seqs = [];
     this.msgHead = 0;
+    this.unacked = null;
+    this.unackedCount = 0;
     this.next = null;
   }
 
@@ -201,6 +226,7 @@ export class PartitionReader {
         epoch = this.epoch;
         const consumer = this.handle;
         if (consumer === null) throw new SynclineError('STREAM_NOT_POSITIONED', `${this.stream} has no reader`, { retriable: true });
+        this.ack();
         const pull = await consumer.fetch({ max_messages: Math.min(room, host.fetchBatch), expires: PULL_EXPIRES_MS });
         this.pull = pull;
         if (epoch !== this.epoch || host.isClosed()) pull.stop();
@@ -235,7 +261,9 @@ export class PartitionReader {
 
   /** Checks a delivery's sequence; false when the reader must reposition (a gap). */
   private accept(m: JsMsg, batch: StreamRecord[]): boolean {
-    const offset = BigInt(m.seq) - 1n;
+    const at = deliveryPosition((m as JsMsg & { readonly reply?: string }).reply ?? '');
+    const seq = at?.seq ?? m.seq;
+    const offset = BigInt(seq) - 1n;
     if (this.next === null && this.explicit && offset > this.position) {
       // The first delivery after positioning is past the position: records were deleted in
       // between. Reposition there, which checks the retained range and refuses a gap.
@@ -258,9 +286,10 @@ export class PartitionReader {
       offset,
       key: keyOf(m.headers),
       value: Buffer.from(m.data),
-      timestamp: Math.floor(m.info.timestampNanos / 1e6),
+      timestamp: at?.timestampMs ?? Math.floor(m.info.timestampNanos / 1e6),
     });
     this.msgs.push(m);
+    this.seqs.push(seq);
     return true;
   }
 

@@ -1,0 +1,50 @@
+import { headers, type MsgHdrs } from 'nats';
+import { describe, expect, it } from 'vitest';
+import { KEY_ENCODING_HEADER, KEY_HEADER, TABLE_HEADER, keyOf, tableOfKey } from '../../src/stream/nats/nats-names.js';
+import { recordHeaders } from '../../src/stream/nats/record-headers.js';
+
+/** The headers as the producer built them with nats.js's own `headers()` before. */
+function viaNatsJs(key: string, id: string | undefined): MsgHdrs {
+  const h = headers();
+  if (/[\r\n]/.test(key)) {
+    h.set(KEY_HEADER, encodeURIComponent(key));
+    h.set(KEY_ENCODING_HEADER, 'uri');
+  } else {
+    h.set(KEY_HEADER, key);
+  }
+  const table = tableOfKey(key);
+  if (table !== undefined && !/[\r\n]/.test(table)) h.set(TABLE_HEADER, table);
+  if (id !== undefined) {
+    const msgId = `${id} ${key}`;
+    h.set('Nats-Msg-Id', /[\r\n]/.test(msgId) ? encodeURIComponent(msgId) : msgId);
+  }
+  return h;
+}
+
+const encoded = (h: MsgHdrs): string => new TextDecoder().decode((h as MsgHdrs & { encode(): Uint8Array }).encode());
+
+describe('NATS record headers (one-pass encoding)', () => {
+  const cases: [string, string | undefined][] = [
+    ['public.orders:["1"]', '0/16B3748:1'],
+    ['public.orders:["1"]', undefined],
+    ['keyless', '0/1:2'],
+    ['  spaced.t:["x"]  ', '0/1:3'],
+    ['public.t:["line\nbreak"]', '0/1:4'],
+    ['we\rird.t:["a"]', undefined],
+    ['ünï.cödé:["€"]', '0/A:5'],
+  ];
+  it.each(cases)('encodes %j (id %j) byte for byte as nats.js does', (key, id) => {
+    expect(encoded(recordHeaders(key, id))).toBe(encoded(viaNatsJs(key, id)));
+  });
+
+  it('reads back like nats.js headers', () => {
+    for (const [key, id] of cases) {
+      const ours = recordHeaders(key, id);
+      const theirs = viaNatsJs(key, id);
+      expect(keyOf(ours)).toBe(keyOf(theirs));
+      expect(ours.keys()).toEqual(theirs.keys());
+      expect(ours.get('Nats-Msg-Id')).toBe(theirs.get('Nats-Msg-Id'));
+      expect([...ours]).toEqual([...theirs]);
+    }
+  });
+});
