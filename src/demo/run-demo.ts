@@ -234,7 +234,13 @@ async function waitForConvergence(source: pg.Client, target: pg.Client, timeoutM
   for (;;) {
     if (failed()) throw failed();
     const drift = await Promise.all(TABLES.map((t) => compareTable(source, target, { schema: 'public', table: t })));
-    if (drift.every((d) => d.differing === 0) || Date.now() > deadline) return drift;
+    if (drift.every((d) => d.differing === 0)) {
+      // The row counts are those of the comparison's first read, which the lag re-check may
+      // have settled; once equal, a second comparison prints the counts as they are now.
+      const settled = await Promise.all(TABLES.map((t) => compareTable(source, target, { schema: 'public', table: t })));
+      return settled.every((d) => d.differing === 0) ? settled : drift;
+    }
+    if (Date.now() > deadline) return drift;
     await new Promise((r) => setTimeout(r, 500));
   }
 }
