@@ -29,14 +29,16 @@ export interface SchemaEvolution {
  * Brings SQL target tables to their source's newest definition before the changes that
  * carry it apply (see planEvolution for the steps), and presents older changes in the
  * newest definition's terms (renamed columns under their new name; with `drop_columns:
- * drop`, dropped columns left out). Tables whose changes are all `_schema_version` 1 never
- * ask the source: there is nothing to evolve from.
+ * drop`, dropped columns left out). Tables whose changes are all `_schema_version` 1 ask the
+ * source once per process (whether later definitions exist), then no more while they stay so.
  */
 export class SchemaEvolver<C, T extends SqlTable> {
   /** The definitions of each table (by the target's `schema.table`), oldest first. */
   private readonly histories = new Map<string, TableDefinition[]>();
   /** The newest version each target table was brought to (in this process). */
   private readonly evolved = new Map<string, number>();
+  /** Tables whose later definitions were looked for once (see laterThanFirst). */
+  private readonly probed = new Set<string>();
 
   constructor(
     private readonly dialect: SqlDialect<C, T>,
@@ -57,14 +59,37 @@ export class SchemaEvolver<C, T extends SqlTable> {
     }
     let anyOlder = false;
     for (const [label, { schema, table, version }] of newestOf) {
-      const known = this.histories.get(label);
-      if (version <= 1 && !known) continue;
+      let known = this.histories.get(label);
+      if (version <= 1 && !known) {
+        known = await this.laterThanFirst(label, schema, table);
+        if (!known) continue;
+      }
       if (!known || newestVersion(known) < version) this.histories.set(label, await this.read(label, schema, table, version));
       const h = this.histories.get(label) ?? [];
       if ((h[h.length - 1]?.version ?? 0) > version || changes.some((c) => tableLabelOf(c) === label && c._schema_version < version)) anyOlder = true;
     }
     if (!anyOlder) return changes;
     return changes.map((c) => this.inNewestTerms(c));
+  }
+
+  /**
+   * Once per table and process, for a table whose changes are all of its first definition:
+   * its history when the source has recorded later definitions (else undefined). The target
+   * may already follow one of them: after a restart, a partition's older changes can arrive
+   * after another partition's newer ones evolved the target (apply lanes commit partitions
+   * independently), and they must be presented in the newest terms like any older change.
+   * Not readable: undefined, as before (nothing is held for a table that may never evolve).
+   */
+  private async laterThanFirst(label: string, schema: string, table: string): Promise<TableDefinition[] | undefined> {
+    if (this.probed.has(label)) return undefined;
+    this.probed.add(label);
+    const history = await this.options.definitions
+      .history(schema, table, 1)
+      .then(withKnownAttnums)
+      .catch(() => undefined);
+    if (!history || newestVersion(history) <= 1) return undefined;
+    this.histories.set(label, history);
+    return history;
   }
 
   /**
