@@ -18,6 +18,12 @@ const RECORDING_WAIT_MS = 5000;
 
 const newestVersion = (history: readonly TableDefinition[]): number => history[history.length - 1]?.version ?? 0;
 
+/** A batch's changes in their tables' newest known definitions' terms, and which versions those are (by label). */
+export interface Prepared {
+  changes: readonly ChangeEvent[];
+  versions: ReadonlyMap<string, number>;
+}
+
 /** `sink.schema_evolution` and `sink.drop_columns` with where the definitions come from. */
 export interface SchemaEvolution {
   mode: EvolutionMode;
@@ -29,14 +35,16 @@ export interface SchemaEvolution {
  * Brings SQL target tables to their source's newest definition before the changes that
  * carry it apply (see planEvolution for the steps), and presents older changes in the
  * newest definition's terms (renamed columns under their new name; with `drop_columns:
- * drop`, dropped columns left out). Tables whose changes are all `_schema_version` 1 never
- * ask the source: there is nothing to evolve from.
+ * drop`, dropped columns left out). Tables whose changes are all `_schema_version` 1 ask the
+ * source once per process (whether later definitions exist), then no more while they stay so.
  */
 export class SchemaEvolver<C, T extends SqlTable> {
   /** The definitions of each table (by the target's `schema.table`), oldest first. */
   private readonly histories = new Map<string, TableDefinition[]>();
   /** The newest version each target table was brought to (in this process). */
   private readonly evolved = new Map<string, number>();
+  /** Tables whose later definitions were looked for once (see laterThanFirst). */
+  private readonly probed = new Set<string>();
 
   constructor(
     private readonly dialect: SqlDialect<C, T>,
@@ -47,24 +55,53 @@ export class SchemaEvolver<C, T extends SqlTable> {
    * Reads the definitions the changes need, and returns the changes in their table's newest
    * definition's terms. A table whose definitions cannot be read is held (StructuralError).
    */
-  async prepare(changes: readonly ChangeEvent[]): Promise<readonly ChangeEvent[]> {
-    if (this.options.mode === 'none') return changes;
+  async prepare(changes: readonly ChangeEvent[]): Promise<Prepared> {
+    const versions = new Map<string, number>();
+    if (this.options.mode === 'none') return { changes, versions };
     const newestOf = new Map<string, { schema: string; table: string; version: number }>();
     for (const c of changes) {
       const label = tableLabelOf(c);
       const seen = newestOf.get(label);
       if (!seen || seen.version < c._schema_version) newestOf.set(label, { schema: c.schema, table: c.table, version: c._schema_version });
     }
-    let anyOlder = false;
     for (const [label, { schema, table, version }] of newestOf) {
-      const known = this.histories.get(label);
-      if (version <= 1 && !known) continue;
+      let known = this.histories.get(label);
+      if (version <= 1 && !known) {
+        known = await this.laterThanFirst(label, schema, table);
+        if (!known) continue;
+      }
       if (!known || newestVersion(known) < version) this.histories.set(label, await this.read(label, schema, table, version));
-      const h = this.histories.get(label) ?? [];
-      if ((h[h.length - 1]?.version ?? 0) > version || changes.some((c) => tableLabelOf(c) === label && c._schema_version < version)) anyOlder = true;
     }
-    if (!anyOlder) return changes;
-    return changes.map((c) => this.inNewestTerms(c));
+    // Decided in one go, after every read: a concurrent batch (apply lanes) may have read a
+    // newer definition meanwhile, and the changes are presented in exactly the definitions
+    // `versions` names, which are also the ones evolve brings the target to for them.
+    let anyOlder = false;
+    for (const label of newestOf.keys()) {
+      const h = this.histories.get(label);
+      if (h) versions.set(label, newestVersion(h));
+    }
+    for (const c of changes) if (c._schema_version < (versions.get(tableLabelOf(c)) ?? 0)) anyOlder = true;
+    return { changes: anyOlder ? changes.map((c) => this.inNewestTerms(c)) : changes, versions };
+  }
+
+  /**
+   * Once per table and process, for a table whose changes are all of its first definition:
+   * its history when the source has recorded later definitions (else undefined). The target
+   * may already follow one of them: after a restart, a partition's older changes can arrive
+   * after another partition's newer ones evolved the target (apply lanes commit partitions
+   * independently), and they must be presented in the newest terms like any older change.
+   * Not readable: undefined, as before (nothing is held for a table that may never evolve).
+   */
+  private async laterThanFirst(label: string, schema: string, table: string): Promise<TableDefinition[] | undefined> {
+    if (this.probed.has(label)) return undefined;
+    this.probed.add(label);
+    const history = await this.options.definitions
+      .history(schema, table, 1)
+      .then(withKnownAttnums)
+      .catch(() => undefined);
+    if (!history || newestVersion(history) <= 1) return undefined;
+    this.histories.set(label, history);
+    return history;
   }
 
   /**
@@ -101,11 +138,14 @@ export class SchemaEvolver<C, T extends SqlTable> {
    * ran (the caller re-reads the table). A definition change the target cannot follow holds
    * the table with SCHEMA_MISMATCH.
    */
-  async evolve(c: C, target: T, schema: string, table: string): Promise<boolean> {
+  async evolve(c: C, target: T, schema: string, table: string, versions: ReadonlyMap<string, number>): Promise<boolean> {
     const label = tableLabelOf({ schema, table });
-    const history = this.histories.get(label);
+    // Only as far as the definition this batch's changes were presented in (prepare): a
+    // newer one another lane just read is that lane's DDL, run with the other lanes held off.
+    const upTo = versions.get(label);
+    const history = this.histories.get(label)?.filter((d) => upTo !== undefined && d.version <= upTo);
     const newest = history?.[history.length - 1]?.version;
-    if (!history || newest === undefined || this.evolved.get(label) === newest) return false;
+    if (!history || newest === undefined || (this.evolved.get(label) ?? 0) >= newest) return false;
     const d = this.dialect;
     const plan = planEvolution(history, await d.describeColumns(c, target), { mode: this.options.mode, dropColumns: this.options.dropColumns, typeFor: (col) => d.typeFor(col) });
     if (plan.mismatches.length > 0) {
@@ -140,25 +180,18 @@ export class SchemaEvolver<C, T extends SqlTable> {
   }
 
   /**
-   * True when one of `labels` has a definition whose DDL this process has not run yet: the
-   * batch may evolve the table (see evolve), which concurrent batches must not race.
+   * True when a table of `versions` (a batch's, see prepare) is at a definition whose DDL this
+   * process has not run yet: the batch may evolve the table (see evolve), which concurrent
+   * batches must not race.
    */
-  pending(labels: Iterable<string>): boolean {
-    for (const label of labels) {
-      const h = this.histories.get(label);
-      const newest = h?.[h.length - 1]?.version;
-      if (newest !== undefined && this.evolved.get(label) !== newest) return true;
-    }
+  pending(versions: ReadonlyMap<string, number>): boolean {
+    for (const [label, version] of versions) if ((this.evolved.get(label) ?? 0) < version) return true;
     return false;
   }
 
-  /** The DDL of `label` committed: no need to plan it again. */
-  committed(labels: Iterable<string>): void {
-    for (const label of labels) {
-      const h = this.histories.get(label);
-      const newest = h?.[h.length - 1]?.version;
-      if (newest !== undefined) this.evolved.set(label, newest);
-    }
+  /** The DDL of the tables in `versions` committed: no need to plan it again. */
+  committed(versions: ReadonlyMap<string, number>): void {
+    for (const [label, version] of versions) if ((this.evolved.get(label) ?? 0) < version) this.evolved.set(label, version);
   }
 
   private inNewestTerms(change: ChangeEvent): ChangeEvent {

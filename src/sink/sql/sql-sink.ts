@@ -66,12 +66,13 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
   async apply(changes: readonly ChangeEvent[], positions: ReadonlyMap<number, bigint>, group: string): Promise<ApplyOutcome> {
     const evolver = this.evolver;
     const incoming = changes.map(withoutBookkeeping);
-    const { tables, superseded } = collapseBatch(evolver ? await evolver.prepare(incoming) : incoming, this.conflicts !== undefined);
+    const prepared = evolver ? await evolver.prepare(incoming) : { changes: incoming, versions: new Map<string, number>() };
+    const { tables, superseded } = collapseBatch(prepared.changes, this.conflicts !== undefined);
     const outcome: ApplyOutcome = { applied: 0, stale: 0, superseded, byTable: new Map() };
     const recorded: ConflictRecord[] = [];
     const d = this.dialect;
     const labels = tables.map((b) => tableLabelOf(b));
-    const mayRunDdl = labels.some((l) => !this.tables.has(l)) || (evolver?.pending(labels) ?? false);
+    const mayRunDdl = labels.some((l) => !this.tables.has(l)) || (evolver?.pending(prepared.versions) ?? false);
     await this.ddl.run(mayRunDdl, () => d.withConnection(`applying to ${d.name}`, async (c) => {
       // Table metadata (and adding the version columns: an ALTER TABLE, which commits
       // implicitly in MySQL) happens outside the batch transaction, so a rolled-back batch
@@ -83,7 +84,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       const evolve = async (): Promise<void> => {
         if (!evolver) return;
         for (const batch of tables) {
-          const changed = await forTable(batch, (err) => d.isStructural(err), () => evolver.evolve(c, targets.get(batch) as T, batch.schema, batch.table));
+          const changed = await forTable(batch, (err) => d.isStructural(err), () => evolver.evolve(c, targets.get(batch) as T, batch.schema, batch.table, prepared.versions));
           if (!changed) continue;
           this.tables.delete(tableLabelOf(batch));
           d.invalidate();
@@ -92,7 +93,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       };
       if (!d.transactionalDdl) {
         await evolve();
-        evolver?.committed(tables.map((b) => tableLabelOf(b)));
+        evolver?.committed(prepared.versions);
       }
       await d.begin(c, changes);
       try {
@@ -116,7 +117,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
         if (recorded.length > 0) outcome.conflicts = countConflicts(recorded);
         if (positions.size > 0) await d.writePositions(c, group, positions);
         await d.commit(c);
-        if (d.transactionalDdl) evolver?.committed(tables.map((b) => tableLabelOf(b)));
+        if (d.transactionalDdl) evolver?.committed(prepared.versions);
       } catch (err) {
         await d.rollback(c).catch(() => undefined);
         // The target's structure may have changed (or be the problem, or rolled back with
