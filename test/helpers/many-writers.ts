@@ -117,8 +117,17 @@ export async function updateRounds(url: string, label: string, own: number[], ro
     for (let r = 0; r < rounds; r++) {
       const shared = range(1, 20).filter((id) => (id + r) % 3 !== 0);
       const ids = [...own.filter((id) => (id + r) % 2 === 0), ...shared];
-      const res = await c.query(`UPDATE accounts SET name = $1, hits = hits + 1, updated_at = clock_timestamp() WHERE id = ANY($2::int[])`, [`${label}-${r}`, ids]);
-      changed += res.rowCount ?? 0;
+      // The sink locks the same rows to apply the other side's changes: a deadlock aborts one
+      // of the two, and an application retries its statement (it rolled back whole).
+      for (;;) {
+        try {
+          const res = await c.query(`UPDATE accounts SET name = $1, hits = hits + 1, updated_at = clock_timestamp() WHERE id = ANY($2::int[])`, [`${label}-${r}`, ids]);
+          changed += res.rowCount ?? 0;
+          break;
+        } catch (err) {
+          if ((err as { code?: string }).code !== '40P01') throw err;
+        }
+      }
       await afterRound(r);
     }
   } finally {
