@@ -33,13 +33,20 @@ const functionName = (stateSchema: string): string => quoteQualified(stateSchema
 /** The body of the event trigger's function (compared with pg_proc.prosrc to replace an older one). */
 function functionBody(stateSchema: string): string {
   return `
+DECLARE
+  user_lock_timeout text := current_setting('lock_timeout');
 BEGIN
+  -- Never make the user's DDL wait on the history table (a capture creating it holds a lock
+  -- for a moment): after 1 s the row is skipped. The setting is the user's again afterwards
+  -- (and rolled back with this block on any error).
+  PERFORM set_config('lock_timeout', '1s', true);
   INSERT INTO ${historyTable(stateSchema)} (relid, table_schema, table_name, lsn, columns)
   SELECT c.oid, n.nspname, c.relname, pg_current_wal_insert_lsn(), ${columnsOf('c.oid')}
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE c.oid IN (SELECT d.objid FROM pg_event_trigger_ddl_commands() d
                     WHERE d.classid = 'pg_class'::regclass AND d.object_type IN ('table', 'table column'))
      AND c.relkind IN ('r', 'p') AND n.nspname <> ${quoteLiteral(stateSchema)};
+  PERFORM set_config('lock_timeout', user_lock_timeout, true);
 EXCEPTION WHEN OTHERS THEN
   -- Never make the user's DDL fail (history table dropped, no privilege, anything): the
   -- definition is then recorded from the catalog as without the history.

@@ -122,6 +122,9 @@ export class SnapshotRunner {
     const stop = new AbortController();
     const onAbort = (): void => stop.abort();
     signal.addEventListener('abort', onAbort, { once: true });
+    // Aborted while the job was being set up (its shape read, marked running): no 'abort'
+    // event comes any more, and the readers would wait for a capture that has stopped.
+    if (signal.aborted) stop.abort();
     let failure: unknown;
     try {
       await Promise.all(

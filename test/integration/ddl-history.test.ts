@@ -90,7 +90,11 @@ dead_letter: { enabled: false }
       await waitFor('streaming', () => slotStreaming(source, slot), 60_000);
       return async () => {
         ctl.abort();
-        await running.catch(() => undefined);
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error('the pipeline did not stop within 30 s of its abort')), 30_000);
+        });
+        await Promise.race([running.catch(() => undefined), late]).finally(() => clearTimeout(timer));
       };
     };
 
@@ -99,6 +103,8 @@ dead_letter: { enabled: false }
     await stop();
     await waitFor('slot released', async () => !(await slotStreaming(source, slot)), 30_000);
 
+    // A statement that waits (a lock) fails with its own name instead of the test's timeout.
+    await source.query(`SET statement_timeout = '20s'`);
     for (const t of ['t_drop', 't_rename']) await source.query(`INSERT INTO ${t} SELECT g, 'n' || g, g * 10 FROM generate_series(1, 10) g`);
     await source.query('ALTER TABLE t_drop DROP COLUMN a');
     await source.query('ALTER TABLE t_drop ADD COLUMN b integer');
