@@ -9,16 +9,14 @@
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ChangeEvent, Row } from '../../src/core/change.js';
-import { formatLsn } from '../../src/core/lsn.js';
-import type { DefinitionLookup, RecordedColumn, TableDefinition } from '../../src/core/schema-evolution.js';
+import type { DefinitionLookup, TableDefinition } from '../../src/core/schema-evolution.js';
 import { PostgresSink } from '../../src/sink/postgres/postgres-sink.js';
 import { freshDatabase, machinePg15, PG15_URL } from '../helpers/postgres.js';
 import { dropDatabases } from '../helpers/many-writers.js';
+import { col, insertOfT } from '../helpers/evolution-fixtures.js';
 
 const DB = `syncline_rt_evolve_lanes_${process.pid}`;
 
-const col = (name: string, attnum: number, type: string, type_oid: number, key = false): RecordedColumn => ({ name, type, type_oid, typmod: -1, attnum, not_null: key, key });
 const HISTORY: TableDefinition[] = [
   { version: 1, columns: [col('id', 1, 'integer', 23, true), col('a', 2, 'text', 25)] },
   { version: 2, columns: [col('id', 1, 'integer', 23, true), col('b', 2, 'text', 25)] }, // RENAME a TO b
@@ -27,12 +25,6 @@ const HISTORY: TableDefinition[] = [
 let recorded = 2;
 const definitions: DefinitionLookup = { history: async () => HISTORY.filter((d) => d.version <= recorded) };
 
-function change(lsn: bigint, id: number, payload: Row, schemaVersion: number): ChangeEvent {
-  return {
-    source: 's', schema: 'public', table: 't', op: 'INSERT', lsn: formatLsn(lsn), commit_lsn: formatLsn(lsn), xid: 1, seq: 1,
-    commit_ts: '2026-01-01T00:00:00Z', key: { id: String(id) }, payload, _version: String((lsn << 32n) + 1n), _schema_version: schemaVersion,
-  };
-}
 
 describe('red team: schema evolution racing across apply lanes', () => {
   let url: string;
@@ -54,10 +46,10 @@ describe('red team: schema evolution racing across apply lanes', () => {
     const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, applyLanes: 2, evolution: { mode: 'full', dropColumns: 'keep', definitions } });
     await sink.prepare();
     try {
-      await sink.apply([change(0x1000n, 1, { id: '1', b: 'one' }, 2)], new Map(), 'g'); // the target follows v2
+      await sink.apply([insertOfT(0x1000n, 1, { id: '1', b: 'one' }, 2)], new Map(), 'g'); // the target follows v2
       recorded = 3;
-      const laneA = sink.apply([change(0x2000n, 2, { id: '2', b: 'two' }, 2)], new Map([[0, 1n]]), 'g');
-      const laneB = sink.apply([change(0x3000n, 3, { id: '3', c: 'three' }, 3)], new Map([[1, 1n]]), 'g');
+      const laneA = sink.apply([insertOfT(0x2000n, 2, { id: '2', b: 'two' }, 2)], new Map([[0, 1n]]), 'g');
+      const laneB = sink.apply([insertOfT(0x3000n, 3, { id: '3', c: 'three' }, 3)], new Map([[1, 1n]]), 'g');
       const results = await Promise.allSettled([laneA, laneB]);
       expect(results.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok'))).toEqual(['ok', 'ok']);
     } finally {

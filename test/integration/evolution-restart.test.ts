@@ -13,16 +13,14 @@
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ChangeEvent, Row } from '../../src/core/change.js';
-import { formatLsn } from '../../src/core/lsn.js';
-import type { DefinitionLookup, RecordedColumn, TableDefinition } from '../../src/core/schema-evolution.js';
+import type { DefinitionLookup, TableDefinition } from '../../src/core/schema-evolution.js';
 import { PostgresSink } from '../../src/sink/postgres/postgres-sink.js';
 import { freshDatabase, machinePg15, PG15_URL } from '../helpers/postgres.js';
 import { dropDatabases } from '../helpers/many-writers.js';
+import { col, insertOfT } from '../helpers/evolution-fixtures.js';
 
 const DB = `syncline_rt_evolve_restart_${process.pid}`;
 
-const col = (name: string, attnum: number, type: string, type_oid: number, key = false): RecordedColumn => ({ name, type, type_oid, typmod: -1, attnum, not_null: key, key });
 const HISTORY: TableDefinition[] = [
   { version: 1, columns: [col('id', 1, 'integer', 23, true), col('a', 2, 'text', 25)] },
   { version: 2, columns: [col('id', 1, 'integer', 23, true), col('b', 2, 'text', 25)] }, // RENAME a TO b
@@ -31,12 +29,6 @@ const definitions: DefinitionLookup = {
   history: async (_s, _t, version) => HISTORY.filter((d) => d.version <= Math.max(version, 2)),
 };
 
-function change(lsn: bigint, id: number, payload: Row, schemaVersion: number): ChangeEvent {
-  return {
-    source: 's', schema: 'public', table: 't', op: 'INSERT', lsn: formatLsn(lsn), commit_lsn: formatLsn(lsn), xid: 1, seq: 1,
-    commit_ts: '2026-01-01T00:00:00Z', key: { id: String(id) }, payload, _version: String((lsn << 32n) + 1n), _schema_version: schemaVersion,
-  };
-}
 
 describe('red team: schema evolution after a restart', () => {
   let url: string;
@@ -57,8 +49,8 @@ describe('red team: schema evolution after a restart', () => {
   const newSink = () => new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, evolution: { mode: 'full', dropColumns: 'keep', definitions } });
 
   it('applies a v1 change under the renamed column in a fresh process', async () => {
-    const row1 = change(0x1000n, 1, { id: '1', a: 'one' }, 1); // before the rename, partition 0
-    const row2 = change(0x2000n, 2, { id: '2', b: 'two' }, 2); // after it, partition 1
+    const row1 = insertOfT(0x1000n, 1, { id: '1', a: 'one' }, 1); // before the rename, partition 0
+    const row2 = insertOfT(0x2000n, 2, { id: '2', b: 'two' }, 2); // after it, partition 1
     const first = newSink();
     await first.prepare();
     await first.apply([row2], new Map([[1, 5n]]), 'g'); // lane of partition 1 commits; then kill -9
