@@ -289,13 +289,18 @@ export const configSchema = z
       });
     }
     const s = config.sink;
-    const postgresOnly: [keyof typeof s, boolean][] = [
-      ['origin', s.origin !== undefined],
+    if (s.origin !== undefined && s.type !== 'postgres') {
+      // A replication origin is PostgreSQL's; syncline captures only PostgreSQL, so no other target is the other side of a pair.
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['sink', 'origin'], message: `the postgres sink only (this config uses sink.type: ${s.type})` });
+    }
+    const sqlOnly: [keyof typeof s, boolean][] = [
       ['conflict_strategy', s.conflict_strategy !== 'source_lsn_priority'],
       ['delta_columns', Object.keys(s.delta_columns).length > 0],
     ];
-    for (const [key, set] of postgresOnly) {
-      if (set && s.type !== 'postgres') ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['sink', key], message: `the postgres sink only, for now (this config uses sink.type: ${s.type})` });
+    for (const [key, set] of sqlOnly) {
+      if (set && s.type !== 'postgres' && s.type !== 'mysql' && s.type !== 'sqlite') {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['sink', key], message: `the SQL sinks only (postgres, mysql, sqlite): the ${s.type} sink has no rows to read the stored version from (this config uses sink.type: ${s.type})` });
+      }
     }
     if (s.conflict_strategy === 'source_priority' && !s.source_priority) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['sink', 'source_priority'], message: 'conflict_strategy: source_priority needs the ordered list of source names' });

@@ -125,10 +125,14 @@ describe('many-writers configuration', () => {
     }
   };
 
-  it('accepts the keys on a postgres sink and refuses them elsewhere, each with its path', () => {
+  it('accepts the keys on a postgres sink, strategies on every SQL sink, and refuses them elsewhere, each with its path', () => {
     expect(issues('  conflict_strategy: last_write_wins\n  lww_column: updated_at\n  origin: from_a\n  delta_columns: { accounts: [hits] }\n  writers: { a: [accounts] }\n')).toEqual([]);
-    const refused = issues('  type: mysql\n  conflict_strategy: last_write_wins\n  origin: from_a\n  delta_columns: { accounts: [hits] }\n');
-    expect(refused).toEqual(expect.arrayContaining([expect.stringMatching(/^sink\.origin: .*postgres sink only/), expect.stringMatching(/^sink\.conflict_strategy: /), expect.stringMatching(/^sink\.delta_columns: /)]));
+    for (const type of ['mysql', 'sqlite']) {
+      expect(issues(`  type: ${type}\n  conflict_strategy: last_write_wins\n  delta_columns: { accounts: [hits] }\n`)).toEqual([]);
+      expect(issues(`  type: ${type}\n  origin: from_a\n`)).toEqual([expect.stringMatching(/^sink\.origin: .*postgres sink only/)]);
+    }
+    const refused = issues('  type: redis\n  conflict_strategy: last_write_wins\n  origin: from_a\n  delta_columns: { accounts: [hits] }\n');
+    expect(refused).toEqual(expect.arrayContaining([expect.stringMatching(/^sink\.origin: .*postgres sink only/), expect.stringMatching(/^sink\.conflict_strategy: .*SQL sinks only/), expect.stringMatching(/^sink\.delta_columns: /)]));
     expect(issues('  conflict_strategy: source_priority\n')).toEqual([expect.stringMatching(/^sink\.source_priority: .*ordered list/)]);
     expect(issues('  conflict_strategy: newest\n')).toEqual([expect.stringMatching(/^sink\.conflict_strategy: /)]);
   });
