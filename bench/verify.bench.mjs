@@ -7,6 +7,7 @@
 // would store the source's rows (UTC DATETIME(6), 1/0 booleans, DECIMAL). "old" is postgres only.
 import { createHash } from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -121,8 +122,31 @@ else {
   await prepare();
   console.log(JSON.stringify({ prepared: N, seconds: (Date.now() - t0) / 1000 }));
   for (const which of mode === 'both' ? ['new', 'old'] : [mode]) {
+    const cpu0 = postgresCpuSeconds();
     const r = spawnSync(process.execPath, ['--max-old-space-size=8192', fileURLToPath(import.meta.url), String(N), which, targetType], { env: { ...process.env, SYNCLINE_BENCH_CHILD: which }, encoding: 'utf8' });
-    process.stdout.write(r.stdout || `${JSON.stringify({ mode: which, failed: r.status, stderr: r.stderr.slice(-500) })}\n`);
+    const serverCpuSeconds = +(postgresCpuSeconds() - cpu0).toFixed(2);
+    if (!r.stdout) process.stdout.write(`${JSON.stringify({ mode: which, failed: r.status, stderr: r.stderr.slice(-500) })}\n`);
+    // The server-side cost: CPU of every PostgreSQL process of this machine (both databases are on it).
+    else process.stdout.write(`${JSON.stringify({ ...JSON.parse(r.stdout), serverCpuSeconds })}\n`);
   }
 }
 void execFileSync;
+
+/**
+ * CPU seconds of the machine's postgres processes, ended backends included (the postmaster
+ * reaps them: its children's time). Linux /proc; 0 elsewhere.
+ */
+function postgresCpuSeconds() {
+  let ticks = 0;
+  for (const pid of (() => { try { return readdirSync('/proc'); } catch { return []; } })()) {
+    if (!/^\d+$/.test(pid)) continue;
+    let stat;
+    try { stat = readFileSync(`/proc/${pid}/stat`, 'utf8'); } catch { continue; }
+    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    if (comm !== 'postgres') continue;
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // Fields 14-17 (utime, stime, cutime, cstime), counted from the state field as 3.
+    ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+  }
+  return ticks / 100;
+}

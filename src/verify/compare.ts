@@ -88,6 +88,7 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
   const started = Date.now();
   try {
     const shape = await readShape(first.source, first.target.columns, t, route, first.target.type === 'postgres' ? 'record' : 'text-array');
+    if (shape.digest === 'record') shape.hashValues = (await Promise.all(pinned.map(hasRecordHash))).every(Boolean);
     const sample = options.sample ?? SAMPLE;
     const base = {
       table: shape.label,
@@ -165,4 +166,10 @@ function scanKeyedOn(shape: VerifyShape, pairs: readonly TargetPair[], options: 
  */
 export async function compareTable(source: pg.ClientBase, target: pg.ClientBase, t: TableName, sample = SAMPLE, route?: TableRoute): Promise<TableDrift & { differing: number }> {
   return verifyTable([{ source, target }], t, route, { sample });
+}
+
+/** PostgreSQL 14+ has hash_record_extended. */
+async function hasRecordHash(client: pg.ClientBase): Promise<boolean> {
+  const { rows } = await client.query<{ v: number }>("SELECT current_setting('server_version_num')::int AS v");
+  return (rows[0]?.v ?? 0) >= 140000;
 }
