@@ -174,9 +174,18 @@ export class SideSql {
   rowHash(): string {
     if (this.shape.digest === 'record' && this.shape.hashValues) {
       // Several times cheaper than printing the row: no text is made for the common types.
-      return `hash_record_extended(ROW(${this.shape.columns.map((c) => (VALUE_HASHED.test(c.type) ? this.col(c) : `${this.col(c)}::text`)).join(', ')}), 0)`;
+      return `hash_record_extended(ROW(${this.shape.columns.map((c) => this.hashedValue(c)).join(', ')}), 0)`;
     }
     return `hashtextextended(${this.rowText()}, 0)`;
+  }
+
+  /**
+   * A column as `rowHash` hashes it. Strings in the "C" collation: a nondeterministic
+   * (case-insensitive) collation would hash 'A' and 'a' alike.
+   */
+  private hashedValue(c: VerifyColumn): string {
+    if (!VALUE_HASHED.test(c.type)) return `${this.col(c)}::text`;
+    return /^(text|character)/.test(c.type) ? `${this.col(c)} COLLATE "C"` : this.col(c);
   }
 
   /** Key (or, keyless, whole row) as a JSON array of text values: the form events and the DLQ use. */

@@ -58,14 +58,15 @@ describe('verify by range checksums (PostgreSQL 15)', () => {
   });
 
   it('range sums over value hashes miss no difference the row text shows (one per column type, including 1.5 vs 1.50, 1 day vs 24 hours, 0 vs -0)', async () => {
-    await both(`CREATE TABLE hashed (id bigint PRIMARY KEY, ts timestamptz, t timestamp(3), d date, s smallint, bo boolean, u uuid, v varchar(20), c char(4), nd numeric(8,2), tm time,
+    await both(`CREATE COLLATION IF NOT EXISTS nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false)`);
+    await both(`CREATE TABLE hashed (id bigint PRIMARY KEY, ci text COLLATE nocase, ts timestamptz, t timestamp(3), d date, s smallint, bo boolean, u uuid, v varchar(20), c char(4), nd numeric(8,2), tm time,
                                      b bytea, j jsonb, js json, n numeric, iv interval, f float8, tx text)`);
-    await both(`INSERT INTO hashed SELECT i, '2024-03-01 12:00:00+00'::timestamptz + i * interval '1 min', '2024-03-01 12:00:00.123'::timestamp + i * interval '1 s',
+    await both(`INSERT INTO hashed SELECT i, 'name' || i, '2024-03-01 12:00:00+00'::timestamptz + i * interval '1 min', '2024-03-01 12:00:00.123'::timestamp + i * interval '1 s',
                   date '2024-01-01' + i, (i % 100)::smallint, i % 2 = 0, md5(i::text)::uuid, 'v' || i, 'c' || (i % 10), i / 7.0, time '10:00' + i * interval '1 s', decode(md5(i::text), 'hex'),
                   jsonb_build_object('i', i), json_build_object('i', i), 1.5, interval '1 day', 0, 'x' || i FROM generate_series(1, 3000) i`);
     expect(await compareTable(source, target, { schema: 'public', table: 'hashed' })).toMatchObject({ sourceRows: 3000, targetRows: 3000, differing: 0 });
     const edits = [
-      `ts = ts + interval '1 microsecond'`, `t = t + interval '1 millisecond'`, `d = d + 1`, `s = s + 1`, `bo = NOT bo`, `u = md5('other')::uuid`,
+      `ci = upper(ci)`, `ts = ts + interval '1 microsecond'`, `t = t + interval '1 millisecond'`, `d = d + 1`, `s = s + 1`, `bo = NOT bo`, `u = md5('other')::uuid`,
       `v = v || ' '`, `c = 'z'`, `nd = nd + 0.01`, `tm = tm + interval '1 microsecond'`, `b = b || '\\x00'::bytea`, `j = jsonb_build_object('i', '1')`, `js = '{"i" : 1}'::json`, `n = 1.50`, `iv = interval '24 hours'`,
       `f = '-0'::float8`, `tx = NULL`,
     ];
