@@ -18,7 +18,7 @@ export interface ScanOptions {
   maxCandidates?: number;
   /** Called with the source rows of each finished top-level range. */
   onRows?: (rows: number) => void;
-  /** Awaited after each top-level range with its rows: a rate limit hook. */
+  /** Awaited after each top-level range with its rows, and after each re-read with the rows it scanned: a rate limit hook. */
   throttle?: (rows: number) => Promise<void>;
 }
 
@@ -233,13 +233,16 @@ export async function scanKeyless(source: KeylessSide, target: KeylessSide, opti
   const [a, b] = await Promise.all([source.buckets(), target.buckets()]);
   const count = (m: Map<string, string>): number => [...m.values()].reduce((n, v) => n + Number(v.split(':')[0]), 0);
   const result: KeylessScan = { sourceRows: count(a), targetRows: count(b), differences: [], overflow: 0 };
-  options.onRows?.(Math.max(result.sourceRows, result.targetRows));
+  const tableRows = Math.max(result.sourceRows, result.targetRows);
+  options.onRows?.(tableRows);
+  await options.throttle?.(tableRows);
   const differing = [...new Set([...a.keys(), ...b.keys()])].filter((k) => a.get(k) !== b.get(k));
   // A side that reads rows in Node (a row target) takes every differing bucket in its one scan.
   const step = Math.max(source.bucketsPerScan, target.bucketsPerScan);
   for (let i = 0; i < differing.length; i += step) {
     const set = differing.slice(i, i + step);
     const [x, y] = await Promise.all([source.rowsOf(set), target.rowsOf(set)]);
+    await options.throttle?.(tableRows); // each side scanned its table again
     for (const h of new Set([...x.keys(), ...y.keys()])) {
       const s = x.get(h);
       const t = y.get(h);

@@ -100,7 +100,8 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
       const src = new SideSql(shape, 'source');
       const dst = keylessSide(shape, first.target);
       const scan = await scanKeyless(sqlKeylessSide(first.source, src), dst, options);
-      const settled = await settleMultiset(first.source, src, dst, scan.differences, options.barrier);
+      const tableRows = Math.max(scan.sourceRows, scan.targetRows);
+      const settled = await settleMultiset(first.source, src, dst, scan.differences, options.barrier, async () => options.throttle?.(tableRows));
       const missing: string[] = [];
       const extra: string[] = [];
       let differing = scan.overflow;

@@ -47,7 +47,8 @@ const unchanged = (a: SourceGroup | undefined, b: SourceGroup | undefined): bool
  * next round; after `rounds` it is `unsettled`. No lock round as for keys: FOR SHARE would
  * not stop another copy of the row being inserted. Without a barrier (or when it is not
  * reached), one round reports the counts as read. Every read is one scan of the table
- * (no index finds a row by its digest); memory holds the differing groups only.
+ * (no index finds a row by its digest), each followed by `afterScan` (verify's rate limit);
+ * memory holds the differing groups only.
  */
 export async function settleMultiset(
   source: pg.ClientBase,
@@ -55,6 +56,7 @@ export async function settleMultiset(
   target: KeylessSide,
   differences: readonly MultisetDifference[],
   barrier?: ApplyBarrier,
+  afterScan: () => Promise<void> = async () => undefined,
   rounds = 4,
 ): Promise<SettledMultiset> {
   const out: SettledMultiset = { drift: [], unsettled: [], lagChecked: barrier !== undefined };
@@ -62,9 +64,12 @@ export async function settleMultiset(
   for (let round = 0; round < rounds && pending.length > 0; round++) {
     const digests = pending.map((d) => d.h);
     const s1 = await readSourceGroups(source, sql, digests);
+    await afterScan();
     const reached = barrier ? await barrier(await currentLsn(source)) : 'unavailable';
     const t = await target.counts(digests);
+    await afterScan();
     const s2 = await readSourceGroups(source, sql, digests);
+    await afterScan();
     const next: MultisetDifference[] = [];
     for (const d of pending) {
       const a = s1.get(d.h);

@@ -71,11 +71,13 @@ export async function verifyTables(
     const estimate = Number(rows[0]?.n ?? 0) * (first.target.type === 'postgres' ? 1 : 2);
     let done = 0;
     const started = Date.now();
+    // Rows read, re-reads included (a keyless table's re-check scans it again): what the rate limits.
+    let read = 0;
     const throttle = async (n: number): Promise<void> => {
       if (o.signal?.aborted) throw new Error('verification stopped');
+      read += n;
       if (!o.maxRowsPerSecond) return;
-      void n;
-      const ahead = (done / o.maxRowsPerSecond) * 1000 - (Date.now() - started);
+      const ahead = (read / o.maxRowsPerSecond) * 1000 - (Date.now() - started);
       if (ahead > 0) await new Promise((r) => setTimeout(r, ahead));
     };
     const results: TableVerification[] = [];
