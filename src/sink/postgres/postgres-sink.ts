@@ -93,7 +93,7 @@ export class PostgresSink extends SqlSink<pg.PoolClient, TargetTable> {
 class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   readonly name = 'the sink';
   private readonly pool: pg.Pool;
-  private readonly state: BookkeepingTables & { staleAudit: string; conflicts: string };
+  private readonly state: BookkeepingTables & { staleAudit: string; conflicts: string; sourceTruncations: string; sourceMultisetVersions: string };
   /** track_commit_timestamp is on: a row written at the target has a known commit time. */
   private commitTimestamps = false;
   private readonly sqlCache = new Map<string, string>();
@@ -108,7 +108,13 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     // An idle pooled connection that dies must not crash the process; the next query reconnects.
     this.pool.on('error', () => undefined);
     const s = options.stateSchema;
-    this.state = { ...bookkeepingTables((t) => quoteQualified(s, t)), staleAudit: quoteQualified(s, 'stale_audit'), conflicts: quoteQualified(s, 'conflicts') };
+    this.state = {
+      ...bookkeepingTables((t) => quoteQualified(s, t)),
+      staleAudit: quoteQualified(s, 'stale_audit'),
+      conflicts: quoteQualified(s, 'conflicts'),
+      sourceTruncations: quoteQualified(s, 'source_truncations'),
+      sourceMultisetVersions: quoteQualified(s, 'source_multiset_versions'),
+    };
   }
 
   async withConnection<R>(what: string, fn: (c: pg.PoolClient) => Promise<R>): Promise<R> {
@@ -169,6 +175,11 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
       // below it must not bring the row back (see insertParts).
       await c.query(`ALTER TABLE ${this.state.conflicts} ADD COLUMN IF NOT EXISTS stored_lsn pg_lsn, ADD COLUMN IF NOT EXISTS stored_seq integer`);
       await c.query(`CREATE INDEX IF NOT EXISTS conflicts_replaced ON ${this.state.conflicts} (table_name, row_key, stored_source) WHERE winner = 'incoming' AND stored_lsn IS NOT NULL`);
+      // Watermarks per source: LSNs of different sources do not compare (see truncate).
+      await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.sourceTruncations} (
+        table_name text NOT NULL, source text NOT NULL, lsn pg_lsn NOT NULL, seq integer NOT NULL, PRIMARY KEY (table_name, source))`);
+      await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.sourceMultisetVersions} (
+        table_name text NOT NULL, source text NOT NULL, lsn pg_lsn NOT NULL, seq integer NOT NULL, reset boolean NOT NULL DEFAULT false, PRIMARY KEY (table_name, source))`);
       const { rows } = await c.query<{ on: boolean }>(`SELECT current_setting('track_commit_timestamp')::boolean AS on`);
       this.commitTimestamps = rows[0]?.on === true;
     }
@@ -210,6 +221,7 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   }
 
   async truncate(c: pg.PoolClient, target: TargetTable, change: ChangeEvent): Promise<boolean> {
+    if (this.options.conflicts) return this.truncateTracked(c, target, change);
     const res = await c.query(
       `INSERT INTO ${this.state.truncations} AS tr (table_name, lsn, seq) VALUES ($1, $2::pg_lsn, $3)
        ON CONFLICT (table_name) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq
@@ -222,18 +234,55 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     return true;
   }
 
+  /**
+   * Conflict tracking: the watermark is the source's own (an LSN of one server says nothing
+   * about another's), so it gates that source's older changes only. The table is emptied as
+   * at the source, as pglogical and Spock replicate a TRUNCATE, except for the rows written
+   * after it: the source's own newer versions (applied from other partitions), and other
+   * writers' rows whose commit time is later than the truncation's (a write the source had
+   * not seen when it truncated; its time unknown: it goes).
+   */
+  private async truncateTracked(c: pg.PoolClient, target: TargetTable, change: ChangeEvent): Promise<boolean> {
+    const res = await c.query(
+      `INSERT INTO ${this.state.sourceTruncations} AS tr (table_name, source, lsn, seq) VALUES ($1, $2, $3::pg_lsn, $4)
+       ON CONFLICT (table_name, source) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq
+       WHERE (tr.lsn, tr.seq) < (EXCLUDED.lsn, EXCLUDED.seq)`,
+      [target.label, change.source, change.commit_lsn, change.seq],
+    );
+    if ((res.rowCount ?? 0) === 0) return false;
+    const localClock = this.commitTimestamps ? 'pg_xact_commit_timestamp(t.xmin)' : 'NULL::timestamptz';
+    await c.query(
+      `DELETE FROM ${target.qualified} t
+        WHERE CASE WHEN NOT ${LOCALLY_WRITTEN} AND t.${W_SOURCE} = $1 THEN ${ROW_VERSION} < ($2::pg_lsn, $3)
+                   WHEN ${LOCALLY_WRITTEN} THEN coalesce(${localClock} <= $4::timestamptz, true)
+                   ELSE coalesce(t.${W_CLOCK} <= $4::timestamptz, true) END`,
+      [change.source, change.commit_lsn, change.seq, change.commit_ts],
+    );
+    return true;
+  }
+
+  /** The truncation gate of a change `i` (its table `label`, version i.v_lsn/i.v_seq, source i.w_source): a newer truncation of its source. */
+  private truncationGate(label: string): string {
+    if (this.options.conflicts) {
+      return `NOT EXISTS (SELECT 1 FROM ${this.state.sourceTruncations} tr
+                           WHERE tr.table_name = ${label} AND tr.source = i.w_source AND (tr.lsn, tr.seq) >= (i.v_lsn::pg_lsn, i.v_seq))`;
+    }
+    return `NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr
+                           WHERE tr.table_name = ${label} AND (tr.lsn, tr.seq) >= (i.v_lsn::pg_lsn, i.v_seq))`;
+  }
+
   async absentRows(c: pg.PoolClient, target: TargetTable, keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]> {
     const k = keyColumns.length;
     const params: unknown[] = keyColumns.map((col) => rows.map((r) => r.key[col] ?? null));
-    params.push(rows.map((r) => rowKeyOf(r)), rows.map((r) => r.commit_lsn), rows.map((r) => r.seq), target.label);
+    params.push(rows.map((r) => rowKeyOf(r)), rows.map((r) => r.commit_lsn), rows.map((r) => r.seq), target.label, rows.map((r) => r.source));
+    const tracked = this.options.conflicts !== undefined;
     const { rows: absent } = await c.query<{ n: number }>(
-      `SELECT i.n::int AS n FROM unnest(${[...keyColumns.map((_, j) => `$${j + 1}::text[]`), `$${k + 1}::text[]`, `$${k + 2}::text[]`, `$${k + 3}::int[]`].join(', ')})
-              WITH ORDINALITY AS i(${[...keyColumns.map((_, j) => `k${j}`), 'row_key', 'v_lsn', 'v_seq', 'n'].join(', ')})
+      `SELECT i.n::int AS n FROM unnest(${[...keyColumns.map((_, j) => `$${j + 1}::text[]`), `$${k + 1}::text[]`, `$${k + 2}::text[]`, `$${k + 3}::int[]`, `$${k + 5}::text[]`].join(', ')})
+              WITH ORDINALITY AS i(${[...keyColumns.map((_, j) => `k${j}`), 'row_key', 'v_lsn', 'v_seq', 'w_source', 'n'].join(', ')})
         WHERE NOT EXISTS (SELECT 1 FROM ${target.qualified} t WHERE ${keyMatch(target, keyColumns)})
           AND NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
-                           WHERE tb.table_name = $${k + 4} AND tb.row_key = i.row_key AND (tb.lsn, tb.seq) >= (i.v_lsn::pg_lsn, i.v_seq))
-          AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr
-                           WHERE tr.table_name = $${k + 4} AND (tr.lsn, tr.seq) >= (i.v_lsn::pg_lsn, i.v_seq))`,
+                           WHERE tb.table_name = $${k + 4} AND tb.row_key = i.row_key AND (tb.lsn, tb.seq) >= (i.v_lsn::pg_lsn, i.v_seq)${tracked ? ' AND (tb.source IS NULL OR tb.source = i.w_source)' : ''})
+          AND ${this.truncationGate(`$${k + 4}`)}`,
       params,
     );
     return absent.map((r) => rows[r.n - 1] as ChangeEvent);
@@ -336,8 +385,7 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     const where = this.options.versionGate
       ? `WHERE NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
                            WHERE tb.table_name = ${label} AND tb.row_key = i.row_key AND (tb.lsn, tb.seq) >= (i.v_lsn::pg_lsn, i.v_seq)${tracked ? ' AND (tb.source IS NULL OR tb.source = i.w_source)' : ''})
-          AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr
-                           WHERE tr.table_name = ${label} AND (tr.lsn, tr.seq) >= (i.v_lsn::pg_lsn, i.v_seq))` +
+          AND ${this.truncationGate(label)}` +
         // Tracked: a version another writer's winning write replaced (a delete included) stays
         // replaced: its change, republished after a capture restart, is stale.
         (tracked
@@ -385,15 +433,16 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     return res.rows[0]?.removed ?? 0;
   }
 
-  async readMultisetVersions(c: pg.PoolClient, label: string): Promise<MultisetVersions> {
+  async readMultisetVersions(c: pg.PoolClient, label: string, source: string): Promise<MultisetVersions> {
+    if (this.options.conflicts) {
+      // Per source, as truncations (see truncateTracked).
+      const seen = await c.query<{ lsn: string; seq: number; reset: boolean }>(`SELECT lsn::text, seq, reset FROM ${this.state.sourceMultisetVersions} WHERE table_name = $1 AND source = $2 FOR UPDATE`, [label, source]);
+      const trunc = await c.query<{ lsn: string; seq: number }>(`SELECT lsn::text, seq FROM ${this.state.sourceTruncations} WHERE table_name = $1 AND source = $2`, [label, source]);
+      return multisetVersions(seen.rows[0], trunc.rows[0]);
+    }
     const seen = await c.query<{ lsn: string; seq: number; reset: boolean }>(`SELECT lsn::text, seq, reset FROM ${this.state.multisetVersions} WHERE table_name = $1 FOR UPDATE`, [label]);
     const trunc = await c.query<{ lsn: string; seq: number }>(`SELECT lsn::text, seq FROM ${this.state.truncations} WHERE table_name = $1`, [label]);
-    const high = seen.rows[0];
-    const truncated = trunc.rows[0];
-    return {
-      high: high && { version: versionOf(parseLsn(high.lsn), high.seq), reset: high.reset },
-      truncation: truncated && versionOf(parseLsn(truncated.lsn), truncated.seq),
-    };
+    return multisetVersions(seen.rows[0], trunc.rows[0]);
   }
 
   async insertRows(c: pg.PoolClient, target: TargetTable, columns: string[], changes: ChangeEvent[]): Promise<number> {
@@ -427,7 +476,15 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     return (res.rowCount ?? 0) > 0;
   }
 
-  async writeMultisetVersion(c: pg.PoolClient, label: string, newest: ChangeEvent | undefined, reset: boolean): Promise<void> {
+  async writeMultisetVersion(c: pg.PoolClient, label: string, newest: ChangeEvent | undefined, reset: boolean, source: string): Promise<void> {
+    if (this.options.conflicts) {
+      await c.query(
+        `INSERT INTO ${this.state.sourceMultisetVersions} AS v (table_name, source, lsn, seq, reset) VALUES ($1, $2, $3::pg_lsn, $4, $5)
+         ON CONFLICT (table_name, source) DO UPDATE SET lsn = CASE WHEN $6 THEN EXCLUDED.lsn ELSE v.lsn END, seq = CASE WHEN $6 THEN EXCLUDED.seq ELSE v.seq END, reset = v.reset OR EXCLUDED.reset`,
+        [label, source, newest?.commit_lsn ?? '0/0', newest?.seq ?? 0, reset, newest !== undefined],
+      );
+      return;
+    }
     if (newest) {
       await c.query(
         `INSERT INTO ${this.state.multisetVersions} AS v (table_name, lsn, seq, reset) VALUES ($1, $2::pg_lsn, $3, $4)
@@ -605,4 +662,12 @@ function guardClient(client: pg.PoolClient): void {
 
 function recordBroken(this: pg.PoolClient, err: Error): void {
   brokenClients.set(this, err);
+}
+
+/** A keyless table's stored versions from its high-water row and truncation row (either may be absent). */
+function multisetVersions(high: { lsn: string; seq: number; reset: boolean } | undefined, truncated: { lsn: string; seq: number } | undefined): MultisetVersions {
+  return {
+    high: high && { version: versionOf(parseLsn(high.lsn), high.seq), reset: high.reset },
+    truncation: truncated && versionOf(parseLsn(truncated.lsn), truncated.seq),
+  };
 }

@@ -97,7 +97,8 @@ export interface SqlDialect<C, T extends SqlTable> {
   /**
    * Advances the table's truncation watermark to `change` and removes the rows older than
    * it (newer ones, applied from other partitions, stay). False: a newer truncation was
-   * already recorded (stale).
+   * already recorded (stale). With conflict tracking the watermark is `change.source`'s and
+   * gates that source's changes only.
    */
   truncate(c: C, target: T, change: ChangeEvent): Promise<boolean>;
   /**
@@ -117,8 +118,11 @@ export interface SqlDialect<C, T extends SqlTable> {
    */
   delete(c: C, target: T, keyColumns: string[], rows: ChangeEvent[]): Promise<number>;
 
-  /** Keyless tables: the stored versions, the high water locked for the transaction. */
-  readMultisetVersions(c: C, label: string): Promise<MultisetVersions>;
+  /**
+   * Keyless tables: the stored versions, the high water locked for the transaction. With
+   * conflict tracking they are `source`'s (a dialect without tracking ignores it).
+   */
+  readMultisetVersions(c: C, label: string, source: string): Promise<MultisetVersions>;
   /** Adds the new row (`payload`, exactly `columns`) of each change with its version; returns how many. */
   insertRows(c: C, target: T, columns: string[], changes: ChangeEvent[]): Promise<number>;
   /** Removes one row equal to `before` (every column, NULL-safe, as stored); false when there is none. */
@@ -127,7 +131,7 @@ export interface SqlDialect<C, T extends SqlTable> {
    * Records a keyless table's high water: `newest`'s version, or (undefined) only that the
    * snapshot reset was applied; `reset` never goes back to false.
    */
-  writeMultisetVersion(c: C, label: string, newest: ChangeEvent | undefined, reset: boolean): Promise<void>;
+  writeMultisetVersion(c: C, label: string, newest: ChangeEvent | undefined, reset: boolean, source: string): Promise<void>;
 
   /**
    * Conflict tracking (a dialect that supports it): the stored rows of `rows`' keys, locked

@@ -106,7 +106,13 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
               if (await d.truncate(c, target, batch.truncate)) counts.applied += 1;
               else counts.stale += 1;
             }
-            if (batch.multiset.length > 0 || batch.snapshotReset) await this.keyless(c, target, batch.multiset, batch.snapshotReset, counts);
+            if (batch.multiset.length > 0 || batch.snapshotReset) {
+              // Tracked: each source's changes against its own versions (LSNs of different servers do not compare).
+              const sources = this.conflicts ? bySource(batch.multiset) : new Map([[batch.multiset[0]?.source ?? '', batch.multiset]]);
+              // A snapshot reset alone is its truncation's source's.
+              if (sources.size === 0) sources.set(batch.truncate?.source ?? '', []);
+              for (const [source, changes] of sources) await this.keyless(c, target, changes, batch.snapshotReset, counts, source);
+            }
             await this.upsert(c, target, batch, counts, recorded);
             await this.delete(c, target, batch, counts, recorded);
           });
@@ -200,10 +206,10 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
    * A keyless table's changes, in stream order, after the batch's truncation; `sawReset`: the
    * batch holds the table's snapshot reset. The rules are in `../multiset.ts`.
    */
-  private async keyless(c: C, target: T, changes: readonly ChangeEvent[], sawReset: boolean, counts: Counts): Promise<void> {
+  private async keyless(c: C, target: T, changes: readonly ChangeEvent[], sawReset: boolean, counts: Counts, source: string): Promise<void> {
     const d = this.dialect;
     const label = target.label;
-    const { high, truncation } = await d.readMultisetVersions(c, label);
+    const { high, truncation } = await d.readMultisetVersions(c, label, source);
     const wasReset = high?.reset === true;
     const reset = wasReset || sawReset;
     const plan = planMultiset(label, changes, maxVersion(high?.version ?? -1n, truncation), counts);
@@ -223,7 +229,8 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
         const before = change.before ?? {};
         this.checkColumns(target, Object.keys(before), undefined);
         if (!(await d.removeOne(c, target, before))) {
-          if (!onMissingRow(label, change, reset, counts)) continue;
+          // Tracked: another writer removed the row first (both sides deleted it): not drift.
+          if (!onMissingRow(label, change, reset && !this.conflicts, counts)) continue;
         } else if (change.op === 'DELETE') {
           counts.applied++;
           continue;
@@ -232,7 +239,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       if (change.payload) adds.push(change);
     }
     await flushAdds();
-    if (plan.newest || (reset && !wasReset)) await d.writeMultisetVersion(c, label, plan.newest, reset);
+    if (plan.newest || (reset && !wasReset)) await d.writeMultisetVersion(c, label, plan.newest, reset, source);
   }
 
   /**
@@ -443,6 +450,17 @@ function countConflicts(recorded: readonly ConflictRecord[]): NonNullable<ApplyO
     counts.set(k, e);
   }
   return [...counts.values()];
+}
+
+/** Changes by source, each in stream order. */
+function bySource(changes: readonly ChangeEvent[]): Map<string, ChangeEvent[]> {
+  const out = new Map<string, ChangeEvent[]>();
+  for (const ch of changes) {
+    const list = out.get(ch.source);
+    if (list) list.push(ch);
+    else out.set(ch.source, [ch]);
+  }
+  return out;
 }
 
 /**
