@@ -135,6 +135,11 @@ describe('mysql sink conflict tracking (MariaDB)', () => {
       o = await sink.apply([change('b', 'DELETE', '1', null, '2026-01-01T00:00:02Z')], new Map(), 'g');
       expect(o.applied).toBe(1);
       expect(await rows()).toEqual([{ id: '2', v: 'b', n: '3' }]);
+      // A delete of an absent key leaves its tombstone, whoever's it replaces (a smaller LSN of
+      // another source included).
+      const tomb = early('a', 'DELETE', '1', null, '2026-01-01T00:00:03Z');
+      await sink.apply([tomb], new Map(), 'g');
+      expect(await mysqlRows(db.admin, `SELECT source, CAST(lsn AS CHAR) AS lsn FROM syncline_tombstones WHERE row_key = '["1"]'`)).toEqual([{ source: 'a', lsn: String(parseLsn(tomb.commit_lsn)) }]);
       expect(await conflicts(`winner, incoming_source, stored_source, incoming_version IS NULL OR incoming_version = 'null' AS is_delete`)).toEqual([
         { winner: 'stored', incoming_source: 'a', stored_source: 'b', is_delete: 0 },
         { winner: 'stored', incoming_source: 'a', stored_source: 'b', is_delete: 1 },
@@ -195,6 +200,22 @@ describe('mysql sink conflict tracking (MariaDB)', () => {
       await watcher.end();
       await sinkA.close();
       await sinkB.close();
+    }
+  });
+
+  it('an insert of an absent key that collides on another unique key fails as the error it is, never dropped silently', async () => {
+    await freshTable();
+    await db.admin.query('ALTER TABLE acc ADD UNIQUE KEY acc_v (v(32))');
+    const sink = new MysqlSink({ url: db.url, stateSchema: 'syncline', versionGate: true, conflicts: tracking() });
+    await sink.prepare();
+    try {
+      await sink.apply([change('a', 'INSERT', '1', { id: '1', v: 'same', n: '1' }, '2026-01-01T00:00:01Z')], new Map(), 'g');
+      // Key 2 is absent, but its v collides with key 1's: the insert that never overwrites
+      // must not take that duplicate for "another writer got there first".
+      await expect(sink.apply([change('b', 'INSERT', '2', { id: '2', v: 'same', n: '2' }, '2026-01-01T00:00:02Z')], new Map(), 'g')).rejects.toThrow(/Duplicate entry/);
+      expect(await rows()).toEqual([{ id: '1', v: 'same', n: '1' }]);
+    } finally {
+      await sink.close();
     }
   });
 
