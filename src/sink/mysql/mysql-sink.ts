@@ -100,6 +100,13 @@ const MAX_BYTES_PER_STATEMENT = 4 << 20;
  * same statement is also correct under MariaDB's SIMULTANEOUS_ASSIGNMENT sql_mode, where all
  * assignments read the old row. A stale row is "updated" to its own values, which MySQL
  * reports as not changed; that is how applied and stale are counted (see `appliedRows`).
+ *
+ * Conflict tracking (`conflicts`, fan-in): rows also record their writer (`_syncline_source`)
+ * and its commit time (`_syncline_ts`); SqlSink decides writes to rows of other writers (read
+ * by `readStored`), and G becomes "another source, or an older version of the same one"
+ * (TRACKED_NEWER; the assignment order for it is in `upsertUpdates`). Rows syncline never
+ * wrote are the target's own; MySQL has no xmin, so a target-side change of a row syncline
+ * wrote is not seen (README "Many writers", limits).
  */
 export class MysqlSink extends SqlSink<PoolConnection, MysqlTable> {
   constructor(options: MysqlSinkOptions) {
