@@ -135,3 +135,14 @@ export async function updateRounds(url: string, label: string, own: number[], ro
   }
   return changed;
 }
+
+/** Runs one statement on `url` over a connection of its own. */
+export async function execSql(url: string, sql: string, params: unknown[] = []): Promise<void> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query(sql, params);
+  } finally {
+    await c.end();
+  }
+}

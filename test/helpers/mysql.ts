@@ -17,3 +17,35 @@ export async function mysqlAdmin(): Promise<mysql.Connection> {
     );
   }
 }
+
+/** A MariaDB database of a test: its sink URL, an admin connection in it, and how to drop it. */
+export interface MysqlTestDatabase {
+  url: string;
+  admin: mysql.Connection;
+  drop(): Promise<void>;
+}
+
+/** Creates `name` afresh (utf8mb4_bin, as sinks expect) and connects to it. */
+export async function freshMysqlDatabase(name: string): Promise<MysqlTestDatabase> {
+  const admin = await mysqlAdmin();
+  const db = mysql.escapeId(name);
+  await admin.query(`DROP DATABASE IF EXISTS ${db}`);
+  await admin.query(`CREATE DATABASE ${db} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
+  await admin.query(`USE ${db}`);
+  const url = new URL(MYSQL_ADMIN_URL);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    admin,
+    async drop() {
+      await admin.query(`DROP DATABASE IF EXISTS ${db}`);
+      await admin.end();
+    },
+  };
+}
+
+/** Rows of a query at the admin connection, as plain objects. */
+export async function mysqlRows<R = Record<string, unknown>>(admin: mysql.Connection, sql: string, params: unknown[] = []): Promise<R[]> {
+  const [rows] = await admin.query<mysql.RowDataPacket[]>(sql, params);
+  return rows.map((r) => ({ ...r }) as R);
+}

@@ -6,6 +6,7 @@ import { PrerequisiteError } from '../../core/errors.js';
 import { parseTableName, quoteQualified } from '../../core/sql.js';
 import { tableLabel } from '../../core/table-mapping.js';
 import { connectPostgres } from '../../ops/connect.js';
+import { readMysqlConflicts, type RecordedConflictRow } from '../../sink/mysql/mysql-conflicts.js';
 import { EXIT } from '../exit-codes.js';
 import { configOption } from './options.js';
 
@@ -29,48 +30,52 @@ export interface ConflictEntry {
   written: unknown;
 }
 
-/** The newest `limit` conflicts recorded at a postgres sink, newest first; empty when none was ever recorded. */
+/** The newest `limit` conflicts recorded at a postgres or mysql sink, newest first; empty when none was ever recorded. */
 export async function listConflicts(config: SynclineConfig, filter: { table?: string; limit: number }): Promise<ConflictEntry[]> {
+  if (config.sink.type === 'mysql' && config.sink.url) {
+    const table = filter.table === undefined ? {} : { table: tableLabel(parseTableName(filter.table)) };
+    return (await readMysqlConflicts(config.sink.url, config.sink.state_schema, { limit: filter.limit, ...table })).map(entryOf);
+  }
   if (config.sink.type !== 'postgres' || !config.sink.url) {
-    throw new PrerequisiteError(`conflicts are recorded by the postgres sink only (this config uses sink.type: ${config.sink.type})`, 'point -c at the config of a postgres sink with sink.url');
+    throw new PrerequisiteError(`conflicts are recorded by the postgres and mysql sinks only (this config uses sink.type: ${config.sink.type})`, 'point -c at the config of a postgres or mysql sink with sink.url');
   }
   const client: pg.Client = await connectPostgres({ connectionString: config.sink.url });
   try {
     const table = quoteQualified(config.sink.state_schema, 'conflicts');
     const { rows: exists } = await client.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [table]);
     if (!exists[0]?.t) return [];
-    const { rows } = await client.query<{
-      id: string; detected_at: string; table_name: string; row_key: string; strategy: string; winner: string; incoming_source: string; stored_source: string;
-      incoming_lsn: string; incoming_clock: string | null; stored_clock: string | null; incoming_version: unknown; stored_version: unknown; written: unknown;
-    }>(
+    const { rows } = await client.query<RecordedConflictRow>(
       `SELECT id::text, detected_at::text, table_name, row_key, strategy, winner, incoming_source, stored_source, incoming_lsn::text,
               incoming_clock, stored_clock, incoming_version, stored_version, written
          FROM ${table} WHERE ($1::text IS NULL OR table_name = $1) ORDER BY id DESC LIMIT $2`,
       [filter.table === undefined ? null : tableLabel(parseTableName(filter.table)), filter.limit],
     );
-    return rows.map((r) => {
-      const incomingWon = r.winner === 'incoming';
-      return {
-        id: Number(r.id),
-        detectedAt: r.detected_at,
-        table: r.table_name,
-        key: JSON.parse(r.row_key) as unknown,
-        strategy: r.strategy,
-        winner: incomingWon ? r.incoming_source : r.stored_source,
-        loser: incomingWon ? r.stored_source : r.incoming_source,
-        incomingSource: r.incoming_source,
-        storedSource: r.stored_source,
-        incomingLsn: r.incoming_lsn,
-        incomingClock: r.incoming_clock,
-        storedClock: r.stored_clock,
-        incoming: r.incoming_version,
-        stored: r.stored_version,
-        written: r.written,
-      };
-    });
+    return rows.map(entryOf);
   } finally {
     await client.end().catch(() => undefined);
   }
+}
+
+/** A recorded conflict as `conflicts list` shows it. */
+function entryOf(r: RecordedConflictRow): ConflictEntry {
+  const incomingWon = r.winner === 'incoming';
+  return {
+    id: Number(r.id),
+    detectedAt: r.detected_at,
+    table: r.table_name,
+    key: JSON.parse(r.row_key) as unknown,
+    strategy: r.strategy,
+    winner: incomingWon ? r.incoming_source : r.stored_source,
+    loser: incomingWon ? r.stored_source : r.incoming_source,
+    incomingSource: r.incoming_source,
+    storedSource: r.stored_source,
+    incomingLsn: r.incoming_lsn,
+    incomingClock: r.incoming_clock,
+    storedClock: r.stored_clock,
+    incoming: r.incoming_version,
+    stored: r.stored_version,
+    written: r.written,
+  };
 }
 
 function formatConflicts(entries: readonly ConflictEntry[]): string {
@@ -85,7 +90,7 @@ export function registerConflicts(program: Command): void {
   const conflicts = program.command('conflicts').description('conflicts between writers recorded by the sink (fan-in, bidirectional)');
   conflicts
     .command('list')
-    .description('list recorded conflicts, newest first, with both versions and the winner; exit 0, or 2 without a postgres sink')
+    .description('list recorded conflicts, newest first, with both versions and the winner; exit 0, or 2 without a postgres or mysql sink')
     .addOption(configOption())
     .option('--table <table>', 'only this table (schema.table or table)')
     .option('--limit <n>', 'at most this many', (v) => {
@@ -96,7 +101,7 @@ export function registerConflicts(program: Command): void {
     .option('--json', 'print the conflicts as JSON')
     .action(async (opts: { config: string; table?: string; limit: number; json?: boolean }) => {
       const config = loadConfigFile(opts.config);
-      if (config.sink.type !== 'postgres') process.exitCode = EXIT.CONFIG; // kept by main's error report
+      if (config.sink.type !== 'postgres' && config.sink.type !== 'mysql') process.exitCode = EXIT.CONFIG; // kept by main's error report
       const entries = await listConflicts(config, { limit: opts.limit, ...(opts.table !== undefined ? { table: opts.table } : {}) });
       process.stdout.write(opts.json ? `${JSON.stringify(entries, null, 2)}\n` : formatConflicts(entries));
       process.exitCode = EXIT.OK;

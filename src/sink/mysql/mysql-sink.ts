@@ -1,14 +1,14 @@
 import { createHash } from 'node:crypto';
-import mysql, { type Pool, type PoolConnection, type ResultSetHeader, type RowDataPacket } from 'mysql2/promise';
+import mysql, { type Pool, type PoolConnection, type ResultSetHeader, type RowDataPacket, type TypeCastField } from 'mysql2/promise';
 import { rowKeyOf, type ChangeEvent, type Row } from '../../core/change.js';
 import { PrerequisiteError, SynclineError } from '../../core/errors.js';
-import { parseLsn, versionOf } from '../../core/lsn.js';
+import { formatLsn, parseLsn, versionOf } from '../../core/lsn.js';
 import { pgTimestampToUtc } from '../pg-text.js';
-import { bookkeepingTables, DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, type BookkeepingTables } from '../sql/bookkeeping.js';
+import { bookkeepingTables, CLOCK_COLUMN, DELETED_AT_COLUMN, SOURCE_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, type BookkeepingTables } from '../sql/bookkeeping.js';
 import type { RecordedColumn, SchemaStep, TargetColumnShape } from '../../core/schema-evolution.js';
 import type { SchemaEvolution } from '../sql/schema-evolver.js';
-import type { MultisetVersions, SqlDialect } from '../sql/sql-dialect.js';
-import { SqlSink } from '../sql/sql-sink.js';
+import type { ConflictRecord, MultisetVersions, SqlDialect, StoredRow } from '../sql/sql-dialect.js';
+import { SqlSink, type ConflictOptions } from '../sql/sql-sink.js';
 import { classifyMysqlError, isFatalMysqlError, isStructuralMysqlError } from './mysql-errors.js';
 import { keyMatch, loadMysqlTable, mysqlColumnTypes, targetDatabase, mysqlTypeFor, normalizeMysqlType, quoteMysqlIdent as q, rowMatch, toMysqlParam, type MysqlColumn, type MysqlTable } from './mysql-table.js';
 
@@ -32,6 +32,11 @@ export interface MysqlSinkOptions {
   poolSize?: number;
   /** `sink.schema_evolution`: the target follows the source's definitions. */
   evolution?: SchemaEvolution;
+  /**
+   * Conflict tracking between writers (fan-in): rows record their writing source and its
+   * commit time, tombstones their source, decided conflicts go to `<stateSchema>_conflicts`.
+   */
+  conflicts?: ConflictOptions;
 }
 
 const V_LSN = q(VERSION_LSN_COLUMN);
@@ -46,6 +51,25 @@ const IN = (i: number): string => q(`__syncline_c${i}`);
 const IN_LSN = q('__syncline_lsn');
 const IN_SEQ = q('__syncline_seq');
 const IN_KEY = q('__syncline_key');
+const IN_SOURCE = q('__syncline_source');
+const IN_CLOCK = q('__syncline_ts');
+const W_SOURCE = q(SOURCE_COLUMN);
+const W_CLOCK = q(CLOCK_COLUMN);
+/**
+ * Conflict tracking's row gate inside ON DUPLICATE KEY UPDATE: a row of another writer (or
+ * one syncline never wrote: its source is NULL) reaches the upsert only when the resolver let
+ * the change win (SqlSink.resolveConflicts, under the rows' locks); versions of different
+ * writers are not comparable, so only a row of the same source is gated on its version.
+ */
+const TRACKED_NEWER = `(NOT (${W_SOURCE} <=> VALUES(${W_SOURCE})) OR ${NEWER})`;
+
+/** readStored's own result columns (odd names, so they never collide with target columns). */
+const STORED_IDX_NAME = '__syncline_idx';
+const STORED_CLOCK_NAME = '__syncline_clock';
+const STORED_IDX = q(STORED_IDX_NAME);
+const STORED_CLOCK = q(STORED_CLOCK_NAME);
+/** Conflict entries per INSERT (each holds both versions as JSON). */
+const CONFLICTS_PER_STATEMENT = 200;
 
 /** Statements stay well under max_allowed_packet (16 MiB by default) and the parser's comfort. */
 const MAX_ROWS_PER_STATEMENT = 500;
@@ -76,17 +100,24 @@ const MAX_BYTES_PER_STATEMENT = 4 << 20;
  * same statement is also correct under MariaDB's SIMULTANEOUS_ASSIGNMENT sql_mode, where all
  * assignments read the old row. A stale row is "updated" to its own values, which MySQL
  * reports as not changed; that is how applied and stale are counted (see `appliedRows`).
+ *
+ * Conflict tracking (`conflicts`, fan-in): rows also record their writer (`_syncline_source`)
+ * and its commit time (`_syncline_ts`); SqlSink decides writes to rows of other writers (read
+ * by `readStored`), and G becomes "another source, or an older version of the same one"
+ * (TRACKED_NEWER; the assignment order for it is in `upsertUpdates`). Rows syncline never
+ * wrote are the target's own; MySQL has no xmin, so a target-side change of a row syncline
+ * wrote is not seen (README "Many writers", limits).
  */
 export class MysqlSink extends SqlSink<PoolConnection, MysqlTable> {
   constructor(options: MysqlSinkOptions) {
-    super(new MysqlDialect(options), undefined, options.evolution);
+    super(new MysqlDialect(options), options.conflicts, options.evolution);
   }
 }
 
 class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
   readonly name = 'the MySQL sink';
   private readonly pool: Pool;
-  private readonly state: BookkeepingTables;
+  private readonly state: BookkeepingTables & { conflicts: string };
   private readonly sessionReady = new WeakSet<object>();
 
   constructor(private readonly options: MysqlSinkOptions) {
@@ -113,7 +144,7 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
       flags: ['-FOUND_ROWS'],
     });
     const s = options.stateSchema;
-    this.state = bookkeepingTables((t) => q(`${s}_${t}`));
+    this.state = { ...bookkeepingTables((t) => q(`${s}_${t}`)), conflicts: q(`${s}_conflicts`) };
   }
 
   async withConnection<R>(what: string, fn: (c: PoolConnection) => Promise<R>): Promise<R> {
@@ -167,6 +198,35 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
     await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.multisetVersions} (
       table_name VARCHAR(255) NOT NULL PRIMARY KEY, lsn BIGINT UNSIGNED NOT NULL, seq INT NOT NULL,
       reset TINYINT(1) NOT NULL DEFAULT 0) ${opts}`);
+    if (this.tracked) await this.createConflictTables(c, opts);
+  }
+
+  private get tracked(): boolean {
+    return this.options.conflicts !== undefined;
+  }
+
+  /**
+   * Conflict tracking: tombstones name their source (those of different sources do not
+   * compare by LSN), and `<stateSchema>_conflicts` records each decided conflict. Its row key
+   * is found by a SHA-256 (`key_hash`), as in the tombstones: a key of any length fits the
+   * unique index (the index stays under InnoDB's 3072-byte limit).
+   */
+  private async createConflictTables(c: PoolConnection, opts: string): Promise<void> {
+    try {
+      await c.query(`ALTER TABLE ${this.state.tombstones} ADD COLUMN source VARCHAR(255) NULL`);
+    } catch (err) {
+      // 1060 duplicate column: added before (MySQL 8 has no ADD COLUMN IF NOT EXISTS).
+      if ((err as { errno?: unknown }).errno !== 1060) throw err;
+    }
+    await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.conflicts} (
+      id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, detected_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+      table_name VARCHAR(255) NOT NULL, key_hash BINARY(32) NOT NULL, row_key LONGTEXT NOT NULL, strategy VARCHAR(64) NOT NULL, winner VARCHAR(16) NOT NULL,
+      incoming_source VARCHAR(255) NOT NULL, stored_source VARCHAR(255) NOT NULL,
+      incoming_lsn BIGINT UNSIGNED NOT NULL, incoming_seq INT NOT NULL, incoming_commit_ts DATETIME(6) NULL,
+      incoming_clock TEXT NULL, stored_clock TEXT NULL, incoming_version LONGTEXT NULL, stored_version LONGTEXT NULL, written LONGTEXT NULL,
+      stored_lsn BIGINT UNSIGNED NULL, stored_seq INT NULL,
+      UNIQUE KEY conflicts_change (table_name, key_hash, incoming_source, incoming_lsn, incoming_seq),
+      KEY conflicts_replaced (table_name, key_hash, stored_source)) ${opts}`);
   }
 
   async readPositions(c: PoolConnection, group: string): Promise<Map<number, bigint>> {
@@ -185,7 +245,7 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
   }
 
   loadTable(c: PoolConnection, schema: string, table: string): Promise<MysqlTable> {
-    return loadMysqlTable(c, schema, table, this.soft);
+    return loadMysqlTable(c, schema, table, this.soft, this.tracked);
   }
 
   async begin(c: PoolConnection): Promise<void> {
@@ -240,69 +300,181 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
   }
 
   async upsert(c: PoolConnection, target: MysqlTable, columns: string[], keyColumns: string[], rows: ChangeEvent[]): Promise<number> {
-    const metas = columns.map((col) => target.columns.get(col) as MysqlColumn);
     let written = 0;
     for (const chunk of chunks(rows)) {
       const params: unknown[] = [];
-      const selects = chunk.map((r, j) => {
-        const payload = r.payload as Row;
-        for (let i = 0; i < columns.length; i++) params.push(toMysqlParam(metas[i] as MysqlColumn, payload[columns[i] as string] ?? null));
-        params.push(keyHash(r));
-        // Versions are computed integers, written as literals so they compare exactly (no string → double).
-        const lsn = parseLsn(r.commit_lsn).toString();
-        const seq = String(r.seq | 0);
-        // The first SELECT of the UNION names the derived table's columns.
-        const values = j === 0
-          ? [...columns.map((_, i) => `? AS ${IN(i)}`), `? AS ${IN_KEY}`, `${lsn} AS ${IN_LSN}`, `${seq} AS ${IN_SEQ}`]
-          : [...columns.map(() => '?'), '?', lsn, seq];
-        return `SELECT ${values.join(', ')}`;
-      });
-      const res = await exec(c, this.upsertSql(target, columns, keyColumns, selects.join('\n UNION ALL ')), params);
+      const rowsSql = this.inputRows(target, columns, chunk, params);
+      const res = await exec(c, `${this.insertSql(target, columns, rowsSql)}\n      ON DUPLICATE KEY UPDATE ${this.upsertUpdates(columns, keyColumns).join(', ')}`, params);
       written += appliedRows(res, chunk.length);
     }
     return written;
   }
 
-  private upsertSql(target: MysqlTable, columns: string[], keyColumns: string[], rowsSql: string): string {
-    const gate = this.options.versionGate;
-    const updates = columns.filter((col) => !keyColumns.includes(col)).map((col) => (gate ? `${q(col)} = IF(${NEWER}, VALUES(${q(col)}), ${q(col)})` : `${q(col)} = VALUES(${q(col)})`));
-    // A newer insert or update revives a soft-deleted row; like a data column, before the versions.
-    if (this.soft) updates.push(gate ? `${DELETED_AT} = IF(${NEWER}, NULL, ${DELETED_AT})` : `${DELETED_AT} = NULL`);
-    // Order matters, see the class comment: data columns, then seq, then lsn.
-    updates.push(gate ? `${V_SEQ} = IF(${NEWER}, VALUES(${V_SEQ}), ${V_SEQ})` : `${V_SEQ} = VALUES(${V_SEQ})`);
-    updates.push(gate ? `${V_LSN} = GREATEST(COALESCE(${V_LSN}, 0), VALUES(${V_LSN}))` : `${V_LSN} = VALUES(${V_LSN})`);
+  /**
+   * The derived input table of `chunk` (parameters appended to `params`): the sent `columns`,
+   * the key's hash, the version and (tracking conflicts) the writer and its commit time.
+   */
+  private inputRows(target: MysqlTable, columns: string[], chunk: ChangeEvent[], params: unknown[]): string {
+    const metas = columns.map((col) => target.columns.get(col) as MysqlColumn);
+    const tracked = this.tracked;
+    const selects = chunk.map((r, j) => {
+      const payload = r.payload as Row;
+      for (let i = 0; i < columns.length; i++) params.push(toMysqlParam(metas[i] as MysqlColumn, payload[columns[i] as string] ?? null));
+      params.push(keyHash(r));
+      if (tracked) params.push(r.source, commitTimeUtc(r));
+      // Versions are computed integers, written as literals so they compare exactly (no string → double).
+      const lsn = parseLsn(r.commit_lsn).toString();
+      const seq = String(r.seq | 0);
+      // The first SELECT of the UNION names the derived table's columns.
+      const values = j === 0
+        ? [...columns.map((_, i) => `? AS ${IN(i)}`), `? AS ${IN_KEY}`, `${lsn} AS ${IN_LSN}`, `${seq} AS ${IN_SEQ}`, ...(tracked ? [`? AS ${IN_SOURCE}`, `? AS ${IN_CLOCK}`] : [])]
+        : [...columns.map(() => '?'), '?', lsn, seq, ...(tracked ? ['?', '?'] : [])];
+      return `SELECT ${values.join(', ')}`;
+    });
+    return selects.join('\n UNION ALL ');
+  }
+
+  /**
+   * `INSERT INTO t (...) SELECT ... FROM (<rowsSql>) i WHERE <gate>`, what the upsert and the
+   * insert of absent keys share: with the version gate, no newer tombstone of the key (of the
+   * same source, tracking conflicts) nor newer truncation of the table; tracking conflicts,
+   * also no recorded conflict in which another writer's winning write replaced this version
+   * or a newer one of the same source: its change, republished after a capture restart, must
+   * not bring the row back.
+   */
+  private insertSql(target: MysqlTable, columns: string[], rowsSql: string): string {
+    const tracked = this.tracked;
     const label = mysql.escape(target.label);
-    const where = gate
+    // Input strings carry the connection's collation: compared in the bookkeeping tables' (utf8mb4_bin).
+    const source = `i.${IN_SOURCE} COLLATE utf8mb4_bin`;
+    const where = this.options.versionGate
       ? `WHERE NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
-                            WHERE tb.table_name = ${label} AND tb.key_hash = i.${IN_KEY} AND (tb.lsn, tb.seq) >= (i.${IN_LSN}, i.${IN_SEQ}))
+                            WHERE tb.table_name = ${label} AND tb.key_hash = i.${IN_KEY} AND (tb.lsn, tb.seq) >= (i.${IN_LSN}, i.${IN_SEQ})${tracked ? ` AND (tb.source IS NULL OR tb.source = ${source})` : ''})
            AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr
-                            WHERE tr.table_name = ${label} AND (tr.lsn, tr.seq) >= (i.${IN_LSN}, i.${IN_SEQ}))`
+                            WHERE tr.table_name = ${label} AND (tr.lsn, tr.seq) >= (i.${IN_LSN}, i.${IN_SEQ}))` +
+        (tracked
+          ? `
+           AND NOT EXISTS (SELECT 1 FROM ${this.state.conflicts} cf
+                            WHERE cf.table_name = ${label} AND cf.key_hash = i.${IN_KEY} AND cf.stored_source = ${source} AND cf.winner = 'incoming'
+                              AND cf.stored_lsn IS NOT NULL AND (cf.stored_lsn, cf.stored_seq) >= (i.${IN_LSN}, i.${IN_SEQ}))`
+          : '')
       : '';
     const soft = this.soft ? [DELETED_AT] : [];
-    return `INSERT INTO ${target.qualified} (${[...columns.map(q), V_LSN, V_SEQ, ...soft].join(', ')})
-      SELECT ${[...columns.map((_, i) => `i.${IN(i)}`), `i.${IN_LSN}`, `i.${IN_SEQ}`, ...soft.map(() => 'NULL')].join(', ')}
+    const writer = tracked ? [W_SOURCE, W_CLOCK] : [];
+    return `INSERT INTO ${target.qualified} (${[...columns.map(q), V_LSN, V_SEQ, ...soft, ...writer].join(', ')})
+      SELECT ${[...columns.map((_, i) => `i.${IN(i)}`), `i.${IN_LSN}`, `i.${IN_SEQ}`, ...soft.map(() => 'NULL'), ...(tracked ? [`i.${IN_SOURCE}`, `i.${IN_CLOCK}`] : [])].join(', ')}
         FROM (${rowsSql}) AS i
-      ${where}
-      ON DUPLICATE KEY UPDATE ${updates.join(', ')}`;
+      ${where}`;
+  }
+
+  /**
+   * The ON DUPLICATE KEY UPDATE assignments of the upsert. Order matters, see the class
+   * comment: the gate must read the old row's version (and, tracking conflicts, its source),
+   * so data columns (and `_deleted_at`, `_syncline_ts`) come first, then seq, then lsn, and
+   * the source last.
+   *
+   * Untracked, lsn is `GREATEST(old, new)` (see the class comment). Tracked, a winning write
+   * of another source may carry a smaller LSN, so lsn is `IF(G, new, old)` too, which still
+   * decides as G did: a different source still differs after seq was assigned; the same
+   * source with G true had old lsn < new lsn (G still true) or old lsn = new lsn (nothing to
+   * change). The source is assigned unconditionally: G false means the same source (another
+   * source always passes G), so the assignment changes nothing then. MySQL 8 evaluates the
+   * assignments left to right as MariaDB does by default (checked on MariaDB 10.11), and the
+   * statement is just as correct under MariaDB's SIMULTANEOUS_ASSIGNMENT, where every
+   * assignment reads the old row.
+   */
+  private upsertUpdates(columns: string[], keyColumns: string[]): string[] {
+    const gate = this.options.versionGate;
+    const g = this.tracked ? TRACKED_NEWER : NEWER;
+    const gated = (col: string): string => (gate ? `${col} = IF(${g}, VALUES(${col}), ${col})` : `${col} = VALUES(${col})`);
+    const updates = columns.filter((col) => !keyColumns.includes(col)).map((col) => gated(q(col)));
+    // A newer insert or update revives a soft-deleted row; like a data column, before the versions.
+    if (this.soft) updates.push(gate ? `${DELETED_AT} = IF(${g}, NULL, ${DELETED_AT})` : `${DELETED_AT} = NULL`);
+    if (this.tracked) updates.push(gated(W_CLOCK));
+    updates.push(gated(V_SEQ));
+    updates.push(gate && !this.tracked ? `${V_LSN} = GREATEST(COALESCE(${V_LSN}, 0), VALUES(${V_LSN}))` : gated(V_LSN));
+    if (this.tracked) updates.push(`${W_SOURCE} = VALUES(${W_SOURCE})`);
+    return updates;
+  }
+
+  /**
+   * Conflict tracking: inserts `rows` whose keys readStored found absent, never over a row.
+   * `ON DUPLICATE KEY UPDATE <key> = <key>` changes nothing on a duplicate key (and waits for
+   * a writer that holds the key uncommitted, then sees its row); INSERT IGNORE would also
+   * swallow every other error as a warning. (A WHERE NOT EXISTS on the target would add
+   * nothing: the duplicate key is what decides, and a consistent read could miss a row the
+   * ODKU then meets anyway.) Without CLIENT_FOUND_ROWS a no-op duplicate counts 0 affected
+   * rows, so affected = inserted; when some were not, the inserted ones are those whose row
+   * now holds their version. Returns the others.
+   */
+  async insertAbsent(c: PoolConnection, target: MysqlTable, columns: string[], keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]> {
+    const refused: ChangeEvent[] = [];
+    const key = q(keyColumns[0] as string);
+    for (const chunk of chunks(rows)) {
+      const params: unknown[] = [];
+      const res = await exec(c, `${this.insertSql(target, columns, this.inputRows(target, columns, chunk, params))}\n      ON DUPLICATE KEY UPDATE ${key} = ${key}`, params);
+      if (res.affectedRows === chunk.length) continue;
+      const held = await this.matching(c, target, keyColumns, chunk, true);
+      let notInserted = chunk.filter((_, j) => !held.has(j));
+      // The ODKU also meets a duplicate of a unique key other than the primary key, and would
+      // leave such a row out silently (drift). A refused row whose key is still absent was
+      // refused by the gate, or by such a key: insert those again without ODKU, so the gate
+      // refuses them again or the collision fails as the error it is.
+      const present = await this.matching(c, target, keyColumns, notInserted, false);
+      const missing = notInserted.filter((_, j) => !present.has(j));
+      if (missing.length > 0) {
+        const again: unknown[] = [];
+        const retried = await exec(c, this.insertSql(target, columns, this.inputRows(target, columns, missing, again)), again);
+        if (retried.affectedRows > 0) {
+          const now = await this.matching(c, target, keyColumns, missing, true);
+          const inserted = new Set(missing.filter((_, j) => now.has(j)));
+          notInserted = notInserted.filter((r) => !inserted.has(r));
+        }
+      }
+      refused.push(...notInserted);
+    }
+    return refused;
+  }
+
+  /**
+   * Indexes (in `rows`) of the rows whose key the target holds; `ownVersion`: only where the
+   * row holds that change's version (its source, lsn and seq), i.e. the change wrote it.
+   */
+  private async matching(c: PoolConnection, target: MysqlTable, keyColumns: string[], rows: ChangeEvent[], ownVersion: boolean): Promise<Set<number>> {
+    if (rows.length === 0) return new Set();
+    const params: unknown[] = [];
+    const cases = rows.map((r, j) => `WHEN ${keyMatch(target, keyColumns, r, params)} THEN ${j}`);
+    const conds = rows.map((r) => {
+      const match = keyMatch(target, keyColumns, r, params);
+      if (!ownVersion) return `(${match})`;
+      params.push(r.source);
+      return `(${match} AND ${W_SOURCE} = ? AND ${V_LSN} = ${parseLsn(r.commit_lsn).toString()} AND ${V_SEQ} = ${r.seq | 0})`;
+    });
+    const [found] = await c.query<(RowDataPacket & { idx: string | number })[]>(`SELECT CASE ${cases.join(' ')} END AS idx FROM ${target.qualified} WHERE ${conds.join(' OR ')}`, params);
+    return new Set(found.map((f) => Number(f.idx)));
   }
 
   async delete(c: PoolConnection, target: MysqlTable, keyColumns: string[], rows: ChangeEvent[]): Promise<number> {
-    const gate = this.options.versionGate;
     let removed = 0;
+    const tracked = this.tracked;
     for (const chunk of chunks(rows)) {
-      // 1. Tombstones, advanced only by a newer delete (same ordering rule as the upsert).
+      // 1. Tombstones, advanced only by a newer delete (same ordering rule as the upsert);
+      //    tracking conflicts, they name their source and one of another source is replaced
+      //    (the delete won; the source assigned last, see upsertUpdates).
       const tombParams: unknown[] = [];
       const tombValues = chunk.map((r) => {
         tombParams.push(target.label, keyHash(r), rowKeyOf(r));
-        return `(?, ?, ?, ${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0})`;
+        if (tracked) tombParams.push(r.source);
+        return `(?, ?, ?, ${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0}${tracked ? ', ?' : ''})`;
       });
-      const newer = '(lsn, seq) < (VALUES(lsn), VALUES(seq))';
+      const versionNewer = '(lsn, seq) < (VALUES(lsn), VALUES(seq))';
+      const newer = tracked ? `(NOT (source <=> VALUES(source)) OR ${versionNewer})` : versionNewer;
       await exec(
         c,
-        `INSERT INTO ${this.state.tombstones} (table_name, key_hash, row_key, lsn, seq) VALUES ${tombValues.join(', ')}
+        `INSERT INTO ${this.state.tombstones} (table_name, key_hash, row_key, lsn, seq${tracked ? ', source' : ''}) VALUES ${tombValues.join(', ')}
          ON DUPLICATE KEY UPDATE deleted_at = IF(${newer}, CURRENT_TIMESTAMP(6), deleted_at),
                                  seq = IF(${newer}, VALUES(seq), seq),
-                                 lsn = GREATEST(lsn, VALUES(lsn))`,
+                                 ${tracked ? `lsn = IF(${newer}, VALUES(lsn), lsn), source = VALUES(source)` : 'lsn = GREATEST(lsn, VALUES(lsn))'}`,
         tombParams,
       );
       if (this.soft) {
@@ -314,12 +486,25 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
       const params: unknown[] = [];
       const conds = chunk.map((r) => {
         const match = keyMatch(target, keyColumns, r, params);
-        return `(${match}${gate ? ` AND ${ROW_VERSION} < (${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0})` : ''})`;
+        return `(${match}${this.rowGate(r, params)})`;
       });
       const res = await exec(c, `DELETE FROM ${target.qualified} WHERE ${conds.join(' OR ')}`, params);
       removed += res.affectedRows;
     }
     return removed;
+  }
+
+  /**
+   * ` AND <the stored row is older than r>` for a delete's WHERE (empty without the version
+   * gate). Tracking conflicts, a row of another writer reaches the delete only when the
+   * resolver let the delete win (see TRACKED_NEWER): only a row of r's source is gated.
+   */
+  private rowGate(r: ChangeEvent, params: unknown[]): string {
+    if (!this.options.versionGate) return '';
+    const older = `${ROW_VERSION} < (${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0})`;
+    if (!this.tracked) return ` AND ${older}`;
+    params.push(r.source);
+    return ` AND (NOT (${W_SOURCE} <=> ?) OR ${older})`;
   }
 
   /**
@@ -334,7 +519,8 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
    * The gate is in the WHERE, which MySQL evaluates before any assignment, so the order of
    * the assignments does not matter here (unlike ON DUPLICATE KEY UPDATE). A row already
    * deleted by this change (a replay) has the same version and is left alone: stale.
-   * Returns how many rows were marked.
+   * Tracking conflicts, the row also takes the delete's source and commit time: it stays
+   * syncline's, written by that source. Returns how many rows were marked.
    */
   private async softDelete(c: PoolConnection, target: MysqlTable, keyColumns: string[], chunk: ChangeEvent[]): Promise<number> {
     const params: unknown[] = [];
@@ -346,8 +532,8 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
       `${V_SEQ} = ${cases((r) => String(r.seq | 0))}`,
       `${V_LSN} = ${cases((r) => parseLsn(r.commit_lsn).toString())}`,
     ];
-    const gate = this.options.versionGate;
-    const where = chunk.map((r) => `(${match(r)}${gate ? ` AND ${ROW_VERSION} < (${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0})` : ''})`);
+    if (this.tracked) sets.push(`${W_SOURCE} = ${cases((r) => mysql.escape(r.source))}`, `${W_CLOCK} = ${cases((r) => mysql.escape(commitTimeUtc(r)))}`);
+    const where = chunk.map((r) => `(${match(r)}${this.rowGate(r, params)})`);
     const res = await exec(c, `UPDATE ${target.qualified} SET ${sets.join(', ')} WHERE ${where.join(' OR ')}`, params);
     return res.affectedRows;
   }
@@ -401,6 +587,99 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
     } else if (reset) {
       await c.query(`UPDATE ${this.state.multisetVersions} SET reset = 1 WHERE table_name = ?`, [label]);
     }
+  }
+
+  /**
+   * Conflict tracking: the stored rows of `rows`' keys, locked (FOR UPDATE), every column as
+   * text. Under REPEATABLE READ the locking read of an absent key also locks its gap, so
+   * another writer cannot insert it before this transaction ends. MySQL rows have no xmin:
+   * `local` is a row syncline never wrote (no source); a row syncline wrote and the target
+   * changed since still counts as its source's (see README "Many writers", limits).
+   */
+  async readStored(c: PoolConnection, target: MysqlTable, keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, StoredRow>> {
+    const out = new Map<string, StoredRow>();
+    for (const chunk of chunks(rows)) {
+      const params: unknown[] = [];
+      const cases = chunk.map((r, j) => `WHEN ${keyMatch(target, keyColumns, r, params)} THEN ${j}`);
+      const conds = chunk.map((r) => `(${keyMatch(target, keyColumns, r, params)})`);
+      const [found] = await c.query<RowDataPacket[]>(
+        {
+          sql: `SELECT CASE ${cases.join(' ')} END AS ${STORED_IDX}, DATE_FORMAT(${W_CLOCK}, '%Y-%m-%dT%H:%i:%s.%fZ') AS ${STORED_CLOCK}, t.*
+                  FROM ${target.qualified} t WHERE ${conds.join(' OR ')} FOR UPDATE`,
+          typeCast: (field) => storedText(target, field),
+        },
+        params,
+      );
+      for (const f of found) {
+        const row: Row = {};
+        for (const [k, v] of Object.entries(f)) if (k !== STORED_IDX_NAME && k !== STORED_CLOCK_NAME) row[k] = v as string | null;
+        const source = row[SOURCE_COLUMN] ?? null;
+        const lsn = row[VERSION_LSN_COLUMN];
+        const seq = row[VERSION_SEQ_COLUMN];
+        out.set(rowKeyOf(chunk[Number(f[STORED_IDX_NAME])] as ChangeEvent), {
+          row,
+          source,
+          local: source === null,
+          // A local write's commit time is unknown (MySQL does not track it): null.
+          clock: source === null ? null : ((f[STORED_CLOCK_NAME] as string | null) ?? null),
+          lsn: lsn === null || lsn === undefined ? null : formatLsn(BigInt(lsn)),
+          seq: seq === null || seq === undefined ? null : Number(seq),
+        });
+      }
+    }
+    return out;
+  }
+
+  async writeColumns(c: PoolConnection, target: MysqlTable, keyColumns: string[], change: ChangeEvent, values: Row): Promise<void> {
+    const columns = Object.keys(values).filter((col) => !keyColumns.includes(col));
+    if (columns.length === 0) return;
+    const params: unknown[] = columns.map((col) => toMysqlParam(target.columns.get(col) as MysqlColumn, values[col] ?? null));
+    const match = keyMatch(target, keyColumns, change, params);
+    await exec(c, `UPDATE ${target.qualified} SET ${columns.map((col) => `${q(col)} = ?`).join(', ')} WHERE ${match}`, params);
+  }
+
+  /** One entry per change of each run; an entry recorded before (a replayed batch) stays as it was. */
+  async recordConflicts(c: PoolConnection, conflicts: ConflictRecord[]): Promise<void> {
+    const entries = conflicts.flatMap((r) => r.run.map((change) => ({ r, change })));
+    for (let from = 0; from < entries.length; from += CONFLICTS_PER_STATEMENT) {
+      const params: unknown[] = [];
+      const values = entries.slice(from, from + CONFLICTS_PER_STATEMENT).map(({ r, change }) => {
+        params.push(
+          r.table, keyHash(change), rowKeyOf(change), r.strategy, r.winner, change.source, r.storedWriter, commitTimeUtc(change),
+          change === r.incoming ? r.incomingClock : null, r.storedClock,
+          JSON.stringify(change.payload), JSON.stringify(r.stored), r.written ? JSON.stringify(r.written) : null,
+        );
+        const storedLsn = r.storedLsn === null ? 'NULL' : parseLsn(r.storedLsn).toString();
+        const storedSeq = r.storedSeq === null ? 'NULL' : String(r.storedSeq | 0);
+        return `(?, ?, ?, ?, ?, ?, ?, ${parseLsn(change.commit_lsn).toString()}, ${change.seq | 0}, ?, ?, ?, ?, ?, ?, ${storedLsn}, ${storedSeq})`;
+      });
+      await exec(
+        c,
+        `INSERT INTO ${this.state.conflicts} (table_name, key_hash, row_key, strategy, winner, incoming_source, stored_source, incoming_lsn, incoming_seq,
+                                              incoming_commit_ts, incoming_clock, stored_clock, incoming_version, stored_version, written, stored_lsn, stored_seq)
+         VALUES ${values.join(', ')}
+         ON DUPLICATE KEY UPDATE id = id`,
+        params,
+      );
+    }
+  }
+
+  async decidedBefore(c: PoolConnection, label: string, changes: readonly ChangeEvent[]): Promise<Set<string>> {
+    const out = new Set<string>();
+    for (let from = 0; from < changes.length; from += CONFLICTS_PER_STATEMENT) {
+      const params: unknown[] = [label];
+      const tuples = changes.slice(from, from + CONFLICTS_PER_STATEMENT).map((ch) => {
+        params.push(keyHash(ch), ch.source);
+        return `(?, ?, ${parseLsn(ch.commit_lsn).toString()}, ${ch.seq | 0})`;
+      });
+      const [rows] = await c.query<(RowDataPacket & { row_key: string; source: string; lsn: string; seq: number })[]>(
+        `SELECT row_key, incoming_source AS source, CAST(incoming_lsn AS CHAR) AS lsn, incoming_seq AS seq FROM ${this.state.conflicts}
+          WHERE table_name = ? AND (key_hash, incoming_source, incoming_lsn, incoming_seq) IN (${tuples.join(', ')})`,
+        params,
+      );
+      for (const r of rows) out.add(`${r.row_key}\u0000${r.source}\u0000${formatLsn(BigInt(r.lsn))}\u0000${Number(r.seq)}`);
+    }
+    return out;
   }
 
   isStructural(err: unknown): boolean {
@@ -522,4 +801,21 @@ function* chunks(rows: ChangeEvent[]): Generator<ChangeEvent[]> {
     bytes += size;
   }
   if (chunk.length > 0) yield chunk;
+}
+
+/**
+ * A stored value as text, as conflict tracking compares and records it: the server's text
+ * (the text protocol sends every value so), binary columns as PostgreSQL's `\x` hex (a
+ * change's bytea text), BIT as its number.
+ */
+function storedText(target: MysqlTable, field: TypeCastField): string | null {
+  if (field.type === 'BIT') {
+    const b = field.buffer();
+    return b === null ? null : BigInt(`0x${b.toString('hex') || '0'}`).toString();
+  }
+  if (target.columns.get(field.name)?.kind === 'binary') {
+    const b = field.buffer();
+    return b === null ? null : `\\x${b.toString('hex')}`;
+  }
+  return field.string('utf8');
 }

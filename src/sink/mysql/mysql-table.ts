@@ -1,7 +1,7 @@
 import { tableLabelOf, type ChangeEvent } from '../../core/change.js';
 import type { PoolConnection, RowDataPacket } from 'mysql2/promise';
 import { PrerequisiteError } from '../../core/errors.js';
-import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN } from '../sql/bookkeeping.js';
+import { CLOCK_COLUMN, DELETED_AT_COLUMN, SOURCE_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN } from '../sql/bookkeeping.js';
 import { decimalLiteral, integerLiteral, isPgByteaHex, pgBoolToDigit, pgByteaToBuffer, pgTextToJson, pgTimestampToUtc } from '../pg-text.js';
 
 /** Backtick-quotes a MySQL identifier (embedded backticks doubled). */
@@ -150,10 +150,10 @@ export function targetDatabase(schema: string): string | undefined {
 
 /**
  * Reads a target table's columns and primary key, adding syncline's version columns (and
- * `_deleted_at` for soft deletes) when missing. ALTER TABLE commits implicitly in MySQL, so
- * this runs outside the batch transaction.
+ * `_deleted_at` for soft deletes, the writer columns for conflict tracking) when missing.
+ * ALTER TABLE commits implicitly in MySQL, so this runs outside the batch transaction.
  */
-export async function loadMysqlTable(conn: PoolConnection, schema: string, table: string, softDelete = false): Promise<MysqlTable> {
+export async function loadMysqlTable(conn: PoolConnection, schema: string, table: string, softDelete = false, writerColumns = false): Promise<MysqlTable> {
   const database = targetDatabase(schema);
   const qualified = database === undefined ? quoteMysqlIdent(table) : `${quoteMysqlIdent(database)}.${quoteMysqlIdent(table)}`;
   const label = tableLabelOf({ schema, table });
@@ -164,11 +164,20 @@ export async function loadMysqlTable(conn: PoolConnection, schema: string, table
       `create ${qualified} on the target with the source's columns and primary key (a keyless source table: its columns, without a unique key; source schema public maps to the sink URL's database, other schemas to the database of the same name)`,
     );
   }
-  const wanted = [VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, ...(softDelete ? [DELETED_AT_COLUMN] : [])];
+  const wanted = [VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, ...(softDelete ? [DELETED_AT_COLUMN] : []), ...(writerColumns ? [SOURCE_COLUMN, CLOCK_COLUMN] : [])];
   const missing = wanted.filter((c) => !meta?.columns.has(c));
   if (missing.length > 0) {
-    // DATETIME(6), not TIMESTAMP: no 2038 limit, and the session's UTC time zone is stored as is.
-    const defs = { [VERSION_LSN_COLUMN]: 'BIGINT UNSIGNED NULL', [VERSION_SEQ_COLUMN]: 'INT NULL', [DELETED_AT_COLUMN]: 'DATETIME(6) NULL' } as Record<string, string>;
+    // DATETIME(6), not TIMESTAMP: no 2038 limit, and the session's UTC time zone is stored as
+    // is. The writer's clock (its source commit time, UTC) too: microseconds like PostgreSQL's
+    // timestamptz, and it compares as a time, which text would only do in one fixed format.
+    // (No writer xid column: MySQL rows have no xmin to compare it with.)
+    const defs = {
+      [VERSION_LSN_COLUMN]: 'BIGINT UNSIGNED NULL',
+      [VERSION_SEQ_COLUMN]: 'INT NULL',
+      [DELETED_AT_COLUMN]: 'DATETIME(6) NULL',
+      [SOURCE_COLUMN]: 'VARCHAR(255) NULL',
+      [CLOCK_COLUMN]: 'DATETIME(6) NULL',
+    } as Record<string, string>;
     try {
       await conn.query(`ALTER TABLE ${qualified} ${missing.map((c) => `ADD COLUMN ${quoteMysqlIdent(c)} ${defs[c]}`).join(', ')}`);
     } catch (err) {

@@ -1,0 +1,62 @@
+import mysql, { type RowDataPacket } from 'mysql2/promise';
+import { formatLsn } from '../../core/lsn.js';
+import { quoteMysqlIdent as q } from './mysql-table.js';
+
+/** One row of a MySQL sink's `<state_schema>_conflicts`, as the postgres sink's table reads. */
+export interface RecordedConflictRow {
+  id: string;
+  detected_at: string;
+  table_name: string;
+  row_key: string;
+  strategy: string;
+  winner: string;
+  incoming_source: string;
+  stored_source: string;
+  /** `X/Y`, as PostgreSQL prints an LSN. */
+  incoming_lsn: string;
+  incoming_clock: string | null;
+  stored_clock: string | null;
+  incoming_version: unknown;
+  stored_version: unknown;
+  written: unknown;
+}
+
+/**
+ * The newest `limit` conflicts a MySQL sink recorded in `<stateSchema>_conflicts` of the
+ * URL's database (of `table`, a `schema.table` label, when given), newest first; empty when
+ * the table does not exist (no conflict was ever tracked there).
+ */
+export async function readMysqlConflicts(url: string, stateSchema: string, filter: { table?: string; limit: number }): Promise<RecordedConflictRow[]> {
+  const c = await mysql.createConnection({ uri: url, supportBigNumbers: true, bigNumberStrings: true, dateStrings: true, charset: 'utf8mb4', connectTimeout: 10_000 });
+  try {
+    const name = `${stateSchema}_conflicts`;
+    const [exists] = await c.query<RowDataPacket[]>('SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?', [name]);
+    if (exists.length === 0) return [];
+    // detected_at is the sink session's UTC time.
+    const [rows] = await c.query<(RowDataPacket & Omit<RecordedConflictRow, 'incoming_version' | 'stored_version' | 'written'> & { incoming_version: string | null; stored_version: string | null; written: string | null })[]>(
+      `SELECT CAST(id AS CHAR) AS id, DATE_FORMAT(detected_at, '%Y-%m-%d %H:%i:%s.%f+00') AS detected_at, table_name, row_key, strategy, winner,
+              incoming_source, stored_source, CAST(incoming_lsn AS CHAR) AS incoming_lsn, incoming_clock, stored_clock, incoming_version, stored_version, written
+         FROM ${q(name)} WHERE (? IS NULL OR table_name = ?) ORDER BY id DESC LIMIT ?`,
+      [filter.table ?? null, filter.table ?? null, filter.limit],
+    );
+    const json = (text: string | null): unknown => (text === null ? null : (JSON.parse(text) as unknown));
+    return rows.map((r) => ({
+      id: r.id,
+      detected_at: r.detected_at,
+      table_name: r.table_name,
+      row_key: r.row_key,
+      strategy: r.strategy,
+      winner: r.winner,
+      incoming_source: r.incoming_source,
+      stored_source: r.stored_source,
+      incoming_lsn: formatLsn(BigInt(r.incoming_lsn)),
+      incoming_clock: r.incoming_clock,
+      stored_clock: r.stored_clock,
+      incoming_version: json(r.incoming_version),
+      stored_version: json(r.stored_version),
+      written: json(r.written),
+    }));
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
