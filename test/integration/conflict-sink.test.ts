@@ -8,6 +8,7 @@ import type { ConflictOptions } from '../../src/sink/sql/sql-sink.js';
 import { freshDatabase, machinePg15, PG15_URL, waitFor } from '../helpers/postgres.js';
 import { dropDatabases } from '../helpers/many-writers.js';
 import { REJECT_VALUE, describeSinkContract } from '../contract/sink-contract.js';
+import { keylessScenario, truncationScenario } from '../helpers/conflict-fixtures.js';
 
 const PID = process.pid;
 
@@ -185,34 +186,12 @@ describe('postgres sink conflict tracking (PostgreSQL 15)', () => {
     }
   });
 
-  /** A change of `source` at its server's LSN `lsnHex` (LSNs of different servers are unrelated), committed at `ts`. */
-  function at(source: string, lsnHex: number, ts: string, op: ChangeEvent['op'], table: string, key: Row, payload: Row | null, before?: Row): ChangeEvent {
-    const l = BigInt(lsnHex);
-    return { source, schema: 'public', table, op, lsn: formatLsn(l), commit_lsn: formatLsn(l), xid: 1, seq: 1, commit_ts: ts, key, payload, ...(before ? { before } : {}), _version: String((l << 32n) + 1n), _schema_version: 1 };
-  }
-
   it('a truncation is its source’s: another source with lower LSNs still writes after it; rows written after it (by clock) stay', async () => {
     await client.query('DROP TABLE IF EXISTS acc; CREATE TABLE acc (id text PRIMARY KEY, v text, n bigint); TRUNCATE syncline.conflicts, syncline.tombstones');
     const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, conflicts: tracking() });
     await sink.prepare();
     try {
-      // a's server is far ahead in LSNs; b's rows: one written before a's truncation, one after (clock).
-      await sink.apply([at('a', 0x9000000, '2026-01-01T00:00:01Z', 'INSERT', 'acc', { id: 'a1' }, { id: 'a1', v: 'a', n: '1' })], new Map(), 'ga');
-      await sink.apply([
-        at('b', 0x100, '2026-01-01T00:00:02Z', 'INSERT', 'acc', { id: 'b-before' }, { id: 'b-before', v: 'b', n: '1' }),
-        at('b', 0x200, '2026-01-01T00:00:09Z', 'INSERT', 'acc', { id: 'b-after' }, { id: 'b-after', v: 'b', n: '1' }),
-      ], new Map(), 'gb');
-      const t = await sink.apply([at('a', 0x9000100, '2026-01-01T00:00:05Z', 'TRUNCATE', 'acc', {}, null)], new Map(), 'ga');
-      expect(t.applied).toBe(1);
-      expect((await rows()).map((r) => r.id)).toEqual(['b-after']);
-      // b writes on with LSNs far below a's watermark: applied, not stale.
-      const o = await sink.apply([at('b', 0x300, '2026-01-01T00:00:10Z', 'INSERT', 'acc', { id: 'b-new' }, { id: 'b-new', v: 'b', n: '1' })], new Map(), 'gb');
-      expect(o).toMatchObject({ applied: 1, stale: 0 });
-      // a's own replays from before its truncation stay out; its newer writes go in.
-      const replay = await sink.apply([at('a', 0x9000000, '2026-01-01T00:00:01Z', 'INSERT', 'acc', { id: 'a1' }, { id: 'a1', v: 'a', n: '1' })], new Map(), 'ga');
-      expect(replay.applied).toBe(0);
-      await sink.apply([at('a', 0x9000200, '2026-01-01T00:00:11Z', 'INSERT', 'acc', { id: 'a2' }, { id: 'a2', v: 'a', n: '2' })], new Map(), 'ga');
-      expect((await rows()).map((r) => r.id)).toEqual(['a2', 'b-after', 'b-new']);
+      await truncationScenario(sink, async () => (await rows()).map((r) => String(r.id)));
     } finally {
       await sink.close();
     }
@@ -222,22 +201,12 @@ describe('postgres sink conflict tracking (PostgreSQL 15)', () => {
     await client.query('DROP TABLE IF EXISTS bag; CREATE TABLE bag (v text, n int); TRUNCATE syncline.conflicts');
     const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, conflicts: tracking() });
     await sink.prepare();
-    const bag = async (): Promise<string[]> => (await client.query<{ r: string }>(`SELECT v || ':' || n AS r FROM bag ORDER BY 1`)).rows.map((r) => r.r);
     try {
-      await sink.apply([at('a', 0x9000000, '2026-01-01T00:00:01Z', 'INSERT', 'bag', {}, { v: 'x', n: '1' }), at('a', 0x9000000, '2026-01-01T00:00:01Z', 'INSERT', 'bag', {}, { v: 'x', n: '1' })].map((c, i) => ({ ...c, seq: i + 1, _version: String((0x9000000n << 32n) + BigInt(i + 1)) })), new Map(), 'ga');
-      // b's LSNs are far below a's high water: its changes are still new.
-      const o = await sink.apply([at('b', 0x100, '2026-01-01T00:00:02Z', 'INSERT', 'bag', {}, { v: 'y', n: '2' })], new Map(), 'gb');
-      expect(o).toMatchObject({ applied: 1, stale: 0 });
-      expect(await bag()).toEqual(['x:1', 'x:1', 'y:2']);
-      // After the table's snapshot (reset), a missing row is drift for one writer; here both
-      // sides delete the same copy of y: the second finds it gone (stale, not a dead letter).
-      await client.query(`UPDATE syncline.source_multiset_versions SET reset = true WHERE table_name = 'public.bag'`);
-      await sink.apply([at('a', 0x9000100, '2026-01-01T00:00:03Z', 'DELETE', 'bag', {}, null, { v: 'y', n: '2' })], new Map(), 'ga');
-      const second = await sink.apply([at('b', 0x200, '2026-01-01T00:00:03Z', 'DELETE', 'bag', {}, null, { v: 'y', n: '2' })], new Map(), 'gb');
-      expect(second).toMatchObject({ applied: 0, stale: 1 });
-      // Replays of either source change nothing.
-      await sink.apply([at('b', 0x100, '2026-01-01T00:00:02Z', 'INSERT', 'bag', {}, { v: 'y', n: '2' })], new Map(), 'gb');
-      expect(await bag()).toEqual(['x:1', 'x:1']);
+      await keylessScenario(
+        sink,
+        async () => (await client.query<{ r: string }>(`SELECT v || ':' || n AS r FROM bag ORDER BY 1`)).rows.map((r) => r.r),
+        async () => void (await client.query(`UPDATE syncline.source_multiset_versions SET reset = true WHERE table_name = 'public.bag'`)),
+      );
     } finally {
       await sink.close();
     }

@@ -5,7 +5,7 @@ import { parseLsn } from '../../src/core/lsn.js';
 import { builtInResolver, type ConflictResolver } from '../../src/sink/conflicts/resolve.js';
 import { MysqlSink } from '../../src/sink/mysql/mysql-sink.js';
 import { REJECT_VALUE, describeSinkContract } from '../contract/sink-contract.js';
-import { changeMaker, priorityTracking, tracking } from '../helpers/conflict-fixtures.js';
+import { changeMaker, keylessScenario, priorityTracking, tracking, truncationScenario } from '../helpers/conflict-fixtures.js';
 import { freshMysqlDatabase, mysqlAdmin, mysqlRows, type MysqlTestDatabase } from '../helpers/mysql.js';
 import { waitFor } from '../helpers/postgres.js';
 import { uniqueName } from '../helpers/unique.js';
@@ -239,6 +239,33 @@ describe('mysql sink conflict tracking (MariaDB)', () => {
       // A newer change of a still counts as a new write (decided against the tombstone's absence: inserted).
       await sink.apply([change('a', 'UPDATE', '1', { id: '1', v: 'a-new', n: '3' }, '2026-01-01T00:00:09Z')], new Map(), 'ga');
       expect(await rows()).toEqual([{ id: '1', v: 'a-new', n: '3' }]);
+    } finally {
+      await sink.close();
+    }
+  });
+
+  it('a truncation is its source’s: another source with lower LSNs still writes after it; rows written after it (by clock) stay', async () => {
+    await freshTable();
+    const sink = new MysqlSink({ url: db.url, stateSchema: 'syncline', versionGate: true, conflicts: tracking() });
+    await sink.prepare();
+    try {
+      await truncationScenario(sink, async () => (await rows()).map((r) => String(r.id)));
+    } finally {
+      await sink.close();
+    }
+  });
+
+  it('a keyless table takes each source’s changes against that source’s versions; a row both sides deleted is no drift', async () => {
+    await db.admin.query('DROP TABLE IF EXISTS bag');
+    await db.admin.query('CREATE TABLE bag (v TEXT, n INT)');
+    const sink = new MysqlSink({ url: db.url, stateSchema: 'syncline', versionGate: true, conflicts: tracking() });
+    await sink.prepare();
+    try {
+      await keylessScenario(
+        sink,
+        async () => (await mysqlRows<{ r: string }>(db.admin, `SELECT CONCAT(v, ':', n) AS r FROM bag ORDER BY 1`)).map((r) => r.r),
+        async () => void (await db.admin.query(`UPDATE syncline_source_multiset_versions SET reset = 1 WHERE table_name = 'public.bag'`)),
+      );
     } finally {
       await sink.close();
     }

@@ -117,7 +117,7 @@ export class MysqlSink extends SqlSink<PoolConnection, MysqlTable> {
 class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
   readonly name = 'the MySQL sink';
   private readonly pool: Pool;
-  private readonly state: BookkeepingTables & { conflicts: string };
+  private readonly state: BookkeepingTables & { conflicts: string; sourceTruncations: string; sourceMultisetVersions: string };
   private readonly sessionReady = new WeakSet<object>();
 
   constructor(private readonly options: MysqlSinkOptions) {
@@ -144,7 +144,12 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
       flags: ['-FOUND_ROWS'],
     });
     const s = options.stateSchema;
-    this.state = { ...bookkeepingTables((t) => q(`${s}_${t}`)), conflicts: q(`${s}_conflicts`) };
+    this.state = {
+      ...bookkeepingTables((t) => q(`${s}_${t}`)),
+      conflicts: q(`${s}_conflicts`),
+      sourceTruncations: q(`${s}_source_truncations`),
+      sourceMultisetVersions: q(`${s}_source_multiset_versions`),
+    };
   }
 
   async withConnection<R>(what: string, fn: (c: PoolConnection) => Promise<R>): Promise<R> {
@@ -227,6 +232,13 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
       stored_lsn BIGINT UNSIGNED NULL, stored_seq INT NULL,
       UNIQUE KEY conflicts_change (table_name, key_hash, incoming_source, incoming_lsn, incoming_seq),
       KEY conflicts_replaced (table_name, key_hash, stored_source)) ${opts}`);
+    // Watermarks per source: LSNs of different sources do not compare (see truncateTracked).
+    await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.sourceTruncations} (
+      table_name VARCHAR(255) NOT NULL, source VARCHAR(255) NOT NULL, lsn BIGINT UNSIGNED NOT NULL, seq INT NOT NULL,
+      PRIMARY KEY (table_name, source)) ${opts}`);
+    await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.sourceMultisetVersions} (
+      table_name VARCHAR(255) NOT NULL, source VARCHAR(255) NOT NULL, lsn BIGINT UNSIGNED NOT NULL, seq INT NOT NULL,
+      reset TINYINT(1) NOT NULL DEFAULT 0, PRIMARY KEY (table_name, source)) ${opts}`);
   }
 
   async readPositions(c: PoolConnection, group: string): Promise<Map<number, bigint>> {
@@ -265,6 +277,7 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
   }
 
   async truncate(c: PoolConnection, target: MysqlTable, change: ChangeEvent): Promise<boolean> {
+    if (this.tracked) return this.truncateTracked(c, target, change);
     const lsn = parseLsn(change.commit_lsn).toString();
     const seq = change.seq | 0;
     const res = await exec(
@@ -279,6 +292,37 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
     return true;
   }
 
+  /**
+   * Conflict tracking: the watermark is the source's own and gates that source's older
+   * changes only; the table is emptied as at the source, except the rows written after the
+   * truncation: the source's own newer versions, other writers' rows with a later commit time
+   * (a row syncline never wrote has none: it goes). As the postgres sink's truncateTracked.
+   */
+  private async truncateTracked(c: PoolConnection, target: MysqlTable, change: ChangeEvent): Promise<boolean> {
+    const lsn = parseLsn(change.commit_lsn).toString();
+    const seq = change.seq | 0;
+    const res = await exec(
+      c,
+      `INSERT INTO ${this.state.sourceTruncations} (table_name, source, lsn, seq) VALUES (?, ?, ${lsn}, ${seq})
+       ON DUPLICATE KEY UPDATE seq = IF((lsn, seq) < (VALUES(lsn), VALUES(seq)), VALUES(seq), seq), lsn = GREATEST(lsn, VALUES(lsn))`,
+      [target.label, change.source],
+    );
+    if (res.affectedRows === 0) return false;
+    await exec(
+      c,
+      `DELETE FROM ${target.qualified}
+        WHERE IF(${W_SOURCE} <=> ?, ${ROW_VERSION} < (${lsn}, ${seq}), COALESCE(${W_CLOCK} <= ?, TRUE))`,
+      [change.source, commitTimeUtc(change)],
+    );
+    return true;
+  }
+
+  /** The truncation gate of one change (`version`: its (lsn, seq) SQL; `source`: its source's SQL, used when tracking). */
+  private truncationGate(label: string, version: string, source: string): string {
+    if (this.tracked) return `NOT EXISTS (SELECT 1 FROM ${this.state.sourceTruncations} tr WHERE tr.table_name = ${label} AND tr.source = ${source} AND (tr.lsn, tr.seq) >= ${version})`;
+    return `NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr WHERE tr.table_name = ${label} AND (tr.lsn, tr.seq) >= ${version})`;
+  }
+
   /** One statement per chunk: a SELECT per row, UNION ALL. */
   async absentRows(c: PoolConnection, target: MysqlTable, keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]> {
     const out: ChangeEvent[] = [];
@@ -287,11 +331,12 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
       const selects = chunk.map((r, j) => {
         const version = `(${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0})`;
         const match = keyMatch(target, keyColumns, r, params);
-        params.push(target.label, keyHash(r), target.label);
+        params.push(target.label, keyHash(r));
+        const source = mysql.escape(r.source);
         return `SELECT ${j} AS idx FROM DUAL
           WHERE NOT EXISTS (SELECT 1 FROM ${target.qualified} WHERE ${match})
-            AND NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb WHERE tb.table_name = ? AND tb.key_hash = ? AND (tb.lsn, tb.seq) >= ${version})
-            AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr WHERE tr.table_name = ? AND (tr.lsn, tr.seq) >= ${version})`;
+            AND NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb WHERE tb.table_name = ? AND tb.key_hash = ? AND (tb.lsn, tb.seq) >= ${version}${this.tracked ? ` AND (tb.source IS NULL OR tb.source = ${source})` : ''})
+            AND ${this.truncationGate(mysql.escape(target.label), version, source)}`;
       });
       const [absent] = await c.query<(RowDataPacket & { idx: number })[]>(selects.join('\n UNION ALL '), params);
       for (const a of absent) out.push(chunk[Number(a.idx)] as ChangeEvent);
@@ -350,8 +395,7 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
     const where = this.options.versionGate
       ? `WHERE NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
                             WHERE tb.table_name = ${label} AND tb.key_hash = i.${IN_KEY} AND (tb.lsn, tb.seq) >= (i.${IN_LSN}, i.${IN_SEQ})${tracked ? ` AND (tb.source IS NULL OR tb.source = ${source})` : ''})
-           AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr
-                            WHERE tr.table_name = ${label} AND (tr.lsn, tr.seq) >= (i.${IN_LSN}, i.${IN_SEQ}))` +
+           AND ${this.truncationGate(label, `(i.${IN_LSN}, i.${IN_SEQ})`, source)}` +
         (tracked
           ? `
            AND NOT EXISTS (SELECT 1 FROM ${this.state.conflicts} cf
@@ -538,15 +582,22 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
     return res.affectedRows;
   }
 
-  async readMultisetVersions(c: PoolConnection, label: string): Promise<MultisetVersions> {
+  /** The keyless table's version rows: per table, or (tracking conflicts) per table and source. */
+  private multisetScope(label: string, source: string): { versions: string; truncations: string; where: string; params: string[] } {
+    if (this.tracked) return { versions: this.state.sourceMultisetVersions, truncations: this.state.sourceTruncations, where: 'table_name = ? AND source = ?', params: [label, source] };
+    return { versions: this.state.multisetVersions, truncations: this.state.truncations, where: 'table_name = ?', params: [label] };
+  }
+
+  async readMultisetVersions(c: PoolConnection, label: string, source: string): Promise<MultisetVersions> {
+    const scope = this.multisetScope(label, source);
     // Creating the row first locks it (a missing row's FOR UPDATE would take a gap lock, which
     // two apply processes can deadlock on); lsn 0 sorts before every real version.
-    await c.query(`INSERT INTO ${this.state.multisetVersions} (table_name, lsn, seq, reset) VALUES (?, 0, 0, 0) ON DUPLICATE KEY UPDATE table_name = table_name`, [label]);
+    await c.query(`INSERT INTO ${scope.versions} (${this.tracked ? 'table_name, source' : 'table_name'}, lsn, seq, reset) VALUES (${scope.params.map(() => '?').join(', ')}, 0, 0, 0) ON DUPLICATE KEY UPDATE table_name = table_name`, scope.params);
     const [seen] = await c.query<(RowDataPacket & { lsn: string; seq: number; reset: number })[]>(
-      `SELECT CAST(lsn AS CHAR) AS lsn, seq, reset FROM ${this.state.multisetVersions} WHERE table_name = ? FOR UPDATE`,
-      [label],
+      `SELECT CAST(lsn AS CHAR) AS lsn, seq, reset FROM ${scope.versions} WHERE ${scope.where} FOR UPDATE`,
+      scope.params,
     );
-    const [trunc] = await c.query<(RowDataPacket & { lsn: string; seq: number })[]>(`SELECT CAST(lsn AS CHAR) AS lsn, seq FROM ${this.state.truncations} WHERE table_name = ?`, [label]);
+    const [trunc] = await c.query<(RowDataPacket & { lsn: string; seq: number })[]>(`SELECT CAST(lsn AS CHAR) AS lsn, seq FROM ${scope.truncations} WHERE ${scope.where}`, scope.params);
     const high = seen[0];
     const truncated = trunc[0];
     return {
@@ -580,12 +631,13 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
     return res.affectedRows > 0;
   }
 
-  async writeMultisetVersion(c: PoolConnection, label: string, newest: ChangeEvent | undefined, reset: boolean): Promise<void> {
+  async writeMultisetVersion(c: PoolConnection, label: string, newest: ChangeEvent | undefined, reset: boolean, source: string): Promise<void> {
+    const scope = this.multisetScope(label, source);
     // The row exists: readMultisetVersions created it.
     if (newest) {
-      await c.query(`UPDATE ${this.state.multisetVersions} SET lsn = ${parseLsn(newest.commit_lsn).toString()}, seq = ${newest.seq | 0}, reset = ${reset ? 1 : 0} WHERE table_name = ?`, [label]);
+      await c.query(`UPDATE ${scope.versions} SET lsn = ${parseLsn(newest.commit_lsn).toString()}, seq = ${newest.seq | 0}, reset = ${reset ? 1 : 0} WHERE ${scope.where}`, scope.params);
     } else if (reset) {
-      await c.query(`UPDATE ${this.state.multisetVersions} SET reset = 1 WHERE table_name = ?`, [label]);
+      await c.query(`UPDATE ${scope.versions} SET reset = 1 WHERE ${scope.where}`, scope.params);
     }
   }
 
