@@ -5,12 +5,14 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Row } from '../../src/core/change.js';
 import { parseLsn } from '../../src/core/lsn.js';
+import type { DefinitionLookup, TableDefinition } from '../../src/core/schema-evolution.js';
 import type { ConflictResolver } from '../../src/sink/conflicts/resolve.js';
-import { builtInResolver } from '../../src/sink/conflicts/resolve.js';
+import { builtInResolver, withDeltas } from '../../src/sink/conflicts/resolve.js';
 import type { ConflictOptions } from '../../src/sink/sql/sql-sink.js';
 import { SqliteSink, quoteSqliteIdent } from '../../src/sink/sqlite/sqlite-sink.js';
 import { REJECT_VALUE, describeSinkContract } from '../contract/sink-contract.js';
 import { conflictChange as change, priorityTracking, tracking } from '../helpers/conflict-fixtures.js';
+import { col } from '../helpers/evolution-fixtures.js';
 
 // A conflict-tracking SQLite sink keeps every promise of a sink with one source.
 describeSinkContract('sqlite with conflict tracking', async () => {
@@ -60,8 +62,9 @@ describe('sqlite sink conflict tracking', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  function open(conflicts: ConflictOptions, deleteMode: 'hard' | 'soft' = 'hard'): SqliteSink {
-    const sink = new SqliteSink({ url: file, stateSchema: 'syncline', versionGate: true, deleteMode, conflicts });
+  function open(conflicts: ConflictOptions, deleteMode: 'hard' | 'soft' = 'hard', definitions?: DefinitionLookup): SqliteSink {
+    const evolution = definitions ? { evolution: { mode: 'full' as const, dropColumns: 'drop' as const, definitions } } : {};
+    const sink = new SqliteSink({ url: file, stateSchema: 'syncline', versionGate: true, deleteMode, conflicts, ...evolution });
     sinks.push(sink);
     return sink;
   }
@@ -113,16 +116,54 @@ describe('sqlite sink conflict tracking', () => {
     o = await sink.apply([change('a', 'INSERT', '2', { id: '2', v: 'a', n: '1' }, '2026-01-01T00:00:03Z')], new Map(), 'g');
     expect(o.conflicts?.[0]?.count).toBe(1);
     expect(rows()).toEqual([{ id: '1', v: 'a2', n: '13' }, { id: '2', v: 'a', n: '6' }]);
+    // A row syncline wrote and the target changed since is the `local` writer's too (its values
+    // no longer give the digest syncline stored).
+    o = await sink.apply([change('a', 'UPDATE', '2', { id: '2', v: 'a-next', n: '1' }, '2026-01-01T00:00:03.5Z', { id: '2', v: 'a', n: '1' })], new Map(), 'g');
+    expect(o.conflicts).toBeUndefined();
+    db.prepare(`UPDATE acc SET v = 'mine again' WHERE id = '2'`).run();
+    o = await sink.apply([change('a', 'UPDATE', '2', { id: '2', v: 'a-after', n: '1' }, '2026-01-01T00:00:03.7Z', { id: '2', v: 'a-next', n: '1' })], new Map(), 'g');
+    expect(o.conflicts?.[0]?.count).toBe(1);
+    expect(rows()).toEqual([{ id: '1', v: 'a2', n: '13' }, { id: '2', v: 'a-after', n: '6' }]);
     expect(conflicts('stored_source', 'winner', 'incoming_source', 'stored_lsn', 'incoming_commit_ts')).toEqual([
       { stored_source: 'a', winner: 'stored', incoming_source: 'b', stored_lsn: Number(parseLsn(a1.commit_lsn)), incoming_commit_ts: '2026-01-01 00:00:00.000000' },
       { stored_source: 'local', winner: 'incoming', incoming_source: 'a', stored_lsn: null, incoming_commit_ts: '2026-01-01 00:00:03.000000' },
+      { stored_source: 'local', winner: 'incoming', incoming_source: 'a', stored_lsn: null, incoming_commit_ts: '2026-01-01 00:00:03.700000' },
     ]);
     // A soft delete of the owner keeps the row syncline's: the owner's next insert is no conflict.
     await sink.apply([change('a', 'DELETE', '1', null, '2026-01-01T00:00:04Z')], new Map(), 'g');
-    expect(rows()).toEqual([{ id: '2', v: 'a', n: '6' }]);
+    expect(rows()).toEqual([{ id: '2', v: 'a-after', n: '6' }]);
     o = await sink.apply([change('a', 'INSERT', '1', { id: '1', v: 'back', n: '1' }, '2026-01-01T00:00:05Z')], new Map(), 'g');
     expect(o.conflicts).toBeUndefined();
-    expect(rows()).toEqual([{ id: '1', v: 'back', n: '1' }, { id: '2', v: 'a', n: '6' }]);
+    expect(rows()).toEqual([{ id: '1', v: 'back', n: '1' }, { id: '2', v: 'a-after', n: '6' }]);
+  });
+
+  it('a target change the strategy keeps stays the target’s when counters merge into it; syncline’s DDL leaves its rows its own', async () => {
+    // The target (`local`) comes first: its changes win, but a's counter increments still count.
+    const localFirst: ConflictOptions = { strategy: 'source_priority', resolver: withDeltas(builtInResolver('source_priority', ['local', 'a'])), deltaColumns: new Map([['public.acc', ['n']]]), localSource: 'local' };
+    const history: TableDefinition[] = [
+      { version: 1, columns: [col('id', 1, 'text', 25, true), col('v', 2, 'text', 25), col('n', 3, 'bigint', 20)] },
+      { version: 2, columns: [col('id', 1, 'text', 25, true), col('w', 2, 'text', 25), col('n', 3, 'bigint', 20)] }, // RENAME v TO w
+    ];
+    const sink = open(localFirst, 'hard', { history: async (_s, _t, version) => history.filter((d) => d.version <= version) });
+    await sink.prepare();
+    const v1 = (c: ReturnType<typeof change>): ReturnType<typeof change> => ({ ...c, _schema_version: 1 });
+    await sink.apply([v1(change('a', 'INSERT', '1', { id: '1', v: 'a', n: '1' }, '2026-01-01T00:00:01Z')), v1(change('a', 'INSERT', '2', { id: '2', v: 'a', n: '1' }, '2026-01-01T00:00:01Z'))], new Map(), 'g');
+    db.prepare(`UPDATE acc SET v = 'mine' WHERE id = '1'`).run();
+    let o = await sink.apply([v1(change('a', 'UPDATE', '1', { id: '1', v: 'a2', n: '5' }, '2026-01-01T00:00:02Z', { id: '1', v: 'a', n: '1' }))], new Map(), 'g');
+    expect(o.conflicts?.[0]?.count).toBe(1);
+    expect(rows()).toEqual([{ id: '1', v: 'mine', n: '5' }, { id: '2', v: 'a', n: '1' }]);
+    // Still the target's after the merge: a's next change is decided against it again.
+    o = await sink.apply([v1(change('a', 'UPDATE', '1', { id: '1', v: 'a3', n: '6' }, '2026-01-01T00:00:03Z', { id: '1', v: 'a2', n: '5' }))], new Map(), 'g');
+    expect(o.conflicts?.[0]?.count).toBe(1);
+    expect(rows()).toEqual([{ id: '1', v: 'mine', n: '6' }, { id: '2', v: 'a', n: '1' }]);
+    // The source renames v to w: syncline renames the target column in the batch, and row 2
+    // (syncline's, unchanged at the target) stays a's: no conflict. Row 1 stays the target's.
+    const v2 = (c: ReturnType<typeof change>): ReturnType<typeof change> => ({ ...c, _schema_version: 2 });
+    o = await sink.apply([v2(change('a', 'UPDATE', '2', { id: '2', w: 'a-w', n: '2' }, '2026-01-01T00:00:04Z', { id: '2', w: 'a', n: '1' }))], new Map(), 'g');
+    expect({ applied: o.applied, conflicts: o.conflicts }).toEqual({ applied: 1, conflicts: undefined });
+    o = await sink.apply([v2(change('a', 'UPDATE', '1', { id: '1', w: 'a4', n: '7' }, '2026-01-01T00:00:05Z', { id: '1', w: 'a3', n: '6' }))], new Map(), 'g');
+    expect(o.conflicts?.[0]?.count).toBe(1);
+    expect(db.prepare('SELECT id, w, CAST(n AS TEXT) AS n FROM acc ORDER BY id').all()).toEqual([{ id: '1', w: 'mine', n: '7' }, { id: '2', w: 'a-w', n: '2' }]);
   });
 
   it('a custom resolver decides and is recorded as custom, with what it wrote', async () => {
@@ -144,7 +185,7 @@ describe('sqlite sink conflict tracking', () => {
     expect(db.prepare('SELECT _syncline_source AS s FROM acc').get()).toEqual({ s: 'b' });
   });
 
-  it('source_priority between two sinks (two apply processes) on one file, deletes included: the first-listed writer keeps the row', async () => {
+  it('source_priority between two sinks on one file (each its own connection, as two apply processes), deletes included: the first-listed writer keeps the row', async () => {
     const sinkA = open(priorityTracking(['a', 'b']));
     const sinkB = open(priorityTracking(['a', 'b']));
     await sinkA.prepare();

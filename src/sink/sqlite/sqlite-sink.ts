@@ -5,11 +5,12 @@ import { rowKeyOf, type ChangeEvent, type Row } from '../../core/change.js';
 import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import { formatLsn, parseLsn, versionOf } from '../../core/lsn.js';
 import { pgTimestampToUtc } from '../pg-text.js';
-import { bookkeepingTables, CLOCK_COLUMN, DELETED_AT_COLUMN, SOURCE_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, type BookkeepingTables } from '../sql/bookkeeping.js';
+import { bookkeepingTables, CLOCK_COLUMN, DELETED_AT_COLUMN, FINGERPRINT_COLUMN, SOURCE_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, type BookkeepingTables } from '../sql/bookkeeping.js';
 import type { RecordedColumn, SchemaStep, TargetColumnShape } from '../../core/schema-evolution.js';
 import type { SchemaEvolution } from '../sql/schema-evolver.js';
 import { conflictIdOf, type ConflictRecord, type MultisetVersions, type SqlDialect, type StoredRow } from '../sql/sql-dialect.js';
 import { SqlSink, type ConflictOptions } from '../sql/sql-sink.js';
+import { dataColumns, fingerprintOfRow, fingerprintSql, registerFingerprint } from './row-fingerprint.js';
 import { classifySqliteError, isStructuralSqliteError } from './sqlite-errors.js';
 import { INT64_MAX, loadSqliteTable, sqliteTableName, sqliteTypeFor, quoteSqliteIdent as q, sqlitePathOf, toSqliteValue, type SqliteTable, type SqlValue } from './sqlite-table.js';
 
@@ -22,7 +23,7 @@ export interface SqliteSinkOptions {
    * created if missing.
    */
   url: string;
-  /** Prefix of syncline's own tables: `<stateSchema>_positions`, `_tombstones`, `_truncations`. */
+  /** Prefix of syncline's own tables: `<stateSchema>_positions`, `_tombstones`, `_truncations` (and `_conflicts`, tracking). */
   stateSchema: string;
   versionGate: boolean;
   /**
@@ -47,6 +48,9 @@ const V_SEQ = q(VERSION_SEQ_COLUMN);
 const DELETED_AT = q(DELETED_AT_COLUMN);
 const W_SOURCE = q(SOURCE_COLUMN);
 const W_CLOCK = q(CLOCK_COLUMN);
+const W_FP = q(FINGERPRINT_COLUMN);
+/** Marks, during DDL, the rows whose digest matched before it (see evolve); never a digest (base64 of 20 bytes). */
+const INTACT = 'intact';
 /** A row's stored version; rows written before syncline managed the table count as oldest. */
 const ROW_VERSION = `(COALESCE(${V_LSN}, 0), COALESCE(${V_SEQ}, 0))`;
 const MAX_LSN = INT64_MAX;
@@ -118,6 +122,7 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
       // commits, and then their positions with them: apply re-reads and re-applies them).
       db.pragma('synchronous = NORMAL');
       db.defaultSafeIntegers(true);
+      registerFingerprint(db);
     } catch (err) {
       db.close();
       throw err;
@@ -234,9 +239,22 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
 
   async upsert(_db: Database.Database, target: SqliteTable, columns: string[], keyColumns: string[], rows: ChangeEvent[]): Promise<number> {
     const stmt = this.stmt(this.insertSql(target, columns, keyColumns, 'upsert'));
+    const digest = this.tracked ? this.digestStatement(target, keyColumns) : undefined;
     let written = 0;
-    for (const row of rows) written += stmt.run(...this.insertParams(target, columns, row)).changes;
+    for (const row of rows) {
+      const n = stmt.run(...this.insertParams(target, columns, row)).changes;
+      if (n > 0) digest?.run(...keyValues(target, keyColumns, row));
+      written += n;
+    }
     return written;
+  }
+
+  /**
+   * Conflict tracking: stores the digest of a row syncline just wrote (keyed by `keyColumns`'
+   * values), so a later change of it at the target shows (see row-fingerprint.ts).
+   */
+  private digestStatement(target: SqliteTable, keyColumns: string[]): Database.Statement {
+    return this.stmt(`UPDATE ${target.qualified} SET ${W_FP} = ${fingerprintSql(dataColumns(target.columns.keys()))} WHERE ${keyColumns.map((c) => `${q(c)} IS ?`).join(' AND ')}`);
   }
 
   /**
@@ -247,7 +265,12 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
    */
   async insertAbsent(_db: Database.Database, target: SqliteTable, columns: string[], keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]> {
     const stmt = this.stmt(this.insertSql(target, columns, keyColumns, 'absent'));
-    return rows.filter((row) => stmt.run(...this.insertParams(target, columns, row)).changes === 0);
+    const digest = this.digestStatement(target, keyColumns);
+    return rows.filter((row) => {
+      const refused = stmt.run(...this.insertParams(target, columns, row)).changes === 0;
+      if (!refused) digest.run(...keyValues(target, keyColumns, row));
+      return refused;
+    });
   }
 
   /** Parameters of insertSql, in order: the columns, lsn, seq, (tracked) source and commit time, then the table label and row key. */
@@ -334,7 +357,10 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
         const at = utcText(row.commit_ts);
         params.unshift(at, lsn, seq, ...(tracked ? [row.source, at] : []));
       }
-      removed += removal.run(...params).changes;
+      const n = removal.run(...params).changes;
+      // Soft and tracked: the row stays, now syncline's (the delete may have won it from the target).
+      if (n > 0 && soft && tracked) this.digestStatement(target, keyColumns).run(...keyValues(target, keyColumns, row));
+      removed += n;
     }
     return removed;
   }
@@ -387,9 +413,9 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
    * Conflict tracking: the stored rows of `rows`' keys, every column as text. No row lock is
    * needed: the batch's `BEGIN IMMEDIATE` holds the whole database's write lock, so no other
    * writer (another apply process, the application) changes a row between this read and the
-   * writes. A row syncline never wrote (`_syncline_source` NULL) is the target's own (`local`);
-   * a row the target changed after syncline wrote it is not told apart (SQLite has no xmin:
-   * it still counts as its source's, see README "Many writers").
+   * writes. A row syncline never wrote (`_syncline_source` NULL), or whose values no longer
+   * give the digest syncline stored with its last write (changed at the target since, see
+   * row-fingerprint.ts), is the target's own (`local`), of unknown time.
    */
   async readStored(_db: Database.Database, target: SqliteTable, keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, StoredRow>> {
     const read = this.stmt(`SELECT * FROM ${target.qualified} WHERE ${keyColumns.map((c) => `${q(c)} IS ?`).join(' AND ')}`);
@@ -400,13 +426,14 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
       const row: Row = {};
       for (const [k, v] of Object.entries(found)) row[k] = storedText(v);
       const source = row[SOURCE_COLUMN] ?? null;
+      const local = source === null || found[FINGERPRINT_COLUMN] !== fingerprintOfRow(target, found);
       const lsn = found[VERSION_LSN_COLUMN];
       const seq = found[VERSION_SEQ_COLUMN];
       out.set(rowKeyOf(r), {
         row,
         source,
-        local: source === null,
-        clock: source === null ? null : (row[CLOCK_COLUMN] ?? null),
+        local,
+        clock: local ? null : (row[CLOCK_COLUMN] ?? null),
         lsn: typeof lsn === 'bigint' ? formatLsn(lsn) : null,
         seq: typeof seq === 'bigint' ? Number(seq) : null,
       });
@@ -417,10 +444,12 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
   async writeColumns(_db: Database.Database, target: SqliteTable, keyColumns: string[], change: ChangeEvent, values: Row): Promise<void> {
     const columns = Object.keys(values).filter((c) => !keyColumns.includes(c));
     if (columns.length === 0) return;
-    this.stmt(`UPDATE ${target.qualified} SET ${columns.map((c) => `${q(c)} = ?`).join(', ')} WHERE ${keyColumns.map((c) => `${q(c)} IS ?`).join(' AND ')}`).run(
-      ...columns.map((c) => toSqliteValue(target, c, values[c] ?? null)),
-      ...keyColumns.map((c) => toSqliteValue(target, c, change.key[c] ?? null)),
-    );
+    const key = keyValues(target, keyColumns, change);
+    const match = keyColumns.map((c) => `${q(c)} IS ?`).join(' AND ');
+    // A version the target changed stays the target's: only a row that was intact is digested anew.
+    const intact = this.stmt(`SELECT ${W_FP} IS ${fingerprintSql(dataColumns(target.columns.keys()))} AS intact FROM ${target.qualified} WHERE ${match}`).get(...key) as { intact: bigint } | undefined;
+    this.stmt(`UPDATE ${target.qualified} SET ${columns.map((c) => `${q(c)} = ?`).join(', ')} WHERE ${match}`).run(...columns.map((c) => toSqliteValue(target, c, values[c] ?? null)), ...key);
+    if (intact !== undefined && Number(intact.intact) === 1) this.digestStatement(target, keyColumns).run(...key);
   }
 
   /** One entry per change of each run; a change recorded before (a replayed batch) is kept as it was. */
@@ -483,6 +512,19 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
 
   async evolve(db: Database.Database, target: SqliteTable, steps: readonly SchemaStep[]): Promise<void> {
     const t = target.qualified;
+    // Tracked: a dropped or renamed column changes every row's digest. The rows that were
+    // intact before the DDL are marked, and digested again after it.
+    const digests = this.tracked && target.columns.has(FINGERPRINT_COLUMN) && steps.length > 0;
+    if (digests) db.prepare(`UPDATE ${t} SET ${W_FP} = ? WHERE ${W_FP} IS ${fingerprintSql(dataColumns(target.columns.keys()))}`).run(INTACT);
+    this.runSteps(db, target, steps);
+    if (digests) {
+      const columns = (db.prepare('SELECT name FROM pragma_table_info(?) ORDER BY cid').all(target.name) as { name: string }[]).map((r) => r.name);
+      db.prepare(`UPDATE ${t} SET ${W_FP} = ${fingerprintSql(dataColumns(columns))} WHERE ${W_FP} = ?`).run(INTACT);
+    }
+  }
+
+  private runSteps(db: Database.Database, target: SqliteTable, steps: readonly SchemaStep[]): void {
+    const t = target.qualified;
     for (const step of steps) {
       switch (step.kind) {
         case 'add':
@@ -519,6 +561,11 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
     this.db?.close();
     this.db = undefined;
   }
+}
+
+/** The values of `change`'s key, bound as `keyColumns` are stored. */
+function keyValues(target: SqliteTable, keyColumns: readonly string[], change: ChangeEvent): SqlValue[] {
+  return keyColumns.map((c) => toSqliteValue(target, c, change.key[c] ?? null));
 }
 
 /** A commit time as syncline's UTC text ('YYYY-MM-DD HH:MM:SS.ffffff', as `_deleted_at` and datetime columns). */

@@ -3,7 +3,7 @@ import type Database from 'better-sqlite3';
 import { tableLabelOf } from '../../core/change.js';
 import { PrerequisiteError } from '../../core/errors.js';
 import { isPgByteaHex, pgBoolToDigit, pgByteaToBuffer, pgTextToJson, pgTimestampToUtc } from '../pg-text.js';
-import { CLOCK_COLUMN, DELETED_AT_COLUMN, SOURCE_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN } from '../sql/bookkeeping.js';
+import { CLOCK_COLUMN, DELETED_AT_COLUMN, FINGERPRINT_COLUMN, SOURCE_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN } from '../sql/bookkeeping.js';
 
 /** The file path a sink URL names (see SqliteSinkOptions.url). */
 export function sqlitePathOf(url: string, cwd = process.cwd()): string {
@@ -62,7 +62,7 @@ export function loadSqliteTable(db: Database.Database, schema: string, table: st
       `create table ${quoteSqliteIdent(name)} in the SQLite file with the source's columns and primary key (a keyless source table: its columns, without a unique key)`,
     );
   }
-  const missing = [VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, ...(softDelete ? [DELETED_AT_COLUMN] : []), ...(writerColumns ? [SOURCE_COLUMN, CLOCK_COLUMN] : [])].filter((c) => !t?.columns.has(c));
+  const missing = [VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, ...(softDelete ? [DELETED_AT_COLUMN] : []), ...(writerColumns ? [SOURCE_COLUMN, CLOCK_COLUMN, FINGERPRINT_COLUMN] : [])].filter((c) => !t?.columns.has(c));
   if (missing.length > 0) {
     // _deleted_at and _syncline_ts hold UTC text like the datetime columns ('YYYY-MM-DD HH:MM:SS.ffffff').
     for (const c of missing) db.exec(`ALTER TABLE ${t.qualified} ADD COLUMN ${quoteSqliteIdent(c)} ${c === VERSION_LSN_COLUMN || c === VERSION_SEQ_COLUMN ? 'INTEGER' : 'TEXT'}`);
