@@ -12,7 +12,7 @@ import { conflictIdOf, type ConflictRecord, type MultisetVersions, type SqlDiale
 import { SqlSink, type ConflictOptions } from '../sql/sql-sink.js';
 import { dataColumns, fingerprintOfRow, fingerprintSql, registerFingerprint } from './row-fingerprint.js';
 import { classifySqliteError, isStructuralSqliteError } from './sqlite-errors.js';
-import { INT64_MAX, loadSqliteTable, sqliteTableName, sqliteTypeFor, quoteSqliteIdent as q, sqlitePathOf, toSqliteValue, type SqliteTable, type SqlValue } from './sqlite-table.js';
+import { INT64_MAX, loadSqliteTable, underWriteLock, sqliteTableName, sqliteTypeFor, quoteSqliteIdent as q, sqlitePathOf, toSqliteValue, type SqliteTable, type SqlValue } from './sqlite-table.js';
 
 export { quoteSqliteIdent, sqlitePathOf, sqliteTableName } from './sqlite-table.js';
 
@@ -37,8 +37,9 @@ export interface SqliteSinkOptions {
   /** `sink.schema_evolution`: the target follows the source's definitions. */
   evolution?: SchemaEvolution;
   /**
-   * Conflict tracking between writers (fan-in): rows record their writing source and its
-   * commit time, conflicts go to `<stateSchema>_conflicts` (see ConflictOptions).
+   * Conflict tracking between writers (fan-in): rows record their writing source, its commit
+   * time and a digest of their values (see row-fingerprint.ts), conflicts go to
+   * `<stateSchema>_conflicts` (see ConflictOptions).
    */
   conflicts?: ConflictOptions;
 }
@@ -64,8 +65,9 @@ const MAX_LSN = INT64_MAX;
  *
  * whose `changes` (0 or 1) counts applied vs stale exactly, deletes with tombstones,
  * truncations as watermarks, keyless tables as multisets, and the positions. With conflict
- * tracking (fan-in) rows also name their writing source, and writes of another source are
- * decided by SqlSink's resolver and recorded in `<stateSchema>_conflicts`. Statements are
+ * tracking (fan-in) rows also name their writing source (and carry a digest of their values,
+ * which tells a row the target changed since), and writes of another writer are decided by
+ * SqlSink's resolver and recorded in `<stateSchema>_conflicts`. Statements are
  * prepared once and run per row: in-process there is no round trip to save by batching.
  * better-sqlite3 is synchronous and the one connection is used by one batch at a time (see
  * `withConnection`), so batches never interleave. The database runs in WAL mode: readers
@@ -151,7 +153,8 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
       table_name TEXT NOT NULL PRIMARY KEY, lsn INTEGER NOT NULL, seq INTEGER NOT NULL);
     CREATE TABLE IF NOT EXISTS ${this.state.multisetVersions} (
       table_name TEXT NOT NULL PRIMARY KEY, lsn INTEGER NOT NULL, seq INTEGER NOT NULL, reset INTEGER NOT NULL DEFAULT 0);`);
-    if (this.tracked) this.createConflictTables(db);
+    // Under the write lock: another process (another source's pipeline) may prepare at once.
+    if (this.tracked) underWriteLock(db, () => this.createConflictTables(db));
   }
 
   /**
