@@ -116,6 +116,10 @@ describe('fan-in: three PostgreSQL sources into one SQLite file (PostgreSQL 15, 
     const text = await runCli('conflicts', 'list', '-c', config, '--limit', '1');
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(/public\.items \["100"\] {2}source_priority: sqfanin_s2_\w+ won over sqfanin_s3_\w+/);
+    // A sqlite sink that never recorded a conflict (here: no file yet) lists none.
+    const empty = path.join(dir, 'empty.yaml');
+    await writeFile(empty, `source:\n  url: ${urls[0]}\n  slots: [{ name: x, publication: x }]\nsink:\n  type: sqlite\n  url: ${path.join(dir, 'none.db')}\n`);
+    expect(await runCli('conflicts', 'list', '-c', empty)).toMatchObject({ code: 0, stdout: 'no conflicts recorded\n' });
   }, 120_000);
 
   it('last_write_wins: the shared keys end with the source that committed last, whatever the apply order; a later delete of another source wins', async () => {
