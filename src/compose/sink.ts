@@ -73,8 +73,7 @@ function openAdapterSink(config: SynclineConfig, mapping: TableMapping, resolveC
       // syncline's own tables are `<state_schema>_positions` etc. in the URL's database.
       return new MysqlSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate, deleteMode: s.delete_mode, evolution, ...(conflicts ? { conflicts } : {}) });
     case 'sqlite':
-      if (conflicts) throw postgresOnly();
-      return new SqliteSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate, deleteMode: s.delete_mode, evolution });
+      return new SqliteSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate, deleteMode: s.delete_mode, evolution, ...(conflicts ? { conflicts } : {}) });
   }
 }
 

@@ -76,3 +76,9 @@ export async function keylessScenario(sink: Sink, bag: () => Promise<string[]>, 
   await sink.apply([x(1), x(2)], new Map(), 'ga');
   expect(await bag()).toEqual(['x:1', 'x:1']);
 }
+
+/**
+ * A change of `source` to `public.acc` keyed by `id`, each with a larger LSN than the last
+ * (whatever its source: LSNs of different sources say nothing about which write came last).
+ */
+export const conflictChange = changeMaker();

@@ -3,7 +3,7 @@ import pg from 'pg';
 import { createPipeline, type Pipeline, type PipelineOptions } from '../../src/index.js';
 import type { SynclineConfigInput } from '../../src/api/config.js';
 
-/** One direction (or one source of a fan-in): source database → embedded stream → postgres sink. */
+/** One direction (or one source of a fan-in): source database → embedded stream → postgres sink (or `sink.type`'s). */
 export interface Direction {
   /** `source.name`, also in slot, publication and stream names. */
   name: string;
@@ -145,4 +145,34 @@ export async function execSql(url: string, sql: string, params: unknown[] = []):
   } finally {
     await c.end();
   }
+}
+
+/** The fan-in tests' source (and target) table. */
+export const FAN_IN_ITEMS = 'CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL, qty integer NOT NULL)';
+
+/**
+ * The fan-in workload of three sources at once: source i (0-based) inserts its own 30 rows
+ * (ids i*30+1 ..) named `s<i+1>`, then in rounds (source 3: six, the others two, so its LSNs
+ * grow largest) writes the ten shared keys 100..109 (`s<i+1>-shared`, qty the round) and
+ * counts its own rows up.
+ */
+export async function fanInWrites(urls: readonly string[]): Promise<void> {
+  await Promise.all(
+    urls.map(async (url, i) => {
+      const own = range(i * 30 + 1, i * 30 + 30);
+      await execSql(url, `INSERT INTO items SELECT g, $1, 1 FROM unnest($2::int[]) g`, [`s${i + 1}`, own]);
+      for (let round = 0; round < (i === 2 ? 6 : 2); round++) {
+        await execSql(url, `INSERT INTO items SELECT g, $1, $2 FROM generate_series(100, 109) g ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, qty = EXCLUDED.qty`, [`s${i + 1}-shared`, round]);
+        await execSql(url, `UPDATE items SET qty = qty + 1 WHERE id = ANY($1::int[])`, [own]);
+      }
+    }),
+  );
+}
+
+/** The target's rows after fanInWrites with source_priority s2, s1, s3: own rows as written, the shared keys s2's last. */
+export function fanInPriorityExpected(): { id: number; name: string; qty: number }[] {
+  return [
+    ...range(1, 90).map((id) => ({ id, name: `s${Math.floor((id - 1) / 30) + 1}`, qty: Math.floor((id - 1) / 30) === 2 ? 7 : 3 })),
+    ...range(100, 109).map((id) => ({ id, name: 's2-shared', qty: 1 })),
+  ];
 }

@@ -1,20 +1,16 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ChangeEvent, Row } from '../../src/core/change.js';
-import { formatLsn } from '../../src/core/lsn.js';
+import type { Row } from '../../src/core/change.js';
 import { builtInResolver, withDeltas, type ConflictResolver } from '../../src/sink/conflicts/resolve.js';
 import { PostgresSink } from '../../src/sink/postgres/postgres-sink.js';
 import type { ConflictOptions } from '../../src/sink/sql/sql-sink.js';
 import { freshDatabase, machinePg15, PG15_URL, waitFor } from '../helpers/postgres.js';
 import { dropDatabases } from '../helpers/many-writers.js';
 import { REJECT_VALUE, describeSinkContract } from '../contract/sink-contract.js';
+import { conflictChange as change, tracking } from '../helpers/conflict-fixtures.js';
 import { keylessScenario, truncationScenario } from '../helpers/conflict-fixtures.js';
 
 const PID = process.pid;
-
-function tracking(resolver: ConflictResolver = builtInResolver('last_write_wins'), deltas: [string, string[]][] = []): ConflictOptions {
-  return { strategy: 'last_write_wins', resolver: withDeltas(resolver), deltaColumns: new Map(deltas), localSource: 'local' };
-}
 
 // A conflict-tracking sink keeps every promise of a sink with one source.
 describeSinkContract('postgres with conflict tracking (PostgreSQL 15)', async () => {
@@ -41,15 +37,6 @@ describeSinkContract('postgres with conflict tracking (PostgreSQL 15)', async ()
     },
   };
 });
-
-let lsn = 0x1000n;
-function change(source: string, op: ChangeEvent['op'], id: string, payload: Row | null, commitTs: string, before?: Row): ChangeEvent {
-  lsn += 0x10n;
-  return {
-    source, schema: 'public', table: 'acc', op, lsn: formatLsn(lsn), commit_lsn: formatLsn(lsn), xid: 1, seq: 1, commit_ts: commitTs,
-    key: { id }, payload, ...(before ? { before } : {}), _version: String((lsn << 32n) + 1n), _schema_version: 1,
-  };
-}
 
 describe('postgres sink conflict tracking (PostgreSQL 15)', () => {
   const db = `syncline_conflict_sink_${PID}`;

@@ -3,27 +3,15 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Pipeline } from '../../src/index.js';
 import { embeddedPg17, freshDatabase, machinePg15, waitFor, type PgServer } from '../helpers/postgres.js';
-import { direction, dropDatabases, dropSlot, rowsOf } from '../helpers/many-writers.js';
+import { direction, dropDatabases, dropSlot, execSql, fanInPriorityExpected, fanInWrites, FAN_IN_ITEMS, rowsOf } from '../helpers/many-writers.js';
 import { CLI, ensureBuilt } from '../helpers/cli.js';
 
 const PID = process.pid;
 const SOURCES = [1, 2, 3].map((i) => `fanin_s${i}_${PID}`);
 const TARGET = `syncline_fanin_target_${PID}`;
-const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
-
-async function exec(url: string, sql: string, params: unknown[] = []): Promise<void> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    await c.query(sql, params);
-  } finally {
-    await c.end();
-  }
-}
 
 /**
  * Fan-in on the machine's PostgreSQL 15: three source databases (distinct source names) into
@@ -48,7 +36,7 @@ describe.each(SERVERS)('fan-in: three sources into one target (%s, embedded stre
     urls = [];
     for (const s of SOURCES) {
       const url = await freshDatabase(server, `syncline_${s}`);
-      await exec(url, 'CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL, qty integer NOT NULL)');
+      await execSql(url, FAN_IN_ITEMS);
       urls.push(url);
     }
     targetUrl = await freshDatabase(server, TARGET);
@@ -76,23 +64,11 @@ describe.each(SERVERS)('fan-in: three sources into one target (%s, embedded stre
   }
 
   it('source_priority: own keys land as written, shared keys keep the first-listed source whatever the LSNs', async () => {
-    await exec(targetUrl, 'CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL, qty integer NOT NULL)');
+    await execSql(targetUrl, FAN_IN_ITEMS);
     // Priority s2, s1, s3; source 3 writes the shared keys last and often (its LSNs grow largest).
     await withPipelines({ conflict_strategy: 'source_priority', source_priority: [SOURCES[1], SOURCES[0], SOURCES[2]] }, async () => {
-      await Promise.all(
-        urls.map(async (url, i) => {
-          const own = range(i * 30 + 1, i * 30 + 30);
-          await exec(url, `INSERT INTO items SELECT g, $1, 1 FROM unnest($2::int[]) g`, [`s${i + 1}`, own]);
-          for (let round = 0; round < (i === 2 ? 6 : 2); round++) {
-            await exec(url, `INSERT INTO items SELECT g, $1, $2 FROM generate_series(100, 109) g ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, qty = EXCLUDED.qty`, [`s${i + 1}-shared`, round]);
-            await exec(url, `UPDATE items SET qty = qty + 1 WHERE id = ANY($1::int[])`, [own]);
-          }
-        }),
-      );
-      const expected = [
-        ...range(1, 90).map((id) => ({ id, name: `s${Math.floor((id - 1) / 30) + 1}`, qty: Math.floor((id - 1) / 30) === 2 ? 7 : 3 })),
-        ...range(100, 109).map((id) => ({ id, name: 's2-shared', qty: 1 })),
-      ];
+      await fanInWrites(urls);
+      const expected = fanInPriorityExpected();
       const held = (): Promise<string> => rowsOf(targetUrl, 'SELECT id, name, qty FROM items ORDER BY id');
       const differences = async (): Promise<string> => {
         const rows = JSON.parse(await held()) as unknown[];
@@ -102,8 +78,8 @@ describe.each(SERVERS)('fan-in: three sources into one target (%s, embedded stre
       };
       await waitFor('the target holds every source row and the shared keys of s2', async () => (await held()) === JSON.stringify(expected), 60_000, 250, differences);
       // A delete is a write too: s3 may not delete s2's row; s1 deletes its own.
-      await exec(urls[2] as string, 'DELETE FROM items WHERE id = 100');
-      await exec(urls[0] as string, 'DELETE FROM items WHERE id = 1');
+      await execSql(urls[2] as string, 'DELETE FROM items WHERE id = 100');
+      await execSql(urls[0] as string, 'DELETE FROM items WHERE id = 1');
       await waitFor('own delete applied, lower-priority delete refused', async () => (await rowsOf(targetUrl, 'SELECT id FROM items WHERE id IN (1, 100) ORDER BY id')) === JSON.stringify([{ id: 100 }]), 60_000, 250);
       const refused = await rowsOf(targetUrl, `SELECT winner, incoming_source FROM syncline.conflicts WHERE row_key = '["100"]' AND incoming_version = 'null'::jsonb`);
       expect(refused).toBe(JSON.stringify([{ winner: 'stored', incoming_source: SOURCES[2] }]));
@@ -133,21 +109,21 @@ describe.each(SERVERS)('fan-in: three sources into one target (%s, embedded stre
   }, 120_000);
 
   it('last_write_wins: the shared keys end with the source that committed last, whatever the apply order', async () => {
-    await exec(targetUrl, 'DROP TABLE items; TRUNCATE syncline.conflicts, syncline.positions, syncline.tombstones');
-    await exec(targetUrl, 'CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL, qty integer NOT NULL)');
-    for (const url of urls) await exec(url, 'TRUNCATE items');
+    await execSql(targetUrl, 'DROP TABLE items; TRUNCATE syncline.conflicts, syncline.positions, syncline.tombstones');
+    await execSql(targetUrl, FAN_IN_ITEMS);
+    for (const url of urls) await execSql(url, 'TRUNCATE items');
     await withPipelines({ conflict_strategy: 'last_write_wins' }, async () => {
       // s3 first, then s1, then s2: s2's is the last write of each shared key.
       for (const i of [2, 0, 1]) {
-        await exec(urls[i] as string, `INSERT INTO items SELECT g, $1, 0 FROM generate_series(200, 204) g`, [`s${i + 1}`]);
+        await execSql(urls[i] as string, `INSERT INTO items SELECT g, $1, 0 FROM generate_series(200, 204) g`, [`s${i + 1}`]);
         await new Promise((r) => setTimeout(r, 50));
       }
       await waitFor('shared keys of the last writer', async () => (await rowsOf(targetUrl, `SELECT DISTINCT name FROM items`)) === JSON.stringify([{ name: 's2' }]), 60_000, 250);
       // s1 writes again later: now it is the last writer.
-      await exec(urls[0] as string, `UPDATE items SET name = 's1-again' WHERE id = 200`);
+      await execSql(urls[0] as string, `UPDATE items SET name = 's1-again' WHERE id = 200`);
       await waitFor('a later write of another source wins', async () => (await rowsOf(targetUrl, `SELECT name FROM items WHERE id = 200`)) === JSON.stringify([{ name: 's1-again' }]), 60_000, 250);
       // A later delete of another source wins too, and its tombstone keeps the row away.
-      await exec(urls[2] as string, 'DELETE FROM items WHERE id = 201');
+      await execSql(urls[2] as string, 'DELETE FROM items WHERE id = 201');
       await waitFor('a later delete of another source wins', async () => (await rowsOf(targetUrl, `SELECT id FROM items WHERE id = 201`)) === '[]', 60_000, 250);
     }, 'lww');
     const winners = JSON.parse(await rowsOf(targetUrl, `SELECT count(*)::int AS n FROM syncline.conflicts WHERE strategy = 'last_write_wins'`)) as { n: number }[];
@@ -155,12 +131,12 @@ describe.each(SERVERS)('fan-in: three sources into one target (%s, embedded stre
   }, 120_000);
 
   it('sink.writers: a source writing a table it does not own is dead-lettered (NOT_OWNER); doctor warns of two writers without a strategy', async () => {
-    await exec(targetUrl, 'DROP TABLE items; TRUNCATE syncline.conflicts, syncline.positions, syncline.tombstones');
-    await exec(targetUrl, 'CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL, qty integer NOT NULL)');
-    for (const url of urls) await exec(url, 'TRUNCATE items');
+    await execSql(targetUrl, 'DROP TABLE items; TRUNCATE syncline.conflicts, syncline.positions, syncline.tombstones');
+    await execSql(targetUrl, FAN_IN_ITEMS);
+    for (const url of urls) await execSql(url, 'TRUNCATE items');
     const writers = { [SOURCES[0] as string]: ['items'], [SOURCES[1] as string]: ['public.items'] };
     await withPipelines({ writers }, async () => {
-      for (const [i, url] of urls.entries()) await exec(url, `INSERT INTO items VALUES ($1, $2, 0)`, [300 + i, `s${i + 1}`]);
+      for (const [i, url] of urls.entries()) await execSql(url, `INSERT INTO items VALUES ($1, $2, 0)`, [300 + i, `s${i + 1}`]);
       await waitFor('the owners rows applied and the third dead-lettered', async () => {
         const applied = await rowsOf(targetUrl, 'SELECT id FROM items ORDER BY id');
         // s3's TRUNCATE (of the previous test's rows) and its INSERT.

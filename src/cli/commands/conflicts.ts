@@ -7,6 +7,7 @@ import { parseTableName, quoteQualified } from '../../core/sql.js';
 import { tableLabel } from '../../core/table-mapping.js';
 import { connectPostgres } from '../../ops/connect.js';
 import { readMysqlConflicts, type RecordedConflictRow } from '../../sink/mysql/mysql-conflicts.js';
+import { listSqliteConflicts } from '../../sink/sqlite/sqlite-conflicts.js';
 import { EXIT } from '../exit-codes.js';
 import { configOption } from './options.js';
 
@@ -30,14 +31,17 @@ export interface ConflictEntry {
   written: unknown;
 }
 
-/** The newest `limit` conflicts recorded at a postgres or mysql sink, newest first; empty when none was ever recorded. */
+/** The newest `limit` conflicts recorded at a postgres, mysql or sqlite sink, newest first; empty when none was ever recorded. */
 export async function listConflicts(config: SynclineConfig, filter: { table?: string; limit: number }): Promise<ConflictEntry[]> {
   if (config.sink.type === 'mysql' && config.sink.url) {
     const table = filter.table === undefined ? {} : { table: tableLabel(parseTableName(filter.table)) };
     return (await readMysqlConflicts(config.sink.url, config.sink.state_schema, { limit: filter.limit, ...table })).map(entryOf);
   }
+  if (config.sink.type === 'sqlite' && config.sink.url) {
+    return listSqliteConflicts(config.sink.url, config.sink.state_schema, { limit: filter.limit, ...(filter.table !== undefined ? { label: tableLabel(parseTableName(filter.table)) } : {}) });
+  }
   if (config.sink.type !== 'postgres' || !config.sink.url) {
-    throw new PrerequisiteError(`conflicts are recorded by the postgres and mysql sinks only (this config uses sink.type: ${config.sink.type})`, 'point -c at the config of a postgres or mysql sink with sink.url');
+    throw new PrerequisiteError(`conflicts are recorded by the SQL sinks only: postgres, mysql, sqlite (this config uses sink.type: ${config.sink.type})`, 'point -c at the config of a postgres, mysql or sqlite sink with sink.url');
   }
   const client: pg.Client = await connectPostgres({ connectionString: config.sink.url });
   try {
@@ -90,7 +94,7 @@ export function registerConflicts(program: Command): void {
   const conflicts = program.command('conflicts').description('conflicts between writers recorded by the sink (fan-in, bidirectional)');
   conflicts
     .command('list')
-    .description('list recorded conflicts, newest first, with both versions and the winner; exit 0, or 2 without a postgres or mysql sink')
+    .description('list recorded conflicts, newest first, with both versions and the winner; exit 0, or 2 without a postgres, mysql or sqlite sink')
     .addOption(configOption())
     .option('--table <table>', 'only this table (schema.table or table)')
     .option('--limit <n>', 'at most this many', (v) => {
@@ -101,7 +105,7 @@ export function registerConflicts(program: Command): void {
     .option('--json', 'print the conflicts as JSON')
     .action(async (opts: { config: string; table?: string; limit: number; json?: boolean }) => {
       const config = loadConfigFile(opts.config);
-      if (config.sink.type !== 'postgres' && config.sink.type !== 'mysql') process.exitCode = EXIT.CONFIG; // kept by main's error report
+      if (config.sink.type !== 'postgres' && config.sink.type !== 'mysql' && config.sink.type !== 'sqlite') process.exitCode = EXIT.CONFIG; // kept by main's error report
       const entries = await listConflicts(config, { limit: opts.limit, ...(opts.table !== undefined ? { table: opts.table } : {}) });
       process.stdout.write(opts.json ? `${JSON.stringify(entries, null, 2)}\n` : formatConflicts(entries));
       process.exitCode = EXIT.OK;

@@ -20,9 +20,14 @@ export const DELETED_AT_COLUMN = '_deleted_at';
 export const SOURCE_COLUMN = '_syncline_source';
 export const CLOCK_COLUMN = '_syncline_ts';
 export const WRITER_XID_COLUMN = '_syncline_xid';
+/**
+ * SQLite conflict tracking (SQLite has no xmin): a digest of the row's values as syncline last
+ * wrote them; a row whose values no longer match was changed at the target since.
+ */
+export const FINGERPRINT_COLUMN = '_syncline_fp';
 
 /** Columns syncline adds to target tables: never written from a change's payload (a chained or bidirectional source has them too). */
-export const BOOKKEEPING_COLUMNS: ReadonlySet<string> = new Set([VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, DELETED_AT_COLUMN, SOURCE_COLUMN, CLOCK_COLUMN, WRITER_XID_COLUMN]);
+export const BOOKKEEPING_COLUMNS: ReadonlySet<string> = new Set([VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, DELETED_AT_COLUMN, SOURCE_COLUMN, CLOCK_COLUMN, WRITER_XID_COLUMN, FINGERPRINT_COLUMN]);
 
 /** syncline's own tables in the target, quoted. */
 export interface BookkeepingTables {

@@ -3,15 +3,16 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { rowKeyOf, type ChangeEvent, type Row } from '../../core/change.js';
 import { PrerequisiteError, SynclineError } from '../../core/errors.js';
-import { parseLsn, versionOf } from '../../core/lsn.js';
+import { formatLsn, parseLsn, versionOf } from '../../core/lsn.js';
 import { pgTimestampToUtc } from '../pg-text.js';
-import { bookkeepingTables, DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, type BookkeepingTables } from '../sql/bookkeeping.js';
+import { bookkeepingTables, CLOCK_COLUMN, DELETED_AT_COLUMN, FINGERPRINT_COLUMN, SOURCE_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, type BookkeepingTables } from '../sql/bookkeeping.js';
 import type { RecordedColumn, SchemaStep, TargetColumnShape } from '../../core/schema-evolution.js';
 import type { SchemaEvolution } from '../sql/schema-evolver.js';
-import type { MultisetVersions, SqlDialect } from '../sql/sql-dialect.js';
-import { SqlSink } from '../sql/sql-sink.js';
+import { conflictIdOf, type ConflictRecord, type MultisetVersions, type SqlDialect, type StoredRow } from '../sql/sql-dialect.js';
+import { SqlSink, type ConflictOptions } from '../sql/sql-sink.js';
+import { dataColumns, fingerprintOfRow, fingerprintSql, registerFingerprint } from './row-fingerprint.js';
 import { classifySqliteError, isStructuralSqliteError } from './sqlite-errors.js';
-import { INT64_MAX, loadSqliteTable, sqliteTableName, sqliteTypeFor, quoteSqliteIdent as q, sqlitePathOf, toSqliteValue, type SqliteTable, type SqlValue } from './sqlite-table.js';
+import { INT64_MAX, loadSqliteTable, underWriteLock, sqliteTableName, sqliteTypeFor, quoteSqliteIdent as q, sqlitePathOf, toSqliteValue, type SqliteTable, type SqlValue } from './sqlite-table.js';
 
 export { quoteSqliteIdent, sqlitePathOf, sqliteTableName } from './sqlite-table.js';
 
@@ -22,7 +23,7 @@ export interface SqliteSinkOptions {
    * created if missing.
    */
   url: string;
-  /** Prefix of syncline's own tables: `<stateSchema>_positions`, `_tombstones`, `_truncations`. */
+  /** Prefix of syncline's own tables: `<stateSchema>_positions`, `_tombstones`, `_truncations` (and `_conflicts`, tracking). */
   stateSchema: string;
   versionGate: boolean;
   /**
@@ -35,11 +36,22 @@ export interface SqliteSinkOptions {
   busyTimeoutMs?: number;
   /** `sink.schema_evolution`: the target follows the source's definitions. */
   evolution?: SchemaEvolution;
+  /**
+   * Conflict tracking between writers (fan-in): rows record their writing source, its commit
+   * time and a digest of their values (see row-fingerprint.ts), conflicts go to
+   * `<stateSchema>_conflicts` (see ConflictOptions).
+   */
+  conflicts?: ConflictOptions;
 }
 
 const V_LSN = q(VERSION_LSN_COLUMN);
 const V_SEQ = q(VERSION_SEQ_COLUMN);
 const DELETED_AT = q(DELETED_AT_COLUMN);
+const W_SOURCE = q(SOURCE_COLUMN);
+const W_CLOCK = q(CLOCK_COLUMN);
+const W_FP = q(FINGERPRINT_COLUMN);
+/** Marks, during DDL, the rows whose digest matched before it (see evolve); never a digest (base64 of 20 bytes). */
+const INTACT = 'intact';
 /** A row's stored version; rows written before syncline managed the table count as oldest. */
 const ROW_VERSION = `(COALESCE(${V_LSN}, 0), COALESCE(${V_SEQ}, 0))`;
 const MAX_LSN = INT64_MAX;
@@ -52,7 +64,10 @@ const MAX_LSN = INT64_MAX;
  *   ON CONFLICT (pk) DO UPDATE SET ... WHERE (stored lsn, seq) < (excluded lsn, seq)   -- row values, SQLite ≥ 3.15
  *
  * whose `changes` (0 or 1) counts applied vs stale exactly, deletes with tombstones,
- * truncations as watermarks, keyless tables as multisets, and the positions. Statements are
+ * truncations as watermarks, keyless tables as multisets, and the positions. With conflict
+ * tracking (fan-in) rows also name their writing source (and carry a digest of their values,
+ * which tells a row the target changed since), and writes of another writer are decided by
+ * SqlSink's resolver and recorded in `<stateSchema>_conflicts`. Statements are
  * prepared once and run per row: in-process there is no round trip to save by batching.
  * better-sqlite3 is synchronous and the one connection is used by one batch at a time (see
  * `withConnection`), so batches never interleave. The database runs in WAL mode: readers
@@ -60,21 +75,26 @@ const MAX_LSN = INT64_MAX;
  */
 export class SqliteSink extends SqlSink<Database.Database, SqliteTable> {
   constructor(options: SqliteSinkOptions) {
-    super(new SqliteDialect(options), undefined, options.evolution);
+    super(new SqliteDialect(options), options.conflicts, options.evolution);
   }
 }
 
 class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
   readonly name = 'the SQLite sink';
   private db: Database.Database | undefined;
-  private readonly state: BookkeepingTables;
+  private readonly state: BookkeepingTables & { conflicts: string };
   private readonly statements = new Map<string, Database.Statement>();
   /** The tail of the calls waiting for the connection. */
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly options: SqliteSinkOptions) {
     const s = options.stateSchema;
-    this.state = bookkeepingTables((t) => q(`${s}_${t}`));
+    this.state = { ...bookkeepingTables((t) => q(`${s}_${t}`)), conflicts: q(`${s}_conflicts`) };
+  }
+
+  /** Conflict tracking is on: rows name their writing source (see SqliteSinkOptions.conflicts). */
+  private get tracked(): boolean {
+    return this.options.conflicts !== undefined;
   }
 
   /**
@@ -104,6 +124,7 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
       // commits, and then their positions with them: apply re-reads and re-applies them).
       db.pragma('synchronous = NORMAL');
       db.defaultSafeIntegers(true);
+      registerFingerprint(db);
     } catch (err) {
       db.close();
       throw err;
@@ -132,6 +153,29 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
       table_name TEXT NOT NULL PRIMARY KEY, lsn INTEGER NOT NULL, seq INTEGER NOT NULL);
     CREATE TABLE IF NOT EXISTS ${this.state.multisetVersions} (
       table_name TEXT NOT NULL PRIMARY KEY, lsn INTEGER NOT NULL, seq INTEGER NOT NULL, reset INTEGER NOT NULL DEFAULT 0);`);
+    // Under the write lock: another process (another source's pipeline) may prepare at once.
+    if (this.tracked) underWriteLock(db, () => this.createConflictTables(db));
+  }
+
+  /**
+   * Conflict tracking's bookkeeping: tombstones name their source (tombstones of different
+   * sources do not compare by LSN), and `<state>_conflicts` records each decided conflict.
+   * LSNs are INTEGERs there too, so the gates compare them as the version columns.
+   */
+  private createConflictTables(db: Database.Database): void {
+    const hasSource = db.prepare('SELECT 1 FROM pragma_table_info(?) WHERE name = ?').get(`${this.options.stateSchema}_tombstones`, 'source') !== undefined;
+    if (!hasSource) db.exec(`ALTER TABLE ${this.state.tombstones} ADD COLUMN source TEXT`);
+    const s = this.options.stateSchema;
+    // AUTOINCREMENT: ids never reused, so `conflicts list` orders by id as detected.
+    db.exec(`CREATE TABLE IF NOT EXISTS ${this.state.conflicts} (
+      id INTEGER PRIMARY KEY AUTOINCREMENT, detected_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now')),
+      table_name TEXT NOT NULL, row_key TEXT NOT NULL, strategy TEXT NOT NULL, winner TEXT NOT NULL,
+      incoming_source TEXT NOT NULL, stored_source TEXT NOT NULL,
+      incoming_lsn INTEGER NOT NULL, incoming_seq INTEGER NOT NULL, incoming_commit_ts TEXT,
+      incoming_clock TEXT, stored_clock TEXT, incoming_version TEXT, stored_version TEXT, written TEXT,
+      stored_lsn INTEGER, stored_seq INTEGER);
+    CREATE UNIQUE INDEX IF NOT EXISTS ${q(`${s}_conflicts_change`)} ON ${this.state.conflicts} (table_name, row_key, incoming_source, incoming_lsn, incoming_seq);
+    CREATE INDEX IF NOT EXISTS ${q(`${s}_conflicts_replaced`)} ON ${this.state.conflicts} (table_name, row_key, stored_source) WHERE winner = 'incoming' AND stored_lsn IS NOT NULL;`);
   }
 
   async readPositions(_db: Database.Database, group: string): Promise<Map<number, bigint>> {
@@ -149,7 +193,7 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
   }
 
   async loadTable(db: Database.Database, schema: string, table: string): Promise<SqliteTable> {
-    return loadSqliteTable(db, schema, table, this.soft, this.options.url);
+    return loadSqliteTable(db, schema, table, this.soft, this.options.url, this.tracked);
   }
 
   async begin(db: Database.Database): Promise<void> {
@@ -197,64 +241,129 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
   }
 
   async upsert(_db: Database.Database, target: SqliteTable, columns: string[], keyColumns: string[], rows: ChangeEvent[]): Promise<number> {
-    const stmt = this.stmt(this.upsertSql(target, columns, keyColumns));
+    const stmt = this.stmt(this.insertSql(target, columns, keyColumns, 'upsert'));
+    const digest = this.tracked ? this.digestStatement(target, keyColumns) : undefined;
     let written = 0;
     for (const row of rows) {
-      const params: SqlValue[] = columns.map((c) => toSqliteValue(target, c, row.payload?.[c] ?? null));
-      const { lsn, seq } = storedVersion(row);
-      params.push(lsn, seq);
-      if (this.options.versionGate) params.push(target.label, rowKeyOf(row), target.label);
-      written += stmt.run(...params).changes;
+      const n = stmt.run(...this.insertParams(target, columns, row)).changes;
+      if (n > 0) digest?.run(...keyValues(target, keyColumns, row));
+      written += n;
     }
     return written;
   }
 
-  private upsertSql(target: SqliteTable, columns: string[], keyColumns: string[]): string {
+  /**
+   * Conflict tracking: stores the digest of a row syncline just wrote (keyed by `keyColumns`'
+   * values), so a later change of it at the target shows (see row-fingerprint.ts).
+   */
+  private digestStatement(target: SqliteTable, keyColumns: string[]): Database.Statement {
+    return this.stmt(`UPDATE ${target.qualified} SET ${W_FP} = ${fingerprintSql(dataColumns(target.columns.keys()))} WHERE ${keyColumns.map((c) => `${q(c)} IS ?`).join(' AND ')}`);
+  }
+
+  /**
+   * Conflict tracking: the insert of keys readStored found absent, never over a row (ON
+   * CONFLICT DO NOTHING; `changes` 0: refused). The batch's `BEGIN IMMEDIATE` holds the
+   * database's write lock, so no other writer can have inserted the key since: a refusal here
+   * is the version gate's (a newer delete, truncation or replaced version).
+   */
+  async insertAbsent(_db: Database.Database, target: SqliteTable, columns: string[], keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]> {
+    const stmt = this.stmt(this.insertSql(target, columns, keyColumns, 'absent'));
+    const digest = this.digestStatement(target, keyColumns);
+    return rows.filter((row) => {
+      const refused = stmt.run(...this.insertParams(target, columns, row)).changes === 0;
+      if (!refused) digest.run(...keyValues(target, keyColumns, row));
+      return refused;
+    });
+  }
+
+  /** Parameters of insertSql, in order: the columns, lsn, seq, (tracked) source and commit time, then the table label and row key. */
+  private insertParams(target: SqliteTable, columns: string[], row: ChangeEvent): SqlValue[] {
+    const params: SqlValue[] = columns.map((c) => toSqliteValue(target, c, row.payload?.[c] ?? null));
+    const { lsn, seq } = storedVersion(row);
+    params.push(lsn, seq);
+    if (this.tracked) params.push(row.source, utcText(row.commit_ts));
+    params.push(target.label, rowKeyOf(row));
+    return params;
+  }
+
+  /**
+   * The version-gated upsert of one row (`upsert`), or conflict tracking's insert that never
+   * writes over a row (`absent`). Gated, the row goes in only without a newer tombstone or
+   * truncation; tracked, only tombstones of its own source count, and a version another
+   * writer's winning write replaced stays replaced (a change of it republished after a
+   * capture restart must not bring the row back).
+   */
+  private insertSql(target: SqliteTable, columns: string[], keyColumns: string[], mode: 'upsert' | 'absent'): string {
     const gate = this.options.versionGate;
     const soft = this.soft;
+    const tracked = this.tracked;
+    const insertCols = [...columns.map(q), V_LSN, V_SEQ, ...(soft ? [DELETED_AT] : []), ...(tracked ? [W_SOURCE, W_CLOCK] : [])];
+    const values = [...columns.map((_, i) => `i.c${i}`), 'i.l', 'i.s', ...(soft ? ['NULL'] : []), ...(tracked ? ['i.w', 'i.ts'] : [])];
+    // In the order of insertParams.
+    const aliases = [...columns.map((_, i) => `c${i}`), 'l', 's', ...(tracked ? ['w', 'ts'] : []), 'tl', 'rk'];
+    // The WHERE after SELECT is needed anyway: without it SQLite would parse ON CONFLICT as a join's ON.
+    const where = gate
+      ? `WHERE NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb WHERE tb.table_name = i.tl AND tb.row_key = i.rk AND (tb.lsn, tb.seq) >= (i.l, i.s)${tracked ? ' AND (tb.source IS NULL OR tb.source = i.w)' : ''})
+           AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr WHERE tr.table_name = i.tl AND (tr.lsn, tr.seq) >= (i.l, i.s))` +
+        (tracked
+          ? `
+           AND NOT EXISTS (SELECT 1 FROM ${this.state.conflicts} cf WHERE cf.table_name = i.tl AND cf.row_key = i.rk AND cf.stored_source = i.w AND cf.winner = 'incoming'
+                             AND cf.stored_lsn IS NOT NULL AND (cf.stored_lsn, cf.stored_seq) >= (i.l, i.s))`
+          : '')
+      : 'WHERE true';
+    const insert = `INSERT INTO ${target.qualified} AS t (${insertCols.join(', ')})
+      SELECT ${values.join(', ')} FROM (SELECT ${aliases.map((a) => `? AS ${a}`).join(', ')}) AS i
+      ${where}
+      ON CONFLICT (${keyColumns.map(q).join(', ')}) `;
+    if (mode === 'absent') return `${insert}DO NOTHING`;
     const sets = [...columns.filter((c) => !keyColumns.includes(c)).map((c) => `${q(c)} = excluded.${q(c)}`), `${V_LSN} = excluded.${V_LSN}`, `${V_SEQ} = excluded.${V_SEQ}`];
     // A newer insert or update revives a soft-deleted row (the WHERE below gates it like the rest).
     if (soft) sets.push(`${DELETED_AT} = NULL`);
-    // Parameters, in order: the columns, lsn, seq, then (gated) table label, row key, table label.
-    const aliases = [...columns.map((_, i) => `c${i}`), 'l', 's'];
-    // The WHERE after SELECT is needed anyway: without it SQLite would parse ON CONFLICT as a join's ON.
-    const where = gate
-      ? `WHERE NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb WHERE tb.table_name = ? AND tb.row_key = ? AND (tb.lsn, tb.seq) >= (i.l, i.s))
-           AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr WHERE tr.table_name = ? AND (tr.lsn, tr.seq) >= (i.l, i.s))`
-      : 'WHERE true';
-    return `INSERT INTO ${target.qualified} AS t (${[...columns.map(q), V_LSN, V_SEQ, ...(soft ? [DELETED_AT] : [])].join(', ')})
-      SELECT ${[...aliases.map((a) => `i.${a}`), ...(soft ? ['NULL'] : [])].join(', ')} FROM (SELECT ${aliases.map((a) => `? AS ${a}`).join(', ')}) AS i
-      ${where}
-      ON CONFLICT (${keyColumns.map(q).join(', ')}) DO UPDATE SET ${sets.join(', ')}` +
-      (gate ? `\n      WHERE (COALESCE(t.${V_LSN}, 0), COALESCE(t.${V_SEQ}, 0)) < (excluded.${V_LSN}, excluded.${V_SEQ})` : '');
+    if (tracked) sets.push(`${W_SOURCE} = excluded.${W_SOURCE}`, `${W_CLOCK} = excluded.${W_CLOCK}`);
+    const newer = `(COALESCE(t.${V_LSN}, 0), COALESCE(t.${V_SEQ}, 0)) < (excluded.${V_LSN}, excluded.${V_SEQ})`;
+    // Tracked: a row of another writer (another source, or never written by syncline) reaches
+    // the upsert only when the resolver let the change win (SqlSink.resolveConflicts, in this
+    // transaction); versions of different writers are not comparable, so only a row of the
+    // same source is gated on its version.
+    const rowGate = tracked ? `(t.${W_SOURCE} IS NOT excluded.${W_SOURCE} OR t.${W_SOURCE} IS NULL OR ${newer})` : newer;
+    return `${insert}DO UPDATE SET ${sets.join(', ')}` + (gate ? `\n      WHERE ${rowGate}` : '');
   }
 
   async delete(_db: Database.Database, target: SqliteTable, keyColumns: string[], rows: ChangeEvent[]): Promise<number> {
     const gate = this.options.versionGate;
     const soft = this.soft;
+    const tracked = this.tracked;
+    // Tracked: a tombstone names its source; one of another source is replaced (the delete won).
     const tombstone = this.stmt(
-      `INSERT INTO ${this.state.tombstones} AS tb (table_name, row_key, lsn, seq) VALUES (?, ?, ?, ?)
+      `INSERT INTO ${this.state.tombstones} AS tb (table_name, row_key, lsn, seq${tracked ? ', source' : ''}) VALUES (?, ?, ?, ?${tracked ? ', ?' : ''})
        ON CONFLICT (table_name, row_key) DO UPDATE SET lsn = excluded.lsn, seq = excluded.seq,
-         deleted_at = strftime('%Y-%m-%d %H:%M:%f', 'now')
-       WHERE (tb.lsn, tb.seq) < (excluded.lsn, excluded.seq)`,
+         deleted_at = strftime('%Y-%m-%d %H:%M:%f', 'now')${tracked ? ', source = excluded.source' : ''}
+       WHERE ${tracked ? 'tb.source IS NOT excluded.source OR ' : ''}(tb.lsn, tb.seq) < (excluded.lsn, excluded.seq)`,
     );
     const match = keyColumns.map((c) => `${q(c)} IS ?`);
-    if (gate) match.push(`${ROW_VERSION} < (?, ?)`);
+    // Tracked: the resolver already let a delete of another writer's row win (see insertSql).
+    if (gate) match.push(tracked ? `(${W_SOURCE} IS NOT ? OR ${W_SOURCE} IS NULL OR ${ROW_VERSION} < (?, ?))` : `${ROW_VERSION} < (?, ?)`);
     // Soft: the row keeps its data and takes the delete's version, so a replay of this
     // delete (same version) or of anything older stays stale, and only a newer change revives it.
     const removal = this.stmt(
       soft
-        ? `UPDATE ${target.qualified} SET ${DELETED_AT} = ?, ${V_LSN} = ?, ${V_SEQ} = ? WHERE ${match.join(' AND ')}`
+        ? `UPDATE ${target.qualified} SET ${DELETED_AT} = ?, ${V_LSN} = ?, ${V_SEQ} = ?${tracked ? `, ${W_SOURCE} = ?, ${W_CLOCK} = ?` : ''} WHERE ${match.join(' AND ')}`
         : `DELETE FROM ${target.qualified} WHERE ${match.join(' AND ')}`,
     );
     let removed = 0;
     for (const row of rows) {
       const { lsn, seq } = storedVersion(row);
-      tombstone.run(target.label, rowKeyOf(row), lsn, seq);
+      tombstone.run(target.label, rowKeyOf(row), lsn, seq, ...(tracked ? [row.source] : []));
       const params: SqlValue[] = keyColumns.map((c) => toSqliteValue(target, c, row.key[c] ?? null));
-      if (gate) params.push(lsn, seq);
-      if (soft) params.unshift(pgTimestampToUtc(row.commit_ts.replace(/Z$/, '+00')), lsn, seq);
-      removed += removal.run(...params).changes;
+      if (gate) params.push(...(tracked ? [row.source] : []), lsn, seq);
+      if (soft) {
+        const at = utcText(row.commit_ts);
+        params.unshift(at, lsn, seq, ...(tracked ? [row.source, at] : []));
+      }
+      const n = removal.run(...params).changes;
+      // Soft and tracked: the row stays, now syncline's (the delete may have won it from the target).
+      if (n > 0 && soft && tracked) this.digestStatement(target, keyColumns).run(...keyValues(target, keyColumns, row));
+      removed += n;
     }
     return removed;
   }
@@ -303,6 +412,80 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
     }
   }
 
+  /**
+   * Conflict tracking: the stored rows of `rows`' keys, every column as text. No row lock is
+   * needed: the batch's `BEGIN IMMEDIATE` holds the whole database's write lock, so no other
+   * writer (another apply process, the application) changes a row between this read and the
+   * writes. A row syncline never wrote (`_syncline_source` NULL), or whose values no longer
+   * give the digest syncline stored with its last write (changed at the target since, see
+   * row-fingerprint.ts), is the target's own (`local`), of unknown time.
+   */
+  async readStored(_db: Database.Database, target: SqliteTable, keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, StoredRow>> {
+    const read = this.stmt(`SELECT * FROM ${target.qualified} WHERE ${keyColumns.map((c) => `${q(c)} IS ?`).join(' AND ')}`);
+    const out = new Map<string, StoredRow>();
+    for (const r of rows) {
+      const found = read.get(...keyColumns.map((c) => toSqliteValue(target, c, r.key[c] ?? null))) as Record<string, unknown> | undefined;
+      if (!found) continue;
+      const row: Row = {};
+      for (const [k, v] of Object.entries(found)) row[k] = storedText(v);
+      const source = row[SOURCE_COLUMN] ?? null;
+      const local = source === null || found[FINGERPRINT_COLUMN] !== fingerprintOfRow(target, found);
+      const lsn = found[VERSION_LSN_COLUMN];
+      const seq = found[VERSION_SEQ_COLUMN];
+      out.set(rowKeyOf(r), {
+        row,
+        source,
+        local,
+        clock: local ? null : (row[CLOCK_COLUMN] ?? null),
+        lsn: typeof lsn === 'bigint' ? formatLsn(lsn) : null,
+        seq: typeof seq === 'bigint' ? Number(seq) : null,
+      });
+    }
+    return out;
+  }
+
+  async writeColumns(_db: Database.Database, target: SqliteTable, keyColumns: string[], change: ChangeEvent, values: Row): Promise<void> {
+    const columns = Object.keys(values).filter((c) => !keyColumns.includes(c));
+    if (columns.length === 0) return;
+    const key = keyValues(target, keyColumns, change);
+    const match = keyColumns.map((c) => `${q(c)} IS ?`).join(' AND ');
+    // A version the target changed stays the target's: only a row that was intact is digested anew.
+    const intact = this.stmt(`SELECT ${W_FP} IS ${fingerprintSql(dataColumns(target.columns.keys()))} AS intact FROM ${target.qualified} WHERE ${match}`).get(...key) as { intact: bigint } | undefined;
+    this.stmt(`UPDATE ${target.qualified} SET ${columns.map((c) => `${q(c)} = ?`).join(', ')} WHERE ${match}`).run(...columns.map((c) => toSqliteValue(target, c, values[c] ?? null)), ...key);
+    if (intact !== undefined && Number(intact.intact) === 1) this.digestStatement(target, keyColumns).run(...key);
+  }
+
+  /** One entry per change of each run; a change recorded before (a replayed batch) is kept as it was. */
+  async recordConflicts(_db: Database.Database, conflicts: ConflictRecord[]): Promise<void> {
+    const insert = this.stmt(
+      `INSERT INTO ${this.state.conflicts} (table_name, row_key, strategy, winner, incoming_source, stored_source, incoming_lsn, incoming_seq,
+                                            incoming_commit_ts, incoming_clock, stored_clock, incoming_version, stored_version, written, stored_lsn, stored_seq)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (table_name, row_key, incoming_source, incoming_lsn, incoming_seq) DO NOTHING`,
+    );
+    for (const r of conflicts) {
+      for (const change of r.run) {
+        const { lsn, seq } = storedVersion(change);
+        insert.run(
+          r.table, rowKeyOf(change), r.strategy, r.winner, change.source, r.storedWriter, lsn, seq,
+          utcText(change.commit_ts), change === r.incoming ? r.incomingClock : null, r.storedClock,
+          JSON.stringify(change.payload), JSON.stringify(r.stored), r.written ? JSON.stringify(r.written) : null,
+          r.storedLsn === null ? null : parseLsn(r.storedLsn), r.storedSeq === null ? null : BigInt(r.storedSeq),
+        );
+      }
+    }
+  }
+
+  async decidedBefore(_db: Database.Database, label: string, changes: readonly ChangeEvent[]): Promise<Set<string>> {
+    const find = this.stmt(`SELECT 1 AS found FROM ${this.state.conflicts} WHERE table_name = ? AND row_key = ? AND incoming_source = ? AND incoming_lsn = ? AND incoming_seq = ?`);
+    const out = new Set<string>();
+    for (const ch of changes) {
+      const { lsn, seq } = storedVersion(ch);
+      if (find.get(label, rowKeyOf(ch), ch.source, lsn, seq) !== undefined) out.add(conflictIdOf(ch));
+    }
+    return out;
+  }
+
   isStructural(err: unknown): boolean {
     return isStructuralSqliteError(err);
   }
@@ -331,6 +514,19 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
   }
 
   async evolve(db: Database.Database, target: SqliteTable, steps: readonly SchemaStep[]): Promise<void> {
+    const t = target.qualified;
+    // Tracked: a dropped or renamed column changes every row's digest. The rows that were
+    // intact before the DDL are marked, and digested again after it.
+    const digests = this.tracked && target.columns.has(FINGERPRINT_COLUMN) && steps.length > 0;
+    if (digests) db.prepare(`UPDATE ${t} SET ${W_FP} = ? WHERE ${W_FP} IS ${fingerprintSql(dataColumns(target.columns.keys()))}`).run(INTACT);
+    this.runSteps(db, target, steps);
+    if (digests) {
+      const columns = (db.prepare('SELECT name FROM pragma_table_info(?) ORDER BY cid').all(target.name) as { name: string }[]).map((r) => r.name);
+      db.prepare(`UPDATE ${t} SET ${W_FP} = ${fingerprintSql(dataColumns(columns))} WHERE ${W_FP} = ?`).run(INTACT);
+    }
+  }
+
+  private runSteps(db: Database.Database, target: SqliteTable, steps: readonly SchemaStep[]): void {
     const t = target.qualified;
     for (const step of steps) {
       switch (step.kind) {
@@ -368,6 +564,26 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
     this.db?.close();
     this.db = undefined;
   }
+}
+
+/** The values of `change`'s key, bound as `keyColumns` are stored. */
+function keyValues(target: SqliteTable, keyColumns: readonly string[], change: ChangeEvent): SqlValue[] {
+  return keyColumns.map((c) => toSqliteValue(target, c, change.key[c] ?? null));
+}
+
+/** A commit time as syncline's UTC text ('YYYY-MM-DD HH:MM:SS.ffffff', as `_deleted_at` and datetime columns). */
+function utcText(commitTs: string): string {
+  return pgTimestampToUtc(commitTs.replace(/Z$/, '+00'));
+}
+
+/**
+ * A stored value as text, as a change event carries it: integers and reals in decimal,
+ * BLOBs as bytea hex (`\x...`), text as is.
+ */
+function storedText(v: unknown): string | null {
+  if (v === null || v === undefined) return null;
+  if (Buffer.isBuffer(v)) return `\\x${v.toString('hex')}`;
+  return String(v);
 }
 
 /** A change's version as SQLite stores it: two 64-bit signed INTEGERs. */

@@ -3,7 +3,7 @@ import type Database from 'better-sqlite3';
 import { tableLabelOf } from '../../core/change.js';
 import { PrerequisiteError } from '../../core/errors.js';
 import { isPgByteaHex, pgBoolToDigit, pgByteaToBuffer, pgTextToJson, pgTimestampToUtc } from '../pg-text.js';
-import { DELETED_AT_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN } from '../sql/bookkeeping.js';
+import { CLOCK_COLUMN, DELETED_AT_COLUMN, FINGERPRINT_COLUMN, SOURCE_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN } from '../sql/bookkeeping.js';
 
 /** The file path a sink URL names (see SqliteSinkOptions.url). */
 export function sqlitePathOf(url: string, cwd = process.cwd()): string {
@@ -49,9 +49,10 @@ export interface SqliteTable {
 
 /**
  * Reads a target table's columns and primary key, adding syncline's version columns (and
- * `_deleted_at` for soft deletes) when missing. Runs outside the batch transaction.
+ * `_deleted_at` for soft deletes, the writer columns for conflict tracking) when missing.
+ * Runs outside the batch transaction.
  */
-export function loadSqliteTable(db: Database.Database, schema: string, table: string, softDelete: boolean, url: string): SqliteTable {
+export function loadSqliteTable(db: Database.Database, schema: string, table: string, softDelete: boolean, url: string, writerColumns = false): SqliteTable {
   const label = tableLabelOf({ schema, table });
   const name = sqliteTableName(schema, table);
   let t = readTable(db, label, name);
@@ -61,13 +62,26 @@ export function loadSqliteTable(db: Database.Database, schema: string, table: st
       `create table ${quoteSqliteIdent(name)} in the SQLite file with the source's columns and primary key (a keyless source table: its columns, without a unique key)`,
     );
   }
-  const missing = [VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, ...(softDelete ? [DELETED_AT_COLUMN] : [])].filter((c) => !t?.columns.has(c));
-  if (missing.length > 0) {
-    // _deleted_at holds UTC text like the datetime columns ('YYYY-MM-DD HH:MM:SS.ffffff').
-    for (const c of missing) db.exec(`ALTER TABLE ${t.qualified} ADD COLUMN ${quoteSqliteIdent(c)} ${c === DELETED_AT_COLUMN ? 'TEXT' : 'INTEGER'}`);
+  const wanted = [VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, ...(softDelete ? [DELETED_AT_COLUMN] : []), ...(writerColumns ? [SOURCE_COLUMN, CLOCK_COLUMN, FINGERPRINT_COLUMN] : [])];
+  if (wanted.some((c) => !t?.columns.has(c))) {
+    // Several processes may load the table at once (fan-in: a pipeline per source): the check
+    // and the ALTERs run under the database's write lock, so each column is added once.
+    underWriteLock(db, () => {
+      const now = readTable(db, label, name) as SqliteTable;
+      // _deleted_at and _syncline_ts hold UTC text like the datetime columns ('YYYY-MM-DD HH:MM:SS.ffffff').
+      for (const c of wanted.filter((w) => !now.columns.has(w))) {
+        db.exec(`ALTER TABLE ${now.qualified} ADD COLUMN ${quoteSqliteIdent(c)} ${c === VERSION_LSN_COLUMN || c === VERSION_SEQ_COLUMN ? 'INTEGER' : 'TEXT'}`);
+      }
+    });
     t = readTable(db, label, name) as SqliteTable;
   }
   return t;
+}
+
+/** Runs `fn` in a `BEGIN IMMEDIATE` transaction, or in the one already open (which holds the lock). */
+export function underWriteLock(db: Database.Database, fn: () => void): void {
+  if (db.inTransaction) fn();
+  else db.transaction(fn).immediate();
 }
 
 function readTable(db: Database.Database, label: string, name: string): SqliteTable | undefined {
