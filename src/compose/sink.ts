@@ -76,7 +76,3 @@ function openAdapterSink(config: SynclineConfig, mapping: TableMapping, resolveC
       return new SqliteSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate, deleteMode: s.delete_mode, evolution, ...(conflicts ? { conflicts } : {}) });
   }
 }
-
-function postgresOnly(): PrerequisiteError {
-  return new PrerequisiteError('conflict tracking (sink.conflict_strategy, delta_columns, a resolver) is for the postgres sink only, for now', 'use a postgres sink, or sink.conflict_strategy: source_lsn_priority');
-}

@@ -11,7 +11,7 @@ import { builtInResolver, withDeltas } from '../../src/sink/conflicts/resolve.js
 import type { ConflictOptions } from '../../src/sink/sql/sql-sink.js';
 import { SqliteSink, quoteSqliteIdent } from '../../src/sink/sqlite/sqlite-sink.js';
 import { REJECT_VALUE, describeSinkContract } from '../contract/sink-contract.js';
-import { conflictChange as change, priorityTracking, tracking } from '../helpers/conflict-fixtures.js';
+import { conflictChange as change, keylessScenario, priorityTracking, tracking, truncationScenario } from '../helpers/conflict-fixtures.js';
 import { col } from '../helpers/evolution-fixtures.js';
 
 // A conflict-tracking SQLite sink keeps every promise of a sink with one source.
@@ -230,5 +230,22 @@ describe('sqlite sink conflict tracking', () => {
     // A newer change of a still counts as a new write (decided against the tombstone's absence: inserted).
     await sink.apply([change('a', 'UPDATE', '1', { id: '1', v: 'a-new', n: '3' }, '2026-01-01T00:00:09Z')], new Map(), 'ga');
     expect(rows()).toEqual([{ id: '1', v: 'a-new', n: '3' }]);
+  });
+
+  it('a truncation is its source’s: another source with lower LSNs still writes after it; rows written after it (by clock) stay', async () => {
+    const sink = open(tracking());
+    await sink.prepare();
+    await truncationScenario(sink, async () => (db.prepare('SELECT id FROM acc ORDER BY id').all() as { id: string }[]).map((r) => r.id));
+  });
+
+  it('a keyless table takes each source’s changes against that source’s versions; a row both sides deleted is no drift', async () => {
+    db.exec('CREATE TABLE bag (v TEXT, n INTEGER)');
+    const sink = open(tracking());
+    await sink.prepare();
+    await keylessScenario(
+      sink,
+      async () => (db.prepare(`SELECT v || ':' || n AS r FROM bag ORDER BY 1`).all() as { r: string }[]).map((r) => r.r),
+      async () => void db.prepare(`UPDATE syncline_source_multiset_versions SET reset = 1 WHERE table_name = 'public.bag'`).run(),
+    );
   });
 });

@@ -82,14 +82,19 @@ export class SqliteSink extends SqlSink<Database.Database, SqliteTable> {
 class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
   readonly name = 'the SQLite sink';
   private db: Database.Database | undefined;
-  private readonly state: BookkeepingTables & { conflicts: string };
+  private readonly state: BookkeepingTables & { conflicts: string; sourceTruncations: string; sourceMultisetVersions: string };
   private readonly statements = new Map<string, Database.Statement>();
   /** The tail of the calls waiting for the connection. */
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly options: SqliteSinkOptions) {
     const s = options.stateSchema;
-    this.state = { ...bookkeepingTables((t) => q(`${s}_${t}`)), conflicts: q(`${s}_conflicts`) };
+    this.state = {
+      ...bookkeepingTables((t) => q(`${s}_${t}`)),
+      conflicts: q(`${s}_conflicts`),
+      sourceTruncations: q(`${s}_source_truncations`),
+      sourceMultisetVersions: q(`${s}_source_multiset_versions`),
+    };
   }
 
   /** Conflict tracking is on: rows name their writing source (see SqliteSinkOptions.conflicts). */
@@ -175,7 +180,11 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
       incoming_clock TEXT, stored_clock TEXT, incoming_version TEXT, stored_version TEXT, written TEXT,
       stored_lsn INTEGER, stored_seq INTEGER);
     CREATE UNIQUE INDEX IF NOT EXISTS ${q(`${s}_conflicts_change`)} ON ${this.state.conflicts} (table_name, row_key, incoming_source, incoming_lsn, incoming_seq);
-    CREATE INDEX IF NOT EXISTS ${q(`${s}_conflicts_replaced`)} ON ${this.state.conflicts} (table_name, row_key, stored_source) WHERE winner = 'incoming' AND stored_lsn IS NOT NULL;`);
+    CREATE INDEX IF NOT EXISTS ${q(`${s}_conflicts_replaced`)} ON ${this.state.conflicts} (table_name, row_key, stored_source) WHERE winner = 'incoming' AND stored_lsn IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS ${this.state.sourceTruncations} (
+      table_name TEXT NOT NULL, source TEXT NOT NULL, lsn INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (table_name, source));
+    CREATE TABLE IF NOT EXISTS ${this.state.sourceMultisetVersions} (
+      table_name TEXT NOT NULL, source TEXT NOT NULL, lsn INTEGER NOT NULL, seq INTEGER NOT NULL, reset INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (table_name, source));`);
   }
 
   async readPositions(_db: Database.Database, group: string): Promise<Map<number, bigint>> {
@@ -214,6 +223,7 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
   }
 
   async truncate(_db: Database.Database, target: SqliteTable, change: ChangeEvent): Promise<boolean> {
+    if (this.tracked) return this.truncateTracked(target, change);
     const { lsn, seq } = storedVersion(change);
     const advanced = this.stmt(
       `INSERT INTO ${this.state.truncations} AS tr (table_name, lsn, seq) VALUES (?, ?, ?)
@@ -226,17 +236,43 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
     return true;
   }
 
+  /**
+   * Conflict tracking: the watermark is the source's own and gates that source's older
+   * changes only; the table is emptied as at the source, except the rows written after the
+   * truncation: the source's own newer versions, other writers' rows with a later commit time
+   * (a row syncline never wrote has none: it goes). As the postgres sink's truncateTracked.
+   */
+  private truncateTracked(target: SqliteTable, change: ChangeEvent): boolean {
+    const { lsn, seq } = storedVersion(change);
+    const advanced = this.stmt(
+      `INSERT INTO ${this.state.sourceTruncations} AS tr (table_name, source, lsn, seq) VALUES (?, ?, ?, ?)
+       ON CONFLICT (table_name, source) DO UPDATE SET lsn = excluded.lsn, seq = excluded.seq
+       WHERE (tr.lsn, tr.seq) < (excluded.lsn, excluded.seq)`,
+    ).run(target.label, change.source, lsn, seq).changes;
+    if (advanced === 0) return false;
+    this.stmt(`DELETE FROM ${target.qualified} WHERE CASE WHEN ${W_SOURCE} IS ? THEN ${ROW_VERSION} < (?, ?) ELSE coalesce(${W_CLOCK} <= ?, 1) END`).run(change.source, lsn, seq, utcText(change.commit_ts));
+    return true;
+  }
+
+  /** The truncation gate of one change, whose table, version and source are the SQL `table`, `version` and `source`. */
+  private truncationGate(table: string, version: string, source: string): string {
+    if (this.tracked) return `NOT EXISTS (SELECT 1 FROM ${this.state.sourceTruncations} tr WHERE tr.table_name = ${table} AND tr.source = ${source} AND (tr.lsn, tr.seq) >= ${version})`;
+    return `NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr WHERE tr.table_name = ${table} AND (tr.lsn, tr.seq) >= ${version})`;
+  }
+
   /** One query per row: whether the target has it, or a newer delete or truncation. */
   async absentRows(_db: Database.Database, target: SqliteTable, keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]> {
+    const tracked = this.tracked;
     const supplied = this.stmt(
       `SELECT EXISTS (SELECT 1 FROM ${target.qualified} WHERE ${keyColumns.map((c) => `${q(c)} IS ?`).join(' AND ')})
-           OR EXISTS (SELECT 1 FROM ${this.state.tombstones} WHERE table_name = ? AND row_key = ? AND (lsn, seq) >= (?, ?))
-           OR EXISTS (SELECT 1 FROM ${this.state.truncations} WHERE table_name = ? AND (lsn, seq) >= (?, ?)) AS ok`,
+           OR EXISTS (SELECT 1 FROM ${this.state.tombstones} WHERE table_name = :label AND row_key = :key AND (lsn, seq) >= (:lsn, :seq)${tracked ? ' AND (source IS NULL OR source = :source)' : ''})
+           OR NOT ${this.truncationGate(':label', '(:lsn, :seq)', ':source')} AS ok`,
     );
     return rows.filter((row) => {
       const { lsn, seq } = storedVersion(row);
       const key = keyColumns.map((c) => toSqliteValue(target, c, row.key[c] ?? null));
-      return Number((supplied.get(...key, target.label, rowKeyOf(row), lsn, seq, target.label, lsn, seq) as { ok: bigint }).ok) !== 1;
+      const named = { label: target.label, key: rowKeyOf(row), lsn, seq, ...(tracked ? { source: row.source } : {}) };
+      return Number((supplied.get(...key, named) as { ok: bigint }).ok) !== 1;
     });
   }
 
@@ -304,7 +340,7 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
     // The WHERE after SELECT is needed anyway: without it SQLite would parse ON CONFLICT as a join's ON.
     const where = gate
       ? `WHERE NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb WHERE tb.table_name = i.tl AND tb.row_key = i.rk AND (tb.lsn, tb.seq) >= (i.l, i.s)${tracked ? ' AND (tb.source IS NULL OR tb.source = i.w)' : ''})
-           AND NOT EXISTS (SELECT 1 FROM ${this.state.truncations} tr WHERE tr.table_name = i.tl AND (tr.lsn, tr.seq) >= (i.l, i.s))` +
+           AND ${this.truncationGate('i.tl', '(i.l, i.s)', 'i.w')}` +
         (tracked
           ? `
            AND NOT EXISTS (SELECT 1 FROM ${this.state.conflicts} cf WHERE cf.table_name = i.tl AND cf.row_key = i.rk AND cf.stored_source = i.w AND cf.winner = 'incoming'
@@ -368,9 +404,16 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
     return removed;
   }
 
-  async readMultisetVersions(_db: Database.Database, label: string): Promise<MultisetVersions> {
-    const high = this.stmt(`SELECT lsn, seq, reset FROM ${this.state.multisetVersions} WHERE table_name = ?`).get(label) as { lsn: bigint; seq: bigint; reset: bigint } | undefined;
-    const trunc = this.stmt(`SELECT lsn, seq FROM ${this.state.truncations} WHERE table_name = ?`).get(label) as { lsn: bigint; seq: bigint } | undefined;
+  /** A keyless table's version rows: per table, or (tracking conflicts) per table and source. */
+  private multisetScope(label: string, source: string): { versions: string; truncations: string; where: string; params: string[]; columns: string } {
+    if (this.tracked) return { versions: this.state.sourceMultisetVersions, truncations: this.state.sourceTruncations, where: 'table_name = ? AND source = ?', params: [label, source], columns: 'table_name, source' };
+    return { versions: this.state.multisetVersions, truncations: this.state.truncations, where: 'table_name = ?', params: [label], columns: 'table_name' };
+  }
+
+  async readMultisetVersions(_db: Database.Database, label: string, source: string): Promise<MultisetVersions> {
+    const scope = this.multisetScope(label, source);
+    const high = this.stmt(`SELECT lsn, seq, reset FROM ${scope.versions} WHERE ${scope.where}`).get(...scope.params) as { lsn: bigint; seq: bigint; reset: bigint } | undefined;
+    const trunc = this.stmt(`SELECT lsn, seq FROM ${scope.truncations} WHERE ${scope.where}`).get(...scope.params) as { lsn: bigint; seq: bigint } | undefined;
     return {
       high: high && { version: versionOf(BigInt(high.lsn), Number(high.seq)), reset: Number(high.reset) === 1 },
       truncation: trunc && versionOf(BigInt(trunc.lsn), Number(trunc.seq)),
@@ -397,18 +440,20 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
     return removed > 0;
   }
 
-  async writeMultisetVersion(_db: Database.Database, label: string, newest: ChangeEvent | undefined, reset: boolean): Promise<void> {
+  async writeMultisetVersion(_db: Database.Database, label: string, newest: ChangeEvent | undefined, reset: boolean, source: string): Promise<void> {
+    const scope = this.multisetScope(label, source);
+    const keys = scope.params.map(() => '?').join(', ');
     if (newest) {
       const { lsn, seq } = storedVersion(newest);
       this.stmt(
-        `INSERT INTO ${this.state.multisetVersions} AS v (table_name, lsn, seq, reset) VALUES (?, ?, ?, ?)
-         ON CONFLICT (table_name) DO UPDATE SET lsn = excluded.lsn, seq = excluded.seq, reset = max(v.reset, excluded.reset)`,
-      ).run(label, lsn, seq, reset ? 1n : 0n);
+        `INSERT INTO ${scope.versions} AS v (${scope.columns}, lsn, seq, reset) VALUES (${keys}, ?, ?, ?)
+         ON CONFLICT (${scope.columns}) DO UPDATE SET lsn = excluded.lsn, seq = excluded.seq, reset = max(v.reset, excluded.reset)`,
+      ).run(...scope.params, lsn, seq, reset ? 1n : 0n);
     } else if (reset) {
       this.stmt(
-        `INSERT INTO ${this.state.multisetVersions} AS v (table_name, lsn, seq, reset) VALUES (?, 0, 0, 1)
-         ON CONFLICT (table_name) DO UPDATE SET reset = 1`,
-      ).run(label);
+        `INSERT INTO ${scope.versions} AS v (${scope.columns}, lsn, seq, reset) VALUES (${keys}, 0, 0, 1)
+         ON CONFLICT (${scope.columns}) DO UPDATE SET reset = 1`,
+      ).run(...scope.params);
     }
   }
 
