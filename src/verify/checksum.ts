@@ -139,19 +139,20 @@ export async function scanKeyed(shape: VerifyShape, pairs: readonly ConnectionPa
     if (result.candidates.size < maxCandidates) result.candidates.set(key, { key, values });
     else result.overflow++;
   };
-  const check = async (pair: ConnectionPair, range: Range, top: boolean): Promise<void> => {
+  /** Compares `range` (bisecting it where it differs); resolves to its source rows. */
+  const check = async (pair: ConnectionPair, range: Range, top: boolean): Promise<number> => {
     const [a, b] = await Promise.all([sum(pair.source, src, range), sum(pair.target, dst, range)]);
     if (top) {
       result.sourceRows += a.n;
       result.targetRows += b.n;
     }
-    if (a.n === b.n && a.s === b.s) return;
+    if (a.n === b.n && a.s === b.s) return a.n;
     const n = Math.max(a.n, b.n);
     if (n <= leafRows) {
       const [x, y] = await Promise.all([digests(pair.source, src, range), digests(pair.target, dst, range)]);
       for (const [k, v] of x) if (y.get(k)?.h !== v.h) note(k, v.values);
       for (const [k, v] of y) if (!x.has(k)) note(k, v.values);
-      return;
+      return a.n;
     }
     const [client, sql] = a.n >= b.n ? [pair.source, src] : [pair.target, dst];
     const step = Math.ceil(n / fanout);
@@ -159,7 +160,7 @@ export async function scanKeyed(shape: VerifyShape, pairs: readonly ConnectionPa
     for (;;) {
       const upper = await boundary(client, sql, { after, upper: range.upper }, step);
       await check(pair, { after, upper: upper ?? range.upper }, false);
-      if (upper === null) return;
+      if (upper === null) return a.n;
       after = upper;
     }
   };
@@ -170,9 +171,8 @@ export async function scanKeyed(shape: VerifyShape, pairs: readonly ConnectionPa
       for (;;) {
         const range = await next();
         if (!range) return;
-        const before = result.sourceRows;
-        await check(pair, range, true);
-        const rows = result.sourceRows - before;
+        // The range's own rows: result.sourceRows also grows by the ranges other pairs finish meanwhile.
+        const rows = await check(pair, range, true);
         options.onRows?.(rows);
         await options.throttle?.(rows);
       }
