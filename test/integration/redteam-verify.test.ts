@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compareTable, verifyTable } from '../../src/verify/compare.js';
-import { machinePg15, sourceAndTarget } from '../helpers/postgres.js';
+import { embeddedPg17, freshDatabase, machinePg15, sourceAndTarget, type PgServer } from '../helpers/postgres.js';
 
 /**
  * Red-team findings against verify's range sums of value hashes (`hash_record_extended`,
@@ -153,5 +153,88 @@ describe('verify red team: the rate limit hook (PostgreSQL 15)', () => {
     expect(result).toMatchObject({ sourceRows: 20000, differing: 1000 });
     // Progress and the rate limit see each source row once.
     expect({ progress, charged }).toEqual({ progress: 20000, charged: 20000 });
+  });
+});
+
+/**
+ * What held (passes before and after the fixes): equal rows whose two sides are declared
+ * differently, or whose values are edge cases, are not reported as drift and raise no SQL error.
+ */
+describe('verify red team: equal rows of differently declared columns (PostgreSQL 15)', () => {
+  let source: pg.Client;
+  let target: pg.Client;
+
+  beforeAll(async () => {
+    const server = await machinePg15();
+    ({ source, target } = await sourceAndTarget(server, 'syncline_redteam_equal'));
+  });
+
+  afterAll(async () => {
+    await source?.end();
+    await target?.end();
+  });
+
+  it('varchar(n) vs text, timestamp(3) vs timestamp(6), numeric(12,2) vs numeric(14,4), char(4) vs char(8), domains, enums, arrays, composites, citext, bytea, jsonb, -0, NaN, infinity: no drift, no error', async () => {
+    for (const c of [source, target]) {
+      await c.query(`CREATE EXTENSION IF NOT EXISTS citext`);
+      await c.query(`CREATE TYPE rt_mood AS ENUM ('sad', 'ok', 'happy')`);
+      await c.query(`CREATE TYPE rt_pair AS (a int, b text)`);
+      await c.query(`CREATE DOMAIN rt_posint AS integer CHECK (VALUE > 0)`);
+      await c.query(`CREATE DOMAIN rt_label AS varchar(10)`);
+    }
+    await source.query(`CREATE TABLE rt_eq (id bigint PRIMARY KEY, v varchar(12), t text, ts timestamp(3), n numeric(12,2), c char(4), p rt_posint, l rt_label, m rt_mood,
+                          a int[], cp rt_pair, ci citext, b bytea, j jsonb, f float8, nn numeric, tz timestamptz, d date, tm time(2), u uuid)`);
+    await target.query(`CREATE TABLE rt_eq (id integer PRIMARY KEY, v text, t varchar(40), ts timestamp(6), n numeric(14,4), c char(8), p integer, l text, m text,
+                          a bigint[], cp rt_pair, ci citext, b bytea, j jsonb, f float8, nn numeric, tz timestamptz, d date, tm time, u text)`);
+    const values = `SELECT i, 'v' || i, 't' || i, '2024-03-01 12:00:00.123'::timestamp + i * interval '1 s', i / 7.0, 'c' || (i % 10), i, 'l' || i, (ARRAY['sad','ok','happy']::rt_mood[])[1 + i % 3],
+                           ARRAY[i, -i], ROW(i, 'b' || i)::rt_pair, 'Ci' || i, decode(md5(i::text), 'hex'), jsonb_build_object('i', i, 'x', 1.50, 'e', '{}'::jsonb),
+                           CASE i % 4 WHEN 0 THEN '-0'::float8 WHEN 1 THEN 'NaN' WHEN 2 THEN 'Infinity' ELSE i / 3.0 END,
+                           CASE WHEN i % 2 = 0 THEN 'NaN'::numeric ELSE 1.5 END,
+                           CASE WHEN i % 3 = 0 THEN 'infinity'::timestamptz WHEN i % 3 = 1 THEN '-infinity' ELSE '2024-01-01 00:00:00+00' END,
+                           CASE WHEN i % 2 = 0 THEN 'infinity'::date ELSE '2024-01-01' END, time '10:00:00.12' + i * interval '1 s', md5(i::text)::uuid
+                      FROM generate_series(1, 2000) i`;
+    await source.query(`INSERT INTO rt_eq ${values}`);
+    // The target holds the same values in its own declarations (numeric(14,4) pads 2 decimals more, char(8) pads more, ...).
+    await target.query(`INSERT INTO rt_eq ${values.replace('md5(i::text)::uuid', 'upper(md5(i::text)::uuid::text)')}`);
+    expect(await compareTable(source, target, { schema: 'public', table: 'rt_eq' })).toMatchObject({ sourceRows: 2000, targetRows: 2000, differing: 0 });
+  });
+
+  // Not fixed (not from today's change: the old text sums and the md5 leaves see the same): kept as a known failure.
+  it.fails('(before today too) a source numeric kept in a target numeric(20,5): 1.5 is stored as 1.50000 and reported as different forever', async () => {
+    await source.query(`CREATE TABLE rt_scale (id int PRIMARY KEY, amount numeric)`);
+    await target.query(`CREATE TABLE rt_scale (id int PRIMARY KEY, amount numeric(20,5))`);
+    for (const c of [source, target]) await c.query(`INSERT INTO rt_scale SELECT i, i / 2.0 FROM generate_series(1, 100) i`);
+    expect(await compareTable(source, target, { schema: 'public', table: 'rt_scale' })).toMatchObject({ sourceRows: 100, targetRows: 100, differing: 0 });
+  });
+});
+
+describe('verify red team: PostgreSQL 15 source, PostgreSQL 17 target (value hashes alike across versions)', () => {
+  let pg17: PgServer;
+  let source: pg.Client;
+  let target: pg.Client;
+
+  beforeAll(async () => {
+    pg17 = await embeddedPg17('replica');
+    source = new pg.Client({ connectionString: await freshDatabase(await machinePg15(), 'syncline_redteam_x15') });
+    target = new pg.Client({ connectionString: await freshDatabase(pg17, 'syncline_redteam_x17') });
+    await source.connect();
+    await target.connect();
+  }, 120_000);
+
+  afterAll(async () => {
+    await source?.end();
+    await target?.end();
+    await pg17?.stop();
+  });
+
+  it('equal rows of every value-hashed type: no drift; one changed value found by the range sum', async () => {
+    for (const c of [source, target]) {
+      await c.query(`CREATE TABLE rt_x (id bigint PRIMARY KEY, s smallint, i integer, bo boolean, t text, u uuid, d date, b bytea, o oid, v varchar(20), c char(6), n numeric(10,3), j jsonb, ts timestamptz)`);
+      await c.query(`INSERT INTO rt_x SELECT i * 4294967297, i % 100, -i, i % 2 = 0, 'tëxt' || i, md5(i::text)::uuid, date '2024-01-01' + i, decode(md5(i::text), 'hex'), i, 'v' || i, 'c' || (i % 10),
+                       i / 7.0, jsonb_build_object('i', i), '2024-01-01 00:00:00+00'::timestamptz + i * interval '1 s' FROM generate_series(1, 3000) i`);
+    }
+    expect(await compareTable(source, target, { schema: 'public', table: 'rt_x' })).toMatchObject({ sourceRows: 3000, targetRows: 3000, differing: 0 });
+    await target.query(`UPDATE rt_x SET t = t || 'x' WHERE id = 77 * 4294967297`);
+    expect(await compareTable(source, target, { schema: 'public', table: 'rt_x' })).toMatchObject({ differing: 1, different: [`["${77n * 4294967297n}"]`] });
   });
 });
