@@ -149,8 +149,12 @@ export class SideSql {
   }
 
   col(c: VerifyColumn): string {
-    if (this.side === 'source') return quoteIdent(c.from);
-    return c.type === c.targetType ? quoteIdent(c.to) : `${quoteIdent(c.to)}::${c.type}`;
+    // An unconstrained numeric kept in a target column of another type (numeric(20,5) stores
+    // 1.5 as 1.50000) can only keep the value, not the scale: both sides compare it trimmed.
+    const scaleLost = c.type === 'numeric' && c.targetType !== 'numeric' && !this.shape.key.includes(c);
+    if (this.side === 'source') return scaleLost ? `trim_scale(${quoteIdent(c.from)})` : quoteIdent(c.from);
+    if (c.type === c.targetType) return quoteIdent(c.to);
+    return scaleLost ? `trim_scale(${quoteIdent(c.to)}::numeric)` : `${quoteIdent(c.to)}::${c.type}`;
   }
 
   /** A column's value as compared: the column, or its normal form (shape.digest `text-array`). */

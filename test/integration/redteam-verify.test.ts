@@ -199,12 +199,13 @@ describe('verify red team: equal rows of differently declared columns (PostgreSQ
     expect(await compareTable(source, target, { schema: 'public', table: 'rt_eq' })).toMatchObject({ sourceRows: 2000, targetRows: 2000, differing: 0 });
   });
 
-  // Not fixed (not from today's change: the old text sums and the md5 leaves see the same): kept as a known failure.
-  it.fails('(before today too) a source numeric kept in a target numeric(20,5): 1.5 is stored as 1.50000 and reported as different forever', async () => {
+  it('(before today too) a source numeric kept in a target numeric(20,5), which stores 1.5 as 1.50000: no false drift; a changed value still found', async () => {
     await source.query(`CREATE TABLE rt_scale (id int PRIMARY KEY, amount numeric)`);
     await target.query(`CREATE TABLE rt_scale (id int PRIMARY KEY, amount numeric(20,5))`);
     for (const c of [source, target]) await c.query(`INSERT INTO rt_scale SELECT i, i / 2.0 FROM generate_series(1, 100) i`);
     expect(await compareTable(source, target, { schema: 'public', table: 'rt_scale' })).toMatchObject({ sourceRows: 100, targetRows: 100, differing: 0 });
+    await target.query(`UPDATE rt_scale SET amount = amount + 0.00001 WHERE id = 7`);
+    expect(await compareTable(source, target, { schema: 'public', table: 'rt_scale' })).toMatchObject({ differing: 1, different: ['["7"]'] });
   });
 });
 
