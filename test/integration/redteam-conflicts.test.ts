@@ -183,5 +183,30 @@ describe.each(TARGETS)('red team: conflict tracking on %s', (_name, open) => {
       expect(o.applied).toBe(0);
     });
   });
-});
+  it('a delete that won a conflict is not undone by a lower-priority write arriving after it (the outcome does not depend on arrival order)', async () => {
+    await within(open, priorityTracking(['b', 'a']), async (t) => {
+      await t.sink.apply([acc('a', A, '01', 'INSERT', 'k', { id: 'k', v: 'a', n: '1' })], new Map(), 'ga');
+      // b outranks a: its delete wins a's row.
+      await t.sink.apply([acc('b', B, '02', 'DELETE', 'k', null)], new Map(), 'gb');
+      expect(await t.rows()).toEqual([]);
+      // a's update, concurrent with b's delete, arrives after it. Had it arrived first, b's
+      // delete would have won over it (source_priority): the row must stay deleted either way.
+      await t.sink.apply([acc('a', A + 0x10, '03', 'UPDATE', 'k', { id: 'k', v: 'a2', n: '2' }, { id: 'k', v: 'a', n: '1' })], new Map(), 'ga');
+      expect(await t.rows()).toEqual([]);
+    });
+  });
 
+  it('last_write_wins: an update older by clock than another source’s delete, arriving after it, is stale (also when it left TOASTed values unchanged)', async () => {
+    await within(open, tracking(), async (t) => {
+      await t.sink.apply([acc('a', A, '01', 'INSERT', 'k', { id: 'k', v: 'a', n: '1' }), acc('a', A, '01', 'INSERT', 'm', { id: 'm', v: 'a', n: '1' })], new Map(), 'ga');
+      await t.sink.apply([acc('b', B, '05', 'DELETE', 'k', null), acc('b', B, '05', 'DELETE', 'm', null)], new Map(), 'gb');
+      expect(await t.rows()).toEqual([]);
+      // a's updates at 03 (before b's deletes at 05) arrive late: b's deletes are the last writes.
+      await t.sink.apply([acc('a', A + 0x10, '03', 'UPDATE', 'k', { id: 'k', v: 'a2', n: '2' }, { id: 'k', v: 'a', n: '1' })], new Map(), 'ga');
+      expect(await t.rows()).toEqual([]);
+      const toast = { ...acc('a', A + 0x20, '03', 'UPDATE', 'm', { id: 'm', n: '2' }, { id: 'm', n: '1' }), unchanged: ['v'] };
+      await t.sink.apply([toast], new Map(), 'ga');
+      expect(await t.rows()).toEqual([]);
+    });
+  });
+});
