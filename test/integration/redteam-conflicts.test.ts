@@ -146,12 +146,13 @@ describe.each(TARGETS)('red team: conflict tracking on %s', (_name, open) => {
   });
 
   it('a republished delete does not remove the row another source inserted after it', async () => {
-    await within(open, priorityTracking(['a', 'b']), async (t) => {
+    // last_write_wins: b's insert (03) is later than a's delete (02), so it takes the key.
+    await within(open, tracking(), async (t) => {
       const a1 = acc('a', A, '01', 'INSERT', 'k', { id: 'k', v: 'a', n: '1' });
       const a2 = acc('a', A + 0x10, '02', 'DELETE', 'k', null);
       await t.sink.apply([a1], new Map(), 'ga');
       await t.sink.apply([a2], new Map(), 'ga');
-      // b inserts the key after a deleted it: absent, so no conflict; b's row stays.
+      // b inserts the key after a deleted it: a conflict with a's delete, which b's later write wins.
       await t.sink.apply([acc('b', B, '03', 'INSERT', 'k', { id: 'k', v: 'b', n: '2' })], new Map(), 'gb');
       expect(await t.rows()).toEqual([{ id: 'k', v: 'b', n: '2' }]);
       // a's capture restarts and republishes its delete, applied before: no effect again.

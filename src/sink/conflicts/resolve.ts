@@ -11,6 +11,8 @@ export interface StoredVersion {
   writer: string;
   /** True when the target itself (not syncline) wrote it last. */
   local: boolean;
+  /** The stored version is a delete (of another source): `row` is empty. */
+  deleted?: boolean;
   /** Its clock for last_write_wins (`sink.lww_column`'s value, else its commit time); null when unknown. */
   clock: string | null;
 }

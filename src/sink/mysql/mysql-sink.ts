@@ -7,7 +7,7 @@ import { pgTimestampToUtc } from '../pg-text.js';
 import { bookkeepingTables, CLOCK_COLUMN, DELETED_AT_COLUMN, SOURCE_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, type BookkeepingTables } from '../sql/bookkeeping.js';
 import type { RecordedColumn, SchemaStep, TargetColumnShape } from '../../core/schema-evolution.js';
 import type { SchemaEvolution } from '../sql/schema-evolver.js';
-import type { ConflictRecord, MultisetVersions, SqlDialect, StoredRow } from '../sql/sql-dialect.js';
+import { conflictIdOf, type ConflictRecord, type Deletion, type MultisetVersions, type SqlDialect, type StoredRow } from '../sql/sql-dialect.js';
 import { SqlSink, type ConflictOptions } from '../sql/sql-sink.js';
 import { classifyMysqlError, isFatalMysqlError, isStructuralMysqlError } from './mysql-errors.js';
 import { keyMatch, loadMysqlTable, mysqlColumnTypes, targetDatabase, mysqlTypeFor, normalizeMysqlType, quoteMysqlIdent as q, rowMatch, toMysqlParam, type MysqlColumn, type MysqlTable } from './mysql-table.js';
@@ -217,11 +217,14 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
    * unique index (the index stays under InnoDB's 3072-byte limit).
    */
   private async createConflictTables(c: PoolConnection, opts: string): Promise<void> {
-    try {
-      await c.query(`ALTER TABLE ${this.state.tombstones} ADD COLUMN source VARCHAR(255) NULL`);
-    } catch (err) {
-      // 1060 duplicate column: added before (MySQL 8 has no ADD COLUMN IF NOT EXISTS).
-      if ((err as { errno?: unknown }).errno !== 1060) throw err;
+    // `clock`: the delete's source commit time, which a late write of another source conflicts with (readDeletions).
+    for (const column of ['source VARCHAR(255) NULL', 'clock DATETIME(6) NULL']) {
+      try {
+        await c.query(`ALTER TABLE ${this.state.tombstones} ADD COLUMN ${column}`);
+      } catch (err) {
+        // 1060 duplicate column: added before (MySQL 8 has no ADD COLUMN IF NOT EXISTS).
+        if ((err as { errno?: unknown }).errno !== 1060) throw err;
+      }
     }
     await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.conflicts} (
       id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, detected_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
@@ -308,12 +311,29 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
       [target.label, change.source],
     );
     if (res.affectedRows === 0) return false;
-    await exec(
-      c,
-      `DELETE FROM ${target.qualified}
-        WHERE IF(${W_SOURCE} <=> ?, ${ROW_VERSION} < (${lsn}, ${seq}), COALESCE(${W_CLOCK} <= ?, TRUE))`,
-      [change.source, commitTimeUtc(change)],
+    const removes = `IF(${W_SOURCE} <=> ?, ${ROW_VERSION} < (${lsn}, ${seq}), COALESCE(${W_CLOCK} <= ?, TRUE))`;
+    const removeParams = [change.source, commitTimeUtc(change)];
+    // The versions of other sources it removes become their watermarks too: republished, those
+    // changes must not bring the rows back (their later changes have later versions). Read
+    // first: MySQL's DELETE returns no rows.
+    const [newest] = await c.query<(RowDataPacket & { source: string; lsn: string; seq: number })[]>(
+      `SELECT source, CAST(lsn AS CHAR) AS lsn, seq FROM (
+         SELECT ${W_SOURCE} AS source, ${V_LSN} AS lsn, ${V_SEQ} AS seq,
+                ROW_NUMBER() OVER (PARTITION BY ${W_SOURCE} ORDER BY ${V_LSN} DESC, ${V_SEQ} DESC) AS n
+           FROM ${target.qualified}
+          WHERE ${removes} AND ${W_SOURCE} IS NOT NULL AND ${W_SOURCE} <> ? AND ${V_LSN} IS NOT NULL) newest
+        WHERE n = 1`,
+      [...removeParams, change.source],
     );
+    for (const n of newest) {
+      await exec(
+        c,
+        `INSERT INTO ${this.state.sourceTruncations} (table_name, source, lsn, seq) VALUES (?, ?, ${BigInt(n.lsn).toString()}, ${Number(n.seq) | 0})
+         ON DUPLICATE KEY UPDATE seq = IF((lsn, seq) < (VALUES(lsn), VALUES(seq)), VALUES(seq), seq), lsn = GREATEST(lsn, VALUES(lsn))`,
+        [target.label, n.source],
+      );
+    }
+    await exec(c, `DELETE FROM ${target.qualified} WHERE ${removes}`, removeParams);
     return true;
   }
 
@@ -508,17 +528,17 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
       const tombParams: unknown[] = [];
       const tombValues = chunk.map((r) => {
         tombParams.push(target.label, keyHash(r), rowKeyOf(r));
-        if (tracked) tombParams.push(r.source);
-        return `(?, ?, ?, ${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0}${tracked ? ', ?' : ''})`;
+        if (tracked) tombParams.push(r.source, commitTimeUtc(r));
+        return `(?, ?, ?, ${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0}${tracked ? ', ?, ?' : ''})`;
       });
       const versionNewer = '(lsn, seq) < (VALUES(lsn), VALUES(seq))';
       const newer = tracked ? `(NOT (source <=> VALUES(source)) OR ${versionNewer})` : versionNewer;
       await exec(
         c,
-        `INSERT INTO ${this.state.tombstones} (table_name, key_hash, row_key, lsn, seq${tracked ? ', source' : ''}) VALUES ${tombValues.join(', ')}
+        `INSERT INTO ${this.state.tombstones} (table_name, key_hash, row_key, lsn, seq${tracked ? ', source, clock' : ''}) VALUES ${tombValues.join(', ')}
          ON DUPLICATE KEY UPDATE deleted_at = IF(${newer}, CURRENT_TIMESTAMP(6), deleted_at),
                                  seq = IF(${newer}, VALUES(seq), seq),
-                                 ${tracked ? `lsn = IF(${newer}, VALUES(lsn), lsn), source = VALUES(source)` : 'lsn = GREATEST(lsn, VALUES(lsn))'}`,
+                                 ${tracked ? `clock = IF(${newer}, VALUES(clock), clock), lsn = IF(${newer}, VALUES(lsn), lsn), source = VALUES(source)` : 'lsn = GREATEST(lsn, VALUES(lsn))'}`,
         tombParams,
       );
       if (this.soft) {
@@ -611,13 +631,16 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
     let applied = 0;
     for (const chunk of chunks(changes)) {
       const params: unknown[] = [];
+      // Tracked: a keyless row names its writer and time too (a truncation of another source keeps it when newer).
+      const tracked = this.tracked;
       const values = chunk.map((change) => {
         const payload = change.payload as Row;
         metas.forEach((m, i) => params.push(toMysqlParam(m, payload[columns[i] as string] ?? null)));
+        if (tracked) params.push(change.source, commitTimeUtc(change));
         // Versions are computed integers, written as literals (exact, no string → double).
-        return `(${[...columns.map(() => '?'), parseLsn(change.commit_lsn).toString(), String(change.seq | 0)].join(', ')})`;
+        return `(${[...columns.map(() => '?'), ...(tracked ? ['?', '?'] : []), parseLsn(change.commit_lsn).toString(), String(change.seq | 0)].join(', ')})`;
       });
-      const res = await exec(c, `INSERT INTO ${target.qualified} (${[...columns.map(q), V_LSN, V_SEQ].join(', ')}) VALUES ${values.join(', ')}`, params);
+      const res = await exec(c, `INSERT INTO ${target.qualified} (${[...columns.map(q), ...(tracked ? [W_SOURCE, W_CLOCK] : []), V_LSN, V_SEQ].join(', ')}) VALUES ${values.join(', ')}`, params);
       applied += res.affectedRows;
     }
     return applied;
@@ -682,6 +705,26 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
     return out;
   }
 
+  async readDeletions(c: PoolConnection, target: MysqlTable, _keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, Deletion>> {
+    const out = new Map<string, Deletion>();
+    for (const chunk of chunks(rows)) {
+      const params: unknown[] = [];
+      const selects = chunk.map((r, j) => {
+        params.push(j, keyHash(r), r.source);
+        return j === 0 ? 'SELECT ? AS idx, ? AS kh, ? AS src' : 'SELECT ?, ?, ?';
+      });
+      params.push(target.label);
+      const [found] = await c.query<(RowDataPacket & { idx: number | string; source: string; lsn: string; seq: number; clock: string | null })[]>(
+        `SELECT i.idx, tb.source, CAST(tb.lsn AS CHAR) AS lsn, tb.seq, DATE_FORMAT(tb.clock, '%Y-%m-%dT%H:%i:%s.%fZ') AS clock
+           FROM (${selects.join(' UNION ALL ')}) i
+           JOIN ${this.state.tombstones} tb ON tb.table_name = ? AND tb.key_hash = i.kh AND tb.source IS NOT NULL AND tb.source <> i.src COLLATE utf8mb4_bin`,
+        params,
+      );
+      for (const f of found) out.set(rowKeyOf(chunk[Number(f.idx)] as ChangeEvent), { source: f.source, lsn: formatLsn(BigInt(f.lsn)), seq: Number(f.seq), clock: f.clock ?? null });
+    }
+    return out;
+  }
+
   async writeColumns(c: PoolConnection, target: MysqlTable, keyColumns: string[], change: ChangeEvent, values: Row): Promise<void> {
     const columns = Object.keys(values).filter((col) => !keyColumns.includes(col));
     if (columns.length === 0) return;
@@ -719,17 +762,26 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
   async decidedBefore(c: PoolConnection, label: string, changes: readonly ChangeEvent[]): Promise<Set<string>> {
     const out = new Set<string>();
     for (let from = 0; from < changes.length; from += CONFLICTS_PER_STATEMENT) {
-      const params: unknown[] = [label];
-      const tuples = changes.slice(from, from + CONFLICTS_PER_STATEMENT).map((ch) => {
-        params.push(keyHash(ch), ch.source);
-        return `(?, ?, ${parseLsn(ch.commit_lsn).toString()}, ${ch.seq | 0})`;
+      const chunk = changes.slice(from, from + CONFLICTS_PER_STATEMENT);
+      const params: unknown[] = [];
+      const selects = chunk.map((ch, j) => {
+        params.push(j, keyHash(ch), ch.source, ch.op === 'DELETE' ? 1 : 0);
+        const version = `${parseLsn(ch.commit_lsn).toString()}, ${ch.seq | 0}`;
+        return j === 0 ? `SELECT ? AS idx, ? AS kh, ? AS src, ${version.replace(', ', ' AS lsn, ')} AS seq, ? AS del` : `SELECT ?, ?, ?, ${version}, ?`;
       });
-      const [rows] = await c.query<(RowDataPacket & { row_key: string; source: string; lsn: string; seq: number })[]>(
-        `SELECT row_key, incoming_source AS source, CAST(incoming_lsn AS CHAR) AS lsn, incoming_seq AS seq FROM ${this.state.conflicts}
-          WHERE table_name = ? AND (key_hash, incoming_source, incoming_lsn, incoming_seq) IN (${tuples.join(', ')})`,
+      const l = mysql.escape(label);
+      const src = 'i.src COLLATE utf8mb4_bin';
+      // See the interface: decided, replaced, truncated, or (a delete) applied.
+      const [rows] = await c.query<(RowDataPacket & { idx: number | string })[]>(
+        `SELECT i.idx FROM (${selects.join(' UNION ALL ')}) i
+          WHERE EXISTS (SELECT 1 FROM ${this.state.conflicts} cf WHERE cf.table_name = ${l} AND cf.key_hash = i.kh AND cf.incoming_source = ${src} AND cf.incoming_lsn = i.lsn AND cf.incoming_seq = i.seq)
+             OR EXISTS (SELECT 1 FROM ${this.state.conflicts} cf WHERE cf.table_name = ${l} AND cf.key_hash = i.kh AND cf.stored_source = ${src} AND cf.winner = 'incoming'
+                         AND cf.stored_lsn IS NOT NULL AND (cf.stored_lsn, cf.stored_seq) >= (i.lsn, i.seq))
+             OR EXISTS (SELECT 1 FROM ${this.state.sourceTruncations} tr WHERE tr.table_name = ${l} AND tr.source = ${src} AND (tr.lsn, tr.seq) >= (i.lsn, i.seq))
+             OR (i.del = 1 AND EXISTS (SELECT 1 FROM ${this.state.tombstones} tb WHERE tb.table_name = ${l} AND tb.key_hash = i.kh AND tb.source = ${src} AND (tb.lsn, tb.seq) >= (i.lsn, i.seq)))`,
         params,
       );
-      for (const r of rows) out.add(`${r.row_key}\u0000${r.source}\u0000${formatLsn(BigInt(r.lsn))}\u0000${Number(r.seq)}`);
+      for (const r of rows) out.add(conflictIdOf(chunk[Number(r.idx)] as ChangeEvent));
     }
     return out;
   }

@@ -13,7 +13,7 @@ import {
   WRITER_XID_COLUMN,
   type BookkeepingTables,
 } from '../sql/bookkeeping.js';
-import type { ConflictRecord, MultisetVersions, SqlDialect, StoredRow } from '../sql/sql-dialect.js';
+import type { ConflictRecord, Deletion, MultisetVersions, SqlDialect, StoredRow } from '../sql/sql-dialect.js';
 import { SqlSink, type ConflictOptions } from '../sql/sql-sink.js';
 import type { RecordedColumn, SchemaStep, TargetColumnShape } from '../../core/schema-evolution.js';
 import type { SchemaEvolution } from '../sql/schema-evolver.js';
@@ -164,6 +164,8 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     if (this.options.conflicts) {
       // Tombstones of different sources do not compare by LSN: each names its source.
       await c.query(`ALTER TABLE ${this.state.tombstones} ADD COLUMN IF NOT EXISTS source text`);
+      // The delete's source commit time: a late write of another source conflicts with it (readDeletions).
+      await c.query(`ALTER TABLE ${this.state.tombstones} ADD COLUMN IF NOT EXISTS clock timestamptz`);
       await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.conflicts} (
         id bigserial PRIMARY KEY, detected_at timestamptz NOT NULL DEFAULT now(),
         table_name text NOT NULL, row_key text NOT NULL, strategy text NOT NULL, winner text NOT NULL,
@@ -251,12 +253,22 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     );
     if ((res.rowCount ?? 0) === 0) return false;
     const localClock = this.commitTimestamps ? 'pg_xact_commit_timestamp(t.xmin)' : 'NULL::timestamptz';
+    // The versions of other sources it removed become their watermarks too: republished, those
+    // changes must not bring the rows back (their later changes have later versions).
     await c.query(
-      `DELETE FROM ${target.qualified} t
-        WHERE CASE WHEN NOT ${LOCALLY_WRITTEN} AND t.${W_SOURCE} = $1 THEN ${ROW_VERSION} < ($2::pg_lsn, $3)
-                   WHEN ${LOCALLY_WRITTEN} THEN coalesce(${localClock} <= $4::timestamptz, true)
-                   ELSE coalesce(t.${W_CLOCK} <= $4::timestamptz, true) END`,
-      [change.source, change.commit_lsn, change.seq, change.commit_ts],
+      `WITH removed AS (
+         DELETE FROM ${target.qualified} t
+          WHERE CASE WHEN NOT ${LOCALLY_WRITTEN} AND t.${W_SOURCE} = $1 THEN ${ROW_VERSION} < ($2::pg_lsn, $3)
+                     WHEN ${LOCALLY_WRITTEN} THEN coalesce(${localClock} <= $4::timestamptz, true)
+                     ELSE coalesce(t.${W_CLOCK} <= $4::timestamptz, true) END
+          RETURNING t.${W_SOURCE} AS source, t.${V_LSN} AS lsn, t.${V_SEQ} AS seq),
+       newest AS (
+         SELECT DISTINCT ON (source) source, lsn, seq FROM removed
+          WHERE source IS NOT NULL AND source <> $1 AND lsn IS NOT NULL ORDER BY source, lsn DESC, seq DESC)
+       INSERT INTO ${this.state.sourceTruncations} AS tr (table_name, source, lsn, seq) SELECT $5, source, lsn, seq FROM newest
+       ON CONFLICT (table_name, source) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq
+       WHERE (tr.lsn, tr.seq) < (EXCLUDED.lsn, EXCLUDED.seq)`,
+      [change.source, change.commit_lsn, change.seq, change.commit_ts, target.label],
     );
     return true;
   }
@@ -415,9 +427,9 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     // Tracked: a tombstone names its source; one of another source is replaced (the delete won).
     const sql = `WITH i AS (SELECT * FROM unnest(${[...keyColumns.map((_, j) => `$${j + 1}::text[]`), `$${k + 1}::text[]`, `$${k + 2}::text[]`, `$${k + 3}::int[]`, `$${k + 4}::text[]`, ...(tracked ? [`$${k + 6}::text[]`] : [])].join(', ')})
                      AS i(${[...keyColumns.map((_, j) => `k${j}`), 'row_key', 'v_lsn', 'v_seq', 'ts', ...(tracked ? ['w_source'] : [])].join(', ')})),
-      tomb AS (INSERT INTO ${this.state.tombstones} AS tb (table_name, row_key, lsn, seq${tracked ? ', source' : ''})
-               SELECT $${k + 5}, row_key, v_lsn::pg_lsn, v_seq${tracked ? ', w_source' : ''} FROM i
-               ON CONFLICT (table_name, row_key) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq, deleted_at = now()${tracked ? ', source = EXCLUDED.source' : ''}
+      tomb AS (INSERT INTO ${this.state.tombstones} AS tb (table_name, row_key, lsn, seq${tracked ? ', source, clock' : ''})
+               SELECT $${k + 5}, row_key, v_lsn::pg_lsn, v_seq${tracked ? ', w_source, ts::timestamptz' : ''} FROM i
+               ON CONFLICT (table_name, row_key) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq, deleted_at = now()${tracked ? ', source = EXCLUDED.source, clock = EXCLUDED.clock' : ''}
                WHERE ${tracked ? 'tb.source IS DISTINCT FROM EXCLUDED.source OR ' : ''}(tb.lsn, tb.seq) < (EXCLUDED.lsn, EXCLUDED.seq)
                RETURNING 1),
       removed AS (${removal})
@@ -447,14 +459,17 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
 
   async insertRows(c: pg.PoolClient, target: TargetTable, columns: string[], changes: ChangeEvent[]): Promise<number> {
     const n = columns.length;
+    // Tracked: a keyless row names its writer and time too (a truncation of another source keeps it when newer).
+    const tracked = this.options.conflicts !== undefined;
     const params: unknown[] = columns.map((col) => changes.map((ch) => (ch.payload as Row)[col] ?? null));
     params.push(changes.map((ch) => ch.commit_lsn), changes.map((ch) => ch.seq));
+    if (tracked) params.push(changes.map((ch) => ch.source), changes.map((ch) => ch.commit_ts));
     const cast = (col: string, i: number): string => castText(target.columns.get(col) as TargetColumn, `i.c${i}`);
     const res = await c.query(
-      `INSERT INTO ${target.qualified} (${[...columns.map(quoteIdent), V_LSN, V_SEQ].join(', ')})
-       SELECT ${[...columns.map(cast), 'i.v_lsn::pg_lsn', 'i.v_seq'].join(', ')}
-         FROM unnest(${[...columns.map((_, i) => `$${i + 1}::text[]`), `$${n + 1}::text[]`, `$${n + 2}::int[]`].join(', ')})
-              AS i(${[...columns.map((_, i) => `c${i}`), 'v_lsn', 'v_seq'].join(', ')})`,
+      `INSERT INTO ${target.qualified} (${[...columns.map(quoteIdent), V_LSN, V_SEQ, ...(tracked ? [W_SOURCE, W_CLOCK, W_XID] : [])].join(', ')})
+       SELECT ${[...columns.map(cast), 'i.v_lsn::pg_lsn', 'i.v_seq', ...(tracked ? ['i.w_source', 'i.w_clock::timestamptz', CURRENT_XID] : [])].join(', ')}
+         FROM unnest(${[...columns.map((_, i) => `$${i + 1}::text[]`), `$${n + 1}::text[]`, `$${n + 2}::int[]`, ...(tracked ? [`$${n + 3}::text[]`, `$${n + 4}::text[]`] : [])].join(', ')})
+              AS i(${[...columns.map((_, i) => `c${i}`), 'v_lsn', 'v_seq', ...(tracked ? ['w_source', 'w_clock'] : [])].join(', ')})`,
       params,
     );
     return res.rowCount ?? 0;
@@ -517,6 +532,21 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     return out;
   }
 
+  async readDeletions(c: pg.PoolClient, target: TargetTable, keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, Deletion>> {
+    const k = keyColumns.length;
+    const { rows: found } = await c.query<{ n: number; source: string; lsn: string; seq: number; clock: string | null }>(
+      `SELECT i.n::int AS n, tb.source, tb.lsn::text AS lsn, tb.seq, tb.clock::text AS clock
+         FROM unnest(${[...keyColumns.map((_, j) => `$${j + 1}::text[]`), `$${k + 1}::text[]`, `$${k + 2}::text[]`].join(', ')})
+              WITH ORDINALITY AS i(${[...keyColumns.map((_, j) => `k${j}`), 'row_key', 'w_source', 'n'].join(', ')})
+         JOIN ${this.state.tombstones} tb ON tb.table_name = $${k + 3} AND tb.row_key = i.row_key AND tb.source IS NOT NULL AND tb.source <> i.w_source
+        WHERE NOT EXISTS (SELECT 1 FROM ${target.qualified} t WHERE ${keyMatch(target, keyColumns)})`,
+      [...keyColumns.map((col) => rows.map((r) => r.key[col] ?? null)), rows.map((r) => rowKeyOf(r)), rows.map((r) => r.source), target.label],
+    );
+    const out = new Map<string, Deletion>();
+    for (const f of found) out.set(rowKeyOf(rows[f.n - 1] as ChangeEvent), { source: f.source, lsn: f.lsn, seq: f.seq, clock: f.clock });
+    return out;
+  }
+
   async writeColumns(c: pg.PoolClient, target: TargetTable, keyColumns: string[], change: ChangeEvent, values: Row): Promise<void> {
     const columns = Object.keys(values).filter((col) => !keyColumns.includes(col));
     if (columns.length === 0) return;
@@ -564,11 +594,18 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
 
   async decidedBefore(c: pg.PoolClient, label: string, changes: readonly ChangeEvent[]): Promise<Set<string>> {
     const { rows } = await c.query<{ row_key: string; source: string; lsn: string; seq: number }>(
-      `SELECT cf.row_key, cf.incoming_source AS source, cf.incoming_lsn::text AS lsn, cf.incoming_seq AS seq
-         FROM unnest($2::text[], $3::text[], $4::pg_lsn[], $5::int[]) AS i(row_key, source, lsn, seq)
-         JOIN ${this.state.conflicts} cf
-           ON cf.table_name = $1 AND cf.row_key = i.row_key AND cf.incoming_source = i.source AND cf.incoming_lsn = i.lsn AND cf.incoming_seq = i.seq`,
-      [label, changes.map((ch) => rowKeyOf(ch)), changes.map((ch) => ch.source), changes.map((ch) => ch.commit_lsn), changes.map((ch) => ch.seq)],
+      `SELECT i.row_key, i.source, i.lsn::text AS lsn, i.seq
+         FROM unnest($2::text[], $3::text[], $4::pg_lsn[], $5::int[], $6::text[]) AS i(row_key, source, lsn, seq, op)
+        WHERE EXISTS (SELECT 1 FROM ${this.state.conflicts} cf
+                       WHERE cf.table_name = $1 AND cf.row_key = i.row_key AND cf.incoming_source = i.source AND cf.incoming_lsn = i.lsn AND cf.incoming_seq = i.seq)
+           OR EXISTS (SELECT 1 FROM ${this.state.conflicts} cf
+                       WHERE cf.table_name = $1 AND cf.row_key = i.row_key AND cf.stored_source = i.source AND cf.winner = 'incoming'
+                         AND cf.stored_lsn IS NOT NULL AND (cf.stored_lsn, cf.stored_seq) >= (i.lsn, i.seq))
+           OR EXISTS (SELECT 1 FROM ${this.state.sourceTruncations} tr
+                       WHERE tr.table_name = $1 AND tr.source = i.source AND (tr.lsn, tr.seq) >= (i.lsn, i.seq))
+           OR (i.op = 'DELETE' AND EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
+                       WHERE tb.table_name = $1 AND tb.row_key = i.row_key AND tb.source = i.source AND (tb.lsn, tb.seq) >= (i.lsn, i.seq)))`,
+      [label, changes.map((ch) => rowKeyOf(ch)), changes.map((ch) => ch.source), changes.map((ch) => ch.commit_lsn), changes.map((ch) => ch.seq), changes.map((ch) => ch.op)],
     );
     return new Set(rows.map((r) => `${r.row_key}\u0000${r.source}\u0000${formatLsn(parseLsn(r.lsn))}\u0000${r.seq}`));
   }

@@ -33,6 +33,17 @@ export interface StoredRow {
   clock: string | null;
   lsn: string | null;
   seq: number | null;
+  /** The stored version is another source's delete (readDeletions): `row` is empty. */
+  deleted?: boolean;
+}
+
+/** A row another source deleted (its tombstone), as conflict tracking sees it. */
+export interface Deletion {
+  source: string;
+  lsn: string;
+  seq: number;
+  /** The delete's source commit time; null when unknown (a tombstone from before it was kept). */
+  clock: string | null;
 }
 
 /** A decided conflict, for `<state_schema>.conflicts`. */
@@ -139,6 +150,12 @@ export interface SqlDialect<C, T extends SqlTable> {
    */
   readStored?(c: C, target: T, keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, StoredRow>>;
   /**
+   * Conflict tracking: of `rows`, the keys the target lacks because another source deleted
+   * them (its tombstone), by row key: that delete is the stored version a late write of
+   * another source conflicts with.
+   */
+  readDeletions?(c: C, target: T, keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, Deletion>>;
+  /**
    * Conflict tracking: inserts `rows` (all sent exactly `columns`), whose keys `readStored`
    * found absent, under the version gate, but never over a row: a row another writer inserted
    * since the read (which its lock could not cover) stays. Returns the rows not inserted,
@@ -153,7 +170,14 @@ export interface SqlDialect<C, T extends SqlTable> {
   writeColumns?(c: C, target: T, keyColumns: string[], change: ChangeEvent, values: Row): Promise<void>;
   /** Records decided conflicts, one entry per change of each run. */
   recordConflicts?(c: C, conflicts: ConflictRecord[]): Promise<void>;
-  /** Of `changes` (of table `label`), the conflictIdOf those a recorded conflict decided before. */
+  /**
+   * Of `changes` (of table `label`), the conflictIdOf those already settled: decided in a
+   * recorded conflict; or applied before and since replaced (a conflict record names their
+   * version as the stored one another writer's write replaced), truncated (their source's
+   * truncation watermark, which another source's truncation advances over the rows it
+   * removed, is at or past them), or, for a DELETE, applied (their source's tombstone of the
+   * key is at or past them). Republished after a capture restart, none may act again.
+   */
   decidedBefore?(c: C, label: string, changes: readonly ChangeEvent[]): Promise<Set<string>>;
 
   /** The target's structure (a table, a column, access), not a row, is wrong. */

@@ -10,7 +10,7 @@ import { forTable } from '../table-errors.js';
 import { skippableWithoutStoredValues } from '../unchanged-values.js';
 import { mergeCounters, type ConflictResolver, type ConflictStrategy } from '../conflicts/resolve.js';
 import { BOOKKEEPING_COLUMNS } from './bookkeeping.js';
-import { conflictIdOf, type ConflictRecord, type SqlDialect, type SqlTable, type StoredRow } from './sql-dialect.js';
+import { conflictIdOf, type ConflictRecord, type Deletion, type SqlDialect, type SqlTable, type StoredRow } from './sql-dialect.js';
 import { SchemaEvolver, type SchemaEvolution } from './schema-evolver.js';
 
 type Counts = { applied: number; stale: number };
@@ -168,7 +168,17 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       this.checkColumns(target, columns, keyColumns);
       const keeping = rows.filter((r) => (r.unchanged?.length ?? 0) > 0);
       if (keeping.length > 0) {
-        const skip = skippableWithoutStoredValues(await this.dialect.absentRows(c, target, keyColumns, keeping));
+        let lacking = await this.dialect.absentRows(c, target, keyColumns, keeping);
+        if (this.conflicts && lacking.length > 0) {
+          // A write that loses to another source's delete of its row is stale: it needs no stored values.
+          const { write, absent } = await this.resolveConflicts(c, target, columns, keyColumns, lacking, batch.runs, counts, recorded);
+          const kept = new Set([...write, ...absent]);
+          const lost = new Set(lacking.filter((r) => !kept.has(r)));
+          rows = rows.filter((r) => !lost.has(r));
+          lacking = lacking.filter((r) => kept.has(r));
+          if (rows.length === 0) continue;
+        }
+        const skip = skippableWithoutStoredValues(lacking);
         if (skip.size > 0) {
           counts.stale += skip.size;
           rows = rows.filter((r) => !skip.has(r));
@@ -302,15 +312,20 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
   ): Promise<{ write: ChangeEvent[]; absent: ChangeEvent[] }> {
     const cf = this.conflicts as ConflictOptions;
     const d = this.dialect;
-    if (!d.readStored || !d.recordConflicts || !d.decidedBefore) throw new Error(`${d.name} sink does not track conflicts`);
+    if (!d.readStored || !d.recordConflicts || !d.decidedBefore || !d.readDeletions) throw new Error(`${d.name} sink does not track conflicts`);
     const stored = await d.readStored(c, target, keyColumns, rows);
+    // A key another source deleted: that delete is the stored version (a write arriving after
+    // it must not win only by arriving later). A delete of an absent key has nothing to do.
+    const writes = rows.filter((r) => r.op !== 'DELETE' && !stored.has(rowKeyOf(r)));
+    const deletions = writes.length > 0 ? await d.readDeletions(c, target, keyColumns, writes) : new Map<string, Deletion>();
     const out: ChangeEvent[] = [];
     const absent: ChangeEvent[] = [];
     const deltas = cf.deltaColumns.get(target.label) ?? [];
     const candidates: { r: ChangeEvent; s: StoredRow; run: ChangeEvent[] }[] = [];
     for (const r of rows) {
       const key = rowKeyOf(r);
-      const s = stored.get(key);
+      const deletion = deletions.get(key);
+      const s = stored.get(key) ?? (deletion && { row: {}, source: deletion.source, local: false, clock: deletion.clock, lsn: deletion.lsn, seq: deletion.seq, deleted: true });
       if (!s) {
         absent.push(r);
         continue;
@@ -354,17 +369,20 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
         incoming: r,
         run,
         incomingClock,
-        stored: { row: storedRow, writer, local: s.local, clock: storedClock },
+        stored: { row: storedRow, writer, local: s.local, clock: storedClock, ...(s.deleted ? { deleted: true } : {}) },
         deltaColumns: deltas,
       });
       let written: Row | null = null;
       if (decision.winner === 'incoming') {
         // A merge is written in the columns this statement writes.
         written = decision.row ? pickColumns({ ...r.payload, ...decision.row }, columns) : r.payload;
-        out.push(written === r.payload ? r : { ...r, payload: written });
+        const winner = written === r.payload ? r : { ...r, payload: written };
+        // Over a deleted row: an insert, never over a row another writer inserted meanwhile.
+        if (s.deleted) absent.push(winner);
+        else out.push(winner);
       } else {
         counts.stale++;
-        const changed = decision.row ? changedColumns(storedRow, decision.row, columns) : undefined;
+        const changed = decision.row && !s.deleted ? changedColumns(storedRow, decision.row, columns) : undefined;
         if (changed && this.dialect.writeColumns) {
           await this.dialect.writeColumns(c, target, keyColumns, r, changed);
           written = { ...storedRow, ...changed };

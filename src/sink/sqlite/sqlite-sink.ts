@@ -8,7 +8,7 @@ import { pgTimestampToUtc } from '../pg-text.js';
 import { bookkeepingTables, CLOCK_COLUMN, DELETED_AT_COLUMN, FINGERPRINT_COLUMN, SOURCE_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN, type BookkeepingTables } from '../sql/bookkeeping.js';
 import type { RecordedColumn, SchemaStep, TargetColumnShape } from '../../core/schema-evolution.js';
 import type { SchemaEvolution } from '../sql/schema-evolver.js';
-import { conflictIdOf, type ConflictRecord, type MultisetVersions, type SqlDialect, type StoredRow } from '../sql/sql-dialect.js';
+import { conflictIdOf, type ConflictRecord, type Deletion, type MultisetVersions, type SqlDialect, type StoredRow } from '../sql/sql-dialect.js';
 import { SqlSink, type ConflictOptions } from '../sql/sql-sink.js';
 import { dataColumns, fingerprintOfRow, fingerprintSql, registerFingerprint } from './row-fingerprint.js';
 import { classifySqliteError, isStructuralSqliteError } from './sqlite-errors.js';
@@ -170,6 +170,9 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
   private createConflictTables(db: Database.Database): void {
     const hasSource = db.prepare('SELECT 1 FROM pragma_table_info(?) WHERE name = ?').get(`${this.options.stateSchema}_tombstones`, 'source') !== undefined;
     if (!hasSource) db.exec(`ALTER TABLE ${this.state.tombstones} ADD COLUMN source TEXT`);
+    // The delete's source commit time: a late write of another source conflicts with it (readDeletions).
+    const hasClock = db.prepare('SELECT 1 FROM pragma_table_info(?) WHERE name = ?').get(`${this.options.stateSchema}_tombstones`, 'clock') !== undefined;
+    if (!hasClock) db.exec(`ALTER TABLE ${this.state.tombstones} ADD COLUMN clock TEXT`);
     const s = this.options.stateSchema;
     // AUTOINCREMENT: ids never reused, so `conflicts list` orders by id as detected.
     db.exec(`CREATE TABLE IF NOT EXISTS ${this.state.conflicts} (
@@ -250,7 +253,21 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
        WHERE (tr.lsn, tr.seq) < (excluded.lsn, excluded.seq)`,
     ).run(target.label, change.source, lsn, seq).changes;
     if (advanced === 0) return false;
-    this.stmt(`DELETE FROM ${target.qualified} WHERE CASE WHEN ${W_SOURCE} IS ? THEN ${ROW_VERSION} < (?, ?) ELSE coalesce(${W_CLOCK} <= ?, 1) END`).run(change.source, lsn, seq, utcText(change.commit_ts));
+    const removes = `CASE WHEN ${W_SOURCE} IS :source THEN ${ROW_VERSION} < (:lsn, :seq) ELSE coalesce(${W_CLOCK} <= :clock, 1) END`;
+    const named = { source: change.source, lsn, seq, clock: utcText(change.commit_ts), label: target.label };
+    // The versions of other sources it removes become their watermarks too: republished, those
+    // changes must not bring the rows back (their later changes have later versions).
+    this.stmt(
+      `INSERT INTO ${this.state.sourceTruncations} AS tr (table_name, source, lsn, seq)
+       SELECT :label, source, lsn, seq FROM (
+         SELECT ${W_SOURCE} AS source, ${V_LSN} AS lsn, ${V_SEQ} AS seq,
+                row_number() OVER (PARTITION BY ${W_SOURCE} ORDER BY ${V_LSN} DESC, ${V_SEQ} DESC) AS n
+           FROM ${target.qualified} WHERE ${removes} AND ${W_SOURCE} IS NOT NULL AND ${W_SOURCE} IS NOT :source AND ${V_LSN} IS NOT NULL)
+        WHERE n = 1
+       ON CONFLICT (table_name, source) DO UPDATE SET lsn = excluded.lsn, seq = excluded.seq
+       WHERE (tr.lsn, tr.seq) < (excluded.lsn, excluded.seq)`,
+    ).run(named);
+    this.stmt(`DELETE FROM ${target.qualified} WHERE ${removes}`).run({ source: named.source, lsn, seq, clock: named.clock });
     return true;
   }
 
@@ -371,9 +388,9 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
     const tracked = this.tracked;
     // Tracked: a tombstone names its source; one of another source is replaced (the delete won).
     const tombstone = this.stmt(
-      `INSERT INTO ${this.state.tombstones} AS tb (table_name, row_key, lsn, seq${tracked ? ', source' : ''}) VALUES (?, ?, ?, ?${tracked ? ', ?' : ''})
+      `INSERT INTO ${this.state.tombstones} AS tb (table_name, row_key, lsn, seq${tracked ? ', source, clock' : ''}) VALUES (?, ?, ?, ?${tracked ? ', ?, ?' : ''})
        ON CONFLICT (table_name, row_key) DO UPDATE SET lsn = excluded.lsn, seq = excluded.seq,
-         deleted_at = strftime('%Y-%m-%d %H:%M:%f', 'now')${tracked ? ', source = excluded.source' : ''}
+         deleted_at = strftime('%Y-%m-%d %H:%M:%f', 'now')${tracked ? ', source = excluded.source, clock = excluded.clock' : ''}
        WHERE ${tracked ? 'tb.source IS NOT excluded.source OR ' : ''}(tb.lsn, tb.seq) < (excluded.lsn, excluded.seq)`,
     );
     const match = keyColumns.map((c) => `${q(c)} IS ?`);
@@ -389,7 +406,7 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
     let removed = 0;
     for (const row of rows) {
       const { lsn, seq } = storedVersion(row);
-      tombstone.run(target.label, rowKeyOf(row), lsn, seq, ...(tracked ? [row.source] : []));
+      tombstone.run(target.label, rowKeyOf(row), lsn, seq, ...(tracked ? [row.source, utcText(row.commit_ts)] : []));
       const params: SqlValue[] = keyColumns.map((c) => toSqliteValue(target, c, row.key[c] ?? null));
       if (gate) params.push(...(tracked ? [row.source] : []), lsn, seq);
       if (soft) {
@@ -421,12 +438,14 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
   }
 
   async insertRows(_db: Database.Database, target: SqliteTable, columns: string[], changes: ChangeEvent[]): Promise<number> {
-    const insert = this.stmt(`INSERT INTO ${target.qualified} (${[...columns.map(q), V_LSN, V_SEQ].join(', ')}) VALUES (${[...columns, V_LSN, V_SEQ].map(() => '?').join(', ')})`);
+    // Tracked: a keyless row names its writer and time too (a truncation of another source keeps it when newer).
+    const writer = this.tracked ? [W_SOURCE, W_CLOCK] : [];
+    const insert = this.stmt(`INSERT INTO ${target.qualified} (${[...columns.map(q), V_LSN, V_SEQ, ...writer].join(', ')}) VALUES (${[...columns, V_LSN, V_SEQ, ...writer].map(() => '?').join(', ')})`);
     let added = 0;
     for (const change of changes) {
       const payload = change.payload as Row;
       const { lsn, seq } = storedVersion(change);
-      added += insert.run(...columns.map((c) => toSqliteValue(target, c, payload[c] ?? null)), lsn, seq).changes;
+      added += insert.run(...columns.map((c) => toSqliteValue(target, c, payload[c] ?? null)), lsn, seq, ...(this.tracked ? [change.source, utcText(change.commit_ts)] : [])).changes;
     }
     return added;
   }
@@ -522,11 +541,30 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
   }
 
   async decidedBefore(_db: Database.Database, label: string, changes: readonly ChangeEvent[]): Promise<Set<string>> {
-    const find = this.stmt(`SELECT 1 AS found FROM ${this.state.conflicts} WHERE table_name = ? AND row_key = ? AND incoming_source = ? AND incoming_lsn = ? AND incoming_seq = ?`);
+    // See the interface: decided, replaced, truncated, or (a delete) applied.
+    const find = this.stmt(
+      `SELECT EXISTS (SELECT 1 FROM ${this.state.conflicts} WHERE table_name = :label AND row_key = :key AND incoming_source = :source AND incoming_lsn = :lsn AND incoming_seq = :seq)
+           OR EXISTS (SELECT 1 FROM ${this.state.conflicts} WHERE table_name = :label AND row_key = :key AND stored_source = :source AND winner = 'incoming'
+                       AND stored_lsn IS NOT NULL AND (stored_lsn, stored_seq) >= (:lsn, :seq))
+           OR EXISTS (SELECT 1 FROM ${this.state.sourceTruncations} WHERE table_name = :label AND source = :source AND (lsn, seq) >= (:lsn, :seq))
+           OR (:del = 1 AND EXISTS (SELECT 1 FROM ${this.state.tombstones} WHERE table_name = :label AND row_key = :key AND source = :source AND (lsn, seq) >= (:lsn, :seq))) AS settled`,
+    );
     const out = new Set<string>();
     for (const ch of changes) {
       const { lsn, seq } = storedVersion(ch);
-      if (find.get(label, rowKeyOf(ch), ch.source, lsn, seq) !== undefined) out.add(conflictIdOf(ch));
+      const settled = find.get({ label, key: rowKeyOf(ch), source: ch.source, lsn, seq, del: ch.op === 'DELETE' ? 1 : 0 }) as { settled: bigint | number };
+      if (Number(settled.settled) === 1) out.add(conflictIdOf(ch));
+    }
+    return out;
+  }
+
+  async readDeletions(_db: Database.Database, target: SqliteTable, _keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, Deletion>> {
+    const find = this.stmt(`SELECT source, lsn, seq, clock FROM ${this.state.tombstones} WHERE table_name = ? AND row_key = ? AND source IS NOT NULL AND source <> ?`);
+    const out = new Map<string, Deletion>();
+    for (const r of rows) {
+      const key = rowKeyOf(r);
+      const t = find.get(target.label, key, r.source) as { source: string; lsn: bigint; seq: bigint; clock: string | null } | undefined;
+      if (t) out.set(key, { source: t.source, lsn: formatLsn(BigInt(t.lsn)), seq: Number(t.seq), clock: t.clock });
     }
     return out;
   }
