@@ -6,7 +6,8 @@ import { PrerequisiteError } from '../../core/errors.js';
 import { parseTableName, quoteQualified } from '../../core/sql.js';
 import { tableLabel } from '../../core/table-mapping.js';
 import { connectPostgres } from '../../ops/connect.js';
-import { readMysqlConflicts, type RecordedConflictRow } from '../../sink/mysql/mysql-conflicts.js';
+import type { RecordedConflictRow } from '../../sink/conflicts/recorded-conflict.js';
+import { readMysqlConflicts } from '../../sink/mysql/mysql-conflicts.js';
 import { listSqliteConflicts } from '../../sink/sqlite/sqlite-conflicts.js';
 import { EXIT } from '../exit-codes.js';
 import { configOption } from './options.js';
@@ -38,7 +39,7 @@ export async function listConflicts(config: SynclineConfig, filter: { table?: st
     return (await readMysqlConflicts(config.sink.url, config.sink.state_schema, { limit: filter.limit, ...table })).map(entryOf);
   }
   if (config.sink.type === 'sqlite' && config.sink.url) {
-    return listSqliteConflicts(config.sink.url, config.sink.state_schema, { limit: filter.limit, ...(filter.table !== undefined ? { label: tableLabel(parseTableName(filter.table)) } : {}) });
+    return listSqliteConflicts(config.sink.url, config.sink.state_schema, { limit: filter.limit, ...(filter.table !== undefined ? { label: tableLabel(parseTableName(filter.table)) } : {}) }).map(entryOf);
   }
   if (config.sink.type !== 'postgres' || !config.sink.url) {
     throw new PrerequisiteError(`conflicts are recorded by the SQL sinks only: postgres, mysql, sqlite (this config uses sink.type: ${config.sink.type})`, 'point -c at the config of a postgres, mysql or sqlite sink with sink.url');

@@ -1,25 +1,7 @@
 import mysql, { type RowDataPacket } from 'mysql2/promise';
 import { formatLsn } from '../../core/lsn.js';
+import type { RecordedConflictRow } from '../conflicts/recorded-conflict.js';
 import { quoteMysqlIdent as q } from './mysql-table.js';
-
-/** One row of a MySQL sink's `<state_schema>_conflicts`, as the postgres sink's table reads. */
-export interface RecordedConflictRow {
-  id: string;
-  detected_at: string;
-  table_name: string;
-  row_key: string;
-  strategy: string;
-  winner: string;
-  incoming_source: string;
-  stored_source: string;
-  /** `X/Y`, as PostgreSQL prints an LSN. */
-  incoming_lsn: string;
-  incoming_clock: string | null;
-  stored_clock: string | null;
-  incoming_version: unknown;
-  stored_version: unknown;
-  written: unknown;
-}
 
 /**
  * The newest `limit` conflicts a MySQL sink recorded in `<stateSchema>_conflicts` of the
