@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Pipeline } from '../../src/index.js';
 import { freshDatabase, machinePg15, waitFor, type PgServer } from '../helpers/postgres.js';
-import { direction, dropDatabases, dropSlot, execSql, range } from '../helpers/many-writers.js';
+import { direction, dropDatabases, dropSlot, execSql, fanInPriorityExpected, fanInWrites } from '../helpers/many-writers.js';
 import { freshMysqlDatabase, mysqlRows, type MysqlTestDatabase } from '../helpers/mysql.js';
 import { CLI, ensureBuilt } from '../helpers/cli.js';
 import { uniqueName } from '../helpers/unique.js';
@@ -67,20 +67,8 @@ describe('fan-in: three PostgreSQL sources into one MariaDB database (embedded s
     await target.admin.query(ITEMS);
     // Priority s2, s1, s3; source 3 writes the shared keys last and often (its LSNs grow largest).
     await withPipelines({ conflict_strategy: 'source_priority', source_priority: [SOURCES[1], SOURCES[0], SOURCES[2]] }, async () => {
-      await Promise.all(
-        urls.map(async (url, i) => {
-          const own = range(i * 30 + 1, i * 30 + 30);
-          await execSql(url, `INSERT INTO items SELECT g, $1, 1 FROM unnest($2::int[]) g`, [`s${i + 1}`, own]);
-          for (let round = 0; round < (i === 2 ? 6 : 2); round++) {
-            await execSql(url, `INSERT INTO items SELECT g, $1, $2 FROM generate_series(100, 109) g ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, qty = EXCLUDED.qty`, [`s${i + 1}-shared`, round]);
-            await execSql(url, `UPDATE items SET qty = qty + 1 WHERE id = ANY($1::int[])`, [own]);
-          }
-        }),
-      );
-      const expected = JSON.stringify([
-        ...range(1, 90).map((id) => ({ id, name: `s${Math.floor((id - 1) / 30) + 1}`, qty: Math.floor((id - 1) / 30) === 2 ? 7 : 3 })),
-        ...range(100, 109).map((id) => ({ id, name: 's2-shared', qty: 1 })),
-      ]);
+      await fanInWrites(urls);
+      const expected = JSON.stringify(fanInPriorityExpected());
       await waitFor('the target holds every source row and the shared keys of s2', async () => (await held()) === expected, 90_000, 250, () => held('SELECT id, name, qty, _syncline_source FROM items WHERE id >= 100'));
       // A delete is a write too: s3 may not delete s2's row; s1 deletes its own.
       await execSql(urls[2] as string, 'DELETE FROM items WHERE id = 100');
