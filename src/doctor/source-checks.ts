@@ -6,6 +6,7 @@ import { connectPostgres, describeClient, serverVersion } from '../ops/connect.j
 import { formatBytes, type CheckList } from './report.js';
 import { slotOf } from '../config/slot.js';
 import { publicationTables } from '../source/catalog.js';
+import { hasViaRoot, isPublished, publishesPartitions } from '../source/publication.js';
 
 /** A source table as doctor found it, for comparison with the target. */
 export interface SourceTable {
@@ -152,7 +153,8 @@ async function checkPublicationAndTables(config: SynclineConfig, client: pg.Clie
   );
   const pub = pubs[0];
   const listed = configured.map((t) => quoteQualified(t.schema, t.table)).join(', ');
-  const createSql = `CREATE PUBLICATION ${quoteIdent(name)} ${configured.length > 0 ? `FOR TABLE ${listed}` : 'FOR ALL TABLES'};`;
+  const viaRoot = await hasViaRoot(client);
+  const createSql = `CREATE PUBLICATION ${quoteIdent(name)} ${configured.length > 0 ? `FOR TABLE ${listed}` : 'FOR ALL TABLES'}${viaRoot ? ' WITH (publish_via_partition_root = true)' : ''};`;
   let tables = configured;
   if (!pub) {
     if (slot.create_publication) {
@@ -166,11 +168,16 @@ async function checkPublicationAndTables(config: SynclineConfig, client: pg.Clie
     }
   } else {
     const rows = await publicationTables(client, name);
-    const have = new Set(rows.map((t) => `${t.schema}.${t.table}`));
     if (configured.length === 0) tables = rows;
-    const missing = pub.puballtables ? [] : configured.filter((t) => !have.has(`${t.schema}.${t.table}`));
+    const missing: TableName[] = [];
+    if (!pub.puballtables) for (const t of configured) if (!(await isPublished(client, name, t))) missing.push(t);
     const ops = (['insert', 'update', 'delete', 'truncate'] as const).filter((op) => !pub[`pub${op}`]);
-    if (missing.length > 0) {
+    const byPartition = viaRoot && (await publishesPartitions(client, name)) && !(await client.query<{ v: boolean }>('SELECT pubviaroot AS v FROM pg_publication WHERE pubname = $1', [name])).rows[0]?.v;
+    if (byPartition) {
+      const fix = `ALTER PUBLICATION ${quoteIdent(name)} SET (publish_via_partition_root = true);`;
+      if (slot.create_publication) list.warn(check, 'publishes partitioned tables by partition; syncline will publish them through their root because create_publication is true', `nothing to do, or: ${fix}`);
+      else list.fail(check, 'publishes partitioned tables by partition: their changes would name each partition, not the table', fix);
+    } else if (missing.length > 0) {
       const names = missing.map((t) => `${t.schema}.${t.table}`).join(', ');
       const alter = `ALTER PUBLICATION ${quoteIdent(name)} ADD TABLE ${missing.map((t) => quoteQualified(t.schema, t.table)).join(', ')};`;
       if (slot.create_publication) list.warn(check, `exists but lacks ${names}; syncline will add them because create_publication is true`, `nothing to do, or: ${alter}`);

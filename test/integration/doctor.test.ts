@@ -77,7 +77,7 @@ sink: { url: ${withPassword(tgt)} }
     const pub = check(r.report, 'publication syncline_ops_doctor_pub');
     expect(pub.status).toBe('fail');
     expect(pub.detail).toMatch(/does not exist/);
-    expect(pub.fix).toContain('CREATE PUBLICATION "syncline_ops_doctor_pub" FOR TABLE "public"."items", "public"."nokey";');
+    expect(pub.fix).toContain('CREATE PUBLICATION "syncline_ops_doctor_pub" FOR TABLE "public"."items", "public"."nokey" WITH (publish_via_partition_root = true);');
 
     const nokey = check(r.report, 'source table public.nokey');
     expect(nokey.status).toBe('fail');
