@@ -98,7 +98,7 @@ describe('postgres sink conflict tracking (PostgreSQL 15)', () => {
   });
 
   it('a custom resolver decides and is recorded as custom', async () => {
-    await client.query('DROP TABLE IF EXISTS acc; CREATE TABLE acc (id text PRIMARY KEY, v text, n bigint); TRUNCATE syncline.conflicts, syncline.tombstones');
+    await client.query('DROP TABLE IF EXISTS acc; CREATE TABLE acc (id text PRIMARY KEY, v text, n bigint); TRUNCATE syncline.conflicts, syncline.tombstones, syncline.source_tombstones');
     const seen: string[] = [];
     const resolver: ConflictResolver = (c) => {
       seen.push(`${c.incoming.source} vs ${c.stored.writer}`);
@@ -118,7 +118,7 @@ describe('postgres sink conflict tracking (PostgreSQL 15)', () => {
     }
   });
   it('a key another writer inserts while the batch runs is a conflict decided by the strategy, not overwritten (source_priority)', async () => {
-    await client.query('DROP TABLE IF EXISTS acc; CREATE TABLE acc (id text PRIMARY KEY, v text, n bigint); TRUNCATE syncline.conflicts, syncline.tombstones');
+    await client.query('DROP TABLE IF EXISTS acc; CREATE TABLE acc (id text PRIMARY KEY, v text, n bigint); TRUNCATE syncline.conflicts, syncline.tombstones, syncline.source_tombstones');
     const priority: ConflictOptions = { strategy: 'source_priority', resolver: withDeltas(builtInResolver('source_priority', ['a', 'b'])), deltaColumns: new Map(), localSource: 'local' };
     const sinkA = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, conflicts: priority });
     const sinkB = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, conflicts: priority });
@@ -149,7 +149,7 @@ describe('postgres sink conflict tracking (PostgreSQL 15)', () => {
     }
   });
   it('a republished change of a version another writer replaced or deleted does not bring it back', async () => {
-    await client.query('DROP TABLE IF EXISTS acc; CREATE TABLE acc (id text PRIMARY KEY, v text, n bigint); TRUNCATE syncline.conflicts, syncline.tombstones');
+    await client.query('DROP TABLE IF EXISTS acc; CREATE TABLE acc (id text PRIMARY KEY, v text, n bigint); TRUNCATE syncline.conflicts, syncline.tombstones, syncline.source_tombstones');
     const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, conflicts: tracking() });
     await sink.prepare();
     try {
@@ -174,7 +174,7 @@ describe('postgres sink conflict tracking (PostgreSQL 15)', () => {
   });
 
   it('a truncation is its source’s: another source with lower LSNs still writes after it; rows written after it (by clock) stay', async () => {
-    await client.query('DROP TABLE IF EXISTS acc; CREATE TABLE acc (id text PRIMARY KEY, v text, n bigint); TRUNCATE syncline.conflicts, syncline.tombstones');
+    await client.query('DROP TABLE IF EXISTS acc; CREATE TABLE acc (id text PRIMARY KEY, v text, n bigint); TRUNCATE syncline.conflicts, syncline.tombstones, syncline.source_tombstones');
     const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, conflicts: tracking() });
     await sink.prepare();
     try {

@@ -109,7 +109,7 @@ describe.each(SERVERS)('fan-in: three sources into one target (%s, embedded stre
   }, 120_000);
 
   it('last_write_wins: the shared keys end with the source that committed last, whatever the apply order', async () => {
-    await execSql(targetUrl, 'DROP TABLE items; TRUNCATE syncline.conflicts, syncline.positions, syncline.tombstones');
+    await execSql(targetUrl, 'DROP TABLE items; TRUNCATE syncline.conflicts, syncline.positions, syncline.tombstones, syncline.source_tombstones');
     await execSql(targetUrl, FAN_IN_ITEMS);
     for (const url of urls) await execSql(url, 'TRUNCATE items');
     await withPipelines({ conflict_strategy: 'last_write_wins' }, async () => {
@@ -131,7 +131,7 @@ describe.each(SERVERS)('fan-in: three sources into one target (%s, embedded stre
   }, 120_000);
 
   it('sink.writers: a source writing a table it does not own is dead-lettered (NOT_OWNER); doctor warns of two writers without a strategy', async () => {
-    await execSql(targetUrl, 'DROP TABLE items; TRUNCATE syncline.conflicts, syncline.positions, syncline.tombstones');
+    await execSql(targetUrl, 'DROP TABLE items; TRUNCATE syncline.conflicts, syncline.positions, syncline.tombstones, syncline.source_tombstones');
     await execSql(targetUrl, FAN_IN_ITEMS);
     for (const url of urls) await execSql(url, 'TRUNCATE items');
     const writers = { [SOURCES[0] as string]: ['items'], [SOURCES[1] as string]: ['public.items'] };

@@ -50,7 +50,7 @@ describe('mysql sink conflict tracking (MariaDB)', () => {
   async function freshTable(): Promise<void> {
     await db.admin.query('DROP TABLE IF EXISTS acc');
     await db.admin.query('CREATE TABLE acc (id VARCHAR(64) PRIMARY KEY, v TEXT, n BIGINT)');
-    for (const t of ['syncline_conflicts', 'syncline_tombstones']) {
+    for (const t of ['syncline_conflicts', 'syncline_tombstones', 'syncline_source_tombstones']) {
       const [exists] = await db.admin.query<mysql.RowDataPacket[]>('SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?', [t]);
       if (exists.length > 0) await db.admin.query(`TRUNCATE ${mysql.escapeId(t)}`);
     }
@@ -135,11 +135,12 @@ describe('mysql sink conflict tracking (MariaDB)', () => {
       o = await sink.apply([change('b', 'DELETE', '1', null, '2026-01-01T00:00:02Z')], new Map(), 'g');
       expect(o.applied).toBe(1);
       expect(await rows()).toEqual([{ id: '2', v: 'b', n: '3' }]);
-      // A delete of an absent key leaves its tombstone, whoever's it replaces (a smaller LSN of
-      // another source included).
+      // A delete of an absent key leaves its tombstone beside the other source's (each source
+      // keeps its own, a smaller LSN of another source included).
       const tomb = early('a', 'DELETE', '1', null, '2026-01-01T00:00:03Z');
       await sink.apply([tomb], new Map(), 'g');
-      expect(await mysqlRows(db.admin, `SELECT source, CAST(lsn AS CHAR) AS lsn FROM syncline_tombstones WHERE row_key = '["1"]'`)).toEqual([{ source: 'a', lsn: String(parseLsn(tomb.commit_lsn)) }]);
+      expect(await mysqlRows(db.admin, `SELECT source, CAST(lsn AS CHAR) AS lsn FROM syncline_source_tombstones WHERE row_key = '["1"]' AND source = 'a'`)).toEqual([{ source: 'a', lsn: String(parseLsn(tomb.commit_lsn)) }]);
+      expect(await mysqlRows(db.admin, `SELECT source FROM syncline_source_tombstones WHERE row_key = '["1"]' ORDER BY source`)).toEqual([{ source: 'a' }, { source: 'b' }]);
       expect(await conflicts(`winner, incoming_source, stored_source, incoming_version IS NULL OR incoming_version = 'null' AS is_delete`)).toEqual([
         { winner: 'stored', incoming_source: 'a', stored_source: 'b', is_delete: 0 },
         { winner: 'stored', incoming_source: 'a', stored_source: 'b', is_delete: 1 },

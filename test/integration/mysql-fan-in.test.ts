@@ -101,7 +101,7 @@ describe('fan-in: three PostgreSQL sources into one MariaDB database (embedded s
   it('last_write_wins: the shared keys end with the source that committed last, whatever the apply order', async () => {
     await target.admin.query('DROP TABLE items');
     await target.admin.query(ITEMS);
-    for (const t of ['syncline_conflicts', 'syncline_positions', 'syncline_tombstones']) await target.admin.query(`TRUNCATE ${t}`);
+    for (const t of ['syncline_conflicts', 'syncline_positions', 'syncline_tombstones', 'syncline_source_tombstones']) await target.admin.query(`TRUNCATE ${t}`);
     for (const url of urls) await execSql(url, 'TRUNCATE items');
     await withPipelines({ conflict_strategy: 'last_write_wins' }, async () => {
       // s3 first, then s1, then s2: s2's is the last write of each shared key.

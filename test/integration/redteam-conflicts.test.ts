@@ -108,6 +108,8 @@ const acc = (source: string, lsn: number, at: string, op: ChangeEvent['op'], id:
 /** Source a's server is far ahead in LSNs; b's far behind. */
 const A = 0x9000000;
 const B = 0x100;
+/** A third server's, in between. */
+const C = 0x5000;
 
 async function within(open: Open, conflicts: ConflictOptions, fn: (t: Target) => Promise<void>): Promise<void> {
   const t = await open(conflicts);
@@ -209,5 +211,41 @@ describe.each(TARGETS)('red team: conflict tracking on %s', (_name, open) => {
       await t.sink.apply([toast], new Map(), 'ga');
       expect(await t.rows()).toEqual([]);
     });
+  });
+
+  it('an older delete of another source (of a key already deleted) does not replace the newer tombstone: a republished insert of the deleting source stays out', async () => {
+    await within(open, tracking(), async (t) => {
+      // a inserts k at 02 and deletes it at 05.
+      const a1 = acc('a', A, '02', 'INSERT', 'k', { id: 'k', v: 'a', n: '1' });
+      const a2 = acc('a', A + 0x10, '05', 'DELETE', 'k', null);
+      await t.sink.apply([a1], new Map(), 'ga');
+      await t.sink.apply([a2], new Map(), 'ga');
+      // b inserted k at 00 and deleted it at 01 (one batch: the delete alone reaches the target).
+      const b1 = acc('b', B, '00', 'INSERT', 'k', { id: 'k', v: 'b', n: '9' });
+      const b2 = acc('b', B + 0x10, '01', 'DELETE', 'k', null);
+      await t.sink.apply([b1, b2], new Map(), 'gb');
+      expect(await t.rows()).toEqual([]);
+      // a's capture restarts and republishes a1: both sources deleted k, it must stay deleted.
+      const o = await t.sink.apply([a1], new Map(), 'ga');
+      expect(await t.rows()).toEqual([]);
+      expect(o.applied).toBe(0);
+    });
+  });
+
+  it('last_write_wins with three sources: a write that is older than one delete and newer than an older one stays out whatever the order the deletes arrive in', async () => {
+    // a deletes k at 05, b at 01; c writes k at 03: a's delete is the last write.
+    const seed = acc('c', C, '00', 'INSERT', 'k', { id: 'k', v: 'c0', n: '0' });
+    const aDel = acc('a', A, '05', 'DELETE', 'k', null);
+    const bDel = acc('b', B, '01', 'DELETE', 'k', null);
+    const cUpd = acc('c', C + 0x10, '03', 'UPDATE', 'k', { id: 'k', v: 'c', n: '3' }, { id: 'k', v: 'c0', n: '0' });
+    const outcomes: Row[][] = [];
+    for (const order of [[aDel, cUpd, bDel], [aDel, bDel, cUpd]]) {
+      await within(open, tracking(), async (t) => {
+        await t.sink.apply([seed], new Map(), 'gc');
+        for (const ch of order) await t.sink.apply([ch], new Map(), `g${ch.source}`);
+        outcomes.push(await t.rows());
+      });
+    }
+    expect(outcomes).toEqual([[], []]);
   });
 });

@@ -223,7 +223,7 @@ describe('sqlite sink conflict tracking', () => {
     await sink.apply([change('b', 'UPDATE', '2', { id: '2', v: 'b', n: '2' }, '2026-01-01T00:00:05Z')], new Map(), 'gb');
     await sink.apply([change('b', 'DELETE', '2', null, '2026-01-01T00:00:06Z', { id: '2', v: 'b', n: '2' })], new Map(), 'gb');
     expect(rows()).toEqual([]);
-    expect(db.prepare('SELECT row_key, source FROM syncline_tombstones ORDER BY row_key').all()).toEqual([{ row_key: '["1"]', source: 'b' }, { row_key: '["2"]', source: 'b' }]);
+    expect(db.prepare('SELECT row_key, source FROM syncline_source_tombstones ORDER BY row_key').all()).toEqual([{ row_key: '["1"]', source: 'b' }, { row_key: '["2"]', source: 'b' }]);
     const replay = await sink.apply([a1, a2], new Map(), 'ga');
     expect(replay.applied).toBe(0);
     expect(rows()).toEqual([]);

@@ -88,7 +88,7 @@ describe('fan-in: three PostgreSQL sources into one SQLite file (PostgreSQL 15, 
         sqliteRows(file, `SELECT winner, incoming_source FROM syncline_conflicts WHERE row_key = '["100"]' AND incoming_version = 'null'`) === JSON.stringify([{ winner: 'stored', incoming_source: SOURCES[2] }]), 30_000, 250);
     }, 'priority');
     expect(JSON.parse(sqliteRows(file, 'SELECT DISTINCT _syncline_source AS s FROM items WHERE id >= 100'))).toEqual([{ s: SOURCES[1] }]);
-    expect(JSON.parse(sqliteRows(file, 'SELECT row_key, source FROM syncline_tombstones ORDER BY row_key'))).toEqual([{ row_key: '["1"]', source: SOURCES[0] }]);
+    expect(JSON.parse(sqliteRows(file, 'SELECT row_key, source FROM syncline_source_tombstones ORDER BY row_key'))).toEqual([{ row_key: '["1"]', source: SOURCES[0] }]);
     // Every cross-source write to a shared key is recorded, each change once; own keys have none.
     const [counts] = JSON.parse(
       sqliteRows(file, `SELECT count(*) AS n, count(DISTINCT row_key || incoming_source || incoming_lsn || '/' || incoming_seq) AS distinct_changes,

@@ -117,7 +117,7 @@ export class MysqlSink extends SqlSink<PoolConnection, MysqlTable> {
 class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
   readonly name = 'the MySQL sink';
   private readonly pool: Pool;
-  private readonly state: BookkeepingTables & { conflicts: string; sourceTruncations: string; sourceMultisetVersions: string };
+  private readonly state: BookkeepingTables & { conflicts: string; sourceTruncations: string; sourceMultisetVersions: string; sourceTombstones: string };
   private readonly sessionReady = new WeakSet<object>();
 
   constructor(private readonly options: MysqlSinkOptions) {
@@ -149,6 +149,7 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
       conflicts: q(`${s}_conflicts`),
       sourceTruncations: q(`${s}_source_truncations`),
       sourceMultisetVersions: q(`${s}_source_multiset_versions`),
+      sourceTombstones: q(`${s}_source_tombstones`),
     };
   }
 
@@ -211,21 +212,17 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
   }
 
   /**
-   * Conflict tracking: tombstones name their source (those of different sources do not
-   * compare by LSN), and `<stateSchema>_conflicts` records each decided conflict. Its row key
-   * is found by a SHA-256 (`key_hash`), as in the tombstones: a key of any length fits the
-   * unique index (the index stays under InnoDB's 3072-byte limit).
+   * Conflict tracking: tombstones per source (`<stateSchema>_source_tombstones`: one
+   * source's delete never replaces another's; each gates its own source's replays, another
+   * source's write is decided against it, see readDeletions), with the delete's commit time;
+   * `<stateSchema>_conflicts` records each decided conflict. Row keys are found by a SHA-256
+   * (`key_hash`): a key of any length fits the unique index (under InnoDB's 3072-byte limit).
    */
   private async createConflictTables(c: PoolConnection, opts: string): Promise<void> {
-    // `clock`: the delete's source commit time, which a late write of another source conflicts with (readDeletions).
-    for (const column of ['source VARCHAR(255) NULL', 'clock DATETIME(6) NULL']) {
-      try {
-        await c.query(`ALTER TABLE ${this.state.tombstones} ADD COLUMN ${column}`);
-      } catch (err) {
-        // 1060 duplicate column: added before (MySQL 8 has no ADD COLUMN IF NOT EXISTS).
-        if ((err as { errno?: unknown }).errno !== 1060) throw err;
-      }
-    }
+    await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.sourceTombstones} (
+      table_name VARCHAR(255) NOT NULL, key_hash BINARY(32) NOT NULL, source VARCHAR(255) NOT NULL, row_key LONGTEXT NOT NULL,
+      lsn BIGINT UNSIGNED NOT NULL, seq INT NOT NULL, clock DATETIME(6) NULL, deleted_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+      PRIMARY KEY (table_name, key_hash, source)) ${opts}`);
     await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.conflicts} (
       id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, detected_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
       table_name VARCHAR(255) NOT NULL, key_hash BINARY(32) NOT NULL, row_key LONGTEXT NOT NULL, strategy VARCHAR(64) NOT NULL, winner VARCHAR(16) NOT NULL,
@@ -337,6 +334,12 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
     return true;
   }
 
+  /** The tombstone gate of one change (`keyHash`, `version`: its key hash's and (lsn, seq)'s SQL; `source`: its source's, used when tracking). */
+  private tombstoneGate(label: string, keyHash: string, version: string, source: string): string {
+    if (this.tracked) return `NOT EXISTS (SELECT 1 FROM ${this.state.sourceTombstones} tb WHERE tb.table_name = ${label} AND tb.key_hash = ${keyHash} AND tb.source = ${source} AND (tb.lsn, tb.seq) >= ${version})`;
+    return `NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb WHERE tb.table_name = ${label} AND tb.key_hash = ${keyHash} AND (tb.lsn, tb.seq) >= ${version})`;
+  }
+
   /** The truncation gate of one change (`version`: its (lsn, seq) SQL; `source`: its source's SQL, used when tracking). */
   private truncationGate(label: string, version: string, source: string): string {
     if (this.tracked) return `NOT EXISTS (SELECT 1 FROM ${this.state.sourceTruncations} tr WHERE tr.table_name = ${label} AND tr.source = ${source} AND (tr.lsn, tr.seq) >= ${version})`;
@@ -351,12 +354,13 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
       const selects = chunk.map((r, j) => {
         const version = `(${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0})`;
         const match = keyMatch(target, keyColumns, r, params);
-        params.push(target.label, keyHash(r));
+        params.push(keyHash(r));
         const source = mysql.escape(r.source);
+        const label = mysql.escape(target.label);
         return `SELECT ${j} AS idx FROM DUAL
           WHERE NOT EXISTS (SELECT 1 FROM ${target.qualified} WHERE ${match})
-            AND NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb WHERE tb.table_name = ? AND tb.key_hash = ? AND (tb.lsn, tb.seq) >= ${version}${this.tracked ? ` AND (tb.source IS NULL OR tb.source = ${source})` : ''})
-            AND ${this.truncationGate(mysql.escape(target.label), version, source)}`;
+            AND ${this.tombstoneGate(label, '?', version, source)}
+            AND ${this.truncationGate(label, version, source)}`;
       });
       const [absent] = await c.query<(RowDataPacket & { idx: number })[]>(selects.join('\n UNION ALL '), params);
       for (const a of absent) out.push(chunk[Number(a.idx)] as ChangeEvent);
@@ -413,8 +417,7 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
     // Input strings carry the connection's collation: compared in the bookkeeping tables' (utf8mb4_bin).
     const source = `i.${IN_SOURCE} COLLATE utf8mb4_bin`;
     const where = this.options.versionGate
-      ? `WHERE NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
-                            WHERE tb.table_name = ${label} AND tb.key_hash = i.${IN_KEY} AND (tb.lsn, tb.seq) >= (i.${IN_LSN}, i.${IN_SEQ})${tracked ? ` AND (tb.source IS NULL OR tb.source = ${source})` : ''})
+      ? `WHERE ${this.tombstoneGate(label, `i.${IN_KEY}`, `(i.${IN_LSN}, i.${IN_SEQ})`, source)}
            AND ${this.truncationGate(label, `(i.${IN_LSN}, i.${IN_SEQ})`, source)}` +
         (tracked
           ? `
@@ -523,22 +526,20 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
     const tracked = this.tracked;
     for (const chunk of chunks(rows)) {
       // 1. Tombstones, advanced only by a newer delete (same ordering rule as the upsert);
-      //    tracking conflicts, they name their source and one of another source is replaced
-      //    (the delete won; the source assigned last, see upsertUpdates).
+      //    tracking conflicts, each source's own (with the delete's commit time).
       const tombParams: unknown[] = [];
       const tombValues = chunk.map((r) => {
         tombParams.push(target.label, keyHash(r), rowKeyOf(r));
         if (tracked) tombParams.push(r.source, commitTimeUtc(r));
         return `(?, ?, ?, ${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0}${tracked ? ', ?, ?' : ''})`;
       });
-      const versionNewer = '(lsn, seq) < (VALUES(lsn), VALUES(seq))';
-      const newer = tracked ? `(NOT (source <=> VALUES(source)) OR ${versionNewer})` : versionNewer;
+      const newer = '(lsn, seq) < (VALUES(lsn), VALUES(seq))';
       await exec(
         c,
-        `INSERT INTO ${this.state.tombstones} (table_name, key_hash, row_key, lsn, seq${tracked ? ', source, clock' : ''}) VALUES ${tombValues.join(', ')}
+        `INSERT INTO ${tracked ? this.state.sourceTombstones : this.state.tombstones} (table_name, key_hash, row_key, lsn, seq${tracked ? ', source, clock' : ''}) VALUES ${tombValues.join(', ')}
          ON DUPLICATE KEY UPDATE deleted_at = IF(${newer}, CURRENT_TIMESTAMP(6), deleted_at),
-                                 seq = IF(${newer}, VALUES(seq), seq),
-                                 ${tracked ? `clock = IF(${newer}, VALUES(clock), clock), lsn = IF(${newer}, VALUES(lsn), lsn), source = VALUES(source)` : 'lsn = GREATEST(lsn, VALUES(lsn))'}`,
+                                 ${tracked ? `clock = IF(${newer}, VALUES(clock), clock), ` : ''}seq = IF(${newer}, VALUES(seq), seq),
+                                 lsn = GREATEST(lsn, VALUES(lsn))`,
         tombParams,
       );
       if (this.soft) {
@@ -705,8 +706,8 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
     return out;
   }
 
-  async readDeletions(c: PoolConnection, target: MysqlTable, _keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, Deletion>> {
-    const out = new Map<string, Deletion>();
+  async readDeletions(c: PoolConnection, target: MysqlTable, _keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, Deletion[]>> {
+    const out = new Map<string, Deletion[]>();
     for (const chunk of chunks(rows)) {
       const params: unknown[] = [];
       const selects = chunk.map((r, j) => {
@@ -717,10 +718,16 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
       const [found] = await c.query<(RowDataPacket & { idx: number | string; source: string; lsn: string; seq: number; clock: string | null })[]>(
         `SELECT i.idx, tb.source, CAST(tb.lsn AS CHAR) AS lsn, tb.seq, DATE_FORMAT(tb.clock, '%Y-%m-%dT%H:%i:%s.%fZ') AS clock
            FROM (${selects.join(' UNION ALL ')}) i
-           JOIN ${this.state.tombstones} tb ON tb.table_name = ? AND tb.key_hash = i.kh AND tb.source IS NOT NULL AND tb.source <> i.src COLLATE utf8mb4_bin`,
+           JOIN ${this.state.sourceTombstones} tb ON tb.table_name = ? AND tb.key_hash = i.kh AND tb.source <> i.src COLLATE utf8mb4_bin
+          ORDER BY i.idx, tb.clock IS NULL, tb.clock DESC, tb.source`,
         params,
       );
-      for (const f of found) out.set(rowKeyOf(chunk[Number(f.idx)] as ChangeEvent), { source: f.source, lsn: formatLsn(BigInt(f.lsn)), seq: Number(f.seq), clock: f.clock ?? null });
+      for (const f of found) {
+        const key = rowKeyOf(chunk[Number(f.idx)] as ChangeEvent);
+        const list = out.get(key) ?? [];
+        list.push({ source: f.source, lsn: formatLsn(BigInt(f.lsn)), seq: Number(f.seq), clock: f.clock ?? null });
+        out.set(key, list);
+      }
     }
     return out;
   }
@@ -778,7 +785,7 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
              OR EXISTS (SELECT 1 FROM ${this.state.conflicts} cf WHERE cf.table_name = ${l} AND cf.key_hash = i.kh AND cf.stored_source = ${src} AND cf.winner = 'incoming'
                          AND cf.stored_lsn IS NOT NULL AND (cf.stored_lsn, cf.stored_seq) >= (i.lsn, i.seq))
              OR EXISTS (SELECT 1 FROM ${this.state.sourceTruncations} tr WHERE tr.table_name = ${l} AND tr.source = ${src} AND (tr.lsn, tr.seq) >= (i.lsn, i.seq))
-             OR (i.del = 1 AND EXISTS (SELECT 1 FROM ${this.state.tombstones} tb WHERE tb.table_name = ${l} AND tb.key_hash = i.kh AND tb.source = ${src} AND (tb.lsn, tb.seq) >= (i.lsn, i.seq)))`,
+             OR (i.del = 1 AND EXISTS (SELECT 1 FROM ${this.state.sourceTombstones} tb WHERE tb.table_name = ${l} AND tb.key_hash = i.kh AND tb.source = ${src} AND (tb.lsn, tb.seq) >= (i.lsn, i.seq)))`,
         params,
       );
       for (const r of rows) out.add(conflictIdOf(chunk[Number(r.idx)] as ChangeEvent));

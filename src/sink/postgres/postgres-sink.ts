@@ -93,7 +93,7 @@ export class PostgresSink extends SqlSink<pg.PoolClient, TargetTable> {
 class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   readonly name = 'the sink';
   private readonly pool: pg.Pool;
-  private readonly state: BookkeepingTables & { staleAudit: string; conflicts: string; sourceTruncations: string; sourceMultisetVersions: string };
+  private readonly state: BookkeepingTables & { staleAudit: string; conflicts: string; sourceTruncations: string; sourceMultisetVersions: string; sourceTombstones: string };
   /** track_commit_timestamp is on: a row written at the target has a known commit time. */
   private commitTimestamps = false;
   private readonly sqlCache = new Map<string, string>();
@@ -114,6 +114,7 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
       conflicts: quoteQualified(s, 'conflicts'),
       sourceTruncations: quoteQualified(s, 'source_truncations'),
       sourceMultisetVersions: quoteQualified(s, 'source_multiset_versions'),
+      sourceTombstones: quoteQualified(s, 'source_tombstones'),
     };
   }
 
@@ -163,9 +164,6 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     if (this.options.staleAudit) await c.query(staleAuditDdl(this.state.staleAudit));
     if (this.options.conflicts) {
       // Tombstones of different sources do not compare by LSN: each names its source.
-      await c.query(`ALTER TABLE ${this.state.tombstones} ADD COLUMN IF NOT EXISTS source text`);
-      // The delete's source commit time: a late write of another source conflicts with it (readDeletions).
-      await c.query(`ALTER TABLE ${this.state.tombstones} ADD COLUMN IF NOT EXISTS clock timestamptz`);
       await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.conflicts} (
         id bigserial PRIMARY KEY, detected_at timestamptz NOT NULL DEFAULT now(),
         table_name text NOT NULL, row_key text NOT NULL, strategy text NOT NULL, winner text NOT NULL,
@@ -177,7 +175,13 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
       // below it must not bring the row back (see insertParts).
       await c.query(`ALTER TABLE ${this.state.conflicts} ADD COLUMN IF NOT EXISTS stored_lsn pg_lsn, ADD COLUMN IF NOT EXISTS stored_seq integer`);
       await c.query(`CREATE INDEX IF NOT EXISTS conflicts_replaced ON ${this.state.conflicts} (table_name, row_key, stored_source) WHERE winner = 'incoming' AND stored_lsn IS NOT NULL`);
-      // Watermarks per source: LSNs of different sources do not compare (see truncate).
+      // Tombstones per source: one source's delete never replaces another's (each gates its own
+      // source's replays; another source's write is decided against it, see readDeletions),
+      // with the delete's commit time.
+      await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.sourceTombstones} (
+        table_name text NOT NULL, row_key text NOT NULL, source text NOT NULL, lsn pg_lsn NOT NULL, seq integer NOT NULL,
+        clock timestamptz, deleted_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_name, row_key, source))`);
+      // Watermarks per source: LSNs of different sources do not compare (see truncateTracked).
       await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.sourceTruncations} (
         table_name text NOT NULL, source text NOT NULL, lsn pg_lsn NOT NULL, seq integer NOT NULL, PRIMARY KEY (table_name, source))`);
       await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.sourceMultisetVersions} (
@@ -273,6 +277,16 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     return true;
   }
 
+  /** The tombstone gate of a change `i` (its table `label`, i.row_key, version i.v_lsn/i.v_seq, source i.w_source): a newer delete of the key (tracked: of its source). */
+  private tombstoneGate(label: string): string {
+    if (this.options.conflicts) {
+      return `NOT EXISTS (SELECT 1 FROM ${this.state.sourceTombstones} tb
+                           WHERE tb.table_name = ${label} AND tb.row_key = i.row_key AND tb.source = i.w_source AND (tb.lsn, tb.seq) >= (i.v_lsn::pg_lsn, i.v_seq))`;
+    }
+    return `NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
+                           WHERE tb.table_name = ${label} AND tb.row_key = i.row_key AND (tb.lsn, tb.seq) >= (i.v_lsn::pg_lsn, i.v_seq))`;
+  }
+
   /** The truncation gate of a change `i` (its table `label`, version i.v_lsn/i.v_seq, source i.w_source): a newer truncation of its source. */
   private truncationGate(label: string): string {
     if (this.options.conflicts) {
@@ -287,13 +301,11 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     const k = keyColumns.length;
     const params: unknown[] = keyColumns.map((col) => rows.map((r) => r.key[col] ?? null));
     params.push(rows.map((r) => rowKeyOf(r)), rows.map((r) => r.commit_lsn), rows.map((r) => r.seq), target.label, rows.map((r) => r.source));
-    const tracked = this.options.conflicts !== undefined;
     const { rows: absent } = await c.query<{ n: number }>(
       `SELECT i.n::int AS n FROM unnest(${[...keyColumns.map((_, j) => `$${j + 1}::text[]`), `$${k + 1}::text[]`, `$${k + 2}::text[]`, `$${k + 3}::int[]`, `$${k + 5}::text[]`].join(', ')})
               WITH ORDINALITY AS i(${[...keyColumns.map((_, j) => `k${j}`), 'row_key', 'v_lsn', 'v_seq', 'w_source', 'n'].join(', ')})
         WHERE NOT EXISTS (SELECT 1 FROM ${target.qualified} t WHERE ${keyMatch(target, keyColumns)})
-          AND NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
-                           WHERE tb.table_name = $${k + 4} AND tb.row_key = i.row_key AND (tb.lsn, tb.seq) >= (i.v_lsn::pg_lsn, i.v_seq)${tracked ? ' AND (tb.source IS NULL OR tb.source = i.w_source)' : ''})
+          AND ${this.tombstoneGate(`$${k + 4}`)}
           AND ${this.truncationGate(`$${k + 4}`)}`,
       params,
     );
@@ -395,8 +407,7 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     const from = stage ? `${stage} AS i` : `unnest(${unnestArgs.join(', ')})${numbered ? ' WITH ORDINALITY' : ''} AS i(${aliases.join(', ')})`;
     const label = stage ? '$1' : `$${n + (tracked ? 6 : 4)}`;
     const where = this.options.versionGate
-      ? `WHERE NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
-                           WHERE tb.table_name = ${label} AND tb.row_key = i.row_key AND (tb.lsn, tb.seq) >= (i.v_lsn::pg_lsn, i.v_seq)${tracked ? ' AND (tb.source IS NULL OR tb.source = i.w_source)' : ''})
+      ? `WHERE ${this.tombstoneGate(label)}
           AND ${this.truncationGate(label)}` +
         // Tracked: a version another writer's winning write replaced (a delete included) stays
         // replaced: its change, republished after a capture restart, is stale.
@@ -424,13 +435,19 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
         `
            FROM i WHERE ${match}${gate} RETURNING 1`
       : `DELETE FROM ${target.qualified} t USING i WHERE ${match}${gate} RETURNING 1`;
-    // Tracked: a tombstone names its source; one of another source is replaced (the delete won).
+    // Tracked: each source keeps its own tombstone of the key (advanced only by its newer deletes).
     const sql = `WITH i AS (SELECT * FROM unnest(${[...keyColumns.map((_, j) => `$${j + 1}::text[]`), `$${k + 1}::text[]`, `$${k + 2}::text[]`, `$${k + 3}::int[]`, `$${k + 4}::text[]`, ...(tracked ? [`$${k + 6}::text[]`] : [])].join(', ')})
                      AS i(${[...keyColumns.map((_, j) => `k${j}`), 'row_key', 'v_lsn', 'v_seq', 'ts', ...(tracked ? ['w_source'] : [])].join(', ')})),
-      tomb AS (INSERT INTO ${this.state.tombstones} AS tb (table_name, row_key, lsn, seq${tracked ? ', source, clock' : ''})
-               SELECT $${k + 5}, row_key, v_lsn::pg_lsn, v_seq${tracked ? ', w_source, ts::timestamptz' : ''} FROM i
-               ON CONFLICT (table_name, row_key) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq, deleted_at = now()${tracked ? ', source = EXCLUDED.source, clock = EXCLUDED.clock' : ''}
-               WHERE ${tracked ? 'tb.source IS DISTINCT FROM EXCLUDED.source OR ' : ''}(tb.lsn, tb.seq) < (EXCLUDED.lsn, EXCLUDED.seq)
+      tomb AS (${
+        tracked
+          ? `INSERT INTO ${this.state.sourceTombstones} AS tb (table_name, row_key, source, lsn, seq, clock)
+               SELECT $${k + 5}, row_key, w_source, v_lsn::pg_lsn, v_seq, ts::timestamptz FROM i
+               ON CONFLICT (table_name, row_key, source) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq, clock = EXCLUDED.clock, deleted_at = now()`
+          : `INSERT INTO ${this.state.tombstones} AS tb (table_name, row_key, lsn, seq)
+               SELECT $${k + 5}, row_key, v_lsn::pg_lsn, v_seq FROM i
+               ON CONFLICT (table_name, row_key) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq, deleted_at = now()`
+      }
+               WHERE (tb.lsn, tb.seq) < (EXCLUDED.lsn, EXCLUDED.seq)
                RETURNING 1),
       removed AS (${removal})
       SELECT (SELECT count(*) FROM tomb)::int AS tombstoned, (SELECT count(*) FROM removed)::int AS removed`;
@@ -532,18 +549,21 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     return out;
   }
 
-  async readDeletions(c: pg.PoolClient, target: TargetTable, keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, Deletion>> {
-    const k = keyColumns.length;
+  async readDeletions(c: pg.PoolClient, target: TargetTable, _keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, Deletion[]>> {
     const { rows: found } = await c.query<{ n: number; source: string; lsn: string; seq: number; clock: string | null }>(
       `SELECT i.n::int AS n, tb.source, tb.lsn::text AS lsn, tb.seq, tb.clock::text AS clock
-         FROM unnest(${[...keyColumns.map((_, j) => `$${j + 1}::text[]`), `$${k + 1}::text[]`, `$${k + 2}::text[]`].join(', ')})
-              WITH ORDINALITY AS i(${[...keyColumns.map((_, j) => `k${j}`), 'row_key', 'w_source', 'n'].join(', ')})
-         JOIN ${this.state.tombstones} tb ON tb.table_name = $${k + 3} AND tb.row_key = i.row_key AND tb.source IS NOT NULL AND tb.source <> i.w_source
-        WHERE NOT EXISTS (SELECT 1 FROM ${target.qualified} t WHERE ${keyMatch(target, keyColumns)})`,
-      [...keyColumns.map((col) => rows.map((r) => r.key[col] ?? null)), rows.map((r) => rowKeyOf(r)), rows.map((r) => r.source), target.label],
+         FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS i(row_key, w_source, n)
+         JOIN ${this.state.sourceTombstones} tb ON tb.table_name = $3 AND tb.row_key = i.row_key AND tb.source <> i.w_source
+        ORDER BY n, tb.clock DESC NULLS LAST, tb.source`,
+      [rows.map((r) => rowKeyOf(r)), rows.map((r) => r.source), target.label],
     );
-    const out = new Map<string, Deletion>();
-    for (const f of found) out.set(rowKeyOf(rows[f.n - 1] as ChangeEvent), { source: f.source, lsn: f.lsn, seq: f.seq, clock: f.clock });
+    const out = new Map<string, Deletion[]>();
+    for (const f of found) {
+      const key = rowKeyOf(rows[f.n - 1] as ChangeEvent);
+      const list = out.get(key) ?? [];
+      list.push({ source: f.source, lsn: f.lsn, seq: f.seq, clock: f.clock });
+      out.set(key, list);
+    }
     return out;
   }
 
@@ -603,7 +623,7 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
                          AND cf.stored_lsn IS NOT NULL AND (cf.stored_lsn, cf.stored_seq) >= (i.lsn, i.seq))
            OR EXISTS (SELECT 1 FROM ${this.state.sourceTruncations} tr
                        WHERE tr.table_name = $1 AND tr.source = i.source AND (tr.lsn, tr.seq) >= (i.lsn, i.seq))
-           OR (i.op = 'DELETE' AND EXISTS (SELECT 1 FROM ${this.state.tombstones} tb
+           OR (i.op = 'DELETE' AND EXISTS (SELECT 1 FROM ${this.state.sourceTombstones} tb
                        WHERE tb.table_name = $1 AND tb.row_key = i.row_key AND tb.source = i.source AND (tb.lsn, tb.seq) >= (i.lsn, i.seq)))`,
       [label, changes.map((ch) => rowKeyOf(ch)), changes.map((ch) => ch.source), changes.map((ch) => ch.commit_lsn), changes.map((ch) => ch.seq), changes.map((ch) => ch.op)],
     );

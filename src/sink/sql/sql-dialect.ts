@@ -150,11 +150,11 @@ export interface SqlDialect<C, T extends SqlTable> {
    */
   readStored?(c: C, target: T, keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, StoredRow>>;
   /**
-   * Conflict tracking: of `rows`, the keys the target lacks because another source deleted
-   * them (its tombstone), by row key: that delete is the stored version a late write of
-   * another source conflicts with.
+   * Conflict tracking: for `rows`, whose keys the target lacks, the deletes of each key by
+   * other sources than the row's (their tombstones, one per source), newest first, by row
+   * key: a late write of another source conflicts with them.
    */
-  readDeletions?(c: C, target: T, keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, Deletion>>;
+  readDeletions?(c: C, target: T, keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, Deletion[]>>;
   /**
    * Conflict tracking: inserts `rows` (all sent exactly `columns`), whose keys `readStored`
    * found absent, under the version gate, but never over a row: a row another writer inserted

@@ -317,15 +317,24 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
     // A key another source deleted: that delete is the stored version (a write arriving after
     // it must not win only by arriving later). A delete of an absent key has nothing to do.
     const writes = rows.filter((r) => r.op !== 'DELETE' && !stored.has(rowKeyOf(r)));
-    const deletions = writes.length > 0 ? await d.readDeletions(c, target, keyColumns, writes) : new Map<string, Deletion>();
+    const deletions = writes.length > 0 ? await d.readDeletions(c, target, keyColumns, writes) : new Map<string, Deletion[]>();
     const out: ChangeEvent[] = [];
     const absent: ChangeEvent[] = [];
     const deltas = cf.deltaColumns.get(target.label) ?? [];
+    const clockOf = (r: ChangeEvent): string | null => (cf.lwwColumn !== undefined && r.payload && cf.lwwColumn in r.payload ? (r.payload[cf.lwwColumn] ?? null) : r.commit_ts);
+    // Of several sources' deletes of the key, the one that decides: the first the resolver
+    // keeps over the write (then the write loses), else the newest (the write wins them all).
+    const decidingDeletion = (r: ChangeEvent, list: readonly Deletion[] | undefined): StoredRow | undefined => {
+      if (!list || list.length === 0) return undefined;
+      const asStored = (x: Deletion): StoredRow => ({ row: {}, source: x.source, local: false, clock: x.clock, lsn: x.lsn, seq: x.seq, deleted: true });
+      const keeps = (x: Deletion): boolean =>
+        cf.resolver({ table: target.label, strategy: cf.strategy, incoming: r, run: [r], incomingClock: clockOf(r), stored: { row: {}, writer: x.source, local: false, clock: x.clock, deleted: true }, deltaColumns: deltas }).winner === 'stored';
+      return asStored(list.find(keeps) ?? (list[0] as Deletion));
+    };
     const candidates: { r: ChangeEvent; s: StoredRow; run: ChangeEvent[] }[] = [];
     for (const r of rows) {
       const key = rowKeyOf(r);
-      const deletion = deletions.get(key);
-      const s = stored.get(key) ?? (deletion && { row: {}, source: deletion.source, local: false, clock: deletion.clock, lsn: deletion.lsn, seq: deletion.seq, deleted: true });
+      const s = stored.get(key) ?? decidingDeletion(r, deletions.get(key));
       if (!s) {
         absent.push(r);
         continue;
@@ -361,7 +370,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       }
       const storedRow = withoutColumns(s.row);
       const storedClock = cf.lwwColumn !== undefined && cf.lwwColumn in s.row ? (s.row[cf.lwwColumn] ?? null) : s.clock;
-      const incomingClock = cf.lwwColumn !== undefined && r.payload && cf.lwwColumn in r.payload ? (r.payload[cf.lwwColumn] ?? null) : r.commit_ts;
+      const incomingClock = clockOf(r);
       const writer = s.local ? cf.localSource : (s.source ?? cf.localSource);
       const decision = cf.resolver({
         table: target.label,

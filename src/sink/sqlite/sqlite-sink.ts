@@ -82,7 +82,7 @@ export class SqliteSink extends SqlSink<Database.Database, SqliteTable> {
 class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
   readonly name = 'the SQLite sink';
   private db: Database.Database | undefined;
-  private readonly state: BookkeepingTables & { conflicts: string; sourceTruncations: string; sourceMultisetVersions: string };
+  private readonly state: BookkeepingTables & { conflicts: string; sourceTruncations: string; sourceMultisetVersions: string; sourceTombstones: string };
   private readonly statements = new Map<string, Database.Statement>();
   /** The tail of the calls waiting for the connection. */
   private queue: Promise<unknown> = Promise.resolve();
@@ -94,6 +94,7 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
       conflicts: q(`${s}_conflicts`),
       sourceTruncations: q(`${s}_source_truncations`),
       sourceMultisetVersions: q(`${s}_source_multiset_versions`),
+      sourceTombstones: q(`${s}_source_tombstones`),
     };
   }
 
@@ -163,16 +164,16 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
   }
 
   /**
-   * Conflict tracking's bookkeeping: tombstones name their source (tombstones of different
-   * sources do not compare by LSN), and `<state>_conflicts` records each decided conflict.
-   * LSNs are INTEGERs there too, so the gates compare them as the version columns.
+   * Conflict tracking's bookkeeping: tombstones per source (`<state>_source_tombstones`: one
+   * source's delete never replaces another's; each gates its own source's replays, another
+   * source's write is decided against it, see readDeletions), with the delete's commit time;
+   * `<state>_conflicts` records each decided conflict. LSNs are INTEGERs there too, so the
+   * gates compare them as the version columns.
    */
   private createConflictTables(db: Database.Database): void {
-    const hasSource = db.prepare('SELECT 1 FROM pragma_table_info(?) WHERE name = ?').get(`${this.options.stateSchema}_tombstones`, 'source') !== undefined;
-    if (!hasSource) db.exec(`ALTER TABLE ${this.state.tombstones} ADD COLUMN source TEXT`);
-    // The delete's source commit time: a late write of another source conflicts with it (readDeletions).
-    const hasClock = db.prepare('SELECT 1 FROM pragma_table_info(?) WHERE name = ?').get(`${this.options.stateSchema}_tombstones`, 'clock') !== undefined;
-    if (!hasClock) db.exec(`ALTER TABLE ${this.state.tombstones} ADD COLUMN clock TEXT`);
+    db.exec(`CREATE TABLE IF NOT EXISTS ${this.state.sourceTombstones} (
+      table_name TEXT NOT NULL, row_key TEXT NOT NULL, source TEXT NOT NULL, lsn INTEGER NOT NULL, seq INTEGER NOT NULL, clock TEXT,
+      deleted_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now')), PRIMARY KEY (table_name, row_key, source))`);
     const s = this.options.stateSchema;
     // AUTOINCREMENT: ids never reused, so `conflicts list` orders by id as detected.
     db.exec(`CREATE TABLE IF NOT EXISTS ${this.state.conflicts} (
@@ -282,7 +283,7 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
     const tracked = this.tracked;
     const supplied = this.stmt(
       `SELECT EXISTS (SELECT 1 FROM ${target.qualified} WHERE ${keyColumns.map((c) => `${q(c)} IS ?`).join(' AND ')})
-           OR EXISTS (SELECT 1 FROM ${this.state.tombstones} WHERE table_name = :label AND row_key = :key AND (lsn, seq) >= (:lsn, :seq)${tracked ? ' AND (source IS NULL OR source = :source)' : ''})
+           OR EXISTS (SELECT 1 FROM ${tracked ? this.state.sourceTombstones : this.state.tombstones} WHERE table_name = :label AND row_key = :key AND (lsn, seq) >= (:lsn, :seq)${tracked ? ' AND source = :source' : ''})
            OR NOT ${this.truncationGate(':label', '(:lsn, :seq)', ':source')} AS ok`,
     );
     return rows.filter((row) => {
@@ -356,7 +357,7 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
     const aliases = [...columns.map((_, i) => `c${i}`), 'l', 's', ...(tracked ? ['w', 'ts'] : []), 'tl', 'rk'];
     // The WHERE after SELECT is needed anyway: without it SQLite would parse ON CONFLICT as a join's ON.
     const where = gate
-      ? `WHERE NOT EXISTS (SELECT 1 FROM ${this.state.tombstones} tb WHERE tb.table_name = i.tl AND tb.row_key = i.rk AND (tb.lsn, tb.seq) >= (i.l, i.s)${tracked ? ' AND (tb.source IS NULL OR tb.source = i.w)' : ''})
+      ? `WHERE NOT EXISTS (SELECT 1 FROM ${tracked ? this.state.sourceTombstones : this.state.tombstones} tb WHERE tb.table_name = i.tl AND tb.row_key = i.rk AND (tb.lsn, tb.seq) >= (i.l, i.s)${tracked ? ' AND tb.source = i.w' : ''})
            AND ${this.truncationGate('i.tl', '(i.l, i.s)', 'i.w')}` +
         (tracked
           ? `
@@ -386,12 +387,12 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
     const gate = this.options.versionGate;
     const soft = this.soft;
     const tracked = this.tracked;
-    // Tracked: a tombstone names its source; one of another source is replaced (the delete won).
+    // Tracked: each source keeps its own tombstone of the key (advanced only by its newer deletes).
     const tombstone = this.stmt(
-      `INSERT INTO ${this.state.tombstones} AS tb (table_name, row_key, lsn, seq${tracked ? ', source, clock' : ''}) VALUES (?, ?, ?, ?${tracked ? ', ?, ?' : ''})
-       ON CONFLICT (table_name, row_key) DO UPDATE SET lsn = excluded.lsn, seq = excluded.seq,
-         deleted_at = strftime('%Y-%m-%d %H:%M:%f', 'now')${tracked ? ', source = excluded.source, clock = excluded.clock' : ''}
-       WHERE ${tracked ? 'tb.source IS NOT excluded.source OR ' : ''}(tb.lsn, tb.seq) < (excluded.lsn, excluded.seq)`,
+      `INSERT INTO ${tracked ? this.state.sourceTombstones : this.state.tombstones} AS tb (table_name, row_key, lsn, seq${tracked ? ', source, clock' : ''}) VALUES (?, ?, ?, ?${tracked ? ', ?, ?' : ''})
+       ON CONFLICT (table_name, row_key${tracked ? ', source' : ''}) DO UPDATE SET lsn = excluded.lsn, seq = excluded.seq,
+         deleted_at = strftime('%Y-%m-%d %H:%M:%f', 'now')${tracked ? ', clock = excluded.clock' : ''}
+       WHERE (tb.lsn, tb.seq) < (excluded.lsn, excluded.seq)`,
     );
     const match = keyColumns.map((c) => `${q(c)} IS ?`);
     // Tracked: the resolver already let a delete of another writer's row win (see insertSql).
@@ -547,7 +548,7 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
            OR EXISTS (SELECT 1 FROM ${this.state.conflicts} WHERE table_name = :label AND row_key = :key AND stored_source = :source AND winner = 'incoming'
                        AND stored_lsn IS NOT NULL AND (stored_lsn, stored_seq) >= (:lsn, :seq))
            OR EXISTS (SELECT 1 FROM ${this.state.sourceTruncations} WHERE table_name = :label AND source = :source AND (lsn, seq) >= (:lsn, :seq))
-           OR (:del = 1 AND EXISTS (SELECT 1 FROM ${this.state.tombstones} WHERE table_name = :label AND row_key = :key AND source = :source AND (lsn, seq) >= (:lsn, :seq))) AS settled`,
+           OR (:del = 1 AND EXISTS (SELECT 1 FROM ${this.state.sourceTombstones} WHERE table_name = :label AND row_key = :key AND source = :source AND (lsn, seq) >= (:lsn, :seq))) AS settled`,
     );
     const out = new Set<string>();
     for (const ch of changes) {
@@ -558,13 +559,13 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
     return out;
   }
 
-  async readDeletions(_db: Database.Database, target: SqliteTable, _keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, Deletion>> {
-    const find = this.stmt(`SELECT source, lsn, seq, clock FROM ${this.state.tombstones} WHERE table_name = ? AND row_key = ? AND source IS NOT NULL AND source <> ?`);
-    const out = new Map<string, Deletion>();
+  async readDeletions(_db: Database.Database, target: SqliteTable, _keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, Deletion[]>> {
+    const find = this.stmt(`SELECT source, lsn, seq, clock FROM ${this.state.sourceTombstones} WHERE table_name = ? AND row_key = ? AND source <> ? ORDER BY clock IS NULL, clock DESC, source`);
+    const out = new Map<string, Deletion[]>();
     for (const r of rows) {
       const key = rowKeyOf(r);
-      const t = find.get(target.label, key, r.source) as { source: string; lsn: bigint; seq: bigint; clock: string | null } | undefined;
-      if (t) out.set(key, { source: t.source, lsn: formatLsn(BigInt(t.lsn)), seq: Number(t.seq), clock: t.clock });
+      const found = find.all(target.label, key, r.source) as { source: string; lsn: bigint; seq: bigint; clock: string | null }[];
+      if (found.length > 0) out.set(key, found.map((t) => ({ source: t.source, lsn: formatLsn(BigInt(t.lsn)), seq: Number(t.seq), clock: t.clock })));
     }
     return out;
   }
