@@ -248,4 +248,19 @@ describe.each(TARGETS)('red team: conflict tracking on %s', (_name, open) => {
     }
     expect(outcomes).toEqual([[], []]);
   });
+
+  it('a write of another source older by clock than a truncation, arriving after it, is removed as it would have been had it arrived first', async () => {
+    const trunc = changeAt('a', A, ts('05'), 'TRUNCATE', 'acc', {}, null);
+    const bIns = acc('b', B, '03', 'INSERT', 'k', { id: 'k', v: 'b', n: '1' });
+    const bLater = acc('b', B + 0x10, '07', 'INSERT', 'm', { id: 'm', v: 'b', n: '2' });
+    const outcomes: Row[][] = [];
+    for (const order of [[bIns, trunc, bLater], [trunc, bIns, bLater]]) {
+      // source_priority with the truncating source first: a truncation still removes only what was written before it.
+      await within(open, priorityTracking(['a', 'b']), async (t) => {
+        for (const ch of order) await t.sink.apply([ch], new Map(), `g${ch.source}`);
+        outcomes.push(await t.rows());
+      });
+    }
+    expect(outcomes).toEqual([[{ id: 'm', v: 'b', n: '2' }], [{ id: 'm', v: 'b', n: '2' }]]);
+  });
 });

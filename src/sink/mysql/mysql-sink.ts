@@ -233,9 +233,17 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
       UNIQUE KEY conflicts_change (table_name, key_hash, incoming_source, incoming_lsn, incoming_seq),
       KEY conflicts_replaced (table_name, key_hash, stored_source)) ${opts}`);
     // Watermarks per source: LSNs of different sources do not compare (see truncateTracked).
+    // `clock`: the commit time of the source's own newest truncation (readTruncations); NULL
+    // while the row only holds what other sources' truncations removed of it.
     await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.sourceTruncations} (
-      table_name VARCHAR(255) NOT NULL, source VARCHAR(255) NOT NULL, lsn BIGINT UNSIGNED NOT NULL, seq INT NOT NULL,
+      table_name VARCHAR(255) NOT NULL, source VARCHAR(255) NOT NULL, lsn BIGINT UNSIGNED NOT NULL, seq INT NOT NULL, clock DATETIME(6) NULL,
       PRIMARY KEY (table_name, source)) ${opts}`);
+    try {
+      await c.query(`ALTER TABLE ${this.state.sourceTruncations} ADD COLUMN clock DATETIME(6) NULL`);
+    } catch (err) {
+      // 1060 duplicate column: there already (MySQL 8 has no ADD COLUMN IF NOT EXISTS).
+      if ((err as { errno?: unknown }).errno !== 1060) throw err;
+    }
     await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.sourceMultisetVersions} (
       table_name VARCHAR(255) NOT NULL, source VARCHAR(255) NOT NULL, lsn BIGINT UNSIGNED NOT NULL, seq INT NOT NULL,
       reset TINYINT(1) NOT NULL DEFAULT 0, PRIMARY KEY (table_name, source)) ${opts}`);
@@ -303,9 +311,10 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
     const seq = change.seq | 0;
     const res = await exec(
       c,
-      `INSERT INTO ${this.state.sourceTruncations} (table_name, source, lsn, seq) VALUES (?, ?, ${lsn}, ${seq})
-       ON DUPLICATE KEY UPDATE seq = IF((lsn, seq) < (VALUES(lsn), VALUES(seq)), VALUES(seq), seq), lsn = GREATEST(lsn, VALUES(lsn))`,
-      [target.label, change.source],
+      `INSERT INTO ${this.state.sourceTruncations} (table_name, source, lsn, seq, clock) VALUES (?, ?, ${lsn}, ${seq}, ?)
+       ON DUPLICATE KEY UPDATE clock = IF((lsn, seq) < (VALUES(lsn), VALUES(seq)), VALUES(clock), clock),
+                               seq = IF((lsn, seq) < (VALUES(lsn), VALUES(seq)), VALUES(seq), seq), lsn = GREATEST(lsn, VALUES(lsn))`,
+      [target.label, change.source, commitTimeUtc(change)],
     );
     if (res.affectedRows === 0) return false;
     const removes = `IF(${W_SOURCE} <=> ?, ${ROW_VERSION} < (${lsn}, ${seq}), COALESCE(${W_CLOCK} <= ?, TRUE))`;
@@ -730,6 +739,14 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
       }
     }
     return out;
+  }
+
+  async readTruncations(c: PoolConnection, label: string): Promise<Deletion[]> {
+    const [rows] = await c.query<(RowDataPacket & { source: string; lsn: string; seq: number; clock: string })[]>(
+      `SELECT source, CAST(lsn AS CHAR) AS lsn, seq, DATE_FORMAT(clock, '%Y-%m-%dT%H:%i:%s.%fZ') AS clock FROM ${this.state.sourceTruncations} WHERE table_name = ? AND clock IS NOT NULL`,
+      [label],
+    );
+    return rows.map((r) => ({ source: r.source, lsn: formatLsn(BigInt(r.lsn)), seq: Number(r.seq), clock: r.clock, truncation: true }));
   }
 
   async writeColumns(c: PoolConnection, target: MysqlTable, keyColumns: string[], change: ChangeEvent, values: Row): Promise<void> {

@@ -182,8 +182,11 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
         table_name text NOT NULL, row_key text NOT NULL, source text NOT NULL, lsn pg_lsn NOT NULL, seq integer NOT NULL,
         clock timestamptz, deleted_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_name, row_key, source))`);
       // Watermarks per source: LSNs of different sources do not compare (see truncateTracked).
+      // `clock`: the commit time of the source's own newest truncation (readTruncations); NULL
+      // while the row only holds what other sources' truncations removed of it.
       await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.sourceTruncations} (
-        table_name text NOT NULL, source text NOT NULL, lsn pg_lsn NOT NULL, seq integer NOT NULL, PRIMARY KEY (table_name, source))`);
+        table_name text NOT NULL, source text NOT NULL, lsn pg_lsn NOT NULL, seq integer NOT NULL, clock timestamptz, PRIMARY KEY (table_name, source))`);
+      await c.query(`ALTER TABLE ${this.state.sourceTruncations} ADD COLUMN IF NOT EXISTS clock timestamptz`);
       await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.sourceMultisetVersions} (
         table_name text NOT NULL, source text NOT NULL, lsn pg_lsn NOT NULL, seq integer NOT NULL, reset boolean NOT NULL DEFAULT false, PRIMARY KEY (table_name, source))`);
       const { rows } = await c.query<{ on: boolean }>(`SELECT current_setting('track_commit_timestamp')::boolean AS on`);
@@ -250,10 +253,10 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
    */
   private async truncateTracked(c: pg.PoolClient, target: TargetTable, change: ChangeEvent): Promise<boolean> {
     const res = await c.query(
-      `INSERT INTO ${this.state.sourceTruncations} AS tr (table_name, source, lsn, seq) VALUES ($1, $2, $3::pg_lsn, $4)
-       ON CONFLICT (table_name, source) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq
+      `INSERT INTO ${this.state.sourceTruncations} AS tr (table_name, source, lsn, seq, clock) VALUES ($1, $2, $3::pg_lsn, $4, $5::timestamptz)
+       ON CONFLICT (table_name, source) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq, clock = EXCLUDED.clock
        WHERE (tr.lsn, tr.seq) < (EXCLUDED.lsn, EXCLUDED.seq)`,
-      [target.label, change.source, change.commit_lsn, change.seq],
+      [target.label, change.source, change.commit_lsn, change.seq, change.commit_ts],
     );
     if ((res.rowCount ?? 0) === 0) return false;
     const localClock = this.commitTimestamps ? 'pg_xact_commit_timestamp(t.xmin)' : 'NULL::timestamptz';
@@ -565,6 +568,14 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
       out.set(key, list);
     }
     return out;
+  }
+
+  async readTruncations(c: pg.PoolClient, label: string): Promise<Deletion[]> {
+    const { rows } = await c.query<{ source: string; lsn: string; seq: number; clock: string }>(
+      `SELECT source, lsn::text AS lsn, seq, clock::text AS clock FROM ${this.state.sourceTruncations} WHERE table_name = $1 AND clock IS NOT NULL`,
+      [label],
+    );
+    return rows.map((r) => ({ ...r, truncation: true }));
   }
 
   async writeColumns(c: pg.PoolClient, target: TargetTable, keyColumns: string[], change: ChangeEvent, values: Row): Promise<void> {

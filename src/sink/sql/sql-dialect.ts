@@ -35,6 +35,8 @@ export interface StoredRow {
   seq: number | null;
   /** The stored version is another source's delete (readDeletions): `row` is empty. */
   deleted?: boolean;
+  /** ... its truncation of the table, which stays over the write (a write older than it). */
+  truncation?: boolean;
 }
 
 /** A row another source deleted (its tombstone), as conflict tracking sees it. */
@@ -44,6 +46,8 @@ export interface Deletion {
   seq: number;
   /** The delete's source commit time; null when unknown (a tombstone from before it was kept). */
   clock: string | null;
+  /** A truncation of the whole table (readTruncations), not a delete of the key. */
+  truncation?: boolean;
 }
 
 /** A decided conflict, for `<state_schema>.conflicts`. */
@@ -155,6 +159,12 @@ export interface SqlDialect<C, T extends SqlTable> {
    * key: a late write of another source conflicts with them.
    */
   readDeletions?(c: C, target: T, keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, Deletion[]>>;
+  /**
+   * Conflict tracking: the table's truncations, one per source that truncated it (its newest,
+   * with its commit time): a late write of another source older than one of them is stale,
+   * as it would have been removed had it arrived first.
+   */
+  readTruncations?(c: C, label: string): Promise<Deletion[]>;
   /**
    * Conflict tracking: inserts `rows` (all sent exactly `columns`), whose keys `readStored`
    * found absent, under the version gate, but never over a row: a row another writer inserted

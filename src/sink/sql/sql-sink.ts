@@ -8,7 +8,7 @@ import { maxVersion, onMissingRow, planMultiset, removesRow } from '../multiset.
 import type { ApplyOutcome, Sink } from '../sink.js';
 import { forTable } from '../table-errors.js';
 import { skippableWithoutStoredValues } from '../unchanged-values.js';
-import { mergeCounters, type ConflictResolver, type ConflictStrategy } from '../conflicts/resolve.js';
+import { compareClocks, mergeCounters, type ConflictResolver, type ConflictStrategy, type Resolution } from '../conflicts/resolve.js';
 import { BOOKKEEPING_COLUMNS } from './bookkeeping.js';
 import { conflictIdOf, type ConflictRecord, type Deletion, type SqlDialect, type SqlTable, type StoredRow } from './sql-dialect.js';
 import { SchemaEvolver, type SchemaEvolution } from './schema-evolver.js';
@@ -312,24 +312,34 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
   ): Promise<{ write: ChangeEvent[]; absent: ChangeEvent[] }> {
     const cf = this.conflicts as ConflictOptions;
     const d = this.dialect;
-    if (!d.readStored || !d.recordConflicts || !d.decidedBefore || !d.readDeletions) throw new Error(`${d.name} sink does not track conflicts`);
+    if (!d.readStored || !d.recordConflicts || !d.decidedBefore || !d.readDeletions || !d.readTruncations) throw new Error(`${d.name} sink does not track conflicts`);
     const stored = await d.readStored(c, target, keyColumns, rows);
     // A key another source deleted: that delete is the stored version (a write arriving after
     // it must not win only by arriving later). A delete of an absent key has nothing to do.
     const writes = rows.filter((r) => r.op !== 'DELETE' && !stored.has(rowKeyOf(r)));
     const deletions = writes.length > 0 ? await d.readDeletions(c, target, keyColumns, writes) : new Map<string, Deletion[]>();
+    const truncations = writes.length > 0 ? await d.readTruncations(c, target.label) : [];
     const out: ChangeEvent[] = [];
     const absent: ChangeEvent[] = [];
     const deltas = cf.deltaColumns.get(target.label) ?? [];
     const clockOf = (r: ChangeEvent): string | null => (cf.lwwColumn !== undefined && r.payload && cf.lwwColumn in r.payload ? (r.payload[cf.lwwColumn] ?? null) : r.commit_ts);
-    // Of several sources' deletes of the key, the one that decides: the first the resolver
-    // keeps over the write (then the write loses), else the newest (the write wins them all).
-    const decidingDeletion = (r: ChangeEvent, list: readonly Deletion[] | undefined): StoredRow | undefined => {
-      if (!list || list.length === 0) return undefined;
-      const asStored = (x: Deletion): StoredRow => ({ row: {}, source: x.source, local: false, clock: x.clock, lsn: x.lsn, seq: x.seq, deleted: true });
+    // Of several sources' deletes of the key (and truncations of the table), the one that
+    // decides: the first that stays over the write (then the write loses), else the newest
+    // delete (the write wins them all). A delete is decided by the resolver; a truncation by
+    // time alone (whatever the strategy, it removes only what was written before it).
+    const decidingDeletion = (r: ChangeEvent, deletes: readonly Deletion[] | undefined): StoredRow | undefined => {
+      const list = [...(deletes ?? []), ...truncations.filter((t) => t.source !== r.source)];
+      if (list.length === 0) return undefined;
+      const asStored = (x: Deletion): StoredRow => ({ row: {}, source: x.source, local: false, clock: x.clock, lsn: x.lsn, seq: x.seq, deleted: true, ...(x.truncation ? { truncation: true } : {}) });
       const keeps = (x: Deletion): boolean =>
-        cf.resolver({ table: target.label, strategy: cf.strategy, incoming: r, run: [r], incomingClock: clockOf(r), stored: { row: {}, writer: x.source, local: false, clock: x.clock, deleted: true }, deltaColumns: deltas }).winner === 'stored';
-      return asStored(list.find(keeps) ?? (list[0] as Deletion));
+        x.truncation
+          ? x.clock !== null && compareClocks(r.commit_ts, x.clock) <= 0
+          : cf.resolver({ table: target.label, strategy: cf.strategy, incoming: r, run: [r], incomingClock: clockOf(r), stored: { row: {}, writer: x.source, local: false, clock: x.clock, deleted: true }, deltaColumns: deltas }).winner === 'stored';
+      const deciding = list.find(keeps);
+      if (deciding) return asStored(deciding);
+      // Newer than every truncation and winning every delete: no conflict unless there was a delete.
+      const first = deletes?.[0];
+      return first && asStored(first);
     };
     const candidates: { r: ChangeEvent; s: StoredRow; run: ChangeEvent[] }[] = [];
     for (const r of rows) {
@@ -372,7 +382,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       const storedClock = cf.lwwColumn !== undefined && cf.lwwColumn in s.row ? (s.row[cf.lwwColumn] ?? null) : s.clock;
       const incomingClock = clockOf(r);
       const writer = s.local ? cf.localSource : (s.source ?? cf.localSource);
-      const decision = cf.resolver({
+      const decision: Resolution = s.truncation ? { winner: 'stored' } : cf.resolver({
         table: target.label,
         strategy: cf.strategy,
         incoming: r,

@@ -186,9 +186,13 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
     CREATE UNIQUE INDEX IF NOT EXISTS ${q(`${s}_conflicts_change`)} ON ${this.state.conflicts} (table_name, row_key, incoming_source, incoming_lsn, incoming_seq);
     CREATE INDEX IF NOT EXISTS ${q(`${s}_conflicts_replaced`)} ON ${this.state.conflicts} (table_name, row_key, stored_source) WHERE winner = 'incoming' AND stored_lsn IS NOT NULL;
     CREATE TABLE IF NOT EXISTS ${this.state.sourceTruncations} (
-      table_name TEXT NOT NULL, source TEXT NOT NULL, lsn INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (table_name, source));
+      table_name TEXT NOT NULL, source TEXT NOT NULL, lsn INTEGER NOT NULL, seq INTEGER NOT NULL, clock TEXT, PRIMARY KEY (table_name, source));
     CREATE TABLE IF NOT EXISTS ${this.state.sourceMultisetVersions} (
       table_name TEXT NOT NULL, source TEXT NOT NULL, lsn INTEGER NOT NULL, seq INTEGER NOT NULL, reset INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (table_name, source));`);
+    // `clock` (the source's own newest truncation's commit time, see readTruncations) came after the table.
+    if (db.prepare('SELECT 1 FROM pragma_table_info(?) WHERE name = ?').get(`${s}_source_truncations`, 'clock') === undefined) {
+      db.exec(`ALTER TABLE ${this.state.sourceTruncations} ADD COLUMN clock TEXT`);
+    }
   }
 
   async readPositions(_db: Database.Database, group: string): Promise<Map<number, bigint>> {
@@ -249,10 +253,10 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
   private truncateTracked(target: SqliteTable, change: ChangeEvent): boolean {
     const { lsn, seq } = storedVersion(change);
     const advanced = this.stmt(
-      `INSERT INTO ${this.state.sourceTruncations} AS tr (table_name, source, lsn, seq) VALUES (?, ?, ?, ?)
-       ON CONFLICT (table_name, source) DO UPDATE SET lsn = excluded.lsn, seq = excluded.seq
+      `INSERT INTO ${this.state.sourceTruncations} AS tr (table_name, source, lsn, seq, clock) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (table_name, source) DO UPDATE SET lsn = excluded.lsn, seq = excluded.seq, clock = excluded.clock
        WHERE (tr.lsn, tr.seq) < (excluded.lsn, excluded.seq)`,
-    ).run(target.label, change.source, lsn, seq).changes;
+    ).run(target.label, change.source, lsn, seq, utcText(change.commit_ts)).changes;
     if (advanced === 0) return false;
     const removes = `CASE WHEN ${W_SOURCE} IS :source THEN ${ROW_VERSION} < (:lsn, :seq) ELSE coalesce(${W_CLOCK} <= :clock, 1) END`;
     const named = { source: change.source, lsn, seq, clock: utcText(change.commit_ts), label: target.label };
@@ -557,6 +561,11 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
       if (Number(settled.settled) === 1) out.add(conflictIdOf(ch));
     }
     return out;
+  }
+
+  async readTruncations(_db: Database.Database, label: string): Promise<Deletion[]> {
+    const rows = this.stmt(`SELECT source, lsn, seq, clock FROM ${this.state.sourceTruncations} WHERE table_name = ? AND clock IS NOT NULL`).all(label) as { source: string; lsn: bigint; seq: bigint; clock: string }[];
+    return rows.map((r) => ({ source: r.source, lsn: formatLsn(BigInt(r.lsn)), seq: Number(r.seq), clock: r.clock, truncation: true }));
   }
 
   async readDeletions(_db: Database.Database, target: SqliteTable, _keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, Deletion[]>> {
