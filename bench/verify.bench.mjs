@@ -1,6 +1,7 @@
 // Verify of an equal table: rows/s and peak RSS of the checksum verify (dist/verify) against
 // the previous whole-table merge (every key and md5 read into Node), each in its own process.
 //   npm run build && node bench/verify.bench.mjs 10000000 [new|old|both] [postgres|mysql|sqlite]
+//   SYNCLINE_BENCH_TABLE=pgbench node bench/verify.bench.mjs 10000000 new   (pgbench_accounts instead)
 // Prints one JSON line per run. Tables live in syncline_verify14_bench_{source,target} on PG15;
 // a mysql target in the MariaDB database syncline_verify14_bench (SYNCLINE_TEST_MYSQL_URL's
 // server), a sqlite target in $TMPDIR/syncline_verify14_bench.db, both filled as the sinks
@@ -73,7 +74,24 @@ function prepareSqlite() {
   }
 }
 
+/**
+ * SYNCLINE_BENCH_TABLE=pgbench: pgbench's own accounts table (int, int, int, char(84); N a
+ * multiple of 100,000), made by `pgbench -i` in both databases (postgres target, mode new).
+ */
+const PGBENCH = process.env.SYNCLINE_BENCH_TABLE === 'pgbench';
+const TABLE = PGBENCH ? 'pgbench_accounts' : 'bench';
+
+async function preparePgbench() {
+  for (const db of [SRC, DST]) {
+    const exists = (await q('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [db])).rowCount > 0;
+    if (!exists) await q('postgres', `CREATE DATABASE ${db}`);
+    const n = await q(db, `SELECT count(*)::int AS n FROM pg_class WHERE relname = 'pgbench_accounts'`).then(async (r) => (r.rows[0].n ? (await q(db, 'SELECT count(*)::int AS n FROM pgbench_accounts')).rows[0].n : -1));
+    if (n !== N) execFileSync('pgbench', ['-i', '-q', '-s', String(N / 100_000), url(db)], { stdio: 'ignore' });
+  }
+}
+
 async function prepare() {
+  if (PGBENCH) return preparePgbench();
   if (targetType === 'mysql') await prepareMysql();
   if (targetType === 'sqlite') prepareSqlite();
   for (const db of targetType === 'postgres' ? [SRC, DST] : [SRC]) {
@@ -94,7 +112,7 @@ async function child(which) {
   let differing; let rows;
   if (which === 'new') {
     const { verifyTables } = await import('../dist/verify/session.js');
-    const [r] = await verifyTables([{ table: { schema: 'public', table: 'bench' } }], { source: { connectionString: url(SRC) }, targetUrl: targetUrl(), targetType, parallelism: Number(process.env.PARALLELISM ?? 2) });
+    const [r] = await verifyTables([{ table: { schema: 'public', table: TABLE } }], { source: { connectionString: url(SRC) }, targetUrl: targetUrl(), targetType, parallelism: Number(process.env.PARALLELISM ?? 2) });
     differing = r.differing; rows = r.sourceRows;
   } else {
     const s = new pg.Client({ connectionString: url(SRC) });
@@ -113,7 +131,7 @@ async function child(which) {
   }
   const secs = Number(process.hrtime.bigint() - started) / 1e9;
   const cpu = process.cpuUsage();
-  console.log(JSON.stringify({ mode: which, target: which === 'new' ? targetType : 'postgres', parallelism: which === 'new' ? Number(process.env.PARALLELISM ?? 2) : 1, rows, differing, seconds: +secs.toFixed(2), rowsPerSecond: Math.round(rows / secs), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), nodeCpuSeconds: +((cpu.user + cpu.system) / 1e6).toFixed(2) }));
+  console.log(JSON.stringify({ table: TABLE, mode: which, target: which === 'new' ? targetType : 'postgres', parallelism: which === 'new' ? Number(process.env.PARALLELISM ?? 2) : 1, rows, differing, seconds: +secs.toFixed(2), rowsPerSecond: Math.round(rows / secs), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), nodeCpuSeconds: +((cpu.user + cpu.system) / 1e6).toFixed(2) }));
 }
 
 if (process.env.SYNCLINE_BENCH_CHILD) await child(process.env.SYNCLINE_BENCH_CHILD);
@@ -130,7 +148,6 @@ else {
     else process.stdout.write(`${JSON.stringify({ ...JSON.parse(r.stdout), serverCpuSeconds })}\n`);
   }
 }
-void execFileSync;
 
 /**
  * CPU seconds of the machine's postgres processes, ended backends included (the postmaster
