@@ -1,3 +1,4 @@
+import { serverVersionNumber } from '../postgres/server-version.js';
 import type pg from 'pg';
 import { PrerequisiteError } from '../core/errors.js';
 import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
@@ -84,6 +85,5 @@ export async function publishesPartitions(client: pg.ClientBase, publication: st
 
 /** PostgreSQL 13+ has publish_via_partition_root. */
 export async function hasViaRoot(client: pg.ClientBase): Promise<boolean> {
-  const { rows } = await client.query<{ v: number }>("SELECT current_setting('server_version_num')::int AS v");
-  return (rows[0]?.v ?? 0) >= 130000;
+  return (await serverVersionNumber(client)) >= 130000;
 }

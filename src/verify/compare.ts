@@ -1,3 +1,4 @@
+import { serverVersionNumber } from '../postgres/server-version.js';
 import type pg from 'pg';
 import type { TableName } from '../core/sql.js';
 import type { TableRoute } from '../core/table-mapping.js';
@@ -171,6 +172,5 @@ export async function compareTable(source: pg.ClientBase, target: pg.ClientBase,
 
 /** PostgreSQL 14+ has hash_record_extended. */
 async function hasRecordHash(client: pg.ClientBase): Promise<boolean> {
-  const { rows } = await client.query<{ v: number }>("SELECT current_setting('server_version_num')::int AS v");
-  return (rows[0]?.v ?? 0) >= 140000;
+  return (await serverVersionNumber(client)) >= 140000;
 }

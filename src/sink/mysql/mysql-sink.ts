@@ -117,7 +117,7 @@ export class MysqlSink extends SqlSink<PoolConnection, MysqlTable> {
 class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
   readonly name = 'the MySQL sink';
   private readonly pool: Pool;
-  private readonly state: BookkeepingTables & { conflicts: string; sourceTruncations: string; sourceMultisetVersions: string; sourceTombstones: string };
+  private readonly state: BookkeepingTables;
   private readonly sessionReady = new WeakSet<object>();
 
   constructor(private readonly options: MysqlSinkOptions) {
@@ -144,13 +144,7 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
       flags: ['-FOUND_ROWS'],
     });
     const s = options.stateSchema;
-    this.state = {
-      ...bookkeepingTables((t) => q(`${s}_${t}`)),
-      conflicts: q(`${s}_conflicts`),
-      sourceTruncations: q(`${s}_source_truncations`),
-      sourceMultisetVersions: q(`${s}_source_multiset_versions`),
-      sourceTombstones: q(`${s}_source_tombstones`),
-    };
+    this.state = bookkeepingTables((t) => q(`${s}_${t}`));
   }
 
   async withConnection<R>(what: string, fn: (c: PoolConnection) => Promise<R>): Promise<R> {

@@ -93,7 +93,7 @@ export class PostgresSink extends SqlSink<pg.PoolClient, TargetTable> {
 class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   readonly name = 'the sink';
   private readonly pool: pg.Pool;
-  private readonly state: BookkeepingTables & { staleAudit: string; conflicts: string; sourceTruncations: string; sourceMultisetVersions: string; sourceTombstones: string };
+  private readonly state: BookkeepingTables & { staleAudit: string };
   /** track_commit_timestamp is on: a row written at the target has a known commit time. */
   private commitTimestamps = false;
   private readonly sqlCache = new Map<string, string>();
@@ -108,14 +108,7 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     // An idle pooled connection that dies must not crash the process; the next query reconnects.
     this.pool.on('error', () => undefined);
     const s = options.stateSchema;
-    this.state = {
-      ...bookkeepingTables((t) => quoteQualified(s, t)),
-      staleAudit: quoteQualified(s, 'stale_audit'),
-      conflicts: quoteQualified(s, 'conflicts'),
-      sourceTruncations: quoteQualified(s, 'source_truncations'),
-      sourceMultisetVersions: quoteQualified(s, 'source_multiset_versions'),
-      sourceTombstones: quoteQualified(s, 'source_tombstones'),
-    };
+    this.state = { ...bookkeepingTables((t) => quoteQualified(s, t)), staleAudit: quoteQualified(s, 'stale_audit') };
   }
 
   async withConnection<R>(what: string, fn: (c: pg.PoolClient) => Promise<R>): Promise<R> {

@@ -39,6 +39,14 @@ export interface BookkeepingTables {
   truncations: string;
   /** Keyless tables' high-water version and whether their snapshot reset was applied. */
   multisetVersions: string;
+  /** Conflict tracking: decided conflicts (both versions, the winner). */
+  conflicts: string;
+  /** Conflict tracking: each source's own truncation watermark per table (LSNs of sources do not compare). */
+  sourceTruncations: string;
+  /** Conflict tracking: each source's own keyless high water per table. */
+  sourceMultisetVersions: string;
+  /** Conflict tracking: each source's own tombstone per key, with the delete's commit time. */
+  sourceTombstones: string;
 }
 
 /** The bookkeeping tables, each named by `name` from its base name (`positions`, ...). */
@@ -48,5 +56,9 @@ export function bookkeepingTables(name: (table: string) => string): BookkeepingT
     tombstones: name('tombstones'),
     truncations: name('truncations'),
     multisetVersions: name('multiset_versions'),
+    conflicts: name('conflicts'),
+    sourceTruncations: name('source_truncations'),
+    sourceMultisetVersions: name('source_multiset_versions'),
+    sourceTombstones: name('source_tombstones'),
   };
 }

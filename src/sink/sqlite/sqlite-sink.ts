@@ -82,20 +82,14 @@ export class SqliteSink extends SqlSink<Database.Database, SqliteTable> {
 class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
   readonly name = 'the SQLite sink';
   private db: Database.Database | undefined;
-  private readonly state: BookkeepingTables & { conflicts: string; sourceTruncations: string; sourceMultisetVersions: string; sourceTombstones: string };
+  private readonly state: BookkeepingTables;
   private readonly statements = new Map<string, Database.Statement>();
   /** The tail of the calls waiting for the connection. */
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly options: SqliteSinkOptions) {
     const s = options.stateSchema;
-    this.state = {
-      ...bookkeepingTables((t) => q(`${s}_${t}`)),
-      conflicts: q(`${s}_conflicts`),
-      sourceTruncations: q(`${s}_source_truncations`),
-      sourceMultisetVersions: q(`${s}_source_multiset_versions`),
-      sourceTombstones: q(`${s}_source_tombstones`),
-    };
+    this.state = bookkeepingTables((t) => q(`${s}_${t}`));
   }
 
   /** Conflict tracking is on: rows name their writing source (see SqliteSinkOptions.conflicts). */
