@@ -1,10 +1,10 @@
-import type pg from 'pg';
 import type { SynclineConfig } from '../config/schema.js';
 import { errorMessage } from '../core/errors.js';
-import { quoteIdent, quoteQualified } from '../core/sql.js';
+import { redactUrl } from '../core/redact.js';
 import { TableMapping, targetColumnOf } from '../core/table-mapping.js';
-import { connectPostgres, describeClient, serverVersion } from '../ops/connect.js';
 import type { CheckList } from './report.js';
+import { openTargetCatalog, type TargetCatalog } from './target-catalog.js';
+import { closeRedis, openRedis } from '../redis/redis-client.js';
 import { BOOKKEEPING_COLUMNS } from '../sink/sql/bookkeeping.js';
 import type { SourceTable } from './source-checks.js';
 
@@ -12,97 +12,109 @@ import type { SourceTable } from './source-checks.js';
 const SYNCLINE_COLUMNS = BOOKKEEPING_COLUMNS;
 
 /**
- * Checks the sink: reachable, and each replicated table exists there with the source's
- * primary key columns and every source column (syncline adds its version columns itself).
+ * Checks the sink: reachable, and (postgres, mysql, sqlite) each replicated table exists there
+ * with the source's primary key columns and every source column (syncline adds its version
+ * columns itself). Redis is checked for reachability; a webhook is not called.
  */
 export async function checkSink(config: SynclineConfig, sourceTables: readonly SourceTable[], list: CheckList): Promise<void> {
   const sink = config.sink;
-  if (sink.type !== 'postgres') {
-    list.warn('sink reachable', `sink.type ${sink.type}: doctor checks postgres sinks only`);
-    return;
-  }
   if (!sink.url) {
     list.fail('sink reachable', 'no sink connection URL', 'set sink.url in the config or the SYNCLINE_SINK_URL environment variable');
     return;
   }
-  let client: pg.Client;
+  if (sink.type === 'redis') return checkRedis(sink.url, list);
+  if (sink.type === 'webhook') {
+    list.warn('sink reachable', 'sink.type webhook: doctor does not call the endpoint (a test request could have effects)');
+    return;
+  }
+  let catalog: TargetCatalog;
   try {
-    client = await connectPostgres({ connectionString: sink.url });
+    catalog = await openTargetCatalog(sink.type, sink.url);
   } catch (err) {
-    list.fail(
-      'sink reachable',
-      `cannot connect to the sink: ${errorMessage(err)}`,
-      'check sink.url (or SYNCLINE_SINK_URL): the server must be running, the database must exist (CREATE DATABASE ...) and pg_hba.conf must admit this host and role',
-    );
+    list.fail('sink reachable', `cannot connect to the sink: ${redactUrl(errorMessage(err))}`, REACH_FIX[sink.type]);
     return;
   }
   try {
-    list.ok('sink reachable', `${describeClient(client)} (PostgreSQL ${await serverVersion(client)})`);
+    list.ok('sink reachable', catalog.description);
+    // A missing table is made by the sink from the source's definition when so configured.
+    const creates = sink.schema_evolution === 'full' || (sink.type === 'postgres' && sink.create_tables);
     // sink.tables: a routed table is expected under its target name with its target column names.
     const mapping = TableMapping.fromConfig(sink.tables);
     for (const t of sourceTables) {
       const route = mapping.routeOf(t.name);
-      const mapped = route && { name: route.target, primaryKey: t.primaryKey.map((c) => targetColumnOf(route, c) ?? c), columns: t.columns.flatMap((c) => targetColumnOf(route, c) ?? []) };
-      await checkTargetTable(client, mapped ?? t, list);
+      const mapped = route && { ...t, name: route.target, primaryKey: t.primaryKey.map((c) => targetColumnOf(route, c) ?? c), columns: t.columns.flatMap((c) => targetColumnOf(route, c) ?? []) };
+      await checkTargetTable(catalog, mapped ?? t, creates, list);
     }
   } catch (err) {
-    list.fail('sink queries', `a check query failed: ${errorMessage(err)}`, 'connect to the sink with a role that can read pg_catalog');
+    list.fail('sink queries', `a check query failed: ${errorMessage(err)}`, `connect to the sink with a role that can read the catalog (${sink.type === 'postgres' ? 'pg_catalog' : 'information_schema'})`);
   } finally {
-    await client.end().catch(() => undefined);
+    await catalog.close();
   }
 }
 
-async function checkTargetTable(client: pg.Client, source: SourceTable, list: CheckList): Promise<void> {
-  const { schema, table } = source.name;
-  const q = quoteQualified(schema, table);
-  const check = `sink table ${schema}.${table}`;
-  const { rows } = await client.query<{ pk: string[] | null; pk_name: string | null; columns: string[] | null }>(
-    `SELECT (SELECT conname::text FROM pg_constraint WHERE conrelid = c.oid AND contype = 'p') AS pk_name,
-            (SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
-               FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-              WHERE i.indrelid = c.oid AND i.indisprimary) AS pk,
-            (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
-              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns
-       FROM pg_class c WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')`,
-    [q],
-  );
-  const r = rows[0];
+const REACH_FIX = {
+  postgres: 'check sink.url (or SYNCLINE_SINK_URL): the server must be running, the database must exist (CREATE DATABASE ...) and pg_hba.conf must admit this host and role',
+  mysql: 'check sink.url (or SYNCLINE_SINK_URL): mysql://user:password@host:3306/database; the server must be running, the database must exist (CREATE DATABASE ...) and the user must be allowed from this host',
+  sqlite: 'check sink.url (or SYNCLINE_SINK_URL): sqlite:///absolute/path.db; the sink creates the file on its first run (syncline run or apply), then doctor can check its tables',
+} as const;
+
+async function checkRedis(url: string, list: CheckList): Promise<void> {
+  const redis = openRedis(url);
+  // ioredis rejects connect() with "Connection is closed."; the socket's own error says why.
+  let cause: unknown;
+  redis.on('error', (err: unknown) => (cause ??= err));
+  try {
+    await redis.connect();
+    const info = await redis.info('server');
+    list.ok('sink reachable', `${redactUrl(url)} (Redis ${/redis_version:(\S+)/.exec(info)?.[1] ?? '?'})`);
+  } catch (err) {
+    list.fail('sink reachable', `cannot connect to the sink: ${redactUrl(errorMessage(cause ?? err))}`, 'check sink.url (or SYNCLINE_SINK_URL): redis://[:password@]host:6379[/db]; the server must be running');
+  } finally {
+    await closeRedis(redis);
+  }
+}
+
+async function checkTargetTable(catalog: TargetCatalog, source: SourceTable, creates: boolean, list: CheckList): Promise<void> {
+  const name = source.name;
+  const q = catalog.qualified(name);
+  const check = `sink table ${name.schema}.${name.table}`;
+  const found = await catalog.describeTable(name);
   const wantKey = source.primaryKey;
-  const keyList = (cols: readonly string[]): string => cols.map(quoteIdent).join(', ');
-  if (!r) {
-    list.fail(check, 'does not exist in the sink database', `create ${q} on the target with the source's columns${wantKey.length > 0 ? ` and PRIMARY KEY (${keyList(wantKey)})` : ' and a primary key'}`);
+  if (!found) {
+    if (creates) {
+      list.warn(check, "does not exist: the sink creates it from the source's definition when its first change arrives");
+      return;
+    }
+    const key = source.keyless ? '' : wantKey.length > 0 ? ` and PRIMARY KEY (${wantKey.join(', ')})` : ' and a primary key';
+    list.fail(check, 'does not exist in the sink database', `create ${q} on the target with the source's columns${key}, or set ${catalog.createsTablesWith}`);
     return;
   }
-  const have = r.pk ?? [];
+  const have = found.primaryKey;
   if (source.keyless) {
     // A multiset: rows are matched whole, duplicates are legitimate.
-    const columns = new Set(r.columns ?? []);
+    const columns = new Set(found.columns);
     const missing = source.columns.filter((c) => !columns.has(c));
     if (missing.length > 0) {
-      list.fail(check, `lacks source column(s) ${missing.join(', ')}: applying its changes would fail (the table would be held)`, `ALTER TABLE ${q} ${missing.map((c) => `ADD COLUMN ${quoteIdent(c)} <type as at the source>`).join(', ')};`);
+      list.fail(check, `lacks source column(s) ${missing.join(', ')}: applying its changes would fail (the table would be held)`, catalog.addColumns(name, missing));
     } else if (have.length > 0 && have.every((c) => source.columns.includes(c))) {
-      list.warn(check, `keyless at the source, but primary key (${have.join(', ')}) at the target: duplicate rows the source may hold would be refused`, `ALTER TABLE ${q} DROP CONSTRAINT ${r.pk_name === null ? '<its primary key constraint>' : quoteIdent(r.pk_name)};`);
+      list.warn(check, `keyless at the source, but primary key (${have.join(', ')}) at the target: duplicate rows the source may hold would be refused`, catalog.dropPrimaryKey(name, found));
     } else {
       list.ok(check, 'exists; keyless at the source: replicated as a multiset of whole rows (no key needed)');
     }
     return;
   }
   if (have.length === 0) {
-    list.fail(check, 'has no primary key: syncline upserts by key', `ALTER TABLE ${q} ADD PRIMARY KEY (${wantKey.length > 0 ? keyList(wantKey) : '...'});`);
+    list.fail(check, 'has no primary key: syncline upserts by key', wantKey.length > 0 ? catalog.addPrimaryKey(name, wantKey) : `add a primary key to ${q}`);
     return;
   }
   if (wantKey.length > 0 && !sameSet(have, wantKey)) {
-    list.fail(
-      check,
-      `primary key (${have.join(', ')}) differs from the source's (${wantKey.join(', ')})`,
-      `ALTER TABLE ${q} DROP CONSTRAINT ${r.pk_name === null ? '<its primary key constraint>' : quoteIdent(r.pk_name)}, ADD PRIMARY KEY (${keyList(wantKey)});`,
-    );
+    list.fail(check, `primary key (${have.join(', ')}) differs from the source's (${wantKey.join(', ')})`, catalog.addPrimaryKey(name, wantKey, found));
     return;
   }
-  const columns = new Set(r.columns ?? []);
+  const columns = new Set(found.columns);
   const missing = source.columns.filter((c) => !columns.has(c) && !SYNCLINE_COLUMNS.has(c));
   if (missing.length > 0) {
-    list.fail(check, `lacks source column(s) ${missing.join(', ')}: applying their changes would fail`, `ALTER TABLE ${q} ${missing.map((c) => `ADD COLUMN ${quoteIdent(c)} <type as at the source>`).join(', ')};`);
+    list.fail(check, `lacks source column(s) ${missing.join(', ')}: applying their changes would fail`, catalog.addColumns(name, missing));
     return;
   }
   list.ok(check, `exists with primary key (${have.join(', ')})${wantKey.length === 0 ? '; the source table has none, its changes are keyed by REPLICA IDENTITY' : ''}`);

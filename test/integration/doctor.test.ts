@@ -3,10 +3,12 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, ensureBuilt, ROOT } from '../helpers/cli.js';
 import type { DoctorCheck, DoctorReport } from '../../src/doctor/doctor.js';
+import { freshMysqlDatabase } from '../helpers/mysql.js';
 import { embeddedPg17, freshDatabase, machinePg15, withClient, type PgServer, uniqueName } from '../helpers/postgres.js';
 
 const BAD_SLOT = uniqueName('syncline_ops_doctor_bad');
@@ -167,6 +169,66 @@ sink: { url: postgres://postgres:s3cretpw@127.0.0.1:1/nowhere }
     expect(inv.status).toBe(2);
     expect(check(inv.report, 'config')).toMatchObject({ status: 'fail', detail: expect.stringMatching(/bogus/) });
     expect(doctor(bad, false).status).toBe(2);
+  });
+
+  it('checks mysql and sqlite sinks table by table with fixes in their own SQL, and a redis sink is reachable', async () => {
+    const src = await freshDatabase(pg15, 'syncline_ops_doctor_dialects');
+    await withClient(src, (c) =>
+      c.query(`CREATE TABLE items (id int PRIMARY KEY, v text); CREATE TABLE "Odd Name" (a int PRIMARY KEY, b text);
+               CREATE TABLE nocol (id int PRIMARY KEY, w text); CREATE TABLE bag (x int, y text); ALTER TABLE bag REPLICA IDENTITY FULL;
+               CREATE TABLE absent (id int PRIMARY KEY)`),
+    );
+    const my = await freshMysqlDatabase('syncline_ops_doctor_my');
+    const sqliteFile = path.join(dir, 'doctor.db');
+    try {
+      await my.admin.query('CREATE TABLE items (id int, v varchar(10) NOT NULL, PRIMARY KEY (id, v))');
+      await my.admin.query('CREATE TABLE `Odd Name` (a int PRIMARY KEY, b text)');
+      await my.admin.query('CREATE TABLE nocol (id int PRIMARY KEY)');
+      await my.admin.query('CREATE TABLE bag (x int PRIMARY KEY, y text)');
+      const lite = new Database(sqliteFile);
+      lite.exec('CREATE TABLE items (id int, v text, PRIMARY KEY (v, id)); CREATE TABLE "Odd Name" (a int PRIMARY KEY, b text); CREATE TABLE nocol (id int); CREATE TABLE bag (x int, y text)');
+      lite.close();
+      const config = (sink: string, extra = ''): string => `source:
+  url: ${src}
+  slots: [{ name: syncline_ops_doctor_dialects, publication: syncline_ops_doctor_dialects_pub, tables: [items, '"Odd Name"', nocol, bag, absent] }]
+stream: { path: ${path.join(dir, 'stream-dialects')} }
+sink: { url: '${sink}'${extra} }
+dead_letter: { url: ${src} }
+`;
+      const mysqlRun = doctor(await writeConfig('mysql.yaml', config(withPassword(my.url).replace('s3cretpw', ''), ', type: mysql')));
+      expect(mysqlRun.status).toBe(1);
+      expect(check(mysqlRun.report, 'sink reachable')).toMatchObject({ status: 'ok', detail: expect.stringMatching(/^root@127\.0\.0\.1:3306\/syncline_ops_doctor_my \(MySQL /) });
+      expect(check(mysqlRun.report, 'sink table public.items')).toMatchObject({
+        status: 'fail',
+        detail: "primary key (id, v) differs from the source's (id)",
+        fix: 'ALTER TABLE `items` DROP PRIMARY KEY, ADD PRIMARY KEY (`id`);',
+      });
+      expect(check(mysqlRun.report, 'sink table public.Odd Name')).toMatchObject({ status: 'ok', detail: 'exists with primary key (a)' });
+      expect(check(mysqlRun.report, 'sink table public.nocol')).toMatchObject({ status: 'fail', fix: 'ALTER TABLE `nocol` ADD COLUMN `w` <type as at the source>;' });
+      expect(check(mysqlRun.report, 'sink table public.bag')).toMatchObject({ status: 'warn', fix: 'ALTER TABLE `bag` DROP PRIMARY KEY;' });
+      expect(check(mysqlRun.report, 'sink table public.absent')).toMatchObject({ status: 'fail', detail: 'does not exist in the sink database', fix: expect.stringMatching(/sink\.schema_evolution: full$/) });
+      // schema_evolution full: the sink creates a missing table itself.
+      const evolving = doctor(await writeConfig('mysql-full.yaml', config(my.url, ', type: mysql, schema_evolution: full')));
+      expect(check(evolving.report, 'sink table public.absent')).toMatchObject({ status: 'warn', detail: expect.stringMatching(/the sink creates it/) });
+
+      const liteRun = doctor(await writeConfig('sqlite.yaml', config(`sqlite://${sqliteFile}`, ', type: sqlite')));
+      expect(liteRun.status).toBe(1);
+      expect(check(liteRun.report, 'sink reachable')).toMatchObject({ status: 'ok', detail: expect.stringContaining(sqliteFile) });
+      expect(check(liteRun.report, 'sink table public.items')).toMatchObject({ status: 'fail', detail: "primary key (v, id) differs from the source's (id)", fix: expect.stringMatching(/^rebuild "items" with PRIMARY KEY \("id"\)/) });
+      expect(check(liteRun.report, 'sink table public.Odd Name').status).toBe('ok');
+      expect(check(liteRun.report, 'sink table public.nocol')).toMatchObject({ status: 'fail', detail: 'has no primary key: syncline upserts by key' });
+      expect(check(liteRun.report, 'sink table public.bag')).toMatchObject({ status: 'ok', detail: expect.stringMatching(/multiset/) });
+      const missingFile = doctor(await writeConfig('sqlite-none.yaml', config(`sqlite://${path.join(dir, 'none.db')}`, ', type: sqlite')));
+      expect(check(missingFile.report, 'sink reachable')).toMatchObject({ status: 'fail', detail: expect.stringMatching(/none\.db/) });
+
+      const redisRun = doctor(await writeConfig('redis.yaml', config('redis://127.0.0.1:6379', ', type: redis')));
+      expect(check(redisRun.report, 'sink reachable')).toMatchObject({ status: 'ok', detail: expect.stringMatching(/\(Redis \d/) });
+      const redisDown = doctor(await writeConfig('redis-down.yaml', config('redis://:s3cretpw@127.0.0.1:1', ', type: redis')));
+      expect(check(redisDown.report, 'sink reachable')).toMatchObject({ status: 'fail', detail: expect.stringMatching(/ECONNREFUSED/) });
+      expect(redisDown.stdout).not.toContain('s3cretpw');
+    } finally {
+      await my.drop();
+    }
   });
 
   describe('on PostgreSQL 17 with wal_level=replica', () => {
