@@ -43,7 +43,7 @@ export async function checkSink(config: SynclineConfig, sourceTables: readonly S
     for (const t of sourceTables) {
       const route = mapping.routeOf(t.name);
       const mapped = route && { name: route.target, primaryKey: t.primaryKey.map((c) => targetColumnOf(route, c) ?? c), columns: t.columns.flatMap((c) => targetColumnOf(route, c) ?? []) };
-      await checkTargetTable(client, mapped ?? t, list);
+      await checkTargetTable(client, mapped ?? t, list, sink.create_tables || sink.schema_evolution === 'full');
     }
   } catch (err) {
     list.fail('sink queries', `a check query failed: ${errorMessage(err)}`, 'connect to the sink with a role that can read pg_catalog');
@@ -52,7 +52,8 @@ export async function checkSink(config: SynclineConfig, sourceTables: readonly S
   }
 }
 
-async function checkTargetTable(client: pg.Client, source: SourceTable, list: CheckList): Promise<void> {
+/** `createsMissing`: the sink creates a missing table itself (`sink.create_tables`, or `schema_evolution: full`). */
+async function checkTargetTable(client: pg.Client, source: SourceTable, list: CheckList, createsMissing: boolean): Promise<void> {
   const { schema, table } = source.name;
   const q = quoteQualified(schema, table);
   const check = `sink table ${schema}.${table}`;
@@ -70,7 +71,12 @@ async function checkTargetTable(client: pg.Client, source: SourceTable, list: Ch
   const wantKey = source.primaryKey;
   const keyList = (cols: readonly string[]): string => cols.map(quoteIdent).join(', ');
   if (!r) {
-    list.fail(check, 'does not exist in the sink database', `create ${q} on the target with the source's columns${wantKey.length > 0 ? ` and PRIMARY KEY (${keyList(wantKey)})` : ' and a primary key'}`);
+    if (createsMissing) {
+      list.ok(check, `does not exist yet; syncline will create it from the source's definition${source.keyless ? ' (keyless: no primary key)' : wantKey.length > 0 ? ` with PRIMARY KEY (${keyList(wantKey)})` : ''} (sink.create_tables)`);
+    } else {
+      const shape = source.keyless ? ' and no primary key (keyless at the source: replicated as a multiset of whole rows)' : wantKey.length > 0 ? ` and PRIMARY KEY (${keyList(wantKey)})` : ' and a primary key';
+      list.fail(check, 'does not exist in the sink database', `create ${q} on the target with the source's columns${shape}, or set sink.create_tables: true`);
+    }
     return;
   }
   const have = r.pk ?? [];
