@@ -109,6 +109,15 @@ monitoring:
     expect(problems('source:\n  slots: [{ name: s, publication: p }]\nstream:\n  partitions: "4"\n')).toEqual([expect.stringMatching(/^stream\.partitions: Expected number/)]);
   });
 
+  it('stream.brokers: a list, or one string of comma-separated host:port (as SYNCLINE_STREAM_BROKERS)', () => {
+    const base = 'source:\n  slots:\n    - name: s\n      publication: p\nstream:\n  broker: kafka\n  brokers: ';
+    expect(parseConfig(`${base}127.0.0.1:9092\n`).stream.brokers).toEqual(['127.0.0.1:9092']);
+    expect(parseConfig(`${base}\${B}\n`, { B: 'k1:9092, k2:9093' }).stream.brokers).toEqual(['k1:9092', 'k2:9093']);
+    expect(parseConfig(`${base}[k1:9092]\n`).stream.brokers).toEqual(['k1:9092']);
+    expect(problems(`${base}k1\n`)).toEqual([expect.stringMatching(/^stream\.brokers\[0\]: expected host:port/)]);
+    expect(problems(`${base}""\n`)).toEqual([expect.stringMatching(/^stream\.brokers: /)]);
+  });
+
   it('reports YAML syntax errors with a line number', () => {
     expect(problems('source: [unclosed\n')[0]).toMatch(/YAML syntax \(line \d+\)/);
   });
