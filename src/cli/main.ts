@@ -23,7 +23,11 @@ program
   .name('syncline')
   .description('Log-based change data capture and sync for PostgreSQL')
   .version('0.1.0')
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // Usage errors (unknown command or option, a missing or invalid option argument) are exit
+  // 2 like an invalid configuration; commander's own default is 1, which for `verify` means
+  // drift. --help and --version stay 0. Subcommands inherit this when they are created.
+  .exitOverride((err) => process.exit(err.exitCode === 0 ? EXIT.OK : EXIT.CONFIG));
 
 // One line per command module; each file owns its options and output.
 registerInit(program);

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import type { ZodIssue } from 'zod';
 import { ConfigError } from '../core/errors.js';
-import { interpolate } from './interpolate.js';
+import { coerceSubstituted, interpolate } from './interpolate.js';
 import { configSchema, type SynclineConfig } from './schema.js';
 import { slotOf } from './slot.js';
 
@@ -46,15 +46,45 @@ export function validateConfig(raw: unknown, env: NodeJS.ProcessEnv = process.en
     throw new ConfigError(['(root): expected a mapping with sections source, stream, consumer, sink, dead_letter, monitoring']);
   }
   const problems: string[] = [];
-  const interpolated = interpolate(raw, env, '', problems);
-  const parsed = configSchema.safeParse(interpolated);
+  const substituted = new Set<string>();
+  const interpolated = interpolate(raw, env, '', problems, substituted);
+  let parsed = configSchema.safeParse(interpolated);
+  if (!parsed.success && coerceSubstitutedValues(interpolated, parsed.error.issues, substituted)) parsed = configSchema.safeParse(interpolated);
   if (!parsed.success) problems.push(...parsed.error.issues.map(formatIssue));
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   return applyEnvFallbacks(parsed.data, env);
 }
 
+/**
+ * Where the schema wants a number or a boolean and got a string that came from `${VAR}`,
+ * puts in the value the string spells (in place, in the interpolated copy). True if any.
+ */
+function coerceSubstitutedValues(config: unknown, issues: ZodIssue[], substituted: Set<string>): boolean {
+  let changed = false;
+  for (const issue of issues) {
+    if (issue.code !== 'invalid_type' || issue.received !== 'string' || (issue.expected !== 'number' && issue.expected !== 'boolean')) continue;
+    if (!substituted.has(formatPath(issue.path)) || issue.path.length === 0) continue;
+    let parent: unknown = config;
+    for (const key of issue.path.slice(0, -1)) parent = parent !== null && typeof parent === 'object' ? (parent as Record<string | number, unknown>)[key] : undefined;
+    if (parent === null || typeof parent !== 'object') continue;
+    const container = parent as Record<string | number, unknown>;
+    const last = issue.path[issue.path.length - 1] as string | number;
+    const text = container[last];
+    const value = typeof text === 'string' ? coerceSubstituted(text, issue.expected) : undefined;
+    if (value === undefined) continue;
+    container[last] = value;
+    changed = true;
+  }
+  return changed;
+}
+
+/** `a.b[0].c`: the path notation of every message (and of `interpolate`). */
+function formatPath(path: (string | number)[]): string {
+  return path.map((p) => (typeof p === 'number' ? `[${p}]` : p)).join('.').replace(/\.\[/g, '[');
+}
+
 function formatIssue(issue: ZodIssue): string {
-  const path = issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : p)).join('.').replace(/\.\[/g, '[');
+  const path = formatPath(issue.path);
   if (issue.code === 'unrecognized_keys') {
     return `${path || '(root)'}: unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`;
   }

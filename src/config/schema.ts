@@ -81,7 +81,13 @@ const stream = z
     subject_strategy: z.enum(['topic', 'record', 'topic_record']).default('topic_record'),
     /** Set on each subject before its first registration. */
     schema_compatibility: z.enum(['BACKWARD', 'BACKWARD_TRANSITIVE', 'FORWARD', 'FORWARD_TRANSITIVE', 'FULL', 'FULL_TRANSITIVE', 'NONE']).default('BACKWARD'),
-    brokers: z.array(z.string().regex(/^[^\s:]+:\d+$/, 'expected host:port')).min(1).optional(),
+    /**
+     * Kafka `host:port` list. A string is read as a comma-separated list, as the environment
+     * fallback SYNCLINE_STREAM_BROKERS is (`brokers: 127.0.0.1:9092`, `brokers: ${BROKERS}`).
+     */
+    brokers: z
+      .preprocess((v) => (typeof v === 'string' ? v.split(',').map((b) => b.trim()).filter((b) => b !== '') : v), z.array(z.string().regex(/^[^\s:]+:\d+$/, 'expected host:port')).min(1))
+      .optional(),
     url: z.string().min(1).optional(),
     path: z.string().min(1).default('./.syncline/stream'),
     /** Capture publishes a batch when it reaches this many changes or `batch_wait_ms` passed. */

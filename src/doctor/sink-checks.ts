@@ -37,7 +37,7 @@ export async function checkSink(config: SynclineConfig, sourceTables: readonly S
   try {
     list.ok('sink reachable', catalog.description);
     // A missing table is made by the sink from the source's definition when so configured.
-    const creates = sink.schema_evolution === 'full' || (sink.type === 'postgres' && sink.create_tables);
+    const creates = sink.type === 'postgres' && sink.create_tables ? 'sink.create_tables' : sink.schema_evolution === 'full' ? 'sink.schema_evolution: full' : undefined;
     // sink.tables: a routed table is expected under its target name with its target column names.
     const mapping = TableMapping.fromConfig(sink.tables);
     for (const t of sourceTables) {
@@ -74,19 +74,21 @@ async function checkRedis(url: string, list: CheckList): Promise<void> {
   }
 }
 
-async function checkTargetTable(catalog: TargetCatalog, source: SourceTable, creates: boolean, list: CheckList): Promise<void> {
+/** `creates`: the setting with which the sink creates a missing table itself, if any. */
+async function checkTargetTable(catalog: TargetCatalog, source: SourceTable, creates: string | undefined, list: CheckList): Promise<void> {
   const name = source.name;
   const q = catalog.qualified(name);
   const check = `sink table ${name.schema}.${name.table}`;
   const found = await catalog.describeTable(name);
   const wantKey = source.primaryKey;
   if (!found) {
+    const key = wantKey.length > 0 ? `PRIMARY KEY (${catalog.quoteList(wantKey)})` : '';
     if (creates) {
-      list.warn(check, "does not exist: the sink creates it from the source's definition when its first change arrives");
-      return;
+      list.ok(check, `does not exist yet; syncline will create it from the source's definition${source.keyless ? ' (keyless: no primary key)' : key ? ` with ${key}` : ''} (${creates})`);
+    } else {
+      const shape = source.keyless ? ' and no primary key (keyless at the source: replicated as a multiset of whole rows)' : key ? ` and ${key}` : ' and a primary key';
+      list.fail(check, 'does not exist in the sink database', `create ${q} on the target with the source's columns${shape}, or set ${catalog.createsTablesWith}`);
     }
-    const key = source.keyless ? '' : wantKey.length > 0 ? ` and PRIMARY KEY (${wantKey.join(', ')})` : ' and a primary key';
-    list.fail(check, 'does not exist in the sink database', `create ${q} on the target with the source's columns${key}, or set ${catalog.createsTablesWith}`);
     return;
   }
   const have = found.primaryKey;

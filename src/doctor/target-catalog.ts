@@ -26,6 +26,8 @@ export interface TargetCatalog {
   readonly createsTablesWith: string;
   /** The table as written in this dialect's SQL. */
   qualified(name: TableName): string;
+  /** Column names quoted in this dialect, comma-separated. */
+  quoteList(columns: readonly string[]): string;
   describeTable(name: TableName): Promise<TargetTableShape | undefined>;
   addPrimaryKey(name: TableName, columns: readonly string[], replacing?: TargetTableShape): string;
   dropPrimaryKey(name: TableName, shape: TargetTableShape): string;
@@ -54,8 +56,9 @@ async function postgresCatalog(url: string): Promise<TargetCatalog> {
   const constraint = (shape: TargetTableShape): string => (shape.primaryKeyName === null ? '<its primary key constraint>' : quoteIdent(shape.primaryKeyName));
   return {
     description,
-    createsTablesWith: 'sink.create_tables: true (or sink.schema_evolution: full)',
+    createsTablesWith: 'sink.create_tables: true',
     qualified,
+    quoteList: (columns) => list(quoteIdent, columns),
     async describeTable(name) {
       const { rows } = await client.query<{ pk: string[] | null; pk_name: string | null; columns: string[] | null }>(
         `SELECT (SELECT conname::text FROM pg_constraint WHERE conrelid = c.oid AND contype = 'p') AS pk_name,
@@ -94,6 +97,7 @@ async function mysqlCatalog(url: string): Promise<TargetCatalog> {
     description,
     createsTablesWith: 'sink.schema_evolution: full',
     qualified,
+    quoteList: (columns) => list(mysqlQuote, columns),
     async describeTable(name) {
       const [columns] = await conn.query<mysql.RowDataPacket[]>(
         'SELECT COLUMN_NAME AS name FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION',
@@ -131,6 +135,7 @@ function sqliteCatalog(url: string): TargetCatalog {
     description: `${file} (SQLite ${String((db.prepare('SELECT sqlite_version() AS v').get() as { v: string }).v)})`,
     createsTablesWith: 'sink.schema_evolution: full',
     qualified,
+    quoteList: (columns) => list(quoteSqliteIdent, columns),
     async describeTable(name) {
       const rows = db.prepare('SELECT name, pk FROM pragma_table_info(?)').all(sqliteTableName(name.schema, name.table)) as { name: string; pk: number | bigint }[];
       if (rows.length === 0) return undefined;

@@ -136,7 +136,10 @@ export class Metrics {
     const written = (outcome: AppliedCounts): void => {
       for (const [table, counts] of outcome.byTable) {
         this.applied.inc({ table }, counts.applied);
-        if (counts.stale > 0) this.stale.inc({ table }, counts.stale);
+        // Also by 0: a table apply has written shows its stale and duplicate series from the
+        // start (at 0), so `rate()` and a grep of /metrics find them before the first replay.
+        this.stale.inc({ table }, counts.stale);
+        this.duplicate.inc({ table }, 0);
       }
       for (const k of outcome.conflicts ?? []) this.conflicts.inc({ table: k.table, strategy: k.strategy }, k.count);
     };

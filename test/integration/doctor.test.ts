@@ -146,6 +146,34 @@ sink: { url: ${tgt} }
     expect(check(warn.report, 'publication syncline_ops_doctor_newpub')).toMatchObject({ status: 'warn', detail: expect.stringMatching(/syncline will create it/) });
   });
 
+  it('a target table syncline will create (sink.create_tables, schema_evolution: full) is not a failure; without, the fix fits a keyless table', async () => {
+    const src = await freshDatabase(pg15, 'syncline_ops_doctor_create');
+    const tgt = await freshDatabase(pg15, 'syncline_ops_doctor_create_tgt');
+    // pgbench's shape: a keyed table and an insert-only one without a key (pgbench_history).
+    await withClient(src, (c) => c.query('CREATE TABLE acc (aid int PRIMARY KEY, v text); CREATE TABLE hist (aid int, delta int)'));
+    const config = (name: string, sink: string): Promise<string> =>
+      writeConfig(
+        name,
+        `source:
+  url: ${src}
+  slots: [{ name: syncline_ops_doctor_create, publication: syncline_ops_doctor_create_pub, tables: [acc, hist] }]
+stream: { path: ${path.join(dir, 'stream-create')} }
+sink: { url: ${tgt}, ${sink} }
+`,
+      );
+    for (const sink of ['create_tables: true', 'schema_evolution: full']) {
+      const r = doctor(await config('create.yaml', sink));
+      const setting = sink === 'create_tables: true' ? 'sink.create_tables' : 'sink.schema_evolution: full';
+      expect(check(r.report, 'sink table public.acc'), sink).toMatchObject({ status: 'ok', detail: `does not exist yet; syncline will create it from the source's definition with PRIMARY KEY ("aid") (${setting})` });
+      expect(check(r.report, 'sink table public.hist'), sink).toMatchObject({ status: 'ok', detail: expect.stringMatching(/will create it .*keyless: no primary key/) });
+    }
+    const r = doctor(await config('no-create.yaml', 'create_tables: false'));
+    expect(r.status).toBe(1);
+    expect(check(r.report, 'sink table public.acc')).toMatchObject({ status: 'fail', detail: 'does not exist in the sink database', fix: expect.stringMatching(/PRIMARY KEY \("aid"\), or set sink\.create_tables: true$/) });
+    expect(check(r.report, 'sink table public.hist')).toMatchObject({ status: 'fail', fix: expect.stringMatching(/and no primary key \(keyless at the source/) });
+    await withClient(tgt, async (c) => expect((await c.query("SELECT 1 FROM pg_class WHERE relname IN ('acc', 'hist')")).rowCount).toBe(0));
+  });
+
   it('an unreachable source fails without printing the password; an invalid config exits 2', async () => {
     const file = await writeConfig(
       'down.yaml',
@@ -209,7 +237,7 @@ dead_letter: { url: ${src} }
       expect(check(mysqlRun.report, 'sink table public.absent')).toMatchObject({ status: 'fail', detail: 'does not exist in the sink database', fix: expect.stringMatching(/sink\.schema_evolution: full$/) });
       // schema_evolution full: the sink creates a missing table itself.
       const evolving = doctor(await writeConfig('mysql-full.yaml', config(my.url, ', type: mysql, schema_evolution: full')));
-      expect(check(evolving.report, 'sink table public.absent')).toMatchObject({ status: 'warn', detail: expect.stringMatching(/the sink creates it/) });
+      expect(check(evolving.report, 'sink table public.absent')).toMatchObject({ status: 'ok', detail: 'does not exist yet; syncline will create it from the source\'s definition with PRIMARY KEY (`id`) (sink.schema_evolution: full)' });
 
       const liteRun = doctor(await writeConfig('sqlite.yaml', config(`sqlite://${sqliteFile}`, ', type: sqlite')));
       expect(liteRun.status).toBe(1);

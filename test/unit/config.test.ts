@@ -71,6 +71,53 @@ monitoring:
     expect(problems(text, {})).toEqual([expect.stringMatching(/^source\.url: environment variable SRC is not set/)]);
   });
 
+  it('a ${VAR} where the schema wants a number or boolean gives one, as YAML would have read it written in place', () => {
+    const text = [
+      'source:',
+      '  slots:',
+      '    - name: ${SLOT}',
+      '      publication: p',
+      '  heartbeat_interval_ms: ${HB:-2500}',
+      'stream:',
+      '  partitions: ${PARTS}',
+      'consumer:',
+      '  retry:',
+      '    jitter: ${JITTER}',
+      'sink:',
+      '  version_gate: ${GATE:-true}',
+      'monitoring:',
+      '  port: ${PORT:-9464}',
+      '  dashboard_token: ${TOKEN}',
+      '  alerts:',
+      '    duplicate_rate_warning: ${DUP}',
+    ].join('\n');
+    // A string key keeps a value of digits as text; the others take their number or boolean.
+    const c = parseConfig(text, { SLOT: '123', PARTS: '4', JITTER: 'false', PORT: '19999', TOKEN: '0042', DUP: '0.05' });
+    expect(c.source.slots[0]?.name).toBe('123');
+    expect(c.source.heartbeat_interval_ms).toBe(2500);
+    expect(c.stream.partitions).toBe(4);
+    expect(c.consumer.retry.jitter).toBe(false);
+    expect(c.sink.version_gate).toBe(true);
+    expect(c.monitoring.port).toBe(19999);
+    expect(c.monitoring.dashboard_token).toBe('0042');
+    expect(c.monitoring.alerts.duplicate_rate_warning).toBe(0.05);
+    // Not a number: the schema's message, with the path; a written string stays one.
+    expect(problems(text, { SLOT: 's', PARTS: 'six', JITTER: 'no', TOKEN: 't', DUP: '1' })).toEqual([
+      expect.stringMatching(/^stream\.partitions: Expected number, received string/),
+      expect.stringMatching(/^consumer\.retry\.jitter: Expected boolean, received string/),
+    ]);
+    expect(problems('source:\n  slots: [{ name: s, publication: p }]\nstream:\n  partitions: "4"\n')).toEqual([expect.stringMatching(/^stream\.partitions: Expected number/)]);
+  });
+
+  it('stream.brokers: a list, or one string of comma-separated host:port (as SYNCLINE_STREAM_BROKERS)', () => {
+    const base = 'source:\n  slots:\n    - name: s\n      publication: p\nstream:\n  broker: kafka\n  brokers: ';
+    expect(parseConfig(`${base}127.0.0.1:9092\n`).stream.brokers).toEqual(['127.0.0.1:9092']);
+    expect(parseConfig(`${base}\${B}\n`, { B: 'k1:9092, k2:9093' }).stream.brokers).toEqual(['k1:9092', 'k2:9093']);
+    expect(parseConfig(`${base}[k1:9092]\n`).stream.brokers).toEqual(['k1:9092']);
+    expect(problems(`${base}k1\n`)).toEqual([expect.stringMatching(/^stream\.brokers\[0\]: expected host:port/)]);
+    expect(problems(`${base}""\n`)).toEqual([expect.stringMatching(/^stream\.brokers: /)]);
+  });
+
   it('reports YAML syntax errors with a line number', () => {
     expect(problems('source: [unclosed\n')[0]).toMatch(/YAML syntax \(line \d+\)/);
   });

@@ -284,6 +284,29 @@ describe('embedded stream', () => {
     await producer.close();
   });
 
+  it('takes over a lock whose writer was killed and not yet reaped (a zombie)', async () => {
+    // sh starts a short child, then becomes `sleep`, which never waits: the child stays a zombie.
+    const parent = spawn('sh', ['-c', 'sleep 0.05 & echo $!; exec sleep 60'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      const [line] = (await once(parent.stdout as NodeJS.ReadableStream, 'data')) as [Buffer];
+      const pid = Number(line.toString().trim());
+      const state = async (): Promise<string> => {
+        const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+        return stat.charAt(stat.lastIndexOf(')') + 2);
+      };
+      for (let i = 0; i < 100 && (await state()) !== 'Z'; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(await state()).toBe('Z');
+      expect(() => process.kill(pid, 0)).not.toThrow();
+      await writeFile(join(dir, 'writer.lock'), `${pid}\n`);
+      const producer = await (await openStream()).producer();
+      expect(await readFile(join(dir, 'writer.lock'), 'utf8')).toBe(`${process.pid}\n`);
+      await producer.close();
+    } finally {
+      parent.kill('SIGKILL');
+      await once(parent, 'exit');
+    }
+  });
+
   it('rolls segments and reads across them, with records larger than the read chunk', async () => {
     const stream = await openStream({ partitions: 1, segmentBytes: 300, readChunkBytes: 64 });
     const producer = await stream.producer();

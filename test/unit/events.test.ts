@@ -37,6 +37,12 @@ describe('pipeline events', () => {
     expect(await value(metrics, 'sync_table_blocked')).toEqual([{ labels: { table: 'public.orders' }, value: 1 }]);
     expect(await value(metrics, 'sync_events_consumed_total')).toEqual([{ labels: {}, value: 1 }]);
     expect(await value(metrics, 'sync_apply_lsn')).toEqual([{ labels: {}, value: 0x20 }]);
+    // Written tables show their stale and duplicate series at 0 before the first one.
+    const other = { ...change, table: 'users' } as ChangeEvent;
+    events.emit('apply:batch:applied', { changes: [other], outcome: { applied: 1, stale: 0, superseded: 0, byTable: new Map([['public.users', { applied: 1, stale: 0 }]]) }, records: 1, duplicates: 0, seconds: 0.01, at: Date.now() });
+    const text = await metrics.registry.metrics();
+    expect(text).toContain('sync_events_stale_total{table="public.users"} 0');
+    expect(text).toContain('sync_events_duplicate_total{table="public.users"} 0');
     unsubscribe();
     events.emit('capture:change', change);
     expect(await value(metrics, 'sync_events_captured_total')).toEqual([{ labels: { table: 'public.orders' }, value: 1 }]);

@@ -10,7 +10,7 @@ import type { RecordedConflictRow } from '../../sink/conflicts/recorded-conflict
 import { readMysqlConflicts } from '../../sink/mysql/mysql-conflicts.js';
 import { listSqliteConflicts } from '../../sink/sqlite/sqlite-conflicts.js';
 import { EXIT } from '../exit-codes.js';
-import { configOption } from './options.js';
+import { configOption, positiveIntegerArg } from './options.js';
 
 /** One recorded conflict between writers (`<sink.state_schema>.conflicts`). */
 export interface ConflictEntry {
@@ -98,11 +98,7 @@ export function registerConflicts(program: Command): void {
     .description('list recorded conflicts, newest first, with both versions and the winner; exit 0, or 2 without a postgres, mysql or sqlite sink')
     .addOption(configOption())
     .option('--table <table>', 'only this table (schema.table or table)')
-    .option('--limit <n>', 'at most this many', (v) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 1) throw new Error('--limit must be a positive integer');
-      return n;
-    }, 50)
+    .option('--limit <n>', 'at most this many', (v) => Number(positiveIntegerArg(v)), 50)
     .option('--json', 'print the conflicts as JSON')
     .action(async (opts: { config: string; table?: string; limit: number; json?: boolean }) => {
       const config = loadConfigFile(opts.config);

@@ -6,7 +6,7 @@ import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
 import { openDeadLetterQueue } from '../../compose/dead-letters.js';
 import { replayDeadLetterQueue } from '../../ops/replay-dead-letters.js';
-import { configOption } from './options.js';
+import { configOption, durationArg, positiveIntegerArg } from './options.js';
 
 interface FilterOptions {
   config: string;
@@ -47,8 +47,8 @@ function withFilters(cmd: Command): Command {
     .option('--id <id...>', 'only these entry ids')
     .option('--table <name>', 'only this table (table or schema.table)')
     .option('--error <text>', 'only entries whose error or code contains this text')
-    .option('--older-than <age>', 'only entries first failed longer ago than this (e.g. 1h, 30m)')
-    .option('--limit <n>', 'at most this many entries', '1000');
+    .option('--older-than <age>', 'only entries first failed longer ago than this (e.g. 1h, 30m)', durationArg)
+    .option('--limit <n>', 'at most this many entries', positiveIntegerArg, '1000');
 }
 
 export function registerDlq(program: Command): void {

@@ -7,7 +7,7 @@ import { verifyTables } from '../../verify/session.js';
 import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
 import { openSink } from '../../compose/sink.js';
-import { configOption } from './options.js';
+import { configOption, durationArg, positiveIntegerArg } from './options.js';
 import { sessionOptions, tablesToVerify, type VerifyCliOptions } from './verify.js';
 import { slotOf } from '../../config/slot.js';
 
@@ -28,10 +28,10 @@ export function registerRepair(program: Command): void {
     .description('re-sync the differing rows through the normal path (needs a running syncline run/capture for re-reads)')
     .addOption(configOption())
     .option('--table <name...>', 'only these tables')
-    .option('--timeout <time>', 'how long to wait for the re-read snapshots', '10m')
+    .option('--timeout <time>', 'how long to wait for the re-read snapshots', durationArg, '10m')
     .option('--dry-run', 'list what would be deleted and re-read, change nothing')
-    .option('--parallelism <n>', 'key ranges compared at once (default verify.parallelism)')
-    .option('--lag-timeout <time>', 'how long to wait for apply to pass the source position of a differing row')
+    .option('--parallelism <n>', 'key ranges compared at once (default verify.parallelism)', positiveIntegerArg)
+    .option('--lag-timeout <time>', 'how long to wait for apply to pass the source position of a differing row', durationArg)
     .option('--no-wait', 'do not wait for the running pipeline before calling a row different')
     .option('--json', 'print JSON')
     .action(async (opts: VerifyCliOptions & { config: string; timeout: string; dryRun?: boolean }) => {

@@ -4,7 +4,7 @@ import { SnapshotRequests } from '../../ops/snapshots.js';
 import type { SnapshotJob } from '../../source/snapshot-store.js';
 import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
-import { configOption } from './options.js';
+import { configOption, durationArg } from './options.js';
 
 interface SnapshotOptions {
   config: string;
@@ -29,7 +29,7 @@ export function registerSnapshot(program: Command): void {
     .option('--from <value>', 'first value of the first primary-key column (inclusive)')
     .option('--to <value>', 'last value of the first primary-key column (inclusive)')
     .option('--no-wait', 'return once requested instead of waiting for completion')
-    .option('--timeout <time>', 'give up waiting after this long (e.g. 10m)')
+    .option('--timeout <time>', 'give up waiting after this long (e.g. 10m)', durationArg)
     .option('--list', 'list snapshot jobs and their progress')
     .option('--json', 'print JSON')
     .action(async (tables: string[], opts: SnapshotOptions) => {

@@ -11,7 +11,7 @@ import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
 import { openStream } from '../../compose/stream.js';
 import { sourceConnection } from '../../compose/source-connection.js';
-import { configOption } from './options.js';
+import { configOption, durationArg, positiveIntegerArg } from './options.js';
 import { slotOf } from '../../config/slot.js';
 
 /** Options shared by verify and repair: what to compare and how. */
@@ -69,8 +69,8 @@ export function registerVerify(program: Command): void {
     .description('compare source and target by checksums computed in both databases; exit 0 no drift, 1 drift, 2 error')
     .addOption(configOption())
     .option('--table <name...>', 'only these tables')
-    .option('--parallelism <n>', 'key ranges compared at once (default verify.parallelism)')
-    .option('--lag-timeout <time>', 'how long to wait for apply to pass the source position of a differing row (default verify.lag_timeout)')
+    .option('--parallelism <n>', 'key ranges compared at once (default verify.parallelism)', positiveIntegerArg)
+    .option('--lag-timeout <time>', 'how long to wait for apply to pass the source position of a differing row (default verify.lag_timeout)', durationArg)
     .option('--no-wait', 'report differences as read, without waiting for the running pipeline to catch up')
     .option('--json', 'print the result as JSON')
     .action(async (opts: VerifyCliOptions & { config: string }) => {

@@ -1,6 +1,7 @@
 /**
  * `writer.lock` of an embedded stream: the pid of the one process holding a producer.
  */
+import { readFileSync } from 'node:fs';
 import { link, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SynclineError } from '../../core/errors.js';
@@ -9,10 +10,25 @@ import { isCode, tmpPathFor } from './fs-durable.js';
 function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     // EPERM: the process exists but belongs to another user.
     return isCode(err, 'EPERM');
+  }
+  return !isZombie(pid);
+}
+
+/**
+ * A writer killed with `kill -9` stays a zombie until its parent reaps it (seconds, under an
+ * init or supervisor that reaps slowly, or never, if the parent does not wait). It holds no
+ * file and writes nothing, so its lock is stale: `kill -0` alone would refuse the restart.
+ */
+function isZombie(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Field 3, after the parenthesised command name (which may itself hold ') ').
+    return stat.charAt(stat.lastIndexOf(')') + 2) === 'Z';
+  } catch {
+    return false;
   }
 }
 
