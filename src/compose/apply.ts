@@ -1,5 +1,8 @@
 import type { SynclineConfig } from '../config/schema.js';
+import { slotOf } from '../config/slot.js';
 import { systemClock } from '../core/clock.js';
+import { parseTableName } from '../core/sql.js';
+import { tableLabel } from '../core/table-mapping.js';
 import { Events } from '../core/events.js';
 import type { Dedup } from '../dedup/dedup.js';
 import { RedisDedup } from '../dedup/redis-dedup.js';
@@ -42,7 +45,7 @@ export async function runApply(config: SynclineConfig, stream: Stream, metrics: 
   }
   try {
     const events = new Events();
-    metrics.subscribe(events);
+    metrics.subscribe(events, slotOf(config).tables.map((t) => tableLabel(parseTableName(t))));
     const apply = new Apply((options) => stream.consumer(config.consumer.group_id, options), sink, events, log, {
       group: config.consumer.group_id,
       batchSize: config.consumer.batch_size,

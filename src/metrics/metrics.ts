@@ -128,11 +128,19 @@ export class Metrics {
 
   /**
    * Feeds these metrics from a pipeline's events (capture's, apply's, or both); returns the
-   * function that stops it. Every table label is `schema.table`.
+   * function that stops it. Every table label is `schema.table`. `tables`: the tables apply
+   * is configured with, known up front: their applied/stale/duplicate series start at 0 and
+   * their `sync_lag_seconds` reads 0 once apply finds nothing to read, even when nothing
+   * arrived since the start (else an idle pipeline after a restart had no sample of them).
    */
-  subscribe(events: PipelineEvents): () => void {
-    /** Tables apply has written, for `lagCaughtUp`. */
-    const tablesSeen = new Set<string>();
+  subscribe(events: PipelineEvents, tables: Iterable<string> = []): () => void {
+    /** Tables apply has written or was configured with, for `lagCaughtUp`. */
+    const tablesSeen = new Set<string>(tables);
+    for (const table of tablesSeen) {
+      this.applied.inc({ table }, 0);
+      this.stale.inc({ table }, 0);
+      this.duplicate.inc({ table }, 0);
+    }
     const written = (outcome: AppliedCounts): void => {
       for (const [table, counts] of outcome.byTable) {
         this.applied.inc({ table }, counts.applied);

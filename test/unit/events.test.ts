@@ -47,4 +47,22 @@ describe('pipeline events', () => {
     events.emit('capture:change', change);
     expect(await value(metrics, 'sync_events_captured_total')).toEqual([{ labels: { table: 'public.orders' }, value: 1 }]);
   });
+
+  it('configured tables: apply counters start at 0, sync_lag_seconds reads 0 once caught up, with nothing applied since the start', async () => {
+    const metrics = new Metrics();
+    const events = new Events();
+    metrics.subscribe(events, ['public.orders', 'public.Mixed Case']);
+    for (const name of ['sync_events_applied_total', 'sync_events_stale_total', 'sync_events_duplicate_total']) {
+      expect(await value(metrics, name), name).toEqual([
+        { labels: { table: 'public.orders' }, value: 0 },
+        { labels: { table: 'public.Mixed Case' }, value: 0 },
+      ]);
+    }
+    expect(await value(metrics, 'sync_lag_seconds')).toEqual([]);
+    events.emit('apply:caught-up', {});
+    expect(await value(metrics, 'sync_lag_seconds')).toEqual([
+      { labels: { table: 'public.orders' }, value: 0 },
+      { labels: { table: 'public.Mixed Case' }, value: 0 },
+    ]);
+  });
 });
