@@ -235,9 +235,11 @@ async function checkTable(client: pg.Client, t: TableName, list: CheckList): Pro
     case 'd':
       if (pk.length > 0) list.ok(check, keyText);
       else {
-        list.fail(
+        // Its INSERTs replicate (an insert-only table such as pgbench_history needs nothing more),
+        // so syncline can run: a warning. Its UPDATEs and DELETEs would fail in the application.
+        list.warn(
           check,
-          'has no primary key and REPLICA IDENTITY DEFAULT: its UPDATEs and DELETEs cannot be replicated (PostgreSQL rejects them once the table is published)',
+          'has no primary key and REPLICA IDENTITY DEFAULT: its INSERTs are replicated, but PostgreSQL rejects its UPDATEs and DELETEs once the table is published (fine for an insert-only table such as pgbench_history)',
           addKey,
         );
       }

@@ -82,8 +82,8 @@ sink: { url: ${withPassword(tgt)} }
     expect(pub.fix).toContain('CREATE PUBLICATION "syncline_ops_doctor_pub" FOR TABLE "public"."items", "public"."nokey" WITH (publish_via_partition_root = true);');
 
     const nokey = check(r.report, 'source table public.nokey');
-    expect(nokey.status).toBe('fail');
-    expect(nokey.detail).toMatch(/no primary key and REPLICA IDENTITY DEFAULT/);
+    expect(nokey.status).toBe('warn');
+    expect(nokey.detail).toMatch(/no primary key and REPLICA IDENTITY DEFAULT: its INSERTs are replicated, but PostgreSQL rejects its UPDATEs and DELETEs/);
     expect(nokey.fix).toContain('add a primary key');
     expect(nokey.fix).toContain('ALTER TABLE "public"."nokey" REPLICA IDENTITY FULL;');
 
@@ -108,7 +108,7 @@ sink: { url: ${withPassword(tgt)} }
     // The text form names the same problems with their fixes.
     const text = doctor(file, false);
     expect(text.status).toBe(1);
-    expect(text.stdout).toMatch(/FAIL\s+source table public\.nokey\s+has no primary key/);
+    expect(text.stdout).toMatch(/warn\s+source table public\.nokey\s+has no primary key/);
     expect(text.stdout).toMatch(/fix: add a primary key .* REPLICA IDENTITY FULL;/);
     expect(text.stdout).toMatch(/FAIL\s+publication syncline_ops_doctor_pub/);
     expect(text.stdout).toMatch(/failed: fix the failures above/);

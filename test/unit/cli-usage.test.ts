@@ -1,3 +1,6 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ensureBuilt, runCli } from '../helpers/cli.js';
 
@@ -36,6 +39,27 @@ describe('CLI usage errors exit 2 and name the problem', () => {
     for (const args of [['--help'], ['--version'], ['verify', '--help'], ['dlq', 'list', '--help'], ['help', 'verify']]) {
       const r = await runCli(...args);
       expect(r.code, args.join(' ')).toBe(0);
+    }
+  });
+});
+
+describe('syncline init', () => {
+  beforeAll(() => ensureBuilt(), 180_000);
+
+  it('writes a template that names the file as given, which validates; refuses to overwrite without --force (exit 2)', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-init-'));
+    try {
+      const file = path.join(dir, 'my sync.yaml');
+      const r = await runCli('init', '-c', file);
+      expect(r.code).toBe(0);
+      const text = await readFile(file, 'utf8');
+      expect(text.split('\n')[0]).toBe(`# syncline configuration. Check it with: syncline validate -c ${file}`);
+      expect((await runCli('validate', '-c', file)).code).toBe(0);
+      const again = await runCli('init', '-c', file);
+      expect(again.code).toBe(2);
+      expect(again.stderr).toMatch(/exists; use --force/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

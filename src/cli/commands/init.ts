@@ -16,7 +16,8 @@ export function registerInit(program: Command): void {
         process.exitCode = EXIT.CONFIG;
         return;
       }
-      writeFileSync(opts.config, INIT_TEMPLATE);
+      // The header names the file as the user called it.
+      writeFileSync(opts.config, INIT_TEMPLATE.replace('validate -c syncline.yaml', `validate -c ${opts.config}`));
       process.stdout.write(`wrote ${opts.config}; edit it, then: syncline validate -c ${opts.config}\n`);
     });
 }
