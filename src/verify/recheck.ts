@@ -26,13 +26,13 @@ export type TargetReader = (keys: readonly Candidate[]) => Promise<Map<string, s
 const BATCH = 5000;
 
 /**
- * `JOIN unnest($1::text[], ...) ON <key> = <value cast to the source type>`: the rows of
- * `keys` (source key text), compared in the source's types, with its parameters.
+ * `JOIN unnest($1::text[], ...) ON <key> = <value cast to the key's bound type>`: the rows of
+ * `keys` (key text as compared), compared as ranges compare them, with its parameters.
  */
 export function joinKeys(sql: SideSql, keys: readonly Candidate[]): { join: string; values: unknown[] } {
   const key = sql.shape.key;
   const u = key.map((_, j) => `"__k${j}"`).join(', ');
-  const on = key.map((c, j) => `${sql.col(c)} = u."__k${j}"::${c.type}`).join(' AND ');
+  const on = key.map((c, j) => `${sql.keyCol(c)} = u."__k${j}"::${c.form.boundType}`).join(' AND ');
   return {
     join: `JOIN unnest(${key.map((_, j) => `$${j + 1}::text[]`).join(', ')}) AS u(${u}) ON ${on}`,
     values: key.map((_, j) => keys.map((c) => c.values[j] ?? null)),
