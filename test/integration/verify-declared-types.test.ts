@@ -1,13 +1,21 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import Database from 'better-sqlite3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChangeEvent, Row } from '../../src/core/change.js';
+import { MysqlSink } from '../../src/sink/mysql/mysql-sink.js';
 import { PostgresSink } from '../../src/sink/postgres/postgres-sink.js';
 import type { Sink } from '../../src/sink/sink.js';
+import { SqliteSink } from '../../src/sink/sqlite/sqlite-sink.js';
 import { OUTPUT_SETTINGS } from '../../src/source/replication-stream.js';
 import { columnForm, formValue } from '../../src/verify/column-form.js';
-import { compareTable } from '../../src/verify/compare.js';
+import { compareTable, verifyTable } from '../../src/verify/compare.js';
 import { readShape, postgresColumns, SideSql } from '../../src/verify/shape.js';
+import { openVerifyTarget } from '../../src/verify/targets/open.js';
 import { changeAt } from '../helpers/conflict-fixtures.js';
+import { freshMysqlDatabase, type MysqlTestDatabase } from '../helpers/mysql.js';
 import { machinePg15, sourceAndTarget } from '../helpers/postgres.js';
 
 /**
@@ -158,5 +166,94 @@ describe('verify with columns declared otherwise at a postgres target (PostgreSQ
         expect(`${type} ${v}: ${rows[0]?.t}`).toBe(`${type} ${v}: ${cast ?? rows[0]?.n}`);
       }
     }
+  });
+});
+
+describe.each(['mysql', 'sqlite'] as const)('verify with columns declared wider at a %s target (rows written by its sink)', (type) => {
+  let source: pg.Client;
+  let sourceUrl: string;
+  let dir: string | undefined;
+  let mysql: MysqlTestDatabase | undefined;
+  let sink: Sink;
+  let targetUrl: string;
+  const atTarget = async (sql: string): Promise<void> => {
+    if (mysql) await mysql.admin.query(sql);
+    else {
+      const db = new Database(targetUrl);
+      try {
+        db.exec(sql);
+      } finally {
+        db.close();
+      }
+    }
+  };
+  const verify = async (table: string) => {
+    const t = await openVerifyTarget(type, targetUrl);
+    try {
+      return await verifyTable([{ source, target: t }], { schema: 'public', table }, undefined, { sample: 50 });
+    } finally {
+      await t.close();
+    }
+  };
+
+  beforeAll(async () => {
+    const dbs = await sourceAndTarget(await machinePg15(), `syncline_verify_decl_${type}`);
+    ({ source, sourceUrl } = dbs);
+    await dbs.target.end();
+    if (type === 'mysql') {
+      mysql = await freshMysqlDatabase(`syncline_verify_decl`);
+      targetUrl = mysql.url;
+      sink = new MysqlSink({ url: targetUrl, stateSchema: 'syncline', versionGate: true });
+    } else {
+      dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-verify-decl-'));
+      targetUrl = path.join(dir, 'target.db');
+      new Database(targetUrl).close();
+      sink = new SqliteSink({ url: targetUrl, stateSchema: 'syncline', versionGate: true });
+    }
+    await sink.prepare();
+  });
+
+  afterAll(async () => {
+    await sink?.close();
+    await source?.end();
+    await mysql?.drop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('equal rows compare equal; values only the wider target column can hold are differing rows, not errors', async () => {
+    await source.query(`CREATE TABLE dw (id integer PRIMARY KEY, n integer, u uuid, v varchar(4), c char(4), nm numeric(12,2), nf numeric, ts timestamp(3), tm time(0))`);
+    await atTarget(
+      type === 'mysql'
+        ? 'CREATE TABLE dw (id BIGINT PRIMARY KEY, n BIGINT, u TEXT, v TEXT, c CHAR(8), nm DECIMAL(14,4), nf DOUBLE, ts DATETIME(6), tm TIME(6))'
+        : 'CREATE TABLE dw (id BIGINT PRIMARY KEY, n BIGINT, u TEXT, v TEXT, c CHAR(8), nm NUMERIC(14,4), nf DOUBLE PRECISION, ts TIMESTAMP, tm TIME)',
+    );
+    await source.query(`INSERT INTO dw SELECT i, i, md5(i::text)::uuid, 'v' || lpad(i::text, 3, '0'), 'c' || lpad(i::text, 3, '0'), i / 4.0,
+      CASE i % 3 WHEN 0 THEN 0.1 WHEN 1 THEN i / 8.0 ELSE -i * 1.5e-7 END, '2024-03-01 12:00:00.123'::timestamp + i * interval '1 s', time '10:00' + i * interval '1 s'
+      FROM generate_series(1, 300) i`);
+    await writeThrough(sink, await changesOf(sourceUrl, 'dw', ['id']));
+    expect(await verify('dw')).toMatchObject({ sourceRows: 300, targetRows: 300, differing: 0 });
+    const text = type === 'mysql' ? (a: string, b: string) => `CONCAT(${a}, ${b})` : (a: string, b: string) => `${a} || ${b}`;
+    await atTarget(`UPDATE dw SET n = 5000000000 WHERE id = 5`);
+    await atTarget(`UPDATE dw SET u = 'garbage' WHERE id = 6`);
+    await atTarget(`UPDATE dw SET v = ${text('v', `'XYZ'`)} WHERE id = 7`);
+    await atTarget(`UPDATE dw SET c = ${text('c', `'XYZ'`)} WHERE id = 8`);
+    await atTarget(`UPDATE dw SET nm = nm + 0.0001 WHERE id = 9`);
+    await atTarget(`UPDATE dw SET nf = 0.10000000000000002 WHERE id = 12`);
+    await atTarget(type === 'mysql' ? `UPDATE dw SET ts = ts + INTERVAL 1 MICROSECOND WHERE id = 13` : `UPDATE dw SET ts = '2024-03-01 12:00:13.123001' WHERE id = 13`);
+    await atTarget(type === 'mysql' ? `UPDATE dw SET tm = tm + INTERVAL 100000 MICROSECOND WHERE id = 14` : `UPDATE dw SET tm = '10:00:14.1' WHERE id = 14`);
+    // A key the source's integer cannot hold: an extra row.
+    await atTarget(`INSERT INTO dw (id, n) VALUES (5000000000, 1)`);
+    const r = await verify('dw');
+    expect([...r.different, ...r.missing, ...r.extra].sort()).toEqual(['["12"]', '["13"]', '["14"]', '["5"]', '["5000000000"]', '["6"]', '["7"]', '["8"]', '["9"]']);
+  });
+
+  it('target keys the source key type rejects (not a uuid) are extra rows, found among the others', async () => {
+    await source.query(`CREATE TABLE du (u uuid PRIMARY KEY, v integer)`);
+    await atTarget(`CREATE TABLE du (u VARCHAR(64) PRIMARY KEY, v BIGINT)`);
+    await source.query(`INSERT INTO du SELECT md5(i::text)::uuid, i FROM generate_series(1, 200) i`);
+    await writeThrough(sink, await changesOf(sourceUrl, 'du', ['u']));
+    expect(await verify('du')).toMatchObject({ sourceRows: 200, targetRows: 200, differing: 0 });
+    await atTarget(`INSERT INTO du (u, v) VALUES ('garbage', 1), ('0000000-0000-0000-0000-000000000000', 2), ('00000000-0000-0000-0000-000000000001', 3)`);
+    expect(await verify('du')).toMatchObject({ differing: 3, missing: [], different: [], extra: ['["0000000-0000-0000-0000-000000000000"]', '["00000000-0000-0000-0000-000000000001"]', '["garbage"]'] });
   });
 });
