@@ -26,17 +26,77 @@ export type TargetReader = (keys: readonly Candidate[]) => Promise<Map<string, s
 const BATCH = 5000;
 
 /**
- * `JOIN unnest($1::text[], ...) ON <key> = <value cast to the source type>`: the rows of
- * `keys` (source key text), compared in the source's types, with its parameters.
+ * `JOIN unnest($1::text[], ...) ON <key> = <value cast to the key's bound type>`: the rows of
+ * `keys` (key text as compared), compared as ranges compare them, with its parameters.
  */
 export function joinKeys(sql: SideSql, keys: readonly Candidate[]): { join: string; values: unknown[] } {
   const key = sql.shape.key;
   const u = key.map((_, j) => `"__k${j}"`).join(', ');
-  const on = key.map((c, j) => `${sql.col(c)} = u."__k${j}"::${c.type}`).join(' AND ');
+  const on = key.map((c, j) => `${sql.keyCol(c)} = u."__k${j}"::${c.form.boundType}`).join(' AND ');
   return {
     join: `JOIN unnest(${key.map((_, j) => `$${j + 1}::text[]`).join(', ')}) AS u(${u}) ON ${on}`,
     values: key.map((_, j) => keys.map((c) => c.values[j] ?? null)),
   };
+}
+
+/** SQLSTATE class 22, data exception: a value its type's input rejects (out of range, malformed). */
+export function isDataException(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('22');
+}
+
+const INTEGER_LIMITS: Record<string, bigint> = { smallint: 1n << 15n, integer: 1n << 31n, bigint: 1n << 63n };
+
+/**
+ * Whether `text` is not an integer of `type` as PostgreSQL prints one (undefined: `type` is
+ * not an integer type). A key text in any other form cannot match a source key, whose text
+ * is the printed form, so rejecting more than int4in does loses nothing.
+ */
+function notInteger(type: string, text: string | undefined): boolean | undefined {
+  const limit = INTEGER_LIMITS[type];
+  if (limit === undefined) return undefined;
+  if (text === undefined || !/^-?(0|[1-9]\d*)$/.test(text)) return true;
+  const n = BigInt(text);
+  return n >= limit || n < -limit;
+}
+
+/**
+ * `keys` split into those whose every value the source's key types accept (the cast of its
+ * text to the key's bound type succeeds) and those they reject: a target key the source's
+ * type cannot hold (5000000000 for an integer key) cannot be a source row, and asking for it
+ * would fail the whole query. Integers are checked here; keys of other types by a probe
+ * that casts them, halved where it fails down to the rejected keys (a few round trips each).
+ */
+export async function sourceHoldable(client: pg.ClientBase, sql: SideSql, keys: readonly Candidate[]): Promise<{ held: Candidate[]; rejected: Candidate[] }> {
+  const out = { held: [] as Candidate[], rejected: [] as Candidate[] };
+  const key = sql.shape.key;
+  const probed: Candidate[] = [];
+  for (const c of keys) {
+    const checks = key.map((k, j) => notInteger(k.form.boundType, c.values[j]));
+    if (checks.some((x) => x === true)) out.rejected.push(c);
+    else if (checks.every((x) => x === false)) out.held.push(c);
+    else probed.push(c);
+  }
+  const u = key.map((_, j) => `"__k${j}"`).join(', ');
+  const probe = `SELECT count(*) FROM unnest(${key.map((_, j) => `$${j + 1}::text[]`).join(', ')}) AS u(${u})
+                  WHERE num_nonnulls(${key.map((c, j) => `u."__k${j}"::${c.form.boundType}`).join(', ')}) >= 0`;
+  const split = async (list: readonly Candidate[]): Promise<void> => {
+    if (list.length === 0) return;
+    try {
+      await client.query(probe, key.map((_, j) => list.map((c) => c.values[j] ?? null)));
+      out.held.push(...list);
+    } catch (err) {
+      if (!isDataException(err)) throw err;
+      if (list.length === 1) out.rejected.push(...list);
+      else {
+        const half = Math.ceil(list.length / 2);
+        await split(list.slice(0, half));
+        await split(list.slice(half));
+      }
+    }
+  };
+  for (let i = 0; i < probed.length; i += BATCH) await split(probed.slice(i, i + BATCH));
+  return out;
 }
 
 /** Digests (and, at the source, xmin) of the rows of `keys` present on one side (a PostgreSQL database). */
@@ -79,6 +139,9 @@ export async function currentLsn(source: pg.ClientBase): Promise<string> {
  */
 export async function settle(shape: VerifyShape, source: pg.ClientBase, target: TargetReader, keys: readonly Candidate[], barrier?: ApplyBarrier, rounds = 4): Promise<Settled> {
   const src = new SideSql(shape, 'source');
+  // Keys the source's types cannot hold are absent there whatever happens: not asked for.
+  const rejected = new Set(keys.length > 0 ? (await sourceHoldable(source, src, keys)).rejected.map((c) => c.key) : []);
+  const readSource = (list: readonly Candidate[], lock = false): Promise<Map<string, Digest>> => readKeys(source, src, list.filter((c) => !rejected.has(c.key)), lock);
   const readTarget = async (list: readonly Candidate[]): Promise<Map<string, Digest>> => new Map([...(await target(list))].map(([k, h]) => [k, { h }]));
   const out: Settled = { missing: [], extra: [], different: [], unsettled: [] };
   const classify = (c: Candidate, s: Digest | undefined, t: Digest | undefined): void => {
@@ -88,11 +151,11 @@ export async function settle(shape: VerifyShape, source: pg.ClientBase, target: 
   };
   let pending = [...keys];
   for (let round = 0; round < rounds && pending.length > 0; round++) {
-    const s1 = await readKeys(source, src, pending);
+    const s1 = await readSource(pending);
     const lsn = await currentLsn(source);
     const reached = barrier ? await barrier(lsn) : 'unavailable';
     const t = await readTarget(pending);
-    const s2 = await readKeys(source, src, pending);
+    const s2 = await readSource(pending);
     const next: Candidate[] = [];
     for (const c of pending) {
       const a = s1.get(c.key);
@@ -110,11 +173,11 @@ export async function settle(shape: VerifyShape, source: pg.ClientBase, target: 
     // Hot rows: hold their source rows still while apply catches up.
     await source.query("BEGIN; SET LOCAL lock_timeout = '2s'");
     try {
-      const s1 = await readKeys(source, src, pending, true);
+      const s1 = await readSource(pending, true);
       const reached = await barrier(await currentLsn(source));
       const t = await readTarget(pending);
       await source.query('COMMIT');
-      const s2 = await readKeys(source, src, pending);
+      const s2 = await readSource(pending);
       for (const c of pending) {
         const a = s1.get(c.key);
         const d = t.get(c.key);

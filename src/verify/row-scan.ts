@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { rangePlanner, type Candidate, type KeyedScan, type KeylessSide, type ScanOptions } from './checksum.js';
-import { joinKeys } from './recheck.js';
+import { isDataException, joinKeys, sourceHoldable } from './recheck.js';
 import { SideSql, type VerifyShape } from './shape.js';
 import { rowDigest, type RowTarget } from './targets/target.js';
 
@@ -79,9 +79,7 @@ export async function scanKeyedRows(shape: VerifyShape, pairs: readonly RowPair[
   const targetToSource = async (): Promise<void> => {
     for await (const page of keysPair.target.keys(shape, PAGE_ROWS)) {
       result.targetRows += page.length;
-      const { join, values } = joinKeys(src, page);
-      const { rows } = await keysPair.source.query({ text: `SELECT ${src.keyJson()} FROM ${src.from} ${join}`, values, rowMode: 'array' });
-      const present = new Set((rows as string[][]).map((r) => r[0] as string));
+      const present = await presentAtSource(keysPair.source, src, page);
       for (const c of page) if (!present.has(c.key)) note(c);
       options.onRows?.(page.length);
       await options.throttle?.(page.length);
@@ -93,6 +91,26 @@ export async function scanKeyedRows(shape: VerifyShape, pairs: readonly RowPair[
     await targetToSource();
   }
   return result;
+}
+
+/**
+ * The keys of `page` (target keys in source text) that the source has, as key JSON. A key the
+ * source's types cannot hold (a BIGINT target key past an integer source key's range) fails
+ * the look-up: then only the keys it can hold are asked for, the others are absent.
+ */
+async function presentAtSource(source: pg.ClientBase, src: SideSql, page: readonly Candidate[]): Promise<Set<string>> {
+  const ask = async (keys: readonly Candidate[]): Promise<Set<string>> => {
+    if (keys.length === 0) return new Set();
+    const { join, values } = joinKeys(src, keys);
+    const { rows } = await source.query({ text: `SELECT ${src.keyJson()} FROM ${src.from} ${join}`, values, rowMode: 'array' });
+    return new Set((rows as string[][]).map((r) => r[0] as string));
+  };
+  try {
+    return await ask(page);
+  } catch (err) {
+    if (!isDataException(err)) throw err;
+    return ask((await sourceHoldable(source, src, page)).held);
+  }
 }
 
 /**

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
 import { excludedKey, tableLabel, targetColumnOf, type TableRoute } from '../core/table-mapping.js';
 import { OUTPUT_SETTINGS } from '../source/replication-stream.js';
+import { columnForm, formKey, formValue, type ColumnForm } from './column-form.js';
 import { sourceExpression } from './targets/source-text.js';
 
 /** One compared column: its source name and type, and its name and type at the target. */
@@ -11,6 +12,11 @@ export interface VerifyColumn {
   /** format_type of the source column (with modifiers), e.g. `numeric(12,2)`. */
   type: string;
   targetType: string;
+  /**
+   * How the column is read on each side (column-form.ts). A mysql or sqlite target's values
+   * are turned back into source text in Node instead: `same` (the source reads it as it is).
+   */
+  form: ColumnForm;
 }
 
 /**
@@ -103,7 +109,8 @@ export async function readShape(source: pg.ClientBase, targetColumns: TargetColu
       absent.push(name);
       continue;
     }
-    const column = { from: c.name, to: name, type: c.type, targetType };
+    const form = digest === 'record' ? columnForm(c.type, targetType, c.key_pos !== null) : { kind: 'same' as const, type: c.type, boundType: c.type };
+    const column = { from: c.name, to: name, type: c.type, targetType, form };
     columns.push(column);
     if (c.key_pos !== null) keyed.push({ pos: c.key_pos, column });
   }
@@ -135,10 +142,11 @@ export function postgresColumns(target: pg.ClientBase): TargetColumns {
 }
 
 /**
- * SQL fragments of one side. The target's columns are read as the source's types (cast
- * only where the declared types differ), so both servers print the same text for a value;
- * with the output settings pinned (pinOutputSettings), `ROW(...)::text` is the same bytes
- * on both sides for equal rows.
+ * SQL fragments of one side. A column declared alike on both sides is read as it is; one
+ * declared otherwise is read in a form both sides share (column-form.ts: the wider type, a
+ * trimmed numeric, the text the sink wrote), so both servers print the same text for a
+ * value; with the output settings pinned (pinOutputSettings), `ROW(...)::text` is the same
+ * bytes on both sides for equal rows.
  */
 export class SideSql {
   readonly from: string;
@@ -151,13 +159,14 @@ export class SideSql {
     this.live = side === 'target' && shape.softDeletes ? `${quoteIdent('_deleted_at')} IS NULL` : 'true';
   }
 
+  /** A column's value as compared (its form's value on this side). */
   col(c: VerifyColumn): string {
-    // An unconstrained numeric kept in a target column of another type (numeric(20,5) stores
-    // 1.5 as 1.50000) can only keep the value, not the scale: both sides compare it trimmed.
-    const scaleLost = c.type === 'numeric' && c.targetType !== 'numeric' && !this.shape.key.includes(c);
-    if (this.side === 'source') return scaleLost ? `trim_scale(${quoteIdent(c.from)})` : quoteIdent(c.from);
-    if (c.type === c.targetType) return quoteIdent(c.to);
-    return scaleLost ? `trim_scale(${quoteIdent(c.to)}::numeric)` : `${quoteIdent(c.to)}::${c.type}`;
+    return formValue(c.form, this.side, this.side === 'source' ? c.from : c.to, c.type, c.targetType);
+  }
+
+  /** A key column as ranges, ORDER BY and key look-ups compare it (the source's index serves). */
+  keyCol(c: VerifyColumn): string {
+    return formKey(c.form, this.side, this.side === 'source' ? c.from : c.to);
   }
 
   /** A column's value as compared: the column, or its normal form (shape.digest `text-array`). */
@@ -188,7 +197,7 @@ export class SideSql {
    */
   rowHash(): string {
     // A ROW expression holds at most 1664 fields (a bigint takes two): wider rows hash their text.
-    const fields = this.shape.columns.reduce((n, c) => n + (c.type === 'bigint' ? 2 : 1), 0);
+    const fields = this.shape.columns.reduce((n, c) => n + (c.form.type === 'bigint' ? 2 : 1), 0);
     if (this.shape.digest === 'record' && this.shape.hashValues && fields <= MAX_ROW_FIELDS) {
       // Several times cheaper than printing the row: no text is made for the common types.
       // hash_record_extended is linear in its fields' hashes (h = 31·h1 + h2 ...), so a sum of
@@ -205,9 +214,10 @@ export class SideSql {
    * column's collation stays with its value through `::text` (a domain, an array of text).
    */
   private hashedValue(c: VerifyColumn): string {
-    if (!VALUE_HASHED.test(c.type)) return `${this.col(c)}::text COLLATE "C"`;
-    if (c.type === 'bigint') return bigintHalves(this.col(c));
-    return /^(text|character)/.test(c.type) ? `${this.col(c)} COLLATE "C"` : this.col(c);
+    const type = c.form.type;
+    if (!VALUE_HASHED.test(type)) return `${this.col(c)}::text COLLATE "C"`;
+    if (type === 'bigint') return bigintHalves(this.col(c));
+    return /^(text|character)/.test(type) ? `${this.col(c)} COLLATE "C"` : this.col(c);
   }
 
   /** Key (or, keyless, whole row) as a JSON array of text values: the form events and the DLQ use. */
@@ -217,7 +227,7 @@ export class SideSql {
   }
 
   keyList(): string {
-    return this.shape.key.map((c) => this.col(c)).join(', ');
+    return this.shape.key.map((c) => this.keyCol(c)).join(', ');
   }
 
   /** Key values as text, in key order. */
@@ -232,7 +242,7 @@ export class SideSql {
       `(${this.shape.key
         .map((c, i) => {
           params.push(values[i]);
-          return `$${params.length}::${c.type}`;
+          return `$${params.length}::${c.form.boundType}`;
         })
         .join(', ')})`;
     if (after) parts.push(`(${this.keyList()}) > ${tuple(after)}`);

@@ -194,8 +194,10 @@ describe('verify red team: equal rows of differently declared columns (PostgreSQ
                            CASE WHEN i % 2 = 0 THEN 'infinity'::date ELSE '2024-01-01' END, time '10:00:00.12' + i * interval '1 s', md5(i::text)::uuid
                       FROM generate_series(1, 2000) i`;
     await source.query(`INSERT INTO rt_eq ${values}`);
-    // The target holds the same values in its own declarations (numeric(14,4) pads 2 decimals more, char(8) pads more, ...).
-    await target.query(`INSERT INTO rt_eq ${values.replace('md5(i::text)::uuid', 'upper(md5(i::text)::uuid::text)')}`);
+    // The target holds the source's values (what the sink writes) in its own declarations (numeric(14,4) pads 2 decimals
+    // more, char(8) pads more, ...). Not i / 7.0 rounded to 4 decimals, nor an upper-case uuid in the text column: values
+    // the source's columns cannot hold, which verify reports (verify-declared-types.test.ts).
+    await target.query(`INSERT INTO rt_eq ${values.replace('i / 7.0', '(i / 7.0)::numeric(12,2)')}`);
     expect(await compareTable(source, target, { schema: 'public', table: 'rt_eq' })).toMatchObject({ sourceRows: 2000, targetRows: 2000, differing: 0 });
   });
 
