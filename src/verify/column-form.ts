@@ -8,7 +8,7 @@ import { quoteIdent } from '../core/sql.js';
  * - `same`: the declarations are equal; both sides read the column as it is.
  * - `widen`: the target's type holds every value of the source's exactly, in the same order
  *   (varchar(4) → text, char(4) → char(8), integer → bigint, numeric(12,2) → numeric(14,4),
- *   timestamp(3) → timestamp(6), bit varying(4) → bit varying ...): the source is cast to the
+ *   timestamp(3) → timestamp(6), bit varying(4) → bit varying, json → jsonb ...): the source is cast to the
  *   target's type, which cannot fail, round or truncate. Read the other way (the target cast
  *   to the narrower source type) a value only the target can hold would be rounded away or
  *   fail the whole verify.
@@ -81,6 +81,8 @@ function widens(s: ParsedType, t: ParsedType, keyed: boolean): boolean {
   if (s.base === 'character' && t.base === 'character') return sm !== undefined && tm !== undefined && tm >= sm;
   if (PRECISION_TYPES.has(s.base) && s.base === t.base) return (tm ?? 6) >= (sm ?? 6);
   if (s.base === 'bit varying' || (s.base === 'bit' && !keyed)) return t.base === 'bit varying' && (tm === undefined || (sm !== undefined && tm >= sm));
+  // json keeps its text; a jsonb target holds it parsed (spaces gone, the last of a repeated key), as json::jsonb does.
+  if (s.base === 'json' && t.base === 'jsonb') return !keyed;
   return false;
 }
 

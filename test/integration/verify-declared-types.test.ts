@@ -77,15 +77,17 @@ describe('verify with columns declared otherwise at a postgres target (PostgreSQ
   it('wider, float, text and trimmed declarations: equal rows compare equal; each edit only the target can hold is found', async () => {
     await source.query(`CREATE TYPE mood AS ENUM ('sad', 'ok')`);
     await source.query(`CREATE TABLE dt (id numeric PRIMARY KEY, n integer, u uuid, b boolean, c char(4), c8 char(4), v varchar(4), nm numeric(12,2),
-      nf numeric, ni integer, ts timestamp(3), tz timestamptz(0), tm time(0), bv bit varying(4), bb bit(4), j jsonb, arr integer[], ip inet, sm smallint, mo mood)`);
+      nf numeric, ni integer, ts timestamp(3), tz timestamptz(0), tm time(0), bv bit varying(4), bb bit(4), j jsonb, arr integer[], ip inet, sm smallint, mo mood, jx json)`);
     await target.query(`CREATE TABLE dt (id numeric(20,5) PRIMARY KEY, n bigint, u text, b text, c text, c8 char(8), v text, nm numeric(14,4),
-      nf float8, ni float8, ts timestamp(6), tz timestamptz, tm time, bv bit varying, bb bit varying, j text, arr text, ip text, sm numeric(10,2), mo text)`);
+      nf float8, ni float8, ts timestamp(6), tz timestamptz, tm time, bv bit varying, bb bit varying, j text, arr text, ip text, sm numeric(10,2), mo text, jx jsonb)`);
     // nf: numerics a double holds exactly, ones it rounds (the sink writes the nearest double), a subnormal, huge, NaN.
     await source.query(`INSERT INTO dt SELECT i / 2.0, i, md5(i::text)::uuid, CASE i % 3 WHEN 0 THEN NULL ELSE i % 3 = 1 END, 'c' || lpad(i::text, 3, '0'), 'd' || (i % 10),
       'v' || lpad(i::text, 3, '0'),
       i / 4.0, CASE i % 8 WHEN 0 THEN 0.1 WHEN 1 THEN i / 3.0 WHEN 2 THEN 0.12345678901234567 WHEN 3 THEN 1e-310 WHEN 4 THEN 1e300 * i WHEN 5 THEN 'NaN' WHEN 6 THEN NULL ELSE -i * 1.5e-7 END,
       i * 7, '2024-03-01 12:00:00.123'::timestamp + i * interval '1 s', '2024-03-01 12:00:00+02'::timestamptz + i * interval '1 h', time '10:00' + i * interval '1 s', B'1010', B'0110',
-      jsonb_build_object('i', i, 'a', ARRAY[1, 2]), ARRAY[i, NULL, -i], ('10.0.' || (i % 250) || '.1')::inet, i, CASE WHEN i % 2 = 0 THEN 'ok'::mood ELSE 'sad' END
+      jsonb_build_object('i', i, 'a', ARRAY[1, 2]), ARRAY[i, NULL, -i], ('10.0.' || (i % 250) || '.1')::inet, i, CASE WHEN i % 2 = 0 THEN 'ok'::mood ELSE 'sad' END,
+      -- json keeps its text (spaces, a repeated key); the jsonb target normalizes it as the sink writes it.
+      ('{ "i" : ' || i || ',  "i": ' || (i + 1) || ', "a": [1, 2] }')::json
       FROM generate_series(1, 400) i`);
     await writeThrough(sink, await changesOf(sourceUrl, 'dt', ['id']));
     expect(await compareTable(source, target, { schema: 'public', table: 'dt' })).toMatchObject({ sourceRows: 400, targetRows: 400, differing: 0 });
@@ -111,6 +113,7 @@ describe('verify with columns declared otherwise at a postgres target (PostgreSQ
       ['24', `ip = ip || '/32'`],
       ['25', `sm = sm + 0.5`],
       ['26', `mo = 'garbage'`],
+      ['27', `jx = jx || '{"z": 1}'::jsonb`],
     ] as const;
     const found: string[] = [];
     for (const [half, edit] of edits) found.push(`${edit}: ${(await reportedAfter('dt', `UPDATE dt SET ${edit} WHERE id = ${half}`)).join(',')}`);
