@@ -1,6 +1,6 @@
 import pg from 'pg';
 import type { SynclineConfig } from '../config/schema.js';
-import { errorMessage } from '../core/errors.js';
+import { PrerequisiteError, errorMessage } from '../core/errors.js';
 import { createDashboard } from '../dashboard/routes.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -58,7 +58,12 @@ export async function startMonitoring(
     server = await startHttpServer({ metrics, host: config.monitoring.host, port: config.monitoring.port, readiness, dashboard });
   } catch (err) {
     await release();
-    throw err;
+    if ((err as { code?: unknown }).code !== 'EADDRINUSE') throw err;
+    // Typically a second process of the same config on this host (capture and apply apart, or two applies).
+    throw new PrerequisiteError(
+      `monitoring: ${config.monitoring.host}:${config.monitoring.port} is already in use (another syncline process of the same config on this host?)`,
+      'give each process its own port: --metrics-port N on run, capture and apply, or monitoring.port: ${METRICS_PORT:-9464} in the config; monitoring.enabled: false serves none',
+    );
   }
   log.info({ url: `${server.url}/metrics`, dashboard: `${server.url}/`, actions: token ? 'enabled' : 'disabled (no monitoring.dashboard_token)' }, 'metrics and dashboard served');
   return {

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { runPipeline, type Role } from '../../api/run-pipeline.js';
 import { loadConfigFile } from '../../config/load.js';
 import { createLogger } from '../../log/logger.js';
-import { configOption } from './options.js';
+import { configOption, portArg } from './options.js';
 
 const ROLES: readonly [Role, string][] = [
   ['run', 'capture and apply in one process (SIGTERM drains and exits cleanly)'],
@@ -16,13 +16,15 @@ export function registerRun(program: Command): void {
     const cmd = program
       .command(role)
       .description(description)
-      .addOption(configOption());
+      .addOption(configOption())
+      .option('--metrics-port <port>', "port for /metrics and the dashboard, instead of monitoring.port (each process of one config on a host needs its own)", portArg);
     if (role !== 'capture') {
       cmd.option('--from <position>', 'replay from: beginning, an offset, partition:offset pairs, or a time (ISO-8601 or @epoch-ms)');
     }
-    cmd.action(async (opts: { config: string; from?: string }) => {
+    cmd.action(async (opts: { config: string; from?: string; metricsPort?: string }) => {
       const log = createLogger();
-      const config = loadConfigFile(opts.config);
+      const loaded = loadConfigFile(opts.config);
+      const config = opts.metricsPort === undefined ? loaded : { ...loaded, monitoring: { ...loaded.monitoring, port: Number(opts.metricsPort) } };
       // The only signal handlers of a pipeline: the library never installs any.
       const stop = new AbortController();
       const onSignal = (sig: NodeJS.Signals): void => {
