@@ -144,17 +144,8 @@ async function streamStatus(config: SynclineConfig, baseDir: string, report: Sta
   }
   try {
     const ends = await stream.endOffsets();
-    let committed = new Map<number, bigint>();
-    // Reading committed offsets through a consumer is side-effect free only for the
-    // embedded stream; on a broker with group membership it would trigger a rebalance.
-    if (config.stream.broker === 'embedded') {
-      const consumer = await stream.consumer(config.consumer.group_id);
-      try {
-        committed = await consumer.committed();
-      } finally {
-        await consumer.close();
-      }
-    }
+    // Read without joining the group: a consumer would take partitions from a running apply.
+    const committed = (await stream.committedOffsets?.(config.consumer.group_id)) ?? new Map<number, bigint>();
     report.stream.reachable = true;
     report.stream.partitions = [...ends]
       .sort((a, b) => a[0] - b[0])

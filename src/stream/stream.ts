@@ -94,6 +94,12 @@ export interface Stream {
    * Seeking a consumer there replays from that time.
    */
   offsetsForTime(timestampMs: number): Promise<Map<number, bigint>>;
+  /**
+   * Per partition, the offset group `groupId` committed, read without joining the group (a
+   * status read must not cause a rebalance). Absent where a stream cannot (NATS: apply's
+   * positions live in the sink).
+   */
+  committedOffsets?(groupId: string): Promise<Map<number, bigint>>;
   close(): Promise<void>;
 }
 

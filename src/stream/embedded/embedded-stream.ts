@@ -197,6 +197,11 @@ class EmbeddedStream implements Stream {
     return this.clients.add(new EmbeddedConsumer(this, file, readers));
   }
 
+  async committedOffsets(groupId: string): Promise<Map<number, bigint>> {
+    this.clients.checkOpen();
+    return readGroupFile(groupFile(this.dir, groupId));
+  }
+
   async endOffsets(): Promise<Map<number, bigint>> {
     const result = new Map<number, bigint>();
     const producer = this.producerRef;

@@ -135,6 +135,10 @@ class KafkaStream implements Stream {
     return this.admin.offsetsForTime(timestampMs);
   }
 
+  async committedOffsets(groupId: string): Promise<Map<number, bigint>> {
+    return this.admin.fetchCommitted(groupId);
+  }
+
   close(): Promise<void> {
     return this.clients.close(() => this.admin.disconnect());
   }
