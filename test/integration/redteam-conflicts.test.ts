@@ -415,6 +415,39 @@ describe('red team: bidirectional pair (two postgres sinks, last_write_wins on u
       await closeSides(a, b);
     }
   });
+  it('delta counters: a batch that holds a row’s updates and delete, or its delete and insert anew, counts as its changes one by one', async () => {
+    const seed = `INSERT INTO acc SELECT id, 'seed', 5, '2026-01-01T00:00:00Z' FROM unnest(ARRAY['k', 'm', 'q']) id`;
+    const b = await side('b', [['public.acc', ['n']]], seed);
+    try {
+      // The application counts each row up: k after everything a did, m between a's delete and
+      // its insert anew, q before a's delete.
+      const later = fromNow(60_000);
+      await b.client.query(`UPDATE acc SET n = n + 1, v = 'b', updated_at = $1 WHERE id = 'k'`, [later]);
+      await b.client.query(`UPDATE acc SET n = n + 1, v = 'b', updated_at = '2026-01-01T00:00:02Z' WHERE id = 'm'`);
+      await b.client.query(`UPDATE acc SET n = n + 1, v = 'b', updated_at = '2026-01-01T00:00:01Z' WHERE id = 'q'`);
+      const row = (id: string, v: string, n: string, at: string): Row => ({ id, v, n, updated_at: `2026-01-01 00:00:${at}+00` });
+      const batch = [
+        // k: two increments, then a delete that loses to b's later update: the increments count.
+        acc('a', A, '01', 'UPDATE', 'k', row('k', 'a', '6', '01'), row('k', 'seed', '5', '00')),
+        acc('a', A + 0x10, '02', 'UPDATE', 'k', row('k', 'a', '7', '02'), row('k', 'a', '6', '01')),
+        acc('a', A + 0x20, '03', 'DELETE', 'k', null, row('k', 'a', '7', '02')),
+        // m: deleted at 01 (loses to b's update at 02) and inserted anew at 03 (wins): its value adds to b's row.
+        acc('a', A + 0x30, '01', 'DELETE', 'm', null, row('m', 'seed', '5', '00')),
+        acc('a', A + 0x40, '03', 'INSERT', 'm', row('m', 'a-new', '10', '03')),
+        // q: deleted at 02 (wins over b's update at 01) and inserted anew at 03: the new row counts from its own value.
+        acc('a', A + 0x50, '02', 'DELETE', 'q', null, row('q', 'seed', '5', '00')),
+        acc('a', A + 0x60, '03', 'INSERT', 'q', row('q', 'a-new', '10', '03')),
+      ];
+      await b.sink.apply(batch, new Map(), 'ga');
+      expect(await accRows(b.client)).toEqual([
+        { id: 'k', v: 'b', n: '8' },
+        { id: 'm', v: 'a-new', n: '16' },
+        { id: 'q', v: 'a-new', n: '10' },
+      ]);
+    } finally {
+      await closeSides(b);
+    }
+  });
 });
 
 describe('red team: deletes and truncations made at a postgres target (conflict tracking)', () => {
@@ -468,6 +501,26 @@ describe('red team: deletes and truncations made at a postgres target (conflict 
       // The write older than the truncation would have been removed by it: stale; the later one stays.
       expect(o).toMatchObject({ applied: 1, stale: 1 });
       expect(await accRows(b.client)).toEqual([{ id: 'y', v: 'a', n: '1' }]);
+    } finally {
+      await closeSides(b);
+    }
+  });
+
+  it('a change applied before the application deleted its row is settled when republished (its counter difference is in the deleted row already)', async () => {
+    const b = await side('b', [['public.acc', ['n']]]);
+    try {
+      const row = (n: string, at: string): Row => ({ id: 'r', v: 'a', n, updated_at: at });
+      const a1 = acc('a', A, '01', 'INSERT', 'r', row('1', '2026-01-01 00:00:01+00'));
+      const a2 = acc('a', A + 0x10, '02', 'UPDATE', 'r', row('2', '2026-01-01 00:00:02+00'), row('1', '2026-01-01 00:00:01+00'));
+      await b.sink.apply([a1], new Map(), 'ga');
+      await b.sink.apply([a2], new Map(), 'ga');
+      await b.client.query(`DELETE FROM acc WHERE id = 'r'`);
+      // a's capture restarts and republishes both: applied before, they change nothing.
+      expect(await b.sink.apply([a1, a2], new Map(), 'ga')).toMatchObject({ applied: 0 });
+      // a, not having seen the delete, counts r up after it: the row comes back with its counter, counted once.
+      const later = fromNow(60_000);
+      await b.sink.apply([{ ...acc('a', A + 0x20, '03', 'UPDATE', 'r', row('3', later), row('2', '2026-01-01 00:00:02+00')), commit_ts: later }], new Map(), 'ga');
+      expect(await accRows(b.client)).toEqual([{ id: 'k', v: 'seed', n: '5' }, { id: 'r', v: 'a', n: '3' }]);
     } finally {
       await closeSides(b);
     }

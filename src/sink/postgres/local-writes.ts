@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../../core/sql.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../../postgres/serialized-ddl.js';
+import { SOURCE_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN } from '../sql/bookkeeping.js';
 import type { TargetTable } from './table-meta.js';
 
 /**
@@ -51,11 +52,16 @@ export function localWritesNames(stateSchema: string): LocalWritesNames {
  * columns (their values are kept with the tombstone, see ../conflicts/incarnations.ts).
  */
 function functionBody(tombstones: string, truncations: string): string {
+  // The version syncline last wrote to the deleted row (of which source) is kept: that
+  // source's changes up to it were applied, and are settled if republished (decidedBefore).
+  const kept = (col: string): string => `${col} = CASE WHEN EXCLUDED.replaced_source IS NULL THEN tb.${col} ELSE EXCLUDED.${col} END`;
   const insert =
-    `INSERT INTO %s AS tb (table_name, row_key, source, lsn, seq, clock, xid, counters)
-       SELECT $1, to_json(ARRAY[%s])::text, $2, '0/0', 0, clock_timestamp(), pg_current_xact_id()::text::bigint, %s FROM %s
+    `INSERT INTO %s AS tb (table_name, row_key, source, lsn, seq, clock, xid, counters, replaced_source, replaced_lsn, replaced_seq)
+       SELECT $1, to_json(ARRAY[%s])::text, $2, '0/0', 0, clock_timestamp(), pg_current_xact_id()::text::bigint, %s,
+              o.${quoteIdent(SOURCE_COLUMN)}, o.${quoteIdent(VERSION_LSN_COLUMN)}, o.${quoteIdent(VERSION_SEQ_COLUMN)} FROM %s
      ON CONFLICT (table_name, row_key, source) DO UPDATE
-       SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq, clock = EXCLUDED.clock, xid = EXCLUDED.xid, counters = EXCLUDED.counters, deleted_at = now()`;
+       SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq, clock = EXCLUDED.clock, xid = EXCLUDED.xid, counters = EXCLUDED.counters, deleted_at = now(),
+           ${['replaced_source', 'replaced_lsn', 'replaced_seq'].map(kept).join(', ')}`;
   return `
 DECLARE
   nkeys constant int := TG_ARGV[2]::int;

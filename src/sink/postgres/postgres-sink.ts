@@ -227,8 +227,10 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
         table_name text NOT NULL, row_key text NOT NULL, source text NOT NULL, lsn pg_lsn NOT NULL, seq integer NOT NULL,
         clock timestamptz, deleted_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_name, row_key, source))`);
       // Deletes made at the target itself (local-writes.ts): the deleting transaction (its commit
-      // time is the clock, when the server keeps them) and the deleted row's delta counters.
-      await c.query(`ALTER TABLE ${this.state.sourceTombstones} ADD COLUMN IF NOT EXISTS xid bigint, ADD COLUMN IF NOT EXISTS counters jsonb`);
+      // time is the clock, when the server keeps them), the deleted row's delta counters, and the
+      // version syncline had written to it (which source's changes up to it are settled).
+      await c.query(`ALTER TABLE ${this.state.sourceTombstones} ADD COLUMN IF NOT EXISTS xid bigint, ADD COLUMN IF NOT EXISTS counters jsonb,
+                       ADD COLUMN IF NOT EXISTS replaced_source text, ADD COLUMN IF NOT EXISTS replaced_lsn pg_lsn, ADD COLUMN IF NOT EXISTS replaced_seq integer`);
       // Watermarks per source: LSNs of different sources do not compare (see truncateTracked).
       // `clock`: the commit time of the source's own newest truncation (readTruncations); NULL
       // while the row only holds what other sources' truncations removed of it.
@@ -695,7 +697,9 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
            OR EXISTS (SELECT 1 FROM ${this.state.sourceTruncations} tr
                        WHERE tr.table_name = $1 AND tr.source = i.source AND (tr.lsn, tr.seq) >= (i.lsn, i.seq))
            OR (i.op = 'DELETE' AND EXISTS (SELECT 1 FROM ${this.state.sourceTombstones} tb
-                       WHERE tb.table_name = $1 AND tb.row_key = i.row_key AND tb.source = i.source AND (tb.lsn, tb.seq) >= (i.lsn, i.seq)))`,
+                       WHERE tb.table_name = $1 AND tb.row_key = i.row_key AND tb.source = i.source AND (tb.lsn, tb.seq) >= (i.lsn, i.seq)))
+           OR EXISTS (SELECT 1 FROM ${this.state.sourceTombstones} tb
+                       WHERE tb.table_name = $1 AND tb.row_key = i.row_key AND tb.replaced_source = i.source AND (tb.replaced_lsn, tb.replaced_seq) >= (i.lsn, i.seq))`,
       [label, changes.map((ch) => rowKeyOf(ch)), changes.map((ch) => ch.source), changes.map((ch) => ch.commit_lsn), changes.map((ch) => ch.seq), changes.map((ch) => ch.op)],
     );
     return new Set(rows.map((r) => `${r.row_key}\u0000${r.source}\u0000${formatLsn(parseLsn(r.lsn))}\u0000${r.seq}`));

@@ -214,7 +214,9 @@ export interface SqlDialect<C, T extends SqlTable> {
    * version as the stored one another writer's write replaced), truncated (their source's
    * truncation watermark, which another source's truncation advances over the rows it
    * removed, is at or past them), or, for a DELETE, applied (their source's tombstone of the
-   * key is at or past them). Republished after a capture restart, none may act again.
+   * key is at or past them), or applied and then deleted at the target (postgres: the local
+   * tombstone keeps the version the deleted row held). Republished after a capture restart,
+   * none may act again.
    */
   decidedBefore?(c: C, label: string, changes: readonly ChangeEvent[]): Promise<Set<string>>;
 

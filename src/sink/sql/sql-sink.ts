@@ -437,6 +437,19 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       const storedClock = cf.lwwColumn !== undefined && cf.lwwColumn in s.row ? (s.row[cf.lwwColumn] ?? null) : s.clock;
       const incomingClock = clockOf(r);
       const writer = s.local ? cf.localSource : (s.source ?? cf.localSource);
+      // Deletes among the row's changes: the last one decides the row (a delete the batch folded
+      // into a later write, as when deleted and inserted anew, either removed the stored row, and
+      // the counters start anew from the insert, or lost to it, and the insert adds its values);
+      // the updates before a losing one still move the counters.
+      let fresh = false;
+      const removal = lastDelete(counted);
+      if (!s.deleted && removal && deltas.length > 0) {
+        if (r.op !== 'DELETE') {
+          const stays = { row: storedRow, writer, local: s.local, clock: storedClock };
+          fresh = cf.resolver({ table: target.label, strategy: cf.strategy, incoming: removal, run: [removal], incomingClock: clockOf(removal), stored: stays, deltaColumns: [] }).winner === 'incoming';
+        }
+        counted = fresh ? [] : counted.filter((ch) => ch.op !== 'DELETE');
+      }
       const decision: Resolution = s.truncation ? { winner: 'stored' } : cf.resolver({
         table: target.label,
         strategy: cf.strategy,
@@ -459,14 +472,15 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
         // A merge is written in the columns this statement writes.
         written = decision.row ? pickColumns({ ...r.payload, ...decision.row }, columns) : r.payload;
         // Every change older than a delete since: the stored counters stay.
-        if (counted.length === 0 && !s.deleted && written) written = { ...written, ...pickPresent(storedRow, deltas.filter((col) => columns.includes(col))) };
+        if (counted.length === 0 && !fresh && !s.deleted && written) written = { ...written, ...pickPresent(storedRow, deltas.filter((col) => columns.includes(col))) };
         const winner = written === r.payload ? r : { ...r, payload: written };
         // Over a deleted row: an insert, never over a row another writer inserted meanwhile.
         if (s.deleted) absent.push(winner);
         else out.push(winner);
       } else {
         counts.stale++;
-        const changed = decision.row && !s.deleted ? changedColumns(storedRow, decision.row, columns) : undefined;
+        // A losing delete writes no columns, but the counters of the updates before it move.
+        const changed = decision.row && !s.deleted ? changedColumns(storedRow, decision.row, r.op === 'DELETE' ? deltas : columns) : undefined;
         if (changed && this.dialect.writeColumns) {
           await this.dialect.writeColumns(c, target, keyColumns, r, changed);
           written = { ...storedRow, ...changed };
@@ -565,6 +579,12 @@ function countConflicts(recorded: readonly ConflictRecord[]): NonNullable<ApplyO
     counts.set(k, e);
   }
   return [...counts.values()];
+}
+
+/** The last DELETE of a row's run, if any. */
+function lastDelete(run: readonly ChangeEvent[]): ChangeEvent | undefined {
+  for (let i = run.length - 1; i >= 0; i--) if (run[i]?.op === 'DELETE') return run[i];
+  return undefined;
 }
 
 /** The key columns of a table's batch, in the row key's order (the source's column order); undefined without keyed rows. */
