@@ -249,6 +249,18 @@ describe.each(TARGETS)('red team: conflict tracking on %s', (_name, open) => {
     expect(outcomes).toEqual([[], []]);
   });
 
+  it('delta counters: an increment older than another source’s delete does not land on the row that source inserted anew', async () => {
+    await within(open, tracking(builtInResolver('last_write_wins'), [['public.acc', ['n']]]), async (t) => {
+      const seed = { id: 'k', v: 'a', n: '5' };
+      await t.sink.apply([acc('a', A, '00', 'INSERT', 'k', seed)], new Map(), 'ga');
+      await t.sink.apply([acc('a', A + 0x10, '02', 'DELETE', 'k', null, seed)], new Map(), 'ga');
+      await t.sink.apply([acc('a', A + 0x20, '03', 'INSERT', 'k', { id: 'k', v: 'a-new', n: '0' })], new Map(), 'ga');
+      // b counted k up at 01, before a deleted it: the increment died with that row.
+      await t.sink.apply([acc('b', B, '01', 'UPDATE', 'k', { id: 'k', v: 'b', n: '6' }, seed)], new Map(), 'gb');
+      expect(await t.rows()).toEqual([{ id: 'k', v: 'a-new', n: '0' }]);
+    });
+  });
+
   it('a write of another source older by clock than a truncation, arriving after it, is removed as it would have been had it arrived first', async () => {
     const trunc = changeAt('a', A, ts('05'), 'TRUNCATE', 'acc', {}, null);
     const bIns = acc('b', B, '03', 'INSERT', 'k', { id: 'k', v: 'b', n: '1' });

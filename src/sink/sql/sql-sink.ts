@@ -337,7 +337,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
     // With delta counters the deletes of stored keys matter too: the row may have been
     // inserted anew since (see ../conflicts/incarnations.ts).
     const writes = rows.filter((r) => r.op !== 'DELETE' && !stored.has(rowKeyOf(r)));
-    const looked = deltas.length > 0 ? rows.filter((r) => r.op !== 'DELETE') : writes;
+    const looked = deltas.length > 0 ? rows : writes;
     const deletions = looked.length > 0 ? await d.readDeletions(c, target, keyColumns, looked) : new Map<string, Deletion[]>();
     const truncations = looked.length > 0 ? await d.readTruncations(c, target.label) : [];
     const out: ChangeEvent[] = [];
@@ -432,7 +432,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       // count; over a deleted row, a run of updates revives its counters.
       const revives = x !== undefined && !x.truncation && deltas.length > 0 && x.counters != null;
       let counted = run;
-      if (!s.deleted && deltas.length > 0 && r.op !== 'DELETE') counted = counting(key, run);
+      if (!s.deleted && deltas.length > 0 && run.some((ch) => ch.op !== 'DELETE')) counted = counting(key, run);
       else if (revives && x.counters && run.every((ch) => ch.op === 'UPDATE')) storedRow = { ...x.counters };
       const storedClock = cf.lwwColumn !== undefined && cf.lwwColumn in s.row ? (s.row[cf.lwwColumn] ?? null) : s.clock;
       const incomingClock = clockOf(r);
