@@ -205,7 +205,7 @@ export class Pipeline {
     } else markCapture();
     if (role !== 'capture') {
       try {
-        const sink = new TransformingSink(openSink(config, this.options.sink, this.options.resolveConflict), transforms, { onApplied: (b) => this.applied(b) });
+        const sink = new TransformingSink(openSink(config, this.options.sink, this.options.resolveConflict, log), transforms, { onApplied: (b) => this.applied(b) });
         const observed = watchConsumer(stream, () => {
           this.applyState = 'consuming';
           markApply();

@@ -1,6 +1,7 @@
 import { conflictOptionsOf } from '../config/conflict-options.js';
 import type { SynclineConfig } from '../config/schema.js';
 import { PrerequisiteError } from '../core/errors.js';
+import { parseTableName, type TableName } from '../core/sql.js';
 import { TableMapping } from '../core/table-mapping.js';
 import type { ConflictResolver } from '../sink/conflicts/resolve.js';
 import { MappedSink } from '../sink/mapped-sink.js';
@@ -14,21 +15,22 @@ import { targetTableDdl } from '../source/table-definition.js';
 import { sourceDefinitions } from './definitions.js';
 import { readSourceShapes } from './table-shapes.js';
 import { withSource } from './source-connection.js';
+import type { Logger } from '../log/logger.js';
 
 /**
  * Opens the configured sink, behind the `sink.tables` routing and column mapping when the
  * config sets them (checked against the source on `prepare`). The only place that names
  * concrete sink adapters.
  */
-export function openSink(config: SynclineConfig, custom?: Sink, resolveConflict?: ConflictResolver): Sink {
+export function openSink(config: SynclineConfig, custom?: Sink, resolveConflict?: ConflictResolver, log?: Logger): Sink {
   const mapping = TableMapping.fromConfig(config.sink.tables);
   // A library user's own sink replaces sink.type (createPipeline's `sink`).
-  const sink = custom ?? openAdapterSink(config, mapping, resolveConflict);
+  const sink = custom ?? openAdapterSink(config, mapping, resolveConflict, log);
   if (mapping.isEmpty) return sink;
   return new MappedSink(sink, mapping, { sourceTables: (tables) => withSource(config, (c) => readSourceShapes(c, tables)) });
 }
 
-function openAdapterSink(config: SynclineConfig, mapping: TableMapping, resolveConflict?: ConflictResolver): Sink {
+function openAdapterSink(config: SynclineConfig, mapping: TableMapping, resolveConflict?: ConflictResolver, log?: Logger): Sink {
   const s = config.sink;
   const conflicts = conflictOptionsOf(config, resolveConflict);
   // The SQL sinks follow the source's definitions, read from the source (apply has source.url).
@@ -51,7 +53,8 @@ function openAdapterSink(config: SynclineConfig, mapping: TableMapping, resolveC
         copyThreshold: s.copy_threshold,
         applyLanes: s.apply_lanes,
         ...(s.origin !== undefined ? { origin: s.origin } : {}),
-        ...(conflicts ? { conflicts } : {}),
+        ...(conflicts ? { conflicts, trackedTables: replicatedTargets(config, mapping) } : {}),
+        ...(log ? { warn: (message: string, details: Record<string, unknown>) => log.warn(details, message) } : {}),
         evolution,
         ...(s.create_tables || s.schema_evolution === 'full'
           ? {
@@ -75,4 +78,18 @@ function openAdapterSink(config: SynclineConfig, mapping: TableMapping, resolveC
     case 'sqlite':
       return new SqliteSink({ url: s.url, stateSchema: s.state_schema, versionGate: s.version_gate, deleteMode: s.delete_mode, evolution, ...(conflicts ? { conflicts } : {}) });
   }
+}
+
+/** The target tables of the replicated tables the config lists (routed by sink.tables); unparsable names are left to the source to report. */
+function replicatedTargets(config: SynclineConfig, mapping: TableMapping): TableName[] {
+  const out: TableName[] = [];
+  for (const name of config.source.slots[0]?.tables ?? []) {
+    try {
+      const table = parseTableName(name);
+      out.push(mapping.routeOf(table)?.target ?? table);
+    } catch {
+      // Reported by capture, which reads the same list.
+    }
+  }
+  return out;
 }

@@ -176,3 +176,23 @@ export function fanInPriorityExpected(): { id: number; name: string; qty: number
     ...range(100, 109).map((id) => ({ id, name: 's2-shared', qty: 1 })),
   ];
 }
+
+/**
+ * Every write syncline makes that sets a new version on a row (its own transaction id in
+ * `_syncline_xid`, a version other than the row had), by source and version: a change
+ * written twice would appear twice. Counter merges into a winning stored version keep the
+ * stored version and are not version writes.
+ */
+export const AUDIT = `
+  ALTER TABLE accounts ADD COLUMN _syncline_lsn pg_lsn, ADD COLUMN _syncline_seq integer, ADD COLUMN _syncline_source text,
+                       ADD COLUMN _syncline_ts timestamptz, ADD COLUMN _syncline_xid bigint;
+  CREATE TABLE applied_audit (id bigserial PRIMARY KEY, src text, lsn pg_lsn, seq integer, op text);
+  CREATE FUNCTION audit_applied() RETURNS trigger LANGUAGE plpgsql AS $$
+  BEGIN
+    IF NEW._syncline_xid = (pg_current_xact_id()::text::bigint % 4294967296)
+       AND (TG_OP = 'INSERT' OR (OLD._syncline_source, OLD._syncline_lsn, OLD._syncline_seq) IS DISTINCT FROM (NEW._syncline_source, NEW._syncline_lsn, NEW._syncline_seq)) THEN
+      INSERT INTO applied_audit (src, lsn, seq, op) VALUES (NEW._syncline_source, NEW._syncline_lsn, NEW._syncline_seq, TG_OP);
+    END IF;
+    RETURN NEW;
+  END $$;
+  CREATE TRIGGER audit_applied AFTER INSERT OR UPDATE ON accounts FOR EACH ROW EXECUTE FUNCTION audit_applied();`;

@@ -101,9 +101,10 @@ const PG15_BIN = process.env.SYNCLINE_TEST_PG15_BIN ?? '/usr/lib/postgresql/15/b
 /**
  * A second PostgreSQL 15 cluster of the machine's installation, in a temporary folder on a
  * free port (wal_level=logical, trust on 127.0.0.1), for tests between two servers of the same
- * version. As root it runs as the `postgres` user (the server refuses root).
+ * version. As root it runs as the `postgres` user (the server refuses root). `settings`:
+ * more server settings (`name=value`).
  */
-export async function secondPg15(): Promise<PgServer> {
+export async function secondPg15(settings: string[] = []): Promise<PgServer> {
   if (!existsSync(path.join(PG15_BIN, 'initdb'))) {
     throw new Error(`PostgreSQL 15's programs are not in ${PG15_BIN} (Debian: apt-get install postgresql-15); set SYNCLINE_TEST_PG15_BIN to their folder`);
   }
@@ -120,7 +121,7 @@ export async function secondPg15(): Promise<PgServer> {
     asRoot ? promisify(execFile)('runuser', ['-u', 'postgres', '--', path.join(PG15_BIN, program), ...args]) : promisify(execFile)(path.join(PG15_BIN, program), args);
   try {
     await run('initdb', ['-D', pgdata, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']);
-    const options = ['-p', String(port), '-c', 'wal_level=logical', '-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${pgdata}`, '-c', 'max_wal_senders=20', '-c', 'max_replication_slots=20', '-c', 'fsync=off'];
+    const options = ['-p', String(port), '-c', 'wal_level=logical', '-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${pgdata}`, '-c', 'max_wal_senders=20', '-c', 'max_replication_slots=20', '-c', 'fsync=off', ...settings.flatMap((x) => ['-c', x])];
     await run('pg_ctl', ['-D', pgdata, '-w', '-l', path.join(dir, 'log'), '-o', options.join(' '), 'start']);
   } catch (err) {
     await rm(dir, { recursive: true, force: true });

@@ -6,7 +6,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { embeddedPg17, freePort, machinePg15, secondPg15, uniqueName, waitFor, type PgServer } from '../helpers/postgres.js';
-import { createAccounts, dropDatabases, dropSlot, range, rowsOf, updateRounds } from '../helpers/many-writers.js';
+import { AUDIT, createAccounts, dropDatabases, dropSlot, range, rowsOf, updateRounds } from '../helpers/many-writers.js';
 import { CLI, ensureBuilt } from '../helpers/cli.js';
 
 const ROWS = 'SELECT id, name, hits::text, updated_at::text FROM accounts ORDER BY id';
@@ -22,26 +22,6 @@ const PAIRS: [string, () => Promise<[PgServer, PgServer]>][] = [
   ['two PostgreSQL 17 servers', async () => [await embeddedPg17('logical'), await embeddedPg17('logical')]],
   ['two PostgreSQL 15 clusters', async () => [await machinePg15(), await secondPg15()]],
 ];
-
-/**
- * Every write syncline makes that sets a new version on a row (its own transaction id in
- * `_syncline_xid`, a version other than the row had), by source and version: a change
- * written twice would appear twice. Counter merges into a winning stored version keep the
- * stored version and are not version writes.
- */
-const AUDIT = `
-  ALTER TABLE accounts ADD COLUMN _syncline_lsn pg_lsn, ADD COLUMN _syncline_seq integer, ADD COLUMN _syncline_source text,
-                       ADD COLUMN _syncline_ts timestamptz, ADD COLUMN _syncline_xid bigint;
-  CREATE TABLE applied_audit (id bigserial PRIMARY KEY, src text, lsn pg_lsn, seq integer, op text);
-  CREATE FUNCTION audit_applied() RETURNS trigger LANGUAGE plpgsql AS $$
-  BEGIN
-    IF NEW._syncline_xid = (pg_current_xact_id()::text::bigint % 4294967296)
-       AND (TG_OP = 'INSERT' OR (OLD._syncline_source, OLD._syncline_lsn, OLD._syncline_seq) IS DISTINCT FROM (NEW._syncline_source, NEW._syncline_lsn, NEW._syncline_seq)) THEN
-      INSERT INTO applied_audit (src, lsn, seq, op) VALUES (NEW._syncline_source, NEW._syncline_lsn, NEW._syncline_seq, TG_OP);
-    END IF;
-    RETURN NEW;
-  END $$;
-  CREATE TRIGGER audit_applied AFTER INSERT OR UPDATE ON accounts FOR EACH ROW EXECUTE FUNCTION audit_applied();`;
 
 describe.each(PAIRS)('active-active with kill -9 (%s, syncline run processes)', (_, startPair) => {
   let servers: PgServer[] = [];

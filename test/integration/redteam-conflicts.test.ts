@@ -14,7 +14,7 @@ import { SqliteSink } from '../../src/sink/sqlite/sqlite-sink.js';
 import { changeAt, priorityTracking, tracking } from '../helpers/conflict-fixtures.js';
 import { dropDatabases } from '../helpers/many-writers.js';
 import { freshMysqlDatabase, mysqlRows } from '../helpers/mysql.js';
-import { freshDatabase, machinePg15, PG15_URL } from '../helpers/postgres.js';
+import { freshDatabase, machinePg15, PG15_URL, type PgServer } from '../helpers/postgres.js';
 
 /**
  * Red-team cases of conflict tracking (README "Many writers") on the three SQL sinks. Each
@@ -249,6 +249,18 @@ describe.each(TARGETS)('red team: conflict tracking on %s', (_name, open) => {
     expect(outcomes).toEqual([[], []]);
   });
 
+  it('delta counters: an increment older than another source’s delete does not land on the row that source inserted anew', async () => {
+    await within(open, tracking(builtInResolver('last_write_wins'), [['public.acc', ['n']]]), async (t) => {
+      const seed = { id: 'k', v: 'a', n: '5' };
+      await t.sink.apply([acc('a', A, '00', 'INSERT', 'k', seed)], new Map(), 'ga');
+      await t.sink.apply([acc('a', A + 0x10, '02', 'DELETE', 'k', null, seed)], new Map(), 'ga');
+      await t.sink.apply([acc('a', A + 0x20, '03', 'INSERT', 'k', { id: 'k', v: 'a-new', n: '0' })], new Map(), 'ga');
+      // b counted k up at 01, before a deleted it: the increment died with that row.
+      await t.sink.apply([acc('b', B, '01', 'UPDATE', 'k', { id: 'k', v: 'b', n: '6' }, seed)], new Map(), 'gb');
+      expect(await t.rows()).toEqual([{ id: 'k', v: 'a-new', n: '0' }]);
+    });
+  });
+
   it('a write of another source older by clock than a truncation, arriving after it, is removed as it would have been had it arrived first', async () => {
     const trunc = changeAt('a', A, ts('05'), 'TRUNCATE', 'acc', {}, null);
     const bIns = acc('b', B, '03', 'INSERT', 'k', { id: 'k', v: 'b', n: '1' });
@@ -262,5 +274,360 @@ describe.each(TARGETS)('red team: conflict tracking on %s', (_name, open) => {
       });
     }
     expect(outcomes).toEqual([[{ id: 'm', v: 'b', n: '2' }], [{ id: 'm', v: 'b', n: '2' }]]);
+  });
+});
+
+/**
+ * A bidirectional pair seen from its two sinks (postgres, PostgreSQL 15 without
+ * track_commit_timestamp: a delete made at a target has the time of the delete as its clock).
+ * Each side is a database whose application writes `acc`, with a sink that applies the other
+ * side's changes (as captured, with their old values) under last_write_wins on `updated_at`.
+ */
+interface Side {
+  sink: PostgresSink;
+  client: pg.Client;
+  url: string;
+}
+
+const server = (): Promise<PgServer> => machinePg15();
+
+async function side(local: string, deltas: [string, string[]][] = [], seed = `INSERT INTO acc VALUES ('k', 'seed', 5, '2026-01-01T00:00:00Z')`): Promise<Side> {
+  const url = await freshDatabase(await server(), `red_mw_bi_${local}_${serial++}`);
+  pgDatabases.push(new URL(url).pathname.slice(1));
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  await client.query(`CREATE TABLE acc (id text PRIMARY KEY, v text, n bigint, updated_at timestamptz NOT NULL); ${seed}`);
+  const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, conflicts: pairTracking(local, deltas), trackedTables: [{ schema: 'public', table: 'acc' }] });
+  await sink.prepare();
+  return { sink, client, url };
+}
+
+function pairTracking(local: string, deltas: [string, string[]][] = []): ConflictOptions {
+  return { ...tracking(undefined, deltas), lwwColumn: 'updated_at', localSource: local };
+}
+
+async function closeSides(...sides: Side[]): Promise<void> {
+  for (const s of sides) {
+    await s.sink.close();
+    await s.client.end();
+  }
+}
+
+const accRows = async (c: pg.Client): Promise<Row[]> => (await c.query<Row>(`SELECT id, v, n::text AS n FROM acc ORDER BY id`)).rows;
+
+/** The clock (as an ISO timestamp) of the tombstone the application's delete of `id` left at this side. */
+async function localDeleteClock(s: Side, id: string): Promise<string> {
+  const { rows } = await s.client.query<{ clock: Date }>(`SELECT clock FROM syncline.source_tombstones WHERE row_key = $1 AND xid IS NOT NULL`, [JSON.stringify([id])]);
+  const clock = rows[0]?.clock;
+  if (!clock) throw new Error(`no local tombstone of ${id}`);
+  return clock.toISOString();
+}
+
+/** An ISO timestamp `ms` after now: later than a delete made at a target just before. */
+const fromNow = (ms: number): string => new Date(Date.now() + ms).toISOString();
+
+const SEED = { id: 'k', v: 'seed', n: '5', updated_at: '2026-01-01 00:00:00+00' };
+
+describe('red team: bidirectional pair (two postgres sinks, last_write_wins on updated_at)', () => {
+  it('delta counters: an increment at one side to a row the other side deleted later (and re-inserted) counts at neither side', async () => {
+    const a = await side('a', [['public.acc', ['n']]]);
+    const b = await side('b', [['public.acc', ['n']]]);
+    try {
+      // At B the application counts k up at 01; at A (not having seen it) it deletes k at 02 and inserts it anew at 03.
+      await b.client.query(`UPDATE acc SET n = n + 1, v = 'b', updated_at = '2026-01-01T00:00:01Z' WHERE id = 'k'`);
+      await a.client.query(`DELETE FROM acc WHERE id = 'k'`);
+      await a.client.query(`INSERT INTO acc VALUES ('k', 'a-new', 0, '2026-01-01T00:00:03Z')`);
+      const bUpdate = acc('b', B, '01', 'UPDATE', 'k', { id: 'k', v: 'b', n: '6', updated_at: '2026-01-01 00:00:01+00' }, SEED);
+      const aDelete = acc('a', A, '02', 'DELETE', 'k', null, SEED);
+      const aInsert = acc('a', A + 0x10, '03', 'INSERT', 'k', { id: 'k', v: 'a-new', n: '0', updated_at: '2026-01-01 00:00:03+00' });
+      await b.sink.apply([aDelete], new Map(), 'ga');
+      await b.sink.apply([aInsert], new Map(), 'ga');
+      await a.sink.apply([bUpdate], new Map(), 'gb');
+      // A's delete (02) won over B's update (01) at B: the increment went with the row there, and must not land on A's new row.
+      expect(await accRows(b.client)).toEqual([{ id: 'k', v: 'a-new', n: '0' }]);
+      expect(await accRows(a.client)).toEqual(await accRows(b.client));
+    } finally {
+      await closeSides(a, b);
+    }
+  });
+
+  it('a delete at one side and an older concurrent update at the other: both sides end alike', async () => {
+    const a = await side('a');
+    const b = await side('b');
+    try {
+      // At A the application updates k at 03; at B (not having seen it) it deletes k at 05.
+      await a.client.query(`UPDATE acc SET v = 'a', updated_at = '2026-01-01T00:00:03Z' WHERE id = 'k'`);
+      await b.client.query(`DELETE FROM acc WHERE id = 'k'`);
+      // Each side's change reaches the other (as captured: the update with its old values).
+      const update = acc('a', A, '03', 'UPDATE', 'k', { id: 'k', v: 'a', updated_at: '2026-01-01 00:00:03+00' }, { id: 'k', v: 'seed', updated_at: '2026-01-01 00:00:00+00' });
+      const del = acc('b', B, '05', 'DELETE', 'k', null, { id: 'k', v: 'seed', updated_at: '2026-01-01 00:00:00+00' });
+      await b.sink.apply([update], new Map(), 'ga');
+      await a.sink.apply([del], new Map(), 'gb');
+      const rows = async (c: pg.Client): Promise<unknown[]> => (await c.query(`SELECT id, v FROM acc ORDER BY id`)).rows;
+      // B's delete (05) is the last write: A applies it; B must not bring k back with A's older update.
+      expect(await rows(a.client)).toEqual([]);
+      expect(await rows(b.client)).toEqual(await rows(a.client));
+    } finally {
+      await closeSides(a, b);
+    }
+  });
+
+  it('delta counters: increments of both sides around a delete count once at both sides when the other side’s later update revives the row', async () => {
+    const a = await side('a', [['public.acc', ['n']]]);
+    const b = await side('b', [['public.acc', ['n']]]);
+    try {
+      // B counts k up (5 → 6, at 01) and deletes it; A, having seen neither, counts it up
+      // before B's delete (6, at 02) and after it (7, at a clock later than the delete).
+      await b.client.query(`UPDATE acc SET n = n + 1, v = 'b', updated_at = '2026-01-01T00:00:01Z' WHERE id = 'k'`);
+      await b.client.query(`DELETE FROM acc WHERE id = 'k'`);
+      const later = fromNow(60_000);
+      await a.client.query(`UPDATE acc SET n = n + 1, v = 'a1', updated_at = '2026-01-01T00:00:02Z' WHERE id = 'k'`);
+      await a.client.query(`UPDATE acc SET n = n + 1, v = 'a2', updated_at = $1 WHERE id = 'k'`, [later]);
+      const deletedAt = await localDeleteClock(b, 'k');
+      const b1 = acc('b', B, '01', 'UPDATE', 'k', { id: 'k', v: 'b', n: '6', updated_at: '2026-01-01 00:00:01+00' }, SEED);
+      const bDel = { ...acc('b', B + 0x10, '01', 'DELETE', 'k', null, { id: 'k', v: 'b', n: '6', updated_at: '2026-01-01 00:00:01+00' }), commit_ts: deletedAt };
+      const a1 = acc('a', A, '02', 'UPDATE', 'k', { id: 'k', v: 'a1', n: '6', updated_at: '2026-01-01 00:00:02+00' }, SEED);
+      const a2 = { ...acc('a', A + 0x10, '02', 'UPDATE', 'k', { id: 'k', v: 'a2', n: '7', updated_at: later }, { id: 'k', v: 'a1', n: '6', updated_at: '2026-01-01 00:00:02+00' }), commit_ts: later };
+      // A's updates reach B one batch each: the first is older than B's delete (stale there), the second revives k.
+      expect((await b.sink.apply([a1], new Map(), 'ga')).applied).toBe(0);
+      expect(await accRows(b.client)).toEqual([]);
+      await b.sink.apply([a2], new Map(), 'ga');
+      // B's changes reach A: its increment merges into A's row, which is later than B's delete.
+      await a.sink.apply([b1], new Map(), 'gb');
+      await a.sink.apply([bDel], new Map(), 'gb');
+      // Three increments (one of B's, two of A's), each counted once on both sides.
+      expect(await accRows(a.client)).toEqual([{ id: 'k', v: 'a2', n: '8' }]);
+      expect(await accRows(b.client)).toEqual(await accRows(a.client));
+    } finally {
+      await closeSides(a, b);
+    }
+  });
+
+  it('delta counters: an increment made after a delete to the other side’s copy counts with the deleted row’s counters over the row inserted anew', async () => {
+    const a = await side('a', [['public.acc', ['n']]]);
+    const b = await side('b', [['public.acc', ['n']]]);
+    try {
+      // B deletes k and inserts it anew (n 0); A, having seen neither, counts k up at a clock between the two.
+      await b.client.query(`DELETE FROM acc WHERE id = 'k'`);
+      const [between, reinserted] = [fromNow(60_000), fromNow(120_000)];
+      await b.client.query(`INSERT INTO acc VALUES ('k', 'b-new', 0, $1)`, [reinserted]);
+      await a.client.query(`UPDATE acc SET n = n + 1, v = 'a', updated_at = $1 WHERE id = 'k'`, [between]);
+      const deletedAt = await localDeleteClock(b, 'k');
+      const bDel = { ...acc('b', B, '01', 'DELETE', 'k', null, SEED), commit_ts: deletedAt };
+      const bIns = { ...acc('b', B + 0x10, '01', 'INSERT', 'k', { id: 'k', v: 'b-new', n: '0', updated_at: reinserted }), commit_ts: reinserted };
+      const aUpd = { ...acc('a', A, '01', 'UPDATE', 'k', { id: 'k', v: 'a', n: '6', updated_at: between }, SEED), commit_ts: between };
+      await b.sink.apply([aUpd], new Map(), 'ga');
+      await a.sink.apply([bDel], new Map(), 'gb');
+      await a.sink.apply([bIns], new Map(), 'gb');
+      // At A the delete lost to A's later update and B's insert adds its value to the row A kept;
+      // at B, A's update revives the deleted row's counters (5 + 1) into the new row.
+      expect(await accRows(a.client)).toEqual([{ id: 'k', v: 'b-new', n: '6' }]);
+      expect(await accRows(b.client)).toEqual(await accRows(a.client));
+    } finally {
+      await closeSides(a, b);
+    }
+  });
+  it('delta counters: a batch that holds a row’s updates and delete, or its delete and insert anew, counts as its changes one by one', async () => {
+    const seed = `INSERT INTO acc SELECT id, 'seed', 5, '2026-01-01T00:00:00Z' FROM unnest(ARRAY['k', 'm', 'q']) id`;
+    const b = await side('b', [['public.acc', ['n']]], seed);
+    try {
+      // The application counts each row up: k after everything a did, m between a's delete and
+      // its insert anew, q before a's delete.
+      const later = fromNow(60_000);
+      await b.client.query(`UPDATE acc SET n = n + 1, v = 'b', updated_at = $1 WHERE id = 'k'`, [later]);
+      await b.client.query(`UPDATE acc SET n = n + 1, v = 'b', updated_at = '2026-01-01T00:00:02Z' WHERE id = 'm'`);
+      await b.client.query(`UPDATE acc SET n = n + 1, v = 'b', updated_at = '2026-01-01T00:00:01Z' WHERE id = 'q'`);
+      const row = (id: string, v: string, n: string, at: string): Row => ({ id, v, n, updated_at: `2026-01-01 00:00:${at}+00` });
+      const batch = [
+        // k: two increments, then a delete that loses to b's later update: the increments count.
+        acc('a', A, '01', 'UPDATE', 'k', row('k', 'a', '6', '01'), row('k', 'seed', '5', '00')),
+        acc('a', A + 0x10, '02', 'UPDATE', 'k', row('k', 'a', '7', '02'), row('k', 'a', '6', '01')),
+        acc('a', A + 0x20, '03', 'DELETE', 'k', null, row('k', 'a', '7', '02')),
+        // m: deleted at 01 (loses to b's update at 02) and inserted anew at 03 (wins): its value adds to b's row.
+        acc('a', A + 0x30, '01', 'DELETE', 'm', null, row('m', 'seed', '5', '00')),
+        acc('a', A + 0x40, '03', 'INSERT', 'm', row('m', 'a-new', '10', '03')),
+        // q: deleted at 02 (wins over b's update at 01) and inserted anew at 03: the new row counts from its own value.
+        acc('a', A + 0x50, '02', 'DELETE', 'q', null, row('q', 'seed', '5', '00')),
+        acc('a', A + 0x60, '03', 'INSERT', 'q', row('q', 'a-new', '10', '03')),
+      ];
+      await b.sink.apply(batch, new Map(), 'ga');
+      expect(await accRows(b.client)).toEqual([
+        { id: 'k', v: 'b', n: '8' },
+        { id: 'm', v: 'a-new', n: '16' },
+        { id: 'q', v: 'a-new', n: '10' },
+      ]);
+    } finally {
+      await closeSides(b);
+    }
+  });
+});
+
+describe('red team: deletes and truncations made at a postgres target (conflict tracking)', () => {
+  it('the sink’s own deletes and truncations leave no tombstone of the local writer', async () => {
+    const b = await side('b');
+    try {
+      await b.sink.apply([acc('a', A, '01', 'INSERT', 'm', { id: 'm', v: 'a', n: '1', updated_at: '2026-01-01 00:00:01+00' })], new Map(), 'ga');
+      await b.sink.apply([acc('a', A + 0x10, '02', 'DELETE', 'k', null), acc('a', A + 0x10, '02', 'DELETE', 'm', null, undefined)], new Map(), 'ga');
+      await b.sink.apply([changeAt('a', A + 0x20, ts('03'), 'TRUNCATE', 'acc', {}, null)], new Map(), 'ga');
+      const tombstones = (await b.client.query(`SELECT row_key, source, xid FROM syncline.source_tombstones ORDER BY row_key`)).rows;
+      expect(tombstones).toEqual([{ row_key: '["k"]', source: 'a', xid: null }, { row_key: '["m"]', source: 'a', xid: null }]);
+      expect((await b.client.query(`SELECT source FROM syncline.source_truncations`)).rows).toEqual([{ source: 'a' }]);
+    } finally {
+      await closeSides(b);
+    }
+  });
+
+  it('a delete made at the target wins over an older incoming update and loses to a newer one', async () => {
+    const b = await side('b', [], `INSERT INTO acc VALUES ('k', 'seed', 5, '2026-01-01T00:00:00Z'), ('m', 'seed', 5, '2026-01-01T00:00:00Z')`);
+    try {
+      await b.client.query(`DELETE FROM acc WHERE id IN ('k', 'm')`);
+      const old = acc('a', A, '03', 'UPDATE', 'k', { id: 'k', v: 'a', n: '6', updated_at: '2026-01-01 00:00:03+00' }, SEED);
+      const later = fromNow(60_000);
+      const newer = { ...acc('a', A + 0x10, '03', 'UPDATE', 'm', { id: 'm', v: 'a', n: '6', updated_at: later }, { ...SEED, id: 'm' }), commit_ts: later };
+      const o = await b.sink.apply([old, newer], new Map(), 'ga');
+      expect(o).toMatchObject({ applied: 1, stale: 1 });
+      expect(await accRows(b.client)).toEqual([{ id: 'm', v: 'a', n: '6' }]);
+      // Both decided as conflicts with the local writer's delete.
+      const conflicts = (await b.client.query(`SELECT row_key, winner, stored_source FROM syncline.conflicts ORDER BY row_key`)).rows;
+      expect(conflicts).toEqual([
+        { row_key: '["k"]', winner: 'stored', stored_source: 'b' },
+        { row_key: '["m"]', winner: 'incoming', stored_source: 'b' },
+      ]);
+    } finally {
+      await closeSides(b);
+    }
+  });
+
+  it('a key changed at the target counts as a delete of the old key; a TRUNCATE at the target as the local writer’s truncation', async () => {
+    const b = await side('b', [], `INSERT INTO acc VALUES ('k', 'seed', 5, '2026-01-01T00:00:00Z'), ('m', 'seed', 5, '2026-01-01T00:00:00Z')`);
+    try {
+      await b.client.query(`UPDATE acc SET id = 'k2' WHERE id = 'k'`);
+      await b.sink.apply([acc('a', A, '03', 'UPDATE', 'k', { id: 'k', v: 'a', n: '6', updated_at: '2026-01-01 00:00:03+00' }, SEED)], new Map(), 'ga');
+      expect(await accRows(b.client)).toEqual([{ id: 'k2', v: 'seed', n: '5' }, { id: 'm', v: 'seed', n: '5' }]);
+      await b.client.query(`TRUNCATE acc`);
+      const later = fromNow(60_000);
+      const o = await b.sink.apply([
+        acc('a', A + 0x10, '04', 'INSERT', 'x', { id: 'x', v: 'a', n: '1', updated_at: '2026-01-01 00:00:04+00' }),
+        { ...acc('a', A + 0x20, '04', 'INSERT', 'y', { id: 'y', v: 'a', n: '1', updated_at: later }), commit_ts: later },
+      ], new Map(), 'ga');
+      // The write older than the truncation would have been removed by it: stale; the later one stays.
+      expect(o).toMatchObject({ applied: 1, stale: 1 });
+      expect(await accRows(b.client)).toEqual([{ id: 'y', v: 'a', n: '1' }]);
+    } finally {
+      await closeSides(b);
+    }
+  });
+
+  it('a change applied before the application deleted its row is settled when republished (its counter difference is in the deleted row already)', async () => {
+    const b = await side('b', [['public.acc', ['n']]]);
+    try {
+      const row = (n: string, at: string): Row => ({ id: 'r', v: 'a', n, updated_at: at });
+      const a1 = acc('a', A, '01', 'INSERT', 'r', row('1', '2026-01-01 00:00:01+00'));
+      const a2 = acc('a', A + 0x10, '02', 'UPDATE', 'r', row('2', '2026-01-01 00:00:02+00'), row('1', '2026-01-01 00:00:01+00'));
+      await b.sink.apply([a1], new Map(), 'ga');
+      await b.sink.apply([a2], new Map(), 'ga');
+      await b.client.query(`DELETE FROM acc WHERE id = 'r'`);
+      // a's capture restarts and republishes both: applied before, they change nothing.
+      expect(await b.sink.apply([a1, a2], new Map(), 'ga')).toMatchObject({ applied: 0 });
+      // a, not having seen the delete, counts r up after it: the row comes back with its counter, counted once.
+      const later = fromNow(60_000);
+      await b.sink.apply([{ ...acc('a', A + 0x20, '03', 'UPDATE', 'r', row('3', later), row('2', '2026-01-01 00:00:02+00')), commit_ts: later }], new Map(), 'ga');
+      expect(await accRows(b.client)).toEqual([{ id: 'k', v: 'seed', n: '5' }, { id: 'r', v: 'a', n: '3' }]);
+    } finally {
+      await closeSides(b);
+    }
+  });
+
+  it('installs its triggers once: a restarted sink finds them and leaves them alone', async () => {
+    const b = await side('b');
+    try {
+      const triggers = async (): Promise<unknown[]> => (await b.client.query(`SELECT oid::int, tgname FROM pg_trigger WHERE tgrelid = 'acc'::regclass ORDER BY tgname`)).rows;
+      const first = await triggers();
+      expect(first.map((t) => (t as { tgname: string }).tgname)).toEqual(['syncline_local_delete', 'syncline_local_key_change', 'syncline_local_truncate']);
+      await b.sink.apply([acc('a', A, '01', 'INSERT', 'x', { id: 'x', v: 'a', n: '1', updated_at: '2026-01-01 00:00:01+00' })], new Map(), 'ga');
+      await b.sink.close();
+      for (let i = 0; i < 2; i++) {
+        const again = new PostgresSink({ url: b.url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, conflicts: pairTracking('b'), trackedTables: [{ schema: 'public', table: 'acc' }] });
+        await again.prepare();
+        await again.apply([acc('a', A + 0x10 * (i + 1), '01', 'INSERT', `y${i}`, { id: `y${i}`, v: 'a', n: '1', updated_at: '2026-01-01 00:00:01+00' })], new Map(), 'ga');
+        await again.close();
+      }
+      expect(await triggers()).toEqual(first);
+      b.sink = new PostgresSink({ url: b.url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, conflicts: pairTracking('b') });
+      // The application's delete is recorded once.
+      await b.client.query(`DELETE FROM acc WHERE id = 'x'`);
+      expect((await b.client.query(`SELECT row_key, source FROM syncline.source_tombstones`)).rows).toEqual([{ row_key: '["x"]', source: 'b' }]);
+    } finally {
+      await closeSides(b);
+    }
+  });
+
+  it('a table and columns whose names need quoting', async () => {
+    const url = await freshDatabase(await server(), `red_mw_quoted_${serial++}`);
+    pgDatabases.push(new URL(url).pathname.slice(1));
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    await client.query(`CREATE SCHEMA "Odd Schema"; CREATE TABLE "Odd Schema"."Acc ""Q"" 'x'" ("Id Col" text, "Nr" int, v text, "N" bigint, PRIMARY KEY ("Nr", "Id Col"));
+                        INSERT INTO "Odd Schema"."Acc ""Q"" 'x'" VALUES ('k"1', 2, 'seed', 5)`);
+    const label = `Odd Schema.Acc "Q" 'x'`;
+    const sink = new PostgresSink({ url, stateSchema: 'Sync "State"', deleteMode: 'hard', versionGate: true, conflicts: { ...tracking(undefined, [[label, ['N']]]), localSource: `b's` } });
+    await sink.prepare();
+    try {
+      const change = (lsn: number, at: string, op: ChangeEvent['op'], payload: Row | null, before?: Row): ChangeEvent =>
+        ({ ...changeAt('a', lsn, ts(at), op, 'x', { 'Id Col': 'k"1', Nr: '2' }, payload, before), schema: 'Odd Schema', table: `Acc "Q" 'x'` });
+      // The sink meets the table (and puts its triggers on it) with a change of another key.
+      await sink.apply([{ ...change(A, '01', 'INSERT', { 'Id Col': 'other', Nr: '1', v: 'a', N: '1' }), key: { 'Id Col': 'other', Nr: '1' } }], new Map(), 'ga');
+      await client.query(`DELETE FROM "Odd Schema"."Acc ""Q"" 'x'" WHERE "Id Col" = 'k"1'`);
+      const { rows } = await client.query(`SELECT table_name, row_key, source, counters FROM "Sync ""State""".source_tombstones`);
+      // The row key as the changes name it: the key columns in the table's order, as text.
+      expect(rows).toEqual([{ table_name: label, row_key: JSON.stringify(['k"1', '2']), source: `b's`, counters: { N: '5' } }]);
+      await sink.apply([change(A + 0x10, '03', 'UPDATE', { 'Id Col': 'k"1', Nr: '2', v: 'a', N: '6' }, { 'Id Col': 'k"1', Nr: '2', v: 'seed', N: '5' })], new Map(), 'ga');
+      expect((await client.query(`SELECT "Id Col" FROM "Odd Schema"."Acc ""Q"" 'x'" ORDER BY 1`)).rows).toEqual([{ 'Id Col': 'other' }]);
+    } finally {
+      await sink.close();
+      await client.end();
+    }
+  });
+
+  it('a sink that may not create the triggers warns with the SQL to run and works on; run by the owner, the SQL makes the deletes recorded', async () => {
+    const url = await freshDatabase(await server(), `red_mw_priv_${serial++}`);
+    const database = new URL(url).pathname.slice(1);
+    pgDatabases.push(database);
+    const role = `${database}_sink`;
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    await admin.query(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(role)}; CREATE ROLE ${pg.escapeIdentifier(role)} LOGIN;
+                       GRANT CREATE ON DATABASE ${pg.escapeIdentifier(database)} TO ${pg.escapeIdentifier(role)};
+                       CREATE TABLE acc (id text PRIMARY KEY, v text, n bigint, updated_at timestamptz NOT NULL,
+                                         _syncline_lsn pg_lsn, _syncline_seq integer, _syncline_source text, _syncline_ts timestamptz, _syncline_xid bigint);
+                       INSERT INTO acc (id, v, n, updated_at) VALUES ('k', 'seed', 5, '2026-01-01T00:00:00Z'), ('m', 'seed', 5, '2026-01-01T00:00:00Z');
+                       GRANT SELECT, INSERT, UPDATE, DELETE ON acc TO ${pg.escapeIdentifier(role)}`);
+    const sinkUrl = new URL(url);
+    sinkUrl.username = role;
+    const warnings: { message: string; details: Record<string, unknown> }[] = [];
+    const sink = new PostgresSink({ url: sinkUrl.toString(), stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, conflicts: pairTracking('b'), warn: (message, details) => warnings.push({ message, details }) });
+    try {
+      await sink.prepare();
+      const update = (lsn: number, id: string): ChangeEvent => acc('a', lsn, '03', 'UPDATE', id, { id, v: 'a', n: '6', updated_at: '2026-01-01 00:00:03+00' }, { ...SEED, id });
+      await sink.apply([update(A, 'k')], new Map(), 'ga');
+      expect(await accRows(admin)).toEqual([{ id: 'k', v: 'a', n: '6' }, { id: 'm', v: 'seed', n: '5' }]);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]?.message).toMatch(/may not create the triggers .* public\.acc/);
+      const fix = String(warnings[0]?.details.fix).replace(/^run as the table's owner or a superuser: /, '').replace("<the table's owner>", 'postgres');
+      await admin.query(fix);
+      await admin.query(`DELETE FROM acc WHERE id = 'm'`);
+      await sink.apply([update(A + 0x10, 'm')], new Map(), 'ga');
+      expect(await accRows(admin)).toEqual([{ id: 'k', v: 'a', n: '6' }]);
+    } finally {
+      await sink.close();
+      await admin.query(`DROP OWNED BY ${pg.escapeIdentifier(role)}`).catch(() => undefined);
+      await admin.end();
+      await dropDatabases(PG15_URL, [database]);
+      pgDatabases.splice(pgDatabases.indexOf(database), 1);
+      const root = new pg.Client({ connectionString: PG15_URL });
+      await root.connect();
+      await root.query(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(role)}`);
+      await root.end();
+    }
   });
 });

@@ -714,14 +714,14 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
     for (const chunk of chunks(rows)) {
       const params: unknown[] = [];
       const selects = chunk.map((r, j) => {
-        params.push(j, keyHash(r), r.source);
-        return j === 0 ? 'SELECT ? AS idx, ? AS kh, ? AS src' : 'SELECT ?, ?, ?';
+        params.push(j, keyHash(r));
+        return j === 0 ? 'SELECT ? AS idx, ? AS kh' : 'SELECT ?, ?';
       });
       params.push(target.label);
       const [found] = await c.query<(RowDataPacket & { idx: number | string; source: string; lsn: string; seq: number; clock: string | null })[]>(
         `SELECT i.idx, tb.source, CAST(tb.lsn AS CHAR) AS lsn, tb.seq, DATE_FORMAT(tb.clock, '%Y-%m-%dT%H:%i:%s.%fZ') AS clock
            FROM (${selects.join(' UNION ALL ')}) i
-           JOIN ${this.state.sourceTombstones} tb ON tb.table_name = ? AND tb.key_hash = i.kh AND tb.source <> i.src COLLATE utf8mb4_bin
+           JOIN ${this.state.sourceTombstones} tb ON tb.table_name = ? AND tb.key_hash = i.kh
           ORDER BY i.idx, tb.clock IS NULL, tb.clock DESC, tb.source`,
         params,
       );

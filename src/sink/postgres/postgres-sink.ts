@@ -2,7 +2,7 @@ import pg from 'pg';
 import { rowKeyOf, type ChangeEvent, type Row } from '../../core/change.js';
 import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import { formatLsn, parseLsn, versionOf } from '../../core/lsn.js';
-import { quoteIdent, quoteQualified } from '../../core/sql.js';
+import { quoteIdent, quoteQualified, type TableName } from '../../core/sql.js';
 import {
   bookkeepingTables,
   CLOCK_COLUMN,
@@ -13,7 +13,7 @@ import {
   WRITER_XID_COLUMN,
   type BookkeepingTables,
 } from '../sql/bookkeeping.js';
-import type { ConflictRecord, Deletion, MultisetVersions, SqlDialect, StoredRow } from '../sql/sql-dialect.js';
+import type { ConflictRecord, Deletion, MultisetVersions, SqlDialect, StoredRow, TombstoneCounters } from '../sql/sql-dialect.js';
 import { SqlSink, type ConflictOptions } from '../sql/sql-sink.js';
 import type { RecordedColumn, SchemaStep, TargetColumnShape } from '../../core/schema-evolution.js';
 import type { SchemaEvolution } from '../sql/schema-evolver.js';
@@ -23,6 +23,7 @@ import { classifyPgError, isStructuralPgError } from './postgres-errors.js';
 import { auditStale, staleAuditDdl } from './stale-audit.js';
 import { castText, keyMatch, loadTargetTable, storedText, type TargetColumn, type TargetTable } from './table-meta.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../../postgres/serialized-ddl.js';
+import { createLocalWritesFunction, installTriggers, localClock, MARK_APPLYING } from './local-writes.js';
 
 export interface PostgresSinkOptions {
   url: string;
@@ -60,6 +61,13 @@ export interface PostgresSinkOptions {
    * resolver reads rows other writers share). Default 1.
    */
   applyLanes?: number;
+  /**
+   * Conflict tracking: the target tables (besides those it already tracks, and those it meets
+   * later) whose application's deletes to record from the start (see local-writes.ts).
+   */
+  trackedTables?: readonly TableName[];
+  /** Where a problem the sink works on through is told (a trigger it may not create); default: process warnings. */
+  warn?: (message: string, details: Record<string, unknown>) => void;
 }
 
 const V_LSN = quoteIdent(VERSION_LSN_COLUMN);
@@ -98,6 +106,8 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   private commitTimestamps = false;
   private readonly sqlCache = new Map<string, string>();
   private readonly stages = new CopyStages();
+  /** Tables whose triggers the sink may not create, warned about once (see trackLocalWrites). */
+  private readonly refusedTriggers = new Set<string>();
 
   constructor(
     private readonly options: PostgresSinkOptions,
@@ -140,6 +150,48 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
 
   async createBookkeeping(c: pg.PoolClient): Promise<void> {
     await serializedDdl(c, STATE_DDL_LOCK, () => this.createBookkeepingTables(c));
+    if (this.options.conflicts) await this.trackKnownTables(c);
+  }
+
+  /**
+   * Records the application's deletes (see local-writes.ts) from the start in the tables the
+   * config names and those syncline already tracks (they have the writer columns), not only
+   * once a change of theirs arrives.
+   */
+  private async trackKnownTables(c: pg.PoolClient): Promise<void> {
+    const { rows } = await c.query<{ schema: string; table: string }>(
+      `SELECT n.nspname AS schema, r.relname AS table FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
+        WHERE r.relkind IN ('r', 'p') AND NOT r.relispartition AND n.nspname <> $1
+          AND (EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = r.oid AND a.attname = $2 AND NOT a.attisdropped)
+               OR (n.nspname, r.relname) IN (SELECT * FROM unnest($3::text[], $4::text[])))`,
+      [this.options.stateSchema, SOURCE_COLUMN, (this.options.trackedTables ?? []).map((t) => t.schema), (this.options.trackedTables ?? []).map((t) => t.table)],
+    );
+    for (const r of rows) {
+      const target = await this.loadTable(c, r.schema, r.table);
+      await this.trackLocalWrites(c, target, undefined);
+    }
+  }
+
+  async trackLocalWrites(c: pg.PoolClient, target: TargetTable, keyColumns: readonly string[] | undefined): Promise<void> {
+    const cf = this.options.conflicts;
+    if (!cf || target.primaryKey.length === 0) return;
+    // The row key's order (the source's); the target's own when the batch does not tell it.
+    const keys = keyColumns && [...keyColumns].sort().join('\u0000') === [...target.primaryKey].sort().join('\u0000') ? keyColumns : target.primaryKey;
+    const counters = (cf.deltaColumns.get(target.label) ?? []).filter((col) => target.columns.has(col));
+    const refused = await installTriggers(c, { target, stateSchema: this.options.stateSchema, localSource: cf.localSource, keyColumns: keys, counters });
+    if (refused && !this.refusedTriggers.has(target.label)) {
+      this.refusedTriggers.add(target.label);
+      this.warn(`conflict tracking: the sink may not create the triggers that record deletes made at the target in ${target.label}; without them a late write of another side can bring back a row deleted here`, {
+        table: target.label,
+        err: refused.reason,
+        fix: `run as the table's owner or a superuser: ${refused.sql}`,
+      });
+    }
+  }
+
+  private warn(message: string, details: Record<string, unknown>): void {
+    if (this.options.warn) this.options.warn(message, details);
+    else process.emitWarning(`${message} (${JSON.stringify(details)})`);
   }
 
   private async createBookkeepingTables(c: pg.PoolClient): Promise<void> {
@@ -174,16 +226,22 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
       await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.sourceTombstones} (
         table_name text NOT NULL, row_key text NOT NULL, source text NOT NULL, lsn pg_lsn NOT NULL, seq integer NOT NULL,
         clock timestamptz, deleted_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_name, row_key, source))`);
+      // Deletes made at the target itself (local-writes.ts): the deleting transaction (its commit
+      // time is the clock, when the server keeps them), the deleted row's delta counters, and the
+      // version syncline had written to it (which source's changes up to it are settled).
+      await c.query(`ALTER TABLE ${this.state.sourceTombstones} ADD COLUMN IF NOT EXISTS xid bigint, ADD COLUMN IF NOT EXISTS counters jsonb,
+                       ADD COLUMN IF NOT EXISTS replaced_source text, ADD COLUMN IF NOT EXISTS replaced_lsn pg_lsn, ADD COLUMN IF NOT EXISTS replaced_seq integer`);
       // Watermarks per source: LSNs of different sources do not compare (see truncateTracked).
       // `clock`: the commit time of the source's own newest truncation (readTruncations); NULL
       // while the row only holds what other sources' truncations removed of it.
       await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.sourceTruncations} (
         table_name text NOT NULL, source text NOT NULL, lsn pg_lsn NOT NULL, seq integer NOT NULL, clock timestamptz, PRIMARY KEY (table_name, source))`);
-      await c.query(`ALTER TABLE ${this.state.sourceTruncations} ADD COLUMN IF NOT EXISTS clock timestamptz`);
+      await c.query(`ALTER TABLE ${this.state.sourceTruncations} ADD COLUMN IF NOT EXISTS clock timestamptz, ADD COLUMN IF NOT EXISTS xid bigint`);
       await c.query(`CREATE TABLE IF NOT EXISTS ${this.state.sourceMultisetVersions} (
         table_name text NOT NULL, source text NOT NULL, lsn pg_lsn NOT NULL, seq integer NOT NULL, reset boolean NOT NULL DEFAULT false, PRIMARY KEY (table_name, source))`);
       const { rows } = await c.query<{ on: boolean }>(`SELECT current_setting('track_commit_timestamp')::boolean AS on`);
       this.commitTimestamps = rows[0]?.on === true;
+      await createLocalWritesFunction(c, this.options.stateSchema, this.state.sourceTombstones, this.state.sourceTruncations);
     }
   }
 
@@ -206,7 +264,8 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   }
 
   async begin(c: pg.PoolClient, changes: readonly ChangeEvent[]): Promise<void> {
-    await c.query('BEGIN');
+    // The triggers that record the application's deletes skip the sink's (local-writes.ts).
+    await c.query(`BEGIN; ${MARK_APPLYING}`);
     if (this.options.origin === undefined) return;
     // The origin's progress becomes the newest source commit of the batch, crash-safe with it.
     let newest: ChangeEvent | undefined;
@@ -546,29 +605,39 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   }
 
   async readDeletions(c: pg.PoolClient, target: TargetTable, _keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, Deletion[]>> {
-    const { rows: found } = await c.query<{ n: number; source: string; lsn: string; seq: number; clock: string | null }>(
-      `SELECT i.n::int AS n, tb.source, tb.lsn::text AS lsn, tb.seq, tb.clock::text AS clock
-         FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS i(row_key, w_source, n)
-         JOIN ${this.state.sourceTombstones} tb ON tb.table_name = $3 AND tb.row_key = i.row_key AND tb.source <> i.w_source
-        ORDER BY n, tb.clock DESC NULLS LAST, tb.source`,
-      [rows.map((r) => rowKeyOf(r)), rows.map((r) => r.source), target.label],
+    const { rows: found } = await c.query<{ n: number; source: string; lsn: string; seq: number; clock: string | null; local: boolean; counters: Row | null }>(
+      `SELECT i.n::int AS n, tb.source, tb.lsn::text AS lsn, tb.seq, (${localClock('tb', this.commitTimestamps)})::text AS clock, tb.xid IS NOT NULL AS local, tb.counters
+         FROM unnest($1::text[]) WITH ORDINALITY AS i(row_key, n)
+         JOIN ${this.state.sourceTombstones} tb ON tb.table_name = $2 AND tb.row_key = i.row_key
+        ORDER BY 1, (${localClock('tb', this.commitTimestamps)}) DESC NULLS LAST, tb.source`,
+      [rows.map((r) => rowKeyOf(r)), target.label],
     );
     const out = new Map<string, Deletion[]>();
     for (const f of found) {
       const key = rowKeyOf(rows[f.n - 1] as ChangeEvent);
       const list = out.get(key) ?? [];
-      list.push({ source: f.source, lsn: f.lsn, seq: f.seq, clock: f.clock });
+      list.push({ source: f.source, lsn: f.lsn, seq: f.seq, clock: f.clock, ...(f.local ? { local: true } : {}), counters: f.counters });
       out.set(key, list);
     }
     return out;
   }
 
+  async writeTombstoneCounters(c: pg.PoolClient, label: string, updates: readonly TombstoneCounters[]): Promise<void> {
+    await c.query(
+      `UPDATE ${this.state.sourceTombstones} tb SET counters = u.counters
+         FROM unnest($2::text[], $3::text[], $4::jsonb[]) AS u(row_key, source, counters)
+        WHERE tb.table_name = $1 AND tb.row_key = u.row_key AND tb.source = u.source`,
+      [label, updates.map((u) => u.rowKey), updates.map((u) => u.source), updates.map((u) => (u.counters ? JSON.stringify(u.counters) : null))],
+    );
+  }
+
   async readTruncations(c: pg.PoolClient, label: string): Promise<Deletion[]> {
-    const { rows } = await c.query<{ source: string; lsn: string; seq: number; clock: string }>(
-      `SELECT source, lsn::text AS lsn, seq, clock::text AS clock FROM ${this.state.sourceTruncations} WHERE table_name = $1 AND clock IS NOT NULL`,
+    const { rows } = await c.query<{ source: string; lsn: string; seq: number; clock: string; local: boolean }>(
+      `SELECT source, lsn::text AS lsn, seq, (${localClock('tr', this.commitTimestamps)})::text AS clock, tr.xid IS NOT NULL AS local
+         FROM ${this.state.sourceTruncations} tr WHERE table_name = $1 AND clock IS NOT NULL`,
       [label],
     );
-    return rows.map((r) => ({ ...r, truncation: true }));
+    return rows.map(({ local, ...r }) => ({ ...r, truncation: true, ...(local ? { local: true } : {}) }));
   }
 
   async writeColumns(c: pg.PoolClient, target: TargetTable, keyColumns: string[], change: ChangeEvent, values: Row): Promise<void> {
@@ -628,7 +697,9 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
            OR EXISTS (SELECT 1 FROM ${this.state.sourceTruncations} tr
                        WHERE tr.table_name = $1 AND tr.source = i.source AND (tr.lsn, tr.seq) >= (i.lsn, i.seq))
            OR (i.op = 'DELETE' AND EXISTS (SELECT 1 FROM ${this.state.sourceTombstones} tb
-                       WHERE tb.table_name = $1 AND tb.row_key = i.row_key AND tb.source = i.source AND (tb.lsn, tb.seq) >= (i.lsn, i.seq)))`,
+                       WHERE tb.table_name = $1 AND tb.row_key = i.row_key AND tb.source = i.source AND (tb.lsn, tb.seq) >= (i.lsn, i.seq)))
+           OR EXISTS (SELECT 1 FROM ${this.state.sourceTombstones} tb
+                       WHERE tb.table_name = $1 AND tb.row_key = i.row_key AND tb.replaced_source = i.source AND (tb.replaced_lsn, tb.replaced_seq) >= (i.lsn, i.seq))`,
       [label, changes.map((ch) => rowKeyOf(ch)), changes.map((ch) => ch.source), changes.map((ch) => ch.commit_lsn), changes.map((ch) => ch.seq), changes.map((ch) => ch.op)],
     );
     return new Set(rows.map((r) => `${r.row_key}\u0000${r.source}\u0000${formatLsn(parseLsn(r.lsn))}\u0000${r.seq}`));

@@ -39,7 +39,7 @@ export interface StoredRow {
   truncation?: boolean;
 }
 
-/** A row another source deleted (its tombstone), as conflict tracking sees it. */
+/** A deleted row (a tombstone: of a source, or of the target itself), as conflict tracking sees it. */
 export interface Deletion {
   source: string;
   lsn: string;
@@ -48,6 +48,21 @@ export interface Deletion {
   clock: string | null;
   /** A truncation of the whole table (readTruncations), not a delete of the key. */
   truncation?: boolean;
+  /** Made at the target itself, not by syncline (postgres: recorded by a trigger, see local-writes.ts). */
+  local?: boolean;
+  /**
+   * The deleted row's delta counters (`sink.delta_columns`), plus the differences of changes
+   * made to that row elsewhere that arrived after it was deleted; null when unknown or when
+   * a change that revived the row took them (see `../conflicts/incarnations.ts`).
+   */
+  counters?: Row | null;
+}
+
+/** New counters of one tombstone (Deletion.counters). */
+export interface TombstoneCounters {
+  rowKey: string;
+  source: string;
+  counters: Row | null;
 }
 
 /** A decided conflict, for `<state_schema>.conflicts`. */
@@ -154,11 +169,24 @@ export interface SqlDialect<C, T extends SqlTable> {
    */
   readStored?(c: C, target: T, keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, StoredRow>>;
   /**
-   * Conflict tracking: for `rows`, whose keys the target lacks, the deletes of each key by
-   * other sources than the row's (their tombstones, one per source), newest first, by row
-   * key: a late write of another source conflicts with them.
+   * Conflict tracking: the deletes of each key of `rows` (their tombstones, one per source,
+   * the target's own included where the dialect records them), newest first, by row key: a
+   * late write of another source conflicts with them, and a delta counter change older than
+   * the newest one belongs to the deleted row, not to the one stored now.
    */
   readDeletions?(c: C, target: T, keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, Deletion[]>>;
+  /**
+   * Conflict tracking: sets the `counters` of tombstones (see Deletion.counters); only called
+   * for tombstones that `readDeletions` returned with counters.
+   */
+  writeTombstoneCounters?(c: C, label: string, updates: readonly TombstoneCounters[]): Promise<void>;
+  /**
+   * Conflict tracking: makes sure that deletes and truncations the target's own application
+   * makes in table `target` are recorded as tombstones of `sink.local_source` (postgres: a
+   * trigger). Called when a table is loaded; `keyColumns` in the source's order (the row
+   * key's), when the batch has them. Must not fail for want of privileges (it warns).
+   */
+  trackLocalWrites?(c: C, target: T, keyColumns: readonly string[] | undefined): Promise<void>;
   /**
    * Conflict tracking: the table's truncations, one per source that truncated it (its newest,
    * with its commit time): a late write of another source older than one of them is stale,
@@ -186,7 +214,9 @@ export interface SqlDialect<C, T extends SqlTable> {
    * version as the stored one another writer's write replaced), truncated (their source's
    * truncation watermark, which another source's truncation advances over the rows it
    * removed, is at or past them), or, for a DELETE, applied (their source's tombstone of the
-   * key is at or past them). Republished after a capture restart, none may act again.
+   * key is at or past them), or applied and then deleted at the target (postgres: the local
+   * tombstone keeps the version the deleted row held). Republished after a capture restart,
+   * none may act again.
    */
   decidedBefore?(c: C, label: string, changes: readonly ChangeEvent[]): Promise<Set<string>>;
 

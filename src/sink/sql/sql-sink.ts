@@ -9,8 +9,9 @@ import type { ApplyOutcome, Sink } from '../sink.js';
 import { forTable } from '../table-errors.js';
 import { skippableWithoutStoredValues } from '../unchanged-values.js';
 import { compareClocks, mergeCounters, type ConflictResolver, type ConflictStrategy, type Resolution } from '../conflicts/resolve.js';
+import { addDifferences, countAcrossDelete } from '../conflicts/incarnations.js';
 import { BOOKKEEPING_COLUMNS } from './bookkeeping.js';
-import { conflictIdOf, type ConflictRecord, type Deletion, type SqlDialect, type SqlTable, type StoredRow } from './sql-dialect.js';
+import { conflictIdOf, type ConflictRecord, type Deletion, type SqlDialect, type SqlTable, type StoredRow, type TombstoneCounters } from './sql-dialect.js';
 import { SchemaEvolver, type SchemaEvolution } from './schema-evolver.js';
 
 type Counts = { applied: number; stale: number };
@@ -46,6 +47,11 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
    * evolution) holds it alone, so two transactions never race the same DDL.
    */
   private readonly ddl = new SharedExclusiveLock();
+  /**
+   * Conflict tracking: tables whose local writes the dialect was asked to record (see
+   * SqlDialect.trackLocalWrites); forgotten with the metadata, so a changed table is checked again.
+   */
+  private readonly tracked = new Set<string>();
 
   constructor(
     private readonly dialect: SqlDialect<C, T>,
@@ -72,13 +78,22 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
     const recorded: ConflictRecord[] = [];
     const d = this.dialect;
     const labels = tables.map((b) => tableLabelOf(b));
-    const mayRunDdl = labels.some((l) => !this.tables.has(l)) || (evolver?.pending(prepared.versions) ?? false);
+    const tracking = this.conflicts !== undefined && this.dialect.trackLocalWrites !== undefined;
+    const mayRunDdl = labels.some((l) => !this.tables.has(l) || (tracking && !this.tracked.has(l))) || (evolver?.pending(prepared.versions) ?? false);
     await this.ddl.run(mayRunDdl, () => d.withConnection(`applying to ${d.name}`, async (c) => {
       // Table metadata (and adding the version columns: an ALTER TABLE, which commits
       // implicitly in MySQL) happens outside the batch transaction, so a rolled-back batch
       // cannot leave the cache believing in columns that were never committed.
       const targets = new Map<TableBatch, T>();
-      for (const batch of tables) targets.set(batch, await forTable(batch, (err) => d.isStructural(err), () => this.target(c, batch.schema, batch.table)));
+      for (const batch of tables) {
+        const target = await forTable(batch, (err) => d.isStructural(err), () => this.target(c, batch.schema, batch.table));
+        targets.set(batch, target);
+        if (tracking && d.trackLocalWrites && !this.tracked.has(target.label)) {
+          const track = d.trackLocalWrites.bind(d);
+          await forTable(batch, (err) => d.isStructural(err), () => track(c, target, keyColumnsOf(batch)));
+          this.tracked.add(target.label);
+        }
+      }
       // Schema evolution: DDL before the first change that needs it, in the batch's
       // transaction where the database has transactional DDL, else just before it.
       const evolve = async (): Promise<void> => {
@@ -87,6 +102,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
           const changed = await forTable(batch, (err) => d.isStructural(err), () => evolver.evolve(c, targets.get(batch) as T, batch.schema, batch.table, prepared.versions));
           if (!changed) continue;
           this.tables.delete(tableLabelOf(batch));
+          this.tracked.delete(tableLabelOf(batch));
           d.invalidate();
           targets.set(batch, await forTable(batch, (err) => d.isStructural(err), () => this.target(c, batch.schema, batch.table)));
         }
@@ -130,6 +146,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
         // the batch's DDL): re-read it next time.
         if (d.isStructural(err) || (evolver && d.transactionalDdl)) {
           this.tables.clear();
+          this.tracked.clear();
           d.invalidate();
         }
         throw err;
@@ -313,38 +330,63 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
     const cf = this.conflicts as ConflictOptions;
     const d = this.dialect;
     if (!d.readStored || !d.recordConflicts || !d.decidedBefore || !d.readDeletions || !d.readTruncations) throw new Error(`${d.name} sink does not track conflicts`);
+    const deltas = cf.deltaColumns.get(target.label) ?? [];
     const stored = await d.readStored(c, target, keyColumns, rows);
-    // A key another source deleted: that delete is the stored version (a write arriving after
+    // A key another writer deleted: that delete is the stored version (a write arriving after
     // it must not win only by arriving later). A delete of an absent key has nothing to do.
+    // With delta counters the deletes of stored keys matter too: the row may have been
+    // inserted anew since (see ../conflicts/incarnations.ts).
     const writes = rows.filter((r) => r.op !== 'DELETE' && !stored.has(rowKeyOf(r)));
-    const deletions = writes.length > 0 ? await d.readDeletions(c, target, keyColumns, writes) : new Map<string, Deletion[]>();
-    const truncations = writes.length > 0 ? await d.readTruncations(c, target.label) : [];
+    const looked = deltas.length > 0 ? rows : writes;
+    const deletions = looked.length > 0 ? await d.readDeletions(c, target, keyColumns, looked) : new Map<string, Deletion[]>();
+    const truncations = looked.length > 0 ? await d.readTruncations(c, target.label) : [];
     const out: ChangeEvent[] = [];
     const absent: ChangeEvent[] = [];
-    const deltas = cf.deltaColumns.get(target.label) ?? [];
     const clockOf = (r: ChangeEvent): string | null => (cf.lwwColumn !== undefined && r.payload && cf.lwwColumn in r.payload ? (r.payload[cf.lwwColumn] ?? null) : r.commit_ts);
-    // Of several sources' deletes of the key (and truncations of the table), the one that
+    const tombstones = new Map<string, TombstoneCounters>();
+    const setCounters = (key: string, x: Deletion, counters: Row | null): void => {
+      tombstones.set(`${key}\u0000${x.source}`, { rowKey: key, source: x.source, counters });
+    };
+    // Of several writers' deletes of the key (and truncations of the table), the one that
     // decides: the first that stays over the write (then the write loses), else the newest
     // delete (the write wins them all). A delete is decided by the resolver; a truncation by
     // time alone (whatever the strategy, it removes only what was written before it).
-    const decidingDeletion = (r: ChangeEvent, deletes: readonly Deletion[] | undefined): StoredRow | undefined => {
-      const list = [...(deletes ?? []), ...truncations.filter((t) => t.source !== r.source)];
+    const decidingDeletion = (r: ChangeEvent, all: readonly Deletion[] | undefined): { s: StoredRow; x: Deletion } | undefined => {
+      const deletes = all?.filter((x) => x.source !== r.source) ?? [];
+      const list = [...deletes, ...truncations.filter((t) => t.source !== r.source)];
       if (list.length === 0) return undefined;
-      const asStored = (x: Deletion): StoredRow => ({ row: {}, source: x.source, local: false, clock: x.clock, lsn: x.lsn, seq: x.seq, deleted: true, ...(x.truncation ? { truncation: true } : {}) });
+      const asStored = (x: Deletion): { s: StoredRow; x: Deletion } => ({
+        s: { row: {}, source: x.source, local: x.local === true, clock: x.clock, lsn: x.lsn, seq: x.seq, deleted: true, ...(x.truncation ? { truncation: true } : {}) },
+        x,
+      });
       const keeps = (x: Deletion): boolean =>
         x.truncation
           ? x.clock !== null && compareClocks(r.commit_ts, x.clock) <= 0
-          : cf.resolver({ table: target.label, strategy: cf.strategy, incoming: r, run: [r], incomingClock: clockOf(r), stored: { row: {}, writer: x.source, local: false, clock: x.clock, deleted: true }, deltaColumns: deltas }).winner === 'stored';
+          : cf.resolver({ table: target.label, strategy: cf.strategy, incoming: r, run: [r], incomingClock: clockOf(r), stored: { row: {}, writer: x.source, local: x.local === true, clock: x.clock, deleted: true }, deltaColumns: deltas }).winner === 'stored';
       const deciding = list.find(keeps);
       if (deciding) return asStored(deciding);
       // Newer than every truncation and winning every delete: no conflict unless there was a delete.
-      const first = deletes?.[0];
+      const first = deletes[0];
       return first && asStored(first);
     };
-    const candidates: { r: ChangeEvent; s: StoredRow; run: ChangeEvent[] }[] = [];
+    // The changes of `run` whose counter differences count on the stored row: not those
+    // older than the key's newest delete (see ../conflicts/incarnations.ts).
+    const counting = (key: string, run: ChangeEvent[]): ChangeEvent[] => {
+      let newest: { clock: string; tombstone?: Deletion } | undefined;
+      for (const x of [...(deletions.get(key) ?? []), ...truncations]) {
+        if (x.clock !== null && (!newest || compareClocks(x.clock, newest.clock) > 0)) newest = x.truncation ? { clock: x.clock } : { clock: x.clock, tombstone: x };
+      }
+      if (!newest) return run;
+      const counted = countAcrossDelete(run, { clock: newest.clock, counters: newest.tombstone?.counters ?? null }, clockOf, cf.lwwColumn, deltas);
+      if (counted.counters !== undefined && newest.tombstone) setCounters(key, newest.tombstone, counted.counters);
+      return counted.run;
+    };
+    const candidates: { r: ChangeEvent; s: StoredRow; x: Deletion | undefined; run: ChangeEvent[] }[] = [];
     for (const r of rows) {
       const key = rowKeyOf(r);
-      const s = stored.get(key) ?? decidingDeletion(r, deletions.get(key));
+      const row = stored.get(key);
+      const deciding = row ? undefined : decidingDeletion(r, deletions.get(key));
+      const s = row ?? deciding?.s;
       if (!s) {
         absent.push(r);
         continue;
@@ -354,7 +396,10 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       const run = (runs?.get(key) ?? [r]).filter((ch) => s.source !== ch.source || s.lsn === null || newerThan(ch, s.lsn, s.seq ?? 0));
       if (!s.local && s.source === r.source) {
         // The same source: the version gate decides; counters still take the difference.
-        const counters = r.op === 'UPDATE' && run.length > 0 ? mergeCounters(run, s.row, deltas) : undefined;
+        const counted = deltas.length > 0 && r.op !== 'DELETE' ? counting(key, run) : run;
+        let counters = r.op === 'UPDATE' && counted.length > 0 ? mergeCounters(counted, s.row, deltas) : undefined;
+        // Every change older than a delete since: the stored counters stay.
+        if (counted.length === 0 && run.length > 0 && r.payload) counters = pickPresent(s.row, deltas);
         out.push(counters ? { ...r, payload: { ...r.payload, ...counters } } : r);
         continue;
       }
@@ -364,44 +409,78 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
         counts.stale++;
         continue;
       }
-      candidates.push({ r, s, run });
+      candidates.push({ r, s, x: deciding?.x, run });
     }
-    if (candidates.length === 0) return { write: out, absent };
+    if (candidates.length === 0) {
+      await this.writeTombstones(c, target, tombstones);
+      return { write: out, absent };
+    }
     // A change decided in a conflict before (republished) has no effect again: a losing write
     // leaves no version of its source on the row, so its record is what remembers it.
     const decided = await d.decidedBefore(c, target.label, candidates.flatMap((x) => x.run));
     const records: ConflictRecord[] = [];
-    for (const { s, run: all } of candidates) {
+    for (const { s, x, run: all } of candidates) {
       const run = all.filter((ch) => !decided.has(conflictIdOf(ch)));
       const r = run.at(-1);
       if (!r) {
         counts.stale++;
         continue;
       }
-      const storedRow = withoutColumns(s.row);
+      const key = rowKeyOf(r);
+      let storedRow = withoutColumns(s.row);
+      // Counters across deletes: over a stored row, only the changes since the newest delete
+      // count; over a deleted row, a run of updates revives its counters.
+      const revives = x !== undefined && !x.truncation && deltas.length > 0 && x.counters != null;
+      let counted = run;
+      if (!s.deleted && deltas.length > 0 && run.some((ch) => ch.op !== 'DELETE')) counted = counting(key, run);
+      else if (revives && x.counters && run.every((ch) => ch.op === 'UPDATE')) storedRow = { ...x.counters };
       const storedClock = cf.lwwColumn !== undefined && cf.lwwColumn in s.row ? (s.row[cf.lwwColumn] ?? null) : s.clock;
       const incomingClock = clockOf(r);
       const writer = s.local ? cf.localSource : (s.source ?? cf.localSource);
+      // Deletes among the row's changes: the last one decides the row (a delete the batch folded
+      // into a later write, as when deleted and inserted anew, either removed the stored row, and
+      // the counters start anew from the insert, or lost to it, and the insert adds its values);
+      // the updates before a losing one still move the counters.
+      let fresh = false;
+      const removal = lastDelete(counted);
+      if (!s.deleted && removal && deltas.length > 0) {
+        if (r.op !== 'DELETE') {
+          const stays = { row: storedRow, writer, local: s.local, clock: storedClock };
+          fresh = cf.resolver({ table: target.label, strategy: cf.strategy, incoming: removal, run: [removal], incomingClock: clockOf(removal), stored: stays, deltaColumns: [] }).winner === 'incoming';
+        }
+        counted = fresh ? [] : counted.filter((ch) => ch.op !== 'DELETE');
+      }
       const decision: Resolution = s.truncation ? { winner: 'stored' } : cf.resolver({
         table: target.label,
         strategy: cf.strategy,
         incoming: r,
-        run,
+        run: counted,
         incomingClock,
         stored: { row: storedRow, writer, local: s.local, clock: storedClock, ...(s.deleted ? { deleted: true } : {}) },
         deltaColumns: deltas,
       });
+      if (revives && x.counters) {
+        // The deleted row's counters come back with the winning write, or keep the losing one's differences.
+        if (decision.winner === 'incoming') setCounters(key, x, null);
+        else {
+          const buried = addDifferences(x.counters, run, deltas);
+          if (buried) setCounters(key, x, buried);
+        }
+      }
       let written: Row | null = null;
       if (decision.winner === 'incoming') {
         // A merge is written in the columns this statement writes.
         written = decision.row ? pickColumns({ ...r.payload, ...decision.row }, columns) : r.payload;
+        // Every change older than a delete since: the stored counters stay.
+        if (counted.length === 0 && !fresh && !s.deleted && written) written = { ...written, ...pickPresent(storedRow, deltas.filter((col) => columns.includes(col))) };
         const winner = written === r.payload ? r : { ...r, payload: written };
         // Over a deleted row: an insert, never over a row another writer inserted meanwhile.
         if (s.deleted) absent.push(winner);
         else out.push(winner);
       } else {
         counts.stale++;
-        const changed = decision.row && !s.deleted ? changedColumns(storedRow, decision.row, columns) : undefined;
+        // A losing delete writes no columns, but the counters of the updates before it move.
+        const changed = decision.row && !s.deleted ? changedColumns(storedRow, decision.row, r.op === 'DELETE' ? deltas : columns) : undefined;
         if (changed && this.dialect.writeColumns) {
           await this.dialect.writeColumns(c, target, keyColumns, r, changed);
           written = { ...storedRow, ...changed };
@@ -413,7 +492,13 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       await d.recordConflicts(c, records);
       recorded.push(...records);
     }
+    await this.writeTombstones(c, target, tombstones);
     return { write: out, absent };
+  }
+
+  /** Tombstone counters changed by resolveConflicts (buried or revived), in its transaction. */
+  private async writeTombstones(c: C, target: T, updates: ReadonlyMap<string, TombstoneCounters>): Promise<void> {
+    if (updates.size > 0 && this.dialect.writeTombstoneCounters) await this.dialect.writeTombstoneCounters(c, target.label, [...updates.values()]);
   }
 
   /**
@@ -465,6 +550,13 @@ function changedColumns(stored: Row, row: Row, columns: readonly string[]): Row 
   return out;
 }
 
+/** The values of `columns` that `row` has. */
+function pickPresent(row: Row, columns: readonly string[]): Row {
+  const out: Row = {};
+  for (const c of columns) if (c in row) out[c] = row[c] ?? null;
+  return out;
+}
+
 function pickColumns(row: Row, columns: readonly string[]): Row {
   const out: Row = {};
   for (const c of columns) out[c] = row[c] ?? null;
@@ -487,6 +579,18 @@ function countConflicts(recorded: readonly ConflictRecord[]): NonNullable<ApplyO
     counts.set(k, e);
   }
   return [...counts.values()];
+}
+
+/** The last DELETE of a row's run, if any. */
+function lastDelete(run: readonly ChangeEvent[]): ChangeEvent | undefined {
+  for (let i = run.length - 1; i >= 0; i--) if (run[i]?.op === 'DELETE') return run[i];
+  return undefined;
+}
+
+/** The key columns of a table's batch, in the row key's order (the source's column order); undefined without keyed rows. */
+function keyColumnsOf(batch: TableBatch): string[] | undefined {
+  const keyed = batch.rows.find((r) => Object.keys(r.key).length > 0);
+  return keyed && Object.keys(keyed.key);
 }
 
 /** Changes by source, each in stream order. */

@@ -563,11 +563,11 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
   }
 
   async readDeletions(_db: Database.Database, target: SqliteTable, _keyColumns: string[], rows: ChangeEvent[]): Promise<Map<string, Deletion[]>> {
-    const find = this.stmt(`SELECT source, lsn, seq, clock FROM ${this.state.sourceTombstones} WHERE table_name = ? AND row_key = ? AND source <> ? ORDER BY clock IS NULL, clock DESC, source`);
+    const find = this.stmt(`SELECT source, lsn, seq, clock FROM ${this.state.sourceTombstones} WHERE table_name = ? AND row_key = ? ORDER BY clock IS NULL, clock DESC, source`);
     const out = new Map<string, Deletion[]>();
     for (const r of rows) {
       const key = rowKeyOf(r);
-      const found = find.all(target.label, key, r.source) as { source: string; lsn: bigint; seq: bigint; clock: string | null }[];
+      const found = find.all(target.label, key) as { source: string; lsn: bigint; seq: bigint; clock: string | null }[];
       if (found.length > 0) out.set(key, found.map((t) => ({ source: t.source, lsn: formatLsn(BigInt(t.lsn)), seq: Number(t.seq), clock: t.clock })));
     }
     return out;
