@@ -8,14 +8,15 @@ import { quoteIdent } from '../core/sql.js';
  * - `same`: the declarations are equal; both sides read the column as it is.
  * - `widen`: the target's type holds every value of the source's exactly, in the same order
  *   (varchar(4) → text, char(4) → char(8), integer → bigint, numeric(12,2) → numeric(14,4),
- *   timestamp(3) → timestamp(6), bit varying(4) → bit varying, json → jsonb ...): the source is cast to the
+ *   timestamp(3) → timestamp(6), bit varying(4) → bit varying, json → jsonb, date → timestamp, arrays
+ *   of these (arrayForm) ...): the source is cast to the
  *   target's type, which cannot fail, round or truncate. Read the other way (the target cast
  *   to the narrower source type) a value only the target can hold would be rounded away or
  *   fail the whole verify.
  * - `trimmed`: both sides numbers of another kind or scale (numeric ↔ numeric(p,s), integers):
  *   compared as numeric by value, trailing fractional zeros trimmed (`numeric(20,5)` keeps 1.5
  *   as 1.50000: the scale cannot be kept, the value can).
- * - `float`: a numeric or integer source kept in a float8/float4 target: compared as the sink
+ * - `float`: a numeric, integer (or real in float8) source kept in a float8/float4 target: compared as the sink
  *   writes it (the source's text read as a double, which is what `numeric::float8` does),
  *   both printed as the shortest text that reads back as the same double (extra_float_digits
  *   is pinned to 3). Exact on doubles: neighbouring doubles differ. A source value no double
@@ -83,6 +84,8 @@ function widens(s: ParsedType, t: ParsedType, keyed: boolean): boolean {
   if (s.base === 'bit varying' || (s.base === 'bit' && !keyed)) return t.base === 'bit varying' && (tm === undefined || (sm !== undefined && tm >= sm));
   // json keeps its text; a jsonb target holds it parsed (spaces gone, the last of a repeated key), as json::jsonb does.
   if (s.base === 'json' && t.base === 'jsonb') return !keyed;
+  // A date is the timestamp of its midnight (as the sink's '2024-01-01'::timestamp), infinities included.
+  if (s.base === 'date' && t.base === 'timestamp without time zone') return !keyed;
   return false;
 }
 
@@ -90,6 +93,8 @@ function widens(s: ParsedType, t: ParsedType, keyed: boolean): boolean {
 export function columnForm(type: string, targetType: string, key: boolean): ColumnForm {
   const same = { type, boundType: type };
   if (type === targetType) return { kind: 'same', ...same };
+  const array = !key && type.endsWith('[]') && targetType.endsWith('[]') ? arrayForm(type.slice(0, -2), targetType.slice(0, -2)) : undefined;
+  if (array) return array;
   const s = parse(type);
   const t = parse(targetType);
   if (s && t) {
@@ -98,13 +103,32 @@ export function columnForm(type: string, targetType: string, key: boolean): Colu
     if (s.base === 'numeric' && isNumber(t)) return { kind: 'trimmed', type: 'numeric', boundType: 'numeric' };
     if (!key) {
       if (s.base in INTEGER_RANK && t.base === 'numeric') return { kind: 'trimmed', type: 'numeric', boundType: type };
-      if (isNumber(s) && FLOATS.has(t.base)) return { kind: 'float', type: 'text', boundType: type };
+      // real in double precision: the sink wrote real's text (0.1), not its binary value widened (0.100000001490116).
+      if ((isNumber(s) || (s.base === 'real' && t.base === 'double precision')) && FLOATS.has(t.base)) return { kind: 'float', type: 'text', boundType: type };
       if (STRINGS.has(t.base)) return { kind: 'text', type: 'text', boundType: type };
     }
   } else if (!key && t && STRINGS.has(t.base)) return { kind: 'text', type: 'text', boundType: type };
   // The rule of old for an unconstrained numeric in any other non-key column: compared by value.
   if (!key && type === 'numeric') return { kind: 'trimmed', type: 'numeric', boundType: type };
   return { kind: 'narrow', ...same };
+}
+
+/**
+ * Arrays (non-key) whose elements are declared otherwise: elements that widen are compared in
+ * the target's array type (varchar(4)[] in text[], numeric(12,2)[] in numeric[]: the source
+ * cast up, so an element only the target can hold is not cut or rounded away by reading the
+ * target as the source's type); numeric elements of another scale are compared by value, as
+ * the array's text with every element's trailing fractional zeros trimmed (numeric[] in
+ * numeric(12,2)[] keeps 1.5 as 1.50). Undefined: the general rules apply.
+ */
+function arrayForm(element: string, targetElement: string): ColumnForm | undefined {
+  const s = parse(element);
+  const t = parse(targetElement);
+  if (!s || !t) return undefined;
+  const targetType = `${targetElement}[]`;
+  if (widens(s, t, false)) return { kind: 'widen', type: targetType, boundType: targetType };
+  if (s.base === 'numeric' && t.base === 'numeric') return { kind: 'trimmed', type: 'text', boundType: `${element}[]` };
+  return undefined;
 }
 
 /**
@@ -131,10 +155,13 @@ export function formValue(form: ColumnForm, side: 'source' | 'target', name: str
     case 'widen':
       return side === 'source' ? `${col}::${targetType}` : col;
     case 'trimmed':
+      // numeric arrays (arrayForm): trailing fractional zeros of each element trimmed in the array's text.
+      if (form.type === 'text') return `regexp_replace(regexp_replace(${col}::text, '(\\.[0-9]*?)0+(?=[,}])', '\\1', 'g'), '\\.(?=[,}])', '', 'g')`;
       return `trim_scale(${col}${(side === 'source' ? sourceType : targetType).startsWith('numeric') ? '' : '::numeric'})`;
     case 'float': {
       if (side === 'target') return `${col}::text`;
       const limits = LIMITS[targetType === 'real' ? 'real' : 'double precision'];
+      if (sourceType === 'real') return `${col}::text::${targetType}::text`;
       if (!sourceType.startsWith('numeric')) return `${col}::${targetType}::text`;
       // NaN and ±Infinity fail the range test and print as a float does.
       return `(CASE WHEN ${col} = 0 OR abs(${col}) > ${limits.under} AND abs(${col}) < ${limits.over} THEN ${col}::${targetType}::text ELSE ${col}::text END)`;

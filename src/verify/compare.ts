@@ -52,6 +52,12 @@ export interface TableVerification extends TableDrift {
   unchecked: number;
   /** Whether differences were re-checked after apply caught up (false: no pipeline to wait for). */
   lagChecked: boolean;
+  /**
+   * `sourceRows` and `targetRows` are the counts of the first read, and the re-check found
+   * some of the differences between the sides then to be lag: apply has caught up with them
+   * since, so the counts may differ although no row does (a backlog after a restart).
+   */
+  countsBeforeCatchUp: boolean;
   /** Every differing key (not only the sample), for repair; absent for keyless tables. */
   keys?: { missing: Candidate[]; extra: Candidate[]; different: Candidate[] };
   /** Rows compared per second (the larger side). */
@@ -123,11 +129,13 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
         unsettled: settled.unsettled.length,
         unchecked: scan.overflow,
         lagChecked: settled.lagChecked,
+        countsBeforeCatchUp: settled.drift.length + settled.unsettled.length < scan.differences.length,
         rowsPerSecond: rate(Math.max(scan.sourceRows, scan.targetRows)),
       };
     }
     const scan = await scanKeyedOn(shape, targets, options);
     const settled = await settle(shape, first.source, (keys) => first.target.readKeys(shape, keys), [...scan.candidates.values()], options.barrier);
+    const kept = settled.missing.length + settled.extra.length + settled.different.length + settled.unsettled.length;
     const keys = (list: Candidate[]): string[] => list.slice(0, sample).map((c) => c.key);
     return {
       ...base,
@@ -140,6 +148,7 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
       unsettled: settled.unsettled.length,
       unchecked: scan.overflow,
       lagChecked: options.barrier !== undefined,
+      countsBeforeCatchUp: kept < scan.candidates.size,
       ...(options.keepKeys ? { keys: { missing: settled.missing, extra: settled.extra, different: settled.different } } : {}),
       rowsPerSecond: rate(Math.max(scan.sourceRows, scan.targetRows)),
     };

@@ -9,7 +9,7 @@ import { sourceExpression } from './targets/source-text.js';
 export interface VerifyColumn {
   from: string;
   to: string;
-  /** format_type of the source column (with modifiers), e.g. `numeric(12,2)`. */
+  /** format_type of the source column (with modifiers), e.g. `numeric(12,2)`; a domain as its base type. */
   type: string;
   targetType: string;
   /**
@@ -85,7 +85,7 @@ export async function readShape(source: pg.ClientBase, targetColumns: TargetColu
   const qualified = quoteQualified(t.schema, t.table);
   const to = route?.target ?? t;
   const { rows: cols } = await source.query<{ name: string; type: string; key_pos: number | null }>(
-    `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type,
+    `SELECT a.attname AS name, ${baseTypeSql('a')} AS type,
             (SELECT k.n FROM pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(att, n)
               WHERE i.indrelid = a.attrelid AND i.indisprimary AND k.att = a.attnum)::int AS key_pos
        FROM pg_attribute a
@@ -129,12 +129,29 @@ export async function readShape(source: pg.ClientBase, targetColumns: TargetColu
   };
 }
 
-/** A postgres target's columns with their format_type. */
+/**
+ * The format_type of pg_attribute row `a`'s type, a domain (or an array of one) given as its
+ * base type with the base's modifiers (`numeric(12,2)` for a domain over it, `integer[]` for
+ * an array of a domain over integer). Verify compares values, which a domain does not change:
+ * by the declared name, a source column of a domain the target declares as its base type
+ * would be read at the target cast to a domain the target lacks (an SQL error on equal rows),
+ * and a domain over numeric at a mysql or sqlite target would not be compared as a numeric.
+ */
+function baseTypeSql(a: string): string {
+  const base = (oid: string, mod: string): string =>
+    `(WITH RECURSIVE d(oid, mod, n) AS (SELECT ${oid}, ${mod}, 0
+        UNION ALL SELECT t.typbasetype, t.typtypmod, d.n + 1 FROM d JOIN pg_type t ON t.oid = d.oid WHERE t.typtype = 'd')
+      SELECT format_type(d.oid, d.mod) FROM d ORDER BY d.n DESC LIMIT 1)`;
+  return `(SELECT CASE WHEN e.typtype = 'd' THEN ${base('e.oid', '-1')} || '[]' ELSE ${base(`${a}.atttypid`, `${a}.atttypmod`)} END
+             FROM pg_type t LEFT JOIN pg_type e ON t.typcategory = 'A' AND e.oid = t.typelem WHERE t.oid = ${a}.atttypid)`;
+}
+
+/** A postgres target's columns with their format_type (domains as their base type). */
 export function postgresColumns(target: pg.ClientBase): TargetColumns {
   return async (t) => {
     const { rows } = await target.query<{ name: string; type: string }>(
-      `SELECT attname AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute
-        WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
+      `SELECT a.attname AS name, ${baseTypeSql('a')} AS type FROM pg_attribute a
+        WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`,
       [quoteQualified(t.schema, t.table)],
     );
     return rows.length === 0 ? undefined : new Map(rows.map((c) => [c.name, c.type]));

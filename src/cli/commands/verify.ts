@@ -93,13 +93,16 @@ export function registerVerify(program: Command): void {
         process.stderr.write(`warning: could not record the result in ${config.sink.state_schema}.verify_results (sync_drift_rows): ${errorMessage(err)}\n`);
       }
       if (opts.json) process.stdout.write(`${JSON.stringify({ drift, tables: results }, null, 2)}\n`);
-      else for (const r of results) process.stdout.write(describe(r));
+      else for (const r of results) process.stdout.write(describeVerification(r));
       process.exitCode = drift ? EXIT.FAILURE : EXIT.OK;
     });
 }
 
-function describe(r: TableVerification): string {
-  let out = `${r.table}${r.target ? ` -> ${r.target}` : ''}: source ${r.sourceRows}, target ${r.targetRows}, ${r.differing === 0 ? 'identical' : `${r.differing} differing`} (${r.rowsPerSecond} rows/s)\n`;
+/** The text report of one table (exported for tests). */
+export function describeVerification(r: TableVerification): string {
+  // Counts of the first read that the re-check found behind would contradict the verdict unexplained.
+  const counted = r.countsBeforeCatchUp ? ' (counted before apply caught up)' : '';
+  let out = `${r.table}${r.target ? ` -> ${r.target}` : ''}: source ${r.sourceRows}, target ${r.targetRows}${counted}, ${r.differing === 0 ? 'identical' : `${r.differing} differing`} (${r.rowsPerSecond} rows/s)\n`;
   if (r.differing > 0) out += `  missing ${JSON.stringify(r.missing)}\n  extra ${JSON.stringify(r.extra)}\n  different ${JSON.stringify(r.different)}\n`;
   if (r.unsettled > 0) out += `  ${r.unsettled} row(s) changed at the source during every re-check: not counted; run verify again\n`;
   if (r.unchecked > 0) out += `  ${r.unchecked} difference(s) beyond the re-check limit were counted as read\n`;

@@ -17,10 +17,14 @@ export type TargetValue = string | number | bigint | Buffer | null;
 
 /** The source-side SQL text of a column for the comparison (see the module comment). */
 export function sourceExpression(type: string, column: string): string {
-  return isNumeric(type) ? `trim_scale(${column})` : column;
+  if (isNumeric(type)) return `trim_scale(${column})`;
+  // Neither MariaDB nor SQLite keeps the sign of a zero: -0 is compared as 0 (adding +0 gives +0 to both zeros).
+  if (type === 'double precision' || type === 'real') return `(${column} + 0::${type})`;
+  return column;
 }
 
-const isNumeric = (type: string): boolean => type === 'numeric' || type.startsWith('numeric(');
+/** numeric or numeric(p[,s]), not an array of it (`numeric(10,2)[]`: compared as its text). */
+const isNumeric = (type: string): boolean => /^numeric(\(\d+(,-?\d+)?\))?$/.test(type);
 
 /** `value` as the text PostgreSQL prints for a `type` (format_type) column; null stays null. */
 export function sourceText(type: string, value: TargetValue): string | null {
@@ -36,10 +40,11 @@ export function sourceText(type: string, value: TargetValue): string | null {
     case 'integer':
     case 'bigint':
       return typeof value === 'number' ? value.toFixed(0) : plain(value);
+    // + 0: a zero's sign is compared as 0 on both sides (see sourceExpression).
     case 'double precision':
-      return floatText(toNumber(value), 15);
+      return floatText(toNumber(value) + 0, 15);
     case 'real':
-      return floatText(toNumber(value), 6);
+      return floatText(toNumber(value) + 0, 6);
     case 'bytea':
       return Buffer.isBuffer(value) ? `\\x${value.toString('hex')}` : plain(value);
     default:
