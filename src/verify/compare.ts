@@ -5,6 +5,7 @@ import type { TableRoute } from '../core/table-mapping.js';
 import { scanKeyed, scanKeyless, sqlKeylessSide, type Candidate, type ConnectionPair, type KeyedScan, type KeylessSide, type ScanOptions } from './checksum.js';
 import { settle, type ApplyBarrier } from './recheck.js';
 import { settleMultiset } from './recheck-multiset.js';
+import { alignKeyCollations } from './key-collation.js';
 import { rowKeylessSide, scanKeyedRows } from './row-scan.js';
 import { pinOutputSettings, readShape, SideSql, type VerifyShape } from './shape.js';
 import { isPostgresTarget, postgresTarget } from './targets/postgres.js';
@@ -62,6 +63,8 @@ export interface TableVerification extends TableDrift {
   keys?: { missing: Candidate[]; extra: Candidate[]; different: Candidate[] };
   /** Rows compared per second (the larger side). */
   rowsPerSecond: number;
+  /** What made this table's comparison slower than it could be, and how to fix it. */
+  warnings?: string[];
 }
 
 export interface VerifyOptions extends ScanOptions {
@@ -96,11 +99,14 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
   try {
     const shape = await readShape(first.source, first.target.columns, t, route, first.target.type === 'postgres' ? 'record' : 'text-array');
     if (shape.digest === 'record') shape.hashValues = (await Promise.all(pinned.map(hasRecordHash))).every(Boolean);
+    // Every pair's target is the same database: its collations are read on the first.
+    const warnings = isPostgresTarget(first.target) ? await alignKeyCollations(shape, first.source, first.target.client) : [];
     const sample = options.sample ?? SAMPLE;
     const base = {
       table: shape.label,
       ...(shape.targetLabel ? { target: shape.targetLabel } : {}),
       keyColumns: shape.key.map((c) => c.from),
+      ...(warnings.length > 0 ? { warnings } : {}),
     };
     const rate = (rows: number): number => Math.round(rows / Math.max((Date.now() - started) / 1000, 0.001));
     if (shape.key.length === 0) {

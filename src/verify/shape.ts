@@ -17,6 +17,11 @@ export interface VerifyColumn {
    * are turned back into source text in Node instead: `same` (the source reads it as it is).
    */
   form: ColumnForm;
+  /**
+   * A key column's target collation (a qualified, quoted name) that the target's key is read
+   * in when its own collation orders otherwise than the source's (key-collation.ts).
+   */
+  targetCollation?: string;
 }
 
 /**
@@ -181,9 +186,13 @@ export class SideSql {
     return formValue(c.form, this.side, this.side === 'source' ? c.from : c.to, c.type, c.targetType);
   }
 
-  /** A key column as ranges, ORDER BY and key look-ups compare it (the source's index serves). */
+  /**
+   * A key column as ranges, ORDER BY and key look-ups compare it (the source's index serves),
+   * at the target in a collation ordering as the source's when its own does not.
+   */
   keyCol(c: VerifyColumn): string {
-    return formKey(c.form, this.side, this.side === 'source' ? c.from : c.to);
+    const key = formKey(c.form, this.side, this.side === 'source' ? c.from : c.to);
+    return this.side === 'target' && c.targetCollation ? `(${key} COLLATE ${c.targetCollation})` : key;
   }
 
   /** A column's value as compared: the column, or its normal form (shape.digest `text-array`). */

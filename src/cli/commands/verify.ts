@@ -103,6 +103,7 @@ export function describeVerification(r: TableVerification): string {
   // Counts of the first read that the re-check found behind would contradict the verdict unexplained.
   const counted = r.countsBeforeCatchUp ? ' (counted before apply caught up)' : '';
   let out = `${r.table}${r.target ? ` -> ${r.target}` : ''}: source ${r.sourceRows}, target ${r.targetRows}${counted}, ${r.differing === 0 ? 'identical' : `${r.differing} differing`} (${r.rowsPerSecond} rows/s)\n`;
+  for (const w of r.warnings ?? []) out += `  warning: ${w}\n`;
   if (r.differing > 0) out += `  missing ${JSON.stringify(r.missing)}\n  extra ${JSON.stringify(r.extra)}\n  different ${JSON.stringify(r.different)}\n`;
   if (r.unsettled > 0) out += `  ${r.unsettled} row(s) changed at the source during every re-check: not counted; run verify again\n`;
   if (r.unchecked > 0) out += `  ${r.unchecked} difference(s) beyond the re-check limit were counted as read\n`;
