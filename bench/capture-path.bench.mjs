@@ -69,7 +69,7 @@ async function measure(dist, n) {
     await stream.close();
     const measured = published - warm;
     const cpuSeconds = (cpu.user + cpu.system) / 1e6;
-    return { changes: measured, rate: Math.round(measured / seconds), cpu_per_change_us: +((cpuSeconds * 1e6) / measured).toFixed(2), gc_share: +(gcMs / 1000 / cpuSeconds).toFixed(3) };
+    return { changes: measured, rate: Math.round(measured / seconds), cpu_per_change_us: +((cpuSeconds * 1e6) / measured).toFixed(2), system_share: +(cpu.system / 1e6 / cpuSeconds).toFixed(3), gc_share: +(gcMs / 1000 / cpuSeconds).toFixed(3) };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -201,7 +201,8 @@ async function main() {
         changes: N,
         cpu_per_change_us: median(rs.map((r) => r.cpu_per_change_us)),
         rate: median(rs.map((r) => r.rate)),
-        gc_share: median(rs.map((r) => r.gc_share)),
+        system_share: median(rs.map((r) => r.system_share)),
+      gc_share: median(rs.map((r) => r.gc_share)),
         rounds: rs.map((r) => `${r.cpu_per_change_us}us/${r.rate}/s`).join(' '),
         loadavg: os.loadavg().map((x) => +x.toFixed(2)).join(' '),
       }));

@@ -23,6 +23,8 @@ interface RelationInfo {
 export interface VersionContext {
   xid: number;
   commitLsn: Lsn;
+  /** `versionOf(commitLsn, 0)`: each change's `_version` is it plus its seq. */
+  versionBase: bigint;
   commitLsnText: string;
   commitTs: string;
   seq: number;
@@ -88,6 +90,7 @@ export class ChangeBuilder {
         this.txn = {
           xid: msg.xid,
           commitLsn: msg.finalLsn,
+          versionBase: versionOf(msg.finalLsn, 0),
           commitLsnText: formatLsn(msg.finalLsn),
           commitTs: pgTimestampToIso(msg.commitTime),
           seq: 0,
@@ -338,7 +341,7 @@ export class ChangeBuilder {
       commit_ts: txn.commitTs,
       key,
       payload,
-      _version: versionOf(txn.commitLsn, txn.seq).toString(),
+      _version: (txn.versionBase | BigInt(txn.seq)).toString(),
       _schema_version: rel.schemaVersion,
     };
     if (before) e.before = before;

@@ -55,6 +55,7 @@ describe('capture: the records it publishes', () => {
     for (const [i, r] of records.entries()) {
       const e = events[i] as ChangeEvent;
       expect(r.key).toBe(partitionKeyOf(e));
+      expect(r.key).toBe(`public.${e.table}:${JSON.stringify([e.key.id])}`);
       expect(r.id).toBe(`src:${e.commit_lsn}:${e.seq}`);
       // The bytes are JSON.stringify's, member order included.
       expect(r.value).toBe(JSON.stringify(e));
