@@ -8,10 +8,7 @@ import { Metrics } from '../metrics/metrics.js';
 import type { HttpServer } from '../http/server.js';
 import type { Stream } from '../stream/stream.js';
 import { TransformingSink, type AppliedBatch } from '../transforms/transforming-sink.js';
-import { runApply } from '../compose/apply.js';
-import { openSink } from '../compose/sink.js';
 import { embeddedStreamPath, openStream } from '../compose/stream.js';
-import { replayDeadLetterQueue } from '../ops/replay-dead-letters.js';
 import { captureWithRestarts } from './capture-restarts.js';
 import { isValidatedConfig } from './config.js';
 import { pipelineReadiness, startMonitoring, type Role } from './monitoring.js';
@@ -123,7 +120,9 @@ export class Pipeline {
    * pipeline's transforms and sink, as `syncline dlq replay` does for the configured sink;
    * the changes the sink accepts leave the queue. Works whether or not the pipeline runs.
    */
-  replayDeadLetters(filter: DeadLetterFilter = {}): Promise<ReplayResult> {
+  async replayDeadLetters(filter: DeadLetterFilter = {}): Promise<ReplayResult> {
+    const { openSink } = await import('../compose/sink.js');
+    const { replayDeadLetterQueue } = await import('../ops/replay-dead-letters.js');
     const own = this.options.sink;
     return replayDeadLetterQueue(this.config, filter, new TransformingSink(openSink(this.config, own ? unowned(own) : undefined), this.options.transforms ?? []));
   }
@@ -163,11 +162,16 @@ export class Pipeline {
     const captureRunning = new Promise<void>((r) => (markCapture = r));
     const applyRunning = new Promise<void>((r) => (markApply = r));
     const parts: Promise<void>[] = [];
+    // The sink adapters and apply are loaded only by the roles that apply: a capture process
+    // starts without the sinks' client libraries (see cli/main.ts on start-up).
+    let applying: ApplyModules | undefined;
     try {
+      if (role !== 'capture') applying = await applyModules();
+      const openSink = applying?.openSink;
       if (config.monitoring.enabled) {
         // Dashboard replays go through the same transforms and sink as apply.
         const own = this.options.sink;
-        const replaySink = own ? () => new TransformingSink(unowned(own), transforms) : transforms.length > 0 ? () => new TransformingSink(openSink(config), transforms) : undefined;
+        const replaySink = own ? () => new TransformingSink(unowned(own), transforms) : transforms.length > 0 && openSink ? () => new TransformingSink(openSink(config), transforms) : undefined;
         this.server = await startMonitoring(config, role, metrics, log, pipelineReadiness(config, role, metrics, () => this.stream, custom), replaySink);
       }
       if (!signal.aborted) this.stream = await openStream(config, this.options.baseDir);
@@ -203,7 +207,8 @@ export class Pipeline {
       };
       parts.push(guard(captureWithRestarts(config, stream, metrics, log, signal, { onStreaming, onStandby }), 'capture'));
     } else markCapture();
-    if (role !== 'capture') {
+    if (applying) {
+      const { openSink, runApply } = applying;
       try {
         const sink = new TransformingSink(openSink(config, this.options.sink, this.options.resolveConflict, log), transforms, { onApplied: (b) => this.applied(b) });
         const observed = watchConsumer(stream, () => {
@@ -261,6 +266,17 @@ export class Pipeline {
     this.lastAppliedAt = new Date();
     this.emit('applied', batch);
   }
+}
+
+/** What run and apply load on top of capture's modules. */
+interface ApplyModules {
+  openSink: typeof import('../compose/sink.js').openSink;
+  runApply: typeof import('../compose/apply.js').runApply;
+}
+
+async function applyModules(): Promise<ApplyModules> {
+  const [{ openSink }, { runApply }] = await Promise.all([import('../compose/sink.js'), import('../compose/apply.js')]);
+  return { openSink, runApply };
 }
 
 function asError(err: unknown): Error {

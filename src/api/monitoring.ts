@@ -8,12 +8,10 @@ import { DEFAULT_CHECK_TIMEOUT_MS, lagCheck, readinessProbe, timed, type Readine
 import { startHttpServer, type HttpServer } from '../http/server.js';
 import type { Sink } from '../sink/sink.js';
 import type { Stream } from '../stream/stream.js';
-import { startContinuousVerification } from '../verify/continuous.js';
 import { openDeadLetterQueue } from '../compose/dead-letters.js';
-import { openSink } from '../compose/sink.js';
 import { sourceConnection } from '../compose/source-connection.js';
 import { openStream } from '../compose/stream.js';
-import { collectSchemaVersions, type SchemaVersionReport } from '../ops/schemas.js';
+import type { SchemaVersionReport } from '../ops/schemas.js';
 
 /** Which parts a pipeline process runs: both, or capture or apply alone. */
 export type Role = 'run' | 'capture' | 'apply';
@@ -42,11 +40,12 @@ export async function startMonitoring(
     }
   };
   const deadLetters = open('dead-letter queue', () => openDeadLetterQueue(config));
-  const sink = role === 'capture' ? undefined : open('replay through the sink', replaySink ?? (() => openSink(config)));
+  // Capture replays nothing and verifies nothing: it loads neither the sinks nor verify.
+  const sink = role === 'capture' ? undefined : open('replay through the sink', replaySink ?? (await configuredSink(config)));
   const token = config.monitoring.dashboard_token;
-  const schemaVersions = (): Promise<SchemaVersionReport[]> => collectSchemaVersions(config);
+  const schemaVersions = async (): Promise<SchemaVersionReport[]> => (await import('../ops/schemas.js')).collectSchemaVersions(config);
   const dashboard = createDashboard({ metrics, deadLetters, sink, group: config.consumer.group_id, token, log, host: config.monitoring.host, schemaVersions });
-  const stopDrift = role === 'capture' ? undefined : reportDrift(config, metrics, log, customSink);
+  const stopDrift = role === 'capture' ? undefined : await reportDrift(config, metrics, log, customSink);
   const release = async (): Promise<void> => {
     await stopDrift?.();
     await dashboard.close();
@@ -80,8 +79,9 @@ export async function startMonitoring(
  * verification (see startContinuousVerification). Returns the stopper; undefined for other
  * sinks and for a library caller's own sink.
  */
-export function reportDrift(config: SynclineConfig, metrics: Metrics, log: Logger, customSink = false): (() => Promise<void>) | undefined {
+export async function reportDrift(config: SynclineConfig, metrics: Metrics, log: Logger, customSink = false): Promise<(() => Promise<void>) | undefined> {
   if (customSink) return undefined;
+  const { startContinuousVerification } = await import('../verify/continuous.js');
   return startContinuousVerification(config, metrics, log, { source: sourceConnection(config), openStream: () => openStream(config) });
 }
 
@@ -117,7 +117,7 @@ export function pipelineReadiness(
         : sinkUrl
           ? // Other sinks: open a fresh one and run its (idempotent) prepare, which connects.
             timed(`${config.sink.type} prepare`, async () => {
-              const probe = openSink(config);
+              const probe = (await import('../compose/sink.js')).openSink(config);
               try {
                 await probe.prepare();
               } finally {
@@ -128,6 +128,12 @@ export function pipelineReadiness(
     checks.lag = lagCheck(metrics, config.monitoring.alerts.lag_critical);
   }
   return readinessProbe(checks, timeoutMs);
+}
+
+/** openSink(config), its module loaded now (the sinks' client libraries load with it). */
+async function configuredSink(config: SynclineConfig): Promise<() => Sink> {
+  const { openSink } = await import('../compose/sink.js');
+  return () => openSink(config);
 }
 
 async function pingPostgres(connection: pg.ClientConfig, timeoutMs: number): Promise<void> {

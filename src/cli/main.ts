@@ -29,7 +29,10 @@ program
   // drift. --help and --version stay 0. Subcommands inherit this when they are created.
   .exitOverride((err) => process.exit(err.exitCode === 0 ? EXIT.OK : EXIT.CONFIG));
 
-// One line per command module; each file owns its options and output.
+// One line per command module; each file owns its options and output. A command module
+// imports only what declaring its options needs, and its implementation (config loading,
+// database clients, the pipeline) inside its action: every process pays for the commands it
+// does not run otherwise (--version took 0.6 s of CPU when all were loaded up front).
 registerInit(program);
 registerValidate(program);
 registerRun(program);

@@ -35,7 +35,7 @@ export interface ApplyParts {
 
 /** Runs apply (stream → sink) until `signal` aborts. */
 export async function runApply(config: SynclineConfig, stream: Stream, metrics: Metrics, log: Logger, signal: AbortSignal, from?: string, parts: ApplyParts = {}): Promise<void> {
-  const codec = openCodec(config);
+  const codec = await openCodec(config);
   const sink = parts.sink ?? openSink(config, undefined, undefined, log);
   const queue = openDeadLetterQueue(config);
   const deadLetters = queue && parts.deadLetters ? parts.deadLetters(queue) : queue;

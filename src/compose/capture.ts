@@ -31,7 +31,7 @@ export interface CaptureHooks {
 export async function runCapture(config: SynclineConfig, stream: Stream, metrics: Metrics, log: Logger, signal: AbortSignal, hooks: CaptureHooks = {}): Promise<void> {
   const slot = slotOf(config);
   const s = config.source;
-  const codec = openCodec(config);
+  const codec = await openCodec(config);
   const source = await PostgresSource.open(
     {
       connection: sourceConnection(config),

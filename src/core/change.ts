@@ -70,8 +70,14 @@ export interface ChangeEvent {
 
 /** `schema.table`: the table label used in metrics, logs, the dead-letter queue and the sink's bookkeeping. */
 export function tableLabelOf(change: Pick<ChangeEvent, 'schema' | 'table'>): string {
-  return `${change.schema}.${change.table}`;
+  // Asked for every change (its stream key): runs of one table's changes reuse one string.
+  if (change.table !== lastLabel.table || change.schema !== lastLabel.schema) {
+    lastLabel = { schema: change.schema, table: change.table, text: `${change.schema}.${change.table}` };
+  }
+  return lastLabel.text;
 }
+
+let lastLabel = { schema: '', table: '', text: '.' };
 
 /**
  * The canonical identity of a row within its table: JSON of the key values in the key's

@@ -19,7 +19,7 @@ export async function replayDeadLetterQueue(config: SynclineConfig, filter: Dead
     await sink.prepare();
     try {
       await queue.prepare();
-      return await replayDeadLetters(await queue.list(filter), sink, queue, config.consumer.group_id, rawDecoder(config));
+      return await replayDeadLetters(await queue.list(filter), sink, queue, config.consumer.group_id, await rawDecoder(config));
     } finally {
       await queue.close();
     }
@@ -29,8 +29,8 @@ export async function replayDeadLetterQueue(config: SynclineConfig, filter: Dead
 }
 
 /** A typed stream format: records dead-lettered raw (`base64:` + their bytes) are decoded again by schema id. */
-function rawDecoder(config: SynclineConfig): RawDecoder | undefined {
+async function rawDecoder(config: SynclineConfig): Promise<RawDecoder | undefined> {
   if (config.stream.format === 'json') return undefined;
-  const codec = openCodec(config);
+  const codec = await openCodec(config);
   return (raw) => (raw.startsWith('base64:') ? codec.decode(Buffer.from(raw.slice('base64:'.length), 'base64')) : Promise.resolve(undefined));
 }

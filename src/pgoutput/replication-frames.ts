@@ -10,17 +10,21 @@ import { BufferReader } from './reader.js';
  *   StandbyStatus     'r' Int64 written Int64 flushed Int64 applied Int64 clock Int8 replyRequested
  */
 export type ReplicationFrame =
-  | { tag: 'xlog'; dataStart: Lsn; walEnd: Lsn; sendTime: bigint; dataOffset: number }
+  | { tag: 'xlog'; dataStart: Lsn; dataOffset: number }
   | { tag: 'keepalive'; walEnd: Lsn; sendTime: bigint; replyRequested: boolean };
 
 const reader = new BufferReader();
 
-/** Parses a frame header; for XLogData the pgoutput message is `chunk[dataOffset..]`. */
+/**
+ * Parses a frame header; for XLogData the pgoutput message is `chunk[dataOffset..]`. Every
+ * change comes in one: its walEnd and sendTime, which nothing uses, are not read (two bigints).
+ */
 export function parseReplicationFrame(chunk: Buffer): ReplicationFrame {
   const r = reader.reset(chunk);
   const tag = r.uint8();
   if (tag === 0x77 /* w */) {
-    return { tag: 'xlog', dataStart: r.uint64(), walEnd: r.uint64(), sendTime: r.int64(), dataOffset: 25 };
+    if (r.remaining() < 24) throw new ProtocolError(`XLogData frame of ${chunk.length} bytes: its header alone takes 25`);
+    return { tag: 'xlog', dataStart: r.uint64(), dataOffset: 25 };
   }
   if (tag === 0x6b /* k */) {
     return { tag: 'keepalive', walEnd: r.uint64(), sendTime: r.int64(), replyRequested: r.uint8() === 1 };

@@ -105,9 +105,12 @@ export class BatchPublisher {
     if (this.checkpoint.outstanding >= this.options.maxInFlight) this.hooks.windowFull(true);
     const published = this.options.encode ? this.publishEncoded(events, this.options.encode) : this.producer.publish(jsonRecords(events));
     const versionsStored = this.options.schemaVersions?.stored();
+    // Only the count is kept: the events themselves are garbage once serialized, not kept
+    // alive (and copied by every young-generation GC) until the stream has synced them.
+    const changes = events.length;
     (versionsStored ? Promise.all([published, versionsStored]) : published).then(
       () => {
-        this.events.emit('capture:batch:published', { changes: events.length });
+        this.events.emit('capture:batch:published', { changes });
         this.complete(batch);
       },
       (err: unknown) => {
@@ -186,10 +189,35 @@ function jsonRecords(events: readonly ChangeEvent[]): OutgoingRecord[] {
   for (let i = 0; i < events.length; i++) {
     const e = events[i] as ChangeEvent;
     const end = ends[i] as number;
-    records[i] = { key: partitionKeyOf(e), value: bytes.subarray(start, end), id: recordIdOf(e) };
+    records[i] = new ChangeRecord(partitionKeyOf(e), bytes.subarray(start, end), e);
     start = end;
   }
   return records;
+}
+
+/**
+ * A change's stream record. Its id (recordIdOf) is made only when read: only brokers that
+ * deduplicate by it (NATS) do, and it would otherwise be one more string per change kept
+ * until the batch is stored.
+ */
+class ChangeRecord implements OutgoingRecord {
+  private readonly source: string;
+  private readonly commitLsn: string;
+  private readonly seq: number;
+
+  constructor(
+    readonly key: string,
+    readonly value: Buffer,
+    e: ChangeEvent,
+  ) {
+    this.source = e.source;
+    this.commitLsn = e.commit_lsn;
+    this.seq = e.seq;
+  }
+
+  get id(): string {
+    return recordIdOf({ source: this.source, commit_lsn: this.commitLsn, seq: this.seq });
+  }
 }
 
 /** A first guess of a change's JSON size, so that a batch's buffer rarely grows. */

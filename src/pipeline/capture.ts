@@ -88,6 +88,8 @@ export class Capture {
   readonly snapshots: CaptureSnapshots;
   /** Tables the open transaction changed (for SnapshotWindows.committed). */
   private readonly txnTables = new Set<string>();
+  /** The change last added to txnTables: a run of one table's changes adds its label once. */
+  private txnTableOf: ChangeEvent | undefined;
   /** The open transaction's newest change: it waits here to get `tx_last` at the commit. */
   private lastOfTxn: ChangeEvent | undefined;
   /** Scratch array for the events one message produces. */
@@ -226,6 +228,7 @@ export class Capture {
     this.markTransactionEnd();
     this.snapshots.committed(xid, endLsn, this.txnTables);
     this.txnTables.clear();
+    this.txnTableOf = undefined;
   }
 
   private addChanges(msg: PgoutputMessage, lsn: Lsn): void {
@@ -234,7 +237,11 @@ export class Capture {
     if (built.length === 0) return;
     for (const e of built) {
       this.events.emit('capture:change', e);
-      this.txnTables.add(tableLabelOf(e));
+      const last = this.txnTableOf;
+      if (last === undefined || last.table !== e.table || last.schema !== e.schema) {
+        this.txnTables.add(tableLabelOf(e));
+        this.txnTableOf = e;
+      }
       this.snapshots.observe(e);
       this.unchanged.observe(e);
       // The open transaction's newest change waits apart, so that the commit can still mark

@@ -1,6 +1,6 @@
 import type { ChangeEvent, ChangeOp, Row } from '../core/change.js';
 import { PrerequisiteError, SynclineError } from '../core/errors.js';
-import { formatLsn, versionOf, type Lsn } from '../core/lsn.js';
+import { formatLsn, LsnFormatter, versionOf, type Lsn } from '../core/lsn.js';
 import { SchemaVersionHistory, type ColumnType, type SchemaVersionRegistry } from '../core/schema-version.js';
 import type { PgoutputMessage, RelationMessage, TupleValue } from '../pgoutput/messages.js';
 import { pgTimestampToIso } from '../pgoutput/replication-frames.js';
@@ -23,6 +23,8 @@ interface RelationInfo {
 export interface VersionContext {
   xid: number;
   commitLsn: Lsn;
+  /** `versionOf(commitLsn, 0)`: each change's `_version` is it plus its seq. */
+  versionBase: bigint;
   commitLsnText: string;
   commitTs: string;
   seq: number;
@@ -47,6 +49,10 @@ export class ChangeBuilder {
   private txn: VersionContext | undefined;
   /** The version of the last snapshot chunk's columns, resolved once per chunk. */
   private snapshotVersion: { columns: readonly ColumnType[]; lsn: Lsn; version: number } | undefined;
+  /** Every event's `lsn` text. */
+  private readonly lsnText = new LsnFormatter();
+  /** The columns the last rowOf found unchanged (not sent), if any: its second result. */
+  private unchangedOfRow: string[] | undefined;
 
   /**
    * @param ignoredSchemas schemas whose changes are not events: syncline's own bookkeeping
@@ -84,6 +90,7 @@ export class ChangeBuilder {
         this.txn = {
           xid: msg.xid,
           commitLsn: msg.finalLsn,
+          versionBase: versionOf(msg.finalLsn, 0),
           commitLsnText: formatLsn(msg.finalLsn),
           commitTs: pgTimestampToIso(msg.commitTime),
           seq: 0,
@@ -107,21 +114,22 @@ export class ChangeBuilder {
       case 'insert': {
         if (this.fromOrigin || this.ignored(msg.relationId)) return;
         const rel = this.relation(msg.relationId);
-        const row = this.rowOf(rel, msg.newTuple);
-        out.push(this.event(rel, 'INSERT', changeLsn, this.keyOf(rel, msg.newTuple), row.values, undefined, row.unchanged));
+        const values = this.rowOf(rel, msg.newTuple);
+        out.push(this.event(rel, 'INSERT', changeLsn, this.keyOf(rel, msg.newTuple), values, undefined, this.unchangedOfRow));
         return;
       }
       case 'update': {
         if (this.fromOrigin || this.ignored(msg.relationId)) return;
         const rel = this.relation(msg.relationId);
-        const row = this.rowOf(rel, msg.newTuple);
-        const before = msg.oldKind === 'O' && msg.oldTuple ? this.rowOf(rel, msg.oldTuple).values : undefined;
+        const values = this.rowOf(rel, msg.newTuple);
+        let unchanged = this.unchangedOfRow;
+        const before = msg.oldKind === 'O' && msg.oldTuple ? this.rowOf(rel, msg.oldTuple) : undefined;
         // A whole old row (REPLICA IDENTITY FULL, flattened by the server) holds the values
         // of the unchanged TOASTed columns: the event is complete and needs no stored value.
-        if (row.unchanged && before) row.unchanged = fillFrom(before, row.values, row.unchanged);
+        if (unchanged && before) unchanged = fillFrom(before, values, unchanged);
         if (rel.keyIndexes.length === 0) {
           if (!before) throw this.noOldImage(rel, 'UPDATE');
-          out.push(this.event(rel, 'UPDATE', changeLsn, {}, row.values, before, row.unchanged));
+          out.push(this.event(rel, 'UPDATE', changeLsn, {}, values, before, unchanged));
           return;
         }
         const newKey = this.keyOf(rel, msg.newTuple, msg.oldTuple);
@@ -130,17 +138,17 @@ export class ChangeBuilder {
           if (!sameRow(oldKey, newKey)) {
             // The key changed: the old row is gone and a new one exists, as two changes.
             out.push(this.event(rel, 'DELETE', changeLsn, oldKey, null, before, undefined));
-            out.push(this.event(rel, 'INSERT', changeLsn, newKey, row.values, undefined, row.unchanged));
+            out.push(this.event(rel, 'INSERT', changeLsn, newKey, values, undefined, unchanged));
             return;
           }
         }
-        out.push(this.event(rel, 'UPDATE', changeLsn, newKey, row.values, before, row.unchanged));
+        out.push(this.event(rel, 'UPDATE', changeLsn, newKey, values, before, unchanged));
         return;
       }
       case 'delete': {
         if (this.fromOrigin || this.ignored(msg.relationId)) return;
         const rel = this.relation(msg.relationId);
-        const before = msg.oldKind === 'O' ? this.rowOf(rel, msg.oldTuple).values : undefined;
+        const before = msg.oldKind === 'O' ? this.rowOf(rel, msg.oldTuple) : undefined;
         if (rel.keyIndexes.length === 0 && !before) throw this.noOldImage(rel, 'DELETE');
         out.push(this.event(rel, 'DELETE', changeLsn, this.keyOf(rel, msg.oldTuple), null, before, undefined));
         return;
@@ -279,7 +287,8 @@ export class ChangeBuilder {
     return rel !== undefined && this.ignoredSchemas.has(rel.message.schema);
   }
 
-  private rowOf(rel: RelationInfo, tuple: TupleValue[]): { values: Row; unchanged: string[] | undefined } {
+  /** The row image of `tuple`; the columns it left out (unchanged TOAST) are in `unchangedOfRow` until the next call. */
+  private rowOf(rel: RelationInfo, tuple: TupleValue[]): Row {
     const cols = rel.message.columns;
     const values: Row = {};
     let unchanged: string[] | undefined;
@@ -292,7 +301,8 @@ export class ChangeBuilder {
         values[name] = typeof v === 'string' || v === null ? v : `\\x${v.toString('hex')}`;
       }
     }
-    return { values, unchanged };
+    this.unchangedOfRow = unchanged;
+    return values;
   }
 
   /** The key in column order; `{}` for a keyless table. */
@@ -324,14 +334,14 @@ export class ChangeBuilder {
       schema: rel.message.schema,
       table: rel.message.name,
       op,
-      lsn: formatLsn(changeLsn),
+      lsn: this.lsnText.format(changeLsn),
       commit_lsn: txn.commitLsnText,
       xid: txn.xid,
       seq: txn.seq,
       commit_ts: txn.commitTs,
       key,
       payload,
-      _version: versionOf(txn.commitLsn, txn.seq).toString(),
+      _version: (txn.versionBase | BigInt(txn.seq)).toString(),
       _schema_version: rel.schemaVersion,
     };
     if (before) e.before = before;

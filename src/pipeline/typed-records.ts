@@ -22,6 +22,6 @@ export function typedRecords(codec: ChangeCodec, definitions: TableDefinitions):
 }
 
 /** The id lets brokers with publish dedupe (NATS Nats-Msg-Id) drop a resend after a crash. */
-export function recordIdOf(e: ChangeEvent): string {
+export function recordIdOf(e: Pick<ChangeEvent, 'source' | 'commit_lsn' | 'seq'>): string {
   return `${e.source}:${e.commit_lsn}:${e.seq}`;
 }

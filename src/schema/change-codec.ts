@@ -12,9 +12,8 @@
  * magic byte 0 is looked up by schema id (once per id) whatever its format, so a stream whose
  * format changed still reads from its beginning.
  */
-import { partitionKeyOf, type ChangeEvent } from '../core/change.js';
+import type { ChangeEvent } from '../core/change.js';
 import { SynclineError } from '../core/errors.js';
-import { decodeChange } from './decode-change.js';
 import { AvroTableCodec, avroKeySchema, avroValueSchema } from './avro-format.js';
 import { planColumns, type SchemaFormat } from './column-plan.js';
 import { JsonSchemaTableCodec, jsonKeySchema, jsonValueSchema } from './json-schema-format.js';
@@ -24,7 +23,10 @@ import type { SchemaMeta } from './schema-meta.js';
 import type { RegisteredSchema, SchemaStore, SchemaType } from './schema-store.js';
 import { subjectsOf, type SubjectStrategy } from './subject.js';
 import type { TableDefinition } from './table-definition.js';
+import { JsonChangeCodec } from './json-change-codec.js';
 import { frame, isFramed, schemaIdOf, unframe } from './wire-format.js';
+
+export { JsonChangeCodec };
 
 export type StreamFormat = 'json' | SchemaFormat;
 
@@ -46,32 +48,6 @@ export interface ChangeCodec {
   encode(change: ChangeEvent, definition: TableDefinition): Promise<EncodedChange>;
   /** The change of a record; SCHEMA_UNKNOWN (permanent) for a schema id the store does not know. */
   decode(value: Buffer): Promise<ChangeEvent>;
-}
-
-/** `stream.format: json`: byte-for-byte what capture publishes today. */
-export class JsonChangeCodec implements ChangeCodec {
-  readonly format = 'json';
-
-  encode(change: ChangeEvent): Promise<EncodedChange> {
-    return Promise.resolve({ key: Buffer.from(partitionKeyOf(change)), value: Buffer.from(JSON.stringify(change)) });
-  }
-
-  decode(value: Buffer): Promise<ChangeEvent> {
-    if (isFramed(value)) {
-      return Promise.reject(
-        new SynclineError(
-          'SCHEMA_UNKNOWN',
-          `stream record is in the schema registry wire format (schema id ${schemaIdOf(value)}) but no schema store is configured.\n  fix: set stream.format and stream.schema_registry (with stream.schema_registry_url) as the producer had them`,
-          { retriable: false },
-        ),
-      );
-    }
-    try {
-      return Promise.resolve(decodeChange(value));
-    } catch (err) {
-      return Promise.reject(err);
-    }
-  }
 }
 
 interface TableCodec {

@@ -70,7 +70,6 @@ export interface PostgresSourceOptions {
  */
 export class PostgresSource {
   private heartbeat: NodeJS.Timeout | undefined;
-  private readers: pg.Client[] = [];
   private readonly rowReader: SourceRowReader;
 
   private constructor(
@@ -88,6 +87,8 @@ export class PostgresSource {
     /** The snapshot job table; undefined when it could not be created (snapshots disabled). */
     readonly snapshots: SnapshotStore | undefined,
     readonly spillDir: string,
+    /** The snapshot readers, connecting since open (with a snapshot job table). */
+    private readers: Promise<pg.Client[]> | undefined,
   ) {
     this.rowReader = new SourceRowReader(options.connection);
   }
@@ -101,6 +102,9 @@ export class PostgresSource {
     const admin = new pg.Client(options.connection);
     admin.on('error', (err) => log.warn({ err: errorMessage(err) }, 'source admin connection error'));
     await admin.connect();
+    // Connected ahead, while the rest is prepared on `admin`; ended here if open fails.
+    let replication: ReplicationStream | undefined;
+    let readers: Promise<pg.Client[]> | undefined;
     try {
       const { serverVersion } = await checkLogicalReplication(admin);
       await ensurePublication(admin, options.publication, options.tables, options.createPublication);
@@ -113,16 +117,10 @@ export class PostgresSource {
         return undefined;
       }
       log.info({ slot }, 'capture leader for this slot');
-      const snapshots = await prepareSnapshots(admin, options);
-      const schemaVersions = await prepareSchemaVersions(admin, options);
-      if (snapshots && options.initialSnapshot && (await slotState(admin, slot)) === undefined) {
-        await requestInitialSnapshot(admin, snapshots, options);
-      }
-      const state = await readySlot(admin, options, signal);
       const protocolVersion = options.protocolVersion ?? protocolVersionFor(serverVersion);
       const workMem = options.logicalDecodingWorkMem;
       const conn = options.connection;
-      const replication = new ReplicationStream({
+      replication = new ReplicationStream({
         connection: workMem ? { ...conn, options: `-c logical_decoding_work_mem=${workMem.replace(/\s+/g, '')}` } : conn,
         slot,
         publication: options.publication,
@@ -132,6 +130,19 @@ export class PostgresSource {
         // skip_origins: 16+ filters at the server; on 15 capture (the ChangeBuilder) does.
         ...(options.skipOrigins && serverVersion >= 160000 ? { origin: 'none' as const } : {}),
       });
+      // A failure to connect is start()'s to report (it awaits the same promise).
+      replication.connect().catch(() => undefined);
+      const snapshots = await prepareSnapshots(admin, options);
+      if (snapshots) {
+        readers = connectReaders(options);
+        // Reported to whoever awaits the readers (snapshotReaders), not as an unhandled rejection meanwhile.
+        readers.catch(() => undefined);
+      }
+      const schemaVersions = await prepareSchemaVersions(admin, options);
+      if (snapshots && options.initialSnapshot && (await slotState(admin, slot)) === undefined) {
+        await requestInitialSnapshot(admin, snapshots, options);
+      }
+      const state = await readySlot(admin, options, signal);
       log.info({ protocolVersion, streaming: protocolVersion >= 2 }, 'pgoutput protocol negotiated');
       const source = new PostgresSource(
         options,
@@ -143,11 +154,14 @@ export class PostgresSource {
         schemaVersions,
         snapshots,
         options.spillDir ?? spillDirFor(conn, slot),
+        readers,
       );
       source.startHeartbeat();
       return source;
     } catch (err) {
       await admin.end().catch(() => undefined);
+      await replication?.close();
+      await endReaders(readers);
       throw err;
     }
   }
@@ -179,35 +193,22 @@ export class PostgresSource {
   }
 
   /** Opens a snapshot reader connection, with the replication connection's output settings. */
-  async connectSnapshotReader(): Promise<pg.Client> {
-    const reader = this.newReader();
-    await reader.connect();
-    await reader.query(OUTPUT_SETTINGS);
-    return reader;
+  connectSnapshotReader(): Promise<pg.Client> {
+    return connectReader(this.options);
   }
 
   /** The pool of `snapshotParallelism` snapshot readers, connected; release() ends them. */
-  async snapshotReaders(): Promise<pg.Client[]> {
-    this.readers = Array.from({ length: this.options.snapshotParallelism }, () => this.newReader());
-    for (const reader of this.readers) {
-      await reader.connect();
-      await reader.query(OUTPUT_SETTINGS);
-    }
+  snapshotReaders(): Promise<pg.Client[]> {
+    this.readers ??= connectReaders(this.options);
     return this.readers;
   }
 
   /** Stops the heartbeat and ends every connection but the replication one. After capture and snapshots ended. */
   async release(): Promise<void> {
     if (this.heartbeat) clearInterval(this.heartbeat);
-    await Promise.all(this.readers.map((reader) => reader.end().catch(() => undefined)));
+    await endReaders(this.readers);
     await this.rowReader.close();
     await this.admin.end().catch(() => undefined);
-  }
-
-  private newReader(): pg.Client {
-    const reader = new pg.Client(this.options.connection);
-    reader.on('error', (err) => this.options.log.warn({ err: errorMessage(err) }, 'snapshot reader connection error'));
-    return reader;
   }
 
   private startHeartbeat(): void {
@@ -223,6 +224,38 @@ export class PostgresSource {
     };
     this.heartbeat = setInterval(() => void tick(), this.options.heartbeatIntervalMs);
   }
+}
+
+/** A snapshot reader connection, with the replication connection's output settings. */
+async function connectReader(options: PostgresSourceOptions): Promise<pg.Client> {
+  const reader = new pg.Client(options.connection);
+  reader.on('error', (err) => options.log.warn({ err: errorMessage(err) }, 'snapshot reader connection error'));
+  try {
+    await reader.connect();
+    await reader.query(OUTPUT_SETTINGS);
+    return reader;
+  } catch (err) {
+    await reader.end().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** `snapshotParallelism` readers, connected together; when one fails, the others are ended. */
+async function connectReaders(options: PostgresSourceOptions): Promise<pg.Client[]> {
+  const results = await Promise.allSettled(Array.from({ length: options.snapshotParallelism }, () => connectReader(options)));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  const readers = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  if (failed) {
+    await Promise.all(readers.map((r) => r.end().catch(() => undefined)));
+    throw failed.reason;
+  }
+  return readers;
+}
+
+/** Ends the readers of `pool`, if it connected. */
+async function endReaders(pool: Promise<pg.Client[]> | undefined): Promise<void> {
+  const readers = await (pool ?? Promise.resolve([])).catch(() => []);
+  await Promise.all(readers.map((reader) => reader.end().catch(() => undefined)));
 }
 
 /**

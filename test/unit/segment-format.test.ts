@@ -7,6 +7,8 @@ import {
   checkRecord,
   decodeRecords,
   encodeRecord,
+  encodeRecordInto,
+  encodedLength,
   type DecodedRecord,
 } from '../../src/stream/embedded/segment-format.js';
 
@@ -118,6 +120,17 @@ describe('segment format', () => {
     const huge = Buffer.from(record);
     huge.writeUInt32BE(0xffffffff, 0);
     expect(checkRecord(huge, 0, huge.length)).toBe(CORRUPT);
+  });
+
+  it('writes the same bytes for an offset given as a number (a writer counting in numbers) as for the bigint', () => {
+    for (const offset of [0, 1, 0xffffffff, 0x100000000, 0x1_2345_6789, Number.MAX_SAFE_INTEGER]) {
+      const key = 'public.t:["é"]';
+      const value = Buffer.from('{"a":1}');
+      const n = Buffer.alloc(encodedLength(Buffer.byteLength(key), value.length));
+      expect(encodeRecordInto(n, 0, offset, 1.5e12, key, value)).toBe(n.length);
+      expect(n.equals(encodeRecord(BigInt(offset), 1.5e12, key, value))).toBe(true);
+      expect(decodeRecords(n).records[0]?.offset).toBe(BigInt(offset));
+    }
   });
 
   it('honours maxRecords', () => {

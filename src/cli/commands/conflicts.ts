@@ -1,14 +1,10 @@
 import type { Command } from 'commander';
 import type pg from 'pg';
-import { loadConfigFile } from '../../config/load.js';
 import type { SynclineConfig } from '../../config/schema.js';
 import { PrerequisiteError } from '../../core/errors.js';
 import { parseTableName, quoteQualified } from '../../core/sql.js';
 import { tableLabel } from '../../core/table-mapping.js';
-import { connectPostgres } from '../../ops/connect.js';
 import type { RecordedConflictRow } from '../../sink/conflicts/recorded-conflict.js';
-import { readMysqlConflicts } from '../../sink/mysql/mysql-conflicts.js';
-import { listSqliteConflicts } from '../../sink/sqlite/sqlite-conflicts.js';
 import { EXIT } from '../exit-codes.js';
 import { configOption, positiveIntegerArg } from './options.js';
 
@@ -34,16 +30,20 @@ export interface ConflictEntry {
 
 /** The newest `limit` conflicts recorded at a postgres, mysql or sqlite sink, newest first; empty when none was ever recorded. */
 export async function listConflicts(config: SynclineConfig, filter: { table?: string; limit: number }): Promise<ConflictEntry[]> {
+  // Each sink's client library is loaded only for that sink (see cli/main.ts).
   if (config.sink.type === 'mysql' && config.sink.url) {
+    const { readMysqlConflicts } = await import('../../sink/mysql/mysql-conflicts.js');
     const table = filter.table === undefined ? {} : { table: tableLabel(parseTableName(filter.table)) };
     return (await readMysqlConflicts(config.sink.url, config.sink.state_schema, { limit: filter.limit, ...table })).map(entryOf);
   }
   if (config.sink.type === 'sqlite' && config.sink.url) {
+    const { listSqliteConflicts } = await import('../../sink/sqlite/sqlite-conflicts.js');
     return listSqliteConflicts(config.sink.url, config.sink.state_schema, { limit: filter.limit, ...(filter.table !== undefined ? { label: tableLabel(parseTableName(filter.table)) } : {}) }).map(entryOf);
   }
   if (config.sink.type !== 'postgres' || !config.sink.url) {
     throw new PrerequisiteError(`conflicts are recorded by the SQL sinks only: postgres, mysql, sqlite (this config uses sink.type: ${config.sink.type})`, 'point -c at the config of a postgres, mysql or sqlite sink with sink.url');
   }
+  const { connectPostgres } = await import('../../ops/connect.js');
   const client: pg.Client = await connectPostgres({ connectionString: config.sink.url });
   try {
     const table = quoteQualified(config.sink.state_schema, 'conflicts');
@@ -101,6 +101,7 @@ export function registerConflicts(program: Command): void {
     .option('--limit <n>', 'at most this many', (v) => Number(positiveIntegerArg(v)), 50)
     .option('--json', 'print the conflicts as JSON')
     .action(async (opts: { config: string; table?: string; limit: number; json?: boolean }) => {
+      const { loadConfigFile } = await import('../../config/load.js');
       const config = loadConfigFile(opts.config);
       if (config.sink.type !== 'postgres' && config.sink.type !== 'mysql' && config.sink.type !== 'sqlite') process.exitCode = EXIT.CONFIG; // kept by main's error report
       const entries = await listConflicts(config, { limit: opts.limit, ...(opts.table !== undefined ? { table: opts.table } : {}) });

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { createLogger } from '../../log/logger.js';
 import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
 import { durationArg, portArg, positiveIntegerArg } from './options.js';
@@ -13,6 +12,7 @@ export function registerDemo(program: Command): void {
     .option('--metrics-port <port>', 'port for /metrics on 127.0.0.1', portArg, '9464')
     .option('--keep', 'keep the demo data directory')
     .action(async (opts: { duration: string; rate: string; metricsPort: string; keep?: boolean }) => {
+      const { createLogger } = await import('../../log/logger.js');
       const log = createLogger(process.env.SYNCLINE_LOG_LEVEL ?? 'warn');
       // Loaded on demand: the other commands need none of the demo's machinery. The demo
       // installs its own SIGINT/SIGTERM/exit handlers while it runs (stop, clean up, exit).

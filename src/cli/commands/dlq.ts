@@ -1,11 +1,8 @@
 import type { Command } from 'commander';
-import { loadConfigFile } from '../../config/load.js';
 import { PrerequisiteError } from '../../core/errors.js';
 import { deadLetterSummary, type DeadLetterFilter, type DeadLetterQueue } from '../../dlq/dead-letter-queue.js';
 import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
-import { openDeadLetterQueue } from '../../compose/dead-letters.js';
-import { replayDeadLetterQueue } from '../../ops/replay-dead-letters.js';
 import { configOption, durationArg, positiveIntegerArg } from './options.js';
 
 interface FilterOptions {
@@ -29,6 +26,8 @@ function filterOf(opts: FilterOptions): DeadLetterFilter {
 }
 
 async function withQueue<T>(file: string, fn: (dlq: DeadLetterQueue) => Promise<T>): Promise<T> {
+  const { loadConfigFile } = await import('../../config/load.js');
+  const { openDeadLetterQueue } = await import('../../compose/dead-letters.js');
   const config = loadConfigFile(file);
   const dlq = openDeadLetterQueue(config);
   if (!dlq) throw new PrerequisiteError('the dead-letter queue is disabled', 'set dead_letter.enabled: true');
@@ -87,6 +86,8 @@ export function registerDlq(program: Command): void {
   withFilters(dlq.command('replay').description('re-apply entries through the normal apply path (safe: version-gated); applied entries leave the queue'))
     .option('--json', 'print JSON')
     .action(async (opts: FilterOptions) => {
+      const { loadConfigFile } = await import('../../config/load.js');
+      const { replayDeadLetterQueue } = await import('../../ops/replay-dead-letters.js');
       const result = await replayDeadLetterQueue(loadConfigFile(opts.config), filterOf(opts));
       if (opts.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
       else {

@@ -1,10 +1,7 @@
 import type { Command } from 'commander';
-import { loadConfigFile } from '../../config/load.js';
 import { ConfigError, errorMessage } from '../../core/errors.js';
 import { redactUrl } from '../../core/redact.js';
-import { formatReport, runDoctor } from '../../doctor/doctor.js';
 import { EXIT } from '../exit-codes.js';
-import { sourceConnection } from '../../compose/source-connection.js';
 import { configOption } from './options.js';
 
 export function registerDoctor(program: Command): void {
@@ -14,6 +11,7 @@ export function registerDoctor(program: Command): void {
     .addOption(configOption())
     .option('--json', 'print { ok, checks: [{ name, status, detail, fix? }] }')
     .action(async (opts: { config: string; json?: boolean }) => {
+      const { loadConfigFile } = await import('../../config/load.js');
       let config;
       try {
         config = loadConfigFile(opts.config);
@@ -26,6 +24,8 @@ export function registerDoctor(program: Command): void {
         process.exitCode = EXIT.CONFIG;
         return;
       }
+      const { formatReport, runDoctor } = await import('../../doctor/doctor.js');
+      const { sourceConnection } = await import('../../compose/source-connection.js');
       const report = await runDoctor(config, sourceConnection(config));
       process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
       process.exitCode = report.ok ? EXIT.OK : EXIT.FAILURE;

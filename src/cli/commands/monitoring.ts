@@ -1,9 +1,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { loadConfigFile } from '../../config/load.js';
-import { alertRulesYaml } from '../../monitoring/alert-rules.js';
-import { grafanaDashboard } from '../../monitoring/grafana-dashboard.js';
 import { configOption } from './options.js';
 
 export const ALERT_RULES_FILE = 'syncline-alert-rules.yml';
@@ -17,7 +14,10 @@ export function registerMonitoring(program: Command): void {
     .addOption(configOption())
     .option('--out <dir>', 'directory to write to (created if missing)', '.')
     .option('--json', 'print the written paths as JSON')
-    .action((opts: { config: string; out: string; json?: boolean }) => {
+    .action(async (opts: { config: string; out: string; json?: boolean }) => {
+      const { loadConfigFile } = await import('../../config/load.js');
+      const { alertRulesYaml } = await import('../../monitoring/alert-rules.js');
+      const { grafanaDashboard } = await import('../../monitoring/grafana-dashboard.js');
       const config = loadConfigFile(opts.config);
       mkdirSync(opts.out, { recursive: true });
       const rules = path.join(opts.out, ALERT_RULES_FILE);

@@ -1,12 +1,6 @@
 import type { Command } from 'commander';
-import pg from 'pg';
-import { loadConfigFile, sourceNameOf } from '../../config/load.js';
-import { SnapshotStore } from '../../source/snapshot-store.js';
-import { removeExtraRows } from '../../verify/repair.js';
-import { verifyTables } from '../../verify/session.js';
 import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
-import { openSink } from '../../compose/sink.js';
 import { configOption, durationArg, positiveIntegerArg } from './options.js';
 import { sessionOptions, tablesToVerify, type VerifyCliOptions } from './verify.js';
 import { slotOf } from '../../config/slot.js';
@@ -36,10 +30,12 @@ export function registerRepair(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (opts: VerifyCliOptions & { config: string; timeout: string; dryRun?: boolean }) => {
       process.exitCode = EXIT.CONFIG;
+      const { loadConfigFile, sourceNameOf } = await import('../../config/load.js');
+      const { verifyTables } = await import('../../verify/session.js');
       const config = loadConfigFile(opts.config);
       const slot = slotOf(config);
       const tables = tablesToVerify(config, opts.table ?? slot.tables);
-      const session = sessionOptions(config, opts);
+      const session = await sessionOptions(config, opts);
       const say = (line: string): void => {
         if (!opts.json) process.stdout.write(`${line}\n`);
       };
@@ -59,6 +55,10 @@ export function registerRepair(program: Command): void {
         process.exitCode = drift ? EXIT.FAILURE : EXIT.OK;
         return;
       }
+      const { default: pg } = await import('pg');
+      const { SnapshotStore } = await import('../../source/snapshot-store.js');
+      const { removeExtraRows } = await import('../../verify/repair.js');
+      const { openSink } = await import('../../compose/sink.js');
       const source = new pg.Client(session.source);
       const sink = openSink(config);
       await source.connect();

@@ -1,6 +1,4 @@
 import type { Command } from 'commander';
-import { loadConfigFile } from '../../config/load.js';
-import { resync } from '../../ops/resync.js';
 import { EXIT } from '../exit-codes.js';
 import { configOption } from './options.js';
 
@@ -13,6 +11,8 @@ export function registerResync(program: Command): void {
     .option('--force', 'also drop a slot that is not lost (its unconsumed changes are discarded)')
     .option('--json', 'print JSON')
     .action(async (opts: { config: string; force?: boolean; json?: boolean }) => {
+      const { loadConfigFile } = await import('../../config/load.js');
+      const { resync } = await import('../../ops/resync.js');
       const result = await resync(loadConfigFile(opts.config), { force: !!opts.force });
       if (opts.json) process.stdout.write(`${JSON.stringify(result)}\n`);
       else {

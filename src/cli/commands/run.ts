@@ -1,7 +1,5 @@
 import type { Command } from 'commander';
-import { runPipeline, type Role } from '../../api/run-pipeline.js';
-import { loadConfigFile } from '../../config/load.js';
-import { createLogger } from '../../log/logger.js';
+import type { Role } from '../../api/run-pipeline.js';
 import { configOption, portArg } from './options.js';
 
 const ROLES: readonly [Role, string][] = [
@@ -22,6 +20,9 @@ export function registerRun(program: Command): void {
       cmd.option('--from <position>', 'replay from: beginning, an offset, partition:offset pairs, or a time (ISO-8601 or @epoch-ms)');
     }
     cmd.action(async (opts: { config: string; from?: string; metricsPort?: string }) => {
+      const { createLogger } = await import('../../log/logger.js');
+      const { loadConfigFile } = await import('../../config/load.js');
+      const { runPipeline } = await import('../../api/run-pipeline.js');
       const log = createLogger();
       const loaded = loadConfigFile(opts.config);
       const config = opts.metricsPort === undefined ? loaded : { ...loaded, monitoring: { ...loaded.monitoring, port: Number(opts.metricsPort) } };

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { loadConfigFile } from '../../config/load.js';
-import { collectSchemaVersions, describeDiff, type SchemaVersionReport } from '../../ops/schemas.js';
+import { describeDiff } from '../../ops/column-diff.js';
+import type { SchemaVersionReport } from '../../ops/schemas.js';
 import { configOption } from './options.js';
 
 /** The text form of `syncline schemas`: per table, each version with its first LSN and what changed. */
@@ -29,6 +29,8 @@ export function registerSchemas(program: Command): void {
     .option('--table <table>', 'only this table (schema.table; default schema public)')
     .option('--json', 'print JSON')
     .action(async (opts: { config: string; table?: string; json?: boolean }) => {
+      const { loadConfigFile } = await import('../../config/load.js');
+      const { collectSchemaVersions } = await import('../../ops/schemas.js');
       const config = loadConfigFile(opts.config);
       const versions = await collectSchemaVersions(config, opts.table);
       process.stdout.write(opts.json ? `${JSON.stringify(versions, null, 2)}\n` : formatSchemas(versions));

@@ -1,6 +1,4 @@
 import type { Command } from 'commander';
-import { loadConfigFile } from '../../config/load.js';
-import { SnapshotRequests } from '../../ops/snapshots.js';
 import type { SnapshotJob } from '../../source/snapshot-store.js';
 import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
@@ -33,6 +31,8 @@ export function registerSnapshot(program: Command): void {
     .option('--list', 'list snapshot jobs and their progress')
     .option('--json', 'print JSON')
     .action(async (tables: string[], opts: SnapshotOptions) => {
+      const { loadConfigFile } = await import('../../config/load.js');
+      const { SnapshotRequests } = await import('../../ops/snapshots.js');
       const snapshots = await SnapshotRequests.open(loadConfigFile(opts.config));
       try {
         if (opts.list || tables.length === 0) {

@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
-import { loadConfigFile } from '../../config/load.js';
 import { formatBytes } from '../../doctor/report.js';
-import { collectStatus, type StatusReport } from '../../ops/status.js';
+import type { StatusReport } from '../../ops/status.js';
 import { EXIT } from '../exit-codes.js';
 import { configOption } from './options.js';
 
@@ -44,6 +43,8 @@ export function registerStatus(program: Command): void {
     .addOption(configOption())
     .option('--json', 'print the status as JSON')
     .action(async (opts: { config: string; json?: boolean }) => {
+      const { loadConfigFile } = await import('../../config/load.js');
+      const { collectStatus } = await import('../../ops/status.js');
       const config = loadConfigFile(opts.config);
       const report = await collectStatus(config);
       process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatStatus(report));

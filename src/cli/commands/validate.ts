@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { loadConfigFile } from '../../config/load.js';
 import { ConfigError, errorMessage } from '../../core/errors.js';
 import { EXIT } from '../exit-codes.js';
 import { configOption } from './options.js';
@@ -11,7 +10,8 @@ export function registerValidate(program: Command): void {
     .description('check a configuration file; exit 0 if valid, 2 with every error and its path')
     .addOption(configOption())
     .option('--json', 'print the result as JSON')
-    .action((opts: { config: string; json?: boolean }) => {
+    .action(async (opts: { config: string; json?: boolean }) => {
+      const { loadConfigFile } = await import('../../config/load.js');
       try {
         const config = loadConfigFile(opts.config);
         if (opts.json) process.stdout.write(`${JSON.stringify({ valid: true, errors: [] })}\n`);

@@ -1,16 +1,12 @@
 import type { Command } from 'commander';
-import { loadConfigFile } from '../../config/load.js';
 import type { SynclineConfig } from '../../config/schema.js';
 import { errorMessage, PrerequisiteError } from '../../core/errors.js';
 import { parseTableName } from '../../core/sql.js';
 import { TableMapping } from '../../core/table-mapping.js';
 import type { TableVerification } from '../../verify/compare.js';
-import { progressLine, verifyTables, type VerifySessionOptions } from '../../verify/session.js';
-import { isVerifiable, openVerifyTarget } from '../../verify/targets/open.js';
+import type { VerifySessionOptions } from '../../verify/session.js';
 import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
-import { openStream } from '../../compose/stream.js';
-import { sourceConnection } from '../../compose/source-connection.js';
 import { configOption, durationArg, positiveIntegerArg } from './options.js';
 import { slotOf } from '../../config/slot.js';
 
@@ -37,9 +33,12 @@ export function tablesToVerify(config: SynclineConfig, names?: string[]): { tabl
 }
 
 /** Connections, parallelism, lag barrier and (on a TTY) a progress bar on stderr. */
-export function sessionOptions(config: SynclineConfig, opts: VerifyCliOptions): VerifySessionOptions {
+export async function sessionOptions(config: SynclineConfig, opts: VerifyCliOptions): Promise<VerifySessionOptions> {
   if (!config.sink.url) throw new PrerequisiteError('no sink connection URL', 'set sink.url or SYNCLINE_SINK_URL');
+  const { isVerifiable } = await import('../../verify/targets/open.js');
   if (!isVerifiable(config.sink.type)) throw new PrerequisiteError(`verify compares postgres, mysql and sqlite sinks; sink.type is ${config.sink.type}`, 'use a postgres, mysql or sqlite sink');
+  const { sourceConnection } = await import('../../compose/source-connection.js');
+  const { progressLine } = await import('../../verify/session.js');
   const slot = slotOf(config);
   const started = Date.now();
   const tty = process.stderr.isTTY && !opts.json;
@@ -54,7 +53,7 @@ export function sessionOptions(config: SynclineConfig, opts: VerifyCliOptions): 
             slot: slot.name,
             stateSchema: config.sink.state_schema,
             group: config.consumer.group_id,
-            openStream: () => openStream(config),
+            openStream: async () => (await import('../../compose/stream.js')).openStream(config),
             timeoutMs: parseDuration(opts.lagTimeout ?? config.verify.lag_timeout),
           },
         }
@@ -76,8 +75,11 @@ export function registerVerify(program: Command): void {
     .action(async (opts: VerifyCliOptions & { config: string }) => {
       // Any failure to compare is exit 2, so that 1 always means drift.
       process.exitCode = EXIT.CONFIG;
+      const { loadConfigFile } = await import('../../config/load.js');
+      const { verifyTables } = await import('../../verify/session.js');
+      const { openVerifyTarget } = await import('../../verify/targets/open.js');
       const config = loadConfigFile(opts.config);
-      const session = sessionOptions(config, opts);
+      const session = await sessionOptions(config, opts);
       const results = await verifyTables(tablesToVerify(config, opts.table), session);
       if (session.onProgress) process.stderr.write('\n');
       const drift = results.some((r) => r.differing > 0);

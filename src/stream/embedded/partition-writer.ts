@@ -16,6 +16,8 @@ import { encodeRecordInto, encodedLength } from './segment-format.js';
  */
 const durableMarks = new Map<string, { writer: PartitionWriter; end: bigint }>();
 
+const MAX_SAFE_OFFSET = BigInt(Number.MAX_SAFE_INTEGER);
+
 /** The durable mark of the partition directory `dir`, when a writer of this process holds it. */
 export function durableEndOf(dir: string): bigint | undefined {
   return durableMarks.get(dir)?.end;
@@ -95,30 +97,34 @@ export class PartitionWriter {
     const count = records.length;
     if (count === 0) return;
     const segmentBytes = this.log.segmentBytes;
-    // Pass 1: sizes and the records at which a new segment starts (rare, so lazily allocated).
+    // Everything encoded into one buffer, sized for the longest keys (a UTF-16 code unit takes
+    // at most 3 UTF-8 bytes): one write syscall per segment touched, and no pass to measure
+    // the keys first. The records at which a new segment starts are rare: lazily allocated.
+    let room = 0;
+    for (let i = 0; i < count; i++) {
+      const r = records[i] as OutgoingRecord;
+      room += encodedLength(r.key.length * 3, r.value.length);
+    }
+    const buf = Buffer.allocUnsafe(room);
     let total = 0;
     let fill = this.size;
     let cutBytes: number[] | null = null;
     let cutRecords: number[] | null = null;
+    // Offsets as numbers while they are safe integers (always, short of 2^53 records).
+    const first = this.next;
+    const numbered = first + BigInt(count) <= MAX_SAFE_OFFSET;
+    let offset = numbered ? Number(first) : 0;
     for (let i = 0; i < count; i++) {
       const r = records[i] as OutgoingRecord;
-      const len = encodedLength(Buffer.byteLength(r.key, 'utf8'), r.value.length);
+      const end = encodeRecordInto(buf, total, numbered ? offset++ : first + BigInt(i), timestamp, r.key, r.value);
+      const len = end - total;
       if (fill > 0 && fill + len > segmentBytes) {
         (cutBytes ??= []).push(total);
         (cutRecords ??= []).push(i);
         fill = 0;
       }
       fill += len;
-      total += len;
-    }
-    // Pass 2: encode everything into one buffer: one write syscall per segment touched.
-    const buf = Buffer.allocUnsafe(total);
-    let pos = 0;
-    let offset = this.next;
-    for (let i = 0; i < count; i++) {
-      const r = records[i] as OutgoingRecord;
-      pos = encodeRecordInto(buf, pos, offset, timestamp, r.key, r.value);
-      offset++;
+      total = end;
     }
     try {
       let from = 0;

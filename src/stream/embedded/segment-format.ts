@@ -58,17 +58,23 @@ export function validateRecord(key: string, value: Uint8Array): void {
 /**
  * Writes one record at `pos` of `target` (which must have room for
  * `encodedLength(Buffer.byteLength(key), value.length)` bytes) and returns the position after it.
+ * `offset` may be a number when it is a safe integer: a writer counting its records in
+ * numbers makes no bigint per record.
  */
 export function encodeRecordInto(
   target: Buffer,
   pos: number,
-  offset: bigint,
+  offset: bigint | number,
   timestamp: number,
   key: string,
   value: Uint8Array,
 ): number {
   const body = pos + HEADER_BYTES;
-  target.writeBigUInt64BE(offset, body);
+  if (typeof offset === 'bigint') target.writeBigUInt64BE(offset, body);
+  else {
+    target.writeUInt32BE(Math.floor(offset / 4294967296), body);
+    target.writeUInt32BE(offset >>> 0, body + 4);
+  }
   target.writeDoubleBE(timestamp, body + 8);
   // The key length is known only after writing it (no second UTF-8 pass).
   const keyBytes = target.write(key, body + BODY_FIXED_BYTES, 'utf8');

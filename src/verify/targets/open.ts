@@ -1,8 +1,6 @@
 import pg from 'pg';
 import { PrerequisiteError } from '../../core/errors.js';
-import { openMysqlTarget } from './mysql.js';
 import { postgresTarget } from './postgres.js';
-import { openSqliteTarget } from './sqlite.js';
 import type { TargetType, VerifyTarget } from './target.js';
 
 /** The sink types verify can compare against. */
@@ -12,7 +10,10 @@ export function isVerifiable(type: string): type is TargetType {
   return (VERIFIABLE_SINKS as readonly string[]).includes(type);
 }
 
-/** A fresh connection to a `sink.type` / `sink.url` target; close() releases it. */
+/**
+ * A fresh connection to a `sink.type` / `sink.url` target; close() releases it. The mysql and
+ * sqlite targets (and their client libraries) are loaded only when compared against.
+ */
 export async function openVerifyTarget(type: string, url: string): Promise<VerifyTarget> {
   switch (type) {
     case 'postgres': {
@@ -22,9 +23,9 @@ export async function openVerifyTarget(type: string, url: string): Promise<Verif
       return postgresTarget(client, true);
     }
     case 'mysql':
-      return openMysqlTarget(url);
+      return (await import('./mysql.js')).openMysqlTarget(url);
     case 'sqlite':
-      return openSqliteTarget(url);
+      return (await import('./sqlite.js')).openSqliteTarget(url);
     default:
       throw new PrerequisiteError(`verify compares postgres, mysql and sqlite sinks; sink.type is ${type}`, 'verify the target with its own tools');
   }
