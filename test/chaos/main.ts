@@ -1,3 +1,4 @@
+import { realpathSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FAULT_KINDS, runChaos, type ChaosOptions, type FaultKind, type StreamKind } from './chaos.js';
@@ -95,7 +96,8 @@ async function main(): Promise<void> {
   process.exit(result.ok ? 0 : 1);
 }
 
-if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
+// Real paths: run through a symlinked node_modules (a worktree), the two spellings differ.
+if (process.argv[1] && realpathSync(fileURLToPath(import.meta.url)) === realpathSync(path.resolve(process.argv[1]))) {
   main().catch((err: unknown) => {
     process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
     process.exit(2);
