@@ -114,3 +114,24 @@ describe('red team 2: deletes made by the application of a partitioned target (P
     });
   });
 });
+
+describe('red team 2: a composite key whose column order at the target differs from the source’s', () => {
+  // The target's columns are (b, a), the source's key (a, b): the changes' row keys are
+  // ["<a>","<b>"], and a tombstone of the application's must be too, also after a restart.
+  const DDL = `CREATE TABLE ck (b text, a text, v text, PRIMARY KEY (a, b))`;
+  const ck = (lsn: number, s: number, op: ChangeEvent['op'], a: string, b: string, v: string | null, before?: Row): ChangeEvent =>
+    changeAt('a', lsn, EARLY(s), op, 'ck', { a, b }, v === null ? null : { a, b, v }, before);
+
+  it('a row the application deleted after the sink restarted stays deleted when an older write of another side arrives', async () => {
+    await within(DDL, ['ck'], async (t) => {
+      await t.sink.apply([ck(0x100, 1, 'INSERT', 'x', 'y', 'a'), ck(0x110, 1, 'INSERT', 'p', 'q', 'a')], new Map(), 'ga');
+      // The sink restarts (its process does): prepare() looks at the tracked table again.
+      await t.sink.close();
+      t.sink = new PostgresSink({ url: t.url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, conflicts: tracking(), trackedTables: [{ schema: 'public', table: 'ck' }] });
+      await t.sink.prepare();
+      await t.client.query(`DELETE FROM ck WHERE a = 'x'`);
+      await t.sink.apply([ck(0x200, 2, 'UPDATE', 'x', 'y', 'a2', { a: 'x', b: 'y', v: 'a' })], new Map(), 'ga');
+      expect((await t.client.query<{ a: string }>('SELECT a FROM ck ORDER BY a')).rows).toEqual([{ a: 'p' }]);
+    });
+  });
+});

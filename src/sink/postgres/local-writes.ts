@@ -193,16 +193,30 @@ const CANNOT_TRIGGER = new Set(['42501', '42809', '0A000', '42P17']);
  * alone (a restart changes nothing). Returns undefined when done, or the reason and the SQL
  * to run by hand when the sink may not create them (then it works on without them).
  */
-export async function installTriggers(c: pg.ClientBase, table: Omit<TrackedTable, 'partitioned'>): Promise<{ reason: string; sql: string } | undefined> {
+/**
+ * The key columns' order for the triggers: the one given when a batch told it (the source's,
+ * the order of its row keys); else (`keyOrderKnown` false: the target's column order, a guess)
+ * the order the installed triggers have, when they name the same columns: a batch told it
+ * before the sink restarted, and tombstones in another order would match no change's key.
+ */
+function keyOrder(t: Omit<TrackedTable, 'partitioned'> & { keyOrderKnown: boolean }, installedArgs: Buffer | undefined): readonly string[] {
+  if (t.keyOrderKnown || !installedArgs) return t.keyColumns;
+  const args = installedArgs.toString('utf8').split('\u0000');
+  const installed = args.slice(3, 3 + Number(args[2]));
+  const same = installed.length === t.keyColumns.length && installed.every((k) => t.keyColumns.includes(k));
+  return same ? installed : t.keyColumns;
+}
+
+export async function installTriggers(c: pg.ClientBase, table: Omit<TrackedTable, 'partitioned'> & { keyOrderKnown: boolean }): Promise<{ reason: string; sql: string } | undefined> {
   const { rows: kind } = await c.query<{ partitioned: boolean }>(`SELECT relkind = 'p' AS partitioned FROM pg_class WHERE oid = to_regclass($1)`, [table.target.qualified]);
-  const t: TrackedTable = { ...table, partitioned: kind[0]?.partitioned === true };
-  const wanted = triggerStatements(t);
-  const { fn } = localWritesNames(t.stateSchema);
+  const { fn, triggers } = localWritesNames(table.stateSchema);
   const { rows } = await c.query<{ name: string; args: Buffer; same_fn: boolean; row: boolean }>(
     `SELECT tgname AS name, tgargs AS args, tgfoid = to_regprocedure($3) AS same_fn, (tgtype & 1) = 1 AS row FROM pg_trigger
       WHERE tgrelid = to_regclass($1) AND tgname = ANY($2::text[]) AND NOT tgisinternal`,
-    [t.target.qualified, [...wanted.keys()], `${fn}()`],
+    [table.target.qualified, Object.values(triggers), `${fn}()`],
   );
+  const t: TrackedTable = { ...table, keyColumns: keyOrder(table, rows.find((r) => r.name === triggers.delete)?.args), partitioned: kind[0]?.partitioned === true };
+  const wanted = triggerStatements(t);
   const args = expectedArgs(t).join('\u0000');
   // tgargs: each argument followed by a NUL byte. tgtype bit 0: per row (a table that became partitioned, an older version's statement trigger).
   const ok = new Set(rows.filter((r) => r.same_fn && r.args.toString('utf8') === `${args}\u0000` && r.row === wanted.get(r.name)?.row).map((r) => r.name));
