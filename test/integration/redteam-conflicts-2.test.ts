@@ -416,3 +416,27 @@ monitoring: { enabled: true, port: ${ports[from]} }
     );
   }, 240_000);
 });
+
+describe('red team 2: key columns of many types and odd names', () => {
+  it('a row the application deleted stays deleted for an older write of another side, whatever the key’s types (the tombstone’s key is the change’s)', async () => {
+    const DDL = `CREATE TABLE odd ("o" timestamptz, "we""ird key" text, "tb" numeric, f float8, b bytea, u uuid, flag boolean, arr int[], v text,
+                   PRIMARY KEY ("o", "we""ird key", "tb", f, b, u, flag, arr));
+                 SET timezone = 'America/New_York'; SET datestyle = 'SQL, DMY'; SET extra_float_digits = 0; SET bytea_output = 'escape';`;
+    await within(DDL, ['odd'], async (t) => {
+      // The key's values as capture sends them (its output settings: UTC, ISO, extra_float_digits 3, hex).
+      const { rows } = await t.client.query<Row>(`SET timezone = 'UTC'; SET datestyle = 'ISO'; SET extra_float_digits = 3; SET bytea_output = 'hex';
+        SELECT '2026-03-01 12:34:56.789+02'::timestamptz::text AS "o", E'line\\n"quoted" \\\\ é ☃' AS "we""ird key", '1.50'::numeric::text AS "tb",
+               (0.1::float8 + 0.2)::text AS f, '\\xdeadbeef'::bytea::text AS b, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid::text AS u, true::text AS flag, '{1,2,3}'::int[]::text AS arr`).then((r) => (r as unknown as pg.QueryResult[])[4] as pg.QueryResult<Row>);
+      const key = rows[0] as Row;
+      await t.client.query(`RESET ALL`);
+      const at = (lsn: number, s: number, op: ChangeEvent['op'], v: string, before?: Row): ChangeEvent => changeAt('a', lsn, EARLY(s), op, 'odd', key, { ...key, v }, before);
+      await t.sink.apply([at(0x100, 1, 'INSERT', 'a')], new Map(), 'ga');
+      expect((await t.client.query('SELECT v FROM odd')).rows).toEqual([{ v: 'a' }]);
+      // The application's session has other output settings than capture's.
+      await t.client.query(`SET timezone = 'Asia/Tokyo'; SET datestyle = 'German'; SET extra_float_digits = 0; SET bytea_output = 'escape'; DELETE FROM odd`);
+      await t.sink.apply([at(0x200, 2, 'UPDATE', 'a2', { ...key, v: 'a' })], new Map(), 'ga');
+      expect((await t.client.query('SELECT v FROM odd')).rows).toEqual([]);
+      expect(t.warnings).toEqual([]);
+    });
+  });
+});
