@@ -12,7 +12,11 @@ import type { TargetTable } from './table-meta.js';
  *
  * A trigger per tracked table does it, in the application's transaction: AFTER DELETE per
  * statement (its transition table, one insert for all rows), AFTER UPDATE OF the key columns
- * per row when a key changes (the old key is gone, as a delete), AFTER TRUNCATE. The sink's
+ * per row when a key changes (the old key is gone, as a delete), AFTER TRUNCATE. On a
+ * partitioned table the delete trigger is per row: a statement trigger of the partitioned
+ * table does not fire for a DELETE of one of its partitions, nor for an UPDATE that moves a
+ * row to another partition (a DELETE there, which fires row triggers only, not AFTER UPDATE),
+ * while row triggers are cloned to every partition, also those attached later. The sink's
  * own transactions set `syncline.applying` (SET LOCAL), which the triggers' WHEN skips. The
  * function is SECURITY DEFINER (the application's role needs no rights on the state schema)
  * and swallows its own errors with a WARNING: it never fails the application's statement.
@@ -147,23 +151,31 @@ export interface TrackedTable {
   keyColumns: readonly string[];
   /** Delta counter columns the table has. */
   counters: readonly string[];
+  /** A partitioned table (relkind p): its delete trigger is per row, see above. */
+  partitioned: boolean;
 }
 
-/** The CREATE TRIGGER statements of a table, by trigger name. */
-export function triggerStatements(t: TrackedTable): Map<string, string> {
+/** The CREATE TRIGGER statements of a table, by trigger name, and whether each is per row. */
+export function triggerStatements(t: TrackedTable): Map<string, { sql: string; row: boolean }> {
   const { fn, triggers } = localWritesNames(t.stateSchema);
   const args = [t.target.label, t.localSource, String(t.keyColumns.length), ...t.keyColumns, ...t.counters].map(quoteLiteral).join(', ');
   const notApplying = `coalesce(current_setting(${quoteLiteral(APPLYING_SETTING)}, true), '') <> 'on'`;
   const keys = t.keyColumns.map(quoteIdent);
   const table = t.target.qualified;
+  const deletes = t.partitioned
+    ? { sql: `CREATE TRIGGER ${quoteIdent(triggers.delete)} AFTER DELETE ON ${table} FOR EACH ROW WHEN (${notApplying}) EXECUTE FUNCTION ${fn}(${args})`, row: true }
+    : { sql: `CREATE TRIGGER ${quoteIdent(triggers.delete)} AFTER DELETE ON ${table} REFERENCING OLD TABLE AS syncline_deleted FOR EACH STATEMENT WHEN (${notApplying}) EXECUTE FUNCTION ${fn}(${args})`, row: false };
   return new Map([
-    [triggers.delete, `CREATE TRIGGER ${quoteIdent(triggers.delete)} AFTER DELETE ON ${table} REFERENCING OLD TABLE AS syncline_deleted FOR EACH STATEMENT WHEN (${notApplying}) EXECUTE FUNCTION ${fn}(${args})`],
+    [triggers.delete, deletes],
     [
       triggers.keyChange,
-      `CREATE TRIGGER ${quoteIdent(triggers.keyChange)} AFTER UPDATE OF ${keys.join(', ')} ON ${table} FOR EACH ROW
+      {
+        sql: `CREATE TRIGGER ${quoteIdent(triggers.keyChange)} AFTER UPDATE OF ${keys.join(', ')} ON ${table} FOR EACH ROW
          WHEN (ROW(${keys.map((k) => `OLD.${k}`).join(', ')}) IS DISTINCT FROM ROW(${keys.map((k) => `NEW.${k}`).join(', ')}) AND ${notApplying}) EXECUTE FUNCTION ${fn}(${args})`,
+        row: true,
+      },
     ],
-    [triggers.truncate, `CREATE TRIGGER ${quoteIdent(triggers.truncate)} AFTER TRUNCATE ON ${table} FOR EACH STATEMENT WHEN (${notApplying}) EXECUTE FUNCTION ${fn}(${args})`],
+    [triggers.truncate, { sql: `CREATE TRIGGER ${quoteIdent(triggers.truncate)} AFTER TRUNCATE ON ${table} FOR EACH STATEMENT WHEN (${notApplying}) EXECUTE FUNCTION ${fn}(${args})`, row: false }],
   ]);
 }
 
@@ -181,20 +193,36 @@ const CANNOT_TRIGGER = new Set(['42501', '42809', '0A000', '42P17']);
  * alone (a restart changes nothing). Returns undefined when done, or the reason and the SQL
  * to run by hand when the sink may not create them (then it works on without them).
  */
-export async function installTriggers(c: pg.ClientBase, t: TrackedTable): Promise<{ reason: string; sql: string } | undefined> {
-  const wanted = triggerStatements(t);
-  const { fn } = localWritesNames(t.stateSchema);
-  const { rows } = await c.query<{ name: string; args: Buffer; same_fn: boolean }>(
-    `SELECT tgname AS name, tgargs AS args, tgfoid = to_regprocedure($3) AS same_fn FROM pg_trigger
+/**
+ * The key columns' order for the triggers: the one given when a batch told it (the source's,
+ * the order of its row keys); else (`keyOrderKnown` false: the target's column order, a guess)
+ * the order the installed triggers have, when they name the same columns: a batch told it
+ * before the sink restarted, and tombstones in another order would match no change's key.
+ */
+function keyOrder(t: Omit<TrackedTable, 'partitioned'> & { keyOrderKnown: boolean }, installedArgs: Buffer | undefined): readonly string[] {
+  if (t.keyOrderKnown || !installedArgs) return t.keyColumns;
+  const args = installedArgs.toString('utf8').split('\u0000');
+  const installed = args.slice(3, 3 + Number(args[2]));
+  const same = installed.length === t.keyColumns.length && installed.every((k) => t.keyColumns.includes(k));
+  return same ? installed : t.keyColumns;
+}
+
+export async function installTriggers(c: pg.ClientBase, table: Omit<TrackedTable, 'partitioned'> & { keyOrderKnown: boolean }): Promise<{ reason: string; sql: string } | undefined> {
+  const { rows: kind } = await c.query<{ partitioned: boolean }>(`SELECT relkind = 'p' AS partitioned FROM pg_class WHERE oid = to_regclass($1)`, [table.target.qualified]);
+  const { fn, triggers } = localWritesNames(table.stateSchema);
+  const { rows } = await c.query<{ name: string; args: Buffer; same_fn: boolean; row: boolean }>(
+    `SELECT tgname AS name, tgargs AS args, tgfoid = to_regprocedure($3) AS same_fn, (tgtype & 1) = 1 AS row FROM pg_trigger
       WHERE tgrelid = to_regclass($1) AND tgname = ANY($2::text[]) AND NOT tgisinternal`,
-    [t.target.qualified, [...wanted.keys()], `${fn}()`],
+    [table.target.qualified, Object.values(triggers), `${fn}()`],
   );
+  const t: TrackedTable = { ...table, keyColumns: keyOrder(table, rows.find((r) => r.name === triggers.delete)?.args), partitioned: kind[0]?.partitioned === true };
+  const wanted = triggerStatements(t);
   const args = expectedArgs(t).join('\u0000');
-  // tgargs: each argument followed by a NUL byte.
-  const ok = new Set(rows.filter((r) => r.same_fn && r.args.toString('utf8') === `${args}\u0000`).map((r) => r.name));
+  // tgargs: each argument followed by a NUL byte. tgtype bit 0: per row (a table that became partitioned, an older version's statement trigger).
+  const ok = new Set(rows.filter((r) => r.same_fn && r.args.toString('utf8') === `${args}\u0000` && r.row === wanted.get(r.name)?.row).map((r) => r.name));
   const missing = [...wanted].filter(([name]) => !ok.has(name));
   if (missing.length === 0) return undefined;
-  const statements = missing.flatMap(([name, create]) => [`DROP TRIGGER IF EXISTS ${quoteIdent(name)} ON ${t.target.qualified}`, create]);
+  const statements = missing.flatMap(([name, create]) => [`DROP TRIGGER IF EXISTS ${quoteIdent(name)} ON ${t.target.qualified}`, create.sql]);
   try {
     await serializedDdl(c, STATE_DDL_LOCK, async () => {
       // CREATE TRIGGER waits for the table's open transactions and queues the application's

@@ -176,9 +176,10 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     const cf = this.options.conflicts;
     if (!cf || target.primaryKey.length === 0) return;
     // The row key's order (the source's); the target's own when the batch does not tell it.
-    const keys = keyColumns && [...keyColumns].sort().join('\u0000') === [...target.primaryKey].sort().join('\u0000') ? keyColumns : target.primaryKey;
+    const told = keyColumns !== undefined && [...keyColumns].sort().join('\u0000') === [...target.primaryKey].sort().join('\u0000');
+    const keys = told ? keyColumns : target.primaryKey;
     const counters = (cf.deltaColumns.get(target.label) ?? []).filter((col) => target.columns.has(col));
-    const refused = await installTriggers(c, { target, stateSchema: this.options.stateSchema, localSource: cf.localSource, keyColumns: keys, counters });
+    const refused = await installTriggers(c, { target, stateSchema: this.options.stateSchema, localSource: cf.localSource, keyColumns: keys, keyOrderKnown: told, counters });
     if (refused && !this.refusedTriggers.has(target.label)) {
       this.refusedTriggers.add(target.label);
       this.warn(`conflict tracking: the sink may not create the triggers that record deletes made at the target in ${target.label}; without them a late write of another side can bring back a row deleted here`, {
