@@ -21,7 +21,7 @@ import { copyFrom, copyTextChunks } from './copy-in.js';
 import { CopyStages } from './copy-stage.js';
 import { classifyPgError, isStructuralPgError } from './postgres-errors.js';
 import { auditStale, staleAuditDdl } from './stale-audit.js';
-import { castText, keyMatch, loadTargetTable, storedText, type TargetColumn, type TargetTable } from './table-meta.js';
+import { castText, fromStage, keyMatch, loadTargetTable, storedText, type TargetColumn, type TargetTable } from './table-meta.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../../postgres/serialized-ddl.js';
 
 export interface PostgresSinkOptions {
@@ -394,7 +394,8 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   private insertParts(target: TargetTable, columns: string[], stage?: string, numbered = false) {
     const n = columns.length;
     const soft = this.options.deleteMode === 'soft';
-    const cast = (col: string, i: number): string => castText(target.columns.get(col) as TargetColumn, `i.c${i}`);
+    // Staged values already have the column's type (see copy-stage.ts).
+    const cast = (col: string, i: number): string => (stage ? fromStage : castText)(target.columns.get(col) as TargetColumn, `i.c${i}`);
     const tracked = this.options.conflicts !== undefined;
     const insertCols = [...columns.map(quoteIdent), V_LSN, V_SEQ, ...(soft ? [quoteIdent(DELETED_AT_COLUMN)] : []), ...(tracked ? [W_SOURCE, W_CLOCK, W_XID] : [])];
     const selectExprs = [...columns.map(cast), 'i.v_lsn::pg_lsn', 'i.v_seq', ...(soft ? ['NULL'] : []), ...(tracked ? ['i.w_source', 'i.w_clock::timestamptz', CURRENT_XID] : [])];
@@ -641,6 +642,7 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   /** Cached statements cast to the columns' types: a widened column needs them made again. */
   invalidate(): void {
     this.sqlCache.clear();
+    this.stages.clear();
   }
 
   readonly transactionalDdl = true;
