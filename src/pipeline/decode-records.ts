@@ -2,6 +2,7 @@ import type { ChangeEvent } from '../core/change.js';
 import { isRetriable } from '../core/errors.js';
 import { STOPPED } from '../core/retry.js';
 import { decodeChange } from '../schema/decode-change.js';
+import { ChangeScanner } from '../schema/scan-change.js';
 import type { StreamRecord } from '../stream/stream.js';
 import type { ApplyContext } from './apply-context.js';
 
@@ -12,11 +13,15 @@ export type RecordDecoder = (value: Buffer) => Promise<ChangeEvent>;
  * The change of each record, or why it has none (a permanent failure: the record is
  * dead-lettered, e.g. SCHEMA_UNKNOWN). A retriable failure (the registry unreachable) retries
  * the whole batch, so nothing is dead-lettered for an outage. Without `options.decode`
- * (`format: json`) records are parsed synchronously, as JSON.
+ * (`format: json`) records are parsed synchronously, as JSON (scanned, payloads left as text,
+ * for a sink with `lazyPayloads`).
  */
 export async function decodeRecords(ctx: ApplyContext, records: readonly StreamRecord[], signal: AbortSignal): Promise<(ChangeEvent | Error)[] | typeof STOPPED> {
   const decode = ctx.options.decode;
-  if (!decode) return records.map((r) => decodeOrError(r.value));
+  if (!decode) {
+    const scanner = ctx.sink.lazyPayloads === true ? new ChangeScanner() : undefined;
+    return records.map((r) => decodeOrError(r.value, scanner));
+  }
   return ctx.withRetry(
     () =>
       Promise.all(
@@ -32,9 +37,9 @@ export async function decodeRecords(ctx: ApplyContext, records: readonly StreamR
   );
 }
 
-function decodeOrError(value: Buffer): ChangeEvent | Error {
+function decodeOrError(value: Buffer, scanner: ChangeScanner | undefined): ChangeEvent | Error {
   try {
-    return decodeChange(value);
+    return decodeChange(value, scanner);
   } catch (err) {
     return err instanceof Error ? err : new Error(String(err));
   }

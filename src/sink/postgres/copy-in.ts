@@ -25,7 +25,7 @@ const ESCAPES = /[\\\t\n\r]/g;
 const ESCAPED: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };
 
 /** One field in COPY text format. */
-function field(value: string | number | null | undefined): string {
+export function copyField(value: string | number | null | undefined): string {
   if (value === null || value === undefined) return '\\N';
   if (typeof value === 'number') return String(value);
   return NEEDS_ESCAPE.test(value) ? value.replace(ESCAPES, (ch) => ESCAPED[ch] as string) : value;
@@ -36,18 +36,35 @@ function field(value: string | number | null | undefined): string {
  * j), as CopyData-sized buffers.
  */
 export function copyTextChunks(columns: readonly (readonly (string | number | null | undefined)[])[], rowCount: number): Buffer[] {
-  const chunks: Buffer[] = [];
+  const out = new CopyText();
   const last = columns.length - 1;
-  let text = '';
   for (let i = 0; i < rowCount; i++) {
-    for (let j = 0; j <= last; j++) text += field((columns[j] as readonly (string | number | null | undefined)[])[i]) + (j === last ? '\n' : '\t');
-    if (text.length >= CHUNK_CHARS) {
-      chunks.push(Buffer.from(text, 'utf8'));
-      text = '';
+    let line = '';
+    for (let j = 0; j <= last; j++) line += copyField((columns[j] as readonly (string | number | null | undefined)[])[i]) + (j === last ? '' : '\t');
+    out.row(line);
+  }
+  return out.chunks();
+}
+
+/** COPY text format built row by row, cut into CopyData-sized buffers on row boundaries. */
+export class CopyText {
+  private readonly done: Buffer[] = [];
+  private text = '';
+
+  /** Appends a row: its fields in COPY text format, joined by tabs. */
+  row(line: string): void {
+    this.text += `${line}\n`;
+    if (this.text.length >= CHUNK_CHARS) {
+      this.done.push(Buffer.from(this.text, 'utf8'));
+      this.text = '';
     }
   }
-  if (text.length > 0) chunks.push(Buffer.from(text, 'utf8'));
-  return chunks;
+
+  chunks(): Buffer[] {
+    if (this.text.length > 0) this.done.push(Buffer.from(this.text, 'utf8'));
+    this.text = '';
+    return this.done;
+  }
 }
 
 /**
