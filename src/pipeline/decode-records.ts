@@ -10,17 +10,30 @@ import type { ApplyContext } from './apply-context.js';
 export type RecordDecoder = (value: Buffer) => Promise<ChangeEvent>;
 
 /**
+ * Records decoded between two turns of the event loop. Apply decodes the next batch while the
+ * current one is written: decoding a whole batch at once (tens of milliseconds) held up every
+ * sink round trip of the current one (BEGIN, COPY, merge, COMMIT) until it was done, so the
+ * two ran one after the other instead of side by side.
+ */
+const DECODE_SLICE = 200;
+
+/**
  * The change of each record, or why it has none (a permanent failure: the record is
  * dead-lettered, e.g. SCHEMA_UNKNOWN). A retriable failure (the registry unreachable) retries
  * the whole batch, so nothing is dead-lettered for an outage. Without `options.decode`
- * (`format: json`) records are parsed synchronously, as JSON (scanned, payloads left as text,
- * for a sink with `lazyPayloads`).
+ * (`format: json`) records are parsed as JSON (scanned, payloads left as text, for a sink
+ * with `lazyPayloads`), a slice at a time (see DECODE_SLICE).
  */
 export async function decodeRecords(ctx: ApplyContext, records: readonly StreamRecord[], signal: AbortSignal): Promise<(ChangeEvent | Error)[] | typeof STOPPED> {
   const decode = ctx.options.decode;
   if (!decode) {
     const scanner = ctx.sink.lazyPayloads === true ? new ChangeScanner() : undefined;
-    return records.map((r) => decodeOrError(r.value, scanner));
+    const out: (ChangeEvent | Error)[] = [];
+    for (const [i, r] of records.entries()) {
+      if (i > 0 && i % DECODE_SLICE === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      out.push(decodeOrError(r.value, scanner));
+    }
+    return out;
   }
   return ctx.withRetry(
     () =>
