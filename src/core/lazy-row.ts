@@ -4,7 +4,7 @@ import type { Row } from './change.js';
  * A row image whose values are parsed from its JSON text on first use, for apply's hot path:
  * parsing every payload into an object was the largest single cost of apply (JSON.parse, a
  * third of its CPU), while the postgres sink only copies the values on as COPY text. A lazy
- * row carries its columns and that text (see `copyLineOf`) and parses itself only when
+ * row keeps its JSON text (see `lazyJsonOf`) and its columns, and parses itself only when
  * something reads it as an object.
  *
  * It is a Proxy over an initially empty object that the parsed row is copied into on first
@@ -13,9 +13,6 @@ import type { Row } from './change.js';
  * only for a sink that asks for them (Sink.lazyPayloads) and reads them through the helpers
  * below.
  */
-
-/** The values of a row as one line of PostgreSQL COPY text format, without the newline. */
-export type CopyLine = string;
 
 /** The column names of a row in order, shared by every lazy row of that shape. */
 export interface RowShape {
@@ -109,37 +106,15 @@ function handlerOf(row: Row): LazyRowHandler | undefined {
 }
 
 /**
- * The row's values as a COPY text line in its columns' order, if it is a lazy row nothing has
- * written to. Made from its JSON text when asked (kept, the lines of a whole batch would be
- * long-lived garbage).
+ * The JSON text of a lazy row nothing has written to (see `lazyRow` for its grammar: no
+ * whitespace, no escapes, string or null values), undefined for any other row.
  */
-export function copyLineOf(row: Row): CopyLine | undefined {
+export function lazyJsonOf(row: Row): string | undefined {
   const h = handlerOf(row);
-  return h && !h.modified ? lineOf(h.json) : undefined;
+  return h && !h.modified ? h.json : undefined;
 }
 
 const QUOTE = 0x22;
-
-/** `{"a":"x","b":null}` → `x\t\N` (the grammar of lazyRow's `json`). */
-function lineOf(json: string): CopyLine {
-  let line = '';
-  const end = json.length - 1;
-  // At each member's opening quote.
-  for (let p = 1; p < end; p++) {
-    p = json.indexOf('"', p + 1) + 2;
-    let value: string;
-    if (json.charCodeAt(p) === QUOTE) {
-      const close = json.indexOf('"', p + 1);
-      value = json.slice(p + 1, close);
-      p = close + 1;
-    } else {
-      value = '\\N';
-      p += 4;
-    }
-    line = p === end ? line + value : `${line + value}\t`;
-  }
-  return line;
-}
 
 /** The values of a lazy row nothing has written to, in its columns' order, without parsing the row as an object. */
 export function lazyValuesOf(row: Row): (string | null)[] | undefined {

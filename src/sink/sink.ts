@@ -34,7 +34,7 @@ export interface Sink {
    */
   readonly applyLanes?: number;
   /**
-   * True when the sink reads payloads through `columnsOf` and `copyLineOf` (core/lazy-row.ts)
+   * True when the sink reads payloads through `columnsOf` and `lazyJsonOf` (core/lazy-row.ts)
    * on its hot path: apply then hands it change events as capture wrote them with their
    * payloads still text (lazy rows), parsed only if something reads them. Absent: plain rows.
    */

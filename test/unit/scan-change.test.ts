@@ -6,11 +6,22 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { ChangeEvent, Row } from '../../src/core/change.js';
-import { columnsOf, copyLineOf, lazyValuesOf, shapeKeyOf } from '../../src/core/lazy-row.js';
+import { columnsOf, lazyJsonOf, lazyValuesOf, shapeKeyOf } from '../../src/core/lazy-row.js';
 import { ChangeJsonWriter } from '../../src/pipeline/change-json.js';
 import { decodeChange } from '../../src/schema/decode-change.js';
 import { ChangeScanner } from '../../src/schema/scan-change.js';
-import { copyField } from '../../src/sink/postgres/copy-in.js';
+import { copyField, CopyText } from '../../src/sink/postgres/copy-in.js';
+
+/** A lazy row's values as the postgres sink stages them (COPY text), or undefined for another row. */
+function copyLineOf(row: Row): string | undefined {
+  const json = lazyJsonOf(row);
+  if (json === undefined) return undefined;
+  const out = new CopyText();
+  out.jsonValues(json);
+  out.text('\n');
+  out.endRow();
+  return Buffer.concat(out.chunks()).toString('utf8').slice(0, -1);
+}
 
 function event(over: Partial<ChangeEvent> = {}): ChangeEvent {
   return {

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { rowKeyOf, type ChangeEvent, type Row } from '../../core/change.js';
-import { copyLineOf, lazyValuesOf } from '../../core/lazy-row.js';
+import { lazyJsonOf, lazyValuesOf } from '../../core/lazy-row.js';
 import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import { formatLsn, parseLsn, versionOf } from '../../core/lsn.js';
 import { quoteIdent, quoteQualified } from '../../core/sql.js';
@@ -721,8 +721,11 @@ function stagedRows(columns: readonly string[], rows: readonly ChangeEvent[]): B
   const out = new CopyText();
   for (const r of rows) {
     const payload = r.payload as Row;
-    const line = copyLineOf(payload) ?? columns.map((col) => copyField(payload[col])).join('\t');
-    out.row(`${line}\t${copyField(rowKeyOf(r))}\t${copyField(r.commit_lsn)}\t${r.seq}`);
+    const json = lazyJsonOf(payload);
+    if (json !== undefined) out.jsonValues(json);
+    else out.text(columns.map((col) => copyField(payload[col])).join('\t'));
+    out.text(`\t${copyField(rowKeyOf(r))}\t${copyField(r.commit_lsn)}\t${r.seq}\n`);
+    out.endRow();
   }
   return out.chunks();
 }
