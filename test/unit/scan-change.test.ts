@@ -131,6 +131,32 @@ describe('ChangeScanner', () => {
     expect(accepted).toBeGreaterThan(100);
   });
 
+  it('agrees with JSON.parse on runs of rows of one shape (property)', () => {
+    const value = fc.oneof(fc.constant(null), fc.string({ maxLength: 8 }), fc.string({ unit: 'binary', maxLength: 8 }), fc.constantFrom('null', '"', '\\', '}', '},"_version":"1"'));
+    const name = fc.oneof(fc.string({ maxLength: 5 }), fc.constantFrom('a.b', '(x)', '[^"]*', '\\d', '$&', 'é😀'));
+    let accepted = 0;
+    fc.assert(
+      fc.property(fc.uniqueArray(name, { maxLength: 5 }), fc.array(fc.array(value, { minLength: 5, maxLength: 5 }), { minLength: 1, maxLength: 6 }), (names, rows) => {
+        const scanner = new ChangeScanner();
+        for (const values of rows) {
+          const payload: Row = {};
+          names.forEach((n, i) => {
+            payload[n] = values[i] ?? null;
+          });
+          const text = textOf(event({ payload }));
+          const scanned = scanner.scan(text);
+          if (scanned === undefined) continue;
+          accepted++;
+          const plain = JSON.parse(text).payload as Row;
+          expect(copyLineOf(scanned.payload as Row)).toBe(Object.values(plain).map(copyField).join('\t'));
+          expectSame(scanned, text);
+        }
+      }),
+      { numRuns: 300 },
+    );
+    expect(accepted).toBeGreaterThan(100);
+  });
+
   it('decodeChange with a scanner decodes and validates as without one', () => {
     const scanner = new ChangeScanner();
     for (const e of [event(), event({ op: 'DELETE', payload: null }), event({ payload: { id: '1', t: 'a\\b' } })]) {
