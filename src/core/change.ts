@@ -80,6 +80,24 @@ export function tableLabelOf(change: Pick<ChangeEvent, 'schema' | 'table'>): str
 let lastLabel = { schema: '', table: '', text: '.' };
 
 /**
+ * tableLabelOf for one pass over a batch: the label of the previous change again while the
+ * table stays the same (a batch holds runs of one table), instead of a new string per change.
+ */
+export function tableLabeler(): (change: Pick<ChangeEvent, 'schema' | 'table'>) => string {
+  let schema: string | undefined;
+  let table: string | undefined;
+  let label = '';
+  return (change) => {
+    if (change.schema !== schema || change.table !== table) {
+      schema = change.schema;
+      table = change.table;
+      label = tableLabelOf(change);
+    }
+    return label;
+  };
+}
+
+/**
  * The canonical identity of a row within its table: JSON of the key values in the key's
  * (the table's column) order. Persisted (tombstones, dead-letter rows), so it must never
  * change form. A keyless table's rows, and a TRUNCATE, have no identity: `[]`.

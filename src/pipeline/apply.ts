@@ -211,7 +211,8 @@ export class Apply {
     const positions = storePositions ?? new Map<number, bigint>();
     const fresh = decoded && !decoded.includes(undefined) ? undefined : await decodeRecords(this.ctx, records, signal);
     if (fresh === STOPPED) return;
-    for (const [i, record] of records.entries()) {
+    for (let i = 0; i < records.length; i++) {
+      const record = records[i] as StreamRecord;
       if (!storePositions) {
         const next = record.offset + 1n;
         if ((positions.get(record.partition) ?? -1n) < next) positions.set(record.partition, next);

@@ -1,16 +1,28 @@
 import type { ChangeEvent } from '../core/change.js';
 import { SynclineError } from '../core/errors.js';
+import type { ChangeScanner } from './scan-change.js';
 
 const OPS = new Set(['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'READ']);
 
-/** Parses a stream record into a change event, rejecting anything that is not one. */
-export function decodeChange(value: Buffer): ChangeEvent {
+/**
+ * Parses a stream record into a change event, rejecting anything that is not one. With
+ * `scanner`, an event as capture writes it is scanned instead, its payload left as text
+ * until used (a lazy row, see core/lazy-row.ts); any other text is parsed as JSON.
+ */
+export function decodeChange(value: Buffer, scanner?: ChangeScanner): ChangeEvent {
+  const text = value.toString('utf8');
+  const scanned = scanner?.scan(text);
+  if (scanned) return validated(scanned);
   let e: unknown;
   try {
-    e = JSON.parse(value.toString('utf8'));
+    e = JSON.parse(text);
   } catch (err) {
     throw new SynclineError('EVENT_MALFORMED', `stream record is not JSON: ${(err as Error).message}`, { retriable: false });
   }
+  return validated(e);
+}
+
+function validated(e: unknown): ChangeEvent {
   const c = e as Partial<ChangeEvent> | null;
   const problems: string[] = [];
   if (!c || typeof c !== 'object') problems.push('not an object');

@@ -1,4 +1,4 @@
-import { isKeyless, rowKeyOf, tableLabelOf, type ChangeEvent } from '../core/change.js';
+import { isKeyless, rowKeyOf, tableLabeler, type ChangeEvent } from '../core/change.js';
 
 export interface TableBatch {
   schema: string;
@@ -30,8 +30,9 @@ export interface TableBatch {
 export function collapseBatch(changes: readonly ChangeEvent[], keepRuns = false): { tables: TableBatch[]; superseded: number } {
   const tables = new Map<string, { batch: TableBatch; byKey: Map<string, ChangeEvent> }>();
   let superseded = 0;
+  const labelOf = tableLabeler();
   for (const c of changes) {
-    const tableKey = tableLabelOf(c);
+    const tableKey = labelOf(c);
     let t = tables.get(tableKey);
     if (!t) {
       t = { batch: { schema: c.schema, table: c.table, rows: [], multiset: [], truncate: undefined, snapshotReset: false }, byKey: new Map() };

@@ -33,6 +33,12 @@ export interface Sink {
    * they stay in order in one lane. Absent: 1.
    */
   readonly applyLanes?: number;
+  /**
+   * True when the sink reads payloads through `columnsOf` and `lazyJsonOf` (core/lazy-row.ts)
+   * on its hot path: apply then hands it change events as capture wrote them with their
+   * payloads still text (lazy rows), parsed only if something reads them. Absent: plain rows.
+   */
+  readonly lazyPayloads?: boolean;
   /** Creates the sink's own bookkeeping (positions, tombstones) if missing. */
   prepare(): Promise<void>;
   /**

@@ -33,6 +33,8 @@ export class TransformingSink implements Sink {
    * different stream partitions to one target row, which lanes would write concurrently).
    */
   readonly applyLanes: number;
+  /** The inner sink's without transforms (they read and rebuild payloads). */
+  readonly lazyPayloads: boolean;
 
   constructor(
     private readonly inner: Sink,
@@ -41,6 +43,7 @@ export class TransformingSink implements Sink {
   ) {
     this.storesPositions = inner.storesPositions;
     this.applyLanes = transforms.length === 0 ? (inner.applyLanes ?? 1) : 1;
+    this.lazyPayloads = transforms.length === 0 && inner.lazyPayloads === true;
   }
 
   prepare(): Promise<void> {

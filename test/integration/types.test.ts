@@ -315,8 +315,9 @@ for (const [label, startServer] of [
       if (dir) await rm(dir, { recursive: true, force: true });
     });
 
-    for (const hostile of [false, true]) {
-      const scenario = hostile ? 'different DateStyle/IntervalStyle/extra_float_digits/TimeZone/xmloption defaults at source and target' : 'the server defaults';
+    // copy_threshold 1: every upsert goes through COPY into a typed staging table (copy-stage.ts).
+    for (const [hostile, copyThreshold] of [[false, 0], [true, 0], [true, 1]] as const) {
+      const scenario = (hostile ? 'different DateStyle/IntervalStyle/extra_float_digits/TimeZone/xmloption defaults at source and target' : 'the server defaults') + (copyThreshold > 0 ? ', staged by COPY' : '');
       it(`inserts, updates and deletes of every type arrive byte for byte, with ${scenario}`, async () => {
         const sourceUrl = await freshDatabase(server, 'syncline_types_src');
         const targetUrl = await freshDatabase(server, 'syncline_types_dst');
@@ -349,9 +350,9 @@ for (const [label, startServer] of [
             `source:
   url: ${sourceUrl}
   slots: [{ name: ${SLOT}, publication: syncline_types_pub, tables: [all_types] }]
-stream: { broker: embedded, path: ${path.join(dir, hostile ? 'stream-hostile' : 'stream')}, partitions: 3 }
+stream: { broker: embedded, path: ${path.join(dir, `stream-${String(hostile)}-${copyThreshold}`)}, partitions: 3 }
 consumer: { group_id: types, retry: { max_attempts: 2, backoff_base_ms: 20, backoff_max_ms: 100 } }
-sink: { url: ${targetUrl} }
+sink: { url: ${targetUrl}, copy_threshold: ${copyThreshold} }
 dead_letter: { enabled: false }
 monitoring: { enabled: false }
 `,

@@ -18,14 +18,14 @@ interface CopyConnection {
   endCopyFrom(): void;
 }
 
-/** CopyData messages are cut at about this many characters. */
-const CHUNK_CHARS = 1 << 16;
+/** CopyData messages are cut at about this many bytes. */
+const CHUNK_BYTES = 1 << 16;
 const NEEDS_ESCAPE = /[\\\t\n\r]/;
 const ESCAPES = /[\\\t\n\r]/g;
 const ESCAPED: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };
 
 /** One field in COPY text format. */
-function field(value: string | number | null | undefined): string {
+export function copyField(value: string | number | null | undefined): string {
   if (value === null || value === undefined) return '\\N';
   if (typeof value === 'number') return String(value);
   return NEEDS_ESCAPE.test(value) ? value.replace(ESCAPES, (ch) => ESCAPED[ch] as string) : value;
@@ -36,18 +36,99 @@ function field(value: string | number | null | undefined): string {
  * j), as CopyData-sized buffers.
  */
 export function copyTextChunks(columns: readonly (readonly (string | number | null | undefined)[])[], rowCount: number): Buffer[] {
-  const chunks: Buffer[] = [];
+  const out = new CopyText();
   const last = columns.length - 1;
-  let text = '';
   for (let i = 0; i < rowCount; i++) {
-    for (let j = 0; j <= last; j++) text += field((columns[j] as readonly (string | number | null | undefined)[])[i]) + (j === last ? '\n' : '\t');
-    if (text.length >= CHUNK_CHARS) {
-      chunks.push(Buffer.from(text, 'utf8'));
-      text = '';
-    }
+    let line = '';
+    for (let j = 0; j <= last; j++) line += copyField((columns[j] as readonly (string | number | null | undefined)[])[i]) + (j === last ? '' : '\t');
+    out.row(line);
   }
-  if (text.length > 0) chunks.push(Buffer.from(text, 'utf8'));
-  return chunks;
+  return out.chunks();
+}
+
+/**
+ * COPY text format written row by row straight into CopyData-sized buffers, cut on row
+ * boundaries (building it as one string first allocated each byte three times over: a
+ * batch's rows as parts, the joined text, its UTF-8 copy).
+ */
+export class CopyText {
+  private readonly done: Buffer[] = [];
+  private buf = Buffer.allocUnsafe(CHUNK_BYTES);
+  private pos = 0;
+  private rowStart = 0;
+
+  /** Appends a row: its fields in COPY text format, joined by tabs. */
+  row(line: string): void {
+    this.text(line);
+    this.text('\n');
+    this.endRow();
+  }
+
+  /** Appends text that is COPY text format already (fields, tabs) to the current row. */
+  text(s: string): void {
+    // A UTF-16 code unit takes at most 3 UTF-8 bytes.
+    this.ensure(s.length * 3);
+    this.pos += this.buf.write(s, this.pos, 'utf8');
+  }
+
+  /**
+   * Appends the values of `json`, a JSON object of string or null values without whitespace
+   * or escapes (a lazy row's text, see core/lazy-row.ts), as COPY fields joined by tabs:
+   * written as it is, then compacted in place (names, quotes and separators out, null as \N),
+   * so the values are never JS strings. Without escapes no value needs escaping in COPY.
+   */
+  jsonValues(json: string): void {
+    this.ensure(json.length * 3);
+    const b = this.buf;
+    const start = this.pos;
+    const end = start + b.write(json, start, 'utf8');
+    // `r` reads, `w` writes (never ahead of `r`): at each member's opening quote.
+    let w = start;
+    let first = true;
+    for (let r = start + 1; r < end - 1; r++) {
+      for (r++; b[r] !== 0x22; r++); // the name
+      r += 2; // its closing quote and the colon
+      if (first) first = false;
+      else b[w++] = 0x09;
+      if (b[r] === 0x22) {
+        for (r++; b[r] !== 0x22; r++) b[w++] = b[r] as number;
+        r++;
+      } else {
+        b[w++] = 0x5c; // null: \N
+        b[w++] = 0x4e;
+        r += 4;
+      }
+    }
+    this.pos = w;
+  }
+
+  /** Ends the current row (its text, newline included, was appended). */
+  endRow(): void {
+    if (this.pos >= CHUNK_BYTES) {
+      this.done.push(this.buf.subarray(0, this.pos));
+      this.buf = Buffer.allocUnsafe(CHUNK_BYTES);
+      this.pos = this.rowStart = 0;
+    } else this.rowStart = this.pos;
+  }
+
+  chunks(): Buffer[] {
+    if (this.pos > 0) this.done.push(this.buf.subarray(0, this.pos));
+    this.pos = this.rowStart = 0;
+    this.buf = Buffer.allocUnsafe(CHUNK_BYTES);
+    return this.done;
+  }
+
+  /** Room for `n` more bytes; a row that outgrows the buffer moves to a larger one. */
+  private ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    const row = this.buf.subarray(this.rowStart, this.pos);
+    if (this.rowStart > 0) this.done.push(this.buf.subarray(0, this.rowStart));
+    const next = Buffer.allocUnsafe(Math.max(CHUNK_BYTES, row.length + n));
+    row.copy(next, 0);
+    this.buf = next;
+    this.pos = row.length;
+    this.rowStart = 0;
+  }
 }
 
 /**

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { rowKeyOf, type ChangeEvent, type Row } from '../../core/change.js';
+import { lazyJsonOf, lazyValuesOf } from '../../core/lazy-row.js';
 import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import { formatLsn, parseLsn, versionOf } from '../../core/lsn.js';
 import { quoteIdent, quoteQualified, type TableName } from '../../core/sql.js';
@@ -17,11 +18,11 @@ import type { ConflictRecord, Deletion, MultisetVersions, SqlDialect, StoredRow,
 import { SqlSink, type ConflictOptions } from '../sql/sql-sink.js';
 import type { RecordedColumn, SchemaStep, TargetColumnShape } from '../../core/schema-evolution.js';
 import type { SchemaEvolution } from '../sql/schema-evolver.js';
-import { copyFrom, copyTextChunks } from './copy-in.js';
+import { copyField, copyFrom, CopyText } from './copy-in.js';
 import { CopyStages } from './copy-stage.js';
 import { classifyPgError, isStructuralPgError } from './postgres-errors.js';
 import { auditStale, staleAuditDdl } from './stale-audit.js';
-import { castText, keyMatch, loadTargetTable, storedText, type TargetColumn, type TargetTable } from './table-meta.js';
+import { castText, fromStage, keyMatch, loadTargetTable, storedText, type TargetColumn, type TargetTable } from './table-meta.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../../postgres/serialized-ddl.js';
 import { createLocalWritesFunction, installTriggers, localClock, MARK_APPLYING } from './local-writes.js';
 
@@ -90,11 +91,14 @@ const CURRENT_XID = `(pg_current_xact_id()::text::bigint % 4294967296)`;
  */
 export class PostgresSink extends SqlSink<pg.PoolClient, TargetTable> {
   readonly applyLanes: number;
+  /** Upserts pass lazy rows on as their text (stagedRows, payloadColumns); conflict tracking reads every row. */
+  readonly lazyPayloads: boolean;
 
   constructor(options: PostgresSinkOptions) {
     const lanes = options.origin !== undefined || options.conflicts ? 1 : Math.max(1, options.applyLanes ?? 1);
     super(new PostgresDialect(options, lanes), options.conflicts, options.evolution);
     this.applyLanes = lanes;
+    this.lazyPayloads = !options.conflicts;
   }
 }
 
@@ -369,19 +373,19 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   }
 
   async upsert(c: pg.PoolClient, target: TargetTable, columns: string[], keyColumns: string[], rows: ChangeEvent[]): Promise<number> {
-    const values: (string | number | null)[][] = columns.map((col) => rows.map((r) => (r.payload as Row)[col] ?? null));
-    values.push(rows.map((r) => rowKeyOf(r)));
-    values.push(rows.map((r) => r.commit_lsn));
-    values.push(rows.map((r) => r.seq));
-    if (this.options.conflicts) values.push(rows.map((r) => r.source), rows.map((r) => r.commit_ts));
     const threshold = this.options.copyThreshold ?? 0;
     let res: pg.QueryResult<{ k: string }>;
     // Conflict tracking writes through `unnest` (the staging table has no writer columns).
     if (threshold > 0 && rows.length >= threshold && !this.options.conflicts) {
       const stage = this.stages.of(target, columns);
-      await copyFrom(c, `${stage.create}; COPY ${stage.name} FROM STDIN`, copyTextChunks(values, rows.length));
+      await copyFrom(c, `${stage.create}; COPY ${stage.name} FROM STDIN`, stagedRows(columns, rows));
       res = await c.query<{ k: string }>(this.upsertSql(target, columns, keyColumns, stage.name), [target.label]);
     } else {
+      const values = payloadColumns(columns, rows);
+      values.push(rows.map((r) => rowKeyOf(r)));
+      values.push(rows.map((r) => r.commit_lsn));
+      values.push(rows.map((r) => r.seq));
+      if (this.options.conflicts) values.push(rows.map((r) => r.source), rows.map((r) => r.commit_ts));
       res = await c.query<{ k: string }>(this.upsertSql(target, columns, keyColumns), [...values, target.label]);
     }
     const n = res.rowCount ?? 0;
@@ -454,7 +458,8 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   private insertParts(target: TargetTable, columns: string[], stage?: string, numbered = false) {
     const n = columns.length;
     const soft = this.options.deleteMode === 'soft';
-    const cast = (col: string, i: number): string => castText(target.columns.get(col) as TargetColumn, `i.c${i}`);
+    // Staged values already have the column's type (see copy-stage.ts).
+    const cast = (col: string, i: number): string => (stage ? fromStage : castText)(target.columns.get(col) as TargetColumn, `i.c${i}`);
     const tracked = this.options.conflicts !== undefined;
     const insertCols = [...columns.map(quoteIdent), V_LSN, V_SEQ, ...(soft ? [quoteIdent(DELETED_AT_COLUMN)] : []), ...(tracked ? [W_SOURCE, W_CLOCK, W_XID] : [])];
     const selectExprs = [...columns.map(cast), 'i.v_lsn::pg_lsn', 'i.v_seq', ...(soft ? ['NULL'] : []), ...(tracked ? ['i.w_source', 'i.w_clock::timestamptz', CURRENT_XID] : [])];
@@ -713,6 +718,7 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   /** Cached statements cast to the columns' types: a widened column needs them made again. */
   invalidate(): void {
     this.sqlCache.clear();
+    this.stages.clear();
   }
 
   readonly transactionalDdl = true;
@@ -765,6 +771,35 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   async close(): Promise<void> {
     await this.pool.end();
   }
+}
+
+/** The payloads' values column by column (lazy rows are not parsed: see core/lazy-row.ts). */
+function payloadColumns(columns: readonly string[], rows: readonly ChangeEvent[]): (string | number | null)[][] {
+  const out: (string | null)[][] = columns.map(() => []);
+  for (const r of rows) {
+    const payload = r.payload as Row;
+    const lazy = lazyValuesOf(payload);
+    for (let j = 0; j < columns.length; j++) (out[j] as (string | null)[]).push(lazy ? (lazy[j] ?? null) : (payload[columns[j] as string] ?? null));
+  }
+  return out;
+}
+
+/**
+ * The rows of an upsert as a staging table's COPY text (its columns: `columns`, row_key,
+ * v_lsn, v_seq). A lazy row's values are its line as it is, never parsed (see
+ * core/lazy-row.ts); the rows share `columns`, in that order (SqlSink groups them so).
+ */
+function stagedRows(columns: readonly string[], rows: readonly ChangeEvent[]): Buffer[] {
+  const out = new CopyText();
+  for (const r of rows) {
+    const payload = r.payload as Row;
+    const json = lazyJsonOf(payload);
+    if (json !== undefined) out.jsonValues(json);
+    else out.text(columns.map((col) => copyField(payload[col])).join('\t'));
+    out.text(`\t${copyField(rowKeyOf(r))}\t${copyField(r.commit_lsn)}\t${r.seq}\n`);
+    out.endRow();
+  }
+  return out.chunks();
 }
 
 /** Pooled clients whose session writes under the sink's replication origin. */

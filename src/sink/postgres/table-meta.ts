@@ -39,6 +39,21 @@ export function storedText(column: TargetColumn, expr: string): string {
   return column.castType === XML_TYPE ? `XMLPARSE(CONTENT ${expr} PRESERVE WHITESPACE)::text` : `(${expr}::${column.exactType})::text`;
 }
 
+/**
+ * The type of a column's value in a COPY staging table (see copy-stage.ts): the column's own
+ * type without modifiers, so COPY parses the text exactly as `castText` would and the merge
+ * applies the modifiers on assignment, as for `unnest`. xml stays text: its COPY input
+ * depends on `xmloption` (castText parses it in the merge).
+ */
+export function stagedType(column: TargetColumn): string {
+  return column.castType === XML_TYPE ? 'text' : column.castType;
+}
+
+/** SQL for a staged value `expr` (see stagedType) as the column's type. */
+export function fromStage(column: TargetColumn, expr: string): string {
+  return column.castType === XML_TYPE ? castText(column, expr) : expr;
+}
+
 export interface TargetTable {
   /** `schema.table` of the source (the target has the same name). */
   label: string;

@@ -1,4 +1,4 @@
-import { tableLabelOf, type ChangeEvent, type Row } from '../../core/change.js';
+import { tableLabeler, tableLabelOf, type ChangeEvent, type Row } from '../../core/change.js';
 import { errorMessage, StructuralError } from '../../core/errors.js';
 import {
   planEvolution,
@@ -59,8 +59,9 @@ export class SchemaEvolver<C, T extends SqlTable> {
     const versions = new Map<string, number>();
     if (this.options.mode === 'none') return { changes, versions };
     const newestOf = new Map<string, { schema: string; table: string; version: number }>();
+    const labelOf = tableLabeler();
     for (const c of changes) {
-      const label = tableLabelOf(c);
+      const label = labelOf(c);
       const seen = newestOf.get(label);
       if (!seen || seen.version < c._schema_version) newestOf.set(label, { schema: c.schema, table: c.table, version: c._schema_version });
     }
@@ -80,7 +81,7 @@ export class SchemaEvolver<C, T extends SqlTable> {
       const h = this.histories.get(label);
       if (h) versions.set(label, newestVersion(h));
     }
-    for (const c of changes) if (c._schema_version < (versions.get(tableLabelOf(c)) ?? 0)) anyOlder = true;
+    for (const c of changes) if (c._schema_version < (versions.get(labelOf(c)) ?? 0)) anyOlder = true;
     return { changes: anyOlder ? changes.map((c) => this.inNewestTerms(c)) : changes, versions };
   }
 

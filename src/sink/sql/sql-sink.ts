@@ -1,4 +1,5 @@
 import { rowKeyOf, tableLabelOf, type ChangeEvent, type Row } from '../../core/change.js';
+import { columnsOf, lazyShapeOf, shapeKeyOf, type RowShape } from '../../core/lazy-row.js';
 import { parseLsn } from '../../core/lsn.js';
 import { PrerequisiteError } from '../../core/errors.js';
 import { SharedExclusiveLock } from '../../core/shared-exclusive-lock.js';
@@ -180,7 +181,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
   private async upsert(c: C, target: T, batch: TableBatch, counts: Counts, recorded: ConflictRecord[]): Promise<void> {
     for (let rows of groupBySentColumns(batch.rows.filter((r) => r.op !== 'DELETE' && r.payload))) {
       const first = rows[0] as ChangeEvent;
-      const columns = Object.keys(first.payload ?? {});
+      const columns = [...columnsOf(first.payload ?? {})];
       const keyColumns = Object.keys(first.key);
       this.checkColumns(target, columns, keyColumns);
       const keeping = rows.filter((r) => (r.unchanged?.length ?? 0) > 0);
@@ -521,10 +522,23 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
   }
 }
 
+/** The lazy row shape last checked for syncline's own columns, and the answer. */
+let checkedShape: RowShape | undefined;
+let shapeHasBookkeeping = false;
+
 /** `change` without syncline's own columns (a chained or bidirectional source sends them too). */
 function withoutBookkeeping(change: ChangeEvent): ChangeEvent {
   const has = (row: Row | null | undefined): boolean => {
     if (!row) return false;
+    // A lazy row is not parsed for this (see core/lazy-row.ts); rows of a batch share shapes.
+    const lazy = lazyShapeOf(row);
+    if (lazy) {
+      if (lazy !== checkedShape) {
+        checkedShape = lazy;
+        shapeHasBookkeeping = lazy.columns.some((c) => BOOKKEEPING_COLUMNS.has(c));
+      }
+      return shapeHasBookkeeping;
+    }
     for (const c of BOOKKEEPING_COLUMNS) if (c in row) return true;
     return false;
   };
@@ -611,7 +625,7 @@ function bySource(changes: readonly ChangeEvent[]): Map<string, ChangeEvent[]> {
 function groupBySentColumns(changes: readonly ChangeEvent[]): ChangeEvent[][] {
   const groups = new Map<string, ChangeEvent[]>();
   for (const change of changes) {
-    const cols = Object.keys(change.payload ?? {}).join('\u0000');
+    const cols = shapeKeyOf(change.payload ?? {});
     const g = groups.get(cols);
     if (g) g.push(change);
     else groups.set(cols, [change]);
