@@ -192,6 +192,8 @@ monitoring: { port: ${port} }
   it('lag rises to the length of a real 10 s pause of apply and falls back once it resumes', async () => {
     const load = steadyLoad(workload, 300);
     try {
+      // Apply is going (a loaded machine can take seconds to start a process) before the window is read.
+      await waitFor('apply applying', async () => sumOf(await mustScrape(applyPort), 'sync_events_applied_total') > 500, 60_000, 200);
       // Under steady load, before the pause: lag stays low.
       let before = 0;
       let samples = 0;
@@ -251,7 +253,7 @@ monitoring: { port: ${port} }
     } finally {
       await load.stop();
     }
-  }, 60_000);
+  }, 120_000);
 
   it('idle with heartbeats: lag stays near 0 and the slot advances past WAL of other databases', async () => {
     await waitFor('apply to catch up', caughtUp, 30_000, 200);
@@ -304,6 +306,8 @@ monitoring: { port: ${port} }
 
     // Only old changes: the whole stream is re-read and every change is skipped.
     await waitFor('the replay to finish', async () => sumOf(await mustScrape(applyPort), 'sync_events_consumed_total') >= old, 30_000, 200);
+    // The rate is fed once a batch's outcome is known, a moment after its changes count as consumed.
+    await waitFor('the replay rate', async () => maxOf(await mustScrape(applyPort), 'sync_duplicate_rate') > 0.9, 10_000, 100);
     const replay = await mustScrape(applyPort);
     const replayRate = maxOf(replay, 'sync_duplicate_rate');
     const stale = sumOf(replay, 'sync_events_stale_total');

@@ -132,6 +132,14 @@ monitoring:
         await source.query('ALTER TABLE items ADD COLUMN extra numeric(10,2)');
         await source.query('UPDATE items SET extra = id * 1.25 WHERE id % 3 = 0');
         while (workload.changes < 2500) await workload.transaction();
+        // The first process confirmed the items DDL before it dies (else the next one meets that DDL again and counts it).
+        const pastDdl = (await source.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]?.l;
+        await waitFor(
+          'the first process to confirm past the DDL',
+          async () => (await source.query<{ ok: boolean }>('SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2', [pastDdl, slot])).rows[0]?.ok === true,
+          60_000,
+          100,
+        );
         child.kill('SIGKILL');
         await new Promise((r) => child.once('exit', r));
         for (let i = 0; i < 50; i++) await workload.transaction();
