@@ -14,7 +14,7 @@ import { SqliteSink } from '../../src/sink/sqlite/sqlite-sink.js';
 import { changeAt, priorityTracking, tracking } from '../helpers/conflict-fixtures.js';
 import { dropDatabases } from '../helpers/many-writers.js';
 import { freshMysqlDatabase, mysqlRows } from '../helpers/mysql.js';
-import { freshDatabase, machinePg15, PG15_URL, type PgServer } from '../helpers/postgres.js';
+import { freshDatabase, machinePg15, PG15_URL, waitFor, type PgServer } from '../helpers/postgres.js';
 
 /**
  * Red-team cases of conflict tracking (README "Many writers") on the three SQL sinks. Each
@@ -425,6 +425,34 @@ describe('red team: bidirectional pair (two postgres sinks, last_write_wins on u
       expect(await accRows(b.client)).toEqual(await accRows(a.client));
     } finally {
       await closeSides(a, b);
+    }
+  });
+  it('delta counters: a reviving update whose key the application inserts anew while the sink applies it still brings the deleted row’s counters', async () => {
+    const b = await side('b', [['public.acc', ['n']]]);
+    const app = new pg.Client({ connectionString: b.url });
+    await app.connect();
+    try {
+      // B deletes k (its counter 5 goes with the tombstone); A, not having seen it, counts k up later.
+      await b.client.query(`DELETE FROM acc WHERE id = 'k'`);
+      const [between, reinserted] = [fromNow(60_000), fromNow(120_000)];
+      const aUpd = { ...acc('a', A, '01', 'UPDATE', 'k', { id: 'k', v: 'a', n: '6', updated_at: between }, SEED), commit_ts: between };
+      // B's application inserts k anew in a transaction still open while the sink finds k absent:
+      // the sink's insert waits for it and is refused, and the update goes through the rules again
+      // against the new row (the race of a loaded machine, made deterministic).
+      await app.query('BEGIN');
+      await app.query(`INSERT INTO acc VALUES ('k', 'b-new', 0, $1)`, [reinserted]);
+      const applying = b.sink.apply([aUpd], new Map(), 'ga');
+      await waitFor('the sink waits for the application’s insert', async () => (await b.client.query(`SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)).rows.length > 0, 10_000, 20);
+      await app.query('COMMIT');
+      await applying;
+      // As when the insert came first: the deleted row's counters (5 + 1) come back into the new row, once.
+      expect(await accRows(b.client)).toEqual([{ id: 'k', v: 'b-new', n: '6' }]);
+      // A replay changes nothing.
+      await b.sink.apply([aUpd], new Map(), 'ga');
+      expect(await accRows(b.client)).toEqual([{ id: 'k', v: 'b-new', n: '6' }]);
+    } finally {
+      await app.end();
+      await closeSides(b);
     }
   });
   it('delta counters: a batch that holds a row’s updates and delete, or its delete and insert anew, counts as its changes one by one', async () => {

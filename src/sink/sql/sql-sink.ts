@@ -16,6 +16,8 @@ import { conflictIdOf, type ConflictRecord, type Deletion, type SqlDialect, type
 import { SchemaEvolver, type SchemaEvolution } from './schema-evolver.js';
 
 type Counts = { applied: number; stale: number };
+/** What resolveConflicts decided, to write in the batch's transaction: conflict records and tombstone counters by key and source. */
+type Decisions = { records: ConflictRecord[]; tombstones: ReadonlyMap<string, TombstoneCounters> };
 
 /** Conflict tracking between writers (fan-in, bidirectional), see README "Many writers". */
 export interface ConflictOptions {
@@ -292,7 +294,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
     if (!d.insertAbsent) throw new Error(`${d.name} sink does not track conflicts`);
     let pending = rows;
     for (let round = 0; pending.length > 0; round++) {
-      const { write, absent } = await this.resolveConflicts(c, target, columns, keyColumns, pending, runs, counts, recorded);
+      const { write, absent, deferred } = await this.resolveConflicts(c, target, columns, keyColumns, pending, runs, counts, recorded, true);
       if (write.length > 0) {
         const n = await d.upsert(c, target, columns, keyColumns, write);
         counts.applied += n;
@@ -301,6 +303,13 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       if (absent.length === 0) return;
       const refused = await d.insertAbsent(c, target, columns, keyColumns, absent);
       counts.applied += absent.length - refused.length;
+      // The decisions of the keys inserted hold; a refused key's is made again (or is stale) and
+      // must not be on record: its tombstone's counters are not spent, nor is its change decided.
+      const refusedKeys = new Set(refused.map((r) => rowKeyOf(r)));
+      await this.writeDecisions(c, target, {
+        records: deferred.records.filter((r) => !refusedKeys.has(rowKeyOf(r.incoming))),
+        tombstones: new Map([...deferred.tombstones].filter(([, t]) => !refusedKeys.has(t.rowKey))),
+      }, recorded);
       // A refused key whose row is still absent was refused by the gate: stale. Twice is
       // enough to tell (a row that came and went in between is as good as a newer delete).
       if (round === 1) {
@@ -327,7 +336,8 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
     runs: ReadonlyMap<string, ChangeEvent[]> | undefined,
     counts: Counts,
     recorded: ConflictRecord[],
-  ): Promise<{ write: ChangeEvent[]; absent: ChangeEvent[] }> {
+    deferAbsent = false,
+  ): Promise<{ write: ChangeEvent[]; absent: ChangeEvent[]; deferred: Decisions }> {
     const cf = this.conflicts as ConflictOptions;
     const d = this.dialect;
     if (!d.readStored || !d.recordConflicts || !d.decidedBefore || !d.readDeletions || !d.readTruncations) throw new Error(`${d.name} sink does not track conflicts`);
@@ -412,10 +422,15 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       }
       candidates.push({ r, s, x: deciding?.x, run });
     }
-    if (candidates.length === 0) {
-      await this.writeTombstones(c, target, tombstones);
-      return { write: out, absent };
-    }
+    // `deferAbsent`: the decisions of keys to insert are written once the insert holds (see upsertTracked).
+    const settle = async (records: ConflictRecord[]): Promise<{ write: ChangeEvent[]; absent: ChangeEvent[]; deferred: Decisions }> => {
+      const later = new Set(deferAbsent ? absent.map((r) => rowKeyOf(r)) : []);
+      const now = { records: records.filter((r) => !later.has(rowKeyOf(r.incoming))), tombstones: new Map([...tombstones].filter(([, t]) => !later.has(t.rowKey))) };
+      await this.writeDecisions(c, target, now, recorded);
+      const deferred = { records: records.filter((r) => later.has(rowKeyOf(r.incoming))), tombstones: new Map([...tombstones].filter(([, t]) => later.has(t.rowKey))) };
+      return { write: out, absent, deferred };
+    };
+    if (candidates.length === 0) return settle([]);
     // A change decided in a conflict before (republished) has no effect again: a losing write
     // leaves no version of its source on the row, so its record is what remembers it.
     const decided = await d.decidedBefore(c, target.label, candidates.flatMap((x) => x.run));
@@ -489,16 +504,16 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       }
       records.push({ table: target.label, strategy: cf.strategy, winner: decision.winner, incoming: r, run, incomingClock, storedWriter: writer, storedClock, storedLsn: s.local ? null : s.lsn, storedSeq: s.local ? null : s.seq, stored: storedRow, written });
     }
-    if (records.length > 0) {
-      await d.recordConflicts(c, records);
-      recorded.push(...records);
-    }
-    await this.writeTombstones(c, target, tombstones);
-    return { write: out, absent };
+    return settle(records);
   }
 
-  /** Tombstone counters changed by resolveConflicts (buried or revived), in its transaction. */
-  private async writeTombstones(c: C, target: T, updates: ReadonlyMap<string, TombstoneCounters>): Promise<void> {
+  /** Conflict records and tombstone counters changed (buried or revived) by resolveConflicts, in its transaction. */
+  private async writeDecisions(c: C, target: T, decisions: Decisions, recorded: ConflictRecord[]): Promise<void> {
+    if (decisions.records.length > 0 && this.dialect.recordConflicts) {
+      await this.dialect.recordConflicts(c, decisions.records);
+      recorded.push(...decisions.records);
+    }
+    const updates = decisions.tombstones;
     if (updates.size > 0 && this.dialect.writeTombstoneCounters) await this.dialect.writeTombstoneCounters(c, target.label, [...updates.values()]);
   }
 
