@@ -27,11 +27,19 @@ export async function removeExtraRows(
   const lsn = parseLsn(lsnText);
   // Let any commit whose record precedes that position become visible before re-checking.
   await source.query('SELECT pg_sleep(0.05)');
-  const match = keyColumns.map((c, i) => `${quoteIdent(c)}::text = $${i + 1}`).join(' AND ');
+  // Compared in the key columns' own types (the parameters' types are inferred from them), not
+  // as text: a key's text depends on the session (TimeZone for timestamptz, the trimmed form
+  // verify compares numerics in), and a key wrongly read as absent here would delete a row the
+  // source holds.
+  const match = keyColumns.map((c, i) => `${quoteIdent(c)} = $${i + 1}`).join(' AND ');
   const deletes: ChangeEvent[] = [];
   for (const keyJson of keys) {
     const values = JSON.parse(keyJson) as (string | null)[];
-    const still = await source.query(`SELECT 1 FROM ${quoteQualified(t.schema, t.table)} WHERE ${match} LIMIT 1`, values);
+    const still = await source.query(`SELECT 1 FROM ${quoteQualified(t.schema, t.table)} WHERE ${match} LIMIT 1`, values).catch((err: unknown) => {
+      // A key the column's type cannot read (a target key no source row can have) is absent.
+      if (typeof (err as { code?: unknown }).code === 'string' && (err as { code: string }).code.startsWith('22')) return { rowCount: 0 };
+      throw err;
+    });
     if ((still.rowCount ?? 0) > 0) continue;
     const key: Row = {};
     keyColumns.forEach((c, i) => (key[c] = values[i] ?? null));
