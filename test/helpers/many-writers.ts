@@ -1,3 +1,4 @@
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { createPipeline, type Pipeline, type PipelineOptions } from '../../src/index.js';
@@ -196,3 +197,39 @@ export const AUDIT = `
     RETURN NEW;
   END $$;
   CREATE TRIGGER audit_applied AFTER INSERT OR UPDATE ON accounts FOR EACH ROW EXECUTE FUNCTION audit_applied();`;
+
+type Pair<T> = Record<'a' | 'b', T>;
+
+/**
+ * The configs of a bidirectional pair of `syncline run` processes on table `accounts`
+ * (`<dir>/a.yaml` is a → b: capture at a, sink at b; `b.yaml` the other way round): origins
+ * skipped, last_write_wins on `updated_at`, `hits` a delta counter, each its own metrics port.
+ */
+export async function writePairConfigs(dir: string, names: Pair<string>, urls: Pair<string>, ports: Pair<number>): Promise<void> {
+  for (const [from, to] of [['a', 'b'], ['b', 'a']] as const) {
+    await writeFile(
+      path.join(dir, `${from}.yaml`),
+      `source:
+  name: ${names[from]}
+  url: ${urls[from]}
+  slots: [{ name: ${names[from]}_slot, publication: ${names[from]}_pub, tables: [accounts] }]
+  skip_origins: true
+  heartbeat_interval_ms: 1000
+  snapshot: never
+stream: { broker: embedded, path: ${path.join(dir, `stream-${from}`)}, partitions: 3 }
+consumer: { group_id: ${names[from]}, batch_wait_ms: 5, retry: { backoff_base_ms: 10, backoff_max_ms: 200 } }
+sink:
+  type: postgres
+  url: ${urls[to]}
+  copy_threshold: 0
+  origin: from_${names[from]}
+  local_source: ${names[to]}
+  conflict_strategy: last_write_wins
+  lww_column: updated_at
+  delta_columns: { accounts: [hits] }
+dead_letter: { url: ${urls[to]} }
+monitoring: { enabled: true, port: ${ports[from]} }
+`,
+    );
+  }
+}

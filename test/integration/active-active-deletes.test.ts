@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresSink } from '../../src/sink/postgres/postgres-sink.js';
 import { changeAt, tracking } from '../helpers/conflict-fixtures.js';
 import { freePort, secondPg15, uniqueName, waitFor, type PgServer } from '../helpers/postgres.js';
-import { AUDIT, range, rowsOf } from '../helpers/many-writers.js';
+import { AUDIT, writePairConfigs, range, rowsOf } from '../helpers/many-writers.js';
 import { CLI, ensureBuilt } from '../helpers/cli.js';
 
 type SideName = 'a' | 'b';
@@ -71,33 +71,7 @@ describe('active-active with deletes and kill -9 (two PostgreSQL 15 clusters, sy
       await c.end();
       ports[side] = await freePort();
     }
-    // a → b is pipeline `a` (capture at a, sink at b), and the other way round.
-    for (const [from, to] of [['a', 'b'], ['b', 'a']] as const) {
-      await writeFile(
-        path.join(dir, `${from}.yaml`),
-        `source:
-  name: ${names[from]}
-  url: ${urls[from]}
-  slots: [{ name: ${names[from]}_slot, publication: ${names[from]}_pub, tables: [accounts] }]
-  skip_origins: true
-  heartbeat_interval_ms: 1000
-  snapshot: never
-stream: { broker: embedded, path: ${path.join(dir, `stream-${from}`)}, partitions: 3 }
-consumer: { group_id: ${names[from]}, batch_wait_ms: 5, retry: { backoff_base_ms: 10, backoff_max_ms: 200 } }
-sink:
-  type: postgres
-  url: ${urls[to]}
-  copy_threshold: 0
-  origin: from_${names[from]}
-  local_source: ${names[to]}
-  conflict_strategy: last_write_wins
-  lww_column: updated_at
-  delta_columns: { accounts: [hits] }
-dead_letter: { url: ${urls[to]} }
-monitoring: { enabled: true, port: ${ports[from]} }
-`,
-      );
-    }
+    await writePairConfigs(dir, names, urls, ports);
   }, 120_000);
 
   afterAll(async () => {

@@ -1,12 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { embeddedPg17, freePort, machinePg15, secondPg15, uniqueName, waitFor, type PgServer } from '../helpers/postgres.js';
-import { AUDIT, createAccounts, dropDatabases, dropSlot, range, rowsOf, updateRounds } from '../helpers/many-writers.js';
+import { AUDIT, writePairConfigs, createAccounts, dropDatabases, dropSlot, range, rowsOf, updateRounds } from '../helpers/many-writers.js';
 import { CLI, ensureBuilt } from '../helpers/cli.js';
 
 const ROWS = 'SELECT id, name, hits::text, updated_at::text FROM accounts ORDER BY id';
@@ -50,33 +50,7 @@ describe.each(PAIRS)('active-active with kill -9 (%s, syncline run processes)', 
       await c.end();
       ports[side] = await freePort();
     }
-    // a → b is pipeline `a` (capture at a, sink at b), and the other way round.
-    for (const [from, to] of [['a', 'b'], ['b', 'a']] as const) {
-      await writeFile(
-        path.join(dir, `${from}.yaml`),
-        `source:
-  name: ${names[from]}
-  url: ${urls[from]}
-  slots: [{ name: ${names[from]}_slot, publication: ${names[from]}_pub, tables: [accounts] }]
-  skip_origins: true
-  heartbeat_interval_ms: 1000
-  snapshot: never
-stream: { broker: embedded, path: ${path.join(dir, `stream-${from}`)}, partitions: 3 }
-consumer: { group_id: ${names[from]}, batch_wait_ms: 5, retry: { backoff_base_ms: 10, backoff_max_ms: 200 } }
-sink:
-  type: postgres
-  url: ${urls[to]}
-  copy_threshold: 0
-  origin: from_${names[from]}
-  local_source: ${names[to]}
-  conflict_strategy: last_write_wins
-  lww_column: updated_at
-  delta_columns: { accounts: [hits] }
-dead_letter: { url: ${urls[to]} }
-monitoring: { enabled: true, port: ${ports[from]} }
-`,
-      );
-    }
+    await writePairConfigs(dir, names, urls, ports);
   }, 180_000);
 
   afterAll(async () => {
