@@ -307,6 +307,39 @@ describe('embedded stream', () => {
     }
   });
 
+  it('gives a consumer group to one process at a time: another waits (retriable), this one is refused, a dead holder is taken over', async () => {
+    const stream = await openStream();
+    const producer = await stream.producer();
+    await producer.publish([rec('k', 'v')]);
+    const lock = join(dir, 'groups', 'g%2F1.lock');
+    const first = await stream.consumer('g/1');
+    expect(await readFile(lock, 'utf8')).toBe(`${process.pid}\n`);
+    const own = await expectCode(stream.consumer('g/1'), 'STREAM_GROUP_BUSY');
+    expect(own.retriable).toBe(false);
+    // Another group is independent.
+    await (await stream.consumer('g2')).close();
+    await first.close();
+    await expect(stat(lock)).rejects.toThrow();
+
+    const sleeper = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+    try {
+      await writeFile(lock, `${sleeper.pid}\n`);
+      const busy = await expectCode(stream.consumer('g/1'), 'STREAM_GROUP_BUSY');
+      expect(busy.retriable).toBe(true);
+      expect(busy.message).toContain(String(sleeper.pid));
+      expect(await readFile(lock, 'utf8')).toBe(`${sleeper.pid}\n`);
+    } finally {
+      sleeper.kill('SIGKILL');
+      await once(sleeper, 'exit');
+    }
+    // Its holder is dead now: taken over, and the group reads from its start.
+    const next = await stream.consumer('g/1');
+    expect((await readN(next, 1)).map((r) => r.value.toString())).toEqual(['v']);
+    await next.close();
+    await producer.close();
+    expect((await readdir(join(dir, 'groups'))).filter((f) => f.endsWith('.lock'))).toEqual([]);
+  });
+
   it('rolls segments and reads across them, with records larger than the read chunk', async () => {
     const stream = await openStream({ partitions: 1, segmentBytes: 300, readChunkBytes: 64 });
     const producer = await stream.producer();

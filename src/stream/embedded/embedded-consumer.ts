@@ -8,6 +8,7 @@ import { ConsumerGuard } from '../common/consumer-guard.js';
 import type { StreamConsumer, StreamRecord } from '../stream.js';
 import type { Notifier } from './append-notifier.js';
 import type { PartitionReader } from './partition-reader.js';
+import { releasePidLock } from './pid-lock.js';
 import { mergeIntoGroupFile, readGroupFile } from './stream-dir.js';
 
 /** What a consumer uses of its stream. */
@@ -29,6 +30,7 @@ export class EmbeddedConsumer implements StreamConsumer {
   constructor(
     private readonly host: EmbeddedConsumerHost,
     private readonly groupFile: string,
+    private readonly lockPath: string,
     private readonly readers: readonly PartitionReader[],
   ) {
     this.assigned = Object.freeze(readers.map((_, p) => p));
@@ -78,7 +80,7 @@ export class EmbeddedConsumer implements StreamConsumer {
     this.wake?.();
     await this.guard.idle();
     await this.commits;
-    const results = await Promise.allSettled(this.readers.map((r) => r.close()));
+    const results = await Promise.allSettled([...this.readers.map((r) => r.close()), releasePidLock(this.lockPath)]);
     this.host.clients.delete(this);
     for (const r of results) if (r.status === 'rejected') throw r.reason;
   }

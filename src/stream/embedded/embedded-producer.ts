@@ -10,7 +10,7 @@ import { GroupCommit } from '../common/group-commit.js';
 import type { OutgoingRecord, StreamProducer } from '../stream.js';
 import type { PartitionWriter } from './partition-writer.js';
 import { validateRecord } from './segment-format.js';
-import { releaseWriterLock } from './writer-lock.js';
+import { releasePidLock } from './pid-lock.js';
 
 const RETENTION_INTERVAL_MS = 60_000;
 
@@ -79,7 +79,7 @@ export class EmbeddedProducer implements StreamProducer {
     await drained;
     await this.retentionRun;
     const results = await Promise.allSettled(this.writers.map((w) => w.close()));
-    await releaseWriterLock(this.lockPath);
+    await releasePidLock(this.lockPath);
     this.host.producerClosed(this);
     for (const r of results) if (r.status === 'rejected') throw r.reason;
   }

@@ -14,13 +14,15 @@
  *
  * Layout of `path`:
  *   meta.json                      {"partitions": N, "format": 1}; the partition count is fixed
- *   writer.lock                    pid of the one process holding a producer (writer-lock.ts)
+ *   writer.lock                    pid of the one process holding a producer (pid-lock.ts)
  *   partition-<p>/<base>.log       segments, see partition-log.ts and segment-format.ts
  *   groups/<groupId>.json          committed positions of a consumer group (stream-dir.ts)
+ *   groups/<groupId>.lock          pid of the process consuming the group (pid-lock.ts)
  */
 import { mkdir, readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Clock } from '../../core/clock.js';
+import { SynclineError } from '../../core/errors.js';
 import { BrokerClients, DEFAULT_RETENTION_HOURS, checkStreamOptions } from '../common/broker-stream.js';
 import type { ConsumerOptions, Stream, StreamConsumer, StreamProducer } from '../stream.js';
 import { acquireNotifier, notifyAppend, releaseNotifier, type Notifier } from './append-notifier.js';
@@ -29,8 +31,8 @@ import { EmbeddedProducer } from './embedded-producer.js';
 import { isCode } from './fs-durable.js';
 import { DEFAULT_READ_CHUNK_BYTES, DEFAULT_SEGMENT_BYTES, PartitionLog } from './partition-log.js';
 import type { PartitionWriter } from './partition-writer.js';
-import { ensureMeta, groupFile, groupsDir, readGroupFile } from './stream-dir.js';
-import { acquireWriterLock, releaseWriterLock } from './writer-lock.js';
+import { ensureMeta, groupFile, groupLockFile, groupsDir, readGroupFile } from './stream-dir.js';
+import { acquirePidLock, acquireWriterLock, releasePidLock } from './pid-lock.js';
 
 export interface EmbeddedStreamOptions {
   /** Directory of the stream; created if missing. */
@@ -177,7 +179,7 @@ class EmbeddedStream implements Stream {
       for (const log of this.logs) writers.push(await log.openWriter());
     } catch (err) {
       await Promise.allSettled(writers.map((w) => w.close()));
-      await releaseWriterLock(lockPath);
+      await releasePidLock(lockPath);
       throw err;
     }
     const producer = this.clients.add(new EmbeddedProducer(this, writers, lockPath));
@@ -188,13 +190,41 @@ class EmbeddedStream implements Stream {
   async consumer(groupId: string, options: ConsumerOptions = {}): Promise<StreamConsumer> {
     this.clients.checkConsumer(groupId);
     const file = groupFile(this.dir, groupId);
-    const stored = await readGroupFile(file);
-    // The single consumer of a group is assigned every partition.
-    const start = options.startPositions ? await options.startPositions(this.logs.map((log) => log.partition)) : new Map<number, bigint>();
-    // No position (neither asked for nor committed): from the first retained record. An asked
-    // or committed position that retention deleted is refused by the reader (RetentionGapError).
-    const readers = this.logs.map((log) => log.openReader(start.get(log.partition) ?? stored.get(log.partition) ?? null));
-    return this.clients.add(new EmbeddedConsumer(this, file, readers));
+    const lockPath = await this.lockGroup(groupId);
+    try {
+      const stored = await readGroupFile(file);
+      // The single consumer of a group is assigned every partition.
+      const start = options.startPositions ? await options.startPositions(this.logs.map((log) => log.partition)) : new Map<number, bigint>();
+      // No position (neither asked for nor committed): from the first retained record. An asked
+      // or committed position that retention deleted is refused by the reader (RetentionGapError).
+      const readers = this.logs.map((log) => log.openReader(start.get(log.partition) ?? stored.get(log.partition) ?? null));
+      return this.clients.add(new EmbeddedConsumer(this, file, lockPath, readers));
+    } catch (err) {
+      await releasePidLock(lockPath);
+      throw err;
+    }
+  }
+
+  /**
+   * A group has one consumer, assigned every partition, so a second process consuming it
+   * would read and apply everything twice (a webhook sink would deliver twice). It waits
+   * instead: the error is retriable, so a second `syncline apply` retries with backoff and
+   * takes over as soon as the first stops or is killed, a standby as in a Kafka group.
+   */
+  private async lockGroup(groupId: string): Promise<string> {
+    await mkdir(groupsDir(this.dir), { recursive: true });
+    const lockPath = groupLockFile(this.dir, groupId);
+    return acquirePidLock(
+      lockPath,
+      (pid, own) =>
+        new SynclineError(
+          'STREAM_GROUP_BUSY',
+          `consumer group "${groupId}" of the embedded stream at ${this.dir} is consumed by process ${pid}${own ? ' (this process, which has a consumer of it open)' : ''}; ` +
+            'a group has one consumer at a time, so this one waits until it stops' +
+            (own ? '' : ` (if pid ${pid} is not a syncline process, a reused pid, delete ${lockPath})`),
+          { retriable: !own },
+        ),
+    );
   }
 
   async committedOffsets(groupId: string): Promise<Map<number, bigint>> {

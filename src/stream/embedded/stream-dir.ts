@@ -2,6 +2,7 @@
  * The files of an embedded stream's directory besides its segments and writer lock:
  *   meta.json                      {"partitions": N, "format": 1}; the partition count is fixed
  *   groups/<groupId>.json          committed positions of a consumer group
+ *   groups/<groupId>.lock          pid of the process consuming it
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -59,6 +60,11 @@ export function groupsDir(dir: string): string {
 
 export function groupFile(dir: string, groupId: string): string {
   return join(groupsDir(dir), `${encodeURIComponent(groupId)}.json`);
+}
+
+/** The lock of the one process consuming a group (see EmbeddedStream.consumer). */
+export function groupLockFile(dir: string, groupId: string): string {
+  return join(groupsDir(dir), `${encodeURIComponent(groupId)}.lock`);
 }
 
 export async function readGroupFile(file: string): Promise<Map<number, bigint>> {

@@ -1,5 +1,6 @@
 /**
- * `writer.lock` of an embedded stream: the pid of the one process holding a producer.
+ * Locks of an embedded stream held by one process at a time, each a file with its pid:
+ * `writer.lock` (the one producer) and `groups/<group>.lock` (the one consumer of a group).
  */
 import { readFileSync } from 'node:fs';
 import { link, readFile, unlink, writeFile } from 'node:fs/promises';
@@ -33,12 +34,28 @@ function isZombie(pid: number): boolean {
 }
 
 /**
- * Takes `writer.lock`. The lock is first written in full to a private file and then
- * hard-linked into place, so no process ever sees an empty lock of a live writer and
- * mistakes it for a stale one. A lock whose pid is dead was left by a killed writer.
+ * Takes `writer.lock`: only one process may publish to an embedded stream.
  */
-export async function acquireWriterLock(dir: string): Promise<string> {
+export function acquireWriterLock(dir: string): Promise<string> {
   const lockPath = join(dir, 'writer.lock');
+  return acquirePidLock(lockPath, (pid, own) =>
+    new SynclineError(
+      'STREAM_LOCKED',
+      `embedded stream at ${dir} is locked by writer process ${pid}${own ? ' (this process, which already has an open producer)' : ''}. ` +
+        'Only one process may publish to an embedded stream at a time: stop the other writer, ' +
+        `or, if pid ${pid} is not a syncline process (a reused pid), delete ${lockPath}.`,
+      { retriable: !own },
+    ),
+  );
+}
+
+/**
+ * Takes the lock file at `lockPath` for this process, or throws `held(pid, own)` while a live
+ * process holds it. The lock is first written in full to a private file and then hard-linked
+ * into place, so no process ever sees an empty lock of a live holder and mistakes it for a
+ * stale one. A lock whose pid is dead (or a zombie) was left by a killed process.
+ */
+export async function acquirePidLock(lockPath: string, held: (pid: number, own: boolean) => SynclineError): Promise<string> {
   const tmp = tmpPathFor(lockPath);
   await writeFile(tmp, `${process.pid}\n`);
   try {
@@ -57,17 +74,8 @@ export async function acquireWriterLock(dir: string): Promise<string> {
         throw err;
       }
       const pid = Number.parseInt(content.trim(), 10);
-      if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
-        const own = pid === process.pid;
-        throw new SynclineError(
-          'STREAM_LOCKED',
-          `embedded stream at ${dir} is locked by writer process ${pid}${own ? ' (this process, which already has an open producer)' : ''}. ` +
-            'Only one process may publish to an embedded stream at a time: stop the other writer, ' +
-            `or, if pid ${pid} is not a syncline process (a reused pid), delete ${lockPath}.`,
-          { retriable: !own },
-        );
-      }
-      // Stale (its writer was killed): remove and retry. Two processes taking over the same
+      if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) throw held(pid, pid === process.pid);
+      // Stale (its holder was killed): remove and retry. Two processes taking over the same
       // stale lock in the same instant is the one race left; it needs a crash and two
       // simultaneous restarts.
       try {
@@ -81,7 +89,8 @@ export async function acquireWriterLock(dir: string): Promise<string> {
   }
 }
 
-export async function releaseWriterLock(lockPath: string): Promise<void> {
+/** Removes a lock this process holds (a lock taken over by another process is left). */
+export async function releasePidLock(lockPath: string): Promise<void> {
   try {
     const pid = Number.parseInt((await readFile(lockPath, 'utf8')).trim(), 10);
     if (pid === process.pid) await unlink(lockPath);
