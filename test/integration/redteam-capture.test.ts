@@ -97,4 +97,16 @@ describe('red team 3: capture and apply against real schemas (PostgreSQL 15)', (
     await converges(p, 'items');
     expect((await p.target.query('SELECT count(*)::int AS n FROM items WHERE flag IS NULL OR created IS NULL')).rows[0]?.n).toBe(0);
   }, 90_000);
+
+  it('a target whose key is GENERATED ALWAYS AS IDENTITY (as pg_dump --schema-only writes it) takes the rows', async () => {
+    const ddl = 'CREATE TABLE accounts (id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text)';
+    const p = await pipeline('sl_rt3_ident', ['accounts'], ddl);
+    await p.source.query(`INSERT INTO accounts (name) SELECT 'n' || g FROM generate_series(1, 50) g`);
+    await converges(p, 'accounts');
+    await p.source.query(`UPDATE accounts SET name = 'renamed' WHERE id <= 5`);
+    await p.source.query('DELETE FROM accounts WHERE id > 45');
+    // Enough rows for the COPY staging path (sink.copy_threshold, default 1000) too.
+    await p.source.query(`INSERT INTO accounts (name) SELECT 'bulk' || g FROM generate_series(1, 2000) g`);
+    await converges(p, 'accounts');
+  }, 90_000);
 });
