@@ -9,7 +9,7 @@ import { PrerequisiteError, errorMessage } from '../core/errors.js';
 import { formatLsn, parseLsn, type Lsn } from '../core/lsn.js';
 import { quoteQualified, type TableName } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
-import { primaryKeys, publicationTables } from './catalog.js';
+import { deferrablePrimaryKeys, primaryKeys, publicationTables } from './catalog.js';
 import { acquireCaptureLeadership } from './leader-lock.js';
 import { checkLogicalReplication, protocolVersionFor } from './prerequisites.js';
 import { ensurePublication } from './publication.js';
@@ -82,6 +82,8 @@ export class PostgresSource {
     readonly walAtStart: Lsn,
     /** Primary keys of the source's tables (see catalog.ts). */
     readonly primaryKeys: ReadonlyMap<string, readonly string[]>,
+    /** Tables whose primary key is DEFERRABLE (see catalog.ts). */
+    readonly deferrableKeys: ReadonlySet<string>,
     /** Where `_schema_version`s are kept across restarts; undefined: in memory only. */
     readonly schemaVersions: SchemaVersionStore | undefined,
     /** The snapshot job table; undefined when it could not be created (snapshots disabled). */
@@ -151,6 +153,7 @@ export class PostgresSource {
         state.confirmedFlush ?? 0n,
         await walPosition(admin),
         await primaryKeys(admin),
+        await deferrablePrimaryKeys(admin),
         schemaVersions,
         snapshots,
         options.spillDir ?? spillDirFor(conn, slot),

@@ -109,4 +109,43 @@ describe('red team 3: capture and apply against real schemas (PostgreSQL 15)', (
     await p.source.query(`INSERT INTO accounts (name) SELECT 'bulk' || g FROM generate_series(1, 2000) g`);
     await converges(p, 'accounts');
   }, 90_000);
+
+  it('a DEFERRABLE primary key shifted in one statement (UPDATE t SET id = id + 1) keeps every row: two rows share a key inside the statement', async () => {
+    // A deferrable key is no replica identity, so such a table replicates its UPDATEs and
+    // DELETEs with REPLICA IDENTITY FULL; the target's key cannot be deferrable (ON CONFLICT).
+    const p = await pipeline(
+      'sl_rt3_defer',
+      ['positions', 'slots'],
+      `CREATE TABLE positions (list integer, pos integer, item text, PRIMARY KEY (list, pos) DEFERRABLE INITIALLY IMMEDIATE);
+       ALTER TABLE positions REPLICA IDENTITY FULL;
+       CREATE TABLE slots (n integer PRIMARY KEY DEFERRABLE INITIALLY DEFERRED);
+       ALTER TABLE slots REPLICA IDENTITY FULL`,
+      `CREATE TABLE positions (list integer, pos integer, item text, PRIMARY KEY (list, pos));
+       CREATE TABLE slots (n integer PRIMARY KEY)`,
+    );
+    await p.source.query(`INSERT INTO positions SELECT l, g, 'item' || l || '.' || g FROM generate_series(1, 3) l, generate_series(1, 20) g`);
+    await p.source.query('INSERT INTO slots SELECT generate_series(1, 20)');
+    await converges(p, 'positions');
+    await converges(p, 'slots');
+    // Make room at the front of list 1 (every position moves up), in list 2 insert in the middle.
+    await p.source.query('UPDATE positions SET pos = pos + 1 WHERE list = 1');
+    await p.source.query(`INSERT INTO positions VALUES (1, 1, 'first')`);
+    await p.source.query('BEGIN');
+    await p.source.query('UPDATE positions SET pos = pos + 1 WHERE list = 2 AND pos >= 10');
+    await p.source.query(`INSERT INTO positions VALUES (2, 10, 'middle')`);
+    await p.source.query('COMMIT');
+    // Keys only, checked at commit: two statements pass through the same keys.
+    await p.source.query('BEGIN');
+    await p.source.query('UPDATE slots SET n = n + 100');
+    await p.source.query('UPDATE slots SET n = n - 99');
+    await p.source.query('COMMIT');
+    // An insert and a delete of the same key in one transaction is still a delete.
+    await p.source.query('BEGIN');
+    await p.source.query(`INSERT INTO positions VALUES (3, 100, 'gone')`);
+    await p.source.query('DELETE FROM positions WHERE list = 3 AND pos = 100');
+    await p.source.query('COMMIT');
+    await converges(p, 'positions');
+    await converges(p, 'slots');
+    expect((await p.target.query('SELECT count(*)::int AS n FROM positions')).rows[0]?.n).toBe(62);
+  }, 90_000);
 });
