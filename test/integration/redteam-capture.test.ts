@@ -148,4 +148,20 @@ describe('red team 3: capture and apply against real schemas (PostgreSQL 15)', (
     await converges(p, 'slots');
     expect((await p.target.query('SELECT count(*)::int AS n FROM positions')).rows[0]?.n).toBe(62);
   }, 90_000);
+
+  it('a target whose primary key is DEFERRABLE (made like the source) holds the table with the fix instead of dead-lettering every change as a poison; fixed, it flows', async () => {
+    const ddl = `CREATE TABLE marks (id integer PRIMARY KEY DEFERRABLE, v text); ALTER TABLE marks REPLICA IDENTITY FULL`;
+    const p = await pipeline('sl_rt3_defertarget', ['marks'], ddl, 'CREATE TABLE marks (id integer, v text, CONSTRAINT marks_pkey PRIMARY KEY (id) DEFERRABLE)');
+    await p.source.query(`INSERT INTO marks SELECT g, 'v' || g FROM generate_series(1, 30) g`);
+    await waitFor('the table held', async () => {
+      const { rows } = await p.target.query<{ codes: string[] | null }>(`SELECT array_agg(DISTINCT error_code) AS codes FROM syncline.dead_letter`).catch(() => ({ rows: [] as { codes: string[] | null }[] }));
+      return (rows[0]?.codes ?? []).length > 0;
+    });
+    const { rows } = await p.target.query<{ error_code: string; error: string }>('SELECT DISTINCT error_code, error FROM syncline.dead_letter');
+    expect(rows.map((r) => r.error_code)).toEqual(['TABLE_BLOCKED']);
+    expect(rows[0]?.error).toMatch(/DEFERRABLE primary key/);
+    await p.target.query('ALTER TABLE marks DROP CONSTRAINT marks_pkey, ADD PRIMARY KEY (id)');
+    await p.source.query(`UPDATE marks SET v = 'after' WHERE id <= 3`);
+    await converges(p, 'marks');
+  }, 90_000);
 });
