@@ -332,8 +332,8 @@ async function prepareSchemaVersions(admin: pg.Client, options: PostgresSourceOp
     const request = snapshots && options.initialSnapshot;
     store.backfillAddedColumns(request, (r) => {
       const table = `${r.schema}.${r.table}`;
-      if (r.job !== null) options.log.warn({ table, columns: r.columns, version: r.version, snapshot: r.job }, 'columns added with a value for existing rows (DEFAULT, NOT NULL, identity), which the WAL does not carry: the table is re-read by a snapshot');
-      else if (!request) options.log.warn({ table, columns: r.columns, version: r.version, fix: `syncline snapshot ${quoteQualified(r.schema, r.table)} -c <config>` }, 'columns added with a value for existing rows (DEFAULT, NOT NULL, identity), which the WAL does not carry: the target keeps NULL in them until a snapshot of the table');
+      if (r.job !== null) options.log.warn({ table, columns: r.columns, version: r.version, snapshot: r.job }, 'columns added with a value for existing rows (DEFAULT, NOT NULL, identity) or given another type, which the WAL does not carry: the table is re-read by a snapshot');
+      else if (!request) options.log.warn({ table, columns: r.columns, version: r.version, fix: `syncline snapshot ${quoteQualified(r.schema, r.table)} -c <config>` }, 'columns added with a value for existing rows (DEFAULT, NOT NULL, identity) or given another type, which the WAL does not carry: the target keeps the old values until a snapshot of the table');
     });
   } catch (err) {
     options.log.warn(

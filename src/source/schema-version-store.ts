@@ -70,7 +70,8 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
 
   /**
    * From now on, a new definition that adds columns whose existing rows got a value at the
-   * source (a DEFAULT, NOT NULL, an identity) queues a snapshot of the table (`request`), or
+   * source (a DEFAULT, NOT NULL, an identity), or changes a column's type (the rows were
+   * converted, maybe `USING` an expression), queues a snapshot of the table (`request`), or
    * only reports them. Why: \`ADD COLUMN c ... DEFAULT x\` writes no row change to the WAL (a
    * constant default is stored once in the catalog; a volatile one rewrites the table, which
    * logical decoding does not see), so the rows that existed before it would keep NULL (or
@@ -158,7 +159,14 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
         SELECT a.name FROM added a
           JOIN pg_catalog.pg_attribute att ON att.attrelid = to_regclass($10) AND att.attnum > 0 AND NOT att.attisdropped
                AND CASE WHEN a.attnum IS NOT NULL THEN att.attnum = a.attnum ELSE att.attname = a.name END
-         WHERE att.atthasdef OR att.atthasmissing OR att.attnotnull OR att.attidentity <> '')${job}
+         WHERE att.atthasdef OR att.atthasmissing OR att.attnotnull OR att.attidentity <> ''
+        UNION
+        -- Another type (ALTER COLUMN ... TYPE, perhaps USING an expression): the table was
+        -- rewritten with converted values, which the WAL does not carry either.
+        SELECT c->>'name' FROM v CROSS JOIN LATERAL jsonb_array_elements(v.columns) c
+         WHERE c->>'attnum' IS NOT NULL
+           AND EXISTS (SELECT 1 FROM prev CROSS JOIN LATERAL jsonb_array_elements(prev.columns) p
+                        WHERE p->>'attnum' = c->>'attnum' AND p->>'type_oid' <> c->>'type_oid'))${job}
       SELECT (SELECT array_agg(name ORDER BY name) FROM filled) AS filled, ${request ? '(SELECT id FROM job)' : 'NULL::text'} AS job`;
   }
 }

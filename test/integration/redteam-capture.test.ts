@@ -98,6 +98,17 @@ describe('red team 3: capture and apply against real schemas (PostgreSQL 15)', (
     expect((await p.target.query('SELECT count(*)::int AS n FROM items WHERE flag IS NULL OR created IS NULL')).rows[0]?.n).toBe(0);
   }, 90_000);
 
+  it('ALTER COLUMN ... TYPE ... USING an expression mid-stream: the converted values of the rows before it reach the target too', async () => {
+    // A widening (int4 -> int8) the target follows under schema_evolution: full, but USING
+    // changed every value, and the rewrite is not in the WAL.
+    const p = await pipeline('sl_rt3_using', ['prices'], 'CREATE TABLE prices (id integer PRIMARY KEY, cents integer)', undefined, ', schema_evolution: full');
+    await p.source.query('INSERT INTO prices SELECT g, g * 100 FROM generate_series(1, 300) g');
+    await converges(p, 'prices');
+    await p.source.query('ALTER TABLE prices ALTER COLUMN cents TYPE bigint USING cents * 10');
+    await p.source.query('INSERT INTO prices VALUES (1000, 5)');
+    await converges(p, 'prices');
+  }, 90_000);
+
   it('a target whose key is GENERATED ALWAYS AS IDENTITY (as pg_dump --schema-only writes it) takes the rows', async () => {
     const ddl = 'CREATE TABLE accounts (id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text)';
     const p = await pipeline('sl_rt3_ident', ['accounts'], ddl);
