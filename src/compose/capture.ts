@@ -72,6 +72,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
         walAtStart: source.walAtStart,
         ignoredSchemas: [s.state_schema],
         primaryKeys: source.primaryKeys,
+        deferrableKeys: source.deferrableKeys,
         schemaVersions: source.schemaVersions,
         spillDir: source.spillDir,
         readSourceRow: (schema, table, key, columns, xid) => source.readRow(schema, table, key, columns, xid),

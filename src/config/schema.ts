@@ -308,6 +308,17 @@ export const configSchema = z
         ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['sink', key], message: `the SQL sinks only (postgres, mysql, sqlite): the ${s.type} sink has no rows to read the stored version from (this config uses sink.type: ${s.type})` });
       }
     }
+    // A URL of another kind of server than sink.type (a mysql:// URL with the default
+    // postgres) passed validation and failed later with the client's confusion ("Received
+    // unexpected copyData message from backend"): say which type the URL is for.
+    const urlType = targetTypeOfUrl(s.url);
+    if (urlType !== undefined && urlType !== s.type) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['sink', 'url'], message: `a ${urlType} URL, but sink.type is ${s.type}${s.type === 'postgres' ? ' (the default)' : ''}: set sink.type: ${urlType}, or give a ${s.type} URL` });
+    }
+    const dlqType = targetTypeOfUrl(config.dead_letter.url);
+    if (dlqType !== undefined && dlqType !== 'postgres') {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['dead_letter', 'url'], message: `a ${dlqType} URL: the dead-letter table lives in a PostgreSQL database (postgres://...)` });
+    }
     if (s.conflict_strategy === 'source_priority' && !s.source_priority) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['sink', 'source_priority'], message: 'conflict_strategy: source_priority needs the ordered list of source names' });
     }
@@ -341,3 +352,20 @@ export const configSchema = z
   });
 
 export type SynclineConfig = z.infer<typeof configSchema>;
+
+/** URL schemes that name one kind of target; a URL without one (a file path, libpq keywords) says nothing. */
+const URL_SCHEMES: Readonly<Record<string, 'postgres' | 'mysql' | 'sqlite' | 'redis' | 'webhook'>> = {
+  postgres: 'postgres',
+  postgresql: 'postgres',
+  mysql: 'mysql',
+  sqlite: 'sqlite',
+  redis: 'redis',
+  rediss: 'redis',
+  http: 'webhook',
+  https: 'webhook',
+};
+
+function targetTypeOfUrl(url: string | undefined): string | undefined {
+  const scheme = url === undefined ? undefined : /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(url)?.[1];
+  return scheme === undefined ? undefined : URL_SCHEMES[scheme.toLowerCase()];
+}

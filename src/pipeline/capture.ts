@@ -41,6 +41,8 @@ export interface CaptureOptions {
   ignoredSchemas: readonly string[];
   /** Primary keys of the source's tables (`schema.table` → columns), from the catalog. */
   primaryKeys?: ReadonlyMap<string, readonly string[]>;
+  /** Tables whose primary key is DEFERRABLE (`schema.table`), from the catalog (see UnchangedValues). */
+  deferrableKeys?: ReadonlySet<string>;
   /** `_schema_version` per table definition; a batch is acknowledged only once its versions are stored. */
   schemaVersions?: SchemaVersionRegistry;
   /**
@@ -118,7 +120,7 @@ export class Capture {
     });
     options.schemaVersions?.listen?.((e) => events.emit('capture:schema:changed', { table: `${e.schema}.${e.table}`, version: e.version, lsn: e.lsn }));
     this.streamed = new StreamedTransactions(options.spillDir);
-    this.unchanged = new UnchangedValues(options.readSourceRow, options.walAtStart);
+    this.unchanged = new UnchangedValues(options.readSourceRow, options.walAtStart, options.deferrableKeys);
     this.snapshots = new CaptureSnapshots({ builder: this.builder, publisher: this.publisher, unchanged: this.unchanged, events, log, flushDurable: () => this.flushDurable() });
     this.failed = (err) => {
       this.failure ??= err;

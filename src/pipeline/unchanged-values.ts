@@ -33,6 +33,18 @@ export class UnchangedValues {
   private readonly keyChanged = new Set<string>();
   /** Changes whose unchanged values must be read from the source before publishing. */
   private toFill: ChangeEvent[] = [];
+  /** DELETEs whose row must be looked up at the source before publishing (see observeDeferrable). */
+  private toResolve: ChangeEvent[] = [];
+  /** The transaction (commit LSN) whose INSERTed keys `insertedKeys` holds. */
+  private insertedIn: string | undefined;
+  /** Keys (partitionKeyOf) of deferrable-key tables that the open transaction inserted. */
+  private readonly insertedKeys = new Set<string>();
+  /**
+   * A fill is reading: still waiting. A change being filled may already be with the publisher
+   * (a DELETE to resolve is followed by its key change's INSERT), and the batch deadline must
+   * not publish it as it was before the read.
+   */
+  private filling = false;
 
   /**
    * Without a reader nothing is filled: such a change keeps `unchanged` and the sink
@@ -42,6 +54,8 @@ export class UnchangedValues {
   constructor(
     private readonly read: SourceRowReader | undefined,
     private readonly walAtStart: Lsn = 0n,
+    /** `schema.table` of the tables whose primary key is DEFERRABLE (see observeDeferrable). */
+    private readonly deferrableKeys: ReadonlySet<string> = new Set(),
   ) {}
 
   /** The tables with an unfinished snapshot job (SnapshotRunner keeps this current). */
@@ -51,20 +65,63 @@ export class UnchangedValues {
 
   /** A change was built: it waits to be filled if the target may lack its row. */
   observe(e: ChangeEvent): void {
+    if (this.deferrableKeys.size > 0 && this.read && this.deferrableKeys.has(tableLabelOf(e))) this.observeDeferrable(e);
     if (e.unchanged && this.read && this.mayLackRow(e)) this.toFill.push(e);
+  }
+
+  /**
+   * A DEFERRABLE primary key is checked at the end of the statement (or transaction), not row
+   * by row, so inside one transaction two rows can hold the same key for a while: `UPDATE t
+   * SET id = id + 1` moves row 1 to key 2 (a DELETE of 1, an INSERT of 2) before row 2 moves
+   * on to key 3 (a DELETE of 2, ...). In the stream those are changes of key 2 in that order,
+   * and the DELETE, which meant the row that left, would remove the row that arrived: every
+   * shifted key but the last was lost at the target. Which row a DELETE meant cannot be told
+   * from the changes (a table of key columns only has identical images), so a DELETE of a key
+   * the same transaction inserted is decided by the source once the transaction is visible:
+   * a row there now makes it an UPDATE carrying that row (a later change of the key follows in
+   * the stream, so the row converges), none leaves it a DELETE. Such a table publishes
+   * DELETEs only with REPLICA IDENTITY FULL (a deferrable key is no replica identity), so
+   * `before` names every column to read.
+   */
+  private observeDeferrable(e: ChangeEvent): void {
+    if (e.op !== 'INSERT' && e.op !== 'UPDATE' && e.op !== 'DELETE') return;
+    if (e.commit_lsn !== this.insertedIn) {
+      this.insertedIn = e.commit_lsn;
+      this.insertedKeys.clear();
+    }
+    const id = partitionKeyOf(e);
+    if (e.op === 'INSERT') this.insertedKeys.add(id);
+    else if (e.op === 'DELETE' && e.before && this.insertedKeys.has(id)) this.toResolve.push(e);
   }
 
   /** Changes wait to be filled: nothing may be published until `fill` is done. */
   get waiting(): boolean {
-    return this.toFill.length > 0;
+    return this.toFill.length > 0 || this.toResolve.length > 0 || this.filling;
   }
 
   /** Reads the values of every waiting change from the source. */
   async fill(): Promise<void> {
+    this.filling = true;
+    try {
+      await this.fillWaiting();
+    } finally {
+      this.filling = false;
+    }
+  }
+
+  private async fillWaiting(): Promise<void> {
     const read = this.read;
     const todo = this.toFill;
     this.toFill = [];
+    const resolve = this.toResolve;
+    this.toResolve = [];
     if (!read) return;
+    for (const e of resolve) {
+      const row = await read(e.schema, e.table, e.key, Object.keys(e.before ?? {}), e.xid);
+      if (!row) continue;
+      e.op = 'UPDATE';
+      e.payload = row;
+    }
     for (const e of todo) {
       const missing = e.unchanged ?? [];
       const row = await read(e.schema, e.table, e.key, missing, e.xid);

@@ -19,6 +19,21 @@ export async function primaryKeys(client: pg.ClientBase): Promise<Map<string, st
   return new Map(rows.map((r) => [r.t, r.cols]));
 }
 
+/**
+ * `schema.table` of every table whose primary key is DEFERRABLE: two of its rows may share a
+ * key inside a transaction (see UnchangedValues.observeDeferrable).
+ */
+export async function deferrablePrimaryKeys(client: pg.ClientBase): Promise<Set<string>> {
+  const { rows } = await client.query<{ t: string }>(
+    `SELECT n.nspname || '.' || c.relname AS t
+       FROM pg_index i
+       JOIN pg_class c ON c.oid = i.indrelid
+       JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE i.indisprimary AND NOT i.indimmediate`,
+  );
+  return new Set(rows.map((r) => r.t));
+}
+
 /** The tables a publication publishes, in name order. */
 export async function publicationTables(client: pg.ClientBase, publication: string): Promise<TableName[]> {
   const { rows } = await client.query<{ schemaname: string; tablename: string }>(

@@ -7,9 +7,9 @@ import type { Row } from '../core/change.js';
 import type { Clock } from '../core/clock.js';
 import { PrerequisiteError, errorMessage } from '../core/errors.js';
 import { formatLsn, parseLsn, type Lsn } from '../core/lsn.js';
-import type { TableName } from '../core/sql.js';
+import { quoteQualified, type TableName } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
-import { primaryKeys, publicationTables } from './catalog.js';
+import { deferrablePrimaryKeys, primaryKeys, publicationTables } from './catalog.js';
 import { acquireCaptureLeadership } from './leader-lock.js';
 import { checkLogicalReplication, protocolVersionFor } from './prerequisites.js';
 import { ensurePublication } from './publication.js';
@@ -82,6 +82,8 @@ export class PostgresSource {
     readonly walAtStart: Lsn,
     /** Primary keys of the source's tables (see catalog.ts). */
     readonly primaryKeys: ReadonlyMap<string, readonly string[]>,
+    /** Tables whose primary key is DEFERRABLE (see catalog.ts). */
+    readonly deferrableKeys: ReadonlySet<string>,
     /** Where `_schema_version`s are kept across restarts; undefined: in memory only. */
     readonly schemaVersions: SchemaVersionStore | undefined,
     /** The snapshot job table; undefined when it could not be created (snapshots disabled). */
@@ -138,7 +140,7 @@ export class PostgresSource {
         // Reported to whoever awaits the readers (snapshotReaders), not as an unhandled rejection meanwhile.
         readers.catch(() => undefined);
       }
-      const schemaVersions = await prepareSchemaVersions(admin, options);
+      const schemaVersions = await prepareSchemaVersions(admin, options, snapshots !== undefined);
       if (snapshots && options.initialSnapshot && (await slotState(admin, slot)) === undefined) {
         await requestInitialSnapshot(admin, snapshots, options);
       }
@@ -151,6 +153,7 @@ export class PostgresSource {
         state.confirmedFlush ?? 0n,
         await walPosition(admin),
         await primaryKeys(admin),
+        await deferrablePrimaryKeys(admin),
         schemaVersions,
         snapshots,
         options.spillDir ?? spillDirFor(conn, slot),
@@ -318,11 +321,20 @@ async function prepareSnapshots(admin: pg.Client, options: PostgresSourceOptions
  * `_schema_version`s recorded in the source, so they survive restarts; when the table cannot
  * be created, versions are kept in memory only (with a warning) and restart at 1.
  */
-async function prepareSchemaVersions(admin: pg.Client, options: PostgresSourceOptions): Promise<SchemaVersionStore | undefined> {
+async function prepareSchemaVersions(admin: pg.Client, options: PostgresSourceOptions, snapshots: boolean): Promise<SchemaVersionStore | undefined> {
   const store = new SchemaVersionStore(admin, options.stateSchema, options.slot);
   try {
     await store.prepare();
     await store.load();
+    // Rows that existed before an ADD COLUMN with a default get its value at the source with
+    // no change in the WAL: a snapshot of the table brings them (source.snapshot: never
+    // means the target takes changes only, so it is left to the operator, with the command).
+    const request = snapshots && options.initialSnapshot;
+    store.backfillAddedColumns(request, (r) => {
+      const table = `${r.schema}.${r.table}`;
+      if (r.job !== null) options.log.warn({ table, columns: r.columns, version: r.version, snapshot: r.job }, 'columns added with a value for existing rows (DEFAULT, NOT NULL, identity) or given another type, which the WAL does not carry: the table is re-read by a snapshot');
+      else if (!request) options.log.warn({ table, columns: r.columns, version: r.version, fix: `syncline snapshot ${quoteQualified(r.schema, r.table)} -c <config>` }, 'columns added with a value for existing rows (DEFAULT, NOT NULL, identity) or given another type, which the WAL does not carry: the target keeps the old values until a snapshot of the table');
+    });
   } catch (err) {
     options.log.warn(
       { err: errorMessage(err), fix: `GRANT CREATE ON DATABASE ... TO the syncline role, or create ${options.stateSchema}.schema_versions beforehand` },

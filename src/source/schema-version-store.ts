@@ -38,6 +38,8 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
   private readonly listeners: ((entry: SchemaVersionEntry) => void)[] = [];
   /** The source's DDL history table exists (ddl-history.ts): attnums are looked up there first. */
   private ddlHistory = false;
+  /** See backfillAddedColumns; undefined: added columns are not looked at. */
+  private backfill: { request: boolean; report: (report: BackfillReport) => void } | undefined;
 
   constructor(private readonly client: pg.ClientBase, private readonly schema: string, private readonly slot: string) {
     this.table = quoteQualified(schema, 'schema_versions');
@@ -64,6 +66,21 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
   /** Looks definitions up in the DDL history from now on (installDdlHistory succeeded). */
   useDdlHistory(): void {
     this.ddlHistory = true;
+  }
+
+  /**
+   * From now on, a new definition that adds columns whose existing rows got a value at the
+   * source (a DEFAULT, NOT NULL, an identity), or changes a column's type (the rows were
+   * converted, maybe `USING` an expression), queues a snapshot of the table (`request`), or
+   * only reports them. Why: \`ADD COLUMN c ... DEFAULT x\` writes no row change to the WAL (a
+   * constant default is stored once in the catalog; a volatile one rewrites the table, which
+   * logical decoding does not see), so the rows that existed before it would keep NULL (or
+   * lack the column) at the target for good, silently, until each is next updated. The job is
+   * queued in the same statement that records the definition, so a crash cannot record one
+   * without the other, and the slot is not confirmed past the definition before both are.
+   */
+  backfillAddedColumns(request: boolean, report: (report: BackfillReport) => void): void {
+    this.backfill = { request, report };
   }
 
   /** Reads the recorded definitions; call once before capture starts. */
@@ -96,16 +113,72 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
     this.writes = this.writes.then(async () => {
       const cols = e.columns ?? [];
       const known = this.ddlHistory && cols.length > 0 ? definitionAt(await historyBefore(this.client, this.schema, e, e.lsn), cols) : undefined;
-      await this.client.query(
-        `INSERT INTO ${this.table} (slot_name, table_schema, table_name, version, signature, first_lsn, columns)
+      const insert = `INSERT INTO ${this.table} (slot_name, table_schema, table_name, version, signature, first_lsn, columns)
          SELECT $1, $2, $3, $4, $5, $6::pg_lsn, ${RECORDED_COLUMNS}
-         ON CONFLICT (slot_name, table_schema, table_name, version) DO NOTHING`,
-        [this.slot, e.schema, e.table, e.version, e.signature, formatLsn(e.lsn), cols.map((c) => c.name), cols.map((c) => c.typeOid), cols.map((c) => c.typeMod), quoteQualified(e.schema, e.table), known ? JSON.stringify(known) : null],
-      );
+         ON CONFLICT (slot_name, table_schema, table_name, version) DO NOTHING`;
+      const params = [this.slot, e.schema, e.table, e.version, e.signature, formatLsn(e.lsn), cols.map((c) => c.name), cols.map((c) => c.typeOid), cols.map((c) => c.typeMod), quoteQualified(e.schema, e.table), known ? JSON.stringify(known) : null];
+      const backfill = this.backfill;
+      if (!backfill || e.version < 2) {
+        await this.client.query(insert, params);
+        return;
+      }
+      const { rows } = await this.client.query<{ filled: string[] | null; job: string | null }>(this.backfillSql(insert, backfill.request), params);
+      const filled = rows[0]?.filled ?? [];
+      if (filled.length > 0) backfill.report({ schema: e.schema, table: e.table, version: e.version, columns: filled, job: rows[0]?.job ?? null });
     });
     // Reported through stored(); not an unhandled rejection meanwhile.
     this.writes.catch(() => undefined);
   }
+
+  /**
+   * `insert` (the definition's row, RETURNING nothing) followed, when it inserted the row, by
+   * the columns it adds to the previous recorded definition (by attnum, else by name: a
+   * rename is no addition) that exist in the catalog now with a value for old rows, and
+   * (`request`) a pending snapshot job of the table unless one is already pending (a running
+   * one may have read chunks before the column existed). A replay of the definition after a
+   * restart inserts nothing, so it queues nothing again.
+   */
+  private backfillSql(insert: string, request: boolean): string {
+    const jobs = quoteQualified(this.schema, 'snapshots');
+    const job = request
+      ? `, job AS (
+         INSERT INTO ${jobs} (slot_name, table_schema, table_name)
+         SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM filled)
+            AND NOT EXISTS (SELECT 1 FROM ${jobs} j WHERE j.slot_name = $1 AND j.table_schema = $2 AND j.table_name = $3 AND j.status = 'pending')
+         RETURNING id::text AS id)`
+      : '';
+    return `WITH v AS (${insert} RETURNING columns),
+      prev AS (SELECT columns FROM ${this.table} WHERE slot_name = $1 AND table_schema = $2 AND table_name = $3 AND version < $4 AND columns IS NOT NULL
+                ORDER BY version DESC LIMIT 1),
+      added AS (
+        SELECT c->>'name' AS name, (c->>'attnum')::int AS attnum FROM v CROSS JOIN LATERAL jsonb_array_elements(v.columns) c
+         WHERE EXISTS (SELECT 1 FROM prev)
+           AND NOT EXISTS (SELECT 1 FROM prev CROSS JOIN LATERAL jsonb_array_elements(prev.columns) p
+                            WHERE CASE WHEN c->>'attnum' IS NOT NULL AND p->>'attnum' IS NOT NULL THEN p->>'attnum' = c->>'attnum' ELSE p->>'name' = c->>'name' END)),
+      filled AS (
+        SELECT a.name FROM added a
+          JOIN pg_catalog.pg_attribute att ON att.attrelid = to_regclass($10) AND att.attnum > 0 AND NOT att.attisdropped
+               AND CASE WHEN a.attnum IS NOT NULL THEN att.attnum = a.attnum ELSE att.attname = a.name END
+         WHERE att.atthasdef OR att.atthasmissing OR att.attnotnull OR att.attidentity <> ''
+        UNION
+        -- Another type (ALTER COLUMN ... TYPE, perhaps USING an expression): the table was
+        -- rewritten with converted values, which the WAL does not carry either.
+        SELECT c->>'name' FROM v CROSS JOIN LATERAL jsonb_array_elements(v.columns) c
+         WHERE c->>'attnum' IS NOT NULL
+           AND EXISTS (SELECT 1 FROM prev CROSS JOIN LATERAL jsonb_array_elements(prev.columns) p
+                        WHERE p->>'attnum' = c->>'attnum' AND p->>'type_oid' <> c->>'type_oid'))${job}
+      SELECT (SELECT array_agg(name ORDER BY name) FROM filled) AS filled, ${request ? '(SELECT id FROM job)' : 'NULL::text'} AS job`;
+  }
+}
+
+/** A definition that added columns whose rows existing before it got a value at the source. */
+export interface BackfillReport {
+  schema: string;
+  table: string;
+  version: number;
+  columns: string[];
+  /** The snapshot job queued for the table; null: none (not requested, or one is already pending). */
+  job: string | null;
 }
 
 /**

@@ -118,6 +118,16 @@ monitoring:
     expect(problems(`${base}""\n`)).toEqual([expect.stringMatching(/^stream\.brokers: /)]);
   });
 
+  it('a sink.url for another kind of server than sink.type is an error at sink.url, not a client\'s confusion at run time (red team 3)', () => {
+    const base = (sink: string, dlq = ''): string => `source: { url: postgres://s/app, slots: [{ name: s1, publication: p1, tables: [t] }] }\nsink: ${sink}\n${dlq}`;
+    expect(problems(base('{ url: "mysql://root@127.0.0.1:3306/app" }'))).toEqual([expect.stringMatching(/^sink\.url: a mysql URL, but sink\.type is postgres \(the default\): set sink\.type: mysql/)]);
+    expect(problems(base('{ type: redis, url: "postgresql://t/app" }'))).toEqual([expect.stringMatching(/^sink\.url: a postgres URL, but sink\.type is redis/)]);
+    expect(problems(base('{ type: mysql, url: "mysql://root@h/app" }', 'dead_letter: { url: "redis://h:6379" }'))).toEqual([expect.stringMatching(/^dead_letter\.url: a redis URL/)]);
+    for (const ok of ['{ url: "postgres://t/app" }', '{ type: mysql, url: "mysql://u:p@h:3306/app" }', '{ type: sqlite, url: ./target.db }', '{ type: sqlite, url: "sqlite:///tmp/x.db" }', '{ type: redis, url: "rediss://h:6380/1" }', '{ type: webhook, url: "https://hook.example/x" }']) {
+      expect(problems(base(ok))).toEqual([]);
+    }
+  });
+
   it('reports YAML syntax errors with a line number', () => {
     expect(problems('source: [unclosed\n')[0]).toMatch(/YAML syntax \(line \d+\)/);
   });

@@ -82,6 +82,13 @@ const W_XID = quoteIdent(WRITER_XID_COLUMN);
 const LOCALLY_WRITTEN = `(t.${W_XID} IS NULL OR t.xmin::text::bigint <> t.${W_XID})`;
 /** This transaction's xid as a row's xmin shows it (32 bits). */
 const CURRENT_XID = `(pg_current_xact_id()::text::bigint % 4294967296)`;
+/**
+ * Every insert into a target table writes the source's values into identity columns too: a
+ * target made like the source (pg_dump --schema-only) has `GENERATED ALWAYS AS IDENTITY`
+ * keys, which refuse an inserted value without this (SQLSTATE 428C9, and the table was held
+ * as if it did not fit). Without identity columns the clause changes nothing.
+ */
+const OVERRIDING = 'OVERRIDING SYSTEM VALUE';
 
 /**
  * PostgreSQL target. Each batch is one transaction (see SqlSink): set-based `unnest` upserts
@@ -420,7 +427,7 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     // writers are not comparable, so only a row of the same source is gated on its version.
     const rowGate = tracked ? `(t.${W_SOURCE} IS DISTINCT FROM EXCLUDED.${W_SOURCE} OR ${LOCALLY_WRITTEN} OR ${ROW_VERSION} < (EXCLUDED.${V_LSN}, EXCLUDED.${V_SEQ}))` : `${ROW_VERSION} < (EXCLUDED.${V_LSN}, EXCLUDED.${V_SEQ})`;
     const sql =
-      `INSERT INTO ${target.qualified} AS t (${p.insertCols.join(', ')})
+      `INSERT INTO ${target.qualified} AS t (${p.insertCols.join(', ')}) ${OVERRIDING}
        SELECT ${p.selectExprs.join(', ')}
          FROM ${p.from}
         ${p.where}
@@ -440,7 +447,7 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     const p = this.insertParts(target, columns, undefined, true);
     const match = keyColumns.map((k) => `t.${quoteIdent(k)} = ${p.cast(k, columns.indexOf(k))}`).join(' AND ');
     const sql = `WITH i AS (SELECT * FROM ${p.from}),
-      ins AS (INSERT INTO ${target.qualified} AS t (${p.insertCols.join(', ')})
+      ins AS (INSERT INTO ${target.qualified} AS t (${p.insertCols.join(', ')}) ${OVERRIDING}
               SELECT ${p.selectExprs.join(', ')} FROM i
                ${p.where}
               ON CONFLICT (${keyColumns.map(quoteIdent).join(', ')}) DO NOTHING
@@ -544,7 +551,7 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     if (tracked) params.push(changes.map((ch) => ch.source), changes.map((ch) => ch.commit_ts));
     const cast = (col: string, i: number): string => castText(target.columns.get(col) as TargetColumn, `i.c${i}`);
     const res = await c.query(
-      `INSERT INTO ${target.qualified} (${[...columns.map(quoteIdent), V_LSN, V_SEQ, ...(tracked ? [W_SOURCE, W_CLOCK, W_XID] : [])].join(', ')})
+      `INSERT INTO ${target.qualified} (${[...columns.map(quoteIdent), V_LSN, V_SEQ, ...(tracked ? [W_SOURCE, W_CLOCK, W_XID] : [])].join(', ')}) ${OVERRIDING}
        SELECT ${[...columns.map(cast), 'i.v_lsn::pg_lsn', 'i.v_seq', ...(tracked ? ['i.w_source', 'i.w_clock::timestamptz', CURRENT_XID] : [])].join(', ')}
          FROM unnest(${[...columns.map((_, i) => `$${i + 1}::text[]`), `$${n + 1}::text[]`, `$${n + 2}::int[]`, ...(tracked ? [`$${n + 3}::text[]`, `$${n + 4}::text[]`] : [])].join(', ')})
               AS i(${[...columns.map((_, i) => `c${i}`), 'v_lsn', 'v_seq', ...(tracked ? ['w_source', 'w_clock'] : [])].join(', ')})`,

@@ -60,6 +60,8 @@ export interface TargetTable {
   qualified: string;
   columns: Map<string, TargetColumn>;
   primaryKey: string[];
+  /** The primary key is DEFERRABLE (see SqlTable.deferrableKey). */
+  deferrableKey: boolean;
 }
 
 /**
@@ -114,9 +116,9 @@ export async function loadTargetTable(
 
 async function readTable(client: pg.PoolClient | pg.Client, schema: string, table: string): Promise<TargetTable | undefined> {
   const qualified = quoteQualified(schema, table);
-  const { rows } = await client.query<{ name: string; type_schema: string; type_name: string; exact_type: string; is_pk: boolean }>(
+  const { rows } = await client.query<{ name: string; type_schema: string; type_name: string; exact_type: string; is_pk: boolean; deferrable: boolean }>(
     `SELECT a.attname AS name, n.nspname AS type_schema, t.typname AS type_name, format_type(a.atttypid, a.atttypmod) AS exact_type,
-            coalesce(a.attnum = ANY(i.indkey), false) AS is_pk
+            coalesce(a.attnum = ANY(i.indkey), false) AS is_pk, coalesce(NOT i.indimmediate, false) AS deferrable
        FROM pg_attribute a
        JOIN pg_type t ON t.oid = a.atttypid
        JOIN pg_namespace n ON n.oid = t.typnamespace
@@ -132,5 +134,5 @@ async function readTable(client: pg.PoolClient | pg.Client, schema: string, tabl
     columns.set(r.name, { name: r.name, castType: quoteQualified(r.type_schema, r.type_name), exactType: r.exact_type });
     if (r.is_pk) primaryKey.push(r.name);
   }
-  return { label: tableLabelOf({ schema, table }), qualified, columns, primaryKey };
+  return { label: tableLabelOf({ schema, table }), qualified, columns, primaryKey, deferrableKey: rows.some((r) => r.deferrable) };
 }

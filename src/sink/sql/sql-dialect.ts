@@ -11,6 +11,11 @@ export interface SqlTable {
   /** The target's columns by name (what a dialect knows of each: its type). */
   columns: ReadonlyMap<string, unknown>;
   primaryKey: string[];
+  /**
+   * The primary key is DEFERRABLE (postgres): \`ON CONFLICT\` cannot use it as its arbiter
+   * (SQLSTATE 55000), so no upsert of the table can succeed.
+   */
+  deferrableKey?: boolean;
 }
 
 /** A keyless table's stored versions (see `../multiset.ts`). */

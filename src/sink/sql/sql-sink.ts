@@ -534,6 +534,14 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
         this.dialect.primaryKeyFix(target, keyColumns),
       );
     }
+    if (target.deferrableKey) {
+      // Every upsert would fail with 55000, which is no row's fault: hold the table with the
+      // fix rather than dead-letter each of its changes as a poison.
+      throw new PrerequisiteError(
+        `target table ${target.label} has a DEFERRABLE primary key, which ON CONFLICT cannot use`,
+        `make it NOT DEFERRABLE at the target (the source's may stay deferrable): ALTER TABLE ${target.qualified} DROP CONSTRAINT <its primary key>, ADD PRIMARY KEY (${keyColumns.join(', ')})`,
+      );
+    }
   }
 }
 
