@@ -571,7 +571,7 @@ describe('red team: deletes and truncations made at a postgres target (conflict 
     try {
       const triggers = async (): Promise<unknown[]> => (await b.client.query(`SELECT oid::int, tgname FROM pg_trigger WHERE tgrelid = 'acc'::regclass ORDER BY tgname`)).rows;
       const first = await triggers();
-      expect(first.map((t) => (t as { tgname: string }).tgname)).toEqual(['syncline_local_delete', 'syncline_local_key_change', 'syncline_local_truncate']);
+      expect(first.map((t) => (t as { tgname: string }).tgname)).toEqual(['syncline_local_delete', 'syncline_local_key_change', 'syncline_local_key_mark', 'syncline_local_truncate']);
       await b.sink.apply([acc('a', A, '01', 'INSERT', 'x', { id: 'x', v: 'a', n: '1', updated_at: '2026-01-01 00:00:01+00' })], new Map(), 'ga');
       await b.sink.close();
       for (let i = 0; i < 2; i++) {

@@ -24,7 +24,7 @@ import { classifyPgError, isStructuralPgError } from './postgres-errors.js';
 import { auditStale, staleAuditDdl } from './stale-audit.js';
 import { castText, fromStage, keyMatch, loadTargetTable, storedText, type TargetColumn, type TargetTable } from './table-meta.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../../postgres/serialized-ddl.js';
-import { createLocalWritesFunction, installTriggers, localClock, MARK_APPLYING } from './local-writes.js';
+import { installTriggers, localClock, MARK_APPLYING } from './local-writes.js';
 
 export interface PostgresSinkOptions {
   url: string;
@@ -246,7 +246,6 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
         table_name text NOT NULL, source text NOT NULL, lsn pg_lsn NOT NULL, seq integer NOT NULL, reset boolean NOT NULL DEFAULT false, PRIMARY KEY (table_name, source))`);
       const { rows } = await c.query<{ on: boolean }>(`SELECT current_setting('track_commit_timestamp')::boolean AS on`);
       this.commitTimestamps = rows[0]?.on === true;
-      await createLocalWritesFunction(c, this.options.stateSchema, this.state.sourceTombstones, this.state.sourceTruncations);
     }
   }
 
