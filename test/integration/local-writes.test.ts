@@ -271,6 +271,22 @@ describe.each(SERVERS)('the application’s deletes, key changes and truncations
     await app.query(`DROP TABLE pacc_3`);
     expect(warnings).toEqual([]);
   });
+  it('a running sink looks at a tracked table again when it applies to it after sink.recheckTriggersMs: a partition attached meanwhile gets its triggers', async () => {
+    await reset();
+    const eager = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, conflicts: tracking(undefined, [['public.acc', ['n']]]), recheckTriggersMs: 0 });
+    try {
+      await eager.prepare();
+      await eager.apply([insert('pacc', { id: '5' }, { id: '5', v: 'sink' })], new Map(), 'ga');
+      await app.query(`CREATE TABLE pacc_4 PARTITION OF pacc FOR VALUES FROM (400) TO (500)`);
+      await app.query(`BEGIN; SET LOCAL syncline.applying = 'on'; INSERT INTO pacc VALUES (401, 'x'); COMMIT`);
+      await eager.apply([insert('pacc', { id: '6' }, { id: '6', v: 'sink' })], new Map(), 'ga');
+      await app.query(`TRUNCATE pacc_4`);
+      expect(await localTombstones(app, 'syncline')).toEqual([pacc(401)]);
+    } finally {
+      await eager.close();
+      await app.query(`DROP TABLE pacc_4`);
+    }
+  });
 });
 
 /** The earlier version's triggers on a target: a sink of this version replaces them (none doubled) and cleans up after them. */

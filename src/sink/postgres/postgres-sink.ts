@@ -67,6 +67,11 @@ export interface PostgresSinkOptions {
    * later) whose application's deletes to record from the start (see local-writes.ts).
    */
   trackedTables?: readonly TableName[];
+  /**
+   * Conflict tracking: how often (ms) the sink looks at a tracked table's triggers again when
+   * it applies to it (partitions attached since get theirs); default 60000.
+   */
+  recheckTriggersMs?: number;
   /** Where a problem the sink works on through is told (a trigger it may not create); default: process warnings. */
   warn?: (message: string, details: Record<string, unknown>) => void;
 }
@@ -104,6 +109,7 @@ export class PostgresSink extends SqlSink<pg.PoolClient, TargetTable> {
 
 class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   readonly name = 'the sink';
+  readonly trackLocalWritesEveryMs: number;
   private readonly pool: pg.Pool;
   private readonly state: BookkeepingTables & { staleAudit: string };
   /** track_commit_timestamp is on: a row written at the target has a known commit time. */
@@ -123,6 +129,7 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     this.pool.on('error', () => undefined);
     const s = options.stateSchema;
     this.state = { ...bookkeepingTables((t) => quoteQualified(s, t)), staleAudit: quoteQualified(s, 'stale_audit') };
+    this.trackLocalWritesEveryMs = options.recheckTriggersMs ?? 60_000;
   }
 
   async withConnection<R>(what: string, fn: (c: pg.PoolClient) => Promise<R>): Promise<R> {
