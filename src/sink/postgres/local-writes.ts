@@ -14,22 +14,27 @@ import type { TargetTable } from './table-meta.js';
  * Triggers on each tracked table do it, in the application's transaction, per statement
  * from transition tables (at most one subtransaction per statement, whatever its rows):
  * AFTER DELETE (every deleted row), AFTER UPDATE (the old keys no new row has: a key changed,
- * as capture publishes a DELETE of the old key), AFTER TRUNCATE. Every UPDATE fires the
- * update trigger (a trigger with transition tables takes no column list); its function
- * finds no key gone with one cached anti-join.
+ * as capture publishes a DELETE of the old key), AFTER TRUNCATE. A trigger with transition
+ * tables takes no column list, so a BEFORE UPDATE OF the key columns statement trigger marks
+ * the statements that name a key column (SET of UPDATE, MERGE, ON CONFLICT DO UPDATE), and
+ * the AFTER UPDATE trigger's WHEN skips the others: the usual UPDATE costs the transition
+ * tables only. (Rows of one statement cannot be paired old to new: a statement that moves a
+ * row onto a key another of its rows leaves records only the keys left empty.)
  *
  * A partitioned table: a statement trigger fires only for the table a statement names, not
  * for the partitions it touches (nor for the table when a statement names a partition), and
  * is not cloned to partitions. So every partition (at every level) gets the statement
  * triggers too; a statement through the partitioned table sees the rows of all partitions in
- * its transition tables, rows moved between partitions by an UPDATE included. A partition
+ * its transition tables, rows an UPDATE moves between partitions included. A partition
  * attached later has none of them until the sink next checks the table: for its rows the
  * partitioned table has row triggers (cloned to every partition, also those attached later)
  * whose WHEN skips the rows of the partitions that have statement triggers (their oids, a
- * constant in the condition). A TRUNCATE of a partition is a delete of its rows (read, before
- * they go, through the tracked table), unless the statement truncates an ancestor too: that
- * is a truncation of the whole table (partitions' TRUNCATE triggers fire with the ancestor's,
- * and a transaction-local mark tells them apart).
+ * constant in the condition). The delete one also records the rows a key-naming statement
+ * moves to another partition: PostgreSQL (15, 17) leaves the rows MERGE moves out of its
+ * transition tables. A TRUNCATE of a partition is a delete of its rows (read, before they go,
+ * through the tracked table), unless the statement truncates an ancestor too: that is a
+ * truncation of the whole table (partitions' TRUNCATE triggers fire with the ancestor's, and
+ * a transaction-local mark tells them apart).
  *
  * The sink's own transactions set `syncline.applying` (SET LOCAL), which the triggers' WHEN
  * skips. The function, one per table (static SQL: its plans are cached, where a generic
@@ -404,8 +409,8 @@ function matches(i: Installed, want: TriggerSpec, fn: string, args: string): boo
 export async function installTriggers(c: pg.ClientBase, table: TrackedTable & { keyOrderKnown: boolean }): Promise<{ reason: string; sql: string } | undefined> {
   const { triggers } = localWritesNames(table.stateSchema);
   const names = Object.values(triggers);
-  const { rows: relRows } = await c.query<{ oid: number; qualified: string; partitioned: boolean; leaf: boolean; root: boolean }>(
-    `SELECT r.oid::int AS oid, format('%I.%I', n.nspname, r.relname) AS qualified, r.relkind = 'p' AS partitioned, t.isleaf AS leaf, coalesce(t.level, 0) = 0 AS root
+  const { rows: relRows } = await c.query<{ oid: number; schema: string; name: string; partitioned: boolean; leaf: boolean; root: boolean }>(
+    `SELECT r.oid::int AS oid, n.nspname AS schema, r.relname AS name, r.relkind = 'p' AS partitioned, t.isleaf AS leaf, coalesce(t.level, 0) = 0 AS root
        FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
        LEFT JOIN pg_partition_tree(to_regclass($1)) t ON t.relid = r.oid
       WHERE r.oid = to_regclass($1) OR t.level > 0
@@ -414,7 +419,7 @@ export async function installTriggers(c: pg.ClientBase, table: TrackedTable & { 
   );
   const rootRow = relRows.find((r) => r.root);
   // The partitions of a partitioned table, at every level (pg_partition_tree has no row for a table that is not partitioned).
-  const rels: Relation[] = relRows.map((r) => ({ oid: r.oid, qualified: r.root ? table.target.qualified : r.qualified, partitioned: r.partitioned, partition: !r.root }));
+  const rels: Relation[] = relRows.map((r) => ({ oid: r.oid, qualified: r.root ? table.target.qualified : quoteQualified(r.schema, r.name), partitioned: r.partitioned, partition: !r.root }));
   const leaves = relRows.filter((r) => !r.root && r.leaf).map((r) => r.oid);
   if (!rootRow) return undefined;
   let installed = await installedTriggers(c, rels.map((r) => r.oid), names);
@@ -507,7 +512,10 @@ export async function installTriggers(c: pg.ClientBase, table: TrackedTable & { 
     const uncovered = new Set<number>();
     for (const rel of partitions) if (!(await attempt(changes(rel, triggerSpecs(t, rel, leaves), current)))) uncovered.add(rel.oid);
     // Its row triggers last: they skip the leaves that now have their own statement triggers.
-    await attempt(changes(root, triggerSpecs(t, root, leaves.filter((l) => !uncovered.has(l))), current, rowTrigger));
+    if (!(await attempt(changes(root, triggerSpecs(t, root, leaves.filter((l) => !uncovered.has(l))), current, rowTrigger))) && uncovered.size > 0) {
+      // The owner runs the partitions' statements too: the row triggers to suggest skip every leaf.
+      (refused.at(-1) as { sql: string[] }).sql = changes(root, triggerSpecs(t, root, leaves), current, rowTrigger);
+    }
   }
 }
 
