@@ -145,7 +145,7 @@ describe('active-active with deletes and kill -9 (two PostgreSQL 15 clusters, sy
     await waitFor('both captures streaming', async () => (await streaming('a')) && (await streaming('b')), 60_000, 200);
     // The sinks record the applications' deletes from their start (prepare), before any change arrived.
     for (const side of ['a', 'b'] as const) {
-      await waitFor(`triggers at ${side}`, async () => (await rowsOf(urls[side], `SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = 'accounts'::regclass AND tgname LIKE 'syncline_local_%'`)) === '[{"n":3}]', 30_000, 100);
+      await waitFor(`triggers at ${side}`, async () => (await rowsOf(urls[side], `SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = 'accounts'::regclass AND tgname LIKE 'syncline_local_%'`)) === '[{"n":4}]', 30_000, 100);
     }
 
     const workload = async (side: SideName, afterRound: (round: number) => Promise<void>): Promise<Log> => {

@@ -301,7 +301,7 @@ monitoring: { enabled: true, port: ${ports[from]} }
     start('b');
     await waitFor('both captures streaming', async () => (await streaming('a')) && (await streaming('b')), 60_000, 200);
     for (const side of ['a', 'b'] as const) {
-      await waitFor(`triggers at ${side}`, async () => (await rowsOf(urls[side], `SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = 'items'::regclass AND tgname LIKE 'syncline_local_%'`)) === '[{"n":3}]', 30_000, 100);
+      await waitFor(`triggers at ${side}`, async () => (await rowsOf(urls[side], `SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = 'items'::regclass AND tgname LIKE 'syncline_local_%'`)) === '[{"n":7}]', 30_000, 100);
     }
     const ROUNDS = 24;
     const warnings: Record<SideName, string[]> = { a: [], b: [] };

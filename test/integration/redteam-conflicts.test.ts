@@ -571,7 +571,7 @@ describe('red team: deletes and truncations made at a postgres target (conflict 
     try {
       const triggers = async (): Promise<unknown[]> => (await b.client.query(`SELECT oid::int, tgname FROM pg_trigger WHERE tgrelid = 'acc'::regclass ORDER BY tgname`)).rows;
       const first = await triggers();
-      expect(first.map((t) => (t as { tgname: string }).tgname)).toEqual(['syncline_local_delete', 'syncline_local_key_change', 'syncline_local_truncate']);
+      expect(first.map((t) => (t as { tgname: string }).tgname)).toEqual(['syncline_local_delete', 'syncline_local_key_change', 'syncline_local_key_mark', 'syncline_local_truncate']);
       await b.sink.apply([acc('a', A, '01', 'INSERT', 'x', { id: 'x', v: 'a', n: '1', updated_at: '2026-01-01 00:00:01+00' })], new Map(), 'ga');
       await b.sink.close();
       for (let i = 0; i < 2; i++) {
@@ -587,6 +587,48 @@ describe('red team: deletes and truncations made at a postgres target (conflict 
       expect((await b.client.query(`SELECT row_key, source FROM syncline.source_tombstones`)).rows).toEqual([{ row_key: '["x"]', source: 'b' }]);
     } finally {
       await closeSides(b);
+    }
+  });
+
+  it('an update that left a TOASTed value unchanged, later than a delete made here (delta counters): refused, or stale when superseded at its source, and either way no conflict on record, the deleted row’s counters kept', async () => {
+    const url = await freshDatabase(await server(), `red_mw_toast_${serial++}`);
+    pgDatabases.push(new URL(url).pathname.slice(1));
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    // The body is stored out of line (TOAST): an UPDATE that does not change it reaches capture
+    // as pgoutput's unchanged-TOAST marker, and the change carries no value for it (`unchanged`).
+    await client.query(`CREATE TABLE acc (id text PRIMARY KEY, v text, n bigint, updated_at timestamptz NOT NULL, body text); ALTER TABLE acc ALTER COLUMN body SET STORAGE EXTERNAL`);
+    const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, conflicts: pairTracking('b', [['public.acc', ['n']]]), trackedTables: [{ schema: 'public', table: 'acc' }] });
+    await sink.prepare();
+    try {
+      const body = Array.from({ length: 4000 }, (_, i) => (i * 7919).toString(36)).join('');
+      const row = (n: string, at: string): Row => ({ id: 'k', v: 'a', n, updated_at: at });
+      await sink.apply([acc('a', A, '01', 'INSERT', 'k', { ...row('5', '2026-01-01 00:00:01+00'), body })], new Map(), 'ga');
+      expect((await client.query(`SELECT pg_column_size(body) > 2000 AS toasted FROM acc`)).rows).toEqual([{ toasted: true }]);
+      // b's application deletes k: its tombstone keeps the row's counter (n = 5).
+      await client.query(`DELETE FROM acc WHERE id = 'k'`);
+      // a counts k up later (n 5 → 6), the body unchanged: it wins over b's delete, so k comes
+      // back at b, but the change has no body to write. Refused (UNCHANGED_VALUE_MISSING, dead-
+      // lettered for a repair), with nothing recorded. (Before: dropped without a trace of it in
+      // the counts, a conflict on record as written, the deleted row's counters cleared.)
+      const later = fromNow(60_000);
+      const update: ChangeEvent = { ...acc('a', A + 0x10, '03', 'UPDATE', 'k', row('6', later), row('5', '2026-01-01 00:00:01+00')), commit_ts: later, unchanged: ['body'] };
+      const conflicts = async (): Promise<unknown[]> => (await client.query(`SELECT row_key, winner FROM syncline.conflicts`)).rows;
+      const counters = async (): Promise<unknown[]> => (await client.query(`SELECT counters FROM syncline.source_tombstones WHERE source = 'b'`)).rows;
+      await expect(sink.apply([update], new Map(), 'ga')).rejects.toMatchObject({ code: 'UNCHANGED_VALUE_MISSING' });
+      expect(await conflicts()).toEqual([]);
+      expect(await counters()).toEqual([{ counters: { n: '5' } }]);
+      // a deleted k after that update, and its capture, reading the body at a, found k gone: the
+      // update is superseded (a's delete follows in the stream and decides k). Stale, nothing recorded.
+      const o = await sink.apply([{ ...update, superseded_at_source: true }], new Map(), 'ga');
+      expect(o).toMatchObject({ applied: 0, stale: 1 });
+      expect(o.conflicts).toBeUndefined();
+      expect(await accRows(client)).toEqual([]);
+      expect(await conflicts()).toEqual([]);
+      expect(await counters()).toEqual([{ counters: { n: '5' } }]);
+    } finally {
+      await sink.close();
+      await client.end();
     }
   });
 

@@ -24,7 +24,7 @@ import { classifyPgError, isStructuralPgError } from './postgres-errors.js';
 import { auditStale, staleAuditDdl } from './stale-audit.js';
 import { castText, fromStage, keyMatch, loadTargetTable, storedText, type TargetColumn, type TargetTable } from './table-meta.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../../postgres/serialized-ddl.js';
-import { createLocalWritesFunction, installTriggers, localClock, MARK_APPLYING } from './local-writes.js';
+import { installTriggers, localClock, MARK_APPLYING } from './local-writes.js';
 
 export interface PostgresSinkOptions {
   url: string;
@@ -67,6 +67,11 @@ export interface PostgresSinkOptions {
    * later) whose application's deletes to record from the start (see local-writes.ts).
    */
   trackedTables?: readonly TableName[];
+  /**
+   * Conflict tracking: how often (ms) the sink looks at a tracked table's triggers again when
+   * it applies to it (partitions attached since get theirs); default 60000.
+   */
+  recheckTriggersMs?: number;
   /** Where a problem the sink works on through is told (a trigger it may not create); default: process warnings. */
   warn?: (message: string, details: Record<string, unknown>) => void;
 }
@@ -111,6 +116,7 @@ export class PostgresSink extends SqlSink<pg.PoolClient, TargetTable> {
 
 class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   readonly name = 'the sink';
+  readonly trackLocalWritesEveryMs: number;
   private readonly pool: pg.Pool;
   private readonly state: BookkeepingTables & { staleAudit: string };
   /** track_commit_timestamp is on: a row written at the target has a known commit time. */
@@ -130,6 +136,7 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     this.pool.on('error', () => undefined);
     const s = options.stateSchema;
     this.state = { ...bookkeepingTables((t) => quoteQualified(s, t)), staleAudit: quoteQualified(s, 'stale_audit') };
+    this.trackLocalWritesEveryMs = options.recheckTriggersMs ?? 60_000;
   }
 
   async withConnection<R>(what: string, fn: (c: pg.PoolClient) => Promise<R>): Promise<R> {
@@ -253,7 +260,6 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
         table_name text NOT NULL, source text NOT NULL, lsn pg_lsn NOT NULL, seq integer NOT NULL, reset boolean NOT NULL DEFAULT false, PRIMARY KEY (table_name, source))`);
       const { rows } = await c.query<{ on: boolean }>(`SELECT current_setting('track_commit_timestamp')::boolean AS on`);
       this.commitTimestamps = rows[0]?.on === true;
-      await createLocalWritesFunction(c, this.options.stateSchema, this.state.sourceTombstones, this.state.sourceTruncations);
     }
   }
 

@@ -188,10 +188,14 @@ export interface SqlDialect<C, T extends SqlTable> {
   /**
    * Conflict tracking: makes sure that deletes and truncations the target's own application
    * makes in table `target` are recorded as tombstones of `sink.local_source` (postgres: a
-   * trigger). Called when a table is loaded; `keyColumns` in the source's order (the row
-   * key's), when the batch has them. Must not fail for want of privileges (it warns).
+   * trigger). Called when a table is loaded, and again for a batch of the table once
+   * `trackLocalWritesEveryMs` passed (the table may have changed: a partition attached);
+   * `keyColumns` in the source's order (the row key's), when the batch has them. Must not fail
+   * for want of privileges (it warns).
    */
   trackLocalWrites?(c: C, target: T, keyColumns: readonly string[] | undefined): Promise<void>;
+  /** How often (ms) trackLocalWrites looks at a table again; default: only when the table is loaded. */
+  readonly trackLocalWritesEveryMs?: number;
   /**
    * Conflict tracking: the table's truncations, one per source that truncated it (its newest,
    * with its commit time): a late write of another source older than one of them is stale,

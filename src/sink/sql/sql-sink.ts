@@ -52,9 +52,10 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
   private readonly ddl = new SharedExclusiveLock();
   /**
    * Conflict tracking: tables whose local writes the dialect was asked to record (see
-   * SqlDialect.trackLocalWrites); forgotten with the metadata, so a changed table is checked again.
+   * SqlDialect.trackLocalWrites), and when (performance.now()); forgotten with the metadata, so
+   * a changed table is checked again, and checked again after trackLocalWritesEveryMs.
    */
-  private readonly tracked = new Set<string>();
+  private readonly tracked = new Map<string, number>();
 
   constructor(
     private readonly dialect: SqlDialect<C, T>,
@@ -82,7 +83,13 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
     const d = this.dialect;
     const labels = tables.map((b) => tableLabelOf(b));
     const tracking = this.conflicts !== undefined && this.dialect.trackLocalWrites !== undefined;
-    const mayRunDdl = labels.some((l) => !this.tables.has(l) || (tracking && !this.tracked.has(l))) || (evolver?.pending(prepared.versions) ?? false);
+    const now = performance.now();
+    const every = d.trackLocalWritesEveryMs ?? Infinity;
+    const untracked = (label: string): boolean => {
+      const at = this.tracked.get(label);
+      return at === undefined || now - at >= every;
+    };
+    const mayRunDdl = labels.some((l) => !this.tables.has(l) || (tracking && untracked(l))) || (evolver?.pending(prepared.versions) ?? false);
     await this.ddl.run(mayRunDdl, () => d.withConnection(`applying to ${d.name}`, async (c) => {
       // Table metadata (and adding the version columns: an ALTER TABLE, which commits
       // implicitly in MySQL) happens outside the batch transaction, so a rolled-back batch
@@ -91,10 +98,10 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       for (const batch of tables) {
         const target = await forTable(batch, (err) => d.isStructural(err), () => this.target(c, batch.schema, batch.table));
         targets.set(batch, target);
-        if (tracking && d.trackLocalWrites && !this.tracked.has(target.label)) {
+        if (tracking && d.trackLocalWrites && untracked(target.label)) {
           const track = d.trackLocalWrites.bind(d);
           await forTable(batch, (err) => d.isStructural(err), () => track(c, target, keyColumnsOf(batch)));
-          this.tracked.add(target.label);
+          this.tracked.set(target.label, now);
         }
       }
       // Schema evolution: DDL before the first change that needs it, in the batch's
@@ -186,28 +193,20 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
       const columns = [...columnsOf(first.payload ?? {})];
       const keyColumns = Object.keys(first.key);
       this.checkColumns(target, columns, keyColumns);
+      if (this.conflicts && this.dialect.insertAbsent) {
+        // Changes that left TOASTed values unchanged too: their absent keys are settled there,
+        // in the one pass through the conflict rules.
+        await this.upsertTracked(c, target, columns, keyColumns, rows, batch.runs, counts, recorded);
+        continue;
+      }
       const keeping = rows.filter((r) => (r.unchanged?.length ?? 0) > 0);
       if (keeping.length > 0) {
-        let lacking = await this.dialect.absentRows(c, target, keyColumns, keeping);
-        if (this.conflicts && lacking.length > 0) {
-          // A write that loses to another source's delete of its row is stale: it needs no stored values.
-          const { write, absent } = await this.resolveConflicts(c, target, columns, keyColumns, lacking, batch.runs, counts, recorded);
-          const kept = new Set([...write, ...absent]);
-          const lost = new Set(lacking.filter((r) => !kept.has(r)));
-          rows = rows.filter((r) => !lost.has(r));
-          lacking = lacking.filter((r) => kept.has(r));
-          if (rows.length === 0) continue;
-        }
-        const skip = skippableWithoutStoredValues(lacking);
+        const skip = skippableWithoutStoredValues(await this.dialect.absentRows(c, target, keyColumns, keeping));
         if (skip.size > 0) {
           counts.stale += skip.size;
           rows = rows.filter((r) => !skip.has(r));
           if (rows.length === 0) continue;
         }
-      }
-      if (this.conflicts && this.dialect.insertAbsent) {
-        await this.upsertTracked(c, target, columns, keyColumns, rows, batch.runs, counts, recorded);
-        continue;
       }
       const n = await this.dialect.upsert(c, target, columns, keyColumns, rows);
       counts.applied += n;
@@ -301,14 +300,32 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
         counts.stale += write.length - n;
       }
       if (absent.length === 0) return;
-      const refused = await d.insertAbsent(c, target, columns, keyColumns, absent);
-      counts.applied += absent.length - refused.length;
+      // A change that left TOASTed values unchanged is not inserted: no row keeps them. The
+      // resolver decided it against a delete, or nothing, as for any change of an absent key;
+      // but its decision holds only if it is written, like a refused insert's (below). Still
+      // absent and not gated by its own source's tombstone or truncation: skipped (stale)
+      // when capture found the row gone at the source (superseded_at_source), else refused.
+      // Otherwise (another writer inserted the key since it was read, or its source deleted or
+      // truncated it later) it is refused here and decided again, as a refused insert.
+      // (Before, such changes were decided once before this pass, their decisions written at
+      // once: a winner over another source's delete left a conflict record, and cleared the
+      // deleted row's counters, though the change, skipped as superseded, wrote nothing.)
+      const lacking = absent.filter((r) => (r.unchanged?.length ?? 0) > 0);
+      const insert = lacking.length === 0 ? absent : absent.filter((r) => (r.unchanged?.length ?? 0) === 0);
+      const refused = insert.length > 0 ? await d.insertAbsent(c, target, columns, keyColumns, insert) : [];
+      counts.applied += insert.length - refused.length;
+      if (lacking.length > 0) {
+        const ungated = new Set(await d.absentRows(c, target, keyColumns, lacking));
+        const skip = skippableWithoutStoredValues([...ungated]);
+        counts.stale += skip.size;
+        refused.push(...lacking.filter((r) => !ungated.has(r)));
+      }
       // The decisions of the keys inserted hold; a refused key's is made again (or is stale) and
       // must not be on record: its tombstone's counters are not spent, nor is its change decided.
-      const refusedKeys = new Set(refused.map((r) => rowKeyOf(r)));
+      const undone = new Set([...refused, ...lacking].map((r) => rowKeyOf(r)));
       await this.writeDecisions(c, target, {
-        records: deferred.records.filter((r) => !refusedKeys.has(rowKeyOf(r.incoming))),
-        tombstones: new Map([...deferred.tombstones].filter(([, t]) => !refusedKeys.has(t.rowKey))),
+        records: deferred.records.filter((r) => !undone.has(rowKeyOf(r.incoming))),
+        tombstones: new Map([...deferred.tombstones].filter(([, t]) => !undone.has(t.rowKey))),
       }, recorded);
       // A refused key whose row is still absent was refused by the gate: stale. Twice is
       // enough to tell (a row that came and went in between is as good as a newer delete).
