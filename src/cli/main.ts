@@ -17,6 +17,7 @@ import { registerStatus } from './commands/status.js';
 import { registerValidate } from './commands/validate.js';
 import { registerVerify } from './commands/verify.js';
 import { EXIT } from './exit-codes.js';
+import { loadPg } from './load-pg.js';
 
 const program = new Command();
 program
@@ -47,6 +48,14 @@ registerConflicts(program);
 registerSnapshot(program);
 registerRepair(program);
 registerResync(program);
+
+// Commands that talk to PostgreSQL load node-postgres first, the cheaper way (cli/load-pg.ts).
+const WITHOUT_POSTGRES = new Set(['init', 'validate', 'monitoring']);
+program.hook('preAction', async (_, action) => {
+  let command = action;
+  while (command.parent && command.parent !== program) command = command.parent;
+  if (!WITHOUT_POSTGRES.has(command.name())) await loadPg();
+});
 
 program.parseAsync(process.argv).then(
   () => {

@@ -82,9 +82,16 @@ export class BufferReader {
 
   utf8(length: number): string {
     this.need(length);
-    const s = this.buf.toString('utf8', this.pos, this.pos + length);
-    this.pos += length;
-    return s;
+    const b = this.buf;
+    const start = this.pos;
+    const end = start + length;
+    this.pos = end;
+    if (length <= SHORT_ASCII) {
+      let any = 0;
+      for (let i = start; i < end; i++) any |= b[i] as number;
+      if (any < 0x80) return shortAscii(b, start, length);
+    }
+    return b.toString('utf8', start, end);
   }
 
   bytes(length: number): Buffer {
@@ -98,5 +105,32 @@ export class BufferReader {
     const b = this.buf.subarray(this.pos, this.end);
     this.pos = this.end;
     return b;
+  }
+}
+
+/** Values up to this many bytes are made in JavaScript when they are ASCII (see shortAscii). */
+const SHORT_ASCII = 12;
+
+const fromCharCode = String.fromCharCode;
+
+/**
+ * The ASCII bytes `b[s, s + n)` (n <= SHORT_ASCII) as a string. Most values of a row
+ * are short (keys, numbers, flags, codes): a native UTF-8 decode costs a call into C++ each,
+ * two to three times what `String.fromCharCode` with the bytes as arguments costs, which also
+ * makes a flat string (a concatenation would make a rope, flattened again when written).
+ */
+function shortAscii(b: Buffer, s: number, n: number): string {
+  switch (n) {
+    case 0: return '';
+    case 1: return fromCharCode(b[s] as number);
+    case 2: return fromCharCode(b[s] as number, b[s + 1] as number);
+    case 3: return fromCharCode(b[s] as number, b[s + 1] as number, b[s + 2] as number);
+    case 4: return fromCharCode(b[s] as number, b[s + 1] as number, b[s + 2] as number, b[s + 3] as number);
+    case 5: return fromCharCode(b[s] as number, b[s + 1] as number, b[s + 2] as number, b[s + 3] as number, b[s + 4] as number);
+    case 6: return fromCharCode(b[s] as number, b[s + 1] as number, b[s + 2] as number, b[s + 3] as number, b[s + 4] as number, b[s + 5] as number);
+    case 7: return fromCharCode(b[s] as number, b[s + 1] as number, b[s + 2] as number, b[s + 3] as number, b[s + 4] as number, b[s + 5] as number, b[s + 6] as number);
+    case 8: return fromCharCode(b[s] as number, b[s + 1] as number, b[s + 2] as number, b[s + 3] as number, b[s + 4] as number, b[s + 5] as number, b[s + 6] as number, b[s + 7] as number);
+    // Together under 13 characters, V8 copies the two into one flat string.
+    default: return shortAscii(b, s, 8) + shortAscii(b, s + 8, n - 8);
   }
 }

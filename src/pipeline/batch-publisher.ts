@@ -39,7 +39,14 @@ export interface PublisherHooks {
  * batches reach are confirmed over the durable prefix only (see Checkpoint).
  */
 export class BatchPublisher {
+  /**
+   * The pending batch's changes still held as events. With the JSON format the batch's
+   * first changes are written as they come (`written`); from the first that may still change
+   * (see add) on, they wait here, in order, and are written at the flush.
+   */
   private pending: ChangeEvent[] = [];
+  /** The JSON format: the pending batch's changes written so far. */
+  private written: JsonBatch | undefined;
   private pendingPosition: Lsn | undefined;
   private readonly checkpoint: Checkpoint;
   private flushTimer: NodeJS.Timeout | undefined;
@@ -65,11 +72,25 @@ export class BatchPublisher {
 
   /** A full batch is waiting. */
   get full(): boolean {
-    return this.pending.length >= this.options.batchSize;
+    return this.pendingCount >= this.options.batchSize;
   }
 
+  /**
+   * Adds a change to the pending batch. With the JSON format it is written at once unless it
+   * may still change before the flush: one with `unchanged` columns (UnchangedValues may fill
+   * them), and every change after such a one (the batch keeps their order). Why: an event
+   * written at once is garbage right away, where one held until the flush survives a
+   * young-generation GC or two, which copies it each time (a batch's events were most of
+   * what those GCs copied).
+   */
   add(e: ChangeEvent): void {
-    this.pending.push(e);
+    if (this.options.encode === undefined && this.pending.length === 0 && e.unchanged === undefined) {
+      (this.written ??= new JsonBatch(this.options.batchSize)).add(e);
+    } else this.pending.push(e);
+  }
+
+  private get pendingCount(): number {
+    return this.pending.length + (this.written?.count ?? 0);
   }
 
   /** Everything up to `lsn` has been seen: the next batch confirms it once durable. */
@@ -79,8 +100,9 @@ export class BatchPublisher {
 
   /** Publishes a full batch now, else sets the deadline of what is pending. */
   schedule(): void {
-    if (this.pending.length >= this.options.batchSize) this.flush();
-    else if (this.flushTimer === undefined && (this.pending.length > 0 || this.pendingPosition !== undefined)) {
+    const count = this.pendingCount;
+    if (count >= this.options.batchSize) this.flush();
+    else if (this.flushTimer === undefined && (count > 0 || this.pendingPosition !== undefined)) {
       this.flushTimer = setTimeout(() => this.flush(), this.options.batchWaitMs);
     }
   }
@@ -93,21 +115,29 @@ export class BatchPublisher {
     }
     // Changes waiting for values from the source go out once they have them.
     if (this.hooks.filling()) return;
-    if (this.pending.length === 0 && this.pendingPosition === undefined) return;
+    const changes = this.pendingCount;
+    if (changes === 0 && this.pendingPosition === undefined) return;
     const events = this.pending;
+    const written = this.written;
     const batch = this.checkpoint.begin(this.pendingPosition);
     this.pending = [];
+    this.written = undefined;
     this.pendingPosition = undefined;
-    if (events.length === 0) {
+    if (changes === 0) {
       this.complete(batch);
       return;
     }
     if (this.checkpoint.outstanding >= this.options.maxInFlight) this.hooks.windowFull(true);
-    const published = this.options.encode ? this.publishEncoded(events, this.options.encode) : this.producer.publish(jsonRecords(events));
+    let published: Promise<void>;
+    if (this.options.encode) published = this.publishEncoded(events, this.options.encode);
+    else {
+      const json = written ?? new JsonBatch(events.length);
+      for (const e of events) json.add(e);
+      published = this.producer.publish(json.records());
+    }
     const versionsStored = this.options.schemaVersions?.stored();
     // Only the count is kept: the events themselves are garbage once serialized, not kept
     // alive (and copied by every young-generation GC) until the stream has synced them.
-    const changes = events.length;
     (versionsStored ? Promise.all([published, versionsStored]) : published).then(
       () => {
         this.events.emit('capture:batch:published', { changes });
@@ -174,25 +204,48 @@ export class BatchPublisher {
 }
 
 /**
- * `stream.format: json`: each change event as JSON, keyed by its partition key. The values
+ * `stream.format: json`: change events as JSON, each keyed by its partition key. The values
  * are written into one buffer for the batch (see ChangeJsonWriter) and each record's value
- * is its slice: the same bytes as `Buffer.from(JSON.stringify(e))`.
+ * is its slice: the same bytes as `Buffer.from(JSON.stringify(e))`. Of an event only what
+ * its record needs is kept (key, source, commit LSN, seq), not the event.
  */
-function jsonRecords(events: readonly ChangeEvent[]): OutgoingRecord[] {
-  const writer = new ChangeJsonWriter(events.length * EXPECTED_EVENT_BYTES);
-  const ends = new Array<number>(events.length);
-  for (let i = 0; i < events.length; i++) ends[i] = writer.write(events[i] as ChangeEvent);
-  // Sliced once all is written: the buffer may have grown (moved) meanwhile.
-  const bytes = writer.bytes;
-  const records = new Array<OutgoingRecord>(events.length);
-  let start = 0;
-  for (let i = 0; i < events.length; i++) {
-    const e = events[i] as ChangeEvent;
-    const end = ends[i] as number;
-    records[i] = new ChangeRecord(partitionKeyOf(e), bytes.subarray(start, end), e);
-    start = end;
+class JsonBatch {
+  private readonly writer: ChangeJsonWriter;
+  private readonly ends: number[] = [];
+  private readonly keys: string[] = [];
+  private readonly sources: string[] = [];
+  private readonly commitLsns: string[] = [];
+  private readonly seqs: number[] = [];
+
+  constructor(expectedChanges: number) {
+    this.writer = new ChangeJsonWriter(expectedChanges * EXPECTED_EVENT_BYTES);
   }
-  return records;
+
+  get count(): number {
+    return this.ends.length;
+  }
+
+  add(e: ChangeEvent): void {
+    this.ends.push(this.writer.write(e));
+    this.keys.push(partitionKeyOf(e));
+    this.sources.push(e.source);
+    this.commitLsns.push(e.commit_lsn);
+    this.seqs.push(e.seq);
+  }
+
+  /** The records, sliced once all is written: the buffer may have grown (moved) meanwhile. */
+  records(): OutgoingRecord[] {
+    const bytes = this.writer.bytes;
+    const n = this.ends.length;
+    const records = new Array<OutgoingRecord>(n);
+    let start = 0;
+    for (let i = 0; i < n; i++) {
+      const end = this.ends[i] as number;
+      records[i] = new ChangeRecord(this.keys[i] as string, bytes.subarray(start, end), this.sources[i] as string, this.commitLsns[i] as string, this.seqs[i] as number);
+      start = end;
+    }
+    return records;
+  }
 }
 
 /**
@@ -201,19 +254,13 @@ function jsonRecords(events: readonly ChangeEvent[]): OutgoingRecord[] {
  * until the batch is stored.
  */
 class ChangeRecord implements OutgoingRecord {
-  private readonly source: string;
-  private readonly commitLsn: string;
-  private readonly seq: number;
-
   constructor(
     readonly key: string,
     readonly value: Buffer,
-    e: ChangeEvent,
-  ) {
-    this.source = e.source;
-    this.commitLsn = e.commit_lsn;
-    this.seq = e.seq;
-  }
+    private readonly source: string,
+    private readonly commitLsn: string,
+    private readonly seq: number,
+  ) {}
 
   get id(): string {
     return recordIdOf({ source: this.source, commit_lsn: this.commitLsn, seq: this.seq });

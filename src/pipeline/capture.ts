@@ -195,7 +195,8 @@ export class Capture {
         return;
       }
       const msg = this.decoder.decode(chunk, frame.dataOffset);
-      if (this.streamed.buffer(msg, frame.dataStart, chunk.subarray(frame.dataOffset))) return;
+      // The message's bytes are sliced only inside a streamed chunk (a view per message costs).
+      if (this.streamed.receiving && this.streamed.buffer(msg, frame.dataStart, chunk.subarray(frame.dataOffset))) return;
       this.handleMessage(msg, frame.dataStart);
     } catch (err) {
       this.failed(err instanceof Error ? err : new Error(String(err)));

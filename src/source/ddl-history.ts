@@ -4,6 +4,7 @@ import { formatLsn, type Lsn } from '../core/lsn.js';
 import type { HistoryColumn } from '../core/ddl-history.js';
 import { quoteIdent, quoteLiteral, quoteQualified, type TableName } from '../core/sql.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
+import { hasRelation, type StateFacts } from './state-facts.js';
 
 /**
  * The source's DDL history: `<state_schema>.ddl_history`, one row per table definition with
@@ -27,8 +28,12 @@ export function ddlHistoryTriggerName(stateSchema: string): string {
   return `syncline_ddl_history_${createHash('sha256').update(stateSchema).digest('hex').slice(0, 16)}`;
 }
 
-const historyTable = (stateSchema: string): string => quoteQualified(stateSchema, 'ddl_history');
-const functionName = (stateSchema: string): string => quoteQualified(stateSchema, 'record_ddl_history');
+/** The history's relations and function in the state schema (by these names, state-facts.ts finds them). */
+export const DDL_HISTORY_TABLE = 'ddl_history';
+export const DDL_HISTORY_INDEX = 'ddl_history_table_lsn';
+export const DDL_HISTORY_FUNCTION = 'record_ddl_history';
+const historyTable = (stateSchema: string): string => quoteQualified(stateSchema, DDL_HISTORY_TABLE);
+const functionName = (stateSchema: string): string => quoteQualified(stateSchema, DDL_HISTORY_FUNCTION);
 
 /** The body of the event trigger's function (compared with pg_proc.prosrc to replace an older one). */
 function functionBody(stateSchema: string): string {
@@ -71,7 +76,7 @@ export function ddlHistorySql(stateSchema: string): { table: string[]; fn: strin
         lsn pg_lsn NOT NULL,
         columns jsonb NOT NULL,
         recorded_at timestamptz NOT NULL DEFAULT now())`,
-      `CREATE INDEX IF NOT EXISTS ddl_history_table_lsn ON ${historyTable(stateSchema)} (table_schema, table_name, lsn)`,
+      `CREATE INDEX IF NOT EXISTS ${quoteIdent(DDL_HISTORY_INDEX)} ON ${historyTable(stateSchema)} (table_schema, table_name, lsn)`,
     ],
     // SECURITY DEFINER: whoever runs the DDL, the row is written as the history's owner.
     fn: `CREATE OR REPLACE FUNCTION ${functionName(stateSchema)}() RETURNS event_trigger LANGUAGE plpgsql
@@ -90,9 +95,18 @@ export type DdlHistoryState = 'active' | 'no_trigger';
  * definitions of `tables` whose newest history entry differs (a first install, or DDL while
  * the trigger was missing). Resolves 'no_trigger' when the trigger is missing or disabled:
  * the table is kept (a trigger created by hand fills it) but nothing is seeded. Throws when
- * the table or function cannot be created.
+ * the table or function cannot be created. With `facts` (state-facts.ts) that show every
+ * part in place (the function's current body; the trigger, or a role that may not create
+ * it), no DDL runs and no transaction is opened: only the recording.
  */
-export async function installDdlHistory(client: pg.ClientBase, stateSchema: string, tables: readonly TableName[]): Promise<DdlHistoryState> {
+export async function installDdlHistory(client: pg.ClientBase, stateSchema: string, tables: readonly TableName[], facts?: StateFacts): Promise<DdlHistoryState> {
+  if (facts && ddlHistoryInPlace(facts, stateSchema)) {
+    if (!triggerOn(facts.ddlHistoryTrigger)) return 'no_trigger';
+    // Outside the lock: another capture seeding the same table at once may add an identical
+    // entry, which definitionAt reads as the one entry (the lock only serialises the DDL).
+    await recordDefinitions(client, stateSchema, tables);
+    return 'active';
+  }
   const sql = ddlHistorySql(stateSchema);
   return serializedDdl(client, STATE_DDL_LOCK, async () => {
     for (const statement of sql.table) await client.query(statement);
@@ -111,23 +125,37 @@ export async function installDdlHistory(client: pg.ClientBase, stateSchema: stri
       await client.query(sql.trigger);
       enabled = 'O';
     }
-    if (enabled === null || enabled === 'D') return 'no_trigger';
-    if (tables.length > 0) {
-      const h = historyTable(stateSchema);
-      await client.query(
-        `INSERT INTO ${h} (relid, table_schema, table_name, lsn, columns)
-         SELECT c.oid, n.nspname, c.relname, pg_current_wal_insert_lsn(), cols.columns
-           FROM unnest($1::text[], $2::text[]) AS t(schema_name, table_name)
-           JOIN pg_namespace n ON n.nspname = t.schema_name
-           JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.table_name
-           CROSS JOIN LATERAL (SELECT ${columnsOf('c.oid')} AS columns) cols
-          WHERE cols.columns IS DISTINCT FROM (SELECT e.columns FROM ${h} e
-                  WHERE e.table_schema = n.nspname AND e.table_name = c.relname ORDER BY e.lsn DESC, e.id DESC LIMIT 1)`,
-        [tables.map((t) => t.schema), tables.map((t) => t.table)],
-      );
-    }
+    if (!triggerOn(enabled)) return 'no_trigger';
+    await recordDefinitions(client, stateSchema, tables);
     return 'active';
   });
+}
+
+/** installDdlHistory's DDL would change nothing (the same conditions as its IF NOT EXISTS and body comparison). */
+function ddlHistoryInPlace(facts: StateFacts, stateSchema: string): boolean {
+  return hasRelation(facts, DDL_HISTORY_TABLE) && hasRelation(facts, DDL_HISTORY_INDEX)
+    && facts.ddlHistoryFunction === functionBody(stateSchema)
+    && (facts.ddlHistoryTrigger !== null || !facts.superuser);
+}
+
+/** An event trigger's evtenabled that fires (null: no trigger; 'D': disabled). */
+const triggerOn = (enabled: string | null): boolean => enabled !== null && enabled !== 'D';
+
+/** Records the current definitions of `tables` whose newest history entry differs. */
+async function recordDefinitions(client: pg.ClientBase, stateSchema: string, tables: readonly TableName[]): Promise<void> {
+  if (tables.length === 0) return;
+  const h = historyTable(stateSchema);
+  await client.query(
+    `INSERT INTO ${h} (relid, table_schema, table_name, lsn, columns)
+     SELECT c.oid, n.nspname, c.relname, pg_current_wal_insert_lsn(), cols.columns
+       FROM unnest($1::text[], $2::text[]) AS t(schema_name, table_name)
+       JOIN pg_namespace n ON n.nspname = t.schema_name
+       JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.table_name
+       CROSS JOIN LATERAL (SELECT ${columnsOf('c.oid')} AS columns) cols
+      WHERE cols.columns IS DISTINCT FROM (SELECT e.columns FROM ${h} e
+              WHERE e.table_schema = n.nspname AND e.table_name = c.relname ORDER BY e.lsn DESC, e.id DESC LIMIT 1)`,
+    [tables.map((t) => t.schema), tables.map((t) => t.table)],
+  );
 }
 
 /** How many history entries of a table a definition is looked for in (newest first). */

@@ -15,7 +15,7 @@ export async function acquireCaptureLeadership(
 ): Promise<boolean> {
   let announced = false;
   while (!signal.aborted) {
-    const { rows } = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock(hashtext('syncline.capture'), hashtext($1)) AS ok", [slot]);
+    const { rows } = await client.query<{ ok: boolean }>(`SELECT ${tryLeadershipSql('$1')} AS ok`, [slot]);
     if (rows[0]?.ok) return true;
     if (!announced) {
       onWaiting();
@@ -24,4 +24,9 @@ export async function acquireCaptureLeadership(
     await new Promise((r) => setTimeout(r, pollMs));
   }
   return false;
+}
+
+/** SQL (boolean) taking the leadership of slot `slot` (an SQL expression) for this session, if free. */
+export function tryLeadershipSql(slot: string): string {
+  return `pg_try_advisory_lock(hashtext('syncline.capture'), hashtext(${slot}))`;
 }

@@ -9,10 +9,12 @@ import { PrerequisiteError, errorMessage } from '../core/errors.js';
 import { formatLsn, parseLsn, type Lsn } from '../core/lsn.js';
 import { quoteQualified, type TableName } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
-import { deferrablePrimaryKeys, primaryKeys, publicationTables } from './catalog.js';
+import { deferrablePrimaryKeys, primaryKeys, publicationTables as readPublicationTables } from './catalog.js';
 import { acquireCaptureLeadership } from './leader-lock.js';
-import { checkLogicalReplication, protocolVersionFor } from './prerequisites.js';
+import { protocolVersionFor, requireLogicalReplication } from './prerequisites.js';
 import { ensurePublication } from './publication.js';
+import { startCheck } from './start-check.js';
+import type { StateFacts } from './state-facts.js';
 import { OUTPUT_SETTINGS, ReplicationStream } from './replication-stream.js';
 import { SourceRowReader } from './row-reader.js';
 import { SchemaVersionStore } from './schema-version-store.js';
@@ -108,15 +110,30 @@ export class PostgresSource {
     let replication: ReplicationStream | undefined;
     let readers: Promise<pg.Client[]> | undefined;
     try {
-      const { serverVersion } = await checkLogicalReplication(admin);
-      await ensurePublication(admin, options.publication, options.tables, options.createPublication);
-      const leader = await acquireCaptureLeadership(admin, slot, signal, () => {
-        log.info({ slot }, 'standby: another capture leads this slot; taking over when it stops');
-        options.onStandby?.();
-      });
-      if (!leader) {
-        await admin.end().catch(() => undefined);
-        return undefined;
+      // One query for the checks, the leadership and what exists of the bookkeeping; each
+      // step below acts (through its usual path and messages) only on what is missing.
+      const check = await startCheck(admin, { tables: options.tables, publication: options.publication, slot, stateSchema: options.stateSchema, lead: true });
+      requireLogicalReplication(check.walLevel);
+      const { serverVersion } = check;
+      let publicationTables: readonly TableName[] | undefined = check.publicationTables;
+      if (!check.publicationInPlace) {
+        await ensurePublication(admin, options.publication, options.tables, options.createPublication);
+        publicationTables = undefined; // it may have been created or altered: read again when needed
+      }
+      let state = check.state;
+      if (!check.leader) {
+        const leader = await acquireCaptureLeadership(admin, slot, signal, () => {
+          log.info({ slot }, 'standby: another capture leads this slot; taking over when it stops');
+          options.onStandby?.();
+        });
+        if (!leader) {
+          await admin.end().catch(() => undefined);
+          return undefined;
+        }
+        // Waited as standby: what was found before may have changed meanwhile.
+        const again = await startCheck(admin, { tables: options.tables, publication: options.publication, slot, stateSchema: options.stateSchema, lead: false });
+        state = again.state;
+        publicationTables = again.publicationTables;
       }
       log.info({ slot }, 'capture leader for this slot');
       const protocolVersion = options.protocolVersion ?? protocolVersionFor(serverVersion);
@@ -134,23 +151,26 @@ export class PostgresSource {
       });
       // A failure to connect is start()'s to report (it awaits the same promise).
       replication.connect().catch(() => undefined);
-      const snapshots = await prepareSnapshots(admin, options);
+      const snapshots = await prepareSnapshots(admin, options, state);
       if (snapshots) {
         readers = connectReaders(options);
         // Reported to whoever awaits the readers (snapshotReaders), not as an unhandled rejection meanwhile.
         readers.catch(() => undefined);
       }
-      const schemaVersions = await prepareSchemaVersions(admin, options, snapshots !== undefined);
-      if (snapshots && options.initialSnapshot && (await slotState(admin, slot)) === undefined) {
-        await requestInitialSnapshot(admin, snapshots, options);
+      const tables = async (): Promise<readonly TableName[]> => (options.tables.length > 0 ? options.tables : (publicationTables ??= await readPublicationTables(admin, options.publication)));
+      const schemaVersions = await prepareSchemaVersions(admin, options, state, tables, snapshots !== undefined);
+      // Read once for both: the slot is created below, after the snapshot's request.
+      const slotBefore = await slotState(admin, slot);
+      if (snapshots && options.initialSnapshot && slotBefore === undefined) {
+        await requestInitialSnapshot(admin, snapshots, options, await tables());
       }
-      const state = await readySlot(admin, options, signal);
+      const ready = await readySlot(admin, options, signal, slotBefore);
       log.info({ protocolVersion, streaming: protocolVersion >= 2 }, 'pgoutput protocol negotiated');
       const source = new PostgresSource(
         options,
         admin,
         replication,
-        state.confirmedFlush ?? 0n,
+        ready.confirmedFlush ?? 0n,
         await walPosition(admin),
         await primaryKeys(admin),
         await deferrablePrimaryKeys(admin),
@@ -265,17 +285,16 @@ async function endReaders(pool: Promise<pg.Client[]> | undefined): Promise<void>
  * Requested before the slot exists: a crash in between re-requests (skipping tables that
  * already have an unfinished job), never leaves a slot without its snapshot.
  */
-async function requestInitialSnapshot(admin: pg.Client, snapshots: SnapshotStore, options: PostgresSourceOptions): Promise<void> {
-  const tables = options.tables.length > 0 ? options.tables : await publicationTables(admin, options.publication);
+async function requestInitialSnapshot(admin: pg.Client, snapshots: SnapshotStore, options: PostgresSourceOptions, tables: readonly TableName[]): Promise<void> {
   const open = new Set((await snapshots.all()).filter((j) => j.status === 'pending' || j.status === 'running').map((j) => `${j.table.schema}.${j.table.table}`));
   for (const t of tables) if (!open.has(`${t.schema}.${t.table}`)) await snapshots.request(t);
   options.log.info({ tables: tables.map((t) => `${t.schema}.${t.table}`) }, 'initial snapshot requested');
 }
 
 /** Creates the slot unless it exists, and waits for a previous capture's walsender to let go of it. */
-async function readySlot(admin: pg.Client, options: PostgresSourceOptions, signal: AbortSignal): Promise<SlotState> {
+async function readySlot(admin: pg.Client, options: PostgresSourceOptions, signal: AbortSignal, known: SlotState | undefined): Promise<SlotState> {
   const { slot, log, clock } = options;
-  const ensured = await ensureSlot(admin, slot);
+  const ensured = await ensureSlot(admin, slot, known);
   let state = ensured.state;
   if (state.active) {
     // After a kill -9 the server may not have noticed the dead walsender yet.
@@ -303,10 +322,10 @@ async function walPosition(admin: pg.Client): Promise<Lsn> {
 }
 
 /** The source-side snapshot job table, or undefined (with a warning) when it cannot be created. */
-async function prepareSnapshots(admin: pg.Client, options: PostgresSourceOptions): Promise<SnapshotStore | undefined> {
+async function prepareSnapshots(admin: pg.Client, options: PostgresSourceOptions, facts: StateFacts): Promise<SnapshotStore | undefined> {
   const store = new SnapshotStore(admin, options.stateSchema, options.slot);
   try {
-    await store.prepare();
+    await store.prepare(facts);
     return store;
   } catch (err) {
     options.log.warn(
@@ -321,10 +340,16 @@ async function prepareSnapshots(admin: pg.Client, options: PostgresSourceOptions
  * `_schema_version`s recorded in the source, so they survive restarts; when the table cannot
  * be created, versions are kept in memory only (with a warning) and restart at 1.
  */
-async function prepareSchemaVersions(admin: pg.Client, options: PostgresSourceOptions, snapshots: boolean): Promise<SchemaVersionStore | undefined> {
+async function prepareSchemaVersions(
+  admin: pg.Client,
+  options: PostgresSourceOptions,
+  facts: StateFacts,
+  tables: () => Promise<readonly TableName[]>,
+  snapshots: boolean,
+): Promise<SchemaVersionStore | undefined> {
   const store = new SchemaVersionStore(admin, options.stateSchema, options.slot);
   try {
-    await store.prepare();
+    await store.prepare(facts);
     await store.load();
     // Rows that existed before an ADD COLUMN with a default get its value at the source with
     // no change in the WAL: a snapshot of the table brings them (source.snapshot: never
@@ -342,7 +367,7 @@ async function prepareSchemaVersions(admin: pg.Client, options: PostgresSourceOp
     );
     return undefined;
   }
-  await prepareDdlHistory(admin, options, store);
+  await prepareDdlHistory(admin, options, store, facts, tables);
   return store;
 }
 
@@ -351,11 +376,10 @@ async function prepareSchemaVersions(admin: pg.Client, options: PostgresSourceOp
  * event trigger needs a superuser once; without it definitions are recorded from the catalog
  * as before (with the limit README "Schema evolution at the sink" describes).
  */
-async function prepareDdlHistory(admin: pg.Client, options: PostgresSourceOptions, store: SchemaVersionStore): Promise<void> {
+async function prepareDdlHistory(admin: pg.Client, options: PostgresSourceOptions, store: SchemaVersionStore, facts: StateFacts, tables: () => Promise<readonly TableName[]>): Promise<void> {
   const { log, stateSchema } = options;
   try {
-    const tables = options.tables.length > 0 ? options.tables : await publicationTables(admin, options.publication);
-    const state = await installDdlHistory(admin, stateSchema, tables);
+    const state = await installDdlHistory(admin, stateSchema, await tables(), facts);
     store.useDdlHistory();
     if (state === 'no_trigger') {
       log.warn(

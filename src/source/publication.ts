@@ -64,23 +64,64 @@ export async function addPublicationTable(client: pg.ClientBase, publication: st
  * names alone would miss a partitioned table and add it again, which PostgreSQL refuses.
  */
 export async function isPublished(client: pg.ClientBase, publication: string, table: TableName): Promise<boolean> {
-  const { rows } = await client.query(
-    `WITH tree AS (SELECT $2::regclass AS relid UNION SELECT relid FROM pg_partition_tree($2::regclass))
-     SELECT 1 FROM pg_publication_tables pt JOIN tree ON to_regclass(format('%I.%I', pt.schemaname, pt.tablename)) = tree.relid
-      WHERE pt.pubname = $1 LIMIT 1`,
+  const { rows } = await client.query<{ yes: boolean }>(
+    `WITH published AS (${publishedRelationsSql('$1')}) SELECT ${publishesSql('published', '$2::regclass')} AS yes`,
     [publication, quoteQualified(table.schema, table.table)],
   );
-  return rows.length > 0;
+  return rows[0]?.yes === true;
+}
+
+/**
+ * SQL: the relations publication `pub` (an SQL expression) publishes, as pg_publication_tables
+ * names them: columns `rel` (regclass), `schemaname`, `tablename`. Read once into a CTE by
+ * the queries below (the view decodes the publication each time it is read).
+ */
+export function publishedRelationsSql(pub: string): string {
+  return `SELECT to_regclass(format('%I.%I', pt.schemaname, pt.tablename)) AS rel, pt.schemaname, pt.tablename
+     FROM pg_catalog.pg_publication_tables pt WHERE pt.pubname = ${pub}`;
+}
+
+/**
+ * SQL (boolean) for isPublished: among `published` (the name of a CTE of publishedRelationsSql),
+ * relation `rel` (a regclass expression; null is published by none) or one of its partitions.
+ */
+export function publishesSql(published: string, rel: string): string {
+  return `EXISTS (SELECT 1 FROM ${published} p WHERE p.rel IN (SELECT ${rel} UNION SELECT relid FROM pg_partition_tree(${rel})))`;
 }
 
 /** Some table the publication publishes is a partition. */
 export async function publishesPartitions(client: pg.ClientBase, publication: string): Promise<boolean> {
-  const { rows } = await client.query(
-    `SELECT 1 FROM pg_publication_tables pt JOIN pg_class c ON c.oid = to_regclass(format('%I.%I', pt.schemaname, pt.tablename))
-      WHERE pt.pubname = $1 AND c.relispartition LIMIT 1`,
-    [publication],
-  );
-  return rows.length > 0;
+  const { rows } = await client.query<{ yes: boolean }>(`WITH published AS (${publishedRelationsSql('$1')}) SELECT ${publishesPartitionsSql('published')} AS yes`, [publication]);
+  return rows[0]?.yes === true;
+}
+
+/** SQL (boolean) for publishesPartitions, among `published` (the name of a CTE of publishedRelationsSql). */
+export function publishesPartitionsSql(published: string): string {
+  return `EXISTS (SELECT 1 FROM ${published} p JOIN pg_catalog.pg_class c ON c.oid = p.rel WHERE c.relispartition)`;
+}
+
+/**
+ * What ensurePublication would find, read by the start-up check (start-check.ts) in its one
+ * query: whether it would have anything to create, alter or refuse.
+ */
+export interface PublicationFacts {
+  /** Every configured table exists. */
+  tablesExist: boolean;
+  /** The publication's pg_publication row (puballtables, pubviaroot where the server has it); null when missing. */
+  publication: { puballtables?: boolean; pubviaroot?: boolean } | null;
+  /** Every configured table is published (isPublished). */
+  tablesPublished: boolean;
+  /** Some table the publication publishes is a partition (publishesPartitions). */
+  publishesPartitions: boolean;
+  serverVersion: number;
+}
+
+/** ensurePublication would do nothing and refuse nothing: the same conditions, in the same order. */
+export function publicationInPlace(f: PublicationFacts, configuredTables: number): boolean {
+  const pub = f.publication;
+  if (!f.tablesExist || !pub) return false;
+  if (f.serverVersion >= 130000 && pub.pubviaroot !== true && f.publishesPartitions) return false;
+  return pub.puballtables === true || configuredTables === 0 || f.tablesPublished;
 }
 
 /** PostgreSQL 13+ has publish_via_partition_root. */

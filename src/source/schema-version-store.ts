@@ -6,6 +6,12 @@ import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
 import { definitionAt } from '../core/ddl-history.js';
 import { historyBefore } from './ddl-history.js';
+import { hasRelation, type StateFacts } from './state-facts.js';
+
+/** The table's name in the state schema. */
+export const SCHEMA_VERSIONS_TABLE = 'schema_versions';
+/** Columns that prepare() adds to a table created by an older version (the table is in place with them). */
+const ADDED_COLUMNS = ['columns'];
 
 /**
  * The `columns` of a recorded definition, one RecordedColumn per column in order: the type
@@ -42,10 +48,15 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
   private backfill: { request: boolean; report: (report: BackfillReport) => void } | undefined;
 
   constructor(private readonly client: pg.ClientBase, private readonly schema: string, private readonly slot: string) {
-    this.table = quoteQualified(schema, 'schema_versions');
+    this.table = quoteQualified(schema, SCHEMA_VERSIONS_TABLE);
   }
 
-  async prepare(): Promise<void> {
+  /**
+   * Creates the table unless it exists (and adds the columns added since), under the state
+   * DDL lock. With `facts` (state-facts.ts) that show it in place, nothing is run.
+   */
+  async prepare(facts?: StateFacts): Promise<void> {
+    if (facts && hasRelation(facts, SCHEMA_VERSIONS_TABLE, ADDED_COLUMNS)) return;
     await serializedDdl(this.client, STATE_DDL_LOCK, async () => {
       await this.client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.schema)}`);
       await this.client.query(`CREATE TABLE IF NOT EXISTS ${this.table} (
@@ -60,6 +71,7 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
       // Added later: the definition's columns, [{name, type, type_oid, typmod, attnum, not_null, key}]
       // (type: format_type text), for `syncline schemas` and schema evolution at the sink.
       await this.client.query(`ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS columns jsonb`);
+      // A column added here joins ADDED_COLUMNS, or a table without it is taken as in place.
     });
   }
 

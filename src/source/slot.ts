@@ -44,9 +44,12 @@ export async function currentWalLsn(client: pg.ClientBase): Promise<string | und
   return rows[0]?.lsn;
 }
 
-/** Creates a persistent pgoutput slot unless it exists; refuses a slot of another plugin or a lost one. */
-export async function ensureSlot(client: pg.Client, name: string): Promise<{ created: boolean; state: SlotState }> {
-  let state = await slotState(client, name);
+/**
+ * Creates a persistent pgoutput slot unless it exists; refuses a slot of another plugin or a
+ * lost one. `known`: the slot's state as the caller just read it (saves reading it again).
+ */
+export async function ensureSlot(client: pg.Client, name: string, known?: SlotState): Promise<{ created: boolean; state: SlotState }> {
+  let state = known ?? (await slotState(client, name));
   let created = false;
   if (!state) {
     const { rows } = await client.query('SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1', [name]);

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
+import { hasRelation, type StateFacts } from './state-facts.js';
 
 /**
  * A finished chunk: the rows whose key is in (after, upper], key values as text; `after`
@@ -34,6 +35,11 @@ export interface SnapshotJob {
   finishedAt: Date | null;
 }
 
+/** The job table's name in the state schema. */
+export const SNAPSHOTS_TABLE = 'snapshots';
+/** Columns that prepare() adds to a table created by an older version (the table is in place with them). */
+const ADDED_COLUMNS = ['done_ranges'];
+
 /**
  * Snapshot jobs and their progress, kept in the source database (`<schema>.snapshots`) so
  * that any capture process of the slot — after a kill -9, or a standby taking over —
@@ -44,10 +50,15 @@ export class SnapshotStore {
   private readonly table: string;
 
   constructor(private readonly client: pg.ClientBase, private readonly schema: string, private readonly slot: string) {
-    this.table = quoteQualified(schema, 'snapshots');
+    this.table = quoteQualified(schema, SNAPSHOTS_TABLE);
   }
 
-  async prepare(): Promise<void> {
+  /**
+   * Creates the table unless it exists (and adds the columns added since), under the state
+   * DDL lock. With `facts` (state-facts.ts) that show it in place, nothing is run.
+   */
+  async prepare(facts?: StateFacts): Promise<void> {
+    if (facts && hasRelation(facts, SNAPSHOTS_TABLE, ADDED_COLUMNS)) return;
     await serializedDdl(this.client, STATE_DDL_LOCK, async () => {
       await this.client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.schema)}`);
       await this.client.query(`CREATE TABLE IF NOT EXISTS ${this.table} (
@@ -71,6 +82,7 @@ export class SnapshotStore {
       // would queue for a lock behind the running capture's progress updates.
       const has = await this.client.query(`SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass AND attname = 'done_ranges' AND NOT attisdropped`, [this.table]);
       if (has.rowCount === 0) await this.client.query(`ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS done_ranges jsonb`);
+      // A column added here joins ADDED_COLUMNS, or a table without it is taken as in place.
     });
   }
 

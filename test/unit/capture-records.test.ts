@@ -61,4 +61,46 @@ describe('capture: the records it publishes', () => {
       expect(r.value).toBe(JSON.stringify(e));
     }
   });
+
+  it('changes whose unchanged values are read from the source go out with them (or still unchanged), each in its place', async () => {
+    const records: ChangeEvent[] = [];
+    const producer = {
+      publish: async (recs: readonly OutgoingRecord[]) => void records.push(...recs.map((r) => JSON.parse(r.value.toString('utf8')) as ChangeEvent)),
+      close: async () => undefined,
+    };
+    const source = { start: () => new Promise<void>(() => undefined), acknowledge: () => undefined, pause: () => undefined, resume: () => undefined, close: async () => undefined };
+    let reads = 0;
+    const c = new Capture(source, producer, new Events(), silentLogger(), {
+      source: 'src', startLsn: 0n, batchSize: 1000, batchWaitMs: 1, maxInFlight: 4, statusIntervalMs: 60_000, ignoredSchemas: [], spillDir: spill,
+      // Answers a moment later, as a query would; key 6 has lost the column meanwhile.
+      readSourceRow: async (_schema, _table, key, columns) => {
+        await new Promise((r) => setTimeout(r, 20));
+        reads++;
+        return key.id === '6' ? {} : Object.fromEntries(columns.map((col) => [col, `read for ${String(key.id)}`]));
+      },
+    });
+    // Capture reads nothing more from the source while it fills values: the next change comes once it is done.
+    const filled = (n: number): Promise<void> => waitFor('the values', async () => reads === n, 5000, 2).then(() => new Promise((r) => setTimeout(r, 5)));
+    c.handleMessage(relation(1, 'a'), 1n);
+    c.handleMessage({ tag: 'begin', finalLsn: 0x100n, commitTime: 0n, xid: 7 }, 0x10n);
+    c.handleMessage(insert(1, '1', 'before'), 0x20n);
+    // Key changes leaving the TOASTed note unchanged: a DELETE, and an INSERT whose note is read at the source.
+    c.handleMessage({ tag: 'update', xid: undefined, relationId: 1, oldKind: 'K', oldTuple: ['2', null], newTuple: ['3', undefined] } as unknown as PgoutputMessage, 0x30n);
+    await filled(1);
+    c.handleMessage({ tag: 'update', xid: undefined, relationId: 1, oldKind: 'K', oldTuple: ['5', null], newTuple: ['6', undefined] } as unknown as PgoutputMessage, 0x40n);
+    await filled(2);
+    c.handleMessage(insert(1, '7', 'after'), 0x50n);
+    c.handleMessage({ tag: 'commit', flags: 0, commitLsn: 0x100n, endLsn: 0x108n, commitTime: 0n }, 0x100n);
+    c.handleMessage({ tag: 'begin', finalLsn: 0x200n, commitTime: 0n, xid: 8 }, 0x110n);
+    await waitFor('the records', async () => records.length === 6, 5000, 5);
+    expect(records.map((e) => [e.op, e.key.id, e.payload?.note ?? null, e.unchanged ?? null, e.seq])).toEqual([
+      ['INSERT', '1', 'before', null, 1],
+      ['DELETE', '2', null, null, 2],
+      ['INSERT', '3', 'read for 3', null, 3],
+      ['DELETE', '5', null, null, 4],
+      ['INSERT', '6', null, ['note'], 5],
+      ['INSERT', '7', 'after', null, 6],
+    ]);
+    expect(records.at(-1)?.tx_last).toBe(true);
+  });
 });

@@ -124,6 +124,36 @@ describe('pgoutput decoder on bytes from a real PostgreSQL 15', () => {
     }
   });
 
+  it('text values of every length and character decode as Buffer.toString does (short ASCII ones are made in JavaScript)', () => {
+    const insert = (values: Buffer[]): Buffer => {
+      const head = Buffer.alloc(8);
+      head.write('I', 0);
+      head.writeUInt32BE(16384, 1);
+      head.write('N', 5);
+      head.writeInt16BE(values.length, 6);
+      return Buffer.concat([head, ...values.flatMap((v) => {
+        const h = Buffer.alloc(5);
+        h.write('t', 0);
+        h.writeInt32BE(v.length, 1);
+        return [h, v];
+      })]);
+    };
+    const value = fc.oneof(
+      fc.string({ maxLength: 16, unit: fc.integer({ min: 0, max: 0x7f }).map((c) => String.fromCharCode(c)) }),
+      fc.string({ maxLength: 16, unit: 'binary' }),
+      fc.string({ maxLength: 40, unit: 'grapheme' }),
+    );
+    fc.assert(
+      fc.property(fc.array(value, { minLength: 1, maxLength: 8 }), fc.integer({ min: 0, max: 7 }), (texts, pad) => {
+        const bytes = texts.map((t) => Buffer.from(t, 'utf8'));
+        const buf = Buffer.concat([Buffer.alloc(pad, 0xe9), insert(bytes)]);
+        const msg = new PgoutputDecoder().decode(buf, pad);
+        expect(msg.tag === 'insert' ? msg.newTuple : undefined).toEqual(bytes.map((b) => b.toString('utf8')));
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
   it('random bytes give a message or a ProtocolError, never another exception', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {

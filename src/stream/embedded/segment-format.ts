@@ -77,16 +77,47 @@ export function encodeRecordInto(
   }
   target.writeDoubleBE(timestamp, body + 8);
   // The key length is known only after writing it (no second UTF-8 pass).
-  const keyBytes = target.write(key, body + BODY_FIXED_BYTES, 'utf8');
+  const keyBytes = writeKey(target, key, body + BODY_FIXED_BYTES);
   target.writeUInt16BE(keyBytes, body + 16);
   const valuePos = body + BODY_FIXED_BYTES + keyBytes;
   target.set(value, valuePos);
   const end = valuePos + value.length;
   const bodyLength = end - body;
   target.writeUInt32BE(bodyLength, pos);
-  target.writeUInt32BE(crc32(target.subarray(body, end)), pos + 4);
+  // The CRC of the short part before the value here, continued over the value by zlib: the
+  // value is a view already, while a view of the body would be one more object per record.
+  target.writeUInt32BE(crc32(value, crc32Of(target, body, valuePos)), pos + 4);
   return end;
 }
+
+/** Writes `key` as UTF-8 at `pos`; returns its length in bytes. ASCII (the usual key) without a native call. */
+function writeKey(target: Buffer, key: string, pos: number): number {
+  const n = key.length;
+  if (n > 64) return target.write(key, pos, 'utf8');
+  for (let i = 0; i < n; i++) {
+    const c = key.charCodeAt(i);
+    if (c > 0x7f) return target.write(key, pos, 'utf8');
+    target[pos + i] = c;
+  }
+  return n;
+}
+
+/** CRC-32 (zlib's) of a few bytes, `b[start, end)`, byte by byte. */
+function crc32Of(b: Uint8Array, start: number, end: number): number {
+  let c = -1;
+  for (let i = start; i < end; i++) c = (CRC_TABLE[(c ^ (b[i] as number)) & 0xff] as number) ^ (c >>> 8);
+  return (c ^ -1) >>> 0;
+}
+
+const CRC_TABLE = (() => {
+  const t = new Int32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c;
+  }
+  return t;
+})();
 
 /** One record as a fresh buffer. */
 export function encodeRecord(offset: bigint, timestamp: number, key: string, value: Uint8Array): Buffer {

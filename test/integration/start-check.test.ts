@@ -1,0 +1,150 @@
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { systemClock } from '../../src/core/clock.js';
+import { PrerequisiteError } from '../../src/core/errors.js';
+import { PostgresSource, type PostgresSourceOptions } from '../../src/source/postgres-source.js';
+import { freshDatabase, machinePg15, testLogger, uniqueName } from '../helpers/postgres.js';
+
+/**
+ * Capture's start-up reads everything it checks on the source in one query (start-check.ts)
+ * and runs the bookkeeping's DDL only for what is missing: a restart finds it in place and
+ * runs none, an older or damaged bookkeeping is still brought up to date, captures starting
+ * together still all get their tables, and every refusal keeps its message.
+ */
+describe('capture start-up: one check, DDL only when something is missing', () => {
+  let url: string;
+  let admin: pg.Client;
+
+  beforeAll(async () => {
+    url = await freshDatabase(await machinePg15(), 'syncline_startcheck');
+    admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    await admin.query('CREATE TABLE t (id integer PRIMARY KEY, v text)');
+    await admin.query('CREATE TABLE u (id integer PRIMARY KEY)');
+  }, 60_000);
+
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  afterAll(async () => {
+    await admin?.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database() AND NOT active').catch(() => undefined);
+    await admin?.end();
+  });
+
+  const options = async (slot: string, extra: Partial<PostgresSourceOptions> = {}): Promise<PostgresSourceOptions> => ({
+    connection: { connectionString: url },
+    slot,
+    publication: 'startcheck_pub',
+    tables: [{ schema: 'public', table: 't' }],
+    createPublication: true,
+    stateSchema: 'syncline',
+    initialSnapshot: false,
+    heartbeatIntervalMs: 60_000,
+    heartbeatPrefix: 'syncline.heartbeat',
+    snapshotParallelism: 1,
+    clock: systemClock,
+    log: await testLogger(),
+    ...extra,
+  });
+
+  /** Opens and closes a source; the statements sent on ordinary connections meanwhile (readers' settings left out). */
+  async function openRecording(o: PostgresSourceOptions): Promise<string[]> {
+    const statements: string[] = [];
+    const query = pg.Client.prototype.query;
+    vi.spyOn(pg.Client.prototype, 'query').mockImplementation(function (this: pg.Client, ...args: unknown[]) {
+      const q = args[0];
+      const text = typeof q === 'string' ? q : (q as { text?: string } | undefined)?.text;
+      if (text && !text.includes('set_config(')) statements.push(text.replace(/\s+/g, ' ').trim());
+      return (query as (...a: unknown[]) => unknown).apply(this, args);
+    } as typeof pg.Client.prototype.query);
+    const source = await PostgresSource.open(o, new AbortController().signal);
+    vi.restoreAllMocks();
+    if (!source) throw new Error('not the leader');
+    await source.close();
+    await source.release();
+    return statements;
+  }
+
+  const ddl = (statements: string[]): string[] => statements.filter((s) => /^(CREATE|ALTER|BEGIN|DROP)\b/i.test(s));
+
+  it('a restart finds the bookkeeping in place and runs no DDL, in a handful of queries', async () => {
+    const slot = uniqueName('startcheck_restart');
+    const first = await openRecording(await options(slot));
+    expect(ddl(first).length).toBeGreaterThan(0); // created the publication and the state tables
+    const again = await openRecording(await options(slot));
+    expect(ddl(again)).toEqual([]);
+    // The check, the schema versions, the DDL history's recording, the slot, the WAL position, the primary keys.
+    expect(again.length).toBeLessThanOrEqual(6);
+  });
+
+  it('brings an older bookkeeping up to date: a missing column, an outdated DDL history function, a dropped index', async () => {
+    const slot = uniqueName('startcheck_old');
+    await openRecording(await options(slot));
+    await admin.query('ALTER TABLE syncline.snapshots DROP COLUMN done_ranges');
+    await admin.query('ALTER TABLE syncline.schema_versions DROP COLUMN columns');
+    await admin.query('DROP INDEX syncline.ddl_history_table_lsn');
+    const { rows: fn } = await admin.query<{ src: string }>("SELECT prosrc AS src FROM pg_proc WHERE oid = 'syncline.record_ddl_history()'::regprocedure");
+    await admin.query("CREATE OR REPLACE FUNCTION syncline.record_ddl_history() RETURNS event_trigger LANGUAGE plpgsql AS 'BEGIN END'");
+    const statements = await openRecording(await options(slot));
+    expect(ddl(statements).length).toBeGreaterThan(0);
+    const { rows } = await admin.query<{ done_ranges: boolean; columns: boolean; idx: boolean; src: string }>(
+      `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'syncline.snapshots'::regclass AND attname = 'done_ranges' AND NOT attisdropped) AS done_ranges,
+              EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'syncline.schema_versions'::regclass AND attname = 'columns' AND NOT attisdropped) AS columns,
+              to_regclass('syncline.ddl_history_table_lsn') IS NOT NULL AS idx,
+              (SELECT prosrc FROM pg_proc WHERE oid = 'syncline.record_ddl_history()'::regprocedure) AS src`,
+    );
+    expect(rows[0]).toEqual({ done_ranges: true, columns: true, idx: true, src: fn[0]?.src });
+    expect(ddl(await openRecording(await options(slot)))).toEqual([]);
+  });
+
+  it('captures of several slots starting together on a new state schema each get the state tables', async () => {
+    const stateSchema = uniqueName('startcheck_state');
+    const sources = await Promise.all([1, 2, 3].map(async (i) => PostgresSource.open(await options(uniqueName(`startcheck_race${i}`), { stateSchema }), new AbortController().signal)));
+    try {
+      for (const s of sources) {
+        expect(s).toBeDefined();
+        expect(s?.schemaVersions).toBeDefined();
+        expect(s?.snapshots).toBeDefined();
+      }
+    } finally {
+      for (const s of sources) {
+        await s?.close();
+        await s?.release();
+      }
+    }
+  });
+
+  it('a second capture of a slot waits as standby and leads once the first stops', async () => {
+    const slot = uniqueName('startcheck_lead');
+    const first = await PostgresSource.open(await options(slot), new AbortController().signal);
+    if (!first) throw new Error('not the leader');
+    let standby = false;
+    const second = PostgresSource.open(await options(slot, { onStandby: () => (standby = true) }), new AbortController().signal);
+    await expect.poll(() => standby, { timeout: 10_000 }).toBe(true);
+    await first.close();
+    await first.release();
+    const led = await second;
+    expect(led).toBeDefined();
+    await led?.close();
+    await led?.release();
+  });
+
+  it('refuses a missing publication, or one that lacks a table, with create_publication off', async () => {
+    const missing = await PostgresSource.open(await options(uniqueName('startcheck_nopub'), { publication: 'startcheck_absent', createPublication: false }), new AbortController().signal).catch((e: unknown) => e);
+    expect(missing).toBeInstanceOf(PrerequisiteError);
+    expect((missing as Error).message).toMatch(/^publication startcheck_absent does not exist on the source\n/);
+    await admin.query('CREATE PUBLICATION startcheck_partial FOR TABLE t');
+    const lacking = await PostgresSource.open(
+      await options(uniqueName('startcheck_lacks'), { publication: 'startcheck_partial', createPublication: false, tables: [{ schema: 'public', table: 't' }, { schema: 'public', table: 'u' }] }),
+      new AbortController().signal,
+    ).catch((e: unknown) => e);
+    expect(lacking).toBeInstanceOf(PrerequisiteError);
+    expect((lacking as Error).message).toMatch(/^publication startcheck_partial lacks table\(s\) public\.u\n/);
+    // With create_publication on, the table is added and the next start finds it in place.
+    const slot = uniqueName('startcheck_added');
+    const o = await options(slot, { publication: 'startcheck_partial', tables: [{ schema: 'public', table: 't' }, { schema: 'public', table: 'u' }] });
+    expect(ddl(await openRecording(o))).toContain('ALTER PUBLICATION "startcheck_partial" ADD TABLE "public"."u"');
+    expect(ddl(await openRecording(o))).toEqual([]);
+  });
+});
