@@ -31,6 +31,8 @@ export interface PublisherHooks {
   failed(err: Error): void;
   /** Some changes still wait for values from the source: nothing is published until they have them. */
   filling(): boolean;
+  /** `e` may still be rewritten before it is published (see UnchangedValues.mayChange). */
+  mayChange(e: ChangeEvent): boolean;
 }
 
 /**
@@ -77,14 +79,14 @@ export class BatchPublisher {
 
   /**
    * Adds a change to the pending batch. With the JSON format it is written at once unless it
-   * may still change before the flush: one with `unchanged` columns (UnchangedValues may fill
-   * them), and every change after such a one (the batch keeps their order). Why: an event
+   * may still change before the flush (UnchangedValues may fill its unchanged columns or
+   * resolve its DELETE), and every change after such a one (the batch keeps their order). Why: an event
    * written at once is garbage right away, where one held until the flush survives a
    * young-generation GC or two, which copies it each time (a batch's events were most of
    * what those GCs copied).
    */
   add(e: ChangeEvent): void {
-    if (this.options.encode === undefined && this.pending.length === 0 && e.unchanged === undefined) {
+    if (this.options.encode === undefined && this.pending.length === 0 && !this.hooks.mayChange(e)) {
       (this.written ??= new JsonBatch(this.options.batchSize)).add(e);
     } else this.pending.push(e);
   }

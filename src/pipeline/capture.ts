@@ -117,6 +117,7 @@ export class Capture {
       confirmed: (lsn) => this.snapshots.confirmed(lsn),
       failed: (err) => this.failed(err),
       filling: () => this.unchanged.waiting,
+      mayChange: (e) => this.unchanged.mayChange(e),
     });
     options.schemaVersions?.listen?.((e) => events.emit('capture:schema:changed', { table: `${e.schema}.${e.table}`, version: e.version, lsn: e.lsn }));
     this.streamed = new StreamedTransactions(options.spillDir);

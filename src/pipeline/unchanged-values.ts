@@ -35,6 +35,8 @@ export class UnchangedValues {
   private toFill: ChangeEvent[] = [];
   /** DELETEs whose row must be looked up at the source before publishing (see observeDeferrable). */
   private toResolve: ChangeEvent[] = [];
+  /** The same DELETEs, until published (see mayChange). */
+  private readonly resolving = new WeakSet<ChangeEvent>();
   /** The transaction (commit LSN) whose INSERTed keys `insertedKeys` holds. */
   private insertedIn: string | undefined;
   /** Keys (partitionKeyOf) of deferrable-key tables that the open transaction inserted. */
@@ -91,7 +93,18 @@ export class UnchangedValues {
     }
     const id = partitionKeyOf(e);
     if (e.op === 'INSERT') this.insertedKeys.add(id);
-    else if (e.op === 'DELETE' && e.before && this.insertedKeys.has(id)) this.toResolve.push(e);
+    else if (e.op === 'DELETE' && e.before && this.insertedKeys.has(id)) {
+      this.toResolve.push(e);
+      this.resolving.add(e);
+    }
+  }
+
+  /**
+   * `e` (observed) may still be rewritten by `fill`: its unchanged columns filled, or its
+   * DELETE resolved into an UPDATE. The publisher keeps such a change as an event until then.
+   */
+  mayChange(e: ChangeEvent): boolean {
+    return e.unchanged !== undefined || this.resolving.has(e);
   }
 
   /** Changes wait to be filled: nothing may be published until `fill` is done. */

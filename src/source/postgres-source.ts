@@ -9,7 +9,7 @@ import { PrerequisiteError, errorMessage } from '../core/errors.js';
 import { formatLsn, parseLsn, type Lsn } from '../core/lsn.js';
 import { quoteQualified, type TableName } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
-import { deferrablePrimaryKeys, primaryKeys, publicationTables as readPublicationTables } from './catalog.js';
+import { primaryKeys, publicationTables as readPublicationTables, type PrimaryKeys } from './catalog.js';
 import { acquireCaptureLeadership } from './leader-lock.js';
 import { protocolVersionFor, requireLogicalReplication } from './prerequisites.js';
 import { ensurePublication } from './publication.js';
@@ -82,10 +82,8 @@ export class PostgresSource {
     readonly startLsn: Lsn,
     /** The server's WAL position once the slot was ready (any earlier capture of it gone), see CaptureOptions.walAtStart. */
     readonly walAtStart: Lsn,
-    /** Primary keys of the source's tables (see catalog.ts). */
-    readonly primaryKeys: ReadonlyMap<string, readonly string[]>,
-    /** Tables whose primary key is DEFERRABLE (see catalog.ts). */
-    readonly deferrableKeys: ReadonlySet<string>,
+    /** Primary keys of the source's tables, and which are DEFERRABLE (see catalog.ts). */
+    readonly keys: PrimaryKeys,
     /** Where `_schema_version`s are kept across restarts; undefined: in memory only. */
     readonly schemaVersions: SchemaVersionStore | undefined,
     /** The snapshot job table; undefined when it could not be created (snapshots disabled). */
@@ -173,7 +171,6 @@ export class PostgresSource {
         ready.confirmedFlush ?? 0n,
         await walPosition(admin),
         await primaryKeys(admin),
-        await deferrablePrimaryKeys(admin),
         schemaVersions,
         snapshots,
         options.spillDir ?? spillDirFor(conn, slot),
