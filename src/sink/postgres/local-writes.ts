@@ -267,7 +267,8 @@ interface TriggerSpec {
 
 /** Where the triggers go: the tracked table and, when partitioned, every partition below it. */
 interface Relation {
-  oid: number;
+  /** As text: an oid may not fit an int4. */
+  oid: string;
   qualified: string;
   /** relkind 'p'. */
   partitioned: boolean;
@@ -281,7 +282,7 @@ const NOT_APPLYING = `coalesce(current_setting(${quoteLiteral(APPLYING_SETTING)}
  * The triggers of `rel`: `covered`, for a partitioned tracked table, the oids of the leaf
  * partitions whose own statement triggers record their writes (its row triggers skip them).
  */
-function triggerSpecs(t: TrackedTable, rel: Relation, covered: readonly number[]): TriggerSpec[] {
+function triggerSpecs(t: TrackedTable, rel: Relation, covered: readonly string[]): TriggerSpec[] {
   const { triggers } = localWritesNames(t.stateSchema);
   const fn = localWritesFunction(t.stateSchema, t.target.label);
   const args = expectedArgs(t).map(quoteLiteral).join(', ');
@@ -364,7 +365,7 @@ function keyOrder(t: TrackedTable & { keyOrderKnown: boolean }, installedArgs: B
 }
 
 interface Installed {
-  rel: number;
+  rel: string;
   name: string;
   type: number;
   old_table: string | null;
@@ -376,9 +377,9 @@ interface Installed {
 }
 
 /** The sink's triggers (any of its names) on `rels`. */
-async function installedTriggers(c: pg.ClientBase, rels: readonly number[], names: readonly string[]): Promise<Installed[]> {
+async function installedTriggers(c: pg.ClientBase, rels: readonly string[], names: readonly string[]): Promise<Installed[]> {
   const { rows } = await c.query<Installed>(
-    `SELECT tgrelid::int AS rel, tgname AS name, tgtype::int AS type, tgoldtable::text AS old_table, tgnewtable::text AS new_table,
+    `SELECT tgrelid::text AS rel, tgname AS name, tgtype::int AS type, tgoldtable::text AS old_table, tgnewtable::text AS new_table,
             tgfoid::regprocedure::text AS fn, tgargs AS args, tgparentid <> 0 AS clone, pg_get_triggerdef(oid) AS def
        FROM pg_trigger WHERE tgrelid = ANY($1::oid[]) AND tgname = ANY($2::text[]) AND NOT tgisinternal`,
     [rels, names],
@@ -409,8 +410,8 @@ function matches(i: Installed, want: TriggerSpec, fn: string, args: string): boo
 export async function installTriggers(c: pg.ClientBase, table: TrackedTable & { keyOrderKnown: boolean }): Promise<{ reason: string; sql: string } | undefined> {
   const { triggers } = localWritesNames(table.stateSchema);
   const names = Object.values(triggers);
-  const { rows: relRows } = await c.query<{ oid: number; schema: string; name: string; partitioned: boolean; leaf: boolean; root: boolean }>(
-    `SELECT r.oid::int AS oid, n.nspname AS schema, r.relname AS name, r.relkind = 'p' AS partitioned, t.isleaf AS leaf, coalesce(t.level, 0) = 0 AS root
+  const { rows: relRows } = await c.query<{ oid: string; schema: string; name: string; partitioned: boolean; leaf: boolean; root: boolean }>(
+    `SELECT r.oid::text AS oid, n.nspname AS schema, r.relname AS name, r.relkind = 'p' AS partitioned, t.isleaf AS leaf, coalesce(t.level, 0) = 0 AS root
        FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
        LEFT JOIN pg_partition_tree(to_regclass($1)) t ON t.relid = r.oid
       WHERE r.oid = to_regclass($1) OR t.level > 0
@@ -430,7 +431,7 @@ export async function installTriggers(c: pg.ClientBase, table: TrackedTable & { 
   const { rows: fnRows } = await c.query<{ src: string; fn: string }>(`SELECT prosrc AS src, oid::regprocedure::text AS fn FROM pg_proc WHERE oid = to_regprocedure($1)`, [`${fn}()`]);
   const fnText = fnRows[0]?.fn;
   // What is to be done: nothing (the usual restart) when every relation has its triggers as wanted, every leaf covered.
-  const pending = (covered: readonly number[]): boolean =>
+  const pending = (covered: readonly string[]): boolean =>
     rels.some((rel) => {
       const wanted = triggerSpecs(t, rel, covered);
       const mine = installed.filter((i) => i.rel === rel.oid && !i.clone);
@@ -509,7 +510,7 @@ export async function installTriggers(c: pg.ClientBase, table: TrackedTable & { 
       return;
     }
     installed = await installedTriggers(c, rels.map((r) => r.oid), names);
-    const uncovered = new Set<number>();
+    const uncovered = new Set<string>();
     for (const rel of partitions) if (!(await attempt(changes(rel, triggerSpecs(t, rel, leaves), current)))) uncovered.add(rel.oid);
     // Its row triggers last: they skip the leaves that now have their own statement triggers.
     if (!(await attempt(changes(root, triggerSpecs(t, root, leaves.filter((l) => !uncovered.has(l))), current, rowTrigger))) && uncovered.size > 0) {
