@@ -1,4 +1,5 @@
 import { deadLetterStoreOf } from '../config/dead-letter-store.js';
+import { sourceNameOf } from '../config/load.js';
 import type { SynclineConfig } from '../config/schema.js';
 import { PrerequisiteError } from '../core/errors.js';
 import type { DeadLetterQueue } from '../dlq/dead-letter-queue.js';
@@ -22,7 +23,7 @@ export function openDeadLetterQueue(config: SynclineConfig): DeadLetterQueue | u
     const brokers = kafkaBrokers(config);
     // Imported when the queue first opens its topic (see openStream: kafkajs loads only when used).
     const openTopic = async (): Promise<Stream> => (await import('../stream/kafka/kafka-stream.js')).openKafkaStream({ brokers, topic: d.topic, partitions: 1, compacted: true });
-    return new TopicDeadLetterQueue(openTopic, d.topic);
+    return new TopicDeadLetterQueue(openTopic, d.topic, sourceNameOf(config));
   }
   const url = deadLetterTableUrl(config);
   if (!url) {
@@ -31,7 +32,7 @@ export function openDeadLetterQueue(config: SynclineConfig): DeadLetterQueue | u
       'set dead_letter.url (or SYNCLINE_DEAD_LETTER_URL) to a PostgreSQL URL, dead_letter.store: topic on a Kafka stream, or dead_letter.enabled: false to stop on poison changes instead',
     );
   }
-  return new PostgresDeadLetterQueue(url, config.sink.state_schema);
+  return new PostgresDeadLetterQueue(url, config.sink.state_schema, sourceNameOf(config));
 }
 
 /** The database of a table dead-letter queue: `dead_letter.url`, else a postgres sink's. */

@@ -16,12 +16,22 @@ const KEEP_FIRST_ERROR = (t: string): string => {
  * The dead-letter queue as a table (`<schema>.dead_letter`) in a PostgreSQL database —
  * by default the sink's, next to the positions — so entries can be listed, filtered,
  * replayed and purged with SQL-grade precision and survive any process crash.
+ *
+ * One table may hold the queues of several pipelines (fan-in into one postgres sink, or one
+ * `dead_letter.url` for many pipelines), so this queue is scoped to its pipeline's source name
+ * (`source`): it holds rows behind, lists, counts, replays and removes only its own entries.
+ * Before, a pipeline's change was dead-lettered BLOCKED_BY_EARLIER behind another pipeline's
+ * poison of a row with the same table and key, and `dlq replay` applied the other pipeline's
+ * entries to this sink (and removed them from that pipeline's queue). Entries written without
+ * a source (undecodable records, before this scoping) stay visible to every pipeline.
  */
 export class PostgresDeadLetterQueue implements DeadLetterQueue {
   private readonly pool: pg.Pool;
   private readonly table: string;
+  /** SQL: the entry is this pipeline's; `$1` is the source name. */
+  private readonly mine = `(source = $1 OR source = '')`;
 
-  constructor(url: string, private readonly schema: string) {
+  constructor(url: string, private readonly schema: string, private readonly source: string) {
     this.pool = new pg.Pool({ connectionString: url, max: 2 });
     this.pool.on('error', () => undefined);
     this.table = quoteQualified(schema, 'dead_letter');
@@ -53,7 +63,10 @@ export class PostgresDeadLetterQueue implements DeadLetterQueue {
           stream_offset bigint NOT NULL)`);
         // One entry per change (undecodable records: per stream position).
         await c.query(`CREATE UNIQUE INDEX IF NOT EXISTS dead_letter_change ON ${this.table} (source, commit_lsn, seq) WHERE commit_lsn IS NOT NULL`);
-        await c.query(`CREATE UNIQUE INDEX IF NOT EXISTS dead_letter_raw ON ${this.table} (stream_partition, stream_offset) WHERE commit_lsn IS NULL`);
+        // Per pipeline: two pipelines' streams have the same positions. Replaces the index of
+        // (stream_partition, stream_offset) that tables created before the scoping have.
+        await c.query(`CREATE UNIQUE INDEX IF NOT EXISTS dead_letter_raw_source ON ${this.table} (source, stream_partition, stream_offset) WHERE commit_lsn IS NULL`);
+        await c.query(`DROP INDEX IF EXISTS ${quoteQualified(this.schema, 'dead_letter_raw')}`);
       });
     } catch (err) {
       throw new SynclineError('DLQ_FAILED', `dead-letter queue: ${errorMessage(err)}`, { retriable: isRetriablePgError(err), cause: err });
@@ -66,7 +79,7 @@ export class PostgresDeadLetterQueue implements DeadLetterQueue {
     for (const l of letters) {
       const c = l.change;
       const params = [
-        c?.source ?? '',
+        c?.source ?? this.source,
         c ? tableLabelOf(c) : '',
         c ? rowKeyOf(c) : '',
         c?.commit_lsn ?? null,
@@ -81,7 +94,7 @@ export class PostgresDeadLetterQueue implements DeadLetterQueue {
       ];
       const conflict = c
         ? '(source, commit_lsn, seq) WHERE commit_lsn IS NOT NULL'
-        : '(stream_partition, stream_offset) WHERE commit_lsn IS NULL';
+        : '(source, stream_partition, stream_offset) WHERE commit_lsn IS NULL';
       await this.query(
         `INSERT INTO ${this.table} (source, table_name, row_key, commit_lsn, seq, change, raw, error, error_code, attempts, stream_partition, stream_offset)
          VALUES ($1, $2, $3, $4::pg_lsn, $5, $6::jsonb, $7, $8, $9, $10, $11, $12)
@@ -95,8 +108,8 @@ export class PostgresDeadLetterQueue implements DeadLetterQueue {
   }
 
   async list(filter: DeadLetterFilter): Promise<DeadLetterEntry[]> {
-    const where: string[] = [];
-    const params: unknown[] = [];
+    const where: string[] = [this.mine];
+    const params: unknown[] = [this.source];
     if (filter.ids && filter.ids.length > 0) {
       params.push(filter.ids);
       where.push(`id = ANY($${params.length}::bigint[])`);
@@ -120,7 +133,7 @@ export class PostgresDeadLetterQueue implements DeadLetterQueue {
       error: string; error_code: string; attempts: number; first_failed_at: Date; last_failed_at: Date; stream_partition: number; stream_offset: string;
     }>(
       `SELECT id::text, table_name, row_key, commit_lsn::text, change, raw, error, error_code, attempts, first_failed_at, last_failed_at, stream_partition, stream_offset::text
-         FROM ${this.table} ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
+         FROM ${this.table} WHERE ${where.join(' AND ')}
         ORDER BY commit_lsn NULLS FIRST, seq, id LIMIT $${params.length}`,
       params,
     );
@@ -143,23 +156,24 @@ export class PostgresDeadLetterQueue implements DeadLetterQueue {
 
   async remove(ids: readonly string[]): Promise<number> {
     if (ids.length === 0) return 0;
-    const res = await this.query(`DELETE FROM ${this.table} WHERE id = ANY($1::bigint[])`, [ids]);
+    const res = await this.query(`DELETE FROM ${this.table} WHERE ${this.mine} AND id = ANY($2::bigint[])`, [this.source, ids]);
     return res.rowCount ?? 0;
   }
 
   async recordFailure(id: string, error: string, errorCode?: string): Promise<void> {
-    await this.query(`UPDATE ${this.table} SET attempts = attempts + 1, last_failed_at = now(), error = $2, error_code = coalesce($3, error_code) WHERE id = $1`, [id, error, errorCode ?? null]);
+    await this.query(`UPDATE ${this.table} SET attempts = attempts + 1, last_failed_at = now(), error = $3, error_code = coalesce($4, error_code) WHERE ${this.mine} AND id = $2`, [this.source, id, error, errorCode ?? null]);
   }
 
   async depth(): Promise<{ count: number; oldestAgeSeconds: number }> {
     const { rows } = await this.query<{ n: number; age: number | null }>(
-      `SELECT count(*)::int AS n, extract(epoch FROM now() - min(first_failed_at))::float8 AS age FROM ${this.table}`,
+      `SELECT count(*)::int AS n, extract(epoch FROM now() - min(first_failed_at))::float8 AS age FROM ${this.table} WHERE ${this.mine}`,
+      [this.source],
     );
     return { count: rows[0]?.n ?? 0, oldestAgeSeconds: rows[0]?.age ?? 0 };
   }
 
   async blockedRows(): Promise<Set<string>> {
-    const { rows } = await this.query<{ table_name: string; row_key: string }>(`SELECT DISTINCT table_name, row_key FROM ${this.table} WHERE commit_lsn IS NOT NULL`);
+    const { rows } = await this.query<{ table_name: string; row_key: string }>(`SELECT DISTINCT table_name, row_key FROM ${this.table} WHERE source = $1 AND commit_lsn IS NOT NULL`, [this.source]);
     return new Set(rows.map((r) => `${r.table_name}\u0000${r.row_key}`));
   }
 

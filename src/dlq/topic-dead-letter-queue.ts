@@ -59,7 +59,19 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
   constructor(
     private readonly openTopic: () => Promise<Stream>,
     private readonly topic: string,
+    /**
+     * This pipeline's source name: the topic may hold other pipelines' queues too (the default
+     * `db-changes.dlq` whatever the stream topic), so, as the table store, this queue holds rows
+     * behind, lists, counts, replays and removes only its own entries (and those without a
+     * source, written before this scoping).
+     */
+    private readonly source: string,
   ) {}
+
+  /** The entries of this pipeline (see `source`). */
+  private mine(): TopicEntry[] {
+    return [...this.entries.values()].filter((e) => e.source === this.source || e.source === '');
+  }
 
   async prepare(): Promise<void> {
     if (this.stream) return;
@@ -85,7 +97,7 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
       const before = this.entries.get(id);
       const entry: TopicEntry = {
         id,
-        source: c?.source ?? '',
+        source: c?.source ?? this.source,
         table: c ? tableLabelOf(c) : '',
         row_key: c ? rowKeyOf(c) : '',
         op: c?.op ?? null,
@@ -113,7 +125,7 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
     const table = filter.table ? parseTableName(filter.table) : undefined;
     const error = filter.error?.toLowerCase();
     const cutoff = filter.olderThanMs === undefined ? undefined : Date.now() - filter.olderThanMs;
-    const out = [...this.entries.values()].filter(
+    const out = this.mine().filter(
       (e) =>
         (!ids || ids.has(e.id)) &&
         (!table || e.table === tableLabelOf(table)) &&
@@ -127,7 +139,8 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
 
   async remove(ids: readonly string[]): Promise<number> {
     await this.catchUp();
-    const present = [...new Set(ids)].filter((id) => this.entries.has(id));
+    const own = new Set(this.mine().map((e) => e.id));
+    const present = [...new Set(ids)].filter((id) => own.has(id));
     if (present.length === 0) return 0;
     await this.publish(present.map((id) => ({ key: id, value: Buffer.alloc(0) })));
     for (const id of present) this.entries.delete(id);
@@ -137,7 +150,7 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
   async recordFailure(id: string, error: string, errorCode?: string): Promise<void> {
     await this.catchUp();
     const e = this.entries.get(id);
-    if (!e) return;
+    if (!e || (e.source !== this.source && e.source !== '')) return;
     const updated: TopicEntry = { ...e, attempts: e.attempts + 1, error, error_code: errorCode ?? e.error_code, last_failed_at: new Date().toISOString() };
     await this.publish([{ key: id, value: Buffer.from(JSON.stringify(updated)) }]);
     this.entries.set(id, updated);
@@ -145,15 +158,16 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
 
   async depth(): Promise<{ count: number; oldestAgeSeconds: number }> {
     await this.catchUp();
+    const mine = this.mine();
     let oldest = Infinity;
-    for (const e of this.entries.values()) oldest = Math.min(oldest, Date.parse(e.first_failed_at));
-    return { count: this.entries.size, oldestAgeSeconds: this.entries.size === 0 ? 0 : Math.max(0, (Date.now() - oldest) / 1000) };
+    for (const e of mine) oldest = Math.min(oldest, Date.parse(e.first_failed_at));
+    return { count: mine.length, oldestAgeSeconds: mine.length === 0 ? 0 : Math.max(0, (Date.now() - oldest) / 1000) };
   }
 
   async blockedRows(): Promise<Set<string>> {
     await this.catchUp();
     const rows = new Set<string>();
-    for (const e of this.entries.values()) if (e.commit_lsn !== null) rows.add(`${e.table}\u0000${e.row_key}`);
+    for (const e of this.entries.values()) if (e.commit_lsn !== null && e.source === this.source) rows.add(`${e.table}\u0000${e.row_key}`);
     return rows;
   }
 

@@ -26,16 +26,24 @@ export interface BlockedTable {
   reason: string;
 }
 
-/** The depth of a dead-letter table and the tables it holds; undefined when it was never created. */
-export async function peekDeadLetterTable(url: string, schema: string): Promise<{ count: number; blockedTables: BlockedTable[] } | undefined> {
+/**
+ * The depth of a dead-letter table and the tables it holds, for the pipeline of `source` (the
+ * table may hold other pipelines' queues too: see PostgresDeadLetterQueue); undefined when it
+ * was never created.
+ */
+export async function peekDeadLetterTable(url: string, schema: string, source: string): Promise<{ count: number; blockedTables: BlockedTable[] } | undefined> {
   return withClient(url, async (c) => {
     if (!(await tableExists(c, schema, 'dead_letter'))) return undefined;
     const table = quoteQualified(schema, 'dead_letter');
-    const { rows } = await c.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${table}`);
+    // A table of an older layout may lack `source`: all of it is counted then.
+    const { rows: cols } = await c.query('SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped', [table, 'source']);
+    const mine = cols.length > 0 ? `source = $1 OR source = ''` : '$1::text IS NOT NULL';
+    const { rows } = await c.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${table} WHERE ${mine}`, [source]);
     // Held tables are a detail: a queue table of an older layout still gets its count.
     const held = await c
       .query<{ table_name: string; n: string; reason: string }>(
-        `SELECT table_name, count(*)::text AS n, min(error) AS reason FROM ${table} WHERE error_code = 'TABLE_BLOCKED' GROUP BY table_name ORDER BY table_name`,
+        `SELECT table_name, count(*)::text AS n, min(error) AS reason FROM ${table} WHERE (${mine}) AND error_code = 'TABLE_BLOCKED' GROUP BY table_name ORDER BY table_name`,
+        [source],
       )
       .catch(() => ({ rows: [] }));
     return { count: Number(rows[0]?.n ?? 0), blockedTables: held.rows.map((h) => ({ table: h.table_name, changes: Number(h.n), reason: redactUrl(h.reason) })) };

@@ -1,4 +1,5 @@
 import { deadLetterStoreOf } from '../config/dead-letter-store.js';
+import { sourceNameOf } from '../config/load.js';
 import type { SynclineConfig } from '../config/schema.js';
 import { slotOf } from '../config/slot.js';
 import { errorMessage } from '../core/errors.js';
@@ -199,7 +200,7 @@ async function deadLetterStatus(config: SynclineConfig, report: StatusReport): P
   const url = deadLetterTableUrl(config);
   if (!url) return;
   try {
-    const table = await peekDeadLetterTable(url, config.sink.state_schema);
+    const table = await peekDeadLetterTable(url, config.sink.state_schema, sourceNameOf(config));
     if (table) report.dlq = { exists: true, ...table };
   } catch (err) {
     report.dlq.error = redactUrl(errorMessage(err));

@@ -97,7 +97,9 @@ export class BatchPublisher {
 
   /** Everything up to `lsn` has been seen: the next batch confirms it once durable. */
   reach(lsn: Lsn): void {
-    this.pendingPosition = lsn;
+    // Never backwards: a keepalive may carry the end of a skipped transaction (pgoutput's
+    // progress updates) after a commit already reached further.
+    if (this.pendingPosition === undefined || lsn > this.pendingPosition) this.pendingPosition = lsn;
   }
 
   /** Publishes a full batch now, else sets the deadline of what is pending. */

@@ -192,6 +192,19 @@ export class Capture {
     try {
       const frame = parseReplicationFrame(chunk);
       if (frame.tag === 'keepalive') {
+        // A keepalive's walEnd is what the walsender has sent (its sentPtr). When it finds
+        // capture idle — every frame before it processed (a keepalive met while busy waits in
+        // the backlog behind them), outside any transaction or streamed block — everything up
+        // to it has been seen, as with a heartbeat: the next batch confirms it once durable.
+        // Why: at a fast shutdown the walsender sends the WAL up to the stop and exits only
+        // when the client reports it flushed; capture cannot write a heartbeat then, so a
+        // source whose last WAL was not this slot's (another database, autovacuum, the
+        // bgwriter's standby snapshots) stayed "shutting down", refusing every connection, for
+        // as long as capture ran.
+        if (!this.builder.inTransaction && !this.streamed.receiving && frame.walEnd > this.publisher.confirmed) {
+          this.snapshots.reach(frame.walEnd);
+          this.publisher.schedule();
+        }
         if (frame.replyRequested) this.sendStatus(false);
         return;
       }

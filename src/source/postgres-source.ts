@@ -21,6 +21,7 @@ import { SchemaVersionStore } from './schema-version-store.js';
 import { ddlHistorySql, installDdlHistory } from './ddl-history.js';
 import { ensureSlot, slotState, type SlotState } from './slot.js';
 import { SnapshotStore } from './snapshot-store.js';
+import { PartitionWatch } from './partition-watch.js';
 
 /** How long a capture waits for a slot still held by a walsender that may be dead (kill -9). */
 const SLOT_RELEASE_WAIT_MS = 60_000;
@@ -73,6 +74,8 @@ export interface PostgresSourceOptions {
 export class PostgresSource {
   private heartbeat: NodeJS.Timeout | undefined;
   private readonly rowReader: SourceRowReader;
+  /** Set by open when the snapshot job table exists (see partition-watch.ts). */
+  private partitions: PartitionWatch | undefined;
 
   private constructor(
     private readonly options: PostgresSourceOptions,
@@ -176,6 +179,11 @@ export class PostgresSource {
         options.spillDir ?? spillDirFor(conn, slot),
         readers,
       );
+      if (snapshots) {
+        source.partitions = await preparePartitionWatch(admin, options);
+        // Before the first change is read: an ATTACH made while capture was down is seen now.
+        await source.watchPartitions();
+      }
       source.startHeartbeat();
       return source;
     } catch (err) {
@@ -231,6 +239,35 @@ export class PostgresSource {
     await this.admin.end().catch(() => undefined);
   }
 
+  /**
+   * Compares the published partitioned tables' partitions with those last recorded: rows of an
+   * attached partition are re-read by a snapshot (source.snapshot: never only warns), rows of
+   * a detached one are named for repair. Failures are logged; the next heartbeat tries again.
+   */
+  private async watchPartitions(): Promise<void> {
+    const watch = this.partitions;
+    if (!watch) return;
+    const { log, initialSnapshot } = this.options;
+    try {
+      const tables = this.options.tables.length > 0 ? this.options.tables : await publicationTables(this.admin, this.options.publication);
+      for (const c of await watch.check(tables, initialSnapshot)) {
+        const table = `${c.table.schema}.${c.table.table}`;
+        if (c.attached.length > 0) {
+          if (c.job !== null) log.warn({ table, attached: c.attached, snapshot: c.job }, 'partitions attached: their rows joined the table without a change in the WAL, so the table is re-read by a snapshot');
+          else if (!initialSnapshot) log.warn({ table, attached: c.attached, fix: `syncline snapshot ${quoteQualified(c.table.schema, c.table.table)} -c <config>` }, 'partitions attached: their rows joined the table without a change in the WAL; the target lacks them until a snapshot of the table');
+        }
+        if (c.detached.length > 0) {
+          log.warn(
+            { table, detached: c.detached, fix: `syncline repair -c <config> --table ${c.table.schema}.${c.table.table}` },
+            'partitions detached: their rows left the table without a change in the WAL, so the target keeps them until a repair deletes them',
+          );
+        }
+      }
+    } catch (err) {
+      log.warn({ err: errorMessage(err) }, 'partition check failed');
+    }
+  }
+
   private startHeartbeat(): void {
     const { slot, log, heartbeatPrefix } = this.options;
     const tick = async (): Promise<void> => {
@@ -241,8 +278,24 @@ export class PostgresSource {
       } catch (err) {
         log.warn({ err: errorMessage(err) }, 'slot health check or heartbeat failed');
       }
+      await this.watchPartitions();
     };
     this.heartbeat = setInterval(() => void tick(), this.options.heartbeatIntervalMs);
+  }
+}
+
+/** The partition watch (partition-watch.ts), or undefined (with a warning) when its table cannot be created. */
+async function preparePartitionWatch(admin: pg.Client, options: PostgresSourceOptions): Promise<PartitionWatch | undefined> {
+  const watch = new PartitionWatch(admin, options.stateSchema, options.slot);
+  try {
+    await watch.prepare();
+    return watch;
+  } catch (err) {
+    options.log.warn(
+      { err: errorMessage(err), fix: `GRANT CREATE ON DATABASE ... TO the syncline role, or create ${options.stateSchema}.partition_sets beforehand` },
+      'partitions attached to a published table are not noticed: cannot create the partition table in the source',
+    );
+    return undefined;
   }
 }
 

@@ -27,7 +27,7 @@ afterAll(async () => {
 let database = 0;
 describeDeadLetterContract('PostgreSQL table', async () => {
   const url = await freshDatabase(await machinePg15(), `syncline_dlq_contract_${database++}`);
-  return () => new PostgresDeadLetterQueue(url, 'syncline');
+  return () => new PostgresDeadLetterQueue(url, 'syncline', 'src');
 });
 
 function newTopic(): string {
@@ -38,13 +38,13 @@ function newTopic(): string {
 
 describeDeadLetterContract('Kafka topic', async () => {
   const topic = newTopic();
-  return () => new TopicDeadLetterQueue(() => openKafkaStream({ brokers, topic, partitions: 1, compacted: true }), topic);
+  return () => new TopicDeadLetterQueue(() => openKafkaStream({ brokers, topic, partitions: 1, compacted: true }), topic, 'src');
 });
 
 describe('dead-letter topic as other Kafka clients see it', () => {
   it('is a compacted topic of JSON entries keyed by id; removal writes a tombstone', async () => {
     const topic = newTopic();
-    const q = new TopicDeadLetterQueue(() => openKafkaStream({ brokers, topic, partitions: 1, compacted: true }), topic);
+    const q = new TopicDeadLetterQueue(() => openKafkaStream({ brokers, topic, partitions: 1, compacted: true }), topic, 'src');
     try {
       await q.prepare();
       await q.add([{ change: undefined, raw: 'garbage', error: 'undecodable', errorCode: 'DECODE_FAILED', attempts: 1, partition: 2, offset: 41n }]);

@@ -104,7 +104,7 @@ const PG15_BIN = process.env.SYNCLINE_TEST_PG15_BIN ?? '/usr/lib/postgresql/15/b
  * version. As root it runs as the `postgres` user (the server refuses root). `settings`:
  * more server settings (`name=value`).
  */
-export async function secondPg15(settings: string[] = []): Promise<PgServer> {
+export async function secondPg15(settings: string[] = []): Promise<PgServer & { fastStop(timeoutSeconds: number): Promise<boolean> }> {
   if (!existsSync(path.join(PG15_BIN, 'initdb'))) {
     throw new Error(`PostgreSQL 15's programs are not in ${PG15_BIN} (Debian: apt-get install postgresql-15); set SYNCLINE_TEST_PG15_BIN to their folder`);
   }
@@ -130,6 +130,14 @@ export async function secondPg15(settings: string[] = []): Promise<PgServer> {
   return {
     name: 'pg15b',
     url: (database) => `postgres://postgres@127.0.0.1:${port}/${database}`,
+    fastStop: async (timeoutSeconds: number) => {
+      try {
+        await run('pg_ctl', ['-D', pgdata, '-m', 'fast', '-t', String(timeoutSeconds), '-w', 'stop']);
+        return true;
+      } catch {
+        return false;
+      }
+    },
     stop: async () => {
       await run('pg_ctl', ['-D', pgdata, '-m', 'immediate', 'stop']).catch(() => undefined);
       await rm(dir, { recursive: true, force: true });

@@ -102,7 +102,7 @@ describe('createPipeline: custom sink, transforms, dead letters, events (Postgre
       // The dead letter keeps the change as captured (not transformed), with the transform's reason.
       expect(letters[0]).toMatchObject({ errorCode: 'TRANSFORM_FAILED', change: { table: 'items', key: { id: '13' } } });
       expect(letters[0]?.error).toMatch(/#1 \(poison\).*13 is unlucky/);
-      const dlq = new PostgresDeadLetterQueue(dlqUrl, 'syncline');
+      const dlq = new PostgresDeadLetterQueue(dlqUrl, 'syncline', SLOT);
       try {
         expect((await dlq.depth()).count).toBe(1);
       } finally {

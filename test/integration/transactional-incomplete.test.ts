@@ -62,7 +62,7 @@ describe('transactional apply: a transaction that can never become whole', () =>
       { key: partitionKeyOf(y), value: Buffer.from(JSON.stringify(y)) },
     ]);
     await producer.close();
-    const dlq = new PostgresDeadLetterQueue(url, 'syncline');
+    const dlq = new PostgresDeadLetterQueue(url, 'syncline', 'src');
     const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true, staleAudit: false });
     const ctl = new AbortController();
     const apply = new Apply((o) => stream.consumer('g', o), sink, new Events(), silentLogger(), {

@@ -376,7 +376,7 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
     for (const chunk of chunks(rows)) {
       const params: unknown[] = [];
       const rowsSql = this.inputRows(target, columns, chunk, params);
-      const res = await exec(c, `${this.insertSql(target, columns, rowsSql)}\n      ON DUPLICATE KEY UPDATE ${this.upsertUpdates(columns, keyColumns).join(', ')}`, params);
+      const res = await exec(c, `${this.insertSql(target, columns, rowsSql)}\n      ON DUPLICATE KEY UPDATE ${this.upsertUpdates(columns).join(', ')}`, params);
       written += appliedRows(res, chunk.length);
     }
     return written;
@@ -453,11 +453,15 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
    * statement is just as correct under MariaDB's SIMULTANEOUS_ASSIGNMENT, where every
    * assignment reads the old row.
    */
-  private upsertUpdates(columns: string[], keyColumns: string[]): string[] {
+  private upsertUpdates(columns: string[]): string[] {
     const gate = this.options.versionGate;
     const g = this.tracked ? TRACKED_NEWER : NEWER;
     const gated = (col: string): string => (gate ? `${col} = IF(${g}, VALUES(${col}), ${col})` : `${col} = VALUES(${col})`);
-    const updates = columns.filter((col) => !keyColumns.includes(col)).map((col) => gated(q(col)));
+    // Key columns too, gated like data: under a case-insensitive collation (the default) a
+    // key respelled at the source ('KEY1' -> 'key1': a DELETE of the old spelling and an INSERT
+    // of the new one, in different stream partitions) may meet the old row first, which then
+    // kept the old spelling for good (the DELETE is stale by then).
+    const updates = columns.map((col) => gated(q(col)));
     // A newer insert or update revives a soft-deleted row; like a data column, before the versions.
     if (this.soft) updates.push(gate ? `${DELETED_AT} = IF(${g}, NULL, ${DELETED_AT})` : `${DELETED_AT} = NULL`);
     if (this.tracked) updates.push(gated(W_CLOCK));

@@ -425,7 +425,14 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     const p = this.insertParts(target, columns, stage);
     const soft = this.options.deleteMode === 'soft';
     const tracked = this.options.conflicts !== undefined;
-    const updates = [...columns.filter((c) => !keyColumns.includes(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`), `${V_LSN} = EXCLUDED.${V_LSN}`, `${V_SEQ} = EXCLUDED.${V_SEQ}`];
+    // Key columns are assigned too: a key the target calls equal may be spelled otherwise at
+    // the source (citext 'KEY1' / 'key1', numeric 1.00 / 1.0000), and a respelling UPDATE is a
+    // DELETE of the old spelling and an INSERT of the new one in different stream partitions,
+    // so the INSERT may meet the old row first; without this the row kept the old spelling
+    // for good (the DELETE is then stale). An identical value keeps the update HOT. Identity
+    // ALWAYS and generated columns refuse assignment (and cannot be respelled: integers).
+    const assigned = columns.filter((c) => !keyColumns.includes(c) || target.columns.get(c)?.assignable !== false);
+    const updates = [...assigned.map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`), `${V_LSN} = EXCLUDED.${V_LSN}`, `${V_SEQ} = EXCLUDED.${V_SEQ}`];
     if (soft) updates.push(`${quoteIdent(DELETED_AT_COLUMN)} = NULL`);
     if (tracked) updates.push(...[W_SOURCE, W_CLOCK, W_XID].map((col) => `${col} = EXCLUDED.${col}`));
     // Tracked: a row of another writer reaches the upsert only when the resolver let the

@@ -16,6 +16,11 @@ export interface TargetColumn {
    * format_type prints it: a value cast to it reads back as the column stores it.
    */
   exactType: string;
+  /**
+   * The column can be assigned in an UPDATE: not `GENERATED ALWAYS AS IDENTITY` nor a
+   * generated column (either refuses `SET col = ...`). Absent: true.
+   */
+  assignable?: boolean;
 }
 
 const XML_TYPE = quoteQualified('pg_catalog', 'xml');
@@ -116,9 +121,10 @@ export async function loadTargetTable(
 
 async function readTable(client: pg.PoolClient | pg.Client, schema: string, table: string): Promise<TargetTable | undefined> {
   const qualified = quoteQualified(schema, table);
-  const { rows } = await client.query<{ name: string; type_schema: string; type_name: string; exact_type: string; is_pk: boolean; deferrable: boolean }>(
+  const { rows } = await client.query<{ name: string; type_schema: string; type_name: string; exact_type: string; is_pk: boolean; deferrable: boolean; assignable: boolean }>(
     `SELECT a.attname AS name, n.nspname AS type_schema, t.typname AS type_name, format_type(a.atttypid, a.atttypmod) AS exact_type,
-            coalesce(a.attnum = ANY(i.indkey), false) AS is_pk, coalesce(NOT i.indimmediate, false) AS deferrable
+            coalesce(a.attnum = ANY(i.indkey), false) AS is_pk, coalesce(NOT i.indimmediate, false) AS deferrable,
+            a.attidentity <> 'a' AND a.attgenerated = '' AS assignable
        FROM pg_attribute a
        JOIN pg_type t ON t.oid = a.atttypid
        JOIN pg_namespace n ON n.oid = t.typnamespace
@@ -131,7 +137,7 @@ async function readTable(client: pg.PoolClient | pg.Client, schema: string, tabl
   const columns = new Map<string, TargetColumn>();
   const primaryKey: string[] = [];
   for (const r of rows) {
-    columns.set(r.name, { name: r.name, castType: quoteQualified(r.type_schema, r.type_name), exactType: r.exact_type });
+    columns.set(r.name, { name: r.name, castType: quoteQualified(r.type_schema, r.type_name), exactType: r.exact_type, assignable: r.assignable });
     if (r.is_pk) primaryKey.push(r.name);
   }
   return { label: tableLabelOf({ schema, table }), qualified, columns, primaryKey, deferrableKey: rows.some((r) => r.deferrable) };

@@ -368,7 +368,10 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
       ${where}
       ON CONFLICT (${keyColumns.map(q).join(', ')}) `;
     if (mode === 'absent') return `${insert}DO NOTHING`;
-    const sets = [...columns.filter((c) => !keyColumns.includes(c)).map((c) => `${q(c)} = excluded.${q(c)}`), `${V_LSN} = excluded.${V_LSN}`, `${V_SEQ} = excluded.${V_SEQ}`];
+    // Key columns too: under a NOCASE (or RTRIM) key a key respelled at the source is a DELETE
+    // of the old spelling and an INSERT of the new one in different stream partitions; the
+    // INSERT may meet the old row first, which kept the old spelling for good without this.
+    const sets = [...columns.map((c) => `${q(c)} = excluded.${q(c)}`), `${V_LSN} = excluded.${V_LSN}`, `${V_SEQ} = excluded.${V_SEQ}`];
     // A newer insert or update revives a soft-deleted row (the WHERE below gates it like the rest).
     if (soft) sets.push(`${DELETED_AT} = NULL`);
     if (tracked) sets.push(`${W_SOURCE} = excluded.${W_SOURCE}`, `${W_CLOCK} = excluded.${W_CLOCK}`);

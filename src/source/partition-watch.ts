@@ -1,0 +1,99 @@
+import type pg from 'pg';
+import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
+import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
+
+/**
+ * The leaf partitions of each published partitioned table, as capture last saw them
+ * (`<state_schema>.partition_sets`, per slot), compared with the catalog at every start and
+ * heartbeat.
+ *
+ * Why: `ALTER TABLE t ATTACH PARTITION p` makes p's rows rows of t at the source without a
+ * single row change in the WAL (and `DETACH PARTITION` takes them out the same way), so the
+ * stream, which carries t's changes (publish_via_partition_root), never brings the attached
+ * rows: the target lacked them silently (red team 2: 400 rows of an attached partition
+ * missing, 1000 rows of a detached one kept, while every change flowed). A partition that
+ * appeared queues a snapshot of the table in the same statement that records the new set
+ * (so a crash cannot record one without the other); a partition that went is reported with
+ * the command that removes its rows from the target (`syncline repair`: a snapshot re-reads
+ * rows, it never deletes them).
+ */
+export interface PartitionChange {
+  table: TableName;
+  attached: string[];
+  detached: string[];
+  /** The snapshot job queued for the attached rows; null: none (not requested, or one is already pending). */
+  job: string | null;
+}
+
+export class PartitionWatch {
+  private readonly sets: string;
+  private readonly jobs: string;
+
+  constructor(
+    private readonly client: pg.ClientBase,
+    private readonly schema: string,
+    private readonly slot: string,
+  ) {
+    this.sets = quoteQualified(schema, 'partition_sets');
+    this.jobs = quoteQualified(schema, 'snapshots');
+  }
+
+  async prepare(): Promise<void> {
+    await serializedDdl(this.client, STATE_DDL_LOCK, async () => {
+      await this.client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.schema)}`);
+      await this.client.query(`CREATE TABLE IF NOT EXISTS ${this.sets} (
+        slot_name text NOT NULL,
+        table_schema text NOT NULL,
+        table_name text NOT NULL,
+        leaves jsonb NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (slot_name, table_schema, table_name))`);
+    });
+  }
+
+  /**
+   * Records the current leaf partitions of those of `tables` that are partitioned and returns
+   * the tables whose set changed since the last record (none on the first record of a table).
+   * `request`: queue a snapshot of a table that gained partitions (unless one is pending).
+   * Leaves are told apart by oid, so a partition detached, dropped and made again under its
+   * name counts as a new one.
+   */
+  async check(tables: readonly TableName[], request: boolean): Promise<PartitionChange[]> {
+    if (tables.length === 0) return [];
+    const job = request
+      ? `, job AS (
+           INSERT INTO ${this.jobs} (slot_name, table_schema, table_name)
+           SELECT $1, d.s, d.n FROM diff d
+            WHERE jsonb_array_length(d.attached) > 0
+              AND NOT EXISTS (SELECT 1 FROM ${this.jobs} j WHERE j.slot_name = $1 AND j.table_schema = d.s AND j.table_name = d.n AND j.status = 'pending')
+           RETURNING table_schema AS s, table_name AS n, id::text AS id)`
+      : '';
+    const { rows } = await this.client.query<{ s: string; n: string; attached: string[]; detached: string[]; job: string | null }>(
+      `WITH t AS (SELECT s, n, to_regclass(format('%I.%I', s, n)) AS rel FROM unnest($2::text[], $3::text[]) AS t(s, n)),
+       cur AS (
+         SELECT t.s, t.n, coalesce((SELECT jsonb_agg(jsonb_build_object('oid', p.relid::oid::bigint, 'name', p.relid::regclass::text) ORDER BY p.relid::oid)
+                                      FROM pg_catalog.pg_partition_tree(t.rel) p WHERE p.isleaf AND p.relid <> t.rel), '[]'::jsonb) AS leaves
+           FROM t JOIN pg_catalog.pg_class c ON c.oid = t.rel WHERE c.relkind = 'p'),
+       prev AS (SELECT table_schema AS s, table_name AS n, leaves FROM ${this.sets} WHERE slot_name = $1),
+       -- Runs whatever the query reads of it (a data-modifying WITH always completes).
+       up AS (
+         INSERT INTO ${this.sets} AS ps (slot_name, table_schema, table_name, leaves)
+         SELECT $1, s, n, leaves FROM cur
+         ON CONFLICT (slot_name, table_schema, table_name) DO UPDATE SET leaves = EXCLUDED.leaves, updated_at = now()
+          WHERE ps.leaves IS DISTINCT FROM EXCLUDED.leaves),
+       diff AS (
+         SELECT cur.s, cur.n,
+                coalesce((SELECT jsonb_agg(l->'name') FROM jsonb_array_elements(cur.leaves) l
+                           WHERE NOT prev.leaves @> jsonb_build_array(jsonb_build_object('oid', l->'oid'))), '[]'::jsonb) AS attached,
+                coalesce((SELECT jsonb_agg(l->'name') FROM jsonb_array_elements(prev.leaves) l
+                           WHERE NOT cur.leaves @> jsonb_build_array(jsonb_build_object('oid', l->'oid'))), '[]'::jsonb) AS detached
+           FROM cur JOIN prev ON prev.s = cur.s AND prev.n = cur.n
+          WHERE prev.leaves IS DISTINCT FROM cur.leaves)${job}
+       SELECT d.s, d.n, ARRAY(SELECT jsonb_array_elements_text(d.attached)) AS attached, ARRAY(SELECT jsonb_array_elements_text(d.detached)) AS detached,
+              ${request ? '(SELECT j.id FROM job j WHERE j.s = d.s AND j.n = d.n)' : 'NULL::text'} AS job
+         FROM diff d`,
+      [this.slot, tables.map((t) => t.schema), tables.map((t) => t.table)],
+    );
+    return rows.map((r) => ({ table: { schema: r.s, table: r.n }, attached: r.attached, detached: r.detached, job: r.job }));
+  }
+}
