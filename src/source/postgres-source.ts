@@ -249,7 +249,7 @@ export class PostgresSource {
     if (!watch) return;
     const { log, initialSnapshot } = this.options;
     try {
-      const tables = this.options.tables.length > 0 ? this.options.tables : await publicationTables(this.admin, this.options.publication);
+      const tables = this.options.tables.length > 0 ? this.options.tables : await readPublicationTables(this.admin, this.options.publication);
       for (const c of await watch.check(tables, initialSnapshot)) {
         const table = `${c.table.schema}.${c.table.table}`;
         if (c.attached.length > 0) {
