@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
+import { hasRelation, type StateFacts } from './state-facts.js';
 
 /**
  * The leaf partitions of each published partitioned table, as capture last saw them
@@ -25,6 +26,9 @@ export interface PartitionChange {
   job: string | null;
 }
 
+/** The table of recorded leaf partitions, in the state schema. */
+export const PARTITION_SETS_TABLE = 'partition_sets';
+
 export class PartitionWatch {
   private readonly sets: string;
   private readonly jobs: string;
@@ -34,11 +38,13 @@ export class PartitionWatch {
     private readonly schema: string,
     private readonly slot: string,
   ) {
-    this.sets = quoteQualified(schema, 'partition_sets');
+    this.sets = quoteQualified(schema, PARTITION_SETS_TABLE);
     this.jobs = quoteQualified(schema, 'snapshots');
   }
 
-  async prepare(): Promise<void> {
+  /** Creates the table unless the start-up check found it (see state-facts.ts). */
+  async prepare(facts?: StateFacts): Promise<void> {
+    if (facts && hasRelation(facts, PARTITION_SETS_TABLE)) return;
     await serializedDdl(this.client, STATE_DDL_LOCK, async () => {
       await this.client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.schema)}`);
       await this.client.query(`CREATE TABLE IF NOT EXISTS ${this.sets} (

@@ -180,7 +180,7 @@ export class PostgresSource {
         readers,
       );
       if (snapshots) {
-        source.partitions = await preparePartitionWatch(admin, options);
+        source.partitions = await preparePartitionWatch(admin, options, state);
         // Before the first change is read: an ATTACH made while capture was down is seen now.
         await source.watchPartitions();
       }
@@ -285,10 +285,10 @@ export class PostgresSource {
 }
 
 /** The partition watch (partition-watch.ts), or undefined (with a warning) when its table cannot be created. */
-async function preparePartitionWatch(admin: pg.Client, options: PostgresSourceOptions): Promise<PartitionWatch | undefined> {
+async function preparePartitionWatch(admin: pg.Client, options: PostgresSourceOptions, facts: StateFacts): Promise<PartitionWatch | undefined> {
   const watch = new PartitionWatch(admin, options.stateSchema, options.slot);
   try {
-    await watch.prepare();
+    await watch.prepare(facts);
     return watch;
   } catch (err) {
     options.log.warn(

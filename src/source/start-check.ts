@@ -3,6 +3,7 @@ import { quoteQualified, type TableName } from '../core/sql.js';
 import { DDL_HISTORY_FUNCTION, DDL_HISTORY_INDEX, DDL_HISTORY_TABLE, ddlHistoryTriggerName } from './ddl-history.js';
 import { tryLeadershipSql } from './leader-lock.js';
 import { publicationInPlace, publishedRelationsSql, publishesPartitionsSql, publishesSql } from './publication.js';
+import { PARTITION_SETS_TABLE } from './partition-watch.js';
 import { SCHEMA_VERSIONS_TABLE } from './schema-version-store.js';
 import { SNAPSHOTS_TABLE } from './snapshot-store.js';
 import { stateFactsOf, stateFactsSql, type StateFacts } from './state-facts.js';
@@ -79,7 +80,7 @@ export async function startCheck(client: pg.ClientBase, request: StartCheckReque
       request.slot,
       request.lead,
       request.stateSchema,
-      [SNAPSHOTS_TABLE, SCHEMA_VERSIONS_TABLE, DDL_HISTORY_TABLE, DDL_HISTORY_INDEX],
+      [SNAPSHOTS_TABLE, SCHEMA_VERSIONS_TABLE, DDL_HISTORY_TABLE, DDL_HISTORY_INDEX, PARTITION_SETS_TABLE],
       DDL_HISTORY_FUNCTION,
       ddlHistoryTriggerName(request.stateSchema),
     ],
