@@ -19,6 +19,15 @@ import { registerVerify } from './commands/verify.js';
 import { EXIT } from './exit-codes.js';
 import { loadPg } from './load-pg.js';
 
+// A reader that closed the pipe early (`syncline dlq list | head`): the rest of the output is
+// dropped and the command ends with its own exit code. Without a listener every such write
+// crashed the process with an unhandled EPIPE and a Node stack trace.
+for (const out of [process.stdout, process.stderr]) {
+  out.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') throw err;
+  });
+}
+
 const program = new Command();
 program
   .name('syncline')

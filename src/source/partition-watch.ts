@@ -83,8 +83,11 @@ export class PartitionWatch {
        prev AS (SELECT table_schema AS s, table_name AS n, leaves FROM ${this.sets} WHERE slot_name = $1),
        -- Runs whatever the query reads of it (a data-modifying WITH always completes).
        up AS (
+         -- Only sets that changed: an unchanged one is neither written nor locked (a check runs
+         -- at every heartbeat).
          INSERT INTO ${this.sets} AS ps (slot_name, table_schema, table_name, leaves)
-         SELECT $1, s, n, leaves FROM cur
+         SELECT $1, cur.s, cur.n, cur.leaves FROM cur LEFT JOIN prev ON prev.s = cur.s AND prev.n = cur.n
+          WHERE prev.leaves IS DISTINCT FROM cur.leaves
          ON CONFLICT (slot_name, table_schema, table_name) DO UPDATE SET leaves = EXCLUDED.leaves, updated_at = now()
           WHERE ps.leaves IS DISTINCT FROM EXCLUDED.leaves),
        diff AS (

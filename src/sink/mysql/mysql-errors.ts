@@ -86,7 +86,11 @@ export function isStructuralMysqlError(err: unknown): boolean {
 export function classifyMysqlError(err: unknown, what: string): SynclineError {
   if (err instanceof SynclineError) return err;
   const { errno, code } = shape(err);
-  const id = typeof errno === 'number' ? `errno ${errno}${typeof code === 'string' ? ` ${code}` : ''}` : typeof code === 'string' ? code : undefined;
+  // mysql2 names errnos from MySQL's list, where 4000 and up mean other things than on
+  // MariaDB (its 4025, a CHECK constraint, was printed as ER_INNODB_AUTOEXTEND_SIZE_OUT_OF_RANGE):
+  // there the server's own message says what it is, without a name that may be another server's.
+  const named = typeof code === 'string' && !(typeof errno === 'number' && errno >= 4000);
+  const id = typeof errno === 'number' ? `errno ${errno}${named ? ` ${String(code)}` : ''}` : typeof code === 'string' ? code : undefined;
   const detail = `${what} failed: ${errorMessage(err)}${id ? ` (${id})` : ''}`;
   if (isStructuralMysqlError(err)) {
     // Every change of the table would fail the same way: stop instead of dead-lettering them all.
