@@ -49,6 +49,8 @@ export class BatchPublisher {
   private pending: ChangeEvent[] = [];
   /** The JSON format: the pending batch's changes written so far. */
   private written: JsonBatch | undefined;
+  /** How many changes the last batch published held. */
+  private lastBatchChanges = 16;
   private pendingPosition: Lsn | undefined;
   private readonly checkpoint: Checkpoint;
   private flushTimer: NodeJS.Timeout | undefined;
@@ -87,7 +89,9 @@ export class BatchPublisher {
    */
   add(e: ChangeEvent): void {
     if (this.options.encode === undefined && this.pending.length === 0 && !this.hooks.mayChange(e)) {
-      (this.written ??= new JsonBatch(this.options.batchSize)).add(e);
+      // Sized like the last batch (the buffer grows if needed): a batch cut by its deadline
+      // may hold a handful of changes, and a buffer sized for batch_size would be thrown away.
+      (this.written ??= new JsonBatch(this.lastBatchChanges)).add(e);
     } else this.pending.push(e);
   }
 
@@ -139,6 +143,7 @@ export class BatchPublisher {
       for (const e of events) json.add(e);
       published = this.producer.publish(json.records());
     }
+    this.lastBatchChanges = changes;
     const versionsStored = this.options.schemaVersions?.stored();
     // Only the count is kept: the events themselves are garbage once serialized, not kept
     // alive (and copied by every young-generation GC) until the stream has synced them.

@@ -148,4 +148,31 @@ describe('capture start-up: one check, DDL only when something is missing', () =
     expect(ddl(await openRecording(o))).toContain('ALTER PUBLICATION "startcheck_partial" ADD TABLE "public"."u"');
     expect(ddl(await openRecording(o))).toEqual([]);
   });
+
+  it('a role that may not create schemas uses bookkeeping created for it beforehand (as the warnings advise)', async () => {
+    // Created in place by a first capture run as a superuser; the role only has rights on the tables.
+    const slot = uniqueName('startcheck_limited');
+    await openRecording(await options(slot));
+    const role = uniqueName('startcheck_role');
+    await admin.query(`CREATE ROLE ${role} LOGIN`);
+    try {
+      await admin.query(`GRANT USAGE ON SCHEMA syncline TO ${role}`);
+      await admin.query(`GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA syncline TO ${role}`);
+      await admin.query(`GRANT USAGE ON ALL SEQUENCES IN SCHEMA syncline TO ${role}`);
+      const limited = new URL(url);
+      limited.username = role;
+      const source = await PostgresSource.open(await options(slot, { connection: { connectionString: limited.toString() } }), new AbortController().signal);
+      if (!source) throw new Error('not the leader');
+      try {
+        expect(source.snapshots).toBeDefined();
+        expect(source.schemaVersions).toBeDefined();
+      } finally {
+        await source.close();
+        await source.release();
+      }
+    } finally {
+      await admin.query(`DROP OWNED BY ${role}`);
+      await admin.query(`DROP ROLE ${role}`);
+    }
+  });
 });
