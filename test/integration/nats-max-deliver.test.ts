@@ -51,7 +51,7 @@ describe('NATS max_deliver: the exhausted record goes to the dead-letter queue',
 
   it('parks the record that killed every reader and applies the rest', async () => {
     const config = parseConfig(
-      `source: { url: 'postgres://unused/x', slots: [{ name: s, publication: p }] }
+      `source: { name: src, url: 'postgres://unused/x', slots: [{ name: s, publication: p }] }
 stream: { broker: nats, url: '${NATS}', topic: ${topic}, partitions: 1, max_deliver: 2 }
 consumer: { group_id: g }
 sink: { url: '${targetUrl}' }
