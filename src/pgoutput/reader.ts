@@ -87,9 +87,9 @@ export class BufferReader {
     const end = start + length;
     this.pos = end;
     if (length <= SHORT_ASCII) {
-      let any = 0;
-      for (let i = start; i < end; i++) any |= b[i] as number;
-      if (any < 0x80) return shortAscii(b, start, length);
+      let orBits = 0;
+      for (let i = start; i < end; i++) orBits |= b[i] as number;
+      if (orBits < 0x80) return shortAscii(b, start, length);
     }
     return b.toString('utf8', start, end);
   }
