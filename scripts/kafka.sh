@@ -118,12 +118,13 @@ set_java_cmd() {
 
 format_storage() {
   [ -f "$BROKER/data/meta.properties" ] && return 0
-  # A cluster id is 16 random bytes in URL-safe base64 without padding.
+  # A cluster id is 16 random bytes in URL-safe base64 without padding. It is passed as
+  # --cluster-id=ID: one that starts with '-' (1 in 64) would be read as an option otherwise.
   local id
   id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
   say "formatting $BROKER/data (cluster id $id)"
   set_java_cmd
-  if ! "${JAVA[@]}" kafka.tools.StorageTool format -t "$id" -c "$BROKER/server.properties" >"$BROKER/format.log" 2>&1; then
+  if ! "${JAVA[@]}" kafka.tools.StorageTool format "--cluster-id=$id" -c "$BROKER/server.properties" >"$BROKER/format.log" 2>&1; then
     cat "$BROKER/format.log" >&2 || true
     die "kafka.tools.StorageTool format failed"
   fi
