@@ -99,7 +99,7 @@ describe('Produce v3 request encoding', () => {
       o = body.writeBigInt64BE(-1n, o);
     }
     body.writeInt32BE(0, o);
-    expect(decodeProduceResponse(body, topic)).toEqual([{ partition: 0, error: 0 }, { partition: 5, error: 6 }]);
+    expect(decodeProduceResponse(body, topic)).toEqual([{ partition: 0, error: 0, baseOffset: 10n }, { partition: 5, error: 6, baseOffset: 10n }]);
     expect(() => decodeProduceResponse(body.subarray(0, 20), topic)).toThrow(/Produce response ends/);
   });
 });

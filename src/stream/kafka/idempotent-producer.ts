@@ -13,11 +13,19 @@
  * send() contract: the batches of one call are stored in order per partition, each exactly
  * once, or the call fails. A failed call leaves the sequence numbers behind the broker's
  * unknown, so the producer refuses every later call (its caller starts over with a new one).
+ *
+ * A batch the broker refuses as too large (the topic's max.message.bytes may be below the
+ * batch size syncline aims for) is split in halves with the same sequence numbers, as Kafka's
+ * own producer does; a single record too large fails with its size. A partition whose log
+ * goes back behind what this producer had stored there (the topic deleted and recreated, or
+ * an unclean leader election) fails the producer for good: records that were acknowledged
+ * are gone, and writing on would hide it.
  */
 import { SynclineError } from '../../core/errors.js';
 import { backoffDelay, type RetryPolicy } from '../../core/retry.js';
+import { partitionsMismatchError } from '../common/errors.js';
 import { KafkaConnection } from './kafka-connection.js';
-import { DUPLICATE_SEQUENCE_NUMBER, NONE, PRODUCER_STATE_ERRORS, kafkaErrorCode } from './protocol/error-codes.js';
+import { DUPLICATE_SEQUENCE_NUMBER, NONE, PRODUCER_STATE_ERRORS, TOO_LARGE_ERRORS, kafkaErrorCode } from './protocol/error-codes.js';
 import {
   decodeInitProducerIdResponse,
   decodeMetadataResponse,
@@ -36,6 +44,8 @@ export interface IdempotentProducerOptions {
   brokers: readonly string[];
   clientId: string;
   topic: string;
+  /** Partitions the topic must have: metadata that shows another count fails the producer (STREAM_PARTITIONS_MISMATCH). */
+  partitions?: number;
   connectTimeoutMs?: number;
   requestTimeoutMs?: number;
   /** Between attempts of a request that failed in a way that may pass. Default: 10 attempts, 300 ms doubling to 10 s, jittered. */
@@ -54,6 +64,12 @@ interface Outstanding {
   error: SynclineError | null;
 }
 
+/** What one round of produce requests left: batches still to send, and whether a failure among them calls for a backoff. */
+interface Round {
+  remaining: Outstanding[];
+  failed: boolean;
+}
+
 export class IdempotentProducer {
   private readonly connections = new Map<number, KafkaConnection>();
   private bootstrap: KafkaConnection | null = null;
@@ -61,6 +77,8 @@ export class IdempotentProducer {
   private brokers = new Map<number, BrokerAddress>();
   private identity: ProducerIdentity | null = null;
   private readonly sequences = new Map<number, number>();
+  /** Per partition, the offset after the last batch the broker acknowledged to this producer. */
+  private readonly nextOffsets = new Map<number, bigint>();
   private failure: SynclineError | null = null;
   private closed = false;
   private readonly connectTimeoutMs: number;
@@ -95,19 +113,22 @@ export class IdempotentProducer {
     for (const [partition, list] of records) {
       if (list.length === 0) continue;
       const baseSequence = this.sequences.get(partition) ?? 0;
-      const next = baseSequence + list.length;
-      this.sequences.set(partition, next > MAX_SEQUENCE ? next - MAX_SEQUENCE - 1 : next);
+      this.sequences.set(partition, addSequence(baseSequence, list.length));
       outstanding.push({ batch: { partition, baseSequence, records: list }, error: null });
     }
     try {
-      for (let attempt = 1; outstanding.length > 0; attempt++) {
-        if (attempt > 1) {
-          if (attempt > this.retry.maxAttempts) throw outstanding[0]?.error ?? new SynclineError('KAFKA_PRODUCE', 'Kafka: producing failed', { retriable: true });
-          await sleep(backoffDelay(this.retry, attempt - 1));
-          if (this.closed) throw new SynclineError('STREAM_CLOSED', 'Kafka: the producer closed while a publish was retried', { retriable: true });
-          await this.refreshMetadata().catch(() => undefined); // leaders may have moved; a failure shows in the produce
-        }
-        outstanding = await this.produceOnce(outstanding);
+      for (let failures = 0; outstanding.length > 0; ) {
+        const round = await this.produceOnce(outstanding);
+        outstanding = round.remaining;
+        if (outstanding.length === 0 || !round.failed) continue; // done, or split batches to send now
+        if (++failures >= this.retry.maxAttempts) throw outstanding.find((o) => o.error !== null)?.error ?? new SynclineError('KAFKA_PRODUCE', 'Kafka: producing failed', { retriable: true });
+        await sleep(backoffDelay(this.retry, failures));
+        if (this.closed) throw new SynclineError('STREAM_CLOSED', 'Kafka: the producer closed while a publish was retried', { retriable: true });
+        // Leaders may have moved; a failure that may pass shows in the produce again, one
+        // that cannot (the topic now has another partition count) ends the call.
+        await this.refreshMetadata().catch((err: unknown) => {
+          if (err instanceof SynclineError && !err.retriable) throw err;
+        });
       }
     } catch (err) {
       this.failure = err instanceof SynclineError ? err : new SynclineError('KAFKA_PRODUCE', `Kafka: producing to ${this.opts.topic} failed: ${String(err)}`, { retriable: false, cause: err });
@@ -124,19 +145,28 @@ export class IdempotentProducer {
   }
 
   /**
-   * One produce request per leader, in parallel; returns the batches to send again (their
-   * partition's error, or their request's, may pass). Throws on one that cannot.
+   * One produce request per leader, in parallel, with the first outstanding batch of each
+   * partition (a request holds one batch per partition; later ones of a split wait their
+   * turn). Returns the batches left, in order per partition: those whose partition's error, or
+   * request's, may pass, the halves of a batch refused as too large, and those not sent yet.
+   * Throws on a failure that cannot pass.
    */
-  private async produceOnce(outstanding: Outstanding[]): Promise<Outstanding[]> {
+  private async produceOnce(outstanding: Outstanding[]): Promise<Round> {
     const identity = this.identity;
     if (identity === null) throw new SynclineError('KAFKA_PRODUCE', 'Kafka: the producer has no producer id', { retriable: true });
     const byLeader = new Map<number, Outstanding[]>();
-    const again: Outstanding[] = [];
+    const sending = new Set<number>();
+    /** What replaces each sent batch: nothing once stored, itself to retry, its halves. */
+    const after = new Map<Outstanding, Outstanding[]>();
+    let failed = false;
     for (const o of outstanding) {
+      if (sending.has(o.batch.partition)) continue;
+      sending.add(o.batch.partition);
       const leader = this.leaders.get(o.batch.partition);
       if (leader === undefined || leader < 0) {
         o.error = new SynclineError('KAFKA_LEADER_NOT_AVAILABLE', `Kafka: ${this.opts.topic} partition ${o.batch.partition} has no leader`, { retriable: true });
-        again.push(o);
+        after.set(o, [o]);
+        failed = true;
         continue;
       }
       const list = byLeader.get(leader);
@@ -156,28 +186,54 @@ export class IdempotentProducer {
           const e = asSynclineError(err, `producing to ${this.opts.topic}`);
           // Whether the broker stored these is unknown: sent again with the same sequence
           // numbers, they are stored once either way.
-          for (const o of list) o.error = e;
-          if (e.retriable) again.push(...list);
+          for (const o of list) {
+            o.error = e;
+            after.set(o, [o]);
+          }
+          if (e.retriable) failed = true;
           else fatal ??= e;
           return;
         }
-        const results = new Map(decodeProduceResponse(body, this.opts.topic).map((r) => [r.partition, r.error]));
+        const results = new Map(decodeProduceResponse(body, this.opts.topic).map((r) => [r.partition, r]));
         for (const o of list) {
-          const code = results.get(o.batch.partition);
-          if (code === NONE || code === DUPLICATE_SEQUENCE_NUMBER) continue; // stored (now or by an earlier attempt)
-          if (code === undefined) {
-            fatal ??= new SynclineError('KAFKA_PROTOCOL', `Kafka: the produce response has no result for ${this.opts.topic} partition ${o.batch.partition}`, { retriable: true });
+          const { partition, records } = o.batch;
+          const result = results.get(partition);
+          if (result === undefined) {
+            fatal ??= new SynclineError('KAFKA_PROTOCOL', `Kafka: the produce response has no result for ${this.opts.topic} partition ${partition}`, { retriable: true });
             continue;
           }
-          const e = produceError(code, this.opts.topic, o.batch.partition);
+          if (result.error === NONE || result.error === DUPLICATE_SEQUENCE_NUMBER) {
+            // Stored (now or by an earlier attempt). Offsets only grow: one below what this
+            // producer already had acknowledged means the log lost records.
+            const expected = this.nextOffsets.get(partition);
+            if (result.baseOffset >= 0n) {
+              if (expected !== undefined && result.baseOffset < expected) fatal ??= logWentBackError(this.opts.topic, partition, expected, result.baseOffset);
+              this.nextOffsets.set(partition, result.baseOffset + BigInt(records.length));
+            }
+            after.set(o, []);
+            continue;
+          }
+          if (TOO_LARGE_ERRORS.has(result.error) && records.length > 1) {
+            // Refused whole, nothing stored: the halves carry the same sequence numbers.
+            const half = Math.ceil(records.length / 2);
+            after.set(o, [
+              { batch: { partition, baseSequence: o.batch.baseSequence, records: records.slice(0, half) }, error: null },
+              { batch: { partition, baseSequence: addSequence(o.batch.baseSequence, half), records: records.slice(half) }, error: null },
+            ]);
+            continue;
+          }
+          const e = TOO_LARGE_ERRORS.has(result.error) ? recordTooLargeError(result.error, this.opts.topic, partition, records[0] as ProduceRecord) : produceError(result.error, this.opts.topic, partition);
           o.error = e;
-          if (kafkaErrorCode(code).retriable) again.push(o);
+          after.set(o, [o]);
+          if (kafkaErrorCode(result.error).retriable) failed = true;
           else fatal ??= e;
         }
       }),
     );
     if (fatal !== null) throw fatal;
-    return again;
+    const remaining: Outstanding[] = [];
+    for (const o of outstanding) remaining.push(...(after.get(o) ?? [o]));
+    return { remaining, failed };
   }
 
   private async connectionTo(nodeId: number): Promise<KafkaConnection> {
@@ -216,6 +272,11 @@ export class IdempotentProducer {
     const body = await conn.request(encodeMetadataRequest(this.opts.clientId, this.opts.topic), this.requestTimeoutMs, 'reading metadata');
     const md = decodeMetadataResponse(body, this.opts.topic);
     if (md.error !== NONE) throw produceError(md.error, this.opts.topic, null);
+    // Another process may have made the topic (or deleted and made it again) with another count.
+    const expected = this.opts.partitions;
+    if (expected !== undefined && md.partitions.size !== expected) {
+      throw partitionsMismatchError(`Kafka topic ${this.opts.topic} has ${md.partitions.size} partitions`, expected, 'set stream.partitions to that count, or use another stream.topic');
+    }
     this.brokers = new Map(md.brokers.map((b) => [b.nodeId, b]));
     this.leaders = new Map([...md.partitions].map(([p, m]) => [p, m.error === NONE || m.leader >= 0 ? m.leader : -1]));
     // Connections to brokers that left the cluster are closed.
@@ -259,6 +320,35 @@ function produceError(code: number, topic: string, partition: number | null): Sy
   const { name, retriable } = kafkaErrorCode(code);
   const where = partition === null ? topic : `${topic} partition ${partition}`;
   return new SynclineError(`KAFKA_${name}`, `Kafka: producing to ${where} failed: ${name} (error code ${code})`, { retriable: retriable || PRODUCER_STATE_ERRORS.has(code) });
+}
+
+/** A record the broker refuses even alone: nothing syncline can split, so the error says what to change. */
+function recordTooLargeError(code: number, topic: string, partition: number, record: ProduceRecord): SynclineError {
+  const keyBytes = typeof record.key === 'string' ? Buffer.byteLength(record.key) : record.key.length;
+  const valueBytes = record.value?.length ?? 0;
+  return new SynclineError(
+    `KAFKA_${kafkaErrorCode(code).name}`,
+    `Kafka: a record of ${keyBytes + valueBytes} bytes (key ${keyBytes}, value ${valueBytes}) for ${topic} partition ${partition} is larger than the broker accepts ` +
+      `(${kafkaErrorCode(code).name}, error code ${code}): raise the topic's max.message.bytes (and the broker's message.max.bytes and replica.fetch.max.bytes if above them) beyond it, ` +
+      'or keep such values out of the published tables',
+    { retriable: false },
+  );
+}
+
+function logWentBackError(topic: string, partition: number, expected: bigint, got: bigint): SynclineError {
+  return new SynclineError(
+    'KAFKA_LOG_TRUNCATED',
+    `Kafka: ${topic} partition ${partition} stored a batch at offset ${got} although this producer's records already reached offset ${expected}: ` +
+      'the topic was deleted and made again, or its log was truncated (an unclean leader election), so records it had acknowledged are gone. ' +
+      "Consumers' committed positions no longer match it; re-snapshot the target from the source (or restore the topic) before going on",
+    { retriable: false },
+  );
+}
+
+/** Kafka's sequence numbers wrap from Int32 max to 0. */
+function addSequence(sequence: number, n: number): number {
+  const next = sequence + n;
+  return next > MAX_SEQUENCE ? next - MAX_SEQUENCE - 1 : next;
 }
 
 function asSynclineError(err: unknown, doing: string): SynclineError {

@@ -29,7 +29,7 @@ export interface KafkaProducerTarget {
 
 /** Connects a producer of `target.topic`; it is registered with `clients` until it closes. */
 export async function openKafkaProducer(target: KafkaProducerTarget, clients: BrokerClients): Promise<StreamProducer> {
-  const producer = new IdempotentProducer({ brokers: target.brokers, clientId: target.clientId ?? 'syncline', topic: target.topic });
+  const producer = new IdempotentProducer({ brokers: target.brokers, clientId: target.clientId ?? 'syncline', topic: target.topic, partitions: target.partitions });
   try {
     await producer.connect();
   } catch (err) {

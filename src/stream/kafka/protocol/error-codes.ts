@@ -52,6 +52,8 @@ export const DUPLICATE_SEQUENCE_NUMBER = 46;
  * expired or fenced). This producer cannot go on, but a new one can: capture restarts with a
  * new producer id, from the slot's confirmed position.
  */
+/** The batch (MESSAGE_TOO_LARGE) or request's records (RECORD_LIST_TOO_LARGE) over the broker's or topic's limit. */
+export const TOO_LARGE_ERRORS: ReadonlySet<number> = new Set([10, 18]);
 export const PRODUCER_STATE_ERRORS: ReadonlySet<number> = new Set([45, 47, 59]);
 
 export function kafkaErrorCode(code: number): KafkaErrorCode {

@@ -222,6 +222,8 @@ export function encodeProduceRequest(req: ProduceRequest): Buffer {
 export interface PartitionResult {
   partition: number;
   error: number;
+  /** Offset of the batch's first record (-1 when the broker does not say, as with an error). */
+  baseOffset: bigint;
 }
 
 export function decodeProduceResponse(body: Buffer, topic: string): PartitionResult[] {
@@ -232,9 +234,9 @@ export function decodeProduceResponse(body: Buffer, topic: string): PartitionRes
     for (let p = r.count(); p > 0; p--) {
       const partition = r.int32();
       const error = r.int16();
-      r.int64(); // base offset
+      const baseOffset = r.int64();
       r.int64(); // log append time
-      if (name === topic) out.push({ partition, error });
+      if (name === topic) out.push({ partition, error, baseOffset });
     }
   }
   return out;
