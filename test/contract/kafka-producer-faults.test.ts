@@ -273,6 +273,22 @@ describe('Kafka idempotent producer under faults', () => {
     expect((await readAll(topic, 1)).get(0)?.map((v) => v.replace(/\.+$/, ''))).toEqual(['ok-0', 'ok-1']);
   });
 
+  it("fails a record over the broker's socket.request.max.bytes (100 MiB) at once instead of retrying a dropped connection", async () => {
+    // Even with the topic's max.message.bytes above it: the broker drops a larger request's connection unanswered.
+    const topic = await newTopic(1, { 'max.message.bytes': String(200 * 1024 * 1024) });
+    const producer = new IdempotentProducer({ brokers, clientId: 'test', topic, retry: fast });
+    await producer.connect();
+    try {
+      await expect(producer.send(new Map([[0, [{ key: 'k', value: Buffer.alloc(101 * 1024 * 1024, 97) }]]]))).rejects.toMatchObject({
+        code: 'KAFKA_MESSAGE_TOO_LARGE',
+        retriable: false,
+        message: expect.stringMatching(/socket\.request\.max\.bytes.*largest record has 105906177 bytes/) as unknown,
+      });
+    } finally {
+      producer.close();
+    }
+  });
+
   it('refuses a topic that another process made with another partition count', async () => {
     const topic = await newTopic(2);
     const producer = new IdempotentProducer({ brokers, clientId: 'test', topic, partitions: 3, retry: fast });

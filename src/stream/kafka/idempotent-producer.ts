@@ -48,6 +48,12 @@ export interface IdempotentProducerOptions {
   partitions?: number;
   connectTimeoutMs?: number;
   requestTimeoutMs?: number;
+  /**
+   * Largest produce request sent. Default 100 MiB, Kafka's default socket.request.max.bytes: a
+   * broker closes the connection on a larger one without an answer, which looks like a broken
+   * connection and would be retried forever.
+   */
+  maxRequestBytes?: number;
   /** Between attempts of a request that failed in a way that may pass. Default: 10 attempts, 300 ms doubling to 10 s, jittered. */
   retry?: RetryPolicy;
   /** Opens a connection to a broker. Default: KafkaConnection.connect (tests route it through a proxy). */
@@ -56,6 +62,7 @@ export interface IdempotentProducerOptions {
 
 const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 10, baseMs: 300, maxMs: 10_000, jitter: true };
 const MAX_SEQUENCE = 0x7fff_ffff;
+const DEFAULT_MAX_REQUEST_BYTES = 100 * 1024 * 1024;
 
 /** One partition's records waiting to be stored, with the sequence they were given. */
 interface Outstanding {
@@ -83,6 +90,7 @@ export class IdempotentProducer {
   private closed = false;
   private readonly connectTimeoutMs: number;
   private readonly requestTimeoutMs: number;
+  private readonly maxRequestBytes: number;
   private readonly retry: RetryPolicy;
   private readonly open: (host: string, port: number, timeoutMs: number) => Promise<KafkaConnection>;
 
@@ -90,6 +98,7 @@ export class IdempotentProducer {
     this.open = opts.connect ?? ((host, port, timeoutMs) => KafkaConnection.connect(host, port, timeoutMs));
     this.connectTimeoutMs = opts.connectTimeoutMs ?? 3000;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
+    this.maxRequestBytes = opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
     this.retry = opts.retry ?? DEFAULT_RETRY;
   }
 
@@ -180,6 +189,7 @@ export class IdempotentProducer {
         try {
           const conn = await this.connectionTo(leader);
           const frame = encodeProduceRequest({ clientId: this.opts.clientId, topic: this.opts.topic, acks: -1, timeoutMs: this.requestTimeoutMs, identity, batches: list.map((o) => o.batch) });
+          if (frame.length > this.maxRequestBytes) throw requestTooLargeError(frame.length, this.maxRequestBytes, this.opts.topic, list);
           // The broker waits up to the produce timeout for the replicas: allow for the trip.
           body = await conn.request(frame, this.requestTimeoutMs + 5000, `producing to ${this.opts.topic}`);
         } catch (err) {
@@ -331,6 +341,25 @@ function recordTooLargeError(code: number, topic: string, partition: number, rec
     `Kafka: a record of ${keyBytes + valueBytes} bytes (key ${keyBytes}, value ${valueBytes}) for ${topic} partition ${partition} is larger than the broker accepts ` +
       `(${kafkaErrorCode(code).name}, error code ${code}): raise the topic's max.message.bytes (and the broker's message.max.bytes and replica.fetch.max.bytes if above them) beyond it, ` +
       'or keep such values out of the published tables',
+    { retriable: false },
+  );
+}
+
+/** A request the broker would drop with its connection (socket.request.max.bytes): said here, not retried. */
+function requestTooLargeError(bytes: number, limit: number, topic: string, list: readonly Outstanding[]): SynclineError {
+  let largest: { partition: number; keyBytes: number; valueBytes: number } = { partition: -1, keyBytes: 0, valueBytes: 0 };
+  for (const o of list) {
+    for (const r of o.batch.records) {
+      const keyBytes = typeof r.key === 'string' ? Buffer.byteLength(r.key) : r.key.length;
+      const valueBytes = r.value?.length ?? 0;
+      if (keyBytes + valueBytes > largest.keyBytes + largest.valueBytes) largest = { partition: o.batch.partition, keyBytes, valueBytes };
+    }
+  }
+  return new SynclineError(
+    'KAFKA_MESSAGE_TOO_LARGE',
+    `Kafka: a produce request of ${bytes} bytes to ${topic} is over ${limit} (the broker's socket.request.max.bytes, 100 MiB by default, drops the connection of a larger one); ` +
+      `its largest record has ${largest.keyBytes + largest.valueBytes} bytes (key ${largest.keyBytes}, value ${largest.valueBytes}, partition ${largest.partition}): ` +
+      'keep such values out of the published tables',
     { retriable: false },
   );
 }
