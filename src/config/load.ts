@@ -18,22 +18,31 @@ const ENV_FALLBACKS = {
 } as const;
 
 export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): SynclineConfig {
+  return validateConfig(readConfigDocument(file), env);
+}
+
+/** A config file's YAML as a plain object, not validated yet (the demo lays its own settings over it). */
+export function readConfigDocument(file: string): unknown {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     throw new ConfigError([`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`]);
   }
-  return parseConfig(text, env);
+  return parseYaml(text);
 }
 
 /** Parses YAML text, interpolates the environment and validates; every problem is reported at once. */
 export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env): SynclineConfig {
+  return validateConfig(parseYaml(text), env);
+}
+
+function parseYaml(text: string): unknown {
   const doc = parseDocument(text, { prettyErrors: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(doc.errors.map((e) => `YAML syntax (line ${e.linePos?.[0]?.line ?? '?'}): ${e.message.split('\n')[0] ?? ''}`));
   }
-  return validateConfig(doc.toJS(), env);
+  return doc.toJS();
 }
 
 /**

@@ -1,6 +1,6 @@
+import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { parseConfig } from '../config/load.js';
 import { errorMessage } from '../core/errors.js';
 import { locateBinaries, stageBinaries } from './binaries.js';
 import { DemoError } from './errors.js';
@@ -12,17 +12,24 @@ import { compareTable, type TableDrift } from '../verify/compare.js';
 import { LoadGenerator } from './load-generator.js';
 import { freePort, portIsFree } from './ports.js';
 import { runPipeline } from '../api/run-pipeline.js';
+import { DEMO_SLOT, DEMO_TABLES, demoConfig, metricsPortOf } from './demo-config.js';
+import { DemoOutput } from './demo-output.js';
 
 export interface DemoOptions {
   durationMs: number;
   /** Target rate of the load generator, changes per second. */
   rate: number;
-  metricsPort: number;
+  /** The `--metrics-port` flag, if given: it wins over the config file's `monitoring.port` (default 9464). */
+  metricsPort?: number;
   keep: boolean;
   out: NodeJS.WriteStream;
+  /** The YAML of `-c FILE` (see demo-config.ts), not validated yet. */
+  config?: unknown;
+  /** One JSON object per line instead of text. */
+  json?: boolean;
 }
 
-const TABLES = ['customers', 'orders'];
+const TABLES = DEMO_TABLES;
 
 const DDL = `
   CREATE TABLE customers (
@@ -48,8 +55,10 @@ const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
  * hard-linked (or copied) into that folder, which it can reach.
  */
 export async function runDemo(options: DemoOptions, log: Logger): Promise<boolean> {
-  const out = options.out;
-  for (const leftover of await reapLeftovers()) out.write(`syncline demo: removed ${leftover}, left by an interrupted demo\n`);
+  const out = new DemoOutput(options.out, !!options.json);
+  // A bad setting in the user's file fails now, before a server starts (the places are the demo's own later).
+  if (options.config !== undefined) demoConfig({ sourceUrl: 'postgres://127.0.0.1/demo_source', targetUrl: 'postgres://127.0.0.1/demo_target', dir: os.tmpdir(), metricsPort: 9464 }, options.config);
+  for (const leftover of await reapLeftovers()) out.event('leftover_removed', { path: leftover }, `syncline demo: removed ${leftover}, left by an interrupted demo\n`);
   const user = await serverUser();
   const installed = await locateBinaries();
   const dir = await createWorkdir(user !== undefined).catch((err: unknown) => {
@@ -85,7 +94,7 @@ export async function runDemo(options: DemoOptions, log: Logger): Promise<boolea
     }
     signalled = sig;
     signalledAt = Date.now();
-    out.write(`\nsyncline demo: ${sig}: stopping the pipeline and PostgreSQL${options.keep ? '' : `, removing ${dir}`}\n`);
+    out.event('stopping', { signal: sig, dir, keep: options.keep }, `\nsyncline demo: ${sig}: stopping the pipeline and PostgreSQL${options.keep ? '' : `, removing ${dir}`}\n`);
     void cleanup().finally(() => process.exit(SIGNAL_EXIT[sig] ?? 1));
   };
   process.on('SIGINT', onSignal);
@@ -101,7 +110,7 @@ export async function runDemo(options: DemoOptions, log: Logger): Promise<boolea
     throw err;
   } finally {
     await cleanup();
-    if (options.keep) out.write(`demo folder kept: ${dir}\n`);
+    if (options.keep) out.event('kept', { dir }, `demo folder kept: ${dir}\n`);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     process.off('exit', onExit);
@@ -111,7 +120,8 @@ export async function runDemo(options: DemoOptions, log: Logger): Promise<boolea
     const binaries = user ? await stageBinaries(installed, path.join(dir, 'pg')) : installed;
     const port = await freePort();
     // The dashboard/metrics port: the requested one if it is free, else any free one.
-    const metricsPort = (await portIsFree(options.metricsPort)) ? options.metricsPort : await freePort();
+    const requested = options.metricsPort ?? metricsPortOf(options.config) ?? 9464;
+    const metricsPort = (await portIsFree(requested)) ? requested : await freePort();
     const pgdata = path.join(dir, 'pgdata');
     server = new DemoPostgres({
       binaries,
@@ -123,7 +133,11 @@ export async function runDemo(options: DemoOptions, log: Logger): Promise<boolea
       onLog: (m: string) => log.debug({ postgres: m }, 'embedded postgres'),
     });
     const pgServer = server;
-    out.write(`syncline demo: starting embedded PostgreSQL 17 on 127.0.0.1:${port}${user ? ` as OS user ${user.name}` : ''} (data in ${dir})\n`);
+    out.event(
+      'starting',
+      { postgres: `127.0.0.1:${port}`, os_user: user?.name ?? null, dir },
+      `syncline demo: starting embedded PostgreSQL 17 on 127.0.0.1:${port}${user ? ` as OS user ${user.name}` : ''} (data in ${dir})\n`,
+    );
     await pgServer.initialise();
     await pgServer.start();
     let pipelineError: unknown;
@@ -142,55 +156,38 @@ export async function runDemo(options: DemoOptions, log: Logger): Promise<boolea
       await source.query(DDL);
       await target.query(DDL);
 
-      const config = parseConfig(
-        `source:
-  url: ${url('demo_source')}
-  slots:
-    - name: syncline_demo
-      publication: syncline_demo_pub
-      tables: [${TABLES.join(', ')}]
-  heartbeat_interval_ms: 2000
-  spill_dir: ${path.join(dir, 'spill')}
-stream:
-  broker: embedded
-  path: ${path.join(dir, 'stream')}
-  partitions: 4
-consumer:
-  group_id: demo
-  retry: { backoff_base_ms: 100, backoff_max_ms: 2000 }
-sink:
-  type: postgres
-  url: ${url('demo_target')}
-monitoring:
-  port: ${metricsPort}
-`,
-        {},
-      );
+      const config = demoConfig({ sourceUrl: url('demo_source'), targetUrl: url('demo_target'), dir, metricsPort }, options.config);
       const metrics = new Metrics();
       pipeline = runPipeline(config, 'run', log, stop.signal, metrics);
       pipeline.catch((err: unknown) => {
         pipelineError = err;
       });
-      out.write(`pipeline running: capture -> embedded stream (4 partitions) -> apply; dashboard at http://127.0.0.1:${metricsPort}/ (metrics at /metrics)\n`);
-      await waitForSlot(source, 'syncline_demo', failed);
+      const dashboard = `http://${config.monitoring.host}:${metricsPort}/`;
+      out.event(
+        'running',
+        { stream: config.stream.broker, partitions: config.stream.partitions, dashboard, metrics: `${dashboard}metrics` },
+        `pipeline running: capture -> ${config.stream.broker} stream (${config.stream.partitions} partitions) -> apply; dashboard at ${dashboard} (metrics at /metrics)\n`,
+      );
+      await waitForSlot(source, DEMO_SLOT, failed);
 
       const load = new LoadGenerator(source);
       const started = Date.now();
       const progress = setInterval(() => void showProgress(out, metrics, load, started), 500);
       try {
         await load.run(options.durationMs, options.rate, failed);
-        out.write(`\nload finished: ${load.changes} changes in ${load.transactions} transactions; waiting for apply to catch up\n`);
+        out.event('load_finished', { changes: load.changes, transactions: load.transactions }, `\nload finished: ${load.changes} changes in ${load.transactions} transactions; waiting for apply to catch up\n`);
         const drift = await waitForConvergence(source, target, 60_000, failed);
         clearInterval(progress);
         await showProgress(out, metrics, load, started);
-        out.write('\n');
-        const bad = drift.filter((d) => d.differing > 0);
-        for (const d of drift) {
-          out.write(`  ${d.table}: source ${d.sourceRows} rows, target ${d.targetRows} rows, ${d.differing === 0 ? 'identical' : `${d.differing} differing`}\n`);
-          if (d.differing > 0) out.write(`    missing ${JSON.stringify(d.missing)} extra ${JSON.stringify(d.extra)} different ${JSON.stringify(d.different)}\n`);
-        }
-        out.write(bad.length === 0 ? 'RESULT: target equals source\n' : 'RESULT: DRIFT between source and target\n');
-        return bad.length === 0;
+        const equal = drift.every((d) => d.differing === 0);
+        const tables = drift.map((d) => ({ table: d.table, source_rows: d.sourceRows, target_rows: d.targetRows, differing: d.differing, missing: d.missing, extra: d.extra, different: d.different }));
+        const lines = drift.map(
+          (d) =>
+            `  ${d.table}: source ${d.sourceRows} rows, target ${d.targetRows} rows, ${d.differing === 0 ? 'identical' : `${d.differing} differing`}\n` +
+            (d.differing > 0 ? `    missing ${JSON.stringify(d.missing)} extra ${JSON.stringify(d.extra)} different ${JSON.stringify(d.different)}\n` : ''),
+        );
+        out.event('result', { target_equals_source: equal, tables }, `\n${lines.join('')}${equal ? 'RESULT: target equals source\n' : 'RESULT: DRIFT between source and target\n'}`);
+        return equal;
       } finally {
         clearInterval(progress);
       }
@@ -201,7 +198,7 @@ monitoring:
   }
 }
 
-async function showProgress(out: NodeJS.WriteStream, metrics: Metrics, load: LoadGenerator, started: number): Promise<void> {
+async function showProgress(out: DemoOutput, metrics: Metrics, load: LoadGenerator, started: number): Promise<void> {
   const value = async (name: string): Promise<number> => {
     const m = await metrics.registry.getSingleMetric(name)?.get();
     return (m?.values ?? []).reduce((s, v) => (name === 'sync_lag_seconds' ? Math.max(s, v.value) : s + v.value), 0);
@@ -214,8 +211,10 @@ async function showProgress(out: NodeJS.WriteStream, metrics: Metrics, load: Loa
     value('sync_lag_seconds'),
   ]);
   const secs = ((Date.now() - started) / 1000).toFixed(1);
-  const line = `[${secs}s] written ${load.changes}  captured ${captured}  consumed ${consumed}  applied ${applied}  stale ${stale}  lag ${lag.toFixed(2)}s`;
-  out.write(out.isTTY ? `\r${line}\u001b[K` : `${line}\n`);
+  out.progress(
+    { seconds: Number(secs), written: load.changes, captured, consumed, applied, stale, lag_seconds: lag },
+    `[${secs}s] written ${load.changes}  captured ${captured}  consumed ${consumed}  applied ${applied}  stale ${stale}  lag ${lag.toFixed(2)}s`,
+  );
 }
 
 async function waitForSlot(db: pg.Client, slot: string, failed: () => unknown): Promise<void> {

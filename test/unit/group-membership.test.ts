@@ -76,4 +76,21 @@ describe('NATS group membership', () => {
     expect(owner(1)).toBe(a.member);
     expect(a.holds(1)).toBe(true);
   });
+
+  it('reports the leases a tick took before the bucket failed it (none is held unread)', async () => {
+    const { kv } = memoryKv();
+    const get = kv.get.bind(kv);
+    let failOnce = true;
+    kv.get = (async (k: string) => {
+      if (k === 'g.owner.2' && failOnce) {
+        failOnce = false;
+        throw new Error('timeout');
+      }
+      return get(k);
+    }) as KV['get'];
+    const a = new GroupMembership(kv, 'g', 4);
+    // Partitions 0 and 1 were taken before the failure: they are reported, not just held.
+    expect((await a.tick()).acquired).toEqual([0, 1]);
+    expect((await a.tick()).acquired).toEqual([2, 3]);
+  });
 });

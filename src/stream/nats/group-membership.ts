@@ -89,36 +89,49 @@ export class GroupMembership {
     const share = new Set(fairShare(this.partitions, live.length, live.indexOf(this.member)));
     const liveSet = new Set(live);
     for (let p = 0; p < this.partitions; p++) {
-      const lease = await this.kv.get(this.ownerKey(p));
-      const owner = lease !== null && lease.operation === 'PUT' ? lease.string() : undefined;
-      if (this.held.has(p)) {
-        if (owner !== this.member) {
-          this.held.delete(p);
-          change.lost.push(p);
-        } else if (!share.has(p)) {
-          change.revoke.push(p);
-        }
-        continue;
-      }
-      if (owner === this.member) {
-        // A lease of ours that we do not hold: a release that failed. Take it back if it is
-        // ours to read, else release it again.
-        if (share.has(p)) {
-          this.held.add(p);
-          change.acquired.push(p);
-        } else if (lease) {
-          await this.kv.delete(this.ownerKey(p), { previousSeq: lease.revision }).catch(() => undefined);
-        }
-        continue;
-      }
-      if (!share.has(p)) continue;
-      if (owner !== undefined && liveSet.has(owner)) continue; // released on its owner's next tick
-      if (await this.take(p, lease, owner)) {
-        this.held.add(p);
-        change.acquired.push(p);
+      try {
+        await this.tickPartition(p, share, liveSet, change);
+      } catch (err) {
+        // Leases already taken or lost in this tick must reach the caller (a lease held but
+        // never reported would leave its partition unread for good); the rest waits for the
+        // next tick.
+        if (change.acquired.length + change.lost.length + change.revoke.length > 0) return change;
+        throw err;
       }
     }
     return change;
+  }
+
+  /** One partition's part of a tick: records into `change` what this member must do about it. */
+  private async tickPartition(p: number, share: ReadonlySet<number>, liveSet: ReadonlySet<string>, change: MembershipChange): Promise<void> {
+    const lease = await this.kv.get(this.ownerKey(p));
+    const owner = lease !== null && lease.operation === 'PUT' ? lease.string() : undefined;
+    if (this.held.has(p)) {
+      if (owner !== this.member) {
+        this.held.delete(p);
+        change.lost.push(p);
+      } else if (!share.has(p)) {
+        change.revoke.push(p);
+      }
+      return;
+    }
+    if (owner === this.member) {
+      // A lease of ours that we do not hold: a release that failed. Take it back if it is
+      // ours to read, else release it again.
+      if (share.has(p)) {
+        this.held.add(p);
+        change.acquired.push(p);
+      } else if (lease) {
+        await this.kv.delete(this.ownerKey(p), { previousSeq: lease.revision }).catch(() => undefined);
+      }
+      return;
+    }
+    if (!share.has(p)) return;
+    if (owner !== undefined && liveSet.has(owner)) return; // released on its owner's next tick
+    if (await this.take(p, lease, owner)) {
+      this.held.add(p);
+      change.acquired.push(p);
+    }
   }
 
   /**

@@ -56,7 +56,14 @@ export class PartitionReader {
    * without any position, which begins at the first retained record.
    */
   private explicit = false;
-  /** Offset the next accepted delivery must have; null right after positioning. */
+  /**
+   * Offset the next accepted delivery must have, set at every reposition: a later one means
+   * deliveries were lost (or records deleted) and the reader repositions there. Even the
+   * first pull is checked: nats.js ends a fetch on its own timer and unsubscribes, dropping
+   * what the server already delivered to it (a busy event loop lets that timer fire before
+   * the socket is read), and the durable consumer's next pull starts after those records.
+   * Null only while the reader is stopped or being repositioned.
+   */
   private next: bigint | null = null;
   /** A reposition to do before the next pull. */
   private want: bigint | null = null;
@@ -172,17 +179,17 @@ export class PartitionReader {
    * Keeps what is buffered: after a seek the buffer was already emptied, and after a failed
    * pull `offset` is the first record not buffered yet, so the buffer stays valid.
    */
-  private async reposition(offset: bigint): Promise<void> {
+  private async reposition(at: bigint): Promise<void> {
     this.epoch++; // deliveries of the old consumer's pulls are ignored from now on
     this.next = null;
-    this.position = offset;
     const { jsm, durable } = this.host;
-    if (this.explicit) {
-      // JetStream starts a consumer below the first retained record at that record, which
-      // would skip what retention (max_age) deleted unread: refuse instead.
-      const first = BigInt((await jsm.streams.info(this.stream)).state.first_seq) - 1n;
-      if (offset < first) throw new RetentionGapError(`NATS stream ${this.stream}`, this.partition, offset, first);
-    }
+    // JetStream starts a consumer below the first retained record at that record: that would
+    // skip what retention (max_age) deleted unread, so a position of the reader's own below
+    // it is refused; a group's first start begins there.
+    const first = BigInt((await jsm.streams.info(this.stream)).state.first_seq) - 1n;
+    if (this.explicit && at < first) throw new RetentionGapError(`NATS stream ${this.stream}`, this.partition, at, first);
+    const offset = at < first ? first : at;
+    this.position = offset;
     try {
       await jsm.consumers.delete(this.stream, durable);
     } catch (err) {
@@ -198,6 +205,7 @@ export class PartitionReader {
       max_ack_pending: 4 * (this.host.perPartition + this.host.fetchBatch),
     });
     this.handle = await this.host.js.consumers.get(this.stream, durable);
+    this.next = offset;
   }
 
   /** The pull loop: repositions when asked, pulls while the partition's buffer has room. */
@@ -227,16 +235,22 @@ export class PartitionReader {
         const consumer = this.handle;
         if (consumer === null) throw new SynclineError('STREAM_NOT_POSITIONED', `${this.stream} has no reader`, { retriable: true });
         this.ack();
-        const pull = await consumer.fetch({ max_messages: Math.min(room, host.fetchBatch), expires: PULL_EXPIRES_MS });
+        const asked = Math.min(room, host.fetchBatch);
+        const pull = await consumer.fetch({ max_messages: asked, expires: PULL_EXPIRES_MS });
         this.pull = pull;
         if (epoch !== this.epoch || host.isClosed()) pull.stop();
+        let received = 0;
         for await (const m of pull) {
+          received++;
           if (epoch !== this.epoch || host.isClosed()) continue; // stopped: let the iterator finish
           if (!this.accept(m, batch)) pull.stop();
           // Hand over what arrived so far whenever the pull pauses between messages (the
           // message being processed still counts as pending).
           if (batch.length > 0 && pull.getPending() <= 1) this.flush(batch, epoch);
         }
+        // A short pull may have ended on the client's timer with deliveries dropped (see
+        // `next`); at the stream's tail no later delivery would show the gap, so ask the server.
+        if (received < asked && this.want === null && epoch === this.epoch && !host.isClosed()) await this.checkDelivered(epoch);
         failures = 0;
       } catch (err) {
         if (host.isClosed()) break;
@@ -259,25 +273,25 @@ export class PartitionReader {
     }
   }
 
+  /** Repositions at `next` when the durable consumer delivered past it (deliveries the client dropped). */
+  private async checkDelivered(epoch: number): Promise<void> {
+    const info = await this.host.jsm.consumers.info(this.stream, this.host.durable);
+    const lastDelivered = BigInt(info.delivered.stream_seq) - 1n;
+    if (epoch === this.epoch && this.want === null && this.next !== null && lastDelivered >= this.next) this.want = this.next;
+  }
+
   /** Checks a delivery's sequence; false when the reader must reposition (a gap). */
   private accept(m: JsMsg, batch: StreamRecord[]): boolean {
     const at = deliveryPosition((m as JsMsg & { readonly reply?: string }).reply ?? '');
     const seq = at?.seq ?? m.seq;
     const offset = BigInt(seq) - 1n;
-    if (this.next === null && this.explicit && offset > this.position) {
-      // The first delivery after positioning is past the position: records were deleted in
-      // between. Reposition there, which checks the retained range and refuses a gap.
-      this.want = this.position;
+    const next = this.next ?? this.position;
+    if (offset < next) return true; // a redelivery of what this reader already has
+    if (offset > next) {
+      // Lost deliveries (see `next`) or records deleted since: read again from the expected
+      // offset; repositioning checks the retained range and refuses a gap.
+      this.want = next;
       return false;
-    }
-    if (this.next !== null) {
-      if (offset < this.next) return true; // a redelivery of what this reader already has
-      if (offset > this.next) {
-        // A lost delivery (or expired records): reread from the expected offset; the server
-        // starts at the first record still retained.
-        this.want = this.next;
-        return false;
-      }
     }
     this.next = offset + 1n;
     this.explicit = true; // from here on the reader has a position of its own
