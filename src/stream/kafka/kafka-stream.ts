@@ -55,7 +55,7 @@ export interface KafkaStreamOptions {
   bufferRecords?: number;
   /** Bytes per partition and fetch. Default 1 MiB. */
   maxBytesPerPartition?: number;
-  /** Largest estimated size of one partition's batch in one produce request. Default 768 KiB (brokers refuse batches over `message.max.bytes`, 1 MiB by default). */
+  /** Largest estimated size of one partition's batch in one produce request. Default 128 KiB (consumers fetch 1 MiB per partition; a batch over the topic's `max.message.bytes` is split when refused). */
   maxBatchBytes?: number;
   /** Group session timeout: how long a killed member keeps its partitions. Default 10000. */
   sessionTimeoutMs?: number;
