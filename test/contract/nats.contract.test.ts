@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { connect } from 'nats';
+import { DiscardPolicy, connect } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KEY_HEADER, TABLE_HEADER, natsName, partitionStreamName, positionsBucketName, tableSubjectOf } from '../../src/stream/nats/nats-names.js';
 import { openNatsStream } from '../../src/stream/nats/nats-stream.js';
@@ -71,6 +71,27 @@ describe('NATS stream: deduplication and headers', () => {
       expect(got).toHaveLength(22);
       expect(got.filter((r) => r.key === 'public.orders:["0"]').map((r) => r.value.toString())).toEqual(['v0', 'no-id', 'no-id']);
     } finally {
+      await stream.close();
+    }
+  });
+
+  it('fails a publish whose record the server refuses, and every publish after it, while earlier ones resolved', async () => {
+    const topic = `syncline-contract-nats-refused-${randomBytes(4).toString('hex')}`;
+    const stream = await open({ partitions: 1, topic });
+    const nc = await connect({ servers: url });
+    try {
+      const producer = await stream.producer();
+      const jsm = await nc.jetstreamManager();
+      const name = partitionStreamName(topic, 0);
+      const { config } = await jsm.streams.info(name);
+      // Room for 3 records; the server refuses the 4th with an error PubAck.
+      await jsm.streams.update(name, { ...config, max_msgs: 3, discard: DiscardPolicy.New });
+      await producer.publish([{ key: 'k', value: Buffer.from('1') }, { key: 'k', value: Buffer.from('2') }]);
+      await expect(producer.publish([{ key: 'k', value: Buffer.from('3') }, { key: 'k', value: Buffer.from('4') }])).rejects.toMatchObject({ code: expect.stringMatching(/^NATS_JS_/) });
+      await expect(producer.publish([{ key: 'k', value: Buffer.from('5') }])).rejects.toMatchObject({ code: expect.stringMatching(/^NATS_JS_/) });
+      expect(await stream.endOffsets()).toEqual(new Map([[0, 3n]]));
+    } finally {
+      await nc.close();
       await stream.close();
     }
   });

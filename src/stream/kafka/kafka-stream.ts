@@ -1,24 +1,30 @@
 /**
- * The Kafka stream (`stream.broker: kafka`): one topic, `partitions` partitions, through
- * kafkajs.
+ * The Kafka stream (`stream.broker: kafka`): one topic, `partitions` partitions. Records are
+ * produced by syncline's own idempotent producer (idempotent-producer.ts); topic admin,
+ * offsets and consumer groups go through kafkajs.
  *
  * Why kafkajs 2.2.4 and not @platformatic/kafka (the other pure-JS client; 2.12 on the
  * registry today, 1.x when this was chosen): kafkajs is already a dependency, pure
  * JavaScript (no native build, unlike @confluentinc/kafka-javascript over librdkafka), runs
- * on Node 20, and has what this adapter needs — the idempotent producer (acks=all, producer
- * id + sequence numbers), consumer groups with explicit offset commits, seek/pause/resume
- * and admin calls for topic creation, watermarks and offsets by timestamp. It is by far the
- * most used Kafka client for Node (~9.6M downloads a month against ~55k) and its broker
- * error table carries the `retriable` flag we map from. Its cost: no release since 2022,
- * so it speaks the protocol versions of Kafka 2.x; scripts/kafka.sh runs a 3.9 broker,
- * which still accepts them (Kafka 4.0 dropped some, KIP-896).
+ * on Node 20, and has what this adapter needs — consumer groups with explicit offset
+ * commits, seek/pause/resume and admin calls for topic creation, watermarks and offsets by
+ * timestamp. It is by far the most used Kafka client for Node (~9.6M downloads a month
+ * against ~55k) and its broker error table carries the `retriable` flag we map from. Its
+ * cost: no release since 2022, so it speaks the protocol versions of Kafka 2.x;
+ * scripts/kafka.sh runs a 3.9 broker, which still accepts them (Kafka 4.0 dropped some,
+ * KIP-896). Its producer spent ~12 µs of CPU per record encoding (more than capture's own
+ * work), hence the producer of our own. @confluentinc/kafka-javascript was measured too
+ * (2026-12-06): it installs here only when built from source with `CKJS_LINKING=dynamic`
+ * (~3 min; its default install downloads a binary, or the sources of its dependencies,
+ * from outside the npm registry), its producer cost about what kafkajs's did through its
+ * KafkaJS-style API and its consumer two to three times kafkajs's CPU per record.
  *
  * Mapping onto the Stream contract:
  * - Partition choice is ours (`partitionFor`, FNV-1a), passed explicitly with every
  *   message, so a key lands in the same partition number as on the embedded stream.
  * - Topics are created with `message.timestamp.type=LogAppendTime`: record timestamps are
  *   the broker's append time, as `StreamRecord.timestamp` and `offsetsForTime` promise.
- * - publish() is a group commit (kafka-producer.ts); poll(), commits and rebalances are in
+ * - publish() is a group commit over the idempotent producer (kafka-producer.ts); poll(), commits and rebalances are in
  *   kafka-consumer.ts, topic creation and offset look-ups in kafka-admin.ts.
  */
 import { Kafka, logLevel, type LogEntry } from 'kafkajs';
@@ -49,7 +55,7 @@ export interface KafkaStreamOptions {
   bufferRecords?: number;
   /** Bytes per partition and fetch. Default 1 MiB. */
   maxBytesPerPartition?: number;
-  /** Largest estimated size of one partition's batch in one produce request. Default 768 KiB (brokers refuse batches over `message.max.bytes`, 1 MiB by default). */
+  /** Largest estimated size of one partition's batch in one produce request. Default 128 KiB (consumers fetch 1 MiB per partition; a batch over the topic's `max.message.bytes` is split when refused). */
   maxBatchBytes?: number;
   /** Group session timeout: how long a killed member keeps its partitions. Default 10000. */
   sessionTimeoutMs?: number;
@@ -114,7 +120,7 @@ class KafkaStream implements Stream {
 
   async producer(): Promise<StreamProducer> {
     this.clients.checkOpen();
-    return openKafkaProducer(this.kafka, this.opts, this.clients);
+    return openKafkaProducer(this.opts, this.clients);
   }
 
   async consumer(groupId: string, options: ConsumerOptions = {}): Promise<StreamConsumer> {

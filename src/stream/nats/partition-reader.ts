@@ -16,7 +16,7 @@ import type { RecordBuffer } from '../record-buffer.js';
 import { RetentionGapError, type StreamRecord } from '../stream.js';
 import { deliveryPosition } from './ack-subject.js';
 import { JS_CONSUMER_NOT_FOUND, apiErrorCode, natsError } from './nats-errors.js';
-import { keyOf } from './nats-names.js';
+import { deliveredKey } from './delivered-key.js';
 
 /** Server-side redelivery of unacknowledged messages; a live reader acks on poll, so rarely. */
 const ACK_WAIT_MS = 300_000;
@@ -298,7 +298,7 @@ export class PartitionReader {
     batch.push({
       partition: this.partition,
       offset,
-      key: keyOf(m.headers),
+      key: deliveredKey(m),
       value: Buffer.from(m.data),
       timestamp: at?.timestampMs ?? Math.floor(m.info.timestampNanos / 1e6),
     });

@@ -10,7 +10,6 @@
 import { Match, type MsgHdrs } from 'nats';
 import { KEY_ENCODING_HEADER, KEY_HEADER, TABLE_HEADER, tableOfKey } from './nats-names.js';
 
-const encoder = new TextEncoder();
 const CRLF = /[\r\n]/;
 
 export class RecordHeaders implements MsgHdrs {
@@ -26,7 +25,9 @@ export class RecordHeaders implements MsgHdrs {
   encode(): Uint8Array {
     let s = 'NATS/1.0';
     for (const [k, v] of this.entries) s += `\r\n${k}: ${v}`;
-    return encoder.encode(`${s}\r\n\r\n`);
+    // Buffer.from takes small strings from Node's shared pool; TextEncoder.encode allocates
+    // a new backing store for each (~1 µs per record here).
+    return Buffer.from(`${s}\r\n\r\n`, 'utf8');
   }
 
   get(k: string, match: Match = Match.Exact): string {
