@@ -51,6 +51,13 @@ export interface DeadLetterQueue {
   depth(): Promise<{ count: number; oldestAgeSeconds: number }>;
   /** `schema.table` + row key of every waiting change: later changes to these rows follow them. */
   blockedRows(): Promise<Set<string>>;
+  /**
+   * The entries (oldest first, at most `limit`) of rows whose oldest entry only waited
+   * (BLOCKED_BY_EARLIER) for an earlier one that is gone — replayed or purged while an apply,
+   * whose view of the blocked rows is refreshed every few seconds, dead-lettered the row's next
+   * change behind it. Nothing is wrong with them; apply applies them (see Apply.releaseOrphans).
+   */
+  orphans(limit: number): Promise<DeadLetterEntry[]>;
   close(): Promise<void>;
 }
 
@@ -59,6 +66,9 @@ export interface DeadLetterQueue {
  * not why it failed. See keepFirstError.
  */
 export const WAITING_CODES: readonly string[] = ['BLOCKED_BY_EARLIER', 'TABLE_BLOCKED'];
+
+/** The code of a change that follows an earlier entry of its row (see DeadLetterQueue.orphans). */
+export const BLOCKED_BY_EARLIER = 'BLOCKED_BY_EARLIER';
 
 /**
  * A change that already has an entry failed again: the entry keeps its first real diagnosis

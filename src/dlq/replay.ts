@@ -23,6 +23,7 @@ export interface ReplayResult {
 export async function replayDeadLetters(entries: readonly DeadLetterEntry[], sink: Sink, dlq: DeadLetterQueue, group: string, decode?: RawDecoder): Promise<ReplayResult> {
   const result: ReplayResult = { replayed: 0, stale: 0, failed: [], held: [], undecodable: [] };
   const failedRows = new Set<string>();
+  const behind = await behindUnselected(entries, dlq);
   for (const entry of entries) {
     // A record kept raw (e.g. SCHEMA_UNKNOWN) is decoded again: its schema may be known now.
     const change = entry.change ?? (entry.raw !== undefined && decode ? await decode(entry.raw).catch(() => undefined) : undefined);
@@ -32,7 +33,8 @@ export async function replayDeadLetters(entries: readonly DeadLetterEntry[], sin
     }
     const e = { ...entry, change };
     const row = `${e.table}\u0000${e.rowKey}`;
-    if (failedRows.has(row)) {
+    if (failedRows.has(row) || behind.has(e.id)) {
+      failedRows.add(row);
       result.held.push(e.id);
       continue;
     }
@@ -48,6 +50,32 @@ export async function replayDeadLetters(entries: readonly DeadLetterEntry[], sin
     }
   }
   return result;
+}
+
+/**
+ * The ids among `selected` that an older entry of their row, not selected, still precedes
+ * in the queue. A replay by filter (`--id`, `--error`, `--older-than`, the dashboard's
+ * selection) took the later changes of a row without its poison: the later one applied
+ * around the gap and won the version gate, so the poison, replayed after its fix, was stale
+ * and its values never arrived (a TOASTed value it set and the later change left unchanged
+ * stayed old at the target; `verify` reported the row). They are held instead, as behind a
+ * failed entry.
+ */
+async function behindUnselected(selected: readonly DeadLetterEntry[], dlq: DeadLetterQueue): Promise<Set<string>> {
+  const chosen = new Set(selected.map((e) => e.id));
+  const behind = new Set<string>();
+  // Entries without a change (undecodable records) have no row to keep in order.
+  for (const table of new Set(selected.filter((e) => e.table !== '').map((e) => e.table))) {
+    const waiting = new Set<string>();
+    // Oldest first, so an unselected entry is met before the selected ones behind it.
+    for (const e of await dlq.list({ table, limit: Number.MAX_SAFE_INTEGER })) {
+      if (e.table !== table) continue;
+      const row = e.rowKey;
+      if (!chosen.has(e.id)) waiting.add(row);
+      else if (waiting.has(row)) behind.add(e.id);
+    }
+  }
+  return behind;
 }
 
 /** The change of a dead letter's raw record (`DeadLetter.raw`), or undefined when it has none. */
