@@ -118,3 +118,75 @@ monitoring: { enabled: false }
     expect((await target.query(note)).rows[0]).toEqual((await source.query(note)).rows[0]);
   }, 90_000);
 });
+
+describe('dead-letter replay with sink.consistency: transactional', () => {
+  const prefix = 'dlqrt_tx';
+  const slot = uniqueName(prefix);
+  let dir: string;
+  let configFile: string;
+  let queue: DeadLetterQueue;
+  let source: pg.Client;
+  let target: pg.Client;
+
+  beforeAll(async () => {
+    const server = await machinePg15();
+    dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-dlqrt-tx-'));
+    const pair = await sourceAndTarget(server, prefix);
+    ({ source, target } = pair);
+    await source.query('CREATE TABLE acct (id integer PRIMARY KEY, bal integer NOT NULL)');
+    await target.query('CREATE TABLE acct (id integer PRIMARY KEY, bal integer NOT NULL CONSTRAINT nonneg CHECK (bal >= 0))');
+    configFile = path.join(dir, 'sync.yaml');
+    await writeFile(
+      configFile,
+      `source:
+  url: ${pair.sourceUrl}
+  slots: [{ name: ${slot}, publication: ${prefix}_pub, tables: [acct] }]
+stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
+consumer: { group_id: ${slot}, retry: { backoff_base_ms: 10, backoff_max_ms: 100 } }
+sink: { url: ${pair.targetUrl}, consistency: transactional }
+monitoring: { enabled: false }
+`,
+    );
+    queue = openDeadLetterQueue(loadConfigFile(configFile)) as DeadLetterQueue;
+    await queue.prepare();
+  }, 60_000);
+
+  afterAll(async () => {
+    await queue?.close();
+    await source?.query('SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [slot]).catch(() => undefined);
+    await source?.end();
+    await target?.end();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a transaction the target still refuses in part is replayed whole or not at all', async () => {
+    const ctl = new AbortController();
+    const running = runPipeline(loadConfigFile(configFile), 'run', await testLogger(), ctl.signal, new Metrics());
+    running.catch(() => undefined);
+    try {
+      await waitFor('slot streaming', () => slotStreaming(source, slot));
+      await source.query('INSERT INTO acct VALUES (1, 100), (2, 100)');
+      await waitFor('accounts applied', async () => (await target.query('SELECT count(*)::int AS n FROM acct')).rows[0]?.n === 2, 30_000);
+      // A transfer whose debit the target refuses (bal -50): the transaction waits whole.
+      await source.query('BEGIN; UPDATE acct SET bal = bal + 150 WHERE id = 1; UPDATE acct SET bal = bal - 150 WHERE id = 2; COMMIT');
+      await waitFor('the transfer dead-lettered', async () => (await queue.depth()).count === 2, 30_000);
+    } finally {
+      ctl.abort();
+      await running;
+    }
+    const balances = 'SELECT id, bal FROM acct ORDER BY id';
+    // Before the fix: nothing of it reaches the target (before, the credit did: sum 350).
+    const early = await replayDeadLetterQueue(loadConfigFile(configFile), {});
+    expect(early).toMatchObject({ replayed: 0 });
+    expect(early.failed).toHaveLength(2);
+    expect((await target.query(balances)).rows).toEqual([{ id: 1, bal: 100 }, { id: 2, bal: 100 }]);
+    // The credit alone, chosen by id, waits for its transaction.
+    const [credit] = await queue.list({});
+    expect(await replayDeadLetterQueue(loadConfigFile(configFile), { ids: [credit?.id ?? ''] })).toMatchObject({ replayed: 0, held: [credit?.id] });
+    expect((await target.query(balances)).rows).toEqual([{ id: 1, bal: 100 }, { id: 2, bal: 100 }]);
+
+    await target.query('ALTER TABLE acct DROP CONSTRAINT nonneg');
+    expect(await replayDeadLetterQueue(loadConfigFile(configFile), {})).toMatchObject({ replayed: 2, failed: [] });
+    expect((await target.query(balances)).rows).toEqual((await source.query(balances)).rows);
+  }, 90_000);
+});
