@@ -12,6 +12,15 @@ const KEEP_FIRST_ERROR = (t: string): string => {
   return `(${t}.error_code NOT IN (${waiting}) AND (EXCLUDED.error_code IN (${waiting}) OR ${t}.error_code <> EXCLUDED.error_code))`;
 };
 
+/**
+ * An id this table can hold (a bigserial). Another one (`dlq show abc`, or the topic store's
+ * `<source>:<lsn>:<seq>` after switching stores) names no entry; before, it reached the SQL and
+ * the command failed with "invalid input syntax for type bigint" instead of "no entry".
+ */
+function isEntryId(id: string): boolean {
+  return /^[0-9]{1,18}$/.test(id);
+}
+
 /** A row of the table as `list` and `orphans` read it. */
 interface EntryRow {
   id: string; table_name: string; row_key: string; commit_lsn: string | null; change: DeadLetterEntry['change'] | null; raw: string | null;
@@ -137,7 +146,7 @@ export class PostgresDeadLetterQueue implements DeadLetterQueue {
     const where: string[] = [this.mine];
     const params: unknown[] = [this.source];
     if (filter.ids && filter.ids.length > 0) {
-      params.push(filter.ids);
+      params.push(filter.ids.filter(isEntryId));
       where.push(`id = ANY($${params.length}::bigint[])`);
     }
     if (filter.table) {
@@ -173,12 +182,14 @@ export class PostgresDeadLetterQueue implements DeadLetterQueue {
   }
 
   async remove(ids: readonly string[]): Promise<number> {
-    if (ids.length === 0) return 0;
-    const res = await this.query(`DELETE FROM ${this.table} WHERE ${this.mine} AND id = ANY($2::bigint[])`, [this.source, ids]);
+    const own = ids.filter(isEntryId);
+    if (own.length === 0) return 0;
+    const res = await this.query(`DELETE FROM ${this.table} WHERE ${this.mine} AND id = ANY($2::bigint[])`, [this.source, own]);
     return res.rowCount ?? 0;
   }
 
   async recordFailure(id: string, error: string, errorCode?: string): Promise<void> {
+    if (!isEntryId(id)) return;
     await this.query(`UPDATE ${this.table} SET attempts = attempts + 1, last_failed_at = now(), error = $3, error_code = coalesce($4, error_code) WHERE ${this.mine} AND id = $2`, [this.source, id, error, errorCode ?? null]);
   }
 

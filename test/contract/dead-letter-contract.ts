@@ -142,6 +142,22 @@ export function describeDeadLetterContract(name: string, newStore: () => Promise
       }
     });
 
+    it('an id no entry can have (dlq show abc) names nothing instead of failing', async () => {
+      const q = (await newStore())();
+      try {
+        await q.prepare();
+        await q.add([letter(7, '0/70', 0, 70n)]);
+        for (const id of ['abc', '1e3', '99999999999999999999']) {
+          expect(await q.list({ ids: [id] })).toEqual([]);
+          expect(await q.remove([id])).toBe(0);
+          await q.recordFailure(id, 'x');
+        }
+        expect((await q.depth()).count).toBe(1);
+      } finally {
+        await q.close();
+      }
+    });
+
     it('keeps undecodable records by stream position', async () => {
       const q = (await newStore())();
       try {
