@@ -3,7 +3,7 @@ import { rowKeyOf, tableLabelOf } from '../core/change.js';
 import { errorMessage, SynclineError } from '../core/errors.js';
 import { isRetriablePgError } from '../core/sqlstate.js';
 import { parseTableName, quoteIdent, quoteQualified } from '../core/sql.js';
-import { BLOCKED_BY_EARLIER, WAITING_CODES, type DeadLetter, type DeadLetterEntry, type DeadLetterFilter, type DeadLetterQueue } from './dead-letter-queue.js';
+import { FOLLOWER_CODES, WAITING_CODES, type DeadLetter, type DeadLetterEntry, type DeadLetterFilter, type DeadLetterQueue } from './dead-letter-queue.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
 
 /** keepFirstError (dead-letter-queue.ts) in SQL, for an upsert of an entry into table `t`. */
@@ -174,9 +174,9 @@ export class PostgresDeadLetterQueue implements DeadLetterQueue {
          SELECT DISTINCT ON (table_name, row_key) table_name, row_key, error_code AS head_code FROM ${this.table}
           WHERE source = $1 AND commit_lsn IS NOT NULL ORDER BY table_name, row_key, commit_lsn, seq)
        SELECT ${ENTRY_COLUMNS} FROM ${this.table} d JOIN heads h USING (table_name, row_key)
-        WHERE d.source = $1 AND d.commit_lsn IS NOT NULL AND h.head_code = $2
+        WHERE d.source = $1 AND d.commit_lsn IS NOT NULL AND h.head_code = ANY($2::text[])
         ORDER BY d.commit_lsn, d.seq, d.id LIMIT $3`,
-      [this.source, BLOCKED_BY_EARLIER, limit],
+      [this.source, FOLLOWER_CODES, limit],
     );
     return rows.map(entryOf);
   }

@@ -4,7 +4,7 @@ import { errorMessage, SynclineError } from '../core/errors.js';
 import { parseLsn } from '../core/lsn.js';
 import { parseTableName } from '../core/sql.js';
 import type { Stream, StreamConsumer, StreamProducer } from '../stream/stream.js';
-import { BLOCKED_BY_EARLIER, keepFirstError, type DeadLetter, type DeadLetterEntry, type DeadLetterFilter, type DeadLetterQueue } from './dead-letter-queue.js';
+import { FOLLOWER_CODES, keepFirstError, type DeadLetter, type DeadLetterEntry, type DeadLetterFilter, type DeadLetterQueue } from './dead-letter-queue.js';
 
 /** The JSON value of one entry on the dead-letter topic (what other Kafka clients read). */
 interface TopicEntry {
@@ -168,7 +168,7 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
     // A row's head is its oldest entry (by change identity, as replay orders them).
     const heads = new Map<string, string>();
     for (const e of rows) if (!heads.has(`${e.table}\u0000${e.row_key}`)) heads.set(`${e.table}\u0000${e.row_key}`, e.error_code);
-    return rows.filter((e) => heads.get(`${e.table}\u0000${e.row_key}`) === BLOCKED_BY_EARLIER).slice(0, limit).map(toEntry);
+    return rows.filter((e) => FOLLOWER_CODES.includes(heads.get(`${e.table}\u0000${e.row_key}`) ?? '')).slice(0, limit).map(toEntry);
   }
 
   async depth(): Promise<{ count: number; oldestAgeSeconds: number }> {

@@ -161,7 +161,7 @@ export class Apply {
         if (decoded === STOPPED) break;
         if (this.options.clock.now() >= this.nextDeadLetterRefresh) {
           await this.refreshDeadLetters(signal);
-          if (!this.transactional) await this.releaseOrphans(signal);
+          await this.releaseOrphans(signal);
         }
         if (this.held.retryDue()) await this.held.retry(signal);
         if (this.transactional) {
@@ -390,9 +390,11 @@ export class Apply {
    * (its view is refreshed every few seconds), so the row's next change was dead-lettered
    * behind an entry that was gone. Nothing would ever release it: the row stayed behind the
    * source, and with a row changed during every replay no replay caught up. Here, between
-   * batches, they are replayed in order like `syncline dlq replay` does; one that fails again
-   * keeps its real error (and with it its row's later entries) for a person. Rows of a held
-   * table are left to its retry (HeldTables), which releases them when the target is fixed.
+   * batches, they are replayed in order like `syncline dlq replay` does (in transactional
+   * mode a source transaction whole, and only with all its entries among them); one that
+   * fails again keeps its real error (and with it its row's later entries) for a person. Rows
+   * of a held table are left to its retry (HeldTables), which releases them when the target is
+   * fixed.
    */
   private async releaseOrphans(signal: AbortSignal): Promise<void> {
     const dlq = this.options.deadLetters;
@@ -400,7 +402,9 @@ export class Apply {
     try {
       const entries = (await dlq.orphans(ORPHANS_PER_PASS)).filter((e) => e.change && this.held.reasonFor(e.change) === undefined);
       if (entries.length === 0) return;
-      const result = await replayDeadLetters(entries, this.sink, dlq, this.options.group);
+      const result = await replayDeadLetters(entries, this.sink, dlq, this.options.group, { transactional: this.transactional !== undefined });
+      // Held ones (a transaction with an entry of a row that still waits) changed nothing.
+      if (result.replayed === 0 && result.failed.length === 0) return;
       this.log.info({ replayed: result.replayed, stale: result.stale, failed: result.failed.length }, 'dead-lettered changes whose earlier entries were replayed or purged applied in order');
       await this.refreshDeadLetters(signal);
     } catch (err) {
