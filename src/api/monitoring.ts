@@ -44,7 +44,7 @@ export async function startMonitoring(
   const sink = role === 'capture' ? undefined : open('replay through the sink', replaySink ?? (await configuredSink(config)));
   const token = config.monitoring.dashboard_token;
   const schemaVersions = async (): Promise<SchemaVersionReport[]> => (await import('../ops/schemas.js')).collectSchemaVersions(config);
-  const dashboard = createDashboard({ metrics, deadLetters, sink, group: config.consumer.group_id, token, log, host: config.monitoring.host, schemaVersions });
+  const dashboard = createDashboard({ metrics, deadLetters, sink, group: config.consumer.group_id, transactional: config.sink.consistency === 'transactional', token, log, host: config.monitoring.host, schemaVersions });
   const stopDrift = role === 'capture' ? undefined : await reportDrift(config, metrics, log, customSink);
   const release = async (): Promise<void> => {
     await stopDrift?.();

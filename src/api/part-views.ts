@@ -46,6 +46,7 @@ export function observedDeadLetters(queue: DeadLetterQueue, onAdded: (letters: r
     recordFailure: (id, e, code) => queue.recordFailure(id, e, code),
     depth: () => queue.depth(),
     blockedRows: () => queue.blockedRows(),
+    orphans: (limit) => queue.orphans(limit),
     close: () => queue.close(),
   };
 }

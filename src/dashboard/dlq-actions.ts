@@ -28,6 +28,8 @@ export interface DeadLetterActionsOptions {
   sink?: Sink | undefined;
   /** Consumer group whose positions the sink keeps (replays write rows only, no positions). */
   group: string;
+  /** `sink.consistency: transactional`: a replay applies a source transaction's entries whole or not at all. */
+  transactional?: boolean | undefined;
   log?: Logger | undefined;
   /** Called after an action changed the queue. */
   changed: () => Promise<void>;
@@ -92,7 +94,7 @@ export class DeadLetterActions {
         return { ok: true, purged, missing };
       }
       await this.prepareSink(sink);
-      const result = await replayDeadLetters(entries, sink, dlq, group);
+      const result = await replayDeadLetters(entries, sink, dlq, group, { transactional: this.options.transactional });
       log?.info({ replayed: result.replayed, failed: result.failed.length, held: result.held.length, requested: ids.length }, 'dashboard: dead-letter entries replayed');
       await this.options.changed();
       return { ok: result.failed.length === 0, ...result, failed: result.failed.map((f) => ({ id: f.id, error: redactUrl(f.error) })), missing };

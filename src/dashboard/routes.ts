@@ -22,6 +22,8 @@ export interface DashboardOptions {
   sink?: Sink | undefined;
   /** Consumer group whose positions the sink keeps (replays write rows only, no positions). */
   group: string;
+  /** `sink.consistency: transactional`: a replay applies a source transaction's entries whole or not at all. */
+  transactional?: boolean | undefined;
   /**
    * Access token for replay and purge; undefined or empty disables both. When set, the read
    * endpoints that reveal data (`/api/status`, `/api/dlq`) need it too.
@@ -71,9 +73,9 @@ class DashboardRoutes implements Dashboard {
   constructor(private readonly options: DashboardOptions) {
     this.sampleIntervalMs = options.sampleIntervalMs ?? 1000;
     this.token = options.token ? new AccessToken(options.token) : undefined;
-    const { metrics, deadLetters, sink, group, log } = options;
+    const { metrics, deadLetters, sink, group, transactional, log } = options;
     this.sampler = new Sampler({ metrics, deadLetters, log, intervalMs: this.sampleIntervalMs, maxSamples: options.maxSamples ?? 300 });
-    this.actions = new DeadLetterActions({ deadLetters, sink, group, log, changed: () => this.sampler.refreshDepth() });
+    this.actions = new DeadLetterActions({ deadLetters, sink, group, transactional, log, changed: () => this.sampler.refreshDepth() });
     this.schemas = options.schemaVersions ? new SchemaVersionsView(options.schemaVersions) : undefined;
   }
 

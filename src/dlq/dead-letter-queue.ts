@@ -51,6 +51,14 @@ export interface DeadLetterQueue {
   depth(): Promise<{ count: number; oldestAgeSeconds: number }>;
   /** `schema.table` + row key of every waiting change: later changes to these rows follow them. */
   blockedRows(): Promise<Set<string>>;
+  /**
+   * The entries (oldest first, at most `limit`) of rows whose oldest entry only followed
+   * another (FOLLOWER_CODES) that is gone — replayed or purged while an apply, whose view of
+   * the blocked rows is refreshed every few seconds, dead-lettered the row's next change
+   * behind it. Nothing is wrong with them; apply applies them (see Apply.releaseOrphans), a
+   * transaction only with all its entries.
+   */
+  orphans(limit: number): Promise<DeadLetterEntry[]>;
   close(): Promise<void>;
 }
 
@@ -59,6 +67,17 @@ export interface DeadLetterQueue {
  * not why it failed. See keepFirstError.
  */
 export const WAITING_CODES: readonly string[] = ['BLOCKED_BY_EARLIER', 'TABLE_BLOCKED'];
+
+/** The code of a change that follows an earlier entry of its row (see DeadLetterQueue.orphans). */
+export const BLOCKED_BY_EARLIER = 'BLOCKED_BY_EARLIER';
+
+/**
+ * The codes of entries that only follow others: an earlier entry of their row
+ * (BLOCKED_BY_EARLIER), or, with sink.consistency: transactional, another change of their
+ * source transaction (TRANSACTION_DEAD_LETTERED). A row whose oldest entry has one of them
+ * waits for nothing of its own (see DeadLetterQueue.orphans).
+ */
+export const FOLLOWER_CODES: readonly string[] = [BLOCKED_BY_EARLIER, 'TRANSACTION_DEAD_LETTERED'];
 
 /**
  * A change that already has an entry failed again: the entry keeps its first real diagnosis

@@ -3,7 +3,7 @@ import { rowKeyOf, tableLabelOf } from '../core/change.js';
 import { errorMessage, SynclineError } from '../core/errors.js';
 import { isRetriablePgError } from '../core/sqlstate.js';
 import { parseTableName, quoteIdent, quoteQualified } from '../core/sql.js';
-import { WAITING_CODES, type DeadLetter, type DeadLetterEntry, type DeadLetterFilter, type DeadLetterQueue } from './dead-letter-queue.js';
+import { FOLLOWER_CODES, WAITING_CODES, type DeadLetter, type DeadLetterEntry, type DeadLetterFilter, type DeadLetterQueue } from './dead-letter-queue.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
 
 /** keepFirstError (dead-letter-queue.ts) in SQL, for an upsert of an entry into table `t`. */
@@ -11,6 +11,41 @@ const KEEP_FIRST_ERROR = (t: string): string => {
   const waiting = WAITING_CODES.map((c) => `'${c}'`).join(', ');
   return `(${t}.error_code NOT IN (${waiting}) AND (EXCLUDED.error_code IN (${waiting}) OR ${t}.error_code <> EXCLUDED.error_code))`;
 };
+
+/**
+ * An id this table can hold (a bigserial). Another one (`dlq show abc`, or the topic store's
+ * `<source>:<lsn>:<seq>` after switching stores) names no entry; before, it reached the SQL and
+ * the command failed with "invalid input syntax for type bigint" instead of "no entry".
+ */
+function isEntryId(id: string): boolean {
+  return /^[0-9]{1,18}$/.test(id);
+}
+
+/** A row of the table as `list` and `orphans` read it. */
+interface EntryRow {
+  id: string; table_name: string; row_key: string; commit_lsn: string | null; change: DeadLetterEntry['change'] | null; raw: string | null;
+  error: string; error_code: string; attempts: number; first_failed_at: Date; last_failed_at: Date; stream_partition: number; stream_offset: string;
+}
+
+const ENTRY_COLUMNS = 'id::text, table_name, row_key, commit_lsn::text, change, raw, error, error_code, attempts, first_failed_at, last_failed_at, stream_partition, stream_offset::text';
+
+function entryOf(r: EntryRow): DeadLetterEntry {
+  return {
+    id: r.id,
+    table: r.table_name,
+    rowKey: r.row_key,
+    commitLsn: r.commit_lsn,
+    change: r.change ?? undefined,
+    ...(r.raw !== null ? { raw: r.raw } : {}),
+    error: r.error,
+    errorCode: r.error_code,
+    attempts: r.attempts,
+    firstFailedAt: r.first_failed_at,
+    lastFailedAt: r.last_failed_at,
+    partition: r.stream_partition,
+    offset: BigInt(r.stream_offset),
+  };
+}
 
 /**
  * The dead-letter queue as a table (`<schema>.dead_letter`) in a PostgreSQL database —
@@ -111,7 +146,7 @@ export class PostgresDeadLetterQueue implements DeadLetterQueue {
     const where: string[] = [this.mine];
     const params: unknown[] = [this.source];
     if (filter.ids && filter.ids.length > 0) {
-      params.push(filter.ids);
+      params.push(filter.ids.filter(isEntryId));
       where.push(`id = ANY($${params.length}::bigint[])`);
     }
     if (filter.table) {
@@ -128,39 +163,33 @@ export class PostgresDeadLetterQueue implements DeadLetterQueue {
       where.push(`first_failed_at < now() - $${params.length}::double precision * interval '1 millisecond'`);
     }
     params.push(filter.limit ?? 1000);
-    const { rows } = await this.query<{
-      id: string; table_name: string; row_key: string; commit_lsn: string | null; change: DeadLetterEntry['change'] | null; raw: string | null;
-      error: string; error_code: string; attempts: number; first_failed_at: Date; last_failed_at: Date; stream_partition: number; stream_offset: string;
-    }>(
-      `SELECT id::text, table_name, row_key, commit_lsn::text, change, raw, error, error_code, attempts, first_failed_at, last_failed_at, stream_partition, stream_offset::text
-         FROM ${this.table} WHERE ${where.join(' AND ')}
-        ORDER BY commit_lsn NULLS FIRST, seq, id LIMIT $${params.length}`,
-      params,
+    const { rows } = await this.query<EntryRow>(`SELECT ${ENTRY_COLUMNS} FROM ${this.table} WHERE ${where.join(' AND ')} ORDER BY commit_lsn NULLS FIRST, seq, id LIMIT $${params.length}`, params);
+    return rows.map(entryOf);
+  }
+
+  async orphans(limit: number): Promise<DeadLetterEntry[]> {
+    // A row's head is its oldest entry (by change identity, as replay orders them).
+    const { rows } = await this.query<EntryRow>(
+      `WITH heads AS (
+         SELECT DISTINCT ON (table_name, row_key) table_name, row_key, error_code AS head_code FROM ${this.table}
+          WHERE source = $1 AND commit_lsn IS NOT NULL ORDER BY table_name, row_key, commit_lsn, seq)
+       SELECT ${ENTRY_COLUMNS} FROM ${this.table} d JOIN heads h USING (table_name, row_key)
+        WHERE d.source = $1 AND d.commit_lsn IS NOT NULL AND h.head_code = ANY($2::text[])
+        ORDER BY d.commit_lsn, d.seq, d.id LIMIT $3`,
+      [this.source, FOLLOWER_CODES, limit],
     );
-    return rows.map((r) => ({
-      id: r.id,
-      table: r.table_name,
-      rowKey: r.row_key,
-      commitLsn: r.commit_lsn,
-      change: r.change ?? undefined,
-      ...(r.raw !== null ? { raw: r.raw } : {}),
-      error: r.error,
-      errorCode: r.error_code,
-      attempts: r.attempts,
-      firstFailedAt: r.first_failed_at,
-      lastFailedAt: r.last_failed_at,
-      partition: r.stream_partition,
-      offset: BigInt(r.stream_offset),
-    }));
+    return rows.map(entryOf);
   }
 
   async remove(ids: readonly string[]): Promise<number> {
-    if (ids.length === 0) return 0;
-    const res = await this.query(`DELETE FROM ${this.table} WHERE ${this.mine} AND id = ANY($2::bigint[])`, [this.source, ids]);
+    const own = ids.filter(isEntryId);
+    if (own.length === 0) return 0;
+    const res = await this.query(`DELETE FROM ${this.table} WHERE ${this.mine} AND id = ANY($2::bigint[])`, [this.source, own]);
     return res.rowCount ?? 0;
   }
 
   async recordFailure(id: string, error: string, errorCode?: string): Promise<void> {
+    if (!isEntryId(id)) return;
     await this.query(`UPDATE ${this.table} SET attempts = attempts + 1, last_failed_at = now(), error = $3, error_code = coalesce($4, error_code) WHERE ${this.mine} AND id = $2`, [this.source, id, error, errorCode ?? null]);
   }
 

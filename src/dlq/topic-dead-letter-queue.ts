@@ -4,7 +4,7 @@ import { errorMessage, SynclineError } from '../core/errors.js';
 import { parseLsn } from '../core/lsn.js';
 import { parseTableName } from '../core/sql.js';
 import type { Stream, StreamConsumer, StreamProducer } from '../stream/stream.js';
-import { keepFirstError, type DeadLetter, type DeadLetterEntry, type DeadLetterFilter, type DeadLetterQueue } from './dead-letter-queue.js';
+import { FOLLOWER_CODES, keepFirstError, type DeadLetter, type DeadLetterEntry, type DeadLetterFilter, type DeadLetterQueue } from './dead-letter-queue.js';
 
 /** The JSON value of one entry on the dead-letter topic (what other Kafka clients read). */
 interface TopicEntry {
@@ -24,6 +24,11 @@ interface TopicEntry {
   stream_offset: string;
   change: DeadLetterEntry['change'] | null;
   raw: string | null;
+}
+
+/** Oldest change first, as the table orders them: undecodable records, then by commit LSN and seq. */
+function byChange(a: TopicEntry, b: TopicEntry): number {
+  return compareLsn(a.commit_lsn, b.commit_lsn) || (a.seq ?? 0) - (b.seq ?? 0) || a.id.localeCompare(b.id);
 }
 
 /** How long a catch-up waits for records it knows exist before it settles for what it has. */
@@ -133,7 +138,7 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
         (cutoff === undefined || Date.parse(e.first_failed_at) < cutoff),
     );
     // Oldest change first, as the table orders them: undecodable records, then by commit LSN and seq.
-    out.sort((a, b) => compareLsn(a.commit_lsn, b.commit_lsn) || (a.seq ?? 0) - (b.seq ?? 0) || a.id.localeCompare(b.id));
+    out.sort(byChange);
     return out.slice(0, filter.limit ?? 1000).map(toEntry);
   }
 
@@ -154,6 +159,16 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
     const updated: TopicEntry = { ...e, attempts: e.attempts + 1, error, error_code: errorCode ?? e.error_code, last_failed_at: new Date().toISOString() };
     await this.publish([{ key: id, value: Buffer.from(JSON.stringify(updated)) }]);
     this.entries.set(id, updated);
+  }
+
+  async orphans(limit: number): Promise<DeadLetterEntry[]> {
+    await this.catchUp();
+    const rows = this.mine().filter((e) => e.commit_lsn !== null && e.source === this.source);
+    rows.sort(byChange);
+    // A row's head is its oldest entry (by change identity, as replay orders them).
+    const heads = new Map<string, string>();
+    for (const e of rows) if (!heads.has(`${e.table}\u0000${e.row_key}`)) heads.set(`${e.table}\u0000${e.row_key}`, e.error_code);
+    return rows.filter((e) => FOLLOWER_CODES.includes(heads.get(`${e.table}\u0000${e.row_key}`) ?? '')).slice(0, limit).map(toEntry);
   }
 
   async depth(): Promise<{ count: number; oldestAgeSeconds: number }> {

@@ -19,7 +19,10 @@ export async function replayDeadLetterQueue(config: SynclineConfig, filter: Dead
     await sink.prepare();
     try {
       await queue.prepare();
-      return await replayDeadLetters(await queue.list(filter), sink, queue, config.consumer.group_id, await rawDecoder(config));
+      return await replayDeadLetters(await queue.list(filter), sink, queue, config.consumer.group_id, {
+        decode: await rawDecoder(config),
+        transactional: config.sink.consistency === 'transactional',
+      });
     } finally {
       await queue.close();
     }

@@ -5,6 +5,7 @@ import { errorMessage, isRetriable, PrerequisiteError, StructuralError, Syncline
 import { retry, STOPPED, type RetryPolicy } from '../core/retry.js';
 import type { Dedup } from '../dedup/dedup.js';
 import { rowIdOf, type DeadLetter, type DeadLetterQueue } from '../dlq/dead-letter-queue.js';
+import { replayDeadLetters } from '../dlq/replay.js';
 import type { Logger } from '../log/logger.js';
 import type { ApplyOutcome, Sink } from '../sink/sink.js';
 import type { ConsumerOptions, StreamConsumer, StreamRecord } from '../stream/stream.js';
@@ -26,6 +27,9 @@ interface Polled {
   records: StreamRecord[];
   decoded: (ChangeEvent | Error)[] | typeof STOPPED | undefined;
 }
+
+/** At most this many orphaned dead-lettered changes are applied per dead-letter refresh (see releaseOrphans). */
+const ORPHANS_PER_PASS = 1000;
 
 /** A consumer session that ran this long before failing starts the backoff afresh. */
 const HEALTHY_SESSION_MS = 60_000;
@@ -155,7 +159,10 @@ export class Apply {
         const { records, decoded } = await (next ?? this.pollAndDecode(consumer, signal));
         next = undefined;
         if (decoded === STOPPED) break;
-        if (this.options.clock.now() >= this.nextDeadLetterRefresh) await this.refreshDeadLetters(signal);
+        if (this.options.clock.now() >= this.nextDeadLetterRefresh) {
+          await this.refreshDeadLetters(signal);
+          await this.releaseOrphans(signal);
+        }
         if (this.held.retryDue()) await this.held.retry(signal);
         if (this.transactional) {
           await this.transactional.next(records, signal);
@@ -374,6 +381,35 @@ export class Apply {
     } catch (err) {
       // They stay: replaying them later is stale, and harmless.
       this.log.warn({ err: errorMessage(err) }, 'could not clear dead-lettered changes superseded by snapshot rows');
+    }
+  }
+
+  /**
+   * Applies the dead-lettered changes that wait for nothing any more (DeadLetterQueue.orphans):
+   * an operator replayed or purged a row's entries while this apply still saw the row blocked
+   * (its view is refreshed every few seconds), so the row's next change was dead-lettered
+   * behind an entry that was gone. Nothing would ever release it: the row stayed behind the
+   * source, and with a row changed during every replay no replay caught up. Here, between
+   * batches, they are replayed in order like `syncline dlq replay` does (in transactional
+   * mode a source transaction whole, and only with all its entries among them); one that
+   * fails again keeps its real error (and with it its row's later entries) for a person. Rows
+   * of a held table are left to its retry (HeldTables), which releases them when the target is
+   * fixed.
+   */
+  private async releaseOrphans(signal: AbortSignal): Promise<void> {
+    const dlq = this.options.deadLetters;
+    if (!dlq || signal.aborted || this.ctx.blocked.size === 0) return;
+    try {
+      const entries = (await dlq.orphans(ORPHANS_PER_PASS)).filter((e) => e.change && this.held.reasonFor(e.change) === undefined);
+      if (entries.length === 0) return;
+      const result = await replayDeadLetters(entries, this.sink, dlq, this.options.group, { transactional: this.transactional !== undefined });
+      // Held ones (a transaction with an entry of a row that still waits) changed nothing.
+      if (result.replayed === 0 && result.failed.length === 0) return;
+      this.log.info({ replayed: result.replayed, stale: result.stale, failed: result.failed.length }, 'dead-lettered changes whose earlier entries were replayed or purged applied in order');
+      await this.refreshDeadLetters(signal);
+    } catch (err) {
+      // They stay in the queue; the next refresh tries again, or `syncline dlq replay` does.
+      this.log.warn({ err: errorMessage(err) }, 'could not apply dead-lettered changes whose earlier entries are gone');
     }
   }
 

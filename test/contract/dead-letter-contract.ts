@@ -125,6 +125,39 @@ export function describeDeadLetterContract(name: string, newStore: () => Promise
       }
     });
 
+    it('orphans: the entries of rows whose oldest entry waits for an entry that is gone', async () => {
+      const q = (await newStore())();
+      try {
+        await q.prepare();
+        const waiting = (id: number, lsn: string, offset: bigint): DeadLetter => ({ ...letter(id, lsn, 0, offset), errorCode: 'BLOCKED_BY_EARLIER' });
+        // Row 5: poison then a follower; row 6: its poison was replayed, two followers are left.
+        await q.add([letter(5, '0/50', 0, 50n), waiting(5, '0/51', 51n), letter(6, '0/60', 0, 60n), waiting(6, '0/62', 62n), waiting(6, '0/61', 61n)]);
+        expect(await q.orphans(10)).toEqual([]);
+        const [poison6] = (await q.list({})).filter((e) => e.rowKey === '[6]');
+        await q.remove([poison6?.id as string]);
+        expect((await q.orphans(10)).map((e) => e.commitLsn)).toEqual(['0/61', '0/62']);
+        expect((await q.orphans(1)).map((e) => e.commitLsn)).toEqual(['0/61']);
+      } finally {
+        await q.close();
+      }
+    });
+
+    it('an id no entry can have (dlq show abc) names nothing instead of failing', async () => {
+      const q = (await newStore())();
+      try {
+        await q.prepare();
+        await q.add([letter(7, '0/70', 0, 70n)]);
+        for (const id of ['abc', '1e3', '99999999999999999999']) {
+          expect(await q.list({ ids: [id] })).toEqual([]);
+          expect(await q.remove([id])).toBe(0);
+          await q.recordFailure(id, 'x');
+        }
+        expect((await q.depth()).count).toBe(1);
+      } finally {
+        await q.close();
+      }
+    });
+
     it('keeps undecodable records by stream position', async () => {
       const q = (await newStore())();
       try {

@@ -58,6 +58,7 @@ class MemoryDeadLetters implements DeadLetterQueue {
   async recordFailure(): Promise<void> {}
   async depth(): Promise<{ count: number; oldestAgeSeconds: number }> { return { count: this.letters.length, oldestAgeSeconds: 0 }; }
   async blockedRows(): Promise<Set<string>> { return new Set(this.letters.flatMap((l) => (l.change ? [rowIdOf(l.change)] : []))); }
+  async orphans(): Promise<DeadLetterEntry[]> { return []; }
   async close(): Promise<void> {}
 }
 
