@@ -128,5 +128,18 @@ monitoring: { enabled: false }
     expect(purge.status).toBe(0);
     expect(JSON.parse(purge.out)).toEqual({ purged: 1 });
   });
+
+  it('purge removes every match (in rounds) unless --limit is given; list and replay say when they stopped at --limit', async () => {
+    const bad = Array.from({ length: 2500 }, (_, i) => ({ change: undefined, raw: `garbage ${i}`, error: 'not JSON', errorCode: 'EVENT_MALFORMED', attempts: 1, partition: 1, offset: 200_000n + BigInt(i) }));
+    await queue.add(bad);
+    const list = cli('dlq', 'list', '--error', 'EVENT_MALFORMED', '--limit', '10', '--json');
+    expect(JSON.parse(list.out)).toHaveLength(10);
+    expect(list.err).toMatch(/the first 10 matching entries only \(--limit 10\)/);
+    const replay = cli('dlq', 'replay', '--error', 'EVENT_MALFORMED', '--limit', '5', '--json');
+    expect(JSON.parse(replay.out)).toMatchObject({ undecodable: expect.any(Array), limit_reached: true });
+    expect(JSON.parse(cli('dlq', 'purge', '--error', 'EVENT_MALFORMED', '--limit', '3', '--json').out)).toEqual({ purged: 3 });
+    expect(JSON.parse(cli('dlq', 'purge', '--error', 'EVENT_MALFORMED', '--json').out)).toEqual({ purged: 2497 });
+    expect((await queue.depth()).count).toBe(0);
+  }, 120_000);
 });
 }

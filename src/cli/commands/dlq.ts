@@ -47,8 +47,16 @@ function withFilters(cmd: Command): Command {
     .option('--table <name>', 'only this table (table or schema.table)')
     .option('--error <text>', 'only entries whose error or code contains this text')
     .option('--older-than <age>', 'only entries first failed longer ago than this (e.g. 1h, 30m)', durationArg)
-    .option('--limit <n>', 'at most this many entries', positiveIntegerArg, '1000');
+    .option('--limit <n>', 'at most this many entries (purge: all that match unless given)', positiveIntegerArg, '1000');
 }
+
+/** Said when a command stopped at `--limit`: more entries may match, and nothing else would tell. */
+function limitNote(count: number, limit: string | undefined, again: string): string {
+  return count >= Number(limit) ? `the first ${count} matching entries only (--limit ${limit}): ${again}\n` : '';
+}
+
+/** Entries a purge takes per round trip: it lists and removes in rounds, so any number can go without holding them all. */
+const PURGE_CHUNK = 1000;
 
 export function registerDlq(program: Command): void {
   const dlq = program.command('dlq').description('inspect, replay and purge the dead-letter queue');
@@ -57,6 +65,7 @@ export function registerDlq(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (opts: FilterOptions) => {
       const entries = await withQueue(opts.config, (q) => q.list(filterOf(opts)));
+      process.stderr.write(limitNote(entries.length, opts.limit, 'raise --limit to see more'));
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(entries.map(deadLetterSummary), null, 2)}\n`);
         return;
@@ -89,10 +98,13 @@ export function registerDlq(program: Command): void {
       const { loadConfigFile } = await import('../../config/load.js');
       const { replayDeadLetterQueue } = await import('../../ops/replay-dead-letters.js');
       const result = await replayDeadLetterQueue(loadConfigFile(opts.config), filterOf(opts));
-      if (opts.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+      const tried = result.replayed + result.failed.length + result.held.length + result.undecodable.length;
+      const note = limitNote(tried, opts.limit, 'run the replay again (or raise --limit) for the rest');
+      if (opts.json) process.stdout.write(`${JSON.stringify({ ...result, limit_reached: note !== '' }, null, 2)}\n`);
       else {
         process.stdout.write(`replayed ${result.replayed} (of which ${result.stale} already superseded at the target), failed again ${result.failed.length}, held back ${result.held.length}, undecodable ${result.undecodable.length}\n`);
         for (const f of result.failed) process.stdout.write(`  #${f.id}: ${f.error}\n`);
+        process.stdout.write(note);
       }
       process.exitCode = result.failed.length > 0 ? EXIT.FAILURE : EXIT.OK;
     });
@@ -100,15 +112,27 @@ export function registerDlq(program: Command): void {
   withFilters(dlq.command('purge').description('delete entries (a filter or --all is required)'))
     .option('--all', 'purge every entry')
     .option('--json', 'print JSON')
-    .action(async (opts: FilterOptions & { all?: boolean }) => {
+    .action(async (opts: FilterOptions & { all?: boolean }, cmd: Command) => {
       const filter = filterOf(opts);
       if (!opts.all && !filter.ids && !filter.table && !filter.error && filter.olderThanMs === undefined) {
         process.stderr.write('refusing to purge without a filter: pass --id, --table, --error, --older-than, or --all\n');
         process.exitCode = EXIT.CONFIG;
         return;
       }
-      if (opts.all) filter.limit = Number.MAX_SAFE_INTEGER;
-      const removed = await withQueue(opts.config, async (q) => q.remove((await q.list(filter)).map((e) => e.id)));
+      // Every match goes unless --limit was given (with --all too): a purge by table or error
+      // that silently stopped at the list's default would leave entries the user meant gone.
+      const cap = opts.all || cmd.getOptionValueSource('limit') === 'default' ? Number.POSITIVE_INFINITY : Number(opts.limit);
+      const removed = await withQueue(opts.config, async (q) => {
+        let done = 0;
+        while (done < cap) {
+          const chunk = await q.list({ ...filter, limit: Math.min(PURGE_CHUNK, cap - done) });
+          const gone = chunk.length === 0 ? 0 : await q.remove(chunk.map((e) => e.id));
+          done += gone;
+          // A short chunk was the last; nothing removed means another process took them.
+          if (chunk.length < PURGE_CHUNK || gone === 0) break;
+        }
+        return done;
+      });
       process.stdout.write(opts.json ? `${JSON.stringify({ purged: removed })}\n` : `purged ${removed} entr${removed === 1 ? 'y' : 'ies'}\n`);
     });
 }
