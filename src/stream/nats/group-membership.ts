@@ -78,11 +78,15 @@ export class GroupMembership {
     const change: MembershipChange = { acquired: [], revoke: [], lost: [] };
     // Taken before the heartbeat is written: `expired()` errs on the early side.
     const attempt = Date.now();
+    // A member that was expired (its event loop blocked, the bucket unreachable) may have had
+    // its leases taken meanwhile: it stays expired, handing out and committing nothing, until
+    // this tick has checked every lease, not just until its heartbeat got through.
+    const stale = this.expired();
     await this.kv.put(this.memberKey(this.member), this.member);
     const mine = await this.kv.get(this.memberKey(this.member));
     if (mine === null) return change;
     const now = mine.created.getTime();
-    this.lastBeat = attempt;
+    if (!stale) this.lastBeat = attempt;
     const live = await this.liveMembers(now);
     if (!live.includes(this.member)) live.push(this.member);
     live.sort();
@@ -99,6 +103,7 @@ export class GroupMembership {
         throw err;
       }
     }
+    this.lastBeat = attempt;
     return change;
   }
 

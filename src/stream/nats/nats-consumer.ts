@@ -119,7 +119,11 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
 
   async commit(positions: ReadonlyMap<number, bigint>): Promise<void> {
     // A partition handed to another member since it was polled is that member's to commit.
-    const owned = this.guard.owned(positions);
+    // An expired member may have lost any of its leases without knowing yet (see poll()):
+    // a position it stored would move the new reader's, which started below it, past
+    // records that reader has not applied.
+    const checked = this.guard.owned(positions);
+    const owned = this.membership.expired() ? [] : checked;
     try {
       await Promise.all(owned.map(([p, offset]) => this.kv.put(`${this.durable}.${p}`, offset.toString())));
     } catch (err) {
@@ -195,6 +199,9 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
       if (this.membership.expired()) for (const p of this.membership.forgetAll()) await this.deactivate(p);
       return;
     }
+    // Every lost partition leaves the assignment before the first one is stopped: poll() and
+    // commit() run while they are, and must not hand out or store the later ones.
+    this.assigned = Object.freeze(this.assigned.filter((p) => !change.lost.includes(p)));
     for (const p of change.lost) await this.deactivate(p);
     for (const p of change.revoke) {
       await this.deactivate(p);
