@@ -15,15 +15,15 @@
  * - a reader that polls without committing must not stall at `max_ack_pending`.
  */
 import type { JetStreamClient, JetStreamManager, KV } from 'nats';
-import { SynclineError } from '../../core/errors.js';
+import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import type { BrokerClients } from '../common/broker-stream.js';
 import { ConsumerGuard } from '../common/consumer-guard.js';
 import { DEFAULT_BUFFER_RECORDS, RecordBuffer } from '../record-buffer.js';
 import type { ConsumerOptions, StreamConsumer, StreamRecord } from '../stream.js';
 import { DeliveryTracker } from './delivery-tracker.js';
 import { GroupMembership, type MembershipChange } from './group-membership.js';
-import { natsError } from './nats-errors.js';
-import { natsName, partitionStreamName } from './nats-names.js';
+import { JS_STREAM_NOT_FOUND, apiErrorCode, natsError } from './nats-errors.js';
+import { natsName, partitionStreamName, positionsBucketName } from './nats-names.js';
 import type { NatsStreamOptions } from './nats-stream.js';
 import { PartitionReader, type ReaderHost } from './partition-reader.js';
 
@@ -195,6 +195,18 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
       change = await this.membership.tick();
     } catch (err) {
       if (first) throw err;
+      // A bucket that is gone (deleted by hand) does not come back: the member would lose
+      // its leases below and poll nothing, forever, without a word.
+      if (await this.bucketGone()) {
+        const bucket = positionsBucketName(this.context.opts.topic);
+        this.fail(
+          new PrerequisiteError(
+            `NATS: the KV bucket ${bucket} of group ${this.groupId} (committed positions, partition leases) was deleted`,
+            'restart the readers of the topic: opening the stream creates the bucket again, and partitions start at the sink\'s positions',
+          ),
+        );
+        return;
+      }
       // Without heartbeats for a session timeout the others consider this member gone.
       if (this.membership.expired()) for (const p of this.membership.forgetAll()) await this.deactivate(p);
       return;
@@ -215,6 +227,16 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
       for (const p of change.acquired) await this.membership.release(p).catch(() => undefined);
       if (first) throw e;
       this.fail(e);
+    }
+  }
+
+  /** True when the positions bucket's stream is missing; false when it exists or that cannot be told. */
+  private async bucketGone(): Promise<boolean> {
+    try {
+      await this.jsm.streams.info(`KV_${positionsBucketName(this.context.opts.topic)}`);
+      return false;
+    } catch (err) {
+      return apiErrorCode(err) === JS_STREAM_NOT_FOUND;
     }
   }
 
