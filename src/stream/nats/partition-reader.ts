@@ -11,7 +11,7 @@
  * so that one ack covers many polls.
  */
 import { AckPolicy, DeliverPolicy, nanos, type Consumer, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from 'nats';
-import { SynclineError } from '../../core/errors.js';
+import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import type { RecordBuffer } from '../record-buffer.js';
 import { RetentionGapError, type StreamRecord } from '../stream.js';
 import { deliveryPosition } from './ack-subject.js';
@@ -74,6 +74,8 @@ export class PartitionReader {
   /** The last message handed out and not acknowledged yet, and how many records it covers. */
   private unacked: JsMsg | null = null;
   private unackedCount = 0;
+  /** The stream's creation time, as of the first reposition: another one means it was created again. */
+  private created: string | undefined;
   /** The durable consumer, as of the last reposition. */
   private handle: Consumer | null = null;
   private pull: ConsumerMessages | null = null;
@@ -186,8 +188,17 @@ export class PartitionReader {
     // JetStream starts a consumer below the first retained record at that record: that would
     // skip what retention (max_age) deleted unread, so a position of the reader's own below
     // it is refused; a group's first start begins there.
-    const first = BigInt((await jsm.streams.info(this.stream)).state.first_seq) - 1n;
+    const info = await jsm.streams.info(this.stream);
+    const first = BigInt(info.state.first_seq) - 1n;
     if (this.explicit && at < first) throw new RetentionGapError(`NATS stream ${this.stream}`, this.partition, at, first);
+    // A stream deleted and created again (a topic reset, then a capture start) numbers its
+    // records from 1 again: positions of the old one would skip the new one's first records
+    // without a trace. Seen as a new creation time, or as a position past the stream's end
+    // (which no reader of the same stream ever reaches).
+    if (this.created !== undefined && info.created !== this.created) throw this.recreated(at, `it was created again at ${info.created}`);
+    this.created = info.created;
+    const end = BigInt(info.state.last_seq);
+    if (at > end) throw this.recreated(at, `it ends at offset ${end}`);
     const offset = at < first ? first : at;
     this.position = offset;
     try {
@@ -206,6 +217,13 @@ export class PartitionReader {
     });
     this.handle = await this.host.js.consumers.get(this.stream, durable);
     this.next = offset;
+  }
+
+  private recreated(at: bigint, why: string): PrerequisiteError {
+    return new PrerequisiteError(
+      `NATS stream ${this.stream} (partition ${this.partition}) no longer holds the records group ${this.host.groupId} was reading: it was to read on from offset ${at}, but ${why}; it was deleted and created again (or restored from an older copy)`,
+      `rebuild the target from the new stream: start \`syncline apply\` (or \`run\`) once with \`--from ${this.partition}:0\` and re-sync the target with \`syncline snapshot\``,
+    );
   }
 
   /** The pull loop: repositions when asked, pulls while the partition's buffer has room. */
