@@ -201,21 +201,31 @@ export class PartitionReader {
     if (at > end) throw this.recreated(at, `it ends at offset ${end}`);
     const offset = at < first ? first : at;
     this.position = offset;
-    try {
-      await jsm.consumers.delete(this.stream, durable);
-    } catch (err) {
-      if (apiErrorCode(err) !== JS_CONSUMER_NOT_FOUND) throw err;
+    // The consumer can be deleted between its creation and its lookup (by another reader of
+    // the group repositioning, one that has not seen yet that it lost the lease, or by an
+    // operator): that is no reason to fail the member, create it again.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await jsm.consumers.delete(this.stream, durable);
+      } catch (err) {
+        if (apiErrorCode(err) !== JS_CONSUMER_NOT_FOUND) throw err;
+      }
+      await jsm.consumers.add(this.stream, {
+        durable_name: durable,
+        ack_policy: AckPolicy.All,
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: Number(offset) + 1,
+        ack_wait: nanos(ACK_WAIT_MS),
+        max_deliver: -1,
+        max_ack_pending: 4 * (this.host.perPartition + this.host.fetchBatch),
+      });
+      try {
+        this.handle = await this.host.js.consumers.get(this.stream, durable);
+        break;
+      } catch (err) {
+        if (apiErrorCode(err) !== JS_CONSUMER_NOT_FOUND || attempt >= 5) throw err;
+      }
     }
-    await jsm.consumers.add(this.stream, {
-      durable_name: durable,
-      ack_policy: AckPolicy.All,
-      deliver_policy: DeliverPolicy.StartSequence,
-      opt_start_seq: Number(offset) + 1,
-      ack_wait: nanos(ACK_WAIT_MS),
-      max_deliver: -1,
-      max_ack_pending: 4 * (this.host.perPartition + this.host.fetchBatch),
-    });
-    this.handle = await this.host.js.consumers.get(this.stream, durable);
     this.next = offset;
   }
 
