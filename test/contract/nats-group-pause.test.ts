@@ -142,8 +142,9 @@ describe('NATS group: a member blocked past the session timeout resumes', () => 
       await new Promise((r) => setTimeout(r, 300)); // a's readers fill its buffer
       a.pause();
       let bPolling = true;
+      const bGot: { partition: number; offset: bigint }[] = [];
       const bLoop = (async () => {
-        while (bPolling) await b.poll(1000, 50);
+        while (bPolling) bGot.push(...(await b.poll(1000, 50)));
       })();
       await until(() => a.report() !== undefined, 20_000);
       bPolling = false;
@@ -151,6 +152,18 @@ describe('NATS group: a member blocked past the session timeout resumes', () => 
       const report = a.report();
       expect(report).toBeDefined();
       expect(report?.after).toBeGreaterThan(0); // it took its share back and read it
+      // b (no commits: each lease starts at 0) read every partition it took without a gap,
+      // although a's readers pulled from the same durable consumers until a saw its leases gone.
+      expect(bGot.length).toBeGreaterThan(0);
+      const gaps: string[] = [];
+      for (let p = 0; p < PARTITIONS; p++) {
+        const offsets = bGot.filter((r) => r.partition === p).map((r) => r.offset);
+        for (let i = 1; i < offsets.length; i++) {
+          const [prev, cur] = [offsets[i - 1] as bigint, offsets[i] as bigint];
+          if (cur > prev + 1n || (cur <= prev && cur !== 0n)) gaps.push(`p${p}: ${prev} then ${cur}`);
+        }
+      }
+      expect(gaps).toEqual([]);
       expect({ foreign: report?.foreign, committed: report?.committed }).toEqual({ foreign: [], committed: [] });
       await b.close();
     } finally {
