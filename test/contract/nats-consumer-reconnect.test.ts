@@ -62,12 +62,7 @@ async function proxy(): Promise<{ url: string; cut: () => void; close: () => Pro
   };
 }
 
-// Skipped: fails in about 2 runs of 9 with the member stalled for good (expired, nothing handed
-// out, no error): a membership round that never ends — once a KV get pending for 12.7 s, once
-// a round stuck between taking the leases and starting the readers — so no heartbeat follows.
-// Not explained yet (nats.js requests alone do not hang under the same cuts); see the natsrt
-// helper's report. Run it with `.skip` removed.
-describe.skip('NATS consumer: its connection cut while it reads', () => {
+describe('NATS consumer: its connection cut while it reads', () => {
   it('hands every record out and never skips ahead in a partition', async () => {
     const topic = `syncline-contract-nats-creconnect-${randomBytes(4).toString('hex')}`;
     created.push(topic);
@@ -78,13 +73,14 @@ describe.skip('NATS consumer: its connection cut while it reads', () => {
     try {
       const producer = await direct.producer();
       for (let i = 0; i < total; i += 500) await producer.publish(Array.from({ length: 500 }, (_, j) => ({ key: `public.t:["${i + j}"]`, value: Buffer.from(`v${i + j}`) })));
-      const c = await viaProxy.consumer('g');
+      let c = await viaProxy.consumer('g');
       const seen = new Map<number, Set<bigint>>();
       const problems: string[] = [];
       const last = new Map<number, bigint>();
+      const retried = new Set<string>();
       let cuts = 0;
       let nextCut = Date.now() + 300;
-      const until = Date.now() + 40_000;
+      const until = Date.now() + 60_000;
       const count = () => [...seen.values()].reduce((a, s) => a + s.size, 0);
       while (count() < total && Date.now() < until) {
         if (Date.now() >= nextCut && cuts < 10) {
@@ -97,7 +93,13 @@ describe.skip('NATS consumer: its connection cut while it reads', () => {
           got = await c.poll(30, 100);
         } catch (err) {
           // A retriable error (a KV call cut off) is apply's to retry; a final one is not.
-          if ((err as { retriable?: boolean }).retriable === true) continue;
+          // A retriable error: apply closes the consumer and opens another (pipeline/apply.ts).
+          if ((err as { retriable?: boolean }).retriable === true) {
+            retried.add(String(err));
+            await c.close().catch(() => undefined);
+            c = await viaProxy.consumer('g').catch(() => c);
+            continue;
+          }
           problems.push(`poll: ${String(err)}`);
           break;
         }
@@ -115,6 +117,7 @@ describe.skip('NATS consumer: its connection cut while it reads', () => {
       if (count() < total) {
         // Where the member stands, for whoever looks into a stall.
         const ci = c as unknown as { readers: Record<string, unknown>[]; membership: { expired(): boolean; held: Set<number>; lastBeat: number }; buffer: { count(p: number): number } };
+        console.error('retriable errors', [...retried]);
         console.error('member', Date.now(), 'expired', ci.membership.expired(), 'held', [...ci.membership.held], 'lastBeat', ci.membership.lastBeat);
         for (const r of ci.readers) console.error('reader', r.partition, { active: r.active, want: r.want, next: r.next, position: r.position, pull: r.pull !== null, loop: r.loop !== null, epoch: r.epoch, msgs: (r.msgs as unknown[]).length, buffered: ci.buffer.count(r.partition as number) });
       }
@@ -127,5 +130,5 @@ describe.skip('NATS consumer: its connection cut while it reads', () => {
       await direct.close();
       await p.close();
     }
-  }, 90_000);
+  }, 120_000);
 });

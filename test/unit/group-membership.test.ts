@@ -112,4 +112,24 @@ describe('NATS group membership', () => {
     expect(seen).toEqual([true, true]);
     expect(a.expired()).toBe(false);
   });
+
+  it('fails a tick whose key listing never ends (nats.js after a connection cut) instead of hanging every later one', async () => {
+    const { kv } = memoryKv();
+    const a = new GroupMembership(kv, 'g', 2, { heartbeatMs: 10, sessionTimeoutMs: 100 });
+    expect((await a.tick()).acquired).toEqual([0, 1]);
+    const keys = kv.keys.bind(kv);
+    let stopped = false;
+    kv.keys = (async () =>
+      Object.assign(
+        (async function* () {
+          await new Promise(() => undefined); // the ordered consumer's iterator, stuck
+          yield '';
+        })(),
+        { stop: () => (stopped = true) },
+      )) as unknown as KV['keys'];
+    await expect(a.tick()).rejects.toThrow(/no end within/);
+    expect(stopped).toBe(true);
+    kv.keys = keys;
+    expect(await a.tick()).toEqual({ acquired: [], revoke: [], lost: [] });
+  });
 });
