@@ -1,7 +1,8 @@
 /**
  * The NATS positions bucket (committed positions, leases, heartbeats) deleted under a running
  * consumer: it can neither heartbeat nor commit, and its partitions would go unread forever
- * if it kept polling empty; it must fail instead, so that the pipeline reports it.
+ * if it kept polling empty; it must fail instead, so that the pipeline reports it. Likewise a
+ * membership round held by a call that never settles.
  */
 import { randomBytes } from 'node:crypto';
 import { connect } from 'nats';
@@ -52,6 +53,27 @@ describe('NATS consumer: its positions bucket deleted', () => {
       await consumer.close();
     } finally {
       await nc.close();
+      await stream.close();
+    }
+  }, 30_000);
+});
+
+describe('NATS consumer: a membership round that never ends', () => {
+  it('fails the consumer (retriable) instead of leaving it expired, polling nothing, and close() hanging', async () => {
+    const topic = `syncline-contract-nats-stalled-${randomBytes(4).toString('hex')}`;
+    created.push(topic);
+    const stream = await openNatsStream({ url, topic, partitions: 2, membership: { heartbeatMs: 50, sessionTimeoutMs: 300 } });
+    try {
+      const consumer = await stream.consumer('g');
+      // A nats.js call that never settles (seen after connection cuts): the next heartbeat.
+      const kv = (consumer as unknown as { kv: { put: (...a: unknown[]) => Promise<unknown> } }).kv;
+      kv.put = () => new Promise(() => undefined);
+      let failure: unknown;
+      const end = Date.now() + 10_000;
+      while (failure === undefined && Date.now() < end) await consumer.poll(100, 200).catch((e: unknown) => (failure = e));
+      expect(failure).toMatchObject({ code: 'NATS_MEMBERSHIP_STALLED', retriable: true });
+      await consumer.close();
+    } finally {
       await stream.close();
     }
   }, 30_000);

@@ -87,7 +87,7 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
     // The first round's errors (JetStream, startPositions) fail consumer().
     await this.membershipRound(true);
     this.membershipTimer = setInterval(() => {
-      this.round = this.round.then(() => this.membershipRound(false));
+      this.round = this.round.then(() => this.watched(this.membershipRound(false)));
     }, this.membership.interval);
   }
 
@@ -182,6 +182,24 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
         resolve();
       });
     });
+  }
+
+  /**
+   * A round that has not ended after ten session timeouts is given up on: a nats.js call that
+   * never settles (one was seen after connection cuts) would otherwise hold it, every later
+   * round queued behind it and close() for good, the member expired and handing out nothing
+   * without an error. The consumer fails (retriable: apply opens another one).
+   */
+  private watched(round: Promise<void>): Promise<void> {
+    const limit = 10 * this.membership.sessionTimeout;
+    let timer: NodeJS.Timeout | undefined;
+    const stalled = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        this.fail(new SynclineError('NATS_MEMBERSHIP_STALLED', `NATS: a membership round of group ${this.groupId} has not ended within ${limit} ms`, { retriable: true }));
+        resolve();
+      }, limit);
+    });
+    return Promise.race([round, stalled]).finally(() => clearTimeout(timer));
   }
 
   /**
