@@ -148,3 +148,31 @@ describe('NATS partition reader: deliveries the client dropped are read again', 
     }
   });
 });
+
+describe('NATS partition reader: its durable consumer deleted by someone else', () => {
+  it('repositions again, even when the consumer is deleted between its creation and its lookup, and reads every record once', async () => {
+    const name = await streamWith(3000);
+    const jsm = await nc.jetstreamManager();
+    // A deletion by another reader of the group (or an operator) can land between the
+    // creation of the consumer and its lookup: make one land there at the second lookup.
+    const js = nc.jetstream();
+    const get = js.consumers.get.bind(js.consumers);
+    let lookups = 0;
+    const consumers = Object.create(js.consumers) as JetStreamClient['consumers'];
+    consumers.get = async (...args: Parameters<JetStreamClient['consumers']['get']>) => {
+      if (++lookups === 2) await jsm.consumers.delete(name, 'g');
+      return get(...args);
+    };
+    const r = await readerOf(name, true, 0n, Object.assign(Object.create(js) as JetStreamClient, { consumers }));
+    try {
+      // The first lookup was positionAt's; deleting the consumer under the running reader
+      // makes it reposition, and the second lookup finds it deleted again.
+      await jsm.consumers.delete(name, 'g').catch(() => undefined);
+      const got = await offsetsBuffered(r.buffer, 3000);
+      expect(r.failure()).toBeUndefined();
+      expect(got).toEqual(Array.from({ length: 3000 }, (_, i) => BigInt(i)));
+    } finally {
+      await r.close();
+    }
+  });
+});

@@ -93,4 +93,43 @@ describe('NATS group membership', () => {
     expect((await a.tick()).acquired).toEqual([0, 1]);
     expect((await a.tick()).acquired).toEqual([2, 3]);
   });
+
+  it('stays expired after a pause until its tick has checked the leases, not just until the heartbeat got through', async () => {
+    const { kv } = memoryKv();
+    const a = new GroupMembership(kv, 'g', 2, { heartbeatMs: 10, sessionTimeoutMs: 50 });
+    expect((await a.tick()).acquired).toEqual([0, 1]);
+    expect(a.expired()).toBe(false);
+    await new Promise((r) => setTimeout(r, 80)); // paused past the session timeout
+    expect(a.expired()).toBe(true);
+    const get = kv.get.bind(kv);
+    const seen: boolean[] = [];
+    kv.get = (async (k: string) => {
+      // Asked while the tick looks at the leases, after the heartbeat was written.
+      if (k.startsWith('g.owner.')) seen.push(a.expired());
+      return get(k);
+    }) as KV['get'];
+    await a.tick();
+    expect(seen).toEqual([true, true]);
+    expect(a.expired()).toBe(false);
+  });
+
+  it('fails a tick whose key listing never ends (nats.js after a connection cut) instead of hanging every later one', async () => {
+    const { kv } = memoryKv();
+    const a = new GroupMembership(kv, 'g', 2, { heartbeatMs: 10, sessionTimeoutMs: 100 });
+    expect((await a.tick()).acquired).toEqual([0, 1]);
+    const keys = kv.keys.bind(kv);
+    let stopped = false;
+    kv.keys = (async () =>
+      Object.assign(
+        (async function* () {
+          await new Promise(() => undefined); // the ordered consumer's iterator, stuck
+          yield '';
+        })(),
+        { stop: () => (stopped = true) },
+      )) as unknown as KV['keys'];
+    await expect(a.tick()).rejects.toThrow(/no end within/);
+    expect(stopped).toBe(true);
+    kv.keys = keys;
+    expect(await a.tick()).toEqual({ acquired: [], revoke: [], lost: [] });
+  });
 });

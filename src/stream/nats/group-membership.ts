@@ -24,6 +24,8 @@ export interface MembershipOptions {
 
 export const DEFAULT_HEARTBEAT_MS = 1000;
 export const DEFAULT_SESSION_TIMEOUT_MS = 6000;
+/** Longest a listing of the bucket's keys may take (nats.js's own request timeout). */
+const LIST_KEYS_TIMEOUT_MS = 5000;
 
 /** Which partitions the member at `index` of `members` live members reads. */
 export function fairShare(partitions: number, members: number, index: number): number[] {
@@ -64,6 +66,10 @@ export class GroupMembership {
     return this.heartbeatMs;
   }
 
+  get sessionTimeout(): number {
+    return this.sessionTimeoutMs;
+  }
+
   /** Held leases, as of the last tick. */
   holds(partition: number): boolean {
     return this.held.has(partition);
@@ -78,11 +84,15 @@ export class GroupMembership {
     const change: MembershipChange = { acquired: [], revoke: [], lost: [] };
     // Taken before the heartbeat is written: `expired()` errs on the early side.
     const attempt = Date.now();
+    // A member that was expired (its event loop blocked, the bucket unreachable) may have had
+    // its leases taken meanwhile: it stays expired, handing out and committing nothing, until
+    // this tick has checked every lease, not just until its heartbeat got through.
+    const stale = this.expired();
     await this.kv.put(this.memberKey(this.member), this.member);
     const mine = await this.kv.get(this.memberKey(this.member));
     if (mine === null) return change;
     const now = mine.created.getTime();
-    this.lastBeat = attempt;
+    if (!stale) this.lastBeat = attempt;
     const live = await this.liveMembers(now);
     if (!live.includes(this.member)) live.push(this.member);
     live.sort();
@@ -99,6 +109,7 @@ export class GroupMembership {
         throw err;
       }
     }
+    this.lastBeat = attempt;
     return change;
   }
 
@@ -185,8 +196,7 @@ export class GroupMembership {
 
   private async liveMembers(now: number): Promise<string[]> {
     const prefix = `${this.group}.members.`;
-    const keys: string[] = [];
-    for await (const k of await this.kv.keys(`${prefix}*`)) keys.push(k);
+    const keys = await this.listKeys(`${prefix}*`);
     const live: string[] = [];
     for (const k of keys) {
       const e = await this.kv.get(k);
@@ -197,6 +207,35 @@ export class GroupMembership {
       else if (age > 10 * this.sessionTimeoutMs) await this.kv.delete(k, { previousSeq: e.revision }).catch(() => undefined);
     }
     return live;
+  }
+
+  /**
+   * The bucket's keys matching `filter`, or a failure after a session timeout (5 s at most).
+   * nats.js lists keys through an ordered consumer whose iterator never ends when the
+   * connection is cut during the listing; awaited without a deadline it held the tick, and
+   * every later one queued behind it, for good: the member stayed expired, handing out
+   * nothing, without an error.
+   */
+  private async listKeys(filter: string): Promise<string[]> {
+    const iterator = await this.kv.keys(filter);
+    const keys: string[] = [];
+    const listing = (async () => {
+      for await (const k of iterator) keys.push(k);
+    })();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`listing ${filter} in the positions bucket got no end within ${LIST_KEYS_TIMEOUT_MS} ms`)), Math.min(LIST_KEYS_TIMEOUT_MS, this.sessionTimeoutMs));
+    });
+    try {
+      await Promise.race([listing, deadline]);
+      return keys;
+    } catch (err) {
+      (iterator as { stop?: () => void }).stop?.();
+      listing.catch(() => undefined);
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private memberKey(member: string): string {

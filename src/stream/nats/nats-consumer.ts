@@ -15,15 +15,15 @@
  * - a reader that polls without committing must not stall at `max_ack_pending`.
  */
 import type { JetStreamClient, JetStreamManager, KV } from 'nats';
-import { SynclineError } from '../../core/errors.js';
+import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import type { BrokerClients } from '../common/broker-stream.js';
 import { ConsumerGuard } from '../common/consumer-guard.js';
 import { DEFAULT_BUFFER_RECORDS, RecordBuffer } from '../record-buffer.js';
 import type { ConsumerOptions, StreamConsumer, StreamRecord } from '../stream.js';
 import { DeliveryTracker } from './delivery-tracker.js';
 import { GroupMembership, type MembershipChange } from './group-membership.js';
-import { natsError } from './nats-errors.js';
-import { natsName, partitionStreamName } from './nats-names.js';
+import { JS_STREAM_NOT_FOUND, apiErrorCode, natsError } from './nats-errors.js';
+import { natsName, partitionStreamName, positionsBucketName } from './nats-names.js';
 import type { NatsStreamOptions } from './nats-stream.js';
 import { PartitionReader, type ReaderHost } from './partition-reader.js';
 
@@ -87,7 +87,7 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
     // The first round's errors (JetStream, startPositions) fail consumer().
     await this.membershipRound(true);
     this.membershipTimer = setInterval(() => {
-      this.round = this.round.then(() => this.membershipRound(false));
+      this.round = this.round.then(() => this.watched(this.membershipRound(false)));
     }, this.membership.interval);
   }
 
@@ -119,7 +119,11 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
 
   async commit(positions: ReadonlyMap<number, bigint>): Promise<void> {
     // A partition handed to another member since it was polled is that member's to commit.
-    const owned = this.guard.owned(positions);
+    // An expired member may have lost any of its leases without knowing yet (see poll()):
+    // a position it stored would move the new reader's, which started below it, past
+    // records that reader has not applied.
+    const checked = this.guard.owned(positions);
+    const owned = this.membership.expired() ? [] : checked;
     try {
       await Promise.all(owned.map(([p, offset]) => this.kv.put(`${this.durable}.${p}`, offset.toString())));
     } catch (err) {
@@ -181,6 +185,24 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
   }
 
   /**
+   * A round that has not ended after ten session timeouts is given up on: a nats.js call that
+   * never settles (one was seen after connection cuts) would otherwise hold it, every later
+   * round queued behind it and close() for good, the member expired and handing out nothing
+   * without an error. The consumer fails (retriable: apply opens another one).
+   */
+  private watched(round: Promise<void>): Promise<void> {
+    const limit = 10 * this.membership.sessionTimeout;
+    let timer: NodeJS.Timeout | undefined;
+    const stalled = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        this.fail(new SynclineError('NATS_MEMBERSHIP_STALLED', `NATS: a membership round of group ${this.groupId} has not ended within ${limit} ms`, { retriable: true }));
+        resolve();
+      }, limit);
+    });
+    return Promise.race([round, stalled]).finally(() => clearTimeout(timer));
+  }
+
+  /**
    * One membership round: heartbeat, then stop reading what this member lost or must hand
    * over (releasing a lease only after its reader stopped), then start reading what it took.
    */
@@ -191,10 +213,25 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
       change = await this.membership.tick();
     } catch (err) {
       if (first) throw err;
+      // A bucket that is gone (deleted by hand) does not come back: the member would lose
+      // its leases below and poll nothing, forever, without a word.
+      if (await this.bucketGone()) {
+        const bucket = positionsBucketName(this.context.opts.topic);
+        this.fail(
+          new PrerequisiteError(
+            `NATS: the KV bucket ${bucket} of group ${this.groupId} (committed positions, partition leases) was deleted`,
+            'restart the readers of the topic: opening the stream creates the bucket again, and partitions start at the sink\'s positions',
+          ),
+        );
+        return;
+      }
       // Without heartbeats for a session timeout the others consider this member gone.
       if (this.membership.expired()) for (const p of this.membership.forgetAll()) await this.deactivate(p);
       return;
     }
+    // Every lost partition leaves the assignment before the first one is stopped: poll() and
+    // commit() run while they are, and must not hand out or store the later ones.
+    this.assigned = Object.freeze(this.assigned.filter((p) => !change.lost.includes(p)));
     for (const p of change.lost) await this.deactivate(p);
     for (const p of change.revoke) {
       await this.deactivate(p);
@@ -208,6 +245,16 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
       for (const p of change.acquired) await this.membership.release(p).catch(() => undefined);
       if (first) throw e;
       this.fail(e);
+    }
+  }
+
+  /** True when the positions bucket's stream is missing; false when it exists or that cannot be told. */
+  private async bucketGone(): Promise<boolean> {
+    try {
+      await this.jsm.streams.info(`KV_${positionsBucketName(this.context.opts.topic)}`);
+      return false;
+    } catch (err) {
+      return apiErrorCode(err) === JS_STREAM_NOT_FOUND;
     }
   }
 

@@ -7,7 +7,7 @@
  * publish pipelines all its records on the one connection (written in call order, so stored
  * in call order) and resolves when the server acknowledged all of them.
  */
-import { createInbox, type Msg, type NatsConnection, type NatsError, type Subscription } from 'nats';
+import { Events, createInbox, type Msg, type NatsConnection, type NatsError, type Status, type Subscription } from 'nats';
 import { partitionFor } from '../../core/change.js';
 import { SynclineError } from '../../core/errors.js';
 import type { BrokerClients } from '../common/broker-stream.js';
@@ -57,6 +57,9 @@ export class NatsProducer implements StreamProducer {
   private closed = false;
   private readonly timeout: number;
   private drained: (() => void) | null = null;
+  private readonly statuses: AsyncIterable<Status> & { stop(): void };
+  /** False from a disconnect until the client reconnected (see watchConnection). */
+  private connected = true;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -67,12 +70,42 @@ export class NatsProducer implements StreamProducer {
     this.subjects = Array.from({ length: target.partitions }, (_, p) => partitionSubject(target.topic, p));
     this.inbox = createInbox();
     this.sub = nc.subscribe(`${this.inbox}.*`, { callback: (err, msg) => this.onAck(err, msg) });
+    this.statuses = nc.status() as AsyncIterable<Status> & { stop(): void };
+    void this.watchConnection();
+  }
+
+  /**
+   * A connection lost with publishes outstanding fails the producer at once, and so does a
+   * publish() while it is lost. What was on the wire is lost, and nats.js resets its outbound
+   * buffer at every reconnect, so what was queued, and what is published until it
+   * reconnects, is dropped too; a later publish() would be stored on the new connection
+   * before the lost ones time out, and the caller's republish of those (capture: everything
+   * after the slot's confirmed position) would store them after it: a row's older change
+   * after its newer one. The disconnect is reported in the microtasks of the socket's close,
+   * before any later publish() can run. An idle producer survives a reconnect.
+   */
+  private async watchConnection(): Promise<void> {
+    for await (const s of this.statuses) {
+      if (s.type === Events.Reconnect) this.connected = true;
+      if (s.type !== Events.Disconnect) continue;
+      this.connected = false;
+      for (const call of [...this.calls]) this.settle(call, this.disconnected());
+    }
+  }
+
+  private disconnected(): SynclineError {
+    return new SynclineError('NATS_DISCONNECT', `NATS: the connection was lost while publishing to ${this.target.topic}; what was on the wire is lost`, { retriable: true });
   }
 
   publish(records: readonly OutgoingRecord[]): Promise<void> {
     if (this.closed) return Promise.reject(streamClosedError('NATS', 'producer'));
     if (this.failure !== null) return Promise.reject(this.failure);
     if (records.length === 0) return Promise.resolve();
+    if (!this.connected) {
+      // nats.js would drop the records silently (see watchConnection).
+      this.failure = this.disconnected();
+      return Promise.reject(this.failure);
+    }
     const { nc, subjects } = this;
     const partitions = this.target.partitions;
     return new Promise<void>((resolve, reject) => {
@@ -107,6 +140,7 @@ export class NatsProducer implements StreamProducer {
     // Publishes accepted before close still complete.
     if (this.calls.size > 0) await new Promise<void>((resolve) => (this.drained = resolve));
     this.sub.unsubscribe();
+    this.statuses.stop();
     this.clients.delete(this);
   }
 

@@ -11,7 +11,7 @@
  * so that one ack covers many polls.
  */
 import { AckPolicy, DeliverPolicy, nanos, type Consumer, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from 'nats';
-import { SynclineError } from '../../core/errors.js';
+import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import type { RecordBuffer } from '../record-buffer.js';
 import { RetentionGapError, type StreamRecord } from '../stream.js';
 import { deliveryPosition } from './ack-subject.js';
@@ -74,6 +74,8 @@ export class PartitionReader {
   /** The last message handed out and not acknowledged yet, and how many records it covers. */
   private unacked: JsMsg | null = null;
   private unackedCount = 0;
+  /** The stream's creation time, as of the first reposition: another one means it was created again. */
+  private created: string | undefined;
   /** The durable consumer, as of the last reposition. */
   private handle: Consumer | null = null;
   private pull: ConsumerMessages | null = null;
@@ -186,26 +188,52 @@ export class PartitionReader {
     // JetStream starts a consumer below the first retained record at that record: that would
     // skip what retention (max_age) deleted unread, so a position of the reader's own below
     // it is refused; a group's first start begins there.
-    const first = BigInt((await jsm.streams.info(this.stream)).state.first_seq) - 1n;
+    const info = await jsm.streams.info(this.stream);
+    const first = BigInt(info.state.first_seq) - 1n;
     if (this.explicit && at < first) throw new RetentionGapError(`NATS stream ${this.stream}`, this.partition, at, first);
+    // A stream deleted and created again (a topic reset, then a capture start) numbers its
+    // records from 1 again: positions of the old one would skip the new one's first records
+    // without a trace. Seen as a new creation time, or as a position past the stream's end
+    // (which no reader of the same stream ever reaches).
+    if (this.created !== undefined && info.created !== this.created) throw this.recreated(at, `it was created again at ${info.created}`);
+    this.created = info.created;
+    const end = BigInt(info.state.last_seq);
+    if (at > end) throw this.recreated(at, `it ends at offset ${end}`);
     const offset = at < first ? first : at;
     this.position = offset;
-    try {
-      await jsm.consumers.delete(this.stream, durable);
-    } catch (err) {
-      if (apiErrorCode(err) !== JS_CONSUMER_NOT_FOUND) throw err;
+    // The consumer can be deleted between its creation and its lookup (by another reader of
+    // the group repositioning, one that has not seen yet that it lost the lease, or by an
+    // operator): that is no reason to fail the member, create it again.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await jsm.consumers.delete(this.stream, durable);
+      } catch (err) {
+        if (apiErrorCode(err) !== JS_CONSUMER_NOT_FOUND) throw err;
+      }
+      await jsm.consumers.add(this.stream, {
+        durable_name: durable,
+        ack_policy: AckPolicy.All,
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: Number(offset) + 1,
+        ack_wait: nanos(ACK_WAIT_MS),
+        max_deliver: -1,
+        max_ack_pending: 4 * (this.host.perPartition + this.host.fetchBatch),
+      });
+      try {
+        this.handle = await this.host.js.consumers.get(this.stream, durable);
+        break;
+      } catch (err) {
+        if (apiErrorCode(err) !== JS_CONSUMER_NOT_FOUND || attempt >= 5) throw err;
+      }
     }
-    await jsm.consumers.add(this.stream, {
-      durable_name: durable,
-      ack_policy: AckPolicy.All,
-      deliver_policy: DeliverPolicy.StartSequence,
-      opt_start_seq: Number(offset) + 1,
-      ack_wait: nanos(ACK_WAIT_MS),
-      max_deliver: -1,
-      max_ack_pending: 4 * (this.host.perPartition + this.host.fetchBatch),
-    });
-    this.handle = await this.host.js.consumers.get(this.stream, durable);
     this.next = offset;
+  }
+
+  private recreated(at: bigint, why: string): PrerequisiteError {
+    return new PrerequisiteError(
+      `NATS stream ${this.stream} (partition ${this.partition}) no longer holds the records group ${this.host.groupId} was reading: it was to read on from offset ${at}, but ${why}; it was deleted and created again (or restored from an older copy)`,
+      `rebuild the target from the new stream: start \`syncline apply\` (or \`run\`) once with \`--from ${this.partition}:0\` and re-sync the target with \`syncline snapshot\``,
+    );
   }
 
   /** The pull loop: repositions when asked, pulls while the partition's buffer has room. */

@@ -1,0 +1,134 @@
+/**
+ * A NATS consumer whose connection is cut again and again while it reads (deliveries on the
+ * wire lost, heartbeats and commits failing until the client reconnects): every record is
+ * still handed out, and a partition's records never skip ahead (a restart from the committed
+ * position may repeat some).
+ */
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { connect } from 'nats';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { partitionStreamName, positionsBucketName } from '../../src/stream/nats/nats-names.js';
+import { openNatsStream } from '../../src/stream/nats/nats-stream.js';
+import { requireListening } from './broker-check.js';
+
+const url = 'nats://127.0.0.1:4222';
+const PARTITIONS = 3;
+const created: string[] = [];
+
+beforeAll(async () => {
+  await requireListening('127.0.0.1', 4222, 'The NATS consumer reconnect test needs nats-server with JetStream on 127.0.0.1:4222 (see test/contract/nats.contract.test.ts)');
+});
+
+afterAll(async () => {
+  if (created.length === 0) return;
+  const nc = await connect({ servers: url });
+  const jsm = await nc.jetstreamManager();
+  for (const topic of created) {
+    for (let p = 0; p < PARTITIONS; p++) await jsm.streams.delete(partitionStreamName(topic, p)).catch(() => undefined);
+    await jsm.streams.delete(`KV_${positionsBucketName(topic)}`).catch(() => undefined);
+  }
+  await nc.close();
+});
+
+/** A proxy to the server that can cut every connection through it. */
+async function proxy(): Promise<{ url: string; cut: () => void; close: () => Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(4222, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    cut: () => {
+      for (const s of sockets) s.destroy();
+    },
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise((r) => server.close(() => r()));
+    },
+  };
+}
+
+describe('NATS consumer: its connection cut while it reads', () => {
+  it('hands every record out and never skips ahead in a partition', async () => {
+    const topic = `syncline-contract-nats-creconnect-${randomBytes(4).toString('hex')}`;
+    created.push(topic);
+    const total = 6000;
+    const direct = await openNatsStream({ url, topic, partitions: PARTITIONS });
+    const p = await proxy();
+    const viaProxy = await openNatsStream({ url: p.url, topic, partitions: PARTITIONS, fetchBatch: 100, bufferRecords: 600, membership: { heartbeatMs: 200, sessionTimeoutMs: 3000 } });
+    try {
+      const producer = await direct.producer();
+      for (let i = 0; i < total; i += 500) await producer.publish(Array.from({ length: 500 }, (_, j) => ({ key: `public.t:["${i + j}"]`, value: Buffer.from(`v${i + j}`) })));
+      let c = await viaProxy.consumer('g');
+      const seen = new Map<number, Set<bigint>>();
+      const problems: string[] = [];
+      const last = new Map<number, bigint>();
+      const retried = new Set<string>();
+      let cuts = 0;
+      let nextCut = Date.now() + 300;
+      const until = Date.now() + 60_000;
+      const count = () => [...seen.values()].reduce((a, s) => a + s.size, 0);
+      while (count() < total && Date.now() < until) {
+        if (Date.now() >= nextCut && cuts < 10) {
+          p.cut();
+          cuts++;
+          nextCut = Date.now() + 1500;
+        }
+        let got;
+        try {
+          got = await c.poll(30, 100);
+        } catch (err) {
+          // A retriable error (a KV call cut off) is apply's to retry; a final one is not.
+          // A retriable error: apply closes the consumer and opens another (pipeline/apply.ts).
+          if ((err as { retriable?: boolean }).retriable === true) {
+            retried.add(String(err));
+            await c.close().catch(() => undefined);
+            c = await viaProxy.consumer('g').catch(() => c);
+            continue;
+          }
+          problems.push(`poll: ${String(err)}`);
+          break;
+        }
+        const top = new Map<number, bigint>();
+        for (const r of got) {
+          const prev = last.get(r.partition);
+          if (prev !== undefined && r.offset > prev + 1n) problems.push(`p${r.partition}: ${prev} then ${r.offset}`);
+          last.set(r.partition, r.offset);
+          top.set(r.partition, r.offset + 1n);
+          seen.set(r.partition, (seen.get(r.partition) ?? new Set()).add(r.offset));
+        }
+        if (top.size > 0) await c.commit(top).catch(() => undefined);
+        await new Promise((r) => setTimeout(r, 30)); // a sink's pace: the reading spans several cuts
+      }
+      if (count() < total) {
+        // Where the member stands, for whoever looks into a stall.
+        const ci = c as unknown as { readers: Record<string, unknown>[]; membership: { expired(): boolean; held: Set<number>; lastBeat: number }; buffer: { count(p: number): number } };
+        console.error('retriable errors', [...retried]);
+        console.error('member', Date.now(), 'expired', ci.membership.expired(), 'held', [...ci.membership.held], 'lastBeat', ci.membership.lastBeat);
+        for (const r of ci.readers) console.error('reader', r.partition, { active: r.active, want: r.want, next: r.next, position: r.position, pull: r.pull !== null, loop: r.loop !== null, epoch: r.epoch, msgs: (r.msgs as unknown[]).length, buffered: ci.buffer.count(r.partition as number) });
+      }
+      expect(problems.slice(0, 10)).toEqual([]);
+      expect({ count: count(), assigned: c.assignment(), perPartition: [...seen].map(([q, s]) => `${q}:${s.size}`) }).toEqual({ count: total, assigned: [0, 1, 2], perPartition: expect.anything() });
+      expect(cuts).toBeGreaterThan(1);
+      await c.close();
+    } finally {
+      await viaProxy.close();
+      await direct.close();
+      await p.close();
+    }
+  }, 120_000);
+});

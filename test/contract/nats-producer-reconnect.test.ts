@@ -1,0 +1,146 @@
+/**
+ * The NATS producer when its connection dies with a publish on the wire: the bytes in the
+ * dead socket are lost, the client reconnects, and the server stores what is published after
+ * the reconnect (nats.js drops what is published while it is disconnected). A publish (X)
+ * that never reached the server must not let a later one (Y) be stored: capture republishes
+ * everything after the slot's confirmed position (X, then Y, deduplicated by id), and X
+ * would land after Y — a row's older change applied after its newer one.
+ *
+ * A TCP proxy between the client and the shared server drops what the client writes for a
+ * moment and then cuts the connection.
+ */
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { connect } from 'nats';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { partitionStreamName, positionsBucketName } from '../../src/stream/nats/nats-names.js';
+import { openNatsStream } from '../../src/stream/nats/nats-stream.js';
+import type { OutgoingRecord, StreamRecord } from '../../src/stream/stream.js';
+import { requireListening } from './broker-check.js';
+
+const url = 'nats://127.0.0.1:4222';
+const created: string[] = [];
+
+beforeAll(async () => {
+  await requireListening('127.0.0.1', 4222, 'The NATS producer reconnect test needs nats-server with JetStream on 127.0.0.1:4222 (see test/contract/nats.contract.test.ts)');
+});
+
+afterAll(async () => {
+  if (created.length === 0) return;
+  const nc = await connect({ servers: url });
+  const jsm = await nc.jetstreamManager();
+  for (const topic of created) {
+    await jsm.streams.delete(partitionStreamName(topic, 0)).catch(() => undefined);
+    await jsm.streams.delete(`KV_${positionsBucketName(topic)}`).catch(() => undefined);
+  }
+  await nc.close();
+});
+
+/** A proxy to the server that can swallow what clients write, and cut every connection. */
+async function proxy(): Promise<{ url: string; swallow: () => void; cut: () => void; connections: () => number; close: () => Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  let swallowing = false;
+  let connections = 0;
+  const server = net.createServer((client) => {
+    connections++;
+    const upstream = net.connect(4222, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    client.on('data', (d) => {
+      if (!swallowing) upstream.write(d);
+    });
+    upstream.on('data', (d) => client.write(d));
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    swallow: () => {
+      swallowing = true;
+    },
+    connections: () => connections,
+    cut: () => {
+      for (const s of sockets) s.destroy();
+      swallowing = false;
+    },
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise((r) => server.close(() => r()));
+    },
+  };
+}
+
+const KEY = 'public.t:["1"]';
+const records = (tag: string, n: number): OutgoingRecord[] => Array.from({ length: n }, (_, i) => ({ key: KEY, value: Buffer.from(`${tag}${i}`), id: `0/${tag}:${i}` }));
+
+describe('NATS producer: a connection lost with a publish on the wire', () => {
+  it('stores nothing published after the lost one, so republishing both keeps their order', async () => {
+    const topic = `syncline-contract-nats-reconnect-${randomBytes(4).toString('hex')}`;
+    created.push(topic);
+    const p = await proxy();
+    const viaProxy = await openNatsStream({ url: p.url, topic, partitions: 1, publishTimeoutMs: 10000 });
+    const direct = await openNatsStream({ url, topic, partitions: 1 });
+    try {
+      const producer = await viaProxy.producer();
+      await producer.publish(records('w', 1));
+      const x = records('x', 10);
+      const y = records('y', 10);
+      p.swallow();
+      const sentX = producer.publish(x).then(() => 'stored', () => 'rejected'); // written into a socket that never delivers it
+      await new Promise((r) => setTimeout(r, 200));
+      p.cut();
+      // Capture keeps publishing: the next batch goes out once the client has reconnected
+      // (nats.js drops what is published while it is disconnected), X still unanswered.
+      const reconnects = Date.now() + 10_000;
+      while (p.connections() < 2 && Date.now() < reconnects) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 200));
+      // Y is stored and acknowledged, or refused: either way capture republishes it after X.
+      await producer.publish(y).catch(() => undefined);
+      expect(await sentX).toBe('rejected');
+
+      // Capture's restart: a new producer republishes everything not confirmed, in order.
+      const again = await direct.producer();
+      await again.publish(x);
+      await again.publish(y);
+      await again.close();
+
+      const consumer = await direct.consumer('g');
+      const got: StreamRecord[] = [];
+      const until = Date.now() + 10_000;
+      while (got.length < 21 && Date.now() < until) got.push(...(await consumer.poll(100, 200)));
+      await consumer.close();
+      expect(got.map((r) => r.value.toString())).toEqual(['w0', ...x.map((r) => r.value.toString()), ...y.map((r) => r.value.toString())]);
+    } finally {
+      await viaProxy.close();
+      await direct.close();
+      await p.close();
+    }
+  }, 60_000);
+
+  it('an idle producer keeps publishing after a reconnect', async () => {
+    const topic = `syncline-contract-nats-reconnect-${randomBytes(4).toString('hex')}`;
+    created.push(topic);
+    const p = await proxy();
+    const viaProxy = await openNatsStream({ url: p.url, topic, partitions: 1, publishTimeoutMs: 10_000 });
+    try {
+      const producer = await viaProxy.producer();
+      await producer.publish(records('a', 3));
+      p.cut();
+      const reconnects = Date.now() + 10_000;
+      while (p.connections() < 2 && Date.now() < reconnects) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 200));
+      await producer.publish(records('b', 3));
+      expect(await viaProxy.endOffsets()).toEqual(new Map([[0, 6n]]));
+    } finally {
+      await viaProxy.close();
+      await p.close();
+    }
+  }, 30_000);
+});
