@@ -18,7 +18,7 @@ import { parseConfig } from '../dist/config/load.js';
 import { runPipeline } from '../dist/api/run-pipeline.js';
 import { silentLogger } from '../dist/log/logger.js';
 import { Metrics } from '../dist/metrics/metrics.js';
-import { counter, query, until } from './bench-helpers.mjs';
+import { counter, dropBrokerTopic, query, until } from './bench-helpers.mjs';
 
 const N = Number(process.argv[2] ?? 200_000);
 const ADMIN = process.argv[3] ?? process.env.SYNCLINE_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -88,6 +88,7 @@ execFileSync('pg_recvlogical', ['-h', u.hostname, '-p', u.port || '5432', '-U', 
   '--slot', RECV_SLOT, '--start', '--endpos', endLsn, '-o', 'proto_version=1', '-o', 'publication_names=bench_pub', '-f', '/dev/null', '--no-loop']);
 const recvSeconds = Number(process.hrtime.bigint() - t) / 1e9;
 
+const topic = `syncline-bench-${process.pid}-${Date.now().toString(36)}`;
 const config = parseConfig(`source:
   url: ${SRC}
   slots: [{ name: ${SYNCLINE_SLOT}, publication: bench_pub, tables: [bench] }]
@@ -98,7 +99,6 @@ monitoring: { enabled: false }
 `, {});
 
 function streamConfig() {
-  const topic = `syncline-bench-${process.pid}-${Date.now().toString(36)}`;
   switch (BROKER) {
     case 'kafka': return `{ broker: kafka, brokers: ['127.0.0.1:9092'], topic: ${topic}, partitions: 6 }`;
     case 'nats': return `{ broker: nats, url: 'nats://127.0.0.1:4222', topic: ${topic}, partitions: 6 }`;
@@ -163,6 +163,7 @@ console.log(JSON.stringify({
   loadavg: loadavg(),
 }));
 rmSync(dir, { recursive: true, force: true });
+await dropBrokerTopic(BROKER, topic, 6);
 // Leave no slot behind: an idle slot retains WAL on the server.
 for (const db of [SRC_DB, DST_DB]) {
   await query(ADMIN, 'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active', [db]);

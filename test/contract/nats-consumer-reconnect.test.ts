@@ -6,30 +6,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { connect } from 'nats';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { partitionStreamName, positionsBucketName } from '../../src/stream/nats/nats-names.js';
+import { describe, expect, it } from 'vitest';
 import { openNatsStream } from '../../src/stream/nats/nats-stream.js';
-import { requireListening } from './broker-check.js';
+import { NATS_URL, natsTopicsOfThisFile } from './nats-topics.js';
 
-const url = 'nats://127.0.0.1:4222';
+const url = NATS_URL;
 const PARTITIONS = 3;
-const created: string[] = [];
-
-beforeAll(async () => {
-  await requireListening('127.0.0.1', 4222, 'The NATS consumer reconnect test needs nats-server with JetStream on 127.0.0.1:4222 (see test/contract/nats.contract.test.ts)');
-});
-
-afterAll(async () => {
-  if (created.length === 0) return;
-  const nc = await connect({ servers: url });
-  const jsm = await nc.jetstreamManager();
-  for (const topic of created) {
-    for (let p = 0; p < PARTITIONS; p++) await jsm.streams.delete(partitionStreamName(topic, p)).catch(() => undefined);
-    await jsm.streams.delete(`KV_${positionsBucketName(topic)}`).catch(() => undefined);
-  }
-  await nc.close();
-});
+const created = natsTopicsOfThisFile('The NATS consumer reconnect test', PARTITIONS);
 
 /** A proxy to the server that can cut every connection through it. */
 async function proxy(): Promise<{ url: string; cut: () => void; close: () => Promise<void> }> {

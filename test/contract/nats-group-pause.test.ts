@@ -15,32 +15,15 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { connect } from 'nats';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { partitionStreamName, positionsBucketName } from '../../src/stream/nats/nats-names.js';
+import { describe, expect, it } from 'vitest';
 import { openNatsStream } from '../../src/stream/nats/nats-stream.js';
 import { ROOT, ensureBuilt } from '../helpers/cli.js';
-import { requireListening } from './broker-check.js';
+import { NATS_URL, natsTopicsOfThisFile } from './nats-topics.js';
 
-const url = 'nats://127.0.0.1:4222';
+const url = NATS_URL;
 const PARTITIONS = 8;
 const membership = { heartbeatMs: 100, sessionTimeoutMs: 1000 };
-const created: string[] = [];
-
-beforeAll(async () => {
-  await requireListening('127.0.0.1', 4222, 'The NATS pause test needs nats-server with JetStream on 127.0.0.1:4222 (see test/contract/nats.contract.test.ts)');
-});
-
-afterAll(async () => {
-  if (created.length === 0) return;
-  const nc = await connect({ servers: url });
-  const jsm = await nc.jetstreamManager();
-  for (const topic of created) {
-    for (let p = 0; p < PARTITIONS; p++) await jsm.streams.delete(partitionStreamName(topic, p)).catch(() => undefined);
-    await jsm.streams.delete(`KV_${positionsBucketName(topic)}`).catch(() => undefined);
-  }
-  await nc.close();
-});
+const created = natsTopicsOfThisFile('The NATS pause test', PARTITIONS);
 
 interface PausedReport {
   /** Records handed out after the pause whose partition's lease was another member's. */

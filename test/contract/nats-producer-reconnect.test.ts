@@ -11,30 +11,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { connect } from 'nats';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { partitionStreamName, positionsBucketName } from '../../src/stream/nats/nats-names.js';
+import { describe, expect, it } from 'vitest';
 import { openNatsStream } from '../../src/stream/nats/nats-stream.js';
 import type { OutgoingRecord, StreamRecord } from '../../src/stream/stream.js';
-import { requireListening } from './broker-check.js';
+import { NATS_URL, natsTopicsOfThisFile } from './nats-topics.js';
 
-const url = 'nats://127.0.0.1:4222';
-const created: string[] = [];
-
-beforeAll(async () => {
-  await requireListening('127.0.0.1', 4222, 'The NATS producer reconnect test needs nats-server with JetStream on 127.0.0.1:4222 (see test/contract/nats.contract.test.ts)');
-});
-
-afterAll(async () => {
-  if (created.length === 0) return;
-  const nc = await connect({ servers: url });
-  const jsm = await nc.jetstreamManager();
-  for (const topic of created) {
-    await jsm.streams.delete(partitionStreamName(topic, 0)).catch(() => undefined);
-    await jsm.streams.delete(`KV_${positionsBucketName(topic)}`).catch(() => undefined);
-  }
-  await nc.close();
-});
+const url = NATS_URL;
+const created = natsTopicsOfThisFile('The NATS producer reconnect test', 1);
 
 /** A proxy to the server that can swallow what clients write, and cut every connection. */
 async function proxy(): Promise<{ url: string; swallow: () => void; cut: () => void; connections: () => number; close: () => Promise<void> }> {

@@ -7,29 +7,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import { connect } from 'nats';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { partitionStreamName, positionsBucketName } from '../../src/stream/nats/nats-names.js';
+import { describe, expect, it } from 'vitest';
+import { partitionStreamName } from '../../src/stream/nats/nats-names.js';
 import { openNatsStream } from '../../src/stream/nats/nats-stream.js';
 import type { StreamRecord } from '../../src/stream/stream.js';
-import { requireListening } from './broker-check.js';
+import { NATS_URL, natsTopicsOfThisFile } from './nats-topics.js';
 
-const url = 'nats://127.0.0.1:4222';
-const created: string[] = [];
-
-beforeAll(async () => {
-  await requireListening('127.0.0.1', 4222, 'The NATS stream recreation test needs nats-server with JetStream on 127.0.0.1:4222 (see test/contract/nats.contract.test.ts)');
-});
-
-afterAll(async () => {
-  if (created.length === 0) return;
-  const nc = await connect({ servers: url });
-  const jsm = await nc.jetstreamManager();
-  for (const topic of created) {
-    await jsm.streams.delete(partitionStreamName(topic, 0)).catch(() => undefined);
-    await jsm.streams.delete(`KV_${positionsBucketName(topic)}`).catch(() => undefined);
-  }
-  await nc.close();
-});
+const url = NATS_URL;
+const created = natsTopicsOfThisFile('The NATS stream recreation test', 1);
 
 const batch = (tag: string, n: number) => Array.from({ length: n }, (_, i) => ({ key: `public.t:["${i}"]`, value: Buffer.from(`${tag}${i}`) }));
 

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dropBrokerTopic } from '../helpers/broker-topics.js';
 import { rowDiff } from '../helpers/compare-rows.js';
 import { freePort, freshDatabase, machinePg15, slotStreaming, waitFor, uniqueName } from '../helpers/postgres.js';
 
@@ -65,6 +66,7 @@ ${broker === 'embedded' ? '' : `dead_letter: { url: ${targetUrl} }\n`}monitoring
     afterAll(async () => {
       for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
       if (dir) await rm(dir, { recursive: true, force: true });
+      if (broker !== 'embedded') await dropBrokerTopic(broker, `syncline-pgbench-${suffix}`, 4).catch(() => undefined);
     });
 
     function start(n: number): ChildProcess {
