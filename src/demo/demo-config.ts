@@ -59,7 +59,7 @@ export function demoConfig(places: DemoPlaces, user: unknown): SynclineConfig {
   return validateConfig(layered(merged, owned));
 }
 
-/** The metrics port the user's file asks for, if any (the `--metrics-port` flag wins over it). */
+/** The metrics port the user's file asks for, when it names one (the `--metrics-port` flag wins over it). */
 export function metricsPortOf(user: unknown): number | undefined {
   const port = isMapping(user) && isMapping(user.monitoring) ? user.monitoring.port : undefined;
   return typeof port === 'number' ? port : undefined;

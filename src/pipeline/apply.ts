@@ -385,7 +385,7 @@ export class Apply {
   }
 
   /**
-   * Applies the dead-lettered changes that wait for nothing any more (DeadLetterQueue.orphans):
+   * Applies the dead-lettered changes that no longer wait for an earlier entry (DeadLetterQueue.orphans):
    * an operator replayed or purged a row's entries while this apply still saw the row blocked
    * (its view is refreshed every few seconds), so the row's next change was dead-lettered
    * behind an entry that was gone. Nothing would ever release it: the row stayed behind the

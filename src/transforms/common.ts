@@ -254,11 +254,11 @@ function tableSet(tables: readonly string[], what: string): Set<string> {
 
 function perTable<T>(spec: PerTable<T>, what: string): (c: ChangeEvent) => T | undefined {
   const byTable = new Map<string, T>();
-  let any: T | undefined;
+  let fallback: T | undefined;
   const problems: string[] = [];
   for (const [key, value] of Object.entries(spec)) {
     if (key === '*') {
-      any = value;
+      fallback = value;
       continue;
     }
     try {
@@ -269,7 +269,7 @@ function perTable<T>(spec: PerTable<T>, what: string): (c: ChangeEvent) => T | u
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
-  return (c) => byTable.get(labelOf(c)) ?? any;
+  return (c) => byTable.get(labelOf(c)) ?? fallback;
 }
 
 function named(name: string, fn: Transform): Transform {

@@ -55,7 +55,7 @@ function limitNote(count: number, limit: string | undefined, again: string): str
   return count >= Number(limit) ? `the first ${count} matching entries only (--limit ${limit}): ${again}\n` : '';
 }
 
-/** Entries a purge takes per round trip: it lists and removes in rounds, so any number can go without holding them all. */
+/** Entries a purge takes per round trip: it lists and removes in rounds, so a queue of every size goes without holding it all. */
 const PURGE_CHUNK = 1000;
 
 export function registerDlq(program: Command): void {

@@ -260,7 +260,7 @@ export class IdempotentProducer {
     return conn;
   }
 
-  /** A connection to any broker: a known one first, else the bootstrap list in turn. */
+  /** A connection to some broker: a known one first, else the bootstrap list in turn. */
   private async anyConnection(): Promise<KafkaConnection> {
     for (const c of this.connections.values()) if (c.isOpen) return c;
     if (this.bootstrap?.isOpen) return this.bootstrap;

@@ -119,7 +119,7 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
 
   async commit(positions: ReadonlyMap<number, bigint>): Promise<void> {
     // A partition handed to another member since it was polled is that member's to commit.
-    // An expired member may have lost any of its leases without knowing yet (see poll()):
+    // An expired member may have lost some of its leases without knowing yet (see poll()):
     // a position it stored would move the new reader's, which started below it, past
     // records that reader has not applied.
     const checked = this.guard.owned(positions);

@@ -82,7 +82,7 @@ export class NatsProducer implements StreamProducer {
    * before the lost ones time out, and the caller's republish of those (capture: everything
    * after the slot's confirmed position) would store them after it: a row's older change
    * after its newer one. The disconnect is reported in the microtasks of the socket's close,
-   * before any later publish() can run. An idle producer survives a reconnect.
+   * before a later publish() can run. An idle producer survives a reconnect.
    */
   private async watchConnection(): Promise<void> {
     for await (const s of this.statuses) {
