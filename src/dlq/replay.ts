@@ -114,7 +114,12 @@ async function behindUnselected(selected: readonly DeadLetterEntry[], dlq: DeadL
     ? await dlq.list({ limit: Number.MAX_SAFE_INTEGER })
     : (await Promise.all([...tables].map((table) => dlq.list({ table, limit: Number.MAX_SAFE_INTEGER })))).flat();
   const partial = new Set<string>();
-  if (transactional) for (const e of queued) if (!chosen.has(e.id)) { const tx = transactionOf(e.change); if (tx) partial.add(tx); }
+  if (transactional) {
+    for (const e of queued) {
+      const tx = chosen.has(e.id) ? undefined : transactionOf(e.change);
+      if (tx) partial.add(tx);
+    }
+  }
   const waiting = new Set<string>();
   // Oldest first per table, so an unselected entry is met before the selected ones behind it.
   for (const e of queued) {

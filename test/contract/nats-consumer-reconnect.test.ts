@@ -5,44 +5,19 @@
  * position may repeat some).
  */
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { openNatsStream } from '../../src/stream/nats/nats-stream.js';
+import { tcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 import { NATS_URL, natsTopicsOfThisFile } from './nats-topics.js';
 
 const url = NATS_URL;
 const PARTITIONS = 3;
 const created = natsTopicsOfThisFile('The NATS consumer reconnect test', PARTITIONS);
 
-/** A proxy to the server that can cut every connection through it. */
-async function proxy(): Promise<{ url: string; cut: () => void; close: () => Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(4222, '127.0.0.1');
-    sockets.add(client).add(upstream);
-    client.pipe(upstream);
-    upstream.pipe(client);
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on('error', end).on('close', end);
-    upstream.on('error', end).on('close', end);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as net.AddressInfo;
-  return {
-    url: `nats://127.0.0.1:${port}`,
-    cut: () => {
-      for (const s of sockets) s.destroy();
-    },
-    close: () => {
-      for (const s of sockets) s.destroy();
-      return new Promise((r) => server.close(() => r()));
-    },
-  };
+/** A proxy to the NATS server (see tcpProxy), with the URL clients take. */
+async function proxy(): Promise<TcpProxy & { url: string }> {
+  const p = await tcpProxy(4222);
+  return Object.assign(p, { url: `nats://127.0.0.1:${p.port}` });
 }
 
 describe('NATS consumer: its connection cut while it reads', () => {

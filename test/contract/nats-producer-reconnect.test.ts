@@ -10,54 +10,19 @@
  * moment and then cuts the connection.
  */
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { openNatsStream } from '../../src/stream/nats/nats-stream.js';
 import type { OutgoingRecord, StreamRecord } from '../../src/stream/stream.js';
+import { tcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 import { NATS_URL, natsTopicsOfThisFile } from './nats-topics.js';
 
 const url = NATS_URL;
 const created = natsTopicsOfThisFile('The NATS producer reconnect test', 1);
 
-/** A proxy to the server that can swallow what clients write, and cut every connection. */
-async function proxy(): Promise<{ url: string; swallow: () => void; cut: () => void; connections: () => number; close: () => Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  let swallowing = false;
-  let connections = 0;
-  const server = net.createServer((client) => {
-    connections++;
-    const upstream = net.connect(4222, '127.0.0.1');
-    sockets.add(client).add(upstream);
-    client.on('data', (d) => {
-      if (!swallowing) upstream.write(d);
-    });
-    upstream.on('data', (d) => client.write(d));
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on('error', end).on('close', end);
-    upstream.on('error', end).on('close', end);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as net.AddressInfo;
-  return {
-    url: `nats://127.0.0.1:${port}`,
-    swallow: () => {
-      swallowing = true;
-    },
-    connections: () => connections,
-    cut: () => {
-      for (const s of sockets) s.destroy();
-      swallowing = false;
-    },
-    close: () => {
-      for (const s of sockets) s.destroy();
-      return new Promise((r) => server.close(() => r()));
-    },
-  };
+/** A proxy to the NATS server (see tcpProxy), with the URL clients take. */
+async function proxy(): Promise<TcpProxy & { url: string }> {
+  const p = await tcpProxy(4222);
+  return Object.assign(p, { url: `nats://127.0.0.1:${p.port}` });
 }
 
 const KEY = 'public.t:["1"]';
