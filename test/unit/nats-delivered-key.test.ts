@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import fc from 'fast-check';
-import type { JsMsg, MsgHdrs } from 'nats';
+import type { Msg, MsgHdrs } from 'nats';
 import { describe, expect, it } from 'vitest';
 import { deliveredKey, keyInHeaderBlock } from '../../src/stream/nats/delivered-key.js';
 import { keyOf } from '../../src/stream/nats/nats-names.js';
@@ -11,9 +11,9 @@ const require = createRequire(import.meta.url);
 const { MsgHdrsImpl } = require('nats/lib/nats-base-client/headers.js') as { MsgHdrsImpl: { decode(a: Uint8Array): MsgHdrs } };
 
 /** A delivered message as nats.js 2.x builds it: header block and payload in `_rdata`. */
-function delivered(block: Uint8Array | null, payload = Buffer.from('{}')): JsMsg {
+function delivered(block: Uint8Array | null, payload = Buffer.from('{}')): Msg {
   const rdata = block === null ? payload : Buffer.concat([block, payload]);
-  return { msg: { _rdata: rdata, _msg: { hdr: block === null ? -1 : block.length } }, headers: block === null ? undefined : MsgHdrsImpl.decode(block) } as unknown as JsMsg;
+  return { _rdata: rdata, _msg: { hdr: block === null ? -1 : block.length }, headers: block === null ? undefined : MsgHdrsImpl.decode(block) } as unknown as Msg;
 }
 
 describe('the key of a delivered NATS message', () => {
@@ -44,6 +44,6 @@ describe('the key of a delivered NATS message', () => {
   it('is empty without headers, and uses the decoded headers when nats.js keeps no raw bytes', () => {
     expect(deliveredKey(delivered(null))).toBe('');
     const block = recordHeaders('public.t:["1"]', 'i').encode();
-    expect(deliveredKey({ headers: MsgHdrsImpl.decode(block) } as unknown as JsMsg)).toBe('public.t:["1"]');
+    expect(deliveredKey({ headers: MsgHdrsImpl.decode(block) } as unknown as Msg)).toBe('public.t:["1"]');
   });
 });

@@ -14,7 +14,7 @@
  *   `ack_wait` when the server would redeliver them;
  * - a reader that polls without committing must not stall at `max_ack_pending`.
  */
-import type { JetStreamClient, JetStreamManager, KV } from 'nats';
+import type { JetStreamManager, KV, NatsConnection } from 'nats';
 import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import type { BrokerClients } from '../common/broker-stream.js';
 import { ConsumerGuard } from '../common/consumer-guard.js';
@@ -33,7 +33,7 @@ const DEFAULT_MAX_DELIVER = 5;
 /** What a consumer uses of its stream. */
 export interface NatsConsumerContext {
   jsm: JetStreamManager;
-  js: JetStreamClient;
+  nc: NatsConnection;
   kv: KV;
   opts: NatsStreamOptions;
   clients: BrokerClients;
@@ -48,7 +48,7 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
   readonly readAhead = false;
   readonly buffer = new RecordBuffer();
   readonly jsm: JetStreamManager;
-  readonly js: JetStreamClient;
+  readonly nc: NatsConnection;
   readonly durable: string;
   readonly perPartition: number;
   readonly fetchBatch: number;
@@ -70,7 +70,7 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
   ) {
     const { opts } = context;
     this.jsm = context.jsm;
-    this.js = context.js;
+    this.nc = context.nc;
     this.kv = context.kv;
     this.durable = natsName(groupId);
     this.membership = new GroupMembership(this.kv, this.durable, opts.partitions, opts.membership);

@@ -9,7 +9,7 @@
  * leases (nats-consumer.ts, group-membership.ts), each partition read by a pull loop
  * (partition-reader.ts).
  */
-import { AckPolicy, DeliverPolicy, connect, nanos, type JetStreamClient, type JetStreamManager, type KV, type NatsConnection } from 'nats';
+import { AckPolicy, DeliverPolicy, connect, nanos, type JetStreamManager, type KV, type NatsConnection } from 'nats';
 import { BrokerClients, checkStreamOptions } from '../common/broker-stream.js';
 import type { ConsumerOptions, Stream, StreamConsumer, StreamProducer } from '../stream.js';
 import type { MembershipOptions } from './group-membership.js';
@@ -54,7 +54,7 @@ export async function openNatsStream(opts: NatsStreamOptions): Promise<Stream> {
     await ensureStreams(jsm, opts);
     const js = nc.jetstream();
     const kv = await js.views.kv(positionsBucketName(opts.topic), { history: 1 });
-    return new NatsStream(nc, jsm, js, kv, opts);
+    return new NatsStream(nc, jsm, kv, opts);
   } catch (err) {
     await nc.close().catch(() => undefined);
     throw natsError(err, `preparing JetStream streams for ${opts.topic}`);
@@ -69,7 +69,6 @@ class NatsStream implements Stream {
   constructor(
     private readonly nc: NatsConnection,
     private readonly jsm: JetStreamManager,
-    private readonly js: JetStreamClient,
     private readonly kv: KV,
     private readonly opts: NatsStreamOptions,
   ) {
@@ -84,7 +83,7 @@ class NatsStream implements Stream {
 
   async consumer(groupId: string, options: ConsumerOptions = {}): Promise<StreamConsumer> {
     this.clients.checkConsumer(groupId);
-    const c = new NatsConsumer({ jsm: this.jsm, js: this.js, kv: this.kv, opts: this.opts, clients: this.clients }, groupId);
+    const c = new NatsConsumer({ jsm: this.jsm, nc: this.nc, kv: this.kv, opts: this.opts, clients: this.clients }, groupId);
     try {
       return await this.clients.started(c, () => c.start(options));
     } catch (err) {

@@ -1,7 +1,9 @@
 /**
  * The reader of one partition for one member of a group: a durable pull consumer on the
  * partition's stream, repositioned (deleted and recreated) whenever the reader must move, and
- * a pull loop that feeds the member's buffer while the partition's share of it has room.
+ * a pull loop that feeds the member's buffer while the partition's share of it has room. The
+ * pulls are answered on an inbox that stays subscribed until the next reposition
+ * (pull-inbox.ts): a delivery is checked and buffered as it arrives.
  *
  * The durable pull consumers use acknowledgements (AckPolicy.All, covering what poll() handed
  * out), which keeps the server from redelivering what this reader already has; records it
@@ -10,22 +12,22 @@
  * out just before its next pull request, or once a pull's worth of records waits for one,
  * so that one ack covers many polls.
  */
-import { AckPolicy, DeliverPolicy, nanos, type Consumer, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from 'nats';
+import { AckPolicy, DeliverPolicy, nanos, type JetStreamManager, type NatsConnection } from 'nats';
 import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import type { RecordBuffer } from '../record-buffer.js';
 import { RetentionGapError, type StreamRecord } from '../stream.js';
-import { deliveryPosition } from './ack-subject.js';
 import { JS_CONSUMER_NOT_FOUND, apiErrorCode, natsError } from './nats-errors.js';
-import { deliveredKey } from './delivered-key.js';
+import { PullInbox, type Delivery } from './pull-inbox.js';
 
 /** Server-side redelivery of unacknowledged messages; a live reader acks on poll, so rarely. */
 const ACK_WAIT_MS = 300_000;
 const PULL_EXPIRES_MS = 1000;
+const ACK = Buffer.from('+ACK');
 
 /** What the readers of a member share. */
 export interface ReaderHost {
   readonly jsm: JetStreamManager;
-  readonly js: JetStreamClient;
+  readonly nc: NatsConnection;
   /** The durable consumer's name: the group's. */
   readonly durable: string;
   readonly groupId: string;
@@ -46,7 +48,7 @@ export interface ReaderHost {
 export class PartitionReader {
   /** This member holds the partition's lease and reads it. */
   private active = false;
-  /** Bumped at every reposition: deliveries of an older pull are dropped. */
+  /** Bumped at every reposition, seek and stop: a pull loop iteration of an older one hands nothing over. */
   private epoch = 0;
   /** Where the reader was last positioned. */
   private position = 0n;
@@ -58,27 +60,26 @@ export class PartitionReader {
   private explicit = false;
   /**
    * Offset the next accepted delivery must have, set at every reposition: a later one means
-   * deliveries were lost (or records deleted) and the reader repositions there. Even the
-   * first pull is checked: nats.js ends a fetch on its own timer and unsubscribes, dropping
-   * what the server already delivered to it (a busy event loop lets that timer fire before
-   * the socket is read), and the durable consumer's next pull starts after those records.
-   * Null only while the reader is stopped or being repositioned.
+   * deliveries were lost (a connection dropped with them on the wire, or records deleted)
+   * and the reader repositions there. Null only while the reader is stopped or being
+   * repositioned.
    */
   private next: bigint | null = null;
   /** A reposition to do before the next pull. */
   private want: bigint | null = null;
-  /** Delivered messages not yet handed out, aligned with the buffer, for acks, and their stream sequences. */
-  private msgs: JsMsg[] = [];
+  /** Accepted deliveries not yet in the buffer (handed over at the end of each socket read). */
+  private arrived: StreamRecord[] = [];
+  /** Ack subjects of the buffered records, aligned with the buffer, and their stream sequences. */
+  private acks: string[] = [];
   private seqs: number[] = [];
-  private msgHead = 0;
-  /** The last message handed out and not acknowledged yet, and how many records it covers. */
-  private unacked: JsMsg | null = null;
+  private ackHead = 0;
+  /** The ack subject of the last record handed out and not acknowledged yet, and how many records it covers. */
+  private unacked: string | null = null;
   private unackedCount = 0;
   /** The stream's creation time, as of the first reposition: another one means it was created again. */
   private created: string | undefined;
-  /** The durable consumer, as of the last reposition. */
-  private handle: Consumer | null = null;
-  private pull: ConsumerMessages | null = null;
+  /** Where the durable consumer's deliveries arrive, as of the last reposition; null while stopped or moving. */
+  private inbox: PullInbox | null = null;
   private loop: Promise<void> | null = null;
 
   constructor(
@@ -113,10 +114,10 @@ export class PartitionReader {
     this.dropBuffered();
   }
 
-  /** Stops the running pull at once (the member closes, or its records must be read again). */
+  /** Stops the running pull and every later delivery at once (the member closes, or the reader stops). */
   halt(): void {
     this.epoch++;
-    this.pull?.stop();
+    this.closeInbox();
   }
 
   /** Resolves when the pull loop has ended. */
@@ -127,9 +128,9 @@ export class PartitionReader {
   /** Next records come from `offset`; nothing of the old position comes out of poll() from now on. */
   seek(offset: bigint): void {
     this.dropBuffered();
+    this.closeInbox();
     this.want = offset;
     this.explicit = true;
-    this.pull?.stop();
   }
 
   /**
@@ -139,41 +140,47 @@ export class PartitionReader {
    */
   handedOut(offset: bigint): void {
     const seq = Number(offset) + 1;
-    while (this.msgHead < this.msgs.length) {
-      if ((this.seqs[this.msgHead] as number) > seq) break;
-      this.unacked = this.msgs[this.msgHead] as JsMsg;
+    while (this.ackHead < this.acks.length) {
+      if ((this.seqs[this.ackHead] as number) > seq) break;
+      this.unacked = this.acks[this.ackHead] as string;
       this.unackedCount++;
-      this.msgHead++;
+      this.ackHead++;
     }
-    if (this.msgHead === this.msgs.length) {
-      this.msgs = [];
+    if (this.ackHead === this.acks.length) {
+      this.acks = [];
       this.seqs = [];
-      this.msgHead = 0;
-    } else if (this.msgHead > 4096) {
-      this.msgs = this.msgs.slice(this.msgHead);
-      this.seqs = this.seqs.slice(this.msgHead);
-      this.msgHead = 0;
+      this.ackHead = 0;
+    } else if (this.ackHead > 4096) {
+      this.acks = this.acks.slice(this.ackHead);
+      this.seqs = this.seqs.slice(this.ackHead);
+      this.ackHead = 0;
     }
     if (this.unackedCount >= this.host.fetchBatch) this.ack();
   }
 
-  /** Sends the pending acknowledgement, if any. */
+  /** Sends the pending acknowledgement, if any (`+ACK`, what nats.js's `JsMsg.ack()` sends). */
   private ack(): void {
-    const m = this.unacked;
+    const subject = this.unacked;
     this.unacked = null;
     this.unackedCount = 0;
-    m?.ack();
+    if (subject !== null) this.host.nc.publish(subject, ACK);
   }
 
   private dropBuffered(): void {
     this.epoch++;
     this.host.buffer.clear(this.partition);
-    this.msgs = [];
+    this.arrived = [];
+    this.acks = [];
     this.seqs = [];
-    this.msgHead = 0;
+    this.ackHead = 0;
     this.unacked = null;
     this.unackedCount = 0;
     this.next = null;
+  }
+
+  private closeInbox(): void {
+    this.inbox?.close();
+    this.inbox = null;
   }
 
   /**
@@ -182,7 +189,8 @@ export class PartitionReader {
    * pull `offset` is the first record not buffered yet, so the buffer stays valid.
    */
   private async reposition(at: bigint): Promise<void> {
-    this.epoch++; // deliveries of the old consumer's pulls are ignored from now on
+    this.epoch++;
+    this.closeInbox(); // deliveries of the old consumer's pulls are ignored from now on
     this.next = null;
     const { jsm, durable } = this.host;
     // JetStream starts a consumer below the first retained record at that record: that would
@@ -201,31 +209,28 @@ export class PartitionReader {
     if (at > end) throw this.recreated(at, `it ends at offset ${end}`);
     const offset = at < first ? first : at;
     this.position = offset;
-    // The consumer can be deleted between its creation and its lookup (by another reader of
-    // the group repositioning, one that has not seen yet that it lost the lease, or by an
-    // operator): that is no reason to fail the member, create it again.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await jsm.consumers.delete(this.stream, durable);
-      } catch (err) {
-        if (apiErrorCode(err) !== JS_CONSUMER_NOT_FOUND) throw err;
-      }
-      await jsm.consumers.add(this.stream, {
-        durable_name: durable,
-        ack_policy: AckPolicy.All,
-        deliver_policy: DeliverPolicy.StartSequence,
-        opt_start_seq: Number(offset) + 1,
-        ack_wait: nanos(ACK_WAIT_MS),
-        max_deliver: -1,
-        max_ack_pending: 4 * (this.host.perPartition + this.host.fetchBatch),
-      });
-      try {
-        this.handle = await this.host.js.consumers.get(this.stream, durable);
-        break;
-      } catch (err) {
-        if (apiErrorCode(err) !== JS_CONSUMER_NOT_FOUND || attempt >= 5) throw err;
-      }
+    // Deleted and created again: another reader of the group (one that has not seen yet that
+    // it lost the lease) or an operator may delete it right after; its pulls then go
+    // unanswered or get a 409, and the reader comes back here.
+    try {
+      await jsm.consumers.delete(this.stream, durable);
+    } catch (err) {
+      if (apiErrorCode(err) !== JS_CONSUMER_NOT_FOUND) throw err;
     }
+    await jsm.consumers.add(this.stream, {
+      durable_name: durable,
+      ack_policy: AckPolicy.All,
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: Number(offset) + 1,
+      ack_wait: nanos(ACK_WAIT_MS),
+      max_deliver: -1,
+      max_ack_pending: 4 * (this.host.perPartition + this.host.fetchBatch),
+    });
+    const epoch = this.epoch;
+    this.inbox = new PullInbox(this.host.nc, this.stream, durable, {
+      delivered: (d) => this.accept(d, epoch),
+      readDone: () => this.handOver(epoch),
+    });
     this.next = offset;
   }
 
@@ -240,12 +245,8 @@ export class PartitionReader {
   private async run(): Promise<void> {
     const host = this.host;
     let failures = 0;
-    /** Accepted deliveries not yet in the buffer; flushed even when the pull fails, so that
-     *  everything below `next` is always buffered or polled. */
-    const batch: StreamRecord[] = [];
     while (!host.isClosed() && this.active) {
       let repositioning = false;
-      let epoch = this.epoch;
       try {
         if (this.want !== null) {
           const at = this.want;
@@ -254,30 +255,19 @@ export class PartitionReader {
           await this.reposition(at);
           continue; // a seek during the reposition wins
         }
-        const room = host.perPartition - host.buffer.count(this.partition);
+        const room = host.perPartition - host.buffer.count(this.partition) - this.arrived.length;
         if (room <= 0) {
           await host.waitForSpace(200);
           continue;
         }
-        epoch = this.epoch;
-        const consumer = this.handle;
-        if (consumer === null) throw new SynclineError('STREAM_NOT_POSITIONED', `${this.stream} has no reader`, { retriable: true });
+        const epoch = this.epoch;
+        const inbox = this.inbox;
+        if (inbox === null) throw new SynclineError('STREAM_NOT_POSITIONED', `${this.stream} has no reader`, { retriable: true });
         this.ack();
         const asked = Math.min(room, host.fetchBatch);
-        const pull = await consumer.fetch({ max_messages: asked, expires: PULL_EXPIRES_MS });
-        this.pull = pull;
-        if (epoch !== this.epoch || host.isClosed()) pull.stop();
-        let received = 0;
-        for await (const m of pull) {
-          received++;
-          if (epoch !== this.epoch || host.isClosed()) continue; // stopped: let the iterator finish
-          if (!this.accept(m, batch)) pull.stop();
-          // Hand over what arrived so far whenever the pull pauses between messages (the
-          // message being processed still counts as pending).
-          if (batch.length > 0 && pull.getPending() <= 1) this.flush(batch, epoch);
-        }
-        // A short pull may have ended on the client's timer with deliveries dropped (see
-        // `next`); at the stream's tail no later delivery would show the gap, so ask the server.
+        const received = await inbox.pull(asked, PULL_EXPIRES_MS);
+        // A short pull may have lost deliveries on a dropped connection (see `next`); at the
+        // stream's tail no later delivery would show the gap, so ask the server.
         if (received < asked && this.want === null && epoch === this.epoch && !host.isClosed()) await this.checkDelivered(epoch);
         failures = 0;
       } catch (err) {
@@ -294,50 +284,41 @@ export class PartitionReader {
         // retry: see core/retry
         await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** failures, 2000)));
         failures++;
-      } finally {
-        this.flush(batch, epoch);
-        this.pull = null;
       }
     }
   }
 
-  /** Repositions at `next` when the durable consumer delivered past it (deliveries the client dropped). */
+  /** Repositions at `next` when the durable consumer delivered past it (deliveries lost on the way). */
   private async checkDelivered(epoch: number): Promise<void> {
     const info = await this.host.jsm.consumers.info(this.stream, this.host.durable);
     const lastDelivered = BigInt(info.delivered.stream_seq) - 1n;
     if (epoch === this.epoch && this.want === null && this.next !== null && lastDelivered >= this.next) this.want = this.next;
   }
 
-  /** Checks a delivery's sequence; false when the reader must reposition (a gap). */
-  private accept(m: JsMsg, batch: StreamRecord[]): boolean {
-    const at = deliveryPosition((m as JsMsg & { readonly reply?: string }).reply ?? '');
-    const seq = at?.seq ?? m.seq;
-    const offset = BigInt(seq) - 1n;
-    const next = this.next ?? this.position;
-    if (offset < next) return true; // a redelivery of what this reader already has
+  /** Checks a delivery's sequence and keeps it for the buffer; a gap makes the reader reposition. */
+  private accept(d: Delivery, epoch: number): void {
+    const next = this.next;
+    if (epoch !== this.epoch || next === null || this.want !== null || this.host.isClosed()) return;
+    const offset = BigInt(d.seq) - 1n;
+    if (offset < next) return; // a redelivery of what this reader already has
     if (offset > next) {
       // Lost deliveries (see `next`) or records deleted since: read again from the expected
       // offset; repositioning checks the retained range and refuses a gap.
       this.want = next;
-      return false;
+      this.inbox?.interrupt();
+      return;
     }
     this.next = offset + 1n;
     this.explicit = true; // from here on the reader has a position of its own
-    batch.push({
-      partition: this.partition,
-      offset,
-      key: deliveredKey(m),
-      value: Buffer.from(m.data),
-      timestamp: at?.timestampMs ?? Math.floor(m.info.timestampNanos / 1e6),
-    });
-    this.msgs.push(m);
-    this.seqs.push(seq);
-    return true;
+    this.arrived.push({ partition: this.partition, offset, key: d.key, value: d.value, timestamp: d.timestampMs });
+    this.acks.push(d.ackSubject);
+    this.seqs.push(d.seq);
   }
 
-  private flush(batch: StreamRecord[], epoch: number): void {
-    if (batch.length === 0) return;
-    if (epoch === this.epoch && !this.host.isClosed()) this.host.buffer.push(this.partition, batch.splice(0));
-    else batch.length = 0;
+  /** Hands the accepted deliveries to the buffer (everything below `next` is then buffered or polled). */
+  private handOver(epoch: number): void {
+    if (this.arrived.length === 0) return;
+    if (epoch === this.epoch && !this.host.isClosed()) this.host.buffer.push(this.partition, this.arrived);
+    this.arrived = [];
   }
 }
