@@ -122,9 +122,13 @@ await capture;
 const applyMetrics = new Metrics();
 const applyStop = new AbortController();
 t = process.hrtime.bigint();
+const applyCpu0 = process.cpuUsage();
 const apply = runPipeline(config, 'apply', silentLogger(), applyStop.signal, applyMetrics);
 await until(async () => (await counter(applyMetrics, 'sync_events_consumed_total')) >= N && (await counter(applyMetrics, 'sync_events_applied_total')) >= N);
 const applySeconds = Number(process.hrtime.bigint() - t) / 1e9;
+const applyCpu = process.cpuUsage(applyCpu0);
+const applyBatches = ((await applyMetrics.registry.getSingleMetric('sync_apply_batch_duration_seconds')?.get())?.values ?? [])
+  .filter((v) => v.metricName?.endsWith('_count')).reduce((s, v) => s + v.value, 0);
 applyStop.abort();
 await apply;
 const rows = (await query(DST, 'SELECT count(*)::int AS n FROM bench')).rows[0].n;
@@ -157,6 +161,8 @@ console.log(JSON.stringify({
   capture_vs_recvlogical: +(recvSeconds / captureSeconds).toFixed(2),
   capture_cpu_us_per_change: +((captureCpu.user + captureCpu.system) / N).toFixed(2),
   apply_changes_per_s: rate(applySeconds),
+  apply_cpu_us_per_change: +((applyCpu.user + applyCpu.system) / N).toFixed(2),
+  apply_batches: applyBatches,
   server_side_upsert_rows_per_s: rate(upsertSeconds),
   apply_vs_server_upsert: +(upsertSeconds / applySeconds).toFixed(2),
   peak_rss_mib: Math.round(process.resourceUsage().maxRSS / 1024),

@@ -173,7 +173,7 @@ export class Apply {
           continue;
         }
         if (consumer.readAhead !== false) {
-          next = this.pollAndDecode(consumer, signal);
+          next = this.pollAndDecode(consumer, signal, true);
           // Observed here so that a failed read-ahead is not an unhandled rejection while this batch applies; awaited above.
           next.catch(() => undefined);
         }
@@ -188,9 +188,9 @@ export class Apply {
   }
 
   /** The next batch and, outside transactional mode, its changes (decoded ahead). */
-  private async pollAndDecode(consumer: StreamConsumer, signal: AbortSignal): Promise<Polled> {
+  private async pollAndDecode(consumer: StreamConsumer, signal: AbortSignal, ahead = false): Promise<Polled> {
     // With lanes, each lane's transaction gets about a batch's worth (per-transaction costs stay as they were).
-    const records = await consumer.poll(this.options.batchSize * this.lanes(), this.options.batchWaitMs);
+    const records = await consumer.poll(this.options.batchSize * this.lanes(), this.options.batchWaitMs, ahead ? { ahead } : undefined);
     if (this.transactional || records.length === 0) return { records, decoded: undefined };
     return { records, decoded: await decodeRecords(this.ctx, records, signal) };
   }

@@ -49,10 +49,15 @@ export interface StreamProducer {
   close(): Promise<void>;
 }
 
+export interface PollOptions {
+  ahead?: boolean;
+}
+
 export interface StreamConsumer {
   /**
-   * False when apply must not poll the next batch before the current one is applied (a
-   * consumer that counts deliveries by what its first poll handed out). Absent: it may.
+   * False when apply must not poll the next batch before the batch the last poll returned is
+   * applied (it holds records a consumer counts deliveries by: see nats/delivery-tracker.ts).
+   * Read after every poll. Absent: it may.
    */
   readonly readAhead?: boolean;
   /** Partitions currently assigned to this consumer. */
@@ -60,8 +65,9 @@ export interface StreamConsumer {
   /**
    * Returns up to `maxRecords` records from the assigned partitions, each partition in
    * offset order, waiting at most `maxWaitMs` for the first one. Empty on timeout.
+   * `ahead`: apply reads ahead, while it still applies the batch before.
    */
-  poll(maxRecords: number, maxWaitMs: number): Promise<StreamRecord[]>;
+  poll(maxRecords: number, maxWaitMs: number, options?: PollOptions): Promise<StreamRecord[]>;
   /** Next poll of `partition` starts at `offset`. */
   seek(partition: number, offset: bigint): void;
   /** Stores the group's position (next offset to read) for the given partitions. */

@@ -19,7 +19,7 @@ import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import type { BrokerClients } from '../common/broker-stream.js';
 import { ConsumerGuard } from '../common/consumer-guard.js';
 import { DEFAULT_BUFFER_RECORDS, RecordBuffer } from '../record-buffer.js';
-import type { ConsumerOptions, StreamConsumer, StreamRecord } from '../stream.js';
+import type { ConsumerOptions, PollOptions, StreamConsumer, StreamRecord } from '../stream.js';
 import { DeliveryTracker } from './delivery-tracker.js';
 import { GroupMembership, type MembershipChange } from './group-membership.js';
 import { JS_STREAM_NOT_FOUND, apiErrorCode, natsError } from './nats-errors.js';
@@ -41,11 +41,12 @@ export interface NatsConsumerContext {
 
 export class NatsConsumer implements StreamConsumer, ReaderHost {
   /**
-   * max_deliver (see delivery-tracker.ts) blames the records of the first poll after a start
-   * for a death of apply: a next batch read and decoded ahead, dying in its decoding while the
-   * first is applied, would be blamed on the first.
+   * max_deliver (see delivery-tracker.ts) blames the records of a partition's first poll
+   * after a start for a death of apply, so nothing else may be read and decoded while they
+   * are applied, and they are never handed out by a poll that reads ahead: a next batch
+   * dying in its decoding while they are applied would be blamed on them.
    */
-  readonly readAhead = false;
+  private handedFirst = false;
   readonly buffer = new RecordBuffer();
   readonly jsm: JetStreamManager;
   readonly nc: NatsConnection;
@@ -95,7 +96,13 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
     return this.assigned;
   }
 
-  poll(maxRecords: number, maxWaitMs: number): Promise<StreamRecord[]> {
+  /** Apply may read ahead unless the last poll handed out a partition's first records after a start. */
+  get readAhead(): boolean {
+    return !this.handedFirst;
+  }
+
+  poll(maxRecords: number, maxWaitMs: number, options: PollOptions = {}): Promise<StreamRecord[]> {
+    const ahead = options.ahead === true;
     let expired = false;
     return this.guard.poll(
       maxWaitMs,
@@ -104,7 +111,7 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
         // partitions: hand out nothing until a heartbeat gets through (or the leases are gone).
         expired = this.membership.expired();
         if (expired) return [];
-        const out = await this.take(maxRecords);
+        const out = await this.take(maxRecords, ahead);
         if (out.length > 0) this.handedOut(out);
         return out;
       },
@@ -295,17 +302,20 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
 
   /**
    * Takes buffered records for poll(). A partition's first poll after its reader started is
-   * limited by its delivery history (delivery-tracker.ts), and recorded before it is handed out.
+   * limited by its delivery history (delivery-tracker.ts), recorded before it is handed out,
+   * and left for a poll that does not read ahead.
    */
-  private async take(maxRecords: number): Promise<StreamRecord[]> {
+  private async take(maxRecords: number, ahead: boolean): Promise<StreamRecord[]> {
     const out: StreamRecord[] = [];
     const normal: number[] = [];
+    this.handedFirst = false;
     for (const p of this.assigned) {
       const first = this.deliveries.first(p);
       if (!first) {
         normal.push(p);
         continue;
       }
+      if (ahead) continue;
       if (this.buffer.count(p) === 0 || out.length >= maxRecords) continue;
       const records = this.buffer.take([p], Math.min(first.cap, maxRecords - out.length));
       if (first.exhausted && records[0] !== undefined) records[0].deliveries = first.count;
@@ -318,7 +328,10 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
         throw natsError(err, `recording deliveries of ${this.readers[p]?.stream ?? p}`);
       }
       // Handed to another member while the delivery was being recorded: not ours any more.
-      if (this.assigned.includes(p)) out.push(...records);
+      if (this.assigned.includes(p)) {
+        out.push(...records);
+        this.handedFirst ||= records.length > 0;
+      }
     }
     // Partitions revoked while a delivery was being recorded are left out.
     if (out.length < maxRecords) out.push(...this.buffer.take(normal.filter((p) => this.assigned.includes(p)), maxRecords - out.length));

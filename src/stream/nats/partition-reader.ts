@@ -241,8 +241,17 @@ export class PartitionReader {
     );
   }
 
-  /** The pull loop: repositions when asked, pulls while the partition's buffer has room. */
+  /** The pull loop; its inbox goes with it (a reposition can outlast a halt). */
   private async run(): Promise<void> {
+    try {
+      await this.pullLoop();
+    } finally {
+      this.closeInbox();
+    }
+  }
+
+  /** Repositions when asked, pulls while the partition's buffer has room. */
+  private async pullLoop(): Promise<void> {
     const host = this.host;
     let failures = 0;
     while (!host.isClosed() && this.active) {
