@@ -39,7 +39,8 @@ export function publishFrames(records: readonly OutgoingRecord[], subjectOf: (ke
     const line = `HPUB ${subjectOf(r.key)} ${reply} ${headerBytes} ${length}\r\n`;
     const head = line + block;
     heads[i] = head;
-    total += Buffer.byteLength(line, 'utf8') + length + 2;
+    // Measuring the head flattens it once, for the write below.
+    total += Buffer.byteLength(head, 'utf8') + r.value.length + 2;
     messageBytes += length;
   }
   // Every byte is written below, so the buffer need not be zeroed first.
