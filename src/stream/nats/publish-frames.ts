@@ -49,7 +49,8 @@ export function publishFrames(records: readonly OutgoingRecord[], subjectOf: (ke
   for (let i = 0; i < records.length; i++) {
     const value = (records[i] as OutgoingRecord).value;
     at += bytes.write(heads[i] as string, at, 'utf8');
-    at += value.copy(bytes, at);
+    bytes.set(value, at);
+    at += value.length;
     bytes[at++] = CR;
     bytes[at++] = LF;
   }
