@@ -2,9 +2,10 @@
  * The headers of a published record, encoded in one pass. nats.js's `headers()` canonicalises
  * the name, searches the existing names, checks and trims the value on every `set`, then
  * joins and encodes the whole block — about 4 µs per record, a third of the producer's CPU.
- * nats.js's publish only calls `encode()` on the headers it is given, so this class builds
- * the same bytes (`NATS/1.0`, then `Name: value` lines, values trimmed as nats.js trims them)
- * from a list it was handed already checked. The read side of MsgHdrs is there for the type
+ * nats.js's publish only calls `encode()` on the headers it is given, so recordHeaderBlock
+ * writes the same bytes (`NATS/1.0`, then `Name: value` lines, values trimmed as nats.js trims
+ * them) as one string, which the producer writes into its publish frames (publish-frames.ts)
+ * and RecordHeaders encodes for nc.publish. The read side of MsgHdrs is there for the type
  * and for debugging; nothing on the publish path uses it.
  */
 import { Match, type MsgHdrs } from 'nats';
@@ -18,16 +19,29 @@ export class RecordHeaders implements MsgHdrs {
   readonly code = 0;
   readonly description = '';
 
-  /** `entries`: header names and values, values free of CR and LF (see recordHeaders). */
-  constructor(private readonly entries: readonly (readonly [string, string])[]) {}
+  private parsed: (readonly [string, string])[] | undefined;
+
+  /** `block`: a header block as recordHeaderBlock writes it. */
+  constructor(private readonly block: string) {}
 
   /** What nats.js writes on the wire: the same bytes as its own headers with these entries. */
   encode(): Uint8Array {
-    let s = 'NATS/1.0';
-    for (const [k, v] of this.entries) s += `\r\n${k}: ${v}`;
     // Buffer.from takes small strings from Node's shared pool; TextEncoder.encode allocates
     // a new backing store for each (~1 µs per record here).
-    return Buffer.from(`${s}\r\n\r\n`, 'utf8');
+    return Buffer.from(this.block, 'utf8');
+  }
+
+  /** The names and values of the block's lines (names hold no `:`, values no CR or LF). */
+  private get entries(): readonly (readonly [string, string])[] {
+    this.parsed ??= this.block
+      .slice(0, -'\r\n\r\n'.length)
+      .split('\r\n')
+      .slice(1)
+      .map((line) => {
+        const at = line.indexOf(': ');
+        return [line.slice(0, at), line.slice(at + 2)] as const;
+      });
+    return this.parsed;
   }
 
   get(k: string, match: Match = Match.Exact): string {
@@ -69,23 +83,30 @@ export class RecordHeaders implements MsgHdrs {
 }
 
 /**
- * The headers of a record with `key` and, when it has one, capture's `id`: `Syncline-Key`
- * (URI-encoded, with `Syncline-Key-Encoding: uri`, when it holds CR or LF), `Syncline-Table`
- * (left out when the table name holds CR or LF) and `Nats-Msg-Id` = `<id> <key>` (URI-encoded
- * when it holds CR or LF), the server's deduplication key.
+ * The headers of a record with `key` and, when it has one, capture's `id` (see
+ * recordHeaderBlock), for nc.publish.
  */
 export function recordHeaders(key: string, id: string | undefined): RecordHeaders {
-  const entries: [string, string][] = [];
-  if (CRLF.test(key)) {
-    entries.push([KEY_HEADER, encodeURIComponent(key)], [KEY_ENCODING_HEADER, 'uri']);
-  } else {
-    entries.push([KEY_HEADER, key.trim()]);
-  }
+  return new RecordHeaders(recordHeaderBlock(key, id));
+}
+
+/**
+ * The header block of a record with `key` and, when it has one, capture's `id`:
+ * `Syncline-Key` (URI-encoded, with `Syncline-Key-Encoding: uri`, when it holds CR or LF),
+ * `Syncline-Table` (left out when the table name holds CR or LF) and `Nats-Msg-Id` =
+ * `<id> <key>` (URI-encoded when it holds CR or LF), the server's deduplication key. Written
+ * as one string (no list of entries, the CR/LF test of the key reused for its table and the
+ * id): it is built for every published record.
+ */
+export function recordHeaderBlock(key: string, id: string | undefined): string {
+  const keyHasCrLf = CRLF.test(key);
+  let block = keyHasCrLf ? `NATS/1.0\r\n${KEY_HEADER}: ${encodeURIComponent(key)}\r\n${KEY_ENCODING_HEADER}: uri` : `NATS/1.0\r\n${KEY_HEADER}: ${key.trim()}`;
   const table = tableOfKey(key);
-  if (table !== undefined && !CRLF.test(table)) entries.push([TABLE_HEADER, table.trim()]);
+  // The table is a prefix of the key: free of CR and LF when the key is.
+  if (table !== undefined && !(keyHasCrLf && CRLF.test(table))) block += `\r\n${TABLE_HEADER}: ${table.trim()}`;
   if (id !== undefined) {
     const msgId = `${id} ${key}`;
-    entries.push(['Nats-Msg-Id', CRLF.test(msgId) ? encodeURIComponent(msgId) : msgId.trim()]);
+    block += `\r\nNats-Msg-Id: ${keyHasCrLf || CRLF.test(id) ? encodeURIComponent(msgId) : msgId.trim()}`;
   }
-  return new RecordHeaders(entries);
+  return `${block}\r\n\r\n`;
 }
