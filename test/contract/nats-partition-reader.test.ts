@@ -29,11 +29,15 @@ afterAll(async () => {
   await nc.close();
 });
 
-/** A connection whose first `dropped` pull requests have their deliveries sent where nobody reads them. */
-function droppingPulls(conn: NatsConnection, dropped: number): NatsConnection {
+/**
+ * A connection whose first `dropped` pull requests have their deliveries sent where nobody
+ * reads them, as when the connection drops with them on the wire; `lost()` counts those
+ * drops as the consumer counts disconnects.
+ */
+function droppingPulls(conn: NatsConnection, dropped: number): { nc: NatsConnection; lost: () => number } {
   let left = dropped;
   const publish = conn.publish.bind(conn);
-  return Object.assign(Object.create(conn) as NatsConnection, {
+  const nc = Object.assign(Object.create(conn) as NatsConnection, {
     publish: (subject: string, data?: Uint8Array | string, options?: PublishOptions) => {
       if (subject.startsWith('$JS.API.CONSUMER.MSG.NEXT.') && left > 0) {
         left--;
@@ -42,16 +46,20 @@ function droppingPulls(conn: NatsConnection, dropped: number): NatsConnection {
       return publish(subject, data, options);
     },
   });
+  return { nc, lost: () => dropped - left };
 }
 
-async function readerOf(name: string, explicitStart: boolean, startAt: bigint, conn: NatsConnection, manager?: JetStreamManager) {
+async function readerOf(name: string, explicitStart: boolean, startAt: bigint, conn: { nc: NatsConnection; lost: () => number }, manager?: JetStreamManager) {
   const jsm = manager ?? (await nc.jetstreamManager());
   const buffer = new RecordBuffer();
   let closed = false;
   let failure: Error | undefined;
   const host: ReaderHost = {
     jsm,
-    nc: conn,
+    nc: conn.nc,
+    get disconnects() {
+      return conn.lost();
+    },
     durable: 'g',
     groupId: 'g',
     buffer,
@@ -153,7 +161,7 @@ describe('NATS partition reader: its durable consumer deleted by someone else', 
         return info;
       },
     });
-    const r = await readerOf(name, true, 0n, nc, Object.assign(Object.create(jsm) as JetStreamManager, { consumers }));
+    const r = await readerOf(name, true, 0n, { nc, lost: () => 0 }, Object.assign(Object.create(jsm) as JetStreamManager, { consumers }));
     try {
       // The first creation was positionAt's; deleting the consumer under the running reader
       // makes it reposition, and the second creation is deleted at once.

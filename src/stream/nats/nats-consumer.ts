@@ -14,7 +14,7 @@
  *   `ack_wait` when the server would redeliver them;
  * - a reader that polls without committing must not stall at `max_ack_pending`.
  */
-import type { JetStreamManager, KV, NatsConnection } from 'nats';
+import { Events, type JetStreamManager, type KV, type NatsConnection, type Status } from 'nats';
 import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import type { BrokerClients } from '../common/broker-stream.js';
 import { ConsumerGuard } from '../common/consumer-guard.js';
@@ -47,6 +47,8 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
    * dying in its decoding while they are applied would be blamed on them.
    */
   private handedFirst = false;
+  /** The last poll read ahead and left out a partition's first records, buffered and waiting for a poll that does not. */
+  private leftFirst = false;
   readonly buffer = new RecordBuffer();
   readonly jsm: JetStreamManager;
   readonly nc: NatsConnection;
@@ -64,6 +66,9 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
   private round: Promise<void> = Promise.resolve();
   private options: ConsumerOptions = {};
   private spaceWaiters: (() => void)[] = [];
+  /** Connections lost so far (see ReaderHost.disconnects). */
+  disconnects = 0;
+  private readonly statuses: AsyncIterable<Status> & { stop(): void };
 
   constructor(
     private readonly context: NatsConsumerContext,
@@ -80,6 +85,12 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
     this.readers = Array.from({ length: opts.partitions }, (_, p) => new PartitionReader(this, p, partitionStreamName(opts.topic, p)));
     this.fetchBatch = opts.fetchBatch ?? DEFAULT_FETCH_BATCH;
     this.perPartition = Math.max(this.fetchBatch, Math.ceil((opts.bufferRecords ?? DEFAULT_BUFFER_RECORDS) / opts.partitions));
+    this.statuses = this.nc.status() as AsyncIterable<Status> & { stop(): void };
+    void this.countDisconnects();
+  }
+
+  private async countDisconnects(): Promise<void> {
+    for await (const s of this.statuses) if (s.type === Events.Disconnect) this.disconnects++;
   }
 
   /** Joins the group and starts reading the partitions of this member's share that are free. */
@@ -96,9 +107,12 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
     return this.assigned;
   }
 
-  /** Apply may read ahead unless the last poll handed out a partition's first records after a start. */
+  /**
+   * Apply may read ahead unless the last poll handed out a partition's first records after a
+   * start, or left them out (it read ahead): the poll after the batch is applied takes them.
+   */
   get readAhead(): boolean {
-    return !this.handedFirst;
+    return !this.handedFirst && !this.leftFirst;
   }
 
   poll(maxRecords: number, maxWaitMs: number, options: PollOptions = {}): Promise<StreamRecord[]> {
@@ -154,6 +168,7 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
   async close(): Promise<void> {
     if (!this.guard.close()) return;
     clearInterval(this.membershipTimer);
+    this.statuses.stop();
     for (const r of this.readers) r.halt();
     this.wakeLoops();
     this.buffer.wake();
@@ -309,13 +324,17 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
     const out: StreamRecord[] = [];
     const normal: number[] = [];
     this.handedFirst = false;
+    this.leftFirst = false;
     for (const p of this.assigned) {
       const first = this.deliveries.first(p);
       if (!first) {
         normal.push(p);
         continue;
       }
-      if (ahead) continue;
+      if (ahead) {
+        this.leftFirst ||= this.buffer.count(p) > 0;
+        continue;
+      }
       if (this.buffer.count(p) === 0 || out.length >= maxRecords) continue;
       const records = this.buffer.take([p], Math.min(first.cap, maxRecords - out.length));
       if (first.exhausted && records[0] !== undefined) records[0].deliveries = first.count;

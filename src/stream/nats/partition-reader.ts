@@ -28,6 +28,8 @@ const ACK = Buffer.from('+ACK');
 export interface ReaderHost {
   readonly jsm: JetStreamManager;
   readonly nc: NatsConnection;
+  /** How many times the connection was lost so far: deliveries on the wire then are lost. */
+  readonly disconnects: number;
   /** The durable consumer's name: the group's. */
   readonly durable: string;
   readonly groupId: string;
@@ -274,10 +276,14 @@ export class PartitionReader {
         if (inbox === null) throw new SynclineError('STREAM_NOT_POSITIONED', `${this.stream} has no reader`, { retriable: true });
         this.ack();
         const asked = Math.min(room, host.fetchBatch);
-        const received = await inbox.pull(asked, PULL_EXPIRES_MS);
-        // A short pull may have lost deliveries on a dropped connection (see `next`); at the
-        // stream's tail no later delivery would show the gap, so ask the server.
-        if (received < asked && this.want === null && epoch === this.epoch && !host.isClosed()) await this.checkDelivered(epoch);
+        const disconnects = host.disconnects;
+        const pull = await inbox.pull(asked, PULL_EXPIRES_MS);
+        // Ask the server when a short pull may have lost deliveries (the connection dropped
+        // meanwhile, see `next`: at the stream's tail no later delivery would show the gap), or
+        // got no answer at all (its consumer is gone: the lookup fails and the reader
+        // repositions).
+        const suspect = host.disconnects !== disconnects || (!pull.answered && pull.received === 0);
+        if (pull.received < asked && suspect && this.want === null && epoch === this.epoch && !host.isClosed()) await this.checkDelivered(epoch);
         failures = 0;
       } catch (err) {
         if (host.isClosed()) break;
