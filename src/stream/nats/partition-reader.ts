@@ -191,6 +191,9 @@ export class PartitionReader {
    * pull `offset` is the first record not buffered yet, so the buffer stays valid.
    */
   private async reposition(at: bigint): Promise<void> {
+    // Deliveries accepted but not handed over yet are below `next`, where reading resumes:
+    // they go to the buffer first (a seek has dropped them already).
+    this.handOver(this.epoch);
     this.epoch++;
     this.closeInbox(); // deliveries of the old consumer's pulls are ignored from now on
     this.next = null;
