@@ -260,12 +260,13 @@ export class PartitionReader {
     const host = this.host;
     let failures = 0;
     while (!host.isClosed() && this.active) {
-      let repositioning = false;
+      /** The offset of the reposition under way: `next` is null meanwhile, and `position` may still be the previous one's. */
+      let repositioning: bigint | null = null;
       try {
         if (this.want !== null) {
           const at = this.want;
           this.want = null;
-          repositioning = true;
+          repositioning = at;
           await this.reposition(at);
           continue; // a seek during the reposition wins
         }
@@ -290,15 +291,17 @@ export class PartitionReader {
         failures = 0;
       } catch (err) {
         if (host.isClosed()) break;
-        const e = natsError(err, `${repositioning ? 'positioning' : 'reading'} ${this.stream} as group ${host.groupId}`);
+        const e = natsError(err, `${repositioning !== null ? 'positioning' : 'reading'} ${this.stream} as group ${host.groupId}`);
         // Creating the reader failed for good (the stream is gone, permissions...): give up.
-        if (repositioning && !e.retriable) {
+        if (repositioning !== null && !e.retriable) {
           host.fail(e);
           return;
         }
         // A failed pull (consumer deleted, connection lost...): start over from where this
-        // reader is.
-        this.want ??= this.next ?? this.position;
+        // reader is. A failed reposition: try it again where it was to go (falling back to
+        // `position`, the previous reposition's offset, would hand out again what was read
+        // since, or skip what a seek backwards asked for).
+        this.want ??= repositioning ?? this.next ?? this.position;
         // retry: see core/retry
         await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** failures, 2000)));
         failures++;
