@@ -80,6 +80,11 @@ export class PartitionReader {
   private unackedCount = 0;
   /** The stream's creation time, as of the first reposition: another one means it was created again. */
   private created: string | undefined;
+  /**
+   * The member's count of lost connections as of the reader's last reposition or look at what
+   * the server delivered: a higher count means deliveries may have been lost since.
+   */
+  private checkedDisconnects = 0;
   /** Where the durable consumer's deliveries arrive, as of the last reposition; null while stopped or moving. */
   private inbox: PullInbox | null = null;
   private loop: Promise<void> | null = null;
@@ -195,6 +200,7 @@ export class PartitionReader {
     // they go to the buffer first (a seek has dropped them already).
     this.handOver(this.epoch);
     this.epoch++;
+    const disconnects = this.host.disconnects;
     this.closeInbox(); // deliveries of the old consumer's pulls are ignored from now on
     this.next = null;
     const { jsm, durable } = this.host;
@@ -237,6 +243,9 @@ export class PartitionReader {
       readDone: () => this.handOver(epoch),
     });
     this.next = offset;
+    this.checkedDisconnects = disconnects;
+    // Closed meanwhile (a member closing while it positions its readers): no reader will close it.
+    if (this.host.isClosed()) this.closeInbox();
   }
 
   private recreated(at: bigint, why: string): PrerequisiteError {
@@ -280,13 +289,12 @@ export class PartitionReader {
         if (inbox === null) throw new SynclineError('STREAM_NOT_POSITIONED', `${this.stream} has no reader`, { retriable: true });
         this.ack();
         const asked = Math.min(room, host.fetchBatch);
-        const disconnects = host.disconnects;
         const pull = await inbox.pull(asked, PULL_EXPIRES_MS);
         // Ask the server when a short pull may have lost deliveries (the connection dropped
-        // meanwhile, see `next`: at the stream's tail no later delivery would show the gap), or
-        // got no answer at all (its consumer is gone: the lookup fails and the reader
-        // repositions).
-        const suspect = host.disconnects !== disconnects || (!pull.answered && pull.received === 0);
+        // since the reader last looked, see `next`: at the stream's tail no later delivery
+        // would show the gap), or got no answer at all (its consumer is gone: the lookup fails
+        // and the reader repositions).
+        const suspect = host.disconnects !== this.checkedDisconnects || (!pull.answered && pull.received === 0);
         if (pull.received < asked && suspect && this.want === null && epoch === this.epoch && !host.isClosed()) await this.checkDelivered(epoch);
         failures = 0;
       } catch (err) {
@@ -311,7 +319,9 @@ export class PartitionReader {
 
   /** Repositions at `next` when the durable consumer delivered past it (deliveries lost on the way). */
   private async checkDelivered(epoch: number): Promise<void> {
+    const disconnects = this.host.disconnects;
     const info = await this.host.jsm.consumers.info(this.stream, this.host.durable);
+    if (epoch === this.epoch) this.checkedDisconnects = disconnects;
     const lastDelivered = BigInt(info.delivered.stream_seq) - 1n;
     if (epoch === this.epoch && this.want === null && this.next !== null && lastDelivered >= this.next) this.want = this.next;
   }
