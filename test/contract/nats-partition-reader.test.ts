@@ -7,7 +7,7 @@
  * drops; here the server sends the pull's deliveries to an inbox nobody reads.
  */
 import { randomBytes } from 'node:crypto';
-import { StorageType, connect, createInbox, type JetStreamManager, type NatsConnection, type PublishOptions } from 'nats';
+import { Empty, StorageType, connect, createInbox, headers, type JetStreamManager, type NatsConnection, type PublishOptions } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PartitionReader, type ReaderHost } from '../../src/stream/nats/partition-reader.js';
 import { RecordBuffer } from '../../src/stream/record-buffer.js';
@@ -138,6 +138,42 @@ describe('NATS partition reader: deliveries the client dropped are read again', 
     try {
       const got = await offsetsBuffered(r.buffer, 20);
       expect(got).toEqual(Array.from({ length: 20 }, (_, i) => BigInt(30 + i)));
+      expect(r.failure()).toBeUndefined();
+    } finally {
+      await r.close();
+    }
+  });
+});
+
+describe('NATS partition reader: a request it gave up on, then a lost connection', () => {
+  it('asks the server what it delivered when the next pull comes back empty, and reads what was lost', async () => {
+    const name = await streamWith(20);
+    // Armed, the next pull is ended at once on the reader's side by a 408 that is not the
+    // server's (a late 408 of an earlier request does that), while the server keeps the
+    // request open and sends its deliveries where nobody reads them, as into a connection
+    // that drops (the count goes up while the reader's next pull waits).
+    let armed = false;
+    let lost = 0;
+    const publish = nc.publish.bind(nc);
+    const conn = Object.assign(Object.create(nc) as NatsConnection, {
+      publish: (subject: string, data?: Uint8Array | string, options?: PublishOptions) => {
+        if (!armed || !subject.startsWith('$JS.API.CONSUMER.MSG.NEXT.') || options?.reply === undefined) return publish(subject, data, options);
+        armed = false;
+        publish(subject, data, { ...options, reply: createInbox() });
+        publish(options.reply, Empty, { headers: headers(408, 'Request Timeout') });
+        setTimeout(() => lost++, 200);
+      },
+    });
+    const r = await readerOf(name, true, 0n, { nc: conn, lost: () => lost });
+    try {
+      expect(await offsetsBuffered(r.buffer, 20)).toEqual(Array.from({ length: 20 }, (_, i) => BigInt(i)));
+      armed = true;
+      while (armed) await new Promise((res) => setTimeout(res, 10));
+      const js = nc.jetstream();
+      for (let i = 20; i < 30; i++) await js.publish(`${name}.0`, Buffer.from(`r${i}`));
+      // The 10 records went to the open request's dead inbox; the reader's next pulls come
+      // back empty (408) until it asks the server.
+      expect(await offsetsBuffered(r.buffer, 10)).toEqual(Array.from({ length: 10 }, (_, i) => BigInt(20 + i)));
       expect(r.failure()).toBeUndefined();
     } finally {
       await r.close();
