@@ -89,7 +89,7 @@ monitoring: { enabled: false }
     await waitFor('both changes of row 500 dead-lettered', async () => (await deadLetters()) === 2, 30_000);
     await waitFor('row 501 updated', async () => (await target.query('SELECT v FROM poison WHERE id = 501')).rows[0]?.v === -1, 10_000);
     expect((await target.query('SELECT count(*)::int AS n FROM poison WHERE id = 500')).rows[0]?.n).toBe(0);
-    await waitFor('sync_deadletter_count = 2', async () => (await metrics.registry.getSingleMetric('sync_deadletter_count')?.get())?.values[0]?.value === 2, 10_000);
+    await waitFor('sync_deadletter_count = 2', async () => (await metrics.registry.getSingleMetric('sync_deadletter_count')?.get())?.values[0]?.value === 2, 30_000);
     ctl.abort();
     await running;
 
