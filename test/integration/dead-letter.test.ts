@@ -47,6 +47,7 @@ describe(`poison changes: isolated, dead-lettered in row order, replayed after t
       `source:
   url: ${sourceUrl}
   slots: [{ name: ${slot}, publication: ${prefix}_pub, tables: [poison] }]
+  snapshot: never # the tests count the WAL's changes; a first snapshot running late (busy machine) would dead-letter the poison row again
 stream: ${store === 'topic' ? `{ broker: kafka, brokers: ['127.0.0.1:9092'], topic: ${prefix}_${process.pid}, partitions: 2 }` : `{ path: ${path.join(dir, 'stream')}, partitions: 2 }`}
 consumer: { group_id: ${slot}, retry: { backoff_base_ms: 10, backoff_max_ms: 100 } }
 sink: { url: ${targetUrl} }
