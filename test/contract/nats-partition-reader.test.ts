@@ -9,9 +9,9 @@
 import { randomBytes } from 'node:crypto';
 import { Empty, StorageType, connect, createInbox, headers, type JetStreamManager, type NatsConnection, type PublishOptions } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PartitionReader, type ReaderHost } from '../../src/stream/nats/partition-reader.js';
-import { RecordBuffer } from '../../src/stream/record-buffer.js';
+import type { RecordBuffer } from '../../src/stream/record-buffer.js';
 import { requireListening } from './broker-check.js';
+import { startReader } from './nats-reader-host.js';
 
 const url = 'nats://127.0.0.1:4222';
 let nc: NatsConnection;
@@ -50,39 +50,7 @@ function droppingPulls(conn: NatsConnection, dropped: number): { nc: NatsConnect
 }
 
 async function readerOf(name: string, explicitStart: boolean, startAt: bigint, conn: { nc: NatsConnection; lost: () => number }, manager?: JetStreamManager) {
-  const jsm = manager ?? (await nc.jetstreamManager());
-  const buffer = new RecordBuffer();
-  let closed = false;
-  let failure: Error | undefined;
-  const host: ReaderHost = {
-    jsm,
-    nc: conn.nc,
-    get disconnects() {
-      return conn.lost();
-    },
-    durable: 'g',
-    groupId: 'g',
-    buffer,
-    perPartition: 100_000,
-    fetchBatch: 100,
-    isClosed: () => closed,
-    fail: (e) => {
-      failure = e;
-    },
-    waitForSpace: (ms) => new Promise((r) => setTimeout(r, ms)),
-    wakeLoops: () => undefined,
-  };
-  const reader = new PartitionReader(host, 0, name);
-  await reader.positionAt(startAt, explicitStart);
-  reader.start();
-  return {
-    buffer,
-    failure: () => failure,
-    close: async () => {
-      closed = true;
-      await reader.stop();
-    },
-  };
+  return startReader(name, startAt, explicitStart, { nc: conn.nc, jsm: manager ?? (await nc.jetstreamManager()), disconnects: conn.lost });
 }
 
 async function streamWith(records: number): Promise<string> {

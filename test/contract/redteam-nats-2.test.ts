@@ -12,9 +12,9 @@
 import { randomBytes } from 'node:crypto';
 import { ErrorCode, NatsError, StorageType, connect, type JetStreamManager, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PartitionReader, type ReaderHost } from '../../src/stream/nats/partition-reader.js';
-import { RecordBuffer } from '../../src/stream/record-buffer.js';
+import type { RecordBuffer } from '../../src/stream/record-buffer.js';
 import { requireListening } from './broker-check.js';
+import { startReader } from './nats-reader-host.js';
 
 const url = 'nats://127.0.0.1:4222';
 let nc: NatsConnection;
@@ -56,38 +56,8 @@ function flakyInfo(jsm: JetStreamManager): { jsm: JetStreamManager; arm: (failur
   };
 }
 
-async function readerOf(name: string, startAt: bigint, jsm: JetStreamManager) {
-  const buffer = new RecordBuffer();
-  let closed = false;
-  let failure: Error | undefined;
-  const host: ReaderHost = {
-    jsm,
-    nc,
-    disconnects: 0,
-    durable: 'g',
-    groupId: 'g',
-    buffer,
-    perPartition: 100_000,
-    fetchBatch: 100,
-    isClosed: () => closed,
-    fail: (e) => {
-      failure = e;
-    },
-    waitForSpace: (ms) => new Promise((r) => setTimeout(r, ms)),
-    wakeLoops: () => undefined,
-  };
-  const reader = new PartitionReader(host, 0, name);
-  await reader.positionAt(startAt, true);
-  reader.start();
-  return {
-    reader,
-    buffer,
-    failure: () => failure,
-    close: async () => {
-      closed = true;
-      await reader.stop();
-    },
-  };
+function readerOf(name: string, startAt: bigint, jsm: JetStreamManager) {
+  return startReader(name, startAt, true, { nc, jsm, disconnects: () => 0 });
 }
 
 async function streamWith(records: number): Promise<string> {
