@@ -42,6 +42,7 @@ describe('a table whose target does not fit is held; the others flow; fixed, it 
       `source:
   url: ${pair.sourceUrl}
   slots: [{ name: ${slot}, publication: ${prefix}_pub, tables: [fine, broken] }]
+  snapshot: never # the test counts held changes twice; a first snapshot running late (busy machine) would hold more of them in between
 stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
 consumer: { group_id: held, retry: { backoff_base_ms: 10, backoff_max_ms: 100, held_table_interval_ms: 500 } }
 sink: { url: ${pair.targetUrl} }

@@ -157,6 +157,7 @@ describe('pipeline PostgreSQL 15 → MariaDB', () => {
     configText = `source:
   url: ${sourceUrl}
   slots: [{ name: ${SLOT}, publication: syncline_mysql_it_pub, tables: ['items', 'big_keys'] }]
+  snapshot: never # a first snapshot running late (busy machine) could re-apply row 3 after the test tampered with it at the target
 stream: { broker: embedded, path: ${path.join(dir, 'stream')}, partitions: 4 }
 consumer: { group_id: mysql-it, retry: { backoff_base_ms: 20, backoff_max_ms: 200 } }
 sink: { type: mysql, url: '${sinkUrl.toString()}' }
