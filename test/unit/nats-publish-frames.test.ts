@@ -7,8 +7,9 @@ import type { BrokerClients } from '../../src/stream/common/broker-stream.js';
 import { FrameWriter } from '../../src/stream/nats/frame-writer.js';
 import { natsError } from '../../src/stream/nats/nats-errors.js';
 import { NatsProducer } from '../../src/stream/nats/nats-producer.js';
+import type { PublishPlan } from '../../src/stream/nats/publish-chains.js';
 import { publishFrames } from '../../src/stream/nats/publish-frames.js';
-import { recordHeaders } from '../../src/stream/nats/record-headers.js';
+import { RecordHeaders, natsMsgIdOf, recordHeaderBlock, recordHeaders } from '../../src/stream/nats/record-headers.js';
 import type { OutgoingRecord } from '../../src/stream/stream.js';
 
 // nats.js's own framing (ProtocolHandler.publish into its outbound DataBuffer) is the reference.
@@ -45,10 +46,20 @@ const written = (p: FakeProtocol): Buffer => Buffer.from(p.outbound.drain());
 const REPLY = '_INBOX.FRAMES.7';
 const subjectOf = (key: string): string => `t.${key.length % 3}.s.t`;
 
-/** The bytes nats.js writes for the records, published one by one as the producer did before. */
-function viaNatsJs(records: readonly OutgoingRecord[]): Buffer {
-  const p = fakeProtocol();
-  for (const r of records) p.publish(subjectOf(r.key), r.value, { headers: recordHeaders(r.key, r.id), reply: REPLY });
+/** A plan answering every record on REPLY, or as `replies` and `expected` say (a chain). */
+function planOf(records: readonly OutgoingRecord[], replies?: (string | undefined)[], expected?: (string | undefined)[]): PublishPlan {
+  return {
+    subjects: records.map((r) => subjectOf(r.key)),
+    replies: replies ?? records.map(() => REPLY),
+    msgIds: records.map((r) => natsMsgIdOf(r.key, r.id)),
+    expected: expected ?? records.map(() => undefined),
+    answers: 0,
+  };
+}
+
+/** The bytes nats.js writes for the records of `plan`, published one by one as the producer did before. */
+function viaNatsJs(records: readonly OutgoingRecord[], plan = planOf(records), p = fakeProtocol()): Buffer {
+  records.forEach((r, i) => p.publish(plan.subjects[i] as string, r.value, { headers: new RecordHeaders(recordHeaderBlock(r.key, plan.msgIds[i], plan.expected[i])), reply: plan.replies[i] }));
   return written(p);
 }
 
@@ -70,23 +81,29 @@ describe('NATS publish frames', () => {
   ];
 
   it.each(cases.map((r) => [r.key, r.id ?? null, r] as const))('frames key %j (id %j) byte for byte as nats.js does', (_key, _id, r) => {
-    expect(publishFrames([r], subjectOf, REPLY, 1024 * 1024).bytes.equals(viaNatsJs([r]))).toBe(true);
+    expect(publishFrames([r], planOf([r]), 1024 * 1024).bytes.equals(viaNatsJs([r]))).toBe(true);
   });
 
-  it('frames a whole call in record order as nats.js does, for arbitrary keys, ids and values', () => {
+  it('frames a whole call in record order as nats.js does, for arbitrary keys, ids, values, replies and chains', () => {
     const key = fc.oneof(
       fc.string({ unit: 'grapheme', maxLength: 40 }),
       fc.string({ unit: 'binary', maxLength: 20 }),
       fc.tuple(fc.constantFrom('public.t', ' s.t ', 'we\rird.t', 'a.b'), fc.string({ maxLength: 20 })).map(([t, k]) => `${t}:[${JSON.stringify(k)}]`),
     );
-    const rec = fc.record({ key, id: fc.option(fc.string({ unit: 'grapheme', maxLength: 20 }), { nil: undefined }), value: fc.uint8Array({ maxLength: 64 }) });
+    const rec = fc.record({
+      key,
+      id: fc.option(fc.string({ unit: 'grapheme', maxLength: 20 }), { nil: undefined }),
+      value: fc.uint8Array({ maxLength: 64 }),
+      answered: fc.boolean(),
+      expected: fc.option(fc.string({ maxLength: 30 }).map((x) => x.replace(/[\r\n]/g, '').trim()), { nil: undefined }),
+    });
     fc.assert(
       fc.property(fc.array(rec, { minLength: 1, maxLength: 20 }), (rs) => {
         const records = rs.map(({ key: k, id, value }) => ({ key: k, value: Buffer.from(value), ...(id === undefined ? {} : { id }) }));
-        const frames = publishFrames(records, subjectOf, REPLY, 1024 * 1024);
-        expect(frames.bytes.equals(viaNatsJs(records))).toBe(true);
+        const plan = planOf(records, rs.map((r) => (r.answered ? `${REPLY}.1` : undefined)), rs.map((r) => r.expected));
+        const frames = publishFrames(records, plan, 1024 * 1024);
         const p = fakeProtocol();
-        for (const r of records) p.publish(subjectOf(r.key), r.value, { headers: recordHeaders(r.key, r.id), reply: REPLY });
+        expect(frames.bytes.equals(viaNatsJs(records, plan, p))).toBe(true);
         expect(frames.messageBytes).toBe(p.outBytes);
       }),
     );
@@ -96,12 +113,12 @@ describe('NATS publish frames', () => {
     const small = record('public.t:["1"]', '0/1:1');
     const atLimit = record('public.t:["2"]', '0/1:2', 'x'.repeat(100));
     const limit = recordHeaders(atLimit.key, atLimit.id).encode().length + 100;
-    expect(() => publishFrames([small, atLimit], subjectOf, REPLY, limit)).not.toThrow();
+    expect(() => publishFrames([small, atLimit], planOf([small, atLimit]), limit)).not.toThrow();
     const over = record('public.t:["2"]', '0/1:2', 'x'.repeat(101));
     let ours: unknown;
     let theirs: unknown;
     try {
-      publishFrames([small, over], subjectOf, REPLY, limit);
+      publishFrames([small, over], planOf([small, over]), limit);
     } catch (err) {
       ours = err;
     }
@@ -151,13 +168,15 @@ describe('NatsProducer writing its own frames', () => {
     return { bytes: written(protocol).toString('latin1').replaceAll(inbox(), 'INBOX'), protocol };
   }
 
-  it('writes what nc.publish record by record wrote, one reply token per call', () => {
+  it('writes what nc.publish record by record wrote, one reply token per call (and partition, until answered)', () => {
     const calls = [records, records.slice(1, 3), [records[0] as OutgoingRecord]];
     const ours = wire(true, calls);
     const before = wire(false, calls);
     expect(ours.bytes).toBe(before.bytes);
-    expect(ours.bytes).toContain(' INBOX.0 ');
-    expect(ours.bytes).toContain(' INBOX.2 ');
+    // No answers came: every record is answered on <inbox>.<call>.<partition>, none chained.
+    expect(ours.bytes).toMatch(/ INBOX\.0\.\d /);
+    expect(ours.bytes).toMatch(/ INBOX\.2\.\d /);
+    expect(ours.bytes).not.toContain('Nats-Expected-Last-Msg-Id');
     expect([ours.protocol.outMsgs, ours.protocol.outBytes]).toEqual([before.protocol.outMsgs, before.protocol.outBytes]);
   });
 

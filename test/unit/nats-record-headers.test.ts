@@ -1,10 +1,10 @@
 import { headers, type MsgHdrs } from 'nats';
 import { describe, expect, it } from 'vitest';
 import { KEY_ENCODING_HEADER, KEY_HEADER, TABLE_HEADER, keyOf, tableOfKey } from '../../src/stream/nats/nats-names.js';
-import { recordHeaders } from '../../src/stream/nats/record-headers.js';
+import { RecordHeaders, natsMsgIdOf, recordHeaderBlock, recordHeaders } from '../../src/stream/nats/record-headers.js';
 
 /** The headers as the producer built them with nats.js's own `headers()` before. */
-function viaNatsJs(key: string, id: string | undefined): MsgHdrs {
+function viaNatsJs(key: string, id: string | undefined, expectedLastMsgId?: string): MsgHdrs {
   const h = headers();
   if (/[\r\n]/.test(key)) {
     h.set(KEY_HEADER, encodeURIComponent(key));
@@ -18,6 +18,7 @@ function viaNatsJs(key: string, id: string | undefined): MsgHdrs {
     const msgId = `${id} ${key}`;
     h.set('Nats-Msg-Id', /[\r\n]/.test(msgId) ? encodeURIComponent(msgId) : msgId);
   }
+  if (expectedLastMsgId !== undefined) h.set('Nats-Expected-Last-Msg-Id', expectedLastMsgId);
   return h;
 }
 
@@ -46,5 +47,10 @@ describe('NATS record headers (one-pass encoding)', () => {
       expect(ours.get('Nats-Msg-Id')).toBe(theirs.get('Nats-Msg-Id'));
       expect([...ours]).toEqual([...theirs]);
     }
+  });
+
+  it.each(cases)('encodes %j (id %j) in a chain, after the Msg-Id of the record before it, as nats.js does', (key, id) => {
+    const before = natsMsgIdOf('public.orders:["0"]', '0/16B3740:1') as string;
+    expect(encoded(new RecordHeaders(recordHeaderBlock(key, natsMsgIdOf(key, id), before)))).toBe(encoded(viaNatsJs(key, id, before)));
   });
 });

@@ -5,7 +5,9 @@
  * prefix), and, when the record has an `id`, `Nats-Msg-Id` = id + key, so a republish after
  * a capture restart is dropped by the server's duplicate window instead of stored twice. A
  * publish pipelines all its records on the one connection (written in call order, so stored
- * in call order) and resolves when the server acknowledged all of them.
+ * in call order) and resolves when the server acknowledged all of them: each one, or, in a
+ * chain (publish-chains.ts), the last of each partition's run, stored only when all before it
+ * were.
  */
 import { Events, createInbox, type Msg, type NatsConnection, type NatsError, type Status, type Subscription } from 'nats';
 import { partitionFor } from '../../core/change.js';
@@ -16,8 +18,9 @@ import type { OutgoingRecord, StreamProducer } from '../stream.js';
 import { FrameWriter } from './frame-writer.js';
 import { natsError } from './nats-errors.js';
 import { partitionSubject, tableOfKey, tableSubjectOf } from './nats-names.js';
+import { PublishChains } from './publish-chains.js';
 import { publishFrames } from './publish-frames.js';
-import { recordHeaders } from './record-headers.js';
+import { RecordHeaders, natsMsgIdOf, recordHeaderBlock } from './record-headers.js';
 
 /** One publish() call waiting for its acknowledgements. */
 interface PendingPublish {
@@ -38,6 +41,9 @@ export interface NatsProducerTarget {
 
 const textDecoder = new TextDecoder();
 const ERROR_MEMBER = Buffer.from('"error":');
+const DUPLICATE_MEMBER = Buffer.from('"duplicate"');
+/** JetStream's "wrong last msg ID": a chain broken (publish-chains.ts). */
+const WRONG_LAST_MSG_ID = 10070;
 /** A bound on the subject tail cache, for a stream of ever new table names. */
 const MAX_CACHED_TAILS = 10_000;
 
@@ -60,8 +66,8 @@ export class NatsProducer implements StreamProducer {
   private readonly frames: FrameWriter | undefined;
   /** `<schema>.<table>` subject tails by table (tableSubjectOf: two regex replaces a record). */
   private readonly tails = new Map<string, string>();
-  private readonly subjectOf = (key: string): string => `${this.subjects[partitionFor(key, this.target.partitions)] as string}.${this.tailOf(key)}`;
   private readonly byToken = new Map<string, PendingPublish>();
+  private readonly chains: PublishChains;
   private readonly calls = new Set<PendingPublish>();
   private nextToken = 0;
   /** Set by the first failed publish: later ones are refused so none is stored after it. */
@@ -80,9 +86,10 @@ export class NatsProducer implements StreamProducer {
   ) {
     this.timeout = target.publishTimeoutMs ?? 30_000;
     this.subjects = Array.from({ length: target.partitions }, (_, p) => partitionSubject(target.topic, p));
+    this.chains = new PublishChains(target.partitions);
     this.frames = FrameWriter.of(nc);
     this.inbox = createInbox();
-    this.sub = nc.subscribe(`${this.inbox}.*`, { callback: (err, msg) => this.onAck(err, msg) });
+    this.sub = nc.subscribe(`${this.inbox}.>`, { callback: (err, msg) => this.onAck(err, msg) });
     this.statuses = nc.status() as AsyncIterable<Status> & { stop(): void };
     void this.watchConnection();
   }
@@ -102,6 +109,9 @@ export class NatsProducer implements StreamProducer {
       if (s.type === Events.Reconnect) this.connected = true;
       if (s.type !== Events.Disconnect) continue;
       this.connected = false;
+      // A restarted server may not know the last Msg-Ids (and another connection may have
+      // published meanwhile): answers per record until they are known again.
+      this.chains.forget();
       for (const call of [...this.calls]) this.settle(call, this.disconnected());
     }
   }
@@ -122,7 +132,7 @@ export class NatsProducer implements StreamProducer {
     return new Promise<void>((resolve, reject) => {
       const call: PendingPublish = {
         token: '',
-        remaining: records.length,
+        remaining: 0,
         timer: setTimeout(() => this.settle(call, new SynclineError('NATS_TIMEOUT', `NATS: publishing to ${this.target.topic} got no acknowledgement within ${this.timeout} ms`, { retriable: true })), this.timeout),
         resolve,
         reject,
@@ -131,7 +141,19 @@ export class NatsProducer implements StreamProducer {
       const token = (this.nextToken++).toString(36);
       this.byToken.set(token, call);
       call.token = token;
-      const reply = `${this.inbox}.${token}`;
+      const n = records.length;
+      const partitions = new Array<number>(n);
+      const subjects = new Array<string>(n);
+      const msgIds = new Array<string | undefined>(n);
+      for (let i = 0; i < n; i++) {
+        const r = records[i] as OutgoingRecord;
+        const p = partitionFor(r.key, this.target.partitions);
+        partitions[i] = p;
+        subjects[i] = `${this.subjects[p] as string}.${this.tailOf(r.key)}`;
+        msgIds[i] = natsMsgIdOf(r.key, r.id);
+      }
+      const plan = this.chains.plan(partitions, subjects, msgIds, `${this.inbox}.${token}`);
+      call.remaining = plan.answers;
       try {
         // Written to the socket buffer in call order: stored in call order.
         if (this.frames !== undefined) {
@@ -139,12 +161,13 @@ export class NatsProducer implements StreamProducer {
           // bytes): nats.js queues it as is and hands it to the socket at its next flush
           // (copying it once more only when other bytes are queued before it). A record over
           // max_payload fails the call before a byte of it is written.
-          const frames = publishFrames(records, this.subjectOf, reply, this.frames.maxPayload());
+          const frames = publishFrames(records, plan, this.frames.maxPayload());
           this.frames.write(frames.bytes, records.length, frames.messageBytes);
         } else {
-          for (let i = 0; i < records.length; i++) {
+          for (let i = 0; i < n; i++) {
             const r = records[i] as OutgoingRecord;
-            this.nc.publish(this.subjectOf(r.key), r.value, { headers: recordHeaders(r.key, r.id), reply });
+            const headers = new RecordHeaders(recordHeaderBlock(r.key, msgIds[i], plan.expected[i]));
+            this.nc.publish(subjects[i] as string, r.value, { headers, reply: plan.replies[i] });
           }
         }
       } catch (err) {
@@ -176,25 +199,40 @@ export class NatsProducer implements StreamProducer {
   }
 
   private onAck(err: NatsError | null, msg: Msg): void {
-    const token = msg.subject.slice(this.inbox.length + 1);
-    const call = this.byToken.get(token);
-    if (call === undefined) return; // its call already failed or timed out
+    // `<inbox>.<token>`: the last record of a chain; `<inbox>.<token>.<partition>`: an answered record.
+    const rest = msg.subject.slice(this.inbox.length + 1);
+    const dot = rest.indexOf('.');
+    const token = dot < 0 ? rest : rest.slice(0, dot);
     let failure: SynclineError | null = null;
+    let duplicate = false;
     if (err !== null) failure = natsError(err, 'publishing');
     else if (msg.headers?.hasError) {
       // A status message instead of an acknowledgement: 503 = no stream listens on the subject.
       const code = msg.headers.code;
       failure = new SynclineError(`NATS_${code}`, `NATS: publishing to ${this.target.topic} failed: ${code} ${msg.headers.description}`, { retriable: code === 503 || code === 408 });
     } else {
-      // A PubAck is `{"stream":…,"seq":…}`; only a refusal has an `"error":` member, so
-      // the common case is settled without decoding or parsing the JSON.
+      // A PubAck is `{"stream":…,"seq":…}` (with `"duplicate": true` for a message already
+      // stored); only a refusal has an `"error":` member, so the common case is settled
+      // without decoding or parsing the JSON.
       const data = msg.data;
-      const refused = Buffer.from(data.buffer, data.byteOffset, data.byteLength).includes(ERROR_MEMBER);
+      const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+      const refused = bytes.includes(ERROR_MEMBER);
+      duplicate = !refused && bytes.includes(DUPLICATE_MEMBER);
       const ack = refused ? (JSON.parse(textDecoder.decode(data)) as { error?: { code: number; err_code?: number; description: string } }) : {};
       if (ack.error !== undefined) {
-        failure = new SynclineError(`NATS_JS_${ack.error.err_code ?? ack.error.code}`, `NATS JetStream: publishing to ${this.target.topic} failed: ${ack.error.description}`, { retriable: ack.error.code === 503 });
+        const chainBroken = ack.error.err_code === WRONG_LAST_MSG_ID;
+        failure = chainBroken
+          ? new SynclineError('NATS_CHAIN_BROKEN', `NATS JetStream: ${this.target.topic} refused a record: its last message is not the one published before it (${ack.error.description}): another publisher, or an earlier record the server did not store; publishing again answers every record`, { retriable: true })
+          : new SynclineError(`NATS_JS_${ack.error.err_code ?? ack.error.code}`, `NATS JetStream: publishing to ${this.target.topic} failed: ${ack.error.description}`, { retriable: ack.error.code === 503 });
+      } else if (dot < 0 && duplicate) {
+        // The chain's last record was found already stored: the stream's last message is
+        // not known to be this producer's (see publish-chains.ts).
+        failure = new SynclineError('NATS_CHAIN_BROKEN', `NATS JetStream: ${this.target.topic} already held a record this producer published in a chain: another publisher; publishing again answers every record`, { retriable: true });
       }
     }
+    if (dot >= 0) this.chains.answered(Number(rest.slice(dot + 1)), failure === null && !duplicate);
+    const call = this.byToken.get(token);
+    if (call === undefined) return; // its call already failed or timed out
     if (failure !== null) this.settle(call, failure);
     else if (--call.remaining === 0) this.settle(call, null);
   }

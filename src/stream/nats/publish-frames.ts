@@ -1,7 +1,8 @@
 /**
  * The bytes of one publish() call's records, in one buffer: for each record what nats.js
- * 2.29 writes for `nc.publish(subject, value, { headers: recordHeaders(key, id), reply })`,
- * `HPUB <subject> <reply> <header bytes> <header + payload bytes>\r\n`, the header block,
+ * 2.29 writes for `nc.publish(subject, value, { headers, reply })` with the plan's subject,
+ * reply and headers (publish-chains.ts), `HPUB <subject> [<reply>] <header bytes> <header +
+ * payload bytes>\r\n`, the header block,
  * the payload, `\r\n` (protocol.js publish() and sendCommand()). nats.js builds and encodes
  * a protocol string per message and queues four buffers that its flush copies together
  * again; here the strings are measured first and every frame is written once into a buffer
@@ -9,6 +10,7 @@
  */
 import { ErrorCode, NatsError } from 'nats';
 import type { OutgoingRecord } from '../stream.js';
+import type { PublishPlan } from './publish-chains.js';
 import { recordHeaderBlock } from './record-headers.js';
 
 export interface PublishFrames {
@@ -26,17 +28,18 @@ const LF = 10;
  * block and payload together exceed `maxPayload` (the server's `max_payload`); then nothing
  * of the call is written.
  */
-export function publishFrames(records: readonly OutgoingRecord[], subjectOf: (key: string) => string, reply: string, maxPayload: number): PublishFrames {
+export function publishFrames(records: readonly OutgoingRecord[], plan: PublishPlan, maxPayload: number): PublishFrames {
   const heads = new Array<string>(records.length);
   let total = 0;
   let messageBytes = 0;
   for (let i = 0; i < records.length; i++) {
     const r = records[i] as OutgoingRecord;
-    const block = recordHeaderBlock(r.key, r.id);
+    const block = recordHeaderBlock(r.key, plan.msgIds[i], plan.expected[i]);
     const headerBytes = Buffer.byteLength(block, 'utf8');
     const length = headerBytes + r.value.length;
     if (length > maxPayload) throw NatsError.errorForCode(ErrorCode.MaxPayloadExceeded);
-    const line = `HPUB ${subjectOf(r.key)} ${reply} ${headerBytes} ${length}\r\n`;
+    const reply = plan.replies[i];
+    const line = reply === undefined ? `HPUB ${plan.subjects[i] as string} ${headerBytes} ${length}\r\n` : `HPUB ${plan.subjects[i] as string} ${reply} ${headerBytes} ${length}\r\n`;
     const head = line + block;
     heads[i] = head;
     // Measuring the head flattens it once, for the write below.

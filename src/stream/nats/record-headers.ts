@@ -87,26 +87,35 @@ export class RecordHeaders implements MsgHdrs {
  * recordHeaderBlock), for nc.publish.
  */
 export function recordHeaders(key: string, id: string | undefined): RecordHeaders {
-  return new RecordHeaders(recordHeaderBlock(key, id));
+  return new RecordHeaders(recordHeaderBlock(key, natsMsgIdOf(key, id)));
 }
 
 /**
- * The header block of a record with `key` and, when it has one, capture's `id`:
- * `Syncline-Key` (URI-encoded, with `Syncline-Key-Encoding: uri`, when it holds CR or LF),
- * `Syncline-Table` (left out when the table name holds CR or LF) and `Nats-Msg-Id` =
- * `<id> <key>` (URI-encoded when it holds CR or LF), the server's deduplication key. Written
- * as one string (no list of entries, the CR/LF test of the key reused for its table and the
- * id): it is built for every published record.
+ * The `Nats-Msg-Id` of a record with `key` and capture's `id`: `<id> <key>` (URI-encoded when
+ * it holds CR or LF), the server's deduplication key; undefined without an id.
  */
-export function recordHeaderBlock(key: string, id: string | undefined): string {
+export function natsMsgIdOf(key: string, id: string | undefined): string | undefined {
+  if (id === undefined) return undefined;
+  const msgId = `${id} ${key}`;
+  return CRLF.test(msgId) ? encodeURIComponent(msgId) : msgId.trim();
+}
+
+/**
+ * The header block of a record with `key`: `Syncline-Key` (URI-encoded, with
+ * `Syncline-Key-Encoding: uri`, when it holds CR or LF), `Syncline-Table` (left out when the
+ * table name holds CR or LF), `Nats-Msg-Id` (natsMsgIdOf) when it has one and
+ * `Nats-Expected-Last-Msg-Id` in a chain (publish-chains.ts). Written as one string (no list
+ * of entries, the CR/LF test of the key reused for its table): it is built for every
+ * published record.
+ */
+export function recordHeaderBlock(key: string, msgId: string | undefined, expectedLastMsgId?: string): string {
   const keyHasCrLf = CRLF.test(key);
   let block = keyHasCrLf ? `NATS/1.0\r\n${KEY_HEADER}: ${encodeURIComponent(key)}\r\n${KEY_ENCODING_HEADER}: uri` : `NATS/1.0\r\n${KEY_HEADER}: ${key.trim()}`;
   const table = tableOfKey(key);
   // The table is a prefix of the key: free of CR and LF when the key is.
   if (table !== undefined && !(keyHasCrLf && CRLF.test(table))) block += `\r\n${TABLE_HEADER}: ${table.trim()}`;
-  if (id !== undefined) {
-    const msgId = `${id} ${key}`;
-    block += `\r\nNats-Msg-Id: ${keyHasCrLf || CRLF.test(id) ? encodeURIComponent(msgId) : msgId.trim()}`;
-  }
+  if (msgId !== undefined) block += `\r\nNats-Msg-Id: ${msgId}`;
+  // A Msg-Id as natsMsgIdOf writes it: trimmed, free of CR and LF.
+  if (expectedLastMsgId !== undefined) block += `\r\nNats-Expected-Last-Msg-Id: ${expectedLastMsgId}`;
   return `${block}\r\n\r\n`;
 }
