@@ -95,6 +95,11 @@ describe('NATS producer: chained publishes', () => {
       await again.publish(records('d', 3));
       await again.close();
       expect(await stored(nc, topic, 0)).toEqual([...values(a), ...values(b), 'foreign', ...values(c), 'd0', 'd1', 'd2']);
+      // Another publisher writes this topic: after the break, the stream's producers chain nothing.
+      const jsm = await nc.jetstreamManager();
+      const last = await jsm.streams.getMessage(partitionStreamName(topic, 0), { last_by_subj: `${partitionSubject(topic, 0)}.public.t` });
+      expect(new TextDecoder().decode(last.data)).toBe('d2');
+      expect(last.header?.get('Nats-Expected-Last-Msg-Id') ?? '').toBe('');
       await producer.close().catch(() => undefined);
     } finally {
       await stream.close();
@@ -119,9 +124,9 @@ describe('NATS producer: chained publishes', () => {
       const failure = (await producer.publish(call).then(() => undefined, (err: unknown) => err)) as SynclineError | undefined;
       expect(failure).toMatchObject({ code: 'NATS_CHAIN_BROKEN', retriable: true });
       expect(await stored(nc, topic, 0)).toEqual([...values(a), 's0']);
-      // Published again (answered), the refusal is named and final.
+      // Published again (answered, after the break), the refusal is named and final.
       const again = await stream.producer();
-      const named = (await again.publish(call.slice(1)).then(() => undefined, (err: unknown) => err)) as SynclineError | undefined;
+      const named = (await again.publish(big).then(() => undefined, (err: unknown) => err)) as SynclineError | undefined;
       expect(named?.retriable).toBe(false);
       expect(named?.message).toMatch(/maximum|size/i);
       expect(await stored(nc, topic, 0)).toEqual([...values(a), 's0']);

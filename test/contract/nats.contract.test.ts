@@ -48,8 +48,10 @@ describe('NATS stream: deduplication and headers', () => {
       const producer = await stream.producer();
       const batch = Array.from({ length: 20 }, (_, i) => ({ key: `public.orders:["${i}"]`, value: Buffer.from(`v${i}`), id: `0/1A2B:${i + 1}` }));
       await producer.publish(batch);
-      await producer.publish(batch); // a capture restart resending what the stream already has
-      await producer.publish([{ key: 'public.orders:["0"]', value: Buffer.from('no-id') }, { key: 'public.orders:["0"]', value: Buffer.from('no-id') }]);
+      // A capture restart resending what the stream already has, through its new producer.
+      const again = await stream.producer();
+      await again.publish(batch);
+      await again.publish([{ key: 'public.orders:["0"]', value: Buffer.from('no-id') }, { key: 'public.orders:["0"]', value: Buffer.from('no-id') }]);
       const ends = await stream.endOffsets();
       expect([...ends.values()].reduce((a, b) => a + b, 0n)).toBe(22n);
 

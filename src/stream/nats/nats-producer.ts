@@ -18,7 +18,7 @@ import type { OutgoingRecord, StreamProducer } from '../stream.js';
 import { FrameWriter } from './frame-writer.js';
 import { natsError } from './nats-errors.js';
 import { partitionSubject, tableOfKey, tableSubjectOf } from './nats-names.js';
-import { PublishChains } from './publish-chains.js';
+import { PublishChains, type ChainSwitch } from './publish-chains.js';
 import { publishFrames } from './publish-frames.js';
 import { RecordHeaders, natsMsgIdOf, recordHeaderBlock } from './record-headers.js';
 
@@ -83,10 +83,11 @@ export class NatsProducer implements StreamProducer {
     private readonly nc: NatsConnection,
     private readonly target: NatsProducerTarget,
     private readonly clients: BrokerClients,
+    private readonly chainSwitch: ChainSwitch = { broken: false },
   ) {
     this.timeout = target.publishTimeoutMs ?? 30_000;
     this.subjects = Array.from({ length: target.partitions }, (_, p) => partitionSubject(target.topic, p));
-    this.chains = new PublishChains(target.partitions);
+    this.chains = new PublishChains(target.partitions, chainSwitch);
     this.frames = FrameWriter.of(nc);
     this.inbox = createInbox();
     this.sub = nc.subscribe(`${this.inbox}.>`, { callback: (err, msg) => this.onAck(err, msg) });
@@ -222,12 +223,12 @@ export class NatsProducer implements StreamProducer {
       if (ack.error !== undefined) {
         const chainBroken = ack.error.err_code === WRONG_LAST_MSG_ID;
         failure = chainBroken
-          ? new SynclineError('NATS_CHAIN_BROKEN', `NATS JetStream: ${this.target.topic} refused a record: its last message is not the one published before it (${ack.error.description}): another publisher, or an earlier record the server did not store; publishing again answers every record`, { retriable: true })
+          ? this.chainBroken(`NATS JetStream: ${this.target.topic} refused a record: its last message is not the one published before it (${ack.error.description}): another publisher, or an earlier record the server did not store`)
           : new SynclineError(`NATS_JS_${ack.error.err_code ?? ack.error.code}`, `NATS JetStream: publishing to ${this.target.topic} failed: ${ack.error.description}`, { retriable: ack.error.code === 503 });
       } else if (dot < 0 && duplicate) {
         // The chain's last record was found already stored: the stream's last message is
         // not known to be this producer's (see publish-chains.ts).
-        failure = new SynclineError('NATS_CHAIN_BROKEN', `NATS JetStream: ${this.target.topic} already held a record this producer published in a chain: another publisher; publishing again answers every record`, { retriable: true });
+        failure = this.chainBroken(`NATS JetStream: ${this.target.topic} already held a record this producer published in a chain: another publisher`);
       }
     }
     if (dot >= 0) this.chains.answered(Number(rest.slice(dot + 1)), failure === null && !duplicate);
@@ -235,6 +236,12 @@ export class NatsProducer implements StreamProducer {
     if (call === undefined) return; // its call already failed or timed out
     if (failure !== null) this.settle(call, failure);
     else if (--call.remaining === 0) this.settle(call, null);
+  }
+
+  /** A chain broke (publish-chains.ts): from now on this stream's producers answer every record. */
+  private chainBroken(what: string): SynclineError {
+    this.chainSwitch.broken = true;
+    return new SynclineError('NATS_CHAIN_BROKEN', `${what}; nothing after it was stored, and publishing again (every record answered from now on) stores the rest`, { retriable: true });
   }
 
   private settle(call: PendingPublish, failure: SynclineError | null): void {

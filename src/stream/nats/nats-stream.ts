@@ -17,6 +17,7 @@ import { NatsConsumer } from './nats-consumer.js';
 import { natsError } from './nats-errors.js';
 import { partitionStreamName, positionsBucketName } from './nats-names.js';
 import { NatsProducer } from './nats-producer.js';
+import type { ChainSwitch } from './publish-chains.js';
 import { ensureStreams } from './nats-topology.js';
 
 export interface NatsStreamOptions {
@@ -65,6 +66,8 @@ class NatsStream implements Stream {
   readonly partitions: number;
   private readonly streamNames: readonly string[];
   private readonly clients = new BrokerClients('NATS');
+  /** Shared by this stream's producers: see publish-chains.ts. */
+  private readonly chainSwitch: ChainSwitch = { broken: false };
 
   constructor(
     private readonly nc: NatsConnection,
@@ -78,7 +81,7 @@ class NatsStream implements Stream {
 
   async producer(): Promise<StreamProducer> {
     this.clients.checkOpen();
-    return this.clients.add(new NatsProducer(this.nc, this.opts, this.clients));
+    return this.clients.add(new NatsProducer(this.nc, this.opts, this.clients, this.chainSwitch));
   }
 
   async consumer(groupId: string, options: ConsumerOptions = {}): Promise<StreamConsumer> {

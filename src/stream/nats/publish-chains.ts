@@ -19,11 +19,24 @@
  * (another capture publishing the same changes) breaks the chain as well, and the answered
  * one reports a duplicate: the producer fails the call then too.
  *
- * A partition whose last Msg-Id is not known (the first records after a start or a reconnect,
- * a record without an id) gets an answer per record, as before; its last Msg-Id becomes known
- * when every answered record sent to it was answered and the last answer stored a new message
- * (a duplicate's answer names an older message, not the stream's last).
+ * A partition gets an answer per record, as before, until an answer says that one of its
+ * records was stored as a new message: until then capture may be republishing what the
+ * stream holds (after a restart), and those duplicates would break a chain. From then on what
+ * capture publishes to it is new, so its records are chained from the last one sent to it,
+ * answered or not (calls are pipelined: waiting for every answer first would never chain): if
+ * that one is not stored, its own refusal or the chain's fails the producer. After a
+ * reconnect, or a record without an id (no Msg-Id to expect), the partition starts over with
+ * answers. A topic that another publisher writes to as well (several captures fanning in, a
+ * capture taking over from one still running) would break chains again and again, each break
+ * a capture restart: after the first, the stream's producers answer every record for the
+ * rest of the process (ChainSwitch, shared by the producers of one stream).
  */
+
+/** Shared by the producers of one stream: set when a chain broke. */
+export interface ChainSwitch {
+  broken: boolean;
+}
+
 export interface PublishPlan {
   /** The subject of each record. */
   subjects: string[];
@@ -37,76 +50,68 @@ export interface PublishPlan {
   answers: number;
 }
 
-/** The reply subject of an answered record: `<reply>.<partition>`, see answeredPartition. */
+/** The reply subject of an answered record: `<reply>.<partition>`. */
 export function answeredReply(reply: string, partition: number): string {
   return `${reply}.${partition}`;
 }
 
 export class PublishChains {
-  /** The Msg-Id of each partition stream's last message, when this producer knows it. */
-  private readonly lastId: (string | undefined)[];
-  /** Answered records sent to each partition and not answered yet. */
-  private readonly unanswered: number[];
-  /** The Msg-Id of the last answered record sent to each partition. */
-  private readonly lastAnsweredId: (string | undefined)[];
+  /** The Msg-Id of the last record sent to each partition; undefined after a reconnect or a record without one. */
+  private readonly sentId: (string | undefined)[];
+  /** Whether an answer said a record of the partition was stored as a new message. */
+  private readonly storedNew: boolean[];
 
-  constructor(partitions: number) {
-    this.lastId = new Array<string | undefined>(partitions).fill(undefined);
-    this.unanswered = new Array<number>(partitions).fill(0);
-    this.lastAnsweredId = new Array<string | undefined>(partitions).fill(undefined);
+  constructor(
+    partitions: number,
+    private readonly chainSwitch: ChainSwitch,
+  ) {
+    this.sentId = new Array<string | undefined>(partitions).fill(undefined);
+    this.storedNew = new Array<boolean>(partitions).fill(false);
   }
 
   /**
-   * The plan of one call: `partitions[i]`, `subjects[i]` and `msgIds[i]` are record i's; the
-   * chained records' replies are `reply`, the answered ones' `answeredReply(reply, p)`.
+   * The plan of one call: `partitions[i]`, `subjects[i]` and `msgIds[i]` are record i's; a
+   * chain's last record is answered on `reply`, the others not; a record outside a chain on
+   * `answeredReply(reply, p)`.
    */
   plan(partitions: readonly number[], subjects: string[], msgIds: (string | undefined)[], reply: string): PublishPlan {
     const n = partitions.length;
     const replies = new Array<string | undefined>(n);
     const expected = new Array<string | undefined>(n);
-    // Per partition of the call: the index of its last record, -1 once it cannot be chained.
+    // Per partition of the call: the index of its last record, or -1 when it is not chained.
     const last = new Map<number, number>();
     for (let i = 0; i < n; i++) {
       const p = partitions[i] as number;
-      const chainable = this.lastId[p] !== undefined && msgIds[i] !== undefined && last.get(p) !== -1;
+      const chainable = !this.chainSwitch.broken && this.storedNew[p] === true && this.sentId[p] !== undefined && msgIds[i] !== undefined && last.get(p) !== -1;
       last.set(p, chainable ? i : -1);
     }
-    const previous = new Map<number, string | undefined>();
     let answers = 0;
     for (let i = 0; i < n; i++) {
       const p = partitions[i] as number;
-      if (last.get(p) === -1) {
+      const end = last.get(p) as number;
+      if (end === -1) {
         replies[i] = answeredReply(reply, p);
-        this.unanswered[p] = (this.unanswered[p] as number) + 1;
-        this.lastAnsweredId[p] = msgIds[i];
-        // Unknown from here until its answers are in: a later call answers each record too.
-        this.lastId[p] = undefined;
         answers++;
-        continue;
+      } else {
+        expected[i] = this.sentId[p];
+        if (end === i) {
+          replies[i] = reply;
+          answers++;
+        }
       }
-      expected[i] = previous.has(p) ? previous.get(p) : this.lastId[p];
-      previous.set(p, msgIds[i]);
-      if (last.get(p) === i) {
-        replies[i] = reply;
-        answers++;
-      }
+      this.sentId[p] = msgIds[i];
     }
-    // The chained partitions' last Msg-Id once this call is stored; a refusal fails the
-    // producer, so nothing is planned on a wrong one.
-    for (const [p, id] of previous) this.lastId[p] = id;
     return { subjects, replies, msgIds, expected, answers };
   }
 
-  /** An answered record of partition `p` was answered; `stored`: as a new message, not a duplicate. */
-  answered(p: number, stored: boolean): void {
-    const left = (this.unanswered[p] as number) - 1;
-    this.unanswered[p] = Math.max(0, left);
-    // Answers of one partition come in publish order: this one is its last sent record's.
-    if (left === 0 && stored) this.lastId[p] = this.lastAnsweredId[p];
+  /** An answered record of partition `p` was answered; `storedNew`: stored as a new message (not a duplicate, not refused). */
+  answered(p: number, storedNew: boolean): void {
+    if (storedNew) this.storedNew[p] = true;
   }
 
-  /** After a reconnect: the server may have lost or moved on from what was known. */
+  /** After a reconnect: the server may have lost or moved on from what was sent. */
   forget(): void {
-    this.lastId.fill(undefined);
+    this.sentId.fill(undefined);
+    this.storedNew.fill(false);
   }
 }
