@@ -71,6 +71,7 @@ describe.each(servers)('DDL history on %s: definitions recorded after later DDL'
       `source:
   url: ${pair.sourceUrl}
   slots: [{ name: ${slot}, publication: ${slot}_pub, tables: [t_drop, t_rename] }]
+  snapshot: never # the tables are empty at the first start; a first snapshot still pending at the second would read them after the DDL and bypass the history under test
 stream: { path: ${path.join(dir, slot)}, partitions: 2 }
 consumer: { group_id: ddlh, retry: { backoff_base_ms: 20, backoff_max_ms: 200, held_table_interval_ms: 200 } }
 sink:
