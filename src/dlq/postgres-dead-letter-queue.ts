@@ -5,6 +5,7 @@ import { isRetriablePgError } from '../core/sqlstate.js';
 import { parseTableName, quoteIdent, quoteQualified } from '../core/sql.js';
 import { FOLLOWER_CODES, WAITING_CODES, type DeadLetter, type DeadLetterEntry, type DeadLetterFilter, type DeadLetterQueue } from './dead-letter-queue.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
+import { withStoredKeyOrder } from './stored-key-order.js';
 
 /** keepFirstError (dead-letter-queue.ts) in SQL, for an upsert of an entry into table `t`. */
 const KEEP_FIRST_ERROR = (t: string): string => {
@@ -35,7 +36,8 @@ function entryOf(r: EntryRow): DeadLetterEntry {
     table: r.table_name,
     rowKey: r.row_key,
     commitLsn: r.commit_lsn,
-    change: r.change ?? undefined,
+    // jsonb reorders the key's columns; the row key keeps their order.
+    change: r.change ? withStoredKeyOrder(r.change, r.row_key) : undefined,
     ...(r.raw !== null ? { raw: r.raw } : {}),
     error: r.error,
     errorCode: r.error_code,

@@ -37,8 +37,8 @@ export class SnapshotRequests {
   }
 
   /** The jobs of `ids` that exist. */
-  async jobs(ids: readonly string[]): Promise<SnapshotJob[]> {
-    return (await Promise.all(ids.map((id) => this.store.get(id)))).filter((j): j is SnapshotJob => j !== undefined);
+  jobs(ids: readonly string[]): Promise<SnapshotJob[]> {
+    return this.store.getMany(ids);
   }
 
   /**

@@ -117,8 +117,9 @@ export class PostgresSource {
       requireLogicalReplication(check.walLevel);
       const { serverVersion } = check;
       let publicationTables: readonly TableName[] | undefined = check.publicationTables;
+      let addedToPublication: readonly TableName[] = [];
       if (!check.publicationInPlace) {
-        await ensurePublication(admin, options.publication, options.tables, options.createPublication);
+        addedToPublication = await ensurePublication(admin, options.publication, options.tables, options.createPublication);
         publicationTables = undefined; // it may have been created or altered: read again when needed
       }
       let state = check.state;
@@ -164,6 +165,8 @@ export class PostgresSource {
       const slotBefore = await slotState(admin, slot);
       if (snapshots && options.initialSnapshot && slotBefore === undefined) {
         await requestInitialSnapshot(admin, snapshots, options, await tables());
+      } else if (addedToPublication.length > 0) {
+        await snapshotAddedTables(snapshots, options, addedToPublication);
       }
       const ready = await readySlot(admin, options, signal, slotBefore);
       log.info({ protocolVersion, streaming: protocolVersion >= 2 }, 'pgoutput protocol negotiated');
@@ -339,6 +342,24 @@ async function requestInitialSnapshot(admin: pg.Client, snapshots: SnapshotStore
   const open = new Set((await snapshots.all()).filter((j) => j.status === 'pending' || j.status === 'running').map((j) => `${j.table.schema}.${j.table.table}`));
   for (const t of tables) if (!open.has(`${t.schema}.${t.table}`)) await snapshots.request(t);
   options.log.info({ tables: tables.map((t) => `${t.schema}.${t.table}`) }, 'initial snapshot requested');
+}
+
+/**
+ * Tables added to the publication of an existing slot (listed in `source.slots[].tables`
+ * since the last start): the slot sends their changes from now on only, so their rows from
+ * before are read by a snapshot under `source.snapshot: initial`, or the operator is given
+ * the command. Before, they were added silently and those rows never reached the target.
+ */
+async function snapshotAddedTables(snapshots: SnapshotStore | undefined, options: PostgresSourceOptions, added: readonly TableName[]): Promise<void> {
+  const names = added.map((t) => `${t.schema}.${t.table}`);
+  if (snapshots && options.initialSnapshot) {
+    const jobs: string[] = [];
+    for (const t of added) jobs.push(await snapshots.request(t));
+    options.log.info({ tables: names, snapshots: jobs }, 'tables added to the publication: their existing rows are read by a snapshot');
+    return;
+  }
+  const fix = `syncline snapshot ${added.map((t) => quoteQualified(t.schema, t.table)).join(' ')} -c <config>`;
+  options.log.warn({ tables: names, fix }, 'tables added to the publication: the target gets their changes from now on, their existing rows only by a snapshot');
 }
 
 /** Creates the slot unless it exists, and waits for a previous capture's walsender to let go of it. */

@@ -10,8 +10,10 @@ import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
  * their root (`publish_via_partition_root`, PostgreSQL 13+): their changes carry the table's
  * own name, as its snapshot does, whatever the target makes of partitions (a plain table,
  * another partitioning, MySQL); an existing publication of syncline's is switched to it.
+ * Resolves the tables it added to an existing publication: their rows from before are in no
+ * change the slot will send (the caller has them read by a snapshot).
  */
-export async function ensurePublication(client: pg.Client, name: string, tables: readonly TableName[], create: boolean): Promise<void> {
+export async function ensurePublication(client: pg.Client, name: string, tables: readonly TableName[], create: boolean): Promise<TableName[]> {
   for (const t of tables) {
     const { rows } = await client.query('SELECT to_regclass($1) AS oid', [quoteQualified(t.schema, t.table)]);
     if (!rows[0]?.oid) {
@@ -30,17 +32,17 @@ export async function ensurePublication(client: pg.Client, name: string, tables:
       throw new PrerequisiteError(`publication ${name} does not exist on the source`, `CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ...; or set create_publication: true`);
     }
     await client.query(`CREATE PUBLICATION ${quoteIdent(name)} ${tables.length > 0 ? `FOR TABLE ${tableList}` : 'FOR ALL TABLES'}${viaRoot ? ' WITH (publish_via_partition_root = true)' : ''}`);
-    return;
+    return [];
   }
   if (viaRoot && !pub.pubviaroot && (await publishesPartitions(client, name))) {
     const fix = `ALTER PUBLICATION ${quoteIdent(name)} SET (publish_via_partition_root = true)`;
     if (!create) throw new PrerequisiteError(`publication ${name} publishes partitioned tables by partition: their changes would name each partition, not the table`, fix);
     await client.query(fix);
   }
-  if (pub.puballtables || tables.length === 0) return;
+  if (pub.puballtables || tables.length === 0) return [];
   const missing: TableName[] = [];
   for (const t of tables) if (!(await isPublished(client, name, t))) missing.push(t);
-  if (missing.length === 0) return;
+  if (missing.length === 0) return [];
   if (!create) {
     throw new PrerequisiteError(
       `publication ${name} lacks table(s) ${missing.map((t) => `${t.schema}.${t.table}`).join(', ')}`,
@@ -48,6 +50,7 @@ export async function ensurePublication(client: pg.Client, name: string, tables:
     );
   }
   await client.query(`ALTER PUBLICATION ${quoteIdent(name)} ADD TABLE ${missing.map((t) => quoteQualified(t.schema, t.table)).join(', ')}`);
+  return missing;
 }
 
 /** Adds `table` to the publication unless it publishes it already (or every table); true when it was added. */

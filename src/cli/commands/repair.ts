@@ -88,8 +88,8 @@ export function registerRepair(program: Command): void {
         const deadline = Date.now() + parseDuration(opts.timeout);
         if (jobs.length > 0) say('waiting for the running capture to re-read...');
         for (;;) {
-          const states = await Promise.all(jobs.map((id) => store.get(id)));
-          if (states.every((j) => j?.status === 'done' || j?.status === 'failed')) break;
+          const states = await store.getMany(jobs);
+          if (states.length === new Set(jobs).size && states.every((j) => j.status === 'done' || j.status === 'failed')) break;
           if (Date.now() > deadline) {
             say('timed out waiting for the snapshot(s); they stay queued for the capture');
             break;
