@@ -1,7 +1,7 @@
 import { headers, type MsgHdrs } from 'nats';
 import { describe, expect, it } from 'vitest';
 import { KEY_ENCODING_HEADER, KEY_HEADER, TABLE_HEADER, keyOf, tableOfKey } from '../../src/stream/nats/nats-names.js';
-import { RecordHeaders, natsMsgIdOf, recordHeaderBlock, recordHeaders } from '../../src/stream/nats/record-headers.js';
+import { RecordHeaders, headersAndValueFit, natsMsgIdOf, recordHeaderBlock, recordHeaders } from '../../src/stream/nats/record-headers.js';
 
 /** The headers as the producer built them with nats.js's own `headers()` before. */
 function viaNatsJs(key: string, id: string | undefined, expectedLastMsgId?: string): MsgHdrs {
@@ -66,6 +66,23 @@ describe('NATS record headers (one-pass encoding)', () => {
         const at = block.indexOf(name);
         if (name === 'Nats-Msg-Id' && id === undefined) expect(at === -1 || block.slice(at - 2, at) !== '\r\n').toBe(true);
         else expect(block.slice(at - 2, at)).toBe('\r\n');
+      }
+    }
+  });
+});
+
+describe('headersAndValueFit', () => {
+  it('says what measuring the header block says, at and around the limit', () => {
+    const keys = ['public.t:["1"]', 'ünï.cödé:["€€€"]', 'public.t:["line\nbreak€"]', `public.t:["${'x'.repeat(300)}"]`];
+    for (const key of keys) {
+      for (const exp of [undefined, natsMsgIdOf('public.t:["0"]', '0/1:1'), natsMsgIdOf(key, '0/1:2')]) {
+        const msgId = natsMsgIdOf(key, '0/2:1');
+        const exact = Buffer.byteLength(recordHeaderBlock(key, msgId, exp), 'utf8');
+        for (const value of [0, 10, 5000]) {
+          for (const limit of [exact + value - 1, exact + value, exact + value + 1, 1 << 20]) {
+            expect(headersAndValueFit(key, msgId, exp, value, limit)).toBe(exact + value <= limit);
+          }
+        }
       }
     }
   });

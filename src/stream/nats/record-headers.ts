@@ -130,3 +130,16 @@ export function recordHeaderBlock(key: string, msgId: string | undefined, expect
   if (table !== undefined && !(keyHasCrLf && CRLF.test(table))) block += `\r\n${TABLE_HEADER}: ${table.trim()}`;
   return `${block}\r\n\r\n`;
 }
+
+/**
+ * Whether the header block recordHeaderBlock writes for these and `valueBytes` of payload
+ * come to at most `limit` bytes (the server's max_payload). Checked for every chained record,
+ * so a bound on the block settles it without writing the block, except for a record within
+ * a few times its key's length of the limit: UTF-8 takes at most 3 bytes per UTF-16 unit,
+ * the key is written at most twice (key and table), URI-encoded at most 9 bytes a unit.
+ */
+export function headersAndValueFit(key: string, msgId: string | undefined, expectedLastMsgId: string | undefined, valueBytes: number, limit: number): boolean {
+  const bound = 128 + 12 * key.length + 3 * (msgId?.length ?? 0) + 3 * (expectedLastMsgId?.length ?? 0);
+  if (valueBytes + bound <= limit) return true;
+  return Buffer.byteLength(recordHeaderBlock(key, msgId, expectedLastMsgId), 'utf8') + valueBytes <= limit;
+}
