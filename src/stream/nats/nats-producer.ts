@@ -20,7 +20,7 @@ import { natsError } from './nats-errors.js';
 import { partitionSubject, tableOfKey, tableSubjectOf } from './nats-names.js';
 import { PublishChains, type ChainSwitch } from './publish-chains.js';
 import { publishFrames } from './publish-frames.js';
-import { RecordHeaders, natsMsgIdOf, recordHeaderBlock } from './record-headers.js';
+import { RecordHeaders, headersAndValueFit, natsMsgIdOf, recordHeaderBlock } from './record-headers.js';
 
 /** One publish() call waiting for its acknowledgements. */
 interface PendingPublish {
@@ -153,7 +153,13 @@ export class NatsProducer implements StreamProducer {
         subjects[i] = `${this.subjects[p] as string}.${this.tailOf(r.key)}`;
         msgIds[i] = natsMsgIdOf(r.key, r.id);
       }
-      const plan = this.chains.plan(partitions, subjects, msgIds, `${this.inbox}.${token}`);
+      // A record that fits max_payload only without the chain's header goes unchained: nats.js
+      // refuses one over it (not retriable), where the same record answered would be stored.
+      const maxPayload = this.nc.info?.max_payload ?? Infinity;
+      const plan = this.chains.plan(partitions, subjects, msgIds, `${this.inbox}.${token}`, (i, expected) => {
+        const r = records[i] as OutgoingRecord;
+        return headersAndValueFit(r.key, msgIds[i], expected, r.value.length, maxPayload);
+      });
       call.remaining = plan.answers;
       try {
         // Written to the socket buffer in call order: stored in call order.

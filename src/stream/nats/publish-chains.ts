@@ -72,9 +72,12 @@ export class PublishChains {
   /**
    * The plan of one call: `partitions[i]`, `subjects[i]` and `msgIds[i]` are record i's; a
    * chain's last record is answered on `reply`, the others not; a record outside a chain on
-   * `answeredReply(reply, p)`.
+   * `answeredReply(reply, p)`. `fitsChained(i, expected)`: whether record i is still under
+   * the server's max_payload with `Nats-Expected-Last-Msg-Id: expected`; one that is not
+   * leaves its partition unchained in this call, as a record without an id does (refusing
+   * it would fail a publish that answers per record stores).
    */
-  plan(partitions: readonly number[], subjects: string[], msgIds: (string | undefined)[], reply: string): PublishPlan {
+  plan(partitions: readonly number[], subjects: string[], msgIds: (string | undefined)[], reply: string, fitsChained: (i: number, expected: string) => boolean = () => true): PublishPlan {
     const n = partitions.length;
     const replies = new Array<string | undefined>(n);
     const expected = new Array<string | undefined>(n);
@@ -82,7 +85,11 @@ export class PublishChains {
     const last = new Map<number, number>();
     for (let i = 0; i < n; i++) {
       const p = partitions[i] as number;
-      const chainable = !this.chainSwitch.broken && this.storedNew[p] === true && this.sentId[p] !== undefined && msgIds[i] !== undefined && last.get(p) !== -1;
+      const before = last.get(p);
+      if (before === -1) continue;
+      // The record this one would expect: the partition's previous one in this call, or the last one sent to it.
+      const predecessor = before === undefined ? this.sentId[p] : msgIds[before];
+      const chainable = !this.chainSwitch.broken && this.storedNew[p] === true && predecessor !== undefined && msgIds[i] !== undefined && fitsChained(i, predecessor);
       last.set(p, chainable ? i : -1);
     }
     let answers = 0;

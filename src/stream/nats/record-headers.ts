@@ -12,6 +12,8 @@ import { Match, type MsgHdrs } from 'nats';
 import { KEY_ENCODING_HEADER, KEY_HEADER, TABLE_HEADER, tableOfKey } from './nats-names.js';
 
 const CRLF = /[\r\n]/;
+/** What every JetStream header name starts with (nats-server matches names case-sensitively; this does not). */
+const HEADER_NAME = /nats-/i;
 
 export class RecordHeaders implements MsgHdrs {
   readonly hasError = false;
@@ -92,30 +94,52 @@ export function recordHeaders(key: string, id: string | undefined): RecordHeader
 
 /**
  * The `Nats-Msg-Id` of a record with `key` and capture's `id`: `<id> <key>` (URI-encoded when
- * it holds CR or LF), the server's deduplication key; undefined without an id.
+ * it holds CR or LF), the server's deduplication key; undefined without an id. One holding
+ * `Nats-` (a key naming a JetStream header) has its `-` written `%2D` too: it is the value of
+ * Nats-Msg-Id and of the next record's Nats-Expected-Last-Msg-Id, and nats-server looks a
+ * header up by the first place its name occurs in the whole block (see recordHeaderBlock).
  */
 export function natsMsgIdOf(key: string, id: string | undefined): string | undefined {
   if (id === undefined) return undefined;
-  const msgId = `${id} ${key}`;
-  return CRLF.test(msgId) ? encodeURIComponent(msgId) : msgId.trim();
+  const raw = `${id} ${key}`;
+  const msgId = CRLF.test(raw) ? encodeURIComponent(raw) : raw.trim();
+  return HEADER_NAME.test(msgId) ? msgId.replace(/-/g, '%2D') : msgId;
 }
 
 /**
- * The header block of a record with `key`: `Syncline-Key` (URI-encoded, with
- * `Syncline-Key-Encoding: uri`, when it holds CR or LF), `Syncline-Table` (left out when the
- * table name holds CR or LF), `Nats-Msg-Id` (natsMsgIdOf) when it has one and
- * `Nats-Expected-Last-Msg-Id` in a chain (publish-chains.ts). Written as one string (no list
+ * The header block of a record with `key`: `Nats-Msg-Id` (natsMsgIdOf) when it has one,
+ * `Nats-Expected-Last-Msg-Id` in a chain (publish-chains.ts), `Syncline-Key` (URI-encoded,
+ * with `Syncline-Key-Encoding: uri`, when it holds CR or LF), `Syncline-Table` (left out when
+ * the table name holds CR or LF). Written as one string (no list
  * of entries, the CR/LF test of the key reused for its table): it is built for every
  * published record.
  */
 export function recordHeaderBlock(key: string, msgId: string | undefined, expectedLastMsgId?: string): string {
+  // The server's headers first: nats-server (2.9) takes a header from the first place its
+  // name occurs in the block, and only when that place starts a line, so a key holding
+  // `Nats-Msg-Id` or `Nats-Expected-Last-Msg-Id` in a line before the real one hid it: no
+  // deduplication, or a chained record stored after one that was not. Their values, Msg-Ids
+  // as natsMsgIdOf writes them (trimmed, free of CR, LF and `Nats-`), hold neither name.
+  let block = 'NATS/1.0';
+  if (msgId !== undefined) block += `\r\nNats-Msg-Id: ${msgId}`;
+  if (expectedLastMsgId !== undefined) block += `\r\nNats-Expected-Last-Msg-Id: ${expectedLastMsgId}`;
   const keyHasCrLf = CRLF.test(key);
-  let block = keyHasCrLf ? `NATS/1.0\r\n${KEY_HEADER}: ${encodeURIComponent(key)}\r\n${KEY_ENCODING_HEADER}: uri` : `NATS/1.0\r\n${KEY_HEADER}: ${key.trim()}`;
+  block += keyHasCrLf ? `\r\n${KEY_HEADER}: ${encodeURIComponent(key)}\r\n${KEY_ENCODING_HEADER}: uri` : `\r\n${KEY_HEADER}: ${key.trim()}`;
   const table = tableOfKey(key);
   // The table is a prefix of the key: free of CR and LF when the key is.
   if (table !== undefined && !(keyHasCrLf && CRLF.test(table))) block += `\r\n${TABLE_HEADER}: ${table.trim()}`;
-  if (msgId !== undefined) block += `\r\nNats-Msg-Id: ${msgId}`;
-  // A Msg-Id as natsMsgIdOf writes it: trimmed, free of CR and LF.
-  if (expectedLastMsgId !== undefined) block += `\r\nNats-Expected-Last-Msg-Id: ${expectedLastMsgId}`;
   return `${block}\r\n\r\n`;
+}
+
+/**
+ * Whether the header block recordHeaderBlock writes for these and `valueBytes` of payload
+ * come to at most `limit` bytes (the server's max_payload). Checked for every chained record,
+ * so a bound on the block settles it without writing the block, except for a record within
+ * a few times its key's length of the limit: UTF-8 takes at most 3 bytes per UTF-16 unit,
+ * the key is written at most twice (key and table), URI-encoded at most 9 bytes a unit.
+ */
+export function headersAndValueFit(key: string, msgId: string | undefined, expectedLastMsgId: string | undefined, valueBytes: number, limit: number): boolean {
+  const bound = 128 + 12 * key.length + 3 * (msgId?.length ?? 0) + 3 * (expectedLastMsgId?.length ?? 0);
+  if (valueBytes + bound <= limit) return true;
+  return Buffer.byteLength(recordHeaderBlock(key, msgId, expectedLastMsgId), 'utf8') + valueBytes <= limit;
 }
