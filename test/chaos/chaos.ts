@@ -47,6 +47,7 @@ export interface ChaosOptions {
   keepLogs?: boolean;
   /** Max pause between workload transactions (ms). */
   paceMs?: number;
+  /** How long the target may take to equal the source; default max(240 s, 4 x the workload's run time). */
   convergeTimeoutMs?: number;
   /** Source server (the machine's PostgreSQL 15). */
   sourceAdminUrl?: string;
@@ -434,6 +435,7 @@ monitoring: { port: ${await freePort()} }
     }
     workload = new ChaosWorkload(writerClients, rnd.fork('workload'), opts.features, say);
     workload.start(opts.paceMs ?? 15);
+    const workloadStart = Date.now();
 
     const frnd = rnd.fork('faults');
     const kinds: Partial<Record<FaultKind, number>> = {};
@@ -487,7 +489,10 @@ monitoring: { port: ${await freePort()} }
 
     // Convergence: snapshot jobs finished, then the target equal to the source.
     const convergeStart = Date.now();
-    const timeout = opts.convergeTimeoutMs ?? 240_000;
+    // Several writers on a small machine write faster than apply keeps up (8 writers for 76 s
+    // took 170 s to apply, still moving): the wait grows with what was written.
+    const timeout = opts.convergeTimeoutMs ?? Math.max(240_000, 4 * (convergeStart - workloadStart));
+    say(`waiting up to ${(timeout / 1000).toFixed(0)} s for the target to equal the source`);
     const stallMs = Math.min(60_000, timeout);
     await waitFor('snapshot jobs to finish', async () => {
       const r = await source.query<{ status: string; n: string }>("SELECT status, count(*) AS n FROM syncline.snapshots WHERE status IN ('pending', 'running') GROUP BY status").catch(() => ({ rows: [] }));
@@ -504,7 +509,10 @@ monitoring: { port: ${await freePort()} }
         diffs = [];
         for (const t of tables) diffs.push(await diffTable(source, target, t));
         if (diffs.every(isEqual)) break;
-        if (Date.now() - convergeStart > timeout) break;
+        if (Date.now() - convergeStart > timeout) {
+          say(`timed out after ${(timeout / 1000).toFixed(0)} s with the difference still changing (apply behind, or flapping); --converge-timeout waits longer`);
+          break;
+        }
         // A difference that has not moved for a while will not go away by waiting longer.
         const now = JSON.stringify(diffs);
         if (now !== previous) {

@@ -20,7 +20,7 @@ const USAGE = `npm run chaos -- [options]
   --exclude F,..      leave workload features out: ${FEATURES.join(',')}
   --features F,..     only these features
   --pace MS           max pause between workload transactions (default 15)
-  --converge-timeout D  how long to wait for the target to equal the source (default 240s)
+  --converge-timeout D  how long to wait for the target to equal the source (default 240s or 4x the workload's time)
   --cli PATH          the built CLI to test (default dist/cli/main.js)
   --log-dir DIR       where logs go (default a temp dir; kept on failure)
   --keep-logs         keep logs and databases also when everything passed
@@ -75,9 +75,9 @@ export function parseArgs(argv: string[], root: string): ChaosOptions {
     root,
     keepLogs: flags.has('--keep-logs'),
     paceMs: Number(args.get('--pace') ?? 15),
-    convergeTimeoutMs: duration(args.get('--converge-timeout') ?? '240s'),
     kafkaPort: Number(args.get('--kafka-port') ?? 19092),
   };
+  if (args.has('--converge-timeout')) opts.convergeTimeoutMs = duration(args.get('--converge-timeout') as string);
   if (args.has('--writers')) opts.writers = Number(args.get('--writers'));
   if (args.has('--consistency')) opts.consistency = args.get('--consistency') as ChaosOptions['consistency'];
   if (args.has('--duration')) opts.durationMs = duration(args.get('--duration') as string);
