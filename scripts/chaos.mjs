@@ -1,13 +1,14 @@
 #!/usr/bin/env node
 // `npm run chaos -- [options]`: compiles the chaos harness (test/chaos, TypeScript) with the
-// project's tsc into node_modules/.cache/syncline-chaos and runs it against the built CLI
-// (dist/cli/main.js, built by the npm script first). `--help` lists the options.
+// project's tsc into dist/chaos-harness and runs it against the built CLI (dist/cli/main.js,
+// built by the npm script first). `--help` lists the options. Under dist/, not node_modules:
+// worktrees that share one node_modules (a symlink) would overwrite each other's harness.
 import { execFileSync, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const out = path.join(root, 'node_modules/.cache/syncline-chaos');
+const out = path.join(root, 'dist/chaos-harness');
 try {
   execFileSync(
   process.execPath,

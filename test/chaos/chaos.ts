@@ -10,13 +10,14 @@ import { diffTable, isEqual, mysqlTarget, postgresTarget, sqliteTarget, type Sin
 import { Prng } from './prng.js';
 import { mysqlTargetDdl, postgresTargetDdl, sourceDdl, sqliteTargetDdl, TABLES, type TableSpec } from './schema.js';
 import { dropDatabases, freePort, KafkaBroker, NatsServer, TargetPostgres } from './services.js';
-import { ChaosWorkload, type Feature, type WorkloadStats } from './workload.js';
+import { ChaosWorkload, emptyStats, type Feature, type WorkloadStats } from './workload.js';
 
 const run = promisify(execFile);
 
 export type StreamKind = 'embedded' | 'kafka' | 'nats';
 export type FaultKind = 'kill9' | 'sigterm' | 'broker' | 'target' | 'snapshot';
 export const FAULT_KINDS: FaultKind[] = ['kill9', 'sigterm', 'broker', 'target', 'snapshot'];
+export type Consistency = 'eventual' | 'transactional';
 
 export interface ChaosOptions {
   seed: number;
@@ -30,6 +31,13 @@ export interface ChaosOptions {
   faultKinds: ReadonlySet<FaultKind>;
   /** `run` (one process), `split` (capture + apply processes) or `mixed` (chosen per scenario by the seed). */
   mode: 'run' | 'split' | 'mixed';
+  /** Concurrent writers on the source; undefined: 1-4, chosen per scenario by the seed. */
+  writers?: number;
+  /**
+   * `sink.consistency` of the scenarios (every sink of the harness is a SQL sink, which all
+   * support `transactional`); `mixed` (the default): chosen per scenario by the seed.
+   */
+  consistency?: Consistency | 'mixed';
   /** The built CLI (dist/cli/main.js). */
   cli: string;
   /** Repository root (for scripts/kafka.sh). */
@@ -39,6 +47,7 @@ export interface ChaosOptions {
   keepLogs?: boolean;
   /** Max pause between workload transactions (ms). */
   paceMs?: number;
+  /** How long the target may take to equal the source; default max(240 s, 4 x the workload's run time). */
   convergeTimeoutMs?: number;
   /** Source server (the machine's PostgreSQL 15). */
   sourceAdminUrl?: string;
@@ -61,6 +70,8 @@ export interface ScenarioResult {
   stream: StreamKind;
   sink: SinkType;
   mode: 'run' | 'split';
+  writers: number;
+  consistency: Consistency;
   seed: number;
   ok: boolean;
   failures: string[];
@@ -222,7 +233,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       const rnd = master.fork(`${combo.stream}/${combo.sink}`);
       const result = await runScenario({ ...combo, index: i, faults: share, rnd, opts, services, logDir, say }).catch(
         (err: unknown): ScenarioResult => ({
-          name: `${combo.stream}->${combo.sink}`, stream: combo.stream, sink: combo.sink, mode: 'run', seed: opts.seed, ok: false,
+          name: `${combo.stream}->${combo.sink}`, stream: combo.stream, sink: combo.sink, mode: 'run', writers: 0, consistency: 'eventual', seed: opts.seed, ok: false,
           failures: [`harness error while setting up: ${(err as Error).stack ?? String(err)}`], notes: [], faults: [], rowsCompared: 0, auditRows: 0,
           diffs: [], workload: emptyStats(), durationMs: 0, convergeMs: 0, logDir,
         }),
@@ -249,8 +260,9 @@ export function summary(r: ChaosResult): string[] {
     rows += s.rowsCompared;
     const kinds = s.faults.reduce<Record<string, number>>((m, f) => ((m[f.kind] = (m[f.kind] ?? 0) + 1), m), {});
     out.push(
-      `  ${s.ok ? 'ok  ' : 'FAIL'} ${s.name} (${s.mode}): ${s.faults.length} faults survived ${JSON.stringify(kinds)}, ${s.rowsCompared} rows compared, ${s.auditRows} row versions audited, ` +
-        `${s.workload.committed} txns (${s.workload.largeTransactions} large, ${s.workload.ddl} DDL, ${s.workload.savepointRollbacks} savepoint rollbacks, ${s.workload.truncates} truncates, ${s.workload.keyChanges} key changes), ` +
+      `  ${s.ok ? 'ok  ' : 'FAIL'} ${s.name} (${s.mode}, ${s.consistency}, ${s.writers} writer${s.writers === 1 ? '' : 's'}): ${s.faults.length} faults survived ${JSON.stringify(kinds)}, ${s.rowsCompared} rows compared, ${s.auditRows} row versions audited, ` +
+        `${s.workload.committed} txns (${s.workload.largeTransactions} large, ${s.workload.ddl} DDL, ${s.workload.savepointRollbacks} savepoint rollbacks, ${s.workload.truncates} truncates, ${s.workload.keyChanges} key changes; ` +
+        `rolled back by contention: ${s.workload.deadlocks} deadlocks, ${s.workload.serializationFailures} serialization failures, ${s.workload.uniqueViolations} unique violations), ` +
         `converged ${(s.convergeMs / 1000).toFixed(1)} s after the workload, ${(s.durationMs / 1000).toFixed(0)} s`,
     );
     for (const f of s.failures) out.push(`       ${f.split('\n').join('\n       ')}`);
@@ -279,6 +291,11 @@ async function runScenario(a: ScenarioArgs): Promise<ScenarioResult> {
   const dir = path.join(a.logDir, `${a.index}-${stream}-${sink}`);
   mkdirSync(dir, { recursive: true });
   const mode: 'run' | 'split' = opts.mode === 'mixed' ? (rnd.chance(0.5) ? 'run' : 'split') : opts.mode;
+  // Drawn whatever the options say, so that a seed's fault schedule does not depend on them.
+  const drawnWriters = rnd.int(1, 4);
+  const drawnConsistency: Consistency = rnd.chance(0.5) ? 'eventual' : 'transactional';
+  const writers = opts.writers ?? drawnWriters;
+  const consistency: Consistency = opts.consistency === undefined || opts.consistency === 'mixed' ? drawnConsistency : opts.consistency;
   const label = `${stream}->${sink}`;
   const t0 = Date.now();
   const say = (l: string): void => a.say(`[${new Date().toISOString()} +${((Date.now() - t0) / 1000).toFixed(1)}s ${label}] ${l}`);
@@ -287,7 +304,7 @@ async function runScenario(a: ScenarioArgs): Promise<ScenarioResult> {
   const tables: TableSpec[] = TABLES.filter((t) => t.name === 'items' || opts.features.has(t.name as Feature));
   const sourceAdmin = opts.sourceAdminUrl ?? SOURCE_ADMIN;
   const mysqlAdmin = opts.mysqlAdminUrl ?? MYSQL_ADMIN;
-  say(`scenario ${name}: mode ${mode}, ${a.faults} faults, tables ${tables.map((t) => t.name).join(', ')}, logs ${dir}`);
+  say(`scenario ${name}: mode ${mode}, sink.consistency ${consistency}, ${writers} writer${writers === 1 ? '' : 's'}, ${a.faults} faults, tables ${tables.map((t) => t.name).join(', ')}, logs ${dir}`);
 
   // Source on the machine's PostgreSQL 15.
   await dropDatabases(sourceAdmin, [`${name}_source`]);
@@ -365,7 +382,7 @@ async function runScenario(a: ScenarioArgs): Promise<ScenarioResult> {
   slots: [{ name: ${name}, publication: ${name}_pub, tables: [${tables.map((t) => t.name).join(', ')}] }]
 stream: ${streamYaml}
 consumer: { group_id: chaos-${name}, batch_size: 200, retry: { backoff_base_ms: 50, backoff_max_ms: 1000 } }
-sink: { type: ${sink}, url: '${sinkUrl}' }
+sink: { type: ${sink}, url: '${sinkUrl}', consistency: ${consistency} }
 dead_letter: { ${deadLetterUrl ? `url: '${deadLetterUrl}', ` : ''}topic: ${name.replace(/_/g, '-')}-dlq }
 monitoring: { port: ${await freePort()} }
 `,
@@ -401,7 +418,7 @@ monitoring: { port: ${await freePort()} }
   for (const p of procs) p.start();
 
   let workload: ChaosWorkload | undefined;
-  let writer: pg.Client | undefined;
+  const writerClients: pg.Client[] = [];
   let rowsCompared = 0;
   let auditRows = 0;
   let diffs: TableDiff[] = [];
@@ -409,11 +426,16 @@ monitoring: { port: ${await freePort()} }
   try {
     await waitFor('the slot to stream', async () => (await source.query('SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1', [name])).rowCount === 1, 90_000);
     say('slot is streaming; workload starts');
-    writer = new pg.Client({ connectionString: sourceUrl });
-    await writer.connect();
-    await writer.query("SET TimeZone = 'UTC'");
-    workload = new ChaosWorkload(writer, rnd.fork('workload'), opts.features, say);
+    for (let w = 0; w < writers; w++) {
+      const c = new pg.Client({ connectionString: sourceUrl });
+      writerClients.push(c);
+      await c.connect();
+      // A deadlock is found (and its victim rolled back) after 1 s by default: sooner keeps the writers busy.
+      await c.query("SET TimeZone = 'UTC'; SET deadlock_timeout = '200ms'");
+    }
+    workload = new ChaosWorkload(writerClients, rnd.fork('workload'), opts.features, say);
     workload.start(opts.paceMs ?? 15);
+    const workloadStart = Date.now();
 
     const frnd = rnd.fork('faults');
     const kinds: Partial<Record<FaultKind, number>> = {};
@@ -462,12 +484,15 @@ monitoring: { port: ${await freePort()} }
     }
     await sleep(frnd.int(500, 3000));
     await workload.stop();
-    say(`workload stopped: ${JSON.stringify({ ...workload.stats, errors: workload.stats.errors.length })}`);
+    say(`workload stopped: ${JSON.stringify({ ...workload.stats, errors: workload.stats.errors.length, perWriter: workload.perWriter() })}`);
     for (const e of workload.stats.errors.slice(0, 5)) say(`  workload error (harness, not syncline): ${e}`);
 
     // Convergence: snapshot jobs finished, then the target equal to the source.
     const convergeStart = Date.now();
-    const timeout = opts.convergeTimeoutMs ?? 240_000;
+    // Several writers on a small machine write faster than apply keeps up (8 writers for 76 s
+    // took 170 s to apply, still moving): the wait grows with what was written.
+    const timeout = opts.convergeTimeoutMs ?? Math.max(240_000, 4 * (convergeStart - workloadStart));
+    say(`waiting up to ${(timeout / 1000).toFixed(0)} s for the target to equal the source`);
     const stallMs = Math.min(60_000, timeout);
     await waitFor('snapshot jobs to finish', async () => {
       const r = await source.query<{ status: string; n: string }>("SELECT status, count(*) AS n FROM syncline.snapshots WHERE status IN ('pending', 'running') GROUP BY status").catch(() => ({ rows: [] }));
@@ -484,7 +509,10 @@ monitoring: { port: ${await freePort()} }
         diffs = [];
         for (const t of tables) diffs.push(await diffTable(source, target, t));
         if (diffs.every(isEqual)) break;
-        if (Date.now() - convergeStart > timeout) break;
+        if (Date.now() - convergeStart > timeout) {
+          say(`timed out after ${(timeout / 1000).toFixed(0)} s with the difference still changing (apply behind, or flapping); --converge-timeout waits longer`);
+          break;
+        }
         // A difference that has not moved for a while will not go away by waiting longer.
         const now = JSON.stringify(diffs);
         if (now !== previous) {
@@ -531,7 +559,7 @@ monitoring: { port: ${await freePort()} }
   } finally {
     stopping = true;
     if (workload) await workload.stop().catch(() => undefined);
-    await writer?.end().catch(() => undefined);
+    for (const c of writerClients) await c.end().catch(() => undefined);
     for (const p of procs) {
       judgeTerm(`final SIGTERM of ${p.role}`, await p.term(45_000), p.logFile);
     }
@@ -546,11 +574,7 @@ monitoring: { port: ${await freePort()} }
   }
   const ok = failures.length === 0;
   say(`${ok ? 'PASSED' : 'FAILED'}: ${faults.length} faults; ${ok ? '' : failures.join('\n')}`);
-  return { name: label, stream, sink, mode, seed: opts.seed, ok, failures, notes, faults, rowsCompared, auditRows, diffs, workload: workload?.stats ?? emptyStats(), durationMs: Date.now() - began, convergeMs, logDir: dir };
-}
-
-function emptyStats(): WorkloadStats {
-  return { transactions: 0, committed: 0, rolledBack: 0, savepointRollbacks: 0, largeTransactions: 0, ddl: 0, truncates: 0, keyChanges: 0, deleteReinserts: 0, errors: [] };
+  return { name: label, stream, sink, mode, writers, consistency, seed: opts.seed, ok, failures, notes, faults, rowsCompared, auditRows, diffs, workload: workload?.stats ?? emptyStats(writers), durationMs: Date.now() - began, convergeMs, logDir: dir };
 }
 
 async function createDatabase(adminUrl: string, db: string): Promise<void> {

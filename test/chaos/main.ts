@@ -14,11 +14,13 @@ const USAGE = `npm run chaos -- [options]
   --sink S            postgres | mysql | sqlite | all (default postgres)
   --duration D        spread each scenario's faults over D (e.g. 60s, 5m); default 1.5-5 s apart
   --mode M            run (one process) | split (capture + apply) | mixed (default: by the seed)
+  --writers N         concurrent writers on the source, 1-16 (default: 1-4, by the seed per scenario)
+  --consistency C     sink.consistency: eventual | transactional | mixed (default: by the seed per scenario)
   --faults-only K,..  fault kinds to draw from: ${FAULT_KINDS.join(',')} (default all)
   --exclude F,..      leave workload features out: ${FEATURES.join(',')}
   --features F,..     only these features
   --pace MS           max pause between workload transactions (default 15)
-  --converge-timeout D  how long to wait for the target to equal the source (default 240s)
+  --converge-timeout D  how long to wait for the target to equal the source (default 240s or 4x the workload's time)
   --cli PATH          the built CLI to test (default dist/cli/main.js)
   --log-dir DIR       where logs go (default a temp dir; kept on failure)
   --keep-logs         keep logs and databases also when everything passed
@@ -73,12 +75,16 @@ export function parseArgs(argv: string[], root: string): ChaosOptions {
     root,
     keepLogs: flags.has('--keep-logs'),
     paceMs: Number(args.get('--pace') ?? 15),
-    convergeTimeoutMs: duration(args.get('--converge-timeout') ?? '240s'),
     kafkaPort: Number(args.get('--kafka-port') ?? 19092),
   };
+  if (args.has('--converge-timeout')) opts.convergeTimeoutMs = duration(args.get('--converge-timeout') as string);
+  if (args.has('--writers')) opts.writers = Number(args.get('--writers'));
+  if (args.has('--consistency')) opts.consistency = args.get('--consistency') as ChaosOptions['consistency'];
   if (args.has('--duration')) opts.durationMs = duration(args.get('--duration') as string);
   if (args.has('--log-dir')) opts.logDir = path.resolve(args.get('--log-dir') as string);
   if (!['run', 'split', 'mixed'].includes(opts.mode)) throw new Error(`--mode must be run, split or mixed`);
+  if (opts.writers !== undefined && (!Number.isInteger(opts.writers) || opts.writers < 1 || opts.writers > 16)) throw new Error('--writers must be an integer from 1 to 16');
+  if (opts.consistency !== undefined && !['eventual', 'transactional', 'mixed'].includes(opts.consistency)) throw new Error('--consistency must be eventual, transactional or mixed');
   if (!Number.isInteger(opts.faults) || opts.faults < 1) throw new Error('--faults must be a positive integer');
   return opts;
 }

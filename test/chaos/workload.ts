@@ -11,9 +11,16 @@ export const FEATURES = ['comp', 'keyless', 'toast', 'keychange', 'toastkey', 'd
 export type Feature = (typeof FEATURES)[number];
 
 export interface WorkloadStats {
+  writers: number;
   transactions: number;
   committed: number;
   rolledBack: number;
+  /** Transactions rolled back because PostgreSQL chose them as a deadlock victim (40P01). */
+  deadlocks: number;
+  /** REPEATABLE READ transactions rolled back on a concurrent update (40001). */
+  serializationFailures: number;
+  /** Transactions rolled back because another writer took the key first (23505). */
+  uniqueViolations: number;
   savepointRollbacks: number;
   largeTransactions: number;
   ddl: number;
@@ -23,31 +30,105 @@ export interface WorkloadStats {
   errors: string[];
 }
 
+export function emptyStats(writers = 0): WorkloadStats {
+  return {
+    writers, transactions: 0, committed: 0, rolledBack: 0, deadlocks: 0, serializationFailures: 0, uniqueViolations: 0,
+    savepointRollbacks: 0, largeTransactions: 0, ddl: 0, truncates: 0, keyChanges: 0, deleteReinserts: 0, errors: [],
+  };
+}
+
 const COMP_A = 40;
 const COMP_B = 25;
 const TOAST_IDS = 300;
 const ITEM_IDS = 4000;
 const KEYLESS_G = 50;
+/**
+ * Each key is drawn from a small hot range shared by every writer this often, so that
+ * concurrent writers wait for each other's row locks and, touching two hot keys in opposite
+ * orders, deadlock.
+ */
+const HOT = 0.3;
+const HOT_ITEMS = 24;
+const HOT_COMP_A = 4;
+const HOT_TOAST = 12;
+const HOT_G = 4;
+/** Share of transactions run at REPEATABLE READ (a concurrent update of a row they write fails them with 40001). */
+const REPEATABLE_READ = 0.15;
+
+/** What the writers share: the counters, and how many x columns the DDL writer committed. */
+interface Shared {
+  stats: WorkloadStats;
+  columns: number;
+}
 
 /**
- * The seeded random workload on the source. Every statement tolerates the row it aims at
- * being absent (or present), so the workload never errors whatever the timing; the
+ * The seeded random workload on the source: `writers` connections, each running the same
+ * random transaction mix from its own PRNG (forked from the scenario's by writer number, and
+ * one PRNG per transaction drawn from it, so a transaction's statements are the same for the
+ * same seed whatever happened before it; how the writers interleave is not). Keys are drawn
+ * partly from hot ranges all writers share, so writers wait on each other's locks and
+ * deadlock. A transaction that fails with a deadlock, a serialization failure or a unique
+ * violation (two writers took the same free key) is rolled back and counted: it never
+ * committed, so the target must not show it. Otherwise every statement tolerates the row it
+ * aims at being absent (or present), so the workload never errors whatever the timing; the
  * comparison is against the source itself, not a model of it.
  */
 export class ChaosWorkload {
-  readonly stats: WorkloadStats = { transactions: 0, committed: 0, rolledBack: 0, savepointRollbacks: 0, largeTransactions: 0, ddl: 0, truncates: 0, keyChanges: 0, deleteReinserts: 0, errors: [] };
+  readonly stats: WorkloadStats;
+  private readonly writers: ChaosWriter[];
+
+  constructor(dbs: readonly pg.Client[], rnd: Prng, features: ReadonlySet<Feature>, log: (line: string) => void) {
+    const shared: Shared = { stats: emptyStats(dbs.length), columns: 0 };
+    this.stats = shared.stats;
+    this.writers = dbs.map((db, i) => new ChaosWriter(i, db, rnd.fork(`writer-${i}`), features, shared, log));
+  }
+
+  start(paceMs: number): void {
+    for (const w of this.writers) w.start(paceMs);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.writers.map((w) => w.stop()));
+  }
+
+  /** Committed transactions per writer (to show that they all wrote). */
+  perWriter(): number[] {
+    return this.writers.map((w) => w.committed);
+  }
+}
+
+/** Why a transaction failed, when it is an expected outcome of concurrent writers. */
+function conflictOf(err: unknown): 'deadlocks' | 'serializationFailures' | 'uniqueViolations' | undefined {
+  const code = (err as { code?: string }).code;
+  if (code === '40P01') return 'deadlocks';
+  if (code === '40001') return 'serializationFailures';
+  if (code === '23505') return 'uniqueViolations';
+  return undefined;
+}
+
+/** One connection running random transactions. Writer 0 alone does DDL (one ALTER per column). */
+class ChaosWriter {
+  committed = 0;
   private stopped = false;
   private running: Promise<void> | undefined;
-  private addedColumns = 0;
   private readonly tables: string[];
+  /** The current transaction's PRNG. */
+  private rnd: Prng;
 
   constructor(
+    private readonly n: number,
     private readonly db: pg.Client,
-    private readonly rnd: Prng,
+    private readonly writerRnd: Prng,
     private readonly features: ReadonlySet<Feature>,
+    private readonly shared: Shared,
     private readonly log: (line: string) => void,
   ) {
     this.tables = ['items', ...(['comp', 'keyless', 'toast'] as const).filter((t) => features.has(t))];
+    this.rnd = writerRnd;
+  }
+
+  private get stats(): WorkloadStats {
+    return this.shared.stats;
   }
 
   private has(f: Feature): boolean {
@@ -58,7 +139,7 @@ export class ChaosWorkload {
     this.running = (async () => {
       while (!this.stopped) {
         await this.transaction();
-        if (paceMs > 0) await new Promise((r) => setTimeout(r, this.rnd.int(0, paceMs)));
+        if (paceMs > 0) await new Promise((r) => setTimeout(r, this.writerRnd.int(0, paceMs)));
       }
     })();
   }
@@ -68,18 +149,29 @@ export class ChaosWorkload {
     await this.running;
   }
 
+  /** A key in [1, max], from the shared hot range [1, hot] now and then. */
+  private key(max: number, hot: number): number {
+    return this.rnd.chance(HOT) ? this.rnd.int(1, hot) : this.rnd.int(1, max);
+  }
+
   /** One random transaction. */
   async transaction(): Promise<void> {
     this.stats.transactions++;
+    this.rnd = new Prng(this.writerRnd.int(0, 2 ** 32 - 1));
+    const isolation = this.rnd.chance(REPEATABLE_READ) ? 'BEGIN ISOLATION LEVEL REPEATABLE READ' : 'BEGIN';
     const kind = this.rnd.weighted({
       small: 70,
       savepoint: this.has('savepoint') ? 10 : 0,
       abort: 3,
-      large: this.has('large') ? 2.5 : 0,
-      truncate: this.has('truncate') ? 0.7 : 0,
+      // Thousands of row changes each: N writers run them sqrt(N) times as often in all as one
+      // (so that they overlap), not N times (which swamps a small machine).
+      large: this.has('large') ? 2.5 / Math.sqrt(this.shared.stats.writers) : 0,
+      // As often in all as with one writer: each empties a whole table.
+      truncate: this.has('truncate') ? 0.7 / this.shared.stats.writers : 0,
     });
+    let addsColumn = false;
     try {
-      await this.db.query('BEGIN');
+      await this.db.query(isolation);
       switch (kind) {
         case 'small':
           for (let i = this.rnd.int(1, 8); i > 0; i--) await this.step();
@@ -104,27 +196,34 @@ export class ChaosWorkload {
           this.stats.rolledBack++;
           return;
         case 'large':
-          await this.large();
+          addsColumn = await this.large();
           break;
         case 'truncate': {
           const t = this.rnd.pick(this.tables);
           await this.db.query(`TRUNCATE ${t}`);
           this.stats.truncates++;
-          this.log(`workload: TRUNCATE ${t}`);
+          this.log(`workload: writer ${this.n}: TRUNCATE ${t}`);
           for (let i = this.rnd.int(0, 4); i > 0; i--) await this.step();
           break;
         }
       }
       await this.db.query('COMMIT');
       this.stats.committed++;
+      this.committed++;
+      if (addsColumn) {
+        this.shared.columns++;
+        this.stats.ddl++;
+      }
     } catch (err) {
-      this.stats.errors.push(`${kind}: ${(err as Error).message}`);
+      const conflict = conflictOf(err);
+      if (conflict) this.stats[conflict]++;
+      else this.stats.errors.push(`writer ${this.n} ${kind}: ${(err as Error).message}`);
       await this.db.query('ROLLBACK').catch(() => undefined);
     }
   }
 
   /** A transaction of thousands of changes (streamed before commit at 64 kB), with DDL in the middle. */
-  private async large(): Promise<void> {
+  private async large(): Promise<boolean> {
     this.stats.largeTransactions++;
     const from = this.rnd.int(1, ITEM_IDS - 1500);
     const n = this.rnd.int(500, 1500);
@@ -136,18 +235,20 @@ export class ChaosWorkload {
       ON CONFLICT (id) DO UPDATE SET val = EXCLUDED.val, amount = EXCLUDED.amount, flag = EXCLUDED.flag, ts = EXCLUDED.ts`;
     const mid = from + Math.floor(n / 2);
     await this.db.query(upsert, [from, mid]);
-    if (this.has('ddl') && this.addedColumns < X_COLUMNS.length) {
-      const x = X_COLUMNS[this.addedColumns] as string;
+    // Counted once committed (a deadlock may roll it back; the next large transaction tries again).
+    let addsColumn = false;
+    if (this.has('ddl') && this.n === 0 && this.shared.columns < X_COLUMNS.length) {
+      const x = X_COLUMNS[this.shared.columns] as string;
       await this.db.query(`ALTER TABLE items ADD COLUMN ${x} text`);
-      this.addedColumns++;
-      this.stats.ddl++;
-      this.log(`workload: ALTER TABLE items ADD COLUMN ${x} inside a large transaction`);
+      addsColumn = true;
+      this.log(`workload: writer 0: ALTER TABLE items ADD COLUMN ${x} inside a large transaction`);
       await this.db.query(`UPDATE items SET ${x} = 'x' || id WHERE id BETWEEN $1 AND $2`, [from, from + 200]);
     }
     await this.db.query(upsert, [mid + 1, from + n]);
     if (this.has('toast')) await this.db.query('UPDATE toast SET small = coalesce(small, 0) + 1 WHERE id % 3 = $1', [this.rnd.int(0, 2)]);
     if (this.has('comp')) await this.db.query('UPDATE comp SET v = coalesce(v, 0) + 1 WHERE a % 5 = $1', [this.rnd.int(0, 4)]);
     await this.db.query('DELETE FROM items WHERE id BETWEEN $1 AND $2', [from + n - 50, from + n]);
+    return addsColumn;
   }
 
   private ts(): string {
@@ -166,8 +267,9 @@ export class ChaosWorkload {
     const dr = this.has('delreinsert');
     switch (table) {
       case 'items': {
-        const id = r.int(1, ITEM_IDS);
-        const op = r.weighted({ upsert: 40, update: 30, x: this.addedColumns > 0 ? 5 : 0, key: kc ? 8 : 0, delete: 12, reinsert: dr ? 5 : 0 });
+        const id = this.key(ITEM_IDS, HOT_ITEMS);
+        // The same draws whether or not the DDL writer added a column yet (streams replay).
+        const op = r.weighted({ upsert: 40, update: 30, x: this.has('ddl') && this.has('large') ? 5 : 0, key: kc ? 8 : 0, delete: 12, reinsert: dr ? 5 : 0 });
         const values = [id, r.int(0, 12), r.text(r.int(0, 120)), (r.int(-99999999, 99999999) / 1000).toFixed(3), r.chance(0.5), r.chance(0.1) ? null : this.ts()];
         if (op === 'upsert') {
           await this.db.query(
@@ -178,10 +280,13 @@ export class ChaosWorkload {
         } else if (op === 'update') {
           await this.db.query("UPDATE items SET amount = amount + 1.5, val = left(coalesce(val, '') || '+', 200), flag = NOT flag WHERE id = $1", [id]);
         } else if (op === 'x') {
-          const x = X_COLUMNS[r.int(0, this.addedColumns - 1)] as string;
-          await this.db.query(`UPDATE items SET ${x} = $2 WHERE id = $1`, [id, r.chance(0.2) ? null : r.text(20)]);
+          const i = r.int(0, X_COLUMNS.length - 1);
+          const value = r.chance(0.2) ? null : r.text(20);
+          // Only columns whose ALTER committed (another writer's may still be in progress).
+          const x = X_COLUMNS[Math.min(i, this.shared.columns - 1)];
+          if (x !== undefined) await this.db.query(`UPDATE items SET ${x} = $2 WHERE id = $1`, [id, value]);
         } else if (op === 'key') {
-          await this.keyChange('items', ['id'], [id], r.int(1, ITEM_IDS));
+          await this.keyChange('items', ['id'], [id], this.key(ITEM_IDS, HOT_ITEMS));
         } else if (op === 'delete') {
           await this.db.query('DELETE FROM items WHERE id = $1', [id]);
         } else {
@@ -192,7 +297,7 @@ export class ChaosWorkload {
         return;
       }
       case 'comp': {
-        const a = r.int(1, COMP_A);
+        const a = this.key(COMP_A, HOT_COMP_A);
         const b = `b${String(r.int(0, COMP_B - 1)).padStart(2, '0')}`;
         const op = r.weighted({ upsert: 40, update: 30, key: kc ? 10 : 0, delete: 12, reinsert: dr ? 5 : 0 });
         const row = [a, b, r.int(-1000, 1000), r.chance(0.2) ? null : r.text(r.int(0, 60)), r.chance(0.1) ? null : this.ts(), r.chance(0.1) ? null : r.chance(0.5)];
@@ -218,7 +323,7 @@ export class ChaosWorkload {
         return;
       }
       case 'toast': {
-        const id = r.int(1, TOAST_IDS);
+        const id = this.key(TOAST_IDS, HOT_TOAST);
         const op = r.weighted({ insert: 25, small: 40, big: 8, key: this.has('toastkey') ? 12 : 0, delete: 8, reinsert: dr ? 4 : 0 });
         if (op === 'insert') {
           await this.db.query('INSERT INTO toast (id, small, big) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET small = EXCLUDED.small', [id, r.int(0, 100), this.big()]);
@@ -229,7 +334,7 @@ export class ChaosWorkload {
           await this.db.query('UPDATE toast SET big = $2 WHERE id = $1', [id, this.big()]);
         } else if (op === 'key') {
           // A key change with the TOASTed value unchanged.
-          await this.keyChange('toast', ['id'], [id], r.int(1, TOAST_IDS));
+          await this.keyChange('toast', ['id'], [id], this.key(TOAST_IDS, HOT_TOAST));
         } else if (op === 'delete') {
           await this.db.query('DELETE FROM toast WHERE id = $1', [id]);
         } else {
@@ -240,7 +345,7 @@ export class ChaosWorkload {
         return;
       }
       case 'keyless': {
-        const g = r.int(1, KEYLESS_G);
+        const g = this.key(KEYLESS_G, HOT_G);
         const op = r.weighted({ insert: 40, dup: 10, update1: 20, updateAll: 8, delete1: 15 });
         const row = [g, r.chance(0.1) ? null : `v${r.int(0, 5)}`, r.chance(0.1) ? null : (r.int(0, 9999) / 4).toFixed(3)];
         if (op === 'insert') await this.db.query('INSERT INTO keyless (g, v, n) VALUES ($1, $2, $3)', row);
@@ -253,7 +358,7 @@ export class ChaosWorkload {
     }
   }
 
-  /** UPDATE ... SET <key column> = new, only when the new key is free (so it never fails). */
+  /** UPDATE ... SET <key column> = new, only when the new key is free (so it fails only when another writer takes it at the same time). */
   private async keyChange(table: string, keyCols: string[], key: unknown[], to: unknown, which = 0): Promise<void> {
     const col = keyCols[which] as string;
     const where = keyCols.map((k, i) => `${k} = $${i + 1}`).join(' AND ');
