@@ -14,18 +14,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { partitionStreamName } from '../../src/stream/nats/nats-names.js';
 import { openNatsStream } from '../../src/stream/nats/nats-stream.js';
 import type { OutgoingRecord } from '../../src/stream/stream.js';
+import { storedValues as stored } from './nats-stored.js';
 import { NATS_URL, natsTopicsOfThisFile } from './nats-topics.js';
 
 const created = natsTopicsOfThisFile('The NATS header-names-in-keys test', 1);
 
-async function stored(nc: NatsConnection, topic: string): Promise<string[]> {
-  const jsm = await nc.jetstreamManager();
-  const name = partitionStreamName(topic, 0);
-  const { state } = await jsm.streams.info(name);
-  const out: string[] = [];
-  for (let seq = state.first_seq; seq <= state.last_seq && state.messages > 0; seq++) out.push(new TextDecoder().decode((await jsm.streams.getMessage(name, { seq })).data).replace(/\.+$/, ''));
-  return out;
-}
 
 const record = (key: string, value: string, id: string, bytes = 0): OutgoingRecord => ({ key, value: Buffer.from(value.padEnd(bytes, '.')), id });
 

@@ -13,6 +13,7 @@ import type { SynclineError } from '../../src/core/errors.js';
 import { partitionStreamName, partitionSubject } from '../../src/stream/nats/nats-names.js';
 import { openNatsStream } from '../../src/stream/nats/nats-stream.js';
 import type { OutgoingRecord } from '../../src/stream/stream.js';
+import { storedValues as stored } from './nats-stored.js';
 import { NATS_URL, natsTopicsOfThisFile } from './nats-topics.js';
 
 const created = natsTopicsOfThisFile('The NATS publish chain test', 4);
@@ -20,15 +21,6 @@ const created = natsTopicsOfThisFile('The NATS publish chain test', 4);
 const records = (tag: string, n: number, keys = n, bytes = 0): OutgoingRecord[] =>
   Array.from({ length: n }, (_, i) => ({ key: `public.t:["${i % keys}"]`, value: Buffer.from(`${tag}${i}`.padEnd(bytes, '.')), id: `0/${tag}:${i}` }));
 
-/** The values stored in partition stream `p` of `topic`, in stream order. */
-async function stored(nc: NatsConnection, topic: string, p: number): Promise<string[]> {
-  const jsm = await nc.jetstreamManager();
-  const name = partitionStreamName(topic, p);
-  const { state } = await jsm.streams.info(name);
-  const out: string[] = [];
-  for (let seq = state.first_seq; seq <= state.last_seq && state.messages > 0; seq++) out.push(new TextDecoder().decode((await jsm.streams.getMessage(name, { seq })).data).replace(/\.+$/, ''));
-  return out;
-}
 
 const values = (rs: OutgoingRecord[]): string[] => rs.map((r) => r.value.toString().replace(/\.+$/, ''));
 
