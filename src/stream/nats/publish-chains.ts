@@ -3,9 +3,8 @@
  * published with a reply subject with its own PubAck; making and routing those answers costs
  * nats-server ~2.3–3.3 µs of CPU per record (measured: 8.5 → 5.2–6.25 µs per record stored
  * with Nats-Msg-Id) and the producer the reading of each, while capture on NATS is bound by
- * the CPU of the server and capture together. So once the producer knows the Nats-Msg-Id of
- * a partition stream's last message (it published that message itself and the server
- * answered that it stored it), it chains that partition's records: each carries
+ * the CPU of the server and capture together. So the producer chains a partition's records
+ * (from when, see below): each carries
  * `Nats-Expected-Last-Msg-Id` = the Msg-Id of the record before it, and only the partition's
  * last record of the call has a reply subject. The server stores a record only when the
  * stream's last message is exactly its predecessor, so a record it refuses without an answer
@@ -51,7 +50,7 @@ export interface PublishPlan {
 }
 
 /** The reply subject of an answered record: `<reply>.<partition>`. */
-export function answeredReply(reply: string, partition: number): string {
+function answeredReply(reply: string, partition: number): string {
   return `${reply}.${partition}`;
 }
 
