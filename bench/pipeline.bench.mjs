@@ -9,8 +9,10 @@
 // SYNCLINE_BENCH_BROKER=all runs embedded, kafka and nats back to back (one process each) and
 // prints their lines, then one line comparing the brokers with the embedded stream of the same run.
 // SYNCLINE_BENCH_CONSISTENCY=transactional applies whole source transactions (sink.consistency).
+// SYNCLINE_BENCH_CPU_PROFILE=<dir> writes capture.cpuprofile and apply.cpuprofile there (each stage alone).
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -25,6 +27,7 @@ const ADMIN = process.argv[3] ?? process.env.SYNCLINE_BENCH_PG_URL ?? 'postgres:
 const TXN = 1000;
 const BROKER = process.env.SYNCLINE_BENCH_BROKER ?? 'embedded';
 const CONSISTENCY = process.env.SYNCLINE_BENCH_CONSISTENCY ?? 'eventual';
+const PROFILE_DIR = process.env.SYNCLINE_BENCH_CPU_PROFILE;
 const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 
 if (BROKER === 'all') {
@@ -106,13 +109,29 @@ function streamConfig() {
   }
 }
 
+/** Profiles one stage in-process, so the profile holds that stage alone. */
+async function profiled(name, stage) {
+  if (!PROFILE_DIR) return stage();
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+  try {
+    return await stage();
+  } finally {
+    const { profile } = await session.post('Profiler.stop');
+    writeFileSync(path.join(PROFILE_DIR, `${name}.cpuprofile`), JSON.stringify(profile));
+    session.disconnect();
+  }
+}
+
 // syncline capture alone.
 const capMetrics = new Metrics();
 const capStop = new AbortController();
 t = process.hrtime.bigint();
 const cpu0 = process.cpuUsage();
 const capture = runPipeline(config, 'capture', silentLogger(), capStop.signal, capMetrics);
-await until(async () => (await counter(capMetrics, 'sync_events_published_total')) >= N);
+await profiled('capture', () => until(async () => (await counter(capMetrics, 'sync_events_published_total')) >= N));
 const captureSeconds = Number(process.hrtime.bigint() - t) / 1e9;
 const captureCpu = process.cpuUsage(cpu0);
 capStop.abort();
@@ -124,7 +143,7 @@ const applyStop = new AbortController();
 t = process.hrtime.bigint();
 const applyCpu0 = process.cpuUsage();
 const apply = runPipeline(config, 'apply', silentLogger(), applyStop.signal, applyMetrics);
-await until(async () => (await counter(applyMetrics, 'sync_events_consumed_total')) >= N && (await counter(applyMetrics, 'sync_events_applied_total')) >= N);
+await profiled('apply', () => until(async () => (await counter(applyMetrics, 'sync_events_consumed_total')) >= N && (await counter(applyMetrics, 'sync_events_applied_total')) >= N));
 const applySeconds = Number(process.hrtime.bigint() - t) / 1e9;
 const applyCpu = process.cpuUsage(applyCpu0);
 const applyBatches = ((await applyMetrics.registry.getSingleMetric('sync_apply_batch_duration_seconds')?.get())?.values ?? [])

@@ -12,11 +12,12 @@
  * out just before its next pull request, or once a pull's worth of records waits for one,
  * so that one ack covers many polls.
  */
-import { AckPolicy, DeliverPolicy, nanos, type JetStreamManager, type NatsConnection } from 'nats';
+import { AckPolicy, DeliverPolicy, nanos, type JetStreamManager, type Msg, type NatsConnection } from 'nats';
 import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import type { RecordBuffer } from '../record-buffer.js';
 import { RetentionGapError, type StreamRecord } from '../stream.js';
 import { JS_CONSUMER_NOT_FOUND, apiErrorCode, natsError } from './nats-errors.js';
+import { DeliveredRecord } from './delivered-record.js';
 import { PullInbox, type Delivery } from './pull-inbox.js';
 
 /** Server-side redelivery of unacknowledged messages; a live reader acks on poll, so rarely. */
@@ -71,12 +72,12 @@ export class PartitionReader {
   private want: bigint | null = null;
   /** Accepted deliveries not yet in the buffer (handed over at the end of each socket read). */
   private arrived: StreamRecord[] = [];
-  /** Ack subjects of the buffered records, aligned with the buffer, and their stream sequences. */
-  private acks: string[] = [];
+  /** The messages of the buffered records (their ack subjects), aligned with the buffer, and their stream sequences. */
+  private acks: Msg[] = [];
   private seqs: number[] = [];
   private ackHead = 0;
-  /** The ack subject of the last record handed out and not acknowledged yet, and how many records it covers. */
-  private unacked: string | null = null;
+  /** The message of the last record handed out and not acknowledged yet, and how many records it covers. */
+  private unacked: Msg | null = null;
   private unackedCount = 0;
   /** The stream's creation time, as of the first reposition: another one means it was created again. */
   private created: string | undefined;
@@ -149,7 +150,7 @@ export class PartitionReader {
     const seq = Number(offset) + 1;
     while (this.ackHead < this.acks.length) {
       if ((this.seqs[this.ackHead] as number) > seq) break;
-      this.unacked = this.acks[this.ackHead] as string;
+      this.unacked = this.acks[this.ackHead] as Msg;
       this.unackedCount++;
       this.ackHead++;
     }
@@ -167,10 +168,10 @@ export class PartitionReader {
 
   /** Sends the pending acknowledgement, if any (`+ACK`, what nats.js's `JsMsg.ack()` sends). */
   private ack(): void {
-    const subject = this.unacked;
+    const msg = this.unacked;
     this.unacked = null;
     this.unackedCount = 0;
-    if (subject !== null) this.host.nc.publish(subject, ACK);
+    if (msg?.reply) this.host.nc.publish(msg.reply, ACK);
   }
 
   private dropBuffered(): void {
@@ -341,8 +342,8 @@ export class PartitionReader {
     }
     this.next = offset + 1n;
     this.explicit = true; // from here on the reader has a position of its own
-    this.arrived.push({ partition: this.partition, offset, key: d.key, value: d.value, timestamp: d.timestampMs });
-    this.acks.push(d.ackSubject);
+    this.arrived.push(new DeliveredRecord(this.partition, offset, d.value, d.timestampMs, d.msg));
+    this.acks.push(d.msg);
     this.seqs.push(d.seq);
   }
 

@@ -20,18 +20,20 @@
 import { createInbox, type Msg, type NatsConnection, type NatsError, type Subscription } from 'nats';
 import { SynclineError } from '../../core/errors.js';
 import { deliveryPosition } from './ack-subject.js';
-import { deliveredKey } from './delivered-key.js';
 
-/** One delivered message, as the reader needs it. */
+/**
+ * One delivered message, as the reader needs it. Its key and ack subject are read from the
+ * message only when asked for: apply reads a record's change from its value, and a reader
+ * acknowledges one message per pull.
+ */
 export interface Delivery {
   /** JetStream stream sequence (offset + 1). */
   seq: number;
   /** When the server stored the message, in ms since the epoch. */
   timestampMs: number;
-  key: string;
   value: Buffer;
-  /** Where its acknowledgement goes. */
-  ackSubject: string;
+  /** The message: `deliveredKey(msg)` is its record key, `msg.reply` where its acknowledgement goes. */
+  msg: Msg;
 }
 
 export interface InboxHandler {
@@ -52,7 +54,7 @@ const EXPIRY_GRACE_MS = 50;
 /** The raw bytes of a nats.js 2.x message, not part of its typed API (checked before use). */
 interface RawMsg {
   _rdata?: unknown;
-  _msg?: { hdr?: unknown };
+  _msg?: { hdr?: unknown; reply?: unknown };
 }
 
 /** How a pull ended. */
@@ -136,14 +138,14 @@ export class PullInbox {
       this.waiting?.finish(new SynclineError('NATS_PULL_FAILED', `NATS: reading ${this.stream} failed: ${err.message}`, { retriable: true }), false);
       return;
     }
-    const reply = msg.reply;
-    if (!reply) {
+    const reply = replyOf(msg);
+    if (reply.length === 0) {
       this.onStatus(msg);
       return;
     }
     const at = deliveryPosition(reply);
     if (at === null) return; // not a JetStream delivery: nothing else publishes to this inbox
-    this.handler.delivered({ seq: at.seq, timestampMs: at.timestampMs, key: deliveredKey(msg), value: payloadOf(msg), ackSubject: reply });
+    this.handler.delivered({ seq: at.seq, timestampMs: at.timestampMs, value: payloadOf(msg), msg });
     const waiting = this.waiting;
     if (waiting !== null) {
       waiting.received++;
@@ -172,6 +174,13 @@ export class PullInbox {
     }
     this.waiting?.finish(new SynclineError(`NATS_PULL_${code}`, `NATS: ${this.stream} refused a pull request: ${code} ${msg.headers?.description ?? ''}`.trim(), { retriable: true }), true);
   }
+}
+
+/** The reply subject's bytes as nats.js's parser left them, else encoded from `msg.reply`. */
+function replyOf(msg: Msg): Uint8Array {
+  const reply = (msg as unknown as RawMsg)._msg?.reply;
+  if (reply instanceof Uint8Array) return reply;
+  return Buffer.from(msg.reply ?? '', 'utf8');
 }
 
 /**
