@@ -26,7 +26,7 @@ export interface DeadLetterEntry extends DeadLetter {
 
 export interface DeadLetterFilter {
   ids?: string[];
-  /** `schema.table` or `table` (schema public). */
+  /** A table as the command line takes it: as printed (`schema.table`, `table` for schema public) or as SQL (see parseTableArg). */
   table?: string;
   /** Substring of the error message or code. */
   error?: string;

@@ -2,7 +2,8 @@ import pg from 'pg';
 import { rowKeyOf, tableLabelOf } from '../core/change.js';
 import { errorMessage, SynclineError } from '../core/errors.js';
 import { isRetriablePgError } from '../core/sqlstate.js';
-import { parseTableName, quoteIdent, quoteQualified } from '../core/sql.js';
+import { quoteIdent, quoteQualified } from '../core/sql.js';
+import { tableArgLabels } from '../core/table-arg.js';
 import { FOLLOWER_CODES, WAITING_CODES, type DeadLetter, type DeadLetterEntry, type DeadLetterFilter, type DeadLetterQueue } from './dead-letter-queue.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
 import { withStoredKeyOrder } from './stored-key-order.js';
@@ -152,9 +153,12 @@ export class PostgresDeadLetterQueue implements DeadLetterQueue {
       where.push(`id = ANY($${params.length}::bigint[])`);
     }
     if (filter.table) {
-      const t = parseTableName(filter.table);
-      params.push(tableLabelOf(t));
-      where.push(`table_name = $${params.length}`);
+      // The first reading of the name (as printed, or as SQL: see parseTableArg) the queue has entries of.
+      params.push(tableArgLabels(filter.table));
+      const n = params.length;
+      where.push(
+        `table_name = (SELECT l FROM unnest($${n}::text[]) WITH ORDINALITY AS u(l, i) WHERE EXISTS (SELECT 1 FROM ${this.table} d WHERE d.table_name = u.l AND (d.source = $1 OR d.source = '')) ORDER BY i LIMIT 1)`,
+      );
     }
     if (filter.error) {
       params.push(`%${filter.error.replace(/[\\%_]/g, (m) => `\\${m}`)}%`);

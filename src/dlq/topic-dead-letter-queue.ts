@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { changeIdOf, rowKeyOf, tableLabelOf } from '../core/change.js';
 import { errorMessage, SynclineError } from '../core/errors.js';
 import { parseLsn } from '../core/lsn.js';
-import { parseTableName } from '../core/sql.js';
+import { firstPresent, tableArgLabels } from '../core/table-arg.js';
 import type { Stream, StreamConsumer, StreamProducer } from '../stream/stream.js';
 import { FOLLOWER_CODES, keepFirstError, type DeadLetter, type DeadLetterEntry, type DeadLetterFilter, type DeadLetterQueue } from './dead-letter-queue.js';
 
@@ -127,13 +127,15 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
   async list(filter: DeadLetterFilter): Promise<DeadLetterEntry[]> {
     await this.catchUp();
     const ids = filter.ids && filter.ids.length > 0 ? new Set(filter.ids) : undefined;
-    const table = filter.table ? parseTableName(filter.table) : undefined;
+    const mine = this.mine();
+    // The first reading of the name (as printed, or as SQL: see parseTableArg) the queue has entries of.
+    const table = filter.table ? (firstPresent(tableArgLabels(filter.table), new Set(mine.map((e) => e.table))) ?? null) : undefined;
     const error = filter.error?.toLowerCase();
     const cutoff = filter.olderThanMs === undefined ? undefined : Date.now() - filter.olderThanMs;
-    const out = this.mine().filter(
+    const out = mine.filter(
       (e) =>
         (!ids || ids.has(e.id)) &&
-        (!table || e.table === tableLabelOf(table)) &&
+        (table === undefined || e.table === table) &&
         (!error || e.error.toLowerCase().includes(error) || e.error_code.toLowerCase().includes(error)) &&
         (cutoff === undefined || Date.parse(e.first_failed_at) < cutoff),
     );

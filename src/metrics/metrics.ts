@@ -3,6 +3,7 @@ import { parseLsn } from '../core/lsn.js';
 import { tableLabelOf, type ChangeEvent } from '../core/change.js';
 import type { AppliedCounts, PipelineEvents } from '../core/events.js';
 import { retentionGapCounts } from '../stream/stream.js';
+import { LateGauge } from './late-gauge.js';
 
 /**
  * Every metric syncline exports, in one registry per pipeline (so tests and library users
@@ -60,12 +61,14 @@ export class Metrics {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [this.registry],
   });
-  readonly captureLsn = this.gauge('sync_capture_lsn', 'Slot position confirmed to the source (LSN as a number; exact below 2^53)');
-  readonly applyLsn = this.gauge('sync_apply_lsn', 'Commit LSN of the newest change applied to the sink');
-  readonly slotRetainedWalBytes = this.gauge('sync_slot_retained_wal_bytes', 'WAL bytes the source retains for the slot');
+  // Known to one role only: absent from a process until it knows them (see LateGauge), so a
+  // capture process exports no sync_apply_lsn and an apply process no sync_capture_lsn.
+  readonly captureLsn = new LateGauge(this.registry, 'sync_capture_lsn', 'Slot position confirmed to the source (LSN as a number; exact below 2^53); absent until this process confirmed one (capture)');
+  readonly applyLsn = new LateGauge(this.registry, 'sync_apply_lsn', 'Commit LSN of the newest change applied to the sink; absent until this process applied one (apply)');
+  readonly slotRetainedWalBytes = new LateGauge(this.registry, 'sync_slot_retained_wal_bytes', 'WAL bytes the source retains for the slot; absent until this process read it (capture)');
   readonly driftRows = this.gauge('sync_drift_rows', 'Rows that differed between source and target at the last verify', ['table']);
   readonly verifyLastSuccess = this.gauge('sync_verify_last_success_timestamp', 'Unix time (s) the last verification of every table finished (drift or not); 0 before the first');
-  readonly consumerLag = this.gauge('sync_stream_consumer_lag', 'Records in the stream not yet consumed by this group');
+  readonly consumerLag = new LateGauge(this.registry, 'sync_stream_consumer_lag', 'Records in the stream not yet consumed by this group; absent until this process measured it (apply)');
   readonly retentionGaps = new client.Counter({
     name: 'sync_stream_retention_gap_total',
     help: 'Times a consumer was refused because retention had deleted records it had not consumed yet (apply stops: the target misses changes)',

@@ -2,7 +2,8 @@ import type pg from 'pg';
 import type { SynclineConfig } from '../config/schema.js';
 import { slotOf } from '../config/slot.js';
 import type { RecordedColumn } from '../core/schema-evolution.js';
-import { parseTableName, quoteQualified } from '../core/sql.js';
+import { quoteQualified } from '../core/sql.js';
+import { resolveTableArg } from '../core/table-arg.js';
 import { sourceConnection } from '../compose/source-connection.js';
 import { connectPostgres } from './connect.js';
 import { diffColumns, type ColumnDiff } from './column-diff.js';
@@ -27,7 +28,12 @@ export interface SchemaVersionReport {
 export async function collectSchemaVersions(config: SynclineConfig, table?: string): Promise<SchemaVersionReport[]> {
   const client = await connectPostgres(sourceConnection(config));
   try {
-    return await readSchemaVersions(client, config.source.state_schema, slotOf(config).name, table === undefined ? undefined : parseTableName(table));
+    const versions = await readSchemaVersions(client, config.source.state_schema, slotOf(config).name);
+    if (table === undefined) return versions;
+    // As printed or as SQL: the reading with recorded definitions (see parseTableArg).
+    const recorded = new Set(versions.map((v) => v.table));
+    const t = resolveTableArg(table, (n) => recorded.has(`${n.schema}.${n.table}`));
+    return versions.filter((v) => v.table === `${t.schema}.${t.table}`);
   } finally {
     await client.end().catch(() => undefined);
   }

@@ -1,7 +1,8 @@
 import pg from 'pg';
 import type { SynclineConfig } from '../config/schema.js';
 import { slotOf, type SlotConfig } from '../config/slot.js';
-import { parseTableName } from '../core/sql.js';
+import { quoteQualified } from '../core/sql.js';
+import { resolveTableArgAsync } from '../core/table-arg.js';
 import { sourceConnection } from '../compose/source-connection.js';
 import { addPublicationTable } from '../source/publication.js';
 import { SnapshotStore, type SnapshotJob } from '../source/snapshot-store.js';
@@ -47,7 +48,8 @@ export class SnapshotRequests {
    * existing rows.
    */
   async request(table: string, from: string | null, to: string | null): Promise<{ id: string; table: string; addedToPublication: string | undefined }> {
-    const t = parseTableName(table);
+    // As printed or as SQL: the reading that names a table of the source (see parseTableArg).
+    const t = await resolveTableArgAsync(table, async (n) => (await this.client.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [quoteQualified(n.schema, n.table)])).rows[0]?.t != null);
     const added = await addPublicationTable(this.client, this.slot.publication, t);
     return { id: await this.store.request(t, from, to), table: `${t.schema}.${t.table}`, addedToPublication: added ? this.slot.publication : undefined };
   }

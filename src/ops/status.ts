@@ -13,7 +13,8 @@ import { currentWalLsn, slotState } from '../source/slot.js';
 import type { Stream } from '../stream/stream.js';
 import { connectPostgres, describeClient } from './connect.js';
 import { latestVersions, readSchemaVersions } from './schemas.js';
-import { peekDeadLetterTable, peekSinkPositions, type BlockedTable } from './postgres-bookkeeping.js';
+import { peekDeadLetterTable, type BlockedTable } from './postgres-bookkeeping.js';
+import { peekStoredPositions } from './sink-positions.js';
 
 /** Where a pipeline stands, read from the source, the stream and the sink. Read-only. */
 export interface StatusReport {
@@ -42,7 +43,12 @@ export interface StatusReport {
     /** Inconsistencies an operator must look at (a position past the end of the stream). */
     warnings: string[];
   };
-  consumer: { group: string; sinkPositions: 'read' | 'none' | 'not a postgres sink' | 'error'; error?: string };
+  /**
+   * sinkPositions: `read` (the sink's stored positions are in the partitions), `none` (none
+   * stored yet), `not stored by this sink` (a webhook keeps none: apply resumes from the
+   * group's committed offsets), or `error` (see error).
+   */
+  consumer: { group: string; sinkPositions: SinkPositionsState; error?: string };
   dlq: {
     exists: boolean;
     count: number;
@@ -52,11 +58,13 @@ export interface StatusReport {
   };
 }
 
+export type SinkPositionsState = 'read' | 'none' | 'not stored by this sink' | 'error';
+
 export interface PartitionStatus {
   partition: number;
   /** Offset the next appended record gets. */
   end: number;
-  /** Next offset to apply as stored by the sink with its rows (postgres sinks). */
+  /** Next offset to apply as stored by the sink with its rows; null when it stored none (or keeps none: webhook). */
   sinkPosition: number | null;
   /** The group's committed offset in the stream. */
   committed: number | null;
@@ -163,15 +171,14 @@ async function streamStatus(config: SynclineConfig, baseDir: string, report: Sta
   }
 }
 
-/** The positions a postgres sink stored with its rows. */
+/** The positions the sink stored with its rows (postgres, mysql, sqlite, redis). */
 async function sinkStatus(config: SynclineConfig, report: StatusReport): Promise<Map<number, bigint>> {
-  if (config.sink.type !== 'postgres') {
-    report.consumer.sinkPositions = 'not a postgres sink';
-    return new Map();
-  }
-  if (!config.sink.url) return new Map();
   try {
-    const positions = await peekSinkPositions(config.sink.url, config.sink.state_schema, config.consumer.group_id);
+    const positions = await peekStoredPositions(config);
+    if (positions === 'not stored') {
+      report.consumer.sinkPositions = 'not stored by this sink';
+      return new Map();
+    }
     if (positions) report.consumer.sinkPositions = 'read';
     return positions ?? new Map();
   } catch (err) {

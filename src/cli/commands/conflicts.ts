@@ -2,11 +2,11 @@ import type { Command } from 'commander';
 import type pg from 'pg';
 import type { SynclineConfig } from '../../config/schema.js';
 import { PrerequisiteError } from '../../core/errors.js';
-import { parseTableName, quoteQualified } from '../../core/sql.js';
-import { tableLabel } from '../../core/table-mapping.js';
+import { quoteQualified } from '../../core/sql.js';
+import { tableArgLabels } from '../../core/table-arg.js';
 import type { RecordedConflictRow } from '../../sink/conflicts/recorded-conflict.js';
 import { EXIT } from '../exit-codes.js';
-import { configOption, positiveIntegerArg } from './options.js';
+import { configOption, positiveIntegerArg, TABLE_ARG_HELP } from './options.js';
 
 /** One recorded conflict between writers (`<sink.state_schema>.conflicts`). */
 export interface ConflictEntry {
@@ -30,15 +30,16 @@ export interface ConflictEntry {
 
 /** The newest `limit` conflicts recorded at a postgres, mysql or sqlite sink, newest first; empty when none was ever recorded. */
 export async function listConflicts(config: SynclineConfig, filter: { table?: string; limit: number }): Promise<ConflictEntry[]> {
+  // The table as printed or as SQL: the first reading with recorded conflicts (see parseTableArg).
+  const tables = filter.table === undefined ? {} : { tables: tableArgLabels(filter.table) };
   // Each sink's client library is loaded only for that sink (see cli/main.ts).
   if (config.sink.type === 'mysql' && config.sink.url) {
     const { readMysqlConflicts } = await import('../../sink/mysql/mysql-conflicts.js');
-    const table = filter.table === undefined ? {} : { table: tableLabel(parseTableName(filter.table)) };
-    return (await readMysqlConflicts(config.sink.url, config.sink.state_schema, { limit: filter.limit, ...table })).map(entryOf);
+    return (await readMysqlConflicts(config.sink.url, config.sink.state_schema, { limit: filter.limit, ...tables })).map(entryOf);
   }
   if (config.sink.type === 'sqlite' && config.sink.url) {
     const { listSqliteConflicts } = await import('../../sink/sqlite/sqlite-conflicts.js');
-    return listSqliteConflicts(config.sink.url, config.sink.state_schema, { limit: filter.limit, ...(filter.table !== undefined ? { label: tableLabel(parseTableName(filter.table)) } : {}) }).map(entryOf);
+    return listSqliteConflicts(config.sink.url, config.sink.state_schema, { limit: filter.limit, ...tables }).map(entryOf);
   }
   if (config.sink.type !== 'postgres' || !config.sink.url) {
     throw new PrerequisiteError(`conflicts are recorded by the SQL sinks only: postgres, mysql, sqlite (this config uses sink.type: ${config.sink.type})`, 'point -c at the config of a postgres, mysql or sqlite sink with sink.url');
@@ -52,8 +53,9 @@ export async function listConflicts(config: SynclineConfig, filter: { table?: st
     const { rows } = await client.query<RecordedConflictRow>(
       `SELECT id::text, detected_at::text, table_name, row_key, strategy, winner, incoming_source, stored_source, incoming_lsn::text,
               incoming_clock, stored_clock, incoming_version, stored_version, written
-         FROM ${table} WHERE ($1::text IS NULL OR table_name = $1) ORDER BY id DESC LIMIT $2`,
-      [filter.table === undefined ? null : tableLabel(parseTableName(filter.table)), filter.limit],
+         FROM ${table} WHERE ($1::text[] IS NULL OR table_name = (SELECT l FROM unnest($1::text[]) WITH ORDINALITY AS u(l, i) WHERE EXISTS (SELECT 1 FROM ${table} c WHERE c.table_name = u.l) ORDER BY i LIMIT 1))
+        ORDER BY id DESC LIMIT $2`,
+      [tables.tables ?? null, filter.limit],
     );
     return rows.map(entryOf);
   } finally {
@@ -97,7 +99,7 @@ export function registerConflicts(program: Command): void {
     .command('list')
     .description('list recorded conflicts, newest first, with both versions and the winner; exit 0, or 2 without a postgres, mysql or sqlite sink')
     .addOption(configOption())
-    .option('--table <table>', 'only this table (schema.table or table)')
+    .option('--table <table>', `only this table, ${TABLE_ARG_HELP}`)
     .option('--limit <n>', 'at most this many', (v) => Number(positiveIntegerArg(v)), 50)
     .option('--json', 'print the conflicts as JSON')
     .action(async (opts: { config: string; table?: string; limit: number; json?: boolean }) => {

@@ -3,7 +3,7 @@ import { PrerequisiteError } from '../../core/errors.js';
 import { deadLetterSummary, type DeadLetterFilter, type DeadLetterQueue } from '../../dlq/dead-letter-queue.js';
 import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
-import { configOption, durationArg, positiveIntegerArg } from './options.js';
+import { configOption, durationArg, positiveIntegerArg, TABLE_ARG_HELP } from './options.js';
 
 interface FilterOptions {
   config: string;
@@ -44,7 +44,7 @@ function withFilters(cmd: Command): Command {
   return cmd
     .addOption(configOption())
     .option('--id <id...>', 'only these entry ids')
-    .option('--table <name>', 'only this table (table or schema.table)')
+    .option('--table <name>', `only this table, ${TABLE_ARG_HELP}`)
     .option('--error <text>', 'only entries whose error or code contains this text')
     .option('--older-than <age>', 'only entries first failed longer ago than this (e.g. 1h, 30m)', durationArg)
     .option('--limit <n>', 'at most this many entries (purge: all that match unless given)', positiveIntegerArg, '1000');

@@ -5,6 +5,12 @@ import { parseDuration } from '../../core/duration.js';
 export const configOption = (): Option => new Option('-c, --config <file>', 'configuration file (YAML)').default('syncline.yaml');
 
 /**
+ * How every command's table arguments read (core/table-arg.ts): as syncline prints tables, or
+ * in SQL; said the same way in each command's help.
+ */
+export const TABLE_ARG_HELP = 'as printed (schema.table; a bare table is in schema public) or as SQL ("My Schema"."Order Items")';
+
+/**
  * Option argument checks: a bad value is a usage error that commander reports with the
  * option's name (exit 2, like every usage error) before the command opens a connection,
  * instead of surfacing later as an SQL error or a crash. They return the text unchanged.

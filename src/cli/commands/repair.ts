@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
-import { configOption, durationArg, positiveIntegerArg } from './options.js';
+import { configOption, durationArg, positiveIntegerArg, TABLE_ARG_HELP } from './options.js';
 import { sessionOptions, tablesToVerify, type VerifyCliOptions } from './verify.js';
 import { slotOf } from '../../config/slot.js';
 
@@ -21,7 +21,7 @@ export function registerRepair(program: Command): void {
     .command('repair')
     .description('re-sync the differing rows through the normal path (needs a running syncline run/capture for re-reads)')
     .addOption(configOption())
-    .option('--table <name...>', 'only these tables')
+    .option('--table <name...>', `only these tables, each ${TABLE_ARG_HELP}`)
     .option('--timeout <time>', 'how long to wait for the re-read snapshots', durationArg, '10m')
     .option('--dry-run', 'list what would be deleted and re-read, change nothing')
     .option('--parallelism <n>', 'key ranges compared at once (default verify.parallelism)', positiveIntegerArg)

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { describeDiff } from '../../ops/column-diff.js';
 import type { SchemaVersionReport } from '../../ops/schemas.js';
-import { configOption } from './options.js';
+import { configOption, TABLE_ARG_HELP } from './options.js';
 
 /** The text form of `syncline schemas`: per table, each version with its first LSN and what changed. */
 export function formatSchemas(versions: readonly SchemaVersionReport[]): string {
@@ -26,7 +26,7 @@ export function registerSchemas(program: Command): void {
     .command('schemas')
     .description("list each table's definitions (_schema_version) capture met, with their first LSN, time and column changes")
     .addOption(configOption())
-    .option('--table <table>', 'only this table (schema.table; default schema public)')
+    .option('--table <table>', `only this table, ${TABLE_ARG_HELP}`)
     .option('--json', 'print JSON')
     .action(async (opts: { config: string; table?: string; json?: boolean }) => {
       const { loadConfigFile } = await import('../../config/load.js');

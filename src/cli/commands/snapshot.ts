@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import type { SnapshotJob } from '../../source/snapshot-store.js';
 import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
-import { configOption, durationArg } from './options.js';
+import { configOption, durationArg, TABLE_ARG_HELP } from './options.js';
 
 interface SnapshotOptions {
   config: string;
@@ -22,7 +22,7 @@ interface SnapshotOptions {
 export function registerSnapshot(program: Command): void {
   program
     .command('snapshot [tables...]')
-    .description('re-read tables (or a key range) through the running capture, without pausing streaming')
+    .description(`re-read tables (or a key range) through the running capture, without pausing streaming; each table ${TABLE_ARG_HELP}`)
     .addOption(configOption())
     .option('--from <value>', 'first value of the first primary-key column (inclusive)')
     .option('--to <value>', 'last value of the first primary-key column (inclusive)')

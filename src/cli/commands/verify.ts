@@ -2,12 +2,13 @@ import type { Command } from 'commander';
 import type { SynclineConfig } from '../../config/schema.js';
 import { errorMessage, PrerequisiteError } from '../../core/errors.js';
 import { parseTableName } from '../../core/sql.js';
-import { TableMapping } from '../../core/table-mapping.js';
+import { resolveTableArg } from '../../core/table-arg.js';
+import { TableMapping, tableLabel } from '../../core/table-mapping.js';
 import type { TableVerification } from '../../verify/compare.js';
 import type { VerifySessionOptions } from '../../verify/session.js';
 import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
-import { configOption, durationArg, positiveIntegerArg } from './options.js';
+import { configOption, durationArg, positiveIntegerArg, TABLE_ARG_HELP } from './options.js';
 import { slotOf } from '../../config/slot.js';
 
 /** Options shared by verify and repair: what to compare and how. */
@@ -23,10 +24,13 @@ export interface VerifyCliOptions {
 /** The tables to verify, with their routes, from the config and `--table`. */
 export function tablesToVerify(config: SynclineConfig, names?: string[]): { table: ReturnType<typeof parseTableName>; route?: ReturnType<TableMapping['routeOf']> }[] {
   const mapping = TableMapping.fromConfig(config.sink.tables);
-  const list = names ?? slotOf(config).tables;
+  const configured = slotOf(config).tables;
+  const list = names ?? configured;
   if (list.length === 0) throw new PrerequisiteError('no tables to verify', 'list tables in source.slots[0].tables or pass --table');
+  // `--table` as printed (verify's own output, alerts) or as SQL: the reading the config replicates (see parseTableArg).
+  const known = new Set(configured.map((t) => tableLabel(parseTableName(t))));
   return list.map((n) => {
-    const table = parseTableName(n);
+    const table = names ? resolveTableArg(n, (t) => known.has(tableLabel(t))) : parseTableName(n);
     const route = mapping.routeOf(table);
     return route ? { table, route } : { table };
   });
@@ -67,7 +71,7 @@ export function registerVerify(program: Command): void {
     .command('verify')
     .description('compare source and target by checksums computed in both databases; exit 0 no drift, 1 drift, 2 error')
     .addOption(configOption())
-    .option('--table <name...>', 'only these tables')
+    .option('--table <name...>', `only these tables, each ${TABLE_ARG_HELP}`)
     .option('--parallelism <n>', 'key ranges compared at once (default verify.parallelism)', positiveIntegerArg)
     .option('--lag-timeout <time>', 'how long to wait for apply to pass the source position of a differing row (default verify.lag_timeout)', durationArg)
     .option('--no-wait', 'report differences as read, without waiting for the running pipeline to catch up')
