@@ -45,7 +45,8 @@ export function pgTimestampToUtc(text: string): string {
   date.setUTCFullYear(Number(y), Number(mo) - 1, Number(d));
   date.setUTCHours(Number(h), Number(mi), Number(s) - offsetSeconds, 0);
   const year = date.getUTCFullYear();
-  if (year > 9999 || year < 0) throw badValue('a UTC date-time in years 0000-9999', text);
+  // NaN: past the range of a JS Date (year 275760), which a timestamp reaches (294276).
+  if (!(year >= 0 && year <= 9999)) throw badValue('a UTC date-time in years 0000-9999', text);
   const p2 = (n: number): string => String(n).padStart(2, '0');
   return `${String(year).padStart(4, '0')}-${p2(date.getUTCMonth() + 1)}-${p2(date.getUTCDate())} ${p2(date.getUTCHours())}:${p2(date.getUTCMinutes())}:${p2(date.getUTCSeconds())}.${micros}`;
 }
