@@ -62,7 +62,7 @@ export function toMysqlParam(column: MysqlColumn, text: string | null): string |
       return Number.isSafeInteger(n) ? n : text;
     }
     case 'datetime':
-      return pgTimestampToUtc(text);
+      return pgTimestampToUtc(text, column.name);
     case 'binary':
       return isPgByteaHex(text) ? pgByteaToBuffer(text) : Buffer.from(text, 'utf8');
     case 'json':

@@ -127,7 +127,7 @@ export function toSqliteValue(target: SqliteTable, column: string, text: string 
     case 'json':
       return pgTextToJson(text);
     case 'datetime':
-      return /[+-]\d\d(:?\d\d)*$/.test(text) ? pgTimestampToUtc(text) : text;
+      return /[+-]\d\d(:?\d\d)*$/.test(text) ? pgTimestampToUtc(text, column) : text;
     case 'text':
       return text;
   }
