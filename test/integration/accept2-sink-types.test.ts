@@ -20,17 +20,19 @@ import { freePort, freshDatabase, machinePg15, testLogger, uniqueName, waitFor }
  * - char(n) shorter than n and inet host addresses always read as drift on mysql/sqlite
  *   (the source side compared `::text`, which trims char(n) and adds `/32` to an inet);
  * - a numeric(38,18) lost digits in the SQLite column syncline created (NUMERIC affinity);
+ * - a numeric(80,40) made MySQL's CREATE TABLE fail (DECIMAL(80,40)), dead-lettering the table;
  * - a timestamptz past the year 275760 became `0NaN-NaN-NaN ...` in SQLite.
  */
 
 type Report = { drift: boolean; tables: { table: string; differing: number; missing: string[]; extra: string[]; different: string[] }[] };
 
 const SOURCE_DDL = `
-  CREATE TABLE vals (id int PRIMARY KEY, ch char(5), ip inet, n numeric(38,18));
+  CREATE TABLE vals (id int PRIMARY KEY, ch char(5), ip inet, n numeric(38,18), wide numeric(80,40));
   CREATE TABLE ck (k char(4) PRIMARY KEY, v int);
   CREATE TABLE far (id int PRIMARY KEY, tz timestamptz);
-  INSERT INTO vals VALUES (1, 'ab', '1.2.3.4', '12345678901234567890.123456789012345678'), (2, 'é😀', '::1', '-0.000000000000000001'),
+  INSERT INTO vals (id, ch, ip, n) VALUES (1, 'ab', '1.2.3.4', '12345678901234567890.123456789012345678'), (2, 'é😀', '::1', '-0.000000000000000001'),
     (3, 'abcde', '10.0.0.0/8', 1.5), (4, NULL, NULL, NULL), (5, '', '2001:db8::1/64', 0);
+  UPDATE vals SET wide = '1234567890123456789012345678901234567890.0123456789012345678901234567890123456789' WHERE id = 3;
   INSERT INTO ck VALUES ('a', 1), ('é😀', 2), ('abcd', 3);
   INSERT INTO far VALUES (1, '294276-12-31 23:59:59.999999+00'), (2, '2024-01-01 00:00:00+00');`;
 
@@ -125,9 +127,11 @@ monitoring: { port: ${await freePort()} }
     for (const t of report.tables) expect({ table: t.table, missing: t.missing, extra: t.extra, different: t.different }).toEqual({ table: t.table, missing: [], extra: [], different: [] });
   }, 60_000);
 
-  it('keeps every digit of a numeric(38,18)', async () => {
-    const [row] = await targetRows('SELECT CAST(n AS CHAR) AS n FROM vals WHERE id = 1'.replace('CHAR', type === 'mysql' ? 'CHAR' : 'TEXT'));
+  it('keeps every digit of a numeric(38,18) and a numeric(80,40)', async () => {
+    const [row] = await targetRows(`SELECT CAST(n AS ${type === 'mysql' ? 'CHAR' : 'TEXT'}) AS n FROM vals WHERE id = 1`);
     expect(row?.n).toBe('12345678901234567890.123456789012345678');
+    const [wide] = await targetRows('SELECT wide FROM vals WHERE id = 3');
+    expect(wide?.wide).toBe('1234567890123456789012345678901234567890.0123456789012345678901234567890123456789');
   });
 
   it('dead-letters a timestamptz no UTC date-time holds instead of writing NaN', async () => {
