@@ -147,11 +147,29 @@ export function planEvolution(
     if (oldName !== undefined) renamedFrom.set(col.name, oldName);
   }
   for (const from of renamedFrom.values()) present.delete(from);
+  // A name the source gave a new column after dropping the column that had it (`DROP c, ADD c
+  // text`, or two statements with no change of the table between): the target's column of
+  // that name is still the dropped one while it has that one's type and not the new one's,
+  // and cannot take the new column's values (each change failed alone, thousands of dead
+  // letters). With the same type the two cannot be told apart here.
+  const replaced = (col: RecordedColumn): RecordedColumn | undefined => {
+    const shape = target.get(col.name);
+    if (col.attnum === null || col.key || !shape || options.typeFor(col) === shape.type) return undefined;
+    const gone = (c: RecordedColumn): boolean => c.attnum !== null && c.attnum !== col.attnum && !newest.columns.some((n) => n.attnum === c.attnum);
+    return earlier.map((d) => d.columns.find((c) => c.name === col.name && gone(c))).find((c) => c !== undefined && options.typeFor(c) === shape.type);
+  };
   for (const col of newest.columns) {
     const from = renamedFrom.get(col.name);
+    const old = from === undefined && present.has(col.name) ? replaced(col) : undefined;
     if (from !== undefined) {
       plan.steps.push({ kind: 'rename', from, to: col.name });
       present.add(col.name);
+    } else if (old !== undefined) {
+      if (options.mode === 'full' && options.dropColumns === 'drop') plan.steps.push({ kind: 'drop', name: col.name }, { kind: 'add', column: col });
+      else
+        plan.mismatches.push(
+          `column ${col.name} (${old.type}) was dropped at the source and another column ${col.name} (${col.type}) added; the target's ${col.name} is the dropped one: rename it (the new column is then added) or set sink.schema_evolution: full with sink.drop_columns: drop`,
+        );
     } else if (present.has(col.name)) {
       if (options.mode === 'full') widen(col, earlier, target, options.typeFor, plan);
     } else if (!first.columns.some((c) => sameColumn(c, col))) {

@@ -12,6 +12,7 @@ import { hasViaRoot, isPublished, publishesPartitions } from '../source/publicat
 export interface SourceTable {
   name: TableName;
   primaryKey: string[];
+  /** The replicated columns: stored generated ones are left out (pgoutput never sends them). */
   columns: string[];
   /** REPLICA IDENTITY FULL (or DEFAULT) without a primary key: replicated as a multiset of whole rows. */
   keyless?: boolean;
@@ -214,7 +215,7 @@ async function checkTable(client: pg.Client, t: TableName, list: CheckList): Pro
             (SELECT ci.relname::text FROM pg_index i JOIN pg_class ci ON ci.oid = i.indexrelid
               WHERE i.indrelid = c.oid AND i.indisreplident) AS ident_index,
             (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
-              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns
+              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS columns
        FROM pg_class c WHERE c.oid = to_regclass($1)`,
     [q],
   );

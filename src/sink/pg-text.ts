@@ -6,9 +6,9 @@
  */
 import { SynclineError } from '../core/errors.js';
 
-function badValue(what: string, text: string): SynclineError {
+function badValue(what: string, text: string, column?: string): SynclineError {
   const shown = text.length > 80 ? `${text.slice(0, 80)}…` : text;
-  return new SynclineError('SINK_VALUE', `cannot convert ${JSON.stringify(shown)} to ${what}`, { retriable: false });
+  return new SynclineError('SINK_VALUE', `${column === undefined ? '' : `column ${column}: `}cannot convert ${JSON.stringify(shown)} to ${what}`, { retriable: false });
 }
 
 /** `t`/`f` (and `true`/`false`) → `1`/`0`; other text is returned unchanged. */
@@ -32,11 +32,12 @@ const TIMESTAMP = /^(\d{4,})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,6})
 /**
  * A `timestamp`/`timestamptz` text value as UTC `YYYY-MM-DD HH:MM:SS.ffffff` (the offset is
  * applied; a value without offset is taken as is). Microseconds are kept exactly.
- * `infinity`, BC dates and years past 9999 have no equivalent and throw.
+ * `infinity`, BC dates and years past 9999 have no equivalent and throw, naming `column`
+ * when given (a row may have many timestamp columns).
  */
-export function pgTimestampToUtc(text: string): string {
+export function pgTimestampToUtc(text: string, column?: string): string {
   const m = TIMESTAMP.exec(text);
-  if (!m || m[12] !== undefined) throw badValue('a UTC date-time (YYYY-MM-DD HH:MM:SS.ffffff)', text);
+  if (!m || m[12] !== undefined) throw badValue('a UTC date-time (YYYY-MM-DD HH:MM:SS.ffffff)', text, column);
   const [, y, mo, d, h, mi, s, frac = '', sign, oh = '0', om = '0', os = '0'] = m;
   const micros = frac.padEnd(6, '0');
   const offsetSeconds = sign === undefined ? 0 : (sign === '-' ? -1 : 1) * (Number(oh) * 3600 + Number(om) * 60 + Number(os));
@@ -45,7 +46,8 @@ export function pgTimestampToUtc(text: string): string {
   date.setUTCFullYear(Number(y), Number(mo) - 1, Number(d));
   date.setUTCHours(Number(h), Number(mi), Number(s) - offsetSeconds, 0);
   const year = date.getUTCFullYear();
-  if (year > 9999 || year < 0) throw badValue('a UTC date-time in years 0000-9999', text);
+  // NaN: past the range of a JS Date (year 275760), which a timestamp reaches (294276).
+  if (!(year >= 0 && year <= 9999)) throw badValue('a UTC date-time in years 0000-9999', text, column);
   const p2 = (n: number): string => String(n).padStart(2, '0');
   return `${String(year).padStart(4, '0')}-${p2(date.getUTCMonth() + 1)}-${p2(date.getUTCDate())} ${p2(date.getUTCHours())}:${p2(date.getUTCMinutes())}:${p2(date.getUTCSeconds())}.${micros}`;
 }

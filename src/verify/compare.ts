@@ -154,7 +154,9 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
       unsettled: settled.unsettled.length,
       unchecked: scan.overflow,
       lagChecked: options.barrier !== undefined,
-      countsBeforeCatchUp: kept < scan.candidates.size,
+      // Also when no key was a candidate: a range whose counts differed was caught up by the
+      // time its parts were compared (the counts are those of the range's first read).
+      countsBeforeCatchUp: kept < scan.candidates.size || (settled.missing.length + settled.extra.length + scan.overflow === 0 && scan.sourceRows !== scan.targetRows),
       ...(options.keepKeys ? { keys: { missing: settled.missing, extra: settled.extra, different: settled.different } } : {}),
       rowsPerSecond: rate(Math.max(scan.sourceRows, scan.targetRows)),
     };

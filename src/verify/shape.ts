@@ -85,7 +85,12 @@ const MAX_ROW_FIELDS = 1664;
  */
 export type TargetColumns = (t: TableName) => Promise<Map<string, string> | undefined>;
 
-/** Reads the shape of `t` at the source and checks its target has every compared column. */
+/**
+ * Reads the shape of `t` at the source and checks its target has every compared column.
+ * Stored generated columns are not compared: pgoutput never sends them (nor does a snapshot
+ * read them), so no sink writes them and `sink.create_tables` leaves them out; a target that
+ * has one computes it from the compared columns.
+ */
 export async function readShape(source: pg.ClientBase, targetColumns: TargetColumns, t: TableName, route: TableRoute | undefined, digest: VerifyShape['digest']): Promise<VerifyShape> {
   const qualified = quoteQualified(t.schema, t.table);
   const to = route?.target ?? t;
@@ -94,7 +99,7 @@ export async function readShape(source: pg.ClientBase, targetColumns: TargetColu
             (SELECT k.n FROM pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(att, n)
               WHERE i.indrelid = a.attrelid AND i.indisprimary AND k.att = a.attnum)::int AS key_pos
        FROM pg_attribute a
-      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
+      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum`,
     [qualified],
   );
   if (cols.length === 0) throw new Error(`source table ${t.schema}.${t.table} does not exist`);

@@ -53,4 +53,22 @@ describe('NATS producer: chains and max_payload', () => {
       await stream.close();
     }
   }, 60_000);
+
+  it('refuses a record over max_payload with its size, key and the fix (nats.js says only MAX_PAYLOAD_EXCEEDED)', async () => {
+    const topic = `syncline-contract-nats-maxpayload-${randomBytes(4).toString('hex')}`;
+    created.push(topic);
+    const stream = await openNatsStream({ url: NATS_URL, topic, partitions: 1 });
+    try {
+      const producer = await stream.producer();
+      const max = nc.info?.max_payload as number;
+      const failure = await producer.publish([{ key: 'public.t:["1"]', value: Buffer.from('x'), id: '0/1' }, { key: 'public.t:["big"]', value: Buffer.alloc(max + 1, 'y'), id: '0/2' }]).catch((err: unknown) => err);
+      expect(failure).toMatchObject({ code: 'NATS_MAX_PAYLOAD_EXCEEDED', retriable: false });
+      expect((failure as Error).message).toBe(
+        `NATS: a record of ${max + 1} bytes (key public.t:["big"]) is larger than the server's max_payload of ${max} bytes: raise max_payload in the nats-server configuration beyond it (at most 64 MB), or keep such values out of the published tables`,
+      );
+      await producer.close();
+    } finally {
+      await stream.close();
+    }
+  }, 60_000);
 });

@@ -51,6 +51,33 @@ describe('planEvolution', () => {
   });
 });
 
+describe('a column dropped and another added under its name', () => {
+  const before = def(1, col('id', 1, 'integer', true), col('c', 2, 'integer'));
+  const after = def(2, col('id', 1, 'integer', true), col('c', 3, 'text'));
+
+  it('is dropped and added (full, drop), else the table is held: the target column is the dropped one', () => {
+    expect(planEvolution([before, after], target({ id: 'integer', c: 'integer' }), options('full', 'drop')).steps).toEqual([{ kind: 'drop', name: 'c' }, { kind: 'add', column: col('c', 3, 'text') }]);
+    for (const mode of ['full', 'add_columns'] as const) {
+      const plan = planEvolution([before, after], target({ id: 'integer', c: 'integer' }), options(mode));
+      expect(plan.steps).toEqual([]);
+      expect(plan.mismatches).toEqual([expect.stringContaining('column c (integer) was dropped at the source and another column c (text) added')]);
+    }
+  });
+
+  it('plans nothing left once applied; the new column is added once the old one is renamed aside', () => {
+    expect(planEvolution([before, after], target({ id: 'integer', c: 'text' }), options('full', 'drop'))).toEqual({ steps: [], mismatches: [] });
+    expect(planEvolution([before, after], target({ id: 'integer', c_old: 'integer' }), options('add_columns'))).toEqual({ steps: [{ kind: 'add', column: col('c', 3, 'text') }], mismatches: [] });
+  });
+
+  it('RENAME c TO x; ADD c stays a rename', () => {
+    const renamed = def(2, col('id', 1, 'integer', true), col('x', 2, 'integer'), col('c', 3, 'text'));
+    expect(planEvolution([before, renamed], target({ id: 'integer', c: 'integer' }), options('add_columns'))).toEqual({
+      steps: [{ kind: 'rename', from: 'c', to: 'x' }, { kind: 'add', column: col('c', 3, 'text') }],
+      mismatches: [],
+    });
+  });
+});
+
 describe('isWidening', () => {
   it.each([
     ['integer', 'bigint', true],

@@ -62,7 +62,7 @@ export function toMysqlParam(column: MysqlColumn, text: string | null): string |
       return Number.isSafeInteger(n) ? n : text;
     }
     case 'datetime':
-      return pgTimestampToUtc(text);
+      return pgTimestampToUtc(text, column.name);
     case 'binary':
       return isPgByteaHex(text) ? pgByteaToBuffer(text) : Buffer.from(text, 'utf8');
     case 'json':
@@ -277,7 +277,9 @@ export function mysqlTypeFor(pgType: string): string {
   const known = simple[pgType];
   if (known) return known;
   let m = /^numeric\((\d+),(\d+)\)$/.exec(pgType);
-  if (m) return `decimal(${m[1]},${m[2]})`;
+  // DECIMAL holds at most 65 digits, 30 after the point: a wider numeric made CREATE TABLE
+  // fail (ER_TOO_BIG_PRECISION/SCALE), and with it every change of the table; its text fits.
+  if (m) return Number(m[1]) <= 65 && Number(m[2]) <= 30 ? `decimal(${m[1]},${m[2]})` : 'longtext';
   m = /^character varying\((\d+)\)$/.exec(pgType);
   if (m) return `varchar(${m[1]})`;
   m = /^character\((\d+)\)$/.exec(pgType);

@@ -127,7 +127,7 @@ export function toSqliteValue(target: SqliteTable, column: string, text: string 
     case 'json':
       return pgTextToJson(text);
     case 'datetime':
-      return /[+-]\d\d(:?\d\d)*$/.test(text) ? pgTimestampToUtc(text) : text;
+      return /[+-]\d\d(:?\d\d)*$/.test(text) ? pgTimestampToUtc(text, column) : text;
     case 'text':
       return text;
   }
@@ -136,11 +136,15 @@ export function toSqliteValue(target: SqliteTable, column: string, text: string 
 /**
  * The declared type of a column syncline adds for a source column (`format_type` text): one
  * that kindOf reads back as the value's kind. Widenings keep it (INTEGER, TEXT, NUMERIC).
+ * A numeric is NUMERIC only when at most 15 digits: SQLite turns text in a NUMERIC column
+ * into a REAL, which keeps 15 significant digits (`12345678901234567890.5` became
+ * 1.2345678901234567e19); a wider or unbounded numeric is kept as its text.
  */
 export function sqliteTypeFor(pgType: string): string {
   if (/^(smallint|integer|bigint|boolean)$/.test(pgType)) return 'INTEGER';
   if (pgType === 'real' || pgType === 'double precision') return 'REAL';
-  if (pgType.startsWith('numeric')) return 'NUMERIC';
+  const numeric = /^numeric(?:\((\d+)(?:,-?\d+)?\))?$/.exec(pgType);
+  if (numeric) return numeric[1] !== undefined && Number(numeric[1]) <= 15 ? 'NUMERIC' : 'TEXT';
   if (pgType === 'bytea') return 'BLOB';
   if (pgType === 'json' || pgType === 'jsonb' || pgType.endsWith('[]')) return 'JSON';
   if (pgType.startsWith('timestamp')) return 'TIMESTAMP';

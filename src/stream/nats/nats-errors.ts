@@ -49,3 +49,17 @@ export function natsError(err: unknown, doing: string): SynclineError {
   }
   return new SynclineError(`NATS_${err.code}`, `NATS: ${doing} failed: ${err.message}`, { retriable: RETRIABLE_CODES.has(err.code), cause: err });
 }
+
+/**
+ * A record over the server's `max_payload`, for which nats.js says only MAX_PAYLOAD_EXCEEDED:
+ * the record's size and key and the fix, as Kafka's KAFKA_MESSAGE_TOO_LARGE says them. Not
+ * retriable: the record never fits until the server's limit is raised.
+ */
+export function payloadTooLarge(key: string, bytes: number, maxPayload: number, cause: unknown): SynclineError {
+  const shown = key.length > 200 ? `${key.slice(0, 200)}…` : key;
+  return new SynclineError(
+    'NATS_MAX_PAYLOAD_EXCEEDED',
+    `NATS: a record of ${bytes} bytes (key ${shown}) is larger than the server's max_payload of ${maxPayload} bytes: raise max_payload in the nats-server configuration beyond it (at most 64 MB), or keep such values out of the published tables`,
+    { retriable: false, cause },
+  );
+}

@@ -9,14 +9,14 @@
  * chain (publish-chains.ts), the last of each partition's run, stored only when all before it
  * were.
  */
-import { Events, createInbox, type Msg, type NatsConnection, type NatsError, type Status, type Subscription } from 'nats';
+import { ErrorCode, Events, createInbox, type Msg, type NatsConnection, type NatsError, type Status, type Subscription } from 'nats';
 import { partitionFor } from '../../core/change.js';
 import { SynclineError } from '../../core/errors.js';
 import type { BrokerClients } from '../common/broker-stream.js';
 import { streamClosedError } from '../common/errors.js';
 import type { OutgoingRecord, StreamProducer } from '../stream.js';
 import { FrameWriter } from './frame-writer.js';
-import { natsError } from './nats-errors.js';
+import { isNatsError, natsError, payloadTooLarge } from './nats-errors.js';
 import { partitionSubject, tableOfKey, tableSubjectOf } from './nats-names.js';
 import { PublishChains, type ChainSwitch } from './publish-chains.js';
 import { publishFrames } from './publish-frames.js';
@@ -46,6 +46,12 @@ const DUPLICATE_MEMBER = Buffer.from('"duplicate"');
 const WRONG_LAST_MSG_ID = 10070;
 /** A bound on the subject tail cache, for a stream of ever new table names. */
 const MAX_CACHED_TAILS = 10_000;
+
+/** The error of a call refused for a record over max_payload, naming its largest record. */
+function tooLarge(records: readonly OutgoingRecord[], maxPayload: number, cause: unknown): SynclineError {
+  const largest = records.reduce((a, b) => (b.value.length > a.value.length ? b : a));
+  return payloadTooLarge(largest.key, largest.value.length, maxPayload, cause);
+}
 
 /**
  * JetStream's publish is request/reply: the server answers each stored message on its reply
@@ -179,7 +185,7 @@ export class NatsProducer implements StreamProducer {
         }
       } catch (err) {
         // Through nc.publish, the records before the one that could not be sent may be stored.
-        this.settle(call, natsError(err, 'publishing'));
+        this.settle(call, isNatsError(err) && err.code === ErrorCode.MaxPayloadExceeded ? tooLarge(records, maxPayload, err) : natsError(err, 'publishing'));
       }
     });
   }

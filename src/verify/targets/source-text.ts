@@ -15,9 +15,18 @@
 /** What a target driver hands back for one column of one row. */
 export type TargetValue = string | number | bigint | Buffer | null;
 
+/** char(n), not an array of it. */
+const CHARACTER = /^character\((\d+)\)$/;
+
 /** The source-side SQL text of a column for the comparison (see the module comment). */
 export function sourceExpression(type: string, column: string): string {
   if (isNumeric(type)) return `trim_scale(${column})`;
+  // `::text` of a char(n) drops its padding, and of an inet adds the netmask of a host
+  // (`1.2.3.4/32`): both unlike the type's output, which is what the sinks stored (abbrev
+  // is inet's output as text).
+  const char = CHARACTER.exec(type);
+  if (char) return `rpad(${column}, ${char[1]})`;
+  if (type === 'inet') return `abbrev(${column})`;
   // Neither MariaDB nor SQLite keeps the sign of a zero: -0 is compared as 0 (adding +0 gives +0 to both zeros).
   if (type === 'double precision' || type === 'real') return `(${column} + 0::${type})`;
   return column;
@@ -31,8 +40,12 @@ export function sourceText(type: string, value: TargetValue): string | null {
   if (value === null) return null;
   if (type.endsWith('[]')) return typeof value === 'string' ? arrayText(value) : plain(value);
   if (isNumeric(type)) return numericText(value);
-  const char = /^character\((\d+)\)$/.exec(type);
-  if (char) return plain(value).padEnd(Number(char[1]), ' ');
+  const char = CHARACTER.exec(type);
+  if (char) {
+    // n characters, as char(n) counts them (code points, not UTF-16 units).
+    const text = plain(value);
+    return text + ' '.repeat(Math.max(0, Number(char[1]) - [...text].length));
+  }
   switch (type) {
     case 'boolean':
       return boolText(value);
