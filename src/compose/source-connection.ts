@@ -19,3 +19,20 @@ export async function withSource<T>(config: SynclineConfig, fn: (c: pg.Client) =
     await c.end().catch(() => undefined);
   }
 }
+
+/**
+ * Whether the source accepts a connection now (a plain connect and nothing else, given up
+ * after `timeoutMs`): the probe capture sends while it waits to start again. A server that is
+ * down, still starting up or in recovery without hot standby refuses it.
+ */
+export async function sourceAnswers(config: SynclineConfig, timeoutMs: number): Promise<boolean> {
+  const c = new pg.Client({ ...sourceConnection(config), connectionTimeoutMillis: timeoutMs });
+  c.on('error', () => undefined);
+  try {
+    await c.connect();
+  } catch {
+    return false;
+  }
+  await c.end().catch(() => undefined);
+  return true;
+}

@@ -44,6 +44,11 @@ export interface RetryOptions {
    * again: a session that was healthy for a while starts the backoff afresh (restart loops).
    */
   healthyAfterMs?: number;
+  /**
+   * Waits out a backoff delay in place of `clock.sleep`, and may end it early (capture ends
+   * it once its source answers again: see `sleepUntilBack`). Must return when the signal aborts.
+   */
+  wait?: (delayMs: number, signal: AbortSignal | undefined) => Promise<void>;
 }
 
 /**
@@ -66,8 +71,41 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, policy: Retr
       if (attempt >= policy.maxAttempts && !options.untilStopped) throw error;
       const delayMs = attempt < policy.maxAttempts ? backoffDelay(policy, attempt) : policy.maxMs;
       options.onRetry?.({ attempt, delayMs, error });
-      await clock.sleep(delayMs, signal);
+      await (options.wait ?? clock.sleep)(delayMs, signal);
       if (signal?.aborted) return STOPPED;
     }
+  }
+}
+
+/**
+ * A backoff wait that ends as soon as a dependency that was down answers again. `answers` is
+ * asked when the wait begins: if the dependency answers then, the failure lies elsewhere and
+ * the whole delay is waited. If not, it is asked again every `intervalMs`, and the first
+ * answer ends the wait. So after a short outage of the dependency (a database restarting) the
+ * client starts again about `intervalMs` after its return, rather than up to the policy's
+ * `maxMs` later, and while it is down the dependency sees one cheap probe per interval, never
+ * more. Waits of at most `intervalMs` are plain sleeps. Resolves true when it ended early.
+ */
+export async function sleepUntilBack(
+  delayMs: number,
+  answers: () => Promise<boolean>,
+  options: { intervalMs: number; clock?: Clock; signal?: AbortSignal },
+): Promise<boolean> {
+  const { intervalMs, clock = systemClock, signal } = options;
+  if (delayMs <= intervalMs) {
+    await clock.sleep(delayMs, signal);
+    return false;
+  }
+  const until = clock.now() + delayMs;
+  if (await answers()) {
+    await clock.sleep(Math.max(0, until - clock.now()), signal);
+    return false;
+  }
+  for (;;) {
+    const left = until - clock.now();
+    if (left <= 0 || signal?.aborted) return false;
+    await clock.sleep(Math.min(intervalMs, left), signal);
+    if (signal?.aborted || clock.now() >= until) return false;
+    if (await answers()) return true;
   }
 }

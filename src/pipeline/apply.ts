@@ -128,7 +128,16 @@ export class Apply {
     await this.refreshDeadLetters(signal);
     await this.held.seed();
     const start = startPositions(this.ctx, signal, this.transactional?.assembler);
-    const options = this.sink.storesPositions || this.options.from ? { startPositions: start } : {};
+    const options: ConsumerOptions = this.sink.storesPositions || this.options.from ? { startPositions: start } : {};
+    if (this.transactional) {
+      // One apply per group (it reads every partition): what else the group lists at a
+      // (re)start is a dead earlier apply, whose session would otherwise hold the join.
+      options.exclusive = true;
+      options.onExclusive = (outcome) => {
+        if ('removed' in outcome) this.log.info({ group: this.options.group, removed: outcome.removed }, 'removed members an earlier apply left in the consumer group');
+        else this.log.warn({ group: this.options.group, err: errorMessage(outcome.error) }, 'could not remove the members an earlier apply left in the consumer group; joining waits for their sessions to expire');
+      };
+    }
     // A stream failure that passes (the broker restarting, no group coordinator yet) reopens
     // the consumer after a backoff instead of ending apply: it resumes from the sink's
     // positions (or the group's committed offsets), and what it reads twice is stale.

@@ -86,6 +86,18 @@ export interface ConsumerOptions {
    * commit replays rather than skips.
    */
   startPositions?: (partitions: readonly number[]) => Promise<ReadonlyMap<number, bigint>>;
+  /**
+   * This consumer is its group's only member by design (transactional apply, which needs every
+   * partition): members the group still lists when it joins are earlier instances that died
+   * without leaving (kill -9), and are removed instead of waited for until their session
+   * expires (Kafka; see kafka/group-cleanup.ts). Streams without group sessions ignore it.
+   */
+  exclusive?: boolean;
+  /**
+   * What `exclusive` did, for the log: the members it removed (`memberId@clientHost`), or why it
+   * could not (the consumer joins anyway, and waits for their sessions to expire).
+   */
+  onExclusive?: (outcome: { removed: readonly string[] } | { error: Error }) => void;
 }
 
 export interface Stream {

@@ -102,7 +102,12 @@ describe('Kafka stream: topic and errors', () => {
     const nested = Object.assign(new kafkajs.KafkaJSNonRetriableError(exhausted), { cause: connection });
     expect(kafkaError(nested, 'publishing')).toMatchObject({ code: 'KAFKA_KafkaJSConnectionError', retriable: true });
     // No broker answering as group coordinator passes when the broker is back.
-    expect(kafkaError(new (kafkajs.KafkaJSGroupCoordinatorNotFound as unknown as new (message: string) => Error)('Failed to find group coordinator'), 'consuming')).toMatchObject({ retriable: true });
+    const noCoordinator = new (kafkajs.KafkaJSGroupCoordinatorNotFound as unknown as new (message: string) => Error)('Failed to find group coordinator');
+    expect(kafkaError(noCoordinator, 'consuming')).toMatchObject({ retriable: true });
+    // Also after kafkajs's retries, as a consumer's crash reports it during a broker restart
+    // (the chaos run: "failed: KafkaJSGroupCoordinatorNotFound (after kafkajs retries: ...)").
+    const exhaustedCoordinator = new kafkajs.KafkaJSNumberOfRetriesExceeded(noCoordinator, { retryCount: 5, retryTime: 3000 });
+    expect(kafkaError(exhaustedCoordinator, 'consuming')).toMatchObject({ code: 'KAFKA_KafkaJSGroupCoordinatorNotFound', retriable: true });
     // A NonRetriableError of its own (a bad argument) stays permanent.
     expect(kafkaError(new kafkajs.KafkaJSNonRetriableError('Invalid topic x'), 'x')).toMatchObject({ retriable: false });
     expect(kafkaError(new Error('boom'), 'x')).toMatchObject({ code: 'KAFKA_UNKNOWN', retriable: false });

@@ -7,12 +7,16 @@ export interface TcpProxy {
   swallow(): void;
   /** Destroys every connection through the proxy, as a network failure would. */
   cut(): void;
+  /** The server goes away: every connection is cut and new ones are refused until up(). */
+  down(): Promise<void>;
+  /** The server is back: connections are accepted (on the same port) again. */
+  up(): Promise<void>;
   /** Connections clients opened so far. */
   connections(): number;
   close(): Promise<void>;
 }
 
-/** A TCP proxy on 127.0.0.1 to `targetPort` that a test can make lose what clients send, or cut. */
+/** A TCP proxy on 127.0.0.1 to `targetPort` that a test can make lose what clients send, cut, or take down and up. */
 export async function tcpProxy(targetPort: number): Promise<TcpProxy> {
   const sockets = new Set<net.Socket>();
   let swallowing = false;
@@ -35,11 +39,18 @@ export async function tcpProxy(targetPort: number): Promise<TcpProxy> {
     upstream.on('error', end).on('close', end);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
   const destroyAll = (): void => {
     for (const s of sockets) s.destroy();
   };
   return {
-    port: (server.address() as net.AddressInfo).port,
+    port,
+    down: async () => {
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      destroyAll();
+      await closed;
+    },
+    up: () => new Promise<void>((r) => server.listen(port, '127.0.0.1', r)),
     swallow: () => {
       swallowing = true;
     },

@@ -3,7 +3,15 @@ import { createRequire } from 'node:module';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { crc32c } from '../../src/stream/kafka/protocol/crc32c.js';
-import { decodeProduceResponse, encodeProduceRequest, type ProduceRecord } from '../../src/stream/kafka/protocol/messages.js';
+import {
+  decodeFindCoordinatorResponse,
+  decodeLeaveGroupResponse,
+  decodeProduceResponse,
+  encodeFindCoordinatorRequest,
+  encodeLeaveGroupRequest,
+  encodeProduceRequest,
+  type ProduceRecord,
+} from '../../src/stream/kafka/protocol/messages.js';
 
 // kafkajs's own protocol modules (not its public API) are the reference: its decoder has read
 // Kafka's record batches for years, and its CRC-32C is the byte-at-a-time definition.
@@ -101,5 +109,58 @@ describe('Produce v3 request encoding', () => {
     body.writeInt32BE(0, o);
     expect(decodeProduceResponse(body, topic)).toEqual([{ partition: 0, error: 0, baseOffset: 10n }, { partition: 5, error: 6, baseOffset: 10n }]);
     expect(() => decodeProduceResponse(body.subarray(0, 20), topic)).toThrow(/Produce response ends/);
+  });
+});
+
+/** A kafkajs request module's body (its encoder, without the frame header). */
+type KafkajsRequest = (args: Record<string, unknown>) => { apiKey: number; apiVersion: number; encode: () => Promise<{ buffer: Buffer }> };
+const kafkajsFindCoordinatorV2 = require('kafkajs/src/protocol/requests/findCoordinator/v2/request.js') as KafkajsRequest;
+const kafkajsLeaveGroupV3 = require('kafkajs/src/protocol/requests/leaveGroup/v3/request.js') as KafkajsRequest;
+
+/** Checks the frame header and returns the body after it. */
+function bodyOf(frame: Buffer, apiKey: number, version: number, clientId: string): Buffer {
+  expect(frame.readInt32BE(0)).toBe(frame.length - 4);
+  expect(frame.readInt16BE(4)).toBe(apiKey);
+  expect(frame.readInt16BE(6)).toBe(version);
+  expect(frame.readInt16BE(12)).toBe(Buffer.byteLength(clientId));
+  expect(frame.toString('utf8', 14, 14 + Buffer.byteLength(clientId))).toBe(clientId);
+  return frame.subarray(14 + Buffer.byteLength(clientId));
+}
+
+describe('consumer group requests (removing dead members)', () => {
+  it('encodes FindCoordinator v2 and LeaveGroup v3 as kafkajs does', async () => {
+    const fc2 = kafkajsFindCoordinatorV2({ coordinatorKey: 'grüppe', coordinatorType: 0 });
+    expect(bodyOf(encodeFindCoordinatorRequest('syncline', 'grüppe'), fc2.apiKey, fc2.apiVersion, 'syncline')).toEqual((await fc2.encode()).buffer);
+    for (const members of [['syncline-1f2e'], ['a', 'syncline-ünï-3', '']]) {
+      const lg3 = kafkajsLeaveGroupV3({ groupId: 'g', members: members.map((memberId) => ({ memberId })) });
+      expect(bodyOf(encodeLeaveGroupRequest('c', 'g', members), lg3.apiKey, lg3.apiVersion, 'c')).toEqual((await lg3.encode()).buffer);
+    }
+  });
+
+  it('reads FindCoordinator v2 and LeaveGroup v3 responses', () => {
+    const host = 'broker-1.example';
+    const fcBody = Buffer.alloc(4 + 2 + 2 + 4 + 2 + host.length + 4);
+    let o = fcBody.writeInt32BE(0, 0);
+    o = fcBody.writeInt16BE(0, o);
+    o = fcBody.writeInt16BE(-1, o); // no error message
+    o = fcBody.writeInt32BE(3, o);
+    o = fcBody.writeInt16BE(host.length, o);
+    o += fcBody.write(host, o);
+    fcBody.writeInt32BE(9092, o);
+    expect(decodeFindCoordinatorResponse(fcBody)).toEqual({ error: 0, nodeId: 3, host, port: 9092 });
+    expect(() => decodeFindCoordinatorResponse(fcBody.subarray(0, 10))).toThrow(/FindCoordinator response ends/);
+
+    const members: [string, number][] = [['m-1', 0], ['m-2', 25]];
+    const lgBody = Buffer.alloc(4 + 2 + 4 + members.reduce((n, [m]) => n + 2 + m.length + 2 + 2, 0));
+    o = lgBody.writeInt32BE(0, 0);
+    o = lgBody.writeInt16BE(0, o);
+    o = lgBody.writeInt32BE(members.length, o);
+    for (const [m, err] of members) {
+      o = lgBody.writeInt16BE(m.length, o);
+      o += lgBody.write(m, o);
+      o = lgBody.writeInt16BE(-1, o);
+      o = lgBody.writeInt16BE(err, o);
+    }
+    expect(decodeLeaveGroupResponse(lgBody)).toEqual({ error: 0, members: new Map(members) });
   });
 });

@@ -1,7 +1,7 @@
 /**
  * The admin side of the Kafka stream: creating the topic (and checking the partition count
- * of an existing one), and the offset look-ups: watermarks, offsets by time, a group's
- * committed offsets.
+ * of an existing one), the offset look-ups (watermarks, offsets by time, a group's
+ * committed offsets) and a group's members.
  */
 import type { Admin, Kafka } from 'kafkajs';
 import { SynclineError } from '../../core/errors.js';
@@ -50,6 +50,12 @@ async function ensureTopic(admin: Admin, opts: KafkaStreamOptions): Promise<void
   }
 }
 
+export interface GroupMember {
+  memberId: string;
+  /** Where it connected from, as the broker saw it. */
+  clientHost: string;
+}
+
 export class KafkaAdmin {
   constructor(
     private readonly admin: Admin,
@@ -89,6 +95,16 @@ export class KafkaAdmin {
       return result;
     } catch (err) {
       throw kafkaError(err, `fetching the committed offsets of group ${groupId}`);
+    }
+  }
+
+  /** The members a group lists now (a dead one until its session expires), without joining it. */
+  async groupMembers(groupId: string): Promise<GroupMember[]> {
+    try {
+      const { groups } = await this.admin.describeGroups([groupId]);
+      return (groups[0]?.members ?? []).map((m) => ({ memberId: m.memberId, clientHost: m.clientHost }));
+    } catch (err) {
+      throw kafkaError(err, `describing group ${groupId}`);
     }
   }
 

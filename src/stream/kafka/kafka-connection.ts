@@ -1,5 +1,5 @@
 /**
- * One TCP connection to one Kafka broker for the producer: frames requests (the encoder made
+ * One TCP connection to one Kafka broker for the producer (and the group clean-up): frames requests (the encoder made
  * each a whole frame; this writes its correlation id), reads length-prefixed responses and
  * hands each body to the request with its correlation id. Kafka answers a connection's
  * requests in order. A request that gets no answer within its timeout, or a socket that
@@ -73,7 +73,7 @@ export class KafkaConnection {
   }
 
   close(): void {
-    this.fail(connectionError(this.address, 'connection closed by the producer'));
+    this.fail(connectionError(this.address, 'connection closed by syncline'));
   }
 
   private onData(chunk: Buffer): void {

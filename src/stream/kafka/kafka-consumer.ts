@@ -9,6 +9,8 @@
  * - Every assignment (first join and each rebalance) pauses the new partitions, asks
  *   `startPositions`, seeks, and only then resumes them; everything buffered is dropped at
  *   each rebalance, so records of revoked partitions never come out of poll() afterwards.
+ * - An `exclusive` consumer first removes the members its group still lists (dead earlier
+ *   instances), so that its join does not wait for their sessions to expire: group-cleanup.ts.
  */
 import type { Consumer, EachBatchPayload, Kafka } from 'kafkajs';
 import { SynclineError } from '../../core/errors.js';
@@ -18,6 +20,7 @@ import { streamClosedError } from '../common/errors.js';
 import { DEFAULT_BUFFER_RECORDS, RecordBuffer } from '../record-buffer.js';
 import { RetentionGapError, type ConsumerOptions, type StreamConsumer, type StreamRecord } from '../stream.js';
 import type { KafkaAdmin } from './kafka-admin.js';
+import { removeGroupMembers } from './group-cleanup.js';
 import { kafkaError } from './kafka-errors.js';
 import type { KafkaStreamOptions } from './kafka-stream.js';
 
@@ -26,6 +29,9 @@ import type { KafkaStreamOptions } from './kafka-stream.js';
  * under any session timeout, since kafkajs sends no heartbeat while a batch is handled.
  */
 const FULL_WAIT_MS = 1000;
+
+/** How long each request of the group clean-up may take (see removeEarlierMembers). */
+const CLEANUP_REQUEST_TIMEOUT_MS = 10_000;
 
 /** What a consumer uses of its stream. */
 export interface KafkaConsumerContext {
@@ -96,6 +102,7 @@ export class KafkaConsumer implements StreamConsumer {
       this.revokeAll();
       if (!e.payload.restart) this.fail(kafkaError(e.payload.error, `consuming ${this.topic} as group ${this.groupId}`));
     });
+    if (this.options.exclusive) await this.removeEarlierMembers();
     try {
       await c.connect();
       await c.subscribe({ topics: [this.topic], fromBeginning: true });
@@ -120,6 +127,27 @@ export class KafkaConsumer implements StreamConsumer {
       await Promise.race([this.firstReady.promise, timeout]);
     } finally {
       clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Removes the members the group lists before this one joins (see group-cleanup.ts). Best
+   * effort: on failure the join goes on, and waits for their sessions as without it.
+   */
+  private async removeEarlierMembers(): Promise<void> {
+    const report = this.options.onExclusive;
+    try {
+      const members = await this.admin.groupMembers(this.groupId);
+      if (members.length === 0) return;
+      const hosts = new Map(members.map((m) => [m.memberId, m.clientHost]));
+      const removed = await removeGroupMembers(
+        { brokers: this.opts.brokers, clientId: this.opts.clientId ?? 'syncline', connectTimeoutMs: 3000, requestTimeoutMs: CLEANUP_REQUEST_TIMEOUT_MS },
+        this.groupId,
+        [...hosts.keys()],
+      );
+      if (removed.length > 0) report?.({ removed: removed.map((m) => `${m}@${hosts.get(m) ?? '?'}`) });
+    } catch (err) {
+      report?.({ error: err instanceof Error ? err : new Error(String(err)) });
     }
   }
 

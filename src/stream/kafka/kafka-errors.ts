@@ -10,7 +10,8 @@
  * NumberOfRetriesExceeded of a connection error that way (seen in the chaos run: publishing
  * during a broker restart failed with "KafkaJSNonRetriableError: Connection error: connect
  * ECONNREFUSED"), and KafkaJSGroupCoordinatorNotFound, which kafkajs throws when no broker
- * answers as coordinator, passes when the broker is back.
+ * answers as coordinator, passes when the broker is back (also wrapped: a consumer that
+ * crashed during a broker restart ended `syncline run` with it in the chaos run).
  */
 import { SynclineError } from '../../core/errors.js';
 
@@ -39,7 +40,8 @@ export function kafkaError(err: unknown, doing: string): SynclineError {
   }
   const wrapper = err.name === 'KafkaJSNumberOfRetriesExceeded' || (err.name === 'KafkaJSNonRetriableError' && isKafkaJSError(err.cause));
   const root = wrapper ? rootCause(err) : err;
-  const retriable = err.name === 'KafkaJSGroupCoordinatorNotFound' || (wrapper ? root.retriable : err.retriable);
+  // Wrapped too: a consumer's crash reports it after kafkajs's retries (a broker restarting).
+  const retriable = root.name === 'KafkaJSGroupCoordinatorNotFound' || (wrapper ? root.retriable : err.retriable);
   const what = root.type ?? root.name;
   const message = root === err ? err.message : `${err.message} (after kafkajs retries: ${root.name})`;
   return new SynclineError(`KAFKA_${what}`, `Kafka: ${doing} failed: ${what}: ${message}`, { retriable, cause: err });

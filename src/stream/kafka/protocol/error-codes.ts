@@ -1,5 +1,5 @@
 /**
- * Kafka's broker error codes that the producer can meet, as data: name and whether the same
+ * Kafka's broker error codes that the producer and the group clean-up can meet, as data: name and whether the same
  * request may succeed when sent again (after a metadata refresh or a backoff). Codes not in
  * the table are treated as permanent, as unknown errors are everywhere in syncline.
  */
@@ -27,7 +27,10 @@ const TABLE: Readonly<Record<number, KafkaErrorCode>> = {
   19: { name: 'NOT_ENOUGH_REPLICAS', retriable: true },
   20: { name: 'NOT_ENOUGH_REPLICAS_AFTER_APPEND', retriable: true },
   21: { name: 'INVALID_REQUIRED_ACKS', retriable: false },
+  24: { name: 'INVALID_GROUP_ID', retriable: false },
+  25: { name: 'UNKNOWN_MEMBER_ID', retriable: false },
   29: { name: 'TOPIC_AUTHORIZATION_FAILED', retriable: false },
+  30: { name: 'GROUP_AUTHORIZATION_FAILED', retriable: false },
   31: { name: 'CLUSTER_AUTHORIZATION_FAILED', retriable: false },
   32: { name: 'INVALID_TIMESTAMP', retriable: false },
   35: { name: 'UNSUPPORTED_VERSION', retriable: false },
@@ -47,6 +50,7 @@ const TABLE: Readonly<Record<number, KafkaErrorCode>> = {
 
 export const NONE = 0;
 export const DUPLICATE_SEQUENCE_NUMBER = 46;
+export const UNKNOWN_MEMBER_ID = 25;
 /**
  * The producer's idempotence state no longer matches the broker's (sequence gap, producer id
  * expired or fenced). This producer cannot go on, but a new one can: capture restarts with a

@@ -1,7 +1,8 @@
 /**
- * The three Kafka requests the producer sends, each a whole frame in one buffer sized up
- * front, and their responses. Versions: the oldest ones Kafka 4 still accepts (KIP-896), all
- * with the classic (non-flexible) encoding.
+ * The Kafka requests syncline sends itself (the producer's three, and the two that remove a
+ * consumer group's dead members: see group-cleanup.ts), each a whole frame in one buffer sized
+ * up front, and their responses. Versions: the oldest ones Kafka 4 still accepts (KIP-896),
+ * all with the classic (non-flexible) encoding.
  *
  *   Frame          => Size:int32 ApiKey:int16 ApiVersion:int16 CorrelationId:int32 ClientId:string Body
  *   Response frame => Size:int32 CorrelationId:int32 Body
@@ -18,6 +19,12 @@
  *     response                 => [Topic:string [Partition:int32 Error:int16 BaseOffset:int64 LogAppendTimeMs:int64]]
  *                                 ThrottleMs:int32
  *
+ *   FindCoordinator v2 (key 10) => Key:string KeyType:int8 (0: group)
+ *     response                 => ThrottleMs:int32 Error:int16 ErrorMessage:string? NodeId:int32
+ *                                 Host:string Port:int32
+ *   LeaveGroup v3 (key 13)     => GroupId:string [MemberId:string GroupInstanceId:string?]
+ *     response                 => ThrottleMs:int32 Error:int16 [MemberId:string GroupInstanceId:string? Error:int16]
+ *
  *   RecordBatch v2 => BaseOffset:int64 Length:int32 PartitionLeaderEpoch:int32 Magic:int8(2)
  *                     Crc:uint32 (CRC-32C of everything after it) Attributes:int16
  *                     LastOffsetDelta:int32 BaseTimestamp:int64 MaxTimestamp:int64
@@ -30,6 +37,8 @@ import { crc32c } from './crc32c.js';
 
 export const API_PRODUCE = 0;
 export const API_METADATA = 3;
+export const API_FIND_COORDINATOR = 10;
+export const API_LEAVE_GROUP = 13;
 export const API_INIT_PRODUCER_ID = 22;
 
 /** Where the connection writes the correlation id of a frame. */
@@ -240,4 +249,52 @@ export function decodeProduceResponse(body: Buffer, topic: string): PartitionRes
     }
   }
   return out;
+}
+
+export function encodeFindCoordinatorRequest(clientId: string, groupId: string): Buffer {
+  return finished(frame(API_FIND_COORDINATOR, 2, clientId, stringSize(groupId) + 1).string(groupId).int8(0));
+}
+
+export interface Coordinator extends BrokerAddress {
+  error: number;
+}
+
+export function decodeFindCoordinatorResponse(body: Buffer): Coordinator {
+  const r = new ByteReader(body, 'FindCoordinator response');
+  r.int32(); // throttle
+  const error = r.int16();
+  r.string(); // error message
+  const nodeId = r.int32();
+  const host = r.string() ?? '';
+  const port = r.int32();
+  return { error, nodeId, host, port };
+}
+
+/** LeaveGroup on behalf of `memberIds` (dynamic members: no group instance id). */
+export function encodeLeaveGroupRequest(clientId: string, groupId: string, memberIds: readonly string[]): Buffer {
+  let size = stringSize(groupId) + 4;
+  for (const m of memberIds) size += stringSize(m) + 2;
+  const w = frame(API_LEAVE_GROUP, 3, clientId, size).string(groupId).int32(memberIds.length);
+  for (const m of memberIds) w.string(m).string(null);
+  return finished(w);
+}
+
+export interface LeaveGroupResult {
+  /** The request's error code (0: none). */
+  error: number;
+  /** Per member: its error code (UNKNOWN_MEMBER_ID when it was gone already). */
+  members: Map<string, number>;
+}
+
+export function decodeLeaveGroupResponse(body: Buffer): LeaveGroupResult {
+  const r = new ByteReader(body, 'LeaveGroup response');
+  r.int32(); // throttle
+  const error = r.int16();
+  const members = new Map<string, number>();
+  for (let n = r.count(); n > 0; n--) {
+    const memberId = r.string() ?? '';
+    r.string(); // group instance id
+    members.set(memberId, r.int16());
+  }
+  return { error, members };
 }
