@@ -10,7 +10,8 @@
 // and checks the outcome: rows in the target, entries added, `sync_deadletter_count`.
 // Usage: npm run build && node bench/dead-letter-flood.bench.mjs [rows] [adminUrl]
 // SYNCLINE_BENCH_DLQ=0,20000,200000 (default) are the pre-existing queue sizes, in order;
-// SYNCLINE_BENCH_UPDATES=4 update rounds over every row (changes = rows × (1 + rounds)).
+// SYNCLINE_BENCH_UPDATES=4 update rounds over every row (changes = rows × (1 + rounds));
+// SYNCLINE_BENCH_BATCH=2000 is consumer.batch_size (smaller: more batches that dead-letter).
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -25,6 +26,7 @@ import { counter, query, until } from './bench-helpers.mjs';
 const ROWS = Number(process.argv[2] ?? 40_000);
 const ADMIN = process.argv[3] ?? process.env.SYNCLINE_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const ROUNDS = Number(process.env.SYNCLINE_BENCH_UPDATES ?? 4);
+const BATCH = Number(process.env.SYNCLINE_BENCH_BATCH ?? 2000);
 const POISON_EVERY = 4;
 const TXN = 1000;
 const N = ROWS * (1 + ROUNDS);
@@ -74,7 +76,7 @@ try {
   url: ${SRC}
   slots: [{ name: ${SLOT}, publication: bench_pub, tables: [bench] }]
 stream: { broker: embedded, path: ${path.join(dir, 'stream')}, partitions: 6 }
-consumer: { group_id: ${group} }
+consumer: { group_id: ${group}, batch_size: ${BATCH} }
 sink: { url: ${DST} }
 monitoring: { enabled: false }
 `;
@@ -133,7 +135,7 @@ monitoring: { enabled: false }
     const rows = (await query(DST, 'SELECT count(*)::int AS n FROM bench')).rows[0].n;
     const entries = (await query(DST, 'SELECT count(*)::int AS n FROM syncline.dead_letter')).rows[0].n;
     console.log(JSON.stringify({
-      bench: 'dead-letter-flood', changes: N, dead_lettered: LETTERED, dlq_before: preexisting, load,
+      bench: 'dead-letter-flood', changes: N, batch: BATCH, dead_lettered: LETTERED, dlq_before: preexisting, load,
       apply: Math.round(N / seconds), drain_s: +seconds.toFixed(1),
       node_cpu_s: +((cpu.user + cpu.system) / 1e6).toFixed(1), pg_cpu_s: +[...pgCpu.values()].reduce((a, b) => a + b, 0).toFixed(1),
       ok: rows === ROWS - POISON_ROWS && entries === preexisting + LETTERED && depthMetric === entries,
