@@ -91,6 +91,8 @@ export class Apply {
   private consumer!: StreamConsumer;
   private readonly ctx: ApplyContext;
   private nextDeadLetterRefresh = 0;
+  /** The dead-letter depth as last read, plus what was added since (see deadLetter); undefined before the first read. */
+  private depth: { count: number; oldestAgeSeconds: number } | undefined;
   /** Next offset to apply per partition, as of the last committed batch (for consumer lag). */
   private readonly applied = new Map<number, bigint>();
   private readonly transactional: TransactionalApply | undefined;
@@ -432,7 +434,15 @@ export class Apply {
     for (const l of letters) if (l.change) this.ctx.blocked.add(rowIdOf(l.change));
     if ((await this.withRetry(() => dlq.add(letters), signal, 'writing the dead-letter queue')) === STOPPED) return false;
     this.events.emit('apply:dead-lettered', { letters });
-    await this.refreshDeadLetters(signal);
+    // The depth moves by what was added, without re-reading the queue: the re-read (depth and
+    // every blocked row) costs as much as the queue is long, and after each batch that
+    // dead-letters it made a poison flood quadratic (a batch of 2,000 behind 200k entries waited
+    // seconds for it). The rows are blocked above; the periodic refresh corrects the count (an
+    // entry added again, another process's entries) and releases what an operator replayed.
+    if (this.depth) {
+      this.depth = { count: this.depth.count + letters.length, oldestAgeSeconds: this.depth.count === 0 ? 0 : this.depth.oldestAgeSeconds };
+      this.events.emit('apply:dead-letters', this.depth);
+    }
     return true;
   }
 
@@ -443,6 +453,7 @@ export class Apply {
     if (!dlq || signal.aborted) return;
     try {
       const [depth, blocked] = await Promise.all([dlq.depth(), dlq.blockedRows()]);
+      this.depth = depth;
       this.events.emit('apply:dead-letters', depth);
       // Rows replayed or purged by an operator are released here.
       this.ctx.blocked = blocked;
