@@ -8,14 +8,15 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { Stream } from '../stream/stream.js';
 import { runCapture, type CaptureHooks } from '../compose/capture.js';
 import { sourceAnswers } from '../compose/source-connection.js';
+import { streamAnswers } from '../compose/stream.js';
 
 /** A capture session that ran this long before failing starts the backoff afresh. */
 const CAPTURE_HEALTHY_MS = 60_000;
 
-/** While the source does not answer, how often a restart's wait asks it again (a plain connect). */
-const SOURCE_PROBE_INTERVAL_MS = 1000;
+/** While the source or the broker does not answer, how often a restart's wait asks again (a plain connect). */
+const PROBE_INTERVAL_MS = 1000;
 /** How long one such probe may take to connect. */
-const SOURCE_PROBE_TIMEOUT_MS = 2000;
+const PROBE_TIMEOUT_MS = 2000;
 
 /**
  * Capture, started again after a failure that may pass (the broker or the source restarting,
@@ -24,12 +25,13 @@ const SOURCE_PROBE_TIMEOUT_MS = 2000;
  * and what is published twice is stale at the sink. Other failures (a missing publication,
  * wal_level) end the process with their fix.
  *
- * A wait for the next start ends early when the source comes back: if the source does not
- * accept a connection when the wait begins, it is asked again every second and capture starts
- * as soon as it does (sleepUntilBack). Without that, a source restart of 5-10 s reached the
- * `backoff_max_ms` wait (30 s by default) and capture resumed up to that long after the
- * source was back. The backoff still spaces the starts when the source answers (the failure
- * is elsewhere: the broker, the slot), and a down source sees one connection attempt a second.
+ * A wait for the next start ends early when the source and the broker are back: if either
+ * does not accept a connection when the wait begins, both are asked again every second and
+ * capture starts as soon as both do (sleepUntilBack). Without that, a restart of the source
+ * or of the broker of 5-10 s reached the `backoff_max_ms` wait (30 s by default) and capture
+ * resumed up to that long after it was back. The backoff still spaces the starts when both
+ * answer (the failure is elsewhere: the slot, a broker that accepts connections but cannot
+ * store yet), and a down server sees one connection attempt a second.
  */
 export async function captureWithRestarts(
   config: SynclineConfig,
@@ -62,8 +64,9 @@ export async function captureWithRestarts(
         untilStopped: true,
         healthyAfterMs: CAPTURE_HEALTHY_MS,
         wait: async (delayMs, waitSignal) => {
-          const back = await sleepUntilBack(delayMs, () => sourceAnswers(config, SOURCE_PROBE_TIMEOUT_MS), { intervalMs: SOURCE_PROBE_INTERVAL_MS, clock: systemClock, signal: waitSignal });
-          if (back) log.info({ backoffMs: delayMs }, 'the source answers again; starting capture now');
+          const bothAnswer = async (): Promise<boolean> => (await Promise.all([sourceAnswers(config, PROBE_TIMEOUT_MS), streamAnswers(config, PROBE_TIMEOUT_MS)])).every((up) => up);
+          const back = await sleepUntilBack(delayMs, bothAnswer, { intervalMs: PROBE_INTERVAL_MS, clock: systemClock, signal: waitSignal });
+          if (back) log.info({ backoffMs: delayMs }, 'the source and the stream answer again; starting capture now');
         },
         retriable: (err) => !signal.aborted && streamed && passing(err),
         onRetry: ({ attempt, delayMs, error }) => {

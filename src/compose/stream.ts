@@ -1,5 +1,6 @@
 import path from 'node:path';
 import type { SynclineConfig } from '../config/schema.js';
+import { hostPort, tcpConnect } from '../doctor/stream-checks.js';
 import { embeddedStreamExists, openEmbeddedStream } from '../stream/embedded/embedded-stream.js';
 import type { Stream } from '../stream/stream.js';
 
@@ -44,4 +45,18 @@ export function embeddedStreamPath(config: SynclineConfig, baseDir = process.cwd
 /** `stream.brokers`, or a broker on this machine. */
 export function kafkaBrokers(config: SynclineConfig): string[] {
   return config.stream.brokers ?? ['127.0.0.1:9092'];
+}
+
+/**
+ * Whether the configured broker accepts a TCP connection now (any of its addresses, within
+ * `timeoutMs`); the embedded stream always does. The probe a capture restart's wait sends
+ * while the broker is away (see captureWithRestarts): a plain connect, nothing a broker logs
+ * as a client.
+ */
+export async function streamAnswers(config: SynclineConfig, timeoutMs: number): Promise<boolean> {
+  const s = config.stream;
+  const addresses = s.broker === 'kafka' ? kafkaBrokers(config).map((a) => hostPort(a, 9092)) : s.broker === 'nats' ? (s.url ?? 'nats://127.0.0.1:4222').split(',').map((u) => u.trim()).filter((u) => u.length > 0).map((u) => hostPort(u, 4222)) : [];
+  if (addresses.length === 0) return true;
+  const tries = addresses.map(({ host, port }) => tcpConnect(host, port, timeoutMs).then(() => true, () => false));
+  return (await Promise.all(tries)).some((up) => up);
 }

@@ -14,6 +14,7 @@ import { ErrorCode, NatsError, type NatsConnection } from 'nats';
 
 /** The parts of nats.js 2.29's ProtocolHandler this uses, all unknown until checked. */
 interface ProtocolShape {
+  connected?: unknown;
   sendCommand?: unknown;
   noMorePublishing?: unknown;
   outMsgs?: unknown;
@@ -64,4 +65,17 @@ export class FrameWriter {
     this.protocol.outMsgs += messages;
     this.protocol.outBytes += messageBytes;
   }
+}
+
+/**
+ * Whether `nc` has a live connection to a server now: nats.js 2.29's `protocol.connected`,
+ * false from the moment the socket closed until a reconnect's handshake is done (a public
+ * Disconnect/Reconnect status comes later, in a microtask). What nats.js is given meanwhile
+ * goes into an outbound buffer that it empties at the next dial: lost without a trace. True
+ * where nats.js lacks that field (as before this was read).
+ */
+export function clientConnected(nc: NatsConnection): boolean {
+  const p = (nc as unknown as { protocol?: ProtocolShape | null }).protocol;
+  if (p !== undefined && p !== null && typeof p === 'object' && typeof p.connected === 'boolean') return p.connected;
+  return true;
 }

@@ -15,7 +15,7 @@ import { SynclineError } from '../../core/errors.js';
 import type { BrokerClients } from '../common/broker-stream.js';
 import { streamClosedError } from '../common/errors.js';
 import type { OutgoingRecord, StreamProducer } from '../stream.js';
-import { FrameWriter } from './frame-writer.js';
+import { FrameWriter, clientConnected } from './frame-writer.js';
 import { isNatsError, natsError, payloadTooLarge } from './nats-errors.js';
 import { partitionSubject, tableOfKey, tableSubjectOf } from './nats-names.js';
 import { PublishChains, type ChainSwitch } from './publish-chains.js';
@@ -27,6 +27,14 @@ interface PendingPublish {
   /** The last segment of the call's reply subject. */
   token: string;
   remaining: number;
+  timer: NodeJS.Timeout;
+  resolve: () => void;
+  reject: (err: SynclineError) => void;
+}
+
+/** A publish() made while the connection was away (see watchConnection). */
+interface WaitingPublish {
+  records: readonly OutgoingRecord[];
   timer: NodeJS.Timeout;
   resolve: () => void;
   reject: (err: SynclineError) => void;
@@ -83,7 +91,9 @@ export class NatsProducer implements StreamProducer {
   private drained: (() => void) | null = null;
   private readonly statuses: AsyncIterable<Status> & { stop(): void };
   /** False from a disconnect until the client reconnected (see watchConnection). */
-  private connected = true;
+  private connected: boolean;
+  /** Publishes made while the connection was away, waiting for the reconnect (see watchConnection). */
+  private waiting: WaitingPublish[] = [];
 
   constructor(
     private readonly nc: NatsConnection,
@@ -95,6 +105,7 @@ export class NatsProducer implements StreamProducer {
     this.subjects = Array.from({ length: target.partitions }, (_, p) => partitionSubject(target.topic, p));
     this.chains = new PublishChains(target.partitions, chainSwitch);
     this.frames = FrameWriter.of(nc);
+    this.connected = clientConnected(nc);
     this.inbox = createInbox();
     this.sub = nc.subscribe(`${this.inbox}.>`, { callback: (err, msg) => this.onAck(err, msg) });
     this.statuses = nc.status() as AsyncIterable<Status> & { stop(): void };
@@ -102,18 +113,22 @@ export class NatsProducer implements StreamProducer {
   }
 
   /**
-   * A connection lost with publishes outstanding fails the producer at once, and so does a
-   * publish() while it is lost. What was on the wire is lost, and nats.js resets its outbound
-   * buffer at every reconnect, so what was queued, and what is published until it
-   * reconnects, is dropped too; a later publish() would be stored on the new connection
-   * before the lost ones time out, and the caller's republish of those (capture: everything
-   * after the slot's confirmed position) would store them after it: a row's older change
-   * after its newer one. The disconnect is reported in the microtasks of the socket's close,
-   * before a later publish() can run. An idle producer survives a reconnect.
+   * A connection lost with publishes outstanding fails the producer at once. What was on the
+   * wire is lost, and nats.js resets its outbound buffer at every reconnect, so what was
+   * queued is dropped too; a later publish() would be stored on the new connection before the
+   * lost ones time out, and the caller's republish of those (capture: everything after the
+   * slot's confirmed position) would store them after it: a row's older change after its
+   * newer one. A publish() while the connection is away (of a producer that lost nothing: an
+   * idle one, or one made during the outage, as capture's restart makes) is not handed to
+   * nats.js, which would drop it the same way: it waits for the reconnect, in call order,
+   * at most the publish timeout.
    */
   private async watchConnection(): Promise<void> {
     for await (const s of this.statuses) {
-      if (s.type === Events.Reconnect) this.connected = true;
+      if (s.type === Events.Reconnect) {
+        this.connected = true;
+        this.sendWaiting();
+      }
       if (s.type !== Events.Disconnect) continue;
       this.connected = false;
       // A restarted server may not know the last Msg-Ids (and another connection may have
@@ -121,6 +136,23 @@ export class NatsProducer implements StreamProducer {
       this.chains.forget();
       for (const call of [...this.calls]) this.settle(call, this.disconnected());
     }
+  }
+
+  /** Sends what waited for the reconnect, in call order, unless the producer failed meanwhile. */
+  private sendWaiting(): void {
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const w of waiting) {
+      clearTimeout(w.timer);
+      if (this.failure !== null) w.reject(this.failure);
+      else this.send(w.records).then(w.resolve, w.reject);
+    }
+  }
+
+  /** Fails the producer and every publish waiting for the reconnect. */
+  private giveUpWaiting(failure: SynclineError): void {
+    this.failure ??= failure;
+    this.sendWaiting();
   }
 
   private disconnected(): SynclineError {
@@ -131,11 +163,24 @@ export class NatsProducer implements StreamProducer {
     if (this.closed) return Promise.reject(streamClosedError('NATS', 'producer'));
     if (this.failure !== null) return Promise.reject(this.failure);
     if (records.length === 0) return Promise.resolve();
-    if (!this.connected) {
+    // A connection closed for good fails the call in send(), as nats.js refuses it.
+    if (!this.nc.isClosed() && (this.waiting.length > 0 || !this.connected || !clientConnected(this.nc))) {
       // nats.js would drop the records silently (see watchConnection).
-      this.failure = this.disconnected();
-      return Promise.reject(this.failure);
+      this.connected = false;
+      return new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(
+          () => this.giveUpWaiting(new SynclineError('NATS_DISCONNECT', `NATS: the connection to the server did not come back within ${this.timeout} ms; nothing was published to ${this.target.topic}`, { retriable: true })),
+          this.timeout,
+        );
+        this.waiting.push({ records, resolve, reject, timer });
+      });
     }
+    return this.send(records);
+  }
+
+  /** Writes a call's records to the connection and resolves once every one was stored. */
+  private send(records: readonly OutgoingRecord[]): Promise<void> {
+    if (this.closed) return Promise.reject(streamClosedError('NATS', 'producer'));
     return new Promise<void>((resolve, reject) => {
       const call: PendingPublish = {
         token: '',
@@ -204,7 +249,8 @@ export class NatsProducer implements StreamProducer {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    // Publishes accepted before close still complete.
+    // Publishes that waited for a reconnect were never sent; those accepted before close still complete.
+    this.giveUpWaiting(streamClosedError('NATS', 'producer'));
     if (this.calls.size > 0) await new Promise<void>((resolve) => (this.drained = resolve));
     this.sub.unsubscribe();
     this.statuses.stop();
