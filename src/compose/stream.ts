@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { SynclineConfig } from '../config/schema.js';
-import { hostPort, tcpConnect } from '../doctor/stream-checks.js';
+import { hostPort, natsServerUrls, tcpConnect } from '../doctor/stream-checks.js';
 import { embeddedStreamExists, openEmbeddedStream } from '../stream/embedded/embedded-stream.js';
 import type { Stream } from '../stream/stream.js';
 
@@ -48,15 +48,15 @@ export function kafkaBrokers(config: SynclineConfig): string[] {
 }
 
 /**
- * Whether the configured broker accepts a TCP connection now (any of its addresses, within
+ * Whether the configured broker accepts a TCP connection now (one of its addresses or more, within
  * `timeoutMs`); the embedded stream always does. The probe a capture restart's wait sends
  * while the broker is away (see captureWithRestarts): a plain connect, nothing a broker logs
  * as a client.
  */
 export async function streamAnswers(config: SynclineConfig, timeoutMs: number): Promise<boolean> {
   const s = config.stream;
-  const addresses = s.broker === 'kafka' ? kafkaBrokers(config).map((a) => hostPort(a, 9092)) : s.broker === 'nats' ? (s.url ?? 'nats://127.0.0.1:4222').split(',').map((u) => u.trim()).filter((u) => u.length > 0).map((u) => hostPort(u, 4222)) : [];
-  if (addresses.length === 0) return true;
+  if (s.broker === 'embedded') return true;
+  const addresses = s.broker === 'kafka' ? kafkaBrokers(config).map((a) => hostPort(a, 9092)) : natsServerUrls(s.url ?? 'nats://127.0.0.1:4222').map((u) => hostPort(u, 4222));
   const tries = addresses.map(({ host, port }) => tcpConnect(host, port, timeoutMs).then(() => true, () => false));
   return (await Promise.all(tries)).some((up) => up);
 }

@@ -31,7 +31,7 @@ export async function checkStream(config: SynclineConfig, baseDir: string, list:
         list.fail('stream (nats)', 'no server URL configured', 'set stream.url (e.g. nats://127.0.0.1:4222) or SYNCLINE_STREAM_URL');
         return;
       }
-      await checkAddresses('stream (nats)', s.url.split(',').map((u) => u.trim()).filter((u) => u.length > 0), 4222, list);
+      await checkAddresses('stream (nats)', natsServerUrls(s.url), 4222, list);
       return;
     }
   }
@@ -109,6 +109,11 @@ async function checkAddresses(check: string, addresses: readonly string[], defau
   if (down.length === 0) list.ok(check, `TCP connect to ${up.join(', ')} succeeded`);
   else if (up.length > 0) list.warn(check, `reachable: ${up.join(', ')}; not reachable: ${downText}`, 'check the unreachable addresses in the configuration and that those servers run');
   else list.fail(check, `no configured address is reachable: ${downText}`, 'check the addresses in the configuration, that the servers run, and that no firewall blocks them');
+}
+
+/** The server URLs of a `stream.url` (NATS takes a comma-separated list). */
+export function natsServerUrls(url: string): string[] {
+  return url.split(',').map((u) => u.trim()).filter((u) => u.length > 0);
 }
 
 /** `host:port`, `scheme://user:pass@host:port`, `[v6]:port`; the port defaults per broker. */

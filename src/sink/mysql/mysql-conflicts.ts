@@ -6,7 +6,7 @@ import { quoteMysqlIdent as q } from './mysql-table.js';
 
 /**
  * The newest `limit` conflicts a MySQL sink recorded in `<stateSchema>_conflicts` of the
- * URL's database (of the first of `tables`, `schema.table` labels best first, that has any, when
+ * URL's database (of the first of `tables`, `schema.table` labels best first, that has conflicts, when
  * given: see tableArgLabels), newest first; empty when
  * the table does not exist (no conflict was ever tracked there).
  */

@@ -16,7 +16,7 @@ type ConflictRow = Omit<RecordedConflictRow, 'id' | 'incoming_lsn' | 'incoming_v
 
 /**
  * The newest `limit` conflicts recorded in the SQLite sink at `url` (`<stateSchema>_conflicts`),
- * of the first of `tables` (`schema.table` labels best first: see tableArgLabels) that has any
+ * of the first of `tables` (`schema.table` labels best first: see tableArgLabels) that has conflicts
  * when given, newest first; empty when the file or the table does not exist
  * (no conflict was ever recorded). Opened read-only: WAL mode lets it read while apply writes.
  */
