@@ -88,6 +88,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
           // Before the first change is decoded: the initial snapshot's tables are known now.
           capture.snapshots.setSnapshotting(await snapshots.unfinishedTables());
           const runner = new SnapshotRunner(readers, snapshots, capture.snapshots, log, { chunkSize: s.snapshot_chunk_size, pollMs: 1000, connect: () => source.connectSnapshotReader() });
+          await runner.holdInterrupted();
           snapshotting = runner.run(stopSnapshots.signal);
         }
         hooks.onPrepared?.();

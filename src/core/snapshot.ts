@@ -84,4 +84,6 @@ export interface ChunkSink {
   registerKeyless(token: string, spec: KeylessSnapshot): { seen: Promise<void> };
   keylessRows(token: string, rows: readonly (string | null)[][]): Promise<void>;
   keylessDone(token: string, published?: boolean): Promise<void>;
+  /** A keyless table whose snapshot was running when capture last stopped (see CaptureSnapshots). */
+  keylessInterrupted(table: string): void;
 }

@@ -38,6 +38,16 @@ export class CaptureSnapshots implements ChunkSink {
   /** The tables with an unfinished snapshot job (SnapshotRunner keeps this current). */
   setSnapshotting(tables: ReadonlySet<string>): void {
     this.host.unchanged.setSnapshotting(tables);
+    const released = this.keyless.jobsEnded(tables);
+    if (released.length > 0) this.release(released);
+  }
+
+  /**
+   * The keyless table `table` had a snapshot running when capture last stopped: its changes
+   * are held until the job's next cut (see KeylessSnapshots). Before the first change is read.
+   */
+  keylessInterrupted(table: string): void {
+    this.keyless.interrupted(table);
   }
 
   /**
@@ -78,23 +88,27 @@ export class CaptureSnapshots implements ChunkSink {
 
   /**
    * A keyless snapshot's rows are all handed over: resolves once they are durable; the held
-   * changes are released behind them. With `published` false (the read failed) the held
-   * changes are released at once; the job reads the table again.
+   * changes are released behind them. With `published` false (the read failed, capture is
+   * stopping) the table's changes stay held until the job's next cut: the job reads the
+   * table again, and its reset makes them stale.
    */
   keylessDone(token: string, published = true): Promise<void> {
-    const { publisher } = this.host;
-    const done = this.keyless.finish(token);
+    const done = this.keyless.finish(token, published);
     if (!done) return Promise.resolve();
     const durable = published && done.seen ? this.host.flushDurable() : Promise.resolve();
-    if (done.released) {
-      for (const e of done.released) publisher.add(e);
-      if (!this.keyless.holding && this.deferredPosition !== undefined) {
-        publisher.reach(this.deferredPosition);
-        this.deferredPosition = undefined;
-      }
-      publisher.schedule();
-    }
+    if (done.released) this.release(done.released);
     return durable;
+  }
+
+  /** Held changes go out (behind what is pending); the position follows once nothing is held. */
+  private release(changes: readonly ChangeEvent[]): void {
+    const { publisher } = this.host;
+    for (const e of changes) publisher.add(e);
+    if (!this.keyless.holding && this.deferredPosition !== undefined) {
+      publisher.reach(this.deferredPosition);
+      this.deferredPosition = undefined;
+    }
+    publisher.schedule();
   }
 
   /** A change read from the slot: seen by the open windows of its table. */
@@ -142,8 +156,11 @@ export class CaptureSnapshots implements ChunkSink {
       return;
     }
     if (w.mark === 'cut') {
-      const reset = this.keyless.cutSeen(w.token, builder.openTransaction, lsn);
-      if (reset) publisher.add(reset);
+      const cut = this.keyless.cutSeen(w.token, builder.openTransaction, lsn);
+      if (!cut) return;
+      publisher.add(cut.reset);
+      // An interrupted snapshot's held changes: older than the reset, so stale at the target.
+      this.release(cut.released);
       return;
     }
     const closed = this.chunks.close(w.token);

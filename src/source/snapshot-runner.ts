@@ -70,6 +70,22 @@ export class SnapshotRunner {
     this.clock = options.clock ?? systemClock;
   }
 
+  /**
+   * Before capture reads its first change: a keyless table whose snapshot job is still
+   * running was being read when capture last stopped, so its reset and part of its rows may
+   * be in the stream; capture holds its changes until the job's next cut.
+   */
+  async holdInterrupted(): Promise<void> {
+    for (const job of await this.store.running()) {
+      const shape = await tableShape(this.readers[0] as pg.ClientBase, job.table).catch((err: unknown) => {
+        // A dropped table has no changes to hold; its job fails when run.
+        if (err instanceof PrerequisiteError) return undefined;
+        throw err;
+      });
+      if (shape && shape.key.length === 0) this.capture.keylessInterrupted(`${job.table.schema}.${job.table.table}`);
+    }
+  }
+
   async run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
       let job: SnapshotJob | undefined;

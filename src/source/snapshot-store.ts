@@ -109,6 +109,11 @@ export class SnapshotStore {
     return new Set(rows.map((r) => r.t));
   }
 
+  /** The slot's running jobs: the ones a capture that stopped was in the middle of. */
+  async running(): Promise<SnapshotJob[]> {
+    return this.list(`status = 'running'`, 'id', 1000);
+  }
+
   async get(id: string): Promise<SnapshotJob | undefined> {
     return (await this.list('id = $2', 'id', 1, [id]))[0];
   }

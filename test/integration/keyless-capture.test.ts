@@ -5,9 +5,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runPipeline } from '../../src/api/run-pipeline.js';
 import { parseConfig } from '../../src/config/load.js';
-import type { ChangeEvent } from '../../src/core/change.js';
 import { SnapshotStore } from '../../src/source/snapshot-store.js';
-import { openEmbeddedStream } from '../../src/stream/embedded/embedded-stream.js';
+import { applyAsMultiset, readEmbeddedStream } from '../helpers/multiset-replay.js';
 import { freshDatabase, machinePg15, testLogger, waitFor, uniqueName } from '../helpers/postgres.js';
 
 const SLOT = uniqueName('syncline_keyless_cap');
@@ -93,70 +92,14 @@ monitoring: { enabled: false }
     await stop?.();
     stop = undefined;
 
-    const events = await readStream();
+    const events = await readEmbeddedStream(path.join(dir, 'stream'), PARTITIONS);
     const hist = events.filter((e) => e.change.table === 'hist');
     expect(new Set(hist.map((e) => e.partition)).size).toBe(1);
     expect(hist.filter((e) => e.change.snapshot_reset).length).toBeGreaterThanOrEqual(2);
-    const replayed = applyAsMultiset(hist.map((e) => e.change));
+    const replayed = applyAsMultiset(hist.map((e) => e.change), ['tid', 'bid', 'aid', 'delta', 'mtime', 'filler']);
     const { rows: src } = await source.query<{ r: string }>('SELECT json_build_array(tid::text, bid::text, aid::text, delta::text, mtime::text, filler::text)::text AS r FROM hist');
     const expected = src.map((r) => r.r).sort();
     expect(replayed.length).toBe(expected.length);
     expect(replayed).toEqual(expected);
   }, 180_000);
-
-  async function readStream(): Promise<{ partition: number; change: ChangeEvent }[]> {
-    const stream = await openEmbeddedStream({ path: path.join(dir, 'stream'), partitions: PARTITIONS, retentionHours: 168 });
-    try {
-      const total = [...(await stream.endOffsets()).values()].reduce((a, b) => a + b, 0n);
-      const consumer = await stream.consumer('keyless-reader', { startPositions: async (ps) => new Map(ps.map((p) => [p, 0n])) });
-      const out: { partition: number; change: ChangeEvent }[] = [];
-      while (BigInt(out.length) < total) {
-        const batch = await consumer.poll(20_000, 500);
-        if (batch.length === 0) break;
-        for (const r of batch) out.push({ partition: r.partition, change: JSON.parse(r.value.toString()) as ChangeEvent });
-      }
-      await consumer.close();
-      return out;
-    } finally {
-      await stream.close();
-    }
-  }
 });
-
-/** The multiset a keyless table's changes leave, each row as the JSON array of its text values, sorted. */
-function applyAsMultiset(changes: ChangeEvent[]): string[] {
-  const rows = new Map<string, number>();
-  const cols = ['tid', 'bid', 'aid', 'delta', 'mtime', 'filler'];
-  const form = (r: Record<string, string | null>): string => JSON.stringify(cols.map((c) => r[c] ?? null)).replaceAll(',', ', ');
-  let high = -1n;
-  // Changes streamed before the table's first snapshot may touch rows only that snapshot
-  // brings: until its reset the content is not known, so a missing row is no drift.
-  let reset = false;
-  for (const c of changes) {
-    const v = BigInt(c._version);
-    // A capture restart may publish changes again: versions only increase in one partition.
-    if (v <= high) continue;
-    high = v;
-    const remove = (r: Record<string, string | null>): void => {
-      const k = form(r);
-      const n = rows.get(k) ?? 0;
-      if (n === 0 && !reset) return;
-      if (n === 0) throw new Error(`${c.op} at ${c.commit_lsn}/${c.seq} removes a row that is not there: ${k}`);
-      rows.set(k, n - 1);
-    };
-    const add = (r: Record<string, string | null>): void => void rows.set(form(r), (rows.get(form(r)) ?? 0) + 1);
-    if (c.op === 'TRUNCATE') {
-      rows.clear();
-      if (c.snapshot_reset) reset = true;
-    }
-    else if (c.op === 'INSERT' || c.op === 'READ') add(c.payload ?? {});
-    else if (c.op === 'DELETE') remove(c.before ?? {});
-    else if (c.op === 'UPDATE') {
-      remove(c.before ?? {});
-      add(c.payload ?? {});
-    }
-  }
-  const out: string[] = [];
-  for (const [k, n] of rows) for (let i = 0; i < n; i++) out.push(k);
-  return out.sort();
-}

@@ -42,6 +42,8 @@ class Publisher implements ChunkSink {
   keylessDone(): Promise<void> {
     return Promise.resolve();
   }
+
+  keylessInterrupted(): void {}
 }
 
 describe('parallel snapshot chunks finishing out of order, resumed', () => {
