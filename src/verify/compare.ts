@@ -1,13 +1,13 @@
 import { serverVersionNumber } from '../postgres/server-version.js';
 import type pg from 'pg';
-import type { TableName } from '../core/sql.js';
-import type { TableRoute } from '../core/table-mapping.js';
+import { quoteQualified, type TableName } from '../core/sql.js';
+import { tableLabel, type TableRoute } from '../core/table-mapping.js';
 import { scanKeyed, scanKeyless, sqlKeylessSide, type Candidate, type ConnectionPair, type KeyedScan, type KeylessSide, type ScanOptions } from './checksum.js';
 import { settle, type ApplyBarrier } from './recheck.js';
 import { settleMultiset } from './recheck-multiset.js';
 import { alignKeyCollations } from './key-collation.js';
 import { rowKeylessSide, scanKeyedRows } from './row-scan.js';
-import { pinOutputSettings, readShape, SideSql, type VerifyShape } from './shape.js';
+import { pinOutputSettings, readShape, SideSql, TargetTableMissing, type VerifyShape } from './shape.js';
 import { isPostgresTarget, postgresTarget } from './targets/postgres.js';
 import { isRowTarget, type VerifyTarget } from './targets/target.js';
 
@@ -97,7 +97,8 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
   const restore = await Promise.all(pinned.map((c) => pinOutputSettings(c)));
   const started = Date.now();
   try {
-    const shape = await readShape(first.source, first.target.columns, t, route, first.target.type === 'postgres' ? 'record' : 'text-array');
+    const shape = await readTargetShape(first, t, route, options.barrier);
+    if (shape instanceof TargetTableMissing) return missingTarget(shape, t, route);
     if (shape.digest === 'record') shape.hashValues = (await Promise.all(pinned.map(hasRecordHash))).every(Boolean);
     // Every pair's target is the same database: its collations are read on the first.
     const warnings = isPostgresTarget(first.target) ? await alignKeyCollations(shape, first.source, first.target.client) : [];
@@ -163,6 +164,49 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
   } finally {
     for (const r of restore) await r().catch(() => undefined);
   }
+}
+
+/**
+ * The shape of `t` on `pair`, or TargetTableMissing for an empty source table whose target
+ * table apply has not created yet (it does so with the first row). A target table missing
+ * while the source has rows is an error, after waiting for apply to catch up (a table
+ * whose first rows are still on their way).
+ */
+async function readTargetShape(pair: TargetPair, t: TableName, route: TableRoute | undefined, barrier: ApplyBarrier | undefined): Promise<VerifyShape | TargetTableMissing> {
+  const digest = pair.target.type === 'postgres' ? 'record' : 'text-array';
+  for (let caughtUp = false; ; caughtUp = true) {
+    try {
+      return await readShape(pair.source, pair.target.columns, t, route, digest);
+    } catch (err) {
+      if (!(err instanceof TargetTableMissing)) throw err;
+      const { rows } = await pair.source.query<{ empty: boolean }>(`SELECT NOT EXISTS (SELECT 1 FROM ${quoteQualified(t.schema, t.table)}) AS empty`);
+      if (rows[0]?.empty === true) return err;
+      if (caughtUp || !barrier) throw new Error(`${err.message}, but the source table ${t.schema}.${t.table} has rows: is apply running (with sink.create_tables, or the table created by hand)?`);
+      const { rows: at } = await pair.source.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+      await barrier((at[0] as { lsn: string }).lsn);
+    }
+  }
+}
+
+/** An empty source table with no target table yet: nothing differs. */
+function missingTarget(missing: TargetTableMissing, t: TableName, route: TableRoute | undefined): TableVerification {
+  return {
+    table: tableLabel(t),
+    ...(route ? { target: tableLabel(route.target) } : {}),
+    keyColumns: missing.keyColumns,
+    sourceRows: 0,
+    targetRows: 0,
+    missing: [],
+    extra: [],
+    different: [],
+    differing: 0,
+    unsettled: 0,
+    unchecked: 0,
+    lagChecked: false,
+    countsBeforeCatchUp: false,
+    rowsPerSecond: 0,
+    warnings: [`${missing.message}: the source table is empty (sink.create_tables creates the target table with its first row)`],
+  };
 }
 
 /** The target side of a keyless comparison: sums in the server (postgres) or in Node (mysql, sqlite). */

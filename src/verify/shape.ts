@@ -86,6 +86,20 @@ const MAX_ROW_FIELDS = 1664;
 export type TargetColumns = (t: TableName) => Promise<Map<string, string> | undefined>;
 
 /**
+ * The target table does not exist: under `sink.create_tables` apply creates it with the
+ * table's first change, so an empty source table has none yet.
+ */
+export class TargetTableMissing extends Error {
+  constructor(
+    readonly target: TableName,
+    /** The source's primary-key column names, in key order. */
+    readonly keyColumns: string[],
+  ) {
+    super(`target table ${target.schema}.${target.table} does not exist`);
+  }
+}
+
+/**
  * Reads the shape of `t` at the source and checks its target has every compared column.
  * Stored generated columns are not compared: pgoutput never sends them (nor does a snapshot
  * read them), so no sink writes them and `sink.create_tables` leaves them out; a target that
@@ -104,7 +118,10 @@ export async function readShape(source: pg.ClientBase, targetColumns: TargetColu
   );
   if (cols.length === 0) throw new Error(`source table ${t.schema}.${t.table} does not exist`);
   const targetTypes = await targetColumns(to);
-  if (!targetTypes) throw new Error(`target table ${to.schema}.${to.table} does not exist`);
+  if (!targetTypes) {
+    const key = cols.filter((c) => c.key_pos !== null).sort((a, b) => (a.key_pos ?? 0) - (b.key_pos ?? 0)).map((c) => c.name);
+    throw new TargetTableMissing(to, key);
+  }
   const columns: VerifyColumn[] = [];
   const keyed: { pos: number; column: VerifyColumn }[] = [];
   const absent: string[] = [];
