@@ -1,7 +1,7 @@
 import { PrerequisiteError } from '../core/errors.js';
 import { STOPPED } from '../core/retry.js';
 import type { ApplyContext } from './apply-context.js';
-import type { TransactionAssembler } from './transaction-assembler.js';
+import { RELEASED_MARK, type TransactionAssembler } from './transaction-assembler.js';
 
 /**
  * Where apply starts reading its assigned partitions (the consumer's `startPositions`): the
@@ -37,6 +37,9 @@ export function startPositions(ctx: ApplyContext, signal: AbortSignal, assembler
         );
       }
     }
+    // Transactional: every source transaction up to the stored mark was applied whole.
+    const released = stored.get(RELEASED_MARK);
+    if (assembler && released !== undefined) assembler.resumeAfter(released);
     // A partition the sink never recorded was never applied: start at its beginning.
     const start = new Map(partitions.map((p) => [p, stored.get(p) ?? 0n]));
     for (const [p, o] of start) assembler?.startAt(p, o);

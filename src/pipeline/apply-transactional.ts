@@ -5,7 +5,7 @@ import type { StreamConsumer, StreamRecord } from '../stream/stream.js';
 import type { ApplyContext, Item } from './apply-context.js';
 import { decodeRecords } from './decode-records.js';
 import { letterOf, transactionError } from './poison.js';
-import { TransactionAssembler, type AssemblerItem } from './transaction-assembler.js';
+import { RELEASED_MARK, TransactionAssembler, type AssemblerItem } from './transaction-assembler.js';
 
 /** Applies released records (in one sink transaction with `positions`); see Apply. */
 type ApplyReleased = (records: StreamRecord[], signal: AbortSignal, positions: Map<number, bigint>, decoded: (ChangeEvent | undefined)[]) => Promise<void>;
@@ -81,6 +81,16 @@ export class TransactionalApply {
       } else items[kept++] = item;
     }
     items.length = kept;
+  }
+
+  /**
+   * `positions` as the sink stores them: with the last commit LSN released (RELEASED_MARK),
+   * in the same sink transaction.
+   */
+  forSink(positions: Map<number, bigint>): Map<number, bigint> {
+    const released = this.assembler.releasedUpTo;
+    if (released === undefined || positions.size === 0) return positions;
+    return new Map(positions).set(RELEASED_MARK, released);
   }
 
   /** Positions of the partitions this apply reads now (a revoked one is its new owner's to store). */

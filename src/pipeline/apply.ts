@@ -279,7 +279,9 @@ export class Apply {
     const started = this.options.clock.now();
     let outcome: ApplyOutcome | typeof STOPPED;
     let applied = items;
-    const result = await this.applyChanges(items, positions, storePositions === undefined, signal);
+    // Transactional: with the last released commit LSN (what the sink stores, not the stream).
+    const sinkPositions = this.transactional?.forSink(positions) ?? positions;
+    const result = await this.applyChanges(items, sinkPositions, storePositions === undefined, signal);
     if (isFailure(result)) {
       const err = result.error;
       // Without a dead-letter queue, or when the sink itself is misconfigured (no change
@@ -298,7 +300,7 @@ export class Apply {
       if (!(await this.deadLetter(poison, signal))) return;
       const poisoned = new Set(poison.map((l) => l.change));
       applied = items.filter((i) => !poisoned.has(i.change));
-      if ((await this.withRetry(() => this.sink.apply([], positions, this.options.group), signal, 'storing positions')) === STOPPED) return;
+      if ((await this.withRetry(() => this.sink.apply([], sinkPositions, this.options.group), signal, 'storing positions')) === STOPPED) return;
     } else outcome = result;
     if (outcome === STOPPED) return; // the batch will be re-read from the stored positions
     // Dedup records are written only after the sink applied the changes, never before: a

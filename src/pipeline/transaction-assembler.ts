@@ -2,6 +2,17 @@ import type { ChangeEvent } from '../core/change.js';
 import { formatLsn, parseLsn, type Lsn } from '../core/lsn.js';
 import type { StreamRecord } from '../stream/stream.js';
 
+/**
+ * The pseudo stream partition under which transactional apply stores, with its positions and
+ * in the same sink transaction, the last commit LSN it released (`TransactionAssembler
+ * .releasedUpTo`). After a restart the tail of a copy that a capture restart republished,
+ * whose head was applied before, is then known stale at once; without it the assembler
+ * waited `incompleteTransactionMs` (60 s) for a head that would never come again. Every
+ * sink that stores positions keeps it with no change (a partition number, an offset); the
+ * readers of positions go by the stream's partitions, so none of them sees it.
+ */
+export const RELEASED_MARK = -1;
+
 /** A stream record and its decoded change (undefined: undecodable, dead-lettered at once). */
 export interface AssemblerItem {
   record: StreamRecord;
@@ -47,6 +58,12 @@ export class TransactionAssembler {
   /** Items of all pending transactions (asked after every poll: kept, not counted). */
   private heldCount = 0;
   private lastReleased: Lsn | undefined;
+  /**
+   * The last commit LSN released before this apply started (stored with the sink's
+   * positions): a transaction at or below it was applied whole then, and passes as stale.
+   * It vouches for nothing after it: the first transaction still waits for a barrier.
+   */
+  private releasedBefore: Lsn | undefined;
   private barrier: Map<number, bigint> | undefined;
   /** The transaction the current barrier was taken for. */
   private barrierFor: Lsn | undefined;
@@ -54,6 +71,20 @@ export class TransactionAssembler {
   /** The consumer starts (or was repositioned) at `offset` in `partition`. */
   startAt(partition: number, offset: bigint): void {
     this.readUpTo.set(partition, offset);
+  }
+
+  /**
+   * The sink's stored mark (see RELEASED_MARK): every source transaction committed at or
+   * below `lsn` was applied whole before this start.
+   */
+  resumeAfter(lsn: Lsn): void {
+    if (this.releasedBefore === undefined || lsn > this.releasedBefore) this.releasedBefore = lsn;
+  }
+
+  /** The newest commit LSN released (or vouched for at start): stored with the positions. */
+  get releasedUpTo(): Lsn | undefined {
+    const before = this.releasedBefore;
+    return before !== undefined && (this.lastReleased === undefined || before > this.lastReleased) ? before : this.lastReleased;
   }
 
   /** Records held (transactions not complete or not yet in order). */
@@ -76,6 +107,8 @@ export class TransactionAssembler {
   }
 
   add(items: readonly AssemblerItem[], released: AssemblerItem[]): void {
+    // (Changes only when a transaction is taken, never inside this loop.)
+    const releasedUpTo = this.releasedUpTo;
     for (const item of items) {
       const { record, change } = item;
       const next = record.offset + 1n;
@@ -88,9 +121,9 @@ export class TransactionAssembler {
       }
       const commitLsn = parseLsn(change.commit_lsn);
       if ((this.newest.get(record.partition) ?? -1n) < commitLsn) this.newest.set(record.partition, commitLsn);
-      // A transaction released before (a capture restart republished it): a no-op at the
-      // version gate, so it goes through as it is.
-      if (this.lastReleased !== undefined && commitLsn <= this.lastReleased) {
+      // A transaction released before (a capture restart republished it), in this run or
+      // the one before: a no-op at the version gate, so it goes through as it is.
+      if (releasedUpTo !== undefined && commitLsn <= releasedUpTo) {
         released.push(item);
         continue;
       }

@@ -92,6 +92,33 @@ describe('TransactionAssembler', () => {
     expect(again).toHaveLength(1);
   });
 
+  it('after a restart, a transaction at or below the stored mark passes as stale; the first newer one still waits for a barrier', () => {
+    const a = new TransactionAssembler();
+    a.startAt(0, 5n);
+    a.startAt(1, 5n);
+    expect(a.releasedUpTo).toBeUndefined();
+    a.resumeAfter(BigInt(2 * 16)); // t1 was released before the restart
+    const rec = (change: ChangeEvent, partition: number, offset: number): AssemblerItem => ({ change, record: { partition, offset: BigInt(offset), key: '', value: Buffer.alloc(0), timestamp: 0 } });
+    const [t1, t2] = [transaction(1, 3, 0), transaction(2, 1, 1)];
+    const out: AssemblerItem[] = [];
+    // The tail of a republished copy of t1 (its head applied before the restart): stale, at once.
+    a.add([rec(t1[2] as ChangeEvent, 0, 5)], out);
+    expect(out).toHaveLength(1);
+    expect(a.heldRecords).toBe(0);
+    // t2 is chained to t1, but the mark vouches for nothing after it: a barrier first.
+    a.add([rec(t2[0] as ChangeEvent, 1, 5)], out);
+    a.release(out);
+    expect(out).toHaveLength(1);
+    expect(a.barrierNeeded()).toBe(true);
+    a.setBarrier(new Map([[0, 6n], [1, 6n]]));
+    a.release(out);
+    expect(out.map((i) => i.change?.commit_lsn)).toEqual(['0/20', '0/30']);
+    expect(a.releasedUpTo).toBe(BigInt(3 * 16));
+    // An older mark read again (a re-assignment) does not move it back.
+    a.resumeAfter(16n);
+    expect(a.releasedUpTo).toBe(BigInt(3 * 16));
+  });
+
   it('passes a barrier on partitions that already show later transactions (a backlog is not read into memory)', () => {
     const a = new TransactionAssembler();
     for (const p of [0, 1]) a.startAt(p, 0n);
