@@ -21,7 +21,10 @@ import { freePort, freshDatabase, machinePg15, testLogger, uniqueName, waitFor }
  *   (the source side compared `::text`, which trims char(n) and adds `/32` to an inet);
  * - a numeric(38,18) lost digits in the SQLite column syncline created (NUMERIC affinity);
  * - a numeric(80,40) made MySQL's CREATE TABLE fail (DECIMAL(80,40)), dead-lettering the table;
- * - a timestamptz past the year 275760 became `0NaN-NaN-NaN ...` in SQLite.
+ * - a timestamptz past the year 275760 became `0NaN-NaN-NaN ...` in SQLite;
+ * - MariaDB refused a real's largest values (`3.4028235e+38` reads above FLT_MAX as a double);
+ * - an unbounded numeric with more than 30 digits after the point was rounded silently by
+ *   MySQL's DECIMAL(65,30) (a note, not an error, strict mode too).
  */
 
 type Report = { drift: boolean; tables: { table: string; differing: number; missing: string[]; extra: string[]; different: string[] }[] };
@@ -34,7 +37,11 @@ const SOURCE_DDL = `
     (3, 'abcde', '10.0.0.0/8', 1.5), (4, NULL, NULL, NULL), (5, '', '2001:db8::1/64', 0);
   UPDATE vals SET wide = '1234567890123456789012345678901234567890.0123456789012345678901234567890123456789' WHERE id = 3;
   INSERT INTO ck VALUES ('a', 1), ('é😀', 2), ('abcd', 3);
-  INSERT INTO far VALUES (1, '294276-12-31 23:59:59.999999+00'), (2, '2024-01-01 00:00:00+00');`;
+  INSERT INTO far VALUES (1, '294276-12-31 23:59:59.999999+00'), (2, '2024-01-01 00:00:00+00');
+  CREATE TABLE flt (id int PRIMARY KEY, r real);
+  INSERT INTO flt VALUES (1, '3.4028235e38'), (2, '-3.4028235e38'), (3, '1e-45'), (4, '0.1'), (5, '1.17549435e-38');
+  CREATE TABLE decs (id int PRIMARY KEY, u numeric);
+  INSERT INTO decs VALUES (1, '0.123456789012345678901234567890'), (2, '0.1234567890123456789012345678901'), (3, '1.50000000000000000000000000000000000000');`;
 
 const drop = async (name: string): Promise<void> => {
   const server = await machinePg15();
@@ -87,7 +94,7 @@ describe.each(['mysql', 'sqlite'] as const)('values into a %s target syncline cr
     }
     const yaml = `source:
   url: ${sourceUrl}
-  slots: [{ name: ${name}, publication: ${name}_pub, tables: [vals, ck, far] }]
+  slots: [{ name: ${name}, publication: ${name}_pub, tables: [vals, ck, far, flt, decs] }]
 stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
 sink: { type: ${type}, url: '${targetUrl}', schema_evolution: full }
 dead_letter: { url: ${sourceUrl} }
@@ -99,8 +106,8 @@ monitoring: { port: ${await freePort()} }
     running.catch(() => undefined);
     await waitFor('tables replicated', async () => {
       try {
-        const counts = await Promise.all(['vals', 'ck', 'far'].map(async (t) => Number((await targetRows(`SELECT count(*) AS n FROM ${t}`))[0]?.n)));
-        return counts.join() === '5,3,1';
+        const counts = await Promise.all(['vals', 'ck', 'far', 'flt', 'decs'].map(async (t) => Number((await targetRows(`SELECT count(*) AS n FROM ${t}`))[0]?.n)));
+        return counts.join() === `5,3,1,5,${type === 'mysql' ? 2 : 3}`;
       } catch {
         return false; // not created yet
       }
@@ -133,6 +140,21 @@ monitoring: { port: ${await freePort()} }
     const [wide] = await targetRows('SELECT wide FROM vals WHERE id = 3');
     expect(wide?.wide).toBe('1234567890123456789012345678901234567890.0123456789012345678901234567890123456789');
   });
+
+  it("keeps a real's extremes (verify equal) and dead-letters a numeric the target would round", async () => {
+    const r = await runCli('verify', '-c', configFile, '--json', '--table', 'flt');
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    const ids = (await targetRows('SELECT id FROM decs ORDER BY id')).map((row) => Number(row.id));
+    if (type === 'sqlite') {
+      expect(ids).toEqual([1, 2, 3]);
+      return;
+    }
+    expect(ids).toEqual([1, 3]);
+    const [kept] = await targetRows('SELECT CAST(u AS CHAR) AS u FROM decs WHERE id = 1');
+    expect(kept?.u).toBe('0.123456789012345678901234567890');
+    const list = await runCli('dlq', 'list', '-c', configFile, '--json', '--table', 'decs');
+    expect(list.stdout).toContain('column u: 0.1234567890123456789012345678901 has 31 digits after the point');
+  }, 60_000);
 
   it('dead-letters a timestamptz no UTC date-time holds instead of writing NaN', async () => {
     expect(await targetRows('SELECT id, tz FROM far')).toEqual([{ id: 2, tz: '2024-01-01 00:00:00.000000' }]);

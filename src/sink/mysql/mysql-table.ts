@@ -1,6 +1,6 @@
 import { tableLabelOf, type ChangeEvent } from '../../core/change.js';
 import type { PoolConnection, RowDataPacket } from 'mysql2/promise';
-import { PrerequisiteError } from '../../core/errors.js';
+import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import { CLOCK_COLUMN, DELETED_AT_COLUMN, SOURCE_COLUMN, VERSION_LSN_COLUMN, VERSION_SEQ_COLUMN } from '../sql/bookkeeping.js';
 import { decimalLiteral, integerLiteral, isPgByteaHex, pgBoolToDigit, pgByteaToBuffer, pgTextToJson, pgTimestampToUtc } from '../pg-text.js';
 
@@ -22,6 +22,8 @@ export interface MysqlColumn {
   type?: string;
   /** Character set of a character column (`utf8mb4`, `latin1`, ...); absent for other types. */
   charset?: string;
+  /** Digits after the point of a DECIMAL column; absent for other types. */
+  scale?: number;
 }
 
 export interface MysqlTable {
@@ -53,7 +55,10 @@ export function toMysqlParam(column: MysqlColumn, text: string | null): string |
   if (text === null) return null;
   switch (column.kind) {
     case 'integer':
+      return pgBoolToDigit(text);
     case 'decimal':
+      if (column.type === 'float') return singleFloat(text);
+      if (column.scale !== undefined) checkScale(column, text);
       return pgBoolToDigit(text);
     case 'bit': {
       // A string assigned to BIT is taken as bytes ('1' = 0x31): send a number.
@@ -69,6 +74,39 @@ export function toMysqlParam(column: MysqlColumn, text: string | null): string |
       return pgTextToJson(text);
     case 'text':
       return text;
+  }
+}
+
+/**
+ * A `real` for a FLOAT column, as the exact value of the single it is. PostgreSQL prints the
+ * shortest text that reads back as the same single (`3.4028235e+38` for the largest), which
+ * as a double is above FLT_MAX: MariaDB refused it (out of range) where the single fits.
+ */
+function singleFloat(text: string): string {
+  const n = Number(text);
+  return Number.isFinite(n) && text.trim() !== '' ? String(Math.fround(n)) : text;
+}
+
+/**
+ * A DECIMAL(p,s) rounds a value with more than `s` digits after the point with only a note
+ * (strict mode too: 1265 "Data truncated"), so such a value is refused here: the change goes
+ * to the dead-letter queue with the reason instead of reaching the target altered. (Too many
+ * digits before the point is an error of the server's own.) Trailing zeros lose nothing.
+ */
+function checkScale(column: MysqlColumn, text: string): void {
+  const point = text.indexOf('.');
+  // (PostgreSQL prints numeric without an exponent; a float's text is left to the server.)
+  if (point < 0 || text.includes('e') || text.includes('E')) return;
+  let end = text.length;
+  while (end > point + 1 && text.charCodeAt(end - 1) === 48) end--;
+  const digits = end - point - 1;
+  if (digits > (column.scale as number)) {
+    const shown = text.length > 80 ? `${text.slice(0, 80)}…` : text;
+    throw new SynclineError(
+      'SINK_VALUE',
+      `column ${column.name}: ${shown} has ${digits} digits after the point; the target's DECIMAL keeps ${column.scale as number} and would round it silently (widen the column, or make it text)`,
+      { retriable: false },
+    );
   }
 }
 
@@ -195,11 +233,12 @@ interface ColumnRow extends RowDataPacket {
   data_type: string;
   column_key: string;
   charset: string | null;
+  scale: number | string | null;
 }
 
 async function readTable(conn: PoolConnection, database: string | undefined, table: string, label: string, qualified: string): Promise<MysqlTable | undefined> {
   const [rows] = await conn.query<ColumnRow[]>(
-    `SELECT COLUMN_NAME AS name, LOWER(DATA_TYPE) AS data_type, COLUMN_KEY AS column_key, CHARACTER_SET_NAME AS charset
+    `SELECT COLUMN_NAME AS name, LOWER(DATA_TYPE) AS data_type, COLUMN_KEY AS column_key, CHARACTER_SET_NAME AS charset, NUMERIC_SCALE AS scale
        FROM information_schema.COLUMNS
       WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?
       ORDER BY ORDINAL_POSITION`,
@@ -212,6 +251,7 @@ async function readTable(conn: PoolConnection, database: string | undefined, tab
   for (const r of rows) {
     const column: MysqlColumn = { name: r.name, kind: json.has(r.name) ? 'json' : (KINDS[r.data_type] ?? 'text'), type: r.data_type };
     if (r.charset !== null && r.charset !== '') column.charset = r.charset;
+    if ((r.data_type === 'decimal' || r.data_type === 'numeric') && r.scale !== null) column.scale = Number(r.scale);
     columns.set(r.name, column);
     if (r.column_key === 'PRI') primaryKey.push(r.name);
   }
