@@ -339,7 +339,8 @@ async function endReaders(pool: Promise<pg.Client[]> | undefined): Promise<void>
  * already have an unfinished job), never leaves a slot without its snapshot.
  */
 async function requestInitialSnapshot(admin: pg.Client, snapshots: SnapshotStore, options: PostgresSourceOptions, tables: readonly TableName[]): Promise<void> {
-  const open = new Set((await snapshots.all()).filter((j) => j.status === 'pending' || j.status === 'running').map((j) => `${j.table.schema}.${j.table.table}`));
+  // Not all(): it lists the newest 1000 jobs, and an older one may still be unfinished.
+  const open = await snapshots.unfinishedTables();
   for (const t of tables) if (!open.has(`${t.schema}.${t.table}`)) await snapshots.request(t);
   options.log.info({ tables: tables.map((t) => `${t.schema}.${t.table}`) }, 'initial snapshot requested');
 }

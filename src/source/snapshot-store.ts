@@ -128,8 +128,12 @@ export class SnapshotStore {
     return this.list('id = ANY($2::bigint[])', 'id', ids.length, [ids]);
   }
 
+  /**
+   * The slot's newest 1000 jobs, in id order. Not the oldest: a repair queues a job per
+   * differing key, and the jobs asked for since (the one running now) went missing.
+   */
   async all(): Promise<SnapshotJob[]> {
-    return this.list('true', 'id', 1000);
+    return (await this.list('true', 'id DESC', 1000)).reverse();
   }
 
   async markRunning(id: string): Promise<void> {
@@ -150,12 +154,14 @@ export class SnapshotStore {
 
   private async list(where: string, order: string, limit: number, extra: unknown[] = []): Promise<SnapshotJob[]> {
     const { rows } = await this.client.query<{
-      id: string; table_schema: string; table_name: string; status: SnapshotStatus; last_key: string[] | null; done_ranges: KeyRange[] | null; key_from: string | null; key_to: string | null;
+      job_id: string; table_schema: string; table_name: string; status: SnapshotStatus; last_key: string[] | null; done_ranges: KeyRange[] | null; key_from: string | null; key_to: string | null;
       rows: string; chunks: number; error: string | null; started_at: Date | null; finished_at: Date | null;
-    }>(`SELECT id::text, table_schema, table_name, status, last_key, done_ranges, key_from, key_to, rows::text, chunks, error, started_at, finished_at
+    }>(`SELECT id::text AS job_id, table_schema, table_name, status, last_key, done_ranges, key_from, key_to, rows::text, chunks, error, started_at, finished_at
           FROM ${this.table} WHERE slot_name = $1 AND (${where}) ORDER BY ${order} LIMIT ${Number(limit)}`, [this.slot, ...extra]);
+    // Selected as job_id: under the name id the text would be what ORDER BY id sorts by
+    // ('10' before '9'), not the job's number.
     return rows.map((r) => ({
-      id: r.id,
+      id: r.job_id,
       table: { schema: r.table_schema, table: r.table_name },
       status: r.status,
       lastKey: r.last_key,
