@@ -1,4 +1,5 @@
 import type { ColumnType } from './schema-version.js';
+import type { Lsn } from './lsn.js';
 
 /**
  * What the snapshot reader (source/snapshot-runner.ts) and capture (pipeline/) exchange about
@@ -63,6 +64,16 @@ export interface KeylessSnapshot {
   columnTypes?: readonly ColumnType[];
 }
 
+/**
+ * Where a keyless table's snapshot was cut: its cut message's token and LSN, and the xid of
+ * the transaction that wrote it (see SnapshotRunner).
+ */
+export interface KeylessCut {
+  token: string;
+  lsn: Lsn;
+  xid: number;
+}
+
 /** Content of a snapshot watermark message. */
 export interface WatermarkMessage {
   token: string;
@@ -81,7 +92,8 @@ export interface ChunkSink {
   setSnapshotting(tables: ReadonlySet<string>): void;
   registerChunk(token: string, chunk: SnapshotChunk): void;
   chunkPublished(token: string): Promise<ChunkResult>;
-  registerKeyless(token: string, spec: KeylessSnapshot): { seen: Promise<void> };
+  /** A keyless table's snapshot was cut at `at` (its cut message written, not yet committed). */
+  keylessCut(spec: KeylessSnapshot, at: KeylessCut): void;
   keylessRows(token: string, rows: readonly (string | null)[][]): Promise<void>;
   keylessDone(token: string, published?: boolean): Promise<void>;
   /** A keyless table whose snapshot was running when capture last stopped (see CaptureSnapshots). */

@@ -5,7 +5,7 @@ import type { Logger } from '../log/logger.js';
 import type { BatchPublisher } from './batch-publisher.js';
 import type { ChangeBuilder } from './change-builder.js';
 import { KeylessSnapshots } from './keyless-snapshots.js';
-import type { ChunkResult, ChunkSink, KeylessSnapshot, SnapshotChunk, WatermarkMessage } from '../core/snapshot.js';
+import type { ChunkResult, ChunkSink, KeylessCut, KeylessSnapshot, SnapshotChunk, WatermarkMessage } from '../core/snapshot.js';
 import { SnapshotChunks } from './snapshot-windows.js';
 import type { UnchangedValues } from './unchanged-values.js';
 
@@ -64,16 +64,18 @@ export class CaptureSnapshots implements ChunkSink {
   }
 
   /**
-   * A keyless table is about to be read whole in one snapshot, at the cut `token` (see
-   * SnapshotRunner). Once capture sees the cut it emits a reset of the table versioned there,
-   * then the rows handed to `keylessRows`, and holds the table's later changes until
-   * `keylessDone`, so that they follow the rows in the stream.
+   * A keyless table is read whole in one snapshot, cut at `at` (see SnapshotRunner): its
+   * reset goes out now, then the rows handed to `keylessRows`; the table's changes committed
+   * after the cut are held until `keylessDone`, so that they follow the rows in the stream.
    */
-  registerKeyless(token: string, spec: KeylessSnapshot): { seen: Promise<void> } {
-    return this.keyless.register(token, spec);
+  keylessCut(spec: KeylessSnapshot, at: KeylessCut): void {
+    const { reset, released } = this.keyless.cut(spec, at);
+    this.host.publisher.add(reset);
+    // An interrupted snapshot's held changes: committed before the cut, so stale behind it.
+    this.release(released);
   }
 
-  /** Rows of a keyless snapshot whose cut was seen; resolves when there is room for more. */
+  /** Rows of a keyless snapshot; resolves when there is room for more. */
   keylessRows(token: string, rows: readonly (string | null)[][]): Promise<void> {
     const { publisher, events } = this.host;
     const built: ChangeEvent[] = [];
@@ -93,10 +95,9 @@ export class CaptureSnapshots implements ChunkSink {
    * table again, and its reset makes them stale.
    */
   keylessDone(token: string, published = true): Promise<void> {
-    const done = this.keyless.finish(token, published);
-    if (!done) return Promise.resolve();
-    const durable = published && done.seen ? this.host.flushDurable() : Promise.resolve();
-    if (done.released) this.release(done.released);
+    const released = this.keyless.finish(token, published);
+    const durable = published ? this.host.flushDurable() : Promise.resolve();
+    if (released) this.release(released);
     return durable;
   }
 
@@ -155,14 +156,8 @@ export class CaptureSnapshots implements ChunkSink {
       this.chunks.windows.openWindow(w.token, w.table, lsn);
       return;
     }
-    if (w.mark === 'cut') {
-      const cut = this.keyless.cutSeen(w.token, builder.openTransaction, lsn);
-      if (!cut) return;
-      publisher.add(cut.reset);
-      // An interrupted snapshot's held changes: older than the reset, so stale at the target.
-      this.release(cut.released);
-      return;
-    }
+    // A keyless table's cut: its reset went out when the runner wrote it (keylessCut).
+    if (w.mark === 'cut') return;
     const closed = this.chunks.close(w.token);
     // A watermark of an earlier process (restarted since) has no rows here: the runner re-reads.
     if (closed === undefined) return;

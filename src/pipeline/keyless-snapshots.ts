@@ -1,14 +1,19 @@
 import { tableLabelOf, type ChangeEvent } from '../core/change.js';
-import type { Lsn } from '../core/lsn.js';
+import { formatLsn, parseLsn, versionOf, type Lsn } from '../core/lsn.js';
 import type { ChangeBuilder, VersionContext } from './change-builder.js';
-import type { KeylessSnapshot } from '../core/snapshot.js';
+import type { KeylessCut as CutAt, KeylessSnapshot } from '../core/snapshot.js';
 
 /** A keyless table's changes held back from the stream, in the order read. */
 interface Hold {
   held: ChangeEvent[];
   /**
+   * Only changes committed after this LSN are held (a cut's: the ones before it are in its
+   * snapshot, and stale behind its reset). Undefined: every change of the table is held.
+   */
+  after: Lsn | undefined;
+  /**
    * The table's snapshot stopped after its reset may have reached the stream (its read
-   * failed, or capture restarted with the job running): held until the next cut.
+   * failed, or capture restarted with the job running): held until the job's next cut.
    */
   interrupted: boolean;
 }
@@ -17,24 +22,29 @@ interface Hold {
 interface KeylessCut extends Hold {
   spec: KeylessSnapshot;
   table: string;
-  /** The cut's transaction: the reset and every row are versioned in it. Set once the cut is seen. */
-  ctx: VersionContext | undefined;
+  /** The cut: the reset and every row are versioned at it. */
+  ctx: VersionContext;
   cutLsn: Lsn;
-  markSeen: () => void;
 }
 
 /**
- * Capture's side of keyless snapshots. A keyless table is read whole in one snapshot, at the
- * cut `token` (see SnapshotRunner). Once the cut is seen capture emits a reset of the table
- * versioned there, then the rows handed over, and holds the table's later changes until the
- * snapshot is done, so that they follow the rows in the stream.
+ * Capture's side of keyless snapshots. A keyless table is read whole in one snapshot taken at
+ * a cut (see SnapshotRunner): the runner writes a cut message into the WAL while it holds the
+ * table locked, so every change to the table committed before the message's LSN is in the
+ * snapshot and every later one commits after it. At once (not when capture reaches the cut
+ * in the WAL: after a restart that may be a whole backlog later) capture emits a reset of
+ * the table versioned at the cut, then the rows handed over, and holds the table's changes
+ * committed after the cut until the rows are out, so that they follow the rows in the
+ * stream. Its changes committed before the cut go out as they come: behind the reset they
+ * are stale at the target (their versions are below the cut's), the snapshot holds their
+ * effect.
  *
  * A snapshot that stops between its reset and its last row leaves the target with part of
  * the table; a later change removing a row it lacks would look like drift there (and in
  * transactional mode drag every later transaction touching the table into the dead-letter
- * queue). So the table's changes stay held until the job's next cut, and go out right behind
- * that cut's reset, which makes them stale at the target: the new snapshot holds their
- * effect. Only when the job ends without a new cut (failed, cancelled) are they let go.
+ * queue). So the table's changes stay held until the job's next cut, whose reset they go
+ * out behind, stale. Only when the job ends without a new cut (failed, cancelled) are they
+ * let go as they are.
  */
 export class KeylessSnapshots {
   /** By token. */
@@ -44,67 +54,55 @@ export class KeylessSnapshots {
 
   constructor(private readonly builder: ChangeBuilder) {}
 
-  /** A keyless snapshot at the cut `token` is about to be taken; `seen` resolves once capture saw the cut. */
-  register(token: string, spec: KeylessSnapshot): { seen: Promise<void> } {
-    let markSeen!: () => void;
-    const seen = new Promise<void>((resolve) => (markSeen = resolve));
-    this.cuts.set(token, { spec, table: `${spec.schema}.${spec.table}`, ctx: undefined, cutLsn: 0n, held: [], interrupted: false, markSeen });
-    return { seen };
-  }
-
   /**
    * The keyless table `table` (`schema.table`) had a snapshot running when capture last
    * stopped: its reset and part of its rows may be in the stream. Its changes are held until
    * the job's next cut (or the job's end, see `jobsEnded`).
    */
   interrupted(table: string): void {
-    if (!this.holds.has(table)) this.holds.set(table, { held: [], interrupted: true });
+    if (!this.holds.has(table)) this.holds.set(table, { held: [], after: undefined, interrupted: true });
   }
 
   /**
-   * The cut watermark `token` at `lsn`, in the open transaction `ctx`: the reset of the table
-   * to emit (undefined for a cut unknown here), and the changes an interrupted snapshot of the
-   * table held, to go right behind it. The table's later changes are held from now.
+   * A snapshot of `spec` cut at `at` (its message written, not yet committed): the reset of
+   * the table to emit now, and the changes an interrupted snapshot of the table held, to go
+   * right behind it. The table's changes committed after the cut are held from now.
    */
-  cutSeen(token: string, ctx: VersionContext | undefined, lsn: Lsn): { reset: ChangeEvent; released: ChangeEvent[] } | undefined {
-    const cut = this.cuts.get(token);
-    if (!cut || !ctx) return undefined;
-    cut.ctx = ctx;
-    cut.cutLsn = lsn;
-    const reset = this.builder.snapshotReset(ctx, cut.spec.schema, cut.spec.table, lsn, cut.spec.columnTypes);
-    // Committed before the cut: the snapshot read holds their effect.
-    const released = this.holds.get(cut.table)?.held ?? [];
-    // The cut's transaction held the table locked: every later change to it commits after.
-    this.holds.set(cut.table, cut);
-    cut.markSeen();
+  cut(spec: KeylessSnapshot, at: CutAt): { reset: ChangeEvent; released: ChangeEvent[] } {
+    const commitTs = `${new Date().toISOString().slice(0, 23)}000Z`;
+    const ctx: VersionContext = { xid: at.xid, commitLsn: at.lsn, versionBase: versionOf(at.lsn, 0), commitLsnText: formatLsn(at.lsn), commitTs, seq: 0 };
+    const table = `${spec.schema}.${spec.table}`;
+    const cut: KeylessCut = { spec, table, ctx, cutLsn: at.lsn, held: [], after: at.lsn, interrupted: false };
+    this.cuts.set(at.token, cut);
+    const reset = this.builder.snapshotReset(ctx, spec.schema, spec.table, at.lsn, spec.columnTypes);
+    // Read before the cut was written: committed before it, so in its snapshot.
+    const released = this.holds.get(table)?.held ?? [];
+    this.holds.set(table, cut);
     return { reset, released };
   }
 
   /** Builds rows of the snapshot `token` (versioned at its cut) into `out`. */
   rows(token: string, rows: readonly (string | null)[][], out: ChangeEvent[]): void {
     const cut = this.cuts.get(token);
-    if (!cut?.ctx) throw new Error(`keyless snapshot ${token}: rows before its cut was seen`);
+    if (!cut) throw new Error(`keyless snapshot ${token}: rows of an unknown cut`);
     for (const values of rows) out.push(this.builder.snapshotRow(cut.ctx, cut.spec.schema, cut.spec.table, cut.spec.columns, values, [], cut.cutLsn, cut.spec.columnTypes));
   }
 
   /**
-   * The snapshot `token` is over: whether its cut was seen, and the changes it held (undefined
-   * when it held none), which go out now, behind its rows. With `published` false (its rows
-   * are not all out) a seen cut's changes stay held, as interrupted. Undefined for an unknown
-   * token.
+   * The snapshot `token` is over: the changes it held, which go out now, behind its rows
+   * (undefined: none, or an unknown token). With `published` false (its rows are not all
+   * out) the table's changes stay held, every one of them, as interrupted.
    */
-  finish(token: string, published: boolean): { seen: boolean; released: ChangeEvent[] | undefined } | undefined {
+  finish(token: string, published: boolean): ChangeEvent[] | undefined {
     const cut = this.cuts.get(token);
     this.cuts.delete(token);
-    if (!cut) return undefined;
-    const seen = cut.ctx !== undefined;
-    if (this.holds.get(cut.table) !== cut) return { seen, released: undefined };
+    if (!cut || this.holds.get(cut.table) !== cut) return undefined;
     if (!published) {
-      this.holds.set(cut.table, { held: cut.held, interrupted: true });
-      return { seen, released: undefined };
+      this.holds.set(cut.table, { held: cut.held, after: undefined, interrupted: true });
+      return undefined;
     }
     this.holds.delete(cut.table);
-    return { seen, released: cut.held };
+    return cut.held;
   }
 
   /**
@@ -126,7 +124,7 @@ export class KeylessSnapshots {
   /** Holds `e` behind its table's snapshot rows if they are not out yet; true when held. */
   hold(e: ChangeEvent): boolean {
     const hold = this.holds.size > 0 ? this.holds.get(tableLabelOf(e)) : undefined;
-    if (!hold) return false;
+    if (!hold || (hold.after !== undefined && parseLsn(e.commit_lsn) <= hold.after)) return false;
     hold.held.push(e);
     return true;
   }

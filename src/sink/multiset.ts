@@ -6,10 +6,12 @@ import { SynclineError } from '../core/errors.js';
  * one place; `sql/sql-sink.ts` applies them, each dialect does the reads and writes
  * (`SqlDialect.readMultisetVersions`, `insertRows`, `removeOne`, `writeMultisetVersion`).
  *
- * All changes of such a table arrive in one stream partition in version order, so one
- * high-water version per table (stored in the batch's transaction) makes replays no-ops: a
- * change applies only when it is newer than the high water and the table's truncation
- * watermark. INSERT and READ add a row (duplicates allowed) carrying the change's version;
+ * All changes of such a table arrive in one stream partition in version order (but for the
+ * changes a snapshot's reset and rows overtake, which are older than the reset: capture emits
+ * those at the snapshot's cut, ahead of what it still has to read), so one high-water
+ * version per table (stored in the batch's transaction) makes replays and overtaken changes
+ * no-ops: a change applies only when it is newer than the high water and the table's
+ * truncation watermark. INSERT and READ add a row (duplicates allowed) carrying the change's version;
  * DELETE removes one row equal to `before`; UPDATE does both. TRUNCATEs (and a snapshot's
  * reset) go through the sink's truncation watermark before.
  *

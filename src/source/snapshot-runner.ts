@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { systemClock, type Clock } from '../core/clock.js';
 import { retry, STOPPED, type RetryPolicy } from '../core/retry.js';
 import { errorMessage, isRetriable, PrerequisiteError, SynclineError } from '../core/errors.js';
+import { parseLsn } from '../core/lsn.js';
 import { quoteQualified } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
 import { chunkBoundary, readChunkInSnapshot, readKeylessTable, tableShape, type TableShape } from './snapshot-reader.js';
@@ -211,8 +212,9 @@ export class SnapshotRunner {
    * transaction. Every change to the table committed before that transaction is in the
    * snapshot, every later one commits after it. A second connection imports the snapshot,
    * the lock is released, and the table is read with a cursor while writes go on. Capture
-   * emits a reset of the table at the cut, then the rows, then holds the table's later
-   * changes until the rows are out (Capture.registerKeyless). Returns true once published.
+   * emits a reset of the table versioned at the cut message's LSN at once, then the rows,
+   * and holds the table's changes committed after the cut until the rows are out
+   * (CaptureSnapshots.keylessCut). Returns true once published.
    */
   private async readKeyless(run: JobRun, signal: AbortSignal): Promise<boolean> {
     const { job, shape } = run;
@@ -225,7 +227,6 @@ export class SnapshotRunner {
     if (own && !this.options.connect) throw new Error('a keyless snapshot needs a second reader connection');
     const reader = own ? await (this.options.connect as () => Promise<pg.Client>)() : (this.readers[1] as pg.ClientBase);
     const token = `${job.id}:${randomUUID()}`;
-    const cut = this.capture.registerKeyless(token, { schema: t.schema, table: t.table, columns: shape.columns, columnTypes: shape.types });
     let finished = false;
     try {
       await locker.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
@@ -234,8 +235,15 @@ export class SnapshotRunner {
         await locker.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.floor(this.options.lockTimeoutMs ?? 1000))}`);
         await locker.query(`LOCK TABLE ${quoteQualified(t.schema, t.table)} IN SHARE MODE`);
         const content: WatermarkMessage = { token, mark: 'cut', table: run.name };
-        const { rows } = await locker.query<{ id: string }>('SELECT pg_export_snapshot() AS id, pg_logical_emit_message(true, $1, $2)', [SNAPSHOT_PREFIX, JSON.stringify(content)]);
-        snapshotId = (rows[0] as { id: string }).id;
+        const { rows } = await locker.query<{ id: string; lsn: string; xid: string }>(
+          'SELECT pg_export_snapshot() AS id, pg_logical_emit_message(true, $1, $2)::text AS lsn, (txid_current() % 4294967296)::text AS xid',
+          [SNAPSHOT_PREFIX, JSON.stringify(content)],
+        );
+        const cut = rows[0] as { id: string; lsn: string; xid: string };
+        snapshotId = cut.id;
+        // Capture emits the reset now, before the cut commits: no change to the table can
+        // commit in between (the lock), and capture may be a backlog away from the cut.
+        this.capture.keylessCut({ schema: t.schema, table: t.table, columns: shape.columns, columnTypes: shape.types }, { token, lsn: parseLsn(cut.lsn), xid: Number(cut.xid) });
       } catch (err) {
         await locker.query('ROLLBACK').catch(() => undefined);
         throw lockError(err, run.name);
@@ -249,7 +257,6 @@ export class SnapshotRunner {
         this.options.chunkSize,
         async () => {
           await locker.query('COMMIT');
-          await untilAborted(cut.seen, signal);
         },
         async (rows) => {
           if (signal.aborted) return false;

@@ -1,52 +1,58 @@
 import { describe, expect, it } from 'vitest';
 import type { ChangeEvent } from '../../src/core/change.js';
+import { formatLsn } from '../../src/core/lsn.js';
 import type { ChangeBuilder, VersionContext } from '../../src/pipeline/change-builder.js';
 import { KeylessSnapshots } from '../../src/pipeline/keyless-snapshots.js';
 
 /** Events as the builder makes them, reduced to what the holds look at. */
 const builder = {
-  snapshotReset: (_ctx: VersionContext, schema: string, table: string) => ({ schema, table, op: 'TRUNCATE', snapshot_reset: true }) as unknown as ChangeEvent,
-  snapshotRow: (_ctx: VersionContext, schema: string, table: string) => ({ schema, table, op: 'READ' }) as unknown as ChangeEvent,
+  snapshotReset: (ctx: VersionContext, schema: string, table: string) => ({ schema, table, op: 'TRUNCATE', snapshot_reset: true, commit_lsn: ctx.commitLsnText }) as unknown as ChangeEvent,
+  snapshotRow: (ctx: VersionContext, schema: string, table: string) => ({ schema, table, op: 'READ', commit_lsn: ctx.commitLsnText }) as unknown as ChangeEvent,
 } as unknown as ChangeBuilder;
-const ctx = {} as VersionContext;
 const spec = { schema: 'public', table: 'hist', columns: ['a'] };
-const change = (n: number, table = 'hist'): ChangeEvent => ({ schema: 'public', table, op: 'UPDATE', seq: n }) as unknown as ChangeEvent;
+/** A change committed at `lsn`. */
+const change = (lsn: number, table = 'hist'): ChangeEvent => ({ schema: 'public', table, op: 'UPDATE', commit_lsn: formatLsn(BigInt(lsn)) }) as unknown as ChangeEvent;
 
 describe('keyless snapshot holds', () => {
-  it('a snapshot done releases its held changes behind its rows', () => {
+  it('a cut emits its reset at once, versioned at the cut; changes committed after it wait for the rows, earlier ones pass', () => {
     const k = new KeylessSnapshots(builder);
-    k.register('t1', spec);
-    expect(k.cutSeen('t1', ctx, 10n)?.released).toEqual([]);
-    expect(k.hold(change(1))).toBe(true);
-    expect(k.hold(change(2, 'other'))).toBe(false);
+    const { reset, released } = k.cut(spec, { token: 't1', lsn: 100n, xid: 7 });
+    expect(reset).toMatchObject({ op: 'TRUNCATE', snapshot_reset: true, commit_lsn: '0/64' });
+    expect(released).toEqual([]);
+    // Committed before the cut (capture is behind): in the snapshot, stale behind the reset.
+    expect(k.hold(change(90))).toBe(false);
+    expect(k.hold(change(110))).toBe(true);
+    expect(k.hold(change(120, 'other'))).toBe(false);
     expect(k.holding).toBe(true);
-    expect(k.finish('t1', true)?.released).toEqual([change(1)]);
+    const rows: ChangeEvent[] = [];
+    k.rows('t1', [['x']], rows);
+    expect(rows).toMatchObject([{ op: 'READ', commit_lsn: '0/64' }]);
+    expect(k.finish('t1', true)).toEqual([change(110)]);
     expect(k.holding).toBe(false);
-    expect(k.hold(change(3))).toBe(false);
+    expect(k.hold(change(130))).toBe(false);
   });
 
-  it('a snapshot that failed after its cut keeps holding until the next cut, whose reset goes first', () => {
+  it('a snapshot that failed after its cut holds every change until the next cut, whose reset goes first', () => {
     const k = new KeylessSnapshots(builder);
-    k.register('t1', spec);
-    k.cutSeen('t1', ctx, 10n);
-    k.hold(change(1));
-    expect(k.finish('t1', false)).toEqual({ seen: true, released: undefined });
-    expect(k.hold(change(2))).toBe(true);
-    expect(k.holding).toBe(true);
+    k.cut(spec, { token: 't1', lsn: 100n, xid: 7 });
+    k.hold(change(110));
+    expect(k.finish('t1', false)).toBeUndefined();
+    // Now also what committed before the first cut: the target has only part of its rows.
+    expect(k.hold(change(95))).toBe(true);
+    expect(k.hold(change(120))).toBe(true);
     // The job is still unfinished: nothing is let go.
     expect(k.jobsEnded(new Set(['public.hist']))).toEqual([]);
-    k.register('t2', spec);
-    const cut = k.cutSeen('t2', ctx, 20n);
-    expect(cut?.reset.snapshot_reset).toBe(true);
-    expect(cut?.released).toEqual([change(1), change(2)]);
-    expect(k.hold(change(3))).toBe(true);
-    expect(k.finish('t2', true)?.released).toEqual([change(3)]);
+    const cut = k.cut(spec, { token: 't2', lsn: 200n, xid: 8 });
+    expect(cut.reset.commit_lsn).toBe('0/C8');
+    expect(cut.released).toEqual([change(110), change(95), change(120)]);
+    expect(k.hold(change(150))).toBe(false);
+    expect(k.hold(change(210))).toBe(true);
+    expect(k.finish('t2', true)).toEqual([change(210)]);
   });
 
-  it('a snapshot failed before its cut holds nothing', () => {
+  it('an unknown token finishes with nothing', () => {
     const k = new KeylessSnapshots(builder);
-    k.register('t1', spec);
-    expect(k.finish('t1', false)).toEqual({ seen: false, released: undefined });
+    expect(k.finish('t1', false)).toBeUndefined();
     expect(k.hold(change(1))).toBe(false);
   });
 
@@ -62,10 +68,9 @@ describe('keyless snapshot holds', () => {
 
   it('a live snapshot is not let go by the job list', () => {
     const k = new KeylessSnapshots(builder);
-    k.register('t1', spec);
-    k.cutSeen('t1', ctx, 10n);
-    k.hold(change(1));
+    k.cut(spec, { token: 't1', lsn: 100n, xid: 7 });
+    k.hold(change(110));
     expect(k.jobsEnded(new Set())).toEqual([]);
-    expect(k.finish('t1', true)?.released).toEqual([change(1)]);
+    expect(k.finish('t1', true)).toEqual([change(110)]);
   });
 });
