@@ -228,8 +228,11 @@ export class SnapshotRunner {
     const reader = own ? await (this.options.connect as () => Promise<pg.Client>)() : (this.readers[1] as pg.ClientBase);
     const token = `${job.id}:${randomUUID()}`;
     let finished = false;
+    // The locking transaction is open (SHARE lock: the table's writers wait) until COMMIT.
+    let locking = false;
     try {
       await locker.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+      locking = true;
       let snapshotId: string;
       try {
         await locker.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.floor(this.options.lockTimeoutMs ?? 1000))}`);
@@ -245,6 +248,7 @@ export class SnapshotRunner {
         // commit in between (the lock), and capture may be a backlog away from the cut.
         this.capture.keylessCut({ schema: t.schema, table: t.table, columns: shape.columns, columnTypes: shape.types }, { token, lsn: parseLsn(cut.lsn), xid: Number(cut.xid) });
       } catch (err) {
+        locking = false;
         await locker.query('ROLLBACK').catch(() => undefined);
         throw lockError(err, run.name);
       }
@@ -256,6 +260,7 @@ export class SnapshotRunner {
         snapshotId,
         this.options.chunkSize,
         async () => {
+          locking = false;
           await locker.query('COMMIT');
         },
         async (rows) => {
@@ -275,7 +280,10 @@ export class SnapshotRunner {
       run.total = rowsRead;
       return true;
     } finally {
-      // Not all rows were handed over: release the table's held changes; the job reads again.
+      // The read could not start (the snapshot's import failed): the lock must not outlive
+      // the attempt, or the application's writes to the table wait behind it.
+      if (locking) await locker.query('ROLLBACK').catch(() => undefined);
+      // Not all rows were handed over: the table's changes stay held; the job reads again.
       if (!finished) await this.capture.keylessDone(token, false);
       if (own) await (reader as pg.Client).end().catch(() => undefined);
     }

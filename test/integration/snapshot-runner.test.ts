@@ -110,3 +110,74 @@ describe('parallel snapshot chunks finishing out of order, resumed', () => {
     expect(job?.rows).toBe(ROWS);
   });
 });
+
+/** A ChunkSink for keyless snapshots that only counts what it is handed. */
+class KeylessCounter extends Publisher {
+  cuts = 0;
+  done: boolean[] = [];
+
+  override keylessCut(): void {
+    this.cuts++;
+  }
+
+  override keylessRows(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  override keylessDone(_token?: string, published = true): Promise<void> {
+    this.done.push(published);
+    return Promise.resolve();
+  }
+}
+
+describe('a keyless snapshot whose read cannot start', () => {
+  let url: string;
+  const clients: pg.Client[] = [];
+  const connect = async (): Promise<pg.Client> => {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    clients.push(c);
+    return c;
+  };
+
+  beforeAll(async () => {
+    url = await freshDatabase(await machinePg15(), 'syncline_runner_keyless');
+    const c = await connect();
+    await c.query(`CREATE TABLE hist (v text); INSERT INTO hist SELECT md5(g::text) FROM generate_series(1, 100) g`);
+  });
+
+  afterAll(async () => {
+    for (const c of clients) await c.end().catch(() => undefined);
+  });
+
+  it("releases the table's lock: the application's writes to it go on", async () => {
+    const locker = await connect();
+    await locker.query(OUTPUT_SETTINGS);
+    const store = new SnapshotStore(clients[0] as pg.Client, 'syncline', 'syncline_runner_keyless');
+    await store.prepare();
+    const id = await store.request({ schema: 'public', table: 'hist' });
+    // The second connection (the one that imports the snapshot) fails to import it.
+    const failingReader = async (): Promise<pg.Client> => {
+      const c = await connect();
+      const query = c.query.bind(c) as (...args: unknown[]) => Promise<unknown>;
+      (c as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = (...args: unknown[]) =>
+        typeof args[0] === 'string' && args[0].startsWith('SET TRANSACTION SNAPSHOT') ? Promise.reject(new Error('snapshot import refused (test)')) : query(...args);
+      return c;
+    };
+    const sink = new KeylessCounter();
+    const runner = new SnapshotRunner([locker], store, sink, await testLogger(), { chunkSize: 50, pollMs: 50, connect: failingReader });
+    const stop = new AbortController();
+    const running = runner.run(stop.signal);
+    try {
+      await waitFor('the job to fail', async () => (await store.get(id))?.status === 'failed', 30_000, 20);
+      expect(sink.cuts).toBe(1);
+      expect(sink.done).toEqual([false]);
+      const writer = await connect();
+      await writer.query("SET lock_timeout = '2s'");
+      await writer.query("INSERT INTO hist VALUES ('after')");
+    } finally {
+      stop.abort();
+      await running;
+    }
+  });
+});
