@@ -249,6 +249,7 @@ export class SnapshotRunner {
         throw lockError(err, run.name);
       }
       let rowsRead = 0;
+      let lockerOpen = true;
       await readKeylessTable(
         reader,
         t,
@@ -256,6 +257,7 @@ export class SnapshotRunner {
         snapshotId,
         this.options.chunkSize,
         async () => {
+          lockerOpen = false;
           await locker.query('COMMIT');
         },
         async (rows) => {
@@ -266,7 +268,12 @@ export class SnapshotRunner {
           this.log.info({ snapshot: job.id, table: run.name, rows: rowsRead, rowsPerSecond: Math.round(rowsRead / Math.max(secs, 0.001)) }, 'snapshot progress');
           return !signal.aborted;
         },
-      );
+      ).catch(async (err: unknown) => {
+        // The read failed before the cut's transaction ended (the snapshot could not be
+        // imported, or the table locked): end it, or it keeps the table's writers waiting.
+        if (lockerOpen) await locker.query('ROLLBACK').catch(() => undefined);
+        throw lockError(err, run.name);
+      });
       if (signal.aborted) return false;
       finished = true;
       await untilAborted(this.capture.keylessDone(token), signal);
@@ -292,10 +299,13 @@ const CHUNK_REREAD: RetryPolicy = { maxAttempts: Number.MAX_SAFE_INTEGER, baseMs
 /** Thrown inside a chunk's attempt when it must be read again. */
 const READ_AGAIN = new Error('snapshot chunk must be read again');
 
-/** A lock timeout of a keyless cut is retried: the table's writers were busy. */
+/**
+ * A lock timeout of a keyless cut is retried: the table's writers were busy, or (the
+ * reader's NOWAIT lock) a DDL statement was queued behind the cut.
+ */
 function lockError(err: unknown, table: string): unknown {
   if ((err as { code?: unknown } | null)?.code !== '55P03') return err;
-  return new SynclineError('SNAPSHOT_LOCK_TIMEOUT', `snapshot of ${table}: its writers held it longer than the cut waits (lock_timeout); trying again`, { retriable: true, cause: err });
+  return new SynclineError('SNAPSHOT_LOCK_TIMEOUT', `snapshot of ${table}: its writers held it longer than the cut waits (lock_timeout), or a DDL statement was queued behind the cut; trying again`, { retriable: true, cause: err });
 }
 
 /** Waits for `p`, or resolves undefined early on abort; the abort listener is removed either way. */
