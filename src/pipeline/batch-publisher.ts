@@ -54,7 +54,12 @@ export class BatchPublisher {
   private pendingPosition: Lsn | undefined;
   private readonly checkpoint: Checkpoint;
   private flushTimer: NodeJS.Timeout | undefined;
-  private windowWaiter: (() => void) | undefined;
+  /**
+   * Everyone waiting for room: capture replaying a streamed transaction and the snapshot
+   * runner handing over a keyless table's rows may wait at once (one slot lost the first:
+   * it never resolved, and capture or the snapshot hung).
+   */
+  private windowWaiters: (() => void)[] = [];
   private drained: (() => void) | undefined;
   /** Typed formats: resolves once the last batch was encoded and handed to the producer. */
   private encoding: Promise<void> = Promise.resolve();
@@ -181,7 +186,7 @@ export class BatchPublisher {
   /** Resolves when fewer than `maxInFlight` publishes are outstanding. */
   windowOpen(): Promise<void> {
     if (this.checkpoint.outstanding < this.options.maxInFlight) return Promise.resolve();
-    return new Promise((resolve) => (this.windowWaiter = resolve));
+    return new Promise((resolve) => this.windowWaiters.push(resolve));
   }
 
   /** Resolves once nothing is outstanding (after a last flush). */
@@ -204,9 +209,7 @@ export class BatchPublisher {
     }
     if (this.checkpoint.outstanding < this.options.maxInFlight) {
       this.hooks.windowFull(false);
-      const waiter = this.windowWaiter;
-      this.windowWaiter = undefined;
-      waiter?.();
+      for (const waiter of this.windowWaiters.splice(0)) waiter();
     }
     if (this.checkpoint.outstanding === 0 && this.drained) this.drained();
   }

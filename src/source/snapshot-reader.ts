@@ -144,8 +144,9 @@ export async function readChunkInSnapshot(
 /**
  * Reads a keyless table whole, `batch` rows at a time, in the snapshot exported as
  * `snapshotId` (see SnapshotRunner), on `client`, which must not be in a transaction.
- * `begin` resolves once the snapshot is imported (the exporter may then end its
- * transaction); `onRows` is awaited for every batch.
+ * `begin` resolves once the snapshot is imported and the table locked (the exporter may
+ * then end its transaction); `onRows` is awaited for every batch. A lock that cannot be
+ * had at once fails with lock_not_available (55P03).
  */
 export async function readKeylessTable(
   client: pg.ClientBase,
@@ -159,6 +160,12 @@ export async function readKeylessTable(
   await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   try {
     await client.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshotId)}`);
+    // Locked before the exporter ends its transaction, so no rewrite of the table (ALTER
+    // COLUMN TYPE, TRUNCATE: not MVCC-safe) can run before the read: under the older
+    // snapshot the rewritten table reads empty. One queued behind the exporter's lock gets
+    // it first when that ends, and the read would wait behind it: NOWAIT, the caller cuts
+    // again once it is through.
+    await client.query(`LOCK TABLE ${quoteQualified(t.schema, t.table)} IN ACCESS SHARE MODE NOWAIT`);
     await begin();
     await client.query(`DECLARE syncline_keyless NO SCROLL CURSOR FOR SELECT ${shape.columns.map(quoteIdent).join(', ')} FROM ${quoteQualified(t.schema, t.table)}`);
     for (;;) {

@@ -271,7 +271,10 @@ export class SnapshotRunner {
           this.log.info({ snapshot: job.id, table: run.name, rows: rowsRead, rowsPerSecond: Math.round(rowsRead / Math.max(secs, 0.001)) }, 'snapshot progress');
           return !signal.aborted;
         },
-      );
+      ).catch((err: unknown) => {
+        // (The reader's NOWAIT lock refused: a DDL statement queued behind the cut.)
+        throw lockError(err, run.name);
+      });
       if (signal.aborted) return false;
       finished = true;
       await untilAborted(this.capture.keylessDone(token), signal);
@@ -280,8 +283,8 @@ export class SnapshotRunner {
       run.total = rowsRead;
       return true;
     } finally {
-      // The read could not start (the snapshot's import failed): the lock must not outlive
-      // the attempt, or the application's writes to the table wait behind it.
+      // The read could not start (the snapshot's import failed, the table could not be
+      // locked): the cut's lock must not outlive the attempt, or the table's writers wait.
       if (locking) await locker.query('ROLLBACK').catch(() => undefined);
       // Not all rows were handed over: the table's changes stay held; the job reads again.
       if (!finished) await this.capture.keylessDone(token, false);
@@ -300,10 +303,13 @@ const CHUNK_REREAD: RetryPolicy = { maxAttempts: Number.MAX_SAFE_INTEGER, baseMs
 /** Thrown inside a chunk's attempt when it must be read again. */
 const READ_AGAIN = new Error('snapshot chunk must be read again');
 
-/** A lock timeout of a keyless cut is retried: the table's writers were busy. */
+/**
+ * A lock timeout of a keyless cut is retried: the table's writers were busy, or (the
+ * reader's NOWAIT lock) a DDL statement was queued behind the cut.
+ */
 function lockError(err: unknown, table: string): unknown {
   if ((err as { code?: unknown } | null)?.code !== '55P03') return err;
-  return new SynclineError('SNAPSHOT_LOCK_TIMEOUT', `snapshot of ${table}: its writers held it longer than the cut waits (lock_timeout); trying again`, { retriable: true, cause: err });
+  return new SynclineError('SNAPSHOT_LOCK_TIMEOUT', `snapshot of ${table}: its writers held it longer than the cut waits (lock_timeout), or a DDL statement was queued behind the cut; trying again`, { retriable: true, cause: err });
 }
 
 /** Waits for `p`, or resolves undefined early on abort; the abort listener is removed either way. */
