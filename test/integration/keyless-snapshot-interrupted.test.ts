@@ -1,13 +1,13 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SnapshotStore } from '../../src/source/snapshot-store.js';
-import { CLI, ensureBuilt } from '../helpers/cli.js';
+import { ensureBuilt } from '../helpers/cli.js';
+import { kill9, startCli, waitForSlotToConfirm } from '../helpers/cli-process.js';
 import { applyAsMultiset, readEmbeddedStream } from '../helpers/multiset-replay.js';
 import { freshDatabase, machinePg15, uniqueName, waitFor } from '../helpers/postgres.js';
 
@@ -58,18 +58,7 @@ monitoring: { enabled: false }
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  const log = (): NodeJS.WritableStream => createWriteStream(path.join(dir, 'capture.log'), { flags: 'a' });
-  const startCapture = (): ChildProcess => {
-    const c = spawn(process.execPath, [CLI, 'capture', '-c', path.join(dir, 'capture.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
-    c.stdout?.pipe(log());
-    c.stderr?.pipe(log());
-    return c;
-  };
-  const kill9 = async (c: ChildProcess): Promise<void> => {
-    const exited = once(c, 'exit');
-    c.kill('SIGKILL');
-    await exited;
-  };
+  const startCapture = (): ChildProcess => startCli(path.join(dir, 'capture.log'), 'capture', '-c', path.join(dir, 'capture.yaml'));
 
   it('kill -9 between the reset and the last row, three times, under updates and deletes: the stream replays to the source rows', async () => {
     const store = new SnapshotStore(source, 'syncline', SLOT);
@@ -111,11 +100,7 @@ monitoring: { enabled: false }
       await workload;
       await writer.end();
     }
-    const { rows } = await source.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
-    await waitFor('capture to confirm the last write', async () => {
-      const r = await source.query<{ ok: boolean }>('SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2', [rows[0]?.lsn, SLOT]);
-      return r.rows[0]?.ok === true;
-    }, 60_000, 100);
+    await waitForSlotToConfirm(source, SLOT, 60_000);
     const stopped = once(child, 'exit');
     child.kill('SIGTERM');
     await stopped;

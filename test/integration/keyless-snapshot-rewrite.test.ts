@@ -1,13 +1,13 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SnapshotStore } from '../../src/source/snapshot-store.js';
-import { CLI, ensureBuilt } from '../helpers/cli.js';
+import { ensureBuilt } from '../helpers/cli.js';
+import { startCli, waitForSlotToConfirm } from '../helpers/cli-process.js';
 import { applyAsMultiset, readEmbeddedStream } from '../helpers/multiset-replay.js';
 import { freshDatabase, machinePg15, uniqueName, waitFor } from '../helpers/postgres.js';
 
@@ -56,10 +56,7 @@ monitoring: { enabled: false }
   it('the rewrite waits for the read, or the read is taken again: the stream replays to the source rows', async () => {
     const store = new SnapshotStore(source, 'syncline', SLOT);
     const jobs = (): Promise<{ status: string }[]> => store.all().catch(() => []);
-    child = spawn(process.execPath, [CLI, 'capture', '-c', path.join(dir, 'capture.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const log = createWriteStream(path.join(dir, 'capture.log'), { flags: 'a' });
-    child.stdout?.pipe(log);
-    child.stderr?.pipe(log);
+    child = startCli(path.join(dir, 'capture.log'), 'capture', '-c', path.join(dir, 'capture.yaml'));
     await waitFor('the initial snapshot', async () => (await jobs()).some((j) => j.status === 'done'), 120_000, 200);
 
     // A writer keeps the table busy, so the next cut's LOCK waits; the ALTER queues behind it.
@@ -88,11 +85,7 @@ monitoring: { enabled: false }
     // (The type change may queue a snapshot of its own.)
     expect((await jobs()).every((j) => j.status === 'done')).toBe(true);
 
-    const { rows } = await source.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
-    await waitFor('capture to confirm the last write', async () => {
-      const r = await source.query<{ ok: boolean }>('SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2', [rows[0]?.lsn, SLOT]);
-      return r.rows[0]?.ok === true;
-    }, 60_000, 100);
+    await waitForSlotToConfirm(source, SLOT, 60_000);
     const stopped = once(child, 'exit');
     child.kill('SIGTERM');
     await stopped;

@@ -1,12 +1,12 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SnapshotStore } from '../../src/source/snapshot-store.js';
-import { CLI, ensureBuilt } from '../helpers/cli.js';
+import { ensureBuilt } from '../helpers/cli.js';
+import { currentWal, startCli, waitForSlotToConfirm } from '../helpers/cli-process.js';
 import { freshDatabase, machinePg15, uniqueName, waitFor } from '../helpers/postgres.js';
 
 const SLOT = uniqueName('syncline_keyless_window');
@@ -56,19 +56,13 @@ monitoring: { enabled: false }
   it('the snapshot finishes and capture confirms the last write', async () => {
     const store = new SnapshotStore(source, 'syncline', SLOT);
     const jobs = (): Promise<{ status: string }[]> => store.all().catch(() => []);
-    child = spawn(process.execPath, [CLI, 'capture', '-c', path.join(dir, 'capture.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const log = createWriteStream(path.join(dir, 'capture.log'), { flags: 'a' });
-    child.stdout?.pipe(log);
-    child.stderr?.pipe(log);
+    child = startCli(path.join(dir, 'capture.log'), 'capture', '-c', path.join(dir, 'capture.yaml'));
     await waitFor('the initial snapshot', async () => (await jobs()).length > 0 && (await jobs()).every((j) => j.status === 'done'), 120_000, 200);
     await store.request({ schema: 'public', table: 'hist' });
     for (let k = 0; k < 4; k++) await source.query(`INSERT INTO big SELECT g + ${k * 100_000}, repeat('y', 50) FROM generate_series(1, 100000) g`);
-    const { rows } = await source.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+    const lastWrite = await currentWal(source);
     await waitFor('the snapshot to finish', async () => (await jobs()).every((j) => j.status === 'done'), 90_000, 200);
-    await waitFor('capture to confirm the last write', async () => {
-      const r = await source.query<{ ok: boolean }>('SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2', [rows[0]?.lsn, SLOT]);
-      return r.rows[0]?.ok === true;
-    }, 90_000, 200);
+    await waitForSlotToConfirm(source, SLOT, 90_000, lastWrite);
     expect((await jobs()).map((j) => j.status)).toContain('done');
   }, 300_000);
 });

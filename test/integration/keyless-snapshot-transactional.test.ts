@@ -1,13 +1,12 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SnapshotStore } from '../../src/source/snapshot-store.js';
-import { CLI, ensureBuilt } from '../helpers/cli.js';
+import { ensureBuilt } from '../helpers/cli.js';
+import { kill9, startCli } from '../helpers/cli-process.js';
 import { freePort, freshDatabase, machinePg15, uniqueName, waitFor } from '../helpers/postgres.js';
 
 const SLOT = uniqueName('syncline_kl_tx');
@@ -67,22 +66,14 @@ monitoring: { port: ${port} }
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
     await source?.end();
     await target?.end();
-    if (dir && !process.env.RT13_KEEP) await rm(dir, { recursive: true, force: true });
+    if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   const start = (role: 'capture' | 'apply'): ChildProcess => {
-    const log = createWriteStream(path.join(dir, `${role}.log`), { flags: 'a' });
     const extra = role === 'apply' ? ['--metrics-port', '0'] : [];
-    const c = spawn(process.execPath, [CLI, role, '-c', path.join(dir, 'sync.yaml'), ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
-    c.stdout?.pipe(log);
-    c.stderr?.pipe(log);
+    const c = startCli(path.join(dir, `${role}.log`), role, '-c', path.join(dir, 'sync.yaml'), ...extra);
     children.push(c);
     return c;
-  };
-  const kill9 = async (c: ChildProcess): Promise<void> => {
-    const exited = once(c, 'exit');
-    c.kill('SIGKILL');
-    await exited;
   };
 
   it('converges, with no dead letters and no torn transaction seen', async () => {
