@@ -1,8 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
-import type pg from 'pg';
-import { CLI } from './cli.js';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { CLI, ensureBuilt } from './cli.js';
+import { freshDatabase, machinePg15 } from './postgres.js';
 import { waitFor } from './wait.js';
 
 /** `syncline <args>` from the built CLI as a child process, its output appended to `logFile`. */
@@ -34,4 +38,39 @@ export async function waitForSlotToConfirm(source: pg.ClientBase, slot: string, 
     const r = await source.query<{ ok: boolean }>('SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2', [at, slot]);
     return r.rows[0]?.ok === true;
   }, timeoutMs, 100);
+}
+
+/** A fresh source database and a capture configuration for it, in a temporary directory. */
+export interface CaptureFixture {
+  dir: string;
+  url: string;
+  source: pg.Client;
+  /** `<dir>/capture.yaml`. */
+  configFile: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Creates the database `name` (fresh) on the machine's PostgreSQL 15, runs `setupSql` there
+ * and writes `yaml(url, streamPath)` as the capture configuration.
+ */
+export async function captureFixture(name: string, setupSql: string, yaml: (url: string, streamPath: string) => string): Promise<CaptureFixture> {
+  ensureBuilt();
+  const dir = await mkdtemp(path.join(os.tmpdir(), `${name.replace(/_/g, '-')}-`));
+  const url = await freshDatabase(await machinePg15(), name);
+  const source = new pg.Client({ connectionString: url });
+  await source.connect();
+  await source.query(setupSql);
+  const configFile = path.join(dir, 'capture.yaml');
+  await writeFile(configFile, yaml(url, path.join(dir, 'stream')));
+  return {
+    dir,
+    url,
+    source,
+    configFile,
+    close: async () => {
+      await source.end();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }

@@ -1,15 +1,12 @@
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SnapshotStore } from '../../src/source/snapshot-store.js';
-import { ensureBuilt } from '../helpers/cli.js';
-import { kill9, startCli, waitForSlotToConfirm } from '../helpers/cli-process.js';
+import { kill9, startCli, waitForSlotToConfirm, captureFixture, type CaptureFixture } from '../helpers/cli-process.js';
 import { applyAsMultiset, readEmbeddedStream } from '../helpers/multiset-replay.js';
-import { freshDatabase, machinePg15, uniqueName, waitFor } from '../helpers/postgres.js';
+import { uniqueName, waitFor } from '../helpers/postgres.js';
 
 const SLOT = uniqueName('syncline_keyless_kill');
 const PARTITIONS = 2;
@@ -25,37 +22,29 @@ const COLUMNS = ['g', 'aid', 'delta', 'filler'];
  * followed it into the dead-letter queue: chaos seed 505392065).
  */
 describe('a keyless snapshot interrupted by kill -9 (PostgreSQL 15)', () => {
+  let fx: CaptureFixture | undefined;
   let dir: string;
   let source: pg.Client;
   let url: string;
   let child: ChildProcess | undefined;
 
   beforeAll(async () => {
-    ensureBuilt();
-    dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-keyless-kill-'));
-    url = await freshDatabase(await machinePg15(), 'syncline_keyless_kill');
-    source = new pg.Client({ connectionString: url });
-    await source.connect();
-    await source.query('CREATE TABLE hist (g integer, aid integer, delta integer, filler text)');
-    await source.query('ALTER TABLE hist REPLICA IDENTITY FULL');
-    // Duplicates on purpose (g % 50000): rows that cannot be told apart.
-    await source.query("INSERT INTO hist SELECT g % 50000, g % 2000, 0, repeat('x', 40) FROM generate_series(1, 200000) g");
-    await writeFile(
-      path.join(dir, 'capture.yaml'),
-      `source:
+    fx = await captureFixture('syncline_keyless_kill', `CREATE TABLE hist (g integer, aid integer, delta integer, filler text);
+      ALTER TABLE hist REPLICA IDENTITY FULL;
+      -- Duplicates on purpose (g % 50000): rows that cannot be told apart.
+      INSERT INTO hist SELECT g % 50000, g % 2000, 0, repeat('x', 40) FROM generate_series(1, 200000) g`, (url, stream) => `source:
   url: ${url}
   slots: [{ name: ${SLOT}, publication: syncline_keyless_kill_pub, tables: [hist] }]
   snapshot_chunk_size: 500
-stream: { path: ${path.join(dir, 'stream')}, partitions: ${PARTITIONS} }
+stream: { path: ${stream}, partitions: ${PARTITIONS} }
 monitoring: { enabled: false }
-`,
-    );
+`);
+    ({ dir, source, url } = fx);
   }, 60_000);
 
   afterAll(async () => {
     child?.kill('SIGKILL');
-    await source?.end();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await fx?.close();
   });
 
   const startCapture = (): ChildProcess => startCli(path.join(dir, 'capture.log'), 'capture', '-c', path.join(dir, 'capture.yaml'));

@@ -1,15 +1,12 @@
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SnapshotStore } from '../../src/source/snapshot-store.js';
-import { ensureBuilt } from '../helpers/cli.js';
-import { startCli, waitForSlotToConfirm } from '../helpers/cli-process.js';
+import { startCli, waitForSlotToConfirm, captureFixture, type CaptureFixture } from '../helpers/cli-process.js';
 import { applyAsMultiset, readEmbeddedStream } from '../helpers/multiset-replay.js';
-import { freshDatabase, machinePg15, uniqueName, waitFor } from '../helpers/postgres.js';
+import { uniqueName, waitFor } from '../helpers/postgres.js';
 
 const SLOT = uniqueName('syncline_keyless_rewrite');
 const COLUMNS = ['g', 'filler'];
@@ -22,35 +19,27 @@ const COLUMNS = ['g', 'filler'];
  * was done, and the target lost the whole table.
  */
 describe('a keyless snapshot with a table rewrite queued behind its cut (PostgreSQL 15)', () => {
+  let fx: CaptureFixture | undefined;
   let dir: string;
   let source: pg.Client;
   let url: string;
   let child: ChildProcess | undefined;
 
   beforeAll(async () => {
-    ensureBuilt();
-    dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-keyless-rewrite-'));
-    url = await freshDatabase(await machinePg15(), 'syncline_keyless_rewrite');
-    source = new pg.Client({ connectionString: url });
-    await source.connect();
-    await source.query('CREATE TABLE hist (g integer, filler text)');
-    await source.query('ALTER TABLE hist REPLICA IDENTITY FULL');
-    await source.query("INSERT INTO hist SELECT g % 500, 'x' FROM generate_series(1, 2000) g");
-    await writeFile(
-      path.join(dir, 'capture.yaml'),
-      `source:
+    fx = await captureFixture('syncline_keyless_rewrite', `CREATE TABLE hist (g integer, filler text);
+      ALTER TABLE hist REPLICA IDENTITY FULL;
+      INSERT INTO hist SELECT g % 500, 'x' FROM generate_series(1, 2000) g`, (url, stream) => `source:
   url: ${url}
   slots: [{ name: ${SLOT}, publication: syncline_keyless_rewrite_pub, tables: [hist] }]
-stream: { path: ${path.join(dir, 'stream')}, partitions: 1 }
+stream: { path: ${stream}, partitions: 1 }
 monitoring: { enabled: false }
-`,
-    );
+`);
+    ({ dir, source, url } = fx);
   }, 60_000);
 
   afterAll(async () => {
     child?.kill('SIGKILL');
-    await source?.end();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await fx?.close();
   });
 
   it('the rewrite waits for the read, or the read is taken again: the stream replays to the source rows', async () => {

@@ -1,13 +1,10 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SnapshotStore } from '../../src/source/snapshot-store.js';
-import { ensureBuilt } from '../helpers/cli.js';
-import { currentWal, startCli, waitForSlotToConfirm } from '../helpers/cli-process.js';
-import { freshDatabase, machinePg15, uniqueName, waitFor } from '../helpers/postgres.js';
+import { currentWal, startCli, waitForSlotToConfirm, captureFixture, type CaptureFixture } from '../helpers/cli-process.js';
+import { uniqueName, waitFor } from '../helpers/postgres.js';
 
 const SLOT = uniqueName('syncline_keyless_window');
 
@@ -18,39 +15,30 @@ const SLOT = uniqueName('syncline_keyless_window');
  * stopped for good (the snapshot never finished, the slot never moved again).
  */
 describe('a keyless snapshot beside streamed transactions, one publish in flight (PostgreSQL 15)', () => {
+  let fx: CaptureFixture | undefined;
   let dir: string;
   let source: pg.Client;
-  let url: string;
   let child: ChildProcess | undefined;
 
   beforeAll(async () => {
-    ensureBuilt();
-    dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-keyless-window-'));
-    url = await freshDatabase(await machinePg15(), 'syncline_keyless_window');
-    source = new pg.Client({ connectionString: url });
-    await source.connect();
     // The walsender of this database streams every transaction past 64 kB.
-    await source.query(`ALTER DATABASE ${pg.Client.prototype.escapeIdentifier(source.database as string)} SET logical_decoding_work_mem = '64kB'`);
-    await source.query('CREATE TABLE hist (g integer, filler text)');
-    await source.query('ALTER TABLE hist REPLICA IDENTITY FULL');
-    await source.query('CREATE TABLE big (id integer PRIMARY KEY, filler text)');
-    await source.query("INSERT INTO hist SELECT g, repeat('x', 50) FROM generate_series(1, 300000) g");
-    await writeFile(
-      path.join(dir, 'capture.yaml'),
-      `source:
+    fx = await captureFixture('syncline_keyless_window', `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET logical_decoding_work_mem = %L', current_database(), '64kB'); END $$;
+      CREATE TABLE hist (g integer, filler text);
+      ALTER TABLE hist REPLICA IDENTITY FULL;
+      CREATE TABLE big (id integer PRIMARY KEY, filler text);
+      INSERT INTO hist SELECT g, repeat('x', 50) FROM generate_series(1, 300000) g`, (url, stream) => `source:
   url: ${url}
   slots: [{ name: ${SLOT}, publication: syncline_keyless_window_pub, tables: [hist, big] }]
   snapshot_chunk_size: 2000
-stream: { path: ${path.join(dir, 'stream')}, partitions: 1, batch_size: 200, max_in_flight: 1 }
+stream: { path: ${stream}, partitions: 1, batch_size: 200, max_in_flight: 1 }
 monitoring: { enabled: false }
-`,
-    );
+`);
+    ({ dir, source } = fx);
   }, 60_000);
 
   afterAll(async () => {
     child?.kill('SIGKILL');
-    await source?.end();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await fx?.close();
   });
 
   it('the snapshot finishes and capture confirms the last write', async () => {

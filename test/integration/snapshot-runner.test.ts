@@ -46,17 +46,21 @@ class Publisher implements ChunkSink {
   keylessInterrupted(): void {}
 }
 
-describe('parallel snapshot chunks finishing out of order, resumed', () => {
-  const ROWS = 10_000;
-  let url: string;
-  const clients: pg.Client[] = [];
-
-  const connect = async (): Promise<pg.Client> => {
-    const c = new pg.Client({ connectionString: url });
+/** Connects to the database `url()` names; each client is kept in `clients` (to end them). */
+function connecting(url: () => string, clients: pg.Client[]): () => Promise<pg.Client> {
+  return async () => {
+    const c = new pg.Client({ connectionString: url() });
     await c.connect();
     clients.push(c);
     return c;
   };
+}
+
+describe('parallel snapshot chunks finishing out of order, resumed', () => {
+  const ROWS = 10_000;
+  let url: string;
+  const clients: pg.Client[] = [];
+  const connect = connecting(() => url, clients);
 
   beforeAll(async () => {
     url = await freshDatabase(await machinePg15(), 'syncline_runner_source');
@@ -133,12 +137,7 @@ class KeylessCounter extends Publisher {
 describe('a keyless snapshot whose read cannot start', () => {
   let url: string;
   const clients: pg.Client[] = [];
-  const connect = async (): Promise<pg.Client> => {
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    clients.push(c);
-    return c;
-  };
+  const connect = connecting(() => url, clients);
 
   beforeAll(async () => {
     url = await freshDatabase(await machinePg15(), 'syncline_runner_keyless');
