@@ -63,6 +63,7 @@ export async function runApply(config: SynclineConfig, stream: Stream, metrics: 
       endOffsets: () => stream.endOffsets(),
       dedup,
       transactional: config.sink.consistency === 'transactional',
+      incompleteTransactionMs: config.sink.incomplete_transaction_ms,
       heldTableRetryMs: config.consumer.retry.held_table_interval_ms,
       ...(Object.keys(config.sink.writers).length > 0 ? { writers: new WriterBoundaries(config.sink.writers) } : {}),
       // JSON records are parsed synchronously; typed ones are decoded by schema id.

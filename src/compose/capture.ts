@@ -77,6 +77,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
         spillDir: source.spillDir,
         readSourceRow: (schema, table, key, columns, xid) => source.readRow(schema, table, key, columns, xid),
         skipOrigins: s.skip_origins,
+        wholeTransactions: config.sink.consistency === 'transactional',
         ...(codec.format !== 'json' ? { codec } : {}),
       });
       const stopSnapshots = new AbortController();

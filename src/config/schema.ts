@@ -143,6 +143,13 @@ const sink = z
     type: z.enum(['postgres', 'mysql', 'sqlite', 'redis', 'webhook']).default('postgres'),
     url: z.string().min(1).optional(),
     consistency: z.enum(['eventual', 'transactional']).default('eventual'),
+    /**
+     * consistency transactional: how long a source transaction that cannot become whole (an
+     * undecodable change in the dead-letter queue, a capture without tx_last) holds the line,
+     * once a later one is whole and every partition was read to its end, before what it has is
+     * applied as it is.
+     */
+    incomplete_transaction_ms: z.number().int().min(100).default(60_000),
     version_gate: z.boolean().default(true),
     /**
      * How a write of one source to a row another source (or the target itself) wrote last is

@@ -18,6 +18,8 @@ export interface SnapshotHost {
   readonly log: Logger;
   /** Publishes what is pending once no asynchronous step runs; resolves once it is durable. */
   flushDurable(): Promise<void>;
+  /** A keyless table's hold began, moved or ended (see `mayHold`). */
+  holdsChanged(): void;
 }
 
 /**
@@ -40,6 +42,7 @@ export class CaptureSnapshots implements ChunkSink {
     this.host.unchanged.setSnapshotting(tables);
     const released = this.keyless.jobsEnded(tables);
     if (released.length > 0) this.release(released);
+    this.host.holdsChanged();
   }
 
   /**
@@ -48,6 +51,20 @@ export class CaptureSnapshots implements ChunkSink {
    */
   keylessInterrupted(table: string): void {
     this.keyless.interrupted(table);
+    this.host.holdsChanged();
+  }
+
+  /**
+   * A source transaction committed at `commitLsn` that changed `tables` (absent: any) may
+   * have changes held behind a keyless snapshot (see WholeTransactions).
+   */
+  mayHold(commitLsn: Lsn, tables?: ReadonlySet<string>): boolean {
+    return this.keyless.mayHold(commitLsn, tables);
+  }
+
+  /** The keyless tables whose changes are held now. */
+  get heldTables(): string[] {
+    return this.keyless.heldTables;
   }
 
   /**
@@ -73,6 +90,7 @@ export class CaptureSnapshots implements ChunkSink {
     this.host.publisher.add(reset);
     // An interrupted snapshot's held changes: committed before the cut, so stale behind it.
     this.release(released);
+    this.host.holdsChanged();
   }
 
   /** Rows of a keyless snapshot; resolves when there is room for more. */
@@ -98,6 +116,7 @@ export class CaptureSnapshots implements ChunkSink {
     const released = this.keyless.finish(token, published);
     const durable = published ? this.host.flushDurable() : Promise.resolve();
     if (released) this.release(released);
+    this.host.holdsChanged();
     return durable;
   }
 

@@ -17,6 +17,9 @@ import { TableDefinitions } from './table-definitions.js';
 import { typedRecords } from './typed-records.js';
 import { StreamedTransactions } from './streamed-transactions.js';
 import { UnchangedValues, type SourceRowReader } from './unchanged-values.js';
+import { WholeTransactions } from './whole-transactions.js';
+
+type PauseReason = 'window' | 'busy' | 'drain' | 'keyless';
 
 /** The replication connection as capture sees it. */
 export interface ReplicationSource {
@@ -59,6 +62,8 @@ export interface CaptureOptions {
   walAtStart?: Lsn;
   /** `stream.format` other than json: how changes are encoded (see typedRecords); absent: JSON. */
   codec?: ChangeCodec;
+  /** `sink.consistency: transactional`: a source transaction never reaches the stream in parts (see WholeTransactions). */
+  wholeTransactions?: boolean;
   /** `source.skip_origins`: drop the changes of transactions that carry a replication origin. */
   skipOrigins?: boolean;
 }
@@ -77,7 +82,7 @@ export class Capture {
   private readonly publisher: BatchPublisher;
   private statusTimer: NodeJS.Timeout | undefined;
   /** Why reading the replication socket is paused; it resumes when none is left. */
-  private readonly pauseReasons = new Set<'window' | 'busy' | 'drain'>();
+  private readonly pauseReasons = new Set<PauseReason>();
   private readonly streamed: StreamedTransactions;
   /**
    * An asynchronous step is running (a streamed transaction's replay, or reading values
@@ -85,6 +90,8 @@ export class Capture {
    */
   private busy: Promise<void> | undefined;
   private backlog: Buffer[] = [];
+  /** Transactional: transactions kept whole around keyless snapshots; while one waits, chunks wait in `backlog`. */
+  private readonly whole: WholeTransactions | undefined;
   private stopping = false;
   /** The snapshot side (SnapshotRunner hands its chunks and keyless tables to it). */
   readonly snapshots: CaptureSnapshots;
@@ -122,7 +129,12 @@ export class Capture {
     options.schemaVersions?.listen?.((e) => events.emit('capture:schema:changed', { table: `${e.schema}.${e.table}`, version: e.version, lsn: e.lsn }));
     this.streamed = new StreamedTransactions(options.spillDir);
     this.unchanged = new UnchangedValues(options.readSourceRow, options.walAtStart, options.deferrableKeys);
-    this.snapshots = new CaptureSnapshots({ builder: this.builder, publisher: this.publisher, unchanged: this.unchanged, events, log, flushDurable: () => this.flushDurable() });
+    this.snapshots = new CaptureSnapshots({
+      builder: this.builder, publisher: this.publisher, unchanged: this.unchanged, events, log,
+      flushDurable: () => this.flushDurable(),
+      holdsChanged: () => this.keylessHoldsChanged(),
+    });
+    if (options.wholeTransactions) this.whole = new WholeTransactions(this.snapshots);
     this.failed = (err) => {
       this.failure ??= err;
     };
@@ -181,7 +193,7 @@ export class Capture {
 
   private onData(chunk: Buffer): void {
     if (this.failure || this.stopping) return;
-    if (this.busy) {
+    if (this.busy || this.whole?.isWaiting) {
       this.backlog.push(Buffer.from(chunk));
       return;
     }
@@ -209,6 +221,11 @@ export class Capture {
         return;
       }
       const msg = this.decoder.decode(chunk, frame.dataOffset);
+      if (msg.tag === 'stream_commit' && this.whole && !this.whole.streamedCommit(msg.commitLsn)) {
+        this.backlog.unshift(Buffer.from(chunk));
+        this.waitForKeylessSnapshot();
+        return;
+      }
       // The message's bytes are sliced only inside a streamed chunk (a view per message costs).
       if (this.streamed.receiving && this.streamed.buffer(msg, frame.dataStart, chunk.subarray(frame.dataOffset))) return;
       this.handleMessage(msg, frame.dataStart);
@@ -224,6 +241,7 @@ export class Capture {
       this.runBusy(() => this.replayCommitted(msg.xid, msg.commitLsn, msg.endLsn, msg.commitTime));
       return;
     }
+    if (msg.tag === 'begin') this.whole?.begin(msg.finalLsn);
     const xid = this.builder.openTransaction?.xid;
     this.addChanges(msg, lsn);
     if (msg.tag === 'message' && msg.prefix === SNAPSHOT_PREFIX) this.snapshots.watermark(msg.content, lsn);
@@ -243,9 +261,17 @@ export class Capture {
 
   private onCommit(xid: number | undefined, endLsn: Lsn): void {
     this.markTransactionEnd();
-    this.snapshots.committed(xid, endLsn, this.txnTables);
+    const committed = (tables: ReadonlySet<string>): void => this.snapshots.committed(xid, endLsn, tables);
+    if (!this.whole) committed(this.txnTables);
+    else if (!this.whole.commit(this.txnTables, committed)) this.waitForKeylessSnapshot();
     this.txnTables.clear();
     this.txnTableOf = undefined;
+  }
+
+  /** A change ready to go (the open transaction's newest waits apart, see addChanges). */
+  private route(e: ChangeEvent): void {
+    if (this.whole) this.whole.route(e);
+    else this.snapshots.route(e);
   }
 
   private addChanges(msg: PgoutputMessage, lsn: Lsn): void {
@@ -265,7 +291,7 @@ export class Capture {
       // it as the transaction's last (markTransactionEnd).
       const previous = this.lastOfTxn;
       this.lastOfTxn = e;
-      if (previous) this.snapshots.route(previous);
+      if (previous) this.route(previous);
     }
     built.length = 0;
   }
@@ -281,7 +307,7 @@ export class Capture {
     last.tx_last = true;
     if (this.lastTxnCommit !== undefined) last.tx_prev = this.lastTxnCommit;
     this.lastTxnCommit = last.commit_lsn;
-    this.snapshots.route(last);
+    this.route(last);
   }
 
   /**
@@ -295,7 +321,7 @@ export class Capture {
       () => {
         this.busy = undefined;
         this.setPaused('busy', false);
-        while (this.backlog.length > 0 && !this.busy && !this.failure && !this.stopping) this.processChunk(this.backlog.shift() as Buffer);
+        this.processBacklog();
       },
       (err: unknown) => {
         this.busy = undefined;
@@ -336,7 +362,29 @@ export class Capture {
     this.publisher.flush();
   }
 
-  private setPaused(reason: 'window' | 'busy' | 'drain', on: boolean): void {
+  /** Chunks that waited (busy step, keyless snapshot), in order, until something makes them wait again. */
+  private processBacklog(): void {
+    while (this.backlog.length > 0 && !this.busy && !this.whole?.isWaiting && !this.failure && !this.stopping) this.processChunk(this.backlog.shift() as Buffer);
+  }
+
+  /** A transaction waits whole for a keyless snapshot (see WholeTransactions): reading stops behind it. */
+  private waitForKeylessSnapshot(): void {
+    this.setPaused('keyless', true);
+    this.log.info({ tables: this.snapshots.heldTables }, 'capture waits for a keyless snapshot: a transaction committed after its cut changed the table (sink.consistency: transactional)');
+  }
+
+  /** A keyless hold changed: what waits may go on (in a later turn: the caller is mid-step). */
+  private keylessHoldsChanged(): void {
+    if (!this.whole?.isWaiting) return;
+    setImmediate(() => {
+      if (!this.whole?.isWaiting || !this.whole.release()) return;
+      this.setPaused('keyless', false);
+      this.publisher.schedule();
+      this.processBacklog();
+    });
+  }
+
+  private setPaused(reason: PauseReason, on: boolean): void {
     const was = this.pauseReasons.size > 0;
     if (on) this.pauseReasons.add(reason);
     else this.pauseReasons.delete(reason);

@@ -129,6 +129,23 @@ export class KeylessSnapshots {
     return true;
   }
 
+  /**
+   * A source transaction committed at `commitLsn` (that changed `tables`, `schema.table`;
+   * absent: any) may have changes held here: it commits after a cut whose rows are not all
+   * out, or the table's snapshot was interrupted.
+   */
+  mayHold(commitLsn: Lsn, tables?: ReadonlySet<string>): boolean {
+    for (const [table, hold] of this.holds) {
+      if ((hold.after === undefined || commitLsn > hold.after) && (!tables || tables.has(table))) return true;
+    }
+    return false;
+  }
+
+  /** The tables whose changes are held now (`schema.table`). */
+  get heldTables(): string[] {
+    return [...this.holds.keys()];
+  }
+
   /** Some changes are held: the position may not pass them. */
   get holding(): boolean {
     for (const hold of this.holds.values()) if (hold.held.length > 0) return true;
