@@ -37,6 +37,11 @@ export class SnapshotRequests {
     return this.store.all();
   }
 
+  /** Cancels the unfinished jobs among `ids`; returns the ids cancelled. */
+  cancel(ids: readonly string[]): Promise<string[]> {
+    return this.store.cancel(ids);
+  }
+
   /** The jobs of `ids` that exist. */
   jobs(ids: readonly string[]): Promise<SnapshotJob[]> {
     return this.store.getMany(ids);

@@ -121,7 +121,7 @@ export class SnapshotRunner {
     const t = job.table;
     const name = `${t.schema}.${t.table}`;
     const shape = await tableShape(this.readers[0] as pg.ClientBase, t);
-    await this.store.markRunning(job.id);
+    if (!(await this.store.markRunning(job.id))) return;
     const resuming = job.lastKey !== null || job.doneRanges.length > 0;
     this.log.info(
       { snapshot: job.id, table: name, resumeAfter: job.lastKey, doneAhead: job.doneRanges.length, parallelism: this.readers.length },
@@ -129,10 +129,11 @@ export class SnapshotRunner {
     );
     const run: JobRun = { job, name, shape, plan: new ChunkPlan({ lastKey: job.lastKey, doneRanges: job.doneRanges }), started: Date.now(), total: job.rows, readThisRun: 0, recorded: Promise.resolve() };
     if (shape.key.length === 0) {
-      if (await this.readKeyless(run, signal)) {
+      const read = await this.readKeyless(run, signal);
+      if (read === 'done') {
         await this.store.finish(job.id, 'done');
         this.log.info({ snapshot: job.id, table: name, rows: run.total }, 'snapshot done');
-      }
+      } else if (read === 'cancelled') this.log.warn({ snapshot: job.id, table: name }, 'snapshot cancelled');
       return;
     }
     // One reader failing stops the others: the job is retried from its recorded progress.
@@ -154,6 +155,10 @@ export class SnapshotRunner {
       );
     } finally {
       signal.removeEventListener('abort', onAbort);
+    }
+    if (failure === CANCELLED) {
+      this.log.warn({ snapshot: job.id, table: name, rows: run.total }, 'snapshot cancelled');
+      return;
     }
     if (failure !== undefined) throw failure;
     if (signal.aborted || !run.plan.complete) return;
@@ -195,8 +200,12 @@ export class SnapshotRunner {
       );
       if (rows === undefined || rows === STOPPED) return;
       const progress = run.plan.finish(range);
-      run.recorded = run.recorded.then(() => this.store.chunkDone(job.id, progress, rows.length));
+      let running = true;
+      run.recorded = run.recorded.then(async () => {
+        running = await this.store.chunkDone(job.id, progress, rows.length);
+      });
       await run.recorded;
+      if (!running) throw CANCELLED;
       run.total += rows.length;
       run.readThisRun += rows.length;
       const secs = (Date.now() - run.started) / 1000;
@@ -214,9 +223,10 @@ export class SnapshotRunner {
    * the lock is released, and the table is read with a cursor while writes go on. Capture
    * emits a reset of the table versioned at the cut message's LSN at once, then the rows,
    * and holds the table's changes committed after the cut until the rows are out
-   * (CaptureSnapshots.keylessCut). Returns true once published.
+   * (CaptureSnapshots.keylessCut). Returns 'done' once published; 'cancelled' when the job
+   * was cancelled during the read (checked after each batch of rows).
    */
-  private async readKeyless(run: JobRun, signal: AbortSignal): Promise<boolean> {
+  private async readKeyless(run: JobRun, signal: AbortSignal): Promise<'done' | 'cancelled' | 'stopped'> {
     const { job, shape } = run;
     const t = job.table;
     if (job.keyFrom !== null || job.keyTo !== null) {
@@ -253,6 +263,7 @@ export class SnapshotRunner {
         throw lockError(err, run.name);
       }
       let rowsRead = 0;
+      let cancelled = false;
       await readKeylessTable(
         reader,
         t,
@@ -269,19 +280,23 @@ export class SnapshotRunner {
           await this.capture.keylessRows(token, rows);
           const secs = (Date.now() - run.started) / 1000;
           this.log.info({ snapshot: job.id, table: run.name, rows: rowsRead, rowsPerSecond: Math.round(rowsRead / Math.max(secs, 0.001)) }, 'snapshot progress');
-          return !signal.aborted;
+          cancelled = !(await this.store.isRunning(job.id));
+          return !signal.aborted && !cancelled;
         },
       ).catch((err: unknown) => {
         // (The reader's NOWAIT lock refused: a DDL statement queued behind the cut.)
         throw lockError(err, run.name);
       });
-      if (signal.aborted) return false;
+      if (signal.aborted) return 'stopped';
+      // Part of the rows are out: the table's changes stay held (finally) until the job is
+      // seen ended (setSnapshotting), then go out as they are.
+      if (cancelled) return 'cancelled';
       finished = true;
       await untilAborted(this.capture.keylessDone(token), signal);
-      if (signal.aborted) return false;
+      if (signal.aborted) return 'stopped';
       await this.store.chunkDone(job.id, { lastKey: null, doneRanges: [] }, rowsRead);
       run.total = rowsRead;
-      return true;
+      return 'done';
     } finally {
       // The read could not start (the snapshot's import failed, the table could not be
       // locked): the cut's lock must not outlive the attempt, or the table's writers wait.
@@ -300,6 +315,8 @@ export class SnapshotRunner {
 
 /** A chunk is read again until no transaction committed before its window is missing from it. */
 const CHUNK_REREAD: RetryPolicy = { maxAttempts: Number.MAX_SAFE_INTEGER, baseMs: 50, maxMs: 2000, jitter: false };
+/** Thrown by a reader when the job was cancelled (`syncline snapshot --cancel`). */
+const CANCELLED = new Error('snapshot job cancelled');
 /** Thrown inside a chunk's attempt when it must be read again. */
 const READ_AGAIN = new Error('snapshot chunk must be read again');
 

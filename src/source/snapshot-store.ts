@@ -136,20 +136,49 @@ export class SnapshotStore {
     return (await this.list('true', 'id DESC', 1000)).reverse();
   }
 
-  async markRunning(id: string): Promise<void> {
-    await this.client.query(`UPDATE ${this.table} SET status = 'running', started_at = coalesce(started_at, now()), updated_at = now() WHERE id = $1`, [id]);
+  /** False: the job was cancelled since it was picked. */
+  async markRunning(id: string): Promise<boolean> {
+    const { rowCount } = await this.client.query(
+      `UPDATE ${this.table} SET status = 'running', started_at = coalesce(started_at, now()), updated_at = now() WHERE id = $1 AND status IN ('pending', 'running')`,
+      [id],
+    );
+    return rowCount === 1;
   }
 
-  /** Records a finished chunk of `rows` rows and the job's progress after it. */
-  async chunkDone(id: string, progress: { lastKey: readonly string[] | null; doneRanges: readonly KeyRange[] }, rows: number): Promise<void> {
-    await this.client.query(
-      `UPDATE ${this.table} SET last_key = $2::jsonb, done_ranges = $3::jsonb, rows = rows + $4, chunks = chunks + 1, updated_at = now() WHERE id = $1`,
+  /**
+   * Records a finished chunk of `rows` rows and the job's progress after it. False: the job
+   * is no longer running (cancelled meanwhile), and nothing was recorded.
+   */
+  async chunkDone(id: string, progress: { lastKey: readonly string[] | null; doneRanges: readonly KeyRange[] }, rows: number): Promise<boolean> {
+    const { rowCount } = await this.client.query(
+      `UPDATE ${this.table} SET last_key = $2::jsonb, done_ranges = $3::jsonb, rows = rows + $4, chunks = chunks + 1, updated_at = now() WHERE id = $1 AND status = 'running'`,
       [id, JSON.stringify(progress.lastKey), JSON.stringify(progress.doneRanges), rows],
     );
+    return rowCount === 1;
   }
 
+  /** The job is still running (not cancelled meanwhile). */
+  async isRunning(id: string): Promise<boolean> {
+    const { rows } = await this.client.query<{ status: string }>(`SELECT status FROM ${this.table} WHERE id = $1`, [id]);
+    return rows[0]?.status === 'running';
+  }
+
+  /** A cancelled job stays cancelled: the runner may finish a read the user gave up on. */
   async finish(id: string, status: 'done' | 'failed', error: string | null = null): Promise<void> {
-    await this.client.query(`UPDATE ${this.table} SET status = $2, error = $3, finished_at = now(), updated_at = now() WHERE id = $1`, [id, status, error]);
+    await this.client.query(`UPDATE ${this.table} SET status = $2, error = $3, finished_at = now(), updated_at = now() WHERE id = $1 AND status <> 'cancelled'`, [id, status, error]);
+  }
+
+  /**
+   * Cancels the slot's unfinished (pending or running) jobs among `ids`: the running capture
+   * stops a running one after its current chunk. Returns the ids cancelled.
+   */
+  async cancel(ids: readonly string[]): Promise<string[]> {
+    const { rows } = await this.client.query<{ id: string }>(
+      `UPDATE ${this.table} SET status = 'cancelled', error = 'cancelled (syncline snapshot --cancel)', finished_at = now(), updated_at = now()
+        WHERE slot_name = $1 AND id = ANY($2::bigint[]) AND status IN ('pending', 'running') RETURNING id::text AS id`,
+      [this.slot, ids],
+    );
+    return rows.map((r) => r.id);
   }
 
   private async list(where: string, order: string, limit: number, extra: unknown[] = []): Promise<SnapshotJob[]> {

@@ -89,7 +89,7 @@ export function registerRepair(program: Command): void {
         if (jobs.length > 0) say('waiting for the running capture to re-read...');
         for (;;) {
           const states = await store.getMany(jobs);
-          if (states.length === new Set(jobs).size && states.every((j) => j.status === 'done' || j.status === 'failed')) break;
+          if (states.length === new Set(jobs).size && states.every((j) => j.status === 'done' || j.status === 'failed' || j.status === 'cancelled')) break;
           if (Date.now() > deadline) {
             say('timed out waiting for the snapshot(s); they stay queued for the capture');
             break;

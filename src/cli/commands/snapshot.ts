@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import type { SnapshotJob } from '../../source/snapshot-store.js';
 import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
@@ -11,6 +11,7 @@ interface SnapshotOptions {
   wait: boolean;
   timeout?: string;
   list?: boolean;
+  cancel?: string[];
   json?: boolean;
 }
 
@@ -29,12 +30,29 @@ export function registerSnapshot(program: Command): void {
     .option('--no-wait', 'return once requested instead of waiting for completion')
     .option('--timeout <time>', 'give up waiting after this long (e.g. 10m)', durationArg)
     .option('--list', 'list snapshot jobs and their progress')
+    .option('--cancel <ids>', 'cancel pending or running jobs (ids as --list shows them, comma-separated); a running one stops after its current chunk', jobIds)
     .option('--json', 'print JSON')
     .action(async (tables: string[], opts: SnapshotOptions) => {
       const { loadConfigFile } = await import('../../config/load.js');
       const { SnapshotRequests } = await import('../../ops/snapshots.js');
       const snapshots = await SnapshotRequests.open(loadConfigFile(opts.config));
       try {
+        if (opts.cancel) {
+          const cancelled = await snapshots.cancel(opts.cancel);
+          const jobs = await snapshots.jobs(opts.cancel);
+          const notCancelled = opts.cancel.filter((id) => !cancelled.includes(id));
+          const why = (id: string): string => {
+            const job = jobs.find((j) => j.id === id);
+            return job ? `#${id} is ${job.status}` : `#${id} does not exist for this slot`;
+          };
+          if (opts.json) process.stdout.write(`${JSON.stringify({ cancelled, not_cancelled: notCancelled.map((id) => ({ id, reason: why(id) })) })}\n`);
+          else {
+            if (cancelled.length > 0) process.stdout.write(`cancelled snapshot job(s) ${cancelled.map((id) => `#${id}`).join(', ')}\n`);
+            for (const id of notCancelled) process.stderr.write(`not cancelled: ${why(id)} (only pending or running jobs can be)\n`);
+          }
+          process.exitCode = notCancelled.length === 0 ? EXIT.OK : EXIT.FAILURE;
+          return;
+        }
         if (opts.list || tables.length === 0) {
           const jobs = await snapshots.all();
           if (opts.json) process.stdout.write(`${JSON.stringify(jobs.map(describe), null, 2)}\n`);
@@ -58,7 +76,7 @@ export function registerSnapshot(program: Command): void {
         for (;;) {
           const jobs = await snapshots.jobs(ids);
           const rows = jobs.reduce((s, j) => s + j.rows, 0);
-          const finished = jobs.every((j) => j.status === 'done' || j.status === 'failed');
+          const finished = jobs.every((j) => j.status === 'done' || j.status === 'failed' || j.status === 'cancelled');
           if (!opts.json) {
             const rate = Math.round(rows / Math.max((Date.now() - started) / 1000, 0.001));
             const line = `${jobs.map((j) => `${j.table.table}: ${j.status} ${j.rows} rows`).join(' | ')}  (${rate} rows/s)`;
@@ -67,7 +85,8 @@ export function registerSnapshot(program: Command): void {
           if (finished) {
             if (opts.json) process.stdout.write(`${JSON.stringify(jobs.map(describe), null, 2)}\n`);
             else process.stdout.write('\n');
-            process.exitCode = jobs.some((j) => j.status === 'failed') ? EXIT.FAILURE : EXIT.OK;
+            for (const j of jobs) if (j.status === 'cancelled' && !opts.json) process.stderr.write(`snapshot job #${j.id} (${j.table.schema}.${j.table.table}) was cancelled\n`);
+            process.exitCode = jobs.some((j) => j.status !== 'done') ? EXIT.FAILURE : EXIT.OK;
             return;
           }
           if (Date.now() > deadline) {
@@ -81,6 +100,14 @@ export function registerSnapshot(program: Command): void {
         await snapshots.close();
       }
     });
+}
+
+/** `--cancel 3,4`: job ids. */
+function jobIds(value: string): string[] {
+  const ids = value.split(',').map((v) => v.trim().replace(/^#/, ''));
+  const bad = ids.filter((id) => !/^[0-9]{1,18}$/.test(id));
+  if (bad.length > 0) throw new InvalidArgumentError(`not a snapshot job id: ${bad.join(', ')} (ids are numbers, as \`syncline snapshot --list\` shows them)`);
+  return ids;
 }
 
 function describe(j: SnapshotJob): Record<string, unknown> {
