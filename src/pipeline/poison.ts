@@ -30,8 +30,11 @@ export class PoisonIsolation {
     const { ctx } = this;
     const runnable: Item[][] = [];
     for (const unit of units) {
-      if (unit.some((i) => ctx.blocked.has(rowIdOf(i.change)))) this.park(unit, poison, this.transactional ? transactionError() : blockedError());
-      else runnable.push(unit);
+      const follows = unit.map((i) => ctx.blocked.has(rowIdOf(i.change)));
+      if (!follows.includes(true)) runnable.push(unit);
+      // A change of a held row waits for that row; the rest of its transaction for the transaction.
+      else if (this.transactional) unit.forEach((i, n) => this.park([i], poison, follows[n] ? blockedError() : transactionError()));
+      else this.park(unit, poison, blockedError());
     }
     if (runnable.length === 0) return true;
     try {

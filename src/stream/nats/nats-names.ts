@@ -46,10 +46,28 @@ export function tableSubjectOf(key: string): string {
   return dot > 0 ? `${natsName(table.slice(0, dot))}.${natsName(table.slice(dot + 1))}` : natsName(table);
 }
 
-/** `schema.table` of a key built by partitionKeyOf (`schema.table:[...]`), else undefined. */
+/**
+ * `schema.table` of a key built by partitionKeyOf (`schema.table:[...]`), else the text before
+ * its first colon, else undefined. The row key is the JSON array that ends the key: a name
+ * may hold `:` itself (a table `"ord:x"` is `public.ord:x:["1"]`, not table `ord`), so the
+ * cut is at the first `:[` whose rest is that array (parsed only when there are several).
+ */
 export function tableOfKey(key: string): string | undefined {
+  let at = key.indexOf(':[');
+  if (at > 0 && key.endsWith(']')) {
+    if (key.indexOf(':[', at + 1) < 0) return key.slice(0, at);
+    for (; at > 0; at = key.indexOf(':[', at + 1)) if (isJsonArray(key.slice(at + 1))) return key.slice(0, at);
+  }
   const colon = key.indexOf(':');
   return colon > 0 ? key.slice(0, colon) : undefined;
+}
+
+function isJsonArray(text: string): boolean {
+  try {
+    return Array.isArray(JSON.parse(text));
+  } catch {
+    return false;
+  }
 }
 
 export function keyOf(h: MsgHdrs | undefined): string {
