@@ -3,12 +3,14 @@ import type { SynclineConfig } from '../config/schema.js';
 import { slotOf } from '../config/slot.js';
 import { systemClock } from '../core/clock.js';
 import { Events } from '../core/events.js';
+import type { Lsn } from '../core/lsn.js';
 import { parseTableName } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { Capture } from '../pipeline/capture.js';
 import { HEARTBEAT_PREFIX } from '../pipeline/change-builder.js';
 import { SnapshotRunner } from '../source/snapshot-runner.js';
+import { WalClock } from '../source/wal-clock.js';
 import { PostgresSource } from '../source/postgres-source.js';
 import type { Stream } from '../stream/stream.js';
 import { openCodec } from './codec.js';
@@ -32,6 +34,9 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
   const slot = slotOf(config);
   const s = config.source;
   const codec = await openCodec(config);
+  // sync_capture_lag_seconds: the source's WAL positions over time against what capture confirmed.
+  const walClock = new WalClock();
+  let confirmed: (() => Lsn) | undefined;
   const source = await PostgresSource.open(
     {
       connection: sourceConnection(config),
@@ -51,6 +56,10 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
       clock: systemClock,
       log,
       onSlotHealth: (state) => metrics.slotRetainedWalBytes.set(Number(state.retainedBytes ?? 0n)),
+      onWalPosition: (lsn, atMs) => {
+        walClock.sample(atMs, lsn);
+        if (confirmed) metrics.setCaptureLag(walClock.ageSeconds(confirmed(), atMs));
+      },
       ...(hooks.onStandby ? { onStandby: hooks.onStandby } : {}),
       ...(hooks.onStreaming ? { onStreaming: hooks.onStreaming } : {}),
     },
@@ -80,6 +89,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
         wholeTransactions: config.sink.consistency === 'transactional',
         ...(codec.format !== 'json' ? { codec } : {}),
       });
+      confirmed = () => capture.confirmedLsn;
       const stopSnapshots = new AbortController();
       let snapshotting: Promise<void> = Promise.resolve();
       try {

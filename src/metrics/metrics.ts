@@ -14,16 +14,27 @@ export class Metrics {
 
   readonly lagSeconds = new client.Gauge({
     name: 'sync_lag_seconds',
-    help: 'Seconds the target is behind the source: age of the oldest change of the batch being applied (growing until it commits), else of the last applied batch; 0 when caught up',
+    help: 'Seconds the target is behind the source: age of the oldest change of the batch being applied (growing until it commits), else of the last applied batch, and at least sync_capture_lag_seconds where capture runs in the same process; 0 when caught up',
     labelNames: ['table'],
     registers: [this.registry],
     // Evaluated at scrape time: a batch that is slow, retried or stuck shows a growing lag
-    // instead of the value of the last batch that got through.
+    // instead of the value of the last batch that got through. Capture's lag is a floor: while
+    // capture reads a backlog apply has nothing to do, and its own lag alone read 0.
     collect: () => {
       const now = this.now();
-      for (const [table, since] of this.applyingSince) this.lagSeconds.set({ table }, Math.max(0, (now - since) / 1000));
+      const floor = this.captureLag ?? 0;
+      for (const [table, secs] of this.applyLag) if (!this.applyingSince.has(table)) this.lagSeconds.set({ table }, Math.max(secs, floor));
+      for (const [table, since] of this.applyingSince) this.lagSeconds.set({ table }, Math.max(0, (now - since) / 1000, floor));
+      if (this.captureLag === undefined) return;
+      if (this.capturedLast) this.capturedTables.add(this.capturedLast.label);
+      for (const table of this.capturedTables) if (!this.applyLag.has(table) && !this.applyingSince.has(table)) this.lagSeconds.set({ table }, floor);
     },
   });
+  readonly captureLagSeconds = new LateGauge(
+    this.registry,
+    'sync_capture_lag_seconds',
+    'Seconds since the source wrote the oldest WAL capture has not yet stored durably in the stream (to the second; 0 when caught up); absent until this process measured it (capture)',
+  );
   readonly duplicateRate = new client.Gauge({
     name: 'sync_duplicate_rate',
     help: 'Share of consumed changes skipped as duplicate or stale over the last 60 s',
@@ -95,6 +106,12 @@ export class Metrics {
   private capturedLastCount = 0;
   /** Per table, commit time (ms) of the oldest change in the batch apply is writing now. */
   private readonly applyingSince = new Map<string, number>();
+  /** Per table, apply's lag at its last batch's commit (0 once caught up). */
+  private readonly applyLag = new Map<string, number>();
+  /** Capture's lag (sync_capture_lag_seconds) when this process captures. */
+  private captureLag: number | undefined;
+  /** Tables this process captured changes of (their sync_lag_seconds is at least capture's lag). */
+  private readonly capturedTables = new Set<string>();
 
   /** `now` is the wall clock that source commit times are compared with. */
   constructor(private readonly now: () => number = Date.now) {
@@ -119,14 +136,25 @@ export class Metrics {
 
   /** The batch committed: its tables keep the age its oldest change had at that moment. */
   lagApplied(nowMs = this.now()): void {
-    for (const [table, since] of this.applyingSince) this.lagSeconds.set({ table }, Math.max(0, (nowMs - since) / 1000));
+    for (const [table, since] of this.applyingSince) this.setApplyLag(table, Math.max(0, (nowMs - since) / 1000));
     this.applyingSince.clear();
   }
 
-  /** Nothing left to read: these tables are 0 s behind. */
+  /** Nothing left to read: these tables are 0 s behind (as far as apply knows). */
   lagCaughtUp(tables: Iterable<string>): void {
     this.applyingSince.clear();
-    for (const table of tables) this.lagSeconds.set({ table }, 0);
+    for (const table of tables) this.setApplyLag(table, 0);
+  }
+
+  /** Feeds `sync_capture_lag_seconds` (see WalClock); a floor of this process's `sync_lag_seconds`. */
+  setCaptureLag(seconds: number): void {
+    this.captureLag = seconds;
+    this.captureLagSeconds.set(seconds);
+  }
+
+  private setApplyLag(table: string, seconds: number): void {
+    this.applyLag.set(table, seconds);
+    this.lagSeconds.set({ table }, Math.max(seconds, this.captureLag ?? 0));
   }
 
   /**
@@ -233,6 +261,7 @@ export class Metrics {
     if (this.capturedLast === undefined || this.capturedLastCount === 0) return;
     const label = this.capturedLast.label;
     this.capturedPending.set(label, (this.capturedPending.get(label) ?? 0) + this.capturedLastCount);
+    this.capturedTables.add(label);
     this.capturedLastCount = 0;
   }
 

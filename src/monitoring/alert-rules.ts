@@ -29,13 +29,15 @@ export function alertRules(config: SynclineConfig): AlertRuleGroup[] {
   const rules: AlertRule[] = [
     {
       alert: 'SynclineLagCritical',
-      expr: `max(sync_lag_seconds) > ${num(a.lag_critical)}`,
+      // Capture's own lag too: a capture process (split roles) exports no sync_lag_seconds for a
+      // table it has not seen a change of, and a backlog it reads leaves apply idle at 0.
+      expr: `max(sync_lag_seconds or sync_capture_lag_seconds) > ${num(a.lag_critical)}`,
       for: '1m',
       labels: { severity: 'critical' },
       annotations: {
         summary: `syncline apply is more than ${num(a.lag_critical)} s behind the source`,
         description:
-          'The newest applied change committed {{ $value | humanizeDuration }} ago at the source ' +
+          'The target is {{ $value | humanizeDuration }} behind the source: the oldest change being applied, or the oldest WAL capture has not stored yet, is that old ' +
           `(monitoring.alerts.lag_critical = ${num(a.lag_critical)} s). ` +
           'Run `syncline status -c CONFIG` to see the slot lag and records behind per partition. ' +
           'If apply is stuck, read its logs (sink errors, retries) and `syncline dlq list`; ' +

@@ -66,8 +66,8 @@ export function grafanaDashboard(config: SynclineConfig): GrafanaDashboard {
 
   const b = new PanelBuilder();
   // Row 1: the numbers an operator looks at first.
-  b.stat('Max lag', 'Seconds from source commit to applied, worst table. Red at monitoring.alerts.lag_critical.', 's', lagSteps, 6, [
-    [`max(sync_lag_seconds{${SEL}})`, 'lag'],
+  b.stat('Max lag', 'Seconds the target is behind the source: from source commit to applied (worst table), or the age of the WAL capture has not stored yet. Red at monitoring.alerts.lag_critical.', 's', lagSteps, 6, [
+    [`max(sync_lag_seconds{${SEL}} or sync_capture_lag_seconds{${SEL}})`, 'lag'],
   ]);
   b.stat('Duplicate rate', 'Share of consumed changes skipped as duplicate or stale over 60 s. Orange at monitoring.alerts.duplicate_rate_warning.', 'percentunit', dupSteps, 6, [
     [`max(sync_duplicate_rate{${SEL}})`, 'duplicate rate'],
@@ -79,8 +79,9 @@ export function grafanaDashboard(config: SynclineConfig): GrafanaDashboard {
     [`max(sync_slot_retained_wal_bytes{${SEL}})`, 'retained'],
   ]);
   // Rows 2+: time series.
-  b.series('Lag per table', 'sync_lag_seconds by table: seconds from source commit to applied for the newest applied change; 0 when caught up.', 's', lagSteps, 12, [
+  b.series('Lag per table', 'sync_lag_seconds by table: seconds from source commit to applied for the newest applied change; 0 when caught up. capture: sync_capture_lag_seconds, the age of the oldest WAL capture has not stored in the stream yet.', 's', lagSteps, 12, [
     [`max by (table) (sync_lag_seconds{${SEL}})`, '{{table}}'],
+    [`max(sync_capture_lag_seconds{${SEL}})`, 'capture'],
   ]);
   b.series('Throughput (changes/s)', 'Captured from the slot, durably published to the stream, consumed and applied by apply, skipped as stale or duplicate by the version gate.', 'ops', null, 12, [
     [`sum(rate(sync_events_captured_total{${SEL}}${RATE}))`, 'captured'],

@@ -26,6 +26,8 @@ import { PartitionWatch } from './partition-watch.js';
 /** How long a capture waits for a slot still held by a walsender that may be dead (kill -9). */
 const SLOT_RELEASE_WAIT_MS = 60_000;
 const SLOT_RELEASE_POLL_MS = 250;
+/** How often the source's WAL position is read for `sync_capture_lag_seconds` (its resolution). */
+const WAL_SAMPLE_MS = 1000;
 
 /** What a PostgreSQL source needs: the slot's settings, already taken from the config. */
 export interface PostgresSourceOptions {
@@ -55,6 +57,8 @@ export interface PostgresSourceOptions {
   log: Logger;
   /** Each heartbeat's reading of the WAL the slot retains. */
   onSlotHealth?: (state: SlotState) => void;
+  /** The source's WAL position, read every second, and when (see WalClock). */
+  onWalPosition?: (lsn: Lsn, atMs: number) => void;
   /** Another capture leads the slot; this one waits as its standby. */
   onStandby?: () => void;
   /** The server accepted START_REPLICATION: changes flow from the slot. */
@@ -73,6 +77,7 @@ export interface PostgresSourceOptions {
  */
 export class PostgresSource {
   private heartbeat: NodeJS.Timeout | undefined;
+  private walSampler: NodeJS.Timeout | undefined;
   private readonly rowReader: SourceRowReader;
   /** Set by open when the snapshot job table exists (see partition-watch.ts). */
   private partitions: PartitionWatch | undefined;
@@ -237,6 +242,7 @@ export class PostgresSource {
   /** Stops the heartbeat and ends every connection but the replication one. After capture and snapshots ended. */
   async release(): Promise<void> {
     if (this.heartbeat) clearInterval(this.heartbeat);
+    if (this.walSampler) clearInterval(this.walSampler);
     await endReaders(this.readers);
     await this.rowReader.close();
     await this.admin.end().catch(() => undefined);
@@ -284,6 +290,41 @@ export class PostgresSource {
       await this.watchPartitions();
     };
     this.heartbeat = setInterval(() => void tick(), this.options.heartbeatIntervalMs);
+    const onWal = this.options.onWalPosition;
+    if (!onWal) return;
+    // WAL written while no capture ran has no sample: the last checkpoint's redo position and
+    // time are one (WAL before it was written before that time). Superusers and pg_monitor
+    // may read it; for others the lag of such a backlog starts from this start.
+    let sampling = true;
+    void this.admin
+      .query<{ lsn: string | null; at: string | null }>('SELECT redo_lsn::text AS lsn, (extract(epoch FROM checkpoint_time) * 1000)::bigint::text AS at FROM pg_control_checkpoint()')
+      .then(
+        ({ rows }) => {
+          const r = rows[0];
+          if (r?.lsn && r.at) onWal(parseLsn(r.lsn), Number(r.at));
+        },
+        () => undefined,
+      )
+      .finally(() => {
+        sampling = false;
+      });
+    this.walSampler = setInterval(() => {
+      if (sampling) return; // a slow answer: the next tick samples
+      sampling = true;
+      // A standby (logical decoding on a standby, PostgreSQL 16+) has no current WAL position of its own.
+      this.admin
+        .query<{ lsn: string | null }>('SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn')
+        .then(
+          ({ rows }) => {
+            const lsn = rows[0]?.lsn;
+            if (lsn) onWal(parseLsn(lsn), this.options.clock.now());
+          },
+          () => undefined, // the heartbeat reports a source that does not answer
+        )
+        .finally(() => {
+          sampling = false;
+        });
+    }, WAL_SAMPLE_MS);
   }
 }
 

@@ -75,7 +75,7 @@ describe('syncline monitoring export', () => {
     expect(check.output).toMatch(/SUCCESS: 8 rules found/);
     expect(check.status).toBe(0);
     const byName = new Map(rules.map((r) => [r.alert, r]));
-    expect(byName.get('SynclineLagCritical')).toMatchObject({ expr: 'max(sync_lag_seconds) > 12', for: '1m', labels: { severity: 'critical' } });
+    expect(byName.get('SynclineLagCritical')).toMatchObject({ expr: 'max(sync_lag_seconds or sync_capture_lag_seconds) > 12', for: '1m', labels: { severity: 'critical' } });
     expect(byName.get('SynclineDuplicateRateHigh')).toMatchObject({ expr: 'sync_duplicate_rate > 0.05', for: '5m', labels: { severity: 'warning' } });
     expect(byName.get('SynclineDeadLetterCritical')).toMatchObject({ expr: 'sync_deadletter_count > 7', labels: { severity: 'critical' } });
     expect(byName.get('SynclineDeadLetterWarning')).toMatchObject({ expr: 'sync_deadletter_count > 3', labels: { severity: 'warning' } });
@@ -180,6 +180,18 @@ describe('syncline monitoring export', () => {
           ],
         },
         {
+          // A capture process reading a backlog: apply idle (0), capture's own lag high.
+          interval: '1m',
+          input_series: [
+            { series: 'sync_lag_seconds{instance="apply",table="public.items"}', values: '0x10' },
+            { series: 'sync_capture_lag_seconds{instance="capture"}', values: '0 30x10' },
+          ],
+          alert_rule_test: [
+            { eval_time: '1m', alertname: 'SynclineLagCritical', exp_alerts: [] },
+            { eval_time: '3m', alertname: 'SynclineLagCritical', exp_alerts: [fired('SynclineLagCritical', '30s', '{{ $value | humanizeDuration }}')] },
+          ],
+        },
+        {
           interval: '1m',
           input_series: [{ series: 'up{job="syncline"}', values: '0x10' }],
           alert_rule_test: [{ eval_time: '6m', alertname: 'SynclineMetricsAbsent', exp_alerts: [{ exp_labels: { severity: 'critical' }, exp_annotations: a('SynclineMetricsAbsent').annotations }] }],
@@ -199,7 +211,7 @@ describe('syncline monitoring export', () => {
     const metrics = new Metrics();
     // The gauges of one role join the registry once the process knows them (LateGauge): a
     // process of both roles that has, exports them all.
-    for (const g of [metrics.captureLsn, metrics.applyLsn, metrics.slotRetainedWalBytes, metrics.consumerLag]) g.set(1);
+    for (const g of [metrics.captureLsn, metrics.applyLsn, metrics.slotRetainedWalBytes, metrics.consumerLag, metrics.captureLagSeconds]) g.set(1);
     const known = new Set<string>();
     for (const m of await metrics.registry.getMetricsAsJSON()) {
       known.add(m.name);
@@ -222,6 +234,7 @@ describe('syncline monitoring export', () => {
     }
     const all = exprs.join('\n');
     expect(all).toMatch(/max by \(table\) \(sync_lag_seconds/);
+    expect(all).toContain('sync_capture_lag_seconds');
     for (const c of ['captured', 'applied', 'stale', 'duplicate']) expect(all).toContain(`rate(sync_events_${c}_total`);
     expect(all).toContain('sync_duplicate_rate');
     expect(all).toContain('sync_deadletter_count');
