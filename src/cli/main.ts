@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
-import { ConfigError, errorMessage } from '../core/errors.js';
+import { ConfigError, SynclineError, errorMessage } from '../core/errors.js';
 import { redactUrl } from '../core/redact.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDoctor } from './commands/doctor.js';
@@ -27,6 +27,14 @@ for (const out of [process.stdout, process.stderr]) {
     if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') throw err;
   });
 }
+
+/** Something went to stdout (a command's report): a failure after it adds no JSON of its own. */
+let wroteStdout = false;
+const writeStdout = process.stdout.write.bind(process.stdout) as (...args: unknown[]) => boolean;
+process.stdout.write = ((...args: unknown[]) => {
+  wroteStdout = true;
+  return writeStdout(...args);
+}) as typeof process.stdout.write;
 
 const program = new Command();
 program
@@ -72,7 +80,14 @@ program.parseAsync(process.argv).then(
     setTimeout(() => process.exit(process.exitCode ?? EXIT.OK), 100).unref();
   },
   (err: unknown) => {
-    process.stderr.write(`syncline: ${redactUrl(errorMessage(err))}\n`);
+    const message = redactUrl(errorMessage(err));
+    process.stderr.write(`syncline: ${message}\n`);
+    // A script that asked for --json reads stdout: it gets the failure there too, as JSON,
+    // unless the command already printed its own report.
+    if (process.argv.includes('--json') && !wroteStdout) {
+      const code = err instanceof SynclineError ? err.code : undefined;
+      process.stdout.write(`${JSON.stringify({ error: { message, ...(code ? { code } : {}) } })}\n`);
+    }
     // A command that already chose its failure code (verify: 2) keeps it.
     const code = err instanceof ConfigError ? EXIT.CONFIG : typeof process.exitCode === 'number' && process.exitCode !== 0 ? process.exitCode : EXIT.FAILURE;
     process.exit(code);
