@@ -34,6 +34,11 @@ export function positionsBucketName(topic: string): string {
   return `${natsName(topic)}_positions`;
 }
 
+/** The object store of the topic's records over the server's max_payload (see claim-check.ts). */
+export function objectsBucketName(topic: string): string {
+  return `${natsName(topic)}_objects`;
+}
+
 /**
  * The subject tail of a record: `<schema>.<table>` of its key, each a valid subject token
  * (see natsName), or `_` for keys without a table. Subjects per table let NATS tools filter
