@@ -1,4 +1,7 @@
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { connect, type NatsConnection, type ObjectInfo } from 'nats';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runPipeline } from '../../src/api/run-pipeline.js';
@@ -7,10 +10,12 @@ import { parseConfig } from '../../src/config/load.js';
 import type { SynclineConfig } from '../../src/config/schema.js';
 import type { ChangeEvent } from '../../src/core/change.js';
 import { Metrics } from '../../src/metrics/metrics.js';
+import { natsName, objectsBucketName, partitionStreamName } from '../../src/stream/nats/nats-names.js';
 import { requireListening } from '../contract/broker-check.js';
 import { dropBrokerTopic } from '../helpers/broker-topics.js';
+import { captureFixture, kill9, startCli, waitForSlotToConfirm, type CaptureFixture } from '../helpers/cli-process.js';
 import { waitForEqualTables } from '../helpers/compare-rows.js';
-import { machinePg15, slotStreaming, sourceAndTarget, testLogger, uniqueName, waitFor } from '../helpers/postgres.js';
+import { freshDatabase, machinePg15, slotStreaming, sourceAndTarget, testLogger, uniqueName, waitFor } from '../helpers/postgres.js';
 
 const NATS = 'nats://127.0.0.1:4222';
 const KAFKA = '127.0.0.1:9092';
@@ -100,7 +105,7 @@ async function readBack(config: SynclineConfig, expected: number): Promise<Chang
   }
 }
 
-for (const broker of ['kafka'] as const) {
+for (const broker of ['kafka', 'nats'] as const) {
   /**
    * DESIGN promise 4: bad input never stops the line, and a large row is not even bad input.
    * Before, a change record over the broker's limit (Kafka's 1 MB max.message.bytes, NATS's
@@ -162,3 +167,108 @@ monitoring: { enabled: false }
     }, 180_000);
   });
 }
+
+/**
+ * On NATS a large record's value goes to the topic's object store before its record is
+ * published: capture killed (kill -9) after the put and before the record is stored must
+ * neither lose the change nor leave it twice (two records, or two objects) after the restart.
+ * The window is held open by taking the partition's subjects away from its stream (every
+ * publish there is refused with 503, which capture retries); the restarted capture gives them
+ * back (its start checks the streams).
+ */
+describe('NATS: capture killed between putting a large value and publishing its record', () => {
+  const topic = `syncline-oversize-kill-${randomBytes(4).toString('hex')}`;
+  const slot = uniqueName('syncline_oversize_kill');
+  const streamName = partitionStreamName(topic, 0);
+  let fx: CaptureFixture | undefined;
+  let target: pg.Client;
+  let nc: NatsConnection;
+  let child: ChildProcess | undefined;
+
+  beforeAll(async () => {
+    await requireListening('127.0.0.1', 4222, 'start NATS with JetStream');
+    const targetUrl = await freshDatabase(await machinePg15(), 'syncline_oversize_kill_t');
+    target = new pg.Client({ connectionString: targetUrl });
+    await target.connect();
+    await target.query(DDL);
+    fx = await captureFixture('syncline_oversize_kill', DDL, (url) => `source:
+  url: ${url}
+  slots: [{ name: ${slot}, publication: syncline_oversize_kill_pub, tables: [docs] }]
+  snapshot: never
+stream: { broker: nats, url: '${NATS}', topic: ${topic}, partitions: 1 }
+consumer: { group_id: oversize, retry: { backoff_base_ms: 100, backoff_max_ms: 500 } }
+sink: { url: ${targetUrl} }
+monitoring: { enabled: false }
+`);
+    nc = await connect({ servers: NATS });
+  }, 60_000);
+
+  afterAll(async () => {
+    child?.kill('SIGKILL');
+    await target?.end();
+    await nc?.close();
+    await fx?.close();
+    await dropBrokerTopic('nats', topic, 1).catch(() => undefined);
+  });
+
+  it('loses and doubles nothing', async () => {
+    const { source, dir, configFile } = fx as CaptureFixture;
+    const jsm = await nc.jetstreamManager();
+    const lastSeq = async (): Promise<number> => (await jsm.streams.info(streamName)).state.last_seq;
+    child = startCli(path.join(dir, 'capture.log'), 'capture', '-c', configFile);
+    await waitFor('slot streaming', () => slotStreaming(source, slot), 60_000);
+    await source.query("INSERT INTO docs (id, body, n) VALUES (1, 'small one', 1)");
+    await waitFor('the first record stored', async () => (await lastSeq()) === 1, 30_000);
+
+    // Publishes to the partition are refused from now on (no stream takes its subjects).
+    const info = await jsm.streams.info(streamName);
+    await jsm.streams.update(streamName, { ...info.config, subjects: [`${natsName(topic)}_held.0`] });
+    await source.query(`INSERT INTO docs (id, data, n) VALUES (11, ${bigBytea(5 * MB)}, 11)`);
+    await source.query("INSERT INTO docs (id, body, n) VALUES (2, 'small two', 2)");
+    const objects = `OBJ_${objectsBucketName(topic)}`;
+    const objectMessages = async (): Promise<number> => (await jsm.streams.info(objects).catch(() => null))?.state.messages ?? 0;
+    const listed = async (): Promise<ObjectInfo[]> => {
+      const os = await nc.jetstream().views.os(objectsBucketName(topic));
+      return os.list();
+    };
+    // The put is complete once the object is listed (its meta message follows all its chunks).
+    await waitFor('the value put in the object store', async () => (await objectMessages()) > 0 && (await listed()).length > 0, 60_000, 20);
+    // Capture keeps trying the refused publish meanwhile (503, retriable), finding its object in place.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await kill9(child);
+    expect(await lastSeq()).toBe(1);
+    const before = await listed();
+    expect(before).toHaveLength(1);
+    // 5 MB of bytea is a JSON record of over 10 MB: its chunks of 128 KiB and a meta message, nothing else.
+    expect(before[0]?.size).toBeGreaterThan(10 * MB);
+    expect(await objectMessages()).toBe((before[0]?.chunks ?? 0) + 1);
+    // Other bytes under its name (as a put of another value would leave them): the restarted
+    // capture must replace them, not take them.
+    await (await nc.jetstream().views.os(objectsBucketName(topic))).putBlob({ name: before[0]?.name ?? '' }, Buffer.from('not the value'));
+
+    child = startCli(path.join(dir, 'capture.log'), 'capture', '-c', configFile);
+    await waitForSlotToConfirm(source, slot, 60_000);
+    expect(await lastSeq()).toBe(3);
+    // The record in the middle names the object and carries nothing itself; the last is the small row after it.
+    const middle = await jsm.streams.getMessage(streamName, { seq: 2 });
+    expect(middle.data.length).toBe(0);
+    const name = middle.header.get('Syncline-Object');
+    expect(name).not.toBe('');
+    const last = JSON.parse(Buffer.from((await jsm.streams.getMessage(streamName, { seq: 3 })).data).toString('utf8')) as ChangeEvent;
+    expect(String(last.key.id)).toBe('2');
+    // One object, and only its own chunks.
+    const after = await listed();
+    expect(after.map((o) => o.name)).toEqual([name]);
+    expect(await objectMessages()).toBe((after[0]?.chunks ?? 0) + 1);
+    await kill9(child);
+    child = undefined;
+
+    const apply = startCli(path.join(dir, 'apply.log'), 'apply', '-c', configFile);
+    try {
+      await waitForEqualTables(source, target, ['docs'], 120_000);
+      expect(await digests(target)).toEqual(await digests(source));
+    } finally {
+      await kill9(apply);
+    }
+  }, 240_000);
+});

@@ -4,6 +4,7 @@
  * distinct topics stay distinct):
  *   stream NAME_p<N>, subjects NAME.<N>.>  one JetStream stream per partition N
  *   KV bucket NAME_positions             committed positions, group membership, delivery counts
+ *   object store NAME_objects            values of records over max_payload (claim-check.ts)
  *   durable consumer <group> on NAME_p<N>  the reader of partition N for that group
  * A record's key travels in the `Syncline-Key` header (NATS messages have no key of their own)
  * and its table in `Syncline-Table`.
