@@ -1,9 +1,9 @@
 import { Kafka, logLevel } from 'kafkajs';
 import { connect } from 'nats';
-import { partitionStreamName, positionsBucketName } from '../../src/stream/nats/nats-names.js';
+import { objectsBucketName, partitionStreamName, positionsBucketName } from '../../src/stream/nats/nats-names.js';
 
 /**
- * Deletes a test's Kafka topic, or its NATS partition streams and positions bucket: the
+ * Deletes a test's Kafka topic, or its NATS partition streams, positions bucket and object store: the
  * brokers outlive the suite, and every run's topics would pile up on their disks.
  */
 export async function dropBrokerTopic(broker: 'kafka' | 'nats', topic: string, partitions: number): Promise<void> {
@@ -18,5 +18,6 @@ export async function dropBrokerTopic(broker: 'kafka' | 'nats', topic: string, p
   const jsm = await nc.jetstreamManager();
   for (let p = 0; p < partitions; p++) await jsm.streams.delete(partitionStreamName(topic, p)).catch(() => undefined);
   await jsm.streams.delete(`KV_${positionsBucketName(topic)}`).catch(() => undefined);
+  await jsm.streams.delete(`OBJ_${objectsBucketName(topic)}`).catch(() => undefined);
   await nc.close();
 }

@@ -27,6 +27,16 @@ export async function openKafkaAdmin(kafka: Kafka, opts: KafkaStreamOptions): Pr
   return new KafkaAdmin(admin, opts.topic);
 }
 
+/**
+ * `max.message.bytes` of a topic this creates: 64 MiB. The broker's default (its
+ * `message.max.bytes`, 1 MB) refused the record of one row with a TOASTed value of a few MB
+ * (KAFKA_MESSAGE_TOO_LARGE), and capture stopped at it for good. A topic's value may be above
+ * the broker's; consumers still get such a record (a fetch returns its first batch whole,
+ * whatever its size limits), and a produce request stays under the broker's
+ * `socket.request.max.bytes` (100 MiB). An existing topic keeps its own value.
+ */
+export const TOPIC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+
 async function ensureTopic(admin: Admin, opts: KafkaStreamOptions): Promise<void> {
   const retentionMs = Math.round((opts.retentionHours ?? DEFAULT_RETENTION_HOURS) * 3_600_000);
   await admin.createTopics({
@@ -39,6 +49,7 @@ async function ensureTopic(admin: Admin, opts: KafkaStreamOptions): Promise<void
         configEntries: [
           ...(opts.compacted ? [{ name: 'cleanup.policy', value: 'compact' }] : [{ name: 'retention.ms', value: String(retentionMs) }]),
           { name: 'message.timestamp.type', value: 'LogAppendTime' },
+          { name: 'max.message.bytes', value: String(TOPIC_MAX_MESSAGE_BYTES) },
         ],
       },
     ],

@@ -26,6 +26,7 @@ import { JS_STREAM_NOT_FOUND, apiErrorCode, natsError } from './nats-errors.js';
 import { natsName, partitionStreamName, positionsBucketName } from './nats-names.js';
 import type { NatsStreamOptions } from './nats-stream.js';
 import { PartitionReader, type ReaderHost } from './partition-reader.js';
+import type { ObjectBucket } from './claim-check.js';
 
 const DEFAULT_FETCH_BATCH = 1000;
 const DEFAULT_MAX_DELIVER = 5;
@@ -37,6 +38,8 @@ export interface NatsConsumerContext {
   kv: KV;
   opts: NatsStreamOptions;
   clients: BrokerClients;
+  /** The topic's object store: the values of records over max_payload (claim-check.ts). */
+  objects: ObjectBucket;
 }
 
 export class NatsConsumer implements StreamConsumer, ReaderHost {
@@ -52,6 +55,7 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
   readonly buffer = new RecordBuffer();
   readonly jsm: JetStreamManager;
   readonly nc: NatsConnection;
+  readonly objects: ObjectBucket;
   readonly durable: string;
   readonly perPartition: number;
   readonly fetchBatch: number;
@@ -77,6 +81,7 @@ export class NatsConsumer implements StreamConsumer, ReaderHost {
     const { opts } = context;
     this.jsm = context.jsm;
     this.nc = context.nc;
+    this.objects = context.objects;
     this.kv = context.kv;
     this.durable = natsName(groupId);
     this.membership = new GroupMembership(this.kv, this.durable, opts.partitions, opts.membership);

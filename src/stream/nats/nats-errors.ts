@@ -51,7 +51,8 @@ export function natsError(err: unknown, doing: string): SynclineError {
 }
 
 /**
- * A record over the server's `max_payload`, for which nats.js says only MAX_PAYLOAD_EXCEEDED:
+ * A record over the server's `max_payload` even as a claim check (its key alone is: a value
+ * over it goes through the object store, see claim-check.ts), for which nats.js says only MAX_PAYLOAD_EXCEEDED:
  * the record's size and key and the fix, as Kafka's KAFKA_MESSAGE_TOO_LARGE says them. Not
  * retriable: the record never fits until the server's limit is raised.
  */

@@ -4,6 +4,7 @@
  * distinct topics stay distinct):
  *   stream NAME_p<N>, subjects NAME.<N>.>  one JetStream stream per partition N
  *   KV bucket NAME_positions             committed positions, group membership, delivery counts
+ *   object store NAME_objects            values of records over max_payload (claim-check.ts)
  *   durable consumer <group> on NAME_p<N>  the reader of partition N for that group
  * A record's key travels in the `Syncline-Key` header (NATS messages have no key of their own)
  * and its table in `Syncline-Table`.
@@ -32,6 +33,11 @@ export function partitionSubject(topic: string, partition: number): string {
 
 export function positionsBucketName(topic: string): string {
   return `${natsName(topic)}_positions`;
+}
+
+/** The object store of the topic's records over the server's max_payload (see claim-check.ts). */
+export function objectsBucketName(topic: string): string {
+  return `${natsName(topic)}_objects`;
 }
 
 /**

@@ -8,19 +8,25 @@
  * in call order) and resolves when the server acknowledged all of them: each one, or, in a
  * chain (publish-chains.ts), the last of each partition's run, stored only when all before it
  * were.
+ *
+ * A record over the server's max_payload goes through the topic's object store (claim-check.ts):
+ * its value is put there first, then the record is published in its place with an empty body
+ * and headers naming the object. Such a call, and every call after it until it was written,
+ * waits for the puts before it is written, so records are still written in call order.
  */
 import { ErrorCode, Events, createInbox, type Msg, type NatsConnection, type NatsError, type Status, type Subscription } from 'nats';
 import { partitionFor } from '../../core/change.js';
 import { SynclineError } from '../../core/errors.js';
-import type { BrokerClients } from '../common/broker-stream.js';
+import { DEFAULT_RETENTION_HOURS, type BrokerClients } from '../common/broker-stream.js';
 import { streamClosedError } from '../common/errors.js';
 import type { OutgoingRecord, StreamProducer } from '../stream.js';
+import { ObjectBucket, claimHeaderLines, objectNameOf } from './claim-check.js';
 import { FrameWriter, clientConnected } from './frame-writer.js';
 import { isNatsError, natsError, payloadTooLarge } from './nats-errors.js';
-import { partitionSubject, tableOfKey, tableSubjectOf } from './nats-names.js';
+import { objectsBucketName, partitionSubject, tableOfKey, tableSubjectOf } from './nats-names.js';
 import { PublishChains, type ChainSwitch } from './publish-chains.js';
 import { publishFrames } from './publish-frames.js';
-import { RecordHeaders, headersAndValueFit, natsMsgIdOf, recordHeaderBlock } from './record-headers.js';
+import { RecordHeaders, headersAndValueFit, mayNotFit, natsMsgIdOf, recordHeaderBlock } from './record-headers.js';
 
 /** One publish() call waiting for its acknowledgements. */
 interface PendingPublish {
@@ -35,6 +41,7 @@ interface PendingPublish {
 /** A publish() made while the connection was away (see watchConnection). */
 interface WaitingPublish {
   records: readonly OutgoingRecord[];
+  extra: readonly (string | undefined)[] | undefined;
   timer: NodeJS.Timeout;
   resolve: () => void;
   reject: (err: SynclineError) => void;
@@ -45,7 +52,17 @@ export interface NatsProducerTarget {
   partitions: number;
   /** How long a publish waits for the server's acknowledgement. Default 30000. */
   publishTimeoutMs?: number;
+  /** The partition streams' max_age, which the objects of records over max_payload outlive. Default 168. */
+  retentionHours?: number;
 }
+
+/** A record's records to write (claim checks in place of those over max_payload) and their extra header lines. */
+interface Claimed {
+  records: readonly OutgoingRecord[];
+  extra: (string | undefined)[] | undefined;
+}
+
+const EMPTY = Buffer.alloc(0);
 
 const textDecoder = new TextDecoder();
 const ERROR_MEMBER = Buffer.from('"error":');
@@ -94,14 +111,25 @@ export class NatsProducer implements StreamProducer {
   private connected: boolean;
   /** Publishes made while the connection was away, waiting for the reconnect (see watchConnection). */
   private waiting: WaitingPublish[] = [];
+  /** Where records over max_payload go (claim-check.ts). */
+  private readonly objects: ObjectBucket;
+  /** Calls waiting for their claim checks or behind one: later calls queue behind them. */
+  private claiming = 0;
+  /** Settles when the last call queued for claim checks was written (or failed). */
+  private claimTail: Promise<void> = Promise.resolve();
+  /** close() was called: no new publish, the queued ones are still written. */
+  private closing = false;
 
   constructor(
     private readonly nc: NatsConnection,
     private readonly target: NatsProducerTarget,
     private readonly clients: BrokerClients,
     private readonly chainSwitch: ChainSwitch = { broken: false },
+    objects?: ObjectBucket,
   ) {
     this.timeout = target.publishTimeoutMs ?? 30_000;
+    const retentionMs = Math.round((target.retentionHours ?? DEFAULT_RETENTION_HOURS) * 3_600_000);
+    this.objects = objects ?? new ObjectBucket(nc, objectsBucketName(target.topic), retentionMs, this.timeout);
     this.subjects = Array.from({ length: target.partitions }, (_, p) => partitionSubject(target.topic, p));
     this.chains = new PublishChains(target.partitions, chainSwitch);
     this.frames = FrameWriter.of(nc);
@@ -145,7 +173,7 @@ export class NatsProducer implements StreamProducer {
     for (const w of waiting) {
       clearTimeout(w.timer);
       if (this.failure !== null) w.reject(this.failure);
-      else this.send(w.records).then(w.resolve, w.reject);
+      else this.send(w.records, w.extra).then(w.resolve, w.reject);
     }
   }
 
@@ -160,9 +188,78 @@ export class NatsProducer implements StreamProducer {
   }
 
   publish(records: readonly OutgoingRecord[]): Promise<void> {
-    if (this.closed) return Promise.reject(streamClosedError('NATS', 'producer'));
+    if (this.closed || this.closing) return Promise.reject(streamClosedError('NATS', 'producer'));
     if (this.failure !== null) return Promise.reject(this.failure);
     if (records.length === 0) return Promise.resolve();
+    if (this.claiming > 0 || this.mayNeedClaims(records)) return this.publishClaimed(records);
+    return this.publishNow(records, undefined);
+  }
+
+  /** Whether a record may be over max_payload (a bound: claimChecks decides). Two lengths per record. */
+  private mayNeedClaims(records: readonly OutgoingRecord[]): boolean {
+    const limit = this.nc.info?.max_payload;
+    if (limit === undefined) return false;
+    for (let i = 0; i < records.length; i++) {
+      const r = records[i] as OutgoingRecord;
+      if (mayNotFit(r.key, r.value.length, limit)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * A call with a record over max_payload, or behind one: queued, its objects put, then
+   * written as publishNow writes a call, in call order. A failed put fails the producer, as a
+   * refused record does: nothing after it is written.
+   */
+  private publishClaimed(records: readonly OutgoingRecord[]): Promise<void> {
+    this.claiming++;
+    const turn = this.claimTail.then(async () => {
+      try {
+        if (this.failure !== null) throw this.failure;
+        const claimed = await this.claimChecks(records);
+        if (this.failure !== null) throw this.failure;
+        // Not awaited here: the next queued call is written right after this one, not after its acknowledgement.
+        return { sent: this.publishNow(claimed.records, claimed.extra) };
+      } catch (err) {
+        const e = natsError(err, `publishing to ${this.target.topic}`);
+        this.failure ??= e;
+        throw e;
+      }
+    });
+    this.claimTail = turn.then(
+      () => void this.claiming--,
+      () => void this.claiming--,
+    );
+    return turn.then((t) => t.sent);
+  }
+
+  /** Puts the values of the records over max_payload in the object store; returns what to publish instead. */
+  private async claimChecks(records: readonly OutgoingRecord[]): Promise<Claimed> {
+    const limit = this.nc.info?.max_payload ?? Infinity;
+    let out: OutgoingRecord[] | undefined;
+    let extra: (string | undefined)[] | undefined;
+    for (let i = 0; i < records.length; i++) {
+      const r = records[i] as OutgoingRecord;
+      if (!mayNotFit(r.key, r.value.length, limit)) continue;
+      const id = r.id;
+      const msgId = natsMsgIdOf(r.key, id);
+      if (headersAndValueFit(r.key, msgId, undefined, r.value.length, limit)) continue;
+      const name = objectNameOf(msgId);
+      const lines = claimHeaderLines({ bucket: this.objects.bucket, name, size: r.value.length });
+      // A key so long that even the claim check is over max_payload: nothing to do but say so.
+      if (!headersAndValueFit(r.key, msgId, undefined, 0, limit, lines)) throw payloadTooLarge(r.key, Buffer.byteLength(r.key) + r.value.length, limit, undefined);
+      await this.objects.put(name, r.value);
+      out ??= [...records];
+      extra ??= new Array<string | undefined>(records.length).fill(undefined);
+      out[i] = id === undefined ? { key: r.key, value: EMPTY } : { key: r.key, value: EMPTY, id };
+      extra[i] = lines;
+    }
+    return { records: out ?? records, extra };
+  }
+
+  /** Writes a call now, or queues it for the reconnect. */
+  private publishNow(records: readonly OutgoingRecord[], extra: readonly (string | undefined)[] | undefined): Promise<void> {
+    if (this.failure !== null) return Promise.reject(this.failure);
     // A connection closed for good fails the call in send(), as nats.js refuses it.
     if (!this.nc.isClosed() && (this.waiting.length > 0 || !this.connected || !clientConnected(this.nc))) {
       // nats.js would drop the records silently (see watchConnection).
@@ -172,14 +269,14 @@ export class NatsProducer implements StreamProducer {
           () => this.giveUpWaiting(new SynclineError('NATS_DISCONNECT', `NATS: the connection to the server did not come back within ${this.timeout} ms; nothing was published to ${this.target.topic}`, { retriable: true })),
           this.timeout,
         );
-        this.waiting.push({ records, resolve, reject, timer });
+        this.waiting.push({ records, extra, resolve, reject, timer });
       });
     }
-    return this.send(records);
+    return this.send(records, extra);
   }
 
   /** Writes a call's records to the connection and resolves once every one was stored. */
-  private send(records: readonly OutgoingRecord[]): Promise<void> {
+  private send(records: readonly OutgoingRecord[], extra: readonly (string | undefined)[] | undefined): Promise<void> {
     if (this.closed) return Promise.reject(streamClosedError('NATS', 'producer'));
     return new Promise<void>((resolve, reject) => {
       const call: PendingPublish = {
@@ -209,7 +306,7 @@ export class NatsProducer implements StreamProducer {
       const maxPayload = this.nc.info?.max_payload ?? Infinity;
       const plan = this.chains.plan(partitions, subjects, msgIds, `${this.inbox}.${token}`, (i, expected) => {
         const r = records[i] as OutgoingRecord;
-        return headersAndValueFit(r.key, msgIds[i], expected, r.value.length, maxPayload);
+        return headersAndValueFit(r.key, msgIds[i], expected, r.value.length, maxPayload, extra?.[i]);
       });
       call.remaining = plan.answers;
       try {
@@ -219,12 +316,12 @@ export class NatsProducer implements StreamProducer {
           // bytes): nats.js queues it as is and hands it to the socket at its next flush
           // (copying it once more only when other bytes are queued before it). A record over
           // max_payload fails the call before a byte of it is written.
-          const frames = publishFrames(records, plan, this.frames.maxPayload());
+          const frames = publishFrames(records, plan, this.frames.maxPayload(), extra);
           this.frames.write(frames.bytes, records.length, frames.messageBytes);
         } else {
           for (let i = 0; i < n; i++) {
             const r = records[i] as OutgoingRecord;
-            const headers = new RecordHeaders(recordHeaderBlock(r.key, msgIds[i], plan.expected[i]));
+            const headers = new RecordHeaders(recordHeaderBlock(r.key, msgIds[i], plan.expected[i], extra?.[i]));
             this.nc.publish(subjects[i] as string, r.value, { headers, reply: plan.replies[i] });
           }
         }
@@ -247,7 +344,10 @@ export class NatsProducer implements StreamProducer {
   }
 
   async close(): Promise<void> {
-    if (this.closed) return;
+    if (this.closed || this.closing) return;
+    // Calls queued for their claim checks were accepted: they are written first.
+    this.closing = true;
+    await this.claimTail;
     this.closed = true;
     // Publishes that waited for a reconnect were never sent; those accepted before close still complete.
     this.giveUpWaiting(streamClosedError('NATS', 'producer'));

@@ -7,15 +7,17 @@
  * Publishing (nats-producer.ts) carries the record key in headers and deduplicates
  * republished records by `Nats-Msg-Id`. Consumer groups share the partitions through KV
  * leases (nats-consumer.ts, group-membership.ts), each partition read by a pull loop
- * (partition-reader.ts).
+ * (partition-reader.ts). Records over the server's max_payload go through the topic's object
+ * store (claim-check.ts).
  */
 import { AckPolicy, DeliverPolicy, connect, nanos, type JetStreamManager, type KV, type NatsConnection } from 'nats';
-import { BrokerClients, checkStreamOptions } from '../common/broker-stream.js';
+import { BrokerClients, DEFAULT_RETENTION_HOURS, checkStreamOptions } from '../common/broker-stream.js';
 import type { ConsumerOptions, Stream, StreamConsumer, StreamProducer } from '../stream.js';
+import { ObjectBucket } from './claim-check.js';
 import type { MembershipOptions } from './group-membership.js';
 import { NatsConsumer } from './nats-consumer.js';
 import { natsError } from './nats-errors.js';
-import { partitionStreamName, positionsBucketName } from './nats-names.js';
+import { objectsBucketName, partitionStreamName, positionsBucketName } from './nats-names.js';
 import { NatsProducer } from './nats-producer.js';
 import type { ChainSwitch } from './publish-chains.js';
 import { ensureStreams } from './nats-topology.js';
@@ -68,6 +70,8 @@ class NatsStream implements Stream {
   private readonly clients = new BrokerClients('NATS');
   /** Shared by this stream's producers: see publish-chains.ts. */
   private readonly chainSwitch: ChainSwitch = { broken: false };
+  /** The topic's object store, for records over max_payload (opened at first use). */
+  private readonly objects: ObjectBucket;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -77,16 +81,18 @@ class NatsStream implements Stream {
   ) {
     this.partitions = opts.partitions;
     this.streamNames = Array.from({ length: opts.partitions }, (_, p) => partitionStreamName(opts.topic, p));
+    const retentionMs = Math.round((opts.retentionHours ?? DEFAULT_RETENTION_HOURS) * 3_600_000);
+    this.objects = new ObjectBucket(nc, objectsBucketName(opts.topic), retentionMs, opts.publishTimeoutMs ?? 30_000);
   }
 
   async producer(): Promise<StreamProducer> {
     this.clients.checkOpen();
-    return this.clients.add(new NatsProducer(this.nc, this.opts, this.clients, this.chainSwitch));
+    return this.clients.add(new NatsProducer(this.nc, this.opts, this.clients, this.chainSwitch, this.objects));
   }
 
   async consumer(groupId: string, options: ConsumerOptions = {}): Promise<StreamConsumer> {
     this.clients.checkConsumer(groupId);
-    const c = new NatsConsumer({ jsm: this.jsm, nc: this.nc, kv: this.kv, opts: this.opts, clients: this.clients }, groupId);
+    const c = new NatsConsumer({ jsm: this.jsm, nc: this.nc, kv: this.kv, opts: this.opts, clients: this.clients, objects: this.objects }, groupId);
     try {
       return await this.clients.started(c, () => c.start(options));
     } catch (err) {

@@ -11,11 +11,17 @@
  * message (and, at each poll, a socket write of its own): the reader acks what was handed
  * out just before its next pull request, or once a pull's worth of records waits for one,
  * so that one ack covers many polls.
+ *
+ * A record with an empty body that names an object (a record over the server's max_payload,
+ * see claim-check.ts) is held, with every record accepted after it, until its object is read:
+ * then it goes to the buffer with the object's bytes as its value, and the records behind it
+ * follow in order. Other records take the path they always took (a length test more).
  */
 import { AckPolicy, DeliverPolicy, nanos, type JetStreamManager, type Msg, type NatsConnection } from 'nats';
 import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import type { RecordBuffer } from '../record-buffer.js';
 import { RetentionGapError, type StreamRecord } from '../stream.js';
+import { claimOf, type Claim, type ObjectBucket } from './claim-check.js';
 import { JS_CONSUMER_NOT_FOUND, apiErrorCode, natsError } from './nats-errors.js';
 import { DeliveredRecord } from './delivered-record.js';
 import { PullInbox, type Delivery } from './pull-inbox.js';
@@ -29,6 +35,8 @@ const ACK = Buffer.from('+ACK');
 export interface ReaderHost {
   readonly jsm: JetStreamManager;
   readonly nc: NatsConnection;
+  /** The topic's object store, where the values of records over max_payload are (claim-check.ts). */
+  readonly objects?: ObjectBucket;
   /** How many times the connection was lost so far: deliveries on the wire then are lost. */
   readonly disconnects: number;
   /** The durable consumer's name: the group's. */
@@ -46,6 +54,14 @@ export interface ReaderHost {
   waitForSpace(ms: number): Promise<void>;
   /** Wakes every reader waiting for space. */
   wakeLoops(): void;
+}
+
+/** An accepted delivery held behind a claim check whose object is not read yet. */
+interface Held {
+  offset: bigint;
+  delivery: Delivery;
+  /** Its own claim, if it is one. */
+  claim: Claim | undefined;
 }
 
 export class PartitionReader {
@@ -72,6 +88,10 @@ export class PartitionReader {
   private want: bigint | null = null;
   /** Accepted deliveries not yet in the buffer (handed over at the end of each socket read). */
   private arrived: StreamRecord[] = [];
+  /** Accepted deliveries from the first claim check whose object is not read yet on, in offset order (see fetchHeld). */
+  private held: Held[] = [];
+  /** A fetchHeld loop of the current epoch runs. */
+  private fetching = false;
   /** The messages of the buffered records (their ack subjects), aligned with the buffer, and their stream sequences. */
   private acks: Msg[] = [];
   private seqs: number[] = [];
@@ -125,7 +145,19 @@ export class PartitionReader {
   /** Stops the running pull and every later delivery at once (the member closes, or the reader stops). */
   halt(): void {
     this.epoch++;
+    this.dropHeld();
     this.closeInbox();
+  }
+
+  /** Forgets the held deliveries (their epoch is over: they are read again, or not at all). */
+  private dropHeld(): void {
+    this.held = [];
+    this.fetching = false;
+  }
+
+  /** Where reading must resume for nothing accepted and not buffered to be lost: the first held delivery, else `next`. */
+  private resumeAt(): bigint | null {
+    return this.held.length > 0 ? (this.held[0] as Held).offset : this.next;
   }
 
   /** Resolves when the pull loop has ended. */
@@ -178,6 +210,7 @@ export class PartitionReader {
     this.epoch++;
     this.host.buffer.clear(this.partition);
     this.arrived = [];
+    this.dropHeld();
     this.acks = [];
     this.seqs = [];
     this.ackHead = 0;
@@ -201,6 +234,15 @@ export class PartitionReader {
     // they go to the buffer first (a seek has dropped them already).
     this.handOver(this.epoch);
     this.epoch++;
+    if (this.held.length > 0) {
+      // Read again from the first held one (`at` is no later, see resumeAt): their acks go.
+      const firstSeq = (this.held[0] as Held).delivery.seq;
+      while (this.seqs.length > this.ackHead && (this.seqs[this.seqs.length - 1] as number) >= firstSeq) {
+        this.seqs.pop();
+        this.acks.pop();
+      }
+      this.dropHeld();
+    }
     const disconnects = this.host.disconnects;
     this.closeInbox(); // deliveries of the old consumer's pulls are ignored from now on
     this.next = null;
@@ -280,7 +322,7 @@ export class PartitionReader {
           await this.reposition(at);
           continue; // a seek during the reposition wins
         }
-        const room = host.perPartition - host.buffer.count(this.partition) - this.arrived.length;
+        const room = host.perPartition - host.buffer.count(this.partition) - this.arrived.length - this.held.length;
         if (room <= 0) {
           await host.waitForSpace(200);
           continue;
@@ -310,7 +352,7 @@ export class PartitionReader {
         // reader is. A failed reposition: try it again where it was to go (falling back to
         // `position`, the previous reposition's offset, would hand out again what was read
         // since, or skip what a seek backwards asked for).
-        this.want ??= repositioning ?? this.next ?? this.position;
+        this.want ??= repositioning ?? this.resumeAt() ?? this.position;
         // retry: see core/retry
         await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** failures, 2000)));
         failures++;
@@ -324,7 +366,7 @@ export class PartitionReader {
     const info = await this.host.jsm.consumers.info(this.stream, this.host.durable);
     if (epoch === this.epoch) this.checkedDisconnects = disconnects;
     const lastDelivered = BigInt(info.delivered.stream_seq) - 1n;
-    if (epoch === this.epoch && this.want === null && this.next !== null && lastDelivered >= this.next) this.want = this.next;
+    if (epoch === this.epoch && this.want === null && this.next !== null && lastDelivered >= this.next) this.want = this.resumeAt();
   }
 
   /** Checks a delivery's sequence and keeps it for the buffer; a gap makes the reader reposition. */
@@ -335,16 +377,71 @@ export class PartitionReader {
     if (offset < next) return; // a redelivery of what this reader already has
     if (offset > next) {
       // Lost deliveries (see `next`) or records deleted since: read again from the expected
-      // offset; repositioning checks the retained range and refuses a gap.
-      this.want = next;
+      // offset (or the first held one); repositioning checks the retained range and refuses a gap.
+      this.want = this.resumeAt();
       this.inbox?.interrupt();
       return;
     }
     this.next = offset + 1n;
     this.explicit = true; // from here on the reader has a position of its own
-    this.arrived.push(new DeliveredRecord(this.partition, offset, d.value, d.timestampMs, d.msg));
     this.acks.push(d.msg);
     this.seqs.push(d.seq);
+    // An empty body: a claim check's record (no change record is empty), or another client's.
+    const claim = d.value.length === 0 ? claimOf(d.msg) : undefined;
+    if (claim === undefined && this.held.length === 0) {
+      this.arrived.push(new DeliveredRecord(this.partition, offset, d.value, d.timestampMs, d.msg));
+      return;
+    }
+    this.held.push({ offset, delivery: d, claim });
+    if (!this.fetching) void this.fetchHeld(epoch);
+  }
+
+  /**
+   * Moves the held deliveries to `arrived` in order, reading each claim check's object first
+   * (one at a time: the records behind wait anyway), and hands them over. A read that may pass
+   * is tried again; a missing object fails the member. Ends when nothing is held, or at the
+   * end of its epoch.
+   */
+  private async fetchHeld(epoch: number): Promise<void> {
+    this.fetching = true;
+    let failures = 0;
+    while (epoch === this.epoch && !this.host.isClosed() && this.held.length > 0) {
+      const h = this.held[0] as Held;
+      let value = h.delivery.value;
+      if (h.claim !== undefined) {
+        // What is before it need not wait for its object.
+        this.handOver(epoch);
+        try {
+          value = await this.readObject(h.claim);
+          failures = 0;
+        } catch (err) {
+          if (epoch !== this.epoch || this.host.isClosed()) return;
+          const e = natsError(err, `reading the object of ${this.stream} offset ${h.offset}`);
+          if (!e.retriable) {
+            this.host.fail(e);
+            return;
+          }
+          // retry: see core/retry
+          await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** failures, 2000)));
+          failures++;
+          continue;
+        }
+        if (epoch !== this.epoch) return;
+      }
+      this.held.shift();
+      this.arrived.push(new DeliveredRecord(this.partition, h.offset, value, h.delivery.timestampMs, h.delivery.msg));
+    }
+    if (epoch !== this.epoch) return;
+    this.handOver(epoch);
+    this.fetching = false;
+  }
+
+  private readObject(claim: Claim): Promise<Buffer> {
+    const objects = this.host.objects;
+    if (objects === undefined) {
+      return Promise.reject(new PrerequisiteError(`NATS: ${this.stream} holds a record whose value is object ${claim.name} of bucket ${claim.bucket}, and this reader has no object store`, 'read the stream with syncline\'s NATS stream'));
+    }
+    return objects.get(claim);
   }
 
   /** Hands the accepted deliveries to the buffer (everything below `next` is then buffered or polled). */

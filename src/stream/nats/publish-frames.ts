@@ -24,17 +24,18 @@ const CR = 13;
 const LF = 10;
 
 /**
+ * `extraLines[i]`: more header lines of record i (a claim check's, see claim-check.ts).
  * Throws nats.js's own MAX_PAYLOAD_EXCEEDED, as its publish does, when a record's header
  * block and payload together exceed `maxPayload` (the server's `max_payload`); then nothing
  * of the call is written.
  */
-export function publishFrames(records: readonly OutgoingRecord[], plan: PublishPlan, maxPayload: number): PublishFrames {
+export function publishFrames(records: readonly OutgoingRecord[], plan: PublishPlan, maxPayload: number, extraLines?: readonly (string | undefined)[]): PublishFrames {
   const heads = new Array<string>(records.length);
   let total = 0;
   let messageBytes = 0;
   for (let i = 0; i < records.length; i++) {
     const r = records[i] as OutgoingRecord;
-    const block = recordHeaderBlock(r.key, plan.msgIds[i], plan.expected[i]);
+    const block = recordHeaderBlock(r.key, plan.msgIds[i], plan.expected[i], extraLines?.[i]);
     const headerBytes = Buffer.byteLength(block, 'utf8');
     const length = headerBytes + r.value.length;
     if (length > maxPayload) throw NatsError.errorForCode(ErrorCode.MaxPayloadExceeded);

@@ -110,11 +110,12 @@ export function natsMsgIdOf(key: string, id: string | undefined): string | undef
  * The header block of a record with `key`: `Nats-Msg-Id` (natsMsgIdOf) when it has one,
  * `Nats-Expected-Last-Msg-Id` in a chain (publish-chains.ts), `Syncline-Key` (URI-encoded,
  * with `Syncline-Key-Encoding: uri`, when it holds CR or LF), `Syncline-Table` (left out when
- * the table name holds CR or LF). Written as one string (no list
+ * the table name holds CR or LF), then `extraLines` (a claim check's headers, each line
+ * starting with CRLF: see claim-check.ts). Written as one string (no list
  * of entries, the CR/LF test of the key reused for its table): it is built for every
  * published record.
  */
-export function recordHeaderBlock(key: string, msgId: string | undefined, expectedLastMsgId?: string): string {
+export function recordHeaderBlock(key: string, msgId: string | undefined, expectedLastMsgId?: string, extraLines?: string): string {
   // The server's headers first: nats-server (2.9) takes a header from the first place its
   // name occurs in the block, and only when that place starts a line, so a key holding
   // `Nats-Msg-Id` or `Nats-Expected-Last-Msg-Id` in a line before the real one hid it: no
@@ -128,6 +129,7 @@ export function recordHeaderBlock(key: string, msgId: string | undefined, expect
   const table = tableOfKey(key);
   // The table is a prefix of the key: free of CR and LF when the key is.
   if (table !== undefined && !(keyHasCrLf && CRLF.test(table))) block += `\r\n${TABLE_HEADER}: ${table.trim()}`;
+  if (extraLines !== undefined) block += extraLines;
   return `${block}\r\n\r\n`;
 }
 
@@ -138,8 +140,18 @@ export function recordHeaderBlock(key: string, msgId: string | undefined, expect
  * a few times its key's length of the limit: UTF-8 takes at most 3 bytes per UTF-16 unit,
  * the key is written at most twice (key and table), URI-encoded at most 9 bytes a unit.
  */
-export function headersAndValueFit(key: string, msgId: string | undefined, expectedLastMsgId: string | undefined, valueBytes: number, limit: number): boolean {
-  const bound = 128 + 12 * key.length + 3 * (msgId?.length ?? 0) + 3 * (expectedLastMsgId?.length ?? 0);
+export function headersAndValueFit(key: string, msgId: string | undefined, expectedLastMsgId: string | undefined, valueBytes: number, limit: number, extraLines?: string): boolean {
+  const bound = 128 + 12 * key.length + 3 * (msgId?.length ?? 0) + 3 * (expectedLastMsgId?.length ?? 0) + 3 * (extraLines?.length ?? 0);
   if (valueBytes + bound <= limit) return true;
-  return Buffer.byteLength(recordHeaderBlock(key, msgId, expectedLastMsgId), 'utf8') + valueBytes <= limit;
+  return Buffer.byteLength(recordHeaderBlock(key, msgId, expectedLastMsgId, extraLines), 'utf8') + valueBytes <= limit;
+}
+
+/**
+ * Whether a record of `key` and `valueBytes` may need a claim check (claim-check.ts) under
+ * `limit`: headersAndValueFit's bound with a Msg-Id of the key and up to ~1,300 bytes more
+ * (capture's `<source>:<commit LSN>:<seq>`), so that the producer can look at every record
+ * for the price of two lengths; headersAndValueFit decides.
+ */
+export function mayNotFit(key: string, valueBytes: number, limit: number): boolean {
+  return valueBytes + 4096 + 16 * key.length > limit;
 }
