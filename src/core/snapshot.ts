@@ -98,4 +98,9 @@ export interface ChunkSink {
   keylessDone(token: string, published?: boolean): Promise<void>;
   /** A keyless table whose snapshot was running when capture last stopped (see CaptureSnapshots). */
   keylessInterrupted(table: string): void;
+  /**
+   * The table (`schema.table`) has a primary key: its job reads it by key, and never cuts,
+   * so a keyless snapshot of it that was interrupted holds its changes no longer.
+   */
+  keyed(table: string): void;
 }

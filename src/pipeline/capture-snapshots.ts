@@ -54,6 +54,13 @@ export class CaptureSnapshots implements ChunkSink {
     this.host.holdsChanged();
   }
 
+  /** The table has a primary key now: an interrupted keyless snapshot of it holds no longer (see KeylessSnapshots.keyed). */
+  keyed(table: string): void {
+    const released = this.keyless.keyed(table);
+    if (released.length > 0) this.release(released);
+    this.host.holdsChanged();
+  }
+
   /**
    * A source transaction committed at `commitLsn` that changed `tables` (absent: any) may
    * have changes held behind a keyless snapshot (see WholeTransactions).

@@ -134,7 +134,7 @@ export class Capture {
       flushDurable: () => this.flushDurable(),
       holdsChanged: () => this.keylessHoldsChanged(),
     });
-    if (options.wholeTransactions) this.whole = new WholeTransactions(this.snapshots);
+    if (options.wholeTransactions) this.whole = new WholeTransactions(this.snapshots, Math.max(1, options.batchSize * options.maxInFlight));
     this.failed = (err) => {
       this.failure ??= err;
     };
@@ -264,14 +264,16 @@ export class Capture {
     const committed = (tables: ReadonlySet<string>): void => this.snapshots.committed(xid, endLsn, tables);
     if (!this.whole) committed(this.txnTables);
     else if (!this.whole.commit(this.txnTables, committed)) this.waitForKeylessSnapshot();
+    // (It may have waited as too large an open transaction until its last change.)
+    else this.setPaused('keyless', false);
     this.txnTables.clear();
     this.txnTableOf = undefined;
   }
 
   /** A change ready to go (the open transaction's newest waits apart, see addChanges). */
   private route(e: ChangeEvent): void {
-    if (this.whole) this.whole.route(e);
-    else this.snapshots.route(e);
+    if (!this.whole) this.snapshots.route(e);
+    else if (this.whole.route(e)) this.waitForKeylessSnapshot('a transaction committed after its cut is too large to keep in memory until its commit shows its tables');
   }
 
   private addChanges(msg: PgoutputMessage, lsn: Lsn): void {
@@ -368,9 +370,9 @@ export class Capture {
   }
 
   /** A transaction waits whole for a keyless snapshot (see WholeTransactions): reading stops behind it. */
-  private waitForKeylessSnapshot(): void {
+  private waitForKeylessSnapshot(why = 'a transaction committed after its cut changed the table'): void {
     this.setPaused('keyless', true);
-    this.log.info({ tables: this.snapshots.heldTables }, 'capture waits for a keyless snapshot: a transaction committed after its cut changed the table (sink.consistency: transactional)');
+    this.log.info({ tables: this.snapshots.heldTables }, `capture waits for a keyless snapshot: ${why} (sink.consistency: transactional)`);
   }
 
   /** A keyless hold changed: what waits may go on (in a later turn: the caller is mid-step). */

@@ -121,6 +121,19 @@ export class KeylessSnapshots {
     return released;
   }
 
+  /**
+   * `table` got a primary key since its keyless snapshot was interrupted: its job reads it by
+   * key now and will not cut again, so it holds no longer; its held changes, returned, go out
+   * (the keyed read that follows overwrites the target's rows by key). Its chunks wait for
+   * the position to pass them, which a hold would keep back for good.
+   */
+  keyed(table: string): ChangeEvent[] {
+    const hold = this.holds.get(table);
+    if (!hold?.interrupted) return [];
+    this.holds.delete(table);
+    return hold.held;
+  }
+
   /** Holds `e` behind its table's snapshot rows if they are not out yet; true when held. */
   hold(e: ChangeEvent): boolean {
     const hold = this.holds.size > 0 ? this.holds.get(tableLabelOf(e)) : undefined;

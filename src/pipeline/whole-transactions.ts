@@ -5,7 +5,9 @@ import type { CaptureSnapshots } from './capture-snapshots.js';
 /** What waits for the keyless snapshots holding one of its tables (and reading with it). */
 type Waiting =
   | { kind: 'transaction'; commitLsn: Lsn; tables: ReadonlySet<string>; changes: ChangeEvent[]; committed: (tables: ReadonlySet<string>) => void }
-  | { kind: 'streamed'; commitLsn: Lsn };
+  | { kind: 'streamed'; commitLsn: Lsn }
+  /** The open transaction grew past `maxOpen` before its commit (its tables still unknown). */
+  | { kind: 'open'; commitLsn: Lsn };
 
 /**
  * `sink.consistency: transactional`: no source transaction reaches the stream in parts.
@@ -25,6 +27,11 @@ type Waiting =
  * disk, its tables unknown until replayed: its commit waits before the replay while any hold
  * may take part of it. Under `eventual` nothing waits here: each row's changes are in order
  * by themselves.
+ *
+ * A transaction that was not streamed (protocol 1, a high logical_decoding_work_mem) arrives
+ * whole after its commit, however large; kept until its commit it all sat in memory (1M rows:
+ * 1.6 GB of heap). So once `maxOpen` of its changes are kept and a hold may still take part
+ * of it, reading stops there too, until none may.
  */
 export class WholeTransactions {
   /** The open transaction's changes, kept until its commit (undefined: no hold at its begin). */
@@ -32,7 +39,11 @@ export class WholeTransactions {
   private openCommitLsn: Lsn = 0n;
   private waiting: Waiting | undefined;
 
-  constructor(private readonly snapshots: CaptureSnapshots) {}
+  /** `maxOpen`: how many of the open transaction's changes are kept before reading stops (the publish window's worth). */
+  constructor(
+    private readonly snapshots: CaptureSnapshots,
+    private readonly maxOpen: number,
+  ) {}
 
   /** Something waits: reading stays stopped until `release` says otherwise. */
   get isWaiting(): boolean {
@@ -45,10 +56,28 @@ export class WholeTransactions {
     this.open = this.snapshots.heldTables.length > 0 ? [] : undefined;
   }
 
-  /** A change of the open transaction, ready to go. */
-  route(e: ChangeEvent): void {
-    if (this.open) this.open.push(e);
-    else this.snapshots.route(e);
+  /** A change of the open transaction, ready to go. True: it made the transaction wait (reading must stop). */
+  route(e: ChangeEvent): boolean {
+    const open = this.open;
+    if (!open) {
+      this.snapshots.route(e);
+      return false;
+    }
+    open.push(e);
+    if (open.length < this.maxOpen || this.waiting) return false;
+    if (this.snapshots.mayHold(this.openCommitLsn)) {
+      this.waiting = { kind: 'open', commitLsn: this.openCommitLsn };
+      return true;
+    }
+    // No hold may take any of it (it committed before every cut): it goes on as it comes.
+    this.releaseOpen();
+    return false;
+  }
+
+  private releaseOpen(): void {
+    const open = this.open;
+    this.open = undefined;
+    if (open) for (const e of open) this.snapshots.route(e);
   }
 
   /**
@@ -62,6 +91,8 @@ export class WholeTransactions {
       this.waiting = { kind: 'transaction', commitLsn: this.openCommitLsn, tables: new Set(tables), changes, committed };
       return false;
     }
+    // (Its last change may have made it wait as too large: its tables are known now.)
+    this.waiting = undefined;
     if (changes) for (const e of changes) this.snapshots.route(e);
     committed(tables);
     return true;
@@ -80,6 +111,7 @@ export class WholeTransactions {
     if (!w) return true;
     if (this.snapshots.mayHold(w.commitLsn, w.kind === 'transaction' ? w.tables : undefined)) return false;
     this.waiting = undefined;
+    if (w.kind === 'open') this.releaseOpen();
     if (w.kind === 'transaction') {
       for (const e of w.changes) this.snapshots.route(e);
       w.committed(w.tables);

@@ -121,6 +121,8 @@ export class SnapshotRunner {
     const t = job.table;
     const name = `${t.schema}.${t.table}`;
     const shape = await tableShape(this.readers[0] as pg.ClientBase, t);
+    // Keyless when capture started (held as interrupted), keyed now: it will not cut again.
+    if (shape.key.length > 0) this.capture.keyed(name);
     if (!(await this.store.markRunning(job.id))) return;
     const resuming = job.lastKey !== null || job.doneRanges.length > 0;
     this.log.info(

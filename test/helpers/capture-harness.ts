@@ -16,6 +16,8 @@ import { xlog } from './pgoutput-encode.js';
 export class CaptureHarness {
   readonly published: ChangeEvent[] = [];
   readonly acknowledged: bigint[] = [];
+  /** Capture has paused reading the replication connection (its socket, in production). */
+  paused = false;
   readonly capture: Capture;
   private onData: ((chunk: Buffer) => void) | undefined;
   private readonly waiting: (() => void)[] = [];
@@ -45,8 +47,8 @@ export class CaptureHarness {
         return new Promise<void>(() => undefined);
       },
       acknowledge: (lsn: bigint) => void this.acknowledged.push(lsn),
-      pause: () => undefined,
-      resume: () => undefined,
+      pause: () => void (this.paused = true),
+      resume: () => void (this.paused = false),
       close: async () => undefined,
     };
     this.capture = new Capture(source, producer, new Events(), silentLogger(), {

@@ -44,6 +44,7 @@ class Publisher implements ChunkSink {
   }
 
   keylessInterrupted(): void {}
+  keyed(): void {}
 }
 
 /** Connects to the database `url()` names; each client is kept in `clients` (to end them). */

@@ -121,6 +121,44 @@ describe('capture: a keyless snapshot under transactional consistency', () => {
     await h.close();
   });
 
+  it('keeps no more of a large open transaction committed after the cut than its window: reading stops instead', async () => {
+    // Not streamed (protocol 1, PostgreSQL 13, or a high logical_decoding_work_mem): a
+    // transaction's changes all arrive after its commit. Kept whole in memory until its commit
+    // they were 1.6 GB of capture's heap for 1M rows (eventual: 262 MB).
+    const h = new CaptureHarness({ wholeTransactions: true, batchSize: 10, maxInFlight: 2 });
+    h.feed(1n, pgo.relation(ACC));
+    h.feed(1n, pgo.relation(HIST));
+    h.capture.snapshots.keylessCut(SPEC, { token: 't', lsn: 30n, xid: 9 });
+    // Committed before the cut: nothing of it can be held, it goes on however large.
+    h.feed(31n, pgo.begin(20n, 2));
+    for (let i = 0; i < 50; i++) h.feed(32n + BigInt(i), pgo.update(1, [String(i), '1']));
+    h.feed(90n, pgo.commit(20n, 21n));
+    await waitFor('the transaction before the cut', () => h.published.length === 51, 5000, 1);
+    expect(h.paused).toBe(false);
+
+    // Committed after it: its tables are unknown until its commit, so reading stops once
+    // the window's worth of it is kept.
+    let fedWhilePaused = 0;
+    h.feed(100n, pgo.begin(1000n, 3));
+    for (let i = 0; i < 100; i++) {
+      if (h.paused) fedWhilePaused++;
+      h.feed(101n + BigInt(i), pgo.update(1, [String(i), '2']));
+    }
+    h.feed(400n, pgo.insert(2, ['1', '2']));
+    h.feed(1000n, pgo.commit(1000n, 1001n));
+    await tick(50);
+    expect(fedWhilePaused).toBeGreaterThanOrEqual(75);
+    expect(h.published).toHaveLength(51);
+
+    await h.capture.snapshots.keylessDone('t');
+    await waitFor('the large transaction, whole, after the rows', () => h.published.length === 152, 5000, 1);
+    expect(h.paused).toBe(false);
+    expect(shape(h).slice(51, 53)).toEqual(['acc UPDATE 0/3E8', 'acc UPDATE 0/3E8']);
+    expect(shape(h)[151]).toBe('hist INSERT 0/3E8');
+    await waitFor('its position', () => h.capture.confirmedLsn >= 1001n, 5000, 1);
+    await h.close();
+  });
+
   it('under eventual consistency, other tables go on while the keyless table waits', async () => {
     const h = new CaptureHarness();
     h.feed(1n, pgo.relation(ACC));
