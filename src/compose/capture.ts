@@ -60,7 +60,11 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
         walClock.sample(atMs, lsn);
         if (confirmed) metrics.setCaptureLag(walClock.ageSeconds(confirmed(), atMs));
       },
-      ...(hooks.onStandby ? { onStandby: hooks.onStandby } : {}),
+      onStandby: () => {
+        // Another capture leads the slot: what this process measured before is not capture's lag.
+        metrics.clearCaptureLag();
+        hooks.onStandby?.();
+      },
       ...(hooks.onStreaming ? { onStreaming: hooks.onStreaming } : {}),
     },
     signal,

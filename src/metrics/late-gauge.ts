@@ -13,10 +13,10 @@ export class LateGauge extends client.Gauge {
 
   constructor(
     private readonly target: client.Registry,
-    name: string,
+    private readonly metricName: string,
     help: string,
   ) {
-    super({ name, help, registers: [] });
+    super({ name: metricName, help, registers: [] });
   }
 
   override set(labelsOrValue: Partial<Record<string, string | number>> | number, value?: number): void {
@@ -26,5 +26,13 @@ export class LateGauge extends client.Gauge {
     }
     if (typeof labelsOrValue === 'number') super.set(labelsOrValue);
     else super.set(labelsOrValue, value ?? 0);
+  }
+
+  /** This process no longer knows the value (it stopped doing that work): the series is absent again. */
+  withdraw(): void {
+    if (!this.registered) return;
+    this.target.removeSingleMetric(this.metricName);
+    this.registered = false;
+    this.reset();
   }
 }

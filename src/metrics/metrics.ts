@@ -152,6 +152,21 @@ export class Metrics {
     this.captureLagSeconds.set(seconds);
   }
 
+  /**
+   * This process no longer captures (another capture leads the slot, this one is its standby):
+   * `sync_capture_lag_seconds` is absent again and no longer a floor of `sync_lag_seconds`.
+   * Else the value it had when it lost the slot stayed for as long as the process ran.
+   */
+  clearCaptureLag(): void {
+    if (this.captureLag === undefined) return;
+    this.captureLag = undefined;
+    this.captureLagSeconds.withdraw();
+    for (const [table, secs] of this.applyLag) if (!this.applyingSince.has(table)) this.lagSeconds.set({ table }, secs);
+    // Tables only the floor gave a value (captured here, never applied): no value of their own.
+    if (this.capturedLast) this.capturedTables.add(this.capturedLast.label);
+    for (const table of this.capturedTables) if (!this.applyLag.has(table) && !this.applyingSince.has(table)) this.lagSeconds.remove({ table });
+  }
+
   private setApplyLag(table: string, seconds: number): void {
     this.applyLag.set(table, seconds);
     this.lagSeconds.set({ table }, Math.max(seconds, this.captureLag ?? 0));
