@@ -249,6 +249,13 @@ export class SnapshotRunner {
       try {
         await locker.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.floor(this.options.lockTimeoutMs ?? 1000))}`);
         await locker.query(`LOCK TABLE ${quoteQualified(t.schema, t.table)} IN SHARE MODE`);
+        // With the cut (same transaction): a job cancelled since it was picked takes none, and
+        // once it is taken no cancel stops the read (the reset it emits empties the target's copy).
+        if (!(await this.store.markCut(locker, job.id))) {
+          locking = false;
+          await locker.query('ROLLBACK');
+          return 'cancelled';
+        }
         const content: WatermarkMessage = { token, mark: 'cut', table: run.name };
         const { rows } = await locker.query<{ id: string; lsn: string; xid: string }>(
           'SELECT pg_export_snapshot() AS id, pg_logical_emit_message(true, $1, $2)::text AS lsn, (txid_current() % 4294967296)::text AS xid',
@@ -262,6 +269,8 @@ export class SnapshotRunner {
       } catch (err) {
         locking = false;
         await locker.query('ROLLBACK').catch(() => undefined);
+        // markCut met a cancel committed while it waited for the job's row: no cut.
+        if ((err as { code?: unknown } | null)?.code === '40001' && !(await this.store.isRunning(job.id))) return 'cancelled';
         throw lockError(err, run.name);
       }
       let rowsRead = 0;

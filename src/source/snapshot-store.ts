@@ -33,12 +33,17 @@ export interface SnapshotJob {
   error: string | null;
   startedAt: Date | null;
   finishedAt: Date | null;
+  /**
+   * A keyless table's read: when its cut was taken (the target's copy reset at it). From then
+   * on the job cannot be cancelled: stopping would leave the target with part of the table.
+   */
+  cutAt: Date | null;
 }
 
 /** The job table's name in the state schema. */
 export const SNAPSHOTS_TABLE = 'snapshots';
 /** Columns that prepare() adds to a table created by an older version (the table is in place with them). */
-const ADDED_COLUMNS = ['done_ranges'];
+const ADDED_COLUMNS = ['done_ranges', 'cut_at'];
 
 /**
  * Snapshot jobs and their progress, kept in the source database (`<schema>.snapshots`) so
@@ -77,11 +82,14 @@ export class SnapshotStore {
         requested_at timestamptz NOT NULL DEFAULT now(),
         started_at timestamptz,
         updated_at timestamptz NOT NULL DEFAULT now(),
-        finished_at timestamptz)`);
+        finished_at timestamptz,
+        cut_at timestamptz)`);
       // Tables created by a version without parallel chunks; checked first, as ALTER TABLE
       // would queue for a lock behind the running capture's progress updates.
       const has = await this.client.query(`SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass AND attname = 'done_ranges' AND NOT attisdropped`, [this.table]);
       if (has.rowCount === 0) await this.client.query(`ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS done_ranges jsonb`);
+      const hasCut = await this.client.query(`SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass AND attname = 'cut_at' AND NOT attisdropped`, [this.table]);
+      if (hasCut.rowCount === 0) await this.client.query(`ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS cut_at timestamptz`);
       // A column added here joins ADDED_COLUMNS, or a table without it is taken as in place.
     });
   }
@@ -157,6 +165,17 @@ export class SnapshotStore {
     return rowCount === 1;
   }
 
+  /**
+   * In the transaction that takes a keyless table's cut, on its connection `client`, before
+   * the cut: records it, unless the job was cancelled (false: no cut may be taken). A cancel
+   * committed before is seen here; one made meanwhile waits for this row until the cut's
+   * transaction ends and then finds the job past its cut (see cancel).
+   */
+  async markCut(client: pg.ClientBase, id: string): Promise<boolean> {
+    const { rowCount } = await client.query(`UPDATE ${this.table} SET cut_at = now(), updated_at = now() WHERE id = $1 AND status = 'running'`, [id]);
+    return rowCount === 1;
+  }
+
   /** The job is still running (not cancelled meanwhile). */
   async isRunning(id: string): Promise<boolean> {
     const { rows } = await this.client.query<{ status: string }>(`SELECT status FROM ${this.table} WHERE id = $1`, [id]);
@@ -170,12 +189,14 @@ export class SnapshotStore {
 
   /**
    * Cancels the slot's unfinished (pending or running) jobs among `ids`: the running capture
-   * stops a running one after its current chunk. Returns the ids cancelled.
+   * stops a running one after its current chunk. Returns the ids cancelled. A keyless table's
+   * read past its cut is not cancelled: the target's copy was reset at the cut, and stopping
+   * would leave it with only the rows read so far (it reads to its end).
    */
   async cancel(ids: readonly string[]): Promise<string[]> {
     const { rows } = await this.client.query<{ id: string }>(
       `UPDATE ${this.table} SET status = 'cancelled', error = 'cancelled (syncline snapshot --cancel)', finished_at = now(), updated_at = now()
-        WHERE slot_name = $1 AND id = ANY($2::bigint[]) AND status IN ('pending', 'running') RETURNING id::text AS id`,
+        WHERE slot_name = $1 AND id = ANY($2::bigint[]) AND status IN ('pending', 'running') AND cut_at IS NULL RETURNING id::text AS id`,
       [this.slot, ids],
     );
     return rows.map((r) => r.id);
@@ -184,8 +205,8 @@ export class SnapshotStore {
   private async list(where: string, order: string, limit: number, extra: unknown[] = []): Promise<SnapshotJob[]> {
     const { rows } = await this.client.query<{
       job_id: string; table_schema: string; table_name: string; status: SnapshotStatus; last_key: string[] | null; done_ranges: KeyRange[] | null; key_from: string | null; key_to: string | null;
-      rows: string; chunks: number; error: string | null; started_at: Date | null; finished_at: Date | null;
-    }>(`SELECT id::text AS job_id, table_schema, table_name, status, last_key, done_ranges, key_from, key_to, rows::text, chunks, error, started_at, finished_at
+      rows: string; chunks: number; error: string | null; started_at: Date | null; finished_at: Date | null; cut_at: Date | null;
+    }>(`SELECT id::text AS job_id, table_schema, table_name, status, last_key, done_ranges, key_from, key_to, rows::text, chunks, error, started_at, finished_at, cut_at
           FROM ${this.table} WHERE slot_name = $1 AND (${where}) ORDER BY ${order} LIMIT ${Number(limit)}`, [this.slot, ...extra]);
     // Selected as job_id: under the name id the text would be what ORDER BY id sorts by
     // ('10' before '9'), not the job's number.
@@ -202,6 +223,7 @@ export class SnapshotStore {
       error: r.error,
       startedAt: r.started_at,
       finishedAt: r.finished_at,
+      cutAt: r.cut_at,
     }));
   }
 }

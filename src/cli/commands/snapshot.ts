@@ -43,12 +43,13 @@ export function registerSnapshot(program: Command): void {
           const notCancelled = opts.cancel.filter((id) => !cancelled.includes(id));
           const why = (id: string): string => {
             const job = jobs.find((j) => j.id === id);
-            return job ? `#${id} is ${job.status}` : `#${id} does not exist for this slot`;
+            if (job?.status === 'running' && job.cutAt) return `#${id} is reading keyless table ${job.table.schema}.${job.table.table} past its cut (the target's copy was reset there; stopping would leave only part of the table): it reads to its end`;
+            return job ? `#${id} is ${job.status} (only pending or running jobs can be)` : `#${id} does not exist for this slot`;
           };
           if (opts.json) process.stdout.write(`${JSON.stringify({ cancelled, not_cancelled: notCancelled.map((id) => ({ id, reason: why(id) })) })}\n`);
           else {
             if (cancelled.length > 0) process.stdout.write(`cancelled snapshot job(s) ${cancelled.map((id) => `#${id}`).join(', ')}\n`);
-            for (const id of notCancelled) process.stderr.write(`not cancelled: ${why(id)} (only pending or running jobs can be)\n`);
+            for (const id of notCancelled) process.stderr.write(`not cancelled: ${why(id)}\n`);
           }
           process.exitCode = notCancelled.length === 0 ? EXIT.OK : EXIT.FAILURE;
           return;
