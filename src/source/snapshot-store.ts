@@ -144,10 +144,14 @@ export class SnapshotStore {
     return (await this.list('true', 'id DESC', 1000)).reverse();
   }
 
-  /** False: the job was cancelled since it was picked. */
+  /**
+   * False: the job was cancelled since it was picked. A keyless read interrupted past its cut
+   * (kill -9) may be cancelled again until its new cut: one whose cut keeps failing (its
+   * writers hold the lock) must not be stuck for good.
+   */
   async markRunning(id: string): Promise<boolean> {
     const { rowCount } = await this.client.query(
-      `UPDATE ${this.table} SET status = 'running', started_at = coalesce(started_at, now()), updated_at = now() WHERE id = $1 AND status IN ('pending', 'running')`,
+      `UPDATE ${this.table} SET status = 'running', cut_at = NULL, started_at = coalesce(started_at, now()), updated_at = now() WHERE id = $1 AND status IN ('pending', 'running')`,
       [id],
     );
     return rowCount === 1;
