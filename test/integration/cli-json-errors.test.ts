@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureBuilt, runCli } from '../helpers/cli.js';
+import { freshDatabase, machinePg15, withClient } from '../helpers/postgres.js';
 
 /**
  * A script that runs a command with --json parses stdout. When the command failed before it
@@ -49,4 +50,42 @@ monitoring: { enabled: false }
     expect(r.code).toBe(1);
     expect(r.stdout).toBe('');
   });
+});
+
+/**
+ * `syncline snapshot TABLE --json --timeout T` that gives up waiting (no capture takes the
+ * job) exits 1; stdout was empty, so a script never learned the id of the job it queued (to
+ * wait for or cancel). Now it prints the jobs as they are, as when they finish.
+ */
+describe('--json snapshot that times out waiting (PostgreSQL 15)', () => {
+  let dir: string;
+  let config: string;
+
+  beforeAll(async () => {
+    ensureBuilt();
+    const server = await machinePg15();
+    const url = await freshDatabase(server, 'syncline_json_timeout');
+    await withClient(url, (c) => c.query('CREATE TABLE items (id int PRIMARY KEY); CREATE PUBLICATION syncline_json_timeout_pub FOR TABLE items'));
+    dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-json-timeout-'));
+    config = path.join(dir, 'sync.yaml');
+    await writeFile(config, `source:
+  url: ${url}
+  slots: [{ name: syncline_json_timeout, publication: syncline_json_timeout_pub, tables: [items] }]
+sink: { url: ${url} }
+monitoring: { enabled: false }
+`);
+  }, 60_000);
+
+  afterAll(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('prints the unfinished jobs', async () => {
+    const r = await runCli('snapshot', 'items', '--json', '--timeout', '1s', '-c', config);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('timed out waiting');
+    const jobs = JSON.parse(r.stdout) as Array<{ id: string; table: string; status: string }>;
+    expect(jobs).toMatchObject([{ table: 'public.items', status: 'pending' }]);
+    expect(jobs[0]?.id).toMatch(/^[0-9]+$/);
+  }, 60_000);
 });

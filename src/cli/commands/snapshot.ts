@@ -91,6 +91,8 @@ export function registerSnapshot(program: Command): void {
             return;
           }
           if (Date.now() > deadline) {
+            // --json: the jobs as they are (unfinished), so a script learns their ids to wait or cancel.
+            if (opts.json) process.stdout.write(`${JSON.stringify(jobs.map(describe), null, 2)}\n`);
             process.stderr.write('timed out waiting; the job(s) stay queued for the capture\n');
             process.exitCode = EXIT.FAILURE;
             return;
