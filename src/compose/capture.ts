@@ -3,7 +3,7 @@ import type { SynclineConfig } from '../config/schema.js';
 import { slotOf } from '../config/slot.js';
 import { systemClock } from '../core/clock.js';
 import { Events } from '../core/events.js';
-import type { Lsn } from '../core/lsn.js';
+import { parseLsn, type Lsn } from '../core/lsn.js';
 import { parseTableName } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -75,6 +75,13 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
     try {
       const events = new Events();
       metrics.subscribe(events);
+      // Commit times date WAL no sample covers (written while no capture ran); once a transaction.
+      let lastCommit = '';
+      events.on('capture:change', (e) => {
+        if (e.commit_lsn === lastCommit) return;
+        lastCommit = e.commit_lsn;
+        walClock.commit(Math.min(Date.parse(e.commit_ts), systemClock.now()), parseLsn(e.commit_lsn)); // not ahead of this host's clock (skew)
+      });
       const capture = new Capture(source, producer, events, log, {
         source: sourceNameOf(config),
         batchSize: config.stream.batch_size,

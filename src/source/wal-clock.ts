@@ -20,6 +20,9 @@ export class WalClock {
   private readonly times: number[] = [];
   private readonly positions: Lsn[] = [];
   private start = 0;
+  /** Transactions received and not yet confirmed, per second of commit time: WAL up to `lsn` was written by `at`. */
+  private readonly commits: Array<{ first: number; at: number; lsn: Lsn }> = [];
+  private commitsStart = 0;
 
   /** The source's WAL was at `lsn` at `atMs`. */
   sample(atMs: number, lsn: Lsn): void {
@@ -31,6 +34,26 @@ export class WalClock {
   }
 
   /**
+   * A transaction capture received committed at `atMs` (the source's commit time) at `lsn`:
+   * the WAL up to it was written by then. This dates WAL written while no capture ran (after
+   * a kill -9, a restart) that no sample and no checkpoint since covers: the first sample at
+   * the start put all of it at "now", and the lag of a backlog read 0 and then counted up
+   * from the start. Transactions arrive in commit order and are confirmed in it; those
+   * within a second of each other share one entry (dated by its newest: to the second).
+   */
+  commit(atMs: number, lsn: Lsn): void {
+    if (!Number.isFinite(atMs)) return;
+    const last = this.commits[this.commits.length - 1];
+    if (last && lsn <= last.lsn) return;
+    if (last && atMs - last.first < 1000) {
+      last.lsn = lsn;
+      last.at = Math.max(last.at, atMs);
+      return;
+    }
+    this.commits.push({ first: atMs, at: atMs, lsn });
+  }
+
+  /**
    * Seconds since the source wrote the oldest WAL after `confirmed` (a lower bound, to the
    * sampling interval); 0 when the source's WAL was not seen beyond it.
    */
@@ -38,8 +61,18 @@ export class WalClock {
     // Samples at or below the confirmed position say nothing any more (it only moves forward).
     while (this.start < this.positions.length && (this.positions[this.start] as Lsn) <= confirmed) this.start++;
     if (this.start > 1024 && this.start * 2 > this.positions.length) this.compact();
-    if (this.start >= this.positions.length) return 0;
-    return Math.max(0, (nowMs - (this.times[this.start] as number)) / 1000);
+    while (this.commitsStart < this.commits.length && (this.commits[this.commitsStart] as { lsn: Lsn }).lsn <= confirmed) this.commitsStart++;
+    if (this.commitsStart > 1024 && this.commitsStart * 2 > this.commits.length) {
+      this.commits.splice(0, this.commitsStart);
+      this.commitsStart = 0;
+    }
+    // Two lower bounds: the first sample beyond `confirmed`, the first transaction beyond it.
+    let written = Number.POSITIVE_INFINITY;
+    if (this.start < this.positions.length) written = this.times[this.start] as number;
+    const commit = this.commits[this.commitsStart];
+    if (commit) written = Math.min(written, commit.at);
+    if (written === Number.POSITIVE_INFINITY) return 0;
+    return Math.max(0, (nowMs - written) / 1000);
   }
 
   private compact(): void {

@@ -55,3 +55,32 @@ describe('sync_lag_seconds with capture in the same process', () => {
     expect(await lag()).toBe('sync_lag_seconds{table="public.items"} 0\nsync_lag_seconds{table="public.orders"} 0\nsync_capture_lag_seconds 0');
   });
 });
+
+describe('WalClock: commit times date WAL no sample covers', () => {
+  it('dates a backlog written while no capture ran by its transactions, to the second', () => {
+    const c = new WalClock();
+    // Capture starts at 100 s and receives a backlog's transactions at once: committed at
+    // 60 s (position 100), 60.5 s (200, the same second), 80 s (500).
+    c.commit(60_000, 100n);
+    c.commit(60_500, 200n);
+    c.commit(80_000, 500n);
+    c.sample(100_000, 1000n); // its first sample puts all WAL up to 1000 at 100 s
+    expect(c.ageSeconds(10n, 101_000)).toBe(40.5);
+    expect(c.ageSeconds(100n, 101_000)).toBe(40.5); // 200 is unconfirmed yet
+    expect(c.ageSeconds(200n, 101_000)).toBe(21);
+    expect(c.ageSeconds(500n, 101_000)).toBe(1);
+    expect(c.ageSeconds(1000n, 101_000)).toBe(0);
+  });
+
+  it('adds nothing the samples do not say for live transactions', () => {
+    const c = new WalClock();
+    c.sample(100_000, 1000n);
+    c.commit(100_400, 1100n);
+    c.commit(100_600, 1200n);
+    c.sample(101_000, 1300n);
+    expect(c.ageSeconds(1000n, 101_500)).toBeCloseTo(0.9); // 1200 was written by 100.6 s
+    expect(c.ageSeconds(1300n, 101_500)).toBe(0);
+    c.commit(90_000, 900n); // behind what was received: ignored
+    expect(c.ageSeconds(1300n, 101_500)).toBe(0);
+  });
+});
