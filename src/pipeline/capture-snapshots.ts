@@ -62,7 +62,7 @@ export class CaptureSnapshots implements ChunkSink {
   }
 
   /**
-   * A source transaction committed at `commitLsn` that changed `tables` (absent: any) may
+   * A source transaction committed at `commitLsn` that changed `tables` (absent: whichever) may
    * have changes held behind a keyless snapshot (see WholeTransactions).
    */
   mayHold(commitLsn: Lsn, tables?: ReadonlySet<string>): boolean {

@@ -144,7 +144,7 @@ export class KeylessSnapshots {
 
   /**
    * A source transaction committed at `commitLsn` (that changed `tables`, `schema.table`;
-   * absent: any) may have changes held here: it commits after a cut whose rows are not all
+   * absent: whichever) may have changes held here: it commits after a cut whose rows are not all
    * out, or the table's snapshot was interrupted.
    */
   mayHold(commitLsn: Lsn, tables?: ReadonlySet<string>): boolean {

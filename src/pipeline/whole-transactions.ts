@@ -24,7 +24,7 @@ type Waiting =
  * did waits whole, and capture stops reading the slot behind it (the WAL waits at the source,
  * not in memory; nothing after it is confirmed) until no hold would take part of it. Apply
  * would have waited as long. A transaction streamed before its commit (large) is already on
- * disk, its tables unknown until replayed: its commit waits before the replay while any hold
+ * disk, its tables unknown until replayed: its commit waits before the replay while a hold
  * may take part of it. Under `eventual` nothing waits here: each row's changes are in order
  * by themselves.
  *
@@ -69,7 +69,7 @@ export class WholeTransactions {
       this.waiting = { kind: 'open', commitLsn: this.openCommitLsn };
       return true;
     }
-    // No hold may take any of it (it committed before every cut): it goes on as it comes.
+    // No hold may take a part of it (it committed before every cut): it goes on as it comes.
     this.releaseOpen();
     return false;
   }

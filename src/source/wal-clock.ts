@@ -58,7 +58,7 @@ export class WalClock {
    * sampling interval); 0 when the source's WAL was not seen beyond it.
    */
   ageSeconds(confirmed: Lsn, nowMs: number): number {
-    // Samples at or below the confirmed position say nothing any more (it only moves forward).
+    // Samples at or below the confirmed position say nothing now (it only moves forward).
     while (this.start < this.positions.length && (this.positions[this.start] as Lsn) <= confirmed) this.start++;
     if (this.start > 1024 && this.start * 2 > this.positions.length) this.compact();
     while (this.commitsStart < this.commits.length && (this.commits[this.commitsStart] as { lsn: Lsn }).lsn <= confirmed) this.commitsStart++;

@@ -1,4 +1,4 @@
-import type pg from 'pg';
+import pg from 'pg';
 
 /** Tables used by the pipeline tests, created identically on source and target. */
 export const WORKLOAD_DDL = `
@@ -102,4 +102,27 @@ export class Workload {
       this.changes += 1;
     }
   }
+}
+
+/**
+ * A writer on `url` running `step(client)` in a loop, `pauseMs` apart, until `stop()` (which
+ * waits for the step under way and closes the connection).
+ */
+export async function writeUntilStopped(url: string, pauseMs: number, step: (writer: pg.Client) => Promise<void>): Promise<{ stop(): Promise<void> }> {
+  const writer = new pg.Client({ connectionString: url });
+  await writer.connect();
+  let writing = true;
+  const loop = (async () => {
+    while (writing) {
+      await step(writer);
+      await new Promise((r) => setTimeout(r, pauseMs));
+    }
+  })();
+  return {
+    stop: async () => {
+      writing = false;
+      await loop;
+      await writer.end();
+    },
+  };
 }

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SnapshotStore } from '../../src/source/snapshot-store.js';
 import { captureFixture, kill9, startCli, waitForSlotToConfirm, type CaptureFixture } from '../helpers/cli-process.js';
 import { freePort, uniqueName, waitFor } from '../helpers/postgres.js';
+import { writeUntilStopped } from '../helpers/workload.js';
 
 const SLOT = uniqueName('syncline_kl_key');
 
@@ -53,19 +54,13 @@ monitoring: { port: ${port} }
     child = startCli(logFile, 'capture', '-c', fx.configFile);
     const store = new SnapshotStore(fx.source, 'syncline', slot);
     await waitFor('capture to stream', async () => (await readFile(logFile, 'utf8').catch(() => '')).includes('pgoutput protocol negotiated'), 60_000, 50);
-    const writer = new pg.Client({ connectionString: fx.url });
-    await writer.connect();
-    let writing = true;
-    const workload = (async () => {
-      while (writing) {
-        const a = 1 + Math.floor(Math.random() * 100);
-        await writer.query('BEGIN');
-        await writer.query('UPDATE acc SET bal = bal - 1 WHERE id = $1', [a]);
-        await writer.query("INSERT INTO hist (aid, delta, filler) VALUES ($1, 1, 'y')", [a]);
-        await writer.query('COMMIT');
-        await new Promise((r) => setTimeout(r, 3));
-      }
-    })();
+    const workload = await writeUntilStopped(fx.url, 3, async (writer) => {
+      const a = 1 + Math.floor(Math.random() * 100);
+      await writer.query('BEGIN');
+      await writer.query('UPDATE acc SET bal = bal - 1 WHERE id = $1', [a]);
+      await writer.query("INSERT INTO hist (aid, delta, filler) VALUES ($1, 1, 'y')", [a]);
+      await writer.query('COMMIT');
+    });
     const ddl = new pg.Client({ connectionString: fx.url });
     await ddl.connect();
     try {
@@ -81,9 +76,7 @@ monitoring: { port: ${port} }
       await ddl.query('COMMIT');
       await waitFor('the job to finish by key', async () => (await store.all()).every((j) => j.status === 'done'), 60_000, 200);
     } finally {
-      writing = false;
-      await workload;
-      await writer.end();
+      await workload.stop();
       await ddl.end();
     }
     await waitForSlotToConfirm(fx.source, slot, 60_000);

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SnapshotStore } from '../../src/source/snapshot-store.js';
 import { captureFixture, startCli, type CaptureFixture } from '../helpers/cli-process.js';
 import { freePort, freshDatabase, machinePg15, uniqueName, waitFor } from '../helpers/postgres.js';
+import { writeUntilStopped } from '../helpers/workload.js';
 
 const SLOT = uniqueName('syncline_kl_live');
 const ROWS = 400_000;
@@ -71,22 +72,16 @@ monitoring: { port: ${await freePort()} }
     const jobs = (): Promise<{ status: string }[]> => store.all().catch(() => []);
     await waitFor('the initial snapshot', async () => (await targetHist()) === `${ROWS}:0`, 240_000, 500);
 
-    const writer = new pg.Client({ connectionString: fx.url });
-    await writer.connect();
-    let writing = true;
-    const workload = (async () => {
-      while (writing) {
-        const a = 1 + Math.floor(Math.random() * 100);
-        const b = 1 + Math.floor(Math.random() * 100);
-        const d = 1 + Math.floor(Math.random() * 10);
-        await writer.query('BEGIN');
-        await writer.query('UPDATE acc SET bal = bal - $2 WHERE id = $1', [a, d]);
-        await writer.query('UPDATE acc SET bal = bal + $2 WHERE id = $1', [b, d]);
-        await writer.query("INSERT INTO hist VALUES ($1, $2, 'y')", [a, d]);
-        await writer.query('COMMIT');
-        await new Promise((r) => setTimeout(r, 2));
-      }
-    })();
+    const workload = await writeUntilStopped(fx.url, 2, async (writer) => {
+      const a = 1 + Math.floor(Math.random() * 100);
+      const b = 1 + Math.floor(Math.random() * 100);
+      const d = 1 + Math.floor(Math.random() * 10);
+      await writer.query('BEGIN');
+      await writer.query('UPDATE acc SET bal = bal - $2 WHERE id = $1', [a, d]);
+      await writer.query('UPDATE acc SET bal = bal + $2 WHERE id = $1', [b, d]);
+      await writer.query("INSERT INTO hist VALUES ($1, $2, 'y')", [a, d]);
+      await writer.query('COMMIT');
+    });
     try {
       await new Promise((r) => setTimeout(r, 500));
       await store.request({ schema: 'public', table: 'hist' });
@@ -94,9 +89,7 @@ monitoring: { port: ${await freePort()} }
       await waitFor('the snapshot to finish', async () => (await jobs()).every((j) => j.status === 'done'), 240_000, 200);
       await new Promise((r) => setTimeout(r, 1000));
     } finally {
-      writing = false;
-      await workload;
-      await writer.end();
+      await workload.stop();
     }
     const srcAcc = (await fx.source.query<{ r: string }>("SELECT string_agg(id || ':' || bal, ',' ORDER BY id) AS r FROM acc")).rows[0]?.r;
     const srcHist = (await fx.source.query<{ r: string }>("SELECT count(*) || ':' || coalesce(sum(delta), 0) AS r FROM hist")).rows[0]?.r;

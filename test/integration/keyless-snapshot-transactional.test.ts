@@ -8,6 +8,7 @@ import { SnapshotStore } from '../../src/source/snapshot-store.js';
 import { ensureBuilt } from '../helpers/cli.js';
 import { kill9, startCli } from '../helpers/cli-process.js';
 import { freePort, freshDatabase, machinePg15, uniqueName, waitFor } from '../helpers/postgres.js';
+import { writeUntilStopped } from '../helpers/workload.js';
 
 const SLOT = uniqueName('syncline_kl_tx');
 
@@ -81,25 +82,19 @@ monitoring: { port: ${port} }
     const jobs = (): Promise<{ status: string }[]> => store.all().catch(() => []);
     let capture = start('capture');
     let apply = start('apply');
-    const writer = new pg.Client({ connectionString: sourceUrl });
-    await writer.connect();
-    let writing = true;
     let n = 0;
-    const workload = (async () => {
-      while (writing) {
-        const a = 1 + Math.floor(Math.random() * 100);
-        const b = 1 + Math.floor(Math.random() * 100);
-        const d = 1 + Math.floor(Math.random() * 10);
-        await writer.query('BEGIN');
-        await writer.query('UPDATE acc SET bal = bal - $2 WHERE id = $1', [a, d]);
-        await writer.query('UPDATE acc SET bal = bal + $2 WHERE id = $1', [b, d]);
-        if (n++ % 4 !== 0) await writer.query("INSERT INTO hist VALUES ($1, $2, 'y')", [a, d]);
-        await writer.query('COMMIT');
-        // Some history-only transactions, as a cleanup job would do.
-        if (n % 7 === 0) await writer.query('DELETE FROM hist WHERE ctid = (SELECT ctid FROM hist WHERE aid = $1 LIMIT 1)', [a]);
-        await new Promise((r) => setTimeout(r, 3));
-      }
-    })();
+    const workload = await writeUntilStopped(sourceUrl, 3, async (writer) => {
+      const a = 1 + Math.floor(Math.random() * 100);
+      const b = 1 + Math.floor(Math.random() * 100);
+      const d = 1 + Math.floor(Math.random() * 10);
+      await writer.query('BEGIN');
+      await writer.query('UPDATE acc SET bal = bal - $2 WHERE id = $1', [a, d]);
+      await writer.query('UPDATE acc SET bal = bal + $2 WHERE id = $1', [b, d]);
+      if (n++ % 4 !== 0) await writer.query("INSERT INTO hist VALUES ($1, $2, 'y')", [a, d]);
+      await writer.query('COMMIT');
+      // Some history-only transactions, as a cleanup job would do.
+      if (n % 7 === 0) await writer.query('DELETE FROM hist WHERE ctid = (SELECT ctid FROM hist WHERE aid = $1 LIMIT 1)', [a]);
+    });
     const torn: number[] = [];
     let reading = true;
     const reader = (async () => {
@@ -125,9 +120,7 @@ monitoring: { port: ${port} }
       await waitFor('the snapshot to finish', async () => (await jobs()).every((j) => j.status === 'done'), 180_000, 200);
       await new Promise((r) => setTimeout(r, 2000));
     } finally {
-      writing = false;
-      await workload;
-      await writer.end();
+      await workload.stop();
     }
     const srcAcc = (await source.query<{ r: string }>("SELECT string_agg(id || ':' || bal, ',' ORDER BY id) AS r FROM acc")).rows[0]?.r;
     const srcHist = (await source.query<{ r: string }>('SELECT md5(string_agg(aid || \':\' || delta || \':\' || filler, \',\' ORDER BY aid, delta, filler)) AS r FROM hist')).rows[0]?.r;
