@@ -7,7 +7,8 @@ import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { Stream } from '../stream/stream.js';
 import { runCapture, type CaptureHooks } from '../compose/capture.js';
-import { sourceAnswers } from '../compose/source-connection.js';
+import { CaptureLag } from '../compose/capture-lag.js';
+import { sourceAnswers, sourceWalPosition } from '../compose/source-connection.js';
 import { streamAnswers } from '../compose/stream.js';
 
 /** A capture session that ran this long before failing starts the backoff afresh. */
@@ -17,6 +18,8 @@ const CAPTURE_HEALTHY_MS = 60_000;
 const PROBE_INTERVAL_MS = 1000;
 /** How long one such probe may take to connect. */
 const PROBE_TIMEOUT_MS = 2000;
+/** While capture waits to start again, how often the source's WAL position is sampled for its lag. */
+const LAG_SAMPLE_MS = 1000;
 
 /**
  * Capture, started again after a failure that may pass (the broker or the source restarting,
@@ -48,6 +51,7 @@ export async function captureWithRestarts(
   // a setup problem, not something that passes.
   let streamed = false;
   const passing = (err: unknown): boolean => isRetriable(err) || isRetriablePgError(err);
+  const lag = new CaptureLag(metrics);
   try {
     await retry(
       () =>
@@ -56,7 +60,7 @@ export async function captureWithRestarts(
           onPrepared: () => {
             streamed = true;
           },
-        }),
+        }, lag),
       policy,
       {
         signal,
@@ -65,7 +69,8 @@ export async function captureWithRestarts(
         healthyAfterMs: CAPTURE_HEALTHY_MS,
         wait: async (delayMs, waitSignal) => {
           const bothAnswer = async (): Promise<boolean> => (await Promise.all([sourceAnswers(config, PROBE_TIMEOUT_MS), streamAnswers(config, PROBE_TIMEOUT_MS)])).every((up) => up);
-          const back = await sleepUntilBack(delayMs, bothAnswer, { intervalMs: PROBE_INTERVAL_MS, clock: systemClock, signal: waitSignal });
+          const stopSampling = sampleLagWhileWaiting(config, lag);
+          const back = await sleepUntilBack(delayMs, bothAnswer, { intervalMs: PROBE_INTERVAL_MS, clock: systemClock, signal: waitSignal }).finally(stopSampling);
           if (back) log.info({ backoffMs: delayMs }, 'the source and the stream answer again; starting capture now');
         },
         retriable: (err) => !signal.aborted && streamed && passing(err),
@@ -84,4 +89,27 @@ export async function captureWithRestarts(
     }
     throw err;
   }
+}
+
+/**
+ * While capture waits to start again, sync_capture_lag_seconds keeps growing: every second the
+ * source's WAL position is sampled (where the source answers) and the gauge set from it and
+ * the position capture last confirmed. Returns the function that stops it.
+ */
+function sampleLagWhileWaiting(config: SynclineConfig, lag: CaptureLag): () => void {
+  let sampling = false;
+  const timer = setInterval(() => {
+    if (sampling) return; // a source slow to answer: the next tick samples
+    sampling = true;
+    void sourceWalPosition(config, PROBE_TIMEOUT_MS)
+      .then((lsn) => {
+        const now = systemClock.now();
+        if (lsn !== undefined) lag.wal(now, lsn);
+        else lag.update(now); // what was sampled before still ages
+      })
+      .finally(() => {
+        sampling = false;
+      });
+  }, LAG_SAMPLE_MS);
+  return () => clearInterval(timer);
 }

@@ -3,16 +3,16 @@ import type { SynclineConfig } from '../config/schema.js';
 import { slotOf } from '../config/slot.js';
 import { systemClock } from '../core/clock.js';
 import { Events } from '../core/events.js';
-import { parseLsn, type Lsn } from '../core/lsn.js';
+import { parseLsn } from '../core/lsn.js';
 import { parseTableName } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { Capture } from '../pipeline/capture.js';
 import { HEARTBEAT_PREFIX } from '../pipeline/change-builder.js';
 import { SnapshotRunner } from '../source/snapshot-runner.js';
-import { WalClock } from '../source/wal-clock.js';
 import { PostgresSource } from '../source/postgres-source.js';
 import type { Stream } from '../stream/stream.js';
+import { CaptureLag } from './capture-lag.js';
 import { openCodec } from './codec.js';
 import { sourceConnection } from './source-connection.js';
 
@@ -28,15 +28,22 @@ export interface CaptureHooks {
 
 /**
  * Prepares the source (see PostgresSource.open) and runs capture, with the snapshots the
- * source has queued, until `signal` aborts.
+ * source has queued, until `signal` aborts. `lag` feeds sync_capture_lag_seconds: the
+ * source's WAL positions over time against what capture confirmed (kept across restarts by
+ * the caller).
  */
-export async function runCapture(config: SynclineConfig, stream: Stream, metrics: Metrics, log: Logger, signal: AbortSignal, hooks: CaptureHooks = {}): Promise<void> {
+export async function runCapture(
+  config: SynclineConfig,
+  stream: Stream,
+  metrics: Metrics,
+  log: Logger,
+  signal: AbortSignal,
+  hooks: CaptureHooks = {},
+  lag: CaptureLag = new CaptureLag(metrics),
+): Promise<void> {
   const slot = slotOf(config);
   const s = config.source;
   const codec = await openCodec(config);
-  // sync_capture_lag_seconds: the source's WAL positions over time against what capture confirmed.
-  const walClock = new WalClock();
-  let confirmed: (() => Lsn) | undefined;
   const source = await PostgresSource.open(
     {
       connection: sourceConnection(config),
@@ -56,13 +63,14 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
       clock: systemClock,
       log,
       onSlotHealth: (state) => metrics.slotRetainedWalBytes.set(Number(state.retainedBytes ?? 0n)),
-      onWalPosition: (lsn, atMs) => {
-        walClock.sample(atMs, lsn);
-        if (confirmed) metrics.setCaptureLag(walClock.ageSeconds(confirmed(), atMs));
-      },
+      onWalPosition: (lsn, atMs) => lag.wal(atMs, lsn),
       onStandby: () => {
-        // Another capture leads the slot: what this process measured before is not capture's lag.
-        metrics.clearCaptureLag();
+        // Another capture leads the slot: what this process measured before (its lag, the
+        // slot's position and retained WAL) is not the slot's now, and would stay for as long
+        // as the process ran.
+        lag.standby();
+        metrics.captureLsn.withdraw();
+        metrics.slotRetainedWalBytes.withdraw();
         hooks.onStandby?.();
       },
       ...(hooks.onStreaming ? { onStreaming: hooks.onStreaming } : {}),
@@ -80,7 +88,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
       events.on('capture:change', (e) => {
         if (e.commit_lsn === lastCommit) return;
         lastCommit = e.commit_lsn;
-        walClock.commit(Math.min(Date.parse(e.commit_ts), systemClock.now()), parseLsn(e.commit_lsn)); // not ahead of this host's clock (skew)
+        lag.commit(Math.min(Date.parse(e.commit_ts), systemClock.now()), parseLsn(e.commit_lsn)); // not ahead of this host's clock (skew)
       });
       const capture = new Capture(source, producer, events, log, {
         source: sourceNameOf(config),
@@ -100,7 +108,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
         wholeTransactions: config.sink.consistency === 'transactional',
         ...(codec.format !== 'json' ? { codec } : {}),
       });
-      confirmed = () => capture.confirmedLsn;
+      lag.follow(() => capture.confirmedLsn);
       const stopSnapshots = new AbortController();
       let snapshotting: Promise<void> = Promise.resolve();
       try {
@@ -116,6 +124,7 @@ export async function runCapture(config: SynclineConfig, stream: Stream, metrics
         hooks.onPrepared?.();
         await capture.run(signal);
       } finally {
+        lag.stopped();
         stopSnapshots.abort();
         await snapshotting;
       }

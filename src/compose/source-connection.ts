@@ -1,5 +1,7 @@
 import pg from 'pg';
 import type { SynclineConfig } from '../config/schema.js';
+import { parseLsn, type Lsn } from '../core/lsn.js';
+import { WAL_POSITION_SQL } from '../source/wal-clock.js';
 
 /** Connection settings for the source: `source.url`, else libpq's PG* variables plus `source.database`. */
 export function sourceConnection(config: SynclineConfig): pg.ClientConfig {
@@ -35,4 +37,22 @@ export async function sourceAnswers(config: SynclineConfig, timeoutMs: number): 
   }
   await c.end().catch(() => undefined);
   return true;
+}
+
+/**
+ * The source's WAL position now, on a short-lived connection (undefined when the source does
+ * not answer within `timeoutMs`): what a capture waiting to start again samples.
+ */
+export async function sourceWalPosition(config: SynclineConfig, timeoutMs: number): Promise<Lsn | undefined> {
+  const c = new pg.Client({ ...sourceConnection(config), connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs });
+  c.on('error', () => undefined);
+  try {
+    await c.connect();
+    const lsn = (await c.query<{ lsn: string | null }>(WAL_POSITION_SQL)).rows[0]?.lsn;
+    return lsn ? parseLsn(lsn) : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    await c.end().catch(() => undefined);
+  }
 }

@@ -22,6 +22,7 @@ import { ddlHistorySql, installDdlHistory } from './ddl-history.js';
 import { ensureSlot, slotState, type SlotState } from './slot.js';
 import { SnapshotStore } from './snapshot-store.js';
 import { PartitionWatch } from './partition-watch.js';
+import { WAL_POSITION_SQL } from './wal-clock.js';
 
 /** How long a capture waits for a slot still held by a walsender that may be dead (kill -9). */
 const SLOT_RELEASE_WAIT_MS = 60_000;
@@ -311,9 +312,8 @@ export class PostgresSource {
     this.walSampler = setInterval(() => {
       if (sampling) return; // a slow answer: the next tick samples
       sampling = true;
-      // A standby (logical decoding on a standby, PostgreSQL 16+) has no current WAL position of its own.
       this.admin
-        .query<{ lsn: string | null }>('SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn')
+        .query<{ lsn: string | null }>(WAL_POSITION_SQL)
         .then(
           ({ rows }) => {
             const lsn = rows[0]?.lsn;

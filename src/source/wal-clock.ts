@@ -1,5 +1,11 @@
 import type { Lsn } from '../core/lsn.js';
 
+/**
+ * The source's WAL position now, as text (null when unknown). A standby (logical decoding on
+ * a standby, PostgreSQL 16+) has no current WAL position of its own: its replay position.
+ */
+export const WAL_POSITION_SQL = 'SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn';
+
 /** At most this many samples are kept; beyond it every other old one is dropped (coarser, bounded). */
 const MAX_SAMPLES = 100_000;
 

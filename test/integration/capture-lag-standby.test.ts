@@ -81,6 +81,7 @@ monitoring: { enabled: false }
     const metricsB = new Metrics();
     try {
       await waitFor('A to lead and measure a lag', async () => (sample(await metricsA.registry.metrics(), 'sync_capture_lag_seconds') ?? 0) >= 2, 60_000, 50);
+      await waitFor('A to confirm a position', async () => sample(await metricsA.registry.metrics(), 'sync_capture_lsn') !== undefined, 60_000, 50);
       b = start(config('b', 100), metricsB);
       await new Promise((r) => setTimeout(r, 1000)); // B waits as A's standby
       const pidA = await slotPid();
@@ -95,6 +96,10 @@ monitoring: { enabled: false }
       const lagA = sample(await metricsA.registry.metrics(), 'sync_capture_lag_seconds');
       expect(sample(await metricsB.registry.metrics(), 'sync_capture_lag_seconds')).toBe(0);
       expect(lagA).toBeUndefined(); // absent: this process does not capture
+      // Nor the slot's position and retained WAL it read while it led: B's are the slot's now.
+      const textA = await metricsA.registry.metrics();
+      expect(sample(textA, 'sync_capture_lsn')).toBeUndefined();
+      expect(sample(textA, 'sync_slot_retained_wal_bytes')).toBeUndefined();
     } finally {
       await b?.stop();
       await a.stop();
