@@ -17,8 +17,9 @@ export interface SnapshotRunnerOptions {
   /** How often to look for new snapshot requests when idle. */
   pollMs: number;
   /**
-   * A second connection for reading a keyless table (the first holds the brief lock of its
-   * cut); used when there is only one reader. Its output settings must be the readers'.
+   * Opens a reader connection with the readers' output settings: the second connection for
+   * reading a keyless table when there is only one reader (the first holds the brief lock of
+   * its cut), and the replacement of a reader whose connection ended.
    */
   connect?: () => Promise<pg.Client>;
   /** How long a keyless table's cut waits for the table's running writers. Default 1000. */
@@ -55,13 +56,18 @@ interface JobRun {
  */
 export class SnapshotRunner {
   private readonly clock: Clock;
+  /**
+   * One per chunk read in parallel, with the replication connection's output settings; each
+   * also emits its chunks' watermarks, so its read starts after its low watermark committed.
+   */
+  private readonly readers: pg.ClientBase[];
+  /** Readers whose connection ended (the server or something between closed it). */
+  private readonly ended = new Set<pg.ClientBase>();
+  /** Connections this runner opened in place of ended readers: it ends them when run() ends. */
+  private readonly opened: pg.Client[] = [];
 
   constructor(
-    /**
-     * One per chunk read in parallel, with the replication connection's output settings; each
-     * also emits its chunks' watermarks, so its read starts after its low watermark committed.
-     */
-    private readonly readers: readonly pg.ClientBase[],
+    readers: readonly pg.ClientBase[],
     private readonly store: SnapshotStore,
     private readonly capture: ChunkSink,
     private readonly log: Logger,
@@ -69,6 +75,40 @@ export class SnapshotRunner {
   ) {
     if (readers.length === 0) throw new Error('SnapshotRunner needs at least one reader connection');
     this.clock = options.clock ?? systemClock;
+    this.readers = [...readers];
+    for (const reader of this.readers) this.watch(reader);
+  }
+
+  private watch(reader: pg.ClientBase): void {
+    reader.once('end', () => this.ended.add(reader));
+  }
+
+  /**
+   * Replaces readers whose connection ended since the last job: the readers sit idle between
+   * jobs for hours, and `idle_session_timeout`, a firewall's idle cut or a DBA's
+   * pg_terminate_backend ends them. Before, every later snapshot (`syncline snapshot`,
+   * `repair`) failed on the closed connection until capture restarted. False when a
+   * replacement could not connect (the job waits for the next round).
+   */
+  private async reviveReaders(): Promise<boolean> {
+    if (this.ended.size === 0) return true;
+    if (!this.options.connect) return true; // nothing to reconnect with: the job fails and says why
+    for (let i = 0; i < this.readers.length; i++) {
+      const reader = this.readers[i] as pg.ClientBase;
+      if (!this.ended.has(reader)) continue;
+      try {
+        const fresh = await this.options.connect();
+        this.opened.push(fresh);
+        this.watch(fresh);
+        this.readers[i] = fresh;
+        this.ended.delete(reader);
+        this.log.info('a snapshot reader connection had ended; connected a new one');
+      } catch (err) {
+        this.log.warn({ err: errorMessage(err) }, 'a snapshot reader connection had ended and a new one could not connect; snapshots wait');
+        return false;
+      }
+    }
+    return true;
   }
 
   /**
@@ -88,11 +128,19 @@ export class SnapshotRunner {
   }
 
   async run(signal: AbortSignal): Promise<void> {
+    try {
+      await this.runJobs(signal);
+    } finally {
+      await Promise.all(this.opened.map((c) => c.end().catch(() => undefined)));
+    }
+  }
+
+  private async runJobs(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
       let job: SnapshotJob | undefined;
       try {
         this.capture.setSnapshotting(await this.store.unfinishedTables());
-        job = await this.store.next();
+        if (await this.reviveReaders()) job = await this.store.next();
       } catch (err) {
         this.log.warn({ err: errorMessage(err) }, 'could not read snapshot jobs');
       }
@@ -104,7 +152,8 @@ export class SnapshotRunner {
         await this.runJob(job, signal);
       } catch (err) {
         if (signal.aborted) return;
-        if (isRetriable(err)) {
+        // A reader's connection that ended under the job is connected again before the next round.
+        if (isRetriable(err) || (this.ended.size > 0 && this.options.connect)) {
           // Not retried in place: the next round reads the job again, with the progress its
           // finished chunks recorded, and resumes after them.
           this.log.warn({ err: errorMessage(err), snapshot: job.id }, 'snapshot chunk failed; retrying');

@@ -181,3 +181,59 @@ describe('a keyless snapshot whose read cannot start', () => {
     }
   });
 });
+
+describe('a snapshot reader whose connection ended', () => {
+  const ROWS = 3000;
+  let url: string;
+  const clients: pg.Client[] = [];
+  const connect = connecting(() => url, clients);
+  const reader = async (): Promise<pg.Client> => {
+    const c = await connect();
+    c.on('error', () => undefined); // the server ends it below
+    await c.query(OUTPUT_SETTINGS);
+    return c;
+  };
+
+  beforeAll(async () => {
+    url = await freshDatabase(await machinePg15(), 'syncline_runner_ended');
+    const c = await connect();
+    await c.query(`CREATE TABLE t (id integer PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, ${ROWS}) g`);
+  });
+
+  afterAll(async () => {
+    for (const c of clients) await c.end().catch(() => undefined);
+  });
+
+  /**
+   * Readers sit idle between jobs; idle_session_timeout, a firewall or pg_terminate_backend
+   * ends them. Before, every later job failed on the closed connection ("Client was closed
+   * and is not queryable") until capture restarted; now the runner connects a new reader.
+   */
+  it('is connected again and the next job reads the whole table', async () => {
+    const admin = clients[0] as pg.Client;
+    const store = new SnapshotStore(admin, 'syncline', 'syncline_runner_ended');
+    await store.prepare();
+    const readers = [await reader(), await reader()];
+    const sink = new Publisher();
+    const runner = new SnapshotRunner(readers, store, sink, await testLogger(), { chunkSize: 500, pollMs: 50, connect: reader });
+    const stop = new AbortController();
+    const running = runner.run(stop.signal);
+    try {
+      const ended = readers.map((r) => new Promise((resolve) => r.once('end', resolve)));
+      for (const r of readers) {
+        const pid = (await r.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+        await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+      }
+      await Promise.all(ended);
+      const id = await store.request({ schema: 'public', table: 't' });
+      await waitFor('the job to end', async () => ['done', 'failed'].includes((await store.get(id))?.status ?? ''), 30_000, 50);
+      const job = await store.get(id);
+      expect(job?.error ?? null).toBeNull();
+      expect(job?.status).toBe('done');
+      expect(sink.published.flat().sort((a, b) => a - b)).toEqual(Array.from({ length: ROWS }, (_, i) => i + 1));
+    } finally {
+      stop.abort();
+      await running;
+    }
+  });
+});
