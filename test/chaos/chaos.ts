@@ -15,8 +15,8 @@ import { ChaosWorkload, emptyStats, type Feature, type WorkloadStats } from './w
 const run = promisify(execFile);
 
 export type StreamKind = 'embedded' | 'kafka' | 'nats';
-export type FaultKind = 'kill9' | 'sigterm' | 'broker' | 'target' | 'snapshot';
-export const FAULT_KINDS: FaultKind[] = ['kill9', 'sigterm', 'broker', 'target', 'snapshot'];
+export type FaultKind = 'kill9' | 'sigterm' | 'broker' | 'target' | 'snapshot' | 'cut';
+export const FAULT_KINDS: FaultKind[] = ['kill9', 'sigterm', 'broker', 'target', 'snapshot', 'cut'];
 export type Consistency = 'eventual' | 'transactional';
 
 export interface ChaosOptions {
@@ -419,6 +419,8 @@ monitoring: { port: ${await freePort()} }
 
   let workload: ChaosWorkload | undefined;
   const writerClients: pg.Client[] = [];
+  /** The writers' backends, spared by the 'cut' fault. */
+  const writerPids: number[] = [];
   let rowsCompared = 0;
   let auditRows = 0;
   let diffs: TableDiff[] = [];
@@ -432,6 +434,7 @@ monitoring: { port: ${await freePort()} }
       await c.connect();
       // A deadlock is found (and its victim rolled back) after 1 s by default: sooner keeps the writers busy.
       await c.query("SET TimeZone = 'UTC'; SET deadlock_timeout = '200ms'");
+      writerPids.push((await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid ?? 0);
     }
     workload = new ChaosWorkload(writerClients, rnd.fork('workload'), opts.features, say);
     workload.start(opts.paceMs ?? 15);
@@ -444,6 +447,7 @@ monitoring: { port: ${await freePort()} }
     if (opts.faultKinds.has('broker') && stream !== 'embedded') kinds.broker = 15;
     if (opts.faultKinds.has('target') && sink === 'postgres') kinds.target = 15;
     if (opts.faultKinds.has('snapshot') && opts.features.has('snapshot')) kinds.snapshot = 12;
+    if (opts.faultKinds.has('cut')) kinds.cut = 10;
     if (Object.keys(kinds).length === 0) kinds.kill9 = 1;
     const gap = opts.durationMs ? opts.durationMs / a.faults : undefined;
     for (let n = 1; n <= a.faults; n++) {
@@ -472,6 +476,12 @@ monitoring: { port: ${await freePort()} }
         const m = frnd.chance(0.5) ? 'fast' : 'immediate';
         await tpg.restart(m, down);
         detail = `target PostgreSQL stopped -m ${m}, started again after ${down} ms`;
+      } else if (kind === 'cut') {
+        // Every connection syncline holds to the source ends at once (its replication stream,
+        // the admin, leader-lock, row and snapshot readers, idle or not), as a network cut, a
+        // failover's proxy or a DBA's pg_terminate_backend would; the workload's are spared.
+        const r = await source.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> ALL($1::int[]) AND pid <> pg_backend_pid()', [writerPids]);
+        detail = `${r.rowCount ?? 0} source connections of syncline ended (pg_terminate_backend)`;
       } else {
         const t = frnd.pick(tables).name;
         const cfg = path.join(dir, `${procs[0]?.role ?? 'run'}.yaml`);
