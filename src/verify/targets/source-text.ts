@@ -167,10 +167,20 @@ function fraction(f: string | undefined): string {
 
 /**
  * A JSON array (how the sinks store PostgreSQL arrays: elements as strings, NULL as null,
- * nested arrays nested) as array output: `{a,"b c",NULL}`. Other text is returned as is
- * (an empty array arrives as `{}`, which is its own output).
+ * nested arrays nested) as array output: `{a,"b c",NULL}`. A JSON string is an array with
+ * lower bounds other than 1, which the sinks keep as its whole literal (pgArrayToJson).
+ * Other text is returned as is (an empty array arrives as `{}`, which is its own output).
  */
 export function arrayText(text: string): string {
+  if (text.startsWith('"')) {
+    try {
+      const literal: unknown = JSON.parse(text);
+      if (typeof literal === 'string' && literal.startsWith('[')) return literal;
+    } catch {
+      // Not JSON: compared as it is.
+    }
+    return text;
+  }
   if (!text.startsWith('[')) return text;
   let parsed: unknown;
   try {
