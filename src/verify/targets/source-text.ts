@@ -27,6 +27,9 @@ export function sourceExpression(type: string, column: string): string {
   const char = CHARACTER.exec(type);
   if (char) return `rpad(${column}, ${char[1]})`;
   if (type === 'inet') return `abbrev(${column})`;
+  // `::text` of an xml is the text as written; its output (what pgoutput sent and the sinks
+  // stored) drops a declaration of only the version and encoding (`<?xml version="1.0"?>`).
+  if (type === 'xml') return `textin(xml_out(${column}))`;
   // Neither MariaDB nor SQLite keeps the sign of a zero: -0 is compared as 0 (adding +0 gives +0 to both zeros).
   if (type === 'double precision' || type === 'real') return `(${column} + 0::${type})`;
   return column;
