@@ -73,4 +73,17 @@ monitoring: { port: ${await freePort()} }
     expect(Number((await target.query('SELECT count(*) AS n FROM r2')).rows[0]?.n)).toBe(201);
     expect(warnings.some((w) => w.includes('renamed') && w.includes('public.r2'))).toBe(true);
   }, 120_000);
+
+  // The same silent gap, found in the same pass: a table added to the publication by hand
+  // (ALTER PUBLICATION ... ADD TABLE) while capture runs reached the target with only the
+  // rows changed since (5 of 50). Its first definition now queues a snapshot too.
+  it('a table added to the publication by hand gets every row at the target', async () => {
+    await source.query(`CREATE TABLE added (id int PRIMARY KEY, v int NOT NULL DEFAULT 0);
+      INSERT INTO added SELECT i, 0 FROM generate_series(1, 50) i`);
+    await source.query(`ALTER PUBLICATION ${name}_pub ADD TABLE added`);
+    await source.query('UPDATE added SET v = 1 WHERE id <= 5');
+    const equal = async (): Promise<boolean> => (await compareTable(source, target, { schema: 'public', table: 'added' })).differing === 0;
+    await waitFor('target added equals source added', async () => equal().catch(() => false), 30_000, 500);
+    expect(warnings.some((w) => w.includes('without a snapshot') && w.includes('public.added'))).toBe(true);
+  }, 120_000);
 });
