@@ -27,24 +27,51 @@ const PLAIN_IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]*$/;
 export function parseTableArg(text: string): TableArg {
   const trimmed = text.trim();
   if (trimmed.includes('"')) {
-    const t = parseTableName(trimmed);
-    return { readings: [t], fallback: t };
+    // SQL; a label syncline printed may hold double quotes too (`public.Mixed "Case"`), and
+    // then is no SQL name: it is read as printed.
+    let sql: TableName | undefined;
+    try {
+      sql = parseTableName(trimmed);
+    } catch (err) {
+      if (!trimmed.includes('.')) throw err;
+    }
+    if (sql) return { readings: [sql], fallback: sql };
+    const printed = printedReadings(trimmed);
+    const first = printed[0];
+    if (!first) throw new Error(`not a table name: ${JSON.stringify(text)} (expected table or schema.table)`);
+    return { readings: printed, fallback: first };
   }
-  const dot = trimmed.indexOf('.');
-  const printed = dot < 0 ? { schema: 'public', table: trimmed } : { schema: trimmed.slice(0, dot), table: trimmed.slice(dot + 1) };
+  const readings = printedReadings(trimmed);
+  const printed = readings[0] ?? { schema: 'public', table: '' };
   let sql: TableName | undefined;
   try {
     sql = parseTableName(trimmed);
   } catch {
-    // `a.b.c` is no SQL name; as printed it is schema `a`, table `b.c`.
+    // `a.b.c` is no SQL name; as printed it is schema `a`, table `b.c` (or `a.b`, `c`).
   }
   if (!printed.schema || !printed.table) {
     if (!sql) throw new Error(`not a table name: ${JSON.stringify(text)} (expected table or schema.table)`);
     return { readings: [sql], fallback: sql };
   }
-  if (!sql || sameTable(sql, printed)) return { readings: [printed], fallback: printed };
+  if (!sql || sameTable(sql, printed)) return { readings, fallback: printed };
   const plain = trimmed.split('.').every((part) => PLAIN_IDENTIFIER.test(part.trim()));
   return { readings: [printed, sql], fallback: plain ? sql : printed };
+}
+
+/**
+ * `text` as printed (`schema.table`, names as they are): split at each of its dots, the
+ * first first, because a schema may hold a dot as well as a table (`Odd.Schema.T` is schema
+ * `Odd`, table `Schema.T`, or schema `Odd.Schema`, table `T`); no dot: schema public.
+ */
+function printedReadings(text: string): TableName[] {
+  if (!text.includes('.')) return [{ schema: 'public', table: text }];
+  const out: TableName[] = [];
+  for (let dot = text.indexOf('.'); dot >= 0; dot = text.indexOf('.', dot + 1)) {
+    const schema = text.slice(0, dot);
+    const table = text.slice(dot + 1);
+    if (schema && table) out.push({ schema, table });
+  }
+  return out.length > 0 ? out : [{ schema: '', table: '' }];
 }
 
 /** The table `text` names among those `known` answers for (see parseTableArg). */

@@ -28,6 +28,12 @@ export interface DeadLetterFilter {
   ids?: string[];
   /** A table as the command line takes it: as printed (`schema.table`, `table` for schema public) or as SQL (see parseTableArg). */
   table?: string;
+  /**
+   * A table's stored label (`schema.table`, as entries carry it), matched exactly: for callers
+   * holding a label, not a person's argument. Through `table` a label with a double quote read
+   * as SQL (`not a table name`) and one with a dot in its schema as another table.
+   */
+  label?: string;
   /** Substring of the error message or code. */
   error?: string;
   /** Only entries whose first failure is older than this many ms. */

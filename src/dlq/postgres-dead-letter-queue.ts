@@ -184,6 +184,10 @@ export class PostgresDeadLetterQueue implements DeadLetterQueue {
         `table_name = (SELECT l FROM unnest($${n}::text[]) WITH ORDINALITY AS u(l, i) WHERE EXISTS (SELECT 1 FROM ${this.table} d WHERE d.table_name = u.l AND (d.source = $1 OR d.source = '')) ORDER BY i LIMIT 1)`,
       );
     }
+    if (filter.label !== undefined) {
+      params.push(filter.label);
+      where.push(`table_name = $${params.length}`);
+    }
     if (filter.error) {
       params.push(`%${filter.error.replace(/[\\%_]/g, (m) => `\\${m}`)}%`);
       where.push(`(error ILIKE $${params.length} OR error_code ILIKE $${params.length})`);

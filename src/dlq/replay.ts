@@ -112,7 +112,7 @@ async function behindUnselected(selected: readonly DeadLetterEntry[], dlq: DeadL
   // A transaction may span tables: then the whole queue is read, else the selection's tables.
   const queued = transactional
     ? await dlq.list({ limit: Number.MAX_SAFE_INTEGER })
-    : (await Promise.all([...tables].map((table) => dlq.list({ table, limit: Number.MAX_SAFE_INTEGER })))).flat();
+    : (await Promise.all([...tables].map((table) => dlq.list({ label: table, limit: Number.MAX_SAFE_INTEGER })))).flat();
   const partial = new Set<string>();
   if (transactional) {
     for (const e of queued) {

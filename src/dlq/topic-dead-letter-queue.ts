@@ -136,6 +136,7 @@ export class TopicDeadLetterQueue implements DeadLetterQueue {
       (e) =>
         (!ids || ids.has(e.id)) &&
         (table === undefined || e.table === table) &&
+        (filter.label === undefined || e.table === filter.label) &&
         (!error || e.error.toLowerCase().includes(error) || e.error_code.toLowerCase().includes(error)) &&
         (cutoff === undefined || Date.parse(e.first_failed_at) < cutoff),
     );

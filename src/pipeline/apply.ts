@@ -381,7 +381,7 @@ export class Apply {
     try {
       const ids: string[] = [];
       for (const table of new Set(healed.map(tableLabelOf))) {
-        for (const e of await dlq.list({ table, limit: 1_000_000 })) {
+        for (const e of await dlq.list({ label: table, limit: 1_000_000 })) {
           if (!e.change || tableLabelOf(e.change) !== table) continue;
           const v = newest.get(rowIdOf(e.change));
           if (v !== undefined && BigInt(e.change._version) < v) ids.push(e.id);

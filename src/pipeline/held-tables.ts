@@ -81,7 +81,7 @@ export class HeldTables {
       let replayed = 0;
       for (;;) {
         if (signal.aborted) return;
-        const entries = await dlq.list({ table, limit: HELD_REPLAY_BATCH });
+        const entries = await dlq.list({ label: table, limit: HELD_REPLAY_BATCH });
         const waiting = new Set<string>();
         const ready: DeadLetterEntry[] = [];
         for (const e of entries) {

@@ -88,11 +88,14 @@ export function pgByteaToBuffer(text: string): Buffer {
 }
 
 /**
- * A PostgreSQL array literal (`{1,2,NULL}`, `{"a b",c}`, `{{1,2},{3,4}}`, optionally with a
- * `[lo:hi]=` dimension prefix) as JSON text: nested arrays, NULL as null, every element as a
- * JSON string of its text. Strings, not numbers: the event does not say the element type, and
- * `{42}` may be a text[] whose element is the string "42"; strings keep every array exactly
- * (`int[]` `{1,2}` → `["1","2"]`). Returns undefined when `text` is not an array literal.
+ * A PostgreSQL array literal (`{1,2,NULL}`, `{"a b",c}`, `{{1,2},{3,4}}`) as JSON text:
+ * nested arrays, NULL as null, every element as a JSON string of its text. Strings, not
+ * numbers: the event does not say the element type, and `{42}` may be a text[] whose element
+ * is the string "42"; strings keep every array exactly (`int[]` `{1,2}` → `["1","2"]`).
+ * A literal with a `[lo:hi]=` dimension prefix (PostgreSQL prints one only for lower bounds
+ * other than 1) is kept whole as a JSON string (`"[2:3]={7,8}"`): a JSON array cannot say
+ * its bounds, and dropping them stored another value (verify's arrayText reads it back).
+ * Returns undefined when `text` is not an array literal.
  */
 export function pgArrayToJson(text: string): string | undefined {
   let i = 0;
@@ -102,6 +105,7 @@ export function pgArrayToJson(text: string): string | undefined {
     i = eq + 1;
   }
   if (text[i] !== '{') return undefined;
+  const bounded = i > 0;
   const out: string[] = [];
   const parseArray = (): boolean => {
     i++; // '{'
@@ -157,7 +161,8 @@ export function pgArrayToJson(text: string): string | undefined {
     }
   };
   if (!parseArray()) return undefined;
-  return i === text.length ? out.join('') : undefined;
+  if (i !== text.length) return undefined;
+  return bounded ? JSON.stringify(text) : out.join('');
 }
 
 /**

@@ -472,6 +472,19 @@ async function prepareSchemaVersions(
       const table = `${r.schema}.${r.table}`;
       if (r.job !== null) options.log.warn({ table, columns: r.columns, version: r.version, snapshot: r.job }, 'columns added with a value for existing rows (DEFAULT, NOT NULL, identity) or given another type, which the WAL does not carry: the table is re-read by a snapshot');
       else if (!request) options.log.warn({ table, columns: r.columns, version: r.version, fix: `syncline snapshot ${quoteQualified(r.schema, r.table)} -c <config>` }, 'columns added with a value for existing rows (DEFAULT, NOT NULL, identity) or given another type, which the WAL does not carry: the target keeps the old values until a snapshot of the table');
+    }, (r) => {
+      // The target's table of the old name is no longer written; the config still names it,
+      // and capture will not start with a table the source lacks: both are the operator's.
+      const table = `${r.schema}.${r.table}`;
+      const from = `${r.from.schema}.${r.from.table}`;
+      const fix = `replace ${quoteQualified(r.from.schema, r.from.table)} by ${quoteQualified(r.schema, r.table)} in source.slots[0].tables (capture does not start with a table the source lacks), and drop or archive the target's ${from}: it is no longer written`;
+      if (r.job !== null) options.log.warn({ table, renamedFrom: from, snapshot: r.job, fix }, `table renamed at the source: ${from} is now ${table}; its changes go to ${table} at the target, which is filled by a snapshot`);
+      else if (!request) options.log.warn({ table, renamedFrom: from, fix: `syncline snapshot ${quoteQualified(r.schema, r.table)} -c <config>; then ${fix}` }, `table renamed at the source: ${from} is now ${table}; its changes go to ${table} at the target, which lacks the rows not changed since until a snapshot of the table`);
+    }, (r) => {
+      options.log.warn(
+        { table: `${r.schema}.${r.table}`, snapshot: r.job, fix: `list it in source.slots[0].tables (syncline then keeps it in the publication)` },
+        'table met in the stream without a snapshot (added to the publication by hand?): its rows not changed since are read by a snapshot',
+      );
     });
   } catch (err) {
     options.log.warn(

@@ -5,7 +5,7 @@ import type { RecordedColumn, TableDefinition } from '../core/schema-evolution.j
 import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
 import { definitionAt } from '../core/ddl-history.js';
-import { historyBefore } from './ddl-history.js';
+import { DDL_HISTORY_TABLE, historyBefore } from './ddl-history.js';
 import { hasRelation, type StateFacts } from './state-facts.js';
 
 /** The table's name in the state schema. */
@@ -45,7 +45,14 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
   /** The source's DDL history table exists (ddl-history.ts): attnums are looked up there first. */
   private ddlHistory = false;
   /** See backfillAddedColumns; undefined: added columns are not looked at. */
-  private backfill: { request: boolean; report: (report: BackfillReport) => void } | undefined;
+  private backfill:
+    | {
+        request: boolean;
+        report: (report: BackfillReport) => void;
+        reportRename?: (report: RenameReport) => void;
+        reportUnsnapshotted?: (report: { schema: string; table: string; job: string }) => void;
+      }
+    | undefined;
 
   constructor(private readonly client: pg.ClientBase, private readonly schema: string, private readonly slot: string) {
     this.table = quoteQualified(schema, SCHEMA_VERSIONS_TABLE);
@@ -91,8 +98,13 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
    * queued in the same statement that records the definition, so a crash cannot record one
    * without the other, and the slot is not confirmed past the definition before both are.
    */
-  backfillAddedColumns(request: boolean, report: (report: BackfillReport) => void): void {
-    this.backfill = { request, report };
+  backfillAddedColumns(
+    request: boolean,
+    report: (report: BackfillReport) => void,
+    reportRename?: (report: RenameReport) => void,
+    reportUnsnapshotted?: (report: { schema: string; table: string; job: string }) => void,
+  ): void {
+    this.backfill = { request, report, reportRename, reportUnsnapshotted };
   }
 
   /** Reads the recorded definitions; call once before capture starts. */
@@ -130,6 +142,16 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
          ON CONFLICT (slot_name, table_schema, table_name, version) DO NOTHING`;
       const params = [this.slot, e.schema, e.table, e.version, e.signature, formatLsn(e.lsn), cols.map((c) => c.name), cols.map((c) => c.typeOid), cols.map((c) => c.typeMod), quoteQualified(e.schema, e.table), known ? JSON.stringify(known) : null];
       const backfill = this.backfill;
+      if (backfill && e.version === 1) {
+        const { rows } = await this.client.query<{ renamed: string | null; renamed_schema: string | null; job: string | null }>(this.firstDefinitionSql(insert, backfill.request), params);
+        const r = rows[0];
+        if (r?.renamed != null && r.renamed_schema != null) {
+          backfill.reportRename?.({ schema: e.schema, table: e.table, from: { schema: r.renamed_schema, table: r.renamed }, job: r.job });
+        } else if (r?.job != null) {
+          backfill.reportUnsnapshotted?.({ schema: e.schema, table: e.table, job: r.job });
+        }
+        return;
+      }
       if (!backfill || e.version < 2) {
         await this.client.query(insert, params);
         return;
@@ -140,6 +162,44 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
     });
     // Reported through stored(); not an unhandled rejection meanwhile.
     this.writes.catch(() => undefined);
+  }
+
+  /**
+   * `insert` (the first definition of a table name) followed, when it inserted the row, by the
+   * name the same relation had before (with the DDL history: the newest entry of its relid,
+   * at or before the definition, under another name that this slot recorded definitions of)
+   * and (`request`) a pending snapshot job of the table when it was renamed, or when no job of
+   * it was ever queued for this slot. Why: its changes reach the target, but not the rows they
+   * did not touch. After `ALTER TABLE r RENAME TO r2` the changes go on under `r2` and the
+   * target has only `r`; a table added to the publication by hand (`ALTER PUBLICATION ... ADD
+   * TABLE`, which capture does not see) was never read. Either way the target's table (created
+   * from the definition, or by hand) held just the rows changed since, for good, silently.
+   * Tables capture snapshots itself (initial, added to source.slots[].tables, `syncline
+   * snapshot`) have their job queued before their first change is read. Without the DDL
+   * history a rename is reported as a table never read.
+   */
+  private firstDefinitionSql(insert: string, request: boolean): string {
+    const jobs = quoteQualified(this.schema, 'snapshots');
+    const history = quoteQualified(this.schema, DDL_HISTORY_TABLE);
+    const job = request
+      ? `, job AS (
+         INSERT INTO ${jobs} (slot_name, table_schema, table_name)
+         SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM v)
+            AND (EXISTS (SELECT 1 FROM renamed) OR NOT EXISTS (SELECT 1 FROM ${jobs} j WHERE j.slot_name = $1 AND j.table_schema = $2 AND j.table_name = $3))
+            AND NOT EXISTS (SELECT 1 FROM ${jobs} j WHERE j.slot_name = $1 AND j.table_schema = $2 AND j.table_name = $3 AND j.status = 'pending')
+         RETURNING id::text AS id)`
+      : '';
+    const renamed = this.ddlHistory
+      ? `SELECT h.table_schema, h.table_name FROM ${history} h
+         WHERE EXISTS (SELECT 1 FROM v) AND h.relid = to_regclass($10)::oid AND h.lsn <= $6::pg_lsn
+           AND (h.table_schema, h.table_name) IS DISTINCT FROM ($2::text, $3::text)
+           AND EXISTS (SELECT 1 FROM ${this.table} s WHERE s.slot_name = $1 AND s.table_schema = h.table_schema AND s.table_name = h.table_name)
+         ORDER BY h.lsn DESC, h.id DESC LIMIT 1`
+      : 'SELECT NULL::text AS table_schema, NULL::text AS table_name WHERE false';
+    return `WITH v AS (${insert} RETURNING 1),
+      renamed AS (${renamed})${job}
+      SELECT (SELECT table_schema FROM renamed) AS renamed_schema, (SELECT table_name FROM renamed) AS renamed,
+             ${request ? '(SELECT id FROM job)' : 'NULL::text'} AS job`;
   }
 
   /**
@@ -190,6 +250,16 @@ export interface BackfillReport {
   version: number;
   columns: string[];
   /** The snapshot job queued for the table; null: none (not requested, or one is already pending). */
+  job: string | null;
+}
+
+/** A table's first definition under a new name, for a relation this slot replicated under another (ALTER TABLE ... RENAME TO). */
+export interface RenameReport {
+  schema: string;
+  table: string;
+  /** The name this slot replicated the relation under before. */
+  from: { schema: string; table: string };
+  /** The snapshot job queued for the table under its new name; null: none (not requested, or one is already pending). */
   job: string | null;
 }
 

@@ -1,18 +1,31 @@
 import { describe, expect, it } from 'vitest';
 import { pgArrayToJson, pgByteaToBuffer, pgTextToJson, pgTimestampToUtc } from '../../src/sink/pg-text.js';
+import { arrayText } from '../../src/verify/targets/source-text.js';
 
 describe('PostgreSQL text output conversions', () => {
   it('turns array literals into JSON', () => {
     expect(pgArrayToJson('{1,2,NULL}')).toBe('["1","2",null]');
     expect(pgArrayToJson('{"a b",c,"x\\"y","NULL"}')).toBe('["a b","c","x\\"y","NULL"]');
     expect(pgArrayToJson('{{1,2},{3,4}}')).toBe('[["1","2"],["3","4"]]');
-    expect(pgArrayToJson('[0:1]={1.5,-2e3}')).toBe('["1.5","-2e3"]');
+    // Lower bounds other than 1 (the only arrays printed with a dimension prefix): a JSON
+    // array cannot say them, so the literal is kept whole, as a JSON string.
+    expect(pgArrayToJson('[0:1]={1.5,-2e3}')).toBe('"[0:1]={1.5,-2e3}"');
     expect(pgArrayToJson('{}')).toBe('[]');
     expect(pgArrayToJson('{"{a}",b}')).toBe('["{a}","b"]');
     expect(pgArrayToJson('{a')).toBeUndefined();
     expect(pgArrayToJson('plain')).toBeUndefined();
     expect(pgArrayToJson('{12345678901234567890.123}')).toBe('["12345678901234567890.123"]');
     expect(pgArrayToJson('{ a , b }')).toBe('["a","b"]');
+  });
+
+  it('keeps arrays with lower bounds other than 1 whole, and verify reads them back as the source prints them', () => {
+    // Acceptance pass 4: a SQLite target (JSON columns for arrays, as syncline creates them)
+    // stored '[2:3]={7,8}' as ["7","8"], silently: the bounds were lost and verify, reading
+    // it back as {7,8}, reported the row as different.
+    for (const literal of ['[2:3]={7,8}', '[-5:-4][0:1]={{1,2},{3,4}}', '[0:0]={"a \\"b",NULL}', '{1,2}', '{{1,NULL},{3,4}}', '{}']) {
+      expect(arrayText(pgTextToJson(literal))).toBe(literal);
+    }
+    expect(pgTextToJson('[2:3]={7,8}')).toBe('"[2:3]={7,8}"');
   });
 
   it('passes JSON through and wraps other text', () => {

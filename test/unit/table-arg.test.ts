@@ -20,9 +20,23 @@ describe('table names on the command line (parseTableArg)', () => {
   });
 
   it('takes a dotted printed name that is no SQL name, and refuses what is neither', () => {
-    expect(parseTableArg('a.b.c').readings).toEqual([t('a', 'b.c')]);
+    // Split at each dot, the first first: a schema may have a dot too.
+    expect(parseTableArg('a.b.c')).toEqual({ readings: [t('a', 'b.c'), t('a.b', 'c')], fallback: t('a', 'b.c') });
     expect(() => parseTableArg('.orders')).toThrow(/not a table name/);
     expect(() => parseTableArg('"open')).toThrow(/unterminated/);
+  });
+
+  it('takes a printed name with double quotes or a dot in its schema, as syncline prints it (dlq list, verify)', () => {
+    // Acceptance pass 4: `Odd.Schema ü.Mixed "Case".Tbl 😀`, copied from `dlq list`, was
+    // refused ("not a table name": a double quote made it SQL), and `Odd.Schema ü.plain`
+    // could only mean schema `Odd`.
+    const label = 'Odd.Schema ü.Mixed "Case".Tbl 😀';
+    expect(parseTableArg(label).readings).toContainEqual(t('Odd.Schema ü', 'Mixed "Case".Tbl 😀'));
+    // The command's tables by schema and table apart (a label alone reads both ways).
+    const has = (...tables: TableName[]) => (n: TableName) => tables.some((k) => k.schema === n.schema && k.table === n.table);
+    expect(resolveTableArg(label, has(t('Odd.Schema ü', 'Mixed "Case".Tbl 😀')))).toEqual(t('Odd.Schema ü', 'Mixed "Case".Tbl 😀'));
+    expect(resolveTableArg('Odd.Schema ü.plain', has(t('Odd.Schema ü', 'plain')))).toEqual(t('Odd.Schema ü', 'plain'));
+    expect(tableArgLabels(label)).toContain(label);
   });
 
   it('resolves to the reading the command knows, else the fallback', () => {

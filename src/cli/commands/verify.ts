@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import type { SynclineConfig } from '../../config/schema.js';
 import { errorMessage, PrerequisiteError } from '../../core/errors.js';
-import { parseTableName } from '../../core/sql.js';
+import { parseTableName, type TableName } from '../../core/sql.js';
 import { resolveTableArg } from '../../core/table-arg.js';
-import { TableMapping, tableLabel } from '../../core/table-mapping.js';
+import { TableMapping } from '../../core/table-mapping.js';
 import type { TableVerification } from '../../verify/compare.js';
 import type { VerifySessionOptions } from '../../verify/session.js';
 import { parseDuration } from '../../core/duration.js';
@@ -28,9 +28,11 @@ export function tablesToVerify(config: SynclineConfig, names?: string[]): { tabl
   const list = names ?? configured;
   if (list.length === 0) throw new PrerequisiteError('no tables to verify', 'list tables in source.slots[0].tables or pass --table');
   // `--table` as printed (verify's own output, alerts) or as SQL: the reading the config replicates (see parseTableArg).
-  const known = new Set(configured.map((t) => tableLabel(parseTableName(t))));
+  // By schema and table apart: one label may name two tables (`a.b.c`: schema a or a.b).
+  const exact = (t: TableName): string => JSON.stringify([t.schema, t.table]);
+  const known = new Set(configured.map((t) => exact(parseTableName(t))));
   return list.map((n) => {
-    const table = names ? resolveTableArg(n, (t) => known.has(tableLabel(t))) : parseTableName(n);
+    const table = names ? resolveTableArg(n, (t) => known.has(exact(t))) : parseTableName(n);
     const route = mapping.routeOf(table);
     return route ? { table, route } : { table };
   });

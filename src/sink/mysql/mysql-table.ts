@@ -187,6 +187,33 @@ export function targetDatabase(schema: string): string | undefined {
 }
 
 /**
+ * The first character of `name` that MariaDB and MySQL identifiers cannot hold, or undefined:
+ * they hold the Basic Multilingual Plane but U+0000 (an emoji is outside it). Such a name
+ * failed deep in a catalog query with a collation error (information_schema is utf8mb3),
+ * which named neither the cause nor the fix.
+ */
+export function unholdableIdentifierChar(name: string): string | undefined {
+  for (const ch of name) {
+    const cp = ch.codePointAt(0) ?? 0;
+    if (cp === 0 || cp > 0xffff) return ch;
+  }
+  return undefined;
+}
+
+/** A PrerequisiteError (the table is held, like a missing one) when the target's name cannot exist on MySQL. */
+export function assertMysqlTableName(label: string, database: string | undefined, table: string): void {
+  for (const name of [database, table]) {
+    const ch = name === undefined ? undefined : unholdableIdentifierChar(name);
+    if (ch === undefined) continue;
+    const code = `U+${(ch.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0')}`;
+    throw new PrerequisiteError(
+      `target table ${label} cannot exist in the MySQL sink: MariaDB and MySQL identifiers cannot hold ${JSON.stringify(ch)} (${code}), only characters of the Basic Multilingual Plane`,
+      `route the table to a name they can hold with sink.tables (${JSON.stringify(label)}: { target: ... }); its changes wait in order until then`,
+    );
+  }
+}
+
+/**
  * Reads a target table's columns and primary key, adding syncline's version columns (and
  * `_deleted_at` for soft deletes, the writer columns for conflict tracking) when missing.
  * ALTER TABLE commits implicitly in MySQL, so this runs outside the batch transaction.
@@ -195,6 +222,7 @@ export async function loadMysqlTable(conn: PoolConnection, schema: string, table
   const database = targetDatabase(schema);
   const qualified = database === undefined ? quoteMysqlIdent(table) : `${quoteMysqlIdent(database)}.${quoteMysqlIdent(table)}`;
   const label = tableLabelOf({ schema, table });
+  assertMysqlTableName(label, database, table);
   let meta = await readTable(conn, database, table, label, qualified);
   if (!meta) {
     throw new PrerequisiteError(

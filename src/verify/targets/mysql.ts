@@ -1,6 +1,8 @@
 import { createConnection } from 'mysql2';
 import type { RowDataPacket } from 'mysql2/promise';
+import { tableLabelOf } from '../../core/change.js';
 import type { TableName } from '../../core/sql.js';
+import { assertMysqlTableName } from '../../sink/mysql/mysql-table.js';
 import { decimalLiteral, integerLiteral, isPgByteaHex, pgBoolToDigit, pgByteaToBuffer, pgTextToJson, pgTimestampToUtc } from '../../sink/pg-text.js';
 import type { VerifyColumn, VerifyShape } from '../shape.js';
 import type { TargetValue } from './source-text.js';
@@ -74,6 +76,8 @@ export async function openMysqlTarget(url: string): Promise<RowTarget> {
   return {
     type: 'mysql',
     columns: async (t) => {
+      // A name MySQL cannot hold fails its catalog query with a collation error: say why instead.
+      assertMysqlTableName(tableLabelOf(t), t.schema === 'public' ? undefined : t.schema, t.table);
       const [rows] = await conn.query<RowDataPacket[]>(
         `SELECT COLUMN_NAME, LOWER(DATA_TYPE) FROM information_schema.COLUMNS
           WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`,

@@ -27,6 +27,9 @@ export function sourceExpression(type: string, column: string): string {
   const char = CHARACTER.exec(type);
   if (char) return `rpad(${column}, ${char[1]})`;
   if (type === 'inet') return `abbrev(${column})`;
+  // `::text` of an xml is the text as written; its output (what pgoutput sent and the sinks
+  // stored) drops a declaration of only the version and encoding (`<?xml version="1.0"?>`).
+  if (type === 'xml') return `textin(xml_out(${column}))`;
   // Neither MariaDB nor SQLite keeps the sign of a zero: -0 is compared as 0 (adding +0 gives +0 to both zeros).
   if (type === 'double precision' || type === 'real') return `(${column} + 0::${type})`;
   return column;
@@ -167,10 +170,20 @@ function fraction(f: string | undefined): string {
 
 /**
  * A JSON array (how the sinks store PostgreSQL arrays: elements as strings, NULL as null,
- * nested arrays nested) as array output: `{a,"b c",NULL}`. Other text is returned as is
- * (an empty array arrives as `{}`, which is its own output).
+ * nested arrays nested) as array output: `{a,"b c",NULL}`. A JSON string is an array with
+ * lower bounds other than 1, which the sinks keep as its whole literal (pgArrayToJson).
+ * Other text is returned as is (an empty array arrives as `{}`, which is its own output).
  */
 export function arrayText(text: string): string {
+  if (text.startsWith('"')) {
+    try {
+      const literal: unknown = JSON.parse(text);
+      if (typeof literal === 'string' && literal.startsWith('[')) return literal;
+    } catch {
+      // Not JSON: compared as it is.
+    }
+    return text;
+  }
   if (!text.startsWith('[')) return text;
   let parsed: unknown;
   try {
