@@ -460,7 +460,7 @@ async function prepareSchemaVersions(
   tables: () => Promise<readonly TableName[]>,
   snapshots: boolean,
 ): Promise<SchemaVersionStore | undefined> {
-  const store = new SchemaVersionStore(admin, options.stateSchema, options.slot);
+  const store = new SchemaVersionStore(admin, options.stateSchema, options.slot, options.publication);
   try {
     await store.prepare(facts);
     await store.load();

@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { formatLsn, parseLsn, type Lsn } from '../core/lsn.js';
 import { SchemaVersionHistory, type ColumnType, type SchemaVersionEntry, type SchemaVersionRegistry } from '../core/schema-version.js';
 import type { RecordedColumn, TableDefinition } from '../core/schema-evolution.js';
-import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
+import { quoteIdent, quoteLiteral, quoteQualified, type TableName } from '../core/sql.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
 import { definitionAt } from '../core/ddl-history.js';
 import { DDL_HISTORY_TABLE, historyBefore } from './ddl-history.js';
@@ -54,7 +54,13 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
       }
     | undefined;
 
-  constructor(private readonly client: pg.ClientBase, private readonly schema: string, private readonly slot: string) {
+  constructor(
+    private readonly client: pg.ClientBase,
+    private readonly schema: string,
+    private readonly slot: string,
+    /** The slot's publication: a table first met in the stream is snapshotted only if it was added to it by name (see addedByName). */
+    private readonly publication?: string,
+  ) {
     this.table = quoteQualified(schema, SCHEMA_VERSIONS_TABLE);
   }
 
@@ -178,6 +184,21 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
    * snapshot`) have their job queued before their first change is read. Without the DDL
    * history a rename is reported as a table never read.
    */
+  /**
+   * SQL (` AND ...`): the table is in the publication by name (pg_publication_rel: `FOR TABLE`
+   * or `ADD TABLE`), the only way a table that existed, with rows, joins it. A table met
+   * through `FOR ALL TABLES` or `FOR TABLES IN SCHEMA` is one created since (all its rows are
+   * in the slot; a table that existed before was in the initial snapshot): a snapshot of it
+   * would re-read what the stream carries, and for a keyless one (pgbench_history, created by
+   * `pgbench -i` while capture runs) reset its target table and cut it under its writers.
+   * Without the publication's name, nothing more is asked.
+   */
+  private addedByName(): string {
+    if (this.publication === undefined) return '';
+    return ` AND EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+                          WHERE p.pubname = ${quoteLiteral(this.publication)} AND pr.prrelid = to_regclass($10))`;
+  }
+
   private firstDefinitionSql(insert: string, request: boolean): string {
     const jobs = quoteQualified(this.schema, 'snapshots');
     const history = quoteQualified(this.schema, DDL_HISTORY_TABLE);
@@ -185,7 +206,7 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
       ? `, job AS (
          INSERT INTO ${jobs} (slot_name, table_schema, table_name)
          SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM v)
-            AND (EXISTS (SELECT 1 FROM renamed) OR NOT EXISTS (SELECT 1 FROM ${jobs} j WHERE j.slot_name = $1 AND j.table_schema = $2 AND j.table_name = $3))
+            AND (EXISTS (SELECT 1 FROM renamed) OR (NOT EXISTS (SELECT 1 FROM ${jobs} j WHERE j.slot_name = $1 AND j.table_schema = $2 AND j.table_name = $3)${this.addedByName()}))
             AND NOT EXISTS (SELECT 1 FROM ${jobs} j WHERE j.slot_name = $1 AND j.table_schema = $2 AND j.table_name = $3 AND j.status = 'pending')
          RETURNING id::text AS id)`
       : '';
