@@ -168,6 +168,7 @@ export class PostgresSource {
       const schemaVersions = await prepareSchemaVersions(admin, options, state, tables, snapshots !== undefined);
       // Read once for both: the slot is created below, after the snapshot's request.
       const slotBefore = await slotState(admin, slot);
+      if (slotBefore === undefined && schemaVersions?.recordedBefore) throw slotDropped(options);
       if (snapshots && options.initialSnapshot && slotBefore === undefined) {
         await requestInitialSnapshot(admin, snapshots, options, await tables());
       } else if (addedToPublication.length > 0) {
@@ -373,6 +374,21 @@ async function connectReaders(options: PostgresSourceOptions): Promise<pg.Client
 async function endReaders(pool: Promise<pg.Client[]> | undefined): Promise<void> {
   const readers = await (pool ?? Promise.resolve([])).catch(() => []);
   await Promise.all(readers.map((reader) => reader.end().catch(() => undefined)));
+}
+
+/**
+ * A slot capture streamed from (its definitions are recorded) is missing: someone dropped it,
+ * while capture ran or while it was stopped. Made again it would start at the source's WAL of
+ * now, and the changes between the old slot's confirmed position and now would be in no slot:
+ * an initial snapshot brings inserts and updates back but never removes a row deleted
+ * meanwhile (and `source.snapshot: never` brings nothing), so the target would drift without
+ * a word. It needs a person, as a lost slot does (ensureSlot), and the same recovery.
+ */
+function slotDropped(options: PostgresSourceOptions): PrerequisiteError {
+  return new PrerequisiteError(
+    `replication slot ${options.slot} was dropped after capture streamed from it (its table definitions are in ${options.stateSchema}.schema_versions): the changes since its last confirmed position are in no slot, and a new slot would skip them`,
+    'run: syncline resync -c <config> (new slot + snapshot of every table), then syncline run, then syncline repair (removes rows deleted meanwhile)',
+  );
 }
 
 /**
