@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { PrerequisiteError, SynclineError } from '../core/errors.js';
+import { isRetriablePgError } from '../core/sqlstate.js';
 import type { Lsn } from '../core/lsn.js';
 import { quoteIdent, quoteLiteral } from '../core/sql.js';
 import { standbyStatusUpdate } from '../pgoutput/replication-frames.js';
@@ -81,8 +82,10 @@ export class ReplicationStream {
           'run: syncline resync -c <config> (new slot + snapshot of every table), then syncline run, then syncline repair (removes rows deleted meanwhile)',
         );
       }
-      // 55006 object_in_use: another process streams this slot.
-      const retriable = e.code === '55006' || e.code === '57P01' || e.code === undefined;
+      // 55006 object_in_use: another process streams this slot. A connection lost otherwise
+      // passes too (classifyPgError: 57P01 and the rest of class 57 and 08, and the socket's
+      // ECONNRESET, EPIPE, ETIMEDOUT...): a reset by the network ended capture for good.
+      const retriable = e.code === '55006' || e.code === undefined || isRetriablePgError(err);
       throw new SynclineError('REPLICATION_FAILED', `replication from slot ${o.slot} failed: ${e.message ?? String(err)}`, { retriable, cause: err });
     }
   }
