@@ -301,7 +301,8 @@ function checkSlot(name: string, slot: SlotRow | undefined, dropped: boolean, li
     list.fail(
       check,
       `is lost: the server removed WAL the slot still needed, so changes since ${slot.confirmed ?? 'its creation'} cannot be read (${position})`,
-      `drop it (${drop}); syncline creates a new slot on start. Changes made meanwhile were not captured: reload the target from the source, then check with syncline verify. To avoid a repeat, raise max_slot_wal_keep_size or keep capture running`,
+      // The recovery capture names (slot.ts): dropped by hand, capture refuses a slot it streamed from.
+      'syncline resync -c <config> (drops it, new slot + snapshot of every table), then syncline run, then syncline repair (removes rows deleted meanwhile). To avoid a repeat, raise max_slot_wal_keep_size or keep capture running',
     );
     return;
   }
