@@ -45,7 +45,14 @@ program
   // Usage errors (unknown command or option, a missing or invalid option argument) are exit
   // 2 like an invalid configuration; commander's own default is 1, which for `verify` means
   // drift. --help and --version stay 0. Subcommands inherit this when they are created.
-  .exitOverride((err) => process.exit(err.exitCode === 0 ? EXIT.OK : EXIT.CONFIG));
+  .exitOverride((err) => {
+    // A script that asked for --json parses stdout: a usage error (commander printed it on
+    // stderr) is there as JSON too, like every other failure, instead of an empty stdout.
+    if (err.exitCode !== 0 && process.argv.includes('--json') && !wroteStdout) {
+      process.stdout.write(`${JSON.stringify({ error: { message: err.message.replace(/^error: /, ''), code: 'USAGE' } })}\n`);
+    }
+    process.exit(err.exitCode === 0 ? EXIT.OK : EXIT.CONFIG);
+  });
 
 // One line per command module; each file owns its options and output. A command module
 // imports only what declaring its options needs, and its implementation (config loading,

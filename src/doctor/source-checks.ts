@@ -6,6 +6,7 @@ import { connectPostgres, describeClient, serverVersion } from '../ops/connect.j
 import { formatBytes, type CheckList } from './report.js';
 import { slotOf } from '../config/slot.js';
 import { publicationTables } from '../source/catalog.js';
+import { SCHEMA_VERSIONS_TABLE } from '../source/schema-version-store.js';
 import { hasViaRoot, isPublished, publishesPartitions } from '../source/publication.js';
 
 /** A source table as doctor found it, for comparison with the target. */
@@ -44,7 +45,7 @@ export async function checkSource(config: SynclineConfig, connection: pg.ClientC
     const slot = await readSlot(client, slotName);
     await checkSettings(client, slot, list);
     const tables = await checkPublicationAndTables(config, client, list);
-    checkSlot(slotName, slot, list);
+    checkSlot(slotName, slot, slot ? false : await streamedBefore(client, config.source.state_schema, slotName), list);
     return tables;
   } catch (err) {
     list.fail('source queries', `a check query failed: ${errorMessage(err)}`, 'connect with a role that can read pg_catalog, pg_replication_slots and pg_stat_activity');
@@ -257,9 +258,31 @@ async function checkTable(client: pg.Client, t: TableName, list: CheckList): Pro
   return info;
 }
 
-function checkSlot(name: string, slot: SlotRow | undefined, list: CheckList): void {
+/**
+ * Capture recorded table definitions of the slot (`<state_schema>.schema_versions`): it
+ * streamed from a slot of this name, so a missing one was dropped and capture refuses to make
+ * it again (PostgresSource.open). False when the table is not there or cannot be read.
+ */
+async function streamedBefore(client: pg.Client, stateSchema: string, slot: string): Promise<boolean> {
+  try {
+    const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${quoteQualified(stateSchema, SCHEMA_VERSIONS_TABLE)} WHERE slot_name = $1`, [slot]);
+    return (rows[0]?.n ?? 0) > 0;
+  } catch {
+    return false;
+  }
+}
+
+function checkSlot(name: string, slot: SlotRow | undefined, dropped: boolean, list: CheckList): void {
   const check = `slot ${name}`;
   const drop = `SELECT pg_drop_replication_slot(${quoteLiteral(name)});`;
+  if (!slot && dropped) {
+    list.fail(
+      check,
+      'does not exist, but capture streamed from it before (its table definitions are recorded): it was dropped, and the changes since its last confirmed position are in no slot',
+      'syncline resync -c <config> (new slot + snapshot of every table), then syncline run, then syncline repair (removes rows deleted meanwhile)',
+    );
+    return;
+  }
   if (!slot) {
     list.ok(check, 'does not exist yet; syncline will create it (pgoutput) on first start');
     return;
@@ -278,7 +301,8 @@ function checkSlot(name: string, slot: SlotRow | undefined, list: CheckList): vo
     list.fail(
       check,
       `is lost: the server removed WAL the slot still needed, so changes since ${slot.confirmed ?? 'its creation'} cannot be read (${position})`,
-      `drop it (${drop}); syncline creates a new slot on start. Changes made meanwhile were not captured: reload the target from the source, then check with syncline verify. To avoid a repeat, raise max_slot_wal_keep_size or keep capture running`,
+      // The recovery capture names (slot.ts): dropped by hand, capture refuses a slot it streamed from.
+      'syncline resync -c <config> (drops it, new slot + snapshot of every table), then syncline run, then syncline repair (removes rows deleted meanwhile). To avoid a repeat, raise max_slot_wal_keep_size or keep capture running',
     );
     return;
   }

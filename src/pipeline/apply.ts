@@ -165,6 +165,11 @@ export class Apply {
     const consumer = await this.openConsumer(options);
     this.consumer = consumer;
     let next: Promise<Polled> | undefined;
+    // sync_stream_consumer_lag is also measured off the loop: between batches only, a batch
+    // waiting on the sink (a lock, an outage retried for as long as it lasts) kept the value
+    // from before the stall while the records behind it piled up (150 for 20 s, then 13,270).
+    const lagTimer = setInterval(() => void this.refreshConsumerLag(), this.options.deadLetterRefreshMs ?? 5000);
+    lagTimer.unref();
     try {
       while (!signal.aborted) {
         const { records, decoded } = await (next ?? this.pollAndDecode(consumer, signal));
@@ -191,6 +196,7 @@ export class Apply {
         await this.applyBatch(records, signal, undefined, decoded);
       }
     } finally {
+      clearInterval(lagTimer);
       // The consumer is closed only once nothing reads from it or commits to it any more.
       await next?.catch(() => undefined);
       await this.offsetCommit;

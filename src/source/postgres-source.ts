@@ -7,12 +7,12 @@ import type { Row } from '../core/change.js';
 import type { Clock } from '../core/clock.js';
 import { PrerequisiteError, errorMessage } from '../core/errors.js';
 import { formatLsn, parseLsn, type Lsn } from '../core/lsn.js';
-import { quoteQualified, type TableName } from '../core/sql.js';
+import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
 import { primaryKeys, publicationTables as readPublicationTables, type PrimaryKeys } from './catalog.js';
 import { acquireCaptureLeadership } from './leader-lock.js';
 import { protocolVersionFor, requireLogicalReplication } from './prerequisites.js';
-import { ensurePublication } from './publication.js';
+import { ensurePublication, publishedRelationsSql, publishesSql } from './publication.js';
 import { startCheck } from './start-check.js';
 import type { StateFacts } from './state-facts.js';
 import { OUTPUT_SETTINGS, ReplicationStream } from './replication-stream.js';
@@ -79,6 +79,8 @@ export interface PostgresSourceOptions {
 export class PostgresSource {
   private heartbeat: NodeJS.Timeout | undefined;
   private walSampler: NodeJS.Timeout | undefined;
+  /** Ends start() with a failure found off the replication connection (checkPublished). */
+  private fault: ((err: Error) => void) | undefined;
   private readonly rowReader: SourceRowReader;
   /** Set by open when the snapshot job table exists (see partition-watch.ts). */
   private partitions: PartitionWatch | undefined;
@@ -169,6 +171,7 @@ export class PostgresSource {
       const schemaVersions = await prepareSchemaVersions(admin, options, state, tables, snapshots !== undefined);
       // Read once for both: the slot is created below, after the snapshot's request.
       const slotBefore = await slotState(admin, slot);
+      if (slotBefore === undefined && schemaVersions?.recordedBefore) throw slotDropped(options);
       if (snapshots && options.initialSnapshot && slotBefore === undefined) {
         await requestInitialSnapshot(admin, snapshots, options, await tables());
       } else if (addedToPublication.length > 0) {
@@ -204,7 +207,11 @@ export class PostgresSource {
   }
 
   start(onData: (chunk: Buffer) => void): Promise<void> {
-    return this.replication.start(onData, this.options.onStreaming);
+    const faulted = new Promise<never>((_, reject) => {
+      this.fault = reject;
+    });
+    faulted.catch(() => undefined);
+    return Promise.race([this.replication.start(onData, this.options.onStreaming), faulted]);
   }
 
   acknowledge(lsn: Lsn, replyRequested?: boolean): void {
@@ -278,6 +285,38 @@ export class PostgresSource {
     }
   }
 
+  /**
+   * Fails capture (start()) when a configured table that exists is no longer in the
+   * publication. `ALTER PUBLICATION ... DROP TABLE` while capture runs makes the slot stop
+   * sending the table's changes from that point of the WAL, without an error: its updates and
+   * deletes went missing at the target while the process ran on, healthy. Adding it back does
+   * not bring them (the WAL between is decoded without it), and the next start's snapshot of
+   * the table never removes the rows deleted meanwhile: it needs a person, with the fix. A
+   * dropped publication needs no check here: the walsender itself fails on it.
+   */
+  private async checkPublished(): Promise<void> {
+    const { tables, publication } = this.options;
+    if (tables.length === 0 || !this.fault) return;
+    const { rows } = await this.admin.query<{ name: string }>(
+      `WITH published AS MATERIALIZED (${publishedRelationsSql('$1')}),
+            configured AS (SELECT u.name, to_regclass(u.name) AS rel FROM unnest($2::text[]) AS u(name))
+       SELECT c.name FROM configured c
+        WHERE c.rel IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1)
+          AND NOT ${publishesSql('published', 'c.rel')}`,
+      [publication, tables.map((t) => quoteQualified(t.schema, t.table))],
+    );
+    const missing = tables.filter((t) => rows.some((r) => r.name === quoteQualified(t.schema, t.table)));
+    if (missing.length === 0) return;
+    const names = missing.map((t) => `${t.schema}.${t.table}`).join(', ');
+    const sqlNames = missing.map((t) => quoteQualified(t.schema, t.table)).join(' ');
+    this.fault(
+      new PrerequisiteError(
+        `${missing.length === 1 ? 'table' : 'tables'} ${names} ${missing.length === 1 ? 'was' : 'were'} removed from publication ${publication} while capture ran: the slot does not send ${missing.length === 1 ? 'its' : 'their'} changes made since then`,
+        `start syncline again: it adds ${missing.length === 1 ? 'it' : 'them'} back to the publication and re-reads ${missing.length === 1 ? 'it' : 'them'} by a snapshot (with create_publication: false, ALTER PUBLICATION ${quoteIdent(publication)} ADD TABLE ..., then syncline snapshot ${sqlNames} -c <config>); then syncline repair -c <config> ${missing.map((t) => `--table ${t.schema}.${t.table}`).join(' ')} removes the rows deleted meanwhile`,
+      ),
+    );
+  }
+
   private startHeartbeat(): void {
     const { slot, log, heartbeatPrefix } = this.options;
     const tick = async (): Promise<void> => {
@@ -285,6 +324,7 @@ export class PostgresSource {
         const s = await slotState(this.admin, slot);
         if (s) this.options.onSlotHealth?.(s);
         await this.admin.query('SELECT pg_logical_emit_message(false, $1, $2)', [heartbeatPrefix, new Date(this.options.clock.now()).toISOString()]);
+        await this.checkPublished();
       } catch (err) {
         log.warn({ err: errorMessage(err) }, 'slot health check or heartbeat failed');
       }
@@ -373,6 +413,21 @@ async function connectReaders(options: PostgresSourceOptions): Promise<pg.Client
 async function endReaders(pool: Promise<pg.Client[]> | undefined): Promise<void> {
   const readers = await (pool ?? Promise.resolve([])).catch(() => []);
   await Promise.all(readers.map((reader) => reader.end().catch(() => undefined)));
+}
+
+/**
+ * A slot capture streamed from (its definitions are recorded) is missing: someone dropped it,
+ * while capture ran or while it was stopped. Made again it would start at the source's WAL of
+ * now, and the changes between the old slot's confirmed position and now would be in no slot:
+ * an initial snapshot brings inserts and updates back but never removes a row deleted
+ * meanwhile (and `source.snapshot: never` brings nothing), so the target would drift without
+ * a word. It needs a person, as a lost slot does (ensureSlot), and the same recovery.
+ */
+function slotDropped(options: PostgresSourceOptions): PrerequisiteError {
+  return new PrerequisiteError(
+    `replication slot ${options.slot} was dropped after capture streamed from it (its table definitions are in ${options.stateSchema}.schema_versions): the changes since its last confirmed position are in no slot, and a new slot would skip them`,
+    'run: syncline resync -c <config> (new slot + snapshot of every table), then syncline run, then syncline repair (removes rows deleted meanwhile)',
+  );
 }
 
 /**

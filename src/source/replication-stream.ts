@@ -1,5 +1,6 @@
 import pg from 'pg';
-import { SynclineError } from '../core/errors.js';
+import { PrerequisiteError, SynclineError } from '../core/errors.js';
+import { isRetriablePgError } from '../core/sqlstate.js';
 import type { Lsn } from '../core/lsn.js';
 import { quoteIdent, quoteLiteral } from '../core/sql.js';
 import { standbyStatusUpdate } from '../pgoutput/replication-frames.js';
@@ -71,8 +72,20 @@ export class ReplicationStream {
     } catch (err) {
       if (this.ended) return;
       const e = err as { code?: string; message?: string };
-      // 55006 object_in_use: another process streams this slot.
-      const retriable = e.code === '55006' || e.code === '57P01' || e.code === undefined;
+      // 42704 undefined_object: the walsender decodes with the catalog as of each change, so
+      // a publication dropped while the slot had WAL after that point fails every start, also
+      // once the publication is created again (capture does at start). Only a new slot gets
+      // past it; the bare server message sent operators looking at a publication that exists.
+      if (e.code === '42704' && /publication/.test(e.message ?? '')) {
+        throw new PrerequisiteError(
+          `replication from slot ${o.slot} failed: ${e.message ?? String(err)} (it was dropped while the slot had changes to send after that point, which the slot cannot decode past, even with the publication created again)`,
+          'run: syncline resync -c <config> (new slot + snapshot of every table), then syncline run, then syncline repair (removes rows deleted meanwhile)',
+        );
+      }
+      // 55006 object_in_use: another process streams this slot. A connection lost otherwise
+      // passes too (classifyPgError: 57P01 and the rest of class 57 and 08, and the socket's
+      // ECONNRESET, EPIPE, ETIMEDOUT...): a reset by the network ended capture for good.
+      const retriable = e.code === '55006' || e.code === undefined || isRetriablePgError(err);
       throw new SynclineError('REPLICATION_FAILED', `replication from slot ${o.slot} failed: ${e.message ?? String(err)}`, { retriable, cause: err });
     }
   }

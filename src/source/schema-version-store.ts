@@ -121,7 +121,14 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
     );
     const entries: SchemaVersionEntry[] = rows.map((r) => ({ schema: r.table_schema, table: r.table_name, version: r.version, signature: r.signature, lsn: parseLsn(r.first_lsn) }));
     this.history = new SchemaVersionHistory(entries, (e) => this.record(e));
+    this.recordedBefore = entries.length > 0;
   }
+
+  /**
+   * Definitions of the slot were recorded before this start (load): a capture streamed from a
+   * slot of this name, so one that is missing now was dropped, not never made (PostgresSource.open).
+   */
+  recordedBefore = false;
 
   versionOf(schema: string, table: string, columns: readonly ColumnType[], lsn: Lsn): number {
     return this.history.versionOf(schema, table, columns, lsn);

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { PrerequisiteError } from '../../core/errors.js';
+import { PrerequisiteError, SynclineError } from '../../core/errors.js';
 import { deadLetterSummary, type DeadLetterFilter, type DeadLetterQueue } from '../../dlq/dead-letter-queue.js';
 import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
@@ -84,9 +84,8 @@ export function registerDlq(program: Command): void {
     .action(async (id: string, opts: { config: string; json?: boolean }) => {
       const [e] = await withQueue(opts.config, (q) => q.list({ ids: [id] }));
       if (!e) {
-        process.stderr.write(`no dead-letter entry ${id}\n`);
-        process.exitCode = EXIT.FAILURE;
-        return;
+        // Thrown, not only written to stderr: with --json the failure is on stdout too (main.ts).
+        throw new SynclineError('DLQ_NOT_FOUND', `no dead-letter entry ${id}`, { retriable: false });
       }
       const full = { ...deadLetterSummary(e), change: e.change ?? null, raw: e.raw ?? null };
       process.stdout.write(opts.json ? `${JSON.stringify(full, null, 2)}\n` : `${JSON.stringify(full, null, 2)}\n`);
