@@ -165,9 +165,12 @@ export class Apply {
     const consumer = await this.openConsumer(options);
     this.consumer = consumer;
     let next: Promise<Polled> | undefined;
-    // sync_stream_consumer_lag is also measured off the loop: between batches only, a batch
-    // waiting on the sink (a lock, an outage retried for as long as it lasts) kept the value
-    // from before the stall while the records behind it piled up (150 for 20 s, then 13,270).
+    // sync_stream_consumer_lag is measured off the loop, once now and then on a timer: between
+    // batches only, a batch waiting on the sink (a lock, an outage retried for as long as it
+    // lasts) kept the value from before the stall while the records behind it piled up (150
+    // for 20 s, then 13,270). The timer is its only periodic reading (the dead-letter refresh
+    // read it too, on the same cadence: twice the end-offset requests).
+    await this.refreshConsumerLag();
     const lagTimer = setInterval(() => void this.refreshConsumerLag(), this.options.deadLetterRefreshMs ?? 5000);
     lagTimer.unref();
     try {
@@ -456,7 +459,6 @@ export class Apply {
 
   private async refreshDeadLetters(signal: AbortSignal): Promise<void> {
     this.nextDeadLetterRefresh = this.options.clock.now() + (this.options.deadLetterRefreshMs ?? 5000);
-    await this.refreshConsumerLag();
     const dlq = this.options.deadLetters;
     if (!dlq || signal.aborted) return;
     try {
