@@ -187,6 +187,9 @@ async function drive(client, state, run, warm, rate, seconds) {
   return { rows, elapsed, skipped, txnMs };
 }
 
+// SYNCLINE_BENCH_NODE_ARGS: flags for the syncline process (e.g. --cpu-prof --cpu-prof-dir=/tmp/prof).
+const NODE_ARGS = (process.env.SYNCLINE_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+
 async function measureStream(broker, dir, round, results) {
   await createDatabases();
   const stream = streamOf(broker, dir, round);
@@ -215,7 +218,7 @@ async function measureStream(broker, dir, round, results) {
   // The process's log (SYNCLINE_LOG_LEVEL, default info) is kept in the OS temp dir when a run fails.
   const logFile = path.join(os.tmpdir(), `syncline-latency-${tag}-${broker}-${round + 1}.log`);
   const log = openSync(logFile, 'w');
-  const child = spawn(process.execPath, ['dist/cli/main.js', 'run', '-c', file], { stdio: ['ignore', log, log], env: { ...process.env, SYNCLINE_LOG_LEVEL: process.env.SYNCLINE_LOG_LEVEL ?? 'info' } });
+  const child = spawn(process.execPath, [...NODE_ARGS, 'dist/cli/main.js', 'run', '-c', file], { stdio: ['ignore', log, log], env: { ...process.env, SYNCLINE_LOG_LEVEL: process.env.SYNCLINE_LOG_LEVEL ?? 'info' } });
   closeSync(log);
   let failed = true;
   let exited = false;

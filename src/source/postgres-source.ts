@@ -177,6 +177,7 @@ export class PostgresSource {
       } else if (addedToPublication.length > 0) {
         await snapshotAddedTables(snapshots, options, addedToPublication);
       }
+      if (snapshots && slotBefore !== undefined && schemaVersions?.recordedBefore === false) await skipMadeOutside(snapshots, options, await tables());
       const ready = await readySlot(admin, options, signal, slotBefore);
       log.info({ protocolVersion, streaming: protocolVersion >= 2 }, 'pgoutput protocol negotiated');
       const source = new PostgresSource(
@@ -439,6 +440,29 @@ async function requestInitialSnapshot(admin: pg.Client, snapshots: SnapshotStore
   const open = await snapshots.unfinishedTables();
   for (const t of tables) if (!open.has(`${t.schema}.${t.table}`)) await snapshots.request(t);
   options.log.info({ tables: tables.map((t) => `${t.schema}.${t.table}`) }, 'initial snapshot requested');
+}
+
+/**
+ * A slot that exists at a start before capture ever streamed from it (none of its definitions
+ * recorded) was made outside syncline, or by a start that stopped before its first change.
+ * `source.snapshot: initial` snapshots when syncline creates the slot; here the rows already
+ * in the tables are the operator's to load (made so, e.g., to fill the target from the slot's
+ * consistent point). Each table without a job of the slot is recorded as `skipped`: without
+ * it, capture's first-definition rule (SchemaVersionStore) took every table for one added to
+ * the publication by hand and snapshotted it on its first change, table by table, and a table
+ * never changed never.
+ */
+async function skipMadeOutside(snapshots: SnapshotStore, options: PostgresSourceOptions, tables: readonly TableName[]): Promise<void> {
+  const command = (t: TableName): string => `syncline snapshot ${quoteQualified(t.schema, t.table)} -c <config>`;
+  const skipped = await snapshots.skipLoadedByOperator(
+    tables,
+    (t) => `not read: slot ${options.slot} existed before syncline streamed from it, so the rows already in the table are taken as at the target; to read them: ${command(t)}`,
+  );
+  if (skipped.length === 0) return;
+  options.log.info(
+    { slot: options.slot, tables: skipped.map((t) => `${t.schema}.${t.table}`), fix: `to read a table's existing rows: ${command(skipped[0] as TableName)}` },
+    'the slot existed before syncline streamed from it: no initial snapshot (the rows already in its tables are taken as at the target)',
+  );
 }
 
 /**

@@ -12,7 +12,8 @@ export interface KeyRange {
   upper: string[] | null;
 }
 
-export type SnapshotStatus = 'pending' | 'running' | 'done' | 'failed' | 'cancelled';
+/** `skipped`: never read, recorded so (see skipLoadedByOperator); never run. */
+export type SnapshotStatus = 'pending' | 'running' | 'done' | 'failed' | 'cancelled' | 'skipped';
 
 export interface SnapshotJob {
   id: string;
@@ -100,6 +101,26 @@ export class SnapshotStore {
       [this.slot, table.schema, table.table, keyFrom, keyTo],
     );
     return (rows[0] as { id: string }).id;
+  }
+
+  /**
+   * Records a `skipped` job, with `reason`, for each of `tables` that never had a job of this
+   * slot; returns the tables recorded. For a slot made outside syncline, whose tables' rows
+   * the operator took to the target: a job of the table is what tells capture's
+   * first-definition rule (SchemaVersionStore) that the table was not added behind its back.
+   */
+  async skipLoadedByOperator(tables: readonly TableName[], reason: (t: TableName) => string): Promise<TableName[]> {
+    const skipped: TableName[] = [];
+    for (const t of tables) {
+      const { rowCount } = await this.client.query(
+        `INSERT INTO ${this.table} (slot_name, table_schema, table_name, status, error, finished_at)
+         SELECT $1, $2, $3, 'skipped', $4, now()
+          WHERE NOT EXISTS (SELECT 1 FROM ${this.table} WHERE slot_name = $1 AND table_schema = $2 AND table_name = $3)`,
+        [this.slot, t.schema, t.table, reason(t)],
+      );
+      if (rowCount === 1) skipped.push(t);
+    }
+    return skipped;
   }
 
   /** The oldest unfinished job of the slot (a running one first: it is resumed). */
