@@ -33,6 +33,8 @@ const ORPHANS_PER_PASS = 1000;
 
 /** A consumer session that ran this long before failing starts the backoff afresh. */
 const HEALTHY_SESSION_MS = 60_000;
+/** With positions stored by the sink, the stream's group offsets are committed at most this often (see commitOffsets). */
+const OFFSET_COMMIT_INTERVAL_MS = 1000;
 
 export interface ApplyOptions {
   group: string;
@@ -100,6 +102,10 @@ export class Apply {
   private readonly poison: PoisonIsolation;
   /** The stream offset commit in flight (see commitOffsets). */
   private offsetCommit: Promise<void> = Promise.resolve();
+  /** Positions not yet committed to the stream's group, with the timer that commits them (see commitOffsets). */
+  private pendingOffsets: Map<number, bigint> | null = null;
+  private offsetTimer: NodeJS.Timeout | null = null;
+  private lastOffsetCommitAt = -Infinity;
 
   constructor(
     private readonly openConsumer: (options: ConsumerOptions) => Promise<StreamConsumer>,
@@ -202,6 +208,7 @@ export class Apply {
       clearInterval(lagTimer);
       // The consumer is closed only once nothing reads from it or commits to it any more.
       await next?.catch(() => undefined);
+      this.flushOffsets();
       await this.offsetCommit;
       await consumer.close().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'closing the stream consumer failed'));
     }
@@ -216,15 +223,48 @@ export class Apply {
   }
 
   /**
-   * Commits the stream's group offsets after the sink stored its positions, without holding
-   * up the next batch: at most one commit is in flight, so they land in order.
+   * Commits the stream's group offsets after the sink stored its positions: at most one
+   * commit is in flight, so they land in order. A sink without stored positions resumes from
+   * these offsets: each batch's are committed and awaited. With stored positions they only
+   * inform (`syncline status`, the embedded stream's retention, a broker's own tools), so they
+   * are committed without holding up the next batch and at most once per
+   * OFFSET_COMMIT_INTERVAL_MS, the newest positions merged: on the embedded stream each commit
+   * is a file rewritten with two fsyncs, ~10 file operations, which at a light load (a batch
+   * every 10 ms) cost ~10 % of a core (latency bench at 5k changes/s: 46-52 % against 59 %).
    */
   private async commitOffsets(positions: Map<number, bigint>): Promise<void> {
-    await this.offsetCommit;
+    if (!this.sink.storesPositions) {
+      await this.offsetCommit;
+      this.offsetCommit = this.commitTo(this.consumer, positions);
+      await this.offsetCommit;
+      return;
+    }
+    if (this.pendingOffsets === null) this.pendingOffsets = new Map(positions);
+    else for (const [p, o] of positions) this.pendingOffsets.set(p, o);
+    if (this.offsetTimer !== null) return;
+    const wait = this.lastOffsetCommitAt + OFFSET_COMMIT_INTERVAL_MS - this.options.clock.now();
+    if (wait <= 0) {
+      this.flushOffsets();
+      return;
+    }
+    this.offsetTimer = setTimeout(() => this.flushOffsets(), wait);
+    this.offsetTimer.unref();
+  }
+
+  /** Commits the pending positions after the commit in flight (also when a consumer session ends). */
+  private flushOffsets(): void {
+    if (this.offsetTimer !== null) clearTimeout(this.offsetTimer);
+    this.offsetTimer = null;
+    const positions = this.pendingOffsets;
+    this.pendingOffsets = null;
+    if (positions === null) return;
+    this.lastOffsetCommitAt = this.options.clock.now();
     const consumer = this.consumer;
-    this.offsetCommit = consumer.commit(positions).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'stream offset commit failed (sink positions are authoritative)'));
-    // A sink without stored positions resumes from these offsets: they are awaited.
-    if (!this.sink.storesPositions) await this.offsetCommit;
+    this.offsetCommit = this.offsetCommit.then(() => this.commitTo(consumer, positions));
+  }
+
+  private commitTo(consumer: StreamConsumer, positions: Map<number, bigint>): Promise<void> {
+    return consumer.commit(positions).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'stream offset commit failed (sink positions are authoritative)'));
   }
 
   /**
