@@ -119,6 +119,9 @@ monitoring: { enabled: false }
     expect(purge.status, purge.err).toBe(0);
     expect(JSON.parse(purge.out)).toEqual({ purged: 1 });
     expect(listed()).toEqual([]);
+    // An empty queue says so; a filter that matches nothing says that, not that the queue is empty.
+    expect(cli('dlq', 'list').out).toBe('dead-letter queue is empty\n');
+    expect(cli('dlq', 'list', '--table', 'nothing_here').out).toBe('no dead-lettered change matches this filter\n');
   }, 120_000);
 
   // Not about the dead-letter store, but run with both (no test is skipped in CI).

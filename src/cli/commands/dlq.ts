@@ -70,7 +70,8 @@ export function registerDlq(program: Command): void {
         process.stdout.write(`${JSON.stringify(entries.map(deadLetterSummary), null, 2)}\n`);
         return;
       }
-      if (entries.length === 0) process.stdout.write('dead-letter queue is empty (for this filter)\n');
+      const filtered = opts.id !== undefined || opts.table !== undefined || opts.error !== undefined || opts.olderThan !== undefined;
+      if (entries.length === 0) process.stdout.write(filtered ? 'no dead-lettered change matches this filter\n' : 'dead-letter queue is empty\n');
       for (const e of entries) {
         process.stdout.write(`#${e.id} ${e.table} key=${e.rowKey} ${e.change?.op ?? 'UNDECODABLE'} lsn=${e.commitLsn ?? '-'} attempts=${e.attempts} first=${e.firstFailedAt.toISOString()}\n    ${e.errorCode}: ${e.error}\n`);
       }

@@ -17,7 +17,7 @@ import { ObjectBucket } from './claim-check.js';
 import type { MembershipOptions } from './group-membership.js';
 import { NatsConsumer } from './nats-consumer.js';
 import { natsError } from './nats-errors.js';
-import { objectsBucketName, partitionStreamName, positionsBucketName } from './nats-names.js';
+import { natsName, objectsBucketName, partitionStreamName, positionsBucketName } from './nats-names.js';
 import { NatsProducer } from './nats-producer.js';
 import type { ChainSwitch } from './publish-chains.js';
 import { ensureStreams } from './nats-topology.js';
@@ -97,6 +97,22 @@ class NatsStream implements Stream {
       return await this.clients.started(c, () => c.start(options));
     } catch (err) {
       throw natsError(err, `starting consumer group ${groupId}`);
+    }
+  }
+
+  /** A group's committed positions, as its consumers store them (NatsConsumer.commit): for `syncline status`. */
+  async committedOffsets(groupId: string): Promise<Map<number, bigint>> {
+    this.clients.checkOpen();
+    const durable = natsName(groupId);
+    try {
+      const entries = await Promise.all(this.streamNames.map((_, p) => this.kv.get(`${durable}.${p}`)));
+      const result = new Map<number, bigint>();
+      entries.forEach((e, p) => {
+        if (e !== null && e.operation === 'PUT') result.set(p, BigInt(e.string()));
+      });
+      return result;
+    } catch (err) {
+      throw natsError(err, `reading committed positions of group ${groupId}`);
     }
   }
 
