@@ -5,7 +5,7 @@ import path from 'node:path';
 import pg from 'pg';
 import type { Row } from '../core/change.js';
 import type { Clock } from '../core/clock.js';
-import { PrerequisiteError, errorMessage } from '../core/errors.js';
+import { PrerequisiteError, SynclineError, errorMessage } from '../core/errors.js';
 import { formatLsn, parseLsn, type Lsn } from '../core/lsn.js';
 import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
@@ -84,6 +84,10 @@ export class PostgresSource {
   private readonly rowReader: SourceRowReader;
   /** Set by open when the snapshot job table exists (see partition-watch.ts). */
   private partitions: PartitionWatch | undefined;
+  /** The admin connection ended before start() could be failed with it (see adminEnded). */
+  private adminLost: Error | undefined;
+  /** release() ends the admin connection: that end is no failure. */
+  private released = false;
 
   private constructor(
     private readonly options: PostgresSourceOptions,
@@ -104,6 +108,26 @@ export class PostgresSource {
     private readers: Promise<pg.Client[]> | undefined,
   ) {
     this.rowReader = new SourceRowReader(options.connection);
+    admin.once('end', () => this.adminEnded());
+  }
+
+  /**
+   * The admin connection ended while capture ran (pg_terminate_backend, a proxy's or
+   * firewall's cut): it holds the slot's leadership lock (a standby may take it now) and
+   * carries the snapshot jobs, the heartbeat and the publication check, and nothing connects
+   * it again. Before, capture streamed on without them: every snapshot job stayed pending or
+   * half read for good. Capture fails with a retriable error and starts again (new
+   * connections, leadership taken again or waited for, jobs resumed from their progress).
+   */
+  private adminEnded(): void {
+    if (this.released) return;
+    const err = new SynclineError(
+      'SOURCE_ADMIN_CONNECTION_ENDED',
+      "capture's connection to the source for its leadership lock, snapshots and heartbeats ended (terminated by the server or cut on the way): capture starts again to connect it",
+      { retriable: true },
+    );
+    if (this.fault) this.fault(err);
+    else this.adminLost = err;
   }
 
   /**
@@ -207,8 +231,10 @@ export class PostgresSource {
   }
 
   start(onData: (chunk: Buffer) => void): Promise<void> {
+    const lost = this.adminLost;
     const faulted = new Promise<never>((_, reject) => {
       this.fault = reject;
+      if (lost) reject(lost);
     });
     faulted.catch(() => undefined);
     return Promise.race([this.replication.start(onData, this.options.onStreaming), faulted]);
@@ -249,6 +275,7 @@ export class PostgresSource {
 
   /** Stops the heartbeat and ends every connection but the replication one. After capture and snapshots ended. */
   async release(): Promise<void> {
+    this.released = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.walSampler) clearInterval(this.walSampler);
     await endReaders(this.readers);
