@@ -92,6 +92,11 @@ export interface ChunkSink {
   setSnapshotting(tables: ReadonlySet<string>): void;
   registerChunk(token: string, chunk: SnapshotChunk): void;
   chunkPublished(token: string): Promise<ChunkResult>;
+  /**
+   * The chunk's attempt failed after its low watermark may have been written (its reader's
+   * connection ended, a query failed): no high watermark will close its window.
+   */
+  chunkAbandoned(token: string): void;
   /** A keyless table's snapshot was cut at `at` (its cut message written, not yet committed). */
   keylessCut(spec: KeylessSnapshot, at: KeylessCut): void;
   keylessRows(token: string, rows: readonly (string | null)[][]): Promise<void>;

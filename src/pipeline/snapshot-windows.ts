@@ -13,6 +13,8 @@ interface Window {
 
 /** How many committed transactions per table `closeWindow` can look back on. */
 const RECENT_COMMITS = 4096;
+/** How many abandoned chunks whose low watermark was not seen yet are remembered (see `abandon`). */
+const ABANDONED_TOKENS = 1024;
 
 /**
  * DBLog-style snapshot windows made exact with the chunk's MVCC snapshot.
@@ -34,13 +36,27 @@ export class SnapshotWindows {
   private readonly windows = new Map<string, Window>();
   /** Per table: commit position of recently committed transactions that changed it, by xid. */
   private readonly recent = new Map<string, Map<number, Lsn>>();
+  /** Chunks abandoned before their low watermark was seen: it opens no window. */
+  private readonly abandoned = new Set<string>();
 
   get open(): boolean {
     return this.windows.size > 0;
   }
 
   openWindow(token: string, table: string, lowLsn: Lsn): void {
+    if (this.abandoned.delete(token)) return;
     this.windows.set(token, { table, lowLsn, changes: [] });
+  }
+
+  /**
+   * The chunk's read failed: its high watermark never comes. Its window is closed, or, when
+   * capture has not yet reached its low watermark (it may be a backlog behind, or the
+   * watermark was never committed), never opened.
+   */
+  abandon(token: string): void {
+    if (this.windows.delete(token)) return;
+    this.abandoned.add(token);
+    if (this.abandoned.size > ABANDONED_TOKENS) this.abandoned.delete(this.abandoned.values().next().value as string);
   }
 
   /** A change seen in the stream (not a snapshot row). */
@@ -157,6 +173,13 @@ export class SnapshotChunks {
       return 'retry';
     }
     return { chunk, rows };
+  }
+
+  /** The chunk's read failed before its high watermark (see SnapshotWindows.abandon). */
+  abandon(token: string): void {
+    this.chunks.delete(token);
+    this.resolvers.delete(token);
+    this.windows.abandon(token);
   }
 
   /** The rows of `token` were added to the open transaction. */

@@ -9,7 +9,7 @@ import type { Logger } from '../log/logger.js';
 import { chunkBoundary, readChunkInSnapshot, readKeylessTable, tableShape, type TableShape } from './snapshot-reader.js';
 import type { SnapshotJob, SnapshotStore } from './snapshot-store.js';
 import { ChunkPlan } from './chunk-plan.js';
-import { parseReadSnapshot, SNAPSHOT_PREFIX, type ChunkSink, type WatermarkMessage } from '../core/snapshot.js';
+import { parseReadSnapshot, SNAPSHOT_PREFIX, type ChunkResult, type ChunkSink, type WatermarkMessage } from '../core/snapshot.js';
 
 
 export interface SnapshotRunnerOptions {
@@ -228,11 +228,20 @@ export class SnapshotRunner {
       const rows = await retry(
         async () => {
           const token = `${job.id}:${randomUUID()}`;
-          await this.watermark(reader, token, 'low', run.name);
-          const read = await readChunkInSnapshot(reader, t, shape, range.after, range.upper, bounds);
-          this.capture.registerChunk(token, { schema: t.schema, table: t.table, columns: shape.columns, keyColumns: shape.key, columnTypes: shape.types, rows: read.rows, snapshot: parseReadSnapshot(read.snapshot) });
-          const published = this.capture.chunkPublished(token);
-          await this.watermark(reader, token, 'high', run.name);
+          let read: Awaited<ReturnType<typeof readChunkInSnapshot>>;
+          let published: Promise<ChunkResult>;
+          try {
+            await this.watermark(reader, token, 'low', run.name);
+            read = await readChunkInSnapshot(reader, t, shape, range.after, range.upper, bounds);
+            this.capture.registerChunk(token, { schema: t.schema, table: t.table, columns: shape.columns, keyColumns: shape.key, columnTypes: shape.types, rows: read.rows, snapshot: parseReadSnapshot(read.snapshot) });
+            published = this.capture.chunkPublished(token);
+            await this.watermark(reader, token, 'high', run.name);
+          } catch (err) {
+            // No high watermark will come: capture would keep the window its low one opened
+            // (every later change to the table in memory) for as long as it runs.
+            this.capture.chunkAbandoned(token);
+            throw err;
+          }
           const result = await untilAborted(published, signal);
           // A transaction that committed before the chunk's low watermark was not yet visible
           // to its read (its commit was being flushed or waited for a synchronous standby).

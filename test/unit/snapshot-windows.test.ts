@@ -73,4 +73,16 @@ describe('snapshot windows', () => {
     w.openWindow('y', 'public.t', 1n);
     expect(w.closeWindow('y', undefined)).toBeUndefined();
   });
+
+  it('an abandoned chunk leaves no window open, whether its low watermark was seen before or after', () => {
+    const w = new SnapshotWindows();
+    w.openWindow('seen', 'public.t', 1n);
+    w.abandon('seen');
+    expect(w.open).toBe(false);
+    w.abandon('later'); // capture a backlog behind: the low watermark comes afterwards
+    w.openWindow('later', 'public.t', 2n);
+    expect(w.open).toBe(false);
+    w.openWindow('later', 'public.t', 3n); // a token opens one window at most once: no set entry left
+    expect(w.open).toBe(true);
+  });
 });
