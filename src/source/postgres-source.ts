@@ -22,6 +22,7 @@ import { ddlHistorySql, installDdlHistory } from './ddl-history.js';
 import { ensureSlot, slotState, type SlotState } from './slot.js';
 import { SnapshotStore } from './snapshot-store.js';
 import { PartitionWatch } from './partition-watch.js';
+import { queueUnreadTables } from './unread-tables.js';
 import { WAL_POSITION_SQL } from './wal-clock.js';
 
 /** How long a capture waits for a slot still held by a walsender that may be dead (kill -9). */
@@ -344,6 +345,22 @@ export class PostgresSource {
     );
   }
 
+  /**
+   * Queues a snapshot of the tables added to the publication by hand that were never written
+   * since (see queueUnreadTables), under `source.snapshot: initial`, as the first change of
+   * one that is written does (SchemaVersionStore).
+   */
+  private async snapshotUnreadTables(): Promise<void> {
+    const { stateSchema, slot, publication, initialSnapshot, log } = this.options;
+    if (!this.snapshots || !this.schemaVersions || !initialSnapshot) return;
+    for (const u of await queueUnreadTables(this.admin, stateSchema, slot, publication)) {
+      log.warn(
+        { table: `${u.table.schema}.${u.table.table}`, snapshot: u.job, fix: 'list it in source.slots[0].tables (syncline then keeps it in the publication)' },
+        'table in the publication that this slot never read (added to the publication by hand, not written since): its rows are read by a snapshot',
+      );
+    }
+  }
+
   private startHeartbeat(): void {
     const { slot, log, heartbeatPrefix } = this.options;
     const tick = async (): Promise<void> => {
@@ -352,6 +369,7 @@ export class PostgresSource {
         if (s) this.options.onSlotHealth?.(s);
         await this.admin.query('SELECT pg_logical_emit_message(false, $1, $2)', [heartbeatPrefix, new Date(this.options.clock.now()).toISOString()]);
         await this.checkPublished();
+        await this.snapshotUnreadTables();
       } catch (err) {
         log.warn({ err: errorMessage(err) }, 'slot health check or heartbeat failed');
       }

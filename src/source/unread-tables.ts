@@ -1,0 +1,38 @@
+import type pg from 'pg';
+import { quoteQualified, type TableName } from '../core/sql.js';
+import { SCHEMA_VERSIONS_TABLE } from './schema-version-store.js';
+
+/** A snapshot job queued by queueUnreadTables. */
+export interface UnreadTable {
+  table: TableName;
+  job: string;
+}
+
+/**
+ * Queues a snapshot of each table in publication `publication` by name (pg_publication_rel:
+ * `FOR TABLE`, `ADD TABLE`) that slot `slot` never recorded a definition of and never queued
+ * a job for, in one statement; resolves the jobs queued. Such a table was added to the
+ * publication by hand after the slot was made (the tables in it then had their initial
+ * snapshot) and has not been written since: the first-definition check (SchemaVersionStore,
+ * c174051) only sees a table at its first change, and a table nobody writes (reference data,
+ * a lookup table) sends none, so its rows never reached the target. Tables met through `FOR
+ * ALL TABLES` or a schema are left to that check.
+ */
+export async function queueUnreadTables(client: pg.ClientBase, stateSchema: string, slot: string, publication: string): Promise<UnreadTable[]> {
+  const jobs = quoteQualified(stateSchema, 'snapshots');
+  const versions = quoteQualified(stateSchema, SCHEMA_VERSIONS_TABLE);
+  const { rows } = await client.query<{ id: string; table_schema: string; table_name: string }>(
+    `INSERT INTO ${jobs} (slot_name, table_schema, table_name)
+     SELECT $1, n.nspname, c.relname
+       FROM pg_catalog.pg_publication_rel pr
+       JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+       JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid
+       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      WHERE p.pubname = $2
+        AND NOT EXISTS (SELECT 1 FROM ${jobs} j WHERE j.slot_name = $1 AND j.table_schema = n.nspname AND j.table_name = c.relname)
+        AND NOT EXISTS (SELECT 1 FROM ${versions} s WHERE s.slot_name = $1 AND s.table_schema = n.nspname AND s.table_name = c.relname)
+     RETURNING id::text AS id, table_schema, table_name`,
+    [slot, publication],
+  );
+  return rows.map((r) => ({ table: { schema: r.table_schema, table: r.table_name }, job: r.id }));
+}
