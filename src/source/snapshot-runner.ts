@@ -4,6 +4,7 @@ import { systemClock, type Clock } from '../core/clock.js';
 import { retry, STOPPED, type RetryPolicy } from '../core/retry.js';
 import { errorMessage, isRetriable, PrerequisiteError, SynclineError } from '../core/errors.js';
 import { parseLsn } from '../core/lsn.js';
+import { isRetriablePgError } from '../core/sqlstate.js';
 import { quoteQualified } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
 import { chunkBoundary, readChunkInSnapshot, readKeylessTable, tableShape, type TableShape } from './snapshot-reader.js';
@@ -296,6 +297,12 @@ export class SnapshotRunner {
     const own = this.readers.length < 2;
     if (own && !this.options.connect) throw new Error('a keyless snapshot needs a second reader connection');
     const reader = own ? await (this.options.connect as () => Promise<pg.Client>)() : (this.readers[1] as pg.ClientBase);
+    // The job's own reader is no reader of the pool: its end is seen here, not by reviveReaders.
+    let readerEnded = false;
+    const onReaderEnd = (): void => {
+      readerEnded = true;
+    };
+    reader.once('end', onReaderEnd);
     const token = `${job.id}:${randomUUID()}`;
     let finished = false;
     // The locking transaction is open (SHARE lock: the table's writers wait) until COMMIT.
@@ -366,7 +373,16 @@ export class SnapshotRunner {
       await this.store.chunkDone(job.id, { lastKey: null, doneRanges: [] }, rowsRead);
       run.total = rowsRead;
       return 'done';
+    } catch (err) {
+      // Its cut reset the target's copy and part of the rows may be out: failing the job would
+      // release the held changes over a target missing the rest. It is read again from a new
+      // cut (the held changes wait for it, and its reset makes them stale).
+      if (readerEnded || isRetriablePgError(err)) {
+        throw new SynclineError('SNAPSHOT_READER_LOST', `snapshot of ${run.name}: the connection reading it ended (${errorMessage(err)}); reading it again from a new cut`, { retriable: true, cause: err });
+      }
+      throw err;
     } finally {
+      reader.removeListener('end', onReaderEnd);
       // The read could not start (the snapshot's import failed, the table could not be
       // locked): the cut's lock must not outlive the attempt, or the table's writers wait.
       if (locking) await locker.query('ROLLBACK').catch(() => undefined);
