@@ -15,8 +15,10 @@ export interface UnreadTable {
  * publication by hand after the slot was made (the tables in it then had their initial
  * snapshot) and has not been written since: the first-definition check (SchemaVersionStore,
  * c174051) only sees a table at its first change, and a table nobody writes (reference data,
- * a lookup table) sends none, so its rows never reached the target. Tables met through `FOR
- * ALL TABLES` or a schema are left to that check.
+ * a lookup table) sends none, so its rows never reached the target. Only a table the
+ * publication sends under its own name (pg_publication_tables): a partition added beside its
+ * root under publish_via_partition_root travels as the root. Tables met through `FOR ALL
+ * TABLES` or a schema are left to that check.
  */
 export async function queueUnreadTables(client: pg.ClientBase, stateSchema: string, slot: string, publication: string): Promise<UnreadTable[]> {
   const jobs = quoteQualified(stateSchema, 'snapshots');
@@ -29,6 +31,8 @@ export async function queueUnreadTables(client: pg.ClientBase, stateSchema: stri
        JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid
        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       WHERE p.pubname = $2
+        -- Under the name its changes carry: not a partition published through its root.
+        AND EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables pt WHERE pt.pubname = p.pubname AND pt.schemaname = n.nspname AND pt.tablename = c.relname)
         AND NOT EXISTS (SELECT 1 FROM ${jobs} j WHERE j.slot_name = $1 AND j.table_schema = n.nspname AND j.table_name = c.relname)
         AND NOT EXISTS (SELECT 1 FROM ${versions} s WHERE s.slot_name = $1 AND s.table_schema = n.nspname AND s.table_name = c.relname)
      RETURNING id::text AS id, table_schema, table_name`,
