@@ -19,7 +19,7 @@ import { OUTPUT_SETTINGS, ReplicationStream } from './replication-stream.js';
 import { SourceRowReader } from './row-reader.js';
 import { SchemaVersionStore } from './schema-version-store.js';
 import { ddlHistorySql, installDdlHistory } from './ddl-history.js';
-import { ensureSlot, slotState, type SlotState } from './slot.js';
+import { ensureSlot, slotInAnotherDatabase, slotNameTaken, slotState, type SlotState } from './slot.js';
 import { SnapshotStore } from './snapshot-store.js';
 import { PartitionWatch } from './partition-watch.js';
 import { queueUnreadTables } from './unread-tables.js';
@@ -196,7 +196,11 @@ export class PostgresSource {
       const schemaVersions = await prepareSchemaVersions(admin, options, state, tables, snapshots !== undefined);
       // Read once for both: the slot is created below, after the snapshot's request.
       const slotBefore = await slotState(admin, slot);
-      if (slotBefore === undefined && schemaVersions?.recordedBefore) throw slotDropped(options);
+      if (slotBefore === undefined && schemaVersions?.recordedBefore) {
+        // Not dropped but taken: another pipeline's slot of this name in another database.
+        if (await slotInAnotherDatabase(admin, slot)) throw slotNameTaken(slot);
+        throw slotDropped(options);
+      }
       if (snapshots && options.initialSnapshot && slotBefore === undefined) {
         await requestInitialSnapshot(admin, snapshots, options, await tables());
       } else if (addedToPublication.length > 0) {
