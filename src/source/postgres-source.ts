@@ -357,7 +357,7 @@ export class PostgresSource {
   private async snapshotUnreadTables(): Promise<void> {
     const { stateSchema, slot, publication, initialSnapshot, log } = this.options;
     if (!this.snapshots || !this.schemaVersions || !initialSnapshot) return;
-    for (const u of await queueUnreadTables(this.admin, stateSchema, slot, publication)) {
+    for (const u of await queueUnreadTables(this.admin, stateSchema, slot, publication, this.schemaVersions.usesDdlHistory)) {
       log.warn(
         { table: `${u.table.schema}.${u.table.table}`, snapshot: u.job, fix: 'list it in source.slots[0].tables (syncline then keeps it in the publication)' },
         'table in the publication that this slot never read (added to the publication by hand, not written since): its rows are read by a snapshot',

@@ -93,6 +93,11 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
     this.ddlHistory = true;
   }
 
+  /** The DDL history table is there and used (useDdlHistory). */
+  get usesDdlHistory(): boolean {
+    return this.ddlHistory;
+  }
+
   /**
    * From now on, a new definition that adds columns whose existing rows got a value at the
    * source (a DEFAULT, NOT NULL, an identity), or changes a column's type (the rows were
