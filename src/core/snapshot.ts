@@ -90,6 +90,8 @@ export type ChunkResult = 'published' | 'retry';
 export interface ChunkSink {
   /** The tables with an unfinished snapshot job, as the runner last read them. */
   setSnapshotting(tables: ReadonlySet<string>): void;
+  /** The chunk's low watermark is about to be written: capture opens a window for it (and none for a token it was not told of). */
+  chunkStarting(token: string): void;
   registerChunk(token: string, chunk: SnapshotChunk): void;
   chunkPublished(token: string): Promise<ChunkResult>;
   /**

@@ -87,6 +87,10 @@ export class CaptureSnapshots implements ChunkSink {
     return this.chunks.published(token);
   }
 
+  chunkStarting(token: string): void {
+    this.chunks.starting(token);
+  }
+
   chunkAbandoned(token: string): void {
     this.chunks.abandon(token);
   }

@@ -13,8 +13,6 @@ interface Window {
 
 /** How many committed transactions per table `closeWindow` can look back on. */
 const RECENT_COMMITS = 4096;
-/** How many abandoned chunks whose low watermark was not seen yet are remembered (see `abandon`). */
-const ABANDONED_TOKENS = 1024;
 
 /**
  * DBLog-style snapshot windows made exact with the chunk's MVCC snapshot.
@@ -36,27 +34,34 @@ export class SnapshotWindows {
   private readonly windows = new Map<string, Window>();
   /** Per table: commit position of recently committed transactions that changed it, by xid. */
   private readonly recent = new Map<string, Map<number, Lsn>>();
-  /** Chunks abandoned before their low watermark was seen: it opens no window. */
-  private readonly abandoned = new Set<string>();
+  /** Chunks this capture's runner is reading whose low watermark was not seen yet (see `expect`). */
+  private readonly expected = new Set<string>();
 
   get open(): boolean {
     return this.windows.size > 0;
   }
 
-  openWindow(token: string, table: string, lowLsn: Lsn): void {
-    if (this.abandoned.delete(token)) return;
-    this.windows.set(token, { table, lowLsn, changes: [] });
+  /** This capture's runner is about to write the low watermark of chunk `token`. */
+  expect(token: string): void {
+    this.expected.add(token);
   }
 
   /**
-   * The chunk's read failed: its high watermark never comes. Its window is closed, or, when
-   * capture has not yet reached its low watermark (it may be a backlog behind, or the
-   * watermark was never committed), never opened.
+   * A low watermark. Only a chunk this capture's runner announced (`expect`) opens a window:
+   * one of an earlier process (read again from the slot after a restart), of another slot's
+   * capture (watermarks are messages, which every slot of the database decodes) or of a read
+   * that failed may have no high watermark ever, and its window, open for as long as capture
+   * ran, kept every later change to the table in memory.
    */
+  openWindow(token: string, table: string, lowLsn: Lsn): void {
+    if (!this.expected.delete(token)) return;
+    this.windows.set(token, { table, lowLsn, changes: [] });
+  }
+
+  /** The chunk's read failed: its high watermark never comes. Its window is closed, or never opened. */
   abandon(token: string): void {
-    if (this.windows.delete(token)) return;
-    this.abandoned.add(token);
-    if (this.abandoned.size > ABANDONED_TOKENS) this.abandoned.delete(this.abandoned.values().next().value as string);
+    this.expected.delete(token);
+    this.windows.delete(token);
   }
 
   /** A change seen in the stream (not a snapshot row). */
@@ -148,6 +153,11 @@ export class SnapshotChunks {
   private watermarksInTxn: string[] = [];
   private readonly waiters: { lsn: Lsn; token: string }[] = [];
   private readonly resolvers = new Map<string, (result: ChunkResult) => void>();
+
+  /** The runner is about to write the chunk's low watermark (see SnapshotWindows.expect). */
+  starting(token: string): void {
+    this.windows.expect(token);
+  }
 
   register(token: string, chunk: SnapshotChunk): void {
     this.chunks.set(token, chunk);

@@ -232,6 +232,7 @@ export class SnapshotRunner {
           let read: Awaited<ReturnType<typeof readChunkInSnapshot>>;
           let published: Promise<ChunkResult>;
           try {
+            this.capture.chunkStarting(token);
             await this.watermark(reader, token, 'low', run.name);
             read = await readChunkInSnapshot(reader, t, shape, range.after, range.upper, bounds);
             this.capture.registerChunk(token, { schema: t.schema, table: t.table, columns: shape.columns, keyColumns: shape.key, columnTypes: shape.types, rows: read.rows, snapshot: parseReadSnapshot(read.snapshot) });

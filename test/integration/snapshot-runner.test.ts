@@ -20,6 +20,8 @@ class Publisher implements ChunkSink {
     this.snapshotting.push([...tables]);
   }
 
+  chunkStarting(): void {}
+
   registerChunk(token: string, chunk: SnapshotChunk): void {
     this.chunks.set(token, chunk);
   }
