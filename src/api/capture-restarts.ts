@@ -60,6 +60,12 @@ export async function captureWithRestarts(
           onPrepared: () => {
             streamed = true;
           },
+          // Waiting as standby is past the prerequisites too (source, publication, state
+          // tables): a connection lost meanwhile ended the process, and the HA pair its standby.
+          onStandby: () => {
+            streamed = true;
+            hooks.onStandby?.();
+          },
         }, lag),
       policy,
       {

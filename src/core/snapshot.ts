@@ -90,8 +90,15 @@ export type ChunkResult = 'published' | 'retry';
 export interface ChunkSink {
   /** The tables with an unfinished snapshot job, as the runner last read them. */
   setSnapshotting(tables: ReadonlySet<string>): void;
+  /** The chunk's low watermark is about to be written: capture opens a window for it (and none for a token it was not told of). */
+  chunkStarting(token: string): void;
   registerChunk(token: string, chunk: SnapshotChunk): void;
   chunkPublished(token: string): Promise<ChunkResult>;
+  /**
+   * The chunk's attempt failed after its low watermark may have been written (its reader's
+   * connection ended, a query failed): no high watermark will close its window.
+   */
+  chunkAbandoned(token: string): void;
   /** A keyless table's snapshot was cut at `at` (its cut message written, not yet committed). */
   keylessCut(spec: KeylessSnapshot, at: KeylessCut): void;
   keylessRows(token: string, rows: readonly (string | null)[][]): Promise<void>;

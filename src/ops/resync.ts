@@ -5,7 +5,7 @@ import { PrerequisiteError } from '../core/errors.js';
 import { parseTableName, type TableName } from '../core/sql.js';
 import { sourceConnection } from '../compose/source-connection.js';
 import { publicationTables } from '../source/catalog.js';
-import { slotState } from '../source/slot.js';
+import { slotInAnotherDatabase, slotNameTaken, slotState } from '../source/slot.js';
 import { SnapshotStore } from '../source/snapshot-store.js';
 
 /** What `resync` did. */
@@ -34,6 +34,8 @@ export async function resync(config: SynclineConfig, options: { force?: boolean 
     if (state && state.walStatus !== 'lost' && !options.force) {
       throw new PrerequisiteError(`slot ${slot.name} is healthy (wal_status ${state.walStatus ?? 'unknown'})`, 'nothing to recover; pass --force to rebuild anyway');
     }
+    // Another pipeline's slot of this name: creating ours below would fail with the server's bare error.
+    if (!state && (await slotInAnotherDatabase(client, slot.name))) throw slotNameTaken(slot.name);
     if (state) await client.query('SELECT pg_drop_replication_slot($1)', [slot.name]);
     const store = new SnapshotStore(client, config.source.state_schema, slot.name);
     await store.prepare();

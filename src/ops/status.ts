@@ -24,6 +24,12 @@ export interface StatusReport {
   slot: {
     name: string;
     exists: boolean;
+    /**
+     * Missing although capture streamed from it (its table definitions are recorded): it was
+     * dropped, and capture refuses to create it again (see PostgresSource.open); the fix is
+     * `syncline resync`.
+     */
+    dropped?: boolean;
     active?: boolean;
     activePid?: number | null;
     confirmedFlushLsn?: string | null;
@@ -131,6 +137,7 @@ async function sourceStatus(config: SynclineConfig, report: StatusReport): Promi
         }
       : { name, exists: false };
     report.schemas = latestVersions(await readSchemaVersions(client, config.source.state_schema, name)).map((v) => ({ table: v.table, version: v.version, firstLsn: v.firstLsn, recordedAt: v.recordedAt }));
+    if (!s && report.schemas.length > 0) report.slot.dropped = true;
   } catch (err) {
     report.source.error = redactUrl(errorMessage(err));
   } finally {

@@ -87,6 +87,14 @@ export class CaptureSnapshots implements ChunkSink {
     return this.chunks.published(token);
   }
 
+  chunkStarting(token: string): void {
+    this.chunks.starting(token);
+  }
+
+  chunkAbandoned(token: string): void {
+    this.chunks.abandon(token);
+  }
+
   /**
    * A keyless table is read whole in one snapshot, cut at `at` (see SnapshotRunner): its
    * reset goes out now, then the rows handed to `keylessRows`; the table's changes committed

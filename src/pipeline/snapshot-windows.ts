@@ -34,13 +34,34 @@ export class SnapshotWindows {
   private readonly windows = new Map<string, Window>();
   /** Per table: commit position of recently committed transactions that changed it, by xid. */
   private readonly recent = new Map<string, Map<number, Lsn>>();
+  /** Chunks this capture's runner is reading whose low watermark was not seen yet (see `expect`). */
+  private readonly expected = new Set<string>();
 
   get open(): boolean {
     return this.windows.size > 0;
   }
 
+  /** This capture's runner is about to write the low watermark of chunk `token`. */
+  expect(token: string): void {
+    this.expected.add(token);
+  }
+
+  /**
+   * A low watermark. Only a chunk this capture's runner announced (`expect`) opens a window:
+   * one of an earlier process (read again from the slot after a restart), of another slot's
+   * capture (watermarks are messages, which every slot of the database decodes) or of a read
+   * that failed may have no high watermark ever, and its window, open for as long as capture
+   * ran, kept every later change to the table in memory.
+   */
   openWindow(token: string, table: string, lowLsn: Lsn): void {
+    if (!this.expected.delete(token)) return;
     this.windows.set(token, { table, lowLsn, changes: [] });
+  }
+
+  /** The chunk's read failed: its high watermark never comes. Its window is closed, or never opened. */
+  abandon(token: string): void {
+    this.expected.delete(token);
+    this.windows.delete(token);
   }
 
   /** A change seen in the stream (not a snapshot row). */
@@ -133,6 +154,11 @@ export class SnapshotChunks {
   private readonly waiters: { lsn: Lsn; token: string }[] = [];
   private readonly resolvers = new Map<string, (result: ChunkResult) => void>();
 
+  /** The runner is about to write the chunk's low watermark (see SnapshotWindows.expect). */
+  starting(token: string): void {
+    this.windows.expect(token);
+  }
+
   register(token: string, chunk: SnapshotChunk): void {
     this.chunks.set(token, chunk);
   }
@@ -157,6 +183,13 @@ export class SnapshotChunks {
       return 'retry';
     }
     return { chunk, rows };
+  }
+
+  /** The chunk's read failed before its high watermark (see SnapshotWindows.abandon). */
+  abandon(token: string): void {
+    this.chunks.delete(token);
+    this.resolvers.delete(token);
+    this.windows.abandon(token);
   }
 
   /** The rows of `token` were added to the open transaction. */

@@ -5,7 +5,7 @@ import path from 'node:path';
 import pg from 'pg';
 import type { Row } from '../core/change.js';
 import type { Clock } from '../core/clock.js';
-import { PrerequisiteError, errorMessage } from '../core/errors.js';
+import { PrerequisiteError, SynclineError, errorMessage } from '../core/errors.js';
 import { formatLsn, parseLsn, type Lsn } from '../core/lsn.js';
 import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
@@ -19,9 +19,10 @@ import { OUTPUT_SETTINGS, ReplicationStream } from './replication-stream.js';
 import { SourceRowReader } from './row-reader.js';
 import { SchemaVersionStore } from './schema-version-store.js';
 import { ddlHistorySql, installDdlHistory } from './ddl-history.js';
-import { ensureSlot, slotState, type SlotState } from './slot.js';
+import { ensureSlot, slotInAnotherDatabase, slotNameTaken, slotState, type SlotState } from './slot.js';
 import { SnapshotStore } from './snapshot-store.js';
 import { PartitionWatch } from './partition-watch.js';
+import { queueUnreadTables } from './unread-tables.js';
 import { WAL_POSITION_SQL } from './wal-clock.js';
 
 /** How long a capture waits for a slot still held by a walsender that may be dead (kill -9). */
@@ -84,6 +85,10 @@ export class PostgresSource {
   private readonly rowReader: SourceRowReader;
   /** Set by open when the snapshot job table exists (see partition-watch.ts). */
   private partitions: PartitionWatch | undefined;
+  /** The admin connection ended before start() could be failed with it (see adminEnded). */
+  private adminLost: Error | undefined;
+  /** release() ends the admin connection: that end is no failure. */
+  private released = false;
 
   private constructor(
     private readonly options: PostgresSourceOptions,
@@ -104,6 +109,26 @@ export class PostgresSource {
     private readers: Promise<pg.Client[]> | undefined,
   ) {
     this.rowReader = new SourceRowReader(options.connection);
+    admin.once('end', () => this.adminEnded());
+  }
+
+  /**
+   * The admin connection ended while capture ran (pg_terminate_backend, a proxy's or
+   * firewall's cut): it holds the slot's leadership lock (a standby may take it now) and
+   * carries the snapshot jobs, the heartbeat and the publication check, and nothing connects
+   * it again. Before, capture streamed on without them: every snapshot job stayed pending or
+   * half read for good. Capture fails with a retriable error and starts again (new
+   * connections, leadership taken again or waited for, jobs resumed from their progress).
+   */
+  private adminEnded(): void {
+    if (this.released) return;
+    const err = new SynclineError(
+      'SOURCE_ADMIN_CONNECTION_ENDED',
+      "capture's connection to the source for its leadership lock, snapshots and heartbeats ended (terminated by the server or cut on the way): capture starts again to connect it",
+      { retriable: true },
+    );
+    if (this.fault) this.fault(err);
+    else this.adminLost = err;
   }
 
   /**
@@ -171,7 +196,11 @@ export class PostgresSource {
       const schemaVersions = await prepareSchemaVersions(admin, options, state, tables, snapshots !== undefined);
       // Read once for both: the slot is created below, after the snapshot's request.
       const slotBefore = await slotState(admin, slot);
-      if (slotBefore === undefined && schemaVersions?.recordedBefore) throw slotDropped(options);
+      if (slotBefore === undefined && schemaVersions?.recordedBefore) {
+        // Not dropped but taken: another pipeline's slot of this name in another database.
+        if (await slotInAnotherDatabase(admin, slot)) throw slotNameTaken(slot);
+        throw slotDropped(options);
+      }
       if (snapshots && options.initialSnapshot && slotBefore === undefined) {
         await requestInitialSnapshot(admin, snapshots, options, await tables());
       } else if (addedToPublication.length > 0) {
@@ -208,8 +237,10 @@ export class PostgresSource {
   }
 
   start(onData: (chunk: Buffer) => void): Promise<void> {
+    const lost = this.adminLost;
     const faulted = new Promise<never>((_, reject) => {
       this.fault = reject;
+      if (lost) reject(lost);
     });
     faulted.catch(() => undefined);
     return Promise.race([this.replication.start(onData, this.options.onStreaming), faulted]);
@@ -250,6 +281,7 @@ export class PostgresSource {
 
   /** Stops the heartbeat and ends every connection but the replication one. After capture and snapshots ended. */
   async release(): Promise<void> {
+    this.released = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.walSampler) clearInterval(this.walSampler);
     await endReaders(this.readers);
@@ -318,6 +350,22 @@ export class PostgresSource {
     );
   }
 
+  /**
+   * Queues a snapshot of the tables added to the publication by hand that were never written
+   * since (see queueUnreadTables), under `source.snapshot: initial`, as the first change of
+   * one that is written does (SchemaVersionStore).
+   */
+  private async snapshotUnreadTables(): Promise<void> {
+    const { stateSchema, slot, publication, initialSnapshot, log } = this.options;
+    if (!this.snapshots || !this.schemaVersions || !initialSnapshot) return;
+    for (const u of await queueUnreadTables(this.admin, stateSchema, slot, publication, this.schemaVersions.usesDdlHistory)) {
+      log.warn(
+        { table: `${u.table.schema}.${u.table.table}`, snapshot: u.job, fix: 'list it in source.slots[0].tables (syncline then keeps it in the publication)' },
+        'table in the publication that this slot never read (added to the publication by hand, not written since): its rows are read by a snapshot',
+      );
+    }
+  }
+
   private startHeartbeat(): void {
     const { slot, log, heartbeatPrefix } = this.options;
     const tick = async (): Promise<void> => {
@@ -326,6 +374,7 @@ export class PostgresSource {
         if (s) this.options.onSlotHealth?.(s);
         await this.admin.query('SELECT pg_logical_emit_message(false, $1, $2)', [heartbeatPrefix, new Date(this.options.clock.now()).toISOString()]);
         await this.checkPublished();
+        await this.snapshotUnreadTables();
       } catch (err) {
         log.warn({ err: errorMessage(err) }, 'slot health check or heartbeat failed');
       }

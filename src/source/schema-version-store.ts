@@ -93,6 +93,11 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
     this.ddlHistory = true;
   }
 
+  /** The DDL history table is there and used (useDdlHistory). */
+  get usesDdlHistory(): boolean {
+    return this.ddlHistory;
+  }
+
   /**
    * From now on, a new definition that adds columns whose existing rows got a value at the
    * source (a DEFAULT, NOT NULL, an identity), or changes a column's type (the rows were
@@ -156,6 +161,10 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
       const params = [this.slot, e.schema, e.table, e.version, e.signature, formatLsn(e.lsn), cols.map((c) => c.name), cols.map((c) => c.typeOid), cols.map((c) => c.typeMod), quoteQualified(e.schema, e.table), known ? JSON.stringify(known) : null];
       const backfill = this.backfill;
       if (backfill && e.version === 1) {
+        if (backfill.request && this.schemaPublications === undefined) {
+          const v = await this.client.query<{ yes: boolean }>("SELECT current_setting('server_version_num')::int >= 150000 AS yes");
+          this.schemaPublications = v.rows[0]?.yes === true;
+        }
         const { rows } = await this.client.query<{ renamed: string | null; renamed_schema: string | null; job: string | null }>(this.firstDefinitionSql(insert, backfill.request), params);
         const r = rows[0];
         if (r?.renamed != null && r.renamed_schema != null) {
@@ -192,18 +201,37 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
    * history a rename is reported as a table never read.
    */
   /**
-   * SQL (` AND ...`): the table is in the publication by name (pg_publication_rel: `FOR TABLE`
-   * or `ADD TABLE`), the only way a table that existed, with rows, joins it. A table met
-   * through `FOR ALL TABLES` or `FOR TABLES IN SCHEMA` is one created since (all its rows are
-   * in the slot; a table that existed before was in the initial snapshot): a snapshot of it
-   * would re-read what the stream carries, and for a keyless one (pgbench_history, created by
-   * `pgbench -i` while capture runs) reset its target table and cut it under its writers.
-   * Without the publication's name, nothing more is asked.
+   * SQL (` AND ...`): the table joined the publication with rows the slot never sent. By name
+   * (pg_publication_rel: `FOR TABLE` or `ADD TABLE`), the usual way a table that existed joins
+   * it; or through a schema (pg_publication_namespace: `FOR TABLES IN SCHEMA`, `ADD TABLES IN
+   * SCHEMA`) unless the DDL history shows it was created in that schema after the schema joined
+   * the publication: its oldest entry (the CREATE TABLE, or the first DDL since the history was
+   * installed) is under the schema it is in now and its transaction (xmin) is newer than the
+   * schema's membership row. A table created since (all its rows are in the slot) is not read
+   * again: a snapshot would re-read what the stream carries, and for a keyless one
+   * (pgbench_history, created by `pgbench -i` while capture runs) reset its target table and
+   * cut it under its writers. But `ADD TABLES IN SCHEMA s2` (s2's tables had rows) and `ALTER
+   * TABLE t SET SCHEMA s1` (into a schema the publication takes whole) bring in tables whose
+   * rows predate them. Without the DDL history a table met through a schema is not read.
+   * A table met through `FOR ALL TABLES` was created since capture started (one that existed
+   * was in the initial snapshot). Without the publication's name, nothing more is asked.
    */
+  /** The server has schema publications (PostgreSQL 15+: pg_publication_namespace); read by firstDefinitionSql's caller once. */
+  private schemaPublications: boolean | undefined;
+
   private addedByName(): string {
     if (this.publication === undefined) return '';
-    return ` AND EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
-                          WHERE p.pubname = ${quoteLiteral(this.publication)} AND pr.prrelid = to_regclass($10))`;
+    const pub = quoteLiteral(this.publication);
+    const byName = `EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+                          WHERE p.pubname = ${pub} AND pr.prrelid = to_regclass($10))`;
+    if (!this.ddlHistory || !this.schemaPublications) return ` AND ${byName}`;
+    const history = quoteQualified(this.schema, DDL_HISTORY_TABLE);
+    const bySchema = `EXISTS (SELECT 1 FROM pg_catalog.pg_publication_namespace pn JOIN pg_catalog.pg_publication p ON p.oid = pn.pnpubid
+                          JOIN pg_catalog.pg_class c ON c.relnamespace = pn.pnnspid
+                         WHERE p.pubname = ${pub} AND c.oid = to_regclass($10)
+                           AND NOT EXISTS (SELECT 1 FROM (SELECT h.table_schema, h.xmin FROM ${history} h WHERE h.relid = c.oid ORDER BY h.lsn, h.id LIMIT 1) first
+                                            WHERE first.table_schema = $2 AND age(first.xmin) < age(pn.xmin)))`;
+    return ` AND (${byName} OR ${bySchema})`;
   }
 
   private firstDefinitionSql(insert: string, request: boolean): string {

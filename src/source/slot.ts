@@ -45,6 +45,20 @@ export async function currentWalLsn(client: pg.ClientBase): Promise<string | und
 }
 
 /**
+ * A slot of this name exists in another database of the server (slot names are the
+ * server's): none of that name can be made in this one.
+ */
+export async function slotInAnotherDatabase(client: pg.ClientBase, name: string): Promise<boolean> {
+  const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1 AND database IS DISTINCT FROM current_database()', [name]);
+  return (rows[0]?.n ?? 0) > 0;
+}
+
+/** The slot's name is taken in another database (see slotInAnotherDatabase). */
+export function slotNameTaken(name: string): PrerequisiteError {
+  return new PrerequisiteError(`replication slot ${name} exists in another database`, 'use another slot name, or drop that slot');
+}
+
+/**
  * Creates a persistent pgoutput slot unless it exists; refuses a slot of another plugin or a
  * lost one. `known`: the slot's state as the caller just read it (saves reading it again).
  */
@@ -52,10 +66,7 @@ export async function ensureSlot(client: pg.Client, name: string, known?: SlotSt
   let state = known ?? (await slotState(client, name));
   let created = false;
   if (!state) {
-    const { rows } = await client.query('SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1', [name]);
-    if (rows[0]?.n > 0) {
-      throw new PrerequisiteError(`replication slot ${name} exists in another database`, 'use another slot name, or drop that slot');
-    }
+    if (await slotInAnotherDatabase(client, name)) throw slotNameTaken(name);
     await client.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [name]);
     created = true;
     state = await slotState(client, name);

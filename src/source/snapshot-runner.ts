@@ -4,12 +4,13 @@ import { systemClock, type Clock } from '../core/clock.js';
 import { retry, STOPPED, type RetryPolicy } from '../core/retry.js';
 import { errorMessage, isRetriable, PrerequisiteError, SynclineError } from '../core/errors.js';
 import { parseLsn } from '../core/lsn.js';
+import { isRetriablePgError } from '../core/sqlstate.js';
 import { quoteQualified } from '../core/sql.js';
 import type { Logger } from '../log/logger.js';
 import { chunkBoundary, readChunkInSnapshot, readKeylessTable, tableShape, type TableShape } from './snapshot-reader.js';
 import type { SnapshotJob, SnapshotStore } from './snapshot-store.js';
 import { ChunkPlan } from './chunk-plan.js';
-import { parseReadSnapshot, SNAPSHOT_PREFIX, type ChunkSink, type WatermarkMessage } from '../core/snapshot.js';
+import { parseReadSnapshot, SNAPSHOT_PREFIX, type ChunkResult, type ChunkSink, type WatermarkMessage } from '../core/snapshot.js';
 
 
 export interface SnapshotRunnerOptions {
@@ -228,11 +229,21 @@ export class SnapshotRunner {
       const rows = await retry(
         async () => {
           const token = `${job.id}:${randomUUID()}`;
-          await this.watermark(reader, token, 'low', run.name);
-          const read = await readChunkInSnapshot(reader, t, shape, range.after, range.upper, bounds);
-          this.capture.registerChunk(token, { schema: t.schema, table: t.table, columns: shape.columns, keyColumns: shape.key, columnTypes: shape.types, rows: read.rows, snapshot: parseReadSnapshot(read.snapshot) });
-          const published = this.capture.chunkPublished(token);
-          await this.watermark(reader, token, 'high', run.name);
+          let read: Awaited<ReturnType<typeof readChunkInSnapshot>>;
+          let published: Promise<ChunkResult>;
+          try {
+            this.capture.chunkStarting(token);
+            await this.watermark(reader, token, 'low', run.name);
+            read = await readChunkInSnapshot(reader, t, shape, range.after, range.upper, bounds);
+            this.capture.registerChunk(token, { schema: t.schema, table: t.table, columns: shape.columns, keyColumns: shape.key, columnTypes: shape.types, rows: read.rows, snapshot: parseReadSnapshot(read.snapshot) });
+            published = this.capture.chunkPublished(token);
+            await this.watermark(reader, token, 'high', run.name);
+          } catch (err) {
+            // No high watermark will come: capture would keep the window its low one opened
+            // (every later change to the table in memory) for as long as it runs.
+            this.capture.chunkAbandoned(token);
+            throw err;
+          }
           const result = await untilAborted(published, signal);
           // A transaction that committed before the chunk's low watermark was not yet visible
           // to its read (its commit was being flushed or waited for a synchronous standby).
@@ -287,6 +298,12 @@ export class SnapshotRunner {
     const own = this.readers.length < 2;
     if (own && !this.options.connect) throw new Error('a keyless snapshot needs a second reader connection');
     const reader = own ? await (this.options.connect as () => Promise<pg.Client>)() : (this.readers[1] as pg.ClientBase);
+    // The job's own reader is no reader of the pool: its end is seen here, not by reviveReaders.
+    let readerEnded = false;
+    const onReaderEnd = (): void => {
+      readerEnded = true;
+    };
+    reader.once('end', onReaderEnd);
     const token = `${job.id}:${randomUUID()}`;
     let finished = false;
     // The locking transaction is open (SHARE lock: the table's writers wait) until COMMIT.
@@ -357,7 +374,16 @@ export class SnapshotRunner {
       await this.store.chunkDone(job.id, { lastKey: null, doneRanges: [] }, rowsRead);
       run.total = rowsRead;
       return 'done';
+    } catch (err) {
+      // Its cut reset the target's copy and part of the rows may be out: failing the job would
+      // release the held changes over a target missing the rest. It is read again from a new
+      // cut (the held changes wait for it, and its reset makes them stale).
+      if (readerEnded || isRetriablePgError(err)) {
+        throw new SynclineError('SNAPSHOT_READER_LOST', `snapshot of ${run.name}: the connection reading it ended (${errorMessage(err)}); reading it again from a new cut`, { retriable: true, cause: err });
+      }
+      throw err;
     } finally {
+      reader.removeListener('end', onReaderEnd);
       // The read could not start (the snapshot's import failed, the table could not be
       // locked): the cut's lock must not outlive the attempt, or the table's writers wait.
       if (locking) await locker.query('ROLLBACK').catch(() => undefined);

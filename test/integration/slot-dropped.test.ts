@@ -6,8 +6,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runPipeline } from '../../src/api/run-pipeline.js';
 import { sourceConnection } from '../../src/compose/source-connection.js';
 import { loadConfigFile } from '../../src/config/load.js';
+import { formatStatus } from '../../src/cli/commands/status.js';
 import { runDoctor } from '../../src/doctor/doctor.js';
 import { Metrics } from '../../src/metrics/metrics.js';
+import { collectStatus } from '../../src/ops/status.js';
 import { machinePg15, slotStreaming, sourceAndTarget, testLogger, uniqueName, waitFor } from '../helpers/postgres.js';
 
 const SLOT = uniqueName('syncline_slotdrop');
@@ -124,6 +126,10 @@ monitoring: { enabled: false }
       const cfg = loadConfigFile(await config());
       const report = await runDoctor(cfg, sourceConnection(cfg));
       expect(report.checks.find((c) => c.name === `slot ${SLOT}`)).toMatchObject({ status: 'fail', fix: expect.stringMatching(/syncline resync/) });
+      // And status, instead of "does not exist yet (capture creates it)" (red16).
+      const status = await collectStatus(cfg);
+      expect(status.slot).toMatchObject({ exists: false, dropped: true });
+      expect(formatStatus(status)).toMatch(/slot\s+\S+: dropped after capture streamed from it[^\n]*syncline resync/);
     } finally {
       ctl2.abort();
       await again.catch(() => undefined);

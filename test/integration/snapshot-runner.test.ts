@@ -20,6 +20,8 @@ class Publisher implements ChunkSink {
     this.snapshotting.push([...tables]);
   }
 
+  chunkStarting(): void {}
+
   registerChunk(token: string, chunk: SnapshotChunk): void {
     this.chunks.set(token, chunk);
   }
@@ -45,6 +47,13 @@ class Publisher implements ChunkSink {
 
   keylessInterrupted(): void {}
   keyed(): void {}
+
+  /** Tokens of chunks the runner gave up on (their attempt failed). */
+  readonly abandoned: string[] = [];
+
+  chunkAbandoned(token: string): void {
+    this.abandoned.push(token);
+  }
 }
 
 /** Connects to the database `url()` names; each client is kept in `clients` (to end them). */
@@ -231,6 +240,142 @@ describe('a snapshot reader whose connection ended', () => {
       expect(job?.error ?? null).toBeNull();
       expect(job?.status).toBe('done');
       expect(sink.published.flat().sort((a, b) => a - b)).toEqual(Array.from({ length: ROWS }, (_, i) => i + 1));
+    } finally {
+      stop.abort();
+      await running;
+    }
+  });
+});
+
+/**
+ * A reader whose backend is terminated between a chunk's low watermark and its read: the job
+ * is retried (f52c971), but capture had opened the chunk's window at the low watermark, and
+ * with no high watermark ever coming it stayed open for as long as capture ran, keeping every
+ * later change to the table (SnapshotWindows.observe) in memory. The runner now tells capture
+ * the chunk is abandoned (ChunkSink.chunkAbandoned), so it closes the window.
+ */
+describe('a snapshot reader terminated between a chunk\'s watermarks', () => {
+  const ROWS = 3000;
+  let url: string;
+  const clients: pg.Client[] = [];
+  const connect = connecting(() => url, clients);
+
+  beforeAll(async () => {
+    url = await freshDatabase(await machinePg15(), 'syncline_runner_midchunk');
+    const c = await connect();
+    await c.query(`CREATE TABLE t (id integer PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, ${ROWS}) g`);
+  });
+
+  afterAll(async () => {
+    for (const c of clients) await c.end().catch(() => undefined);
+  });
+
+  it('is retried, and capture is told to drop the chunk whose low watermark it may have seen', async () => {
+    const admin = clients[0] as pg.Client;
+    const store = new SnapshotStore(admin, 'syncline', 'syncline_runner_midchunk');
+    await store.prepare();
+    const lows: string[] = [];
+    let terminated = false;
+    const reader = async (): Promise<pg.Client> => {
+      const c = await connect();
+      c.on('error', () => undefined); // the server ends it below
+      await c.query(OUTPUT_SETTINGS);
+      const query = c.query.bind(c) as (text: unknown, values?: unknown[]) => Promise<pg.QueryResult>;
+      // After the first low watermark: the backend is terminated before the chunk is read.
+      (c as unknown as { query: typeof query }).query = async (text: unknown, values?: unknown[]) => {
+        const result = await query(text, values);
+        if (typeof text === 'string' && text.includes('pg_logical_emit_message') && typeof values?.[1] === 'string' && values[1].includes('"low"')) {
+          lows.push((JSON.parse(values[1]) as { token: string }).token);
+          if (!terminated) {
+            terminated = true;
+            const pid = (await query('SELECT pg_backend_pid() AS pid')).rows[0]?.pid as number;
+            await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+            await new Promise((resolve) => c.once('end', resolve));
+          }
+        }
+        return result;
+      };
+      return c;
+    };
+    const sink = new Publisher();
+    const runner = new SnapshotRunner([await reader()], store, sink, await testLogger(), { chunkSize: 1000, pollMs: 50, connect: reader });
+    const stop = new AbortController();
+    const running = runner.run(stop.signal);
+    try {
+      const id = await store.request({ schema: 'public', table: 't' });
+      await waitFor('the job to end', async () => ['done', 'failed'].includes((await store.get(id))?.status ?? ''), 30_000, 50);
+      expect([(await store.get(id))?.status, (await store.get(id))?.error]).toEqual(['done', null]);
+      expect(sink.published.flat().sort((a, b) => a - b)).toEqual(Array.from({ length: ROWS }, (_, i) => i + 1));
+      expect(terminated).toBe(true);
+      expect(sink.abandoned).toEqual([lows[0]]);
+    } finally {
+      stop.abort();
+      await running;
+    }
+  });
+});
+
+/**
+ * A keyless table read by the runner's own second connection (snapshot_parallelism 1, the
+ * default: the reader that imports the cut's snapshot is opened for the job) whose backend is
+ * terminated in the middle of the read. f52c971 retries a job whose reader's connection ended,
+ * but only for the pool's readers: this one was not watched, so the job failed for good
+ * ('Client has encountered a connection error'), after its cut had reset the target's copy
+ * and part of the rows were out; the held changes then went out over a target missing the
+ * rest (red16, CLI: 620,000 of 1,000,000 rows, an UPDATE dead-lettered as drift). It is read
+ * again from a new cut now.
+ */
+describe('a keyless snapshot whose reader is terminated during the read', () => {
+  const ROWS = 2000;
+  let url: string;
+  const clients: pg.Client[] = [];
+  const connect = connecting(() => url, clients);
+
+  beforeAll(async () => {
+    url = await freshDatabase(await machinePg15(), 'syncline_runner_keyless_cut');
+    const c = await connect();
+    await c.query(`CREATE TABLE hist (v text); INSERT INTO hist SELECT md5(g::text) FROM generate_series(1, ${ROWS}) g`);
+  });
+
+  afterAll(async () => {
+    for (const c of clients) await c.end().catch(() => undefined);
+  });
+
+  it('is read again from a new cut instead of failing', async () => {
+    const admin = clients[0] as pg.Client;
+    const reader = async (): Promise<pg.Client> => {
+      const c = await connect();
+      c.on('error', () => undefined); // the server ends it below
+      await c.query(OUTPUT_SETTINGS);
+      return c;
+    };
+    const store = new SnapshotStore(admin, 'syncline', 'syncline_runner_keyless_cut');
+    await store.prepare();
+    const id = await store.request({ schema: 'public', table: 'hist' });
+    let rows = 0;
+    let terminated = false;
+    class Terminating extends KeylessCounter {
+      override async keylessRows(_token?: string, batch: readonly unknown[] = []): Promise<void> {
+        rows += batch.length;
+        if (terminated) return;
+        terminated = true;
+        // The read's connection, between two FETCHes: idle in its transaction.
+        await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'FETCH % FROM syncline_keyless'");
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    const sink = new Terminating();
+    const runner = new SnapshotRunner([await reader()], store, sink, await testLogger(), { chunkSize: 500, pollMs: 50, connect: reader });
+    const stop = new AbortController();
+    const running = runner.run(stop.signal);
+    try {
+      await waitFor('the job to end', async () => ['done', 'failed'].includes((await store.get(id))?.status ?? ''), 30_000, 50);
+      const job = await store.get(id);
+      expect([job?.status, job?.error ?? null]).toEqual(['done', null]);
+      expect(terminated).toBe(true);
+      expect(sink.cuts).toBe(2);
+      expect(sink.done).toEqual([false, true]);
+      expect(rows).toBeGreaterThanOrEqual(ROWS + 500);
     } finally {
       stop.abort();
       await running;

@@ -29,6 +29,7 @@ describe('snapshot windows', () => {
 
   it('emits every row of the chunk as its snapshot saw it, with the changes it did not see applied on top', () => {
     const w = new SnapshotWindows();
+    w.expect('c');
     w.openWindow('c', 'public.t', 1000n);
     w.observe(change('UPDATE', 50, '1', { id: '1', v: 'seen' })); // committed before the read: already in the rows
     w.observe(change('UPDATE', 60, '2', { id: '2', v: 'after' }, ['big'])); // after the read, big unchanged (F5)
@@ -43,11 +44,13 @@ describe('snapshot windows', () => {
 
   it('a TRUNCATE its read did not see empties the chunk; rows inserted after it come from the stream (F4)', () => {
     const w = new SnapshotWindows();
+    w.expect('c');
     w.openWindow('c', 'public.t', 1000n);
     w.observe(change('TRUNCATE', 70, undefined, null));
     w.observe(change('INSERT', 71, '2', { id: '2', v: 'again', big: 'B' }));
     expect(w.closeWindow('c', chunk('60:65:', [['1', 'a', 'B1'], ['2', 'b', 'B2']]))).toEqual([{ id: '2', v: 'again', big: 'B' }]);
     // A TRUNCATE the read saw is already in its rows.
+    w.expect('d');
     w.openWindow('d', 'public.t', 1000n);
     w.observe(change('TRUNCATE', 59, undefined, null));
     expect(w.closeWindow('d', chunk('60:65:', [['5', 'a', 'B5']]))).toEqual([{ id: '5', v: 'a', big: 'B5' }]);
@@ -57,10 +60,12 @@ describe('snapshot windows', () => {
     const w = new SnapshotWindows();
     w.committed(42, 900n, ['public.t']);
     w.committed(43, 950n, ['public.other']);
+    w.expect('c');
     w.openWindow('c', 'public.t', 1000n);
     // 42 committed at 900 < 1000 but is still in the read's xip: its change is missing.
     expect(w.closeWindow('c', chunk('40:50:42', [['1', 'old', 'B']]))).toBe('retry');
     // A transaction of another table in xip does not matter; nor one that committed inside the window.
+    w.expect('d');
     w.openWindow('d', 'public.t', 1000n);
     w.observe(change('UPDATE', 44, '1', { id: '1', v: 'new', big: 'B' }));
     w.committed(44, 1010n, ['public.t']);
@@ -72,5 +77,26 @@ describe('snapshot windows', () => {
     expect(w.closeWindow('x', chunk('1:2:', [['1', 'a', 'b']]))).toBeUndefined();
     w.openWindow('y', 'public.t', 1n);
     expect(w.closeWindow('y', undefined)).toBeUndefined();
+  });
+
+  it('an abandoned chunk leaves no window open, whether its low watermark was seen before or after', () => {
+    const w = new SnapshotWindows();
+    w.expect('seen');
+    w.openWindow('seen', 'public.t', 1n);
+    expect(w.open).toBe(true);
+    w.abandon('seen');
+    expect(w.open).toBe(false);
+    w.expect('later');
+    w.abandon('later'); // capture a backlog behind: the low watermark comes afterwards
+    w.openWindow('later', 'public.t', 2n);
+    expect(w.open).toBe(false);
+  });
+
+  it('a low watermark this capture was not told of (an earlier process\'s, another slot\'s) opens no window', () => {
+    const w = new SnapshotWindows();
+    w.openWindow('other', 'public.t', 1n);
+    expect(w.open).toBe(false);
+    w.observe(change('INSERT', 5, '1', { id: '1' }));
+    expect(w.closeWindow('other', chunk('1:2:', [['1', 'a', 'b']]))).toBeUndefined();
   });
 });

@@ -11,7 +11,9 @@ export function formatStatus(r: StatusReport, sinkType?: string): string {
   else out.push(`source    UNREACHABLE: ${r.source.error ?? '?'}`);
   const s = r.slot;
   if (s === null) out.push('slot      unknown (source unreachable)');
-  else if (!s.exists) out.push(`slot      ${s.name}: does not exist yet (capture creates it)`);
+  else if (!s.exists && s.dropped) {
+    out.push(`slot      ${s.name}: dropped after capture streamed from it; capture will not create it again (the changes since its last confirmed position are in no slot): syncline resync -c <config>, then syncline run, then syncline repair`);
+  } else if (!s.exists) out.push(`slot      ${s.name}: does not exist yet (capture creates it)`);
   else {
     out.push(
       `slot      ${s.name}: ${s.active ? `active (pid ${s.activePid ?? '?'})` : 'inactive'}, confirmed ${s.confirmedFlushLsn ?? 'never'}, ` +
