@@ -28,6 +28,10 @@ const CODES: ReadonlyMap<string, PgErrorKind> = new Map([
   ['40P01', { name: 'deadlock_detected', retriable: true, minDelayMs: 0 }],
   ['55P03', { name: 'lock_not_available', retriable: true, minDelayMs: 0 }],
   ['55006', { name: 'object_in_use', retriable: true, minDelayMs: 0 }],
+  // A file that is gone does not come back by trying again; on the replication connection:
+  // "requested WAL segment ... has already been removed" (the slot's WAL), which capture
+  // retried in a loop since connection errors there became retriable (30e86aa).
+  ['58P01', { name: 'undefined_file', retriable: false, minDelayMs: 0 }],
 ]);
 
 /** Node socket errors: the server was unreachable or the connection dropped. */
