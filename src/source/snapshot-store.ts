@@ -104,13 +104,19 @@ export class SnapshotStore {
   }
 
   /**
-   * Records a `skipped` job, with `reason`, for each of `tables` that never had a job of this
-   * slot; returns the tables recorded. For a slot made outside syncline, whose tables' rows
+   * Records a `skipped` job, with `reason`, for each of `tables` when the slot never had any
+   * job; returns the tables recorded. For a slot made outside syncline, whose tables' rows
    * the operator took to the target: a job of the table is what tells capture's
    * first-definition rule (SchemaVersionStore) that the table was not added behind its back.
+   * A slot with jobs was made by syncline (an initial snapshot is queued before the slot) or
+   * had its first start on a slot made outside already: a table without a job joined the
+   * publication since (by hand, while syncline was stopped), and is left to that rule, which
+   * reads it. Recorded as skipped, its rows never reached the target.
    */
   async skipLoadedByOperator(tables: readonly TableName[], reason: (t: TableName) => string): Promise<TableName[]> {
     const skipped: TableName[] = [];
+    const { rowCount: jobs } = await this.client.query(`SELECT 1 FROM ${this.table} WHERE slot_name = $1 LIMIT 1`, [this.slot]);
+    if (jobs !== 0) return skipped;
     for (const t of tables) {
       const { rowCount } = await this.client.query(
         `INSERT INTO ${this.table} (slot_name, table_schema, table_name, status, error, finished_at)
