@@ -114,19 +114,17 @@ export class SnapshotStore {
    * reads it. Recorded as skipped, its rows never reached the target.
    */
   async skipLoadedByOperator(tables: readonly TableName[], reason: (t: TableName) => string): Promise<TableName[]> {
-    const skipped: TableName[] = [];
-    const { rowCount: jobs } = await this.client.query(`SELECT 1 FROM ${this.table} WHERE slot_name = $1 LIMIT 1`, [this.slot]);
-    if (jobs !== 0) return skipped;
-    for (const t of tables) {
-      const { rowCount } = await this.client.query(
-        `INSERT INTO ${this.table} (slot_name, table_schema, table_name, status, error, finished_at)
-         SELECT $1, $2, $3, 'skipped', $4, now()
-          WHERE NOT EXISTS (SELECT 1 FROM ${this.table} WHERE slot_name = $1 AND table_schema = $2 AND table_name = $3)`,
-        [this.slot, t.schema, t.table, reason(t)],
-      );
-      if (rowCount === 1) skipped.push(t);
-    }
-    return skipped;
+    // One statement: a crash leaves every table recorded or none (a start that recorded some
+    // would leave the rest, with jobs of the slot in place, to the first-definition rule).
+    const { rows } = await this.client.query<{ table_schema: string; table_name: string }>(
+      `INSERT INTO ${this.table} (slot_name, table_schema, table_name, status, error, finished_at)
+       SELECT $1, t.s, t.n, 'skipped', t.reason, now() FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS t(s, n, reason, ord)
+        WHERE NOT EXISTS (SELECT 1 FROM ${this.table} WHERE slot_name = $1)
+        ORDER BY t.ord
+       RETURNING table_schema, table_name`,
+      [this.slot, tables.map((t) => t.schema), tables.map((t) => t.table), tables.map((t) => reason(t))],
+    );
+    return rows.map((r) => ({ schema: r.table_schema, table: r.table_name }));
   }
 
   /** The oldest unfinished job of the slot (a running one first: it is resumed). */
