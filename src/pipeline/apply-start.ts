@@ -9,7 +9,13 @@ import { RELEASED_MARK, type TransactionAssembler } from './transaction-assemble
  * positions the sink stored with the rows it applied. Those win over the stream's group
  * offsets, which are committed after the sink and may lag it.
  */
-export function startPositions(ctx: ApplyContext, signal: AbortSignal, assembler: TransactionAssembler | undefined): (partitions: readonly number[]) => Promise<Map<number, bigint>> {
+export function startPositions(
+  ctx: ApplyContext,
+  signal: AbortSignal,
+  assembler: TransactionAssembler | undefined,
+  /** Called with the positions the sink stored for the assigned partitions (not with a replay's). */
+  onStored?: (positions: Map<number, bigint>) => void,
+): (partitions: readonly number[]) => Promise<Map<number, bigint>> {
   const { sink, log, options } = ctx;
   const group = options.group;
   let replayFrom = options.from;
@@ -42,6 +48,8 @@ export function startPositions(ctx: ApplyContext, signal: AbortSignal, assembler
     if (assembler && released !== undefined) assembler.resumeAfter(released);
     // A partition the sink never recorded was never applied: start at its beginning.
     const start = new Map(partitions.map((p) => [p, stored.get(p) ?? 0n]));
+    const known = new Map(partitions.flatMap((p) => { const at = stored.get(p); return at === undefined ? [] : [[p, at] as const]; }));
+    if (known.size > 0) onStored?.(known);
     for (const [p, o] of start) assembler?.startAt(p, o);
     log.info({ group, positions: Object.fromEntries([...start].map(([p, o]) => [p, o.toString()])) }, 'partitions assigned');
     return start;

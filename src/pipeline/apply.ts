@@ -106,6 +106,8 @@ export class Apply {
   private pendingOffsets: Map<number, bigint> | null = null;
   private offsetTimer: NodeJS.Timeout | null = null;
   private lastOffsetCommitAt = -Infinity;
+  /** A consumer session is open (this.consumer is its consumer): offsets may be committed to it. */
+  private consumerOpen = false;
 
   constructor(
     private readonly openConsumer: (options: ConsumerOptions) => Promise<StreamConsumer>,
@@ -135,7 +137,10 @@ export class Apply {
     if (signal.aborted) return;
     await this.refreshDeadLetters(signal);
     await this.held.seed();
-    const start = startPositions(this.ctx, signal, this.transactional?.assembler);
+    // The group's offsets lag the sink's positions by up to a second of batches (commitOffsets),
+    // lost to a kill -9; a partition that gets no new record would keep them for good (status,
+    // the embedded stream's retention, a broker's lag tools): they are brought up on assignment.
+    const start = startPositions(this.ctx, signal, this.transactional?.assembler, (stored) => void this.commitOffsets(stored));
     const options: ConsumerOptions = this.sink.storesPositions || this.options.from ? { startPositions: start } : {};
     if (this.transactional) {
       // One apply per group (it reads every partition): what else the group lists at a
@@ -170,6 +175,9 @@ export class Apply {
   private async consume(options: ConsumerOptions, signal: AbortSignal): Promise<void> {
     const consumer = await this.openConsumer(options);
     this.consumer = consumer;
+    this.consumerOpen = true;
+    // Positions learnt while it opened (the sink's, on assignment) waited for it.
+    if (this.pendingOffsets !== null) this.flushOffsets();
     let next: Promise<Polled> | undefined;
     // sync_stream_consumer_lag is measured off the loop, once now and then on a timer: between
     // batches only, a batch waiting on the sink (a lock, an outage retried for as long as it
@@ -209,6 +217,7 @@ export class Apply {
       // The consumer is closed only once nothing reads from it or commits to it any more.
       await next?.catch(() => undefined);
       this.flushOffsets();
+      this.consumerOpen = false;
       await this.offsetCommit;
       await consumer.close().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'closing the stream consumer failed'));
     }
@@ -255,6 +264,8 @@ export class Apply {
   private flushOffsets(): void {
     if (this.offsetTimer !== null) clearTimeout(this.offsetTimer);
     this.offsetTimer = null;
+    // None open (a session's consumer opening, or closed): kept for the next one (consume).
+    if (!this.consumerOpen) return;
     const positions = this.pendingOffsets;
     this.pendingOffsets = null;
     if (positions === null) return;

@@ -499,7 +499,9 @@ async function requestInitialSnapshot(admin: pg.Client, snapshots: SnapshotStore
  * consistent point). Each table without a job of the slot is recorded as `skipped`: without
  * it, capture's first-definition rule (SchemaVersionStore) took every table for one added to
  * the publication by hand and snapshotted it on its first change, table by table, and a table
- * never changed never.
+ * never changed never. Only when the slot has no job at all: `source.snapshot: initial` queues
+ * its jobs before it creates the slot, so a slot with jobs is syncline's (or met before), and
+ * a table without one joined the publication while syncline was stopped.
  */
 async function skipMadeOutside(snapshots: SnapshotStore, options: PostgresSourceOptions, tables: readonly TableName[]): Promise<void> {
   const command = (t: TableName): string => `syncline snapshot ${quoteQualified(t.schema, t.table)} -c <config>`;

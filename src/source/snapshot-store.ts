@@ -104,23 +104,27 @@ export class SnapshotStore {
   }
 
   /**
-   * Records a `skipped` job, with `reason`, for each of `tables` that never had a job of this
-   * slot; returns the tables recorded. For a slot made outside syncline, whose tables' rows
+   * Records a `skipped` job, with `reason`, for each of `tables` when the slot never had any
+   * job; returns the tables recorded. For a slot made outside syncline, whose tables' rows
    * the operator took to the target: a job of the table is what tells capture's
    * first-definition rule (SchemaVersionStore) that the table was not added behind its back.
+   * A slot with jobs was made by syncline (an initial snapshot is queued before the slot) or
+   * had its first start on a slot made outside already: a table without a job joined the
+   * publication since (by hand, while syncline was stopped), and is left to that rule, which
+   * reads it. Recorded as skipped, its rows never reached the target.
    */
   async skipLoadedByOperator(tables: readonly TableName[], reason: (t: TableName) => string): Promise<TableName[]> {
-    const skipped: TableName[] = [];
-    for (const t of tables) {
-      const { rowCount } = await this.client.query(
-        `INSERT INTO ${this.table} (slot_name, table_schema, table_name, status, error, finished_at)
-         SELECT $1, $2, $3, 'skipped', $4, now()
-          WHERE NOT EXISTS (SELECT 1 FROM ${this.table} WHERE slot_name = $1 AND table_schema = $2 AND table_name = $3)`,
-        [this.slot, t.schema, t.table, reason(t)],
-      );
-      if (rowCount === 1) skipped.push(t);
-    }
-    return skipped;
+    // One statement: a crash leaves every table recorded or none (a start that recorded some
+    // would leave the rest, with jobs of the slot in place, to the first-definition rule).
+    const { rows } = await this.client.query<{ table_schema: string; table_name: string }>(
+      `INSERT INTO ${this.table} (slot_name, table_schema, table_name, status, error, finished_at)
+       SELECT $1, t.s, t.n, 'skipped', t.reason, now() FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS t(s, n, reason, ord)
+        WHERE NOT EXISTS (SELECT 1 FROM ${this.table} WHERE slot_name = $1)
+        ORDER BY t.ord
+       RETURNING table_schema, table_name`,
+      [this.slot, tables.map((t) => t.schema), tables.map((t) => t.table), tables.map((t) => reason(t))],
+    );
+    return rows.map((r) => ({ schema: r.table_schema, table: r.table_name }));
   }
 
   /** The oldest unfinished job of the slot (a running one first: it is resumed). */

@@ -65,4 +65,44 @@ describe('apply: stream offsets with positions stored by the sink', () => {
     expect(await after.committed()).toEqual(await stream.endOffsets());
     await after.close();
   });
+
+  it('brings the group up to the positions the sink stored when a partition is assigned (commits lost to a kill -9)', async () => {
+    // Repro (red16b): apply killed -9 within a second of its last batches: the sink stored
+    // their positions, the group's offsets (committed at most once a second) lag. A restarted
+    // apply resumes from the sink's positions; with no new record in a partition, nothing
+    // committed it again: syncline status showed committed 30105 for sink position 45846 (NATS,
+    // caught up) for good, and the embedded stream's retention keeps what the sink applied.
+    const stream = new MemoryStream(2);
+    const producer = await stream.producer();
+    const sink = new MemorySink();
+    const options = {
+      group: 'g', batchSize: 100, batchWaitMs: 5, clock: systemClock, deadLetters: undefined, truncate: 'apply' as const,
+      retry: { maxAttempts: 3, baseMs: 10, maxMs: 20, jitter: false }, endOffsets: () => stream.endOffsets(),
+    };
+    for (let id = 1; id <= 20; id++) await producer.publish([{ key: partitionKeyOf(insert(id)), value: Buffer.from(JSON.stringify(insert(id))) }]);
+    // The first apply: its commits never reach the group (killed before its timer fired).
+    const lost = async (o: Parameters<MemoryStream['consumer']>[1]): Promise<StreamConsumer> => ({ ...(await stream.consumer('g', o)), commit: async () => undefined });
+    const first = new AbortController();
+    const one = new Apply(lost, sink, new Events(), silentLogger(), options).run(first.signal);
+    await waitFor('applied', () => sink.rows('public.t').length === 20, 5000, 5);
+    first.abort();
+    await one;
+    const ends = await stream.endOffsets();
+    expect(await sink.positions('g')).toEqual(ends);
+    // Restarted, nothing new to read.
+    const second = new AbortController();
+    const two = new Apply((o) => stream.consumer('g', o), sink, new Events(), silentLogger(), options).run(second.signal);
+    const committed = async (): Promise<Map<number, bigint>> => {
+      const c = await stream.consumer('g');
+      try {
+        return await c.committed();
+      } finally {
+        await c.close();
+      }
+    };
+    const text = (m: Map<number, bigint>): string => [...m].map(([p, o]) => `${p}:${o}`).sort().join(' ');
+    await waitFor('the group at the sink positions', async () => text(await committed()) === text(ends), 3000, 50, async () => text(await committed()));
+    second.abort();
+    await two;
+  });
 });
