@@ -203,10 +203,14 @@ export class PostgresSource {
       }
       if (snapshots && options.initialSnapshot && slotBefore === undefined) {
         await requestInitialSnapshot(admin, snapshots, options, await tables());
-      } else if (addedToPublication.length > 0) {
-        await snapshotAddedTables(snapshots, options, addedToPublication);
+      } else {
+        // Before the added tables' jobs: with them in place the slot would pass for syncline's own.
+        if (snapshots && slotBefore !== undefined && schemaVersions?.recordedBefore === false) {
+          const added = new Set(addedToPublication.map((t) => `${t.schema}.${t.table}`));
+          await skipMadeOutside(snapshots, options, (await tables()).filter((t) => !added.has(`${t.schema}.${t.table}`)));
+        }
+        if (addedToPublication.length > 0) await snapshotAddedTables(snapshots, options, addedToPublication);
       }
-      if (snapshots && slotBefore !== undefined && schemaVersions?.recordedBefore === false) await skipMadeOutside(snapshots, options, await tables());
       const ready = await readySlot(admin, options, signal, slotBefore);
       log.info({ protocolVersion, streaming: protocolVersion >= 2 }, 'pgoutput protocol negotiated');
       const source = new PostgresSource(
