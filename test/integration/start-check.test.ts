@@ -75,8 +75,11 @@ describe('capture start-up: one check, DDL only when something is missing', () =
     const again = await openRecording(await options(slot));
     expect(ddl(again)).toEqual([]);
     // The check, the schema versions, the DDL history's recording, the slot, the WAL position,
-    // the primary keys, and the partition watch's comparison (an ATTACH made while capture was down).
-    expect(again.length).toBeLessThanOrEqual(7);
+    // the primary keys, and the partition watch's comparison (an ATTACH made while capture was
+    // down); and, as this slot has recorded no definition yet (no change streamed), the
+    // statement that records a slot made outside syncline's tables as skipped (3115b99), which
+    // inserts nothing for a slot with snapshot jobs. A restart after changes sends 7.
+    expect(again.length).toBeLessThanOrEqual(8);
   });
 
   it('brings an older bookkeeping up to date: a missing column, an outdated DDL history function, a dropped index', async () => {
