@@ -5,6 +5,7 @@ import { PrerequisiteError } from '../core/errors.js';
 import { parseTableName, type TableName } from '../core/sql.js';
 import { sourceConnection } from '../compose/source-connection.js';
 import { publicationTables } from '../source/catalog.js';
+import { ensurePublication } from '../source/publication.js';
 import { slotInAnotherDatabase, slotNameTaken, slotState } from '../source/slot.js';
 import { SnapshotStore } from '../source/snapshot-store.js';
 
@@ -40,6 +41,10 @@ export async function resync(config: SynclineConfig, options: { force?: boolean 
     const store = new SnapshotStore(client, config.source.state_schema, slot.name);
     await store.prepare();
     let tables: TableName[] = slot.tables.map((t) => parseTableName(t));
+    // The publication before the slot: the walsender reads it as of each change it decodes, so
+    // a slot made while it is missing (dropped, the case capture sends here) fails on every
+    // change committed before the next start creates it, as the old slot did.
+    await ensurePublication(client, slot.publication, tables, slot.create_publication);
     if (tables.length === 0) tables = await publicationTables(client, slot.publication);
     // Snapshots first, then the slot: the snapshot's watermarks come after the slot's start.
     const ids: string[] = [];

@@ -79,7 +79,7 @@ export class ReplicationStream {
       if (e.code === '42704' && /publication/.test(e.message ?? '')) {
         throw new PrerequisiteError(
           `replication from slot ${o.slot} failed: ${e.message ?? String(err)} (it was dropped while the slot had changes to send after that point, which the slot cannot decode past, even with the publication created again)`,
-          'run: syncline resync -c <config> (new slot + snapshot of every table), then syncline run, then syncline repair (removes rows deleted meanwhile)',
+          'run: syncline resync --force -c <config> (the slot is healthy, so --force: publication, new slot and a snapshot of every table), then syncline run, then syncline repair (removes rows deleted meanwhile)',
         );
       }
       // 55006 object_in_use: another process streams this slot. A connection lost otherwise
