@@ -14,6 +14,7 @@ import { applyInLanes, type LanesFailed } from './apply-lanes.js';
 import { startPositions } from './apply-start.js';
 import { TransactionalApply, transactionsOf } from './apply-transactional.js';
 import { decodeRecords, rawOf, type RecordDecoder } from './decode-records.js';
+import { GroupOffsets } from './group-offsets.js';
 import { HeldTables } from './held-tables.js';
 import type { WriterBoundaries } from './writer-boundaries.js';
 import { blockedError, emptyOutcome, letterOf, maxDeliverError, PoisonIsolation, supersedesRow, tableBlockedError, truncateParked } from './poison.js';
@@ -33,8 +34,6 @@ const ORPHANS_PER_PASS = 1000;
 
 /** A consumer session that ran this long before failing starts the backoff afresh. */
 const HEALTHY_SESSION_MS = 60_000;
-/** With positions stored by the sink, the stream's group offsets are committed at most this often (see commitOffsets). */
-const OFFSET_COMMIT_INTERVAL_MS = 1000;
 
 export interface ApplyOptions {
   group: string;
@@ -100,14 +99,7 @@ export class Apply {
   private readonly transactional: TransactionalApply | undefined;
   private readonly held: HeldTables;
   private readonly poison: PoisonIsolation;
-  /** The stream offset commit in flight (see commitOffsets). */
-  private offsetCommit: Promise<void> = Promise.resolve();
-  /** Positions not yet committed to the stream's group, with the timer that commits them (see commitOffsets). */
-  private pendingOffsets: Map<number, bigint> | null = null;
-  private offsetTimer: NodeJS.Timeout | null = null;
-  private lastOffsetCommitAt = -Infinity;
-  /** A consumer session is open (this.consumer is its consumer): offsets may be committed to it. */
-  private consumerOpen = false;
+  private readonly groupOffsets: GroupOffsets;
 
   constructor(
     private readonly openConsumer: (options: ConsumerOptions) => Promise<StreamConsumer>,
@@ -128,6 +120,7 @@ export class Apply {
     this.transactional = options.transactional ? new TransactionalApply(this.ctx, () => this.consumer, (r, s, p, d) => this.applyBatch(r, s, p, d)) : undefined;
     this.held = new HeldTables(this.ctx);
     this.poison = new PoisonIsolation(this.ctx, this.held, this.transactional !== undefined);
+    this.groupOffsets = new GroupOffsets(sink.storesPositions, options.clock, log);
   }
 
   async run(signal: AbortSignal): Promise<void> {
@@ -137,10 +130,10 @@ export class Apply {
     if (signal.aborted) return;
     await this.refreshDeadLetters(signal);
     await this.held.seed();
-    // The group's offsets lag the sink's positions by up to a second of batches (commitOffsets),
+    // The group's offsets lag the sink's positions by up to a second of batches (GroupOffsets),
     // lost to a kill -9; a partition that gets no new record would keep them for good (status,
     // the embedded stream's retention, a broker's lag tools): they are brought up on assignment.
-    const start = startPositions(this.ctx, signal, this.transactional?.assembler, (stored) => void this.commitOffsets(stored));
+    const start = startPositions(this.ctx, signal, this.transactional?.assembler, (stored) => void this.groupOffsets.commit(stored));
     const options: ConsumerOptions = this.sink.storesPositions || this.options.from ? { startPositions: start } : {};
     if (this.transactional) {
       // One apply per group (it reads every partition): what else the group lists at a
@@ -175,9 +168,7 @@ export class Apply {
   private async consume(options: ConsumerOptions, signal: AbortSignal): Promise<void> {
     const consumer = await this.openConsumer(options);
     this.consumer = consumer;
-    this.consumerOpen = true;
-    // Positions learnt while it opened (the sink's, on assignment) waited for it.
-    if (this.pendingOffsets !== null) this.flushOffsets();
+    this.groupOffsets.opened(consumer);
     let next: Promise<Polled> | undefined;
     // sync_stream_consumer_lag is measured off the loop, once now and then on a timer: between
     // batches only, a batch waiting on the sink (a lock, an outage retried for as long as it
@@ -216,9 +207,7 @@ export class Apply {
       clearInterval(lagTimer);
       // The consumer is closed only once nothing reads from it or commits to it any more.
       await next?.catch(() => undefined);
-      this.flushOffsets();
-      this.consumerOpen = false;
-      await this.offsetCommit;
+      await this.groupOffsets.closing();
       await consumer.close().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'closing the stream consumer failed'));
     }
   }
@@ -229,53 +218,6 @@ export class Apply {
     const records = await consumer.poll(this.options.batchSize * this.lanes(), this.options.batchWaitMs, ahead ? { ahead } : undefined);
     if (this.transactional || records.length === 0) return { records, decoded: undefined };
     return { records, decoded: await decodeRecords(this.ctx, records, signal) };
-  }
-
-  /**
-   * Commits the stream's group offsets after the sink stored its positions: at most one
-   * commit is in flight, so they land in order. A sink without stored positions resumes from
-   * these offsets: each batch's are committed and awaited. With stored positions they only
-   * inform (`syncline status`, the embedded stream's retention, a broker's own tools), so they
-   * are committed without holding up the next batch and at most once per
-   * OFFSET_COMMIT_INTERVAL_MS, the newest positions merged: on the embedded stream each commit
-   * is a file rewritten with two fsyncs, ~10 file operations, which at a light load (a batch
-   * every 10 ms) cost ~10 % of a core (latency bench at 5k changes/s: 46-52 % against 59 %).
-   */
-  private async commitOffsets(positions: Map<number, bigint>): Promise<void> {
-    if (!this.sink.storesPositions) {
-      await this.offsetCommit;
-      this.offsetCommit = this.commitTo(this.consumer, positions);
-      await this.offsetCommit;
-      return;
-    }
-    if (this.pendingOffsets === null) this.pendingOffsets = new Map(positions);
-    else for (const [p, o] of positions) this.pendingOffsets.set(p, o);
-    if (this.offsetTimer !== null) return;
-    const wait = this.lastOffsetCommitAt + OFFSET_COMMIT_INTERVAL_MS - this.options.clock.now();
-    if (wait <= 0) {
-      this.flushOffsets();
-      return;
-    }
-    this.offsetTimer = setTimeout(() => this.flushOffsets(), wait);
-    this.offsetTimer.unref();
-  }
-
-  /** Commits the pending positions after the commit in flight (also when a consumer session ends). */
-  private flushOffsets(): void {
-    if (this.offsetTimer !== null) clearTimeout(this.offsetTimer);
-    this.offsetTimer = null;
-    // None open (a session's consumer opening, or closed): kept for the next one (consume).
-    if (!this.consumerOpen) return;
-    const positions = this.pendingOffsets;
-    this.pendingOffsets = null;
-    if (positions === null) return;
-    this.lastOffsetCommitAt = this.options.clock.now();
-    const consumer = this.consumer;
-    this.offsetCommit = this.offsetCommit.then(() => this.commitTo(consumer, positions));
-  }
-
-  private commitTo(consumer: StreamConsumer, positions: Map<number, bigint>): Promise<void> {
-    return consumer.commit(positions).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'stream offset commit failed (sink positions are authoritative)'));
   }
 
   /**
@@ -376,7 +318,7 @@ export class Apply {
       this.events.emit('apply:batch:applied', { changes: items.map((i) => i.change), outcome, records: records.length, duplicates, seconds, at: this.options.clock.now() });
     }
     for (const [p, o] of positions) this.applied.set(p, o);
-    await this.commitOffsets(positions);
+    await this.groupOffsets.commit(positions);
   }
 
   /**
