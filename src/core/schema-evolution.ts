@@ -34,6 +34,13 @@ export interface DefinitionLookup {
    * older than `version`. Throws when the source cannot be reached.
    */
   history(schema: string, table: string, version: number): Promise<TableDefinition[]>;
+  /**
+   * Whether capture may still record a definition carried by changes committed at these LSNs
+   * (not all of the source's slots confirmed past one of them, and the source's WAL reaches
+   * it). False means a definition not recorded by now never will be. Throws when the source
+   * cannot be reached.
+   */
+  mayStillRecord?(commitLsns: readonly string[]): Promise<boolean>;
 }
 
 /**

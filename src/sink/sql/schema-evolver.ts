@@ -1,5 +1,5 @@
 import { tableLabeler, tableLabelOf, type ChangeEvent, type Row } from '../../core/change.js';
-import { errorMessage, StructuralError } from '../../core/errors.js';
+import { errorMessage, StructuralError, SynclineError } from '../../core/errors.js';
 import {
   planEvolution,
   renamesSince,
@@ -58,20 +58,21 @@ export class SchemaEvolver<C, T extends SqlTable> {
   async prepare(changes: readonly ChangeEvent[]): Promise<Prepared> {
     const versions = new Map<string, number>();
     if (this.options.mode === 'none') return { changes, versions };
-    const newestOf = new Map<string, { schema: string; table: string; version: number }>();
+    const newestOf = new Map<string, { schema: string; table: string; version: number; commitLsns: string[] }>();
     const labelOf = tableLabeler();
     for (const c of changes) {
       const label = labelOf(c);
       const seen = newestOf.get(label);
-      if (!seen || seen.version < c._schema_version) newestOf.set(label, { schema: c.schema, table: c.table, version: c._schema_version });
+      if (!seen || seen.version < c._schema_version) newestOf.set(label, { schema: c.schema, table: c.table, version: c._schema_version, commitLsns: [c.commit_lsn] });
+      else if (seen.version === c._schema_version) seen.commitLsns.push(c.commit_lsn);
     }
-    for (const [label, { schema, table, version }] of newestOf) {
+    for (const [label, { schema, table, version, commitLsns }] of newestOf) {
       let known = this.histories.get(label);
       if (version <= 1 && !known) {
         known = await this.laterThanFirst(label, schema, table);
         if (!known) continue;
       }
-      if (!known || newestVersion(known) < version) this.histories.set(label, await this.read(label, schema, table, version));
+      if (!known || newestVersion(known) < version) this.histories.set(label, await this.read(label, schema, table, version, commitLsns));
     }
     // Decided in one go, after every read: a concurrent batch (apply lanes) may have read a
     // newer definition meanwhile, and the changes are presented in exactly the definitions
@@ -106,20 +107,36 @@ export class SchemaEvolver<C, T extends SqlTable> {
   }
 
   /**
-   * The table's definitions up to `version`. Capture records a definition while it publishes
-   * the first changes that carry it, so a change may arrive a moment before its definition is
-   * readable: wait for it a little. Not readable (the source unreachable, or still not
-   * recorded): the table is held and tried again.
+   * The table's definitions up to `version` (carried by the changes committed at
+   * `commitLsns`). Capture records a definition while it publishes the first changes that
+   * carry it, so a change may arrive a moment before its definition is readable: wait for it
+   * a little. Not readable (the source unreachable, or still not recorded): the table is held
+   * and tried again. But a version capture cannot be recording any more, or not yet (every
+   * change carrying it is at an LSN its slots were confirmed past, which capture does only
+   * once the definition is stored, or beyond the source's WAL), is no table's problem: one
+   * record that is not capture's (another producer's, a hand-made one) held every later change
+   * of its table in the dead-letter queue, for good. It is that change's error
+   * (SCHEMA_UNKNOWN, permanent): poison isolation dead-letters it alone and the table flows.
    */
-  private async read(label: string, schema: string, table: string, version: number): Promise<TableDefinition[]> {
+  private async read(label: string, schema: string, table: string, version: number, commitLsns: readonly string[]): Promise<TableDefinition[]> {
     let problem: string;
     const deadline = Date.now() + RECORDING_WAIT_MS;
+    let recordable: boolean | undefined;
     for (;;) {
       try {
         const history = withKnownAttnums(await this.options.definitions.history(schema, table, version));
         if (newestVersion(history) >= version) return history;
         problem = `_schema_version ${version} is not recorded in the source's schema_versions`;
+        recordable ??= (await this.options.definitions.mayStillRecord?.(commitLsns)) ?? true;
+        if (!recordable) {
+          throw new SynclineError(
+            'SCHEMA_UNKNOWN',
+            `change of ${label} carries _schema_version ${version}, which capture never recorded for this table (newest: ${newestVersion(history)}) and cannot be recording: its commit LSN ${commitLsns[0] ?? '?'} is one the source's slots were confirmed past, or beyond the source's WAL; not a change capture wrote from this source.\n  fix: find what else writes to the stream (stream.topic, stream.path); replay the entry (syncline dlq replay) once its definition is recorded, or purge it`,
+            { retriable: false },
+          );
+        }
       } catch (err) {
+        if (err instanceof SynclineError && err.code === 'SCHEMA_UNKNOWN') throw err;
         // Unreachable: no use waiting here (the held table is tried again later).
         problem = errorMessage(err);
         break;
