@@ -37,14 +37,15 @@ export async function resync(config: SynclineConfig, options: { force?: boolean 
     }
     // Another pipeline's slot of this name: creating ours below would fail with the server's bare error.
     if (!state && (await slotInAnotherDatabase(client, slot.name))) throw slotNameTaken(slot.name);
-    if (state) await client.query('SELECT pg_drop_replication_slot($1)', [slot.name]);
-    const store = new SnapshotStore(client, config.source.state_schema, slot.name);
-    await store.prepare();
     let tables: TableName[] = slot.tables.map((t) => parseTableName(t));
     // The publication before the slot: the walsender reads it as of each change it decodes, so
     // a slot made while it is missing (dropped, the case capture sends here) fails on every
-    // change committed before the next start creates it, as the old slot did.
+    // change committed before the next start creates it, as the old slot did. And before the
+    // old slot is dropped: refused (a table missing, create_publication off), it keeps the slot.
     await ensurePublication(client, slot.publication, tables, slot.create_publication);
+    if (state) await client.query('SELECT pg_drop_replication_slot($1)', [slot.name]);
+    const store = new SnapshotStore(client, config.source.state_schema, slot.name);
+    await store.prepare();
     if (tables.length === 0) tables = await publicationTables(client, slot.publication);
     // Snapshots first, then the slot: the snapshot's watermarks come after the slot's start.
     const ids: string[] = [];

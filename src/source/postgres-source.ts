@@ -12,7 +12,7 @@ import type { Logger } from '../log/logger.js';
 import { primaryKeys, publicationTables as readPublicationTables, type PrimaryKeys } from './catalog.js';
 import { acquireCaptureLeadership } from './leader-lock.js';
 import { protocolVersionFor, requireLogicalReplication } from './prerequisites.js';
-import { ensurePublication, publishedRelationsSql, publishesSql } from './publication.js';
+import { ensurePublication, publishedRelationsSql, publishesSql, unpublished } from './publication.js';
 import { startCheck } from './start-check.js';
 import type { StateFacts } from './state-facts.js';
 import { OUTPUT_SETTINGS, ReplicationStream } from './replication-stream.js';
@@ -150,9 +150,11 @@ export class PostgresSource {
       requireLogicalReplication(check.walLevel);
       const { serverVersion } = check;
       let publicationTables: readonly TableName[] | undefined = check.publicationTables;
-      let addedToPublication: readonly TableName[] = [];
-      if (!check.publicationInPlace) {
-        addedToPublication = await ensurePublication(admin, options.publication, options.tables, options.createPublication);
+      let publicationReady = check.publicationInPlace;
+      if (!publicationReady) {
+        // Created (or refused) now; configured tables it lacks are added below, by the leader,
+        // once the slot's jobs say what the tables already published need (skipMadeOutside).
+        await ensurePublication(admin, options.publication, options.tables, options.createPublication, { addMissing: false });
         publicationTables = undefined; // it may have been created or altered: read again when needed
       }
       let state = check.state;
@@ -169,6 +171,7 @@ export class PostgresSource {
         const again = await startCheck(admin, { tables: options.tables, publication: options.publication, slot, stateSchema: options.stateSchema, lead: false });
         state = again.state;
         publicationTables = again.publicationTables;
+        publicationReady = again.publicationInPlace;
       }
       log.info({ slot }, 'capture leader for this slot');
       const protocolVersion = options.protocolVersion ?? protocolVersionFor(serverVersion);
@@ -202,14 +205,20 @@ export class PostgresSource {
         throw slotDropped(options);
       }
       if (snapshots && options.initialSnapshot && slotBefore === undefined) {
+        if (!publicationReady) await ensurePublication(admin, options.publication, options.tables, options.createPublication);
+        publicationTables = undefined;
         await requestInitialSnapshot(admin, snapshots, options, await tables());
       } else {
-        // Before the added tables' jobs: with them in place the slot would pass for syncline's own.
+        // Before the configured tables are added to the publication: with their jobs in place
+        // the slot would pass for syncline's own, and once added (a start that ended before
+        // their jobs) they would pass for tables the operator loaded and be skipped.
         if (snapshots && slotBefore !== undefined && schemaVersions?.recordedBefore === false) {
-          const added = new Set(addedToPublication.map((t) => `${t.schema}.${t.table}`));
+          const missing = publicationReady ? [] : await unpublished(admin, options.publication, await tables());
+          const added = new Set(missing.map((t) => `${t.schema}.${t.table}`));
           await skipMadeOutside(snapshots, options, (await tables()).filter((t) => !added.has(`${t.schema}.${t.table}`)));
         }
-        if (addedToPublication.length > 0) await snapshotAddedTables(snapshots, options, addedToPublication);
+        if (!publicationReady) await addToPublication(admin, snapshots, options);
+        publicationTables = undefined;
       }
       const ready = await readySlot(admin, options, signal, slotBefore);
       log.info({ protocolVersion, streaming: protocolVersion >= 2 }, 'pgoutput protocol negotiated');
@@ -518,6 +527,23 @@ async function skipMadeOutside(snapshots: SnapshotStore, options: PostgresSource
     { slot: options.slot, tables: skipped.map((t) => `${t.schema}.${t.table}`), fix: `to read a table's existing rows: ${command(skipped[0] as TableName)}` },
     'the slot existed before syncline streamed from it: no initial snapshot (the rows already in its tables are taken as at the target)',
   );
+}
+
+/**
+ * Adds the configured tables the publication lacks and queues their snapshots (or logs the
+ * command) in one transaction: a start that ends between the two cannot leave a table
+ * published with no job, which the next start would take for one already published before.
+ */
+async function addToPublication(admin: pg.Client, snapshots: SnapshotStore | undefined, options: PostgresSourceOptions): Promise<void> {
+  await admin.query('BEGIN');
+  try {
+    const added = await ensurePublication(admin, options.publication, options.tables, options.createPublication);
+    if (added.length > 0) await snapshotAddedTables(snapshots, options, added);
+    await admin.query('COMMIT');
+  } catch (err) {
+    await admin.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
 }
 
 /**

@@ -11,9 +11,11 @@ import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
  * own name, as its snapshot does, whatever the target makes of partitions (a plain table,
  * another partitioning, MySQL); an existing publication of syncline's is switched to it.
  * Resolves the tables it added to an existing publication: their rows from before are in no
- * change the slot will send (the caller has them read by a snapshot).
+ * change the slot will send (the caller has them read by a snapshot). `addMissing: false`
+ * leaves them out (still refused without `create`): capture adds them once it leads and has
+ * recorded what the slot's other tables need (PostgresSource.open).
  */
-export async function ensurePublication(client: pg.Client, name: string, tables: readonly TableName[], create: boolean): Promise<TableName[]> {
+export async function ensurePublication(client: pg.Client, name: string, tables: readonly TableName[], create: boolean, options: { addMissing?: boolean } = {}): Promise<TableName[]> {
   for (const t of tables) {
     const { rows } = await client.query('SELECT to_regclass($1) AS oid', [quoteQualified(t.schema, t.table)]);
     if (!rows[0]?.oid) {
@@ -40,8 +42,7 @@ export async function ensurePublication(client: pg.Client, name: string, tables:
     await client.query(fix);
   }
   if (pub.puballtables || tables.length === 0) return [];
-  const missing: TableName[] = [];
-  for (const t of tables) if (!(await isPublished(client, name, t))) missing.push(t);
+  const missing = await unpublished(client, name, tables);
   if (missing.length === 0) return [];
   if (!create) {
     throw new PrerequisiteError(
@@ -49,7 +50,15 @@ export async function ensurePublication(client: pg.Client, name: string, tables:
       `ALTER PUBLICATION ${quoteIdent(name)} ADD TABLE ${missing.map((t) => quoteQualified(t.schema, t.table)).join(', ')}`,
     );
   }
+  if (options.addMissing === false) return [];
   await client.query(`ALTER PUBLICATION ${quoteIdent(name)} ADD TABLE ${missing.map((t) => quoteQualified(t.schema, t.table)).join(', ')}`);
+  return missing;
+}
+
+/** The tables of `tables` that publication `name` (an existing one, not FOR ALL TABLES) does not publish. */
+export async function unpublished(client: pg.ClientBase, name: string, tables: readonly TableName[]): Promise<TableName[]> {
+  const missing: TableName[] = [];
+  for (const t of tables) if (!(await isPublished(client, name, t))) missing.push(t);
   return missing;
 }
 
