@@ -213,7 +213,7 @@ export class ChangeBuilder {
       });
     }
     // syncline's own tables produce no events, so their definitions are not versioned.
-    const schemaVersion = this.ignoredSchemas.has(msg.schema) ? 0 : this.versions.versionOf(msg.schema, msg.name, msg.columns, lsn);
+    const schemaVersion = this.ignoredSchemas.has(msg.schema) ? 0 : this.versions.versionOf(msg.schema, msg.name, msg.columns, lsn, msg.relationId);
     if (schemaVersion !== 0) this.definitions?.record(msg.schema, msg.name, schemaVersion, msg.columns, (_, i) => keyIndexes.includes(i));
     const info = { message: msg, keyIndexes, schemaVersion };
     if (this.streamed) {

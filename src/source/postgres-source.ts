@@ -643,7 +643,9 @@ async function prepareSchemaVersions(
     }, (r) => {
       options.log.warn(
         { table: `${r.schema}.${r.table}`, snapshot: r.job, fix: `list it in source.slots[0].tables (syncline then keeps it in the publication)` },
-        'table met in the stream without a snapshot (added to the publication by hand?): its rows not changed since are read by a snapshot',
+        r.recreated
+          ? 'table met in the stream as another relation than the one replicated under its name (dropped and created again, then added to the publication by hand?): its rows not changed since are read by a snapshot; the old table\'s rows stay at the target'
+          : 'table met in the stream without a snapshot (added to the publication by hand?): its rows not changed since are read by a snapshot',
       );
     });
   } catch (err) {

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { formatLsn, parseLsn, type Lsn } from '../core/lsn.js';
-import { SchemaVersionHistory, type ColumnType, type SchemaVersionEntry, type SchemaVersionRegistry } from '../core/schema-version.js';
+import { RelationIds, SchemaVersionHistory, type ColumnType, type RelationChange, type SchemaVersionEntry, type SchemaVersionRegistry } from '../core/schema-version.js';
 import type { RecordedColumn, TableDefinition } from '../core/schema-evolution.js';
 import { quoteIdent, quoteLiteral, quoteQualified, type TableName } from '../core/sql.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
@@ -11,7 +11,7 @@ import { hasRelation, type StateFacts } from './state-facts.js';
 /** The table's name in the state schema. */
 export const SCHEMA_VERSIONS_TABLE = 'schema_versions';
 /** Columns that prepare() adds to a table created by an older version (the table is in place with them). */
-const ADDED_COLUMNS = ['columns'];
+const ADDED_COLUMNS = ['columns', 'relid', 'relid_lsn'];
 
 /**
  * The `columns` of a recorded definition, one RecordedColumn per column in order: the type
@@ -50,9 +50,13 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
         request: boolean;
         report: (report: BackfillReport) => void;
         reportRename?: (report: RenameReport) => void;
-        reportUnsnapshotted?: (report: { schema: string; table: string; job: string }) => void;
+        reportUnsnapshotted?: (report: UnsnapshottedReport) => void;
       }
     | undefined;
+  /** Which relation each table name stands for (see versionOf). */
+  private relations = new RelationIds();
+  /** The entries history.versionOf made in the call being served (set by its onNew). */
+  private readonly fresh: SchemaVersionEntry[] = [];
 
   constructor(
     private readonly client: pg.ClientBase,
@@ -84,6 +88,10 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
       // Added later: the definition's columns, [{name, type, type_oid, typmod, attnum, not_null, key}]
       // (type: format_type text), for `syncline schemas` and schema evolution at the sink.
       await this.client.query(`ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS columns jsonb`);
+      // Added later: the relation (pg_class oid, the Relation message's relid) last seen under
+      // the name and the WAL position from which it was (RelationIds), on the name's newest
+      // row; null: recorded before relids were, taken as the relation seen next.
+      await this.client.query(`ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS relid oid, ADD COLUMN IF NOT EXISTS relid_lsn pg_lsn`);
       // A column added here joins ADDED_COLUMNS, or a table without it is taken as in place.
     });
   }
@@ -113,19 +121,29 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
     request: boolean,
     report: (report: BackfillReport) => void,
     reportRename?: (report: RenameReport) => void,
-    reportUnsnapshotted?: (report: { schema: string; table: string; job: string }) => void,
+    reportUnsnapshotted?: (report: UnsnapshottedReport) => void,
   ): void {
     this.backfill = { request, report, reportRename, reportUnsnapshotted };
   }
 
   /** Reads the recorded definitions; call once before capture starts. */
   async load(): Promise<void> {
-    const { rows } = await this.client.query<{ table_schema: string; table_name: string; version: number; signature: string; first_lsn: string }>(
-      `SELECT table_schema, table_name, version, signature, first_lsn::text FROM ${this.table} WHERE slot_name = $1`,
+    const { rows } = await this.client.query<{ table_schema: string; table_name: string; version: number; signature: string; first_lsn: string; relid: number | null; relid_lsn: string | null }>(
+      `SELECT table_schema, table_name, version, signature, first_lsn::text, relid, relid_lsn::text FROM ${this.table} WHERE slot_name = $1`,
       [this.slot],
     );
     const entries: SchemaVersionEntry[] = rows.map((r) => ({ schema: r.table_schema, table: r.table_name, version: r.version, signature: r.signature, lsn: parseLsn(r.first_lsn) }));
-    this.history = new SchemaVersionHistory(entries, (e) => this.record(e));
+    this.history = new SchemaVersionHistory(entries, (e) => this.fresh.push(e));
+    // Each name's newest sighting (a name's rows of older versions keep earlier ones).
+    const sightings = new Map<string, { schema: string; table: string; relid: number; since: Lsn }>();
+    for (const r of rows) {
+      if (r.relid === null || r.relid_lsn === null) continue;
+      const since = parseLsn(r.relid_lsn);
+      const key = JSON.stringify([r.table_schema, r.table_name]);
+      const had = sightings.get(key);
+      if (!had || had.since < since) sightings.set(key, { schema: r.table_schema, table: r.table_name, relid: Number(r.relid), since });
+    }
+    this.relations = new RelationIds([...sightings.values()]);
     this.recordedBefore = entries.length > 0;
   }
 
@@ -135,8 +153,24 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
    */
   recordedBefore = false;
 
-  versionOf(schema: string, table: string, columns: readonly ColumnType[], lsn: Lsn): number {
-    return this.history.versionOf(schema, table, columns, lsn);
+  /**
+   * With `relid` (a Relation message's), also tells a relation new under a recorded name from
+   * the one recorded (RelationIds): a table dropped and created again with the same columns,
+   * or renamed back to a name it had, has the same definition under that name, so versions
+   * alone see nothing, while the target's table of the name lacks the rows the slot never
+   * sent it. Such a relation is handled much as a first definition (newRelationSql), but keeps the version number: its columns are the same, so the events are the same shape
+   * and a sink (schema evolution, a registry's subject) has nothing new to learn; a new
+   * number would only make every consumer take a definition change that is none. The relid
+   * is recorded on the name's newest row instead.
+   */
+  versionOf(schema: string, table: string, columns: readonly ColumnType[], lsn: Lsn, relid?: number): number {
+    const change = relid === undefined ? undefined : this.relations.see(schema, table, relid, lsn);
+    this.fresh.length = 0;
+    const version = this.history.versionOf(schema, table, columns, lsn, relid);
+    const made = this.fresh.splice(0);
+    for (const e of made) this.record(e, change);
+    if (made.length === 0 && relid !== undefined && change && change.kind !== 'same') this.recordRelation(schema, table, version, relid, lsn, change);
+    return version;
   }
 
   stored(): Promise<void> {
@@ -147,7 +181,7 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
     this.listeners.push(listener);
   }
 
-  private record(e: SchemaVersionEntry): void {
+  private record(e: SchemaVersionEntry, change: RelationChange | undefined): void {
     for (const l of this.listeners) l(e);
     // Only the slot's leader (leader-lock.ts) writes, after loading: a row is never contested.
     // The columns' type names come from format_type; attnum, NOT NULL and the primary key from
@@ -155,23 +189,21 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
     this.writes = this.writes.then(async () => {
       const cols = e.columns ?? [];
       const known = this.ddlHistory && cols.length > 0 ? definitionAt(await historyBefore(this.client, this.schema, e, e.lsn), cols) : undefined;
-      const insert = `INSERT INTO ${this.table} (slot_name, table_schema, table_name, version, signature, first_lsn, columns)
-         SELECT $1, $2, $3, $4, $5, $6::pg_lsn, ${RECORDED_COLUMNS}
+      const insert = `INSERT INTO ${this.table} (slot_name, table_schema, table_name, version, signature, first_lsn, columns, relid, relid_lsn)
+         SELECT $1, $2, $3, $4, $5, $6::pg_lsn, ${RECORDED_COLUMNS}, $12::oid, CASE WHEN $12::oid IS NULL THEN NULL ELSE $6::pg_lsn END
          ON CONFLICT (slot_name, table_schema, table_name, version) DO NOTHING`;
-      const params = [this.slot, e.schema, e.table, e.version, e.signature, formatLsn(e.lsn), cols.map((c) => c.name), cols.map((c) => c.typeOid), cols.map((c) => c.typeMod), quoteQualified(e.schema, e.table), known ? JSON.stringify(known) : null];
+      const params = [
+        this.slot, e.schema, e.table, e.version, e.signature, formatLsn(e.lsn), cols.map((c) => c.name), cols.map((c) => c.typeOid), cols.map((c) => c.typeMod),
+        quoteQualified(e.schema, e.table), known ? JSON.stringify(known) : null, e.relid ?? null,
+      ];
       const backfill = this.backfill;
-      if (backfill && e.version === 1) {
-        if (backfill.request && this.schemaPublications === undefined) {
-          const v = await this.client.query<{ yes: boolean }>("SELECT current_setting('server_version_num')::int >= 150000 AS yes");
-          this.schemaPublications = v.rows[0]?.yes === true;
-        }
-        const { rows } = await this.client.query<{ renamed: string | null; renamed_schema: string | null; job: string | null }>(this.firstDefinitionSql(insert, backfill.request), params);
-        const r = rows[0];
-        if (r?.renamed != null && r.renamed_schema != null) {
-          backfill.reportRename?.({ schema: e.schema, table: e.table, from: { schema: r.renamed_schema, table: r.renamed }, job: r.job });
-        } else if (r?.job != null) {
-          backfill.reportUnsnapshotted?.({ schema: e.schema, table: e.table, job: r.job });
-        }
+      // A first definition; or a new one of another relation than the name's (recreated with
+      // other columns, renamed back and altered): read whole like a first one (backfillSql's
+      // columns would be a part of what it lacks).
+      if (backfill && (e.version === 1 || change?.kind === 'new')) {
+        const from = change?.from;
+        const sql = e.version === 1 ? this.firstDefinitionSql(insert, backfill.request) : this.newRelationSql(insert, backfill.request, '$10', '$13', '$14');
+        await this.firstOf(e.schema, e.table, sql, [...params, from?.schema ?? null, from?.table ?? null], e.version > 1);
         return;
       }
       if (!backfill || e.version < 2) {
@@ -187,6 +219,45 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
   }
 
   /**
+   * Records `relid` on the name's newest row (`version`), and for another relation than the
+   * one recorded under the name (`change` 'new') queues its snapshot under newRelationSql's
+   * rules, in the same statement: a crash cannot record one without the other, and WAL
+   * replayed after it finds the relid recorded (RelationIds), so it queues nothing twice.
+   */
+  private recordRelation(schema: string, table: string, version: number, relid: number, lsn: Lsn, change: RelationChange): void {
+    this.writes = this.writes.then(async () => {
+      const update = `UPDATE ${this.table} SET relid = $6::oid, relid_lsn = $5::pg_lsn
+         WHERE slot_name = $1 AND table_schema = $2 AND table_name = $3 AND version = $4 AND (relid, relid_lsn) IS DISTINCT FROM ($6::oid, $5::pg_lsn)`;
+      const params = [this.slot, schema, table, version, formatLsn(lsn), relid];
+      const backfill = this.backfill;
+      if (change.kind !== 'new' || !backfill) {
+        await this.client.query(update, params);
+        return;
+      }
+      const sql = this.newRelationSql(update, backfill.request, '$7', '$8', '$9');
+      await this.firstOf(schema, table, sql, [...params, quoteQualified(schema, table), change.from?.schema ?? null, change.from?.table ?? null], true);
+    });
+    this.writes.catch(() => undefined);
+  }
+
+  /** Runs `sql` (firstDefinitionSql, newRelationSql) and reports the rename or the snapshot it found; `recreated`: not a first definition of the name. */
+  private async firstOf(schema: string, table: string, sql: string, params: unknown[], recreated: boolean): Promise<void> {
+    const backfill = this.backfill;
+    if (!backfill) return;
+    if (backfill.request && this.schemaPublications === undefined) {
+      const v = await this.client.query<{ yes: boolean }>("SELECT current_setting('server_version_num')::int >= 150000 AS yes");
+      this.schemaPublications = v.rows[0]?.yes === true;
+    }
+    const { rows } = await this.client.query<{ renamed: string | null; renamed_schema: string | null; job: string | null }>(sql, params);
+    const r = rows[0];
+    if (r?.renamed != null && r.renamed_schema != null) {
+      backfill.reportRename?.({ schema, table, from: { schema: r.renamed_schema, table: r.renamed }, job: r.job });
+    } else if (r?.job != null) {
+      backfill.reportUnsnapshotted?.({ schema, table, job: r.job, recreated });
+    }
+  }
+
+  /**
    * `insert` (the first definition of a table name) followed, when it inserted the row, by the
    * name the same relation had before (with the DDL history: the newest entry of its relid,
    * at or before the definition, under another name that this slot recorded definitions of)
@@ -198,7 +269,9 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
    * from the definition, or by hand) held just the rows changed since, for good, silently.
    * Tables capture snapshots itself (initial, added to source.slots[].tables, `syncline
    * snapshot`) have their job queued before their first change is read. Without the DDL
-   * history a rename is reported as a table never read.
+   * history (or when it missed the rename), the name the slot last saw the relation's relid
+   * under (RelationIds: `$13`, `$14`) is taken; a rename it cannot tell either way (names
+   * recorded before relids were) is reported as a table never read.
    */
   /**
    * SQL (` AND ...`): the table joined the publication with rows the slot never sent. By name
@@ -216,19 +289,20 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
    * A table met through `FOR ALL TABLES` was created since capture started (one that existed
    * was in the initial snapshot). Without the publication's name, nothing more is asked.
    */
-  /** The server has schema publications (PostgreSQL 15+: pg_publication_namespace); read by firstDefinitionSql's caller once. */
+  /** The server has schema publications (PostgreSQL 15+: pg_publication_namespace); read by firstOf once. */
   private schemaPublications: boolean | undefined;
 
-  private addedByName(): string {
-    if (this.publication === undefined) return '';
+  /** `rel`: the bind parameter of the table's quoted name; `otherwise`: the SQL without the publication's name. */
+  private addedByName(rel: string, otherwise = ''): string {
+    if (this.publication === undefined) return otherwise;
     const pub = quoteLiteral(this.publication);
     const byName = `EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
-                          WHERE p.pubname = ${pub} AND pr.prrelid = to_regclass($10))`;
+                          WHERE p.pubname = ${pub} AND pr.prrelid = to_regclass(${rel}))`;
     if (!this.ddlHistory || !this.schemaPublications) return ` AND ${byName}`;
     const history = quoteQualified(this.schema, DDL_HISTORY_TABLE);
     const bySchema = `EXISTS (SELECT 1 FROM pg_catalog.pg_publication_namespace pn JOIN pg_catalog.pg_publication p ON p.oid = pn.pnpubid
                           JOIN pg_catalog.pg_class c ON c.relnamespace = pn.pnnspid
-                         WHERE p.pubname = ${pub} AND c.oid = to_regclass($10)
+                         WHERE p.pubname = ${pub} AND c.oid = to_regclass(${rel})
                            AND NOT EXISTS (SELECT 1 FROM (SELECT h.table_schema, h.xmin FROM ${history} h WHERE h.relid = c.oid ORDER BY h.lsn, h.id LIMIT 1) first
                                             WHERE first.table_schema = $2 AND age(first.xmin) < age(pn.xmin)))`;
     return ` AND (${byName} OR ${bySchema})`;
@@ -241,21 +315,62 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
       ? `, job AS (
          INSERT INTO ${jobs} (slot_name, table_schema, table_name)
          SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM v)
-            AND (EXISTS (SELECT 1 FROM renamed) OR (NOT EXISTS (SELECT 1 FROM ${jobs} j WHERE j.slot_name = $1 AND j.table_schema = $2 AND j.table_name = $3)${this.addedByName()}))
+            AND (EXISTS (SELECT 1 FROM renamed) OR (NOT EXISTS (SELECT 1 FROM ${jobs} j WHERE j.slot_name = $1 AND j.table_schema = $2 AND j.table_name = $3)${this.addedByName('$10')}))
             AND NOT EXISTS (SELECT 1 FROM ${jobs} j WHERE j.slot_name = $1 AND j.table_schema = $2 AND j.table_name = $3 AND j.status = 'pending')
          RETURNING id::text AS id)`
       : '';
-    const renamed = this.ddlHistory
-      ? `SELECT h.table_schema, h.table_name FROM ${history} h
+    // The DDL history's answer first; else the name the slot last saw the relid under
+    // ($13, $14: RelationIds), for a rename the history missed or without the history.
+    const fromHistory = this.ddlHistory
+      ? `(SELECT h.table_schema, h.table_name, 0 AS rank FROM ${history} h
          WHERE EXISTS (SELECT 1 FROM v) AND h.relid = to_regclass($10)::oid AND h.lsn <= $6::pg_lsn
            AND (h.table_schema, h.table_name) IS DISTINCT FROM ($2::text, $3::text)
            AND EXISTS (SELECT 1 FROM ${this.table} s WHERE s.slot_name = $1 AND s.table_schema = h.table_schema AND s.table_name = h.table_name)
-         ORDER BY h.lsn DESC, h.id DESC LIMIT 1`
-      : 'SELECT NULL::text AS table_schema, NULL::text AS table_name WHERE false';
+         ORDER BY h.lsn DESC, h.id DESC LIMIT 1) UNION ALL `
+      : '';
+    const renamed = `SELECT table_schema, table_name FROM (${fromHistory}
+         SELECT $13::text, $14::text, 1 WHERE $14::text IS NOT NULL AND EXISTS (SELECT 1 FROM v)) r(table_schema, table_name, rank)
+         ORDER BY rank LIMIT 1`;
     return `WITH v AS (${insert} RETURNING 1),
       renamed AS (${renamed})${job}
       SELECT (SELECT table_schema FROM renamed) AS renamed_schema, (SELECT table_name FROM renamed) AS renamed,
              ${request ? '(SELECT id FROM job)' : 'NULL::text'} AS job`;
+  }
+
+  /**
+   * `v` (the definition's row inserted, or its relid updated: recordRelation) of another
+   * relation than the one recorded under its name (RelationIds), followed, when it wrote the
+   * row, by a pending snapshot job of the table (`request`) when the relation was recorded
+   * under another name since (`fromSchema`, `fromTable`: bind parameters; renamed back, or
+   * swapped in by a rename), or when it joined the publication by name or through a schema
+   * (addedByName, with `rel` the bind parameter of its quoted name): a table dropped and
+   * created again, filled, then added by hand. Unlike a first definition, a job queued for
+   * the name before does not count: it read the old relation; with the DDL history, one
+   * requested since the relation was created does (capture queues one when it puts a
+   * configured table, dropped and created again while it was down, back in the publication;
+   * it may be done before the table's first change). One created again since under
+   * `FOR ALL TABLES` (or in a schema the publication takes whole) is not read, as for a first
+   * definition: all its rows are in the slot (pgbench_history after `pgbench -i`). Without the
+   * publication's name, only a rename is read.
+   */
+  private newRelationSql(v: string, request: boolean, rel: string, fromSchema: string, fromTable: string): string {
+    const jobs = quoteQualified(this.schema, 'snapshots');
+    const readSince = this.ddlHistory
+      ? ` AND NOT EXISTS (SELECT 1 FROM ${jobs} j WHERE j.slot_name = $1 AND j.table_schema = $2 AND j.table_name = $3
+                            AND j.requested_at >= (SELECT min(h.recorded_at) FROM ${quoteQualified(this.schema, DDL_HISTORY_TABLE)} h WHERE h.relid = to_regclass(${rel})::oid))`
+      : '';
+    const job = request
+      ? `, job AS (
+         INSERT INTO ${jobs} (slot_name, table_schema, table_name)
+         SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM v)
+            AND (EXISTS (SELECT 1 FROM renamed) OR (true${this.addedByName(rel, ' AND false')}${readSince}))
+            AND NOT EXISTS (SELECT 1 FROM ${jobs} j WHERE j.slot_name = $1 AND j.table_schema = $2 AND j.table_name = $3 AND j.status = 'pending')
+         RETURNING id::text AS id)`
+      : '';
+    return `WITH v AS (${v} RETURNING 1),
+      renamed AS (SELECT ${fromSchema}::text AS table_schema, ${fromTable}::text AS table_name WHERE ${fromTable}::text IS NOT NULL AND EXISTS (SELECT 1 FROM v))${job}
+      SELECT (SELECT table_schema FROM renamed) AS renamed_schema, (SELECT table_name FROM renamed) AS renamed,
+             ${request ? '(SELECT id FROM job)' : 'NULL::text'} AS job, ${rel}::text AS relation`;
   }
 
   /**
@@ -307,6 +422,15 @@ export interface BackfillReport {
   columns: string[];
   /** The snapshot job queued for the table; null: none (not requested, or one is already pending). */
   job: string | null;
+}
+
+/** A table met in the stream that capture did not snapshot, whose snapshot job was queued. */
+export interface UnsnapshottedReport {
+  schema: string;
+  table: string;
+  job: string;
+  /** Another relation than the one recorded under the name (dropped and created again), not a first definition. */
+  recreated: boolean;
 }
 
 /** A table's first definition under a new name, for a relation this slot replicated under another (ALTER TABLE ... RENAME TO). */

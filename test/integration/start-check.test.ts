@@ -86,19 +86,20 @@ describe('capture start-up: one check, DDL only when something is missing', () =
     const slot = uniqueName('startcheck_old');
     await openRecording(await options(slot));
     await admin.query('ALTER TABLE syncline.snapshots DROP COLUMN done_ranges');
-    await admin.query('ALTER TABLE syncline.schema_versions DROP COLUMN columns');
+    await admin.query('ALTER TABLE syncline.schema_versions DROP COLUMN columns, DROP COLUMN relid_lsn');
     await admin.query('DROP INDEX syncline.ddl_history_table_lsn');
     const { rows: fn } = await admin.query<{ src: string }>("SELECT prosrc AS src FROM pg_proc WHERE oid = 'syncline.record_ddl_history()'::regprocedure");
     await admin.query("CREATE OR REPLACE FUNCTION syncline.record_ddl_history() RETURNS event_trigger LANGUAGE plpgsql AS 'BEGIN END'");
     const statements = await openRecording(await options(slot));
     expect(ddl(statements).length).toBeGreaterThan(0);
-    const { rows } = await admin.query<{ done_ranges: boolean; columns: boolean; idx: boolean; src: string }>(
+    const { rows } = await admin.query<{ done_ranges: boolean; columns: boolean; relids: number; idx: boolean; src: string }>(
       `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'syncline.snapshots'::regclass AND attname = 'done_ranges' AND NOT attisdropped) AS done_ranges,
               EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'syncline.schema_versions'::regclass AND attname = 'columns' AND NOT attisdropped) AS columns,
+              (SELECT count(*)::int FROM pg_attribute WHERE attrelid = 'syncline.schema_versions'::regclass AND attname IN ('relid', 'relid_lsn') AND NOT attisdropped) AS relids,
               to_regclass('syncline.ddl_history_table_lsn') IS NOT NULL AS idx,
               (SELECT prosrc FROM pg_proc WHERE oid = 'syncline.record_ddl_history()'::regprocedure) AS src`,
     );
-    expect(rows[0]).toEqual({ done_ranges: true, columns: true, idx: true, src: fn[0]?.src });
+    expect(rows[0]).toEqual({ done_ranges: true, columns: true, relids: 2, idx: true, src: fn[0]?.src });
     expect(ddl(await openRecording(await options(slot)))).toEqual([]);
   });
 

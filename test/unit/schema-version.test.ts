@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { columnSignature, SchemaVersionHistory, type ColumnType, type SchemaVersionEntry } from '../../src/core/schema-version.js';
+import { columnSignature, RelationIds, SchemaVersionHistory, type ColumnType, type RelationSighting, type SchemaVersionEntry } from '../../src/core/schema-version.js';
 import { ChangeBuilder, type VersionContext } from '../../src/pipeline/change-builder.js';
 import type { ChangeEvent } from '../../src/core/change.js';
 import type { RelationMessage } from '../../src/pgoutput/messages.js';
@@ -91,5 +91,50 @@ describe('_schema_version', () => {
     txn(b2, 2000n, v2, replayed);
     expect(replayed.map((e) => e._schema_version)).toEqual(first.map((e) => e._schema_version));
     expect(recorded).toHaveLength(2);
+  });
+
+  describe('relation ids: which relation a table name stands for', () => {
+    it('a name seen first is recorded; the same relid again is nothing new', () => {
+      const ids = new RelationIds();
+      expect(ids.see('public', 't', 10, 100n)).toEqual({ kind: 'record' });
+      expect(ids.see('public', 't', 10, 200n)).toEqual({ kind: 'same' });
+    });
+
+    it('a table dropped and created again under its name is a new relation', () => {
+      const ids = new RelationIds([{ schema: 'public', table: 'rc', relid: 10, since: 100n }]);
+      expect(ids.see('public', 'rc', 11, 300n)).toEqual({ kind: 'new' });
+      expect(ids.see('public', 'rc', 11, 400n)).toEqual({ kind: 'same' });
+    });
+
+    it('renamed and renamed back: the name it had in between is where its changes went', () => {
+      const ids = new RelationIds([{ schema: 'public', table: 'r', relid: 10, since: 100n }]);
+      expect(ids.see('public', 'r2', 10, 200n)).toEqual({ kind: 'new', from: { schema: 'public', table: 'r' } });
+      expect(ids.see('public', 'r', 10, 300n)).toEqual({ kind: 'new', from: { schema: 'public', table: 'r2' } });
+      expect(ids.see('public', 'r', 10, 350n)).toEqual({ kind: 'same' });
+      // And away again: r2's relation is the same, but it went through r since.
+      expect(ids.see('public', 'r2', 10, 400n)).toEqual({ kind: 'new', from: { schema: 'public', table: 'r' } });
+    });
+
+    it('WAL replayed after a restart (the recorded sightings loaded again) finds nothing new', () => {
+      const recorded: RelationSighting[] = [
+        { schema: 'public', table: 'r', relid: 10, since: 300n },
+        { schema: 'public', table: 'r2', relid: 10, since: 200n },
+        { schema: 'public', table: 'rc', relid: 11, since: 300n },
+      ];
+      const ids = new RelationIds(recorded);
+      // From before the rename back, in order: r (old relation), r2, then r and rc again.
+      expect(ids.see('public', 'r', 10, 150n)).toEqual({ kind: 'same' });
+      expect(ids.see('public', 'rc', 9, 150n)).toEqual({ kind: 'same' });
+      expect(ids.see('public', 'r2', 10, 200n)).toEqual({ kind: 'same' });
+      expect(ids.see('public', 'r2', 10, 250n)).toEqual({ kind: 'same' });
+      expect(ids.see('public', 'r', 10, 300n)).toEqual({ kind: 'same' });
+      expect(ids.see('public', 'rc', 11, 300n)).toEqual({ kind: 'same' });
+    });
+
+    it('a name recorded before relids were (none loaded) takes the relid it is seen with, unless it came from another name', () => {
+      const ids = new RelationIds([{ schema: 'public', table: 'moved', relid: 12, since: 100n }]);
+      expect(ids.see('public', 'legacy', 10, 200n)).toEqual({ kind: 'record' });
+      expect(ids.see('public', 'back', 12, 300n)).toEqual({ kind: 'new', from: { schema: 'public', table: 'moved' } });
+    });
   });
 });
