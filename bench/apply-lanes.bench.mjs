@@ -51,6 +51,8 @@ await src.end();
 const streamCfg = streamConfig();
 const config = parseConfig(`source:
   url: ${SRC}
+  # The slot was made before the workload (its WAL is the benchmark's): nothing to snapshot.
+  snapshot: never
   slots: [{ name: ${SYNCLINE_SLOT}, publication: bench_pub, tables: [bench] }]
 stream: ${streamCfg}
 consumer: { group_id: bench }
@@ -78,6 +80,8 @@ for (const lanes of variants) {
   await query(DST, DDL);
   const cfg = parseConfig(`source:
   url: ${SRC}
+  # The slot was made before the workload (its WAL is the benchmark's): nothing to snapshot.
+  snapshot: never
   slots: [{ name: ${SYNCLINE_SLOT}, publication: bench_pub, tables: [bench] }]
 stream: ${streamCfg}
 consumer: { group_id: bench }

@@ -74,6 +74,8 @@ async function runOnce(root, slot) {
   const config = path.join(dir, `${slot}.yaml`);
   writeFileSync(config, `source:
   url: ${SRC}
+  # The slot was made before the workload (its WAL is the benchmark's): nothing to snapshot.
+  snapshot: never
   slots: [{ name: ${slot}, publication: startup_pub, tables: [bench] }]
 stream: { broker: embedded, path: ${path.join(dir, `${slot}-stream`)}, partitions: 6 }
 consumer: { group_id: startup }

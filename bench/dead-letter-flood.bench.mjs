@@ -74,6 +74,8 @@ try {
 
   const yaml = (group) => `source:
   url: ${SRC}
+  # The slot was made before the workload (its WAL is the benchmark's): nothing to snapshot.
+  snapshot: never
   slots: [{ name: ${SLOT}, publication: bench_pub, tables: [bench] }]
 stream: { broker: embedded, path: ${path.join(dir, 'stream')}, partitions: 6 }
 consumer: { group_id: ${group}, batch_size: ${BATCH} }

@@ -94,6 +94,8 @@ const recvSeconds = Number(process.hrtime.bigint() - t) / 1e9;
 const topic = `syncline-bench-${process.pid}-${Date.now().toString(36)}`;
 const config = parseConfig(`source:
   url: ${SRC}
+  # The slot was made before the workload (its WAL is the benchmark's): nothing to snapshot.
+  snapshot: never
   slots: [{ name: ${SYNCLINE_SLOT}, publication: bench_pub, tables: [bench] }]
 stream: ${streamConfig()}
 consumer: { group_id: bench }

@@ -150,6 +150,8 @@ async function runSyncline(peer, root) {
   const config = path.join(dir, `${peer}.yaml`);
   writeFileSync(config, `source:
   url: ${SRC}
+  # The slot was made before the workload (its WAL is the benchmark's): nothing to snapshot.
+  snapshot: never
   slots: [{ name: ${slotOf(peer)}, publication: ${PUBLICATION}, tables: [bench] }]
 stream: { broker: embedded, path: ${path.join(dir, `${peer}-stream`)}, partitions: 6 }
 consumer: { group_id: peers }

@@ -204,7 +204,22 @@ export class PostgresSource {
         if (await slotInAnotherDatabase(admin, slot)) throw slotNameTaken(slot);
         throw slotDropped(options);
       }
-      if (snapshots && options.initialSnapshot && slotBefore === undefined) {
+      // A slot capture never streamed from and never queued a job for: made outside syncline
+      // (pg_create_logical_replication_slot), or by a start that ended before its jobs.
+      const maybeOutside = snapshots !== undefined && slotBefore !== undefined && schemaVersions?.recordedBefore === false;
+      // (Under `never` skipMadeOutside's one statement asks for the jobs itself.)
+      const madeOutside = maybeOutside && options.initialSnapshot && !(await snapshots.anyJob());
+      if (snapshots && options.initialSnapshot && (slotBefore === undefined || madeOutside)) {
+        if (madeOutside) {
+          // Read like a slot syncline makes (as Debezium's `initial` does with no offsets):
+          // the rows its tables held before it are in no change it will send. Taken for a
+          // target the operator loaded by hand instead (3115b99), they were skipped, silently
+          // lost where nobody had (red17); that load is what `source.snapshot: never` is for.
+          log.warn(
+            { slot, fix: 'a target loaded by hand from the slot\'s consistent point needs none: cancel the jobs (syncline snapshot --list, then --cancel ID,...) and set source.snapshot: never' },
+            'the slot existed before syncline streamed from it: its tables are read by an initial snapshot (source.snapshot: initial)',
+          );
+        }
         if (!publicationReady) await ensurePublication(admin, options.publication, options.tables, options.createPublication);
         publicationTables = undefined;
         await requestInitialSnapshot(admin, snapshots, options, await tables());
@@ -212,7 +227,7 @@ export class PostgresSource {
         // Before the configured tables are added to the publication: with their jobs in place
         // the slot would pass for syncline's own, and once added (a start that ended before
         // their jobs) they would pass for tables the operator loaded and be skipped.
-        if (snapshots && slotBefore !== undefined && schemaVersions?.recordedBefore === false) {
+        if (snapshots && maybeOutside && !options.initialSnapshot) {
           const missing = publicationReady ? [] : await unpublished(admin, options.publication, await tables());
           const added = new Set(missing.map((t) => `${t.schema}.${t.table}`));
           await skipMadeOutside(snapshots, options, (await tables()).filter((t) => !added.has(`${t.schema}.${t.table}`)));
@@ -507,14 +522,13 @@ async function requestInitialSnapshot(admin: pg.Client, snapshots: SnapshotStore
 /**
  * A slot that exists at a start before capture ever streamed from it (none of its definitions
  * recorded) was made outside syncline, or by a start that stopped before its first change.
- * `source.snapshot: initial` snapshots when syncline creates the slot; here the rows already
- * in the tables are the operator's to load (made so, e.g., to fill the target from the slot's
- * consistent point). Each table without a job of the slot is recorded as `skipped`: without
- * it, capture's first-definition rule (SchemaVersionStore) took every table for one added to
- * the publication by hand and snapshotted it on its first change, table by table, and a table
- * never changed never. Only when the slot has no job at all: `source.snapshot: initial` queues
- * its jobs before it creates the slot, so a slot with jobs is syncline's (or met before), and
- * a table without one joined the publication while syncline was stopped.
+ * Under `source.snapshot: never` (a target loaded by hand from the slot's consistent point;
+ * under `initial` such a slot is read whole, see open) each table without a job of the slot
+ * is recorded as `skipped`, with the command that reads it: without it, capture's
+ * first-definition rule (SchemaVersionStore) took every table for one added to the
+ * publication by hand, table by table at its first change, and a table never changed never.
+ * Only when the slot has no job at all: a slot with jobs is syncline's (or met before), and a
+ * table without one joined the publication while syncline was stopped.
  */
 async function skipMadeOutside(snapshots: SnapshotStore, options: PostgresSourceOptions, tables: readonly TableName[]): Promise<void> {
   const command = (t: TableName): string => `syncline snapshot ${quoteQualified(t.schema, t.table)} -c <config>`;

@@ -133,6 +133,12 @@ export class SnapshotStore {
     return jobs[0];
   }
 
+  /** The slot has a job, of any status: syncline queued or recorded one for it before. */
+  async anyJob(): Promise<boolean> {
+    const { rowCount } = await this.client.query(`SELECT 1 FROM ${this.table} WHERE slot_name = $1 LIMIT 1`, [this.slot]);
+    return (rowCount ?? 0) > 0;
+  }
+
   /** `schema.table` of every table with an unfinished (pending or running) job of the slot. */
   async unfinishedTables(): Promise<Set<string>> {
     const { rows } = await this.client.query<{ t: string }>(
