@@ -94,23 +94,37 @@ monitoring: { enabled: false }
     expect(Math.max(...idle)).toBeLessThanOrEqual(2);
 
     // While no capture runs: a bulk load of an unpublished table, then rows of the published one.
-    await withClient(sourceUrl, async (c) => {
-      await c.query("INSERT INTO bulk SELECT g, repeat('b', 100) FROM generate_series(1, 1500000) g");
-      await c.query('CHECKPOINT');
-    });
-    await insert(11, 5);
-    await new Promise((r) => setTimeout(r, 4000));
-    const captureLag: number[] = [];
-    const lag: number[] = [];
-    await run(
-      async () => (await targetCount()) === 15,
-      (text) => {
-        const c = sample(text, 'sync_capture_lag_seconds');
-        const l = sample(text, 'sync_lag_seconds', '{table="public.items"}');
-        if (c !== undefined) captureLag.push(c);
-        if (l !== undefined) lag.push(l);
-      },
-    );
+    // The backlog is dated by the last checkpoint (its position and time): a CHECKPOINT another
+    // test runs on the shared server meanwhile dates it later (capture then shows less than
+    // its age, a lower bound), as CI showed (1.8 s for a 4 s backlog). Such a round is drained
+    // and tried again; the figures are those of a round the server checkpointed only once.
+    const checkpointAt = (): Promise<string> => withClient(sourceUrl, async (c) => String((await c.query('SELECT checkpoint_time::text AS t FROM pg_control_checkpoint()')).rows[0]?.t));
+    let rows = 10;
+    let captureLag: number[] = [];
+    let lag: number[] = [];
+    for (let round = 1; ; round++) {
+      await withClient(sourceUrl, async (c) => {
+        await c.query("INSERT INTO bulk SELECT g, repeat('b', 100) FROM generate_series(1, 1500000) g");
+        await c.query('CHECKPOINT');
+      });
+      const ours = await checkpointAt();
+      await insert(rows + 1, 5);
+      rows += 5;
+      await new Promise((r) => setTimeout(r, 4000));
+      const alone = (await checkpointAt()) === ours;
+      captureLag = [];
+      lag = [];
+      await run(
+        async () => (await targetCount()) === rows,
+        (text) => {
+          const c = sample(text, 'sync_capture_lag_seconds');
+          const l = sample(text, 'sync_lag_seconds', '{table="public.items"}');
+          if (c !== undefined) captureLag.push(c);
+          if (l !== undefined) lag.push(l);
+        },
+      );
+      if (alone || round === 3) break;
+    }
     // The backlog was at least 4 s old when this capture started: both show it at once.
     expect(captureLag.length).toBeGreaterThan(0);
     expect(Math.max(...captureLag)).toBeGreaterThanOrEqual(4);
