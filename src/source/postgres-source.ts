@@ -513,9 +513,10 @@ function slotDropped(options: PostgresSourceOptions): PrerequisiteError {
  * already have an unfinished job), never leaves a slot without its snapshot.
  */
 async function requestInitialSnapshot(admin: pg.Client, snapshots: SnapshotStore, options: PostgresSourceOptions, tables: readonly TableName[]): Promise<void> {
-  // Not all(): it lists the newest 1000 jobs, and an older one may still be unfinished.
-  const open = await snapshots.unfinishedTables();
-  for (const t of tables) if (!open.has(`${t.schema}.${t.table}`)) await snapshots.request(t);
+  // All or none (requestTables): a slot made outside syncline exists before its jobs, and one
+  // with any job is taken as queued at the next start. Tables with an unfinished job (a start
+  // of a slot syncline makes that ended before creating it) are not queued twice.
+  await snapshots.requestTables(tables);
   options.log.info({ tables: tables.map((t) => `${t.schema}.${t.table}`) }, 'initial snapshot requested');
 }
 
