@@ -195,7 +195,7 @@ export class PostgresSource {
         // Reported to whoever awaits the readers (snapshotReaders), not as an unhandled rejection meanwhile.
         readers.catch(() => undefined);
       }
-      const tables = async (): Promise<readonly TableName[]> => (options.tables.length > 0 ? options.tables : (publicationTables ??= await readPublicationTables(admin, options.publication)));
+      const tables = async (): Promise<readonly TableName[]> => (options.tables.length > 0 ? options.tables : (publicationTables ??= await readPublicationTables(admin, options.publication, options.stateSchema)));
       const schemaVersions = await prepareSchemaVersions(admin, options, state, tables, snapshots !== undefined);
       // Read once for both: the slot is created below, after the snapshot's request.
       const slotBefore = await slotState(admin, slot);
@@ -327,7 +327,7 @@ export class PostgresSource {
     if (!watch) return;
     const { log, initialSnapshot } = this.options;
     try {
-      const tables = this.options.tables.length > 0 ? this.options.tables : await readPublicationTables(this.admin, this.options.publication);
+      const tables = this.options.tables.length > 0 ? this.options.tables : await readPublicationTables(this.admin, this.options.publication, this.options.stateSchema);
       for (const c of await watch.check(tables, initialSnapshot)) {
         const table = `${c.table.schema}.${c.table.table}`;
         if (c.attached.length > 0) {
