@@ -139,12 +139,15 @@ export class RelationIds {
     const key = JSON.stringify([schema, table]);
     const current = this.byName.get(key);
     if (current && lsn < current.since) return { kind: 'same' };
-    // Recorded under another name since this name's sighting began (or ever, for a name
-    // without one), at or before `lsn`: the newest such name is where its changes went.
+    // Recorded under another name (at or before `lsn`) since this name's sighting of the same
+    // relation began; for another relation than the name's (or a name without one), whenever:
+    // the newest such name is where its changes went. (A table renamed over a dropped one,
+    // `b` seen before the old `a`, was passed over, taken for a table created under FOR ALL
+    // TABLES, and never read: red17b.)
     let from: RelationSighting | undefined;
     for (const k of this.byRelid.get(relid) ?? []) {
       const s = this.byName.get(k) as RelationSighting;
-      if (k === key || s.since > lsn || (current && s.since <= current.since)) continue;
+      if (k === key || s.since > lsn || (current?.relid === relid && s.since <= current.since)) continue;
       if (!from || s.since > from.since) from = s;
     }
     if (current?.relid === relid && !from) return { kind: 'same' };

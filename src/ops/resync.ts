@@ -46,7 +46,7 @@ export async function resync(config: SynclineConfig, options: { force?: boolean 
     if (state) await client.query('SELECT pg_drop_replication_slot($1)', [slot.name]);
     const store = new SnapshotStore(client, config.source.state_schema, slot.name);
     await store.prepare();
-    if (tables.length === 0) tables = await publicationTables(client, slot.publication);
+    if (tables.length === 0) tables = await publicationTables(client, slot.publication, config.source.state_schema);
     // Snapshots first, then the slot: the snapshot's watermarks come after the slot's start.
     const ids: string[] = [];
     for (const t of tables) ids.push(await store.request(t));

@@ -28,11 +28,15 @@ export async function primaryKeys(client: pg.ClientBase): Promise<PrimaryKeys> {
   return { columns: new Map(rows.map((r) => [r.t, r.cols])), deferrable: new Set(rows.filter((r) => r.deferrable).map((r) => r.t)) };
 }
 
-/** The tables a publication publishes, in name order. */
-export async function publicationTables(client: pg.ClientBase, publication: string): Promise<TableName[]> {
+/**
+ * The tables a publication publishes, in name order; without those of `stateSchema`
+ * (syncline's own bookkeeping, which `FOR ALL TABLES` publishes too: read by a snapshot, it
+ * was copied to the target beside the sink's own state).
+ */
+export async function publicationTables(client: pg.ClientBase, publication: string, stateSchema?: string): Promise<TableName[]> {
   const { rows } = await client.query<{ schemaname: string; tablename: string }>(
-    'SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2',
-    [publication],
+    'SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1 AND schemaname IS DISTINCT FROM $2 ORDER BY 1, 2',
+    [publication, stateSchema ?? null],
   );
   return rows.map((r) => ({ schema: r.schemaname, table: r.tablename }));
 }

@@ -195,7 +195,7 @@ export class PostgresSource {
         // Reported to whoever awaits the readers (snapshotReaders), not as an unhandled rejection meanwhile.
         readers.catch(() => undefined);
       }
-      const tables = async (): Promise<readonly TableName[]> => (options.tables.length > 0 ? options.tables : (publicationTables ??= await readPublicationTables(admin, options.publication)));
+      const tables = async (): Promise<readonly TableName[]> => (options.tables.length > 0 ? options.tables : (publicationTables ??= await readPublicationTables(admin, options.publication, options.stateSchema)));
       const schemaVersions = await prepareSchemaVersions(admin, options, state, tables, snapshots !== undefined);
       // Read once for both: the slot is created below, after the snapshot's request.
       const slotBefore = await slotState(admin, slot);
@@ -327,7 +327,7 @@ export class PostgresSource {
     if (!watch) return;
     const { log, initialSnapshot } = this.options;
     try {
-      const tables = this.options.tables.length > 0 ? this.options.tables : await readPublicationTables(this.admin, this.options.publication);
+      const tables = this.options.tables.length > 0 ? this.options.tables : await readPublicationTables(this.admin, this.options.publication, this.options.stateSchema);
       for (const c of await watch.check(tables, initialSnapshot)) {
         const table = `${c.table.schema}.${c.table.table}`;
         if (c.attached.length > 0) {
@@ -513,9 +513,10 @@ function slotDropped(options: PostgresSourceOptions): PrerequisiteError {
  * already have an unfinished job), never leaves a slot without its snapshot.
  */
 async function requestInitialSnapshot(admin: pg.Client, snapshots: SnapshotStore, options: PostgresSourceOptions, tables: readonly TableName[]): Promise<void> {
-  // Not all(): it lists the newest 1000 jobs, and an older one may still be unfinished.
-  const open = await snapshots.unfinishedTables();
-  for (const t of tables) if (!open.has(`${t.schema}.${t.table}`)) await snapshots.request(t);
+  // All or none (requestTables): a slot made outside syncline exists before its jobs, and one
+  // with any job is taken as queued at the next start. Tables with an unfinished job (a start
+  // of a slot syncline makes that ended before creating it) are not queued twice.
+  await snapshots.requestTables(tables);
   options.log.info({ tables: tables.map((t) => `${t.schema}.${t.table}`) }, 'initial snapshot requested');
 }
 

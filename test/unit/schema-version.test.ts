@@ -106,6 +106,18 @@ describe('_schema_version', () => {
       expect(ids.see('public', 'rc', 11, 400n)).toEqual({ kind: 'same' });
     });
 
+    it('renamed over a dropped table seen after it: its old name is where its changes went (red17b)', () => {
+      // b seen first, then a; DROP TABLE a; ALTER TABLE b RENAME TO a.
+      const ids = new RelationIds([{ schema: 'public', table: 'b', relid: 20, since: 100n }, { schema: 'public', table: 'a', relid: 21, since: 200n }]);
+      expect(ids.see('public', 'a', 20, 300n)).toEqual({ kind: 'new', from: { schema: 'public', table: 'b' } });
+      expect(ids.see('public', 'a', 20, 400n)).toEqual({ kind: 'same' });
+      // r -> r2, a new r, then r2 renamed back over it.
+      const back = new RelationIds([{ schema: 'public', table: 'r', relid: 10, since: 100n }]);
+      expect(back.see('public', 'r2', 10, 200n)).toEqual({ kind: 'new', from: { schema: 'public', table: 'r' } });
+      expect(back.see('public', 'r', 11, 300n)).toEqual({ kind: 'new' });
+      expect(back.see('public', 'r', 10, 400n)).toEqual({ kind: 'new', from: { schema: 'public', table: 'r2' } });
+    });
+
     it('renamed and renamed back: the name it had in between is where its changes went', () => {
       const ids = new RelationIds([{ schema: 'public', table: 'r', relid: 10, since: 100n }]);
       expect(ids.see('public', 'r2', 10, 200n)).toEqual({ kind: 'new', from: { schema: 'public', table: 'r' } });

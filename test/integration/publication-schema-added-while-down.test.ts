@@ -1,0 +1,118 @@
+/**
+ * A schema added to a `FOR TABLES IN SCHEMA` publication while capture is stopped
+ * (`ALTER PUBLICATION ... ADD TABLES IN SCHEMA s2`, s2's tables holding rows). Their rows
+ * from before are in no change the slot sends. While capture runs this is read by a snapshot
+ * (publication-schema-added.test.ts): the table's first DDL history entry is older than the
+ * schema's membership (pg_publication_namespace.xmin). But the start after it records the
+ * current definition of every published table that has no history entry (installDdlHistory),
+ * so s2's tables got their first entry then, younger than the membership, and passed for
+ * tables created in the schema since it joined (all rows in the slot): no snapshot, the
+ * target held only the rows changed since, silently. Found by red17b: 1 row of 10 at the
+ * target, no job; s2.m's only history entry the seed (xmin 319202, the schema's membership
+ * 319194).
+ *
+ * it.fails: the fix is not a one-liner. A seeded entry (recordDefinitions) proves only that
+ * the table existed when capture started, not when it was created: mark seeds (a column of
+ * ddl_history, added idempotently with start-check knowing it) and let addedByName's schema
+ * check take a relid whose first entry is a seed as a table that was in the schema before it
+ * joined (read it; at worst a table created while the event trigger was missing is read once
+ * more). Only entries the event trigger wrote tell a creation.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runPipeline } from '../../src/api/run-pipeline.js';
+import { parseConfig } from '../../src/config/load.js';
+import { freePort, machinePg15, slotStreaming, sourceAndTarget, testLogger, uniqueName, waitFor } from '../helpers/postgres.js';
+
+describe('a schema added to the publication while capture is stopped', () => {
+  const name = uniqueName('red17b_schema_down');
+  let dir: string;
+  let source: pg.Client;
+  let target: pg.Client;
+  let yaml: string;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'red17b-schema-down-'));
+    const pair = await sourceAndTarget(await machinePg15(), name);
+    ({ source, target } = pair);
+    await source.query(`CREATE SCHEMA s1; CREATE SCHEMA s2;
+      CREATE TABLE s1.first (id int PRIMARY KEY); INSERT INTO s1.first VALUES (1);
+      CREATE TABLE s2.m (id int PRIMARY KEY, v int NOT NULL DEFAULT 0); INSERT INTO s2.m SELECT i, 0 FROM generate_series(1, 10) i;
+      CREATE SCHEMA s3; CREATE TABLE s3.o (id int PRIMARY KEY, v int NOT NULL DEFAULT 0); INSERT INTO s3.o SELECT i, 0 FROM generate_series(1, 10) i;
+      CREATE PUBLICATION ${name}_pub FOR TABLES IN SCHEMA s1`);
+    yaml = `source:
+  url: ${pair.sourceUrl}
+  slots: [{ name: ${name}, publication: ${name}_pub }]
+stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
+sink: { url: ${pair.targetUrl}, create_tables: true, schema_evolution: full }
+monitoring: { port: ${await freePort()} }
+`;
+    await target.query('CREATE SCHEMA s1; CREATE SCHEMA s2');
+  }, 60_000);
+
+  afterAll(async () => {
+    await source?.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [name]).catch(() => undefined);
+    await source?.end();
+    await target?.end();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  }, 60_000);
+
+  /**
+   * The same through `ALTER TABLE s3.o SET SCHEMA s1` while capture runs, for a table that
+   * existed before capture's first start and was never published (so it has no history entry
+   * before the move): the event trigger's row of the move is its first entry, in s1 and
+   * younger than s1's membership, and the table passed for one created in s1 since (1 row of
+   * 10 at the target, no job). publication-schema-added.test.ts moves a table created after
+   * the trigger was installed (its CREATE is its first entry, in s3): that one is read. The
+   * same fix: only a CREATE TABLE entry of the event trigger (pg_event_trigger_ddl_commands'
+   * command_tag, recorded) tells a creation.
+   */
+  it.fails('a table that existed before the first start, moved into the published schema while capture runs, reaches the target whole', async () => {
+    const ctl = new AbortController();
+    const running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
+    running.catch(() => undefined);
+    const rows = async (): Promise<number> => Number((await target.query('SELECT count(*) AS n FROM s1.o').catch(() => ({ rows: [{ n: 0 }] }))).rows[0]?.n);
+    try {
+      await waitFor('streaming', () => slotStreaming(source, name));
+      await source.query('ALTER TABLE s3.o SET SCHEMA s1');
+      await source.query('UPDATE s1.o SET v = 1 WHERE id = 1');
+      await waitFor('s1.o whole at the target', async () => (await rows()) === 10, 20_000, 250,
+        async () => `${await rows()} rows of 10; jobs ${JSON.stringify((await source.query('SELECT table_schema, table_name, status FROM syncline.snapshots WHERE slot_name = $1', [name])).rows)}`);
+    } finally {
+      ctl.abort();
+      await running.catch(() => undefined);
+    }
+    expect(await rows()).toBe(10);
+  }, 120_000);
+
+  it.fails("s2's tables reach the target whole", async () => {
+    let ctl = new AbortController();
+    let running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
+    running.catch(() => undefined);
+    try {
+      await waitFor('streaming', () => slotStreaming(source, name));
+      await waitFor('s1.first replicated', async () => Number((await target.query('SELECT count(*) AS n FROM s1.first').catch(() => ({ rows: [{ n: 0 }] }))).rows[0]?.n) === 1, 60_000, 250);
+    } finally {
+      ctl.abort();
+      await running.catch(() => undefined);
+    }
+    await source.query(`ALTER PUBLICATION ${name}_pub ADD TABLES IN SCHEMA s2`);
+    ctl = new AbortController();
+    running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
+    running.catch(() => undefined);
+    const rows = async (): Promise<number> => Number((await target.query('SELECT count(*) AS n FROM s2.m').catch(() => ({ rows: [{ n: 0 }] }))).rows[0]?.n);
+    try {
+      await waitFor('streaming', () => slotStreaming(source, name));
+      await source.query('UPDATE s2.m SET v = 1 WHERE id = 1');
+      await waitFor('s2.m whole at the target', async () => (await rows()) === 10, 20_000, 250,
+        async () => `${await rows()} rows of 10; jobs ${JSON.stringify((await source.query('SELECT table_schema, table_name, status FROM syncline.snapshots WHERE slot_name = $1', [name])).rows)}; s2.m history ${JSON.stringify((await source.query("SELECT h.xmin::text, h.recorded_at, (SELECT pn.xmin::text FROM pg_publication_namespace pn WHERE pn.pnnspid = 's2'::regnamespace) AS pn_xmin FROM syncline.ddl_history h WHERE h.table_schema = 's2' ORDER BY h.id")).rows)}`);
+    } finally {
+      ctl.abort();
+      await running.catch(() => undefined);
+    }
+    expect(await rows()).toBe(10);
+  }, 120_000);
+});
