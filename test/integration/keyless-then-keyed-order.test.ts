@@ -11,7 +11,7 @@
  * (syncline running): 13,309 of 100,000 pgbench_accounts rows at the target, 126,795
  * dead-letter entries. Order per row (DESIGN promise 3) across the key's arrival is what fails.
  *
- * it.fails: the fix is not small. The target has a key by the time the keyless INSERT comes
+ * Fixed (src/sink/adopt-target-key.ts) as first proposed here. The target has a key by the time the keyless INSERT comes
  * (or gets it when the keyed definition is evolved), and the INSERT carries the whole row, so
  * apply could treat a keyless change of a table whose target now has a key as a keyed,
  * version-gated one (key taken from the payload / before image): the older INSERT is then
@@ -56,7 +56,7 @@ monitoring: { port: ${await freePort()} }
     if (dir) await rm(dir, { recursive: true, force: true });
   }, 60_000);
 
-  it.fails('applies each row in order: the updates after the key find their inserted rows', async () => {
+  it('applies each row in order: the updates after the key find their inserted rows', async () => {
     const ctl = new AbortController();
     const running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
     running.catch(() => undefined);

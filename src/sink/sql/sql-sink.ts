@@ -4,6 +4,7 @@ import { parseLsn } from '../../core/lsn.js';
 import { PrerequisiteError } from '../../core/errors.js';
 import { SharedExclusiveLock } from '../../core/shared-exclusive-lock.js';
 import { SCHEMA_MISMATCH } from '../../core/schema-evolution.js';
+import { adoptTargetKey } from '../adopt-target-key.js';
 import { collapseBatch, type TableBatch } from '../collapse.js';
 import { maxVersion, onMissingRow, planMultiset, removesRow } from '../multiset.js';
 import type { ApplyOutcome, Sink } from '../sink.js';
@@ -127,6 +128,7 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
         for (const batch of tables) {
           const target = targets.get(batch) as T;
           const counts: Counts = { applied: 0, stale: 0 };
+          if (!this.conflicts) outcome.superseded += adoptTargetKey(batch, target.primaryKey);
           await forTable(batch, (err) => d.isStructural(err), async () => {
             if (batch.truncate) {
               if (await d.truncate(c, target, batch.truncate)) counts.applied += 1;
