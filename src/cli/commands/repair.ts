@@ -34,7 +34,7 @@ export function registerRepair(program: Command): void {
       const { verifyTables } = await import('../../verify/session.js');
       const config = loadConfigFile(opts.config);
       const slot = slotOf(config);
-      const tables = tablesToVerify(config, opts.table ?? slot.tables);
+      const tables = await tablesToVerify(config, opts.table ?? slot.tables);
       const session = await sessionOptions(config, opts);
       const say = (line: string): void => {
         if (!opts.json) process.stdout.write(`${line}\n`);

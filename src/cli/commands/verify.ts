@@ -21,12 +21,25 @@ export interface VerifyCliOptions {
   json?: boolean;
 }
 
-/** The tables to verify, with their routes, from the config and `--table`. */
-export function tablesToVerify(config: SynclineConfig, names?: string[]): { table: ReturnType<typeof parseTableName>; route?: ReturnType<TableMapping['routeOf']> }[] {
+/**
+ * The tables to verify, with their routes, from `--table`, else the config, else (`tables: []`:
+ * a `FOR ALL TABLES` or schema publication) every table the publication publishes now.
+ */
+export async function tablesToVerify(config: SynclineConfig, names?: string[]): Promise<{ table: ReturnType<typeof parseTableName>; route?: ReturnType<TableMapping['routeOf']> }[]> {
   const mapping = TableMapping.fromConfig(config.sink.tables);
-  const configured = slotOf(config).tables;
-  const list = names ?? configured;
-  if (list.length === 0) throw new PrerequisiteError('no tables to verify', 'list tables in source.slots[0].tables or pass --table');
+  const slot = slotOf(config);
+  const configured = slot.tables;
+  if ((names === undefined || names.length === 0) && configured.length === 0) {
+    const { withSource } = await import('../../compose/source-connection.js');
+    const { publicationTables } = await import('../../source/catalog.js');
+    const published = await withSource(config, (c) => publicationTables(c, slot.publication, config.source.state_schema));
+    if (published.length === 0) throw new PrerequisiteError(`no tables to verify: publication ${slot.publication} publishes none`, 'list tables in source.slots[0].tables or pass --table');
+    return published.map((table) => {
+      const route = mapping.routeOf(table);
+      return route ? { table, route } : { table };
+    });
+  }
+  const list = names !== undefined && names.length > 0 ? names : configured;
   // `--table` as printed (verify's own output, alerts) or as SQL: the reading the config replicates (see parseTableArg).
   // By schema and table apart: one label may name two tables (`a.b.c`: schema a or a.b).
   const exact = (t: TableName): string => JSON.stringify([t.schema, t.table]);
@@ -86,7 +99,7 @@ export function registerVerify(program: Command): void {
       const { openVerifyTarget } = await import('../../verify/targets/open.js');
       const config = loadConfigFile(opts.config);
       const session = await sessionOptions(config, opts);
-      const results = await verifyTables(tablesToVerify(config, opts.table), session);
+      const results = await verifyTables(await tablesToVerify(config, opts.table), session);
       if (session.onProgress) process.stderr.write('\n');
       const drift = results.some((r) => r.differing > 0);
       // For sync_drift_rows of the running pipeline; a target that refuses it only loses the metric.
