@@ -35,6 +35,18 @@ export const DDL_HISTORY_FUNCTION = 'record_ddl_history';
 const historyTable = (stateSchema: string): string => quoteQualified(stateSchema, DDL_HISTORY_TABLE);
 const functionName = (stateSchema: string): string => quoteQualified(stateSchema, DDL_HISTORY_FUNCTION);
 
+/**
+ * The history's `command_tag` of an entry that created its table (the event trigger's
+ * pg_event_trigger_ddl_commands().command_tag). Any other entry (`ALTER TABLE`, among them
+ * `SET SCHEMA`; SEED_TAG) proves only that the table existed then, not that it was created
+ * then: SchemaVersionStore.addedByName reads such a table when met through a schema.
+ */
+export const CREATION_TAGS = ['CREATE TABLE', 'CREATE TABLE AS'] as const;
+/** The `command_tag` of an entry recordDefinitions wrote (a table's definition at a start, not DDL). */
+export const SEED_TAG = 'seed';
+/** Columns added to the history table after its first version (the table is in place with them). */
+const ADDED_COLUMNS = ['command_tag'];
+
 /** The body of the event trigger's function (compared with pg_proc.prosrc to replace an older one). */
 function functionBody(stateSchema: string): string {
   return `
@@ -45,12 +57,16 @@ BEGIN
   -- for a moment): after 1 s the row is skipped. The setting is the user's again afterwards
   -- (and rolled back with this block on any error).
   PERFORM set_config('lock_timeout', '1s', true);
-  INSERT INTO ${historyTable(stateSchema)} (relid, table_schema, table_name, lsn, columns)
-  SELECT c.oid, n.nspname, c.relname, pg_current_wal_insert_lsn(), ${columnsOf('c.oid')}
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-   WHERE c.oid IN (SELECT d.objid FROM pg_event_trigger_ddl_commands() d
-                    WHERE d.classid = 'pg_class'::regclass AND d.object_type IN ('table', 'table column'))
-     AND c.relkind IN ('r', 'p') AND n.nspname <> ${quoteLiteral(stateSchema)};
+  -- command_tag: one per table; a creation's when the command created it (a CREATE TABLE
+  -- with a foreign key also reports an ALTER TABLE of the table), see CREATION_TAGS.
+  INSERT INTO ${historyTable(stateSchema)} (relid, table_schema, table_name, lsn, columns, command_tag)
+  SELECT c.oid, n.nspname, c.relname, pg_current_wal_insert_lsn(), ${columnsOf('c.oid')}, d.command_tag
+    FROM (SELECT d.objid, (array_agg(d.command_tag ORDER BY d.command_tag NOT IN (${CREATION_TAGS.map(quoteLiteral).join(', ')})))[1] AS command_tag
+            FROM pg_event_trigger_ddl_commands() d
+           WHERE d.classid = 'pg_class'::regclass AND d.object_type IN ('table', 'table column')
+           GROUP BY d.objid) d
+    JOIN pg_class c ON c.oid = d.objid JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.relkind IN ('r', 'p') AND n.nspname <> ${quoteLiteral(stateSchema)};
   PERFORM set_config('lock_timeout', user_lock_timeout, true);
 EXCEPTION WHEN OTHERS THEN
   -- Never make the user's DDL fail (history table dropped, no privilege, anything): the
@@ -75,7 +91,11 @@ export function ddlHistorySql(stateSchema: string): { table: string[]; fn: strin
         table_name text NOT NULL,
         lsn pg_lsn NOT NULL,
         columns jsonb NOT NULL,
-        recorded_at timestamptz NOT NULL DEFAULT now())`,
+        recorded_at timestamptz NOT NULL DEFAULT now(),
+        command_tag text)`,
+      // command_tag was added later (CREATION_TAGS, SEED_TAG): null on rows written before,
+      // taken as a creation as they were then (nothing is read again after an upgrade).
+      `ALTER TABLE ${historyTable(stateSchema)} ADD COLUMN IF NOT EXISTS command_tag text`,
       `CREATE INDEX IF NOT EXISTS ${quoteIdent(DDL_HISTORY_INDEX)} ON ${historyTable(stateSchema)} (table_schema, table_name, lsn)`,
     ],
     // SECURITY DEFINER: whoever runs the DDL, the row is written as the history's owner.
@@ -133,7 +153,7 @@ export async function installDdlHistory(client: pg.ClientBase, stateSchema: stri
 
 /** installDdlHistory's DDL would change nothing (the same conditions as its IF NOT EXISTS and body comparison). */
 function ddlHistoryInPlace(facts: StateFacts, stateSchema: string): boolean {
-  return hasRelation(facts, DDL_HISTORY_TABLE) && hasRelation(facts, DDL_HISTORY_INDEX)
+  return hasRelation(facts, DDL_HISTORY_TABLE, ADDED_COLUMNS) && hasRelation(facts, DDL_HISTORY_INDEX)
     && facts.ddlHistoryFunction === functionBody(stateSchema)
     && (facts.ddlHistoryTrigger !== null || !facts.superuser);
 }
@@ -141,13 +161,17 @@ function ddlHistoryInPlace(facts: StateFacts, stateSchema: string): boolean {
 /** An event trigger's evtenabled that fires (null: no trigger; 'D': disabled). */
 const triggerOn = (enabled: string | null): boolean => enabled !== null && enabled !== 'D';
 
-/** Records the current definitions of `tables` whose newest history entry differs. */
+/**
+ * Records the current definitions of `tables` whose newest history entry differs, tagged
+ * SEED_TAG: such an entry tells when capture saw the table, not when it was created (a table
+ * of a schema added to the publication while capture was stopped gets its first entry here).
+ */
 async function recordDefinitions(client: pg.ClientBase, stateSchema: string, tables: readonly TableName[]): Promise<void> {
   if (tables.length === 0) return;
   const h = historyTable(stateSchema);
   await client.query(
-    `INSERT INTO ${h} (relid, table_schema, table_name, lsn, columns)
-     SELECT c.oid, n.nspname, c.relname, pg_current_wal_insert_lsn(), cols.columns
+    `INSERT INTO ${h} (relid, table_schema, table_name, lsn, columns, command_tag)
+     SELECT c.oid, n.nspname, c.relname, pg_current_wal_insert_lsn(), cols.columns, ${quoteLiteral(SEED_TAG)}
        FROM unnest($1::text[], $2::text[]) AS t(schema_name, table_name)
        JOIN pg_namespace n ON n.nspname = t.schema_name
        JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.table_name

@@ -5,7 +5,7 @@ import type { RecordedColumn, TableDefinition } from '../core/schema-evolution.j
 import { quoteIdent, quoteLiteral, quoteQualified, type TableName } from '../core/sql.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
 import { definitionAt } from '../core/ddl-history.js';
-import { DDL_HISTORY_TABLE, historyBefore } from './ddl-history.js';
+import { CREATION_TAGS, DDL_HISTORY_TABLE, historyBefore } from './ddl-history.js';
 import { hasRelation, type StateFacts } from './state-facts.js';
 
 /** The table's name in the state schema. */
@@ -202,7 +202,7 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
       // columns would be a part of what it lacks).
       if (backfill && (e.version === 1 || change?.kind === 'new')) {
         const from = change?.from;
-        const sql = e.version === 1 ? this.firstDefinitionSql(insert, backfill.request) : this.newRelationSql(insert, backfill.request, '$10', '$13', '$14');
+        const sql = (): string => (e.version === 1 ? this.firstDefinitionSql(insert, backfill.request) : this.newRelationSql(insert, backfill.request, '$10', '$13', '$14'));
         await this.firstOf(e.schema, e.table, sql, [...params, from?.schema ?? null, from?.table ?? null], e.version > 1);
         return;
       }
@@ -234,21 +234,27 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
         await this.client.query(update, params);
         return;
       }
-      const sql = this.newRelationSql(update, backfill.request, '$7', '$8', '$9');
+      const sql = (): string => this.newRelationSql(update, backfill.request, '$7', '$8', '$9');
       await this.firstOf(schema, table, sql, [...params, quoteQualified(schema, table), change.from?.schema ?? null, change.from?.table ?? null], true);
     });
     this.writes.catch(() => undefined);
   }
 
-  /** Runs `sql` (firstDefinitionSql, newRelationSql) and reports the rename or the snapshot it found; `recreated`: not a first definition of the name. */
-  private async firstOf(schema: string, table: string, sql: string, params: unknown[], recreated: boolean): Promise<void> {
+  /**
+   * Runs `sql` (firstDefinitionSql, newRelationSql) and reports the rename or the snapshot it
+   * found; `recreated`: not a first definition of the name. `sql` is built here, once
+   * schemaPublications is known: built before, the first such statement of a process left
+   * addedByName's schema check out (a table of a schema added to the publication while capture
+   * was stopped, met first after the start, was never read).
+   */
+  private async firstOf(schema: string, table: string, sql: () => string, params: unknown[], recreated: boolean): Promise<void> {
     const backfill = this.backfill;
     if (!backfill) return;
     if (backfill.request && this.schemaPublications === undefined) {
       const v = await this.client.query<{ yes: boolean }>("SELECT current_setting('server_version_num')::int >= 150000 AS yes");
       this.schemaPublications = v.rows[0]?.yes === true;
     }
-    const { rows } = await this.client.query<{ renamed: string | null; renamed_schema: string | null; job: string | null }>(sql, params);
+    const { rows } = await this.client.query<{ renamed: string | null; renamed_schema: string | null; job: string | null }>(sql(), params);
     const r = rows[0];
     if (r?.renamed != null && r.renamed_schema != null) {
       backfill.reportRename?.({ schema, table, from: { schema: r.renamed_schema, table: r.renamed }, job: r.job });
@@ -278,9 +284,14 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
    * (pg_publication_rel: `FOR TABLE` or `ADD TABLE`), the usual way a table that existed joins
    * it; or through a schema (pg_publication_namespace: `FOR TABLES IN SCHEMA`, `ADD TABLES IN
    * SCHEMA`) unless the DDL history shows it was created in that schema after the schema joined
-   * the publication: its oldest entry (the CREATE TABLE, or the first DDL since the history was
-   * installed) is under the schema it is in now and its transaction (xmin) is newer than the
-   * schema's membership row. A table created since (all its rows are in the slot) is not read
+   * the publication: its oldest entry is a creation (CREATION_TAGS) under the schema it is in
+   * now and its transaction (xmin) is newer than the schema's membership row. Another first
+   * entry proves only that the table existed then: a seed (written at a start, e.g. the one
+   * after `ADD TABLES IN SCHEMA s2` ran while capture was stopped) or an `ALTER TABLE ... SET
+   * SCHEMA` (of a table that existed before the history and was never published); at worst a
+   * table created while the event trigger was missing is read once more. An entry without a
+   * tag (written before tags were) is taken as a creation, as it was then: an upgrade reads
+   * nothing again. A table created since (all its rows are in the slot) is not read
    * again: a snapshot would re-read what the stream carries, and for a keyless one
    * (pgbench_history, created by `pgbench -i` while capture runs) reset its target table and
    * cut it under its writers. But `ADD TABLES IN SCHEMA s2` (s2's tables had rows) and `ALTER
@@ -303,8 +314,9 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
     const bySchema = `EXISTS (SELECT 1 FROM pg_catalog.pg_publication_namespace pn JOIN pg_catalog.pg_publication p ON p.oid = pn.pnpubid
                           JOIN pg_catalog.pg_class c ON c.relnamespace = pn.pnnspid
                          WHERE p.pubname = ${pub} AND c.oid = to_regclass(${rel})
-                           AND NOT EXISTS (SELECT 1 FROM (SELECT h.table_schema, h.xmin FROM ${history} h WHERE h.relid = c.oid ORDER BY h.lsn, h.id LIMIT 1) first
-                                            WHERE first.table_schema = $2 AND age(first.xmin) < age(pn.xmin)))`;
+                           AND NOT EXISTS (SELECT 1 FROM (SELECT h.table_schema, h.xmin, h.command_tag FROM ${history} h WHERE h.relid = c.oid ORDER BY h.lsn, h.id LIMIT 1) first
+                                            WHERE first.table_schema = $2 AND age(first.xmin) < age(pn.xmin)
+                                              AND (first.command_tag IS NULL OR first.command_tag IN (${CREATION_TAGS.map(quoteLiteral).join(', ')}))))`;
     return ` AND (${byName} OR ${bySchema})`;
   }
 

@@ -11,12 +11,13 @@
  * target, no job; s2.m's only history entry the seed (xmin 319202, the schema's membership
  * 319194).
  *
- * it.fails: the fix is not a one-liner. A seeded entry (recordDefinitions) proves only that
- * the table existed when capture started, not when it was created: mark seeds (a column of
- * ddl_history, added idempotently with start-check knowing it) and let addedByName's schema
- * check take a relid whose first entry is a seed as a table that was in the schema before it
- * joined (read it; at worst a table created while the event trigger was missing is read once
- * more). Only entries the event trigger wrote tell a creation.
+ * Fixed: ddl_history.command_tag (the event trigger's command tag; 'seed' for an entry
+ * recordDefinitions writes at a start) and addedByName takes only a CREATE TABLE / CREATE
+ * TABLE AS first entry as a creation (an untagged one, written before tags were, as before).
+ * Also needed here: the first first-definition statement of a process was built before
+ * firstOf knew the server had schema publications, so it left the schema check out (s2.m is
+ * the first table met after the restart); it is built after now. As it, this case fails on
+ * 6a613e0 and with either fix alone (checked).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -68,9 +69,9 @@ monitoring: { port: ${await freePort()} }
    * 10 at the target, no job). publication-schema-added.test.ts moves a table created after
    * the trigger was installed (its CREATE is its first entry, in s3): that one is read. The
    * same fix: only a CREATE TABLE entry of the event trigger (pg_event_trigger_ddl_commands'
-   * command_tag, recorded) tells a creation.
+   * command_tag, recorded) tells a creation; this move's entry is tagged ALTER TABLE.
    */
-  it.fails('a table that existed before the first start, moved into the published schema while capture runs, reaches the target whole', async () => {
+  it('a table that existed before the first start, moved into the published schema while capture runs, reaches the target whole', async () => {
     const ctl = new AbortController();
     const running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
     running.catch(() => undefined);
@@ -88,7 +89,7 @@ monitoring: { port: ${await freePort()} }
     expect(await rows()).toBe(10);
   }, 120_000);
 
-  it.fails("s2's tables reach the target whole", async () => {
+  it("s2's tables reach the target whole", async () => {
     let ctl = new AbortController();
     let running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
     running.catch(() => undefined);

@@ -82,7 +82,7 @@ describe('capture start-up: one check, DDL only when something is missing', () =
     expect(again.length).toBeLessThanOrEqual(8);
   });
 
-  it('brings an older bookkeeping up to date: a missing column, an outdated DDL history function, a dropped index', async () => {
+  it('brings an older bookkeeping up to date: a missing column, an outdated DDL history function, a dropped index, the history without command_tag', async () => {
     const slot = uniqueName('startcheck_old');
     await openRecording(await options(slot));
     await admin.query('ALTER TABLE syncline.snapshots DROP COLUMN done_ranges');
@@ -101,6 +101,38 @@ describe('capture start-up: one check, DDL only when something is missing', () =
     );
     expect(rows[0]).toEqual({ done_ranges: true, columns: true, relids: 2, idx: true, src: fn[0]?.src });
     expect(ddl(await openRecording(await options(slot)))).toEqual([]);
+    // The history's command_tag (added later) alone missing, the function current: without
+    // it the function's insert would fail (and be skipped) at every DDL, silently.
+    await admin.query('ALTER TABLE syncline.ddl_history DROP COLUMN command_tag');
+    expect(ddl(await openRecording(await options(slot))).length).toBeGreaterThan(0);
+    const { rows: tag } = await admin.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM pg_attribute WHERE attrelid = 'syncline.ddl_history'::regclass AND attname = 'command_tag' AND NOT attisdropped",
+    );
+    expect(tag[0]?.n).toBe(1);
+    expect(ddl(await openRecording(await options(slot)))).toEqual([]);
+  });
+
+  it("the DDL history tags each entry with its command: a creation's only for the command that created the table", async () => {
+    const slot = uniqueName('startcheck_tags');
+    await openRecording(await options(slot));
+    // Created while the event trigger is off: the next start seeds its definition.
+    await admin.query('ALTER EVENT TRIGGER syncline_ddl_history_syncline DISABLE');
+    await admin.query('CREATE TABLE tag_seeded (id integer PRIMARY KEY)');
+    await admin.query('ALTER EVENT TRIGGER syncline_ddl_history_syncline ENABLE');
+    await openRecording(await options(slot, { tables: [{ schema: 'public', table: 't' }, { schema: 'public', table: 'tag_seeded' }] }));
+    // A CREATE TABLE with a foreign key also reports an ALTER TABLE of the table: one entry, the creation's.
+    await admin.query(`CREATE TABLE tag_b (id integer PRIMARY KEY); CREATE TABLE tag_a (id serial PRIMARY KEY, b integer REFERENCES tag_b);
+      CREATE SCHEMA tag_s; ALTER TABLE tag_a SET SCHEMA tag_s; CREATE TABLE tag_x AS SELECT 1 AS i`);
+    const { rows } = await admin.query<{ t: string; tag: string }>(
+      "SELECT table_schema || '.' || table_name AS t, command_tag AS tag FROM syncline.ddl_history WHERE table_name LIKE 'tag\\_%' ORDER BY id",
+    );
+    expect(rows).toEqual([
+      { t: 'public.tag_seeded', tag: 'seed' },
+      { t: 'public.tag_b', tag: 'CREATE TABLE' },
+      { t: 'public.tag_a', tag: 'CREATE TABLE' },
+      { t: 'tag_s.tag_a', tag: 'ALTER TABLE' },
+      { t: 'public.tag_x', tag: 'CREATE TABLE AS' },
+    ]);
   });
 
   it('captures of several slots starting together on a new state schema each get the state tables', async () => {
