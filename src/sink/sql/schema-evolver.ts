@@ -127,8 +127,12 @@ export class SchemaEvolver<C, T extends SqlTable> {
         const history = withKnownAttnums(await this.options.definitions.history(schema, table, version));
         if (newestVersion(history) >= version) return history;
         problem = `_schema_version ${version} is not recorded in the source's schema_versions`;
-        recordable ??= (await this.options.definitions.mayStillRecord?.(commitLsns)) ?? true;
-        if (!recordable) {
+        if (recordable === undefined) {
+          recordable = (await this.options.definitions.mayStillRecord?.(commitLsns)) ?? true;
+          // Read once more first: the definition may have been stored, and the slot confirmed
+          // past it, between the read above and this check (red17b's guard test).
+          if (!recordable) continue;
+        } else if (!recordable) {
           throw new SynclineError(
             'SCHEMA_UNKNOWN',
             `change of ${label} carries _schema_version ${version}, which capture never recorded for this table (newest: ${newestVersion(history)}) and cannot be recording: its commit LSN ${commitLsns[0] ?? '?'} is one the source's slots were confirmed past, or beyond the source's WAL; not a change capture wrote from this source.\n  fix: find what else writes to the stream (stream.topic, stream.path); replay the entry (syncline dlq replay) once its definition is recorded, or purge it`,
