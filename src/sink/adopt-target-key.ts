@@ -1,5 +1,6 @@
 import type { ChangeEvent, Row } from '../core/change.js';
 import { collapseBatch, type TableBatch } from './collapse.js';
+import { removesRow } from './multiset.js';
 
 /**
  * The keyless INSERTs of `batch` applied as keyed, version-gated changes when the target
@@ -14,14 +15,24 @@ import { collapseBatch, type TableBatch } from './collapse.js';
  * into the dead-letter queue (red17b: 13,309 of 100,000 pgbench_accounts rows at the target).
  * Keyed, the INSERT is gated by its version like any reordered change: stale behind the
  * update, skipped. Only INSERTs: a keyless UPDATE or DELETE (REPLICA IDENTITY FULL) and a
- * keyless snapshot (its reset cuts the target's copy) keep the multiset rules.
+ * keyless snapshot (its reset cuts the target's copy) keep the multiset rules. And only the
+ * INSERTs after the batch's last UPDATE or DELETE: keyed changes are applied after the
+ * multiset, so an INSERT adopted before a DELETE of its row came after it, and the row the
+ * source deleted stayed at the target (before the table's reset the missing row is not even
+ * drift: a table created since capture runs kept it silently, red17c).
  */
 export function adoptTargetKey(batch: TableBatch, primaryKey: readonly string[]): number {
   if (primaryKey.length === 0 || batch.multiset.length === 0 || batch.snapshotReset) return 0;
   const keyed: ChangeEvent[] = [];
   const kept: ChangeEvent[] = [];
-  for (const c of batch.multiset) {
-    const key = c.op === 'INSERT' && c.payload ? keyOf(c.payload, primaryKey) : undefined;
+  // Keyed changes are applied after the multiset's: an INSERT before a DELETE or UPDATE of the
+  // batch stays in the multiset, where that change may be the one that removes its row.
+  let lastRemove = -1;
+  batch.multiset.forEach((c, i) => {
+    if (removesRow(c)) lastRemove = i;
+  });
+  for (const [i, c] of batch.multiset.entries()) {
+    const key = i > lastRemove && c.op === 'INSERT' && c.payload ? keyOf(c.payload, primaryKey) : undefined;
     if (key) keyed.push({ ...c, key });
     else kept.push(c);
   }
