@@ -19,9 +19,12 @@ import { removesRow } from './multiset.js';
  * INSERTs after the batch's last UPDATE or DELETE: keyed changes are applied after the
  * multiset, so an INSERT adopted before a DELETE of its row came after it, and the row the
  * source deleted stayed at the target (before the table's reset the missing row is not even
- * drift: a table created since capture runs kept it silently, red17c).
+ * drift: a table created since capture runs kept it silently, red17c). And only those newer
+ * than the table's multiset high water (`highWater`, -1n for none): a replayed INSERT whose
+ * row a keyless DELETE removed since (no tombstone) passed the keyed gate and brought the row
+ * back; in the multiset the high water makes it stale, as any replay.
  */
-export function adoptTargetKey(batch: TableBatch, primaryKey: readonly string[]): number {
+export function adoptTargetKey(batch: TableBatch, primaryKey: readonly string[], highWater: bigint): number {
   if (primaryKey.length === 0 || batch.multiset.length === 0 || batch.snapshotReset) return 0;
   const keyed: ChangeEvent[] = [];
   const kept: ChangeEvent[] = [];
@@ -32,7 +35,7 @@ export function adoptTargetKey(batch: TableBatch, primaryKey: readonly string[])
     if (removesRow(c)) lastRemove = i;
   });
   for (const [i, c] of batch.multiset.entries()) {
-    const key = i > lastRemove && c.op === 'INSERT' && c.payload ? keyOf(c.payload, primaryKey) : undefined;
+    const key = i > lastRemove && c.op === 'INSERT' && c.payload && BigInt(c._version) > highWater ? keyOf(c.payload, primaryKey) : undefined;
     if (key) keyed.push({ ...c, key });
     else kept.push(c);
   }

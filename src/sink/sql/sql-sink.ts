@@ -128,8 +128,12 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
         for (const batch of tables) {
           const target = targets.get(batch) as T;
           const counts: Counts = { applied: 0, stale: 0 };
-          if (!this.conflicts) outcome.superseded += adoptTargetKey(batch, target.primaryKey);
           await forTable(batch, (err) => d.isStructural(err), async () => {
+            if (!this.conflicts && target.primaryKey.length > 0 && batch.multiset.length > 0 && !batch.snapshotReset) {
+              // Replays of INSERTs the high water covers stay in the multiset, stale there.
+              const { high } = await d.readMultisetVersions(c, target.label, '');
+              outcome.superseded += adoptTargetKey(batch, target.primaryKey, high?.version ?? -1n);
+            }
             if (batch.truncate) {
               if (await d.truncate(c, target, batch.truncate)) counts.applied += 1;
               else counts.stale += 1;
