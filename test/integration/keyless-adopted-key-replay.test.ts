@@ -18,10 +18,12 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import type { ChangeEvent } from '../../src/core/change.js';
 import { PostgresSink } from '../../src/sink/postgres/postgres-sink.js';
+import { MysqlSink } from '../../src/sink/mysql/mysql-sink.js';
 import { SqliteSink } from '../../src/sink/sqlite/sqlite-sink.js';
 import type { Sink } from '../../src/sink/sink.js';
 import { KeylessChangeFactory } from '../contract/sink-contract.js';
-import { freshDatabase, machinePg15 } from '../helpers/postgres.js';
+import { freshMysqlDatabase, mysqlRows } from '../helpers/mysql.js';
+import { freshDatabase, machinePg15, uniqueName } from '../helpers/postgres.js';
 
 async function replayAfterDelete(sink: Sink, rows: () => Promise<unknown[]>): Promise<void> {
   const f = new KeylessChangeFactory();
@@ -66,6 +68,19 @@ describe('a replayed INSERT of a keyless table whose target has a key, after its
       await sink.close();
       db.close();
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('mysql (MariaDB): the row stays deleted', async () => {
+    const db = await freshMysqlDatabase(uniqueName('red17c_adopt_replay'));
+    await db.admin.query('CREATE TABLE t (id VARCHAR(20) PRIMARY KEY, v TEXT, n TEXT)');
+    const sink = new MysqlSink({ url: db.url, stateSchema: 'syncline', versionGate: true });
+    try {
+      await sink.prepare();
+      await replayAfterDelete(sink, async () => mysqlRows(db.admin, 'SELECT id, v FROM t'));
+    } finally {
+      await sink.close();
+      await db.drop();
     }
   });
 });
