@@ -42,6 +42,14 @@ const functionName = (stateSchema: string): string => quoteQualified(stateSchema
  * then: SchemaVersionStore.addedByName reads such a table when met through a schema.
  */
 export const CREATION_TAGS = ['CREATE TABLE', 'CREATE TABLE AS'] as const;
+/**
+ * The `command_tag` of the creation of an UNLOGGED table (a CREATE TABLE or CREATE TABLE AS
+ * tag of a table not permanent then): not a creation for addedByName. Such a table is not
+ * published and its rows are not in the WAL; `ALTER TABLE ... SET LOGGED` publishes it with
+ * the rows loaded meanwhile, which only a snapshot reads (before, taken for a table created
+ * since in a published schema: 1 row of 11 at the target, red17c).
+ */
+export const UNLOGGED_CREATION_TAG = 'CREATE UNLOGGED TABLE';
 /** The `command_tag` of an entry recordDefinitions wrote (a table's definition at a start, not DDL). */
 export const SEED_TAG = 'seed';
 /** Columns added to the history table after its first version (the table is in place with them). */
@@ -58,9 +66,11 @@ BEGIN
   -- (and rolled back with this block on any error).
   PERFORM set_config('lock_timeout', '1s', true);
   -- command_tag: one per table; a creation's when the command created it (a CREATE TABLE
-  -- with a foreign key also reports an ALTER TABLE of the table), see CREATION_TAGS.
+  -- with a foreign key also reports an ALTER TABLE of the table), see CREATION_TAGS; an
+  -- unlogged table's creation is not one (UNLOGGED_CREATION_TAG).
   INSERT INTO ${historyTable(stateSchema)} (relid, table_schema, table_name, lsn, columns, command_tag)
-  SELECT c.oid, n.nspname, c.relname, pg_current_wal_insert_lsn(), ${columnsOf('c.oid')}, d.command_tag
+  SELECT c.oid, n.nspname, c.relname, pg_current_wal_insert_lsn(), ${columnsOf('c.oid')},
+         CASE WHEN c.relpersistence <> 'p' AND d.command_tag IN (${CREATION_TAGS.map(quoteLiteral).join(', ')}) THEN ${quoteLiteral(UNLOGGED_CREATION_TAG)} ELSE d.command_tag END
     FROM (SELECT d.objid, (array_agg(d.command_tag ORDER BY d.command_tag NOT IN (${CREATION_TAGS.map(quoteLiteral).join(', ')})))[1] AS command_tag
             FROM pg_event_trigger_ddl_commands() d
            WHERE d.classid = 'pg_class'::regclass AND d.object_type IN ('table', 'table column')
