@@ -5,7 +5,7 @@ import type { RecordedColumn, TableDefinition } from '../core/schema-evolution.j
 import { quoteIdent, quoteLiteral, quoteQualified, type TableName } from '../core/sql.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
 import { definitionAt } from '../core/ddl-history.js';
-import { CREATION_TAGS, DDL_HISTORY_TABLE, historyBefore } from './ddl-history.js';
+import { CREATION_TAGS, DDL_HISTORY_TABLE, historyBefore, UNLOGGED_CREATION_TAG } from './ddl-history.js';
 import { hasRelation, type StateFacts } from './state-facts.js';
 
 /** The table's name in the state schema. */
@@ -298,7 +298,10 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
    * TABLE t SET SCHEMA s1` (into a schema the publication takes whole) bring in tables whose
    * rows predate them. Without the DDL history a table met through a schema is not read.
    * A table met through `FOR ALL TABLES` was created since capture started (one that existed
-   * was in the initial snapshot). Without the publication's name, nothing more is asked.
+   * was in the initial snapshot), unless its first entry is UNLOGGED_CREATION_TAG: an unlogged
+   * table, published with its rows only by SET LOGGED, is read (as through a schema; one
+   * unlogged since before the history was installed is not told). Without the publication's
+   * name, nothing more is asked.
    */
   /** The server has schema publications (PostgreSQL 15+: pg_publication_namespace); read by firstOf once. */
   private schemaPublications: boolean | undefined;
@@ -309,15 +312,21 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
     const pub = quoteLiteral(this.publication);
     const byName = `EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
                           WHERE p.pubname = ${pub} AND pr.prrelid = to_regclass(${rel}))`;
-    if (!this.ddlHistory || !this.schemaPublications) return ` AND ${byName}`;
+    if (!this.ddlHistory) return ` AND ${byName}`;
     const history = quoteQualified(this.schema, DDL_HISTORY_TABLE);
+    // FOR ALL TABLES: created since capture started, unless created UNLOGGED (its first entry
+    // says so): published, with the rows loaded meanwhile, only by SET LOGGED.
+    const unloggedAll = `EXISTS (SELECT 1 FROM pg_catalog.pg_publication p WHERE p.pubname = ${pub} AND p.puballtables)
+                         AND EXISTS (SELECT 1 FROM (SELECT h.command_tag FROM ${history} h WHERE h.relid = to_regclass(${rel})::oid ORDER BY h.lsn, h.id LIMIT 1) first
+                                      WHERE first.command_tag = ${quoteLiteral(UNLOGGED_CREATION_TAG)})`;
+    if (!this.schemaPublications) return ` AND (${byName} OR (${unloggedAll}))`;
     const bySchema = `EXISTS (SELECT 1 FROM pg_catalog.pg_publication_namespace pn JOIN pg_catalog.pg_publication p ON p.oid = pn.pnpubid
                           JOIN pg_catalog.pg_class c ON c.relnamespace = pn.pnnspid
                          WHERE p.pubname = ${pub} AND c.oid = to_regclass(${rel})
                            AND NOT EXISTS (SELECT 1 FROM (SELECT h.table_schema, h.xmin, h.command_tag FROM ${history} h WHERE h.relid = c.oid ORDER BY h.lsn, h.id LIMIT 1) first
                                             WHERE first.table_schema = $2 AND age(first.xmin) < age(pn.xmin)
                                               AND (first.command_tag IS NULL OR first.command_tag IN (${CREATION_TAGS.map(quoteLiteral).join(', ')}))))`;
-    return ` AND (${byName} OR ${bySchema})`;
+    return ` AND (${byName} OR ${bySchema} OR (${unloggedAll}))`;
   }
 
   private firstDefinitionSql(insert: string, request: boolean): string {

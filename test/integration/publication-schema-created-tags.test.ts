@@ -13,7 +13,9 @@
  *   load's usual trick), but its first entry was a CREATE TABLE in the schema, younger than
  *   the schema's membership: taken for a table created since and never read (1 row of 11 at
  *   the target, no job; also on 6a613e0). Fixed: the creation of an unlogged table is
- *   recorded as UNLOGGED_CREATION_TAG, not a creation.
+ *   recorded as UNLOGGED_CREATION_TAG, not a creation. Under FOR ALL TABLES (a table met
+ *   there was taken for one created since, whatever its history) the same loss: fixed by
+ *   reading one whose first entry has that tag.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -24,8 +26,9 @@ import { runPipeline } from '../../src/api/run-pipeline.js';
 import { parseConfig } from '../../src/config/load.js';
 import { freePort, machinePg15, slotStreaming, sourceAndTarget, testLogger, uniqueName, waitFor } from '../helpers/postgres.js';
 
-describe('tables that join a schema publication while capture runs, by how they were made', () => {
-  const name = uniqueName('red17c_cmdtag');
+for (const publication of ['FOR TABLES IN SCHEMA public', 'FOR ALL TABLES']) describe(`tables that join a publication ${publication} while capture runs, by how they were made`, () => {
+  const schema = publication !== 'FOR ALL TABLES';
+  const name = uniqueName(schema ? 'red17c_cmdtag' : 'red17c_cmdtag_all');
   let dir: string;
   let source: pg.Client;
   let target: pg.Client;
@@ -37,7 +40,7 @@ describe('tables that join a schema publication while capture runs, by how they 
     const pair = await sourceAndTarget(await machinePg15(), name);
     ({ source, target } = pair);
     await source.query('CREATE TABLE seen (id int PRIMARY KEY)');
-    await source.query(`CREATE PUBLICATION ${name}_pub FOR TABLES IN SCHEMA public`);
+    await source.query(`CREATE PUBLICATION ${name}_pub ${publication}`);
     const yaml = `source:
   url: ${pair.sourceUrl}
   slots: [{ name: ${name}, publication: ${name}_pub }]
@@ -66,7 +69,8 @@ monitoring: { port: ${await freePort()} }
   // Fix (not small: existing triggers must be replaced): 'SELECT INTO' in the event trigger's
   // WHEN TAG list (and the README's statement) and in CREATION_TAGS; the start check would
   // compare pg_event_trigger.evttags and a superuser's start drop and create the trigger again.
-  it.fails('a keyless table made by SELECT INTO (rows in the slot) is not snapshotted', async () => {
+  // Under FOR ALL TABLES it holds (a table met there was created since capture started).
+  (schema ? it.fails : it)('a keyless table made by SELECT INTO (rows in the slot) is not snapshotted', async () => {
     // Not the first table met by the process (on 6a613e0 that one skipped the schema check).
     await source.query('INSERT INTO seen VALUES (1)');
     await waitFor('seen', async () => (await count('seen')) === 1, 30_000);
