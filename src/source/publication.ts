@@ -10,8 +10,10 @@ import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
  * their root (`publish_via_partition_root`, PostgreSQL 13+): their changes carry the table's
  * own name, as its snapshot does, whatever the target makes of partitions (a plain table,
  * another partitioning, MySQL); an existing publication of syncline's is switched to it.
- * Resolves the tables it added to an existing publication: their rows from before are in no
- * change the slot will send (the caller has them read by a snapshot). `addMissing: false`
+ * Resolves the tables it added to an existing publication, and on that switch the partitioned
+ * tables it publishes (their rows were sent under their partitions' names): their rows from
+ * before are in no change the slot will send under their name (the caller has them read by a
+ * snapshot). `addMissing: false`
  * leaves them out (still refused without `create`): capture adds them once it leads and has
  * recorded what the slot's other tables need (PostgresSource.open).
  */
@@ -36,14 +38,22 @@ export async function ensurePublication(client: pg.Client, name: string, tables:
     await client.query(`CREATE PUBLICATION ${quoteIdent(name)} ${tables.length > 0 ? `FOR TABLE ${tableList}` : 'FOR ALL TABLES'}${viaRoot ? ' WITH (publish_via_partition_root = true)' : ''}`);
     return [];
   }
+  // Partitioned tables published anew under their root's name: their rows were sent under
+  // their partitions' names only, so they are read like added tables.
+  let viaRootNow: TableName[] = [];
   if (viaRoot && !pub.pubviaroot && (await publishesPartitions(client, name))) {
     const fix = `ALTER PUBLICATION ${quoteIdent(name)} SET (publish_via_partition_root = true)`;
     if (!create) throw new PrerequisiteError(`publication ${name} publishes partitioned tables by partition: their changes would name each partition, not the table`, fix);
+    // addMissing false: switched by the later call, whose answer the caller reads (before, the
+    // switch was made here and its tables never read: a root made by pgbench -i --partitions
+    // under a schema publication got only the rows changed since, red17c).
+    if (options.addMissing === false) return [];
     await client.query(fix);
+    viaRootNow = await publishedRoots(client, name);
   }
-  if (pub.puballtables || tables.length === 0) return [];
-  const missing = await unpublished(client, name, tables);
-  if (missing.length === 0) return [];
+  if (pub.puballtables || tables.length === 0) return viaRootNow;
+  const missing = (await unpublished(client, name, tables)).filter((t) => !viaRootNow.some((r) => r.schema === t.schema && r.table === t.table));
+  if (missing.length === 0) return viaRootNow;
   if (!create) {
     throw new PrerequisiteError(
       `publication ${name} lacks table(s) ${missing.map((t) => `${t.schema}.${t.table}`).join(', ')}`,
@@ -52,7 +62,19 @@ export async function ensurePublication(client: pg.Client, name: string, tables:
   }
   if (options.addMissing === false) return [];
   await client.query(`ALTER PUBLICATION ${quoteIdent(name)} ADD TABLE ${missing.map((t) => quoteQualified(t.schema, t.table)).join(', ')}`);
-  return missing;
+  return [...viaRootNow, ...missing];
+}
+
+/** The partitioned tables the publication publishes (through their root). */
+async function publishedRoots(client: pg.ClientBase, publication: string): Promise<TableName[]> {
+  const { rows } = await client.query<{ schemaname: string; tablename: string }>(
+    `SELECT pt.schemaname, pt.tablename FROM pg_catalog.pg_publication_tables pt
+       JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname
+       JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+      WHERE pt.pubname = $1 AND c.relkind = 'p' ORDER BY 1, 2`,
+    [publication],
+  );
+  return rows.map((r) => ({ schema: r.schemaname, table: r.tablename }));
 }
 
 /** The tables of `tables` that publication `name` (an existing one, not FOR ALL TABLES) does not publish. */
