@@ -8,12 +8,12 @@ import { removesRow } from './multiset.js';
  * returns how many changes folded into newer ones of the same key.
  *
  * Why: a table loaded before it had a key (`pgbench -i`: CREATE TABLE, COPY, then ADD
- * PRIMARY KEY; any bulk load that adds its key after) sends its first INSERTs keyless, on the
+ * PRIMARY KEY; every bulk load that adds its key after) sends its first INSERTs keyless, on the
  * table's one keyless partition, and its changes after the key keyed, partitioned by key:
  * a row's UPDATE could be applied before the INSERT that made the row. The older INSERT then
  * failed on the target's key (23505), and every later keyless change of the table followed it
  * into the dead-letter queue (red17b: 13,309 of 100,000 pgbench_accounts rows at the target).
- * Keyed, the INSERT is gated by its version like any reordered change: stale behind the
+ * Keyed, the INSERT is gated by its version like every reordered change: stale behind the
  * update, skipped. Only INSERTs: a keyless UPDATE or DELETE (REPLICA IDENTITY FULL) and a
  * keyless snapshot (its reset cuts the target's copy) keep the multiset rules. And only the
  * INSERTs after the batch's last UPDATE or DELETE: keyed changes are applied after the
@@ -22,7 +22,7 @@ import { removesRow } from './multiset.js';
  * drift: a table created since capture runs kept it silently, red17c). And only those newer
  * than the table's multiset high water (`highWater`, -1n for none): a replayed INSERT whose
  * row a keyless DELETE removed since (no tombstone) passed the keyed gate and brought the row
- * back; in the multiset the high water makes it stale, as any replay.
+ * back; in the multiset the high water makes it stale, as every replay.
  */
 export function adoptTargetKey(batch: TableBatch, primaryKey: readonly string[], highWater: bigint): number {
   if (primaryKey.length === 0 || batch.multiset.length === 0 || batch.snapshotReset) return 0;

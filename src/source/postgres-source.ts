@@ -514,7 +514,7 @@ function slotDropped(options: PostgresSourceOptions): PrerequisiteError {
  */
 async function requestInitialSnapshot(admin: pg.Client, snapshots: SnapshotStore, options: PostgresSourceOptions, tables: readonly TableName[]): Promise<void> {
   // All or none (requestTables): a slot made outside syncline exists before its jobs, and one
-  // with any job is taken as queued at the next start. Tables with an unfinished job (a start
+  // with a job is taken as queued at the next start. Tables with an unfinished job (a start
   // of a slot syncline makes that ended before creating it) are not queued twice.
   await snapshots.requestTables(tables);
   options.log.info({ tables: tables.map((t) => `${t.schema}.${t.table}`) }, 'initial snapshot requested');

@@ -130,7 +130,7 @@ export class SnapshotStore {
   /**
    * Queues a job for each of `tables` without an unfinished (pending or running) one, in one
    * statement, in the order given; resolves the ids queued. One statement: a slot made outside
-   * syncline has its initial jobs queued after the slot exists, and a slot with any job is
+   * syncline has its initial jobs queued after the slot exists, and a slot with a job is
    * taken as one whose jobs were queued (anyJob), so a start that ended between two inserts
    * left the rest of its tables without a job for good (01a9b28; red17b: 295 of 300 tables of a
    * `FOR ALL TABLES` publication never reached the target after a kill -9 there).
@@ -153,7 +153,7 @@ export class SnapshotStore {
     return jobs[0];
   }
 
-  /** The slot has a job, of any status: syncline queued or recorded one for it before. */
+  /** The slot has a job, whatever its status: syncline queued or recorded one for it before. */
   async anyJob(): Promise<boolean> {
     const { rowCount } = await this.client.query(`SELECT 1 FROM ${this.table} WHERE slot_name = $1 LIMIT 1`, [this.slot]);
     return (rowCount ?? 0) > 0;

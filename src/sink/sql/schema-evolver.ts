@@ -111,7 +111,7 @@ export class SchemaEvolver<C, T extends SqlTable> {
    * `commitLsns`). Capture records a definition while it publishes the first changes that
    * carry it, so a change may arrive a moment before its definition is readable: wait for it
    * a little. Not readable (the source unreachable, or still not recorded): the table is held
-   * and tried again. But a version capture cannot be recording any more, or not yet (every
+   * and tried again. But a version capture cannot be recording still, or not yet (every
    * change carrying it is at an LSN its slots were confirmed past, which capture does only
    * once the definition is stored, or beyond the source's WAL), is no table's problem: one
    * record that is not capture's (another producer's, a hand-made one) held every later change
