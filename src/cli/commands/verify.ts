@@ -27,6 +27,10 @@ export interface VerifyCliOptions {
  */
 export async function tablesToVerify(config: SynclineConfig, names?: string[]): Promise<{ table: ReturnType<typeof parseTableName>; route?: ReturnType<TableMapping['routeOf']> }[]> {
   const mapping = TableMapping.fromConfig(config.sink.tables);
+  const withRoute = (table: TableName): { table: TableName; route?: ReturnType<TableMapping['routeOf']> } => {
+    const route = mapping.routeOf(table);
+    return route ? { table, route } : { table };
+  };
   const slot = slotOf(config);
   const configured = slot.tables;
   if ((names === undefined || names.length === 0) && configured.length === 0) {
@@ -34,21 +38,14 @@ export async function tablesToVerify(config: SynclineConfig, names?: string[]): 
     const { publicationTables } = await import('../../source/catalog.js');
     const published = await withSource(config, (c) => publicationTables(c, slot.publication, config.source.state_schema));
     if (published.length === 0) throw new PrerequisiteError(`no tables to verify: publication ${slot.publication} publishes none`, 'list tables in source.slots[0].tables or pass --table');
-    return published.map((table) => {
-      const route = mapping.routeOf(table);
-      return route ? { table, route } : { table };
-    });
+    return published.map(withRoute);
   }
   const list = names !== undefined && names.length > 0 ? names : configured;
   // `--table` as printed (verify's own output, alerts) or as SQL: the reading the config replicates (see parseTableArg).
   // By schema and table apart: one label may name two tables (`a.b.c`: schema a or a.b).
   const exact = (t: TableName): string => JSON.stringify([t.schema, t.table]);
   const known = new Set(configured.map((t) => exact(parseTableName(t))));
-  return list.map((n) => {
-    const table = names ? resolveTableArg(n, (t) => known.has(exact(t))) : parseTableName(n);
-    const route = mapping.routeOf(table);
-    return route ? { table, route } : { table };
-  });
+  return list.map((n) => withRoute(names ? resolveTableArg(n, (t) => known.has(exact(t))) : parseTableName(n)));
 }
 
 /** Connections, parallelism, lag barrier and (on a TTY) a progress bar on stderr. */
