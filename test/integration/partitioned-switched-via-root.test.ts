@@ -19,72 +19,50 @@
  * while capture runs or between two starts: the root is still taken for a table created
  * since (the partition watch could tell a root met whose leaves were published by partition).
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runPipeline } from '../../src/api/run-pipeline.js';
-import { parseConfig } from '../../src/config/load.js';
-import { freePort, machinePg15, slotStreaming, sourceAndTarget, testLogger, uniqueName, waitFor } from '../helpers/postgres.js';
+import { pipelineFixture, type PipelineFixture } from '../helpers/pipeline-fixture.js';
+import { uniqueName, waitFor } from '../helpers/postgres.js';
 
 describe('a partitioned table published by partition, then through its root', () => {
   const name = uniqueName('red17c_viaroot');
-  let dir: string;
-  let source: pg.Client;
-  let target: pg.Client;
+  let f: PipelineFixture;
   let yaml: string;
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'red17c-viaroot-'));
-    const pair = await sourceAndTarget(await machinePg15(), name);
-    ({ source, target } = pair);
-    await source.query(`CREATE PUBLICATION ${name}_pub FOR TABLES IN SCHEMA public`);
-    yaml = `source:
-  url: ${pair.sourceUrl}
-  slots: [{ name: ${name}, publication: ${name}_pub }]
-stream: { path: ${path.join(dir, 'stream')}, partitions: 4 }
-sink: { url: ${pair.targetUrl}, create_tables: true, schema_evolution: full }
-monitoring: { port: ${await freePort()} }
-`;
+    f = await pipelineFixture(name);
+    await f.source.query(`CREATE PUBLICATION ${name}_pub FOR TABLES IN SCHEMA public`);
+    yaml = await f.yaml({ partitions: 4, sink: 'create_tables: true, schema_evolution: full' });
   }, 60_000);
 
   afterAll(async () => {
-    await source?.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [name]).catch(() => undefined);
-    await source?.end();
-    await target?.end();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await f?.close();
   }, 60_000);
 
   const run = async (fn: () => Promise<void>): Promise<void> => {
-    const ctl = new AbortController();
-    const running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
-    running.catch(() => undefined);
+    const running = await f.start(yaml);
     try {
-      await waitFor('streaming', () => slotStreaming(source, name));
       await fn();
     } finally {
-      ctl.abort();
-      await running.catch(() => undefined);
+      await running.stop();
     }
   };
-  const count = async (table: string): Promise<number> => (await target.query(`SELECT count(*)::int AS n FROM ${table}`).catch(() => ({ rows: [{ n: -1 }] }))).rows[0].n as number;
+  const count = async (table: string): Promise<number> => (await f.target.query(`SELECT count(*)::int AS n FROM ${table}`).catch(() => ({ rows: [{ n: -1 }] }))).rows[0].n as number;
 
   it('the target root gets every row once the publication goes through the root', async () => {
     await run(async () => {
-      await source.query('CREATE TABLE acc (aid int NOT NULL, v int) PARTITION BY RANGE (aid)');
-      await source.query('CREATE TABLE acc_1 PARTITION OF acc FOR VALUES FROM (1) TO (51)');
-      await source.query('CREATE TABLE acc_2 PARTITION OF acc FOR VALUES FROM (51) TO (101)');
-      await source.query('INSERT INTO acc SELECT g, 0 FROM generate_series(1, 100) g');
-      await source.query('ALTER TABLE acc ADD PRIMARY KEY (aid)');
+      await f.source.query('CREATE TABLE acc (aid int NOT NULL, v int) PARTITION BY RANGE (aid)');
+      await f.source.query('CREATE TABLE acc_1 PARTITION OF acc FOR VALUES FROM (1) TO (51)');
+      await f.source.query('CREATE TABLE acc_2 PARTITION OF acc FOR VALUES FROM (51) TO (101)');
+      await f.source.query('INSERT INTO acc SELECT g, 0 FROM generate_series(1, 100) g');
+      await f.source.query('ALTER TABLE acc ADD PRIMARY KEY (aid)');
       await waitFor('the partitions at the target', async () => (await count('acc_1')) + (await count('acc_2')) === 100, 30_000);
     });
     // The next start switches the publication to publish_via_partition_root.
     await run(async () => {
-      expect((await source.query(`SELECT pubviaroot FROM pg_publication WHERE pubname = $1`, [`${name}_pub`])).rows[0].pubviaroot).toBe(true);
-      await source.query('UPDATE acc SET v = 1 WHERE aid IN (1, 60)');
+      expect((await f.source.query(`SELECT pubviaroot FROM pg_publication WHERE pubname = $1`, [`${name}_pub`])).rows[0].pubviaroot).toBe(true);
+      await f.source.query('UPDATE acc SET v = 1 WHERE aid IN (1, 60)');
       await waitFor('acc at the target', async () => (await count('acc')) >= 2, 30_000);
-      const state = async (): Promise<string> => `${await count('acc')} rows; jobs ${JSON.stringify((await source.query('SELECT table_name, status FROM syncline.snapshots WHERE slot_name = $1', [name])).rows)}`;
+      const state = async (): Promise<string> => `${await count('acc')} rows; jobs ${JSON.stringify((await f.source.query('SELECT table_name, status FROM syncline.snapshots WHERE slot_name = $1', [name])).rows)}`;
       await waitFor('every row of acc at the target', async () => (await count('acc')) === 100, 15_000, 500, state).catch(() => undefined);
       expect(await state()).toMatch(/^100 rows/);
     });

@@ -7,61 +7,38 @@
  * to replicate. The heartbeat now queues the snapshot of a table in the publication by name
  * that this slot never recorded a definition of and never queued a job for.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runPipeline } from '../../src/api/run-pipeline.js';
-import { parseConfig } from '../../src/config/load.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { freePort, machinePg15, slotStreaming, sourceAndTarget, testLogger, uniqueName, waitFor } from '../helpers/postgres.js';
+import { countRows, pipelineFixture, type PipelineFixture, type RunningPipeline } from '../helpers/pipeline-fixture.js';
+import { uniqueName, waitFor } from '../helpers/postgres.js';
 
 describe('a table added to the publication by hand and never written since', () => {
   const name = uniqueName('syncline_addedstatic');
-  let dir: string;
-  let source: pg.Client;
-  let target: pg.Client;
-  const ctl = new AbortController();
-  let running: Promise<unknown> = Promise.resolve();
+  let f: PipelineFixture;
+  let running: RunningPipeline | undefined;
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-addedstatic-'));
-    const pair = await sourceAndTarget(await machinePg15(), name);
-    ({ source, target } = pair);
-    await source.query(`CREATE TABLE r (id int PRIMARY KEY, v int NOT NULL DEFAULT 0); INSERT INTO r SELECT i, 0 FROM generate_series(1, 10) i;
+    f = await pipelineFixture(name);
+    await f.source.query(`CREATE TABLE r (id int PRIMARY KEY, v int NOT NULL DEFAULT 0); INSERT INTO r SELECT i, 0 FROM generate_series(1, 10) i;
       CREATE PUBLICATION ${name}_pub FOR TABLE r WITH (publish_via_partition_root = true)`);
-    const yaml = `source:
-  url: ${pair.sourceUrl}
-  slots: [{ name: ${name}, publication: ${name}_pub }]
-  heartbeat_interval_ms: 300
-stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
-sink: { url: ${pair.targetUrl}, create_tables: true, schema_evolution: full }
-monitoring: { port: ${await freePort()} }
-`;
-    running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
-    running.catch(() => undefined);
-    await waitFor('streaming', () => slotStreaming(source, name));
-    await waitFor('r replicated', async () => Number((await target.query('SELECT count(*) AS n FROM r').catch(() => ({ rows: [{ n: 0 }] }))).rows[0]?.n) === 10, 60_000, 250);
+    const yaml = await f.yaml({ source: ['heartbeat_interval_ms: 300'], sink: 'create_tables: true, schema_evolution: full' });
+    running = await f.start(yaml);
+    await waitFor('r replicated', async () => (await countRows(f.target, 'r')) === 10, 60_000, 250);
   }, 120_000);
 
   afterAll(async () => {
-    ctl.abort();
-    await running.catch(() => undefined);
-    await source?.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [name]).catch(() => undefined);
-    await source?.end();
-    await target?.end();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await running?.stop();
+    await f?.close();
   }, 60_000);
 
   it('reaches the target whole', async () => {
-    await source.query(`CREATE TABLE lookup (code text PRIMARY KEY, label text NOT NULL);
+    await f.source.query(`CREATE TABLE lookup (code text PRIMARY KEY, label text NOT NULL);
       INSERT INTO lookup SELECT 'c' || i, 'label ' || i FROM generate_series(1, 25) i`);
-    await source.query(`ALTER PUBLICATION ${name}_pub ADD TABLE lookup`);
-    await source.query('UPDATE r SET v = 1 WHERE id = 1'); // the stream moves on; lookup is not written
-    const equal = async (): Promise<boolean> => (await compareTable(source, target, { schema: 'public', table: 'lookup' })).differing === 0;
+    await f.source.query(`ALTER PUBLICATION ${name}_pub ADD TABLE lookup`);
+    await f.source.query('UPDATE r SET v = 1 WHERE id = 1'); // the stream moves on; lookup is not written
+    const equal = async (): Promise<boolean> => (await compareTable(f.source, f.target, { schema: 'public', table: 'lookup' })).differing === 0;
     await waitFor('target lookup equals source lookup', async () => equal().catch(() => false), 20_000, 500);
-    expect(Number((await target.query('SELECT count(*) AS n FROM lookup')).rows[0]?.n)).toBe(25);
+    expect(await countRows(f.target, 'lookup')).toBe(25);
   }, 120_000);
 });
 
@@ -75,68 +52,42 @@ monitoring: { port: ${await freePort()} }
  */
 describe('a partitioned table renamed while capture streams, then capture restarted', () => {
   const name = uniqueName('syncline_renamedroot');
-  let dir: string;
-  let source: pg.Client;
-  let target: pg.Client;
+  let f: PipelineFixture;
   let yaml: string;
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-renamedroot-'));
-    const pair = await sourceAndTarget(await machinePg15(), name);
-    ({ source, target } = pair);
-    await source.query(`CREATE TABLE m (id int PRIMARY KEY, v int NOT NULL DEFAULT 0) PARTITION BY RANGE (id);
+    f = await pipelineFixture(name);
+    await f.source.query(`CREATE TABLE m (id int PRIMARY KEY, v int NOT NULL DEFAULT 0) PARTITION BY RANGE (id);
       CREATE TABLE m_1 PARTITION OF m FOR VALUES FROM (0) TO (100); CREATE TABLE m_2 PARTITION OF m FOR VALUES FROM (100) TO (1000);
       INSERT INTO m SELECT i, 0 FROM generate_series(1, 200) i;
       CREATE PUBLICATION ${name}_pub FOR TABLE m WITH (publish_via_partition_root = true)`);
-    yaml = `source:
-  url: ${pair.sourceUrl}
-  slots: [{ name: ${name}, publication: ${name}_pub }]
-  heartbeat_interval_ms: 300
-stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
-sink: { url: ${pair.targetUrl}, create_tables: true, schema_evolution: full }
-monitoring: { port: ${await freePort()} }
-`;
+    yaml = await f.yaml({ source: ['heartbeat_interval_ms: 300'], sink: 'create_tables: true, schema_evolution: full' });
   }, 120_000);
 
   afterAll(async () => {
-    await source?.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [name]).catch(() => undefined);
-    await source?.end();
-    await target?.end();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await f?.close();
   }, 60_000);
 
-  const run = async (): Promise<{ stop: () => Promise<void> }> => {
-    const ctl = new AbortController();
-    const running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
-    running.catch(() => undefined);
-    await waitFor('streaming', () => slotStreaming(source, name));
-    return {
-      stop: async () => {
-        ctl.abort();
-        await running.catch(() => undefined);
-        await waitFor('slot released', async () => !(await slotStreaming(source, name)), 10_000, 100);
-      },
-    };
-  };
+  const run = (): Promise<RunningPipeline> => f.start(yaml);
 
   it('the target table of the new name gets the changes made before the restart', async () => {
     let p = await run();
     try {
-      await source.query('UPDATE m SET v = 1 WHERE id IN (1, 150)'); // the walsender has sent m's definition
-      await waitFor('m replicated', async () => Number((await target.query('SELECT count(*) AS n FROM m').catch(() => ({ rows: [{ n: 0 }] }))).rows[0]?.n) === 200, 60_000, 250);
-      await source.query('ALTER TABLE m RENAME TO m2');
+      await f.source.query('UPDATE m SET v = 1 WHERE id IN (1, 150)'); // the walsender has sent m's definition
+      await waitFor('m replicated', async () => (await countRows(f.target, 'm')) === 200, 60_000, 250);
+      await f.source.query('ALTER TABLE m RENAME TO m2');
       await new Promise((r) => setTimeout(r, 1500)); // heartbeats
-      await source.query('UPDATE m2 SET v = 2 WHERE id IN (2, 160)');
+      await f.source.query('UPDATE m2 SET v = 2 WHERE id IN (2, 160)');
       await new Promise((r) => setTimeout(r, 1500));
     } finally {
       await p.stop();
     }
     p = await run();
     try {
-      await source.query('UPDATE m2 SET v = 3 WHERE id = 3');
-      const equal = async (): Promise<boolean> => (await compareTable(source, target, { schema: 'public', table: 'm2' })).differing === 0;
+      await f.source.query('UPDATE m2 SET v = 3 WHERE id = 3');
+      const equal = async (): Promise<boolean> => (await compareTable(f.source, f.target, { schema: 'public', table: 'm2' })).differing === 0;
       await waitFor('target m2 equals source m2', async () => equal().catch(() => false), 30_000, 500);
-      expect(Number((await target.query('SELECT v FROM m2 WHERE id = 160')).rows[0]?.v)).toBe(2);
+      expect(Number((await f.target.query('SELECT v FROM m2 WHERE id = 160')).rows[0]?.v)).toBe(2);
     } finally {
       await p.stop();
     }

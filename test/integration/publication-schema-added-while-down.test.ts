@@ -19,46 +19,28 @@
  * the first table met after the restart); it is built after now. As it, this case fails on
  * 6a613e0 and with either fix alone (checked).
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runPipeline } from '../../src/api/run-pipeline.js';
-import { parseConfig } from '../../src/config/load.js';
-import { freePort, machinePg15, slotStreaming, sourceAndTarget, testLogger, uniqueName, waitFor } from '../helpers/postgres.js';
+import { countRows, pipelineFixture, type PipelineFixture } from '../helpers/pipeline-fixture.js';
+import { uniqueName, waitFor } from '../helpers/postgres.js';
 
 describe('a schema added to the publication while capture is stopped', () => {
   const name = uniqueName('red17b_schema_down');
-  let dir: string;
-  let source: pg.Client;
-  let target: pg.Client;
+  let f: PipelineFixture;
   let yaml: string;
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'red17b-schema-down-'));
-    const pair = await sourceAndTarget(await machinePg15(), name);
-    ({ source, target } = pair);
-    await source.query(`CREATE SCHEMA s1; CREATE SCHEMA s2;
+    f = await pipelineFixture(name);
+    await f.source.query(`CREATE SCHEMA s1; CREATE SCHEMA s2;
       CREATE TABLE s1.first (id int PRIMARY KEY); INSERT INTO s1.first VALUES (1);
       CREATE TABLE s2.m (id int PRIMARY KEY, v int NOT NULL DEFAULT 0); INSERT INTO s2.m SELECT i, 0 FROM generate_series(1, 10) i;
       CREATE SCHEMA s3; CREATE TABLE s3.o (id int PRIMARY KEY, v int NOT NULL DEFAULT 0); INSERT INTO s3.o SELECT i, 0 FROM generate_series(1, 10) i;
       CREATE PUBLICATION ${name}_pub FOR TABLES IN SCHEMA s1`);
-    yaml = `source:
-  url: ${pair.sourceUrl}
-  slots: [{ name: ${name}, publication: ${name}_pub }]
-stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
-sink: { url: ${pair.targetUrl}, create_tables: true, schema_evolution: full }
-monitoring: { port: ${await freePort()} }
-`;
-    await target.query('CREATE SCHEMA s1; CREATE SCHEMA s2');
+    yaml = await f.yaml({ sink: 'create_tables: true, schema_evolution: full' });
+    await f.target.query('CREATE SCHEMA s1; CREATE SCHEMA s2');
   }, 60_000);
 
   afterAll(async () => {
-    await source?.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [name]).catch(() => undefined);
-    await source?.end();
-    await target?.end();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await f?.close();
   }, 60_000);
 
   /**
@@ -72,47 +54,35 @@ monitoring: { port: ${await freePort()} }
    * command_tag, recorded) tells a creation; this move's entry is tagged ALTER TABLE.
    */
   it('a table that existed before the first start, moved into the published schema while capture runs, reaches the target whole', async () => {
-    const ctl = new AbortController();
-    const running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
-    running.catch(() => undefined);
-    const rows = async (): Promise<number> => Number((await target.query('SELECT count(*) AS n FROM s1.o').catch(() => ({ rows: [{ n: 0 }] }))).rows[0]?.n);
+    const running = await f.start(yaml);
+    const rows = async (): Promise<number> => await countRows(f.target, 's1.o');
     try {
-      await waitFor('streaming', () => slotStreaming(source, name));
-      await source.query('ALTER TABLE s3.o SET SCHEMA s1');
-      await source.query('UPDATE s1.o SET v = 1 WHERE id = 1');
+      await f.source.query('ALTER TABLE s3.o SET SCHEMA s1');
+      await f.source.query('UPDATE s1.o SET v = 1 WHERE id = 1');
       await waitFor('s1.o whole at the target', async () => (await rows()) === 10, 20_000, 250,
-        async () => `${await rows()} rows of 10; jobs ${JSON.stringify((await source.query('SELECT table_schema, table_name, status FROM syncline.snapshots WHERE slot_name = $1', [name])).rows)}`);
+        async () => `${await rows()} rows of 10; jobs ${JSON.stringify((await f.source.query('SELECT table_schema, table_name, status FROM syncline.snapshots WHERE slot_name = $1', [name])).rows)}`);
     } finally {
-      ctl.abort();
-      await running.catch(() => undefined);
+      await running.stop();
     }
     expect(await rows()).toBe(10);
   }, 120_000);
 
   it("s2's tables reach the target whole", async () => {
-    let ctl = new AbortController();
-    let running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
-    running.catch(() => undefined);
+    let running = await f.start(yaml);
     try {
-      await waitFor('streaming', () => slotStreaming(source, name));
-      await waitFor('s1.first replicated', async () => Number((await target.query('SELECT count(*) AS n FROM s1.first').catch(() => ({ rows: [{ n: 0 }] }))).rows[0]?.n) === 1, 60_000, 250);
+      await waitFor('s1.first replicated', async () => (await countRows(f.target, 's1.first')) === 1, 60_000, 250);
     } finally {
-      ctl.abort();
-      await running.catch(() => undefined);
+      await running.stop();
     }
-    await source.query(`ALTER PUBLICATION ${name}_pub ADD TABLES IN SCHEMA s2`);
-    ctl = new AbortController();
-    running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
-    running.catch(() => undefined);
-    const rows = async (): Promise<number> => Number((await target.query('SELECT count(*) AS n FROM s2.m').catch(() => ({ rows: [{ n: 0 }] }))).rows[0]?.n);
+    await f.source.query(`ALTER PUBLICATION ${name}_pub ADD TABLES IN SCHEMA s2`);
+    running = await f.start(yaml);
+    const rows = async (): Promise<number> => await countRows(f.target, 's2.m');
     try {
-      await waitFor('streaming', () => slotStreaming(source, name));
-      await source.query('UPDATE s2.m SET v = 1 WHERE id = 1');
+      await f.source.query('UPDATE s2.m SET v = 1 WHERE id = 1');
       await waitFor('s2.m whole at the target', async () => (await rows()) === 10, 20_000, 250,
-        async () => `${await rows()} rows of 10; jobs ${JSON.stringify((await source.query('SELECT table_schema, table_name, status FROM syncline.snapshots WHERE slot_name = $1', [name])).rows)}; s2.m history ${JSON.stringify((await source.query("SELECT h.xmin::text, h.recorded_at, (SELECT pn.xmin::text FROM pg_publication_namespace pn WHERE pn.pnnspid = 's2'::regnamespace) AS pn_xmin FROM syncline.ddl_history h WHERE h.table_schema = 's2' ORDER BY h.id")).rows)}`);
+        async () => `${await rows()} rows of 10; jobs ${JSON.stringify((await f.source.query('SELECT table_schema, table_name, status FROM syncline.snapshots WHERE slot_name = $1', [name])).rows)}; s2.m history ${JSON.stringify((await f.source.query("SELECT h.xmin::text, h.recorded_at, (SELECT pn.xmin::text FROM pg_publication_namespace pn WHERE pn.pnnspid = 's2'::regnamespace) AS pn_xmin FROM syncline.ddl_history h WHERE h.table_schema = 's2' ORDER BY h.id")).rows)}`);
     } finally {
-      ctl.abort();
-      await running.catch(() => undefined);
+      await running.stop();
     }
     expect(await rows()).toBe(10);
   }, 120_000);

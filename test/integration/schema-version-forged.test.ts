@@ -8,10 +8,7 @@
  * is that record's error alone: SCHEMA_UNKNOWN, dead-lettered (its row waits behind it, as
  * behind any poison, until it is purged or replayed), and the table flows.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runPipeline } from '../../src/api/run-pipeline.js';
 import { openDeadLetterQueue } from '../../src/compose/dead-letters.js';
@@ -21,35 +18,22 @@ import type { DeadLetterQueue } from '../../src/dlq/dead-letter-queue.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { openEmbeddedStream } from '../../src/stream/embedded/embedded-stream.js';
-import { freePort, machinePg15, slotStreaming, sourceAndTarget, testLogger, uniqueName, waitFor } from '../helpers/postgres.js';
+import { pipelineFixture, type PipelineFixture } from '../helpers/pipeline-fixture.js';
+import { slotStreaming, testLogger, uniqueName, waitFor } from '../helpers/postgres.js';
 
 describe('a record with a _schema_version capture never recorded', () => {
   const name = uniqueName('syncline_forged_version');
-  let dir: string;
-  let source: pg.Client;
-  let target: pg.Client;
+  let f: PipelineFixture;
   let yaml: string;
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-forged-'));
-    const pair = await sourceAndTarget(await machinePg15(), name);
-    ({ source, target } = pair);
-    await source.query('CREATE TABLE orders (id int PRIMARY KEY, v text NOT NULL)');
-    yaml = `source:
-  url: ${pair.sourceUrl}
-  slots: [{ name: ${name}, publication: ${name}_pub, tables: [orders] }]
-stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
-consumer: { retry: { backoff_base_ms: 50, backoff_max_ms: 500, held_table_interval_ms: 500 } }
-sink: { url: ${pair.targetUrl}, create_tables: true, schema_evolution: full }
-monitoring: { port: ${await freePort()} }
-`;
+    f = await pipelineFixture(name);
+    await f.source.query('CREATE TABLE orders (id int PRIMARY KEY, v text NOT NULL)');
+    yaml = await f.yaml({ slot: 'tables: [orders]', extra: ['consumer: { retry: { backoff_base_ms: 50, backoff_max_ms: 500, held_table_interval_ms: 500 } }'], sink: 'create_tables: true, schema_evolution: full' });
   }, 60_000);
 
   afterAll(async () => {
-    await source?.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [name]).catch(() => undefined);
-    await source?.end();
-    await target?.end();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await f?.close();
   }, 60_000);
 
   it('goes to the dead-letter queue alone (SCHEMA_UNKNOWN) and the table keeps flowing', async () => {
@@ -58,8 +42,8 @@ monitoring: { port: ${await freePort()} }
     const metrics = new Metrics();
     let ctl = new AbortController();
     let running = runPipeline(config, 'capture', silentLogger(), ctl.signal, metrics);
-    await waitFor('streaming', () => slotStreaming(source, name));
-    await source.query("INSERT INTO orders SELECT i, 'a' FROM generate_series(1, 5) i");
+    await waitFor('streaming', () => slotStreaming(f.source, name));
+    await f.source.query("INSERT INTO orders SELECT i, 'a' FROM generate_series(1, 5) i");
     const published = async (): Promise<number> => Number((await metrics.registry.getSingleMetric('sync_events_published_total')?.get())?.values.reduce((s, v) => s + v.value, 0) ?? 0);
     await waitFor('published', async () => (await published()) >= 5, 30_000, 100);
     ctl.abort();
@@ -70,7 +54,7 @@ monitoring: { port: ${await freePort()} }
       source: name, schema: 'public', table: 'orders', op: 'UPDATE', lsn: commitLsn, commit_lsn: commitLsn, xid: 1, seq: id,
       commit_ts: new Date().toISOString(), key: { id: String(id) }, payload: { id: String(id), v: 'forged' }, _version: '1', _schema_version: 999,
     });
-    const stream = await openEmbeddedStream({ path: path.join(dir, 'stream'), partitions: 2 });
+    const stream = await openEmbeddedStream({ path: path.join(f.dir, 'stream'), partitions: 2 });
     const producer = await stream.producer();
     await producer.publish([forged(1, '0/10'), forged(2, 'FFFF/0')].map((c) => ({ key: partitionKeyOf(c), value: Buffer.from(JSON.stringify(c)) })));
     await producer.close();
@@ -79,12 +63,12 @@ monitoring: { port: ${await freePort()} }
     running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
     running.catch(() => undefined);
     try {
-      await source.query("INSERT INTO orders SELECT i, 'b' FROM generate_series(6, 10) i");
-      await source.query("UPDATE orders SET v = 'c'");
-      const rows = async (): Promise<string> => JSON.stringify((await target.query("SELECT array_agg(id ORDER BY id) FILTER (WHERE v = 'c') AS c, array_agg(id ORDER BY id) FILTER (WHERE v <> 'c') AS other FROM orders")).rows[0]);
+      await f.source.query("INSERT INTO orders SELECT i, 'b' FROM generate_series(6, 10) i");
+      await f.source.query("UPDATE orders SET v = 'c'");
+      const rows = async (): Promise<string> => JSON.stringify((await f.target.query("SELECT array_agg(id ORDER BY id) FILTER (WHERE v = 'c') AS c, array_agg(id ORDER BY id) FILTER (WHERE v <> 'c') AS other FROM orders")).rows[0]);
       // Rows 1 and 2 wait behind their forged entries (a row is never applied around a dead-lettered change of it); the table flows.
       await waitFor('rows 3-10 at the target', async () => (await rows().catch(() => '')) === JSON.stringify({ c: [3, 4, 5, 6, 7, 8, 9, 10], other: [1, 2] }), 60_000, 250);
-      const letters = await target.query<{ id: string; error_code: string; error: string }>("SELECT id::text, error_code, error FROM syncline.dead_letter WHERE error_code = 'SCHEMA_UNKNOWN' ORDER BY id");
+      const letters = await f.target.query<{ id: string; error_code: string; error: string }>("SELECT id::text, error_code, error FROM syncline.dead_letter WHERE error_code = 'SCHEMA_UNKNOWN' ORDER BY id");
       expect(letters.rows).toHaveLength(2);
       expect(letters.rows[0]?.error).toMatch(/_schema_version 999, which capture never recorded/);
       // Purged (as `syncline dlq purge --error SCHEMA_UNKNOWN` does): the rows' held changes apply by themselves.

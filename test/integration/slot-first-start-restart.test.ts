@@ -8,58 +8,36 @@
  * never reached the target, silently. Repro (red16b): run, stop before any change, ALTER
  * PUBLICATION ... ADD TABLE late (5 rows), run, insert one row into late: 1 row at the target.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runPipeline } from '../../src/api/run-pipeline.js';
-import { parseConfig } from '../../src/config/load.js';
-import { freePort, machinePg15, slotStreaming, sourceAndTarget, testLogger, uniqueName, waitFor } from '../helpers/postgres.js';
+import { countRows, pipelineFixture, type PipelineFixture } from '../helpers/pipeline-fixture.js';
+import { uniqueName, waitFor } from '../helpers/postgres.js';
 
 describe('a slot syncline made, restarted before its first change', () => {
   const name = uniqueName('red16b_first');
-  let dir: string;
-  let source: pg.Client;
-  let target: pg.Client;
+  let f: PipelineFixture;
   let yaml: string;
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'red16b-first-'));
-    const pair = await sourceAndTarget(await machinePg15(), name);
-    ({ source, target } = pair);
-    await source.query(`CREATE TABLE early (id int PRIMARY KEY);
+    f = await pipelineFixture(name);
+    await f.source.query(`CREATE TABLE early (id int PRIMARY KEY);
       CREATE TABLE late (id int PRIMARY KEY);
       INSERT INTO late SELECT generate_series(1, 5);
       CREATE PUBLICATION ${name}_pub FOR TABLE early`);
-    await target.query('CREATE TABLE early (id int PRIMARY KEY); CREATE TABLE late (id int PRIMARY KEY)');
+    await f.target.query('CREATE TABLE early (id int PRIMARY KEY); CREATE TABLE late (id int PRIMARY KEY)');
     // No tables listed: they are the publication's.
-    yaml = `source:
-  url: ${pair.sourceUrl}
-  slots: [{ name: ${name}, publication: ${name}_pub }]
-stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
-sink: { url: ${pair.targetUrl} }
-monitoring: { port: ${await freePort()} }
-`;
+    yaml = await f.yaml();
   }, 120_000);
 
   afterAll(async () => {
-    await source?.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [name]).catch(() => undefined);
-    await source?.end();
-    await target?.end();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await f?.close();
   }, 60_000);
 
   const run = async (until: () => Promise<void>): Promise<void> => {
-    const ctl = new AbortController();
-    const running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
-    running.catch(() => undefined);
+    const running = await f.start(yaml);
     try {
-      await waitFor('streaming', () => slotStreaming(source, name));
       await until();
     } finally {
-      ctl.abort();
-      await running.catch(() => undefined);
+      await running.stop();
     }
   };
 
@@ -67,16 +45,16 @@ monitoring: { port: ${await freePort()} }
     // First start: syncline creates the slot (and the initial snapshot of early, empty); no change streamed.
     await run(async () => {
       await waitFor('initial snapshot done', async () =>
-        (await source.query("SELECT 1 FROM syncline.snapshots WHERE slot_name = $1 AND status = 'done'", [name])).rowCount === 1);
+        (await f.source.query("SELECT 1 FROM syncline.snapshots WHERE slot_name = $1 AND status = 'done'", [name])).rowCount === 1);
     });
-    expect((await source.query('SELECT 1 FROM syncline.schema_versions WHERE slot_name = $1', [name])).rowCount).toBe(0);
-    await source.query(`ALTER PUBLICATION ${name}_pub ADD TABLE late`);
+    expect((await f.source.query('SELECT 1 FROM syncline.schema_versions WHERE slot_name = $1', [name])).rowCount).toBe(0);
+    await f.source.query(`ALTER PUBLICATION ${name}_pub ADD TABLE late`);
     await run(async () => {
-      await source.query('INSERT INTO late VALUES (6)');
-      await waitFor('late at the target', async () => Number((await target.query('SELECT count(*) AS n FROM late')).rows[0]?.n) === 6, 30_000, 250, async () =>
-        `${(await target.query('SELECT count(*) AS n FROM late')).rows[0]?.n} rows; jobs ${JSON.stringify((await source.query('SELECT table_name, status FROM syncline.snapshots WHERE slot_name = $1 ORDER BY id', [name])).rows)}`);
+      await f.source.query('INSERT INTO late VALUES (6)');
+      await waitFor('late at the target', async () => (await countRows(f.target, 'late')) === 6, 30_000, 250, async () =>
+        `${(await f.target.query('SELECT count(*) AS n FROM late')).rows[0]?.n} rows; jobs ${JSON.stringify((await f.source.query('SELECT table_name, status FROM syncline.snapshots WHERE slot_name = $1 ORDER BY id', [name])).rows)}`);
     });
-    const jobs = await source.query<{ t: string; status: string }>('SELECT table_name AS t, status FROM syncline.snapshots WHERE slot_name = $1 ORDER BY id', [name]);
+    const jobs = await f.source.query<{ t: string; status: string }>('SELECT table_name AS t, status FROM syncline.snapshots WHERE slot_name = $1 ORDER BY id', [name]);
     expect(jobs.rows.map((j) => `${j.t}:${j.status}`)).toEqual(['early:done', 'late:done']);
   }, 180_000);
 });

@@ -12,58 +12,42 @@
  * jobs are in: 5 tables at the target, 295 never (5 tables with a job).
  */
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runPipeline } from '../../src/api/run-pipeline.js';
-import { parseConfig } from '../../src/config/load.js';
 import { ensureBuilt } from '../helpers/cli.js';
 import { startCli } from '../helpers/cli-process.js';
-import { freePort, machinePg15, slotStreaming, sourceAndTarget, testLogger, uniqueName, waitFor } from '../helpers/postgres.js';
+import { pipelineFixture, type PipelineFixture } from '../helpers/pipeline-fixture.js';
+import { uniqueName, waitFor } from '../helpers/postgres.js';
 
 const TABLES = 300;
 
 describe('a slot made outside syncline: a first start killed while it queued the initial snapshot', () => {
   const name = uniqueName('red17b_premade_initial');
-  let dir: string;
-  let source: pg.Client;
-  let target: pg.Client;
+  let f: PipelineFixture;
   let yaml: string;
   let configFile: string;
 
   beforeAll(async () => {
     ensureBuilt();
-    dir = await mkdtemp(path.join(os.tmpdir(), 'red17b-premade-initial-'));
-    const pair = await sourceAndTarget(await machinePg15(), name);
-    ({ source, target } = pair);
+    f = await pipelineFixture(name);
     const names = Array.from({ length: TABLES }, (_, i) => `t${i + 1}`);
-    await source.query(names.map((t) => `CREATE TABLE ${t} (id int PRIMARY KEY, v text NOT NULL); INSERT INTO ${t} VALUES (1, '${t}');`).join('\n'));
-    await source.query(`CREATE PUBLICATION ${name}_pub FOR ALL TABLES`);
-    await source.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [name]);
-    yaml = `source:
-  url: ${pair.sourceUrl}
-  slots: [{ name: ${name}, publication: ${name}_pub }]
-stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
-sink: { url: ${pair.targetUrl}, create_tables: true }
-monitoring: { port: ${await freePort()} }
-`;
-    configFile = path.join(dir, 'config.yaml');
+    await f.source.query(names.map((t) => `CREATE TABLE ${t} (id int PRIMARY KEY, v text NOT NULL); INSERT INTO ${t} VALUES (1, '${t}');`).join('\n'));
+    await f.source.query(`CREATE PUBLICATION ${name}_pub FOR ALL TABLES`);
+    await f.source.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [name]);
+    yaml = await f.yaml({ sink: 'create_tables: true' });
+    configFile = path.join(f.dir, 'config.yaml');
     await writeFile(configFile, yaml);
   }, 120_000);
 
   afterAll(async () => {
-    await source?.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [name]).catch(() => undefined);
-    await source?.end();
-    await target?.end();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await f?.close();
   }, 60_000);
 
   it('reads every table at the next start', async () => {
     const jobCount = async (): Promise<number> =>
-      Number((await source.query('SELECT count(*) AS n FROM syncline.snapshots WHERE slot_name = $1', [name]).catch(() => ({ rows: [{ n: 0 }] }))).rows[0]?.n);
-    const first = startCli(path.join(dir, 'first.log'), 'run', '-c', configFile);
+      Number((await f.source.query('SELECT count(*) AS n FROM syncline.snapshots WHERE slot_name = $1', [name]).catch(() => ({ rows: [{ n: 0 }] }))).rows[0]?.n);
+    const first = startCli(path.join(f.dir, 'first.log'), 'run', '-c', configFile);
     const exited = once(first, 'exit');
     let atKill = 0;
     try {
@@ -77,21 +61,17 @@ monitoring: { port: ${await freePort()} }
     const afterKill = await jobCount();
     expect(afterKill).toBeGreaterThanOrEqual(atKill);
 
-    const ctl = new AbortController();
-    const running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
-    running.catch(() => undefined);
+    const running = await f.start(yaml);
     const atTarget = async (): Promise<number> =>
-      Number((await target.query("SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public' AND tablename ~ '^t[0-9]+$'")).rows[0]?.n);
+      Number((await f.target.query("SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public' AND tablename ~ '^t[0-9]+$'")).rows[0]?.n);
     const tablesWithJobs = async (): Promise<number> =>
-      Number((await source.query("SELECT count(DISTINCT table_name) AS n FROM syncline.snapshots WHERE slot_name = $1 AND table_name ~ '^t[0-9]+$'", [name])).rows[0]?.n);
+      Number((await f.source.query("SELECT count(DISTINCT table_name) AS n FROM syncline.snapshots WHERE slot_name = $1 AND table_name ~ '^t[0-9]+$'", [name])).rows[0]?.n);
     try {
-      await waitFor('streaming', () => slotStreaming(source, name));
-      await waitFor('no job unfinished', async () => Number((await source.query("SELECT count(*) AS n FROM syncline.snapshots WHERE slot_name = $1 AND status IN ('pending', 'running')", [name])).rows[0]?.n) === 0, 120_000, 250);
+      await waitFor('no job unfinished', async () => Number((await f.source.query("SELECT count(*) AS n FROM syncline.snapshots WHERE slot_name = $1 AND status IN ('pending', 'running')", [name])).rows[0]?.n) === 0, 120_000, 250);
       await waitFor(`all ${TABLES} tables at the target`, async () => (await atTarget()) === TABLES, 30_000, 250,
         async () => `${await atTarget()} tables at the target; killed with ${afterKill} jobs queued; ${await tablesWithJobs()} tables with a job now`);
     } finally {
-      ctl.abort();
-      await running.catch(() => undefined);
+      await running.stop();
     }
     expect(await tablesWithJobs()).toBe(TABLES);
   }, 300_000);

@@ -8,49 +8,30 @@
  * `skipped` jobs, with the command that reads one; before 3115b99 the first-definition rule
  * (c174051) snapshotted each on its first change, lazily, and a table never changed never.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runPipeline } from '../../src/api/run-pipeline.js';
-import { parseConfig } from '../../src/config/load.js';
 import { Metrics } from '../../src/metrics/metrics.js';
-import { freePort, machinePg15, slotStreaming, sourceAndTarget, testLogger, uniqueName, waitFor } from '../helpers/postgres.js';
+import { countRows, pipelineFixture, type PipelineFixture } from '../helpers/pipeline-fixture.js';
+import { uniqueName, waitFor } from '../helpers/postgres.js';
 
 describe('a slot made outside syncline before its first start, with source.snapshot: never', () => {
   const name = uniqueName('syncline_premade');
-  let dir: string;
-  let source: pg.Client;
-  let target: pg.Client;
+  let f: PipelineFixture;
   let yaml: string;
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-premade-'));
-    const pair = await sourceAndTarget(await machinePg15(), name);
-    ({ source, target } = pair);
-    await source.query(`CREATE TABLE loaded (id int PRIMARY KEY, v int NOT NULL DEFAULT 0);
+    f = await pipelineFixture(name);
+    await f.source.query(`CREATE TABLE loaded (id int PRIMARY KEY, v int NOT NULL DEFAULT 0);
       CREATE TABLE quiet (id int PRIMARY KEY);
       CREATE PUBLICATION ${name}_pub FOR TABLE loaded, quiet`);
-    await source.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [name]);
+    await f.source.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [name]);
     // Written after the slot's consistent point: in the slot, so not lost by skipping a snapshot.
-    await source.query('INSERT INTO loaded SELECT i, 0 FROM generate_series(1, 100) i; INSERT INTO quiet VALUES (1)');
-    await target.query('CREATE TABLE loaded (id int PRIMARY KEY, v int NOT NULL DEFAULT 0); CREATE TABLE quiet (id int PRIMARY KEY)');
-    yaml = `source:
-  url: ${pair.sourceUrl}
-  snapshot: never
-  slots: [{ name: ${name}, publication: ${name}_pub, tables: [loaded, quiet] }]
-stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
-sink: { url: ${pair.targetUrl} }
-monitoring: { port: ${await freePort()} }
-`;
+    await f.source.query('INSERT INTO loaded SELECT i, 0 FROM generate_series(1, 100) i; INSERT INTO quiet VALUES (1)');
+    await f.target.query('CREATE TABLE loaded (id int PRIMARY KEY, v int NOT NULL DEFAULT 0); CREATE TABLE quiet (id int PRIMARY KEY)');
+    yaml = await f.yaml({ slot: 'tables: [loaded, quiet]', source: ['snapshot: never'] });
   }, 120_000);
 
   afterAll(async () => {
-    await source?.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [name]).catch(() => undefined);
-    await source?.end();
-    await target?.end();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await f?.close();
   }, 60_000);
 
   const published = async (m: Metrics): Promise<number> =>
@@ -58,23 +39,19 @@ monitoring: { port: ${await freePort()} }
 
   it('streams the slot and snapshots nothing, across a restart', async () => {
     for (const round of [1, 2]) {
-      const ctl = new AbortController();
       const metrics = new Metrics();
-      const running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal, metrics);
-      running.catch(() => undefined);
+      const running = await f.start(yaml, { metrics: metrics });
       try {
-        await waitFor('streaming', () => slotStreaming(source, name));
-        await source.query('UPDATE loaded SET v = v + 1 WHERE id <= 10');
-        await waitFor('updates applied', async () => Number((await target.query('SELECT count(*) AS n FROM loaded WHERE v = $1', [round])).rows[0]?.n) === 10, 60_000, 250);
+        await f.source.query('UPDATE loaded SET v = v + 1 WHERE id <= 10');
+        await waitFor('updates applied', async () => Number((await f.target.query('SELECT count(*) AS n FROM loaded WHERE v = $1', [round])).rows[0]?.n) === 10, 60_000, 250);
         // Time for a snapshot that would have been queued by the first change to show.
         await new Promise((r) => setTimeout(r, 3000));
         expect(await published(metrics)).toBe(round === 1 ? 111 : 10);
       } finally {
-        ctl.abort();
-        await running.catch(() => undefined);
+        await running.stop();
       }
     }
-    const jobs = await source.query<{ t: string; status: string; error: string | null }>(
+    const jobs = await f.source.query<{ t: string; status: string; error: string | null }>(
       'SELECT table_name AS t, status, error FROM syncline.snapshots WHERE slot_name = $1 ORDER BY id', [name]);
     expect(jobs.rows.map((j) => `${j.t}:${j.status}`)).toEqual(['loaded:skipped', 'quiet:skipped']);
     expect(jobs.rows[0]?.error).toContain('syncline snapshot');
@@ -88,56 +65,39 @@ monitoring: { port: ${await freePort()} }
  */
 describe('a slot made outside syncline, with source.snapshot: initial and a configured table syncline adds to the publication', () => {
   const name = uniqueName('syncline_premade_add');
-  let dir: string;
-  let source: pg.Client;
-  let target: pg.Client;
+  let f: PipelineFixture;
   let yaml: string;
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-premade-add-'));
-    const pair = await sourceAndTarget(await machinePg15(), name);
-    ({ source, target } = pair);
-    await source.query(`CREATE TABLE loaded (id int PRIMARY KEY, v int NOT NULL DEFAULT 0);
+    f = await pipelineFixture(name);
+    await f.source.query(`CREATE TABLE loaded (id int PRIMARY KEY, v int NOT NULL DEFAULT 0);
       CREATE TABLE extra (id int PRIMARY KEY);
       INSERT INTO loaded SELECT i, 0 FROM generate_series(1, 100) i; INSERT INTO extra SELECT generate_series(1, 7);
       CREATE PUBLICATION ${name}_pub FOR TABLE loaded`);
-    await source.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [name]);
-    await target.query('CREATE TABLE loaded (id int PRIMARY KEY, v int NOT NULL DEFAULT 0); CREATE TABLE extra (id int PRIMARY KEY)');
-    yaml = `source:
-  url: ${pair.sourceUrl}
-  slots: [{ name: ${name}, publication: ${name}_pub, tables: [loaded, extra] }]
-stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
-sink: { url: ${pair.targetUrl} }
-monitoring: { port: ${await freePort()} }
-`;
+    await f.source.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [name]);
+    await f.target.query('CREATE TABLE loaded (id int PRIMARY KEY, v int NOT NULL DEFAULT 0); CREATE TABLE extra (id int PRIMARY KEY)');
+    yaml = await f.yaml({ slot: 'tables: [loaded, extra]' });
   }, 120_000);
 
   afterAll(async () => {
-    await source?.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [name]).catch(() => undefined);
-    await source?.end();
-    await target?.end();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await f?.close();
   }, 60_000);
 
   it('reads every table, the added one included', async () => {
-    const ctl = new AbortController();
     const metrics = new Metrics();
-    const running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal, metrics);
-    running.catch(() => undefined);
+    const running = await f.start(yaml, { metrics: metrics });
     try {
-      await waitFor('streaming', () => slotStreaming(source, name));
-      await waitFor('extra snapshotted', async () => Number((await target.query('SELECT count(*) AS n FROM extra')).rows[0]?.n) === 7, 60_000, 250);
-      await waitFor('loaded snapshotted', async () => Number((await target.query('SELECT count(*) AS n FROM loaded')).rows[0]?.n) === 100, 60_000, 250);
-      await source.query('UPDATE loaded SET v = 1 WHERE id <= 10');
-      await waitFor('updates applied', async () => Number((await target.query('SELECT count(*) AS n FROM loaded WHERE v = 1')).rows[0]?.n) === 10, 60_000, 250);
+      await waitFor('extra snapshotted', async () => (await countRows(f.target, 'extra')) === 7, 60_000, 250);
+      await waitFor('loaded snapshotted', async () => (await countRows(f.target, 'loaded')) === 100, 60_000, 250);
+      await f.source.query('UPDATE loaded SET v = 1 WHERE id <= 10');
+      await waitFor('updates applied', async () => Number((await f.target.query('SELECT count(*) AS n FROM loaded WHERE v = 1')).rows[0]?.n) === 10, 60_000, 250);
       await new Promise((r) => setTimeout(r, 3000));
       const published = ((await metrics.registry.getSingleMetric('sync_events_published_total')?.get())?.values ?? []).reduce((s, v) => s + v.value, 0);
       expect(published).toBe(117);
     } finally {
-      ctl.abort();
-      await running.catch(() => undefined);
+      await running.stop();
     }
-    const jobs = await source.query<{ t: string; status: string }>('SELECT table_name AS t, status FROM syncline.snapshots WHERE slot_name = $1 ORDER BY table_name', [name]);
+    const jobs = await f.source.query<{ t: string; status: string }>('SELECT table_name AS t, status FROM syncline.snapshots WHERE slot_name = $1 ORDER BY table_name', [name]);
     expect(jobs.rows.map((j) => `${j.t}:${j.status}`)).toEqual(['extra:done', 'loaded:done']);
   }, 180_000);
 });

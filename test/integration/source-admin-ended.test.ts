@@ -8,16 +8,12 @@
  * removed from the publication was no longer noticed (red16, with `syncline run` under
  * load: a 400,000-row snapshot stuck at 50,000 rows).
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runPipeline } from '../../src/api/run-pipeline.js';
-import { parseConfig } from '../../src/config/load.js';
 import { SnapshotStore } from '../../src/source/snapshot-store.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { freePort, machinePg15, slotStreaming, sourceAndTarget, testLogger, uniqueName, waitFor } from '../helpers/postgres.js';
+import { countRows, pipelineFixture, type PipelineFixture, type RunningPipeline } from '../helpers/pipeline-fixture.js';
+import { uniqueName, waitFor } from '../helpers/postgres.js';
 
 /** The backend holding capture's leadership lock (the admin connection), if any. */
 async function leaderPid(client: pg.Client): Promise<number | undefined> {
@@ -30,51 +26,33 @@ async function leaderPid(client: pg.Client): Promise<number | undefined> {
 
 describe("capture's admin connection ended by the server", () => {
   const name = uniqueName('syncline_adminend');
-  let dir: string;
-  let source: pg.Client;
-  let target: pg.Client;
-  const ctl = new AbortController();
-  let running: Promise<unknown> = Promise.resolve();
+  let f: PipelineFixture;
+  let running: RunningPipeline | undefined;
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-adminend-'));
-    const pair = await sourceAndTarget(await machinePg15(), name);
-    ({ source, target } = pair);
-    await source.query(`CREATE TABLE r (id int PRIMARY KEY, v int NOT NULL DEFAULT 0); INSERT INTO r SELECT i, 0 FROM generate_series(1, 100) i`);
-    const yaml = `source:
-  url: ${pair.sourceUrl}
-  slots: [{ name: ${name}, publication: ${name}_pub, tables: [r] }]
-stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
-consumer: { retry: { backoff_base_ms: 50, backoff_max_ms: 500 } }
-sink: { url: ${pair.targetUrl}, create_tables: true }
-monitoring: { port: ${await freePort()} }
-`;
-    running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
-    running.catch(() => undefined);
-    await waitFor('streaming', () => slotStreaming(source, name));
-    await waitFor('r replicated', async () => Number((await target.query('SELECT count(*) AS n FROM r').catch(() => ({ rows: [{ n: 0 }] }))).rows[0]?.n) === 100, 60_000, 250);
+    f = await pipelineFixture(name);
+    await f.source.query(`CREATE TABLE r (id int PRIMARY KEY, v int NOT NULL DEFAULT 0); INSERT INTO r SELECT i, 0 FROM generate_series(1, 100) i`);
+    const yaml = await f.yaml({ slot: 'tables: [r]', extra: ['consumer: { retry: { backoff_base_ms: 50, backoff_max_ms: 500 } }'], sink: 'create_tables: true' });
+    running = await f.start(yaml);
+    await waitFor('r replicated', async () => (await countRows(f.target, 'r')) === 100, 60_000, 250);
   }, 120_000);
 
   afterAll(async () => {
-    ctl.abort();
-    await running.catch(() => undefined);
-    await source?.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [name]).catch(() => undefined);
-    await source?.end();
-    await target?.end();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await running?.stop();
+    await f?.close();
   }, 60_000);
 
   it('capture connects again: the leadership is held and a snapshot job runs', async () => {
-    const pid = await leaderPid(source);
+    const pid = await leaderPid(f.source);
     expect(pid).toBeDefined();
-    await source.query('SELECT pg_terminate_backend($1)', [pid]);
+    await f.source.query('SELECT pg_terminate_backend($1)', [pid]);
     // Rows the target lacks (written with replication off for this session): only a snapshot brings them.
-    await source.query(`SET session_replication_role = replica; INSERT INTO r SELECT i, 0 FROM generate_series(101, 150) i; RESET session_replication_role`);
-    const store = new SnapshotStore(source, 'syncline', name);
+    await f.source.query(`SET session_replication_role = replica; INSERT INTO r SELECT i, 0 FROM generate_series(101, 150) i; RESET session_replication_role`);
+    const store = new SnapshotStore(f.source, 'syncline', name);
     const id = await store.request({ schema: 'public', table: 'r' });
     await waitFor('the snapshot job done', async () => (await store.get(id))?.status === 'done', 30_000, 250);
-    await waitFor('target r equals source r', async () => (await compareTable(source, target, { schema: 'public', table: 'r' })).differing === 0, 30_000, 250);
-    const again = await leaderPid(source);
+    await waitFor('target r equals source r', async () => (await compareTable(f.source, f.target, { schema: 'public', table: 'r' })).differing === 0, 30_000, 250);
+    const again = await leaderPid(f.source);
     expect(again).toBeDefined();
     expect(again).not.toBe(pid);
   }, 120_000);

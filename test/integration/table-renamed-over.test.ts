@@ -10,63 +10,41 @@
  * rows that were not changed since, silently. Found by red17b. The same with the renamed
  * table seen before a table created under the name since (r -> r2, new r, r2 -> r).
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runPipeline } from '../../src/api/run-pipeline.js';
-import { parseConfig } from '../../src/config/load.js';
-import { freePort, machinePg15, slotStreaming, sourceAndTarget, testLogger, uniqueName, waitFor } from '../helpers/postgres.js';
+import { pipelineFixture, type PipelineFixture } from '../helpers/pipeline-fixture.js';
+import { uniqueName, waitFor } from '../helpers/postgres.js';
 
 describe('a table renamed over a dropped one, under FOR ALL TABLES', () => {
   const name = uniqueName('red17b_renamed_over');
-  let dir: string;
-  let source: pg.Client;
-  let target: pg.Client;
+  let f: PipelineFixture;
   let yaml: string;
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'red17b-renamed-over-'));
-    const pair = await sourceAndTarget(await machinePg15(), name);
-    ({ source, target } = pair);
-    await source.query(`CREATE PUBLICATION ${name}_pub FOR ALL TABLES`);
-    yaml = `source:
-  url: ${pair.sourceUrl}
-  slots: [{ name: ${name}, publication: ${name}_pub }]
-stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
-sink: { url: ${pair.targetUrl}, create_tables: true, schema_evolution: full }
-monitoring: { port: ${await freePort()} }
-`;
+    f = await pipelineFixture(name);
+    await f.source.query(`CREATE PUBLICATION ${name}_pub FOR ALL TABLES`);
+    yaml = await f.yaml({ sink: 'create_tables: true, schema_evolution: full' });
   }, 60_000);
 
   afterAll(async () => {
-    await source?.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [name]).catch(() => undefined);
-    await source?.end();
-    await target?.end();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await f?.close();
   }, 60_000);
 
   it("the target's a gets b's rows", async () => {
-    const ctl = new AbortController();
-    const running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
-    running.catch(() => undefined);
-    const ids = async (t: string): Promise<string> => JSON.stringify((await target.query(`SELECT array_agg(id ORDER BY id) AS ids FROM ${t}`).catch(() => ({ rows: [{ ids: null }] }))).rows[0]?.ids);
+    const running = await f.start(yaml);
+    const ids = async (t: string): Promise<string> => JSON.stringify((await f.target.query(`SELECT array_agg(id ORDER BY id) AS ids FROM ${t}`).catch(() => ({ rows: [{ ids: null }] }))).rows[0]?.ids);
     try {
-      await waitFor('streaming', () => slotStreaming(source, name));
       // Created while capture runs: every row is in the slot. b is seen first, then a.
-      await source.query('CREATE TABLE b (id int PRIMARY KEY, v text NOT NULL); CREATE TABLE a (id int PRIMARY KEY, v text NOT NULL)');
-      await source.query("INSERT INTO b SELECT i, 'b' FROM generate_series(11, 15) i");
-      await source.query("INSERT INTO a SELECT i, 'a' FROM generate_series(1, 3) i");
+      await f.source.query('CREATE TABLE b (id int PRIMARY KEY, v text NOT NULL); CREATE TABLE a (id int PRIMARY KEY, v text NOT NULL)');
+      await f.source.query("INSERT INTO b SELECT i, 'b' FROM generate_series(11, 15) i");
+      await f.source.query("INSERT INTO a SELECT i, 'a' FROM generate_series(1, 3) i");
       await waitFor('a and b at the target', async () => (await ids('a')) === '[1,2,3]' && (await ids('b')) === '[11,12,13,14,15]', 60_000, 250);
-      await source.query('DROP TABLE a; ALTER TABLE b RENAME TO a');
-      await source.query("INSERT INTO a VALUES (16, 'b')");
+      await f.source.query('DROP TABLE a; ALTER TABLE b RENAME TO a');
+      await f.source.query("INSERT INTO a VALUES (16, 'b')");
       // The old a's rows stay (documented: repair removes them); b's rows must all be there.
       await waitFor("b's rows in the target's a", async () => (await ids('a')) === '[1,2,3,11,12,13,14,15,16]', 30_000, 250,
-        async () => `target a ${await ids('a')}; jobs ${JSON.stringify((await source.query('SELECT table_name, status FROM syncline.snapshots WHERE slot_name = $1', [name])).rows)}`);
+        async () => `target a ${await ids('a')}; jobs ${JSON.stringify((await f.source.query('SELECT table_name, status FROM syncline.snapshots WHERE slot_name = $1', [name])).rows)}`);
     } finally {
-      ctl.abort();
-      await running.catch(() => undefined);
+      await running.stop();
     }
     expect(await ids('a')).toBe('[1,2,3,11,12,13,14,15,16]');
   }, 120_000);

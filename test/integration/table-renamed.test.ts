@@ -9,68 +9,48 @@
  * queues a snapshot of the table under its new name with a WARN naming both, so the target's
  * `r2` gets every row.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runPipeline } from '../../src/api/run-pipeline.js';
-import { parseConfig } from '../../src/config/load.js';
 import { compareTable } from '../../src/verify/compare.js';
-import { freePort, machinePg15, slotStreaming, sourceAndTarget, testLogger, uniqueName, waitFor } from '../helpers/postgres.js';
+import { countRows, pipelineFixture, type PipelineFixture, type RunningPipeline } from '../helpers/pipeline-fixture.js';
+import { testLogger, uniqueName, waitFor } from '../helpers/postgres.js';
 
 describe('a table renamed at the source while the pipeline runs', () => {
-  const name = uniqueName('syncline_acc4_rename');
-  let dir: string;
-  let source: pg.Client;
-  let target: pg.Client;
-  const ctl = new AbortController();
-  let running: Promise<unknown> = Promise.resolve();
+  let f: PipelineFixture;
+  let running: RunningPipeline | undefined;
   const warnings: string[] = [];
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-acc4-rename-'));
-    const pair = await sourceAndTarget(await machinePg15(), name);
-    ({ source, target } = pair);
-    await source.query(`CREATE TABLE r (id int PRIMARY KEY, v int NOT NULL DEFAULT 0);
+    f = await pipelineFixture(uniqueName('syncline_acc4_rename'));
+    await f.source.query(`CREATE TABLE r (id int PRIMARY KEY, v int NOT NULL DEFAULT 0);
       INSERT INTO r SELECT i, 0 FROM generate_series(1, 200) i`);
-    const yaml = `source:
-  url: ${pair.sourceUrl}
-  slots: [{ name: ${name}, publication: ${name}_pub, tables: [r] }]
-stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
-consumer: { retry: { backoff_base_ms: 50, backoff_max_ms: 500, held_table_interval_ms: 500 } }
-sink: { url: ${pair.targetUrl}, create_tables: true, schema_evolution: full }
-monitoring: { port: ${await freePort()} }
-`;
+    const yaml = await f.yaml({
+      slot: 'tables: [r]',
+      extra: ['consumer: { retry: { backoff_base_ms: 50, backoff_max_ms: 500, held_table_interval_ms: 500 } }'],
+      sink: 'create_tables: true, schema_evolution: full',
+    });
     const log = await testLogger();
     const warn = log.warn.bind(log);
     log.warn = ((...args: Parameters<typeof log.warn>) => {
       warnings.push(JSON.stringify(args));
       warn(...args);
     }) as typeof log.warn;
-    running = runPipeline(parseConfig(yaml), 'run', log, ctl.signal);
-    running.catch(() => undefined);
-    await waitFor('streaming', () => slotStreaming(source, name));
-    await waitFor('r replicated', async () => Number((await target.query('SELECT count(*) AS n FROM r').catch(() => ({ rows: [{ n: 0 }] }))).rows[0]?.n) === 200, 60_000, 250);
+    running = await f.start(yaml, { logger: log });
+    await waitFor('r replicated', async () => (await countRows(f.target, 'r')) === 200, 60_000, 250);
   }, 120_000);
 
   afterAll(async () => {
-    ctl.abort();
-    await running.catch(() => undefined);
-    await source?.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [name]).catch(() => undefined);
-    await source?.end();
-    await target?.end();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await running?.stop();
+    await f?.close();
   }, 60_000);
 
   it('the target table of the new name gets every row, not only those changed since', async () => {
-    await source.query('UPDATE r SET v = v + 1 WHERE id <= 50');
-    await source.query('ALTER TABLE r RENAME TO r2');
-    await source.query('UPDATE r2 SET v = v + 1 WHERE id > 150');
-    await source.query('INSERT INTO r2 (id, v) VALUES (500, 1)');
-    const equal = async (): Promise<boolean> => (await compareTable(source, target, { schema: 'public', table: 'r2' })).differing === 0;
+    await f.source.query('UPDATE r SET v = v + 1 WHERE id <= 50');
+    await f.source.query('ALTER TABLE r RENAME TO r2');
+    await f.source.query('UPDATE r2 SET v = v + 1 WHERE id > 150');
+    await f.source.query('INSERT INTO r2 (id, v) VALUES (500, 1)');
+    const equal = async (): Promise<boolean> => (await compareTable(f.source, f.target, { schema: 'public', table: 'r2' })).differing === 0;
     await waitFor('target r2 equals source r2', async () => equal().catch(() => false), 30_000, 500);
-    expect(Number((await target.query('SELECT count(*) AS n FROM r2')).rows[0]?.n)).toBe(201);
+    expect(await countRows(f.target, 'r2')).toBe(201);
     expect(warnings.some((w) => w.includes('renamed') && w.includes('public.r2'))).toBe(true);
   }, 120_000);
 
@@ -78,11 +58,11 @@ monitoring: { port: ${await freePort()} }
   // (ALTER PUBLICATION ... ADD TABLE) while capture runs reached the target with only the
   // rows changed since (5 of 50). Its first definition now queues a snapshot too.
   it('a table added to the publication by hand gets every row at the target', async () => {
-    await source.query(`CREATE TABLE added (id int PRIMARY KEY, v int NOT NULL DEFAULT 0);
+    await f.source.query(`CREATE TABLE added (id int PRIMARY KEY, v int NOT NULL DEFAULT 0);
       INSERT INTO added SELECT i, 0 FROM generate_series(1, 50) i`);
-    await source.query(`ALTER PUBLICATION ${name}_pub ADD TABLE added`);
-    await source.query('UPDATE added SET v = 1 WHERE id <= 5');
-    const equal = async (): Promise<boolean> => (await compareTable(source, target, { schema: 'public', table: 'added' })).differing === 0;
+    await f.source.query(`ALTER PUBLICATION ${f.name}_pub ADD TABLE added`);
+    await f.source.query('UPDATE added SET v = 1 WHERE id <= 5');
+    const equal = async (): Promise<boolean> => (await compareTable(f.source, f.target, { schema: 'public', table: 'added' })).differing === 0;
     await waitFor('target added equals source added', async () => equal().catch(() => false), 30_000, 500);
     expect(warnings.some((w) => w.includes('without a snapshot') && w.includes('public.added'))).toBe(true);
   }, 120_000);
@@ -96,47 +76,28 @@ monitoring: { port: ${await freePort()} }
  * under its writers.
  */
 describe('a table created in a schema the publication takes in whole', () => {
-  const name = uniqueName('syncline_acc4_inschema');
-  let dir: string;
-  let source: pg.Client;
-  let target: pg.Client;
-  const ctl = new AbortController();
-  let running: Promise<unknown> = Promise.resolve();
+  let f: PipelineFixture;
+  let running: RunningPipeline | undefined;
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'syncline-acc4-inschema-'));
-    const pair = await sourceAndTarget(await machinePg15(), name);
-    ({ source, target } = pair);
-    await source.query(`CREATE SCHEMA s1; CREATE TABLE s1.first (id int PRIMARY KEY); INSERT INTO s1.first VALUES (1);
-      CREATE PUBLICATION ${name}_pub FOR TABLES IN SCHEMA s1`);
-    const yaml = `source:
-  url: ${pair.sourceUrl}
-  slots: [{ name: ${name}, publication: ${name}_pub }]
-stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
-sink: { url: ${pair.targetUrl}, create_tables: true, schema_evolution: full }
-monitoring: { port: ${await freePort()} }
-`;
-    await target.query('CREATE SCHEMA s1');
-    running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
-    running.catch(() => undefined);
-    await waitFor('streaming', () => slotStreaming(source, name));
-    await waitFor('s1.first replicated', async () => Number((await target.query('SELECT count(*) AS n FROM s1.first').catch(() => ({ rows: [{ n: 0 }] }))).rows[0]?.n) === 1, 60_000, 250);
+    f = await pipelineFixture(uniqueName('syncline_acc4_inschema'));
+    await f.source.query(`CREATE SCHEMA s1; CREATE TABLE s1.first (id int PRIMARY KEY); INSERT INTO s1.first VALUES (1);
+      CREATE PUBLICATION ${f.name}_pub FOR TABLES IN SCHEMA s1`);
+    await f.target.query('CREATE SCHEMA s1');
+    running = await f.start(await f.yaml({ sink: 'create_tables: true, schema_evolution: full' }));
+    await waitFor('s1.first replicated', async () => (await countRows(f.target, 's1.first')) === 1, 60_000, 250);
   }, 120_000);
 
   afterAll(async () => {
-    ctl.abort();
-    await running.catch(() => undefined);
-    await source?.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [name]).catch(() => undefined);
-    await source?.end();
-    await target?.end();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await running?.stop();
+    await f?.close();
   }, 60_000);
 
   it('is not snapshotted: its rows come from the slot', async () => {
-    await source.query(`CREATE TABLE s1.hist (a int, b text); INSERT INTO s1.hist SELECT i, 'x' FROM generate_series(1, 100) i`);
-    await source.query(`INSERT INTO s1.hist VALUES (101, 'y')`);
-    await waitFor('s1.hist replicated', async () => Number((await target.query('SELECT count(*) AS n FROM s1.hist').catch(() => ({ rows: [{ n: 0 }] }))).rows[0]?.n) === 101, 30_000, 250);
-    const jobs = await source.query("SELECT id FROM syncline.snapshots WHERE table_schema = 's1' AND table_name = 'hist'");
+    await f.source.query(`CREATE TABLE s1.hist (a int, b text); INSERT INTO s1.hist SELECT i, 'x' FROM generate_series(1, 100) i`);
+    await f.source.query(`INSERT INTO s1.hist VALUES (101, 'y')`);
+    await waitFor('s1.hist replicated', async () => (await countRows(f.target, 's1.hist')) === 101, 30_000, 250);
+    const jobs = await f.source.query("SELECT id FROM syncline.snapshots WHERE table_schema = 's1' AND table_name = 'hist'");
     expect(jobs.rowCount).toBe(0);
   }, 120_000);
 
@@ -145,11 +106,11 @@ monitoring: { port: ${await freePort()} }
   // the slot never sent, which one created in the schema did not. A snapshot would reset the
   // keyless target table (151 rows: the old table's 101 stay, as for any dropped table).
   it('dropped and created again: not snapshotted either', async () => {
-    await source.query(`DROP TABLE s1.hist; CREATE TABLE s1.hist (a int, b text); INSERT INTO s1.hist SELECT i, 'z' FROM generate_series(1, 50) i`);
+    await f.source.query(`DROP TABLE s1.hist; CREATE TABLE s1.hist (a int, b text); INSERT INTO s1.hist SELECT i, 'z' FROM generate_series(1, 50) i`);
     // The new relid is recorded in the statement that would have queued the job.
-    await waitFor('the new relation recorded', async () => (await source.query("SELECT 1 FROM syncline.schema_versions WHERE table_schema = 's1' AND table_name = 'hist' AND relid = 's1.hist'::regclass")).rowCount === 1, 30_000, 250);
-    await waitFor('s1.hist replicated', async () => Number((await target.query('SELECT count(*) AS n FROM s1.hist')).rows[0]?.n) === 151, 30_000, 250);
-    const jobs = await source.query("SELECT id FROM syncline.snapshots WHERE table_schema = 's1' AND table_name = 'hist'");
+    await waitFor('the new relation recorded', async () => (await f.source.query("SELECT 1 FROM syncline.schema_versions WHERE table_schema = 's1' AND table_name = 'hist' AND relid = 's1.hist'::regclass")).rowCount === 1, 30_000, 250);
+    await waitFor('s1.hist replicated', async () => (await countRows(f.target, 's1.hist')) === 151, 30_000, 250);
+    const jobs = await f.source.query("SELECT id FROM syncline.snapshots WHERE table_schema = 's1' AND table_name = 'hist'");
     expect(jobs.rowCount).toBe(0);
   }, 120_000);
 
@@ -158,13 +119,13 @@ monitoring: { port: ${await freePort()} }
   // Only a tagged entry other than a creation (a seed, ALTER TABLE ... SET SCHEMA) means
   // rows that predate the table's membership: an upgrade re-reads nothing.
   it('its history entry without a command tag (written before tags were): not snapshotted either', async () => {
-    await source.query(`BEGIN; CREATE TABLE s1.hist_old (a int, b text); INSERT INTO s1.hist_old SELECT i, 'x' FROM generate_series(1, 20) i;
+    await f.source.query(`BEGIN; CREATE TABLE s1.hist_old (a int, b text); INSERT INTO s1.hist_old SELECT i, 'x' FROM generate_series(1, 20) i;
       UPDATE syncline.ddl_history SET command_tag = NULL WHERE relid = 's1.hist_old'::regclass; COMMIT`);
-    await source.query(`INSERT INTO s1.hist_old VALUES (21, 'y')`);
-    await waitFor('s1.hist_old replicated', async () => Number((await target.query('SELECT count(*) AS n FROM s1.hist_old').catch(() => ({ rows: [{ n: 0 }] }))).rows[0]?.n) === 21, 30_000, 250);
-    const untagged = await source.query("SELECT 1 FROM syncline.ddl_history WHERE relid = 's1.hist_old'::regclass AND command_tag IS NULL");
+    await f.source.query(`INSERT INTO s1.hist_old VALUES (21, 'y')`);
+    await waitFor('s1.hist_old replicated', async () => (await countRows(f.target, 's1.hist_old')) === 21, 30_000, 250);
+    const untagged = await f.source.query("SELECT 1 FROM syncline.ddl_history WHERE relid = 's1.hist_old'::regclass AND command_tag IS NULL");
     expect(untagged.rowCount).toBe(1);
-    const jobs = await source.query("SELECT id FROM syncline.snapshots WHERE table_schema = 's1' AND table_name = 'hist_old'");
+    const jobs = await f.source.query("SELECT id FROM syncline.snapshots WHERE table_schema = 's1' AND table_name = 'hist_old'");
     expect(jobs.rowCount).toBe(0);
   }, 120_000);
 });
