@@ -2,7 +2,7 @@ import type { SynclineConfig } from '../config/schema.js';
 import { slotOf } from '../config/slot.js';
 import { systemClock } from '../core/clock.js';
 import { parseTableName } from '../core/sql.js';
-import { tableLabel } from '../core/table-mapping.js';
+import { tableLabel, TableMapping } from '../core/table-mapping.js';
 import { Events } from '../core/events.js';
 import type { Dedup } from '../dedup/dedup.js';
 import { RedisDedup } from '../dedup/redis-dedup.js';
@@ -15,6 +15,7 @@ import type { Sink } from '../sink/sink.js';
 import type { Stream } from '../stream/stream.js';
 import { openCodec } from './codec.js';
 import { openDeadLetterQueue } from './dead-letters.js';
+import { sourceDefinitions } from './definitions.js';
 import { replayFrom } from './replay-from.js';
 import { openSink } from './sink.js';
 
@@ -66,6 +67,8 @@ export async function runApply(config: SynclineConfig, stream: Stream, metrics: 
       incompleteTransactionMs: config.sink.incomplete_transaction_ms,
       heldTableRetryMs: config.consumer.retry.held_table_interval_ms,
       ...(Object.keys(config.sink.writers).length > 0 ? { writers: new WriterBoundaries(config.sink.writers) } : {}),
+      // In the stream's (source) names: no sink.tables routes.
+      sourceDefinitions: sourceDefinitions(config, new TableMapping([])),
       // JSON records are parsed synchronously; typed ones are decoded by schema id.
       ...(codec.format !== 'json' ? { decode: (value: Buffer) => codec.decode(value) } : {}),
     });

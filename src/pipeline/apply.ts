@@ -3,6 +3,7 @@ import type { Clock } from '../core/clock.js';
 import type { PipelineEvents } from '../core/events.js';
 import { errorMessage, isRetriable, PrerequisiteError, StructuralError, SynclineError } from '../core/errors.js';
 import { retry, STOPPED, type RetryPolicy } from '../core/retry.js';
+import type { DefinitionLookup } from '../core/schema-evolution.js';
 import type { Dedup } from '../dedup/dedup.js';
 import { rowIdOf, type DeadLetter, type DeadLetterQueue } from '../dlq/dead-letter-queue.js';
 import { replayDeadLetters } from '../dlq/replay.js';
@@ -70,6 +71,11 @@ export interface ApplyOptions {
   decode?: RecordDecoder;
   /** `sink.writers`: a change of a source that does not own its table is dead-lettered (NOT_OWNER). */
   writers?: WriterBoundaries;
+  /**
+   * The source's recorded definitions (by source table): before a table is held, its changes
+   * that name columns no definition of it has are dead-lettered alone (UnrecordedColumns).
+   */
+  sourceDefinitions?: DefinitionLookup;
 }
 
 /**
@@ -293,11 +299,12 @@ export class Apply {
       // Lanes that committed keep their outcome; the failed ones' changes are isolated.
       outcome = result.outcome;
       const units = this.transactional ? transactionsOf(result.items) : result.items.map((i) => [i]);
-      if (err instanceof StructuralError && this.held.hold(err, units)) {
+      const unheld = err instanceof StructuralError ? await this.poison.parkUnrecorded(err.table, units, poison) : units;
+      if (unheld === units && err instanceof StructuralError && this.held.hold(err, units)) {
         if (!(await this.poison.applyUnheld(units, poison, outcome, signal))) return;
       } else {
         this.log.warn({ err: errorMessage(err), changes: result.items.length }, 'batch failed permanently; isolating the failing changes');
-        if (!(await this.poison.isolate(units, poison, outcome, signal))) return;
+        if (!(await this.poison.isolate(unheld, poison, outcome, signal))) return;
       }
       if (!(await this.deadLetter(poison, signal))) return;
       const poisoned = new Set(poison.map((l) => l.change));

@@ -6,6 +6,7 @@ import type { ApplyOutcome } from '../sink/sink.js';
 import type { StreamRecord } from '../stream/stream.js';
 import { EMPTY_POSITIONS, type ApplyContext, type Item } from './apply-context.js';
 import type { HeldTables } from './held-tables.js';
+import { UnrecordedColumns } from './unrecorded-columns.js';
 
 /**
  * Poison isolation: a batch that failed permanently is applied again in halves, until each
@@ -15,12 +16,17 @@ import type { HeldTables } from './held-tables.js';
  * gap, a transaction never in part).
  */
 export class PoisonIsolation {
+  private readonly unrecorded: UnrecordedColumns | undefined;
+
   constructor(
     private readonly ctx: ApplyContext,
     private readonly held: HeldTables,
     /** Units are source transactions (sink.consistency: transactional). */
     private readonly transactional: boolean,
-  ) {}
+  ) {
+    const definitions = ctx.options.sourceDefinitions;
+    this.unrecorded = definitions ? new UnrecordedColumns(definitions) : undefined;
+  }
 
   /**
    * Applies `units` (without positions), bisecting on permanent failure; the poison is
@@ -43,7 +49,11 @@ export class PoisonIsolation {
       addOutcome(total, o);
       return true;
     } catch (err) {
-      if (err instanceof StructuralError && this.held.hold(err, runnable)) return this.applyUnheld(runnable, poison, total, signal);
+      if (err instanceof StructuralError) {
+        const rest = await this.parkUnrecorded(err.table, runnable, poison);
+        if (rest !== runnable) return this.isolate(rest, poison, total, signal);
+        if (this.held.hold(err, runnable)) return this.applyUnheld(runnable, poison, total, signal);
+      }
       if (err instanceof PrerequisiteError) throw err;
       if (runnable.length === 1) {
         const unit = runnable[0] as Item[];
@@ -67,6 +77,30 @@ export class PoisonIsolation {
       else rest.push(unit);
     }
     return this.isolate(rest, poison, total, signal);
+  }
+
+  /**
+   * `units` without those holding a change of `table` that names columns no recorded
+   * definition of the table has (see UnrecordedColumns): such a change is parked alone as
+   * EVENT_INVALID (in transactional mode its transaction with it) instead of holding the
+   * table. `units` itself when there is none.
+   */
+  async parkUnrecorded(table: string, units: Item[][], poison: DeadLetter[]): Promise<Item[][]> {
+    const found = this.unrecorded ? await this.unrecorded.find(table, units) : undefined;
+    if (!found || found.size === 0) return units;
+    const rest: Item[][] = [];
+    for (const unit of units) {
+      if (!unit.some((i) => found.has(i.change))) {
+        rest.push(unit);
+        continue;
+      }
+      for (const i of unit) {
+        const lacking = found.get(i.change);
+        this.park([i], poison, lacking ? unrecordedColumnsError(table, i.change, lacking) : transactionError());
+        if (lacking) this.ctx.log.error({ table, key: i.change.key, commit_lsn: i.change.commit_lsn, columns: lacking }, 'change dead-lettered: it names columns capture never recorded for its table');
+      }
+    }
+    return rest;
   }
 
   /** Turns a unit's changes into dead letters with `err` and blocks their rows. */
@@ -106,6 +140,14 @@ export function maxDeliverError(deliveries: number): SynclineError {
   return new SynclineError(
     'MAX_DELIVER_EXCEEDED',
     `delivered ${deliveries} times and every apply process stopped (crashed or was killed) before getting past it (stream.max_deliver)`,
+    { retriable: false },
+  );
+}
+
+export function unrecordedColumnsError(table: string, change: ChangeEvent, lacking: readonly string[]): SynclineError {
+  return new SynclineError(
+    'EVENT_INVALID',
+    `change of ${table} names column(s) ${lacking.join(', ')} that capture never recorded for the table (its _schema_version ${change._schema_version} is recorded without them): not a change capture wrote from this source.\n  fix: find what else writes to the stream (stream.topic, stream.path); purge the entry (syncline dlq purge), or replay it once it is right`,
     { retriable: false },
   );
 }
