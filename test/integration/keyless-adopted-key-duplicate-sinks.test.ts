@@ -25,15 +25,17 @@ import { freshMysqlDatabase, mysqlRows } from '../helpers/mysql.js';
 import { freshDatabase, machinePg15, uniqueName } from '../helpers/postgres.js';
 
 type Rows = () => Promise<unknown[]>;
-/** A sink on a fresh target with `t (id PRIMARY KEY, v, n)`, its rows (id, v by id), and how to drop it. */
+/** A sink on a fresh target with `t (id PRIMARY KEY, v, n)`, its live rows (id, v by id), and how to drop it. */
 type Target = { sink: Sink; rows: Rows; close(): Promise<void> };
 
 const apply = (sink: Sink, changes: ChangeEvent[]) => sink.apply(changes, new Map(), 'g');
+/** The target's rows not (soft-)deleted. */
+const live = (deleteMode: 'hard' | 'soft'): string => `SELECT id, v FROM t${deleteMode === 'soft' ? ' WHERE _deleted_at IS NULL' : ''} ORDER BY id`;
 
 /** The cases every dialect must pass, each on a fresh target. */
-function cases(name: string, open: () => Promise<Target>): void {
-  const run = async (fn: (t: Target) => Promise<void>): Promise<void> => {
-    const t = await open();
+function cases(name: string, open: (deleteMode: 'hard' | 'soft') => Promise<Target>): void {
+  const run = async (fn: (t: Target) => Promise<void>, deleteMode: 'hard' | 'soft' = 'hard'): Promise<void> => {
+    const t = await open(deleteMode);
     try {
       await fn(t);
     } finally {
@@ -72,19 +74,29 @@ function cases(name: string, open: () => Promise<Target>): void {
       expect(out.stale).toBe(1);
       expect(await rows()).toEqual([{ id: '1', v: 'a' }]);
     }));
+
+  it(`${name}: soft deletes: a row deleted (soft) before the INSERT is not a second row: the INSERT revives it`, () =>
+    run(async ({ sink, rows }) => {
+      const keyed = new ChangeFactory();
+      await apply(sink, [keyed.insert('t', '1', 10, 'a')]);
+      await apply(sink, [keyed.delete('t', '1', 20)]);
+      const out = await apply(sink, [f.insert('t', 30, { id: '1', v: 'b', n: null })]);
+      expect(out.applied).toBe(1);
+      expect(await rows()).toEqual([{ id: '1', v: 'b' }]);
+    }, 'soft'));
 }
 
 describe('keyless INSERTs adopted by the target key: two source rows of an id', () => {
-  cases('postgres', async () => {
+  cases('postgres', async (deleteMode) => {
     const url = await freshDatabase(await machinePg15(), 'red17c_adopt_dup_sink');
     const client = new pg.Client({ connectionString: url });
     await client.connect();
-    const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true });
+    const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode, versionGate: true });
     await sink.prepare();
     await client.query('CREATE TABLE t (id text PRIMARY KEY, v text, n text)');
     return {
       sink,
-      rows: async () => (await client.query('SELECT id, v FROM t ORDER BY id')).rows,
+      rows: async () => (await client.query(live(deleteMode))).rows,
       close: async () => {
         await sink.close();
         await client.end();
@@ -92,16 +104,16 @@ describe('keyless INSERTs adopted by the target key: two source rows of an id', 
     };
   });
 
-  cases('sqlite', async () => {
+  cases('sqlite', async (deleteMode) => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'red17c-adopt-dup-'));
     const file = path.join(dir, 'target.db');
     const db = new Database(file);
     db.exec('CREATE TABLE t (id TEXT PRIMARY KEY, v TEXT, n TEXT)');
-    const sink = new SqliteSink({ url: file, stateSchema: 'syncline', versionGate: true });
+    const sink = new SqliteSink({ url: file, stateSchema: 'syncline', deleteMode, versionGate: true });
     await sink.prepare();
     return {
       sink,
-      rows: async () => db.prepare('SELECT id, v FROM t ORDER BY id').all(),
+      rows: async () => db.prepare(live(deleteMode)).all(),
       close: async () => {
         await sink.close();
         db.close();
@@ -110,14 +122,14 @@ describe('keyless INSERTs adopted by the target key: two source rows of an id', 
     };
   });
 
-  cases('mysql (MariaDB)', async () => {
+  cases('mysql (MariaDB)', async (deleteMode) => {
     const db = await freshMysqlDatabase(uniqueName('red17c_adopt_dup'));
     await db.admin.query('CREATE TABLE t (id VARCHAR(20) PRIMARY KEY, v TEXT, n TEXT)');
-    const sink = new MysqlSink({ url: db.url, stateSchema: 'syncline', versionGate: true });
+    const sink = new MysqlSink({ url: db.url, stateSchema: 'syncline', deleteMode, versionGate: true });
     await sink.prepare();
     return {
       sink,
-      rows: async () => mysqlRows(db.admin, 'SELECT id, v FROM t ORDER BY id'),
+      rows: async () => mysqlRows(db.admin, live(deleteMode)),
       close: async () => {
         await sink.close();
         await db.drop();

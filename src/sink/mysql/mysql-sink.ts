@@ -412,7 +412,9 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
       const params: unknown[] = [];
       const cases = chunk.map((r, j) => `WHEN ${keyMatch(target, keyColumns, r, params)} THEN ${j}`);
       // Versions are computed integers, written as literals so they compare exactly (no string → double).
-      const conds = chunk.map((r) => `(${keyMatch(target, keyColumns, r, params)} AND ${ROW_VERSION} < (${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0}))`);
+      // A soft-deleted row is deleted: the upsert revives it.
+      const soft = this.soft ? ` AND ${DELETED_AT} IS NULL` : '';
+      const conds = chunk.map((r) => `(${keyMatch(target, keyColumns, r, params)} AND ${ROW_VERSION} < (${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0})${soft})`);
       const [found] = await c.query<(RowDataPacket & { idx: string | number })[]>(`SELECT CASE ${cases.join(' ')} END AS idx FROM ${target.qualified} WHERE ${conds.join(' OR ')}`, params);
       for (const f of found) out.push(chunk[Number(f.idx)] as ChangeEvent);
     }

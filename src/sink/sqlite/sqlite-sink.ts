@@ -305,9 +305,10 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
   }
 
   async olderStored(_db: Database.Database, target: SqliteTable, keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]> {
+    // A soft-deleted row is deleted: the upsert revives it.
     const older = this.stmt(
       `SELECT EXISTS (SELECT 1 FROM ${target.qualified} WHERE ${keyColumns.map((c) => `${q(c)} IS ?`).join(' AND ')}
-                        AND ${ROW_VERSION} < (?, ?)) AS older`,
+                        AND ${ROW_VERSION} < (?, ?)${this.soft ? ` AND ${DELETED_AT} IS NULL` : ''}) AS older`,
     );
     return rows.filter((row) => {
       const { lsn, seq } = storedVersion(row);
