@@ -1,4 +1,4 @@
-import type { ChangeEvent, Row } from '../core/change.js';
+import { rowKeyOf, type ChangeEvent, type Row } from '../core/change.js';
 import { collapseBatch, type TableBatch } from './collapse.js';
 import { removesRow } from './multiset.js';
 
@@ -23,6 +23,16 @@ import { removesRow } from './multiset.js';
  * than the table's multiset high water (`highWater`, -1n for none): a replayed INSERT whose
  * row a keyless DELETE removed since (no tombstone) passed the keyed gate and brought the row
  * back; in the multiset the high water makes it stale, as every replay.
+ *
+ * An adopted INSERT may skip only a stored row of its key at or past its own version (the
+ * reordered update it was adopted for, or its own replay): the sink fails it on the key when
+ * an older row is stored (`batch.adopted`, see SqlSink). And two adoptable INSERTs of one key
+ * in the batch are both left in the multiset, whose plain INSERT fails on the key. Either is a
+ * source holding two rows of the key the target's key cannot (a key given by hand): before
+ * the adoption the second row failed on the key and was dead-lettered, with it the adopted
+ * upsert wrote it over the first, silently (red17c). In a keyless table a row updated or
+ * deleted is removed from the target (removeOne), so an older stored row of the key is never
+ * a predecessor of the INSERT.
  */
 export function adoptTargetKey(batch: TableBatch, primaryKey: readonly string[], highWater: bigint): number {
   if (primaryKey.length === 0 || batch.multiset.length === 0 || batch.snapshotReset) return 0;
@@ -34,15 +44,24 @@ export function adoptTargetKey(batch: TableBatch, primaryKey: readonly string[],
   batch.multiset.forEach((c, i) => {
     if (removesRow(c)) lastRemove = i;
   });
+  const keys = batch.multiset.map((c, i) => (i > lastRemove && c.op === 'INSERT' && c.payload && BigInt(c._version) > highWater ? keyOf(c.payload, primaryKey) : undefined));
+  // Two rows of one key in the batch: neither is adopted (folded, the newer hid the older).
+  const counts = new Map<string, number>();
+  const rowKeys = keys.map((key) => key && rowKeyOf({ key }));
+  for (const k of rowKeys) if (k !== undefined) counts.set(k, (counts.get(k) ?? 0) + 1);
   for (const [i, c] of batch.multiset.entries()) {
-    const key = i > lastRemove && c.op === 'INSERT' && c.payload && BigInt(c._version) > highWater ? keyOf(c.payload, primaryKey) : undefined;
-    if (key) keyed.push({ ...c, key });
+    const key = keys[i];
+    const k = rowKeys[i];
+    if (key && k !== undefined && counts.get(k) === 1) keyed.push({ ...c, key });
     else kept.push(c);
   }
   if (keyed.length === 0) return 0;
   const merged = collapseBatch([...batch.rows, ...keyed]);
   batch.multiset = kept;
   batch.rows = merged.tables[0]?.rows ?? [];
+  // An adopted INSERT folded into a newer keyed change of its key is that change's now.
+  const adopted = new Set<ChangeEvent>(keyed);
+  batch.adopted = new Set(batch.rows.filter((r) => adopted.has(r)));
   return merged.superseded;
 }
 

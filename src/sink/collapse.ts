@@ -19,6 +19,11 @@ export interface TableBatch {
    * rowKeyOf, in version order; delta counters sum the differences of the whole run.
    */
   runs?: Map<string, ChangeEvent[]>;
+  /**
+   * Of `rows`, the keyless INSERTs adopted by the target's key (see `./adopt-target-key.ts`):
+   * each may skip a stored row of its key only when that row is at or past its version.
+   */
+  adopted?: Set<ChangeEvent>;
 }
 
 /**

@@ -406,6 +406,21 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
     return selects.join('\n UNION ALL ');
   }
 
+  async olderStored(c: PoolConnection, target: MysqlTable, keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]> {
+    const out: ChangeEvent[] = [];
+    for (const chunk of chunks(rows)) {
+      const params: unknown[] = [];
+      const cases = chunk.map((r, j) => `WHEN ${keyMatch(target, keyColumns, r, params)} THEN ${j}`);
+      // Versions are computed integers, written as literals so they compare exactly (no string → double).
+      // A soft-deleted row is deleted: the upsert revives it.
+      const soft = this.soft ? ` AND ${DELETED_AT} IS NULL` : '';
+      const conds = chunk.map((r) => `(${keyMatch(target, keyColumns, r, params)} AND ${ROW_VERSION} < (${parseLsn(r.commit_lsn).toString()}, ${r.seq | 0})${soft})`);
+      const [found] = await c.query<(RowDataPacket & { idx: string | number })[]>(`SELECT CASE ${cases.join(' ')} END AS idx FROM ${target.qualified} WHERE ${conds.join(' OR ')}`, params);
+      for (const f of found) out.push(chunk[Number(f.idx)] as ChangeEvent);
+    }
+    return out;
+  }
+
   /**
    * `INSERT INTO t (...) SELECT ... FROM (<rowsSql>) i WHERE <gate>`, what the upsert and the
    * insert of absent keys share: with the version gate, no newer tombstone of the key (of the

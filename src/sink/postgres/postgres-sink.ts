@@ -409,6 +409,21 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     return n;
   }
 
+  async olderStored(c: pg.PoolClient, target: TargetTable, keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]> {
+    const k = keyColumns.length;
+    const params: unknown[] = keyColumns.map((col) => rows.map((r) => r.key[col] ?? null));
+    params.push(rows.map((r) => r.commit_lsn), rows.map((r) => r.seq));
+    // A soft-deleted row is deleted: the upsert revives it.
+    const soft = this.options.deleteMode === 'soft' ? ` AND t.${quoteIdent(DELETED_AT_COLUMN)} IS NULL` : '';
+    const { rows: older } = await c.query<{ n: number }>(
+      `SELECT i.n::int AS n FROM unnest(${[...keyColumns.map((_, j) => `$${j + 1}::text[]`), `$${k + 1}::text[]`, `$${k + 2}::int[]`].join(', ')})
+              WITH ORDINALITY AS i(${[...keyColumns.map((_, j) => `k${j}`), 'v_lsn', 'v_seq', 'n'].join(', ')})
+        WHERE EXISTS (SELECT 1 FROM ${target.qualified} t WHERE ${keyMatch(target, keyColumns)} AND ${ROW_VERSION} < (i.v_lsn::pg_lsn, i.v_seq)${soft})`,
+      params,
+    );
+    return older.map((r) => rows[r.n - 1] as ChangeEvent);
+  }
+
   async insertAbsent(c: pg.PoolClient, target: TargetTable, columns: string[], keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]> {
     const values: (string | number | null)[][] = columns.map((col) => rows.map((r) => (r.payload as Row)[col] ?? null));
     values.push(rows.map((r) => rowKeyOf(r)), rows.map((r) => r.commit_lsn), rows.map((r) => r.seq), rows.map((r) => r.source), rows.map((r) => r.commit_ts));

@@ -147,6 +147,12 @@ export interface SqlDialect<C, T extends SqlTable> {
    */
   upsert(c: C, target: T, columns: string[], keyColumns: string[], rows: ChangeEvent[]): Promise<number>;
   /**
+   * Of `rows`, those whose key holds a stored row older than the change (its version, or no
+   * version: a row syncline never wrote), not soft-deleted. A keyless INSERT adopted by the
+   * target's key (see `../adopt-target-key.ts`) must not be written over such a row.
+   */
+  olderStored(c: C, target: T, keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]>;
+  /**
    * Writes each DELETE's tombstone (advanced only by a newer delete) and removes (or, soft,
    * marks) the rows older than their delete. Returns how many rows went away now: a
    * tombstone written for a row that was already absent changes nothing visible and is stale.

@@ -214,10 +214,27 @@ export class SqlSink<C, T extends SqlTable> implements Sink {
           if (rows.length === 0) continue;
         }
       }
+      const adopted = batch.adopted;
+      if (adopted && adopted.size > 0) await this.refuseSecondRows(c, target, columns, keyColumns, rows.filter((r) => adopted.has(r)));
       const n = await this.dialect.upsert(c, target, columns, keyColumns, rows);
       counts.applied += n;
       counts.stale += rows.length - n;
     }
+  }
+
+  /**
+   * Keyless INSERTs adopted by the target's key (`../adopt-target-key.ts`): one whose key holds
+   * an older row is the source's second row of a key its table does not enforce, which the
+   * version-gated upsert would write over the first, silently. Inserted as the keyless row it
+   * is instead, it fails on the target's key as it did before the adoption, for apply's
+   * per-row failure handling (dead-lettered, the table's later keyless changes behind it).
+   * A stored row at or past its version (the reordered keyed update, its own replay) is left
+   * to the upsert's gate: stale.
+   */
+  private async refuseSecondRows(c: C, target: T, columns: string[], keyColumns: string[], rows: ChangeEvent[]): Promise<void> {
+    if (rows.length === 0) return;
+    const older = await this.dialect.olderStored(c, target, keyColumns, rows);
+    if (older.length > 0) await this.dialect.insertRows(c, target, columns, older);
   }
 
   private async delete(c: C, target: T, batch: TableBatch, counts: Counts, recorded: ConflictRecord[]): Promise<void> {

@@ -304,6 +304,18 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
     return written;
   }
 
+  async olderStored(_db: Database.Database, target: SqliteTable, keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]> {
+    // A soft-deleted row is deleted: the upsert revives it.
+    const older = this.stmt(
+      `SELECT EXISTS (SELECT 1 FROM ${target.qualified} WHERE ${keyColumns.map((c) => `${q(c)} IS ?`).join(' AND ')}
+                        AND ${ROW_VERSION} < (?, ?)${this.soft ? ` AND ${DELETED_AT} IS NULL` : ''}) AS older`,
+    );
+    return rows.filter((row) => {
+      const { lsn, seq } = storedVersion(row);
+      return Number((older.get(...keyValues(target, keyColumns, row), lsn, seq) as { older: bigint | number }).older) === 1;
+    });
+  }
+
   /**
    * Conflict tracking: stores the digest of a row syncline just wrote (keyed by `keyColumns`'
    * values), so a later change of it at the target shows (see row-fingerprint.ts).
