@@ -9,11 +9,15 @@
  * --partitions 2` run twice: every leaf "attached", every old one "detached" with a repair
  * advice; found by red17c with real processes). Here: 2 jobs of t after the new partition, 1 before.
  *
- * Fix (not small): tell a leaf created as a partition from one attached. The DDL history's
- * entry of a CREATE TABLE ... PARTITION OF could be tagged as such (relispartition at the
- * creation, as CREATE UNLOGGED TABLE is, src/source/ddl-history.ts); the watch leaves out of
- * `attached` a leaf whose first entry has that tag (and, recording the root's oid, takes a
- * root made again for a new relation, not a change of its leaves).
+ * Fixed: the DDL history tags the creation of a partition PARTITION_CREATION_TAG with its
+ * root's oid and its pg_class xmin (src/source/ddl-history.ts); the watch leaves out of
+ * `attached` a new leaf created as a partition of the watched table whose pg_class row is
+ * still that one (ATTACH / DETACH PARTITION write a new one). Failed before: 2 jobs, 1 expected.
+ * The second test shows the limits (each condition checked by removing it: it fails).
+ * Not done: a partitioned table made again (pgbench -i twice) should no longer get its new leaves
+ * 'attached' (created as partitions of the new root; not run here), but the old ones are still reported
+ * 'detached' with the repair advice (the old table's rows do stay at the target); the root's
+ * oid is not recorded in partition_sets.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -56,7 +60,7 @@ monitoring: { port: ${await freePort()} }
     if (dir) await rm(dir, { recursive: true, force: true });
   }, 60_000);
 
-  it.fails('queues no snapshot of the table', async () => {
+  it('queues no snapshot of the table', async () => {
     const ctl = new AbortController();
     const running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
     running.catch(() => undefined);
@@ -72,6 +76,34 @@ monitoring: { port: ${await freePort()} }
       // A few heartbeats: the watch has compared the leaves.
       await new Promise((r) => setTimeout(r, 2_500));
       expect(await jobs()).toBe(before);
+    } finally {
+      ctl.abort();
+      await running.catch(() => undefined);
+    }
+  }, 120_000);
+
+  // The rule's limits: a leaf created as a partition is not taken for an attached one only
+  // while it is that partition of this table (its root recorded, its pg_class row the same).
+  it('still snapshots a partition created under another root and attached with it, and one detached, filled and attached again', async () => {
+    const ctl = new AbortController();
+    const running = runPipeline(parseConfig(yaml), 'run', await testLogger(), ctl.signal);
+    running.catch(() => undefined);
+    try {
+      await waitFor('streaming', () => slotStreaming(source, name));
+      const count = async (): Promise<number> => (await target.query('SELECT count(*)::int AS n FROM t').catch(() => ({ rows: [{ n: -1 }] }))).rows[0].n as number;
+      await waitFor('the rows so far', async () => (await count()) === 101, 30_000);
+      // t_4a is created as a partition of t_4, not of t (its pg_class row is not written by the ATTACH of t_4).
+      await source.query('CREATE TABLE t_4 (id int PRIMARY KEY, v int) PARTITION BY RANGE (id)');
+      await source.query('CREATE TABLE t_4a PARTITION OF t_4 FOR VALUES FROM (301) TO (401)');
+      await source.query('INSERT INTO t_4 SELECT g, 4 FROM generate_series(301, 310) g');
+      await source.query('ALTER TABLE t ATTACH PARTITION t_4 FOR VALUES FROM (301) TO (401)');
+      await waitFor('the rows of t_4a at the target', async () => (await count()) === 111, 30_000, 500, async () => `${await count()} rows`);
+      // t_2 was created as a partition of t; detached (seen by the watch), filled, attached again.
+      await source.query('ALTER TABLE t DETACH PARTITION t_2');
+      await new Promise((r) => setTimeout(r, 2_000));
+      await source.query('INSERT INTO t_2 SELECT g, 2 FROM generate_series(151, 160) g');
+      await source.query('ALTER TABLE t ATTACH PARTITION t_2 FOR VALUES FROM (101) TO (201)');
+      await waitFor('the rows of t_2 filled while detached', async () => (await count()) === 121, 30_000, 500, async () => `${await count()} rows`);
     } finally {
       ctl.abort();
       await running.catch(() => undefined);
