@@ -82,7 +82,7 @@ describe('capture start-up: one check, DDL only when something is missing', () =
     expect(again.length).toBeLessThanOrEqual(8);
   });
 
-  it('brings an older bookkeeping up to date: a missing column, an outdated DDL history function, a dropped index, the history without command_tag', async () => {
+  it('brings an older bookkeeping up to date: a missing column, an outdated DDL history function, a dropped index, the history without command_tag or its partition columns, partition_sets without root', async () => {
     const slot = uniqueName('startcheck_old');
     await openRecording(await options(slot));
     await admin.query('ALTER TABLE syncline.snapshots DROP COLUMN done_ranges');
@@ -109,6 +109,16 @@ describe('capture start-up: one check, DDL only when something is missing', () =
       "SELECT count(*)::int AS n FROM pg_attribute WHERE attrelid = 'syncline.ddl_history'::regclass AND attname = 'command_tag' AND NOT attisdropped",
     );
     expect(tag[0]?.n).toBe(1);
+    expect(ddl(await openRecording(await options(slot)))).toEqual([]);
+    // Likewise the history's partition columns and partition_sets.root (added later still).
+    await admin.query('ALTER TABLE syncline.ddl_history DROP COLUMN partition_xmin');
+    await admin.query('ALTER TABLE syncline.partition_sets DROP COLUMN root');
+    expect(ddl(await openRecording(await options(slot))).length).toBeGreaterThan(0);
+    const { rows: added } = await admin.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_attribute WHERE NOT attisdropped AND ((attrelid = 'syncline.ddl_history'::regclass AND attname = 'partition_xmin')
+          OR (attrelid = 'syncline.partition_sets'::regclass AND attname = 'root'))`,
+    );
+    expect(added[0]?.n).toBe(2);
     expect(ddl(await openRecording(await options(slot)))).toEqual([]);
   });
 
