@@ -36,24 +36,45 @@ const historyTable = (stateSchema: string): string => quoteQualified(stateSchema
 const functionName = (stateSchema: string): string => quoteQualified(stateSchema, DDL_HISTORY_FUNCTION);
 
 /**
- * The history's `command_tag` of an entry that created its table (the event trigger's
- * pg_event_trigger_ddl_commands().command_tag). Any other entry (`ALTER TABLE`, among them
- * `SET SCHEMA`; SEED_TAG) proves only that the table existed then, not that it was created
- * then: SchemaVersionStore.addedByName reads such a table when met through a schema.
+ * The server's command tags (pg_event_trigger_ddl_commands().command_tag) of the commands
+ * that create a table: `SELECT ... INTO t` is tagged `SELECT INTO`, not `CREATE TABLE AS`
+ * (before it was in the list, such a table had no entry and was snapshotted through a schema
+ * publication though its rows are in the slot, red17c). An entry with one of these tags
+ * created its table; any other (`ALTER TABLE`, among them `SET SCHEMA`; SEED_TAG) proves only
+ * that the table existed then, not that it was created then: SchemaVersionStore.addedByName
+ * reads such a table when met through a schema.
  */
-export const CREATION_TAGS = ['CREATE TABLE', 'CREATE TABLE AS'] as const;
+export const CREATION_TAGS = ['CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO'] as const;
 /**
- * The `command_tag` of the creation of an UNLOGGED table (a CREATE TABLE or CREATE TABLE AS
- * tag of a table not permanent then): not a creation for addedByName. Such a table is not
+ * The `command_tag` of the creation of an UNLOGGED table (a CREATION_TAGS tag of a table not
+ * permanent then): not a creation for addedByName. Such a table is not
  * published and its rows are not in the WAL; `ALTER TABLE ... SET LOGGED` publishes it with
  * the rows loaded meanwhile, which only a snapshot reads (before, taken for a table created
  * since in a published schema: 1 row of 11 at the target, red17c).
  */
 export const UNLOGGED_CREATION_TAG = 'CREATE UNLOGGED TABLE';
+/**
+ * The `command_tag` of the creation of a partition (`CREATE TABLE ... PARTITION OF`; a table
+ * that is a partition when its CREATION_TAGS command ends), with `partition_root` (the
+ * partitioned table at the top of its tree then) and `partition_xmin` (its pg_class row's
+ * xmin then). Such a partition was empty when it joined the tree (PostgreSQL refuses one
+ * whose range holds rows of the default partition): every row it holds came through the
+ * slot, so the partition watch does not take it for an attached one while its pg_class row
+ * is that one (ATTACH and DETACH PARTITION rewrite it; so does DDL that recurses from the
+ * root, which then reads the table once more, as before). A creation for addedByName.
+ */
+export const PARTITION_CREATION_TAG = 'CREATE TABLE PARTITION OF';
+/** The history's tags of entries that created their table (addedByName). */
+export const CREATED_TAGS: readonly string[] = [...CREATION_TAGS, PARTITION_CREATION_TAG];
 /** The `command_tag` of an entry recordDefinitions wrote (a table's definition at a start, not DDL). */
 export const SEED_TAG = 'seed';
+/**
+ * The event trigger's `WHEN TAG IN` list. A trigger of an older list (without `SELECT INTO`)
+ * is dropped and created again by a superuser's start (installDdlHistory).
+ */
+export const TRIGGER_TAGS: readonly string[] = [...CREATION_TAGS, 'ALTER TABLE'];
 /** Columns added to the history table after its first version (the table is in place with them). */
-const ADDED_COLUMNS = ['command_tag'];
+const ADDED_COLUMNS = ['command_tag', 'partition_root', 'partition_xmin'];
 
 /** The body of the event trigger's function (compared with pg_proc.prosrc to replace an older one). */
 function functionBody(stateSchema: string): string {
@@ -67,15 +88,21 @@ BEGIN
   PERFORM set_config('lock_timeout', '1s', true);
   -- command_tag: one per table; a creation's when the command created it (a CREATE TABLE
   -- with a foreign key also reports an ALTER TABLE of the table), see CREATION_TAGS; an
-  -- unlogged table's creation is not one (UNLOGGED_CREATION_TAG).
-  INSERT INTO ${historyTable(stateSchema)} (relid, table_schema, table_name, lsn, columns, command_tag)
-  SELECT c.oid, n.nspname, c.relname, pg_current_wal_insert_lsn(), ${columnsOf('c.oid')},
-         CASE WHEN c.relpersistence <> 'p' AND d.command_tag IN (${CREATION_TAGS.map(quoteLiteral).join(', ')}) THEN ${quoteLiteral(UNLOGGED_CREATION_TAG)} ELSE d.command_tag END
+  -- unlogged table's creation is not one (UNLOGGED_CREATION_TAG); a partition's is told
+  -- with its root and pg_class xmin (PARTITION_CREATION_TAG).
+  INSERT INTO ${historyTable(stateSchema)} (relid, table_schema, table_name, lsn, columns, command_tag, partition_root, partition_xmin)
+  SELECT c.oid, n.nspname, c.relname, pg_current_wal_insert_lsn(), ${columnsOf('c.oid')}, k.tag,
+         CASE WHEN k.tag = ${quoteLiteral(PARTITION_CREATION_TAG)} THEN pg_partition_root(c.oid) END,
+         CASE WHEN k.tag = ${quoteLiteral(PARTITION_CREATION_TAG)} THEN c.xmin END
     FROM (SELECT d.objid, (array_agg(d.command_tag ORDER BY d.command_tag NOT IN (${CREATION_TAGS.map(quoteLiteral).join(', ')})))[1] AS command_tag
             FROM pg_event_trigger_ddl_commands() d
            WHERE d.classid = 'pg_class'::regclass AND d.object_type IN ('table', 'table column')
            GROUP BY d.objid) d
     JOIN pg_class c ON c.oid = d.objid JOIN pg_namespace n ON n.oid = c.relnamespace
+    CROSS JOIN LATERAL (SELECT CASE WHEN d.command_tag NOT IN (${CREATION_TAGS.map(quoteLiteral).join(', ')}) THEN d.command_tag
+                                    WHEN c.relpersistence <> 'p' THEN ${quoteLiteral(UNLOGGED_CREATION_TAG)}
+                                    WHEN c.relispartition THEN ${quoteLiteral(PARTITION_CREATION_TAG)}
+                                    ELSE d.command_tag END AS tag) k
    WHERE c.relkind IN ('r', 'p') AND n.nspname <> ${quoteLiteral(stateSchema)};
   PERFORM set_config('lock_timeout', user_lock_timeout, true);
 EXCEPTION WHEN OTHERS THEN
@@ -102,17 +129,22 @@ export function ddlHistorySql(stateSchema: string): { table: string[]; fn: strin
         lsn pg_lsn NOT NULL,
         columns jsonb NOT NULL,
         recorded_at timestamptz NOT NULL DEFAULT now(),
-        command_tag text)`,
+        command_tag text,
+        partition_root oid,
+        partition_xmin xid)`,
       // command_tag was added later (CREATION_TAGS, SEED_TAG): null on rows written before,
       // taken as a creation as they were then (nothing is read again after an upgrade).
       `ALTER TABLE ${historyTable(stateSchema)} ADD COLUMN IF NOT EXISTS command_tag text`,
+      // Later still (PARTITION_CREATION_TAG): null on rows written before.
+      `ALTER TABLE ${historyTable(stateSchema)} ADD COLUMN IF NOT EXISTS partition_root oid`,
+      `ALTER TABLE ${historyTable(stateSchema)} ADD COLUMN IF NOT EXISTS partition_xmin xid`,
       `CREATE INDEX IF NOT EXISTS ${quoteIdent(DDL_HISTORY_INDEX)} ON ${historyTable(stateSchema)} (table_schema, table_name, lsn)`,
     ],
     // SECURITY DEFINER: whoever runs the DDL, the row is written as the history's owner.
     fn: `CREATE OR REPLACE FUNCTION ${functionName(stateSchema)}() RETURNS event_trigger LANGUAGE plpgsql
       SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS ${tag}${body}${tag}`,
     trigger: `CREATE EVENT TRIGGER ${quoteIdent(ddlHistoryTriggerName(stateSchema))} ON ddl_command_end
-      WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'ALTER TABLE') EXECUTE FUNCTION ${functionName(stateSchema)}()`,
+      WHEN TAG IN (${TRIGGER_TAGS.map(quoteLiteral).join(', ')}) EXECUTE FUNCTION ${functionName(stateSchema)}()`,
   };
 }
 
@@ -145,12 +177,21 @@ export async function installDdlHistory(client: pg.ClientBase, stateSchema: stri
       [`${functionName(stateSchema)}()`],
     );
     if (fn[0]?.src !== functionBody(stateSchema)) await client.query(sql.fn);
-    const { rows } = await client.query<{ enabled: string | null; superuser: boolean }>(
+    const { rows } = await client.query<{ enabled: string | null; tags: string[] | null; superuser: boolean }>(
       `SELECT (SELECT evtenabled::text FROM pg_event_trigger WHERE evtname = $1) AS enabled,
+              (SELECT evttags FROM pg_event_trigger WHERE evtname = $1) AS tags,
               (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser`,
       [ddlHistoryTriggerName(stateSchema)],
     );
     let enabled = rows[0]?.enabled ?? null;
+    if (rows[0]?.superuser && enabled !== null && !sameTags(rows[0].tags)) {
+      // An older list (no SELECT INTO): a trigger's tags cannot be altered, so it is made
+      // again in this transaction, keeping how it was enabled.
+      await client.query(`DROP EVENT TRIGGER ${quoteIdent(ddlHistoryTriggerName(stateSchema))}`);
+      await client.query(sql.trigger);
+      const mode = ENABLE_AS[enabled];
+      if (mode !== undefined) await client.query(`ALTER EVENT TRIGGER ${quoteIdent(ddlHistoryTriggerName(stateSchema))} ${mode}`);
+    }
     if (enabled === null && rows[0]?.superuser) {
       await client.query(sql.trigger);
       enabled = 'O';
@@ -165,8 +206,16 @@ export async function installDdlHistory(client: pg.ClientBase, stateSchema: stri
 function ddlHistoryInPlace(facts: StateFacts, stateSchema: string): boolean {
   return hasRelation(facts, DDL_HISTORY_TABLE, ADDED_COLUMNS) && hasRelation(facts, DDL_HISTORY_INDEX)
     && facts.ddlHistoryFunction === functionBody(stateSchema)
-    && (facts.ddlHistoryTrigger !== null || !facts.superuser);
+    && (facts.ddlHistoryTrigger === null ? !facts.superuser : !facts.superuser || sameTags(facts.ddlHistoryTriggerTags));
 }
+
+/** The trigger's tags (`pg_event_trigger.evttags`) are TRIGGER_TAGS, in any order. */
+function sameTags(tags: readonly string[] | null): boolean {
+  return tags !== null && tags.length === TRIGGER_TAGS.length && TRIGGER_TAGS.every((t) => tags.includes(t));
+}
+
+/** `ALTER EVENT TRIGGER ...` that gives a trigger created again (enabled 'O') an older one's evtenabled. */
+const ENABLE_AS: Partial<Record<string, string>> = { D: 'DISABLE', R: 'ENABLE REPLICA', A: 'ENABLE ALWAYS' };
 
 /** An event trigger's evtenabled that fires (null: no trigger; 'D': disabled). */
 const triggerOn = (enabled: string | null): boolean => enabled !== null && enabled !== 'D';

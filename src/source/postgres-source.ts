@@ -250,7 +250,7 @@ export class PostgresSource {
         readers,
       );
       if (snapshots) {
-        source.partitions = await preparePartitionWatch(admin, options, state);
+        source.partitions = await preparePartitionWatch(admin, options, state, schemaVersions?.usesDdlHistory === true);
         // Before the first change is read: an ATTACH made while capture was down is seen now.
         await source.watchPartitions();
       }
@@ -447,8 +447,8 @@ export class PostgresSource {
 }
 
 /** The partition watch (partition-watch.ts), or undefined (with a warning) when its table cannot be created. */
-async function preparePartitionWatch(admin: pg.Client, options: PostgresSourceOptions, facts: StateFacts): Promise<PartitionWatch | undefined> {
-  const watch = new PartitionWatch(admin, options.stateSchema, options.slot);
+async function preparePartitionWatch(admin: pg.Client, options: PostgresSourceOptions, facts: StateFacts, ddlHistory: boolean): Promise<PartitionWatch | undefined> {
+  const watch = new PartitionWatch(admin, options.stateSchema, options.slot, ddlHistory);
   try {
     await watch.prepare(facts);
     return watch;

@@ -5,7 +5,7 @@ import type { RecordedColumn, TableDefinition } from '../core/schema-evolution.j
 import { quoteIdent, quoteLiteral, quoteQualified, type TableName } from '../core/sql.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
 import { definitionAt } from '../core/ddl-history.js';
-import { CREATION_TAGS, DDL_HISTORY_TABLE, historyBefore, UNLOGGED_CREATION_TAG } from './ddl-history.js';
+import { CREATED_TAGS, DDL_HISTORY_TABLE, historyBefore, UNLOGGED_CREATION_TAG } from './ddl-history.js';
 import { hasRelation, type StateFacts } from './state-facts.js';
 
 /** The table's name in the state schema. */
@@ -284,7 +284,7 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
    * (pg_publication_rel: `FOR TABLE` or `ADD TABLE`), the usual way a table that existed joins
    * it; or through a schema (pg_publication_namespace: `FOR TABLES IN SCHEMA`, `ADD TABLES IN
    * SCHEMA`) unless the DDL history shows it was created in that schema after the schema joined
-   * the publication: its oldest entry is a creation (CREATION_TAGS) under the schema it is in
+   * the publication: its oldest entry is a creation (CREATED_TAGS: a CREATE TABLE, CREATE TABLE AS or SELECT INTO, also of a partition) under the schema it is in
    * now and its transaction (xmin) is newer than the schema's membership row. Another first
    * entry proves only that the table existed then: a seed (written at a start, e.g. the one
    * after `ADD TABLES IN SCHEMA s2` ran while capture was stopped) or an `ALTER TABLE ... SET
@@ -325,7 +325,7 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
                          WHERE p.pubname = ${pub} AND c.oid = to_regclass(${rel})
                            AND NOT EXISTS (SELECT 1 FROM (SELECT h.table_schema, h.xmin, h.command_tag FROM ${history} h WHERE h.relid = c.oid ORDER BY h.lsn, h.id LIMIT 1) first
                                             WHERE first.table_schema = $2 AND age(first.xmin) < age(pn.xmin)
-                                              AND (first.command_tag IS NULL OR first.command_tag IN (${CREATION_TAGS.map(quoteLiteral).join(', ')}))))`;
+                                              AND (first.command_tag IS NULL OR first.command_tag IN (${CREATED_TAGS.map(quoteLiteral).join(', ')}))))`;
     return ` AND (${byName} OR ${bySchema} OR (${unloggedAll}))`;
   }
 

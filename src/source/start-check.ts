@@ -59,6 +59,7 @@ export async function startCheck(client: pg.ClientBase, request: StartCheckReque
     state_relations: Record<string, string[]>;
     ddl_history_function: string | null;
     ddl_history_trigger: string | null;
+    ddl_history_trigger_tags: string[] | null;
     superuser: boolean;
   }>(
     `WITH configured AS (SELECT to_regclass(u.name) AS rel FROM unnest($1::text[]) AS u(name)),

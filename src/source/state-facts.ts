@@ -18,6 +18,8 @@ export interface StateFacts {
   ddlHistoryFunction: string | null;
   /** `pg_event_trigger.evtenabled` of the DDL history's trigger; null when missing. */
   ddlHistoryTrigger: string | null;
+  /** `pg_event_trigger.evttags` of the DDL history's trigger; null when missing. */
+  ddlHistoryTriggerTags: readonly string[] | null;
   /** The session's role is a superuser (may create the event trigger). */
   superuser: boolean;
 }
@@ -29,8 +31,8 @@ export function hasRelation(facts: StateFacts, name: string, columns: readonly s
 }
 
 /**
- * SQL for the facts, as four columns (state_relations jsonb: name → column names;
- * ddl_history_function, ddl_history_trigger, superuser). `schema`, `names` (text[]), `fn` (the
+ * SQL for the facts, as five columns (state_relations jsonb: name → column names;
+ * ddl_history_function, ddl_history_trigger, ddl_history_trigger_tags, superuser). `schema`, `names` (text[]), `fn` (the
  * DDL history function's name) and `trigger` are SQL expressions (bind parameters). By name through pg_class and pg_proc, not
  * to_regclass: that raises an error on a schema the role may not use, where the stores'
  * DDL would only fail (and be reported) itself.
@@ -43,15 +45,17 @@ export function stateFactsSql(schema: string, names: string, fn: string, trigger
   (SELECT p.prosrc FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
     WHERE n.nspname = ${schema} AND p.proname = ${fn} AND p.pronargs = 0) AS ddl_history_function,
   (SELECT evtenabled::text FROM pg_catalog.pg_event_trigger WHERE evtname = ${trigger}) AS ddl_history_trigger,
+  (SELECT evttags FROM pg_catalog.pg_event_trigger WHERE evtname = ${trigger}) AS ddl_history_trigger_tags,
   coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), false) AS superuser`;
 }
 
 /** The facts from the columns stateFactsSql selected. */
-export function stateFactsOf(row: { state_relations: Record<string, string[]>; ddl_history_function: string | null; ddl_history_trigger: string | null; superuser: boolean }): StateFacts {
+export function stateFactsOf(row: { state_relations: Record<string, string[]>; ddl_history_function: string | null; ddl_history_trigger: string | null; ddl_history_trigger_tags: string[] | null; superuser: boolean }): StateFacts {
   return {
     relations: new Map(Object.entries(row.state_relations).map(([name, columns]) => [name, new Set(columns)])),
     ddlHistoryFunction: row.ddl_history_function,
     ddlHistoryTrigger: row.ddl_history_trigger,
+    ddlHistoryTriggerTags: row.ddl_history_trigger_tags,
     superuser: row.superuser,
   };
 }

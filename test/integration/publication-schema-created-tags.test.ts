@@ -7,7 +7,9 @@
  *   command tag is 'SELECT INTO', which the event trigger's WHEN TAG list leaves out: h has
  *   no history entry, is taken for a table that existed before and is snapshotted (a job
  *   queued, also on 6a613e0 unless h is the first table the process meets). For a keyless
- *   table the snapshot's reset cuts its target copy under its writers. it.fails.
+ *   table the snapshot's reset cuts its target copy under its writers. Fixed: 'SELECT INTO'
+ *   is in the trigger's tag list and in CREATION_TAGS (a superuser's start makes a trigger of
+ *   the older list again, start-check.test.ts).
  * - A table created UNLOGGED is not published (pg_publication_tables leaves it out) and its
  *   rows are not in the WAL; `ALTER TABLE ... SET LOGGED` publishes it with its rows (a bulk
  *   load's usual trick), but its first entry was a CREATE TABLE in the schema, younger than
@@ -66,11 +68,8 @@ monitoring: { port: ${await freePort()} }
   const jobs = async (table: string): Promise<unknown[]> => (await source.query('SELECT status FROM syncline.snapshots WHERE slot_name = $1 AND table_name = $2', [name, table])).rows;
   const count = async (table: string): Promise<number> => (await target.query(`SELECT count(*)::int AS n FROM ${table}`).catch(() => ({ rows: [{ n: -1 }] }))).rows[0].n as number;
 
-  // Fix (not small: existing triggers must be replaced): 'SELECT INTO' in the event trigger's
-  // WHEN TAG list (and the README's statement) and in CREATION_TAGS; the start check would
-  // compare pg_event_trigger.evttags and a superuser's start drop and create the trigger again.
-  // Under FOR ALL TABLES it holds (a table met there was created since capture started).
-  (schema ? it.fails : it)('a keyless table made by SELECT INTO (rows in the slot) is not snapshotted', async () => {
+  // Under FOR ALL TABLES it held before the fix too (a table met there was created since capture started).
+  it('a keyless table made by SELECT INTO (rows in the slot) is not snapshotted', async () => {
     // Not the first table met by the process (on 6a613e0 that one skipped the schema check).
     await source.query('INSERT INTO seen VALUES (1)');
     await waitFor('seen', async () => (await count('seen')) === 1, 30_000);

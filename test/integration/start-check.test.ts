@@ -82,7 +82,7 @@ describe('capture start-up: one check, DDL only when something is missing', () =
     expect(again.length).toBeLessThanOrEqual(8);
   });
 
-  it('brings an older bookkeeping up to date: a missing column, an outdated DDL history function, a dropped index, the history without command_tag', async () => {
+  it('brings an older bookkeeping up to date: a missing column, an outdated DDL history function, a dropped index, the history without command_tag or its partition columns, partition_sets without root', async () => {
     const slot = uniqueName('startcheck_old');
     await openRecording(await options(slot));
     await admin.query('ALTER TABLE syncline.snapshots DROP COLUMN done_ranges');
@@ -110,6 +110,16 @@ describe('capture start-up: one check, DDL only when something is missing', () =
     );
     expect(tag[0]?.n).toBe(1);
     expect(ddl(await openRecording(await options(slot)))).toEqual([]);
+    // Likewise the history's partition columns and partition_sets.root (added later still).
+    await admin.query('ALTER TABLE syncline.ddl_history DROP COLUMN partition_xmin');
+    await admin.query('ALTER TABLE syncline.partition_sets DROP COLUMN root');
+    expect(ddl(await openRecording(await options(slot))).length).toBeGreaterThan(0);
+    const { rows: added } = await admin.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_attribute WHERE NOT attisdropped AND ((attrelid = 'syncline.ddl_history'::regclass AND attname = 'partition_xmin')
+          OR (attrelid = 'syncline.partition_sets'::regclass AND attname = 'root'))`,
+    );
+    expect(added[0]?.n).toBe(2);
+    expect(ddl(await openRecording(await options(slot)))).toEqual([]);
   });
 
   it("the DDL history tags each entry with its command: a creation's only for the command that created the table", async () => {
@@ -122,17 +132,45 @@ describe('capture start-up: one check, DDL only when something is missing', () =
     await openRecording(await options(slot, { tables: [{ schema: 'public', table: 't' }, { schema: 'public', table: 'tag_seeded' }] }));
     // A CREATE TABLE with a foreign key also reports an ALTER TABLE of the table: one entry, the creation's.
     await admin.query(`CREATE TABLE tag_b (id integer PRIMARY KEY); CREATE TABLE tag_a (id serial PRIMARY KEY, b integer REFERENCES tag_b);
-      CREATE SCHEMA tag_s; ALTER TABLE tag_a SET SCHEMA tag_s; CREATE TABLE tag_x AS SELECT 1 AS i`);
-    const { rows } = await admin.query<{ t: string; tag: string }>(
-      "SELECT table_schema || '.' || table_name AS t, command_tag AS tag FROM syncline.ddl_history WHERE table_name LIKE 'tag\\_%' ORDER BY id",
+      CREATE SCHEMA tag_s; ALTER TABLE tag_a SET SCHEMA tag_s; CREATE TABLE tag_x AS SELECT 1 AS i; SELECT 1 AS i INTO tag_y;
+      CREATE TABLE tag_p (id integer PRIMARY KEY) PARTITION BY RANGE (id); CREATE TABLE tag_p1 PARTITION OF tag_p FOR VALUES FROM (1) TO (10);
+      CREATE TABLE tag_p2 (id integer PRIMARY KEY); ALTER TABLE tag_p ATTACH PARTITION tag_p2 FOR VALUES FROM (10) TO (20)`);
+    const { rows } = await admin.query<{ t: string; tag: string; root: string | null; same_xmin: boolean | null }>(
+      `SELECT h.table_schema || '.' || h.table_name AS t, h.command_tag AS tag, h.partition_root::regclass::text AS root, h.partition_xmin = c.xmin AS same_xmin
+         FROM syncline.ddl_history h JOIN pg_class c ON c.oid = h.relid WHERE h.table_name LIKE 'tag\\_%' ORDER BY h.id`,
     );
     expect(rows).toEqual([
-      { t: 'public.tag_seeded', tag: 'seed' },
-      { t: 'public.tag_b', tag: 'CREATE TABLE' },
-      { t: 'public.tag_a', tag: 'CREATE TABLE' },
-      { t: 'tag_s.tag_a', tag: 'ALTER TABLE' },
-      { t: 'public.tag_x', tag: 'CREATE TABLE AS' },
+      { t: 'public.tag_seeded', tag: 'seed', root: null, same_xmin: null },
+      { t: 'public.tag_b', tag: 'CREATE TABLE', root: null, same_xmin: null },
+      { t: 'public.tag_a', tag: 'CREATE TABLE', root: null, same_xmin: null },
+      { t: 'tag_s.tag_a', tag: 'ALTER TABLE', root: null, same_xmin: null },
+      { t: 'public.tag_x', tag: 'CREATE TABLE AS', root: null, same_xmin: null },
+      { t: 'public.tag_y', tag: 'SELECT INTO', root: null, same_xmin: null },
+      { t: 'public.tag_p', tag: 'CREATE TABLE', root: null, same_xmin: null },
+      // Created as a partition: its root and its pg_class row's xmin (the partition watch's test).
+      { t: 'public.tag_p1', tag: 'CREATE TABLE PARTITION OF', root: 'tag_p', same_xmin: true },
+      { t: 'public.tag_p2', tag: 'CREATE TABLE', root: null, same_xmin: null },
+      // ATTACH PARTITION reports the partitioned table only.
+      { t: 'public.tag_p', tag: 'ALTER TABLE', root: null, same_xmin: null },
     ]);
+  });
+
+  it('a DDL history trigger of an older tag list (without SELECT INTO) is made again by a superuser, as enabled as it was', async () => {
+    const slot = uniqueName('startcheck_trigger_tags');
+    await openRecording(await options(slot));
+    const trigger = async (): Promise<unknown> => (await admin.query("SELECT evtenabled::text AS enabled, evttags AS tags FROM pg_event_trigger WHERE evtname = 'syncline_ddl_history_syncline'")).rows[0];
+    const current = await trigger();
+    expect(current).toEqual({ enabled: 'O', tags: ['CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE'] });
+    for (const enabled of ['O', 'A']) {
+      await admin.query(`DROP EVENT TRIGGER syncline_ddl_history_syncline;
+        CREATE EVENT TRIGGER syncline_ddl_history_syncline ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'ALTER TABLE')
+          EXECUTE FUNCTION syncline.record_ddl_history()`);
+      if (enabled === 'A') await admin.query('ALTER EVENT TRIGGER syncline_ddl_history_syncline ENABLE ALWAYS');
+      expect(ddl(await openRecording(await options(slot)))).toContain('DROP EVENT TRIGGER "syncline_ddl_history_syncline"');
+      expect(await trigger()).toEqual({ enabled, tags: ['CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE'] });
+      expect(ddl(await openRecording(await options(slot)))).toEqual([]);
+    }
+    await admin.query('ALTER EVENT TRIGGER syncline_ddl_history_syncline ENABLE');
   });
 
   it('captures of several slots starting together on a new state schema each get the state tables', async () => {
