@@ -1,4 +1,5 @@
 import type { SynclineConfig } from '../config/schema.js';
+import { sourceNameOf } from '../config/load.js';
 import { slotOf } from '../config/slot.js';
 import { systemClock } from '../core/clock.js';
 import { parseTableName } from '../core/sql.js';
@@ -68,7 +69,7 @@ export async function runApply(config: SynclineConfig, stream: Stream, metrics: 
       heldTableRetryMs: config.consumer.retry.held_table_interval_ms,
       ...(Object.keys(config.sink.writers).length > 0 ? { writers: new WriterBoundaries(config.sink.writers) } : {}),
       // In the stream's (source) names: no sink.tables routes.
-      sourceDefinitions: sourceDefinitions(config, new TableMapping([])),
+      sourceDefinitions: { source: sourceNameOf(config), definitions: sourceDefinitions(config, new TableMapping([])) },
       // JSON records are parsed synchronously; typed ones are decoded by schema id.
       ...(codec.format !== 'json' ? { decode: (value: Buffer) => codec.decode(value) } : {}),
     });

@@ -72,10 +72,11 @@ export interface ApplyOptions {
   /** `sink.writers`: a change of a source that does not own its table is dead-lettered (NOT_OWNER). */
   writers?: WriterBoundaries;
   /**
-   * The source's recorded definitions (by source table): before a table is held, its changes
-   * that name columns no definition of it has are dead-lettered alone (UnrecordedColumns).
+   * The source's name and recorded definitions (by source table): before a table is held, its
+   * changes from that source that name columns no definition of it has are dead-lettered alone
+   * (UnrecordedColumns).
    */
-  sourceDefinitions?: DefinitionLookup;
+  sourceDefinitions?: { source: string; definitions: DefinitionLookup };
 }
 
 /**

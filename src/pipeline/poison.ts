@@ -24,8 +24,8 @@ export class PoisonIsolation {
     /** Units are source transactions (sink.consistency: transactional). */
     private readonly transactional: boolean,
   ) {
-    const definitions = ctx.options.sourceDefinitions;
-    this.unrecorded = definitions ? new UnrecordedColumns(definitions) : undefined;
+    const s = ctx.options.sourceDefinitions;
+    this.unrecorded = s ? new UnrecordedColumns(s.definitions, s.source) : undefined;
   }
 
   /**

@@ -17,6 +17,11 @@ export class UnrecordedColumns {
   constructor(
     /** The source's recorded definitions, by source table (the stream's names). */
     private readonly definitions: DefinitionLookup,
+    /**
+     * The changes' `source` these definitions are of. Others (a fan-in's other servers,
+     * whose tables may have other columns) are not judged by them.
+     */
+    private readonly source: string,
   ) {}
 
   /**
@@ -26,7 +31,7 @@ export class UnrecordedColumns {
    */
   async find(label: string, units: readonly (readonly Item[])[]): Promise<Map<ChangeEvent, string[]>> {
     const found = new Map<ChangeEvent, string[]>();
-    const changes = units.flat().map((i) => i.change).filter((c) => tableLabelOf(c) === label);
+    const changes = units.flat().map((i) => i.change).filter((c) => c.source === this.source && tableLabelOf(c) === label);
     const first = changes[0];
     if (!first) return found;
     const newest = Math.max(...changes.map((c) => c._schema_version));
