@@ -175,7 +175,7 @@ export class Pipeline {
         this.server = await startMonitoring(config, role, metrics, log, pipelineReadiness(config, role, metrics, () => this.stream, custom), replaySink);
       }
       // Before capture starts: a source moved to another cluster is refused before anything moves.
-      if (applying && !custom && !signal.aborted) await applying.checkSourceServer(config, signal, log);
+      if (applying && !custom && !signal.aborted) await applying.checkSourceServer(config, signal, log, role !== 'apply');
       if (!signal.aborted) this.stream = await openStream(config, this.options.baseDir);
     } catch (err) {
       await this.finish([], err);

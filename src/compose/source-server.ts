@@ -10,7 +10,7 @@ import { TableMapping } from '../core/table-mapping.js';
 import { connectPostgres } from '../ops/connect.js';
 import { rebaseVersions, recordedServer } from '../sink/postgres/source-servers.js';
 import { systemIdentifierOf } from '../source/server-identity.js';
-import { withSource } from './source-connection.js';
+import { sourceAnswers, withSource } from './source-connection.js';
 
 /** The target whose versions are checked against the source's cluster: a postgres sink's. */
 function versionedTarget(config: SynclineConfig): { url: string; stateSchema: string } | undefined {
@@ -26,9 +26,15 @@ function versionedTarget(config: SynclineConfig): { url: string; stateSchema: st
  * the source or the target does not answer it waits and asks again (as apply and capture do
  * at start), until `signal` aborts.
  */
-export async function checkSourceServer(config: SynclineConfig, signal: AbortSignal, log: Logger): Promise<void> {
+export async function checkSourceServer(config: SynclineConfig, signal: AbortSignal, log: Logger, sourceRequired = true): Promise<void> {
   const target = versionedTarget(config);
   if (!target) return;
+  // `apply` alone may run where the source is not reachable (near the target, draining the
+  // stream while the source is down): it starts without the check then, saying so.
+  if (!sourceRequired && !(await sourceAnswers(config, 5000))) {
+    log.warn("cannot reach the source to check that it is the cluster the target's rows came from; apply starts without that check (run or apply checks it at their next start that reaches the source)");
+    return;
+  }
   const r = config.consumer.retry;
   await retry(() => compareSourceServer(config, target), { maxAttempts: r.max_attempts, baseMs: r.backoff_base_ms, maxMs: r.backoff_max_ms, jitter: r.jitter }, {
     signal,
