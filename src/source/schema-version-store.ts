@@ -266,7 +266,7 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
    * The table's rows were rewritten with new values (`ALTER COLUMN ... TYPE ... USING`, also
    * to the same type or another modifier only; `ADD COLUMN` with a volatile default), which
    * logical decoding does not carry: the DDL history's newest REWRITE_TAG entry of the
-   * relation (`$4`) under the name, at or before the Relation message (`$5`: every change after
+   * relation (`$4`) under the name, or of a partition under it, at or before the Relation message (`$5`: every change after
    * the rewrite has a greater LSN, every change before it a smaller one, see REWRITE_TAG),
    * since the slot first recorded the name (earlier ones are the initial snapshot's) and newer
    * than the one it handled last (`rewrite_id`, kept in the same statement on the name's
@@ -286,9 +286,18 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
       : '';
     return `WITH seen AS (SELECT min(first_lsn) AS since, max(rewrite_id) AS handled, max(version) AS version FROM ${this.table}
                         WHERE slot_name = $1 AND table_schema = $2 AND table_name = $3),
-      r AS (SELECT max(h.id) AS id FROM ${history} h, seen
-             WHERE h.table_schema = $2 AND h.table_name = $3 AND h.relid = $4::oid AND h.command_tag = ${quoteLiteral(REWRITE_TAG)}
-               AND h.lsn <= $5::pg_lsn AND h.lsn >= seen.since AND h.id > coalesce(seen.handled, 0)),
+      -- The relation, and the partitions under it (a partitioned table published through its
+      -- root: PostgreSQL rewrites, and the trigger records, each partition), each by its name
+      -- (the history's index).
+      rels AS (SELECT $4::oid AS relid, $2::text AS table_schema, $3::text AS table_name
+               UNION ALL
+               SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_partition_tree($4::oid) t
+                 JOIN pg_catalog.pg_class c ON c.oid = t.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE t.relid <> $4::oid),
+      r AS (SELECT max(h.id) AS id FROM rels, seen CROSS JOIN LATERAL (
+              SELECT h.id FROM ${history} h
+               WHERE h.table_schema = rels.table_schema AND h.table_name = rels.table_name AND h.relid = rels.relid AND h.command_tag = ${quoteLiteral(REWRITE_TAG)}
+                 AND h.lsn <= $5::pg_lsn AND h.lsn >= seen.since AND h.id > coalesce(seen.handled, 0)) h),
       v AS (UPDATE ${this.table} s SET rewrite_id = r.id FROM r, seen
              WHERE r.id IS NOT NULL AND s.slot_name = $1 AND s.table_schema = $2 AND s.table_name = $3 AND s.version = seen.version
             RETURNING 1)${job}

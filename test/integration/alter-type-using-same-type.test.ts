@@ -39,12 +39,17 @@ describe('ALTER COLUMN ... TYPE <same type> USING <expression> while capture run
     ({ source, target } = pair);
     await source.query('CREATE TABLE t (id int PRIMARY KEY, c text, code varchar(20))');
     await target.query('CREATE TABLE t (id int PRIMARY KEY, c text, code varchar(20))');
+    // Published through its root (capture makes the publication so): the partitions are rewritten.
+    await source.query('CREATE TABLE p (id int PRIMARY KEY, c text) PARTITION BY RANGE (id)');
+    await source.query('CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (10)');
+    await source.query('CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (10) TO (20)');
+    await target.query('CREATE TABLE p (id int PRIMARY KEY, c text)');
     configFile = path.join(dir, 'sync.yaml');
     await writeFile(
       configFile,
       `source:
   url: ${pair.sourceUrl}
-  slots: [{ name: ${slot}, publication: ${prefix}_pub, tables: [t] }]
+  slots: [{ name: ${slot}, publication: ${prefix}_pub, tables: [t, p] }]
 stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
 consumer: { group_id: using }
 sink: { url: ${pair.targetUrl}, schema_evolution: full }
@@ -108,6 +113,27 @@ monitoring: { enabled: false }
       const { rows: entries } = await source.query<{ n: number }>(`SELECT count(*)::int AS n FROM syncline.ddl_history WHERE table_name = 't' AND command_tag = 'table_rewrite'`);
       expect(entries[0]?.n).toBe(2);
       expect(await rows(target)).toEqual(await rows(source));
+    } finally {
+      ctl.abort();
+      await running.catch(() => undefined);
+    }
+  }, 120_000);
+
+  it('a partitioned table published through its root: the rewritten partitions reach the target', async () => {
+    const ctl = new AbortController();
+    const running = runPipeline(loadConfigFile(configFile), 'run', await testLogger(), ctl.signal);
+    let failure: unknown;
+    running.catch((err: unknown) => (failure = err));
+    const prows = async (c: pg.Client): Promise<unknown[]> => (await c.query('SELECT id, c FROM p ORDER BY id')).rows;
+    try {
+      await waitFor('slot streaming', async () => await slotStreaming(source, slot), 30_000);
+      await source.query(`INSERT INTO p VALUES (1, 'one'), (11, 'eleven')`);
+      await waitFor('rows applied', async () => (await target.query('SELECT count(*)::int AS n FROM p')).rows[0]?.n === 2, 30_000);
+      await source.query('ALTER TABLE p ALTER COLUMN c TYPE text USING upper(c)');
+      await source.query(`INSERT INTO p VALUES (2, 'two')`);
+      await waitFor('target equal to the source', async () => JSON.stringify(await prows(target)) === JSON.stringify(await prows(source)), 20_000).catch(() => undefined);
+      expect(failure).toBeUndefined();
+      expect(await prows(target)).toEqual([{ id: 1, c: 'ONE' }, { id: 2, c: 'two' }, { id: 11, c: 'ELEVEN' }]);
     } finally {
       ctl.abort();
       await running.catch(() => undefined);
