@@ -174,6 +174,8 @@ export class Pipeline {
         const replaySink = own ? () => new TransformingSink(unowned(own), transforms) : transforms.length > 0 && openSink ? () => new TransformingSink(openSink(config), transforms) : undefined;
         this.server = await startMonitoring(config, role, metrics, log, pipelineReadiness(config, role, metrics, () => this.stream, custom), replaySink);
       }
+      // Before capture starts: a source moved to another cluster is refused before anything moves.
+      if (applying && !custom && !signal.aborted) await applying.checkSourceServer(config, signal, log);
       if (!signal.aborted) this.stream = await openStream(config, this.options.baseDir);
     } catch (err) {
       await this.finish([], err);
@@ -272,11 +274,12 @@ export class Pipeline {
 interface ApplyModules {
   openSink: typeof import('../compose/sink.js').openSink;
   runApply: typeof import('../compose/apply.js').runApply;
+  checkSourceServer: typeof import('../compose/source-server.js').checkSourceServer;
 }
 
 async function applyModules(): Promise<ApplyModules> {
-  const [{ openSink }, { runApply }] = await Promise.all([import('../compose/sink.js'), import('../compose/apply.js')]);
-  return { openSink, runApply };
+  const [{ openSink }, { runApply }, { checkSourceServer }] = await Promise.all([import('../compose/sink.js'), import('../compose/apply.js'), import('../compose/source-server.js')]);
+  return { openSink, runApply, checkSourceServer };
 }
 
 function asError(err: unknown): Error {

@@ -119,6 +119,15 @@ async function checkTargetTable(catalog: TargetCatalog, source: SourceTable, cre
     list.fail(check, `lacks source column(s) ${missing.join(', ')}: applying their changes would fail`, catalog.addColumns(name, missing));
     return;
   }
+  const loose = found.looseKeys ?? [];
+  if (loose.length > 0) {
+    list.warn(
+      check,
+      `key column(s) ${loose.map((k) => `${k.column} (${k.collation})`).join(', ')} under a collation that calls different texts equal ('a' and 'A', or 'b' and 'b '): two such source keys would share one target row, the other row lost there`,
+      `ALTER TABLE ${q} ${loose.map((k) => `MODIFY ${catalog.quoteList([k.column])} ${k.type} COLLATE ${k.collation.split('_')[0] ?? 'utf8mb4'}_nopad_bin NOT NULL`).join(', ')}; (MySQL 8: utf8mb4_0900_bin)`,
+    );
+    return;
+  }
   list.ok(check, `exists with primary key (${have.join(', ')})${wantKey.length === 0 ? '; the source table has none, its changes are keyed by REPLICA IDENTITY' : ''}`);
 }
 

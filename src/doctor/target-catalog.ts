@@ -12,6 +12,11 @@ export interface TargetTableShape {
   /** The primary key constraint's name, where the dialect names it (postgres). */
   readonly primaryKeyName: string | null;
   readonly columns: readonly string[];
+  /**
+   * Key columns under a collation that calls different texts equal (case- or
+   * accent-insensitive, or PAD SPACE): two source keys could share one target row (mysql).
+   */
+  readonly looseKeys?: readonly { column: string; type: string; collation: string }[];
 }
 
 /**
@@ -100,7 +105,8 @@ async function mysqlCatalog(url: string): Promise<TargetCatalog> {
     quoteList: (columns) => list(mysqlQuote, columns),
     async describeTable(name) {
       const [columns] = await conn.query<mysql.RowDataPacket[]>(
-        'SELECT COLUMN_NAME AS name FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION',
+        `SELECT COLUMN_NAME AS name, COLUMN_TYPE AS type, DATA_TYPE AS data_type, COLLATION_NAME AS collation
+           FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`,
         [databaseOf(name), name.table],
       );
       if (columns.length === 0) return undefined;
@@ -109,13 +115,27 @@ async function mysqlCatalog(url: string): Promise<TargetCatalog> {
           WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION`,
         [databaseOf(name), name.table],
       );
-      return { primaryKey: key.map((r) => String(r['name'])), primaryKeyName: null, columns: columns.map((r) => String(r['name'])) };
+      const primaryKey = key.map((r) => String(r['name']));
+      const looseKeys = columns
+        .filter((r) => primaryKey.includes(String(r['name'])) && r['collation'] !== null && !exactCollation(String(r['collation']), String(r['data_type'])))
+        .map((r) => ({ column: String(r['name']), type: String(r['type']), collation: String(r['collation']) }));
+      return { primaryKey, primaryKeyName: null, columns: columns.map((r) => String(r['name'])), looseKeys };
     },
     addPrimaryKey: (name, columns, replacing) => `ALTER TABLE ${qualified(name)} ${replacing ? 'DROP PRIMARY KEY, ' : ''}ADD PRIMARY KEY (${list(mysqlQuote, columns)});`,
     dropPrimaryKey: (name) => `ALTER TABLE ${qualified(name)} DROP PRIMARY KEY;`,
     addColumns: (name, columns) => `ALTER TABLE ${qualified(name)} ${columns.map((c) => `ADD COLUMN ${mysqlQuote(c)} <type as at the source>`).join(', ')};`,
     close: () => conn.end().catch(() => undefined),
   };
+}
+
+/**
+ * Whether a MySQL / MariaDB collation tells every two different texts apart: binary, and NO
+ * PAD (MariaDB's `utf8mb4_bin` is PAD SPACE: 'b' = 'b '; `utf8mb4_nopad_bin` and MySQL 8's
+ * `utf8mb4_0900_bin` are not). CHAR(n) pads by its type anyway, as a source char(n) does.
+ */
+function exactCollation(collation: string, dataType: string): boolean {
+  if (!collation.endsWith('_bin')) return false;
+  return dataType === 'char' || collation.includes('nopad') || collation.includes('0900');
 }
 
 function sqliteCatalog(url: string): TargetCatalog {

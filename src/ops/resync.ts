@@ -4,6 +4,7 @@ import { slotOf } from '../config/slot.js';
 import { PrerequisiteError } from '../core/errors.js';
 import { parseTableName, type TableName } from '../core/sql.js';
 import { sourceConnection } from '../compose/source-connection.js';
+import { rebaseSourceServer, type Rebase } from '../compose/source-server.js';
 import { publicationTables } from '../source/catalog.js';
 import { ensurePublication } from '../source/publication.js';
 import { slotInAnotherDatabase, slotNameTaken, slotState } from '../source/slot.js';
@@ -17,6 +18,8 @@ export interface ResyncResult {
   /** The snapshot jobs queued, one per table. */
   snapshots: string[];
   tables: string[];
+  /** The source is another cluster than the target's rows came from: their versions were reset (see compose/source-server.ts). */
+  rebased?: Rebase;
 }
 
 /**
@@ -24,6 +27,9 @@ export interface ResyncResult {
  * slot (only if lost, or with `force`), creates a fresh one, and queues a snapshot of every
  * table, which the next `syncline run`/`capture` performs while streaming from the new slot.
  * Rows deleted at the source while the slot was lost are then removed by `syncline repair`.
+ * When the source is another cluster than the one the target's rows were versioned under (it
+ * was moved), the versions of those tables at the target are reset last, so the new
+ * cluster's snapshot and changes apply (its LSNs do not compare with the old ones).
  */
 export async function resync(config: SynclineConfig, options: { force?: boolean } = {}): Promise<ResyncResult> {
   const slot = slotOf(config);
@@ -51,7 +57,9 @@ export async function resync(config: SynclineConfig, options: { force?: boolean 
     const ids: string[] = [];
     for (const t of tables) ids.push(await store.request(t));
     await client.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [slot.name]);
-    return { dropped: state !== undefined, slot: slot.name, snapshots: ids, tables: tables.map((t) => `${t.schema}.${t.table}`) };
+    // Last: failing before, the target keeps its record and apply keeps refusing the new cluster.
+    const rebased = await rebaseSourceServer(config, tables);
+    return { dropped: state !== undefined, slot: slot.name, snapshots: ids, tables: tables.map((t) => `${t.schema}.${t.table}`), ...(rebased ? { rebased } : {}) };
   } finally {
     await client.end();
   }

@@ -77,7 +77,8 @@ export class HeldTables {
     const dlq = ctx.options.deadLetters;
     this.nextRetry = ctx.options.clock.now() + (ctx.options.heldTableRetryMs ?? 10_000);
     if (!dlq) return;
-    for (const table of [...this.tables.keys()]) {
+    // Every held table is tried: one that still does not apply must not keep a fixed one held.
+    tables: for (const table of [...this.tables.keys()]) {
       let replayed = 0;
       for (;;) {
         if (signal.aborted) return;
@@ -98,10 +99,12 @@ export class HeldTables {
           ctx.events.emit('apply:held:applied', { outcome: o });
         } catch (err) {
           if (err instanceof PrerequisiteError) {
+            // A new reason (the first fixed, another found) is news for the operator.
+            if (this.tables.get(table) !== err.message) ctx.log.warn({ table, err: err.message }, 'held table: still does not apply, for another reason');
+            else ctx.log.debug({ table, err: err.message }, 'held table still does not apply');
             this.tables.set(table, err.message);
-            ctx.log.debug({ table, err: err.message }, 'held table still does not apply');
             if (replayed > 0) ctx.log.info({ table, replayed }, 'held table: part of its changes applied');
-            return ctx.refreshDeadLetters(signal);
+            continue tables;
           }
           // A poison among them: the one-by-one replay parks it and applies the rest.
           const result = await replayDeadLetters(ready, ctx.sink, dlq, ctx.options.group);

@@ -63,12 +63,15 @@ export const UNLOGGED_CREATION_TAG = 'CREATE UNLOGGED TABLE';
 /**
  * The `command_tag` of the creation of a partition (`CREATE TABLE ... PARTITION OF`; a table
  * that is a partition when its CREATION_TAGS command ends), with `partition_root` (the
- * partitioned table at the top of its tree then) and `partition_xmin` (its pg_class row's
- * xmin then). Such a partition was empty when it joined the tree (PostgreSQL refuses one
- * whose range holds rows of the default partition): every row it holds came through the
- * slot, so the partition watch does not take it for an attached one while its pg_class row
- * is that one (ATTACH and DETACH PARTITION rewrite it; so does DDL that recurses from the
- * root, which then reads the table once more, as before). A creation for addedByName.
+ * partitioned table at the top of its tree then) and `partition_xmin` (the xmin of its
+ * pg_inherits row, its link to its parent, then). Such a partition was empty when it joined
+ * the tree (PostgreSQL refuses one whose range holds rows of the default partition): every
+ * row it holds came through the slot, so the partition watch does not take it for an
+ * attached one while that link is the one made with it (DETACH PARTITION deletes it, ATTACH
+ * makes another). Not the pg_class row's xmin: DDL that recurses from the root (`ADD
+ * PRIMARY KEY`, as `pgbench -i` runs after creating its partitions) rewrites that row too,
+ * and the table was then read once more whenever the watch had not looked in between. A
+ * creation for addedByName.
  */
 export const PARTITION_CREATION_TAG = 'CREATE TABLE PARTITION OF';
 /** The history's tags of entries that created their table (addedByName). */
@@ -119,11 +122,11 @@ BEGIN
     -- command_tag: one per table; a creation's when the command created it (a CREATE TABLE
     -- with a foreign key also reports an ALTER TABLE of the table), see CREATION_TAGS; an
     -- unlogged table's creation is not one (UNLOGGED_CREATION_TAG); a partition's is told
-    -- with its root and pg_class xmin (PARTITION_CREATION_TAG).
+    -- with its root and its pg_inherits row's xmin (PARTITION_CREATION_TAG).
     INSERT INTO ${historyTable(stateSchema)} (relid, table_schema, table_name, lsn, columns, command_tag, partition_root, partition_xmin)
     SELECT c.oid, n.nspname, c.relname, pg_current_wal_insert_lsn(), ${columnsOf('c.oid')}, k.tag,
            CASE WHEN k.tag = ${quoteLiteral(PARTITION_CREATION_TAG)} THEN pg_partition_root(c.oid) END,
-           CASE WHEN k.tag = ${quoteLiteral(PARTITION_CREATION_TAG)} THEN c.xmin END
+           CASE WHEN k.tag = ${quoteLiteral(PARTITION_CREATION_TAG)} THEN (SELECT i.xmin FROM pg_inherits i WHERE i.inhrelid = c.oid) END
       FROM (SELECT d.objid, (array_agg(d.command_tag ORDER BY d.command_tag NOT IN (${CREATION_TAGS.map(quoteLiteral).join(', ')})))[1] AS command_tag
               FROM pg_event_trigger_ddl_commands() d
              WHERE d.classid = 'pg_class'::regclass AND d.object_type IN ('table', 'table column')

@@ -97,7 +97,11 @@ export class PartitionWatch {
        cur AS (
          SELECT t.s, t.n, t.rel::oid AS root, coalesce((SELECT jsonb_agg(jsonb_build_object('oid', p.relid::oid::bigint, 'name', p.relid::regclass::text) ORDER BY p.relid::oid)
                                       FROM pg_catalog.pg_partition_tree(t.rel) p WHERE p.isleaf AND p.relid <> t.rel), '[]'::jsonb) AS leaves
-           FROM t JOIN pg_catalog.pg_class c ON c.oid = t.rel WHERE c.relkind = 'p'),
+           FROM t JOIN pg_catalog.pg_class c ON c.oid = t.rel WHERE c.relkind = 'p'
+            -- The tree is read from the latest catalog, pg_class from this statement's snapshot:
+            -- a table dropped meanwhile (pgbench -i) has no tree, not one without leaves (which
+            -- reported every old leaf as detached).
+            AND EXISTS (SELECT 1 FROM pg_catalog.pg_partition_tree(t.rel) p WHERE p.relid = t.rel)),
        -- leaves: those recorded of the same relation (none of a table made again since).
        prev AS (SELECT ps.table_schema AS s, ps.table_name AS n, ps.root, CASE WHEN ps.root IS NULL OR ps.root = cur.root THEN ps.leaves ELSE '[]'::jsonb END AS leaves
                   FROM ${this.sets} ps JOIN cur ON cur.s = ps.table_schema AND cur.n = ps.table_name WHERE ps.slot_name = $1),
@@ -128,15 +132,15 @@ export class PartitionWatch {
 
   /**
    * SQL (` AND NOT ...`): leaf `leaf` (an oid expression) was created as a partition of `root`
-   * and is that partition still: its pg_class row is the one its creation entry saw (ATTACH
-   * and DETACH PARTITION write a new one; a creation under a root attached to `root` since
-   * names the other root). Any creation entry of the oid may be the leaf's: an entry of an
-   * older relation with a reused oid names another pg_class row.
+   * and is that partition still: its pg_inherits row is the one its creation entry saw
+   * (DETACH PARTITION deletes it, ATTACH makes another; a creation under a root attached to
+   * `root` since names the other root). Any creation entry of the oid may be the leaf's: an
+   * entry of an older relation with a reused oid names another row.
    */
   private createdHere(leaf: string, root: string): string {
     if (this.history === undefined) return '';
-    return ` AND NOT EXISTS (SELECT 1 FROM ${this.history} h JOIN pg_catalog.pg_class lc ON lc.oid = h.relid
+    return ` AND NOT EXISTS (SELECT 1 FROM ${this.history} h JOIN pg_catalog.pg_inherits li ON li.inhrelid = h.relid
                               WHERE h.relid = ${leaf} AND h.command_tag = ${quoteLiteral(PARTITION_CREATION_TAG)}
-                                AND h.partition_root = ${root} AND h.partition_xmin = lc.xmin)`;
+                                AND h.partition_root = ${root} AND h.partition_xmin = li.xmin)`;
   }
 }

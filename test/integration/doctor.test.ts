@@ -204,7 +204,7 @@ sink: { url: postgres://postgres:s3cretpw@127.0.0.1:1/nowhere }
     await withClient(src, (c) =>
       c.query(`CREATE TABLE items (id int PRIMARY KEY, v text); CREATE TABLE "Odd Name" (a int PRIMARY KEY, b text);
                CREATE TABLE nocol (id int PRIMARY KEY, w text); CREATE TABLE bag (x int, y text); ALTER TABLE bag REPLICA IDENTITY FULL;
-               CREATE TABLE absent (id int PRIMARY KEY)`),
+               CREATE TABLE absent (id int PRIMARY KEY); CREATE TABLE codes (code text PRIMARY KEY); CREATE TABLE exact (code text PRIMARY KEY)`),
     );
     const my = await freshMysqlDatabase('syncline_ops_doctor_my');
     const sqliteFile = path.join(dir, 'doctor.db');
@@ -213,12 +213,14 @@ sink: { url: postgres://postgres:s3cretpw@127.0.0.1:1/nowhere }
       await my.admin.query('CREATE TABLE `Odd Name` (a int PRIMARY KEY, b text)');
       await my.admin.query('CREATE TABLE nocol (id int PRIMARY KEY)');
       await my.admin.query('CREATE TABLE bag (x int PRIMARY KEY, y text)');
+      await my.admin.query('CREATE TABLE codes (code varchar(20) COLLATE utf8mb4_general_ci PRIMARY KEY) CHARSET utf8mb4');
+      await my.admin.query('CREATE TABLE exact (code varchar(20) COLLATE utf8mb4_nopad_bin PRIMARY KEY) CHARSET utf8mb4');
       const lite = new Database(sqliteFile);
       lite.exec('CREATE TABLE items (id int, v text, PRIMARY KEY (v, id)); CREATE TABLE "Odd Name" (a int PRIMARY KEY, b text); CREATE TABLE nocol (id int); CREATE TABLE bag (x int, y text)');
       lite.close();
       const config = (sink: string, extra = ''): string => `source:
   url: ${src}
-  slots: [{ name: syncline_ops_doctor_dialects, publication: syncline_ops_doctor_dialects_pub, tables: [items, '"Odd Name"', nocol, bag, absent] }]
+  slots: [{ name: syncline_ops_doctor_dialects, publication: syncline_ops_doctor_dialects_pub, tables: [items, '"Odd Name"', nocol, bag, absent, codes, exact] }]
 stream: { path: ${path.join(dir, 'stream-dialects')} }
 sink: { url: '${sink}'${extra} }
 dead_letter: { url: ${src} }
@@ -234,6 +236,13 @@ dead_letter: { url: ${src} }
       expect(check(mysqlRun.report, 'sink table public.Odd Name')).toMatchObject({ status: 'ok', detail: 'exists with primary key (a)' });
       expect(check(mysqlRun.report, 'sink table public.nocol')).toMatchObject({ status: 'fail', fix: 'ALTER TABLE `nocol` ADD COLUMN `w` <type as at the source>;' });
       expect(check(mysqlRun.report, 'sink table public.bag')).toMatchObject({ status: 'warn', fix: 'ALTER TABLE `bag` DROP PRIMARY KEY;' });
+      // A text key under a collation that calls 'a' and 'A' (or 'b' and 'b ') equal: two source rows, one target row.
+      expect(check(mysqlRun.report, 'sink table public.codes')).toMatchObject({
+        status: 'warn',
+        detail: expect.stringContaining('code (utf8mb4_general_ci) under a collation that calls different texts equal'),
+        fix: 'ALTER TABLE `codes` MODIFY `code` varchar(20) COLLATE utf8mb4_nopad_bin NOT NULL; (MySQL 8: utf8mb4_0900_bin)',
+      });
+      expect(check(mysqlRun.report, 'sink table public.exact')).toMatchObject({ status: 'ok', detail: 'exists with primary key (code)' });
       expect(check(mysqlRun.report, 'sink table public.absent')).toMatchObject({ status: 'fail', detail: 'does not exist in the sink database', fix: expect.stringMatching(/sink\.schema_evolution: full$/) });
       // schema_evolution full: the sink creates a missing table itself.
       const evolving = doctor(await writeConfig('mysql-full.yaml', config(my.url, ', type: mysql, schema_evolution: full')));

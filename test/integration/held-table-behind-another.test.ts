@@ -61,7 +61,7 @@ monitoring: { enabled: false }
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it.fails('applies b_fixed once its target exists, though a_stuck is still held', async () => {
+  it('applies b_fixed once its target exists, though a_stuck is still held', async () => {
     const config = loadConfigFile(configFile);
     const ctl = new AbortController();
     const running = runPipeline(config, 'run', await testLogger(), ctl.signal);

@@ -182,7 +182,7 @@ monitoring: { port: ${await freePort()} }
       await source.query('CREATE TABLE r (id int PRIMARY KEY, v int) PARTITION BY RANGE (id)');
       await source.query('CREATE TABLE r_1 PARTITION OF r FOR VALUES FROM (1) TO (11)');
       await source.query('INSERT INTO r SELECT g, 0 FROM generate_series(1, 5) g');
-      await waitFor('r at the target', async () => (await count()) === 5, 30_000);
+      await waitFor('r at the target', async () => (await count()) === 5, 90_000, 250, async () => `${await count()} rows`);
       await new Promise((r) => setTimeout(r, 1_500)); // the watch has recorded r's leaves
       await source.query('ALTER TABLE r DETACH PARTITION r_1');
       await source.query('INSERT INTO r_1 SELECT g, 0 FROM generate_series(6, 10) g');

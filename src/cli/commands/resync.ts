@@ -17,6 +17,9 @@ export function registerResync(program: Command): void {
       if (opts.json) process.stdout.write(`${JSON.stringify(result)}\n`);
       else {
         process.stdout.write(`${result.dropped ? 'dropped and re-created' : 'created'} slot ${result.slot}; queued snapshot(s) of ${result.tables.join(', ')}\n`);
+        if (result.rebased) {
+          process.stdout.write(`the source is another cluster (system identifier ${result.rebased.to}, the target's rows came from ${result.rebased.from}): reset the version of ${result.rebased.rows} target row(s)\n`);
+        }
         process.stdout.write('next: start syncline run (it streams from the new slot and performs the snapshots), then syncline repair removes rows deleted while the slot was lost\n');
       }
       process.exitCode = EXIT.OK;
