@@ -28,6 +28,13 @@ export function ddlHistoryTriggerName(stateSchema: string): string {
   return `syncline_ddl_history_${createHash('sha256').update(stateSchema).digest('hex').slice(0, 16)}`;
 }
 
+/** The table_rewrite event trigger's name (REWRITE_TAG), hashed like ddlHistoryTriggerName when too long. */
+export function ddlRewriteTriggerName(stateSchema: string): string {
+  const name = `syncline_ddl_rewrite_${stateSchema}`;
+  if (Buffer.byteLength(name) <= 63) return name;
+  return `syncline_ddl_rewrite_${createHash('sha256').update(stateSchema).digest('hex').slice(0, 16)}`;
+}
+
 /** The history's relations and function in the state schema (by these names, state-facts.ts finds them). */
 export const DDL_HISTORY_TABLE = 'ddl_history';
 export const DDL_HISTORY_INDEX = 'ddl_history_table_lsn';
@@ -76,6 +83,20 @@ export const SEED_TAG = 'seed';
  * is dropped and created again by a superuser's start (installDdlHistory).
  */
 export const TRIGGER_TAGS: readonly string[] = [...CREATION_TAGS, 'ALTER TABLE'];
+/**
+ * The `command_tag` of an entry the `table_rewrite` event trigger wrote: the table's rows were
+ * rewritten with new values (pg_event_trigger_table_rewrite_reason() has REWRITE_REASONS:
+ * `ALTER COLUMN ... TYPE ... USING`, also to the same type or only another modifier; `ADD
+ * COLUMN` with a volatile default), which logical decoding does not see. Its `lsn` is taken
+ * before the rewrite, under the table's ACCESS EXCLUSIVE lock: every change after it has a
+ * greater LSN. SchemaVersionStore queues a snapshot of a published table met after one
+ * (rewriteSql). VACUUM FULL and CLUSTER do not fire the event (checked on PostgreSQL 15);
+ * `SET LOGGED`/`SET UNLOGGED` (reason 1) and `SET ACCESS METHOD` (8) keep the values and are
+ * not recorded.
+ */
+export const REWRITE_TAG = 'table_rewrite';
+/** pg_event_trigger_table_rewrite_reason() bits of a rewrite that changes values: AT_REWRITE_DEFAULT_VAL (2) | AT_REWRITE_COLUMN_REWRITE (4). */
+const REWRITE_REASONS = 6;
 /** Columns added to the history table after its first version (the table is in place with them). */
 const ADDED_COLUMNS = ['command_tag', 'partition_root', 'partition_xmin'];
 
@@ -89,24 +110,34 @@ BEGIN
   -- for a moment): after 1 s the row is skipped. The setting is the user's again afterwards
   -- (and rolled back with this block on any error).
   PERFORM set_config('lock_timeout', '1s', true);
-  -- command_tag: one per table; a creation's when the command created it (a CREATE TABLE
-  -- with a foreign key also reports an ALTER TABLE of the table), see CREATION_TAGS; an
-  -- unlogged table's creation is not one (UNLOGGED_CREATION_TAG); a partition's is told
-  -- with its root and its pg_inherits row's xmin (PARTITION_CREATION_TAG).
-  INSERT INTO ${historyTable(stateSchema)} (relid, table_schema, table_name, lsn, columns, command_tag, partition_root, partition_xmin)
-  SELECT c.oid, n.nspname, c.relname, pg_current_wal_insert_lsn(), ${columnsOf('c.oid')}, k.tag,
-         CASE WHEN k.tag = ${quoteLiteral(PARTITION_CREATION_TAG)} THEN pg_partition_root(c.oid) END,
-         CASE WHEN k.tag = ${quoteLiteral(PARTITION_CREATION_TAG)} THEN (SELECT i.xmin FROM pg_inherits i WHERE i.inhrelid = c.oid) END
-    FROM (SELECT d.objid, (array_agg(d.command_tag ORDER BY d.command_tag NOT IN (${CREATION_TAGS.map(quoteLiteral).join(', ')})))[1] AS command_tag
-            FROM pg_event_trigger_ddl_commands() d
-           WHERE d.classid = 'pg_class'::regclass AND d.object_type IN ('table', 'table column')
-           GROUP BY d.objid) d
-    JOIN pg_class c ON c.oid = d.objid JOIN pg_namespace n ON n.oid = c.relnamespace
-    CROSS JOIN LATERAL (SELECT CASE WHEN d.command_tag NOT IN (${CREATION_TAGS.map(quoteLiteral).join(', ')}) THEN d.command_tag
-                                    WHEN c.relpersistence <> 'p' THEN ${quoteLiteral(UNLOGGED_CREATION_TAG)}
-                                    WHEN c.relispartition THEN ${quoteLiteral(PARTITION_CREATION_TAG)}
-                                    ELSE d.command_tag END AS tag) k
-   WHERE c.relkind IN ('r', 'p') AND n.nspname <> ${quoteLiteral(stateSchema)};
+  IF TG_EVENT = 'table_rewrite' THEN
+    -- A rewrite with new values (REWRITE_TAG): the definition as it is now (ALTER TABLE's
+    -- catalog changes are made before its rewrite), tagged.
+    INSERT INTO ${historyTable(stateSchema)} (relid, table_schema, table_name, lsn, columns, command_tag)
+    SELECT c.oid, n.nspname, c.relname, pg_current_wal_insert_lsn(), ${columnsOf('c.oid')}, ${quoteLiteral(REWRITE_TAG)}
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = pg_event_trigger_table_rewrite_oid() AND (pg_event_trigger_table_rewrite_reason() & ${REWRITE_REASONS}) <> 0
+       AND c.relkind IN ('r', 'p') AND n.nspname <> ${quoteLiteral(stateSchema)};
+  ELSE
+    -- command_tag: one per table; a creation's when the command created it (a CREATE TABLE
+    -- with a foreign key also reports an ALTER TABLE of the table), see CREATION_TAGS; an
+    -- unlogged table's creation is not one (UNLOGGED_CREATION_TAG); a partition's is told
+    -- with its root and its pg_inherits row's xmin (PARTITION_CREATION_TAG).
+    INSERT INTO ${historyTable(stateSchema)} (relid, table_schema, table_name, lsn, columns, command_tag, partition_root, partition_xmin)
+    SELECT c.oid, n.nspname, c.relname, pg_current_wal_insert_lsn(), ${columnsOf('c.oid')}, k.tag,
+           CASE WHEN k.tag = ${quoteLiteral(PARTITION_CREATION_TAG)} THEN pg_partition_root(c.oid) END,
+           CASE WHEN k.tag = ${quoteLiteral(PARTITION_CREATION_TAG)} THEN (SELECT i.xmin FROM pg_inherits i WHERE i.inhrelid = c.oid) END
+      FROM (SELECT d.objid, (array_agg(d.command_tag ORDER BY d.command_tag NOT IN (${CREATION_TAGS.map(quoteLiteral).join(', ')})))[1] AS command_tag
+              FROM pg_event_trigger_ddl_commands() d
+             WHERE d.classid = 'pg_class'::regclass AND d.object_type IN ('table', 'table column')
+             GROUP BY d.objid) d
+      JOIN pg_class c ON c.oid = d.objid JOIN pg_namespace n ON n.oid = c.relnamespace
+      CROSS JOIN LATERAL (SELECT CASE WHEN d.command_tag NOT IN (${CREATION_TAGS.map(quoteLiteral).join(', ')}) THEN d.command_tag
+                                      WHEN c.relpersistence <> 'p' THEN ${quoteLiteral(UNLOGGED_CREATION_TAG)}
+                                      WHEN c.relispartition THEN ${quoteLiteral(PARTITION_CREATION_TAG)}
+                                      ELSE d.command_tag END AS tag) k
+     WHERE c.relkind IN ('r', 'p') AND n.nspname <> ${quoteLiteral(stateSchema)};
+  END IF;
   PERFORM set_config('lock_timeout', user_lock_timeout, true);
 EXCEPTION WHEN OTHERS THEN
   -- Never make the user's DDL fail (history table dropped, no privilege, anything): the
@@ -117,7 +148,7 @@ END
 }
 
 /** The statements that create the history (the table, its function, the event trigger); the README prints them. */
-export function ddlHistorySql(stateSchema: string): { table: string[]; fn: string; trigger: string } {
+export function ddlHistorySql(stateSchema: string): { table: string[]; fn: string; trigger: string; rewriteTrigger: string } {
   const body = functionBody(stateSchema);
   let tag = '$syncline$';
   for (let i = 1; body.includes(tag); i++) tag = `$syncline${i}$`;
@@ -148,11 +179,15 @@ export function ddlHistorySql(stateSchema: string): { table: string[]; fn: strin
       SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS ${tag}${body}${tag}`,
     trigger: `CREATE EVENT TRIGGER ${quoteIdent(ddlHistoryTriggerName(stateSchema))} ON ddl_command_end
       WHEN TAG IN (${TRIGGER_TAGS.map(quoteLiteral).join(', ')}) EXECUTE FUNCTION ${functionName(stateSchema)}()`,
+    rewriteTrigger: `CREATE EVENT TRIGGER ${quoteIdent(ddlRewriteTriggerName(stateSchema))} ON table_rewrite EXECUTE FUNCTION ${functionName(stateSchema)}()`,
   };
 }
 
-/** What installDdlHistory found or made. */
-export type DdlHistoryState = 'active' | 'no_trigger';
+/**
+ * What installDdlHistory found or made. 'no_rewrite_trigger': the history is written but the
+ * table_rewrite trigger (REWRITE_TAG) is missing or disabled: rewrites are not seen.
+ */
+export type DdlHistoryState = 'active' | 'no_trigger' | 'no_rewrite_trigger';
 
 /**
  * Creates the history table and function (idempotent, under the state DDL lock) and the
@@ -170,7 +205,7 @@ export async function installDdlHistory(client: pg.ClientBase, stateSchema: stri
     // Outside the lock: another capture seeding the same table at once may add an identical
     // entry, which definitionAt reads as the one entry (the lock only serialises the DDL).
     await recordDefinitions(client, stateSchema, tables);
-    return 'active';
+    return triggerOn(facts.ddlRewriteTrigger) ? 'active' : 'no_rewrite_trigger';
   }
   const sql = ddlHistorySql(stateSchema);
   return serializedDdl(client, STATE_DDL_LOCK, async () => {
@@ -180,11 +215,12 @@ export async function installDdlHistory(client: pg.ClientBase, stateSchema: stri
       [`${functionName(stateSchema)}()`],
     );
     if (fn[0]?.src !== functionBody(stateSchema)) await client.query(sql.fn);
-    const { rows } = await client.query<{ enabled: string | null; tags: string[] | null; superuser: boolean }>(
+    const { rows } = await client.query<{ enabled: string | null; tags: string[] | null; rewrite: string | null; superuser: boolean }>(
       `SELECT (SELECT evtenabled::text FROM pg_event_trigger WHERE evtname = $1) AS enabled,
               (SELECT evttags FROM pg_event_trigger WHERE evtname = $1) AS tags,
+              (SELECT evtenabled::text FROM pg_event_trigger WHERE evtname = $2) AS rewrite,
               (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser`,
-      [ddlHistoryTriggerName(stateSchema)],
+      [ddlHistoryTriggerName(stateSchema), ddlRewriteTriggerName(stateSchema)],
     );
     let enabled = rows[0]?.enabled ?? null;
     if (rows[0]?.superuser && enabled !== null && !sameTags(rows[0].tags)) {
@@ -199,9 +235,18 @@ export async function installDdlHistory(client: pg.ClientBase, stateSchema: stri
       await client.query(sql.trigger);
       enabled = 'O';
     }
+    let rewrite = rows[0]?.rewrite ?? null;
+    if (rewrite === null && enabled !== null && rows[0]?.superuser) {
+      // Added later (REWRITE_TAG): an install of before gets it at a superuser's start,
+      // enabled as the history's trigger is.
+      await client.query(sql.rewriteTrigger);
+      const mode = ENABLE_AS[enabled];
+      if (mode !== undefined) await client.query(`ALTER EVENT TRIGGER ${quoteIdent(ddlRewriteTriggerName(stateSchema))} ${mode}`);
+      rewrite = enabled;
+    }
     if (!triggerOn(enabled)) return 'no_trigger';
     await recordDefinitions(client, stateSchema, tables);
-    return 'active';
+    return triggerOn(rewrite) ? 'active' : 'no_rewrite_trigger';
   });
 }
 
@@ -209,7 +254,7 @@ export async function installDdlHistory(client: pg.ClientBase, stateSchema: stri
 function ddlHistoryInPlace(facts: StateFacts, stateSchema: string): boolean {
   return hasRelation(facts, DDL_HISTORY_TABLE, ADDED_COLUMNS) && hasRelation(facts, DDL_HISTORY_INDEX)
     && facts.ddlHistoryFunction === functionBody(stateSchema)
-    && (facts.ddlHistoryTrigger === null ? !facts.superuser : !facts.superuser || sameTags(facts.ddlHistoryTriggerTags));
+    && (facts.ddlHistoryTrigger === null ? !facts.superuser : !facts.superuser || (sameTags(facts.ddlHistoryTriggerTags) && facts.ddlRewriteTrigger !== null));
 }
 
 /** The trigger's tags (`pg_event_trigger.evttags`) are TRIGGER_TAGS, in any order. */

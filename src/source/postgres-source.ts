@@ -662,6 +662,11 @@ async function prepareSchemaVersions(
           ? 'table met in the stream as another relation than the one replicated under its name (dropped and created again, then added to the publication by hand?): its rows not changed since are read by a snapshot; the old table\'s rows stay at the target'
           : 'table met in the stream without a snapshot (added to the publication by hand?): its rows not changed since are read by a snapshot',
       );
+    }, (r) => {
+      // A job already pending (the same ALTER changed a type or added a column with a value) reads the rewritten rows too.
+      const table = `${r.schema}.${r.table}`;
+      if (r.job !== null) options.log.warn({ table, snapshot: r.job }, 'table rewritten at the source with new values (ALTER COLUMN ... TYPE ... USING, ADD COLUMN with a volatile default), which the WAL does not carry: the table is re-read by a snapshot');
+      else if (!request) options.log.warn({ table, fix: `syncline snapshot ${quoteQualified(r.schema, r.table)} -c <config>` }, 'table rewritten at the source with new values (ALTER COLUMN ... TYPE ... USING, ADD COLUMN with a volatile default), which the WAL does not carry: the target keeps the old values until a snapshot of the table');
     });
   } catch (err) {
     options.log.warn(
@@ -684,6 +689,12 @@ async function prepareDdlHistory(admin: pg.Client, options: PostgresSourceOption
   try {
     const state = await installDdlHistory(admin, stateSchema, await tables(), facts);
     store.useDdlHistory();
+    if (state === 'no_rewrite_trigger') {
+      log.warn(
+        { fix: `run capture once as a superuser, or create the event trigger by hand as a superuser: ${ddlHistorySql(stateSchema).rewriteTrigger} (README "Schema evolution at the sink")` },
+        'no table_rewrite trigger: a table rewritten with new values of the same type (ALTER COLUMN c TYPE <its type> USING ...) is not re-read, and the target keeps the old values',
+      );
+    }
     if (state === 'no_trigger') {
       log.warn(
         { fix: `run capture once as a superuser, or create the event trigger by hand as a superuser: ${ddlHistorySql(stateSchema).trigger.replace(/\s+/g, ' ')} (README "Schema evolution at the sink")` },

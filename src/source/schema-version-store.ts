@@ -5,13 +5,13 @@ import type { RecordedColumn, TableDefinition } from '../core/schema-evolution.j
 import { quoteIdent, quoteLiteral, quoteQualified, type TableName } from '../core/sql.js';
 import { serializedDdl, STATE_DDL_LOCK } from '../postgres/serialized-ddl.js';
 import { definitionAt } from '../core/ddl-history.js';
-import { CREATED_TAGS, DDL_HISTORY_TABLE, historyBefore, UNLOGGED_CREATION_TAG } from './ddl-history.js';
+import { CREATED_TAGS, DDL_HISTORY_TABLE, historyBefore, REWRITE_TAG, UNLOGGED_CREATION_TAG } from './ddl-history.js';
 import { hasRelation, type StateFacts } from './state-facts.js';
 
 /** The table's name in the state schema. */
 export const SCHEMA_VERSIONS_TABLE = 'schema_versions';
 /** Columns that prepare() adds to a table created by an older version (the table is in place with them). */
-const ADDED_COLUMNS = ['columns', 'relid', 'relid_lsn'];
+const ADDED_COLUMNS = ['columns', 'relid', 'relid_lsn', 'rewrite_id'];
 
 /**
  * The `columns` of a recorded definition, one RecordedColumn per column in order: the type
@@ -51,6 +51,7 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
         report: (report: BackfillReport) => void;
         reportRename?: (report: RenameReport) => void;
         reportUnsnapshotted?: (report: UnsnapshottedReport) => void;
+        reportRewrite?: (report: RewriteReport) => void;
       }
     | undefined;
   /** Which relation each table name stands for (see versionOf). */
@@ -92,6 +93,9 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
       // the name and the WAL position from which it was (RelationIds), on the name's newest
       // row; null: recorded before relids were, taken as the relation seen next.
       await this.client.query(`ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS relid oid, ADD COLUMN IF NOT EXISTS relid_lsn pg_lsn`);
+      // Added later: the newest DDL history rewrite entry (REWRITE_TAG) of the name this slot
+      // has handled (rewriteSql), on the row of the version current then; null: none.
+      await this.client.query(`ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS rewrite_id bigint`);
       // A column added here joins ADDED_COLUMNS, or a table without it is taken as in place.
     });
   }
@@ -122,8 +126,9 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
     report: (report: BackfillReport) => void,
     reportRename?: (report: RenameReport) => void,
     reportUnsnapshotted?: (report: UnsnapshottedReport) => void,
+    reportRewrite?: (report: RewriteReport) => void,
   ): void {
-    this.backfill = { request, report, reportRename, reportUnsnapshotted };
+    this.backfill = { request, report, reportRename, reportUnsnapshotted, reportRewrite };
   }
 
   /** Reads the recorded definitions; call once before capture starts. */
@@ -170,6 +175,9 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
     const made = this.fresh.splice(0);
     for (const e of made) this.record(e, change);
     if (made.length === 0 && relid !== undefined && change && change.kind !== 'same') this.recordRelation(schema, table, version, relid, lsn, change);
+    // Every Relation message (pgoutput sends one before the first change after any DDL of
+    // the table): was the table rewritten since? The definition may be the same (red18).
+    if (relid !== undefined && this.ddlHistory && this.backfill) this.checkRewrite(schema, table, relid, lsn);
     return version;
   }
 
@@ -238,6 +246,62 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
       await this.firstOf(schema, table, sql, [...params, quoteQualified(schema, table), change.from?.schema ?? null, change.from?.table ?? null], true);
     });
     this.writes.catch(() => undefined);
+  }
+
+  /**
+   * Queues rewriteSql for a Relation message of `relid` under `schema.table` at `lsn`, after
+   * the definition's own statements (the same chain), and reports what it found.
+   */
+  private checkRewrite(schema: string, table: string, relid: number, lsn: Lsn): void {
+    const backfill = this.backfill;
+    if (!backfill) return;
+    this.writes = this.writes.then(async () => {
+      const { rows } = await this.client.query<{ rewritten: boolean; job: string | null }>(this.rewriteSql(backfill.request), [this.slot, schema, table, relid, formatLsn(lsn)]);
+      if (rows[0]?.rewritten) backfill.reportRewrite?.({ schema, table, job: rows[0].job });
+    });
+    this.writes.catch(() => undefined);
+  }
+
+  /**
+   * The table's rows were rewritten with new values (`ALTER COLUMN ... TYPE ... USING`, also
+   * to the same type or another modifier only; `ADD COLUMN` with a volatile default), which
+   * logical decoding does not carry: the DDL history's newest REWRITE_TAG entry of the
+   * relation (`$4`) under the name, or of a partition under it, at or before the Relation message (`$5`: every change after
+   * the rewrite has a greater LSN, every change before it a smaller one, see REWRITE_TAG),
+   * since the slot first recorded the name (earlier ones are the initial snapshot's) and newer
+   * than the one it handled last (`rewrite_id`, kept in the same statement on the name's
+   * newest row: WAL replayed after a restart finds it handled and queues nothing again).
+   * Then (`request`) a pending snapshot job of the table unless one is already pending (a
+   * type change's, backfillSql, or an added column's for the same ALTER).
+   */
+  private rewriteSql(request: boolean): string {
+    const jobs = quoteQualified(this.schema, 'snapshots');
+    const history = quoteQualified(this.schema, DDL_HISTORY_TABLE);
+    const job = request
+      ? `, job AS (
+         INSERT INTO ${jobs} (slot_name, table_schema, table_name)
+         SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM v)
+            AND NOT EXISTS (SELECT 1 FROM ${jobs} j WHERE j.slot_name = $1 AND j.table_schema = $2 AND j.table_name = $3 AND j.status = 'pending')
+         RETURNING id::text AS id)`
+      : '';
+    return `WITH seen AS (SELECT min(first_lsn) AS since, max(rewrite_id) AS handled, max(version) AS version FROM ${this.table}
+                        WHERE slot_name = $1 AND table_schema = $2 AND table_name = $3),
+      -- The relation, and the partitions under it (a partitioned table published through its
+      -- root: PostgreSQL rewrites, and the trigger records, each partition), each by its name
+      -- (the history's index).
+      rels AS (SELECT $4::oid AS relid, $2::text AS table_schema, $3::text AS table_name
+               UNION ALL
+               SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_partition_tree($4::oid) t
+                 JOIN pg_catalog.pg_class c ON c.oid = t.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE t.relid <> $4::oid),
+      r AS (SELECT max(h.id) AS id FROM rels, seen CROSS JOIN LATERAL (
+              SELECT h.id FROM ${history} h
+               WHERE h.table_schema = rels.table_schema AND h.table_name = rels.table_name AND h.relid = rels.relid AND h.command_tag = ${quoteLiteral(REWRITE_TAG)}
+                 AND h.lsn <= $5::pg_lsn AND h.lsn >= seen.since AND h.id > coalesce(seen.handled, 0)) h),
+      v AS (UPDATE ${this.table} s SET rewrite_id = r.id FROM r, seen
+             WHERE r.id IS NOT NULL AND s.slot_name = $1 AND s.table_schema = $2 AND s.table_name = $3 AND s.version = seen.version
+            RETURNING 1)${job}
+      SELECT EXISTS (SELECT 1 FROM v) AS rewritten, ${request ? '(SELECT id FROM job)' : 'NULL::text'} AS job`;
   }
 
   /**
@@ -441,6 +505,14 @@ export interface BackfillReport {
   table: string;
   version: number;
   columns: string[];
+  /** The snapshot job queued for the table; null: none (not requested, or one is already pending). */
+  job: string | null;
+}
+
+/** A table whose rows were rewritten with new values at the source (rewriteSql). */
+export interface RewriteReport {
+  schema: string;
+  table: string;
   /** The snapshot job queued for the table; null: none (not requested, or one is already pending). */
   job: string | null;
 }

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { quoteQualified, type TableName } from '../core/sql.js';
-import { DDL_HISTORY_FUNCTION, DDL_HISTORY_INDEX, DDL_HISTORY_TABLE, ddlHistoryTriggerName } from './ddl-history.js';
+import { DDL_HISTORY_FUNCTION, DDL_HISTORY_INDEX, DDL_HISTORY_TABLE, ddlHistoryTriggerName, ddlRewriteTriggerName } from './ddl-history.js';
 import { tryLeadershipSql } from './leader-lock.js';
 import { publicationInPlace, publishedRelationsSql, publishesPartitionsSql, publishesSql } from './publication.js';
 import { PARTITION_SETS_TABLE } from './partition-watch.js';
@@ -60,6 +60,7 @@ export async function startCheck(client: pg.ClientBase, request: StartCheckReque
     ddl_history_function: string | null;
     ddl_history_trigger: string | null;
     ddl_history_trigger_tags: string[] | null;
+    ddl_rewrite_trigger: string | null;
     superuser: boolean;
   }>(
     `WITH configured AS (SELECT to_regclass(u.name) AS rel FROM unnest($1::text[]) AS u(name)),
@@ -74,7 +75,7 @@ export async function startCheck(client: pg.ClientBase, request: StartCheckReque
             (SELECT coalesce(jsonb_agg(jsonb_build_array(schemaname, tablename) ORDER BY schemaname, tablename), '[]'::jsonb)
                FROM published) AS publication_tables,
             CASE WHEN $4::boolean THEN ${tryLeadershipSql('$3')} END AS leader,
-            ${stateFactsSql('$5', '$6::text[]', '$7', '$8')}`,
+            ${stateFactsSql('$5', '$6::text[]', '$7', '$8', '$9')}`,
     [
       request.tables.map((t) => quoteQualified(t.schema, t.table)),
       request.publication,
@@ -84,6 +85,7 @@ export async function startCheck(client: pg.ClientBase, request: StartCheckReque
       [SNAPSHOTS_TABLE, SCHEMA_VERSIONS_TABLE, DDL_HISTORY_TABLE, DDL_HISTORY_INDEX, PARTITION_SETS_TABLE],
       DDL_HISTORY_FUNCTION,
       ddlHistoryTriggerName(request.stateSchema),
+      ddlRewriteTriggerName(request.stateSchema),
     ],
   );
   const row = rows[0];

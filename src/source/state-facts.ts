@@ -20,6 +20,8 @@ export interface StateFacts {
   ddlHistoryTrigger: string | null;
   /** `pg_event_trigger.evttags` of the DDL history's trigger; null when missing. */
   ddlHistoryTriggerTags: readonly string[] | null;
+  /** `pg_event_trigger.evtenabled` of the DDL history's table_rewrite trigger (ddlRewriteTriggerName); null when missing. */
+  ddlRewriteTrigger: string | null;
   /** The session's role is a superuser (may create the event trigger). */
   superuser: boolean;
 }
@@ -31,13 +33,13 @@ export function hasRelation(facts: StateFacts, name: string, columns: readonly s
 }
 
 /**
- * SQL for the facts, as five columns (state_relations jsonb: name → column names;
- * ddl_history_function, ddl_history_trigger, ddl_history_trigger_tags, superuser). `schema`, `names` (text[]), `fn` (the
- * DDL history function's name) and `trigger` are SQL expressions (bind parameters). By name through pg_class and pg_proc, not
+ * SQL for the facts, as six columns (state_relations jsonb: name → column names;
+ * ddl_history_function, ddl_history_trigger, ddl_history_trigger_tags, ddl_rewrite_trigger, superuser). `schema`, `names` (text[]), `fn` (the
+ * DDL history function's name), `trigger` and `rewriteTrigger` are SQL expressions (bind parameters). By name through pg_class and pg_proc, not
  * to_regclass: that raises an error on a schema the role may not use, where the stores'
  * DDL would only fail (and be reported) itself.
  */
-export function stateFactsSql(schema: string, names: string, fn: string, trigger: string): string {
+export function stateFactsSql(schema: string, names: string, fn: string, trigger: string, rewriteTrigger: string): string {
   return `(SELECT coalesce(jsonb_object_agg(c.relname, (SELECT coalesce(jsonb_agg(a.attname), '[]'::jsonb) FROM pg_catalog.pg_attribute a
               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)), '{}'::jsonb)
      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -46,16 +48,18 @@ export function stateFactsSql(schema: string, names: string, fn: string, trigger
     WHERE n.nspname = ${schema} AND p.proname = ${fn} AND p.pronargs = 0) AS ddl_history_function,
   (SELECT evtenabled::text FROM pg_catalog.pg_event_trigger WHERE evtname = ${trigger}) AS ddl_history_trigger,
   (SELECT evttags FROM pg_catalog.pg_event_trigger WHERE evtname = ${trigger}) AS ddl_history_trigger_tags,
+  (SELECT evtenabled::text FROM pg_catalog.pg_event_trigger WHERE evtname = ${rewriteTrigger}) AS ddl_rewrite_trigger,
   coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), false) AS superuser`;
 }
 
 /** The facts from the columns stateFactsSql selected. */
-export function stateFactsOf(row: { state_relations: Record<string, string[]>; ddl_history_function: string | null; ddl_history_trigger: string | null; ddl_history_trigger_tags: string[] | null; superuser: boolean }): StateFacts {
+export function stateFactsOf(row: { state_relations: Record<string, string[]>; ddl_history_function: string | null; ddl_history_trigger: string | null; ddl_history_trigger_tags: string[] | null; ddl_rewrite_trigger: string | null; superuser: boolean }): StateFacts {
   return {
     relations: new Map(Object.entries(row.state_relations).map(([name, columns]) => [name, new Set(columns)])),
     ddlHistoryFunction: row.ddl_history_function,
     ddlHistoryTrigger: row.ddl_history_trigger,
     ddlHistoryTriggerTags: row.ddl_history_trigger_tags,
+    ddlRewriteTrigger: row.ddl_rewrite_trigger,
     superuser: row.superuser,
   };
 }

@@ -86,7 +86,7 @@ describe('capture start-up: one check, DDL only when something is missing', () =
     const slot = uniqueName('startcheck_old');
     await openRecording(await options(slot));
     await admin.query('ALTER TABLE syncline.snapshots DROP COLUMN done_ranges');
-    await admin.query('ALTER TABLE syncline.schema_versions DROP COLUMN columns, DROP COLUMN relid_lsn');
+    await admin.query('ALTER TABLE syncline.schema_versions DROP COLUMN columns, DROP COLUMN relid_lsn, DROP COLUMN rewrite_id');
     await admin.query('DROP INDEX syncline.ddl_history_table_lsn');
     const { rows: fn } = await admin.query<{ src: string }>("SELECT prosrc AS src FROM pg_proc WHERE oid = 'syncline.record_ddl_history()'::regprocedure");
     await admin.query("CREATE OR REPLACE FUNCTION syncline.record_ddl_history() RETURNS event_trigger LANGUAGE plpgsql AS 'BEGIN END'");
@@ -95,11 +95,11 @@ describe('capture start-up: one check, DDL only when something is missing', () =
     const { rows } = await admin.query<{ done_ranges: boolean; columns: boolean; relids: number; idx: boolean; src: string }>(
       `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'syncline.snapshots'::regclass AND attname = 'done_ranges' AND NOT attisdropped) AS done_ranges,
               EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'syncline.schema_versions'::regclass AND attname = 'columns' AND NOT attisdropped) AS columns,
-              (SELECT count(*)::int FROM pg_attribute WHERE attrelid = 'syncline.schema_versions'::regclass AND attname IN ('relid', 'relid_lsn') AND NOT attisdropped) AS relids,
+              (SELECT count(*)::int FROM pg_attribute WHERE attrelid = 'syncline.schema_versions'::regclass AND attname IN ('relid', 'relid_lsn', 'rewrite_id') AND NOT attisdropped) AS relids,
               to_regclass('syncline.ddl_history_table_lsn') IS NOT NULL AS idx,
               (SELECT prosrc FROM pg_proc WHERE oid = 'syncline.record_ddl_history()'::regprocedure) AS src`,
     );
-    expect(rows[0]).toEqual({ done_ranges: true, columns: true, relids: 2, idx: true, src: fn[0]?.src });
+    expect(rows[0]).toEqual({ done_ranges: true, columns: true, relids: 3, idx: true, src: fn[0]?.src });
     expect(ddl(await openRecording(await options(slot)))).toEqual([]);
     // The history's command_tag (added later) alone missing, the function current: without
     // it the function's insert would fail (and be skipped) at every DDL, silently.
@@ -171,6 +171,34 @@ describe('capture start-up: one check, DDL only when something is missing', () =
       expect(ddl(await openRecording(await options(slot)))).toEqual([]);
     }
     await admin.query('ALTER EVENT TRIGGER syncline_ddl_history_syncline ENABLE');
+  });
+
+  it('an install without the table_rewrite trigger (older syncline) gets it at a superuser\'s start, as enabled as the history trigger', async () => {
+    const slot = uniqueName('startcheck_rewrite_trigger');
+    await openRecording(await options(slot));
+    const rewrite = async (): Promise<unknown> => (await admin.query("SELECT evtevent AS event, evtenabled::text AS enabled FROM pg_event_trigger WHERE evtname = 'syncline_ddl_rewrite_syncline'")).rows[0];
+    expect(await rewrite()).toEqual({ event: 'table_rewrite', enabled: 'O' });
+    for (const enabled of ['O', 'A']) {
+      await admin.query('DROP EVENT TRIGGER syncline_ddl_rewrite_syncline');
+      if (enabled === 'A') await admin.query('ALTER EVENT TRIGGER syncline_ddl_history_syncline ENABLE ALWAYS');
+      expect(ddl(await openRecording(await options(slot)))).toContain('CREATE EVENT TRIGGER "syncline_ddl_rewrite_syncline" ON table_rewrite EXECUTE FUNCTION "syncline"."record_ddl_history"()');
+      expect(await rewrite()).toEqual({ event: 'table_rewrite', enabled });
+      expect(ddl(await openRecording(await options(slot)))).toEqual([]);
+    }
+    await admin.query('ALTER EVENT TRIGGER syncline_ddl_history_syncline ENABLE');
+    await admin.query('ALTER EVENT TRIGGER syncline_ddl_rewrite_syncline ENABLE');
+    // A rewrite with new values is recorded; VACUUM FULL, CLUSTER, SET UNLOGGED/LOGGED and a widening are not.
+    await admin.query('CREATE TABLE rw (id int PRIMARY KEY, c text, code varchar(20))');
+    await admin.query("ALTER TABLE rw ALTER COLUMN c TYPE text USING upper(c), ALTER COLUMN code TYPE varchar(30)");
+    await admin.query('ALTER TABLE rw ALTER COLUMN code TYPE varchar(40)');
+    await admin.query('VACUUM FULL rw');
+    await admin.query('CLUSTER rw USING rw_pkey');
+    await admin.query('ALTER TABLE rw SET UNLOGGED');
+    await admin.query('ALTER TABLE rw SET LOGGED');
+    await admin.query('ALTER TABLE rw ADD COLUMN r float DEFAULT random()');
+    const { rows } = await admin.query("SELECT count(*)::int AS n FROM syncline.ddl_history WHERE table_name = 'rw' AND command_tag = 'table_rewrite'");
+    expect(rows[0]).toEqual({ n: 2 });
+    await admin.query('DROP TABLE rw');
   });
 
   it('captures of several slots starting together on a new state schema each get the state tables', async () => {
