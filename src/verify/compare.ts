@@ -59,8 +59,11 @@ export interface TableVerification extends TableDrift {
    * since, so the counts may differ although no row does (a backlog after a restart).
    */
   countsBeforeCatchUp: boolean;
-  /** Every differing key (not only the sample), for repair; absent for keyless tables. */
-  keys?: { missing: Candidate[]; extra: Candidate[]; different: Candidate[] };
+  /**
+   * Every differing key (not only the sample), for repair; absent for keyless tables.
+   * `others`: the keys counted in `otherWriters`, which repair must not re-read.
+   */
+  keys?: { missing: Candidate[]; extra: Candidate[]; different: Candidate[]; others?: Candidate[] };
   /** Rows compared per second (the larger side). */
   rowsPerSecond: number;
   /** What made this table's comparison slower than it could be, and how to fix it. */
@@ -151,16 +154,17 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
     }
     const scan = await scanKeyedOn(shape, targets, options);
     const settled = await settle(shape, first.source, (keys) => first.target.readKeys(shape, keys), [...scan.candidates.values()], options.barrier);
-    let otherWriters = 0;
+    let others: Candidate[] = [];
     if (shape.writer && settled.missing.length > 0) {
       // Missing from this writer's rows, yet held at the target (another writer's version
       // stands) or deleted there by another writer (its delete decided the key): not drift.
       const held = await first.target.readKeys({ ...shape, writer: undefined }, settled.missing);
       const absent = settled.missing.filter((c) => !held.has(c.key));
       const deleted = (await first.target.deletedByOthers?.(shape, absent)) ?? new Set<string>();
+      others = settled.missing.filter((c) => held.has(c.key) || deleted.has(c.key));
       settled.missing = absent.filter((c) => !deleted.has(c.key));
-      otherWriters = held.size + deleted.size;
     }
+    const otherWriters = others.length;
     // Keys another writer holds are not lag either: the counts differ by them for good.
     const kept = settled.missing.length + settled.extra.length + settled.different.length + settled.unsettled.length + otherWriters;
     const keys = (list: Candidate[]): string[] => list.slice(0, sample).map((c) => c.key);
@@ -178,7 +182,7 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
       // Also when no key was a candidate: a range whose counts differed was caught up by the
       // time its parts were compared (the counts are those of the range's first read).
       countsBeforeCatchUp: kept < scan.candidates.size || (settled.missing.length + settled.extra.length + scan.overflow + otherWriters === 0 && scan.sourceRows !== scan.targetRows),
-      ...(options.keepKeys ? { keys: { missing: settled.missing, extra: settled.extra, different: settled.different } } : {}),
+      ...(options.keepKeys ? { keys: { missing: settled.missing, extra: settled.extra, different: settled.different, ...(shape.writer ? { others } : {}) } } : {}),
       rowsPerSecond: rate(Math.max(scan.sourceRows, scan.targetRows)),
       ...(shape.writer ? { otherWriters } : {}),
     };
