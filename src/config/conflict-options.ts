@@ -1,8 +1,11 @@
 import { parseTableName } from '../core/sql.js';
 import { tableLabel } from '../core/table-mapping.js';
+import { sourceNameOf } from './load.js';
 import { builtInResolver, withDeltas, type ConflictResolver } from '../sink/conflicts/resolve.js';
 import type { ConflictOptions } from '../sink/sql/sql-sink.js';
 import type { SynclineConfig } from './schema.js';
+import type { VerifyWriter } from '../verify/shape.js';
+
 
 /**
  * Conflict tracking for the sink: on with a strategy other than source_lsn_priority, delta
@@ -20,4 +23,14 @@ export function conflictOptionsOf(config: SynclineConfig, resolveConflict?: Conf
     ...(s.lww_column !== undefined ? { lwwColumn: s.lww_column } : {}),
     localSource: s.local_source ?? 'local',
   };
+}
+
+/**
+ * Whose target rows verify and repair compare: with conflict tracking on, the target may hold
+ * other writers' rows (fan-in, a bidirectional pair), which are not this source's drift.
+ */
+export function verifyWriterOf(config: SynclineConfig): VerifyWriter | undefined {
+  if (!conflictOptionsOf(config)) return undefined;
+  const source = sourceNameOf(config);
+  return { source, local: (config.sink.local_source ?? 'local') === source, stateSchema: config.sink.state_schema };
 }

@@ -7,7 +7,7 @@ import { settle, type ApplyBarrier } from './recheck.js';
 import { settleMultiset } from './recheck-multiset.js';
 import { alignKeyCollations } from './key-collation.js';
 import { rowKeylessSide, scanKeyedRows } from './row-scan.js';
-import { pinOutputSettings, readShape, SideSql, TargetTableMissing, type VerifyShape } from './shape.js';
+import { pinOutputSettings, readShape, SideSql, TargetTableMissing, type VerifyShape, type VerifyWriter } from './shape.js';
 import { isPostgresTarget, postgresTarget } from './targets/postgres.js';
 import { isRowTarget, type VerifyTarget } from './targets/target.js';
 
@@ -59,12 +59,22 @@ export interface TableVerification extends TableDrift {
    * since, so the counts may differ although no row does (a backlog after a restart).
    */
   countsBeforeCatchUp: boolean;
-  /** Every differing key (not only the sample), for repair; absent for keyless tables. */
-  keys?: { missing: Candidate[]; extra: Candidate[]; different: Candidate[] };
+  /**
+   * Every differing key (not only the sample), for repair; absent for keyless tables.
+   * `others`: the keys counted in `otherWriters`, which repair must not re-read.
+   */
+  keys?: { missing: Candidate[]; extra: Candidate[]; different: Candidate[]; others?: Candidate[] };
   /** Rows compared per second (the larger side). */
   rowsPerSecond: number;
   /** What made this table's comparison slower than it could be, and how to fix it. */
   warnings?: string[];
+  /**
+   * Conflict tracking (VerifyOptions.writer): keys the source has whose row at the target
+   * another writer wrote last (it won the conflict, or wrote since), or that another writer
+   * deleted there (postgres target: its tombstone): not this source's drift, not counted in
+   * `differing`, and repair leaves them alone.
+   */
+  otherWriters?: number;
 }
 
 export interface VerifyOptions extends ScanOptions {
@@ -74,6 +84,8 @@ export interface VerifyOptions extends ScanOptions {
   barrier?: ApplyBarrier;
   /** Keep every differing key in `keys` (repair). */
   keepKeys?: boolean;
+  /** Several writers share the target (conflict tracking): compare only this one's rows there. */
+  writer?: VerifyWriter;
 }
 
 const SAMPLE = 20;
@@ -97,7 +109,7 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
   const restore = await Promise.all(pinned.map((c) => pinOutputSettings(c)));
   const started = Date.now();
   try {
-    const shape = await readTargetShape(first, t, route, options.barrier);
+    const shape = await readTargetShape(first, t, route, options.barrier, options.writer);
     if (shape instanceof TargetTableMissing) return missingTarget(shape, t, route);
     if (shape.digest === 'record') shape.hashValues = (await Promise.all(pinned.map(hasRecordHash))).every(Boolean);
     // Every pair's target is the same database: its collations are read on the first.
@@ -142,7 +154,19 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
     }
     const scan = await scanKeyedOn(shape, targets, options);
     const settled = await settle(shape, first.source, (keys) => first.target.readKeys(shape, keys), [...scan.candidates.values()], options.barrier);
-    const kept = settled.missing.length + settled.extra.length + settled.different.length + settled.unsettled.length;
+    let others: Candidate[] = [];
+    if (shape.writer && settled.missing.length > 0) {
+      // Missing from this writer's rows, yet held at the target (another writer's version
+      // stands) or deleted there by another writer (its delete decided the key): not drift.
+      const held = await first.target.readKeys({ ...shape, writer: undefined }, settled.missing);
+      const absent = settled.missing.filter((c) => !held.has(c.key));
+      const deleted = (await first.target.deletedByOthers?.(shape, absent)) ?? new Set<string>();
+      others = settled.missing.filter((c) => held.has(c.key) || deleted.has(c.key));
+      settled.missing = absent.filter((c) => !deleted.has(c.key));
+    }
+    const otherWriters = others.length;
+    // Keys another writer holds are not lag either: the counts differ by them for good.
+    const kept = settled.missing.length + settled.extra.length + settled.different.length + settled.unsettled.length + otherWriters;
     const keys = (list: Candidate[]): string[] => list.slice(0, sample).map((c) => c.key);
     return {
       ...base,
@@ -157,9 +181,10 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
       lagChecked: options.barrier !== undefined,
       // Also when no key was a candidate: a range whose counts differed was caught up by the
       // time its parts were compared (the counts are those of the range's first read).
-      countsBeforeCatchUp: kept < scan.candidates.size || (settled.missing.length + settled.extra.length + scan.overflow === 0 && scan.sourceRows !== scan.targetRows),
-      ...(options.keepKeys ? { keys: { missing: settled.missing, extra: settled.extra, different: settled.different } } : {}),
+      countsBeforeCatchUp: kept < scan.candidates.size || (settled.missing.length + settled.extra.length + scan.overflow + otherWriters === 0 && scan.sourceRows !== scan.targetRows),
+      ...(options.keepKeys ? { keys: { missing: settled.missing, extra: settled.extra, different: settled.different, ...(shape.writer ? { others } : {}) } } : {}),
       rowsPerSecond: rate(Math.max(scan.sourceRows, scan.targetRows)),
+      ...(shape.writer ? { otherWriters } : {}),
     };
   } finally {
     for (const r of restore) await r().catch(() => undefined);
@@ -172,11 +197,11 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
  * while the source has rows is an error, after waiting for apply to catch up (a table
  * whose first rows are still on their way).
  */
-async function readTargetShape(pair: TargetPair, t: TableName, route: TableRoute | undefined, barrier: ApplyBarrier | undefined): Promise<VerifyShape | TargetTableMissing> {
+async function readTargetShape(pair: TargetPair, t: TableName, route: TableRoute | undefined, barrier: ApplyBarrier | undefined, writer: VerifyWriter | undefined): Promise<VerifyShape | TargetTableMissing> {
   const digest = pair.target.type === 'postgres' ? 'record' : 'text-array';
   for (let caughtUp = false; ; caughtUp = true) {
     try {
-      return await readShape(pair.source, pair.target.columns, t, route, digest);
+      return await readShape(pair.source, pair.target.columns, t, route, digest, writer);
     } catch (err) {
       if (!(err instanceof TargetTableMissing)) throw err;
       const { rows } = await pair.source.query<{ empty: boolean }>(`SELECT NOT EXISTS (SELECT 1 FROM ${quoteQualified(t.schema, t.table)}) AS empty`);

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { verifyWriterOf } from '../config/conflict-options.js';
 import type { SynclineConfig } from '../config/schema.js';
 import { errorMessage } from '../core/errors.js';
 import { parseDuration } from '../core/duration.js';
@@ -55,6 +56,7 @@ export function startContinuousVerification(config: SynclineConfig, metrics: Met
   let timer: NodeJS.Timeout | undefined;
   const slot = config.source.slots[0];
   const names = slot?.tables ?? [];
+  const writer = verifyWriterOf(config);
   if (config.verify.interval && slot && names.length > 0) {
     const every = parseDuration(config.verify.interval);
     const mapping = TableMapping.fromConfig(config.sink.tables);
@@ -76,6 +78,7 @@ export function startContinuousVerification(config: SynclineConfig, metrics: Met
           targetUrl: url,
           targetType: type,
           parallelism: 1,
+          ...(writer ? { writer } : {}),
           maxRowsPerSecond: config.verify.max_rows_per_second,
           signal: stop.signal,
           pipeline: { slot: slot.name, stateSchema: config.sink.state_schema, group: config.consumer.group_id, openStream: deps.openStream, timeoutMs: parseDuration(config.verify.lag_timeout) },

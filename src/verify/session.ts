@@ -6,6 +6,7 @@ import { pipelineBarrier } from './barrier.js';
 import { verifyTable, type TableVerification, type TargetPair, type VerifyOptions } from './compare.js';
 import { openVerifyTarget } from './targets/open.js';
 import type { VerifyTarget } from './targets/target.js';
+import type { VerifyWriter } from './shape.js';
 
 export interface VerifySessionOptions {
   source: pg.ClientConfig;
@@ -16,6 +17,8 @@ export interface VerifySessionOptions {
   parallelism: number;
   /** Wait for the pipeline before reporting a difference (see barrier.ts); absent: report as read. */
   pipeline?: { slot: string; stateSchema: string; group: string; openStream: () => Promise<Stream>; timeoutMs: number };
+  /** Several writers share the target (conflict tracking): compare only this one's rows there (see VerifyWriter). */
+  writer?: VerifyWriter;
   /** Rows per second at most (continuous verification). */
   maxRowsPerSecond?: number;
   /** Progress: rows compared so far and the estimated total (pg_class.reltuples of the tables). */
@@ -88,6 +91,7 @@ export async function verifyTables(
           await verifyTable(pairs, t.table, t.route, {
             ...extra,
             ...(barrier ? { barrier } : {}),
+            ...(o.writer ? { writer: o.writer } : {}),
             onRows: (n) => {
               done += n;
               o.onProgress?.(done, Math.max(estimate, done), label);

@@ -1,6 +1,7 @@
 import type pg from 'pg';
-import { quoteIdent, quoteQualified, type TableName } from '../core/sql.js';
+import { quoteIdent, quoteLiteral, quoteQualified, type TableName } from '../core/sql.js';
 import { excludedKey, tableLabel, targetColumnOf, type TableRoute } from '../core/table-mapping.js';
+import { SOURCE_COLUMN, WRITER_XID_COLUMN } from '../sink/sql/bookkeeping.js';
 import { OUTPUT_SETTINGS } from '../source/replication-stream.js';
 import { columnForm, formKey, formValue, type ColumnForm } from './column-form.js';
 import { sourceExpression } from './targets/source-text.js';
@@ -51,6 +52,11 @@ export interface VerifyShape {
    */
   digest: 'record' | 'text-array';
   /**
+   * Conflict tracking (several writers into one target, see VerifyWriter): only the target
+   * rows this writer wrote last are compared; set when the target table records writers.
+   */
+  writer?: VerifyWriter;
+  /**
    * Range sums hash the row's values (`hash_record_extended`, PostgreSQL 14+ on both sides)
    * rather than its text: set by verifyTable when both servers have it.
    */
@@ -69,6 +75,22 @@ export interface VerifyShape {
 const VALUE_HASHED = /^(smallint|integer|bigint|boolean|text|uuid|date|bytea|oid|character varying(\(\d+\))?|character(\(\d+\))?)$/;
 
 export type Side = 'source' | 'target';
+
+/**
+ * Whose rows verify compares when several writers share the target (conflict tracking on:
+ * fan-in, or a bidirectional pair). Each target row records the source that wrote its version
+ * (`_syncline_source`); a row another source wrote last, or one changed at the target since
+ * syncline wrote it (the `local_source` writer's, as the sink decides conflicts), is not this
+ * source's to compare: counting it as extra would make repair delete another writer's row.
+ */
+export interface VerifyWriter {
+  /** `source.name` of the verified pipeline. */
+  source: string;
+  /** `sink.local_source` names this source too: the rows written at the target are its own. */
+  local: boolean;
+  /** `sink.state_schema`: where the sink records each writer's deletes (`source_tombstones`). */
+  stateSchema: string;
+}
 
 /**
  * A bigint as its high and low 32 bits, two fields: hashint8 hashes a bigint as the 32-bit
@@ -105,7 +127,14 @@ export class TargetTableMissing extends Error {
  * read them), so no sink writes them and `sink.create_tables` leaves them out; a target that
  * has one computes it from the compared columns.
  */
-export async function readShape(source: pg.ClientBase, targetColumns: TargetColumns, t: TableName, route: TableRoute | undefined, digest: VerifyShape['digest']): Promise<VerifyShape> {
+export async function readShape(
+  source: pg.ClientBase,
+  targetColumns: TargetColumns,
+  t: TableName,
+  route: TableRoute | undefined,
+  digest: VerifyShape['digest'],
+  writer?: VerifyWriter,
+): Promise<VerifyShape> {
   const qualified = quoteQualified(t.schema, t.table);
   const to = route?.target ?? t;
   const { rows: cols } = await source.query<{ name: string; type: string; key_pos: number | null }>(
@@ -151,6 +180,8 @@ export async function readShape(source: pg.ClientBase, targetColumns: TargetColu
     columns,
     key: keyed.sort((a, b) => a.pos - b.pos).map((k) => k.column),
     softDeletes: targetTypes.has('_deleted_at'),
+    // A table the sink has not tracked yet records no writers: every row is compared.
+    ...(writer && targetTypes.has(SOURCE_COLUMN) && (digest !== 'record' || targetTypes.has(WRITER_XID_COLUMN)) ? { writer } : {}),
     estimatedRows: Number(est[0]?.n ?? 0),
     digest,
   };
@@ -194,13 +225,18 @@ export function postgresColumns(target: pg.ClientBase): TargetColumns {
  */
 export class SideSql {
   readonly from: string;
-  /** Restricts the target to live rows (soft-deleted ones count as absent). */
+  /**
+   * Restricts the target to live rows (soft-deleted ones count as absent) and, with a
+   * `shape.writer`, to the rows that writer wrote last (the others are another writer's).
+   */
   readonly live: string;
 
   constructor(readonly shape: VerifyShape, readonly side: Side) {
     const t = side === 'source' ? shape.source : shape.target;
     this.from = quoteQualified(t.schema, t.table);
-    this.live = side === 'target' && shape.softDeletes ? `${quoteIdent('_deleted_at')} IS NULL` : 'true';
+    const live = side === 'target' && shape.softDeletes ? [`${quoteIdent('_deleted_at')} IS NULL`] : [];
+    if (side === 'target' && shape.writer) live.push(writerSql(this.from, shape.writer));
+    this.live = live.length > 0 ? live.join(' AND ') : 'true';
   }
 
   /** A column's value as compared (its form's value on this side). */
@@ -297,6 +333,19 @@ export class SideSql {
     if (upper) parts.push(`(${this.keyList()}) <= ${tuple(upper)}`);
     return parts.join(' AND ');
   }
+}
+
+/**
+ * The rows of a postgres target (`from`) whose version `writer` wrote, as the postgres sink
+ * tells writers apart: its source's rows, unless changed at the target since (their xmin is
+ * not the sink transaction's `_syncline_xid`), which are the `local_source` writer's, as are
+ * rows syncline never wrote.
+ */
+function writerSql(from: string, writer: VerifyWriter): string {
+  const xid = `${from}.${quoteIdent(WRITER_XID_COLUMN)}`;
+  const xmin = `${from}.xmin::text::bigint`;
+  const own = `(${from}.${quoteIdent(SOURCE_COLUMN)} = ${quoteLiteral(writer.source)} AND ${xid} = ${xmin})`;
+  return writer.local ? `(${own} OR ${xid} IS NULL OR ${xid} <> ${xmin})` : own;
 }
 
 /**

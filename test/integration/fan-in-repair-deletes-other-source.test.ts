@@ -20,6 +20,12 @@ import { freshDatabase, machinePg15, waitFor, slotStreaming, uniqueName, testLog
  *
  * Promise: "repair re-syncs the differing keys" (DESIGN.md 5), not another writer's rows;
  * no loss (1).
+ *
+ * Fixed (faninrepair): with conflict tracking on, verify and repair of a source compare only
+ * the target rows that source wrote last (`_syncline_source`, and at a postgres target not
+ * changed there since); a key the source has that another writer holds or deleted at the
+ * target is counted as `otherWriters`, not drift. The test also checks that a's own drift (a
+ * row lost without a recorded delete, a stray row recorded as a's) is still found and repaired.
  */
 describe('fan-in: repair of one source deletes the rows of the other', () => {
   const slotA = uniqueName('red18_fia');
@@ -65,7 +71,7 @@ monitoring: { enabled: false }
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it.fails("keeps b's rows when a is repaired", async () => {
+  it("keeps b's rows when a is repaired", async () => {
     const ctl = new AbortController();
     const log = await testLogger();
     const runs = [runPipeline(loadConfigFile(fileA), 'run', log, ctl.signal), runPipeline(loadConfigFile(fileB), 'run', log, ctl.signal)];
@@ -81,6 +87,45 @@ monitoring: { enabled: false }
       const ids = (await target.query<{ id: number }>('SELECT id FROM t ORDER BY id')).rows.map((r) => r.id);
       expect(failure).toBeUndefined();
       expect({ ids, repairExit: repair.code }).toEqual({ ids: [1, 2, 101, 102], repairExit: 0 });
+
+      // Each source's verify sees its own rows only: neither calls the other's rows drift.
+      for (const file of [fileA, fileB]) {
+        const verify = await runCli('verify', '-c', file, '--json');
+        expect({ file, code: verify.code, stderr: verify.stderr }).toEqual({ file, code: 0, stderr: '' });
+      }
+
+      // A key both wrote: b's later write won (last_write_wins). a's verify and repair leave b's version.
+      await a.query(`INSERT INTO t VALUES (50, 'a50')`);
+      await waitFor('a50 applied', async () => (await target.query(`SELECT 1 FROM t WHERE id = 50`)).rowCount === 1, 30_000);
+      await b.query(`INSERT INTO t VALUES (50, 'b50')`);
+      await waitFor('b50 won', async () => (await target.query<{ v: string }>(`SELECT v FROM t WHERE id = 50`)).rows[0]?.v === 'b50', 30_000);
+      const verifyA = await runCli('verify', '-c', fileA, '--json');
+      const tableA = (JSON.parse(verifyA.stdout) as { tables: { differing: number; otherWriters?: number }[] }).tables[0];
+      expect({ code: verifyA.code, differing: tableA?.differing, otherWriters: tableA?.otherWriters }).toEqual({ code: 0, differing: 0, otherWriters: 1 });
+
+      // a's own drift is still found and repaired: a row of a lost at the target without a
+      // recorded delete (triggers off), and a stray row recorded as a's.
+      await target.query(`BEGIN; SET LOCAL session_replication_role = replica; DELETE FROM t WHERE id = 2; COMMIT`);
+      await target.query(
+        `INSERT INTO t (id, v, _syncline_source, _syncline_lsn, _syncline_seq, _syncline_ts, _syncline_xid)
+         VALUES (3, 'stray', 'a', '0/1', 1, now(), pg_current_xact_id()::text::bigint % 4294967296)`,
+      );
+      const drift = await runCli('verify', '-c', fileA, '--json');
+      const found = (JSON.parse(drift.stdout) as { tables: { missing: string[]; extra: string[]; different: string[] }[] }).tables[0];
+      expect({ code: drift.code, missing: found?.missing, extra: found?.extra, different: found?.different }).toEqual({ code: 1, missing: ['["2"]'], extra: ['["3"]'], different: [] });
+      const again = await runCli('repair', '-c', fileA, '--timeout', '30s', '--json');
+      const rows = (await target.query<{ id: number; v: string }>('SELECT id, v FROM t ORDER BY id')).rows;
+      expect({ code: again.code, rows }).toEqual({
+        code: 0,
+        rows: [
+          { id: 1, v: 'a1' },
+          { id: 2, v: 'a2' },
+          { id: 50, v: 'b50' },
+          { id: 101, v: 'b1' },
+          { id: 102, v: 'b2' },
+        ],
+      });
+      expect((await runCli('verify', '-c', fileB, '--json')).code).toBe(0);
     } finally {
       ctl.abort();
       await Promise.all(runs.map((r) => r.catch(() => undefined)));

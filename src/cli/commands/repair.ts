@@ -4,9 +4,44 @@ import { EXIT } from '../exit-codes.js';
 import { configOption, durationArg, positiveIntegerArg, TABLE_ARG_HELP } from './options.js';
 import { sessionOptions, tablesToVerify, type VerifyCliOptions } from './verify.js';
 import { slotOf } from '../../config/slot.js';
+import type { Candidate } from '../../verify/checksum.js';
+import type { TableVerification } from '../../verify/compare.js';
 
 /** More differing keys than this in one table: the table is re-read whole instead. */
 const MAX_TARGETED = 10_000;
+
+/** What repair re-reads of one table: the whole table, or the snapshots of first-key values. */
+interface RereadPlan {
+  whole: boolean;
+  /** Distinct first-key values to re-read (a snapshot's range is inclusive). */
+  firsts: Set<string>;
+  /** Keys those snapshots re-read. */
+  keys: number;
+  /** Differing keys left alone: another writer holds a key of the same first-key value, or an unknown one may. */
+  held: number;
+}
+
+/**
+ * A re-read is a new write of this source, decided against the target's rows by the conflict
+ * strategy with the snapshot's clock, so under conflict tracking (`keys.others` set) it
+ * would overwrite the version another writer won for any key it covers. A snapshot covers
+ * every key of its first-key value, and the whole table every key: so with other writers
+ * holding keys of the source, only the first-key values none of those keys has are re-read,
+ * and the whole table only when no other writer holds any of its keys (and every
+ * difference is known: one past the re-check limit might be such a key).
+ */
+function rereadPlan(d: TableVerification, keys: NonNullable<TableVerification['keys']>, keyless: boolean): RereadPlan {
+  const reread = [...keys.missing, ...keys.different];
+  const wanted = d.differing > 0 && (keyless || d.differing > MAX_TARGETED || d.unchecked > 0);
+  const others = keys.others;
+  if (!others || keyless) return { whole: wanted, firsts: wanted ? new Set() : firstsOf(reread), keys: reread.length, held: 0 };
+  const guarded = new Set(others.map((c) => c.values[0] as string));
+  if (wanted && guarded.size === 0 && d.unchecked === 0) return { whole: true, firsts: new Set(), keys: reread.length, held: 0 };
+  const free = reread.filter((c) => !guarded.has(c.values[0] as string));
+  return { whole: false, firsts: firstsOf(free), keys: free.length, held: reread.length - free.length + d.unchecked };
+}
+
+const firstsOf = (keys: readonly Candidate[]): Set<string> => new Set(keys.map((c) => c.values[0] as string));
 
 /**
  * `syncline repair`: finds drift like `verify` (checksums, lag re-checked), then re-syncs
@@ -45,8 +80,9 @@ export function registerRepair(program: Command): void {
       if (opts.dryRun) {
         for (const d of found) {
           const keyless = d.keyColumns.length === 0;
-          const whole = d.differing > 0 && (keyless || d.differing > MAX_TARGETED || d.unchecked > 0);
-          const entry = { table: d.table, delete: d.extra, reread: [...d.missing, ...d.different], reread_table: whole, differing: d.differing };
+          const plan = rereadPlan(d, d.keys ?? { missing: [], extra: [], different: [] }, keyless);
+          const whole = plan.whole;
+          const entry = { table: d.table, delete: d.extra, reread: [...d.missing, ...d.different], reread_table: whole, differing: d.differing, ...(plan.held > 0 ? { not_reread: plan.held } : {}) };
           report.push(entry);
           say(`${d.table}${d.target ? ` -> ${d.target}` : ''}: would delete ${keyless ? 0 : d.extra.length} target-only row(s) ${JSON.stringify(keyless ? [] : d.extra)}, ${whole ? 're-read the whole table' : `re-read ${d.missing.length + d.different.length} key(s) ${JSON.stringify([...d.missing, ...d.different])}`}`);
         }
@@ -73,17 +109,14 @@ export function registerRepair(program: Command): void {
           const keys = d.keys ?? { missing: [], extra: [], different: [] };
           // A keyless table's rows cannot be removed one by one: its snapshot replaces them all.
           const removed = keyless ? 0 : await removeExtraRows(source, sink, t, d.keyColumns, keys.extra.map((c) => c.key), sourceNameOf(config), config.consumer.group_id);
-          const whole = d.differing > 0 && (keyless || d.differing > MAX_TARGETED || d.unchecked > 0);
+          const plan = rereadPlan(d, keys, keyless);
           const table: string[] = [];
-          if (whole) table.push(await store.request(t));
-          else {
-            // One snapshot per distinct value of the first key column (its range is inclusive).
-            const firsts = new Set([...keys.missing, ...keys.different].map((c) => c.values[0] as string));
-            for (const v of firsts) table.push(await store.request(t, v, v));
-          }
+          if (plan.whole) table.push(await store.request(t));
+          else for (const v of plan.firsts) table.push(await store.request(t, v, v));
           jobs.push(...table);
-          report.push({ table: d.table, missing: d.missing.length, different: d.different.length, extra: d.extra.length, removed, snapshots: table, reread_table: whole });
-          say(`${d.table}${d.target ? ` -> ${d.target}` : ''}: ${d.missing.length} missing, ${d.different.length} different, ${d.extra.length} extra -> removed ${removed}${table.length > 0 ? `, re-reading ${whole ? 'the table' : `${d.missing.length + d.different.length} key(s)`} (snapshot${table.length > 1 ? 's' : ''} #${table.join(', #')})` : ''}`);
+          report.push({ table: d.table, missing: d.missing.length, different: d.different.length, extra: d.extra.length, removed, snapshots: table, reread_table: plan.whole, ...(plan.held > 0 ? { not_reread: plan.held } : {}) });
+          say(`${d.table}${d.target ? ` -> ${d.target}` : ''}: ${d.missing.length} missing, ${d.different.length} different, ${d.extra.length} extra -> removed ${removed}${table.length > 0 ? `, re-reading ${plan.whole ? 'the table' : `${plan.keys} key(s)`} (snapshot${table.length > 1 ? 's' : ''} #${table.join(', #')})` : ''}`);
+          if (plan.held > 0) say(`  ${plan.held} differing key(s) not re-read: a snapshot of them would also re-read keys whose version another writer holds (conflict tracking), and overwrite it; re-read them with syncline snapshot if this source's version should win`);
         }
         const deadline = Date.now() + parseDuration(opts.timeout);
         if (jobs.length > 0) say('waiting for the running capture to re-read...');

@@ -55,7 +55,9 @@ export async function sessionOptions(config: SynclineConfig, opts: VerifyCliOpti
   if (!isVerifiable(config.sink.type)) throw new PrerequisiteError(`verify compares postgres, mysql and sqlite sinks; sink.type is ${config.sink.type}`, 'use a postgres, mysql or sqlite sink');
   const { sourceConnection } = await import('../../compose/source-connection.js');
   const { progressLine } = await import('../../verify/session.js');
+  const { verifyWriterOf } = await import('../../config/conflict-options.js');
   const slot = slotOf(config);
+  const writer = verifyWriterOf(config);
   const started = Date.now();
   const tty = process.stderr.isTTY && !opts.json;
   return {
@@ -63,6 +65,7 @@ export async function sessionOptions(config: SynclineConfig, opts: VerifyCliOpti
     targetUrl: config.sink.url,
     targetType: config.sink.type,
     parallelism: opts.parallelism ? Number(opts.parallelism) : config.verify.parallelism,
+    ...(writer ? { writer } : {}),
     ...(opts.wait !== false
       ? {
           pipeline: {
@@ -125,5 +128,6 @@ export function describeVerification(r: TableVerification): string {
   if (r.differing > 0) out += `  missing ${JSON.stringify(r.missing)}\n  extra ${JSON.stringify(r.extra)}\n  different ${JSON.stringify(r.different)}\n`;
   if (r.unsettled > 0) out += `  ${r.unsettled} row(s) changed at the source during every re-check: not counted; run verify again\n`;
   if (r.unchecked > 0) out += `  ${r.unchecked} difference(s) beyond the re-check limit were counted as read\n`;
+  if ((r.otherWriters ?? 0) > 0) out += `  ${r.otherWriters} key(s) of the source that another writer wrote or deleted last at the target (conflict tracking): not drift of this source\n`;
   return out;
 }

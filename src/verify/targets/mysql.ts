@@ -6,7 +6,7 @@ import { assertMysqlTableName } from '../../sink/mysql/mysql-table.js';
 import { decimalLiteral, integerLiteral, isPgByteaHex, pgBoolToDigit, pgByteaToBuffer, pgTextToJson, pgTimestampToUtc } from '../../sink/pg-text.js';
 import type { VerifyColumn, VerifyShape } from '../shape.js';
 import type { TargetValue } from './source-text.js';
-import { keyIndexes, keyOf, resultOf, rowDigest, scansOf, sourceTexts, type RowTarget } from './target.js';
+import { keyIndexes, keyOf, resultOf, rowDigest, rowTargetLive, scansOf, sourceTexts, type RowTarget } from './target.js';
 
 /** Keys per `IN (...)` lookup: one round trip per this many source rows. */
 const LOOKUP_BATCH = 2000;
@@ -68,7 +68,8 @@ export async function openMysqlTarget(url: string): Promise<RowTarget> {
   }
   // The key scan streams one result set while the source is asked about each page.
   await conn.query("SET SESSION time_zone = '+00:00', SESSION net_write_timeout = 3600");
-  const live = (shape: VerifyShape): string => (shape.softDeletes ? `${q('_deleted_at')} IS NULL` : 'TRUE');
+  // A string literal under either backslash mode (NO_BACKSLASH_ESCAPES or not): at worst a mismatch, never an escape.
+  const live = (shape: VerifyShape): string => rowTargetLive(shape, q, (v) => `'${v.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`);
   // FLOAT prints only 6 digits; as DOUBLE it reads back the exact single-precision value.
   const select = (columns: readonly VerifyColumn[]): string => columns.map((c) => (c.targetType === 'float' ? `CAST(${q(c.to)} AS DOUBLE)` : q(c.to))).join(', ');
   const state = (stateSchema: string, name: string): string => q(`${stateSchema}_${name}`);

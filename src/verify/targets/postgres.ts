@@ -22,6 +22,20 @@ export function postgresTarget(client: pg.ClientBase & { end?: () => Promise<voi
     client,
     columns: postgresColumns(client),
     readKeys: async (shape, keys) => new Map([...(await readKeys(client, new SideSql(shape, 'target'), keys))].map(([k, d]) => [k, d.h])),
+    deletedByOthers: async (shape, keys) => {
+      const writer = shape.writer;
+      if (!writer || keys.length === 0) return new Set();
+      // Keys as the changes name them (rowKeyOf: the JSON array of the key's text), as verify's candidates do.
+      const { rows } = await client.query<{ k: string }>(
+        `SELECT row_key AS k FROM ${quoteQualified(writer.stateSchema, 'source_tombstones')} WHERE table_name = $1 AND row_key = ANY($2::text[]) AND source <> $3`,
+        [`${shape.target.schema}.${shape.target.table}`, keys.map((c) => c.key), writer.source],
+      ).catch((err: unknown) => {
+        // No tombstones recorded yet (the sink creates the table with its bookkeeping).
+        if ((err as { code?: unknown }).code === '42P01') return { rows: [] };
+        throw err;
+      });
+      return new Set(rows.map((r) => r.k));
+    },
     positions: async (stateSchema, group) => {
       // Written by the postgres sink in the same transaction as the rows.
       const { rows } = await client.query<{ p: number; o: string }>(

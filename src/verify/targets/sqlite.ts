@@ -1,10 +1,10 @@
 import Database from 'better-sqlite3';
-import type { TableName } from '../../core/sql.js';
+import { quoteLiteral, type TableName } from '../../core/sql.js';
 import { isPgByteaHex, pgBoolToDigit, pgByteaToBuffer, pgTextToJson, pgTimestampToUtc } from '../../sink/pg-text.js';
 import { sqlitePathOf, sqliteTableName } from '../../sink/sqlite/sqlite-sink.js';
 import type { VerifyColumn, VerifyShape } from '../shape.js';
 import type { TargetValue } from './source-text.js';
-import { keyIndexes, keyOf, resultOf, rowDigest, scansOf, sourceTexts, type RowTarget } from './target.js';
+import { keyIndexes, keyOf, resultOf, rowDigest, rowTargetLive, scansOf, sourceTexts, type RowTarget } from './target.js';
 
 const q = (name: string): string => `"${name.replace(/"/g, '""')}"`;
 const qualified = (t: TableName): string => q(sqliteTableName(t.schema, t.table));
@@ -40,7 +40,7 @@ function keyParam(c: VerifyColumn, text: string): string | bigint | Buffer {
 export function openSqliteTarget(url: string): RowTarget {
   const db = new Database(sqlitePathOf(url), { fileMustExist: true, timeout: 5000 });
   db.defaultSafeIntegers(true);
-  const live = (shape: VerifyShape): string => (shape.softDeletes ? `${q('_deleted_at')} IS NULL` : 'true');
+  const live = (shape: VerifyShape): string => rowTargetLive(shape, q, quoteLiteral);
   const select = (cols: readonly VerifyColumn[]): string => cols.map((c) => q(c.to)).join(', ');
   const state = (stateSchema: string, name: string): string => q(`${stateSchema}_${name}`);
   const statements = new Map<string, Database.Statement>();

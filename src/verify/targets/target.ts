@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Candidate } from '../checksum.js';
+import { SOURCE_COLUMN } from '../../sink/sql/bookkeeping.js';
 import type { TargetColumns, VerifyColumn, VerifyShape } from '../shape.js';
 import type { VerifyResult } from '../verify-results.js';
 import { sourceText, type TargetValue } from './source-text.js';
@@ -22,6 +23,12 @@ export interface VerifyTarget {
    * requested one ('A' for 'a') are not returned: keys match exactly.
    */
   readKeys(shape: VerifyShape, keys: readonly Candidate[]): Promise<Map<string, string>>;
+  /**
+   * Conflict tracking (`shape.writer`): those of `keys` whose delete by another writer the
+   * sink recorded (its tombstone); absent where the target keeps no such record in a form
+   * verify reads.
+   */
+  deletedByOthers?(shape: VerifyShape, keys: readonly Candidate[]): Promise<Set<string>>;
   /** Next stream offset per partition that the sink stored for consumer group `group`. */
   positions(stateSchema: string, group: string): Promise<Map<number, bigint>>;
   /** Stores the last verify's result per table, for sync_drift_rows (see verify-results.ts). */
@@ -97,4 +104,21 @@ export function scansOf(scan: (shape: VerifyShape, columns: readonly VerifyColum
 /** A stored verify result row (table, differing, source rows, target rows, UTC `YYYY-MM-DD HH:MM:SS[.f]`). */
 export function resultOf([table, differing, sourceRows, targetRows, at]: readonly [string, unknown, unknown, unknown, string]): VerifyResult {
   return { table, differing: Number(differing), sourceRows: Number(sourceRows), targetRows: Number(targetRows), verifiedAt: new Date(`${at.replace(' ', 'T')}Z`) };
+}
+
+/**
+ * The WHERE condition of a mysql or sqlite target's live rows: soft-deleted ones count as
+ * absent, and with `shape.writer` only the rows that writer wrote are compared (see
+ * VerifyWriter). These sinks keep no writing transaction: a row syncline never wrote
+ * (`_syncline_source` NULL) is the `local_source` writer's; a row changed at the target since
+ * syncline wrote it is not told apart here and counts as its source's. `quote` and `literal`
+ * are the dialect's identifier and string quoting.
+ */
+export function rowTargetLive(shape: VerifyShape, quote: (name: string) => string, literal: (value: string) => string): string {
+  const parts = shape.softDeletes ? [`${quote('_deleted_at')} IS NULL`] : [];
+  if (shape.writer) {
+    const own = `${quote(SOURCE_COLUMN)} = ${literal(shape.writer.source)}`;
+    parts.push(shape.writer.local ? `(${own} OR ${quote(SOURCE_COLUMN)} IS NULL)` : own);
+  }
+  return parts.length > 0 ? parts.join(' AND ') : '1 = 1';
 }
