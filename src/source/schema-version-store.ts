@@ -263,6 +263,19 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
   }
 
   /**
+   * A `job` CTE for the statements that record a definition: a pending snapshot job of table
+   * ($1 slot, $2 schema, $3 table) when CTE `cause` has a row, unless one is already pending.
+   */
+  private jobUnlessPendingSql(cause: string): string {
+    const jobs = quoteQualified(this.schema, 'snapshots');
+    return `, job AS (
+         INSERT INTO ${jobs} (slot_name, table_schema, table_name)
+         SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM ${cause})
+            AND NOT EXISTS (SELECT 1 FROM ${jobs} j WHERE j.slot_name = $1 AND j.table_schema = $2 AND j.table_name = $3 AND j.status = 'pending')
+         RETURNING id::text AS id)`;
+  }
+
+  /**
    * The table's rows were rewritten with new values (`ALTER COLUMN ... TYPE ... USING`, also
    * to the same type or another modifier only; `ADD COLUMN` with a volatile default), which
    * logical decoding does not carry: the DDL history's newest REWRITE_TAG entry of the
@@ -275,15 +288,8 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
    * type change's, backfillSql, or an added column's for the same ALTER).
    */
   private rewriteSql(request: boolean): string {
-    const jobs = quoteQualified(this.schema, 'snapshots');
     const history = quoteQualified(this.schema, DDL_HISTORY_TABLE);
-    const job = request
-      ? `, job AS (
-         INSERT INTO ${jobs} (slot_name, table_schema, table_name)
-         SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM v)
-            AND NOT EXISTS (SELECT 1 FROM ${jobs} j WHERE j.slot_name = $1 AND j.table_schema = $2 AND j.table_name = $3 AND j.status = 'pending')
-         RETURNING id::text AS id)`
-      : '';
+    const job = request ? this.jobUnlessPendingSql('v') : '';
     return `WITH seen AS (SELECT min(first_lsn) AS since, max(rewrite_id) AS handled, max(version) AS version FROM ${this.table}
                         WHERE slot_name = $1 AND table_schema = $2 AND table_name = $3),
       -- The relation, and the partitions under it (a partitioned table published through its
@@ -467,14 +473,7 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
    * restart inserts nothing, so it queues nothing again.
    */
   private backfillSql(insert: string, request: boolean): string {
-    const jobs = quoteQualified(this.schema, 'snapshots');
-    const job = request
-      ? `, job AS (
-         INSERT INTO ${jobs} (slot_name, table_schema, table_name)
-         SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM filled)
-            AND NOT EXISTS (SELECT 1 FROM ${jobs} j WHERE j.slot_name = $1 AND j.table_schema = $2 AND j.table_name = $3 AND j.status = 'pending')
-         RETURNING id::text AS id)`
-      : '';
+    const job = request ? this.jobUnlessPendingSql('filled') : '';
     return `WITH v AS (${insert} RETURNING columns),
       prev AS (SELECT columns FROM ${this.table} WHERE slot_name = $1 AND table_schema = $2 AND table_name = $3 AND version < $4 AND columns IS NOT NULL
                 ORDER BY version DESC LIMIT 1),
