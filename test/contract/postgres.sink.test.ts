@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { SynclineError } from '../../src/core/errors.js';
+import { PrerequisiteError, SynclineError } from '../../src/core/errors.js';
 import { PostgresSink } from '../../src/sink/postgres/postgres-sink.js';
 import { freshDatabase, machinePg15, waitFor } from '../helpers/postgres.js';
 import { ChangeFactory, REJECT_VALUE, describeSinkContract, describeSoftDeleteContract } from './sink-contract.js';
@@ -121,6 +121,30 @@ describe('postgres sink: the server ends the connection during a batch', () => {
       expect((err as SynclineError).retriable).toBe(true);
       await admin.query('DROP TRIGGER slow_row ON slow');
       expect(await sink.apply([f.insert('slow', 'a', 1, 'x')], new Map(), 'g')).toMatchObject({ applied: 1 });
+    } finally {
+      await sink.close();
+      await admin.end();
+    }
+  });
+});
+
+describe('postgres sink: a target table whose primary key is another than the source key', () => {
+  it('holds the table with a fix that works on a table that has a key (drop it, then add the source one)', async () => {
+    const server = await machinePg15();
+    const url = await freshDatabase(server, 'syncline_sink_other_key');
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    const sink = new PostgresSink({ url, stateSchema: 'syncline', deleteMode: 'hard', versionGate: true });
+    try {
+      await sink.prepare();
+      await admin.query('CREATE TABLE other_key (id text NOT NULL, v text PRIMARY KEY, n text)');
+      const err = await sink.apply([new ChangeFactory().insert('other_key', 'a', 1, 'x')], new Map(), 'g').then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(PrerequisiteError);
+      const fix = (err as PrerequisiteError).fix;
+      expect(fix).toBe('give the target the same primary key: ALTER TABLE "public"."other_key" DROP CONSTRAINT <its primary key constraint>, ADD PRIMARY KEY ("id")');
+      // The fix as a person runs it (the constraint named) applies, and the table then takes the change.
+      await admin.query(fix.replace(/^give the target the same primary key: /, '').replace('<its primary key constraint>', 'other_key_pkey'));
+      expect(await sink.apply([new ChangeFactory().insert('other_key', 'a', 1, 'x')], new Map(), 'g')).toMatchObject({ applied: 1 });
     } finally {
       await sink.close();
       await admin.end();

@@ -889,7 +889,8 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
   }
 
   primaryKeyFix(target: MysqlTable, keyColumns: string[]): string {
-    return `give the target the same primary key: ALTER TABLE ${target.qualified} ADD PRIMARY KEY (${keyColumns.map(q).join(', ')})`;
+    const drop = target.primaryKey.length > 0 ? 'DROP PRIMARY KEY, ' : '';
+    return `give the target the same primary key: ALTER TABLE ${target.qualified} ${drop}ADD PRIMARY KEY (${keyColumns.map(q).join(', ')})`;
   }
 
   async close(): Promise<void> {

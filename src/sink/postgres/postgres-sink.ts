@@ -800,7 +800,9 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   }
 
   primaryKeyFix(target: TargetTable, keyColumns: string[]): string {
-    return `give the target the same primary key: ALTER TABLE ${target.qualified} ADD PRIMARY KEY (${keyColumns.map(quoteIdent).join(', ')})`;
+    // A table with another key must lose it first (ADD alone fails: "multiple primary keys").
+    const drop = target.primaryKey.length > 0 ? 'DROP CONSTRAINT <its primary key constraint>, ' : '';
+    return `give the target the same primary key: ALTER TABLE ${target.qualified} ${drop}ADD PRIMARY KEY (${keyColumns.map(quoteIdent).join(', ')})`;
   }
 
   async close(): Promise<void> {
