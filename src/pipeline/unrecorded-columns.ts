@@ -47,7 +47,7 @@ export class UnrecordedColumns {
       clearTimeout(timer);
     }
     if (!history) return found;
-    // Any version's columns: a change presented in an older or newer version's terms, or
+    // Every version's columns: a change presented in an older or newer version's terms, or
     // numbered by another slot publishing the table, still names only columns the table had.
     // But only for a version already recorded: a change may arrive a moment before capture
     // records the definition of a column just added.

@@ -47,7 +47,7 @@ const functionName = (stateSchema: string): string => quoteQualified(stateSchema
  * that create a table: `SELECT ... INTO t` is tagged `SELECT INTO`, not `CREATE TABLE AS`
  * (before it was in the list, such a table had no entry and was snapshotted through a schema
  * publication though its rows are in the slot, red17c). An entry with one of these tags
- * created its table; any other (`ALTER TABLE`, among them `SET SCHEMA`; SEED_TAG) proves only
+ * created its table; every other (`ALTER TABLE`, among them `SET SCHEMA`; SEED_TAG) proves only
  * that the table existed then, not that it was created then: SchemaVersionStore.addedByName
  * reads such a table when met through a schema.
  */
@@ -257,7 +257,7 @@ function ddlHistoryInPlace(facts: StateFacts, stateSchema: string): boolean {
     && (facts.ddlHistoryTrigger === null ? !facts.superuser : !facts.superuser || (sameTags(facts.ddlHistoryTriggerTags) && facts.ddlRewriteTrigger !== null));
 }
 
-/** The trigger's tags (`pg_event_trigger.evttags`) are TRIGGER_TAGS, in any order. */
+/** The trigger's tags (`pg_event_trigger.evttags`) are TRIGGER_TAGS, in whatever order. */
 function sameTags(tags: readonly string[] | null): boolean {
   return tags !== null && tags.length === TRIGGER_TAGS.length && TRIGGER_TAGS.every((t) => tags.includes(t));
 }

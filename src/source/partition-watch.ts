@@ -80,7 +80,7 @@ export class PartitionWatch {
    * recorded but not attached. The table's own oid is recorded too: a table dropped and made
    * again under its name (`pgbench -i --partitions 2` run twice) is another relation, whose
    * leaves are compared with none (before, every old one was reported detached and every
-   * new one attached); like any table made again, the old one's rows stay at the target.
+   * new one attached); like every table made again, the old one's rows stay at the target.
    */
   async check(tables: readonly TableName[], request: boolean): Promise<PartitionChange[]> {
     if (tables.length === 0) return [];
@@ -134,7 +134,7 @@ export class PartitionWatch {
    * SQL (` AND NOT ...`): leaf `leaf` (an oid expression) was created as a partition of `root`
    * and is that partition still: its pg_inherits row is the one its creation entry saw
    * (DETACH PARTITION deletes it, ATTACH makes another; a creation under a root attached to
-   * `root` since names the other root). Any creation entry of the oid may be the leaf's: an
+   * `root` since names the other root). Each creation entry of the oid may be the leaf's: an
    * entry of an older relation with a reused oid names another row.
    */
   private createdHere(leaf: string, root: string): string {

@@ -175,7 +175,7 @@ export class SchemaVersionStore implements SchemaVersionRegistry {
     const made = this.fresh.splice(0);
     for (const e of made) this.record(e, change);
     if (made.length === 0 && relid !== undefined && change && change.kind !== 'same') this.recordRelation(schema, table, version, relid, lsn, change);
-    // Every Relation message (pgoutput sends one before the first change after any DDL of
+    // Every Relation message (pgoutput sends one before the first change after each DDL of
     // the table): was the table rewritten since? The definition may be the same (red18).
     if (relid !== undefined && this.ddlHistory && this.backfill) this.checkRewrite(schema, table, relid, lsn);
     return version;

@@ -24,10 +24,10 @@ interface RereadPlan {
 /**
  * A re-read is a new write of this source, decided against the target's rows by the conflict
  * strategy with the snapshot's clock, so under conflict tracking (`keys.others` set) it
- * would overwrite the version another writer won for any key it covers. A snapshot covers
+ * would overwrite the version another writer won for a key it covers. A snapshot covers
  * every key of its first-key value, and the whole table every key: so with other writers
  * holding keys of the source, only the first-key values none of those keys has are re-read,
- * and the whole table only when no other writer holds any of its keys (and every
+ * and the whole table only when no other writer holds one of its keys (and every
  * difference is known: one past the re-check limit might be such a key).
  */
 function rereadPlan(d: TableVerification, keys: NonNullable<TableVerification['keys']>, keyless: boolean): RereadPlan {
