@@ -31,9 +31,12 @@ export class UnrecordedColumns {
    */
   async find(label: string, units: readonly (readonly Item[])[]): Promise<Map<ChangeEvent, string[]>> {
     const found = new Map<ChangeEvent, string[]>();
-    const changes = units.flat().map((i) => i.change).filter((c) => c.source === this.source && tableLabelOf(c) === label);
-    const first = changes[0];
+    const labelled = units.flat().map((i) => i.change).filter((c) => c.source === this.source && tableLabelOf(c) === label);
+    const first = labelled[0];
     if (!first) return found;
+    // Only the changes of the table whose definitions are read: quoted names with dots can give
+    // two tables one label ("a.b".c and a."b.c").
+    const changes = labelled.filter((c) => c.schema === first.schema && c.table === first.table);
     const newest = Math.max(...changes.map((c) => c._schema_version));
     let history: TableDefinition[] | undefined;
     let timer: NodeJS.Timeout | undefined;
@@ -47,8 +50,9 @@ export class UnrecordedColumns {
       clearTimeout(timer);
     }
     if (!history) return found;
-    // Every version's columns: a change presented in an older or newer version's terms, or
-    // numbered by another slot publishing the table, still names only columns the table had.
+    // Every version's columns: a change presented in an older or newer version's terms (a
+    // column renamed since) still names only columns the table had. (One slot per config: the
+    // definitions read are the versions the changes are numbered by.)
     // But only for a version already recorded: a change may arrive a moment before capture
     // records the definition of a column just added.
     const recordedVersions = new Set(history.filter((d) => d.columns).map((d) => d.version));

@@ -33,3 +33,15 @@ describe('UnrecordedColumns', () => {
     expect((await new UnrecordedColumns(lookup(new Error('source down')), 'slot_a').find('public.orders', [[change({ id: '1', nope: 'x' }, 1)]])).size).toBe(0);
   });
 });
+
+describe('UnrecordedColumns with two tables of one label', () => {
+  it('judges only the changes of the table whose definitions it read ("a.b".c and a."b.c")', async () => {
+    const perTable: DefinitionLookup = { history: async (schema) => (schema === 'a.b' ? history : [{ version: 1, columns: [col('id', 1, 'integer', 23, true), col('w', 2, 'text', 25)] }]) };
+    const of = (schema: string, table: string, payload: Record<string, string>): Item => {
+      const item = change(payload, 1);
+      return { ...item, change: { ...item.change, schema, table } };
+    };
+    const found = await new UnrecordedColumns(perTable, 'slot_a').find('a.b.c', [[of('a.b', 'c', { id: '1', v: 'x' })], [of('a', 'b.c', { id: '1', w: 'y' })]]);
+    expect(found.size).toBe(0);
+  });
+});
