@@ -111,7 +111,8 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
   try {
     const shape = await readTargetShape(first, t, route, options.barrier, options.writer);
     if (shape instanceof TargetTableMissing) return missingTarget(shape, t, route);
-    if (shape.digest === 'record') shape.hashValues = (await Promise.all(pinned.map(hasRecordHash))).every(Boolean);
+    shape.utf8Bytes = await encodingsDiffer(first);
+    if (shape.digest === 'record') shape.hashValues = !shape.utf8Bytes && (await Promise.all(pinned.map(hasRecordHash))).every(Boolean);
     // Every pair's target is the same database: its collations are read on the first.
     const warnings = isPostgresTarget(first.target) ? await alignKeyCollations(shape, first.source, first.target.client) : [];
     const sample = options.sample ?? SAMPLE;
@@ -257,6 +258,21 @@ export async function compareTable(source: pg.ClientBase, target: pg.ClientBase,
 }
 
 /** PostgreSQL 14+ has hash_record_extended. */
+/**
+ * Whether the source and the target would hash different bytes for the same text: their
+ * server encodings differ (a mysql or sqlite target's digests are computed in Node, over
+ * UTF-8). SQL_ASCII stores bytes unconverted, as they were sent: taken as UTF-8.
+ */
+async function encodingsDiffer(pair: TargetPair): Promise<boolean> {
+  const encoding = async (c: pg.ClientBase): Promise<string> => {
+    const value = (await c.query<{ e: string }>(`SELECT current_setting('server_encoding') AS e`)).rows[0]?.e ?? 'UTF8';
+    return value === 'SQL_ASCII' ? 'UTF8' : value;
+  };
+  const source = await encoding(pair.source);
+  const target = isPostgresTarget(pair.target) ? await encoding(pair.target.client) : 'UTF8';
+  return source !== target;
+}
+
 async function hasRecordHash(client: pg.ClientBase): Promise<boolean> {
   return (await serverVersionNumber(client)) >= 140000;
 }

@@ -61,6 +61,13 @@ export interface VerifyShape {
    * rather than its text: set by verifyTable when both servers have it.
    */
   hashValues?: boolean;
+  /**
+   * Rows are hashed as the UTF-8 bytes of their text: set by verifyTable when the two sides
+   * would hash different bytes for the same text (a LATIN1 source and a UTF8 target, or a
+   * non-UTF8 source against a digest computed in Node). md5 and hashtextextended hash the
+   * server's own encoding, so 'café' would read as drift though both hold it.
+   */
+  utf8Bytes?: boolean;
 }
 
 /**
@@ -266,7 +273,7 @@ export class SideSql {
 
   /** The row's md5 (hex). */
   digest(): string {
-    return `md5(${this.rowText()})`;
+    return this.shape.utf8Bytes ? `md5(convert_to(${this.rowText()}, 'UTF8'))` : `md5(${this.rowText()})`;
   }
 
   /**
@@ -289,6 +296,8 @@ export class SideSql {
       // hash is hashed once more (as the text of a bigint: injective, and cheap).
       return `hashtextextended(hash_record_extended(ROW(${this.shape.columns.map((c) => this.hashedValue(c)).join(', ')}), 0)::text, 0)`;
     }
+    // The md5's hex is ASCII: the same bytes in every server encoding.
+    if (this.shape.utf8Bytes) return `hashtextextended(${this.digest()}, 0)`;
     return `hashtextextended(${this.rowText()}, 0)`;
   }
 
