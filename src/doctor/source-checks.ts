@@ -88,8 +88,9 @@ async function checkSettings(client: pg.Client, slot: SlotRow | undefined, list:
     role: string;
     superuser: boolean;
     replication: boolean;
+    encoding: string;
   }>(
-    `SELECT current_setting('wal_level') AS wal_level,
+    `SELECT current_setting('wal_level') AS wal_level, current_setting('server_encoding') AS encoding,
             current_setting('max_replication_slots')::int AS max_slots,
             (SELECT count(*)::int FROM pg_replication_slots) AS slots_used,
             current_setting('max_wal_senders')::int AS max_senders,
@@ -125,6 +126,17 @@ async function checkSettings(client: pg.Client, slot: SlotRow | undefined, list:
   if (freeSenders < senderNeeded) {
     list.fail('max_wal_senders', `${senderDetail}; capture needs one`, `ALTER SYSTEM SET max_wal_senders = ${s.senders_used + 2}; ${restart}`);
   } else list.ok('max_wal_senders', senderDetail);
+
+  // Capture reads every value as UTF-8; the walsender converts from the database's encoding
+  // and stops at a value it cannot convert. SQL_ASCII converts nothing, so any byte that is
+  // not UTF-8 stops the slot at that change for good (the WAL cannot be changed).
+  if (s.encoding === 'SQL_ASCII') {
+    list.warn(
+      'source encoding',
+      'the database is SQL_ASCII: a value holding bytes that are not UTF-8 stops capture at its change (the walsender cannot send it as UTF-8)',
+      'keep every text value valid UTF-8, or move the data to a UTF8 database',
+    );
+  } else list.ok('source encoding', s.encoding);
 
   if (s.superuser) list.ok('replication privilege', `role ${s.role} is a superuser`);
   else if (s.replication) list.ok('replication privilege', `role ${s.role} has REPLICATION`);

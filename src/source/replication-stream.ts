@@ -82,6 +82,15 @@ export class ReplicationStream {
           'run: syncline resync --force -c <config> (the slot is healthy, so --force: publication, new slot and a snapshot of every table), then syncline run, then syncline repair (removes rows deleted meanwhile)',
         );
       }
+      // 22021 character_not_in_repertoire / 22P05 untranslatable_character: a value the
+      // walsender cannot convert to the UTF-8 capture reads (bytes that are not UTF-8 in a
+      // SQL_ASCII database). Every start stops at the same change: the slot has not passed it.
+      if (e.code === '22021' || e.code === '22P05') {
+        throw new PrerequisiteError(
+          `replication from slot ${o.slot} failed: ${e.message ?? String(err)} (a changed value at the source cannot be sent as UTF-8, which capture reads every value as; the slot stays before that change, nothing after it is lost)`,
+          'correct the value at the source (valid UTF-8), then syncline resync --force -c <config> (the slot cannot decode past the change already in the WAL) and syncline repair',
+        );
+      }
       // 55006 object_in_use: another process streams this slot. A connection lost otherwise
       // passes too (classifyPgError: 57P01 and the rest of class 57 and 08, and the socket's
       // ECONNRESET, EPIPE, ETIMEDOUT...): a reset by the network ended capture for good.
