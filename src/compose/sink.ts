@@ -2,7 +2,7 @@ import { conflictOptionsOf } from '../config/conflict-options.js';
 import type { SynclineConfig } from '../config/schema.js';
 import { PrerequisiteError } from '../core/errors.js';
 import { parseTableName, type TableName } from '../core/sql.js';
-import { TableMapping } from '../core/table-mapping.js';
+import { TableMapping, targetColumnOf } from '../core/table-mapping.js';
 import type { ConflictResolver } from '../sink/conflicts/resolve.js';
 import { MappedSink } from '../sink/mapped-sink.js';
 import { MysqlSink } from '../sink/mysql/mysql-sink.js';
@@ -11,7 +11,7 @@ import { RedisSink } from '../sink/redis/redis-sink.js';
 import type { Sink } from '../sink/sink.js';
 import { SqliteSink } from '../sink/sqlite/sqlite-sink.js';
 import { WebhookSink } from '../sink/webhook/webhook-sink.js';
-import { targetTableDdl } from '../source/table-definition.js';
+import { generatedColumns, targetTableDdl } from '../source/table-definition.js';
 import { sourceDefinitions } from './definitions.js';
 import { readSourceShapes } from './table-shapes.js';
 import { withSource } from './source-connection.js';
@@ -55,6 +55,19 @@ function openAdapterSink(config: SynclineConfig, mapping: TableMapping, resolveC
         ...(s.origin !== undefined ? { origin: s.origin } : {}),
         ...(conflicts ? { conflicts, trackedTables: replicatedTargets(config, mapping) } : {}),
         ...(log ? { warn: (message: string, details: Record<string, unknown>) => log.warn(details, message) } : {}),
+        // Only a warning hangs on it: a source that does not answer soon is not waited for.
+        sourceGenerated: (schema: string, table: string) => {
+          const route = mapping.routeTo({ schema, table });
+          return withSource(
+            config,
+            async (c) =>
+              (await generatedColumns(c, route?.source ?? { schema, table })).flatMap((g) => {
+                const column = route ? targetColumnOf(route, g.column) : g.column;
+                return column === undefined ? [] : [{ ...g, column }];
+              }),
+            10_000,
+          );
+        },
         evolution,
         ...(s.create_tables || s.schema_evolution === 'full'
           ? {

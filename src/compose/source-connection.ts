@@ -9,9 +9,9 @@ export function sourceConnection(config: SynclineConfig): pg.ClientConfig {
   return config.source.database ? { database: config.source.database } : {};
 }
 
-/** Runs `fn` on a short-lived connection to the source. */
-export async function withSource<T>(config: SynclineConfig, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client(sourceConnection(config));
+/** Runs `fn` on a short-lived connection to the source (connect and each query given up after `timeoutMs`, if set). */
+export async function withSource<T>(config: SynclineConfig, fn: (c: pg.Client) => Promise<T>, timeoutMs?: number): Promise<T> {
+  const c = new pg.Client({ ...sourceConnection(config), ...(timeoutMs !== undefined ? { connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs } : {}) });
   // A dropped connection fails the query in flight; it must not also crash the process.
   c.on('error', () => undefined);
   await c.connect();

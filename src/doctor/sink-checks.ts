@@ -3,7 +3,7 @@ import { errorMessage } from '../core/errors.js';
 import { redactUrl } from '../core/redact.js';
 import { TableMapping, targetColumnOf } from '../core/table-mapping.js';
 import type { CheckList } from './report.js';
-import { openTargetCatalog, type TargetCatalog } from './target-catalog.js';
+import { openTargetCatalog, type TargetCatalog, type TargetTableShape } from './target-catalog.js';
 import { closeRedis, openRedis } from '../redis/redis-client.js';
 import { BOOKKEEPING_COLUMNS } from '../sink/sql/bookkeeping.js';
 import type { SourceTable } from './source-checks.js';
@@ -42,7 +42,16 @@ export async function checkSink(config: SynclineConfig, sourceTables: readonly S
     const mapping = TableMapping.fromConfig(sink.tables);
     for (const t of sourceTables) {
       const route = mapping.routeOf(t.name);
-      const mapped = route && { ...t, name: route.target, primaryKey: t.primaryKey.map((c) => targetColumnOf(route, c) ?? c), columns: t.columns.flatMap((c) => targetColumnOf(route, c) ?? []) };
+      const mapped = route && {
+        ...t,
+        name: route.target,
+        primaryKey: t.primaryKey.map((c) => targetColumnOf(route, c) ?? c),
+        columns: t.columns.flatMap((c) => targetColumnOf(route, c) ?? []),
+        generated: (t.generated ?? []).flatMap((g) => {
+          const column = targetColumnOf(route, g.column);
+          return column === undefined ? [] : [{ ...g, column }];
+        }),
+      };
       await checkTargetTable(catalog, mapped ?? t, creates, list);
     }
   } catch (err) {
@@ -91,6 +100,7 @@ async function checkTargetTable(catalog: TargetCatalog, source: SourceTable, cre
     }
     return;
   }
+  warnUncarried(catalog, source, found, check, list);
   const have = found.primaryKey;
   if (source.keyless) {
     // A multiset: rows are matched whole, duplicates are legitimate.
@@ -129,6 +139,24 @@ async function checkTargetTable(catalog: TargetCatalog, source: SourceTable, cre
     return;
   }
   list.ok(check, `exists with primary key (${have.join(', ')})${wantKey.length === 0 ? '; the source table has none, its changes are keyed by REPLICA IDENTITY' : ''}`);
+}
+
+/**
+ * A generated column of the source that the target keeps as a plain column: logical decoding
+ * does not send generated columns (PostgreSQL before 18), so syncline never writes it there
+ * and it stays NULL (or keeps what it held). One the target left out or generates itself
+ * (a `pg_dump --schema-only` copy) is fine.
+ */
+function warnUncarried(catalog: TargetCatalog, source: SourceTable, found: TargetTableShape, check: string, list: CheckList): void {
+  const generatedThere = new Set(found.generated ?? []);
+  const plain = (source.generated ?? []).filter((g) => found.columns.includes(g.column) && !generatedThere.has(g.column));
+  if (plain.length === 0) return;
+  const names = plain.map((g) => g.column).join(', ');
+  list.warn(
+    check,
+    `column(s) ${names}: generated at the source, a plain column here; PostgreSQL's logical decoding does not send generated columns, so syncline never writes them (they stay NULL) and verify reports the rows as different`,
+    `declare them GENERATED ALWAYS AS (...) STORED at the target too (${plain.map((g) => `${g.column} GENERATED ALWAYS AS ${g.expression} STORED`).join(', ')}), or drop the column at the target (${plain.map((g) => `ALTER TABLE ${catalog.qualified(source.name)} DROP COLUMN ${catalog.quoteList([g.column])};`).join(' ')})`,
+  );
 }
 
 function sameSet(a: readonly string[], b: readonly string[]): boolean {

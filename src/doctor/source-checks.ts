@@ -15,6 +15,8 @@ export interface SourceTable {
   primaryKey: string[];
   /** The replicated columns: stored generated ones are left out (pgoutput never sends them). */
   columns: string[];
+  /** The generated columns, which no change carries, with their generation expressions. */
+  generated?: { column: string; expression: string }[];
   /** REPLICA IDENTITY FULL (or DEFAULT) without a primary key: replicated as a multiset of whole rows. */
   keyless?: boolean;
 }
@@ -220,7 +222,14 @@ async function checkPublicationAndTables(config: SynclineConfig, client: pg.Clie
 async function checkTable(client: pg.Client, t: TableName, list: CheckList): Promise<SourceTable | undefined> {
   const q = quoteQualified(t.schema, t.table);
   const check = `source table ${t.schema}.${t.table}`;
-  const { rows } = await client.query<{ relkind: string; relreplident: string; pk: string[] | null; ident_index: string | null; columns: string[] | null }>(
+  const { rows } = await client.query<{
+    relkind: string;
+    relreplident: string;
+    pk: string[] | null;
+    ident_index: string | null;
+    columns: string[] | null;
+    generated: { column: string; expression: string }[] | null;
+  }>(
     `SELECT c.relkind::text AS relkind, c.relreplident::text AS relreplident,
             (SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
                FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
@@ -228,7 +237,10 @@ async function checkTable(client: pg.Client, t: TableName, list: CheckList): Pro
             (SELECT ci.relname::text FROM pg_index i JOIN pg_class ci ON ci.oid = i.indexrelid
               WHERE i.indrelid = c.oid AND i.indisreplident) AS ident_index,
             (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
-              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS columns
+              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS columns,
+            (SELECT json_agg(json_build_object('column', a.attname, 'expression', pg_get_expr(d.adbin, d.adrelid)) ORDER BY a.attnum)
+               FROM pg_attribute a JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> '') AS generated
        FROM pg_class c WHERE c.oid = to_regclass($1)`,
     [q],
   );
@@ -242,7 +254,13 @@ async function checkTable(client: pg.Client, t: TableName, list: CheckList): Pro
     return undefined;
   }
   const pk = r.pk ?? [];
-  const info: SourceTable = { name: t, primaryKey: pk, columns: r.columns ?? [], keyless: pk.length === 0 && (r.relreplident === 'f' || r.relreplident === 'd') };
+  const info: SourceTable = {
+    name: t,
+    primaryKey: pk,
+    columns: r.columns ?? [],
+    ...(r.generated ? { generated: r.generated } : {}),
+    keyless: pk.length === 0 && (r.relreplident === 'f' || r.relreplident === 'd'),
+  };
   const keyText = pk.length > 0 ? `primary key (${pk.join(', ')})` : 'no primary key';
   const addKey = `add a primary key (ALTER TABLE ${q} ADD PRIMARY KEY (...);) or ALTER TABLE ${q} REPLICA IDENTITY FULL;`;
   switch (r.relreplident) {

@@ -12,6 +12,8 @@ export interface TargetTableShape {
   /** The primary key constraint's name, where the dialect names it (postgres). */
   readonly primaryKeyName: string | null;
   readonly columns: readonly string[];
+  /** Columns the target computes itself (generated there); a SQLite table's are not listed at all. */
+  readonly generated?: readonly string[];
   /**
    * Key columns under a collation that calls different texts equal (case- or
    * accent-insensitive, or PAD SPACE): two source keys could share one target row (mysql).
@@ -65,18 +67,20 @@ async function postgresCatalog(url: string): Promise<TargetCatalog> {
     qualified,
     quoteList: (columns) => list(quoteIdent, columns),
     async describeTable(name) {
-      const { rows } = await client.query<{ pk: string[] | null; pk_name: string | null; columns: string[] | null }>(
+      const { rows } = await client.query<{ pk: string[] | null; pk_name: string | null; columns: string[] | null; generated: string[] | null }>(
         `SELECT (SELECT conname::text FROM pg_constraint WHERE conrelid = c.oid AND contype = 'p') AS pk_name,
                 (SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
                    FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
                   WHERE i.indrelid = c.oid AND i.indisprimary) AS pk,
                 (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
-                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns
+                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
+                (SELECT array_agg(a.attname::text) FROM pg_attribute a
+                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> '') AS generated
            FROM pg_class c WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')`,
         [qualified(name)],
       );
       const r = rows[0];
-      return r && { primaryKey: r.pk ?? [], primaryKeyName: r.pk_name, columns: r.columns ?? [] };
+      return r && { primaryKey: r.pk ?? [], primaryKeyName: r.pk_name, columns: r.columns ?? [], generated: r.generated ?? [] };
     },
     addPrimaryKey: (name, columns, replacing) =>
       `ALTER TABLE ${qualified(name)} ${replacing ? `DROP CONSTRAINT ${constraint(replacing)}, ` : ''}ADD PRIMARY KEY (${list(quoteIdent, columns)});`,
@@ -105,7 +109,8 @@ async function mysqlCatalog(url: string): Promise<TargetCatalog> {
     quoteList: (columns) => list(mysqlQuote, columns),
     async describeTable(name) {
       const [columns] = await conn.query<mysql.RowDataPacket[]>(
-        `SELECT COLUMN_NAME AS name, COLUMN_TYPE AS type, DATA_TYPE AS data_type, COLLATION_NAME AS collation
+        `SELECT COLUMN_NAME AS name, COLUMN_TYPE AS type, DATA_TYPE AS data_type, COLLATION_NAME AS collation,
+                COALESCE(GENERATION_EXPRESSION, '') <> '' AS is_generated
            FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`,
         [databaseOf(name), name.table],
       );
@@ -119,7 +124,8 @@ async function mysqlCatalog(url: string): Promise<TargetCatalog> {
       const looseKeys = columns
         .filter((r) => primaryKey.includes(String(r['name'])) && r['collation'] !== null && !exactCollation(String(r['collation']), String(r['data_type'])))
         .map((r) => ({ column: String(r['name']), type: String(r['type']), collation: String(r['collation']) }));
-      return { primaryKey, primaryKeyName: null, columns: columns.map((r) => String(r['name'])), looseKeys };
+      const generated = columns.filter((r) => Number(r['is_generated']) === 1).map((r) => String(r['name']));
+      return { primaryKey, primaryKeyName: null, columns: columns.map((r) => String(r['name'])), generated, looseKeys };
     },
     addPrimaryKey: (name, columns, replacing) => `ALTER TABLE ${qualified(name)} ${replacing ? 'DROP PRIMARY KEY, ' : ''}ADD PRIMARY KEY (${list(mysqlQuote, columns)});`,
     dropPrimaryKey: (name) => `ALTER TABLE ${qualified(name)} DROP PRIMARY KEY;`,

@@ -61,3 +61,24 @@ export async function targetTableDdl(source: pg.ClientBase, t: TableName, route?
   if (key.length > 0) defs.push(`PRIMARY KEY (${key.join(', ')})`);
   return `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(target.schema)}; CREATE TABLE IF NOT EXISTS ${quoteQualified(target.schema, target.table)} (${defs.join(', ')})`;
 }
+
+/** A generated column of a source table: its name and its expression as pg_get_expr prints it (`(a * 2)`). */
+export interface GeneratedColumn {
+  column: string;
+  expression: string;
+}
+
+/**
+ * The table's generated columns, which logical decoding does not send (PostgreSQL before 18):
+ * a target that keeps one as a plain column never gets its values.
+ */
+export async function generatedColumns(source: pg.ClientBase, t: TableName): Promise<GeneratedColumn[]> {
+  const { rows } = await source.query<GeneratedColumn>(
+    `SELECT a.attname AS column, pg_get_expr(d.adbin, d.adrelid) AS expression
+       FROM pg_attribute a JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''
+      ORDER BY a.attnum`,
+    [quoteQualified(t.schema, t.table)],
+  );
+  return rows;
+}

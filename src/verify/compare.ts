@@ -7,7 +7,7 @@ import { settle, type ApplyBarrier } from './recheck.js';
 import { settleMultiset } from './recheck-multiset.js';
 import { alignKeyCollations } from './key-collation.js';
 import { rowKeylessSide, scanKeyedRows } from './row-scan.js';
-import { pinOutputSettings, readShape, SideSql, TargetTableMissing, type VerifyShape, type VerifyWriter } from './shape.js';
+import { pinOutputSettings, readShape, SideSql, TargetTableMissing, uncarriedMessage, type UncarriedColumn, type VerifyShape, type VerifyWriter } from './shape.js';
 import { isPostgresTarget, postgresTarget } from './targets/postgres.js';
 import { isRowTarget, type VerifyTarget } from './targets/target.js';
 
@@ -66,8 +66,13 @@ export interface TableVerification extends TableDrift {
   keys?: { missing: Candidate[]; extra: Candidate[]; different: Candidate[]; others?: Candidate[] };
   /** Rows compared per second (the larger side). */
   rowsPerSecond: number;
-  /** What made this table's comparison slower than it could be, and how to fix it. */
+  /** What made this table's comparison slower than it could be, or its values not syncline's, and how to fix it. */
   warnings?: string[];
+  /**
+   * Target columns compared that are generated at the source and plain at the target
+   * (VerifyShape.uncarried): no change carries their values, so repair cannot fix them.
+   */
+  uncarried?: UncarriedColumn[];
   /**
    * Conflict tracking (VerifyOptions.writer): keys the source has whose row at the target
    * another writer wrote last (it won the conflict, or wrote since), or that another writer
@@ -115,12 +120,14 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
     if (shape.digest === 'record') shape.hashValues = !shape.utf8Bytes && (await Promise.all(pinned.map(hasRecordHash))).every(Boolean);
     // Every pair's target is the same database: its collations are read on the first.
     const warnings = isPostgresTarget(first.target) ? await alignKeyCollations(shape, first.source, first.target.client) : [];
+    if (shape.uncarried) warnings.push(uncarriedMessage(shape.targetLabel ?? shape.label, shape.uncarried));
     const sample = options.sample ?? SAMPLE;
     const base = {
       table: shape.label,
       ...(shape.targetLabel ? { target: shape.targetLabel } : {}),
       keyColumns: shape.key.map((c) => c.from),
       ...(warnings.length > 0 ? { warnings } : {}),
+      ...(shape.uncarried ? { uncarried: shape.uncarried } : {}),
     };
     const rate = (rows: number): number => Math.round(rows / Math.max((Date.now() - started) / 1000, 0.001));
     if (shape.key.length === 0) {

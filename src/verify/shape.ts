@@ -68,6 +68,33 @@ export interface VerifyShape {
    * server's own encoding, so 'café' would read as drift though both hold it.
    */
   utf8Bytes?: boolean;
+  /**
+   * Compared columns that are generated at the source and plain at the target: logical
+   * decoding never sends them, so the target's values are not syncline's (see readShape).
+   */
+  uncarried?: UncarriedColumn[];
+}
+
+/** A source generated column that a target keeps as a plain column. */
+export interface UncarriedColumn {
+  /** The column's target name. */
+  column: string;
+  /** Its generation expression at the source, as pg_get_expr prints it (`(a * 2)`). */
+  expression: string;
+}
+
+/**
+ * Why a target's plain copy of a source generated column is never written, and the fix;
+ * `table` is the target table's label.
+ */
+export function uncarriedMessage(table: string, columns: readonly UncarriedColumn[]): string {
+  const list = columns.map((c) => c.column).join(', ');
+  const fix = columns.map((c) => `${c.column} GENERATED ALWAYS AS ${c.expression} STORED`).join(', ');
+  return (
+    `column(s) ${list} of ${table}: generated at the source, a plain column at the target; PostgreSQL's logical decoding does not send generated columns ` +
+    `(nor does syncline's snapshot read them), so syncline never writes them and repair cannot fix their values: ` +
+    `declare them generated at the target too (${fix}), or drop them at the target`
+  );
 }
 
 /**
@@ -108,11 +135,16 @@ const bigintHalves = (col: string): string => `${col} >> 32, ${col} & 4294967295
 /** PostgreSQL's limit on the entries of a ROW(...) expression (and of a target list). */
 const MAX_ROW_FIELDS = 1664;
 
-/**
- * The target's columns (name → declared type) of a table; undefined when it does not exist.
- * Declared types are format_type's for a postgres target, the target's own names otherwise.
- */
-export type TargetColumns = (t: TableName) => Promise<Map<string, string> | undefined>;
+/** A target table's columns as verify needs them. */
+export interface TargetTableColumns {
+  /** Column name → declared type: format_type's for a postgres target, the target's own names otherwise. */
+  types: Map<string, string>;
+  /** Columns the target computes itself (generated there): nothing is written into them. */
+  generated: ReadonlySet<string>;
+}
+
+/** The target's columns of a table; undefined when it does not exist. */
+export type TargetColumns = (t: TableName) => Promise<TargetTableColumns | undefined>;
 
 /**
  * The target table does not exist: under `sink.create_tables` apply creates it with the
@@ -130,9 +162,12 @@ export class TargetTableMissing extends Error {
 
 /**
  * Reads the shape of `t` at the source and checks its target has every compared column.
- * Stored generated columns are not compared: pgoutput never sends them (nor does a snapshot
- * read them), so no sink writes them and `sink.create_tables` leaves them out; a target that
- * has one computes it from the compared columns.
+ * A generated column of the source is compared only where the target has it as a plain
+ * column: pgoutput never sends it (nor does a snapshot read it), so no sink writes it; a
+ * target that left it out (`sink.create_tables` does) or declares it generated too (a
+ * `pg_dump --schema-only` copy, which computes it from the compared columns) has nothing to
+ * compare, but a plain copy holds values syncline never wrote (NULL), and calling such a
+ * table identical would hide that (`uncarried`).
  */
 export async function readShape(
   source: pg.ClientBase,
@@ -144,23 +179,27 @@ export async function readShape(
 ): Promise<VerifyShape> {
   const qualified = quoteQualified(t.schema, t.table);
   const to = route?.target ?? t;
-  const { rows: cols } = await source.query<{ name: string; type: string; key_pos: number | null }>(
+  const { rows: cols } = await source.query<{ name: string; type: string; key_pos: number | null; generated: string | null }>(
     `SELECT a.attname AS name, ${baseTypeSql('a')} AS type,
             (SELECT k.n FROM pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(att, n)
-              WHERE i.indrelid = a.attrelid AND i.indisprimary AND k.att = a.attnum)::int AS key_pos
+              WHERE i.indrelid = a.attrelid AND i.indisprimary AND k.att = a.attnum)::int AS key_pos,
+            CASE WHEN a.attgenerated <> '' THEN
+              (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum) END AS generated
        FROM pg_attribute a
-      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum`,
+      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
     [qualified],
   );
   if (cols.length === 0) throw new Error(`source table ${t.schema}.${t.table} does not exist`);
-  const targetTypes = await targetColumns(to);
-  if (!targetTypes) {
+  const target = await targetColumns(to);
+  if (!target) {
     const key = cols.filter((c) => c.key_pos !== null).sort((a, b) => (a.key_pos ?? 0) - (b.key_pos ?? 0)).map((c) => c.name);
     throw new TargetTableMissing(to, key);
   }
   const columns: VerifyColumn[] = [];
   const keyed: { pos: number; column: VerifyColumn }[] = [];
   const absent: string[] = [];
+  const uncarried: UncarriedColumn[] = [];
+  const targetTypes = target.types;
   for (const c of cols) {
     const name = route ? targetColumnOf(route, c.name) : c.name;
     if (name === undefined) {
@@ -168,7 +207,10 @@ export async function readShape(
       continue;
     }
     const targetType = targetTypes.get(name);
-    if (targetType === undefined) {
+    if (c.generated !== null) {
+      if (targetType === undefined || target.generated.has(name)) continue;
+      uncarried.push({ column: name, expression: c.generated });
+    } else if (targetType === undefined) {
       absent.push(name);
       continue;
     }
@@ -191,6 +233,7 @@ export async function readShape(
     ...(writer && targetTypes.has(SOURCE_COLUMN) && (digest !== 'record' || targetTypes.has(WRITER_XID_COLUMN)) ? { writer } : {}),
     estimatedRows: Number(est[0]?.n ?? 0),
     digest,
+    ...(uncarried.length > 0 ? { uncarried } : {}),
   };
 }
 
@@ -214,12 +257,13 @@ function baseTypeSql(a: string): string {
 /** A postgres target's columns with their format_type (domains as their base type). */
 export function postgresColumns(target: pg.ClientBase): TargetColumns {
   return async (t) => {
-    const { rows } = await target.query<{ name: string; type: string }>(
-      `SELECT a.attname AS name, ${baseTypeSql('a')} AS type FROM pg_attribute a
+    const { rows } = await target.query<{ name: string; type: string; generated: boolean }>(
+      `SELECT a.attname AS name, ${baseTypeSql('a')} AS type, a.attgenerated <> '' AS generated FROM pg_attribute a
         WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`,
       [quoteQualified(t.schema, t.table)],
     );
-    return rows.length === 0 ? undefined : new Map(rows.map((c) => [c.name, c.type]));
+    if (rows.length === 0) return undefined;
+    return { types: new Map(rows.map((c) => [c.name, c.type])), generated: new Set(rows.filter((c) => c.generated).map((c) => c.name)) };
   };
 }
 

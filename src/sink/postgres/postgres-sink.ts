@@ -74,6 +74,12 @@ export interface PostgresSinkOptions {
   recheckTriggersMs?: number;
   /** Where a problem the sink works on through is told (a trigger it may not create); default: process warnings. */
   warn?: (message: string, details: Record<string, unknown>) => void;
+  /**
+   * The generated columns of a target table's source table, under their target names (see
+   * generatedColumns): one the target keeps as a plain column is never written, and the sink
+   * warns about it once when it first reads the table.
+   */
+  sourceGenerated?: (schema: string, table: string) => Promise<readonly { column: string; expression: string }[]>;
 }
 
 const V_LSN = quoteIdent(VERSION_LSN_COLUMN);
@@ -123,6 +129,8 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
   private commitTimestamps = false;
   private readonly sqlCache = new Map<string, string>();
   private readonly stages = new CopyStages();
+  /** Tables whose source's generated columns were looked at (see warnUncarried): once each. */
+  private readonly checkedGenerated = new Set<string>();
   /** Tables whose triggers the sink may not create, warned about once (see trackLocalWrites). */
   private readonly refusedTriggers = new Set<string>();
 
@@ -277,8 +285,29 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     );
   }
 
-  loadTable(c: pg.PoolClient, schema: string, table: string): Promise<TargetTable> {
-    return loadTargetTable(c, schema, table, this.options.deleteMode === 'soft', this.options.createTable, this.options.conflicts !== undefined);
+  async loadTable(c: pg.PoolClient, schema: string, table: string): Promise<TargetTable> {
+    const target = await loadTargetTable(c, schema, table, this.options.deleteMode === 'soft', this.options.createTable, this.options.conflicts !== undefined);
+    // Not awaited: asking the source must not hold the first batch (nor a source that does not answer, apply).
+    if (this.options.sourceGenerated && !this.checkedGenerated.has(target.label)) {
+      this.checkedGenerated.add(target.label);
+      this.warnUncarried(schema, table, target).catch(() => undefined);
+    }
+    return target;
+  }
+
+  /** Warns about the target's plain copies of generated source columns (see PostgresSinkOptions.sourceGenerated). */
+  private async warnUncarried(schema: string, table: string, target: TargetTable): Promise<void> {
+    const generated = (await this.options.sourceGenerated?.(schema, table)) ?? [];
+    const plain = generated.filter((g) => target.columns.get(g.column)?.assignable === true);
+    if (plain.length === 0) return;
+    this.warn(
+      `column(s) ${plain.map((g) => g.column).join(', ')} of ${target.label}: generated at the source, a plain column at the target; PostgreSQL's logical decoding does not send generated columns, so they are never written (NULL) and verify reports the rows as different`,
+      {
+        table: target.label,
+        columns: plain.map((g) => g.column),
+        fix: `declare them GENERATED ALWAYS AS (...) STORED at the target too (${plain.map((g) => `${g.column} GENERATED ALWAYS AS ${g.expression} STORED`).join(', ')}), or drop the column at the target`,
+      },
+    );
   }
 
   async begin(c: pg.PoolClient, changes: readonly ChangeEvent[]): Promise<void> {

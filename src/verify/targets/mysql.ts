@@ -79,12 +79,15 @@ export async function openMysqlTarget(url: string): Promise<RowTarget> {
     columns: async (t) => {
       // A name MySQL cannot hold fails its catalog query with a collation error: say why instead.
       assertMysqlTableName(tableLabelOf(t), t.schema === 'public' ? undefined : t.schema, t.table);
+      // GENERATION_EXPRESSION: '' (MySQL) or NULL (MariaDB) for a column that is not generated.
       const [rows] = await conn.query<RowDataPacket[]>(
-        `SELECT COLUMN_NAME, LOWER(DATA_TYPE) FROM information_schema.COLUMNS
+        `SELECT COLUMN_NAME, LOWER(DATA_TYPE), COALESCE(GENERATION_EXPRESSION, '') <> '' FROM information_schema.COLUMNS
           WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`,
         [t.schema === 'public' ? null : t.schema, t.table],
       );
-      return rows.length === 0 ? undefined : new Map((rows as unknown as [string, string][]).map(([n, type]) => [n, type]));
+      if (rows.length === 0) return undefined;
+      const columns = rows as unknown as [string, string, number | string][];
+      return { types: new Map(columns.map(([n, type]) => [n, type])), generated: new Set(columns.filter(([, , g]) => Number(g) === 1).map(([n]) => n)) };
     },
     readKeys: async (shape, keys) => {
       const out = new Map<string, string>();

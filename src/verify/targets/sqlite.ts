@@ -57,8 +57,13 @@ export function openSqliteTarget(url: string): RowTarget {
   return {
     type: 'sqlite',
     columns: async (t) => {
-      const rows = db.prepare('SELECT name, type FROM pragma_table_info(?) ORDER BY cid').raw(true).all(sqliteTableName(t.schema, t.table)) as [string, string][];
-      return rows.length === 0 ? undefined : new Map(rows.map(([n, type]) => [n, type.toLowerCase()]));
+      // table_xinfo lists generated columns too (hidden 2: virtual, 3: stored); table_info leaves them out.
+      const rows = db
+        .prepare('SELECT name, type, hidden IN (2, 3) FROM pragma_table_xinfo(?) WHERE hidden <> 1 ORDER BY cid')
+        .raw(true)
+        .all(sqliteTableName(t.schema, t.table)) as [string, string, number][];
+      if (rows.length === 0) return undefined;
+      return { types: new Map(rows.map(([n, type]) => [n, type.toLowerCase()])), generated: new Set(rows.filter(([, , g]) => g === 1).map(([n]) => n)) };
     },
     readKeys: async (shape, keys) => {
       const out = new Map<string, string>();
