@@ -35,6 +35,7 @@ function openAdapterSink(config: SynclineConfig, mapping: TableMapping, resolveC
   const conflicts = conflictOptionsOf(config, resolveConflict);
   // The SQL sinks follow the source's definitions, read from the source (apply has source.url).
   const evolution = { mode: s.schema_evolution, dropColumns: s.drop_columns, definitions: sourceDefinitions(config, mapping) };
+  let generatedLooks: Promise<unknown> = Promise.resolve();
   if (s.consistency === 'transactional' && (s.type === 'redis' || s.type === 'webhook')) {
     throw new PrerequisiteError(
       `sink.consistency: transactional needs a SQL sink (postgres, mysql, sqlite); the ${s.type} sink has no transactions`,
@@ -56,9 +57,11 @@ function openAdapterSink(config: SynclineConfig, mapping: TableMapping, resolveC
         ...(conflicts ? { conflicts, trackedTables: replicatedTargets(config, mapping) } : {}),
         ...(log ? { warn: (message: string, details: Record<string, unknown>) => log.warn(details, message) } : {}),
         // Only a warning hangs on it: a source that does not answer soon is not waited for.
+        // One look at a time: a first batch of hundreds of tables must not open hundreds of
+        // connections to the source at once.
         sourceGenerated: (schema: string, table: string) => {
           const route = mapping.routeTo({ schema, table });
-          return withSource(
+          const look = generatedLooks.then(() => withSource(
             config,
             async (c) =>
               (await generatedColumns(c, route?.source ?? { schema, table })).flatMap((g) => {
@@ -66,7 +69,9 @@ function openAdapterSink(config: SynclineConfig, mapping: TableMapping, resolveC
                 return column === undefined ? [] : [{ ...g, column }];
               }),
             10_000,
-          );
+          ));
+          generatedLooks = look.catch(() => undefined);
+          return look;
         },
         evolution,
         ...(s.create_tables || s.schema_evolution === 'full'
