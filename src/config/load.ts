@@ -59,7 +59,7 @@ export function validateConfig(raw: unknown, env: NodeJS.ProcessEnv = process.en
   const interpolated = interpolate(raw, env, '', problems, substituted);
   let parsed = configSchema.safeParse(interpolated);
   if (!parsed.success && coerceSubstitutedValues(interpolated, parsed.error.issues, substituted)) parsed = configSchema.safeParse(interpolated);
-  if (!parsed.success) problems.push(...parsed.error.issues.map(formatIssue));
+  if (!parsed.success) problems.push(...parsed.error.issues.flatMap(formatIssue));
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   return applyEnvFallbacks(parsed.data, env);
 }
@@ -92,12 +92,10 @@ function formatPath(path: (string | number)[]): string {
   return path.map((p) => (typeof p === 'number' ? `[${p}]` : p)).join('.').replace(/\.\[/g, '[');
 }
 
-function formatIssue(issue: ZodIssue): string {
-  const path = formatPath(issue.path);
-  if (issue.code === 'unrecognized_keys') {
-    return `${path || '(root)'}: unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`;
-  }
-  return `${path || '(root)'}: ${issue.message}`;
+/** One message per problem; an unknown key is named at its own path (`stream.partitons`), so a typo is found by its full path. */
+function formatIssue(issue: ZodIssue): string[] {
+  if (issue.code === 'unrecognized_keys') return issue.keys.map((key) => `${formatPath([...issue.path, key])}: unknown key`);
+  return [`${formatPath(issue.path) || '(root)'}: ${issue.message}`];
 }
 
 function applyEnvFallbacks(config: SynclineConfig, env: NodeJS.ProcessEnv): SynclineConfig {

@@ -54,7 +54,7 @@ monitoring:
       expect.arrayContaining([
         expect.stringMatching(/^source\.slots\[0\]\.name: /),
         expect.stringMatching(/^source\.slots\[0\]\.publication: /),
-        expect.stringMatching(/^source: unknown key\(s\) "colour"/),
+        expect.stringMatching(/^source\.colour: unknown key/),
         expect.stringMatching(/^stream\.broker: /),
         expect.stringMatching(/^stream\.partitions: /),
         expect.stringMatching(/^consumer\.retry\.max_attempts: /),
@@ -62,6 +62,18 @@ monitoring:
       ]),
     );
     expect(found.length).toBeGreaterThanOrEqual(7);
+  });
+
+  it('names each unknown key at its own path (a.b.key), also several in one section and at the root', () => {
+    const text = 'source:\n  slots: [{ name: s, publication: p, bogus: 1 }]\nstream:\n  brokerz: x\n  partitons: 3\ntypo_section: 1\n';
+    expect(problems(text)).toEqual(
+      expect.arrayContaining([
+        'source.slots[0].bogus: unknown key',
+        'stream.brokerz: unknown key',
+        'stream.partitons: unknown key',
+        'typo_section: unknown key',
+      ]),
+    );
   });
 
   it('interpolates ${VAR} and ${VAR:-default}, and names unset variables with their path', () => {

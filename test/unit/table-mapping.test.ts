@@ -178,7 +178,7 @@ ${tables}
     expect(found).toEqual(
       expect.arrayContaining([
         expect.stringMatching(/^sink\.tables\.a\.b\.c: not a table name: "a\.b\.c" \(expected table or schema\.table\)/),
-        'sink.tables.orders: unknown key(s) "colums"',
+        'sink.tables.orders.colums: unknown key',
         'sink.tables.customers.columns.b: columns a and b are both renamed to z',
         'sink.tables.customers.columns.a: column a is both renamed and in exclude_columns',
         'sink.tables.customers.columns.c: _syncline_lsn is a column syncline writes itself; pick another name',
