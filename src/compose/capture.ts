@@ -5,6 +5,7 @@ import { systemClock } from '../core/clock.js';
 import { Events } from '../core/events.js';
 import { parseLsn } from '../core/lsn.js';
 import { parseTableName } from '../core/sql.js';
+import { tableLabel } from '../core/table-mapping.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { Capture } from '../pipeline/capture.js';
@@ -83,6 +84,7 @@ export async function runCapture(
     try {
       const events = new Events();
       metrics.subscribe(events);
+      metrics.captureTables(slotOf(config).tables.map((t) => tableLabel(parseTableName(t))));
       // Commit times date WAL no sample covers (written while no capture ran); once a transaction.
       let lastCommit = '';
       events.on('capture:change', (e) => {

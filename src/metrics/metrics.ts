@@ -260,6 +260,11 @@ export class Metrics {
     };
   }
 
+  /** Capture's configured tables show their `sync_events_captured_total` series from the start, at 0. */
+  captureTables(tables: Iterable<string>): void {
+    for (const table of tables) this.captured.inc({ table }, 0);
+  }
+
   /** One captured change of `schema.table`: changes of one table in a row cost a comparison each. */
   private countCaptured(schema: string, table: string): void {
     const last = this.capturedLast;

@@ -409,6 +409,13 @@ export class PostgresSource {
       await this.watchPartitions();
     };
     this.heartbeat = setInterval(() => void tick(), this.options.heartbeatIntervalMs);
+    // The slot's retained WAL is known now, not only at the first tick (heartbeat_interval_ms later).
+    void slotState(this.admin, slot).then(
+      (s) => {
+        if (s) this.options.onSlotHealth?.(s);
+      },
+      (err: unknown) => log.warn({ err: errorMessage(err) }, 'slot health check failed'),
+    );
     const onWal = this.options.onWalPosition;
     if (!onWal) return;
     // WAL written while no capture ran has no sample: the last checkpoint's redo position and
