@@ -92,11 +92,24 @@ program.parseAsync(process.argv).then(
     // A script that asked for --json reads stdout: it gets the failure there too, as JSON,
     // unless the command already printed its own report.
     if (process.argv.includes('--json') && !wroteStdout) {
-      const code = err instanceof SynclineError ? err.code : undefined;
-      process.stdout.write(`${JSON.stringify({ error: { message, ...(code ? { code } : {}) } })}\n`);
+      process.stdout.write(`${JSON.stringify({ error: { message, code: failureCode(err) } })}\n`);
     }
     // A command that already chose its failure code (verify: 2) keeps it.
     const code = err instanceof ConfigError ? EXIT.CONFIG : typeof process.exitCode === 'number' && process.exitCode !== 0 ? process.exitCode : EXIT.FAILURE;
     process.exit(code);
   },
 );
+
+/**
+ * The `code` of a --json failure: syncline's own, else a server's SQLSTATE (`PG_3D000`: no
+ * such database), else Node's system error (`ECONNREFUSED`), else `ERROR`: a script can
+ * always branch on it.
+ */
+function failureCode(err: unknown): string {
+  if (err instanceof SynclineError) return err.code;
+  const { code, severity } = (err ?? {}) as { code?: unknown; severity?: unknown };
+  // A server's error (pg's DatabaseError carries the severity too): EPIPE is five letters as well.
+  if (typeof code === 'string' && typeof severity === 'string' && /^[0-9A-Z]{5}$/.test(code)) return `PG_${code}`;
+  if (typeof code === 'string' && /^E[A-Z_]+$/.test(code)) return code;
+  return 'ERROR';
+}

@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -32,7 +32,7 @@ monitoring: { enabled: false }
   });
 
   it.each([
-    [['snapshot', '--list'], undefined],
+    [['snapshot', '--list'], 'ECONNREFUSED'],
     [['dlq', 'list'], 'DLQ_FAILED'],
     [['dlq', 'show', '1'], 'DLQ_FAILED'],
   ])('syncline %s --json prints the error as JSON on stdout', async (args, code) => {
@@ -87,5 +87,13 @@ monitoring: { enabled: false }
     const jobs = JSON.parse(r.stdout) as Array<{ id: string; table: string; status: string }>;
     expect(jobs).toMatchObject([{ table: 'public.items', status: 'pending' }]);
     expect(jobs[0]?.id).toMatch(/^[0-9]+$/);
+  }, 60_000);
+
+  it('names a server error by its SQLSTATE (verify into a target database that does not exist)', async () => {
+    const missing = path.join(dir, 'missing-target.yaml');
+    await writeFile(missing, (await readFile(config, 'utf8')).replace(/sink: \{ url: (\S+?)\/[^/\s]+ \}/, 'sink: { url: $1/syncline_json_no_such_db }'));
+    const r = await runCli('verify', '--json', '-c', missing);
+    expect(r.code).toBe(2);
+    expect(JSON.parse(r.stdout)).toEqual({ error: { message: 'database "syncline_json_no_such_db" does not exist', code: 'PG_3D000' } });
   }, 60_000);
 });
