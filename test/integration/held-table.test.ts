@@ -83,6 +83,9 @@ monitoring: { enabled: false }
     await waitFor('fine fully applied', async () => (await target.query('SELECT count(*)::int AS n FROM fine')).rows[0]?.n === 1000, 30_000);
     expect(failure).toBeUndefined();
     await waitFor('sync_table_blocked{table="public.broken"} = 1', async () => (await blocked(metrics)) === 1, 10_000);
+    // The last transaction (broken's 100 deletes) may still be on its way: counted once it is
+    // held, or status below counts changes the list did not have yet.
+    await waitFor('the deletes held too', async () => (await queue.list({ table: 'public.broken', limit: 100_000 })).filter((e) => e.change?.op === 'DELETE').length === 100, 30_000);
     const held = await queue.list({ table: 'public.broken', limit: 100_000 });
     expect(held.length).toBeGreaterThan(1000);
     expect(new Set(held.map((e) => e.errorCode))).toContain('TABLE_BLOCKED');
