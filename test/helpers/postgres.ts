@@ -149,14 +149,16 @@ export async function secondPg15(settings: string[] = []): Promise<PgServer & { 
  * Drops (with its slots) and recreates the database `uniqueName(base)`, this test file's own
  * (see unique.ts); returns its URL.
  */
-export async function freshDatabase(server: PgServer, base: string): Promise<string> {
+/** A new empty database named after `base`; `encoding` (e.g. `LATIN1`) makes it in that server encoding, C locale. */
+export async function freshDatabase(server: PgServer, base: string, encoding?: string): Promise<string> {
   const name = uniqueName(base);
   const admin = new pg.Client({ connectionString: server.url('postgres') });
   await admin.connect();
   try {
     await admin.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active', [name]);
     await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`);
-    await admin.query(`CREATE DATABASE ${pg.escapeIdentifier(name)}`);
+    const options = encoding ? ` ENCODING ${pg.escapeLiteral(encoding)} LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0` : '';
+    await admin.query(`CREATE DATABASE ${pg.escapeIdentifier(name)}${options}`);
   } finally {
     await admin.end();
   }

@@ -21,18 +21,15 @@ describe('a SQL_ASCII source with a value that is not UTF-8', () => {
   let configFile: string;
   let admin: pg.Client;
   let source: pg.Client;
-  let sourceName: string;
 
   beforeAll(async () => {
     ensureBuilt();
     const server = await machinePg15();
     dir = await mkdtemp(path.join(os.tmpdir(), 'sqlascii-'));
-    sourceName = uniqueName('sqlascii_src');
     admin = new pg.Client({ connectionString: server.url('postgres') });
     await admin.connect();
-    await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(sourceName)} WITH (FORCE)`);
-    await admin.query(`CREATE DATABASE ${pg.escapeIdentifier(sourceName)} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`);
-    source = new pg.Client({ connectionString: server.url(sourceName) });
+    const sourceUrl = await freshDatabase(server, 'sqlascii_src', 'SQL_ASCII');
+    source = new pg.Client({ connectionString: sourceUrl });
     await source.connect();
     await source.query('CREATE TABLE t (id int PRIMARY KEY, v text)');
     const targetUrl = await freshDatabase(server, 'sqlascii_tgt');
@@ -40,7 +37,7 @@ describe('a SQL_ASCII source with a value that is not UTF-8', () => {
     await writeFile(
       configFile,
       `source:
-  url: ${server.url(sourceName)}
+  url: ${sourceUrl}
   slots: [{ name: ${slot}, publication: sqlascii_pub, tables: [t] }]
 stream: { path: ${path.join(dir, 'stream')}, partitions: 2 }
 consumer: { group_id: ascii }

@@ -36,16 +36,7 @@ describe('verify: a LATIN1 source and a UTF8 target holding the same text', () =
     ensureBuilt();
     const server = await machinePg15();
     dir = await mkdtemp(path.join(os.tmpdir(), 'red18-enc-'));
-    const sourceName = uniqueName('red18_enc_src');
-    const admin = new pg.Client({ connectionString: server.url('postgres') });
-    await admin.connect();
-    try {
-      await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(sourceName)} WITH (FORCE)`);
-      await admin.query(`CREATE DATABASE ${pg.escapeIdentifier(sourceName)} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`);
-    } finally {
-      await admin.end();
-    }
-    const sourceUrl = server.url(sourceName);
+    const sourceUrl = await freshDatabase(server, 'red18_enc_src', 'LATIN1');
     const targetUrl = await freshDatabase(server, 'red18_enc_tgt');
     source = new pg.Client({ connectionString: sourceUrl });
     target = new pg.Client({ connectionString: targetUrl });
