@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
-import { ConfigError, SynclineError, errorMessage } from '../core/errors.js';
+import { ConfigError, SynclineError, UsageError, errorMessage } from '../core/errors.js';
 import { redactUrl } from '../core/redact.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDoctor } from './commands/doctor.js';
@@ -95,7 +95,7 @@ program.parseAsync(process.argv).then(
       process.stdout.write(`${JSON.stringify({ error: { message, code: failureCode(err) } })}\n`);
     }
     // A command that already chose its failure code (verify: 2) keeps it.
-    const code = err instanceof ConfigError ? EXIT.CONFIG : typeof process.exitCode === 'number' && process.exitCode !== 0 ? process.exitCode : EXIT.FAILURE;
+    const code = err instanceof ConfigError || err instanceof UsageError ? EXIT.CONFIG : typeof process.exitCode === 'number' && process.exitCode !== 0 ? process.exitCode : EXIT.FAILURE;
     process.exit(code);
   },
 );

@@ -24,6 +24,17 @@ export class ConfigError extends SynclineError {
   }
 }
 
+/**
+ * The command line asks for something the command refuses (a purge without a filter, init
+ * over an existing file): exit 2 like commander's own usage errors, code `USAGE` in --json.
+ */
+export class UsageError extends SynclineError {
+  constructor(message: string) {
+    super('USAGE', message, { retriable: false });
+    this.name = 'UsageError';
+  }
+}
+
 /** The wire data broke the protocol grammar: the bytes cannot be trusted. */
 export class ProtocolError extends SynclineError {
   constructor(message: string) {

@@ -264,7 +264,6 @@ export async function compareTable(source: pg.ClientBase, target: pg.ClientBase,
   return verifyTable([{ source, target }], t, route, { sample });
 }
 
-/** PostgreSQL 14+ has hash_record_extended. */
 /**
  * Whether the source and the target would hash different bytes for the same text: their
  * server encodings differ (a mysql or sqlite target's digests are computed in Node, over
@@ -280,6 +279,7 @@ async function encodingsDiffer(pair: TargetPair): Promise<boolean> {
   return source !== target;
 }
 
+/** PostgreSQL 14+ has hash_record_extended. */
 async function hasRecordHash(client: pg.ClientBase): Promise<boolean> {
   return (await serverVersionNumber(client)) >= 140000;
 }

@@ -45,6 +45,16 @@ monitoring: { enabled: false }
     expect(out.error.message).toMatch(/option/);
   });
 
+  // The command's own refusal (checked after parsing), not commander's: stdout was empty.
+  it('dlq purge --json without a filter: exit 2, USAGE as JSON, nothing purged', async () => {
+    const r = await runCli('dlq', 'purge', '--json', '-c', config);
+    expect(r.code).toBe(2);
+    const out = JSON.parse(r.stdout) as { error: { message: string; code?: string } };
+    expect(out.error.code).toBe('USAGE');
+    expect(out.error.message).toMatch(/refusing to purge without a filter/);
+    expect(r.stderr).toMatch(/refusing to purge without a filter/);
+  });
+
   it('--help --json still prints the help and exits 0', async () => {
     const r = await runCli('status', '--help', '--json');
     expect(r.code).toBe(0);

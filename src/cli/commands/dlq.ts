@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { PrerequisiteError, SynclineError } from '../../core/errors.js';
+import { PrerequisiteError, SynclineError, UsageError } from '../../core/errors.js';
 import { deadLetterSummary, type DeadLetterFilter, type DeadLetterQueue } from '../../dlq/dead-letter-queue.js';
 import { parseDuration } from '../../core/duration.js';
 import { EXIT } from '../exit-codes.js';
@@ -115,9 +115,7 @@ export function registerDlq(program: Command): void {
     .action(async (opts: FilterOptions & { all?: boolean }, cmd: Command) => {
       const filter = filterOf(opts);
       if (!opts.all && !filter.ids && !filter.table && !filter.error && filter.olderThanMs === undefined) {
-        process.stderr.write('refusing to purge without a filter: pass --id, --table, --error, --older-than, or --all\n');
-        process.exitCode = EXIT.CONFIG;
-        return;
+        throw new UsageError('refusing to purge without a filter: pass --id, --table, --error, --older-than, or --all');
       }
       // Every match goes unless --limit was given (with --all too): a purge by table or error
       // that silently stopped at the list's default would leave entries the user meant gone.

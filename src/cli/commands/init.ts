@@ -1,6 +1,6 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { EXIT } from '../exit-codes.js';
+import { UsageError } from '../../core/errors.js';
 import { INIT_TEMPLATE } from '../init-template.js';
 import { configOption } from './options.js';
 
@@ -12,9 +12,7 @@ export function registerInit(program: Command): void {
     .option('--force', 'overwrite an existing file')
     .action((opts: { config: string; force?: boolean }) => {
       if (existsSync(opts.config) && !opts.force) {
-        process.stderr.write(`${opts.config} exists; use --force to overwrite\n`);
-        process.exitCode = EXIT.CONFIG;
-        return;
+        throw new UsageError(`${opts.config} exists; use --force to overwrite`);
       }
       // The header names the file as the user called it.
       writeFileSync(opts.config, INIT_TEMPLATE.replace('validate -c syncline.yaml', `validate -c ${opts.config}`));

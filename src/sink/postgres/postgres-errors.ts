@@ -20,7 +20,9 @@ export function classifyPgError(err: unknown, what: string): unknown {
     // Every change of the table would fail the same way: stop instead of dead-lettering them all.
     return new PrerequisiteError(`${what} failed: ${errorMessage(err)} (SQLSTATE ${code})`, 'fix the target table to match the source (columns, types, primary key), then restart');
   }
-  return new SynclineError(`SINK_${code ?? 'ERROR'}`, `${what} failed: ${errorMessage(err)}${code ? ` (SQLSTATE ${code})` : ''}`, {
+  // A server's error carries a SQLSTATE; a socket's (ECONNREFUSED) is named in its message already.
+  const sqlstate = code !== undefined && typeof (err as { severity?: unknown }).severity === 'string' ? ` (SQLSTATE ${code})` : '';
+  return new SynclineError(`SINK_${code ?? 'ERROR'}`, `${what} failed: ${errorMessage(err)}${sqlstate}`, {
     retriable: isRetriablePgError(err),
     cause: err,
   });
