@@ -61,10 +61,10 @@ type Sum = { n: number; s: string };
 /** The key `step` rows after `range.after` (not past `range.upper`) on one side; null when fewer are left. */
 export async function boundary(client: pg.ClientBase, sql: SideSql, range: Range, step: number): Promise<string[] | null> {
   const params: unknown[] = [];
-  const where = sql.range(range.after, range.upper, params);
+  const { where, order } = sql.keyRange(range.after, range.upper, params);
   params.push(step - 1);
   const { rows } = await client.query({
-    text: `SELECT ${sql.keyTexts()} FROM ${sql.from} WHERE ${where} ORDER BY ${sql.keyList()} OFFSET $${params.length} LIMIT 1`,
+    text: `SELECT ${sql.keyTexts()} FROM ${sql.from} WHERE ${where} ORDER BY ${order} OFFSET $${params.length} LIMIT 1`,
     values: params,
     rowMode: 'array',
   });

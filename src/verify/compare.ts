@@ -6,6 +6,7 @@ import { scanKeyed, scanKeyless, sqlKeylessSide, type Candidate, type Connection
 import { settle, type ApplyBarrier } from './recheck.js';
 import { settleMultiset } from './recheck-multiset.js';
 import { alignKeyCollations } from './key-collation.js';
+import type { SideEncodings } from './key-encoding.js';
 import { rowKeylessSide, scanKeyedRows } from './row-scan.js';
 import { pinOutputSettings, readShape, SideSql, TargetTableMissing, uncarriedMessage, type UncarriedColumn, type VerifyShape, type VerifyWriter } from './shape.js';
 import { isPostgresTarget, postgresTarget } from './targets/postgres.js';
@@ -116,7 +117,9 @@ export async function verifyTable(pairs: readonly (ConnectionPair | TargetPair)[
   try {
     const shape = await readTargetShape(first, t, route, options.barrier, options.writer);
     if (shape instanceof TargetTableMissing) return missingTarget(shape, t, route);
-    shape.utf8Bytes = await encodingsDiffer(first);
+    const encodings = await serverEncodings(first);
+    shape.utf8Bytes = encodings.source !== encodings.target;
+    if (shape.utf8Bytes) shape.encodings = encodings;
     if (shape.digest === 'record') shape.hashValues = !shape.utf8Bytes && (await Promise.all(pinned.map(hasRecordHash))).every(Boolean);
     // Every pair's target is the same database: its collations are read on the first.
     const warnings = isPostgresTarget(first.target) ? await alignKeyCollations(shape, first.source, first.target.client) : [];
@@ -265,18 +268,16 @@ export async function compareTable(source: pg.ClientBase, target: pg.ClientBase,
 }
 
 /**
- * Whether the source and the target would hash different bytes for the same text: their
- * server encodings differ (a mysql or sqlite target's digests are computed in Node, over
- * UTF-8). SQL_ASCII stores bytes unconverted, as they were sent: taken as UTF-8.
+ * The server encodings of the source and the target: the two would hash different bytes for
+ * the same text where they differ (a mysql or sqlite target's digests are computed in Node,
+ * over UTF-8: UTF8). SQL_ASCII stores bytes unconverted, as they were sent: taken as UTF8.
  */
-async function encodingsDiffer(pair: TargetPair): Promise<boolean> {
+async function serverEncodings(pair: TargetPair): Promise<SideEncodings> {
   const encoding = async (c: pg.ClientBase): Promise<string> => {
     const value = (await c.query<{ e: string }>(`SELECT current_setting('server_encoding') AS e`)).rows[0]?.e ?? 'UTF8';
     return value === 'SQL_ASCII' ? 'UTF8' : value;
   };
-  const source = await encoding(pair.source);
-  const target = isPostgresTarget(pair.target) ? await encoding(pair.target.client) : 'UTF8';
-  return source !== target;
+  return { source: await encoding(pair.source), target: isPostgresTarget(pair.target) ? await encoding(pair.target.client) : 'UTF8' };
 }
 
 /** PostgreSQL 14+ has hash_record_extended. */

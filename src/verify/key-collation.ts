@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { quoteIdent, quoteQualified } from '../core/sql.js';
-import type { VerifyShape } from './shape.js';
+import { BYTE_KEY_TYPE, codePointOrdered, type SideEncodings } from './key-encoding.js';
+import type { VerifyColumn, VerifyShape } from './shape.js';
 
 /**
  * Text keys in one order on both sides of a postgres target. Ranges are planned on the
@@ -91,8 +92,14 @@ export async function alignKeyCollations(shape: VerifyShape, source: pg.ClientBa
     if (!ours) continue; // not a collatable type at the source: no text order to share
     const theirs = dst.of.get(c.to) ?? dst.all.find((x) => x.oid === DEFAULT_COLLATION);
     const order = orderingOf(ours);
-    if (theirs && orderingOf(theirs) === order) continue;
     const label = quoteQualified(shape.target.schema, shape.target.table);
+    const encodings = shape.encodings;
+    if (encodings && ours.provider === 'c' && order !== 'bytes') throw new Error(libcAcrossEncodings(shape, c, ours, theirs, encodings));
+    if (encodings && order === 'bytes' && BYTE_KEY_TYPE.test(c.form.boundType)) {
+      c.byteOrdered = true;
+      warnings.push(...byteKeyWarnings(shape, c, encodings));
+    }
+    if (theirs && orderingOf(theirs) === order) continue;
     const equivalent = dst.all
       .filter((x) => orderingOf(x) === order)
       .sort((a, b) => Number(b.oid === DEFAULT_COLLATION) - Number(a.oid === DEFAULT_COLLATION) || Number(b.builtin) - Number(a.builtin) || a.name.localeCompare(b.name))[0];
@@ -114,4 +121,45 @@ export async function alignKeyCollations(shape: VerifyShape, source: pg.ClientBa
     );
   }
   return warnings;
+}
+
+/**
+ * Why a key ordered by a libc locale cannot be verified against a server of another encoding,
+ * and the fix: a libc collation orders the bytes of its own encoding (en_US.cp1252 and
+ * en_US.utf8 are two collations), and a database offers only those of its encoding, so no
+ * target collation is known to order as the source's; a collation of its own cannot be made
+ * either. "C" (byte order, compared as UTF-8 where it must be: key-encoding.ts) or ICU (one
+ * order in every encoding) can.
+ */
+function libcAcrossEncodings(shape: VerifyShape, c: VerifyColumn, ours: Collation, theirs: Collation | undefined, encodings: SideEncodings): string {
+  const source = quoteQualified(shape.source.schema, shape.source.table);
+  const target = quoteQualified(shape.target.schema, shape.target.table);
+  return (
+    `cannot verify ${shape.label}: key column ${quoteIdent(c.from)} is ordered by ${describe(ours)} at the source (encoding ${encodings.source}), ` +
+    `${target}.${quoteIdent(c.to)} by ${theirs ? describe(theirs) : 'an unknown collation'} at the target (encoding ${encodings.target}): ` +
+    `a libc collation orders text of its database's encoding only, and a target of another encoding has none that is known to order as the source's, ` +
+    'so key ranges cannot be compared alike on both sides. Declare the key column with a collation that orders alike in both encodings, on both sides: ' +
+    `COLLATE "C" (ALTER TABLE ${source} ALTER COLUMN ${quoteIdent(c.from)} TYPE ${c.type} COLLATE "C" at the source, ` +
+    `ALTER TABLE ${target} ALTER COLUMN ${quoteIdent(c.to)} TYPE ${c.targetType} COLLATE "C" at the target), or an ICU collation of the same locale`
+  );
+}
+
+/**
+ * The sides of a byte-ordered key `c` whose encoding's bytes do not order as code points:
+ * their key is compared as `convert_to(key, 'UTF8')` (key-encoding.ts), which no index can
+ * serve (convert_to is not immutable), so every range scans the table there.
+ */
+function byteKeyWarnings(shape: VerifyShape, c: VerifyColumn, encodings: SideEncodings): string[] {
+  return (['source', 'target'] as const)
+    .filter((side) => !codePointOrdered(encodings[side]))
+    .map((side) => {
+      const t = side === 'source' ? shape.source : shape.target;
+      const column = `${quoteQualified(t.schema, t.table)}.${quoteIdent(side === 'source' ? c.from : c.to)}`;
+      const other = side === 'source' ? encodings.target : encodings.source;
+      return (
+        `${column} is ordered by bytes at the ${side}, whose encoding ${encodings[side]} orders characters otherwise than ${other} at the ${side === 'source' ? 'target' : 'source'}: ` +
+        `its key is compared as convert_to(${quoteIdent(side === 'source' ? c.from : c.to)}, 'UTF8'), which the column's index cannot serve: every key range scans the ${side} table ` +
+        `(a ${side} database in UTF8 or LATIN1, whose bytes order as the characters, would not need it)`
+      );
+    });
 }

@@ -4,6 +4,7 @@ import { excludedKey, tableLabel, targetColumnOf, type TableRoute } from '../cor
 import { SOURCE_COLUMN, WRITER_XID_COLUMN } from '../sink/sql/bookkeeping.js';
 import { OUTPUT_SETTINGS } from '../source/replication-stream.js';
 import { columnForm, formKey, formValue, type ColumnForm } from './column-form.js';
+import { keyAsBytes, type SideEncodings } from './key-encoding.js';
 import { sourceExpression } from './targets/source-text.js';
 
 /** One compared column: its source name and type, and its name and type at the target. */
@@ -23,6 +24,12 @@ export interface VerifyColumn {
    * in when its own collation orders otherwise than the source's (key-collation.ts).
    */
   targetCollation?: string;
+  /**
+   * A string key ordered by bytes ("C") on both sides: when the servers' encodings differ
+   * (VerifyShape.encodings), a side whose bytes do not order as code points reads it as its
+   * UTF-8 bytes in ranges and ORDER BY (key-encoding.ts).
+   */
+  byteOrdered?: boolean;
 }
 
 /**
@@ -68,6 +75,8 @@ export interface VerifyShape {
    * server's own encoding, so 'café' would read as drift though both hold it.
    */
   utf8Bytes?: boolean;
+  /** The two servers' encodings, set by verifyTable when they differ (key-encoding.ts). */
+  encodings?: SideEncodings;
   /**
    * Compared columns that are generated at the source and plain at the target: logical
    * decoding never sends them, so the target's values are not syncline's (see readShape).
@@ -374,17 +383,33 @@ export class SideSql {
 
   /** `(key) > (after) AND (key) <= (upper)` with parameters from `$first`; pushes the values. */
   range(after: readonly string[] | null, upper: readonly string[] | null, params: unknown[]): string {
+    return this.keyRange(after, upper, params).where;
+  }
+
+  /**
+   * `range`, and the key list to ORDER BY in the same order: a string key this side reads as
+   * its UTF-8 bytes for these bounds (key-encoding.ts) is compared as bytea, its bounds sent
+   * as their UTF-8 bytes (a row comparison needs the same type on both sides of each field).
+   */
+  keyRange(after: readonly string[] | null, upper: readonly string[] | null, params: unknown[]): { where: string; order: string } {
+    const encoding = this.shape.encodings?.[this.side];
+    const bytes = this.shape.key.map((c, i) => {
+      if (encoding === undefined || !c.byteOrdered) return false;
+      return keyAsBytes(encoding, [after?.[i], upper?.[i]].filter((v): v is string => typeof v === 'string'));
+    });
+    const keys = this.shape.key.map((c, i) => (bytes[i] ? `convert_to(${this.keyCol(c)}, 'UTF8')` : this.keyCol(c))).join(', ');
     const parts = [this.live];
     const tuple = (values: readonly string[]): string =>
       `(${this.shape.key
         .map((c, i) => {
-          params.push(values[i]);
-          return `$${params.length}::${c.form.boundType}`;
+          const v = values[i];
+          params.push(bytes[i] && typeof v === 'string' ? Buffer.from(v, 'utf8') : v);
+          return `$${params.length}::${bytes[i] ? 'bytea' : c.form.boundType}`;
         })
         .join(', ')})`;
-    if (after) parts.push(`(${this.keyList()}) > ${tuple(after)}`);
-    if (upper) parts.push(`(${this.keyList()}) <= ${tuple(upper)}`);
-    return parts.join(' AND ');
+    if (after) parts.push(`(${keys}) > ${tuple(after)}`);
+    if (upper) parts.push(`(${keys}) <= ${tuple(upper)}`);
+    return { where: parts.join(' AND '), order: keys };
   }
 }
 
