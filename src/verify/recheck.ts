@@ -62,7 +62,8 @@ function notInteger(type: string, text: string | undefined): boolean | undefined
 
 /**
  * `keys` split into those whose every value the source's key types accept (the cast of its
- * text to the key's bound type succeeds) and those they reject: a target key the source's
+ * text to the key's bound type succeeds, sent in the server's encoding) and those they
+ * reject (on `client` of either side: `sql.side`'s server decides): a target key the source's
  * type cannot hold (5000000000 for an integer key) cannot be a source row, and asking for it
  * would fail the whole query. Integers are checked here; keys of other types by a probe
  * that casts them, halved where it fails down to the rejected keys (a few round trips each).

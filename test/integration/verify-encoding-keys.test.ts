@@ -102,6 +102,32 @@ describe('verify: text keys between a WIN1252 or LATIN1 source and a UTF8 target
   }, 60_000);
 });
 
+describe('verify: a UTF8 source against a LATIN1 target', () => {
+  it('source keys the target cannot hold are missing rows (bounds and look-ups at the target)', async () => {
+    const server = await machinePg15();
+    const source = new pg.Client({ connectionString: await freshDatabase(server, 'verifyenc_u_src') });
+    const target = new pg.Client({ connectionString: await freshDatabase(server, 'verifyenc_u_tgt', 'LATIN1') });
+    await source.connect();
+    await target.connect();
+    try {
+      // "C" at the source: the machine's databases order by the libc locale C.UTF-8.
+      await source.query('CREATE TABLE t_text (k text COLLATE "C" PRIMARY KEY, v text)');
+      await target.query('CREATE TABLE t_text (k text PRIMARY KEY, v text)');
+      const keys = Array.from({ length: 300 }, (_, i) => `${['a', 'é', 'ÿ'][i % 3] as string}${i}`);
+      for (const c of [source, target]) await c.query(`INSERT INTO t_text SELECT k, 'v' || k FROM unnest($1::text[]) k`, [keys]);
+      // Rows the sink could not have written (the target's encoding cannot hold their keys).
+      const only = Array.from({ length: 120 }, (_, i) => `${['œ', 'ā', 'a€'][i % 3] as string}k${i}`);
+      await source.query(`INSERT INTO t_text SELECT k, 'x' FROM unnest($1::text[]) k`, [only]);
+      const r = await verifyTable([{ source, target }], { schema: 'public', table: 't_text' }, undefined, { ...OPTIONS, sample: 1000 });
+      expect({ differing: r.differing, extra: r.extra, different: r.different, sourceRows: r.sourceRows }).toEqual({ differing: 120, extra: [], different: [], sourceRows: 420 });
+      expect([...r.missing].sort()).toEqual(only.map((k) => JSON.stringify([k])).sort());
+    } finally {
+      await source.end();
+      await target.end();
+    }
+  });
+});
+
 describe('verify: a key ordered by a libc locale, against a server of another encoding', () => {
   it('fails with a fix that can be applied (not a collation the target cannot have)', async () => {
     const server = await machinePg15();
