@@ -103,6 +103,9 @@ export class CaptureSnapshots implements ChunkSink {
   keylessCut(spec: KeylessSnapshot, at: KeylessCut): void {
     const { reset, released } = this.keyless.cut(spec, at);
     this.host.publisher.add(reset);
+    // Counted like the rows and a TRUNCATE: apply counts it applied, and captured_total
+    // read one less than applied_total for the table (0 vs 1 for an empty one).
+    this.host.events.emit('capture:change', reset);
     // An interrupted snapshot's held changes: committed before the cut, so stale behind it.
     this.release(released);
     this.host.holdsChanged();
