@@ -53,6 +53,19 @@ const IN_SEQ = q('__syncline_seq');
 const IN_KEY = q('__syncline_key');
 const IN_SOURCE = q('__syncline_source');
 const IN_CLOCK = q('__syncline_ts');
+/**
+ * The rows an INSERT ... SELECT reads (MysqlDialect.inputRows): its FROM, and the SQL of each
+ * sent column (by index), the key's hash, the version, the writer and its commit time.
+ */
+interface InputRows {
+  from: string;
+  column: (i: number) => string;
+  key: string;
+  lsn: string;
+  seq: string;
+  source: string;
+  clock: string;
+}
 const W_SOURCE = q(SOURCE_COLUMN);
 const W_CLOCK = q(CLOCK_COLUMN);
 /**
@@ -375,20 +388,37 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
     let written = 0;
     for (const chunk of chunks(rows)) {
       const params: unknown[] = [];
-      const rowsSql = this.inputRows(target, columns, chunk, params);
-      const res = await exec(c, `${this.insertSql(target, columns, rowsSql)}\n      ON DUPLICATE KEY UPDATE ${this.upsertUpdates(columns).join(', ')}`, params);
+      const input = this.inputRows(target, columns, chunk, params);
+      const res = await exec(c, `${this.insertSql(target, columns, input)}\n      ON DUPLICATE KEY UPDATE ${this.upsertUpdates(columns).join(', ')}`, params);
       written += appliedRows(res, chunk.length);
     }
     return written;
   }
 
   /**
-   * The derived input table of `chunk` (parameters appended to `params`): the sent `columns`,
-   * the key's hash, the version and (tracking conflicts) the writer and its commit time.
+   * The input rows of `chunk` (parameters appended to `params`): the sent `columns`, the
+   * key's hash, the version and (tracking conflicts) the writer and its commit time. A
+   * derived table of one SELECT per row, UNION ALL; a chunk of one row with a long value
+   * (see LONGEST_DERIVED_VALUE) as the SELECT's own values FROM DUAL, its key hash, writer
+   * and time as escaped literals, so that the values are the only parameters.
    */
-  private inputRows(target: MysqlTable, columns: string[], chunk: ChangeEvent[], params: unknown[]): string {
+  private inputRows(target: MysqlTable, columns: string[], chunk: ChangeEvent[], params: unknown[]): InputRows {
     const metas = columns.map((col) => target.columns.get(col) as MysqlColumn);
     const tracked = this.tracked;
+    const only = chunk[0];
+    if (chunk.length === 1 && only && hasLongValue(only)) {
+      const payload = only.payload as Row;
+      for (let i = 0; i < columns.length; i++) params.push(toMysqlParam(metas[i] as MysqlColumn, payload[columns[i] as string] ?? null));
+      return {
+        from: 'DUAL',
+        column: () => '?',
+        key: mysql.escape(keyHash(only)),
+        lsn: parseLsn(only.commit_lsn).toString(),
+        seq: String(only.seq | 0),
+        source: mysql.escape(only.source),
+        clock: mysql.escape(commitTimeUtc(only)),
+      };
+    }
     const selects = chunk.map((r, j) => {
       const payload = r.payload as Row;
       for (let i = 0; i < columns.length; i++) params.push(toMysqlParam(metas[i] as MysqlColumn, payload[columns[i] as string] ?? null));
@@ -403,7 +433,15 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
         : [...columns.map(() => '?'), '?', lsn, seq, ...(tracked ? ['?', '?'] : [])];
       return `SELECT ${values.join(', ')}`;
     });
-    return selects.join('\n UNION ALL ');
+    return {
+      from: `(${selects.join('\n UNION ALL ')}) AS i`,
+      column: (i) => `i.${IN(i)}`,
+      key: `i.${IN_KEY}`,
+      lsn: `i.${IN_LSN}`,
+      seq: `i.${IN_SEQ}`,
+      source: `i.${IN_SOURCE}`,
+      clock: `i.${IN_CLOCK}`,
+    };
   }
 
   async olderStored(c: PoolConnection, target: MysqlTable, keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]> {
@@ -422,33 +460,34 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
   }
 
   /**
-   * `INSERT INTO t (...) SELECT ... FROM (<rowsSql>) i WHERE <gate>`, what the upsert and the
+   * `INSERT INTO t (...) SELECT ... FROM <input rows> WHERE <gate>`, what the upsert and the
    * insert of absent keys share: with the version gate, no newer tombstone of the key (of the
    * same source, tracking conflicts) nor newer truncation of the table; tracking conflicts,
    * also no recorded conflict in which another writer's winning write replaced this version
    * or a newer one of the same source: its change, republished after a capture restart, must
    * not bring the row back.
    */
-  private insertSql(target: MysqlTable, columns: string[], rowsSql: string): string {
+  private insertSql(target: MysqlTable, columns: string[], input: InputRows): string {
     const tracked = this.tracked;
     const label = mysql.escape(target.label);
+    const version = `(${input.lsn}, ${input.seq})`;
     // Input strings carry the connection's collation: compared in the bookkeeping tables' (utf8mb4_bin).
-    const source = `i.${IN_SOURCE} COLLATE utf8mb4_bin`;
+    const source = `${input.source} COLLATE utf8mb4_bin`;
     const where = this.options.versionGate
-      ? `WHERE ${this.tombstoneGate(label, `i.${IN_KEY}`, `(i.${IN_LSN}, i.${IN_SEQ})`, source)}
-           AND ${this.truncationGate(label, `(i.${IN_LSN}, i.${IN_SEQ})`, source)}` +
+      ? `WHERE ${this.tombstoneGate(label, input.key, version, source)}
+           AND ${this.truncationGate(label, version, source)}` +
         (tracked
           ? `
            AND NOT EXISTS (SELECT 1 FROM ${this.state.conflicts} cf
-                            WHERE cf.table_name = ${label} AND cf.key_hash = i.${IN_KEY} AND cf.stored_source = ${source} AND cf.winner = 'incoming'
-                              AND cf.stored_lsn IS NOT NULL AND (cf.stored_lsn, cf.stored_seq) >= (i.${IN_LSN}, i.${IN_SEQ}))`
+                            WHERE cf.table_name = ${label} AND cf.key_hash = ${input.key} AND cf.stored_source = ${source} AND cf.winner = 'incoming'
+                              AND cf.stored_lsn IS NOT NULL AND (cf.stored_lsn, cf.stored_seq) >= ${version})`
           : '')
       : '';
     const soft = this.soft ? [DELETED_AT] : [];
     const writer = tracked ? [W_SOURCE, W_CLOCK] : [];
     return `INSERT INTO ${target.qualified} (${[...columns.map(q), V_LSN, V_SEQ, ...soft, ...writer].join(', ')})
-      SELECT ${[...columns.map((_, i) => `i.${IN(i)}`), `i.${IN_LSN}`, `i.${IN_SEQ}`, ...soft.map(() => 'NULL'), ...(tracked ? [`i.${IN_SOURCE}`, `i.${IN_CLOCK}`] : [])].join(', ')}
-        FROM (${rowsSql}) AS i
+      SELECT ${[...columns.map((_, i) => input.column(i)), input.lsn, input.seq, ...soft.map(() => 'NULL'), ...(tracked ? [input.source, input.clock] : [])].join(', ')}
+        FROM ${input.from}
       ${where}`;
   }
 
@@ -922,6 +961,21 @@ export function appliedRows(res: ResultSetHeader, rows: number): number {
 }
 
 /** A change's commit time as the session's UTC `DATETIME(6)` text (commit_ts is ISO-8601 UTC). */
+/**
+ * Longest value, in characters of its text, that a row may carry in a derived table (at most
+ * 32 KiB in utf8mb4, half of that for bytea's hex). MariaDB 10.11 types a derived table's
+ * columns from their literals, and one of 64 KiB or more was stored cut to its length modulo
+ * 65,536 (TEXT, BLOB: 'a' × 70,000 kept as 4,464 characters, no error), or made the server
+ * crash (a UNION of such rows); sent as `INSERT ... SELECT ?, ... FROM DUAL` it reaches the
+ * column as from VALUES: stored whole, or refused with ER_DATA_TOO_LONG (dead-lettered).
+ */
+const LONGEST_DERIVED_VALUE = 8191;
+
+function hasLongValue(change: ChangeEvent): boolean {
+  for (const v of Object.values(change.payload ?? change.key)) if (v !== null && v.length > LONGEST_DERIVED_VALUE) return true;
+  return false;
+}
+
 function commitTimeUtc(change: ChangeEvent): string {
   return pgTimestampToUtc(change.commit_ts.replace(/Z$/, '+00'));
 }
@@ -930,10 +984,21 @@ function keyHash(change: ChangeEvent): Buffer {
   return createHash('sha256').update(rowKeyOf(change)).digest();
 }
 
+/**
+ * `rows` in statements' worth; a row holding a long value (hasLongValue) in a chunk of its
+ * own, which upsert and insertAbsent send without a derived table.
+ */
 function* chunks(rows: ChangeEvent[]): Generator<ChangeEvent[]> {
   let chunk: ChangeEvent[] = [];
   let bytes = 0;
   for (const r of rows) {
+    if (hasLongValue(r)) {
+      if (chunk.length > 0) yield chunk;
+      chunk = [];
+      bytes = 0;
+      yield [r];
+      continue;
+    }
     let size = 64;
     for (const v of Object.values(r.payload ?? r.key)) size += v === null ? 4 : v.length + 8;
     if (chunk.length > 0 && (chunk.length >= MAX_ROWS_PER_STATEMENT || bytes + size > MAX_BYTES_PER_STATEMENT)) {
