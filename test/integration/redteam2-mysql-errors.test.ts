@@ -32,4 +32,25 @@ describe('red team 2: MariaDB errors in dead letters', () => {
       await sink.close();
     }
   });
+
+  // Acceptance red team: NaN reached MariaDB, which refused it as errno 1366, while the
+  // README promises SINK_VALUE for the values a MySQL number cannot hold.
+  it.each([
+    ['v', 'NaN'],
+    ['n', 'Infinity'],
+    ['n', '-Infinity'],
+  ])('%s = %s is refused by the sink as SINK_VALUE', async (column, value) => {
+    await my.admin.query('CREATE TABLE IF NOT EXISTS nums (id VARCHAR(20) PRIMARY KEY, v DECIMAL(10,2), n DOUBLE)');
+    const sink = new MysqlSink({ url: my.url, stateSchema: 'syncline', versionGate: true });
+    try {
+      await sink.prepare();
+      const f = new ChangeFactory();
+      const change = f.event('INSERT', 'nums', '1', 100, { id: '1', v: column === 'v' ? value : '1.5', n: column === 'n' ? value : '2.5' });
+      const err = await sink.apply([change], new Map(), 'g').then(() => undefined, (e: unknown) => e as Error & { code?: string });
+      expect(err?.code).toBe('SINK_VALUE');
+      expect(err?.message).toContain(`column ${column}: ${value}`);
+    } finally {
+      await sink.close();
+    }
+  });
 });

@@ -51,12 +51,18 @@ const KINDS: Record<string, ValueKind> = {
  * A value for an INSERT (sent as a bind parameter). MySQL converts strings to the column's
  * type exactly on assignment, so most values pass as text.
  */
+/** PostgreSQL's text of the numeric and float values MySQL has no number for. */
+const NOT_A_NUMBER = new Set(['NaN', 'Infinity', '-Infinity']);
+
 export function toMysqlParam(column: MysqlColumn, text: string | null): string | number | Buffer | null {
   if (text === null) return null;
   switch (column.kind) {
     case 'integer':
       return pgBoolToDigit(text);
     case 'decimal':
+      // MySQL's DECIMAL, FLOAT and DOUBLE hold no NaN or infinity: named here as the value it
+      // is (SINK_VALUE), not left to the server's "Incorrect decimal value" (errno 1366).
+      if (NOT_A_NUMBER.has(text)) throw new SynclineError('SINK_VALUE', `column ${column.name}: ${text} has no ${(column.type ?? 'number').toUpperCase()} value at a MySQL target`, { retriable: false });
       if (column.type === 'float') return singleFloat(text);
       if (column.scale !== undefined) checkScale(column, text);
       return pgBoolToDigit(text);
