@@ -3,6 +3,7 @@ import { readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { serializeQueries } from '../postgres/serial-queries.js';
 import type { Row } from '../core/change.js';
 import type { Clock } from '../core/clock.js';
 import { PrerequisiteError, SynclineError, errorMessage } from '../core/errors.js';
@@ -137,7 +138,8 @@ export class PostgresSource {
    */
   static async open(options: PostgresSourceOptions, signal: AbortSignal): Promise<PostgresSource | undefined> {
     const { log, slot } = options;
-    const admin = new pg.Client(options.connection);
+    // Shared by flows that do not wait for each other: their queries are queued (serial-queries.ts).
+    const admin = serializeQueries(new pg.Client(options.connection));
     admin.on('error', (err) => log.warn({ err: errorMessage(err) }, 'source admin connection error'));
     await admin.connect();
     // Connected ahead, while the rest is prepared on `admin`; ended here if open fails.
