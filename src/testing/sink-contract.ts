@@ -119,7 +119,9 @@ export class ChangeFactory {
  * ABSENT_DELETE: a delete counts as applied when it removed a row. A delete of a row the
  * target does not hold (never had, or a replay whose first run folded it into a later
  * re-insert) still records its tombstone, but whether it counts as applied or stale is up to
- * the sink (the SQL sinks count it stale: nothing visible changed). The suite accepts both.
+ * the sink; the suite accepts both. (The SQL sinks count it applied when it advanced the
+ * tombstone, newer than the table's truncation, and stale when the gate refused it: see
+ * SqlDialect.delete.)
  */
 const NO_POSITIONS: ReadonlyMap<number, bigint> = new Map();
 
@@ -248,7 +250,7 @@ export function describeSinkContract(name: string, factory: () => Promise<SinkHa
       expect(await apply([f.update(t, 'a', 0x20, 'same-version')])).toMatchObject({ applied: 0, stale: 1 });
       expect(await apply([f.update(t, 'a', 0x1f, 'older')])).toMatchObject({ applied: 0, stale: 1 });
       // An older delete leaves the row alone. (It may still record its tombstone, harmlessly
-      // older than the row; the postgres sink counts that as applied, so either count passes.)
+      // older than the row; the SQL sinks count that stale, the gate refused it; either count passes.)
       const oldDelete = await apply([f.delete(t, 'a', 0x10)]);
       expect(oldDelete.applied + oldDelete.stale).toBe(1);
       expect(await row(t, 'a')).toEqual({ id: 'a', v: 'new', n: null });

@@ -582,10 +582,17 @@ class MysqlDialect implements SqlDialect<PoolConnection, MysqlTable> {
     return new Set(found.map((f) => Number(f.idx)));
   }
 
+  /**
+   * Applied: the deletes that removed (or marked) their row, plus those of keys with no row at
+   * the target whose tombstone they advance, newer than the table's truncation: read before
+   * the tombstones are written (absentRows: no row, no tombstone at or past it, no truncation
+   * at or past it). The two sets are disjoint; the rest the gate refused (stale).
+   */
   async delete(c: PoolConnection, target: MysqlTable, keyColumns: string[], rows: ChangeEvent[]): Promise<number> {
     let removed = 0;
     const tracked = this.tracked;
     for (const chunk of chunks(rows)) {
+      removed += (await this.absentRows(c, target, keyColumns, chunk)).length;
       // 1. Tombstones, advanced only by a newer delete (same ordering rule as the upsert);
       //    tracking conflicts, each source's own (with the delete's commit time).
       const tombParams: unknown[] = [];

@@ -558,9 +558,13 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
       ? `UPDATE ${target.qualified} t SET ${quoteIdent(DELETED_AT_COLUMN)} = i.ts::timestamptz, ${V_LSN} = i.v_lsn::pg_lsn, ${V_SEQ} = i.v_seq` +
         (tracked ? `, ${W_SOURCE} = i.w_source, ${W_CLOCK} = i.ts::timestamptz, ${W_XID} = ${CURRENT_XID}` : '') +
         `
-           FROM i WHERE ${match}${gate} RETURNING 1`
-      : `DELETE FROM ${target.qualified} t USING i WHERE ${match}${gate} RETURNING 1`;
+           FROM i WHERE ${match}${gate} RETURNING i.row_key`
+      : `DELETE FROM ${target.qualified} t USING i WHERE ${match}${gate} RETURNING i.row_key`;
     // Tracked: each source keeps its own tombstone of the key (advanced only by its newer deletes).
+    // Applied: a delete that removed (or marked) its row, or that advanced the tombstone of a key
+    // with no row at the target and is newer than the table's truncation (the CTEs and the
+    // final SELECT share one snapshot: the NOT EXISTS sees the target before the statement).
+    // The others were refused by the gate: a replay, a newer row, tombstone or truncation.
     const sql = `WITH i AS (SELECT * FROM unnest(${[...keyColumns.map((_, j) => `$${j + 1}::text[]`), `$${k + 1}::text[]`, `$${k + 2}::text[]`, `$${k + 3}::int[]`, `$${k + 4}::text[]`, ...(tracked ? [`$${k + 6}::text[]`] : [])].join(', ')})
                      AS i(${[...keyColumns.map((_, j) => `k${j}`), 'row_key', 'v_lsn', 'v_seq', 'ts', ...(tracked ? ['w_source'] : [])].join(', ')})),
       tomb AS (${
@@ -573,9 +577,13 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
                ON CONFLICT (table_name, row_key) DO UPDATE SET lsn = EXCLUDED.lsn, seq = EXCLUDED.seq, deleted_at = now()`
       }
                WHERE (tb.lsn, tb.seq) < (EXCLUDED.lsn, EXCLUDED.seq)
-               RETURNING 1),
+               RETURNING tb.row_key),
       removed AS (${removal})
-      SELECT (SELECT count(*) FROM tomb)::int AS tombstoned, (SELECT count(*) FROM removed)::int AS removed`;
+      SELECT count(*)::int AS applied FROM i
+       WHERE i.row_key IN (SELECT row_key FROM removed)
+          OR (i.row_key IN (SELECT row_key FROM tomb)
+              AND NOT EXISTS (SELECT 1 FROM ${target.qualified} t WHERE ${match})
+              AND ${this.truncationGate(`$${k + 5}`)})`;
     const params: unknown[] = keyColumns.map((col) => rows.map((r) => r.key[col] ?? null));
     params.push(rows.map((r) => rowKeyOf(r)));
     params.push(rows.map((r) => r.commit_lsn));
@@ -583,8 +591,8 @@ class PostgresDialect implements SqlDialect<pg.PoolClient, TargetTable> {
     params.push(rows.map((r) => r.commit_ts));
     params.push(target.label);
     if (tracked) params.push(rows.map((r) => r.source));
-    const res = await c.query<{ tombstoned: number; removed: number }>(sql, params);
-    return res.rows[0]?.removed ?? 0;
+    const res = await c.query<{ applied: number }>(sql, params);
+    return res.rows[0]?.applied ?? 0;
   }
 
   async readMultisetVersions(c: pg.PoolClient, label: string, source: string): Promise<MultisetVersions> {

@@ -154,8 +154,12 @@ export interface SqlDialect<C, T extends SqlTable> {
   olderStored(c: C, target: T, keyColumns: string[], rows: ChangeEvent[]): Promise<ChangeEvent[]>;
   /**
    * Writes each DELETE's tombstone (advanced only by a newer delete) and removes (or, soft,
-   * marks) the rows older than their delete. Returns how many rows went away now: a
-   * tombstone written for a row that was already absent changes nothing visible and is stale.
+   * marks) the rows older than their delete. Returns how many deletes the version gate
+   * accepted (applied): those that removed or marked their row, and those that advanced the
+   * tombstone of a key with no row at the target and are newer than the table's truncation (a
+   * delete whose insert the batch folded away, or that never reached the target: the
+   * tombstone is its effect, and it is no duplicate). The others are stale: an equal or newer
+   * tombstone (a replay), a newer stored row, or a truncation at or past it.
    */
   delete(c: C, target: T, keyColumns: string[], rows: ChangeEvent[]): Promise<number>;
 

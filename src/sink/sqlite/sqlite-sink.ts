@@ -417,10 +417,16 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
         ? `UPDATE ${target.qualified} SET ${DELETED_AT} = ?, ${V_LSN} = ?, ${V_SEQ} = ?${tracked ? `, ${W_SOURCE} = ?, ${W_CLOCK} = ?` : ''} WHERE ${match.join(' AND ')}`
         : `DELETE FROM ${target.qualified} WHERE ${match.join(' AND ')}`,
     );
+    // A delete that removed nothing still applied when it advanced the tombstone of a key the
+    // target holds no row of and is newer than the table's truncation; else the gate refused it.
+    const absentAfterTruncation = this.stmt(
+      `SELECT NOT EXISTS (SELECT 1 FROM ${target.qualified} WHERE ${keyColumns.map((c) => `${q(c)} IS ?`).join(' AND ')})
+          AND ${this.truncationGate(':label', '(:lsn, :seq)', ':source')} AS ok`,
+    );
     let removed = 0;
     for (const row of rows) {
       const { lsn, seq } = storedVersion(row);
-      tombstone.run(target.label, rowKeyOf(row), lsn, seq, ...(tracked ? [row.source, utcText(row.commit_ts)] : []));
+      const advanced = tombstone.run(target.label, rowKeyOf(row), lsn, seq, ...(tracked ? [row.source, utcText(row.commit_ts)] : [])).changes > 0;
       const params: SqlValue[] = keyColumns.map((c) => toSqliteValue(target, c, row.key[c] ?? null));
       if (gate) params.push(...(tracked ? [row.source] : []), lsn, seq);
       if (soft) {
@@ -430,7 +436,11 @@ class SqliteDialect implements SqlDialect<Database.Database, SqliteTable> {
       const n = removal.run(...params).changes;
       // Soft and tracked: the row stays, now syncline's (the delete may have won it from the target).
       if (n > 0 && soft && tracked) this.digestStatement(target, keyColumns).run(...keyValues(target, keyColumns, row));
-      removed += n;
+      if (n > 0) removed += n;
+      else if (advanced) {
+        const key = keyColumns.map((c) => toSqliteValue(target, c, row.key[c] ?? null));
+        if (Number((absentAfterTruncation.get(...key, { label: target.label, lsn, seq, ...(tracked ? { source: row.source } : {}) }) as { ok: bigint | number }).ok) === 1) removed += 1;
+      }
     }
     return removed;
   }
