@@ -46,6 +46,26 @@ export function alertRules(config: SynclineConfig): AlertRuleGroup[] {
       },
     },
     {
+      alert: 'SynclineApplyStalled',
+      // Split roles: with apply gone, the capture process still exports sync_lag_seconds 0,
+      // sync_deadletter_count and sync_events_consumed_total 0, so neither the lag alert nor
+      // SynclineMetricsAbsent notices. Summed over processes, a healthy split (capture
+      // publishes, apply consumes) and a `run` (both) consume; `or vector(0)`: no consumed
+      // series scraped at all is none consumed too. A dead apply's rate lasts the 5m window,
+      // so this fires about 10 minutes after it stopped.
+      expr: 'sum(rate(sync_events_published_total[5m])) > 0 and (sum(rate(sync_events_consumed_total[5m])) or vector(0)) == 0',
+      for: '5m',
+      labels: { severity: 'critical' },
+      annotations: {
+        summary: 'syncline publishes changes to the stream but no apply process consumes them',
+        description:
+          'Capture has published changes for 10 minutes and no process has read any from the stream: the target falls behind while ' +
+          'sync_lag_seconds of the capture process reads 0. With `syncline capture` and `syncline apply` run apart, check that the ' +
+          'apply processes are running (their logs, /healthz, their /metrics scraped) and `syncline status -c CONFIG` for records behind per partition. ' +
+          'A `syncline run` that publishes without consuming is stuck in apply: read its logs.',
+      },
+    },
+    {
       alert: 'SynclineDuplicateRateHigh',
       expr: `sync_duplicate_rate > ${num(a.duplicate_rate_warning)}`,
       for: '5m',

@@ -72,7 +72,7 @@ describe('syncline monitoring export', () => {
 
   it('writes alert rules that promtool accepts, with the configured thresholds', () => {
     const check = promtool(['check', 'rules', rulesFile], out);
-    expect(check.output).toMatch(/SUCCESS: 8 rules found/);
+    expect(check.output).toMatch(/SUCCESS: 9 rules found/);
     expect(check.status).toBe(0);
     const byName = new Map(rules.map((r) => [r.alert, r]));
     expect(byName.get('SynclineLagCritical')).toMatchObject({ expr: 'max(sync_lag_seconds or sync_capture_lag_seconds) > 12', for: '1m', labels: { severity: 'critical' } });
@@ -261,6 +261,94 @@ describe('syncline monitoring export', () => {
     writeFileSync(path.join(out, 'dashboard-exprs.yml'), stringify(recording));
     const r = promtool(['check', 'rules', 'dashboard-exprs.yml'], out);
     expect(r.output).toMatch(new RegExp(`SUCCESS: ${exprs.length} rules found`));
+    expect(r.status).toBe(0);
+  });
+
+  // Split roles: the capture process keeps exporting sync_lag_seconds 0, sync_deadletter_count,
+  // sync_duplicate_rate and sync_events_consumed_total 0 when apply is gone, which keeps the lag
+  // alert and SynclineMetricsAbsent quiet. Changes published with none consumed is what shows it.
+  it('SynclineApplyStalled fires when changes are published and none consumed, not for a healthy run or split (promtool test rules)', () => {
+    const stalled = rules.find((x) => x.alert === 'SynclineApplyStalled');
+    expect(stalled).toMatchObject({
+      expr: 'sum(rate(sync_events_published_total[5m])) > 0 and (sum(rate(sync_events_consumed_total[5m])) or vector(0)) == 0',
+      for: '5m',
+      labels: { severity: 'critical' },
+    });
+    const fires = [{ exp_labels: stalled!.labels, exp_annotations: stalled!.annotations }];
+    const quiet = (at: string[]) => at.map((eval_time) => ({ eval_time, alertname: 'SynclineApplyStalled', exp_alerts: [] }));
+    const tests = {
+      rule_files: [rulesFile],
+      evaluation_interval: '1m',
+      tests: [
+        {
+          // Published rising, consumed flat (one process, or the capture process alone): fires
+          // once the condition held for 5 minutes.
+          interval: '1m',
+          input_series: [
+            { series: 'sync_events_published_total{instance="capture"}', values: '0+100x20' },
+            { series: 'sync_events_consumed_total{instance="capture"}', values: '0x20' },
+            { series: 'sync_deadletter_count{instance="capture"}', values: '0x20' },
+          ],
+          alert_rule_test: [
+            { eval_time: '3m', alertname: 'SynclineApplyStalled', exp_alerts: [] },
+            { eval_time: '10m', alertname: 'SynclineApplyStalled', exp_alerts: fires },
+          ],
+        },
+        {
+          // A split whose apply process dies at minute 10: its series end, capture's stay.
+          interval: '1m',
+          input_series: [
+            { series: 'sync_events_published_total{instance="capture"}', values: '0+100x40' },
+            { series: 'sync_events_consumed_total{instance="capture"}', values: '0x40' },
+            { series: 'sync_events_consumed_total{instance="apply"}', values: '0+100x10 stale' },
+          ],
+          alert_rule_test: [
+            { eval_time: '10m', alertname: 'SynclineApplyStalled', exp_alerts: [] },
+            { eval_time: '14m', alertname: 'SynclineApplyStalled', exp_alerts: [] },
+            { eval_time: '25m', alertname: 'SynclineApplyStalled', exp_alerts: fires },
+          ],
+        },
+        {
+          // Only the capture process is scraped, and it exports no consumed series at all.
+          interval: '1m',
+          input_series: [{ series: 'sync_events_published_total{instance="capture"}', values: '0+100x20' }],
+          alert_rule_test: [{ eval_time: '15m', alertname: 'SynclineApplyStalled', exp_alerts: fires }],
+        },
+        {
+          // Healthy split: capture publishes (its consumed stays 0), apply consumes.
+          interval: '1m',
+          input_series: [
+            { series: 'sync_events_published_total{instance="capture"}', values: '0+100x30' },
+            { series: 'sync_events_consumed_total{instance="capture"}', values: '0x30' },
+            { series: 'sync_events_published_total{instance="apply"}', values: '0x30' },
+            { series: 'sync_events_consumed_total{instance="apply"}', values: '0+100x30' },
+          ],
+          alert_rule_test: quiet(['5m', '10m', '20m', '30m']),
+        },
+        {
+          // Healthy `syncline run`: one process publishes and consumes.
+          interval: '1m',
+          input_series: [
+            { series: 'sync_events_published_total{instance="run"}', values: '0+100x30' },
+            { series: 'sync_events_consumed_total{instance="run"}', values: '0+100x30' },
+          ],
+          alert_rule_test: quiet(['5m', '10m', '20m', '30m']),
+        },
+        {
+          // Idle: nothing published, nothing consumed.
+          interval: '1m',
+          input_series: [
+            { series: 'sync_events_published_total{instance="capture"}', values: '5x30' },
+            { series: 'sync_events_consumed_total{instance="capture"}', values: '0x30' },
+            { series: 'sync_events_consumed_total{instance="apply"}', values: '5x30' },
+          ],
+          alert_rule_test: quiet(['10m', '20m']),
+        },
+      ],
+    };
+    writeFileSync(path.join(out, 'stalled.test.yml'), stringify(tests));
+    const r = promtool(['test', 'rules', 'stalled.test.yml'], out);
+    expect(r.output).toMatch(/SUCCESS/);
     expect(r.status).toBe(0);
   });
 
