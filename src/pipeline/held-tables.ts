@@ -80,9 +80,14 @@ export class HeldTables {
     // Every held table is tried: one that still does not apply must not keep a fixed one held.
     tables: for (const table of [...this.tables.keys()]) {
       let replayed = 0;
+      // Entries of rows waiting for a person stay in the queue, ahead of the others: each
+      // listing reads past them (the oldest 1,000 may all be theirs, and then "nothing ready"
+      // is not "all applied": the table was released with its later entries left queued).
+      let parked = 0;
       for (;;) {
         if (signal.aborted) return;
-        const entries = await dlq.list({ label: table, limit: HELD_REPLAY_BATCH });
+        const limit = parked + HELD_REPLAY_BATCH;
+        const entries = await dlq.list({ label: table, limit });
         const waiting = new Set<string>();
         const ready: DeadLetterEntry[] = [];
         for (const e of entries) {
@@ -92,7 +97,12 @@ export class HeldTables {
           if (e.errorCode === TABLE_BLOCKED || e.errorCode === 'BLOCKED_BY_EARLIER') ready.push(e);
           else waiting.add(row);
         }
-        if (ready.length === 0) break;
+        // What stays queued of this listing (waiting rows', undecodable): the next one reads past it.
+        parked = entries.length - ready.length;
+        if (ready.length === 0) {
+          if (entries.length < limit) break; // every entry of the table read: only waiting rows' are left
+          continue;
+        }
         try {
           const o = await ctx.withRetry(() => ctx.sink.apply(ready.map((e) => e.change as ChangeEvent), EMPTY_POSITIONS, ctx.options.group), signal, 'applying a held table');
           if (o === STOPPED) return;
@@ -109,7 +119,9 @@ export class HeldTables {
           // A poison among them: the one-by-one replay parks it and applies the rest.
           const result = await replayDeadLetters(ready, ctx.sink, dlq, ctx.options.group);
           replayed += result.replayed;
-          if (result.replayed === 0) break;
+          // Failures now wait for a person (the next listing reads past them). Nothing applied
+          // and nothing failed: the table stays held and is tried again at the next retry.
+          if (result.replayed === 0 && result.failed.length === 0) continue tables;
           continue;
         }
         await dlq.remove(ready.map((e) => e.id));
