@@ -89,8 +89,11 @@ export async function collectStatus(config: SynclineConfig, baseDir = process.cw
     dlq: { exists: false, count: 0, blockedTables: [] },
   };
   await sourceStatus(config, report);
-  const ends = await streamStatus(config, baseDir, report);
+  // Positions before the stream's ends (and the group's offsets before the ends, below): a
+  // running apply moves them on between the reads, and a position read after the end it was
+  // compared with looked past it, warning of a stream reset that never happened.
   const sinkPositions = await sinkStatus(config, report);
+  const ends = await streamStatus(config, baseDir, report);
   await deadLetterStatus(config, report);
   if (ends) {
     for (const p of report.stream.partitions) {
@@ -159,9 +162,9 @@ async function streamStatus(config: SynclineConfig, baseDir: string, report: Sta
     return false;
   }
   try {
-    const ends = await stream.endOffsets();
     // Read without joining the group: a consumer would take partitions from a running apply.
     const committed = (await stream.committedOffsets?.(config.consumer.group_id)) ?? new Map<number, bigint>();
+    const ends = await stream.endOffsets();
     report.stream.reachable = true;
     report.stream.partitions = [...ends]
       .sort((a, b) => a[0] - b[0])
