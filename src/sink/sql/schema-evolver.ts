@@ -156,9 +156,11 @@ export class SchemaEvolver<C, T extends SqlTable> {
   }
 
   /**
-   * The target table's DDL that its newest definition asks for, run on `c`; true when some
-   * ran (the caller re-reads the table). A definition change the target cannot follow holds
-   * the table with SCHEMA_MISMATCH.
+   * The target table's DDL that its newest definition asks for, run on `c`; true when the
+   * table was brought to a definition this process had not seen it in: the caller re-reads
+   * it, also when no DDL was left to run here (another apply member of the group ran it: the
+   * cached columns lacked the one it added, and the table was held as SCHEMA_MISMATCH). A
+   * definition change the target cannot follow holds the table with SCHEMA_MISMATCH.
    */
   async evolve(c: C, target: T, schema: string, table: string, versions: ReadonlyMap<string, number>): Promise<boolean> {
     const label = tableLabelOf({ schema, table });
@@ -178,7 +180,7 @@ export class SchemaEvolver<C, T extends SqlTable> {
       );
     }
     if (plan.steps.length > 0) await d.evolve(c, target, plan.steps);
-    return plan.steps.length > 0;
+    return true;
   }
 
   /**
