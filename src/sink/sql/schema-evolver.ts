@@ -176,7 +176,7 @@ export class SchemaEvolver<C, T extends SqlTable> {
       throw new StructuralError(
         label,
         `${SCHEMA_MISMATCH}: target table ${target.label} cannot follow the source's definition (_schema_version ${newest}): ${plan.mismatches.join('; ')}`,
-        'change the target column yourself (the held changes then apply by themselves), or resync the table',
+        'change the target column yourself (the held changes then apply by themselves; one whose value the changed column refuses, such as an older value too large for a narrower type, becomes a dead letter of its own: syncline dlq list, then purge it), or resync the table',
       );
     }
     if (plan.steps.length > 0) await d.evolve(c, target, plan.steps);
