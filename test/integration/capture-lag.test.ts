@@ -94,6 +94,8 @@ monitoring: { enabled: false }
     expect(Math.max(...idle)).toBeLessThanOrEqual(2);
 
     // While no capture runs: a bulk load of an unpublished table, then rows of the published one.
+    // 5M rows (~650 MB of WAL): this machine's walsender drained 1.5M so fast that capture had
+    // confirmed past the backlog before its first WAL sample, and the lag read 0 (or nothing).
     // The backlog is dated by the last checkpoint (its position and time): a CHECKPOINT another
     // test runs on the shared server meanwhile dates it later (capture then shows less than
     // its age, a lower bound), as CI showed (1.8 s for a 4 s backlog). Such a round is drained
@@ -104,7 +106,7 @@ monitoring: { enabled: false }
     let lag: number[] = [];
     for (let round = 1; ; round++) {
       await withClient(sourceUrl, async (c) => {
-        await c.query("INSERT INTO bulk SELECT g, repeat('b', 100) FROM generate_series(1, 1500000) g");
+        await c.query("INSERT INTO bulk SELECT g, repeat('b', 100) FROM generate_series(1, 5000000) g");
         await c.query('CHECKPOINT');
       });
       const ours = await checkpointAt();
