@@ -999,15 +999,23 @@ function* chunks(rows: ChangeEvent[]): Generator<ChangeEvent[]> {
   let chunk: ChangeEvent[] = [];
   let bytes = 0;
   for (const r of rows) {
-    if (hasLongValue(r)) {
+    // One pass over the values: the statement's size, and whether one is long (hasLongValue).
+    let size = 64;
+    let long = false;
+    for (const v of Object.values(r.payload ?? r.key)) {
+      if (v === null) size += 4;
+      else {
+        size += v.length + 8;
+        if (v.length > LONGEST_DERIVED_VALUE) long = true;
+      }
+    }
+    if (long) {
       if (chunk.length > 0) yield chunk;
       chunk = [];
       bytes = 0;
       yield [r];
       continue;
     }
-    let size = 64;
-    for (const v of Object.values(r.payload ?? r.key)) size += v === null ? 4 : v.length + 8;
     if (chunk.length > 0 && (chunk.length >= MAX_ROWS_PER_STATEMENT || bytes + size > MAX_BYTES_PER_STATEMENT)) {
       yield chunk;
       chunk = [];
