@@ -20,6 +20,7 @@
 import { createInbox, type Msg, type NatsConnection, type NatsError, type Subscription } from 'nats';
 import { SynclineError } from '../../core/errors.js';
 import { deliveryPosition } from './ack-subject.js';
+import { FastParser } from './fast-parser.js';
 
 /**
  * One delivered message, as the reader needs it. Its key and ack subject are read from the
@@ -97,6 +98,8 @@ export class PullInbox {
    */
   pull(batch: number, expiresMs: number): Promise<PullResult> {
     if (this.closed) return Promise.resolve({ received: 0, answered: false });
+    // Each pull, not once: nats.js makes a new Parser at every reconnect.
+    FastParser.install(this.nc);
     return new Promise<PullResult>((resolve, reject) => {
       const waiting: WaitingPull = {
         remaining: batch,
