@@ -1,5 +1,5 @@
 /**
- * Red team (rtfp) of src/stream/nats/fast-parser.ts against bytes a real nats-server writes:
+ * Red team of src/stream/nats/fast-parser.ts against bytes a real nats-server writes:
  * 1. records every byte nats-server sends on a connection doing what the NATS stream does
  *    (JetStream pulls answered with deliveries, 100 heartbeats, 404, 408, 409 statuses,
  *    PubAcks, headers, payloads larger than a read, max-delivered subscriptions, -ERR) and
