@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real single-node Apache Kafka broker (KRaft, no ZooKeeper) for tests and benchmarks.
 #
-#   scripts/kafka.sh start    fetch the jars if needed, format storage once, start, wait until it answers
+#   scripts/kafka.sh start    fetch the jars if needed (also when a broker already answers), format storage once, start, wait until it answers
 #   scripts/kafka.sh stop     stop the broker started by this script
 #   scripts/kafka.sh status   exit 0 if the broker answers, 1 otherwise
 #
@@ -131,6 +131,10 @@ format_storage() {
 }
 
 start() {
+  # The jars first, also when a broker already answers: besides the broker they are Kafka's
+  # own Java client, which test/contract/kafka-java-consumer.test.ts reads syncline's topics with.
+  mkdir -p "$KAFKA_DIR"
+  fetch_libs
   if pid_alive && answers; then
     say "already running on 127.0.0.1:$PORT (pid $(cat "$PID_FILE"))"
     return 0
@@ -140,8 +144,6 @@ start() {
     return 0
   fi
   local began=$SECONDS
-  mkdir -p "$KAFKA_DIR"
-  fetch_libs
   write_config
   if ! pid_alive; then
     format_storage
